@@ -1,0 +1,57 @@
+"""Shared test set-up: offscreen Qt, the shared real-face data, and synthetic tiny faces."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the project root (real faces; never copied into the repo)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared data not found at {SHARED_DATA}; it must sit beside the project root")
+    return SHARED_DATA
+
+
+def synthetic_face(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A cartoon face and its LaPa label map.
+
+    Returns:
+        image (size, size, 3) uint8 RGB and label (size, size) uint8 with LaPa classes: skin,
+        both brows, both eyes (2 and 4 on the image's left), nose, lips, inner mouth, hair.
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    s = size / 64.0
+    jitter = lambda v: int(round((v + rng.uniform(-1.5, 1.5)) * s))  # noqa: E731
+    label = np.zeros((size, size), np.uint8)
+    cv2.ellipse(label, (jitter(32), jitter(24)), (int(22 * s), int(16 * s)), 0, 0, 360, 10, -1)
+    cv2.ellipse(label, (jitter(32), jitter(34)), (int(17 * s), int(22 * s)), 0, 0, 360, 1, -1)
+    cv2.rectangle(label, (jitter(20), jitter(24)), (jitter(28), jitter(26)), 2, -1)
+    cv2.rectangle(label, (jitter(36), jitter(24)), (jitter(44), jitter(26)), 3, -1)
+    cv2.ellipse(label, (jitter(24), jitter(29)), (int(3 * s), int(2 * s)), 0, 0, 360, 4, -1)
+    cv2.ellipse(label, (jitter(40), jitter(29)), (int(3 * s), int(2 * s)), 0, 0, 360, 5, -1)
+    cv2.ellipse(label, (jitter(32), jitter(36)), (int(3 * s), int(5 * s)), 0, 0, 360, 6, -1)
+    cv2.ellipse(label, (jitter(32), jitter(44)), (int(7 * s), int(2 * s)), 0, 180, 360, 7, -1)
+    cv2.ellipse(label, (32 * size // 64, 45 * size // 64), (int(6 * s), max(1, int(1 * s))), 0, 0, 360, 8, -1)
+    cv2.ellipse(label, (jitter(32), jitter(47)), (int(7 * s), int(2 * s)), 0, 0, 180, 9, -1)
+    palette = rng.integers(0, 255, size=(11, 3)).astype(np.float32)
+    palette[1] = (220, 180, 150)
+    image = palette[label] + rng.normal(0, 8, size=(size, size, 3))
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+@pytest.fixture
+def face() -> tuple[np.ndarray, np.ndarray]:
+    return synthetic_face(64, 0)

@@ -1,0 +1,1 @@
+"""Dataset readers (LaPa, CelebAMask-HQ, plain folders), image IO, transforms and masking."""

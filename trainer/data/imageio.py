@@ -1,0 +1,183 @@
+"""Reading images and label maps the way every reader in this package must.
+
+Images: EXIF orientation applied; grayscale, RGBA, 16-bit and palette images become RGB uint8.
+Labels: read as class indices whatever the PNG mode ('L' or 'P'); written as 8-bit 'L', atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from trainer.errors import ImageReadError, LabelMapError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+)
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    """True when the file name has an image extension this package reads."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit (or 32-bit) grey: scale to 8 bits by the file's own range, not by truncation.
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        arr8 = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, im).convert("RGB")
+    if im.mode != "RGB":
+        return im.convert("RGB")
+    return im
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as RGB.
+
+    Returns:
+        (H, W, 3) uint8 array, EXIF orientation applied.
+
+    Raises:
+        ImageReadError: the file is missing, truncated, corrupt or not an image.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                rgb = _to_rgb(im)
+                return np.array(rgb, dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image or an unsupported format") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(f"{path}: unreadable or truncated image ({exc})") from None
+
+
+def read_label(
+    path: str | os.PathLike[str],
+    num_classes: int | None = None,
+    expected_size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Read a label PNG as class indices.
+
+    Args:
+        path: label file ('L' or 'P' mode; the pixel value is the class index).
+        num_classes: when given, values >= num_classes raise LabelMapError.
+        expected_size: (H, W) of the matching image; a different size raises LabelMapError.
+
+    Returns:
+        (H, W) uint8 array of class indices.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("L", "P"):
+                # np.asarray of a 'P' image gives the palette indices, which are the classes.
+                arr = np.array(im, dtype=np.uint8)
+            elif im.mode in ("I", "I;16", "I;16B", "I;16L"):
+                arr32 = np.array(im, dtype=np.int64)
+                if arr32.max(initial=0) > 255:
+                    raise LabelMapError(f"{path}: class value {arr32.max()} does not fit 8 bits")
+                arr = arr32.astype(np.uint8)
+            elif im.mode in ("RGB", "RGBA"):
+                rgb = np.array(im.convert("RGB"))
+                if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+                    raise LabelMapError(
+                        f"{path}: a colour image, not a label map; labels must be single-channel "
+                        "class indices ('L' or 'P' PNG)"
+                    )
+                arr = rgb[..., 0].copy()
+            else:
+                raise LabelMapError(f"{path}: unsupported label mode {im.mode!r}")
+    except FileNotFoundError:
+        raise LabelMapError(f"{path}: label file not found") from None
+    except UnidentifiedImageError:
+        raise LabelMapError(f"{path}: not an image; cannot read it as a label map") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise LabelMapError(f"{path}: unreadable or truncated label map ({exc})") from None
+    check_label(arr, path, num_classes=num_classes, expected_size=expected_size)
+    return arr
+
+
+def check_label(
+    label: np.ndarray,
+    where: str | os.PathLike[str],
+    num_classes: int | None = None,
+    expected_size: tuple[int, int] | None = None,
+) -> None:
+    """Raise LabelMapError if a (H, W) label map has the wrong size or out-of-range values."""
+    if label.ndim != 2:
+        raise LabelMapError(f"{where}: label map must be 2-D, got shape {label.shape}")
+    if expected_size is not None and tuple(label.shape) != tuple(expected_size):
+        h, w = label.shape
+        eh, ew = expected_size
+        raise LabelMapError(f"{where}: label is {w}×{h} but its image is {ew}×{eh}")
+    if num_classes is not None and label.size:
+        top = int(label.max())
+        if top >= num_classes:
+            raise LabelMapError(
+                f"{where}: class value {top} out of range; expected 0..{num_classes - 1}"
+            )
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write bytes to a temp file in the same folder, fsync, then os.replace onto path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def encode_label_png(label: np.ndarray) -> bytes:
+    """Encode a (H, W) uint8 label map as an 8-bit 'L' PNG."""
+    import io
+
+    if label.ndim != 2:
+        raise LabelMapError(f"label map must be 2-D, got shape {label.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8), "L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_label(path: str | os.PathLike[str], label: np.ndarray) -> None:
+    """Write a (H, W) label map as an 8-bit 'L' PNG, atomically (temp file, then os.replace)."""
+    atomic_write_bytes(path, encode_label_png(label))
+
+
+def write_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 95) -> None:
+    """Write a (H, W, 3) uint8 RGB image atomically; format from the extension."""
+    import io
+
+    path = Path(path)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(path.suffix.lower(), "PNG")
+    buf = io.BytesIO()
+    kwargs = {"quality": quality} if fmt == "JPEG" else {}
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format=fmt, **kwargs)
+    atomic_write_bytes(path, buf.getvalue())
