@@ -1,0 +1,63 @@
+"""A plain folder of unlabeled images, scanned recursively."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from trainer.data.imageio import is_image_path, read_image
+from trainer.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+# Files a photo folder commonly holds beside its images; not worth a warning each.
+_QUIET = {".ds_store", "thumbs.db", "desktop.ini"}
+
+
+def list_images(roots: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Every image file under one or more folders, recursively, sorted by path.
+
+    Hidden folders (".faceparse", ".git") are skipped. A non-image file gets one warning line,
+    never an exception.
+
+    Raises:
+        DatasetError: a root is not a folder.
+    """
+    if isinstance(roots, str | os.PathLike):
+        roots = [roots]
+    found: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetError(f"{root}: not a folder of images")
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                if name.startswith("."):
+                    continue
+                if is_image_path(path):
+                    found.append(path)
+                elif name.lower() not in _QUIET:
+                    log.warning("skipping %s: not an image file", path)
+    return sorted(found)
+
+
+class ImageFolder:
+    """Unlabeled images under one or more folders (recursive).
+
+    ``folder[i]`` is an (H, W, 3) uint8 RGB array; ``folder.paths[i]`` its file.
+    """
+
+    def __init__(self, roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> None:
+        self.paths = list_images(roots)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return read_image(self.paths[index])
