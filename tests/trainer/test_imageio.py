@@ -1,0 +1,152 @@
+"""Reading images and label maps: orientation, modes, damaged files, atomic writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainer.data import imageio
+from trainer.data.imageio import read_image, read_label, write_image, write_label
+from trainer.errors import ImageReadError, LabelMapError
+
+
+def _tall_image() -> np.ndarray:
+    """40 rows × 20 columns, red top half, blue bottom half."""
+    arr = np.zeros((40, 20, 3), np.uint8)
+    arr[:20] = (255, 0, 0)
+    arr[20:] = (0, 0, 255)
+    return arr
+
+
+def test_exif_rotated_jpeg_comes_back_upright(tmp_path: Path) -> None:
+    upright = _tall_image()
+    # Orientation 6 means "rotate 90° clockwise to view": store the pixels turned the other way.
+    stored = np.rot90(upright, k=1)  # 20 rows × 40 columns, red now on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(np.ascontiguousarray(stored)).save(path, exif=exif.tobytes(), quality=95)
+    image = read_image(path)
+    assert image.shape == (40, 20, 3)
+    assert image[5, 10, 0] > 200 and image[5, 10, 2] < 50  # red at the top
+    assert image[35, 10, 2] > 200 and image[35, 10, 0] < 50  # blue at the bottom
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16", "P", "LA", "1"])
+def test_any_image_mode_becomes_rgb_uint8(tmp_path: Path, mode: str) -> None:
+    grey = np.tile(np.linspace(0, 255, 16, dtype=np.uint8), (12, 1))
+    if mode == "I;16":
+        # High byte = the ramp, low byte = its mirror: truncating to the low byte would show.
+        im = Image.fromarray(grey.astype(np.uint16) * 256 + (255 - grey))
+        assert im.mode == "I;16"
+    elif mode == "RGBA":
+        im = Image.fromarray(np.dstack([grey, grey, grey, np.full_like(grey, 255)]), "RGBA")
+    else:
+        im = Image.fromarray(grey, "L").convert(mode)
+    path = tmp_path / f"img_{mode.replace(';', '')}.png"
+    im.save(path)
+    image = read_image(path)
+    assert image.shape == (12, 16, 3) and image.dtype == np.uint8
+    if mode in ("L", "RGBA", "I;16", "LA"):
+        # The grey ramp survives (16-bit is scaled to 8 bits, not truncated to its low byte).
+        np.testing.assert_allclose(image[..., 1].astype(int), grey.astype(int), atol=2)
+
+
+def test_transparent_pixels_read_as_white(tmp_path: Path) -> None:
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[:, :4] = (10, 20, 30, 255)
+    path = tmp_path / "cutout.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    image = read_image(path)
+    assert image[0, 0].tolist() == [10, 20, 30]
+    assert image[0, 7].tolist() == [255, 255, 255]
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+def test_truncated_image_names_the_file(tmp_path: Path, ext: str) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / f"broken{ext}"
+    write_image(path, rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match=f"broken{ext}"):
+        read_image(path)
+
+
+def test_non_image_and_missing_files_name_the_file(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.png"
+    notes.write_text("this is not a picture")
+    with pytest.raises(ImageReadError, match="notes.png"):
+        read_image(notes)
+    with pytest.raises(ImageReadError, match="absent.jpg"):
+        read_image(tmp_path / "absent.jpg")
+
+
+def test_palette_label_reads_as_indices(tmp_path: Path) -> None:
+    label = np.arange(11, dtype=np.uint8).repeat(3).reshape(3, 11)
+    im = Image.fromarray(label, "P")
+    # A palette whose colours are nothing like the indices: reading must not use the colours.
+    im.putpalette([255 - (i * 7) % 256 for i in range(768)])
+    path = tmp_path / "label.png"
+    im.save(path)
+    assert Image.open(path).mode == "P"
+    np.testing.assert_array_equal(read_label(path, num_classes=11), label)
+
+
+def test_write_label_is_8bit_l_and_round_trips(tmp_path: Path, face) -> None:
+    _, label = face
+    path = tmp_path / "labels" / "face.png"
+    write_label(path, label)
+    with Image.open(path) as im:
+        assert im.mode == "L"
+    back = read_label(path, num_classes=11, expected_size=label.shape)
+    np.testing.assert_array_equal(back, label)
+    assert back.dtype == np.uint8
+
+
+def test_wrong_size_label_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "0001.png"
+    write_label(path, np.zeros((32, 48), np.uint8))
+    with pytest.raises(LabelMapError, match=r"0001\.png.*48×32.*64×64"):
+        read_label(path, num_classes=11, expected_size=(64, 64))
+
+
+def test_class_value_out_of_range_names_the_file(tmp_path: Path) -> None:
+    label = np.zeros((8, 8), np.uint8)
+    label[3, 3] = 11
+    path = tmp_path / "0002.png"
+    write_label(path, label)
+    with pytest.raises(LabelMapError, match=r"0002\.png.*11"):
+        read_label(path, num_classes=11)
+    label[3, 3] = 10
+    write_label(path, label)
+    assert read_label(path, num_classes=11).max() == 10
+
+
+def test_colour_label_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "overlay.png"
+    Image.fromarray(
+        np.dstack([np.zeros((4, 4), np.uint8)] * 2 + [np.full((4, 4), 9, np.uint8)])
+    ).save(path)
+    with pytest.raises(LabelMapError, match="overlay.png"):
+        read_label(path)
+
+
+def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "label.png"
+    old = np.full((8, 8), 3, np.uint8)
+    write_label(path, old)
+
+    def refuse(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(imageio.os, "replace", refuse)
+    with pytest.raises(OSError, match="disk full"):
+        write_label(path, np.full((8, 8), 5, np.uint8))
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["label.png"]
+    np.testing.assert_array_equal(read_label(path), old)
