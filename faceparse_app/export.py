@@ -1,0 +1,359 @@
+"""Export the finished labels of a project as a LaPa dataset that LaPa loaders read as-is.
+
+Layout written::
+
+    <out>/{train,val,test}/images/<name>.jpg      JPEG (LaPa loaders list *.jpg only)
+    <out>/{train,val,test}/labels/<name>.png      'L' PNG, class indices 0..10, image's size
+    <out>/{train,val,test}/landmarks/<name>.txt   '106', then 106 'x y' lines
+    <out>/README.txt                              what this is; which landmark files are derived
+
+A JPEG original is copied byte for byte, unless its EXIF orientation is not 1: then it is
+re-encoded upright (quality 95), so that image and label agree for loaders that ignore EXIF.
+Other formats are encoded as JPEG quality 95. Landmarks come from
+``.faceparse/landmarks/<relpath>.txt`` when the project has them, else derive_landmarks places
+them from the label map.
+
+The export is built in a hidden temp folder beside ``out`` and moved into place with one
+os.replace, so a crash or a full disk never leaves a half export that looks complete.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from faceparse_app import __version__
+from faceparse_app.landmarks import NUM_POINTS, derive_landmarks, format_landmarks
+from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError, _write_error
+from trainer.data.imageio import encode_label_png, read_image
+from trainer.data.lapa import read_landmarks
+from trainer.errors import DatasetError, ImageReadError, LabelMapError
+
+__all__ = ["SPLITS", "derive_landmarks", "export_name", "export_project"]
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+README_MARK = "FaceParse Studio LaPa export"
+LANDMARKS_DIR = "landmarks"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def export_name(relpath: str) -> str:
+    """A flat, file-system-safe name for an image relpath ('a/b c.png' -> 'a__b_c')."""
+    stem = relpath.rsplit(".", 1)[0] if "." in relpath.rsplit("/", 1)[-1] else relpath
+    parts = [_UNSAFE.sub("_", p).strip("._") for p in stem.split("/")]
+    return "__".join(p for p in parts if p) or "image"
+
+
+def _unique_names(relpaths: Sequence[str]) -> list[str]:
+    """export_name of each relpath, made unique (case-insensitively) with -2, -3, ..."""
+    taken: set[str] = set()
+    names = []
+    for relpath in relpaths:
+        base = export_name(relpath)
+        name, k = base, 2
+        while name.lower() in taken:
+            name, k = f"{base}-{k}", k + 1
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _split_of(n: int, val_fraction: float, test_fraction: float, seed: int) -> list[str]:
+    """The split of each of n items (in their given order), drawn with a seeded permutation."""
+    if not (0.0 <= val_fraction <= 1.0 and 0.0 <= test_fraction <= 1.0):
+        raise ValueError("val_fraction and test_fraction must lie in [0, 1]")
+    if val_fraction + test_fraction > 1.0:
+        raise ValueError("val_fraction + test_fraction must not exceed 1")
+    n_test = int(round(n * test_fraction))
+    n_val = min(int(round(n * val_fraction)), n - n_test)
+    order = np.random.default_rng(seed).permutation(n)
+    split = ["train"] * n
+    for rank, i in enumerate(order):
+        if rank < n_test:
+            split[i] = "test"
+        elif rank < n_test + n_val:
+            split[i] = "val"
+    return split
+
+
+def _encode_jpeg(image: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 RGB as JPEG quality 95 without chroma subsampling (keeps part edges)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(
+        buf, format="JPEG", quality=95, subsampling=0
+    )
+    return buf.getvalue()
+
+
+def _jpeg_copyable(path: Path) -> bool:
+    """True when the file is a JPEG that needs no rotation (EXIF orientation absent or 1)."""
+    try:
+        with Image.open(path) as im:
+            if im.format != "JPEG":
+                return False
+            orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # unreadable here means: re-encode from the pixels read_image gives
+        return False
+    return orientation in (1, None)
+
+
+def _known_landmarks(
+    project: Project, rec: ImageRecord, size: tuple[int, int]
+) -> np.ndarray | None:
+    path = project.store_dir / LANDMARKS_DIR / (rec.relpath + ".txt")
+    if not path.is_file():
+        return None
+    try:
+        points = read_landmarks(path)
+    except DatasetError as exc:
+        log.warning("ignoring %s: %s", path, exc)
+        return None
+    h, w = size
+    if points.shape != (NUM_POINTS, 2) or not np.isfinite(points).all():
+        log.warning("ignoring %s: expected %d finite points", path, NUM_POINTS)
+        return None
+    if (
+        (points[:, 0] < -1).any()
+        or (points[:, 0] > w).any()
+        or (points[:, 1] < -1).any()
+        or (points[:, 1] > h).any()
+    ):
+        log.warning("ignoring %s: points outside the %dx%d image", path, w, h)
+        return None
+    return points
+
+
+def _check_out_dir(out: Path, project_root: Path) -> None:
+    if out == project_root or project_root in out.parents:
+        if not any(
+            p.name.startswith(".") for p in [out, *out.parents] if project_root in p.parents
+        ):
+            raise ProjectError(
+                f"{out} lies inside the project folder, where its images would be picked up as "
+                "new images; choose a folder outside the project"
+            )
+    if out.exists():
+        if not out.is_dir():
+            raise ProjectError(f"{out} exists and is not a folder")
+        entries = [e for e in out.iterdir()]
+        readme = out / "README.txt"
+        ours = readme.is_file() and readme.read_text(errors="replace").startswith(README_MARK)
+        if entries and not ours:
+            raise ProjectError(
+                f"{out} is not empty and is not an earlier FaceParse Studio export; choose an "
+                "empty or new folder"
+            )
+
+
+def _readme(
+    counts: dict[str, int],
+    derived: list[str],
+    known: list[str],
+    skipped: list[tuple[str, str]],
+    reviewed_only: bool,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> str:
+    lines = [
+        README_MARK,
+        "=" * len(README_MARK),
+        "",
+        f"Written by FaceParse Studio {__version__} on {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.",
+        "Layout: {train,val,test}/images/<name>.jpg, labels/<name>.png (8-bit 'L', LaPa classes",
+        "0..10: background, skin, left eyebrow, right eyebrow, left eye, right eye, nose, upper",
+        "lip, inner mouth, lower lip, hair; left/right are the viewer's), landmarks/<name>.txt",
+        "(LaPa's 106 points: '106', then one 'x y' line per point).",
+        "",
+        f"Images: {'reviewed only' if reviewed_only else 'labeled and reviewed'}; "
+        + ", ".join(f"{s} {counts[s]}" for s in SPLITS)
+        + f". Split seed {seed}, val fraction {val_fraction}, test fraction {test_fraction}.",
+        "",
+        "LANDMARKS: the files listed as derived were NOT annotated by hand: they were placed",
+        "from each label map (eye centres 74/104 and 83/105 inside the eyes, nose tip 54 inside",
+        "the nose, mouth corners 84 and 90 at the lips' leftmost and rightmost points, the rest",
+        "along the part outlines, a template where a part is absent). They are good enough for",
+        "face alignment, not for landmark research.",
+        "",
+        f"Derived landmark files ({len(derived)}):",
+        *[f"  {name}" for name in derived],
+        f"Landmark files from the project's own landmarks ({len(known)}):",
+        *[f"  {name}" for name in known],
+    ]
+    if skipped:
+        lines += ["", f"Skipped images ({len(skipped)}):"]
+        lines += [f"  {relpath}: {reason}" for relpath, reason in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def export_project(
+    project_dir: str | os.PathLike[str] | Project,
+    out_dir: str | os.PathLike[str],
+    reviewed_only: bool = False,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
+    """Export the labeled (or only the reviewed) images of a project in the LaPa layout.
+
+    Args:
+        project_dir: the project folder, or an open Project.
+        out_dir: the export folder; new, empty, or an earlier export (which is replaced).
+        reviewed_only: export only images with status "reviewed".
+        val_fraction: share of images drawn into val/.
+        test_fraction: share of images drawn into test/.
+        seed: seed of the split; the same seed and images give the same split.
+        on_progress: called as on_progress(done, total) after each image.
+
+    Returns:
+        Images per split {"train", "val", "test"}, plus "skipped" (unreadable image or label).
+
+    Raises:
+        ProjectError: out_dir is unusable (inside the project, not empty, not writable, disk
+            full); nothing is left behind that looks like an export.
+    """
+    own = not isinstance(project_dir, Project)
+    project = Project.open(project_dir) if own else project_dir  # type: ignore[arg-type]
+    try:
+        return _export(
+            project,
+            Path(out_dir).expanduser().absolute(),
+            reviewed_only,
+            val_fraction,
+            test_fraction,
+            seed,
+            on_progress,
+        )
+    finally:
+        if own:
+            project.close()
+
+
+def _export(
+    project: Project,
+    out: Path,
+    reviewed_only: bool,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    on_progress: Callable[[int, int], None] | None,
+) -> dict[str, int]:
+    _check_out_dir(out, project.root)
+    wanted = {"reviewed"} if reviewed_only else set(FINISHED)
+    recs = [
+        r
+        for r in project.images(include_missing=False)
+        if r.status in wanted and project.label_path(r).is_file()
+    ]
+    names = _unique_names([r.relpath for r in recs])
+    splits = _split_of(len(recs), val_fraction, test_fraction, seed)
+    counts = {s: 0 for s in SPLITS}
+    derived: list[str] = []
+    known: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    except OSError as exc:
+        raise _write_error(exc, out, "the export") from None
+    try:
+        for split in SPLITS:
+            for sub in ("images", "labels", "landmarks"):
+                (tmp / split / sub).mkdir(parents=True)
+        for done, (rec, name, split) in enumerate(zip(recs, names, splits, strict=True), 1):
+            try:
+                how = _export_one(project, rec, tmp / split, name)
+            except (ImageReadError, LabelMapError) as exc:
+                log.warning("export skips %s: %s", rec.relpath, exc)
+                skipped.append((rec.relpath, str(exc)))
+                for sub, ext in (("images", ".jpg"), ("labels", ".png"), ("landmarks", ".txt")):
+                    (tmp / split / sub / f"{name}{ext}").unlink(missing_ok=True)
+            else:
+                counts[split] += 1
+                (derived if how == "derived" else known).append(f"{split}/landmarks/{name}.txt")
+            if on_progress is not None:
+                on_progress(done, len(recs))
+        (tmp / "README.txt").write_text(
+            _readme(
+                counts, derived, known, skipped, reviewed_only, val_fraction, test_fraction, seed
+            ),
+            encoding="utf-8",
+        )
+        _publish(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_error(exc, out, "the export") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {**counts, "skipped": len(skipped)}
+
+
+def _export_one(project: Project, rec: ImageRecord, split_dir: Path, name: str) -> str:
+    """Write one image, label and landmark file; returns "derived" or "known" (landmarks)."""
+    src = project.image_path(rec)
+    image = read_image(src)  # also proves the file is readable before anything is written
+    label = project.load_label(rec)
+    if label is None:
+        raise LabelMapError(f"{project.label_path(rec)}: label file not found")
+    if label.shape != image.shape[:2]:
+        raise LabelMapError(
+            f"{project.label_path(rec)}: label is {label.shape[1]}×{label.shape[0]} but its image "
+            f"{src} is {image.shape[1]}×{image.shape[0]}"
+        )
+    dst = split_dir / "images" / f"{name}.jpg"
+    if src.suffix.lower() in (".jpg", ".jpeg") and _jpeg_copyable(src):
+        shutil.copyfile(src, dst)
+    else:
+        dst.write_bytes(_encode_jpeg(image))
+    (split_dir / "labels" / f"{name}.png").write_bytes(encode_label_png(label))
+    points = _known_landmarks(project, rec, label.shape)
+    how = "known" if points is not None else "derived"
+    if points is None:
+        points = derive_landmarks(label)
+    (split_dir / "landmarks" / f"{name}.txt").write_text(format_landmarks(points), encoding="utf-8")
+    return how
+
+
+def _fsync_tree(root: Path) -> None:
+    # Flush every file before the folder is published: after the rename, a power cut must not
+    # leave empty files in an export that looks complete.
+    for dirpath, _dirs, files in os.walk(root):
+        for fname in files:
+            fd = os.open(os.path.join(dirpath, fname), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished temp folder onto out (replacing an earlier export) in one rename."""
+    _fsync_tree(tmp)
+    if out.exists() and any(out.iterdir()):
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        os.replace(out, old / "export")
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(old / "export", out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)

@@ -1,0 +1,144 @@
+"""Undo history of label edits as small deltas (bounding box + old and new values).
+
+One step per stroke, fill or polygon. Memory is bounded: past ``max_bytes`` the oldest steps are
+dropped, so a long session never grows without limit.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One edit of a label map, restricted to the bounding box of the changed pixels.
+
+    Attributes:
+        y0: top row of the box in the label map.
+        x0: left column of the box.
+        before: (h, w) uint8 values inside the box before the edit.
+        after: (h, w) uint8 values inside the box after the edit.
+    """
+
+    y0: int
+    x0: int
+    before: np.ndarray
+    after: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.before.shape != self.after.shape or self.before.ndim != 2:
+            raise ValueError(
+                f"delta arrays must be 2-D and of one shape, got {self.before.shape} "
+                f"and {self.after.shape}"
+            )
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the step holds, in bytes."""
+        return int(self.before.nbytes + self.after.nbytes)
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int]:
+        """The changed box as (x0, y0, w, h) in label-map pixels."""
+        h, w = self.before.shape
+        return (self.x0, self.y0, w, h)
+
+    def slices(self) -> tuple[slice, slice]:
+        """(rows, cols) slices of the box, to index a (H, W) label map."""
+        h, w = self.before.shape
+        return slice(self.y0, self.y0 + h), slice(self.x0, self.x0 + w)
+
+    @classmethod
+    def between(
+        cls, before: np.ndarray, after: np.ndarray, y0: int = 0, x0: int = 0
+    ) -> Delta | None:
+        """The delta between two same-shape (h, w) crops at (y0, x0), shrunk to the changed box.
+
+        Returns:
+            None when nothing changed.
+        """
+        changed = before != after
+        rows = np.flatnonzero(changed.any(axis=1))
+        if rows.size == 0:
+            return None
+        cols = np.flatnonzero(changed.any(axis=0))
+        r0, r1 = int(rows[0]), int(rows[-1]) + 1
+        c0, c1 = int(cols[0]), int(cols[-1]) + 1
+        return cls(
+            y0=y0 + r0,
+            x0=x0 + c0,
+            before=np.ascontiguousarray(before[r0:r1, c0:c1], dtype=np.uint8).copy(),
+            after=np.ascontiguousarray(after[r0:r1, c0:c1], dtype=np.uint8).copy(),
+        )
+
+
+class History:
+    """A bounded undo/redo stack of Deltas.
+
+    Args:
+        max_bytes: memory budget for all steps together; the oldest steps are dropped past it
+            (the newest step is always kept, however large).
+    """
+
+    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
+        self.max_bytes = int(max_bytes)
+        self._undo: deque[Delta] = deque()
+        self._redo: list[Delta] = []
+        self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by all undo and redo steps, in bytes."""
+        return self._bytes
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def __len__(self) -> int:
+        """Number of steps that can be undone."""
+        return len(self._undo)
+
+    def push(self, delta: Delta) -> None:
+        """Record a new edit; this clears the redo steps."""
+        for d in self._redo:
+            self._bytes -= d.nbytes
+        self._redo.clear()
+        self._undo.append(delta)
+        self._bytes += delta.nbytes
+        self._trim()
+
+    def undo(self) -> Delta | None:
+        """The step to revert (the caller writes ``delta.before`` back), or None."""
+        if not self._undo:
+            return None
+        delta = self._undo.pop()
+        self._redo.append(delta)
+        return delta
+
+    def redo(self) -> Delta | None:
+        """The step to re-apply (the caller writes ``delta.after`` back), or None."""
+        if not self._redo:
+            return None
+        delta = self._redo.pop()
+        self._undo.append(delta)
+        return delta
+
+    def clear(self) -> None:
+        self._undo.clear()
+        self._redo.clear()
+        self._bytes = 0
+
+    def _trim(self) -> None:
+        # Drop redo steps first (least likely to be wanted), then the oldest undo steps.
+        while self._bytes > self.max_bytes and self._redo:
+            self._bytes -= self._redo.pop(0).nbytes
+        while self._bytes > self.max_bytes and len(self._undo) > 1:
+            self._bytes -= self._undo.popleft().nbytes

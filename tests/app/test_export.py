@@ -1,0 +1,308 @@
+"""LaPa export: layout, byte-exact JPEG copies, landmarks, splits, read back with LapaDataset."""
+
+from __future__ import annotations
+
+import errno
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import faceparse_app.export as export_mod
+from faceparse_app.export import export_name, export_project
+from faceparse_app.landmarks import derive_landmarks
+from faceparse_app.project import Project, ProjectError
+from tests.conftest import synthetic_face
+from trainer.data.imageio import encode_label_png, read_image, read_label, write_image
+from trainer.data.lapa import LapaDataset, read_landmarks
+from trainer.labels import celebamask_to_lapa
+
+SPLITS = ("train", "val", "test")
+
+
+def _project(
+    root: Path, n: int = 6, statuses: tuple[str, ...] = ("labeled",)
+) -> dict[str, np.ndarray]:
+    """A project of n synthetic faces (even: .jpg, odd: .png), labeled; relpath -> label."""
+    root.mkdir(parents=True, exist_ok=True)
+    labels = {}
+    for i in range(n):
+        image, label = synthetic_face(64, seed=i)
+        relpath = f"face{i}.{'jpg' if i % 2 == 0 else 'png'}"
+        write_image(root / relpath, image)
+        labels[relpath] = label
+    with Project.open(root) as project:
+        for k, rec in enumerate(project.images()):
+            project.save_label(rec, labels[rec.relpath], status=statuses[k % len(statuses)])
+    return labels
+
+
+def _read_all(out: Path) -> dict[str, tuple[str, object]]:
+    found = {}
+    for split in SPLITS:
+        for sample in LapaDataset(out, split, require_labels=True):
+            found[sample.name] = (split, sample)
+    return found
+
+
+def test_export_layout_reads_back_identically(tmp_path: Path) -> None:
+    labels = _project(tmp_path / "proj", n=8)
+    progress: list[tuple[int, int]] = []
+    out = tmp_path / "lapa"
+    counts = export_project(
+        tmp_path / "proj", out, seed=3, on_progress=lambda d, t: progress.append((d, t))
+    )
+    assert counts == {"train": 6, "val": 1, "test": 1, "skipped": 0}
+    assert progress[-1] == (8, 8)
+    for split in SPLITS:
+        assert {p.name for p in (out / split).iterdir()} == {"images", "labels", "landmarks"}
+        for image_path in (out / split / "images").iterdir():
+            assert image_path.suffix == ".jpg"
+            with Image.open(image_path) as im:
+                assert im.format == "JPEG"
+            with Image.open(out / split / "labels" / f"{image_path.stem}.png") as lab:
+                assert lab.mode == "L" and lab.size == (64, 64)
+    found = _read_all(out)
+    assert sorted(found) == sorted(Path(r).stem for r in labels)
+    for relpath, label in labels.items():
+        split, sample = found[Path(relpath).stem]
+        np.testing.assert_array_equal(sample.label, label)  # pixel for pixel
+        assert sample.landmarks.shape == (106, 2)
+        exported = out / split / "images" / f"{Path(relpath).stem}.jpg"
+        if relpath.endswith(".jpg"):  # a JPEG original: the very same bytes
+            assert exported.read_bytes() == (tmp_path / "proj" / relpath).read_bytes()
+        else:  # a PNG original: encoded as JPEG, close to the original pixels
+            original = read_image(tmp_path / "proj" / relpath).astype(int)
+            assert np.abs(sample.image.astype(int) - original).mean() < 6
+    readme = (out / "README.txt").read_text()
+    assert "derived" in readme.lower() and "landmarks/face0.txt" in readme
+    assert not any(p.name.startswith(".lapa") for p in tmp_path.iterdir())  # no temp left
+
+
+def test_landmark_files_are_lapa_106_with_key_points_in_their_parts(tmp_path: Path) -> None:
+    labels = _project(tmp_path / "proj", n=4)
+    out = tmp_path / "lapa"
+    export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0)
+    for relpath, label in labels.items():
+        path = out / "train" / "landmarks" / f"{Path(relpath).stem}.txt"
+        lines = path.read_text().splitlines()
+        assert lines[0] == "106" and len(lines) == 107
+        assert all(len(line.split()) == 2 for line in lines[1:])
+        points = read_landmarks(path)
+        _assert_key_points(points, label)
+
+
+def _assert_key_points(points: np.ndarray, label: np.ndarray) -> None:
+    assert points.shape == (106, 2) and np.isfinite(points).all()
+
+    def cls_at(i: int) -> int:
+        x, y = points[i]
+        return int(label[int(round(y)), int(round(x))])
+
+    assert cls_at(74) == 4 and cls_at(104) == 4  # viewer's-left eye
+    assert cls_at(83) == 5 and cls_at(105) == 5  # viewer's-right eye
+    assert cls_at(54) == 6  # nose tip
+    assert cls_at(84) in (7, 8, 9) and cls_at(90) in (7, 8, 9)  # mouth corners
+    assert points[84, 0] < points[90, 0]
+    mouth_x = np.nonzero(np.isin(label, (7, 8, 9)))[1]
+    assert points[84, 0] == mouth_x.min() and points[90, 0] == mouth_x.max()
+    assert points[74, 0] < points[83, 0]
+    # The outline runs from the left over the chin to the right, below the eyes.
+    assert points[0, 0] < points[16, 0] < points[32, 0]
+    assert points[16, 1] > points[54, 1] > points[74, 1]
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        np.zeros((40, 50), np.uint8),  # nothing labeled
+        np.ones((40, 50), np.uint8),  # skin only
+        np.ones((1, 1), np.uint8),
+        np.pad(np.full((10, 10), 4, np.uint8), 20),  # one eye only
+    ],
+)
+def test_derived_landmarks_have_a_sane_fallback(label: np.ndarray) -> None:
+    points = derive_landmarks(label)
+    h, w = label.shape
+    assert points.shape == (106, 2) and points.dtype == np.float32
+    assert np.isfinite(points).all()
+    assert (points[:, 0] >= 0).all() and (points[:, 0] <= w - 1).all()
+    assert (points[:, 1] >= 0).all() and (points[:, 1] <= h - 1).all()
+    assert points[84, 0] <= points[90, 0] and points[74, 0] <= points[83, 0]
+
+
+def test_absent_eyes_are_placed_from_the_parts_that_are_there() -> None:
+    # e.g. sunglasses, labeled background: the eyes still go above the nose, either side of it.
+    _, label = synthetic_face(128, seed=2)
+    label[np.isin(label, (2, 3, 4, 5))] = 1
+    points = derive_landmarks(label)
+    nose_tip, left, right = points[54], points[74], points[83]
+    assert left[0] < nose_tip[0] < right[0]
+    assert left[1] < nose_tip[1] < points[84, 1] and right[1] < nose_tip[1]
+    assert np.isfinite(points).all()
+
+
+def test_reviewed_only_and_unfinished_are_left_out(tmp_path: Path) -> None:
+    _project(tmp_path / "proj", n=6, statuses=("reviewed", "labeled", "in_progress"))
+    counts = export_project(tmp_path / "proj", tmp_path / "all", val_fraction=0, test_fraction=0)
+    assert counts["train"] == 4  # reviewed + labeled, not in progress
+    counts = export_project(
+        tmp_path / "proj", tmp_path / "rev", reviewed_only=True, val_fraction=0, test_fraction=0
+    )
+    assert counts["train"] == 2
+    with Project.open(tmp_path / "proj") as project:
+        reviewed = {Path(r.relpath).stem for r in project.images("reviewed")}
+    assert {s.name for s in LapaDataset(tmp_path / "rev", "train")} == reviewed
+
+
+def test_seeded_split_is_reproducible(tmp_path: Path) -> None:
+    _project(tmp_path / "proj", n=20)
+
+    def split_of(out: Path) -> dict[str, str]:
+        return {name: split for name, (split, _) in _read_all(out).items()}
+
+    export_project(tmp_path / "proj", tmp_path / "a", val_fraction=0.2, test_fraction=0.2, seed=7)
+    export_project(tmp_path / "proj", tmp_path / "b", val_fraction=0.2, test_fraction=0.2, seed=7)
+    export_project(tmp_path / "proj", tmp_path / "c", val_fraction=0.2, test_fraction=0.2, seed=8)
+    a, b, c = split_of(tmp_path / "a"), split_of(tmp_path / "b"), split_of(tmp_path / "c")
+    assert a == b
+    assert a != c
+    assert sorted(a.values()).count("val") == 4 and sorted(a.values()).count("test") == 4
+
+
+def test_names_are_flat_and_unique(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    (root / "a").mkdir(parents=True)
+    image, label = synthetic_face(64, seed=0)
+    for relpath in ("a/x.jpg", "a__x.jpg", "x.jpg", "x.png", "a/we ird#name.jpeg"):
+        write_image(root / relpath, image)
+    with Project.open(root) as project:
+        for rec in project.images():
+            project.save_label(rec, label, status="labeled")
+    export_project(root, tmp_path / "out", val_fraction=0, test_fraction=0)
+    names = sorted(p.stem for p in (tmp_path / "out" / "train" / "images").iterdir())
+    assert len(names) == 5 and len(set(n.lower() for n in names)) == 5
+    assert "a__we_ird_name" in names
+    assert len(LapaDataset(tmp_path / "out", "train")) == 5
+    assert export_name("../x/.hidden.jpg") == "x__hidden"
+
+
+def test_exif_rotated_jpeg_is_re_encoded_upright(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    image, _ = synthetic_face(64, seed=0)
+    stored = np.ascontiguousarray(image[:, :48])  # 48 wide, 64 high as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, format="JPEG", exif=exif, quality=95)
+    (root / "rotated.jpg").write_bytes(buf.getvalue())
+    with Project.open(root) as project:
+        rec = project.images()[0]
+        assert (rec.width, rec.height) == (64, 48)  # as displayed
+        upright = project.load_image(rec)
+        label = np.zeros(upright.shape[:2], np.uint8)
+        label[:, :20] = 1  # marks the displayed left side
+        project.save_label(rec, label, status="labeled")
+    export_project(root, tmp_path / "out", val_fraction=0, test_fraction=0)
+    exported = tmp_path / "out" / "train" / "images" / "rotated.jpg"
+    with Image.open(exported) as im:
+        assert im.size == (64, 48)  # upright in the pixels themselves, as loaders read them
+        assert im.getexif().get(0x0112, 1) == 1
+        raw = np.asarray(im.convert("RGB")).astype(int)
+    assert np.abs(raw - upright.astype(int)).mean() < 6
+    sample = LapaDataset(tmp_path / "out", "train")[0]
+    assert sample.label.shape == sample.image.shape[:2]
+
+
+def test_bad_images_and_labels_are_skipped_and_reported(tmp_path: Path) -> None:
+    _project(tmp_path / "proj", n=4)
+    good = (tmp_path / "proj" / "face0.jpg").read_bytes()
+    with Project.open(tmp_path / "proj") as project:
+        # Damaged while the app is open (no rescan): the export must skip, not crash.
+        (tmp_path / "proj" / "face0.jpg").write_bytes(good[: len(good) // 2])
+        bad = np.full((64, 64), 11, np.uint8)
+        project.label_path(project.find("face1.png")).write_bytes(encode_label_png(bad))
+        counts = export_project(project, tmp_path / "out", val_fraction=0, test_fraction=0)
+    assert counts == {"train": 2, "val": 0, "test": 0, "skipped": 2}
+    readme = (tmp_path / "out" / "README.txt").read_text()
+    assert "face0.jpg" in readme and "face1.png" in readme
+    assert not (tmp_path / "out" / "train" / "images" / "face0.jpg").exists()
+    assert len(LapaDataset(tmp_path / "out", "train")) == 2
+
+
+def test_full_disk_midway_leaves_no_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _project(tmp_path / "proj", n=4)
+    calls = {"n": 0}
+    real = export_mod.encode_label_png
+
+    def fails_on_third(label: np.ndarray) -> bytes:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(label)
+
+    monkeypatch.setattr(export_mod, "encode_label_png", fails_on_third)
+    with pytest.raises(ProjectError, match="disk full"):
+        export_project(tmp_path / "proj", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]
+
+
+def test_re_export_replaces_an_earlier_export_but_never_a_foreign_folder(tmp_path: Path) -> None:
+    _project(tmp_path / "proj", n=3)
+    out = tmp_path / "out"
+    export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0)
+    (out / "train" / "images" / "stale.jpg").write_bytes(b"old")
+    export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0)
+    assert not (out / "train" / "images" / "stale.jpg").exists()
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(ProjectError, match="not empty"):
+        export_project(tmp_path / "proj", foreign)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    with pytest.raises(ProjectError, match="inside the project"):
+        export_project(tmp_path / "proj", tmp_path / "proj" / "export")
+
+
+def test_real_face_exports_byte_for_byte_with_landmarks_in_its_parts(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    src = shared_data / "celebamask-hq-dev"
+    image_path = sorted((src / "images").glob("*.jpg"))[0]
+    label = celebamask_to_lapa(read_label(src / "masks" / f"{image_path.stem}.png"))
+    root = tmp_path / "proj"
+    root.mkdir()
+    shutil.copyfile(image_path, root / image_path.name)
+    with Project.open(root) as project:
+        project.save_label(project.images()[0], label, status="reviewed")
+    export_project(root, tmp_path / "out", val_fraction=0, test_fraction=0)
+    exported = tmp_path / "out" / "train" / "images" / image_path.name
+    assert exported.read_bytes() == image_path.read_bytes()
+    sample = LapaDataset(tmp_path / "out", "train")[0]
+    np.testing.assert_array_equal(sample.label, label)
+    points = sample.landmarks
+    for i, cls in ((74, 4), (104, 4), (83, 5), (105, 5), (54, 6)):
+        x, y = np.round(points[i]).astype(int)
+        assert label[y, x] == cls, (i, cls, label[y, x])
+    assert points[84, 0] < points[90, 0]
+
+
+def test_known_landmarks_are_used_and_not_called_derived(tmp_path: Path) -> None:
+    _project(tmp_path / "proj", n=2)
+    known = np.stack([np.linspace(1, 60, 106), np.linspace(2, 61, 106)], axis=1)
+    path = tmp_path / "proj" / ".faceparse" / "landmarks" / "face0.jpg.txt"
+    path.parent.mkdir(parents=True)
+    path.write_text("106\n" + "\n".join(f"{x} {y}" for x, y in known) + "\n")
+    export_project(tmp_path / "proj", tmp_path / "out", val_fraction=0, test_fraction=0)
+    np.testing.assert_allclose(
+        read_landmarks(tmp_path / "out" / "train" / "landmarks" / "face0.txt"), known, atol=0.01
+    )
+    readme = (tmp_path / "out" / "README.txt").read_text()
+    derived_part, known_part = readme.split("Landmark files from the project's own landmarks")
+    assert "train/landmarks/face1.txt" in derived_part and "face0" not in derived_part
+    assert "train/landmarks/face0.txt" in known_part
