@@ -1,0 +1,142 @@
+"""Stage-1 pretraining end to end on tiny synthetic faces (preset "tiny", 64 px, CPU)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import synthetic_face
+from trainer.checkpoint import load_checkpoint, load_model
+from trainer.data.imageio import write_image
+from trainer.engine import read_jsonl
+from trainer.errors import CheckpointError, DatasetError
+from trainer.pretrain import PretrainConfig, pretrain
+from trainer.visualize import grid_shape, write_reconstruction_grid
+
+# 8 faces, batch 2: 4 steps per epoch, 8 steps in all.
+RUN = {"preset": "tiny", "epochs": 2, "batch_size": 2, "lr": 3e-3, "seed": 0, "device": "cpu"}
+TOTAL_STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("faces")
+    for i in range(8):
+        write_image(root / "sub" / f"face{i}.png", synthetic_face(64, seed=i)[0])
+    return root
+
+
+@pytest.fixture(scope="module")
+def full_run(faces, tmp_path_factory) -> tuple[Path, list[dict]]:
+    out = tmp_path_factory.mktemp("full")
+    progress: list[dict] = []
+    config = PretrainConfig(image_dirs=(str(faces),), out_dir=str(out), **RUN)
+    return pretrain(config, on_progress=progress.append), progress
+
+
+def test_pretraining_lowers_the_reconstruction_loss(full_run) -> None:
+    path, progress = full_run
+    losses = [p["loss"] for p in progress]
+    assert [p["step"] for p in progress] == list(range(1, TOTAL_STEPS + 1))
+    assert np.mean(losses[-3:]) < 0.85 * losses[0]
+    assert all(0.4 <= p["masked_share"] <= 0.46 for p in progress)
+    assert progress[-1]["eta_s"] == 0.0 and progress[-1]["epoch"] == 2
+
+
+def test_checkpoint_and_metrics_log_are_written(full_run) -> None:
+    path, progress = full_run
+    assert path.name == "pretrain_last.safetensors" and path.is_file()
+    model, ckpt = load_model(path)
+    assert ckpt.stage == "pretrain" and ckpt.heads == ("reconstruction",)
+    assert ckpt.meta["step"] == TOTAL_STEPS and ckpt.meta["epoch"] == 2
+    assert ckpt.meta["training"]["mask_ratio"] == 0.4
+    assert 0.4 <= ckpt.meta["masked_share"] <= 0.46
+    assert ckpt.optimizer_state is not None  # resumable
+    out = model(torch.zeros(1, 3, 64, 64), head="reconstruction")
+    assert out.shape == (1, 3, 64, 64)
+    # Stage 2 takes the backbone and gets a fresh FP decoder.
+    parser, _ = load_model(path, heads=("parsing",))
+    assert torch.equal(
+        parser.state_dict()["encoder.features.0.0.weight"],
+        model.state_dict()["encoder.features.0.0.weight"],
+    )
+    records = read_jsonl(path.parent / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(1, TOTAL_STEPS + 1))
+    assert [r["loss"] for r in records] == pytest.approx([p["loss"] for p in progress])
+    assert all(r["lr"] > 0 and r["images_per_s"] > 0 for r in records)
+
+
+def test_cancel_then_resume_ends_where_an_uninterrupted_run_does(faces, full_run, tmp_path):
+    config = PretrainConfig(image_dirs=(str(faces),), out_dir=str(tmp_path), **RUN)
+    cancel = threading.Event()
+    stopped = pretrain(config, on_progress=lambda s: s["step"] == 3 and cancel.set(), cancel=cancel)
+    interrupted = load_checkpoint(stopped)
+    assert interrupted.meta["step"] == 3 and interrupted.meta["cancelled"]
+
+    final = pretrain(config, resume=stopped)
+    resumed, uninterrupted = load_checkpoint(final), load_checkpoint(full_run[0])
+    assert resumed.meta["step"] == TOTAL_STEPS and not resumed.meta["cancelled"]
+    assert resumed.meta["masked_share"] == pytest.approx(uninterrupted.meta["masked_share"])
+    # Same data order, masks, learning rates and optimizer moments: the same weights.
+    for key, value in uninterrupted.model_state.items():
+        torch.testing.assert_close(resumed.model_state[key], value, rtol=1e-4, atol=1e-5)
+    steps = [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
+    assert steps == list(range(1, TOTAL_STEPS + 1))  # the log continues, no gap, no repeat
+
+
+def test_periodic_checkpoints_follow_the_schedule(faces, tmp_path) -> None:
+    config = PretrainConfig(
+        image_dirs=(str(faces),),
+        out_dir=str(tmp_path),
+        checkpoint_every=2,
+        num_patches=5,
+        loss_region="masked",
+        norm_pix=True,
+        max_steps=5,
+        **RUN,
+    )
+    final = pretrain(config)
+    names = sorted(p.name for p in tmp_path.glob("*.safetensors"))
+    assert names == [
+        "pretrain_last.safetensors",
+        "pretrain_step2.safetensors",
+        "pretrain_step4.safetensors",
+    ]
+    assert load_checkpoint(final).meta["step"] == 5
+    assert load_checkpoint(tmp_path / "pretrain_step4.safetensors").meta["step"] == 4
+    assert load_checkpoint(final).meta["training"]["norm_pix"]
+    # The grid maps a norm_pix model's per-patch output back to intensities.
+    grid = write_reconstruction_grid(final, faces, tmp_path / "grid.png", num_images=2)
+    with Image.open(grid) as im:
+        assert (im.height, im.width) == grid_shape(2, 64)
+
+
+def test_reconstruction_grid_png(faces, full_run, tmp_path) -> None:
+    out = write_reconstruction_grid(full_run[0], faces, tmp_path / "grid.png", num_images=3)
+    with Image.open(out) as im:
+        assert im.format == "PNG"
+        assert (im.height, im.width) == grid_shape(3, 64)
+        pixels = np.asarray(im.convert("RGB"))
+    original, masked = pixels[:64, :64], pixels[:64, 66:130]
+    assert (original != masked).any(axis=2).mean() > 0.1  # the masked column shows the patches
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, no temp left behind
+
+
+def test_empty_folder_and_wrong_resume_file_give_clear_errors(faces, tmp_path, full_run) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images"):
+        pretrain(
+            PretrainConfig(image_dirs=(str(tmp_path / "empty"),), out_dir=str(tmp_path), **RUN)
+        )
+    with pytest.raises(CheckpointError, match="does not match"):
+        config = PretrainConfig(
+            image_dirs=(str(faces),),
+            out_dir=str(tmp_path),
+            **{**RUN, "preset": "lite"},
+        )
+        pretrain(config, resume=full_run[0])

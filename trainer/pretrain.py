@@ -1,0 +1,355 @@
+"""Stage 1: masked self-supervised pretraining (``faceparse pretrain``).
+
+Patches inside the central region of each face are blanked (``CenterPatchMasker``) and the
+network (UNet++ backbone + R decoder) reconstructs the image; the loss covers the central region
+(the paper) or the masked pixels only, optionally against per-patch normalised targets (SparK).
+
+Runs on one device or under ``torchrun`` (DistributedDataParallel with a DistributedSampler);
+only rank 0 writes checkpoints and the metrics log.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.data.folders import list_images
+from trainer.data.masking import CenterPatchMasker, mask_input
+from trainer.data.torch_datasets import UnlabeledDataset
+from trainer.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    cleanup,
+    init_distributed,
+    unwrap_model,
+    wrap_model,
+)
+from trainer.engine import (
+    CallbackHook,
+    CancelFlag,
+    Hook,
+    JsonlLogger,
+    PeriodicCheckpoint,
+    ProgressBar,
+    TrainLoop,
+    autocast_for,
+    fast_forward_scheduler,
+    make_scheduler,
+    seed_everything,
+)
+from trainer.errors import CheckpointError, DatasetError, FaceParseError, ModelConfigError
+from trainer.losses import reconstruction_loss
+from trainer.models import FaceParseNet, build_model, get_preset
+
+log = logging.getLogger(__name__)
+
+FINAL_NAME = "pretrain_last.safetensors"
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Settings of a stage-1 run; stored in every checkpoint it writes ("training").
+
+    Args:
+        image_dirs: folders of unlabeled face images (searched recursively).
+        out_dir: where checkpoints and ``metrics.jsonl`` go.
+        preset: model preset ("paper", "lite", "tiny").
+        input_size: override of the preset's input side in pixels (a multiple of 32).
+        epochs, batch_size: batch size per process.
+        lr, weight_decay: AdamW settings (no decay on biases and norm layers).
+        warmup_steps: linear warm-up length; None = 5% of the run (at least 1 step).
+        grad_clip: max gradient norm; 0 disables clipping.
+        num_patches: fixed patch count per image; when given, ``mask_ratio`` is ignored.
+        mask_ratio: target masked share of the central region (default 0.4).
+        loss_region: "center" (paper) or "masked" (masked pixels only).
+        norm_pix: per-patch normalised reconstruction targets (SparK); pair with "masked".
+        seed: seeds the weights, data order, flips and masks.
+        num_workers: DataLoader worker processes.
+        device: "auto", "cpu", "cuda", "cuda:N", "mps".
+        checkpoint_every: also save ``pretrain_step{N}.safetensors`` every N steps (0 = only the
+            final ``pretrain_last.safetensors``).
+        channels_last: NHWC memory layout (faster convolutions on GPUs and recent CPUs).
+        encoder_weights: None, "imagenet" or a local weights file for the encoder.
+        max_steps: stop after this many steps in total (smoke runs); None = all epochs.
+    """
+
+    image_dirs: tuple[str, ...]
+    out_dir: str
+    preset: str = "lite"
+    input_size: int | None = None
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int | None = None
+    grad_clip: float = 1.0
+    num_patches: int | None = None
+    mask_ratio: float | None = 0.4
+    loss_region: str = "center"
+    norm_pix: bool = False
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 0
+    channels_last: bool = True
+    encoder_weights: str | None = None
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        dirs = self.image_dirs
+        if isinstance(dirs, str | os.PathLike):
+            dirs = (dirs,)
+        object.__setattr__(self, "image_dirs", tuple(str(d) for d in dirs))
+        object.__setattr__(self, "out_dir", str(self.out_dir))
+        if self.loss_region not in ("center", "masked"):
+            raise ValueError(f"loss_region must be 'center' or 'masked', got {self.loss_region!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be ≥ 1")
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only; biases and norm parameters are left alone."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _mask_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """Masks depend only on (seed, step, rank), so a resumed run draws what an uninterrupted one
+    would have drawn."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1024 + rank)
+
+
+def _make_loader(
+    config: PretrainConfig, size: int, info: DistInfo
+) -> tuple[UnlabeledDataset, DistributedSampler, DataLoader]:
+    paths = list_images(config.image_dirs)
+    if not paths:
+        raise DatasetError(f"no images found under {', '.join(config.image_dirs)}")
+    dataset = UnlabeledDataset(paths, size, augment_flip=True, seed=config.seed)
+    # A DistributedSampler also in a single process: its order depends only on (seed, epoch),
+    # which makes --resume see exactly the batches an uninterrupted run would.
+    sampler = DistributedSampler(
+        dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        pin_memory=info.device.type == "cuda",
+        drop_last=len(sampler) >= config.batch_size,  # equal batches when there are enough
+        persistent_workers=False,  # workers must see each epoch's dataset.set_epoch
+    )
+    return dataset, sampler, loader
+
+
+def pretrain(
+    config: PretrainConfig,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    cancel: CancelFlag | None = None,
+    resume: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Run stage-1 pretraining.
+
+    Args:
+        config: the run's settings.
+        on_progress: plain callback, called after every step (on every rank) with step,
+            total_steps, epoch (1-based), epochs, loss, lr, images_per_s, eta_s, masked_share,
+            rank.
+        cancel: a ``threading.Event``; when set the run stops after the current step and still
+            writes its final checkpoint (single-process runs; under torchrun stop all ranks).
+        resume: a checkpoint written by a previous run (with optimizer state): training continues
+            from its step, so the final step count equals an uninterrupted run's.
+
+    Returns:
+        The final checkpoint's path, ``out_dir/pretrain_last.safetensors``.
+
+    Raises:
+        DatasetError: no images under ``image_dirs``.
+        CheckpointError: ``resume`` is not a resumable stage-1 checkpoint of this model.
+        FaceParseError: the loss became NaN or infinite.
+    """
+    info = init_distributed(config.device)
+    try:
+        return _pretrain(config, info, on_progress, cancel, resume)
+    finally:
+        cleanup(info)
+
+
+def _pretrain(
+    config: PretrainConfig,
+    info: DistInfo,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    cancel: CancelFlag | None,
+    resume: str | os.PathLike[str] | None,
+) -> Path:
+    device = info.device
+    out_dir = Path(config.out_dir)
+    final_path = out_dir / FINAL_NAME
+    model_config = get_preset(config.preset).with_overrides(input_size=config.input_size)
+    size = model_config.input_size
+    if size % 32:
+        raise ModelConfigError(f"input size {size} px: must be a multiple of 32 (the UNet++ depth)")
+
+    seed_everything(config.seed)  # identical initial weights on every rank
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
+    dataset, sampler, loader = _make_loader(config, size, info)
+    model = build_model(model_config, ("reconstruction",), config.encoder_weights).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    batches_per_epoch = len(loader)
+    total = batches_per_epoch * config.epochs
+    total_steps = min(total, config.max_steps) if config.max_steps is not None else total
+    warmup = config.warmup_steps if config.warmup_steps is not None else max(1, total_steps // 20)
+    scheduler = make_scheduler(optimizer, total_steps, warmup)
+
+    start_step = 0
+    share = {"sum": 0.0, "steps": 0}  # masked share of the central region, summed over steps
+    if resume is not None:
+        start_step, previous_share = _restore(Path(resume), model, optimizer, model_config)
+        if previous_share is not None:
+            share = {"sum": previous_share * start_step, "steps": start_step}
+        fast_forward_scheduler(scheduler, start_step)
+        if info.is_main:
+            log.info("resuming %s from step %d of %d", resume, start_step, total_steps)
+
+    net = wrap_model(model, info)
+    masker = CenterPatchMasker(
+        size,
+        num_patches=config.num_patches,
+        mask_ratio=None if config.num_patches is not None else config.mask_ratio,
+    )
+    center = masker.center_region().to(device)
+    done = {"steps": start_step}
+
+    def step_fn(batch: torch.Tensor) -> dict[str, float]:
+        images = batch.to(device, non_blocking=True)
+        step = done["steps"]
+        mask = masker(images.shape[0], _mask_generator(config.seed, step, info.rank)).to(device)
+        with torch.no_grad():
+            target = model.normalize(images)
+            x = mask_input(target, mask)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_for(device):
+            pred = net(x, head="reconstruction")
+        loss = reconstruction_loss(
+            pred, target, mask, center, region=config.loss_region, norm_pix=config.norm_pix
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        value = all_reduce_mean(float(loss.detach().item()), info)
+        if not math.isfinite(value):
+            raise FaceParseError(
+                f"reconstruction loss became {value} at step {step + 1}; lower --lr "
+                f"(now {config.lr}) or check the input images"
+            )
+        batch_share = masker.masked_share(mask)
+        share["sum"] += batch_share
+        share["steps"] += 1
+        done["steps"] += 1
+        return {
+            "loss": value,
+            "lr": lr,
+            "batch_size": images.shape[0] * info.world_size,
+            "masked_share": batch_share,
+            "rank": info.rank,
+        }
+
+    def save(loop: TrainLoop, final: bool) -> None:
+        mean_share = share["sum"] / share["steps"] if share["steps"] else None
+        meta = {
+            "training": asdict(config),
+            "step": loop.step,
+            "epoch": loop.step // batches_per_epoch,  # completed epochs
+            "total_steps": loop.total_steps,
+            "masked_share": mean_share,
+            "cancelled": loop.cancelled,
+            "metrics": {"loss": loop.last_stats.get("loss")},
+            "num_images": len(dataset),
+            "world_size": info.world_size,
+        }
+        name = FINAL_NAME if final else f"pretrain_step{loop.step}.safetensors"
+        save_checkpoint(out_dir / name, unwrap_model(model), "pretrain", meta, optimizer=optimizer)
+
+    def data(epoch: int) -> DataLoader:
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        return loader
+
+    hooks: list[Hook] = []
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        hooks += [
+            JsonlLogger(out_dir / METRICS_NAME),
+            ProgressBar(desc="pretrain"),
+            PeriodicCheckpoint(save, config.checkpoint_every),
+        ]
+    if on_progress is not None:
+        hooks.append(CallbackHook(on_progress))
+
+    net.train()
+    TrainLoop(
+        step_fn,
+        batches_per_epoch,
+        config.epochs,
+        hooks,
+        start_step=start_step,
+        cancel=cancel,
+        data=data,
+        max_steps=config.max_steps,
+        optimizer=optimizer,
+    ).run()
+    barrier()  # other ranks return once rank 0 has published the final checkpoint
+    return final_path
+
+
+def _restore(
+    path: Path, model: FaceParseNet, optimizer: torch.optim.Optimizer, model_config: Any
+) -> tuple[int, float | None]:
+    """Load weights and optimizer state from a stage-1 checkpoint.
+
+    Returns:
+        (steps done, mean masked share so far or None).
+    """
+    ckpt = load_checkpoint(path)
+    if ckpt.stage != "pretrain":
+        raise CheckpointError(
+            f"{path}: a {ckpt.stage or 'unknown'}-stage checkpoint; --resume "
+            "needs one written by faceparse pretrain"
+        )
+    if ckpt.optimizer_state is None:
+        raise CheckpointError(f"{path}: holds no optimizer state, so training cannot resume")
+    if ckpt.config != model_config:
+        raise CheckpointError(
+            f"{path}: model {ckpt.config.preset!r} at {ckpt.config.input_size} px does not match "
+            f"this run's {model_config.preset!r} at {model_config.input_size} px"
+        )
+    model.load_state_dict(ckpt.model_state)
+    optimizer.load_state_dict(ckpt.optimizer_state)
+    return int(ckpt.meta.get("step", 0)), ckpt.meta.get("masked_share")
