@@ -1,0 +1,587 @@
+"""The model-in-the-loop jobs the app runs in the background (Qt-free).
+
+Each job is a plain function taking ``on_progress`` (a callable receiving dicts) and ``cancel``
+(a ``threading.Event``), so it runs the same in a test, a script or a Qt worker thread
+(``faceparse_app.workers``). A failed run raises :class:`TrainingError` with the reason in its
+message and publishes nothing; labels are never touched by these jobs.
+
+- :func:`prelabel`: one face in, label map + confidence + uncertainty score out.
+- :func:`run_finetune_job`: fine-tune on the project's labeled faces, publish a parser version.
+- :func:`run_pretrain_job`: masked self-supervised pretraining on project images (resumable),
+  publish a backbone version.
+- :class:`AutoRetrainCounter`: when to retrain after N newly labeled faces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from faceparse_app.model_store import ModelStore, ModelVersion
+from faceparse_app.uncertainty import mean_entropy, mean_margin
+from trainer.data.imageio import read_image, read_label
+from trainer.data.sample import Sample
+from trainer.errors import CheckpointError, FaceParseError
+from trainer.finetune import FinetuneConfig, FinetuneResult, finetune_on_samples
+from trainer.predict import Predictor
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+DEFAULT_VAL_FRACTION = 0.2
+
+
+class TrainingError(FaceParseError):
+    """A background training run failed; the message says why (shown in the app)."""
+
+
+def preload_model_code() -> None:
+    """Import the model and training code now (about 3-5 s on a small CPU, once per process).
+
+    The first model build imports segmentation-models-pytorch and its dependencies (over a
+    thousand modules). Done inside a worker thread, those imports hold the GIL in long stretches
+    and stall the GUI for hundreds of milliseconds; call this at start-up instead (before the
+    main window shows, or behind a splash), so background jobs start with nothing left to import.
+    """
+    import segmentation_models_pytorch  # noqa: F401
+    import torch.utils.data  # noqa: F401
+
+    import trainer.data.masking  # noqa: F401
+    import trainer.data.torch_datasets  # noqa: F401
+    import trainer.data.transforms  # noqa: F401
+    import trainer.evaluate  # noqa: F401
+    import trainer.losses  # noqa: F401
+    import trainer.pretrain  # noqa: F401
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-labels
+
+
+def prelabel(
+    predictor: Predictor, image: np.ndarray, method: str = "entropy"
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Predict a face's label map with one forward pass.
+
+    The label map equals ``predictor(image).label``; the uncertainty score is computed on the
+    class probabilities at the network's input size, so it costs the same for any photo size.
+
+    Args:
+        predictor: a loaded parser.
+        image: (H, W, 3) uint8 RGB.
+        method: "entropy" (mean normalised entropy) or "margin" (mean 1 - (p1 - p2)).
+
+    Returns:
+        label (H, W) uint8, confidence (H, W) float32 top-class probability, and the image's
+        uncertainty score in [0, 1] (larger = less sure).
+    """
+    if method not in ("entropy", "margin"):
+        raise ValueError(f"unknown uncertainty method {method!r}; use 'entropy' or 'margin'")
+    logits = predictor.logits([image])  # (1, C, S, S)
+    with torch.inference_mode():
+        small = logits.softmax(dim=1)[0].cpu().numpy()
+        score = mean_entropy(small) if method == "entropy" else mean_margin(small)
+        size = tuple(image.shape[:2])
+        # Same resize as Predictor.predict_batch: logits (not labels) to the image size.
+        if tuple(logits.shape[-2:]) != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        confidence, label = logits.softmax(dim=1).max(dim=1)
+    return (
+        label[0].to(torch.uint8).cpu().numpy(),
+        confidence[0].cpu().numpy().astype(np.float32),
+        float(score),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Labeled faces from the project
+
+
+@dataclass(frozen=True)
+class LabeledFile:
+    """One labeled face of the project, as the training job needs it.
+
+    Attributes:
+        name: the image's project-relative path (recorded in the model's data snapshot).
+        image_path: the image file.
+        label_path: its label PNG.
+        content_hash: the image's content hash (from the project store).
+    """
+
+    name: str
+    image_path: Path
+    label_path: Path
+    content_hash: str = ""
+
+    @property
+    def snapshot_entry(self) -> str:
+        return f"{self.name}@{self.content_hash}"
+
+
+class LazySamples(Sequence[Sample]):
+    """Labeled faces read from disk on access (a project may hold more photos than fit in RAM).
+
+    Args:
+        files: the faces.
+        num_classes: label values must be below this.
+
+    Attributes:
+        names: the faces' names (what ``finetune_on_samples`` records as the label subset).
+    """
+
+    def __init__(self, files: Sequence[LabeledFile], num_classes: int = 11) -> None:
+        self.files = list(files)
+        self.names = [f.name for f in self.files]
+        self.num_classes = num_classes
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        f = self.files[index]
+        image = read_image(f.image_path)
+        label = read_label(f.label_path, num_classes=self.num_classes, expected_size=image.shape[:2])
+        return Sample(image, label, f.name, f.image_path, f.label_path)
+
+
+def snapshot_labels(files: Iterable[LabeledFile], snapshot_dir: str | os.PathLike[str]) -> list[LabeledFile]:
+    """Copy the label PNGs of a training set, so annotators can keep editing while it trains.
+
+    Args:
+        files: the labeled faces at the start of training.
+        snapshot_dir: where the copies go (e.g. inside the run folder).
+
+    Returns:
+        The same faces with ``label_path`` pointing at the copies (images are read in place:
+        the app never rewrites an image).
+    """
+    dest = Path(snapshot_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, f in enumerate(files):
+        copy = dest / f"{i:06d}.png"
+        shutil.copyfile(f.label_path, copy)
+        out.append(LabeledFile(f.name, f.image_path, copy, f.content_hash))
+    return out
+
+
+class _Pick(Sequence[Sample]):
+    """Some items of a sample sequence, keeping ``names`` (so nothing is loaded to list them)."""
+
+    def __init__(self, source: Sequence[Sample], indices: Sequence[int], names: Sequence[str]) -> None:
+        self.source = source
+        self.indices = list(indices)
+        self.names = list(names)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        return self.source[self.indices[i]]
+
+
+def _names(samples: Sequence[Sample]) -> list[str]:
+    names = getattr(samples, "names", None)
+    return list(names) if names is not None else [s.name for s in samples]
+
+
+def split_holdout(
+    names: Sequence[str], fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0
+) -> tuple[list[int], list[int]]:
+    """Choose which labeled faces are held out for validation.
+
+    Each face is assigned by a seeded hash of its name, so a face stays on the same side as more
+    faces get labeled (validation scores of successive versions stay comparable). With two or
+    more faces, at least one is held out and at least one is trained on; a single face is
+    trained on and nothing is validated.
+
+    Args:
+        names: the faces' names (unique).
+        fraction: share to hold out, in (0, 1).
+        seed: changes the assignment.
+
+    Returns:
+        (train indices, validation indices), each ascending.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    n = len(names)
+    if n < 2:
+        return list(range(n)), []
+    keys = [
+        int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big") / 2.0**64
+        for name in names
+    ]
+    val = {i for i, k in enumerate(keys) if k < fraction}
+    by_key = sorted(range(n), key=lambda i: keys[i])
+    if not val:
+        val = {by_key[0]}
+    if len(val) == n:
+        val.discard(by_key[-1])
+    return [i for i in range(n) if i not in val], sorted(val)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning
+
+
+@dataclass
+class FinetuneJobResult(FinetuneResult):
+    """A FinetuneResult plus what the app needs after it.
+
+    Attributes:
+        version: the published parser version; None when cancelled or no store was given.
+        train_names, val_names: the faces trained on and held out.
+    """
+
+    version: ModelVersion | None = None
+    train_names: list[str] = field(default_factory=list)
+    val_names: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """What ``TrainPanel.on_finished`` shows: kind, version, metrics, cancelled."""
+        return {
+            "kind": "finetune",
+            "version": self.version.id if self.version else None,
+            "metrics": dict(self.version.metrics) if self.version else _metric_summary(self.metrics),
+            "cancelled": self.cancelled,
+        }
+
+
+def run_finetune_job(
+    train_samples: Sequence[Sample],
+    out_dir: str | os.PathLike[str],
+    *,
+    val_samples: Sequence[Sample] | None = None,
+    init_backbone: str | os.PathLike[str] | None = None,
+    preset: str = "lite",
+    epochs: int = 30,
+    max_steps: int | None = None,
+    batch_size: int = 4,
+    lr: float = 1e-3,
+    device: str = "auto",
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = 0,
+    store: ModelStore | None = None,
+    data_snapshot: Iterable[str] = (),
+    parent: str | None = None,
+    note: str = "",
+    on_progress: ProgressFn | None = None,
+    cancel: Any = None,
+) -> FinetuneJobResult:
+    """Fine-tune a parser on labeled faces and publish it as a new version.
+
+    Args:
+        train_samples: labeled faces (a list of Samples or :class:`LazySamples`).
+        out_dir: the run folder (checkpoints, logs); a fresh one per run.
+        val_samples: faces to validate on; None: hold out part of ``train_samples``
+            (see :func:`split_holdout`: seeded, at least one face when there are two or more).
+        init_backbone: a stage-1 checkpoint whose backbone to start from (the project's or the
+            starter backbone); None starts from random weights (fine for tests, poor for users).
+        preset: model preset when there is no backbone (a backbone brings its own).
+        epochs, max_steps, batch_size, lr, device, seed: see ``trainer.finetune.FinetuneConfig``.
+        val_fraction: share held out when ``val_samples`` is None.
+        store: where to publish the best checkpoint as a "parser" version (skipped when None).
+        data_snapshot, parent, note: recorded with the version (see ``ModelStore.publish``).
+        on_progress: receives the trainer's dicts: ``phase="train"`` after each step (step,
+            total_steps, epoch, epochs, loss, lr, images_per_s, eta_s) and ``phase="val"`` after
+            each validation (epoch, step, mean_f1, miou, best).
+        cancel: a ``threading.Event``; when set the run stops within one step and publishes
+            nothing.
+
+    Returns:
+        A FinetuneJobResult (``.version`` is the published version).
+
+    Raises:
+        TrainingError: the run failed (bad data, a bad backbone file, NaN loss, ...); its message
+            says why. Nothing is published then.
+    """
+    names = _names(train_samples)
+    if val_samples is None:
+        train_idx, val_idx = split_holdout(names, val_fraction, seed)
+        val_part: Sequence[Sample] | None = _Pick(train_samples, val_idx, [names[i] for i in val_idx])
+        train_part: Sequence[Sample] = _Pick(train_samples, train_idx, [names[i] for i in train_idx])
+    else:
+        val_part, train_part = val_samples, train_samples
+    if not len(train_part):
+        raise TrainingError("no labeled faces to fine-tune on; label a few faces first")
+    config = FinetuneConfig(
+        data="",
+        out_dir=str(out_dir),
+        init=f"ssl:{init_backbone}" if init_backbone else "scratch",
+        preset=preset,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        seed=seed,
+        val_split=None,
+        progress_bar=False,
+    )
+    try:
+        result = finetune_on_samples(
+            config, train_part, val_part or None, on_progress=on_progress, cancel=cancel
+        )
+    except Exception as exc:
+        log.exception("fine-tuning failed")
+        raise TrainingError(f"fine-tuning failed: {exc}") from exc
+    job = FinetuneJobResult(
+        best_path=result.best_path,
+        last_path=result.last_path,
+        metrics=result.metrics,
+        history=result.history,
+        cancelled=result.cancelled,
+        train_names=_names(train_part),
+        val_names=_names(val_part) if val_part is not None else [],
+    )
+    if store is not None and not result.cancelled:
+        summary = _metric_summary(result.metrics)
+        summary.update(num_train=len(job.train_names), num_val=len(job.val_names))
+        try:
+            job.version = store.publish(
+                result.best_path, "parser", summary, data_snapshot, parent=parent, note=note
+            )
+        except FaceParseError as exc:
+            raise TrainingError(f"training finished but publishing the model failed: {exc}") from exc
+    return job
+
+
+def run_finetune_on_files(
+    files: Sequence[LabeledFile], run_dir: str | os.PathLike[str], **kwargs: Any
+) -> FinetuneJobResult:
+    """Fine-tune on project faces: snapshot their labels, then :func:`run_finetune_job`.
+
+    Meant to run in a worker thread: copying the label PNGs into ``run_dir/snapshot`` happens
+    there, and annotators may keep editing while the run trains on the copies. The data snapshot
+    recorded with the published version is the faces' ``relpath@hash`` list.
+
+    Args:
+        files: the labeled faces at the start (built in the GUI thread from the project store).
+        run_dir: a fresh run folder, e.g. ``<project>/.faceparse/runs/finetune-<time>``.
+        **kwargs: passed to :func:`run_finetune_job` (store, init_backbone, preset, epochs,
+            max_steps, batch_size, device, parent, on_progress, cancel, ...).
+    """
+    if not files:
+        raise TrainingError("no labeled faces to fine-tune on; label a few faces first")
+    try:
+        snapshot = snapshot_labels(files, Path(run_dir) / "snapshot")
+    except OSError as exc:
+        raise TrainingError(f"could not copy the labels to train on: {exc}") from exc
+    kwargs.setdefault("data_snapshot", [f.snapshot_entry for f in files])
+    return run_finetune_job(LazySamples(snapshot), run_dir, **kwargs)
+
+
+def _metric_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The scalars worth keeping with a version (not the confusion matrix)."""
+    keep = ("mean_f1", "miou", "pixel_accuracy", "epoch", "step", "num_images")
+    out = {k: metrics[k] for k in keep if k in metrics}
+    if "per_class" in metrics:
+        out["per_class_f1"] = {k: v.get("f1") for k, v in metrics["per_class"].items()}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretraining
+
+
+@dataclass
+class PretrainJobResult:
+    """What a pretraining job produced.
+
+    Attributes:
+        path: the run's last checkpoint (resumable).
+        resumed_from_step: the step it continued from (0 for a fresh run).
+        cancelled: stopped early; resume it by starting the job again.
+        version: the published backbone version (None when cancelled or without a store).
+    """
+
+    path: Path
+    resumed_from_step: int = 0
+    cancelled: bool = False
+    version: ModelVersion | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """What ``TrainPanel.on_finished`` shows: kind, version, metrics, cancelled."""
+        return {
+            "kind": "pretrain",
+            "version": self.version.id if self.version else None,
+            "metrics": dict(self.version.metrics) if self.version else {},
+            "cancelled": self.cancelled,
+        }
+
+
+def pretrain_resume_point(out_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Where an unfinished pretraining run in ``out_dir`` stopped, or None.
+
+    Returns:
+        {"path", "step", "total_steps", "preset"} for a run that was cancelled or stopped before
+        its last step; None when there is no run or it finished.
+    """
+    from trainer.checkpoint import read_metadata
+    from trainer.pretrain import FINAL_NAME
+
+    path = Path(out_dir) / FINAL_NAME
+    if not path.is_file():
+        return None
+    try:
+        meta = read_metadata(path)
+    except CheckpointError as exc:
+        log.warning("ignoring the unreadable pretraining checkpoint %s", exc)
+        return None
+    step, total = int(meta.get("step") or 0), int(meta.get("total_steps") or 0)
+    if not meta.get("cancelled") and step >= total:
+        return None
+    return {
+        "path": path,
+        "step": step,
+        "total_steps": total,
+        "preset": (meta.get("model") or {}).get("preset"),
+    }
+
+
+def run_pretrain_job(
+    image_dirs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    preset: str = "lite",
+    epochs: int = 10,
+    batch_size: int = 8,
+    max_steps: int | None = None,
+    lr: float = 1e-3,
+    device: str = "auto",
+    seed: int = 0,
+    resume: bool | str | os.PathLike[str] = True,
+    store: ModelStore | None = None,
+    data_snapshot: Iterable[str] = (),
+    note: str = "",
+    on_progress: ProgressFn | None = None,
+    cancel: Any = None,
+) -> PretrainJobResult:
+    """Stage-1 masked pretraining on the project's images, resumable, published as a backbone.
+
+    Args:
+        image_dirs: folders searched recursively (hidden folders such as ``.faceparse`` are
+            skipped).
+        out_dir: the pretraining run folder; keep it fixed per project so a run can resume.
+        preset, epochs, batch_size, max_steps, lr, device, seed: see
+            ``trainer.pretrain.PretrainConfig``.
+        resume: True: continue an unfinished run found in ``out_dir`` (same preset), else start
+            fresh; False: always start fresh; a path: resume from that checkpoint.
+        store: where to publish the finished backbone (not after a cancel: resume instead).
+        data_snapshot, note: recorded with the version.
+        on_progress: the trainer's per-step dicts (step, total_steps, epoch, epochs, loss, lr,
+            images_per_s, eta_s, masked_share) with ``phase="pretrain"`` added.
+        cancel: a ``threading.Event``; the run stops within one step and keeps a resumable
+            checkpoint.
+
+    Raises:
+        TrainingError: the run failed; its message says why. Nothing is published then.
+    """
+    from trainer.checkpoint import read_metadata
+    from trainer.pretrain import PretrainConfig, pretrain
+
+    resume_path: Path | None = None
+    resumed_step = 0
+    if resume is True:
+        point = pretrain_resume_point(out_dir)
+        if point is not None and point["preset"] == preset:
+            resume_path, resumed_step = point["path"], point["step"]
+    elif resume:
+        resume_path = Path(resume)  # type: ignore[arg-type]
+        try:
+            resumed_step = int(read_metadata(resume_path).get("step") or 0)
+        except CheckpointError as exc:
+            raise TrainingError(f"cannot resume pretraining: {exc}") from exc
+    config = PretrainConfig(
+        image_dirs=tuple(str(d) for d in image_dirs),
+        out_dir=str(out_dir),
+        preset=preset,
+        epochs=epochs,
+        batch_size=batch_size,
+        max_steps=max_steps,
+        lr=lr,
+        device=device,
+        seed=seed,
+    )
+
+    def forward(stats: dict[str, Any]) -> None:
+        if on_progress is not None:
+            on_progress({"phase": "pretrain", **stats})
+
+    try:
+        path = pretrain(config, on_progress=forward, cancel=cancel, resume=resume_path)
+    except Exception as exc:
+        log.exception("pretraining failed")
+        raise TrainingError(f"pretraining failed: {exc}") from exc
+    meta = read_metadata(path)
+    result = PretrainJobResult(
+        path=path, resumed_from_step=resumed_step, cancelled=bool(meta.get("cancelled"))
+    )
+    if store is not None and not result.cancelled:
+        metrics = {
+            "loss": (meta.get("metrics") or {}).get("loss"),
+            "step": meta.get("step"),
+            "num_images": meta.get("num_images"),
+            "masked_share": meta.get("masked_share"),
+        }
+        try:
+            result.version = store.publish(path, "backbone", metrics, data_snapshot, None, note=note)
+        except FaceParseError as exc:
+            raise TrainingError(f"pretraining finished but publishing the backbone failed: {exc}") from exc
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Auto-retrain
+
+
+class AutoRetrainCounter:
+    """Counts newly labeled faces and says when to retrain.
+
+    Args:
+        every: retrain after this many new labels (≥ 1).
+        enabled: whether auto-retrain is on.
+    """
+
+    def __init__(self, every: int = 10, enabled: bool = False) -> None:
+        self.every = max(1, int(every))
+        self.enabled = enabled
+        self.count = 0
+
+    def set_every(self, every: int) -> None:
+        self.every = max(1, int(every))
+
+    def labeled(self, n: int = 1) -> bool:
+        """Record ``n`` newly labeled faces; True when the threshold is reached.
+
+        Reaching the threshold resets the count, so the next trigger needs ``every`` more faces.
+        Nothing is counted while disabled, so turning it on never triggers at once.
+        """
+        if not self.enabled:
+            return False
+        self.count += int(n)
+        if self.count >= self.every:
+            self.count = 0
+            return True
+        return False
+
+    def reset(self) -> None:
+        """Start counting afresh (e.g. after a manual training run started)."""
+        self.count = 0
+
+    @property
+    def remaining(self) -> int:
+        """New labels still needed before the next retrain."""
+        return max(0, self.every - self.count)

@@ -1,0 +1,521 @@
+"""Work off the GUI thread: training jobs and pre-labels (PySide6, in the style of superqt).
+
+- :class:`FunctionWorker` runs ``fn(*args, on_progress=..., cancel=..., **kwargs)`` in a QThread.
+- :class:`GeneratorWorker` runs a generator function; each yielded value is a progress report.
+- :class:`PrelabelQueue` predicts faces in one background thread: the image asked for first,
+  then a few "look-ahead" images, then background uncertainty scoring; results are cached per
+  (image id, model version).
+
+Everything the job threads report crosses to the GUI thread the same way: the job thread appends
+to a deque and emits an internal signal with a queued connection; a slot in the GUI thread drains
+the deque and emits the public signals. So every public signal is emitted in the GUI thread and
+any receiver (slot, lambda) runs there, in order: progress reports, then exactly one of
+finished / errored / cancelled, then ``done``.
+
+Torch releases the GIL inside its kernels, and :func:`configure_torch_threads` leaves one core to
+the GUI thread, so the event loop keeps running while a job computes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import inspect
+import itertools
+import logging
+import os
+import threading
+import traceback
+from collections import OrderedDict, deque
+from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
+
+from faceparse_app import qt_compat  # noqa: F401  (guards a PySide6 crash; see the module)
+
+log = logging.getLogger(__name__)
+
+_threads_configured = False
+
+
+def configure_torch_threads(reserve: int = 1) -> int:
+    """Let torch use all cores but ``reserve`` (kept for the GUI thread); returns the count set.
+
+    torch's intra-op pool is process-wide; call once before the first job (idempotent).
+    """
+    global _threads_configured
+    import torch
+
+    n = max(1, (os.cpu_count() or 1) - reserve)
+    if not _threads_configured:
+        torch.set_num_threads(n)
+        _threads_configured = True
+    return torch.get_num_threads()
+
+
+class _JobThread(QThread):
+    """A QThread that runs one Python callable."""
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        super().__init__()
+        self._target = target
+
+    def run(self) -> None:
+        self._target()
+
+
+class _Relay(QObject):
+    """Carries events from any thread to the GUI thread, in order.
+
+    ``post`` may be called from any thread; ``handler`` is called in the thread this object
+    lives in (the GUI thread) with each event.
+    """
+
+    _wake = Signal()
+
+    def __init__(self, handler: Callable[[str, Any], None], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._handler = handler
+        self._events: deque[tuple[str, Any]] = deque()
+        self._lock = threading.Lock()
+        self._pending = False
+        self._wake.connect(self._drain, Qt.ConnectionType.QueuedConnection)
+
+    def post(self, kind: str, payload: Any = None) -> None:
+        with self._lock:
+            self._events.append((kind, payload))
+            if self._pending:
+                return  # one wake-up drains everything queued before it runs
+            self._pending = True
+        self._wake.emit()
+
+    @Slot()
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._events:
+                    self._pending = False
+                    return
+                kind, payload = self._events.popleft()
+            self._handler(kind, payload)
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _error_message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
+
+
+class _BaseWorker(QObject):
+    """Shared machinery of the workers: thread, relay, cancel flag, outcome signals.
+
+    Signals:
+        started(): the job began (GUI thread).
+        progress(object): a progress dict from the job.
+        finished(object): the job's return value (not emitted after a cancel or an error).
+        errored(str): the job raised; the message (full traceback in ``.traceback``).
+        cancelled(object): the job stopped after ``cancel()``; its return value, if any.
+        done(): always last, whatever the outcome.
+    """
+
+    started = Signal()
+    progress = Signal(object)
+    finished = Signal(object)
+    errored = Signal(str)
+    cancelled = Signal(object)
+    done = Signal()
+
+    # Workers that are running, so one dropped by its creator is not garbage-collected mid-run.
+    _live: set[_BaseWorker] = set()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.cancel_event = threading.Event()
+        self.traceback: str | None = None
+        self.result: Any = None
+        self._relay = _Relay(self._on_event, self)
+        self._thread: _JobThread | None = None
+        self._running = False
+
+    # -- public -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the job in its own thread (once)."""
+        if self._thread is not None:
+            raise RuntimeError("a worker runs once; create a new one")
+        configure_torch_threads()
+        self._running = True
+        _BaseWorker._live.add(self)
+        self._thread = _JobThread(self._run_in_thread)
+        self._thread.start()
+
+    def cancel(self) -> None:
+        """Ask the job to stop; it checks the flag every step (trainer) or between yields."""
+        self.cancel_event.set()
+
+    @property
+    def is_running(self) -> bool:
+        return self._running
+
+    def wait(self, timeout_ms: int = 30000) -> bool:
+        """Block until the job thread ends (for shutdown and tests); True if it did."""
+        if self._thread is None:
+            return True
+        return bool(self._thread.wait(timeout_ms))
+
+    # -- job thread ---------------------------------------------------------------------------
+
+    def _emit_progress(self, report: Any) -> None:
+        """The ``on_progress`` callback handed to the job (called on the job thread)."""
+        self._relay.post("progress", report)
+
+    def _execute(self) -> Any:
+        raise NotImplementedError
+
+    def _run_in_thread(self) -> None:
+        self._relay.post("started")
+        try:
+            result = self._execute()
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the GUI
+            self.traceback = traceback.format_exc()
+            log.error("background job failed:\n%s", self.traceback)
+            self._relay.post("errored", _error_message(exc))
+        else:
+            self._relay.post("cancelled" if self.cancel_event.is_set() else "finished", result)
+        self._relay.post("done")
+
+    # -- GUI thread ---------------------------------------------------------------------------
+
+    def _on_event(self, kind: str, payload: Any) -> None:
+        if kind == "started":
+            self.started.emit()
+        elif kind == "progress":
+            self.progress.emit(payload)
+        elif kind == "finished":
+            self.result = payload
+            self.finished.emit(payload)
+        elif kind == "cancelled":
+            self.result = payload
+            self.cancelled.emit(payload)
+        elif kind == "errored":
+            self.errored.emit(payload)
+        elif kind == "done":
+            if self._thread is not None:
+                self._thread.wait()  # run() has returned; this only joins the thread
+            self._running = False
+            _BaseWorker._live.discard(self)
+            self.done.emit()
+
+
+class FunctionWorker(_BaseWorker):
+    """Run ``fn(*args, **kwargs)`` in a background thread.
+
+    If ``fn`` takes ``on_progress`` and/or ``cancel`` parameters (or ``**kwargs``), the worker
+    passes its progress callback (thread-safe; reports arrive as ``progress`` signals in the GUI
+    thread) and its ``threading.Event`` cancel flag.
+
+    Example::
+
+        worker = FunctionWorker(run_finetune_job, samples, run_dir, store=store)
+        worker.progress.connect(panel.on_progress)
+        worker.finished.connect(on_done)
+        worker.errored.connect(panel.on_error)
+        worker.start()
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, parent: QObject | None = None, **kwargs: Any) -> None:
+        super().__init__(parent)
+        self.fn = fn
+        self.args = args
+        self.kwargs = dict(kwargs)
+        if _accepts(fn, "on_progress"):
+            self.kwargs.setdefault("on_progress", self._emit_progress)
+        if _accepts(fn, "cancel"):
+            self.kwargs.setdefault("cancel", self.cancel_event)
+
+    def _execute(self) -> Any:
+        return self.fn(*self.args, **self.kwargs)
+
+
+class GeneratorWorker(_BaseWorker):
+    """Run a generator function in a background thread; each yielded value is a progress report.
+
+    The generator's ``return`` value is the result. Cancel is checked between yields (and passed
+    as ``cancel`` when the function takes it); a cancelled generator is closed, so its ``finally``
+    blocks run.
+    """
+
+    def __init__(
+        self, fn: Callable[..., Generator[Any, None, Any]], *args: Any, parent: QObject | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(parent)
+        self.fn = fn
+        self.args = args
+        self.kwargs = dict(kwargs)
+        if _accepts(fn, "cancel"):
+            self.kwargs.setdefault("cancel", self.cancel_event)
+
+    def _execute(self) -> Any:
+        gen = self.fn(*self.args, **self.kwargs)
+        try:
+            while True:
+                if self.cancel_event.is_set():
+                    return None
+                try:
+                    value = next(gen)
+                except StopIteration as stop:
+                    return stop.value
+                self._emit_progress(value)
+        finally:
+            gen.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-labels
+
+
+_REQUESTED, _LOOKAHEAD, _SWEEP = 0, 1, 2
+
+
+class PrelabelQueue(QObject):
+    """Predicts faces in one background thread, the one on screen first, and caches the results.
+
+    Args:
+        lookahead: how many of the ``upcoming`` images given with a request to predict ahead.
+        cache_size: label maps kept (LRU) per (image id, model version).
+        device: torch device for models given as a path.
+        method: uncertainty score, "entropy" or "margin".
+        loader: reads an image file into (H, W, 3) uint8 RGB (runs on the worker thread).
+
+    Signals:
+        ready(int, object, object, float): image id, label (H, W) uint8, confidence (H, W)
+            float32, uncertainty score; for requested and look-ahead images.
+        scored(int, float): image id and uncertainty score, for every prediction (including the
+            background sweep of :meth:`score_all`).
+        failed(int, str): image id (-1 for the model itself) and the error message.
+        model_loaded(str): the model version now used for predictions.
+
+    Call :meth:`stop` before the application quits.
+    """
+
+    ready = Signal(int, object, object, float)
+    scored = Signal(int, float)
+    failed = Signal(int, str)
+    model_loaded = Signal(str)
+
+    def __init__(
+        self,
+        lookahead: int = 3,
+        cache_size: int = 24,
+        device: str = "auto",
+        method: str = "entropy",
+        loader: Callable[[Path], np.ndarray] | None = None,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        from trainer.data.imageio import read_image
+
+        self.lookahead = max(0, int(lookahead))
+        self.cache_size = max(1, int(cache_size))
+        self.device = device
+        self.method = method
+        self.loader = loader or read_image
+        self.version: str | None = None
+        self._model_source: Any = None
+        self._generation = 0
+        self._cache: OrderedDict[tuple[int, str | None], tuple[np.ndarray, np.ndarray, float]] = OrderedDict()
+        self._scores: dict[tuple[int, str | None], float] = {}
+        self._heap: list[tuple[int, int, int, Path, int]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._inflight: tuple[int, int, int] | None = None  # (image id, generation, priority)
+        self._stopping = False
+        self._relay = _Relay(self._on_event, self)
+        configure_torch_threads()
+        self._thread = _JobThread(self._loop)
+        self._thread.start()
+        app = QCoreApplication.instance()
+        if app is not None:
+            # A running QThread must not be destroyed at exit: end it first.
+            app.aboutToQuit.connect(self.stop)
+
+    # -- public (GUI thread) ------------------------------------------------------------------
+
+    def set_model(self, model: Any, version: str | None) -> None:
+        """Use another model; cached and pending predictions of the old one are dropped.
+
+        Args:
+            model: a checkpoint path (loaded on the worker thread), a ready ``Predictor``, or
+                None for no model (requests are then ignored).
+            version: the model's version id (part of the cache key).
+        """
+        with self._cond:
+            self._generation += 1
+            self._model_source = model
+            self.version = version
+            self._heap = [item for item in self._heap if item[0] == _SWEEP]
+            self._heap = [(p, s, i, path, self._generation) for p, s, i, path, _ in self._heap]
+            heapq.heapify(self._heap)
+            self._cond.notify()
+        self._cache.clear()
+
+    @property
+    def has_model(self) -> bool:
+        return self._model_source is not None
+
+    def cached(self, image_id: int) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """(label, confidence, score) of the current model for an image, if predicted."""
+        return self._cache.get((image_id, self.version))
+
+    def score(self, image_id: int) -> float | None:
+        """The current model's uncertainty score of an image, if computed."""
+        return self._scores.get((image_id, self.version))
+
+    def scores(self) -> dict[int, float]:
+        """All uncertainty scores of the current model (image id -> score)."""
+        return {i: s for (i, v), s in self._scores.items() if v == self.version}
+
+    def request(
+        self,
+        image_id: int,
+        path: str | os.PathLike[str],
+        upcoming: Sequence[tuple[int, str | os.PathLike[str]]] = (),
+    ) -> None:
+        """Predict an image now, then the first ``lookahead`` of ``upcoming``.
+
+        A cached result is emitted as ``ready`` at once, inside this call. Earlier requests
+        still waiting are dropped (the user moved on); the background sweep is kept.
+        """
+        if self._model_source is None:
+            return
+        hit = self.cached(image_id)
+        if hit is not None:
+            self._cache.move_to_end((image_id, self.version))
+        ahead = [
+            (int(i), Path(p))
+            for i, p in list(upcoming)[: self.lookahead]
+            if (int(i), self.version) not in self._cache
+        ]
+        with self._cond:
+            self._heap = [item for item in self._heap if item[0] == _SWEEP]
+            heapq.heapify(self._heap)
+            if hit is None:
+                self._push(_REQUESTED, int(image_id), Path(path))
+            for i, p in ahead:
+                self._push(_LOOKAHEAD, i, p)
+            self._cond.notify()
+        if hit is not None:
+            self.ready.emit(int(image_id), hit[0], hit[1], hit[2])
+
+    def score_all(self, items: Sequence[tuple[int, str | os.PathLike[str]]]) -> None:
+        """Queue uncertainty scoring of many images behind any request (for "least sure next")."""
+        with self._cond:
+            for i, p in items:
+                if (int(i), self.version) not in self._scores:
+                    self._push(_SWEEP, int(i), Path(p))
+            self._cond.notify()
+
+    def clear_pending(self) -> None:
+        """Forget every queued prediction (the one running finishes)."""
+        with self._cond:
+            self._heap = []
+
+    def stop(self, timeout_ms: int = 10000) -> None:
+        """End the worker thread (waits for the prediction in progress)."""
+        with self._cond:
+            self._stopping = True
+            self._heap = []
+            self._cond.notify()
+        self._thread.wait(timeout_ms)
+
+    # -- worker thread ------------------------------------------------------------------------
+
+    def _push(self, priority: int, image_id: int, path: Path) -> None:
+        """Queue a job (caller holds the lock); skips a request already being predicted."""
+        inflight = self._inflight
+        if (
+            priority != _SWEEP
+            and inflight is not None
+            and inflight[:2] == (image_id, self._generation)
+            and inflight[2] != _SWEEP  # a sweep result is not cached, so predict it again
+        ):
+            return
+        heapq.heappush(self._heap, (priority, next(self._seq), image_id, path, self._generation))
+
+    def _loop(self) -> None:
+        from faceparse_app.training import prelabel
+
+        predictor: Any = None
+        loaded_generation = -1
+        while True:
+            with self._cond:
+                while not self._stopping and not self._heap:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                priority, _, image_id, path, generation = heapq.heappop(self._heap)
+                if generation != self._generation:
+                    continue
+                source, version = self._model_source, self.version
+                self._inflight = (image_id, generation, priority)
+            try:
+                if loaded_generation != generation:
+                    predictor = None  # free the old model before loading the new one
+                    predictor = self._load(source)
+                    loaded_generation = generation
+                    self._relay.post("model_loaded", (generation, version))
+                if predictor is None:
+                    continue
+                label, confidence, score = prelabel(predictor, self.loader(path), self.method)
+            except Exception as exc:  # noqa: BLE001 - reported to the GUI, never fatal
+                log.warning("pre-label of %s failed: %s", path, exc)
+                model_failed = loaded_generation != generation
+                if model_failed:
+                    loaded_generation = generation  # do not retry a broken model per image
+                    predictor = None
+                self._relay.post("failed", (generation, -1 if model_failed else image_id, _error_message(exc)))
+                continue
+            finally:
+                with self._cond:
+                    self._inflight = None
+            self._relay.post("result", (generation, version, priority, image_id, label, confidence, score))
+
+    def _load(self, source: Any) -> Any:
+        if source is None:
+            return None
+        if isinstance(source, str | os.PathLike):
+            from trainer.predict import Predictor
+
+            return Predictor.from_checkpoint(source, device=self.device)
+        return source
+
+    # -- GUI thread ---------------------------------------------------------------------------
+
+    def _on_event(self, kind: str, payload: Any) -> None:
+        generation = payload[0]
+        if generation != self._generation:
+            return  # from a model that has since been replaced
+        if kind == "model_loaded":
+            self.model_loaded.emit(payload[1] or "")
+        elif kind == "failed":
+            self.failed.emit(payload[1], payload[2])
+        elif kind == "result":
+            _, version, priority, image_id, label, confidence, score = payload
+            self._scores[(image_id, version)] = score
+            if priority != _SWEEP:
+                self._cache[(image_id, version)] = (label, confidence, score)
+                self._cache.move_to_end((image_id, version))
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            self.scored.emit(image_id, score)
+            if priority != _SWEEP:
+                self.ready.emit(image_id, label, confidence, score)

@@ -1,0 +1,203 @@
+"""Background jobs without Qt: pre-label, fine-tune + publish, pretrain + resume, crashes."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceparse_app.model_store import ModelStore
+from faceparse_app.training import (
+    AutoRetrainCounter,
+    LabeledFile,
+    LazySamples,
+    TrainingError,
+    prelabel,
+    pretrain_resume_point,
+    run_finetune_job,
+    run_finetune_on_files,
+    run_pretrain_job,
+    split_holdout,
+)
+from tests.conftest import synthetic_face
+from trainer.checkpoint import read_metadata, save_checkpoint
+from trainer.data.imageio import write_image, write_label
+from trainer.data.sample import Sample
+from trainer.models import build_model, get_preset
+from trainer.predict import Predictor
+
+TINY = {"preset": "tiny", "batch_size": 2, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def faces_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project-like folder: 5 synthetic 64-px faces with labels in a hidden store folder."""
+    root = tmp_path_factory.mktemp("project")
+    for i in range(5):
+        image, label = synthetic_face(64, seed=i)
+        write_image(root / f"face{i}.png", image)
+        write_label(root / ".faceparse" / "labels" / f"face{i}.png", label)
+    return root
+
+
+def labeled_files(root: Path) -> list[LabeledFile]:
+    return [
+        LabeledFile(f"face{i}.png", root / f"face{i}.png", root / ".faceparse" / "labels" / f"face{i}.png", f"h{i}")
+        for i in range(5)
+    ]
+
+
+def test_prelabel_matches_predictor_and_scores_uncertainty(face):
+    model = build_model(get_preset("tiny"), heads=("parsing",))
+    predictor = Predictor(model, device="cpu")
+    image = np.ascontiguousarray(np.concatenate([face[0], face[0][:, :32]], axis=1))  # 64×96
+    label, confidence, score = prelabel(predictor, image)
+    expected = predictor(image)
+    assert label.shape == (64, 96) and label.dtype == np.uint8
+    np.testing.assert_array_equal(label, expected.label)
+    np.testing.assert_allclose(confidence, expected.confidence, atol=1e-5)
+    # An untrained head is unsure everywhere: high entropy, but never above the uniform bound.
+    assert 0.0 < score <= 1.0
+    _, _, margin = prelabel(predictor, image, method="margin")
+    assert 0.0 < margin <= 1.0
+
+
+def test_split_holdout_is_seeded_stable_and_keeps_one_each_side():
+    names = [f"img{i}" for i in range(10)]
+    train, val = split_holdout(names, 0.2, seed=0)
+    assert split_holdout(names, 0.2, seed=0) == (train, val)
+    assert val and train and sorted(train + val) == list(range(10))
+    # Labeling more faces never moves an already held-out face into training.
+    _, val_more = split_holdout(names + [f"img{i}" for i in range(10, 30)], 0.2, seed=0)
+    assert set(val) <= set(val_more)
+    assert split_holdout(["a", "b"], 0.01) [1] != []  # at least one held out
+    assert split_holdout(["a", "b"], 0.99)[0] != []  # at least one trained on
+    assert split_holdout(["only"], 0.2) == ([0], [])
+
+
+def test_finetune_job_publishes_a_parser_version(faces_dir, tmp_path):
+    store = ModelStore(tmp_path / "models")
+    progress: list[dict] = []
+    result = run_finetune_on_files(
+        labeled_files(faces_dir),
+        tmp_path / "run",
+        max_steps=2,
+        store=store,
+        note="from test",
+        on_progress=progress.append,
+        **TINY,
+    )
+    assert result.version is not None and result.version.kind == "parser"
+    assert result.summary()["version"] == result.version.id and not result.summary()["cancelled"]
+    # Training used copies of the labels, so editing during the run changes nothing.
+    assert len(list((tmp_path / "run" / "snapshot").glob("*.png"))) == 5
+    assert store.active("parser").id == result.version.id
+    assert result.version.data_snapshot == tuple(f"face{i}.png@h{i}" for i in range(5))
+    assert len(result.val_names) >= 1 and len(result.train_names) + len(result.val_names) == 5
+    assert set(read_metadata(result.version.path)["label_subset"]) == set(result.train_names)
+    assert "mean_f1" in result.version.metrics and "miou" in result.version.metrics
+    assert [p["step"] for p in progress if p["phase"] == "train"] == [1, 2]
+    assert any(p["phase"] == "val" for p in progress)
+    # The published parser pre-labels a face.
+    label, _, _ = prelabel(Predictor.from_checkpoint(result.version.path, "cpu"), synthetic_face(64, 9)[0])
+    assert label.shape == (64, 64)
+
+
+def test_finetune_job_starts_from_a_backbone_and_honours_cancel(faces_dir, tmp_path):
+    backbone = save_checkpoint(
+        tmp_path / "bb.safetensors", build_model(get_preset("tiny"), ("reconstruction",)), "pretrain"
+    )
+    store = ModelStore(tmp_path / "models")
+    cancel = threading.Event()
+
+    def stop_after_first(stats: dict) -> None:
+        if stats.get("phase") == "train":
+            cancel.set()
+
+    result = run_finetune_job(
+        LazySamples(labeled_files(faces_dir)),
+        tmp_path / "run",
+        init_backbone=backbone,
+        max_steps=50,
+        store=store,
+        on_progress=stop_after_first,
+        cancel=cancel,
+        **TINY,
+    )
+    assert result.cancelled and result.version is None
+    assert result.summary()["cancelled"] and result.summary()["version"] is None
+    assert store.versions() == []
+    assert read_metadata(result.last_path)["init_checkpoint"] == str(backbone)
+
+
+def test_finetune_crash_raises_with_the_reason_and_publishes_nothing(tmp_path):
+    image, label = synthetic_face(64, 0)
+    bad = label.copy()
+    bad[10:20, 10:20] = 200  # a class that does not exist
+    samples = [
+        Sample(image, label, "good", tmp_path / "good.png", None),
+        Sample(image, bad, "bad", tmp_path / "bad.png", None),
+    ]
+    store = ModelStore(tmp_path / "models")
+    with pytest.raises(TrainingError, match="fine-tuning failed: .*200"):
+        run_finetune_job(samples, tmp_path / "run", val_samples=[], max_steps=2, store=store, **TINY)
+    assert store.versions() == []
+
+
+def test_bad_label_file_is_named_in_the_error(faces_dir, tmp_path):
+    files = labeled_files(faces_dir)
+    broken = tmp_path / "broken.png"
+    write_label(broken, np.zeros((32, 32), np.uint8))  # wrong size for its 64×64 image
+    files[1] = LabeledFile(files[1].name, files[1].image_path, broken)
+    with pytest.raises(TrainingError, match="broken.png"):
+        run_finetune_job(LazySamples(files), tmp_path / "run", val_samples=[], max_steps=3, **TINY)
+
+
+def test_pretrain_job_resumes_and_publishes_a_backbone(faces_dir, tmp_path):
+    store = ModelStore(tmp_path / "models")
+    out = tmp_path / "pretrain"
+    cancel = threading.Event()
+    steps: list[int] = []
+
+    def stop_at_one(stats: dict) -> None:
+        steps.append(stats["step"])
+        cancel.set()
+
+    # 5 faces in batches of 2 (the odd one dropped): 2 steps per epoch.
+    kwargs = dict(preset="tiny", batch_size=2, epochs=1, device="cpu", store=store)
+    first = run_pretrain_job([faces_dir], out, on_progress=stop_at_one, cancel=cancel, **kwargs)
+    assert steps == [1]
+    assert first.cancelled and first.version is None and store.versions() == []
+    point = pretrain_resume_point(out)
+    assert point is not None and point["step"] == 1 and point["total_steps"] == 2
+
+    more: list[dict] = []
+    second = run_pretrain_job([faces_dir], out, on_progress=more.append, **kwargs)
+    assert second.resumed_from_step == 1 and not second.cancelled
+    assert [p["step"] for p in more] == [2]
+    assert all(p["phase"] == "pretrain" for p in more)
+    assert second.version is not None and second.version.kind == "backbone"
+    assert store.backbone_for_finetune() == second.version.path
+    assert pretrain_resume_point(out) is None  # finished: nothing left to resume
+
+
+def test_pretrain_crash_raises_with_the_reason(tmp_path):
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    store = ModelStore(tmp_path / "models")
+    with pytest.raises(TrainingError, match="no images found"):
+        run_pretrain_job([empty], tmp_path / "out", preset="tiny", device="cpu", store=store)
+    assert store.versions() == []
+
+
+def test_auto_retrain_counter():
+    counter = AutoRetrainCounter(every=3, enabled=False)
+    assert [counter.labeled() for _ in range(5)] == [False] * 5  # off: never fires, never counts
+    counter.enabled = True
+    assert [counter.labeled() for _ in range(7)] == [False, False, True, False, False, True, False]
+    assert counter.remaining == 2
+    assert counter.labeled(5) is True  # a batch of labels crossing the threshold
+    counter.set_every(0)
+    assert counter.every == 1

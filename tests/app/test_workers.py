@@ -1,0 +1,194 @@
+"""Background workers: progress reaches the GUI thread, cancel is quick, errors surface, and
+pre-labels come back for the face on screen first."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QCoreApplication, QThread
+
+from faceparse_app.training import run_finetune_job
+from faceparse_app.workers import FunctionWorker, GeneratorWorker, PrelabelQueue
+from tests.conftest import synthetic_face
+from trainer.checkpoint import save_checkpoint
+from trainer.data.imageio import write_image
+from trainer.data.sample import Sample
+from trainer.models import build_model, get_preset
+from trainer.predict import Predictor
+
+
+def in_gui_thread() -> bool:
+    return QThread.currentThread() is QCoreApplication.instance().thread()
+
+
+def test_progress_and_result_arrive_in_the_gui_thread(qtbot):
+    job_threads: list[bool] = []
+
+    def job(n: int, on_progress, cancel) -> int:
+        job_threads.append(in_gui_thread())
+        for i in range(n):
+            on_progress({"step": i + 1})
+        return n * 10
+
+    seen: list[tuple[str, object, bool]] = []
+    worker = FunctionWorker(job, 5)
+    worker.progress.connect(lambda p: seen.append(("progress", p["step"], in_gui_thread())))
+    worker.finished.connect(lambda r: seen.append(("finished", r, in_gui_thread())))
+    with qtbot.waitSignal(worker.done, timeout=5000):
+        worker.start()
+    assert job_threads == [False]  # the job itself ran off the GUI thread
+    assert seen == [("progress", i, True) for i in range(1, 6)] + [("finished", 50, True)]
+    assert not worker.is_running
+
+
+def test_errored_carries_the_message_and_nothing_finishes(qtbot):
+    def job() -> None:
+        raise ValueError("labels/0003.png has class 42")
+
+    worker = FunctionWorker(job)
+    finished: list[object] = []
+    worker.finished.connect(finished.append)
+    with qtbot.waitSignal(worker.errored, timeout=5000) as blocker:
+        worker.start()
+    assert blocker.args == ["labels/0003.png has class 42"]
+    assert "ValueError" in worker.traceback
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=5000)
+    assert finished == []
+
+
+def test_cancel_stops_a_real_finetune_within_3_s(qtbot, tmp_path):
+    samples = [
+        Sample(*synthetic_face(64, seed=i), f"f{i}", tmp_path / f"f{i}.png", None) for i in range(3)
+    ]
+    worker = FunctionWorker(
+        run_finetune_job, samples, tmp_path / "run", val_samples=[], preset="tiny",
+        batch_size=2, max_steps=10_000, device="cpu",
+    )
+    steps: list[int] = []
+    worker.progress.connect(lambda p: steps.append(p["step"]))
+    with qtbot.waitSignal(worker.progress, timeout=60000):
+        worker.start()
+    worker.cancel()
+    with qtbot.waitSignal(worker.cancelled, timeout=3000) as blocker:
+        pass
+    assert blocker.args[0].cancelled
+    assert steps[-1] < 10_000
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=3000)
+
+
+def test_generator_worker_yields_progress_and_cancels(qtbot):
+    def count(limit: int):
+        for i in range(limit):
+            yield {"step": i}
+            time.sleep(0.01)
+        return "all done"
+
+    worker = GeneratorWorker(count, 3)
+    got: list[int] = []
+    worker.progress.connect(lambda p: got.append(p["step"]))
+    with qtbot.waitSignal(worker.finished, timeout=5000) as blocker:
+        worker.start()
+    assert got == [0, 1, 2] and blocker.args == ["all done"]
+
+    closed = threading.Event()
+
+    def forever():
+        try:
+            while True:
+                yield {}
+                time.sleep(0.01)
+        finally:
+            closed.set()
+
+    endless = GeneratorWorker(forever)
+    with qtbot.waitSignal(endless.progress, timeout=5000):
+        endless.start()
+    endless.cancel()
+    with qtbot.waitSignal(endless.cancelled, timeout=3000):
+        pass
+    assert closed.is_set()
+
+
+@pytest.fixture(scope="module")
+def tiny_predictor() -> Predictor:
+    return Predictor(build_model(get_preset("tiny"), heads=("parsing",)), device="cpu")
+
+
+@pytest.fixture
+def face_files(tmp_path) -> dict[int, Path]:
+    files = {}
+    for i in range(1, 7):
+        files[i] = tmp_path / f"face{i}.png"
+        write_image(files[i], synthetic_face(64, seed=i)[0])
+    return files
+
+
+def test_prelabel_queue_serves_the_requested_face_first_then_caches(qtbot, tiny_predictor, face_files):
+    gate = threading.Event()
+    loads: list[int] = []
+
+    def loader(path: Path) -> np.ndarray:
+        loads.append(int(path.stem[4:]))
+        if len(loads) == 1:
+            gate.wait(5)  # hold the first (background) job while the user asks for a face
+        from trainer.data.imageio import read_image
+
+        return read_image(path)
+
+    queue = PrelabelQueue(lookahead=2, loader=loader)
+    try:
+        queue.set_model(tiny_predictor, "v0001")
+        ready: list[tuple[int, bool]] = []
+        queue.ready.connect(lambda i, label, conf, score: ready.append((i, in_gui_thread())))
+        queue.score_all([(5, face_files[5]), (6, face_files[6])])
+        qtbot.waitUntil(lambda: loads == [5], timeout=5000)
+        queue.request(1, face_files[1], upcoming=[(2, face_files[2]), (3, face_files[3]), (4, face_files[4])])
+        gate.set()
+        qtbot.waitUntil(lambda: len(queue.scores()) == 5, timeout=20000)
+        # The requested face beat the look-ahead, which beat the rest of the background sweep.
+        assert loads == [5, 1, 2, 3, 6]
+        assert ready == [(1, True), (2, True), (3, True)]  # only 2 look-ahead faces (lookahead=2)
+        label, confidence, score = queue.cached(1)
+        assert label.shape == (64, 64) and confidence.shape == (64, 64) and 0 <= score <= 1
+        np.testing.assert_array_equal(label, tiny_predictor(synthetic_face(64, seed=1)[0]).label)
+
+        # A cached face is served at once, without predicting it again.
+        with qtbot.waitSignal(queue.ready, timeout=100) as blocker:
+            queue.request(1, face_files[1])
+        assert blocker.args[0] == 1 and loads.count(1) == 1
+
+        # A model swap drops the old predictions.
+        queue.set_model(tiny_predictor, "v0002")
+        assert queue.cached(1) is None and queue.scores() == {}
+        with qtbot.waitSignal(queue.ready, timeout=10000) as blocker:
+            queue.request(1, face_files[1])
+        assert blocker.args[0] == 1 and loads.count(1) == 2
+    finally:
+        queue.stop()
+
+
+def test_prelabel_queue_loads_a_checkpoint_and_reports_a_broken_one(qtbot, tmp_path, face_files):
+    path = save_checkpoint(
+        tmp_path / "parser.safetensors", build_model(get_preset("tiny"), ("parsing",)), "finetune"
+    )
+    queue = PrelabelQueue(device="cpu")
+    try:
+        queue.set_model(path, "v0003")
+        with qtbot.waitSignals([queue.model_loaded, queue.ready], timeout=20000):
+            queue.request(1, face_files[1])
+        broken = tmp_path / "broken.safetensors"
+        broken.write_bytes(b"nope")
+        queue.set_model(broken, "v0004")
+        with qtbot.waitSignal(queue.failed, timeout=10000) as blocker:
+            queue.request(2, face_files[2])
+        assert blocker.args[0] == -1 and "broken.safetensors" in blocker.args[1]
+        # Without a model, requests are ignored: nothing breaks.
+        queue.set_model(None, None)
+        queue.request(3, face_files[3])
+        assert not queue.has_model
+    finally:
+        queue.stop()
