@@ -33,8 +33,6 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
 
-from faceparse_app import qt_compat  # noqa: F401  (guards a PySide6 crash; see the module)
-
 log = logging.getLogger(__name__)
 
 _threads_configured = False

@@ -55,3 +55,28 @@ def synthetic_face(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 @pytest.fixture
 def face() -> tuple[np.ndarray, np.ndarray]:
     return synthetic_face(64, 0)
+
+
+def write_synthetic_lapa(
+    root: Path, splits: dict[str, int] | None = None, size: int = 64, seed: int = 0
+) -> Path:
+    """Write synthetic faces as a LaPa tree ``root/{split}/{images,labels}`` and return root.
+
+    Args:
+        splits: images per split, default {"train": 8, "val": 2}; names are ``<split>_<i:03d>``.
+        size: image and label side in pixels.
+        seed: first face's seed (each face gets its own).
+    """
+    from PIL import Image
+
+    splits = splits if splits is not None else {"train": 8, "val": 2}
+    k = seed
+    for split, count in splits.items():
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "labels").mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image, label = synthetic_face(size, seed=k)
+            k += 1
+            Image.fromarray(image).save(root / split / "images" / f"{split}_{i:03d}.png")
+            Image.fromarray(label, "L").save(root / split / "labels" / f"{split}_{i:03d}.png")
+    return root

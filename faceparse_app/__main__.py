@@ -1,0 +1,60 @@
+"""`faceparse-studio [FOLDER]`: open a folder of face images as a project, or the start page."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the desktop tool; returns the process exit code."""
+    parser = argparse.ArgumentParser(
+        prog="faceparse-studio", description="Label faces pixel by pixel in LaPa's 11 classes."
+    )
+    parser.add_argument("folder", nargs="?", help="folder of face images to open as a project")
+    parser.add_argument("--settings", help="use this INI file for settings instead of the user's")
+    parser.add_argument(
+        "--autosave-ms", type=int, help="autosave interval (stored in the settings)"
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    from faceparse_app.app import Settings, create_application
+    from faceparse_app.main_window import MainWindow
+
+    app = create_application([sys.argv[0]])
+    settings = Settings(args.settings)
+    if args.autosave_ms:
+        settings.set_autosave_ms(args.autosave_ms)
+    window = MainWindow(settings)
+    window.show()
+    if args.folder:
+        window.open_project(args.folder)
+    previous = _close_on_signals(window)
+    try:
+        return app.exec()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _close_on_signals(window) -> dict:
+    """Ctrl+C and SIGTERM close the window (saving labels) instead of killing the app.
+
+    Returns:
+        the previous handlers, to restore.
+    """
+    from PySide6.QtCore import QTimer
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, lambda *_: window.close())
+    # Python runs signal handlers only between bytecodes; an idle tick lets it do so.
+    tick = QTimer(window)
+    tick.timeout.connect(lambda: None)
+    tick.start(250)
+    return previous
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""Application set-up: the QApplication, and settings kept between runs (QSettings)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QCoreApplication, QSettings, QStandardPaths
+from PySide6.QtWidgets import QApplication
+
+ORGANIZATION = "FaceParse"
+APPLICATION = "FaceParse Studio"
+MAX_RECENT = 10
+DEFAULT_AUTOSAVE_MS = 3000  # the most work a crash can lose
+
+
+class Settings:
+    """Typed access to the persistent settings.
+
+    Args:
+        path: an INI file to use (tests, portable installs); None uses the platform's user
+            settings store.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        if path is None:
+            self._qs = QSettings(ORGANIZATION, APPLICATION)
+        else:
+            self._qs = QSettings(str(path), QSettings.Format.IniFormat)
+
+    @property
+    def recent_projects(self) -> list[str]:
+        value = self._qs.value("recent_projects", [])
+        if isinstance(value, str):  # QSettings returns a lone entry as a plain string
+            value = [value]
+        return [str(v) for v in (value or [])]
+
+    def add_recent_project(self, folder: str | Path) -> None:
+        """Move `folder` to the top of the recent list (at most MAX_RECENT kept)."""
+        folder = str(Path(folder).resolve())
+        recent = [f for f in self.recent_projects if f != folder]
+        self._qs.setValue("recent_projects", [folder, *recent][:MAX_RECENT])
+        self._qs.sync()
+
+    @property
+    def autosave_ms(self) -> int:
+        """Autosave interval while there are unsaved edits, in milliseconds."""
+        try:
+            value = int(self._qs.value("autosave_ms", DEFAULT_AUTOSAVE_MS))
+        except (TypeError, ValueError):
+            value = DEFAULT_AUTOSAVE_MS
+        return max(200, value)
+
+    def set_autosave_ms(self, ms: int) -> None:
+        self._qs.setValue("autosave_ms", int(ms))
+        self._qs.sync()
+
+    @property
+    def demo_dir(self) -> Path:
+        """Where the demo project is created (a user-writable folder)."""
+        value = self._qs.value("demo_dir", "")
+        if value:
+            return Path(str(value))
+        base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+        return Path(base) / "demo"
+
+    def set_demo_dir(self, folder: str | Path) -> None:
+        self._qs.setValue("demo_dir", str(folder))
+        self._qs.sync()
+
+    def value(self, key: str, default: object = None) -> object:
+        return self._qs.value(key, default)
+
+    def set_value(self, key: str, value: object) -> None:
+        self._qs.setValue(key, value)
+
+
+def create_application(argv: list[str] | None = None) -> QApplication:
+    """The QApplication (reused if one exists, as under pytest-qt), named for QSettings paths."""
+    QCoreApplication.setOrganizationName(ORGANIZATION)
+    QCoreApplication.setApplicationName(APPLICATION)
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(list(argv if argv is not None else sys.argv[:1]))
+    return app  # type: ignore[return-value]

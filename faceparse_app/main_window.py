@@ -1,0 +1,346 @@
+"""The main window: builds the widgets and wires their signals. It holds no logic of its own:
+editing lives in LabelDocument, project state in AnnotationSession / Project.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from faceparse_app.app import Settings
+from faceparse_app.project import Project, ProjectError
+from faceparse_app.samples import create_demo_project
+from faceparse_app.session import AnnotationSession, PrelabelProvider
+from faceparse_app.widgets.canvas import LabelCanvas
+from faceparse_app.widgets.class_palette import CLASS_HOTKEYS, ClassPalette
+from faceparse_app.widgets.image_list import ImageList
+from faceparse_app.widgets.message_bar import MessageBar
+from faceparse_app.widgets.start_page import StartPage
+from faceparse_app.widgets.status_bar import CanvasStatus
+from faceparse_app.widgets.tool_bar import ToolBar
+from faceparse_app.widgets.tool_state import ToolState
+from trainer.labels import LAPA
+
+
+class MainWindow(QMainWindow):
+    """FaceParse Studio's window: start page, or image list | canvas | class palette.
+
+    Args:
+        settings: persistent settings (recent projects, autosave interval, demo folder).
+        prelabel: optional pre-label provider handed to each session (issue 4's seam).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        prelabel: PrelabelProvider | Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.prelabel = prelabel
+        self.session: AnnotationSession | None = None
+        self.setWindowTitle("FaceParse Studio")
+        self.resize(1280, 800)
+
+        self.state = ToolState(LAPA, self)
+        self.message_bar = MessageBar()
+        self.start_page = StartPage()
+        self.canvas = LabelCanvas(self.state)
+        self.image_list = ImageList()
+        self.palette = ClassPalette(self.state)
+        self.tool_bar = ToolBar(self.state, self)
+        self.addToolBar(self.tool_bar)
+        self.canvas_status = CanvasStatus(self.statusBar(), LAPA)
+
+        editor = QSplitter(Qt.Orientation.Horizontal)
+        editor.addWidget(self.image_list)
+        editor.addWidget(self.canvas)
+        editor.addWidget(self.palette)
+        editor.setStretchFactor(1, 1)
+        editor.setSizes([240, 800, 220])
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.start_page)
+        self.stack.addWidget(editor)
+        central = QWidget()
+        column = QVBoxLayout(central)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.message_bar)
+        column.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+
+        self._build_actions()
+        self.start_page.open_requested.connect(self.open_project)
+        self.start_page.demo_requested.connect(self.open_demo)
+        self.image_list.image_selected.connect(self._open_image)
+        self.image_list.next_unfinished_requested.connect(self.next_unfinished)
+        self.canvas.hover_changed.connect(self.canvas_status.show_hover)
+        self.canvas.zoom_changed.connect(self.canvas_status.show_zoom)
+        self.show_start_page()
+
+    # ------------------------------------------------------------------ actions
+    def _action(self, menu, text: str, slot, keys=(), checkable: bool = False) -> QAction:
+        action = QAction(text, self)
+        if keys:
+            action.setShortcuts([QKeySequence(k) for k in keys])
+        action.setCheckable(checkable)
+        action.triggered.connect(slot)
+        if menu is not None:
+            menu.addAction(action)
+        else:
+            self.addAction(action)  # shortcut only
+        return action
+
+    def _build_actions(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self._action(
+            file_menu,
+            "&Open folder…",
+            self.start_page.choose_folder,
+            [QKeySequence.StandardKey.Open],
+        )
+        self._action(file_menu, "Open &demo project", self.open_demo)
+        file_menu.addSeparator()
+        self.export_action = self._action(file_menu, "&Export LaPa…", lambda: self.export_lapa())
+        self.export_reviewed_action = self._action(
+            file_menu, "Export LaPa (reviewed only)…", lambda: self.export_lapa(reviewed_only=True)
+        )
+        file_menu.addSeparator()
+        self.save_action = self._action(
+            file_menu, "&Save", self._save, [QKeySequence.StandardKey.Save]
+        )
+        self.close_action = self._action(
+            file_menu, "&Close project", lambda: self._may_leave_project() and self.close_project()
+        )
+        self._action(file_menu, "&Quit", self.close, [QKeySequence.StandardKey.Quit])
+
+        edit_menu = bar.addMenu("&Edit")
+        self.undo_action = self._action(
+            edit_menu, "&Undo", self._undo, [QKeySequence.StandardKey.Undo]
+        )
+        self.redo_action = self._action(edit_menu, "&Redo", self._redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
+
+        view_menu = bar.addMenu("&View")
+        self._action(view_menu, "&Fit", self.canvas.zoom_fit, ["Ctrl+0"])
+        self._action(view_menu, "&Actual size (1:1)", self.canvas.zoom_actual, ["Ctrl+1"])
+        self._action(view_menu, "Zoom &in", lambda: self.canvas.zoom_by(1.25), ["Ctrl++", "Ctrl+="])
+        self._action(view_menu, "Zoom &out", lambda: self.canvas.zoom_by(0.8), ["Ctrl+-"])
+        view_menu.addSeparator()
+        view_menu.addAction(self.tool_bar.overlay_action)
+        view_menu.addAction(self.tool_bar.outline_action)
+
+        tools_menu = bar.addMenu("&Tools")
+        for action in self.tool_bar.tool_actions.values():
+            tools_menu.addAction(action)
+        tools_menu.addSeparator()
+        self._action(tools_menu, "Smaller brush", lambda: self.state.grow_radius(-1), ["["])
+        self._action(tools_menu, "Larger brush", lambda: self.state.grow_radius(1), ["]"])
+        self.class_actions = [
+            self._action(
+                None, f"Class {cls}", lambda _c=False, c=cls: self.state.set_class(c), [key]
+            )
+            for cls, key in enumerate(CLASS_HOTKEYS)
+        ]
+
+        image_menu = bar.addMenu("&Image")
+        self.next_unfinished_action = self._action(
+            image_menu, "&Next unfinished", self.next_unfinished, ["N"]
+        )
+        self._action(
+            image_menu,
+            "Ne&xt image",
+            lambda: self._step(1),
+            [QKeySequence.StandardKey.MoveToNextPage],
+        )
+        self._action(
+            image_menu,
+            "&Previous image",
+            lambda: self._step(-1),
+            [QKeySequence.StandardKey.MoveToPreviousPage],
+        )
+        image_menu.addSeparator()
+        self._action(
+            image_menu, "Mark &labeled", lambda: self._set_status("labeled"), ["Ctrl+Return"]
+        )
+        self._action(
+            image_menu,
+            "Mark &reviewed",
+            lambda: self._set_status("reviewed"),
+            ["Ctrl+Shift+Return"],
+        )
+        self._action(image_menu, "Mark in &progress", lambda: self._set_status("in_progress"))
+        self.panels_menu = bar.addMenu("&Panels")
+        self.panels_menu.menuAction().setVisible(False)
+        self._project_actions = [
+            self.export_action,
+            self.export_reviewed_action,
+            self.save_action,
+            self.close_action,
+            self.undo_action,
+            self.redo_action,
+            self.next_unfinished_action,
+        ]
+
+    def add_panel(self, widget: QWidget, title: str) -> QDockWidget:
+        """Dock an extra panel (e.g. issue 4's training panel) at the right."""
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title)
+        dock.setWidget(widget)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.panels_menu.addAction(dock.toggleViewAction())
+        self.panels_menu.menuAction().setVisible(True)
+        return dock
+
+    # ----------------------------------------------------------------- projects
+    def show_start_page(self) -> None:
+        self.start_page.set_recent(self.settings.recent_projects)
+        self.stack.setCurrentWidget(self.start_page)
+        self.tool_bar.setEnabled(False)
+        for action in self._project_actions:
+            action.setEnabled(False)
+
+    def open_project(self, folder: str | Path) -> bool:
+        """Open a folder as the project (closing any open one); False with a message if not."""
+        if not self._may_leave_project():
+            return False
+        try:
+            project = Project.open(folder)
+        except ProjectError as exc:
+            self.show_message(f"Cannot open {folder}: {exc}", "error")
+            return False
+        self.close_project()
+        self.settings.add_recent_project(project.root)
+        session = AnnotationSession(project, self.settings.autosave_ms, self.prelabel, LAPA, self)
+        self.session = session
+        session.message.connect(self.show_message)
+        session.image_changed.connect(self._show_image)
+        session.records_changed.connect(self._refresh_records)
+        session.set_protected(self.state.protected)
+        self.state.protected_changed.connect(session.set_protected)
+        self.canvas.edited.connect(session.note_edit)
+        self.stack.setCurrentIndex(1)
+        self.tool_bar.setEnabled(True)
+        for action in self._project_actions:
+            action.setEnabled(True)
+        self.setWindowTitle(f"{project.root.name} — FaceParse Studio")
+        self.message_bar.hide()
+        self._refresh_records()
+        if not session.next_unfinished() and session.current is None:
+            session.step(0)
+        return True
+
+    def open_demo(self) -> bool:
+        """Copy the sample faces into the demo folder and open it."""
+        try:
+            folder = create_demo_project(self.settings.demo_dir)
+        except OSError as exc:
+            self.show_message(f"Cannot create the demo project: {exc}", "error")
+            return False
+        return self.open_project(folder)
+
+    def close_project(self) -> bool:
+        """Save and close the open project, back to the start page."""
+        session, self.session = self.session, None
+        if session is None:
+            return True
+        self.state.protected_changed.disconnect(session.set_protected)
+        self.canvas.edited.disconnect(session.note_edit)
+        ok = session.close()
+        session.deleteLater()
+        self.canvas.set_content(None, None)
+        self.image_list.set_records([])
+        self.setWindowTitle("FaceParse Studio")
+        self.show_start_page()
+        return ok
+
+    def export_lapa(
+        self, out_dir: str | Path | None = None, reviewed_only: bool = False
+    ) -> dict[str, int] | None:
+        """File → Export LaPa: asks for a folder unless `out_dir` is given; returns the counts."""
+        if self.session is None:
+            return None
+        if out_dir is None:
+            out_dir = QFileDialog.getExistingDirectory(self, "Export a LaPa folder into")
+            if not out_dir:
+                return None
+        return self.session.export_lapa(out_dir, reviewed_only=reviewed_only)
+
+    # ------------------------------------------------------------ session glue
+    def show_message(self, text: str, level: str = "info") -> None:
+        self.message_bar.show_message(text, level)
+        self.statusBar().showMessage(text, 15000)
+
+    def _show_image(self, rec) -> None:
+        session = self.session
+        if session is None:
+            return
+        self.canvas.set_content(session.image, session.document, keep_view=False)
+        self.image_list.set_current(rec.id if rec is not None else None)
+        if rec is not None:
+            self.setWindowTitle(f"{rec.relpath} — {session.project.root.name} — FaceParse Studio")
+
+    def _refresh_records(self) -> None:
+        if self.session is not None:
+            self.image_list.set_records(self.session.records(), self.session.problems)
+
+    def _open_image(self, image_id: int) -> None:
+        if self.session is not None:
+            self.session.open_image(image_id)
+
+    def next_unfinished(self) -> None:
+        if self.session is not None:
+            self.session.next_unfinished()
+
+    def _step(self, offset: int) -> None:
+        if self.session is not None:
+            self.session.step(offset, self.image_list.visible_ids() or None)
+
+    def _set_status(self, status: str) -> None:
+        if self.session is not None:
+            self.session.set_status(status)
+
+    def _save(self) -> None:
+        if self.session is not None and self.session.save(force=True):
+            self.statusBar().showMessage("Saved", 3000)
+
+    def _undo(self) -> None:
+        if self.session is not None:
+            self.session.undo()
+
+    def _redo(self) -> None:
+        if self.session is not None:
+            self.session.redo()
+
+    def confirm_discard(self) -> bool:
+        """Ask whether to give up labels that could not be saved (tests replace this)."""
+        answer = QMessageBox.question(
+            self,
+            "Unsaved labels",
+            "Some labels could not be saved (see the message). Close anyway and lose them?",
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _may_leave_project(self) -> bool:
+        return self.session is None or self.session.save_all() or self.confirm_discard()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
+        if not self._may_leave_project():
+            event.ignore()
+            return
+        self.close_project()
+        event.accept()

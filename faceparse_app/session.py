@@ -1,0 +1,367 @@
+"""The annotation session: which image is open, its LabelDocument, autosave, active time.
+
+Qt is used only for the autosave timer and signals; the work itself is done by the Qt-free
+`Project` and `LabelDocument`. Widgets observe the session; the main window wires them.
+
+Never losing work:
+    - the current label is saved when switching image, every `autosave_ms` while it has
+      unsaved edits, and on close; every write is atomic (Project.save_label);
+    - a save that fails (disk full, read-only) keeps the edited document in memory, says so,
+      and is retried by the next autosave; the label file on disk is left as it was;
+    - a label file that cannot be read (wrong size, values > 10) is never overwritten unless
+      the annotator edits the image, and then it is first kept aside as `<name>.invalid`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from faceparse_app.document import LabelDocument
+from faceparse_app.history import History
+from faceparse_app.project import ImageRecord, Project, ProjectError
+from trainer.errors import FaceParseError, ImageReadError, LabelMapError
+from trainer.labels import LAPA, LabelSet
+
+IDLE_SECONDS = 30.0  # a pause longer than this between edits is not counted as active time
+HISTORY_BYTES = 16 * 2**20  # undo memory per image
+KEEP_HISTORIES = 20  # images whose undo history is kept (most recently opened)
+
+
+class PrelabelProvider(Protocol):
+    """Turns an image into a label map for images that have none (issue 4 plugs in here).
+
+    Called with an (H, W, 3) uint8 RGB image; returns an (H, W) uint8 LaPa label map. An
+    optional `version` attribute names the model (stored with the image).
+    """
+
+    def __call__(self, image: np.ndarray) -> np.ndarray: ...
+
+
+class AnnotationSession(QObject):
+    """One open project and the image being labeled.
+
+    Args:
+        project: the open project (the session closes it in `close`).
+        autosave_ms: save this often while there are unsaved edits.
+        prelabel: optional provider used when an image has no label yet; none ships here.
+        label_set: the class table.
+
+    Signals:
+        image_changed(record_or_None): a new image (and document) is current.
+        records_changed(): statuses or problems changed; refresh lists and counts.
+        message(text, level): something the user should know ("info", "warning", "error").
+        saved(image_id): a label was written.
+    """
+
+    image_changed = Signal(object)
+    records_changed = Signal()
+    message = Signal(str, str)
+    saved = Signal(int)
+
+    def __init__(
+        self,
+        project: Project,
+        autosave_ms: int = 3000,
+        prelabel: PrelabelProvider | Callable[[np.ndarray], np.ndarray] | None = None,
+        label_set: LabelSet = LAPA,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.project = project
+        self.prelabel = prelabel
+        self.label_set = label_set
+        self.current: ImageRecord | None = None
+        self.image: np.ndarray | None = None
+        self.document: LabelDocument | None = None
+        self.problems: dict[int, str] = {}
+        self.protected: frozenset[int] = frozenset()
+        self._histories: OrderedDict[int, History] = OrderedDict()
+        self._unsaved: dict[int, LabelDocument] = {}  # edits whose save failed, kept in memory
+        self._invalid_label: set[int] = set()  # ids whose label file on disk is unreadable
+        self._pending_seconds = 0.0
+        self._last_activity: float | None = None
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.setInterval(int(autosave_ms))
+        self.autosave_timer.timeout.connect(self.autosave)
+        self.autosave_timer.start()
+
+    # ------------------------------------------------------------------ listing
+    def records(self) -> list[ImageRecord]:
+        return self.project.images()
+
+    def counts(self) -> dict[str, int]:
+        return self.project.counts()
+
+    # ------------------------------------------------------------------ opening
+    def open_image(self, image_id: int) -> bool:
+        """Save the current image, then make `image_id` current.
+
+        Returns:
+            True when the image and its label are shown; False when it could not be read
+            (the reason goes to `message` and `problems`; the image is current but empty).
+        """
+        if self.current is not None and self.current.id == image_id and self.document is not None:
+            return True
+        self._end_stroke()
+        self.save()
+        self._detach()
+        rec = self.project.get(image_id)
+        self.current = rec
+        try:
+            image = self.project.load_image(rec)
+        except ImageReadError as exc:
+            return self._fail(rec, f"Cannot open {rec.relpath}: {exc}")
+        rec = self.project.get(image_id)  # load_image may have corrected the size
+        self.current = rec
+        document = self._unsaved.get(image_id) or self._document_for(rec, image)
+        if document is None:
+            return False
+        self.image, self.document = image, document
+        document.protected = set(self.protected)
+        self._last_activity = time.monotonic()
+        self._pending_seconds = 0.0
+        self.image_changed.emit(rec)
+        return True
+
+    def _document_for(self, rec: ImageRecord, image: np.ndarray) -> LabelDocument | None:
+        history = self._histories.get(rec.id)
+        if history is None:
+            history = History(max_bytes=HISTORY_BYTES)
+        self._histories[rec.id] = history
+        self._histories.move_to_end(rec.id)
+        while len(self._histories) > KEEP_HISTORIES:
+            self._histories.popitem(last=False)
+        h, w = image.shape[:2]
+        label: np.ndarray | None
+        try:
+            label = self.project.load_label(rec)
+            self._invalid_label.discard(rec.id)
+            if rec.id in self.problems:
+                del self.problems[rec.id]
+                self.records_changed.emit()
+        except LabelMapError as exc:
+            self._invalid_label.add(rec.id)
+            self._note_problem(
+                rec,
+                f"The label of {rec.relpath} is unusable ({exc}). Starting from an empty label; "
+                "the file is kept as it is unless you edit this image (then it is kept aside "
+                "as .invalid).",
+                level="warning",
+            )
+            label = None
+            history.clear()  # old steps belong to a map that is not the one shown
+        if label is None:
+            label = self._prelabel(rec, image)
+        if label is None:
+            label = np.zeros((h, w), np.uint8)
+        return LabelDocument(label, num_classes=self.label_set.num_classes, history=history)
+
+    def _prelabel(self, rec: ImageRecord, image: np.ndarray) -> np.ndarray | None:
+        if self.prelabel is None or rec.id in self._invalid_label:
+            return None
+        try:
+            label = np.asarray(self.prelabel(image), dtype=np.uint8)
+            if label.shape != image.shape[:2]:
+                raise LabelMapError(
+                    f"pre-label is {label.shape} but the image is {image.shape[:2]}"
+                )
+            version = getattr(self.prelabel, "version", None)
+            self.project.save_label(
+                rec, label, model_version=str(version) if version else "unknown"
+            )
+            self.records_changed.emit()
+            return label
+        except FaceParseError as exc:
+            self.message.emit(f"No pre-label for {rec.relpath}: {exc}", "warning")
+        except Exception as exc:  # a model bug must not stop labeling by hand
+            self.message.emit(f"Pre-labeling {rec.relpath} failed: {exc!r}", "warning")
+        return None
+
+    def _fail(self, rec: ImageRecord, text: str) -> bool:
+        self.image, self.document = None, None
+        self._note_problem(rec, text, level="error")
+        self.image_changed.emit(rec)
+        return False
+
+    def _note_problem(self, rec: ImageRecord, text: str, level: str) -> None:
+        self.problems[rec.id] = text
+        self.message.emit(text, level)
+        self.records_changed.emit()
+
+    def _end_stroke(self) -> None:
+        # A switch or close in the middle of a drag keeps what was painted, as one step.
+        if self.document is not None and self.document.in_stroke:
+            if self.document.end_stroke() is not None:
+                self.note_edit()
+
+    def _detach(self) -> None:
+        self.image, self.document = None, None
+
+    # --------------------------------------------------------------- navigation
+    def next_unfinished(self) -> bool:
+        """Open the next image not yet labeled (wrapping around); False when all are done."""
+        after = self.current.id if self.current is not None else None
+        rec = self.project.next_unfinished(after)
+        if rec is None:
+            self.message.emit("Every image is labeled.", "info")
+            return False
+        if self.current is not None and rec.id == self.current.id:
+            self.message.emit("This is the last unfinished image.", "info")
+            return True
+        return self.open_image(rec.id)
+
+    def step(self, offset: int, ids: list[int] | None = None) -> bool:
+        """Open the image `offset` rows away in `ids` (default: all images, by path)."""
+        ids = ids if ids is not None else [r.id for r in self.records() if not r.missing]
+        if not ids:
+            return False
+        if self.current is None or self.current.id not in ids:
+            return self.open_image(ids[0])
+        i = ids.index(self.current.id)
+        return self.open_image(ids[max(0, min(len(ids) - 1, i + offset))])
+
+    # ------------------------------------------------------------------ editing
+    def note_edit(self) -> None:
+        """An undo step was made: count active time and keep the image's status current."""
+        now = time.monotonic()
+        if self._last_activity is not None:
+            self._pending_seconds += min(now - self._last_activity, IDLE_SECONDS)
+        self._last_activity = now
+
+    def undo(self) -> bool:
+        if self.document is None:
+            return False
+        changed = self.document.undo() is not None
+        if changed:
+            self.note_edit()
+        return changed
+
+    def redo(self) -> bool:
+        if self.document is None:
+            return False
+        changed = self.document.redo() is not None
+        if changed:
+            self.note_edit()
+        return changed
+
+    def set_protected(self, classes: frozenset[int] | set[int]) -> None:
+        self.protected = frozenset(classes)
+        if self.document is not None:
+            self.document.protected = set(self.protected)
+
+    def set_status(self, status: str) -> bool:
+        """Save the current label, then set the current image's status."""
+        if self.current is None or self.document is None:
+            return False
+        if not self.save(force=True):
+            return False
+        try:
+            self.current = self.project.set_status(self.current, status)
+        except ProjectError as exc:
+            self.message.emit(str(exc), "error")
+            return False
+        self.records_changed.emit()
+        return True
+
+    # ------------------------------------------------------------------- saving
+    def autosave(self) -> None:
+        """Timer slot: save the current image if edited, and retry earlier failed saves."""
+        for image_id, doc in list(self._unsaved.items()):
+            if doc is not self.document:
+                self._save_document(self.project.get(image_id), doc)
+        if self.document is not None and self.document.dirty:
+            self.save()
+
+    def save(self, force: bool = False) -> bool:
+        """Save the current label if it has unsaved edits (or always, with `force`).
+
+        Returns:
+            True when nothing needed saving or the save succeeded.
+        """
+        if self.current is None or self.document is None:
+            return True
+        if not (self.document.dirty or force):
+            return True
+        return self._save_document(self.current, self.document)
+
+    def _save_document(self, rec: ImageRecord, doc: LabelDocument) -> bool:
+        if doc.in_stroke:  # never save half a stroke; the timer comes back
+            return False
+        seconds = 0.0
+        if self.current is not None and rec.id == self.current.id:
+            seconds, self._pending_seconds = self._pending_seconds, 0.0
+        try:
+            if rec.id in self._invalid_label:
+                self._keep_invalid_aside(rec)
+            # The project moves "new" and "pre-labeled" to "in_progress" and keeps the rest.
+            new = self.project.save_label(rec, doc.label, add_seconds=seconds)
+        except (ProjectError, LabelMapError, OSError) as exc:
+            if self.current is not None and rec.id == self.current.id:
+                self._pending_seconds += seconds
+            self._unsaved[rec.id] = doc
+            self.message.emit(
+                f"Not saved: {exc} Your edits are kept in memory and saving is retried.", "error"
+            )
+            return False
+        doc.mark_saved()
+        self._unsaved.pop(rec.id, None)
+        if self.current is not None and rec.id == self.current.id:
+            self.current = new
+        status_changed = new.status != rec.status
+        self.saved.emit(rec.id)
+        if status_changed:
+            self.records_changed.emit()
+        return True
+
+    def _keep_invalid_aside(self, rec: ImageRecord) -> None:
+        path = self.project.label_path(rec)
+        if path.exists():
+            aside = path.with_name(path.name + ".invalid")
+            os.replace(path, aside)
+            self.message.emit(f"The unusable label file was kept as {aside}.", "info")
+        self._invalid_label.discard(rec.id)
+        self.problems.pop(rec.id, None)
+
+    # ------------------------------------------------------------------- export
+    def export_lapa(
+        self, out_dir: str | Path, reviewed_only: bool = False
+    ) -> dict[str, int] | None:
+        """Save, then export the labeled images as a LaPa folder (counts per split, or None)."""
+        from faceparse_app.export import export_project
+
+        self.save()
+        try:
+            counts = export_project(self.project, Path(out_dir), reviewed_only=reviewed_only)
+        except (FaceParseError, OSError) as exc:
+            self.message.emit(f"Export failed: {exc}", "error")
+            return None
+        summary = ", ".join(f"{k} {v}" for k, v in counts.items())
+        self.message.emit(f"Exported to {out_dir}: {summary}.", "info")
+        return counts
+
+    # -------------------------------------------------------------------- close
+    def save_all(self) -> bool:
+        """Save the current image and retry every earlier failed save; True if all are on disk."""
+        self._end_stroke()
+        ok = self.save()
+        for image_id, doc in list(self._unsaved.items()):
+            if doc is not self.document:
+                ok = self._save_document(self.project.get(image_id), doc) and ok
+        return ok and not self._unsaved
+
+    def close(self) -> bool:
+        """Save everything and close the project; False when some edits could not be saved."""
+        self.autosave_timer.stop()
+        ok = self.save_all()
+        self._detach()
+        self.current = None
+        self.project.close()
+        return ok

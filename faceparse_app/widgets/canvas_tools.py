@@ -1,0 +1,216 @@
+"""How each canvas tool turns mouse and key events into LabelDocument edits.
+
+A registry (`make_tools`) instead of an if-chain in the canvas: each tool gets image coordinates
+and the canvas, edits the document, and may draw its own preview. Every edit goes through the
+document so undo is one step per stroke, fill or polygon.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QKeyEvent, QPainter, QPen, QPolygonF
+
+from faceparse_app.widgets.tool_state import Tool
+
+if TYPE_CHECKING:
+    from faceparse_app.widgets.canvas import LabelCanvas
+
+
+class CanvasTool:
+    """Base tool: ignores everything. Coordinates are image pixels (floats)."""
+
+    cursor = Qt.CursorShape.CrossCursor
+
+    def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
+        """Left button pressed at image point (x, y)."""
+
+    def move(self, canvas: LabelCanvas, x: float, y: float, dragging: bool) -> None:
+        """Mouse moved; `dragging` while the left button is down."""
+
+    def release(self, canvas: LabelCanvas, x: float, y: float) -> None:
+        """Left button released."""
+
+    def double_click(self, canvas: LabelCanvas, x: float, y: float) -> None:
+        """Left button double-clicked."""
+
+    def key(self, canvas: LabelCanvas, event: QKeyEvent) -> bool:
+        """A key the canvas did not use itself; return True if handled."""
+        return False
+
+    def cancel(self, canvas: LabelCanvas) -> None:
+        """Abandon any half-done edit (image switch, tool switch)."""
+
+    def paint(self, canvas: LabelCanvas, painter: QPainter) -> None:
+        """Draw a preview in widget coordinates."""
+
+    def preview_rect(self, canvas: LabelCanvas) -> QRectF:
+        """Widget rect the preview covers (repainted when the cursor moves)."""
+        return QRectF()
+
+
+def _pixel(x: float, y: float) -> tuple[int, int]:
+    return int(x // 1), int(y // 1)
+
+
+class BrushTool(CanvasTool):
+    """Round brush; the eraser is the same brush painting background (class 0)."""
+
+    cursor = Qt.CursorShape.BlankCursor  # the size circle is the cursor
+
+    def __init__(self, erase: bool = False) -> None:
+        self.erase = erase
+        self.active = False
+
+    def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
+        doc = canvas.document
+        if doc is None:
+            return
+        doc.begin_stroke(0 if self.erase else canvas.state.cls)
+        self.active = True
+        px, py = _pixel(x, y)
+        doc.stroke_to(px, py, canvas.state.radius)
+
+    def move(self, canvas: LabelCanvas, x: float, y: float, dragging: bool) -> None:
+        doc = canvas.document
+        if self.active and doc is not None:
+            if not doc.in_stroke:  # closed under us (undo or save mid-drag): stop painting
+                self.active = False
+                return
+            px, py = _pixel(x, y)
+            doc.stroke_to(px, py, canvas.state.radius)
+
+    def release(self, canvas: LabelCanvas, x: float, y: float) -> None:
+        self.cancel(canvas)
+
+    def cancel(self, canvas: LabelCanvas) -> None:
+        # Ending (not discarding) keeps what was painted as one undo step.
+        if self.active and canvas.document is not None:
+            self.active = False
+            if canvas.document.end_stroke() is not None:
+                canvas.edited.emit()
+        self.active = False
+
+    def paint(self, canvas: LabelCanvas, painter: QPainter) -> None:
+        pos = canvas.cursor_pos
+        if pos is None:
+            return
+        r = max(1.0, canvas.state.radius * canvas.scale)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        for color, width in ((QColor(0, 0, 0, 160), 3), (QColor(255, 255, 255, 230), 1)):
+            painter.setPen(QPen(color, width))
+            painter.drawEllipse(pos, r, r)
+
+    def preview_rect(self, canvas: LabelCanvas) -> QRectF:
+        pos = canvas.cursor_pos
+        if pos is None:
+            return QRectF()
+        r = max(1.0, canvas.state.radius * canvas.scale) + 4
+        return QRectF(pos.x() - r, pos.y() - r, 2 * r, 2 * r)
+
+
+class FillTool(CanvasTool):
+    """Flood fill of the contiguous region under the click."""
+
+    cursor = Qt.CursorShape.PointingHandCursor
+
+    def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
+        px, py = _pixel(x, y)
+        if canvas.document is not None and canvas.contains(px, py):
+            if canvas.document.flood_fill(px, py, canvas.state.cls) is not None:
+                canvas.edited.emit()
+
+
+class PickerTool(CanvasTool):
+    """Eyedropper: the class under the click becomes the current class."""
+
+    def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
+        px, py = _pixel(x, y)
+        if canvas.document is not None and canvas.contains(px, py):
+            canvas.state.set_class(canvas.document.pick(px, py))
+
+
+class PolygonTool(CanvasTool):
+    """Click points; Enter, double-click or clicking the first point closes; Esc cancels."""
+
+    close_distance_px = 8.0  # widget pixels from the first point that count as "closing"
+
+    def __init__(self) -> None:
+        self.points: list[tuple[float, float]] = []
+
+    def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
+        if canvas.document is None:
+            return
+        if len(self.points) >= 3:
+            first = canvas.image_to_widget(*self.points[0])
+            here = canvas.image_to_widget(x, y)
+            if (first - here).manhattanLength() <= self.close_distance_px:
+                self.finish(canvas)
+                return
+        self.points.append((x, y))
+        canvas.update()
+
+    def double_click(self, canvas: LabelCanvas, x: float, y: float) -> None:
+        # Qt usually sends press, release, double-click, release, so the press already added
+        # this point; add it only when no press did (synthesised double-clicks).
+        if not self.points or max(abs(self.points[-1][0] - x), abs(self.points[-1][1] - y)) > 0.5:
+            self.points.append((x, y))
+        self.finish(canvas)
+
+    def key(self, canvas: LabelCanvas, event: QKeyEvent) -> bool:
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.points:
+            self.finish(canvas)
+            return True
+        if event.key() == Qt.Key.Key_Escape and self.points:
+            self.cancel(canvas)
+            return True
+        if event.key() == Qt.Key.Key_Backspace and self.points:
+            self.points.pop()
+            canvas.update()
+            return True
+        return False
+
+    def finish(self, canvas: LabelCanvas) -> None:
+        """Fill the polygon drawn so far (needs 3 points) as one undo step."""
+        points, self.points = self.points, []
+        canvas.update()
+        if len(points) >= 3 and canvas.document is not None:
+            # Vertices sit at pixel centres so a click inside a pixel includes that pixel.
+            pts = [(int(x // 1), int(y // 1)) for x, y in points]
+            if canvas.document.fill_polygon(pts, canvas.state.cls) is not None:
+                canvas.edited.emit()
+
+    def cancel(self, canvas: LabelCanvas) -> None:
+        if self.points:
+            self.points = []
+            canvas.update()
+
+    def paint(self, canvas: LabelCanvas, painter: QPainter) -> None:
+        if not self.points:
+            return
+        poly = QPolygonF([canvas.image_to_widget(x, y) for x, y in self.points])
+        if canvas.cursor_pos is not None:
+            poly.append(QPointF(canvas.cursor_pos))
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        painter.setPen(QPen(QColor(255, 255, 255, 230), 1.5, Qt.PenStyle.DashLine))
+        painter.drawPolyline(poly)
+        painter.setBrush(QColor(255, 255, 255))
+        for p in poly[: len(self.points)]:
+            painter.drawEllipse(p, 3, 3)
+
+    def preview_rect(self, canvas: LabelCanvas) -> QRectF:
+        # The rubber band can span the whole view; it is cheap to repaint.
+        return QRectF(canvas.rect()) if self.points else QRectF()
+
+
+def make_tools() -> dict[Tool, CanvasTool]:
+    """One instance of each tool, keyed by `Tool`."""
+    return {
+        Tool.BRUSH: BrushTool(),
+        Tool.ERASER: BrushTool(erase=True),
+        Tool.FILL: FillTool(),
+        Tool.POLYGON: PolygonTool(),
+        Tool.PICKER: PickerTool(),
+    }

@@ -1,0 +1,106 @@
+"""The label overlay as one premultiplied-ARGB QImage over a numpy buffer.
+
+Only the changed box is recoloured (a LUT lookup), so a brush dab on a 4000×4000 map costs the
+size of the dab, not of the map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtGui import QImage
+
+from trainer.labels import LabelSet
+
+Box = tuple[int, int, int, int]  # x0, y0, w, h in image pixels
+
+
+def class_lut(label_set: LabelSet) -> np.ndarray:
+    """(256, 4) uint8 BGRA lookup table: class colour, opaque; background and unknown clear."""
+    lut = np.zeros((256, 4), np.uint8)
+    pal = label_set.palette_array()
+    lut[1 : label_set.num_classes, 0] = pal[1:, 2]
+    lut[1 : label_set.num_classes, 1] = pal[1:, 1]
+    lut[1 : label_set.num_classes, 2] = pal[1:, 0]
+    lut[1 : label_set.num_classes, 3] = 255
+    return lut
+
+
+def edge_mask(label: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels whose class differs from a 4-neighbour (the class outlines)."""
+    edge = np.zeros(label.shape, bool)
+    dx = label[:, 1:] != label[:, :-1]
+    edge[:, 1:] |= dx
+    edge[:, :-1] |= dx
+    dy = label[1:, :] != label[:-1, :]
+    edge[1:, :] |= dy
+    edge[:-1, :] |= dy
+    return edge
+
+
+class LabelOverlay:
+    """Colours a live (H, W) uint8 label map into an ARGB32-premultiplied QImage.
+
+    Args:
+        label: the document's label array (read, never written).
+        label_set: class table whose palette colours the overlay.
+        outline: show only the class outlines instead of filled regions.
+    """
+
+    def __init__(self, label: np.ndarray, label_set: LabelSet, outline: bool = False) -> None:
+        self.label = label
+        self.lut = class_lut(label_set)
+        # One uint32 per pixel: a lookup writes 4 bytes at once (4-5× faster than (N, 4) rows).
+        self.lut32 = np.ascontiguousarray(self.lut).view(np.uint32).reshape(256)
+        self.outline = outline
+        h, w = label.shape
+        # Little-endian ARGB32 is B, G, R, A in memory; the QImage shares this buffer.
+        self.pixels = np.zeros((h, w), np.uint32)
+        self.buffer = self.pixels.view(np.uint8).reshape(h, w, 4)
+        self.image = QImage(
+            self.pixels.data, w, h, 4 * w, QImage.Format.Format_ARGB32_Premultiplied
+        )
+        self.update()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        h, w = self.label.shape
+        return w, h
+
+    def set_outline(self, outline: bool) -> None:
+        if outline != self.outline:
+            self.outline = outline
+            self.update()
+
+    def update(self, box: Box | None = None) -> Box:
+        """Recolour `box` (x0, y0, w, h; None = everything); returns the box actually touched.
+
+        In outline mode a change also moves the outlines of its neighbours, so the box grows by
+        one pixel.
+        """
+        w_img, h_img = self.size
+        if box is None:
+            x0, y0, x1, y1 = 0, 0, w_img, h_img
+        else:
+            x0, y0 = max(0, box[0]), max(0, box[1])
+            x1, y1 = min(w_img, box[0] + box[2]), min(h_img, box[1] + box[3])
+        if x1 <= x0 or y1 <= y0:
+            return (x0, y0, 0, 0)
+        if not self.outline:
+            if (x0, y0, x1, y1) == (0, 0, w_img, h_img) and self.label.flags.c_contiguous:
+                # Whole map: np.take into the contiguous buffer is the fastest path ('wrap'
+                # skips bounds checks; uint8 indices are always < 256).
+                np.take(self.lut32, self.label, out=self.pixels, mode="wrap")
+            else:
+                # A box is a strided view, where np.take would buffer; fancy indexing does not.
+                self.pixels[y0:y1, x0:x1] = self.lut32[self.label[y0:y1, x0:x1]]
+            return (x0, y0, x1 - x0, y1 - y0)
+        # Grow by 1 for the region to write and by 2 for the region read, so edge pixels of
+        # the written region see their outside neighbours.
+        wx0, wy0, wx1, wy1 = max(0, x0 - 1), max(0, y0 - 1), min(w_img, x1 + 1), min(h_img, y1 + 1)
+        rx0, ry0, rx1, ry1 = max(0, x0 - 2), max(0, y0 - 2), min(w_img, x1 + 2), min(h_img, y1 + 2)
+        sub = self.label[ry0:ry1, rx0:rx1]
+        edge = edge_mask(sub)[wy0 - ry0 : wy1 - ry0, wx0 - rx0 : wx1 - rx0]
+        colours = self.lut32[self.label[wy0:wy1, wx0:wx1]]
+        colours[~edge] = 0
+        self.pixels[wy0:wy1, wx0:wx1] = colours
+        return (wx0, wy0, wx1 - wx0, wy1 - wy0)

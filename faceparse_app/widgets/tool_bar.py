@@ -1,0 +1,91 @@
+"""Tool bar: tool buttons, brush size, overlay opacity / visibility / outline mode."""
+
+from __future__ import annotations
+
+import qtawesome as qta
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import QLabel, QSlider, QSpinBox, QToolBar, QWidget
+
+from faceparse_app.widgets.tool_state import MAX_RADIUS, MIN_RADIUS, Tool, ToolState
+
+# tool -> (qtawesome icon, shortcut)
+TOOL_ICONS: dict[Tool, tuple[str, str]] = {
+    Tool.BRUSH: ("fa5s.paint-brush", "B"),
+    Tool.ERASER: ("fa5s.eraser", "E"),
+    Tool.FILL: ("fa5s.fill-drip", "F"),
+    Tool.POLYGON: ("fa5s.draw-polygon", "P"),
+    Tool.PICKER: ("fa5s.eye-dropper", "I"),
+}
+
+
+class ToolBar(QToolBar):
+    """Mirrors and sets `ToolState`; `tool_actions` are also put in the Tools menu."""
+
+    def __init__(self, state: ToolState, parent: QWidget | None = None) -> None:
+        super().__init__("Tools", parent)
+        self.setObjectName("tool_bar")
+        self.state = state
+        self.group = QActionGroup(self)
+        self.group.setExclusive(True)
+        self.tool_actions: dict[Tool, QAction] = {}
+        for tool, (icon, key) in TOOL_ICONS.items():
+            action = QAction(qta.icon(icon), tool.value, self)
+            action.setCheckable(True)
+            action.setShortcut(QKeySequence(key))
+            action.setToolTip(f"{tool.value} ({key})")
+            action.triggered.connect(lambda _c=False, t=tool: state.set_tool(t))
+            self.group.addAction(action)
+            self.addAction(action)
+            self.tool_actions[tool] = action
+        self.addSeparator()
+        self.addWidget(QLabel(" Size "))
+        self.size_box = QSpinBox()
+        self.size_box.setRange(MIN_RADIUS, MAX_RADIUS)
+        self.size_box.setSuffix(" px")
+        self.size_box.setToolTip("Brush radius in image pixels ([ and ], or Ctrl+wheel)")
+        self.size_box.setValue(state.radius)
+        self.size_box.valueChanged.connect(state.set_radius)
+        self.addWidget(self.size_box)
+        self.addSeparator()
+        self.overlay_action = QAction(qta.icon("fa5s.eye"), "Show labels", self)
+        self.overlay_action.setCheckable(True)
+        self.overlay_action.setChecked(state.overlay_visible)
+        self.overlay_action.setShortcut(QKeySequence("H"))
+        self.overlay_action.toggled.connect(state.set_overlay_visible)
+        self.addAction(self.overlay_action)
+        self.outline_action = QAction(
+            qta.icon("fa5s.draw-polygon", color="#888"), "Outline only", self
+        )
+        self.outline_action.setCheckable(True)
+        self.outline_action.setChecked(state.outline)
+        self.outline_action.setShortcut(QKeySequence("O"))
+        self.outline_action.toggled.connect(state.set_outline)
+        self.addAction(self.outline_action)
+        self.addWidget(QLabel(" Opacity "))
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setFixedWidth(120)
+        self.opacity_slider.setValue(round(state.opacity * 100))
+        self.opacity_slider.valueChanged.connect(lambda v: state.set_opacity(v / 100))
+        self.addWidget(self.opacity_slider)
+        state.tool_changed.connect(self._show_tool)
+        state.radius_changed.connect(self._show_radius)
+        state.opacity_changed.connect(
+            lambda o: self._set_quietly(self.opacity_slider, round(o * 100))
+        )
+        state.overlay_visible_changed.connect(self.overlay_action.setChecked)
+        state.outline_changed.connect(self.outline_action.setChecked)
+        self._show_tool(state.tool.value)
+
+    def _show_tool(self, name: str) -> None:
+        self.tool_actions[Tool(name)].setChecked(True)
+
+    def _show_radius(self, radius: int) -> None:
+        self._set_quietly(self.size_box, radius)
+
+    @staticmethod
+    def _set_quietly(widget: QSpinBox | QSlider, value: int) -> None:
+        widget.blockSignals(True)
+        widget.setValue(value)
+        widget.blockSignals(False)
