@@ -1,0 +1,364 @@
+"""The ``faceparse`` command line: pretrain, recon-grid, finetune, evaluate, predict, convert,
+info, export.
+
+The flags of ``pretrain`` and ``finetune`` are generated from the fields of ``PretrainConfig`` and
+``FinetuneConfig`` (help text from their docstrings), so the CLI and the Python API cannot drift
+apart. Errors this package raises on purpose (``trainer.errors``) print one line naming the file
+and exit with code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import re
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from trainer import __version__
+from trainer.errors import FaceParseError
+
+log = logging.getLogger("trainer.cli")
+
+EXIT_USER_ERROR = 2
+
+DEVICE_HELP = "compute device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+
+
+class UsageError(FaceParseError):
+    """A flag value the configs reject (e.g. a fraction above 1)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataclass -> flags
+
+
+def _field_help(cls: type) -> dict[str, str]:
+    """Per-field help from a Google-style ``Args:`` section ("name: text", "a, b: text")."""
+    doc = cls.__doc__ or ""
+    helps: dict[str, str] = {}
+    current: list[str] = []
+    for line in doc.split("Args:", 1)[-1].splitlines():
+        match = re.match(r"^\s{4,8}([a-z_][a-z0-9_, ]*):\s*(.*)$", line)
+        if match and not line.startswith(" " * 12):
+            current = [n.strip() for n in match.group(1).split(",")]
+            for name in current:
+                helps[name] = match.group(2).strip()
+        elif line.strip() and current:
+            for name in current:
+                helps[name] += " " + line.strip()
+        elif not line.strip():
+            current = []
+    return {k: v.replace("%", "%%").replace("``", "") for k, v in helps.items()}
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0] if len(rest) == 1 else str
+    return tp
+
+
+def add_dataclass_flags(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    skip: Sequence[str] = (),
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """Add one ``--flag`` per field of a (frozen) config dataclass.
+
+    Fields without a default become required flags; bools become ``--x/--no-x``; tuples of a
+    fixed length take that many values; sequences take one or more values; Literals are choices.
+    """
+    hints = typing.get_type_hints(cls)
+    helps = _field_help(cls)
+    overrides = overrides or {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        tp = _unwrap_optional(hints[f.name])
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        kwargs: dict[str, Any] = {"dest": f.name, "help": helps.get(f.name, "")}
+        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        if has_default:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            kwargs["default"] = default
+            if default is not None and tp is not bool:
+                kwargs["help"] += f" (default: {default})"
+        else:
+            kwargs["required"] = True
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif origin is typing.Literal:
+            kwargs["choices"] = list(args)
+        elif origin in (tuple, list, Sequence) or tp in (tuple, list):
+            if origin is tuple and args and args[-1] is not Ellipsis:
+                kwargs.update(nargs=len(args), type=args[0])
+            else:
+                kwargs.update(nargs="+", type=args[0] if args else str)
+        elif tp in (int, float, str):
+            kwargs["type"] = tp
+        else:
+            kwargs["type"] = str
+        kwargs.update(overrides.get(f.name, {}))
+        parser.add_argument(flag, **kwargs)
+
+
+def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """Build a config dataclass from parsed flags; a rejected value becomes a UsageError."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    for name, value in values.items():
+        if isinstance(value, list):
+            values[name] = tuple(value)
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from trainer.pretrain import PretrainConfig, pretrain
+
+    config = config_from_args(PretrainConfig, args)
+    path = pretrain(config, resume=args.resume)
+    print(f"pretrained checkpoint: {path}")
+    return 0
+
+
+def _cmd_recon_grid(args: argparse.Namespace) -> int:
+    from trainer.visualize import write_reconstruction_grid
+
+    path = write_reconstruction_grid(
+        args.checkpoint, args.image_dirs, args.out, num_images=args.num_images, seed=args.seed,
+        device=args.device,
+    )
+    print(f"reconstruction grid: {path}")
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from trainer.finetune import FinetuneConfig, finetune, result_summary
+
+    config = config_from_args(FinetuneConfig, args)
+    result = finetune(config)
+    if result.metrics:
+        from trainer.evaluate import format_table
+
+        print(f"validation of the best checkpoint (epoch {result.metrics.get('epoch')}):")
+        print(format_table(result.metrics))
+    print(result_summary(result))
+    return 0
+
+
+def _open_labeled_set(root: Path, split: str) -> Sequence[Any]:
+    """A LaPa split, or a CelebAMask-HQ folder read in LaPa classes."""
+    from trainer.finetune import detect_format
+
+    if not root.is_dir():
+        raise FaceParseError(f"{root}: dataset folder not found")
+    if not (root / split / "images").is_dir():
+        try:
+            fmt = detect_format(root)
+        except FaceParseError:
+            fmt = "lapa"  # let the LaPa reader name the folder that is missing
+        if fmt == "celebamask":
+            from trainer.data.celebamask import CelebAMaskDataset
+
+            return CelebAMaskDataset(root, label_set="lapa")
+    from trainer.data.lapa import LapaDataset
+
+    return LapaDataset(root, split=split)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from trainer.evaluate import evaluate, format_table
+    from trainer.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    dataset = _open_labeled_set(Path(args.data), args.split)
+    results = evaluate(predictor, dataset, batch_size=args.batch_size)
+    print(format_table(results))
+    if args.json:
+        from trainer.data.imageio import atomic_write_bytes
+
+        atomic_write_bytes(args.json, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
+        print(f"metrics written to {args.json}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from trainer.predict import Predictor, predict_folder
+
+    if not Path(args.images).is_dir():
+        raise FaceParseError(f"{args.images}: folder of images not found")
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    count = predict_folder(predictor, args.images, args.out, overlay_dir=args.overlays)
+    print(f"wrote {count} label maps to {args.out}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from trainer.convert import convert_celebamask_to_lapa
+
+    counts = convert_celebamask_to_lapa(
+        args.src, args.dst, split=args.split, val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction, seed=args.seed,
+    )
+    print(", ".join(f"{split}: {n}" for split, n in counts.items()) + f" -> {args.dst}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from trainer.checkpoint import read_metadata
+
+    meta = read_metadata(args.checkpoint)
+    meta.pop("optimizer", None)  # optimizer bookkeeping is not for people
+    print(json.dumps(meta, indent=2))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    # The one place trainer reaches into faceparse_app: the CLI is the single entry point for
+    # both. Imported lazily so `import trainer` (and every other command) never needs the app.
+    from faceparse_app.export import export_project
+
+    counts = export_project(
+        args.project, args.out, reviewed_only=args.reviewed_only,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+    )
+    print(f"exported {json.dumps(counts)} -> {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``faceparse`` argument parser."""
+    from trainer.finetune import FinetuneConfig
+    from trainer.models import PRESETS
+    from trainer.pretrain import PretrainConfig
+
+    parser = argparse.ArgumentParser(
+        prog="faceparse",
+        description="Masked self-supervised pretraining and few-label fine-tuning for face parsing.",
+    )
+    parser.add_argument("--version", action="version", version=f"faceparse {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pretrain", help="stage 1: masked self-supervised pretraining on unlabeled faces")
+    add_dataclass_flags(
+        p, PretrainConfig,
+        overrides={
+            "device": {"help": DEVICE_HELP},
+            "preset": {"choices": sorted(PRESETS)},
+            # Its docstring shares one line between epochs and batch_size.
+            "epochs": {
+                "help": "passes over the images "
+                f"(default: {PretrainConfig.__dataclass_fields__['epochs'].default})"
+            },
+        },
+    )
+    p.add_argument("--resume", metavar="PATH", help="continue a run from its checkpoint")
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("recon-grid", help="PNG grid of masked inputs and reconstructions")
+    p.add_argument("checkpoint", help="stage-1 checkpoint (.safetensors)")
+    p.add_argument("image_dirs", nargs="+", help="folders of face images (recursive)")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--num-images", type=int, default=8, help="faces in the grid (default: 8)")
+    p.add_argument("--seed", type=int, default=0, help="picks the faces and the masks")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.set_defaults(func=_cmd_recon_grid)
+
+    p = sub.add_parser("finetune", help="stage 2: fine-tune a parser on a labeled subset")
+    add_dataclass_flags(
+        p, FinetuneConfig,
+        overrides={
+            "device": {"help": DEVICE_HELP},
+            "preset": {"choices": sorted(PRESETS)},
+            "init": {"metavar": "ssl:CKPT|imagenet|scratch|ckpt:CKPT"},
+        },
+    )
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="per-class F1, mean F1 and mIoU on a labeled split")
+    p.add_argument("checkpoint", help="fine-tuned checkpoint (.safetensors)")
+    p.add_argument("--data", required=True, help="LaPa-layout dataset root (or CelebAMask-HQ folder)")
+    p.add_argument("--split", default="test", help="LaPa split to score (default: test)")
+    p.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
+    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="a folder of images -> LaPa 'L' label PNGs")
+    p.add_argument("checkpoint", help="fine-tuned checkpoint (.safetensors)")
+    p.add_argument("images", help="folder of images (recursive)")
+    p.add_argument("out", help="folder for <stem>.png label maps")
+    p.add_argument("--overlays", metavar="DIR", help="also write colour overlays here")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("convert", help="CelebAMask-HQ -> LaPa layout and classes")
+    p.add_argument("src", help="CelebAMask-HQ folder (merged masks or the official per-part layout)")
+    p.add_argument("dst", help="LaPa dataset root to write")
+    p.add_argument("--split", default="train", help="split for the images not held out")
+    p.add_argument("--val-fraction", type=float, default=0.0, help="share written to val/")
+    p.add_argument("--test-fraction", type=float, default=0.0, help="share written to test/")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("info", help="print a checkpoint's metadata as JSON")
+    p.add_argument("checkpoint", help="checkpoint (.safetensors)")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("export", help="a FaceParse Studio project -> LaPa layout")
+    p.add_argument("project", help="project folder")
+    p.add_argument("out", help="LaPa dataset root to write")
+    p.add_argument("--reviewed-only", action="store_true", help="only images marked reviewed")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share written to val/ (default: 0.1)")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="share written to test/ (default: 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split")
+    p.set_defaults(func=_cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad input or usage, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USER_ERROR
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except FaceParseError as exc:
+        print(f"faceparse {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:
+        # `faceparse info x | head`: the reader left; not an error worth a traceback.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's final flush
+        return 0
+    except KeyboardInterrupt:
+        print(f"faceparse {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,93 @@
+"""Evaluation: one confusion matrix summed over a set, at each label's own resolution.
+
+The network sees each image at its input size; its class logits are resized back to the label's
+size before the argmax, so a 512-px label is scored at 512 px even when the model works at 256.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from trainer.labels import get_label_set
+from trainer.metrics import ConfusionMatrix
+from trainer.predict import Predictor
+
+
+def _pair(item: Any) -> tuple[np.ndarray, np.ndarray, str]:
+    """A dataset item (a Sample, or an (image, label[, name]) tuple) -> (image, label, name)."""
+    if hasattr(item, "image") and hasattr(item, "label"):
+        return item.image, item.label, str(getattr(item, "name", ""))
+    image, label = item[0], item[1]
+    name = str(item[2]) if len(item) > 2 else ""
+    return image, label, name
+
+
+def evaluate(
+    checkpoint_or_predictor: str | os.PathLike[str] | Predictor,
+    dataset: Sequence[Any],
+    batch_size: int = 4,
+    device: str = "auto",
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Score a parsing model on a labeled set.
+
+    Args:
+        checkpoint_or_predictor: a fine-tuned checkpoint path or a Predictor.
+        dataset: indexable items with ``.image`` (H, W, 3) uint8 and ``.label`` (h, w) uint8 (a
+            LapaDataset, a list of Samples) or (image, label) tuples. Label pixels of 255 are
+            ignored.
+        batch_size: images per forward pass.
+        device: used when a checkpoint path is given.
+        on_progress: called as (done, total) after each batch.
+
+    Returns:
+        A JSON-able dict: "mean_f1" (foreground classes), "miou" (all classes), "pixel_accuracy",
+        "per_class" {name: {"f1", "iou"}} (None where a class is absent from predictions and
+        labels alike), "confusion_matrix" (rows = label), "pixels", "num_images", "classes",
+        "model" (the predictor's model_info).
+    """
+    predictor = (
+        checkpoint_or_predictor
+        if isinstance(checkpoint_or_predictor, Predictor)
+        else Predictor.from_checkpoint(checkpoint_or_predictor, device=device)
+    )
+    label_set = get_label_set(predictor.label_set.name)
+    cm = ConfusionMatrix(predictor.num_classes)
+    total = len(dataset)
+    for start in range(0, total, max(1, batch_size)):
+        items = [_pair(dataset[i]) for i in range(start, min(start + batch_size, total))]
+        preds = predictor.predict_batch(
+            [image for image, _, _ in items],
+            output_sizes=[label.shape[:2] for _, label, _ in items],
+        )
+        for (_, label, _), pred in zip(items, preds, strict=True):
+            cm.update(pred.label, label)
+        if on_progress is not None:
+            on_progress(min(start + batch_size, total), total)
+    results = cm.to_dict(label_set.classes)
+    results["num_images"] = total
+    results["classes"] = list(label_set.classes)
+    results["model"] = predictor.model_info
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A plain-text table of per-class F1 and IoU (percent) with the two summary means."""
+    rows = [f"{'class':<16}{'F1':>8}{'IoU':>8}"]
+    rows.append("-" * len(rows[0]))
+
+    def pct(value: float | None) -> str:
+        return "     n/a" if value is None else f"{100.0 * value:8.2f}"
+
+    for name, scores in results["per_class"].items():
+        rows.append(f"{name:<16}{pct(scores['f1'])}{pct(scores['iou'])}")
+    rows.append("-" * len(rows[0]))
+    rows.append(f"{'mean F1 (fg)':<16}{pct(results['mean_f1'])}")
+    rows.append(f"{'mIoU (all)':<16}{'':>8}{pct(results['miou'])}")
+    if "num_images" in results:
+        rows.append(f"{results['num_images']} images, {results.get('pixels', 0):,} pixels")
+    return "\n".join(rows)
