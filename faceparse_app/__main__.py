@@ -17,16 +17,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--autosave-ms", type=int, help="autosave interval (stored in the settings)"
     )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="device for pre-labels: auto (GPU when present, else CPU), cpu, cuda, mps",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     from faceparse_app.app import Settings, create_application
     from faceparse_app.main_window import MainWindow
+    from faceparse_app.training import preload_model_code
 
     app = create_application([sys.argv[0]])
+    # Imported in a worker thread, the model code would hold the GIL for seconds and freeze
+    # the window; importing it before the window shows costs the same time once, up front.
+    preload_model_code()
     settings = Settings(args.settings)
     if args.autosave_ms:
         settings.set_autosave_ms(args.autosave_ms)
-    window = MainWindow(settings)
+    window = MainWindow(settings, device=args.device)
     window.show()
     if args.folder:
         window.open_project(args.folder)

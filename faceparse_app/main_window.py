@@ -4,10 +4,8 @@ editing lives in LabelDocument, project state in AnnotationSession / Project.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
@@ -15,6 +13,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QMainWindow,
     QMessageBox,
+    QPushButton,
     QSplitter,
     QStackedWidget,
     QVBoxLayout,
@@ -22,9 +21,10 @@ from PySide6.QtWidgets import (
 )
 
 from faceparse_app.app import Settings
+from faceparse_app.model_loop import ModelLoop
 from faceparse_app.project import Project, ProjectError
 from faceparse_app.samples import create_demo_project
-from faceparse_app.session import AnnotationSession, PrelabelProvider
+from faceparse_app.session import AnnotationSession
 from faceparse_app.widgets.canvas import LabelCanvas
 from faceparse_app.widgets.class_palette import CLASS_HOTKEYS, ClassPalette
 from faceparse_app.widgets.image_list import ImageList
@@ -33,6 +33,7 @@ from faceparse_app.widgets.start_page import StartPage
 from faceparse_app.widgets.status_bar import CanvasStatus
 from faceparse_app.widgets.tool_bar import ToolBar
 from faceparse_app.widgets.tool_state import ToolState
+from faceparse_app.widgets.train_panel import TrainPanel
 from trainer.labels import LAPA
 
 
@@ -41,17 +42,12 @@ class MainWindow(QMainWindow):
 
     Args:
         settings: persistent settings (recent projects, autosave interval, demo folder).
-        prelabel: optional pre-label provider handed to each session (issue 4's seam).
+        device: torch device for pre-labels ("auto": the GPU when present).
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        prelabel: PrelabelProvider | Callable[[np.ndarray], np.ndarray] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, device: str = "auto") -> None:
         super().__init__()
         self.settings = settings
-        self.prelabel = prelabel
         self.session: AnnotationSession | None = None
         self.setWindowTitle("FaceParse Studio")
         self.resize(1280, 800)
@@ -84,6 +80,20 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         self._build_actions()
+        self.train_panel = TrainPanel()
+        self.train_dock = self.add_panel(self.train_panel, "Training")
+        self.model_loop = ModelLoop(self.train_panel, device=device, parent=self)
+        self.model_loop.message.connect(self.show_message)
+        self.model_loop.no_model.connect(self._offer_training)
+        self.model_loop.model_changed.connect(self._show_model)
+        self.model_loop.heat_changed.connect(self.canvas.set_heat)
+        self.model_loop.scores_changed.connect(self.image_list.set_scores)
+        self.train_offer = QPushButton("Train a model…")
+        self.train_offer.setObjectName("train_offer")
+        self.train_offer.clicked.connect(self.show_training_panel)
+        self.train_offer.hide()
+        # The offer sits in the message bar, beside the text that explains it.
+        self.message_bar.layout().insertWidget(2, self.train_offer)
         self.start_page.open_requested.connect(self.open_project)
         self.start_page.demo_requested.connect(self.open_demo)
         self.image_list.image_selected.connect(self._open_image)
@@ -143,6 +153,8 @@ class MainWindow(QMainWindow):
         view_menu.addSeparator()
         view_menu.addAction(self.tool_bar.overlay_action)
         view_menu.addAction(self.tool_bar.outline_action)
+        view_menu.addAction(self.tool_bar.heat_action)
+        self.tool_bar.heat_action.toggled.connect(self._toggle_heat)
 
         tools_menu = bar.addMenu("&Tools")
         for action in self.tool_bar.tool_actions.values():
@@ -173,7 +185,11 @@ class MainWindow(QMainWindow):
             lambda: self._step(-1),
             [QKeySequence.StandardKey.MoveToPreviousPage],
         )
+        self.next_least_sure_action = self._action(
+            image_menu, "Next &least sure", self.next_least_sure, ["Shift+N"]
+        )
         image_menu.addSeparator()
+        self.accept_action = self._action(image_menu, "&Accept pre-label", self._accept, ["A"])
         self._action(
             image_menu, "Mark &labeled", lambda: self._set_status("labeled"), ["Ctrl+Return"]
         )
@@ -194,6 +210,8 @@ class MainWindow(QMainWindow):
             self.undo_action,
             self.redo_action,
             self.next_unfinished_action,
+            self.next_least_sure_action,
+            self.accept_action,
         ]
 
     def add_panel(self, widget: QWidget, title: str) -> QDockWidget:
@@ -225,7 +243,7 @@ class MainWindow(QMainWindow):
             return False
         self.close_project()
         self.settings.add_recent_project(project.root)
-        session = AnnotationSession(project, self.settings.autosave_ms, self.prelabel, LAPA, self)
+        session = AnnotationSession(project, self.settings.autosave_ms, LAPA, self)
         self.session = session
         session.message.connect(self.show_message)
         session.image_changed.connect(self._show_image)
@@ -240,6 +258,8 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{project.root.name} — FaceParse Studio")
         self.message_bar.hide()
         self._refresh_records()
+        # After the window's own connections: the model loop's handlers see the new image shown.
+        self.model_loop.attach(session)
         if not session.next_unfinished() and session.current is None:
             session.step(0)
         return True
@@ -260,10 +280,12 @@ class MainWindow(QMainWindow):
             return True
         self.state.protected_changed.disconnect(session.set_protected)
         self.canvas.edited.disconnect(session.note_edit)
+        self.model_loop.detach()
         ok = session.close()
         session.deleteLater()
         self.canvas.set_content(None, None)
         self.image_list.set_records([])
+        self.canvas_status.show_model(None)
         self.setWindowTitle("FaceParse Studio")
         self.show_start_page()
         return ok
@@ -282,8 +304,35 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------ session glue
     def show_message(self, text: str, level: str = "info") -> None:
+        self.train_offer.hide()
         self.message_bar.show_message(text, level)
         self.statusBar().showMessage(text, 15000)
+
+    def _offer_training(self, text: str) -> None:
+        self.show_message(text, "info")
+        self.train_offer.show()
+
+    def show_training_panel(self) -> None:
+        """Show and raise the training panel (the "Train a model…" offer)."""
+        self.train_dock.show()
+        self.train_dock.raise_()
+        self.train_panel.finetune_button.setFocus()
+
+    def _show_model(self, version: str | None) -> None:
+        if version is not None and self.train_offer.isVisible():
+            self.train_offer.hide()
+            self.message_bar.hide()
+        self.canvas_status.show_model(version)
+
+    def _toggle_heat(self, on: bool) -> None:
+        self.canvas.set_heat_visible(on)
+        if on and self.session is not None and not self.canvas.has_heat:
+            if self.model_loop.version is None:
+                self.show_message("No model yet, so no confidence view: train a model first.")
+            else:
+                self.statusBar().showMessage(
+                    "The confidence view appears once the model has predicted this face.", 5000
+                )
 
     def _show_image(self, rec) -> None:
         session = self.session
@@ -305,6 +354,23 @@ class MainWindow(QMainWindow):
     def next_unfinished(self) -> None:
         if self.session is not None:
             self.session.next_unfinished()
+
+    def next_least_sure(self) -> None:
+        """Open the unfinished image the model is least sure of (else the next unfinished)."""
+        if self.session is None:
+            return
+        image_id = self.model_loop.least_sure_unfinished()
+        if image_id is None:
+            self.statusBar().showMessage(
+                "No uncertainty scores yet (they need a model); opening the next unfinished.", 5000
+            )
+            self.session.next_unfinished()
+        else:
+            self.session.open_image(image_id)
+
+    def _accept(self) -> None:
+        if self.session is not None:
+            self.session.accept()
 
     def _step(self, offset: int) -> None:
         if self.session is not None:
@@ -343,4 +409,5 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self.close_project()
+        self.model_loop.stop_job()
         event.accept()

@@ -3,6 +3,10 @@
 Qt is used only for the autosave timer and signals; the work itself is done by the Qt-free
 `Project` and `LabelDocument`. Widgets observe the session; the main window wires them.
 
+Pre-labels arrive asynchronously (issue 4: `faceparse_app.model_loop` predicts off the GUI
+thread) through `apply_prelabel`, which takes them only for an image nobody has edited: the
+annotator's strokes always win over a prediction that arrives late.
+
 Never losing work:
     - the current label is saved when switching image, every `autosave_ms` while it has
       unsaved edits, and on close; every write is atomic (Project.save_label);
@@ -17,16 +21,14 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from faceparse_app.document import LabelDocument
 from faceparse_app.history import History
-from faceparse_app.project import ImageRecord, Project, ProjectError
+from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError
 from trainer.errors import FaceParseError, ImageReadError, LabelMapError
 from trainer.labels import LAPA, LabelSet
 
@@ -35,23 +37,12 @@ HISTORY_BYTES = 16 * 2**20  # undo memory per image
 KEEP_HISTORIES = 20  # images whose undo history is kept (most recently opened)
 
 
-class PrelabelProvider(Protocol):
-    """Turns an image into a label map for images that have none (issue 4 plugs in here).
-
-    Called with an (H, W, 3) uint8 RGB image; returns an (H, W) uint8 LaPa label map. An
-    optional `version` attribute names the model (stored with the image).
-    """
-
-    def __call__(self, image: np.ndarray) -> np.ndarray: ...
-
-
 class AnnotationSession(QObject):
     """One open project and the image being labeled.
 
     Args:
         project: the open project (the session closes it in `close`).
         autosave_ms: save this often while there are unsaved edits.
-        prelabel: optional provider used when an image has no label yet; none ships here.
         label_set: the class table.
 
     Signals:
@@ -59,24 +50,26 @@ class AnnotationSession(QObject):
         records_changed(): statuses or problems changed; refresh lists and counts.
         message(text, level): something the user should know ("info", "warning", "error").
         saved(image_id): a label was written.
+        status_changed(image_id, old, new): the annotator changed an image's status.
+        prelabeled(image_id, version): a model's pre-label was applied to the current image.
     """
 
     image_changed = Signal(object)
     records_changed = Signal()
     message = Signal(str, str)
     saved = Signal(int)
+    status_changed = Signal(int, str, str)
+    prelabeled = Signal(int, str)
 
     def __init__(
         self,
         project: Project,
         autosave_ms: int = 3000,
-        prelabel: PrelabelProvider | Callable[[np.ndarray], np.ndarray] | None = None,
         label_set: LabelSet = LAPA,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self.project = project
-        self.prelabel = prelabel
         self.label_set = label_set
         self.current: ImageRecord | None = None
         self.image: np.ndarray | None = None
@@ -86,6 +79,7 @@ class AnnotationSession(QObject):
         self._histories: OrderedDict[int, History] = OrderedDict()
         self._unsaved: dict[int, LabelDocument] = {}  # edits whose save failed, kept in memory
         self._invalid_label: set[int] = set()  # ids whose label file on disk is unreadable
+        self._touched: set[int] = set()  # ids edited by hand in this session (no pre-label over them)
         self._pending_seconds = 0.0
         self._last_activity: float | None = None
         self.autosave_timer = QTimer(self)
@@ -159,31 +153,66 @@ class AnnotationSession(QObject):
             label = None
             history.clear()  # old steps belong to a map that is not the one shown
         if label is None:
-            label = self._prelabel(rec, image)
-        if label is None:
             label = np.zeros((h, w), np.uint8)
         return LabelDocument(label, num_classes=self.label_set.num_classes, history=history)
 
-    def _prelabel(self, rec: ImageRecord, image: np.ndarray) -> np.ndarray | None:
-        if self.prelabel is None or rec.id in self._invalid_label:
-            return None
-        try:
-            label = np.asarray(self.prelabel(image), dtype=np.uint8)
-            if label.shape != image.shape[:2]:
-                raise LabelMapError(
-                    f"pre-label is {label.shape} but the image is {image.shape[:2]}"
-                )
-            version = getattr(self.prelabel, "version", None)
-            self.project.save_label(
-                rec, label, model_version=str(version) if version else "unknown"
+    # ---------------------------------------------------------------- pre-labels
+    def may_prelabel(self, image_id: int, version: str) -> bool:
+        """Whether a pre-label of model `version` may replace the current image's label.
+
+        Only an image nobody has edited takes one: status "new", or "pre-labeled" by another
+        model version; not edited by hand in this session (even if since saved or undone), no
+        unsaved edits, no stroke in progress, no unreadable label file waiting to be kept aside.
+        """
+        rec, doc = self.current, self.document
+        if rec is None or doc is None or rec.id != image_id:
+            return False
+        if image_id in self._touched or image_id in self._invalid_label or image_id in self._unsaved:
+            return False
+        if doc.dirty or doc.in_stroke:
+            return False
+        fresh = self.project.get(image_id)
+        if fresh.status == "new":
+            return True
+        return fresh.status == "pre-labeled" and fresh.model_version != version
+
+    def apply_prelabel(self, image_id: int, label: np.ndarray, version: str) -> bool:
+        """Show and save a model's prediction as the current image's label, if nobody edited it.
+
+        The label is saved first (status "pre-labeled", the model version recorded), then
+        shown as one undoable step, so the annotator edits it like any label.
+
+        Args:
+            image_id: the image predicted; nothing happens unless it is the current one.
+            label: (H, W) uint8 class indices at the image's size.
+            version: the model version that predicted it.
+
+        Returns:
+            True when the pre-label replaced the label.
+        """
+        if not self.may_prelabel(image_id, version):
+            return False
+        rec, doc = self.current, self.document
+        assert rec is not None and doc is not None
+        label = np.asarray(label)
+        if label.shape != doc.shape:
+            self.message.emit(
+                f"No pre-label for {rec.relpath}: the model's label map is "
+                f"{label.shape[1]}×{label.shape[0]} but the image is {doc.shape[1]}×{doc.shape[0]}",
+                "warning",
             )
-            self.records_changed.emit()
-            return label
-        except FaceParseError as exc:
-            self.message.emit(f"No pre-label for {rec.relpath}: {exc}", "warning")
-        except Exception as exc:  # a model bug must not stop labeling by hand
-            self.message.emit(f"Pre-labeling {rec.relpath} failed: {exc!r}", "warning")
-        return None
+            return False
+        try:
+            new = self.project.save_label(rec, label, model_version=version)
+        except (ProjectError, LabelMapError) as exc:
+            self.message.emit(f"The pre-label of {rec.relpath} was not saved: {exc}", "warning")
+            return False
+        doc.replace(label)
+        doc.mark_saved()
+        self.current = new
+        self.records_changed.emit()
+        self.prelabeled.emit(image_id, version)
+        return True
 
     def _fail(self, rec: ImageRecord, text: str) -> bool:
         self.image, self.document = None, None
@@ -231,6 +260,8 @@ class AnnotationSession(QObject):
     # ------------------------------------------------------------------ editing
     def note_edit(self) -> None:
         """An undo step was made: count active time and keep the image's status current."""
+        if self.current is not None:
+            self._touched.add(self.current.id)
         now = time.monotonic()
         if self._last_activity is not None:
             self._pending_seconds += min(now - self._last_activity, IDLE_SECONDS)
@@ -261,6 +292,7 @@ class AnnotationSession(QObject):
         """Save the current label, then set the current image's status."""
         if self.current is None or self.document is None:
             return False
+        old = self.current.status
         if not self.save(force=True):
             return False
         try:
@@ -269,7 +301,16 @@ class AnnotationSession(QObject):
             self.message.emit(str(exc), "error")
             return False
         self.records_changed.emit()
+        if old != status:
+            self.status_changed.emit(self.current.id, old, status)
         return True
+
+    def accept(self) -> bool:
+        """Mark the current image labeled as it is (e.g. a pre-label that needs no edit)."""
+        if self.current is not None and self.current.status in FINISHED:
+            self.message.emit(f"{self.current.relpath} is already {self.current.status}.", "info")
+            return True
+        return self.set_status("labeled")
 
     # ------------------------------------------------------------------- saving
     def autosave(self) -> None:

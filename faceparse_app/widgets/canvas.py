@@ -27,7 +27,7 @@ from PySide6.QtWidgets import QWidget
 
 from faceparse_app.document import LabelDocument
 from faceparse_app.widgets.canvas_tools import CanvasTool, make_tools
-from faceparse_app.widgets.overlay import Box, LabelOverlay
+from faceparse_app.widgets.overlay import Box, HeatOverlay, LabelOverlay
 from faceparse_app.widgets.tool_state import ToolState
 
 MIN_SCALE = 1 / 64
@@ -70,6 +70,9 @@ class LabelCanvas(QWidget):
         self.state = state
         self.document: LabelDocument | None = None
         self.overlay: LabelOverlay | None = None
+        self._confidence: np.ndarray | None = None  # the model's, for this image, if known
+        self._heat: HeatOverlay | None = None
+        self.heat_visible = False
         self.scale = 1.0
         self.offset = QPointF(0, 0)  # widget position of image pixel (0, 0)
         self.cursor_pos: QPointF | None = None
@@ -107,6 +110,7 @@ class LabelCanvas(QWidget):
         if self.document is not None and self._on_doc_change in self.document.on_change:
             self.document.on_change.remove(self._on_doc_change)
         self.document = document
+        self._confidence = self._heat = None  # they belong to the previous image
         if image is None or document is None:
             self._qimage = self._image_buffer = None
             self.overlay = None
@@ -125,6 +129,38 @@ class LabelCanvas(QWidget):
             self.update()
         else:
             self.zoom_fit()
+
+    def set_heat(self, confidence: np.ndarray | None) -> None:
+        """The model's (H, W) top-class probability for the shown image (None: not known).
+
+        Shown as an uncertainty heat overlay while `heat_visible`; a map of another size than
+        the image is ignored. The overlay is coloured only when shown (it costs tens of ms on a
+        large photo, which the GUI thread should not spend for a view that is off).
+        """
+        if confidence is not None and self._qimage is not None:
+            if tuple(confidence.shape) != (self._qimage.height(), self._qimage.width()):
+                confidence = None
+        self._confidence = confidence if self._qimage is not None else None
+        self._heat = None
+        if self.heat_visible:
+            self.update()
+
+    @property
+    def has_heat(self) -> bool:
+        """Whether the shown image has a confidence map (from the model)."""
+        return self._confidence is not None
+
+    @property
+    def heat(self) -> HeatOverlay | None:
+        """The heat overlay of the shown image, coloured on first use; None when unknown."""
+        if self._heat is None and self._confidence is not None:
+            self._heat = HeatOverlay(self._confidence, self.state.label_set.num_classes)
+        return self._heat
+
+    def set_heat_visible(self, visible: bool) -> None:
+        """Show or hide the confidence view (the uncertainty heat overlay)."""
+        self.heat_visible = bool(visible)
+        self.update()
 
     def refresh_overlay(self) -> None:
         """Recolour the whole overlay (after the document's array was replaced wholesale)."""
@@ -239,6 +275,10 @@ class LabelCanvas(QWidget):
                     painter.setOpacity(self.state.opacity if not self.state.outline else 1.0)
                     painter.drawImage(dst, self.overlay.image, src)
                     painter.setOpacity(1.0)
+                heat = self.heat if self.heat_visible else None
+                if heat is not None:
+                    painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+                    painter.drawImage(dst, heat.image, src)
         self.tool.paint(self, painter)
         painter.end()
 

@@ -1,4 +1,5 @@
-"""Image list: status icons, a filter by status, a progress count and "next unfinished"."""
+"""Image list: status icons, a filter by status, a progress count, "next unfinished", and the
+model's uncertainty per image (shown, and a sort order: least sure first)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from faceparse_app.project import FINISHED, STATUSES, ImageRecord
+from faceparse_app.uncertainty import rank_by_uncertainty
 
 # status -> (qtawesome name, colour, tooltip)
 STATUS_ICONS: dict[str, tuple[str, str, str]] = {
@@ -31,6 +33,7 @@ STATUS_ICONS: dict[str, tuple[str, str, str]] = {
 PROBLEM_ICON = ("fa5s.exclamation-triangle", "#e53935")
 MISSING_ICON = ("fa5s.question-circle", "#e53935")
 ALL = "all"
+SORT_NAME, SORT_UNCERTAINTY = "name", "uncertainty"
 
 
 def status_icon(status: str) -> QIcon:
@@ -59,6 +62,13 @@ class ImageList(QWidget):
             qta.icon(PROBLEM_ICON[0], color=PROBLEM_ICON[1]), "problems", "problems"
         )
         self.filter_box.currentIndexChanged.connect(lambda _i: self._rebuild())
+        self.sort_box = QComboBox()
+        self.sort_box.addItem("Name", SORT_NAME)
+        self.sort_box.addItem(qta.icon("fa5s.question"), "Least sure first", SORT_UNCERTAINTY)
+        self.sort_box.setToolTip(
+            "Least sure first: the model's mean per-pixel uncertainty, computed in the background"
+        )
+        self.sort_box.currentIndexChanged.connect(lambda _i: self._rebuild())
         self.progress = QLabel()
         self.progress.setObjectName("progress")
         self.list = QListWidget()
@@ -73,11 +83,16 @@ class ImageList(QWidget):
         row.addWidget(QLabel("Show"))
         row.addWidget(self.filter_box, 1)
         layout.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Sort"))
+        row.addWidget(self.sort_box, 1)
+        layout.addLayout(row)
         layout.addWidget(self.progress)
         layout.addWidget(self.list, 1)
         layout.addWidget(self.next_button)
         self._records: list[ImageRecord] = []
         self._problems: dict[int, str] = {}
+        self._scores: dict[int, float] = {}
         self._current: int | None = None
 
     # ---------------------------------------------------------------- contents
@@ -88,6 +103,27 @@ class ImageList(QWidget):
         self._records = list(records)
         self._problems = dict(problems or {})
         self._rebuild()
+
+    def set_scores(self, scores: dict[int, float]) -> None:
+        """The model's uncertainty per image id (0 sure .. 1 unsure); {} when there is no model."""
+        self._scores = dict(scores)
+        self._rebuild()
+
+    @property
+    def scores(self) -> dict[int, float]:
+        """The uncertainty scores shown (image id -> score)."""
+        return dict(self._scores)
+
+    @property
+    def sort_order(self) -> str:
+        return self.sort_box.currentData()
+
+    def set_sort_order(self, order: str) -> None:
+        """SORT_NAME or SORT_UNCERTAINTY (least sure first; images not yet scored go last)."""
+        index = self.sort_box.findData(order)
+        if index < 0:
+            raise ValueError(f"unknown sort order {order!r}")
+        self.sort_box.setCurrentIndex(index)
 
     def set_current(self, image_id: int | None) -> None:
         """Highlight the image being edited without emitting `image_selected`."""
@@ -129,14 +165,22 @@ class ImageList(QWidget):
     def _rebuild(self) -> None:
         wanted = self.status_filter
         self.list.clear()
-        for rec in self._records:
+        records = self._records
+        if self.sort_order == SORT_UNCERTAINTY:
+            by_id = {r.id: r for r in records}
+            ranked = rank_by_uncertainty(
+                {r.id: self._scores.get(r.id, float("nan")) for r in records}
+            )
+            records = [by_id[i] for i in ranked]
+        for rec in records:
             problem = self._problems.get(rec.id)
             if wanted == "problems":
                 if problem is None and not rec.missing:
                     continue
             elif wanted != ALL and rec.status != wanted:
                 continue
-            item = QListWidgetItem(rec.relpath)
+            score = self._scores.get(rec.id)
+            item = QListWidgetItem(rec.relpath if score is None else f"{rec.relpath}   {score:.2f}")
             item.setData(Qt.ItemDataRole.UserRole, rec.id)
             if rec.missing:
                 item.setIcon(qta.icon(MISSING_ICON[0], color=MISSING_ICON[1]))
@@ -146,7 +190,10 @@ class ImageList(QWidget):
                 item.setToolTip(problem)
             else:
                 item.setIcon(status_icon(rec.status))
-                item.setToolTip(STATUS_ICONS.get(rec.status, ("", "", rec.status))[2])
+                tip = STATUS_ICONS.get(rec.status, ("", "", rec.status))[2]
+                if score is not None:
+                    tip += f"; model uncertainty {score:.3f} (0 sure, 1 unsure)"
+                item.setToolTip(tip)
             self.list.addItem(item)
         done = sum(1 for r in self._records if r.status in FINISHED and not r.missing)
         total = sum(1 for r in self._records if not r.missing)

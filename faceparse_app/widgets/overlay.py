@@ -104,3 +104,33 @@ class LabelOverlay:
         colours[~edge] = 0
         self.pixels[wy0:wy1, wx0:wx1] = colours
         return (wx0, wy0, wx1 - wx0, wy1 - wy0)
+
+
+class HeatOverlay:
+    """The model's per-pixel uncertainty as a premultiplied-ARGB QImage (the confidence view).
+
+    Sure pixels are transparent, unsure ones glow (``faceparse_app.uncertainty.heat_rgba``),
+    so the annotator sees where a pre-label needs checking.
+
+    Args:
+        confidence: (H, W) float top-class probability in [1/C, 1], at the image's size.
+        num_classes: C, to scale confidence into uncertainty 0..1.
+        alpha: opacity of the least sure pixels.
+    """
+
+    def __init__(self, confidence: np.ndarray, num_classes: int, alpha: float = 0.75) -> None:
+        from faceparse_app.uncertainty import heat_rgba, uncertainty_from_confidence
+
+        rgba = heat_rgba(uncertainty_from_confidence(confidence, num_classes), alpha).astype(np.uint16)
+        h, w = confidence.shape
+        # Premultiply and reorder RGBA -> BGRA (little-endian ARGB32) into a buffer we keep.
+        self.buffer = np.empty((h, w, 4), np.uint8)
+        a = rgba[..., 3]
+        for dst, src in ((0, 2), (1, 1), (2, 0)):
+            self.buffer[..., dst] = (rgba[..., src] * a + 127) // 255
+        self.buffer[..., 3] = a
+        self.image = QImage(self.buffer.data, w, h, 4 * w, QImage.Format.Format_ARGB32_Premultiplied)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.width(), self.image.height()

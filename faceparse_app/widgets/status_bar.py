@@ -1,4 +1,4 @@
-"""Status bar fields: pixel position, class under the cursor, zoom."""
+"""Status bar fields: pixel position, class under the cursor, zoom, the model pre-labeling."""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ class CanvasStatus:
         self.position = QLabel()
         self.cls = QLabel()
         self.zoom = QLabel()
-        for widget, width in ((self.position, 110), (self.cls, 130), (self.zoom, 70)):
+        self.model = QLabel()
+        self.model.setToolTip("The model version that pre-labels images")
+        for widget, width in ((self.position, 110), (self.cls, 130), (self.zoom, 70), (self.model, 90)):
             widget.setMinimumWidth(width)
             bar.addPermanentWidget(widget)
         self.show_hover(-1, -1, -1)
         self.show_zoom(1.0)
+        self.show_model(None)
 
     def show_hover(self, x: int, y: int, cls: int) -> None:
         if x < 0:
@@ -32,3 +35,6 @@ class CanvasStatus:
 
     def show_zoom(self, scale: float) -> None:
         self.zoom.setText(f"{scale * 100:.0f} %")
+
+    def show_model(self, version: str | None) -> None:
+        self.model.setText(f"model {version}" if version else "no model")

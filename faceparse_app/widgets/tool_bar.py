@@ -1,4 +1,5 @@
-"""Tool bar: tool buttons, brush size, overlay opacity / visibility / outline mode."""
+"""Tool bar: tool buttons, brush size, overlay opacity / visibility / outline mode, and the
+model's confidence view."""
 
 from __future__ import annotations
 
@@ -69,6 +70,14 @@ class ToolBar(QToolBar):
         self.opacity_slider.setValue(round(state.opacity * 100))
         self.opacity_slider.valueChanged.connect(lambda v: state.set_opacity(v / 100))
         self.addWidget(self.opacity_slider)
+        self.addSeparator()
+        # The confidence view is a view of the model, not of the label, so it is not ToolState:
+        # the main window connects this action to the canvas.
+        self.heat_action = QAction(qta.icon("fa5s.fire", color="#e65100"), "Confidence view", self)
+        self.heat_action.setCheckable(True)
+        self.heat_action.setShortcut(QKeySequence("U"))
+        self.heat_action.setToolTip("Confidence view (U): where the model is unsure")
+        self.addAction(self.heat_action)
         state.tool_changed.connect(self._show_tool)
         state.radius_changed.connect(self._show_radius)
         state.opacity_changed.connect(

@@ -201,25 +201,23 @@ def test_active_time_is_counted_on_save(qtbot, tmp_path):
     assert session.project.get(image_id).active_seconds > 0
 
 
-def test_prelabel_provider_fills_images_without_a_label(qtbot, tmp_path):
-    calls = []
-
-    def provider(image):
-        calls.append(image.shape)
-        label = np.zeros(image.shape[:2], np.uint8)
-        label[16:48, 16:48] = 1
-        return label
-
-    provider.version = "test-model-1"
+def test_prelabel_fills_an_image_without_a_label(qtbot, tmp_path):
+    # Pre-labels arrive asynchronously from the model loop (issue 4) through
+    # session.apply_prelabel; the model-driven path is tested in test_gui_model_loop.py.
+    label = np.zeros((64, 64), np.uint8)
+    label[16:48, 16:48] = 1
     window = make_window(qtbot, tmp_path, open_project=False)
-    window.prelabel = provider
     assert window.open_project(make_project(tmp_path / "project", n=2))
     session = window.session
-    assert calls == [(64, 64, 3)]
+    assert session.apply_prelabel(session.current.id, label, "test-model-1")
     assert (session.document.label[16:48, 16:48] == 1).all()
     rec = session.project.get(session.current.id)
     assert rec.status == "pre-labeled" and rec.model_version == "test-model-1"
+    np.testing.assert_array_equal(saved_label(window, rec.id), label)
     # Pre-labels are edited like any label.
     window.state.set_class(6)
     drag(window.canvas, [(30, 30), (32, 32)])
+    assert session.document.label[31, 31] == 6
+    # ... and a later prediction never replaces an edited label.
+    assert not session.apply_prelabel(rec.id, np.zeros((64, 64), np.uint8), "test-model-2")
     assert session.document.label[31, 31] == 6

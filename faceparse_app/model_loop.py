@@ -1,0 +1,529 @@
+"""The model in the loop: pre-labels, the confidence view, training jobs, versions, "least sure".
+
+:class:`ModelLoop` is the controller between one open :class:`AnnotationSession`, the project's
+:class:`ModelStore`, a background :class:`PrelabelQueue` and the training workers; it drives the
+:class:`TrainPanel` and tells the window what to show through its signals. Nothing here runs
+a model on the GUI thread:
+
+- opening an image asks the queue for its prediction (and the next few unfinished images
+  ahead, cached); the result is applied through ``AnnotationSession.apply_prelabel``, which
+  refuses it for an image the annotator has edited;
+- fine-tuning and pretraining run in a :class:`FunctionWorker` on a snapshot of the labels;
+  a published parser is hot-swapped into the queue, and the pre-labels nobody edited are
+  refreshed when their image is shown (the current one at once);
+- every unfinished image is scored in the background (mean per-pixel entropy), for the
+  "least sure first" order and "next least sure".
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QCoreApplication, QObject, QTimer, Signal
+
+from faceparse_app.model_store import ModelStore, ModelStoreError
+from faceparse_app.project import FINISHED, ImageRecord
+from faceparse_app.session import AnnotationSession
+from faceparse_app.training import (
+    LabeledFile,
+    pretrain_resume_point,
+    run_finetune_on_files,
+    run_pretrain_job,
+)
+from faceparse_app.widgets.train_panel import TrainPanel
+from faceparse_app.workers import FunctionWorker, PrelabelQueue
+from trainer.errors import FaceParseError
+
+log = logging.getLogger(__name__)
+
+NO_MODEL_TEXT = (
+    "No model yet: images open without a pre-label. Label a few faces (A or Ctrl+Return marks "
+    "one labeled), then train a model; its pre-labels will appear here."
+)
+SCORES_EMIT_MS = 400  # batch the background scores so the image list is not rebuilt per image
+# How much lower than the GUI thread the background threads run (Linux nice steps): on a
+# small CPU the scheduler then serves the GUI first, and training yields to pre-labels.
+TRAINING_NICE = 10
+PRELABEL_NICE = 5
+
+_lowered = threading.local()
+
+
+def lower_thread_priority(steps: int) -> None:
+    """Make the calling thread yield the CPU to the GUI thread (once per thread).
+
+    On Linux, nice values are per thread; raising only this thread's keeps the window
+    responsive while a job computes. Elsewhere (and where it is not permitted) nothing changes.
+    """
+    if getattr(_lowered, "done", False) or not sys.platform.startswith("linux"):
+        return
+    _lowered.done = True
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
+    except (AttributeError, OSError) as exc:
+        log.debug("could not lower the priority of a background thread: %s", exc)
+
+
+def _at_lower_priority(fn: Callable[..., Any], steps: int) -> Callable[..., Any]:
+    """`fn`, lowering its (worker) thread's priority first; keeps fn's signature for the worker."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        lower_thread_priority(steps)
+        return fn(*args, **kwargs)
+
+    return run
+
+
+class ModelLoop(QObject):
+    """Connects the open project to its models.
+
+    Args:
+        panel: the training panel this controller drives (its signals are connected here).
+        device: torch device for pre-labels ("auto": the GPU when present, else the CPU).
+        lookahead: unfinished images after the current one to predict ahead.
+        starter_backbone: the backbone shipped with the app (None: the default in
+            ``assets/models/``; used for fine-tuning when the project has none).
+        loader: reads an image file for the pre-label thread (None: ``read_image``).
+
+    Signals:
+        message(text, level): something the user should know.
+        no_model(text): the project has no model; offer to train one.
+        model_changed(version_or_None): the parser now pre-labeling (None: none).
+        heat_changed(confidence_or_None): (H, W) float32 top-class probability of the current
+            image, or None when not (yet) known.
+        scores_changed(dict): image id -> uncertainty score (larger = less sure).
+        job_done(kind): a training job ended, whatever the outcome ("finetune"/"pretrain").
+    """
+
+    message = Signal(str, str)
+    no_model = Signal(str)
+    model_changed = Signal(object)
+    heat_changed = Signal(object)
+    scores_changed = Signal(object)
+    job_done = Signal(str)
+
+    def __init__(
+        self,
+        panel: TrainPanel,
+        device: str = "auto",
+        lookahead: int = 3,
+        starter_backbone: str | Path | None = None,
+        loader: Callable[[Path], np.ndarray] | None = None,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.panel = panel
+        self.device = device
+        self.lookahead = lookahead
+        self.starter_backbone = starter_backbone
+        self.loader = loader
+        self.session: AnnotationSession | None = None
+        self.store: ModelStore | None = None
+        self.queue: PrelabelQueue | None = None
+        self.worker: FunctionWorker | None = None
+        self.job_kind: str | None = None
+        self.confidence: np.ndarray | None = None
+        self._scores_timer = QTimer(self)
+        self._scores_timer.setSingleShot(True)
+        self._scores_timer.setInterval(SCORES_EMIT_MS)
+        self._scores_timer.timeout.connect(self._emit_scores)
+        panel.start_finetune_requested.connect(self.start_finetune)
+        panel.auto_retrain_requested.connect(self.start_finetune)
+        panel.start_pretrain_requested.connect(self.start_pretrain)
+        panel.cancel_requested.connect(self.cancel)
+        panel.activate_requested.connect(self.activate)
+        panel.rollback_requested.connect(self.rollback)
+
+    # ------------------------------------------------------------------ project
+    def attach(self, session: AnnotationSession) -> None:
+        """Work on this session's project (call before its first image opens)."""
+        self.detach()
+        self.session = session
+        self.store = ModelStore(session.project.store_dir / "models", self.starter_backbone)
+        from trainer.data.imageio import read_image
+
+        loader = _at_lower_priority(self.loader or read_image, PRELABEL_NICE)
+        queue = PrelabelQueue(lookahead=self.lookahead, device=self.device, loader=loader, parent=self)
+        queue.ready.connect(self._on_ready)
+        queue.scored.connect(self._on_scored)
+        queue.failed.connect(self._on_failed)
+        self.queue = queue
+        session.image_changed.connect(self._on_image_changed)
+        session.status_changed.connect(self._on_status_changed)
+        self._show_store()
+        self.panel.set_pretrain_resume(pretrain_resume_point(self.pretrain_dir))
+        self._use_active_model(refresh_current=False)
+
+    def detach(self) -> None:
+        """Leave the project: cancel a training run (waiting for it) and stop pre-labeling."""
+        self.stop_job()
+        session, self.session = self.session, None
+        if session is not None:
+            session.image_changed.disconnect(self._on_image_changed)
+            session.status_changed.disconnect(self._on_status_changed)
+        if self.queue is not None:
+            self.queue.stop()
+            app = QCoreApplication.instance()
+            if app is not None:
+                try:  # the queue asked to be stopped at quit; it is stopped already
+                    app.aboutToQuit.disconnect(self.queue.stop)
+                except (RuntimeError, TypeError):
+                    pass
+            self.queue.deleteLater()
+            self.queue = None
+        self.store = None
+        self.confidence = None
+        self.panel.set_versions([], ())
+        self.scores_changed.emit({})
+
+    def stop_job(self, timeout_ms: int = 60_000) -> None:
+        """Cancel a running training job and wait for its thread (closing the project or app)."""
+        worker = self.worker
+        if worker is not None and worker.is_running:
+            worker.cancel()
+            worker.wait(timeout_ms)
+            self.panel.on_cancelled()
+        # Events the worker still has queued are ignored from now on (see _start).
+        self.worker = None
+        self.job_kind = None
+
+    @property
+    def run_root(self) -> Path:
+        assert self.store is not None
+        return self.store.dir.parent / "runs"
+
+    @property
+    def pretrain_dir(self) -> Path:
+        """The project's pretraining run folder (fixed, so an unfinished run can resume)."""
+        assert self.store is not None
+        return self.store.dir.parent / "pretrain"
+
+    # ----------------------------------------------------------------- versions
+    @property
+    def version(self) -> str | None:
+        """The parser version now pre-labeling, or None."""
+        return self.queue.version if self.queue is not None and self.queue.has_model else None
+
+    def _show_store(self) -> None:
+        store = self.store
+        if store is None:
+            return
+        versions = store.versions()
+        active = [v.id for v in (store.active("parser"), store.active("backbone")) if v is not None]
+        self.panel.set_versions(versions, active)
+        own = store.active("backbone")
+        starter = store.starter_backbone if store.starter_backbone.is_file() else None
+        self.panel.set_init_options(own.path if own is not None else None, starter)
+        for note in store.problems:
+            self.message.emit(f"Model store: {note}", "warning")
+
+    def _use_active_model(self, refresh_current: bool = True) -> None:
+        """Pre-label with the store's active parser (or say there is none)."""
+        if self.store is None or self.queue is None:
+            return
+        active = self.store.active("parser")
+        if active is None:
+            self.queue.set_model(None, None)
+            self.model_changed.emit(None)
+            self.no_model.emit(NO_MODEL_TEXT)
+        else:
+            self.queue.set_model(active.path, active.id)
+            self.model_changed.emit(active.id)
+        self.scores_changed.emit({})
+        if refresh_current and self.session is not None:
+            self._on_image_changed(self.session.current)
+        self.score_unfinished()
+
+    def activate(self, version_id: str) -> bool:
+        """Make a version active; a parser is hot-swapped in and unedited pre-labels refresh."""
+        if self.store is None:
+            return False
+        try:
+            version = self.store.activate(version_id)
+        except ModelStoreError as exc:
+            self.message.emit(str(exc), "error")
+            return False
+        self._show_store()
+        if version.kind == "parser":
+            self._use_active_model()
+            self.message.emit(
+                f"Model {version.id} is active; pre-labels nobody edited are refreshed as their "
+                "images open.",
+                "info",
+            )
+        return True
+
+    def rollback(self) -> bool:
+        """Go back to the previous parser version (pre-labels nobody edited refresh likewise)."""
+        if self.store is None:
+            return False
+        try:
+            version = self.store.rollback("parser")
+        except ModelStoreError as exc:
+            self.message.emit(str(exc), "warning")
+            return False
+        self._show_store()
+        self._use_active_model()
+        self.message.emit(f"Rolled back to model {version.id}.", "info")
+        return True
+
+    # --------------------------------------------------------------- pre-labels
+    def _upcoming(self, rec: ImageRecord) -> list[tuple[int, Path]]:
+        """The next unfinished images after `rec` in list order (wrapping), to predict ahead."""
+        assert self.session is not None
+        records = [r for r in self.session.records() if not r.missing]
+        ids = [r.id for r in records]
+        start = ids.index(rec.id) + 1 if rec.id in ids else 0
+        ordered = records[start:] + records[:start]
+        project = self.session.project
+        return [
+            (r.id, project.image_path(r))
+            for r in ordered
+            if r.id != rec.id and r.status not in FINISHED
+        ][: self.lookahead]
+
+    def _on_image_changed(self, rec: ImageRecord | None) -> None:
+        self.confidence = None
+        self.heat_changed.emit(None)
+        session, queue = self.session, self.queue
+        if rec is None or session is None or queue is None or session.document is None:
+            return
+        if not queue.has_model:
+            return
+        # Every shown image is predicted (for the confidence view); the label is applied
+        # only where the session allows it. A cached result arrives inside this call.
+        queue.request(rec.id, session.project.image_path(rec), self._upcoming(rec))
+
+    def _on_ready(self, image_id: int, label: np.ndarray, confidence: np.ndarray, _score: float) -> None:
+        session, version = self.session, self.version
+        if session is None or version is None or session.current is None:
+            return
+        if session.current.id != image_id:
+            return  # a look-ahead result: cached until its image opens
+        self.confidence = confidence
+        self.heat_changed.emit(confidence)
+        session.apply_prelabel(image_id, label, version)
+
+    def _on_failed(self, image_id: int, text: str) -> None:
+        if image_id < 0:
+            self.message.emit(f"The model {self.version or ''} could not be loaded: {text}", "error")
+            return
+        name = str(image_id)
+        if self.session is not None:
+            try:
+                name = self.session.project.get(image_id).relpath
+            except Exception:  # noqa: BLE001 - only for the message
+                pass
+        self.message.emit(f"No pre-label for {name}: {text}", "warning")
+
+    # ------------------------------------------------------------- uncertainty
+    def score_unfinished(self) -> None:
+        """Score every unfinished image in the background (after the images asked for)."""
+        if self.session is None or self.queue is None or not self.queue.has_model:
+            return
+        project = self.session.project
+        self.queue.score_all(
+            [(r.id, project.image_path(r)) for r in self.session.records()
+             if r.status not in FINISHED and not r.missing]
+        )
+
+    def scores(self) -> dict[int, float]:
+        """Image id -> uncertainty score of the active model (0 sure .. 1 unsure)."""
+        return self.queue.scores() if self.queue is not None else {}
+
+    def _on_scored(self, _image_id: int, _score: float) -> None:
+        if not self._scores_timer.isActive():
+            self._scores_timer.start()
+
+    def _emit_scores(self) -> None:
+        self.scores_changed.emit(self.scores())
+
+    def least_sure_unfinished(self) -> int | None:
+        """The unfinished image (not the current one) the model is least sure of, if scored."""
+        if self.session is None:
+            return None
+        scores = self.scores()
+        current = self.session.current.id if self.session.current is not None else None
+        candidates = [
+            r.id for r in self.session.records()
+            if r.status not in FINISHED and not r.missing and r.id != current and r.id in scores
+        ]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda i: (scores[i], -i))
+
+    # ----------------------------------------------------------------- training
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and self.worker.is_running
+
+    def labeled_files(self) -> list[LabeledFile]:
+        """The finished (labeled or reviewed) faces with a label on disk, to train on."""
+        assert self.session is not None
+        project = self.session.project
+        files = []
+        for rec in project.images():
+            if rec.status in FINISHED and not rec.missing:
+                label = project.label_path(rec)
+                if label.is_file():
+                    files.append(LabeledFile(rec.relpath, project.image_path(rec), label, rec.content_hash))
+        return files
+
+    def _new_run_dir(self, kind: str) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for n in range(1000):
+            path = self.run_root / (f"{kind}-{stamp}" + (f"-{n}" if n else ""))
+            if not path.exists():
+                return path
+        raise RuntimeError(f"no free run folder name in {self.run_root}")
+
+    def start_finetune(self, settings: dict[str, Any]) -> bool:
+        """Fine-tune on the labeled faces (a snapshot taken now) and publish a new parser.
+
+        Args:
+            settings: ``TrainPanel.finetune_settings()``: init, init_path, device, preset,
+                epochs, max_steps, batch_size.
+        """
+        if self.session is None or self.store is None:
+            self.panel.on_error("Open a project first.")
+            return False
+        if self.running:
+            self.message.emit("A training run is already going; cancel it first.", "warning")
+            return False
+        self.session.save_all()  # the snapshot includes the latest strokes
+        try:
+            files = self.labeled_files()
+            run_dir = self._new_run_dir("finetune")
+        except (FaceParseError, OSError, RuntimeError) as exc:
+            self.panel.on_error(f"Cannot start fine-tuning: {exc}")
+            return False
+        if not files:
+            self.panel.on_error(
+                "No labeled faces yet: label a few faces (A or Ctrl+Return marks one labeled), "
+                "then start fine-tuning."
+            )
+            return False
+        init_path = settings.get("init_path") if settings.get("init") != "scratch" else None
+        active = self.store.active("parser")
+        # `parent` (the version this one derives from) is bound here because FunctionWorker
+        # takes a `parent` keyword of its own (the QObject parent).
+        job = functools.partial(run_finetune_on_files, parent=active.id if active is not None else None)
+        worker = FunctionWorker(
+            _at_lower_priority(job, TRAINING_NICE),
+            files,
+            run_dir,
+            store=self.store,
+            init_backbone=init_path,
+            device=settings.get("device") or "auto",
+            preset=settings.get("preset") or "lite",
+            epochs=int(settings.get("epochs") or 30),
+            max_steps=settings.get("max_steps"),
+            batch_size=int(settings.get("batch_size") or 4),
+            note=f"{len(files)} labeled faces",
+        )
+        self._start(worker, "finetune")
+        return True
+
+    def start_pretrain(self, settings: dict[str, Any]) -> bool:
+        """Self-supervised pretraining on all project images; resumes an unfinished run.
+
+        Args:
+            settings: ``TrainPanel.pretrain_settings()``: device, preset, epochs, max_steps,
+                batch_size, resume.
+        """
+        if self.session is None or self.store is None:
+            self.panel.on_error("Open a project first.")
+            return False
+        if self.running:
+            self.message.emit("A training run is already going; cancel it first.", "warning")
+            return False
+        worker = FunctionWorker(
+            _at_lower_priority(run_pretrain_job, TRAINING_NICE),
+            [self.session.project.root],
+            self.pretrain_dir,
+            preset=settings.get("preset") or "lite",
+            epochs=int(settings.get("epochs") or 10),
+            batch_size=int(settings.get("batch_size") or 8),
+            max_steps=settings.get("max_steps"),
+            device=settings.get("device") or "auto",
+            resume=bool(settings.get("resume", True)),
+            store=self.store,
+            note="pretrained on the project's images",
+        )
+        self._start(worker, "pretrain")
+        return True
+
+    def cancel(self) -> None:
+        """Ask the running job to stop (it does within one training step)."""
+        if self.worker is not None:
+            self.worker.cancel()
+
+    def _start(self, worker: FunctionWorker, kind: str) -> None:
+        self.worker, self.job_kind = worker, kind
+        if self.panel.running != kind:
+            self.panel.set_running(kind)
+        # Each handler first checks that this worker is still the current job: a job left
+        # behind by closing the project must not touch the next one.
+        worker.progress.connect(lambda r, w=worker: w is self.worker and self.panel.on_progress(r))
+        worker.finished.connect(lambda r, w=worker: w is self.worker and self._on_job_finished(r))
+        worker.cancelled.connect(lambda r, w=worker: w is self.worker and self._on_job_cancelled(r))
+        worker.errored.connect(lambda t, w=worker: w is self.worker and self._on_job_error(t))
+        worker.done.connect(lambda w=worker: self._on_job_done(w))
+        worker.start()
+
+    def _on_job_finished(self, result: Any) -> None:
+        self.panel.on_finished(result.summary())
+        self._show_store()
+        version = getattr(result, "version", None)
+        if self.job_kind == "pretrain":
+            self.panel.set_pretrain_resume(pretrain_resume_point(self.pretrain_dir))
+            if version is not None:
+                self.message.emit(
+                    f"Pretrained backbone {version.id} published; the next fine-tuning starts "
+                    "from it.",
+                    "info",
+                )
+        elif version is not None:
+            self._use_active_model()
+            self.message.emit(
+                f"Model {version.id} published and active; pre-labels nobody edited are "
+                "refreshed as their images open.",
+                "info",
+            )
+
+    def _on_job_cancelled(self, _result: Any) -> None:
+        self.panel.on_cancelled()
+        if self.job_kind == "pretrain" and self.store is not None:
+            self.panel.set_pretrain_resume(pretrain_resume_point(self.pretrain_dir))
+
+    def _on_job_error(self, text: str) -> None:
+        worker = self.worker
+        if worker is not None and worker.traceback:
+            log.error("training job failed:\n%s", worker.traceback)
+        self.panel.on_error(text)
+        self.message.emit(
+            f"Training stopped with an error: {text} No model was published and no label was "
+            "changed.",
+            "error",
+        )
+
+    def _on_job_done(self, worker: FunctionWorker) -> None:
+        if worker is self.worker:
+            kind = self.job_kind or ""
+            self.worker, self.job_kind = None, None
+            self.job_done.emit(kind)
+
+    def _on_status_changed(self, _image_id: int, old: str, new: str) -> None:
+        if new in FINISHED and old not in FINISHED:
+            self.panel.notify_labeled(1)  # may ask for an auto-retrain

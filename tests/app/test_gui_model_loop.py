@@ -1,0 +1,378 @@
+"""The model in the loop, driven through the real window: pre-labels, accept, confidence view,
+training (progress, publish, hot swap, cancel, crash), rollback, "least sure", pretraining.
+
+Tiny models on 64×64 faces on the CPU. No wall-clock assertions: every wait is for an event
+the user would see (a label, a status, a version), with a generous timeout.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from faceparse_app import model_loop as model_loop_module
+from faceparse_app.model_store import ModelStore
+from faceparse_app.project import Project
+from faceparse_app.uncertainty import rank_by_uncertainty
+from faceparse_app.widgets.image_list import SORT_UNCERTAINTY
+from tests.app.test_gui_canvas import drag, make_project, make_window
+from tests.conftest import synthetic_face
+from trainer.checkpoint import save_checkpoint
+from trainer.data.imageio import read_image, read_label
+from trainer.models import build_model, get_preset
+from trainer.predict import Predictor
+
+WAIT_MS = 120_000  # generous: the test machine is small and shared; nothing here is timed
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def project_with(folder: Path, n: int, labeled: int = 0) -> Path:
+    """`n` synthetic faces f0.png...; the first `labeled` of them labeled (status "labeled")."""
+    make_project(folder, n=n)
+    if labeled:
+        with Project.open(folder) as project:
+            for rec in project.images()[:labeled]:
+                _, label = synthetic_face(64, seed=rec.id)
+                project.set_status(project.save_label(rec, label), "labeled")
+    return folder
+
+
+def publish_parser(folder: Path, seed: int, activate: bool = True) -> str:
+    """Publish a tiny untrained parser into the project's model store; returns its version id."""
+    torch.manual_seed(seed)
+    model = build_model(get_preset("tiny"), heads=("parsing",))
+    path = save_checkpoint(folder.parent / f"parser{seed}.safetensors", model, "finetune")
+    store = ModelStore(folder / ".faceparse" / "models")
+    return store.publish(path, "parser", {"mean_f1": 0.1 * seed}, activate=activate).id
+
+
+def open_window(qtbot, tmp_path: Path, folder: Path, loader=None):
+    """The main window on `folder`, no starter backbone, the training panel set for tiny runs."""
+    window = make_window(qtbot, tmp_path, open_project=False)
+    window.model_loop.starter_backbone = tmp_path / "no-starter.safetensors"
+    window.model_loop.loader = loader
+    panel = window.train_panel
+    panel.preset_combo.setCurrentText("tiny")
+    panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
+    panel.epochs_spin.setValue(5)
+    panel.steps_spin.setValue(2)  # two steps, whatever the number of faces
+    panel.batch_spin.setValue(2)
+    assert window.open_project(folder)
+    return window
+
+
+def status(window, image_id: int) -> tuple[str, str | None]:
+    rec = window.session.project.get(image_id)
+    return rec.status, rec.model_version
+
+
+def prediction(window, version: str, image_id: int) -> np.ndarray:
+    """What the published `version` predicts for an image (the reference for a pre-label)."""
+    store = window.model_loop.store
+    predictor = Predictor.from_checkpoint(store.get(version).path, device="cpu")
+    project = window.session.project
+    return predictor(read_image(project.image_path(project.get(image_id)))).label
+
+
+KEYS = {"a": Qt.Key.Key_A, "n": Qt.Key.Key_N, "N": Qt.Key.Key_N, "u": Qt.Key.Key_U}
+
+
+def key(window, text: str, modifier=Qt.KeyboardModifier.NoModifier) -> None:
+    """A key press as the user types it, with the canvas focused (window shortcuts fire)."""
+    window.canvas.setFocus()
+    QTest.keyClick(window.canvas, KEYS[text], modifier)
+
+
+def wait_job(qtbot, window) -> None:
+    qtbot.waitUntil(lambda: not window.model_loop.running and window.train_panel.running is None, timeout=WAIT_MS)
+
+
+def label_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((folder / ".faceparse" / "labels").glob("*.png"))}
+
+
+# --------------------------------------------------------------------------------- tests
+
+
+def test_prelabel_appears_is_editable_accepted_and_the_next_is_ready(qtbot, tmp_path):
+    folder = project_with(tmp_path / "project", n=3)
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    session = window.session
+    first = session.current.id
+    assert window.canvas_status.model.text() == f"model {version}"
+
+    qtbot.waitUntil(lambda: status(window, first) == ("pre-labeled", version), timeout=WAIT_MS)
+    expected = prediction(window, version, first)
+    np.testing.assert_array_equal(session.document.label, expected)
+    np.testing.assert_array_equal(read_label(session.project.label_path(session.current)), expected)
+
+    # The confidence view: a heat overlay of this image's uncertainty, toggled with U.
+    assert window.canvas.has_heat and not window.canvas.heat_visible
+    key(window, "u")
+    assert window.canvas.heat_visible and window.tool_bar.heat_action.isChecked()
+    heat = window.canvas.heat.buffer  # BGRA; alpha grows with the model's uncertainty
+    confidence = window.model_loop.confidence
+    assert heat.shape[:2] == confidence.shape
+    assert heat[..., 3].flat[confidence.argmin()] > heat[..., 3].flat[confidence.argmax()]
+
+    # A pre-label is edited like any label, and undone like any step.
+    window.state.set_class(4)
+    drag(window.canvas, [(10, 10), (20, 10)])
+    assert session.document.label[10, 15] == 4
+    # "A" accepts the image as labeled, with the edit.
+    key(window, "a")
+    assert status(window, first)[0] == "labeled"
+    np.testing.assert_array_equal(read_label(session.project.label_path(session.current)), session.document.label)
+
+    # The next unfinished images were predicted ahead: "N" shows the next one's pre-label at once.
+    second = session.project.next_unfinished(first).id
+    qtbot.waitUntil(lambda: window.model_loop.queue.cached(second) is not None, timeout=WAIT_MS)
+    key(window, "n")
+    assert session.current.id == second
+    assert status(window, second) == ("pre-labeled", version)
+    np.testing.assert_array_equal(session.document.label, prediction(window, version, second))
+
+
+def test_a_late_prelabel_never_overwrites_strokes(qtbot, tmp_path):
+    gate = threading.Event()
+
+    def slow_loader(path):
+        gate.wait(60)  # the model is "still predicting" until the test opens the gate
+        return read_image(path)
+
+    folder = project_with(tmp_path / "project", n=2)
+    publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder, loader=slow_loader)
+    session = window.session
+    image_id = session.current.id
+    # The canvas is usable while the prediction runs: the annotator paints.
+    window.state.set_class(5)
+    drag(window.canvas, [(30, 30), (40, 30)])
+    gate.set()
+    qtbot.waitUntil(lambda: window.model_loop.confidence is not None, timeout=WAIT_MS)
+    label = session.document.label
+    assert label[30, 35] == 5
+    assert np.count_nonzero(label) == np.count_nonzero(label == 5)  # nothing but the stroke
+    assert status(window, image_id)[0] != "pre-labeled"
+    assert session.save()
+    assert status(window, image_id) == ("in_progress", None)
+    np.testing.assert_array_equal(read_label(session.project.label_path(session.current)), label)
+
+
+def test_without_a_model_the_app_says_so_and_offers_training(qtbot, tmp_path):
+    folder = project_with(tmp_path / "project", n=2)
+    window = open_window(qtbot, tmp_path, folder)
+    assert "No model yet" in window.message_bar.message
+    assert not window.train_offer.isHidden()
+    assert window.canvas_status.model.text() == "no model"
+    window.train_dock.hide()
+    QTest.mouseClick(window.train_offer, Qt.MouseButton.LeftButton)
+    assert window.train_dock.isVisible()
+    # Labeling works as before: no pre-label, nothing breaks.
+    session = window.session
+    assert status(window, session.current.id) == ("new", None)
+    key(window, "u")
+    assert "No model yet" in window.message_bar.message
+    key(window, "n")
+    assert session.current is not None and session.document is not None
+    key(window, "N", Qt.KeyboardModifier.ShiftModifier)  # next least sure: no scores, goes on
+    assert session.current is not None
+    # Fine-tuning with no labeled face explains what to do.
+    QTest.mouseClick(window.train_panel.finetune_button, Qt.MouseButton.LeftButton)
+    assert "No labeled faces yet" in window.train_panel.error_text
+    assert window.train_panel.running is None
+
+
+def test_finetune_reports_publishes_swaps_and_refreshes_unedited_prelabels(qtbot, tmp_path):
+    folder = project_with(tmp_path / "project", n=5, labeled=3)
+    v1 = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    session, loop, panel = window.session, window.model_loop, window.train_panel
+    unedited = session.current.id
+    qtbot.waitUntil(lambda: status(window, unedited) == ("pre-labeled", v1), timeout=WAIT_MS)
+    # Another image: pre-labeled, then edited by hand.
+    edited = session.project.next_unfinished(unedited).id
+    session.open_image(edited)
+    qtbot.waitUntil(lambda: status(window, edited) == ("pre-labeled", v1), timeout=WAIT_MS)
+    window.state.set_class(7)
+    drag(window.canvas, [(5, 50), (25, 50)])
+    session.open_image(unedited)  # saves the edit
+    edited_label = read_label(session.project.label_path(session.project.get(edited)))
+    before = label_files(folder)
+
+    QTest.mouseClick(panel.finetune_button, Qt.MouseButton.LeftButton)
+    assert loop.running and panel.running == "finetune"
+    reports: list[dict] = []
+    loop.worker.progress.connect(reports.append)
+    wait_job(qtbot, window)
+
+    assert [r["step"] for r in reports if r["phase"] == "train"] == [1, 2]
+    assert any(r["phase"] == "val" for r in reports)
+    assert "step 2/2" in panel.step_label.text() and panel.error_text == ""
+    store = loop.store
+    v2 = store.active("parser")
+    assert v2.id != v1 and v2.parent == v1
+    assert sorted(s.split("@")[0] for s in v2.data_snapshot) == ["f0.png", "f1.png", "f2.png"]
+    assert panel.version_ids()[0] == v2.id and "Published" in panel.status_label.text()
+    assert loop.version == v2.id and window.canvas_status.model.text() == f"model {v2.id}"
+    # The shown pre-label nobody edited is refreshed by the new model...
+    qtbot.waitUntil(lambda: status(window, unedited) == ("pre-labeled", v2.id), timeout=WAIT_MS)
+    np.testing.assert_array_equal(session.document.label, prediction(window, v2.id, unedited))
+    # ... the edited one and the labeled ones are not touched.
+    session.open_image(edited)
+    qtbot.waitUntil(lambda: loop.confidence is not None, timeout=WAIT_MS)
+    assert status(window, edited) == ("in_progress", v1)
+    np.testing.assert_array_equal(session.document.label, edited_label)
+    after = label_files(folder)
+    project = session.project
+    for rec in project.images():
+        if rec.id != unedited:
+            assert after[project.label_path(rec).name] == before[project.label_path(rec).name]
+
+
+def test_cancel_stops_training_and_publishes_nothing(qtbot, tmp_path):
+    folder = project_with(tmp_path / "project", n=3, labeled=3)
+    window = open_window(qtbot, tmp_path, folder)
+    panel, loop = window.train_panel, window.model_loop
+    panel.epochs_spin.setValue(10_000)
+    panel.steps_spin.setValue(0)  # no limit: only a cancel ends it
+    QTest.mouseClick(panel.finetune_button, Qt.MouseButton.LeftButton)
+    reports: list[dict] = []
+    loop.worker.progress.connect(reports.append)
+    qtbot.waitUntil(lambda: any(r["phase"] == "train" for r in reports), timeout=WAIT_MS)
+    QTest.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    wait_job(qtbot, window)
+    assert "cancelled" in panel.status_label.text()
+    assert loop.store.versions() == [] and loop.version is None
+    assert panel.finetune_button.isEnabled()
+
+
+def test_a_training_crash_is_shown_and_loses_no_label(qtbot, tmp_path, monkeypatch):
+    def crashing_run(files, run_dir, on_progress=None, cancel=None, **kwargs):
+        on_progress({"phase": "train", "step": 1, "total_steps": 9, "epoch": 1, "epochs": 1, "loss": 2.0})
+        raise RuntimeError("out of memory (injected)")
+
+    monkeypatch.setattr(model_loop_module, "run_finetune_on_files", crashing_run)
+    folder = project_with(tmp_path / "project", n=3, labeled=2)
+    window = open_window(qtbot, tmp_path, folder)
+    session, panel = window.session, window.train_panel
+    window.state.set_class(3)
+    drag(window.canvas, [(8, 8), (20, 8)])  # an edit not yet saved by the autosave
+    QTest.mouseClick(panel.finetune_button, Qt.MouseButton.LeftButton)  # saves, then trains
+    before = label_files(folder)
+    wait_job(qtbot, window)
+    assert "out of memory (injected)" in panel.error_text
+    assert "out of memory (injected)" in window.message_bar.message
+    assert window.message_bar.level == "error"
+    assert label_files(folder) == before and len(before) == 3
+    assert session.document.label[8, 14] == 3  # the edit is still there, and still editable
+    drag(window.canvas, [(8, 40), (20, 40)])
+    assert session.save()
+    assert panel.finetune_button.isEnabled() and window.model_loop.store.versions() == []
+
+
+def test_rollback_returns_to_the_previous_model_and_refreshes_prelabels(qtbot, tmp_path):
+    folder = project_with(tmp_path / "project", n=2)
+    v1 = publish_parser(folder, seed=1)
+    v2 = publish_parser(folder, seed=2)
+    window = open_window(qtbot, tmp_path, folder)
+    session, panel = window.session, window.train_panel
+    image_id = session.current.id
+    qtbot.waitUntil(lambda: status(window, image_id) == ("pre-labeled", v2), timeout=WAIT_MS)
+    assert panel.rollback_button.isEnabled()
+    QTest.mouseClick(panel.rollback_button, Qt.MouseButton.LeftButton)
+    assert window.model_loop.version == v1 and window.model_loop.store.active("parser").id == v1
+    assert panel.versions_tree.topLevelItem(1).text(0) == f"★ {v1}"
+    qtbot.waitUntil(lambda: status(window, image_id) == ("pre-labeled", v1), timeout=WAIT_MS)
+    np.testing.assert_array_equal(session.document.label, prediction(window, v1, image_id))
+    # And forward again by activating v2 in the list.
+    panel.select_version(v2)
+    QTest.mouseClick(panel.activate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: status(window, image_id) == ("pre-labeled", v2), timeout=WAIT_MS)
+
+
+def test_least_sure_next_and_sort_by_uncertainty(qtbot, tmp_path):
+    folder = project_with(tmp_path / "project", n=5, labeled=1)
+    publish_parser(folder, seed=3)
+    window = open_window(qtbot, tmp_path, folder)
+    session, loop, image_list = window.session, window.model_loop, window.image_list
+    unfinished = [r.id for r in session.records() if r.status != "labeled"]
+    # Scores are computed in the background for every unfinished image, and shown in the list.
+    qtbot.waitUntil(lambda: set(image_list.scores) >= set(unfinished), timeout=WAIT_MS)
+    scores = loop.scores()
+    assert set(scores) == set(unfinished)
+    image_list.set_sort_order(SORT_UNCERTAINTY)
+    assert image_list.visible_ids()[: len(unfinished)] == rank_by_uncertainty(scores)
+    top = image_list.item_for(rank_by_uncertainty(scores)[0])
+    assert top.text().endswith(f"{max(scores.values()):.2f}")
+    # "Next least sure" opens the unfinished image the model is least sure of.
+    current = session.current.id
+    key(window, "N", Qt.KeyboardModifier.ShiftModifier)
+    others = {i: s for i, s in scores.items() if i != current}
+    assert session.current.id == max(others, key=others.get)
+
+
+def test_pretraining_starts_cancels_resumes_and_publishes_a_backbone(qtbot, tmp_path):
+    folder = project_with(tmp_path / "project", n=4)
+    window = open_window(qtbot, tmp_path, folder)
+    panel, loop = window.train_panel, window.model_loop
+    panel.epochs_spin.setValue(30)  # 2 steps per epoch: plenty of steps to cancel in
+    panel.steps_spin.setValue(0)
+    QTest.mouseClick(panel.pretrain_button, Qt.MouseButton.LeftButton)
+    assert loop.running and loop.job_kind == "pretrain"
+    first: list[dict] = []
+    loop.worker.progress.connect(first.append)
+    qtbot.waitUntil(lambda: bool(first), timeout=WAIT_MS)
+    QTest.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    wait_job(qtbot, window)
+    assert loop.store.versions() == []
+    point = model_loop_module.pretrain_resume_point(loop.pretrain_dir)
+    assert point is not None and 1 <= point["step"] < point["total_steps"] == 60
+    assert panel.pretrain_button.text().startswith("Resume pretraining")
+
+    QTest.mouseClick(panel.pretrain_button, Qt.MouseButton.LeftButton)
+    second: list[dict] = []
+    loop.worker.progress.connect(second.append)
+    wait_job(qtbot, window)
+    assert second[0]["step"] == point["step"] + 1 and second[-1]["step"] == 60
+    assert all(r["phase"] == "pretrain" for r in second)
+    backbone = loop.store.active("backbone")
+    assert backbone is not None and "backbone" in window.message_bar.message
+    assert panel.pretrain_button.text() == "Start pretraining"
+    # The next fine-tuning starts from the project's own backbone.
+    settings = panel.finetune_settings()
+    assert settings["init"] == "project" and settings["init_path"] == str(backbone.path)
+
+
+def test_auto_retrain_after_n_newly_labeled_faces(qtbot, tmp_path):
+    folder = project_with(tmp_path / "project", n=4, labeled=2)
+    window = open_window(qtbot, tmp_path, folder)
+    panel, loop = window.train_panel, window.model_loop
+    panel.auto_spin.setValue(2)
+    panel.auto_check.setChecked(True)
+    key(window, "a")
+    assert not loop.running  # one new label: not yet
+    key(window, "n")
+    key(window, "a")
+    assert loop.running and loop.job_kind == "finetune"
+    wait_job(qtbot, window)
+    version = loop.store.active("parser")
+    assert version is not None and version.metrics["num_train"] + version.metrics["num_val"] == 4
+    assert loop.version == version.id
+
+
+@pytest.fixture(autouse=True)
+def _no_starter_backbone(monkeypatch):
+    """Tests never reach for a shipped backbone: fine-tuning starts from random weights."""
+    monkeypatch.setattr(
+        "faceparse_app.model_store.STARTER_BACKBONE", Path("/nonexistent/starter.safetensors")
+    )
