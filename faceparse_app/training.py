@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from faceparse_app.model_store import ModelStore, ModelVersion
 from faceparse_app.uncertainty import mean_entropy, mean_margin
 from trainer.data.imageio import read_image, read_label
-from trainer.data.sample import Sample
+from trainer.data.sample import Sample, SampleSubset
 from trainer.errors import CheckpointError, FaceParseError
 from trainer.finetune import FinetuneConfig, FinetuneResult, finetune_on_samples
 from trainer.predict import Predictor
@@ -176,21 +176,6 @@ def snapshot_labels(files: Iterable[LabeledFile], snapshot_dir: str | os.PathLik
     return out
 
 
-class _Pick(Sequence[Sample]):
-    """Some items of a sample sequence, keeping ``names`` (so nothing is loaded to list them)."""
-
-    def __init__(self, source: Sequence[Sample], indices: Sequence[int], names: Sequence[str]) -> None:
-        self.source = source
-        self.indices = list(indices)
-        self.names = list(names)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
-        return self.source[self.indices[i]]
-
-
 def _names(samples: Sequence[Sample]) -> list[str]:
     names = getattr(samples, "names", None)
     return list(names) if names is not None else [s.name for s in samples]
@@ -310,8 +295,8 @@ def run_finetune_job(
     names = _names(train_samples)
     if val_samples is None:
         train_idx, val_idx = split_holdout(names, val_fraction, seed)
-        val_part: Sequence[Sample] | None = _Pick(train_samples, val_idx, [names[i] for i in val_idx])
-        train_part: Sequence[Sample] = _Pick(train_samples, train_idx, [names[i] for i in train_idx])
+        val_part: Sequence[Sample] | None = SampleSubset(train_samples, val_idx, [names[i] for i in val_idx])
+        train_part: Sequence[Sample] = SampleSubset(train_samples, train_idx, [names[i] for i in train_idx])
     else:
         val_part, train_part = val_samples, train_samples
     if not len(train_part):

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 
 from trainer.checkpoint import load_model, save_checkpoint
-from trainer.data.sample import Sample
+from trainer.data.sample import Sample, SampleSubset
 from trainer.engine import (
     CallbackHook,
     CancelFlag,
@@ -153,21 +153,6 @@ class FinetuneResult:
     cancelled: bool = False
 
 
-class _Subset(Sequence[Sample]):
-    """A lazy view of some items of a reader, with their names (images load on access)."""
-
-    def __init__(self, source: Sequence[Sample], indices: Sequence[int], names: Sequence[str]):
-        self.source = source
-        self.indices = list(indices)
-        self.names = list(names)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
-        return self.source[self.indices[i]]
-
-
 class _PairsAsSamples(Sequence[Sample]):
     """(image, label) or (image, label, name) tuples seen as Samples (names default to "00000")."""
 
@@ -189,7 +174,7 @@ class _PairsAsSamples(Sequence[Sample]):
 
 
 def _as_samples(items: Sequence[Any] | None) -> Sequence[Sample] | None:
-    if items is None or isinstance(items, _Subset) or len(items) == 0:
+    if items is None or isinstance(items, SampleSubset) or len(items) == 0:
         return items
     if isinstance(items, list | tuple) and not all(isinstance(x, Sample) for x in items):
         return _PairsAsSamples(items)
@@ -364,7 +349,7 @@ class _ValidateAndPublish(Hook):
         assert self.val_samples is not None
         samples = self.val_samples
         if self.config.val_limit is not None:
-            samples = _Subset(samples, range(min(self.config.val_limit, len(samples))), [])
+            samples = SampleSubset(samples, range(min(self.config.val_limit, len(samples))), [])
         predictor = Predictor(
             self.model, meta=self.meta, device=self.device, channels_last=self.config.channels_last
         )
@@ -463,7 +448,7 @@ def finetune(
     except ValueError as exc:
         raise FaceParseError(f"labeled subset: {exc}") from None
     position = {name: i for i, name in enumerate(names)}
-    subset = _Subset(train, [position[n] for n in chosen], chosen)
+    subset = SampleSubset(train, [position[n] for n in chosen], chosen)
     log.info("training on %d of %d labeled images", len(subset), len(names))
     return finetune_on_samples(config, subset, val, on_progress=on_progress, cancel=cancel)
 

@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from trainer.data.imageio import is_image_path, read_image, read_label
+from trainer.data.folders import images_by_stem
+from trainer.data.imageio import read_image, read_label
 from trainer.data.sample import Sample
 from trainer.errors import DatasetError, LabelMapError
 from trainer.labels import CELEBAMASK, LabelSet, celebamask_to_lapa, get_label_set
@@ -120,22 +121,6 @@ def _fit_image_to_label(
     return cv2.resize(image, (lw, lh), interpolation=interp)
 
 
-def _scan_images(folder: Path) -> dict[str, Path]:
-    """stem -> image file of one folder (not recursive); non-images are warned about."""
-    found: dict[str, Path] = {}
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.is_file():
-            continue
-        path = Path(entry.path)
-        if not is_image_path(path):
-            log.warning("skipping %s: not an image file", path)
-            continue
-        if path.stem in found:
-            raise DatasetError(f"{found[path.stem]} and {path.name} share the stem {path.stem!r}")
-        found[path.stem] = path
-    return found
-
-
 class CelebAMaskDataset:
     """CelebAMask-HQ faces with labels in the LaPa or the CelebAMask-HQ class table.
 
@@ -161,13 +146,13 @@ class CelebAMaskDataset:
         self.require_labels = require_labels
         if (self.root / MERGED_IMAGES).is_dir() and (self.root / MERGED_MASKS).is_dir():
             self.layout = "merged"
-            images = _scan_images(self.root / MERGED_IMAGES)
+            images = images_by_stem(self.root / MERGED_IMAGES)
             labels = {stem: self.root / MERGED_MASKS / f"{stem}.png" for stem in images}
             self._parts: dict[str, dict[str, Path]] = {}
             present = {stem: p for stem, p in labels.items() if p.is_file()}
         elif (self.root / PARTS_ANNO).is_dir() and (self.root / PARTS_IMAGES).is_dir():
             self.layout = "parts"
-            images = _scan_images(self.root / PARTS_IMAGES)
+            images = images_by_stem(self.root / PARTS_IMAGES)
             self._parts = self._scan_parts(self.root / PARTS_ANNO)
             labels = {stem: self._parts_pattern(stem) for stem in images}
             present = {stem: labels[stem] for stem in images if self._id_key(stem) in self._parts}

@@ -47,6 +47,32 @@ def list_images(roots: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     return sorted(found)
 
 
+def images_by_stem(folder: str | os.PathLike[str]) -> dict[str, Path]:
+    """stem -> image file of one folder (not recursive), sorted by name.
+
+    Hidden files are skipped and non-images get one warning line each.
+
+    Raises:
+        DatasetError: two images share a stem (``a.jpg`` and ``a.png``), so a label named after
+            the stem would belong to both.
+    """
+    found: dict[str, Path] = {}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        path = Path(entry.path)
+        if not is_image_path(path):
+            log.warning("skipping %s: not an image file", path)
+            continue
+        if path.stem in found:
+            raise DatasetError(
+                f"{found[path.stem]} and {path.name} share the stem {path.stem!r}, so a label "
+                f"named {path.stem}.png would belong to both; rename one of them"
+            )
+        found[path.stem] = path
+    return found
+
+
 class ImageFolder:
     """Unlabeled images under one or more folders (recursive).
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data.imageio import is_image_path, read_image, read_label
+from trainer.data.folders import images_by_stem
+from trainer.data.imageio import read_image, read_label
 from trainer.data.sample import Sample
 from trainer.errors import DatasetError, LabelMapError
 from trainer.labels import LAPA, LabelSet
@@ -92,20 +93,7 @@ class LapaDataset:
         self.labels_dir = split_dir / "labels"
         self.landmarks_dir = split_dir / "landmarks"
 
-        by_stem: dict[str, Path] = {}
-        for entry in sorted(os.scandir(images_dir), key=lambda e: e.name):
-            if entry.name.startswith(".") or not entry.is_file():
-                continue
-            path = Path(entry.path)
-            if not is_image_path(path):
-                log.warning("skipping %s: not an image file", path)
-                continue
-            if path.stem in by_stem:
-                raise DatasetError(
-                    f"{by_stem[path.stem]} and {path.name} share the stem {path.stem!r}, so "
-                    f"labels/{path.stem}.png would belong to both; rename one of them"
-                )
-            by_stem[path.stem] = path
+        by_stem = images_by_stem(images_dir)
 
         self.names: list[str] = list(by_stem)
         self.image_paths: list[Path] = list(by_stem.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,3 +29,24 @@ class Sample:
     image_path: Path
     label_path: Path | None
     landmarks: np.ndarray | None = None
+
+
+class SampleSubset(Sequence[Sample]):
+    """A lazy view of some items of a reader, keeping their names (nothing loads to list them).
+
+    Args:
+        source: any sequence of Samples (a dataset reader).
+        indices: positions in ``source`` of the items kept, in order.
+        names: the kept items' names, same order as ``indices``.
+    """
+
+    def __init__(self, source: Sequence[Sample], indices: Sequence[int], names: Sequence[str]):
+        self.source = source
+        self.indices = list(indices)
+        self.names = list(names)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        return self.source[self.indices[i]]
