@@ -39,10 +39,10 @@ def bench_encoder(name: str, repeats: int) -> dict:
     for size in (256, 512):
         x = torch.rand(1, 3, size, size)
         with torch.inference_mode():
-            row[f"infer_{size}_nchw_s"] = round(_time(lambda: model(x), repeats), 3)
+            row[f"infer_{size}_nchw_s"] = round(_time(lambda m=model, x=x: m(x), repeats), 3)
             cl = model.to(memory_format=torch.channels_last)
             xc = x.contiguous(memory_format=torch.channels_last)
-            row[f"infer_{size}_channels_last_s"] = round(_time(lambda: cl(xc), repeats), 3)
+            row[f"infer_{size}_channels_last_s"] = round(_time(lambda m=cl, x=xc: m(x), repeats), 3)
             model = model.to(memory_format=torch.contiguous_format)
     model.train().to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
