@@ -9,8 +9,8 @@ a model on the GUI thread:
   ahead, cached); the result is applied through ``AnnotationSession.apply_prelabel``, which
   refuses it for an image the annotator has edited;
 - fine-tuning and pretraining run in a :class:`FunctionWorker` on a snapshot of the labels;
-  a published parser is hot-swapped into the queue, and the pre-labels nobody edited are
-  refreshed when their image is shown (the current one at once);
+  a published parser is hot-swapped into the queue; the pre-label on screen is refreshed at
+  once and every other one nobody edited in the background (:class:`PrelabelRefresher`);
 - every unfinished image is scored in the background (mean per-pixel entropy), for the
   "least sure first" order and "next least sure".
 """
@@ -31,6 +31,7 @@ import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, QTimer, Signal
 
 from faceparse_app.model_store import ModelStore, ModelStoreError
+from faceparse_app.prelabel_refresh import PrelabelRefresher
 from faceparse_app.project import FINISHED, ImageRecord
 from faceparse_app.session import AnnotationSession
 from faceparse_app.training import (
@@ -131,6 +132,7 @@ class ModelLoop(QObject):
         self.session: AnnotationSession | None = None
         self.store: ModelStore | None = None
         self.queue: PrelabelQueue | None = None
+        self.refresher: PrelabelRefresher | None = None
         self.worker: FunctionWorker | None = None
         self.job_kind: str | None = None
         self.confidence: np.ndarray | None = None
@@ -159,6 +161,8 @@ class ModelLoop(QObject):
         queue.scored.connect(self._on_scored)
         queue.failed.connect(self._on_failed)
         self.queue = queue
+        self.refresher = PrelabelRefresher(session, queue, parent=self)
+        self.refresher.message.connect(self.message)
         session.image_changed.connect(self._on_image_changed)
         session.status_changed.connect(self._on_status_changed)
         self._show_store()
@@ -172,6 +176,11 @@ class ModelLoop(QObject):
         if session is not None:
             session.image_changed.disconnect(self._on_image_changed)
             session.status_changed.disconnect(self._on_status_changed)
+        if self.refresher is not None:
+            self.refresher.cancel()
+            self.refresher.message.disconnect(self.message)
+            self.refresher.deleteLater()
+            self.refresher = None
         if self.queue is not None:
             self.queue.stop()
             app = QCoreApplication.instance()
@@ -228,10 +237,14 @@ class ModelLoop(QObject):
         for note in store.problems:
             self.message.emit(f"Model store: {note}", "warning")
 
-    def _use_active_model(self, refresh_current: bool = True) -> None:
-        """Pre-label with the store's active parser (or say there is none)."""
+    def _use_active_model(self, refresh_current: bool = True) -> str:
+        """Pre-label with the store's active parser (or say there is none).
+
+        Returns:
+            What happens to the other pre-labels nobody edited, for the swap's message.
+        """
         if self.store is None or self.queue is None:
-            return
+            return ""
         active = self.store.active("parser")
         if active is None:
             self.queue.set_model(None, None)
@@ -243,7 +256,10 @@ class ModelLoop(QObject):
         self.scores_changed.emit({})
         if refresh_current and self.session is not None:
             self._on_image_changed(self.session.current)
+        # Queued behind the image on screen; the sweep below reuses the refreshes' scores.
+        n = self.refresher.start(active.id if active is not None else None) if self.refresher else 0
         self.score_unfinished()
+        return f"refreshing {n} other pre-label{'s' if n != 1 else ''} nobody edited in the background" if n else ""
 
     def activate(self, version_id: str) -> bool:
         """Make a version active; a parser is hot-swapped in and unedited pre-labels refresh."""
@@ -256,12 +272,8 @@ class ModelLoop(QObject):
             return False
         self._show_store()
         if version.kind == "parser":
-            self._use_active_model()
-            self.message.emit(
-                f"Model {version.id} is active; pre-labels nobody edited are refreshed as their "
-                "images open.",
-                "info",
-            )
+            refresh = self._use_active_model()
+            self.message.emit(f"Model {version.id} is active" + (f"; {refresh}." if refresh else "."), "info")
         return True
 
     def rollback(self) -> bool:
@@ -274,8 +286,8 @@ class ModelLoop(QObject):
             self.message.emit(str(exc), "warning")
             return False
         self._show_store()
-        self._use_active_model()
-        self.message.emit(f"Rolled back to model {version.id}.", "info")
+        refresh = self._use_active_model()
+        self.message.emit(f"Rolled back to model {version.id}" + (f"; {refresh}." if refresh else "."), "info")
         return True
 
     # --------------------------------------------------------------- pre-labels
@@ -495,11 +507,9 @@ class ModelLoop(QObject):
                     "info",
                 )
         elif version is not None:
-            self._use_active_model()
+            refresh = self._use_active_model()
             self.message.emit(
-                f"Model {version.id} published and active; pre-labels nobody edited are "
-                "refreshed as their images open.",
-                "info",
+                f"Model {version.id} published and active" + (f"; {refresh}." if refresh else "."), "info"
             )
 
     def _on_job_cancelled(self, _result: Any) -> None:

@@ -167,9 +167,7 @@ class AnnotationSession(QObject):
         rec, doc = self.current, self.document
         if rec is None or doc is None or rec.id != image_id:
             return False
-        if image_id in self._touched or image_id in self._invalid_label or image_id in self._unsaved:
-            return False
-        if doc.dirty or doc.in_stroke:
+        if self.edited_here(image_id) or doc.dirty or doc.in_stroke:
             return False
         fresh = self.project.get(image_id)
         if fresh.status == "new":
@@ -212,6 +210,63 @@ class AnnotationSession(QObject):
         self.current = new
         self.records_changed.emit()
         self.prelabeled.emit(image_id, version)
+        return True
+
+    def edited_here(self, image_id: int) -> bool:
+        """Whether the annotator has edited an image in this session (so no model may replace it).
+
+        True when it was edited by hand (even if since saved or undone), has edits whose save
+        failed, or has an unreadable label file waiting to be kept aside.
+        """
+        return image_id in self._touched or image_id in self._invalid_label or image_id in self._unsaved
+
+    def may_refresh(self, image_id: int, version: str) -> bool:
+        """Whether model `version` may re-do the pre-label of an image not on screen.
+
+        Only a stale pre-label nobody touched: status "pre-labeled" by another model version,
+        the file present, not edited by hand in this session (even if since saved or undone),
+        no unsaved edits, no unreadable label file waiting to be kept aside. The image on
+        screen goes through :meth:`may_prelabel` instead.
+        """
+        if self.current is not None and self.current.id == image_id:
+            return False
+        if self.edited_here(image_id):
+            return False
+        try:
+            fresh = self.project.get(image_id)
+        except (KeyError, ProjectError):
+            return False  # gone from the project since the refresh was queued
+        return fresh.status == "pre-labeled" and not fresh.missing and fresh.model_version != version
+
+    def refresh_prelabel(self, image_id: int, label: np.ndarray, version: str) -> bool:
+        """Save a newer model's pre-label of an image nobody edited (after a model swap).
+
+        The check is made again here, at save time: the annotator may have opened and edited
+        the image since its refresh was queued. The image on screen is handled as by
+        :meth:`apply_prelabel` (shown and saved as one undoable step); for any other image the
+        label is saved and its kept undo history dropped (its steps led to the old pre-label),
+        so reopening it shows the new label.
+
+        Args:
+            image_id: the image predicted.
+            label: (H, W) uint8 class indices at the image's size.
+            version: the model version that predicted it.
+
+        Returns:
+            True when the new pre-label was saved; False when the image was edited or has
+            changed status meanwhile (nothing written).
+
+        Raises:
+            LabelMapError: the label does not fit the image; nothing is written.
+            ProjectError: the write failed; the previous label file is left as it was.
+        """
+        if self.current is not None and self.current.id == image_id:
+            return self.apply_prelabel(image_id, label, version)
+        if not self.may_refresh(image_id, version):
+            return False
+        rec = self.project.get(image_id)
+        self.project.save_label(rec, label, status="pre-labeled", model_version=version)
+        self._histories.pop(image_id, None)
         return True
 
     def _fail(self, rec: ImageRecord, text: str) -> bool:

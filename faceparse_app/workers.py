@@ -3,8 +3,8 @@
 - :class:`FunctionWorker` runs ``fn(*args, on_progress=..., cancel=..., **kwargs)`` in a QThread.
 - :class:`GeneratorWorker` runs a generator function; each yielded value is a progress report.
 - :class:`PrelabelQueue` predicts faces in one background thread: the image asked for first,
-  then a few "look-ahead" images, then background uncertainty scoring; results are cached per
-  (image id, model version).
+  then a few "look-ahead" images, then refreshes of stale pre-labels after a model swap, then
+  background uncertainty scoring; results are cached per (image id, model version).
 
 Everything the job threads report crosses to the GUI thread the same way: the job thread appends
 to a deque and emits an internal signal with a queued connection; a slot in the GUI thread drains
@@ -281,7 +281,8 @@ class GeneratorWorker(_BaseWorker):
 # Pre-labels
 
 
-_REQUESTED, _LOOKAHEAD, _SWEEP = 0, 1, 2
+# Queue order: the image on screen, the look-ahead, pre-label refreshes, the scoring sweep.
+_REQUESTED, _LOOKAHEAD, _REFRESH, _SWEEP = 0, 1, 2, 3
 
 
 class PrelabelQueue(QObject):
@@ -301,6 +302,10 @@ class PrelabelQueue(QObject):
             background sweep of :meth:`score_all`).
         failed(int, str): image id (-1 for the model itself) and the error message.
         model_loaded(str): the model version now used for predictions.
+        refreshed(int, object, str): image id, label (H, W) uint8 and model version, for each
+            image queued with :meth:`refresh` (not cached; its score is kept like any).
+        refresh_failed(int, str): image id and error message, for a :meth:`refresh` image
+            that could not be predicted (e.g. unreadable).
 
     Call :meth:`stop` before the application quits.
     """
@@ -309,6 +314,8 @@ class PrelabelQueue(QObject):
     scored = Signal(int, float)
     failed = Signal(int, str)
     model_loaded = Signal(str)
+    refreshed = Signal(int, object, str)
+    refresh_failed = Signal(int, str)
 
     def __init__(
         self,
@@ -391,7 +398,8 @@ class PrelabelQueue(QObject):
         """Predict an image now, then the first ``lookahead`` of ``upcoming``.
 
         A cached result is emitted as ``ready`` at once, inside this call. Earlier requests
-        still waiting are dropped (the user moved on); the background sweep is kept.
+        still waiting are dropped (the user moved on); refreshes and the background sweep are
+        kept.
         """
         if self._model_source is None:
             return
@@ -404,7 +412,7 @@ class PrelabelQueue(QObject):
             if (int(i), self.version) not in self._cache
         ]
         with self._cond:
-            self._heap = [item for item in self._heap if item[0] == _SWEEP]
+            self._heap = [item for item in self._heap if item[0] >= _REFRESH]
             heapq.heapify(self._heap)
             if hit is None:
                 self._push(_REQUESTED, int(image_id), Path(path))
@@ -421,6 +429,24 @@ class PrelabelQueue(QObject):
                 if (int(i), self.version) not in self._scores:
                     self._push(_SWEEP, int(i), Path(p))
             self._cond.notify()
+
+    def refresh(self, items: Sequence[tuple[int, str | os.PathLike[str]]]) -> None:
+        """Queue predictions of many images behind any request and look-ahead, for ``refreshed``.
+
+        For re-doing stale pre-labels after a model swap. Each image is predicted once (its
+        score then also serves the scoring sweep); the results are not cached. A later
+        :meth:`set_model` or :meth:`cancel_refresh` drops those still waiting.
+        """
+        with self._cond:
+            for i, p in items:
+                self._push(_REFRESH, int(i), Path(p))
+            self._cond.notify()
+
+    def cancel_refresh(self) -> None:
+        """Forget the queued refreshes (the one running still reports)."""
+        with self._cond:
+            self._heap = [item for item in self._heap if item[0] != _REFRESH]
+            heapq.heapify(self._heap)
 
     def clear_pending(self) -> None:
         """Forget every queued prediction (the one running finishes)."""
@@ -441,10 +467,11 @@ class PrelabelQueue(QObject):
         """Queue a job (caller holds the lock); skips a request already being predicted."""
         inflight = self._inflight
         if (
-            priority != _SWEEP
+            priority <= _LOOKAHEAD
             and inflight is not None
             and inflight[:2] == (image_id, self._generation)
-            and inflight[2] != _SWEEP  # a sweep result is not cached, so predict it again
+            # sweep and refresh results are not cached (nor sent as `ready`): predict again
+            and inflight[2] <= _LOOKAHEAD
         ):
             return
         heapq.heappush(self._heap, (priority, next(self._seq), image_id, path, self._generation))
@@ -454,6 +481,8 @@ class PrelabelQueue(QObject):
 
         predictor: Any = None
         loaded_generation = -1
+        # (image id, generation) refreshed: scored already, or its failure reported already
+        refreshed: set[tuple[int, int]] = set()
         while True:
             with self._cond:
                 while not self._stopping and not self._heap:
@@ -463,6 +492,8 @@ class PrelabelQueue(QObject):
                 priority, _, image_id, path, generation = heapq.heappop(self._heap)
                 if generation != self._generation:
                     continue
+                if priority == _SWEEP and (image_id, generation) in refreshed:
+                    continue  # its refresh gave its score (or its error) already
                 source, version = self._model_source, self.version
                 self._inflight = (image_id, generation, priority)
             try:
@@ -470,6 +501,7 @@ class PrelabelQueue(QObject):
                     predictor = None  # free the old model before loading the new one
                     predictor = self._load(source)
                     loaded_generation = generation
+                    refreshed.clear()
                     self._relay.post("model_loaded", (generation, version))
                 if predictor is None:
                     continue
@@ -480,11 +512,17 @@ class PrelabelQueue(QObject):
                 if model_failed:
                     loaded_generation = generation  # do not retry a broken model per image
                     predictor = None
-                self._relay.post("failed", (generation, -1 if model_failed else image_id, _error_message(exc)))
+                if priority == _REFRESH and not model_failed:
+                    refreshed.add((image_id, generation))
+                    self._relay.post("refresh_failed", (generation, image_id, _error_message(exc)))
+                else:
+                    self._relay.post("failed", (generation, -1 if model_failed else image_id, _error_message(exc)))
                 continue
             finally:
                 with self._cond:
                     self._inflight = None
+            if priority == _REFRESH:
+                refreshed.add((image_id, generation))
             self._relay.post("result", (generation, version, priority, image_id, label, confidence, score))
 
     def _load(self, source: Any) -> Any:
@@ -506,9 +544,15 @@ class PrelabelQueue(QObject):
             self.model_loaded.emit(payload[1] or "")
         elif kind == "failed":
             self.failed.emit(payload[1], payload[2])
+        elif kind == "refresh_failed":
+            self.refresh_failed.emit(payload[1], payload[2])
         elif kind == "result":
             _, version, priority, image_id, label, confidence, score = payload
             self._scores[(image_id, version)] = score
+            if priority == _REFRESH:
+                self.scored.emit(image_id, score)
+                self.refreshed.emit(image_id, label, version or "")
+                return
             if priority != _SWEEP:
                 self._cache[(image_id, version)] = (label, confidence, score)
                 self._cache.move_to_end((image_id, version))

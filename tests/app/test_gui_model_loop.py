@@ -25,6 +25,7 @@ from tests.app.test_gui_canvas import drag, make_project, make_window
 from tests.conftest import synthetic_face
 from trainer.checkpoint import save_checkpoint
 from trainer.data.imageio import read_image, read_label
+from trainer.errors import ImageReadError
 from trainer.models import build_model, get_preset
 from trainer.predict import Predictor
 
@@ -368,6 +369,209 @@ def test_auto_retrain_after_n_newly_labeled_faces(qtbot, tmp_path):
     version = loop.store.active("parser")
     assert version is not None and version.metrics["num_train"] + version.metrics["num_val"] == 4
     assert loop.version == version.id
+
+
+# ------------------------------------------------- background refresh of stale pre-labels
+
+
+def prelabeled_by(folder: Path, version: str, names: list[str]) -> None:
+    """Give images a pre-label of `version` on disk (a label no tiny model predicts)."""
+    with Project.open(folder) as project:
+        for rec in project.images():
+            if rec.relpath in names:
+                _, label = synthetic_face(64, seed=rec.id + 10)
+                project.save_label(rec, label, model_version=version)
+
+
+def image_id(window, name: str) -> int:
+    return window.session.project.find(name).id
+
+
+def disk_label(window, image_id: int) -> np.ndarray:
+    project = window.session.project
+    return read_label(project.label_path(project.get(image_id)))
+
+
+def assert_prelabeled(window, version: str, image_id: int) -> None:
+    assert status(window, image_id) == ("pre-labeled", version)
+    np.testing.assert_array_equal(disk_label(window, image_id), prediction(window, version, image_id))
+
+
+def activate(window, version: str) -> None:
+    window.train_panel.select_version(version)
+    QTest.mouseClick(window.train_panel.activate_button, Qt.MouseButton.LeftButton)
+    assert window.model_loop.version == version
+
+
+def wait_refreshed(qtbot, window) -> None:
+    qtbot.waitUntil(lambda: window.model_loop.refresher.pending == 0, timeout=WAIT_MS)
+
+
+class HeldLoader:
+    """Reads images for the pre-label thread; once armed, holds one image's read until released."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, path):
+        if self.armed and Path(path).name == self.name:
+            self.armed = False
+            self.entered.set()
+            self.release.wait(60)
+        return read_image(path)
+
+
+def test_a_published_model_refreshes_unopened_prelabels_and_keeps_edited_ones(qtbot, tmp_path):
+    folder = project_with(tmp_path / "project", n=5, labeled=2)
+    v1 = publish_parser(folder, seed=1)
+    prelabeled_by(folder, v1, ["f3.png", "f4.png"])
+    window = open_window(qtbot, tmp_path, folder)
+    session, loop = window.session, window.model_loop
+    shown, edited, unopened = (image_id(window, f"f{i}.png") for i in (2, 3, 4))
+    assert session.current.id == shown
+    # The annotator edits one of v1's pre-labels (saved when going back).
+    session.open_image(edited)
+    window.state.set_class(7)
+    drag(window.canvas, [(5, 50), (25, 50)])
+    session.open_image(shown)
+    edited_label = disk_label(window, edited)
+    before = label_files(folder)
+    messages: list[str] = []
+    loop.message.connect(lambda text, _level: messages.append(text))
+
+    QTest.mouseClick(window.train_panel.finetune_button, Qt.MouseButton.LeftButton)
+    wait_job(qtbot, window)
+    v2 = loop.store.active("parser").id
+    assert v2 != v1 and loop.version == v2
+    wait_refreshed(qtbot, window)
+    # The pre-label nobody opened follows the new model on disk...
+    assert_prelabeled(window, v2, unopened)
+    assert any(f"{v2} published and active; refreshing 1 other pre-label nobody edited" in m for m in messages)
+    assert messages[-1] == f"Refreshed 1 pre-label with {v2}."
+    # ... the edited one keeps its edit and status, the labeled faces are untouched.
+    assert status(window, edited) == ("in_progress", v1)
+    np.testing.assert_array_equal(disk_label(window, edited), edited_label)
+    after = label_files(folder)
+    for name in ("f0.png.png", "f1.png.png", "f3.png.png"):
+        assert after[name] == before[name]
+    # Opening the refreshed image shows the new pre-label.
+    session.open_image(unopened)
+    np.testing.assert_array_equal(session.document.label, prediction(window, v2, unopened))
+
+
+def test_activate_refreshes_in_the_background_but_never_over_an_edit_made_meanwhile(qtbot, tmp_path):
+    folder = project_with(tmp_path / "project", n=5)
+    v1 = publish_parser(folder, seed=1)
+    v2 = publish_parser(folder, seed=2, activate=False)
+    prelabeled_by(folder, v1, ["f1.png", "f2.png", "f3.png", "f4.png"])
+    loader = HeldLoader("f2.png")
+    window = open_window(qtbot, tmp_path, folder, loader=loader)
+    session, loop = window.session, window.model_loop
+    f0, f1, f2, f3, f4 = (image_id(window, f"f{i}.png") for i in range(5))
+    qtbot.waitUntil(lambda: status(window, f0) == ("pre-labeled", v1), timeout=WAIT_MS)
+    session.open_image(f1)  # opened and left as it was
+    session.open_image(f0)
+
+    messages: list[str] = []
+    loop.message.connect(lambda text, _level: messages.append(text))
+    loader.armed = True
+    activate(window, v2)
+    assert messages == [f"Model {v2} is active; refreshing 4 other pre-labels nobody edited in the background."]
+    # While f2's refresh is being predicted, the annotator opens it and paints on v1's label.
+    qtbot.waitUntil(loader.entered.is_set, timeout=WAIT_MS)
+    session.open_image(f2)
+    window.state.set_class(6)
+    drag(window.canvas, [(10, 20), (30, 20)])
+    session.open_image(f0)  # saves the edit
+    edited_label = disk_label(window, f2)
+    assert edited_label[20, 20] == 6
+    loader.release.set()
+    wait_refreshed(qtbot, window)
+
+    for other in (f1, f3, f4):
+        assert_prelabeled(window, v2, other)
+    assert messages[-1] == f"Refreshed 3 pre-labels with {v2}."
+    assert status(window, f2) == ("in_progress", v1)
+    np.testing.assert_array_equal(disk_label(window, f2), edited_label)
+    # The shown image was refreshed as before; reopening an earlier-opened one shows the new label.
+    qtbot.waitUntil(lambda: status(window, f0) == ("pre-labeled", v2), timeout=WAIT_MS)
+    session.open_image(f1)
+    np.testing.assert_array_equal(session.document.label, prediction(window, v2, f1))
+
+    # Rolling back refreshes them back to v1 (f1 on screen, the others in the background).
+    QTest.mouseClick(window.train_panel.rollback_button, Qt.MouseButton.LeftButton)
+    assert loop.version == v1
+    wait_refreshed(qtbot, window)
+    qtbot.waitUntil(lambda: status(window, f1) == ("pre-labeled", v1), timeout=WAIT_MS)
+    for other in (f0, f1, f3, f4):
+        assert_prelabeled(window, v1, other)
+    np.testing.assert_array_equal(disk_label(window, f2), edited_label)
+
+
+def test_a_newer_swap_cancels_the_pending_refresh(qtbot, tmp_path, monkeypatch):
+    folder = project_with(tmp_path / "project", n=3)
+    v1 = publish_parser(folder, seed=1)
+    v2 = publish_parser(folder, seed=2, activate=False)
+    v3 = publish_parser(folder, seed=3, activate=False)
+    prelabeled_by(folder, v1, ["f1.png", "f2.png"])
+    loader = HeldLoader("f1.png")
+    window = open_window(qtbot, tmp_path, folder, loader=loader)
+    session = window.session
+    f1, f2 = image_id(window, "f1.png"), image_id(window, "f2.png")
+    saved: list[tuple[int, str | None]] = []
+    save_label = session.project.save_label
+
+    def spy(rec, label, status=None, add_seconds=0.0, model_version=None):
+        saved.append((rec.id, model_version))
+        return save_label(rec, label, status=status, add_seconds=add_seconds, model_version=model_version)
+
+    monkeypatch.setattr(session.project, "save_label", spy)
+    loader.armed = True
+    activate(window, v2)
+    qtbot.waitUntil(loader.entered.is_set, timeout=WAIT_MS)  # v2 is predicting f1
+    activate(window, v3)
+    loader.release.set()
+    wait_refreshed(qtbot, window)
+    assert_prelabeled(window, v3, f1)
+    assert_prelabeled(window, v3, f2)
+    # v2's refresh was dropped: none of its predictions was written.
+    assert sorted(s for s in saved if s[0] in (f1, f2)) == [(f1, v3), (f2, v3)]
+    assert f"Refreshed 2 pre-labels with {v3}" in window.message_bar.message
+
+
+def test_an_unreadable_image_is_skipped_with_a_note(qtbot, tmp_path):
+    folder = project_with(tmp_path / "project", n=3)
+    v1 = publish_parser(folder, seed=1)
+    v2 = publish_parser(folder, seed=2, activate=False)
+    prelabeled_by(folder, v1, ["f1.png", "f2.png"])
+    broken = threading.Event()
+
+    def loader(path):
+        if broken.is_set() and Path(path).name == "f2.png":
+            raise ImageReadError(f"{path} is truncated (injected)")
+        return read_image(path)
+
+    window = open_window(qtbot, tmp_path, folder, loader=loader)
+    f1, f2 = image_id(window, "f1.png"), image_id(window, "f2.png")
+    v1_label = disk_label(window, f2)
+    messages: list[tuple[str, str]] = []
+    window.model_loop.message.connect(lambda text, level: messages.append((text, level)))
+    broken.set()
+    activate(window, v2)
+    wait_refreshed(qtbot, window)
+    assert_prelabeled(window, v2, f1)
+    assert status(window, f2) == ("pre-labeled", v1)
+    np.testing.assert_array_equal(disk_label(window, f2), v1_label)
+    text, level = messages[-1]
+    assert text.startswith(f"Refreshed 1 pre-label with {v2}. Skipped 1 that could not be predicted: f2.png")
+    assert "truncated (injected)" in text and level == "warning"
+    # The app goes on: the skipped image still opens and gets v2's pre-label once readable.
+    broken.clear()
+    window.session.open_image(f2)
+    qtbot.waitUntil(lambda: status(window, f2) == ("pre-labeled", v2), timeout=WAIT_MS)
 
 
 @pytest.fixture(autouse=True)
