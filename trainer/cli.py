@@ -243,6 +243,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from trainer.onnx_export import export_onnx
+
+    path = export_onnx(args.checkpoint, args.out, input_size=args.input_size)
+    print(f"exported {args.checkpoint} -> {path} (ONNX Runtime parity checked)")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Parser
 
@@ -335,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.1, help="share written to test/ (default: 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("export-onnx", help="a fine-tuned checkpoint -> ONNX (parity-checked)")
+    p.add_argument("checkpoint", help="fine-tuned checkpoint (.safetensors)")
+    p.add_argument("out", help=".onnx file to write")
+    p.add_argument("--input-size", type=int, default=None, help="input side (default: the model's)")
+    p.set_defaults(func=_cmd_export_onnx)
     return parser
 
 
