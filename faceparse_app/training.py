@@ -254,7 +254,7 @@ def run_finetune_job(
     epochs: int = 30,
     max_steps: int | None = None,
     batch_size: int = 4,
-    lr: float = 1e-3,
+    lr: float = 1e-2,
     device: str = "auto",
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,

@@ -69,13 +69,16 @@ class FinetuneConfig:
         epochs: passes over the labeled subset.
         max_steps: stop after this many optimizer steps (the schedule is fitted to it).
         batch_size: images per step.
-        lr: peak learning rate of the FP decoder (AdamW, warm-up then cosine).
+        lr: peak learning rate of the FP decoder (AdamW, warm-up then cosine). 1e-2: at 1e-3 a
+            short few-label run (250 steps, K = 10) underfits even its own training faces and
+            never learns brows, eyes or lips (bench/results/lr_probe.json).
         backbone_lr_mult: the backbone's learning rate is ``lr · backbone_lr_mult``; None means
             1.0 for scratch and 0.5 for a pretrained backbone (keeps more of what it learned).
         weight_decay: AdamW weight decay on weight matrices/kernels (not on biases or norms).
         warmup_steps: linear warm-up steps.
         grad_clip: max gradient norm; 0 disables clipping.
-        dice_weight: weight of the Dice term added to cross-entropy (0 = cross-entropy only).
+        dice_weight: weight of the Dice term added to cross-entropy (0 = cross-entropy only);
+            Dice weighs each class equally, so small parts count as much as skin and hair.
         seed: seed of weights of the new head, shuffling and augmentation.
         num_workers: DataLoader worker processes.
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
@@ -102,12 +105,12 @@ class FinetuneConfig:
     epochs: int = 50
     max_steps: int | None = None
     batch_size: int = 8
-    lr: float = 1e-3
+    lr: float = 1e-2
     backbone_lr_mult: float | None = None
     weight_decay: float = 1e-4
     warmup_steps: int = 20
     grad_clip: float = 1.0
-    dice_weight: float = 0.0
+    dice_weight: float = 1.0
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
