@@ -1,0 +1,92 @@
+"""Plot the label-efficiency study: mean F1 and mIoU on the validation faces against K, per init.
+
+Usage:
+    .venv/bin/python bench/plot_study.py [bench/results/study.json] [--out bench/results/study.png]
+
+Reads the results file written by ``bench/study.py`` (seed-0 runs form the curves; where a K has
+several subset seeds, their range is drawn as an error bar) and writes a two-panel PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def plot(results: dict, out: Path) -> Path:
+    """Write the PNG for a study results dict; returns ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trainer.data.imageio import atomic_write_bytes
+
+    runs = results["runs"]
+    by_arm: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        by_arm[r["arm"]][r["k"]].append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    for ax, metric, title in zip(
+        axes, ("mean_f1", "miou"), ("mean F1, 10 fg classes", "mIoU, 11 classes"), strict=True
+    ):
+        for arm, per_k in by_arm.items():
+            ks = sorted(per_k)
+            y = [
+                100 * next((r[metric] or 0 for r in per_k[k] if r["seed"] == 0), float("nan"))
+                for k in ks
+            ]
+            lo = [100 * min(r[metric] or 0 for r in per_k[k]) for k in ks]
+            hi = [100 * max(r[metric] or 0 for r in per_k[k]) for k in ks]
+            err = [
+                [max(0.0, a - b) for a, b in zip(y, lo, strict=True)],
+                [max(0.0, c - a) for a, c in zip(y, hi, strict=True)],
+            ]
+            ax.errorbar(ks, y, yerr=err, marker="o", capsize=3, label=arm)
+        ax.set_xscale("log")
+        ax.set_xlabel("labeled faces K")
+        ax.set_ylabel("%")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.set_xticks(sorted({r["k"] for r in runs}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes[0].legend()
+    s = results.get("settings", {})
+    fig.suptitle(
+        f"{s.get('preset', '?')} preset, {s.get('input_size') or 'preset'} px, "
+        f"{s.get('finetune_steps')} fine-tune steps × {s.get('finetune_batch')}; "
+        f"bars: range over subset seeds {list(s.get('seeds', []))}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "results", nargs="?", default=str(ROOT / "bench" / "results" / "study.json")
+    )
+    parser.add_argument("--out", default=None, help="PNG path (default: beside the results, .png)")
+    args = parser.parse_args()
+    path = Path(args.results)
+    out = Path(args.out) if args.out else path.with_suffix(".png")
+    print(plot(json.loads(path.read_text()), out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,726 @@
+"""Label-efficiency study on real faces (issue 5 §1): masked-SSL backbone vs scratch (vs ImageNet).
+
+One command runs every stage; each stage leaves a ``done.json`` marker holding its result and the
+settings it ran with, so a rerun skips finished stages and resumes stage-1 pretraining from its
+latest periodic checkpoint. A stage whose settings changed is run again.
+
+Stages:
+  1. data: ``celebamask-hq-dev`` → LaPa classes in ``<out>/data`` (``train/`` = the 600-face pool,
+     ``val/`` = 100 faces, seeded split). Masks whose eyes/brows are already on the viewer's side
+     (mirrored faces whose left/right classes were never swapped; 50 of 700) are detected by the
+     mean x of the eye and brow classes after conversion and *fixed* by swapping LaPa 2↔3, 4↔5;
+     masks with only one side visible have no evidence either way and are kept as converted.
+  2. pretrain/<recipe>: stage 1 on the pool's images + ``faces-unlabeled``; recipes ``center``
+     (the paper: loss over the central region, 40 % of it masked) and ``spark`` (loss on masked
+     pixels only, per-patch normalised targets, 60 % masked).
+  3. finetune/<arm>_K<k>_s<seed>: one identical recipe for every initialisation (same steps,
+     batch, learning rates, loss, augmentation); the labeled subset comes from
+     ``select_labeled_subset`` (nested in K, the same for every arm). The run's *last* weights are
+     scored on the validation set (no checkpoint selection on the set that is reported).
+
+Results: ``<results>/study[_quick].json`` (every run, per-class scores, timings, settings) and
+``study[_quick].csv``; a summary table is printed at the end.
+
+Budget (CPU default): stage 1 = 10 epochs over 793 faces per recipe (990 steps of 8), each
+fine-tune = 250 steps of 8 at 256 px; 18 fine-tunes. A lite training step of 8 faces takes
+~1.4 s on this 2-core machine when it is otherwise idle, so the whole study is ~2.3 h there.
+
+Usage:
+    .venv/bin/python bench/study.py --quick              # minutes: checks the pipeline
+    .venv/bin/python bench/study.py                      # the CPU study (~2.3 h on 2 idle cores)
+    .venv/bin/python bench/study.py --imagenet-weights mobilenet_v2.pth   # adds the ImageNet arm
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from trainer.data.celebamask import CelebAMaskDataset  # noqa: E402
+from trainer.data.imageio import atomic_write_bytes, write_label  # noqa: E402
+from trainer.data.lapa import LapaDataset  # noqa: E402
+from trainer.data.sample import Sample  # noqa: E402
+from trainer.evaluate import evaluate  # noqa: E402
+from trainer.finetune import FinetuneConfig, finetune_on_samples  # noqa: E402
+from trainer.labels import LAPA  # noqa: E402
+from trainer.predict import Predictor  # noqa: E402
+from trainer.pretrain import FINAL_NAME, PretrainConfig, pretrain  # noqa: E402
+from trainer.subsets import select_labeled_subset  # noqa: E402
+
+log = logging.getLogger("study")
+
+SHARED = ROOT.parent / "shared" / "data"
+RECIPES: dict[str, dict[str, Any]] = {
+    # The paper: loss over the whole central region; 40 % of that region masked.
+    "center": {"loss_region": "center", "norm_pix": False, "mask_ratio": 0.4},
+    # SparK / FCMAE-like: loss on masked pixels only, per-patch normalised targets, more masking.
+    "spark": {"loss_region": "masked", "norm_pix": True, "mask_ratio": 0.6},
+}
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Everything the study's numbers depend on (stored in every done marker and the results).
+
+    Args:
+        preset: model preset; input_size overrides its input side (pixels).
+        split_seed: seed of the val/pool split; val_size faces go to validation.
+        pretrain_epochs, pretrain_batch, pretrain_lr: stage-1 length and optimiser.
+        recipes: stage-1 recipes to run (keys of RECIPES).
+        ks: labeled-subset sizes K; recipe_ks: the K values at which the second and later recipes
+            are fine-tuned (the first recipe and scratch get every K).
+        seeds: subset seeds repeated at the smallest K (seed 0 is used elsewhere).
+        finetune_steps, finetune_batch, lr, backbone_lr_mult, dice_weight, warmup_steps: the one
+            fine-tuning recipe every arm shares.
+        val_limit: score on the first N validation faces only (quick mode).
+    """
+
+    preset: str = "lite"
+    input_size: int | None = None
+    split_seed: int = 0
+    val_size: int = 100
+    pretrain_epochs: int = 10
+    pretrain_batch: int = 8
+    pretrain_lr: float = 1e-3
+    pretrain_max_steps: int | None = None
+    checkpoint_every: int = 50
+    recipes: tuple[str, ...] = ("center", "spark")
+    ks: tuple[int, ...] = (5, 10, 25, 50, 100, 600)
+    recipe_ks: tuple[int, ...] = (10, 50)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    finetune_steps: int = 250
+    finetune_batch: int = 8
+    # K = 10 from scratch, 250 steps: lr 1e-3 → 23 mean F1 (no brow, eye, lip or mouth);
+    # 3e-3 → 52 (eyes still 0); 1e-2 → 67 with every class learned.
+    lr: float = 1e-2
+    backbone_lr_mult: float = 1.0
+    dice_weight: float = 1.0
+    warmup_steps: int = 20
+    val_limit: int | None = None
+    device: str = "auto"
+    num_workers: int = 0
+    finetune_workers: int | None = None
+    imagenet_weights: str | None = None
+
+
+QUICK = StudySettings(
+    input_size=128,
+    pretrain_epochs=1,
+    pretrain_batch=4,
+    pretrain_max_steps=6,
+    checkpoint_every=3,
+    ks=(5, 10),
+    recipe_ks=(10,),
+    finetune_steps=6,
+    finetune_batch=4,
+    warmup_steps=2,
+    val_limit=16,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage bookkeeping
+
+
+def _done_path(stage_dir: Path) -> Path:
+    return stage_dir / "done.json"
+
+
+def load_done(stage_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The stage's stored result if it finished with these settings, else None."""
+    path = _done_path(stage_dir)
+    if not path.is_file():
+        return None
+    try:
+        done = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if done.get("settings") != json.loads(json.dumps(settings)):
+        log.info("%s: settings changed since it ran; running it again", stage_dir.name)
+        return None
+    return done
+
+
+def mark_done(stage_dir: Path, settings: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    record = {"settings": settings, **result}
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(_done_path(stage_dir), json.dumps(record, indent=1).encode())
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: data
+
+
+def side_votes(label: np.ndarray) -> list[bool]:
+    """For each LaPa left/right pair present on both sides (brows 2/3, eyes 4/5): True when the
+    'left' class lies right of the 'right' one, i.e. the pair is on the wrong side."""
+    votes = []
+    for left, right in ((2, 3), (4, 5)):
+        xl = np.nonzero(label == left)[1]
+        xr = np.nonzero(label == right)[1]
+        if xl.size and xr.size:
+            votes.append(bool(xl.mean() > xr.mean()))
+    return votes
+
+
+def fix_sides(label: np.ndarray) -> tuple[np.ndarray, str]:
+    """Return (label, verdict): swapped LaPa 2↔3, 4↔5 when every present pair is on the wrong
+    side ("fixed"), unchanged otherwise ("ok", "one-sided" or "conflict")."""
+    votes = side_votes(label)
+    if not votes:
+        return label, "one-sided"
+    if all(votes):
+        return LAPA.flip_lut()[label], "fixed"
+    return label, "ok" if not any(votes) else "conflict"
+
+
+def prepare_data(src: Path, out: Path, settings: StudySettings) -> dict[str, Any]:
+    """Convert CelebAMask-HQ dev to LaPa classes, fix swapped sides, split val / pool."""
+    stage_dir = out / "data"
+    key = {"src": str(src), "split_seed": settings.split_seed, "val_size": settings.val_size}
+    done = load_done(stage_dir, key)
+    if done is not None:
+        return done
+    t0 = time.perf_counter()
+    dataset = CelebAMaskDataset(src, label_set="lapa")
+    names = sorted(dataset.names)
+    order = np.random.default_rng(settings.split_seed).permutation(len(names))
+    val = {names[i] for i in order[: settings.val_size]}
+    position = {n: i for i, n in enumerate(dataset.names)}
+    verdicts: dict[str, list[str]] = {"fixed": [], "one-sided": [], "conflict": []}
+    for name in names:
+        sample = dataset[position[name]]
+        assert sample.label is not None
+        label, verdict = fix_sides(sample.label)
+        if verdict in verdicts:
+            verdicts[verdict].append(name)
+        split = "val" if name in val else "train"
+        data = sample.image_path.read_bytes()
+        suffix = sample.image_path.suffix.lower()
+        atomic_write_bytes(stage_dir / split / "images" / f"{name}{suffix}", data)
+        write_label(stage_dir / split / "labels" / f"{name}.png", label)
+    result = {
+        "pool": len(names) - len(val),
+        "val": len(val),
+        "fixed_sides": verdicts["fixed"],
+        "one_sided": verdicts["one-sided"],
+        "conflict": verdicts["conflict"],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    log.info(
+        "data: %d pool / %d val; %d masks had eyes/brows on the wrong side (fixed), %d one-sided",
+        result["pool"],
+        result["val"],
+        len(verdicts["fixed"]),
+        len(verdicts["one-sided"]),
+    )
+    return mark_done(stage_dir, key, result)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2: pretraining
+
+
+def _latest_step_checkpoint(stage_dir: Path) -> Path | None:
+    found = []
+    for path in stage_dir.glob("pretrain_step*.safetensors"):
+        m = re.fullmatch(r"pretrain_step(\d+)\.safetensors", path.name)
+        if m:
+            found.append((int(m.group(1)), path))
+    return max(found)[1] if found else None
+
+
+def _prune_step_checkpoints(stage_dir: Path, keep: Path | None) -> None:
+    """Keep only the newest periodic checkpoint (each holds optimizer state: ~3× the weights)."""
+    for path in stage_dir.glob("pretrain_step*.safetensors"):
+        if keep is None or path != keep:
+            path.unlink(missing_ok=True)
+
+
+def run_pretrain(
+    recipe: str, out: Path, settings: StudySettings, unlabeled: Path
+) -> dict[str, Any]:
+    """Stage 1 with one recipe; resumes from the newest periodic checkpoint."""
+    stage_dir = out / f"pretrain_{recipe}"
+    config = PretrainConfig(
+        image_dirs=(str(out / "data" / "train" / "images"), str(unlabeled)),
+        out_dir=str(stage_dir),
+        preset=settings.preset,
+        input_size=settings.input_size,
+        epochs=settings.pretrain_epochs,
+        batch_size=settings.pretrain_batch,
+        lr=settings.pretrain_lr,
+        seed=0,
+        num_workers=settings.num_workers,
+        device=settings.device,
+        checkpoint_every=settings.checkpoint_every,
+        max_steps=settings.pretrain_max_steps,
+        **RECIPES[recipe],
+    )
+    key = asdict(config)
+    done = load_done(stage_dir, key)
+    if done is not None and Path(done["checkpoint"]).is_file():
+        return done
+    if done is not None:
+        log.warning(
+            "pretrain %s: its checkpoint %s is gone; training it again", recipe, done["checkpoint"]
+        )
+        _done_path(stage_dir).unlink()
+    # One study per cache folder: a second study with other settings on the same folder would
+    # discard this stage's checkpoints here.
+    started = stage_dir / "started.json"
+    if started.is_file() and json.loads(started.read_text()) != json.loads(json.dumps(key)):
+        log.info("pretrain %s: settings changed; discarding its checkpoints", recipe)
+        _prune_step_checkpoints(stage_dir, None)
+        (stage_dir / FINAL_NAME).unlink(missing_ok=True)
+        (stage_dir / "metrics.jsonl").unlink(missing_ok=True)
+    atomic_write_bytes(started, json.dumps(key, indent=1).encode())
+    resume = _latest_step_checkpoint(stage_dir)
+    final = stage_dir / FINAL_NAME
+    if final.is_file() and _finished(final):
+        resume = final  # finished, but the marker was not written: nothing left to train
+    elif resume is None and final.is_file():
+        final.unlink()  # a cut-short run without step checkpoints; start afresh
+    resume_step = _step_of(resume)
+    t0 = time.perf_counter()
+
+    def prune(stats: dict[str, Any]) -> None:
+        _prune_step_checkpoints(stage_dir, _latest_step_checkpoint(stage_dir))
+
+    log.info("pretrain %s: %s", recipe, f"resuming from {resume.name}" if resume else "starting")
+    path = pretrain(config, on_progress=prune, resume=resume)
+    from trainer.checkpoint import read_metadata
+
+    meta = read_metadata(path)
+    elapsed = time.perf_counter() - t0
+    steps_run = int(meta.get("step", 0)) - resume_step
+    result = {
+        "checkpoint": str(path),
+        "recipe": recipe,
+        **RECIPES[recipe],
+        "steps": meta.get("step"),
+        "images": meta.get("num_images"),
+        "masked_share_of_center": meta.get("masked_share"),
+        "final_loss": (meta.get("metrics") or {}).get("loss"),
+        "seconds_this_run": round(elapsed, 1),
+        "images_per_s": round(steps_run * settings.pretrain_batch / elapsed, 2)
+        if elapsed
+        else None,
+        "resumed_from": resume.name if resume else None,
+    }
+    _prune_step_checkpoints(stage_dir, None)
+    return mark_done(stage_dir, key, result)
+
+
+def _finished(path: Path) -> bool:
+    from trainer.checkpoint import read_metadata
+
+    meta = read_metadata(path)
+    return not meta.get("cancelled") and meta.get("step") == meta.get("total_steps")
+
+
+def _step_of(path: Path | None) -> int:
+    if path is None:
+        return 0
+    from trainer.checkpoint import read_metadata
+
+    return int(read_metadata(path).get("step", 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 3: fine-tuning
+
+
+class NamedSubset(Sequence[Sample]):
+    """A lazy view of some samples of a reader (images load on access), with their names."""
+
+    def __init__(self, source: LapaDataset, names: Sequence[str]) -> None:
+        position = {n: i for i, n in enumerate(source.names)}
+        self.source = source
+        self.names = list(names)
+        self.indices = [position[n] for n in self.names]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        return self.source[self.indices[i]]
+
+
+@dataclass
+class Arm:
+    """One initialisation: its name and the finetune ``init`` string (+ encoder weights)."""
+
+    name: str
+    init: str
+    encoder_weights: str | None = None
+    ks: tuple[int, ...] = field(default_factory=tuple)
+    seeds: tuple[int, ...] = (0,)
+
+
+def run_finetune(
+    arm: Arm,
+    k: int,
+    seed: int,
+    out: Path,
+    settings: StudySettings,
+    pool: LapaDataset,
+    val: Sequence[Sample],
+) -> dict[str, Any]:
+    """Fine-tune one arm on K pool faces (subset seed ``seed``) and score its last weights."""
+    stage_dir = out / "finetune" / f"{arm.name}_K{k}_s{seed}"
+    chosen = select_labeled_subset(pool.names, num_labeled=k, seed=seed)
+    config = FinetuneConfig(
+        data=str(out / "data"),
+        out_dir=str(stage_dir),
+        init=arm.init,
+        encoder_weights=arm.encoder_weights,
+        preset=settings.preset,
+        input_size=settings.input_size,
+        num_labeled=k,
+        subset_seed=seed,
+        epochs=10**6,  # the run's length is max_steps
+        max_steps=settings.finetune_steps,
+        batch_size=settings.finetune_batch,
+        lr=settings.lr,
+        backbone_lr_mult=settings.backbone_lr_mult,
+        warmup_steps=settings.warmup_steps,
+        dice_weight=settings.dice_weight,
+        seed=0,
+        # Small subsets restart their DataLoader every step or two, and each restart forks the
+        # workers again: fewer workers than stage 1 keep that cost small.
+        num_workers=settings.num_workers
+        if settings.finetune_workers is None
+        else settings.finetune_workers,
+        device=settings.device,
+        val_split=None,
+        progress_bar=False,
+    )
+    key = {**config.to_dict(), "subset": chosen, "val_limit": settings.val_limit}
+    done = load_done(stage_dir, key)
+    if done is not None:
+        return done
+    t0 = time.perf_counter()
+    result = finetune_on_samples(config, NamedSubset(pool, chosen), None)
+    train_s = time.perf_counter() - t0
+    predictor = Predictor.from_checkpoint(result.last_path, device=settings.device)
+    t1 = time.perf_counter()
+    scores = evaluate(predictor, val, batch_size=8)
+    eval_s = time.perf_counter() - t1
+    per_class = {name: s["f1"] for name, s in scores["per_class"].items()}
+    per_class_iou = {name: s["iou"] for name, s in scores["per_class"].items()}
+    record = {
+        "arm": arm.name,
+        "init": arm.init,
+        "k": k,
+        "seed": seed,
+        "mean_f1": scores["mean_f1"],
+        "miou": scores["miou"],
+        "pixel_accuracy": scores["pixel_accuracy"],
+        "f1": per_class,
+        "iou": per_class_iou,
+        "steps": settings.finetune_steps,
+        "train_seconds": round(train_s, 1),
+        "eval_seconds": round(eval_s, 1),
+        "checkpoint": str(result.last_path),
+    }
+    log.info(
+        "%-12s K=%-3d seed %d: mean F1 %.1f  mIoU %.1f  (%.0f s)",
+        arm.name,
+        k,
+        seed,
+        100 * (scores["mean_f1"] or 0),
+        100 * (scores["miou"] or 0),
+        train_s,
+    )
+    # Keep only the weights the score came from; best == last without validation.
+    result.best_path.unlink(missing_ok=True)
+    return mark_done(stage_dir, key, record)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def _pct(v: float | None) -> str:
+    return "  n/a" if v is None else f"{100 * v:5.1f}"
+
+
+def summarize(runs: list[dict[str, Any]], settings: StudySettings) -> dict[str, Any]:
+    """Headline table (seed 0 per arm and K), per-class F1 at K = 10, the seed spread."""
+    arms = list(dict.fromkeys(r["arm"] for r in runs))
+    table: dict[str, dict[str, dict[str, float | None]]] = {}
+    for r in runs:
+        if r["seed"] == 0:
+            table.setdefault(str(r["k"]), {})[r["arm"]] = {
+                "mean_f1": r["mean_f1"],
+                "miou": r["miou"],
+            }
+    spread: dict[str, Any] = {}
+    k_min = min(settings.ks)
+    for arm in arms:
+        vals = [r for r in runs if r["arm"] == arm and r["k"] == k_min]
+        if len(vals) >= 2:
+            f1s = [r["mean_f1"] or 0.0 for r in vals]
+            ious = [r["miou"] or 0.0 for r in vals]
+            spread[arm] = {
+                "k": k_min,
+                "seeds": [r["seed"] for r in vals],
+                "mean_f1_mean": statistics.mean(f1s),
+                "mean_f1_std": statistics.stdev(f1s),
+                "mean_f1_range": [min(f1s), max(f1s)],
+                "miou_mean": statistics.mean(ious),
+                "miou_std": statistics.stdev(ious),
+                "miou_range": [min(ious), max(ious)],
+            }
+    per_class_k10 = {r["arm"]: r["f1"] for r in runs if r["k"] == 10 and r["seed"] == 0}
+    return {"arms": arms, "table": table, "seed_spread": spread, "per_class_f1_k10": per_class_k10}
+
+
+def format_summary(summary: dict[str, Any], pretrain: dict[str, Any]) -> str:
+    lines = []
+    arms = summary["arms"]
+    head = f"{'K':>5} | " + " | ".join(f"{a:>16}" for a in arms)
+    lines += ["mean F1 (10 fg) / mIoU (11), validation faces", head, "-" * len(head)]
+    for k in sorted(summary["table"], key=int):
+        row = summary["table"][k]
+        cells = []
+        for a in arms:
+            v = row.get(a)
+            cells.append(f"{_pct(v['mean_f1'])} / {_pct(v['miou'])}".rjust(16) if v else " " * 16)
+        lines.append(f"{k:>5} | " + " | ".join(cells))
+    if summary["per_class_f1_k10"]:
+        classes = LAPA.classes[1:]
+        lines += [
+            "",
+            "per-class F1 at K = 10",
+            f"{'class':<14}" + "".join(f"{a:>14}" for a in summary["per_class_f1_k10"]),
+        ]
+        for c in classes:
+            lines.append(
+                f"{c:<14}"
+                + "".join(f"{_pct(f.get(c)):>14}" for f in summary["per_class_f1_k10"].values())
+            )
+    for arm, s in summary["seed_spread"].items():
+        lines.append(
+            f"K={s['k']} {arm}: seeds {s['seeds']}: mean F1 {100 * s['mean_f1_mean']:.1f} ± "
+            f"{100 * s['mean_f1_std']:.1f} (range {100 * s['mean_f1_range'][0]:.1f}–"
+            f"{100 * s['mean_f1_range'][1]:.1f}), mIoU {100 * s['miou_mean']:.1f} ± {100 * s['miou_std']:.1f}"
+        )
+    for recipe, p in pretrain.items():
+        share = p.get("masked_share_of_center")
+        lines.append(
+            f"stage 1 {recipe}: {p.get('steps')} steps on {p.get('images')} images, masked share of the "
+            f"central region {100 * share:.1f}%, final loss {p.get('final_loss'):.4f}"
+            if share is not None and p.get("final_loss") is not None
+            else f"stage 1 {recipe}: {p}"
+        )
+    return "\n".join(lines)
+
+
+def write_results(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(payload, indent=1).encode())
+    buf = io.StringIO()
+    classes = LAPA.classes[1:]
+    writer = csv.writer(buf)
+    writer.writerow(["arm", "k", "seed", "mean_f1", "miou", *[f"f1_{c}" for c in classes]])
+    for r in payload["runs"]:
+        writer.writerow(
+            [
+                r["arm"],
+                r["k"],
+                r["seed"],
+                _round(r["mean_f1"]),
+                _round(r["miou"]),
+                *[_round(r["f1"].get(c)) for c in classes],
+            ]
+        )
+    atomic_write_bytes(path.with_suffix(".csv"), buf.getvalue().encode())
+
+
+def _round(v: float | None) -> float | str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else round(100 * v, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_arms(settings: StudySettings, pretrained: dict[str, dict[str, Any]]) -> list[Arm]:
+    """Every arm with the K values and seeds it runs. The first recipe and scratch get every K
+    (and the seed repeats at the smallest K); further recipes and ImageNet get ``recipe_ks``."""
+    arms = []
+    k_min = min(settings.ks)
+    for i, recipe in enumerate(settings.recipes):
+        ckpt = pretrained[recipe]["checkpoint"]
+        ks = settings.ks if i == 0 else tuple(k for k in settings.recipe_ks if k in settings.ks)
+        arms.append(
+            Arm(f"ssl-{recipe}", f"ssl:{ckpt}", ks=ks, seeds=settings.seeds if i == 0 else (0,))
+        )
+    arms.append(Arm("scratch", "scratch", ks=settings.ks, seeds=settings.seeds))
+    if settings.imagenet_weights:
+        arms.append(
+            Arm("imagenet", "imagenet", settings.imagenet_weights, ks=settings.ks, seeds=(0,))
+        )
+    for arm in arms:
+        arm.seeds = arm.seeds if k_min in arm.ks else (0,)
+    return arms
+
+
+def schedule(arms: list[Arm], settings: StudySettings) -> list[tuple[Arm, int, int]]:
+    """Run order: the headline K values first (10, 50, then 5 with its seed repeats), each K for
+    every arm before the next, so an interrupted study already holds paired comparisons."""
+    priority = [10, 50, 5, 25, 100, 600]
+    ks = sorted(settings.ks, key=lambda k: (priority.index(k) if k in priority else 99, k))
+    k_min = min(settings.ks)
+    jobs = []
+    for k in ks:
+        for arm in arms:
+            if k in arm.ks:
+                jobs.append((arm, k, 0))
+        if k == k_min:  # the seed repeats are cheap (K images a step): right after seed 0
+            jobs += [
+                (arm, k, seed) for arm in arms if k in arm.ks for seed in arm.seeds if seed != 0
+            ]
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny budgets: checks the pipeline in minutes"
+    )
+    parser.add_argument("--data", default=str(SHARED / "celebamask-hq-dev"))
+    parser.add_argument("--unlabeled", default=str(SHARED / "faces-unlabeled"))
+    parser.add_argument(
+        "--out", default=None, help="cache folder (default bench/out/study[-quick])"
+    )
+    parser.add_argument(
+        "--results", default=None, help="results file stem (default bench/results/study[_quick])"
+    )
+    parser.add_argument("--preset", default=None)
+    parser.add_argument("--input-size", type=int, default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument(
+        "--num-workers", type=int, default=None, help="DataLoader workers (stage 1)"
+    )
+    parser.add_argument(
+        "--finetune-workers", type=int, default=None, help="DataLoader workers (stage 2)"
+    )
+    parser.add_argument("--pretrain-epochs", type=int, default=None)
+    parser.add_argument("--pretrain-batch", type=int, default=None)
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help="stage-1 resume checkpoint period (steps)",
+    )
+    parser.add_argument("--finetune-steps", type=int, default=None)
+    parser.add_argument("--finetune-batch", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--dice-weight", type=float, default=None)
+    parser.add_argument(
+        "--recipes", default=None, help="comma list of stage-1 recipes: center,spark"
+    )
+    parser.add_argument("--ks", default=None, help="comma list of K values")
+    parser.add_argument("--recipe-ks", default=None, help="K values for the second recipe/ImageNet")
+    parser.add_argument(
+        "--imagenet-weights", default=None, help="local encoder weights file: adds the ImageNet arm"
+    )
+    parser.add_argument(
+        "--stop-after", choices=("data", "pretrain", "finetune"), default="finetune"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+
+    settings = QUICK if args.quick else StudySettings()
+    overrides = {
+        "preset": args.preset,
+        "input_size": args.input_size,
+        "device": args.device,
+        "num_workers": args.num_workers,
+        "finetune_workers": args.finetune_workers,
+        "pretrain_epochs": args.pretrain_epochs,
+        "pretrain_batch": args.pretrain_batch,
+        "checkpoint_every": args.checkpoint_every,
+        "finetune_steps": args.finetune_steps,
+        "finetune_batch": args.finetune_batch,
+        "lr": args.lr,
+        "dice_weight": args.dice_weight,
+        "imagenet_weights": args.imagenet_weights,
+        "recipes": tuple(args.recipes.split(",")) if args.recipes else None,
+        "ks": tuple(int(k) for k in args.ks.split(",")) if args.ks else None,
+        "recipe_ks": tuple(int(k) for k in args.recipe_ks.split(",")) if args.recipe_ks else None,
+    }
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    unknown = [r for r in settings.recipes if r not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipe(s) {unknown}; choose from {sorted(RECIPES)}")
+    suffix = "-quick" if args.quick else ""
+    out = Path(args.out or ROOT / "bench" / "out" / f"study{suffix}")
+    results = Path(args.results or ROOT / "bench" / "results" / f"study{suffix.replace('-', '_')}")
+    t0 = time.perf_counter()
+
+    data = prepare_data(Path(args.data), out, settings)
+    if args.stop_after == "data":
+        return 0
+    pretrained = {r: run_pretrain(r, out, settings, Path(args.unlabeled)) for r in settings.recipes}
+    if args.stop_after == "pretrain":
+        return 0
+    pool = LapaDataset(out / "data", split="train")
+    val_full = LapaDataset(out / "data", split="val")
+    val: Sequence[Sample] = val_full
+    if settings.val_limit is not None:
+        val = NamedSubset(val_full, val_full.names[: settings.val_limit])
+    arms = build_arms(settings, pretrained)
+    runs = []
+    for arm, k, seed in schedule(arms, settings):
+        runs.append(run_finetune(arm, k, seed, out, settings, pool, val))
+        summary = summarize(runs, settings)
+        payload = {
+            "study": "label efficiency, issue 5 §1",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}",
+            "command": "bench/study.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "settings": asdict(settings),
+            "recipes": {r: RECIPES[r] for r in settings.recipes},
+            "data": {k: v for k, v in data.items() if k != "settings"},
+            "pretrain": {
+                r: {k: v for k, v in p.items() if k != "settings"} for r, p in pretrained.items()
+            },
+            "runs": [{k: v for k, v in r.items() if k != "settings"} for r in runs],
+            "summary": summary,
+            "seconds_this_invocation": round(time.perf_counter() - t0, 1),
+        }
+        write_results(results, payload)
+    print(format_summary(summarize(runs, settings), pretrained))
+    print(f"results: {results.with_suffix('.json')}, {results.with_suffix('.csv')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

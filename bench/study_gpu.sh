@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The label-efficiency study at the paper's setting (ResNet-50 UNet++, 512 px) on one lent GPU.
+#
+# Two steps:
+#   bench/study_gpu.sh prepare   # here (CPU): build what travels, under bench/out/gpu-carry + .whl
+#   bench/study_gpu.sh run       # there (GPU): the study, sized for a 15-minute device budget
+#
+# What travels (64 MiB limit): the converted dev set in LaPa layout (the study's own data stage,
+# mirrored-side masks fixed, val/pool split done; ~29 MiB), faces-unlabeled downscaled to at most
+# 512 px (JPEG q92), and the segmentation-models-pytorch wheel (the GPU image has torch, timm,
+# safetensors, opencv, but not smp). With the device tool:
+#   run(command="bash bench/study_gpu.sh run", carry=["bench/out/gpu-carry", ".whl"], timeout_s=600)
+# Results come back as $OUT/study_gpu.json / .csv and $OUT/study_gpu.log.
+#
+# Budget (15 min of device time in all, a machine start included): stage 1 with the paper's
+# recipe only (20 epochs over 793 faces), then fine-tunes of 200 steps of batch 16 for the SSL and
+# scratch arms, headline K values first; the whole command stops itself at STUDY_SECONDS (540 s
+# by default) and every finished run is already in the results file, so a cut-off still reports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CARRY=bench/out/gpu-carry
+DATA_SRC=../shared/data/celebamask-hq-dev   # the string the data stage's done-marker records
+STUDY_SECONDS=${STUDY_SECONDS:-540}
+
+prepare() {
+    local py=.venv/bin/python
+    "$py" bench/study.py --stop-after data --data "$DATA_SRC" --out "$CARRY/study"
+    "$py" - "$CARRY/unlabeled" <<'EOF'
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+sys.path.insert(0, ".")
+from trainer.data.folders import list_images
+from trainer.data.imageio import read_image
+
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+src = Path("../shared/data/faces-unlabeled")
+for path in list_images(src):
+    image = Image.fromarray(read_image(path))
+    image.thumbnail((512, 512), Image.LANCZOS)
+    rel = path.relative_to(src).with_suffix(".jpg")
+    dst = out / "__".join(rel.parts)
+    image.save(dst, quality=92)
+print(f"{len(list(out.iterdir()))} unlabeled images in {out}")
+EOF
+    mkdir -p .whl
+    "$py" -m pip download -q --no-deps --only-binary=:all: -d .whl segmentation-models-pytorch==0.6.0
+    du -sh "$CARRY" .whl
+    echo "carry: $CARRY .whl  (bench/out/ and .whl/ are git-ignored)"
+}
+
+run() {
+    local out=${OUT:-bench/out/gpu-results}
+    mkdir -p "$out"
+    if ls .whl/*.whl >/dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/site .whl/*.whl
+        export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    fi
+    export PYTHONUNBUFFERED=1
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
+    # timeout leaves the device call time to bring $OUT back; results are written after every run.
+    timeout "$STUDY_SECONDS" python3 bench/study.py \
+        --data "$DATA_SRC" \
+        --out "$CARRY/study" \
+        --unlabeled "$CARRY/unlabeled" \
+        --results "$out/study_gpu" \
+        --preset paper \
+        --device cuda \
+        --num-workers 12 \
+        --finetune-workers 4 \
+        --recipes center \
+        --pretrain-epochs 20 \
+        --pretrain-batch 32 \
+        --finetune-steps 200 \
+        --finetune-batch 16 \
+        --checkpoint-every 200 \
+        2>&1 | tr '\r' '\n' | grep --line-buffered -v 'it/s\]' | tee "$out/study_gpu.log" || true
+    ls -la "$out"
+}
+
+case "${1:-}" in
+    prepare) prepare ;;
+    run) run ;;
+    *) echo "usage: $0 prepare|run" >&2; exit 2 ;;
+esac
