@@ -27,8 +27,7 @@ from torch import nn
 
 from trainer.checkpoint import load_model
 from trainer.data.imageio import atomic_write_bytes
-from trainer.data.transforms import resize_square, to_tensor
-from trainer.errors import CheckpointError, FaceParseError, ImageReadError
+from trainer.errors import CheckpointError, FaceParseError
 from trainer.labels import get_label_set
 from trainer.models import ModelConfig
 from trainer.predict import Predictor
@@ -190,20 +189,8 @@ class OnnxPredictor(Predictor):
         info["runtime"] = "onnxruntime"
         return info
 
-    def _to_input(self, images: Sequence[np.ndarray]) -> torch.Tensor:  # type: ignore[override]
-        batch = []
-        for i, image in enumerate(images):
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ImageReadError(
-                    f"image {i}: expected an (H, W, 3) uint8 RGB array, got {image.dtype} "
-                    f"{tuple(image.shape)}"
-                )
-            square, _ = resize_square(image, self.input_size)
-            batch.append(to_tensor(square))
-        return torch.stack(batch)  # [0, 1]: the graph normalises
-
     def logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """(B, C, S, S) float32 class logits at the network input size."""
-        x = self._to_input(images).numpy()
+        x = self._unit_batch(images).numpy()  # [0, 1]: the graph normalises
         out = self.session.run(None, {self._input_name: x})[0]
         return torch.from_numpy(out)

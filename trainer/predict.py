@@ -121,8 +121,8 @@ class Predictor:
             "path": self.meta.get("path"),
         }
 
-    def _to_input(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """List of (H, W, 3) uint8 RGB -> (B, 3, S, S) normalised network input on the device."""
+    def _unit_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """List of (H, W, 3) uint8 RGB -> (B, 3, S, S) float in [0, 1] at the input size (CPU)."""
         batch = []
         for i, image in enumerate(images):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -133,8 +133,11 @@ class Predictor:
             # The same resize as the training data gets, so the network sees what it learned on.
             square, _ = resize_square(image, self.input_size)
             batch.append(to_tensor(square))
-        x = torch.stack(batch).to(self.device)
-        x = self.model.normalize(x)
+        return torch.stack(batch)
+
+    def _to_input(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """List of (H, W, 3) uint8 RGB -> (B, 3, S, S) normalised network input on the device."""
+        x = self.model.normalize(self._unit_batch(images).to(self.device))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
