@@ -400,6 +400,16 @@ class ModelLoop(QObject):
                 return path
         raise RuntimeError(f"no free run folder name in {self.run_root}")
 
+    def _ready_to_train(self) -> bool:
+        """A project is open and no run is going; otherwise say why and return False."""
+        if self.session is None or self.store is None:
+            self.panel.on_error("Open a project first.")
+            return False
+        if self.running:
+            self.message.emit("A training run is already going; cancel it first.", "warning")
+            return False
+        return True
+
     def start_finetune(self, settings: dict[str, Any]) -> bool:
         """Fine-tune on the labeled faces (a snapshot taken now) and publish a new parser.
 
@@ -407,11 +417,7 @@ class ModelLoop(QObject):
             settings: ``TrainPanel.finetune_settings()``: init, init_path, device, preset,
                 epochs, max_steps, batch_size.
         """
-        if self.session is None or self.store is None:
-            self.panel.on_error("Open a project first.")
-            return False
-        if self.running:
-            self.message.emit("A training run is already going; cancel it first.", "warning")
+        if not self._ready_to_train():
             return False
         self.session.save_all()  # the snapshot includes the latest strokes
         try:
@@ -454,11 +460,7 @@ class ModelLoop(QObject):
             settings: ``TrainPanel.pretrain_settings()``: device, preset, epochs, max_steps,
                 batch_size, resume.
         """
-        if self.session is None or self.store is None:
-            self.panel.on_error("Open a project first.")
-            return False
-        if self.running:
-            self.message.emit("A training run is already going; cancel it first.", "warning")
+        if not self._ready_to_train():
             return False
         worker = FunctionWorker(
             _at_lower_priority(run_pretrain_job, TRAINING_NICE),
