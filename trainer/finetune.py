@@ -59,7 +59,8 @@ class FinetuneConfig:
         data: dataset folder (LaPa layout, or CelebAMask-HQ mapped to LaPa classes).
         out_dir: where checkpoints and logs go.
         data_format: "lapa", "celebamask" or "auto" (LaPa when ``data/train/images`` exists).
-        init: "scratch", "imagenet", "ssl:<stage-1 checkpoint>" or "ckpt:<stage-2 checkpoint>".
+        init: "scratch", "imagenet", "ssl:<stage-1 checkpoint>" or "ckpt:<stage-2 checkpoint>";
+            a bare "ssl" / "ckpt" is the starter backbone / parser shipped in ``assets/models/``.
         preset: model preset for scratch/imagenet (ssl/ckpt take the checkpoint's).
         input_size: network input side in pixels; default the preset's or the checkpoint's.
         fraction: share of the training images that are labeled (K = max(1, round(f·N))).
@@ -72,8 +73,9 @@ class FinetuneConfig:
         lr: peak learning rate of the FP decoder (AdamW, warm-up then cosine). 1e-2: at 1e-3 a
             short few-label run (250 steps, K = 10) underfits even its own training faces and
             never learns brows, eyes or lips (bench/results/lr_probe.json).
-        backbone_lr_mult: the backbone's learning rate is ``lr · backbone_lr_mult``; None means
-            1.0 for scratch and 0.5 for a pretrained backbone (keeps more of what it learned).
+        backbone_lr_mult: the backbone's learning rate is ``lr · backbone_lr_mult``. 1.0 for
+            every init: a lower rate for a masked-SSL backbone hurt at K = 10 (0.1: mean F1 35
+            and 41 vs 66 and 57 at 1.0 for the two stage-1 recipes; bench/results/probes.jsonl).
         weight_decay: AdamW weight decay on weight matrices/kernels (not on biases or norms).
         warmup_steps: linear warm-up steps.
         grad_clip: max gradient norm; 0 disables clipping.
@@ -106,7 +108,7 @@ class FinetuneConfig:
     max_steps: int | None = None
     batch_size: int = 8
     lr: float = 1e-2
-    backbone_lr_mult: float | None = None
+    backbone_lr_mult: float = 1.0
     weight_decay: float = 1e-4
     warmup_steps: int = 20
     grad_clip: float = 1.0
@@ -240,13 +242,16 @@ def load_datasets(config: FinetuneConfig) -> tuple[Sequence[Sample], Sequence[Sa
 
 
 def _parse_init(init: str) -> tuple[str, str | None]:
-    kind, _, path = init.partition(":")
+    from trainer.starter import resolve_init
+
+    kind, _, path = resolve_init(init).partition(":")
     if kind in ("scratch", "imagenet") and not path:
         return kind, None
     if kind in ("ssl", "ckpt") and path:
         return kind, path
     raise FaceParseError(
-        f"--init {init!r}: use scratch, imagenet, ssl:<stage-1 checkpoint> or ckpt:<stage-2 checkpoint>"
+        f"--init {init!r}: use scratch, imagenet, ssl:<stage-1 checkpoint> or ckpt:<stage-2 checkpoint> "
+        "(bare ssl / ckpt: the starter backbone / parser in assets/models)"
     )
 
 
@@ -502,10 +507,7 @@ def finetune_on_samples(
         model = model.to(memory_format=torch.channels_last)
     size = model.config.input_size
     label_set = get_label_set(model.config.label_set)
-    pretrained = config.init != "scratch" or config.encoder_weights is not None
     backbone_mult = config.backbone_lr_mult
-    if backbone_mult is None:
-        backbone_mult = 0.5 if pretrained else 1.0
 
     names = getattr(train_samples, "names", None) or [s.name for s in train_samples]
     meta: dict[str, Any] = {

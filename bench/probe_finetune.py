@@ -1,0 +1,151 @@
+"""One fine-tuning probe on the study's data (issue 5 §1: "find out why").
+
+Runs one fine-tune with the study's recipe (bench/study.py: lite, 250 steps of 8, CE + Dice,
+warm-up 20 + cosine) and one changed setting, scores its last weights on the study's validation
+faces, and appends one JSON line to the results file. Needs the study's data stage
+(``bench/study.py --stop-after data``) and, for ``ssl:``, its stage-1 checkpoints.
+
+Usage:
+    .venv/bin/python bench/probe_finetune.py --init scratch --lr 3e-3
+    .venv/bin/python bench/probe_finetune.py \
+        --init ssl:bench/out/study/pretrain_spark/pretrain_last.safetensors --backbone-lr-mult 0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "bench"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from study import NamedSubset  # noqa: E402
+
+from trainer.data.lapa import LapaDataset  # noqa: E402
+from trainer.evaluate import evaluate  # noqa: E402
+from trainer.finetune import FinetuneConfig, finetune_on_samples  # noqa: E402
+from trainer.predict import Predictor  # noqa: E402
+from trainer.subsets import select_labeled_subset  # noqa: E402
+
+
+def _fresh_decoder(ssl_path: str, out: Path) -> Path:
+    """A copy of a stage-1 checkpoint whose UNet++ decoder is re-initialised (seed 0)."""
+    from trainer.checkpoint import load_model, save_checkpoint
+    from trainer.models import build_model
+
+    model, ckpt = load_model(ssl_path)
+    torch.manual_seed(0)
+    fresh = build_model(model.config, heads=tuple(ckpt.heads))
+    model.decoder.load_state_dict(fresh.decoder.state_dict())
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"step": ckpt.meta.get("step"), "note": f"{ssl_path} with a fresh decoder"}
+    return save_checkpoint(out / "encoder_only.safetensors", model, "pretrain", meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--init", default="scratch", help="scratch | ssl:<ckpt> | ckpt:<ckpt>")
+    ap.add_argument("--name", default=None, help="label of this probe in the results")
+    ap.add_argument("--data", default=str(ROOT / "bench" / "out" / "study" / "data"))
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--subset-seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=250)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--backbone-lr-mult", type=float, default=1.0)
+    ap.add_argument("--dice-weight", type=float, default=1.0)
+    ap.add_argument(
+        "--keep",
+        choices=("backbone", "encoder"),
+        default="backbone",
+        help="ssl: what of the stage-1 network is kept (encoder: the UNet++ decoder starts fresh)",
+    )
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument(
+        "--extra-val", default=None, help="a second LaPa folder to score on (val split)"
+    )
+    ap.add_argument("--out", default=None, help="run folder (default bench/out/probes/<name>)")
+    ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "probes.jsonl"))
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name = (
+        args.name
+        or f"{args.init.split(':')[0]}_K{args.k}_lr{args.lr:g}_bb{args.backbone_lr_mult:g}"
+    )
+    out = Path(args.out or ROOT / "bench" / "out" / "probes" / name)
+    init = args.init
+    if args.keep == "encoder":
+        init = f"ssl:{_fresh_decoder(args.init.partition(':')[2], out)}"
+    pool = LapaDataset(args.data, split="train")
+    val = LapaDataset(args.data, split="val")
+    chosen = select_labeled_subset(pool.names, num_labeled=args.k, seed=args.subset_seed)
+    config = FinetuneConfig(
+        data="",
+        out_dir=str(out),
+        init=init,
+        preset="lite",
+        num_labeled=args.k,
+        subset_seed=args.subset_seed,
+        epochs=10**6,
+        max_steps=args.steps,
+        batch_size=args.batch,
+        lr=args.lr,
+        backbone_lr_mult=args.backbone_lr_mult,
+        warmup_steps=20,
+        dice_weight=args.dice_weight,
+        val_split=None,
+        progress_bar=False,
+    )
+    t0 = time.perf_counter()
+    result = finetune_on_samples(config, NamedSubset(pool, chosen), None)
+    train_s = time.perf_counter() - t0
+    predictor = Predictor.from_checkpoint(result.last_path, device="cpu")
+    scores = evaluate(predictor, val, batch_size=8)
+    record = {
+        "name": name,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "command": "bench/probe_finetune.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "init": args.init,
+        "keep": args.keep,
+        "k": args.k,
+        "subset_seed": args.subset_seed,
+        "steps": args.steps,
+        "lr": args.lr,
+        "backbone_lr_mult": args.backbone_lr_mult,
+        "dice_weight": args.dice_weight,
+        "mean_f1": scores["mean_f1"],
+        "miou": scores["miou"],
+        "f1": {c: s["f1"] for c, s in scores["per_class"].items()},
+        "train_seconds": round(train_s, 1),
+        "checkpoint": str(result.last_path),
+    }
+    if args.extra_val:
+        extra = evaluate(predictor, LapaDataset(args.extra_val, split="val"), batch_size=8)
+        record["extra_val"] = {
+            "data": args.extra_val,
+            "mean_f1": extra["mean_f1"],
+            "miou": extra["miou"],
+        }
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with results.open("a") as f:  # one line per probe; parallel probes append whole lines
+        f.write(json.dumps(record) + "\n")
+    print(
+        f"{name}: mean F1 {100 * (scores['mean_f1'] or 0):.1f}  mIoU {100 * (scores['miou'] or 0):.1f}"
+        f"  ({train_s:.0f} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
