@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, QTimer, Signal
 
-from faceparse_app.model_store import ModelStore, ModelStoreError
+from faceparse_app.model_store import STARTER_ID, ModelStore, ModelStoreError
 from faceparse_app.prelabel_refresh import PrelabelRefresher
 from faceparse_app.project import FINISHED, ImageRecord
 from faceparse_app.session import AnnotationSession
@@ -95,6 +95,8 @@ class ModelLoop(QObject):
         lookahead: unfinished images after the current one to predict ahead.
         starter_backbone: the backbone shipped with the app (None: the default in
             ``assets/models/``; used for fine-tuning when the project has none).
+        starter_parser: the parser shipped with the app (None: the default in
+            ``assets/models/``; pre-labels until the project has a parser of its own).
         loader: reads an image file for the pre-label thread (None: ``read_image``).
 
     Signals:
@@ -120,6 +122,7 @@ class ModelLoop(QObject):
         device: str = "auto",
         lookahead: int = 3,
         starter_backbone: str | Path | None = None,
+        starter_parser: str | Path | None = None,
         loader: Callable[[Path], np.ndarray] | None = None,
         parent: QObject | None = None,
     ) -> None:
@@ -128,6 +131,7 @@ class ModelLoop(QObject):
         self.device = device
         self.lookahead = lookahead
         self.starter_backbone = starter_backbone
+        self.starter_parser = starter_parser
         self.loader = loader
         self.session: AnnotationSession | None = None
         self.store: ModelStore | None = None
@@ -152,7 +156,9 @@ class ModelLoop(QObject):
         """Work on this session's project (call before its first image opens)."""
         self.detach()
         self.session = session
-        self.store = ModelStore(session.project.store_dir / "models", self.starter_backbone)
+        self.store = ModelStore(
+            session.project.store_dir / "models", self.starter_backbone, self.starter_parser
+        )
         from trainer.data.imageio import read_image
 
         loader = _at_lower_priority(self.loader or read_image, PRELABEL_NICE)
@@ -233,31 +239,32 @@ class ModelLoop(QObject):
         self.panel.set_versions(versions, active)
         own = store.active("backbone")
         starter = store.starter_backbone if store.starter_backbone.is_file() else None
-        self.panel.set_init_options(own.path if own is not None else None, starter)
+        parser = store.starter_parser if store.starter_parser.is_file() else None
+        self.panel.set_init_options(own.path if own is not None else None, starter, parser)
         for note in store.problems:
             self.message.emit(f"Model store: {note}", "warning")
 
     def _use_active_model(self, refresh_current: bool = True) -> str:
-        """Pre-label with the store's active parser (or say there is none).
+        """Pre-label with the store's active parser, else the starter parser (or say there is none).
 
         Returns:
             What happens to the other pre-labels nobody edited, for the swap's message.
         """
         if self.store is None or self.queue is None:
             return ""
-        active = self.store.active("parser")
-        if active is None:
+        model = self.store.parser_for_prelabel()
+        if model is None:
             self.queue.set_model(None, None)
             self.model_changed.emit(None)
             self.no_model.emit(NO_MODEL_TEXT)
         else:
-            self.queue.set_model(active.path, active.id)
-            self.model_changed.emit(active.id)
+            self.queue.set_model(*model)
+            self.model_changed.emit(model[1])
         self.scores_changed.emit({})
         if refresh_current and self.session is not None:
             self._on_image_changed(self.session.current)
         # Queued behind the image on screen; the sweep below reuses the refreshes' scores.
-        n = self.refresher.start(active.id if active is not None else None) if self.refresher else 0
+        n = self.refresher.start(model[1] if model is not None else None) if self.refresher else 0
         self.score_unfinished()
         return f"refreshing {n} other pre-label{'s' if n != 1 else ''} nobody edited in the background" if n else ""
 
@@ -434,9 +441,12 @@ class ModelLoop(QObject):
             return False
         init_path = settings.get("init_path") if settings.get("init") != "scratch" else None
         active = self.store.active("parser")
+        parent = active.id if active is not None else None
+        if settings.get("init") == "starter_parser":
+            parent = STARTER_ID
         # `parent` (the version this one derives from) is bound here because FunctionWorker
         # takes a `parent` keyword of its own (the QObject parent).
-        job = functools.partial(run_finetune_on_files, parent=active.id if active is not None else None)
+        job = functools.partial(run_finetune_on_files, parent=parent)
         worker = FunctionWorker(
             _at_lower_priority(job, TRAINING_NICE),
             files,

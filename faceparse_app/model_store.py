@@ -35,6 +35,7 @@ from typing import Any
 from trainer.checkpoint import read_metadata
 from trainer.data.imageio import atomic_write_bytes
 from trainer.errors import CheckpointError, FaceParseError
+from trainer.starter import STARTER_BACKBONE, STARTER_PARSER
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ MODEL_FILE = "model.safetensors"
 VERSION_FILE = "version.json"
 ACTIVE_FILE = "active.json"
 STORE_FORMAT = 1
-STARTER_BACKBONE = Path(__file__).resolve().parents[1] / "assets" / "models" / "starter_backbone.safetensors"
+STARTER_ID = "starter"  # the version name pre-labels from the shipped starter parser carry
 
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 
@@ -123,16 +124,21 @@ class ModelStore:
         store_dir: the ``models`` folder (created on first publish), e.g.
             ``<project>/.faceparse/models``.
         starter_backbone: the backbone shipped with the app, used when the project has none.
+        starter_parser: the parser shipped with the app: pre-labels until the project has one.
 
     Attributes:
         problems: notes about version folders that were skipped (damaged, unreadable).
     """
 
     def __init__(
-        self, store_dir: str | os.PathLike[str], starter_backbone: str | os.PathLike[str] | None = None
+        self,
+        store_dir: str | os.PathLike[str],
+        starter_backbone: str | os.PathLike[str] | None = None,
+        starter_parser: str | os.PathLike[str] | None = None,
     ) -> None:
         self.dir = Path(store_dir)
         self.starter_backbone = Path(starter_backbone) if starter_backbone else STARTER_BACKBONE
+        self.starter_parser = Path(starter_parser) if starter_parser else STARTER_PARSER
         self.problems: list[str] = []
         # Publishing runs on a training thread while the GUI lists versions; listing needs no
         # lock (renames are atomic), but two publishers must not race for an id.
@@ -209,6 +215,16 @@ class ModelStore:
             return own.path
         if self.starter_backbone.is_file():
             return self.starter_backbone
+        return None
+
+    def parser_for_prelabel(self) -> tuple[Path, str] | None:
+        """(checkpoint, version name) that pre-labels: the project's active parser, else the
+        starter parser shipped in ``assets/models/`` (named ``STARTER_ID``), else None."""
+        own = self.active("parser")
+        if own is not None:
+            return own.path, own.id
+        if self.starter_parser.is_file():
+            return self.starter_parser, STARTER_ID
         return None
 
     # -- writing ------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from faceparse_app.model_store import ModelStore, ModelVersion
 from faceparse_app.uncertainty import mean_entropy, mean_margin
+from trainer.checkpoint import read_metadata
 from trainer.data.imageio import read_image, read_label
 from trainer.data.sample import Sample, SampleSubset
 from trainer.errors import CheckpointError, FaceParseError
@@ -244,6 +245,17 @@ class FinetuneJobResult(FinetuneResult):
         }
 
 
+def _init_for(path: str | os.PathLike[str] | None) -> str:
+    """The fine-tuning ``init`` for a file: ``ckpt:`` for a parser, ``ssl:`` for a backbone."""
+    if not path:
+        return "scratch"
+    try:
+        stage = read_metadata(path).get("stage")
+    except FaceParseError as exc:
+        raise TrainingError(f"cannot start from {path}: {exc}") from exc
+    return f"{'ckpt' if stage == 'finetune' else 'ssl'}:{path}"
+
+
 def run_finetune_job(
     train_samples: Sequence[Sample],
     out_dir: str | os.PathLike[str],
@@ -272,8 +284,10 @@ def run_finetune_job(
         out_dir: the run folder (checkpoints, logs); a fresh one per run.
         val_samples: faces to validate on; None: hold out part of ``train_samples``
             (see :func:`split_holdout`: seeded, at least one face when there are two or more).
-        init_backbone: a stage-1 checkpoint whose backbone to start from (the project's or the
-            starter backbone); None starts from random weights (fine for tests, poor for users).
+        init_backbone: the checkpoint to start from: a stage-1 one (its backbone is kept, the
+            FP decoder starts fresh: the project's or the starter backbone) or a parser (it is
+            trained further: the starter parser); None starts from random weights (fine for
+            tests, poor for users).
         preset: model preset when there is no backbone (a backbone brings its own).
         epochs, max_steps, batch_size, lr, device, seed: see ``trainer.finetune.FinetuneConfig``.
         val_fraction: share held out when ``val_samples`` is None.
@@ -304,7 +318,7 @@ def run_finetune_job(
     config = FinetuneConfig(
         data="",
         out_dir=str(out_dir),
-        init=f"ssl:{init_backbone}" if init_backbone else "scratch",
+        init=_init_for(init_backbone),
         preset=preset,
         epochs=epochs,
         max_steps=max_steps,

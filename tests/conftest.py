@@ -15,6 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _no_starter_models(request, monkeypatch):
+    """The app never reaches for the shipped starter models in tests (tiny models instead),
+    unless a test is marked ``uses_starter_models``."""
+    if request.node.get_closest_marker("uses_starter_models"):
+        return
+    for name in ("STARTER_BACKBONE", "STARTER_PARSER"):
+        monkeypatch.setattr(f"faceparse_app.model_store.{name}", Path(f"/nonexistent/{name}.safetensors"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data beside the project root (real faces; never copied into the repo)."""

@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         overrides={
             "device": {"help": DEVICE_HELP},
             "preset": {"choices": sorted(PRESETS)},
-            "init": {"metavar": "ssl:CKPT|imagenet|scratch|ckpt:CKPT"},
+            "init": {"metavar": "ssl[:CKPT]|imagenet|scratch|ckpt[:CKPT]"},
         },
     )
     p.set_defaults(func=_cmd_finetune)

@@ -42,10 +42,16 @@ from faceparse_app.widgets.loss_plot import LossPlot
 
 INIT_CHOICES = (
     ("project", "Project backbone"),
+    ("starter_parser", "Starter parser"),
     ("starter", "Starter backbone"),
     ("file", "Choose file…"),
     ("scratch", "No backbone (random weights)"),
 )
+# The choice made until the user picks one: the first available. The project's own backbone
+# (pretrained on its photos) first; then the starter parser, which beat the starter backbone
+# for K = 10 new labels (BENCHMARKS.md, "Starter models").
+DEFAULT_INIT_ORDER = ("project", "starter_parser", "starter", "scratch")
+NEEDS_FILE = ("project", "starter", "starter_parser")  # choices that need a file to exist
 PRESETS = ("lite", "paper", "tiny")
 
 
@@ -103,7 +109,9 @@ class TrainPanel(QWidget):
         self.setObjectName("train_panel")
         self.counter = AutoRetrainCounter(every=10, enabled=False)
         self.running: str | None = None
-        self._init_paths: dict[str, Path | None] = {"project": None, "starter": None, "file": None}
+        self._init_paths: dict[str, Path | None] = {
+            "project": None, "starter": None, "starter_parser": None, "file": None
+        }
         self._retrain_pending = False
         self._resume_point: Mapping[str, Any] | None = None
         self._init_automatic = True
@@ -234,8 +242,13 @@ class TrainPanel(QWidget):
 
     # -- settings -----------------------------------------------------------------------------
 
-    def set_init_options(self, project: Path | str | None, starter: Path | str | None) -> None:
-        """Which backbones exist; unavailable choices are disabled, the best one selected.
+    def set_init_options(
+        self,
+        project: Path | str | None,
+        starter: Path | str | None,
+        starter_parser: Path | str | None = None,
+    ) -> None:
+        """Which starting points exist; unavailable choices are disabled, the best one selected.
 
         Until the user picks a choice, the best available one is selected; a project backbone
         that newly appears (pretraining finished) becomes the choice unless the user picked a file.
@@ -243,20 +256,20 @@ class TrainPanel(QWidget):
         had_project = self._init_paths["project"] is not None
         self._init_paths["project"] = Path(project) if project else None
         self._init_paths["starter"] = Path(starter) if starter else None
+        self._init_paths["starter_parser"] = Path(starter_parser) if starter_parser else None
         model = self.init_combo.model()
         for index in range(self.init_combo.count()):
             key = self.init_combo.itemData(index)
-            if key in ("project", "starter"):
+            if key in NEEDS_FILE:
                 item = model.item(index)  # type: ignore[attr-defined]
                 item.setEnabled(self._init_paths[key] is not None)
                 path = self._init_paths[key]
                 item.setToolTip(str(path) if path else "not available")
         current = self.init_combo.currentData()
-        unavailable = current in ("project", "starter") and self._init_paths[current] is None
+        unavailable = current in NEEDS_FILE and self._init_paths[current] is None
         new_project = project and not had_project and current != "file"
         if unavailable or new_project or self._init_automatic:
-            # The best backbone there is: the project's own, else the starter one.
-            best = "project" if project else "starter" if starter else "scratch"
+            best = next(k for k in DEFAULT_INIT_ORDER if k == "scratch" or self._init_paths[k])
             self.init_combo.setCurrentIndex(self.init_combo.findData(best))
             self._init_automatic = True
 
@@ -279,12 +292,16 @@ class TrainPanel(QWidget):
             self.set_init_file(path)
         elif self._init_paths["file"] is None:
             self._init_automatic = True  # dialog cancelled: back to the best available choice
-            self.set_init_options(self._init_paths["project"], self._init_paths["starter"])
+            self.set_init_options(
+                self._init_paths["project"],
+                self._init_paths["starter"],
+                self._init_paths["starter_parser"],
+            )
 
     def finetune_settings(self) -> dict[str, Any]:
         """What a fine-tuning start asks for.
 
-        Keys: init ("project", "starter", "file", "scratch"), init_path (str or None), device,
+        Keys: init ("project", "starter_parser", "starter", "file", "scratch"), init_path (str or None), device,
         preset, epochs, max_steps (None = no limit), batch_size.
         """
         init = self.init_combo.currentData()

@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
@@ -573,10 +572,3 @@ def test_an_unreadable_image_is_skipped_with_a_note(qtbot, tmp_path):
     window.session.open_image(f2)
     qtbot.waitUntil(lambda: status(window, f2) == ("pre-labeled", v2), timeout=WAIT_MS)
 
-
-@pytest.fixture(autouse=True)
-def _no_starter_backbone(monkeypatch):
-    """Tests never reach for a shipped backbone: fine-tuning starts from random weights."""
-    monkeypatch.setattr(
-        "faceparse_app.model_store.STARTER_BACKBONE", Path("/nonexistent/starter.safetensors")
-    )

@@ -154,6 +154,16 @@ def test_backbone_for_finetune_prefers_project_then_starter(tmp_path, checkpoint
     assert store.backbone_for_finetune() == own.path
 
 
+def test_prelabels_come_from_the_project_parser_else_the_starter_parser(tmp_path, checkpoints):
+    starter = tmp_path / "starter_parser.safetensors"
+    store = ModelStore(tmp_path / "models", starter_parser=starter)
+    assert store.parser_for_prelabel() is None  # nothing at all: the app offers training
+    starter.write_bytes(checkpoints["parser"].read_bytes())
+    assert store.parser_for_prelabel() == (starter, "starter")
+    own = store.publish(checkpoints["parser"], "parser", {}, [], None)
+    assert store.parser_for_prelabel() == (own.path, own.id)
+
+
 def test_unknown_kind_and_id(tmp_path, checkpoints):
     store = ModelStore(tmp_path / "models")
     with pytest.raises(ModelStoreError, match="unknown model kind"):

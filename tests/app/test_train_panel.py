@@ -49,6 +49,9 @@ def test_init_choices_follow_what_exists(panel):
     assert panel.finetune_settings()["init_path"] is None
     panel.set_init_options(None, "/app/starter.safetensors")
     assert panel.finetune_settings()["init"] == "starter"
+    panel.set_init_options(None, "/app/starter.safetensors", "/app/parser.safetensors")
+    assert panel.finetune_settings()["init"] == "starter_parser"  # measured better for K = 10
+    assert panel.finetune_settings()["init_path"] == str(Path("/app/parser.safetensors"))
     panel.set_init_options("/p/bb.safetensors", "/app/starter.safetensors")  # pretraining finished
     assert panel.finetune_settings()["init"] == "project"
     panel.set_init_file("/mine/backbone.safetensors")

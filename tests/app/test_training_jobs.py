@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from faceparse_app.model_store import ModelStore
 from faceparse_app.training import (
@@ -22,7 +23,7 @@ from faceparse_app.training import (
     split_holdout,
 )
 from tests.conftest import synthetic_face
-from trainer.checkpoint import read_metadata, save_checkpoint
+from trainer.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from trainer.data.imageio import write_image, write_label
 from trainer.data.sample import Sample
 from trainer.models import build_model, get_preset
@@ -130,6 +131,28 @@ def test_finetune_job_starts_from_a_backbone_and_honours_cancel(faces_dir, tmp_p
     assert result.summary()["cancelled"] and result.summary()["version"] is None
     assert store.versions() == []
     assert read_metadata(result.last_path)["init_checkpoint"] == str(backbone)
+
+
+def test_finetune_job_continues_a_parser_keeping_its_head(faces_dir, tmp_path):
+    torch.manual_seed(3)
+    parser = save_checkpoint(
+        tmp_path / "p.safetensors", build_model(get_preset("tiny"), ("parsing",)), "finetune"
+    )
+    result = run_finetune_job(
+        LazySamples(labeled_files(faces_dir)), tmp_path / "run", init_backbone=parser, max_steps=1,
+        lr=0.0, **TINY,
+    )  # fmt: skip
+    meta = read_metadata(result.last_path)
+    assert meta["init"] == f"ckpt:{parser}"
+    # lr 0: the parser's own FP decoder came through unchanged (a backbone start makes a new one).
+    start = load_checkpoint(parser).model_state
+    end = load_checkpoint(result.last_path).model_state
+    assert torch.equal(start["heads.parsing.weight"], end["heads.parsing.weight"])
+    with pytest.raises(TrainingError, match="cannot start from"):
+        run_finetune_job(
+            LazySamples(labeled_files(faces_dir)), tmp_path / "run2",
+            init_backbone=tmp_path / "missing.safetensors", max_steps=1, **TINY,
+        )  # fmt: skip
 
 
 def test_finetune_crash_raises_with_the_reason_and_publishes_nothing(tmp_path):
