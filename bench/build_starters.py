@@ -1,0 +1,301 @@
+"""Build the starter models the app ships (issue 5 §3) and measure where fine-tuning should start.
+
+Stages (each cached in ``<out>/<stage>/done.json`` like bench/study.py, so a rerun resumes):
+  1. backbone: stage 1 with the study's best recipe (lite preset) on every shared photo: the 700
+     ``celebamask-hq-dev`` images and ``faces-unlabeled``; written weights-only to
+     ``assets/models/starter_backbone.safetensors``.
+  2. parser: that backbone fine-tuned on all 700 labeled dev faces (LaPa classes, sides fixed as in
+     the study) → ``assets/models/starter_parser.safetensors``. Every CelebA face is training
+     data here, so its only unseen check is the 6 HELEN faces (``lapa-format-helen``).
+  3. compare: which start is better for K = 10 new labels? With the study's split, a parser is
+     fine-tuned on the pool *minus* the study's K = 10 subset (590 faces) from the study's SSL
+     backbone, as the starter parser is from the starter backbone; then the K = 10 faces are
+     fine-tuned (the study's recipe) from (a) that parser and (b) the SSL backbone. Both are
+     scored on the 100 validation faces and the HELEN faces, beside the parser with no
+     fine-tuning at all.
+
+Results: ``bench/results/starters.json``; the model card is ``assets/models/MODEL_CARD.md``.
+
+Usage (after ``bench/study.py`` has run its data and stage-1 stages):
+    .venv/bin/python bench/build_starters.py --recipe spark --pretrained-lr-mult 0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "bench"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from study import (  # noqa: E402
+    QUICK,
+    RECIPES,
+    SHARED,
+    NamedSubset,
+    StudySettings,
+    load_done,
+    mark_done,
+    prepare_data,
+    run_pretrain,
+)
+
+from trainer.data.imageio import atomic_write_bytes  # noqa: E402
+from trainer.data.lapa import LapaDataset  # noqa: E402
+from trainer.data.sample import Sample  # noqa: E402
+from trainer.evaluate import evaluate  # noqa: E402
+from trainer.finetune import FinetuneConfig, finetune_on_samples  # noqa: E402
+from trainer.predict import Predictor  # noqa: E402
+from trainer.starter import STARTER_BACKBONE, STARTER_PARSER, write_weights_only  # noqa: E402
+from trainer.subsets import select_labeled_subset  # noqa: E402
+
+log = logging.getLogger("starters")
+LICENCE = (
+    "Trained on CelebAMask-HQ-derived images (CelebA-HQ) and public sample photos: for "
+    "non-commercial research use only, like CelebA/CelebAMask-HQ themselves."
+)
+
+
+class Joined(Sequence[Sample]):
+    """Several sample sequences read as one (e.g. a LaPa train and val split)."""
+
+    def __init__(self, *parts: Sequence[Sample]) -> None:
+        self.parts = parts
+        self.names = [n for p in parts for n in getattr(p, "names", [])]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        for part in self.parts:
+            if i < len(part):
+                return part[i]
+            i -= len(part)
+        raise IndexError(i)
+
+
+def _scores(checkpoint: Path, sets: dict[str, Sequence[Sample]]) -> dict[str, Any]:
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    out = {}
+    for name, samples in sets.items():
+        s = evaluate(predictor, samples, batch_size=8)
+        out[name] = {
+            "mean_f1": s["mean_f1"],
+            "miou": s["miou"],
+            "f1": {c: v["f1"] for c, v in s["per_class"].items()},
+        }
+    return out
+
+
+def _finetune(
+    stage_dir: Path,
+    init: str,
+    samples: Sequence[Sample],
+    steps: int,
+    settings: StudySettings,
+    lr_mult: float,
+    score_on: dict[str, Sequence[Sample]],
+) -> dict[str, Any]:
+    """One cached fine-tune with the study's recipe; returns its record (scores included)."""
+    config = FinetuneConfig(
+        data="",
+        out_dir=str(stage_dir),
+        init=init,
+        preset=settings.preset,
+        epochs=10**6,
+        max_steps=steps,
+        batch_size=settings.finetune_batch,
+        lr=settings.lr,
+        backbone_lr_mult=lr_mult,
+        warmup_steps=settings.warmup_steps,
+        dice_weight=settings.dice_weight,
+        seed=0,
+        val_split=None,
+        progress_bar=False,
+    )
+    key = {**config.to_dict(), "samples": list(getattr(samples, "names", []))}
+    done = load_done(stage_dir, key)
+    if done is not None and Path(done["checkpoint"]).is_file():
+        return done
+    t0 = time.perf_counter()
+    result = finetune_on_samples(config, samples, None)
+    seconds = time.perf_counter() - t0
+    result.best_path.unlink(missing_ok=True)  # no validation: best == last
+    record = {
+        "init": init,
+        "num_faces": len(samples),
+        "steps": steps,
+        "train_seconds": round(seconds, 1),
+        "checkpoint": str(result.last_path),
+        "scores": _scores(result.last_path, score_on),
+    }
+    log.info("%s: %s", stage_dir.name, _line(record["scores"]))
+    return mark_done(stage_dir, key, record)
+
+
+def _line(scores: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k} mean F1 {100 * v['mean_f1']:.1f} / mIoU {100 * v['miou']:.1f}"
+        for k, v in scores.items()
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="spark")
+    ap.add_argument("--pretrained-lr-mult", type=float, default=1.0)
+    ap.add_argument("--pretrain-epochs", type=int, default=StudySettings.pretrain_epochs)
+    # 250 steps (the study's budget) leave 50+ faces underfit (brows and eyes at F1 ~0 for K = 50):
+    # the parser that ships gets more.
+    ap.add_argument("--parser-steps", type=int, default=1200, help="starter parser: steps of 8")
+    ap.add_argument(
+        "--heldout-parser-steps", type=int, default=750, help="the comparison's parser: steps of 8"
+    )
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "starters"))
+    ap.add_argument("--study-out", default=str(ROOT / "bench" / "out" / "study"))
+    ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "starters.json"))
+    ap.add_argument("--skip-compare", action="store_true")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny budgets, nothing written to assets/: checks the pipeline",
+    )
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    settings = replace(StudySettings(), pretrain_epochs=args.pretrain_epochs)
+    out, study_out = Path(args.out), Path(args.study_out)
+    backbone_dst, parser_dst, results = STARTER_BACKBONE, STARTER_PARSER, Path(args.results)
+    if args.quick:
+        settings = replace(
+            QUICK, pretrain_max_steps=3, finetune_steps=3, split_seed=settings.split_seed
+        )
+        args.parser_steps = args.heldout_parser_steps = 3
+        out = out.with_name(out.name + "-quick")
+        backbone_dst, parser_dst = out / backbone_dst.name, out / parser_dst.name
+        results = results.with_name(results.stem + "_quick.json")
+    data = prepare_data(SHARED / "celebamask-hq-dev", study_out, settings)
+    pool = LapaDataset(study_out / "data", split="train")
+    val = LapaDataset(study_out / "data", split="val")
+    helen = LapaDataset(SHARED / "lapa-format-helen", split="test")
+    every_labeled = Joined(pool, val)
+    t0 = time.perf_counter()
+
+    # 1. the starter backbone
+    unlabeled = SHARED / "faces-unlabeled"
+    image_dirs = (
+        study_out / "data" / "train" / "images",
+        study_out / "data" / "val" / "images",
+        unlabeled,
+    )
+    backbone = run_pretrain(
+        args.recipe, out, settings, unlabeled, image_dirs=image_dirs, stage_dir=out / "backbone"
+    )
+    card = {
+        "licence": LICENCE,
+        "built_by": "bench/build_starters.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+    write_weights_only(
+        backbone["checkpoint"],
+        backbone_dst,
+        {
+            "model_card": {
+                **card,
+                "data": f"{backbone['images']} photos: celebamask-hq-dev (700) + faces-unlabeled",
+            }
+        },
+    )
+
+    # 2. the starter parser
+    parser = _finetune(
+        out / "parser",
+        f"ssl:{backbone_dst}",
+        every_labeled,
+        args.parser_steps,
+        settings,
+        args.pretrained_lr_mult,
+        {"helen": helen},
+    )
+    write_weights_only(
+        parser["checkpoint"],
+        parser_dst,
+        {
+            "model_card": {
+                **card,
+                "data": "700 labeled celebamask-hq-dev faces (LaPa classes)",
+                "unseen_scores": parser["scores"],
+            }
+        },
+    )
+
+    # 3. fine-tune K = 10 new labels from a parser or from a backbone
+    compare: dict[str, Any] = {}
+    if not args.skip_compare:
+        ssl = study_out / f"pretrain_{args.recipe}" / "pretrain_last.safetensors"
+        k10 = select_labeled_subset(pool.names, num_labeled=10, seed=0)
+        rest = [n for n in pool.names if n not in set(k10)]
+        sets = {"val": val, "helen": helen}
+        held_parser = _finetune(
+            out / "parser_pool_minus_k10",
+            f"ssl:{ssl}",
+            NamedSubset(pool, rest),
+            args.heldout_parser_steps,
+            settings,
+            args.pretrained_lr_mult,
+            sets,
+        )
+        new = NamedSubset(pool, k10)
+        steps = settings.finetune_steps
+        compare = {
+            "k10_subset": k10,
+            "parser_no_finetune": held_parser["scores"],
+            "from_parser": _finetune(
+                out / "k10_from_parser", f"ckpt:{held_parser['checkpoint']}", new, steps, settings,
+                args.pretrained_lr_mult, sets,
+            )["scores"],
+            "from_backbone": _finetune(
+                out / "k10_from_backbone", f"ssl:{ssl}", new, steps, settings,
+                args.pretrained_lr_mult, sets,
+            )["scores"],
+        }  # fmt: skip
+    payload = {
+        "what": "starter models (issue 5 §3)",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "command": card["built_by"],
+        "settings": {**asdict(settings), "recipe": args.recipe, "parser_steps": args.parser_steps,
+                     "heldout_parser_steps": args.heldout_parser_steps,
+                     "pretrained_lr_mult": args.pretrained_lr_mult},
+        "data": {k: v for k, v in data.items() if k != "settings"},
+        "backbone": {k: v for k, v in backbone.items() if k != "settings"},
+        "parser": {k: v for k, v in parser.items() if k != "settings"},
+        "sizes_bytes": {p.name: p.stat().st_size for p in (backbone_dst, parser_dst)},
+        "compare_k10": compare,
+        "seconds_this_invocation": round(time.perf_counter() - t0, 1),
+    }  # fmt: skip
+    results.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(results, json.dumps(payload, indent=1).encode())
+    print(f"starter parser on HELEN: {_line(parser['scores'])}")
+    for name, scores in compare.items():
+        if name != "k10_subset":
+            print(f"{name}: {_line(scores)}")
+    print(f"results: {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
