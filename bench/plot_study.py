@@ -21,6 +21,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def _preset_size(preset: str | None) -> int | str:
+    from trainer.models import PRESETS
+
+    return PRESETS[preset].input_size if preset in PRESETS else "?"
+
+
 def plot(results: dict, out: Path) -> Path:
     """Write the PNG for a study results dict; returns ``out``."""
     import matplotlib
@@ -62,7 +68,7 @@ def plot(results: dict, out: Path) -> Path:
     axes[0].legend()
     s = results.get("settings", {})
     fig.suptitle(
-        f"{s.get('preset', '?')} preset, {s.get('input_size') or 'preset'} px, "
+        f"{s.get('preset', '?')} preset, {s.get('input_size') or _preset_size(s.get('preset'))} px, "
         f"{s.get('finetune_steps')} fine-tune steps × {s.get('finetune_batch')}; "
         f"bars: range over subset seeds {list(s.get('seeds', []))}",
         fontsize=9,
@@ -75,14 +81,61 @@ def plot(results: dict, out: Path) -> Path:
     return out
 
 
+def markdown(results: dict) -> str:
+    """The study's tables as Markdown: mean F1 / mIoU per K and arm (seed 0), the seed spread at
+    the smallest K, and per-class F1 at K = 10."""
+    runs = results["runs"]
+    arms = list(dict.fromkeys(r["arm"] for r in runs))
+    ks = sorted({r["k"] for r in runs})
+    seed0 = {(r["arm"], r["k"]): r for r in runs if r["seed"] == 0}
+    lines = ["| K | " + " | ".join(f"{a} mean F1 / mIoU" for a in arms) + " |"]
+    lines.append("|---" * (len(arms) + 1) + "|")
+    for k in ks:
+        cells = []
+        for a in arms:
+            r = seed0.get((a, k))
+            cells.append(f"{100 * r['mean_f1']:.1f} / {100 * r['miou']:.1f}" if r else "")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    k_min = min(ks)
+    spread = []
+    for a in arms:
+        rs = sorted((r for r in runs if r["arm"] == a and r["k"] == k_min), key=lambda r: r["seed"])
+        if len(rs) > 1:
+            f1 = [100 * r["mean_f1"] for r in rs]
+            iou = [100 * r["miou"] for r in rs]
+            spread.append(
+                f"- K = {k_min}, {a}, subset seeds {[r['seed'] for r in rs]}: mean F1 "
+                + ", ".join(f"{v:.1f}" for v in f1)
+                + f" (mean {sum(f1) / len(f1):.1f}, range {max(f1) - min(f1):.1f}); mIoU "
+                + ", ".join(f"{v:.1f}" for v in iou)
+                + f" (mean {sum(iou) / len(iou):.1f})"
+            )
+    if spread:
+        lines += ["", *spread]
+    at10 = [a for a in arms if (a, 10) in seed0]
+    if at10:
+        classes = list(seed0[(at10[0], 10)]["f1"])[1:]
+        lines += ["", "| F1 at K = 10 | " + " | ".join(at10) + " |", "|---" * (len(at10) + 1) + "|"]
+        for c in classes:
+            lines.append(
+                f"| {c} | "
+                + " | ".join(f"{100 * seed0[(a, 10)]['f1'][c]:.1f}" for a in at10)
+                + " |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "results", nargs="?", default=str(ROOT / "bench" / "results" / "study.json")
     )
     parser.add_argument("--out", default=None, help="PNG path (default: beside the results, .png)")
+    parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
     args = parser.parse_args()
     path = Path(args.results)
+    if args.markdown:
+        print(markdown(json.loads(path.read_text())))
     out = Path(args.out) if args.out else path.with_suffix(".png")
     print(plot(json.loads(path.read_text()), out))
     return 0
