@@ -205,7 +205,9 @@ def test_bad_flag_values(lapa: Path, parser_ckpt: Path, tmp_path: Path, capsys) 
         "--device", "cpu",
     )
     _assert_clean_failure(code, err, "fraction")
-    code, _, err = run(capsys, "finetune", "--data", str(lapa), "--out-dir", str(tmp_path), "--init", "ssl")
+    code, _, err = run(
+        capsys, "finetune", "--data", str(lapa), "--out-dir", str(tmp_path), "--init", "imagenet:x.pth"
+    )
     _assert_clean_failure(code, err, "--init")
     if not torch.cuda.is_available():
         code, _, err = run(

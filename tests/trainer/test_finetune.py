@@ -135,7 +135,9 @@ def test_ckpt_init_continues_a_parser_and_imagenet_asks_for_imagenet_weights(
 
 def test_bad_init_is_a_clear_error(lapa: Path, tmp_path: Path) -> None:
     with pytest.raises(FaceParseError, match="--init"):
-        _config(lapa, tmp_path, init="ssl")
+        _config(lapa, tmp_path, init="imagenet:weights.pth")  # (bare ssl is the starter backbone)
+    with pytest.raises(FaceParseError, match="--init"):
+        _config(lapa, tmp_path, init="ssl-typo")
     parser = save_checkpoint(
         tmp_path / "parser.safetensors", build_model(get_preset("tiny")), stage="finetune"
     )
