@@ -484,9 +484,9 @@ def finetune_on_samples(
     Returns:
         A FinetuneResult.
     """
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, RandomSampler
 
-    from trainer.data.torch_datasets import ParsingDataset
+    from trainer.data.torch_datasets import EpochSampler, ParsingDataset, worker_context
     from trainer.data.transforms import TrainAugment
     from trainer.losses import parsing_loss
 
@@ -525,19 +525,22 @@ def finetune_on_samples(
     dataset = ParsingDataset(train_samples, size, augment=augment, seed=config.seed)
     batch_size = min(config.batch_size, len(dataset))
     generator = torch.Generator().manual_seed(config.seed)
+    sampler = EpochSampler(RandomSampler(dataset, generator=generator))
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=True,
-        generator=generator,
+        sampler=sampler,
         num_workers=config.num_workers,
         # A last batch of one or two faces would give BatchNorm noisy statistics.
         drop_last=len(dataset) > batch_size,
         pin_memory=device.type == "cuda",
+        # The epoch travels with each index (EpochSampler), so workers may outlive an epoch.
+        persistent_workers=config.num_workers > 0,
+        multiprocessing_context=worker_context(config.num_workers),
     )
 
     def batches(epoch: int) -> DataLoader:
-        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         return loader
 
     steps_per_epoch = len(loader)

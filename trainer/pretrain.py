@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.data.folders import list_images
 from trainer.data.masking import CenterPatchMasker, mask_input
-from trainer.data.torch_datasets import UnlabeledDataset
+from trainer.data.torch_datasets import EpochSampler, UnlabeledDataset, worker_context
 from trainer.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -138,15 +138,18 @@ def _mask_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 def _make_loader(
     config: PretrainConfig, size: int, info: DistInfo
-) -> tuple[UnlabeledDataset, DistributedSampler, DataLoader]:
+) -> tuple[UnlabeledDataset, EpochSampler, DataLoader]:
     paths = list_images(config.image_dirs)
     if not paths:
         raise DatasetError(f"no images found under {', '.join(config.image_dirs)}")
     dataset = UnlabeledDataset(paths, size, augment_flip=True, seed=config.seed)
     # A DistributedSampler also in a single process: its order depends only on (seed, epoch),
     # which makes --resume see exactly the batches an uninterrupted run would.
-    sampler = DistributedSampler(
-        dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
+    # EpochSampler hands each index over with its epoch, so persistent workers flip correctly.
+    sampler = EpochSampler(
+        DistributedSampler(
+            dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
+        )
     )
     loader = DataLoader(
         dataset,
@@ -155,7 +158,8 @@ def _make_loader(
         num_workers=config.num_workers,
         pin_memory=info.device.type == "cuda",
         drop_last=len(sampler) >= config.batch_size,  # equal batches when there are enough
-        persistent_workers=False,  # workers must see each epoch's dataset.set_epoch
+        persistent_workers=config.num_workers > 0,
+        multiprocessing_context=worker_context(config.num_workers),
     )
     return dataset, sampler, loader
 
@@ -299,7 +303,6 @@ def _pretrain(
 
     def data(epoch: int) -> DataLoader:
         sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
         return loader
 
     hooks: list[Hook] = []

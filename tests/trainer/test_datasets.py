@@ -250,6 +250,49 @@ def test_parsing_dataset_tensors_and_repeatable_augmentation(tmp_path: Path) -> 
     np.testing.assert_array_equal(plain[0][1].numpy(), source[0].label)
 
 
+def test_persistent_workers_give_every_epoch_its_own_augmentation(tmp_path: Path) -> None:
+    import torch
+    from torch.utils.data import DataLoader, SequentialSampler
+
+    from trainer.data.torch_datasets import EpochSampler, ParsingDataset, worker_context
+    from trainer.data.transforms import TrainAugment
+    from trainer.labels import LAPA
+
+    _lapa_tree(tmp_path)
+    ds = ParsingDataset(LapaDataset(tmp_path, "train"), 32, TrainAugment(32, LAPA), seed=3)
+    expected = []
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        expected.append(torch.stack([ds[i][0] for i in range(len(ds))]))
+    ds.set_epoch(0)
+    assert not torch.equal(expected[0], expected[1])
+
+    def epochs(sampler) -> list[torch.Tensor]:
+        loader = DataLoader(
+            ds,
+            batch_size=len(ds),
+            sampler=sampler,
+            num_workers=1,
+            persistent_workers=True,
+            multiprocessing_context=worker_context(1),
+        )
+        seen = []
+        for epoch in (0, 1):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            ds.set_epoch(epoch)  # what a worker started in epoch 0 never sees
+            seen.append(next(iter(loader))[0])
+        return seen
+
+    tagged = EpochSampler(SequentialSampler(ds))
+    assert len(tagged) == len(ds)
+    got = epochs(tagged)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    # The trap it avoids: a persistent worker with plain indices repeats epoch 0's items.
+    plain = epochs(SequentialSampler(ds))
+    assert torch.equal(plain[1], expected[0])
+
+
 def test_parsing_dataset_needs_labels(tmp_path: Path) -> None:
     from trainer.data.torch_datasets import ParsingDataset
 

@@ -203,6 +203,20 @@ def test_learns_the_synthetic_faces_and_keeps_the_best(lapa: Path, tmp_path: Pat
     assert len(lines) == 50 and json.loads(lines[-1])["step"] == 50
 
 
+def test_loader_workers_learn_what_the_main_process_learns(lapa: Path, tmp_path: Path) -> None:
+    # 16 faces, batch 4, 2 epochs: augmentations change every epoch, also inside a persistent
+    # worker, so both runs publish the same weights.
+    states = []
+    for workers in (0, 1):
+        config = _config(
+            lapa, tmp_path / f"w{workers}", epochs=2, max_steps=None, num_workers=workers,
+            lr=1e-2, val_split=None,
+        )
+        states.append(load_checkpoint(finetune(config).last_path).model_state)
+    for key, value in states[0].items():
+        torch.testing.assert_close(states[1][key], value, rtol=1e-4, atol=1e-5)
+
+
 def test_in_memory_samples_cancel_and_no_validation(tmp_path: Path) -> None:
     samples = []
     for i in range(4):

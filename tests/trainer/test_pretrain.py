@@ -89,6 +89,15 @@ def test_cancel_then_resume_ends_where_an_uninterrupted_run_does(faces, full_run
     assert steps == list(range(1, TOTAL_STEPS + 1))  # the log continues, no gap, no repeat
 
 
+def test_loader_workers_learn_what_the_main_process_learns(faces, full_run, tmp_path) -> None:
+    # Two epochs through one persistent worker: each epoch's flips reach it, so the weights are
+    # the ones the in-process run (num_workers=0) ends with.
+    config = PretrainConfig(image_dirs=(str(faces),), out_dir=str(tmp_path), num_workers=1, **RUN)
+    with_worker, in_process = load_checkpoint(pretrain(config)), load_checkpoint(full_run[0])
+    for key, value in in_process.model_state.items():
+        torch.testing.assert_close(with_worker.model_state[key], value, rtol=1e-4, atol=1e-5)
+
+
 def test_periodic_checkpoints_follow_the_schedule(faces, tmp_path) -> None:
     config = PretrainConfig(
         image_dirs=(str(faces),),

@@ -3,23 +3,45 @@
 Each item's random numbers come from ``np.random.default_rng((seed, epoch, index))``, so an item
 looks the same whichever DataLoader worker builds it and whatever order the items are drawn in;
 call ``set_epoch`` at the start of every epoch to get fresh augmentations.
+
+Persistent DataLoader workers keep the copy of the dataset they started with and never see a later
+``set_epoch``; wrap the sampler in :class:`EpochSampler` instead, which hands each index over as an
+``(epoch, index)`` pair, so the epoch travels with the index to whichever worker builds the item.
+That keeps the workers alive across epochs (a labeled subset of 10 faces is one step per epoch,
+and re-forking every worker each step costs more than the step on a GPU) with the same items.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import multiprocessing
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from trainer.data.imageio import read_image
 from trainer.data.sample import Sample
 from trainer.data.transforms import TrainAugment, label_to_tensor, resize_square, to_tensor
 from trainer.errors import LabelMapError
 
-__all__ = ["ParsingDataset", "UnlabeledDataset"]
+__all__ = ["EpochSampler", "ParsingDataset", "UnlabeledDataset", "worker_context"]
+
+Item = int | tuple[int, int]
+
+
+def worker_context(num_workers: int) -> str | None:
+    """Start method for DataLoader workers: "forkserver" where the platform has one.
+
+    A plain fork copies the locks other threads hold at that moment (tqdm's monitor, a GUI, the
+    trainer's own worker thread in the app) into the worker, which can then wait on one forever:
+    seen here as a worker that never delivered a batch. The forkserver forks from a clean,
+    single-threaded server process. None (the platform default) without workers or a forkserver.
+    """
+    if num_workers <= 0 or "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    return "forkserver"
 
 
 class _EpochSeeded:
@@ -30,8 +52,43 @@ class _EpochSeeded:
         """Choose the epoch whose augmentations the next items get (call once per epoch)."""
         self.epoch = int(epoch)
 
-    def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng((self.seed, self.epoch, int(index)))
+    def _split(self, item: Item) -> tuple[int, int]:
+        """(epoch, position) of an item: a plain position uses the epoch set by ``set_epoch``."""
+        if isinstance(item, tuple):
+            return int(item[0]), int(item[1])
+        return self.epoch, int(item)
+
+    def _rng(self, index: int, epoch: int | None = None) -> np.random.Generator:
+        return np.random.default_rng(
+            (self.seed, self.epoch if epoch is None else epoch, int(index))
+        )
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Tags every index of ``base`` with the current epoch: yields ``(epoch, index)``.
+
+    Args:
+        base: the sampler whose order is kept (RandomSampler, DistributedSampler, ...).
+
+    ``set_epoch`` sets the tag and is passed on to ``base`` when it has one (a
+    DistributedSampler reshuffles by epoch). Use with the datasets of this module.
+    """
+
+    def __init__(self, base: Sampler[int]) -> None:
+        self.base = base
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, int(i)) for i in self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
 
 
 class ParsingDataset(_EpochSeeded, Dataset):
@@ -68,7 +125,8 @@ class ParsingDataset(_EpochSeeded, Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: Item) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, i = self._split(item)
         index = self.indices[i]
         sample = self.source[index]
         if sample.label is None:
@@ -77,7 +135,7 @@ class ParsingDataset(_EpochSeeded, Dataset):
             image, label = resize_square(sample.image, self.size, sample.label)
         else:
             # Seeded by the source index, so a face keeps its augmentations in any subset.
-            image, label = self.augment(sample.image, sample.label, self._rng(index))
+            image, label = self.augment(sample.image, sample.label, self._rng(index, epoch))
         assert label is not None
         return to_tensor(image), label_to_tensor(label)
 
@@ -104,8 +162,9 @@ class UnlabeledDataset(_EpochSeeded, Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, item: Item) -> torch.Tensor:
+        epoch, index = self._split(item)
         image, _ = resize_square(read_image(self.paths[index]), self.size)
-        if self.augment_flip and self._rng(index).random() < 0.5:
+        if self.augment_flip and self._rng(index, epoch).random() < 0.5:
             image = np.ascontiguousarray(image[:, ::-1])
         return to_tensor(image)
