@@ -15,10 +15,17 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def _steps_text(settings: dict[str, Any]) -> str:
+    """ "250" or "250 (K=50: 500, K=600: 750)" from the study's settings."""
+    extra = ", ".join(f"K={k}: {n}" for k, n in settings.get("steps_for_k") or [])
+    return f"{settings.get('finetune_steps')}" + (f" ({extra})" if extra else "")
 
 
 def _preset_size(preset: str | None) -> int | str:
@@ -69,7 +76,7 @@ def plot(results: dict, out: Path) -> Path:
     s = results.get("settings", {})
     fig.suptitle(
         f"{s.get('preset', '?')} preset, {s.get('input_size') or _preset_size(s.get('preset'))} px, "
-        f"{s.get('finetune_steps')} fine-tune steps × {s.get('finetune_batch')}; "
+        f"{_steps_text(s)} fine-tune steps × {s.get('finetune_batch')}; "
         f"bars: range over subset seeds {list(s.get('seeds', []))}",
         fontsize=9,
     )

@@ -22,8 +22,9 @@ Results: ``<results>/study[_quick].json`` (every run, per-class scores, timings,
 ``study[_quick].csv``; a summary table is printed at the end.
 
 Budget (CPU default): stage 1 = 10 epochs over 793 faces per recipe (990 steps of 8), each
-fine-tune = 250 steps of 8 at 256 px; 18 fine-tunes. A lite training step of 8 faces takes
-~1.4 s on this 2-core machine when it is otherwise idle, so the whole study is ~2.3 h there.
+fine-tune = 250 steps of 8 at 256 px, 500 at K = 50 and 100, 750 at K = 600; 18 fine-tunes,
+6,750 steps. A lite training step of 8 faces takes ~1 s on this 2-core machine when it is
+otherwise idle, so the whole study is ~2.5 h there.
 
 Usage:
     .venv/bin/python bench/study.py --quick              # minutes: checks the pipeline
@@ -91,8 +92,11 @@ class StudySettings:
             are fine-tuned (the first recipe and scratch get every K).
         seeds: subset seeds repeated at the smallest K (seed 0 is used elsewhere).
         finetune_steps, finetune_batch, lr, backbone_lr_mult, dice_weight, warmup_steps: the one
-            fine-tuning recipe every arm shares; pretrained_lr_mult replaces backbone_lr_mult for
-            a pretrained backbone (SSL or ImageNet): the lower rate that keeps what it learned.
+            fine-tuning recipe every arm shares; steps_for_k: (K, steps) pairs that give larger
+            subsets a longer run (the same for every arm), since 250 steps of 8 are 4 passes over
+            600 faces and left K ≥ 50 underfit (last-10-step loss 0.85 at K = 50, 0.99 at 600);
+            pretrained_lr_mult replaces backbone_lr_mult for a pretrained backbone (SSL or
+            ImageNet): the lower rate that keeps what it learned.
         val_limit: score on the first N validation faces only (quick mode).
     """
 
@@ -112,6 +116,7 @@ class StudySettings:
     recipe_ks: tuple[int, ...] = (10, 50)
     seeds: tuple[int, ...] = (0, 1, 2)
     finetune_steps: int = 250
+    steps_for_k: tuple[tuple[int, int], ...] = ((50, 500), (100, 500), (600, 750))
     finetune_batch: int = 8
     # K = 10 from scratch, 250 steps: lr 1e-3 → 23 mean F1 (no brow, eye, lip or mouth);
     # 3e-3 → 52 (eyes still 0); 1e-2 → 67 with every class learned.
@@ -127,6 +132,11 @@ class StudySettings:
     imagenet_weights: str | None = None
 
 
+def steps_for(settings: StudySettings, k: int) -> int:
+    """Fine-tuning steps at subset size K: its entry in ``steps_for_k``, else ``finetune_steps``."""
+    return dict(settings.steps_for_k).get(k, settings.finetune_steps)
+
+
 QUICK = StudySettings(
     input_size=128,
     pretrain_epochs=1,
@@ -136,6 +146,7 @@ QUICK = StudySettings(
     ks=(5, 10),
     recipe_ks=(10,),
     finetune_steps=6,
+    steps_for_k=(),
     finetune_batch=4,
     warmup_steps=2,
     val_limit=16,
@@ -416,7 +427,7 @@ def run_finetune(
         num_labeled=k,
         subset_seed=seed,
         epochs=10**6,  # the run's length is max_steps
-        max_steps=settings.finetune_steps,
+        max_steps=steps_for(settings, k),
         batch_size=settings.finetune_batch,
         lr=settings.lr,
         backbone_lr_mult=settings.backbone_lr_mult
@@ -457,7 +468,7 @@ def run_finetune(
         "pixel_accuracy": scores["pixel_accuracy"],
         "f1": per_class,
         "iou": per_class_iou,
-        "steps": settings.finetune_steps,
+        "steps": steps_for(settings, k),
         "train_seconds": round(train_s, 1),
         "eval_seconds": round(eval_s, 1),
         "checkpoint": str(result.last_path),
@@ -623,6 +634,17 @@ def schedule(arms: list[Arm], settings: StudySettings) -> list[tuple[Arm, int, i
     return jobs
 
 
+def _pairs(text: str) -> tuple[tuple[int, int], ...]:
+    """ "50:500,600:750" → ((50, 500), (600, 750)); "" → ()."""
+    pairs = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        k, _, steps = item.partition(":")
+        if not (k.isdigit() and steps.isdigit()):
+            raise SystemExit(f"--steps-for-k: {item!r} is not K:steps (e.g. 50:500)")
+        pairs.append((int(k), int(steps)))
+    return tuple(pairs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -654,6 +676,11 @@ def main(argv: list[str] | None = None) -> int:
         help="stage-1 resume checkpoint period (steps)",
     )
     parser.add_argument("--finetune-steps", type=int, default=None)
+    parser.add_argument(
+        "--steps-for-k",
+        default=None,
+        help="K:steps pairs with their own fine-tune length, e.g. 50:500,600:750 ('' = none)",
+    )
     parser.add_argument("--finetune-batch", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--dice-weight", type=float, default=None)
@@ -698,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
         "recipes": tuple(args.recipes.split(",")) if args.recipes else None,
         "ks": tuple(int(k) for k in args.ks.split(",")) if args.ks else None,
         "recipe_ks": tuple(int(k) for k in args.recipe_ks.split(",")) if args.recipe_ks else None,
+        "steps_for_k": _pairs(args.steps_for_k) if args.steps_for_k is not None else None,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     unknown = [r for r in settings.recipes if r not in RECIPES]
