@@ -53,15 +53,19 @@ EOF
     echo "carry: $CARRY .whl  (bench/out/ and .whl/ are git-ignored)"
 }
 
-run() {
-    local out=${OUT:-bench/out/gpu-results}
-    mkdir -p "$out"
+install_smp() {
     if ls .whl/*.whl >/dev/null 2>&1; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target /tmp/site .whl/*.whl
         export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     fi
     export PYTHONUNBUFFERED=1
+}
+
+run() {
+    local out=${OUT:-bench/out/gpu-results}
+    mkdir -p "$out"
+    install_smp
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
     # timeout leaves the device call time to bring $OUT back; results are written after every run.
     timeout "$STUDY_SECONDS" python3 bench/study.py \
@@ -83,8 +87,31 @@ run() {
     ls -la "$out"
 }
 
+# The stage-1 length experiment (bench/ssl_length.py) at the CPU study's lite setting: the CPU's
+# 10 epochs and one longer schedule in PRETRAIN_SECONDS, then the study's fine-tunes from both and
+# from scratch. Same carry as `run`:
+#   run(command="bash bench/study_gpu.sh length", carry=["bench/out/gpu-carry", ".whl"], timeout_s=600)
+length() {
+    local out=${OUT:-bench/out/gpu-results}
+    mkdir -p "$out"
+    install_smp
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
+    timeout "$STUDY_SECONDS" python3 bench/ssl_length.py \
+        --data "$DATA_SRC" \
+        --out "$CARRY/study" \
+        --unlabeled "$CARRY/unlabeled" \
+        --results "$out/ssl_length" \
+        --device cuda \
+        --num-workers 8 \
+        --finetune-workers 4 \
+        --pretrain-seconds "${PRETRAIN_SECONDS:-250}" \
+        2>&1 | tr '\r' '\n' | grep --line-buffered -v 'it/s\]' | tee "$out/ssl_length.log" || true
+    ls -la "$out"
+}
+
 case "${1:-}" in
     prepare) prepare ;;
     run) run ;;
-    *) echo "usage: $0 prepare|run" >&2; exit 2 ;;
+    length) length ;;
+    *) echo "usage: $0 prepare|run|length" >&2; exit 2 ;;
 esac

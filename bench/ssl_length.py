@@ -1,0 +1,240 @@
+"""Does a longer stage 1 make the masked-SSL start pay off? (issue 5 §1, "stage-1 length")
+
+The CPU study's stage 1 is 10 epochs over 793 photos (990 steps of 8), and its SSL backbone
+trailed scratch. This runs the same stage-1 recipe (lite, 256 px, spark, batch 8, lr 1e-3) for as
+long as ``--pretrain-seconds`` allows: first the CPU study's 10 epochs, then one longer complete
+schedule sized from that run's speed. Then it fine-tunes K faces from both and from scratch with
+the study's own recipe (``study.steps_for``, batch 8, lr 1e-2, CE + Dice, last weights scored on
+the 100 validation faces). Only the stage-1 length differs between the SSL arms.
+
+Meant for a lent GPU (``bench/study_gpu.sh length``), where 10 CPU epochs take seconds; it runs
+anywhere, and ``--quick`` checks the pipeline on a CPU in a minute or two. Every finished run is
+written to the results file at once, so a run cut off by its time limit still reports.
+
+Usage:
+    .venv/bin/python bench/ssl_length.py --quick
+    python3 bench/ssl_length.py --out bench/out/gpu-carry/study --unlabeled DIR --device cuda \\
+        --pretrain-seconds 240 --results $OUT/ssl_length
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import sys
+import threading
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+for path in (ROOT, ROOT / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from study import (  # noqa: E402
+    QUICK,
+    RECIPES,
+    SHARED,
+    Arm,
+    NamedSubset,
+    StudySettings,
+    prepare_data,
+    run_finetune,
+    write_results,
+)
+
+from trainer.data.lapa import LapaDataset  # noqa: E402
+from trainer.pretrain import PretrainConfig, pretrain  # noqa: E402
+
+log = logging.getLogger("ssl_length")
+RECIPE = "spark"  # the better recipe of the CPU study (K = 10: 65.6 vs 57.4 mean F1)
+
+
+def run_stage1(
+    out: Path,
+    settings: StudySettings,
+    unlabeled: Path,
+    epochs: int,
+    seconds: float,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """One complete stage-1 schedule of ``epochs`` (warm-up + cosine to zero, as on the CPU);
+    cancelled if it runs past ``seconds`` (then recorded as cut short)."""
+    stage_dir = out / f"ssl_length_e{epochs}"
+    dirs = (out / "data" / "train" / "images", unlabeled)
+    config = PretrainConfig(
+        image_dirs=tuple(str(d) for d in dirs),
+        out_dir=str(stage_dir),
+        preset=settings.preset,
+        input_size=settings.input_size,
+        epochs=epochs,
+        batch_size=settings.pretrain_batch,
+        lr=settings.pretrain_lr,
+        seed=0,
+        num_workers=settings.num_workers,
+        device=settings.device,
+        max_steps=max_steps,
+        **RECIPES[RECIPE],
+    )
+    cancel = threading.Event()
+    t0 = time.perf_counter()
+
+    def on_progress(stats: dict[str, Any]) -> None:
+        if time.perf_counter() - t0 > seconds:
+            cancel.set()
+
+    final = pretrain(config, on_progress=on_progress, cancel=cancel)
+    elapsed = time.perf_counter() - t0
+    from trainer.checkpoint import read_metadata
+
+    meta = read_metadata(final)
+    steps = int(meta["step"])
+    result = {
+        "recipe": RECIPE,
+        **RECIPES[RECIPE],
+        "config": asdict(config),
+        "images": meta.get("num_images"),
+        "epochs_planned": epochs,
+        "steps": steps,
+        "total_steps": meta.get("total_steps"),
+        "cut_short": bool(meta.get("cancelled")),
+        "seconds": round(elapsed, 1),
+        "images_per_s": round(steps * settings.pretrain_batch / elapsed, 1),
+        "masked_share_of_center": meta.get("masked_share"),
+        "final_loss": (meta.get("metrics") or {}).get("loss"),
+        "checkpoint": str(final),
+    }
+    log.info(
+        "stage 1, %d epochs: %d of %s steps in %.0f s, %.0f img/s, final loss %.4f",
+        epochs,
+        steps,
+        result["total_steps"],
+        elapsed,
+        result["images_per_s"],
+        result["final_loss"] or float("nan"),
+    )
+    return result
+
+
+def plan(
+    stage1: list[dict[str, Any]], ks: list[int], scratch: bool = True, seeds: int = 2
+) -> list[tuple[Arm, int, int]]:
+    """Fine-tunes in priority order: every arm at each K (scratch, longest stage 1, shorter
+    ones), then ``seeds`` more subset seeds at the first K for scratch and the longest stage 1."""
+    ssl = [
+        Arm(f"ssl-e{r['epochs_planned']}", f"ssl:{r['checkpoint']}")
+        for r in sorted(stage1, key=lambda r: -r["epochs_planned"])
+    ]
+    arms = [Arm("scratch", "scratch")] * scratch + ssl
+    jobs = [(a, k, 0) for k in ks for a in arms]
+    jobs += [(a, ks[0], seed) for seed in range(1, seeds + 1) for a in arms[: 1 + scratch]]
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline")
+    parser.add_argument("--data", default=str(SHARED / "celebamask-hq-dev"))
+    parser.add_argument("--unlabeled", default=str(SHARED / "faces-unlabeled"))
+    parser.add_argument("--out", default=None, help="cache folder (default bench/out/ssl-length)")
+    parser.add_argument(
+        "--results", default=None, help="results stem (default bench/results/ssl_length)"
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (stage 1)")
+    parser.add_argument("--finetune-workers", type=int, default=0)
+    parser.add_argument(
+        "--pretrain-seconds", type=float, default=240.0, help="stage-1 budget, both schedules"
+    )
+    parser.add_argument("--short-epochs", type=int, default=10, help="the CPU study's length")
+    parser.add_argument("--max-epochs", type=int, default=400, help="cap of the long schedule")
+    parser.add_argument(
+        "--long-epochs", type=int, default=None, help="fixed long schedule (default: budget)"
+    )
+    parser.add_argument(
+        "--no-scratch", action="store_true", help="skip the scratch arm (e.g. the study has it)"
+    )
+    parser.add_argument("--seed-repeats", type=int, default=2, help="extra subset seeds at K[0]")
+    parser.add_argument("--ks", default="10,50")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    base = QUICK if args.quick else StudySettings()
+    settings = replace(
+        base,
+        device=args.device,
+        num_workers=args.num_workers,
+        finetune_workers=args.finetune_workers,
+    )
+    suffix = "_quick" if args.quick else ""
+    out = Path(args.out or ROOT / "bench" / "out" / f"ssl-length{suffix.replace('_', '-')}")
+    results = Path(args.results or ROOT / "bench" / "results" / f"ssl_length{suffix}")
+    ks = [int(k) for k in args.ks.split(",")]
+    t0 = time.perf_counter()
+
+    prepare_data(Path(args.data), out, settings)
+    quick_steps = 4 if args.quick else None
+    unlabeled = Path(args.unlabeled)
+    stage1, left, long_epochs = [], args.pretrain_seconds, args.long_epochs
+    if args.short_epochs:
+        short = run_stage1(out, settings, unlabeled, args.short_epochs, left, quick_steps)
+        stage1.append(short)
+        left -= short["seconds"]
+        if long_epochs is None:
+            # The long schedule gets what the budget has left, sized from the short run's speed
+            # so that it completes (a schedule cut short stops at a high learning rate).
+            epochs_done = short["steps"] * args.short_epochs / max(1, short["total_steps"] or 1)
+            per_epoch_s = short["seconds"] / max(epochs_done, 1e-9)
+            long_epochs = min(args.max_epochs, int(0.85 * left / per_epoch_s))
+    if args.quick:
+        long_epochs = args.short_epochs * 2
+    if long_epochs and long_epochs > args.short_epochs:
+        stage1.append(
+            run_stage1(out, settings, unlabeled, long_epochs, left + 60, quick_steps and 8)
+        )
+    pool = LapaDataset(out / "data", split="train")
+    val_full = LapaDataset(out / "data", split="val")
+    val = (
+        val_full
+        if settings.val_limit is None
+        else NamedSubset(val_full, val_full.names[: settings.val_limit])
+    )
+    runs = []
+    for arm, k, seed in plan(stage1, ks, not args.no_scratch, args.seed_repeats):
+        record = run_finetune(arm, k, seed, out, settings, pool, val)
+        runs.append({k_: v for k_, v in record.items() if k_ != "settings"})
+        payload = {
+            "study": "stage-1 length vs the SSL gain, issue 5 §1",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{platform.processor() or platform.machine()}, "
+            f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}, "
+            f"torch {torch.__version__}",
+            "command": "bench/ssl_length.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "settings": asdict(settings),
+            "stage1": stage1,
+            "runs": runs,
+            "seconds_so_far": round(time.perf_counter() - t0, 1),
+        }
+        write_results(results, payload)
+    for r in runs:
+        f1, iou = r["mean_f1"], r["miou"]
+        print(
+            f"{r['arm']:>12} K={r['k']:<3} seed {r['seed']}: mean F1 "
+            f"{100 * (f1 if f1 is not None and not math.isnan(f1) else 0):.1f}  "
+            f"mIoU {100 * (iou or 0):.1f}"
+        )
+    print(f"results: {results.with_suffix('.json')}")
+    print(json.dumps({"seconds": round(time.perf_counter() - t0, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
