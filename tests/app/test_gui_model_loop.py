@@ -393,7 +393,12 @@ def disk_label(window, image_id: int) -> np.ndarray:
 
 def assert_prelabeled(window, version: str, image_id: int) -> None:
     assert status(window, image_id) == ("pre-labeled", version)
-    np.testing.assert_array_equal(disk_label(window, image_id), prediction(window, version, image_id))
+    disk, expected = disk_label(window, image_id), prediction(window, version, image_id)
+    # The refresh predicts in a worker thread, the reference in this one; their convolutions may
+    # split the work differently, so the floats add up in another order, and a barely trained
+    # model's near-tied logits flipped 1 of 4,096 pixels once (OMP_NUM_THREADS=1, busy machine).
+    # Any other version's label (or the synthetic one it replaced) differs in far more.
+    assert disk.shape == expected.shape and np.mean(disk != expected) <= 0.002
 
 
 def activate(window, version: str) -> None:
@@ -448,6 +453,8 @@ def test_a_published_model_refreshes_unopened_prelabels_and_keeps_edited_ones(qt
     wait_refreshed(qtbot, window)
     # The pre-label nobody opened follows the new model on disk...
     assert_prelabeled(window, v2, unopened)
+    # (the tolerance of assert_prelabeled tells the two versions apart)
+    assert np.mean(prediction(window, v1, unopened) != prediction(window, v2, unopened)) > 0.002
     assert any(f"{v2} published and active; refreshing 1 other pre-label nobody edited" in m for m in messages)
     assert messages[-1] == f"Refreshed 1 pre-label with {v2}."
     # ... the edited one keeps its edit and status, the labeled faces are untouched.
