@@ -62,19 +62,29 @@ install_smp() {
     export PYTHONUNBUFFERED=1
 }
 
-run() {
+# gpu_run NAME SCRIPT ARGS...: SCRIPT under the time limit, its log and results in $OUT as NAME.*
+gpu_run() {
+    local name=$1 script=$2
+    shift 2
     local out=${OUT:-bench/out/gpu-results}
     mkdir -p "$out"
     install_smp
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
     # timeout leaves the device call time to bring $OUT back; results are written after every run.
-    timeout "$STUDY_SECONDS" python3 bench/study.py \
+    timeout "$STUDY_SECONDS" python3 "$script" \
         --data "$DATA_SRC" \
         --out "$CARRY/study" \
         --unlabeled "$CARRY/unlabeled" \
-        --results "$out/study_gpu" \
-        --preset paper \
+        --results "$out/$name" \
         --device cuda \
+        "$@" \
+        2>&1 | tr '\r' '\n' | grep --line-buffered -v 'it/s\]' | tee "$out/$name.log" || true
+    ls -la "$out"
+}
+
+run() {
+    gpu_run study_gpu bench/study.py \
+        --preset paper \
         --num-workers 12 \
         --finetune-workers 4 \
         --recipes center \
@@ -82,9 +92,7 @@ run() {
         --pretrain-batch 32 \
         --finetune-steps 200 \
         --finetune-batch 16 \
-        --checkpoint-every 200 \
-        2>&1 | tr '\r' '\n' | grep --line-buffered -v 'it/s\]' | tee "$out/study_gpu.log" || true
-    ls -la "$out"
+        --checkpoint-every 200
 }
 
 # The stage-1 length experiment (bench/ssl_length.py) at the CPU study's lite setting: the CPU's
@@ -92,21 +100,10 @@ run() {
 # from scratch. Same carry as `run`:
 #   run(command="bash bench/study_gpu.sh length", carry=["bench/out/gpu-carry", ".whl"], timeout_s=600)
 length() {
-    local out=${OUT:-bench/out/gpu-results}
-    mkdir -p "$out"
-    install_smp
-    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
-    timeout "$STUDY_SECONDS" python3 bench/ssl_length.py \
-        --data "$DATA_SRC" \
-        --out "$CARRY/study" \
-        --unlabeled "$CARRY/unlabeled" \
-        --results "$out/ssl_length" \
-        --device cuda \
+    gpu_run ssl_length bench/ssl_length.py \
         --num-workers 8 \
         --finetune-workers 4 \
-        --pretrain-seconds "${PRETRAIN_SECONDS:-250}" \
-        2>&1 | tr '\r' '\n' | grep --line-buffered -v 'it/s\]' | tee "$out/ssl_length.log" || true
-    ls -la "$out"
+        --pretrain-seconds "${PRETRAIN_SECONDS:-250}"
 }
 
 case "${1:-}" in
