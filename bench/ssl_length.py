@@ -51,7 +51,7 @@ from study import (  # noqa: E402
 )
 
 from trainer.data.lapa import LapaDataset  # noqa: E402
-from trainer.pretrain import PretrainConfig, pretrain  # noqa: E402
+from trainer.pretrain import FINAL_NAME, METRICS_NAME, PretrainConfig, pretrain  # noqa: E402
 
 log = logging.getLogger("ssl_length")
 RECIPE = "spark"  # the better recipe of the CPU study (K = 10: 65.6 vs 57.4 mean F1)
@@ -83,17 +83,23 @@ def run_stage1(
         max_steps=max_steps,
         **RECIPES[RECIPE],
     )
-    cancel = threading.Event()
-    t0 = time.perf_counter()
-
-    def on_progress(stats: dict[str, Any]) -> None:
-        if time.perf_counter() - t0 > seconds:
-            cancel.set()
-
-    final = pretrain(config, on_progress=on_progress, cancel=cancel)
-    elapsed = time.perf_counter() - t0
     from trainer.checkpoint import read_metadata
 
+    final = stage_dir / FINAL_NAME
+    if _finished_with(final, config):
+        # A finished schedule with these settings (a rerun adds fine-tunes): reuse it.
+        log.info("stage 1, %d epochs: reusing %s", epochs, final)
+        elapsed = _logged_seconds(stage_dir)
+    else:
+        cancel = threading.Event()
+        t0 = time.perf_counter()
+
+        def on_progress(stats: dict[str, Any]) -> None:
+            if time.perf_counter() - t0 > seconds:
+                cancel.set()
+
+        final = pretrain(config, on_progress=on_progress, cancel=cancel)
+        elapsed = time.perf_counter() - t0
     meta = read_metadata(final)
     steps = int(meta["step"])
     result = {
@@ -121,6 +127,36 @@ def run_stage1(
         result["final_loss"] or float("nan"),
     )
     return result
+
+
+def _finished_with(path: Path, config: PretrainConfig) -> bool:
+    """Whether ``path`` is a complete, uncancelled stage-1 run of exactly ``config``."""
+    from trainer.checkpoint import read_metadata
+
+    if not path.is_file():
+        return False
+    meta = read_metadata(path)
+    return (
+        _same_paths(meta.get("training") or {}) == _same_paths(asdict(config))
+        and not meta.get("cancelled")
+        and meta.get("step") == meta.get("total_steps")
+    )
+
+
+def _same_paths(training: dict[str, Any]) -> dict[str, Any]:
+    """A stage-1 config as JSON with its folders made absolute (a run may name them relatively)."""
+    out = json.loads(json.dumps(training))
+    out["image_dirs"] = [str(Path(d).resolve()) for d in out.get("image_dirs", [])]
+    out["out_dir"] = str(Path(out.get("out_dir", "")).resolve())
+    return out
+
+
+def _logged_seconds(stage_dir: Path) -> float:
+    """Training time of a finished run, from the last line of its metrics log."""
+    from trainer.engine import read_jsonl
+
+    rows = read_jsonl(stage_dir / METRICS_NAME)
+    return float(rows[-1]["time"]) if rows else float("nan")
 
 
 def plan(
@@ -175,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         finetune_workers=args.finetune_workers,
     )
     suffix = "_quick" if args.quick else ""
-    out = Path(args.out or ROOT / "bench" / "out" / f"ssl-length{suffix.replace('_', '-')}")
+    # Absolute, like the study's own default: the cache keys hold paths, so a run shares the
+    # study's cached fine-tunes (scratch) only when both name the folder the same way.
+    out = Path(
+        args.out or ROOT / "bench" / "out" / f"ssl-length{suffix.replace('_', '-')}"
+    ).resolve()
     results = Path(args.results or ROOT / "bench" / "results" / f"ssl_length{suffix}")
     ks = [int(k) for k in args.ks.split(",")]
     t0 = time.perf_counter()
