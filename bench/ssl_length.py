@@ -45,11 +45,13 @@ from study import (  # noqa: E402
     Arm,
     NamedSubset,
     StudySettings,
+    is_finished,
     prepare_data,
     run_finetune,
     write_results,
 )
 
+from trainer.checkpoint import read_metadata  # noqa: E402
 from trainer.data.lapa import LapaDataset  # noqa: E402
 from trainer.pretrain import FINAL_NAME, METRICS_NAME, PretrainConfig, pretrain  # noqa: E402
 
@@ -83,8 +85,6 @@ def run_stage1(
         max_steps=max_steps,
         **RECIPES[RECIPE],
     )
-    from trainer.checkpoint import read_metadata
-
     final = stage_dir / FINAL_NAME
     if _finished_with(final, config):
         # A finished schedule with these settings (a rerun adds fine-tunes): reuse it.
@@ -131,16 +131,10 @@ def run_stage1(
 
 def _finished_with(path: Path, config: PretrainConfig) -> bool:
     """Whether ``path`` is a complete, uncancelled stage-1 run of exactly ``config``."""
-    from trainer.checkpoint import read_metadata
-
-    if not path.is_file():
+    if not path.is_file() or not is_finished(path):
         return False
-    meta = read_metadata(path)
-    return (
-        _same_paths(meta.get("training") or {}) == _same_paths(asdict(config))
-        and not meta.get("cancelled")
-        and meta.get("step") == meta.get("total_steps")
-    )
+    training = read_metadata(path).get("training") or {}
+    return _same_paths(training) == _same_paths(asdict(config))
 
 
 def _same_paths(training: dict[str, Any]) -> dict[str, Any]:

@@ -324,7 +324,7 @@ def run_pretrain(
     atomic_write_bytes(started, json.dumps(key, indent=1).encode())
     resume = _latest_step_checkpoint(stage_dir)
     final = stage_dir / FINAL_NAME
-    if final.is_file() and _finished(final):
+    if final.is_file() and is_finished(final):
         resume = final  # finished, but the marker was not written: nothing left to train
     elif resume is None and final.is_file():
         final.unlink()  # a cut-short run without step checkpoints; start afresh
@@ -359,7 +359,8 @@ def run_pretrain(
     return mark_done(stage_dir, key, result)
 
 
-def _finished(path: Path) -> bool:
+def is_finished(path: Path) -> bool:
+    """Whether a stage-1 checkpoint ended its whole schedule (not cancelled, all steps done)."""
     from trainer.checkpoint import read_metadata
 
     meta = read_metadata(path)

@@ -58,10 +58,8 @@ class _EpochSeeded:
             return int(item[0]), int(item[1])
         return self.epoch, int(item)
 
-    def _rng(self, index: int, epoch: int | None = None) -> np.random.Generator:
-        return np.random.default_rng(
-            (self.seed, self.epoch if epoch is None else epoch, int(index))
-        )
+    def _rng(self, index: int, epoch: int) -> np.random.Generator:
+        return np.random.default_rng((self.seed, epoch, int(index)))
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
