@@ -53,6 +53,7 @@ from study import (  # noqa: E402
 
 from trainer.checkpoint import read_metadata  # noqa: E402
 from trainer.data.lapa import LapaDataset  # noqa: E402
+from trainer.engine import read_jsonl  # noqa: E402
 from trainer.pretrain import FINAL_NAME, METRICS_NAME, PretrainConfig, pretrain  # noqa: E402
 
 log = logging.getLogger("ssl_length")
@@ -147,8 +148,6 @@ def _same_paths(training: dict[str, Any]) -> dict[str, Any]:
 
 def _logged_seconds(stage_dir: Path) -> float:
     """Training time of a finished run, from the last line of its metrics log."""
-    from trainer.engine import read_jsonl
-
     rows = read_jsonl(stage_dir / METRICS_NAME)
     return float(rows[-1]["time"]) if rows else float("nan")
 
