@@ -34,14 +34,26 @@ def _preset_size(preset: str | None) -> int | str:
     return PRESETS[preset].input_size if preset in PRESETS else "?"
 
 
+def save_png(fig: Any, out: Path) -> Path:
+    """Lay out a matplotlib figure, write it as a PNG atomically, close it; returns ``out``."""
+    import matplotlib.pyplot as plt
+
+    from trainer.data.imageio import atomic_write_bytes
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
 def plot(results: dict, out: Path) -> Path:
     """Write the PNG for a study results dict; returns ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from trainer.data.imageio import atomic_write_bytes
 
     runs = results["runs"]
     by_arm: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
@@ -80,12 +92,7 @@ def plot(results: dict, out: Path) -> Path:
         f"bars: range over subset seeds {list(s.get('seeds', []))}",
         fontsize=9,
     )
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    return save_png(fig, out)
 
 
 def markdown(results: dict) -> str:

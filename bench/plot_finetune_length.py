@@ -1,0 +1,150 @@
+"""Plot SSL vs scratch against fine-tune length (issue 5 §1, "find out why").
+
+Usage:
+    .venv/bin/python bench/plot_finetune_length.py [--markdown] [--out bench/results/finetune_length.png]
+
+Collects the runs of one stage-1 start and scratch at K = 10 and K = 50 from the files they were
+written to: the 250-step fine-tunes of ``bench/ssl_length.py`` (``ssl_length_cpu.json`` holds
+scratch, ``ssl_length_cpu_e40.json`` the 40-epoch start) and the longer fine-tunes of
+``bench/probe_finetune.py`` (``probes.jsonl``, names ``e40_K<k>_s<seed>_<n>steps`` and
+``scratch_K<k>_s<seed>_<n>steps``). Draws mIoU against steps, one thin line per subset seed and
+a thick line for their mean, and prints the Markdown table BENCHMARKS.md quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PROBE_NAME = re.compile(r"^(e40|scratch)_K(\d+)(?:_s(\d+))?_(\d+)steps$")
+ARMS = {"e40": "SSL, 40 epochs", "ssl-e40": "SSL, 40 epochs", "scratch": "scratch"}
+
+Run = tuple[str, int, int, int]  # arm, K, subset seed, steps
+
+
+def collect(
+    scratch_json: Path, ssl_json: Path, probes_jsonl: Path
+) -> dict[Run, tuple[float, float]]:
+    """(arm, K, seed, steps) -> (mean F1, mIoU) in %, for the two arms and K in {10, 50}."""
+    runs: dict[Run, tuple[float, float]] = {}
+    for path in (scratch_json, ssl_json):
+        for r in json.loads(path.read_text())["runs"]:
+            if r["arm"] in ARMS and r["k"] in (10, 50):
+                key = (ARMS[r["arm"]], r["k"], r["seed"], r["steps"])
+                runs[key] = (100 * r["mean_f1"], 100 * r["miou"])
+    for line in probes_jsonl.read_text().splitlines():
+        r = json.loads(line)
+        m = PROBE_NAME.match(r["name"])
+        if m and r["k"] in (10, 50):
+            key = (ARMS[m.group(1)], r["k"], r["subset_seed"], r["steps"])
+            runs[key] = (100 * r["mean_f1"], 100 * r["miou"])
+    return runs
+
+
+def _signed(x: float) -> str:
+    """+1.2 / −0.6 with a typographic minus, as BENCHMARKS.md writes differences."""
+    return f"{x:+.1f}".replace("-", "−")
+
+
+def markdown(runs: dict[Run, tuple[float, float]]) -> str:
+    """One row per (K, subset seed, steps): mean F1 / mIoU per arm and SSL − scratch in mIoU;
+    then the mean difference over subsets for every (K, steps) with more than one."""
+    ssl, scratch = "SSL, 40 epochs", "scratch"
+    lines = [
+        f"| K | subset seed | steps | {scratch} | {ssl} | SSL − scratch, mIoU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, seed, n in sorted({(k, s, n) for _, k, s, n in runs}):
+        a, b = runs.get((ssl, k, seed, n)), runs.get((scratch, k, seed, n))
+        cells = [f"{v[0]:.1f} / {v[1]:.1f}" if v else "" for v in (b, a)]
+        cells.append(_signed(a[1] - b[1]) if a and b else "")
+        lines.append(f"| {k} | {seed} | {n} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for k, n in sorted({(k, n) for _, k, _, n in runs}):
+        gaps = [
+            runs[(ssl, k, s, n)][1] - runs[(scratch, k, s, n)][1]
+            for s in sorted({s for _, kk, s, nn in runs if kk == k and nn == n})
+            if (ssl, k, s, n) in runs and (scratch, k, s, n) in runs
+        ]
+        if len(gaps) > 1:
+            lines.append(
+                f"- K = {k}, {n} steps, {len(gaps)} subsets: SSL − scratch "
+                + ", ".join(_signed(g) for g in gaps)
+                + f" mIoU (mean {_signed(sum(gaps) / len(gaps))})"
+            )
+    return "\n".join(lines)
+
+
+def plot(runs: dict[Run, tuple[float, float]], out: Path) -> Path:
+    """Write a two-panel PNG (K = 10, K = 50) of mIoU against fine-tune steps; returns ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from plot_study import save_png
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    steps = sorted({n for _, _, _, n in runs})
+    colours = {"scratch": "tab:orange", "SSL, 40 epochs": "tab:blue"}
+    for ax, k in zip(axes, (10, 50), strict=True):
+        for arm, colour in colours.items():
+            per_seed: dict[int, dict[int, float]] = defaultdict(dict)
+            for (a, kk, seed, n), (_, miou) in runs.items():
+                if a == arm and kk == k:
+                    per_seed[seed][n] = miou
+            for _seed, pts in sorted(per_seed.items()):
+                xs = sorted(pts)
+                ax.plot(xs, [pts[x] for x in xs], color=colour, alpha=0.35, lw=1, marker=".")
+            by_steps: dict[int, list[float]] = defaultdict(list)
+            for pts in per_seed.values():
+                for n, v in pts.items():
+                    by_steps[n].append(v)
+            xs = [n for n in sorted(by_steps) if len(by_steps[n]) == len(per_seed)]
+            ax.plot(
+                xs,
+                [sum(by_steps[n]) / len(by_steps[n]) for n in xs],
+                color=colour,
+                lw=2.5,
+                marker="o",
+                label=f"{arm} (mean of {len(per_seed)} subsets)",
+            )
+        ax.set_title(f"K = {k} labeled faces")
+        ax.set_xticks(steps)
+        ax.set_xlim(steps[0] - 50, steps[-1] + 50)
+        ax.set_xlabel("fine-tune steps (batch 8)")
+        ax.set_ylabel("mIoU, 11 classes, %")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        "lite preset, 256 px; thin lines: one subset seed each; study recipe but for length",
+        fontsize=9,
+    )
+    return save_png(fig, out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scratch", default=str(RESULTS / "ssl_length_cpu.json"))
+    parser.add_argument("--ssl", default=str(RESULTS / "ssl_length_cpu_e40.json"))
+    parser.add_argument("--probes", default=str(RESULTS / "probes.jsonl"))
+    parser.add_argument("--out", default=str(RESULTS / "finetune_length.png"))
+    parser.add_argument("--markdown", action="store_true", help="also print the table")
+    args = parser.parse_args()
+    runs = collect(Path(args.scratch), Path(args.ssl), Path(args.probes))
+    if args.markdown:
+        print(markdown(runs))
+    print(plot(runs, Path(args.out)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
