@@ -25,8 +25,10 @@ RESULTS = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-PROBE_NAME = re.compile(r"^(e40|scratch)_K(\d+)(?:_s(\d+))?_(\d+)steps$")
-ARMS = {"e40": "SSL, 40 epochs", "ssl-e40": "SSL, 40 epochs", "scratch": "scratch"}
+SSL, SCRATCH = "SSL, 40 epochs", "scratch"
+# Arm names in ssl_length's results and name prefixes in probes.jsonl -> the arm plotted.
+ARMS = {"e40": SSL, "ssl-e40": SSL, "scratch": SCRATCH}
+PROBE_NAME = re.compile(r"^(e40|scratch)_K\d+(?:_s\d+)?_\d+steps$")
 
 Run = tuple[str, int, int, int]  # arm, K, subset seed, steps
 
@@ -35,14 +37,15 @@ def collect(
     scratch_json: Path, ssl_json: Path, probes_jsonl: Path
 ) -> dict[Run, tuple[float, float]]:
     """(arm, K, seed, steps) -> (mean F1, mIoU) in %, for the two arms and K in {10, 50}."""
+    from trainer.engine import read_jsonl
+
     runs: dict[Run, tuple[float, float]] = {}
     for path in (scratch_json, ssl_json):
         for r in json.loads(path.read_text())["runs"]:
             if r["arm"] in ARMS and r["k"] in (10, 50):
                 key = (ARMS[r["arm"]], r["k"], r["seed"], r["steps"])
                 runs[key] = (100 * r["mean_f1"], 100 * r["miou"])
-    for line in probes_jsonl.read_text().splitlines():
-        r = json.loads(line)
+    for r in read_jsonl(probes_jsonl):
         m = PROBE_NAME.match(r["name"])
         if m and r["k"] in (10, 50):
             key = (ARMS[m.group(1)], r["k"], r["subset_seed"], r["steps"])
@@ -58,22 +61,21 @@ def _signed(x: float) -> str:
 def markdown(runs: dict[Run, tuple[float, float]]) -> str:
     """One row per (K, subset seed, steps): mean F1 / mIoU per arm and SSL − scratch in mIoU;
     then the mean difference over subsets for every (K, steps) with more than one."""
-    ssl, scratch = "SSL, 40 epochs", "scratch"
     lines = [
-        f"| K | subset seed | steps | {scratch} | {ssl} | SSL − scratch, mIoU |",
+        f"| K | subset seed | steps | {SCRATCH} | {SSL} | SSL − scratch, mIoU |",
         "|---|---|---|---|---|---|",
     ]
     for k, seed, n in sorted({(k, s, n) for _, k, s, n in runs}):
-        a, b = runs.get((ssl, k, seed, n)), runs.get((scratch, k, seed, n))
+        a, b = runs.get((SSL, k, seed, n)), runs.get((SCRATCH, k, seed, n))
         cells = [f"{v[0]:.1f} / {v[1]:.1f}" if v else "" for v in (b, a)]
         cells.append(_signed(a[1] - b[1]) if a and b else "")
         lines.append(f"| {k} | {seed} | {n} | " + " | ".join(cells) + " |")
     lines.append("")
     for k, n in sorted({(k, n) for _, k, _, n in runs}):
         gaps = [
-            runs[(ssl, k, s, n)][1] - runs[(scratch, k, s, n)][1]
+            runs[(SSL, k, s, n)][1] - runs[(SCRATCH, k, s, n)][1]
             for s in sorted({s for _, kk, s, nn in runs if kk == k and nn == n})
-            if (ssl, k, s, n) in runs and (scratch, k, s, n) in runs
+            if (SSL, k, s, n) in runs and (SCRATCH, k, s, n) in runs
         ]
         if len(gaps) > 1:
             lines.append(
@@ -94,14 +96,14 @@ def plot(runs: dict[Run, tuple[float, float]], out: Path) -> Path:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
     steps = sorted({n for _, _, _, n in runs})
-    colours = {"scratch": "tab:orange", "SSL, 40 epochs": "tab:blue"}
+    colours = {SCRATCH: "tab:orange", SSL: "tab:blue"}
     for ax, k in zip(axes, (10, 50), strict=True):
         for arm, colour in colours.items():
             per_seed: dict[int, dict[int, float]] = defaultdict(dict)
             for (a, kk, seed, n), (_, miou) in runs.items():
                 if a == arm and kk == k:
                     per_seed[seed][n] = miou
-            for _seed, pts in sorted(per_seed.items()):
+            for pts in per_seed.values():
                 xs = sorted(pts)
                 ax.plot(xs, [pts[x] for x in xs], color=colour, alpha=0.35, lw=1, marker=".")
             by_steps: dict[int, list[float]] = defaultdict(list)
