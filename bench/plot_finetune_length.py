@@ -6,7 +6,7 @@ Usage:
 Collects the runs of one stage-1 start and scratch at K = 10 and K = 50 from the files they were
 written to: the 250-step fine-tunes of ``bench/ssl_length.py`` (``ssl_length_cpu.json`` holds
 scratch, ``ssl_length_cpu_e40.json`` the 40-epoch start) and the longer fine-tunes of
-``bench/probe_finetune.py`` (``probes.jsonl``, names ``e40_K<k>_s<seed>_<n>steps`` and
+``bench/probe_finetune.py`` (``probes.jsonl``, names ``e<epochs>_K<k>_s<seed>_<n>steps`` and
 ``scratch_K<k>_s<seed>_<n>steps``). Draws mIoU against steps, one thin line per subset seed and
 a thick line for their mean, and prints the Markdown table BENCHMARKS.md quotes.
 """
@@ -26,31 +26,43 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SSL, SCRATCH = "SSL, 40 epochs", "scratch"
-# Arm names in ssl_length's results and name prefixes in probes.jsonl -> the arm plotted.
-ARMS = {"e40": SSL, "ssl-e40": SSL, "scratch": SCRATCH}
-PROBE_NAME = re.compile(r"^(e40|scratch)_K\d+(?:_s\d+)?_\d+steps$")
+# Arm names in the study's and ssl_length's results -> stage-1 epochs (0 = scratch). The
+# study's spark start is its 10-epoch stage 1.
+ARM_EPOCHS = {"scratch": 0, "ssl-spark": 10, "ssl-e20": 20, "ssl-e40": 40, "ssl-e80": 80}
+PROBE_NAME = re.compile(r"^(?:e(\d+)|scratch)_K\d+(?:_s\d+)?_\d+steps$")
 
 Run = tuple[str, int, int, int]  # arm, K, subset seed, steps
+EpochRun = tuple[int, int, int, int]  # stage-1 epochs (0 = scratch), K, subset seed, steps
+
+
+def collect_by_epochs(
+    results_json: list[Path], probes_jsonl: Path
+) -> dict[EpochRun, tuple[float, float]]:
+    """(stage-1 epochs, K, seed, steps) -> (mean F1, mIoU) in %, for the spark starts and
+    scratch at K in {10, 50}; a later file overrides an earlier one for the same run."""
+    from trainer.engine import read_jsonl
+
+    runs: dict[EpochRun, tuple[float, float]] = {}
+    for path in results_json:
+        for r in json.loads(path.read_text())["runs"]:
+            if r["arm"] in ARM_EPOCHS and r["k"] in (10, 50):
+                key = (ARM_EPOCHS[r["arm"]], r["k"], r["seed"], r["steps"])
+                runs[key] = (100 * r["mean_f1"], 100 * r["miou"])
+    for r in read_jsonl(probes_jsonl):
+        m = PROBE_NAME.match(r["name"])
+        if m and r["k"] in (10, 50):
+            key = (int(m.group(1) or 0), r["k"], r["subset_seed"], r["steps"])
+            runs[key] = (100 * r["mean_f1"], 100 * r["miou"])
+    return runs
 
 
 def collect(
     scratch_json: Path, ssl_json: Path, probes_jsonl: Path
 ) -> dict[Run, tuple[float, float]]:
-    """(arm, K, seed, steps) -> (mean F1, mIoU) in %, for the two arms and K in {10, 50}."""
-    from trainer.engine import read_jsonl
-
-    runs: dict[Run, tuple[float, float]] = {}
-    for path in (scratch_json, ssl_json):
-        for r in json.loads(path.read_text())["runs"]:
-            if r["arm"] in ARMS and r["k"] in (10, 50):
-                key = (ARMS[r["arm"]], r["k"], r["seed"], r["steps"])
-                runs[key] = (100 * r["mean_f1"], 100 * r["miou"])
-    for r in read_jsonl(probes_jsonl):
-        m = PROBE_NAME.match(r["name"])
-        if m and r["k"] in (10, 50):
-            key = (ARMS[m.group(1)], r["k"], r["subset_seed"], r["steps"])
-            runs[key] = (100 * r["mean_f1"], 100 * r["miou"])
-    return runs
+    """(arm, K, seed, steps) -> (mean F1, mIoU) in %, for the 40-epoch start and scratch."""
+    names = {0: SCRATCH, 40: SSL}
+    runs = collect_by_epochs([scratch_json, ssl_json], probes_jsonl)
+    return {(names[e], k, s, n): v for (e, k, s, n), v in runs.items() if e in names}
 
 
 def _signed(x: float) -> str:
