@@ -282,7 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
             },
         },
     )
-    p.add_argument("--resume", metavar="PATH", help="continue a run from its checkpoint")
+    p.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="continue a run from its checkpoint; with a larger --epochs than it was started "
+        "with, the learning rate restarts where the longer schedule would be (a warm restart)",
+    )
     p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("recon-grid", help="PNG grid of masked inputs and reconstructions")
