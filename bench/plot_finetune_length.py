@@ -26,9 +26,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SSL, SCRATCH = "SSL, 40 epochs", "scratch"
-# Arm names in the study's and ssl_length's results -> stage-1 epochs (0 = scratch). The
-# study's spark start is its 10-epoch stage 1.
-ARM_EPOCHS = {"scratch": 0, "ssl-spark": 10, "ssl-e20": 20, "ssl-e40": 40, "ssl-e80": 80}
+# Arm names in the study's results (its spark start is a 10-epoch stage 1) and ssl_length's
+# (``ssl-e<epochs>``, any length) -> stage-1 epochs (0 = scratch).
+FIXED_ARMS = {"scratch": 0, "ssl-spark": 10}
+SSL_LENGTH_ARM = re.compile(r"^ssl-e(\d+)$")
 PROBE_NAME = re.compile(r"^(?:e(\d+)|scratch)_K\d+(?:_s\d+)?_\d+steps$")
 
 Run = tuple[str, int, int, int]  # arm, K, subset seed, steps
@@ -45,8 +46,10 @@ def collect_by_epochs(
     runs: dict[EpochRun, tuple[float, float]] = {}
     for path in results_json:
         for r in json.loads(path.read_text())["runs"]:
-            if r["arm"] in ARM_EPOCHS and r["k"] in (10, 50):
-                key = (ARM_EPOCHS[r["arm"]], r["k"], r["seed"], r["steps"])
+            m = SSL_LENGTH_ARM.match(r["arm"])
+            epochs = int(m.group(1)) if m else FIXED_ARMS.get(r["arm"])
+            if epochs is not None and r["k"] in (10, 50):
+                key = (epochs, r["k"], r["seed"], r["steps"])
                 runs[key] = (100 * r["mean_f1"], 100 * r["miou"])
     for r in read_jsonl(probes_jsonl):
         m = PROBE_NAME.match(r["name"])
