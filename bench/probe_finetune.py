@@ -63,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backbone-lr-mult", type=float, default=1.0)
     ap.add_argument("--dice-weight", type=float, default=1.0)
     ap.add_argument(
+        "--head-only-steps",
+        type=int,
+        default=0,
+        help="train only the FP decoder for the first N steps, the backbone frozen (LP-FT)",
+    )
+    ap.add_argument(
         "--keep",
         choices=("backbone", "encoder"),
         default="backbone",
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         backbone_lr_mult=args.backbone_lr_mult,
         warmup_steps=20,
         dice_weight=args.dice_weight,
+        head_only_steps=args.head_only_steps,
         val_split=None,
         progress_bar=False,
     )
@@ -123,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
         "backbone_lr_mult": args.backbone_lr_mult,
         "dice_weight": args.dice_weight,
+        "head_only_steps": args.head_only_steps,
         "mean_f1": scores["mean_f1"],
         "miou": scores["miou"],
         "f1": {c: s["f1"] for c, s in scores["per_class"].items()},

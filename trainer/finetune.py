@@ -81,6 +81,10 @@ class FinetuneConfig:
         grad_clip: max gradient norm; 0 disables clipping.
         dice_weight: weight of the Dice term added to cross-entropy (0 = cross-entropy only);
             Dice weighs each class equally, so small parts count as much as skin and hair.
+        head_only_steps: train only the FP decoder for this many first steps, the backbone
+            frozen, then everything, the backbone's rate ramped up over ``warmup_steps``
+            ("linear probing, then fine-tuning": the new head stops sending random gradients
+            into a pretrained backbone). 0 (default) trains everything from the first step.
         seed: seed of weights of the new head, shuffling and augmentation.
         num_workers: DataLoader worker processes.
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
@@ -113,6 +117,7 @@ class FinetuneConfig:
     warmup_steps: int = 20
     grad_clip: float = 1.0
     dice_weight: float = 1.0
+    head_only_steps: int = 0
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
@@ -130,6 +135,8 @@ class FinetuneConfig:
             raise ValueError("epochs and batch_size must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+        if self.head_only_steps < 0:
+            raise ValueError(f"head_only_steps must be 0 or more, got {self.head_only_steps}")
         if self.data_format not in ("lapa", "celebamask", "auto"):
             raise ValueError(f"data_format must be lapa, celebamask or auto, got {self.data_format!r}")
         subset_size(1, fraction=self.fraction, num_labeled=self.num_labeled)  # range checks
@@ -315,6 +322,32 @@ def _param_groups(
         }
         for (is_head, decay), params in sorted(groups.items())
     ]
+
+
+def _hold_backbone(
+    optimizer: torch.optim.Optimizer,
+    backbone: list[torch.nn.Parameter],
+    step: int,
+    config: FinetuneConfig,
+) -> None:
+    """Freeze the backbone for the first ``head_only_steps``, then ramp its rate up.
+
+    Called before each step, after the scheduler has set this step's rates (a LambdaLR sets
+    them afresh from the base rates each step, so the scaling here does not accumulate).
+    Frozen parameters get no gradient, and AdamW leaves a parameter without one untouched.
+    """
+    hold = config.head_only_steps
+    if hold <= 0:
+        return
+    frozen = step < hold
+    if backbone and backbone[0].requires_grad == frozen:
+        for p in backbone:
+            p.requires_grad_(not frozen)
+    ramp = 0.0 if frozen else min(1.0, (step - hold + 1) / max(1, config.warmup_steps))
+    if ramp < 1.0:
+        for group in optimizer.param_groups:
+            if group["name"].startswith("backbone"):
+                group["lr"] *= ramp
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,8 +584,10 @@ def finetune_on_samples(
         _param_groups(model, config.lr, backbone_mult, config.weight_decay), lr=config.lr
     )
     scheduler = make_scheduler(optimizer, total, min(config.warmup_steps, max(0, total - 1)))
+    backbone = [p for n, p in model.named_parameters() if not n.startswith("heads.")]
 
     def step_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        _hold_backbone(optimizer, backbone, scheduler.last_epoch, config)
         images, labels = batch
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)

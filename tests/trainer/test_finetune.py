@@ -113,6 +113,37 @@ def test_ssl_init_keeps_encoder_and_decoder_and_adds_a_new_fp_head(
     assert not torch.equal(scratch.state_dict()[key], backbone[key])
 
 
+def test_head_only_steps_keep_the_stage1_backbone_until_they_end(
+    lapa: Path, ssl_ckpt: Path, tmp_path: Path
+) -> None:
+    stage1 = load_checkpoint(ssl_ckpt).model_state
+    weights = [k for k in stage1 if k.endswith(".weight") and not k.startswith("heads.")]
+
+    def changed(steps: int) -> tuple[int, bool]:
+        config = _config(
+            lapa, tmp_path / f"run{steps}", init=f"ssl:{ssl_ckpt}", epochs=100,
+            max_steps=steps, warmup_steps=2, head_only_steps=3, val_split=None,
+        )
+        state = load_checkpoint(finetune(config).last_path).model_state
+        head_moved = not torch.equal(state["heads.parsing.weight"], _fresh_head(ssl_ckpt))
+        return sum(not torch.equal(state[k], stage1[k]) for k in weights), head_moved
+
+    assert changed(3) == (0, True)  # the FP decoder learns; the backbone is untouched
+    moved, _ = changed(5)
+    assert moved == len(weights)  # then the whole network trains
+    with pytest.raises(ValueError, match="head_only_steps"):
+        _config(lapa, tmp_path, head_only_steps=-1)
+
+
+def _fresh_head(ssl_ckpt: Path) -> torch.Tensor:
+    """The FP decoder a fine-tune from ``ssl_ckpt`` starts with (seed 0)."""
+    torch.manual_seed(0)
+    model, _ = build_finetune_model(
+        FinetuneConfig(data="", out_dir="", init=f"ssl:{ssl_ckpt}", device="cpu")
+    )
+    return model.state_dict()["heads.parsing.weight"]
+
+
 def test_ckpt_init_continues_a_parser_and_imagenet_asks_for_imagenet_weights(
     lapa: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
