@@ -156,7 +156,7 @@ def plot(tables: dict[str, list[dict]], out: Path) -> Path:
     ax.set_xticks(range(len(ks)), [f"K = {k}" for k in ks])
     ax.set_ylabel("SSL − scratch, mIoU (one identical recipe)")
     ax.set_title("SSL lead over scratch, backbone held for the first steps or not", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return save_png(fig, out)
 
