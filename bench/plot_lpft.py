@@ -6,8 +6,9 @@ Usage:
 Issue 5 §1, "what the fine-tune keeps". Pairs the probes ``<prefix>_e<epochs>_K<k>_s<seed>``
 and ``<prefix>_scratch_K<k>_s<seed>`` (``bench/probe_finetune.py --head-only-steps N``) with
 the same start, K and subset fine-tuned the study's way at the same length (``e<epochs>_…`` and
-``scratch_…_<n>steps`` in ``probes.jsonl``, or the study's own runs), prints the Markdown table BENCHMARKS.md quotes and
-draws SSL − scratch mIoU for both recipes: one dot per subset seed, a bar for their mean.
+``scratch_…_<n>steps`` in ``probes.jsonl``, or the study's own runs), prints the Markdown table
+BENCHMARKS.md quotes and draws SSL − scratch mIoU for both recipes: one dot per subset seed, a
+bar for their mean.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def collect_lpft(probes: Path, prefix: str) -> tuple[Scores, int]:
     their fine-tune length (one length for all of them)."""
     from trainer.engine import read_jsonl
 
-    name = re.compile(rf"^{re.escape(prefix)}_(?:e(\d+)|scratch)_K(\d+)_s(\d+)$")
+    name = re.compile(rf"^{re.escape(prefix)}_(?:e(\d+)|scratch)_K\d+_s\d+$")
     runs: Scores = {}
     steps = set()
     for r in read_jsonl(probes):
