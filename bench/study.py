@@ -30,6 +30,10 @@ Usage:
     .venv/bin/python bench/study.py --quick              # minutes: checks the pipeline
     .venv/bin/python bench/study.py                      # the CPU study (~2.3 h on 2 idle cores)
     .venv/bin/python bench/study.py --imagenet-weights mobilenet_v2.pth   # adds the ImageNet arm
+    .venv/bin/python bench/study.py --head-only-steps 100   # every arm holds its backbone first,
+                                         # plus scratch unheld at the first headline K
+    # two one-thread processes: --stop-after pretrain, then --shard 0/2 & --shard 1/2, then
+    # once more without --shard to write the results from the cache
 """
 
 from __future__ import annotations
@@ -97,7 +101,8 @@ class StudySettings:
             600 faces and left K ≥ 25 underfit (last-10-step loss 0.85 at K = 50, 0.99 at 600;
             at K = 25 the SSL start's right eye stayed at F1 0.7);
             pretrained_lr_mult replaces backbone_lr_mult for a pretrained backbone (SSL or
-            ImageNet): the lower rate that keeps what it learned.
+            ImageNet): the lower rate that keeps what it learned; head_only_steps: the first
+            steps train only the new FP decoder, the backbone held (every arm alike).
         val_limit: score on the first N validation faces only (quick mode).
     """
 
@@ -126,6 +131,7 @@ class StudySettings:
     pretrained_lr_mult: float = 1.0
     dice_weight: float = 1.0
     warmup_steps: int = 20
+    head_only_steps: int = 0
     val_limit: int | None = None
     device: str = "auto"
     num_workers: int = 0
@@ -398,13 +404,15 @@ class NamedSubset(Sequence[Sample]):
 
 @dataclass
 class Arm:
-    """One initialisation: its name and the finetune ``init`` string (+ encoder weights)."""
+    """One initialisation: its name and the finetune ``init`` string (+ encoder weights);
+    ``head_only_steps`` overrides the study's hold (the scratch reference without it)."""
 
     name: str
     init: str
     encoder_weights: str | None = None
     ks: tuple[int, ...] = field(default_factory=tuple)
     seeds: tuple[int, ...] = (0,)
+    head_only_steps: int | None = None
 
 
 def run_finetune(
@@ -417,7 +425,9 @@ def run_finetune(
     val: Sequence[Sample],
 ) -> dict[str, Any]:
     """Fine-tune one arm on K pool faces (subset seed ``seed``) and score its last weights."""
-    stage_dir = out / "finetune" / f"{arm.name}_K{k}_s{seed}"
+    hold = settings.head_only_steps if arm.head_only_steps is None else arm.head_only_steps
+    # Held runs get their own folders: the unheld study's cache stays valid beside them.
+    stage_dir = out / "finetune" / (f"{arm.name}_K{k}_s{seed}" + (f"_h{hold}" if hold else ""))
     chosen = select_labeled_subset(pool.names, num_labeled=k, seed=seed)
     config = FinetuneConfig(
         data=str(out / "data"),
@@ -437,6 +447,7 @@ def run_finetune(
         else settings.pretrained_lr_mult,
         warmup_steps=settings.warmup_steps,
         dice_weight=settings.dice_weight,
+        head_only_steps=hold,
         seed=0,
         # Small subsets restart their DataLoader every step or two, and each restart forks the
         # workers again: fewer workers than stage 1 keep that cost small.
@@ -545,12 +556,12 @@ def format_summary(summary: dict[str, Any], pretrain: dict[str, Any]) -> str:
         lines += [
             "",
             "per-class F1 at K = 10",
-            f"{'class':<14}" + "".join(f"{a:>14}" for a in summary["per_class_f1_k10"]),
+            f"{'class':<14}" + "".join(f"{a:>16}" for a in summary["per_class_f1_k10"]),
         ]
         for c in classes:
             lines.append(
                 f"{c:<14}"
-                + "".join(f"{_pct(f.get(c)):>14}" for f in summary["per_class_f1_k10"].values())
+                + "".join(f"{_pct(f.get(c)):>16}" for f in summary["per_class_f1_k10"].values())
             )
     for arm, s in summary["seed_spread"].items():
         lines.append(
@@ -609,6 +620,10 @@ def build_arms(settings: StudySettings, pretrained: dict[str, dict[str, Any]]) -
             Arm(f"ssl-{recipe}", f"ssl:{ckpt}", ks=ks, seeds=settings.seeds if i == 0 else (0,))
         )
     arms.append(Arm("scratch", "scratch", ks=settings.ks, seeds=settings.seeds))
+    ref_ks = tuple(k for k in settings.recipe_ks if k in settings.ks)[:1]
+    if settings.head_only_steps and ref_ks:
+        # Reference: scratch fine-tuned from step 1 (its better recipe) at the first headline K.
+        arms.append(Arm("scratch-unheld", "scratch", ks=ref_ks, head_only_steps=0))
     if settings.imagenet_weights:
         arms.append(
             Arm("imagenet", "imagenet", settings.imagenet_weights, ks=settings.ks, seeds=(0,))
@@ -645,6 +660,14 @@ def _pairs(text: str) -> tuple[tuple[int, int], ...]:
             raise SystemExit(f"--steps-for-k: {item!r} is not K:steps (e.g. 50:500)")
         pairs.append((int(k), int(steps)))
     return tuple(pairs)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """ "1/2" → (1, 2)."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise SystemExit(f"--shard: {text!r} is not I/N with 0 <= I < N (e.g. 0/2)")
+    return int(index), int(count)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -693,6 +716,12 @@ def main(argv: list[str] | None = None) -> int:
         help="backbone lr multiplier for pretrained arms",
     )
     parser.add_argument(
+        "--head-only-steps",
+        type=int,
+        default=None,
+        help="first fine-tuning steps that train only the FP decoder (every arm)",
+    )
+    parser.add_argument(
         "--recipes", default=None, help="comma list of stage-1 recipes: center,spark"
     )
     parser.add_argument("--ks", default=None, help="comma list of K values")
@@ -702,6 +731,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--stop-after", choices=("data", "pretrain", "finetune"), default="finetune"
+    )
+    parser.add_argument(
+        "--shard",
+        default=None,
+        help="I/N: run only every N-th fine-tune from the I-th (0-based), e.g. two one-thread "
+        "processes 0/2 and 1/2, after a run with --stop-after pretrain; results are written by "
+        "a later run without --shard",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -723,6 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
         "dice_weight": args.dice_weight,
         "pretrained_lr_mult": args.pretrained_lr_mult,
+        "head_only_steps": args.head_only_steps,
         "imagenet_weights": args.imagenet_weights,
         "recipes": tuple(args.recipes.split(",")) if args.recipes else None,
         "ks": tuple(int(k) for k in args.ks.split(",")) if args.ks else None,
@@ -750,8 +787,15 @@ def main(argv: list[str] | None = None) -> int:
     if settings.val_limit is not None:
         val = NamedSubset(val_full, val_full.names[: settings.val_limit])
     arms = build_arms(settings, pretrained)
+    jobs = schedule(arms, settings)
+    if args.shard:
+        index, count = _shard(args.shard)
+        for arm, k, seed in jobs[index::count]:
+            run_finetune(arm, k, seed, out, settings, pool, val)
+        log.info("shard %s done; rerun without --shard to write the results", args.shard)
+        return 0
     runs = []
-    for arm, k, seed in schedule(arms, settings):
+    for arm, k, seed in jobs:
         runs.append(run_finetune(arm, k, seed, out, settings, pool, val))
         summary = summarize(runs, settings)
         payload = {
