@@ -95,21 +95,38 @@ def plot(results: dict, out: Path) -> Path:
     return save_png(fig, out)
 
 
+def _signed(v: float) -> str:
+    """+1.2 / −0.3 (a true minus sign, as in the text around the tables)."""
+    return f"{v:+.1f}".replace("-", "−")
+
+
 def markdown(results: dict) -> str:
-    """The study's tables as Markdown: mean F1 / mIoU per K and arm (seed 0), the seed spread at
-    the smallest K, and per-class F1 at K = 10."""
+    """The study's tables as Markdown: mean F1 / mIoU per K and arm (seed 0) with each SSL arm's
+    mIoU lead over scratch, the seed spread at the smallest K, and per-class F1 at K = 10."""
     runs = results["runs"]
     arms = list(dict.fromkeys(r["arm"] for r in runs))
+    ssl_arms = [a for a in arms if a.startswith("ssl-")] if "scratch" in arms else []
     ks = sorted({r["k"] for r in runs})
     seed0 = {(r["arm"], r["k"]): r for r in runs if r["seed"] == 0}
-    lines = ["| K | " + " | ".join(f"{a} mean F1 / mIoU" for a in arms) + " |"]
-    lines.append("|---" * (len(arms) + 1) + "|")
+    lines = [
+        "| K | steps | "
+        + " | ".join(
+            [f"{a} mean F1 / mIoU" for a in arms] + [f"{a} − scratch, mIoU" for a in ssl_arms]
+        )
+        + " |"
+    ]
+    lines.append("|---" * (len(arms) + len(ssl_arms) + 2) + "|")
     for k in ks:
         cells = []
         for a in arms:
             r = seed0.get((a, k))
             cells.append(f"{100 * r['mean_f1']:.1f} / {100 * r['miou']:.1f}" if r else "")
-        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+        base = seed0.get(("scratch", k))
+        for a in ssl_arms:
+            r = seed0.get((a, k))
+            cells.append(_signed(100 * (r["miou"] - base["miou"])) if r and base else "")
+        steps = sorted({r["steps"] for r in runs if r["k"] == k})
+        lines.append(f"| {k} | {'/'.join(map(str, steps))} | " + " | ".join(cells) + " |")
     k_min = min(ks)
     spread = []
     for a in arms:
@@ -123,6 +140,25 @@ def markdown(results: dict) -> str:
                 + f" (mean {sum(f1) / len(f1):.1f}, range {max(f1) - min(f1):.1f}); mIoU "
                 + ", ".join(f"{v:.1f}" for v in iou)
                 + f" (mean {sum(iou) / len(iou):.1f})"
+            )
+    for a in ssl_arms:
+        pairs = [
+            (r, o)
+            for r in runs
+            for o in runs
+            if r["arm"] == a
+            and o["arm"] == "scratch"
+            and r["k"] == o["k"] == k_min
+            and r["seed"] == o["seed"]
+        ]
+        if len(pairs) > 1:
+            leads = [
+                100 * (r["miou"] - o["miou"]) for r, o in sorted(pairs, key=lambda p: p[0]["seed"])
+            ]
+            spread.append(
+                f"- K = {k_min}, {a} − scratch per subset: "
+                + ", ".join(map(_signed, leads))
+                + f" mIoU (mean {_signed(sum(leads) / len(leads))})"
             )
     if spread:
         lines += ["", *spread]
