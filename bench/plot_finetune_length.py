@@ -25,6 +25,8 @@ RESULTS = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from plot_study import _signed  # noqa: E402  (re-exported to the other plot scripts)
+
 SSL, SCRATCH = "SSL, 40 epochs", "scratch"
 # Arm names in the study's results (its spark start is a 10-epoch stage 1) and ssl_length's
 # (``ssl-e<epochs>``, any length) -> stage-1 epochs (0 = scratch).
@@ -66,11 +68,6 @@ def collect(
     names = {0: SCRATCH, 40: SSL}
     runs = collect_by_epochs([scratch_json, ssl_json], probes_jsonl)
     return {(names[e], k, s, n): v for (e, k, s, n), v in runs.items() if e in names}
-
-
-def _signed(x: float) -> str:
-    """+1.2 / −0.6 with a typographic minus, as BENCHMARKS.md writes differences."""
-    return f"{x:+.1f}".replace("-", "−")
 
 
 def markdown(runs: dict[Run, tuple[float, float]]) -> str:

@@ -95,9 +95,9 @@ def plot(results: dict, out: Path) -> Path:
     return save_png(fig, out)
 
 
-def _signed(v: float) -> str:
-    """+1.2 / −0.3 (a true minus sign, as in the text around the tables)."""
-    return f"{v:+.1f}".replace("-", "−")
+def _signed(x: float) -> str:
+    """+1.2 / −0.6 with a typographic minus, as BENCHMARKS.md writes differences."""
+    return f"{x:+.1f}".replace("-", "−")
 
 
 def markdown(results: dict) -> str:
