@@ -100,22 +100,33 @@ def _signed(x: float) -> str:
     return f"{x:+.1f}".replace("-", "−")
 
 
-def markdown(results: dict) -> str:
+def best_scratch(runs: list[dict], reference: list[dict], k: int, seed: int) -> float | None:
+    """The best scratch mIoU at (K, subset seed) over the study's scratch arms and the reference
+    study's scratch runs of the same length: scratch in its better recipe."""
+    steps = {r["steps"] for r in runs if r["k"] == k}
+    found = [
+        r["miou"]
+        for r in runs + [r for r in reference if r["steps"] in steps]
+        if r["arm"].startswith("scratch") and r["k"] == k and r["seed"] == seed
+    ]
+    return max(found) if found else None
+
+
+def markdown(results: dict, reference: dict | None = None) -> str:
     """The study's tables as Markdown: mean F1 / mIoU per K and arm (seed 0) with each SSL arm's
-    mIoU lead over scratch, the seed spread at the smallest K, and per-class F1 at K = 10."""
+    mIoU lead over scratch (and, given a reference study with another recipe, over the better
+    scratch of the two), the seed spread at the smallest K, and per-class F1 at K = 10."""
     runs = results["runs"]
+    ref_runs = reference["runs"] if reference else []
     arms = list(dict.fromkeys(r["arm"] for r in runs))
     ssl_arms = [a for a in arms if a.startswith("ssl-")] if "scratch" in arms else []
     ks = sorted({r["k"] for r in runs})
     seed0 = {(r["arm"], r["k"]): r for r in runs if r["seed"] == 0}
-    lines = [
-        "| K | steps | "
-        + " | ".join(
-            [f"{a} mean F1 / mIoU" for a in arms] + [f"{a} − scratch, mIoU" for a in ssl_arms]
-        )
-        + " |"
-    ]
-    lines.append("|---" * (len(arms) + len(ssl_arms) + 2) + "|")
+    leads = [f"{a} − scratch, mIoU" for a in ssl_arms]
+    if reference:
+        leads += [f"{a} − better scratch, mIoU" for a in ssl_arms]
+    lines = ["| K | steps | " + " | ".join([f"{a} mean F1 / mIoU" for a in arms] + leads) + " |"]
+    lines.append("|---" * (len(arms) + len(leads) + 2) + "|")
     for k in ks:
         cells = []
         for a in arms:
@@ -125,6 +136,10 @@ def markdown(results: dict) -> str:
         for a in ssl_arms:
             r = seed0.get((a, k))
             cells.append(_signed(100 * (r["miou"] - base["miou"])) if r and base else "")
+        best = best_scratch(runs, ref_runs, k, 0)
+        for a in ssl_arms if reference else []:
+            r = seed0.get((a, k))
+            cells.append(_signed(100 * (r["miou"] - best)) if r and best is not None else "")
         steps = sorted({r["steps"] for r in runs if r["k"] == k})
         lines.append(f"| {k} | {'/'.join(map(str, steps))} | " + " | ".join(cells) + " |")
     k_min = min(ks)
@@ -160,6 +175,16 @@ def markdown(results: dict) -> str:
                 + ", ".join(map(_signed, leads))
                 + f" mIoU (mean {_signed(sum(leads) / len(leads))})"
             )
+            if reference:
+                better = [
+                    100 * (r["miou"] - (best_scratch(runs, ref_runs, k_min, r["seed"]) or 0.0))
+                    for r, _ in sorted(pairs, key=lambda p: p[0]["seed"])
+                ]
+                spread.append(
+                    f"- K = {k_min}, {a} − scratch in its better recipe per subset: "
+                    + ", ".join(map(_signed, better))
+                    + f" mIoU (mean {_signed(sum(better) / len(better))})"
+                )
     if spread:
         lines += ["", *spread]
     at10 = [a for a in arms if (a, 10) in seed0]
@@ -182,10 +207,16 @@ def main() -> int:
     )
     parser.add_argument("--out", default=None, help="PNG path (default: beside the results, .png)")
     parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="results of the same study with another recipe: adds SSL − the better scratch",
+    )
     args = parser.parse_args()
     path = Path(args.results)
     if args.markdown:
-        print(markdown(json.loads(path.read_text())))
+        reference = json.loads(Path(args.reference).read_text()) if args.reference else None
+        print(markdown(json.loads(path.read_text()), reference))
     out = Path(args.out) if args.out else path.with_suffix(".png")
     print(plot(json.loads(path.read_text()), out))
     return 0
