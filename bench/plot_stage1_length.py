@@ -3,11 +3,11 @@
 Usage:
     .venv/bin/python bench/plot_stage1_length.py [--markdown] [--steps 500]
 
-Collects the fine-tunes of the spark stage-1 starts (10 epochs: the study's; 20 and 40:
-``bench/ssl_length.py``; 40 and 80: ``bench/probe_finetune.py`` in ``probes.jsonl``) and of
-scratch, at K = 10 and K = 50 and one fine-tune length, and draws SSL − scratch mIoU against
-stage-1 epochs: one dot per subset seed, a line through their mean. ``--markdown`` prints the
-table BENCHMARKS.md quotes.
+Collects the fine-tunes of the spark stage-1 starts (10 epochs: the study's earlier recipe,
+``study_plain.json``; 20 and 40: ``bench/ssl_length.py``; 40 and 80: ``bench/probe_finetune.py``
+in ``probes.jsonl``) and of scratch, at K = 10 and K = 50 and one fine-tune length, and draws
+SSL − scratch mIoU against stage-1 epochs: one dot per subset seed, a line through their mean.
+``--markdown`` prints the table BENCHMARKS.md quotes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ for p in (ROOT, ROOT / "bench"):
 
 from plot_finetune_length import EpochRun, _signed, collect_by_epochs  # noqa: E402
 
-SOURCES = ("study.json", "ssl_length_cpu.json", "ssl_length_cpu_e40.json")
+SOURCES = ("study_plain.json", "ssl_length_cpu.json", "ssl_length_cpu_e40.json")
 
 Scores = dict[EpochRun, tuple[float, float]]
 

@@ -14,8 +14,10 @@
 #
 # Budget (15 min of device time in all, a machine start included): stage 1 with the paper's
 # recipe only (20 epochs over 793 faces), then fine-tunes of 200 steps of batch 16 for the SSL and
-# scratch arms, headline K values first; the whole command stops itself at STUDY_SECONDS (540 s
-# by default) and every finished run is already in the results file, so a cut-off still reports.
+# scratch arms, headline K values first (every weight from step 1, 200 steps at every K: the
+# recipe of the recorded run, not the CPU study's current one); the whole command stops itself
+# at STUDY_SECONDS (540 s by default) and every finished run is already in the results file, so
+# a cut-off still reports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -91,6 +93,8 @@ run() {
         --pretrain-epochs 20 \
         --pretrain-batch 32 \
         --finetune-steps 200 \
+        --steps-for-k "" \
+        --head-only-steps 0 \
         --finetune-batch 16 \
         --checkpoint-every 200
 }
