@@ -88,7 +88,13 @@ def plot(results: dict, out: Path) -> Path:
     s = results.get("settings", {})
     fig.suptitle(
         f"{s.get('preset', '?')} preset, {s.get('input_size') or _preset_size(s.get('preset'))} px, "
-        f"{_steps_text(s)} fine-tune steps × {s.get('finetune_batch')}; "
+        f"{_steps_text(s)} fine-tune steps × {s.get('finetune_batch')}"
+        + (
+            f", backbone held for the first {s['head_only_steps']}"
+            if s.get("head_only_steps")
+            else ""
+        )
+        + "; "
         f"bars: range over subset seeds {list(s.get('seeds', []))}",
         fontsize=9,
     )
