@@ -28,11 +28,12 @@ one reference arm, scratch without the hold (its better recipe), runs at the fir
 Budget (CPU default): stage 1 = 10 epochs over 793 faces per recipe (990 steps of 8), each
 fine-tune = 500 steps of 8 at 256 px, 250 at K = 5, 750 at K = 600; 19 fine-tunes, 8,500 steps
 (1,800 of them held: no backward pass through the backbone). A lite training step of 8 faces
-takes ~1 s on this 2-core machine when it is otherwise idle, so the whole study is ~2.6 h there.
+takes ~1 s on this 2-core machine when it is otherwise idle; the whole study is ~2.5 h there
+(fine-tunes 1 h 56 min as two one-thread shards, stage 1 ~34 min).
 
 Usage:
     .venv/bin/python bench/study.py --quick              # minutes: checks the pipeline
-    .venv/bin/python bench/study.py                      # the CPU study (~2.6 h on 2 idle cores)
+    .venv/bin/python bench/study.py                      # the CPU study (~2.5 h on 2 idle cores)
     .venv/bin/python bench/study.py --imagenet-weights mobilenet_v2.pth   # adds the ImageNet arm
     .venv/bin/python bench/study.py --head-only-steps 0 --finetune-steps 250 \
         --steps-for-k 25:500,50:500,100:500,600:750   # the earlier recipe (no hold)
