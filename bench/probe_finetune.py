@@ -74,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         default="backbone",
         help="ssl: what of the stage-1 network is kept (encoder: the UNet++ decoder starts fresh)",
     )
+    ap.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="fine-tuning side in pixels (default: the checkpoint's, or the preset's)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument(
         "--extra-val", default=None, help="a second LaPa folder to score on (val split)"
@@ -99,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         out_dir=str(out),
         init=init,
         preset="lite",
+        input_size=args.input_size,
         num_labeled=args.k,
         subset_seed=args.subset_seed,
         epochs=10**6,
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "backbone_lr_mult": args.backbone_lr_mult,
         "dice_weight": args.dice_weight,
         "head_only_steps": args.head_only_steps,
+        "input_size": predictor.input_size,
         "mean_f1": scores["mean_f1"],
         "miou": scores["miou"],
         "f1": {c: s["f1"] for c, s in scores["per_class"].items()},

@@ -73,6 +73,7 @@ from trainer.data.sample import Sample  # noqa: E402
 from trainer.evaluate import evaluate  # noqa: E402
 from trainer.finetune import FinetuneConfig, finetune_on_samples  # noqa: E402
 from trainer.labels import LAPA  # noqa: E402
+from trainer.models import get_preset  # noqa: E402
 from trainer.predict import Predictor  # noqa: E402
 from trainer.pretrain import FINAL_NAME, PretrainConfig, pretrain  # noqa: E402
 from trainer.subsets import select_labeled_subset  # noqa: E402
@@ -93,7 +94,10 @@ class StudySettings:
     """Everything the study's numbers depend on (stored in every done marker and the results).
 
     Args:
-        preset: model preset; input_size overrides its input side (pixels).
+        preset: model preset; input_size overrides its input side (pixels) in both stages;
+            pretrain_input_size, stage 1's alone (the network is fully convolutional: a backbone
+            trained on smaller images fine-tunes at the preset's side, at a quarter of the cost
+            per stage-1 epoch at half the side).
         split_seed: seed of the val/pool split; val_size faces go to validation.
         pretrain_epochs, pretrain_batch, pretrain_lr: stage-1 length and optimiser.
         recipes: stage-1 recipes to run (keys of RECIPES).
@@ -113,6 +117,7 @@ class StudySettings:
 
     preset: str = "lite"
     input_size: int | None = None
+    pretrain_input_size: int | None = None
     split_seed: int = 0
     val_size: int = 100
     pretrain_epochs: int = 10
@@ -304,13 +309,14 @@ def run_pretrain(
         image_dirs: the photos (default: the pool's images + ``unlabeled``).
         stage_dir: the stage's folder (default ``<out>/pretrain_<recipe>``).
     """
-    stage_dir = stage_dir or out / f"pretrain_{recipe}"
+    size = settings.pretrain_input_size
+    stage_dir = stage_dir or out / (f"pretrain_{recipe}" + (f"_{size}px" if size else ""))
     dirs = image_dirs or (out / "data" / "train" / "images", unlabeled)
     config = PretrainConfig(
         image_dirs=tuple(str(d) for d in dirs),
         out_dir=str(stage_dir),
         preset=settings.preset,
-        input_size=settings.input_size,
+        input_size=settings.pretrain_input_size or settings.input_size,
         epochs=settings.pretrain_epochs,
         batch_size=settings.pretrain_batch,
         lr=settings.pretrain_lr,
@@ -439,13 +445,16 @@ def run_finetune(
     # Held runs get their own folders: the unheld study's cache stays valid beside them.
     stage_dir = out / "finetune" / (f"{arm.name}_K{k}_s{seed}" + (f"_h{hold}" if hold else ""))
     chosen = select_labeled_subset(pool.names, num_labeled=k, seed=seed)
+    input_size = settings.input_size
+    if input_size is None and settings.pretrain_input_size and arm.init.startswith("ssl:"):
+        input_size = get_preset(settings.preset).input_size  # not the stage-1 checkpoint's side
     config = FinetuneConfig(
         data=str(out / "data"),
         out_dir=str(stage_dir),
         init=arm.init,
         encoder_weights=arm.encoder_weights,
         preset=settings.preset,
-        input_size=settings.input_size,
+        input_size=input_size,
         num_labeled=k,
         subset_seed=seed,
         epochs=10**6,  # the run's length is max_steps
@@ -695,6 +704,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--preset", default=None)
     parser.add_argument("--input-size", type=int, default=None)
+    parser.add_argument(
+        "--pretrain-input-size", type=int, default=None, help="stage 1's side alone (pixels)"
+    )
     parser.add_argument("--device", default=None)
     parser.add_argument(
         "--num-workers", type=int, default=None, help="DataLoader workers (stage 1)"
@@ -758,6 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {
         "preset": args.preset,
         "input_size": args.input_size,
+        "pretrain_input_size": args.pretrain_input_size,
         "device": args.device,
         "num_workers": args.num_workers,
         "finetune_workers": args.finetune_workers,
