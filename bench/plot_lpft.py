@@ -17,6 +17,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -118,6 +119,23 @@ def _mean_gap(table: list[dict], a: str, b: str) -> str:
     return _signed(sum(r[a][1] - r[b][1] for r in table) / len(table))
 
 
+def mean_bar(ax: Any, x: float, values: list[float], width: float, color: str, label: str | None):
+    """A bar at the mean of ``values`` and a black dot for each of them."""
+    mean = sum(values) / len(values)
+    ax.bar(x, mean, width=width * 0.95, color=color, alpha=0.6, label=label)
+    ax.scatter([x] * len(values), values, color="black", s=12, zorder=3)
+
+
+def target_axes(ax: Any, ks: list[int]) -> None:
+    """The issue's margins (K = 10: +5, K = 50: +3 mIoU) dashed, a zero line, one tick per K."""
+    for j, k in enumerate(ks):
+        target = {10: 5, 50: 3}.get(k)
+        if target:
+            ax.hlines(target, j - 0.45, j + 0.45, colors="tab:red", linestyles="dashed")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(ks)), [f"K = {k}" for k in ks])
+
+
 def plot(tables: dict[str, list[dict]], out: Path) -> Path:
     """Bars of the mean SSL − scratch mIoU per K: the study's recipe (from the first table's
     rows), then each hold; a dot per subset."""
@@ -140,21 +158,8 @@ def plot(tables: dict[str, list[dict]], out: Path) -> Path:
             if not lead:
                 continue
             x = j - 0.4 + width * (i + 0.5)
-            ax.bar(
-                x,
-                sum(lead) / len(lead),
-                width=width * 0.95,
-                color=colors[i % len(colors)],
-                alpha=0.6,
-                label=label if j == 0 else None,
-            )
-            ax.scatter([x] * len(lead), lead, color="black", s=12, zorder=3)
-    for j, k in enumerate(ks):
-        target = {10: 5, 50: 3}.get(k)
-        if target:
-            ax.hlines(target, j - 0.45, j + 0.45, colors="tab:red", linestyles="dashed")
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(ks)), [f"K = {k}" for k in ks])
+            mean_bar(ax, x, lead, width, colors[i % len(colors)], label if j == 0 else None)
+    target_axes(ax, ks)
     ax.set_ylabel("SSL − scratch, mIoU (one identical recipe)")
     ax.set_title("SSL lead over scratch, backbone held for the first steps or not", fontsize=9)
     ax.legend(fontsize=8, loc="upper right")

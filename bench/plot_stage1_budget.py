@@ -1,0 +1,148 @@
+"""SSL starts of different stage-1 cost under the study's held recipe, subset by subset.
+
+Usage:
+    .venv/bin/python bench/plot_stage1_budget.py [--markdown] [--starts e10 px128e40 e40 e80]
+        [--prefix lpft100|lpft200]
+
+Issue 5 §1, "stage-1 length" at a fixed budget. Reads the probes ``lpft100_<start>_K<k>_s<seed>``
+and ``lpft100_scratch_K<k>_s<seed>`` (``bench/probe_finetune.py --head-only-steps 100 --steps
+500``; ``lpft200``: held 200) from ``probes.jsonl``, prints the Markdown table BENCHMARKS.md quotes (mIoU per subset and
+each start's lead over scratch, then the mean lead per K over the subsets every start has) and
+draws the mean lead per start and K, a dot per subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+for p in (ROOT, ROOT / "bench"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from plot_study import _signed  # noqa: E402
+
+# Each start's stage 1 (spark recipe, 793 photos, batch 8) and its measured time on this
+# machine's two threads (BENCHMARKS.md, "Stage-1 length" and "Stage 1 at half the side").
+STARTS = {
+    "e10": "10 ep. at 256 px (17 min)",
+    "px128e40": "40 ep. at 128 px (19 min)",
+    "e40": "40 ep. at 256 px (72 min)",
+    "e80": "80 ep. at 256 px (149 min)",
+}
+PREFIX = "lpft100"
+
+Scores = dict[tuple[str, int, int], float]  # (start or "scratch", K, seed) -> mIoU in %
+
+
+def collect(probes: Path, prefix: str = PREFIX) -> Scores:
+    """mIoU of the ``prefix`` probes of 500 steps, by (start, K, subset seed)."""
+    from trainer.engine import read_jsonl
+
+    name = re.compile(rf"^{re.escape(prefix)}_([a-z0-9]+)_K(\d+)_s(\d+)$")
+    runs: Scores = {}
+    for r in read_jsonl(probes):
+        m = name.match(r["name"])
+        if m and r["steps"] == 500:
+            runs[(m.group(1), r["k"], r["subset_seed"])] = 100 * r["miou"]
+    return runs
+
+
+def _ks(runs: Scores, starts: list[str]) -> list[int]:
+    """The K values with a scratch run and a run of one of ``starts``."""
+    scratch = {k for (s, k, _) in runs if s == "scratch"}
+    return sorted({k for (s, k, _) in runs if s in starts} & scratch)
+
+
+def leads(runs: Scores, start: str, k: int) -> dict[int, float]:
+    """SSL − scratch mIoU per subset seed where both runs exist."""
+    return {
+        seed: runs[(start, kk, seed)] - runs[("scratch", kk, seed)]
+        for (s, kk, seed) in runs
+        if s == start and kk == k and ("scratch", kk, seed) in runs
+    }
+
+
+def markdown(runs: Scores, starts: list[str]) -> str:
+    """Per-subset mIoU (lead over scratch), then each start's mean lead over full subsets."""
+    ks = _ks(runs, starts)
+    head = ["K", "subset seed", "scratch"] + [STARTS.get(s, s) for s in starts]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k in ks:
+        for seed in sorted({sd for (s, kk, sd) in runs if kk == k and s == "scratch"}):
+            cells = [f"{runs[('scratch', k, seed)]:.1f}"]
+            for s in starts:
+                v = runs.get((s, k, seed))
+                lead = v - runs[("scratch", k, seed)] if v is not None else None
+                cells.append("" if v is None else f"{v:.1f} ({_signed(lead)})")
+            lines.append(f"| {k} | {seed} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for k in ks:
+        parts = []
+        for s in starts:
+            lead = leads(runs, s, k)
+            if lead:
+                mean = sum(lead.values()) / len(lead)
+                parts.append(f"{STARTS.get(s, s)} {_signed(mean)} ({len(lead)} subset(s))")
+        lines.append(f"- K = {k}, mean SSL − scratch mIoU: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def plot(runs: Scores, starts: list[str], out: Path, held: int = 100) -> Path:
+    """Bars of the mean lead per start and K, a dot per subset, the targets dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from plot_lpft import mean_bar, target_axes
+    from plot_study import save_png
+
+    ks = _ks(runs, starts)
+    width = 0.8 / len(starts)
+    colors = ["tab:gray", "tab:orange", "tab:blue", "tab:green", "tab:purple"]
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
+    for i, s in enumerate(starts):
+        labelled = False
+        for j, k in enumerate(ks):
+            lead = list(leads(runs, s, k).values())
+            if not lead:
+                continue
+            x = j - 0.4 + width * (i + 0.5)
+            label = None if labelled else STARTS.get(s, s)
+            mean_bar(ax, x, lead, width, colors[i % len(colors)], label)
+            labelled = True
+    target_axes(ax, ks)
+    ax.set_ylabel(f"SSL − scratch, mIoU (both held {held} of 500 steps)")
+    ax.set_title("SSL lead by stage-1 cost (spark recipe, two CPU threads)", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return save_png(fig, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--starts", nargs="+", default=list(STARTS), help="probe start labels")
+    ap.add_argument("--prefix", default=PREFIX, help="probe name prefix: lpft<held steps>")
+    ap.add_argument("--probes", default=str(RESULTS / "probes.jsonl"))
+    ap.add_argument("--out", default=None, help="plot (default bench/results/stage1_budget.png)")
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args(argv)
+    runs = collect(Path(args.probes), args.prefix)
+    starts = [s for s in args.starts if any(key[0] == s for key in runs)]
+    if not starts or ("scratch" not in {key[0] for key in runs}):
+        raise SystemExit(f"no {args.prefix} probes of 500 steps for {args.starts} and scratch")
+    held = int(args.prefix.removeprefix("lpft"))
+    suffix = "" if args.prefix == PREFIX else f"_{args.prefix}"
+    out = Path(args.out or RESULTS / f"stage1_budget{suffix}.png")
+    if args.markdown:
+        print(markdown(runs, starts) + "\n")
+    print(f"wrote {plot(runs, starts, out, held)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
