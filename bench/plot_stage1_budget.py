@@ -118,7 +118,7 @@ def plot(runs: Scores, starts: list[str], out: Path, held: int = 100) -> Path:
     target_axes(ax, ks)
     ax.set_ylabel(f"SSL − scratch, mIoU (both held {held} of 500 steps)")
     ax.set_title("SSL lead by stage-1 cost (spark recipe, two CPU threads)", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return save_png(fig, out)
 
