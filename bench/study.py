@@ -307,7 +307,8 @@ def run_pretrain(
 
     Args:
         image_dirs: the photos (default: the pool's images + ``unlabeled``).
-        stage_dir: the stage's folder (default ``<out>/pretrain_<recipe>``).
+        stage_dir: the stage's folder (default ``<out>/pretrain_<recipe>``, suffixed ``_<N>px``
+            when ``pretrain_input_size`` is N).
     """
     size = settings.pretrain_input_size
     stage_dir = stage_dir or out / (f"pretrain_{recipe}" + (f"_{size}px" if size else ""))
