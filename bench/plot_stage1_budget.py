@@ -7,7 +7,7 @@ Usage:
 Issue 5 §1, "stage-1 length" at a fixed budget. Reads the probes ``lpft100_<start>_K<k>_s<seed>``
 and ``lpft100_scratch_K<k>_s<seed>`` (``bench/probe_finetune.py --head-only-steps 100 --steps
 500``; ``lpft200``: held 200) from ``probes.jsonl``, prints the Markdown table BENCHMARKS.md quotes (mIoU per subset and
-each start's lead over scratch, then the mean lead per K over the subsets every start has) and
+each start's lead over scratch, then each start's mean lead per K over the subsets it has) and
 draws the mean lead per start and K, a dot per subset.
 """
 
@@ -68,26 +68,25 @@ def leads(runs: Scores, start: str, k: int) -> dict[int, float]:
 
 
 def markdown(runs: Scores, starts: list[str]) -> str:
-    """Per-subset mIoU (lead over scratch), then each start's mean lead over full subsets."""
+    """Per-subset mIoU (lead over scratch), then each start's mean lead over its subsets."""
     ks = _ks(runs, starts)
     head = ["K", "subset seed", "scratch"] + [STARTS.get(s, s) for s in starts]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by_k = {k: {s: leads(runs, s, k) for s in starts} for k in ks}
     for k in ks:
         for seed in sorted({sd for (s, kk, sd) in runs if kk == k and s == "scratch"}):
             cells = [f"{runs[('scratch', k, seed)]:.1f}"]
             for s in starts:
-                v = runs.get((s, k, seed))
-                lead = v - runs[("scratch", k, seed)] if v is not None else None
-                cells.append("" if v is None else f"{v:.1f} ({_signed(lead)})")
+                lead = by_k[k][s].get(seed)
+                cells.append("" if lead is None else f"{runs[(s, k, seed)]:.1f} ({_signed(lead)})")
             lines.append(f"| {k} | {seed} | " + " | ".join(cells) + " |")
     lines.append("")
     for k in ks:
-        parts = []
-        for s in starts:
-            lead = leads(runs, s, k)
-            if lead:
-                mean = sum(lead.values()) / len(lead)
-                parts.append(f"{STARTS.get(s, s)} {_signed(mean)} ({len(lead)} subset(s))")
+        parts = [
+            f"{STARTS.get(s, s)} {_signed(sum(lead.values()) / len(lead))} ({len(lead)} subset(s))"
+            for s, lead in by_k[k].items()
+            if lead
+        ]
         lines.append(f"- K = {k}, mean SSL − scratch mIoU: " + "; ".join(parts))
     return "\n".join(lines)
 
