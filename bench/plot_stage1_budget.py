@@ -1,7 +1,8 @@
 """SSL starts of different stage-1 cost under the study's held recipe, subset by subset.
 
 Usage:
-    .venv/bin/python bench/plot_stage1_budget.py [--markdown] [--starts e10 px128e40 e40 e80]
+    .venv/bin/python bench/plot_stage1_budget.py [--markdown]
+        [--starts e10 px128e40 px128e40lr3 e40 e80]
         [--prefix lpft100|lpft200]
 
 Issue 5 §1, "stage-1 length" at a fixed budget. Reads the probes ``lpft100_<start>_K<k>_s<seed>``
@@ -31,6 +32,7 @@ from plot_study import _signed  # noqa: E402
 STARTS = {
     "e10": "10 ep. at 256 px (17 min)",
     "px128e40": "40 ep. at 128 px (19 min)",
+    "px128e40lr3": "40 ep. at 128 px, lr 3e-3 (19 min)",
     "e40": "40 ep. at 256 px (72 min)",
     "e80": "80 ep. at 256 px (149 min)",
 }

@@ -295,6 +295,15 @@ def _prune_step_checkpoints(stage_dir: Path, keep: Path | None) -> None:
             path.unlink(missing_ok=True)
 
 
+def stage1_tag(settings: StudySettings) -> str:
+    """Folder suffix of a stage 1 at its own side (``_<N>px``) or at a rate other than 1e-3
+    (``_lr<rate>``). Its pretrain folder and its SSL arms' fine-tune folders carry it, so the
+    cached stages of the first studies (the preset's side, 1e-3, no suffix) stay valid beside
+    it."""
+    size, lr = settings.pretrain_input_size, settings.pretrain_lr
+    return (f"_{size}px" if size else "") + (f"_lr{lr:g}" if lr != 1e-3 else "")
+
+
 def run_pretrain(
     recipe: str,
     out: Path,
@@ -307,11 +316,9 @@ def run_pretrain(
 
     Args:
         image_dirs: the photos (default: the pool's images + ``unlabeled``).
-        stage_dir: the stage's folder (default ``<out>/pretrain_<recipe>``, suffixed ``_<N>px``
-            when ``pretrain_input_size`` is N).
+        stage_dir: the stage's folder (default ``<out>/pretrain_<recipe>`` + ``stage1_tag``).
     """
-    size = settings.pretrain_input_size
-    stage_dir = stage_dir or out / (f"pretrain_{recipe}" + (f"_{size}px" if size else ""))
+    stage_dir = stage_dir or out / f"pretrain_{recipe}{stage1_tag(settings)}"
     dirs = image_dirs or (out / "data" / "train" / "images", unlabeled)
     config = PretrainConfig(
         image_dirs=tuple(str(d) for d in dirs),
@@ -445,6 +452,8 @@ def run_finetune(
     hold = settings.head_only_steps if arm.head_only_steps is None else arm.head_only_steps
     # Held runs get their own folders: the unheld study's cache stays valid beside them.
     stage_dir = out / "finetune" / (f"{arm.name}_K{k}_s{seed}" + (f"_h{hold}" if hold else ""))
+    if arm.init.startswith("ssl:"):
+        stage_dir = stage_dir.with_name(stage_dir.name + stage1_tag(settings))
     chosen = select_labeled_subset(pool.names, num_labeled=k, seed=seed)
     input_size = settings.input_size
     if input_size is None and settings.pretrain_input_size and arm.init.startswith("ssl:"):
@@ -717,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pretrain-epochs", type=int, default=None)
     parser.add_argument("--pretrain-batch", type=int, default=None)
+    parser.add_argument("--pretrain-lr", type=float, default=None, help="stage 1's AdamW rate")
     parser.add_argument(
         "--checkpoint-every",
         type=int,
@@ -777,6 +787,7 @@ def main(argv: list[str] | None = None) -> int:
         "finetune_workers": args.finetune_workers,
         "pretrain_epochs": args.pretrain_epochs,
         "pretrain_batch": args.pretrain_batch,
+        "pretrain_lr": args.pretrain_lr,
         "checkpoint_every": args.checkpoint_every,
         "finetune_steps": args.finetune_steps,
         "finetune_batch": args.finetune_batch,
