@@ -758,6 +758,9 @@ def main(argv: list[str] | None = None) -> int:
         "--recipes", default=None, help="comma list of stage-1 recipes: center,spark"
     )
     parser.add_argument("--ks", default=None, help="comma list of K values")
+    parser.add_argument(
+        "--seeds", default=None, help="comma list of subset seeds repeated at the smallest K"
+    )
     parser.add_argument("--recipe-ks", default=None, help="K values for the second recipe/ImageNet")
     parser.add_argument(
         "--imagenet-weights", default=None, help="local encoder weights file: adds the ImageNet arm"
@@ -798,6 +801,7 @@ def main(argv: list[str] | None = None) -> int:
         "imagenet_weights": args.imagenet_weights,
         "recipes": tuple(args.recipes.split(",")) if args.recipes else None,
         "ks": tuple(int(k) for k in args.ks.split(",")) if args.ks else None,
+        "seeds": tuple(int(k) for k in args.seeds.split(",")) if args.seeds else None,
         "recipe_ks": tuple(int(k) for k in args.recipe_ks.split(",")) if args.recipe_ks else None,
         "steps_for_k": _pairs(args.steps_for_k) if args.steps_for_k is not None else None,
     }
