@@ -451,9 +451,8 @@ def run_finetune(
     """Fine-tune one arm on K pool faces (subset seed ``seed``) and score its last weights."""
     hold = settings.head_only_steps if arm.head_only_steps is None else arm.head_only_steps
     # Held runs get their own folders: the unheld study's cache stays valid beside them.
-    stage_dir = out / "finetune" / (f"{arm.name}_K{k}_s{seed}" + (f"_h{hold}" if hold else ""))
-    if arm.init.startswith("ssl:"):
-        stage_dir = stage_dir.with_name(stage_dir.name + stage1_tag(settings))
+    tag = stage1_tag(settings) if arm.init.startswith("ssl:") else ""
+    stage_dir = out / "finetune" / f"{arm.name}_K{k}_s{seed}{f'_h{hold}' if hold else ''}{tag}"
     chosen = select_labeled_subset(pool.names, num_labeled=k, seed=seed)
     input_size = settings.input_size
     if input_size is None and settings.pretrain_input_size and arm.init.startswith("ssl:"):
@@ -680,6 +679,11 @@ def schedule(arms: list[Arm], settings: StudySettings) -> list[tuple[Arm, int, i
     return jobs
 
 
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    """ "10,50" → (10, 50); None or "" → None (the setting's default)."""
+    return tuple(int(t) for t in text.split(",")) if text else None
+
+
 def _pairs(text: str) -> tuple[tuple[int, int], ...]:
     """ "50:500,600:750" → ((50, 500), (600, 750)); "" → ()."""
     pairs = []
@@ -800,9 +804,9 @@ def main(argv: list[str] | None = None) -> int:
         "head_only_steps": args.head_only_steps,
         "imagenet_weights": args.imagenet_weights,
         "recipes": tuple(args.recipes.split(",")) if args.recipes else None,
-        "ks": tuple(int(k) for k in args.ks.split(",")) if args.ks else None,
-        "seeds": tuple(int(k) for k in args.seeds.split(",")) if args.seeds else None,
-        "recipe_ks": tuple(int(k) for k in args.recipe_ks.split(",")) if args.recipe_ks else None,
+        "ks": _ints(args.ks),
+        "seeds": _ints(args.seeds),
+        "recipe_ks": _ints(args.recipe_ks),
         "steps_for_k": _pairs(args.steps_for_k) if args.steps_for_k is not None else None,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
