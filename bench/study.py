@@ -25,20 +25,24 @@ Every arm holds its backbone for the first 100 fine-tuning steps (only the new F
 trains; LP-FT), the recipe under which the 80-epoch SSL start did best on every subset probed;
 one reference arm, scratch without the hold (its better recipe), runs at the first headline K.
 
-Budget (CPU default): stage 1 = 10 epochs over 793 faces per recipe (990 steps of 8), each
-fine-tune = 500 steps of 8 at 256 px, 250 at K = 5, 750 at K = 600; 19 fine-tunes, 8,500 steps
-(1,800 of them held: no backward pass through the backbone). A lite training step of 8 faces
-takes ~1 s on this 2-core machine when it is otherwise idle; the whole study is ~2.5 h there
-(fine-tunes 1 h 56 min as two one-thread shards, stage 1 ~34 min).
+Budget (CPU default): stage 1 = 40 epochs at 128 px over 793 faces per recipe (3,960 steps of 8,
+AdamW 3e-3; a 128-px step costs a quarter of a 256-px one, so this is the cost of 10 epochs at
+256 px), each fine-tune = 500 steps of 8 at 256 px, 250 at K = 5, 750 at K = 600; 19 fine-tunes,
+8,500 steps (1,800 of them held: no backward pass through the backbone). On this 2-core machine
+``--processes 2`` (one-thread processes side by side: the two stage-1 recipes, then two
+fine-tune shards balanced by steps) takes ~50 min for stage 1 and ~1 h 50 min for the
+fine-tunes (BENCHMARKS.md has the measured times).
 
 Usage:
     .venv/bin/python bench/study.py --quick              # minutes: checks the pipeline
-    .venv/bin/python bench/study.py                      # the CPU study (~2.5 h on 2 idle cores)
+    .venv/bin/python bench/study.py --processes 2        # the CPU study on 2 cores
     .venv/bin/python bench/study.py --imagenet-weights mobilenet_v2.pth   # adds the ImageNet arm
+    .venv/bin/python bench/study.py --pretrain-input-size 0 --pretrain-epochs 10 \
+        --pretrain-lr 1e-3                  # the earlier stage 1 (10 epochs at 256 px, 1e-3)
     .venv/bin/python bench/study.py --head-only-steps 0 --finetune-steps 250 \
-        --steps-for-k 25:500,50:500,100:500,600:750   # the earlier recipe (no hold)
-    # two one-thread processes: --stop-after pretrain, then --shard 0/2 & --shard 1/2, then
-    # once more without --shard to write the results from the cache
+        --steps-for-k 25:500,50:500,100:500,600:750   # the earlier fine-tune recipe (no hold)
+    .venv/bin/python bench/study.py --reuse-scratch bench/results/study.json   # another stage 1:
+        # take the scratch arms (which do not depend on it) from an earlier results file
 """
 
 from __future__ import annotations
@@ -49,9 +53,11 @@ import io
 import json
 import logging
 import math
+import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -117,12 +123,15 @@ class StudySettings:
 
     preset: str = "lite"
     input_size: int | None = None
-    pretrain_input_size: int | None = None
+    # Stage 1: 40 epochs at 128 px and AdamW 3e-3 cost what 10 epochs at 256 px did and led
+    # scratch by +5.7 / +4.2 mIoU at K = 10 / 50 over three subsets (10 epochs at 256 px and
+    # 1e-3: +2.7 / +2.4; BENCHMARKS.md, "A higher stage-1 rate").
+    pretrain_input_size: int | None = 128
     split_seed: int = 0
     val_size: int = 100
-    pretrain_epochs: int = 10
+    pretrain_epochs: int = 40
     pretrain_batch: int = 8
-    pretrain_lr: float = 1e-3
+    pretrain_lr: float = 3e-3
     pretrain_max_steps: int | None = None
     checkpoint_every: int = 50
     # The first recipe gets every K and the seed repeats: spark, the better one at K = 10
@@ -160,6 +169,7 @@ def steps_for(settings: StudySettings, k: int) -> int:
 
 QUICK = StudySettings(
     input_size=128,
+    pretrain_input_size=64,
     pretrain_epochs=1,
     pretrain_batch=4,
     pretrain_max_steps=6,
@@ -439,16 +449,23 @@ class Arm:
     head_only_steps: int | None = None
 
 
-def run_finetune(
-    arm: Arm,
-    k: int,
-    seed: int,
-    out: Path,
-    settings: StudySettings,
-    pool: LapaDataset,
-    val: Sequence[Sample],
-) -> dict[str, Any]:
-    """Fine-tune one arm on K pool faces (subset seed ``seed``) and score its last weights."""
+@dataclass
+class FinetuneStage:
+    """One fine-tune's folder, config and cache key (what its ``done.json`` must match)."""
+
+    stage_dir: Path
+    config: FinetuneConfig
+    chosen: list[str]
+    key: dict[str, Any]
+
+    def done(self) -> dict[str, Any] | None:
+        return load_done(self.stage_dir, self.key)
+
+
+def finetune_stage(
+    arm: Arm, k: int, seed: int, out: Path, settings: StudySettings, pool: LapaDataset
+) -> FinetuneStage:
+    """The stage that fine-tunes ``arm`` on K pool faces (subset seed ``seed``)."""
     hold = settings.head_only_steps if arm.head_only_steps is None else arm.head_only_steps
     # Held runs get their own folders: the unheld study's cache stays valid beside them.
     tag = stage1_tag(settings) if arm.init.startswith("ssl:") else ""
@@ -487,11 +504,25 @@ def run_finetune(
         progress_bar=False,
     )
     key = {**config.to_dict(), "subset": chosen, "val_limit": settings.val_limit}
-    done = load_done(stage_dir, key)
+    return FinetuneStage(stage_dir, config, list(chosen), key)
+
+
+def run_finetune(
+    arm: Arm,
+    k: int,
+    seed: int,
+    out: Path,
+    settings: StudySettings,
+    pool: LapaDataset,
+    val: Sequence[Sample],
+) -> dict[str, Any]:
+    """Fine-tune one arm on K pool faces (subset seed ``seed``) and score its last weights."""
+    stage = finetune_stage(arm, k, seed, out, settings, pool)
+    done = stage.done()
     if done is not None:
         return done
     t0 = time.perf_counter()
-    result = finetune_on_samples(config, NamedSubset(pool, chosen), None)
+    result = finetune_on_samples(stage.config, NamedSubset(pool, stage.chosen), None)
     train_s = time.perf_counter() - t0
     predictor = Predictor.from_checkpoint(result.last_path, device=settings.device)
     t1 = time.perf_counter()
@@ -525,7 +556,62 @@ def run_finetune(
     )
     # Keep only the weights the score came from; best == last without validation.
     result.best_path.unlink(missing_ok=True)
-    return mark_done(stage_dir, key, record)
+    return mark_done(stage.stage_dir, stage.key, record)
+
+
+def shard_jobs(
+    jobs: list[tuple[Arm, int, int]], index: int, count: int, settings: StudySettings
+) -> list[tuple[Arm, int, int]]:
+    """Shard ``index`` of ``count`` of the not-yet-done ``jobs``: longest first, each to the
+    shard with the fewest steps so far, so side-by-side shards end together. Every shard
+    computes the same split from the same cache."""
+    loads = [0] * count
+    mine = []
+    for job in sorted(jobs, key=lambda j: -steps_for(settings, j[1])):
+        target = loads.index(min(loads))
+        loads[target] += steps_for(settings, job[1])
+        if target == index:
+            mine.append(job)
+    return mine
+
+
+# Settings a scratch fine-tune does not depend on (stage 1, scheduling, the ImageNet arm).
+NOT_SCRATCH = {
+    "pretrain_input_size", "pretrain_epochs", "pretrain_batch", "pretrain_lr",
+    "pretrain_max_steps", "checkpoint_every", "recipes", "ks", "recipe_ks", "seeds",
+    "imagenet_weights", "pretrained_lr_mult",
+}  # fmt: skip
+
+
+def reuse_scratch(
+    results: Path,
+    jobs: list[tuple[Arm, int, int]],
+    out: Path,
+    settings: StudySettings,
+    pool: LapaDataset,
+) -> int:
+    """Mark the scratch fine-tunes of an earlier study's results file done (its records, with
+    ``reused_from``), where that study ran with the same fine-tuning settings: scratch does not
+    depend on stage 1, so a study with another stage 1 need not train it again. Returns how
+    many were reused; a mismatch in any setting a scratch run depends on reuses none."""
+    earlier = json.loads(results.read_text())
+    ours = json.loads(json.dumps(asdict(settings)))
+    theirs = earlier.get("settings", {})
+    differ = sorted(k for k in ours if k not in NOT_SCRATCH and theirs.get(k) != ours[k])
+    if differ:
+        raise SystemExit(f"--reuse-scratch: {results} ran with other settings: {differ}")
+    records = {(r["arm"], r["k"], r["seed"]): r for r in earlier["runs"]}
+    reused = 0
+    for arm, k, seed in jobs:
+        record = records.get((arm.name, k, seed))
+        if arm.init != "scratch" or record is None:
+            continue
+        stage = finetune_stage(arm, k, seed, out, settings, pool)
+        if stage.done() is None:
+            record = {**record, "reused_from": f"{results} ({earlier.get('date', '?')})"}
+            mark_done(stage.stage_dir, stage.key, record)
+            reused += 1
+    return reused
 
 
 # ---------------------------------------------------------------------------------------------
@@ -703,6 +789,31 @@ def _shard(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
+def _without_processes(argv: list[str]) -> list[str]:
+    """The command line minus ``--processes N`` (what each child process is given)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            kept.append(arg)
+    return kept
+
+
+def _run_side_by_side(commands: list[list[str]]) -> None:
+    """Run this script once per argument list, all at once, one torch thread each."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, __file__, *cmd], env=env) for cmd in commands]
+    codes = [proc.wait() for proc in procs]
+    if any(codes):
+        raise SystemExit(
+            f"study: a child process failed (exit codes {codes}); what finished is cached, "
+            "the same command resumes"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -719,7 +830,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default=None)
     parser.add_argument("--input-size", type=int, default=None)
     parser.add_argument(
-        "--pretrain-input-size", type=int, default=None, help="stage 1's side alone (pixels)"
+        "--pretrain-input-size",
+        type=int,
+        default=None,
+        help="stage 1's side alone (pixels; 0 = the fine-tune's side)",
     )
     parser.add_argument("--device", default=None)
     parser.add_argument(
@@ -773,6 +887,19 @@ def main(argv: list[str] | None = None) -> int:
         "--stop-after", choices=("data", "pretrain", "finetune"), default="finetune"
     )
     parser.add_argument(
+        "--reuse-scratch",
+        default=None,
+        help="an earlier study's results .json: take its scratch fine-tunes (same fine-tune "
+        "settings; scratch does not depend on stage 1) instead of training them again",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="run stage 1's recipes and the fine-tunes in N one-thread processes side by side "
+        "(2 on a 2-core CPU: ~1.3x faster than one two-thread process), then write the results",
+    )
+    parser.add_argument(
         "--shard",
         default=None,
         help="I/N: run only every N-th fine-tune from the I-th (0-based), e.g. two one-thread "
@@ -810,6 +937,8 @@ def main(argv: list[str] | None = None) -> int:
         "steps_for_k": _pairs(args.steps_for_k) if args.steps_for_k is not None else None,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if args.pretrain_input_size == 0:
+        settings = replace(settings, pretrain_input_size=None)
     unknown = [r for r in settings.recipes if r not in RECIPES]
     if unknown:
         parser.error(f"unknown recipe(s) {unknown}; choose from {sorted(RECIPES)}")
@@ -821,6 +950,16 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare_data(Path(args.data), out, settings)
     if args.stop_after == "data":
         return 0
+    if args.processes > 1 and not args.shard:
+        own = _without_processes(sys.argv[1:] if argv is None else argv)
+        recipes = list(settings.recipes)
+        for i in range(0, len(recipes), args.processes):
+            batch = recipes[i : i + args.processes]
+            _run_side_by_side([[*own, "--recipes", r, "--stop-after", "pretrain"] for r in batch])
+        if args.stop_after != "pretrain":
+            n = args.processes
+            _run_side_by_side([[*own, "--shard", f"{i}/{n}"] for i in range(n)])
+        # Everything below now resolves from the children's done markers.
     pretrained = {r: run_pretrain(r, out, settings, Path(args.unlabeled)) for r in settings.recipes}
     if args.stop_after == "pretrain":
         return 0
@@ -831,9 +970,13 @@ def main(argv: list[str] | None = None) -> int:
         val = NamedSubset(val_full, val_full.names[: settings.val_limit])
     arms = build_arms(settings, pretrained)
     jobs = schedule(arms, settings)
+    if args.reuse_scratch:
+        n = reuse_scratch(Path(args.reuse_scratch), jobs, out, settings, pool)
+        log.info("reused %d scratch fine-tunes from %s", n, args.reuse_scratch)
     if args.shard:
         index, count = _shard(args.shard)
-        for arm, k, seed in jobs[index::count]:
+        pending = [j for j in jobs if finetune_stage(*j, out, settings, pool).done() is None]
+        for arm, k, seed in shard_jobs(pending, index, count, settings):
             run_finetune(arm, k, seed, out, settings, pool, val)
         log.info("shard %s done; rerun without --shard to write the results", args.shard)
         return 0
