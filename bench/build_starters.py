@@ -50,6 +50,7 @@ from study import (  # noqa: E402
     mark_done,
     prepare_data,
     run_pretrain,
+    stage1_tag,
 )
 
 from trainer.data.imageio import atomic_write_bytes  # noqa: E402
@@ -57,7 +58,9 @@ from trainer.data.lapa import LapaDataset  # noqa: E402
 from trainer.data.sample import Sample  # noqa: E402
 from trainer.evaluate import evaluate  # noqa: E402
 from trainer.finetune import FinetuneConfig, finetune_on_samples  # noqa: E402
+from trainer.models import get_preset  # noqa: E402
 from trainer.predict import Predictor  # noqa: E402
+from trainer.pretrain import FINAL_NAME  # noqa: E402
 from trainer.starter import STARTER_BACKBONE, STARTER_PARSER, write_weights_only  # noqa: E402
 from trainer.subsets import select_labeled_subset  # noqa: E402
 
@@ -114,6 +117,7 @@ def _finetune(
         out_dir=str(stage_dir),
         init=init,
         preset=settings.preset,
+        input_size=fine_tune_side(settings),  # not a smaller stage-1 checkpoint's side
         epochs=10**6,
         max_steps=steps,
         batch_size=settings.finetune_batch,
@@ -143,6 +147,11 @@ def _finetune(
     }
     log.info("%s: %s", stage_dir.name, _line(record["scores"]))
     return mark_done(stage_dir, key, record)
+
+
+def fine_tune_side(settings: StudySettings) -> int:
+    """The input side the parsers are trained and used at (stage 1 may run smaller)."""
+    return settings.input_size or get_preset(settings.preset).input_size
 
 
 def _line(scores: dict[str, Any]) -> str:
@@ -218,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 "data": f"{backbone['images']} photos: celebamask-hq-dev (700) + faces-unlabeled",
             }
         },
+        input_size=fine_tune_side(settings),
     )
 
     # 2. the starter parser
@@ -245,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     # 3. fine-tune K = 10 new labels from a parser or from a backbone
     compare: dict[str, Any] = {}
     if not args.skip_compare:
-        ssl = study_out / f"pretrain_{args.recipe}" / "pretrain_last.safetensors"
+        ssl = study_out / f"pretrain_{args.recipe}{stage1_tag(settings)}" / FINAL_NAME
         k10 = select_labeled_subset(pool.names, num_labeled=10, seed=0)
         rest = [n for n in pool.names if n not in set(k10)]
         sets = {"val": val, "helen": helen}

@@ -51,15 +51,21 @@ def write_weights_only(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
     extra_meta: dict[str, Any] | None = None,
+    input_size: int | None = None,
 ) -> Path:
     """Copy a checkpoint without its optimizer state (a third of a resumable file's size).
 
     Args:
         extra_meta: keys added to (or replacing) the stored metadata, e.g. a model card summary.
+        input_size: the input side the copy names (default: the source's). A backbone pretrained
+            on smaller photos is named at the side it is meant to be fine-tuned and used at; the
+            network is fully convolutional, so only the stored side changes.
     """
     model, ckpt = load_model(src)
     if ckpt.stage not in ("pretrain", "finetune"):
         raise CheckpointError(f"{src}: unknown stage {ckpt.stage!r}")
+    if input_size is not None:
+        model.config = model.config.with_overrides(input_size=input_size)
     # save_checkpoint writes the format, model config, classes and normalisation itself.
     meta = {k: v for k, v in ckpt.meta.items() if k not in _WRITTEN_BY_SAVE}
     meta.update(extra_meta or {})

@@ -91,3 +91,17 @@ def test_weights_only_copy_predicts_the_same_and_drops_the_optimizer(tmp_path):
     b = Predictor.from_checkpoint(slim, device="cpu")(image)
     assert np.array_equal(a.label, b.label)
     json.dumps(meta)  # the header stays plain JSON
+
+
+def test_weights_only_copy_can_name_the_side_it_is_used_at(tmp_path):
+    """A backbone pretrained on small photos ships named at the side it is fine-tuned at."""
+    torch.manual_seed(0)
+    model = build_model(get_preset("tiny"), heads=("parsing",))  # 64 px
+    small = save_checkpoint(tmp_path / "small.safetensors", model, "finetune")
+    copy = starter.write_weights_only(small, tmp_path / "copy.safetensors", input_size=128)
+    assert read_metadata(copy)["input_size"] == 128
+    predictor = Predictor.from_checkpoint(copy, device="cpu")
+    assert predictor.model_info["input_size"] == 128
+    same = Predictor.from_checkpoint(small, device="cpu").model.state_dict()
+    for name, tensor in predictor.model.state_dict().items():
+        assert torch.equal(tensor, same[name]), name
