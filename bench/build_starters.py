@@ -16,8 +16,12 @@ Stages (each cached in ``<out>/<stage>/done.json`` like bench/study.py, so a rer
 
 Results: ``bench/results/starters.json``; the model card is ``assets/models/MODEL_CARD.md``.
 
-Usage (after ``bench/study.py`` has run its data and stage-1 stages):
-    .venv/bin/python bench/build_starters.py --recipe spark --pretrained-lr-mult 0.1
+Usage (after ``bench/study.py`` has run its data and stage-1 stages with the same stage-1
+settings, which default to the study's):
+    .venv/bin/python bench/build_starters.py --recipe spark
+    # the shipped files (2026-11-28), built with the study's earlier stage 1:
+    .venv/bin/python bench/build_starters.py --recipe spark --pretrain-input-size 0 \
+        --pretrain-epochs 10 --pretrain-lr 1e-3
 """
 
 from __future__ import annotations
@@ -166,6 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="spark")
     ap.add_argument("--pretrained-lr-mult", type=float, default=1.0)
     ap.add_argument("--pretrain-epochs", type=int, default=StudySettings.pretrain_epochs)
+    ap.add_argument(
+        "--pretrain-input-size",
+        type=int,
+        default=StudySettings.pretrain_input_size,
+        help="stage 1's side (0 = the preset's)",
+    )
+    ap.add_argument("--pretrain-lr", type=float, default=StudySettings.pretrain_lr)
     # 250 steps (the study's budget) leave 50+ faces underfit (brows and eyes at F1 ~0 for K = 50):
     # the parser that ships gets more.
     ap.add_argument("--parser-steps", type=int, default=1200, help="starter parser: steps of 8")
@@ -185,7 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    settings = replace(StudySettings(), pretrain_epochs=args.pretrain_epochs)
+    settings = replace(
+        StudySettings(),
+        pretrain_epochs=args.pretrain_epochs,
+        pretrain_input_size=args.pretrain_input_size or None,
+        pretrain_lr=args.pretrain_lr,
+    )
     out, study_out = Path(args.out), Path(args.study_out)
     backbone_dst, parser_dst, results = STARTER_BACKBONE, STARTER_PARSER, Path(args.results)
     if args.quick:
