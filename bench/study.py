@@ -26,8 +26,8 @@ trains; LP-FT), the recipe under which the 80-epoch SSL start did best on every 
 one reference arm, scratch without the hold (its better recipe), runs at the first headline K.
 
 Budget (CPU default): stage 1 = 40 epochs at 128 px over 793 faces per recipe (3,960 steps of 8,
-AdamW 3e-3; a 128-px step costs a quarter of a 256-px one, so this is the cost of 10 epochs at
-256 px), each fine-tune = 500 steps of 8 at 256 px, 250 at K = 5, 750 at K = 600; 19 fine-tunes,
+AdamW 3e-3; a 128-px step costs ~42% of a 256-px one here, so this is ~1.6x the cost of 10 epochs
+at 256 px), each fine-tune = 500 steps of 8 at 256 px, 250 at K = 5, 750 at K = 600; 19 fine-tunes,
 8,500 steps (1,800 of them held: no backward pass through the backbone). On this 2-core machine
 ``--processes 2`` (one-thread processes side by side: the two stage-1 recipes, then two
 fine-tune shards balanced by steps) takes ~50 min for stage 1 and ~1 h 50 min for the
@@ -123,7 +123,7 @@ class StudySettings:
 
     preset: str = "lite"
     input_size: int | None = None
-    # Stage 1: 40 epochs at 128 px and AdamW 3e-3 cost what 10 epochs at 256 px did and led
+    # Stage 1: 40 epochs at 128 px and AdamW 3e-3 (~1.6x the time of 10 epochs at 256 px) led
     # scratch by +5.7 / +4.2 mIoU at K = 10 / 50 over three subsets (10 epochs at 256 px and
     # 1e-3: +2.7 / +2.4; BENCHMARKS.md, "A higher stage-1 rate").
     pretrain_input_size: int | None = 128
@@ -789,19 +789,6 @@ def _shard(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
-def _without_processes(argv: list[str]) -> list[str]:
-    """The command line minus ``--processes N`` (what each child process is given)."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--processes":
-            skip = True
-        elif not arg.startswith("--processes="):
-            kept.append(arg)
-    return kept
-
-
 def _run_side_by_side(commands: list[list[str]]) -> None:
     """Run this script once per argument list, all at once, one torch thread each."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -897,7 +884,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1,
         help="run stage 1's recipes and the fine-tunes in N one-thread processes side by side "
-        "(2 on a 2-core CPU: ~1.3x faster than one two-thread process), then write the results",
+        "(2 on a 2-core CPU), then write the results",
     )
     parser.add_argument(
         "--shard",
@@ -951,7 +938,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after == "data":
         return 0
     if args.processes > 1 and not args.shard:
-        own = _without_processes(sys.argv[1:] if argv is None else argv)
+        own = [*(sys.argv[1:] if argv is None else argv), "--processes", "1"]  # last one wins
         recipes = list(settings.recipes)
         for i in range(0, len(recipes), args.processes):
             batch = recipes[i : i + args.processes]
