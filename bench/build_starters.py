@@ -19,7 +19,11 @@ Results: ``bench/results/starters.json``; the model card is ``assets/models/MODE
 Usage (after ``bench/study.py`` has run its data and stage-1 stages with the same stage-1
 settings, which default to the study's):
     .venv/bin/python bench/build_starters.py --recipe spark
-    # the shipped files (2026-11-28), built with the study's earlier stage 1:
+    # on two cores, stage 3 beside stages 1-2 (one thread each), then a run that gathers results:
+    OMP_NUM_THREADS=1 .venv/bin/python bench/build_starters.py --recipe spark --skip-compare &
+    OMP_NUM_THREADS=1 .venv/bin/python bench/build_starters.py --recipe spark --compare-only
+    wait; .venv/bin/python bench/build_starters.py --recipe spark
+    # the earlier shipped files (2026-11-28), built with the study's earlier stage 1:
     .venv/bin/python bench/build_starters.py --recipe spark --pretrain-input-size 0 \
         --pretrain-epochs 10 --pretrain-lr 1e-3
 """
@@ -165,6 +169,46 @@ def _line(scores: dict[str, Any]) -> str:
     )
 
 
+def _compare(
+    args: argparse.Namespace,
+    settings: StudySettings,
+    out: Path,
+    study_out: Path,
+    pool: LapaDataset,
+    val: LapaDataset,
+    helen: LapaDataset,
+) -> dict[str, Any]:
+    """Stage 3: K = 10 new labels fine-tuned from a parser held out from them, or from the study's
+    SSL backbone. Needs only the study's stage 1, not the starter models."""
+    ssl = study_out / f"pretrain_{args.recipe}{stage1_tag(settings)}" / FINAL_NAME
+    k10 = select_labeled_subset(pool.names, num_labeled=10, seed=0)
+    rest = [n for n in pool.names if n not in set(k10)]
+    sets = {"val": val, "helen": helen}
+    held_parser = _finetune(
+        out / "parser_pool_minus_k10",
+        f"ssl:{ssl}",
+        NamedSubset(pool, rest),
+        args.heldout_parser_steps,
+        settings,
+        args.pretrained_lr_mult,
+        sets,
+    )
+    new = NamedSubset(pool, k10)
+    steps = settings.finetune_steps
+    return {
+        "k10_subset": k10,
+        "parser_no_finetune": held_parser["scores"],
+        "from_parser": _finetune(
+            out / "k10_from_parser", f"ckpt:{held_parser['checkpoint']}", new, steps, settings,
+            args.pretrained_lr_mult, sets,
+        )["scores"],
+        "from_backbone": _finetune(
+            out / "k10_from_backbone", f"ssl:{ssl}", new, steps, settings,
+            args.pretrained_lr_mult, sets,
+        )["scores"],
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="spark")
@@ -187,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--study-out", default=str(ROOT / "bench" / "out" / "study"))
     ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "starters.json"))
     ap.add_argument("--skip-compare", action="store_true")
+    ap.add_argument(
+        "--compare-only",
+        action="store_true",
+        help="run only stage 3 (it needs the study's stage 1, not the starters), e.g. in a second "
+        "process beside stages 1-2; a later plain run gathers every cached stage's results",
+    )
     ap.add_argument(
         "--quick",
         action="store_true",
@@ -218,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     helen = LapaDataset(SHARED / "lapa-format-helen", split="test")
     every_labeled = Joined(pool, val)
     t0 = time.perf_counter()
+    if args.compare_only:
+        for name, scores in _compare(args, settings, out, study_out, pool, val, helen).items():
+            if name != "k10_subset":
+                print(f"{name}: {_line(scores)}")
+        return 0
 
     # 1. the starter backbone
     unlabeled = SHARED / "faces-unlabeled"
@@ -269,35 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # 3. fine-tune K = 10 new labels from a parser or from a backbone
-    compare: dict[str, Any] = {}
-    if not args.skip_compare:
-        ssl = study_out / f"pretrain_{args.recipe}{stage1_tag(settings)}" / FINAL_NAME
-        k10 = select_labeled_subset(pool.names, num_labeled=10, seed=0)
-        rest = [n for n in pool.names if n not in set(k10)]
-        sets = {"val": val, "helen": helen}
-        held_parser = _finetune(
-            out / "parser_pool_minus_k10",
-            f"ssl:{ssl}",
-            NamedSubset(pool, rest),
-            args.heldout_parser_steps,
-            settings,
-            args.pretrained_lr_mult,
-            sets,
-        )
-        new = NamedSubset(pool, k10)
-        steps = settings.finetune_steps
-        compare = {
-            "k10_subset": k10,
-            "parser_no_finetune": held_parser["scores"],
-            "from_parser": _finetune(
-                out / "k10_from_parser", f"ckpt:{held_parser['checkpoint']}", new, steps, settings,
-                args.pretrained_lr_mult, sets,
-            )["scores"],
-            "from_backbone": _finetune(
-                out / "k10_from_backbone", f"ssl:{ssl}", new, steps, settings,
-                args.pretrained_lr_mult, sets,
-            )["scores"],
-        }  # fmt: skip
+    compare = (
+        {} if args.skip_compare else _compare(args, settings, out, study_out, pool, val, helen)
+    )
     payload = {
         "what": "starter models (issue 5 §3)",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
