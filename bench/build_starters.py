@@ -21,7 +21,8 @@ settings, which default to the study's):
     .venv/bin/python bench/build_starters.py --recipe spark
     # on two cores, stage 3 beside stages 1-2 (one thread each), then a run that gathers results:
     OMP_NUM_THREADS=1 .venv/bin/python bench/build_starters.py --recipe spark --skip-compare &
-    OMP_NUM_THREADS=1 .venv/bin/python bench/build_starters.py --recipe spark --compare-only
+    OMP_NUM_THREADS=1 .venv/bin/python bench/build_starters.py --recipe spark --compare-only \
+        --compare-starts parser   # (--compare-starts backbone in a third, or after the first)
     wait; .venv/bin/python bench/build_starters.py --recipe spark
     # the earlier shipped files (2026-11-28), built with the study's earlier stage 1:
     .venv/bin/python bench/build_starters.py --recipe spark --pretrain-input-size 0 \
@@ -177,36 +178,34 @@ def _compare(
     pool: LapaDataset,
     val: LapaDataset,
     helen: LapaDataset,
+    starts: Sequence[str] = ("backbone", "parser"),
 ) -> dict[str, Any]:
-    """Stage 3: K = 10 new labels fine-tuned from a parser held out from them, or from the study's
-    SSL backbone. Needs only the study's stage 1, not the starter models."""
+    """Stage 3: K = 10 new labels fine-tuned from the study's SSL backbone and from a parser held
+    out from them (``starts`` picks either or both). Needs only the study's stage 1, not the
+    starter models."""
     ssl = study_out / f"pretrain_{args.recipe}{stage1_tag(settings)}" / FINAL_NAME
     k10 = select_labeled_subset(pool.names, num_labeled=10, seed=0)
     rest = [n for n in pool.names if n not in set(k10)]
     sets = {"val": val, "helen": helen}
-    held_parser = _finetune(
-        out / "parser_pool_minus_k10",
-        f"ssl:{ssl}",
-        NamedSubset(pool, rest),
-        args.heldout_parser_steps,
-        settings,
-        args.pretrained_lr_mult,
-        sets,
-    )
     new = NamedSubset(pool, k10)
     steps = settings.finetune_steps
-    return {
-        "k10_subset": k10,
-        "parser_no_finetune": held_parser["scores"],
-        "from_parser": _finetune(
-            out / "k10_from_parser", f"ckpt:{held_parser['checkpoint']}", new, steps, settings,
-            args.pretrained_lr_mult, sets,
-        )["scores"],
-        "from_backbone": _finetune(
+    result: dict[str, Any] = {"k10_subset": k10}
+    if "backbone" in starts:
+        result["from_backbone"] = _finetune(
             out / "k10_from_backbone", f"ssl:{ssl}", new, steps, settings,
             args.pretrained_lr_mult, sets,
-        )["scores"],
-    }  # fmt: skip
+        )["scores"]  # fmt: skip
+    if "parser" in starts:
+        held_parser = _finetune(
+            out / "parser_pool_minus_k10", f"ssl:{ssl}", NamedSubset(pool, rest),
+            args.heldout_parser_steps, settings, args.pretrained_lr_mult, sets,
+        )  # fmt: skip
+        result["parser_no_finetune"] = held_parser["scores"]
+        result["from_parser"] = _finetune(
+            out / "k10_from_parser", f"ckpt:{held_parser['checkpoint']}", new, steps, settings,
+            args.pretrained_lr_mult, sets,
+        )["scores"]  # fmt: skip
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run only stage 3 (it needs the study's stage 1, not the starters), e.g. in a second "
         "process beside stages 1-2; a later plain run gathers every cached stage's results",
+    )
+    ap.add_argument(
+        "--compare-starts",
+        default="backbone,parser",
+        help="with --compare-only: which K = 10 starts to fine-tune (backbone, parser or both), "
+        "so the two can run in separate processes",
     )
     ap.add_argument(
         "--quick",
@@ -269,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     every_labeled = Joined(pool, val)
     t0 = time.perf_counter()
     if args.compare_only:
-        for name, scores in _compare(args, settings, out, study_out, pool, val, helen).items():
+        starts = args.compare_starts.split(",")
+        if not starts or set(starts) - {"backbone", "parser"}:
+            ap.error(f"--compare-starts: backbone, parser or both, not {args.compare_starts!r}")
+        compare = _compare(args, settings, out, study_out, pool, val, helen, starts)
+        for name, scores in compare.items():
             if name != "k10_subset":
                 print(f"{name}: {_line(scores)}")
         return 0
