@@ -239,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--compare-starts",
         default="backbone,parser",
-        help="with --compare-only: which K = 10 starts to fine-tune (backbone, parser or both), "
-        "so the two can run in separate processes",
+        help="stage 3's K = 10 starts (backbone, parser or both), e.g. one per process with "
+        "--compare-only",
     )
     ap.add_argument(
         "--quick",
@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         help="tiny budgets, nothing written to assets/: checks the pipeline",
     )
     args = ap.parse_args(argv)
+    starts = args.compare_starts.split(",")
+    if not starts or set(starts) - {"backbone", "parser"}:
+        ap.error(f"--compare-starts: backbone, parser or both, not {args.compare_starts!r}")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
@@ -274,9 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     every_labeled = Joined(pool, val)
     t0 = time.perf_counter()
     if args.compare_only:
-        starts = args.compare_starts.split(",")
-        if not starts or set(starts) - {"backbone", "parser"}:
-            ap.error(f"--compare-starts: backbone, parser or both, not {args.compare_starts!r}")
         compare = _compare(args, settings, out, study_out, pool, val, helen, starts)
         for name, scores in compare.items():
             if name != "k10_subset":
@@ -334,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. fine-tune K = 10 new labels from a parser or from a backbone
     compare = (
-        {} if args.skip_compare else _compare(args, settings, out, study_out, pool, val, helen)
+        {}
+        if args.skip_compare
+        else _compare(args, settings, out, study_out, pool, val, helen, starts)
     )
     payload = {
         "what": "starter models (issue 5 §3)",
