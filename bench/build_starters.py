@@ -119,8 +119,11 @@ def _finetune(
     settings: StudySettings,
     lr_mult: float,
     score_on: dict[str, Sequence[Sample]],
+    head_only_steps: int = 0,
 ) -> dict[str, Any]:
-    """One cached fine-tune with the study's recipe; returns its record (scores included)."""
+    """One cached fine-tune with the study's recipe; returns its record (scores included).
+    ``head_only_steps``: the study's hold of the backbone, for the K = 10 starts it compares (the
+    parsers, hundreds of faces, train every weight from step 1 as when they were first built)."""
     config = FinetuneConfig(
         data="",
         out_dir=str(stage_dir),
@@ -134,6 +137,7 @@ def _finetune(
         backbone_lr_mult=lr_mult,
         warmup_steps=settings.warmup_steps,
         dice_weight=settings.dice_weight,
+        head_only_steps=head_only_steps,
         seed=0,
         val_split=None,
         progress_bar=False,
@@ -188,12 +192,12 @@ def _compare(
     rest = [n for n in pool.names if n not in set(k10)]
     sets = {"val": val, "helen": helen}
     new = NamedSubset(pool, k10)
-    steps = settings.finetune_steps
+    steps, hold = settings.finetune_steps, settings.head_only_steps
     result: dict[str, Any] = {"k10_subset": k10}
     if "backbone" in starts:
         result["from_backbone"] = _finetune(
             out / "k10_from_backbone", f"ssl:{ssl}", new, steps, settings,
-            args.pretrained_lr_mult, sets,
+            args.pretrained_lr_mult, sets, hold,
         )["scores"]  # fmt: skip
     if "parser" in starts:
         held_parser = _finetune(
@@ -203,7 +207,7 @@ def _compare(
         result["parser_no_finetune"] = held_parser["scores"]
         result["from_parser"] = _finetune(
             out / "k10_from_parser", f"ckpt:{held_parser['checkpoint']}", new, steps, settings,
-            args.pretrained_lr_mult, sets,
+            args.pretrained_lr_mult, sets, hold,
         )["scores"]  # fmt: skip
     return result
 
