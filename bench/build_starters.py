@@ -212,6 +212,12 @@ def _compare(
     return result
 
 
+def _print_compare(compare: dict[str, Any]) -> None:
+    for name, scores in compare.items():
+        if name != "k10_subset":
+            print(f"{name}: {_line(scores)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="spark")
@@ -282,9 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.compare_only:
         compare = _compare(args, settings, out, study_out, pool, val, helen, starts)
-        for name, scores in compare.items():
-            if name != "k10_subset":
-                print(f"{name}: {_line(scores)}")
+        _print_compare(compare)
         return 0
 
     # 1. the starter backbone
@@ -360,9 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     results.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(results, json.dumps(payload, indent=1).encode())
     print(f"starter parser on HELEN: {_line(parser['scores'])}")
-    for name, scores in compare.items():
-        if name != "k10_subset":
-            print(f"{name}: {_line(scores)}")
+    _print_compare(compare)
     print(f"results: {results}")
     return 0
 
