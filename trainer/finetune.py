@@ -85,6 +85,9 @@ class FinetuneConfig:
             frozen, then everything, the backbone's rate ramped up over ``warmup_steps``
             ("linear probing, then fine-tuning": the new head stops sending random gradients
             into a pretrained backbone). 0 (default) trains everything from the first step.
+        head_only_share: the same hold as a share of the run's steps (0 <= share < 1), for runs
+            whose length depends on the data (the desktop app's); the hold is the larger of the
+            two. The study holds 100 of 500 steps (0.2) from a stage-1 backbone.
         seed: seed of weights of the new head, shuffling and augmentation.
         num_workers: DataLoader worker processes.
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
@@ -118,6 +121,7 @@ class FinetuneConfig:
     grad_clip: float = 1.0
     dice_weight: float = 1.0
     head_only_steps: int = 0
+    head_only_share: float = 0.0
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
@@ -137,6 +141,8 @@ class FinetuneConfig:
             raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
         if self.head_only_steps < 0:
             raise ValueError(f"head_only_steps must be 0 or more, got {self.head_only_steps}")
+        if not 0.0 <= self.head_only_share < 1.0:
+            raise ValueError(f"head_only_share must be in [0, 1), got {self.head_only_share}")
         if self.data_format not in ("lapa", "celebamask", "auto"):
             raise ValueError(f"data_format must be lapa, celebamask or auto, got {self.data_format!r}")
         subset_size(1, fraction=self.fraction, num_labeled=self.num_labeled)  # range checks
@@ -324,26 +330,31 @@ def _param_groups(
     ]
 
 
+def held_steps(config: FinetuneConfig, total_steps: int) -> int:
+    """How many first steps of a ``total_steps`` run train only the FP decoder."""
+    return max(config.head_only_steps, int(config.head_only_share * total_steps))
+
+
 def _hold_backbone(
     optimizer: torch.optim.Optimizer,
     backbone: list[torch.nn.Parameter],
     step: int,
-    config: FinetuneConfig,
+    hold: int,
+    warmup_steps: int,
 ) -> None:
-    """Freeze the backbone for the first ``head_only_steps``, then ramp its rate up.
+    """Freeze the backbone for the first ``hold`` steps, then ramp its rate up.
 
     Called before each step, after the scheduler has set this step's rates (a LambdaLR sets
     them afresh from the base rates each step, so the scaling here does not accumulate).
     Frozen parameters get no gradient, and AdamW leaves a parameter without one untouched.
     """
-    hold = config.head_only_steps
     if hold <= 0:
         return
     frozen = step < hold
     if backbone and backbone[0].requires_grad == frozen:
         for p in backbone:
             p.requires_grad_(not frozen)
-    ramp = 0.0 if frozen else min(1.0, (step - hold + 1) / max(1, config.warmup_steps))
+    ramp = 0.0 if frozen else min(1.0, (step - hold + 1) / max(1, warmup_steps))
     if ramp < 1.0:
         for group in optimizer.param_groups:
             if group["name"].startswith("backbone"):
@@ -585,9 +596,12 @@ def finetune_on_samples(
     )
     scheduler = make_scheduler(optimizer, total, min(config.warmup_steps, max(0, total - 1)))
     backbone = [p for n, p in model.named_parameters() if not n.startswith("heads.")]
+    hold = held_steps(config, total)
+    meta["backbone_held_steps"] = hold
 
     def step_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
-        _hold_backbone(optimizer, backbone, scheduler.last_epoch, config)
+        step = scheduler.last_epoch
+        _hold_backbone(optimizer, backbone, step, hold, config.warmup_steps)
         images, labels = batch
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
@@ -609,7 +623,12 @@ def finetune_on_samples(
         optimizer.step()
         scheduler.step()
         head_lr = next(g["lr"] for g in optimizer.param_groups if g["name"].startswith("head"))
-        return {"loss": float(loss.detach()), "lr": float(head_lr), "batch_size": int(images.shape[0])}
+        return {
+            "loss": float(loss.detach()),
+            "lr": float(head_lr),
+            "batch_size": int(images.shape[0]),
+            "backbone_held": step < hold,
+        }
 
     publisher = _ValidateAndPublish(model, device, config, val_samples, meta, out_dir, on_progress)
     hooks: list[Hook] = [JsonlLogger(out_dir / LOG_NAME), ProgressBar(disable=None if config.progress_bar else True, desc="finetune")]

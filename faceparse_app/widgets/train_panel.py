@@ -416,7 +416,12 @@ class TrainPanel(QWidget):
             self.speed_label.setText(f"{speed:.1f} img/s")
         left = format_duration(report.get("eta_s"))
         self.eta_label.setText(f"{left} left" if left else "")
-        self.status_label.setText("Pretraining…" if report.get("phase") == "pretrain" else "Fine-tuning…")
+        if report.get("phase") == "pretrain":
+            self.status_label.setText("Pretraining…")
+        elif report.get("backbone_held"):
+            self.status_label.setText("Fine-tuning: fitting the new head, the backbone held…")
+        else:
+            self.status_label.setText("Fine-tuning…")
 
     @Slot(dict)
     def on_finished(self, summary: dict) -> None:

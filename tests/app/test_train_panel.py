@@ -81,6 +81,7 @@ def test_progress_updates_labels_and_plot(panel, qtbot):
         })
     panel.on_progress({"phase": "val", "epoch": 1, "step": 3, "mean_f1": 0.625, "miou": 0.5, "best": True})
     assert panel.step_label.text() == "step 3/10 · epoch 1/5"
+    assert panel.status_label.text() == "Fine-tuning…"
     assert panel.loss_label.text() == "loss 0.3333"
     assert panel.speed_label.text() == "12.5 img/s"
     assert panel.eta_label.text() == "2 min left"
@@ -93,6 +94,15 @@ def test_progress_updates_labels_and_plot(panel, qtbot):
     panel.on_finished({"kind": "finetune", "version": "v0004", "metrics": {"mean_f1": 0.7, "miou": 0.6}})
     assert "v0004" in panel.status_label.text() and "70.0" in panel.status_label.text()
     assert panel.finetune_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_progress_says_when_the_backbone_is_held(panel, qtbot):
+    panel.set_running("finetune")
+    report = {"phase": "train", "step": 1, "total_steps": 10, "epoch": 1, "epochs": 5, "loss": 1.0}
+    panel.on_progress({**report, "backbone_held": True})
+    assert "backbone held" in panel.status_label.text()
+    panel.on_progress({**report, "step": 3, "backbone_held": False})
+    assert panel.status_label.text() == "Fine-tuning…"
 
 
 def test_error_is_shown_and_the_panel_is_usable_again(panel, qtbot):

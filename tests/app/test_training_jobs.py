@@ -133,6 +133,20 @@ def test_finetune_job_starts_from_a_backbone_and_honours_cancel(faces_dir, tmp_p
     assert read_metadata(result.last_path)["init_checkpoint"] == str(backbone)
 
 
+def test_finetune_job_from_a_backbone_fits_the_new_head_first(faces_dir, tmp_path):
+    backbone = save_checkpoint(
+        tmp_path / "bb.safetensors", build_model(get_preset("tiny"), ("reconstruction",)), "pretrain"
+    )
+    progress: list[dict] = []
+    result = run_finetune_job(
+        LazySamples(labeled_files(faces_dir)), tmp_path / "run", init_backbone=backbone,
+        max_steps=10, on_progress=progress.append, **TINY,
+    )  # fmt: skip
+    held = [p["backbone_held"] for p in progress if p["phase"] == "train"]
+    assert held == [True, True] + [False] * 8  # the study's first fifth
+    assert read_metadata(result.last_path)["backbone_held_steps"] == 2
+
+
 def test_finetune_job_continues_a_parser_keeping_its_head(faces_dir, tmp_path):
     torch.manual_seed(3)
     parser = save_checkpoint(
@@ -144,6 +158,7 @@ def test_finetune_job_continues_a_parser_keeping_its_head(faces_dir, tmp_path):
     )  # fmt: skip
     meta = read_metadata(result.last_path)
     assert meta["init"] == f"ckpt:{parser}"
+    assert meta["backbone_held_steps"] == 0  # a trained head needs no hold
     # lr 0: the parser's own FP decoder came through unchanged (a backbone start makes a new one).
     start = load_checkpoint(parser).model_state
     end = load_checkpoint(result.last_path).model_state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -133,6 +134,25 @@ def test_head_only_steps_keep_the_stage1_backbone_until_they_end(
     assert moved == len(weights)  # then the whole network trains
     with pytest.raises(ValueError, match="head_only_steps"):
         _config(lapa, tmp_path, head_only_steps=-1)
+
+
+def test_head_only_share_holds_that_share_of_a_run_and_logs_it(
+    lapa: Path, ssl_ckpt: Path, tmp_path: Path
+) -> None:
+    config = _config(
+        lapa, tmp_path / "run", init=f"ssl:{ssl_ckpt}", epochs=100, max_steps=5,
+        warmup_steps=1, head_only_share=0.4, val_split=None,
+    )  # fmt: skip
+    result = finetune(config)
+    log = [json.loads(line) for line in (tmp_path / "run" / "finetune_log.jsonl").read_text().splitlines()]
+    assert [r["backbone_held"] for r in log] == [True, True, False, False, False]
+    assert read_metadata(result.last_path)["backbone_held_steps"] == 2
+    # A fixed hold longer than the share wins.
+    longer = dataclasses.replace(config, out_dir=str(tmp_path / "run2"), head_only_steps=3)
+    assert read_metadata(finetune(longer).last_path)["backbone_held_steps"] == 3
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="head_only_share"):
+            _config(lapa, tmp_path, head_only_share=bad)
 
 
 def _fresh_head(ssl_ckpt: Path) -> torch.Tensor:
