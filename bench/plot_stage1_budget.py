@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python bench/plot_stage1_budget.py [--markdown]
-        [--starts e10 px128e40 px128e40lr3 e40 e80]
+        [--starts e10 px128e40 px128e40lr3 e40 e80 px128e40lr6 px128e40m075]
         [--prefix lpft100|lpft200]
 
 Issue 5 §1, "stage-1 length" at a fixed budget. Reads the probes ``lpft100_<start>_K<k>_s<seed>``
@@ -33,9 +33,14 @@ STARTS = {
     "e10": "10 ep. at 256 px (17 min)",
     "px128e40": "40 ep. at 128 px (19 min)",
     "px128e40lr3": "40 ep. at 128 px, lr 3e-3 (19 min)",
+    "px128e40lr6": "40 ep. at 128 px, lr 6e-3 (19 min)",
+    "px128e40m075": "40 ep. at 128 px, lr 3e-3, 75% masked (19 min)",
     "e40": "40 ep. at 256 px (72 min)",
     "e80": "80 ep. at 256 px (149 min)",
 }
+# The starts of "Stage 1 at half the side"; the two later rate and masking levers are named
+# with --starts (BENCHMARKS.md, "Two more stage-1 levers").
+DEFAULT_STARTS = ["e10", "px128e40", "px128e40lr3", "e40", "e80"]
 PREFIX = "lpft100"
 
 Scores = dict[tuple[str, int, int], float]  # (start or "scratch", K, seed) -> mIoU in %
@@ -126,7 +131,7 @@ def plot(runs: Scores, starts: list[str], out: Path, held: int = 100) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--starts", nargs="+", default=list(STARTS), help="probe start labels")
+    ap.add_argument("--starts", nargs="+", default=DEFAULT_STARTS, help="probe start labels")
     ap.add_argument("--prefix", default=PREFIX, help="probe name prefix: lpft<held steps>")
     ap.add_argument("--probes", default=str(RESULTS / "probes.jsonl"))
     ap.add_argument("--out", default=None, help="plot (default bench/results/stage1_budget.png)")
