@@ -504,6 +504,10 @@ def finetune_stage(
         progress_bar=False,
     )
     key = {**config.to_dict(), "subset": chosen, "val_limit": settings.val_limit}
+    if not config.head_only_share:
+        # Added to FinetuneConfig after the cached studies ran; the study holds by steps, and a
+        # share of 0 is what they ran with, so their done markers stay valid.
+        del key["head_only_share"]
     return FinetuneStage(stage_dir, config, list(chosen), key)
 
 
