@@ -187,7 +187,7 @@ def _compare(
     """Stage 3: K = 10 new labels fine-tuned from the study's SSL backbone and from a parser held
     out from them (``starts`` picks either or both). Needs only the study's stage 1, not the
     starter models."""
-    ssl = study_out / f"pretrain_{args.recipe}{stage1_tag(settings)}" / FINAL_NAME
+    ssl = study_out / f"pretrain_{args.recipe}{stage1_tag(settings, args.recipe)}" / FINAL_NAME
     k10 = select_labeled_subset(pool.names, num_labeled=10, seed=0)
     rest = [n for n in pool.names if n not in set(k10)]
     sets = {"val": val, "helen": helen}
@@ -230,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         help="stage 1's side (0 = the preset's)",
     )
     ap.add_argument("--pretrain-lr", type=float, default=StudySettings.pretrain_lr)
+    ap.add_argument(
+        "--spark-mask-ratio",
+        type=float,
+        default=StudySettings.spark_mask_ratio,
+        help="stage 1's masked share of the central region (spark; the shipped starter: 0.6)",
+    )
     # 250 steps (the study's budget) leave 50+ faces underfit (brows and eyes at F1 ~0 for K = 50):
     # the parser that ships gets more.
     ap.add_argument("--parser-steps", type=int, default=1200, help="starter parser: steps of 8")
@@ -269,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         pretrain_epochs=args.pretrain_epochs,
         pretrain_input_size=args.pretrain_input_size or None,
         pretrain_lr=args.pretrain_lr,
+        spark_mask_ratio=args.spark_mask_ratio,
     )
     out, study_out = Path(args.out), Path(args.study_out)
     backbone_dst, parser_dst, results = STARTER_BACKBONE, STARTER_PARSER, Path(args.results)

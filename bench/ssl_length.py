@@ -40,13 +40,13 @@ for path in (ROOT, ROOT / "bench"):
 
 from study import (  # noqa: E402
     QUICK,
-    RECIPES,
     SHARED,
     Arm,
     NamedSubset,
     StudySettings,
     is_finished,
     prepare_data,
+    recipe_options,
     run_finetune,
     write_results,
 )
@@ -84,7 +84,7 @@ def run_stage1(
         num_workers=settings.num_workers,
         device=settings.device,
         max_steps=max_steps,
-        **RECIPES[RECIPE],
+        **recipe_options(RECIPE, settings),
     )
     final = stage_dir / FINAL_NAME
     if _finished_with(final, config):
@@ -105,7 +105,7 @@ def run_stage1(
     steps = int(meta["step"])
     result = {
         "recipe": RECIPE,
-        **RECIPES[RECIPE],
+        **recipe_options(RECIPE, settings),
         "config": asdict(config),
         "images": meta.get("num_images"),
         "epochs_planned": epochs,

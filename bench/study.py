@@ -12,7 +12,8 @@ Stages:
      masks with only one side visible have no evidence either way and are kept as converted.
   2. pretrain/<recipe>: stage 1 on the pool's images + ``faces-unlabeled``; recipes ``center``
      (the paper: loss over the central region, 40 % of it masked) and ``spark`` (loss on masked
-     pixels only, per-patch normalised targets, 60 % masked).
+     pixels only, per-patch normalised targets, 75 % masked; 60 % in the studies before
+     2026-11-29 afternoon: ``--spark-mask-ratio 0.6``).
   3. finetune/<arm>_K<k>_s<seed>: one identical recipe for every initialisation (same steps,
      batch, learning rates, loss, augmentation); the labeled subset comes from
      ``select_labeled_subset`` (nested in K, the same for every arm). The run's *last* weights are
@@ -38,7 +39,7 @@ Usage:
     .venv/bin/python bench/study.py --processes 2        # the CPU study on 2 cores
     .venv/bin/python bench/study.py --imagenet-weights mobilenet_v2.pth   # adds the ImageNet arm
     .venv/bin/python bench/study.py --pretrain-input-size 0 --pretrain-epochs 10 \
-        --pretrain-lr 1e-3                  # the earlier stage 1 (10 epochs at 256 px, 1e-3)
+        --pretrain-lr 1e-3 --spark-mask-ratio 0.6   # the earlier stage 1 (10 epochs at 256 px)
     .venv/bin/python bench/study.py --head-only-steps 0 --finetune-steps 250 \
         --steps-for-k 25:500,50:500,100:500,600:750   # the earlier fine-tune recipe (no hold)
     .venv/bin/python bench/study.py --reuse-scratch bench/results/study.json   # another stage 1:
@@ -90,9 +91,12 @@ SHARED = ROOT.parent / "shared" / "data"
 RECIPES: dict[str, dict[str, Any]] = {
     # The paper: loss over the whole central region; 40 % of that region masked.
     "center": {"loss_region": "center", "norm_pix": False, "mask_ratio": 0.4},
-    # SparK / FCMAE-like: loss on masked pixels only, per-patch normalised targets, more masking.
+    # SparK / FCMAE-like: loss on masked pixels only, per-patch normalised targets, more masking
+    # (its share: ``StudySettings.spark_mask_ratio``).
     "spark": {"loss_region": "masked", "norm_pix": True, "mask_ratio": 0.6},
 }
+# The spark share of the earlier studies: their cached folders carry no ``_m`` suffix.
+EARLIER_SPARK_MASK_RATIO = 0.6
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,8 @@ class StudySettings:
             per stage-1 epoch at half the side).
         split_seed: seed of the val/pool split; val_size faces go to validation.
         pretrain_epochs, pretrain_batch, pretrain_lr: stage-1 length and optimiser.
-        recipes: stage-1 recipes to run (keys of RECIPES).
+        recipes: stage-1 recipes to run (keys of RECIPES); spark_mask_ratio: the share of the
+            central region the spark recipe masks (replaces its RECIPES entry).
         ks: labeled-subset sizes K; recipe_ks: the K values at which the second and later recipes
             are fine-tuned (the first recipe and scratch get every K).
         seeds: subset seeds repeated at the smallest K (seed 0 is used elsewhere).
@@ -134,6 +139,9 @@ class StudySettings:
     pretrain_lr: float = 3e-3
     pretrain_max_steps: int | None = None
     checkpoint_every: int = 50
+    # 75 % masked: K = 10 lead over scratch +6.0 mIoU over three subsets (60 %: +5.7 and +4.8 in
+    # two runs; BENCHMARKS.md, "Two more stage-1 levers").
+    spark_mask_ratio: float = 0.75
     # The first recipe gets every K and the seed repeats: spark, the better one at K = 10
     # (65.6 vs 57.4 mean F1 in the first run).
     recipes: tuple[str, ...] = ("spark", "center")
@@ -305,13 +313,27 @@ def _prune_step_checkpoints(stage_dir: Path, keep: Path | None) -> None:
             path.unlink(missing_ok=True)
 
 
-def stage1_tag(settings: StudySettings) -> str:
-    """Folder suffix of a stage 1 at its own side (``_<N>px``) or at a rate other than 1e-3
-    (``_lr<rate>``). Its pretrain folder and its SSL arms' fine-tune folders carry it, so the
-    cached stages of the first studies (the preset's side, 1e-3, no suffix) stay valid beside
-    it."""
+def recipe_options(recipe: str, settings: StudySettings) -> dict[str, Any]:
+    """The stage-1 options of ``recipe`` under ``settings`` (loss region, targets, mask share)."""
+    options = dict(RECIPES[recipe])
+    if recipe == "spark":
+        options["mask_ratio"] = settings.spark_mask_ratio
+    return options
+
+
+def stage1_tag(settings: StudySettings, recipe: str) -> str:
+    """Folder suffix of a stage 1 at its own side (``_<N>px``), at a rate other than 1e-3
+    (``_lr<rate>``) or, for spark, at a mask share other than the earlier 60 % (``_m<share>``).
+    Its pretrain folder and its SSL arms' fine-tune folders carry it, so the cached stages of
+    earlier studies (no suffix for what they left at its first value) stay valid beside it."""
     size, lr = settings.pretrain_input_size, settings.pretrain_lr
-    return (f"_{size}px" if size else "") + (f"_lr{lr:g}" if lr != 1e-3 else "")
+    ratio = recipe_options(recipe, settings)["mask_ratio"]
+    masked = recipe == "spark" and ratio != EARLIER_SPARK_MASK_RATIO
+    return (
+        (f"_{size}px" if size else "")
+        + (f"_lr{lr:g}" if lr != 1e-3 else "")
+        + (f"_m{ratio:g}" if masked else "")
+    )
 
 
 def run_pretrain(
@@ -328,7 +350,7 @@ def run_pretrain(
         image_dirs: the photos (default: the pool's images + ``unlabeled``).
         stage_dir: the stage's folder (default ``<out>/pretrain_<recipe>`` + ``stage1_tag``).
     """
-    stage_dir = stage_dir or out / f"pretrain_{recipe}{stage1_tag(settings)}"
+    stage_dir = stage_dir or out / f"pretrain_{recipe}{stage1_tag(settings, recipe)}"
     dirs = image_dirs or (out / "data" / "train" / "images", unlabeled)
     config = PretrainConfig(
         image_dirs=tuple(str(d) for d in dirs),
@@ -343,7 +365,7 @@ def run_pretrain(
         device=settings.device,
         checkpoint_every=settings.checkpoint_every,
         max_steps=settings.pretrain_max_steps,
-        **RECIPES[recipe],
+        **recipe_options(recipe, settings),
     )
     key = asdict(config)
     done = load_done(stage_dir, key)
@@ -385,7 +407,7 @@ def run_pretrain(
     result = {
         "checkpoint": str(path),
         "recipe": recipe,
-        **RECIPES[recipe],
+        **recipe_options(recipe, settings),
         "steps": meta.get("step"),
         "images": meta.get("num_images"),
         "masked_share_of_center": meta.get("masked_share"),
@@ -439,7 +461,8 @@ class NamedSubset(Sequence[Sample]):
 @dataclass
 class Arm:
     """One initialisation: its name and the finetune ``init`` string (+ encoder weights);
-    ``head_only_steps`` overrides the study's hold (the scratch reference without it)."""
+    ``head_only_steps`` overrides the study's hold (the scratch reference without it);
+    ``recipe``, the stage-1 recipe of an SSL start (its folder names carry that stage's tag)."""
 
     name: str
     init: str
@@ -447,6 +470,7 @@ class Arm:
     ks: tuple[int, ...] = field(default_factory=tuple)
     seeds: tuple[int, ...] = (0,)
     head_only_steps: int | None = None
+    recipe: str = "spark"
 
 
 @dataclass
@@ -468,7 +492,7 @@ def finetune_stage(
     """The stage that fine-tunes ``arm`` on K pool faces (subset seed ``seed``)."""
     hold = settings.head_only_steps if arm.head_only_steps is None else arm.head_only_steps
     # Held runs get their own folders: the unheld study's cache stays valid beside them.
-    tag = stage1_tag(settings) if arm.init.startswith("ssl:") else ""
+    tag = stage1_tag(settings, arm.recipe) if arm.init.startswith("ssl:") else ""
     stage_dir = out / "finetune" / f"{arm.name}_K{k}_s{seed}{f'_h{hold}' if hold else ''}{tag}"
     chosen = select_labeled_subset(pool.names, num_labeled=k, seed=seed)
     input_size = settings.input_size
@@ -583,7 +607,7 @@ def shard_jobs(
 NOT_SCRATCH = {
     "pretrain_input_size", "pretrain_epochs", "pretrain_batch", "pretrain_lr",
     "pretrain_max_steps", "checkpoint_every", "recipes", "ks", "recipe_ks", "seeds",
-    "imagenet_weights", "pretrained_lr_mult",
+    "imagenet_weights", "pretrained_lr_mult", "spark_mask_ratio",
 }  # fmt: skip
 
 
@@ -735,7 +759,13 @@ def build_arms(settings: StudySettings, pretrained: dict[str, dict[str, Any]]) -
         ckpt = pretrained[recipe]["checkpoint"]
         ks = settings.ks if i == 0 else tuple(k for k in settings.recipe_ks if k in settings.ks)
         arms.append(
-            Arm(f"ssl-{recipe}", f"ssl:{ckpt}", ks=ks, seeds=settings.seeds if i == 0 else (0,))
+            Arm(
+                f"ssl-{recipe}",
+                f"ssl:{ckpt}",
+                ks=ks,
+                seeds=settings.seeds if i == 0 else (0,),
+                recipe=recipe,
+            )
         )
     arms.append(Arm("scratch", "scratch", ks=settings.ks, seeds=settings.seeds))
     ref_ks = tuple(k for k in settings.recipe_ks if k in settings.ks)[:1]
@@ -837,6 +867,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-batch", type=int, default=None)
     parser.add_argument("--pretrain-lr", type=float, default=None, help="stage 1's AdamW rate")
     parser.add_argument(
+        "--spark-mask-ratio",
+        type=float,
+        default=None,
+        help="share of the central region the spark recipe masks (0.6: the earlier studies)",
+    )
+    parser.add_argument(
         "--checkpoint-every",
         type=int,
         default=None,
@@ -913,6 +949,7 @@ def main(argv: list[str] | None = None) -> int:
         "pretrain_epochs": args.pretrain_epochs,
         "pretrain_batch": args.pretrain_batch,
         "pretrain_lr": args.pretrain_lr,
+        "spark_mask_ratio": args.spark_mask_ratio,
         "checkpoint_every": args.checkpoint_every,
         "finetune_steps": args.finetune_steps,
         "finetune_batch": args.finetune_batch,
@@ -982,7 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
             f"torch {torch.__version__}",
             "command": "bench/study.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "settings": asdict(settings),
-            "recipes": {r: RECIPES[r] for r in settings.recipes},
+            "recipes": {r: recipe_options(r, settings) for r in settings.recipes},
             "data": {k: v for k, v in data.items() if k != "settings"},
             "pretrain": {
                 r: {k: v for k, v in p.items() if k != "settings"} for r, p in pretrained.items()
