@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "--spark-mask-ratio",
         type=float,
         default=StudySettings.spark_mask_ratio,
-        help="stage 1's masked share of the central region (spark; the shipped starter: 0.6)",
+        help="stage 1's masked share of the central region (spark recipe)",
     )
     # 250 steps (the study's budget) leave 50+ faces underfit (brows and eyes at F1 ~0 for K = 50):
     # the parser that ships gets more.
