@@ -92,11 +92,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # The paper: loss over the whole central region; 40 % of that region masked.
     "center": {"loss_region": "center", "norm_pix": False, "mask_ratio": 0.4},
     # SparK / FCMAE-like: loss on masked pixels only, per-patch normalised targets, more masking
-    # (its share: ``StudySettings.spark_mask_ratio``).
+    # (the default of ``StudySettings.spark_mask_ratio``; folders at another share get ``_m``).
     "spark": {"loss_region": "masked", "norm_pix": True, "mask_ratio": 0.6},
 }
-# The spark share of the earlier studies: their cached folders carry no ``_m`` suffix.
-EARLIER_SPARK_MASK_RATIO = 0.6
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,7 @@ class StudySettings:
     checkpoint_every: int = 50
     # 75 % masked is level with 60 %: over three K = 10 subsets, two runs each, 65.4 vs 65.3 mIoU
     # on average (BENCHMARKS.md, "Two more stage-1 levers"); 60 % stays.
-    spark_mask_ratio: float = 0.6
+    spark_mask_ratio: float = RECIPES["spark"]["mask_ratio"]
     # The first recipe gets every K and the seed repeats: spark, the better one at K = 10
     # (65.6 vs 57.4 mean F1 in the first run).
     recipes: tuple[str, ...] = ("spark", "center")
@@ -323,12 +321,12 @@ def recipe_options(recipe: str, settings: StudySettings) -> dict[str, Any]:
 
 def stage1_tag(settings: StudySettings, recipe: str) -> str:
     """Folder suffix of a stage 1 at its own side (``_<N>px``), at a rate other than 1e-3
-    (``_lr<rate>``) or, for spark, at a mask share other than the earlier 60 % (``_m<share>``).
+    (``_lr<rate>``) or at a mask share other than its recipe's in RECIPES (``_m<share>``).
     Its pretrain folder and its SSL arms' fine-tune folders carry it, so the cached stages of
     earlier studies (no suffix for what they left at its first value) stay valid beside it."""
     size, lr = settings.pretrain_input_size, settings.pretrain_lr
     ratio = recipe_options(recipe, settings)["mask_ratio"]
-    masked = recipe == "spark" and ratio != EARLIER_SPARK_MASK_RATIO
+    masked = ratio != RECIPES[recipe]["mask_ratio"]
     return (
         (f"_{size}px" if size else "")
         + (f"_lr{lr:g}" if lr != 1e-3 else "")
