@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -25,6 +25,7 @@ from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.data.folders import list_images
 from trainer.data.masking import CenterPatchMasker, mask_input
 from trainer.data.torch_datasets import EpochSampler, UnlabeledDataset, worker_context
+from trainer.data.transforms import TrainAugment
 from trainer.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -74,7 +75,9 @@ class PretrainConfig:
         mask_ratio: target masked share of the central region (default 0.4).
         loss_region: "center" (paper) or "masked" (masked pixels only).
         norm_pix: per-patch normalised reconstruction targets (SparK); pair with "masked".
-        seed: seeds the weights, data order, flips and masks.
+        augment: "flip" (a horizontal flip of half the images) or "affine" (the fine-tune's
+            augmentation: flip, scale, rotation, shift and colour jitter).
+        seed: seeds the weights, data order, augmentations and masks.
         num_workers: DataLoader worker processes.
         device: "auto", "cpu", "cuda", "cuda:N", "mps".
         checkpoint_every: also save ``pretrain_step{N}.safetensors`` every N steps (0 = only the
@@ -98,6 +101,7 @@ class PretrainConfig:
     mask_ratio: float | None = 0.4
     loss_region: str = "center"
     norm_pix: bool = False
+    augment: Literal["flip", "affine"] = "flip"
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
@@ -114,6 +118,8 @@ class PretrainConfig:
         object.__setattr__(self, "out_dir", str(self.out_dir))
         if self.loss_region not in ("center", "masked"):
             raise ValueError(f"loss_region must be 'center' or 'masked', got {self.loss_region!r}")
+        if self.augment not in ("flip", "affine"):
+            raise ValueError(f"augment must be 'flip' or 'affine', got {self.augment!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be ≥ 1")
 
@@ -142,7 +148,8 @@ def _make_loader(
     paths = list_images(config.image_dirs)
     if not paths:
         raise DatasetError(f"no images found under {', '.join(config.image_dirs)}")
-    dataset = UnlabeledDataset(paths, size, augment_flip=True, seed=config.seed)
+    augment = TrainAugment(size, None) if config.augment == "affine" else None
+    dataset = UnlabeledDataset(paths, size, augment_flip=True, seed=config.seed, augment=augment)
     # A DistributedSampler also in a single process: its order depends only on (seed, epoch),
     # which makes --resume see exactly the batches an uninterrupted run would.
     # EpochSampler hands each index over with its epoch, so persistent workers flip correctly.

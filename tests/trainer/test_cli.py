@@ -65,10 +65,11 @@ def test_pretrain_info_and_recon_grid(lapa: Path, tmp_path: Path, capsys) -> Non
     code, out, err = run(
         capsys, "pretrain", "--image-dirs", str(lapa / "train" / "images"), "--out-dir",
         str(tmp_path / "pre"), "--preset", "tiny", "--batch-size", "2", "--max-steps", "2",
-        "--device", "cpu", "--resume", str(ckpt),
+        "--device", "cpu", "--resume", str(ckpt), "--augment", "affine",
     )
     assert code == 0, err
     assert read_metadata(ckpt)["step"] == 2
+    assert read_metadata(ckpt)["training"]["augment"] == "affine"
     grid = tmp_path / "grid.png"
     code, out, err = run(
         capsys, "recon-grid", str(ckpt), str(lapa / "train" / "images"), "--out", str(grid),

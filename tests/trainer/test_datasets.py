@@ -321,3 +321,27 @@ def test_unlabeled_dataset_resizes_and_flips_repeatably(tmp_path: Path) -> None:
     assert all(torch.equal(UnlabeledDataset(paths, 32, seed=0)[i], items[i]) for i in range(8))
     plain = UnlabeledDataset(paths, 32, augment_flip=False)
     assert all(torch.equal(plain[i], plain[0]) for i in range(8))
+
+
+def test_unlabeled_dataset_can_take_the_finetune_augmentation(tmp_path: Path) -> None:
+    import torch
+
+    from trainer.data.torch_datasets import UnlabeledDataset
+    from trainer.data.transforms import TrainAugment
+
+    image, _ = synthetic_face(64, seed=4)
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        write_image(paths[-1], image)
+    ds = UnlabeledDataset(paths, 32, seed=1, augment=TrainAugment(32, None))
+    items = [ds[i] for i in range(4)]
+    assert all(t.shape == (3, 32, 32) and t.dtype == torch.float32 for t in items)
+    # One photo, four different views (zoom, rotation, shift, colour), each repeatable.
+    assert all(not torch.equal(items[0], t) for t in items[1:])
+    again = UnlabeledDataset(paths, 32, seed=1, augment=TrainAugment(32, None))
+    assert all(torch.equal(again[i], items[i]) for i in range(4))
+    ds.set_epoch(1)
+    assert not torch.equal(ds[0], items[0])  # a fresh view next epoch
+    with pytest.raises(ValueError, match="64 px"):
+        UnlabeledDataset(paths, 32, augment=TrainAugment(64, None))

@@ -106,6 +106,7 @@ def test_periodic_checkpoints_follow_the_schedule(faces, tmp_path) -> None:
         num_patches=5,
         loss_region="masked",
         norm_pix=True,
+        augment="affine",
         max_steps=5,
         **RUN,
     )
@@ -119,6 +120,7 @@ def test_periodic_checkpoints_follow_the_schedule(faces, tmp_path) -> None:
     assert load_checkpoint(final).meta["step"] == 5
     assert load_checkpoint(tmp_path / "pretrain_step4.safetensors").meta["step"] == 4
     assert load_checkpoint(final).meta["training"]["norm_pix"]
+    assert load_checkpoint(final).meta["training"]["augment"] == "affine"
     # The grid maps a norm_pix model's per-patch output back to intensities.
     grid = write_reconstruction_grid(final, faces, tmp_path / "grid.png", num_images=2)
     with Image.open(grid) as im:
@@ -137,6 +139,8 @@ def test_reconstruction_grid_png(faces, full_run, tmp_path) -> None:
 
 
 def test_empty_folder_and_wrong_resume_file_give_clear_errors(faces, tmp_path, full_run) -> None:
+    with pytest.raises(ValueError, match="'flip' or 'affine'"):
+        PretrainConfig(image_dirs=(str(faces),), out_dir=str(tmp_path), augment="crop", **RUN)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no images"):
         pretrain(

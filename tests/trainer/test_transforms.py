@@ -90,6 +90,14 @@ def test_augment_without_label() -> None:
     assert out_image.shape == (32, 32, 3) and out_label is None
 
 
+def test_augment_without_a_label_set_refuses_a_label() -> None:
+    image, label = synthetic_face(64)
+    unlabeled = TrainAugment(32, None)  # stage 1: photos only
+    assert unlabeled(image, None, np.random.default_rng(0))[0].shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="label_set"):
+        unlabeled(image, label, np.random.default_rng(0))
+
+
 def test_resize_square_ignores_aspect_and_keeps_classes() -> None:
     image, label = synthetic_face(64)
     wide_image = np.concatenate([image, image], axis=1)

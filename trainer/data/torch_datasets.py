@@ -144,24 +144,37 @@ class UnlabeledDataset(_EpochSeeded, Dataset):
     Args:
         paths: image files (e.g. from ``trainer.data.folders.list_images``).
         size: output side in pixels; images are resized to size×size.
-        augment_flip: flip half of the images horizontally.
-        seed: base seed of the flips.
+        augment_flip: flip half of the images horizontally (when ``augment`` is None).
+        seed: base seed of the flips and augmentations.
+        augment: the fine-tune's geometry and colour augmentation (``TrainAugment`` without a
+            label set) in place of the plain resize and flip.
     """
 
     def __init__(
-        self, paths: Sequence[Path], size: int, augment_flip: bool = True, seed: int = 0
+        self,
+        paths: Sequence[Path],
+        size: int,
+        augment_flip: bool = True,
+        seed: int = 0,
+        augment: TrainAugment | None = None,
     ) -> None:
         self.paths = [Path(p) for p in paths]
         self.size = size
         self.augment_flip = augment_flip
         self.seed = int(seed)
         self.epoch = 0
+        self.augment = augment
+        if augment is not None and augment.size != size:
+            raise ValueError(f"augment produces {augment.size} px but the dataset size is {size}")
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, item: Item) -> torch.Tensor:
         epoch, index = self._split(item)
+        if self.augment is not None:
+            image, _ = self.augment(read_image(self.paths[index]), None, self._rng(index, epoch))
+            return to_tensor(image)
         image, _ = resize_square(read_image(self.paths[index]), self.size)
         if self.augment_flip and self._rng(index, epoch).random() < 0.5:
             image = np.ascontiguousarray(image[:, ::-1])

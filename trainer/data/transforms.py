@@ -69,7 +69,8 @@ class TrainAugment:
 
     Args:
         size: output side in pixels; every output is size×size.
-        label_set: class table whose ``flip_lut()`` relabels a flipped label map.
+        label_set: class table whose ``flip_lut()`` relabels a flipped label map; None for images
+            without labels (stage 1), which then cannot be given one.
         flip: probability of a horizontal flip.
         scale: (min, max) zoom factor about the centre.
         rotate_deg: rotation drawn from [-rotate_deg, rotate_deg] degrees.
@@ -83,7 +84,7 @@ class TrainAugment:
     def __init__(
         self,
         size: int,
-        label_set: LabelSet,
+        label_set: LabelSet | None,
         flip: float = 0.5,
         scale: tuple[float, float] = (0.75, 1.25),
         rotate_deg: float = 15.0,
@@ -103,7 +104,7 @@ class TrainAugment:
         self.rotate_deg = rotate_deg
         self.shift = shift
         self.color_jitter = color_jitter
-        self._flip_lut = label_set.flip_lut()
+        self._flip_lut = label_set.flip_lut() if label_set is not None else None
 
     def matrix(self, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
         """Draw one random (2, 3) affine matrix on the size×size grid and whether it flips."""
@@ -137,6 +138,8 @@ class TrainAugment:
         """
         if label is not None and label.shape[:2] != image.shape[:2]:
             raise ValueError(f"label is {label.shape[:2]} but image is {image.shape[:2]}")
+        if label is not None and self._flip_lut is None:
+            raise ValueError("a label map needs the label_set its flips swap classes with")
         # Shrink first with area averaging; warpAffine's bilinear sampling alone would alias.
         image, label = resize_square(image, self.size, label)
         m, flipped = self.matrix(rng)
@@ -154,7 +157,7 @@ class TrainAugment:
                 borderValue=0,
             )
             if flipped:
-                label = self._flip_lut[label]
+                label = self._flip_lut[label]  # type: ignore[index]
         if self.color_jitter > 0:
             image = _jitter_colour(image, self.color_jitter, rng)
         return image, label
