@@ -108,6 +108,8 @@ class StudySettings:
             per stage-1 epoch at half the side).
         split_seed: seed of the val/pool split; val_size faces go to validation.
         pretrain_epochs, pretrain_batch, pretrain_lr: stage-1 length and optimiser.
+        pretrain_augment: stage 1's augmentation, "flip" or "affine" (the fine-tune's flip,
+            scale, rotation, shift and colour jitter; ``PretrainConfig.augment``).
         recipes: stage-1 recipes to run (keys of RECIPES); spark_mask_ratio: the share of the
             central region the spark recipe masks (replaces its RECIPES entry).
         ks: labeled-subset sizes K; recipe_ks: the K values at which the second and later recipes
@@ -136,6 +138,7 @@ class StudySettings:
     pretrain_batch: int = 8
     pretrain_lr: float = 3e-3
     pretrain_max_steps: int | None = None
+    pretrain_augment: str = "flip"
     checkpoint_every: int = 50
     # 75 % masked is level with 60 %: over three K = 10 subsets, two runs each, 65.4 vs 65.3 mIoU
     # on average (BENCHMARKS.md, "Two more stage-1 levers"); 60 % stays.
@@ -321,7 +324,8 @@ def recipe_options(recipe: str, settings: StudySettings) -> dict[str, Any]:
 
 def stage1_tag(settings: StudySettings, recipe: str) -> str:
     """Folder suffix of a stage 1 at its own side (``_<N>px``), at a rate other than 1e-3
-    (``_lr<rate>``) or at a mask share other than its recipe's in RECIPES (``_m<share>``).
+    (``_lr<rate>``), at a mask share other than its recipe's in RECIPES (``_m<share>``) or with
+    an augmentation other than the flip (``_<augment>``).
     Its pretrain folder and its SSL arms' fine-tune folders carry it, so the cached stages of
     earlier studies (no suffix for what they left at its first value) stay valid beside it."""
     size, lr = settings.pretrain_input_size, settings.pretrain_lr
@@ -331,6 +335,7 @@ def stage1_tag(settings: StudySettings, recipe: str) -> str:
         (f"_{size}px" if size else "")
         + (f"_lr{lr:g}" if lr != 1e-3 else "")
         + (f"_m{ratio:g}" if masked else "")
+        + (f"_{settings.pretrain_augment}" if settings.pretrain_augment != "flip" else "")
     )
 
 
@@ -363,9 +368,14 @@ def run_pretrain(
         device=settings.device,
         checkpoint_every=settings.checkpoint_every,
         max_steps=settings.pretrain_max_steps,
+        augment=settings.pretrain_augment,
         **recipe_options(recipe, settings),
     )
     key = asdict(config)
+    if config.augment == "flip":
+        # Added to PretrainConfig after the cached studies ran, which flipped only: their done
+        # markers stay valid.
+        del key["augment"]
     done = load_done(stage_dir, key)
     if done is not None and Path(done["checkpoint"]).is_file():
         return done
@@ -605,7 +615,7 @@ def shard_jobs(
 NOT_SCRATCH = {
     "pretrain_input_size", "pretrain_epochs", "pretrain_batch", "pretrain_lr",
     "pretrain_max_steps", "checkpoint_every", "recipes", "ks", "recipe_ks", "seeds",
-    "imagenet_weights", "pretrained_lr_mult", "spark_mask_ratio",
+    "imagenet_weights", "pretrained_lr_mult", "spark_mask_ratio", "pretrain_augment",
 }  # fmt: skip
 
 
@@ -871,6 +881,13 @@ def main(argv: list[str] | None = None) -> int:
         help="share of the central region the spark recipe masks (default 0.6)",
     )
     parser.add_argument(
+        "--pretrain-augment",
+        choices=("flip", "affine"),
+        default=None,
+        help="stage 1's augmentation: flip (default) or affine (the fine-tune's flip, scale, "
+        "rotation, shift and colour jitter)",
+    )
+    parser.add_argument(
         "--checkpoint-every",
         type=int,
         default=None,
@@ -948,6 +965,7 @@ def main(argv: list[str] | None = None) -> int:
         "pretrain_batch": args.pretrain_batch,
         "pretrain_lr": args.pretrain_lr,
         "spark_mask_ratio": args.spark_mask_ratio,
+        "pretrain_augment": args.pretrain_augment,
         "checkpoint_every": args.checkpoint_every,
         "finetune_steps": args.finetune_steps,
         "finetune_batch": args.finetune_batch,
