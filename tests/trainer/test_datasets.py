@@ -303,16 +303,21 @@ def test_parsing_dataset_needs_labels(tmp_path: Path) -> None:
         ds[1]
 
 
+def _one_photo_copies(folder: Path, n: int) -> list[Path]:
+    """n files of the same 64-px face: any difference between their items is augmentation."""
+    image, _ = synthetic_face(64, seed=4)
+    paths = [folder / f"{i}.png" for i in range(n)]
+    for path in paths:
+        write_image(path, image)
+    return paths
+
+
 def test_unlabeled_dataset_resizes_and_flips_repeatably(tmp_path: Path) -> None:
     import torch
 
     from trainer.data.torch_datasets import UnlabeledDataset
 
-    image, _ = synthetic_face(64, seed=4)
-    paths = []
-    for i in range(8):
-        paths.append(tmp_path / f"{i}.png")
-        write_image(paths[-1], image)
+    paths = _one_photo_copies(tmp_path, 8)
     ds = UnlabeledDataset(paths, 32, augment_flip=True, seed=0)
     items = [ds[i] for i in range(8)]
     assert all(t.shape == (3, 32, 32) and t.dtype == torch.float32 for t in items)
@@ -329,11 +334,7 @@ def test_unlabeled_dataset_can_take_the_finetune_augmentation(tmp_path: Path) ->
     from trainer.data.torch_datasets import UnlabeledDataset
     from trainer.data.transforms import TrainAugment
 
-    image, _ = synthetic_face(64, seed=4)
-    paths = []
-    for i in range(4):
-        paths.append(tmp_path / f"{i}.png")
-        write_image(paths[-1], image)
+    paths = _one_photo_copies(tmp_path, 4)
     ds = UnlabeledDataset(paths, 32, seed=1, augment=TrainAugment(32, None))
     items = [ds[i] for i in range(4)]
     assert all(t.shape == (3, 32, 32) and t.dtype == torch.float32 for t in items)
