@@ -82,7 +82,7 @@ from trainer.finetune import FinetuneConfig, finetune_on_samples  # noqa: E402
 from trainer.labels import LAPA  # noqa: E402
 from trainer.models import get_preset  # noqa: E402
 from trainer.predict import Predictor  # noqa: E402
-from trainer.pretrain import FINAL_NAME, PretrainConfig, pretrain  # noqa: E402
+from trainer.pretrain import AUGMENTS, FINAL_NAME, PretrainConfig, pretrain  # noqa: E402
 from trainer.subsets import select_labeled_subset  # noqa: E402
 
 log = logging.getLogger("study")
@@ -882,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--pretrain-augment",
-        choices=("flip", "affine"),
+        choices=AUGMENTS,
         default=None,
         help="stage 1's augmentation: flip (default) or affine (the fine-tune's flip, scale, "
         "rotation, shift and colour jitter)",

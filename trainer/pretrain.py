@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -55,6 +55,9 @@ from trainer.models import FaceParseNet, build_model, get_preset
 log = logging.getLogger(__name__)
 
 FINAL_NAME = "pretrain_last.safetensors"
+# Stage 1's augmentations: the flip alone, or the fine-tune's whole TrainAugment.
+Augment = Literal["flip", "affine"]
+AUGMENTS: tuple[str, ...] = get_args(Augment)
 METRICS_NAME = "metrics.jsonl"
 
 
@@ -101,7 +104,7 @@ class PretrainConfig:
     mask_ratio: float | None = 0.4
     loss_region: str = "center"
     norm_pix: bool = False
-    augment: Literal["flip", "affine"] = "flip"
+    augment: Augment = "flip"
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
@@ -118,7 +121,7 @@ class PretrainConfig:
         object.__setattr__(self, "out_dir", str(self.out_dir))
         if self.loss_region not in ("center", "masked"):
             raise ValueError(f"loss_region must be 'center' or 'masked', got {self.loss_region!r}")
-        if self.augment not in ("flip", "affine"):
+        if self.augment not in AUGMENTS:
             raise ValueError(f"augment must be 'flip' or 'affine', got {self.augment!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be ≥ 1")
