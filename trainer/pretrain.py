@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.checkpoint import load_checkpoint, load_model, save_checkpoint
 from trainer.data.folders import list_images
 from trainer.data.masking import CenterPatchMasker, mask_input
 from trainer.data.torch_datasets import EpochSampler, UnlabeledDataset, worker_context
@@ -50,7 +50,7 @@ from trainer.engine import (
 )
 from trainer.errors import CheckpointError, DatasetError, FaceParseError, ModelConfigError
 from trainer.losses import reconstruction_loss
-from trainer.models import FaceParseNet, build_model, get_preset
+from trainer.models import FaceParseNet, ModelConfig, build_model, get_preset
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,10 @@ class PretrainConfig:
             final ``pretrain_last.safetensors``).
         channels_last: NHWC memory layout (faster convolutions on GPUs and recent CPUs).
         encoder_weights: None, "imagenet" or a local weights file for the encoder.
+        init: a stage-1 checkpoint whose weights (backbone and R decoder) this run starts from,
+            on a schedule of its own: e.g. the starter backbone adapted to a team's own photos,
+            or a run at a smaller input size finished at a larger one. The model preset must
+            match; the input size may differ (the network is fully convolutional).
         max_steps: stop after this many steps in total (smoke runs); None = all epochs.
     """
 
@@ -111,6 +115,7 @@ class PretrainConfig:
     checkpoint_every: int = 0
     channels_last: bool = True
     encoder_weights: str | None = None
+    init: str | None = None
     max_steps: int | None = None
 
     def __post_init__(self) -> None:
@@ -125,6 +130,8 @@ class PretrainConfig:
             raise ValueError(f"augment must be 'flip' or 'affine', got {self.augment!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be ≥ 1")
+        if self.init is not None and self.encoder_weights is not None:
+            raise ValueError("give init or encoder_weights, not both: init holds the encoder too")
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -226,7 +233,10 @@ def _pretrain(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
     dataset, sampler, loader = _make_loader(config, size, info)
-    model = build_model(model_config, ("reconstruction",), config.encoder_weights).to(device)
+    if config.init is not None:
+        model = _start_from(Path(config.init), model_config).to(device)
+    else:
+        model = build_model(model_config, ("reconstruction",), config.encoder_weights).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
@@ -340,6 +350,24 @@ def _pretrain(
     ).run()
     barrier()  # other ranks return once rank 0 has published the final checkpoint
     return final_path
+
+
+def _start_from(path: Path, model_config: ModelConfig) -> FaceParseNet:
+    """The network of a stage-1 checkpoint, at this run's input size (``PretrainConfig.init``)."""
+    model, ckpt = load_model(path, heads=("reconstruction",))
+    if ckpt.stage != "pretrain":
+        raise CheckpointError(
+            f"{path}: a {ckpt.stage or 'unknown'}-stage checkpoint; --init needs one written by "
+            "faceparse pretrain"
+        )
+    stored = ckpt.config.with_overrides(input_size=model_config.input_size)
+    if stored != model_config:
+        raise CheckpointError(
+            f"{path}: model {ckpt.config.preset!r} ({ckpt.config.encoder_name}) does not match "
+            f"this run's {model_config.preset!r} ({model_config.encoder_name})"
+        )
+    model.config = stored
+    return model.train()
 
 
 def _restore(

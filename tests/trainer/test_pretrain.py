@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import synthetic_face
-from trainer.checkpoint import load_checkpoint, load_model
+from trainer.checkpoint import load_checkpoint, load_model, save_checkpoint
 from trainer.data.imageio import write_image
 from trainer.engine import read_jsonl
 from trainer.errors import CheckpointError, DatasetError
@@ -153,3 +153,40 @@ def test_empty_folder_and_wrong_resume_file_give_clear_errors(faces, tmp_path, f
             **{**RUN, "preset": "lite"},
         )
         pretrain(config, resume=full_run[0])
+
+
+def test_a_run_can_start_from_another_runs_weights_at_another_size(faces, full_run, tmp_path):
+    # E.g. the starter backbone adapted to a team's own photos, or a 64-px run finished at 96 px.
+    def first_loss(**extra) -> tuple[float, Path]:
+        progress: list[dict] = []
+        config = PretrainConfig(
+            image_dirs=(str(faces),),
+            out_dir=str(tmp_path / str(len(extra))),
+            **{**RUN, "epochs": 1, "input_size": 96, **extra},
+        )
+        return pretrain(config, on_progress=progress.append), progress[0]["loss"]
+
+    fresh_path, fresh = first_loss()
+    started_path, started = first_loss(init=str(full_run[0]))
+    assert started < 0.9 * fresh  # the first step already reconstructs with the trained weights
+    ckpt = load_checkpoint(started_path)
+    assert ckpt.config.input_size == 96 and ckpt.meta["step"] == 4  # a schedule of its own
+    assert ckpt.meta["training"]["init"] == str(full_run[0])
+
+
+def test_a_wrong_init_file_is_refused(faces, full_run, tmp_path) -> None:
+    def run(**extra) -> None:
+        pretrain(
+            PretrainConfig(image_dirs=(str(faces),), out_dir=str(tmp_path), **{**RUN, **extra})
+        )
+
+    with pytest.raises(ValueError, match="init or encoder_weights"):
+        run(init=str(full_run[0]), encoder_weights="imagenet")
+    with pytest.raises(CheckpointError, match="does not match"):
+        run(init=str(full_run[0]), preset="lite")
+    model, _ = load_model(full_run[0], heads=("parsing",))
+    parser = save_checkpoint(tmp_path / "parser.safetensors", model, "finetune", {})
+    with pytest.raises(CheckpointError, match="finetune-stage checkpoint"):
+        run(init=str(parser))
+    with pytest.raises(CheckpointError):
+        run(init=str(tmp_path / "missing.safetensors"))
