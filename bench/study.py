@@ -110,6 +110,9 @@ class StudySettings:
         pretrain_epochs, pretrain_batch, pretrain_lr: stage-1 length and optimiser.
         pretrain_augment: stage 1's augmentation, "flip" or "affine" (the fine-tune's flip,
             scale, rotation, shift and colour jitter; ``PretrainConfig.augment``).
+        pretrain_finish_epochs, pretrain_finish_lr: when stage 1 runs at its own smaller side,
+            this many more epochs at the fine-tune's side, from its weights on a schedule of
+            their own (``PretrainConfig.init``); 0 = none.
         recipes: stage-1 recipes to run (keys of RECIPES); spark_mask_ratio: the share of the
             central region the spark recipe masks (replaces its RECIPES entry).
         ks: labeled-subset sizes K; recipe_ks: the K values at which the second and later recipes
@@ -139,6 +142,8 @@ class StudySettings:
     pretrain_lr: float = 3e-3
     pretrain_max_steps: int | None = None
     pretrain_augment: str = "flip"
+    pretrain_finish_epochs: int = 0
+    pretrain_finish_lr: float = 1e-3
     checkpoint_every: int = 50
     # 75 % masked is level with 60 %: over three K = 10 subsets, two runs each, 65.4 vs 65.3 mIoU
     # on average (BENCHMARKS.md, "Two more stage-1 levers"); 60 % stays.
@@ -323,6 +328,26 @@ def recipe_options(recipe: str, settings: StudySettings) -> dict[str, Any]:
 
 
 def stage1_tag(settings: StudySettings, recipe: str) -> str:
+    """``stage1_base_tag`` and, with a finish at the fine-tune's side, ``_finish<N>px_e<E>``
+    (``_lr<rate>`` when not 1e-3): the suffix of the SSL arms' fine-tune folders."""
+    tag = stage1_base_tag(settings, recipe)
+    if not _finishes(settings):
+        return tag
+    lr = settings.pretrain_finish_lr
+    return f"{tag}_finish{_finetune_side(settings)}px_e{settings.pretrain_finish_epochs}" + (
+        f"_lr{lr:g}" if lr != 1e-3 else ""
+    )
+
+
+def _finishes(settings: StudySettings) -> bool:
+    return bool(settings.pretrain_finish_epochs and settings.pretrain_input_size)
+
+
+def _finetune_side(settings: StudySettings) -> int:
+    return settings.input_size or get_preset(settings.preset).input_size
+
+
+def stage1_base_tag(settings: StudySettings, recipe: str) -> str:
     """Folder suffix of a stage 1 at its own side (``_<N>px``), at a rate other than 1e-3
     (``_lr<rate>``), at a mask share other than its recipe's in RECIPES (``_m<share>``) or with
     an augmentation other than the flip (``_<augment>``).
@@ -351,9 +376,12 @@ def run_pretrain(
 
     Args:
         image_dirs: the photos (default: the pool's images + ``unlabeled``).
-        stage_dir: the stage's folder (default ``<out>/pretrain_<recipe>`` + ``stage1_tag``).
+        stage_dir: the stage's folder (default ``<out>/pretrain_<recipe>`` + ``stage1_base_tag``).
+
+    With ``pretrain_finish_epochs``, the finish at the fine-tune's side follows in its own
+    folder (``stage1_tag``) and its result, holding the first run's as ``"first"``, is returned.
     """
-    stage_dir = stage_dir or out / f"pretrain_{recipe}{stage1_tag(settings, recipe)}"
+    stage_dir = stage_dir or out / f"pretrain_{recipe}{stage1_base_tag(settings, recipe)}"
     dirs = image_dirs or (out / "data" / "train" / "images", unlabeled)
     config = PretrainConfig(
         image_dirs=tuple(str(d) for d in dirs),
@@ -371,11 +399,31 @@ def run_pretrain(
         augment=settings.pretrain_augment,
         **recipe_options(recipe, settings),
     )
+    first = _run_stage1(recipe, stage_dir, config, settings)
+    if not _finishes(settings):
+        return first
+    finish_dir = stage_dir.with_name(f"pretrain_{recipe}{stage1_tag(settings, recipe)}")
+    finish = replace(
+        config,
+        out_dir=str(finish_dir),
+        input_size=_finetune_side(settings),
+        epochs=settings.pretrain_finish_epochs,
+        lr=settings.pretrain_finish_lr,
+        init=first["checkpoint"],
+    )
+    done = _run_stage1(recipe, finish_dir, finish, settings)
+    return {**done, "first": {k: v for k, v in first.items() if k != "settings"}}
+
+
+def _run_stage1(
+    recipe: str, stage_dir: Path, config: PretrainConfig, settings: StudySettings
+) -> dict[str, Any]:
+    """One stage-1 run into ``stage_dir``, cached by its done marker and resumable."""
     key = asdict(config)
-    if config.augment == "flip":
-        # Added to PretrainConfig after the cached studies ran, which flipped only: their done
-        # markers stay valid.
-        del key["augment"]
+    for field_name, first_value in (("augment", "flip"), ("init", None)):
+        if key[field_name] == first_value:
+            # Added to PretrainConfig after the cached studies ran: their markers stay valid.
+            del key[field_name]
     done = load_done(stage_dir, key)
     if done is not None and Path(done["checkpoint"]).is_file():
         return done
@@ -616,6 +664,7 @@ NOT_SCRATCH = {
     "pretrain_input_size", "pretrain_epochs", "pretrain_batch", "pretrain_lr",
     "pretrain_max_steps", "checkpoint_every", "recipes", "ks", "recipe_ks", "seeds",
     "imagenet_weights", "pretrained_lr_mult", "spark_mask_ratio", "pretrain_augment",
+    "pretrain_finish_epochs", "pretrain_finish_lr",
 }  # fmt: skip
 
 
@@ -724,6 +773,12 @@ def format_summary(summary: dict[str, Any], pretrain: dict[str, Any]) -> str:
         lines.append(
             f"stage 1 {recipe}: {p.get('steps')} steps on {p.get('images')} images, masked share of the "
             f"central region {100 * share:.1f}%, final loss {p.get('final_loss'):.4f}"
+            + (
+                f" (finished at the fine-tune's side after {p['first'].get('steps')} steps, "
+                f"final loss then {p['first'].get('final_loss'):.4f})"
+                if p.get("first")
+                else ""
+            )
             if share is not None and p.get("final_loss") is not None
             else f"stage 1 {recipe}: {p}"
         )
@@ -888,6 +943,16 @@ def main(argv: list[str] | None = None) -> int:
         "rotation, shift and colour jitter)",
     )
     parser.add_argument(
+        "--pretrain-finish-epochs",
+        type=int,
+        default=None,
+        help="more stage-1 epochs at the fine-tune's side after those at --pretrain-input-size "
+        "(from its weights, a schedule of their own; default 0 = none)",
+    )
+    parser.add_argument(
+        "--pretrain-finish-lr", type=float, default=None, help="their AdamW rate (default 1e-3)"
+    )
+    parser.add_argument(
         "--checkpoint-every",
         type=int,
         default=None,
@@ -966,6 +1031,8 @@ def main(argv: list[str] | None = None) -> int:
         "pretrain_lr": args.pretrain_lr,
         "spark_mask_ratio": args.spark_mask_ratio,
         "pretrain_augment": args.pretrain_augment,
+        "pretrain_finish_epochs": args.pretrain_finish_epochs,
+        "pretrain_finish_lr": args.pretrain_finish_lr,
         "checkpoint_every": args.checkpoint_every,
         "finetune_steps": args.finetune_steps,
         "finetune_batch": args.finetune_batch,
