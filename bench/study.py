@@ -82,19 +82,12 @@ from trainer.finetune import FinetuneConfig, finetune_on_samples  # noqa: E402
 from trainer.labels import LAPA  # noqa: E402
 from trainer.models import get_preset  # noqa: E402
 from trainer.predict import Predictor  # noqa: E402
-from trainer.pretrain import AUGMENTS, FINAL_NAME, PretrainConfig, pretrain  # noqa: E402
+from trainer.pretrain import AUGMENTS, FINAL_NAME, RECIPES, PretrainConfig, pretrain  # noqa: E402
 from trainer.subsets import select_labeled_subset  # noqa: E402
 
 log = logging.getLogger("study")
 
 SHARED = ROOT.parent / "shared" / "data"
-RECIPES: dict[str, dict[str, Any]] = {
-    # The paper: loss over the whole central region; 40 % of that region masked.
-    "center": {"loss_region": "center", "norm_pix": False, "mask_ratio": 0.4},
-    # SparK / FCMAE-like: loss on masked pixels only, per-patch normalised targets, more masking
-    # (the default of ``StudySettings.spark_mask_ratio``; folders at another share get ``_m``).
-    "spark": {"loss_region": "masked", "norm_pix": True, "mask_ratio": 0.6},
-}
 
 
 @dataclass(frozen=True)

@@ -468,7 +468,7 @@ class ModelLoop(QObject):
 
         Args:
             settings: ``TrainPanel.pretrain_settings()``: device, preset, epochs, max_steps,
-                batch_size, resume.
+                batch_size, resume, init_path (the backbone a fresh run continues).
         """
         if not self._ready_to_train():
             return False
@@ -482,6 +482,7 @@ class ModelLoop(QObject):
             max_steps=settings.get("max_steps"),
             device=settings.get("device") or "auto",
             resume=bool(settings.get("resume", True)),
+            init_backbone=settings.get("init_path"),
             store=self.store,
             note="pretrained on the project's images",
         )

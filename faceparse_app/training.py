@@ -470,6 +470,7 @@ def run_pretrain_job(
     device: str = "auto",
     seed: int = 0,
     resume: bool | str | os.PathLike[str] = True,
+    init_backbone: str | os.PathLike[str] | None = None,
     store: ModelStore | None = None,
     data_snapshot: Iterable[str] = (),
     note: str = "",
@@ -477,6 +478,10 @@ def run_pretrain_job(
     cancel: Any = None,
 ) -> PretrainJobResult:
     """Stage-1 masked pretraining on the project's images, resumable, published as a backbone.
+
+    The run uses the product's stage-1 recipe, ``RECIPES["spark"]`` (the starter backbone's),
+    and, given ``init_backbone``, continues that backbone on the project's photos instead of
+    starting from random weights.
 
     Args:
         image_dirs: folders searched recursively (hidden folders such as ``.faceparse`` are
@@ -486,6 +491,8 @@ def run_pretrain_job(
             ``trainer.pretrain.PretrainConfig``.
         resume: True: continue an unfinished run found in ``out_dir`` (same preset), else start
             fresh; False: always start fresh; a path: resume from that checkpoint.
+        init_backbone: a stage-1 checkpoint (the project's backbone or the starter) a fresh
+            run starts from; its preset replaces ``preset``. Ignored when a run is resumed.
         store: where to publish the finished backbone (not after a cancel: resume instead).
         data_snapshot, note: recorded with the version.
         on_progress: the trainer's per-step dicts (step, total_steps, epoch, epochs, loss, lr,
@@ -497,7 +504,7 @@ def run_pretrain_job(
         TrainingError: the run failed; its message says why. Nothing is published then.
     """
     from trainer.checkpoint import read_metadata
-    from trainer.pretrain import PretrainConfig, pretrain
+    from trainer.pretrain import RECIPES, PretrainConfig, pretrain
 
     resume_path: Path | None = None
     resumed_step = 0
@@ -511,6 +518,13 @@ def run_pretrain_job(
             resumed_step = int(read_metadata(resume_path).get("step") or 0)
         except CheckpointError as exc:
             raise TrainingError(f"cannot resume pretraining: {exc}") from exc
+    init: str | None = None
+    if init_backbone is not None and resume_path is None:
+        try:
+            preset = (read_metadata(init_backbone).get("model") or {}).get("preset") or preset
+        except CheckpointError as exc:
+            raise TrainingError(f"cannot start pretraining from {init_backbone}: {exc}") from exc
+        init = str(init_backbone)
     config = PretrainConfig(
         image_dirs=tuple(str(d) for d in image_dirs),
         out_dir=str(out_dir),
@@ -521,6 +535,8 @@ def run_pretrain_job(
         lr=lr,
         device=device,
         seed=seed,
+        init=init,
+        **RECIPES["spark"],
     )
 
     def forward(stats: dict[str, Any]) -> None:

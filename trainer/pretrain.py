@@ -59,6 +59,15 @@ FINAL_NAME = "pretrain_last.safetensors"
 Augment = Literal["flip", "affine"]
 AUGMENTS: tuple[str, ...] = get_args(Augment)
 METRICS_NAME = "metrics.jsonl"
+# Stage-1 recipes (the loss region, its targets and the masked share of the central region).
+RECIPES: dict[str, dict[str, Any]] = {
+    # The paper: loss over the whole central region; 40 % of that region masked.
+    "center": {"loss_region": "center", "norm_pix": False, "mask_ratio": 0.4},
+    # SparK / FCMAE-like: loss on masked pixels only, per-patch normalised targets, more masking.
+    # 4.3 mIoU ahead of "center" at K = 10 in the label-efficiency study (BENCHMARKS.md), and
+    # the starter backbone's recipe: what the app pretrains with.
+    "spark": {"loss_region": "masked", "norm_pix": True, "mask_ratio": 0.6},
+}
 
 
 @dataclass(frozen=True)

@@ -257,6 +257,7 @@ class TrainPanel(QWidget):
         self._init_paths["project"] = Path(project) if project else None
         self._init_paths["starter"] = Path(starter) if starter else None
         self._init_paths["starter_parser"] = Path(starter_parser) if starter_parser else None
+        self._update_pretrain_tooltip()
         model = self.init_combo.model()
         for index in range(self.init_combo.count()):
             key = self.init_combo.itemData(index)
@@ -313,12 +314,32 @@ class TrainPanel(QWidget):
         }
 
     def pretrain_settings(self) -> dict[str, Any]:
-        """What a pretraining start asks for: device, preset, epochs, max_steps, batch_size, resume."""
+        """What a pretraining start asks for: device, preset, epochs, max_steps, batch_size,
+        resume, init_path (the backbone a fresh run continues: the project's, else the
+        starter; None when resuming or when there is neither)."""
         settings = self._common_settings()
         settings["resume"] = self._resume_point is not None
+        settings["init_path"] = None
         if self._resume_point is not None and self._resume_point.get("preset"):
             settings["preset"] = self._resume_point["preset"]
+        elif self._resume_point is None:
+            path = self._pretrain_start()
+            settings["init_path"] = str(path) if path else None
         return settings
+
+    def _pretrain_start(self) -> Path | None:
+        return self._init_paths["project"] or self._init_paths["starter"]
+
+    def _update_pretrain_tooltip(self) -> None:
+        if self._resume_point:
+            text = "Continue the unfinished pretraining run on all project images"
+        elif self._init_paths["project"] is not None:
+            text = "Self-supervised pretraining on all project images, continuing the project's backbone"
+        elif self._init_paths["starter"] is not None:
+            text = "Self-supervised pretraining on all project images, continuing the starter backbone"
+        else:
+            text = "Self-supervised pretraining on all project images, from random weights"
+        self.pretrain_button.setToolTip(text)
 
     def _common_settings(self) -> dict[str, Any]:
         steps = self.steps_spin.value()
@@ -339,6 +360,7 @@ class TrainPanel(QWidget):
             )
         else:
             self.pretrain_button.setText("Start pretraining")
+        self._update_pretrain_tooltip()
 
     # -- buttons ------------------------------------------------------------------------------
 

@@ -67,9 +67,22 @@ def test_pretrain_button_offers_resume(panel, qtbot):
     with qtbot.waitSignal(panel.start_pretrain_requested, timeout=1000) as blocker:
         qtbot.mouseClick(panel.pretrain_button, Qt.MouseButton.LeftButton)
     assert blocker.args[0]["resume"] is True and blocker.args[0]["preset"] == "tiny"
+    assert blocker.args[0]["init_path"] is None  # a resumed run has its own weights
     panel.on_cancelled()
     panel.set_pretrain_resume(None)
     assert panel.pretrain_button.text() == "Start pretraining"
+
+
+def test_pretraining_continues_the_best_backbone_there_is(panel):
+    panel.set_init_options(None, None)
+    assert panel.pretrain_settings()["init_path"] is None
+    assert "random weights" in panel.pretrain_button.toolTip()
+    panel.set_init_options(None, "/app/starter.safetensors", "/app/parser.safetensors")
+    assert panel.pretrain_settings()["init_path"] == str(Path("/app/starter.safetensors"))
+    assert "starter backbone" in panel.pretrain_button.toolTip()
+    panel.set_init_options("/p/bb.safetensors", "/app/starter.safetensors")
+    assert panel.pretrain_settings()["init_path"] == str(Path("/p/bb.safetensors"))
+    assert "project's backbone" in panel.pretrain_button.toolTip()
 
 
 def test_progress_updates_labels_and_plot(panel, qtbot):

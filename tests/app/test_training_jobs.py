@@ -221,6 +221,28 @@ def test_pretrain_job_resumes_and_publishes_a_backbone(faces_dir, tmp_path):
     assert pretrain_resume_point(out) is None  # finished: nothing left to resume
 
 
+def test_pretrain_job_continues_a_backbone_with_the_starters_recipe(faces_dir, tmp_path):
+    torch.manual_seed(1)
+    backbone = build_model(get_preset("tiny"), ("reconstruction",))
+    path = save_checkpoint(tmp_path / "bb.safetensors", backbone, "pretrain")
+    # The preset comes from the backbone, whatever the panel's preset box says.
+    result = run_pretrain_job(
+        [faces_dir], tmp_path / "out", preset="lite", batch_size=2, epochs=1, lr=1e-9,
+        device="cpu", init_backbone=path,
+    )  # fmt: skip
+    ckpt = load_checkpoint(result.path)
+    assert ckpt.config.preset == "tiny" and ckpt.meta["training"]["init"] == str(path)
+    assert ckpt.meta["training"]["loss_region"] == "masked" and ckpt.meta["training"]["norm_pix"]
+    assert 0.6 <= ckpt.meta["masked_share"] <= 0.66
+    # At a vanishing rate the weights are still the backbone's: it was continued, not replaced.
+    start = backbone.state_dict()["encoder.features.0.0.weight"]
+    torch.testing.assert_close(ckpt.model_state["encoder.features.0.0.weight"], start, atol=1e-6, rtol=0)
+    with pytest.raises(TrainingError, match="cannot start pretraining from"):
+        run_pretrain_job(
+            [faces_dir], tmp_path / "out2", device="cpu", init_backbone=tmp_path / "gone.safetensors"
+        )
+
+
 def test_pretrain_crash_raises_with_the_reason(tmp_path):
     empty = tmp_path / "no_images"
     empty.mkdir()
