@@ -436,8 +436,11 @@ def _run_stage1(
     atomic_write_bytes(started, json.dumps(key, indent=1).encode())
     resume = _latest_step_checkpoint(stage_dir)
     final = stage_dir / FINAL_NAME
-    if final.is_file() and is_finished(final):
-        resume = final  # finished, but the marker was not written: nothing left to train
+    # Finished, but the marker was not written: nothing left to train, and its own last-step
+    # metrics stay (a zero-step resume would write a checkpoint without them).
+    finished = final.is_file() and is_finished(final)
+    if finished:
+        resume = final
     elif resume is None and final.is_file():
         final.unlink()  # a cut-short run without step checkpoints; start afresh
     resume_step = _step_of(resume)
@@ -446,8 +449,14 @@ def _run_stage1(
     def prune(stats: dict[str, Any]) -> None:
         _prune_step_checkpoints(stage_dir, _latest_step_checkpoint(stage_dir))
 
-    log.info("pretrain %s: %s", recipe, f"resuming from {resume.name}" if resume else "starting")
-    path = pretrain(config, on_progress=prune, resume=resume)
+    if finished:
+        log.info("pretrain %s: %s finished earlier; marking it done", recipe, final.name)
+        path = final
+    else:
+        log.info(
+            "pretrain %s: %s", recipe, f"resuming from {resume.name}" if resume else "starting"
+        )
+        path = pretrain(config, on_progress=prune, resume=resume)
     from trainer.checkpoint import read_metadata
 
     meta = read_metadata(path)
@@ -463,7 +472,7 @@ def _run_stage1(
         "final_loss": (meta.get("metrics") or {}).get("loss"),
         "seconds_this_run": round(elapsed, 1),
         "images_per_s": round(steps_run * settings.pretrain_batch / elapsed, 2)
-        if elapsed
+        if steps_run
         else None,
         "resumed_from": resume.name if resume else None,
     }
@@ -768,12 +777,12 @@ def format_summary(summary: dict[str, Any], pretrain: dict[str, Any]) -> str:
             f"central region {100 * share:.1f}%, final loss {p.get('final_loss'):.4f}"
             + (
                 f" (finished at the fine-tune's side after {p['first'].get('steps')} steps, "
-                f"final loss then {p['first'].get('final_loss'):.4f})"
+                f"final loss then {p['first'].get('final_loss') or float('nan'):.4f})"
                 if p.get("first")
                 else ""
             )
             if share is not None and p.get("final_loss") is not None
-            else f"stage 1 {recipe}: {p}"
+            else f"stage 1 {recipe}: {p.get('steps')} steps, checkpoint {p.get('checkpoint')}"
         )
     return "\n".join(lines)
 
