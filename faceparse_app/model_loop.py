@@ -514,11 +514,14 @@ class ModelLoop(QObject):
         if self.job_kind == "pretrain":
             self.panel.set_pretrain_resume(pretrain_resume_point(self.pretrain_dir))
             if version is not None:
-                self.message.emit(
-                    f"Pretrained backbone {version.id} published; the next fine-tuning starts "
-                    "from it.",
-                    "info",
-                )
+                if self.panel.finetune_settings()["init"] == "project":
+                    then = "the next fine-tuning starts from it."
+                else:
+                    then = (
+                        "fine-tuning still starts from the starter parser (better with few "
+                        "labels); choose Project backbone under Start from to use it."
+                    )
+                self.message.emit(f"Pretrained backbone {version.id} published; {then}", "info")
         elif version is not None:
             refresh = self._use_active_model()
             self.message.emit(

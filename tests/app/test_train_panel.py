@@ -52,7 +52,15 @@ def test_init_choices_follow_what_exists(panel):
     panel.set_init_options(None, "/app/starter.safetensors", "/app/parser.safetensors")
     assert panel.finetune_settings()["init"] == "starter_parser"  # measured better for K = 10
     assert panel.finetune_settings()["init_path"] == str(Path("/app/parser.safetensors"))
-    panel.set_init_options("/p/bb.safetensors", "/app/starter.safetensors")  # pretraining finished
+    # Pretraining finished: the starter parser stays the choice (measured better with few labels).
+    panel.set_init_options("/p/bb.safetensors", "/app/starter.safetensors", "/app/parser.safetensors")
+    assert panel.finetune_settings()["init"] == "starter_parser"
+    index = panel.init_combo.findData("project")
+    panel.init_combo.setCurrentIndex(index)
+    panel.init_combo.activated.emit(index)  # the user picked it
+    panel.set_init_options("/p/bb2.safetensors", "/app/starter.safetensors", "/app/parser.safetensors")
+    assert panel.finetune_settings()["init_path"] == str(Path("/p/bb2.safetensors"))  # kept
+    panel.set_init_options("/p/bb.safetensors", "/app/starter.safetensors")
     assert panel.finetune_settings()["init"] == "project"
     panel.set_init_file("/mine/backbone.safetensors")
     assert panel.finetune_settings()["init_path"] == str(Path("/mine/backbone.safetensors"))
