@@ -323,11 +323,14 @@ def recipe_options(recipe: str, settings: StudySettings) -> dict[str, Any]:
 def stage1_tag(settings: StudySettings, recipe: str) -> str:
     """``stage1_base_tag`` and, with a finish at the fine-tune's side, ``_finish<N>px_e<E>``
     (``_lr<rate>`` when not 1e-3): the suffix of the SSL arms' fine-tune folders."""
-    tag = stage1_base_tag(settings, recipe)
+    return stage1_base_tag(settings, recipe) + _finish_suffix(settings)
+
+
+def _finish_suffix(settings: StudySettings) -> str:
     if not _finishes(settings):
-        return tag
+        return ""
     lr = settings.pretrain_finish_lr
-    return f"{tag}_finish{_finetune_side(settings)}px_e{settings.pretrain_finish_epochs}" + (
+    return f"_finish{_finetune_side(settings)}px_e{settings.pretrain_finish_epochs}" + (
         f"_lr{lr:g}" if lr != 1e-3 else ""
     )
 
@@ -395,7 +398,7 @@ def run_pretrain(
     first = _run_stage1(recipe, stage_dir, config, settings)
     if not _finishes(settings):
         return first
-    finish_dir = stage_dir.with_name(f"pretrain_{recipe}{stage1_tag(settings, recipe)}")
+    finish_dir = stage_dir.with_name(stage_dir.name + _finish_suffix(settings))
     finish = replace(
         config,
         out_dir=str(finish_dir),

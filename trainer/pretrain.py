@@ -361,14 +361,18 @@ def _pretrain(
     return final_path
 
 
+def _require_stage1(path: Path, stage: str | None, flag: str) -> None:
+    if stage != "pretrain":
+        raise CheckpointError(
+            f"{path}: a {stage or 'unknown'}-stage checkpoint; {flag} needs one written by "
+            "faceparse pretrain"
+        )
+
+
 def _start_from(path: Path, model_config: ModelConfig) -> FaceParseNet:
     """The network of a stage-1 checkpoint, at this run's input size (``PretrainConfig.init``)."""
     model, ckpt = load_model(path, heads=("reconstruction",))
-    if ckpt.stage != "pretrain":
-        raise CheckpointError(
-            f"{path}: a {ckpt.stage or 'unknown'}-stage checkpoint; --init needs one written by "
-            "faceparse pretrain"
-        )
+    _require_stage1(path, ckpt.stage, "--init")
     stored = ckpt.config.with_overrides(input_size=model_config.input_size)
     if stored != model_config:
         raise CheckpointError(
@@ -388,11 +392,7 @@ def _restore(
         (steps done, mean masked share so far or None).
     """
     ckpt = load_checkpoint(path)
-    if ckpt.stage != "pretrain":
-        raise CheckpointError(
-            f"{path}: a {ckpt.stage or 'unknown'}-stage checkpoint; --resume "
-            "needs one written by faceparse pretrain"
-        )
+    _require_stage1(path, ckpt.stage, "--resume")
     if ckpt.optimizer_state is None:
         raise CheckpointError(f"{path}: holds no optimizer state, so training cannot resume")
     if ckpt.config != model_config:

@@ -330,14 +330,17 @@ class TrainPanel(QWidget):
         return self._init_paths["project"] or self._init_paths["starter"]
 
     def _update_pretrain_tooltip(self) -> None:
+        start = self._pretrain_start()
         if self._resume_point:
             text = "Continue the unfinished pretraining run on all project images"
-        elif self._init_paths["project"] is not None:
-            text = "Self-supervised pretraining on all project images, continuing the project's backbone"
-        elif self._init_paths["starter"] is not None:
-            text = "Self-supervised pretraining on all project images, continuing the starter backbone"
         else:
-            text = "Self-supervised pretraining on all project images, from random weights"
+            if start is None:
+                origin = "from random weights"
+            elif start == self._init_paths["project"]:
+                origin = "continuing the project's backbone"
+            else:
+                origin = "continuing the starter backbone"
+            text = f"Self-supervised pretraining on all project images, {origin}"
         self.pretrain_button.setToolTip(text)
 
     def _common_settings(self) -> dict[str, Any]:
