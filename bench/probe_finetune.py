@@ -84,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--extra-val", default=None, help="a second LaPa folder to score on (val split)"
     )
+    ap.add_argument(
+        "--val-every",
+        type=int,
+        default=0,
+        help="also score the validation faces every N epochs during the run (0: only the end);"
+        " the curve goes into the record's history",
+    )
     ap.add_argument("--out", default=None, help="run folder (default bench/out/probes/<name>)")
     ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "probes.jsonl"))
     args = ap.parse_args(argv)
@@ -117,10 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         dice_weight=args.dice_weight,
         head_only_steps=args.head_only_steps,
         val_split=None,
+        val_every=max(1, args.val_every),
         progress_bar=False,
     )
     t0 = time.perf_counter()
-    result = finetune_on_samples(config, NamedSubset(pool, chosen), None)
+    result = finetune_on_samples(
+        config, NamedSubset(pool, chosen), val if args.val_every > 0 else None
+    )
     train_s = time.perf_counter() - t0
     predictor = Predictor.from_checkpoint(result.last_path, device="cpu")
     scores = evaluate(predictor, val, batch_size=8)
@@ -145,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds": round(train_s, 1),
         "checkpoint": str(result.last_path),
     }
+    if args.val_every > 0:
+        record["val_every"] = args.val_every
+        record["history"] = result.history
     if args.extra_val:
         extra = evaluate(predictor, LapaDataset(args.extra_val, split="val"), batch_size=8)
         record["extra_val"] = {

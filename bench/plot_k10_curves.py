@@ -1,0 +1,119 @@
+"""Validation curves of the K = 10 fine-tunes: where the SSL start's lead over scratch comes from.
+
+Usage:
+    .venv/bin/python bench/plot_k10_curves.py [bench/results/k10_curves.jsonl]
+        [--out bench/results/k10_curves.png] [--markdown]
+
+Issue 5 §1, "find out why". Reads the records of ``bench/probe_finetune.py --val-every N``
+named ``curve_<arm>_K<k>_s<seed>`` (each holds the validation scores every N steps in its
+``history``), pairs ``ssl-spark`` with ``scratch`` per subset, prints the Markdown table that
+BENCHMARKS.md quotes and draws mIoU against the fine-tuning step (left) and the SSL start's
+lead (right).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+for p in (ROOT, ROOT / "bench"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from plot_study import save_png  # noqa: E402
+
+NAME = re.compile(r"^curve_(?P<arm>[\w-]+)_K(?P<k>\d+)_s(?P<seed>\d+)$")
+Curve = dict[int, float]  # step -> mIoU in %
+
+
+def collect(path: Path) -> dict[int, dict[str, Curve]]:
+    """subset seed -> arm -> {step: mIoU %}; a later record of the same run replaces an earlier."""
+    from trainer.engine import read_jsonl
+
+    out: dict[int, dict[str, Curve]] = {}
+    for r in read_jsonl(path):
+        m = NAME.match(r.get("name", ""))
+        if not m or not r.get("history"):
+            continue
+        curve = {h["step"]: 100 * h["miou"] for h in r["history"]}
+        out.setdefault(int(m["seed"]), {})[m["arm"]] = curve
+    return out
+
+
+def paired(curves: dict[int, dict[str, Curve]], ssl: str = "ssl-spark") -> dict[int, tuple]:
+    """subset seed -> (steps, ssl mIoU, scratch mIoU) over the steps both runs scored."""
+    out = {}
+    for seed, arms in sorted(curves.items()):
+        if ssl in arms and "scratch" in arms:
+            steps = sorted(set(arms[ssl]) & set(arms["scratch"]))
+            out[seed] = (steps, [arms[ssl][s] for s in steps], [arms["scratch"][s] for s in steps])
+    return out
+
+
+def markdown(pairs: dict[int, tuple]) -> str:
+    """One row per step: each subset's SSL / scratch mIoU and the lead."""
+    seeds = list(pairs)
+    steps = sorted(set.intersection(*(set(p[0]) for p in pairs.values())))
+    head = "| step | " + " | ".join(f"subset {s}: ssl-spark / scratch (lead)" for s in seeds) + " |"
+    lines = [head, "|---|" + "---|" * len(seeds)]
+    for step in steps:
+        cells = []
+        for s in seeds:
+            st, a, b = pairs[s]
+            i = st.index(step)
+            cells.append(f"{a[i]:.1f} / {b[i]:.1f} ({a[i] - b[i]:+.1f})")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(pairs: dict[int, tuple], out: Path, hold: int = 100) -> Path:
+    """Write the two-panel PNG; ``hold`` is the step the backbone starts training at."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for n, (seed, (steps, ssl, scratch)) in enumerate(pairs.items()):
+        colour = f"C{n}"
+        left.plot(steps, ssl, "-o", color=colour, ms=3, label=f"ssl-spark, subset {seed}")
+        left.plot(steps, scratch, "--s", color=colour, ms=3, label=f"scratch, subset {seed}")
+        lead = [a - b for a, b in zip(ssl, scratch, strict=True)]
+        right.plot(steps, lead, "-o", color=colour, ms=3, label=f"subset {seed}")
+    left.set(xlabel="fine-tuning step (batch 8)", ylabel="mIoU on 100 validation faces (%)")
+    left.set_title("K = 10: validation mIoU during the fine-tune")
+    for ax in (left, right):
+        ax.axvline(hold, color="grey", lw=0.8, ls=":", label="backbone released")
+    left.legend(fontsize=8)
+    right.axhline(5, color="grey", lw=0.8, ls="--", label="target +5")
+    right.axhline(0, color="black", lw=0.6)
+    right.set(xlabel="fine-tuning step (batch 8)", ylabel="ssl-spark − scratch, mIoU")
+    right.set_title("The SSL start's lead")
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    return save_png(fig, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", nargs="?", default=str(RESULTS / "k10_curves.jsonl"))
+    ap.add_argument("--out", default=str(RESULTS / "k10_curves.png"))
+    ap.add_argument("--hold", type=int, default=100, help="the runs' --head-only-steps")
+    ap.add_argument("--markdown", action="store_true", help="print the table BENCHMARKS quotes")
+    args = ap.parse_args(argv)
+    pairs = paired(collect(Path(args.results)))
+    if not pairs:
+        raise SystemExit(f"{args.results}: no ssl-spark / scratch curve pairs")
+    if args.markdown:
+        print(markdown(pairs))
+    print(plot(pairs, Path(args.out), args.hold))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
