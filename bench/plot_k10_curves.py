@@ -54,19 +54,26 @@ def paired(curves: dict[int, dict[str, Curve]], ssl: str = "ssl-spark") -> dict[
     return out
 
 
+def common_steps(pairs: dict[int, tuple]) -> list[int]:
+    """The steps every paired run scored."""
+    return sorted(set.intersection(*(set(p[0]) for p in pairs.values())))
+
+
 def markdown(pairs: dict[int, tuple]) -> str:
     """One row per step: each subset's SSL / scratch mIoU and the lead."""
     seeds = list(pairs)
-    steps = sorted(set.intersection(*(set(p[0]) for p in pairs.values())))
-    head = "| step | " + " | ".join(f"subset {s}: ssl-spark / scratch (lead)" for s in seeds) + " |"
-    lines = [head, "|---|" + "---|" * len(seeds)]
+    steps = common_steps(pairs)
+    head = "| step | " + " | ".join(f"subset {s}: ssl-spark / scratch (lead)" for s in seeds)
+    lines = [head + " | mean lead |", "|---|" + "---|" * (len(seeds) + 1)]
     for step in steps:
-        cells = []
+        cells, leads = [], []
         for s in seeds:
             st, a, b = pairs[s]
             i = st.index(step)
-            cells.append(f"{a[i]:.1f} / {b[i]:.1f} ({a[i] - b[i]:+.1f})")
-        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+            leads.append(a[i] - b[i])
+            cells.append(f"{a[i]:.1f} / {b[i]:.1f} ({leads[-1]:+.1f})")
+        mean = sum(leads) / len(leads)
+        lines.append(f"| {step} | " + " | ".join(cells) + f" | {mean:+.1f} |")
     return "\n".join(lines)
 
 
@@ -78,12 +85,36 @@ def plot(pairs: dict[int, tuple], out: Path, hold: int = 100) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for n, (seed, (steps, ssl, scratch)) in enumerate(pairs.items()):
-        colour = f"C{n}"
-        left.plot(steps, ssl, "-o", color=colour, ms=3, label=f"ssl-spark, subset {seed}")
-        left.plot(steps, scratch, "--s", color=colour, ms=3, label=f"scratch, subset {seed}")
+    steps = common_steps(pairs)
+    means: dict[str, list[float]] = {"ssl-spark": [], "scratch": [], "lead": []}
+    for step in steps:
+        at = [(p[1][p[0].index(step)], p[2][p[0].index(step)]) for p in pairs.values()]
+        means["ssl-spark"].append(sum(a for a, _ in at) / len(at))
+        means["scratch"].append(sum(b for _, b in at) / len(at))
+        means["lead"].append(sum(a - b for a, b in at) / len(at))
+    for st, ssl, scratch in pairs.values():
+        left.plot(st, ssl, "-", color="C0", lw=0.8, alpha=0.35)
+        left.plot(st, scratch, "--", color="C1", lw=0.8, alpha=0.35)
         lead = [a - b for a, b in zip(ssl, scratch, strict=True)]
-        right.plot(steps, lead, "-o", color=colour, ms=3, label=f"subset {seed}")
+        right.plot(st, lead, "-", color="C2", lw=0.8, alpha=0.35)
+    n = len(pairs)
+    left.plot(
+        steps,
+        means["ssl-spark"],
+        "-o",
+        color="C0",
+        ms=3,
+        label=f"ssl-spark (mean of {n} subsets; thin: each)",
+    )
+    left.plot(
+        steps,
+        means["scratch"],
+        "--s",
+        color="C1",
+        ms=3,
+        label=f"scratch (mean of {n} subsets; thin: each)",
+    )
+    right.plot(steps, means["lead"], "-o", color="C2", ms=3, label=f"mean of {n} subsets")
     left.set(xlabel="fine-tuning step (batch 8)", ylabel="mIoU on 100 validation faces (%)")
     left.set_title("K = 10: validation mIoU during the fine-tune")
     for ax in (left, right):
