@@ -59,6 +59,11 @@ def common_steps(pairs: dict[int, tuple]) -> list[int]:
     return sorted(set.intersection(*(set(p[0]) for p in pairs.values())))
 
 
+def scores_at(pairs: dict[int, tuple], step: int) -> list[tuple[float, float]]:
+    """(ssl mIoU, scratch mIoU) of each subset at ``step``, in the order of ``pairs``."""
+    return [(ssl[st.index(step)], scratch[st.index(step)]) for st, ssl, scratch in pairs.values()]
+
+
 def markdown(pairs: dict[int, tuple]) -> str:
     """One row per step: each subset's SSL / scratch mIoU and the lead."""
     seeds = list(pairs)
@@ -66,13 +71,9 @@ def markdown(pairs: dict[int, tuple]) -> str:
     head = "| step | " + " | ".join(f"subset {s}: ssl-spark / scratch (lead)" for s in seeds)
     lines = [head + " | mean lead |", "|---|" + "---|" * (len(seeds) + 1)]
     for step in steps:
-        cells, leads = [], []
-        for s in seeds:
-            st, a, b = pairs[s]
-            i = st.index(step)
-            leads.append(a[i] - b[i])
-            cells.append(f"{a[i]:.1f} / {b[i]:.1f} ({leads[-1]:+.1f})")
-        mean = sum(leads) / len(leads)
+        at = scores_at(pairs, step)
+        cells = [f"{a:.1f} / {b:.1f} ({a - b:+.1f})" for a, b in at]
+        mean = sum(a - b for a, b in at) / len(at)
         lines.append(f"| {step} | " + " | ".join(cells) + f" | {mean:+.1f} |")
     return "\n".join(lines)
 
@@ -88,7 +89,7 @@ def plot(pairs: dict[int, tuple], out: Path, hold: int = 100) -> Path:
     steps = common_steps(pairs)
     means: dict[str, list[float]] = {"ssl-spark": [], "scratch": [], "lead": []}
     for step in steps:
-        at = [(p[1][p[0].index(step)], p[2][p[0].index(step)]) for p in pairs.values()]
+        at = scores_at(pairs, step)
         means["ssl-spark"].append(sum(a for a, _ in at) / len(at))
         means["scratch"].append(sum(b for _, b in at) / len(at))
         means["lead"].append(sum(a - b for a, b in at) / len(at))

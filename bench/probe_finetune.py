@@ -29,6 +29,7 @@ for p in (ROOT, ROOT / "bench"):
 
 from study import NamedSubset  # noqa: E402
 
+from trainer.checkpoint import read_metadata  # noqa: E402
 from trainer.data.lapa import LapaDataset  # noqa: E402
 from trainer.evaluate import evaluate  # noqa: E402
 from trainer.finetune import FinetuneConfig, finetune_on_samples  # noqa: E402
@@ -133,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     train_s = time.perf_counter() - t0
     predictor = Predictor.from_checkpoint(result.last_path, device="cpu")
-    scores = evaluate(predictor, val, batch_size=8)
+    # With --val-every the run already scored its last weights (kept in the checkpoint).
+    scores = read_metadata(result.last_path).get("metrics") or evaluate(
+        predictor, val, batch_size=8
+    )
     record = {
         "name": name,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
