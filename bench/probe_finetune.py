@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         help="fine-tuning side in pixels (default: the checkpoint's, or the preset's)",
     )
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument(
         "--extra-val", default=None, help="a second LaPa folder to score on (val split)"
     )
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         head_only_steps=args.head_only_steps,
         val_split=None,
         val_every=max(1, args.val_every),
+        device=args.device,
         progress_bar=False,
     )
     t0 = time.perf_counter()
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         config, NamedSubset(pool, chosen), val if args.val_every > 0 else None
     )
     train_s = time.perf_counter() - t0
-    predictor = Predictor.from_checkpoint(result.last_path, device="cpu")
+    predictor = Predictor.from_checkpoint(result.last_path, device=args.device)
     # With --val-every the run already scored its last weights (kept in the checkpoint).
     scores = read_metadata(result.last_path).get("metrics") or evaluate(
         predictor, val, batch_size=8
@@ -141,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "name": name,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads"
+        + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""),
         "command": "bench/probe_finetune.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "init": args.init,
         "keep": args.keep,

@@ -110,9 +110,54 @@ length() {
         --pretrain-seconds "${PRETRAIN_SECONDS:-250}"
 }
 
+# The K = 10 lead over many subsets (bench/k10_subsets.py): the study's K = 10 fine-tune from its
+# own stage-1 checkpoint and from scratch on subset seeds 0-39, a dozen at once, lowest seeds
+# first; every finished fine-tune is in the results at once. Its carry is the study's data stage
+# and that checkpoint without its optimizer state (~57 MB), too much to travel beside the tracked
+# starter models (55 MB): send it from a local branch that drops assets/models/*.safetensors.
+#   bash bench/study_gpu.sh prepare-k10   # here, after the CPU study
+#   run(command="bash bench/study_gpu.sh k10", carry=["bench/out/gpu-k10", ".whl"], timeout_s=560)
+K10=bench/out/gpu-k10
+K10_SECONDS=${K10_SECONDS:-480}
+
+prepare_k10() {
+    local py=.venv/bin/python
+    rm -rf "${K10:?}/data"
+    mkdir -p "$K10"
+    cp -r bench/out/study/data "$K10/data"
+    "$py" bench/k10_subsets.py strip \
+        bench/out/study/pretrain_spark_128px_lr0.003/pretrain_last.safetensors "$K10/ssl.safetensors"
+    mkdir -p .whl
+    "$py" -m pip download -q --no-deps --only-binary=:all: -d .whl segmentation-models-pytorch==0.6.0
+    du -sh "$K10" .whl
+}
+
+k10() {
+    local out=${OUT:-bench/out/gpu-results}
+    mkdir -p "$out"
+    install_smp
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
+    timeout "$K10_SECONDS" python3 bench/k10_subsets.py run \
+        --ssl "$K10/ssl.safetensors" \
+        --data "$K10/data" \
+        --subsets 0-39 \
+        --workers "${K10_WORKERS:-14}" \
+        --threads 1 \
+        --device cuda \
+        --seconds $((K10_SECONDS - 15)) \
+        --out /tmp/k10-subsets \
+        --results "$out/k10_subsets.jsonl" \
+        "$@" \
+        2>&1 | tee "$out/k10_subsets.log" || true
+    python3 bench/k10_subsets.py summary "$out/k10_subsets.jsonl" --json 2>&1 \
+        | tee "$out/k10_summary.txt" || true
+}
+
 case "${1:-}" in
     prepare) prepare ;;
     run) run ;;
     length) length ;;
-    *) echo "usage: $0 prepare|run|length" >&2; exit 2 ;;
+    prepare-k10) prepare_k10 ;;
+    k10) k10 "${@:2}" ;;
+    *) echo "usage: $0 prepare|run|length|prepare-k10|k10" >&2; exit 2 ;;
 esac
