@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     procs = []
     for w in range(min(args.workers, len(jobs))):
         mine = jobs[w :: args.workers]
-        cmd = [sys.executable, __file__, "worker", json.dumps(mine)]
+        cmd = [sys.executable, __file__, "worker", json.dumps(mine)] + ["--fp32"] * args.fp32
         procs.append(subprocess.Popen(cmd))
     while any(p.poll() is None for p in procs):
         if time.monotonic() > deadline:
@@ -112,10 +112,13 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def worker(jobs_json: str) -> int:
+def worker(jobs_json: str, fp32: bool = False) -> int:
     """Run the given probe command lines one after another in this process."""
     sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
     import probe_finetune
+
+    if fp32:
+        _full_float32()
 
     status = 0
     for argv in json.loads(jobs_json):
@@ -125,6 +128,24 @@ def worker(jobs_json: str) -> int:
             print(f"FAILED {argv}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             status = 1
     return status
+
+
+def _full_float32() -> None:
+    """CUDA in float32 as on the CPU: no bf16 autocast, no TF32 (a numerics check, bench only)."""
+    import contextlib
+
+    import torch
+
+    import trainer.engine
+    import trainer.finetune
+
+    def no_autocast(device: object) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    trainer.engine.autocast_for = no_autocast
+    trainer.finetune.autocast_for = no_autocast
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def strip(src: str, dst: str) -> None:
@@ -227,10 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--device", default="auto")
     r.add_argument("--seconds", type=float, default=0, help="stop the workers after this long")
     r.add_argument("--quick", action="store_true", help="4 steps a fine-tune: checks the pipeline")
+    r.add_argument(
+        "--fp32", action="store_true", help="CUDA without bf16 autocast or TF32 (as on the CPU)"
+    )
     r.add_argument("--out", default=str(ROOT / "bench" / "out" / "k10-subsets"))
     r.add_argument("--results", default=str(ROOT / "bench" / "results" / "k10_subsets.jsonl"))
     w = sub.add_parser("worker", help="(internal) run the given probe command lines")
     w.add_argument("jobs")
+    w.add_argument("--fp32", action="store_true")
     t = sub.add_parser("strip", help="a stage-1 checkpoint without its optimizer state")
     t.add_argument("src")
     t.add_argument("dst")
@@ -240,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--json", action="store_true", help="also print the statistics as JSON")
     args = parser.parse_args(argv)
     if args.cmd == "worker":
-        return worker(args.jobs)
+        return worker(args.jobs, args.fp32)
     if args.cmd == "strip":
         strip(args.src, args.dst)
         return 0
