@@ -236,6 +236,52 @@ def summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def plot(sources: list[str], out: Path) -> Path:
+    """Per-subset leads of each source (LABEL=FILE) with their mean and bootstrap 95% interval
+    (left), and the subsets every source ran, one line per subset across the sources (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+    from plot_study import save_png
+
+    groups = []
+    for source in sources:
+        label, _, path = source.partition("=")
+        runs = collect([Path(path)])
+        groups.append((label, {s: a["ssl"] - a["scratch"] for s, a in runs.items() if len(a) == 2}))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), width_ratios=(3, 2))
+    rng = np.random.default_rng(0)
+    for i, (_label, leads) in enumerate(groups):
+        x = list(leads.values())
+        st = lead_stats(x)
+        left.scatter(i + rng.uniform(-0.15, 0.15, len(x)), x, s=14, alpha=0.6)
+        lo, hi = st["ci95"]
+        left.errorbar(
+            i + 0.3, st["mean"], yerr=[[st["mean"] - lo], [hi - st["mean"]]], fmt="o", color="k"
+        )
+        left.annotate(f"{st['mean']:+.1f}", (i + 0.36, st["mean"]), va="center")
+    left.axhline(5, ls="--", color="tab:red", lw=1)
+    left.text(-0.45, 5.15, "target +5", color="tab:red")
+    left.set_xticks(range(len(groups)), [f"{lb}\n{len(ld)} subsets" for lb, ld in groups])
+    left.set_xlim(-0.5, len(groups) - 0.3)
+    left.set_ylabel("SSL − scratch, mIoU (points)")
+    left.set_title("K = 10 lead per subset; mean and 95% interval")
+    shared = sorted(set.intersection(*(set(ld) for _, ld in groups)))
+    for seed in shared:
+        right.plot(
+            range(len(groups)), [ld[seed] for _, ld in groups], marker="o", label=f"subset {seed}"
+        )
+    right.axhline(5, ls="--", color="tab:red", lw=1)
+    right.set_xticks(range(len(groups)), [lb for lb, _ in groups])
+    right.set_title("the same subsets, run by each")
+    right.legend(fontsize=8)
+    return save_png(fig, out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -263,7 +309,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("results", nargs="+")
     s.add_argument("--compare", default=None, help="CPU records of the same fine-tunes")
     s.add_argument("--json", action="store_true", help="also print the statistics as JSON")
+    g = sub.add_parser("plot", help="the leads of several result files side by side")
+    g.add_argument(
+        "sources", nargs="+", help="LABEL=FILE, e.g. 'CPU fp32=bench/results/k10_curves.jsonl'"
+    )
+    g.add_argument("--out", default=str(ROOT / "bench" / "results" / "k10_subsets.png"))
     args = parser.parse_args(argv)
+    if args.cmd == "plot":
+        print(plot(args.sources, Path(args.out)))
+        return 0
     if args.cmd == "worker":
         return worker(args.jobs, args.fp32)
     if args.cmd == "strip":
