@@ -66,16 +66,21 @@ def job_argv(arm: str, seed: int, args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def done_names(results: Path) -> set[str]:
-    if not results.is_file():
-        return set()
-    names = set()
-    for line in results.read_text().splitlines():
+def records(path: Path) -> list[dict]:
+    """The JSON lines of a results file; a line cut short by a killed run is skipped."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
         try:
-            names.add(json.loads(line)["name"])
-        except (ValueError, KeyError):
-            continue  # a line cut short by a killed run
-    return names
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def done_names(results: Path) -> set[str]:
+    return {r["name"] for r in records(results) if "name" in r}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,11 +171,7 @@ def collect(paths: list[Path]) -> dict[int, dict[str, float]]:
     """subset seed -> arm -> final mIoU in %; a later record of the same run replaces an earlier."""
     out: dict[int, dict[str, float]] = {}
     for path in paths:
-        for line in path.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
+        for r in records(path):
             m = NAME.match(r.get("name", ""))
             if m and r.get("miou") is not None:
                 out.setdefault(int(m["seed"]), {})[m["arm"]] = 100 * r["miou"]
