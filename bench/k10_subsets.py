@@ -2,8 +2,9 @@
 
 The target: "SSL beats scratch by >= 5 mIoU at K = 10". The study measured the lead on five
 subset seeds (+4.98, standard error 0.5): at the target, not clearly over it. This script runs the
-same K = 10 fine-tune on many more subset seeds, several at once, and reports the paired lead with
-its spread. Each fine-tune is one ``bench/probe_finetune.py`` run with the study's recipe: 500
+same K = 10 fine-tune on many more subset seeds, several at once (each in a process of its own),
+and reports the paired lead with its standard error, a t 95% interval and a bootstrap one. Each
+fine-tune is one ``bench/probe_finetune.py`` run with the study's recipe: 500
 steps of 8 at 256 px, the first 100 with the backbone held, lr 1e-2, CE + Dice, last weights
 scored on the 100 validation faces. Both arms (the study's stage-1 checkpoint and scratch) use
 the same subsets. Only the number of subsets differs from the study.
@@ -41,7 +42,15 @@ QUICK = ("--k", "10", "--steps", "4", "--head-only-steps", "2", "--input-size", 
 # Validate only at the end (every 10**6 epochs), inside the run, on the run's device.
 VAL_AT_END = ("--val-every", "1000000")
 ARMS = ("ssl", "scratch")
-NAME = re.compile(r"^(?:k10|curve)_(?P<arm>ssl|scratch)(?:-[\w-]+)?_K10_s(?P<seed>\d+)$")
+# k10_<arm>_K10_s<seed> (this script; k10-quick_ / k10-fp32_ for the other runs) and the
+# validation-curve runs' curve_ssl-spark_K10_s<seed> / curve_scratch_K10_s<seed>.
+NAME = re.compile(
+    r"^(?P<tag>k10(?:-quick|-fp32)?|curve)_(?P<arm>ssl|scratch)(?:-spark)?_K10_s(?P<seed>\d+)$"
+)
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (no SciPy in the venv).
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
 
 
 def parse_range(text: str) -> list[int]:
@@ -53,9 +62,15 @@ def parse_range(text: str) -> list[int]:
     return seeds
 
 
+def run_name(arm: str, seed: int, args: argparse.Namespace) -> str:
+    """The record's name; quick and float32 runs carry a tag so they never pass for the recipe."""
+    tag = "k10-quick" if args.quick else "k10-fp32" if args.fp32 else "k10"
+    return f"{tag}_{arm}_K10_s{seed}"
+
+
 def job_argv(arm: str, seed: int, args: argparse.Namespace) -> list[str]:
     """The probe's command line for one fine-tune."""
-    name = f"k10_{arm}_K10_s{seed}"
+    name = run_name(arm, seed, args)
     init = f"ssl:{args.ssl}" if arm == "ssl" else "scratch"
     recipe = QUICK if args.quick else RECIPE
     argv = ["--init", init, "--name", name, "--subset-seed", str(seed), *recipe, *VAL_AT_END]
@@ -84,55 +99,60 @@ def done_names(results: Path) -> set[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Spread the fine-tunes over ``--workers`` processes, lowest subset seeds first."""
+    """Run the fine-tunes, at most ``--workers`` at once, each in a process of its own, lowest
+    subset seeds first and both arms of a subset together; stop them at ``--seconds``."""
     if not Path(args.ssl).is_file():
         sys.exit(f"--ssl {args.ssl}: no such stage-1 checkpoint")
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     done = done_names(Path(args.results))
-    jobs = [
+    queue = [
         job_argv(arm, seed, args)
         for seed in parse_range(args.subsets)
         for arm in ARMS
-        if f"k10_{arm}_K10_s{seed}" not in done
+        if run_name(arm, seed, args) not in done
     ]
     print(
-        f"{len(jobs)} fine-tunes on {args.workers} workers ({len(done)} already done)", flush=True
+        f"{len(queue)} fine-tunes, {args.workers} at a time ({len(done)} already done)", flush=True
     )
-    deadline = time.monotonic() + args.seconds if args.seconds else math.inf
-    procs = []
-    for w in range(min(args.workers, len(jobs))):
-        mine = jobs[w :: args.workers]
-        cmd = [sys.executable, __file__, "worker", json.dumps(mine)] + ["--fp32"] * args.fp32
-        procs.append(subprocess.Popen(cmd))
-    while any(p.poll() is None for p in procs):
+    deadline = time.monotonic() + args.seconds if args.seconds > 0 else math.inf
+    running: list[subprocess.Popen] = []
+    failed = 0
+    while queue or running:
+        for p in [p for p in running if p.poll() is not None]:
+            running.remove(p)
+            failed += p.returncode != 0
         if time.monotonic() > deadline:
-            print("time limit reached: stopping the workers", flush=True)
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait()
+            print(f"time limit reached: stopping {len(running)} fine-tunes", flush=True)
+            _stop(running)
             break
-        time.sleep(2)
-    failed = sum(1 for p in procs if p.returncode not in (0, None, -15))
+        while queue and len(running) < args.workers:
+            cmd = [sys.executable, __file__, "job", json.dumps(queue.pop(0))]
+            running.append(subprocess.Popen(cmd + ["--fp32"] * args.fp32))
+        time.sleep(1)
+    if failed:
+        print(f"{failed} fine-tunes failed (their errors are above)", file=sys.stderr)
     return 1 if failed else 0
 
 
-def worker(jobs_json: str, fp32: bool = False) -> int:
-    """Run the given probe command lines one after another in this process."""
+def _stop(procs: list[subprocess.Popen], grace: float = 30.0) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def job(argv_json: str, fp32: bool = False) -> int:
+    """One probe fine-tune (a process of its own: a failure cannot take other runs with it)."""
     sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
     import probe_finetune
 
     if fp32:
         _full_float32()
-
-    status = 0
-    for argv in json.loads(jobs_json):
-        try:
-            probe_finetune.main(argv)
-        except Exception as exc:  # one failed fine-tune must not stop the others
-            print(f"FAILED {argv}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            status = 1
-    return status
+    return probe_finetune.main(json.loads(argv_json))
 
 
 def _full_float32() -> None:
@@ -170,21 +190,39 @@ def strip(src: str, dst: str) -> None:
 def collect(paths: list[Path]) -> dict[int, dict[str, float]]:
     """subset seed -> arm -> final mIoU in %; a later record of the same run replaces an earlier."""
     out: dict[int, dict[str, float]] = {}
+    tags = set()
     for path in paths:
         for r in records(path):
             m = NAME.match(r.get("name", ""))
             if m and r.get("miou") is not None:
+                tags.add(m["tag"])
                 out.setdefault(int(m["seed"]), {})[m["arm"]] = 100 * r["miou"]
+    if len(tags) > 1:
+        raise SystemExit(
+            f"{', '.join(map(str, paths))}: mixes runs of {sorted(tags)}; one kind a time"
+        )
     return out
 
 
+def t975(df: int) -> float:
+    """Two-sided 95% quantile of Student's t (a table to 30, Cornish-Fisher beyond)."""
+    if df <= len(T975):
+        return T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
 def lead_stats(leads: list[float], target: float = 5.0, seed: int = 0) -> dict[str, float]:
-    """Mean paired lead, its standard error and a percentile-bootstrap 95% interval."""
+    """Mean paired lead, its standard error, a t 95% interval and a percentile-bootstrap one
+    (the bootstrap runs narrow with few subsets: read the t interval there)."""
     import numpy as np
 
     x = np.asarray(leads, dtype=float)
     n = len(x)
-    sd = float(x.std(ddof=1)) if n > 1 else math.nan
+    if n < 2:
+        raise ValueError(f"the lead's spread needs at least two subsets, got {n}")
+    sd = float(x.std(ddof=1))
+    se = sd / math.sqrt(n)
     rng = np.random.default_rng(seed)
     boots = x[rng.integers(0, n, size=(10_000, n))].mean(axis=1)
     lo, hi = np.percentile(boots, [2.5, 97.5])
@@ -192,7 +230,8 @@ def lead_stats(leads: list[float], target: float = 5.0, seed: int = 0) -> dict[s
         "n": n,
         "mean": float(x.mean()),
         "sd": sd,
-        "se": sd / math.sqrt(n) if n > 1 else math.nan,
+        "se": se,
+        "t95": (float(x.mean()) - t975(n - 1) * se, float(x.mean()) + t975(n - 1) * se),
         "ci95": (float(lo), float(hi)),
         "share_at_target": float((x >= target).mean()),
         "bootstrap_share_at_target": float((boots >= target).mean()),
@@ -227,8 +266,9 @@ def summary(args: argparse.Namespace) -> int:
     print()
     print(
         f"{st['n']} subsets: SSL {ssl:.1f}, scratch {scratch:.1f} mIoU; lead {st['mean']:+.2f} "
-        f"(sd {st['sd']:.2f}, standard error {st['se']:.2f}, bootstrap 95% interval "
-        f"{st['ci95'][0]:+.2f} to {st['ci95'][1]:+.2f}); {100 * st['share_at_target']:.0f}% of "
+        f"(sd {st['sd']:.2f}, standard error {st['se']:.2f}, t 95% interval "
+        f"{st['t95'][0]:+.2f} to {st['t95'][1]:+.2f}, bootstrap {st['ci95'][0]:+.2f} to "
+        f"{st['ci95'][1]:+.2f}); {100 * st['share_at_target']:.0f}% of "
         f"subsets at +5 or more; the mean is at +5 or more in "
         f"{100 * st['bootstrap_share_at_target']:.0f}% of bootstrap resamples"
     )
@@ -238,7 +278,7 @@ def summary(args: argparse.Namespace) -> int:
 
 
 def plot(sources: list[str], out: Path) -> Path:
-    """Per-subset leads of each source (LABEL=FILE) with their mean and bootstrap 95% interval
+    """Per-subset leads of each source (LABEL=FILE) with their mean and t 95% interval
     (left), and the subsets every source ran, one line per subset across the sources (right)."""
     import matplotlib
 
@@ -260,7 +300,7 @@ def plot(sources: list[str], out: Path) -> Path:
         x = list(leads.values())
         st = lead_stats(x)
         left.scatter(i + rng.uniform(-0.15, 0.15, len(x)), x, s=14, alpha=0.6)
-        lo, hi = st["ci95"]
+        lo, hi = st["t95"]
         left.errorbar(
             i + 0.3, st["mean"], yerr=[[st["mean"] - lo], [hi - st["mean"]]], fmt="o", color="k"
         )
@@ -270,7 +310,7 @@ def plot(sources: list[str], out: Path) -> Path:
     left.set_xticks(range(len(groups)), [f"{lb}\n{len(ld)} subsets" for lb, ld in groups])
     left.set_xlim(-0.5, len(groups) - 0.3)
     left.set_ylabel("SSL − scratch, mIoU (points)")
-    left.set_title("K = 10 lead per subset; mean and 95% interval")
+    left.set_title("K = 10 lead per subset; mean and t 95% interval")
     shared = sorted(set.intersection(*(set(ld) for _, ld in groups)))
     for seed in shared:
         right.plot(
@@ -293,15 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--workers", type=int, default=1, help="fine-tunes at once")
     r.add_argument("--threads", type=int, default=None, help="torch threads per fine-tune")
     r.add_argument("--device", default="auto")
-    r.add_argument("--seconds", type=float, default=0, help="stop the workers after this long")
+    r.add_argument("--seconds", type=float, default=0, help="stop the runs after this long")
     r.add_argument("--quick", action="store_true", help="4 steps a fine-tune: checks the pipeline")
     r.add_argument(
         "--fp32", action="store_true", help="CUDA without bf16 autocast or TF32 (as on the CPU)"
     )
     r.add_argument("--out", default=str(ROOT / "bench" / "out" / "k10-subsets"))
     r.add_argument("--results", default=str(ROOT / "bench" / "results" / "k10_subsets.jsonl"))
-    w = sub.add_parser("worker", help="(internal) run the given probe command lines")
-    w.add_argument("jobs")
+    w = sub.add_parser("job", help="(internal) one probe command line, as JSON")
+    w.add_argument("argv")
     w.add_argument("--fp32", action="store_true")
     t = sub.add_parser("strip", help="a stage-1 checkpoint without its optimizer state")
     t.add_argument("src")
@@ -319,8 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "plot":
         print(plot(args.sources, Path(args.out)))
         return 0
-    if args.cmd == "worker":
-        return worker(args.jobs, args.fp32)
+    if args.cmd == "job":
+        return job(args.argv, args.fp32)
     if args.cmd == "strip":
         strip(args.src, args.dst)
         return 0

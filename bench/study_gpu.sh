@@ -113,7 +113,7 @@ length() {
 # The K = 10 lead over many subsets (bench/k10_subsets.py): the study's K = 10 fine-tune from its
 # own stage-1 checkpoint and from scratch on subset seeds 0-39, a dozen at once, lowest seeds
 # first; every finished fine-tune is in the results at once. Its carry is the study's data stage
-# and that checkpoint without its optimizer state (~57 MB), too much to travel beside the tracked
+# and that checkpoint without its optimizer state (~54 MB), too much to travel beside the tracked
 # starter models (55 MB): send it from a local branch that drops assets/models/*.safetensors.
 #   bash bench/study_gpu.sh prepare-k10   # here, after the CPU study
 #   run(command="bash bench/study_gpu.sh k10", carry=["bench/out/gpu-k10", ".whl"], timeout_s=560)
@@ -133,6 +133,10 @@ prepare_k10() {
 }
 
 k10() {
+    if ! [[ $K10_SECONDS =~ ^[0-9]+$ ]] || ((K10_SECONDS < 60)); then
+        echo "K10_SECONDS=$K10_SECONDS: give whole seconds, at least 60" >&2
+        exit 2
+    fi
     local out=${OUT:-bench/out/gpu-results}
     mkdir -p "$out"
     install_smp
