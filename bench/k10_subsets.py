@@ -195,7 +195,7 @@ def collect(paths: list[Path]) -> dict[int, dict[str, float]]:
         for r in records(path):
             m = NAME.match(r.get("name", ""))
             if m and r.get("miou") is not None:
-                tags.add(m["tag"])
+                tags.add("k10" if m["tag"] == "curve" else m["tag"])  # the same recipe
                 out.setdefault(int(m["seed"]), {})[m["arm"]] = 100 * r["miou"]
     if len(tags) > 1:
         raise SystemExit(
@@ -278,8 +278,8 @@ def summary(args: argparse.Namespace) -> int:
 
 
 def plot(sources: list[str], out: Path) -> Path:
-    """Per-subset leads of each source (LABEL=FILE) with their mean and t 95% interval
-    (left), and the subsets every source ran, one line per subset across the sources (right)."""
+    """Per-subset leads of each source (LABEL=FILE[,FILE...]) with their mean and t 95%
+    interval (left), and each subset that more than one source ran, as a line across them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -291,8 +291,8 @@ def plot(sources: list[str], out: Path) -> Path:
 
     groups = []
     for source in sources:
-        label, _, path = source.partition("=")
-        runs = collect([Path(path)])
+        label, _, paths = source.partition("=")
+        runs = collect([Path(path) for path in paths.split(",")])
         groups.append((label, {s: a["ssl"] - a["scratch"] for s, a in runs.items() if len(a) == 2}))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), width_ratios=(3, 2))
     rng = np.random.default_rng(0)
@@ -311,15 +311,17 @@ def plot(sources: list[str], out: Path) -> Path:
     left.set_xlim(-0.5, len(groups) - 0.3)
     left.set_ylabel("SSL − scratch, mIoU (points)")
     left.set_title("K = 10 lead per subset; mean and t 95% interval")
-    shared = sorted(set.intersection(*(set(ld) for _, ld in groups)))
-    for seed in shared:
-        right.plot(
-            range(len(groups)), [ld[seed] for _, ld in groups], marker="o", label=f"subset {seed}"
-        )
+    seeds = sorted({seed for _, ld in groups for seed in ld})
+    for seed in seeds:
+        xs = [i for i, (_, ld) in enumerate(groups) if seed in ld]
+        if len(xs) > 1:
+            ls = "-" if xs == list(range(xs[0], xs[-1] + 1)) else ":"  # dotted: skips a source
+            ys = [groups[i][1][seed] for i in xs]
+            right.plot(xs, ys, ls=ls, marker="o", label=f"subset {seed}")
     right.axhline(5, ls="--", color="tab:red", lw=1)
     right.set_xticks(range(len(groups)), [lb for lb, _ in groups])
-    right.set_title("the same subsets, run by each")
-    right.legend(fontsize=8)
+    right.set_title("the subsets run on more than one")
+    right.legend(fontsize=7, ncol=2)
     return save_png(fig, out)
 
 
@@ -352,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--json", action="store_true", help="also print the statistics as JSON")
     g = sub.add_parser("plot", help="the leads of several result files side by side")
     g.add_argument(
-        "sources", nargs="+", help="LABEL=FILE, e.g. 'CPU fp32=bench/results/k10_curves.jsonl'"
+        "sources", nargs="+", help="LABEL=FILE[,FILE...], e.g. 'CPU=bench/results/k10_curves.jsonl'"
     )
     g.add_argument("--out", default=str(ROOT / "bench" / "results" / "k10_subsets.png"))
     args = parser.parse_args(argv)
