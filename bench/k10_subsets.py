@@ -19,7 +19,7 @@ Usage:
     python3 bench/k10_subsets.py run --ssl CKPT --data DIR --subsets 0-39 --workers 12 \\
         --results $OUT/k10_subsets.jsonl [--seconds 480]
     .venv/bin/python bench/k10_subsets.py summary bench/results/k10_subsets.jsonl \\
-        [--compare bench/results/k10_curves.jsonl] [--json]
+        [--compare bench/results/k10_curves.jsonl --compare-label CPU] [--json]
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def summary(args: argparse.Namespace) -> int:
     head = "| subset | SSL mIoU | scratch mIoU | lead |"
     rule = "|---|---|---|---|"
     if compare:
-        head += " lead on the CPU |"
+        head += f" lead, {args.compare_label} |"
         rule += "---|"
     print(head)
     print(rule)
@@ -350,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("dst")
     s = sub.add_parser("summary", help="the paired table and the lead's spread")
     s.add_argument("results", nargs="+")
-    s.add_argument("--compare", default=None, help="CPU records of the same fine-tunes")
+    s.add_argument("--compare", default=None, help="other records of the same fine-tunes")
+    s.add_argument("--compare-label", default="compared", help="their column's name")
     s.add_argument("--json", action="store_true", help="also print the statistics as JSON")
     g = sub.add_parser("plot", help="the leads of several result files side by side")
     g.add_argument(
