@@ -34,6 +34,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+for _p in (ROOT, ROOT / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 STUDY = ROOT / "bench" / "out" / "study"
 SSL_DEFAULT = STUDY / "pretrain_spark_128px_lr0.003" / "pretrain_last.safetensors"
 # The study's K = 10 fine-tune (bench/study.py; the same flags as bench/results/k10_curves.jsonl).
@@ -82,16 +85,10 @@ def job_argv(arm: str, seed: int, args: argparse.Namespace) -> list[str]:
 
 
 def records(path: Path) -> list[dict]:
-    """The JSON lines of a results file; a line cut short by a killed run is skipped."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+    """The JSON lines of a results file (none yet: empty); a line cut short is skipped."""
+    from trainer.engine import read_jsonl
+
+    return read_jsonl(path) if path.is_file() else []
 
 
 def done_names(results: Path) -> set[str]:
@@ -147,7 +144,6 @@ def _stop(procs: list[subprocess.Popen], grace: float = 30.0) -> None:
 
 def job(argv_json: str, fp32: bool = False) -> int:
     """One probe fine-tune (a process of its own: a failure cannot take other runs with it)."""
-    sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
     import probe_finetune
 
     if fp32:
@@ -175,16 +171,12 @@ def _full_float32() -> None:
 
 def strip(src: str, dst: str) -> None:
     """Copy a stage-1 checkpoint without its optimizer state (what a fine-tune reads of it)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+    from trainer.checkpoint import load_model, save_checkpoint
 
-    with safe_open(src, "pt") as f:
-        meta = json.loads(f.metadata()["faceparse"])
-        tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("optimizer.state.")}
-    meta.pop("optimizer", None)
-    meta["note"] = f"{src} without its optimizer state"
-    save_file(tensors, dst, metadata={"faceparse": json.dumps(meta)})
-    print(f"{dst}: {len(tensors)} tensors, {Path(dst).stat().st_size / 1e6:.1f} MB")
+    model, ckpt = load_model(src)
+    meta = {**ckpt.meta, "note": f"{src} without its optimizer state"}
+    save_checkpoint(dst, model, ckpt.stage, meta)
+    print(f"{dst}: {Path(dst).stat().st_size / 1e6:.1f} MB")
 
 
 def collect(paths: list[Path]) -> dict[int, dict[str, float]]:
@@ -285,8 +277,6 @@ def plot(sources: list[str], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
     from plot_study import save_png
 
     groups = []

@@ -25,6 +25,12 @@ CARRY=bench/out/gpu-carry
 DATA_SRC=../shared/data/celebamask-hq-dev   # the string the data stage's done-marker records
 STUDY_SECONDS=${STUDY_SECONDS:-540}
 
+# The smp wheel the GPU image lacks (it has torch, timm, safetensors, opencv).
+fetch_smp_wheel() {
+    mkdir -p .whl
+    "$1" -m pip download -q --no-deps --only-binary=:all: -d .whl segmentation-models-pytorch==0.6.0
+}
+
 prepare() {
     local py=.venv/bin/python
     "$py" bench/study.py --stop-after data --data "$DATA_SRC" --out "$CARRY/study"
@@ -49,8 +55,7 @@ for path in list_images(src):
     image.save(dst, quality=92)
 print(f"{len(list(out.iterdir()))} unlabeled images in {out}")
 EOF
-    mkdir -p .whl
-    "$py" -m pip download -q --no-deps --only-binary=:all: -d .whl segmentation-models-pytorch==0.6.0
+    fetch_smp_wheel "$py"
     du -sh "$CARRY" .whl
     echo "carry: $CARRY .whl  (bench/out/ and .whl/ are git-ignored)"
 }
@@ -127,8 +132,7 @@ prepare_k10() {
     cp -r bench/out/study/data "$K10/data"
     "$py" bench/k10_subsets.py strip \
         bench/out/study/pretrain_spark_128px_lr0.003/pretrain_last.safetensors "$K10/ssl.safetensors"
-    mkdir -p .whl
-    "$py" -m pip download -q --no-deps --only-binary=:all: -d .whl segmentation-models-pytorch==0.6.0
+    fetch_smp_wheel "$py"
     du -sh "$K10" .whl
 }
 
