@@ -48,7 +48,8 @@ ARMS = ("ssl", "scratch")
 # k10_<arm>_K10_s<seed> (this script; k10-quick_ / k10-fp32_ for the other runs) and the
 # validation-curve runs' curve_ssl-spark_K10_s<seed> / curve_scratch_K10_s<seed>.
 NAME = re.compile(
-    r"^(?P<tag>k10(?:-quick|-fp32)?|curve)_(?P<arm>ssl|scratch)(?:-spark)?_K10_s(?P<seed>\d+)$"
+    r"^(?P<tag>k10(?:-quick)?(?:-fp32)?(?:-cw-(?:enet|median-frequency))?|curve)"
+    r"_(?P<arm>ssl|scratch)(?:-spark)?_K10_s(?P<seed>\d+)$"
 )
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (no SciPy in the venv).
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -66,8 +67,11 @@ def parse_range(text: str) -> list[int]:
 
 
 def run_name(arm: str, seed: int, args: argparse.Namespace) -> str:
-    """The record's name; quick and float32 runs carry a tag so they never pass for the recipe."""
-    tag = "k10-quick" if args.quick else "k10-fp32" if args.fp32 else "k10"
+    """The record's name; quick, float32 and class-weighted runs carry a tag so they never pass
+    for the recipe."""
+    tag = "k10" + "-quick" * args.quick + "-fp32" * args.fp32
+    if args.class_weighting != "none":
+        tag += f"-cw-{args.class_weighting}"
     return f"{tag}_{arm}_K10_s{seed}"
 
 
@@ -79,6 +83,8 @@ def job_argv(arm: str, seed: int, args: argparse.Namespace) -> list[str]:
     argv = ["--init", init, "--name", name, "--subset-seed", str(seed), *recipe, *VAL_AT_END]
     argv += ["--data", str(args.data), "--device", args.device, "--results", str(args.results)]
     argv += ["--out", str(Path(args.out) / name)]
+    if args.class_weighting != "none":
+        argv += ["--class-weighting", args.class_weighting]
     if args.threads:
         argv += ["--threads", str(args.threads)]
     return argv
@@ -316,6 +322,8 @@ def plot(sources: list[str], out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trainer.losses import CLASS_WEIGHTINGS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the fine-tunes")
@@ -329,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--quick", action="store_true", help="4 steps a fine-tune: checks the pipeline")
     r.add_argument(
         "--fp32", action="store_true", help="CUDA without bf16 autocast or TF32 (as on the CPU)"
+    )
+    r.add_argument(
+        "--class-weighting",
+        choices=CLASS_WEIGHTINGS,
+        default="none",
+        help="a variant of the recipe: class-weighted cross-entropy (the runs are tagged k10-cw-)",
     )
     r.add_argument("--out", default=str(ROOT / "bench" / "out" / "k10-subsets"))
     r.add_argument("--results", default=str(ROOT / "bench" / "results" / "k10_subsets.jsonl"))

@@ -33,6 +33,7 @@ from trainer.checkpoint import read_metadata  # noqa: E402
 from trainer.data.lapa import LapaDataset  # noqa: E402
 from trainer.evaluate import evaluate  # noqa: E402
 from trainer.finetune import FinetuneConfig, finetune_on_samples  # noqa: E402
+from trainer.losses import CLASS_WEIGHTINGS  # noqa: E402
 from trainer.predict import Predictor  # noqa: E402
 from trainer.subsets import select_labeled_subset  # noqa: E402
 
@@ -63,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--backbone-lr-mult", type=float, default=1.0)
     ap.add_argument("--dice-weight", type=float, default=1.0)
+    ap.add_argument(
+        "--class-weighting",
+        choices=CLASS_WEIGHTINGS,
+        default="none",
+        help="per-class cross-entropy weights from the subset's class frequencies",
+    )
     ap.add_argument(
         "--head-only-steps",
         type=int,
@@ -124,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         backbone_lr_mult=args.backbone_lr_mult,
         warmup_steps=20,
         dice_weight=args.dice_weight,
+        class_weighting=args.class_weighting,
         head_only_steps=args.head_only_steps,
         val_split=None,
         val_every=max(1, args.val_every),
@@ -154,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
         "backbone_lr_mult": args.backbone_lr_mult,
         "dice_weight": args.dice_weight,
+        "class_weighting": args.class_weighting,
         "head_only_steps": args.head_only_steps,
         "input_size": predictor.input_size,
         "mean_f1": scores["mean_f1"],

@@ -40,6 +40,7 @@ from trainer.engine import (
 )
 from trainer.errors import CheckpointError, DatasetError, FaceParseError
 from trainer.labels import get_label_set
+from trainer.losses import CLASS_WEIGHTINGS, ClassWeighting
 from trainer.models import FaceParseNet, build_model, get_preset
 from trainer.subsets import select_labeled_subset, subset_size
 
@@ -81,6 +82,9 @@ class FinetuneConfig:
         grad_clip: max gradient norm; 0 disables clipping.
         dice_weight: weight of the Dice term added to cross-entropy (0 = cross-entropy only);
             Dice weighs each class equally, so small parts count as much as skin and hair.
+        class_weighting: per-class cross-entropy weights from the labeled faces' class
+            frequencies: "none" (default), "enet" (1 / ln(1.02 + share)) or "median-frequency"
+            (see ``trainer.losses.class_weights``). The weights are recorded in the checkpoint.
         head_only_steps: train only the FP decoder for this many first steps, the backbone
             frozen, then everything, the backbone's rate ramped up over ``warmup_steps``
             ("linear probing, then fine-tuning": the new head stops sending random gradients
@@ -120,6 +124,7 @@ class FinetuneConfig:
     warmup_steps: int = 20
     grad_clip: float = 1.0
     dice_weight: float = 1.0
+    class_weighting: ClassWeighting = "none"
     head_only_steps: int = 0
     head_only_share: float = 0.0
     seed: int = 0
@@ -143,6 +148,11 @@ class FinetuneConfig:
             raise ValueError(f"head_only_steps must be 0 or more, got {self.head_only_steps}")
         if not 0.0 <= self.head_only_share < 1.0:
             raise ValueError(f"head_only_share must be in [0, 1), got {self.head_only_share}")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(
+                f"class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, "
+                f"got {self.class_weighting!r}"
+            )
         if self.data_format not in ("lapa", "celebamask", "auto"):
             raise ValueError(f"data_format must be lapa, celebamask or auto, got {self.data_format!r}")
         subset_size(1, fraction=self.fraction, num_labeled=self.num_labeled)  # range checks
@@ -532,7 +542,7 @@ def finetune_on_samples(
 
     from trainer.data.torch_datasets import EpochSampler, ParsingDataset, worker_context
     from trainer.data.transforms import TrainAugment
-    from trainer.losses import parsing_loss
+    from trainer.losses import class_pixel_counts, class_weights, parsing_loss
 
     if len(train_samples) == 0:
         raise DatasetError("no labeled images to fine-tune on")
@@ -564,6 +574,15 @@ def finetune_on_samples(
         "num_labeled_requested": config.num_labeled,
         "backbone_lr_mult": backbone_mult,
     }
+
+    weights = None
+    if config.class_weighting != "none":
+        labels = (train_samples[i].label for i in range(len(train_samples)))
+        counts, totals = class_pixel_counts(
+            (lab for lab in labels if lab is not None), label_set.num_classes
+        )
+        weights = class_weights(counts, totals, config.class_weighting)
+        meta["class_weights"] = [round(float(w), 4) for w in weights]
 
     augment = TrainAugment(size, label_set) if config.augment else None
     dataset = ParsingDataset(train_samples, size, augment=augment, seed=config.seed)
@@ -610,7 +629,9 @@ def finetune_on_samples(
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_for(device):
             logits = model(x, head="parsing")
-        loss = parsing_loss(logits.float(), labels, dice_weight=config.dice_weight)
+        loss = parsing_loss(
+            logits.float(), labels, dice_weight=config.dice_weight, class_weights=weights
+        )
         if not torch.isfinite(loss):
             raise FaceParseError(
                 f"the loss became {loss.item()} at step {scheduler.last_epoch + 1}; "

@@ -6,12 +6,16 @@ CUDA sums its errors at full precision.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable
+from typing import Literal, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 Region = Literal["center", "masked"]
+ClassWeighting = Literal["none", "enet", "median-frequency"]
+CLASS_WEIGHTINGS: tuple[str, ...] = get_args(ClassWeighting)
 
 
 def default_patch(image_size: int) -> int:
@@ -149,3 +153,70 @@ def parsing_loss(
     if dice_weight:
         loss = loss + dice_weight * soft_dice_loss(logits, target, ignore_index=ignore_index)
     return loss
+
+
+def class_pixel_counts(
+    labels: Iterable[np.ndarray], num_classes: int, ignore_index: int = 255
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of each class over some label maps, and pixels of the maps each class appears in.
+
+    Args:
+        labels: (H, W) integer label maps, any sizes; ``ignore_index`` pixels are not counted.
+        num_classes: C.
+
+    Returns:
+        (counts, totals), both (C,) int64: ``counts[c]`` pixels labeled c, ``totals[c]`` labeled
+        pixels of the maps where c appears at least once.
+    """
+    counts = np.zeros(num_classes, np.int64)
+    totals = np.zeros(num_classes, np.int64)
+    for label in labels:
+        values = np.asarray(label).ravel()
+        values = values[values != ignore_index]
+        if values.size and int(values.max()) >= num_classes:
+            raise ValueError(
+                f"a label map holds class {int(values.max())}; the label set has {num_classes}"
+            )
+        found = np.bincount(values, minlength=num_classes)[:num_classes]
+        counts += found
+        totals[found > 0] += values.size
+    return counts, totals
+
+
+def class_weights(
+    counts: np.ndarray, totals: np.ndarray, scheme: ClassWeighting
+) -> torch.Tensor | None:
+    """Per-class cross-entropy weights from the training labels' class frequencies.
+
+    Schemes (classes never seen get weight 1; cross-entropy's mean is weight-normalised, so only
+    the ratios matter):
+
+    - "none": None (plain cross-entropy).
+    - "enet": ``1 / ln(1.02 + p_c)``, p_c the class's share of all labeled pixels (Paszke et al.,
+      ENet, 2016): bounded, about 1 for a class covering most pixels and at most ~50 for the
+      rarest.
+    - "median-frequency": ``median(f) / f_c``, f_c the class's pixels over the pixels of the maps
+      it appears in (Eigen & Fergus, 2015): the median class weighs 1, rarer ones more.
+
+    Returns:
+        (C,) float32 weights, or None for "none".
+    """
+    if scheme == "none":
+        return None
+    counts = np.asarray(counts, np.float64)
+    totals = np.asarray(totals, np.float64)
+    seen = counts > 0
+    weights = np.ones(counts.shape, np.float64)
+    if not seen.any():
+        return torch.from_numpy(weights.astype(np.float32))
+    if scheme == "enet":
+        share = counts[seen] / counts.sum()
+        weights[seen] = 1.0 / np.log(1.02 + share)
+    elif scheme == "median-frequency":
+        freq = counts[seen] / totals[seen]
+        weights[seen] = np.median(freq) / freq
+    else:
+        raise ValueError(
+            f"class weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, got {scheme!r}"
+        )
+    return torch.from_numpy(weights.astype(np.float32))

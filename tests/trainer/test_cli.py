@@ -84,12 +84,16 @@ def test_finetune_with_a_label_fraction(lapa: Path, tmp_path: Path, capsys) -> N
     code, out, err = run(
         capsys, "finetune", "--data", str(lapa), "--out-dir", str(tmp_path), "--preset", "tiny",
         "--fraction", "0.5", "--max-steps", "2", "--batch-size", "2", "--device", "cpu",
-        "--no-progress-bar",
+        "--no-progress-bar", "--class-weighting", "median-frequency",
     )
     assert code == 0, err
     assert "finetune_best.safetensors" in out and "mean F1 (fg)" in out
     meta = read_metadata(tmp_path / "finetune_best.safetensors")
     assert len(meta["label_subset"]) == 3 and meta["fraction"] == 0.5
+    assert meta["training"]["class_weighting"] == "median-frequency"
+    assert len(meta["class_weights"]) == 11
+    code, _, err = run(capsys, "finetune", "--data", str(lapa), "--class-weighting", "inverse")
+    assert code != 0 and "median-frequency" in err  # the choices are listed
 
 
 def test_evaluate_prints_a_table_and_writes_json(lapa: Path, parser_ckpt: Path, tmp_path: Path, capsys) -> None:

@@ -218,6 +218,26 @@ def test_same_subset_for_every_init_recorded_in_the_checkpoint(
             assert meta["training"]["num_labeled"] == 3
 
 
+def test_class_weighting_weighs_the_small_parts_up_and_changes_the_loss(
+    lapa: Path, tmp_path: Path
+) -> None:
+    first_losses = {}
+    for scheme in ("none", "enet"):
+        out = tmp_path / scheme
+        result = finetune(_config(lapa, out, class_weighting=scheme, num_labeled=4, augment=False))
+        first_step = (out / "finetune_log.jsonl").read_text().splitlines()[0]
+        first_losses[scheme] = json.loads(first_step)["loss"]
+        meta = read_metadata(result.last_path)
+        assert meta["training"]["class_weighting"] == scheme
+    weights = meta["class_weights"]
+    assert len(weights) == 11
+    skin, eye, hair = weights[1], weights[4], weights[10]
+    assert eye > 3 * skin and eye > 3 * hair  # eyes are a small share of the synthetic faces
+    assert first_losses["enet"] != pytest.approx(first_losses["none"], rel=1e-3)
+    with pytest.raises(ValueError, match="class_weighting"):
+        _config(lapa, tmp_path, class_weighting="inverse")
+
+
 # ---------------------------------------------------------------------------------------------
 # Training
 

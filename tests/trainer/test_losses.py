@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from trainer.data.masking import CenterPatchMasker
 from trainer.losses import (
+    class_pixel_counts,
+    class_weights,
     parsing_loss,
     patch_denormalize,
     patch_normalize,
@@ -109,3 +112,26 @@ def test_parsing_loss_ignores_unlabeled_pixels_and_uses_class_weights() -> None:
     assert parsing_loss(logits, target, class_weights=weights) != pytest.approx(
         parsing_loss(logits, target).item()
     )
+
+
+def test_class_counts_skip_unlabeled_pixels_and_reject_unknown_classes() -> None:
+    a = np.array([[0, 0, 1, 255]], np.uint8)
+    b = np.array([[0, 2, 2, 2]], np.uint8)
+    counts, totals = class_pixel_counts([a, b], 4)
+    assert counts.tolist() == [3, 1, 3, 0]
+    assert totals.tolist() == [7, 3, 4, 0]  # labeled pixels of the maps each class is in
+    with pytest.raises(ValueError, match="class 7"):
+        class_pixel_counts([np.array([[7]], np.uint8)], 4)
+
+
+def test_class_weights_favour_rare_classes_and_leave_unseen_ones_at_one() -> None:
+    counts = np.array([9000, 900, 90, 0])
+    totals = np.array([9990, 9990, 9990, 0])
+    assert class_weights(counts, totals, "none") is None
+    enet = class_weights(counts, totals, "enet").tolist()
+    assert enet[0] < enet[1] < enet[2] <= 1 / np.log(1.02) and enet[3] == 1.0
+    median = class_weights(counts, totals, "median-frequency").tolist()
+    assert median[1] == pytest.approx(1.0)  # the median class
+    assert median[0] == pytest.approx(0.1) and median[2] == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="median-frequency"):
+        class_weights(counts, totals, "inverse")  # type: ignore[arg-type]
