@@ -122,6 +122,8 @@ length() {
 # starter models (55 MB): send it from a local branch that drops assets/models/*.safetensors.
 #   bash bench/study_gpu.sh prepare-k10   # here, after the CPU study
 #   run(command="bash bench/study_gpu.sh k10", carry=["bench/out/gpu-k10", ".whl"], timeout_s=560)
+# Flags after "k10" go to k10_subsets.py run, e.g. a recipe variant over the same subsets:
+#   run(command="bash bench/study_gpu.sh k10 --class-weighting enet", ...)
 K10=bench/out/gpu-k10
 K10_SECONDS=${K10_SECONDS:-480}
 
