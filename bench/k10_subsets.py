@@ -244,19 +244,26 @@ def summary(args: argparse.Namespace) -> int:
     compare = collect([Path(args.compare)]) if args.compare else {}
     head = "| subset | SSL mIoU | scratch mIoU | lead |"
     rule = "|---|---|---|---|"
+    label = args.compare_label
     if compare:
-        head += f" lead, {args.compare_label} |"
-        rule += "---|"
+        head += f" SSL, {label} | scratch, {label} | lead, {label} |"
+        rule += "---|---|---|"
     print(head)
     print(rule)
     leads = []
+    shifts: dict[str, list[float]] = {arm: [] for arm in ARMS}  # this run minus the compared
     for seed, arms in pairs.items():
         lead = arms["ssl"] - arms["scratch"]
         leads.append(lead)
         row = f"| {seed} | {arms['ssl']:.1f} | {arms['scratch']:.1f} | {lead:+.1f} |"
         if compare:
             c = compare.get(seed, {})
-            row += f" {c['ssl'] - c['scratch']:+.1f} |" if set(ARMS) <= set(c) else " |"
+            if set(ARMS) <= set(c):
+                row += f" {c['ssl']:.1f} | {c['scratch']:.1f} | {c['ssl'] - c['scratch']:+.1f} |"
+                for arm in ARMS:
+                    shifts[arm].append(arms[arm] - c[arm])
+            else:
+                row += " | | |"
         print(row)
     st = lead_stats(leads)
     ssl = sum(a["ssl"] for a in pairs.values()) / len(pairs)
@@ -270,6 +277,12 @@ def summary(args: argparse.Namespace) -> int:
         f"subsets at +5 or more; the mean is at +5 or more in "
         f"{100 * st['bootstrap_share_at_target']:.0f}% of bootstrap resamples"
     )
+    if shifts["ssl"]:
+        n = len(shifts["ssl"])
+        print(
+            f"against {label} on the {n} subsets both ran: SSL "
+            f"{sum(shifts['ssl']) / n:+.2f}, scratch {sum(shifts['scratch']) / n:+.2f} mIoU"
+        )
     if args.json:
         print(json.dumps({"ssl": ssl, "scratch": scratch, **st}))
     return 0
