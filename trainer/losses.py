@@ -188,13 +188,13 @@ def class_weights(
 ) -> torch.Tensor | None:
     """Per-class cross-entropy weights from the training labels' class frequencies.
 
-    Schemes (classes never seen get weight 1; cross-entropy's mean is weight-normalised, so only
-    the ratios matter):
+    Schemes (classes never seen get weight 1, which no target pixel uses; cross-entropy's mean
+    is weight-normalised, so only the ratios matter):
 
     - "none": None (plain cross-entropy).
     - "enet": ``1 / ln(1.02 + p_c)``, p_c the class's share of all labeled pixels (Paszke et al.,
-      ENet, 2016): bounded, about 1 for a class covering most pixels and at most ~50 for the
-      rarest.
+      ENet, 2016): bounded, 2.4 for a class covering half the pixels and at most ~50
+      (1 / ln 1.02) for the rarest.
     - "median-frequency": ``median(f) / f_c``, f_c the class's pixels over the pixels of the maps
       it appears in (Eigen & Fergus, 2015): the median class weighs 1, rarer ones more.
 
