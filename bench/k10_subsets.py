@@ -45,10 +45,11 @@ QUICK = ("--k", "10", "--steps", "4", "--head-only-steps", "2", "--input-size", 
 # Validate only at the end (every 10**6 epochs), inside the run, on the run's device.
 VAL_AT_END = ("--val-every", "1000000")
 ARMS = ("ssl", "scratch")
-# k10_<arm>_K10_s<seed> (this script; k10-quick_ / k10-fp32_ for the other runs) and the
-# validation-curve runs' curve_ssl-spark_K10_s<seed> / curve_scratch_K10_s<seed>.
+# k10_<arm>_K10_s<seed> (this script; tagged k10-quick / -fp32 / -cw-<scheme> for the other
+# runs, see run_name) and the validation-curve runs' curve_ssl-spark_K10_s<seed> /
+# curve_scratch_K10_s<seed>.
 NAME = re.compile(
-    r"^(?P<tag>k10(?:-quick)?(?:-fp32)?(?:-cw-(?:enet|median-frequency))?|curve)"
+    r"^(?P<tag>k10(?:-quick)?(?:-fp32)?(?:-cw-[a-z-]+)?|curve)"
     r"_(?P<arm>ssl|scratch)(?:-spark)?_K10_s(?P<seed>\d+)$"
 )
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (no SciPy in the venv).
