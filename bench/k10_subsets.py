@@ -109,14 +109,14 @@ def run(args: argparse.Namespace) -> int:
         sys.exit(f"--ssl {args.ssl}: no such stage-1 checkpoint")
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     done = done_names(Path(args.results))
+    asked = [(arm, seed) for seed in parse_range(args.subsets) for arm in ARMS]
     queue = [
-        job_argv(arm, seed, args)
-        for seed in parse_range(args.subsets)
-        for arm in ARMS
-        if run_name(arm, seed, args) not in done
+        job_argv(arm, seed, args) for arm, seed in asked if run_name(arm, seed, args) not in done
     ]
     print(
-        f"{len(queue)} fine-tunes, {args.workers} at a time ({len(done)} already done)", flush=True
+        f"{len(queue)} fine-tunes, {args.workers} at a time "
+        f"({len(asked) - len(queue)} of the {len(asked)} asked for already in {args.results})",
+        flush=True,
     )
     deadline = time.monotonic() + args.seconds if args.seconds > 0 else math.inf
     running: list[subprocess.Popen] = []
