@@ -46,6 +46,13 @@ DEFAULT_VAL_FRACTION = 0.2
 # and +0.6 to +1.7 at K = 50 (BENCHMARKS.md, "Holding the backbone"). A parser start keeps its
 # trained head, so it trains every weight from the first step.
 BACKBONE_HOLD_SHARE = 0.2
+# Peak learning rates (AdamW) of the app's fine-tuning. A fresh FP decoder on a backbone (or
+# random weights) needs the study's 1e-2. A parser is trained already: continuing one on 5-25
+# new faces at 1e-2 lowered the next faces' mIoU by 0.5-1.5 on average in each of four cases
+# measured, at 1e-3 by -0.1 to 1.1; paired over 21 subsets 1e-3 was 0.7 mIoU ahead (BENCHMARKS.md,
+# "Does the app's fine-tuning improve the next pre-label?").
+FRESH_HEAD_LR = 1e-2
+PARSER_LR = 1e-3
 
 
 class TrainingError(FaceParseError):
@@ -271,7 +278,7 @@ def run_finetune_job(
     epochs: int = 30,
     max_steps: int | None = None,
     batch_size: int = 4,
-    lr: float = 1e-2,
+    lr: float | None = None,
     device: str = "auto",
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
@@ -295,7 +302,9 @@ def run_finetune_job(
             trained further: the starter parser); None starts from random weights (fine for
             tests, poor for users).
         preset: model preset when there is no backbone (a backbone brings its own).
-        epochs, max_steps, batch_size, lr, device, seed: see ``trainer.finetune.FinetuneConfig``.
+        lr: peak learning rate; None: ``PARSER_LR`` when continuing a parser, else
+            ``FRESH_HEAD_LR``.
+        epochs, max_steps, batch_size, device, seed: see ``trainer.finetune.FinetuneConfig``.
         val_fraction: share held out when ``val_samples`` is None.
         store: where to publish the best checkpoint as a "parser" version (skipped when None).
         data_snapshot, parent, note: recorded with the version (see ``ModelStore.publish``).
@@ -331,7 +340,7 @@ def run_finetune_job(
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,
-        lr=lr,
+        lr=lr if lr is not None else PARSER_LR if init.startswith("ckpt:") else FRESH_HEAD_LR,
         device=device,
         seed=seed,
         val_split=None,
