@@ -180,6 +180,8 @@ def one_subset(args: argparse.Namespace, seed: int, lr: float | None) -> dict[st
 def run(args: argparse.Namespace) -> int:
     if not Path(args.parser).is_file():
         sys.exit(f"--parser {args.parser}: no such checkpoint; run bench/build_starters.py first")
+    if args.faces == "helen" and args.convention != "none":
+        sys.exit("--convention needs --faces celeba: HELEN's labels have no neck class")
     if not (Path(args.data) / "val").is_dir():
         sys.exit(f"--data {args.data}: no val split; run bench/study.py's data stage first")
     if args.threads:
