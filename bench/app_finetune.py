@@ -21,6 +21,7 @@ Usage (needs bench/build_starters.py's stage 3 and bench/study.py's data stage):
     .venv/bin/python bench/app_finetune.py --quick    # the pipeline, in a minute
     OMP_NUM_THREADS=1 .venv/bin/python bench/app_finetune.py --lrs 1e-4,1e-3,1e-2 --threads 1
     ... --faces helen --k 5 --subsets 0-5 | --convention neck-skin [--k 25]   (the same --lrs)
+    ... --score-last --lrs 1e-3,1e-2 (same case flags): the runs' last weights, scored alike
     .venv/bin/python bench/app_finetune.py --summary [--faces helen --k 5 | --convention ...]
 """
 
@@ -177,6 +178,27 @@ def one_subset(args: argparse.Namespace, seed: int, lr: float | None) -> dict[st
     return record
 
 
+def last_epoch(args: argparse.Namespace, seed: int, run: dict[str, Any]) -> dict[str, Any] | None:
+    """The same fine-tune's last weights (epoch 30) scored like its best epoch: would the app do
+    better publishing the end of the run than the epoch its held-out faces picked? None when the
+    run folder is gone."""
+    checkpoint = Path(args.out) / run["name"] / "finetune_last.safetensors"
+    if not checkpoint.is_file():
+        return None
+    train, sets, _ = face_sets(args, seed)
+    names = list(train.names)
+    held_out = SampleSubset(
+        train, [names.index(n) for n in run["held_out_faces"]], run["held_out_faces"]
+    )
+    return {
+        **run,
+        "name": run["name"].replace("app_lr", "last_lr"),
+        "best_epoch": run["epochs"],
+        "published": "last epoch",
+        "scores": scores(checkpoint, {**sets, "held_out": held_out}),
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     if not Path(args.parser).is_file():
         sys.exit(f"--parser {args.parser}: no such checkpoint; run bench/build_starters.py first")
@@ -192,9 +214,18 @@ def run(args: argparse.Namespace) -> int:
     lrs = [None] + [float(x) for x in args.lrs.split(",") if x]
     for seed in parse_range(args.subsets):
         for lr in lrs:
-            if run_name(lr, args, seed) in done:
+            name = run_name(lr, args, seed)
+            if args.score_last:
+                found = [r for r in records(results) if r.get("name") == name]
+                if lr is None or not found or name.replace("app_lr", "last_lr") in done:
+                    continue
+                record = last_epoch(args, seed, found[-1])
+                if record is None:
+                    continue
+            elif name in done:
                 continue
-            record = one_subset(args, seed, lr)
+            else:
+                record = one_subset(args, seed, lr)
             record.update(
                 machine=platform.node(),
                 threads=torch.get_num_threads(),
@@ -294,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--quick", action="store_true", help="2 steps, 4 scored faces: checks the pipeline"
     )
+    ap.add_argument(
+        "--score-last", action="store_true",
+        help="score the last weights of the fine-tunes already in --results (tagged last_lr...)",
+    )  # fmt: skip
     ap.add_argument("--summary", action="store_true", help="print the table from --results")
     args = ap.parse_args(argv)
     return summary(args) if args.summary else run(args)
