@@ -52,7 +52,7 @@ from study import SHARED, NamedSubset  # noqa: E402
 from faceparse_app.training import run_finetune_job  # noqa: E402
 from trainer.data.imageio import read_label  # noqa: E402
 from trainer.data.lapa import LapaDataset  # noqa: E402
-from trainer.data.sample import Sample, SampleSubset  # noqa: E402
+from trainer.data.sample import Sample  # noqa: E402
 from trainer.evaluate import evaluate  # noqa: E402
 from trainer.predict import Predictor  # noqa: E402
 from trainer.subsets import select_labeled_subset  # noqa: E402
@@ -162,9 +162,7 @@ def one_subset(args: argparse.Namespace, seed: int, lr: float | None) -> dict[st
         lr=lr,
         device="cpu",
     )
-    held_out = SampleSubset(
-        train, [list(train.names).index(n) for n in result.val_names], result.val_names
-    )
+    held_out = NamedSubset(train, result.val_names)
     record.update(
         lr=lr,
         epochs=args.epochs,
@@ -186,10 +184,7 @@ def last_epoch(args: argparse.Namespace, seed: int, run: dict[str, Any]) -> dict
     if not checkpoint.is_file():
         return None
     train, sets, _ = face_sets(args, seed)
-    names = list(train.names)
-    held_out = SampleSubset(
-        train, [names.index(n) for n in run["held_out_faces"]], run["held_out_faces"]
-    )
+    held_out = NamedSubset(train, run["held_out_faces"])
     return {
         **run,
         "name": run["name"].replace("app_lr", "last_lr"),
@@ -210,19 +205,18 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
-    done = {r.get("name") for r in records(results)}
+    runs = {r.get("name"): r for r in records(results)}  # read once: the last record per name
     lrs = [None] + [float(x) for x in args.lrs.split(",") if x]
     for seed in parse_range(args.subsets):
         for lr in lrs:
             name = run_name(lr, args, seed)
             if args.score_last:
-                found = [r for r in records(results) if r.get("name") == name]
-                if lr is None or not found or name.replace("app_lr", "last_lr") in done:
+                if lr is None or name not in runs or name.replace("app_lr", "last_lr") in runs:
                     continue
-                record = last_epoch(args, seed, found[-1])
+                record = last_epoch(args, seed, runs[name])
                 if record is None:
                     continue
-            elif name in done:
+            elif name in runs:
                 continue
             else:
                 record = one_subset(args, seed, lr)
