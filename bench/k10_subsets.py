@@ -20,6 +20,11 @@ Usage:
         --results $OUT/k10_subsets.jsonl [--seconds 480]
     .venv/bin/python bench/k10_subsets.py summary bench/results/k10_subsets.jsonl \\
         [--compare bench/results/k10_curves.jsonl --compare-label CPU] [--json]
+    # another stage 1 (bench/stage1_data.py): its SSL runs beside the study's scratch runs
+    .venv/bin/python bench/k10_subsets.py run --ssl CKPT --ssl-tag f0.25 --arms ssl \\
+        --subsets 0-4 --results bench/results/k10_subsets_cpu_s1data.jsonl
+    .venv/bin/python bench/k10_subsets.py summary bench/results/k10_subsets_cpu_s1data.jsonl \\
+        --scratch-from bench/results/k10_curves.jsonl bench/results/k10_subsets_cpu.jsonl
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ ARMS = ("ssl", "scratch")
 # runs, see run_name) and the validation-curve runs' curve_ssl-spark_K10_s<seed> /
 # curve_scratch_K10_s<seed>.
 NAME = re.compile(
-    r"^(?P<tag>k10(?:-quick)?(?:-fp32)?(?:-cw-[a-z-]+)?|curve)"
+    r"^(?P<tag>k10(?:-quick)?(?:-fp32)?(?:-cw-[a-z-]+)?(?:-s1-[a-z0-9.]+)?|curve)"
     r"_(?P<arm>ssl|scratch)(?:-spark)?_K10_s(?P<seed>\d+)$"
 )
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (no SciPy in the venv).
@@ -68,11 +73,13 @@ def parse_range(text: str) -> list[int]:
 
 
 def run_name(arm: str, seed: int, args: argparse.Namespace) -> str:
-    """The record's name; quick, float32 and class-weighted runs carry a tag so they never pass
-    for the recipe."""
+    """The record's name; quick, float32, class-weighted runs and other stage-1 checkpoints carry
+    a tag so they never pass for the recipe or the study's stage 1."""
     tag = "k10" + "-quick" * args.quick + "-fp32" * args.fp32
     if args.class_weighting != "none":
         tag += f"-cw-{args.class_weighting}"
+    if args.ssl_tag:
+        tag += f"-s1-{args.ssl_tag}"
     return f"{tag}_{arm}_K10_s{seed}"
 
 
@@ -108,8 +115,11 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.ssl).is_file():
         sys.exit(f"--ssl {args.ssl}: no such stage-1 checkpoint")
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    if args.ssl_tag and not re.fullmatch(r"[a-z0-9.]+", args.ssl_tag):
+        sys.exit(f"--ssl-tag {args.ssl_tag!r}: lower-case letters, digits and dots only")
     done = done_names(Path(args.results))
-    asked = [(arm, seed) for seed in parse_range(args.subsets) for arm in ARMS]
+    arms = ARMS if args.arms == "both" else (args.arms,)
+    asked = [(arm, seed) for seed in parse_range(args.subsets) for arm in arms]
     queue = [
         job_argv(arm, seed, args) for arm, seed in asked if run_name(arm, seed, args) not in done
     ]
@@ -188,6 +198,11 @@ def strip(src: str, dst: str) -> None:
 
 def collect(paths: list[Path]) -> dict[int, dict[str, float]]:
     """subset seed -> arm -> final mIoU in %; a later record of the same run replaces an earlier."""
+    return collect_tagged(paths)[1]
+
+
+def collect_tagged(paths: list[Path]) -> tuple[str | None, dict[int, dict[str, float]]]:
+    """``collect`` and the one kind of run the files hold (None: no finished run)."""
     out: dict[int, dict[str, float]] = {}
     tags = set()
     for path in paths:
@@ -200,7 +215,7 @@ def collect(paths: list[Path]) -> dict[int, dict[str, float]]:
         raise SystemExit(
             f"{', '.join(map(str, paths))}: mixes runs of {sorted(tags)}; one kind a time"
         )
-    return out
+    return next(iter(tags), None), out
 
 
 def t975(df: int) -> float:
@@ -238,7 +253,18 @@ def lead_stats(leads: list[float], target: float = 5.0, seed: int = 0) -> dict[s
 
 
 def summary(args: argparse.Namespace) -> int:
-    runs = collect([Path(p) for p in args.results])
+    tag, runs = collect_tagged([Path(p) for p in args.results])
+    if args.scratch_from:
+        # Scratch does not depend on stage 1: another stage 1's SSL runs pair with the study's
+        # scratch runs of the same subsets and recipe.
+        scratch_tag, scratch = collect_tagged([Path(p) for p in args.scratch_from])
+        if tag and scratch_tag and re.sub(r"-s1-[a-z0-9.]+$", "", tag) != scratch_tag:
+            sys.exit(f"--scratch-from holds {scratch_tag} runs, the results {tag}: not one recipe")
+        runs = {
+            s: {"ssl": a["ssl"], "scratch": scratch[s]["scratch"]}
+            for s, a in runs.items()
+            if "ssl" in a and "scratch" in scratch.get(s, {})
+        }
     pairs = {s: a for s, a in sorted(runs.items()) if set(ARMS) <= set(a)}
     if not pairs:
         sys.exit("no subset with both arms finished")
@@ -358,6 +384,17 @@ def main(argv: list[str] | None = None) -> int:
         default="none",
         help="a variant of the recipe: class-weighted cross-entropy (the runs are tagged k10-cw-)",
     )
+    r.add_argument(
+        "--ssl-tag",
+        default="",
+        help="names another stage-1 checkpoint's runs (tagged k10-s1-<tag>), e.g. f0.25",
+    )
+    r.add_argument(
+        "--arms",
+        choices=("both", *ARMS),
+        default="both",
+        help="ssl: only the SSL arm (scratch does not depend on --ssl)",
+    )
     r.add_argument("--out", default=str(ROOT / "bench" / "out" / "k10-subsets"))
     r.add_argument("--results", default=str(ROOT / "bench" / "results" / "k10_subsets.jsonl"))
     w = sub.add_parser("job", help="(internal) one probe command line, as JSON")
@@ -368,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("dst")
     s = sub.add_parser("summary", help="the paired table and the lead's spread")
     s.add_argument("results", nargs="+")
+    s.add_argument(
+        "--scratch-from",
+        nargs="+",
+        default=None,
+        help="take the scratch arm from these files (the SSL arm from the results)",
+    )
     s.add_argument("--compare", default=None, help="other records of the same fine-tunes")
     s.add_argument("--compare-label", default="compared", help="their column's name")
     s.add_argument("--json", action="store_true", help="also print the statistics as JSON")

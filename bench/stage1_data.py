@@ -1,0 +1,102 @@
+"""Does the K = 10 lead grow with stage 1's photos? (issue 5 §1, "why the target is missed")
+
+The paper pretrains on LaPa's training images (18,176); the CPU study on 793 photos (the pool's
+600 and the 193 unlabeled ones). This trains the study's stage 1 (spark, lite, 128 px, batch 8,
+AdamW 3e-3) on a seeded fraction of those photos for the same number of steps (3,960: more epochs
+over fewer photos), so that only the photos' count differs. ``bench/k10_subsets.py run
+--ssl-tag`` then fine-tunes K = 10 from it on the subsets the full stage 1 ran, and
+``summary --scratch-from`` pairs both with the same scratch runs.
+
+Usage:
+    .venv/bin/python bench/stage1_data.py --fraction 0.25 [--threads 2]
+    .venv/bin/python bench/stage1_data.py --fraction 0.25 --quick   # a few steps: the pipeline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (ROOT, ROOT / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import numpy as np  # noqa: E402
+import study  # noqa: E402
+
+from trainer.data.folders import list_images  # noqa: E402
+
+log = logging.getLogger("stage1_data")
+
+
+def pick_photos(dirs: list[Path], fraction: float, seed: int = 0) -> list[Path]:
+    """A seeded ``fraction`` of every image under ``dirs`` (at least one batch's worth)."""
+    if not 0 < fraction <= 1:
+        raise SystemExit(f"--fraction {fraction}: must be in (0, 1]")
+    paths = list_images(dirs)
+    n = max(1, round(fraction * len(paths)))
+    order = np.random.default_rng(seed).permutation(len(paths))[:n]
+    return sorted(paths[i] for i in order)
+
+
+def link_folder(paths: list[Path], folder: Path) -> Path:
+    """A folder of symbolic links to ``paths`` (names kept unique by their position)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    for i, path in enumerate(paths):
+        (folder / f"{i:04d}_{path.name}").symlink_to(path.resolve())
+    return folder
+
+
+def matched_epochs(n_photos: int, batch: int, steps: int) -> int:
+    """Epochs over ``n_photos`` that make about ``steps`` steps (the loader drops a last short
+    batch)."""
+    per_epoch = max(1, n_photos // batch)
+    return max(1, round(steps / per_epoch))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fraction", type=float, required=True, help="share of the 793 photos")
+    parser.add_argument("--seed", type=int, default=0, help="which photos")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--out", default=str(study.ROOT / "bench" / "out" / "stage1-data"))
+    parser.add_argument("--unlabeled", default=str(study.SHARED / "faces-unlabeled"))
+    parser.add_argument("--quick", action="store_true", help="6 steps at 64 px")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    settings = study.QUICK if args.quick else study.StudySettings()
+    pool = study.ROOT / "bench" / "out" / "study" / "data" / "train" / "images"
+    if not pool.is_dir():
+        sys.exit(f"{pool}: run the study's data stage first (bench/study.py)")
+    full = list_images([pool, Path(args.unlabeled)])
+    photos = pick_photos([pool, Path(args.unlabeled)], args.fraction, args.seed)
+    steps = (len(full) // settings.pretrain_batch) * settings.pretrain_epochs
+    epochs = matched_epochs(len(photos), settings.pretrain_batch, steps)
+    tag = f"f{args.fraction:g}_s{args.seed}" + "_quick" * args.quick
+    out = Path(args.out)
+    folder = link_folder(photos, out / f"photos_{tag}")
+    settings = replace(settings, pretrain_epochs=epochs)
+    log.info(
+        "%d of %d photos, %d epochs (~%d steps, the full stage 1's %d)",
+        len(photos), len(full), epochs, epochs * (len(photos) // settings.pretrain_batch), steps,
+    )  # fmt: skip
+    stage_dir = out / f"pretrain_spark{study.stage1_base_tag(settings, 'spark')}_{tag}"
+    result = study.run_pretrain("spark", out, settings, Path(args.unlabeled), [folder], stage_dir)
+    result = {**result, "fraction": args.fraction, "photos": len(photos), "of": len(full)}
+    print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
