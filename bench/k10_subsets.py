@@ -218,6 +218,28 @@ def collect_tagged(paths: list[Path]) -> tuple[str | None, dict[int, dict[str, f
     return next(iter(tags), None), out
 
 
+def class_f1(paths: list[Path], arm: str, seeds: list[int]) -> dict[str, float]:
+    """Per-class F1 in % of one arm's runs, averaged over ``seeds`` (a later record of the same
+    run replaces an earlier)."""
+    by_seed: dict[int, dict[str, float]] = {}
+    for path in paths:
+        for r in records(path):
+            m = NAME.match(r.get("name", ""))
+            if m and m["arm"] == arm and int(m["seed"]) in seeds and r.get("f1"):
+                by_seed[int(m["seed"])] = r["f1"]
+    if set(by_seed) != set(seeds):
+        raise SystemExit(f"{arm}: no per-class F1 for subsets {sorted(set(seeds) - set(by_seed))}")
+    classes = list(next(iter(by_seed.values())))
+    return {c: 100 * sum(f[c] for f in by_seed.values()) / len(by_seed) for c in classes}
+
+
+def print_class_table(columns: dict[str, dict[str, float]], seeds: list[int]) -> None:
+    print(f"| F1 at K = 10, mean of subsets {', '.join(map(str, seeds))} | {' | '.join(columns)} |")
+    print("|---" * (len(columns) + 1) + "|")
+    for c in next(iter(columns.values())):
+        print(f"| {c} | {' | '.join(f'{col[c]:.1f}' for col in columns.values())} |")
+
+
 def t975(df: int) -> float:
     """Two-sided 95% quantile of Student's t (a table to 30, Cornish-Fisher beyond)."""
     if df <= len(T975):
@@ -268,7 +290,7 @@ def summary(args: argparse.Namespace) -> int:
     pairs = {s: a for s, a in sorted(runs.items()) if set(ARMS) <= set(a)}
     if not pairs:
         sys.exit("no subset with both arms finished")
-    compare = collect([Path(args.compare)]) if args.compare else {}
+    compare = collect([Path(p) for p in args.compare]) if args.compare else {}
     head = "| subset | SSL mIoU | scratch mIoU | lead |"
     rule = "|---|---|---|---|"
     label = args.compare_label
@@ -310,6 +332,19 @@ def summary(args: argparse.Namespace) -> int:
             f"against {label} on the {n} subsets both ran: SSL "
             f"{sum(shifts['ssl']) / n:+.2f}, scratch {sum(shifts['scratch']) / n:+.2f} mIoU"
         )
+    if args.classes:
+        seeds = list(pairs)
+        ssl_files = [Path(p) for p in args.results]
+        columns = {
+            "SSL": class_f1(ssl_files, "ssl", seeds),
+            "scratch": class_f1(
+                [Path(p) for p in args.scratch_from or args.results], "scratch", seeds
+            ),
+        }
+        if compare and all(set(ARMS) <= set(compare.get(s, {})) for s in seeds):
+            columns[f"SSL, {label}"] = class_f1([Path(p) for p in args.compare], "ssl", seeds)
+        print()
+        print_class_table(columns, seeds)
     if args.json:
         print(json.dumps({"ssl": ssl, "scratch": scratch, **st}))
     return 0
@@ -411,8 +446,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="take the scratch arm from these files (the SSL arm from the results)",
     )
-    s.add_argument("--compare", default=None, help="other records of the same fine-tunes")
+    s.add_argument(
+        "--compare", nargs="+", default=None, help="other records of the same fine-tunes"
+    )
     s.add_argument("--compare-label", default="compared", help="their column's name")
+    s.add_argument("--classes", action="store_true", help="also the per-class F1 of each arm")
     s.add_argument("--json", action="store_true", help="also print the statistics as JSON")
     g = sub.add_parser("plot", help="the leads of several result files side by side")
     g.add_argument(
