@@ -39,7 +39,8 @@ log = logging.getLogger("stage1_data")
 
 
 def pick_photos(dirs: list[Path], fraction: float, seed: int = 0) -> list[Path]:
-    """A seeded ``fraction`` of every image under ``dirs`` (at least one batch's worth)."""
+    """A seeded ``fraction`` of every image under ``dirs`` (at least one); with one seed a
+    smaller fraction is a subset of a larger one."""
     if not 0 < fraction <= 1:
         raise SystemExit(f"--fraction {fraction}: must be in (0, 1]")
     paths = list_images(dirs)
