@@ -31,6 +31,7 @@ for _p in (ROOT, ROOT / "bench"):
 
 import numpy as np  # noqa: E402
 import study  # noqa: E402
+from k10_subsets import SSL_DEFAULT, STUDY  # noqa: E402
 
 from trainer.data.folders import list_images  # noqa: E402
 from trainer.data.imageio import atomic_write_bytes  # noqa: E402
@@ -38,12 +39,11 @@ from trainer.data.imageio import atomic_write_bytes  # noqa: E402
 log = logging.getLogger("stage1_data")
 
 
-def pick_photos(dirs: list[Path], fraction: float, seed: int = 0) -> list[Path]:
-    """A seeded ``fraction`` of every image under ``dirs`` (at least one); with one seed a
-    smaller fraction is a subset of a larger one."""
+def pick_photos(paths: list[Path], fraction: float, seed: int = 0) -> list[Path]:
+    """A seeded ``fraction`` of ``paths`` (at least one); with one seed a smaller fraction is a
+    subset of a larger one."""
     if not 0 < fraction <= 1:
         raise SystemExit(f"--fraction {fraction}: must be in (0, 1]")
-    paths = list_images(dirs)
     n = max(1, round(fraction * len(paths)))
     order = np.random.default_rng(seed).permutation(len(paths))[:n]
     return sorted(paths[i] for i in order)
@@ -79,8 +79,9 @@ def reconstruction_losses(
     from trainer.data.torch_datasets import UnlabeledDataset
     from trainer.losses import reconstruction_loss
 
+    spark = study.recipe_options("spark", study.StudySettings())
     model, _ = load_model(checkpoint)
-    masker = CenterPatchMasker(size, mask_ratio=0.6)
+    masker = CenterPatchMasker(size, mask_ratio=spark["mask_ratio"])
     center = masker.center_region()
     out = {}
     for name, paths in groups.items():
@@ -92,7 +93,9 @@ def reconstruction_losses(
             with torch.no_grad():
                 target = model.normalize(images)
                 pred = model(mask_input(target, mask), head="reconstruction")
-                loss = reconstruction_loss(pred, target, mask, center, "masked", norm_pix=True)
+                loss = reconstruction_loss(
+                    pred, target, mask, center, spark["loss_region"], norm_pix=spark["norm_pix"]
+                )
             total += float(loss) * len(images)
         out[name] = total / len(data)
     return out
@@ -102,14 +105,12 @@ def heldout(results: Path, unlabeled: Path) -> int:
     """Every stage-1 run in ``results`` and the study's own, on the photos all of them trained on
     (the smallest run's) and on the 100 validation faces none of them saw."""
     runs = json.loads(results.read_text())
-    full = study.ROOT / "bench" / "out" / "study" / "pretrain_spark_128px_lr0.003"
-    checkpoints = {"f1": full / "pretrain_last.safetensors"}
-    checkpoints |= {tag: Path(r["checkpoint"]) for tag, r in runs.items()}
-    smallest = min(runs, key=lambda tag: runs[tag]["photos"])
-    pool = study.ROOT / "bench" / "out" / "study" / "data"
-    seen = pick_photos([pool / "train" / "images", unlabeled], runs[smallest]["fraction"])
-    groups = {f"seen ({smallest}, {len(seen)})": seen}
-    groups["unseen (validation, 100)"] = list_images(pool / "val" / "images")
+    checkpoints = {"f1": SSL_DEFAULT} | {tag: Path(r["checkpoint"]) for tag, r in runs.items()}
+    small = runs[min(runs, key=lambda tag: runs[tag]["photos"])]
+    photos = list_images([STUDY / "data" / "train" / "images", unlabeled])
+    seen = pick_photos(photos, small["fraction"], small["seed"])
+    groups = {f"seen (f{small['fraction']:g}, {len(seen)})": seen}
+    groups["unseen (validation, 100)"] = list_images(STUDY / "data" / "val" / "images")
     print(f"| stage 1 | {' | '.join(groups)} |")
     print("|---" * (len(groups) + 1) + "|")
     for tag, path in checkpoints.items():
@@ -128,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="which photos")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--out", default=str(study.ROOT / "bench" / "out" / "stage1-data"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "stage1-data"))
     parser.add_argument("--unlabeled", default=str(study.SHARED / "faces-unlabeled"))
     parser.add_argument(
         "--results",
-        default=str(study.ROOT / "bench" / "results" / "stage1_data.json"),
+        default=str(ROOT / "bench" / "results" / "stage1_data.json"),
         help="each run's result under its tag (updated, not replaced)",
     )
     parser.add_argument("--quick", action="store_true", help="6 steps at 64 px")
@@ -147,11 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.fraction is None:
         parser.error("--fraction is required (or --heldout)")
     settings = study.QUICK if args.quick else study.StudySettings()
-    pool = study.ROOT / "bench" / "out" / "study" / "data" / "train" / "images"
+    pool = STUDY / "data" / "train" / "images"
     if not pool.is_dir():
         sys.exit(f"{pool}: run the study's data stage first (bench/study.py)")
     full = list_images([pool, Path(args.unlabeled)])
-    photos = pick_photos([pool, Path(args.unlabeled)], args.fraction, args.seed)
+    photos = pick_photos(full, args.fraction, args.seed)
     steps = (len(full) // settings.pretrain_batch) * settings.pretrain_epochs
     epochs = matched_epochs(len(photos), settings.pretrain_batch, steps)
     tag = f"f{args.fraction:g}_s{args.seed}" + "_quick" * args.quick
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     stage_dir = out / f"pretrain_spark{study.stage1_base_tag(settings, 'spark')}_{tag}"
     result = study.run_pretrain("spark", out, settings, Path(args.unlabeled), [folder], stage_dir)
-    result = {**result, "fraction": args.fraction, "photos": len(photos), "of": len(full)}
+    result = {**result, "fraction": args.fraction, "seed": args.seed, "photos": len(photos)}
+    result["of"] = len(full)
     result = {k: v for k, v in result.items() if k != "settings"}
     print(json.dumps(result, indent=1))
     if not args.quick:
