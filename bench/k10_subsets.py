@@ -53,8 +53,9 @@ ARMS = ("ssl", "scratch")
 # k10_<arm>_K10_s<seed> (this script; tagged k10-quick / -fp32 / -cw-<scheme> for the other
 # runs, see run_name) and the validation-curve runs' curve_ssl-spark_K10_s<seed> /
 # curve_scratch_K10_s<seed>.
+SSL_TAG = r"[a-z0-9.]+"  # --ssl-tag: another stage 1's runs are tagged k10-s1-<tag>
 NAME = re.compile(
-    r"^(?P<tag>k10(?:-quick)?(?:-fp32)?(?:-cw-[a-z-]+)?(?:-s1-[a-z0-9.]+)?|curve)"
+    rf"^(?P<tag>k10(?:-quick)?(?:-fp32)?(?:-cw-[a-z-]+)?(?:-s1-{SSL_TAG})?|curve)"
     r"_(?P<arm>ssl|scratch)(?:-spark)?_K10_s(?P<seed>\d+)$"
 )
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (no SciPy in the venv).
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.ssl).is_file():
         sys.exit(f"--ssl {args.ssl}: no such stage-1 checkpoint")
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    if args.ssl_tag and not re.fullmatch(r"[a-z0-9.]+", args.ssl_tag):
+    if args.ssl_tag and not re.fullmatch(SSL_TAG, args.ssl_tag):
         sys.exit(f"--ssl-tag {args.ssl_tag!r}: lower-case letters, digits and dots only")
     done = done_names(Path(args.results))
     arms = ARMS if args.arms == "both" else (args.arms,)
@@ -196,21 +197,29 @@ def strip(src: str, dst: str) -> None:
     print(f"{dst}: {Path(dst).stat().st_size / 1e6:.1f} MB")
 
 
+Runs = dict[int, dict[str, dict]]  # subset seed -> arm -> the finished run's record
+
+
 def collect(paths: list[Path]) -> dict[int, dict[str, float]]:
     """subset seed -> arm -> final mIoU in %; a later record of the same run replaces an earlier."""
-    return collect_tagged(paths)[1]
+    return mious(collect_runs(paths)[1])
 
 
-def collect_tagged(paths: list[Path]) -> tuple[str | None, dict[int, dict[str, float]]]:
-    """``collect`` and the one kind of run the files hold (None: no finished run)."""
-    out: dict[int, dict[str, float]] = {}
+def mious(runs: Runs) -> dict[int, dict[str, float]]:
+    return {s: {arm: 100 * r["miou"] for arm, r in arms.items()} for s, arms in runs.items()}
+
+
+def collect_runs(paths: list[Path]) -> tuple[str | None, Runs]:
+    """Each finished run's record (a later record of the same run replaces an earlier) and the
+    one kind of run the files hold (None: no finished run)."""
+    out: Runs = {}
     tags = set()
     for path in paths:
         for r in records(path):
             m = NAME.match(r.get("name", ""))
             if m and r.get("miou") is not None:
                 tags.add("k10" if m["tag"] == "curve" else m["tag"])  # the same recipe
-                out.setdefault(int(m["seed"]), {})[m["arm"]] = 100 * r["miou"]
+                out.setdefault(int(m["seed"]), {})[m["arm"]] = r
     if len(tags) > 1:
         raise SystemExit(
             f"{', '.join(map(str, paths))}: mixes runs of {sorted(tags)}; one kind a time"
@@ -218,19 +227,13 @@ def collect_tagged(paths: list[Path]) -> tuple[str | None, dict[int, dict[str, f
     return next(iter(tags), None), out
 
 
-def class_f1(paths: list[Path], arm: str, seeds: list[int]) -> dict[str, float]:
-    """Per-class F1 in % of one arm's runs, averaged over ``seeds`` (a later record of the same
-    run replaces an earlier)."""
-    by_seed: dict[int, dict[str, float]] = {}
-    for path in paths:
-        for r in records(path):
-            m = NAME.match(r.get("name", ""))
-            if m and m["arm"] == arm and int(m["seed"]) in seeds and r.get("f1"):
-                by_seed[int(m["seed"])] = r["f1"]
-    if set(by_seed) != set(seeds):
-        raise SystemExit(f"{arm}: no per-class F1 for subsets {sorted(set(seeds) - set(by_seed))}")
-    classes = list(next(iter(by_seed.values())))
-    return {c: 100 * sum(f[c] for f in by_seed.values()) / len(by_seed) for c in classes}
+def class_f1(runs: Runs, arm: str, seeds: list[int]) -> dict[str, float]:
+    """Per-class F1 in % of one arm's runs, averaged over ``seeds``."""
+    missing = [s for s in seeds if not runs.get(s, {}).get(arm, {}).get("f1")]
+    if missing:
+        raise SystemExit(f"{arm}: no per-class F1 for subsets {missing}")
+    f1s = [runs[s][arm]["f1"] for s in seeds]
+    return {c: 100 * sum(f[c] for f in f1s) / len(f1s) for c in f1s[0]}
 
 
 def print_class_table(columns: dict[str, dict[str, float]], seeds: list[int]) -> None:
@@ -275,22 +278,24 @@ def lead_stats(leads: list[float], target: float = 5.0, seed: int = 0) -> dict[s
 
 
 def summary(args: argparse.Namespace) -> int:
-    tag, runs = collect_tagged([Path(p) for p in args.results])
+    tag, found = collect_runs([Path(p) for p in args.results])
     if args.scratch_from:
         # Scratch does not depend on stage 1: another stage 1's SSL runs pair with the study's
         # scratch runs of the same subsets and recipe.
-        scratch_tag, scratch = collect_tagged([Path(p) for p in args.scratch_from])
-        if tag and scratch_tag and re.sub(r"-s1-[a-z0-9.]+$", "", tag) != scratch_tag:
+        scratch_tag, scratch = collect_runs([Path(p) for p in args.scratch_from])
+        if tag and scratch_tag and re.sub(rf"-s1-{SSL_TAG}$", "", tag) != scratch_tag:
             sys.exit(f"--scratch-from holds {scratch_tag} runs, the results {tag}: not one recipe")
-        runs = {
+        found = {
             s: {"ssl": a["ssl"], "scratch": scratch[s]["scratch"]}
-            for s, a in runs.items()
+            for s, a in found.items()
             if "ssl" in a and "scratch" in scratch.get(s, {})
         }
-    pairs = {s: a for s, a in sorted(runs.items()) if set(ARMS) <= set(a)}
+    found = {s: a for s, a in sorted(found.items()) if set(ARMS) <= set(a)}
+    pairs = mious(found)
     if not pairs:
         sys.exit("no subset with both arms finished")
-    compare = collect([Path(p) for p in args.compare]) if args.compare else {}
+    compared = collect_runs([Path(p) for p in args.compare])[1] if args.compare else {}
+    compare = mious(compared)
     head = "| subset | SSL mIoU | scratch mIoU | lead |"
     rule = "|---|---|---|---|"
     label = args.compare_label
@@ -334,15 +339,12 @@ def summary(args: argparse.Namespace) -> int:
         )
     if args.classes:
         seeds = list(pairs)
-        ssl_files = [Path(p) for p in args.results]
         columns = {
-            "SSL": class_f1(ssl_files, "ssl", seeds),
-            "scratch": class_f1(
-                [Path(p) for p in args.scratch_from or args.results], "scratch", seeds
-            ),
+            arm_label: class_f1(found, arm, seeds)
+            for arm, arm_label in (("ssl", "SSL"), ("scratch", "scratch"))
         }
         if compare and all(set(ARMS) <= set(compare.get(s, {})) for s in seeds):
-            columns[f"SSL, {label}"] = class_f1([Path(p) for p in args.compare], "ssl", seeds)
+            columns[f"SSL, {label}"] = class_f1(compared, "ssl", seeds)
         print()
         print_class_table(columns, seeds)
     if args.json:
