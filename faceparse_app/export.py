@@ -34,7 +34,7 @@ from PIL import Image
 
 from faceparse_app import __version__
 from faceparse_app.landmarks import NUM_POINTS, derive_landmarks, format_landmarks
-from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError, _write_error
+from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError, write_error
 from trainer.data.imageio import encode_label_png, read_image
 from trainer.data.lapa import read_landmarks
 from trainer.errors import DatasetError, ImageReadError, LabelMapError
@@ -269,7 +269,7 @@ def _export(
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     except OSError as exc:
-        raise _write_error(exc, out, "the export") from None
+        raise write_error(exc, out, "the export") from None
     try:
         for split in SPLITS:
             for sub in ("images", "labels", "landmarks"):
@@ -296,7 +296,7 @@ def _export(
         _publish(tmp, out)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise _write_error(exc, out, "the export") from None
+        raise write_error(exc, out, "the export") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

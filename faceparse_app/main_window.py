@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from faceparse_app.app import Settings
 from faceparse_app.model_loop import ModelLoop
-from faceparse_app.project import Project, ProjectError
+from faceparse_app.project import DamagedStoreError, Project, ProjectError
 from faceparse_app.samples import create_demo_project
 from faceparse_app.session import AnnotationSession
 from faceparse_app.widgets.canvas import LabelCanvas
@@ -237,9 +237,11 @@ class MainWindow(QMainWindow):
         if not self._may_leave_project():
             return False
         try:
-            project = Project.open(folder)
+            project = self._open_store(folder)
         except ProjectError as exc:
             self.show_message(f"Cannot open {folder}: {exc}", "error")
+            return False
+        if project is None:
             return False
         self.close_project()
         self.settings.add_recent_project(project.root)
@@ -262,7 +264,28 @@ class MainWindow(QMainWindow):
         self.model_loop.attach(session)
         if not session.next_unfinished() and session.current is None:
             session.step(0)
+        if project.recovery:  # last, so no other message hides it
+            self.show_message(project.recovery, "warning")
         return True
+
+    def _open_store(self, folder: str | Path) -> Project | None:
+        """Project.open, offering a recovery when the store is damaged; None if declined."""
+        try:
+            return Project.open(folder)
+        except DamagedStoreError as exc:
+            if not self.confirm_recover(str(exc)):
+                self.show_message(f"Not opened: {exc}", "error")
+                return None
+        return Project.open(folder, recover=True)
+
+    def confirm_recover(self, text: str) -> bool:
+        """Ask whether to rebuild a damaged project store (tests replace this)."""
+        answer = QMessageBox.question(
+            self,
+            "Damaged project store",
+            f"{text}\n\nRecover the store now?",
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
     def open_demo(self) -> bool:
         """Copy the sample faces into the demo folder and open it."""

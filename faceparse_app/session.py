@@ -18,6 +18,7 @@ Never losing work:
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import OrderedDict
@@ -31,6 +32,8 @@ from faceparse_app.history import History
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError
 from trainer.errors import FaceParseError, ImageReadError, LabelMapError
 from trainer.labels import LAPA, LabelSet
+
+log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 30.0  # a pause longer than this between edits is not counted as active time
 HISTORY_BYTES = 16 * 2**20  # undo memory per image
@@ -160,9 +163,11 @@ class AnnotationSession(QObject):
     def may_prelabel(self, image_id: int, version: str) -> bool:
         """Whether a pre-label of model `version` may replace the current image's label.
 
-        Only an image nobody has edited takes one: status "new", or "pre-labeled" by another
-        model version; not edited by hand in this session (even if since saved or undone), no
-        unsaved edits, no stroke in progress, no unreadable label file waiting to be kept aside.
+        Only an image nobody has edited takes one: the project allows it (status "new" or
+        "pre-labeled", and no label file but the store's own pre-label: see
+        ``Project.may_prelabel``), not already this version's, not edited by hand in this
+        session (even if since saved or undone), no unsaved edits, no stroke in progress, no
+        unreadable label file waiting to be kept aside.
         """
         rec, doc = self.current, self.document
         if rec is None or doc is None or rec.id != image_id:
@@ -170,9 +175,9 @@ class AnnotationSession(QObject):
         if self.edited_here(image_id) or doc.dirty or doc.in_stroke:
             return False
         fresh = self.project.get(image_id)
-        if fresh.status == "new":
-            return True
-        return fresh.status == "pre-labeled" and fresh.model_version != version
+        if fresh.status == "pre-labeled" and fresh.model_version == version:
+            return False
+        return self.project.may_prelabel(fresh)
 
     def apply_prelabel(self, image_id: int, label: np.ndarray, version: str) -> bool:
         """Show and save a model's prediction as the current image's label, if nobody edited it.
@@ -234,9 +239,13 @@ class AnnotationSession(QObject):
             return False
         try:
             fresh = self.project.get(image_id)
+            return (
+                fresh.status == "pre-labeled"
+                and fresh.model_version != version
+                and self.project.may_prelabel(fresh)
+            )
         except (KeyError, ProjectError):
             return False  # gone from the project since the refresh was queued
-        return fresh.status == "pre-labeled" and not fresh.missing and fresh.model_version != version
 
     def refresh_prelabel(self, image_id: int, label: np.ndarray, version: str) -> bool:
         """Save a newer model's pre-label of an image nobody edited (after a model swap).
@@ -375,6 +384,7 @@ class AnnotationSession(QObject):
                 self._save_document(self.project.get(image_id), doc)
         if self.document is not None and self.document.dirty:
             self.save()
+        self.project.backup()  # a rolling copy of the store, at most every ten minutes
 
     def save(self, force: bool = False) -> bool:
         """Save the current label if it has unsaved edits (or always, with `force`).

@@ -32,7 +32,13 @@ STATUS_ICONS: dict[str, tuple[str, str, str]] = {
 }
 PROBLEM_ICON = ("fa5s.exclamation-triangle", "#e53935")
 MISSING_ICON = ("fa5s.question-circle", "#e53935")
+REVIEW_ICON = ("fa5s.flag", "#fb8c00")
+REVIEW_TIP = (
+    "needs review: this label was found on disk when the project store was rebuilt (or "
+    "changed outside the app); check it, then mark it reviewed (Ctrl+Shift+Return)"
+)
 ALL = "all"
+NEEDS_REVIEW = "needs_review"
 SORT_NAME, SORT_UNCERTAINTY = "name", "uncertainty"
 
 
@@ -60,6 +66,9 @@ class ImageList(QWidget):
             self.filter_box.addItem(status_icon(status), status.replace("_", " "), status)
         self.filter_box.addItem(
             qta.icon(PROBLEM_ICON[0], color=PROBLEM_ICON[1]), "problems", "problems"
+        )
+        self.filter_box.addItem(
+            qta.icon(REVIEW_ICON[0], color=REVIEW_ICON[1]), "needs review", NEEDS_REVIEW
         )
         self.filter_box.currentIndexChanged.connect(lambda _i: self._rebuild())
         self.sort_box = QComboBox()
@@ -177,6 +186,9 @@ class ImageList(QWidget):
             if wanted == "problems":
                 if problem is None and not rec.missing:
                     continue
+            elif wanted == NEEDS_REVIEW:
+                if not rec.needs_review:
+                    continue
             elif wanted != ALL and rec.status != wanted:
                 continue
             score = self._scores.get(rec.id)
@@ -188,6 +200,9 @@ class ImageList(QWidget):
             elif problem is not None:
                 item.setIcon(qta.icon(PROBLEM_ICON[0], color=PROBLEM_ICON[1]))
                 item.setToolTip(problem)
+            elif rec.needs_review:
+                item.setIcon(qta.icon(REVIEW_ICON[0], color=REVIEW_ICON[1]))
+                item.setToolTip(f"{rec.status}, {REVIEW_TIP}")
             else:
                 item.setIcon(status_icon(rec.status))
                 tip = STATUS_ICONS.get(rec.status, ("", "", rec.status))[2]

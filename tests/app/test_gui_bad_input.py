@@ -131,10 +131,10 @@ def test_failed_save_keeps_old_file_and_edits_then_retries(
     assert session.save()
     before_bytes = session.project.label_path(session.current).read_bytes()
 
-    def fail(path, label):
+    def fail(path, data):
         raise OSError(code, "simulated")
 
-    monkeypatch.setattr("faceparse_app.project.write_label", fail)
+    monkeypatch.setattr("faceparse_app.project.atomic_write_bytes", fail)
     drag(window.canvas, [(40, 40), (50, 50)])
     edited = session.document.label.copy()
     ids = window.image_list.visible_ids()
@@ -158,10 +158,10 @@ def test_close_with_unsaved_labels_asks_and_can_stay(qtbot, tmp_path, monkeypatc
     session = window.session
     image_id = session.current.id
 
-    def fail(path, label):
+    def fail(path, data):
         raise OSError(errno.ENOSPC, "simulated")
 
-    monkeypatch.setattr("faceparse_app.project.write_label", fail)
+    monkeypatch.setattr("faceparse_app.project.atomic_write_bytes", fail)
     drag(window.canvas, [(10, 10), (30, 30)])
     edited = session.document.label.copy()
     asked = []
@@ -174,3 +174,4 @@ def test_close_with_unsaved_labels_asks_and_can_stay(qtbot, tmp_path, monkeypatc
     assert len(asked) == 1 and not window.isVisible()
     with Project.open(tmp_path / "project") as project:
         assert np.array_equal(project.load_label(project.get(image_id)), edited)
+

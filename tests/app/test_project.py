@@ -263,7 +263,7 @@ def test_read_only_on_save_keeps_the_old_label(
         def denied(*args: object, **kwargs: object) -> None:
             raise PermissionError(errno.EROFS, "Read-only file system")
 
-        monkeypatch.setattr(project_mod, "write_label", denied)
+        monkeypatch.setattr(project_mod, "atomic_write_bytes", denied)
         with pytest.raises(ProjectError, match="read-only"):
             project.save_label(rec, np.zeros_like(label))
         assert project.label_path(rec).read_bytes() == before

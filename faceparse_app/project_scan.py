@@ -1,0 +1,272 @@
+"""Bringing a project store in line with its folder: the images on disk and the label files.
+
+``scan_images``: new images are added, moved ones relinked by content hash (their label follows),
+deleted ones flagged missing, changed ones re-hashed.
+
+``reconcile_labels``: every label file is checked against what the store last wrote there (its
+sha256, size and mtime). A file the store did not write is the annotator's: it is never given to
+a pre-label again. This is what makes a kill between the label write and the row update, a row
+update lost to a full disk, and a lost or damaged store safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from faceparse_app.store_guard import prelabel_mark
+from trainer.data.folders import list_images
+
+if TYPE_CHECKING:
+    from faceparse_app.project import Project
+
+log = logging.getLogger(__name__)
+
+FINISHED = frozenset({"labeled", "reviewed"})
+UNTOUCHED = frozenset({"new", "pre-labeled"})
+
+
+@dataclass
+class ScanReport:
+    """What a scan of the folder found.
+
+    Attributes:
+        added: relpaths of images new to the project.
+        missing: relpaths of known images whose file is gone (reported, never fatal).
+        moved: (old, new) relpaths of images found again under a new path (same content hash);
+            their label moved with them.
+        unreadable: relpaths whose header could not be read (they still get a row; opening
+            them gives an ImageReadError).
+    """
+
+    added: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LabelReport:
+    """What :func:`reconcile_labels` changed.
+
+    Attributes:
+        hand: relpaths whose label file is hand work the store did not know of.
+        prelabels: relpaths whose label file is an untouched pre-label the store did not know of.
+        gone: relpaths whose recorded label file was deleted.
+    """
+
+    hand: list[str] = field(default_factory=list)
+    prelabels: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+
+
+def scan_images(project: Project) -> ScanReport:
+    """See :meth:`Project.scan`."""
+    from faceparse_app.project import file_hash_or_none, image_size
+
+    root = project.root
+    report = ScanReport()
+    on_disk = {p.relative_to(root).as_posix(): p for p in list_images(root)}
+    rows = {
+        r[0]: r
+        for r in project.query(
+            "SELECT relpath, id, content_hash, size_bytes, mtime_ns, missing, status FROM images"
+        )
+    }
+    now = time.time()
+    updates: list[tuple[str, tuple]] = []
+    # Hashing happens outside any transaction: transactions stay short.
+    gone_by_hash: dict[str, list[tuple]] = {}
+    stats: dict[str, os.stat_result] = {}
+    for relpath in list(on_disk):
+        try:
+            stats[relpath] = on_disk[relpath].stat()
+        except OSError as exc:  # vanished or unreadable since the listing: not fatal
+            log.warning("skipping %s: %s", relpath, exc)
+            del on_disk[relpath]
+    for relpath, row in rows.items():
+        if relpath not in on_disk:
+            gone_by_hash.setdefault(row[2], []).append(row)
+            continue
+        stat = stats[relpath]
+        if row[5]:
+            updates.append(("UPDATE images SET missing=0, updated_at=? WHERE id=?", (now, row[1])))
+        if (stat.st_size, stat.st_mtime_ns) != (row[3], row[4]):
+            digest = file_hash_or_none(on_disk[relpath])
+            if digest is None:
+                report.unreadable.append(relpath)
+                continue
+            size = image_size(on_disk[relpath]) or (0, 0)
+            status = row[6]
+            if digest != row[2] and status in FINISHED:
+                # The picture changed under its label: have it checked again.
+                log.warning("%s changed since it was labeled; marking it in progress", relpath)
+                status = "in_progress"
+            updates.append(
+                (
+                    "UPDATE images SET content_hash=?, size_bytes=?, mtime_ns=?, width=?, "
+                    "height=?, status=?, updated_at=? WHERE id=?",
+                    (digest, stat.st_size, stat.st_mtime_ns, size[0], size[1], status, now, row[1]),
+                )
+            )
+            if size == (0, 0):
+                report.unreadable.append(relpath)
+    relinked: list[tuple[os.PathLike[str], os.PathLike[str]]] = []
+    for relpath in sorted(set(on_disk) - set(rows)):
+        path = on_disk[relpath]
+        stat = stats[relpath]
+        digest = file_hash_or_none(path)
+        if digest is None:
+            report.unreadable.append(relpath)
+            continue
+        size = image_size(path)
+        if size is None:
+            report.unreadable.append(relpath)
+            size = (0, 0)
+        candidates = gone_by_hash.get(digest)
+        if candidates:
+            old = candidates.pop(0)
+            src, dst = project.label_file(old[0]), project.label_file(relpath)
+            if src.exists():
+                try:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(src, dst)
+                    relinked.append((src, dst))
+                except OSError as exc:
+                    log.warning("could not move the label of %s to %s: %s", old[0], relpath, exc)
+            updates.append(
+                (
+                    "UPDATE images SET relpath=?, size_bytes=?, mtime_ns=?, width=?, height=?, "
+                    "missing=0, updated_at=? WHERE id=?",
+                    (relpath, stat.st_size, stat.st_mtime_ns, size[0], size[1], now, old[1]),
+                )
+            )
+            report.moved.append((old[0], relpath))
+            continue
+        updates.append(
+            (
+                "INSERT INTO images (relpath, content_hash, size_bytes, mtime_ns, width, height, "
+                "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'new', ?, ?)",
+                (relpath, digest, stat.st_size, stat.st_mtime_ns, size[0], size[1], now, now),
+            )
+        )
+        report.added.append(relpath)
+    for candidates in gone_by_hash.values():
+        for row in candidates:
+            if not row[5]:
+                updates.append(
+                    ("UPDATE images SET missing=1, updated_at=? WHERE id=?", (now, row[1]))
+                )
+            report.missing.append(row[0])
+    report.missing.sort()
+    if updates:
+        try:
+            with project.transaction() as c:
+                # Moves first free their old relpath before another row may take it.
+                for sql, args in sorted(updates, key=lambda u: not u[0].startswith("UPDATE")):
+                    c.execute(sql, args)
+        except BaseException:
+            for src, dst in relinked:  # put the labels back where the rows still point
+                try:
+                    os.replace(dst, src)
+                except OSError:
+                    pass
+            raise
+    for relpath in report.missing:
+        log.warning("%s is missing from the project folder", relpath)
+    return report
+
+
+def reconcile_labels(project: Project, recovering: bool) -> LabelReport:
+    """Check every label file against what the store last wrote there.
+
+    A label file whose size and mtime are the recorded ones is taken as is; any other is hashed.
+    One that is not what the store wrote is classified by its pre-label mark (see
+    ``store_guard.encode_prelabel_png``):
+
+    - marked, behind a "new" or "pre-labeled" row: our own pre-label (its row update was lost);
+      it becomes "pre-labeled" and stays refreshable;
+    - unmarked: the annotator's work. It is never handed to a pre-label again. When
+      ``recovering`` (the store was rebuilt or restored from a backup) it becomes "labeled,
+      needs review"; otherwise (a kill or full disk between the label write and the row update)
+      an untouched row becomes "in_progress", and a finished one is flagged for review.
+
+    Args:
+        project: the open project (not read-only).
+        recovering: the rows come from a rebuilt store or an older backup.
+    """
+    from faceparse_app.project import file_hash_or_none
+
+    report = LabelReport()
+    updates: list[tuple[str, tuple]] = []
+    rows = project.query(
+        "SELECT id, relpath, status, label_hash, label_source, label_size, label_mtime_ns, "
+        "needs_review FROM images WHERE missing=0"
+    )
+    for image_id, relpath, status, known, source, size, mtime, review in rows:
+        path = project.label_file(relpath)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            if known is not None:
+                report.gone.append(relpath)
+                log.warning("the label file of %s was deleted", relpath)
+                updates.append(
+                    (
+                        "label_hash=NULL, label_source=NULL, label_size=NULL, "
+                        "label_mtime_ns=NULL, status=?",
+                        ("new" if status == "pre-labeled" else status, image_id),
+                    )
+                )
+            continue
+        except OSError as exc:
+            log.warning("cannot read the label file of %s: %s", relpath, exc)
+            continue
+        if known is not None and (stat.st_size, stat.st_mtime_ns) == (size, mtime):
+            continue
+        digest = file_hash_or_none(path)
+        if digest is None:
+            continue
+        stamp = "label_hash=?, label_size=?, label_mtime_ns=?"
+        seen = (digest, stat.st_size, stat.st_mtime_ns)
+        if digest == known or (known is None and source == "model"):
+            # Ours (touched by a copy), or a pre-label of a store migrated from schema 1.
+            updates.append((stamp, (*seen, image_id)))
+            continue
+        mark = prelabel_mark(path)
+        if mark is not None and status in UNTOUCHED:
+            report.prelabels.append(relpath)
+            updates.append(
+                (
+                    f"{stamp}, label_source='model', status='pre-labeled', model_version=?",
+                    (*seen, mark, image_id),
+                )
+            )
+            continue
+        report.hand.append(relpath)
+        if recovering:
+            new_status, flag = "labeled", 1
+        elif status in UNTOUCHED:
+            new_status, flag = "in_progress", int(review)
+        else:
+            new_status, flag = status, 1 if status in FINISHED else int(review)
+        updates.append(
+            (
+                f"{stamp}, label_source='hand', status=?, needs_review=?",
+                (*seen, new_status, flag, image_id),
+            )
+        )
+    if updates:
+        now = time.time()
+        with project.transaction() as c:
+            for sets, args in updates:
+                c.execute(
+                    f"UPDATE images SET {sets}, updated_at=? WHERE id=?",
+                    (*args[:-1], now, args[-1]),
+                )
+    for relpath in report.hand:
+        log.warning("%s: its label file is hand work the store did not know of; kept", relpath)
+    return report

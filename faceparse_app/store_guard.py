@@ -1,0 +1,221 @@
+"""What keeps a project store safe: one writer per folder, rolling backups, and a mark on every
+pre-label file so a rebuilt store can tell the model's labels from the annotator's.
+
+- :class:`ProjectLock`: an OS file lock on ``.faceparse/lock`` (``filelock``: flock on POSIX,
+  msvcrt on Windows). The kernel drops it when the holder dies, so a crash or kill -9 never
+  leaves a stale lock; ``lock.json`` beside it says who holds it, for the refusal message.
+- Backups: ``.faceparse/backups/project-<time>.sqlite``, made with SQLite's online backup API
+  (consistent even while the store is in use), the newest :data:`KEEP_BACKUPS` kept.
+- Pre-label files carry a PNG text chunk naming the model version that wrote them. Files saved
+  by hand carry none. Nothing else reads it: it only matters when the store is lost.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock, Timeout
+from PIL import Image, PngImagePlugin
+
+from trainer.errors import FaceParseError
+
+LOCK_NAME = "lock"
+LOCK_INFO_NAME = "lock.json"
+BACKUPS_DIR = "backups"
+KEEP_BACKUPS = 5
+BACKUP_EVERY_S = 600.0  # while a project is open, at most one backup per this many seconds
+PRELABEL_CHUNK = "faceparse-prelabel"
+
+# Folders this process holds: a second open from the same process is refused with its own text.
+_HELD: set[str] = set()
+
+
+class StoreError(FaceParseError):
+    """Base of the store's own errors (re-exported by ``faceparse_app.project`` as ProjectError)."""
+
+
+class ProjectLockedError(StoreError):
+    """Another FaceParse Studio (or this one) already has the project folder open for writing."""
+
+
+class DamagedStoreError(StoreError):
+    """``project.sqlite`` is damaged; ``Project.open(folder, recover=True)`` rebuilds it."""
+
+
+def _now() -> float:
+    return time.time()
+
+
+class ProjectLock:
+    """The one-writer lock of a project store folder.
+
+    Args:
+        store_dir: the ``.faceparse`` folder (must exist).
+    """
+
+    def __init__(self, store_dir: Path) -> None:
+        self.store_dir = store_dir
+        self.path = store_dir / LOCK_NAME
+        self._lock = FileLock(str(self.path), is_singleton=False)
+        self._key = str(store_dir.resolve())
+
+    def acquire(self) -> None:
+        """Take the lock now or raise ProjectLockedError saying who holds it."""
+        folder = self.store_dir.parent
+        if self._key in _HELD:
+            raise ProjectLockedError(
+                f"{folder} is already open in this FaceParse Studio; switch to that window"
+            )
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise ProjectLockedError(
+                f"{folder} is open in another FaceParse Studio ({self._holder()}). Close it "
+                "there first: two windows on one project would overwrite each other's labels."
+            ) from None
+        _HELD.add(self._key)
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        try:
+            (self.store_dir / LOCK_INFO_NAME).write_text(json.dumps(info), encoding="utf-8")
+        except OSError:
+            pass  # the lock holds without its description
+
+    def _holder(self) -> str:
+        try:
+            info = json.loads((self.store_dir / LOCK_INFO_NAME).read_text(encoding="utf-8"))
+            return f"process {info['pid']} on {info['host']}, since {info['since']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "holder unknown"
+
+    def release(self) -> None:
+        if self._key not in _HELD:
+            return
+        _HELD.discard(self._key)
+        try:
+            (self.store_dir / LOCK_INFO_NAME).unlink(missing_ok=True)
+        except OSError:
+            pass
+        self._lock.release(force=True)
+
+
+# ------------------------------------------------------------------------------- backups
+
+
+def backups(store_dir: Path) -> list[Path]:
+    """The store's backups, newest first."""
+    folder = store_dir / BACKUPS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob("project-*.sqlite"), reverse=True)
+
+
+def _stamp(t: float) -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(t)) + f"-{int(t % 1 * 1e6):06d}"
+
+
+def _backup_time(path: Path) -> float | None:
+    """When a backup was made, from its name (``project-YYYYmmdd-HHMMSS-micro.sqlite``)."""
+    try:
+        day, clock, micro = path.stem.split("-")[1:4]
+        return time.mktime(time.strptime(f"{day}-{clock}", "%Y%m%d-%H%M%S")) + int(micro) / 1e6
+    except (ValueError, IndexError):
+        return None
+
+
+def last_backup_time(store_dir: Path) -> float | None:
+    """When the newest backup was made, or None when there is none."""
+    found = backups(store_dir)
+    return _backup_time(found[0]) if found else None
+
+
+def make_backup(conn: sqlite3.Connection, store_dir: Path) -> Path:
+    """Copy the live store into ``backups/`` (atomically) and drop all but the newest few.
+
+    Raises:
+        OSError, sqlite3.Error: the copy failed (the caller logs it; a backup is best effort).
+    """
+    folder = store_dir / BACKUPS_DIR
+    folder.mkdir(exist_ok=True)
+    t = _now()
+    path = folder / f"project-{_stamp(t)}.sqlite"
+    while path.exists():
+        t += 1e-6
+        path = folder / f"project-{_stamp(t)}.sqlite"
+    tmp = path.with_name(path.name + ".tmp")
+    target = sqlite3.connect(tmp)
+    try:
+        conn.backup(target)
+    finally:
+        target.close()
+    os.replace(tmp, path)
+    for old in backups(store_dir)[KEEP_BACKUPS:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def is_sound(path: Path) -> bool:
+    """True when a SQLite file opens and passes ``PRAGMA quick_check``."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = conn.execute("PRAGMA quick_check").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+    return bool(row) and row[0] == "ok"
+
+
+def newest_sound_backup(store_dir: Path) -> Path | None:
+    return next((b for b in backups(store_dir) if is_sound(b)), None)
+
+
+def describe_backup(path: Path) -> str:
+    """When a backup was made, for the annotator ("2026-12-04 10:32")."""
+    t = _backup_time(path)
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t is not None else path.name
+
+
+def move_store_aside(db_path: Path, why: str) -> Path:
+    """Rename ``project.sqlite`` (and its -wal/-shm) to ``project.sqlite.<why>-<time>``."""
+    aside = db_path.with_name(f"{db_path.name}.{why}-{_stamp(_now())}")
+    for side in ("", "-wal", "-shm"):
+        src = Path(f"{db_path}{side}")
+        if src.exists():
+            os.replace(src, Path(f"{aside}{side}"))
+    return aside
+
+
+# --------------------------------------------------------------------- pre-label marks
+
+
+def encode_prelabel_png(label: np.ndarray, version: str) -> bytes:
+    """A (H, W) uint8 label map as an 8-bit 'L' PNG marked as model ``version``'s pre-label."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PRELABEL_CHUNK, str(version))
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8), "L").save(
+        buf, format="PNG", pnginfo=info
+    )
+    return buf.getvalue()
+
+
+def prelabel_mark(path: Path) -> str | None:
+    """The model version a label file was pre-labeled by, or None (hand-made or unreadable)."""
+    try:
+        with Image.open(path) as im:
+            value = im.info.get(PRELABEL_CHUNK)
+    except Exception:  # any unreadable file is simply not one of our pre-labels
+        return None
+    return str(value) if value else None
