@@ -114,13 +114,18 @@ class AnnotationSession(QObject):
         self.current = rec
         try:
             image = self.project.load_image(rec)
+            rec = self.project.get(image_id)  # load_image may have corrected the size
+            self.current = rec
+            document = self._unsaved.get(image_id) or self._document_for(rec, image)
         except ImageReadError as exc:
             return self._fail(rec, f"Cannot open {rec.relpath}: {exc}")
-        rec = self.project.get(image_id)  # load_image may have corrected the size
-        self.current = rec
-        document = self._unsaved.get(image_id) or self._document_for(rec, image)
-        if document is None:
-            return False
+        except (MemoryError, FaceParseError) as exc:
+            # Too big for this machine, or a store error: say so; the canvas takes no strokes.
+            reason = "not enough memory" if isinstance(exc, MemoryError) else str(exc)
+            return self._fail(rec, f"Cannot open {rec.relpath}: {reason}")
+        except Exception as exc:  # a decoder's own error: the same, never a stale canvas
+            log.exception("cannot open %s", rec.relpath)
+            return self._fail(rec, f"Cannot open {rec.relpath}: {type(exc).__name__}: {exc}")
         self.image, self.document = image, document
         document.protected = set(self.protected)
         self._last_activity = time.monotonic()

@@ -175,3 +175,42 @@ def test_close_with_unsaved_labels_asks_and_can_stay(qtbot, tmp_path, monkeypatc
     with Project.open(tmp_path / "project") as project:
         assert np.array_equal(project.load_label(project.get(image_id)), edited)
 
+
+@pytest.mark.parametrize("failure", ["bomb", "memory"])
+def test_an_image_that_cannot_be_decoded_never_takes_strokes_it_cannot_save(
+    qtbot, tmp_path, monkeypatch, failure
+):
+    """Issue 28 §4: a photo over Pillow's pixel limit (or one too big for memory) left the
+    previous document on the canvas; strokes went into it and were never saved."""
+    window = make_window(qtbot, tmp_path)
+    session = window.session
+    ids = window.image_list.visible_ids()
+    select(window, ids[0])
+    drag(window.canvas, [(10, 10), (14, 14)])
+    assert session.save()
+    bad = session.project.get(ids[1])
+    if failure == "bomb":
+        # 64 × 64 = 4,096 pixels: over twice this limit, which is what Pillow refuses outright.
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    else:
+        import faceparse_app.project as project_mod
+
+        real = project_mod.read_image
+
+        def huge(path):
+            if path.name == bad.relpath:
+                raise MemoryError("cannot allocate 1.6 GB")
+            return real(path)
+
+        monkeypatch.setattr(project_mod, "read_image", huge)
+    select(window, bad.id)
+    assert session.current.id == bad.id
+    assert window.canvas.document is None and session.document is None
+    assert window.message_bar.level == "error" and bad.relpath in window.message_bar.message
+    before = {i: session.project.label_path(session.project.get(i)).exists() for i in ids}
+    drag(window.canvas, [(20, 20), (40, 40)])  # paints nothing: there is no label to paint
+    assert session.save_all()
+    after = {i: session.project.label_path(session.project.get(i)).exists() for i in ids}
+    assert after == before
+    monkeypatch.undo()
+    still_works(window)
