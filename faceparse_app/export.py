@@ -6,6 +6,8 @@ Layout written::
     <out>/{train,val,test}/labels/<name>.png      'L' PNG, class indices 0..10, image's size
     <out>/{train,val,test}/landmarks/<name>.txt   '106', then 106 'x y' lines
     <out>/README.txt                              what this is; which landmark files are derived
+    <out>/names.csv                               split, exported name, original relpath
+    <out>/export-manifest.json                    every file this export wrote, with its sha256
 
 A JPEG original is copied byte for byte, unless its EXIF orientation is not 1: then it is
 re-encoded upright (quality 95), so that image and label agree for loaders that ignore EXIF.
@@ -14,18 +16,26 @@ Other formats are encoded as JPEG quality 95. Landmarks come from
 them from the label map.
 
 The export is built in a hidden temp folder beside ``out`` and moved into place with one
-os.replace, so a crash or a full disk never leaves a half export that looks complete.
+os.replace, so a crash or a full disk never leaves a half export that looks complete. Exporting
+again into an earlier export replaces only the files its manifest lists: anything else in the
+folder (notes, another project's ``.faceparse/``, files added by hand) is carried over untouched,
+and a listed file that was changed since is never overwritten (the export is refused). A folder
+that is neither empty nor an export of ours is refused.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import io
+import json
 import logging
 import os
 import re
 import shutil
 import tempfile
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,13 +55,24 @@ log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 README_MARK = "FaceParse Studio LaPa export"
+README_NAME = "README.txt"
+NAMES_CSV = "names.csv"
+MANIFEST_NAME = "export-manifest.json"
+MANIFEST_FORMAT = "faceparse-lapa-export"
 LANDMARKS_DIR = "landmarks"
+# What an export written before manifests existed holds: anything else in it is not ours.
+_OLD_LAYOUT = re.compile(r"^(README\.txt|(train|val|test)/(images/[^/]+\.jpg|labels/[^/]+\.png|landmarks/[^/]+\.txt))$")
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Letters and digits of any script stay; separators, punctuation and controls become '_'.
+_UNSAFE = re.compile(r"[^\w.-]+")
 
 
 def export_name(relpath: str) -> str:
-    """A flat, file-system-safe name for an image relpath ('a/b c.png' -> 'a__b_c')."""
+    """A flat, file-system-safe name for an image relpath ('a/b c.png' -> 'a__b_c').
+
+    Unicode letters and digits are kept (NFC): 'ünï 顔.jpg' -> 'ünï_顔'.
+    """
+    relpath = unicodedata.normalize("NFC", relpath)
     stem = relpath.rsplit(".", 1)[0] if "." in relpath.rsplit("/", 1)[-1] else relpath
     parts = [_UNSAFE.sub("_", p).strip("._") for p in stem.split("/")]
     return "__".join(p for p in parts if p) or "image"
@@ -64,9 +85,9 @@ def _unique_names(relpaths: Sequence[str]) -> list[str]:
     for relpath in relpaths:
         base = export_name(relpath)
         name, k = base, 2
-        while name.lower() in taken:
+        while name.casefold() in taken:
             name, k = f"{base}-{k}", k + 1
-        taken.add(name.lower())
+        taken.add(name.casefold())
         names.append(name)
     return names
 
@@ -136,7 +157,9 @@ def _known_landmarks(
     return points
 
 
-def _check_out_dir(out: Path, project_root: Path) -> None:
+def _check_out_dir(out: Path, project_root: Path) -> dict[str, str | None]:
+    """Refuse an unusable export folder; return the files an earlier export of ours wrote there
+    (relpath -> sha256, or None for an export from before manifests), {} for a new folder."""
     if out == project_root or project_root in out.parents:
         if not any(
             p.name.startswith(".") for p in [out, *out.parents] if project_root in p.parents
@@ -145,17 +168,49 @@ def _check_out_dir(out: Path, project_root: Path) -> None:
                 f"{out} lies inside the project folder, where its images would be picked up as "
                 "new images; choose a folder outside the project"
             )
-    if out.exists():
-        if not out.is_dir():
-            raise ProjectError(f"{out} exists and is not a folder")
-        entries = [e for e in out.iterdir()]
-        readme = out / "README.txt"
-        ours = readme.is_file() and readme.read_text(errors="replace").startswith(README_MARK)
-        if entries and not ours:
-            raise ProjectError(
-                f"{out} is not empty and is not an earlier FaceParse Studio export; choose an "
-                "empty or new folder"
-            )
+    if not out.exists():
+        return {}
+    if not out.is_dir():
+        raise ProjectError(f"{out} exists and is not a folder")
+    if not any(out.iterdir()):
+        return {}
+    manifest = out / MANIFEST_NAME
+    if manifest.is_file():
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+            if data.get("format") == MANIFEST_FORMAT and isinstance(data.get("files"), dict):
+                return {str(k): str(v) for k, v in data["files"].items()}
+        except (OSError, ValueError):
+            pass
+        raise ProjectError(f"{manifest} is damaged; export into an empty or new folder")
+    readme = out / README_NAME
+    if readme.is_file() and readme.read_text(errors="replace").startswith(README_MARK):
+        return {rel: None for rel in _tree(out) if _OLD_LAYOUT.match(rel)}
+    raise ProjectError(
+        f"{out} is not empty and is not an earlier FaceParse Studio export; choose an empty or "
+        "new folder"
+    )
+
+
+def _tree(root: Path) -> list[str]:
+    """Every file under root, as '/'-separated relpaths."""
+    return sorted(
+        (Path(d) / f).relative_to(root).as_posix() for d, _dirs, files in os.walk(root) for f in files
+    )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _readme(
@@ -211,8 +266,10 @@ def export_project(
     """Export the labeled (or only the reviewed) images of a project in the LaPa layout.
 
     Args:
-        project_dir: the project folder, or an open Project.
-        out_dir: the export folder; new, empty, or an earlier export (which is replaced).
+        project_dir: the project folder (read without taking it from a window that has it
+            open), or an open Project.
+        out_dir: the export folder: new, empty, or an earlier export, whose own files are
+            replaced and whose other files are kept.
         reviewed_only: export only images with status "reviewed".
         val_fraction: share of images drawn into val/.
         test_fraction: share of images drawn into test/.
@@ -224,10 +281,13 @@ def export_project(
 
     Raises:
         ProjectError: out_dir is unusable (inside the project, not empty, not writable, disk
-            full); nothing is left behind that looks like an export.
+            full, a file an earlier export wrote was changed since); nothing is left behind
+            that looks like an export, and nothing in out_dir is changed.
     """
     own = not isinstance(project_dir, Project)
-    project = Project.open(project_dir) if own else project_dir  # type: ignore[arg-type]
+    project = (
+        Project.open(project_dir, read_only=True) if own else project_dir  # type: ignore[arg-type]
+    )
     try:
         return _export(
             project,
@@ -252,7 +312,7 @@ def _export(
     seed: int,
     on_progress: Callable[[int, int], None] | None,
 ) -> dict[str, int]:
-    _check_out_dir(out, project.root)
+    previous = _check_out_dir(out, project.root)
     wanted = {"reviewed"} if reviewed_only else set(FINISHED)
     recs = [
         r
@@ -265,9 +325,11 @@ def _export(
     derived: list[str] = []
     known: list[str] = []
     skipped: list[tuple[str, str]] = []
+    exported: list[tuple[str, str, str]] = []
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+        tmp.chmod(0o777 & ~_current_umask())  # mkdtemp makes it private; an export is shared
     except OSError as exc:
         raise write_error(exc, out, "the export") from None
     try:
@@ -284,16 +346,29 @@ def _export(
                     (tmp / split / sub / f"{name}{ext}").unlink(missing_ok=True)
             else:
                 counts[split] += 1
+                exported.append((split, name, rec.relpath))
                 (derived if how == "derived" else known).append(f"{split}/landmarks/{name}.txt")
             if on_progress is not None:
                 on_progress(done, len(recs))
-        (tmp / "README.txt").write_text(
+        (tmp / README_NAME).write_text(
             _readme(
                 counts, derived, known, skipped, reviewed_only, val_fraction, test_fraction, seed
             ),
             encoding="utf-8",
         )
-        _publish(tmp, out)
+        _write_names(tmp / NAMES_CSV, exported)
+        ours = {rel: _sha256(tmp / rel) for rel in _tree(tmp)}
+        (tmp / MANIFEST_NAME).write_text(
+            json.dumps({"format": MANIFEST_FORMAT, "version": 1, "files": ours}, indent=1),
+            encoding="utf-8",
+        )
+        carried = _carry_foreign_files(out, tmp, previous, ours)
+        try:
+            _publish(tmp, out)
+        except BaseException:
+            for src, dst in reversed(carried):  # the foreign files go back where they were
+                os.replace(dst, src)
+            raise
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise write_error(exc, out, "the export") from None
@@ -301,6 +376,59 @@ def _export(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {**counts, "skipped": len(skipped)}
+
+
+def _write_names(path: Path, exported: list[tuple[str, str, str]]) -> None:
+    """names.csv: which original image each exported name came from."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["split", "name", "original"])
+        writer.writerows(exported)
+
+
+def _carry_foreign_files(
+    out: Path, tmp: Path, previous: dict[str, str | None], ours: dict[str, str]
+) -> list[tuple[Path, Path]]:
+    """Move every file in ``out`` that no earlier export of ours wrote into the new export.
+
+    A file the previous manifest lists but whose bytes changed since is someone's edit: it is
+    never overwritten, so the export is refused (nothing moved yet).
+
+    Returns:
+        (old place, new place) of each move, to undo them if the publish fails.
+    """
+    if not previous:
+        return []
+    changed = [
+        rel
+        for rel, digest in previous.items()
+        if digest is not None and (out / rel).is_file() and _sha256(out / rel) != digest
+    ]
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise ProjectError(
+            f"{out}: {shown} changed since the last export wrote them; move them elsewhere (or "
+            "export into another folder) so your edits are not overwritten"
+        )
+    foreign = [rel for rel in _tree(out) if rel not in previous and rel != MANIFEST_NAME]
+    clash = [rel for rel in foreign if rel in ours or rel == MANIFEST_NAME]
+    if clash:
+        raise ProjectError(
+            f"{out}: {', '.join(clash[:5])} would be replaced by this export but were not "
+            "written by one; move them elsewhere or export into another folder"
+        )
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for rel in foreign:
+            src, dst = out / rel, tmp / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+            moved.append((src, dst))
+    except BaseException:
+        for src, dst in reversed(moved):
+            os.replace(dst, src)
+        raise
+    return moved
 
 
 def _export_one(project: Project, rec: ImageRecord, split_dir: Path, name: str) -> str:

@@ -37,15 +37,15 @@ PRELABEL_CHUNK = "faceparse-prelabel"
 _HELD: set[str] = set()
 
 
-class StoreError(FaceParseError):
-    """Base of the store's own errors (re-exported by ``faceparse_app.project`` as ProjectError)."""
+class ProjectError(FaceParseError):
+    """The project folder or its store cannot be opened, read or written."""
 
 
-class ProjectLockedError(StoreError):
+class ProjectLockedError(ProjectError):
     """Another FaceParse Studio (or this one) already has the project folder open for writing."""
 
 
-class DamagedStoreError(StoreError):
+class DamagedStoreError(ProjectError):
     """``project.sqlite`` is damaged; ``Project.open(folder, recover=True)`` rebuilds it."""
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faceparse_app import store_guard
-from faceparse_app.store_guard import DamagedStoreError, StoreError
+from faceparse_app.store_guard import DamagedStoreError, ProjectError
 
 DB_NAME = "project.sqlite"
 LABELS_DIR = "labels"
@@ -92,7 +92,7 @@ def connect(db_path: Path, recover: bool = False) -> OpenedStore:
 
     Raises:
         DamagedStoreError: damaged and not ``recover``; the message says what recovery does.
-        StoreError: written by a newer app, or it cannot be opened at all.
+        ProjectError: written by a newer app, or it cannot be opened at all.
     """
     store = db_path.parent
     note: str | None = None
@@ -132,7 +132,7 @@ def connect(db_path: Path, recover: bool = False) -> OpenedStore:
 def connect_read_only(db_path: Path) -> sqlite3.Connection:
     """Open a current store for reading only (no lock, no writes, no migration)."""
     if not db_path.is_file() or db_path.stat().st_size == 0:
-        raise StoreError(f"{db_path.parent.parent}: no project store to read ({db_path} not found)")
+        raise ProjectError(f"{db_path.parent.parent}: no project store to read ({db_path} not found)")
     try:
         conn = sqlite3.connect(
             f"file:{db_path}?mode=ro", uri=True, timeout=10.0, check_same_thread=False
@@ -152,7 +152,7 @@ def _connect_once(db_path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(db_path, timeout=10.0, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
-        raise StoreError(f"{db_path}: cannot open the project store ({exc})") from None
+        raise ProjectError(f"{db_path}: cannot open the project store ({exc})") from None
     try:
         _init(conn, db_path)
     except BaseException:
@@ -200,20 +200,20 @@ def _check_schema(
     except ValueError:
         version = -1
     if version > SCHEMA_VERSION:
-        raise StoreError(
+        raise ProjectError(
             f"{db_path} was written by a newer FaceParse Studio (schema version {version}; "
             f"this version reads up to {SCHEMA_VERSION}). Update FaceParse Studio to open it."
         )
     if version < 1:
-        raise StoreError(f"{db_path}: unknown project store schema version {row!r}")
+        raise ProjectError(f"{db_path}: unknown project store schema version {row!r}")
     if not migrate and version < SCHEMA_VERSION:
-        raise StoreError(
+        raise ProjectError(
             f"{db_path}: schema version {version}; open the project once for writing to upgrade it"
         )
     while version < SCHEMA_VERSION:
         migrate_fn = MIGRATIONS.get(version)
         if migrate_fn is None:
-            raise StoreError(f"{db_path}: no migration from schema version {version}")
+            raise ProjectError(f"{db_path}: no migration from schema version {version}")
         with _tx(conn, db_path) as c:
             migrate_fn(c)
             c.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version + 1),))
@@ -231,7 +231,7 @@ def _tx(conn: sqlite3.Connection, db_path: Path) -> Iterator[sqlite3.Connection]
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
-        raise StoreError(f"{db_path}: cannot set up the project store ({exc})") from None
+        raise ProjectError(f"{db_path}: cannot set up the project store ({exc})") from None
 
 
 def _restore_from_backup(db_path: Path) -> str | None:

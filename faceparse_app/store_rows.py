@@ -15,10 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from faceparse_app.project_scan import FINISHED
-from faceparse_app.store_guard import DamagedStoreError, StoreError
+from faceparse_app.store_guard import DamagedStoreError, ProjectError
 from faceparse_app.store_open import DB_NAME, STATUSES
-
-ProjectError = StoreError  # the folder or its store cannot be opened, read or written
 
 
 @dataclass(frozen=True)

@@ -252,13 +252,49 @@ def test_full_disk_midway_leaves_no_export(tmp_path: Path, monkeypatch: pytest.M
     assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]
 
 
-def test_re_export_replaces_an_earlier_export_but_never_a_foreign_folder(tmp_path: Path) -> None:
+def test_re_export_replaces_only_its_own_files(tmp_path: Path) -> None:
+    """Issue 28 §3: re-exporting deleted everything in the folder, another project's store too."""
     _project(tmp_path / "proj", n=3)
     out = tmp_path / "out"
     export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0)
-    (out / "train" / "images" / "stale.jpg").write_bytes(b"old")
+    foreign = {
+        "notes.txt": b"keep me",
+        "train/images/mine.jpg": b"someone else's photo",
+        ".faceparse/project.sqlite": b"another project's store",
+        "other/deep/file.bin": b"\x00\x01",
+    }
+    for rel, data in foreign.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(data)
+    # face1 is no longer labeled: its files from the first export go, nothing else.
+    with Project.open(tmp_path / "proj") as project:
+        project.set_status(project.find("face1.png"), "in_progress")
+    counts = export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0)
+    assert counts["train"] == 2
+    for rel, data in foreign.items():
+        assert (out / rel).read_bytes() == data, rel
+    assert not (out / "train" / "images" / "face1.jpg").exists()
+    assert sorted(p.name for p in (out / "train" / "labels").iterdir()) == [
+        "face0.png",
+        "face2.png",
+    ]
+
+
+def test_re_export_never_overwrites_an_exported_file_someone_changed(tmp_path: Path) -> None:
+    _project(tmp_path / "proj", n=2)
+    out = tmp_path / "out"
     export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0)
-    assert not (out / "train" / "images" / "stale.jpg").exists()
+    edited = out / "train" / "labels" / "face0.png"
+    edited.write_bytes(encode_label_png(np.full((64, 64), 3, np.uint8)))
+    before = edited.read_bytes()
+    with pytest.raises(ProjectError, match="changed since"):
+        export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0)
+    assert edited.read_bytes() == before
+    assert not list(tmp_path.glob(".out.*")), "no temp folder is left behind"
+
+
+def test_a_non_empty_foreign_folder_or_one_inside_the_project_is_refused(tmp_path: Path) -> None:
+    _project(tmp_path / "proj", n=1)
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
@@ -267,6 +303,64 @@ def test_re_export_replaces_an_earlier_export_but_never_a_foreign_folder(tmp_pat
     assert (foreign / "notes.txt").read_text() == "keep me"
     with pytest.raises(ProjectError, match="inside the project"):
         export_project(tmp_path / "proj", tmp_path / "proj" / "export")
+
+
+def test_an_export_made_before_manifests_keeps_what_is_not_in_its_layout(tmp_path: Path) -> None:
+    _project(tmp_path / "proj", n=2)
+    out = tmp_path / "out"
+    export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0)
+    for name in (export_mod.MANIFEST_NAME, export_mod.NAMES_CSV):
+        (out / name).unlink()  # as the exports of earlier versions were
+    (out / "notes.txt").write_text("keep me")
+    (out / "train" / "images" / "face9.jpg").write_bytes(b"old export's")
+    export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0)
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert not (out / "train" / "images" / "face9.jpg").exists()  # the layout was ours
+
+
+def test_unicode_names_survive_and_a_csv_maps_them_back(tmp_path: Path) -> None:
+    import csv
+
+    root = tmp_path / "proj"
+    (root / "séance").mkdir(parents=True)
+    image, label = synthetic_face(64, seed=0)
+    for relpath in ("ünï 顔.jpg", "séance/Zoë.png"):
+        write_image(root / relpath, image)
+    with Project.open(root) as project:
+        for rec in project.images():
+            project.save_label(rec, label, status="labeled")
+    export_project(root, tmp_path / "out", val_fraction=0, test_fraction=0)
+    names = sorted(p.stem for p in (tmp_path / "out" / "train" / "images").iterdir())
+    assert names == ["séance__Zoë", "ünï_顔"]
+    with open(tmp_path / "out" / export_mod.NAMES_CSV, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["original"]: (r["split"], r["name"]) for r in rows} == {
+        "ünï 顔.jpg": ("train", "ünï_顔"),
+        "séance/Zoë.png": ("train", "séance__Zoë"),
+    }
+
+
+def test_export_files_follow_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    _project(tmp_path / "proj", n=1)
+    old = os.umask(0o002)
+    try:
+        export_project(tmp_path / "proj", tmp_path / "out", val_fraction=0, test_fraction=0)
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o775
+    assert stat.S_IMODE((out / "train" / "labels").stat().st_mode) == 0o775
+    assert stat.S_IMODE((out / "train" / "labels" / "face0.png").stat().st_mode) == 0o664
+
+
+def test_export_reads_a_project_open_in_another_window(tmp_path: Path) -> None:
+    _project(tmp_path / "proj", n=2)
+    with Project.open(tmp_path / "proj"):  # the annotator's window holds the folder
+        counts = export_project(tmp_path / "proj", tmp_path / "out", val_fraction=0)
+    assert counts["train"] + counts["test"] == 2
 
 
 def test_real_face_exports_byte_for_byte_with_landmarks_in_its_parts(
