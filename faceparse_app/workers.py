@@ -121,7 +121,8 @@ class _BaseWorker(QObject):
         progress(object): a progress dict from the job.
         finished(object): the job's return value (not emitted after a cancel or an error).
         errored(str): the job raised; the message (full traceback in ``.traceback``).
-        cancelled(object): the job stopped after ``cancel()``; its return value, if any.
+        cancelled(object): the job stopped after ``cancel()``; its return value, if any. A
+            return value with a boolean ``cancelled`` attribute decides instead of the flag.
         done(): always last, whatever the outcome.
     """
 
@@ -188,7 +189,13 @@ class _BaseWorker(QObject):
             log.error("background job failed:\n%s", self.traceback)
             self._relay.post("errored", _error_message(exc))
         else:
-            self._relay.post("cancelled" if self.cancel_event.is_set() else "finished", result)
+            # A job that says whether it stopped early (a training result's ``cancelled``) is
+            # taken at its word: a cancel that came after its work was done, while it
+            # published, must not be reported as a cancel of a published model.
+            stopped = getattr(result, "cancelled", None)
+            if not isinstance(stopped, bool):
+                stopped = self.cancel_event.is_set()
+            self._relay.post("cancelled" if stopped else "finished", result)
         self._relay.post("done")
 
     # -- GUI thread ---------------------------------------------------------------------------

@@ -192,3 +192,29 @@ def test_prelabel_queue_loads_a_checkpoint_and_reports_a_broken_one(qtbot, tmp_p
         assert not queue.has_model
     finally:
         queue.stop()
+
+
+def test_a_cancel_that_comes_after_the_job_finished_its_work_reports_finished(qtbot):
+    """Issue 28 §5: a cancel during pretraining's final write reported "cancelled" while the
+    backbone was published and activated. The job's own result decides: one or the other."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class Outcome:
+        cancelled: bool
+        version: str | None
+
+    def job(late: bool, on_progress, cancel) -> Outcome:
+        cancel.set() if late else None  # the user presses Cancel while the job publishes
+        return Outcome(cancelled=False, version="b0001") if late else Outcome(True, None)
+
+    for late, expected in ((True, "finished"), (False, "cancelled")):
+        seen: list[str] = []
+        worker = FunctionWorker(job, late)
+        worker.finished.connect(lambda r, seen=seen: seen.append("finished"))
+        worker.cancelled.connect(lambda r, seen=seen: seen.append("cancelled"))
+        if not late:
+            worker.cancel_event.set()
+        with qtbot.waitSignal(worker.done, timeout=5000):
+            worker.start()
+        assert seen == [expected]
