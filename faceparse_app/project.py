@@ -202,6 +202,7 @@ class Project(StoreRows):
             raise
         project = cls(root, opened.conn, lock)
         try:
+            _remove_stale_temp_files(project.labels_dir)
             if scan:
                 project.scan()
             if scan or opened.recovering:
@@ -419,6 +420,18 @@ class Project(StoreRows):
                 sets.append("width=?, height=?")
                 args.extend([int(label.shape[1]), int(label.shape[0])])
             return self._update(rec.id, ", ".join(sets), tuple(args))
+
+def _remove_stale_temp_files(labels_dir: Path) -> None:
+    """Delete the temp files of label writes a kill interrupted (``.<name>.png.<rand>.tmp``).
+
+    Only called with the folder's lock held, so no save of another process is under way.
+    """
+    for tmp in labels_dir.rglob(".*.png.*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError as exc:
+            log.warning("cannot remove %s: %s", tmp, exc)
+
 
 def _probe_write(store: Path) -> None:
     """Create and delete a temp file in the store: the one reliable test of writability."""

@@ -395,3 +395,16 @@ def test_two_processes_creating_one_new_project_never_break_it(tmp_path: Path) -
         assert "opened" in outcomes
         with Project.open(folder) as project:
             assert len(project.images()) == 20
+
+
+def test_temp_files_left_by_a_killed_save_are_removed_at_open(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "p", n=1)
+    with Project.open(folder) as project:
+        rec = project.images()[0]
+        project.save_label(rec, _hand_label(0))
+        stale = project.labels_dir / f".{rec.relpath}.png.k3j2.tmp"
+        stale.write_bytes(b"half a png")
+        kept = project.label_path(rec).read_bytes()
+    with Project.open(folder) as project:
+        assert not stale.exists()
+        assert project.label_path(project.images()[0]).read_bytes() == kept
