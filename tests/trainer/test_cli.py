@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import ROOT, synthetic_face, write_synthetic_lapa
+from tests.trainer.test_imageio import write_huge_png
 from trainer.checkpoint import read_metadata, save_checkpoint
 from trainer.cli import main
 from trainer.models import build_model, get_preset
@@ -119,6 +120,33 @@ def test_predict_writes_labels_and_overlays(lapa: Path, parser_ckpt: Path, tmp_p
     with Image.open(tmp_path / "labels" / "test_000.png") as im:
         assert im.mode == "L" and im.size == (64, 64)
     assert (tmp_path / "ov" / "test_001.jpg").is_file()
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_with_one_line(
+    parser_ckpt: Path, tmp_path: Path, capsys, caplog
+) -> None:
+    root = write_synthetic_lapa(tmp_path / "lapa", {"test": 2})
+    (root / "test" / "images" / "test_001.png").unlink()
+    write_huge_png(root / "test" / "images" / "test_001.png")
+    code, out, err = run(
+        capsys, "predict", str(parser_ckpt), str(root / "test" / "images"), str(tmp_path / "o"),
+        "--device", "cpu",
+    )
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["test_000.png"]
+    assert "wrote 1 label map" in out and "Traceback" not in err
+    assert "test_001.png: 400,000,000 pixels" in caplog.text
+    caplog.clear()
+    target = tmp_path / "m.json"
+    code, out, err = run(
+        capsys, "evaluate", str(parser_ckpt), "--data", str(root), "--json", str(target),
+        "--device", "cpu",
+    )
+    assert code == 0, err
+    assert "Traceback" not in err and "test_001.png: 400,000,000 pixels" in caplog.text
+    results = json.loads(target.read_text())
+    assert results["num_images"] == 1 and results["skipped_images"] == ["test_001"]
+    assert "1 image skipped" in out
 
 
 def test_convert_celebamask_to_lapa(tmp_path: Path, capsys) -> None:

@@ -7,6 +7,7 @@ Labels: read as class indices whatever the PNG mode ('L' or 'P'); written as 8-b
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -42,6 +43,20 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im
 
 
+def _too_many_pixels(path: Path, exc: Exception) -> str:
+    """One line for an image over Pillow's pixel limit (``DecompressionBombError``/``Warning``).
+
+    The limit is ``Image.MAX_IMAGE_PIXELS``: the warning Pillow gives above it is made an error
+    here, so nothing ever decodes a file that would take gigabytes once unpacked.
+    """
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return (
+        f"{path}: {pixels}, over the limit of {Image.MAX_IMAGE_PIXELS:,} pixels per image "
+        "(a guard against decompression bombs); downscale it or leave it out"
+    )
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as RGB.
 
@@ -49,7 +64,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         (H, W, 3) uint8 array, EXIF orientation applied.
 
     Raises:
-        ImageReadError: the file is missing, truncated, corrupt or not an image.
+        ImageReadError: the file is missing, truncated, corrupt, not an image, or over Pillow's
+            pixel limit (``Image.MAX_IMAGE_PIXELS``).
     """
     path = Path(path)
     try:
@@ -64,7 +80,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageReadError(f"{path}: file not found") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image or an unsupported format") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(_too_many_pixels(path, exc)) from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: unreadable or truncated image ({exc})") from None
 
 
@@ -85,7 +103,10 @@ def read_label(
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             im.load()
             if im.mode in ("L", "P"):
                 # np.asarray of a 'P' image gives the palette indices, which are the classes.
@@ -109,6 +130,8 @@ def read_label(
         raise LabelMapError(f"{path}: label file not found") from None
     except UnidentifiedImageError:
         raise LabelMapError(f"{path}: not an image; cannot read it as a label map") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise LabelMapError(_too_many_pixels(path, exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise LabelMapError(f"{path}: unreadable or truncated label map ({exc})") from None
     check_label(arr, path, num_classes=num_classes, expected_size=expected_size)
