@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from trainer.checkpoint import load_checkpoint, load_model, save_checkpoint
 from trainer.data.folders import list_images
+from trainer.data.imageio import read_image
 from trainer.data.masking import CenterPatchMasker, mask_input
 from trainer.data.torch_datasets import EpochSampler, UnlabeledDataset, worker_context
 from trainer.data.transforms import TrainAugment
@@ -48,7 +49,13 @@ from trainer.engine import (
     make_scheduler,
     seed_everything,
 )
-from trainer.errors import CheckpointError, DatasetError, FaceParseError, ModelConfigError
+from trainer.errors import (
+    CheckpointError,
+    DatasetError,
+    FaceParseError,
+    ImageReadError,
+    ModelConfigError,
+)
 from trainer.losses import reconstruction_loss
 from trainer.models import FaceParseNet, ModelConfig, build_model, get_preset
 
@@ -161,6 +168,29 @@ def _mask_generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1024 + rank)
 
 
+class _ItemsWithUnreadable(Dataset):
+    """``UnlabeledDataset.read`` as the items: (image, position of an unreadable photo or -1), so
+    the unreadable photos reach the main process whichever worker met them."""
+
+    def __init__(self, dataset: UnlabeledDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: Any) -> tuple[torch.Tensor, int]:
+        return self.dataset.read(item)
+
+
+def _unreadable_reason(path: Path) -> str:
+    """Why a photo cannot be read, in the reader's own words (read again: once per photo)."""
+    try:
+        read_image(path)
+    except ImageReadError as exc:
+        return str(exc)
+    return f"{path}: could not be read"
+
+
 def _make_loader(
     config: PretrainConfig, size: int, info: DistInfo
 ) -> tuple[UnlabeledDataset, EpochSampler, DataLoader]:
@@ -169,6 +199,7 @@ def _make_loader(
         raise DatasetError(f"no images found under {', '.join(config.image_dirs)}")
     augment = TrainAugment(size, None) if config.augment == "affine" else None
     dataset = UnlabeledDataset(paths, size, augment_flip=True, seed=config.seed, augment=augment)
+    dataset.check_readable()  # here, in one line, rather than from inside a loader worker
     # A DistributedSampler also in a single process: its order depends only on (seed, epoch),
     # which makes --resume see exactly the batches an uninterrupted run would.
     # EpochSampler hands each index over with its epoch, so persistent workers flip correctly.
@@ -178,7 +209,7 @@ def _make_loader(
         )
     )
     loader = DataLoader(
-        dataset,
+        _ItemsWithUnreadable(dataset),
         batch_size=config.batch_size,
         sampler=sampler,
         num_workers=config.num_workers,
@@ -212,7 +243,7 @@ def pretrain(
         The final checkpoint's path, ``out_dir/pretrain_last.safetensors``.
 
     Raises:
-        DatasetError: no images under ``image_dirs``.
+        DatasetError: no images under ``image_dirs``, or none of them can be read.
         CheckpointError: ``resume`` is not a resumable stage-1 checkpoint of this model.
         FaceParseError: the loss became NaN or infinite.
     """
@@ -258,10 +289,13 @@ def _pretrain(
 
     start_step = 0
     share = {"sum": 0.0, "steps": 0}  # masked share of the central region, summed over steps
+    unreadable: set[int] = set()  # positions in dataset.paths of the photos skipped so far
     if resume is not None:
-        start_step, previous_share = _restore(Path(resume), model, optimizer, model_config)
-        if previous_share is not None:
-            share = {"sum": previous_share * start_step, "steps": start_step}
+        start_step, previous = _restore(Path(resume), model, optimizer, model_config)
+        if previous.get("masked_share") is not None:
+            share = {"sum": previous["masked_share"] * start_step, "steps": start_step}
+        position = {str(p): i for i, p in enumerate(dataset.paths)}
+        unreadable = {position[p] for p in previous.get("skipped_paths", []) if p in position}
         fast_forward_scheduler(scheduler, start_step)
         if info.is_main:
             log.info("resuming %s from step %d of %d", resume, start_step, total_steps)
@@ -275,8 +309,13 @@ def _pretrain(
     center = masker.center_region().to(device)
     done = {"steps": start_step}
 
-    def step_fn(batch: torch.Tensor) -> dict[str, float]:
-        images = batch.to(device, non_blocking=True)
+    def step_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        images, replaced = batch
+        for index in replaced.tolist():
+            if index >= 0 and index not in unreadable:
+                unreadable.add(index)
+                log.warning("skipping %s", _unreadable_reason(dataset.paths[index]))
+        images = images.to(device, non_blocking=True)
         step = done["steps"]
         mask = masker(images.shape[0], _mask_generator(config.seed, step, info.rank)).to(device)
         with torch.no_grad():
@@ -312,6 +351,7 @@ def _pretrain(
             "batch_size": images.shape[0] * info.world_size,
             "masked_share": batch_share,
             "rank": info.rank,
+            "skipped_images": len(unreadable),
         }
 
     def save(loop: TrainLoop, final: bool) -> None:
@@ -325,6 +365,9 @@ def _pretrain(
             "cancelled": loop.cancelled,
             "metrics": {"loss": loop.last_stats.get("loss")},
             "num_images": len(dataset),
+            # The unreadable photos this process (rank 0 under torchrun) has met so far.
+            "skipped_images": len(unreadable),
+            "skipped_paths": sorted(str(dataset.paths[i]) for i in unreadable),
             "world_size": info.world_size,
         }
         name = FINAL_NAME if final else f"pretrain_step{loop.step}.safetensors"
@@ -385,11 +428,11 @@ def _start_from(path: Path, model_config: ModelConfig) -> FaceParseNet:
 
 def _restore(
     path: Path, model: FaceParseNet, optimizer: torch.optim.Optimizer, model_config: Any
-) -> tuple[int, float | None]:
+) -> tuple[int, dict[str, Any]]:
     """Load weights and optimizer state from a stage-1 checkpoint.
 
     Returns:
-        (steps done, mean masked share so far or None).
+        (steps done, the checkpoint's metadata).
     """
     ckpt = load_checkpoint(path)
     _require_stage1(path, ckpt.stage, "--resume")
@@ -402,4 +445,4 @@ def _restore(
         )
     model.load_state_dict(ckpt.model_state)
     optimizer.load_state_dict(ckpt.optimizer_state)
-    return int(ckpt.meta.get("step", 0)), ckpt.meta.get("masked_share")
+    return int(ckpt.meta.get("step", 0)), ckpt.meta

@@ -190,3 +190,35 @@ def test_a_wrong_init_file_is_refused(faces, full_run, tmp_path) -> None:
         run(init=str(parser))
     with pytest.raises(CheckpointError):
         run(init=str(tmp_path / "missing.safetensors"))
+
+
+def test_unreadable_photos_are_skipped_and_counted(faces, tmp_path, caplog) -> None:
+    from tests.trainer.test_imageio import write_huge_png
+
+    photos = tmp_path / "photos"
+    for path in sorted(faces.rglob("*.png"))[:6]:
+        (photos / path.name).parent.mkdir(parents=True, exist_ok=True)
+        (photos / path.name).write_bytes(path.read_bytes())
+    (photos / "notes.png").write_text("not a picture")
+    write_huge_png(photos / "huge.png")
+    progress: list[dict] = []
+    config = PretrainConfig(
+        image_dirs=(str(photos),), out_dir=str(tmp_path / "out"), **{**RUN, "epochs": 1}
+    )
+    final = pretrain(config, on_progress=progress.append)
+    meta = load_checkpoint(final).meta
+    assert meta["num_images"] == 8 and meta["skipped_images"] == 2
+    assert progress[-1]["skipped_images"] == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("notes.png" in w for w in warnings) == 1  # once, not once per step
+    assert sum("huge.png: 400,000,000 pixels" in w for w in warnings) == 1
+
+
+def test_a_run_where_no_photo_can_be_read_fails_clearly(tmp_path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        (photos / f"{i}.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    config = PretrainConfig(image_dirs=(str(photos),), out_dir=str(tmp_path / "out"), **RUN)
+    with pytest.raises(DatasetError, match=r"none of the 3 photos .* could be read"):
+        pretrain(config)
