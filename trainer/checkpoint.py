@@ -93,9 +93,20 @@ def save_checkpoint(
     Returns:
         The path written.
     """
+    path = Path(path)
+    atomic_write_bytes(path, checkpoint_bytes(model, stage, meta, optimizer))
+    return path
+
+
+def checkpoint_bytes(
+    model: FaceParseNet,
+    stage: str,
+    meta: dict[str, Any] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> bytes:
+    """The bytes :func:`save_checkpoint` writes (to publish one state under several names)."""
     from safetensors.torch import save
 
-    path = Path(path)
     config = model.config
     label_set = get_label_set(config.label_set)
     info: dict[str, Any] = {
@@ -119,8 +130,7 @@ def save_checkpoint(
         header = json.dumps(info, default=_json_default)
     except TypeError as exc:
         raise CheckpointError(f"checkpoint metadata is not JSON-serialisable: {exc}") from None
-    atomic_write_bytes(path, save(tensors, metadata={_META_KEY: header}))
-    return path
+    return save(tensors, metadata={_META_KEY: header})
 
 
 def _json_default(value: Any) -> Any:

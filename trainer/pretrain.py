@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,9 +22,9 @@ from typing import Any, Literal, get_args
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from trainer.checkpoint import load_checkpoint, load_model, save_checkpoint
+from trainer.checkpoint import checkpoint_bytes, load_checkpoint, load_model
 from trainer.data.folders import list_images
-from trainer.data.imageio import read_image
+from trainer.data.imageio import atomic_write_bytes, read_image, remove_temp_leftovers
 from trainer.data.masking import CenterPatchMasker, mask_input
 from trainer.data.torch_datasets import EpochSampler, UnlabeledDataset, worker_context
 from trainer.data.transforms import TrainAugment
@@ -62,6 +63,7 @@ from trainer.models import FaceParseNet, ModelConfig, build_model, get_preset
 log = logging.getLogger(__name__)
 
 FINAL_NAME = "pretrain_last.safetensors"
+STEP_NAME = re.compile(r"pretrain_step(\d+)\.safetensors")
 # Stage 1's augmentations: the flip alone, or the fine-tune's whole TrainAugment.
 Augment = Literal["flip", "affine"]
 AUGMENTS: tuple[str, ...] = get_args(Augment)
@@ -99,8 +101,12 @@ class PretrainConfig:
         seed: seeds the weights, data order, augmentations and masks.
         num_workers: DataLoader worker processes.
         device: "auto", "cpu", "cuda", "cuda:N", "mps".
-        checkpoint_every: also save ``pretrain_step{N}.safetensors`` every N steps (0 = only the
-            final ``pretrain_last.safetensors``).
+        checkpoint_every: also save ``pretrain_step{N}.safetensors`` every N steps (0 = none).
+        checkpoint_minutes: also update the resumable ``pretrain_last.safetensors`` every this
+            many minutes, so a killed run resumes with ``--resume`` from at most that long ago
+            (0 = only at the end, on a cancel, a Ctrl-C, and with each step checkpoint).
+        keep_checkpoints: how many ``pretrain_step{N}`` files to keep, the newest (each holds
+            the optimizer state, about 3× the weights); 0 keeps all.
         channels_last: NHWC memory layout (faster convolutions on GPUs and recent CPUs).
         encoder_weights: None, "imagenet" or a local weights file for the encoder.
         init: a stage-1 checkpoint whose weights (backbone and R decoder) this run starts from,
@@ -129,6 +135,8 @@ class PretrainConfig:
     num_workers: int = 0
     device: str = "auto"
     checkpoint_every: int = 0
+    checkpoint_minutes: float = 5.0
+    keep_checkpoints: int = 2
     channels_last: bool = True
     encoder_weights: str | None = None
     init: str | None = None
@@ -146,6 +154,8 @@ class PretrainConfig:
             raise ValueError(f"augment must be 'flip' or 'affine', got {self.augment!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be ≥ 1")
+        if self.checkpoint_every < 0 or self.checkpoint_minutes < 0 or self.keep_checkpoints < 0:
+            raise ValueError("checkpoint_every, checkpoint_minutes and keep_checkpoints must be ≥ 0")
         if self.init is not None and self.encoder_weights is not None:
             raise ValueError("give init or encoder_weights, not both: init holds the encoder too")
 
@@ -240,7 +250,9 @@ def pretrain(
             from its step, so the final step count equals an uninterrupted run's.
 
     Returns:
-        The final checkpoint's path, ``out_dir/pretrain_last.safetensors``.
+        The final checkpoint's path, ``out_dir/pretrain_last.safetensors``. The same file is
+        written during the run too (``checkpoint_minutes``, ``checkpoint_every``), so it always
+        holds the newest state and a killed run continues with ``resume`` set to it.
 
     Raises:
         DatasetError: no images under ``image_dirs``, or none of them can be read.
@@ -370,8 +382,11 @@ def _pretrain(
             "skipped_paths": sorted(str(dataset.paths[i]) for i in unreadable),
             "world_size": info.world_size,
         }
-        name = FINAL_NAME if final else f"pretrain_step{loop.step}.safetensors"
-        save_checkpoint(out_dir / name, unwrap_model(model), "pretrain", meta, optimizer=optimizer)
+        data = checkpoint_bytes(unwrap_model(model), "pretrain", meta, optimizer=optimizer)
+        if not final and config.checkpoint_every and loop.step % config.checkpoint_every == 0:
+            atomic_write_bytes(out_dir / f"pretrain_step{loop.step}.safetensors", data)
+            _prune_step_checkpoints(out_dir, config.keep_checkpoints)
+        atomic_write_bytes(final_path, data)
 
     def data(epoch: int) -> DataLoader:
         sampler.set_epoch(epoch)
@@ -380,10 +395,14 @@ def _pretrain(
     hooks: list[Hook] = []
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        # What a run killed mid-write left behind (atomic writes: the published files are whole).
+        for pattern in ("pretrain_*.safetensors", METRICS_NAME):
+            for leftover in remove_temp_leftovers(out_dir, pattern):
+                log.info("removed %s, left by an interrupted write", leftover)
         hooks += [
             JsonlLogger(out_dir / METRICS_NAME),
             ProgressBar(desc="pretrain"),
-            PeriodicCheckpoint(save, config.checkpoint_every),
+            PeriodicCheckpoint(save, config.checkpoint_every, 60.0 * config.checkpoint_minutes),
         ]
     if on_progress is not None:
         hooks.append(CallbackHook(on_progress))
@@ -402,6 +421,19 @@ def _pretrain(
     ).run()
     barrier()  # other ranks return once rank 0 has published the final checkpoint
     return final_path
+
+
+def _prune_step_checkpoints(out_dir: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest ``pretrain_step{N}`` files (0 keeps all)."""
+    if keep <= 0:
+        return
+    found = []
+    for path in out_dir.glob("pretrain_step*.safetensors"):
+        match = STEP_NAME.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    for _, path in sorted(found)[:-keep]:
+        path.unlink(missing_ok=True)
 
 
 def _require_stage1(path: Path, stage: str | None, flag: str) -> None:

@@ -81,6 +81,29 @@ def test_pretrain_info_and_recon_grid(lapa: Path, tmp_path: Path, capsys) -> Non
         assert im.mode == "RGB" and im.size[0] > 64
 
 
+def test_ctrl_c_during_pretrain_says_how_to_resume(lapa: Path, tmp_path: Path, capsys, monkeypatch):
+    import trainer.pretrain
+
+    real = trainer.pretrain.pretrain
+
+    def interrupted_at_step_2(config, **kwargs):
+        def ctrl_c(stats: dict) -> None:
+            if stats["step"] == 2:
+                raise KeyboardInterrupt
+
+        return real(config, on_progress=ctrl_c, **kwargs)
+
+    monkeypatch.setattr(trainer.pretrain, "pretrain", interrupted_at_step_2)
+    code, out, err = run(
+        capsys, "pretrain", "--image-dirs", str(lapa / "train" / "images"), "--out-dir",
+        str(tmp_path / "pre"), "--preset", "tiny", "--batch-size", "2", "--device", "cpu",
+    )
+    last = tmp_path / "pre" / "pretrain_last.safetensors"
+    assert code == 130 and "Traceback" not in err
+    assert f"interrupted at step 2; continue with --resume {last}" in err
+    assert read_metadata(last)["step"] == 2
+
+
 def test_finetune_with_a_label_fraction(lapa: Path, tmp_path: Path, capsys) -> None:
     code, out, err = run(
         capsys, "finetune", "--data", str(lapa), "--out-dir", str(tmp_path), "--preset", "tiny",

@@ -178,6 +178,27 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
+def remove_temp_leftovers(folder: str | os.PathLike[str], pattern: str = "*") -> list[Path]:
+    """Delete the temp files a killed :func:`atomic_write_bytes` left in ``folder``.
+
+    Args:
+        pattern: glob of the target names whose temp files go (``"*.safetensors"``); the temp
+            file of ``name`` is ``.{name}.<random>.tmp``. Call only where no other process is
+            writing to those names at the moment.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for path in Path(folder).glob(f".{pattern}.*.tmp"):
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def encode_label_png(label: np.ndarray) -> bytes:
     """Encode a (H, W) uint8 label map as an 8-bit 'L' PNG."""
     import io
