@@ -7,11 +7,14 @@ Loading trusts nothing in the file: the metadata is checked (types, ranges, know
 and label set) and every stored tensor's shape is compared with the network the config
 describes, built on the ``meta`` device (no memory), before a real network is built or any
 tensor data is read. A damaged or edited file is one CheckpointError line, never a traceback or a
-network of gigabytes.
+network of gigabytes. The metadata also holds the SHA-256 of the safetensors data section
+("tensor_sha256"), checked on load, so flipped bits in the weights are caught; files written
+before it (the shipped starter models among them) load without that check.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -32,6 +35,9 @@ FORMAT = "faceparse-checkpoint"
 FORMAT_VERSION = 1
 _META_KEY = "faceparse"
 _OPT_PREFIX = "optimizer.state."
+CHECKSUM_KEY = "tensor_sha256"
+# Stands in for the checksum until the data section it covers exists (same length as a digest).
+_CHECKSUM_PLACEHOLDER = "faceparse-tensor-checksum-to-be-written-here".ljust(64, "-")
 # The largest network input side a checkpoint may ask for (the paper works at 512).
 MAX_INPUT_SIZE = 4096
 
@@ -130,6 +136,7 @@ def checkpoint_bytes(
         "normalization": {"mean": list(config.mean), "std": list(config.std)},
     }
     info.update(meta or {})
+    info[CHECKSUM_KEY] = _CHECKSUM_PLACEHOLDER
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if optimizer is not None:
         opt_tensors, opt_info = _flatten_optimizer(optimizer.state_dict())
@@ -139,7 +146,37 @@ def checkpoint_bytes(
         header = json.dumps(info, default=_json_default)
     except TypeError as exc:
         raise CheckpointError(f"checkpoint metadata is not JSON-serialisable: {exc}") from None
-    return save(tensors, metadata={_META_KEY: header})
+    return _with_checksum(save(tensors, metadata={_META_KEY: header}))
+
+
+def _data_offset(blob: bytes | memoryview) -> int:
+    """Where a safetensors file's data section starts (after the 8-byte length and the header)."""
+    return 8 + int.from_bytes(blob[:8], "little")
+
+
+def _with_checksum(blob: bytes) -> bytes:
+    """Write the data section's SHA-256 over the placeholder in the header (same length, so no
+    offset moves)."""
+    start = _data_offset(blob)
+    digest = hashlib.sha256(memoryview(blob)[start:]).hexdigest()
+    header = blob[:start]
+    placeholder = _CHECKSUM_PLACEHOLDER.encode()
+    assert header.count(placeholder) == 1, "checksum placeholder not found exactly once"
+    return header.replace(placeholder, digest.encode()) + blob[start:]
+
+
+def _verify_checksum(path: Path, f: Any, expected: Any) -> None:
+    """Hash the data section of the open file ``f`` (streamed) and compare it with the digest."""
+    digest = hashlib.sha256()
+    f.seek(0)
+    f.seek(_data_offset(f.read(8)))
+    while chunk := f.read(1 << 22):
+        digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise CheckpointError(
+            f"{path}: damaged: tensor data does not match its checksum (the file changed after "
+            "it was written, e.g. a disk or copy error); use another copy of it"
+        )
 
 
 def _json_default(value: Any) -> Any:
@@ -319,24 +356,17 @@ def _check_shapes(path: Path, config: ModelConfig, shapes: dict[str, tuple[int, 
         )
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Load a checkpoint without unpickling.
-
-    The metadata and every tensor's shape are checked before any tensor data is read (see the
-    module docstring).
-
-    Raises:
-        CheckpointError: missing, truncated/corrupted, pickle-based, not a faceparse file, or
-            metadata and weights that do not describe one network.
-    """
+def _read_checked(path: Path) -> tuple[dict[str, Any], ModelConfig, dict[str, torch.Tensor]]:
+    """Metadata, config and tensors of one file, checked in the order that costs least."""
     from safetensors import safe_open
 
-    path = Path(path)
-    _check_file(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(_META_KEY)
-            meta = _parse_meta(path, raw)
+    for _ in range(3):
+        with open(path, "rb") as handle, safe_open(str(path), framework="pt") as f:
+            if os.fstat(handle.fileno()).st_ino != os.stat(path).st_ino:
+                # Published anew between the two opens (a training run saving): the checksum
+                # must be of the file the tensors come from, so read it again.
+                continue
+            meta = _parse_meta(path, (f.metadata() or {}).get(_META_KEY))
             config = model_config_from_meta(path, meta["model"])
             shapes = {
                 k: tuple(f.get_slice(k).get_shape())
@@ -344,7 +374,27 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
                 if not k.startswith(_OPT_PREFIX)
             }
             _check_shapes(path, config, shapes)
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            if CHECKSUM_KEY in meta:  # files written before the checksum have none
+                _verify_checksum(path, handle, meta[CHECKSUM_KEY])
+            return meta, config, {k: f.get_tensor(k) for k in f.keys()}
+    raise CheckpointError(f"{path}: replaced again and again while being read; try again later")
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Load a checkpoint without unpickling.
+
+    The metadata and every tensor's shape are checked before any tensor data is read, and the
+    data against its checksum where the file has one (see the module docstring).
+
+    Raises:
+        CheckpointError: missing, truncated/corrupted, pickle-based, not a faceparse file,
+            metadata and weights that do not describe one network, or weights that changed
+            after they were written.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        meta, config, tensors = _read_checked(path)
     except CheckpointError:
         raise
     except Exception as exc:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.checkpoint import load_model
+from trainer.checkpoint import CHECKSUM_KEY, load_model
 from trainer.data.imageio import atomic_write_bytes
 from trainer.errors import CheckpointError, FaceParseError
 from trainer.labels import get_label_set
@@ -125,7 +125,8 @@ def export_onnx(
         )
 
     proto = onnx.load_from_string(buffer.getvalue())
-    meta = {k: v for k, v in ckpt.meta.items() if k != "optimizer"}
+    # The checksum covers the checkpoint's tensors, not the graph's.
+    meta = {k: v for k, v in ckpt.meta.items() if k not in ("optimizer", CHECKSUM_KEY)}
     meta.update(model=model.config.to_dict(), input_size=size, source_checkpoint=str(checkpoint))
     entry = proto.metadata_props.add()
     entry.key, entry.value = _META_KEY, json.dumps(meta, default=str)

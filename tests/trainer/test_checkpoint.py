@@ -219,3 +219,25 @@ def test_the_shipped_starter_models_still_load() -> None:
     for name in ("starter_backbone.safetensors", "starter_parser.safetensors"):
         model, ckpt = load_model(STARTER_DIR / name)
         assert ckpt.config.preset == "lite"
+
+
+def _flip_a_data_byte(path, out):
+    data = bytearray(path.read_bytes())
+    header = int.from_bytes(data[:8], "little")
+    data[8 + header + len(data[8 + header :]) // 2] ^= 0x10  # one bit, mid-way into the weights
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_flipped_bits_in_the_weights_are_caught(stage1, tmp_path) -> None:
+    assert len(read_metadata(stage1[1])["tensor_sha256"]) == 64
+    damaged = _flip_a_data_byte(stage1[1], tmp_path / "flipped.safetensors")
+    with pytest.raises(CheckpointError, match=r"flipped\.safetensors: damaged: tensor data does not match"):
+        load_model(damaged)
+
+
+def test_checkpoints_written_before_the_checksum_still_load(stage1, tmp_path) -> None:
+    older = _rewritten(stage1[1], tmp_path, edit_meta=lambda meta: meta.pop("tensor_sha256", None))
+    model, _ = load_model(older)
+    for key, value in stage1[0].state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
