@@ -100,7 +100,8 @@ class FinetuneConfig:
         val_every: validate every this many epochs (and always at the end).
         val_limit: validate on the first N images of the split only (None = all).
         channels_last: channels-last memory format (faster convolutions).
-        encoder_weights: a local encoder weights file for scratch/imagenet runs (overrides
+        encoder_weights: a local .safetensors encoder weights file for scratch/imagenet runs
+            (pickles such as .pth are refused; the error says how to convert one; overrides
             "imagenet" download for ``init="imagenet"``).
         augment: use the training augmentations (flip with left/right swap, scale, rotation,
             shift, colour jitter).

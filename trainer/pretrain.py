@@ -108,7 +108,8 @@ class PretrainConfig:
         keep_checkpoints: how many ``pretrain_step{N}`` files to keep, the newest (each holds
             the optimizer state, about 3× the weights); 0 keeps all.
         channels_last: NHWC memory layout (faster convolutions on GPUs and recent CPUs).
-        encoder_weights: None, "imagenet" or a local weights file for the encoder.
+        encoder_weights: None, "imagenet" or a local .safetensors weights file for the encoder
+            (pickles such as .pth are refused; the error says how to convert one).
         init: a stage-1 checkpoint whose weights (backbone and R decoder) this run starts from,
             on a schedule of its own: e.g. the starter backbone adapted to a team's own photos,
             or a run at a smaller input size finished at a larger one. The model preset must
