@@ -272,3 +272,15 @@ def test_bad_flag_values(lapa: Path, parser_ckpt: Path, tmp_path: Path, capsys) 
         _assert_clean_failure(code, err, "CUDA")
     code, _, err = run(capsys, "frobnicate")
     assert code == 2 and "invalid choice" in err
+
+
+def test_convert_with_a_bad_pair_exits_2_naming_it(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "celeba"
+    (src / "images").mkdir(parents=True)
+    (src / "masks").mkdir()
+    for i in range(2):
+        Image.fromarray(synthetic_face(64, i)[0]).save(src / "images" / f"{i}.jpg")
+        Image.fromarray(np.zeros((64, 64), np.uint8), "L").save(src / "masks" / f"{i}.png")
+    (src / "images" / "1.jpg").write_bytes(b"not a jpeg")
+    code, out, err = run(capsys, "convert", str(src), str(tmp_path / "lapa"))
+    _assert_clean_failure(code, err, "1 of 2 pairs skipped", "1.jpg", "convert_skipped.txt")
