@@ -219,9 +219,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if not Path(args.images).is_dir():
         raise FaceParseError(f"{args.images}: folder of images not found")
+    from trainer.data.folders import list_images
+
+    found = len(list_images(args.images))
+    if not found:
+        raise FaceParseError(f"{args.images}: no images found (the folder is searched recursively)")
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     count = predict_folder(predictor, args.images, args.out, overlay_dir=args.overlays)
-    print(f"wrote {count} label maps to {args.out}")
+    if not count:
+        raise FaceParseError(
+            f"{args.images}: no label map written: none of the {found} images could be read "
+            "(see the warnings)"
+        )
+    skipped = f" ({found - count} skipped, see the warnings)" if count < found else ""
+    print(f"wrote {count} label maps to {args.out}{skipped}")
     return 0
 
 

@@ -284,3 +284,33 @@ def test_convert_with_a_bad_pair_exits_2_naming_it(tmp_path: Path, capsys) -> No
     (src / "images" / "1.jpg").write_bytes(b"not a jpeg")
     code, out, err = run(capsys, "convert", str(src), str(tmp_path / "lapa"))
     _assert_clean_failure(code, err, "1 of 2 pairs skipped", "1.jpg", "convert_skipped.txt")
+
+
+def test_predict_that_writes_nothing_fails(parser_ckpt: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"not a jpeg")
+    write_huge_png(bad / "b.png")
+    code, out, err = run(capsys, "predict", str(parser_ckpt), str(bad), str(tmp_path / "o"), "--device", "cpu")
+    _assert_clean_failure(code, err, "none of the 2 images could be read")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = run(capsys, "predict", str(parser_ckpt), str(empty), str(tmp_path / "o"), "--device", "cpu")
+    _assert_clean_failure(code, err, "empty: no images found")
+
+
+def test_a_missing_label_says_what_to_do_at_the_command_line(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    root = write_synthetic_lapa(tmp_path / "lapa", {"test": 2})
+    (root / "test" / "labels" / "test_001.png").unlink()
+    code, _, err = run(capsys, "evaluate", str(parser_ckpt), "--data", str(root), "--device", "cpu")
+    _assert_clean_failure(code, err, "test_001.png: no label", "label it or move it out")
+    assert "require_labels" not in err  # a Python argument means nothing at the command line
+    src = tmp_path / "celeba"
+    (src / "images").mkdir(parents=True)
+    (src / "masks").mkdir()
+    Image.fromarray(synthetic_face(64, 0)[0]).save(src / "images" / "0.jpg")
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    _assert_clean_failure(code, err, "0.jpg: no label", "label it or move it out")
+    assert "require_labels" not in err
