@@ -181,3 +181,25 @@ def test_an_image_over_the_pixel_limit_is_a_bad_image_not_a_crash(tmp_path: Path
     assert "\n" not in message
     with pytest.raises(LabelMapError, match=r"huge\.png.*400,000,000 pixels"):
         read_label(huge)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_files_and_folders_follow_the_umask(tmp_path: Path, umask: int, face) -> None:
+    # Annotation teams share folders (umask 002, a shared group): labels and checkpoints must
+    # be as readable as any other file the user makes, not 0600.
+    from trainer.checkpoint import save_checkpoint
+    from trainer.models import build_model, get_preset
+
+    previous = os.umask(umask)
+    try:
+        write_label(tmp_path / "labels" / "sub" / "0001.png", face[1])
+        ckpt = save_checkpoint(tmp_path / "run" / "m.safetensors", build_model(get_preset("tiny")), "finetune")
+        created = [tmp_path / "labels", tmp_path / "labels" / "sub", tmp_path / "run"]
+        files = [tmp_path / "labels" / "sub" / "0001.png", ckpt]
+    finally:
+        os.umask(previous)
+    for folder in created:
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~umask, folder
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path

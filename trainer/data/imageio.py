@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 
@@ -159,11 +159,29 @@ def check_label(
             )
 
 
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new ``.{name}.<random>.tmp`` beside ``path``, opened for writing.
+
+    Created with mode 0666 so the umask applies as to any other file (tempfile.mkstemp makes
+    0600 files, which a team sharing a folder cannot read).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write bytes to a temp file in the same folder, fsync, then os.replace onto path."""
+    """Write bytes to a temp file in the same folder, fsync, then os.replace onto path.
+
+    The file (and any folder made for it) gets the permissions the umask gives a new one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
