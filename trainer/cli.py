@@ -28,6 +28,7 @@ from trainer.errors import FaceParseError
 log = logging.getLogger("trainer.cli")
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 DEVICE_HELP = "compute device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
 
@@ -130,10 +131,24 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from trainer.pretrain import PretrainConfig, pretrain
+    from trainer.checkpoint import read_metadata
+    from trainer.pretrain import FINAL_NAME, PretrainConfig, pretrain
 
     config = config_from_args(PretrainConfig, args)
-    path = pretrain(config, resume=args.resume)
+    try:
+        path = pretrain(config, resume=args.resume)
+    except KeyboardInterrupt:
+        # The run saved its state on the way out (if it had started); say how to go on.
+        last = Path(config.out_dir) / FINAL_NAME
+        try:
+            step = read_metadata(last).get("step")
+        except FaceParseError:
+            raise KeyboardInterrupt from None
+        print(
+            f"faceparse pretrain: interrupted at step {step}; continue with --resume {last}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     print(f"pretrained checkpoint: {path}")
     return 0
 
@@ -204,9 +219,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if not Path(args.images).is_dir():
         raise FaceParseError(f"{args.images}: folder of images not found")
+    from trainer.data.folders import list_images
+
+    found = len(list_images(args.images))
+    if not found:
+        raise FaceParseError(f"{args.images}: no images found (the folder is searched recursively)")
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     count = predict_folder(predictor, args.images, args.out, overlay_dir=args.overlays)
-    print(f"wrote {count} label maps to {args.out}")
+    if not count:
+        raise FaceParseError(
+            f"{args.images}: no label map written: none of the {found} images could be read "
+            "(see the warnings)"
+        )
+    skipped = f" ({found - count} skipped, see the warnings)" if count < found else ""
+    print(f"wrote {count} label maps to {args.out}{skipped}")
     return 0
 
 
@@ -285,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         metavar="PATH",
-        help="continue a run from its checkpoint; with a larger --epochs than it was started "
+        help="continue a run from its checkpoint (OUT_DIR/pretrain_last.safetensors holds the "
+        "newest state, also after a kill or Ctrl-C); with a larger --epochs than it was started "
         "with, the learning rate restarts where the longer schedule would be (a warm restart)",
     )
     p.set_defaults(func=_cmd_pretrain)
@@ -380,4 +407,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         print(f"faceparse {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -12,11 +13,29 @@ from PIL import Image
 
 from trainer.data.celebamask import CelebAMaskDataset
 from trainer.data.imageio import atomic_write_bytes, write_image, write_label
-from trainer.errors import ImageReadError
+from trainer.errors import DatasetError, ImageReadError, LabelMapError
 
-__all__ = ["convert_celebamask_to_lapa", "split_names"]
+__all__ = ["ConvertIncomplete", "convert_celebamask_to_lapa", "split_names", "SKIPPED_NAME"]
+
+log = logging.getLogger(__name__)
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
+# Written into the destination when pairs were skipped, so the dataset itself says it is short.
+SKIPPED_NAME = "convert_skipped.txt"
+
+
+class ConvertIncomplete(DatasetError):
+    """Some pairs could not be converted; the others were written.
+
+    Attributes:
+        counts: split name -> pairs written.
+        skipped: one "file: reason" line per pair left out.
+    """
+
+    def __init__(self, message: str, counts: dict[str, int], skipped: list[str]) -> None:
+        super().__init__(message)
+        self.counts = counts
+        self.skipped = skipped
 
 
 def split_names(
@@ -81,11 +100,17 @@ def convert_celebamask_to_lapa(
         seed: seed of the random split.
         progress: called as ``progress(done, total)`` after each image.
 
+    A pair whose image or label cannot be read or is inconsistent is skipped with one warning
+    line and the rest are converted; the run then ends with :class:`ConvertIncomplete` naming
+    the skipped pairs, which are also listed in ``dst/convert_skipped.txt`` (removed by a run
+    that converts everything).
+
     Returns:
         split name -> number of pairs written.
 
     Raises:
-        ImageReadError, LabelMapError: a source file is unreadable or inconsistent (names it).
+        ConvertIncomplete: some pairs were skipped (its ``counts`` say what was written).
+        LabelMapError: an image has no label (raised before anything is written).
         DatasetError: ``src`` is in neither CelebAMask-HQ layout.
     """
     dataset = CelebAMaskDataset(src, label_set="lapa", require_labels=True)
@@ -93,8 +118,14 @@ def convert_celebamask_to_lapa(
     assignment = split_names(dataset.names, split, val_fraction, test_fraction, seed)
     split_of = {name: s for s, names in assignment.items() for name in names}
     counts = {s: 0 for s in assignment}
+    skipped: list[str] = []
     for i in range(len(dataset)):
-        sample = dataset[i]  # decodes and checks the image and its label
+        try:
+            sample = dataset[i]  # decodes and checks the image and its label
+        except (ImageReadError, LabelMapError) as exc:
+            log.warning("skipping %s", exc)
+            skipped.append(str(exc))
+            continue
         assert sample.label is not None
         out = dst / split_of[sample.name]
         data = sample.image_path.read_bytes()
@@ -108,4 +139,15 @@ def convert_celebamask_to_lapa(
         counts[split_of[sample.name]] += 1
         if progress is not None:
             progress(i + 1, len(dataset))
-    return counts
+    listing = dst / SKIPPED_NAME
+    if not skipped:
+        listing.unlink(missing_ok=True)
+        return counts
+    atomic_write_bytes(listing, "".join(line + "\n" for line in skipped).encode("utf-8"))
+    shown = "; ".join(skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
+    raise ConvertIncomplete(
+        f"{len(skipped)} of {len(dataset)} pairs skipped, {sum(counts.values())} written to "
+        f"{dst}: {shown} (all listed in {listing}); fix or remove them and convert again",
+        counts,
+        skipped,
+    )

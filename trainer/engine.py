@@ -3,7 +3,8 @@
 ``TrainLoop`` knows nothing about models: it calls ``step_fn(batch)`` once per step and hands the
 returned stats to its hooks. Logging, progress, checkpoints and the desktop app's progress
 callback are all hooks. Cancellation is a ``threading.Event`` checked before every step; a
-cancelled loop still runs every hook's ``after_train`` (so the final checkpoint is written).
+cancelled loop still runs every hook's ``after_train`` (so the final checkpoint is written). So
+does one stopped by Ctrl-C (KeyboardInterrupt), which counts as cancelled.
 
 Used by stage 1 (``trainer.pretrain``) and stage 2 (``trainer.finetune``).
 """
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from trainer.data.imageio import atomic_write_bytes
 from trainer.errors import FaceParseError
 
 
@@ -210,8 +212,9 @@ class TrainLoop:
         step: steps completed so far (1 after the first step).
         epoch: 0-based epoch in progress.
         total_steps: steps of the whole run.
-        cancelled: True when the run stopped because ``cancel`` was set.
-        error: the exception that ended the run, if any (re-raised after the hooks ran).
+        cancelled: True when the run stopped because ``cancel`` was set or Ctrl-C was pressed.
+        error: the exception that ended the run, if any (re-raised after the hooks ran;
+            a KeyboardInterrupt too).
 
     Stats handed to hooks add: "step" (completed steps), "total_steps", "epoch" (1-based, for
     display), "epochs", "lr", "images_per_s" (this step, data loading included), "time" (s since
@@ -277,6 +280,8 @@ class TrainLoop:
             self._run_epochs()
         except BaseException as exc:
             self.error = exc
+            if isinstance(exc, KeyboardInterrupt):
+                self.cancelled = True
             raise
         finally:
             for hook in self.hooks:
@@ -356,7 +361,10 @@ class JsonlLogger(Hook):
 
     The file is appended to (so a resumed run continues its log) and flushed after every line,
     so a crash loses at most the line being written. Lines are self-contained; a reader skips a
-    truncated last line.
+    truncated last line. At the start, lines of steps after the loop's ``start_step`` (written
+    after the checkpoint a run resumes from, so trained again now) and a truncated last line are
+    dropped, the file rewritten atomically: the log never repeats a step. A fresh run
+    (``start_step`` 0) in the same folder therefore starts a fresh log.
     """
 
     KEYS = ("step", "epoch", "loss", "lr", "images_per_s", "time")
@@ -367,7 +375,22 @@ class JsonlLogger(Hook):
 
     def before_train(self, loop: TrainLoop) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file():
+            self._keep_steps_up_to(loop.start_step)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in after_train
+
+    def _keep_steps_up_to(self, step: int) -> None:
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line a kill cut short
+            if line.endswith("\n") and isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line)
+        if kept != lines:
+            atomic_write_bytes(self.path, "".join(kept).encode("utf-8"))
 
     def after_step(self, loop: TrainLoop, stats: dict[str, Any]) -> None:
         if self._file is None:
@@ -455,27 +478,41 @@ class CallbackHook(Hook):
 
 
 class PeriodicCheckpoint(Hook):
-    """Save every ``every_steps`` steps and once at the end (also after a cancel).
+    """Save every ``every_steps`` steps and/or ``every_seconds`` of wall-clock time, and once at
+    the end (also after a cancel or Ctrl-C).
 
     Args:
         save_fn: ``save_fn(loop, final)`` writes a checkpoint for ``loop.step``; ``final`` is True
-            for the end-of-run save. Not called at the end when the run failed with an error (the
-            weights may be broken, e.g. NaN).
-        every_steps: period in steps; 0 = only at the end.
+            for the end-of-run save. Not called at the end when the run failed with an error
+            other than a KeyboardInterrupt (the weights may be broken, e.g. NaN).
+        every_steps: period in steps; 0 = none.
+        every_seconds: period in seconds since the previous save (or the start), checked after
+            each step; 0 = none. What makes a run of slow steps survive a kill.
     """
 
-    def __init__(self, save_fn: Callable[[TrainLoop, bool], Any], every_steps: int = 0) -> None:
+    def __init__(
+        self,
+        save_fn: Callable[[TrainLoop, bool], Any],
+        every_steps: int = 0,
+        every_seconds: float = 0.0,
+    ) -> None:
         self.save_fn = save_fn
         self.every_steps = int(every_steps)
+        self.every_seconds = float(every_seconds)
+        self._last_save = 0.0
+
+    def before_train(self, loop: TrainLoop) -> None:
+        self._last_save = time.monotonic()
 
     def after_step(self, loop: TrainLoop, stats: dict[str, Any]) -> None:
-        if (
-            self.every_steps > 0
-            and loop.step % self.every_steps == 0
-            and (loop.step < loop.total_steps)
-        ):
+        if loop.step >= loop.total_steps:
+            return  # the final save follows
+        by_steps = self.every_steps > 0 and loop.step % self.every_steps == 0
+        by_time = self.every_seconds > 0 and time.monotonic() - self._last_save >= self.every_seconds
+        if by_steps or by_time:
             self.save_fn(loop, False)
+            self._last_save = time.monotonic()
 
     def after_train(self, loop: TrainLoop) -> None:
-        if loop.error is None:
+        if loop.error is None or isinstance(loop.error, KeyboardInterrupt):
             self.save_fn(loop, True)

@@ -6,15 +6,19 @@ size before the argmax, so a 512-px label is scored at 512 px even when the mode
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from trainer.errors import FaceParseError, ImageReadError
 from trainer.labels import get_label_set
 from trainer.metrics import ConfusionMatrix
 from trainer.predict import Predictor
+
+log = logging.getLogger(__name__)
 
 
 def _pair(item: Any) -> tuple[np.ndarray, np.ndarray, str]:
@@ -39,7 +43,8 @@ def evaluate(
         checkpoint_or_predictor: a fine-tuned checkpoint path or a Predictor.
         dataset: indexable items with ``.image`` (H, W, 3) uint8 and ``.label`` (h, w) uint8 (a
             LapaDataset, a list of Samples) or (image, label) tuples. Label pixels of 255 are
-            ignored.
+            ignored. An image that cannot be read (``ImageReadError``: damaged, not an image, over
+            the pixel limit) is skipped with one warning line; a bad label still fails.
         batch_size: images per forward pass.
         device: used when a checkpoint path is given.
         on_progress: called as (done, total) after each batch.
@@ -48,7 +53,11 @@ def evaluate(
         A JSON-able dict: "mean_f1" (foreground classes), "miou" (all classes), "pixel_accuracy",
         "per_class" {name: {"f1", "iou"}} (None where a class is absent from predictions and
         labels alike), "confusion_matrix" (rows = label), "pixels", "num_images", "classes",
-        "model" (the predictor's model_info).
+        "model" (the predictor's model_info), "skipped_images" (names of the unreadable images
+        left out).
+
+    Raises:
+        FaceParseError: not one image of the set could be read.
     """
     predictor = (
         checkpoint_or_predictor
@@ -58,8 +67,18 @@ def evaluate(
     label_set = get_label_set(predictor.label_set.name)
     cm = ConfusionMatrix(predictor.num_classes)
     total = len(dataset)
+    names = getattr(dataset, "names", None)
+    skipped: list[str] = []
     for start in range(0, total, max(1, batch_size)):
-        items = [_pair(dataset[i]) for i in range(start, min(start + batch_size, total))]
+        items = []
+        for i in range(start, min(start + batch_size, total)):
+            try:
+                items.append(_pair(dataset[i]))
+            except ImageReadError as exc:
+                log.warning("skipping %s", exc)
+                skipped.append(str(names[i]) if names is not None else str(i))
+        if not items:
+            continue
         preds = predictor.predict_batch(
             [image for image, _, _ in items],
             output_sizes=[label.shape[:2] for _, label, _ in items],
@@ -68,8 +87,11 @@ def evaluate(
             cm.update(pred.label, label)
         if on_progress is not None:
             on_progress(min(start + batch_size, total), total)
+    if total and len(skipped) == total:
+        raise FaceParseError(f"none of the {total} images could be read; nothing to score")
     results = cm.to_dict(label_set.classes)
-    results["num_images"] = total
+    results["num_images"] = total - len(skipped)
+    results["skipped_images"] = skipped
     results["classes"] = list(label_set.classes)
     results["model"] = predictor.model_info
     return results
@@ -90,4 +112,7 @@ def format_table(results: dict[str, Any]) -> str:
     rows.append(f"{'mIoU (all)':<16}{'':>8}{pct(results['miou'])}")
     if "num_images" in results:
         rows.append(f"{results['num_images']} images, {results.get('pixels', 0):,} pixels")
+    skipped = len(results.get("skipped_images") or ())
+    if skipped:
+        rows.append(f"{skipped} image{'s' if skipped > 1 else ''} skipped: unreadable (see the warnings)")
     return "\n".join(rows)

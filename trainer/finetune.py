@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 
 from trainer.checkpoint import load_model, save_checkpoint
+from trainer.data.imageio import remove_temp_leftovers
 from trainer.data.sample import Sample, SampleSubset
 from trainer.engine import (
     CallbackHook,
@@ -99,7 +100,8 @@ class FinetuneConfig:
         val_every: validate every this many epochs (and always at the end).
         val_limit: validate on the first N images of the split only (None = all).
         channels_last: channels-last memory format (faster convolutions).
-        encoder_weights: a local encoder weights file for scratch/imagenet runs (overrides
+        encoder_weights: a local .safetensors encoder weights file for scratch/imagenet runs
+            (pickles such as .pth are refused; the error says how to convert one; overrides
             "imagenet" download for ``init="imagenet"``).
         augment: use the training augmentations (flip with left/right swap, scale, rotation,
             shift, colour jitter).
@@ -459,7 +461,7 @@ class _ValidateAndPublish(Hook):
             self._validate(loop, epoch)
 
     def after_train(self, loop: TrainLoop) -> None:
-        if loop.error is not None:
+        if loop.error is not None and not isinstance(loop.error, KeyboardInterrupt):
             return  # the weights may be broken (NaN); keep what was published
         if (
             self.val_samples is not None
@@ -492,7 +494,7 @@ def finetune(
             (step, total_steps, epoch, epochs, loss, lr, images_per_s, eta_s), and after every
             validation with ``phase="val"`` (epoch, step, mean_f1, miou, best).
         cancel: a ``threading.Event``; when set, training stops after the current step and the
-            last checkpoint is still written.
+            last checkpoint is still written (as it is after a Ctrl-C, before it is re-raised).
 
     Returns:
         A FinetuneResult with the best and last checkpoint paths and the best metrics.
@@ -550,9 +552,12 @@ def finetune_on_samples(
     val_samples = _as_samples(val_samples)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # No resume in stage 2: a new run in the same folder replaces the old one, logs included.
+    # No resume in stage 2: a new run in the same folder replaces the old one, logs included,
+    # and the temp files of a run killed mid-write.
     for name in (LOG_NAME, VAL_LOG_NAME):
         (out_dir / name).unlink(missing_ok=True)
+    for pattern in ("finetune_*.safetensors", LOG_NAME, VAL_LOG_NAME):
+        remove_temp_leftovers(out_dir, pattern)
     device = select_device(config.device)
     seed_everything(config.seed)
     model, origin = build_finetune_model(config)

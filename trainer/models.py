@@ -160,16 +160,39 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
+# Files torch.save writes (pickles): loading one can run any code it holds.
+PICKLE_SUFFIXES = frozenset({".pth", ".pt", ".bin", ".ckpt", ".pkl", ".pickle", ".tar"})
+
+
+def _pickle_refused(path: Path) -> str:
+    """Why a pickle is refused, and the one command that converts a trusted one."""
+    target = path.with_suffix(".safetensors")
+    convert = (
+        "import torch; from safetensors.torch import save_file; "
+        f"s = torch.load({str(path)!r}, map_location='cpu', weights_only=True); "
+        "save_file({k: v.contiguous() for k, v in s.get('state_dict', s).items()}, "
+        f"{str(target)!r})"
+    )
+    return (
+        f"{path}: pickle files (.pth, .pt, .bin, ...) are refused: loading one can run any code "
+        f'it holds. If you trust this file, convert it once: python -c "{convert}" and pass '
+        f"--encoder-weights {target}"
+    )
+
+
 def load_encoder_weights(model: FaceParseNet, weights: str | None) -> None:
     """Load encoder weights into a model.
 
     Args:
-        weights: None (random init), a local file (.safetensors, or a .pth/.pt state dict read
-            with ``weights_only=True``), or "imagenet" (smp's download or its cached copy).
+        weights: None (random init), a local ``.safetensors`` state dict (keys with or without
+            an ``encoder.`` prefix), or "imagenet" (smp's download or its cached copy). Pickle
+            files (``.pth``, ``.pt``) are refused, never unpickled: the error gives the one
+            command that converts a trusted one.
 
     Raises:
-        ModelConfigError: the file is missing or does not fit the encoder, or "imagenet" is asked
-            for offline with no cached copy (fails in about a second, never hangs).
+        ModelConfigError: the file is missing, unreadable, a pickle, or does not fit the
+            encoder, or "imagenet" is asked for offline with no cached copy (fails in about a
+            second, never hangs).
     """
     if weights is None or weights == "none":
         return
@@ -179,20 +202,23 @@ def load_encoder_weights(model: FaceParseNet, weights: str | None) -> None:
     path = Path(weights)
     if not path.is_file():
         raise ModelConfigError(
-            f"encoder weights {weights!r}: not a file; give a local .safetensors/.pth file, "
+            f"encoder weights {weights!r}: not a file; give a local .safetensors file, "
             "'imagenet', or none"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ModelConfigError(_pickle_refused(path))
+    if path.suffix.lower() != ".safetensors":
+        raise ModelConfigError(f"{path}: encoder weights must be a .safetensors state dict")
+    from safetensors.torch import load_file
 
+    try:
         state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ModelConfigError(f"{path}: cannot read encoder weights safely ({exc})") from None
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+    except Exception as exc:  # SafetensorError, OSError
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelConfigError(
+            f"{path}: not a readable .safetensors file ({reason}); it may be truncated or not "
+            "safetensors at all"
+        ) from None
     state = {k.removeprefix("encoder."): v for k, v in state.items()}
     # Count the fit ourselves: some smp encoders override load_state_dict and return nothing.
     own = model.encoder.state_dict()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.checkpoint import load_model
+from trainer.checkpoint import CHECKSUM_KEY, load_model, model_config_from_meta
 from trainer.data.imageio import atomic_write_bytes
 from trainer.errors import CheckpointError, FaceParseError
 from trainer.labels import get_label_set
@@ -125,7 +125,8 @@ def export_onnx(
         )
 
     proto = onnx.load_from_string(buffer.getvalue())
-    meta = {k: v for k, v in ckpt.meta.items() if k != "optimizer"}
+    # The checksum covers the checkpoint's tensors, not the graph's.
+    meta = {k: v for k, v in ckpt.meta.items() if k not in ("optimizer", CHECKSUM_KEY)}
     meta.update(model=model.config.to_dict(), input_size=size, source_checkpoint=str(checkpoint))
     entry = proto.metadata_props.add()
     entry.key, entry.value = _META_KEY, json.dumps(meta, default=str)
@@ -150,6 +151,41 @@ class _ConfigOnly:
         self.config = config
 
 
+def _check_graph(path: Path, session: Any, config: ModelConfig) -> None:
+    """One (B, 3, S, S) float input and one (B, C, S, S) float output, S and C as the metadata
+    says: what export_onnx writes. Anything else fails here, not at the first image."""
+    size, classes = config.input_size, config.num_classes
+
+    def fits(shape: list[Any], channels: int) -> bool:
+        # Dynamic axes come back as names or None; only fixed ones can disagree.
+        want = [None, channels, size, size]
+        return len(shape) == 4 and all(
+            w is None or not isinstance(d, int) or d == w for d, w in zip(shape, want, strict=True)
+        )
+
+    def shown(shape: list[Any]) -> str:
+        return "[" + ", ".join(str(d) if isinstance(d, int) else "batch" for d in shape) + "]"
+
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise CheckpointError(
+            f"{path}: a graph with {len(inputs)} inputs and {len(outputs)} outputs; a faceparse "
+            "parser has one of each (images in, logits out); export it with export_onnx"
+        )
+    expected = f"(batch, 3, {size}, {size}) float"
+    if inputs[0].type != "tensor(float)" or not fits(inputs[0].shape, 3):
+        raise CheckpointError(
+            f"{path}: the graph's input is {inputs[0].type} {shown(inputs[0].shape)}, but its "
+            f"metadata says {expected} (input_size {size}); export it with export_onnx"
+        )
+    if outputs[0].type != "tensor(float)" or not fits(outputs[0].shape, classes):
+        raise CheckpointError(
+            f"{path}: the graph's output is {outputs[0].type} {shown(outputs[0].shape)}, but "
+            f"its metadata says (batch, {classes}, {size}, {size}) float logits; export it "
+            "with export_onnx"
+        )
+
+
 class OnnxPredictor(Predictor):
     """A :class:`Predictor` whose forward pass runs in ONNX Runtime (CPU).
 
@@ -159,6 +195,10 @@ class OnnxPredictor(Predictor):
     Args:
         path: an ``.onnx`` file written by :func:`export_onnx`.
         threads: ONNX Runtime intra-op threads (default: its own choice, all cores).
+
+    Raises:
+        CheckpointError: the file is missing or unreadable, its metadata is missing or bad, or
+            its graph's input or output does not have the shape the metadata says.
     """
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
@@ -174,9 +214,18 @@ class OnnxPredictor(Predictor):
         raw = self.session.get_modelmeta().custom_metadata_map.get(_META_KEY)
         if raw is None:
             raise CheckpointError(f"{path}: no faceparse metadata; export it with export_onnx")
-        self.meta = json.loads(raw)
+        try:
+            meta = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{path}: corrupted faceparse metadata ({exc})") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+            raise CheckpointError(
+                f"{path}: bad faceparse metadata: no model config; export it with export_onnx"
+            )
+        config = model_config_from_meta(path, meta["model"], check_encoder=False)
+        _check_graph(path, self.session, config)
+        self.meta = meta
         self.meta["path"] = str(path)
-        config = ModelConfig.from_dict(self.meta["model"])
         self.model = _ConfigOnly(config)  # type: ignore[assignment]
         self.device = torch.device("cpu")
         self.channels_last = False

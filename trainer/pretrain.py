@@ -13,16 +13,18 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from trainer.checkpoint import load_checkpoint, load_model, save_checkpoint
+from trainer.checkpoint import checkpoint_bytes, load_checkpoint, load_model
 from trainer.data.folders import list_images
+from trainer.data.imageio import atomic_write_bytes, read_image, remove_temp_leftovers
 from trainer.data.masking import CenterPatchMasker, mask_input
 from trainer.data.torch_datasets import EpochSampler, UnlabeledDataset, worker_context
 from trainer.data.transforms import TrainAugment
@@ -48,13 +50,20 @@ from trainer.engine import (
     make_scheduler,
     seed_everything,
 )
-from trainer.errors import CheckpointError, DatasetError, FaceParseError, ModelConfigError
+from trainer.errors import (
+    CheckpointError,
+    DatasetError,
+    FaceParseError,
+    ImageReadError,
+    ModelConfigError,
+)
 from trainer.losses import reconstruction_loss
 from trainer.models import FaceParseNet, ModelConfig, build_model, get_preset
 
 log = logging.getLogger(__name__)
 
 FINAL_NAME = "pretrain_last.safetensors"
+STEP_NAME = re.compile(r"pretrain_step(\d+)\.safetensors")
 # Stage 1's augmentations: the flip alone, or the fine-tune's whole TrainAugment.
 Augment = Literal["flip", "affine"]
 AUGMENTS: tuple[str, ...] = get_args(Augment)
@@ -92,10 +101,15 @@ class PretrainConfig:
         seed: seeds the weights, data order, augmentations and masks.
         num_workers: DataLoader worker processes.
         device: "auto", "cpu", "cuda", "cuda:N", "mps".
-        checkpoint_every: also save ``pretrain_step{N}.safetensors`` every N steps (0 = only the
-            final ``pretrain_last.safetensors``).
+        checkpoint_every: also save ``pretrain_step{N}.safetensors`` every N steps (0 = none).
+        checkpoint_minutes: also update the resumable ``pretrain_last.safetensors`` every this
+            many minutes, so a killed run resumes with ``--resume`` from at most that long ago
+            (0 = only at the end, on a cancel, a Ctrl-C, and with each step checkpoint).
+        keep_checkpoints: how many ``pretrain_step{N}`` files to keep, the newest (each holds
+            the optimizer state, about 3× the weights); 0 keeps all.
         channels_last: NHWC memory layout (faster convolutions on GPUs and recent CPUs).
-        encoder_weights: None, "imagenet" or a local weights file for the encoder.
+        encoder_weights: None, "imagenet" or a local .safetensors weights file for the encoder
+            (pickles such as .pth are refused; the error says how to convert one).
         init: a stage-1 checkpoint whose weights (backbone and R decoder) this run starts from,
             on a schedule of its own: e.g. the starter backbone adapted to a team's own photos,
             or a run at a smaller input size finished at a larger one. The model preset must
@@ -122,6 +136,8 @@ class PretrainConfig:
     num_workers: int = 0
     device: str = "auto"
     checkpoint_every: int = 0
+    checkpoint_minutes: float = 5.0
+    keep_checkpoints: int = 2
     channels_last: bool = True
     encoder_weights: str | None = None
     init: str | None = None
@@ -139,6 +155,8 @@ class PretrainConfig:
             raise ValueError(f"augment must be 'flip' or 'affine', got {self.augment!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be ≥ 1")
+        if self.checkpoint_every < 0 or self.checkpoint_minutes < 0 or self.keep_checkpoints < 0:
+            raise ValueError("checkpoint_every, checkpoint_minutes and keep_checkpoints must be ≥ 0")
         if self.init is not None and self.encoder_weights is not None:
             raise ValueError("give init or encoder_weights, not both: init holds the encoder too")
 
@@ -161,6 +179,29 @@ def _mask_generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1024 + rank)
 
 
+class _ItemsWithUnreadable(Dataset):
+    """``UnlabeledDataset.read`` as the items: (image, position of an unreadable photo or -1), so
+    the unreadable photos reach the main process whichever worker met them."""
+
+    def __init__(self, dataset: UnlabeledDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: Any) -> tuple[torch.Tensor, int]:
+        return self.dataset.read(item)
+
+
+def _unreadable_reason(path: Path) -> str:
+    """Why a photo cannot be read, in the reader's own words (read again: once per photo)."""
+    try:
+        read_image(path)
+    except ImageReadError as exc:
+        return str(exc)
+    return f"{path}: could not be read"
+
+
 def _make_loader(
     config: PretrainConfig, size: int, info: DistInfo
 ) -> tuple[UnlabeledDataset, EpochSampler, DataLoader]:
@@ -169,6 +210,7 @@ def _make_loader(
         raise DatasetError(f"no images found under {', '.join(config.image_dirs)}")
     augment = TrainAugment(size, None) if config.augment == "affine" else None
     dataset = UnlabeledDataset(paths, size, augment_flip=True, seed=config.seed, augment=augment)
+    dataset.check_readable()  # here, in one line, rather than from inside a loader worker
     # A DistributedSampler also in a single process: its order depends only on (seed, epoch),
     # which makes --resume see exactly the batches an uninterrupted run would.
     # EpochSampler hands each index over with its epoch, so persistent workers flip correctly.
@@ -178,7 +220,7 @@ def _make_loader(
         )
     )
     loader = DataLoader(
-        dataset,
+        _ItemsWithUnreadable(dataset),
         batch_size=config.batch_size,
         sampler=sampler,
         num_workers=config.num_workers,
@@ -209,10 +251,12 @@ def pretrain(
             from its step, so the final step count equals an uninterrupted run's.
 
     Returns:
-        The final checkpoint's path, ``out_dir/pretrain_last.safetensors``.
+        The final checkpoint's path, ``out_dir/pretrain_last.safetensors``. The same file is
+        written during the run too (``checkpoint_minutes``, ``checkpoint_every``), so it always
+        holds the newest state and a killed run continues with ``resume`` set to it.
 
     Raises:
-        DatasetError: no images under ``image_dirs``.
+        DatasetError: no images under ``image_dirs``, or none of them can be read.
         CheckpointError: ``resume`` is not a resumable stage-1 checkpoint of this model.
         FaceParseError: the loss became NaN or infinite.
     """
@@ -258,10 +302,13 @@ def _pretrain(
 
     start_step = 0
     share = {"sum": 0.0, "steps": 0}  # masked share of the central region, summed over steps
+    unreadable: set[int] = set()  # positions in dataset.paths of the photos skipped so far
     if resume is not None:
-        start_step, previous_share = _restore(Path(resume), model, optimizer, model_config)
-        if previous_share is not None:
-            share = {"sum": previous_share * start_step, "steps": start_step}
+        start_step, previous = _restore(Path(resume), model, optimizer, model_config)
+        if previous.get("masked_share") is not None:
+            share = {"sum": previous["masked_share"] * start_step, "steps": start_step}
+        position = {str(p): i for i, p in enumerate(dataset.paths)}
+        unreadable = {position[p] for p in previous.get("skipped_paths", []) if p in position}
         fast_forward_scheduler(scheduler, start_step)
         if info.is_main:
             log.info("resuming %s from step %d of %d", resume, start_step, total_steps)
@@ -275,8 +322,13 @@ def _pretrain(
     center = masker.center_region().to(device)
     done = {"steps": start_step}
 
-    def step_fn(batch: torch.Tensor) -> dict[str, float]:
-        images = batch.to(device, non_blocking=True)
+    def step_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        images, replaced = batch
+        for index in replaced.tolist():
+            if index >= 0 and index not in unreadable:
+                unreadable.add(index)
+                log.warning("skipping %s", _unreadable_reason(dataset.paths[index]))
+        images = images.to(device, non_blocking=True)
         step = done["steps"]
         mask = masker(images.shape[0], _mask_generator(config.seed, step, info.rank)).to(device)
         with torch.no_grad():
@@ -312,6 +364,7 @@ def _pretrain(
             "batch_size": images.shape[0] * info.world_size,
             "masked_share": batch_share,
             "rank": info.rank,
+            "skipped_images": len(unreadable),
         }
 
     def save(loop: TrainLoop, final: bool) -> None:
@@ -325,10 +378,16 @@ def _pretrain(
             "cancelled": loop.cancelled,
             "metrics": {"loss": loop.last_stats.get("loss")},
             "num_images": len(dataset),
+            # The unreadable photos this process (rank 0 under torchrun) has met so far.
+            "skipped_images": len(unreadable),
+            "skipped_paths": sorted(str(dataset.paths[i]) for i in unreadable),
             "world_size": info.world_size,
         }
-        name = FINAL_NAME if final else f"pretrain_step{loop.step}.safetensors"
-        save_checkpoint(out_dir / name, unwrap_model(model), "pretrain", meta, optimizer=optimizer)
+        data = checkpoint_bytes(unwrap_model(model), "pretrain", meta, optimizer=optimizer)
+        if not final and config.checkpoint_every and loop.step % config.checkpoint_every == 0:
+            atomic_write_bytes(out_dir / f"pretrain_step{loop.step}.safetensors", data)
+            _prune_step_checkpoints(out_dir, config.keep_checkpoints)
+        atomic_write_bytes(final_path, data)
 
     def data(epoch: int) -> DataLoader:
         sampler.set_epoch(epoch)
@@ -337,10 +396,14 @@ def _pretrain(
     hooks: list[Hook] = []
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        # What a run killed mid-write left behind (atomic writes: the published files are whole).
+        for pattern in ("pretrain_*.safetensors", METRICS_NAME):
+            for leftover in remove_temp_leftovers(out_dir, pattern):
+                log.info("removed %s, left by an interrupted write", leftover)
         hooks += [
             JsonlLogger(out_dir / METRICS_NAME),
             ProgressBar(desc="pretrain"),
-            PeriodicCheckpoint(save, config.checkpoint_every),
+            PeriodicCheckpoint(save, config.checkpoint_every, 60.0 * config.checkpoint_minutes),
         ]
     if on_progress is not None:
         hooks.append(CallbackHook(on_progress))
@@ -359,6 +422,19 @@ def _pretrain(
     ).run()
     barrier()  # other ranks return once rank 0 has published the final checkpoint
     return final_path
+
+
+def _prune_step_checkpoints(out_dir: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest ``pretrain_step{N}`` files (0 keeps all)."""
+    if keep <= 0:
+        return
+    found = []
+    for path in out_dir.glob("pretrain_step*.safetensors"):
+        match = STEP_NAME.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    for _, path in sorted(found)[:-keep]:
+        path.unlink(missing_ok=True)
 
 
 def _require_stage1(path: Path, stage: str | None, flag: str) -> None:
@@ -385,11 +461,11 @@ def _start_from(path: Path, model_config: ModelConfig) -> FaceParseNet:
 
 def _restore(
     path: Path, model: FaceParseNet, optimizer: torch.optim.Optimizer, model_config: Any
-) -> tuple[int, float | None]:
+) -> tuple[int, dict[str, Any]]:
     """Load weights and optimizer state from a stage-1 checkpoint.
 
     Returns:
-        (steps done, mean masked share so far or None).
+        (steps done, the checkpoint's metadata).
     """
     ckpt = load_checkpoint(path)
     _require_stage1(path, ckpt.stage, "--resume")
@@ -402,4 +478,4 @@ def _restore(
         )
     model.load_state_dict(ckpt.model_state)
     optimizer.load_state_dict(ckpt.optimizer_state)
-    return int(ckpt.meta.get("step", 0)), ckpt.meta.get("masked_share")
+    return int(ckpt.meta.get("step", 0)), ckpt.meta

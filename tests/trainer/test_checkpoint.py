@@ -124,3 +124,120 @@ def test_failed_save_keeps_the_previous_checkpoint(stage1, monkeypatch):
         save_checkpoint(path, source, "pretrain", {"step": 99})
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged or edited files: one CheckpointError line, before any network is built
+
+
+def _rewritten(path, tmp_path, edit_meta=None, edit_tensors=None, name="edited.safetensors"):
+    """A copy of a checkpoint with its metadata and/or tensors changed (what an edit or a bad
+    converter produces)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["faceparse"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if edit_meta is not None:
+        edit_meta(meta)
+    if edit_tensors is not None:
+        edit_tensors(tensors)
+    out = tmp_path / name
+    save_file(tensors, str(out), metadata={"faceparse": json.dumps(meta)})
+    return out
+
+
+def _set_model(**changes):
+    return lambda meta: meta["model"].update(changes)
+
+
+BAD_METADATA = {
+    "unknown preset": (_set_model(preset="huge"), r"preset 'huge'.*paper"),
+    "num_classes 300": (_set_model(num_classes=300), r"num_classes 300.*'lapa' has 11"),
+    "unknown encoder": (_set_model(encoder_name="resnet9000"), r"encoder 'resnet9000'"),
+    "unknown label set": (_set_model(label_set="pets"), r"label set 'pets'"),
+    "negative input size": (_set_model(input_size=-64), r"input_size -64"),
+    "huge input size": (_set_model(input_size=100000), r"input_size 100000"),
+    "input size of the wrong type": (_set_model(input_size="big"), r"input_size 'big'"),
+    "decoder channels not numbers": (_set_model(decoder_channels="abc"), r"decoder_channels"),
+    "no model key": (lambda meta: meta.pop("model"), r"no model config"),
+    "format_version abc": (lambda meta: meta.update(format_version="abc"), r"format_version 'abc'"),
+    "optimizer record damaged": (lambda meta: meta.update(optimizer=[1, 2]), r"optimizer"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_METADATA))
+def test_bad_metadata_is_one_clear_error(stage1, tmp_path, case) -> None:
+    edit, message = BAD_METADATA[case]
+    bad = _rewritten(stage1[1], tmp_path, edit_meta=edit)
+    for reader in (load_checkpoint, load_model):
+        with pytest.raises(CheckpointError, match=message) as caught:
+            reader(bad)
+        assert str(caught.value).startswith(str(bad)) and "\n" not in str(caught.value)
+
+
+def test_a_tensor_of_the_wrong_shape_is_named(stage1, tmp_path) -> None:
+    key = "encoder.features.0.0.weight"
+
+    def shrink(tensors):
+        tensors[key] = tensors[key][:8]
+
+    bad = _rewritten(stage1[1], tmp_path, edit_tensors=shrink)
+    with pytest.raises(CheckpointError, match=rf"{key} is \(8, 3, 3, 3\).*\(32, 3, 3, 3\)"):
+        load_model(bad)
+
+
+def test_weights_of_another_preset_are_refused(stage1, tmp_path) -> None:
+    # The tiny network's weights under the lite preset's config.
+    bad = _rewritten(stage1[1], tmp_path, edit_meta=_set_model(**get_preset("lite").to_dict()))
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_model(bad)
+
+
+def test_huge_decoder_channels_are_refused_before_anything_is_allocated(
+    stage1, tmp_path, monkeypatch
+) -> None:
+    # Metadata promising 8192-channel decoder layers over the tiny network's 11 MB of weights:
+    # building that network first would allocate gigabytes.
+    bad = _rewritten(
+        stage1[1], tmp_path, edit_meta=_set_model(decoder_channels=[8192, 8192, 8192, 8192, 16])
+    )
+
+    def no_real_build(*args, **kwargs):
+        raise AssertionError("a network was built before the weights were checked")
+
+    monkeypatch.setattr("trainer.checkpoint.build_model", no_real_build)
+    with pytest.raises(CheckpointError, match=r"decoder.*do not match|is \(.*\) but"):
+        load_model(bad)
+
+
+@pytest.mark.uses_starter_models
+def test_the_shipped_starter_models_still_load() -> None:
+    from trainer.starter import STARTER_DIR
+
+    for name in ("starter_backbone.safetensors", "starter_parser.safetensors"):
+        model, ckpt = load_model(STARTER_DIR / name)
+        assert ckpt.config.preset == "lite"
+
+
+def _flip_a_data_byte(path, out):
+    data = bytearray(path.read_bytes())
+    header = int.from_bytes(data[:8], "little")
+    data[8 + header + len(data[8 + header :]) // 2] ^= 0x10  # one bit, mid-way into the weights
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_flipped_bits_in_the_weights_are_caught(stage1, tmp_path) -> None:
+    assert len(read_metadata(stage1[1])["tensor_sha256"]) == 64
+    damaged = _flip_a_data_byte(stage1[1], tmp_path / "flipped.safetensors")
+    with pytest.raises(CheckpointError, match=r"flipped\.safetensors: damaged: tensor data does not match"):
+        load_model(damaged)
+
+
+def test_checkpoints_written_before_the_checksum_still_load(stage1, tmp_path) -> None:
+    older = _rewritten(stage1[1], tmp_path, edit_meta=lambda meta: meta.pop("tensor_sha256", None))
+    model, _ = load_model(older)
+    for key, value in stage1[0].state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import ROOT, synthetic_face, write_synthetic_lapa
+from tests.trainer.test_imageio import write_huge_png
 from trainer.checkpoint import read_metadata, save_checkpoint
 from trainer.cli import main
 from trainer.models import build_model, get_preset
@@ -80,6 +81,29 @@ def test_pretrain_info_and_recon_grid(lapa: Path, tmp_path: Path, capsys) -> Non
         assert im.mode == "RGB" and im.size[0] > 64
 
 
+def test_ctrl_c_during_pretrain_says_how_to_resume(lapa: Path, tmp_path: Path, capsys, monkeypatch):
+    import trainer.pretrain
+
+    real = trainer.pretrain.pretrain
+
+    def interrupted_at_step_2(config, **kwargs):
+        def ctrl_c(stats: dict) -> None:
+            if stats["step"] == 2:
+                raise KeyboardInterrupt
+
+        return real(config, on_progress=ctrl_c, **kwargs)
+
+    monkeypatch.setattr(trainer.pretrain, "pretrain", interrupted_at_step_2)
+    code, out, err = run(
+        capsys, "pretrain", "--image-dirs", str(lapa / "train" / "images"), "--out-dir",
+        str(tmp_path / "pre"), "--preset", "tiny", "--batch-size", "2", "--device", "cpu",
+    )
+    last = tmp_path / "pre" / "pretrain_last.safetensors"
+    assert code == 130 and "Traceback" not in err
+    assert f"interrupted at step 2; continue with --resume {last}" in err
+    assert read_metadata(last)["step"] == 2
+
+
 def test_finetune_with_a_label_fraction(lapa: Path, tmp_path: Path, capsys) -> None:
     code, out, err = run(
         capsys, "finetune", "--data", str(lapa), "--out-dir", str(tmp_path), "--preset", "tiny",
@@ -119,6 +143,33 @@ def test_predict_writes_labels_and_overlays(lapa: Path, parser_ckpt: Path, tmp_p
     with Image.open(tmp_path / "labels" / "test_000.png") as im:
         assert im.mode == "L" and im.size == (64, 64)
     assert (tmp_path / "ov" / "test_001.jpg").is_file()
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_with_one_line(
+    parser_ckpt: Path, tmp_path: Path, capsys, caplog
+) -> None:
+    root = write_synthetic_lapa(tmp_path / "lapa", {"test": 2})
+    (root / "test" / "images" / "test_001.png").unlink()
+    write_huge_png(root / "test" / "images" / "test_001.png")
+    code, out, err = run(
+        capsys, "predict", str(parser_ckpt), str(root / "test" / "images"), str(tmp_path / "o"),
+        "--device", "cpu",
+    )
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["test_000.png"]
+    assert "wrote 1 label map" in out and "Traceback" not in err
+    assert "test_001.png: 400,000,000 pixels" in caplog.text
+    caplog.clear()
+    target = tmp_path / "m.json"
+    code, out, err = run(
+        capsys, "evaluate", str(parser_ckpt), "--data", str(root), "--json", str(target),
+        "--device", "cpu",
+    )
+    assert code == 0, err
+    assert "Traceback" not in err and "test_001.png: 400,000,000 pixels" in caplog.text
+    results = json.loads(target.read_text())
+    assert results["num_images"] == 1 and results["skipped_images"] == ["test_001"]
+    assert "1 image skipped" in out
 
 
 def test_convert_celebamask_to_lapa(tmp_path: Path, capsys) -> None:
@@ -221,3 +272,45 @@ def test_bad_flag_values(lapa: Path, parser_ckpt: Path, tmp_path: Path, capsys) 
         _assert_clean_failure(code, err, "CUDA")
     code, _, err = run(capsys, "frobnicate")
     assert code == 2 and "invalid choice" in err
+
+
+def test_convert_with_a_bad_pair_exits_2_naming_it(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "celeba"
+    (src / "images").mkdir(parents=True)
+    (src / "masks").mkdir()
+    for i in range(2):
+        Image.fromarray(synthetic_face(64, i)[0]).save(src / "images" / f"{i}.jpg")
+        Image.fromarray(np.zeros((64, 64), np.uint8), "L").save(src / "masks" / f"{i}.png")
+    (src / "images" / "1.jpg").write_bytes(b"not a jpeg")
+    code, out, err = run(capsys, "convert", str(src), str(tmp_path / "lapa"))
+    _assert_clean_failure(code, err, "1 of 2 pairs skipped", "1.jpg", "convert_skipped.txt")
+
+
+def test_predict_that_writes_nothing_fails(parser_ckpt: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"not a jpeg")
+    write_huge_png(bad / "b.png")
+    code, out, err = run(capsys, "predict", str(parser_ckpt), str(bad), str(tmp_path / "o"), "--device", "cpu")
+    _assert_clean_failure(code, err, "none of the 2 images could be read")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = run(capsys, "predict", str(parser_ckpt), str(empty), str(tmp_path / "o"), "--device", "cpu")
+    _assert_clean_failure(code, err, "empty: no images found")
+
+
+def test_a_missing_label_says_what_to_do_at_the_command_line(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    root = write_synthetic_lapa(tmp_path / "lapa", {"test": 2})
+    (root / "test" / "labels" / "test_001.png").unlink()
+    code, _, err = run(capsys, "evaluate", str(parser_ckpt), "--data", str(root), "--device", "cpu")
+    _assert_clean_failure(code, err, "test_001.png: no label", "label it or move it out")
+    assert "require_labels" not in err  # a Python argument means nothing at the command line
+    src = tmp_path / "celeba"
+    (src / "images").mkdir(parents=True)
+    (src / "masks").mkdir()
+    Image.fromarray(synthetic_face(64, 0)[0]).save(src / "images" / "0.jpg")
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    _assert_clean_failure(code, err, "0.jpg: no label", "label it or move it out")
+    assert "require_labels" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image
 from trainer.convert import convert_celebamask_to_lapa, split_names
 from trainer.data.imageio import read_label, write_image, write_label
 from trainer.data.lapa import LapaDataset
-from trainer.errors import ImageReadError, LabelMapError
+from trainer.errors import DatasetError
 from trainer.labels import CELEBAMASK
 
 # About 7% of the dev masks (50 of 700) carry eyes and brows in the viewer's convention already
@@ -127,13 +128,26 @@ def test_png_images_and_part_layout_are_reencoded_as_jpeg(tmp_path: Path) -> Non
     assert out2.image.shape == (16, 16, 3) and (out2.label[4:12, 2:6] == 5).all()
 
 
-def test_bad_source_files_are_named(tmp_path: Path) -> None:
+def test_bad_pairs_are_skipped_listed_and_fail_the_run(tmp_path: Path) -> None:
     src = tmp_path / "src"
-    write_image(src / "images" / "ok.jpg", np.zeros((8, 8, 3), np.uint8))
-    write_label(src / "masks" / "ok.png", np.full((8, 8), 19, np.uint8))  # 19 is not a class
-    with pytest.raises(LabelMapError, match=r"ok\.png.*19"):
-        convert_celebamask_to_lapa(src, tmp_path / "out")
-    write_label(src / "masks" / "ok.png", np.zeros((8, 8), np.uint8))
-    (src / "images" / "ok.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
-    with pytest.raises(ImageReadError, match=r"ok\.jpg"):
-        convert_celebamask_to_lapa(src, tmp_path / "out")
+    for name in ("a", "b", "c"):
+        write_image(src / "images" / f"{name}.jpg", np.zeros((8, 8, 3), np.uint8))
+        write_label(src / "masks" / f"{name}.png", np.zeros((8, 8), np.uint8))
+    write_label(src / "masks" / "a.png", np.full((8, 8), 19, np.uint8))  # 19 is not a class
+    (src / "images" / "c.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    out = tmp_path / "out"
+    with pytest.raises(DatasetError) as caught:
+        convert_celebamask_to_lapa(src, out)
+    message = str(caught.value)
+    assert "2 of 3 pairs skipped" in message and "\n" not in message
+    assert re.search(r"a\.png.*19", message) and "c.jpg" in message
+    # The good pair is written; the dataset says in its own folder that it is incomplete.
+    assert sorted(p.name for p in out.glob("*/*/*")) == ["b.jpg", "b.png"]
+    listed = (out / "convert_skipped.txt").read_text()
+    assert "a.png" in listed and "c.jpg" in listed and "b." not in listed
+    assert caught.value.counts == {"train": 1}
+    # Fixed, converted again: complete, and the list is gone.
+    write_label(src / "masks" / "a.png", np.zeros((8, 8), np.uint8))
+    write_image(src / "images" / "c.jpg", np.zeros((8, 8, 3), np.uint8))
+    assert convert_celebamask_to_lapa(src, out) == {"train": 3}
+    assert not (out / "convert_skipped.txt").exists()

@@ -346,3 +346,20 @@ def test_unlabeled_dataset_can_take_the_finetune_augmentation(tmp_path: Path) ->
     assert not torch.equal(ds[0], items[0])  # a fresh view next epoch
     with pytest.raises(ValueError, match="64 px"):
         UnlabeledDataset(paths, 32, augment=TrainAugment(64, None))
+
+
+def test_an_unreadable_photo_is_replaced_and_reported_not_raised(tmp_path: Path) -> None:
+    import torch
+
+    from trainer.data.torch_datasets import UnlabeledDataset
+
+    paths = _one_photo_copies(tmp_path, 3)
+    paths[1].write_bytes(b"not a picture")
+    ds = UnlabeledDataset(paths, 32, augment_flip=False)
+    image, unreadable = ds.read(1)
+    assert unreadable == 1 and torch.equal(image, ds[2])  # the next readable photo stands in
+    assert ds.read(0)[1] == -1 and ds.read(2)[1] == -1
+    for path in paths:
+        path.write_bytes(b"")
+    with pytest.raises(DatasetError, match="none of the 3 photos"):
+        ds.check_readable()

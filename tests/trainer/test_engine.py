@@ -186,3 +186,46 @@ def test_progress_bar_shows_loss_on_rank_0_and_stays_silent_elsewhere(monkeypatc
     assert run() == ""
     monkeypatch.setenv("RANK", "0")
     assert "loss=0.2500" in run()
+
+
+def test_checkpoints_also_follow_the_clock(monkeypatch) -> None:
+    # A slow run (large preset, a CPU) may take minutes a step; a kill then must not lose them.
+    clock = {"now": 0.0}
+    monkeypatch.setattr("trainer.engine.time.monotonic", lambda: clock["now"])
+
+    def step_fn(batch: int) -> dict[str, float]:
+        clock["now"] += 40.0  # 40 s a step
+        return {"loss": 0.0}
+
+    saves: list[tuple[int, bool]] = []
+    hook = PeriodicCheckpoint(lambda lp, final: saves.append((lp.step, final)), every_seconds=100)
+    TrainLoop(step_fn, batches_per_epoch=10, epochs=1, hooks=[hook]).run()
+    assert saves == [(3, False), (6, False), (9, False), (10, True)]
+
+
+def test_ctrl_c_still_writes_a_resumable_checkpoint() -> None:
+    saves: list[tuple[int, bool]] = []
+
+    def step_fn(batch: int) -> dict[str, float]:
+        if batch == 3:
+            raise KeyboardInterrupt
+        return {"loss": 0.0}
+
+    hook = PeriodicCheckpoint(lambda lp, final: saves.append((lp.step, final)))
+    loop = TrainLoop(step_fn, batches_per_epoch=5, epochs=1, hooks=[hook])
+    with pytest.raises(KeyboardInterrupt):
+        loop.run()
+    assert loop.cancelled and saves == [(3, True)]
+
+
+def test_a_resumed_log_drops_the_steps_after_the_checkpoint(tmp_path) -> None:
+    # Killed at step 5 with its last checkpoint at step 3: steps 4 and 5 are trained again.
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(f'{{"step": {s}, "loss": 9}}\n' for s in range(1, 6)) + '{"step": 6, "lo')
+    TrainLoop(
+        lambda b: {"loss": 0.5}, batches_per_epoch=4, epochs=2, start_step=3,
+        hooks=[JsonlLogger(log)],
+    ).run()
+    records = read_jsonl(log)
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert [r["loss"] for r in records] == [9] * 3 + [0.5] * 5

@@ -309,6 +309,23 @@ def test_in_memory_samples_cancel_and_no_validation(tmp_path: Path) -> None:
     assert read_metadata(result.best_path)["step"] == 2
 
 
+def test_ctrl_c_keeps_the_weights_trained_so_far(tmp_path: Path) -> None:
+    faces = [synthetic_face(64, 70 + i) for i in range(4)]
+    # A kill in the middle of an earlier run's write left its temp file.
+    (tmp_path / ".finetune_last.safetensors.k1ll3d.tmp").write_bytes(b"half a checkpoint")
+
+    def ctrl_c(stats: dict) -> None:
+        if stats.get("step") == 2:
+            raise KeyboardInterrupt
+
+    config = _config(Path("unused"), tmp_path, epochs=10, max_steps=None, batch_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_on_samples(config, faces, None, on_progress=ctrl_c)
+    assert read_metadata(tmp_path / "finetune_last.safetensors")["step"] == 2
+    assert read_metadata(tmp_path / "finetune_best.safetensors")["step"] == 2
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 def test_missing_val_split_trains_without_validation(tmp_path: Path) -> None:
     root = write_synthetic_lapa(tmp_path / "lapa", {"train": 3})
     result = finetune(_config(root, tmp_path / "out"))

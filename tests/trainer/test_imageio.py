@@ -150,3 +150,56 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path, monkeypa
     monkeypatch.undo()
     assert sorted(os.listdir(tmp_path)) == ["label.png"]
     np.testing.assert_array_equal(read_label(path), old)
+
+
+def write_huge_png(path: Path, side: int = 20000) -> Path:
+    """A valid side×side 1-bit PNG of a few tens of kB (all black): far over Pillow's pixel limit."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = bytes(1 + (side + 7) // 8)  # filter byte, then the packed bits
+    pixels = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_an_image_over_the_pixel_limit_is_a_bad_image_not_a_crash(tmp_path: Path) -> None:
+    huge = write_huge_png(tmp_path / "huge.png")
+    assert huge.stat().st_size < 2_000_000
+    with pytest.raises(ImageReadError) as caught:
+        read_image(huge)
+    message = str(caught.value)
+    assert "huge.png" in message and "400,000,000 pixels" in message
+    assert f"{Image.MAX_IMAGE_PIXELS:,}" in message  # the limit it is over
+    assert "\n" not in message
+    with pytest.raises(LabelMapError, match=r"huge\.png.*400,000,000 pixels"):
+        read_label(huge)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_files_and_folders_follow_the_umask(tmp_path: Path, umask: int, face) -> None:
+    # Annotation teams share folders (umask 002, a shared group): labels and checkpoints must
+    # be as readable as any other file the user makes, not 0600.
+    from trainer.checkpoint import save_checkpoint
+    from trainer.models import build_model, get_preset
+
+    previous = os.umask(umask)
+    try:
+        write_label(tmp_path / "labels" / "sub" / "0001.png", face[1])
+        ckpt = save_checkpoint(tmp_path / "run" / "m.safetensors", build_model(get_preset("tiny")), "finetune")
+        created = [tmp_path / "labels", tmp_path / "labels" / "sub", tmp_path / "run"]
+        files = [tmp_path / "labels" / "sub" / "0001.png", ckpt]
+    finally:
+        os.umask(previous)
+    for folder in created:
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~umask, folder
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path

@@ -81,6 +81,35 @@ def test_weights_file_that_does_not_fit_the_encoder_is_refused(tmp_path):
         build_model(get_preset("tiny"), encoder_weights=str(tmp_path / "missing.safetensors"))
 
 
+def test_a_corrupt_weights_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "encoder.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(ModelConfigError, match=r"encoder\.safetensors: not a readable") as caught:
+        build_model(get_preset("tiny"), encoder_weights=str(path))
+    assert "\n" not in str(caught.value)
+
+
+def test_pickled_weights_are_refused_with_a_way_to_convert_them(tmp_path):
+    import re
+
+    config = get_preset("tiny")
+    source = build_model(config)
+    pickled = tmp_path / "encoder.pth"
+    torch.save({"state_dict": source.encoder.state_dict()}, pickled)
+    with pytest.raises(ModelConfigError, match=r"encoder\.pth: pickle files .* refused") as caught:
+        build_model(config, encoder_weights=str(pickled))
+    message = str(caught.value)
+    assert "\n" not in message and "weights_only=False" not in message
+    # The advice works: run the conversion it gives, then load what it wrote.
+    command = re.search(r'python -c "(.*?)"', message).group(1)
+    exec(command, {})
+    converted = tmp_path / "encoder.safetensors"
+    assert f"--encoder-weights {converted}" in message
+    loaded = build_model(config, encoder_weights=str(converted))
+    for key, value in source.encoder.state_dict().items():
+        assert torch.equal(loaded.encoder.state_dict()[key], value), key
+
+
 def _smp_imagenet_settings(encoder: str) -> tuple[str, str]:
     from segmentation_models_pytorch.encoders import encoders
 

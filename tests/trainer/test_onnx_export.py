@@ -110,3 +110,87 @@ def test_cli_export_onnx_writes_a_checked_file_and_refuses_a_backbone(parser_ckp
     assert main(["export-onnx", str(backbone), str(tmp_path / "no.onnx")]) == 2
     assert "ssl.safetensors" in capsys.readouterr().err
     assert not (tmp_path / "no.onnx").exists()
+
+
+def _with_meta(exported, tmp_path, edit, name="edited.onnx"):
+    """The exported file with its faceparse metadata rewritten by ``edit(text) -> text``."""
+    import onnx
+
+    proto = onnx.load(str(exported))
+    for entry in proto.metadata_props:
+        if entry.key == "faceparse":
+            entry.value = edit(entry.value)
+    out = tmp_path / name
+    out.write_bytes(proto.SerializeToString())
+    return out
+
+
+def _graph(tmp_path, module, inputs, meta_from, name):
+    """A small graph exported with the metadata of a real export (what a hand-made or foreign
+    .onnx file carrying copied metadata looks like)."""
+    import json
+
+    import onnx
+
+    path = tmp_path / name
+    torch.onnx.export(module.eval(), inputs, str(path), opset_version=17, dynamo=False)
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key = "faceparse"
+    entry.value = next(e.value for e in onnx.load(str(meta_from)).metadata_props if e.key == "faceparse")
+    json.loads(entry.value)
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
+def _set_model_field(key, value):
+    import json
+
+    def edit(text):
+        meta = json.loads(text)
+        meta["model"][key] = value
+        return json.dumps(meta)
+
+    return edit
+
+
+def test_onnx_file_with_bad_metadata_is_one_clear_error(exported, tmp_path):
+    cases = {
+        "not json": (lambda text: "{not json", "metadata"),
+        "no model": (lambda text: '{"stage": "finetune"}', "no model config"),
+        "num_classes 300": (_set_model_field("num_classes", 300), "num_classes 300"),
+        "other input size": (_set_model_field("input_size", 96), r"\[batch, 3, 64, 64\].*input_size 96"),
+    }
+    for case, (edit, message) in cases.items():
+        bad = _with_meta(exported, tmp_path, edit, name=f"{case.replace(' ', '_')}.onnx")
+        with pytest.raises(CheckpointError, match=message) as caught:
+            OnnxPredictor(bad)
+        assert str(caught.value).startswith(str(bad)) and "\n" not in str(caught.value), case
+
+
+class _ThreeOutputs(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 11, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y, y + 1, y * 2
+
+
+def test_onnx_graph_of_the_wrong_shape_is_refused_at_load(exported, tmp_path):
+    three = _graph(tmp_path, _ThreeOutputs(), (torch.rand(1, 3, 64, 64),), exported, "three.onnx")
+    with pytest.raises(CheckpointError, match=r"three\.onnx: .*3 outputs"):
+        OnnxPredictor(three)
+    grey = _graph(
+        tmp_path, torch.nn.Conv2d(1, 11, 3, padding=1), (torch.rand(1, 1, 64, 64),), exported,
+        "grey.onnx",
+    )
+    with pytest.raises(CheckpointError, match=r"grey\.onnx: .*input .*\[1, 1, 64, 64\]"):
+        OnnxPredictor(grey)
+    classes = _graph(
+        tmp_path, torch.nn.Conv2d(3, 5, 3, padding=1), (torch.rand(1, 3, 64, 64),), exported,
+        "five.onnx",
+    )
+    with pytest.raises(CheckpointError, match=r"five\.onnx: .*output .*\[1, 5, 64, 64\]"):
+        OnnxPredictor(classes)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import synthetic_face
+from tests.conftest import ROOT, synthetic_face
 from trainer.checkpoint import load_checkpoint, load_model, save_checkpoint
 from trainer.data.imageio import write_image
 from trainer.engine import read_jsonl
@@ -190,3 +195,106 @@ def test_a_wrong_init_file_is_refused(faces, full_run, tmp_path) -> None:
         run(init=str(parser))
     with pytest.raises(CheckpointError):
         run(init=str(tmp_path / "missing.safetensors"))
+
+
+def test_unreadable_photos_are_skipped_and_counted(faces, tmp_path, caplog) -> None:
+    from tests.trainer.test_imageio import write_huge_png
+
+    photos = tmp_path / "photos"
+    for path in sorted(faces.rglob("*.png"))[:6]:
+        (photos / path.name).parent.mkdir(parents=True, exist_ok=True)
+        (photos / path.name).write_bytes(path.read_bytes())
+    (photos / "notes.png").write_text("not a picture")
+    write_huge_png(photos / "huge.png")
+    progress: list[dict] = []
+    config = PretrainConfig(
+        image_dirs=(str(photos),), out_dir=str(tmp_path / "out"), **{**RUN, "epochs": 1}
+    )
+    final = pretrain(config, on_progress=progress.append)
+    meta = load_checkpoint(final).meta
+    assert meta["num_images"] == 8 and meta["skipped_images"] == 2
+    assert progress[-1]["skipped_images"] == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("notes.png" in w for w in warnings) == 1  # once, not once per step
+    assert sum("huge.png: 400,000,000 pixels" in w for w in warnings) == 1
+
+
+def test_a_run_where_no_photo_can_be_read_fails_clearly(tmp_path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        (photos / f"{i}.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    config = PretrainConfig(image_dirs=(str(photos),), out_dir=str(tmp_path / "out"), **RUN)
+    with pytest.raises(DatasetError, match=r"none of the 3 photos .* could be read"):
+        pretrain(config)
+
+
+def _cli_pretrain(faces: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "trainer", "-q", "pretrain", "--image-dirs", str(faces),
+        "--out-dir", str(out), "--preset", "tiny", "--batch-size", "2", "--epochs", "5",
+        "--lr", "3e-3", "--device", "cpu", *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_last_periodic_checkpoint(faces, tmp_path) -> None:
+    out = tmp_path / "run"
+    last = out / "pretrain_last.safetensors"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    # A checkpoint every 0.6 s: the first lands a few steps into the 20.
+    run = subprocess.Popen(
+        _cli_pretrain(faces, out, "--checkpoint-minutes", "0.01"), cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not last.is_file() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        run.send_signal(signal.SIGKILL)
+    finally:
+        _, err = run.communicate(timeout=60)
+    assert run.returncode == -signal.SIGKILL, err.decode()
+    killed_at = load_checkpoint(last).meta["step"]
+    assert 0 < killed_at < 20  # killed mid-run, with the state of step `killed_at` kept
+    # A kill in the middle of a write leaves its temp file; the next start clears it.
+    (out / ".pretrain_last.safetensors.k1ll3d.tmp").write_bytes(b"half a checkpoint")
+
+    resumed = subprocess.run(
+        _cli_pretrain(faces, out, "--checkpoint-minutes", "0.01", "--resume", str(last)),
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(last).meta["step"] == 20
+    steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl")]
+    assert steps == list(range(1, 21))  # the steps after `killed_at` were logged once, not twice
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_ctrl_c_leaves_a_resumable_checkpoint(faces, full_run, tmp_path) -> None:
+    config = PretrainConfig(image_dirs=(str(faces),), out_dir=str(tmp_path), **RUN)
+
+    def press_ctrl_c(stats: dict) -> None:
+        if stats["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(config, on_progress=press_ctrl_c)
+    last = tmp_path / "pretrain_last.safetensors"
+    interrupted = load_checkpoint(last)
+    assert interrupted.meta["step"] == 3 and interrupted.meta["cancelled"]
+    final = load_checkpoint(pretrain(config, resume=last))
+    for key, value in load_checkpoint(full_run[0]).model_state.items():
+        torch.testing.assert_close(final.model_state[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_only_the_newest_step_checkpoints_are_kept(faces, tmp_path) -> None:
+    config = PretrainConfig(
+        image_dirs=(str(faces),), out_dir=str(tmp_path), checkpoint_every=1, keep_checkpoints=2,
+        **RUN,
+    )
+    pretrain(config)
+    names = sorted(p.name for p in tmp_path.glob("*.safetensors"))
+    assert names == [
+        "pretrain_last.safetensors", "pretrain_step6.safetensors", "pretrain_step7.safetensors"
+    ]

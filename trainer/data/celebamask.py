@@ -164,9 +164,11 @@ class CelebAMaskDataset:
         self.label_paths: list[Path | None] = []
         for stem, image_path in images.items():
             if stem not in present and require_labels:
+                # finetune, evaluate and convert need a label for every image; Python callers
+                # that want the unlabeled ones too pass require_labels=False.
                 raise LabelMapError(
-                    f"{image_path}: no label; expected {labels[stem]} "
-                    "(pass require_labels=False to read unlabeled images)"
+                    f"{image_path}: no label; expected {labels[stem]}; label it or move it "
+                    f"out of {image_path.parent}"
                 )
             self.names.append(stem)
             self.image_paths.append(image_path)

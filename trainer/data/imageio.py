@@ -7,7 +7,8 @@ Labels: read as class indices whatever the PNG mode ('L' or 'P'); written as 8-b
 from __future__ import annotations
 
 import os
-import tempfile
+import re
+import secrets
 import warnings
 from pathlib import Path
 
@@ -42,6 +43,20 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im
 
 
+def _too_many_pixels(path: Path, exc: Exception) -> str:
+    """One line for an image over Pillow's pixel limit (``DecompressionBombError``/``Warning``).
+
+    The limit is ``Image.MAX_IMAGE_PIXELS``: the warning Pillow gives above it is made an error
+    here, so nothing ever decodes a file that would take gigabytes once unpacked.
+    """
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return (
+        f"{path}: {pixels}, over the limit of {Image.MAX_IMAGE_PIXELS:,} pixels per image "
+        "(a guard against decompression bombs); downscale it or leave it out"
+    )
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as RGB.
 
@@ -49,7 +64,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         (H, W, 3) uint8 array, EXIF orientation applied.
 
     Raises:
-        ImageReadError: the file is missing, truncated, corrupt or not an image.
+        ImageReadError: the file is missing, truncated, corrupt, not an image, or over Pillow's
+            pixel limit (``Image.MAX_IMAGE_PIXELS``).
     """
     path = Path(path)
     try:
@@ -64,7 +80,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageReadError(f"{path}: file not found") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image or an unsupported format") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(_too_many_pixels(path, exc)) from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: unreadable or truncated image ({exc})") from None
 
 
@@ -85,7 +103,10 @@ def read_label(
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             im.load()
             if im.mode in ("L", "P"):
                 # np.asarray of a 'P' image gives the palette indices, which are the classes.
@@ -109,6 +130,8 @@ def read_label(
         raise LabelMapError(f"{path}: label file not found") from None
     except UnidentifiedImageError:
         raise LabelMapError(f"{path}: not an image; cannot read it as a label map") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise LabelMapError(_too_many_pixels(path, exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise LabelMapError(f"{path}: unreadable or truncated label map ({exc})") from None
     check_label(arr, path, num_classes=num_classes, expected_size=expected_size)
@@ -136,11 +159,29 @@ def check_label(
             )
 
 
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new ``.{name}.<random>.tmp`` beside ``path``, opened for writing.
+
+    Created with mode 0666 so the umask applies as to any other file (tempfile.mkstemp makes
+    0600 files, which a team sharing a folder cannot read).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write bytes to a temp file in the same folder, fsync, then os.replace onto path."""
+    """Write bytes to a temp file in the same folder, fsync, then os.replace onto path.
+
+    The file (and any folder made for it) gets the permissions the umask gives a new one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -153,6 +194,27 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def remove_temp_leftovers(folder: str | os.PathLike[str], pattern: str = "*") -> list[Path]:
+    """Delete the temp files a killed :func:`atomic_write_bytes` left in ``folder``.
+
+    Args:
+        pattern: glob of the target names whose temp files go (``"*.safetensors"``); the temp
+            file of ``name`` is ``.{name}.<random>.tmp``. Call only where no other process is
+            writing to those names at the moment.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for path in Path(folder).glob(f".{pattern}.*.tmp"):
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def encode_label_png(label: np.ndarray) -> bytes:

@@ -103,9 +103,11 @@ class LapaDataset:
             if label_path.is_file():
                 self.label_paths.append(label_path)
             elif require_labels:
+                # finetune, evaluate and convert need a label for every image; Python callers
+                # that want the unlabeled ones too pass require_labels=False.
                 raise LabelMapError(
-                    f"{image_path}: no label; expected {label_path} "
-                    "(pass require_labels=False to read unlabeled images)"
+                    f"{image_path}: no label; expected {label_path}; label it or move it out "
+                    f"of {image_path.parent}"
                 )
             else:
                 self.label_paths.append(None)

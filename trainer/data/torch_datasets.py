@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Sampler
 from trainer.data.imageio import read_image
 from trainer.data.sample import Sample
 from trainer.data.transforms import TrainAugment, label_to_tensor, resize_square, to_tensor
-from trainer.errors import LabelMapError
+from trainer.errors import DatasetError, ImageReadError, LabelMapError
 
 __all__ = ["EpochSampler", "ParsingDataset", "UnlabeledDataset", "worker_context"]
 
@@ -141,6 +141,10 @@ class ParsingDataset(_EpochSeeded, Dataset):
 class UnlabeledDataset(_EpochSeeded, Dataset):
     """Unlabeled images as (3, size, size) float32 tensors in [0, 1] (stage-1 pretraining).
 
+    A photo that cannot be read (``ImageReadError``: damaged, not an image, over the pixel limit)
+    does not stop a run: the next readable photo in the list stands in for it, and
+    :meth:`read` says which one was unreadable, so the caller can warn once and count it.
+
     Args:
         paths: image files (e.g. from ``trainer.data.folders.list_images``).
         size: output side in pixels; images are resized to size×size.
@@ -171,7 +175,49 @@ class UnlabeledDataset(_EpochSeeded, Dataset):
         return len(self.paths)
 
     def __getitem__(self, item: Item) -> torch.Tensor:
+        return self.read(item)[0]
+
+    def read(self, item: Item) -> tuple[torch.Tensor, int]:
+        """An item and the position of the unreadable photo it replaces.
+
+        Returns:
+            (image (3, size, size) float32, -1 when the item's own photo was read, else the
+            item's position, whose photo could not be read and was replaced by the next
+            readable one).
+
+        Raises:
+            DatasetError: no photo in the list can be read.
+        """
         epoch, index = self._split(item)
+        first: ImageReadError | None = None
+        for offset in range(len(self.paths)):
+            position = (index + offset) % len(self.paths)
+            try:
+                return self._load(position, epoch), (index if offset else -1)
+            except ImageReadError as exc:
+                first = first or exc
+        raise self._none_readable(first)
+
+    def check_readable(self) -> None:
+        """Raise DatasetError unless at least one photo can be read (reads until one does)."""
+        first: ImageReadError | None = None
+        for path in self.paths:
+            try:
+                read_image(path)
+                return
+            except ImageReadError as exc:
+                first = first or exc
+        raise self._none_readable(first)
+
+    def _none_readable(self, first: ImageReadError | None) -> DatasetError:
+        folders = sorted({str(p.parent) for p in self.paths})
+        where = ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else "")
+        return DatasetError(
+            f"none of the {len(self.paths)} photos under {where} could be read "
+            f"(the first: {first}); give a folder of image files"
+        )
+
+    def _load(self, index: int, epoch: int) -> torch.Tensor:
         if self.augment is not None:
             image, _ = self.augment(read_image(self.paths[index]), None, self._rng(index, epoch))
             return to_tensor(image)
