@@ -33,7 +33,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -45,7 +44,7 @@ from PIL import Image
 from faceparse_app import __version__
 from faceparse_app.landmarks import NUM_POINTS, derive_landmarks, format_landmarks
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError, write_error
-from trainer.data.imageio import encode_label_png, read_image
+from trainer.data.imageio import encode_label_png, make_temp_dir, read_image
 from trainer.data.lapa import read_landmarks
 from trainer.errors import DatasetError, ImageReadError, LabelMapError
 
@@ -207,12 +206,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _readme(
     counts: dict[str, int],
     derived: list[str],
@@ -328,8 +321,7 @@ def _export(
     exported: list[tuple[str, str, str]] = []
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-        tmp.chmod(0o777 & ~_current_umask())  # mkdtemp makes it private; an export is shared
+        tmp = make_temp_dir(out.parent, f".{out.name}.partial-")
     except OSError as exc:
         raise write_error(exc, out, "the export") from None
     try:
@@ -473,7 +465,7 @@ def _publish(tmp: Path, out: Path) -> None:
     """Move the finished temp folder onto out (replacing an earlier export) in one rename."""
     _fsync_tree(tmp)
     if out.exists() and any(out.iterdir()):
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        old = make_temp_dir(out.parent, f".{out.name}.old-")
         os.replace(out, old / "export")
         try:
             os.replace(tmp, out)

@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.checkpoint import read_metadata
-from trainer.data.imageio import atomic_write_bytes
+from trainer.data.imageio import atomic_write_bytes, make_temp_dir
 from trainer.errors import CheckpointError, FaceParseError
 from trainer.starter import STARTER_BACKBONE, STARTER_PARSER
 
@@ -281,7 +280,7 @@ class ModelStore:
         with self._lock:
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(prefix=".publish-", dir=self.dir))
+                tmp = make_temp_dir(self.dir, ".publish-")
             except OSError as exc:
                 raise ModelStoreError(f"cannot write the model store {self.dir}: {exc}") from None
             try:

@@ -172,3 +172,16 @@ def test_unknown_kind_and_id(tmp_path, checkpoints):
         store.activate("v0009")
     with pytest.raises(ModelStoreError, match="no parser model"):
         store.rollback("parser")
+
+
+def test_published_versions_follow_the_umask(tmp_path, checkpoints):
+    """Issue 28: a team shares the project folder; a version folder of 0700 locks them out."""
+    import stat
+
+    old = os.umask(0o002)
+    try:
+        v = ModelStore(tmp_path / "models").publish(checkpoints["parser"], "parser", {}, [], None)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(v.path.parent.stat().st_mode) == 0o775
+    assert stat.S_IMODE(v.path.stat().st_mode) == 0o664

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -172,6 +173,24 @@ def _create_temp(path: Path) -> tuple[int, Path]:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
             continue
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent: str | os.PathLike[str], prefix: str) -> Path:
+    """A new hidden folder in ``parent`` for building something to publish with os.replace.
+
+    Unlike tempfile.mkdtemp's 0700, it gets the permissions the umask gives any new folder, so
+    a published export or model version is as shared as the folder it lands in.
+    """
+    folder = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    folder.chmod(0o777 & ~current_umask())
+    return folder
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
