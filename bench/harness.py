@@ -57,6 +57,13 @@ def results_dir(experiment: str) -> Path:
     return RESULTS / experiment
 
 
+def experiment_of(path: str | os.PathLike[str], default: str) -> str:
+    """The experiment a results file belongs to: its folder's name when that folder is
+    ``bench/results/<experiment>``, else ``default`` (e.g. a file written to a device's $OUT)."""
+    folder = Path(path).resolve().parent
+    return folder.name if folder.parent == RESULTS.resolve() else default
+
+
 def require(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` when it exists; otherwise exit with what it is and where it should come from.
 
@@ -272,15 +279,16 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` + ".lock" (processes side by side update one manifest)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` (processes side by side update one manifest; the lock is
+    on the folder because the manifest itself is replaced, not rewritten, on every update)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
@@ -305,7 +313,7 @@ def record_output(
         "date": utc_now(),
         "machine": machine(),
     }
-    with _locked(manifest_path):
+    with _locked(path.parent):
         manifest = read_manifest(path.parent)
         files = manifest.setdefault("files", {})
         old = files.get(path.name)
@@ -356,7 +364,11 @@ def argument_parser(doc: str | None, **common: Any) -> argparse.ArgumentParser:
     options."""
     text = (doc or "").strip()
     head, _, rest = text.partition("\n")
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     parser = argparse.ArgumentParser(
+        prog=f"python -m {spec.name}"
+        if spec is not None and spec.name.startswith("bench.")
+        else None,
         description=head,
         epilog=rest.strip() or None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -374,6 +386,7 @@ def add_common(
     device: str | None = None,
     threads: bool = False,
     seed: int | None = None,
+    seed_help: str = "seed",
     quick: str | None = None,
 ) -> argparse.ArgumentParser:
     """The options every script spells the same way, each added only when asked for.
@@ -388,7 +401,7 @@ def add_common(
             ``bench/results/<experiment>``; "" for a default the script computes.
         device: ``--device`` with this default (auto: a GPU when present).
         threads: ``--threads``, torch's intra-op threads (see :func:`set_threads`).
-        seed: ``--seed`` with this default.
+        seed: ``--seed`` with this default; seed_help says what it seeds.
         quick: ``--quick`` with this help text (tiny budgets that check the pipeline).
     """
     if out is not None and out is not False:
@@ -422,7 +435,9 @@ def add_common(
             "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
         )
     if seed is not None:
-        parser.add_argument("--seed", type=int, default=seed, help="seed (default %(default)s)")
+        parser.add_argument(
+            "--seed", type=int, default=seed, help=f"{seed_help} (default %(default)s)"
+        )
     if quick is not None:
         parser.add_argument("--quick", action="store_true", help=quick)
     return parser
