@@ -41,7 +41,6 @@ from bench.faces import NamedSubset
 from bench.finetunes import score_checkpoint
 from bench.harness import (
     ENVELOPE,
-    RESULTS,
     SHARED,
     append_jsonl,
     argument_parser,
@@ -53,6 +52,7 @@ from bench.harness import (
     read_jsonl,
     record_output,
     require,
+    results_dir,
 )
 from bench.recipes import STUDY_OUT
 from faceparse_app.training import run_finetune_job
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--results",
-        default=str(RESULTS / "app_finetune.jsonl"),
+        default=str(results_dir(EXPERIMENT) / "app_finetune.jsonl"),
         help="JSON-lines results (default %(default)s)",
     )
     ap.add_argument(

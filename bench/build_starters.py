@@ -14,7 +14,7 @@ Stages (each cached in ``<out>/<stage>/done.json`` like ``bench.study``, so a re
      scored on the 100 validation faces and the HELEN faces, beside the parser with no
      fine-tuning at all.
 
-Results: ``bench/results/starters.json``; the model card is ``assets/models/MODEL_CARD.md``.
+Results: ``bench/results/starters/starters.json``; the model card is ``assets/models/MODEL_CARD.md``.
 
 Usage (after ``bench.study`` has run its data and stage-1 stages with the same stage-1
 settings, which default to the study's):
@@ -43,7 +43,6 @@ from typing import Any
 from bench.faces import Joined, NamedSubset, prepare_data
 from bench.finetunes import score_checkpoint
 from bench.harness import (
-    RESULTS,
     SHARED,
     argument_parser,
     command_line,
@@ -52,6 +51,7 @@ from bench.harness import (
     mark_done,
     out_dir,
     require,
+    results_dir,
     setup_logging,
     utc_now,
     write_json,
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--results",
-        default=str(RESULTS / "starters.json"),
+        default=str(results_dir("starters") / "starters.json"),
         help="results file (default %(default)s)",
     )
     ap.add_argument("--skip-compare", action="store_true")

@@ -18,13 +18,13 @@ Usage:
         --results bench/out/k10_quick.jsonl   # checks the pipeline in a minute or two
     python3 -m bench.k10_subsets run --ssl CKPT --data DIR --subsets 0-39 --workers 12 \\
         --results $OUT/k10_subsets.jsonl [--seconds 480]
-    .venv/bin/python -m bench.k10_subsets summary bench/results/k10_subsets.jsonl \\
-        [--compare bench/results/k10_curves.jsonl --compare-label CPU] [--json]
+    .venv/bin/python -m bench.k10_subsets summary bench/results/k10_subsets/k10_subsets.jsonl \\
+        [--compare bench/results/k10_curves/k10_curves.jsonl --compare-label CPU] [--json]
     # another stage 1 (bench.stage1_data): its SSL runs beside the study's scratch runs
     .venv/bin/python -m bench.k10_subsets run --ssl CKPT --ssl-tag f0.25 --arms ssl \\
-        --subsets 0-4 --results bench/results/k10_subsets_cpu_s1data.jsonl
-    .venv/bin/python -m bench.k10_subsets summary bench/results/k10_subsets_cpu_s1data.jsonl \\
-        --scratch-from bench/results/k10_curves.jsonl bench/results/k10_subsets_cpu.jsonl
+        --subsets 0-4 --results bench/results/k10_subsets/k10_subsets_cpu_s1data.jsonl
+    .venv/bin/python -m bench.k10_subsets summary bench/results/k10_subsets/k10_subsets_cpu_s1data.jsonl \\
+        --scratch-from bench/results/k10_curves/k10_curves.jsonl bench/results/k10_subsets/k10_subsets_cpu.jsonl
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 
 from bench.harness import (
-    RESULTS,
     add_common,
     argument_parser,
     child_env,
@@ -50,6 +49,7 @@ from bench.harness import (
     out_dir,
     read_jsonl,
     record_output,
+    results_dir,
 )
 from bench.recipes import K10_QUICK, K10_RECIPE, SSL_DEFAULT, STUDY_OUT
 from bench.stats import lead_stats
@@ -421,10 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--json", action="store_true", help="also print the statistics as JSON")
     g = sub.add_parser("plot", help="the leads of several result files side by side")
     g.add_argument(
-        "sources", nargs="+", help="LABEL=FILE[,FILE...], e.g. 'CPU=bench/results/k10_curves.jsonl'"
+        "sources", nargs="+", help="LABEL=FILE[,FILE...], e.g. 'CPU=bench/results/k10_curves/k10_curves.jsonl'"
     )
     g.add_argument(
-        "--out", default=str(RESULTS / "k10_subsets.png"), help="the plot (default %(default)s)"
+        "--out",
+        default=str(results_dir(EXPERIMENT) / "k10_subsets.png"),
+        help="the plot (default %(default)s)",
     )
     args = parser.parse_args(argv)
     if args.cmd == "plot":

@@ -1,7 +1,7 @@
 """Plot SSL vs scratch against fine-tune length (issue 5 §1, "find out why").
 
 Usage:
-    .venv/bin/python -m bench.plot_finetune_length [--markdown] [--out bench/results/finetune_length.png]
+    .venv/bin/python -m bench.plot_finetune_length [--markdown] [--out bench/results/probes/finetune_length.png]
 
 Collects the runs of one stage-1 start and scratch at K = 10 and K = 50 from the files they were
 written to: the 250-step fine-tunes of ``bench.ssl_length`` (``ssl_length_cpu.json`` holds

@@ -1,8 +1,8 @@
 """Validation curves of the K = 10 fine-tunes: where the SSL start's lead over scratch comes from.
 
 Usage:
-    .venv/bin/python -m bench.plot_k10_curves [bench/results/k10_curves.jsonl]
-        [--out bench/results/k10_curves.png] [--markdown]
+    .venv/bin/python -m bench.plot_k10_curves [bench/results/k10_curves/k10_curves.jsonl]
+        [--out bench/results/k10_curves/k10_curves.png] [--markdown]
 
 Issue 5 §1, "find out why". Reads the records of ``python -m bench.probe_finetune --val-every N``
 named ``curve_<arm>_K<k>_s<seed>`` (each holds the validation scores every N steps in its
@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from bench.harness import RESULTS, argument_parser, read_jsonl
+from bench.harness import argument_parser, read_jsonl, results_dir
 from bench.plotting import save_png
 
 NAME = re.compile(r"^curve_(?P<arm>[\w-]+)_K(?P<k>\d+)_s(?P<seed>\d+)$")
@@ -126,9 +126,14 @@ def plot(pairs: dict[int, tuple], out: Path, hold: int = 100) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argument_parser(__doc__)
     ap.add_argument(
-        "results", nargs="?", default=str(RESULTS / "k10_curves.jsonl"), help="the curves' records"
+        "results",
+        nargs="?",
+        default=str(results_dir("k10_curves") / "k10_curves.jsonl"),
+        help="the curves' records",
     )
-    ap.add_argument("--out", default=str(RESULTS / "k10_curves.png"), help="the plot")
+    ap.add_argument(
+        "--out", default=str(results_dir("k10_curves") / "k10_curves.png"), help="the plot"
+    )
     ap.add_argument("--hold", type=int, default=100, help="the runs' --head-only-steps")
     ap.add_argument("--markdown", action="store_true", help="print the table BENCHMARKS quotes")
     args = ap.parse_args(argv)

@@ -1,7 +1,7 @@
 """Plot the label-efficiency study: mean F1 and mIoU on the validation faces against K, per init.
 
 Usage:
-    .venv/bin/python -m bench.plot_study [bench/results/study.json] [--out bench/results/study.png]
+    .venv/bin/python -m bench.plot_study [bench/results/study/study.json] [--out bench/results/study/study.png]
 
 Reads the results file written by ``bench.study`` (seed-0 runs form the curves; where a K has
 several subset seeds, their range is drawn as an error bar) and writes a two-panel PNG.
@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.harness import RESULTS, argument_parser
+from bench.harness import argument_parser, results_dir
 from bench.plotting import save_png, signed
 from bench.study_results import read_study
 
@@ -187,7 +187,10 @@ def markdown(results: dict, reference: dict | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argument_parser(__doc__)
     parser.add_argument(
-        "results", nargs="?", default=str(RESULTS / "study.json"), help="a study results file"
+        "results",
+        nargs="?",
+        default=str(results_dir("study") / "study.json"),
+        help="a study results file",
     )
     parser.add_argument("--out", default=None, help="PNG path (default: beside the results, .png)")
     parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")

@@ -21,7 +21,6 @@ import torch
 
 from bench.faces import NamedSubset
 from bench.harness import (
-    RESULTS,
     append_jsonl,
     argument_parser,
     command_line,
@@ -30,6 +29,7 @@ from bench.harness import (
     out_dir,
     record_output,
     require,
+    results_dir,
     set_threads,
 )
 from bench.recipes import STUDY_OUT
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None, manifest: bool = True) -> int:
     ap.add_argument("--out", default=None, help="run folder (default bench/out/probes/<name>)")
     ap.add_argument(
         "--results",
-        default=str(RESULTS / "probes.jsonl"),
+        default=str(results_dir(EXPERIMENT) / "probes.jsonl"),
         help="JSON-lines file the probe's record is appended to (default %(default)s)",
     )
     ap.add_argument(

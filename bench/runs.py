@@ -24,11 +24,11 @@ PROBE_NAME = re.compile(r"^(?:e(\d+)|scratch)_K\d+(?:_s\d+)?_\d+steps$")
 # The results files that hold the 250-step fine-tunes by stage-1 length, the earlier recipe's
 # (experiment folder, file name).
 STAGE1_LENGTH_SOURCES = (
-    ("", "study_plain.json"),
-    ("", "ssl_length_cpu.json"),
-    ("", "ssl_length_cpu_e40.json"),
+    ("study", "study_plain.json"),
+    ("ssl_length", "ssl_length_cpu.json"),
+    ("ssl_length", "ssl_length_cpu_e40.json"),
 )
-PROBES = ("", "probes.jsonl")
+PROBES = ("probes", "probes.jsonl")
 
 EpochRun = tuple[int, int, int, int]  # stage-1 epochs (0 = scratch), K, subset seed, steps
 

@@ -32,13 +32,13 @@ from typing import Any
 from bench.faces import prepare_data, validation_faces
 from bench.finetunes import Arm, run_finetune
 from bench.harness import (
-    RESULTS,
     SHARED,
     argument_parser,
     command_line,
     machine,
     out_dir,
     read_jsonl,
+    results_dir,
     setup_logging,
     utc_now,
 )
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     # Absolute, like the study's own default: the cache keys hold paths, so a run shares the
     # study's cached fine-tunes (scratch) only when both name the folder the same way.
     out = Path(args.out or out_dir(f"ssl-length{suffix.replace('_', '-')}")).resolve()
-    results = Path(args.results or RESULTS / f"ssl_length{suffix}")
+    results = Path(args.results or results_dir("ssl_length") / f"ssl_length{suffix}")
     ks = [int(k) for k in args.ks.split(",")]
     t0 = time.perf_counter()
 

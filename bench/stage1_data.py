@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from bench.harness import (
-    RESULTS,
     SHARED,
     argument_parser,
     command_line,
     machine,
     out_dir,
     require,
+    results_dir,
     set_threads,
     setup_logging,
     utc_now,
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unlabeled", default=str(SHARED / "faces-unlabeled"))
     parser.add_argument(
         "--results",
-        default=str(RESULTS / "stage1_data.json"),
+        default=str(results_dir("stage1_data") / "stage1_data.json"),
         help="each run's result under its tag (updated, not replaced; default %(default)s)",
     )
     args = parser.parse_args(argv)

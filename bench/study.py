@@ -42,7 +42,7 @@ Usage:
         --pretrain-lr 1e-3                  # the earlier stage 1 (10 epochs at 256 px, 1e-3)
     .venv/bin/python -m bench.study --head-only-steps 0 --finetune-steps 250 \
         --steps-for-k 25:500,50:500,100:500,600:750   # the earlier fine-tune recipe (no hold)
-    .venv/bin/python -m bench.study --reuse-scratch bench/results/study.json   # another stage 1:
+    .venv/bin/python -m bench.study --reuse-scratch bench/results/study/study.json   # another stage 1:
         # take the scratch arms (which do not depend on it) from an earlier results file
 """
 
@@ -66,7 +66,6 @@ from bench.finetunes import (
     shard_jobs,
 )
 from bench.harness import (
-    RESULTS,
     SHARED,
     argument_parser,
     child_env,
@@ -74,6 +73,7 @@ from bench.harness import (
     machine,
     module_command,
     out_dir,
+    results_dir,
     setup_logging,
     utc_now,
 )
@@ -284,7 +284,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
         parser.error(f"unknown recipe(s) {unknown}; choose from {sorted(RECIPES)}")
     suffix = "-quick" if args.quick else ""
     out = Path(args.out or out_dir(f"study{suffix}"))
-    results = Path(args.results or RESULTS / f"study{suffix.replace('-', '_')}")
+    results = Path(args.results or results_dir("study") / f"study{suffix.replace('-', '_')}")
     t0 = time.perf_counter()
 
     data = prepare_data(Path(args.data), out, settings)
