@@ -22,7 +22,7 @@ from bench.plotting import mean_bar, save_png, signed, target_axes
 from bench.runs import probes_file
 
 # Each start's stage 1 (spark recipe, 793 photos, batch 8) and its measured time on this
-# machine's two threads (BENCHMARKS.md, "Stage-1 length" and "Stage 1 at half the side").
+# machine's two threads (docs/research-log.md, "An 80-epoch stage 1" and "Stage 1 at half the side").
 STARTS = {
     "e10": "10 ep. at 256 px (17 min)",
     "px128e40": "40 ep. at 128 px (19 min)",
@@ -33,7 +33,7 @@ STARTS = {
     "e80": "80 ep. at 256 px (149 min)",
 }
 # The starts of "Stage 1 at half the side"; the two later rate and masking levers are named
-# with --starts (BENCHMARKS.md, "Two more stage-1 levers").
+# with --starts (docs/research-log.md, "Two more stage-1 levers").
 DEFAULT_STARTS = ["e10", "px128e40", "px128e40lr3", "e40", "e80"]
 PREFIX = "lpft100"
 

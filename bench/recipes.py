@@ -52,7 +52,7 @@ class StudySettings:
     input_size: int | None = None
     # Stage 1: 40 epochs at 128 px and AdamW 3e-3 (~1.6x the time of 10 epochs at 256 px) led
     # scratch by +5.7 / +4.2 mIoU at K = 10 / 50 over three subsets (10 epochs at 256 px and
-    # 1e-3: +2.7 / +2.4; BENCHMARKS.md, "A higher stage-1 rate").
+    # 1e-3: +2.7 / +2.4; BENCHMARKS.md, "Stage 1 settings").
     pretrain_input_size: int | None = 128
     split_seed: int = 0
     val_size: int = 100
@@ -65,7 +65,7 @@ class StudySettings:
     pretrain_finish_lr: float = 1e-3
     checkpoint_every: int = 50
     # 75 % masked is level with 60 %: over three K = 10 subsets, two runs each, 65.4 vs 65.3 mIoU
-    # on average (BENCHMARKS.md, "Two more stage-1 levers"); 60 % stays.
+    # on average (BENCHMARKS.md, "Stage 1 settings"); 60 % stays.
     spark_mask_ratio: float = RECIPES["spark"]["mask_ratio"]
     # The first recipe gets every K and the seed repeats: spark, the better one at K = 10
     # (65.6 vs 57.4 mean F1 in the first run).
@@ -86,7 +86,7 @@ class StudySettings:
     dice_weight: float = 1.0
     warmup_steps: int = 20
     # LP-FT: 80-epoch start, three subsets, SSL − scratch +1.7 → +5.4 mIoU at K = 10, +2.5 →
-    # +4.0 at K = 50 (BENCHMARKS.md, "Holding the backbone …").
+    # +4.0 at K = 50 (BENCHMARKS.md, "Holding the backbone for the first fine-tuning steps").
     head_only_steps: int = 100
     val_limit: int | None = None
     device: str = "auto"
