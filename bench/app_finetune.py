@@ -7,7 +7,7 @@ version becomes the active one at once. This script runs exactly that code on K 
 faces, at the rates given, and scores the published checkpoint on faces nobody trained on,
 beside the parser it started from.
 
-The start is the starter build's held-out parser (``bench/build_starters.py`` stage 3: the
+The start is the starter build's held-out parser (``bench.build_starters`` stage 3: the
 study's SSL backbone fine-tuned on the pool minus 10 faces), which never saw a validation face.
 The new faces are drawn (seeded) from the study's 100 validation faces and every score is on
 the other 100 - K, plus the 6 HELEN faces; or, with ``--faces helen --k 5``, each HELEN face is
@@ -17,20 +17,17 @@ it background, as LaPa does): does the fine-tune learn a team's own convention? 
 is scored on the same faces, and on the faces the app holds out, so a rule such as "publish only
 when the held-out faces improve" can be checked from the results.
 
-Usage (needs bench/build_starters.py's stage 3 and bench/study.py's data stage):
-    .venv/bin/python bench/app_finetune.py --quick    # the pipeline, in a minute
-    OMP_NUM_THREADS=1 .venv/bin/python bench/app_finetune.py --lrs 1e-4,1e-3,1e-2 --threads 1
+Usage (needs bench.build_starters's stage 3 and bench.study's data stage):
+    .venv/bin/python -m bench.app_finetune --quick    # the pipeline, in a minute
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.app_finetune --lrs 1e-4,1e-3,1e-2 --threads 1
     ... --faces helen --k 5 --subsets 0-5 | --convention neck-skin [--k 25]   (the same --lrs)
     ... --score-last --lrs 1e-3,1e-2 (same case flags): the runs' last weights, scored alike
-    .venv/bin/python bench/app_finetune.py --summary [--faces helen --k 5 | --convention ...]
+    .venv/bin/python -m bench.app_finetune --summary [--faces helen --k 5 | --convention ...]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -40,26 +37,39 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+from bench.faces import NamedSubset
+from bench.finetunes import score_checkpoint
+from bench.harness import (
+    ENVELOPE,
+    SHARED,
+    append_jsonl,
+    argument_parser,
+    command_line,
+    experiment_of,
+    int_range,
+    jsonl_record,
+    out_dir,
+    read_jsonl,
+    record_output,
+    require,
+    results_dir,
+)
+from bench.recipes import STUDY_OUT
+from faceparse_app.training import run_finetune_job
+from trainer.data.imageio import read_label
+from trainer.data.lapa import LapaDataset
+from trainer.data.sample import Sample
+from trainer.evaluate import evaluate
+from trainer.predict import Predictor
+from trainer.subsets import select_labeled_subset
 
-from build_starters import _scores  # noqa: E402
-from k10_subsets import parse_range, records  # noqa: E402
-from study import SHARED, NamedSubset  # noqa: E402
-
-from faceparse_app.training import run_finetune_job  # noqa: E402
-from trainer.data.imageio import read_label  # noqa: E402
-from trainer.data.lapa import LapaDataset  # noqa: E402
-from trainer.data.sample import Sample  # noqa: E402
-from trainer.evaluate import evaluate  # noqa: E402
-from trainer.predict import Predictor  # noqa: E402
-from trainer.subsets import select_labeled_subset  # noqa: E402
-
-PARSER = ROOT / "bench" / "out" / "starters" / "parser_pool_minus_k10" / "finetune_last.safetensors"
-DATA = ROOT / "bench" / "out" / "study" / "data"
-RESULTS = ROOT / "bench" / "results" / "app_finetune.jsonl"
+EXPERIMENT = "app_finetune"
+JSONL_NOTE = "one record per fine-tune or parser score; each record holds the command that wrote it"
+# What a --score-last record does not copy from the run it re-scores: the envelope (written anew)
+# and the fields records had in its place before it.
+ENVELOPE_AND_OLD = (*ENVELOPE, "name", "date")
+PARSER = out_dir("starters") / "parser_pool_minus_k10" / "finetune_last.safetensors"
+DATA = STUDY_OUT / "data"
 CELEBA_MASKS = SHARED / "celebamask-hq-dev" / "masks"
 NECK, SKIN = 17, 1  # CelebAMask-HQ's neck; LaPa's skin
 
@@ -127,7 +137,7 @@ def face_sets(
 def scores(checkpoint: Path, sets: dict[str, Sequence[Sample]]) -> dict[str, Any]:
     """mean F1, mIoU and per-class F1 per set; for the ``neck`` set, the share of neck pixels
     predicted as skin."""
-    out = _scores(checkpoint, {k: v for k, v in sets.items() if k != "neck"})
+    out = score_checkpoint(checkpoint, {k: v for k, v in sets.items() if k != "neck"})
     if "neck" in sets:
         neck = evaluate(
             Predictor.from_checkpoint(checkpoint, device="cpu"), sets["neck"], batch_size=8
@@ -140,7 +150,7 @@ def one_subset(args: argparse.Namespace, seed: int, lr: float | None) -> dict[st
     """Fine-tune from the parser on one draw of K faces (or, lr None, score the parser alone)."""
     train, sets, new = face_sets(args, seed)
     record: dict[str, Any] = {
-        "name": run_name(lr, args, seed),
+        "run": run_name(lr, args, seed),
         "k": args.k,
         "subset_seed": seed,
         "faces": args.faces,
@@ -154,7 +164,7 @@ def one_subset(args: argparse.Namespace, seed: int, lr: float | None) -> dict[st
     t0 = time.perf_counter()
     result = run_finetune_job(
         train,
-        Path(args.out) / record["name"],
+        Path(args.out) / record["run"],
         init_backbone=args.parser,
         epochs=args.epochs,
         max_steps=2 if args.quick else None,
@@ -171,7 +181,9 @@ def one_subset(args: argparse.Namespace, seed: int, lr: float | None) -> dict[st
         held_out_faces=result.val_names,
         best_epoch=result.metrics.get("epoch"),
         scores=scores(result.best_path, {**sets, "held_out": held_out}),
-        start_scores={"held_out": _scores(Path(args.parser), {"held_out": held_out})["held_out"]},
+        start_scores={
+            "held_out": score_checkpoint(Path(args.parser), {"held_out": held_out})["held_out"]
+        },
     )
     return record
 
@@ -180,34 +192,35 @@ def last_epoch(args: argparse.Namespace, seed: int, run: dict[str, Any]) -> dict
     """The same fine-tune's last weights (epoch 30) scored like its best epoch: would the app do
     better publishing the end of the run than the epoch its held-out faces picked? None when the
     run folder is gone."""
-    checkpoint = Path(args.out) / run["name"] / "finetune_last.safetensors"
+    checkpoint = Path(args.out) / run["run"] / "finetune_last.safetensors"
     if not checkpoint.is_file():
         return None
     train, sets, _ = face_sets(args, seed)
     held_out = NamedSubset(train, run["held_out_faces"])
+    payload = {k: v for k, v in run.items() if k not in ENVELOPE_AND_OLD}
     return {
-        **run,
-        "name": run["name"].replace("app_lr", "last_lr"),
+        **payload,
+        "run": run["run"].replace("app_lr", "last_lr"),
         "best_epoch": run["epochs"],
         "published": "last epoch",
         "scores": scores(checkpoint, {**sets, "held_out": held_out}),
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    if not Path(args.parser).is_file():
-        sys.exit(f"--parser {args.parser}: no such checkpoint; run bench/build_starters.py first")
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if args.faces == "helen" and args.convention != "none":
-        sys.exit("--convention needs --faces celeba: HELEN's labels have no neck class")
-    if not (Path(args.data) / "val").is_dir():
-        sys.exit(f"--data {args.data}: no val split; run bench/study.py's data stage first")
+        raise SystemExit("--convention needs --faces celeba: HELEN's labels have no neck class")
+    require(args.parser, "the held-out parser (python -m bench.build_starters, stage 3)")
+    require(Path(args.data) / "val", "the study's data stage (python -m bench.study)")
     if args.threads:
         torch.set_num_threads(args.threads)
     results = Path(args.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    runs = {r.get("name"): r for r in records(results)}  # read once: the last record per name
+    command = command_line(__spec__.name, argv)
+    experiment = experiment_of(results, EXPERIMENT)
+    runs = {r.get("run"): r for r in read_jsonl(results)}  # read once: the last record per name
+    record_output(results, command, note=JSONL_NOTE)
     lrs = [None] + [float(x) for x in args.lrs.split(",") if x]
-    for seed in parse_range(args.subsets):
+    for seed in int_range(args.subsets):
         for lr in lrs:
             name = run_name(lr, args, seed)
             if args.score_last:
@@ -220,13 +233,10 @@ def run(args: argparse.Namespace) -> int:
                 continue
             else:
                 record = one_subset(args, seed, lr)
-            record.update(
-                machine=platform.node(),
-                threads=torch.get_num_threads(),
-                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            )
-            with results.open("a") as f:  # whole lines: a second process may append beside it
-                f.write(json.dumps(record) + "\n")
+            name = record.pop("run")
+            record["threads"] = torch.get_num_threads()
+            record = jsonl_record(experiment, name, record, command)
+            append_jsonl(results, record)  # whole lines: a second process may append beside it
             print(_line(record), flush=True)
     return 0
 
@@ -239,7 +249,7 @@ def _line(r: dict[str, Any]) -> str:
         for k, v in s.items()
     ]  # fmt: skip
     extra = f" ({r['train_seconds']:.0f} s, best epoch {r['best_epoch']})" if "lr" in r else ""
-    return f"{r['name']}: " + ", ".join(parts) + extra
+    return f"{r['run']}: " + ", ".join(parts) + extra
 
 
 def summary(args: argparse.Namespace) -> int:
@@ -247,13 +257,13 @@ def summary(args: argparse.Namespace) -> int:
     same = (args.k, args.faces, args.convention)
     # one record per name (two processes may both have scored the parser alone)
     rows = list({
-        r["name"]: r for r in records(Path(args.results))
+        r["run"]: r for r in read_jsonl(Path(args.results))
         if (r.get("k"), r.get("faces", "celeba"), r.get("convention", "none")) == same
     }.values())  # fmt: skip
     start = {r["subset_seed"]: r["scores"] for r in rows if "lr" not in r}
     arms: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        arms.setdefault(r["name"].rsplit("_K", 1)[0], []).append(r)
+        arms.setdefault(r["run"].rsplit("_K", 1)[0], []).append(r)
     print(
         f"K = {args.k} new {args.faces} faces, convention {args.convention}: mIoU (change from the parser alone)"
     )
@@ -286,7 +296,7 @@ def summary(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argument_parser(__doc__)
     ap.add_argument(
         "--parser",
         default=str(PARSER),
@@ -314,8 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=30, help="the app's default: 30")
     ap.add_argument("--batch", type=int, default=4, help="the app's default: 4")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "app-finetune"))
-    ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument(
+        "--out", default=str(out_dir("app-finetune")), help="working folder (default %(default)s)"
+    )
+    ap.add_argument(
+        "--results",
+        default=str(results_dir(EXPERIMENT) / "app_finetune.jsonl"),
+        help="JSON-lines results (default %(default)s)",
+    )
     ap.add_argument(
         "--quick", action="store_true", help="2 steps, 4 scored faces: checks the pipeline"
     )
@@ -325,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     ap.add_argument("--summary", action="store_true", help="print the table from --results")
     args = ap.parse_args(argv)
-    return summary(args) if args.summary else run(args)
+    return summary(args) if args.summary else run(args, argv)
 
 
 if __name__ == "__main__":

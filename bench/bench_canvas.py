@@ -9,39 +9,41 @@ Runs the real main window offscreen on synthetic photos (JPEG) with saved labels
 - switch: opening the next image (JPEG decode, label PNG read + check, overlay, first paint),
   with nothing to save, and again when the previous image has unsaved edits (adds the save).
 
-Also saves a screenshot of the main window with the demo astronaut labeled to
-bench/out/screenshot_main_window.png.
+Writes bench/results/canvas/canvas.json (medians, targets, the machine with its CPU ISA) and a
+screenshot of the main window with the demo astronaut labeled to
+bench/out/canvas/screenshot_main_window.png.
 
-    .venv/bin/python bench/bench_canvas.py [--sizes 1024 4000] [--repeats 5]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python -m bench.bench_canvas [--sizes 1024 4000] [--repeats 5]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import cv2
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtTest import QTest  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from bench.harness import (
+    add_common,
+    argument_parser,
+    command_line,
+    machine,
+    utc_now,
+    write_json,
+)
+from faceparse_app.app import Settings, create_application
+from faceparse_app.main_window import MainWindow
+from faceparse_app.project import Project
+from trainer.data.imageio import write_image
 
-from faceparse_app.app import Settings, create_application  # noqa: E402
-from faceparse_app.main_window import MainWindow  # noqa: E402
-from faceparse_app.project import Project  # noqa: E402
-from trainer.data.imageio import write_image  # noqa: E402
-
-OUT = ROOT / "bench" / "out"
+EXPERIMENT = "canvas"
 TARGETS_MS = {"segment": 16.0, "undo": 30.0, "switch": 150.0}  # issue 3, at 1024²
 
 
@@ -229,12 +231,15 @@ def screenshot(app: QApplication, window: MainWindow, path: Path) -> None:
     window.close_project()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser(__doc__)
+    add_common(parser, EXPERIMENT, out=True, results="canvas.json")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--images", type=int, default=4)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before the application starts
+    out = Path(args.out)
     app = create_application([])
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(Path(tmp) / "settings.ini")
@@ -248,7 +253,7 @@ def main() -> None:
         for size in args.sizes:
             folder = make_project(Path(tmp) / f"p{size}", size, args.images)
             results.append(bench_size(app, window, folder, size, args.repeats))
-        screenshot(app, window, OUT / "screenshot_main_window.png")
+        screenshot(app, window, out / "screenshot_main_window.png")
         window.close()
     print(
         f"{'size':>6} {'segment med':>12} {'seg p95':>9} {'undo 200px':>11} {'switch':>8} "
@@ -264,17 +269,17 @@ def main() -> None:
         f"targets at 1024²: segment < {TARGETS_MS['segment']} ms, undo < {TARGETS_MS['undo']} ms, "
         f"switch < {TARGETS_MS['switch']} ms"
     )
-    OUT.mkdir(parents=True, exist_ok=True)
+    command = command_line(__spec__.name, argv)
     info = {
-        "load_average_1min": os.getloadavg()[0],  # other work on the machine skews timings
-        "cpu_count": os.cpu_count(),
+        "date": utc_now(),
+        "command": command,
+        "machine": machine(),  # its load average: other work on the machine skews timings
         "qt_platform": os.environ.get("QT_QPA_PLATFORM"),
         "window": [1280, 800],
     }
-    (OUT / "canvas.json").write_text(
-        json.dumps({"results": results, "targets_ms_1024": TARGETS_MS, **info}, indent=2)
-    )
-    print(f"wrote {OUT / 'canvas.json'} and {OUT / 'screenshot_main_window.png'}")
+    payload = {"results": results, "targets_ms_1024": TARGETS_MS, **info}
+    written = write_json(args.results, payload, command)
+    print(f"wrote {written} and {out / 'screenshot_main_window.png'}")
 
 
 if __name__ == "__main__":

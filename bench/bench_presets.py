@@ -1,35 +1,20 @@
 """Why the `lite` preset: CPU cost of candidate UNet++ encoders (inference and one training step).
 
 Usage:
-    .venv/bin/python bench/bench_presets.py [--encoders mobilenet_v2,resnet18,resnet50] [--repeats 3]
+    .venv/bin/python -m bench.bench_presets [--encoders mobilenet_v2,resnet18,resnet50] [--repeats 3]
 
 For each encoder: parameters, fp32 weights size, latency of one face at 256 and 512 px input
 (torch eager fp32, NCHW and channels_last, inference_mode), and the time of one training step
-(forward + backward + AdamW) at 256 px, batch 4. Writes bench/out/presets.json.
+(forward + backward + AdamW) at 256 px, batch 4; medians after a warm-up call. Writes
+bench/results/presets/presets.json with the machine (its CPU ISA included).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
-import time
-from pathlib import Path
-
 import torch
 
+from bench.harness import argument_parser, command_line, machine, median_time, utc_now, write_json
 from trainer.models import ModelConfig, build_model
-
-
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up (allocations, oneDNN primitive caches)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def bench_encoder(name: str, repeats: int) -> dict:
@@ -39,10 +24,10 @@ def bench_encoder(name: str, repeats: int) -> dict:
     for size in (256, 512):
         x = torch.rand(1, 3, size, size)
         with torch.inference_mode():
-            row[f"infer_{size}_nchw_s"] = round(_time(lambda m=model, x=x: m(x), repeats), 3)
+            row[f"infer_{size}_nchw_s"] = round(median_time(lambda m=model, x=x: m(x), repeats), 3)
             cl = model.to(memory_format=torch.channels_last)
             xc = x.contiguous(memory_format=torch.channels_last)
-            row[f"infer_{size}_channels_last_s"] = round(_time(lambda m=cl, x=xc: m(x), repeats), 3)
+            row[f"infer_{size}_channels_last_s"] = round(median_time(lambda m=cl, x=xc: m(x), repeats), 3)
             model = model.to(memory_format=torch.contiguous_format)
     model.train().to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -55,28 +40,23 @@ def bench_encoder(name: str, repeats: int) -> dict:
         loss.backward()
         opt.step()
 
-    row["train_step_256_b4_s"] = round(_time(step, max(1, repeats - 1)), 3)
+    row["train_step_256_b4_s"] = round(median_time(step, max(1, repeats - 1)), 3)
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser(__doc__, experiment="presets", results="presets.json")
     parser.add_argument("--encoders", default="mobilenet_v2,efficientnet-b0,resnet18,resnet50")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default="bench/out/presets.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rows = [bench_encoder(name, args.repeats) for name in args.encoders.split(",")]
     keys = list(rows[0])
     print(" | ".join(keys))
     for r in rows:
         print(" | ".join(str(r[k]) for k in keys))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "date": time.strftime("%Y-%m-%d"),
-        "rows": rows,
-    }, indent=2))
+    command = command_line(__spec__.name, argv)
+    payload = {"machine": machine(), "date": utc_now(), "command": command, "rows": rows}
+    print(f"wrote {write_json(args.results, payload, command)}")
 
 
 if __name__ == "__main__":

@@ -8,18 +8,17 @@
    gap between ticks of a 10 ms QTimer on the GUI thread (target: never above 100 ms), the
    fine-tuning speed in images/s, and how long a cancel takes to end the run (target: 3 s).
 
-Prints a table and writes bench/out/responsiveness.json (and a screenshot of the confidence
-view, bench/out/screenshot_confidence_view.png).
+Prints a table and writes bench/results/responsiveness/responsiveness.json (with the machine,
+its CPU ISA included) and a screenshot of the confidence view,
+bench/out/responsiveness/screenshot_confidence_view.png.
 
-    .venv/bin/python bench/bench_responsiveness.py [--presets tiny lite paper] [--steps 24]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python -m bench.bench_responsiveness \
+        [--presets tiny lite paper] [--steps 24]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,22 +26,28 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from PySide6.QtCore import QElapsedTimer, QEventLoop, QObject, Qt, QTimer
+from PySide6.QtTest import QTest
 
-from PySide6.QtCore import QElapsedTimer, QEventLoop, QObject, Qt, QTimer  # noqa: E402
-from PySide6.QtTest import QTest  # noqa: E402
+from bench.bench_canvas import synthetic_photo
+from bench.harness import (
+    add_common,
+    argument_parser,
+    command_line,
+    machine,
+    out_dir,
+    utc_now,
+    write_json,
+)
+from faceparse_app.app import Settings, create_application
+from faceparse_app.main_window import MainWindow
+from faceparse_app.model_store import ModelStore
+from faceparse_app.project import Project
+from faceparse_app.training import preload_model_code
+from trainer.data.imageio import write_image
 
-from bench.bench_canvas import synthetic_photo  # noqa: E402
-from faceparse_app.app import Settings, create_application  # noqa: E402
-from faceparse_app.main_window import MainWindow  # noqa: E402
-from faceparse_app.model_store import ModelStore  # noqa: E402
-from faceparse_app.project import Project  # noqa: E402
-from faceparse_app.training import preload_model_code  # noqa: E402
-from trainer.data.imageio import write_image  # noqa: E402
-
-OUT = ROOT / "bench" / "out"
+EXPERIMENT = "responsiveness"
+SCREENSHOT = out_dir(EXPERIMENT) / "screenshot_confidence_view.png"
 TICK_MS = 10
 GAP_TARGET_MS = 100.0
 CANCEL_TARGET_S = 3.0
@@ -158,8 +163,8 @@ def bench_first_prelabel(tmp: Path, preset: str, device: str, size: int, warm_im
         # For a person to look at: a pre-labeled face with the confidence view on.
         window.tool_bar.heat_action.setChecked(True)
         run_until(lambda: False, 0.2)
-        OUT.mkdir(parents=True, exist_ok=True)
-        window.grab().save(str(OUT / "screenshot_confidence_view.png"))
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        window.grab().save(str(SCREENSHOT))
     window.close()
     return {
         "preset": preset,
@@ -234,35 +239,28 @@ def bench_training(tmp: Path, device: str, steps: int, size: int, switch_s: floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__)
+    add_common(parser, EXPERIMENT, results="responsiveness.json", device="auto")
     parser.add_argument("--presets", nargs="+", default=["tiny", "lite", "paper"])
     parser.add_argument("--steps", type=int, default=24, help="fine-tuning steps while labeling")
-    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda")
     parser.add_argument("--size", type=int, default=512, help="photo side in pixels")
     parser.add_argument("--switch-s", type=float, default=1.5, help="seconds per image while training")
-    parser.add_argument("--out", type=Path, default=OUT / "responsiveness.json")
     args = parser.parse_args(argv)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before the application starts
 
     app = create_application([sys.argv[0]])
     t0 = time.perf_counter()
     preload_model_code()  # as the app does at start-up
     preload_s = time.perf_counter() - t0
-    import torch
-
     from faceparse_app.workers import configure_torch_threads
     from trainer.engine import select_device
 
     configure_torch_threads()
+    command = command_line(__spec__.name, argv)
     result: dict = {
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "device": str(select_device(args.device)),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-        },
+        "date": utc_now(),
+        "command": command,
+        "machine": {**machine(), "device": str(select_device(args.device))},
         "preload_model_code_s": round(preload_s, 2),
         "first_prelabel": [],
     }
@@ -279,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t = result["training"]
     print()
-    print(f"machine: {result['machine']['cpu_count']} cores, torch threads "
+    print(f"machine: {result['machine']['cores']} cores ({result['machine']['isa']}), torch threads "
           f"{result['machine']['torch_threads']}, device {result['machine']['device']}, "
           f"load {result['machine']['load_average']}")
     print(f"{'preset':8s} {'cold pre-label s':>17s} {'warm pre-label s':>17s} {'max gap ms':>11s}")
@@ -294,9 +292,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(p99 {t['p99_gap_ms']:.0f} ms, {t['gaps_over_100ms']} gaps > 100 ms of {t['ticks']}) "
           f"[{verdict}, target {GAP_TARGET_MS:.0f} ms]")
     print(f"cancel to stopped: {t['cancel_s']:.2f} s (target {CANCEL_TARGET_S:.0f} s)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    print(f"wrote {write_json(args.results, result, command)}")
     return 0
 
 

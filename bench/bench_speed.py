@@ -1,8 +1,9 @@
 """Speed and memory (issue 5 §2): pre-label latency, training throughput, profile, compute floor.
 
 Usage:
-    .venv/bin/python bench/bench_speed.py [--presets paper,lite,tiny] [--repeats 3] [--train-steps 6]
-        [--sections latency,train,profile,floor] [--out bench/results/speed.json]
+    .venv/bin/python -m bench.bench_speed [--presets paper,lite,tiny] [--repeats 3]
+        [--train-steps 6] [--sections latency,train,profile,floor]
+        [--results bench/results/speed/speed.json] [--update]
 
 Sections:
   interleaved  the same three paths per preset and size in one process, called round-robin for
@@ -18,7 +19,7 @@ Sections:
            (lite, 256 px, batch 8, real faces, data loading included: the fastest wall-clock gap
            between step ends after two warm-up steps; the mean rate is kept under "detail")
            against the plainest smp loop (NCHW, PIL resize, Adam); the trainer also with
-           channels_last off.
+           channels_last off (``bench.speed_training``).
   profile  where one lite training step's time goes: data loading, forward, backward, optimizer
            (fastest of the timed steps; trainer-style and naive), plus the top operators of one
            step from torch.profiler.
@@ -28,52 +29,44 @@ Sections:
            training step (≈ 3× the forward), and measured / floor.
 
 The machine is shared: the 1-, 5- and 15-minute load averages are recorded at the start and end;
-a load above the core count means other processes took part of the CPU during the run.
+a load above the core count means other processes took part of the CPU during the run. The
+machine record holds the CPU's ISA (torch's dispatch level and /proc/cpuinfo's avx512f): oneDNN
+runs other kernels without AVX-512, so figures from such machines are not comparable.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bench.harness import (
+    ROOT,
+    argument_parser,
+    child_env,
+    command_line,
+    machine,
+    module_command,
+    time_calls,
+    utc_now,
+    write_json,
+)
+from bench.speed_training import bench_profile, bench_train
+from trainer.models import build_model, get_preset
 
-from trainer.models import build_model, get_preset  # noqa: E402
-
-SHARED = ROOT.parent / "shared" / "data"
-DEV = SHARED / "celebamask-hq-dev"
 SIZES = (256, 512)
 PATHS = ("eager_nchw", "channels_last", "onnxruntime")
-
-
-def _times(fn: Callable[[], Any], repeats: int) -> list[float]:
-    fn()  # warm-up: allocations, oneDNN primitive caches, ORT's first-run planning
-    times = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-    return statistics.median(_times(fn, repeats))
 
 
 def _load() -> list[float]:
@@ -105,10 +98,10 @@ def latency_worker(preset: str, size: int, path: str, repeats: int) -> dict[str,
             row["parity_ok"] = True  # export_onnx raises when the check fails
             del model
             predictor: Any = OnnxPredictor(onnx_path)
-            times = _times(lambda: predictor(image), repeats)
+            times = time_calls(lambda: predictor(image), repeats)
     else:
         predictor = Predictor(model, device="cpu", channels_last=path == "channels_last")
-        times = _times(lambda: predictor(image), repeats)
+        times = time_calls(lambda: predictor(image), repeats)
     # On a shared machine the fastest call is the best estimate of the uncontended cost.
     row["seconds"] = round(min(times), 4)
     row["median_s"] = round(statistics.median(times), 4)
@@ -121,16 +114,12 @@ def bench_latency(presets: Sequence[str], repeats: int) -> list[dict[str, Any]]:
     for preset in presets:
         for size in SIZES:
             for path in PATHS:
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--latency-worker",
-                    preset,
-                    str(size),
-                    path,
-                    str(repeats),
-                ]
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                cmd = module_command(
+                    __spec__.name, ["--latency-worker", preset, str(size), path, str(repeats)]
+                )
+                proc = subprocess.run(
+                    cmd, capture_output=True, text=True, cwd=ROOT, env=child_env()
+                )
                 if proc.returncode != 0:
                     err = proc.stderr.strip().splitlines()[-1:] or ["?"]
                     row = {"preset": preset, "input": size, "path": path, "error": err[0]}
@@ -188,293 +177,6 @@ def bench_interleaved(presets: Sequence[str], rounds: int) -> list[dict[str, Any
 
 
 # ---------------------------------------------------------------------------------------------
-# Training throughput
-
-
-class _Lazy(Sequence):
-    """First ``n`` samples of a reader, loaded on access."""
-
-    def __init__(self, source: Any, n: int) -> None:
-        self.source, self.n = source, min(n, len(source))
-        self.names = list(source.names[: self.n])
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
-        return self.source[i]
-
-
-def _rate(stamps: list[float], batch: int, warmup: int = 2) -> float:
-    """Images/s of the fastest step (wall clock between consecutive step ends, data loading
-    included), after ``warmup`` steps. The fastest step is the least disturbed by other
-    processes on a shared machine; ``_RATES`` keeps the mean rate beside it."""
-    t = stamps[warmup:]
-    if len(t) < 2:
-        return float("nan")
-    gaps = np.diff(t)
-    _RATES.append(
-        {
-            "best_img_s": round(batch / float(gaps.min()), 2),
-            "mean_img_s": round(batch * len(gaps) / float(gaps.sum()), 2),
-        }
-    )
-    return batch / float(gaps.min())
-
-
-_RATES: list[dict[str, float]] = []
-
-
-def trainer_pretrain_rate(steps: int, batch: int, size: int, channels_last: bool = True) -> float:
-    from trainer.pretrain import PretrainConfig, pretrain
-
-    stamps: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        config = PretrainConfig(
-            image_dirs=(str(DEV / "images"),),
-            out_dir=tmp,
-            preset="lite",
-            input_size=size,
-            batch_size=batch,
-            max_steps=steps + 3,
-            device="cpu",
-            epochs=1,
-            channels_last=channels_last,
-        )
-        pretrain(config, on_progress=lambda s: stamps.append(time.perf_counter()))
-    return _rate(stamps, batch)
-
-
-def trainer_finetune_rate(steps: int, batch: int, size: int, channels_last: bool = True) -> float:
-    from trainer.data.celebamask import CelebAMaskDataset
-    from trainer.finetune import FinetuneConfig, finetune_on_samples
-
-    stamps: list[float] = []
-    samples = _Lazy(CelebAMaskDataset(DEV, label_set="lapa"), 64)
-    with tempfile.TemporaryDirectory() as tmp:
-        config = FinetuneConfig(
-            data=str(DEV),
-            out_dir=tmp,
-            init="scratch",
-            preset="lite",
-            input_size=size,
-            batch_size=batch,
-            epochs=100,
-            max_steps=steps + 3,
-            device="cpu",
-            val_split=None,
-            progress_bar=False,
-            channels_last=channels_last,
-        )
-
-        def on_progress(stats: dict[str, Any]) -> None:
-            if stats.get("phase") == "train":
-                stamps.append(time.perf_counter())
-
-        finetune_on_samples(config, samples, None, on_progress=on_progress)
-    return _rate(stamps, batch)
-
-
-class _NaiveData(torch.utils.data.Dataset):
-    """The plainest data path: PIL open, PIL resize, numpy → tensor, normalise."""
-
-    def __init__(self, n: int, size: int, task: str) -> None:
-        self.images = sorted((DEV / "images").glob("*.jpg"))[:n]
-        self.size, self.task = size, task
-        from trainer.labels import celebamask_to_lapa_lut
-
-        self.lut = celebamask_to_lapa_lut()
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from PIL import Image
-
-        img = (
-            Image.open(self.images[i]).convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-        )
-        x = torch.from_numpy(np.asarray(img, np.float32) / 255.0).permute(2, 0, 1)
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-        x = (x - mean) / std
-        if self.task == "finetune":
-            mask_path = DEV / "masks" / (self.images[i].stem + ".png")
-            lab = Image.open(mask_path).resize((self.size, self.size), Image.NEAREST)
-            return x, torch.from_numpy(self.lut[np.asarray(lab)].astype(np.int64))
-        # Stage-1 style target: the image; input: random squares in the centre blanked.
-        mask = torch.zeros(1, self.size, self.size, dtype=torch.bool)
-        rng = np.random.default_rng(i)
-        lo, hi = self.size // 6, self.size * 5 // 6
-        for _ in range(20):
-            s = int(rng.integers(self.size // 16, self.size // 8 + 1))
-            t, left = rng.integers(lo, hi - s, size=2)
-            mask[:, t : t + s, left : left + s] = True
-        return x.masked_fill(mask, 0.0), x
-
-
-def naive_rate(
-    task: str, steps: int, batch: int, size: int, phases: dict[str, float] | None = None
-) -> float:
-    """The plain smp loop; fills ``phases`` with mean seconds per step of each phase."""
-    import segmentation_models_pytorch as smp
-
-    torch.manual_seed(0)
-    model = smp.UnetPlusPlus(
-        "mobilenet_v2",
-        encoder_weights=None,
-        classes=11 if task == "finetune" else 3,
-        decoder_channels=(256, 128, 64, 32, 16),
-    )
-    loader = torch.utils.data.DataLoader(
-        _NaiveData(batch * (steps + 3), size, task), batch_size=batch, shuffle=True
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.train()
-    stamps = []
-    acc = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
-    best = {k: float("inf") for k in acc}
-    it = iter(loader)
-    for step in range(steps + 3):
-        t0 = time.perf_counter()
-        x, y = next(it)
-        t1 = time.perf_counter()
-        out = model(x)
-        loss = (
-            torch.nn.functional.cross_entropy(out, y)
-            if task == "finetune"
-            else torch.nn.functional.mse_loss(out, y)
-        )
-        t2 = time.perf_counter()
-        opt.zero_grad()
-        loss.backward()
-        t3 = time.perf_counter()
-        opt.step()
-        t4 = time.perf_counter()
-        stamps.append(t4)
-        if step >= 2:
-            for key, dt in zip(acc, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                acc[key] += dt
-                best[key] = min(best[key], dt)
-    if phases is not None:
-        phases.update({k: round(v, 3) for k, v in best.items()})
-    return _rate(stamps, batch)
-
-
-def trainer_style_phases(steps: int, batch: int, size: int) -> dict[str, float]:
-    """The trainer's fine-tuning step, phase by phase: its data path (ParsingDataset with
-    TrainAugment), channels_last, AdamW, gradient clipping."""
-    from torch.utils.data import DataLoader
-
-    from trainer.data.celebamask import CelebAMaskDataset
-    from trainer.data.torch_datasets import ParsingDataset
-    from trainer.data.transforms import TrainAugment
-    from trainer.labels import LAPA
-    from trainer.losses import parsing_loss
-
-    torch.manual_seed(0)
-    model = build_model(get_preset("lite").with_overrides(input_size=size)).train()
-    model = model.to(memory_format=torch.channels_last)
-    samples = _Lazy(CelebAMaskDataset(DEV, label_set="lapa"), batch * (steps + 3))
-    loader = DataLoader(
-        ParsingDataset(samples, size, TrainAugment(size, LAPA)), batch_size=batch, shuffle=True
-    )
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    best = {
-        "data": float("inf"),
-        "forward": float("inf"),
-        "backward": float("inf"),
-        "optimizer": float("inf"),
-    }
-    it = iter(loader)
-    for step in range(steps + 3):
-        t0 = time.perf_counter()
-        x, y = next(it)
-        x = model.normalize(x).contiguous(memory_format=torch.channels_last)
-        t1 = time.perf_counter()
-        loss = parsing_loss(model(x), y)
-        t2 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        t3 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        t4 = time.perf_counter()
-        if step >= 2:
-            for key, dt in zip(best, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                best[key] = min(best[key], dt)
-    return {k: round(v, 3) for k, v in best.items()}
-
-
-def bench_train(steps: int, batch: int, size: int, rounds: int = 2) -> dict[str, Any]:
-    """Fastest-step images/s of each loop over ``rounds`` alternating runs; every run's fastest
-    and mean rates are kept under "detail"."""
-    out: dict[str, Any] = {"preset": "lite", "input": size, "batch": batch, "timed_steps": steps}
-    runs: list[tuple[str, Callable[[], float]]] = [
-        ("pretrain_trainer", lambda: trainer_pretrain_rate(steps, batch, size)),
-        (
-            "pretrain_trainer_nchw",
-            lambda: trainer_pretrain_rate(steps, batch, size, channels_last=False),
-        ),
-        ("pretrain_naive", lambda: naive_rate("pretrain", steps, batch, size)),
-        ("finetune_trainer", lambda: trainer_finetune_rate(steps, batch, size)),
-        (
-            "finetune_trainer_nchw",
-            lambda: trainer_finetune_rate(steps, batch, size, channels_last=False),
-        ),
-        ("finetune_naive", lambda: naive_rate("finetune", steps, batch, size)),
-    ]
-    detail: dict[str, list[dict[str, float]]] = {name: [] for name, _ in runs}
-    for _ in range(rounds):  # rounds alternate the loops, so each meets the same disturbances
-        for name, fn in runs:
-            fn()
-            detail[name].append(_RATES[-1])
-            print(name, _RATES[-1], flush=True)
-    for name, rates in detail.items():
-        out[f"{name}_img_s"] = max(r["best_img_s"] for r in rates)
-    out["detail"] = detail
-    for task in ("pretrain", "finetune"):
-        out[f"{task}_speedup"] = round(out[f"{task}_trainer_img_s"] / out[f"{task}_naive_img_s"], 2)
-    return out
-
-
-def bench_profile(steps: int, batch: int, size: int) -> dict[str, Any]:
-    naive: dict[str, float] = {}
-    naive_rate("finetune", steps, batch, size, phases=naive)
-    trainer_style = trainer_style_phases(steps, batch, size)
-    print("fastest phase times s/step: naive", naive, "trainer-style", trainer_style, flush=True)
-    # Top operators of one trainer-style step (forward + backward + AdamW).
-    from torch.profiler import ProfilerActivity, profile
-
-    model = build_model(get_preset("lite").with_overrides(input_size=size)).train()
-    model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.rand(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 11, (batch, size, size))
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events) or 1.0
-    top = [
-        {
-            "op": e.key,
-            "self_ms": round(e.self_cpu_time_total / 1000, 1),
-            "share": round(e.self_cpu_time_total / total, 3),
-            "calls": e.count,
-        }
-        for e in events[:12]
-    ]
-    return {"naive_phases_s": naive, "trainer_phases_s": trainer_style, "top_ops_one_step": top}
-
-
-# ---------------------------------------------------------------------------------------------
 # Compute floor
 
 
@@ -514,14 +216,14 @@ def matmul_rates(n: int = 2048, repeats: int = 20) -> dict[str, float]:
     machine's AMD EPYC the second is about twice as fast, so the floor uses the faster one.
     """
     a, b = torch.rand(n, n), torch.rand(n, n)
-    mm = n**3 / min(_times(lambda: torch.mm(a, b), repeats))
+    mm = n**3 / min(time_calls(lambda: torch.mm(a, b), repeats))
     side = 64  # 64×64 pixels = 4096 rows of the GEMM
     conv = (
         torch.nn.Conv2d(n // 2, n // 2, 1, bias=False).eval().to(memory_format=torch.channels_last)
     )
     x = torch.rand(1, n // 2, side, side).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        gemm = side * side * (n // 2) ** 2 / min(_times(lambda: conv(x), repeats))
+        gemm = side * side * (n // 2) ** 2 / min(time_calls(lambda: conv(x), repeats))
     return {"torch_mm_gmac_s": round(mm / 1e9, 1), "onednn_1x1_conv_gmac_s": round(gemm / 1e9, 1)}
 
 
@@ -568,12 +270,13 @@ def bench_floor(
     return out
 
 
-def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "--latency-worker":
-        preset, size, path, repeats = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    if raw[:1] == ["--latency-worker"]:  # a child of bench_latency: one configuration
+        preset, size, path, repeats = raw[1], int(raw[2]), raw[3], int(raw[4])
         print(json.dumps(latency_worker(preset, size, path, repeats)))
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__, experiment="speed", results="speed.json")
     parser.add_argument("--presets", default="paper,lite,tiny")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=6, help="timed steps (after warm-up)")
@@ -582,22 +285,23 @@ def main() -> int:
     parser.add_argument("--train-rounds", type=int, default=2, help="alternating runs of each loop")
     parser.add_argument("--rounds", type=int, default=10, help="rounds of the interleaved latency")
     parser.add_argument("--sections", default="latency,interleaved,train,profile,floor")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed.json"))
-    parser.add_argument("--update", action="store_true", help="keep the other sections of --out")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--update", action="store_true", help="keep the other sections of --results"
+    )
+    args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
     presets = args.presets.split(",")
+    command = command_line(__spec__.name, argv)
     result: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
-        "command": "bench/bench_speed.py " + " ".join(sys.argv[1:]),
+        "date": utc_now(),
+        "machine": machine(),
+        "command": command,
         "load_avg_start": _load(),
     }
-    if args.update and Path(args.out).is_file():
-        previous = json.loads(Path(args.out).read_text())
+    if args.update and Path(args.results).is_file():
+        previous = json.loads(Path(args.results).read_text())
         previous.setdefault("updates", []).append(
-            {k: result[k] for k in ("date", "command", "load_avg_start")}
+            {k: result[k] for k in ("date", "command", "machine", "load_avg_start")}
         )
         result = {**previous, **{k: v for k, v in result.items() if k not in ("date", "command")}}
     try:
@@ -622,12 +326,7 @@ def main() -> int:
         )
         print(json.dumps(result["floor"], indent=1), flush=True)
     result["load_avg_end"] = _load()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from trainer.data.imageio import atomic_write_bytes
-
-    atomic_write_bytes(out, json.dumps(result, indent=1).encode())
-    print(f"wrote {out}")
+    print(f"wrote {write_json(args.results, result, command)}")
     return 0
 
 

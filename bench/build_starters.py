@@ -1,6 +1,6 @@
 """Build the starter models the app ships (issue 5 §3) and measure where fine-tuning should start.
 
-Stages (each cached in ``<out>/<stage>/done.json`` like bench/study.py, so a rerun resumes):
+Stages (each cached in ``<out>/<stage>/done.json`` like ``bench.study``, so a rerun resumes):
   1. backbone: stage 1 with the study's best recipe (lite preset) on every shared photo: the 700
      ``celebamask-hq-dev`` images and ``faces-unlabeled``; written weights-only to
      ``assets/models/starter_backbone.safetensors``.
@@ -14,27 +14,25 @@ Stages (each cached in ``<out>/<stage>/done.json`` like bench/study.py, so a rer
      scored on the 100 validation faces and the HELEN faces, beside the parser with no
      fine-tuning at all.
 
-Results: ``bench/results/starters.json``; the model card is ``assets/models/MODEL_CARD.md``.
+Results: ``bench/results/starters/starters.json``; the model card is ``assets/models/MODEL_CARD.md``.
 
-Usage (after ``bench/study.py`` has run its data and stage-1 stages with the same stage-1
+Usage (after ``bench.study`` has run its data and stage-1 stages with the same stage-1
 settings, which default to the study's):
-    .venv/bin/python bench/build_starters.py --recipe spark
+    .venv/bin/python -m bench.build_starters --recipe spark
     # on two cores, stage 3 beside stages 1-2 (one thread each), then a run that gathers results:
-    OMP_NUM_THREADS=1 .venv/bin/python bench/build_starters.py --recipe spark --skip-compare &
-    OMP_NUM_THREADS=1 .venv/bin/python bench/build_starters.py --recipe spark --compare-only \
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.build_starters --recipe spark --skip-compare &
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.build_starters --recipe spark --compare-only \
         --compare-starts parser   # (--compare-starts backbone in a third, or after the first)
-    wait; .venv/bin/python bench/build_starters.py --recipe spark
+    wait; .venv/bin/python -m bench.build_starters --recipe spark
     # the earlier shipped files (2026-11-28), built with the study's earlier stage 1:
-    .venv/bin/python bench/build_starters.py --recipe spark --pretrain-input-size 0 \
+    .venv/bin/python -m bench.build_starters --recipe spark --pretrain-input-size 0 \
         --pretrain-epochs 10 --pretrain-lr 1e-3
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -42,73 +40,36 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "bench"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from study import (  # noqa: E402
-    QUICK,
-    RECIPES,
+from bench.faces import Joined, NamedSubset, prepare_data
+from bench.finetunes import score_checkpoint
+from bench.harness import (
     SHARED,
-    NamedSubset,
-    StudySettings,
+    argument_parser,
+    command_line,
     load_done,
+    machine,
     mark_done,
-    prepare_data,
-    run_pretrain,
-    stage1_tag,
+    out_dir,
+    require,
+    results_dir,
+    setup_logging,
+    utc_now,
+    write_json,
 )
-
-from trainer.data.imageio import atomic_write_bytes  # noqa: E402
-from trainer.data.lapa import LapaDataset  # noqa: E402
-from trainer.data.sample import Sample  # noqa: E402
-from trainer.evaluate import evaluate  # noqa: E402
-from trainer.finetune import FinetuneConfig, finetune_on_samples  # noqa: E402
-from trainer.models import get_preset  # noqa: E402
-from trainer.predict import Predictor  # noqa: E402
-from trainer.pretrain import FINAL_NAME  # noqa: E402
-from trainer.starter import STARTER_BACKBONE, STARTER_PARSER, write_weights_only  # noqa: E402
-from trainer.subsets import select_labeled_subset  # noqa: E402
+from bench.recipes import QUICK, STUDY_OUT, StudySettings, finetune_side, stage1_tag
+from bench.stage1 import run_pretrain
+from trainer.data.lapa import LapaDataset
+from trainer.data.sample import Sample
+from trainer.finetune import FinetuneConfig, finetune_on_samples
+from trainer.pretrain import FINAL_NAME, RECIPES
+from trainer.starter import STARTER_BACKBONE, STARTER_PARSER, write_weights_only
+from trainer.subsets import select_labeled_subset
 
 log = logging.getLogger("starters")
 LICENCE = (
     "Trained on CelebAMask-HQ-derived images (CelebA-HQ) and public sample photos: for "
     "non-commercial research use only, like CelebA/CelebAMask-HQ themselves."
 )
-
-
-class Joined(Sequence[Sample]):
-    """Several sample sequences read as one (e.g. a LaPa train and val split)."""
-
-    def __init__(self, *parts: Sequence[Sample]) -> None:
-        self.parts = parts
-        self.names = [n for p in parts for n in getattr(p, "names", [])]
-
-    def __len__(self) -> int:
-        return sum(len(p) for p in self.parts)
-
-    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
-        for part in self.parts:
-            if i < len(part):
-                return part[i]
-            i -= len(part)
-        raise IndexError(i)
-
-
-def _scores(checkpoint: Path, sets: dict[str, Sequence[Sample]]) -> dict[str, Any]:
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
-    out = {}
-    for name, samples in sets.items():
-        s = evaluate(predictor, samples, batch_size=8)
-        out[name] = {
-            "mean_f1": s["mean_f1"],
-            "miou": s["miou"],
-            "f1": {c: v["f1"] for c, v in s["per_class"].items()},
-        }
-    return out
 
 
 def _finetune(
@@ -129,7 +90,7 @@ def _finetune(
         out_dir=str(stage_dir),
         init=init,
         preset=settings.preset,
-        input_size=fine_tune_side(settings),  # not a smaller stage-1 checkpoint's side
+        input_size=finetune_side(settings),  # not a smaller stage-1 checkpoint's side
         epochs=10**6,
         max_steps=steps,
         batch_size=settings.finetune_batch,
@@ -156,15 +117,10 @@ def _finetune(
         "steps": steps,
         "train_seconds": round(seconds, 1),
         "checkpoint": str(result.last_path),
-        "scores": _scores(result.last_path, score_on),
+        "scores": score_checkpoint(result.last_path, score_on),
     }
     log.info("%s: %s", stage_dir.name, _line(record["scores"]))
     return mark_done(stage_dir, key, record)
-
-
-def fine_tune_side(settings: StudySettings) -> int:
-    """The input side the parsers are trained and used at (stage 1 may run smaller)."""
-    return settings.input_size or get_preset(settings.preset).input_size
 
 
 def _line(scores: dict[str, Any]) -> str:
@@ -219,7 +175,7 @@ def _print_compare(compare: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argument_parser(__doc__)
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="spark")
     ap.add_argument("--pretrained-lr-mult", type=float, default=1.0)
     ap.add_argument("--pretrain-epochs", type=int, default=StudySettings.pretrain_epochs)
@@ -242,9 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--heldout-parser-steps", type=int, default=750, help="the comparison's parser: steps of 8"
     )
-    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "starters"))
-    ap.add_argument("--study-out", default=str(ROOT / "bench" / "out" / "study"))
-    ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "starters.json"))
+    ap.add_argument(
+        "--out", default=str(out_dir("starters")), help="working folder (default %(default)s)"
+    )
+    ap.add_argument(
+        "--study-out", default=str(STUDY_OUT), help="the study's cache (default %(default)s)"
+    )
+    ap.add_argument(
+        "--results",
+        default=str(results_dir("starters") / "starters.json"),
+        help="results file (default %(default)s)",
+    )
     ap.add_argument("--skip-compare", action="store_true")
     ap.add_argument(
         "--compare-only",
@@ -267,9 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     starts = args.compare_starts.split(",")
     if not starts or set(starts) - {"backbone", "parser"}:
         ap.error(f"--compare-starts: backbone, parser or both, not {args.compare_starts!r}")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    setup_logging()
     settings = replace(
         StudySettings(),
         pretrain_epochs=args.pretrain_epochs,
@@ -290,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare_data(SHARED / "celebamask-hq-dev", study_out, settings)
     pool = LapaDataset(study_out / "data", split="train")
     val = LapaDataset(study_out / "data", split="val")
-    helen = LapaDataset(SHARED / "lapa-format-helen", split="test")
+    helen = LapaDataset(require(SHARED / "lapa-format-helen", "the HELEN faces"), split="test")
     every_labeled = Joined(pool, val)
     t0 = time.perf_counter()
     if args.compare_only:
@@ -310,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     card = {
         "licence": LICENCE,
-        "built_by": "bench/build_starters.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "built_by": command_line(__spec__.name, argv),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
     write_weights_only(
@@ -322,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 "data": f"{backbone['images']} photos: celebamask-hq-dev (700) + faces-unlabeled",
             }
         },
-        input_size=fine_tune_side(settings),
+        input_size=finetune_side(settings),
     )
 
     # 2. the starter parser
@@ -355,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     payload = {
         "what": "starter models (issue 5 §3)",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "date": utc_now(),
+        "machine": machine(),
         "command": card["built_by"],
         "settings": {**asdict(settings), "recipe": args.recipe, "parser_steps": args.parser_steps,
                      "heldout_parser_steps": args.heldout_parser_steps,
@@ -368,8 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "compare_k10": compare,
         "seconds_this_invocation": round(time.perf_counter() - t0, 1),
     }  # fmt: skip
-    results.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(results, json.dumps(payload, indent=1).encode())
+    write_json(results, payload, card["built_by"])
     print(f"starter parser on HELEN: {_line(parser['scores'])}")
     _print_compare(compare)
     print(f"results: {results}")

@@ -4,27 +4,27 @@ The target: "SSL beats scratch by >= 5 mIoU at K = 10". The study measured the l
 subset seeds (+4.98, standard error 0.5): at the target, not clearly over it. This script runs the
 same K = 10 fine-tune on many more subset seeds, several at once (each in a process of its own),
 and reports the paired lead with its standard error, a t 95% interval and a bootstrap one. Each
-fine-tune is one ``bench/probe_finetune.py`` run with the study's recipe: 500
+fine-tune is one ``bench.probe_finetune`` run with the study's recipe: 500
 steps of 8 at 256 px, the first 100 with the backbone held, lr 1e-2, CE + Dice, last weights
 scored on the 100 validation faces. Both arms (the study's stage-1 checkpoint and scratch) use
 the same subsets. Only the number of subsets differs from the study.
 
-It is meant for a lent GPU (``bench/study_gpu.sh k10``): there, a dozen fine-tunes run side by
+It is meant for a lent GPU (``bash bench/study_gpu.sh k10``): there, a dozen fine-tunes run side by
 side. Every finished fine-tune is appended to the results file at once, so a run cut off by its
 time limit still reports every pair it finished, and a rerun skips the fine-tunes already there.
 
 Usage:
-    .venv/bin/python bench/k10_subsets.py run --quick --subsets 0-1 --workers 2 \\
+    .venv/bin/python -m bench.k10_subsets run --quick --subsets 0-1 --workers 2 \\
         --results bench/out/k10_quick.jsonl   # checks the pipeline in a minute or two
-    python3 bench/k10_subsets.py run --ssl CKPT --data DIR --subsets 0-39 --workers 12 \\
+    python3 -m bench.k10_subsets run --ssl CKPT --data DIR --subsets 0-39 --workers 12 \\
         --results $OUT/k10_subsets.jsonl [--seconds 480]
-    .venv/bin/python bench/k10_subsets.py summary bench/results/k10_subsets.jsonl \\
-        [--compare bench/results/k10_curves.jsonl --compare-label CPU] [--json]
-    # another stage 1 (bench/stage1_data.py): its SSL runs beside the study's scratch runs
-    .venv/bin/python bench/k10_subsets.py run --ssl CKPT --ssl-tag f0.25 --arms ssl \\
-        --subsets 0-4 --results bench/results/k10_subsets_cpu_s1data.jsonl
-    .venv/bin/python bench/k10_subsets.py summary bench/results/k10_subsets_cpu_s1data.jsonl \\
-        --scratch-from bench/results/k10_curves.jsonl bench/results/k10_subsets_cpu.jsonl
+    .venv/bin/python -m bench.k10_subsets summary bench/results/k10_subsets/k10_subsets.jsonl \\
+        [--compare bench/results/k10_curves/k10_curves.jsonl --compare-label CPU] [--json]
+    # another stage 1 (bench.stage1_data): its SSL runs beside the study's scratch runs
+    .venv/bin/python -m bench.k10_subsets run --ssl CKPT --ssl-tag f0.25 --arms ssl \\
+        --subsets 0-4 --results bench/results/k10_subsets/k10_subsets_cpu_s1data.jsonl
+    .venv/bin/python -m bench.k10_subsets summary bench/results/k10_subsets/k10_subsets_cpu_s1data.jsonl \\
+        --scratch-from bench/results/k10_curves/k10_curves.jsonl bench/results/k10_subsets/k10_subsets_cpu.jsonl
 """
 
 from __future__ import annotations
@@ -38,15 +38,23 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-STUDY = ROOT / "bench" / "out" / "study"
-SSL_DEFAULT = STUDY / "pretrain_spark_128px_lr0.003" / "pretrain_last.safetensors"
-# The study's K = 10 fine-tune (bench/study.py; the same flags as bench/results/k10_curves.jsonl).
-RECIPE = ("--k", "10", "--steps", "500", "--head-only-steps", "100", "--input-size", "256")
-QUICK = ("--k", "10", "--steps", "4", "--head-only-steps", "2", "--input-size", "256")
+from bench.harness import (
+    add_common,
+    argument_parser,
+    child_env,
+    command_line,
+    experiment_of,
+    int_range,
+    module_command,
+    out_dir,
+    read_jsonl,
+    record_output,
+    results_dir,
+)
+from bench.recipes import K10_QUICK, K10_RECIPE, SSL_DEFAULT, STUDY_OUT
+from bench.stats import lead_stats
+
+EXPERIMENT = "k10_subsets"
 # Validate only at the end (every 10**6 epochs), inside the run, on the run's device.
 VAL_AT_END = ("--val-every", "1000000")
 ARMS = ("ssl", "scratch")
@@ -58,19 +66,6 @@ NAME = re.compile(
     rf"^(?P<tag>k10(?:-quick)?(?:-fp32)?(?:-cw-[a-z-]+)?(?:-s1-{SSL_TAG})?|curve)"
     r"_(?P<arm>ssl|scratch)(?:-spark)?_K10_s(?P<seed>\d+)$"
 )
-# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (no SciPy in the venv).
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
-
-
-def parse_range(text: str) -> list[int]:
-    """'0-39' or '0,3,7' or '5' -> the subset seeds."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.strip().partition("-")
-        seeds += list(range(int(lo), int(hi or lo) + 1))
-    return seeds
 
 
 def run_name(arm: str, seed: int, args: argparse.Namespace) -> str:
@@ -88,10 +83,11 @@ def job_argv(arm: str, seed: int, args: argparse.Namespace) -> list[str]:
     """The probe's command line for one fine-tune."""
     name = run_name(arm, seed, args)
     init = f"ssl:{args.ssl}" if arm == "ssl" else "scratch"
-    recipe = QUICK if args.quick else RECIPE
+    recipe = K10_QUICK if args.quick else K10_RECIPE
     argv = ["--init", init, "--name", name, "--subset-seed", str(seed), *recipe, *VAL_AT_END]
     argv += ["--data", str(args.data), "--device", args.device, "--results", str(args.results)]
     argv += ["--out", str(Path(args.out) / name)]
+    argv += ["--experiment", experiment_of(args.results, EXPERIMENT)]
     if args.class_weighting != "none":
         argv += ["--class-weighting", args.class_weighting]
     if args.threads:
@@ -99,18 +95,11 @@ def job_argv(arm: str, seed: int, args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def records(path: Path) -> list[dict]:
-    """The JSON lines of a results file (none yet: empty); a line cut short is skipped."""
-    from trainer.engine import read_jsonl
-
-    return read_jsonl(path) if path.is_file() else []
-
-
 def done_names(results: Path) -> set[str]:
-    return {r["name"] for r in records(results) if "name" in r}
+    return {r["run"] for r in read_jsonl(results) if "run" in r}
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """Run the fine-tunes, at most ``--workers`` at once, each in a process of its own, lowest
     subset seeds first and both arms of a subset together; stop them at ``--seconds``."""
     if not Path(args.ssl).is_file():
@@ -120,10 +109,15 @@ def run(args: argparse.Namespace) -> int:
         sys.exit(f"--ssl-tag {args.ssl_tag!r}: lower-case letters, digits and dots only")
     done = done_names(Path(args.results))
     arms = ARMS if args.arms == "both" else (args.arms,)
-    asked = [(arm, seed) for seed in parse_range(args.subsets) for arm in arms]
+    asked = [(arm, seed) for seed in int_range(args.subsets) for arm in arms]
     queue = [
         job_argv(arm, seed, args) for arm, seed in asked if run_name(arm, seed, args) not in done
     ]
+    record_output(
+        args.results,
+        command_line(__spec__.name, argv),
+        note="one record per fine-tune; each record holds the bench.probe_finetune command it ran",
+    )
     print(
         f"{len(queue)} fine-tunes, {args.workers} at a time "
         f"({len(asked) - len(queue)} of the {len(asked)} asked for already in {args.results})",
@@ -141,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
             _stop(running)
             break
         while queue and len(running) < args.workers:
-            cmd = [sys.executable, __file__, "job", json.dumps(queue.pop(0))]
-            running.append(subprocess.Popen(cmd + ["--fp32"] * args.fp32))
+            cmd = module_command(__spec__.name, ["job", json.dumps(queue.pop(0))])
+            running.append(subprocess.Popen(cmd + ["--fp32"] * args.fp32, env=child_env()))
         time.sleep(1)
     if failed:
         print(f"{failed} fine-tunes failed (their errors are above)", file=sys.stderr)
@@ -162,11 +156,11 @@ def _stop(procs: list[subprocess.Popen], grace: float = 30.0) -> None:
 
 def job(argv_json: str, fp32: bool = False) -> int:
     """One probe fine-tune (a process of its own: a failure cannot take other runs with it)."""
-    import probe_finetune
+    from bench import probe_finetune
 
     if fp32:
         _full_float32()
-    return probe_finetune.main(json.loads(argv_json))
+    return probe_finetune.main(json.loads(argv_json), manifest=False)
 
 
 def _full_float32() -> None:
@@ -215,8 +209,8 @@ def collect_runs(paths: list[Path]) -> tuple[str | None, Runs]:
     out: Runs = {}
     tags = set()
     for path in paths:
-        for r in records(path):
-            m = NAME.match(r.get("name", ""))
+        for r in read_jsonl(path):
+            m = NAME.match(r.get("run", ""))
             if m and r.get("miou") is not None:
                 tags.add("k10" if m["tag"] == "curve" else m["tag"])  # the same recipe
                 out.setdefault(int(m["seed"]), {})[m["arm"]] = r
@@ -241,40 +235,6 @@ def print_class_table(columns: dict[str, dict[str, float]], seeds: list[int]) ->
     print("|---" * (len(columns) + 1) + "|")
     for c in next(iter(columns.values())):
         print(f"| {c} | {' | '.join(f'{col[c]:.1f}' for col in columns.values())} |")
-
-
-def t975(df: int) -> float:
-    """Two-sided 95% quantile of Student's t (a table to 30, Cornish-Fisher beyond)."""
-    if df <= len(T975):
-        return T975[df - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
-def lead_stats(leads: list[float], target: float = 5.0, seed: int = 0) -> dict[str, float]:
-    """Mean paired lead, its standard error, a t 95% interval and a percentile-bootstrap one
-    (the bootstrap runs narrow with few subsets: read the t interval there)."""
-    import numpy as np
-
-    x = np.asarray(leads, dtype=float)
-    n = len(x)
-    if n < 2:
-        raise ValueError(f"the lead's spread needs at least two subsets, got {n}")
-    sd = float(x.std(ddof=1))
-    se = sd / math.sqrt(n)
-    rng = np.random.default_rng(seed)
-    boots = x[rng.integers(0, n, size=(10_000, n))].mean(axis=1)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return {
-        "n": n,
-        "mean": float(x.mean()),
-        "sd": sd,
-        "se": se,
-        "t95": (float(x.mean()) - t975(n - 1) * se, float(x.mean()) + t975(n - 1) * se),
-        "ci95": (float(lo), float(hi)),
-        "share_at_target": float((x >= target).mean()),
-        "bootstrap_share_at_target": float((boots >= target).mean()),
-    }
 
 
 def summary(args: argparse.Namespace) -> int:
@@ -360,7 +320,8 @@ def plot(sources: list[str], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from plot_study import save_png
+
+    from bench.plotting import save_png
 
     groups = []
     for source in sources:
@@ -401,17 +362,23 @@ def plot(sources: list[str], out: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     from trainer.losses import CLASS_WEIGHTINGS
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the fine-tunes")
     r.add_argument("--ssl", default=str(SSL_DEFAULT), help="the study's stage-1 checkpoint")
-    r.add_argument("--data", default=str(STUDY / "data"), help="the study's data stage")
+    r.add_argument("--data", default=str(STUDY_OUT / "data"), help="the study's data stage")
     r.add_argument("--subsets", default="0-39", help="subset seeds: '0-39' or '0,3,7'")
     r.add_argument("--workers", type=int, default=1, help="fine-tunes at once")
-    r.add_argument("--threads", type=int, default=None, help="torch threads per fine-tune")
-    r.add_argument("--device", default="auto")
     r.add_argument("--seconds", type=float, default=0, help="stop the runs after this long")
-    r.add_argument("--quick", action="store_true", help="4 steps a fine-tune: checks the pipeline")
+    add_common(
+        r,
+        EXPERIMENT,
+        out=out_dir("k10-subsets"),
+        results="k10_subsets.jsonl",
+        device="auto",
+        threads=True,
+        quick="4 steps a fine-tune: checks the pipeline",
+    )
     r.add_argument(
         "--fp32", action="store_true", help="CUDA without bf16 autocast or TF32 (as on the CPU)"
     )
@@ -432,8 +399,6 @@ def main(argv: list[str] | None = None) -> int:
         default="both",
         help="ssl: only the SSL arm (scratch does not depend on --ssl)",
     )
-    r.add_argument("--out", default=str(ROOT / "bench" / "out" / "k10-subsets"))
-    r.add_argument("--results", default=str(ROOT / "bench" / "results" / "k10_subsets.jsonl"))
     w = sub.add_parser("job", help="(internal) one probe command line, as JSON")
     w.add_argument("argv")
     w.add_argument("--fp32", action="store_true")
@@ -456,9 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--json", action="store_true", help="also print the statistics as JSON")
     g = sub.add_parser("plot", help="the leads of several result files side by side")
     g.add_argument(
-        "sources", nargs="+", help="LABEL=FILE[,FILE...], e.g. 'CPU=bench/results/k10_curves.jsonl'"
+        "sources", nargs="+", help="LABEL=FILE[,FILE...], e.g. 'CPU=bench/results/k10_curves/k10_curves.jsonl'"
     )
-    g.add_argument("--out", default=str(ROOT / "bench" / "results" / "k10_subsets.png"))
+    g.add_argument(
+        "--out",
+        default=str(results_dir(EXPERIMENT) / "k10_subsets.png"),
+        help="the plot (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.cmd == "plot":
         print(plot(args.sources, Path(args.out)))
@@ -468,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "strip":
         strip(args.src, args.dst)
         return 0
-    return run(args) if args.cmd == "run" else summary(args)
+    return run(args, argv) if args.cmd == "run" else summary(args)
 
 
 if __name__ == "__main__":

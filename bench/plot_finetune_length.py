@@ -1,64 +1,28 @@
 """Plot SSL vs scratch against fine-tune length (issue 5 §1, "find out why").
 
 Usage:
-    .venv/bin/python bench/plot_finetune_length.py [--markdown] [--out bench/results/finetune_length.png]
+    .venv/bin/python -m bench.plot_finetune_length [--markdown] [--out bench/results/probes/finetune_length.png]
 
 Collects the runs of one stage-1 start and scratch at K = 10 and K = 50 from the files they were
-written to: the 250-step fine-tunes of ``bench/ssl_length.py`` (``ssl_length_cpu.json`` holds
+written to: the 250-step fine-tunes of ``bench.ssl_length`` (``ssl_length_cpu.json`` holds
 scratch, ``ssl_length_cpu_e40.json`` the 40-epoch start) and the longer fine-tunes of
-``bench/probe_finetune.py`` (``probes.jsonl``, names ``e<epochs>_K<k>_s<seed>_<n>steps`` and
+``bench.probe_finetune`` (``probes.jsonl``, names ``e<epochs>_K<k>_s<seed>_<n>steps`` and
 ``scratch_K<k>_s<seed>_<n>steps``). Draws mIoU against steps, one thin line per subset seed and
 a thick line for their mean, and prints the Markdown table BENCHMARKS.md quotes.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from plot_study import _signed  # noqa: E402  (re-exported to the other plot scripts)
+from bench.harness import argument_parser
+from bench.plotting import save_png, signed
+from bench.runs import collect_by_epochs, probes_file, stage1_length_files
 
 SSL, SCRATCH = "SSL, 40 epochs", "scratch"
-# Arm names in the study's results (its spark start is a 10-epoch stage 1) and ssl_length's
-# (``ssl-e<epochs>``, any length) -> stage-1 epochs (0 = scratch).
-FIXED_ARMS = {"scratch": 0, "ssl-spark": 10}
-SSL_LENGTH_ARM = re.compile(r"^ssl-e(\d+)$")
-PROBE_NAME = re.compile(r"^(?:e(\d+)|scratch)_K\d+(?:_s\d+)?_\d+steps$")
-
 Run = tuple[str, int, int, int]  # arm, K, subset seed, steps
-EpochRun = tuple[int, int, int, int]  # stage-1 epochs (0 = scratch), K, subset seed, steps
-
-
-def collect_by_epochs(
-    results_json: list[Path], probes_jsonl: Path
-) -> dict[EpochRun, tuple[float, float]]:
-    """(stage-1 epochs, K, seed, steps) -> (mean F1, mIoU) in %, for the spark starts and
-    scratch at K in {10, 50}; a later file overrides an earlier one for the same run."""
-    from trainer.engine import read_jsonl
-
-    runs: dict[EpochRun, tuple[float, float]] = {}
-    for path in results_json:
-        for r in json.loads(path.read_text())["runs"]:
-            m = SSL_LENGTH_ARM.match(r["arm"])
-            epochs = int(m.group(1)) if m else FIXED_ARMS.get(r["arm"])
-            if epochs is not None and r["k"] in (10, 50):
-                key = (epochs, r["k"], r["seed"], r["steps"])
-                runs[key] = (100 * r["mean_f1"], 100 * r["miou"])
-    for r in read_jsonl(probes_jsonl):
-        m = PROBE_NAME.match(r["name"])
-        if m and r["k"] in (10, 50):
-            key = (int(m.group(1) or 0), r["k"], r["subset_seed"], r["steps"])
-            runs[key] = (100 * r["mean_f1"], 100 * r["miou"])
-    return runs
 
 
 def collect(
@@ -80,7 +44,7 @@ def markdown(runs: dict[Run, tuple[float, float]]) -> str:
     for k, seed, n in sorted({(k, s, n) for _, k, s, n in runs}):
         a, b = runs.get((SSL, k, seed, n)), runs.get((SCRATCH, k, seed, n))
         cells = [f"{v[0]:.1f} / {v[1]:.1f}" if v else "" for v in (b, a)]
-        cells.append(_signed(a[1] - b[1]) if a and b else "")
+        cells.append(signed(a[1] - b[1]) if a and b else "")
         lines.append(f"| {k} | {seed} | {n} | " + " | ".join(cells) + " |")
     lines.append("")
     for k, n in sorted({(k, n) for _, k, _, n in runs}):
@@ -92,8 +56,8 @@ def markdown(runs: dict[Run, tuple[float, float]]) -> str:
         if len(gaps) > 1:
             lines.append(
                 f"- K = {k}, {n} steps, {len(gaps)} subsets: SSL − scratch "
-                + ", ".join(_signed(g) for g in gaps)
-                + f" mIoU (mean {_signed(sum(gaps) / len(gaps))})"
+                + ", ".join(signed(g) for g in gaps)
+                + f" mIoU (mean {signed(sum(gaps) / len(gaps))})"
             )
     return "\n".join(lines)
 
@@ -104,7 +68,6 @@ def plot(runs: dict[Run, tuple[float, float]], out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from plot_study import save_png
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
     steps = sorted({n for _, _, _, n in runs})
@@ -145,14 +108,17 @@ def plot(runs: dict[Run, tuple[float, float]], out: Path) -> Path:
     return save_png(fig, out)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scratch", default=str(RESULTS / "ssl_length_cpu.json"))
-    parser.add_argument("--ssl", default=str(RESULTS / "ssl_length_cpu_e40.json"))
-    parser.add_argument("--probes", default=str(RESULTS / "probes.jsonl"))
-    parser.add_argument("--out", default=str(RESULTS / "finetune_length.png"))
+def main(argv: list[str] | None = None) -> int:
+    _, scratch, ssl = stage1_length_files()
+    parser = argument_parser(__doc__)
+    parser.add_argument("--scratch", default=str(scratch), help="scratch's 250-step runs")
+    parser.add_argument("--ssl", default=str(ssl), help="the 40-epoch start's 250-step runs")
+    parser.add_argument("--probes", default=str(probes_file()), help="the longer fine-tunes")
+    parser.add_argument(
+        "--out", default=str(probes_file().with_name("finetune_length.png")), help="the plot"
+    )
     parser.add_argument("--markdown", action="store_true", help="also print the table")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     runs = collect(Path(args.scratch), Path(args.ssl), Path(args.probes))
     if args.markdown:
         print(markdown(runs))

@@ -1,10 +1,10 @@
 """Validation curves of the K = 10 fine-tunes: where the SSL start's lead over scratch comes from.
 
 Usage:
-    .venv/bin/python bench/plot_k10_curves.py [bench/results/k10_curves.jsonl]
-        [--out bench/results/k10_curves.png] [--markdown]
+    .venv/bin/python -m bench.plot_k10_curves [bench/results/k10_curves/k10_curves.jsonl]
+        [--out bench/results/k10_curves/k10_curves.png] [--markdown]
 
-Issue 5 §1, "find out why". Reads the records of ``bench/probe_finetune.py --val-every N``
+Issue 5 §1, "find out why". Reads the records of ``python -m bench.probe_finetune --val-every N``
 named ``curve_<arm>_K<k>_s<seed>`` (each holds the validation scores every N steps in its
 ``history``), pairs ``ssl-spark`` with ``scratch`` per subset, prints the Markdown table that
 BENCHMARKS.md quotes and draws mIoU against the fine-tuning step (left) and the SSL start's
@@ -13,18 +13,12 @@ lead (right).
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-for p in (ROOT, ROOT / "bench"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from plot_study import save_png  # noqa: E402
+from bench.harness import argument_parser, read_jsonl, results_dir
+from bench.plotting import save_png
 
 NAME = re.compile(r"^curve_(?P<arm>[\w-]+)_K(?P<k>\d+)_s(?P<seed>\d+)$")
 Curve = dict[int, float]  # step -> mIoU in %
@@ -32,11 +26,9 @@ Curve = dict[int, float]  # step -> mIoU in %
 
 def collect(path: Path) -> dict[int, dict[str, Curve]]:
     """subset seed -> arm -> {step: mIoU %}; a later record of the same run replaces an earlier."""
-    from trainer.engine import read_jsonl
-
     out: dict[int, dict[str, Curve]] = {}
     for r in read_jsonl(path):
-        m = NAME.match(r.get("name", ""))
+        m = NAME.match(r.get("run", ""))
         if not m or not r.get("history"):
             continue
         curve = {h["step"]: 100 * h["miou"] for h in r["history"]}
@@ -132,9 +124,16 @@ def plot(pairs: dict[int, tuple], out: Path, hold: int = 100) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", nargs="?", default=str(RESULTS / "k10_curves.jsonl"))
-    ap.add_argument("--out", default=str(RESULTS / "k10_curves.png"))
+    ap = argument_parser(__doc__)
+    ap.add_argument(
+        "results",
+        nargs="?",
+        default=str(results_dir("k10_curves") / "k10_curves.jsonl"),
+        help="the curves' records",
+    )
+    ap.add_argument(
+        "--out", default=str(results_dir("k10_curves") / "k10_curves.png"), help="the plot"
+    )
     ap.add_argument("--hold", type=int, default=100, help="the runs' --head-only-steps")
     ap.add_argument("--markdown", action="store_true", help="print the table BENCHMARKS quotes")
     args = ap.parse_args(argv)

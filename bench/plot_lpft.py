@@ -1,10 +1,10 @@
 """Fine-tuning with the backbone held for the first steps (LP-FT) against the study's recipe.
 
 Usage:
-    .venv/bin/python bench/plot_lpft.py [--markdown] [--prefix lpft100 lpft200] [--epochs 80]
+    .venv/bin/python -m bench.plot_lpft [--markdown] [--prefix lpft100 lpft200] [--epochs 80]
 
 Issue 5 §1, "what the fine-tune keeps". Pairs the probes ``<prefix>_e<epochs>_K<k>_s<seed>``
-and ``<prefix>_scratch_K<k>_s<seed>`` (``bench/probe_finetune.py --head-only-steps N``) with
+and ``<prefix>_scratch_K<k>_s<seed>`` (``python -m bench.probe_finetune --head-only-steps N``) with
 the same start, K and subset fine-tuned the study's way at the same length (``e<epochs>_…`` and
 ``scratch_…_<n>steps`` in ``probes.jsonl``, or the study's own runs), prints the Markdown table
 BENCHMARKS.md quotes and draws SSL − scratch mIoU for both recipes: one dot per subset seed, a
@@ -13,20 +13,12 @@ bar for their mean.
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-for p in (ROOT, ROOT / "bench"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from plot_finetune_length import _signed, collect_by_epochs  # noqa: E402
-from plot_stage1_length import SOURCES  # noqa: E402
+from bench.harness import argument_parser, read_jsonl
+from bench.plotting import mean_bar, save_png, signed, target_axes
+from bench.runs import collect_by_epochs, probes_file, stage1_length_files
 
 Scores = dict[tuple[int, int, int], tuple[float, float]]  # (epochs or 0, K, seed) -> F1, mIoU
 
@@ -34,13 +26,11 @@ Scores = dict[tuple[int, int, int], tuple[float, float]]  # (epochs or 0, K, see
 def collect_lpft(probes: Path, prefix: str) -> tuple[Scores, int]:
     """The ``prefix`` probes as (stage-1 epochs or 0, K, seed) -> (mean F1, mIoU) in %, and
     their fine-tune length (one length for all of them)."""
-    from trainer.engine import read_jsonl
-
     name = re.compile(rf"^{re.escape(prefix)}_(?:e(\d+)|scratch)_K\d+_s\d+$")
     runs: Scores = {}
     steps = set()
     for r in read_jsonl(probes):
-        m = name.match(r["name"])
+        m = name.match(r["run"])
         if m:
             runs[(int(m.group(1) or 0), r["k"], r["subset_seed"])] = (
                 100 * r["mean_f1"],
@@ -91,9 +81,9 @@ def markdown(table: list[dict], epochs: int, hold: str) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
         cells = [f"{r[a][0]:.1f} / {r[a][1]:.1f}" for a in ("ssl", "scratch")]
-        cells.append(_signed(r["ssl"][1] - r["scratch"][1]))
+        cells.append(signed(r["ssl"][1] - r["scratch"][1]))
         cells += [f"{r[a][0]:.1f} / {r[a][1]:.1f}" for a in ("ssl_lpft", "scratch_lpft")]
-        cells.append(_signed(r["ssl_lpft"][1] - r["scratch_lpft"][1]))
+        cells.append(signed(r["ssl_lpft"][1] - r["scratch_lpft"][1]))
         lines.append(f"| {r['k']} | {r['seed']} | " + " | ".join(cells) + " |")
     lines.append("")
     for k in sorted({r["k"] for r in table}):
@@ -108,32 +98,15 @@ def markdown(table: list[dict], epochs: int, hold: str) -> str:
         best = [r["ssl_lpft"][1] - max(r["scratch"][1], r["scratch_lpft"][1]) for r in sub]
         lines.append(
             f"- K = {k}, SSL ({hold}) against scratch in its better recipe, per subset: "
-            + ", ".join(_signed(g) for g in best)
-            + f" mIoU (mean {_signed(sum(best) / len(best))})"
+            + ", ".join(signed(g) for g in best)
+            + f" mIoU (mean {signed(sum(best) / len(best))})"
         )
     return "\n".join(lines)
 
 
 def _mean_gap(table: list[dict], a: str, b: str) -> str:
     """Mean of ``a`` − ``b`` in mIoU over the rows, signed."""
-    return _signed(sum(r[a][1] - r[b][1] for r in table) / len(table))
-
-
-def mean_bar(ax: Any, x: float, values: list[float], width: float, color: str, label: str | None):
-    """A bar at the mean of ``values`` and a black dot for each of them."""
-    mean = sum(values) / len(values)
-    ax.bar(x, mean, width=width * 0.95, color=color, alpha=0.6, label=label)
-    ax.scatter([x] * len(values), values, color="black", s=12, zorder=3)
-
-
-def target_axes(ax: Any, ks: list[int]) -> None:
-    """The issue's margins (K = 10: +5, K = 50: +3 mIoU) dashed, a zero line, one tick per K."""
-    for j, k in enumerate(ks):
-        target = {10: 5, 50: 3}.get(k)
-        if target:
-            ax.hlines(target, j - 0.45, j + 0.45, colors="tab:red", linestyles="dashed")
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(ks)), [f"K = {k}" for k in ks])
+    return signed(sum(r[a][1] - r[b][1] for r in table) / len(table))
 
 
 def plot(tables: dict[str, list[dict]], out: Path) -> Path:
@@ -143,7 +116,6 @@ def plot(tables: dict[str, list[dict]], out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from plot_study import save_png
 
     first = next(iter(tables.values()))
     recipes = [("study's recipe", first, "ssl", "scratch")]
@@ -168,14 +140,14 @@ def plot(tables: dict[str, list[dict]], out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argument_parser(__doc__)
     ap.add_argument("--prefix", nargs="+", default=["lpft100"], help="probe name prefixes")
     ap.add_argument("--epochs", type=int, default=80, help="stage-1 epochs of the SSL start")
-    ap.add_argument("--probes", default=str(RESULTS / "probes.jsonl"))
-    ap.add_argument("--out", default=str(RESULTS / "lpft.png"))
-    ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--probes", default=str(probes_file()), help="the probes' records")
+    ap.add_argument("--out", default=str(probes_file().with_name("lpft.png")), help="the plot")
+    ap.add_argument("--markdown", action="store_true", help="also print the tables")
     args = ap.parse_args(argv)
-    plain = collect_by_epochs([RESULTS / name for name in SOURCES], Path(args.probes))
+    plain = collect_by_epochs(stage1_length_files(), Path(args.probes))
     tables: dict[str, list[dict]] = {}
     for prefix in args.prefix:
         lpft, steps = collect_lpft(Path(args.probes), prefix)

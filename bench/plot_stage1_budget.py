@@ -1,12 +1,12 @@
 """SSL starts of different stage-1 cost under the study's held recipe, subset by subset.
 
 Usage:
-    .venv/bin/python bench/plot_stage1_budget.py [--markdown]
+    .venv/bin/python -m bench.plot_stage1_budget [--markdown]
         [--starts e10 px128e40 px128e40lr3 e40 e80 px128e40lr6 px128e40m075]
         [--prefix lpft100|lpft200]
 
 Issue 5 §1, "stage-1 length" at a fixed budget. Reads the probes ``lpft100_<start>_K<k>_s<seed>``
-and ``lpft100_scratch_K<k>_s<seed>`` (``bench/probe_finetune.py --head-only-steps 100 --steps
+and ``lpft100_scratch_K<k>_s<seed>`` (``python -m bench.probe_finetune --head-only-steps 100 --steps
 500``; ``lpft200``: held 200) from ``probes.jsonl``, prints the Markdown table BENCHMARKS.md quotes (mIoU per subset and
 each start's lead over scratch, then each start's mean lead per K over the subsets it has) and
 draws the mean lead per start and K, a dot per subset.
@@ -14,21 +14,15 @@ draws the mean lead per start and K, a dot per subset.
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-for p in (ROOT, ROOT / "bench"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from plot_study import _signed  # noqa: E402
+from bench.harness import argument_parser, read_jsonl
+from bench.plotting import mean_bar, save_png, signed, target_axes
+from bench.runs import probes_file
 
 # Each start's stage 1 (spark recipe, 793 photos, batch 8) and its measured time on this
-# machine's two threads (BENCHMARKS.md, "Stage-1 length" and "Stage 1 at half the side").
+# machine's two threads (docs/research-log.md, "An 80-epoch stage 1" and "Stage 1 at half the side").
 STARTS = {
     "e10": "10 ep. at 256 px (17 min)",
     "px128e40": "40 ep. at 128 px (19 min)",
@@ -39,7 +33,7 @@ STARTS = {
     "e80": "80 ep. at 256 px (149 min)",
 }
 # The starts of "Stage 1 at half the side"; the two later rate and masking levers are named
-# with --starts (BENCHMARKS.md, "Two more stage-1 levers").
+# with --starts (docs/research-log.md, "Two more stage-1 levers").
 DEFAULT_STARTS = ["e10", "px128e40", "px128e40lr3", "e40", "e80"]
 PREFIX = "lpft100"
 
@@ -48,12 +42,10 @@ Scores = dict[tuple[str, int, int], float]  # (start or "scratch", K, seed) -> m
 
 def collect(probes: Path, prefix: str = PREFIX) -> Scores:
     """mIoU of the ``prefix`` probes of 500 steps, by (start, K, subset seed)."""
-    from trainer.engine import read_jsonl
-
     name = re.compile(rf"^{re.escape(prefix)}_([a-z0-9]+)_K(\d+)_s(\d+)$")
     runs: Scores = {}
     for r in read_jsonl(probes):
-        m = name.match(r["name"])
+        m = name.match(r["run"])
         if m and r["steps"] == 500:
             runs[(m.group(1), r["k"], r["subset_seed"])] = 100 * r["miou"]
     return runs
@@ -85,12 +77,12 @@ def markdown(runs: Scores, starts: list[str]) -> str:
             cells = [f"{runs[('scratch', k, seed)]:.1f}"]
             for s in starts:
                 lead = by_k[k][s].get(seed)
-                cells.append("" if lead is None else f"{runs[(s, k, seed)]:.1f} ({_signed(lead)})")
+                cells.append("" if lead is None else f"{runs[(s, k, seed)]:.1f} ({signed(lead)})")
             lines.append(f"| {k} | {seed} | " + " | ".join(cells) + " |")
     lines.append("")
     for k in ks:
         parts = [
-            f"{STARTS.get(s, s)} {_signed(sum(lead.values()) / len(lead))} ({len(lead)} subset(s))"
+            f"{STARTS.get(s, s)} {signed(sum(lead.values()) / len(lead))} ({len(lead)} subset(s))"
             for s, lead in by_k[k].items()
             if lead
         ]
@@ -104,8 +96,6 @@ def plot(runs: Scores, starts: list[str], out: Path, held: int = 100) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from plot_lpft import mean_bar, target_axes
-    from plot_study import save_png
 
     ks = _ks(runs, starts)
     width = 0.8 / len(starts)
@@ -130,12 +120,14 @@ def plot(runs: Scores, starts: list[str], out: Path, held: int = 100) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argument_parser(__doc__)
     ap.add_argument("--starts", nargs="+", default=DEFAULT_STARTS, help="probe start labels")
     ap.add_argument("--prefix", default=PREFIX, help="probe name prefix: lpft<held steps>")
-    ap.add_argument("--probes", default=str(RESULTS / "probes.jsonl"))
-    ap.add_argument("--out", default=None, help="plot (default bench/results/stage1_budget.png)")
-    ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--probes", default=str(probes_file()), help="the probes' records")
+    ap.add_argument(
+        "--out", default=None, help="the plot (default stage1_budget[_<prefix>].png beside them)"
+    )
+    ap.add_argument("--markdown", action="store_true", help="also print the table")
     args = ap.parse_args(argv)
     runs = collect(Path(args.probes), args.prefix)
     starts = [s for s in args.starts if any(key[0] == s for key in runs)]
@@ -143,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no {args.prefix} probes of 500 steps for {args.starts} and scratch")
     held = int(args.prefix.removeprefix("lpft"))
     suffix = "" if args.prefix == PREFIX else f"_{args.prefix}"
-    out = Path(args.out or RESULTS / f"stage1_budget{suffix}.png")
+    out = Path(args.out or probes_file().with_name(f"stage1_budget{suffix}.png"))
     if args.markdown:
         print(markdown(runs, starts) + "\n")
     print(f"wrote {plot(runs, starts, out, held)}")

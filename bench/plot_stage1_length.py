@@ -1,10 +1,10 @@
 """Plot the SSL start's lead over scratch against stage-1 length (issue 5 §1, "find out why").
 
 Usage:
-    .venv/bin/python bench/plot_stage1_length.py [--markdown] [--steps 500]
+    .venv/bin/python -m bench.plot_stage1_length [--markdown] [--steps 500]
 
 Collects the fine-tunes of the spark stage-1 starts (10 epochs: the study's earlier recipe,
-``study_plain.json``; 20 and 40: ``bench/ssl_length.py``; 40 and 80: ``bench/probe_finetune.py``
+``study_plain.json``; 20 and 40: ``bench.ssl_length``; 40 and 80: ``bench.probe_finetune``
 in ``probes.jsonl``) and of scratch, at K = 10 and K = 50 and one fine-tune length, and draws
 SSL − scratch mIoU against stage-1 epochs: one dot per subset seed, a line through their mean.
 ``--markdown`` prints the table BENCHMARKS.md quotes.
@@ -12,20 +12,13 @@ SSL − scratch mIoU against stage-1 epochs: one dot per subset seed, a line thr
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-for p in (ROOT, ROOT / "bench"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from plot_finetune_length import EpochRun, _signed, collect_by_epochs  # noqa: E402
-
-SOURCES = ("study_plain.json", "ssl_length_cpu.json", "ssl_length_cpu_e40.json")
+from bench.harness import RESULTS, argument_parser
+from bench.plotting import save_png, signed
+from bench.runs import EpochRun, collect_by_epochs, probes_file, stage1_length_files
 
 Scores = dict[EpochRun, tuple[float, float]]
 
@@ -58,8 +51,8 @@ def markdown(runs: Scores, steps: int) -> str:
         subsets = f"{len(values)} subsets" if len(values) > 1 else f"subset seed {min(by_seed)}"
         lines.append(
             f"- K = {k}, {e}-epoch start, {subsets}: SSL − scratch "
-            + ", ".join(_signed(g) for g in values)
-            + f" mIoU (mean {_signed(sum(values) / len(values))})"
+            + ", ".join(signed(g) for g in values)
+            + f" mIoU (mean {signed(sum(values) / len(values))})"
         )
     return "\n".join(lines)
 
@@ -70,7 +63,6 @@ def plot(runs: Scores, steps: int, out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from plot_study import save_png
 
     lead = gaps(runs, steps)
     all_epochs = sorted({e for _, e in lead})
@@ -100,15 +92,19 @@ def plot(runs: Scores, steps: int, out: Path) -> Path:
     return save_png(fig, out)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default=str(RESULTS), help="folder of the result files")
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser(__doc__)
+    parser.add_argument(
+        "--results", default=str(RESULTS), help="the results folder (default %(default)s)"
+    )
     parser.add_argument("--steps", type=int, default=500, help="fine-tune length compared")
-    parser.add_argument("--out", default=str(RESULTS / "stage1_length.png"))
+    parser.add_argument(
+        "--out", default=str(probes_file().with_name("stage1_length.png")), help="the plot"
+    )
     parser.add_argument("--markdown", action="store_true", help="also print the table")
-    args = parser.parse_args()
-    folder = Path(args.results)
-    runs = collect_by_epochs([folder / f for f in SOURCES], folder / "probes.jsonl")
+    args = parser.parse_args(argv)
+    root = Path(args.results)
+    runs = collect_by_epochs(stage1_length_files(root), probes_file(root))
     if args.markdown:
         print(markdown(runs, args.steps))
     print(plot(runs, args.steps, Path(args.out)))

@@ -1,25 +1,22 @@
 """Plot the label-efficiency study: mean F1 and mIoU on the validation faces against K, per init.
 
 Usage:
-    .venv/bin/python bench/plot_study.py [bench/results/study.json] [--out bench/results/study.png]
+    .venv/bin/python -m bench.plot_study [bench/results/study/study.json] [--out bench/results/study/study.png]
 
-Reads the results file written by ``bench/study.py`` (seed-0 runs form the curves; where a K has
+Reads the results file written by ``bench.study`` (seed-0 runs form the curves; where a K has
 several subset seeds, their range is drawn as an error bar) and writes a two-panel PNG.
 """
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bench.harness import argument_parser, results_dir
+from bench.plotting import save_png, signed
+from bench.study_results import read_study
 
 
 def _steps_text(settings: dict[str, Any]) -> str:
@@ -32,20 +29,6 @@ def _preset_size(preset: str | None) -> int | str:
     from trainer.models import PRESETS
 
     return PRESETS[preset].input_size if preset in PRESETS else "?"
-
-
-def save_png(fig: Any, out: Path) -> Path:
-    """Lay out a matplotlib figure, write it as a PNG atomically, close it; returns ``out``."""
-    import matplotlib.pyplot as plt
-
-    from trainer.data.imageio import atomic_write_bytes
-
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
 
 
 def plot(results: dict, out: Path) -> Path:
@@ -101,11 +84,6 @@ def plot(results: dict, out: Path) -> Path:
     return save_png(fig, out)
 
 
-def _signed(x: float) -> str:
-    """+1.2 / −0.6 with a typographic minus, as BENCHMARKS.md writes differences."""
-    return f"{x:+.1f}".replace("-", "−")
-
-
 def best_scratch(runs: list[dict], reference: list[dict], k: int, seed: int) -> float | None:
     """The best scratch mIoU at (K, subset seed) over the study's scratch arms and the reference
     study's scratch runs of the same length: scratch in its better recipe."""
@@ -141,11 +119,11 @@ def markdown(results: dict, reference: dict | None = None) -> str:
         base = seed0.get(("scratch", k))
         for a in ssl_arms:
             r = seed0.get((a, k))
-            cells.append(_signed(100 * (r["miou"] - base["miou"])) if r and base else "")
+            cells.append(signed(100 * (r["miou"] - base["miou"])) if r and base else "")
         best = best_scratch(runs, ref_runs, k, 0)
         for a in ssl_arms if reference else []:
             r = seed0.get((a, k))
-            cells.append(_signed(100 * (r["miou"] - best)) if r and best is not None else "")
+            cells.append(signed(100 * (r["miou"] - best)) if r and best is not None else "")
         steps = sorted({r["steps"] for r in runs if r["k"] == k})
         lines.append(f"| {k} | {'/'.join(map(str, steps))} | " + " | ".join(cells) + " |")
     k_min = min(ks)
@@ -178,8 +156,8 @@ def markdown(results: dict, reference: dict | None = None) -> str:
             ]
             spread.append(
                 f"- K = {k_min}, {a} − scratch per subset: "
-                + ", ".join(map(_signed, leads))
-                + f" mIoU (mean {_signed(sum(leads) / len(leads))})"
+                + ", ".join(map(signed, leads))
+                + f" mIoU (mean {signed(sum(leads) / len(leads))})"
             )
             if reference:
                 better = [
@@ -188,8 +166,8 @@ def markdown(results: dict, reference: dict | None = None) -> str:
                 ]
                 spread.append(
                     f"- K = {k_min}, {a} − scratch in its better recipe per subset: "
-                    + ", ".join(map(_signed, better))
-                    + f" mIoU (mean {_signed(sum(better) / len(better))})"
+                    + ", ".join(map(signed, better))
+                    + f" mIoU (mean {signed(sum(better) / len(better))})"
                 )
     if spread:
         lines += ["", *spread]
@@ -206,10 +184,13 @@ def markdown(results: dict, reference: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser(__doc__)
     parser.add_argument(
-        "results", nargs="?", default=str(ROOT / "bench" / "results" / "study.json")
+        "results",
+        nargs="?",
+        default=str(results_dir("study") / "study.json"),
+        help="a study results file",
     )
     parser.add_argument("--out", default=None, help="PNG path (default: beside the results, .png)")
     parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
@@ -218,13 +199,13 @@ def main() -> int:
         default=None,
         help="results of the same study with another recipe: adds SSL − the better scratch",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     path = Path(args.results)
     if args.markdown:
-        reference = json.loads(Path(args.reference).read_text()) if args.reference else None
-        print(markdown(json.loads(path.read_text()), reference))
+        reference = read_study(args.reference) if args.reference else None
+        print(markdown(read_study(path), reference))
     out = Path(args.out) if args.out else path.with_suffix(".png")
-    print(plot(json.loads(path.read_text()), out))
+    print(plot(read_study(path), out))
     return 0
 
 

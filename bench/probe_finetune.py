@@ -1,41 +1,48 @@
 """One fine-tuning probe on the study's data (issue 5 §1: "find out why").
 
-Runs one fine-tune with the study's recipe (bench/study.py: lite, 250 steps of 8, CE + Dice,
+Runs one fine-tune with the study's recipe (``bench.study``: lite, 250 steps of 8, CE + Dice,
 warm-up 20 + cosine) and one changed setting, scores its last weights on the study's validation
 faces, and appends one JSON line to the results file. Needs the study's data stage
-(``bench/study.py --stop-after data``) and, for ``ssl:``, its stage-1 checkpoints.
+(``python -m bench.study --stop-after data``) and, for ``ssl:``, its stage-1 checkpoints.
 
 Usage:
-    .venv/bin/python bench/probe_finetune.py --init scratch --lr 3e-3
-    .venv/bin/python bench/probe_finetune.py \
+    .venv/bin/python -m bench.probe_finetune --init scratch --lr 3e-3
+    .venv/bin/python -m bench.probe_finetune \
         --init ssl:bench/out/study/pretrain_spark/pretrain_last.safetensors --backbone-lr-mult 0.1
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "bench"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+from bench.faces import NamedSubset
+from bench.harness import (
+    append_jsonl,
+    argument_parser,
+    command_line,
+    experiment_of,
+    jsonl_record,
+    out_dir,
+    record_output,
+    require,
+    results_dir,
+    set_threads,
+)
+from bench.recipes import STUDY_OUT
+from trainer.checkpoint import read_metadata
+from trainer.data.lapa import LapaDataset
+from trainer.evaluate import evaluate
+from trainer.finetune import FinetuneConfig, finetune_on_samples
+from trainer.losses import CLASS_WEIGHTINGS
+from trainer.predict import Predictor
+from trainer.subsets import select_labeled_subset
 
-from study import NamedSubset  # noqa: E402
-
-from trainer.checkpoint import read_metadata  # noqa: E402
-from trainer.data.lapa import LapaDataset  # noqa: E402
-from trainer.evaluate import evaluate  # noqa: E402
-from trainer.finetune import FinetuneConfig, finetune_on_samples  # noqa: E402
-from trainer.losses import CLASS_WEIGHTINGS  # noqa: E402
-from trainer.predict import Predictor  # noqa: E402
-from trainer.subsets import select_labeled_subset  # noqa: E402
+EXPERIMENT = "probes"
+JSONL_NOTE = "one record per probe; each record holds the command that wrote it"
 
 
 def _fresh_decoder(ssl_path: str, out: Path) -> Path:
@@ -52,11 +59,13 @@ def _fresh_decoder(ssl_path: str, out: Path) -> Path:
     return save_checkpoint(out / "encoder_only.safetensors", model, "pretrain", meta)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, manifest: bool = True) -> int:
+    """Run one probe. ``manifest``: name the results file in its folder's manifest (a driver
+    that runs many probes into one file, ``bench.k10_subsets``, names it once itself)."""
+    ap = argument_parser(__doc__, threads=True, device="auto")
     ap.add_argument("--init", default="scratch", help="scratch | ssl:<ckpt> | ckpt:<ckpt>")
     ap.add_argument("--name", default=None, help="label of this probe in the results")
-    ap.add_argument("--data", default=str(ROOT / "bench" / "out" / "study" / "data"))
+    ap.add_argument("--data", default=str(STUDY_OUT / "data"), help="the study's data stage")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--subset-seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=250)
@@ -88,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="fine-tuning side in pixels (default: the checkpoint's, or the preset's)",
     )
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument(
         "--extra-val", default=None, help="a second LaPa folder to score on (val split)"
     )
@@ -101,15 +108,28 @@ def main(argv: list[str] | None = None) -> int:
         " the curve goes into the record's history",
     )
     ap.add_argument("--out", default=None, help="run folder (default bench/out/probes/<name>)")
-    ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "probes.jsonl"))
+    ap.add_argument(
+        "--results",
+        default=str(results_dir(EXPERIMENT) / "probes.jsonl"),
+        help="JSON-lines file the probe's record is appended to (default %(default)s)",
+    )
+    ap.add_argument(
+        "--experiment",
+        default=None,
+        help="the experiment each record names (default: the --results folder under "
+        f"bench/results, else {EXPERIMENT})",
+    )
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
+    require(
+        Path(args.data) / "train",
+        "the study's data stage (python -m bench.study --stop-after data)",
+    )
     name = (
         args.name
         or f"{args.init.split(':')[0]}_K{args.k}_lr{args.lr:g}_bb{args.backbone_lr_mult:g}"
     )
-    out = Path(args.out or ROOT / "bench" / "out" / "probes" / name)
+    out = Path(args.out or out_dir(EXPERIMENT) / name)
     init = args.init
     if args.keep == "encoder":
         init = f"ssl:{_fresh_decoder(args.init.partition(':')[2], out)}"
@@ -149,11 +169,6 @@ def main(argv: list[str] | None = None) -> int:
         predictor, val, batch_size=8
     )
     record = {
-        "name": name,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads"
-        + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""),
-        "command": "bench/probe_finetune.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "init": args.init,
         "keep": args.keep,
         "k": args.k,
@@ -182,9 +197,12 @@ def main(argv: list[str] | None = None) -> int:
             "miou": extra["miou"],
         }
     results = Path(args.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    with results.open("a") as f:  # one line per probe; parallel probes append whole lines
-        f.write(json.dumps(record) + "\n")
+    command = command_line(__spec__.name, argv)
+    # One line per probe; probes side by side append whole lines.
+    experiment = args.experiment or experiment_of(results, EXPERIMENT)
+    append_jsonl(results, jsonl_record(experiment, name, record, command))
+    if manifest:
+        record_output(results, command, note=JSONL_NOTE)
     print(
         f"{name}: mean F1 {100 * (scores['mean_f1'] or 0):.1f}  mIoU {100 * (scores['miou'] or 0):.1f}"
         f"  ({train_s:.0f} s)"

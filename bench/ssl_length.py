@@ -4,26 +4,24 @@ The CPU study's stage 1 is 10 epochs over 793 photos (990 steps of 8), and its S
 trailed scratch. This runs the same stage-1 recipe (lite, 256 px, spark, batch 8, lr 1e-3) for as
 long as ``--pretrain-seconds`` allows: first the CPU study's 10 epochs, then one longer complete
 schedule sized from that run's speed. Then it fine-tunes K faces from both and from scratch with
-the study's own recipe (``study.steps_for``, batch 8, lr 1e-2, CE + Dice, last weights scored on
+the study's own recipe (``bench.recipes.steps_for``, batch 8, lr 1e-2, CE + Dice, last weights scored on
 the 100 validation faces). Only the stage-1 length differs between the SSL arms.
 
-Meant for a lent GPU (``bench/study_gpu.sh length``), where 10 CPU epochs take seconds; it runs
+Meant for a lent GPU (``bash bench/study_gpu.sh length``), where 10 CPU epochs take seconds; it runs
 anywhere, and ``--quick`` checks the pipeline on a CPU in a minute or two. Every finished run is
 written to the results file at once, so a run cut off by its time limit still reports.
 
 Usage:
-    .venv/bin/python bench/ssl_length.py --quick
-    python3 bench/ssl_length.py --out bench/out/gpu-carry/study --unlabeled DIR --device cuda \\
+    .venv/bin/python -m bench.ssl_length --quick
+    python3 -m bench.ssl_length --out bench/out/gpu-carry/study --unlabeled DIR --device cuda \\
         --pretrain-seconds 240 --results $OUT/ssl_length
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import platform
 import sys
 import threading
 import time
@@ -31,30 +29,25 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT, ROOT / "bench"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from study import (  # noqa: E402
-    QUICK,
+from bench.faces import prepare_data, validation_faces
+from bench.finetunes import Arm, run_finetune
+from bench.harness import (
     SHARED,
-    Arm,
-    NamedSubset,
-    StudySettings,
-    is_finished,
-    prepare_data,
-    recipe_options,
-    run_finetune,
-    write_results,
+    argument_parser,
+    command_line,
+    machine,
+    out_dir,
+    read_jsonl,
+    results_dir,
+    setup_logging,
+    utc_now,
 )
-
-from trainer.checkpoint import read_metadata  # noqa: E402
-from trainer.data.lapa import LapaDataset  # noqa: E402
-from trainer.engine import read_jsonl  # noqa: E402
-from trainer.pretrain import FINAL_NAME, METRICS_NAME, PretrainConfig, pretrain  # noqa: E402
+from bench.recipes import QUICK, StudySettings, recipe_options
+from bench.stage1 import is_finished
+from bench.study_results import write_results
+from trainer.checkpoint import read_metadata
+from trainer.data.lapa import LapaDataset
+from trainer.pretrain import FINAL_NAME, METRICS_NAME, PretrainConfig, pretrain
 
 log = logging.getLogger("ssl_length")
 RECIPE = "spark"  # the better recipe of the CPU study (K = 10: 65.6 vs 57.4 mean F1)
@@ -168,15 +161,16 @@ def plan(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline")
+    parser = argument_parser(
+        __doc__,
+        experiment="ssl_length",
+        out="",
+        results="",
+        device="auto",
+        quick="tiny budgets: checks the pipeline",
+    )
     parser.add_argument("--data", default=str(SHARED / "celebamask-hq-dev"))
     parser.add_argument("--unlabeled", default=str(SHARED / "faces-unlabeled"))
-    parser.add_argument("--out", default=None, help="cache folder (default bench/out/ssl-length)")
-    parser.add_argument(
-        "--results", default=None, help="results stem (default bench/results/ssl_length)"
-    )
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (stage 1)")
     parser.add_argument("--finetune-workers", type=int, default=0)
     parser.add_argument(
@@ -193,9 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-repeats", type=int, default=2, help="extra subset seeds at K[0]")
     parser.add_argument("--ks", default="10,50")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    setup_logging()
     base = QUICK if args.quick else StudySettings()
     settings = replace(
         base,
@@ -206,10 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     suffix = "_quick" if args.quick else ""
     # Absolute, like the study's own default: the cache keys hold paths, so a run shares the
     # study's cached fine-tunes (scratch) only when both name the folder the same way.
-    out = Path(
-        args.out or ROOT / "bench" / "out" / f"ssl-length{suffix.replace('_', '-')}"
-    ).resolve()
-    results = Path(args.results or ROOT / "bench" / "results" / f"ssl_length{suffix}")
+    out = Path(args.out or out_dir(f"ssl-length{suffix.replace('_', '-')}")).resolve()
+    results = Path(args.results or results_dir("ssl_length") / f"ssl_length{suffix}")
     ks = [int(k) for k in args.ks.split(",")]
     t0 = time.perf_counter()
 
@@ -234,23 +224,16 @@ def main(argv: list[str] | None = None) -> int:
             run_stage1(out, settings, unlabeled, long_epochs, left + 60, quick_steps and 8)
         )
     pool = LapaDataset(out / "data", split="train")
-    val_full = LapaDataset(out / "data", split="val")
-    val = (
-        val_full
-        if settings.val_limit is None
-        else NamedSubset(val_full, val_full.names[: settings.val_limit])
-    )
+    val = validation_faces(out / "data", settings.val_limit)
     runs = []
     for arm, k, seed in plan(stage1, ks, not args.no_scratch, args.seed_repeats):
         record = run_finetune(arm, k, seed, out, settings, pool, val)
         runs.append({k_: v for k_, v in record.items() if k_ != "settings"})
         payload = {
             "study": "stage-1 length vs the SSL gain, issue 5 §1",
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": f"{platform.processor() or platform.machine()}, "
-            f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}, "
-            f"torch {torch.__version__}",
-            "command": "bench/ssl_length.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "date": utc_now(),
+            "machine": machine(),
+            "command": command_line(__spec__.name, argv),
             "settings": asdict(settings),
             "stage1": stage1,
             "runs": runs,

@@ -3,38 +3,51 @@
 The paper pretrains on LaPa's training images (18,176); the CPU study on 793 photos (the pool's
 600 and the 193 unlabeled ones). This trains the study's stage 1 (spark, lite, 128 px, batch 8,
 AdamW 3e-3) on a seeded fraction of those photos for the same number of steps (3,960: more epochs
-over fewer photos), so that only the photos' count differs. ``bench/k10_subsets.py run
+over fewer photos), so that only the photos' count differs. ``bench.k10_subsets run
 --ssl-tag`` then fine-tunes K = 10 from it on the subsets the full stage 1 ran, and
 ``summary --scratch-from`` pairs both with the same scratch runs. ``--heldout`` compares each
 stage 1's reconstruction of photos it trained on with faces it never saw (the 100 validation
 faces).
 
 Usage:
-    .venv/bin/python bench/stage1_data.py --fraction 0.25 [--threads 2]
-    .venv/bin/python bench/stage1_data.py --fraction 0.25 --quick   # a few steps: the pipeline
-    .venv/bin/python bench/stage1_data.py --heldout   # each stage 1's loss: seen vs unseen faces
+    .venv/bin/python -m bench.stage1_data --fraction 0.25 [--threads 2]
+    .venv/bin/python -m bench.stage1_data --fraction 0.25 --quick   # a few steps: the pipeline
+    .venv/bin/python -m bench.stage1_data --heldout   # each stage 1's loss: seen vs unseen faces
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+import numpy as np
 
-import numpy as np  # noqa: E402
-import study  # noqa: E402
-from k10_subsets import SSL_DEFAULT, STUDY  # noqa: E402
-
-from trainer.data.folders import list_images  # noqa: E402
-from trainer.data.imageio import atomic_write_bytes  # noqa: E402
+from bench.harness import (
+    SHARED,
+    argument_parser,
+    command_line,
+    machine,
+    out_dir,
+    require,
+    results_dir,
+    set_threads,
+    setup_logging,
+    utc_now,
+    write_json,
+)
+from bench.recipes import (
+    QUICK,
+    SSL_DEFAULT,
+    STUDY_OUT,
+    StudySettings,
+    recipe_options,
+    stage1_base_tag,
+)
+from bench.stage1 import run_pretrain
+from trainer.data.folders import list_images
 
 log = logging.getLogger("stage1_data")
 
@@ -79,7 +92,7 @@ def reconstruction_losses(
     from trainer.data.torch_datasets import UnlabeledDataset
     from trainer.losses import reconstruction_loss
 
-    spark = study.recipe_options("spark", study.StudySettings())
+    spark = recipe_options("spark", StudySettings())
     model, _ = load_model(checkpoint)
     masker = CenterPatchMasker(size, mask_ratio=spark["mask_ratio"])
     center = masker.center_region()
@@ -104,13 +117,13 @@ def reconstruction_losses(
 def heldout(results: Path, unlabeled: Path) -> int:
     """Every stage-1 run in ``results`` and the study's own, on the photos all of them trained on
     (the smallest run's) and on the 100 validation faces none of them saw."""
-    runs = json.loads(results.read_text())
+    runs = json.loads(require(results, "the stage-1 runs' results (--fraction runs)").read_text())
     checkpoints = {"f1": SSL_DEFAULT} | {tag: Path(r["checkpoint"]) for tag, r in runs.items()}
     small = runs[min(runs, key=lambda tag: runs[tag]["photos"])]
-    photos = list_images([STUDY / "data" / "train" / "images", unlabeled])
+    photos = list_images([STUDY_OUT / "data" / "train" / "images", unlabeled])
     seen = pick_photos(photos, small["fraction"], small["seed"])
     groups = {f"seen (f{small['fraction']:g}, {len(seen)})": seen}
-    groups["unseen (validation, 100)"] = list_images(STUDY / "data" / "val" / "images")
+    groups["unseen (validation, 100)"] = list_images(STUDY_OUT / "data" / "val" / "images")
     print(f"| stage 1 | {' | '.join(groups)} |")
     print("|---" * (len(groups) + 1) + "|")
     for tag, path in checkpoints.items():
@@ -120,37 +133,36 @@ def heldout(results: Path, unlabeled: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(
+        __doc__,
+        experiment="stage1_data",
+        out=out_dir("stage1-data"),
+        threads=True,
+        seed=0,
+        seed_help="which photos",
+        quick="6 steps at 64 px",
+    )
     parser.add_argument("--fraction", type=float, help="share of the 793 photos")
     parser.add_argument(
         "--heldout",
         action="store_true",
         help="no training: each stage 1's loss on photos it saw and on faces it never saw",
     )
-    parser.add_argument("--seed", type=int, default=0, help="which photos")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "stage1-data"))
-    parser.add_argument("--unlabeled", default=str(study.SHARED / "faces-unlabeled"))
+    parser.add_argument("--unlabeled", default=str(SHARED / "faces-unlabeled"))
     parser.add_argument(
         "--results",
-        default=str(ROOT / "bench" / "results" / "stage1_data.json"),
-        help="each run's result under its tag (updated, not replaced)",
+        default=str(results_dir("stage1_data") / "stage1_data.json"),
+        help="each run's result under its tag (updated, not replaced; default %(default)s)",
     )
-    parser.add_argument("--quick", action="store_true", help="6 steps at 64 px")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    setup_logging()
+    set_threads(args.threads)
     if args.heldout:
         return heldout(Path(args.results), Path(args.unlabeled))
     if args.fraction is None:
         parser.error("--fraction is required (or --heldout)")
-    settings = study.QUICK if args.quick else study.StudySettings()
-    pool = STUDY / "data" / "train" / "images"
-    if not pool.is_dir():
-        sys.exit(f"{pool}: run the study's data stage first (bench/study.py)")
+    settings = QUICK if args.quick else StudySettings()
+    pool = require(STUDY_OUT / "data" / "train" / "images", "the study's data stage (bench.study)")
     full = list_images([pool, Path(args.unlabeled)])
     photos = pick_photos(full, args.fraction, args.seed)
     steps = (len(full) // settings.pretrain_batch) * settings.pretrain_epochs
@@ -163,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         "%d of %d photos, %d epochs (~%d steps, the full stage 1's %d)",
         len(photos), len(full), epochs, epochs * (len(photos) // settings.pretrain_batch), steps,
     )  # fmt: skip
-    stage_dir = out / f"pretrain_spark{study.stage1_base_tag(settings, 'spark')}_{tag}"
-    result = study.run_pretrain("spark", out, settings, Path(args.unlabeled), [folder], stage_dir)
+    stage_dir = out / f"pretrain_spark{stage1_base_tag(settings, 'spark')}_{tag}"
+    result = run_pretrain("spark", out, settings, Path(args.unlabeled), [folder], stage_dir)
     result = {**result, "fraction": args.fraction, "seed": args.seed, "photos": len(photos)}
     result["of"] = len(full)
     result = {k: v for k, v in result.items() if k != "settings"}
@@ -172,12 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         path = Path(args.results)
         runs = json.loads(path.read_text()) if path.is_file() else {}
-        runs[tag] = {
-            **result,
-            "epochs": epochs,
-            "command": " ".join(["bench/stage1_data.py", *(argv or sys.argv[1:])]),
-        }
-        atomic_write_bytes(path, (json.dumps(runs, indent=1) + "\n").encode())
+        command = command_line(__spec__.name, argv)
+        runs[tag] = {**result, "epochs": epochs, "command": command}
+        runs[tag].update(date=utc_now(), machine=machine())
+        write_json(path, runs, command)
     return 0
 
 

@@ -2,15 +2,16 @@
 # The label-efficiency study at the paper's setting (ResNet-50 UNet++, 512 px) on one lent GPU.
 #
 # Two steps:
-#   bench/study_gpu.sh prepare   # here (CPU): build what travels, under bench/out/gpu-carry + .whl
-#   bench/study_gpu.sh run       # there (GPU): the study, sized for a 15-minute device budget
+#   bash bench/study_gpu.sh prepare   # here (CPU): build what travels, under bench/out/gpu-carry + .whl
+#   bash bench/study_gpu.sh run       # there (GPU): the study, sized for a 15-minute device budget
 #
 # What travels (64 MiB limit): the converted dev set in LaPa layout (the study's own data stage,
 # mirrored-side masks fixed, val/pool split done; ~29 MiB), faces-unlabeled downscaled to at most
 # 512 px (JPEG q92), and the segmentation-models-pytorch wheel (the GPU image has torch, timm,
 # safetensors, opencv, but not smp). With the device tool:
 #   run(command="bash bench/study_gpu.sh run", carry=["bench/out/gpu-carry", ".whl"], timeout_s=600)
-# Results come back as $OUT/study_gpu.json / .csv and $OUT/study_gpu.log.
+# Results come back as $OUT/study_gpu.json / .csv (named, with the command and the machine, in
+# $OUT/MANIFEST.json) and $OUT/study_gpu.log; they belong in bench/results/study/.
 #
 # Budget (15 min of device time in all, a machine start included): stage 1 with the paper's
 # recipe only (20 epochs over 793 faces), then fine-tunes of 200 steps of batch 16 for the SSL and
@@ -33,14 +34,13 @@ fetch_smp_wheel() {
 
 prepare() {
     local py=.venv/bin/python
-    "$py" bench/study.py --stop-after data --data "$DATA_SRC" --out "$CARRY/study"
-    "$py" - "$CARRY/unlabeled" <<'EOF'
+    "$py" -m bench.study --stop-after data --data "$DATA_SRC" --out "$CARRY/study"
+    PYTHONPATH=. "$py" - "$CARRY/unlabeled" <<'EOF'
 import sys
 from pathlib import Path
 
 from PIL import Image
 
-sys.path.insert(0, ".")
 from trainer.data.folders import list_images
 from trainer.data.imageio import read_image
 
@@ -69,16 +69,17 @@ install_smp() {
     export PYTHONUNBUFFERED=1
 }
 
-# gpu_run NAME SCRIPT ARGS...: SCRIPT under the time limit, its log and results in $OUT as NAME.*
+# gpu_run NAME MODULE ARGS...: python -m MODULE under the time limit, its log and results in $OUT
+# as NAME.*
 gpu_run() {
-    local name=$1 script=$2
+    local name=$1 module=$2
     shift 2
     local out=${OUT:-bench/out/gpu-results}
     mkdir -p "$out"
     install_smp
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
     # timeout leaves the device call time to bring $OUT back; results are written after every run.
-    timeout "$STUDY_SECONDS" python3 "$script" \
+    timeout "$STUDY_SECONDS" python3 -m "$module" \
         --data "$DATA_SRC" \
         --out "$CARRY/study" \
         --unlabeled "$CARRY/unlabeled" \
@@ -90,7 +91,7 @@ gpu_run() {
 }
 
 run() {
-    gpu_run study_gpu bench/study.py \
+    gpu_run study_gpu bench.study \
         --preset paper \
         --num-workers 12 \
         --finetune-workers 4 \
@@ -104,25 +105,26 @@ run() {
         --checkpoint-every 200
 }
 
-# The stage-1 length experiment (bench/ssl_length.py) at the CPU study's lite setting: the CPU's
+# The stage-1 length experiment (bench.ssl_length) at the CPU study's lite setting: the CPU's
 # 10 epochs and one longer schedule in PRETRAIN_SECONDS, then the study's fine-tunes from both and
 # from scratch. Same carry as `run`:
 #   run(command="bash bench/study_gpu.sh length", carry=["bench/out/gpu-carry", ".whl"], timeout_s=600)
 length() {
-    gpu_run ssl_length bench/ssl_length.py \
+    gpu_run ssl_length bench.ssl_length \
         --num-workers 8 \
         --finetune-workers 4 \
         --pretrain-seconds "${PRETRAIN_SECONDS:-250}"
 }
 
-# The K = 10 lead over many subsets (bench/k10_subsets.py): the study's K = 10 fine-tune from its
+# The K = 10 lead over many subsets (bench.k10_subsets): the study's K = 10 fine-tune from its
 # own stage-1 checkpoint and from scratch on subset seeds 0-39, a dozen at once, lowest seeds
 # first; every finished fine-tune is in the results at once. Its carry is the study's data stage
 # and that checkpoint without its optimizer state (~54 MB), too much to travel beside the tracked
 # starter models (55 MB): send it from a local branch that drops assets/models/*.safetensors.
 #   bash bench/study_gpu.sh prepare-k10   # here, after the CPU study
 #   run(command="bash bench/study_gpu.sh k10", carry=["bench/out/gpu-k10", ".whl"], timeout_s=560)
-# Flags after "k10" go to k10_subsets.py run, e.g. a recipe variant over the same subsets:
+# Flags after "k10" go to "python -m bench.k10_subsets run", e.g. a recipe variant over the same
+# subsets (the records come back in $OUT/k10_subsets.jsonl; they belong in bench/results/k10_subsets/):
 #   run(command="bash bench/study_gpu.sh k10 --class-weighting enet", ...)
 K10=bench/out/gpu-k10
 K10_SECONDS=${K10_SECONDS:-480}
@@ -132,7 +134,7 @@ prepare_k10() {
     rm -rf "${K10:?}/data"
     mkdir -p "$K10"
     cp -r bench/out/study/data "$K10/data"
-    "$py" bench/k10_subsets.py strip \
+    "$py" -m bench.k10_subsets strip \
         bench/out/study/pretrain_spark_128px_lr0.003/pretrain_last.safetensors "$K10/ssl.safetensors"
     fetch_smp_wheel "$py"
     du -sh "$K10" .whl
@@ -147,7 +149,7 @@ k10() {
     mkdir -p "$out"
     install_smp
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
-    timeout "$K10_SECONDS" python3 bench/k10_subsets.py run \
+    timeout "$K10_SECONDS" python3 -m bench.k10_subsets run \
         --ssl "$K10/ssl.safetensors" \
         --data "$K10/data" \
         --subsets 0-39 \
@@ -159,7 +161,7 @@ k10() {
         --results "$out/k10_subsets.jsonl" \
         "$@" \
         2>&1 | tee "$out/k10_subsets.log" || true
-    python3 bench/k10_subsets.py summary "$out/k10_subsets.jsonl" --json 2>&1 \
+    python3 -m bench.k10_subsets summary "$out/k10_subsets.jsonl" --json 2>&1 \
         | tee "$out/k10_summary.txt" || true
 }
 
