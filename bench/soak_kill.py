@@ -16,11 +16,9 @@ leftover temp file, a lock that outlived its process.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,20 +28,21 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench import harness
+
+EXPERIMENT = "soak_kill"
 
 DRIVER = textwrap.dedent(
     """
     import json, os, random, sys, time
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    sys.path.insert(0, sys.argv[1])
     from PySide6.QtCore import QPoint, Qt, QTimer
     from PySide6.QtTest import QTest
     from faceparse_app.app import Settings, create_application
     from faceparse_app.main_window import MainWindow
 
-    folder, settings_path, journal_path = sys.argv[2:5]
-    autosave_ms, seed, cell = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+    folder, settings_path, journal_path = sys.argv[1:4]
+    autosave_ms, seed, cell = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
     rng = random.Random(seed)
     app = create_application([])
     settings = Settings(settings_path)
@@ -147,37 +146,33 @@ def _check(folder: Path, strokes: list[dict], killed_at: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.argument_parser(
+        __doc__, experiment=EXPERIMENT, out=True, results="soak_kill.json", seed=0
+    )
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--autosave-ms", type=int, default=1000)
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--min-s", type=float, default=0.3, help="earliest kill after start")
     parser.add_argument("--max-s", type=float, default=5.0, help="latest kill after start")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "soak_kill")
-    parser.add_argument("--results", type=Path, default=None, help="JSON summary to write")
     args = parser.parse_args(argv)
-
-    import shutil
-
-    shutil.rmtree(args.out, ignore_errors=True)
-    folder = args.out / "project"
+    work = Path(args.out)
+    shutil.rmtree(work, ignore_errors=True)
+    folder = work / "project"
     _make_project(folder, args.images, args.size)
-    script = args.out / "driver.py"
+    script = work / "driver.py"
     script.write_text(DRIVER)
     rng = random.Random(args.seed)
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(ROOT)}
+    env = harness.child_env(QT_QPA_PLATFORM="offscreen")
     rounds = []
     for r in range(args.rounds):
-        journal = args.out / f"journal-{r:03d}.jsonl"
+        journal = work / f"journal-{r:03d}.jsonl"
         child = subprocess.Popen(
             [
                 sys.executable,
                 str(script),
-                str(ROOT),
                 str(folder),
-                str(args.out / "settings.ini"),
+                str(work / "settings.ini"),
                 str(journal),
                 str(args.autosave_ms),
                 str(args.seed * 1000 + r),
@@ -213,9 +208,6 @@ def main(argv: list[str] | None = None) -> int:
     corrupt = [c for r in rounds for c in r.get("corrupt", [])]
     limit = args.autosave_ms / 1000 + 0.5  # the interval plus one stroke and the save itself
     summary = {
-        "command": "python -m bench.soak_kill " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "rounds": len(rounds),
         "autosave_ms": args.autosave_ms,
         "strokes_painted": painted,
@@ -227,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(summary, indent=1))
     if args.results:
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(json.dumps({"summary": summary, "rounds": rounds}, indent=1))
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        harness.write_json(args.results, {"summary": summary, "rounds": rounds})
     return 0 if not corrupt and summary["rounds_over_target"] == 0 else 1
 
 
