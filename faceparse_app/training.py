@@ -24,17 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from faceparse_app.model_store import ModelStore, ModelVersion
-from faceparse_app.uncertainty import mean_entropy, mean_margin
 from trainer.checkpoint import read_metadata
 from trainer.data.imageio import read_image, read_label
 from trainer.data.sample import Sample, SampleSubset
 from trainer.errors import CheckpointError, FaceParseError
+from trainer.faces import Face
 from trainer.finetune import FinetuneConfig, FinetuneResult, finetune_on_samples
-from trainer.predict import Predictor
+from trainer.predict import Prediction, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -83,38 +81,21 @@ def preload_model_code() -> None:
 
 
 def prelabel(
-    predictor: Predictor, image: np.ndarray, method: str = "entropy"
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Predict a face's label map with one forward pass.
-
-    The label map equals ``predictor(image).label``; the uncertainty score is computed on the
-    class probabilities at the network's input size, so it costs the same for any photo size.
+    predictor: Predictor, image: np.ndarray, faces: Sequence[Face] | None = None
+) -> Prediction:
+    """A photo's pre-label, through the trainer's one inference path.
 
     Args:
-        predictor: a loaded parser.
+        predictor: a loaded parser (its framing decides: every face found and parsed, or the
+            whole image as one aligned face).
         image: (H, W, 3) uint8 RGB.
-        method: "entropy" (mean normalised entropy) or "margin" (mean 1 - (p1 - p2)).
+        faces: the faces to parse instead of finding them (an annotator's own), or None.
 
     Returns:
-        label (H, W) uint8, confidence (H, W) float32 top-class probability, and the image's
-        uncertainty score in [0, 1] (larger = less sure).
+        The Prediction: label (H, W) uint8, confidence (H, W) float32, the faces parsed, and the
+        uncertainty score in [0, 1] over the faces (NaN when none was found).
     """
-    if method not in ("entropy", "margin"):
-        raise ValueError(f"unknown uncertainty method {method!r}; use 'entropy' or 'margin'")
-    logits = predictor.logits([image])  # (1, C, S, S)
-    with torch.inference_mode():
-        small = logits.softmax(dim=1)[0].cpu().numpy()
-        score = mean_entropy(small) if method == "entropy" else mean_margin(small)
-        size = tuple(image.shape[:2])
-        # Same resize as Predictor.predict_batch: logits (not labels) to the image size.
-        if tuple(logits.shape[-2:]) != size:
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        confidence, label = logits.softmax(dim=1).max(dim=1)
-    return (
-        label[0].to(torch.uint8).cpu().numpy(),
-        confidence[0].cpu().numpy().astype(np.float32),
-        float(score),
-    )
+    return predictor.predict_batch([image], faces=None if faces is None else [list(faces)])[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,20 +402,30 @@ class PretrainJobResult:
         resumed_from_step: the step it continued from (0 for a fresh run).
         cancelled: stopped early; resume it by starting the job again.
         version: the published backbone version (None when cancelled or without a store).
+        skipped_images: photos that could not be read and were left out.
     """
 
     path: Path
     resumed_from_step: int = 0
     cancelled: bool = False
     version: ModelVersion | None = None
+    skipped_images: int = 0
 
     def summary(self) -> dict[str, Any]:
-        """What ``TrainPanel.on_finished`` shows: kind, version, metrics, cancelled."""
+        """What ``TrainPanel.on_finished`` shows: kind, version, metrics, cancelled, and a note
+        on the photos left out."""
+        n = self.skipped_images
+        note = (
+            f"{n} unreadable photo{'s' if n != 1 else ''} left out (see the log for which)"
+            if n
+            else ""
+        )
         return {
             "kind": "pretrain",
             "version": self.version.id if self.version else None,
             "metrics": dict(self.version.metrics) if self.version else {},
             "cancelled": self.cancelled,
+            "note": note,
         }
 
 
@@ -559,7 +550,10 @@ def run_pretrain_job(
         raise TrainingError(f"pretraining failed: {exc}") from exc
     meta = read_metadata(path)
     result = PretrainJobResult(
-        path=path, resumed_from_step=resumed_step, cancelled=bool(meta.get("cancelled"))
+        path=path,
+        resumed_from_step=resumed_step,
+        cancelled=bool(meta.get("cancelled")),
+        skipped_images=int(meta.get("skipped_images") or 0),
     )
     if store is not None and not result.cancelled:
         metrics = {

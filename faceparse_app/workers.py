@@ -299,7 +299,6 @@ class PrelabelQueue(QObject):
         lookahead: how many of the ``upcoming`` images given with a request to predict ahead.
         cache_size: label maps kept (LRU) per (image id, model version).
         device: torch device for models given as a path.
-        method: uncertainty score, "entropy" or "margin".
         loader: reads an image file into (H, W, 3) uint8 RGB (runs on the worker thread).
 
     Signals:
@@ -329,7 +328,6 @@ class PrelabelQueue(QObject):
         lookahead: int = 3,
         cache_size: int = 24,
         device: str = "auto",
-        method: str = "entropy",
         loader: Callable[[Path], np.ndarray] | None = None,
         parent: QObject | None = None,
     ) -> None:
@@ -339,7 +337,6 @@ class PrelabelQueue(QObject):
         self.lookahead = max(0, int(lookahead))
         self.cache_size = max(1, int(cache_size))
         self.device = device
-        self.method = method
         self.loader = loader or read_image
         self.version: str | None = None
         self._model_source: Any = None
@@ -512,7 +509,8 @@ class PrelabelQueue(QObject):
                     self._relay.post("model_loaded", (generation, version))
                 if predictor is None:
                     continue
-                label, confidence, score = prelabel(predictor, self.loader(path), self.method)
+                pred = prelabel(predictor, self.loader(path))
+                label, confidence, score = pred.label, pred.confidence, pred.score
             except Exception as exc:  # noqa: BLE001 - reported to the GUI, never fatal
                 log.warning("pre-label of %s failed: %s", path, exc)
                 model_failed = loaded_generation != generation

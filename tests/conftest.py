@@ -25,6 +25,17 @@ def _no_starter_models(request, monkeypatch):
         monkeypatch.setattr(f"faceparse_app.model_store.{name}", Path(f"/nonexistent/{name}.safetensors"))
 
 
+@pytest.fixture(autouse=True)
+def _whole_image_faces(request, monkeypatch):
+    """The synthetic test faces are aligned crops that no real face finder is meant to find:
+    every image is one whole face in tests, unless a test is marked ``uses_face_finder``."""
+    if request.node.get_closest_marker("uses_face_finder"):
+        return
+    from trainer import face_detect
+
+    monkeypatch.setattr(face_detect, "get_finder", lambda name=None: face_detect.WholeImageFinder())
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data beside the project root (real faces; never copied into the repo)."""

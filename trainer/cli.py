@@ -198,14 +198,28 @@ def _open_labeled_set(root: Path, split: str) -> Sequence[Any]:
     return LapaDataset(root, split=split)
 
 
+def _add_framing(p: argparse.ArgumentParser) -> None:
+    from trainer.predict import DEFAULT_FRAMING, FRAMINGS
+
+    p.add_argument(
+        "--framing",
+        choices=FRAMINGS,
+        default=DEFAULT_FRAMING,
+        help="detect: find every face, parse each upright at the model's input size, paste it "
+        "back (any photo); whole: the image is one aligned face crop, resized to the input "
+        "(default: %(default)s)",
+    )
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from trainer.evaluate import evaluate, format_table
     from trainer.predict import Predictor
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, framing=args.framing)
     dataset = _open_labeled_set(Path(args.data), args.split)
     results = evaluate(predictor, dataset, batch_size=args.batch_size)
     print(format_table(results))
+    print(f"framing: {args.framing}")
     if args.json:
         from trainer.data.imageio import atomic_write_bytes
 
@@ -224,7 +238,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     found = len(list_images(args.images))
     if not found:
         raise FaceParseError(f"{args.images}: no images found (the folder is searched recursively)")
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, framing=args.framing)
     count = predict_folder(predictor, args.images, args.out, overlay_dir=args.overlays)
     if not count:
         raise FaceParseError(
@@ -344,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    _add_framing(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="a folder of images -> LaPa 'L' label PNGs")
@@ -352,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="folder for <stem>.png label maps")
     p.add_argument("--overlays", metavar="DIR", help="also write colour overlays here")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    _add_framing(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("convert", help="CelebAMask-HQ -> LaPa layout and classes")

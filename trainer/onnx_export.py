@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,10 @@ from torch import nn
 from trainer.checkpoint import CHECKSUM_KEY, load_model, model_config_from_meta
 from trainer.data.imageio import atomic_write_bytes
 from trainer.errors import CheckpointError, FaceParseError
+from trainer.faces import Face
 from trainer.labels import get_label_set
 from trainer.models import ModelConfig
-from trainer.predict import Predictor
+from trainer.predict import DEFAULT_FRAMING, Predictor, check_framing
 
 __all__ = ["OnnxPredictor", "export_onnx", "PARITY_TOLERANCE"]
 
@@ -189,8 +190,8 @@ def _check_graph(path: Path, session: Any, config: ModelConfig) -> None:
 class OnnxPredictor(Predictor):
     """A :class:`Predictor` whose forward pass runs in ONNX Runtime (CPU).
 
-    Same calls as Predictor (``predictor(image)``, ``predict_batch``, ``uncertainty``,
-    ``model_info``); ``evaluate`` accepts it too.
+    Same calls as Predictor (``predictor(image)``, ``predict_batch``, ``model_info``) and the
+    same framings (faces are found and cropped before the graph runs); ``evaluate`` accepts it.
 
     Args:
         path: an ``.onnx`` file written by :func:`export_onnx`.
@@ -201,7 +202,13 @@ class OnnxPredictor(Predictor):
             its graph's input or output does not have the shape the metadata says.
     """
 
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        threads: int | None = None,
+        framing: str = DEFAULT_FRAMING,
+        finder: Callable[[np.ndarray], list[Face]] | None = None,
+    ) -> None:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"{path}: ONNX model not found")
@@ -230,6 +237,8 @@ class OnnxPredictor(Predictor):
         self.device = torch.device("cpu")
         self.channels_last = False
         self.label_set = get_label_set(config.label_set)
+        self.framing = check_framing(framing)
+        self._finder = finder
         self._input_name = self.session.get_inputs()[0].name
 
     @property

@@ -1,16 +1,27 @@
-"""Inference: an RGB image array in; a label map and per-pixel confidence out (what the GUI calls).
+"""Inference: an RGB photo in; a label map, per-pixel confidence and the faces found out. The one
+inference path: ``faceparse predict``, ``evaluate``, ONNX and the app's pre-labels all call
+:meth:`Predictor.predict_batch`.
 
-The image is resized to the model's square input (as the training data is), and the class
-logits are resized back to the image's own size before the argmax, so the label map always
-matches the image pixel for pixel (non-square images included).
+Two framings (recorded in every output):
+
+- ``detect`` (default): every face is found (:mod:`trainer.face_detect`), cropped square as the
+  training crops are framed and turned upright (:mod:`trainer.faces`), parsed at the model's
+  input size, and its logits are warped back into the photo; faces that overlap are merged by
+  confidence, and everything outside every face is background. Any photo, any size or aspect.
+- ``whole``: the whole image is resized to the model's square input, for data that is already
+  aligned face crops (CelebAMask-HQ, LaPa's own crops).
+
+Either way the class logits (never the labels) are resized to the output size before the argmax,
+so the label map matches the image pixel for pixel.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +34,22 @@ from trainer.data.folders import list_images
 from trainer.data.imageio import read_image, write_image, write_label
 from trainer.data.transforms import resize_square, to_tensor
 from trainer.errors import CheckpointError, FaceParseError, ImageReadError
+from trainer.faces import Face, crop_face, face_transform, paste_logits
 from trainer.labels import get_label_set
 from trainer.models import FaceParseNet
 
 log = logging.getLogger(__name__)
+
+FRAMINGS: tuple[str, ...] = ("detect", "whole")
+DEFAULT_FRAMING = "detect"
+CROP_BATCH = 8  # face crops per forward pass
+
+
+def check_framing(framing: str) -> str:
+    """``framing`` if it is one of FRAMINGS, else a ValueError naming them."""
+    if framing not in FRAMINGS:
+        raise ValueError(f"unknown framing {framing!r}; choose one of {', '.join(FRAMINGS)}")
+    return framing
 
 
 @dataclass
@@ -34,14 +57,28 @@ class Prediction:
     """One image's parsing.
 
     Attributes:
-        label: (H, W) uint8 class map at the image's size.
-        confidence: (H, W) float32 in [0, 1], the highest class probability per pixel.
-        probs: (C, H, W) float32 class probabilities when asked for, else None.
+        label: (H, W) uint8 class map at the output size (the image's, unless asked otherwise).
+        confidence: (H, W) float32 in [0, 1], the top class's probability per pixel (1.0 outside
+            every face with ``detect``).
+        faces: the faces parsed, in photo pixels (``detect``; empty for ``whole``).
+        score: how unsure the model is, in [0, 1]: the mean normalised entropy of its class
+            probabilities over each face crop, averaged over the faces (``whole``: over the
+            network input); NaN when no face was found.
+        framing: "detect" or "whole".
     """
 
     label: np.ndarray
     confidence: np.ndarray
-    probs: np.ndarray | None = None
+    faces: list[Face] = field(default_factory=list)
+    score: float = float("nan")
+    framing: str = "whole"
+
+
+def mean_entropy(logits: torch.Tensor) -> float:
+    """Mean normalised per-pixel entropy of (C, H, W) logits' softmax, in [0, 1]."""
+    logp = F.log_softmax(logits.float(), dim=0)
+    entropy = -(logp.exp() * logp).sum(dim=0) / math.log(logits.shape[0])
+    return float(entropy.clamp_(0.0, 1.0).mean())
 
 
 class Predictor:
@@ -52,6 +89,10 @@ class Predictor:
         meta: the checkpoint metadata (shown by ``model_info``).
         device: "auto", "cpu", "cuda", "mps" or a torch.device.
         channels_last: use the channels-last memory format (faster convolutions on CPU and GPU).
+        framing: "detect" (find and crop every face) or "whole" (the image is one aligned
+            face crop); see the module docstring.
+        finder: the face finder for ``detect``; default :func:`trainer.face_detect.get_finder`,
+            loaded on first use.
     """
 
     def __init__(
@@ -60,6 +101,8 @@ class Predictor:
         meta: dict[str, Any] | None = None,
         device: str | torch.device = "auto",
         channels_last: bool = True,
+        framing: str = DEFAULT_FRAMING,
+        finder: Callable[[np.ndarray], list[Face]] | None = None,
     ) -> None:
         if "parsing" not in model.heads:
             raise CheckpointError("the model has no parsing head; fine-tune it before predicting")
@@ -72,10 +115,15 @@ class Predictor:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.meta = dict(meta or {})
         self.label_set = get_label_set(model.config.label_set)
+        self.framing = check_framing(framing)
+        self._finder = finder
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike[str], device: str | torch.device = "auto"
+        cls,
+        path: str | os.PathLike[str],
+        device: str | torch.device = "auto",
+        framing: str = DEFAULT_FRAMING,
     ) -> Predictor:
         """Load a fine-tuned checkpoint.
 
@@ -90,7 +138,7 @@ class Predictor:
             )
         meta = dict(ckpt.meta)
         meta["path"] = str(path)
-        return cls(model, meta=meta, device=device)
+        return cls(model, meta=meta, device=device, framing=framing)
 
     @property
     def input_size(self) -> int:
@@ -119,6 +167,8 @@ class Predictor:
             "created": self.meta.get("created"),
             "metrics": self.meta.get("metrics"),
             "path": self.meta.get("path"),
+            "framing": self.framing,
+            "finder": getattr(self._finder, "name", None) if self.framing == "detect" else None,
         }
 
     def _unit_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -149,59 +199,104 @@ class Predictor:
         with torch.inference_mode(), autocast_for(self.device):
             return self.model(self._to_input(images), head="parsing").float()
 
+    @property
+    def finder(self) -> Callable[[np.ndarray], list[Face]]:
+        """The face finder (``detect``), loaded on first use."""
+        if self._finder is None:
+            from trainer.face_detect import get_finder
+
+            self._finder = get_finder()
+        return self._finder
+
+    def find_faces(self, image: np.ndarray) -> list[Face]:
+        """Every face in a (H, W, 3) uint8 RGB photo, in photo pixels."""
+        return list(self.finder(image))
+
     def predict_batch(
         self,
         images: Sequence[np.ndarray],
-        return_probs: bool = False,
         output_sizes: Sequence[tuple[int, int]] | None = None,
+        faces: Sequence[Sequence[Face] | None] | None = None,
     ) -> list[Prediction]:
-        """Parse several images in one forward pass.
+        """Parse several photos.
 
         Args:
             images: (H, W, 3) uint8 RGB arrays, any sizes.
-            return_probs: also return the (C, H, W) probabilities.
             output_sizes: (H, W) per image to predict at instead of the image's own size (e.g. a
                 label map stored at another resolution).
+            faces: ``detect`` only: per image, the faces to parse instead of finding them (None
+                for an image: find them), e.g. the faces an annotator kept, added or drew.
 
         Returns:
-            One Prediction per image, at its size.
+            One Prediction per image, at its output size.
         """
         if not images:
             return []
+        for i, image in enumerate(images):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ImageReadError(
+                    f"image {i}: expected an (H, W, 3) uint8 RGB array, got {image.dtype} "
+                    f"{tuple(image.shape)}"
+                )
+        sizes = [
+            tuple(output_sizes[i]) if output_sizes is not None else tuple(img.shape[:2])
+            for i, img in enumerate(images)
+        ]
+        if self.framing == "whole":
+            return self._predict_whole(images, sizes)
+        return [
+            self._predict_faces(image, size, None if faces is None else faces[i])
+            for i, (image, size) in enumerate(zip(images, sizes, strict=True))
+        ]
+
+    def __call__(self, image: np.ndarray) -> Prediction:
+        """Parse one (H, W, 3) uint8 RGB photo; see ``predict_batch``."""
+        return self.predict_batch([image])[0]
+
+    def _predict_whole(
+        self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
+    ) -> list[Prediction]:
         logits = self.logits(images)
         out: list[Prediction] = []
-        for i, image in enumerate(images):
-            size = tuple(output_sizes[i]) if output_sizes is not None else tuple(image.shape[:2])
-            with torch.inference_mode():
-                if return_probs:
-                    probs = _resized_logits(logits[i : i + 1], size).softmax(dim=1)[0]
-                    confidence, label = probs.max(dim=0)
-                else:
-                    probs = None
-                    label, confidence = label_and_confidence(logits[i], size)
-            out.append(
-                Prediction(
-                    label=label.to(torch.uint8).cpu().numpy(),
-                    confidence=confidence.float().cpu().numpy(),
-                    probs=probs.float().cpu().numpy() if probs is not None else None,
+        with torch.inference_mode():
+            for i, size in enumerate(sizes):
+                label, confidence = label_and_confidence(logits[i], size)
+                out.append(
+                    Prediction(
+                        label=label.cpu().numpy(),
+                        confidence=confidence.cpu().numpy(),
+                        score=mean_entropy(logits[i]),
+                        framing="whole",
+                    )
                 )
-            )
         return out
 
-    def __call__(self, image: np.ndarray, return_probs: bool = False) -> Prediction:
-        """Parse one (H, W, 3) uint8 RGB image; see ``predict_batch``."""
-        return self.predict_batch([image], return_probs=return_probs)[0]
-
-    def uncertainty(self, image: np.ndarray) -> np.ndarray:
-        """(H, W) float32 normalised entropy of the class probabilities, 0 (sure) .. 1 (uniform).
-
-        Useful for pointing a labeler at the pixels the model is least sure of.
-        """
-        pred = self.predict_batch([image], return_probs=True)[0]
-        assert pred.probs is not None
-        p = np.clip(pred.probs, 1e-12, 1.0)
-        entropy = -(p * np.log(p)).sum(axis=0) / np.log(self.num_classes)
-        return np.clip(entropy, 0.0, 1.0).astype(np.float32)
+    def _predict_faces(
+        self, image: np.ndarray, size: tuple[int, int], given: Sequence[Face] | None
+    ) -> Prediction:
+        found = list(given) if given is not None else self.find_faces(image)
+        side = self.input_size
+        h, w = image.shape[:2]
+        # The output may be at another resolution than the photo (a label map stored smaller).
+        to_out = np.diag([w / size[1], h / size[0], 1.0])
+        transforms, crops = [], []
+        for face in found:
+            m = face_transform(face, side)
+            crops.append(crop_face(image, m, side))
+            transforms.append(m @ to_out)
+        logits: list[torch.Tensor] = []
+        for start in range(0, len(crops), CROP_BATCH):
+            logits.extend(self.logits(crops[start : start + CROP_BATCH]).cpu())
+        with torch.inference_mode():
+            label, confidence = paste_logits(logits, transforms, size)
+            scores = [mean_entropy(x) for x in logits]
+        return Prediction(
+            label=label,
+            confidence=confidence,
+            faces=found,
+            score=float(np.mean(scores)) if scores else float("nan"),
+            framing="detect",
+        )
 
 
 def _resized_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -262,6 +357,9 @@ def overlay(image: np.ndarray, label: np.ndarray, label_set_name: str = "lapa", 
     return mixed
 
 
+FACES_NAME = "faces.json"
+
+
 def predict_folder(
     checkpoint: str | os.PathLike[str] | Predictor,
     in_dir: str | os.PathLike[str],
@@ -269,26 +367,34 @@ def predict_folder(
     overlay_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
     on_progress: Callable[[int, int, Path], None] | None = None,
+    framing: str = DEFAULT_FRAMING,
 ) -> int:
     """Parse every image under a folder (recursive) into LaPa label PNGs.
 
     Writes ``out_dir/<sub>/<stem>.png`` (8-bit 'L', class indices, image size) for each image
-    ``in_dir/<sub>/<stem>.<ext>``, and a colour overlay ``overlay_dir/<sub>/<stem>.jpg`` if asked
-    (JPEG: overlays of large photos as PNG are slow to write and tens of MB each).
-    An unreadable image is skipped with one warning line.
+    ``in_dir/<sub>/<stem>.<ext>``, a colour overlay ``overlay_dir/<sub>/<stem>.jpg`` if asked
+    (JPEG: overlays of large photos as PNG are slow to write and tens of MB each), and
+    ``out_dir/faces.json``: the model and framing used, and per image the faces parsed and the
+    model's uncertainty score. An unreadable image is skipped with one warning line.
 
     Args:
-        checkpoint: a fine-tuned checkpoint path or a ready Predictor.
+        checkpoint: a fine-tuned checkpoint path or a ready Predictor (its own framing is used).
         on_progress: called as (done, total, image_path) after each image.
+        framing: "detect" or "whole" when a checkpoint path is given.
 
     Returns:
         Number of label maps written.
     """
-    predictor = checkpoint if isinstance(checkpoint, Predictor) else Predictor.from_checkpoint(checkpoint, device)
+    predictor = (
+        checkpoint
+        if isinstance(checkpoint, Predictor)
+        else Predictor.from_checkpoint(checkpoint, device, framing=framing)
+    )
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     paths = list_images(in_dir)
     written = 0
     seen: set[Path] = set()
+    records: dict[str, Any] = {}
     for i, path in enumerate(paths):
         rel = path.relative_to(in_dir).with_suffix(".png")
         if rel in seen:
@@ -303,6 +409,13 @@ def predict_folder(
             continue
         pred = predictor(image)
         write_label(out_dir / rel, pred.label)
+        if predictor.framing == "detect" and not pred.faces:
+            log.warning("%s: no face found; its label map is all background", path)
+        records[path.relative_to(in_dir).as_posix()] = {
+            "label": rel.as_posix(),
+            "faces": [f.to_json() for f in pred.faces],
+            "score": None if math.isnan(pred.score) else round(pred.score, 5),
+        }
         if overlay_dir is not None:
             write_image(
                 Path(overlay_dir) / rel.with_suffix(".jpg"),
@@ -312,4 +425,12 @@ def predict_folder(
         written += 1
         if on_progress is not None:
             on_progress(i + 1, len(paths), path)
+    if records:
+        import json
+
+        from trainer.data.imageio import atomic_write_bytes
+
+        info = {k: v for k, v in predictor.model_info.items() if k != "metrics"}
+        payload = {"model": info, "framing": predictor.framing, "images": records}
+        atomic_write_bytes(out_dir / FACES_NAME, json.dumps(payload, indent=1).encode())
     return written

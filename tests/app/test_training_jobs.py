@@ -56,15 +56,13 @@ def test_prelabel_matches_predictor_and_scores_uncertainty(face):
     model = build_model(get_preset("tiny"), heads=("parsing",))
     predictor = Predictor(model, device="cpu")
     image = np.ascontiguousarray(np.concatenate([face[0], face[0][:, :32]], axis=1))  # 64×96
-    label, confidence, score = prelabel(predictor, image)
+    pred = prelabel(predictor, image)
     expected = predictor(image)
-    assert label.shape == (64, 96) and label.dtype == np.uint8
-    np.testing.assert_array_equal(label, expected.label)
-    np.testing.assert_allclose(confidence, expected.confidence, atol=1e-5)
+    assert pred.label.shape == (64, 96) and pred.label.dtype == np.uint8
+    np.testing.assert_array_equal(pred.label, expected.label)
+    np.testing.assert_allclose(pred.confidence, expected.confidence, atol=1e-5)
     # An untrained head is unsure everywhere: high entropy, but never above the uniform bound.
-    assert 0.0 < score <= 1.0
-    _, _, margin = prelabel(predictor, image, method="margin")
-    assert 0.0 < margin <= 1.0
+    assert 0.0 < pred.score <= 1.0
 
 
 def test_split_holdout_is_seeded_stable_and_keeps_one_each_side():
@@ -104,7 +102,7 @@ def test_finetune_job_publishes_a_parser_version(faces_dir, tmp_path):
     assert [p["step"] for p in progress if p["phase"] == "train"] == [1, 2]
     assert any(p["phase"] == "val" for p in progress)
     # The published parser pre-labels a face.
-    label, _, _ = prelabel(Predictor.from_checkpoint(result.version.path, "cpu"), synthetic_face(64, 9)[0])
+    label = prelabel(Predictor.from_checkpoint(result.version.path, "cpu"), synthetic_face(64, 9)[0]).label
     assert label.shape == (64, 64)
 
 
@@ -286,3 +284,15 @@ def test_auto_retrain_counter():
     assert counter.labeled(5) is True  # a batch of labels crossing the threshold
     counter.set_every(0)
     assert counter.every == 1
+
+
+def test_pretraining_the_project_skips_an_unreadable_photo_and_says_so(faces_dir, tmp_path):
+    """Issue 28 §5: one unreadable photo in the project made the app's pretraining fail."""
+    (faces_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    store = ModelStore(tmp_path / "models")
+    result = run_pretrain_job(
+        [faces_dir], tmp_path / "out", preset="tiny", batch_size=2, epochs=1, device="cpu",
+        store=store,
+    )  # fmt: skip
+    assert result.version is not None and result.skipped_images == 1
+    assert "1 unreadable photo" in result.summary()["note"]

@@ -60,7 +60,7 @@ class _Oracle(Predictor):
         self.__dict__.update(base.__dict__)
         self.truth, self.drop_class = truth, drop_class
 
-    def predict_batch(self, images, return_probs=False, output_sizes=None):  # type: ignore[override]
+    def predict_batch(self, images, output_sizes=None, faces=None):  # type: ignore[override]
         out = []
         for image in images:
             label = self.truth[image.tobytes()].copy()

@@ -1,4 +1,5 @@
-"""Predictor: image array in, label map and confidence out, at the image's own size."""
+"""Predictor: image array in, label map and confidence out, at the image's own size; with
+``detect`` framing, every face found, parsed upright and pasted back."""
 
 from __future__ import annotations
 
@@ -26,19 +27,30 @@ def parser_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor(parser_ckpt: Path) -> Predictor:
-    return Predictor.from_checkpoint(parser_ckpt, device="cpu")
+    return Predictor.from_checkpoint(parser_ckpt, device="cpu", framing="whole")
+
+
+def _reference(predictor: Predictor, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label and confidence the plain way: logits bilinear to the image size, softmax."""
+    logits = predictor.logits([image])
+    probs = torch.nn.functional.interpolate(
+        logits, size=image.shape[:2], mode="bilinear", align_corners=False
+    ).softmax(dim=1)[0]
+    confidence, label = probs.max(dim=0)
+    return label.numpy().astype(np.uint8), confidence.numpy()
 
 
 def test_label_matches_a_non_square_image(predictor: Predictor) -> None:
     image = np.random.default_rng(0).integers(0, 256, (50, 90, 3), dtype=np.uint8)
-    pred = predictor(image, return_probs=True)
+    pred = predictor(image)
     assert pred.label.shape == (50, 90) and pred.label.dtype == np.uint8
     assert pred.label.max() < 11
     assert pred.confidence.shape == (50, 90) and pred.confidence.dtype == np.float32
     assert 0.0 <= pred.confidence.min() and pred.confidence.max() <= 1.0
-    assert pred.probs is not None and pred.probs.shape == (11, 50, 90)
-    np.testing.assert_array_equal(pred.label, pred.probs.argmax(0))
-    np.testing.assert_allclose(pred.confidence, pred.probs.max(0), rtol=1e-6)
+    label, confidence = _reference(predictor, image)
+    assert (pred.label != label).mean() < 1e-3  # only exact ties may differ
+    np.testing.assert_allclose(pred.confidence, confidence, atol=1e-5)
+    assert pred.framing == "whole" and pred.faces == []
 
 
 def test_batch_keeps_each_image_size_and_equals_single_calls(predictor: Predictor) -> None:
@@ -49,13 +61,14 @@ def test_batch_keeps_each_image_size_and_equals_single_calls(predictor: Predicto
     np.testing.assert_array_equal(batch[1].label, predictor(b).label)
 
 
-def test_model_info_and_uncertainty(predictor: Predictor, face) -> None:
+def test_model_info_and_uncertainty_score(predictor: Predictor, face) -> None:
     info = predictor.model_info
     assert info["preset"] == "tiny" and info["stage"] == "finetune"
     assert info["classes"][10] == "hair" and info["version"]
     assert info["input_size"] == 64 and info["metrics"] == {"mean_f1": 0.5}
-    u = predictor.uncertainty(face[0])
-    assert u.shape == (64, 64) and 0.0 <= u.min() and u.max() <= 1.0
+    assert info["framing"] == "whole"
+    # An untrained head is unsure: high entropy, never above the uniform bound.
+    assert 0.0 < predictor(face[0]).score <= 1.0
 
 
 def test_rejects_a_non_rgb_array(predictor: Predictor) -> None:
@@ -114,7 +127,80 @@ def test_banded_label_and_confidence_equal_the_full_probability_map(
     monkeypatch.setattr("trainer.predict._BAND_PIXELS", 700)  # many bands of a few rows
     image = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     banded = predictor(image)
-    full = predictor(image, return_probs=True)
-    assert banded.probs is None
-    assert (banded.label != full.label).mean() < 1e-3  # only exact ties may differ
-    np.testing.assert_allclose(banded.confidence, full.confidence, atol=1e-5)
+    label, confidence = _reference(predictor, image)
+    assert (banded.label != label).mean() < 1e-3  # only exact ties may differ
+    np.testing.assert_allclose(banded.confidence, confidence, atol=1e-5)
+
+
+def _photo_with_faces(placements, frame=(360, 480)):
+    """A frame with synthetic faces pasted (size, angle, centre); its label and the faces' true
+    eye/mouth points (from the label, the way faces_from_label finds them)."""
+    import cv2
+
+    from trainer.faces import faces_from_label
+
+    image = np.full((*frame, 3), (70, 110, 60), np.uint8)
+    label = np.zeros(frame, np.uint8)
+    for seed, (side, angle, (cx, cy)) in enumerate(placements):
+        face_img, face_lab = synthetic_face(64, seed=seed)
+        m = cv2.getRotationMatrix2D((32, 32), angle, side / 64)
+        m[:, 2] += np.array([cx, cy]) - 32
+        warped_lab = cv2.warpAffine(face_lab, m, frame[::-1], flags=cv2.INTER_NEAREST)
+        warped_img = cv2.warpAffine(face_img, m, frame[::-1], flags=cv2.INTER_LINEAR)
+        inside = cv2.warpAffine(np.ones((64, 64), np.uint8), m, frame[::-1]) > 0
+        image[inside] = warped_img[inside]
+        label[inside] = warped_lab[inside]
+    return image, label, faces_from_label(label)
+
+
+def test_detect_parses_each_face_and_leaves_the_rest_background(predictor: Predictor) -> None:
+    image, label, faces = _photo_with_faces([(90, 0.0, (120, 150)), (70, 30.0, (360, 220))])
+    assert len(faces) == 2
+    seen: list[np.ndarray] = []
+    detect = Predictor(predictor.model, predictor.meta, device="cpu", framing="detect",
+                       finder=lambda img: seen.append(img) or faces)  # fmt: skip
+    pred = detect(image)
+    assert len(seen) == 1 and pred.framing == "detect" and pred.faces == faces
+    assert pred.label.shape == image.shape[:2] and 0.0 < pred.score <= 1.0
+    # Far from both faces everything is background, and surely so.
+    assert (pred.label[:20, 200:280] == 0).all() and (pred.confidence[:20, 200:280] == 1.0).all()
+    # Given faces are used as they are: no finder call.
+    again = detect.predict_batch([image], faces=[faces[:1]])[0]
+    assert len(seen) == 1 and again.faces == faces[:1]
+    assert (again.label[150:300, 300:420] == 0).all()  # the second face was not parsed
+    info = detect.model_info
+    assert info["framing"] == "detect"
+
+
+def test_detect_with_no_face_is_all_background_with_no_score(predictor: Predictor) -> None:
+    detect = Predictor(predictor.model, device="cpu", framing="detect", finder=lambda img: [])
+    pred = detect(np.zeros((30, 40, 3), np.uint8))
+    assert (pred.label == 0).all() and pred.faces == [] and np.isnan(pred.score)
+
+
+def test_detect_at_another_output_size_lines_up_with_the_photo(predictor: Predictor) -> None:
+    image, _, faces = _photo_with_faces([(120, 15.0, (240, 180))])
+    detect = Predictor(predictor.model, device="cpu", framing="detect", finder=lambda img: faces)
+    full = detect(image).label
+    half = detect.predict_batch([image], output_sizes=[(180, 240)])[0].label
+    import cv2
+
+    shrunk = cv2.resize(full, (240, 180), interpolation=cv2.INTER_NEAREST)
+    assert (half == shrunk).mean() > 0.97
+
+
+def test_an_unknown_framing_is_refused(parser_ckpt: Path) -> None:
+    with pytest.raises(ValueError, match="framing"):
+        Predictor.from_checkpoint(parser_ckpt, device="cpu", framing="squash")
+
+
+def test_predict_folder_records_the_faces_and_the_framing(parser_ckpt: Path, tmp_path: Path) -> None:
+    import json
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(synthetic_face(64, 0)[0]).save(src / "a.png")
+    predict_folder(parser_ckpt, src, tmp_path / "out", device="cpu", framing="detect")
+    record = json.loads((tmp_path / "out" / "faces.json").read_text())
+    assert record["framing"] == "detect" and record["model"]["framing"] == "detect"
+    assert len(record["images"]["a.png"]["faces"]) == 1  # the tests' whole-image finder

@@ -1,0 +1,301 @@
+"""Faces in a photo: where each one is, the square crop the parser sees, and the way back.
+
+The parser is trained on aligned crops (CelebAMask-HQ: eyes level, at fixed places). A face
+anywhere in a photo is brought to that framing with a similarity transform (scale, rotation,
+shift; never a squash) from its eye and mouth points to the :data:`TEMPLATE`, measured on the
+training crops; the parser's logits are warped back into the photo with the inverse transform,
+faces that overlap are merged pixel by pixel by confidence, and everything outside every face is
+background.
+
+Coordinates are pixels with (0, 0) at the top-left corner of the top-left pixel (so the centre
+of pixel (i, j) is (i + 0.5, j + 0.5)); transforms are 2×3 float64 matrices mapping photo
+points to crop points at the crop side given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Where the face parts sit in a training crop, as fractions of its side: medians over the 700
+# CelebAMask-HQ crops in ../shared/data of the centroids of the LaPa eye classes (4 on the
+# viewer's left, 5 on the right) and of the lips and inner mouth (7, 8, 9). Spread (sd): eyes
+# 0.005 in y, eye distance 0.245 ± 0.014, eye-to-mouth 0.273 ± 0.018 (bench/face_template.py).
+TEMPLATE: dict[str, tuple[float, float]] = {
+    "left_eye": (0.3778, 0.4775),
+    "right_eye": (0.6216, 0.4777),
+    "mouth": (0.4985, 0.7504),
+}
+# A box-only face (no points) is framed from its box: the template's eye-to-mouth extent in a
+# box of the detector's own convention (see BOX_FRAMING in trainer/face_detect.py); by default
+# the box is taken as the face from mid-forehead to chin, cheek to cheek.
+DEFAULT_BOX_FRAMING = (0.5, 0.47, 0.62)  # (centre x, centre y, side) of the box in crop units
+# The box of the face classes in a training crop, in crop units (medians over the 700
+# CelebAMask-HQ crops: x 0.215..0.803, y 0.182..0.928): (centre x, centre y, larger side).
+LABEL_BOX_FRAMING = (0.509, 0.555, 0.746)
+
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+# LaPa classes whose pixels make up a face (for faces found in a label map).
+FACE_CLASSES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face in a photo.
+
+    Attributes:
+        box: (x0, y0, x1, y1) in photo pixels.
+        score: the finder's confidence in [0, 1] (1.0 for a face drawn by hand).
+        landmarks: (5, 2) float32 photo points: left eye, right eye, nose, mouth left, mouth
+            right (left and right as the viewer sees them), or None when only a box is known.
+        source: "detector", "user" (drawn or kept by an annotator) or "label" (found in a
+            label map).
+        box_framing: (centre x, centre y, side) of this box in crop units, for box-only faces.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float = 1.0
+    landmarks: np.ndarray | None = None
+    source: str = "detector"
+    box_framing: tuple[float, float, float] = DEFAULT_BOX_FRAMING
+
+    @property
+    def height(self) -> float:
+        return float(self.box[3] - self.box[1])
+
+    def to_json(self) -> dict:
+        """A JSON-able description (for metadata and the project store)."""
+        out = {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 4)}
+        if self.landmarks is not None:
+            out["landmarks"] = [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]
+        out["source"] = self.source
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> Face:
+        points = data.get("landmarks")
+        return cls(
+            box=tuple(float(v) for v in data["box"]),  # type: ignore[arg-type]
+            score=float(data.get("score", 1.0)),
+            landmarks=np.asarray(points, np.float32) if points is not None else None,
+            source=str(data.get("source", "user")),
+        )
+
+    def with_source(self, source: str) -> Face:
+        return replace(self, source=source)
+
+
+def similarity_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (scale, rotation, shift; no reflection) mapping src onto dst.
+
+    Args:
+        src, dst: (N, 2) points, N ≥ 2.
+
+    Returns:
+        (2, 3) float64 matrix M with dst ≈ M @ [x, y, 1].
+    """
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a, b = src - mu_s, dst - mu_d
+    # Closed form for 2-D similarity: [c -s; s c] minimising |R a - b|².
+    norm = (a**2).sum()
+    if norm < 1e-12:
+        raise ValueError("the face's points coincide; no transform can be fitted")
+    c = (a * b).sum() / norm
+    s = (a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum() / norm
+    rot = np.array([[c, -s], [s, c]])
+    return np.hstack([rot, (mu_d - rot @ mu_s)[:, None]])
+
+
+def face_transform(face: Face, size: int) -> np.ndarray:
+    """The photo -> crop transform that frames ``face`` as the training crops are framed.
+
+    With eye and mouth points: the similarity taking both eyes and the mouth centre to the
+    :data:`TEMPLATE` (the face turned upright in-plane). With a box only: the box is scaled
+    and centred as its ``box_framing`` says, no rotation.
+
+    Returns:
+        (2, 3) float64 matrix, photo pixels -> crop pixels of a size×size crop.
+    """
+    if face.landmarks is not None:
+        pts = np.asarray(face.landmarks, np.float64)
+        src = np.stack([pts[0], pts[1], (pts[3] + pts[4]) / 2])
+        dst = np.array([TEMPLATE["left_eye"], TEMPLATE["right_eye"], TEMPLATE["mouth"]]) * size
+        return similarity_from_points(src, dst)
+    x0, y0, x1, y1 = face.box
+    cx, cy, side = face.box_framing
+    side_px = max(x1 - x0, y1 - y0)
+    if side_px <= 0:
+        raise ValueError(f"empty face box {face.box}")
+    scale = side * size / side_px
+    tx = cx * size - scale * (x0 + x1) / 2
+    ty = cy * size - scale * (y0 + y1) / 2
+    return np.array([[scale, 0.0, tx], [0.0, scale, ty]])
+
+
+def invert(m: np.ndarray) -> np.ndarray:
+    """The inverse of a 2×3 similarity or affine transform."""
+    return cv2.invertAffineTransform(np.asarray(m, np.float64))
+
+
+def footprint(m: np.ndarray, size: int, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The photo pixels (x0, y0, x1, y1; end exclusive) a crop covers, clipped to the photo;
+    None when the crop lies wholly outside it."""
+    inv = invert(m)
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
+    pts = corners @ inv.T
+    h, w = shape
+    x0, y0 = max(0, int(np.floor(pts[:, 0].min()))), max(0, int(np.floor(pts[:, 1].min())))
+    x1, y1 = min(w, int(np.ceil(pts[:, 0].max()))), min(h, int(np.ceil(pts[:, 1].max())))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+def crop_face(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """The size×size crop of ``image`` under transform ``m`` (outside the photo: edge pixels).
+
+    A crop much smaller than the face's footprint is taken from an area-averaged copy of the
+    footprint first, so a face filling a 12-megapixel photo is not aliased.
+
+    Args:
+        image: (H, W, 3) uint8 RGB (or (H, W) uint8).
+        m: photo -> crop transform (see :func:`face_transform`).
+
+    Returns:
+        (size, size, 3) uint8 (or (size, size)).
+    """
+    box = footprint(m, size, image.shape[:2])
+    m = np.asarray(m, np.float64).copy()
+    scale = float(np.hypot(m[0, 0], m[1, 0]))
+    if box is not None and scale < 0.5:
+        x0, y0, x1, y1 = box
+        shrink = 1.0 / (2.0 * scale)  # leave a factor of two for the warp's own bilinear step
+        region = image[y0:y1, x0:x1]
+        rw = max(1, int(round((x1 - x0) / shrink)))
+        rh = max(1, int(round((y1 - y0) / shrink)))
+        small = cv2.resize(region, (rw, rh), interpolation=cv2.INTER_AREA)
+        fx, fy = (x1 - x0) / rw, (y1 - y0) / rh
+        # crop = m @ photo, photo = (x0 + fx * u, y0 + fy * v) for a pixel (u, v) of `small`.
+        m = np.hstack([m[:, :2] * np.array([fx, fy]), (m[:, :2] @ np.array([x0, y0]) + m[:, 2])[:, None]])
+        image = small
+    return cv2.warpAffine(
+        image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def warp_label_to_crop(label: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """A (H, W) label map under transform ``m``, nearest neighbour, background outside."""
+    return cv2.warpAffine(
+        label, np.asarray(m, np.float64), (size, size), flags=cv2.INTER_NEAREST,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    )
+
+
+# Output pixels per band when warping logits back (memory: classes × band × 4 bytes).
+_BAND_PIXELS = 1 << 20
+
+
+def paste_logits(
+    logits: Sequence[torch.Tensor],
+    transforms: Sequence[np.ndarray],
+    shape: tuple[int, int],
+    band_pixels: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Warp each face's logits back into the photo and merge them by confidence.
+
+    Args:
+        logits: per face, (C, S, S) float class logits of its crop.
+        transforms: per face, its photo -> crop transform (at side S).
+        shape: (H, W) of the photo.
+
+    Returns:
+        label (H, W) uint8: the most probable class of the most confident face at each pixel,
+        0 (background) outside every face; confidence (H, W) float32: that class's softmax
+        probability, 1.0 outside every face.
+    """
+    height, width = shape
+    label = np.zeros((height, width), np.uint8)
+    confidence = np.ones((height, width), np.float32)
+    best = np.zeros((height, width), np.float32)  # 0: no face has claimed the pixel
+    for face_logits, m in zip(logits, transforms, strict=True):
+        size = int(face_logits.shape[-1])
+        box = footprint(m, size, shape)
+        if box is None:
+            continue
+        x0, y0, x1, y1 = box
+        m = np.asarray(m, np.float64)
+        rows = max(1, (band_pixels or _BAND_PIXELS) // max(1, x1 - x0))
+        src = face_logits.float()[None]
+        xs = torch.arange(x0, x1, dtype=torch.float64) + 0.5
+        for b0 in range(y0, y1, rows):
+            b1 = min(y1, b0 + rows)
+            ys = torch.arange(b0, b1, dtype=torch.float64) + 0.5
+            gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+            u = m[0, 0] * gx + m[0, 1] * gy + m[0, 2]  # crop pixel coordinates (edges at 0, S)
+            v = m[1, 0] * gx + m[1, 1] * gy + m[1, 2]
+            inside = (u >= 0) & (u <= size) & (v >= 0) & (v <= size)
+            if not bool(inside.any()):
+                continue
+            grid = torch.stack([u / size * 2 - 1, v / size * 2 - 1], dim=-1).float()[None]
+            band = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+            top, arg = band.max(dim=0)
+            conf = 1.0 / torch.exp(band - top).sum(dim=0)  # the top class's softmax probability
+            conf_np = conf.numpy()
+            take = inside.numpy() & (conf_np > best[b0:b1, x0:x1])
+            label[b0:b1, x0:x1][take] = arg.numpy().astype(np.uint8)[take]
+            confidence[b0:b1, x0:x1][take] = conf_np[take]
+            best[b0:b1, x0:x1][take] = conf_np[take]
+    return label, confidence
+
+
+def faces_from_label(label: np.ndarray, min_pixels: int = 64) -> list[Face]:
+    """The faces of a LaPa label map: one per connected blob of face classes, with eye and
+    mouth points from its part centroids where both eyes and a mouth are labeled.
+
+    Used to crop labeled in-the-wild photos for fine-tuning the way the finder crops them for
+    parsing.
+
+    Args:
+        label: (H, W) uint8 LaPa classes.
+        min_pixels: blobs smaller than this are ignored.
+
+    Returns:
+        The faces, largest first, ``source="label"``.
+    """
+    face_mask = np.isin(label, FACE_CLASSES).astype(np.uint8)
+    # Join a face's parts (brows, eyes and lips are separated from the skin by thin gaps).
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    joined = cv2.dilate(face_mask, kernel)
+    count, blobs, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    faces = []
+    for k in range(1, count):
+        if stats[k, cv2.CC_STAT_AREA] < min_pixels:
+            continue
+        inside = (blobs == k) & (face_mask > 0)
+        ys, xs = np.nonzero(inside)
+        if len(xs) < min_pixels:
+            continue
+        box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+
+        def centroid(classes: tuple[int, ...], inside=inside) -> np.ndarray | None:
+            py, px = np.nonzero(inside & np.isin(label, classes))
+            return np.array([px.mean() + 0.5, py.mean() + 0.5]) if len(px) >= 3 else None
+
+        left, right, mouth = centroid((4,)), centroid((5,)), centroid((7, 8, 9))
+        nose = centroid((6,))
+        points = None
+        if left is not None and right is not None and mouth is not None:
+            nose = nose if nose is not None else (left + right + mouth) / 3
+            # Mouth corners are not labeled as such; the centre twice gives the same framing.
+            points = np.stack([left, right, nose, mouth, mouth]).astype(np.float32)
+        faces.append(Face(box=box, score=1.0, landmarks=points, source="label",
+                          box_framing=LABEL_BOX_FRAMING))
+    faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    return faces
