@@ -86,6 +86,7 @@ def _finetune(
     ``head_only_steps``: the study's hold of the backbone, for the K = 10 starts it compares (the
     parsers, hundreds of faces, train every weight from step 1 as when they were first built)."""
     config = FinetuneConfig(
+        framing="whole",  # aligned CelebAMask-HQ crops, as the recorded results
         data="",
         out_dir=str(stage_dir),
         init=init,

@@ -88,6 +88,7 @@ def finetune_stage(
     if input_size is None and settings.pretrain_input_size and arm.init.startswith("ssl:"):
         input_size = get_preset(settings.preset).input_size  # not the stage-1 checkpoint's side
     config = FinetuneConfig(
+        framing="whole",  # aligned CelebAMask-HQ crops, as the recorded results
         data=str(out / "data"),
         out_dir=str(stage_dir),
         init=arm.init,
@@ -121,6 +122,8 @@ def finetune_stage(
         # Added to FinetuneConfig after the cached studies ran; the study holds by steps, and a
         # share of 0 is what they ran with, so their done markers stay valid.
         del key["head_only_share"]
+    if config.framing == "whole":
+        del key["framing"]  # likewise: the studies' crops were always whole aligned faces
     return FinetuneStage(stage_dir, config, list(chosen), key)
 
 

@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None, manifest: bool = True) -> int:
     val = LapaDataset(args.data, split="val")
     chosen = select_labeled_subset(pool.names, num_labeled=args.k, seed=args.subset_seed)
     config = FinetuneConfig(
+        framing="whole",  # aligned CelebAMask-HQ crops, as the recorded results
         data="",
         out_dir=str(out),
         init=init,

@@ -87,6 +87,7 @@ def trainer_finetune_rate(steps: int, batch: int, size: int, channels_last: bool
     samples = _Lazy(CelebAMaskDataset(DEV, label_set="lapa"), 64)
     with tempfile.TemporaryDirectory() as tmp:
         config = FinetuneConfig(
+            framing="whole",  # aligned CelebAMask-HQ crops, as the recorded results
             data=str(DEV),
             out_dir=tmp,
             init="scratch",

@@ -114,9 +114,11 @@ def run_stage1(
 ) -> dict[str, Any]:
     """One stage-1 run into ``stage_dir``, cached by its done marker and resumable."""
     key = asdict(config)
-    for field_name, first_value in (("augment", "flip"), ("init", None)):
-        if key[field_name] == first_value:
-            # Added to PretrainConfig after the cached studies ran: their markers stay valid.
+    # Fields added to PretrainConfig after the cached studies ran, at the values those ran with
+    # (how often a resumable checkpoint is written does not change the weights).
+    added = (("augment", "flip"), ("init", None), ("checkpoint_minutes", 5.0), ("keep_checkpoints", 2))
+    for field_name, first_value in added:
+        if key.get(field_name) == first_value:
             del key[field_name]
     done = load_done(stage_dir, key)
     if done is not None and Path(done["checkpoint"]).is_file():

@@ -30,12 +30,34 @@ def _pair(item: Any) -> tuple[np.ndarray, np.ndarray, str]:
     return image, label, name
 
 
+def _label_faces(image: np.ndarray, label: np.ndarray) -> list:
+    """The faces a label map holds, in the image's pixels."""
+    from dataclasses import replace
+
+    from trainer.faces import faces_from_label
+
+    faces = faces_from_label(label)
+    sy, sx = image.shape[0] / label.shape[0], image.shape[1] / label.shape[1]
+    if (sx, sy) == (1.0, 1.0):
+        return faces
+    scale = np.array([sx, sy], np.float32)
+    return [
+        replace(
+            f,
+            box=(f.box[0] * sx, f.box[1] * sy, f.box[2] * sx, f.box[3] * sy),
+            landmarks=None if f.landmarks is None else f.landmarks * scale,
+        )
+        for f in faces
+    ]
+
+
 def evaluate(
     checkpoint_or_predictor: str | os.PathLike[str] | Predictor,
     dataset: Sequence[Any],
     batch_size: int = 4,
     device: str = "auto",
     on_progress: Callable[[int, int], None] | None = None,
+    faces_from_labels: bool = False,
 ) -> dict[str, Any]:
     """Score a parsing model on a labeled set.
 
@@ -48,6 +70,8 @@ def evaluate(
         batch_size: images per forward pass.
         device: used when a checkpoint path is given.
         on_progress: called as (done, total) after each batch.
+        faces_from_labels: with ``detect`` framing, parse the faces the labels hold instead of
+            those the finder finds (scores the parser alone, e.g. to pick a fine-tune's epoch).
 
     Returns:
         A JSON-able dict: "mean_f1" (foreground classes), "miou" (all classes), "pixel_accuracy",
@@ -79,9 +103,13 @@ def evaluate(
                 skipped.append(str(names[i]) if names is not None else str(i))
         if not items:
             continue
+        faces = None
+        if faces_from_labels:
+            faces = [_label_faces(image, label) for image, label, _ in items]
         preds = predictor.predict_batch(
             [image for image, _, _ in items],
             output_sizes=[label.shape[:2] for _, label, _ in items],
+            faces=faces,
         )
         for (_, label, _), pred in zip(items, preds, strict=True):
             cm.update(pred.label, label)

@@ -105,6 +105,10 @@ class FinetuneConfig:
             "imagenet" download for ``init="imagenet"``).
         augment: use the training augmentations (flip with left/right swap, scale, rotation,
             shift, colour jitter).
+        framing: "detect" (default): every face in each labeled photo becomes one training
+            crop, framed as the predictor frames faces (``trainer.data.face_crops``), and
+            validation parses each photo's faces the same way; "whole": each image is one
+            aligned face crop, resized (CelebAMask-HQ, the study).
         progress_bar: show a terminal progress bar (off when a GUI reports progress).
     """
 
@@ -138,6 +142,7 @@ class FinetuneConfig:
     channels_last: bool = True
     encoder_weights: str | None = None
     augment: bool = True
+    framing: str = "detect"
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
@@ -155,6 +160,8 @@ class FinetuneConfig:
                 f"class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, "
                 f"got {self.class_weighting!r}"
             )
+        if self.framing not in ("detect", "whole"):
+            raise ValueError(f"framing must be detect or whole, got {self.framing!r}")
         if self.data_format not in ("lapa", "celebamask", "auto"):
             raise ValueError(f"data_format must be lapa, celebamask or auto, got {self.data_format!r}")
         subset_size(1, fraction=self.fraction, num_labeled=self.num_labeled)  # range checks
@@ -415,10 +422,20 @@ class _ValidateAndPublish(Hook):
         if self.config.val_limit is not None:
             samples = SampleSubset(samples, range(min(self.config.val_limit, len(samples))), [])
         predictor = Predictor(
-            self.model, meta=self.meta, device=self.device, channels_last=self.config.channels_last
+            self.model,
+            meta=self.meta,
+            device=self.device,
+            channels_last=self.config.channels_last,
+            framing=self.config.framing,
         )
         try:
-            results = evaluate(predictor, samples, batch_size=self.config.batch_size)
+            # Faces come from the labels: the epoch is picked for parsing, not for a finder.
+            results = evaluate(
+                predictor,
+                samples,
+                batch_size=self.config.batch_size,
+                faces_from_labels=self.config.framing == "detect",
+            )
         finally:
             self.model.train()
         results.pop("model", None)
@@ -590,6 +607,15 @@ def finetune_on_samples(
         meta["class_weights"] = [round(float(w), 4) for w in weights]
 
     augment = TrainAugment(size, label_set) if config.augment else None
+    if config.framing == "detect":
+        from trainer.data.face_crops import FaceCropSamples
+
+        crops = FaceCropSamples(train_samples, size)
+        if not len(crops):
+            raise DatasetError("no labeled face in the training images (every label is background)")
+        meta["face_crops"] = len(crops)
+        meta["photos_without_a_face"] = crops.skipped
+        train_samples = crops  # type: ignore[assignment]
     dataset = ParsingDataset(train_samples, size, augment=augment, seed=config.seed)
     batch_size = min(config.batch_size, len(dataset))
     generator = torch.Generator().manual_seed(config.seed)
