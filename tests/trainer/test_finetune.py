@@ -15,7 +15,7 @@ from tests.conftest import synthetic_face, write_synthetic_lapa
 from trainer.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from trainer.data.lapa import LapaDataset
 from trainer.data.sample import Sample
-from trainer.errors import CheckpointError, FaceParseError
+from trainer.errors import CheckpointError, DatasetError, FaceParseError
 from trainer.finetune import (
     FinetuneConfig,
     build_finetune_model,
@@ -342,9 +342,12 @@ def test_trains_on_celebamask_folders_in_lapa_classes(tmp_path: Path) -> None:
         image, _ = synthetic_face(64, i)
         Image.fromarray(image).save(src / "images" / f"{i}.jpg")
         Image.fromarray(np.full((64, 64), 13, np.uint8), "L").save(src / "masks" / f"{i}.png")
-    result = finetune(_config(src, tmp_path / "out"))
+    result = finetune(_config(src, tmp_path / "out", framing="whole"))
     meta = read_metadata(result.last_path)
     assert meta["label_subset"] == ["0", "1"] and meta["classes"][10] == "hair"
+    # Labels of hair alone hold no face to crop: detect framing says so.
+    with pytest.raises(DatasetError, match="no labeled face"):
+        finetune(_config(src, tmp_path / "out2"))
 
 
 def test_plain_image_label_arrays_train_and_validate(tmp_path: Path) -> None:
