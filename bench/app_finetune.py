@@ -140,7 +140,7 @@ def scores(checkpoint: Path, sets: dict[str, Sequence[Sample]]) -> dict[str, Any
     out = score_checkpoint(checkpoint, {k: v for k, v in sets.items() if k != "neck"})
     if "neck" in sets:
         neck = evaluate(
-            Predictor.from_checkpoint(checkpoint, device="cpu"), sets["neck"], batch_size=8
+            Predictor.from_checkpoint(checkpoint, device="cpu", framing="whole"), sets["neck"], batch_size=8
         )
         out["neck"] = {"as_skin": neck["pixel_accuracy"]}
     return out

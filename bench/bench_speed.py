@@ -97,10 +97,10 @@ def latency_worker(preset: str, size: int, path: str, repeats: int) -> dict[str,
             row["export_s"] = round(time.perf_counter() - t0, 2)
             row["parity_ok"] = True  # export_onnx raises when the check fails
             del model
-            predictor: Any = OnnxPredictor(onnx_path)
+            predictor: Any = OnnxPredictor(onnx_path, framing="whole")
             times = time_calls(lambda: predictor(image), repeats)
     else:
-        predictor = Predictor(model, device="cpu", channels_last=path == "channels_last")
+        predictor = Predictor(model, device="cpu", channels_last=path == "channels_last", framing="whole")
         times = time_calls(lambda: predictor(image), repeats)
     # On a shared machine the fastest call is the best estimate of the uncontended cost.
     row["seconds"] = round(min(times), 4)
@@ -153,9 +153,10 @@ def bench_interleaved(presets: Sequence[str], rounds: int) -> list[dict[str, Any
                         build_model(config, heads=("parsing",)).eval(),
                         device="cpu",
                         channels_last=False,
+                        framing="whole",
                     ),
-                    "channels_last": Predictor(model, device="cpu", channels_last=True),
-                    "onnxruntime": OnnxPredictor(onnx_path),
+                    "channels_last": Predictor(model, device="cpu", channels_last=True, framing="whole"),
+                    "onnxruntime": OnnxPredictor(onnx_path, framing="whole"),
                 }
                 paths["eager_nchw"].model.load_state_dict(model.state_dict())
                 times: dict[str, list[float]] = {name: [] for name in paths}

@@ -63,7 +63,7 @@ class FinetuneStage:
 
 def score_checkpoint(checkpoint: Path, sets: dict[str, Sequence[Sample]]) -> dict[str, Any]:
     """Mean F1, mIoU and per-class F1 of a checkpoint on each named set of faces (CPU)."""
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu", framing="whole")
     out = {}
     for name, samples in sets.items():
         s = evaluate(predictor, samples, batch_size=8)
@@ -144,7 +144,7 @@ def run_finetune(
     t0 = time.perf_counter()
     result = finetune_on_samples(stage.config, NamedSubset(pool, stage.chosen), None)
     train_s = time.perf_counter() - t0
-    predictor = Predictor.from_checkpoint(result.last_path, device=settings.device)
+    predictor = Predictor.from_checkpoint(result.last_path, device=settings.device, framing="whole")
     t1 = time.perf_counter()
     scores = evaluate(predictor, val, batch_size=8)
     eval_s = time.perf_counter() - t1

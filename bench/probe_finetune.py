@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None, manifest: bool = True) -> int:
         config, NamedSubset(pool, chosen), val if args.val_every > 0 else None
     )
     train_s = time.perf_counter() - t0
-    predictor = Predictor.from_checkpoint(result.last_path, device=args.device)
+    predictor = Predictor.from_checkpoint(result.last_path, device=args.device, framing="whole")
     # With --val-every the run already scored its last weights (kept in the checkpoint).
     scores = read_metadata(result.last_path).get("metrics") or evaluate(
         predictor, val, batch_size=8
