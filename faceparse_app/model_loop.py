@@ -521,7 +521,12 @@ class ModelLoop(QObject):
                         "fine-tuning still starts from the starter parser (better with few "
                         "labels); choose Project backbone under Start from to use it."
                     )
-                self.message.emit(f"Pretrained backbone {version.id} published; {then}", "info")
+                note = result.summary().get("note")
+                self.message.emit(
+                    f"Pretrained backbone {version.id} published; {then}"
+                    + (f" {note[0].upper()}{note[1:]}." if note else ""),
+                    "warning" if note else "info",
+                )
         elif version is not None:
             refresh = self._use_active_model()
             self.message.emit(
