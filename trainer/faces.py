@@ -31,10 +31,10 @@ TEMPLATE: dict[str, tuple[float, float]] = {
     "right_eye": (0.6216, 0.4777),
     "mouth": (0.4985, 0.7504),
 }
-# A box-only face (no points) is framed from its box: the template's eye-to-mouth extent in a
-# box of the detector's own convention (see BOX_FRAMING in trainer/face_detect.py); by default
-# the box is taken as the face from mid-forehead to chin, cheek to cheek.
-DEFAULT_BOX_FRAMING = (0.5, 0.47, 0.62)  # (centre x, centre y, side) of the box in crop units
+# A box-only face (a box drawn by hand) is framed from its box: (centre x, centre y, larger side)
+# of the box in crop units, as the face finder's boxes sit in the training crops (brows to chin,
+# cheek to cheek; YUNET_BOX_FRAMING in trainer/face_detect.py, from python -m bench.face_framing).
+DEFAULT_BOX_FRAMING = (0.4941, 0.5596, 0.7256)
 # The box of the face classes in a training crop, in crop units (medians over the 700
 # CelebAMask-HQ crops: x 0.215..0.803, y 0.182..0.928): (centre x, centre y, larger side).
 LABEL_BOX_FRAMING = (0.509, 0.555, 0.746)
