@@ -31,6 +31,7 @@ import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, QTimer, Signal
 
 from faceparse_app.model_store import STARTER_ID, ModelStore, ModelStoreError
+from faceparse_app.prelabel_queue import PrelabelQueue
 from faceparse_app.prelabel_refresh import PrelabelRefresher
 from faceparse_app.project import FINISHED, ImageRecord
 from faceparse_app.session import AnnotationSession
@@ -41,7 +42,7 @@ from faceparse_app.training import (
     run_pretrain_job,
 )
 from faceparse_app.widgets.train_panel import TrainPanel
-from faceparse_app.workers import FunctionWorker, PrelabelQueue
+from faceparse_app.workers import FunctionWorker
 from trainer.errors import FaceParseError
 
 log = logging.getLogger(__name__)

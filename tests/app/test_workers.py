@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QCoreApplication, QThread
 
+from faceparse_app.prelabel_queue import PrelabelQueue
 from faceparse_app.training import run_finetune_job
-from faceparse_app.workers import FunctionWorker, GeneratorWorker, PrelabelQueue
+from faceparse_app.workers import FunctionWorker, GeneratorWorker
 from tests.conftest import synthetic_face
 from trainer.checkpoint import save_checkpoint
 from trainer.data.imageio import write_image
