@@ -432,5 +432,5 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self.close_project()
-        self.model_loop.stop_job()
+        self.model_loop.training.stop_job()
         event.accept()

@@ -2,6 +2,7 @@
 
 - :class:`FunctionWorker` runs ``fn(*args, on_progress=..., cancel=..., **kwargs)`` in a QThread.
 - :class:`GeneratorWorker` runs a generator function; each yielded value is a progress report.
+- :func:`at_lower_priority` makes a job's thread yield the CPU to the GUI thread.
 - :class:`JobThread` and :class:`Relay`: the thread and the way back to the GUI thread that they
   and :class:`faceparse_app.prelabel_queue.PrelabelQueue` share.
 
@@ -17,9 +18,11 @@ the GUI thread, so the event loop keeps running while a job computes.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
+import sys
 import threading
 import traceback
 from collections import deque
@@ -277,3 +280,38 @@ class GeneratorWorker(_BaseWorker):
                 self._emit_progress(value)
         finally:
             gen.close()
+
+
+# How much lower than the GUI thread the background threads run (Linux nice steps): on a
+# small CPU the scheduler then serves the GUI first, and training yields to pre-labels.
+TRAINING_NICE = 10
+PRELABEL_NICE = 5
+
+_lowered = threading.local()
+
+
+def lower_thread_priority(steps: int) -> None:
+    """Make the calling thread yield the CPU to the GUI thread (once per thread).
+
+    On Linux, nice values are per thread; raising only this thread's keeps the window
+    responsive while a job computes. Elsewhere (and where it is not permitted) nothing changes.
+    """
+    if getattr(_lowered, "done", False) or not sys.platform.startswith("linux"):
+        return
+    _lowered.done = True
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
+    except (AttributeError, OSError) as exc:
+        log.debug("could not lower the priority of a background thread: %s", exc)
+
+
+def at_lower_priority(fn: Callable[..., Any], steps: int) -> Callable[..., Any]:
+    """`fn`, lowering its (worker) thread's priority first; keeps fn's signature for the worker."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        lower_thread_priority(steps)
+        return fn(*args, **kwargs)
+
+    return run
