@@ -105,12 +105,21 @@ def coverage(face: Face, shape: tuple[int, int]) -> tuple[tuple[int, int, int, i
     if box is None:
         return None
     x0, y0, x1, y1 = box
-    # The same test as the paste of the parse (trainer.faces.paste_logits), at pixel centres.
-    xs = np.arange(x0, x1, dtype=np.float64) + 0.5
-    ys = np.arange(y0, y1, dtype=np.float64)[:, None] + 0.5
-    u = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
-    v = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
-    mask = (u >= 0) & (u <= _COVERAGE_SIDE) & (v >= 0) & (v <= _COVERAGE_SIDE)
+    # The same test as the paste of the parse (trainer.faces.paste_logits), at pixel centres;
+    # float32 and, for an upright face (no rotation), separable: a face filling a 12-megapixel
+    # photo costs one (H, W) bool mask, not several float64 planes.
+    side = np.float32(_COVERAGE_SIDE)
+    xs = np.arange(x0, x1, dtype=np.float32) + 0.5
+    ys = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5
+    m32 = m.astype(np.float32)
+    if m[0, 1] == 0 and m[1, 0] == 0:
+        u = m32[0, 0] * xs + m32[0, 2]
+        v = m32[1, 1] * ys + m32[1, 2]
+        mask = ((v >= 0) & (v <= side)) & ((u >= 0) & (u <= side))
+    else:
+        u = m32[0, 0] * xs + m32[0, 1] * ys + m32[0, 2]
+        v = m32[1, 0] * xs + m32[1, 1] * ys + m32[1, 2]
+        mask = (u >= 0) & (u <= side) & (v >= 0) & (v <= side)
     if not mask.any():
         return None
     return box, mask

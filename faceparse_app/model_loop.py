@@ -11,8 +11,10 @@ through its signals. Nothing here runs a model on the GUI thread:
 - fine-tuning and pretraining run in a :class:`FunctionWorker` on a snapshot of the labels;
   a published parser is hot-swapped into the queue; the pre-label on screen is refreshed at
   once and every other one nobody edited in the background (:class:`PrelabelRefresher`);
-- every unfinished image is scored in the background (mean per-pixel entropy), for the
-  "least sure first" order and "next least sure".
+- every unfinished image is scored in the background (mean per-pixel entropy over its faces),
+  for the "least sure first" order and "next least sure"; a photo with no face found comes
+  first, since it needs a person;
+- the faces each prediction parses are kept and edited by :class:`FaceLoop`.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, QTimer, Signal
 
+from faceparse_app.face_loop import FaceLoop
 from faceparse_app.model_store import ModelStore, ModelStoreError
 from faceparse_app.prelabel_queue import PrelabelQueue
 from faceparse_app.prelabel_refresh import PrelabelRefresher
 from faceparse_app.project import FINISHED, ImageRecord
 from faceparse_app.session import AnnotationSession
 from faceparse_app.training_runs import TrainingRuns
+from faceparse_app.uncertainty import rank_by_uncertainty
 from faceparse_app.widgets.train_panel import TrainPanel
 from faceparse_app.workers import PRELABEL_NICE, at_lower_priority
+from trainer.predict import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,7 @@ class ModelLoop(QObject):
 
     Attributes:
         training: the training runs (fine-tuning, pretraining) on the open project.
+        faces: the faces of the images (kept, shown, added and removed).
     """
 
     message = Signal(str, str)
@@ -95,6 +101,8 @@ class ModelLoop(QObject):
         self.training = TrainingRuns(panel, parent=self)
         self.training.message.connect(self.message)
         self.training.published.connect(self._on_published)
+        self.faces = FaceLoop(parent=self)
+        self.faces.message.connect(self.message)
         self.confidence: np.ndarray | None = None
         self._scores_timer = QTimer(self)
         self._scores_timer.setSingleShot(True)
@@ -114,13 +122,17 @@ class ModelLoop(QObject):
         from trainer.data.imageio import read_image
 
         loader = at_lower_priority(self.loader or read_image, PRELABEL_NICE)
-        queue = PrelabelQueue(lookahead=self.lookahead, device=self.device, loader=loader, parent=self)
+        queue = PrelabelQueue(
+            lookahead=self.lookahead, device=self.device, loader=loader,
+            faces_for=self.faces.kept_faces, parent=self,
+        )
         queue.ready.connect(self._on_ready)
         queue.scored.connect(self._on_scored)
         queue.failed.connect(self._on_failed)
         self.queue = queue
         self.refresher = PrelabelRefresher(session, queue, parent=self)
         self.refresher.message.connect(self.message)
+        self.faces.attach(session, queue)
         session.image_changed.connect(self._on_image_changed)
         self._show_store()
         self.training.attach(session, self.store)
@@ -139,6 +151,7 @@ class ModelLoop(QObject):
             self.refresher = None
         if self.queue is not None:
             self.queue.stop()
+            self.faces.detach()
             app = QCoreApplication.instance()
             if app is not None:
                 try:  # the queue asked to be stopped at quit; it is stopped already
@@ -252,6 +265,7 @@ class ModelLoop(QObject):
     def _on_image_changed(self, rec: ImageRecord | None) -> None:
         self.confidence = None
         self.heat_changed.emit(None)
+        self.faces.on_image_changed(rec)
         session, queue = self.session, self.queue
         if rec is None or session is None or queue is None or session.document is None:
             return
@@ -261,15 +275,17 @@ class ModelLoop(QObject):
         # only where the session allows it. A cached result arrives inside this call.
         queue.request(rec.id, session.project.image_path(rec), self._upcoming(rec))
 
-    def _on_ready(self, image_id: int, label: np.ndarray, confidence: np.ndarray, _score: float) -> None:
+    def _on_ready(self, image_id: int, pred: Prediction) -> None:
         session, version = self.session, self.version
         if session is None or version is None or session.current is None:
             return
         if session.current.id != image_id:
             return  # a look-ahead result: cached until its image opens
-        self.confidence = confidence
-        self.heat_changed.emit(confidence)
-        session.apply_prelabel(image_id, label, version)
+        # 1.0 outside every face: the confidence view shows doubt about faces, not background.
+        self.confidence = pred.confidence
+        self.heat_changed.emit(pred.confidence)
+        session.apply_prelabel(image_id, pred.label, version)
+        self.faces.on_ready(image_id, pred)
 
     def _on_failed(self, image_id: int, text: str) -> None:
         if image_id < 0:
@@ -306,15 +322,14 @@ class ModelLoop(QObject):
         self.scores_changed.emit(self.scores())
 
     def least_sure_unfinished(self) -> int | None:
-        """The unfinished image (not the current one) the model is least sure of, if scored."""
+        """The unfinished image (not the current one) the model is least sure of, if scored;
+        one with no face found comes first (a person must draw its faces)."""
         if self.session is None:
             return None
         scores = self.scores()
         current = self.session.current.id if self.session.current is not None else None
-        candidates = [
-            r.id for r in self.session.records()
+        ranked = rank_by_uncertainty({
+            r.id: scores[r.id] for r in self.session.records()
             if r.status not in FINISHED and not r.missing and r.id != current and r.id in scores
-        ]
-        if not candidates:
-            return None
-        return max(candidates, key=lambda i: (scores[i], -i))
+        })
+        return ranked[0] if ranked else None

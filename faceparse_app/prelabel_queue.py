@@ -2,6 +2,12 @@
 image asked for first, then a few "look-ahead" images, then refreshes of stale pre-labels after
 a model swap, then background uncertainty scoring; results are cached per (image id, model
 version). Results cross to the GUI thread as in :mod:`faceparse_app.workers`.
+
+Each prediction parses the faces kept for its image (``faces_for``, asked on the worker thread)
+or, for an image whose faces were never looked for, the faces the model's finder finds; those
+are reported (``faces_found``) so the caller can keep them. When an image's faces change,
+:meth:`PrelabelQueue.forget` drops what was predicted with the old ones, including a prediction
+still running.
 """
 
 from __future__ import annotations
@@ -14,12 +20,16 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, Signal
 
 from faceparse_app.workers import JobThread, Relay, configure_torch_threads, error_message
+
+if TYPE_CHECKING:
+    from trainer.faces import Face
+    from trainer.predict import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +45,16 @@ class PrelabelQueue(QObject):
         cache_size: label maps kept (LRU) per (image id, model version).
         device: torch device for models given as a path.
         loader: reads an image file into (H, W, 3) uint8 RGB (runs on the worker thread).
+        faces_for: image id -> the faces kept for it, or None when they were never looked for
+            (then the model finds them); runs on the worker thread. None: always find them.
 
     Signals:
-        ready(int, object, object, float): image id, label (H, W) uint8, confidence (H, W)
-            float32, uncertainty score; for requested and look-ahead images.
+        ready(int, object): image id and its :class:`trainer.predict.Prediction` (label (H, W)
+            uint8, confidence (H, W) float32 (1.0 outside every face), the faces parsed, the
+            uncertainty score over them, NaN when there is none); for requested and look-ahead
+            images.
+        faces_found(int, object): image id and the list of faces the finder found in it, for
+            every prediction of an image whose faces were not kept yet.
         scored(int, float): image id and uncertainty score, for every prediction (including the
             background sweep of :meth:`score_all`).
         failed(int, str): image id (-1 for the model itself) and the error message.
@@ -51,7 +67,8 @@ class PrelabelQueue(QObject):
     Call :meth:`stop` before the application quits.
     """
 
-    ready = Signal(int, object, object, float)
+    ready = Signal(int, object)
+    faces_found = Signal(int, object)
     scored = Signal(int, float)
     failed = Signal(int, str)
     model_loaded = Signal(str)
@@ -64,6 +81,7 @@ class PrelabelQueue(QObject):
         cache_size: int = 24,
         device: str = "auto",
         loader: Callable[[Path], np.ndarray] | None = None,
+        faces_for: Callable[[int], list[Face] | None] | None = None,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -73,15 +91,18 @@ class PrelabelQueue(QObject):
         self.cache_size = max(1, int(cache_size))
         self.device = device
         self.loader = loader or read_image
+        self.faces_for = faces_for
         self.version: str | None = None
         self._model_source: Any = None
         self._generation = 0
-        self._cache: OrderedDict[tuple[int, str | None], tuple[np.ndarray, np.ndarray, float]] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, str | None], Prediction] = OrderedDict()
         self._scores: dict[tuple[int, str | None], float] = {}
         self._heap: list[tuple[int, int, int, Path, int]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
-        self._inflight: tuple[int, int, int] | None = None  # (image id, generation, priority)
+        # How often each image's faces changed: a result predicted with older faces is dropped.
+        self._face_rev: dict[int, int] = {}
+        self._inflight: tuple[int, int, int, int] | None = None  # (id, generation, rev, priority)
         self._stopping = False
         self._relay = Relay(self._on_event, self)
         configure_torch_threads()
@@ -116,9 +137,19 @@ class PrelabelQueue(QObject):
     def has_model(self) -> bool:
         return self._model_source is not None
 
-    def cached(self, image_id: int) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """(label, confidence, score) of the current model for an image, if predicted."""
+    def cached(self, image_id: int) -> Prediction | None:
+        """The current model's prediction of an image, if made (with its current faces)."""
         return self._cache.get((image_id, self.version))
+
+    def forget(self, image_id: int) -> None:
+        """Drop an image's predictions (its faces changed); one still running is dropped too
+        when it ends. Request it again for a prediction with its new faces."""
+        with self._cond:
+            self._face_rev[image_id] = self._face_rev.get(image_id, 0) + 1
+        for key in [k for k in self._cache if k[0] == image_id]:
+            del self._cache[key]
+        for key in [k for k in self._scores if k[0] == image_id]:
+            del self._scores[key]
 
     def score(self, image_id: int) -> float | None:
         """The current model's uncertainty score of an image, if computed."""
@@ -159,7 +190,7 @@ class PrelabelQueue(QObject):
                 self._push(_LOOKAHEAD, i, p)
             self._cond.notify()
         if hit is not None:
-            self.ready.emit(int(image_id), hit[0], hit[1], hit[2])
+            self.ready.emit(int(image_id), hit)
 
     def score_all(self, items: Sequence[tuple[int, str | os.PathLike[str]]]) -> None:
         """Queue uncertainty scoring of many images behind any request (for "least sure next")."""
@@ -208,9 +239,9 @@ class PrelabelQueue(QObject):
         if (
             priority <= _LOOKAHEAD
             and inflight is not None
-            and inflight[:2] == (image_id, self._generation)
+            and inflight[:3] == (image_id, self._generation, self._face_rev.get(image_id, 0))
             # sweep and refresh results are not cached (nor sent as `ready`): predict again
-            and inflight[2] <= _LOOKAHEAD
+            and inflight[3] <= _LOOKAHEAD
         ):
             return
         heapq.heappush(self._heap, (priority, next(self._seq), image_id, path, self._generation))
@@ -234,7 +265,8 @@ class PrelabelQueue(QObject):
                 if priority == _SWEEP and (image_id, generation) in refreshed:
                     continue  # its refresh gave its score (or its error) already
                 source, version = self._model_source, self.version
-                self._inflight = (image_id, generation, priority)
+                rev = self._face_rev.get(image_id, 0)
+                self._inflight = (image_id, generation, rev, priority)
             try:
                 if loaded_generation != generation:
                     predictor = None  # free the old model before loading the new one
@@ -244,8 +276,9 @@ class PrelabelQueue(QObject):
                     self._relay.post("model_loaded", (generation, version))
                 if predictor is None:
                     continue
-                pred = prelabel(predictor, self.loader(path))
-                label, confidence, score = pred.label, pred.confidence, pred.score
+                given = self._kept_faces(image_id)
+                pred = prelabel(predictor, self.loader(path), faces=given)
+                found = given is None and pred.framing == "detect"
             except Exception as exc:  # noqa: BLE001 - reported to the GUI, never fatal
                 log.warning("pre-label of %s failed: %s", path, exc)
                 model_failed = loaded_generation != generation
@@ -263,7 +296,17 @@ class PrelabelQueue(QObject):
                     self._inflight = None
             if priority == _REFRESH:
                 refreshed.add((image_id, generation))
-            self._relay.post("result", (generation, version, priority, image_id, label, confidence, score))
+            self._relay.post("result", (generation, version, priority, image_id, rev, pred, found))
+
+    def _kept_faces(self, image_id: int) -> list[Face] | None:
+        """The faces kept for an image (worker thread); None: find them."""
+        if self.faces_for is None:
+            return None
+        try:
+            return self.faces_for(image_id)
+        except Exception as exc:  # noqa: BLE001 - a store hiccup must not cost the pre-label
+            log.warning("the faces kept for image %s could not be read (%s); finding them", image_id, exc)
+            return None
 
     def _load(self, source: Any) -> Any:
         if source is None:
@@ -287,17 +330,25 @@ class PrelabelQueue(QObject):
         elif kind == "refresh_failed":
             self.refresh_failed.emit(payload[1], payload[2])
         elif kind == "result":
-            _, version, priority, image_id, label, confidence, score = payload
-            self._scores[(image_id, version)] = score
+            _, version, priority, image_id, rev, pred, found = payload
+            if rev != self._face_rev.get(image_id, 0):
+                # Predicted with faces that have changed since. A refresh still reports (the
+                # image was edited, so it is left alone), lest the refresh wait for it forever.
+                if priority == _REFRESH:
+                    self.refreshed.emit(image_id, pred.label, version or "")
+                return
+            if found:
+                self.faces_found.emit(image_id, list(pred.faces))
+            self._scores[(image_id, version)] = pred.score
             if priority == _REFRESH:
-                self.scored.emit(image_id, score)
-                self.refreshed.emit(image_id, label, version or "")
+                self.scored.emit(image_id, pred.score)
+                self.refreshed.emit(image_id, pred.label, version or "")
                 return
             if priority != _SWEEP:
-                self._cache[(image_id, version)] = (label, confidence, score)
+                self._cache[(image_id, version)] = pred
                 self._cache.move_to_end((image_id, version))
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
-            self.scored.emit(image_id, score)
+            self.scored.emit(image_id, pred.score)
             if priority != _SWEEP:
-                self.ready.emit(image_id, label, confidence, score)
+                self.ready.emit(image_id, pred)
