@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QCoreApplication, QObject, QTimer, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from faceparse_app.face_loop import FaceLoop
 from faceparse_app.model_store import ModelStore, ModelStoreError
@@ -150,15 +150,8 @@ class ModelLoop(QObject):
             self.refresher.deleteLater()
             self.refresher = None
         if self.queue is not None:
-            self.queue.stop()
+            self.queue.close()
             self.faces.detach()
-            app = QCoreApplication.instance()
-            if app is not None:
-                try:  # the queue asked to be stopped at quit; it is stopped already
-                    app.aboutToQuit.disconnect(self.queue.stop)
-                except (RuntimeError, TypeError):
-                    pass
-            self.queue.deleteLater()
             self.queue = None
         self.store = None
         self.confidence = None

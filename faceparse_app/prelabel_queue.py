@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STOP_WAIT_MS = 10_000  # how long stop() waits for the prediction in progress
+# Queues closed while their thread still predicts, kept alive until it ends.
+_closing: set[PrelabelQueue] = set()
+
 # Queue order: the image on screen, the look-ahead, pre-label refreshes, the scoring sweep.
 _REQUESTED, _LOOKAHEAD, _REFRESH, _SWEEP = 0, 1, 2, 3
 
@@ -223,13 +227,36 @@ class PrelabelQueue(QObject):
         with self._cond:
             self._heap = []
 
-    def stop(self, timeout_ms: int = 10000) -> None:
-        """End the worker thread (waits for the prediction in progress)."""
+    def stop(self, timeout_ms: int | None = None) -> bool:
+        """End the worker thread: waits for the prediction in progress, whose result is then
+        dropped. True when the thread has ended."""
         with self._cond:
             self._stopping = True
+            self._generation += 1  # what the thread still reports is for nobody
             self._heap = []
             self._cond.notify()
-        self._thread.wait(timeout_ms)
+        return bool(self._thread.wait(STOP_WAIT_MS if timeout_ms is None else timeout_ms))
+
+    def close(self) -> None:
+        """Stop and delete the queue; one whose thread is still predicting (a huge photo on a
+        slow CPU) is deleted when that thread ends, never under it."""
+        app = QCoreApplication.instance()
+        if app is not None:
+            try:  # asked to be stopped at quit; it is stopped now
+                app.aboutToQuit.disconnect(self.stop)
+            except (RuntimeError, TypeError):
+                pass
+        if self.stop():
+            self.deleteLater()
+            return
+        log.warning("a prediction is still running; the pre-label thread ends after it")
+        self.setParent(None)
+        _closing.add(self)
+        self._thread.finished.connect(self._dispose)
+
+    def _dispose(self) -> None:
+        _closing.discard(self)
+        self.deleteLater()
 
     # -- worker thread ------------------------------------------------------------------------
 

@@ -223,3 +223,32 @@ def test_a_12_megapixel_photo(qtbot, tmp_path, monkeypatch):
     np.testing.assert_array_equal(read_label(session.project.label_path(session.current)), label)
     still_works(qtbot, window, version)
 
+
+def test_closing_the_project_while_a_long_prediction_runs(qtbot, tmp_path, monkeypatch):
+    """A 12-megapixel parse on a slow CPU can outlast the wait for the pre-label thread when the
+    project closes: the thread must finish on its own, with nothing deleted under it."""
+    import faceparse_app.prelabel_queue as prelabel_queue
+
+    gate = threading.Event()
+    started = threading.Event()
+
+    def slow_loader(path):
+        if Path(path).name == "slow.png":
+            started.set()
+            gate.wait(60)
+        from trainer.data.imageio import read_image
+
+        return read_image(path)
+
+    monkeypatch.setattr(prelabel_queue, "STOP_WAIT_MS", 200)
+    folder = photo_folder(tmp_path / "project", "slow.png", synthetic_face(64, seed=9)[0])
+    window, version, image_id = open_photo(qtbot, tmp_path, folder, "slow.png", loader=slow_loader)
+    qtbot.waitUntil(started.is_set, timeout=WAIT_MS)
+    queue = window.model_loop.queue
+    window.close_project()  # the prediction is still running
+    assert window.session is None and window.stack.currentWidget() is window.start_page
+    gate.set()  # it ends after the project has closed: dropped, not delivered
+    qtbot.waitUntil(lambda: not queue._thread.isRunning(), timeout=WAIT_MS)
+    qtbot.wait(100)
+    assert window.open_project(folder)  # the project opens again and works
+    still_works(qtbot, window, version)

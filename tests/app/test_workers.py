@@ -308,3 +308,4 @@ def test_forget_drops_the_old_prediction_even_one_still_running(qtbot, tiny_pred
         assert queue.cached(1) is None and queue.score(1) is None
     finally:
         queue.stop()
+
