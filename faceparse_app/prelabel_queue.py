@@ -106,6 +106,9 @@ class PrelabelQueue(QObject):
         self._cond = threading.Condition()
         # How often each image's faces changed: a result predicted with older faces is dropped.
         self._face_rev: dict[int, int] = {}
+        # (image id, rev) -> faces this thread found, until the caller keeps them: the next
+        # prediction of the image (a sweep right behind the request) does not search again.
+        self._found: dict[tuple[int, int], list[Face]] = {}
         self._inflight: tuple[int, int, int, int] | None = None  # (id, generation, rev, priority)
         self._stopping = False
         self._relay = Relay(self._on_event, self)
@@ -150,6 +153,8 @@ class PrelabelQueue(QObject):
         when it ends. Request it again for a prediction with its new faces."""
         with self._cond:
             self._face_rev[image_id] = self._face_rev.get(image_id, 0) + 1
+            for key in [k for k in self._found if k[0] == image_id]:
+                del self._found[key]
         for key in [k for k in self._cache if k[0] == image_id]:
             del self._cache[key]
         for key in [k for k in self._scores if k[0] == image_id]:
@@ -304,8 +309,14 @@ class PrelabelQueue(QObject):
                 if predictor is None:
                     continue
                 given = self._kept_faces(image_id)
+                if given is None:
+                    with self._cond:
+                        given = self._found.get((image_id, rev))
                 pred = prelabel(predictor, self.loader(path), faces=given)
                 found = given is None and pred.framing == "detect"
+                if found:
+                    with self._cond:
+                        self._found[(image_id, rev)] = list(pred.faces)
             except Exception as exc:  # noqa: BLE001 - reported to the GUI, never fatal
                 log.warning("pre-label of %s failed: %s", path, exc)
                 model_failed = loaded_generation != generation

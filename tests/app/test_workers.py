@@ -309,3 +309,21 @@ def test_forget_drops_the_old_prediction_even_one_still_running(qtbot, tiny_pred
     finally:
         queue.stop()
 
+
+def test_an_image_is_searched_once_even_before_its_faces_are_kept(qtbot, face_files):
+    """The sweep right behind a request used to search the image again: the GUI thread had
+    not kept the faces of the first search yet (or cannot: a read-only project)."""
+    finder = CountingFinder()
+    predictor = Predictor(build_model(get_preset("tiny"), heads=("parsing",)), device="cpu", finder=finder)
+    queue = PrelabelQueue(lookahead=0, faces_for=lambda image_id: None)  # nothing is ever kept
+    try:
+        queue.set_model(predictor, "v0001")
+        queue.request(1, face_files[1])
+        queue.score_all([(1, face_files[1]), (2, face_files[2])])
+        qtbot.waitUntil(lambda: len(queue.scores()) == 2, timeout=20000)
+        queue.set_model(predictor, "v0002")  # a newer model: the faces are the same
+        queue.score_all([(1, face_files[1])])
+        qtbot.waitUntil(lambda: len(queue.scores()) == 1, timeout=20000)
+        assert len(finder.calls) == 2  # once per image
+    finally:
+        queue.stop()
