@@ -54,6 +54,7 @@ class FaceLoop(QObject):
         self.session: AnnotationSession | None = None
         self.queue: PrelabelQueue | None = None
         self.shown: list[Face] = []
+        self._predicted: int | None = None  # the image whose prediction gave `shown`
         # image id -> the faces added or removed since its last prediction: their pixels take
         # the next prediction of that image.
         self._edits: dict[int, list[Face]] = {}
@@ -95,6 +96,7 @@ class FaceLoop(QObject):
     def on_image_changed(self, rec: ImageRecord | None) -> None:
         """A new image is on screen: show its kept faces until its prediction comes."""
         self.no_face.emit("")
+        self._predicted = None
         faces: list[Face] | None = None
         if rec is not None and self.session is not None:
             try:
@@ -110,6 +112,7 @@ class FaceLoop(QObject):
         if session is None or session.current is None or session.current.id != image_id:
             return
         self._show(list(pred.faces))
+        self._predicted = image_id
         changed = self._edits.get(image_id)
         if changed:
             self._apply_edit(image_id, pred, changed)
@@ -171,6 +174,8 @@ class FaceLoop(QObject):
         except (KeyError, ProjectError) as exc:
             self.message.emit(f"The faces of {rec.relpath} cannot be read: {exc}", "error")
             return None, None
+        if kept is None and self._predicted == rec.id:
+            kept = list(self.shown)  # parsed but not kept (the whole-image framing): start there
         if kept is None:
             self.status.emit(
                 f"Still looking for the faces in {rec.relpath}; draw the box again once they show."

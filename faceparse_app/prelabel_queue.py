@@ -37,6 +37,15 @@ STOP_WAIT_MS = 10_000  # how long stop() waits for the prediction in progress
 # Queues closed while their thread still predicts, kept alive until it ends.
 _closing: set[PrelabelQueue] = set()
 
+
+
+def _finds_faces(predictor: Any) -> bool:
+    """Whether the predictor's finder looks at the photo. The whole-image finder only frames
+    it (every image is one aligned face): its 'face' says nothing about the photo, and kept, it
+    would stop a real finder from ever looking there."""
+    return getattr(getattr(predictor, "finder", None), "name", None) != "whole-image"
+
+
 # Queue order: the image on screen, the look-ahead, pre-label refreshes, the scoring sweep.
 _REQUESTED, _LOOKAHEAD, _REFRESH, _SWEEP = 0, 1, 2, 3
 
@@ -58,7 +67,8 @@ class PrelabelQueue(QObject):
             uncertainty score over them, NaN when there is none); for requested and look-ahead
             images.
         faces_found(int, object): image id and the list of faces the finder found in it, for
-            every prediction of an image whose faces were not kept yet.
+            every prediction of an image whose faces were not kept yet (not for the
+            whole-image finder, which finds nothing: it frames the photo as one face).
         scored(int, float): image id and uncertainty score, for every prediction (including the
             background sweep of :meth:`score_all`).
         failed(int, str): image id (-1 for the model itself) and the error message.
@@ -313,7 +323,7 @@ class PrelabelQueue(QObject):
                     with self._cond:
                         given = self._found.get((image_id, rev))
                 pred = prelabel(predictor, self.loader(path), faces=given)
-                found = given is None and pred.framing == "detect"
+                found = given is None and pred.framing == "detect" and _finds_faces(predictor)
                 if found:
                     with self._cond:
                         self._found[(image_id, rev)] = list(pred.faces)

@@ -277,3 +277,19 @@ def test_the_faces_view_is_remembered_between_runs(qtbot, tmp_path, visible):
     again = make_window(qtbot, tmp_path, open_project=False)
     assert again.tool_bar.faces_action.isChecked() is visible
     assert again.canvas.faces_visible is visible
+
+
+def test_the_whole_image_framing_is_not_kept_as_found_faces(qtbot, tmp_path):
+    """Until a real finder is in, every photo is framed whole (the conftest finder is that
+    one): keeping that 'face' would stop the real finder from ever looking at the photo."""
+    folder = project_with(tmp_path / "project", n=2)
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    wait_prelabeled(qtbot, window, version)
+    qtbot.waitUntil(lambda: len(window.canvas.faces) == 1, timeout=WAIT_MS)
+    assert kept(window) is None
+    # The face tool still adds to the faces shown, which are kept from then on.
+    face_tool(window)
+    drag(window.canvas, [(10, 10), (40, 40)])
+    qtbot.waitUntil(lambda: kept(window) is not None and len(window.canvas.faces) == 2, timeout=WAIT_MS)
+    assert [f.source for f in kept(window)] == ["detector", "user"]
