@@ -142,6 +142,13 @@ class FaceLoop(QObject):
         if coverage(face, doc.shape) is None:
             self.status.emit("That box is outside the image; draw it over the face.")
             return False
+        if not kept:
+            # The no-face message is up: say what happens instead of hiding it (the canvas
+            # would jump by the bar's height under the next box being drawn).
+            self.message.emit(
+                f"Parsing the face you drew in {rec.relpath}; draw a box around each other face.",
+                "info",
+            )
         return self._change(rec, [*kept, face], face, f"Parsing the face you drew in {rec.relpath}…")
 
     def remove_face(self, face: Face) -> bool:

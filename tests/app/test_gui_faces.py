@@ -255,6 +255,7 @@ def test_no_face_found_says_so_offers_the_face_tool_and_ranks_first(qtbot, tmp_p
     assert len(drawn) == 1 and drawn[0].source == "user"
     np.testing.assert_array_equal(session.document.label, reference(window, version, drawn))
     assert window.face_offer.isHidden() and "No face found" not in window.message_bar.message
+    assert window.message_bar.message.startswith("Parsing the face you drew in f1.png")
 
 
 def _finder_blind_to_f1():
