@@ -189,15 +189,15 @@ def bench_training(tmp: Path, device: str, steps: int, size: int, switch_s: floa
     meter = GapMeter()
     meter.start()
     t_start = time.perf_counter()
-    assert loop.start_finetune(settings)
-    loop.worker.progress.connect(reports.append)
+    assert loop.training.start_finetune(settings)
+    loop.training.worker.progress.connect(reports.append)
     switches = prelabels = 0
     window.state.set_class(3)
-    while loop.running:
+    while loop.training.running:
         # The annotator: next image (pre-labeled in the background), a short stroke on it.
         if session.next_unfinished():
             switches += 1
-        if run_until(lambda: is_prelabeled(window) or not loop.running, 30) and is_prelabeled(window):
+        if run_until(lambda: is_prelabeled(window) or not loop.training.running, 30) and is_prelabeled(window):
             prelabels += 1
         canvas = window.canvas
         w, h = canvas.image_size
@@ -205,7 +205,7 @@ def bench_training(tmp: Path, device: str, steps: int, size: int, switch_s: floa
         QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, a.toPoint())
         QTest.mouseMove(canvas, b.toPoint())
         QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, b.toPoint())
-        run_until(lambda: not loop.running, switch_s)
+        run_until(lambda: not loop.training.running, switch_s)
     train_s = time.perf_counter() - t_start
     gaps = meter.stop()
     train = [r for r in reports if r.get("phase") == "train"]
@@ -215,12 +215,12 @@ def bench_training(tmp: Path, device: str, steps: int, size: int, switch_s: floa
     # Cancel: start a long run, let it take a few steps, cancel, time until it has ended.
     settings["max_steps"] = None
     reports.clear()
-    assert loop.start_finetune(settings)
-    loop.worker.progress.connect(reports.append)
+    assert loop.training.start_finetune(settings)
+    loop.training.worker.progress.connect(reports.append)
     run_until(lambda: sum(r.get("phase") == "train" for r in reports) >= 3, 300)
     t0 = time.perf_counter()
-    loop.cancel()
-    run_until(lambda: not loop.running, 120)
+    loop.training.cancel()
+    run_until(lambda: not loop.training.running, 120)
     cancel_s = time.perf_counter() - t0
     window.close()
     return {

@@ -68,6 +68,16 @@ class Settings:
         self._qs.setValue("demo_dir", str(folder))
         self._qs.sync()
 
+    @property
+    def show_faces(self) -> bool:
+        """Whether the canvas draws the faces the model parses (View → Show faces)."""
+        value = self._qs.value("show_faces", True)
+        return value if isinstance(value, bool) else str(value).lower() in ("true", "1")
+
+    def set_show_faces(self, on: bool) -> None:
+        self._qs.setValue("show_faces", bool(on))
+        self._qs.sync()
+
     def value(self, key: str, default: object = None) -> object:
         return self._qs.value(key, default)
 

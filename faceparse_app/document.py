@@ -189,6 +189,38 @@ class LabelDocument:
         box, mask = polygon_mask(points, self.label.shape)
         return self._apply_mask(box, mask, cls)
 
+    def replace_where(
+        self, values: np.ndarray, mask: np.ndarray, x0: int = 0, y0: int = 0
+    ) -> Delta | None:
+        """Set the pixels of ``mask`` to ``values`` as one undo step, sparing protected classes
+        (e.g. a face's pixels re-predicted after a face was added or removed).
+
+        Args:
+            values: (h, w) uint8 classes for the box whose top-left pixel is (x0, y0).
+            mask: (h, w) bool, the pixels of the box to set; nothing outside it changes.
+
+        Returns:
+            The step recorded, or None when no pixel changed.
+        """
+        self._close_stroke()
+        values = self._checked(values)
+        mask = np.asarray(mask, bool)
+        h, w = self.shape
+        if values.shape != mask.shape or x0 < 0 or y0 < 0 or x0 + mask.shape[1] > w or y0 + mask.shape[0] > h:
+            raise LabelMapError(
+                f"a {mask.shape[1]}×{mask.shape[0]} region at ({x0}, {y0}) with {values.shape[1]}×"
+                f"{values.shape[0]} values does not fit the {w}×{h} label map"
+            )
+        region = self.label[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]]
+        paint = mask & (region != values)
+        if self.protected:
+            paint &= ~self._protect_lut()[region]
+        if not paint.any():
+            return None
+        before = region.copy()
+        region[paint] = values[paint]
+        return self._record(Delta.between(before, region, y0, x0))
+
     def replace(self, label: np.ndarray) -> Delta | None:
         """Replace the whole map (e.g. by a new pre-label) as one undoable step.
 

@@ -32,7 +32,7 @@ from faceparse_app.widgets.message_bar import MessageBar
 from faceparse_app.widgets.start_page import StartPage
 from faceparse_app.widgets.status_bar import CanvasStatus
 from faceparse_app.widgets.tool_bar import ToolBar
-from faceparse_app.widgets.tool_state import ToolState
+from faceparse_app.widgets.tool_state import Tool, ToolState
 from faceparse_app.widgets.train_panel import TrainPanel
 from trainer.labels import LAPA
 
@@ -88,12 +88,22 @@ class MainWindow(QMainWindow):
         self.model_loop.model_changed.connect(self._show_model)
         self.model_loop.heat_changed.connect(self.canvas.set_heat)
         self.model_loop.scores_changed.connect(self.image_list.set_scores)
+        faces = self.model_loop.faces
+        faces.faces_changed.connect(self.canvas.set_faces)
+        faces.no_face.connect(self._offer_face_tool)
+        faces.status.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.canvas.face_drawn.connect(faces.add_face)
+        self.canvas.face_removal_requested.connect(faces.remove_face)
         self.train_offer = QPushButton("Train a model…")
         self.train_offer.setObjectName("train_offer")
         self.train_offer.clicked.connect(self.show_training_panel)
-        self.train_offer.hide()
-        # The offer sits in the message bar, beside the text that explains it.
-        self.message_bar.layout().insertWidget(2, self.train_offer)
+        self.face_offer = QPushButton("Use the face tool (W)")
+        self.face_offer.setObjectName("face_offer")
+        self.face_offer.clicked.connect(self.use_face_tool)
+        # The offers sit in the message bar, beside the text that explains them.
+        for offer in (self.train_offer, self.face_offer):
+            offer.hide()
+            self.message_bar.layout().insertWidget(2, offer)
         self.start_page.open_requested.connect(self.open_project)
         self.start_page.demo_requested.connect(self.open_demo)
         self.image_list.image_selected.connect(self._open_image)
@@ -155,6 +165,11 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.tool_bar.outline_action)
         view_menu.addAction(self.tool_bar.heat_action)
         self.tool_bar.heat_action.toggled.connect(self._toggle_heat)
+        view_menu.addAction(self.tool_bar.faces_action)
+        self.tool_bar.faces_action.toggled.connect(self.canvas.set_faces_visible)
+        self.tool_bar.faces_action.toggled.connect(self.settings.set_show_faces)
+        self.tool_bar.faces_action.setChecked(self.settings.show_faces)
+        self.canvas.set_faces_visible(self.settings.show_faces)
 
         tools_menu = bar.addMenu("&Tools")
         for action in self.tool_bar.tool_actions.values():
@@ -328,12 +343,27 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------ session glue
     def show_message(self, text: str, level: str = "info") -> None:
         self.train_offer.hide()
+        self.face_offer.hide()
         self.message_bar.show_message(text, level)
         self.statusBar().showMessage(text, 15000)
 
     def _offer_training(self, text: str) -> None:
         self.show_message(text, "info")
         self.train_offer.show()
+
+    def _offer_face_tool(self, text: str) -> None:
+        """No face was found in the photo on screen ('' : faces are there now)."""
+        if text:
+            self.show_message(text, "info")
+            self.face_offer.show()
+        elif not self.face_offer.isHidden():
+            self.face_offer.hide()
+            self.message_bar.hide()
+
+    def use_face_tool(self) -> None:
+        """Switch to the face-box tool (the no-face offer)."""
+        self.state.set_tool(Tool.FACE)
+        self.canvas.setFocus()
 
     def show_training_panel(self) -> None:
         """Show and raise the training panel (the "Train a model…" offer)."""
@@ -432,5 +462,5 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self.close_project()
-        self.model_loop.stop_job()
+        self.model_loop.training.stop_job()
         event.accept()

@@ -1,9 +1,9 @@
 """The model in the loop: pre-labels, the confidence view, training jobs, versions, "least sure".
 
 :class:`ModelLoop` is the controller between one open :class:`AnnotationSession`, the project's
-:class:`ModelStore`, a background :class:`PrelabelQueue` and the training workers; it drives the
-:class:`TrainPanel` and tells the window what to show through its signals. Nothing here runs
-a model on the GUI thread:
+:class:`ModelStore`, a background :class:`PrelabelQueue` and the training runs
+(:class:`TrainingRuns`); it drives the :class:`TrainPanel` and tells the window what to show
+through its signals. Nothing here runs a model on the GUI thread:
 
 - opening an image asks the queue for its prediction (and the next few unfinished images
   ahead, cached); the result is applied through ``AnnotationSession.apply_prelabel``, which
@@ -11,38 +11,32 @@ a model on the GUI thread:
 - fine-tuning and pretraining run in a :class:`FunctionWorker` on a snapshot of the labels;
   a published parser is hot-swapped into the queue; the pre-label on screen is refreshed at
   once and every other one nobody edited in the background (:class:`PrelabelRefresher`);
-- every unfinished image is scored in the background (mean per-pixel entropy), for the
-  "least sure first" order and "next least sure".
+- every unfinished image is scored in the background (mean per-pixel entropy over its faces),
+  for the "least sure first" order and "next least sure"; a photo with no face found comes
+  first, since it needs a person;
+- the faces each prediction parses are kept and edited by :class:`FaceLoop`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
-import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QCoreApplication, QObject, QTimer, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
-from faceparse_app.model_store import STARTER_ID, ModelStore, ModelStoreError
+from faceparse_app.face_loop import FaceLoop
+from faceparse_app.model_store import ModelStore, ModelStoreError
+from faceparse_app.prelabel_queue import PrelabelQueue
 from faceparse_app.prelabel_refresh import PrelabelRefresher
 from faceparse_app.project import FINISHED, ImageRecord
 from faceparse_app.session import AnnotationSession
-from faceparse_app.training import (
-    LabeledFile,
-    pretrain_resume_point,
-    run_finetune_on_files,
-    run_pretrain_job,
-)
+from faceparse_app.training_runs import TrainingRuns
+from faceparse_app.uncertainty import rank_by_uncertainty
 from faceparse_app.widgets.train_panel import TrainPanel
-from faceparse_app.workers import FunctionWorker, PrelabelQueue
-from trainer.errors import FaceParseError
+from faceparse_app.workers import PRELABEL_NICE, at_lower_priority
+from trainer.predict import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -51,41 +45,6 @@ NO_MODEL_TEXT = (
     "one labeled), then train a model; its pre-labels will appear here."
 )
 SCORES_EMIT_MS = 400  # batch the background scores so the image list is not rebuilt per image
-# How much lower than the GUI thread the background threads run (Linux nice steps): on a
-# small CPU the scheduler then serves the GUI first, and training yields to pre-labels.
-TRAINING_NICE = 10
-PRELABEL_NICE = 5
-
-_lowered = threading.local()
-
-
-def lower_thread_priority(steps: int) -> None:
-    """Make the calling thread yield the CPU to the GUI thread (once per thread).
-
-    On Linux, nice values are per thread; raising only this thread's keeps the window
-    responsive while a job computes. Elsewhere (and where it is not permitted) nothing changes.
-    """
-    if getattr(_lowered, "done", False) or not sys.platform.startswith("linux"):
-        return
-    _lowered.done = True
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
-    except (AttributeError, OSError) as exc:
-        log.debug("could not lower the priority of a background thread: %s", exc)
-
-
-def _at_lower_priority(fn: Callable[..., Any], steps: int) -> Callable[..., Any]:
-    """`fn`, lowering its (worker) thread's priority first; keeps fn's signature for the worker."""
-
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        lower_thread_priority(steps)
-        return fn(*args, **kwargs)
-
-    return run
-
-
 class ModelLoop(QObject):
     """Connects the open project to its models.
 
@@ -106,7 +65,10 @@ class ModelLoop(QObject):
         heat_changed(confidence_or_None): (H, W) float32 top-class probability of the current
             image, or None when not (yet) known.
         scores_changed(dict): image id -> uncertainty score (larger = less sure).
-        job_done(kind): a training job ended, whatever the outcome ("finetune"/"pretrain").
+
+    Attributes:
+        training: the training runs (fine-tuning, pretraining) on the open project.
+        faces: the faces of the images (kept, shown, added and removed).
     """
 
     message = Signal(str, str)
@@ -114,7 +76,6 @@ class ModelLoop(QObject):
     model_changed = Signal(object)
     heat_changed = Signal(object)
     scores_changed = Signal(object)
-    job_done = Signal(str)
 
     def __init__(
         self,
@@ -137,17 +98,16 @@ class ModelLoop(QObject):
         self.store: ModelStore | None = None
         self.queue: PrelabelQueue | None = None
         self.refresher: PrelabelRefresher | None = None
-        self.worker: FunctionWorker | None = None
-        self.job_kind: str | None = None
+        self.training = TrainingRuns(panel, parent=self)
+        self.training.message.connect(self.message)
+        self.training.published.connect(self._on_published)
+        self.faces = FaceLoop(parent=self)
+        self.faces.message.connect(self.message)
         self.confidence: np.ndarray | None = None
         self._scores_timer = QTimer(self)
         self._scores_timer.setSingleShot(True)
         self._scores_timer.setInterval(SCORES_EMIT_MS)
         self._scores_timer.timeout.connect(self._emit_scores)
-        panel.start_finetune_requested.connect(self.start_finetune)
-        panel.auto_retrain_requested.connect(self.start_finetune)
-        panel.start_pretrain_requested.connect(self.start_pretrain)
-        panel.cancel_requested.connect(self.cancel)
         panel.activate_requested.connect(self.activate)
         panel.rollback_requested.connect(self.rollback)
 
@@ -161,68 +121,42 @@ class ModelLoop(QObject):
         )
         from trainer.data.imageio import read_image
 
-        loader = _at_lower_priority(self.loader or read_image, PRELABEL_NICE)
-        queue = PrelabelQueue(lookahead=self.lookahead, device=self.device, loader=loader, parent=self)
+        loader = at_lower_priority(self.loader or read_image, PRELABEL_NICE)
+        queue = PrelabelQueue(
+            lookahead=self.lookahead, device=self.device, loader=loader,
+            faces_for=self.faces.kept_faces, parent=self,
+        )
         queue.ready.connect(self._on_ready)
         queue.scored.connect(self._on_scored)
         queue.failed.connect(self._on_failed)
         self.queue = queue
         self.refresher = PrelabelRefresher(session, queue, parent=self)
         self.refresher.message.connect(self.message)
+        self.faces.attach(session, queue)
         session.image_changed.connect(self._on_image_changed)
-        session.status_changed.connect(self._on_status_changed)
         self._show_store()
-        self.panel.set_pretrain_resume(pretrain_resume_point(self.pretrain_dir))
+        self.training.attach(session, self.store)
         self._use_active_model(refresh_current=False)
 
     def detach(self) -> None:
         """Leave the project: cancel a training run (waiting for it) and stop pre-labeling."""
-        self.stop_job()
+        self.training.detach()
         session, self.session = self.session, None
         if session is not None:
             session.image_changed.disconnect(self._on_image_changed)
-            session.status_changed.disconnect(self._on_status_changed)
         if self.refresher is not None:
             self.refresher.cancel()
             self.refresher.message.disconnect(self.message)
             self.refresher.deleteLater()
             self.refresher = None
         if self.queue is not None:
-            self.queue.stop()
-            app = QCoreApplication.instance()
-            if app is not None:
-                try:  # the queue asked to be stopped at quit; it is stopped already
-                    app.aboutToQuit.disconnect(self.queue.stop)
-                except (RuntimeError, TypeError):
-                    pass
-            self.queue.deleteLater()
+            self.queue.close()
+            self.faces.detach()
             self.queue = None
         self.store = None
         self.confidence = None
         self.panel.set_versions([], ())
         self.scores_changed.emit({})
-
-    def stop_job(self, timeout_ms: int = 60_000) -> None:
-        """Cancel a running training job and wait for its thread (closing the project or app)."""
-        worker = self.worker
-        if worker is not None and worker.is_running:
-            worker.cancel()
-            worker.wait(timeout_ms)
-            self.panel.on_cancelled()
-        # Events the worker still has queued are ignored from now on (see _start).
-        self.worker = None
-        self.job_kind = None
-
-    @property
-    def run_root(self) -> Path:
-        assert self.store is not None
-        return self.store.dir.parent / "runs"
-
-    @property
-    def pretrain_dir(self) -> Path:
-        """The project's pretraining run folder (fixed, so an unfinished run can resume)."""
-        assert self.store is not None
-        return self.store.dir.parent / "pretrain"
 
     # ----------------------------------------------------------------- versions
     @property
@@ -283,6 +217,15 @@ class ModelLoop(QObject):
             self.message.emit(f"Model {version.id} is active" + (f"; {refresh}." if refresh else "."), "info")
         return True
 
+    def _on_published(self, kind: str, version: object) -> None:
+        """A training run finished: show the new version; a new parser pre-labels from now on."""
+        self._show_store()
+        if kind == "finetune" and version is not None:
+            refresh = self._use_active_model()
+            self.message.emit(
+                f"Model {version.id} published and active" + (f"; {refresh}." if refresh else "."), "info"
+            )
+
     def rollback(self) -> bool:
         """Go back to the previous parser version (pre-labels nobody edited refresh likewise)."""
         if self.store is None:
@@ -315,6 +258,7 @@ class ModelLoop(QObject):
     def _on_image_changed(self, rec: ImageRecord | None) -> None:
         self.confidence = None
         self.heat_changed.emit(None)
+        self.faces.on_image_changed(rec)
         session, queue = self.session, self.queue
         if rec is None or session is None or queue is None or session.document is None:
             return
@@ -324,15 +268,17 @@ class ModelLoop(QObject):
         # only where the session allows it. A cached result arrives inside this call.
         queue.request(rec.id, session.project.image_path(rec), self._upcoming(rec))
 
-    def _on_ready(self, image_id: int, label: np.ndarray, confidence: np.ndarray, _score: float) -> None:
+    def _on_ready(self, image_id: int, pred: Prediction) -> None:
         session, version = self.session, self.version
         if session is None or version is None or session.current is None:
             return
         if session.current.id != image_id:
             return  # a look-ahead result: cached until its image opens
-        self.confidence = confidence
-        self.heat_changed.emit(confidence)
-        session.apply_prelabel(image_id, label, version)
+        # 1.0 outside every face: the confidence view shows doubt about faces, not background.
+        self.confidence = pred.confidence
+        self.heat_changed.emit(pred.confidence)
+        session.apply_prelabel(image_id, pred.label, version)
+        self.faces.on_ready(image_id, pred)
 
     def _on_failed(self, image_id: int, text: str) -> None:
         if image_id < 0:
@@ -369,192 +315,14 @@ class ModelLoop(QObject):
         self.scores_changed.emit(self.scores())
 
     def least_sure_unfinished(self) -> int | None:
-        """The unfinished image (not the current one) the model is least sure of, if scored."""
+        """The unfinished image (not the current one) the model is least sure of, if scored;
+        one with no face found comes first (a person must draw its faces)."""
         if self.session is None:
             return None
         scores = self.scores()
         current = self.session.current.id if self.session.current is not None else None
-        candidates = [
-            r.id for r in self.session.records()
+        ranked = rank_by_uncertainty({
+            r.id: scores[r.id] for r in self.session.records()
             if r.status not in FINISHED and not r.missing and r.id != current and r.id in scores
-        ]
-        if not candidates:
-            return None
-        return max(candidates, key=lambda i: (scores[i], -i))
-
-    # ----------------------------------------------------------------- training
-    @property
-    def running(self) -> bool:
-        return self.worker is not None and self.worker.is_running
-
-    def labeled_files(self) -> list[LabeledFile]:
-        """The finished (labeled or reviewed) faces with a label on disk, to train on."""
-        assert self.session is not None
-        project = self.session.project
-        files = []
-        for rec in project.images():
-            if rec.status in FINISHED and not rec.missing:
-                label = project.label_path(rec)
-                if label.is_file():
-                    files.append(LabeledFile(rec.relpath, project.image_path(rec), label, rec.content_hash))
-        return files
-
-    def _new_run_dir(self, kind: str) -> Path:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for n in range(1000):
-            path = self.run_root / (f"{kind}-{stamp}" + (f"-{n}" if n else ""))
-            if not path.exists():
-                return path
-        raise RuntimeError(f"no free run folder name in {self.run_root}")
-
-    def _ready_to_train(self) -> bool:
-        """A project is open and no run is going; otherwise say why and return False."""
-        if self.session is None or self.store is None:
-            self.panel.on_error("Open a project first.")
-            return False
-        if self.running:
-            self.message.emit("A training run is already going; cancel it first.", "warning")
-            return False
-        return True
-
-    def start_finetune(self, settings: dict[str, Any]) -> bool:
-        """Fine-tune on the labeled faces (a snapshot taken now) and publish a new parser.
-
-        Args:
-            settings: ``TrainPanel.finetune_settings()``: init, init_path, device, preset,
-                epochs, max_steps, batch_size.
-        """
-        if not self._ready_to_train():
-            return False
-        self.session.save_all()  # the snapshot includes the latest strokes
-        try:
-            files = self.labeled_files()
-            run_dir = self._new_run_dir("finetune")
-        except (FaceParseError, OSError, RuntimeError) as exc:
-            self.panel.on_error(f"Cannot start fine-tuning: {exc}")
-            return False
-        if not files:
-            self.panel.on_error(
-                "No labeled faces yet: label a few faces (A or Ctrl+Return marks one labeled), "
-                "then start fine-tuning."
-            )
-            return False
-        init_path = settings.get("init_path") if settings.get("init") != "scratch" else None
-        active = self.store.active("parser")
-        parent = active.id if active is not None else None
-        if settings.get("init") == "starter_parser":
-            parent = STARTER_ID
-        # `parent` (the version this one derives from) is bound here because FunctionWorker
-        # takes a `parent` keyword of its own (the QObject parent).
-        job = functools.partial(run_finetune_on_files, parent=parent)
-        worker = FunctionWorker(
-            _at_lower_priority(job, TRAINING_NICE),
-            files,
-            run_dir,
-            store=self.store,
-            init_backbone=init_path,
-            device=settings.get("device") or "auto",
-            preset=settings.get("preset") or "lite",
-            epochs=int(settings.get("epochs") or 30),
-            max_steps=settings.get("max_steps"),
-            batch_size=int(settings.get("batch_size") or 4),
-            note=f"{len(files)} labeled faces",
-        )
-        self._start(worker, "finetune")
-        return True
-
-    def start_pretrain(self, settings: dict[str, Any]) -> bool:
-        """Self-supervised pretraining on all project images; resumes an unfinished run.
-
-        Args:
-            settings: ``TrainPanel.pretrain_settings()``: device, preset, epochs, max_steps,
-                batch_size, resume, init_path (the backbone a fresh run continues).
-        """
-        if not self._ready_to_train():
-            return False
-        worker = FunctionWorker(
-            _at_lower_priority(run_pretrain_job, TRAINING_NICE),
-            [self.session.project.root],
-            self.pretrain_dir,
-            preset=settings.get("preset") or "lite",
-            epochs=int(settings.get("epochs") or 10),
-            batch_size=int(settings.get("batch_size") or 8),
-            max_steps=settings.get("max_steps"),
-            device=settings.get("device") or "auto",
-            resume=bool(settings.get("resume", True)),
-            init_backbone=settings.get("init_path"),
-            store=self.store,
-            note="pretrained on the project's images",
-        )
-        self._start(worker, "pretrain")
-        return True
-
-    def cancel(self) -> None:
-        """Ask the running job to stop (it does within one training step)."""
-        if self.worker is not None:
-            self.worker.cancel()
-
-    def _start(self, worker: FunctionWorker, kind: str) -> None:
-        self.worker, self.job_kind = worker, kind
-        if self.panel.running != kind:
-            self.panel.set_running(kind)
-        # Each handler first checks that this worker is still the current job: a job left
-        # behind by closing the project must not touch the next one.
-        worker.progress.connect(lambda r, w=worker: w is self.worker and self.panel.on_progress(r))
-        worker.finished.connect(lambda r, w=worker: w is self.worker and self._on_job_finished(r))
-        worker.cancelled.connect(lambda r, w=worker: w is self.worker and self._on_job_cancelled(r))
-        worker.errored.connect(lambda t, w=worker: w is self.worker and self._on_job_error(t))
-        worker.done.connect(lambda w=worker: self._on_job_done(w))
-        worker.start()
-
-    def _on_job_finished(self, result: Any) -> None:
-        self.panel.on_finished(result.summary())
-        self._show_store()
-        version = getattr(result, "version", None)
-        if self.job_kind == "pretrain":
-            self.panel.set_pretrain_resume(pretrain_resume_point(self.pretrain_dir))
-            if version is not None:
-                if self.panel.finetune_settings()["init"] == "project":
-                    then = "the next fine-tuning starts from it."
-                else:
-                    then = (
-                        "fine-tuning still starts from the starter parser (better with few "
-                        "labels); choose Project backbone under Start from to use it."
-                    )
-                note = result.summary().get("note")
-                self.message.emit(
-                    f"Pretrained backbone {version.id} published; {then}"
-                    + (f" {note[0].upper()}{note[1:]}." if note else ""),
-                    "warning" if note else "info",
-                )
-        elif version is not None:
-            refresh = self._use_active_model()
-            self.message.emit(
-                f"Model {version.id} published and active" + (f"; {refresh}." if refresh else "."), "info"
-            )
-
-    def _on_job_cancelled(self, _result: Any) -> None:
-        self.panel.on_cancelled()
-        if self.job_kind == "pretrain" and self.store is not None:
-            self.panel.set_pretrain_resume(pretrain_resume_point(self.pretrain_dir))
-
-    def _on_job_error(self, text: str) -> None:
-        worker = self.worker
-        if worker is not None and worker.traceback:
-            log.error("training job failed:\n%s", worker.traceback)
-        self.panel.on_error(text)
-        self.message.emit(
-            f"Training stopped with an error: {text} No model was published and no label was "
-            "changed.",
-            "error",
-        )
-
-    def _on_job_done(self, worker: FunctionWorker) -> None:
-        if worker is self.worker:
-            kind = self.job_kind or ""
-            self.worker, self.job_kind = None, None
-            self.job_done.emit(kind)
-
-    def _on_status_changed(self, _image_id: int, old: str, new: str) -> None:
-        if new in FINISHED and old not in FINISHED:
-            self.panel.notify_labeled(1)  # may ask for an auto-retrain
+        })
+        return ranked[0] if ranked else None

@@ -16,9 +16,9 @@ import logging
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from faceparse_app.prelabel_queue import PrelabelQueue
 from faceparse_app.project import ImageRecord, ProjectError
 from faceparse_app.session import AnnotationSession
-from faceparse_app.workers import PrelabelQueue
 from trainer.errors import FaceParseError
 
 log = logging.getLogger(__name__)

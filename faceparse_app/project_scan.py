@@ -105,10 +105,12 @@ def scan_images(project: Project) -> ScanReport:
                 # The picture changed under its label: have it checked again.
                 log.warning("%s changed since it was labeled; marking it in progress", relpath)
                 status = "in_progress"
+            # The faces kept belong to the old picture: a changed one is looked at afresh.
+            faces = ", faces=NULL" if digest != row[2] else ""
             updates.append(
                 (
                     "UPDATE images SET content_hash=?, size_bytes=?, mtime_ns=?, width=?, "
-                    "height=?, status=?, updated_at=? WHERE id=?",
+                    f"height=?, status=?, updated_at=?{faces} WHERE id=?",
                     (digest, stat.st_size, stat.st_mtime_ns, size[0], size[1], status, now, row[1]),
                 )
             )

@@ -24,7 +24,7 @@ from faceparse_app.store_guard import DamagedStoreError, ProjectError
 
 DB_NAME = "project.sqlite"
 LABELS_DIR = "labels"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES: tuple[str, ...] = ("new", "pre-labeled", "in_progress", "labeled", "reviewed")
 
 _SCHEMA = f"""
@@ -47,7 +47,8 @@ CREATE TABLE images (
     label_source TEXT,
     label_size INTEGER,
     label_mtime_ns INTEGER,
-    needs_review INTEGER NOT NULL DEFAULT 0
+    needs_review INTEGER NOT NULL DEFAULT 0,
+    faces TEXT
 );
 CREATE INDEX images_hash ON images (content_hash);
 """
@@ -67,8 +68,17 @@ def _add_label_provenance(c: sqlite3.Connection) -> None:
     c.execute("UPDATE images SET label_source='model' WHERE status='pre-labeled'")
 
 
+def _add_faces(c: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: the faces of each image (JSON; NULL: not looked for yet, so the next
+    prediction finds them)."""
+    c.execute("ALTER TABLE images ADD COLUMN faces TEXT")
+
+
 # MIGRATIONS[v] upgrades a store from schema v to v + 1, inside a transaction.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _add_label_provenance}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _add_label_provenance,
+    2: _add_faces,
+}
 
 
 @dataclass

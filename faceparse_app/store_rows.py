@@ -1,5 +1,5 @@
-"""The rows of a project store: one per image (status, progress, what wrote its label), read
-and written in short transactions. ``Project`` adds the folder, its files and its safety.
+"""The rows of a project store: one per image (status, progress, what wrote its label, its
+faces), read and written in short transactions. ``Project`` adds the folder, its files and its safety.
 """
 
 from __future__ import annotations
@@ -7,16 +7,21 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from faceparse_app.faces import faces_from_text, faces_to_text
 from faceparse_app.project_scan import FINISHED
 from faceparse_app.store_guard import DamagedStoreError, ProjectError
 from faceparse_app.store_open import DB_NAME, STATUSES
+
+if TYPE_CHECKING:
+    from trainer.faces import Face
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,25 @@ class StoreRows:
         if not (np.isfinite(seconds) and seconds > 0):
             return self.get(rec.id)
         return self._update(rec.id, "active_seconds=active_seconds+?", (seconds,))
+
+    # ---- faces --------------------------------------------------------------------------
+
+    def faces(self, rec: ImageRecord) -> list[Face] | None:
+        """The faces kept for an image (found by the model's first prediction of it, then as the
+        annotator added and removed them); None when they have not been looked for yet."""
+        rows = self.query("SELECT faces FROM images WHERE id=?", (int(rec.id),))
+        if not rows:
+            raise KeyError(f"no image with id {rec.id} in {self.root}")
+        return faces_from_text(rows[0][0])
+
+    def set_faces(self, rec: ImageRecord, faces: Sequence[Face] | None) -> ImageRecord:
+        """Keep an image's faces ([] : looked for, none there; None: look again next time).
+
+        Raises:
+            ProjectError: the project is read-only, or the store could not be written.
+        """
+        text = None if faces is None else faces_to_text(faces)
+        return self._update(rec.id, "faces=?", (text,))
 
     # ---- progress -----------------------------------------------------------------------
 

@@ -78,20 +78,25 @@ def uncertainty_from_confidence(confidence: np.ndarray, num_classes: int) -> np.
     return np.clip((1.0 - confidence) / (1.0 - floor), 0.0, 1.0).astype(np.float32)
 
 
-def rank_by_uncertainty(scores: Mapping[int, float]) -> list[int]:
+def rank_by_uncertainty(scores: Mapping[int, float | None]) -> list[int]:
     """Image ids, least sure first.
 
     Args:
-        scores: image id -> score (larger = less sure). NaN scores (not computed) go last.
+        scores: image id -> score (larger = less sure); NaN: the model found no face, so a
+            person must look first; None: not scored yet (last).
 
     Returns:
-        Ids sorted by descending score; ties by ascending id, so the order is stable.
+        Ids with no face first, then by descending score, then the unscored; ties by ascending
+        id, so the order is stable.
     """
 
-    def key(item: tuple[int, float]) -> tuple[int, float, int]:
+    def key(item: tuple[int, float | None]) -> tuple[int, float, int]:
         image_id, score = item
-        missing = score is None or math.isnan(score)
-        return (1 if missing else 0, 0.0 if missing else -float(score), image_id)
+        if score is None:
+            return (2, 0.0, image_id)
+        if math.isnan(score):
+            return (0, 0.0, image_id)
+        return (1, -float(score), image_id)
 
     return [image_id for image_id, _ in sorted(scores.items(), key=key)]
 

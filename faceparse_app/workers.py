@@ -2,9 +2,9 @@
 
 - :class:`FunctionWorker` runs ``fn(*args, on_progress=..., cancel=..., **kwargs)`` in a QThread.
 - :class:`GeneratorWorker` runs a generator function; each yielded value is a progress report.
-- :class:`PrelabelQueue` predicts faces in one background thread: the image asked for first,
-  then a few "look-ahead" images, then refreshes of stale pre-labels after a model swap, then
-  background uncertainty scoring; results are cached per (image id, model version).
+- :func:`at_lower_priority` makes a job's thread yield the CPU to the GUI thread.
+- :class:`JobThread` and :class:`Relay`: the thread and the way back to the GUI thread that they
+  and :class:`faceparse_app.prelabel_queue.PrelabelQueue` share.
 
 Everything the job threads report crosses to the GUI thread the same way: the job thread appends
 to a deque and emits an internal signal with a queued connection; a slot in the GUI thread drains
@@ -18,20 +18,18 @@ the GUI thread, so the event loop keeps running while a job computes.
 
 from __future__ import annotations
 
-import heapq
+import functools
 import inspect
-import itertools
 import logging
 import os
+import sys
 import threading
 import traceback
-from collections import OrderedDict, deque
-from collections.abc import Callable, Generator, Sequence
-from pathlib import Path
+from collections import deque
+from collections.abc import Callable, Generator
 from typing import Any
 
-import numpy as np
-from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +51,7 @@ def configure_torch_threads(reserve: int = 1) -> int:
     return torch.get_num_threads()
 
 
-class _JobThread(QThread):
+class JobThread(QThread):
     """A QThread that runs one Python callable."""
 
     def __init__(self, target: Callable[[], None]) -> None:
@@ -64,7 +62,7 @@ class _JobThread(QThread):
         self._target()
 
 
-class _Relay(QObject):
+class Relay(QObject):
     """Carries events from any thread to the GUI thread, in order.
 
     ``post`` may be called from any thread; ``handler`` is called in the thread this object
@@ -108,7 +106,7 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _error_message(exc: BaseException) -> str:
+def error_message(exc: BaseException) -> str:
     text = str(exc).strip()
     return text if text else type(exc).__name__
 
@@ -141,8 +139,8 @@ class _BaseWorker(QObject):
         self.cancel_event = threading.Event()
         self.traceback: str | None = None
         self.result: Any = None
-        self._relay = _Relay(self._on_event, self)
-        self._thread: _JobThread | None = None
+        self._relay = Relay(self._on_event, self)
+        self._thread: JobThread | None = None
         self._running = False
 
     # -- public -------------------------------------------------------------------------------
@@ -154,7 +152,7 @@ class _BaseWorker(QObject):
         configure_torch_threads()
         self._running = True
         _BaseWorker._live.add(self)
-        self._thread = _JobThread(self._run_in_thread)
+        self._thread = JobThread(self._run_in_thread)
         self._thread.start()
 
     def cancel(self) -> None:
@@ -187,7 +185,7 @@ class _BaseWorker(QObject):
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the GUI
             self.traceback = traceback.format_exc()
             log.error("background job failed:\n%s", self.traceback)
-            self._relay.post("errored", _error_message(exc))
+            self._relay.post("errored", error_message(exc))
         else:
             # A job that says whether it stopped early (a training result's ``cancelled``) is
             # taken at its word: a cancel that came after its work was done, while it
@@ -284,285 +282,36 @@ class GeneratorWorker(_BaseWorker):
             gen.close()
 
 
-# ---------------------------------------------------------------------------------------------
-# Pre-labels
+# How much lower than the GUI thread the background threads run (Linux nice steps): on a
+# small CPU the scheduler then serves the GUI first, and training yields to pre-labels.
+TRAINING_NICE = 10
+PRELABEL_NICE = 5
+
+_lowered = threading.local()
 
 
-# Queue order: the image on screen, the look-ahead, pre-label refreshes, the scoring sweep.
-_REQUESTED, _LOOKAHEAD, _REFRESH, _SWEEP = 0, 1, 2, 3
+def lower_thread_priority(steps: int) -> None:
+    """Make the calling thread yield the CPU to the GUI thread (once per thread).
 
-
-class PrelabelQueue(QObject):
-    """Predicts faces in one background thread, the one on screen first, and caches the results.
-
-    Args:
-        lookahead: how many of the ``upcoming`` images given with a request to predict ahead.
-        cache_size: label maps kept (LRU) per (image id, model version).
-        device: torch device for models given as a path.
-        loader: reads an image file into (H, W, 3) uint8 RGB (runs on the worker thread).
-
-    Signals:
-        ready(int, object, object, float): image id, label (H, W) uint8, confidence (H, W)
-            float32, uncertainty score; for requested and look-ahead images.
-        scored(int, float): image id and uncertainty score, for every prediction (including the
-            background sweep of :meth:`score_all`).
-        failed(int, str): image id (-1 for the model itself) and the error message.
-        model_loaded(str): the model version now used for predictions.
-        refreshed(int, object, str): image id, label (H, W) uint8 and model version, for each
-            image queued with :meth:`refresh` (not cached; its score is kept like any).
-        refresh_failed(int, str): image id and error message, for a :meth:`refresh` image
-            that could not be predicted (e.g. unreadable).
-
-    Call :meth:`stop` before the application quits.
+    On Linux, nice values are per thread; raising only this thread's keeps the window
+    responsive while a job computes. Elsewhere (and where it is not permitted) nothing changes.
     """
+    if getattr(_lowered, "done", False) or not sys.platform.startswith("linux"):
+        return
+    _lowered.done = True
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
+    except (AttributeError, OSError) as exc:
+        log.debug("could not lower the priority of a background thread: %s", exc)
 
-    ready = Signal(int, object, object, float)
-    scored = Signal(int, float)
-    failed = Signal(int, str)
-    model_loaded = Signal(str)
-    refreshed = Signal(int, object, str)
-    refresh_failed = Signal(int, str)
 
-    def __init__(
-        self,
-        lookahead: int = 3,
-        cache_size: int = 24,
-        device: str = "auto",
-        loader: Callable[[Path], np.ndarray] | None = None,
-        parent: QObject | None = None,
-    ) -> None:
-        super().__init__(parent)
-        from trainer.data.imageio import read_image
+def at_lower_priority(fn: Callable[..., Any], steps: int) -> Callable[..., Any]:
+    """`fn`, lowering its (worker) thread's priority first; keeps fn's signature for the worker."""
 
-        self.lookahead = max(0, int(lookahead))
-        self.cache_size = max(1, int(cache_size))
-        self.device = device
-        self.loader = loader or read_image
-        self.version: str | None = None
-        self._model_source: Any = None
-        self._generation = 0
-        self._cache: OrderedDict[tuple[int, str | None], tuple[np.ndarray, np.ndarray, float]] = OrderedDict()
-        self._scores: dict[tuple[int, str | None], float] = {}
-        self._heap: list[tuple[int, int, int, Path, int]] = []
-        self._seq = itertools.count()
-        self._cond = threading.Condition()
-        self._inflight: tuple[int, int, int] | None = None  # (image id, generation, priority)
-        self._stopping = False
-        self._relay = _Relay(self._on_event, self)
-        configure_torch_threads()
-        self._thread = _JobThread(self._loop)
-        self._thread.start()
-        app = QCoreApplication.instance()
-        if app is not None:
-            # A running QThread must not be destroyed at exit: end it first.
-            app.aboutToQuit.connect(self.stop)
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        lower_thread_priority(steps)
+        return fn(*args, **kwargs)
 
-    # -- public (GUI thread) ------------------------------------------------------------------
-
-    def set_model(self, model: Any, version: str | None) -> None:
-        """Use another model; cached and pending predictions of the old one are dropped.
-
-        Args:
-            model: a checkpoint path (loaded on the worker thread), a ready ``Predictor``, or
-                None for no model (requests are then ignored).
-            version: the model's version id (part of the cache key).
-        """
-        with self._cond:
-            self._generation += 1
-            self._model_source = model
-            self.version = version
-            self._heap = [item for item in self._heap if item[0] == _SWEEP]
-            self._heap = [(p, s, i, path, self._generation) for p, s, i, path, _ in self._heap]
-            heapq.heapify(self._heap)
-            self._cond.notify()
-        self._cache.clear()
-
-    @property
-    def has_model(self) -> bool:
-        return self._model_source is not None
-
-    def cached(self, image_id: int) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """(label, confidence, score) of the current model for an image, if predicted."""
-        return self._cache.get((image_id, self.version))
-
-    def score(self, image_id: int) -> float | None:
-        """The current model's uncertainty score of an image, if computed."""
-        return self._scores.get((image_id, self.version))
-
-    def scores(self) -> dict[int, float]:
-        """All uncertainty scores of the current model (image id -> score)."""
-        return {i: s for (i, v), s in self._scores.items() if v == self.version}
-
-    def request(
-        self,
-        image_id: int,
-        path: str | os.PathLike[str],
-        upcoming: Sequence[tuple[int, str | os.PathLike[str]]] = (),
-    ) -> None:
-        """Predict an image now, then the first ``lookahead`` of ``upcoming``.
-
-        A cached result is emitted as ``ready`` at once, inside this call. Earlier requests
-        still waiting are dropped (the user moved on); refreshes and the background sweep are
-        kept.
-        """
-        if self._model_source is None:
-            return
-        hit = self.cached(image_id)
-        if hit is not None:
-            self._cache.move_to_end((image_id, self.version))
-        ahead = [
-            (int(i), Path(p))
-            for i, p in list(upcoming)[: self.lookahead]
-            if (int(i), self.version) not in self._cache
-        ]
-        with self._cond:
-            self._heap = [item for item in self._heap if item[0] >= _REFRESH]
-            heapq.heapify(self._heap)
-            if hit is None:
-                self._push(_REQUESTED, int(image_id), Path(path))
-            for i, p in ahead:
-                self._push(_LOOKAHEAD, i, p)
-            self._cond.notify()
-        if hit is not None:
-            self.ready.emit(int(image_id), hit[0], hit[1], hit[2])
-
-    def score_all(self, items: Sequence[tuple[int, str | os.PathLike[str]]]) -> None:
-        """Queue uncertainty scoring of many images behind any request (for "least sure next")."""
-        with self._cond:
-            for i, p in items:
-                if (int(i), self.version) not in self._scores:
-                    self._push(_SWEEP, int(i), Path(p))
-            self._cond.notify()
-
-    def refresh(self, items: Sequence[tuple[int, str | os.PathLike[str]]]) -> None:
-        """Queue predictions of many images behind any request and look-ahead, for ``refreshed``.
-
-        For re-doing stale pre-labels after a model swap. Each image is predicted once (its
-        score then also serves the scoring sweep); the results are not cached. A later
-        :meth:`set_model` or :meth:`cancel_refresh` drops those still waiting.
-        """
-        with self._cond:
-            for i, p in items:
-                self._push(_REFRESH, int(i), Path(p))
-            self._cond.notify()
-
-    def cancel_refresh(self) -> None:
-        """Forget the queued refreshes (the one running still reports)."""
-        with self._cond:
-            self._heap = [item for item in self._heap if item[0] != _REFRESH]
-            heapq.heapify(self._heap)
-
-    def clear_pending(self) -> None:
-        """Forget every queued prediction (the one running finishes)."""
-        with self._cond:
-            self._heap = []
-
-    def stop(self, timeout_ms: int = 10000) -> None:
-        """End the worker thread (waits for the prediction in progress)."""
-        with self._cond:
-            self._stopping = True
-            self._heap = []
-            self._cond.notify()
-        self._thread.wait(timeout_ms)
-
-    # -- worker thread ------------------------------------------------------------------------
-
-    def _push(self, priority: int, image_id: int, path: Path) -> None:
-        """Queue a job (caller holds the lock); skips a request already being predicted."""
-        inflight = self._inflight
-        if (
-            priority <= _LOOKAHEAD
-            and inflight is not None
-            and inflight[:2] == (image_id, self._generation)
-            # sweep and refresh results are not cached (nor sent as `ready`): predict again
-            and inflight[2] <= _LOOKAHEAD
-        ):
-            return
-        heapq.heappush(self._heap, (priority, next(self._seq), image_id, path, self._generation))
-
-    def _loop(self) -> None:
-        from faceparse_app.training import prelabel
-
-        predictor: Any = None
-        loaded_generation = -1
-        # (image id, generation) refreshed: scored already, or its failure reported already
-        refreshed: set[tuple[int, int]] = set()
-        while True:
-            with self._cond:
-                while not self._stopping and not self._heap:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                priority, _, image_id, path, generation = heapq.heappop(self._heap)
-                if generation != self._generation:
-                    continue
-                if priority == _SWEEP and (image_id, generation) in refreshed:
-                    continue  # its refresh gave its score (or its error) already
-                source, version = self._model_source, self.version
-                self._inflight = (image_id, generation, priority)
-            try:
-                if loaded_generation != generation:
-                    predictor = None  # free the old model before loading the new one
-                    predictor = self._load(source)
-                    loaded_generation = generation
-                    refreshed.clear()
-                    self._relay.post("model_loaded", (generation, version))
-                if predictor is None:
-                    continue
-                pred = prelabel(predictor, self.loader(path))
-                label, confidence, score = pred.label, pred.confidence, pred.score
-            except Exception as exc:  # noqa: BLE001 - reported to the GUI, never fatal
-                log.warning("pre-label of %s failed: %s", path, exc)
-                model_failed = loaded_generation != generation
-                if model_failed:
-                    loaded_generation = generation  # do not retry a broken model per image
-                    predictor = None
-                if priority == _REFRESH and not model_failed:
-                    refreshed.add((image_id, generation))
-                    self._relay.post("refresh_failed", (generation, image_id, _error_message(exc)))
-                else:
-                    self._relay.post("failed", (generation, -1 if model_failed else image_id, _error_message(exc)))
-                continue
-            finally:
-                with self._cond:
-                    self._inflight = None
-            if priority == _REFRESH:
-                refreshed.add((image_id, generation))
-            self._relay.post("result", (generation, version, priority, image_id, label, confidence, score))
-
-    def _load(self, source: Any) -> Any:
-        if source is None:
-            return None
-        if isinstance(source, str | os.PathLike):
-            from trainer.predict import Predictor
-
-            return Predictor.from_checkpoint(source, device=self.device)
-        return source
-
-    # -- GUI thread ---------------------------------------------------------------------------
-
-    def _on_event(self, kind: str, payload: Any) -> None:
-        generation = payload[0]
-        if generation != self._generation:
-            return  # from a model that has since been replaced
-        if kind == "model_loaded":
-            self.model_loaded.emit(payload[1] or "")
-        elif kind == "failed":
-            self.failed.emit(payload[1], payload[2])
-        elif kind == "refresh_failed":
-            self.refresh_failed.emit(payload[1], payload[2])
-        elif kind == "result":
-            _, version, priority, image_id, label, confidence, score = payload
-            self._scores[(image_id, version)] = score
-            if priority == _REFRESH:
-                self.scored.emit(image_id, score)
-                self.refreshed.emit(image_id, label, version or "")
-                return
-            if priority != _SWEEP:
-                self._cache[(image_id, version)] = (label, confidence, score)
-                self._cache.move_to_end((image_id, version))
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
-            self.scored.emit(image_id, score)
-            if priority != _SWEEP:
-                self.ready.emit(image_id, label, confidence, score)
+    return run

@@ -27,8 +27,10 @@ from PySide6.QtWidgets import QWidget
 
 from faceparse_app.document import LabelDocument
 from faceparse_app.widgets.canvas_tools import CanvasTool, make_tools
+from faceparse_app.widgets.face_layer import paint_faces
 from faceparse_app.widgets.overlay import Box, HeatOverlay, LabelOverlay
-from faceparse_app.widgets.tool_state import ToolState
+from faceparse_app.widgets.tool_state import Tool, ToolState
+from trainer.faces import Face
 
 MIN_SCALE = 1 / 64
 MAX_SCALE = 64.0
@@ -59,11 +61,15 @@ class LabelCanvas(QWidget):
             the image).
         zoom_changed(scale): display pixels per image pixel.
         edited(): an undo step was added (stroke, fill or polygon finished).
+        face_drawn(box): the face-box tool drew (x0, y0, x1, y1) in image pixels.
+        face_removal_requested(face): the face-box tool asks to remove this Face.
     """
 
     hover_changed = Signal(int, int, int)
     zoom_changed = Signal(float)
     edited = Signal()
+    face_drawn = Signal(object)
+    face_removal_requested = Signal(object)
 
     def __init__(self, state: ToolState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -73,6 +79,9 @@ class LabelCanvas(QWidget):
         self._confidence: np.ndarray | None = None  # the model's, for this image, if known
         self._heat: HeatOverlay | None = None
         self.heat_visible = False
+        self.faces: list[Face] = []  # of the shown image, in image pixels
+        self.faces_visible = False
+        self.selected_face: int | None = None  # index into `faces` (the face-box tool's)
         self.scale = 1.0
         self.offset = QPointF(0, 0)  # widget position of image pixel (0, 0)
         self.cursor_pos: QPointF | None = None
@@ -111,6 +120,7 @@ class LabelCanvas(QWidget):
             self.document.on_change.remove(self._on_doc_change)
         self.document = document
         self._confidence = self._heat = None  # they belong to the previous image
+        self.faces, self.selected_face = [], None
         if image is None or document is None:
             self._qimage = self._image_buffer = None
             self.overlay = None
@@ -161,6 +171,25 @@ class LabelCanvas(QWidget):
         """Show or hide the confidence view (the uncertainty heat overlay)."""
         self.heat_visible = bool(visible)
         self.update()
+
+    def set_faces(self, faces: list[Face]) -> None:
+        """The faces of the shown image (drawn while `faces_visible` or the face tool is on)."""
+        self.faces = list(faces)
+        self.selected_face = None
+        self.update()
+
+    def set_faces_visible(self, visible: bool) -> None:
+        """Show or hide the faces' boxes and points (always shown with the face-box tool)."""
+        self.faces_visible = bool(visible)
+        self.update()
+
+    def select_face(self, index: int | None) -> None:
+        self.selected_face = index if index is not None and 0 <= index < len(self.faces) else None
+        self.update()
+
+    @property
+    def shows_faces(self) -> bool:
+        return bool(self.faces) and (self.faces_visible or self.state.tool == Tool.FACE)
 
     def refresh_overlay(self) -> None:
         """Recolour the whole overlay (after the document's array was replaced wholesale)."""
@@ -279,6 +308,8 @@ class LabelCanvas(QWidget):
                 if heat is not None:
                     painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
                     painter.drawImage(dst, heat.image, src)
+            if self.shows_faces:
+                paint_faces(painter, self.faces, self.image_to_widget, self.selected_face)
         self.tool.paint(self, painter)
         painter.end()
 

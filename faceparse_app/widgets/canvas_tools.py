@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QKeyEvent, QPainter, QPen, QPolygonF
 
+from faceparse_app.faces import face_at
 from faceparse_app.widgets.tool_state import Tool
 
 if TYPE_CHECKING:
@@ -205,6 +206,70 @@ class PolygonTool(CanvasTool):
         return QRectF(canvas.rect()) if self.points else QRectF()
 
 
+class FaceBoxTool(CanvasTool):
+    """Drag a box around a face the finder missed; click a box to select it, Delete (or
+    Backspace) removes it, Esc lets go. The canvas only reports; the face loop does the rest."""
+
+    min_drag_px = 6.0  # widget pixels: a shorter drag is a click
+
+    def __init__(self) -> None:
+        self.start: tuple[float, float] | None = None
+        self.end: tuple[float, float] | None = None
+
+    def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
+        if canvas.document is None:
+            return
+        self.start = self.end = (x, y)
+
+    def move(self, canvas: LabelCanvas, x: float, y: float, dragging: bool) -> None:
+        if self.start is not None and dragging:
+            self.end = (x, y)
+            canvas.update()
+
+    def release(self, canvas: LabelCanvas, x: float, y: float) -> None:
+        if self.start is None:
+            return
+        (x0, y0), (x1, y1) = self.start, (x, y)
+        self.start = self.end = None
+        canvas.update()
+        if max(abs(x1 - x0), abs(y1 - y0)) * canvas.scale >= self.min_drag_px:
+            canvas.select_face(None)
+            canvas.face_drawn.emit((x0, y0, x1, y1))  # the face loop judges its size
+        else:
+            canvas.select_face(face_at(canvas.faces, x, y))
+
+    def key(self, canvas: LabelCanvas, event: QKeyEvent) -> bool:
+        if event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace) and canvas.selected_face is not None:
+            face = canvas.faces[canvas.selected_face]
+            canvas.select_face(None)
+            canvas.face_removal_requested.emit(face)
+            return True
+        if event.key() == Qt.Key.Key_Escape and (self.start is not None or canvas.selected_face is not None):
+            self.cancel(canvas)
+            canvas.select_face(None)
+            return True
+        return False
+
+    def cancel(self, canvas: LabelCanvas) -> None:
+        if self.start is not None:
+            self.start = self.end = None
+            canvas.update()
+
+    def paint(self, canvas: LabelCanvas, painter: QPainter) -> None:
+        if self.start is None or self.end is None:
+            return
+        rect = QRectF(canvas.image_to_widget(*self.start), canvas.image_to_widget(*self.end)).normalized()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.setPen(QPen(QColor(0, 0, 0, 170), 3))
+        painter.drawRect(rect)
+        painter.setPen(QPen(QColor(255, 179, 0), 1.5, Qt.PenStyle.DashLine))
+        painter.drawRect(rect)
+
+    def preview_rect(self, canvas: LabelCanvas) -> QRectF:
+        return QRectF(canvas.rect()) if self.start is not None else QRectF()
+
+
 def make_tools() -> dict[Tool, CanvasTool]:
     """One instance of each tool, keyed by `Tool`."""
     return {
@@ -213,4 +278,5 @@ def make_tools() -> dict[Tool, CanvasTool]:
         Tool.FILL: FillTool(),
         Tool.POLYGON: PolygonTool(),
         Tool.PICKER: PickerTool(),
+        Tool.FACE: FaceBoxTool(),
     }

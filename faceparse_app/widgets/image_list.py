@@ -3,6 +3,7 @@ model's uncertainty per image (shown, and a sort order: least sure first)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import qtawesome as qta
@@ -40,6 +41,7 @@ REVIEW_TIP = (
 ALL = "all"
 NEEDS_REVIEW = "needs_review"
 SORT_NAME, SORT_UNCERTAINTY = "name", "uncertainty"
+NO_FACE_TIP = "the model found no face: draw a box around each face with the face tool (W)"
 
 
 def status_icon(status: str) -> QIcon:
@@ -75,7 +77,8 @@ class ImageList(QWidget):
         self.sort_box.addItem("Name", SORT_NAME)
         self.sort_box.addItem(qta.icon("fa5s.question"), "Least sure first", SORT_UNCERTAINTY)
         self.sort_box.setToolTip(
-            "Least sure first: the model's mean per-pixel uncertainty, computed in the background"
+            "Least sure first: photos with no face found, then the model's mean per-pixel "
+            "uncertainty over the faces, computed in the background"
         )
         self.sort_box.currentIndexChanged.connect(lambda _i: self._rebuild())
         self.progress = QLabel()
@@ -128,7 +131,8 @@ class ImageList(QWidget):
         return self.sort_box.currentData()
 
     def set_sort_order(self, order: str) -> None:
-        """SORT_NAME or SORT_UNCERTAINTY (least sure first; images not yet scored go last)."""
+        """SORT_NAME or SORT_UNCERTAINTY (no face found first, then least sure; images not yet
+        scored last)."""
         index = self.sort_box.findData(order)
         if index < 0:
             raise ValueError(f"unknown sort order {order!r}")
@@ -177,9 +181,7 @@ class ImageList(QWidget):
         records = self._records
         if self.sort_order == SORT_UNCERTAINTY:
             by_id = {r.id: r for r in records}
-            ranked = rank_by_uncertainty(
-                {r.id: self._scores.get(r.id, float("nan")) for r in records}
-            )
+            ranked = rank_by_uncertainty({r.id: self._scores.get(r.id) for r in records})
             records = [by_id[i] for i in ranked]
         for rec in records:
             problem = self._problems.get(rec.id)
@@ -192,7 +194,9 @@ class ImageList(QWidget):
             elif wanted != ALL and rec.status != wanted:
                 continue
             score = self._scores.get(rec.id)
-            item = QListWidgetItem(rec.relpath if score is None else f"{rec.relpath}   {score:.2f}")
+            no_face = score is not None and math.isnan(score)
+            shown = "" if score is None else ("   no face" if no_face else f"   {score:.2f}")
+            item = QListWidgetItem(rec.relpath + shown)
             item.setData(Qt.ItemDataRole.UserRole, rec.id)
             if rec.missing:
                 item.setIcon(qta.icon(MISSING_ICON[0], color=MISSING_ICON[1]))
@@ -206,8 +210,10 @@ class ImageList(QWidget):
             else:
                 item.setIcon(status_icon(rec.status))
                 tip = STATUS_ICONS.get(rec.status, ("", "", rec.status))[2]
-                if score is not None:
-                    tip += f"; model uncertainty {score:.3f} (0 sure, 1 unsure)"
+                if no_face:
+                    tip += f"; {NO_FACE_TIP}"
+                elif score is not None:
+                    tip += f"; model uncertainty over its faces {score:.3f} (0 sure, 1 unsure)"
                 item.setToolTip(tip)
             self.list.addItem(item)
         done = sum(1 for r in self._records if r.status in FINISHED and not r.missing)

@@ -1,5 +1,5 @@
 """Tool bar: tool buttons, brush size, overlay opacity / visibility / outline mode, and the
-model's confidence view."""
+model's confidence view and faces."""
 
 from __future__ import annotations
 
@@ -17,6 +17,13 @@ TOOL_ICONS: dict[Tool, tuple[str, str]] = {
     Tool.FILL: ("fa5s.fill-drip", "F"),
     Tool.POLYGON: ("fa5s.draw-polygon", "P"),
     Tool.PICKER: ("fa5s.eye-dropper", "I"),
+    Tool.FACE: ("fa5s.vector-square", "W"),
+}
+TOOL_TIPS: dict[Tool, str] = {
+    Tool.FACE: (
+        "Face box (W): drag a box around a face the finder missed, hairline to chin, ear to "
+        "ear; its pre-label appears at once. Click a box and press Delete to remove a false one."
+    ),
 }
 
 
@@ -34,7 +41,7 @@ class ToolBar(QToolBar):
             action = QAction(qta.icon(icon), tool.value, self)
             action.setCheckable(True)
             action.setShortcut(QKeySequence(key))
-            action.setToolTip(f"{tool.value} ({key})")
+            action.setToolTip(TOOL_TIPS.get(tool, f"{tool.value} ({key})"))
             action.triggered.connect(lambda _c=False, t=tool: state.set_tool(t))
             self.group.addAction(action)
             self.addAction(action)
@@ -78,6 +85,15 @@ class ToolBar(QToolBar):
         self.heat_action.setShortcut(QKeySequence("U"))
         self.heat_action.setToolTip("Confidence view (U): where the model is unsure")
         self.addAction(self.heat_action)
+        # Like the confidence view, a view of what the model found: the window connects it.
+        self.faces_action = QAction(qta.icon("fa5s.user-circle", color="#00838f"), "Show faces", self)
+        self.faces_action.setCheckable(True)
+        self.faces_action.setShortcut(QKeySequence("Shift+W"))
+        self.faces_action.setToolTip(
+            "Show faces (Shift+W): the box (and eye, nose and mouth points) of each face the "
+            "model parses; found faces solid, faces you drew dashed"
+        )
+        self.addAction(self.faces_action)
         state.tool_changed.connect(self._show_tool)
         state.radius_changed.connect(self._show_radius)
         state.opacity_changed.connect(

@@ -24,6 +24,7 @@ class Tool(StrEnum):
     FILL = "Fill"
     POLYGON = "Polygon"
     PICKER = "Eyedropper"
+    FACE = "Face box"
 
 
 class ToolState(QObject):

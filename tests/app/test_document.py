@@ -180,3 +180,25 @@ def test_long_stroke_on_a_big_map_undoes_exactly() -> None:
     assert delta.before.size < label.size  # a box, not the whole map
     doc.undo()
     np.testing.assert_array_equal(doc.label, original)
+
+
+def test_replace_where_sets_only_the_masked_pixels_in_one_step_sparing_protected() -> None:
+    _, label = synthetic_face(64, 0)
+    doc = LabelDocument(label.copy())
+    doc.protected = {HAIR}
+    before = doc.label.copy()
+    values = np.full((20, 30), UPPER_LIP, np.uint8)
+    mask = np.zeros((20, 30), bool)
+    mask[5:15, 5:25] = True
+    delta = doc.replace_where(values, mask, x0=10, y0=4)
+    assert delta is not None and len(doc.history) == 1 and doc.dirty
+    inside = np.zeros((64, 64), bool)
+    inside[9:19, 15:35] = True
+    assert (doc.label[~inside] == before[~inside]).all()  # nothing outside the mask changed
+    hair = inside & (before == HAIR)
+    assert hair.any() and (doc.label[hair] == HAIR).all()  # protected pixels kept
+    assert (doc.label[inside & ~hair] == UPPER_LIP).all()
+    doc.undo()
+    np.testing.assert_array_equal(doc.label, before)
+    with pytest.raises(LabelMapError, match="does not fit"):
+        doc.replace_where(values, mask, x0=50, y0=50)

@@ -15,7 +15,7 @@ import torch
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from faceparse_app import model_loop as model_loop_module
+from faceparse_app import training_runs as training_runs_module
 from faceparse_app.model_store import ModelStore
 from faceparse_app.project import Project
 from faceparse_app.uncertainty import rank_by_uncertainty
@@ -92,7 +92,7 @@ def key(window, text: str, modifier=Qt.KeyboardModifier.NoModifier) -> None:
 
 
 def wait_job(qtbot, window) -> None:
-    qtbot.waitUntil(lambda: not window.model_loop.running and window.train_panel.running is None, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not window.model_loop.training.running and window.train_panel.running is None, timeout=WAIT_MS)
 
 
 def label_files(folder: Path) -> dict[str, bytes]:
@@ -210,9 +210,9 @@ def test_finetune_reports_publishes_swaps_and_refreshes_unedited_prelabels(qtbot
     before = label_files(folder)
 
     QTest.mouseClick(panel.finetune_button, Qt.MouseButton.LeftButton)
-    assert loop.running and panel.running == "finetune"
+    assert loop.training.running and panel.running == "finetune"
     reports: list[dict] = []
-    loop.worker.progress.connect(reports.append)
+    loop.training.worker.progress.connect(reports.append)
     wait_job(qtbot, window)
 
     assert [r["step"] for r in reports if r["phase"] == "train"] == [1, 2]
@@ -247,7 +247,7 @@ def test_cancel_stops_training_and_publishes_nothing(qtbot, tmp_path):
     panel.steps_spin.setValue(0)  # no limit: only a cancel ends it
     QTest.mouseClick(panel.finetune_button, Qt.MouseButton.LeftButton)
     reports: list[dict] = []
-    loop.worker.progress.connect(reports.append)
+    loop.training.worker.progress.connect(reports.append)
     qtbot.waitUntil(lambda: any(r["phase"] == "train" for r in reports), timeout=WAIT_MS)
     QTest.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
     wait_job(qtbot, window)
@@ -261,7 +261,7 @@ def test_a_training_crash_is_shown_and_loses_no_label(qtbot, tmp_path, monkeypat
         on_progress({"phase": "train", "step": 1, "total_steps": 9, "epoch": 1, "epochs": 1, "loss": 2.0})
         raise RuntimeError("out of memory (injected)")
 
-    monkeypatch.setattr(model_loop_module, "run_finetune_on_files", crashing_run)
+    monkeypatch.setattr(training_runs_module, "run_finetune_on_files", crashing_run)
     folder = project_with(tmp_path / "project", n=3, labeled=2)
     window = open_window(qtbot, tmp_path, folder)
     session, panel = window.session, window.train_panel
@@ -328,20 +328,20 @@ def test_pretraining_starts_cancels_resumes_and_publishes_a_backbone(qtbot, tmp_
     panel.epochs_spin.setValue(30)  # 2 steps per epoch: plenty of steps to cancel in
     panel.steps_spin.setValue(0)
     QTest.mouseClick(panel.pretrain_button, Qt.MouseButton.LeftButton)
-    assert loop.running and loop.job_kind == "pretrain"
+    assert loop.training.running and loop.training.job_kind == "pretrain"
     first: list[dict] = []
-    loop.worker.progress.connect(first.append)
+    loop.training.worker.progress.connect(first.append)
     qtbot.waitUntil(lambda: bool(first), timeout=WAIT_MS)
     QTest.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
     wait_job(qtbot, window)
     assert loop.store.versions() == []
-    point = model_loop_module.pretrain_resume_point(loop.pretrain_dir)
+    point = training_runs_module.pretrain_resume_point(loop.training.pretrain_dir)
     assert point is not None and 1 <= point["step"] < point["total_steps"] == 60
     assert panel.pretrain_button.text().startswith("Resume pretraining")
 
     QTest.mouseClick(panel.pretrain_button, Qt.MouseButton.LeftButton)
     second: list[dict] = []
-    loop.worker.progress.connect(second.append)
+    loop.training.worker.progress.connect(second.append)
     wait_job(qtbot, window)
     assert second[0]["step"] == point["step"] + 1 and second[-1]["step"] == 60
     assert all(r["phase"] == "pretrain" for r in second)
@@ -384,10 +384,10 @@ def test_auto_retrain_after_n_newly_labeled_faces(qtbot, tmp_path):
     panel.auto_spin.setValue(2)
     panel.auto_check.setChecked(True)
     key(window, "a")
-    assert not loop.running  # one new label: not yet
+    assert not loop.training.running  # one new label: not yet
     key(window, "n")
     key(window, "a")
-    assert loop.running and loop.job_kind == "finetune"
+    assert loop.training.running and loop.training.job_kind == "finetune"
     wait_job(qtbot, window)
     version = loop.store.active("parser")
     assert version is not None and version.metrics["num_train"] + version.metrics["num_val"] == 4

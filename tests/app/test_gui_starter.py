@@ -55,7 +55,7 @@ def test_first_real_face_gets_a_starter_prelabel_and_training_starts_from_it(
     panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
     panel.steps_spin.setValue(1)
     panel.batch_spin.setValue(2)
-    with qtbot.waitSignal(window.model_loop.job_done, timeout=WAIT_MS):
+    with qtbot.waitSignal(window.model_loop.training.job_done, timeout=WAIT_MS):
         panel.finetune_button.click()
     version = window.model_loop.store.active("parser")
     assert version is not None and version.parent == "starter"

@@ -304,3 +304,91 @@ def test_saves_from_two_threads_do_not_collide(folder: Path) -> None:
         assert errors == []
         assert project.get(r0.id).active_seconds == pytest.approx(15.0)
         assert project.get(r1.id).active_seconds == pytest.approx(15.0)
+
+
+# ---------------------------------------------------------------------------------- faces
+
+
+def _faces() -> list:
+    from faceparse_app.faces import user_face
+    from trainer.faces import Face
+
+    points = np.array([[20, 24], [40, 24], [30, 32], [24, 42], [36, 42]], np.float32)
+    return [
+        Face(box=(10.0, 12.0, 50.0, 56.0), score=0.93, landmarks=points, source="detector"),
+        user_face((60.5, 2.0, 30.0, 40.0)),  # corners in any order
+    ]
+
+
+def test_faces_are_kept_with_their_framing_across_reopen(folder: Path) -> None:
+    from faceparse_app.faces import same_face
+    from trainer.faces import LABEL_BOX_FRAMING
+
+    faces = _faces()
+    with Project.open(folder) as project:
+        rec = project.find("face0.jpg")
+        assert project.faces(rec) is None  # not looked for yet
+        project.set_faces(rec, faces)
+        project.set_faces(project.find("face1.jpg"), [])  # looked for: none there
+    with Project.open(folder) as project:
+        kept = project.faces(project.find("face0.jpg"))
+        assert [same_face(a, b) for a, b in zip(kept, faces, strict=True)] == [True, True]
+        assert kept[1].box == (30.0, 2.0, 60.5, 40.0) and kept[1].source == "user"
+        # A drawn box is framed as boxes measured on the training labels, after a reopen too.
+        assert kept[1].box_framing == LABEL_BOX_FRAMING
+        assert kept[0].box_framing == faces[0].box_framing
+        assert project.faces(project.find("face1.jpg")) == []
+        assert project.faces(project.find("face2.jpg")) is None
+
+
+def test_a_read_only_project_refuses_to_keep_faces(folder: Path) -> None:
+    with Project.open(folder):
+        pass
+    with Project.open(folder, read_only=True) as project:
+        with pytest.raises(ProjectError, match="read-only"):
+            project.set_faces(project.find("face0.jpg"), _faces())
+        assert project.faces(project.find("face0.jpg")) is None
+
+
+def test_moved_image_keeps_its_faces_and_a_changed_picture_loses_them(folder: Path) -> None:
+    with Project.open(folder) as project:
+        project.set_faces(project.find("face0.jpg"), _faces())
+        project.set_faces(project.find("face1.jpg"), _faces())
+    (folder / "sub").mkdir()
+    os.replace(folder / "face0.jpg", folder / "sub" / "face0.jpg")
+    image, _ = synthetic_face(64, seed=42)
+    write_image(folder / "face1.jpg", image)  # another picture under the same name
+    os.utime(folder / "face1.jpg", ns=(1, 1))
+    with Project.open(folder) as project:
+        assert len(project.faces(project.find("sub/face0.jpg"))) == 2
+        assert project.faces(project.find("face1.jpg")) is None  # looked for again
+
+
+def test_unreadable_stored_faces_are_looked_for_again(folder: Path) -> None:
+    with Project.open(folder) as project:
+        rec = project.find("face0.jpg")
+        project.set_faces(rec, _faces())
+    conn = sqlite3.connect(folder / ".faceparse" / "project.sqlite")
+    with conn:
+        conn.execute("UPDATE images SET faces='[{\"box\": [1, 2' WHERE relpath='face0.jpg'")
+    conn.close()
+    with Project.open(folder) as project:
+        assert project.faces(project.find("face0.jpg")) is None
+
+
+def test_a_v2_store_gains_faces_and_keeps_its_rows(folder: Path) -> None:
+    _, label = synthetic_face(64, seed=0)
+    with Project.open(folder) as project:
+        project.save_label(project.find("face0.jpg"), label, model_version="starter")
+    conn = sqlite3.connect(folder / ".faceparse" / "project.sqlite")
+    with conn:
+        conn.execute("ALTER TABLE images DROP COLUMN faces")
+        conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    conn.close()
+    with Project.open(folder) as project:
+        assert project.schema_version == SCHEMA_VERSION == 3
+        rec = project.find("face0.jpg")
+        assert rec.status == "pre-labeled" and project.may_prelabel(rec)
+        assert project.faces(rec) is None
+        project.set_faces(rec, _faces())
+        assert len(project.faces(rec)) == 2

@@ -66,9 +66,10 @@ def test_uncertainty_from_confidence_spans_zero_to_one():
     assert u[1, 1] < u[1, 0]
 
 
-def test_rank_least_sure_first_with_unscored_last():
-    scores = {3: 0.2, 7: 0.9, 1: 0.5, 4: math.nan, 2: 0.5}
-    assert rank_by_uncertainty(scores) == [7, 1, 2, 3, 4]
+def test_rank_no_face_first_then_least_sure_with_unscored_last():
+    # No face found (NaN) needs a person before any parse does; not scored yet (None) goes last.
+    scores = {3: 0.2, 7: 0.9, 1: 0.5, 4: None, 2: 0.5, 9: math.nan}
+    assert rank_by_uncertainty(scores) == [9, 7, 1, 2, 3, 4]
     images = {10: confident(), 11: uniform(), 12: torn()}
     ranked = rank_by_uncertainty({k: mean_entropy(v) for k, v in images.items()})
     assert ranked == [11, 12, 10]

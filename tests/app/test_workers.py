@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QCoreApplication, QThread
 
+from faceparse_app.prelabel_queue import PrelabelQueue
 from faceparse_app.training import run_finetune_job
-from faceparse_app.workers import FunctionWorker, GeneratorWorker, PrelabelQueue
+from faceparse_app.workers import FunctionWorker, GeneratorWorker
 from tests.conftest import synthetic_face
 from trainer.checkpoint import save_checkpoint
 from trainer.data.imageio import write_image
 from trainer.data.sample import Sample
+from trainer.faces import Face
 from trainer.models import build_model, get_preset
 from trainer.predict import Predictor
 
@@ -143,7 +145,7 @@ def test_prelabel_queue_serves_the_requested_face_first_then_caches(qtbot, tiny_
     try:
         queue.set_model(tiny_predictor, "v0001")
         ready: list[tuple[int, bool]] = []
-        queue.ready.connect(lambda i, label, conf, score: ready.append((i, in_gui_thread())))
+        queue.ready.connect(lambda i, pred: ready.append((i, in_gui_thread())))
         queue.score_all([(5, face_files[5]), (6, face_files[6])])
         qtbot.waitUntil(lambda: loads == [5], timeout=5000)
         queue.request(1, face_files[1], upcoming=[(2, face_files[2]), (3, face_files[3]), (4, face_files[4])])
@@ -152,9 +154,10 @@ def test_prelabel_queue_serves_the_requested_face_first_then_caches(qtbot, tiny_
         # The requested face beat the look-ahead, which beat the rest of the background sweep.
         assert loads == [5, 1, 2, 3, 6]
         assert ready == [(1, True), (2, True), (3, True)]  # only 2 look-ahead faces (lookahead=2)
-        label, confidence, score = queue.cached(1)
-        assert label.shape == (64, 64) and confidence.shape == (64, 64) and 0 <= score <= 1
-        np.testing.assert_array_equal(label, tiny_predictor(synthetic_face(64, seed=1)[0]).label)
+        pred = queue.cached(1)
+        assert pred.label.shape == (64, 64) and pred.confidence.shape == (64, 64)
+        assert 0 <= pred.score <= 1 and len(pred.faces) == 1
+        np.testing.assert_array_equal(pred.label, tiny_predictor(synthetic_face(64, seed=1)[0]).label)
 
         # A cached face is served at once, without predicting it again.
         with qtbot.waitSignal(queue.ready, timeout=100) as blocker:
@@ -218,3 +221,109 @@ def test_a_cancel_that_comes_after_the_job_finished_its_work_reports_finished(qt
         with qtbot.waitSignal(worker.done, timeout=5000):
             worker.start()
         assert seen == [expected]
+
+
+class CountingFinder:
+    """A face finder that says where it ran and how often (one whole-image face per image)."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.calls: list[bool] = []  # per call: was it on the GUI thread?
+
+    def __call__(self, image: np.ndarray) -> list[Face]:
+        self.calls.append(in_gui_thread())
+        h, w = image.shape[:2]
+        return [Face(box=(0.0, 0.0, float(w), float(h)), score=0.9, box_framing=(0.5, 0.5, 1.0))]
+
+
+def test_prelabel_queue_finds_faces_once_then_parses_the_kept_ones(qtbot, face_files):
+    finder = CountingFinder()
+    predictor = Predictor(build_model(get_preset("tiny"), heads=("parsing",)), device="cpu", finder=finder)
+    kept: dict[int, list[Face]] = {}
+    asked: list[bool] = []
+
+    def faces_for(image_id: int) -> list[Face] | None:
+        asked.append(in_gui_thread())
+        return kept.get(image_id)
+
+    queue = PrelabelQueue(lookahead=0, faces_for=faces_for)
+    try:
+        queue.set_model(predictor, "v0001")
+        found: list[tuple[int, list[Face]]] = []
+        queue.faces_found.connect(lambda i, faces: found.append((i, faces)))
+        with qtbot.waitSignal(queue.ready, timeout=20000) as blocker:
+            queue.request(1, face_files[1])
+        first = blocker.args[1]
+        assert finder.calls == [False] and asked == [False]  # found and asked off the GUI thread
+        assert [i for i, _ in found] == [1] and found[0][1] == first.faces
+        kept[1] = found[0][1]
+        # Kept faces are parsed as they are: no second search, also for a newer model.
+        queue.set_model(predictor, "v0002")
+        with qtbot.waitSignal(queue.ready, timeout=20000) as blocker:
+            queue.request(1, face_files[1])
+        assert finder.calls == [False] and len(found) == 1
+        np.testing.assert_array_equal(blocker.args[1].label, first.label)
+        # An image whose kept list is empty (no face there) is all background, score NaN.
+        kept[2] = []
+        with qtbot.waitSignal(queue.ready, timeout=20000) as blocker:
+            queue.request(2, face_files[2])
+        empty = blocker.args[1]
+        assert not empty.label.any() and (empty.confidence == 1).all() and np.isnan(empty.score)
+        assert finder.calls == [False]
+    finally:
+        queue.stop()
+
+
+def test_forget_drops_the_old_prediction_even_one_still_running(qtbot, tiny_predictor, face_files):
+    gate = threading.Event()
+
+    def loader(path: Path) -> np.ndarray:
+        gate.wait(10)
+        from trainer.data.imageio import read_image
+
+        return read_image(path)
+
+    half = Face(box=(0.0, 0.0, 32.0, 32.0), source="user", box_framing=(0.5, 0.5, 1.0))
+    kept: dict[int, list[Face]] = {}
+    queue = PrelabelQueue(lookahead=0, loader=loader, faces_for=kept.get)
+    try:
+        queue.set_model(tiny_predictor, "v0001")
+        ready: list = []
+        queue.ready.connect(lambda i, pred: ready.append((i, pred)))
+        queue.request(1, face_files[1])
+        qtbot.waitUntil(lambda: queue._inflight is not None, timeout=5000)
+        kept[1] = [half]  # the annotator changed the faces while the old ones were parsed
+        queue.forget(1)
+        queue.request(1, face_files[1])
+        gate.set()
+        qtbot.waitUntil(lambda: bool(ready), timeout=20000)
+        qtbot.wait(200)
+        assert len(ready) == 1  # the prediction with the old faces never arrived
+        pred = ready[0][1]
+        assert len(pred.faces) == 1 and pred.faces[0].box == half.box
+        assert not pred.label[40:, :].any() and not pred.label[:, 40:].any()  # one quarter only
+        assert queue.cached(1) is pred
+        queue.forget(1)
+        assert queue.cached(1) is None and queue.score(1) is None
+    finally:
+        queue.stop()
+
+
+def test_an_image_is_searched_once_even_before_its_faces_are_kept(qtbot, face_files):
+    """The sweep right behind a request used to search the image again: the GUI thread had
+    not kept the faces of the first search yet (or cannot: a read-only project)."""
+    finder = CountingFinder()
+    predictor = Predictor(build_model(get_preset("tiny"), heads=("parsing",)), device="cpu", finder=finder)
+    queue = PrelabelQueue(lookahead=0, faces_for=lambda image_id: None)  # nothing is ever kept
+    try:
+        queue.set_model(predictor, "v0001")
+        queue.request(1, face_files[1])
+        queue.score_all([(1, face_files[1]), (2, face_files[2])])
+        qtbot.waitUntil(lambda: len(queue.scores()) == 2, timeout=20000)
+        queue.set_model(predictor, "v0002")  # a newer model: the faces are the same
+        queue.score_all([(1, face_files[1])])
+        qtbot.waitUntil(lambda: len(queue.scores()) == 1, timeout=20000)
+        assert len(finder.calls) == 2  # once per image
+    finally:
+        queue.stop()

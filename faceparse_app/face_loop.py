@@ -1,0 +1,237 @@
+"""The faces in the loop: each image's faces kept in the project store, shown on the canvas,
+added and removed by the annotator, and the pre-label following at once.
+
+The model's first prediction of an image finds its faces; :class:`FaceLoop` keeps them, and from
+then on every prediction of that image parses the kept ones (no second search; what the
+annotator added or removed sticks, across model versions too). Adding or removing a face
+stores the new list, drops the image's old prediction and asks for a new one off the GUI thread;
+when it arrives, only the pixels the changed face's crop covers are replaced by it, as one undo
+step that spares protected classes. A photo in which no face was found says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from faceparse_app.faces import MIN_FACE_BOX, coverage, same_face, union_coverage, user_face
+from faceparse_app.prelabel_queue import PrelabelQueue
+from faceparse_app.project import ImageRecord, ProjectError
+from faceparse_app.session import AnnotationSession
+from trainer.errors import LabelMapError
+from trainer.faces import Face
+from trainer.predict import Prediction
+
+log = logging.getLogger(__name__)
+
+STROKE_RETRY_MS = 150  # a re-prediction that lands mid-stroke waits for the stroke to end
+
+
+def no_face_text(name: str) -> str:
+    """What the message bar says when no face was found in a photo."""
+    return f"No face found in {name}: draw a box around each face with the face tool (W)"
+
+
+class FaceLoop(QObject):
+    """Keeps, shows and edits the faces of the open project's images.
+
+    Signals:
+        faces_changed(list[Face]): the faces of the image on screen ([] while not known).
+        no_face(text): the image on screen has no face; '' when that is no longer so.
+        message(text, level): something the user should know.
+        status(text): a short note for the status bar.
+    """
+
+    faces_changed = Signal(object)
+    no_face = Signal(str)
+    message = Signal(str, str)
+    status = Signal(str)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.session: AnnotationSession | None = None
+        self.queue: PrelabelQueue | None = None
+        self.shown: list[Face] = []
+        self._predicted: int | None = None  # the image whose prediction gave `shown`
+        # image id -> the faces added or removed since its last prediction: their pixels take
+        # the next prediction of that image.
+        self._edits: dict[int, list[Face]] = {}
+
+    def attach(self, session: AnnotationSession, queue: PrelabelQueue) -> None:
+        self.session, self.queue = session, queue
+        self._edits = {}
+        queue.faces_found.connect(self.keep_found)
+
+    def detach(self) -> None:
+        if self.queue is not None:
+            self.queue.faces_found.disconnect(self.keep_found)
+        self.session, self.queue, self._edits = None, None, {}
+        self._show([])
+
+    # ------------------------------------------------------------------ the store
+    def kept_faces(self, image_id: int) -> list[Face] | None:
+        """The faces kept for an image; None: not looked for yet. Runs on the pre-label thread."""
+        session = self.session
+        if session is None:
+            return None
+        project = session.project
+        return project.faces(project.get(image_id))
+
+    def keep_found(self, image_id: int, faces: list[Face]) -> None:
+        """Keep the faces the finder found in an image, unless some are kept already."""
+        session = self.session
+        if session is None or session.project.read_only:
+            return
+        project = session.project
+        try:
+            rec = project.get(image_id)
+            if project.faces(rec) is None:
+                project.set_faces(rec, faces)
+        except (KeyError, ProjectError) as exc:
+            log.warning("could not keep the faces found in image %s: %s", image_id, exc)
+
+    # ------------------------------------------------------------------ the image on screen
+    def on_image_changed(self, rec: ImageRecord | None) -> None:
+        """A new image is on screen: show its kept faces until its prediction comes."""
+        self.no_face.emit("")
+        self._predicted = None
+        faces: list[Face] | None = None
+        if rec is not None and self.session is not None:
+            try:
+                faces = self.session.project.faces(rec)
+            except (KeyError, ProjectError):
+                faces = None
+        self._show(faces or [])
+
+    def on_ready(self, image_id: int, pred: Prediction) -> None:
+        """The prediction of the image on screen arrived: show its faces, put a face change
+        into the label, or say that no face was found."""
+        session = self.session
+        if session is None or session.current is None or session.current.id != image_id:
+            return
+        self._show(list(pred.faces))
+        self._predicted = image_id
+        changed = self._edits.get(image_id)
+        if changed:
+            self._apply_edit(image_id, pred, changed)
+        elif pred.faces:
+            n = len(pred.faces)
+            self.status.emit(f"{n} face{'s' if n != 1 else ''} in {session.current.relpath}")
+        if pred.framing == "detect" and not pred.faces:
+            self.no_face.emit(no_face_text(session.current.relpath))
+        else:
+            self.no_face.emit("")
+
+    # ------------------------------------------------------------------ editing
+    def add_face(self, box: Sequence[float]) -> bool:
+        """Add a face the finder missed, drawn as a box (x0, y0, x1, y1) in image pixels from
+        the hairline to the chin, ear to ear; its pre-label follows. False when refused."""
+        rec, kept = self._editable()
+        if rec is None or kept is None:
+            return False
+        face = user_face(tuple(box))  # type: ignore[arg-type]
+        doc = self.session.document
+        if min(face.box[2] - face.box[0], face.box[3] - face.box[1]) < MIN_FACE_BOX:
+            self.status.emit(
+                f"A face box needs at least {MIN_FACE_BOX}×{MIN_FACE_BOX} image pixels; zoom in "
+                "to draw a smaller face."
+            )
+            return False
+        if coverage(face, doc.shape) is None:
+            self.status.emit("That box is outside the image; draw it over the face.")
+            return False
+        if not kept:
+            # The no-face message is up: say what happens instead of hiding it (the canvas
+            # would jump by the bar's height under the next box being drawn).
+            self.message.emit(
+                f"Parsing the face you drew in {rec.relpath}; draw a box around each other face.",
+                "info",
+            )
+        return self._change(rec, [*kept, face], face, f"Parsing the face you drew in {rec.relpath}…")
+
+    def remove_face(self, face: Face) -> bool:
+        """Remove a face (a false find, or one drawn by mistake): its pixels take the
+        prediction without it (background where no other face claims them)."""
+        rec, kept = self._editable()
+        if rec is None or kept is None:
+            return False
+        rest = [f for f in kept if not same_face(f, face)]
+        if len(rest) == len(kept):
+            return False
+        return self._change(rec, rest, face, f"Removed a face from {rec.relpath}; re-parsing…")
+
+    def _editable(self) -> tuple[ImageRecord | None, list[Face] | None]:
+        """The image on screen and its kept faces, when its faces may change now."""
+        session, queue = self.session, self.queue
+        if session is None or session.current is None or session.document is None:
+            return None, None
+        rec = session.current
+        if queue is None or not queue.has_model:
+            self.message.emit(
+                "No model yet, so no face can be parsed: train a model first.", "info"
+            )
+            return None, None
+        if session.project.read_only:
+            self.message.emit(f"{session.project.root} is read-only: faces cannot be kept.", "error")
+            return None, None
+        try:
+            kept = session.project.faces(rec)
+        except (KeyError, ProjectError) as exc:
+            self.message.emit(f"The faces of {rec.relpath} cannot be read: {exc}", "error")
+            return None, None
+        if kept is None and self._predicted == rec.id:
+            kept = list(self.shown)  # parsed but not kept (the whole-image framing): start there
+        if kept is None:
+            self.status.emit(
+                f"Still looking for the faces in {rec.relpath}; draw the box again once they show."
+            )
+        return rec, kept
+
+    def _change(self, rec: ImageRecord, faces: list[Face], changed: Face, note: str) -> bool:
+        session, queue = self.session, self.queue
+        assert session is not None and queue is not None
+        try:
+            session.project.set_faces(rec, faces)
+        except ProjectError as exc:
+            self.message.emit(f"The faces of {rec.relpath} were not changed: {exc}", "error")
+            return False
+        # The annotator acted on this image: no pre-label replaces its label from now on.
+        session.note_edit()
+        self._edits.setdefault(rec.id, []).append(changed)
+        queue.forget(rec.id)
+        self._show(faces)
+        self.no_face.emit("" if faces else no_face_text(rec.relpath))
+        self.status.emit(note)
+        queue.request(rec.id, session.project.image_path(rec))
+        return True
+
+    def _apply_edit(self, image_id: int, pred: Prediction, changed: list[Face]) -> None:
+        """Replace the pixels the changed faces' crops cover by the new prediction."""
+        session = self.session
+        assert session is not None
+        doc = session.document
+        if doc is None:
+            return
+        if doc.in_stroke:  # never cut a stroke short: put the faces in once it ends
+            QTimer.singleShot(STROKE_RETRY_MS, lambda: self.on_ready(image_id, pred))
+            return
+        del self._edits[image_id]
+        region = union_coverage(changed, doc.shape)
+        if region is None or pred.label.shape != doc.shape:
+            return
+        (x0, y0, x1, y1), mask = region
+        try:
+            delta = doc.replace_where(pred.label[y0:y1, x0:x1], mask, x0, y0)
+        except LabelMapError as exc:
+            self.message.emit(f"The new pre-label of {session.current.relpath} did not fit: {exc}", "warning")
+            return
+        if delta is not None:
+            session.note_edit()
+        self.status.emit(f"Faces of {session.current.relpath} updated (Ctrl+Z undoes it).")
+
+    def _show(self, faces: list[Face]) -> None:
+        self.shown = list(faces)
+        self.faces_changed.emit(self.shown)
+

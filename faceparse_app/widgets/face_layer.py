@@ -1,0 +1,72 @@
+"""Drawing the faces of the shown photo on the canvas: each face's box, and its eye, nose and
+mouth points when known. Found faces and faces drawn by the annotator look different, and the
+face the face-box tool has selected stands out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QPainter, QPen
+
+from trainer.faces import Face
+
+# source -> (colour, pen style, caption)
+STYLES: dict[str, tuple[QColor, Qt.PenStyle, str]] = {
+    "detector": (QColor(0, 229, 255), Qt.PenStyle.SolidLine, "found"),
+    "user": (QColor(255, 179, 0), Qt.PenStyle.DashLine, "drawn"),
+    "label": (QColor(118, 255, 3), Qt.PenStyle.DotLine, "from label"),
+}
+SHADOW = QColor(0, 0, 0, 170)
+POINT_RADIUS = 3.0  # widget pixels
+
+
+def caption(face: Face) -> str:
+    """The short text beside a face's box: who found it (and the finder's confidence)."""
+    text = STYLES.get(face.source, STYLES["detector"])[2]
+    return f"{text} {face.score:.2f}" if face.source == "detector" else text
+
+
+def paint_faces(
+    painter: QPainter,
+    faces: Sequence[Face],
+    to_widget: Callable[[float, float], QPointF],
+    selected: int | None = None,
+) -> None:
+    """Draw every face's box (and points) in widget coordinates.
+
+    Args:
+        painter: the canvas painter.
+        faces: the faces, in image pixels.
+        to_widget: image point -> widget point.
+        selected: index of the face to highlight, if any.
+    """
+    painter.save()
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+    painter.setBrush(Qt.BrushStyle.NoBrush)
+    font = QFont(painter.font())
+    font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
+    painter.setFont(font)
+    for i, face in enumerate(faces):
+        colour, style, _ = STYLES.get(face.source, STYLES["detector"])
+        chosen = i == selected
+        width = 3.0 if chosen else 2.0
+        rect = QRectF(to_widget(face.box[0], face.box[1]), to_widget(face.box[2], face.box[3]))
+        # A dark line under the coloured one keeps the box visible on light and dark photos.
+        painter.setPen(QPen(SHADOW, width + 2, Qt.PenStyle.SolidLine))
+        painter.drawRect(rect)
+        painter.setPen(QPen(QColor(255, 255, 255) if chosen else colour, width, style))
+        painter.drawRect(rect)
+        if face.landmarks is not None:
+            painter.setPen(QPen(SHADOW, 1))
+            painter.setBrush(colour)
+            for x, y in face.landmarks:
+                painter.drawEllipse(to_widget(float(x), float(y)), POINT_RADIUS, POINT_RADIUS)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+        text = caption(face) + ("  (Delete removes it)" if chosen else "")
+        corner = rect.topLeft() + QPointF(3, -4)
+        painter.setPen(QPen(SHADOW))
+        painter.drawText(corner + QPointF(1, 1), text)
+        painter.setPen(QPen(colour))
+        painter.drawText(corner, text)
+    painter.restore()
