@@ -85,7 +85,8 @@ def same_face(a: Face, b: Face) -> bool:
 
 
 def coverage(face: Face, shape: tuple[int, int]) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
-    """The photo pixels a face's crop covers: the pixels its parse can claim.
+    """The photo pixels a face's crops cover (its zoomed-out one holds its own): the pixels its
+    parse can claim.
 
     Args:
         face: the face.
@@ -95,10 +96,10 @@ def coverage(face: Face, shape: tuple[int, int]) -> tuple[tuple[int, int, int, i
         ((x0, y0, x1, y1) end-exclusive box, (y1 - y0, x1 - x0) bool mask of the pixels whose
         centre falls inside the crop), or None when the crop misses the photo.
     """
-    from trainer.faces import face_transform, footprint
+    from trainer.faces import footprint, parse_transforms
 
     try:
-        m = face_transform(face, _COVERAGE_SIDE)
+        m = parse_transforms(face, _COVERAGE_SIDE)[1]  # it holds the face's own crop
     except ValueError:  # an empty box covers nothing
         return None
     box = footprint(m, _COVERAGE_SIDE, shape)

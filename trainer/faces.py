@@ -139,6 +139,27 @@ def face_transform(face: Face, size: int) -> np.ndarray:
     return np.array([[scale, 0.0, tx], [0.0, scale, ty]])
 
 
+def context_transform(factor: float, size: int) -> np.ndarray:
+    """(3, 3) crop -> crop transform zooming out by ``factor`` about the crop's centre (compose
+    it after a face's transform to see ``factor`` times more around the face)."""
+    c = size / 2
+    k = 1.0 / factor
+    return np.array([[k, 0.0, c - k * c], [0.0, k, c - k * c], [0.0, 0.0, 1.0]])
+
+
+# Each face is also parsed zoomed out by this factor; those logits label only what lies past every
+# face's own crop (long hair, the neck). 1.3 to 1.7 score alike on HELEN; without it hair past
+# the crop is background (BENCHMARKS.md, "Parsing whole photos").
+CONTEXT = 1.5
+
+
+def parse_transforms(face: Face, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The face's crop transform and its zoomed-out one (:data:`CONTEXT`): the two crops the
+    parser sees for a face; the second covers every pixel its parse can label."""
+    m = face_transform(face, size)
+    return m, (context_transform(CONTEXT, size) @ np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
+
+
 def invert(m: np.ndarray) -> np.ndarray:
     """The inverse of a 2×3 similarity or affine transform."""
     return cv2.invertAffineTransform(np.asarray(m, np.float64))
@@ -207,6 +228,7 @@ def paste_logits(
     transforms: Sequence[np.ndarray],
     shape: tuple[int, int],
     band_pixels: int | None = None,
+    fill: tuple[Sequence[torch.Tensor], Sequence[np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Warp each face's logits back into the photo and merge them by confidence.
 
@@ -214,6 +236,8 @@ def paste_logits(
         logits: per face, (C, S, S) float class logits of its crop.
         transforms: per face, its photo -> crop transform (at side S).
         shape: (H, W) of the photo.
+        fill: more (logits, transforms), e.g. the faces zoomed out, that label only the pixels
+            no crop of ``logits`` covers (merged among themselves by confidence).
 
     Returns:
         label (H, W) uint8: the most probable class of the most confident face at each pixel,
@@ -224,6 +248,22 @@ def paste_logits(
     label = np.zeros((height, width), np.uint8)
     confidence = np.ones((height, width), np.float32)
     best = np.zeros((height, width), np.float32)  # 0: no face has claimed the pixel
+    _paste_into(label, confidence, best, logits, transforms, shape, band_pixels)
+    if fill is not None:
+        claimed = best > 0
+        fill_best = np.zeros_like(best)
+        fill_label = np.zeros_like(label)
+        fill_conf = np.ones_like(confidence)
+        _paste_into(fill_label, fill_conf, fill_best, fill[0], fill[1], shape, band_pixels)
+        take = ~claimed & (fill_best > 0)
+        label[take] = fill_label[take]
+        confidence[take] = fill_conf[take]
+    return label, confidence
+
+
+def _paste_into(label, confidence, best, logits, transforms, shape, band_pixels) -> None:
+    """Paste ``logits`` into ``label``/``confidence`` where each is more confident than ``best``."""
+    height, width = shape
     for face_logits, m in zip(logits, transforms, strict=True):
         size = int(face_logits.shape[-1])
         box = footprint(m, size, shape)
@@ -252,7 +292,6 @@ def paste_logits(
             label[b0:b1, x0:x1][take] = arg.numpy().astype(np.uint8)[take]
             confidence[b0:b1, x0:x1][take] = conf_np[take]
             best[b0:b1, x0:x1][take] = conf_np[take]
-    return label, confidence
 
 
 def faces_from_label(label: np.ndarray, min_pixels: int = 64) -> list[Face]:

@@ -34,7 +34,7 @@ from trainer.data.folders import list_images
 from trainer.data.imageio import read_image, write_image, write_label
 from trainer.data.transforms import resize_square, to_tensor
 from trainer.errors import CheckpointError, FaceParseError, ImageReadError
-from trainer.faces import Face, crop_face, face_transform, paste_logits
+from trainer.faces import Face, crop_face, parse_transforms, paste_logits
 from trainer.labels import get_label_set
 from trainer.models import FaceParseNet
 
@@ -281,15 +281,18 @@ class Predictor:
         to_out = np.diag([w / size[1], h / size[0], 1.0])
         transforms, crops = [], []
         for face in found:
-            m = face_transform(face, side)
-            crops.append(crop_face(image, m, side))
-            transforms.append(m @ to_out)
+            # The face's crop, then the same face zoomed out: hair and neck reach past the crop.
+            for t in parse_transforms(face, side):
+                crops.append(crop_face(image, t, side))
+                transforms.append(t @ to_out)
         logits: list[torch.Tensor] = []
         for start in range(0, len(crops), CROP_BATCH):
             logits.extend(self.logits(crops[start : start + CROP_BATCH]).cpu())
         with torch.inference_mode():
-            label, confidence = paste_logits(logits, transforms, size)
-            scores = [mean_entropy(x) for x in logits]
+            label, confidence = paste_logits(
+                logits[0::2], transforms[0::2], size, fill=(logits[1::2], transforms[1::2])
+            )
+            scores = [mean_entropy(x) for x in logits[0::2]]
         return Prediction(
             label=label,
             confidence=confidence,

@@ -15,7 +15,7 @@ from faceparse_app.faces import (
     union_coverage,
     user_face,
 )
-from trainer.faces import LABEL_BOX_FRAMING, Face, face_transform, paste_logits
+from trainer.faces import LABEL_BOX_FRAMING, Face, parse_transforms, paste_logits
 
 POINTS = np.array([[30, 40], [60, 30], [48, 50], [38, 66], [62, 60]], np.float32)
 
@@ -32,8 +32,9 @@ POINTS = np.array([[30, 40], [60, 30], [48, 50], [38, 66], [62, 60]], np.float32
 def test_coverage_is_exactly_the_pixels_the_face_can_claim(face):
     shape = (90, 100)
     logits = torch.zeros(11, 16, 16)
-    logits[3] = 5.0  # this face says "class 3" everywhere in its crop
-    label, _ = paste_logits([logits], [face_transform(face, 16)], shape)
+    logits[3] = 5.0  # this face says "class 3" everywhere in its crops
+    main, wide = parse_transforms(face, 16)  # as the predictor parses it: its crop, zoomed out
+    label, _ = paste_logits([logits], [main], shape, fill=([logits], [wide]))
     (x0, y0, x1, y1), mask = coverage(face, shape)
     full = np.zeros(shape, bool)
     full[y0:y1, x0:x1] = mask

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QThread, QTimer
 
+from faceparse_app.faces import coverage
 from faceparse_app.widgets.tool_state import Tool
 from tests.app.test_gui_canvas import drag
 from tests.app.test_gui_faces import face_tool, kept, mask_of, reference, two_faces
@@ -188,7 +189,8 @@ def test_a_face_cut_by_the_frame_edge(qtbot, tmp_path, monkeypatch):
     qtbot.waitUntil(lambda: status(window, image_id) == ("pre-labeled", version), timeout=WAIT_MS)
     assert_off_the_gui_thread(finder)
     label = session.document.label
-    assert label.shape == (64, 128) and not label[:, 34:].any()  # only the part in the picture
+    (_, _, reach, _), _ = coverage(cut, label.shape)  # the face's crops, zoomed-out one included
+    assert label.shape == (64, 128) and reach < 128 and not label[:, reach:].any()
     np.testing.assert_array_equal(label, reference(window, version, [cut]))
     # The annotator's own box may reach past the right edge too: parsed where it is in view.
     face_tool(window)
@@ -206,8 +208,8 @@ def test_a_face_cut_by_the_frame_edge(qtbot, tmp_path, monkeypatch):
 def test_a_12_megapixel_photo(qtbot, tmp_path, monkeypatch):
     face, _ = synthetic_face(64, seed=5)
     big = np.full((3000, 4000, 3), 90, np.uint8)
-    big[200:2800, 1400:3000] = cv2.resize(face, (1600, 2600), interpolation=cv2.INTER_LINEAR)
-    box = Face(box=(1400.0, 200.0, 3000.0, 2800.0), score=0.95, box_framing=(0.5, 0.5, 1.0))
+    big[800:2100, 1600:2400] = cv2.resize(face, (800, 1300), interpolation=cv2.INTER_LINEAR)
+    box = Face(box=(1600.0, 800.0, 2400.0, 2100.0), score=0.95, box_framing=(0.5, 0.5, 1.0))
     finder = GuiWatchingFinder(lambda shape: [box])
     use(monkeypatch, finder)
     folder = photo_folder(tmp_path / "project", "big.jpg", big)
@@ -217,8 +219,11 @@ def test_a_12_megapixel_photo(qtbot, tmp_path, monkeypatch):
     assert_off_the_gui_thread(finder)
     label = session.document.label
     assert label.shape == (3000, 4000) and window.canvas.image_size == (4000, 3000)
-    assert label[200:2800, 1400:3000].any()
-    assert not label[:, :800].any() and not label[:, 3600:].any()  # outside the face's crop
+    assert label[800:2100, 1600:2400].any()
+    (x0, y0, x1, y1), _ = coverage(box, label.shape)  # the face's crops, zoomed-out one included
+    outside = np.ones(label.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert x1 - x0 < 4000 and not label[outside].any()
     assert window.statusBar().currentMessage() == "1 face in big.jpg"
     np.testing.assert_array_equal(read_label(session.project.label_path(session.current)), label)
     still_works(qtbot, window, version)

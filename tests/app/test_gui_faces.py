@@ -111,9 +111,10 @@ def test_found_faces_are_kept_shown_and_parsed_again_without_a_second_search(qtb
     assert Settings(tmp_path / "settings.ini").show_faces is False
     # The pre-label is the model's parse of the found face only; the rest is background.
     np.testing.assert_array_equal(window.session.document.label, reference(window, v1, [LEFT]))
-    assert not window.session.document.label[:, 64:].any()
+    reach = coverage(LEFT, window.session.document.label.shape)[0][2]  # its zoomed-out crop's edge
+    assert reach < 128 and not window.session.document.label[:, reach:].any()
     # The confidence view is over faces: sure (1.0) wherever no face was parsed.
-    assert (window.model_loop.confidence[:, 64:] == 1.0).all()
+    assert (window.model_loop.confidence[:, reach:] == 1.0).all()
     # A newer model parses the kept face; the finder is not asked again.
     window.model_loop.activate(v2)
     wait_prelabeled(qtbot, window, v2)
@@ -187,7 +188,8 @@ def test_removing_a_false_face_gives_its_pixels_back_to_the_background(qtbot, tm
     after = session.document.label
     np.testing.assert_array_equal(after[~false_area], before[~false_area])
     np.testing.assert_array_equal(after[false_area], reference(window, v1, [LEFT])[false_area])
-    assert not after[:, 70:].any()  # no other face claims those pixels: background
+    reach = coverage(LEFT, after.shape)[0][2]
+    assert not after[:, reach:].any()  # no other face claims those pixels: background
     assert [f.box for f in kept(window)] == [LEFT.box] and len(window.canvas.faces) == 1
     window.undo_action.trigger()
     np.testing.assert_array_equal(session.document.label, before)

@@ -11,6 +11,7 @@ from tests.conftest import synthetic_face
 from trainer.faces import (
     TEMPLATE,
     Face,
+    context_transform,
     crop_face,
     face_transform,
     faces_from_label,
@@ -88,6 +89,20 @@ def test_overlapping_faces_merge_by_confidence() -> None:
     assert (label[20:30, 20:30] == 1).all()  # the overlap goes to the surer face
     assert (label[2:12, 2:12] == 6).all() and (label[40:, 40:] == 1).all()
     assert (label[40:, :10] == 0).all() and (conf[40:, :10] == 1.0).all()
+
+
+def test_the_zoomed_out_pass_labels_only_what_no_face_crop_covers() -> None:
+    size = 32
+    skin = torch.zeros(11, size, size)
+    skin[1] = 1.0  # skin, not very sure
+    hair = torch.zeros(11, size, size)
+    hair[10] = 9.0  # hair, very sure
+    face = np.array([[1.0, 0, -16], [0, 1.0, -16]])  # the face's crop: photo pixels 16..48
+    wide = (context_transform(2.0, size) @ np.vstack([face, [0, 0, 1]]))[:2]  # 0..64
+    label, conf = paste_logits([skin], [face], (64, 64), fill=([hair], [wide]))
+    assert (label[16:48, 16:48] == 1).all()  # the face's own crop wins, however sure the fill
+    assert (label[:16] == 10).all() and (label[48:] == 10).all()  # past it: the zoomed-out pass
+    assert conf[:16].min() > 0.99
 
 
 def test_a_face_much_larger_than_the_crop_is_not_aliased() -> None:
