@@ -113,6 +113,18 @@ def test_a_face_much_larger_than_the_crop_is_not_aliased() -> None:
     assert abs(float(crop.mean()) - 127.5) < 3 and float(crop.std()) < 6
 
 
+@pytest.mark.parametrize("side", [128, 100])  # a face exactly twice the crop, and 2.56 times
+def test_a_face_shrunk_to_its_crop_is_area_averaged_as_the_training_crops(side) -> None:
+    # At half size a bilinear warp samples every other pixel (a checkerboard stays black or
+    # white); the parser was trained on area-averaged crops (resize_square).
+    checker = (np.indices((256, 256)).sum(0) % 2 * 255).astype(np.uint8)
+    image = np.repeat(checker[..., None], 3, axis=2)
+    face = Face(box=(0.0, 0.0, 256.0, 256.0), box_framing=(0.5, 0.5, 1.0))
+    crop = crop_face(image, face_transform(face, side), side)
+    expected = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+    assert np.abs(crop.astype(int) - expected).mean() < 3
+
+
 def test_a_box_only_face_is_framed_by_its_box_and_inverse_maps_back() -> None:
     face = Face(box=(100.0, 50.0, 200.0, 150.0), box_framing=(0.5, 0.5, 0.5))
     m = face_transform(face, 64)
