@@ -58,6 +58,8 @@ _BASE_SIDE = 640  # the first pass's long side
 _DETECT_PX = 20  # the smallest face (px tall in the detector's input) found reliably
 _SMALL_PX = 32  # faces under this in the first pass come from the extra pass
 _MIN_INPUT = 320  # smaller photos are enlarged to this long side before detection
+_TILE = (680, 880)  # (h, w) of the tiles of the small-face pass
+_TILE_OVERLAP = 128  # px: more than any face the small-face pass keeps
 _SAME_FACE_IOU = 0.4  # two refined boxes overlapping this much are one face
 _REFINE_SIDE = 384  # the side of the upright crop a face is re-detected in (256 is too small for YuNet's points)
 _REFINE_CONTEXT = 2.2  # that crop's side in face-box sides
@@ -78,6 +80,29 @@ def _raw_detect(bgr: np.ndarray, conf: float) -> list[tuple[float, np.ndarray, n
             continue
         out.append((float(score), np.array([x, y, x + w, y + h]), row[5:15].reshape(5, 2).copy()))
     return out
+
+
+def _detect_tiled(bgr: np.ndarray, conf: float) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """:func:`_raw_detect` over overlapping tiles (for small faces in a large image: YuNet's time
+    grows faster than the area; four 880×680 tiles take half the time of one 1600×1200 image)."""
+    h, w = bgr.shape[:2]
+    th, tw = _TILE
+    if h <= th * 1.2 and w <= tw * 1.2:
+        return _raw_detect(bgr, conf)
+    out = []
+    for y in _tile_starts(h, th):
+        for x in _tile_starts(w, tw):
+            for score, box, points in _raw_detect(bgr[y : y + th, x : x + tw], conf):
+                shift = np.array([x, y], np.float64)
+                out.append((score, box + np.tile(shift, 2), points + shift))
+    return out
+
+
+def _tile_starts(length: int, tile: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    count = int(np.ceil((length - _TILE_OVERLAP) / (tile - _TILE_OVERLAP)))
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -156,7 +181,8 @@ class YuNetFinder:
             small = rgb if s == 1.0 else cv2.resize(
                 rgb, (max(1, round(w * s)), max(1, round(h * s))),
                 interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-            for score, box, points in _raw_detect(small[:, :, ::-1], self.conf):
+            detect = _raw_detect if k == 0 else _detect_tiled
+            for score, box, points in detect(small[:, :, ::-1], self.conf):
                 box, points = box / s, points / s
                 # The extra pass keeps only the faces too small for the first one.
                 if k > 0 and (box[3] - box[1]) * scales[0] >= _SMALL_PX:

@@ -253,23 +253,39 @@ def paste_logits(
     height, width = shape
     label = np.zeros((height, width), np.uint8)
     confidence = np.ones((height, width), np.float32)
-    best = np.zeros((height, width), np.float32)  # 0: no face has claimed the pixel
-    _paste_into(label, confidence, best, logits, transforms, shape, band_pixels)
+    fill_logits, fill_transforms = fill if fill is not None else ((), ())
+    boxes = [
+        footprint(m, int(x.shape[-1]), shape)
+        for x, m in zip([*logits, *fill_logits], [*transforms, *fill_transforms], strict=True)
+    ]
+    boxes = [b for b in boxes if b is not None]
+    if not boxes:
+        return label, confidence
+    # Work only over the pixels some crop covers (a face in a 12-megapixel photo covers a few).
+    ux0, uy0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    ux1, uy1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    region = (ux0, uy0, ux1, uy1)
+    out_label = label[uy0:uy1, ux0:ux1]
+    out_conf = confidence[uy0:uy1, ux0:ux1]
+    best = np.zeros(out_label.shape, np.float32)  # 0: no face has claimed the pixel
+    _paste_into(out_label, out_conf, best, logits, transforms, shape, region, band_pixels)
     if fill is not None:
         claimed = best > 0
         fill_best = np.zeros_like(best)
-        fill_label = np.zeros_like(label)
-        fill_conf = np.ones_like(confidence)
-        _paste_into(fill_label, fill_conf, fill_best, fill[0], fill[1], shape, band_pixels)
+        fill_label = np.zeros_like(out_label)
+        fill_conf = np.ones_like(out_conf)
+        _paste_into(fill_label, fill_conf, fill_best, fill_logits, fill_transforms, shape, region,
+                    band_pixels)  # fmt: skip
         take = ~claimed & (fill_best > 0)
-        label[take] = fill_label[take]
-        confidence[take] = fill_conf[take]
+        out_label[take] = fill_label[take]
+        out_conf[take] = fill_conf[take]
     return label, confidence
 
 
-def _paste_into(label, confidence, best, logits, transforms, shape, band_pixels) -> None:
-    """Paste ``logits`` into ``label``/``confidence`` where each is more confident than ``best``."""
-    height, width = shape
+def _paste_into(label, confidence, best, logits, transforms, shape, region, band_pixels) -> None:
+    """Paste ``logits`` into ``label``/``confidence``/``best`` (arrays over ``region``, an
+    (x0, y0, x1, y1) box of the photo) where each is more confident than ``best``."""
+    rx, ry = region[0], region[1]
     for face_logits, m in zip(logits, transforms, strict=True):
         size = int(face_logits.shape[-1])
         box = footprint(m, size, shape)
@@ -279,25 +295,29 @@ def _paste_into(label, confidence, best, logits, transforms, shape, band_pixels)
         m = np.asarray(m, np.float64)
         rows = max(1, (band_pixels or _BAND_PIXELS) // max(1, x1 - x0))
         src = face_logits.float()[None]
-        xs = torch.arange(x0, x1, dtype=torch.float64) + 0.5
+        # Pixel centres relative to the footprint's corner (small numbers: float32 is exact
+        # enough), mapped to crop coordinates (edges at 0 and S).
+        xs = torch.arange(0, x1 - x0, dtype=torch.float32) + 0.5
+        cx = m[0, 0] * x0 + m[0, 1] * y0 + m[0, 2]
+        cy = m[1, 0] * x0 + m[1, 1] * y0 + m[1, 2]
         for b0 in range(y0, y1, rows):
             b1 = min(y1, b0 + rows)
-            ys = torch.arange(b0, b1, dtype=torch.float64) + 0.5
-            gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-            u = m[0, 0] * gx + m[0, 1] * gy + m[0, 2]  # crop pixel coordinates (edges at 0, S)
-            v = m[1, 0] * gx + m[1, 1] * gy + m[1, 2]
+            ys = torch.arange(b0 - y0, b1 - y0, dtype=torch.float32) + 0.5
+            u = (float(m[0, 0]) * xs)[None, :] + (float(m[0, 1]) * ys)[:, None] + float(cx)
+            v = (float(m[1, 0]) * xs)[None, :] + (float(m[1, 1]) * ys)[:, None] + float(cy)
             inside = (u >= 0) & (u <= size) & (v >= 0) & (v <= size)
             if not bool(inside.any()):
                 continue
-            grid = torch.stack([u / size * 2 - 1, v / size * 2 - 1], dim=-1).float()[None]
+            grid = torch.stack([u * (2 / size) - 1, v * (2 / size) - 1], dim=-1)[None]
             band = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
             top, arg = band.max(dim=0)
             conf = 1.0 / torch.exp(band - top).sum(dim=0)  # the top class's softmax probability
             conf_np = conf.numpy()
-            take = inside.numpy() & (conf_np > best[b0:b1, x0:x1])
-            label[b0:b1, x0:x1][take] = arg.numpy().astype(np.uint8)[take]
-            confidence[b0:b1, x0:x1][take] = conf_np[take]
-            best[b0:b1, x0:x1][take] = conf_np[take]
+            rows_, cols = slice(b0 - ry, b1 - ry), slice(x0 - rx, x1 - rx)
+            take = inside.numpy() & (conf_np > best[rows_, cols])
+            label[rows_, cols][take] = arg.numpy().astype(np.uint8)[take]
+            confidence[rows_, cols][take] = conf_np[take]
+            best[rows_, cols][take] = conf_np[take]
 
 
 def faces_from_label(label: np.ndarray, min_pixels: int = 64) -> list[Face]:
