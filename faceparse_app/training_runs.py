@@ -9,7 +9,6 @@ then swaps the new parser in. Nothing here runs a model on the GUI thread.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from pathlib import Path
@@ -158,11 +157,8 @@ class TrainingRuns(QObject):
         parent = active.id if active is not None else None
         if settings.get("init") == "starter_parser":
             parent = STARTER_ID
-        # `parent` (the version this one derives from) is bound here because FunctionWorker
-        # takes a `parent` keyword of its own (the QObject parent).
-        job = functools.partial(run_finetune_on_files, parent=parent)
         worker = FunctionWorker(
-            at_lower_priority(job, TRAINING_NICE),
+            at_lower_priority(run_finetune_on_files, TRAINING_NICE),
             files,
             run_dir,
             store=self.store,
@@ -172,6 +168,7 @@ class TrainingRuns(QObject):
             epochs=int(settings.get("epochs") or 30),
             max_steps=settings.get("max_steps"),
             batch_size=int(settings.get("batch_size") or 4),
+            parent=parent,
             note=f"{len(files)} labeled faces",
         )
         self._start(worker, "finetune")
