@@ -43,8 +43,7 @@ class TrainingRuns(QObject):
 
     Signals:
         message(text, level): something the user should know.
-        published(kind, version_or_None): a job finished ("finetune"/"pretrain"), with the
-            model version it published.
+        published(kind, version): a job ("finetune"/"pretrain") published a model version.
         job_done(kind): a job ended, whatever the outcome.
     """
 
