@@ -188,7 +188,8 @@ class LoopState:
         error: why the last run failed ("" after a new start).
 
     Events (view-facing):
-        running_changed(kind_or_None), start_changed(), resume_changed(), versions_changed(),
+        running_changed(kind_or_None), settings_changed(), start_changed(), resume_changed(),
+        versions_changed(),
         progress(report), finished(RunOutcome), failed(text), retraining() (an automatic
         retrain began).
     Events (controller-facing, the state's decisions):
@@ -197,6 +198,7 @@ class LoopState:
     """
 
     running_changed = Signal(object)
+    settings_changed = Signal()
     start_changed = Signal()
     resume_changed = Signal()
     versions_changed = Signal()
@@ -241,7 +243,10 @@ class LoopState:
 
     def update_settings(self, **changes: Any) -> None:
         """Change the form (``device``, ``preset``, ``finetune``, ``pretrain``)."""
-        self.settings = replace(self.settings, **changes)
+        settings = replace(self.settings, **changes)
+        if settings != self.settings:
+            self.settings = settings
+            self.settings_changed.emit()
 
     def start_finetune(self) -> bool:
         """Fine-tune now (False while a job runs: no double start)."""

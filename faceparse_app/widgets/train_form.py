@@ -83,14 +83,12 @@ class TrainForm(QGroupBox):
         self.device_combo.addItem("Auto (GPU if present)", "auto")
         for device in state.devices:
             self.device_combo.addItem(device, device)
-        self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(state.settings.device)))
         self.device_combo.currentIndexChanged.connect(
             lambda: state.update_settings(device=self.device_combo.currentData())
         )
         form.addRow("Device", self.device_combo)
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(PRESETS)
-        self.preset_combo.setCurrentText(state.settings.preset)
         self.preset_combo.setToolTip("Model size when there is no backbone (a backbone brings its own)")
         self.preset_combo.currentTextChanged.connect(lambda text: state.update_settings(preset=text))
         form.addRow("Model", self.preset_combo)
@@ -126,9 +124,11 @@ class TrainForm(QGroupBox):
             buttons.addWidget(button)
         form.addRow(buttons)
 
+        state.settings_changed.connect(self._show_settings)
         state.start_changed.connect(self._show_start)
         state.resume_changed.connect(self._show_resume)
         state.running_changed.connect(self._show_running)
+        self._show_settings()
         self._show_start()
         self._show_resume()
         self._show_running(state.running)
@@ -147,6 +147,16 @@ class TrainForm(QGroupBox):
         self.state.choose_start(key)  # "file" with none chosen: back to the best start
 
     # -- the state, shown -----------------------------------------------------------------------
+
+    def _show_settings(self) -> None:
+        settings = self.state.settings
+        widgets = (self.device_combo, self.preset_combo, *self.finetune.spins, *self.pretrain.spins)
+        blockers = [QSignalBlocker(w) for w in widgets]  # showing the state writes nothing back
+        self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(settings.device)))
+        self.preset_combo.setCurrentText(settings.preset)
+        self.finetune.show(settings.finetune)
+        self.pretrain.show(settings.pretrain)
+        del blockers
 
     def _show_start(self) -> None:
         start = self.state.start

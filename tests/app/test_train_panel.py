@@ -14,6 +14,7 @@ from faceparse_app.training_settings import (
     PRETRAIN_LENGTH,
     FinetuneRequest,
     PretrainRequest,
+    RunLength,
     available_devices,
 )
 from faceparse_app.widgets.loss_plot import LossPlot
@@ -99,6 +100,14 @@ def test_pretraining_has_its_own_length_boxes_with_its_own_defaults(panel, state
     assert isinstance(request, PretrainRequest)
     assert (request.length.epochs, request.length.max_steps) == (PRETRAIN_LENGTH.epochs, 50)
     assert state.running == "pretrain" and panel.progress.status_label.text() == "Preparing pretraining…"
+
+
+def test_the_form_shows_settings_changed_in_the_state(panel, state):
+    state.update_settings(device="cuda", preset="tiny", pretrain=RunLength(epochs=3, batch_size=2, max_steps=9))
+    form = panel.form
+    assert form.device_combo.currentData() == "cuda" and form.preset_combo.currentText() == "tiny"
+    assert [spin.value() for spin in form.pretrain.spins] == [3, 9, 2]
+    assert state.settings.pretrain == RunLength(epochs=3, batch_size=2, max_steps=9)  # not echoed back
 
 
 def test_the_start_choices_follow_what_exists(panel, state):
