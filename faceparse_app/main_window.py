@@ -21,10 +21,12 @@ from PySide6.QtWidgets import (
 )
 
 from faceparse_app.app import Settings
+from faceparse_app.loop_state import LoopState
 from faceparse_app.model_loop import ModelLoop
 from faceparse_app.project import DamagedStoreError, Project, ProjectError
 from faceparse_app.samples import create_demo_project
 from faceparse_app.session import AnnotationSession
+from faceparse_app.training_settings import available_devices
 from faceparse_app.widgets.canvas import LabelCanvas
 from faceparse_app.widgets.class_palette import CLASS_HOTKEYS, ClassPalette
 from faceparse_app.widgets.image_list import ImageList
@@ -80,9 +82,10 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         self._build_actions()
-        self.train_panel = TrainPanel()
+        self.loop_state = LoopState(available_devices())
+        self.train_panel = TrainPanel(self.loop_state)
         self.train_dock = self.add_panel(self.train_panel, "Training")
-        self.model_loop = ModelLoop(self.train_panel, device=device, parent=self)
+        self.model_loop = ModelLoop(self.loop_state, device=device, parent=self)
         self.model_loop.message.connect(self.show_message)
         self.model_loop.no_model.connect(self._offer_training)
         self.model_loop.model_changed.connect(self._show_model)
@@ -369,7 +372,7 @@ class MainWindow(QMainWindow):
         """Show and raise the training panel (the "Train a model…" offer)."""
         self.train_dock.show()
         self.train_dock.raise_()
-        self.train_panel.finetune_button.setFocus()
+        self.train_panel.form.finetune_button.setFocus()
 
     def _show_model(self, version: str | None) -> None:
         if version is not None and self.train_offer.isVisible():

@@ -2,8 +2,8 @@
 
 :class:`ModelLoop` is the controller between one open :class:`AnnotationSession`, the project's
 :class:`ModelStore`, a background :class:`PrelabelQueue` and the training runs
-(:class:`TrainingRuns`); it drives the :class:`TrainPanel` and tells the window what to show
-through its signals. Nothing here runs a model on the GUI thread:
+(:class:`TrainingRuns`); it keeps the Qt-free :class:`LoopState` (which the training panel
+observes) up to date and tells the window what to show through its signals. Nothing here runs a model on the GUI thread:
 
 - opening an image asks the queue for its prediction (and the next few unfinished images
   ahead, cached); the result is applied through ``AnnotationSession.apply_prelabel``, which
@@ -27,6 +27,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from faceparse_app.face_loop import FaceLoop
+from faceparse_app.loop_state import LoopState
 from faceparse_app.model_store import ModelStore, ModelStoreError
 from faceparse_app.prelabel_queue import PrelabelQueue
 from faceparse_app.prelabel_refresh import PrelabelRefresher
@@ -34,7 +35,6 @@ from faceparse_app.project import FINISHED, ImageRecord
 from faceparse_app.session import AnnotationSession
 from faceparse_app.training_runs import TrainingRuns
 from faceparse_app.uncertainty import rank_by_uncertainty
-from faceparse_app.widgets.train_panel import TrainPanel
 from faceparse_app.workers import PRELABEL_NICE, at_lower_priority
 from trainer.predict import Prediction
 
@@ -49,7 +49,8 @@ class ModelLoop(QObject):
     """Connects the open project to its models.
 
     Args:
-        panel: the training panel this controller drives (its signals are connected here).
+        state: the loop state the training panel shows (its activate and rollback requests are
+            connected here).
         device: torch device for pre-labels ("auto": the GPU when present, else the CPU).
         lookahead: unfinished images after the current one to predict ahead.
         starter_backbone: the backbone shipped with the app (None: the default in
@@ -79,7 +80,7 @@ class ModelLoop(QObject):
 
     def __init__(
         self,
-        panel: TrainPanel,
+        state: LoopState,
         device: str = "auto",
         lookahead: int = 3,
         starter_backbone: str | Path | None = None,
@@ -88,7 +89,7 @@ class ModelLoop(QObject):
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
-        self.panel = panel
+        self.state = state
         self.device = device
         self.lookahead = lookahead
         self.starter_backbone = starter_backbone
@@ -98,7 +99,7 @@ class ModelLoop(QObject):
         self.store: ModelStore | None = None
         self.queue: PrelabelQueue | None = None
         self.refresher: PrelabelRefresher | None = None
-        self.training = TrainingRuns(panel, parent=self)
+        self.training = TrainingRuns(state, parent=self)
         self.training.message.connect(self.message)
         self.training.published.connect(self._on_published)
         self.faces = FaceLoop(parent=self)
@@ -108,8 +109,8 @@ class ModelLoop(QObject):
         self._scores_timer.setSingleShot(True)
         self._scores_timer.setInterval(SCORES_EMIT_MS)
         self._scores_timer.timeout.connect(self._emit_scores)
-        panel.activate_requested.connect(self.activate)
-        panel.rollback_requested.connect(self.rollback)
+        state.activate_requested.connect(self.activate)
+        state.rollback_requested.connect(self.rollback)
 
     # ------------------------------------------------------------------ project
     def attach(self, session: AnnotationSession) -> None:
@@ -155,7 +156,7 @@ class ModelLoop(QObject):
             self.queue = None
         self.store = None
         self.confidence = None
-        self.panel.set_versions([], ())
+        self.state.set_versions([], ())
         self.scores_changed.emit({})
 
     # ----------------------------------------------------------------- versions
@@ -170,11 +171,11 @@ class ModelLoop(QObject):
             return
         versions = store.versions()
         active = [v.id for v in (store.active("parser"), store.active("backbone")) if v is not None]
-        self.panel.set_versions(versions, active)
+        self.state.set_versions(versions, active)
         own = store.active("backbone")
         starter = store.starter_backbone if store.starter_backbone.is_file() else None
         parser = store.starter_parser if store.starter_parser.is_file() else None
-        self.panel.set_init_options(own.path if own is not None else None, starter, parser)
+        self.state.set_start_options(own.path if own is not None else None, starter, parser)
         for note in store.problems:
             self.message.emit(f"Model store: {note}", "warning")
 

@@ -237,11 +237,6 @@ class PrelabelQueue(QObject):
             self._heap = [item for item in self._heap if item[0] != _REFRESH]
             heapq.heapify(self._heap)
 
-    def clear_pending(self) -> None:
-        """Forget every queued prediction (the one running finishes)."""
-        with self._cond:
-            self._heap = []
-
     def stop(self, timeout_ms: int | None = None) -> bool:
         """End the worker thread: waits for the prediction in progress, whose result is then
         dropped. True when the thread has ended."""

@@ -9,7 +9,8 @@ message and publishes nothing; labels are never touched by these jobs.
 - :func:`run_finetune_job`: fine-tune on the project's labeled faces, publish a parser version.
 - :func:`run_pretrain_job`: masked self-supervised pretraining on project images (resumable),
   publish a backbone version.
-- :class:`AutoRetrainCounter`: when to retrain after N newly labeled faces.
+
+The app's defaults (run lengths, preset, device) live in ``faceparse_app.training_settings``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from typing import Any
 import numpy as np
 
 from faceparse_app.model_store import ModelStore, ModelVersion
+from faceparse_app.training_settings import (
+    DEFAULT_DEVICE,
+    DEFAULT_PRESET,
+    FINETUNE_LENGTH,
+    PRETRAIN_LENGTH,
+)
 from trainer.checkpoint import read_metadata
 from trainer.data.imageio import read_image, read_label
 from trainer.data.sample import Sample, SampleSubset
@@ -229,7 +236,7 @@ class FinetuneJobResult(FinetuneResult):
     val_names: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        """What ``TrainPanel.on_finished`` shows: kind, version, metrics, cancelled."""
+        """How the run ended, for ``loop_state.RunOutcome``: kind, version, metrics, cancelled."""
         return {
             "kind": "finetune",
             "version": self.version.id if self.version else None,
@@ -255,12 +262,12 @@ def run_finetune_job(
     *,
     val_samples: Sequence[Sample] | None = None,
     init_backbone: str | os.PathLike[str] | None = None,
-    preset: str = "lite",
-    epochs: int = 30,
-    max_steps: int | None = None,
-    batch_size: int = 4,
+    preset: str = DEFAULT_PRESET,
+    epochs: int = FINETUNE_LENGTH.epochs,
+    max_steps: int | None = FINETUNE_LENGTH.max_steps,
+    batch_size: int = FINETUNE_LENGTH.batch_size,
     lr: float | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
     store: ModelStore | None = None,
@@ -412,8 +419,8 @@ class PretrainJobResult:
     skipped_images: int = 0
 
     def summary(self) -> dict[str, Any]:
-        """What ``TrainPanel.on_finished`` shows: kind, version, metrics, cancelled, and a note
-        on the photos left out."""
+        """How the run ended, for ``loop_state.RunOutcome``: kind, version, metrics, cancelled,
+        and a note on the photos left out."""
         n = self.skipped_images
         note = (
             f"{n} unreadable photo{'s' if n != 1 else ''} left out (see the log for which)"
@@ -462,12 +469,12 @@ def run_pretrain_job(
     image_dirs: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     *,
-    preset: str = "lite",
-    epochs: int = 10,
-    batch_size: int = 8,
-    max_steps: int | None = None,
+    preset: str = DEFAULT_PRESET,
+    epochs: int = PRETRAIN_LENGTH.epochs,
+    batch_size: int = PRETRAIN_LENGTH.batch_size,
+    max_steps: int | None = PRETRAIN_LENGTH.max_steps,
     lr: float = 1e-3,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     seed: int = 0,
     resume: bool | str | os.PathLike[str] = True,
     init_backbone: str | os.PathLike[str] | None = None,
@@ -567,47 +574,3 @@ def run_pretrain_job(
         except FaceParseError as exc:
             raise TrainingError(f"pretraining finished but publishing the backbone failed: {exc}") from exc
     return result
-
-
-# ---------------------------------------------------------------------------------------------
-# Auto-retrain
-
-
-class AutoRetrainCounter:
-    """Counts newly labeled faces and says when to retrain.
-
-    Args:
-        every: retrain after this many new labels (≥ 1).
-        enabled: whether auto-retrain is on.
-    """
-
-    def __init__(self, every: int = 10, enabled: bool = False) -> None:
-        self.every = max(1, int(every))
-        self.enabled = enabled
-        self.count = 0
-
-    def set_every(self, every: int) -> None:
-        self.every = max(1, int(every))
-
-    def labeled(self, n: int = 1) -> bool:
-        """Record ``n`` newly labeled faces; True when the threshold is reached.
-
-        Reaching the threshold resets the count, so the next trigger needs ``every`` more faces.
-        Nothing is counted while disabled, so turning it on never triggers at once.
-        """
-        if not self.enabled:
-            return False
-        self.count += int(n)
-        if self.count >= self.every:
-            self.count = 0
-            return True
-        return False
-
-    def reset(self) -> None:
-        """Start counting afresh (e.g. after a manual training run started)."""
-        self.count = 0
-
-    @property
-    def remaining(self) -> int:
-        """New labels still needed before the next retrain."""
-        return max(0, self.every - self.count)

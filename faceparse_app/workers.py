@@ -1,7 +1,6 @@
 """Work off the GUI thread: training jobs and pre-labels (PySide6, in the style of superqt).
 
 - :class:`FunctionWorker` runs ``fn(*args, on_progress=..., cancel=..., **kwargs)`` in a QThread.
-- :class:`GeneratorWorker` runs a generator function; each yielded value is a progress report.
 - :func:`at_lower_priority` makes a job's thread yield the CPU to the GUI thread.
 - :class:`JobThread` and :class:`Relay`: the thread and the way back to the GUI thread that they
   and :class:`faceparse_app.prelabel_queue.PrelabelQueue` share.
@@ -14,6 +13,12 @@ finished / errored / cancelled, then ``done``.
 
 Torch releases the GIL inside its kernels, and :func:`configure_torch_threads` leaves one core to
 the GUI thread, so the event loop keeps running while a job computes.
+
+Why not superqt's ``thread_worker``: the trainer reports through plain callbacks
+(``on_progress``, a ``cancel`` event) that it checks every step, not by yielding, and superqt's
+function worker has neither progress nor cancel; its outcome signals carry no guarantee of the
+order above (``returned`` and ``finished`` from the pool thread), and the pre-label queue shares
+this module's thread and relay.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import sys
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
@@ -111,8 +116,15 @@ def error_message(exc: BaseException) -> str:
     return text if text else type(exc).__name__
 
 
-class _BaseWorker(QObject):
-    """Shared machinery of the workers: thread, relay, cancel flag, outcome signals.
+class FunctionWorker(QObject):
+    """Run ``fn(*args, **kwargs)`` in a background thread.
+
+    If ``fn`` takes ``on_progress`` and/or ``cancel`` parameters (or ``**kwargs``), the worker
+    passes its progress callback (thread-safe; reports arrive as ``progress`` signals in the GUI
+    thread) and its ``threading.Event`` cancel flag.
+
+    Every keyword goes to ``fn`` (the worker takes none of its own; ``fn`` is positional-only),
+    so a job may have a ``parent`` or ``fn`` parameter. A running worker keeps itself alive.
 
     Signals:
         started(): the job began (GUI thread).
@@ -122,6 +134,14 @@ class _BaseWorker(QObject):
         cancelled(object): the job stopped after ``cancel()``; its return value, if any. A
             return value with a boolean ``cancelled`` attribute decides instead of the flag.
         done(): always last, whatever the outcome.
+
+    Example::
+
+        worker = FunctionWorker(run_finetune_job, samples, run_dir, store=store)
+        worker.progress.connect(show_progress)
+        worker.finished.connect(on_done)
+        worker.errored.connect(show_error)
+        worker.start()
     """
 
     started = Signal()
@@ -132,16 +152,23 @@ class _BaseWorker(QObject):
     done = Signal()
 
     # Workers that are running, so one dropped by its creator is not garbage-collected mid-run.
-    _live: set[_BaseWorker] = set()
+    _live: set[FunctionWorker] = set()
 
-    def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.fn = fn
+        self.args = args
+        self.kwargs = dict(kwargs)
         self.cancel_event = threading.Event()
         self.traceback: str | None = None
         self.result: Any = None
         self._relay = Relay(self._on_event, self)
         self._thread: JobThread | None = None
         self._running = False
+        if _accepts(fn, "on_progress"):
+            self.kwargs.setdefault("on_progress", self._emit_progress)
+        if _accepts(fn, "cancel"):
+            self.kwargs.setdefault("cancel", self.cancel_event)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -151,12 +178,12 @@ class _BaseWorker(QObject):
             raise RuntimeError("a worker runs once; create a new one")
         configure_torch_threads()
         self._running = True
-        _BaseWorker._live.add(self)
+        FunctionWorker._live.add(self)
         self._thread = JobThread(self._run_in_thread)
         self._thread.start()
 
     def cancel(self) -> None:
-        """Ask the job to stop; it checks the flag every step (trainer) or between yields."""
+        """Ask the job to stop; the trainer checks the flag every step."""
         self.cancel_event.set()
 
     @property
@@ -176,7 +203,7 @@ class _BaseWorker(QObject):
         self._relay.post("progress", report)
 
     def _execute(self) -> Any:
-        raise NotImplementedError
+        return self.fn(*self.args, **self.kwargs)
 
     def _run_in_thread(self) -> None:
         self._relay.post("started")
@@ -215,71 +242,8 @@ class _BaseWorker(QObject):
             if self._thread is not None:
                 self._thread.wait()  # run() has returned; this only joins the thread
             self._running = False
-            _BaseWorker._live.discard(self)
+            FunctionWorker._live.discard(self)
             self.done.emit()
-
-
-class FunctionWorker(_BaseWorker):
-    """Run ``fn(*args, **kwargs)`` in a background thread.
-
-    If ``fn`` takes ``on_progress`` and/or ``cancel`` parameters (or ``**kwargs``), the worker
-    passes its progress callback (thread-safe; reports arrive as ``progress`` signals in the GUI
-    thread) and its ``threading.Event`` cancel flag.
-
-    Example::
-
-        worker = FunctionWorker(run_finetune_job, samples, run_dir, store=store)
-        worker.progress.connect(panel.on_progress)
-        worker.finished.connect(on_done)
-        worker.errored.connect(panel.on_error)
-        worker.start()
-    """
-
-    def __init__(self, fn: Callable[..., Any], *args: Any, parent: QObject | None = None, **kwargs: Any) -> None:
-        super().__init__(parent)
-        self.fn = fn
-        self.args = args
-        self.kwargs = dict(kwargs)
-        if _accepts(fn, "on_progress"):
-            self.kwargs.setdefault("on_progress", self._emit_progress)
-        if _accepts(fn, "cancel"):
-            self.kwargs.setdefault("cancel", self.cancel_event)
-
-    def _execute(self) -> Any:
-        return self.fn(*self.args, **self.kwargs)
-
-
-class GeneratorWorker(_BaseWorker):
-    """Run a generator function in a background thread; each yielded value is a progress report.
-
-    The generator's ``return`` value is the result. Cancel is checked between yields (and passed
-    as ``cancel`` when the function takes it); a cancelled generator is closed, so its ``finally``
-    blocks run.
-    """
-
-    def __init__(
-        self, fn: Callable[..., Generator[Any, None, Any]], *args: Any, parent: QObject | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(parent)
-        self.fn = fn
-        self.args = args
-        self.kwargs = dict(kwargs)
-        if _accepts(fn, "cancel"):
-            self.kwargs.setdefault("cancel", self.cancel_event)
-
-    def _execute(self) -> Any:
-        gen = self.fn(*self.args, **self.kwargs)
-        try:
-            while True:
-                if self.cancel_event.is_set():
-                    return None
-                try:
-                    value = next(gen)
-                except StopIteration as stop:
-                    return stop.value
-                self._emit_progress(value)
-        finally:
-            gen.close()
 
 
 # How much lower than the GUI thread the background threads run (Linux nice steps): on a

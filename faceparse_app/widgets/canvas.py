@@ -191,13 +191,6 @@ class LabelCanvas(QWidget):
     def shows_faces(self) -> bool:
         return bool(self.faces) and (self.faces_visible or self.state.tool == Tool.FACE)
 
-    def refresh_overlay(self) -> None:
-        """Recolour the whole overlay (after the document's array was replaced wholesale)."""
-        if self.overlay is not None and self.document is not None:
-            self.overlay.label = self.document.label
-            self.overlay.update()
-            self.update()
-
     def _on_doc_change(self, bbox: Box) -> None:
         if self.overlay is None or self.document is None:
             return

@@ -130,25 +130,15 @@ class ImageList(QWidget):
     def sort_order(self) -> str:
         return self.sort_box.currentData()
 
-    def set_sort_order(self, order: str) -> None:
-        """SORT_NAME or SORT_UNCERTAINTY (no face found first, then least sure; images not yet
-        scored last)."""
-        index = self.sort_box.findData(order)
-        if index < 0:
-            raise ValueError(f"unknown sort order {order!r}")
-        self.sort_box.setCurrentIndex(index)
-
     def set_current(self, image_id: int | None) -> None:
         """Highlight the image being edited without emitting `image_selected`."""
         self._current = image_id
         self.list.blockSignals(True)
         try:
-            for i in range(self.list.count()):
-                item = self.list.item(i)
-                if item.data(Qt.ItemDataRole.UserRole) == image_id:
-                    self.list.setCurrentItem(item)
-                    self.list.scrollToItem(item)
-                    break
+            item = self.item_for(image_id) if image_id is not None else None
+            if item is not None:
+                self.list.setCurrentItem(item)
+                self.list.scrollToItem(item)
             else:
                 self.list.clearSelection()
         finally:
@@ -169,6 +159,7 @@ class ImageList(QWidget):
         return [self.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.list.count())]
 
     def item_for(self, image_id: int) -> QListWidgetItem | None:
+        """The row of an image, or None when it is not shown."""
         for i in range(self.list.count()):
             if self.list.item(i).data(Qt.ItemDataRole.UserRole) == image_id:
                 return self.list.item(i)

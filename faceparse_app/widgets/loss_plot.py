@@ -3,6 +3,12 @@
 Drawn with QPainter (PySide6-Essentials has no QtCharts). Loss uses the left axis (0 to its
 maximum so far); the validation scores use the right axis (0 to 1, shown in percent). The x axis
 is the training step, so validation points sit at the step they were measured.
+
+Why not pyqtgraph, the kept plotting widget for Qt: this plot draws two polylines on two fixed
+axes and needs no zoom, pan or export; the 0-100% score axis would be a second ViewBox kept in
+step with the first on every resize; and it would add a package that follows PySide6's releases
+to an app that already pins PySide6 below 6.12 for a crash. The drawing is small and tested
+(``tests/app/test_train_panel.py::test_loss_plot_scales_and_draws``).
 """
 
 from __future__ import annotations

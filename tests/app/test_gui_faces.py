@@ -236,7 +236,7 @@ def test_no_face_found_says_so_offers_the_face_tool_and_ranks_first(qtbot, tmp_p
     scores = loop.scores()
     assert np.isnan(scores[ids["f1.png"]]) and all(not np.isnan(scores[ids[n]]) for n in ("f0.png", "f2.png"))
     # Least sure first: the photo with no face found comes first; the list says why.
-    window.image_list.set_sort_order("uncertainty")
+    window.image_list.sort_box.setCurrentIndex(window.image_list.sort_box.findData("uncertainty"))
     assert window.image_list.visible_ids()[0] == ids["f1.png"]
     assert window.image_list.item_for(ids["f1.png"]).text().endswith("no face")
     QTest.keyClick(window.canvas, Qt.Key.Key_N, Qt.KeyboardModifier.ShiftModifier)

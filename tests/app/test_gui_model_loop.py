@@ -59,12 +59,13 @@ def open_window(qtbot, tmp_path: Path, folder: Path, loader=None):
     window = make_window(qtbot, tmp_path, open_project=False)
     window.model_loop.starter_backbone = tmp_path / "no-starter.safetensors"
     window.model_loop.loader = loader
-    panel = window.train_panel
-    panel.preset_combo.setCurrentText("tiny")
-    panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
-    panel.epochs_spin.setValue(5)
-    panel.steps_spin.setValue(2)  # two steps, whatever the number of faces
-    panel.batch_spin.setValue(2)
+    form = window.train_panel.form
+    form.preset_combo.setCurrentText("tiny")
+    form.device_combo.setCurrentIndex(form.device_combo.findData("cpu"))
+    for length in (form.finetune, form.pretrain):
+        length.epochs_spin.setValue(5)
+        length.steps_spin.setValue(2)  # two steps, whatever the number of faces
+        length.batch_spin.setValue(2)
     assert window.open_project(folder)
     return window
 
@@ -92,7 +93,22 @@ def key(window, text: str, modifier=Qt.KeyboardModifier.NoModifier) -> None:
 
 
 def wait_job(qtbot, window) -> None:
-    qtbot.waitUntil(lambda: not window.model_loop.training.running and window.train_panel.running is None, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not window.model_loop.training.running and window.loop_state.running is None, timeout=WAIT_MS)
+
+
+def error_shown(window) -> str:
+    label = window.train_panel.progress.error_label
+    return "" if label.isHidden() else label.text()
+
+
+def listed_versions(window) -> list[str]:
+    tree = window.train_panel.versions.tree
+    return [tree.topLevelItem(i).data(0, Qt.ItemDataRole.UserRole) for i in range(tree.topLevelItemCount())]
+
+
+def select_version(window, version_id: str) -> None:
+    tree = window.train_panel.versions.tree
+    tree.setCurrentItem(tree.topLevelItem(listed_versions(window).index(version_id)))
 
 
 def label_files(folder: Path) -> dict[str, bytes]:
@@ -187,9 +203,9 @@ def test_without_a_model_the_app_says_so_and_offers_training(qtbot, tmp_path):
     key(window, "N", Qt.KeyboardModifier.ShiftModifier)  # next least sure: no scores, goes on
     assert session.current is not None
     # Fine-tuning with no labeled face explains what to do.
-    QTest.mouseClick(window.train_panel.finetune_button, Qt.MouseButton.LeftButton)
-    assert "No labeled faces yet" in window.train_panel.error_text
-    assert window.train_panel.running is None
+    QTest.mouseClick(window.train_panel.form.finetune_button, Qt.MouseButton.LeftButton)
+    assert "No labeled faces yet" in error_shown(window)
+    assert window.loop_state.running is None
 
 
 def test_finetune_reports_publishes_swaps_and_refreshes_unedited_prelabels(qtbot, tmp_path):
@@ -209,20 +225,20 @@ def test_finetune_reports_publishes_swaps_and_refreshes_unedited_prelabels(qtbot
     edited_label = read_label(session.project.label_path(session.project.get(edited)))
     before = label_files(folder)
 
-    QTest.mouseClick(panel.finetune_button, Qt.MouseButton.LeftButton)
-    assert loop.training.running and panel.running == "finetune"
+    QTest.mouseClick(panel.form.finetune_button, Qt.MouseButton.LeftButton)
+    assert loop.training.running and window.loop_state.running == "finetune"
     reports: list[dict] = []
     loop.training.worker.progress.connect(reports.append)
     wait_job(qtbot, window)
 
     assert [r["step"] for r in reports if r["phase"] == "train"] == [1, 2]
     assert any(r["phase"] == "val" for r in reports)
-    assert "step 2/2" in panel.step_label.text() and panel.error_text == ""
+    assert "step 2/2" in panel.progress.step_label.text() and error_shown(window) == ""
     store = loop.store
     v2 = store.active("parser")
     assert v2.id != v1 and v2.parent == v1
     assert sorted(s.split("@")[0] for s in v2.data_snapshot) == ["f0.png", "f1.png", "f2.png"]
-    assert panel.version_ids()[0] == v2.id and "Published" in panel.status_label.text()
+    assert listed_versions(window)[0] == v2.id and "Published" in panel.progress.status_label.text()
     assert loop.version == v2.id and window.canvas_status.model.text() == f"model {v2.id}"
     # The shown pre-label nobody edited is refreshed by the new model...
     qtbot.waitUntil(lambda: status(window, unedited) == ("pre-labeled", v2.id), timeout=WAIT_MS)
@@ -243,17 +259,17 @@ def test_cancel_stops_training_and_publishes_nothing(qtbot, tmp_path):
     folder = project_with(tmp_path / "project", n=3, labeled=3)
     window = open_window(qtbot, tmp_path, folder)
     panel, loop = window.train_panel, window.model_loop
-    panel.epochs_spin.setValue(10_000)
-    panel.steps_spin.setValue(0)  # no limit: only a cancel ends it
-    QTest.mouseClick(panel.finetune_button, Qt.MouseButton.LeftButton)
+    panel.form.finetune.epochs_spin.setValue(10_000)
+    panel.form.finetune.steps_spin.setValue(0)  # no limit: only a cancel ends it
+    QTest.mouseClick(panel.form.finetune_button, Qt.MouseButton.LeftButton)
     reports: list[dict] = []
     loop.training.worker.progress.connect(reports.append)
     qtbot.waitUntil(lambda: any(r["phase"] == "train" for r in reports), timeout=WAIT_MS)
-    QTest.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    QTest.mouseClick(panel.form.cancel_button, Qt.MouseButton.LeftButton)
     wait_job(qtbot, window)
-    assert "cancelled" in panel.status_label.text()
+    assert "cancelled" in panel.progress.status_label.text()
     assert loop.store.versions() == [] and loop.version is None
-    assert panel.finetune_button.isEnabled()
+    assert panel.form.finetune_button.isEnabled()
 
 
 def test_a_training_crash_is_shown_and_loses_no_label(qtbot, tmp_path, monkeypatch):
@@ -267,17 +283,17 @@ def test_a_training_crash_is_shown_and_loses_no_label(qtbot, tmp_path, monkeypat
     session, panel = window.session, window.train_panel
     window.state.set_class(3)
     drag(window.canvas, [(8, 8), (20, 8)])  # an edit not yet saved by the autosave
-    QTest.mouseClick(panel.finetune_button, Qt.MouseButton.LeftButton)  # saves, then trains
+    QTest.mouseClick(panel.form.finetune_button, Qt.MouseButton.LeftButton)  # saves, then trains
     before = label_files(folder)
     wait_job(qtbot, window)
-    assert "out of memory (injected)" in panel.error_text
+    assert "out of memory (injected)" in error_shown(window)
     assert "out of memory (injected)" in window.message_bar.message
     assert window.message_bar.level == "error"
     assert label_files(folder) == before and len(before) == 3
     assert session.document.label[8, 14] == 3  # the edit is still there, and still editable
     drag(window.canvas, [(8, 40), (20, 40)])
     assert session.save()
-    assert panel.finetune_button.isEnabled() and window.model_loop.store.versions() == []
+    assert panel.form.finetune_button.isEnabled() and window.model_loop.store.versions() == []
 
 
 def test_rollback_returns_to_the_previous_model_and_refreshes_prelabels(qtbot, tmp_path):
@@ -288,15 +304,15 @@ def test_rollback_returns_to_the_previous_model_and_refreshes_prelabels(qtbot, t
     session, panel = window.session, window.train_panel
     image_id = session.current.id
     qtbot.waitUntil(lambda: status(window, image_id) == ("pre-labeled", v2), timeout=WAIT_MS)
-    assert panel.rollback_button.isEnabled()
-    QTest.mouseClick(panel.rollback_button, Qt.MouseButton.LeftButton)
+    assert panel.versions.rollback_button.isEnabled()
+    QTest.mouseClick(panel.versions.rollback_button, Qt.MouseButton.LeftButton)
     assert window.model_loop.version == v1 and window.model_loop.store.active("parser").id == v1
-    assert panel.versions_tree.topLevelItem(1).text(0) == f"★ {v1}"
+    assert panel.versions.tree.topLevelItem(1).text(0) == f"★ {v1}"
     qtbot.waitUntil(lambda: status(window, image_id) == ("pre-labeled", v1), timeout=WAIT_MS)
     np.testing.assert_array_equal(session.document.label, prediction(window, v1, image_id))
     # And forward again by activating v2 in the list.
-    panel.select_version(v2)
-    QTest.mouseClick(panel.activate_button, Qt.MouseButton.LeftButton)
+    select_version(window, v2)
+    QTest.mouseClick(panel.versions.activate_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: status(window, image_id) == ("pre-labeled", v2), timeout=WAIT_MS)
 
 
@@ -310,7 +326,7 @@ def test_least_sure_next_and_sort_by_uncertainty(qtbot, tmp_path):
     qtbot.waitUntil(lambda: set(image_list.scores) >= set(unfinished), timeout=WAIT_MS)
     scores = loop.scores()
     assert set(scores) == set(unfinished)
-    image_list.set_sort_order(SORT_UNCERTAINTY)
+    image_list.sort_box.setCurrentIndex(image_list.sort_box.findData(SORT_UNCERTAINTY))  # as a user picks it
     assert image_list.visible_ids()[: len(unfinished)] == rank_by_uncertainty(scores)
     top = image_list.item_for(rank_by_uncertainty(scores)[0])
     assert top.text().endswith(f"{max(scores.values()):.2f}")
@@ -325,21 +341,21 @@ def test_pretraining_starts_cancels_resumes_and_publishes_a_backbone(qtbot, tmp_
     folder = project_with(tmp_path / "project", n=4)
     window = open_window(qtbot, tmp_path, folder)
     panel, loop = window.train_panel, window.model_loop
-    panel.epochs_spin.setValue(30)  # 2 steps per epoch: plenty of steps to cancel in
-    panel.steps_spin.setValue(0)
-    QTest.mouseClick(panel.pretrain_button, Qt.MouseButton.LeftButton)
+    panel.form.pretrain.epochs_spin.setValue(30)  # 2 steps per epoch: plenty of steps to cancel in
+    panel.form.pretrain.steps_spin.setValue(0)
+    QTest.mouseClick(panel.form.pretrain_button, Qt.MouseButton.LeftButton)
     assert loop.training.running and loop.training.job_kind == "pretrain"
     first: list[dict] = []
     loop.training.worker.progress.connect(first.append)
     qtbot.waitUntil(lambda: bool(first), timeout=WAIT_MS)
-    QTest.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    QTest.mouseClick(panel.form.cancel_button, Qt.MouseButton.LeftButton)
     wait_job(qtbot, window)
     assert loop.store.versions() == []
     point = training_runs_module.pretrain_resume_point(loop.training.pretrain_dir)
     assert point is not None and 1 <= point["step"] < point["total_steps"] == 60
-    assert panel.pretrain_button.text().startswith("Resume pretraining")
+    assert panel.form.pretrain_button.text().startswith("Resume pretraining")
 
-    QTest.mouseClick(panel.pretrain_button, Qt.MouseButton.LeftButton)
+    QTest.mouseClick(panel.form.pretrain_button, Qt.MouseButton.LeftButton)
     second: list[dict] = []
     loop.training.worker.progress.connect(second.append)
     wait_job(qtbot, window)
@@ -347,10 +363,10 @@ def test_pretraining_starts_cancels_resumes_and_publishes_a_backbone(qtbot, tmp_
     assert all(r["phase"] == "pretrain" for r in second)
     backbone = loop.store.active("backbone")
     assert backbone is not None and "the next fine-tuning starts from it" in window.message_bar.message
-    assert panel.pretrain_button.text() == "Start pretraining"
+    assert panel.form.pretrain_button.text() == "Start pretraining"
     # The next fine-tuning starts from the project's own backbone.
-    settings = panel.finetune_settings()
-    assert settings["init"] == "project" and settings["init_path"] == str(backbone.path)
+    request = window.loop_state.finetune_request()
+    assert request.init == "project" and request.init_path == backbone.path
 
 
 def test_a_pretrained_backbone_does_not_displace_the_starter_parser(qtbot, tmp_path):
@@ -361,19 +377,20 @@ def test_a_pretrained_backbone_does_not_displace_the_starter_parser(qtbot, tmp_p
     window = make_window(qtbot, tmp_path, open_project=False)
     window.model_loop.starter_backbone = tmp_path / "no-starter.safetensors"
     window.model_loop.starter_parser = starter
-    panel = window.train_panel
-    panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
-    panel.preset_combo.setCurrentText("tiny")
-    panel.steps_spin.setValue(2)
-    panel.batch_spin.setValue(2)
+    form, state = window.train_panel.form, window.loop_state
+    form.device_combo.setCurrentIndex(form.device_combo.findData("cpu"))
+    form.preset_combo.setCurrentText("tiny")
+    for length in (form.finetune, form.pretrain):
+        length.steps_spin.setValue(2)
+        length.batch_spin.setValue(2)
     assert window.open_project(folder)
-    assert panel.finetune_settings()["init"] == "starter_parser"
-    QTest.mouseClick(panel.pretrain_button, Qt.MouseButton.LeftButton)
+    assert state.finetune_request().init == "starter_parser"
+    QTest.mouseClick(form.pretrain_button, Qt.MouseButton.LeftButton)
     wait_job(qtbot, window)
     assert window.model_loop.store.active("backbone") is not None
     # Measured better for few labels: the starter parser stays the start; the message says how
     # to use the new backbone instead.
-    assert panel.finetune_settings()["init"] == "starter_parser"
+    assert state.finetune_request().init == "starter_parser"
     assert "choose Project backbone" in window.message_bar.message
 
 
@@ -426,8 +443,8 @@ def assert_prelabeled(window, version: str, image_id: int) -> None:
 
 
 def activate(window, version: str) -> None:
-    window.train_panel.select_version(version)
-    QTest.mouseClick(window.train_panel.activate_button, Qt.MouseButton.LeftButton)
+    select_version(window, version)
+    QTest.mouseClick(window.train_panel.versions.activate_button, Qt.MouseButton.LeftButton)
     assert window.model_loop.version == version
 
 
@@ -470,7 +487,7 @@ def test_a_published_model_refreshes_unopened_prelabels_and_keeps_edited_ones(qt
     messages: list[str] = []
     loop.message.connect(lambda text, _level: messages.append(text))
 
-    QTest.mouseClick(window.train_panel.finetune_button, Qt.MouseButton.LeftButton)
+    QTest.mouseClick(window.train_panel.form.finetune_button, Qt.MouseButton.LeftButton)
     wait_job(qtbot, window)
     v2 = loop.store.active("parser").id
     assert v2 != v1 and loop.version == v2
@@ -532,7 +549,7 @@ def test_activate_refreshes_in_the_background_but_never_over_an_edit_made_meanwh
     np.testing.assert_array_equal(session.document.label, prediction(window, v2, f1))
 
     # Rolling back refreshes them back to v1 (f1 on screen, the others in the background).
-    QTest.mouseClick(window.train_panel.rollback_button, Qt.MouseButton.LeftButton)
+    QTest.mouseClick(window.train_panel.versions.rollback_button, Qt.MouseButton.LeftButton)
     assert loop.version == v1
     wait_refreshed(qtbot, window)
     qtbot.waitUntil(lambda: status(window, f1) == ("pre-labeled", v1), timeout=WAIT_MS)
@@ -603,3 +620,22 @@ def test_an_unreadable_image_is_skipped_with_a_note(qtbot, tmp_path):
     window.session.open_image(f2)
     qtbot.waitUntil(lambda: status(window, f2) == ("pre-labeled", v2), timeout=WAIT_MS)
 
+
+
+def test_a_retrain_due_during_a_run_starts_when_the_run_ends(qtbot, tmp_path):
+    """The retrain that became due while a run trained was asked for before the run's worker was
+    done: it was refused ("already going") and the panel stayed "Preparing fine-tuning…"."""
+    folder = project_with(tmp_path / "project", n=4, labeled=2)
+    window = open_window(qtbot, tmp_path, folder)
+    panel, loop = window.train_panel, window.model_loop
+    panel.auto_spin.setValue(1)
+    panel.auto_check.setChecked(True)
+    QTest.mouseClick(panel.form.finetune_button, Qt.MouseButton.LeftButton)
+    first = loop.training.worker
+    key(window, "a")  # a new label while the first run trains: the retrain waits for it
+    assert loop.training.worker is first
+    qtbot.waitUntil(lambda: loop.training.worker not in (None, first), timeout=WAIT_MS)
+    wait_job(qtbot, window)
+    versions = [v for v in loop.store.versions() if v.kind == "parser"]
+    assert len(versions) == 2 and versions[-1].metrics["num_train"] + versions[-1].metrics["num_val"] == 3
+    assert "Published" in panel.progress.status_label.text()

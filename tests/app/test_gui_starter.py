@@ -36,7 +36,7 @@ def test_first_real_face_gets_a_starter_prelabel_and_training_starts_from_it(
     for name in names:
         shutil.copy(helen / "images" / f"{name}.png", folder / f"{name}.png")
     window = make_window(qtbot, tmp_path, open_project=False)
-    panel = window.train_panel
+    panel, state = window.train_panel, window.loop_state
     assert window.open_project(folder)
     session = window.session
     first = session.current
@@ -49,14 +49,14 @@ def test_first_real_face_gets_a_starter_prelabel_and_training_starts_from_it(
     assert not window.train_offer.isVisible()  # no "no model yet" offer
 
     # Fine-tuning starts from the starter parser by default (BENCHMARKS.md, "Starter models").
-    assert panel.finetune_settings()["init"] == "starter_parser"
-    assert panel.finetune_settings()["init_path"] == str(STARTER_PARSER)
+    assert state.finetune_request().init == "starter_parser"
+    assert state.finetune_request().init_path == STARTER_PARSER
     key(window, "a")  # accept the pre-label as this face's label
-    panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
-    panel.steps_spin.setValue(1)
-    panel.batch_spin.setValue(2)
+    panel.form.device_combo.setCurrentIndex(panel.form.device_combo.findData("cpu"))
+    panel.form.finetune.steps_spin.setValue(1)
+    panel.form.finetune.batch_spin.setValue(2)
     with qtbot.waitSignal(window.model_loop.training.job_done, timeout=WAIT_MS):
-        panel.finetune_button.click()
+        panel.form.finetune_button.click()
     version = window.model_loop.store.active("parser")
     assert version is not None and version.parent == "starter"
     assert read_metadata(version.path)["init"] == f"ckpt:{STARTER_PARSER}"

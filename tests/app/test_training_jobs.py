@@ -13,7 +13,6 @@ from faceparse_app.model_store import ModelStore
 from faceparse_app.training import (
     FRESH_HEAD_LR,
     PARSER_LR,
-    AutoRetrainCounter,
     LabeledFile,
     LazySamples,
     TrainingError,
@@ -273,17 +272,6 @@ def test_pretrain_crash_raises_with_the_reason(tmp_path):
     with pytest.raises(TrainingError, match="no images found"):
         run_pretrain_job([empty], tmp_path / "out", preset="tiny", device="cpu", store=store)
     assert store.versions() == []
-
-
-def test_auto_retrain_counter():
-    counter = AutoRetrainCounter(every=3, enabled=False)
-    assert [counter.labeled() for _ in range(5)] == [False] * 5  # off: never fires, never counts
-    counter.enabled = True
-    assert [counter.labeled() for _ in range(7)] == [False, False, True, False, False, True, False]
-    assert counter.remaining == 2
-    assert counter.labeled(5) is True  # a batch of labels crossing the threshold
-    counter.set_every(0)
-    assert counter.every == 1
 
 
 def test_pretraining_the_project_skips_an_unreadable_photo_and_says_so(faces_dir, tmp_path):

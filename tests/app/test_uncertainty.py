@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,19 +90,3 @@ def test_bad_shapes_are_named():
         uncertainty_map(np.zeros((H, W), np.float32))
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         heat_rgba(np.zeros((1, H, W), np.float32))
-
-
-def test_core_modules_import_without_qt():
-    """model_store, uncertainty and training are Qt-free (usable from scripts and the bench)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; import faceparse_app.model_store, faceparse_app.uncertainty, "
-        "faceparse_app.training; print(any(m.startswith('PySide6') for m in sys.modules))"
-    )
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
-    )
-    assert out.stdout.strip() == "False"

@@ -4,7 +4,6 @@ pre-labels come back for the face on screen first."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from PySide6.QtCore import QCoreApplication, QThread
 
 from faceparse_app.prelabel_queue import PrelabelQueue
 from faceparse_app.training import run_finetune_job
-from faceparse_app.workers import FunctionWorker, GeneratorWorker
+from faceparse_app.workers import FunctionWorker
 from tests.conftest import synthetic_face
 from trainer.checkpoint import save_checkpoint
 from trainer.data.imageio import write_image
@@ -82,37 +81,18 @@ def test_cancel_stops_a_real_finetune_within_3_s(qtbot, tmp_path):
     qtbot.waitUntil(lambda: not worker.is_running, timeout=3000)
 
 
-def test_generator_worker_yields_progress_and_cancels(qtbot):
-    def count(limit: int):
-        for i in range(limit):
-            yield {"step": i}
-            time.sleep(0.01)
-        return "all done"
+def test_every_keyword_reaches_the_job_even_parent_and_fn(qtbot):
+    """A job's own ``parent`` keyword (the model version a fine-tune derives from) used to be
+    taken by the worker as its QObject parent and never reached the job."""
+    got: dict[str, object] = {}
 
-    worker = GeneratorWorker(count, 3)
-    got: list[int] = []
-    worker.progress.connect(lambda p: got.append(p["step"]))
-    with qtbot.waitSignal(worker.finished, timeout=5000) as blocker:
+    def job(fn: str, parent: str | None = None, on_progress=None, cancel=None) -> None:
+        got.update(fn=fn, parent=parent)
+
+    worker = FunctionWorker(job, fn="f", parent="v0003")
+    with qtbot.waitSignal(worker.done, timeout=5000):
         worker.start()
-    assert got == [0, 1, 2] and blocker.args == ["all done"]
-
-    closed = threading.Event()
-
-    def forever():
-        try:
-            while True:
-                yield {}
-                time.sleep(0.01)
-        finally:
-            closed.set()
-
-    endless = GeneratorWorker(forever)
-    with qtbot.waitSignal(endless.progress, timeout=5000):
-        endless.start()
-    endless.cancel()
-    with qtbot.waitSignal(endless.cancelled, timeout=3000):
-        pass
-    assert closed.is_set()
+    assert got == {"fn": "f", "parent": "v0003"}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,468 @@
+"""The annotation rules, Qt-free: which image is open, its LabelDocument, saving, active time.
+
+:class:`Annotation` holds one open project and the image being labeled and decides what may be
+written; its events are psygnal signals. The app uses it through the small Qt adapter
+:class:`faceparse_app.session.AnnotationSession` (its events as Qt signals, and the autosave
+timer); widgets observe the session; the main window wires them.
+
+Pre-labels arrive asynchronously (issue 4: `faceparse_app.model_loop` predicts off the GUI
+thread) through `apply_prelabel`, which takes them only for an image nobody has edited: the
+annotator's strokes always win over a prediction that arrives late.
+
+Never losing work:
+    - the current label is saved when switching image, every few seconds while it has
+      unsaved edits (the session's autosave timer), and on close; every write is atomic;
+    - a save that fails (disk full, read-only) keeps the edited document in memory, says so,
+      and is retried by the next autosave; the label file on disk is left as it was;
+    - a label file that cannot be read (wrong size, values > 10) is never overwritten unless
+      the annotator edits the image, and then it is first kept aside as `<name>.invalid`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from psygnal import Signal
+
+from faceparse_app.document import LabelDocument
+from faceparse_app.history import History
+from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError
+from trainer.errors import FaceParseError, ImageReadError, LabelMapError
+from trainer.labels import LAPA, LabelSet
+
+log = logging.getLogger(__name__)
+
+IDLE_SECONDS = 30.0  # a pause longer than this between edits is not counted as active time
+HISTORY_BYTES = 16 * 2**20  # undo memory per image
+KEEP_HISTORIES = 20  # images whose undo history is kept (most recently opened)
+
+
+class Annotation:
+    """One open project and the image being labeled.
+
+    Args:
+        project: the open project (closed by :meth:`close`).
+        label_set: the class table.
+
+    Events (psygnal signals):
+        image_changed(record_or_None): a new image (and document) is current.
+        records_changed(): statuses or problems changed; refresh lists and counts.
+        message(text, level): something the user should know ("info", "warning", "error").
+        saved(image_id): a label was written.
+        status_changed(image_id, old, new): the annotator changed an image's status.
+        prelabeled(image_id, version): a model's pre-label was applied to the current image.
+    """
+
+    image_changed = Signal(object)
+    records_changed = Signal()
+    message = Signal(str, str)
+    saved = Signal(int)
+    status_changed = Signal(int, str, str)
+    prelabeled = Signal(int, str)
+
+    def __init__(self, project: Project, label_set: LabelSet = LAPA) -> None:
+        self.project = project
+        self.label_set = label_set
+        self.current: ImageRecord | None = None
+        self.image: np.ndarray | None = None
+        self.document: LabelDocument | None = None
+        self.problems: dict[int, str] = {}
+        self.protected: frozenset[int] = frozenset()
+        self._histories: OrderedDict[int, History] = OrderedDict()
+        self._unsaved: dict[int, LabelDocument] = {}  # edits whose save failed, kept in memory
+        self._invalid_label: set[int] = set()  # ids whose label file on disk is unreadable
+        self._touched: set[int] = set()  # ids edited by hand in this session (no pre-label over them)
+        self._pending_seconds = 0.0
+        self._last_activity: float | None = None
+
+    # ------------------------------------------------------------------ listing
+    def records(self) -> list[ImageRecord]:
+        return self.project.images()
+
+    def counts(self) -> dict[str, int]:
+        return self.project.counts()
+
+    # ------------------------------------------------------------------ opening
+    def open_image(self, image_id: int) -> bool:
+        """Save the current image, then make `image_id` current.
+
+        Returns:
+            True when the image and its label are shown; False when it could not be read
+            (the reason goes to `message` and `problems`; the image is current but empty).
+        """
+        if self.current is not None and self.current.id == image_id and self.document is not None:
+            return True
+        self._end_stroke()
+        self.save()
+        self._detach()
+        rec = self.project.get(image_id)
+        self.current = rec
+        try:
+            image = self.project.load_image(rec)
+            rec = self.project.get(image_id)  # load_image may have corrected the size
+            self.current = rec
+            document = self._unsaved.get(image_id) or self._document_for(rec, image)
+        except ImageReadError as exc:
+            return self._fail(rec, f"Cannot open {rec.relpath}: {exc}")
+        except (MemoryError, FaceParseError) as exc:
+            # Too big for this machine, or a store error: say so; the canvas takes no strokes.
+            reason = "not enough memory" if isinstance(exc, MemoryError) else str(exc)
+            return self._fail(rec, f"Cannot open {rec.relpath}: {reason}")
+        except Exception as exc:  # a decoder's own error: the same, never a stale canvas
+            log.exception("cannot open %s", rec.relpath)
+            return self._fail(rec, f"Cannot open {rec.relpath}: {type(exc).__name__}: {exc}")
+        self.image, self.document = image, document
+        document.protected = set(self.protected)
+        self._last_activity = time.monotonic()
+        self._pending_seconds = 0.0
+        self.image_changed.emit(rec)
+        return True
+
+    def _document_for(self, rec: ImageRecord, image: np.ndarray) -> LabelDocument | None:
+        history = self._histories.get(rec.id)
+        if history is None:
+            history = History(max_bytes=HISTORY_BYTES)
+        self._histories[rec.id] = history
+        self._histories.move_to_end(rec.id)
+        while len(self._histories) > KEEP_HISTORIES:
+            self._histories.popitem(last=False)
+        h, w = image.shape[:2]
+        label: np.ndarray | None
+        try:
+            label = self.project.load_label(rec)
+            self._invalid_label.discard(rec.id)
+            if rec.id in self.problems:
+                del self.problems[rec.id]
+                self.records_changed.emit()
+        except LabelMapError as exc:
+            self._invalid_label.add(rec.id)
+            self._note_problem(
+                rec,
+                f"The label of {rec.relpath} is unusable ({exc}). Starting from an empty label; "
+                "the file is kept as it is unless you edit this image (then it is kept aside "
+                "as .invalid).",
+                level="warning",
+            )
+            label = None
+            history.clear()  # old steps belong to a map that is not the one shown
+        if label is None:
+            label = np.zeros((h, w), np.uint8)
+        return LabelDocument(label, num_classes=self.label_set.num_classes, history=history)
+
+    # ---------------------------------------------------------------- pre-labels
+    def may_prelabel(self, image_id: int, version: str) -> bool:
+        """Whether a pre-label of model `version` may replace the current image's label.
+
+        Only an image nobody has edited takes one: the project allows it (status "new" or
+        "pre-labeled", and no label file but the store's own pre-label: see
+        ``Project.may_prelabel``), not already this version's, not edited by hand in this
+        session (even if since saved or undone), no unsaved edits, no stroke in progress, no
+        unreadable label file waiting to be kept aside.
+        """
+        rec, doc = self.current, self.document
+        if rec is None or doc is None or rec.id != image_id:
+            return False
+        if self.edited_here(image_id) or doc.dirty or doc.in_stroke:
+            return False
+        fresh = self.project.get(image_id)
+        if fresh.status == "pre-labeled" and fresh.model_version == version:
+            return False
+        return self.project.may_prelabel(fresh)
+
+    def apply_prelabel(self, image_id: int, label: np.ndarray, version: str) -> bool:
+        """Show and save a model's prediction as the current image's label, if nobody edited it.
+
+        The label is saved first (status "pre-labeled", the model version recorded), then
+        shown as one undoable step, so the annotator edits it like any label.
+
+        Args:
+            image_id: the image predicted; nothing happens unless it is the current one.
+            label: (H, W) uint8 class indices at the image's size.
+            version: the model version that predicted it.
+
+        Returns:
+            True when the pre-label replaced the label.
+        """
+        if not self.may_prelabel(image_id, version):
+            return False
+        rec, doc = self.current, self.document
+        assert rec is not None and doc is not None
+        label = np.asarray(label)
+        if label.shape != doc.shape:
+            self.message.emit(
+                f"No pre-label for {rec.relpath}: the model's label map is "
+                f"{label.shape[1]}×{label.shape[0]} but the image is {doc.shape[1]}×{doc.shape[0]}",
+                "warning",
+            )
+            return False
+        try:
+            new = self.project.save_label(rec, label, model_version=version)
+        except (ProjectError, LabelMapError) as exc:
+            self.message.emit(f"The pre-label of {rec.relpath} was not saved: {exc}", "warning")
+            return False
+        doc.replace(label)
+        doc.mark_saved()
+        self.current = new
+        self.records_changed.emit()
+        self.prelabeled.emit(image_id, version)
+        return True
+
+    def edited_here(self, image_id: int) -> bool:
+        """Whether the annotator has edited an image in this session (so no model may replace it).
+
+        True when it was edited by hand (even if since saved or undone), has edits whose save
+        failed, or has an unreadable label file waiting to be kept aside.
+        """
+        return image_id in self._touched or image_id in self._invalid_label or image_id in self._unsaved
+
+    def may_refresh(self, image_id: int, version: str) -> bool:
+        """Whether model `version` may re-do the pre-label of an image not on screen.
+
+        Only a stale pre-label nobody touched: status "pre-labeled" by another model version,
+        the file present, not edited by hand in this session (even if since saved or undone),
+        no unsaved edits, no unreadable label file waiting to be kept aside. The image on
+        screen goes through :meth:`may_prelabel` instead.
+        """
+        if self.current is not None and self.current.id == image_id:
+            return False
+        if self.edited_here(image_id):
+            return False
+        try:
+            fresh = self.project.get(image_id)
+            return (
+                fresh.status == "pre-labeled"
+                and fresh.model_version != version
+                and self.project.may_prelabel(fresh)
+            )
+        except (KeyError, ProjectError):
+            return False  # gone from the project since the refresh was queued
+
+    def refresh_prelabel(self, image_id: int, label: np.ndarray, version: str) -> bool:
+        """Save a newer model's pre-label of an image nobody edited (after a model swap).
+
+        The check is made again here, at save time: the annotator may have opened and edited
+        the image since its refresh was queued. The image on screen is handled as by
+        :meth:`apply_prelabel` (shown and saved as one undoable step); for any other image the
+        label is saved and its kept undo history dropped (its steps led to the old pre-label),
+        so reopening it shows the new label.
+
+        Args:
+            image_id: the image predicted.
+            label: (H, W) uint8 class indices at the image's size.
+            version: the model version that predicted it.
+
+        Returns:
+            True when the new pre-label was saved; False when the image was edited or has
+            changed status meanwhile (nothing written).
+
+        Raises:
+            LabelMapError: the label does not fit the image; nothing is written.
+            ProjectError: the write failed; the previous label file is left as it was.
+        """
+        if self.current is not None and self.current.id == image_id:
+            return self.apply_prelabel(image_id, label, version)
+        if not self.may_refresh(image_id, version):
+            return False
+        rec = self.project.get(image_id)
+        self.project.save_label(rec, label, status="pre-labeled", model_version=version)
+        self._histories.pop(image_id, None)
+        return True
+
+    def _fail(self, rec: ImageRecord, text: str) -> bool:
+        self.image, self.document = None, None
+        self._note_problem(rec, text, level="error")
+        self.image_changed.emit(rec)
+        return False
+
+    def _note_problem(self, rec: ImageRecord, text: str, level: str) -> None:
+        self.problems[rec.id] = text
+        self.message.emit(text, level)
+        self.records_changed.emit()
+
+    def _end_stroke(self) -> None:
+        # A switch or close in the middle of a drag keeps what was painted, as one step.
+        if self.document is not None and self.document.in_stroke:
+            if self.document.end_stroke() is not None:
+                self.note_edit()
+
+    def _detach(self) -> None:
+        self.image, self.document = None, None
+
+    # --------------------------------------------------------------- navigation
+    def next_unfinished(self) -> bool:
+        """Open the next image not yet labeled (wrapping around); False when all are done."""
+        after = self.current.id if self.current is not None else None
+        rec = self.project.next_unfinished(after)
+        if rec is None:
+            self.message.emit("Every image is labeled.", "info")
+            return False
+        if self.current is not None and rec.id == self.current.id:
+            self.message.emit("This is the last unfinished image.", "info")
+            return True
+        return self.open_image(rec.id)
+
+    def step(self, offset: int, ids: list[int] | None = None) -> bool:
+        """Open the image `offset` rows away in `ids` (default: all images, by path)."""
+        ids = ids if ids is not None else [r.id for r in self.records() if not r.missing]
+        if not ids:
+            return False
+        if self.current is None or self.current.id not in ids:
+            return self.open_image(ids[0])
+        i = ids.index(self.current.id)
+        return self.open_image(ids[max(0, min(len(ids) - 1, i + offset))])
+
+    # ------------------------------------------------------------------ editing
+    def note_edit(self) -> None:
+        """An undo step was made: count active time and keep the image's status current."""
+        if self.current is not None:
+            self._touched.add(self.current.id)
+        now = time.monotonic()
+        if self._last_activity is not None:
+            self._pending_seconds += min(now - self._last_activity, IDLE_SECONDS)
+        self._last_activity = now
+
+    def undo(self) -> bool:
+        if self.document is None:
+            return False
+        changed = self.document.undo() is not None
+        if changed:
+            self.note_edit()
+        return changed
+
+    def redo(self) -> bool:
+        if self.document is None:
+            return False
+        changed = self.document.redo() is not None
+        if changed:
+            self.note_edit()
+        return changed
+
+    def set_protected(self, classes: frozenset[int] | set[int]) -> None:
+        self.protected = frozenset(classes)
+        if self.document is not None:
+            self.document.protected = set(self.protected)
+
+    def set_status(self, status: str) -> bool:
+        """Save the current label, then set the current image's status."""
+        if self.current is None or self.document is None:
+            return False
+        old = self.current.status
+        if not self.save(force=True):
+            return False
+        try:
+            self.current = self.project.set_status(self.current, status)
+        except ProjectError as exc:
+            self.message.emit(str(exc), "error")
+            return False
+        self.records_changed.emit()
+        if old != status:
+            self.status_changed.emit(self.current.id, old, status)
+        return True
+
+    def accept(self) -> bool:
+        """Mark the current image labeled as it is (e.g. a pre-label that needs no edit)."""
+        if self.current is not None and self.current.status in FINISHED:
+            self.message.emit(f"{self.current.relpath} is already {self.current.status}.", "info")
+            return True
+        return self.set_status("labeled")
+
+    # ------------------------------------------------------------------- saving
+    def autosave(self) -> None:
+        """Save the current image if edited, and retry earlier failed saves (call it every few
+        seconds: the session's timer does)."""
+        for image_id, doc in list(self._unsaved.items()):
+            if doc is not self.document:
+                self._save_document(self.project.get(image_id), doc)
+        if self.document is not None and self.document.dirty:
+            self.save()
+        self.project.backup()  # a rolling copy of the store, at most every ten minutes
+
+    def save(self, force: bool = False) -> bool:
+        """Save the current label if it has unsaved edits (or always, with `force`).
+
+        Returns:
+            True when nothing needed saving or the save succeeded.
+        """
+        if self.current is None or self.document is None:
+            return True
+        if not (self.document.dirty or force):
+            return True
+        return self._save_document(self.current, self.document)
+
+    def _save_document(self, rec: ImageRecord, doc: LabelDocument) -> bool:
+        if doc.in_stroke:  # never save half a stroke; the timer comes back
+            return False
+        seconds = 0.0
+        if self.current is not None and rec.id == self.current.id:
+            seconds, self._pending_seconds = self._pending_seconds, 0.0
+        try:
+            if rec.id in self._invalid_label:
+                self._keep_invalid_aside(rec)
+            # The project moves "new" and "pre-labeled" to "in_progress" and keeps the rest.
+            new = self.project.save_label(rec, doc.label, add_seconds=seconds)
+        except (ProjectError, LabelMapError, OSError) as exc:
+            if self.current is not None and rec.id == self.current.id:
+                self._pending_seconds += seconds
+            self._unsaved[rec.id] = doc
+            self.message.emit(
+                f"Not saved: {exc} Your edits are kept in memory and saving is retried.", "error"
+            )
+            return False
+        doc.mark_saved()
+        self._unsaved.pop(rec.id, None)
+        if self.current is not None and rec.id == self.current.id:
+            self.current = new
+        status_changed = new.status != rec.status
+        self.saved.emit(rec.id)
+        if status_changed:
+            self.records_changed.emit()
+        return True
+
+    def _keep_invalid_aside(self, rec: ImageRecord) -> None:
+        path = self.project.label_path(rec)
+        if path.exists():
+            aside = path.with_name(path.name + ".invalid")
+            os.replace(path, aside)
+            self.message.emit(f"The unusable label file was kept as {aside}.", "info")
+        self._invalid_label.discard(rec.id)
+        self.problems.pop(rec.id, None)
+
+    # ------------------------------------------------------------------- export
+    def export_lapa(
+        self, out_dir: str | Path, reviewed_only: bool = False
+    ) -> dict[str, int] | None:
+        """Save, then export the labeled images as a LaPa folder (counts per split, or None)."""
+        from faceparse_app.export import export_project
+
+        self.save()
+        try:
+            counts = export_project(self.project, Path(out_dir), reviewed_only=reviewed_only)
+        except (FaceParseError, OSError) as exc:
+            self.message.emit(f"Export failed: {exc}", "error")
+            return None
+        summary = ", ".join(f"{k} {v}" for k, v in counts.items())
+        self.message.emit(f"Exported to {out_dir}: {summary}.", "info")
+        return counts
+
+    # -------------------------------------------------------------------- close
+    def save_all(self) -> bool:
+        """Save the current image and retry every earlier failed save; True if all are on disk."""
+        self._end_stroke()
+        ok = self.save()
+        for image_id, doc in list(self._unsaved.items()):
+            if doc is not self.document:
+                ok = self._save_document(self.project.get(image_id), doc) and ok
+        return ok and not self._unsaved
+
+    def close(self) -> bool:
+        """Save everything and close the project; False when some edits could not be saved."""
+        ok = self.save_all()
+        self._detach()
+        self.current = None
+        self.project.close()
+        return ok

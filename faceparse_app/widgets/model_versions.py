@@ -1,0 +1,86 @@
+"""The project's model versions, newest first, with Activate and Roll back. A view of
+:class:`LoopState` (its versions); the buttons ask the state.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from faceparse_app.loop_state import LoopState
+from faceparse_app.widgets.train_progress import percent
+
+
+class ModelVersions(QGroupBox):
+    """The versions list (the active ones in bold with a ★) and its buttons."""
+
+    def __init__(self, state: LoopState, parent: QWidget | None = None) -> None:
+        super().__init__("Model versions", parent)
+        self.state = state
+        layout = QVBoxLayout(self)
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["Version", "Kind", "Mean F1 %", "mIoU %", "Created", "Note"])
+        self.tree.setRootIsDecorated(False)
+        self.tree.itemSelectionChanged.connect(self._update_buttons)
+        self.tree.itemDoubleClicked.connect(lambda *_: self._on_activate_clicked())
+        layout.addWidget(self.tree)
+        row = QHBoxLayout()
+        self.activate_button = QPushButton("Activate")
+        self.activate_button.clicked.connect(self._on_activate_clicked)
+        self.rollback_button = QPushButton("Roll back")
+        self.rollback_button.setToolTip("Go back to the previous model")
+        self.rollback_button.clicked.connect(state.rollback)
+        row.addWidget(self.activate_button)
+        row.addWidget(self.rollback_button)
+        row.addStretch(1)
+        layout.addLayout(row)
+        self.no_model_label = QLabel("No model yet: label a few faces, then start fine-tuning.")
+        self.no_model_label.setWordWrap(True)
+        layout.addWidget(self.no_model_label)
+        state.versions_changed.connect(self._show_versions)
+        self._show_versions()
+
+    def _on_activate_clicked(self) -> None:
+        item = self.tree.currentItem()
+        if item is not None:
+            self.state.activate(item.data(0, Qt.ItemDataRole.UserRole))
+
+    def _show_versions(self) -> None:
+        active = self.state.active_ids
+        self.tree.clear()
+        versions = sorted(self.state.versions, key=lambda v: v.id, reverse=True)
+        for version in versions:
+            is_active = version.id in active
+            parser = version.kind == "parser"
+            item = QTreeWidgetItem([
+                ("★ " if is_active else "") + version.id,
+                version.kind,
+                percent(version.metrics.get("mean_f1")) if parser else "",
+                percent(version.metrics.get("miou")) if parser else "",
+                str(version.created)[:16].replace("T", " "),
+                version.note,
+            ])
+            item.setData(0, Qt.ItemDataRole.UserRole, version.id)
+            if is_active:
+                font = item.font(0)
+                font.setBold(True)
+                for column in range(item.columnCount()):
+                    item.setFont(column, font)
+            self.tree.addTopLevelItem(item)
+        parsers = [v for v in versions if v.kind == "parser"]
+        self.no_model_label.setVisible(not parsers)
+        self.rollback_button.setEnabled(len(parsers) > 1)
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        item = self.tree.currentItem()
+        self.activate_button.setEnabled(item is not None and not item.text(0).startswith("★"))

@@ -1,0 +1,61 @@
+"""The annotation rules without Qt: strokes win over a late pre-label, saves, statuses, events.
+
+The window tests (test_gui_session, test_gui_model_loop) drive the same rules through
+``AnnotationSession``; here the plain class is used as a script or a test would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from faceparse_app.annotation import Annotation
+from faceparse_app.project import Project
+from tests.conftest import synthetic_face
+from trainer.data.imageio import read_label, write_image
+
+
+def open_annotation(tmp_path: Path, n: int = 2) -> tuple[Annotation, list[tuple[str, tuple]]]:
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(n):
+        write_image(folder / f"f{i}.png", synthetic_face(64, seed=i)[0])
+    annotation = Annotation(Project.open(folder))
+    events: list[tuple[str, tuple]] = []
+    for name in ("image_changed", "saved", "status_changed", "prelabeled", "message"):
+        getattr(annotation, name).connect(lambda *args, name=name: events.append((name, args)))
+    return annotation, events
+
+
+def test_a_stroke_wins_over_a_late_prelabel_and_is_saved_on_switch(tmp_path):
+    annotation, events = open_annotation(tmp_path)
+    first, second = (r.id for r in annotation.records())
+    assert annotation.open_image(first) and events[-1][0] == "image_changed"
+    doc = annotation.document
+    doc.begin_stroke(3)
+    doc.stroke_to(10, 10, 4)
+    doc.end_stroke()
+    annotation.note_edit()
+    prediction = np.full(doc.shape, 5, np.uint8)
+    assert not annotation.apply_prelabel(first, prediction, "v0001")  # the stroke wins
+    assert annotation.document.label[10, 10] == 3
+    assert annotation.open_image(second)  # saves the edit first
+    rec = annotation.project.get(first)
+    assert rec.status == "in_progress" and read_label(annotation.project.label_path(rec))[10, 10] == 3
+    assert ("saved", (first,)) in events
+    # An image nobody edited takes the pre-label, saved and shown as one undoable step.
+    assert annotation.apply_prelabel(second, prediction, "v0001")
+    assert annotation.project.get(second).status == "pre-labeled"
+    assert ("prelabeled", (second, "v0001")) in events
+    assert annotation.undo() and not annotation.document.label.any()
+
+
+def test_accept_marks_the_image_labeled_and_says_so(tmp_path):
+    annotation, events = open_annotation(tmp_path)
+    first = annotation.records()[0].id
+    annotation.open_image(first)
+    assert annotation.accept()
+    assert annotation.project.get(first).status == "labeled"
+    assert ("status_changed", (first, "new", "labeled")) in events
+    assert annotation.close()
