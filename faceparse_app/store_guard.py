@@ -164,10 +164,20 @@ def make_backup(conn: sqlite3.Connection, store_dir: Path) -> Path:
     return path
 
 
+def sqlite_uri(path: Path, **params: str) -> str:
+    """A SQLite ``file:`` URI of a path, e.g. ``mode="ro"``.
+
+    The path is percent-encoded: left raw, a '#' or '?' in a folder name ("team #2") cuts it
+    short, and SQLite opens (or creates) another file.
+    """
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return Path(path).absolute().as_uri() + (f"?{query}" if query else "")
+
+
 def is_sound(path: Path) -> bool:
     """True when a SQLite file opens and passes ``PRAGMA quick_check``."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(sqlite_uri(path, mode="ro"), uri=True)
         try:
             row = conn.execute("PRAGMA quick_check").fetchone()
         finally:

@@ -145,7 +145,10 @@ def connect_read_only(db_path: Path) -> sqlite3.Connection:
         raise ProjectError(f"{db_path.parent.parent}: no project store to read ({db_path} not found)")
     try:
         conn = sqlite3.connect(
-            f"file:{db_path}?mode=ro", uri=True, timeout=10.0, check_same_thread=False
+            store_guard.sqlite_uri(db_path, mode="ro"),
+            uri=True,
+            timeout=10.0,
+            check_same_thread=False,
         )
         row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     except sqlite3.DatabaseError as exc:

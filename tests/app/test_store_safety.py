@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faceparse_app.export import export_project
 from faceparse_app.project import Project, ProjectError
-from faceparse_app.store_guard import BACKUPS_DIR, DamagedStoreError, ProjectLockedError
+from faceparse_app.store_guard import BACKUPS_DIR, DamagedStoreError, ProjectLockedError, is_sound
 from tests.conftest import synthetic_face
 from trainer.data.imageio import write_image
 
@@ -410,3 +411,27 @@ def test_temp_files_left_by_a_killed_save_are_removed_at_open(tmp_path: Path) ->
     with Project.open(folder) as project:
         assert not stale.exists()
         assert project.label_path(project.images()[0]).read_bytes() == kept
+
+
+# ------------------------------------------------------------- folder names and read-only disks
+
+
+@pytest.mark.parametrize("name", ["team #2", "why?", "50% done", "ünï 顔"])
+def test_a_folder_named_with_uri_characters_reads_and_recovers(tmp_path: Path, name: str) -> None:
+    # SQLite reads "file:" URIs: an unescaped '#' or '?' cut the path short, so a read-only open
+    # (the CLI's export) failed as "damaged" and a backup check opened -- and created -- an empty
+    # file beside the project, which passed for a sound backup.
+    folder = _folder(tmp_path / name, n=2)
+    with Project.open(folder) as project:
+        rec = project.images()[0]
+        project.save_label(rec, _hand_label(0), status="labeled")
+        backup = project.backup(force=True)
+    assert backup is not None
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with Project.open(folder, read_only=True) as reader:
+        assert [r.status for r in reader.images()] == ["labeled", "new"]
+    assert export_project(folder, tmp_path / "out")["train"] == 1
+    data = backup.read_bytes()
+    backup.write_bytes(data[:100] + os.urandom(len(data) - 100))  # all but the file header
+    assert not is_sound(backup)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "out"])
