@@ -153,6 +153,7 @@ def make_backup(conn: sqlite3.Connection, store_dir: Path) -> Path:
         t += 1e-6
         path = folder / f"project-{_stamp(t)}.sqlite"
     tmp = path.with_name(path.name + ".tmp")
+    create_with_umask(tmp)
     target = sqlite3.connect(tmp)
     try:
         conn.backup(target)
@@ -162,6 +163,19 @@ def make_backup(conn: sqlite3.Connection, store_dir: Path) -> Path:
     for old in backups(store_dir)[KEEP_BACKUPS:]:
         old.unlink(missing_ok=True)
     return path
+
+
+def create_with_umask(path: Path) -> None:
+    """Create ``path`` empty (an empty file is an empty SQLite database) unless it exists.
+
+    SQLite creates its files 0644 whatever the umask, and gives its -wal and -shm files the
+    mode of the database; made here first, they all follow the umask like any other file, so a
+    team sharing a folder (umask 002) can all save into it.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        pass
 
 
 def sqlite_uri(path: Path, **params: str) -> str:

@@ -163,8 +163,9 @@ def connect_read_only(db_path: Path) -> sqlite3.Connection:
 
 def _connect_once(db_path: Path) -> sqlite3.Connection:
     try:
+        store_guard.create_with_umask(db_path)
         conn = sqlite3.connect(db_path, timeout=10.0, isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
+    except (OSError, sqlite3.Error) as exc:
         raise ProjectError(f"{db_path}: cannot open the project store ({exc})") from None
     try:
         _init(conn, db_path)

@@ -435,3 +435,24 @@ def test_a_folder_named_with_uri_characters_reads_and_recovers(tmp_path: Path, n
     backup.write_bytes(data[:100] + os.urandom(len(data) - 100))  # all but the file header
     assert not is_sound(backup)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "out"])
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_the_store_and_its_backups_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    # SQLite creates its files 0644 whatever the umask: in a team's shared folder (umask 002)
+    # the others could read the project but never save a label in it.
+    folder = _folder(tmp_path / "p", n=1)
+    previous = os.umask(umask)
+    try:
+        with Project.open(folder) as project:
+            project.save_label(project.images()[0], _hand_label(0))
+            project.backup(force=True)
+            store = _store(folder)
+            files = [store, Path(f"{store}-wal"), Path(f"{store}-shm")]
+            files += list((folder / ".faceparse" / BACKUPS_DIR).iterdir())
+            modes = {f.name: f.stat().st_mode & 0o777 for f in files}
+    finally:
+        os.umask(previous)
+    assert len(modes) >= 4
+    assert modes == {name: 0o666 & ~umask for name in modes}
