@@ -9,6 +9,7 @@ emptied or damaged ``project.sqlite``, and two processes on one folder.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -456,3 +457,78 @@ def test_the_store_and_its_backups_follow_the_umask(tmp_path: Path, umask: int) 
         os.umask(previous)
     assert len(modes) >= 4
     assert modes == {name: 0o666 & ~umask for name in modes}
+
+
+@pytest.fixture
+def read_only_view(tmp_path: Path):
+    """A function giving a read-only view of a folder: a read-only bind mount where the test
+    runs as root (chmod does not stop root), else the folder itself made read-only."""
+    mounted: list[Path] = []
+    locked: list[Path] = []
+
+    def view(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            for d in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+                d.chmod(0o555)
+                locked.append(d)
+            return folder
+        target = tmp_path / f"{folder.name}-read-only"
+        target.mkdir()
+        for args in (["--bind", str(folder), str(target)], ["-o", "remount,bind,ro", str(target)]):
+            done = subprocess.run(["mount", *args], capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot mount a read-only view here ({done.stderr.strip()})")
+            if target not in mounted:
+                mounted.append(target)
+        return target
+
+    try:
+        yield view
+    finally:
+        for target in mounted:
+            subprocess.run(["umount", "-l", str(target)], capture_output=True)
+        for d in locked:
+            d.chmod(0o755)
+
+
+def test_a_project_on_a_read_only_disk_is_read_and_exported(
+    tmp_path: Path, read_only_view
+) -> None:
+    # A closed store has no -shm file, and SQLite cannot make one on a read-only disk: reading
+    # it (export) failed as "damaged" although nothing was wrong with it.
+    folder = _folder(tmp_path / "p", n=3)
+    with Project.open(folder) as project:
+        for rec in project.images()[:2]:
+            project.save_label(rec, _hand_label(rec.id), status="labeled")
+    view = read_only_view(folder)
+    with pytest.raises(ProjectError, match="read-only"):
+        Project.open(view)
+    with Project.open(view, read_only=True) as reader:
+        assert [r.status for r in reader.images()] == ["labeled", "labeled", "new"]
+    assert export_project(view, tmp_path / "out")["train"] == 2
+
+
+def test_a_read_only_disk_shows_what_a_live_writer_saved(tmp_path: Path, read_only_view) -> None:
+    folder = _folder(tmp_path / "p", n=2)
+    with Project.open(folder) as writer:
+        writer.save_label(writer.images()[0], _hand_label(0), status="labeled")
+        view = read_only_view(folder)
+        with Project.open(view, read_only=True) as reader:
+            assert [r.status for r in reader.images()] == ["labeled", "new"]
+
+
+def test_a_journal_that_cannot_be_read_on_a_read_only_disk_is_said_plainly(
+    tmp_path: Path, read_only_view
+) -> None:
+    # Changes still in project.sqlite-wal, without the -shm that lets SQLite read them there (a
+    # copy of a live project): reading the main file alone would show an older state.
+    folder = _folder(tmp_path / "p", n=2)
+    copy = tmp_path / "copy"
+    with Project.open(folder) as writer:
+        writer.save_label(writer.images()[0], _hand_label(0), status="labeled")
+        shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("*-shm", "lock*"))
+    assert Path(f"{_store(copy)}-wal").stat().st_size > 0
+    view = read_only_view(copy)
+    with pytest.raises(ProjectError, match="read-only disk") as err:
+        Project.open(view, read_only=True)
+    assert not isinstance(err.value, DamagedStoreError)
