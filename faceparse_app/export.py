@@ -18,8 +18,8 @@ them from the label map.
 The export is built in a hidden temp folder beside ``out`` and moved into place with one
 os.replace, so a crash or a full disk never leaves a half export that looks complete. Exporting
 again into an earlier export replaces only the files its manifest lists: anything else in the
-folder (notes, another project's ``.faceparse/``, files added by hand) is carried over untouched,
-and a listed file that was changed since is never overwritten (the export is refused). A folder
+folder (notes, another project's ``.faceparse/``, files, empty folders and links added by hand) is
+carried over untouched, and a listed file that was changed since is never overwritten (the export is refused). A folder
 that is neither empty nor an export of ours is refused.
 """
 
@@ -35,7 +35,7 @@ import re
 import shutil
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -356,7 +356,7 @@ def _export(
         )
         carried = _carry_foreign_files(out, tmp, previous, ours)
         try:
-            _publish(tmp, out)
+            _publish(tmp, out, [*ours, MANIFEST_NAME])
         except BaseException:
             for src, dst in reversed(carried):  # the foreign files go back where they were
                 os.replace(dst, src)
@@ -402,8 +402,8 @@ def _carry_foreign_files(
             f"{out}: {shown} changed since the last export wrote them; move them elsewhere (or "
             "export into another folder) so your edits are not overwritten"
         )
-    foreign = [rel for rel in _tree(out) if rel not in previous and rel != MANIFEST_NAME]
-    clash = [rel for rel in foreign if rel in ours or rel == MANIFEST_NAME]
+    foreign = _foreign_entries(out, tmp, previous)
+    clash = [rel for rel in foreign if os.path.lexists(tmp / rel)]
     if clash:
         raise ProjectError(
             f"{out}: {', '.join(clash[:5])} would be replaced by this export but were not "
@@ -421,6 +421,27 @@ def _carry_foreign_files(
             os.replace(dst, src)
         raise
     return moved
+
+
+def _foreign_entries(out: Path, tmp: Path, previous: dict[str, str | None]) -> list[str]:
+    """What in ``out`` no earlier export of ours wrote, as '/'-separated relpaths: files, links
+    and whole folders that hold nothing of ours (empty ones too). A folder that holds something
+    of ours, or that the new export in ``tmp`` has too, is looked into instead."""
+    ours_dirs = {rel.rsplit("/", k)[0] for rel in previous for k in range(1, rel.count("/") + 1)}
+    found: list[str] = []
+
+    def visit(folder: Path, prefix: str) -> None:
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            rel = prefix + entry.name
+            if rel in previous or rel == MANIFEST_NAME:
+                continue
+            if entry.is_dir(follow_symlinks=False) and (rel in ours_dirs or (tmp / rel).is_dir()):
+                visit(Path(entry.path), rel + "/")
+            else:
+                found.append(rel)
+
+    visit(out, "")
+    return found
 
 
 def _export_one(project: Project, rec: ImageRecord, split_dir: Path, name: str) -> str:
@@ -449,21 +470,21 @@ def _export_one(project: Project, rec: ImageRecord, split_dir: Path, name: str) 
     return how
 
 
-def _fsync_tree(root: Path) -> None:
-    # Flush every file before the folder is published: after the rename, a power cut must not
-    # leave empty files in an export that looks complete.
-    for dirpath, _dirs, files in os.walk(root):
-        for fname in files:
-            fd = os.open(os.path.join(dirpath, fname), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+def _fsync_files(root: Path, relpaths: Iterable[str]) -> None:
+    # Flush every file written before the folder is published: after the rename, a power cut
+    # must not leave empty files in an export that looks complete. (Only ours: what was carried
+    # over was already on disk, and may be a dangling link or a file we cannot open.)
+    for rel in relpaths:
+        fd = os.open(root / rel, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def _publish(tmp: Path, out: Path) -> None:
+def _publish(tmp: Path, out: Path, ours: Iterable[str]) -> None:
     """Move the finished temp folder onto out (replacing an earlier export) in one rename."""
-    _fsync_tree(tmp)
+    _fsync_files(tmp, ours)
     if out.exists() and any(out.iterdir()):
         old = make_temp_dir(out.parent, f".{out.name}.old-")
         os.replace(out, old / "export")

@@ -153,6 +153,7 @@ def make_backup(conn: sqlite3.Connection, store_dir: Path) -> Path:
         t += 1e-6
         path = folder / f"project-{_stamp(t)}.sqlite"
     tmp = path.with_name(path.name + ".tmp")
+    create_with_umask(tmp)
     target = sqlite3.connect(tmp)
     try:
         conn.backup(target)
@@ -164,10 +165,33 @@ def make_backup(conn: sqlite3.Connection, store_dir: Path) -> Path:
     return path
 
 
+def create_with_umask(path: Path) -> None:
+    """Create ``path`` empty (an empty file is an empty SQLite database) unless it exists.
+
+    SQLite creates its files 0644 whatever the umask, and gives its -wal and -shm files the
+    mode of the database; made here first, they all follow the umask like any other file, so a
+    team sharing a folder (umask 002) can all save into it.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        pass
+
+
+def sqlite_uri(path: Path, **params: str) -> str:
+    """A SQLite ``file:`` URI of a path, e.g. ``mode="ro"``.
+
+    The path is percent-encoded: left raw, a '#' or '?' in a folder name ("team #2") cuts it
+    short, and SQLite opens (or creates) another file.
+    """
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return Path(path).absolute().as_uri() + (f"?{query}" if query else "")
+
+
 def is_sound(path: Path) -> bool:
     """True when a SQLite file opens and passes ``PRAGMA quick_check``."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(sqlite_uri(path, mode="ro"), uri=True)
         try:
             row = conn.execute("PRAGMA quick_check").fetchone()
         finally:

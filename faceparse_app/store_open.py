@@ -140,14 +140,35 @@ def connect(db_path: Path, recover: bool = False) -> OpenedStore:
 
 
 def connect_read_only(db_path: Path) -> sqlite3.Connection:
-    """Open a current store for reading only (no lock, no writes, no migration)."""
+    """Open a current store for reading only (no lock, no writes, no migration).
+
+    A store on a read-only disk is read too: SQLite cannot make the ``-shm`` file a WAL store
+    needs there, so a store closed cleanly (no ``-wal`` left, everything in the main file) is
+    read as immutable.
+
+    Raises:
+        DamagedStoreError: the file is damaged or not a project store.
+        ProjectError: no store, a newer schema, or changes in ``-wal`` that cannot be read on a
+            read-only disk.
+    """
     if not db_path.is_file() or db_path.stat().st_size == 0:
         raise ProjectError(f"{db_path.parent.parent}: no project store to read ({db_path} not found)")
     try:
-        conn = sqlite3.connect(
-            f"file:{db_path}?mode=ro", uri=True, timeout=10.0, check_same_thread=False
-        )
-        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        conn, row = _read_schema_row(db_path, mode="ro")
+    except sqlite3.OperationalError as exc:
+        if os.access(db_path.parent, os.W_OK):
+            raise DamagedStoreError(f"{db_path}: cannot read the project store ({exc})") from None
+        wal = Path(f"{db_path}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise ProjectError(
+                f"{db_path} is on a read-only disk, with changes still in {wal.name} that cannot "
+                "be read there; open the project once where it can be written (that merges "
+                "them), then read it here"
+            ) from None
+        try:
+            conn, row = _read_schema_row(db_path, mode="ro", immutable="1")
+        except sqlite3.DatabaseError as exc:
+            raise DamagedStoreError(f"{db_path}: cannot read the project store ({exc})") from None
     except sqlite3.DatabaseError as exc:
         raise DamagedStoreError(f"{db_path}: cannot read the project store ({exc})") from None
     try:
@@ -158,10 +179,23 @@ def connect_read_only(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _read_schema_row(db_path: Path, **params: str) -> tuple[sqlite3.Connection, tuple | None]:
+    """Connect with URI parameters and read the schema version row (closed again on failure)."""
+    conn = sqlite3.connect(
+        store_guard.sqlite_uri(db_path, **params), uri=True, timeout=10.0, check_same_thread=False
+    )
+    try:
+        return conn, conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    except BaseException:
+        conn.close()
+        raise
+
+
 def _connect_once(db_path: Path) -> sqlite3.Connection:
     try:
+        store_guard.create_with_umask(db_path)
         conn = sqlite3.connect(db_path, timeout=10.0, isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
+    except (OSError, sqlite3.Error) as exc:
         raise ProjectError(f"{db_path}: cannot open the project store ({exc})") from None
     try:
         _init(conn, db_path)

@@ -8,8 +8,9 @@ and label set) and every stored tensor's shape is compared with the network the 
 describes, built on the ``meta`` device (no memory), before a real network is built or any
 tensor data is read. A damaged or edited file is one CheckpointError line, never a traceback or a
 network of gigabytes. The metadata also holds the SHA-256 of the safetensors data section
-("tensor_sha256"), checked on load, so flipped bits in the weights are caught; files written
-before it (the shipped starter models among them) load without that check.
+("tensor_sha256"), checked on load, so flipped bits in the weights are caught. Files written
+before it carry none: the shipped starter models are checked against digests kept here
+(``_DIGESTS_OF_OLDER_FILES``); any other older file loads without that check.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ FORMAT_VERSION = 1
 _META_KEY = "faceparse"
 _OPT_PREFIX = "optimizer.state."
 CHECKSUM_KEY = "tensor_sha256"
+# Files shipped before the checksum was stored: SHA-256 of the header (length prefix and JSON)
+# -> SHA-256 of the data section. The starter models in assets/models, which every project
+# starts from.
+_DIGESTS_OF_OLDER_FILES = {
+    "5aad9cd74dd8f8454bf51d3c5a3fe3212b32c76214091cb116a3dd8063a011de": (  # starter_backbone
+        "b5a15bb01d8d297f922a68404e88e65d938caeb063f7e22b3063a3fb8f701cb8"
+    ),
+    "b17371e16ac94a17e176896c20f3dc2708259cc46e97bcaddd55513026660446": (  # starter_parser
+        "39e8d08c4a31f953f02d48dd5f3addeb50d10f7f1fe805b74b195f4b3391bd7b"
+    ),
+}
 # Stands in for the checksum until the data section it covers exists (same length as a digest).
 _CHECKSUM_PLACEHOLDER = "faceparse-tensor-checksum-to-be-written-here".ljust(64, "-")
 # The largest network input side a checkpoint may ask for (the paper works at 512).
@@ -163,6 +175,14 @@ def _with_checksum(blob: bytes) -> bytes:
     placeholder = _CHECKSUM_PLACEHOLDER.encode()
     assert header.count(placeholder) == 1, "checksum placeholder not found exactly once"
     return header.replace(placeholder, digest.encode()) + blob[start:]
+
+
+def _older_file_digest(f: Any) -> str | None:
+    """The data digest kept for a file shipped before the checksum (by its header), or None."""
+    f.seek(0)
+    head = f.read(8)
+    header = head + f.read(int.from_bytes(head, "little"))
+    return _DIGESTS_OF_OLDER_FILES.get(hashlib.sha256(header).hexdigest())
 
 
 def _verify_checksum(path: Path, f: Any, expected: Any) -> None:
@@ -374,8 +394,9 @@ def _read_checked(path: Path) -> tuple[dict[str, Any], ModelConfig, dict[str, to
                 if not k.startswith(_OPT_PREFIX)
             }
             _check_shapes(path, config, shapes)
-            if CHECKSUM_KEY in meta:  # files written before the checksum have none
-                _verify_checksum(path, handle, meta[CHECKSUM_KEY])
+            expected = meta[CHECKSUM_KEY] if CHECKSUM_KEY in meta else _older_file_digest(handle)
+            if expected is not None:  # other files written before the checksum have none
+                _verify_checksum(path, handle, expected)
             return meta, config, {k: f.get_tensor(k) for k in f.keys()}
     raise CheckpointError(f"{path}: replaced again and again while being read; try again later")
 

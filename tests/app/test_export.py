@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -278,6 +279,31 @@ def test_re_export_replaces_only_its_own_files(tmp_path: Path) -> None:
         "face0.png",
         "face2.png",
     ]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_re_export_keeps_empty_folders_and_links_it_did_not_make(tmp_path: Path) -> None:
+    """Only files were carried over: an empty folder or a link to a folder in the export folder
+    was deleted with the previous export."""
+    _project(tmp_path / "proj", n=2)
+    out = tmp_path / "out"
+    export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "kept.txt").write_text("kept")
+    (out / "drafts").mkdir()
+    (out / "drafts" / "later").mkdir()
+    (out / "val" / "mine").mkdir()  # in a folder of the layout, which this export left empty
+    (out / "shared").symlink_to(elsewhere, target_is_directory=True)
+    (out / "train" / "link.txt").symlink_to(elsewhere / "kept.txt")
+    (out / "dangling").symlink_to(tmp_path / "gone")
+    export_project(tmp_path / "proj", out, val_fraction=0.5, test_fraction=0)
+    assert (out / "drafts" / "later").is_dir()
+    assert (out / "val" / "mine").is_dir()
+    assert (out / "shared").is_symlink() and (out / "shared" / "kept.txt").read_text() == "kept"
+    assert (out / "train" / "link.txt").is_symlink() and (out / "dangling").is_symlink()
+    assert len(list((out / "val" / "images").iterdir())) == 1  # the new export is all there
+    assert (elsewhere / "kept.txt").read_text() == "kept"
 
 
 def test_re_export_never_overwrites_an_exported_file_someone_changed(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ emptied or damaged ``project.sqlite``, and two processes on one folder.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -19,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faceparse_app.export import export_project
 from faceparse_app.project import Project, ProjectError
-from faceparse_app.store_guard import BACKUPS_DIR, DamagedStoreError, ProjectLockedError
+from faceparse_app.store_guard import BACKUPS_DIR, DamagedStoreError, ProjectLockedError, is_sound
 from tests.conftest import synthetic_face
 from trainer.data.imageio import write_image
 
@@ -410,3 +412,123 @@ def test_temp_files_left_by_a_killed_save_are_removed_at_open(tmp_path: Path) ->
     with Project.open(folder) as project:
         assert not stale.exists()
         assert project.label_path(project.images()[0]).read_bytes() == kept
+
+
+# ------------------------------------------------------------- folder names and read-only disks
+
+
+@pytest.mark.parametrize("name", ["team #2", "why?", "50% done", "ünï 顔"])
+def test_a_folder_named_with_uri_characters_reads_and_recovers(tmp_path: Path, name: str) -> None:
+    # SQLite reads "file:" URIs: an unescaped '#' or '?' cut the path short, so a read-only open
+    # (the CLI's export) failed as "damaged" and a backup check opened -- and created -- an empty
+    # file beside the project, which passed for a sound backup.
+    folder = _folder(tmp_path / name, n=2)
+    with Project.open(folder) as project:
+        rec = project.images()[0]
+        project.save_label(rec, _hand_label(0), status="labeled")
+        backup = project.backup(force=True)
+    assert backup is not None
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with Project.open(folder, read_only=True) as reader:
+        assert [r.status for r in reader.images()] == ["labeled", "new"]
+    assert export_project(folder, tmp_path / "out")["train"] == 1
+    data = backup.read_bytes()
+    backup.write_bytes(data[:100] + os.urandom(len(data) - 100))  # all but the file header
+    assert not is_sound(backup)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "out"])
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_the_store_and_its_backups_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    # SQLite creates its files 0644 whatever the umask: in a team's shared folder (umask 002)
+    # the others could read the project but never save a label in it.
+    folder = _folder(tmp_path / "p", n=1)
+    previous = os.umask(umask)
+    try:
+        with Project.open(folder) as project:
+            project.save_label(project.images()[0], _hand_label(0))
+            project.backup(force=True)
+            store = _store(folder)
+            files = [store, Path(f"{store}-wal"), Path(f"{store}-shm")]
+            files += list((folder / ".faceparse" / BACKUPS_DIR).iterdir())
+            modes = {f.name: f.stat().st_mode & 0o777 for f in files}
+    finally:
+        os.umask(previous)
+    assert len(modes) >= 4
+    assert modes == {name: 0o666 & ~umask for name in modes}
+
+
+@pytest.fixture
+def read_only_view(tmp_path: Path):
+    """A function giving a read-only view of a folder: a read-only bind mount where the test
+    runs as root (chmod does not stop root), else the folder itself made read-only."""
+    mounted: list[Path] = []
+    locked: list[Path] = []
+
+    def view(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            for d in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+                d.chmod(0o555)
+                locked.append(d)
+            return folder
+        target = tmp_path / f"{folder.name}-read-only"
+        target.mkdir()
+        for args in (["--bind", str(folder), str(target)], ["-o", "remount,bind,ro", str(target)]):
+            done = subprocess.run(["mount", *args], capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot mount a read-only view here ({done.stderr.strip()})")
+            if target not in mounted:
+                mounted.append(target)
+        return target
+
+    try:
+        yield view
+    finally:
+        for target in mounted:
+            subprocess.run(["umount", "-l", str(target)], capture_output=True)
+        for d in locked:
+            d.chmod(0o755)
+
+
+def test_a_project_on_a_read_only_disk_is_read_and_exported(
+    tmp_path: Path, read_only_view
+) -> None:
+    # A closed store has no -shm file, and SQLite cannot make one on a read-only disk: reading
+    # it (export) failed as "damaged" although nothing was wrong with it.
+    folder = _folder(tmp_path / "p", n=3)
+    with Project.open(folder) as project:
+        for rec in project.images()[:2]:
+            project.save_label(rec, _hand_label(rec.id), status="labeled")
+    view = read_only_view(folder)
+    with pytest.raises(ProjectError, match="read-only"):
+        Project.open(view)
+    with Project.open(view, read_only=True) as reader:
+        assert [r.status for r in reader.images()] == ["labeled", "labeled", "new"]
+    assert export_project(view, tmp_path / "out")["train"] == 2
+
+
+def test_a_read_only_disk_shows_what_a_live_writer_saved(tmp_path: Path, read_only_view) -> None:
+    folder = _folder(tmp_path / "p", n=2)
+    with Project.open(folder) as writer:
+        writer.save_label(writer.images()[0], _hand_label(0), status="labeled")
+        view = read_only_view(folder)
+        with Project.open(view, read_only=True) as reader:
+            assert [r.status for r in reader.images()] == ["labeled", "new"]
+
+
+def test_a_journal_that_cannot_be_read_on_a_read_only_disk_is_said_plainly(
+    tmp_path: Path, read_only_view
+) -> None:
+    # Changes still in project.sqlite-wal, without the -shm that lets SQLite read them there (a
+    # copy of a live project): reading the main file alone would show an older state.
+    folder = _folder(tmp_path / "p", n=2)
+    copy = tmp_path / "copy"
+    with Project.open(folder) as writer:
+        writer.save_label(writer.images()[0], _hand_label(0), status="labeled")
+        shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("*-shm", "lock*"))
+    assert Path(f"{_store(copy)}-wal").stat().st_size > 0
+    view = read_only_view(copy)
+    with pytest.raises(ProjectError, match="read-only disk") as err:
+        Project.open(view, read_only=True)
+    assert not isinstance(err.value, DamagedStoreError)

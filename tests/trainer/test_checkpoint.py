@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from trainer import __version__
-from trainer.checkpoint import load_checkpoint, load_model, read_metadata, save_checkpoint
+from trainer.checkpoint import (
+    CHECKSUM_KEY,
+    load_checkpoint,
+    load_model,
+    read_metadata,
+    save_checkpoint,
+)
 from trainer.errors import CheckpointError
 from trainer.models import build_model, get_preset
 
@@ -234,6 +240,23 @@ def test_flipped_bits_in_the_weights_are_caught(stage1, tmp_path) -> None:
     damaged = _flip_a_data_byte(stage1[1], tmp_path / "flipped.safetensors")
     with pytest.raises(CheckpointError, match=r"flipped\.safetensors: damaged: tensor data does not match"):
         load_model(damaged)
+
+
+@pytest.mark.uses_starter_models
+@pytest.mark.parametrize("name", ["starter_backbone.safetensors", "starter_parser.safetensors"])
+def test_flipped_bits_in_a_shipped_starter_model_are_caught(tmp_path, name) -> None:
+    # The starter models were written before the checksum: the ones every new project starts
+    # from loaded with any bit flipped.
+    from trainer.starter import STARTER_DIR
+
+    starter = STARTER_DIR / name
+    if not starter.is_file():
+        pytest.skip(f"{starter} is not in this checkout")
+    assert CHECKSUM_KEY not in read_metadata(starter)
+    load_checkpoint(starter)  # the shipped file itself is sound
+    damaged = _flip_a_data_byte(starter, tmp_path / name)
+    with pytest.raises(CheckpointError, match="damaged: tensor data does not match"):
+        load_checkpoint(damaged)
 
 
 def test_checkpoints_written_before_the_checksum_still_load(stage1, tmp_path) -> None:
