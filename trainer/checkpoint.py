@@ -316,8 +316,6 @@ def model_config_from_meta(
             path,
             f"num_classes {value['num_classes']!r}, but label set {label_set!r} has {classes}",
         )
-    if not isinstance(value["notes"], str):
-        value["notes"] = ""
     return ModelConfig.from_dict(value)
 
 

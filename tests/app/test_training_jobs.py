@@ -239,7 +239,7 @@ def test_pretrain_job_resumes_and_publishes_a_backbone(faces_dir, tmp_path):
     assert [p["step"] for p in more] == [2]
     assert all(p["phase"] == "pretrain" for p in more)
     assert second.version is not None and second.version.kind == "backbone"
-    assert store.backbone_for_finetune() == second.version.path
+    assert store.active("backbone") == second.version
     assert pretrain_resume_point(out) is None  # finished: nothing left to resume
 
 
