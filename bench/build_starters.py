@@ -40,7 +40,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench.faces import Joined, NamedSubset, prepare_data
+from bench.faces import Joined, prepare_data
 from bench.finetunes import score_checkpoint
 from bench.harness import (
     SHARED,
@@ -148,7 +148,7 @@ def _compare(
     k10 = select_labeled_subset(pool.names, num_labeled=10, seed=0)
     rest = [n for n in pool.names if n not in set(k10)]
     sets = {"val": val, "helen": helen}
-    new = NamedSubset(pool, k10)
+    new = pool.select(k10)
     steps, hold = settings.finetune_steps, settings.head_only_steps
     result: dict[str, Any] = {"k10_subset": k10}
     if "backbone" in starts:
@@ -158,7 +158,7 @@ def _compare(
         )["scores"]  # fmt: skip
     if "parser" in starts:
         held_parser = _finetune(
-            out / "parser_pool_minus_k10", f"ssl:{ssl}", NamedSubset(pool, rest),
+            out / "parser_pool_minus_k10", f"ssl:{ssl}", pool.select(rest),
             args.heldout_parser_steps, settings, args.pretrained_lr_mult, sets,
         )  # fmt: skip
         result["parser_no_finetune"] = held_parser["scores"]

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.faces import NamedSubset
 from bench.harness import load_done, mark_done
 from bench.recipes import NOT_SCRATCH, StudySettings, stage1_tag, steps_for
 from trainer.data.lapa import LapaDataset
@@ -142,7 +141,7 @@ def run_finetune(
     if done is not None:
         return done
     t0 = time.perf_counter()
-    result = finetune_on_samples(stage.config, NamedSubset(pool, stage.chosen), None)
+    result = finetune_on_samples(stage.config, pool.select(stage.chosen), None)
     train_s = time.perf_counter() - t0
     predictor = Predictor.from_checkpoint(result.last_path, device=settings.device, framing="whole")
     t1 = time.perf_counter()

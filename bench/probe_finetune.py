@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from bench.faces import NamedSubset
 from bench.harness import (
     append_jsonl,
     argument_parser,
@@ -161,7 +160,7 @@ def main(argv: list[str] | None = None, manifest: bool = True) -> int:
     )
     t0 = time.perf_counter()
     result = finetune_on_samples(
-        config, NamedSubset(pool, chosen), val if args.val_every > 0 else None
+        config, pool.select(chosen), val if args.val_every > 0 else None
     )
     train_s = time.perf_counter() - t0
     predictor = Predictor.from_checkpoint(result.last_path, device=args.device, framing="whole")

@@ -35,7 +35,7 @@ from faceparse_app.training_settings import (
 )
 from trainer.checkpoint import read_metadata
 from trainer.data.imageio import read_image, read_label
-from trainer.data.sample import Sample, SampleSubset
+from trainer.data.sample import NamedSamples, Sample, as_named
 from trainer.errors import CheckpointError, FaceParseError
 from trainer.faces import Face
 from trainer.finetune import FinetuneConfig, FinetuneResult, finetune_on_samples
@@ -130,7 +130,7 @@ class LabeledFile:
         return f"{self.name}@{self.content_hash}"
 
 
-class LazySamples(Sequence[Sample]):
+class LazySamples(NamedSamples):
     """Labeled faces read from disk on access (a project may hold more photos than fit in RAM).
 
     Args:
@@ -145,9 +145,6 @@ class LazySamples(Sequence[Sample]):
         self.files = list(files)
         self.names = [f.name for f in self.files]
         self.num_classes = num_classes
-
-    def __len__(self) -> int:
-        return len(self.files)
 
     def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
         f = self.files[index]
@@ -175,11 +172,6 @@ def snapshot_labels(files: Iterable[LabeledFile], snapshot_dir: str | os.PathLik
         shutil.copyfile(f.label_path, copy)
         out.append(LabeledFile(f.name, f.image_path, copy, f.content_hash))
     return out
-
-
-def _names(samples: Sequence[Sample]) -> list[str]:
-    names = getattr(samples, "names", None)
-    return list(names) if names is not None else [s.name for s in samples]
 
 
 def split_holdout(
@@ -309,13 +301,13 @@ def run_finetune_job(
         TrainingError: the run failed (bad data, a bad backbone file, NaN loss, ...); its message
             says why. Nothing is published then.
     """
-    names = _names(train_samples)
+    train_part: NamedSamples = as_named(train_samples)
+    val_part: NamedSamples | None = None
     if val_samples is None:
-        train_idx, val_idx = split_holdout(names, val_fraction, seed)
-        val_part: Sequence[Sample] | None = SampleSubset(train_samples, val_idx, [names[i] for i in val_idx])
-        train_part: Sequence[Sample] = SampleSubset(train_samples, train_idx, [names[i] for i in train_idx])
-    else:
-        val_part, train_part = val_samples, train_samples
+        train_idx, val_idx = split_holdout(train_part.names, val_fraction, seed)
+        train_part, val_part = train_part.subset(train_idx), train_part.subset(val_idx)
+    elif len(val_samples):
+        val_part = as_named(val_samples)
     if not len(train_part):
         raise TrainingError("no labeled faces to fine-tune on; label a few faces first")
     init = _init_for(init_backbone)
@@ -347,8 +339,8 @@ def run_finetune_job(
         metrics=result.metrics,
         history=result.history,
         cancelled=result.cancelled,
-        train_names=_names(train_part),
-        val_names=_names(val_part) if val_part is not None else [],
+        train_names=list(train_part.names),
+        val_names=list(val_part.names) if val_part is not None else [],
     )
     if store is not None and not result.cancelled:
         summary = _metric_summary(result.metrics)

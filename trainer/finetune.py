@@ -26,7 +26,7 @@ import torch
 
 from trainer.checkpoint import load_model, save_checkpoint
 from trainer.data.imageio import remove_temp_leftovers
-from trainer.data.sample import Sample, SampleSubset
+from trainer.data.sample import NamedSamples, Sample, as_named
 from trainer.engine import (
     CallbackHook,
     CancelFlag,
@@ -190,34 +190,6 @@ class FinetuneResult:
     cancelled: bool = False
 
 
-class _PairsAsSamples(Sequence[Sample]):
-    """(image, label) or (image, label, name) tuples seen as Samples (names default to "00000")."""
-
-    def __init__(self, pairs: Sequence[Any]) -> None:
-        self.pairs = pairs
-        self.names = [
-            str(p[2]) if not isinstance(p, Sample) and len(p) > 2 else f"{i:05d}"
-            for i, p in enumerate(pairs)
-        ]
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
-        item = self.pairs[i]
-        if isinstance(item, Sample):
-            return item
-        return Sample(item[0], item[1], self.names[i], Path(self.names[i]), None)
-
-
-def _as_samples(items: Sequence[Any] | None) -> Sequence[Sample] | None:
-    if items is None or isinstance(items, SampleSubset) or len(items) == 0:
-        return items
-    if isinstance(items, list | tuple) and not all(isinstance(x, Sample) for x in items):
-        return _PairsAsSamples(items)
-    return items
-
-
 # ---------------------------------------------------------------------------------------------
 # Data
 
@@ -234,7 +206,7 @@ def detect_format(root: Path) -> str:
     )
 
 
-def load_datasets(config: FinetuneConfig) -> tuple[Sequence[Sample], Sequence[Sample] | None]:
+def load_datasets(config: FinetuneConfig) -> tuple[NamedSamples, NamedSamples | None]:
     """Open the training reader and the validation reader (None when there is none).
 
     Raises:
@@ -392,7 +364,7 @@ class _ValidateAndPublish(Hook):
         model: FaceParseNet,
         device: torch.device,
         config: FinetuneConfig,
-        val_samples: Sequence[Sample] | None,
+        val_samples: NamedSamples | None,
         meta: dict[str, Any],
         out_dir: Path,
         on_progress: Callable[[dict[str, Any]], None] | None,
@@ -400,7 +372,7 @@ class _ValidateAndPublish(Hook):
         self.model = model
         self.device = device
         self.config = config
-        self.val_samples = val_samples if val_samples is not None and len(val_samples) else None
+        self.val_samples = val_samples
         self.meta = meta
         self.best_path = out_dir / BEST_NAME
         self.last_path = out_dir / LAST_NAME
@@ -420,7 +392,7 @@ class _ValidateAndPublish(Hook):
         assert self.val_samples is not None
         samples = self.val_samples
         if self.config.val_limit is not None:
-            samples = SampleSubset(samples, range(min(self.config.val_limit, len(samples))), [])
+            samples = samples.subset(range(min(self.config.val_limit, len(samples))))
         predictor = Predictor(
             self.model,
             meta=self.meta,
@@ -521,15 +493,14 @@ def finetune(
         CheckpointError, ModelConfigError: a bad ``init``.
     """
     train, val = load_datasets(config)
-    names = list(train.names)  # type: ignore[attr-defined]
+    names = list(train.names)
     try:
         chosen = select_labeled_subset(
             names, fraction=config.fraction, num_labeled=config.num_labeled, seed=config.subset_seed
         )
     except ValueError as exc:
         raise FaceParseError(f"labeled subset: {exc}") from None
-    position = {name: i for i, name in enumerate(names)}
-    subset = SampleSubset(train, [position[n] for n in chosen], chosen)
+    subset = train.select(chosen)
     log.info("training on %d of %d labeled images", len(subset), len(names))
     return finetune_on_samples(config, subset, val, on_progress=on_progress, cancel=cancel)
 
@@ -548,8 +519,8 @@ def finetune_on_samples(
     checkpoint as the label subset.
 
     Args:
-        train_samples: Samples with labels (LaPa classes), any sizes; a lazy sequence is fine.
-            A list of (image (H, W, 3) uint8, label (H, W) uint8[, name]) tuples works too.
+        train_samples: Samples with labels (LaPa classes), any sizes: a reader or another
+            :class:`~trainer.data.sample.NamedSamples` (read lazily), or a list of Samples.
         val_samples: the same kinds, to validate on; None or empty for no validation (the best
             checkpoint is then the last one).
         on_progress, cancel: see :func:`finetune`.
@@ -565,8 +536,8 @@ def finetune_on_samples(
 
     if len(train_samples) == 0:
         raise DatasetError("no labeled images to fine-tune on")
-    train_samples = _as_samples(train_samples)  # type: ignore[assignment]
-    val_samples = _as_samples(val_samples)
+    train = as_named(train_samples)
+    val = as_named(val_samples) if val_samples is not None and len(val_samples) else None
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # No resume in stage 2: a new run in the same folder replaces the old one, logs included,
@@ -585,7 +556,7 @@ def finetune_on_samples(
     label_set = get_label_set(model.config.label_set)
     backbone_mult = config.backbone_lr_mult
 
-    names = getattr(train_samples, "names", None) or [s.name for s in train_samples]
+    names = train.names
     meta: dict[str, Any] = {
         "training": config.to_dict(),
         **origin,
@@ -599,7 +570,7 @@ def finetune_on_samples(
 
     weights = None
     if config.class_weighting != "none":
-        labels = (train_samples[i].label for i in range(len(train_samples)))
+        labels = (train[i].label for i in range(len(train)))
         counts, totals = class_pixel_counts(
             (lab for lab in labels if lab is not None), label_set.num_classes
         )
@@ -610,13 +581,13 @@ def finetune_on_samples(
     if config.framing == "detect":
         from trainer.data.face_crops import FaceCropSamples
 
-        crops = FaceCropSamples(train_samples, size)
+        crops = FaceCropSamples(train, size)
         if not len(crops):
             raise DatasetError("no labeled face in the training images (every label is background)")
         meta["face_crops"] = len(crops)
         meta["photos_without_a_face"] = crops.skipped
-        train_samples = crops  # type: ignore[assignment]
-    dataset = ParsingDataset(train_samples, size, augment=augment, seed=config.seed)
+        train = crops
+    dataset = ParsingDataset(train, size, augment=augment, seed=config.seed)
     batch_size = min(config.batch_size, len(dataset))
     generator = torch.Generator().manual_seed(config.seed)
     sampler = EpochSampler(RandomSampler(dataset, generator=generator))
@@ -682,7 +653,7 @@ def finetune_on_samples(
             "backbone_held": step < hold,
         }
 
-    publisher = _ValidateAndPublish(model, device, config, val_samples, meta, out_dir, on_progress)
+    publisher = _ValidateAndPublish(model, device, config, val, meta, out_dir, on_progress)
     hooks: list[Hook] = [JsonlLogger(out_dir / LOG_NAME), ProgressBar(disable=None if config.progress_bar else True, desc="finetune")]
     if on_progress is not None:
         hooks.append(CallbackHook(lambda stats: on_progress({"phase": "train", **stats})))

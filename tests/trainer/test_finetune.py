@@ -309,8 +309,12 @@ def test_in_memory_samples_cancel_and_no_validation(tmp_path: Path) -> None:
     assert read_metadata(result.best_path)["step"] == 2
 
 
+def _faces(first_seed: int, n: int) -> list[Sample]:
+    return [Sample(*synthetic_face(64, first_seed + i), f"{i:05d}", Path(f"{i:05d}.png"), None) for i in range(n)]
+
+
 def test_ctrl_c_keeps_the_weights_trained_so_far(tmp_path: Path) -> None:
-    faces = [synthetic_face(64, 70 + i) for i in range(4)]
+    faces = _faces(70, 4)
     # A kill in the middle of an earlier run's write left its temp file.
     (tmp_path / ".finetune_last.safetensors.k1ll3d.tmp").write_bytes(b"half a checkpoint")
 
@@ -350,9 +354,12 @@ def test_trains_on_celebamask_folders_in_lapa_classes(tmp_path: Path) -> None:
         finetune(_config(src, tmp_path / "out2"))
 
 
-def test_plain_image_label_arrays_train_and_validate(tmp_path: Path) -> None:
-    faces = [synthetic_face(64, 60 + i) for i in range(3)]
+def test_a_list_of_samples_trains_and_validates_and_tuples_are_refused(tmp_path: Path) -> None:
+    faces = _faces(60, 3)
     config = _config(Path("unused"), tmp_path, batch_size=2, max_steps=1)
     result = finetune_on_samples(config, faces[:2], faces[2:])
     assert result.metrics["num_images"] == 1 and result.metrics["mean_f1"] is not None
     assert read_metadata(result.best_path)["label_subset"] == ["00000", "00001"]
+    pairs = [synthetic_face(64, 60 + i) for i in range(2)]
+    with pytest.raises(TypeError, match="item 0 is a tuple, not a trainer.data.sample.Sample"):
+        finetune_on_samples(config, pairs, None)
