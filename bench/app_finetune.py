@@ -60,6 +60,7 @@ from trainer.data.lapa import LapaDataset
 from trainer.data.sample import NamedSamples, Sample
 from trainer.evaluate import evaluate
 from trainer.predict import Predictor
+from trainer.run_files import RunFiles
 from trainer.subsets import select_labeled_subset
 
 EXPERIMENT = "app_finetune"
@@ -67,7 +68,7 @@ JSONL_NOTE = "one record per fine-tune or parser score; each record holds the co
 # What a --score-last record does not copy from the run it re-scores: the envelope (written anew)
 # and the fields records had in its place before it.
 ENVELOPE_AND_OLD = (*ENVELOPE, "name", "date")
-PARSER = out_dir("starters") / "parser_pool_minus_k10" / "finetune_last.safetensors"
+PARSER = RunFiles(out_dir("starters") / "parser_pool_minus_k10", "finetune").last
 DATA = STUDY_OUT / "data"
 CELEBA_MASKS = SHARED / "celebamask-hq-dev" / "masks"
 NECK, SKIN = 17, 1  # CelebAMask-HQ's neck; LaPa's skin
@@ -188,7 +189,7 @@ def last_epoch(args: argparse.Namespace, seed: int, run: dict[str, Any]) -> dict
     """The same fine-tune's last weights (epoch 30) scored like its best epoch: would the app do
     better publishing the end of the run than the epoch its held-out faces picked? None when the
     run folder is gone."""
-    checkpoint = Path(args.out) / run["run"] / "finetune_last.safetensors"
+    checkpoint = RunFiles(Path(args.out) / run["run"], "finetune").last
     if not checkpoint.is_file():
         return None
     train, sets, _ = face_sets(args, seed)

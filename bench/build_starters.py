@@ -61,7 +61,8 @@ from bench.stage1 import run_pretrain
 from trainer.data.lapa import LapaDataset
 from trainer.data.sample import Sample
 from trainer.finetune import FinetuneConfig, finetune_on_samples
-from trainer.pretrain import FINAL_NAME, RECIPES
+from trainer.pretrain import RECIPES
+from trainer.run_files import RunFiles
 from trainer.starter import STARTER_BACKBONE, STARTER_PARSER, write_weights_only
 from trainer.subsets import select_labeled_subset
 
@@ -144,7 +145,7 @@ def _compare(
     """Stage 3: K = 10 new labels fine-tuned from the study's SSL backbone and from a parser held
     out from them (``starts`` picks either or both). Needs only the study's stage 1, not the
     starter models."""
-    ssl = study_out / f"pretrain_{args.recipe}{stage1_tag(settings, args.recipe)}" / FINAL_NAME
+    ssl = RunFiles(study_out / f"pretrain_{args.recipe}{stage1_tag(settings, args.recipe)}", "pretrain").last
     k10 = select_labeled_subset(pool.names, num_labeled=10, seed=0)
     rest = [n for n in pool.names if n not in set(k10)]
     sets = {"val": val, "helen": helen}

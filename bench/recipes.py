@@ -14,6 +14,7 @@ from typing import Any
 from bench.harness import out_dir
 from trainer.models import get_preset
 from trainer.pretrain import RECIPES
+from trainer.run_files import RunFiles
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ NOT_SCRATCH = {
 
 # The study's cache and its default stage-1 checkpoint (spark, 40 epochs at 128 px, AdamW 3e-3).
 STUDY_OUT = out_dir("study")
-SSL_DEFAULT = STUDY_OUT / "pretrain_spark_128px_lr0.003" / "pretrain_last.safetensors"
+SSL_DEFAULT = RunFiles(STUDY_OUT / "pretrain_spark_128px_lr0.003", "pretrain").last
 # The study's K = 10 fine-tune as bench.probe_finetune flags (500 steps of 8 at 256 px, the first
 # 100 with the backbone held; the rest are probe_finetune's defaults: lr 1e-2, CE + Dice).
 K10_RECIPE = ("--k", "10", "--steps", "500", "--head-only-steps", "100", "--input-size", "256")

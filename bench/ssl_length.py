@@ -47,7 +47,8 @@ from bench.stage1 import is_finished
 from bench.study_results import write_results
 from trainer.checkpoint import read_metadata
 from trainer.data.lapa import LapaDataset
-from trainer.pretrain import FINAL_NAME, METRICS_NAME, PretrainConfig, pretrain
+from trainer.pretrain import PretrainConfig, pretrain
+from trainer.run_files import RunFiles
 
 log = logging.getLogger("ssl_length")
 RECIPE = "spark"  # the better recipe of the CPU study (K = 10: 65.6 vs 57.4 mean F1)
@@ -79,7 +80,7 @@ def run_stage1(
         max_steps=max_steps,
         **recipe_options(RECIPE, settings),
     )
-    final = stage_dir / FINAL_NAME
+    final = RunFiles(stage_dir, "pretrain").last
     if _finished_with(final, config):
         # A finished schedule with these settings (a rerun adds fine-tunes): reuse it.
         log.info("stage 1, %d epochs: reusing %s", epochs, final)
@@ -140,8 +141,8 @@ def _same_paths(training: dict[str, Any]) -> dict[str, Any]:
 
 
 def _logged_seconds(stage_dir: Path) -> float:
-    """Training time of a finished run, from the last line of its metrics log."""
-    rows = read_jsonl(stage_dir / METRICS_NAME)
+    """Training time of a finished run, from the last line of its step log."""
+    rows = read_jsonl(RunFiles(stage_dir, "pretrain").find_log())
     return float(rows[-1]["time"]) if rows else float("nan")
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -23,24 +22,21 @@ from bench.recipes import (
     stage1_base_tag,
 )
 from trainer.checkpoint import read_metadata
-from trainer.pretrain import FINAL_NAME, PretrainConfig, pretrain
+from trainer.pretrain import PretrainConfig, pretrain
+from trainer.run_files import LEGACY_PRETRAIN_LOG, RunFiles
 
 log = logging.getLogger("study")
 
 
 def latest_step_checkpoint(stage_dir: Path) -> Path | None:
     """The newest ``pretrain_step<N>.safetensors`` in ``stage_dir``, if any."""
-    found = []
-    for path in stage_dir.glob("pretrain_step*.safetensors"):
-        m = re.fullmatch(r"pretrain_step(\d+)\.safetensors", path.name)
-        if m:
-            found.append((int(m.group(1)), path))
-    return max(found)[1] if found else None
+    found = RunFiles(stage_dir, "pretrain").step_checkpoints()
+    return found[-1][1] if found else None
 
 
 def prune_step_checkpoints(stage_dir: Path, keep: Path | None) -> None:
     """Keep only the newest periodic checkpoint (each holds optimizer state: ~3× the weights)."""
-    for path in stage_dir.glob("pretrain_step*.safetensors"):
+    for _, path in RunFiles(stage_dir, "pretrain").step_checkpoints():
         if keep is None or path != keep:
             path.unlink(missing_ok=True)
 
@@ -134,11 +130,12 @@ def run_stage1(
     if started.is_file() and json.loads(started.read_text()) != json.loads(json.dumps(key)):
         log.info("pretrain %s: settings changed; discarding its checkpoints", recipe)
         prune_step_checkpoints(stage_dir, None)
-        (stage_dir / FINAL_NAME).unlink(missing_ok=True)
-        (stage_dir / "metrics.jsonl").unlink(missing_ok=True)
+        files = RunFiles(stage_dir, "pretrain")
+        for path in (files.last, files.log, stage_dir / LEGACY_PRETRAIN_LOG):
+            path.unlink(missing_ok=True)
     write_bytes(started, json.dumps(key, indent=1).encode())
     resume = latest_step_checkpoint(stage_dir)
-    final = stage_dir / FINAL_NAME
+    final = RunFiles(stage_dir, "pretrain").last
     # Finished, but the marker was not written: nothing left to train, and its own last-step
     # metrics stay (a zero-step resume would write a checkpoint without them).
     finished = final.is_file() and is_finished(final)

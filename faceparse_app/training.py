@@ -435,10 +435,9 @@ def pretrain_resume_point(out_dir: str | os.PathLike[str]) -> dict[str, Any] | N
         {"path", "step", "total_steps", "preset"} for a run that was cancelled or stopped before
         its last step; None when there is no run or it finished.
     """
-    from trainer.checkpoint import read_metadata
-    from trainer.pretrain import FINAL_NAME
+    from trainer.run_files import RunFiles
 
-    path = Path(out_dir) / FINAL_NAME
+    path = RunFiles(out_dir, "pretrain").last
     if not path.is_file():
         return None
     try:

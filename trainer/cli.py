@@ -132,14 +132,15 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from trainer.checkpoint import read_metadata
-    from trainer.pretrain import FINAL_NAME, PretrainConfig, pretrain
+    from trainer.pretrain import PretrainConfig, pretrain
+    from trainer.run_files import RunFiles
 
     config = config_from_args(PretrainConfig, args)
     try:
         path = pretrain(config, resume=args.resume)
     except KeyboardInterrupt:
         # The run saved its state on the way out (if it had started); say how to go on.
-        last = Path(config.out_dir) / FINAL_NAME
+        last = RunFiles(config.out_dir, "pretrain").last
         try:
             step = read_metadata(last).get("step")
         except FaceParseError:

@@ -43,14 +43,10 @@ from trainer.errors import CheckpointError, DatasetError, FaceParseError
 from trainer.labels import get_label_set
 from trainer.losses import CLASS_WEIGHTINGS, ClassWeighting
 from trainer.models import FaceParseNet, build_model, get_preset
+from trainer.run_files import RunFiles
 from trainer.subsets import select_labeled_subset, subset_size
 
 log = logging.getLogger(__name__)
-
-BEST_NAME = "finetune_best.safetensors"
-LAST_NAME = "finetune_last.safetensors"
-LOG_NAME = "finetune_log.jsonl"
-VAL_LOG_NAME = "finetune_val.jsonl"
 
 
 @dataclass(frozen=True)
@@ -366,7 +362,7 @@ class _ValidateAndPublish(Hook):
         config: FinetuneConfig,
         val_samples: NamedSamples | None,
         meta: dict[str, Any],
-        out_dir: Path,
+        files: RunFiles,
         on_progress: Callable[[dict[str, Any]], None] | None,
     ) -> None:
         self.model = model
@@ -374,9 +370,9 @@ class _ValidateAndPublish(Hook):
         self.config = config
         self.val_samples = val_samples
         self.meta = meta
-        self.best_path = out_dir / BEST_NAME
-        self.last_path = out_dir / LAST_NAME
-        self.val_log = out_dir / VAL_LOG_NAME
+        self.best_path = files.best
+        self.last_path = files.last
+        self.val_log = files.val_log
         self.on_progress = on_progress
         self.best_score = -math.inf
         self.best_metrics: dict[str, Any] = {}
@@ -542,9 +538,10 @@ def finetune_on_samples(
     out_dir.mkdir(parents=True, exist_ok=True)
     # No resume in stage 2: a new run in the same folder replaces the old one, logs included,
     # and the temp files of a run killed mid-write.
-    for name in (LOG_NAME, VAL_LOG_NAME):
-        (out_dir / name).unlink(missing_ok=True)
-    for pattern in ("finetune_*.safetensors", LOG_NAME, VAL_LOG_NAME):
+    files = RunFiles(out_dir, "finetune")
+    for path in (files.log, files.val_log):
+        path.unlink(missing_ok=True)
+    for pattern in (files.checkpoints_glob, files.log.name, files.val_log.name):
         remove_temp_leftovers(out_dir, pattern)
     device = select_device(config.device)
     seed_everything(config.seed)
@@ -653,8 +650,8 @@ def finetune_on_samples(
             "backbone_held": step < hold,
         }
 
-    publisher = _ValidateAndPublish(model, device, config, val, meta, out_dir, on_progress)
-    hooks: list[Hook] = [JsonlLogger(out_dir / LOG_NAME), ProgressBar(disable=None if config.progress_bar else True, desc="finetune")]
+    publisher = _ValidateAndPublish(model, device, config, val, meta, files, on_progress)
+    hooks: list[Hook] = [JsonlLogger(files.log), ProgressBar(disable=None if config.progress_bar else True, desc="finetune")]
     if on_progress is not None:
         hooks.append(CallbackHook(lambda stats: on_progress({"phase": "train", **stats})))
     hooks.append(publisher)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,15 +58,13 @@ from trainer.errors import (
 )
 from trainer.losses import reconstruction_loss
 from trainer.models import FaceParseNet, ModelConfig, build_model, get_preset
+from trainer.run_files import LEGACY_PRETRAIN_LOG, RunFiles
 
 log = logging.getLogger(__name__)
 
-FINAL_NAME = "pretrain_last.safetensors"
-STEP_NAME = re.compile(r"pretrain_step(\d+)\.safetensors")
 # Stage 1's augmentations: the flip alone, or the fine-tune's whole TrainAugment.
 Augment = Literal["flip", "affine"]
 AUGMENTS: tuple[str, ...] = get_args(Augment)
-METRICS_NAME = "metrics.jsonl"
 # Stage-1 recipes (the loss region, its targets and the masked share of the central region).
 RECIPES: dict[str, dict[str, Any]] = {
     # The paper: loss over the whole central region; 40 % of that region masked.
@@ -85,7 +82,7 @@ class PretrainConfig:
 
     Args:
         image_dirs: folders of unlabeled face images (searched recursively).
-        out_dir: where checkpoints and ``metrics.jsonl`` go.
+        out_dir: the run folder (checkpoints and the step log; ``trainer.run_files``).
         preset: model preset ("paper", "lite", "tiny").
         input_size: override of the preset's input side in pixels (a multiple of 32).
         epochs, batch_size: batch size per process.
@@ -276,7 +273,7 @@ def _pretrain(
 ) -> Path:
     device = info.device
     out_dir = Path(config.out_dir)
-    final_path = out_dir / FINAL_NAME
+    files = RunFiles(out_dir, "pretrain")
     model_config = get_preset(config.preset).with_overrides(input_size=config.input_size)
     size = model_config.input_size
     if size % 32:
@@ -385,9 +382,9 @@ def _pretrain(
         }
         data = checkpoint_bytes(unwrap_model(model), "pretrain", meta, optimizer=optimizer)
         if not final and config.checkpoint_every and loop.step % config.checkpoint_every == 0:
-            atomic_write_bytes(out_dir / f"pretrain_step{loop.step}.safetensors", data)
-            _prune_step_checkpoints(out_dir, config.keep_checkpoints)
-        atomic_write_bytes(final_path, data)
+            atomic_write_bytes(files.step(loop.step), data)
+            _prune_step_checkpoints(files, config.keep_checkpoints)
+        atomic_write_bytes(files.last, data)
 
     def data(epoch: int) -> DataLoader:
         sampler.set_epoch(epoch)
@@ -397,11 +394,12 @@ def _pretrain(
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         # What a run killed mid-write left behind (atomic writes: the published files are whole).
-        for pattern in ("pretrain_*.safetensors", METRICS_NAME):
+        for pattern in (files.checkpoints_glob, files.log.name, LEGACY_PRETRAIN_LOG):
             for leftover in remove_temp_leftovers(out_dir, pattern):
                 log.info("removed %s, left by an interrupted write", leftover)
+        files.adopt_legacy_log()
         hooks += [
-            JsonlLogger(out_dir / METRICS_NAME),
+            JsonlLogger(files.log),
             ProgressBar(desc="pretrain"),
             PeriodicCheckpoint(save, config.checkpoint_every, 60.0 * config.checkpoint_minutes),
         ]
@@ -421,19 +419,14 @@ def _pretrain(
         optimizer=optimizer,
     ).run()
     barrier()  # other ranks return once rank 0 has published the final checkpoint
-    return final_path
+    return files.last
 
 
-def _prune_step_checkpoints(out_dir: Path, keep: int) -> None:
+def _prune_step_checkpoints(files: RunFiles, keep: int) -> None:
     """Delete all but the ``keep`` newest ``pretrain_step{N}`` files (0 keeps all)."""
     if keep <= 0:
         return
-    found = []
-    for path in out_dir.glob("pretrain_step*.safetensors"):
-        match = STEP_NAME.fullmatch(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    for _, path in sorted(found)[:-keep]:
+    for _, path in files.step_checkpoints()[:-keep]:
         path.unlink(missing_ok=True)
 
 

@@ -85,9 +85,9 @@ def test_two_gloo_ranks_train_in_step_and_only_rank_0_writes(tmp_path) -> None:
         assert [line for line in lines if line] == [f"1 {rank}", f"2 {rank}"]
 
     written = sorted(p.name for p in (tmp_path / "out_rank0").iterdir())
-    assert written == ["metrics.jsonl", "pretrain_last.safetensors"]
+    assert written == ["pretrain_last.safetensors", "pretrain_log.jsonl"]
     assert not (tmp_path / "out_rank1").exists() or not any((tmp_path / "out_rank1").iterdir())
-    assert [r["step"] for r in read_jsonl(tmp_path / "out_rank0" / "metrics.jsonl")] == [1, 2]
+    assert [r["step"] for r in read_jsonl(tmp_path / "out_rank0" / "pretrain_log.jsonl")] == [1, 2]
     ckpt = load_checkpoint(tmp_path / "out_rank0" / "pretrain_last.safetensors")
     assert ckpt.meta["step"] == 2 and ckpt.meta["world_size"] == 2
     assert ckpt.meta["num_images"] == 8

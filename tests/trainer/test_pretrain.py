@@ -53,7 +53,7 @@ def test_pretraining_lowers_the_reconstruction_loss(full_run) -> None:
     assert progress[-1]["eta_s"] == 0.0 and progress[-1]["epoch"] == 2
 
 
-def test_checkpoint_and_metrics_log_are_written(full_run) -> None:
+def test_checkpoint_and_step_log_are_written(full_run) -> None:
     path, progress = full_run
     assert path.name == "pretrain_last.safetensors" and path.is_file()
     model, ckpt = load_model(path)
@@ -70,7 +70,7 @@ def test_checkpoint_and_metrics_log_are_written(full_run) -> None:
         parser.state_dict()["encoder.features.0.0.weight"],
         model.state_dict()["encoder.features.0.0.weight"],
     )
-    records = read_jsonl(path.parent / "metrics.jsonl")
+    records = read_jsonl(path.parent / "pretrain_log.jsonl")
     assert [r["step"] for r in records] == list(range(1, TOTAL_STEPS + 1))
     assert [r["loss"] for r in records] == pytest.approx([p["loss"] for p in progress])
     assert all(r["lr"] > 0 and r["images_per_s"] > 0 for r in records)
@@ -82,6 +82,8 @@ def test_cancel_then_resume_ends_where_an_uninterrupted_run_does(faces, full_run
     stopped = pretrain(config, on_progress=lambda s: s["step"] == 3 and cancel.set(), cancel=cancel)
     interrupted = load_checkpoint(stopped)
     assert interrupted.meta["step"] == 3 and interrupted.meta["cancelled"]
+    # As a run of the previous version left it: its step log was called metrics.jsonl.
+    (tmp_path / "pretrain_log.jsonl").rename(tmp_path / "metrics.jsonl")
 
     final = pretrain(config, resume=stopped)
     resumed, uninterrupted = load_checkpoint(final), load_checkpoint(full_run[0])
@@ -90,8 +92,9 @@ def test_cancel_then_resume_ends_where_an_uninterrupted_run_does(faces, full_run
     # Same data order, masks, learning rates and optimizer moments: the same weights.
     for key, value in uninterrupted.model_state.items():
         torch.testing.assert_close(resumed.model_state[key], value, rtol=1e-4, atol=1e-5)
-    steps = [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
+    steps = [r["step"] for r in read_jsonl(tmp_path / "pretrain_log.jsonl")]
     assert steps == list(range(1, TOTAL_STEPS + 1))  # the log continues, no gap, no repeat
+    assert not (tmp_path / "metrics.jsonl").exists()  # moved to the current name, not copied
 
 
 def test_loader_workers_learn_what_the_main_process_learns(faces, full_run, tmp_path) -> None:
@@ -266,7 +269,7 @@ def test_a_killed_run_resumes_from_its_last_periodic_checkpoint(faces, tmp_path)
     )
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(last).meta["step"] == 20
-    steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl")]
+    steps = [r["step"] for r in read_jsonl(out / "pretrain_log.jsonl")]
     assert steps == list(range(1, 21))  # the steps after `killed_at` were logged once, not twice
     assert not list(out.glob(".*.tmp"))
 
