@@ -56,12 +56,20 @@ from bench.harness import (
     utc_now,
     write_json,
 )
-from bench.recipes import QUICK, STUDY_OUT, StudySettings, finetune_side, stage1_tag
+from bench.recipes import (
+    QUICK,
+    STUDY_OUT,
+    StudySettings,
+    finetune_recipe_for,
+    finetune_side,
+    stage1_tag,
+)
 from bench.stage1 import run_pretrain
+from trainer.configs import FinetuneConfig, FinetuneData, FinetuneRuntime
 from trainer.data.lapa import LapaDataset
 from trainer.data.sample import Sample
-from trainer.finetune import FinetuneConfig, finetune_on_samples
-from trainer.pretrain import RECIPES
+from trainer.finetune import finetune_on_samples
+from trainer.recipes import PRETRAIN_RECIPES
 from trainer.run_files import RunFiles
 from trainer.starter import STARTER_BACKBONE, STARTER_PARSER, write_weights_only
 from trainer.subsets import select_labeled_subset
@@ -87,25 +95,17 @@ def _finetune(
     ``head_only_steps``: the study's hold of the backbone, for the K = 10 starts it compares (the
     parsers, hundreds of faces, train every weight from step 1 as when they were first built)."""
     config = FinetuneConfig(
-        framing="whole",  # aligned CelebAMask-HQ crops, as the recorded results
-        data="",
-        out_dir=str(stage_dir),
+        FinetuneRuntime(out_dir=str(stage_dir), progress_bar=False),
         init=init,
         preset=settings.preset,
         input_size=finetune_side(settings),  # not a smaller stage-1 checkpoint's side
-        epochs=10**6,
-        max_steps=steps,
-        batch_size=settings.finetune_batch,
-        lr=settings.lr,
-        backbone_lr_mult=lr_mult,
-        warmup_steps=settings.warmup_steps,
-        dice_weight=settings.dice_weight,
-        head_only_steps=head_only_steps,
-        seed=0,
-        val_split=None,
-        progress_bar=False,
-    )
-    key = {**config.to_dict(), "samples": list(getattr(samples, "names", []))}
+        recipe=finetune_recipe_for(
+            settings, len(samples), max_steps=steps, backbone_lr_mult=lr_mult,
+            head_only_steps=head_only_steps,
+        ),
+        data=FinetuneData(val_split=None, framing="whole"),  # aligned CelebAMask-HQ crops
+    )  # fmt: skip
+    key = {**config.flat(), "samples": list(getattr(samples, "names", []))}
     done = load_done(stage_dir, key)
     if done is not None and Path(done["checkpoint"]).is_file():
         return done
@@ -178,7 +178,7 @@ def _print_compare(compare: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argument_parser(__doc__)
-    ap.add_argument("--recipe", choices=sorted(RECIPES), default="spark")
+    ap.add_argument("--recipe", choices=sorted(PRETRAIN_RECIPES), default="spark")
     ap.add_argument("--pretrained-lr-mult", type=float, default=1.0)
     ap.add_argument("--pretrain-epochs", type=int, default=StudySettings.pretrain_epochs)
     ap.add_argument(

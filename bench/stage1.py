@@ -8,7 +8,6 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,11 @@ from bench.recipes import (
     finishes,
     recipe_options,
     stage1_base_tag,
+    stage1_recipe,
 )
 from trainer.checkpoint import read_metadata
-from trainer.pretrain import PretrainConfig, pretrain
+from trainer.configs import PretrainConfig, PretrainRuntime
+from trainer.pretrain import pretrain
 from trainer.run_files import LEGACY_PRETRAIN_LOG, RunFiles
 
 log = logging.getLogger("study")
@@ -75,26 +76,21 @@ def run_pretrain(
     dirs = image_dirs or (out / "data" / "train" / "images", unlabeled)
     config = PretrainConfig(
         image_dirs=tuple(str(d) for d in dirs),
-        out_dir=str(stage_dir),
+        runtime=PretrainRuntime(
+            out_dir=str(stage_dir),
+            num_workers=settings.num_workers,
+            device=settings.device,
+            checkpoint_every=settings.checkpoint_every,
+        ),
         preset=settings.preset,
         input_size=settings.pretrain_input_size or settings.input_size,
-        epochs=settings.pretrain_epochs,
-        batch_size=settings.pretrain_batch,
-        lr=settings.pretrain_lr,
-        seed=0,
-        num_workers=settings.num_workers,
-        device=settings.device,
-        checkpoint_every=settings.checkpoint_every,
-        max_steps=settings.pretrain_max_steps,
-        augment=settings.pretrain_augment,
-        **recipe_options(recipe, settings),
+        recipe=stage1_recipe(recipe, settings),
     )
     first = run_stage1(recipe, stage_dir, config, settings)
     if not finishes(settings):
         return first
     finish_dir = stage_dir.with_name(stage_dir.name + finish_suffix(settings))
-    finish = replace(
-        config,
+    finish = config.changed(
         out_dir=str(finish_dir),
         input_size=finetune_side(settings),
         epochs=settings.pretrain_finish_epochs,
@@ -109,7 +105,7 @@ def run_stage1(
     recipe: str, stage_dir: Path, config: PretrainConfig, settings: StudySettings
 ) -> dict[str, Any]:
     """One stage-1 run into ``stage_dir``, cached by its done marker and resumable."""
-    key = asdict(config)
+    key = config.flat()
     # Fields added to PretrainConfig after the cached studies ran, at the values those ran with
     # (how often a resumable checkpoint is written does not change the weights).
     added = (("augment", "flip"), ("init", None), ("checkpoint_minutes", 5.0), ("keep_checkpoints", 2))

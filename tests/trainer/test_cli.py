@@ -16,6 +16,7 @@ from tests.conftest import ROOT, synthetic_face, write_synthetic_lapa
 from tests.trainer.test_imageio import write_huge_png
 from trainer.checkpoint import read_metadata, save_checkpoint
 from trainer.cli import main
+from trainer.configs import stored_config
 from trainer.models import build_model, get_preset
 
 
@@ -45,7 +46,7 @@ def test_module_entry_point_help() -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    for command in ("pretrain", "recon-grid", "finetune", "evaluate", "predict", "convert", "info", "export"):
+    for command in ("pretrain", "recon-grid", "finetune", "recipes", "evaluate", "predict", "convert", "info", "export"):
         assert command in proc.stdout
 
 
@@ -70,7 +71,7 @@ def test_pretrain_info_and_recon_grid(lapa: Path, tmp_path: Path, capsys) -> Non
     )
     assert code == 0, err
     assert read_metadata(ckpt)["step"] == 2
-    assert read_metadata(ckpt)["training"]["augment"] == "affine"
+    assert stored_config(read_metadata(ckpt)).recipe.augment == "affine"
     grid = tmp_path / "grid.png"
     code, out, err = run(
         capsys, "recon-grid", str(ckpt), str(lapa / "train" / "images"), "--out", str(grid),
@@ -114,7 +115,7 @@ def test_finetune_with_a_label_fraction(lapa: Path, tmp_path: Path, capsys) -> N
     assert "finetune_best.safetensors" in out and "mean F1 (fg)" in out
     meta = read_metadata(tmp_path / "finetune_best.safetensors")
     assert len(meta["label_subset"]) == 3 and meta["fraction"] == 0.5
-    assert meta["training"]["class_weighting"] == "median-frequency"
+    assert stored_config(meta).recipe.class_weighting == "median-frequency"
     assert len(meta["class_weights"]) == 11
     code, _, err = run(capsys, "finetune", "--data", str(lapa), "--class-weighting", "inverse")
     assert code != 0 and "median-frequency" in err  # the choices are listed

@@ -12,9 +12,11 @@ import torch.multiprocessing as mp
 
 from tests.conftest import synthetic_face
 from trainer.checkpoint import load_checkpoint
+from trainer.configs import PretrainConfig
 from trainer.data.imageio import write_image
 from trainer.distributed import DistInfo, init_distributed, wrap_model
-from trainer.engine import read_jsonl, seed_everything
+from trainer.engine import seed_everything
+from trainer.hooks import read_jsonl
 from trainer.models import build_model, get_preset
 
 WORLD_SIZE = 2
@@ -54,7 +56,7 @@ def _worker(rank: int, images: str, root: str, port: int) -> None:
         with open(marker, "a") as f:
             f.write(f"{stats['step']} {stats['rank']}\n")
 
-    config = pretrain_module.PretrainConfig(
+    config = PretrainConfig.from_flat(dict(
         image_dirs=(images,),
         # Each rank gets its own out_dir so the test can see who wrote what.
         out_dir=str(Path(root) / f"out_rank{rank}"),
@@ -63,7 +65,7 @@ def _worker(rank: int, images: str, root: str, port: int) -> None:
         batch_size=2,  # 8 faces / 2 ranks / batch 2 = 2 steps
         device="cpu",
         channels_last=False,
-    )
+    ))
     pretrain_module.pretrain(config, on_progress=on_progress)
     # Parameters only: BatchNorm running statistics are per rank between forwards (DDP
     # broadcasts rank 0's at the start of each), and rank 0's are what the checkpoint keeps.

@@ -61,10 +61,10 @@ def test_bare_ssl_and_ckpt_resolve_to_the_starters(tmp_path, monkeypatch):
 
 def test_finetune_init_ssl_starts_from_the_starter_backbone(tmp_path, face):
     image, label = face
-    config = FinetuneConfig(
-        data="", out_dir=str(tmp_path), init="ssl", input_size=64, max_steps=1, batch_size=2,
+    config = FinetuneConfig.from_flat(dict(
+        out_dir=str(tmp_path), init="ssl", input_size=64, max_steps=1, batch_size=2,
         val_split=None, progress_bar=False,
-    )  # fmt: skip
+    ))  # fmt: skip
     faces = [Sample(image, label, name, Path(name), None) for name in ("a", "b")]
     result = finetune_on_samples(config, faces, None)
     meta = read_metadata(result.last_path)
