@@ -1,11 +1,12 @@
 """The ``faceparse`` command line: pretrain, recon-grid, finetune, recipes, evaluate, predict,
-convert, info, export, export-onnx.
+convert, info, export-onnx.
 
 The flags of ``pretrain`` and ``finetune`` are generated from the run configs
 (``trainer.configs``; help text from their docstrings, see ``trainer.cli_flags``), so the CLI and
 the Python API cannot drift apart; ``--recipe`` names a recipe of ``trainer.recipes``. Errors
 this package raises on purpose (``trainer.errors``) print one line naming the file and exit with
-code 2; anything else is a bug and keeps its traceback.
+code 2; anything else is a bug and keeps its traceback. Exporting a desktop project is the app's
+command (``faceparse-studio export``): this package never imports the app.
 """
 
 from __future__ import annotations
@@ -170,16 +171,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    # The one place trainer reaches into faceparse_app: the CLI is the single entry point for
-    # both. Imported lazily so `import trainer` (and every other command) never needs the app.
-    from faceparse_app.export import export_project
-
-    counts = export_project(
-        args.project, args.out, reviewed_only=args.reviewed_only,
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+    # Exporting a project is the desktop app's command; the trainer never imports the app.
+    print(
+        "faceparse export: moved to the desktop app's command line: faceparse-studio export "
+        "PROJECT OUT [--reviewed-only] [--val-fraction F] [--test-fraction F] [--seed N]",
+        file=sys.stderr,
     )
-    print(f"exported {json.dumps(counts)} -> {args.out}")
-    return 0
+    return EXIT_USER_ERROR
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -281,13 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recipes", help="the named recipes of both stages and their settings")
     p.set_defaults(func=_cmd_recipes)
 
-    p = sub.add_parser("export", help="a FaceParse Studio project -> LaPa layout")
-    p.add_argument("project", help="project folder")
-    p.add_argument("out", help="LaPa dataset root to write")
-    p.add_argument("--reviewed-only", action="store_true", help="only images marked reviewed")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share written to val/ (default: 0.1)")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="share written to test/ (default: 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split")
+    # Moved to `faceparse-studio export`; kept to say so (any arguments).
+    p = sub.add_parser("export", help="moved: use faceparse-studio export")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("export-onnx", help="a fine-tuned checkpoint -> ONNX (parity-checked)")
