@@ -3,9 +3,9 @@
 Stages (each cached in ``<out>/<stage>/done.json`` like ``bench.study``, so a rerun resumes):
   1. backbone: stage 1 with the study's best recipe (lite preset) on every shared photo: the 700
      ``celebamask-hq-dev`` images and ``faces-unlabeled``; written weights-only to
-     ``assets/models/starter_backbone.safetensors``.
+     ``trainer/assets/models/starter_backbone.safetensors``.
   2. parser: that backbone fine-tuned on all 700 labeled dev faces (LaPa classes, sides fixed as in
-     the study) → ``assets/models/starter_parser.safetensors``. Every CelebA face is training
+     the study) → ``trainer/assets/models/starter_parser.safetensors``. Every CelebA face is training
      data here, so its only unseen check is the 6 HELEN faces (``lapa-format-helen``).
   3. compare: which start is better for K = 10 new labels? With the study's split, a parser is
      fine-tuned on the pool *minus* the study's K = 10 subset (590 faces) from the study's SSL
@@ -14,7 +14,7 @@ Stages (each cached in ``<out>/<stage>/done.json`` like ``bench.study``, so a re
      scored on the 100 validation faces and the HELEN faces, beside the parser with no
      fine-tuning at all.
 
-Results: ``bench/results/starters/starters.json``; the model card is ``assets/models/MODEL_CARD.md``.
+Results: ``bench/results/starters/starters.json``; the model card is ``trainer/assets/models/MODEL_CARD.md``.
 
 Usage (after ``bench.study`` has run its data and stage-1 stages with the same stage-1
 settings, which default to the study's):

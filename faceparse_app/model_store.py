@@ -204,7 +204,7 @@ class ModelStore:
 
     def parser_for_prelabel(self) -> tuple[Path, str] | None:
         """(checkpoint, version name) that pre-labels: the project's active parser, else the
-        starter parser shipped in ``assets/models/`` (named ``STARTER_ID``), else None."""
+        starter parser shipped with the package (named ``STARTER_ID``), else None."""
         own = self.active("parser")
         if own is not None:
             return own.path, own.id

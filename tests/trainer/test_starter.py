@@ -1,4 +1,4 @@
-"""The starter models shipped in assets/models: present, small, safe to load, useful, and what a
+"""The starter models shipped in trainer/assets/models: present, small, safe to load, useful, and what a
 bare ``--init ssl`` / ``--init ckpt`` starts from."""
 
 from __future__ import annotations
