@@ -172,3 +172,17 @@ def test_help_says_what_each_command_and_flag_does_without_evidence() -> None:
         text = command.format_help()
         assert not EVIDENCE.search(text), (name, EVIDENCE.search(text))
     assert not EVIDENCE.search(parser.format_help())
+
+
+def test_recipes_and_configs_import_without_torch() -> None:
+    # The app's training form shows recipes and settings without loading the model code.
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = "import sys, trainer.recipes, trainer.configs, trainer.run_files; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.strip() == "False", result.stderr
