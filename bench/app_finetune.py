@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.faces import NamedSubset
 from bench.finetunes import score_checkpoint
 from bench.harness import (
     ENVELOPE,
@@ -58,9 +57,10 @@ from bench.recipes import STUDY_OUT
 from faceparse_app.training import run_finetune_job
 from trainer.data.imageio import read_label
 from trainer.data.lapa import LapaDataset
-from trainer.data.sample import Sample
+from trainer.data.sample import NamedSamples, Sample
 from trainer.evaluate import evaluate
 from trainer.predict import Predictor
+from trainer.run_files import RunFiles
 from trainer.subsets import select_labeled_subset
 
 EXPERIMENT = "app_finetune"
@@ -68,7 +68,7 @@ JSONL_NOTE = "one record per fine-tune or parser score; each record holds the co
 # What a --score-last record does not copy from the run it re-scores: the envelope (written anew)
 # and the fields records had in its place before it.
 ENVELOPE_AND_OLD = (*ENVELOPE, "name", "date")
-PARSER = out_dir("starters") / "parser_pool_minus_k10" / "finetune_last.safetensors"
+PARSER = RunFiles(out_dir("starters") / "parser_pool_minus_k10", "finetune").last
 DATA = STUDY_OUT / "data"
 CELEBA_MASKS = SHARED / "celebamask-hq-dev" / "masks"
 NECK, SKIN = 17, 1  # CelebAMask-HQ's neck; LaPa's skin
@@ -92,16 +92,13 @@ def new_faces(names: list[str], k: int, seed: int) -> list[str]:
     return select_labeled_subset(names, num_labeled=k, seed=seed)
 
 
-class NeckAsSkin(Sequence[Sample]):
+class NeckAsSkin(NamedSamples):
     """CelebA faces labeled by a team whose convention differs from the starter parser's: the
     neck (CelebAMask-HQ class 17, background in LaPa) is skin. ``only_neck`` keeps just the neck
     pixels (the rest 255, ignored), so a score's pixel accuracy is the share of neck called skin."""
 
-    def __init__(self, faces: NamedSubset, only_neck: bool = False) -> None:
+    def __init__(self, faces: NamedSamples, only_neck: bool = False) -> None:
         self.faces, self.names, self.only_neck = faces, faces.names, only_neck
-
-    def __len__(self) -> int:
-        return len(self.faces)
 
     def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
         sample = self.faces[i]
@@ -113,17 +110,17 @@ class NeckAsSkin(Sequence[Sample]):
 
 def face_sets(
     args: argparse.Namespace, seed: int
-) -> tuple[Sequence[Sample], dict[str, Sequence[Sample]], list[str]]:
+) -> tuple[NamedSamples, dict[str, Sequence[Sample]], list[str]]:
     """The K new faces, the sets to score on (``unseen``: the source's other faces), and the names
     of the new faces, for ``--faces`` and ``--convention``."""
     celeba = LapaDataset(Path(args.data), split="val")
     helen = LapaDataset(SHARED / "lapa-format-helen", split="test")
     source = helen if args.faces == "helen" else celeba
     new = new_faces(source.names, args.k, seed)
-    unseen = NamedSubset(source, [n for n in source.names if n not in set(new)])
-    train = NamedSubset(source, new)
+    unseen = source.select([n for n in source.names if n not in set(new)])
+    train = source.select(new)
     if args.quick:
-        unseen = NamedSubset(source, unseen.names[:4])
+        unseen = source.select(unseen.names[:4])
     if args.convention == "neck-skin":  # HELEN's labels have no neck: CelebA faces only
         return (
             NeckAsSkin(train),
@@ -172,7 +169,7 @@ def one_subset(args: argparse.Namespace, seed: int, lr: float | None) -> dict[st
         lr=lr,
         device="cpu",
     )
-    held_out = NamedSubset(train, result.val_names)
+    held_out = train.select(result.val_names)
     record.update(
         lr=lr,
         epochs=args.epochs,
@@ -192,11 +189,11 @@ def last_epoch(args: argparse.Namespace, seed: int, run: dict[str, Any]) -> dict
     """The same fine-tune's last weights (epoch 30) scored like its best epoch: would the app do
     better publishing the end of the run than the epoch its held-out faces picked? None when the
     run folder is gone."""
-    checkpoint = Path(args.out) / run["run"] / "finetune_last.safetensors"
+    checkpoint = RunFiles(Path(args.out) / run["run"], "finetune").last
     if not checkpoint.is_file():
         return None
     train, sets, _ = face_sets(args, seed)
-    held_out = NamedSubset(train, run["held_out_faces"])
+    held_out = train.select(run["held_out_faces"])
     payload = {k: v for k, v in run.items() if k not in ENVELOPE_AND_OLD}
     return {
         **payload,

@@ -3,9 +3,9 @@
 Stages (each cached in ``<out>/<stage>/done.json`` like ``bench.study``, so a rerun resumes):
   1. backbone: stage 1 with the study's best recipe (lite preset) on every shared photo: the 700
      ``celebamask-hq-dev`` images and ``faces-unlabeled``; written weights-only to
-     ``assets/models/starter_backbone.safetensors``.
+     ``trainer/assets/models/starter_backbone.safetensors``.
   2. parser: that backbone fine-tuned on all 700 labeled dev faces (LaPa classes, sides fixed as in
-     the study) → ``assets/models/starter_parser.safetensors``. Every CelebA face is training
+     the study) → ``trainer/assets/models/starter_parser.safetensors``. Every CelebA face is training
      data here, so its only unseen check is the 6 HELEN faces (``lapa-format-helen``).
   3. compare: which start is better for K = 10 new labels? With the study's split, a parser is
      fine-tuned on the pool *minus* the study's K = 10 subset (590 faces) from the study's SSL
@@ -14,7 +14,7 @@ Stages (each cached in ``<out>/<stage>/done.json`` like ``bench.study``, so a re
      scored on the 100 validation faces and the HELEN faces, beside the parser with no
      fine-tuning at all.
 
-Results: ``bench/results/starters/starters.json``; the model card is ``assets/models/MODEL_CARD.md``.
+Results: ``bench/results/starters/starters.json``; the model card is ``trainer/assets/models/MODEL_CARD.md``.
 
 Usage (after ``bench.study`` has run its data and stage-1 stages with the same stage-1
 settings, which default to the study's):
@@ -40,7 +40,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench.faces import Joined, NamedSubset, prepare_data
+from bench.faces import Joined, prepare_data
 from bench.finetunes import score_checkpoint
 from bench.harness import (
     SHARED,
@@ -56,12 +56,21 @@ from bench.harness import (
     utc_now,
     write_json,
 )
-from bench.recipes import QUICK, STUDY_OUT, StudySettings, finetune_side, stage1_tag
+from bench.recipes import (
+    QUICK,
+    STUDY_OUT,
+    StudySettings,
+    finetune_recipe_for,
+    finetune_side,
+    stage1_tag,
+)
 from bench.stage1 import run_pretrain
+from trainer.configs import FinetuneConfig, FinetuneData, FinetuneRuntime
 from trainer.data.lapa import LapaDataset
 from trainer.data.sample import Sample
-from trainer.finetune import FinetuneConfig, finetune_on_samples
-from trainer.pretrain import FINAL_NAME, RECIPES
+from trainer.finetune import finetune_on_samples
+from trainer.recipes import PRETRAIN_RECIPES
+from trainer.run_files import RunFiles
 from trainer.starter import STARTER_BACKBONE, STARTER_PARSER, write_weights_only
 from trainer.subsets import select_labeled_subset
 
@@ -86,25 +95,17 @@ def _finetune(
     ``head_only_steps``: the study's hold of the backbone, for the K = 10 starts it compares (the
     parsers, hundreds of faces, train every weight from step 1 as when they were first built)."""
     config = FinetuneConfig(
-        framing="whole",  # aligned CelebAMask-HQ crops, as the recorded results
-        data="",
-        out_dir=str(stage_dir),
+        FinetuneRuntime(out_dir=str(stage_dir), progress_bar=False),
         init=init,
         preset=settings.preset,
         input_size=finetune_side(settings),  # not a smaller stage-1 checkpoint's side
-        epochs=10**6,
-        max_steps=steps,
-        batch_size=settings.finetune_batch,
-        lr=settings.lr,
-        backbone_lr_mult=lr_mult,
-        warmup_steps=settings.warmup_steps,
-        dice_weight=settings.dice_weight,
-        head_only_steps=head_only_steps,
-        seed=0,
-        val_split=None,
-        progress_bar=False,
-    )
-    key = {**config.to_dict(), "samples": list(getattr(samples, "names", []))}
+        recipe=finetune_recipe_for(
+            settings, len(samples), max_steps=steps, backbone_lr_mult=lr_mult,
+            head_only_steps=head_only_steps,
+        ),
+        data=FinetuneData(val_split=None, framing="whole"),  # aligned CelebAMask-HQ crops
+    )  # fmt: skip
+    key = {**config.flat(), "samples": list(getattr(samples, "names", []))}
     done = load_done(stage_dir, key)
     if done is not None and Path(done["checkpoint"]).is_file():
         return done
@@ -144,11 +145,11 @@ def _compare(
     """Stage 3: K = 10 new labels fine-tuned from the study's SSL backbone and from a parser held
     out from them (``starts`` picks either or both). Needs only the study's stage 1, not the
     starter models."""
-    ssl = study_out / f"pretrain_{args.recipe}{stage1_tag(settings, args.recipe)}" / FINAL_NAME
+    ssl = RunFiles(study_out / f"pretrain_{args.recipe}{stage1_tag(settings, args.recipe)}", "pretrain").last
     k10 = select_labeled_subset(pool.names, num_labeled=10, seed=0)
     rest = [n for n in pool.names if n not in set(k10)]
     sets = {"val": val, "helen": helen}
-    new = NamedSubset(pool, k10)
+    new = pool.select(k10)
     steps, hold = settings.finetune_steps, settings.head_only_steps
     result: dict[str, Any] = {"k10_subset": k10}
     if "backbone" in starts:
@@ -158,7 +159,7 @@ def _compare(
         )["scores"]  # fmt: skip
     if "parser" in starts:
         held_parser = _finetune(
-            out / "parser_pool_minus_k10", f"ssl:{ssl}", NamedSubset(pool, rest),
+            out / "parser_pool_minus_k10", f"ssl:{ssl}", pool.select(rest),
             args.heldout_parser_steps, settings, args.pretrained_lr_mult, sets,
         )  # fmt: skip
         result["parser_no_finetune"] = held_parser["scores"]
@@ -177,7 +178,7 @@ def _print_compare(compare: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argument_parser(__doc__)
-    ap.add_argument("--recipe", choices=sorted(RECIPES), default="spark")
+    ap.add_argument("--recipe", choices=sorted(PRETRAIN_RECIPES), default="spark")
     ap.add_argument("--pretrained-lr-mult", type=float, default=1.0)
     ap.add_argument("--pretrain-epochs", type=int, default=StudySettings.pretrain_epochs)
     ap.add_argument(

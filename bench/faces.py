@@ -1,5 +1,5 @@
 """The study's faces: CelebAMask-HQ dev in LaPa classes with mirrored sides fixed, the seeded
-val / pool split, and lazy named views of a reader's samples.
+val / pool split, and the sets of faces joined into one.
 
 The data stage (``prepare_data``) writes ``<out>/data/train`` (the 600-face pool) and
 ``<out>/data/val`` (100 faces) once and leaves a done marker. Masks whose eyes and brows are
@@ -23,37 +23,18 @@ from bench.recipes import StudySettings
 from trainer.data.celebamask import CelebAMaskDataset
 from trainer.data.imageio import atomic_write_bytes, write_label
 from trainer.data.lapa import LapaDataset
-from trainer.data.sample import Sample
+from trainer.data.sample import NamedSamples, Sample
 from trainer.labels import LAPA
 
 log = logging.getLogger("study")
 
 
-class NamedSubset(Sequence[Sample]):
-    """A lazy view of some samples of a reader (images load on access), with their names."""
+class Joined(NamedSamples):
+    """Several named sample sequences read as one (e.g. a LaPa train and val split)."""
 
-    def __init__(self, source: LapaDataset, names: Sequence[str]) -> None:
-        position = {n: i for i, n in enumerate(source.names)}
-        self.source = source
-        self.names = list(names)
-        self.indices = [position[n] for n in self.names]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
-        return self.source[self.indices[i]]
-
-
-class Joined(Sequence[Sample]):
-    """Several sample sequences read as one (e.g. a LaPa train and val split)."""
-
-    def __init__(self, *parts: Sequence[Sample]) -> None:
+    def __init__(self, *parts: NamedSamples) -> None:
         self.parts = parts
-        self.names = [n for p in parts for n in getattr(p, "names", [])]
-
-    def __len__(self) -> int:
-        return sum(len(p) for p in self.parts)
+        self.names = [n for p in parts for n in p.names]
 
     def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
         for part in self.parts:
@@ -66,7 +47,7 @@ class Joined(Sequence[Sample]):
 def validation_faces(data: Path, limit: int | None = None) -> Sequence[Sample]:
     """The data stage's validation faces, or only the first ``limit`` of them (quick runs)."""
     val = LapaDataset(data, split="val")
-    return val if limit is None else NamedSubset(val, val.names[:limit])
+    return val if limit is None else val.subset(range(min(limit, len(val))))
 
 
 def side_votes(label: np.ndarray) -> list[bool]:

@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.faces import NamedSubset
 from bench.harness import load_done, mark_done
-from bench.recipes import NOT_SCRATCH, StudySettings, stage1_tag, steps_for
+from bench.recipes import NOT_SCRATCH, StudySettings, finetune_recipe_for, stage1_tag, steps_for
+from trainer.configs import FinetuneConfig, FinetuneData, FinetuneRuntime
 from trainer.data.lapa import LapaDataset
 from trainer.data.sample import Sample
 from trainer.evaluate import evaluate
-from trainer.finetune import FinetuneConfig, finetune_on_samples
+from trainer.finetune import finetune_on_samples
 from trainer.models import get_preset
 from trainer.predict import Predictor
 from trainer.subsets import select_labeled_subset
@@ -87,42 +87,38 @@ def finetune_stage(
     input_size = settings.input_size
     if input_size is None and settings.pretrain_input_size and arm.init.startswith("ssl:"):
         input_size = get_preset(settings.preset).input_size  # not the stage-1 checkpoint's side
+    lr_mult = settings.backbone_lr_mult if arm.init == "scratch" else settings.pretrained_lr_mult
     config = FinetuneConfig(
-        framing="whole",  # aligned CelebAMask-HQ crops, as the recorded results
-        data=str(out / "data"),
-        out_dir=str(stage_dir),
+        FinetuneRuntime(
+            out_dir=str(stage_dir),
+            # Small subsets restart their DataLoader every step or two, and each restart forks
+            # the workers again: fewer workers than stage 1 keep that cost small.
+            num_workers=settings.num_workers
+            if settings.finetune_workers is None
+            else settings.finetune_workers,
+            device=settings.device,
+            progress_bar=False,
+        ),
         init=arm.init,
         encoder_weights=arm.encoder_weights,
         preset=settings.preset,
         input_size=input_size,
-        num_labeled=k,
-        subset_seed=seed,
-        epochs=10**6,  # the run's length is max_steps
-        max_steps=steps_for(settings, k),
-        batch_size=settings.finetune_batch,
-        lr=settings.lr,
-        backbone_lr_mult=settings.backbone_lr_mult
-        if arm.init == "scratch"
-        else settings.pretrained_lr_mult,
-        warmup_steps=settings.warmup_steps,
-        dice_weight=settings.dice_weight,
-        head_only_steps=hold,
-        seed=0,
-        # Small subsets restart their DataLoader every step or two, and each restart forks the
-        # workers again: fewer workers than stage 1 keep that cost small.
-        num_workers=settings.num_workers
-        if settings.finetune_workers is None
-        else settings.finetune_workers,
-        device=settings.device,
-        val_split=None,
-        progress_bar=False,
+        # The study's recipe; the run's length is max_steps.
+        recipe=finetune_recipe_for(settings, k, backbone_lr_mult=lr_mult, head_only_steps=hold),
+        data=FinetuneData(
+            root=str(out / "data"),
+            num_labeled=k,
+            subset_seed=seed,
+            val_split=None,
+            framing="whole",  # aligned CelebAMask-HQ crops, as the recorded results
+        ),
     )
-    key = {**config.to_dict(), "subset": chosen, "val_limit": settings.val_limit}
-    if not config.head_only_share:
+    key = {**config.flat(), "subset": chosen, "val_limit": settings.val_limit}
+    if not config.recipe.head_only_share:
         # Added to FinetuneConfig after the cached studies ran; the study holds by steps, and a
         # share of 0 is what they ran with, so their done markers stay valid.
         del key["head_only_share"]
-    if config.framing == "whole":
+    if config.data.framing == "whole":
         del key["framing"]  # likewise: the studies' crops were always whole aligned faces
     return FinetuneStage(stage_dir, config, list(chosen), key)
 
@@ -142,7 +138,7 @@ def run_finetune(
     if done is not None:
         return done
     t0 = time.perf_counter()
-    result = finetune_on_samples(stage.config, NamedSubset(pool, stage.chosen), None)
+    result = finetune_on_samples(stage.config, pool.select(stage.chosen), None)
     train_s = time.perf_counter() - t0
     predictor = Predictor.from_checkpoint(result.last_path, device=settings.device, framing="whole")
     t1 = time.perf_counter()

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from bench.faces import NamedSubset
 from bench.harness import (
     append_jsonl,
     argument_parser,
@@ -34,11 +33,13 @@ from bench.harness import (
 )
 from bench.recipes import STUDY_OUT
 from trainer.checkpoint import read_metadata
+from trainer.configs import FinetuneConfig, FinetuneData, FinetuneRuntime
 from trainer.data.lapa import LapaDataset
 from trainer.evaluate import evaluate
-from trainer.finetune import FinetuneConfig, finetune_on_samples
+from trainer.finetune import finetune_on_samples
 from trainer.losses import CLASS_WEIGHTINGS
 from trainer.predict import Predictor
+from trainer.recipes import finetune_recipe
 from trainer.subsets import select_labeled_subset
 
 EXPERIMENT = "probes"
@@ -136,32 +137,35 @@ def main(argv: list[str] | None = None, manifest: bool = True) -> int:
     pool = LapaDataset(args.data, split="train")
     val = LapaDataset(args.data, split="val")
     chosen = select_labeled_subset(pool.names, num_labeled=args.k, seed=args.subset_seed)
-    config = FinetuneConfig(
-        framing="whole",  # aligned CelebAMask-HQ crops, as the recorded results
-        data="",
-        out_dir=str(out),
-        init=init,
-        preset="lite",
-        input_size=args.input_size,
-        num_labeled=args.k,
-        subset_seed=args.subset_seed,
-        epochs=10**6,
+    recipe = finetune_recipe(
+        "study",
         max_steps=args.steps,
         batch_size=args.batch,
         lr=args.lr,
         backbone_lr_mult=args.backbone_lr_mult,
-        warmup_steps=20,
         dice_weight=args.dice_weight,
         class_weighting=args.class_weighting,
         head_only_steps=args.head_only_steps,
-        val_split=None,
-        val_every=max(1, args.val_every),
-        device=args.device,
-        progress_bar=False,
     )
+    config = FinetuneConfig(
+        FinetuneRuntime(
+            out_dir=str(out), val_every=max(1, args.val_every), device=args.device,
+            progress_bar=False,
+        ),
+        init=init,
+        preset="lite",
+        input_size=args.input_size,
+        recipe=recipe,
+        data=FinetuneData(
+            num_labeled=args.k,
+            subset_seed=args.subset_seed,
+            val_split=None,
+            framing="whole",  # aligned CelebAMask-HQ crops, as the recorded results
+        ),
+    )  # fmt: skip
     t0 = time.perf_counter()
     result = finetune_on_samples(
-        config, NamedSubset(pool, chosen), val if args.val_every > 0 else None
+        config, pool.select(chosen), val if args.val_every > 0 else None
     )
     train_s = time.perf_counter() - t0
     predictor = Predictor.from_checkpoint(result.last_path, device=args.device, framing="whole")

@@ -60,46 +60,42 @@ _RATES: list[dict[str, float]] = []
 
 
 def trainer_pretrain_rate(steps: int, batch: int, size: int, channels_last: bool = True) -> float:
-    from trainer.pretrain import PretrainConfig, pretrain
+    from trainer.configs import PretrainConfig, PretrainRuntime
+    from trainer.pretrain import pretrain
+    from trainer.recipes import pretrain_recipe
 
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         config = PretrainConfig(
             image_dirs=(str(DEV / "images"),),
-            out_dir=tmp,
+            runtime=PretrainRuntime(out_dir=tmp, device="cpu", channels_last=channels_last),
             preset="lite",
             input_size=size,
-            batch_size=batch,
-            max_steps=steps + 3,
-            device="cpu",
-            epochs=1,
-            channels_last=channels_last,
+            recipe=pretrain_recipe("center", batch_size=batch, max_steps=steps + 3, epochs=1),
         )
         pretrain(config, on_progress=lambda s: stamps.append(time.perf_counter()))
     return _rate(stamps, batch)
 
 
 def trainer_finetune_rate(steps: int, batch: int, size: int, channels_last: bool = True) -> float:
+    from trainer.configs import FinetuneConfig, FinetuneData, FinetuneRuntime
     from trainer.data.celebamask import CelebAMaskDataset
-    from trainer.finetune import FinetuneConfig, finetune_on_samples
+    from trainer.finetune import finetune_on_samples
+    from trainer.recipes import finetune_recipe
 
     stamps: list[float] = []
     samples = _Lazy(CelebAMaskDataset(DEV, label_set="lapa"), 64)
     with tempfile.TemporaryDirectory() as tmp:
         config = FinetuneConfig(
-            framing="whole",  # aligned CelebAMask-HQ crops, as the recorded results
-            data=str(DEV),
-            out_dir=tmp,
+            FinetuneRuntime(
+                out_dir=tmp, device="cpu", progress_bar=False, channels_last=channels_last
+            ),
             init="scratch",
             preset="lite",
             input_size=size,
-            batch_size=batch,
-            epochs=100,
-            max_steps=steps + 3,
-            device="cpu",
-            val_split=None,
-            progress_bar=False,
-            channels_last=channels_last,
+            recipe=finetune_recipe("plain", batch_size=batch, epochs=100, max_steps=steps + 3),
+            # aligned CelebAMask-HQ crops, as the recorded results
+            data=FinetuneData(root=str(DEV), val_split=None, framing="whole"),
         )
 
         def on_progress(stats: dict[str, Any]) -> None:

@@ -46,8 +46,12 @@ from bench.recipes import QUICK, StudySettings, recipe_options
 from bench.stage1 import is_finished
 from bench.study_results import write_results
 from trainer.checkpoint import read_metadata
+from trainer.configs import PretrainConfig, PretrainRuntime, stored_config
 from trainer.data.lapa import LapaDataset
-from trainer.pretrain import FINAL_NAME, METRICS_NAME, PretrainConfig, pretrain
+from trainer.errors import FaceParseError
+from trainer.pretrain import pretrain
+from trainer.recipes import pretrain_recipe
+from trainer.run_files import RunFiles
 
 log = logging.getLogger("ssl_length")
 RECIPE = "spark"  # the better recipe of the CPU study (K = 10: 65.6 vs 57.4 mean F1)
@@ -65,21 +69,25 @@ def run_stage1(
     cancelled if it runs past ``seconds`` (then recorded as cut short)."""
     stage_dir = out / f"ssl_length_e{epochs}"
     dirs = (out / "data" / "train" / "images", unlabeled)
-    config = PretrainConfig(
-        image_dirs=tuple(str(d) for d in dirs),
-        out_dir=str(stage_dir),
-        preset=settings.preset,
-        input_size=settings.input_size,
+    recipe = pretrain_recipe(
+        RECIPE,
         epochs=epochs,
         batch_size=settings.pretrain_batch,
         lr=settings.pretrain_lr,
         seed=0,
-        num_workers=settings.num_workers,
-        device=settings.device,
         max_steps=max_steps,
-        **recipe_options(RECIPE, settings),
+        mask_ratio=recipe_options(RECIPE, settings)["mask_ratio"],
     )
-    final = stage_dir / FINAL_NAME
+    config = PretrainConfig(
+        image_dirs=tuple(str(d) for d in dirs),
+        runtime=PretrainRuntime(
+            out_dir=str(stage_dir), num_workers=settings.num_workers, device=settings.device
+        ),
+        preset=settings.preset,
+        input_size=settings.input_size,
+        recipe=recipe,
+    )
+    final = RunFiles(stage_dir, "pretrain").last
     if _finished_with(final, config):
         # A finished schedule with these settings (a rerun adds fine-tunes): reuse it.
         log.info("stage 1, %d epochs: reusing %s", epochs, final)
@@ -99,7 +107,7 @@ def run_stage1(
     result = {
         "recipe": RECIPE,
         **recipe_options(RECIPE, settings),
-        "config": asdict(config),
+        "config": config.flat(),
         "images": meta.get("num_images"),
         "epochs_planned": epochs,
         "steps": steps,
@@ -127,8 +135,11 @@ def _finished_with(path: Path, config: PretrainConfig) -> bool:
     """Whether ``path`` is a complete, uncancelled stage-1 run of exactly ``config``."""
     if not path.is_file() or not is_finished(path):
         return False
-    training = read_metadata(path).get("training") or {}
-    return _same_paths(training) == _same_paths(asdict(config))
+    try:
+        stored = stored_config(read_metadata(path))
+    except FaceParseError:
+        return False
+    return _same_paths(stored.flat()) == _same_paths(config.flat())
 
 
 def _same_paths(training: dict[str, Any]) -> dict[str, Any]:
@@ -140,8 +151,8 @@ def _same_paths(training: dict[str, Any]) -> dict[str, Any]:
 
 
 def _logged_seconds(stage_dir: Path) -> float:
-    """Training time of a finished run, from the last line of its metrics log."""
-    rows = read_jsonl(stage_dir / METRICS_NAME)
+    """Training time of a finished run, from the last line of its step log."""
+    rows = read_jsonl(RunFiles(stage_dir, "pretrain").find_log())
     return float(rows[-1]["time"]) if rows else float("nan")
 
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +19,25 @@ from bench.recipes import (
     finishes,
     recipe_options,
     stage1_base_tag,
+    stage1_recipe,
 )
 from trainer.checkpoint import read_metadata
-from trainer.pretrain import FINAL_NAME, PretrainConfig, pretrain
+from trainer.configs import PretrainConfig, PretrainRuntime
+from trainer.pretrain import pretrain
+from trainer.run_files import LEGACY_PRETRAIN_LOG, RunFiles
 
 log = logging.getLogger("study")
 
 
 def latest_step_checkpoint(stage_dir: Path) -> Path | None:
     """The newest ``pretrain_step<N>.safetensors`` in ``stage_dir``, if any."""
-    found = []
-    for path in stage_dir.glob("pretrain_step*.safetensors"):
-        m = re.fullmatch(r"pretrain_step(\d+)\.safetensors", path.name)
-        if m:
-            found.append((int(m.group(1)), path))
-    return max(found)[1] if found else None
+    found = RunFiles(stage_dir, "pretrain").step_checkpoints()
+    return found[-1][1] if found else None
 
 
 def prune_step_checkpoints(stage_dir: Path, keep: Path | None) -> None:
     """Keep only the newest periodic checkpoint (each holds optimizer state: ~3× the weights)."""
-    for path in stage_dir.glob("pretrain_step*.safetensors"):
+    for _, path in RunFiles(stage_dir, "pretrain").step_checkpoints():
         if keep is None or path != keep:
             path.unlink(missing_ok=True)
 
@@ -79,26 +76,21 @@ def run_pretrain(
     dirs = image_dirs or (out / "data" / "train" / "images", unlabeled)
     config = PretrainConfig(
         image_dirs=tuple(str(d) for d in dirs),
-        out_dir=str(stage_dir),
+        runtime=PretrainRuntime(
+            out_dir=str(stage_dir),
+            num_workers=settings.num_workers,
+            device=settings.device,
+            checkpoint_every=settings.checkpoint_every,
+        ),
         preset=settings.preset,
         input_size=settings.pretrain_input_size or settings.input_size,
-        epochs=settings.pretrain_epochs,
-        batch_size=settings.pretrain_batch,
-        lr=settings.pretrain_lr,
-        seed=0,
-        num_workers=settings.num_workers,
-        device=settings.device,
-        checkpoint_every=settings.checkpoint_every,
-        max_steps=settings.pretrain_max_steps,
-        augment=settings.pretrain_augment,
-        **recipe_options(recipe, settings),
+        recipe=stage1_recipe(recipe, settings),
     )
     first = run_stage1(recipe, stage_dir, config, settings)
     if not finishes(settings):
         return first
     finish_dir = stage_dir.with_name(stage_dir.name + finish_suffix(settings))
-    finish = replace(
-        config,
+    finish = config.changed(
         out_dir=str(finish_dir),
         input_size=finetune_side(settings),
         epochs=settings.pretrain_finish_epochs,
@@ -113,7 +105,7 @@ def run_stage1(
     recipe: str, stage_dir: Path, config: PretrainConfig, settings: StudySettings
 ) -> dict[str, Any]:
     """One stage-1 run into ``stage_dir``, cached by its done marker and resumable."""
-    key = asdict(config)
+    key = config.flat()
     # Fields added to PretrainConfig after the cached studies ran, at the values those ran with
     # (how often a resumable checkpoint is written does not change the weights).
     added = (("augment", "flip"), ("init", None), ("checkpoint_minutes", 5.0), ("keep_checkpoints", 2))
@@ -134,11 +126,12 @@ def run_stage1(
     if started.is_file() and json.loads(started.read_text()) != json.loads(json.dumps(key)):
         log.info("pretrain %s: settings changed; discarding its checkpoints", recipe)
         prune_step_checkpoints(stage_dir, None)
-        (stage_dir / FINAL_NAME).unlink(missing_ok=True)
-        (stage_dir / "metrics.jsonl").unlink(missing_ok=True)
+        files = RunFiles(stage_dir, "pretrain")
+        for path in (files.last, files.log, stage_dir / LEGACY_PRETRAIN_LOG):
+            path.unlink(missing_ok=True)
     write_bytes(started, json.dumps(key, indent=1).encode())
     resume = latest_step_checkpoint(stage_dir)
-    final = stage_dir / FINAL_NAME
+    final = RunFiles(stage_dir, "pretrain").last
     # Finished, but the marker was not written: nothing left to train, and its own last-step
     # metrics stay (a zero-step resume would write a checkpoint without them).
     finished = final.is_file() and is_finished(final)

@@ -81,7 +81,7 @@ from bench.recipes import QUICK, StudySettings, recipe_options
 from bench.stage1 import run_pretrain
 from bench.study_results import format_summary, summarize, write_results
 from trainer.data.lapa import LapaDataset
-from trainer.pretrain import AUGMENTS, RECIPES
+from trainer.recipes import AUGMENTS, PRETRAIN_RECIPES
 
 log = logging.getLogger("study")
 
@@ -279,9 +279,9 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     if args.pretrain_input_size == 0:
         settings = replace(settings, pretrain_input_size=None)
-    unknown = [r for r in settings.recipes if r not in RECIPES]
+    unknown = [r for r in settings.recipes if r not in PRETRAIN_RECIPES]
     if unknown:
-        parser.error(f"unknown recipe(s) {unknown}; choose from {sorted(RECIPES)}")
+        parser.error(f"unknown recipe(s) {unknown}; choose from {sorted(PRETRAIN_RECIPES)}")
     suffix = "-quick" if args.quick else ""
     out = Path(args.out or out_dir(f"study{suffix}"))
     results = Path(args.results or results_dir("study") / f"study{suffix.replace('-', '_')}")

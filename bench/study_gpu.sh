@@ -120,7 +120,7 @@ length() {
 # own stage-1 checkpoint and from scratch on subset seeds 0-39, a dozen at once, lowest seeds
 # first; every finished fine-tune is in the results at once. Its carry is the study's data stage
 # and that checkpoint without its optimizer state (~54 MB), too much to travel beside the tracked
-# starter models (55 MB): send it from a local branch that drops assets/models/*.safetensors.
+# starter models (55 MB): send it from a local branch that drops trainer/assets/models/*.safetensors.
 #   bash bench/study_gpu.sh prepare-k10   # here, after the CPU study
 #   run(command="bash bench/study_gpu.sh k10", carry=["bench/out/gpu-k10", ".whl"], timeout_s=560)
 # Flags after "k10" go to "python -m bench.k10_subsets run", e.g. a recipe variant over the same

@@ -1,4 +1,8 @@
-"""`faceparse-studio [FOLDER]`: open a folder of face images as a project, or the start page."""
+"""`faceparse-studio [FOLDER]`: open a folder of face images as a project, or the start page.
+
+`faceparse-studio export ...` (and the other names in ``faceparse_app.cli.COMMANDS``) runs a
+command that needs no window instead (``faceparse_app.cli``).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,19 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the desktop tool; returns the process exit code."""
+    """Run the desktop tool, or one of its window-less commands; returns the exit code."""
+    from faceparse_app.cli import COMMANDS
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:  # open a folder named like a command as ./export
+        from faceparse_app.cli import main as run_command
+
+        return run_command(argv)
     parser = argparse.ArgumentParser(
-        prog="faceparse-studio", description="Label faces pixel by pixel in LaPa's 11 classes."
+        prog="faceparse-studio",
+        description="Label faces pixel by pixel in LaPa's 11 classes.",
+        epilog="Without a window: faceparse-studio export PROJECT OUT (a project -> LaPa layout; "
+        "see faceparse-studio export --help).",
     )
     parser.add_argument("folder", nargs="?", help="folder of face images to open as a project")
     parser.add_argument("--settings", help="use this INI file for settings instead of the user's")
@@ -22,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="device for pre-labels: auto (GPU when present, else CPU), cpu, cuda, mps",
     )
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
 
     from faceparse_app.app import Settings, create_application
     from faceparse_app.main_window import MainWindow

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from trainer.faces import Face
 
 # trainer.faces is imported where used: it loads torch, and the project store (which keeps the
-# faces) opens without it (``faceparse export``, a read-only look at a project).
+# faces) opens without it (``faceparse-studio export``, a read-only look at a project).
 
 log = logging.getLogger(__name__)
 

@@ -379,17 +379,3 @@ def format_landmarks(points: np.ndarray) -> str:
     lines = [str(len(pts))] + [f"{x:.2f} {y:.2f}" for x, y in pts]
     return "\n".join(lines) + "\n"
 
-
-def parse_landmarks(text: str) -> np.ndarray:
-    """Parse LaPa's landmark file text into (N, 2) float32; ValueError when malformed."""
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    if not lines:
-        raise ValueError("empty landmark file")
-    n = int(lines[0].strip())
-    values = [float(v) for ln in lines[1:] for v in ln.split()]
-    if len(values) != 2 * n:
-        raise ValueError(f"landmark file says {n} points but holds {len(values)} numbers")
-    pts = np.asarray(values, dtype=np.float32).reshape(n, 2)
-    if not np.isfinite(pts).all():
-        raise ValueError("landmark file holds non-finite numbers")
-    return pts

@@ -54,9 +54,9 @@ class ModelLoop(QObject):
         device: torch device for pre-labels ("auto": the GPU when present, else the CPU).
         lookahead: unfinished images after the current one to predict ahead.
         starter_backbone: the backbone shipped with the app (None: the default in
-            ``assets/models/``; used for fine-tuning when the project has none).
+            ``trainer/assets/models/``; used for fine-tuning when the project has none).
         starter_parser: the parser shipped with the app (None: the default in
-            ``assets/models/``; pre-labels until the project has a parser of its own).
+            ``trainer/assets/models/``; pre-labels until the project has a parser of its own).
         loader: reads an image file for the pre-label thread (None: ``read_image``).
 
     Signals:

@@ -33,7 +33,7 @@ from typing import Any
 
 from trainer.checkpoint import read_metadata
 from trainer.data.imageio import atomic_write_bytes, make_temp_dir
-from trainer.errors import CheckpointError, FaceParseError
+from trainer.errors import FaceParseError
 from trainer.starter import STARTER_BACKBONE, STARTER_PARSER
 
 log = logging.getLogger(__name__)
@@ -202,23 +202,9 @@ class ModelStore:
                 self.problems.append(note)
         return versions[-1] if versions else None
 
-    def backbone_for_finetune(self) -> Path | None:
-        """The backbone a new fine-tuning starts from.
-
-        The project's own active backbone, else the starter backbone shipped in
-        ``assets/models/`` if present, else None (the caller may then ask the user for a file,
-        or fine-tune from ImageNet/random weights).
-        """
-        own = self.active("backbone")
-        if own is not None:
-            return own.path
-        if self.starter_backbone.is_file():
-            return self.starter_backbone
-        return None
-
     def parser_for_prelabel(self) -> tuple[Path, str] | None:
         """(checkpoint, version name) that pre-labels: the project's active parser, else the
-        starter parser shipped in ``assets/models/`` (named ``STARTER_ID``), else None."""
+        starter parser shipped with the package (named ``STARTER_ID``), else None."""
         own = self.active("parser")
         if own is not None:
             return own.path, own.id
@@ -415,24 +401,6 @@ def _read_version(folder: Path) -> ModelVersion:
         sha256=str(data.get("sha256", "")),
         size=size,
     )
-
-
-def verify(version: ModelVersion) -> None:
-    """Check a version's checkpoint against its recorded checksum and metadata (reads it all).
-
-    Raises:
-        ModelStoreError: checksum mismatch; CheckpointError: not a readable checkpoint.
-    """
-    digest = hashlib.sha256()
-    with open(version.path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    if version.sha256 and digest.hexdigest() != version.sha256:
-        raise ModelStoreError(f"{version.id}: {MODEL_FILE} does not match its published checksum")
-    try:
-        read_metadata(version.path)
-    except CheckpointError as exc:
-        raise ModelStoreError(f"{version.id}: {exc}") from None
 
 
 def _copy_fsync(src: Path, dst: Path) -> tuple[str, int]:

@@ -34,30 +34,22 @@ from faceparse_app.training_settings import (
     PRETRAIN_LENGTH,
 )
 from trainer.checkpoint import read_metadata
+from trainer.configs import FinetuneConfig, FinetuneRuntime, PretrainConfig, PretrainRuntime
 from trainer.data.imageio import read_image, read_label
-from trainer.data.sample import Sample, SampleSubset
+from trainer.data.sample import NamedSamples, Sample, as_named
 from trainer.errors import CheckpointError, FaceParseError
 from trainer.faces import Face
-from trainer.finetune import FinetuneConfig, FinetuneResult, finetune_on_samples
+from trainer.finetune import FinetuneResult, finetune_on_samples
 from trainer.predict import Prediction, Predictor
+from trainer.recipes import finetune_recipe, pretrain_recipe, recipe_for_start
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
 DEFAULT_VAL_FRACTION = 0.2
-# From a stage-1 backbone the new FP decoder first fits alone, the backbone held, for this share
-# of the run: the study's 100 of 500 steps, worth +1.0 to +2.6 mIoU to the SSL start at K = 10
-# and +0.6 to +1.7 at K = 50 (BENCHMARKS.md, "Holding the backbone"). A parser start keeps its
-# trained head, so it trains every weight from the first step.
-BACKBONE_HOLD_SHARE = 0.2
-# Peak learning rates (AdamW) of the app's fine-tuning. A fresh FP decoder on a backbone (or
-# random weights) needs the study's 1e-2. A parser is trained already: continuing one on 5-25
-# new faces at 1e-2 lowered the next faces' mIoU by 0.5-1.5 on average in each of four cases
-# measured, at 1e-3 by -0.1 to 1.1; paired over 21 subsets 1e-3 was 0.7 mIoU ahead (BENCHMARKS.md,
-# "Does the app's fine-tuning improve the next pre-label?").
-FRESH_HEAD_LR = 1e-2
-PARSER_LR = 1e-3
+# The stage-1 recipe of the app's pretraining (the starter backbone's).
+PRETRAIN_RECIPE = "spark"
 
 
 class TrainingError(FaceParseError):
@@ -130,7 +122,7 @@ class LabeledFile:
         return f"{self.name}@{self.content_hash}"
 
 
-class LazySamples(Sequence[Sample]):
+class LazySamples(NamedSamples):
     """Labeled faces read from disk on access (a project may hold more photos than fit in RAM).
 
     Args:
@@ -145,9 +137,6 @@ class LazySamples(Sequence[Sample]):
         self.files = list(files)
         self.names = [f.name for f in self.files]
         self.num_classes = num_classes
-
-    def __len__(self) -> int:
-        return len(self.files)
 
     def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
         f = self.files[index]
@@ -175,11 +164,6 @@ def snapshot_labels(files: Iterable[LabeledFile], snapshot_dir: str | os.PathLik
         shutil.copyfile(f.label_path, copy)
         out.append(LabeledFile(f.name, f.image_path, copy, f.content_hash))
     return out
-
-
-def _names(samples: Sequence[Sample]) -> list[str]:
-    names = getattr(samples, "names", None)
-    return list(names) if names is not None else [s.name for s in samples]
 
 
 def split_holdout(
@@ -284,15 +268,16 @@ def run_finetune_job(
         out_dir: the run folder (checkpoints, logs); a fresh one per run.
         val_samples: faces to validate on; None: hold out part of ``train_samples``
             (see :func:`split_holdout`: seeded, at least one face when there are two or more).
-        init_backbone: the checkpoint to start from: a stage-1 one (its backbone is kept and
-            held for the first ``BACKBONE_HOLD_SHARE`` of the steps while the fresh FP decoder
-            fits to it: the project's or the starter backbone) or a parser (it is
-            trained further: the starter parser); None starts from random weights (fine for
-            tests, poor for users).
+        init_backbone: the checkpoint to start from: a stage-1 one (the project's or the
+            starter backbone: a fresh FP decoder is trained on it with the ``head-on-backbone``
+            recipe) or a parser (the starter parser: trained further with the
+            ``continue-parser`` recipe); None starts from random weights with the ``plain``
+            recipe (fine for tests, poor for users). See ``trainer.recipes``.
         preset: model preset when there is no backbone (a backbone brings its own).
-        lr: peak learning rate; None: ``PARSER_LR`` when continuing a parser, else
-            ``FRESH_HEAD_LR``.
-        epochs, max_steps, batch_size, device, seed: see ``trainer.finetune.FinetuneConfig``.
+        lr: peak learning rate; None: the recipe's.
+        epochs, max_steps, batch_size, seed: the recipe's settings this run changes (see
+            ``trainer.recipes.FinetuneRecipe``).
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
         val_fraction: share held out when ``val_samples`` is None.
         store: where to publish the best checkpoint as a "parser" version (skipped when None).
         data_snapshot, parent, note: recorded with the version (see ``ModelStore.publish``).
@@ -309,30 +294,29 @@ def run_finetune_job(
         TrainingError: the run failed (bad data, a bad backbone file, NaN loss, ...); its message
             says why. Nothing is published then.
     """
-    names = _names(train_samples)
+    train_part: NamedSamples = as_named(train_samples)
+    val_part: NamedSamples | None = None
     if val_samples is None:
-        train_idx, val_idx = split_holdout(names, val_fraction, seed)
-        val_part: Sequence[Sample] | None = SampleSubset(train_samples, val_idx, [names[i] for i in val_idx])
-        train_part: Sequence[Sample] = SampleSubset(train_samples, train_idx, [names[i] for i in train_idx])
-    else:
-        val_part, train_part = val_samples, train_samples
+        train_idx, val_idx = split_holdout(train_part.names, val_fraction, seed)
+        train_part, val_part = train_part.subset(train_idx), train_part.subset(val_idx)
+    elif len(val_samples):
+        val_part = as_named(val_samples)
     if not len(train_part):
         raise TrainingError("no labeled faces to fine-tune on; label a few faces first")
     init = _init_for(init_backbone)
-    config = FinetuneConfig(
-        data="",
-        out_dir=str(out_dir),
-        init=init,
-        head_only_share=BACKBONE_HOLD_SHARE if init.startswith("ssl:") else 0.0,
-        preset=preset,
+    recipe = finetune_recipe(
+        recipe_for_start(init),
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,
-        lr=lr if lr is not None else PARSER_LR if init.startswith("ckpt:") else FRESH_HEAD_LR,
-        device=device,
         seed=seed,
-        val_split=None,
-        progress_bar=False,
+        **({"lr": lr} if lr is not None else {}),
+    )
+    config = FinetuneConfig(
+        FinetuneRuntime(out_dir=str(out_dir), device=device, progress_bar=False),
+        init=init,
+        preset=preset,
+        recipe=recipe,
     )
     try:
         result = finetune_on_samples(
@@ -347,8 +331,8 @@ def run_finetune_job(
         metrics=result.metrics,
         history=result.history,
         cancelled=result.cancelled,
-        train_names=_names(train_part),
-        val_names=_names(val_part) if val_part is not None else [],
+        train_names=list(train_part.names),
+        val_names=list(val_part.names) if val_part is not None else [],
     )
     if store is not None and not result.cancelled:
         summary = _metric_summary(result.metrics)
@@ -443,10 +427,9 @@ def pretrain_resume_point(out_dir: str | os.PathLike[str]) -> dict[str, Any] | N
         {"path", "step", "total_steps", "preset"} for a run that was cancelled or stopped before
         its last step; None when there is no run or it finished.
     """
-    from trainer.checkpoint import read_metadata
-    from trainer.pretrain import FINAL_NAME
+    from trainer.run_files import RunFiles
 
-    path = Path(out_dir) / FINAL_NAME
+    path = RunFiles(out_dir, "pretrain").last
     if not path.is_file():
         return None
     try:
@@ -473,7 +456,7 @@ def run_pretrain_job(
     epochs: int = PRETRAIN_LENGTH.epochs,
     batch_size: int = PRETRAIN_LENGTH.batch_size,
     max_steps: int | None = PRETRAIN_LENGTH.max_steps,
-    lr: float = 1e-3,
+    lr: float | None = None,
     device: str = DEFAULT_DEVICE,
     seed: int = 0,
     resume: bool | str | os.PathLike[str] = True,
@@ -486,16 +469,18 @@ def run_pretrain_job(
 ) -> PretrainJobResult:
     """Stage-1 masked pretraining on the project's images, resumable, published as a backbone.
 
-    The run uses the product's stage-1 recipe, ``RECIPES["spark"]`` (the starter backbone's),
-    and, given ``init_backbone``, continues that backbone on the project's photos instead of
-    starting from random weights.
+    The run uses the stage-1 recipe ``PRETRAIN_RECIPE`` (``trainer.recipes``; the starter
+    backbone's) and, given ``init_backbone``, continues that backbone on the project's photos
+    instead of starting from random weights.
 
     Args:
         image_dirs: folders searched recursively (hidden folders such as ``.faceparse`` are
             skipped).
         out_dir: the pretraining run folder; keep it fixed per project so a run can resume.
-        preset, epochs, batch_size, max_steps, lr, device, seed: see
-            ``trainer.pretrain.PretrainConfig``.
+        preset: model preset ("paper", "lite", "tiny").
+        epochs, batch_size, max_steps, lr, seed: the recipe's settings this run changes (see
+            ``trainer.recipes.PretrainRecipe``); lr None: the recipe's.
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
         resume: True: continue an unfinished run found in ``out_dir`` (same preset), else start
             fresh; False: always start fresh; a path: resume from that checkpoint.
         init_backbone: a stage-1 checkpoint (the project's backbone or the starter) a fresh
@@ -510,8 +495,7 @@ def run_pretrain_job(
     Raises:
         TrainingError: the run failed; its message says why. Nothing is published then.
     """
-    from trainer.checkpoint import read_metadata
-    from trainer.pretrain import RECIPES, PretrainConfig, pretrain
+    from trainer.pretrain import pretrain
 
     resume_path: Path | None = None
     resumed_step = 0
@@ -532,18 +516,20 @@ def run_pretrain_job(
         except CheckpointError as exc:
             raise TrainingError(f"cannot start pretraining from {init_backbone}: {exc}") from exc
         init = str(init_backbone)
-    config = PretrainConfig(
-        image_dirs=tuple(str(d) for d in image_dirs),
-        out_dir=str(out_dir),
-        preset=preset,
+    recipe = pretrain_recipe(
+        PRETRAIN_RECIPE,
         epochs=epochs,
         batch_size=batch_size,
         max_steps=max_steps,
-        lr=lr,
-        device=device,
         seed=seed,
+        **({"lr": lr} if lr is not None else {}),
+    )
+    config = PretrainConfig(
+        image_dirs=tuple(str(d) for d in image_dirs),
+        runtime=PretrainRuntime(out_dir=str(out_dir), device=device),
+        preset=preset,
         init=init,
-        **RECIPES["spark"],
+        recipe=recipe,
     )
 
     def forward(stats: dict[str, Any]) -> None:

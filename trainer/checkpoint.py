@@ -38,7 +38,7 @@ _META_KEY = "faceparse"
 _OPT_PREFIX = "optimizer.state."
 CHECKSUM_KEY = "tensor_sha256"
 # Files shipped before the checksum was stored: SHA-256 of the header (length prefix and JSON)
-# -> SHA-256 of the data section. The starter models in assets/models, which every project
+# -> SHA-256 of the data section. The starter models in trainer/assets/models, which every project
 # starts from.
 _DIGESTS_OF_OLDER_FILES = {
     "5aad9cd74dd8f8454bf51d3c5a3fe3212b32c76214091cb116a3dd8063a011de": (  # starter_backbone
@@ -336,8 +336,6 @@ def model_config_from_meta(
             path,
             f"num_classes {value['num_classes']!r}, but label set {label_set!r} has {classes}",
         )
-    if not isinstance(value["notes"], str):
-        value["notes"] = ""
     return ModelConfig.from_dict(value)
 
 

@@ -1,28 +1,26 @@
-"""The ``faceparse`` command line: pretrain, recon-grid, finetune, evaluate, predict, convert,
-info, export.
+"""The ``faceparse`` command line: pretrain, recon-grid, finetune, recipes, evaluate, predict,
+convert, info, export-onnx.
 
-The flags of ``pretrain`` and ``finetune`` are generated from the fields of ``PretrainConfig`` and
-``FinetuneConfig`` (help text from their docstrings), so the CLI and the Python API cannot drift
-apart. Errors this package raises on purpose (``trainer.errors``) print one line naming the file
-and exit with code 2; anything else is a bug and keeps its traceback.
+The flags of ``pretrain`` and ``finetune`` are generated from the run configs
+(``trainer.configs``; help text from their docstrings, see ``trainer.cli_flags``), so the CLI and
+the Python API cannot drift apart; ``--recipe`` names a recipe of ``trainer.recipes``. Errors
+this package raises on purpose (``trainer.errors``) print one line naming the file and exit with
+code 2; anything else is a bug and keeps its traceback. Exporting a desktop project is the app's
+command (``faceparse-studio export``): this package never imports the app.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
-import re
 import sys
-import types
-import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from trainer import __version__
+from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
 from trainer.errors import FaceParseError
 
 log = logging.getLogger("trainer.cli")
@@ -33,113 +31,22 @@ EXIT_INTERRUPTED = 130
 DEVICE_HELP = "compute device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
 
 
-class UsageError(FaceParseError):
-    """A flag value the configs reject (e.g. a fraction above 1)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Dataclass -> flags
-
-
-def _field_help(cls: type) -> dict[str, str]:
-    """Per-field help from a Google-style ``Args:`` section ("name: text", "a, b: text")."""
-    doc = cls.__doc__ or ""
-    helps: dict[str, str] = {}
-    current: list[str] = []
-    for line in doc.split("Args:", 1)[-1].splitlines():
-        match = re.match(r"^\s{4,8}([a-z_][a-z0-9_, ]*):\s*(.*)$", line)
-        if match and not line.startswith(" " * 12):
-            current = [n.strip() for n in match.group(1).split(",")]
-            for name in current:
-                helps[name] = match.group(2).strip()
-        elif line.strip() and current:
-            for name in current:
-                helps[name] += " " + line.strip()
-        elif not line.strip():
-            current = []
-    return {k: v.replace("%", "%%").replace("``", "") for k, v in helps.items()}
-
-
-def _unwrap_optional(tp: Any) -> Any:
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return rest[0] if len(rest) == 1 else str
-    return tp
-
-
-def add_dataclass_flags(
-    parser: argparse.ArgumentParser,
-    cls: type,
-    skip: Sequence[str] = (),
-    overrides: dict[str, dict[str, Any]] | None = None,
-) -> None:
-    """Add one ``--flag`` per field of a (frozen) config dataclass.
-
-    Fields without a default become required flags; bools become ``--x/--no-x``; tuples of a
-    fixed length take that many values; sequences take one or more values; Literals are choices.
-    """
-    hints = typing.get_type_hints(cls)
-    helps = _field_help(cls)
-    overrides = overrides or {}
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        tp = _unwrap_optional(hints[f.name])
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
-        kwargs: dict[str, Any] = {"dest": f.name, "help": helps.get(f.name, "")}
-        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-        if has_default:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            kwargs["default"] = default
-            if default is not None and tp is not bool:
-                kwargs["help"] += f" (default: {default})"
-        else:
-            kwargs["required"] = True
-        if tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif origin is typing.Literal:
-            kwargs["choices"] = list(args)
-        elif origin in (tuple, list, Sequence) or tp in (tuple, list):
-            if origin is tuple and args and args[-1] is not Ellipsis:
-                kwargs.update(nargs=len(args), type=args[0])
-            else:
-                kwargs.update(nargs="+", type=args[0] if args else str)
-        elif tp in (int, float, str):
-            kwargs["type"] = tp
-        else:
-            kwargs["type"] = str
-        kwargs.update(overrides.get(f.name, {}))
-        parser.add_argument(flag, **kwargs)
-
-
-def config_from_args(cls: type, args: argparse.Namespace) -> Any:
-    """Build a config dataclass from parsed flags; a rejected value becomes a UsageError."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    for name, value in values.items():
-        if isinstance(value, list):
-            values[name] = tuple(value)
-    try:
-        return cls(**values)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(str(exc)) from None
-
-
 # ---------------------------------------------------------------------------------------------
 # Commands
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from trainer.checkpoint import read_metadata
-    from trainer.pretrain import FINAL_NAME, PretrainConfig, pretrain
+    from trainer.configs import PretrainConfig
+    from trainer.pretrain import pretrain
+    from trainer.run_files import RunFiles
 
-    config = config_from_args(PretrainConfig, args)
+    config = run_config_from_args(PretrainConfig, args)
     try:
         path = pretrain(config, resume=args.resume)
     except KeyboardInterrupt:
         # The run saved its state on the way out (if it had started); say how to go on.
-        last = Path(config.out_dir) / FINAL_NAME
+        last = RunFiles(config.runtime.out_dir, "pretrain").last
         try:
             step = read_metadata(last).get("step")
         except FaceParseError:
@@ -165,9 +72,10 @@ def _cmd_recon_grid(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from trainer.finetune import FinetuneConfig, finetune, result_summary
+    from trainer.configs import FinetuneConfig
+    from trainer.finetune import finetune, result_summary
 
-    config = config_from_args(FinetuneConfig, args)
+    config = run_config_from_args(FinetuneConfig, args)
     result = finetune(config)
     if result.metrics:
         from trainer.evaluate import format_table
@@ -178,24 +86,14 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_labeled_set(root: Path, split: str) -> Sequence[Any]:
-    """A LaPa split, or a CelebAMask-HQ folder read in LaPa classes."""
-    from trainer.finetune import detect_format
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from trainer.recipes import FINETUNE_RECIPES, PRETRAIN_RECIPES
 
-    if not root.is_dir():
-        raise FaceParseError(f"{root}: dataset folder not found")
-    if not (root / split / "images").is_dir():
-        try:
-            fmt = detect_format(root)
-        except FaceParseError:
-            fmt = "lapa"  # let the LaPa reader name the folder that is missing
-        if fmt == "celebamask":
-            from trainer.data.celebamask import CelebAMaskDataset
-
-            return CelebAMaskDataset(root, label_set="lapa")
-    from trainer.data.lapa import LapaDataset
-
-    return LapaDataset(root, split=split)
+    print("fine-tuning recipes (faceparse finetune --recipe NAME):")
+    print(recipe_table(FINETUNE_RECIPES))
+    print("stage-1 recipes (faceparse pretrain --recipe NAME):")
+    print(recipe_table(PRETRAIN_RECIPES))
+    return 0
 
 
 def _add_framing(p: argparse.ArgumentParser) -> None:
@@ -216,7 +114,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from trainer.predict import Predictor
 
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, framing=args.framing)
-    dataset = _open_labeled_set(Path(args.data), args.split)
+    from trainer.data.labeled import open_split
+
+    dataset = open_split(args.data, args.split)
     results = evaluate(predictor, dataset, batch_size=args.batch_size)
     print(format_table(results))
     print(f"framing: {args.framing}")
@@ -271,16 +171,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    # The one place trainer reaches into faceparse_app: the CLI is the single entry point for
-    # both. Imported lazily so `import trainer` (and every other command) never needs the app.
-    from faceparse_app.export import export_project
-
-    counts = export_project(
-        args.project, args.out, reviewed_only=args.reviewed_only,
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+    # Exporting a project is the desktop app's command; the trainer never imports the app.
+    print(
+        "faceparse export: moved to the desktop app's command line: faceparse-studio export "
+        "PROJECT OUT [--reviewed-only] [--val-fraction F] [--test-fraction F] [--seed N]",
+        file=sys.stderr,
     )
-    print(f"exported {json.dumps(counts)} -> {args.out}")
-    return 0
+    return EXIT_USER_ERROR
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -297,9 +194,9 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``faceparse`` argument parser."""
-    from trainer.finetune import FinetuneConfig
+    from trainer.configs import FinetuneConfig, PretrainConfig
     from trainer.models import PRESETS
-    from trainer.pretrain import PretrainConfig
+    from trainer.recipes import FINETUNE_RECIPES, PRETRAIN_RECIPES
 
     parser = argparse.ArgumentParser(
         prog="faceparse",
@@ -310,17 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("pretrain", help="stage 1: masked self-supervised pretraining on unlabeled faces")
-    add_dataclass_flags(
-        p, PretrainConfig,
-        overrides={
-            "device": {"help": DEVICE_HELP},
-            "preset": {"choices": sorted(PRESETS)},
-            # Its docstring shares one line between epochs and batch_size.
-            "epochs": {
-                "help": "passes over the images "
-                f"(default: {PretrainConfig.__dataclass_fields__['epochs'].default})"
-            },
-        },
+    add_run_config_flags(
+        p, PretrainConfig, PRETRAIN_RECIPES,
+        overrides={"device": {"help": DEVICE_HELP}, "preset": {"choices": sorted(PRESETS)}},
     )
     p.add_argument(
         "--resume",
@@ -341,12 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_recon_grid)
 
     p = sub.add_parser("finetune", help="stage 2: fine-tune a parser on a labeled subset")
-    add_dataclass_flags(
-        p, FinetuneConfig,
+    add_run_config_flags(
+        p, FinetuneConfig, FINETUNE_RECIPES,
         overrides={
             "device": {"help": DEVICE_HELP},
             "preset": {"choices": sorted(PRESETS)},
             "init": {"metavar": "ssl[:CKPT]|imagenet|scratch|ckpt[:CKPT]"},
+            "data": {
+                "required": True,
+                "help": "dataset folder (LaPa layout, or CelebAMask-HQ mapped to LaPa classes)",
+            },
         },
     )
     p.set_defaults(func=_cmd_finetune)
@@ -383,13 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint (.safetensors)")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("export", help="a FaceParse Studio project -> LaPa layout")
-    p.add_argument("project", help="project folder")
-    p.add_argument("out", help="LaPa dataset root to write")
-    p.add_argument("--reviewed-only", action="store_true", help="only images marked reviewed")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share written to val/ (default: 0.1)")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="share written to test/ (default: 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split")
+    p = sub.add_parser("recipes", help="the named recipes of both stages and their settings")
+    p.set_defaults(func=_cmd_recipes)
+
+    # Moved to `faceparse-studio export`; kept to say so (any arguments).
+    p = sub.add_parser("export", help="moved: use faceparse-studio export")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("export-onnx", help="a fine-tuned checkpoint -> ONNX (parity-checked)")

@@ -80,13 +80,6 @@ def init_distributed(device: str | None = "auto") -> DistInfo:
     return DistInfo(rank, world_size, local_rank, chosen, created)
 
 
-def is_main_process() -> bool:
-    """True on rank 0, and in any single-process run."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():

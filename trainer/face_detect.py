@@ -39,7 +39,7 @@ class WholeImageFinder:
 
 # -------------------------------------------------------------------- YuNet (libfacedetection)
 # The weights are compiled into the ``yuface`` wheel (libfacedetection, 3-clause BSD; see
-# assets/models/MODEL_CARD.md): nothing is downloaded, nothing is unpickled.
+# trainer/assets/models/MODEL_CARD.md): nothing is downloaded, nothing is unpickled.
 
 # The detector's points on the training crops, in crop units: medians of YuNet's eye points and
 # mouth-corner midpoint over the 700 CelebAMask-HQ crops (python -m bench.face_framing). A face's

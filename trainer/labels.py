@@ -31,11 +31,6 @@ class LabelSet:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    @property
-    def foreground(self) -> tuple[int, ...]:
-        """Every class but background (0)."""
-        return tuple(range(1, self.num_classes))
-
     def flip_lut(self) -> np.ndarray:
         """(256,) uint8 lookup table applied to a label map after a horizontal flip."""
         lut = np.arange(256, dtype=np.uint8)

@@ -7,15 +7,12 @@ CUDA sums its errors at full precision.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-Region = Literal["center", "masked"]
-ClassWeighting = Literal["none", "enet", "median-frequency"]
-CLASS_WEIGHTINGS: tuple[str, ...] = get_args(ClassWeighting)
+from trainer.recipes import CLASS_WEIGHTINGS, ClassWeighting, Region
 
 
 def default_patch(image_size: int) -> int:

@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-IGNORE_INDEX = 255
-
 
 class ConfusionMatrix:
     """An accumulating (num_classes, num_classes) confusion matrix; rows = target, cols = pred.
@@ -61,12 +59,6 @@ class ConfusionMatrix:
         self.matrix += np.bincount(idx, minlength=self.num_classes**2).reshape(
             self.num_classes, self.num_classes
         )
-
-    def merge(self, other: ConfusionMatrix) -> None:
-        """Add another matrix (e.g. from another worker) into this one."""
-        if other.num_classes != self.num_classes:
-            raise ValueError("cannot merge confusion matrices of different class counts")
-        self.matrix += other.matrix
 
     @property
     def total(self) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,6 @@ class ModelConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     num_classes: int = 11
     label_set: str = "lapa"
-    notes: str = field(default="", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,8 +65,6 @@ PRESETS: dict[str, ModelConfig] = {
     # The paper's setting: UNet++ with a ResNet-50 encoder on 512×512 faces.
     "paper": ModelConfig(preset="paper", encoder_name="resnet50", input_size=512),
     # CPU-friendly, same two-stage design: MobileNetV2 UNet++ at 256 px.
-    # Measured on the 2-core dev machine (BENCHMARKS.md): 0.5 s per 512² face vs 4.2 s for
-    # resnet50, and a 256-px batch-4 training step 1.9 s vs 15 s.
     "lite": ModelConfig(preset="lite", encoder_name="mobilenet_v2", input_size=256),
     # For tests and smoke runs only: a narrow decoder so a CPU step takes milliseconds.
     "tiny": ModelConfig(

@@ -1,4 +1,5 @@
-"""The starter models shipped in ``assets/models/`` (issue 5 §3), and weights-only copies.
+"""The starter models shipped inside the package (``trainer/assets/models/``), and
+weights-only copies.
 
 - ``starter_backbone.safetensors``: stage 1 (lite preset) on every shared photo; what
   ``faceparse finetune --init ssl`` (no path) and the app's fine-tuning start from when a project
@@ -6,19 +7,23 @@
 - ``starter_parser.safetensors``: that backbone fine-tuned on the 700 labeled dev faces; the app
   pre-labels with it until a project has a parser of its own (``--init ckpt`` with no path).
 
-``bench/build_starters.py`` builds both; ``assets/models/MODEL_CARD.md`` says how and how well.
+They are package data, found through :mod:`importlib.resources`, so a wheel or a non-editable
+``pip install .`` has them as a source checkout does. ``MODEL_CARD.md`` beside them says how they
+were built and what they may be used for.
 """
 
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from trainer.checkpoint import load_model, save_checkpoint
 from trainer.errors import CheckpointError
 
-STARTER_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
+# Installed packages are plain folders (wheels are unpacked), so the resource is a real path.
+STARTER_DIR = Path(str(files("trainer") / "assets" / "models"))
 STARTER_BACKBONE = STARTER_DIR / "starter_backbone.safetensors"
 STARTER_PARSER = STARTER_DIR / "starter_parser.safetensors"
 _WRITTEN_BY_SAVE = (
@@ -31,7 +36,7 @@ def resolve_init(init: str) -> str:
     """Expand a bare ``ssl`` / ``ckpt`` init to the shipped starter backbone / parser.
 
     Raises:
-        CheckpointError: the starter file is not there (a checkout without assets/models).
+        CheckpointError: the starter file is not there (an installation without them).
     """
     for kind, path, what in (
         ("ssl", STARTER_BACKBONE, "backbone"),

@@ -11,8 +11,6 @@ import torch
 
 from faceparse_app.model_store import ModelStore
 from faceparse_app.training import (
-    FRESH_HEAD_LR,
-    PARSER_LR,
     LabeledFile,
     LazySamples,
     TrainingError,
@@ -25,10 +23,12 @@ from faceparse_app.training import (
 )
 from tests.conftest import synthetic_face
 from trainer.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from trainer.configs import stored_config
 from trainer.data.imageio import write_image, write_label
 from trainer.data.sample import Sample
 from trainer.models import build_model, get_preset
 from trainer.predict import Predictor
+from trainer.recipes import finetune_recipe, pretrain_recipe
 
 TINY = {"preset": "tiny", "batch_size": 2, "device": "cpu"}
 
@@ -175,7 +175,9 @@ def test_finetune_job_continues_a_parser_at_a_lower_rate_than_a_fresh_head(faces
     model = build_model(get_preset("tiny"), ("parsing",))
     parser = save_checkpoint(tmp_path / "p.safetensors", model, "finetune")
     backbone = save_checkpoint(tmp_path / "bb.safetensors", model, "pretrain")
-    expected = {"parser": PARSER_LR, "backbone": FRESH_HEAD_LR, "explicit": 5e-3}
+    parser_lr = finetune_recipe("continue-parser").lr
+    fresh_head_lr = finetune_recipe("head-on-backbone").lr
+    expected = {"parser": parser_lr, "backbone": fresh_head_lr, "explicit": 5e-3}
     for name, start, lr in (
         ("parser", parser, None),
         ("backbone", backbone, None),
@@ -188,8 +190,9 @@ def test_finetune_job_continues_a_parser_at_a_lower_rate_than_a_fresh_head(faces
         )  # fmt: skip
         peak = max(p["lr"] for p in progress if p["phase"] == "train")  # the rate it trained at
         assert peak == pytest.approx(expected[name]), name
-        assert read_metadata(result.last_path)["training"]["lr"] == pytest.approx(expected[name])
-    assert PARSER_LR < FRESH_HEAD_LR
+        stored = stored_config(read_metadata(result.last_path))
+        assert stored.recipe.lr == pytest.approx(expected[name])
+    assert parser_lr < fresh_head_lr
 
 
 def test_finetune_crash_raises_with_the_reason_and_publishes_nothing(tmp_path):
@@ -239,7 +242,7 @@ def test_pretrain_job_resumes_and_publishes_a_backbone(faces_dir, tmp_path):
     assert [p["step"] for p in more] == [2]
     assert all(p["phase"] == "pretrain" for p in more)
     assert second.version is not None and second.version.kind == "backbone"
-    assert store.backbone_for_finetune() == second.version.path
+    assert store.active("backbone") == second.version
     assert pretrain_resume_point(out) is None  # finished: nothing left to resume
 
 
@@ -253,8 +256,9 @@ def test_pretrain_job_continues_a_backbone_with_the_starters_recipe(faces_dir, t
         device="cpu", init_backbone=path,
     )  # fmt: skip
     ckpt = load_checkpoint(result.path)
-    assert ckpt.config.preset == "tiny" and ckpt.meta["training"]["init"] == str(path)
-    assert ckpt.meta["training"]["loss_region"] == "masked" and ckpt.meta["training"]["norm_pix"]
+    stored = stored_config(ckpt.meta)
+    assert ckpt.config.preset == "tiny" and stored.init == str(path)
+    assert stored.recipe == pretrain_recipe("spark", epochs=1, batch_size=2, lr=1e-9)
     assert 0.6 <= ckpt.meta["masked_share"] <= 0.66
     # At a vanishing rate the weights are still the backbone's: it was continued, not replaced.
     start = backbone.state_dict()["encoder.features.0.0.weight"]

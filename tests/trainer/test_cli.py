@@ -16,6 +16,7 @@ from tests.conftest import ROOT, synthetic_face, write_synthetic_lapa
 from tests.trainer.test_imageio import write_huge_png
 from trainer.checkpoint import read_metadata, save_checkpoint
 from trainer.cli import main
+from trainer.configs import stored_config
 from trainer.models import build_model, get_preset
 
 
@@ -45,7 +46,7 @@ def test_module_entry_point_help() -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    for command in ("pretrain", "recon-grid", "finetune", "evaluate", "predict", "convert", "info", "export"):
+    for command in ("pretrain", "recon-grid", "finetune", "recipes", "evaluate", "predict", "convert", "info"):
         assert command in proc.stdout
 
 
@@ -70,7 +71,7 @@ def test_pretrain_info_and_recon_grid(lapa: Path, tmp_path: Path, capsys) -> Non
     )
     assert code == 0, err
     assert read_metadata(ckpt)["step"] == 2
-    assert read_metadata(ckpt)["training"]["augment"] == "affine"
+    assert stored_config(read_metadata(ckpt)).recipe.augment == "affine"
     grid = tmp_path / "grid.png"
     code, out, err = run(
         capsys, "recon-grid", str(ckpt), str(lapa / "train" / "images"), "--out", str(grid),
@@ -114,7 +115,7 @@ def test_finetune_with_a_label_fraction(lapa: Path, tmp_path: Path, capsys) -> N
     assert "finetune_best.safetensors" in out and "mean F1 (fg)" in out
     meta = read_metadata(tmp_path / "finetune_best.safetensors")
     assert len(meta["label_subset"]) == 3 and meta["fraction"] == 0.5
-    assert meta["training"]["class_weighting"] == "median-frequency"
+    assert stored_config(meta).recipe.class_weighting == "median-frequency"
     assert len(meta["class_weights"]) == 11
     code, _, err = run(capsys, "finetune", "--data", str(lapa), "--class-weighting", "inverse")
     assert code != 0 and "median-frequency" in err  # the choices are listed
@@ -197,21 +198,11 @@ def test_convert_celebamask_to_lapa(tmp_path: Path, capsys) -> None:
     assert label[15, 45] == 5 and label[35, 2] == 1  # LaPa right eye (viewer's), ear -> skin
 
 
-def test_export_a_project(tmp_path: Path, capsys) -> None:
-    from faceparse_app.project import Project
-
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray(synthetic_face(64, i)[0]).save(folder / f"f{i}.png")
-    with Project.open(folder) as project:
-        for rec in project.images():
-            project.save_label(rec, synthetic_face(64, 0)[1], status="reviewed")
-    code, out, err = run(
-        capsys, "export", str(folder), str(tmp_path / "out"), "--val-fraction", "0", "--test-fraction", "0"
-    )
-    assert code == 0, err
-    assert len(list((tmp_path / "out" / "train" / "labels").glob("*.png"))) == 3
+def test_export_says_where_it_moved(tmp_path: Path, capsys) -> None:
+    # Exporting a desktop project is the app's command: the trainer never imports the app.
+    code, out, err = run(capsys, "export", str(tmp_path), str(tmp_path / "out"), "--seed", "1")
+    assert code == 2 and "faceparse-studio export PROJECT OUT" in err
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ import torch.multiprocessing as mp
 
 from tests.conftest import synthetic_face
 from trainer.checkpoint import load_checkpoint
+from trainer.configs import PretrainConfig
 from trainer.data.imageio import write_image
-from trainer.distributed import DistInfo, init_distributed, is_main_process, wrap_model
-from trainer.engine import read_jsonl, seed_everything
+from trainer.distributed import DistInfo, init_distributed, wrap_model
+from trainer.engine import seed_everything
+from trainer.hooks import read_jsonl
 from trainer.models import build_model, get_preset
 
 WORLD_SIZE = 2
@@ -54,7 +56,7 @@ def _worker(rank: int, images: str, root: str, port: int) -> None:
         with open(marker, "a") as f:
             f.write(f"{stats['step']} {stats['rank']}\n")
 
-    config = pretrain_module.PretrainConfig(
+    config = PretrainConfig.from_flat(dict(
         image_dirs=(images,),
         # Each rank gets its own out_dir so the test can see who wrote what.
         out_dir=str(Path(root) / f"out_rank{rank}"),
@@ -63,7 +65,7 @@ def _worker(rank: int, images: str, root: str, port: int) -> None:
         batch_size=2,  # 8 faces / 2 ranks / batch 2 = 2 steps
         device="cpu",
         channels_last=False,
-    )
+    ))
     pretrain_module.pretrain(config, on_progress=on_progress)
     # Parameters only: BatchNorm running statistics are per rank between forwards (DDP
     # broadcasts rank 0's at the start of each), and rank 0's are what the checkpoint keeps.
@@ -85,9 +87,9 @@ def test_two_gloo_ranks_train_in_step_and_only_rank_0_writes(tmp_path) -> None:
         assert [line for line in lines if line] == [f"1 {rank}", f"2 {rank}"]
 
     written = sorted(p.name for p in (tmp_path / "out_rank0").iterdir())
-    assert written == ["metrics.jsonl", "pretrain_last.safetensors"]
+    assert written == ["pretrain_last.safetensors", "pretrain_log.jsonl"]
     assert not (tmp_path / "out_rank1").exists() or not any((tmp_path / "out_rank1").iterdir())
-    assert [r["step"] for r in read_jsonl(tmp_path / "out_rank0" / "metrics.jsonl")] == [1, 2]
+    assert [r["step"] for r in read_jsonl(tmp_path / "out_rank0" / "pretrain_log.jsonl")] == [1, 2]
     ckpt = load_checkpoint(tmp_path / "out_rank0" / "pretrain_last.safetensors")
     assert ckpt.meta["step"] == 2 and ckpt.meta["world_size"] == 2
     assert ckpt.meta["num_images"] == 8
@@ -108,6 +110,5 @@ def test_single_process_needs_no_process_group(monkeypatch) -> None:
     monkeypatch.delenv("RANK", raising=False)
     info = init_distributed("cpu")
     assert info == DistInfo(device=torch.device("cpu")) and info.is_main
-    assert is_main_process()
     model = torch.nn.Linear(2, 2)
     assert wrap_model(model, info) is model

@@ -8,19 +8,15 @@ import pytest
 import torch
 
 from trainer.engine import (
-    CallbackHook,
     DeviceError,
     Hook,
-    JsonlLogger,
-    PeriodicCheckpoint,
-    ProgressBar,
     TrainLoop,
     autocast_for,
     make_scheduler,
-    read_jsonl,
     select_device,
     warmup_cosine,
 )
+from trainer.hooks import CallbackHook, JsonlLogger, PeriodicCheckpoint, ProgressBar, read_jsonl
 
 
 def test_select_device_honours_cpu_and_rejects_missing_devices() -> None:
@@ -191,7 +187,7 @@ def test_progress_bar_shows_loss_on_rank_0_and_stays_silent_elsewhere(monkeypatc
 def test_checkpoints_also_follow_the_clock(monkeypatch) -> None:
     # A slow run (large preset, a CPU) may take minutes a step; a kill then must not lose them.
     clock = {"now": 0.0}
-    monkeypatch.setattr("trainer.engine.time.monotonic", lambda: clock["now"])
+    monkeypatch.setattr("trainer.hooks.time.monotonic", lambda: clock["now"])
 
     def step_fn(batch: int) -> dict[str, float]:
         clock["now"] += 40.0  # 40 s a step

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.trainer.test_predict import _photo_with_faces
+from trainer.configs import stored_config
 from trainer.data.face_crops import FaceCropSamples
 from trainer.data.sample import Sample
 from trainer.faces import TEMPLATE
@@ -40,14 +41,14 @@ def test_each_labeled_face_is_one_upright_crop_and_faceless_photos_are_left_out(
 
 def test_finetune_with_detect_framing_trains_on_the_crops(tmp_path: Path) -> None:
     samples = _samples()
-    config = FinetuneConfig(
-        data="", out_dir=str(tmp_path / "run"), preset="tiny", max_steps=3, batch_size=2,
+    config = FinetuneConfig.from_flat(dict(
+        out_dir=str(tmp_path / "run"), preset="tiny", max_steps=3, batch_size=2,
         device="cpu", val_split=None, progress_bar=False, framing="detect",
-    )  # fmt: skip
+    ))  # fmt: skip
     result = finetune_on_samples(config, samples, samples[:2])
     from trainer.checkpoint import read_metadata
 
     meta = read_metadata(result.best_path)
-    assert meta["training"]["framing"] == "detect"
+    assert stored_config(meta).data.framing == "detect"
     assert meta["face_crops"] == 3 and meta["photos_without_a_face"] == ["nobody"]
     assert result.metrics["num_images"] == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -13,15 +12,12 @@ import torch
 
 from tests.conftest import synthetic_face, write_synthetic_lapa
 from trainer.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from trainer.configs import FinetuneConfig, stored_config
 from trainer.data.lapa import LapaDataset
 from trainer.data.sample import Sample
 from trainer.errors import CheckpointError, DatasetError, FaceParseError
-from trainer.finetune import (
-    FinetuneConfig,
-    build_finetune_model,
-    finetune,
-    finetune_on_samples,
-)
+from trainer.finetune import finetune, finetune_on_samples
+from trainer.finetune_model import build_finetune_model
 from trainer.metrics import ConfusionMatrix
 from trainer.models import build_model, get_preset
 from trainer.subsets import select_labeled_subset
@@ -82,7 +78,7 @@ def _config(lapa: Path, out: Path, **changes) -> FinetuneConfig:
         device="cpu", warmup_steps=0, progress_bar=False,
     )
     base.update(changes)
-    return FinetuneConfig(**base)
+    return FinetuneConfig.from_flat(base)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +144,7 @@ def test_head_only_share_holds_that_share_of_a_run_and_logs_it(
     assert [r["backbone_held"] for r in log] == [True, True, False, False, False]
     assert read_metadata(result.last_path)["backbone_held_steps"] == 2
     # A fixed hold longer than the share wins.
-    longer = dataclasses.replace(config, out_dir=str(tmp_path / "run2"), head_only_steps=3)
+    longer = config.changed(out_dir=str(tmp_path / "run2"), head_only_steps=3)
     assert read_metadata(finetune(longer).last_path)["backbone_held_steps"] == 3
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="head_only_share"):
@@ -159,7 +155,7 @@ def _fresh_head(ssl_ckpt: Path) -> torch.Tensor:
     """The FP decoder a fine-tune from ``ssl_ckpt`` starts with (seed 0)."""
     torch.manual_seed(0)
     model, _ = build_finetune_model(
-        FinetuneConfig(data="", out_dir="", init=f"ssl:{ssl_ckpt}", device="cpu")
+        FinetuneConfig.from_flat(dict(out_dir="", init=f"ssl:{ssl_ckpt}", device="cpu"))
     )
     return model.state_dict()["heads.parsing.weight"]
 
@@ -178,7 +174,7 @@ def test_ckpt_init_continues_a_parser_and_imagenet_asks_for_imagenet_weights(
         asked.append(encoder_weights)
         return build_model(config, heads)
 
-    monkeypatch.setattr("trainer.finetune.build_model", fake_build)
+    monkeypatch.setattr("trainer.finetune_model.build_model", fake_build)
     build_finetune_model(_config(lapa, tmp_path, init="imagenet"))
     build_finetune_model(_config(lapa, tmp_path, init="scratch"))
     assert asked == ["imagenet", None]
@@ -215,7 +211,7 @@ def test_same_subset_for_every_init_recorded_in_the_checkpoint(
             assert meta["label_subset"] == expected
             assert meta["subset_seed"] == 5 and meta["num_labeled"] == 3
             assert meta["stage"] == "finetune" and meta["init"] == init
-            assert meta["training"]["num_labeled"] == 3
+            assert stored_config(meta).data.num_labeled == 3
 
 
 def test_class_weighting_weighs_the_small_parts_up_and_changes_the_loss(
@@ -228,7 +224,7 @@ def test_class_weighting_weighs_the_small_parts_up_and_changes_the_loss(
         first_step = (out / "finetune_log.jsonl").read_text().splitlines()[0]
         first_losses[scheme] = json.loads(first_step)["loss"]
         meta = read_metadata(result.last_path)
-        assert meta["training"]["class_weighting"] == scheme
+        assert stored_config(meta).recipe.class_weighting == scheme
     weights = meta["class_weights"]
     assert len(weights) == 11
     skin, eye, hair = weights[1], weights[4], weights[10]
@@ -309,8 +305,12 @@ def test_in_memory_samples_cancel_and_no_validation(tmp_path: Path) -> None:
     assert read_metadata(result.best_path)["step"] == 2
 
 
+def _faces(first_seed: int, n: int) -> list[Sample]:
+    return [Sample(*synthetic_face(64, first_seed + i), f"{i:05d}", Path(f"{i:05d}.png"), None) for i in range(n)]
+
+
 def test_ctrl_c_keeps_the_weights_trained_so_far(tmp_path: Path) -> None:
-    faces = [synthetic_face(64, 70 + i) for i in range(4)]
+    faces = _faces(70, 4)
     # A kill in the middle of an earlier run's write left its temp file.
     (tmp_path / ".finetune_last.safetensors.k1ll3d.tmp").write_bytes(b"half a checkpoint")
 
@@ -350,9 +350,12 @@ def test_trains_on_celebamask_folders_in_lapa_classes(tmp_path: Path) -> None:
         finetune(_config(src, tmp_path / "out2"))
 
 
-def test_plain_image_label_arrays_train_and_validate(tmp_path: Path) -> None:
-    faces = [synthetic_face(64, 60 + i) for i in range(3)]
+def test_a_list_of_samples_trains_and_validates_and_tuples_are_refused(tmp_path: Path) -> None:
+    faces = _faces(60, 3)
     config = _config(Path("unused"), tmp_path, batch_size=2, max_steps=1)
     result = finetune_on_samples(config, faces[:2], faces[2:])
     assert result.metrics["num_images"] == 1 and result.metrics["mean_f1"] is not None
     assert read_metadata(result.best_path)["label_subset"] == ["00000", "00001"]
+    pairs = [synthetic_face(64, 60 + i) for i in range(2)]
+    with pytest.raises(TypeError, match="item 0 is a tuple, not a trainer.data.sample.Sample"):
+        finetune_on_samples(config, pairs, None)

@@ -17,15 +17,21 @@ from PIL import Image
 
 from tests.conftest import ROOT, synthetic_face
 from trainer.checkpoint import load_checkpoint, load_model, save_checkpoint
+from trainer.configs import PretrainConfig, stored_config
 from trainer.data.imageio import write_image
-from trainer.engine import read_jsonl
 from trainer.errors import CheckpointError, DatasetError
-from trainer.pretrain import PretrainConfig, pretrain
+from trainer.hooks import read_jsonl
+from trainer.pretrain import pretrain
 from trainer.visualize import grid_shape, write_reconstruction_grid
 
 # 8 faces, batch 2: 4 steps per epoch, 8 steps in all.
 RUN = {"preset": "tiny", "epochs": 2, "batch_size": 2, "lr": 3e-3, "seed": 0, "device": "cpu"}
 TOTAL_STEPS = 8
+
+
+def _config(**settings) -> PretrainConfig:
+    """A stage-1 config from flat settings (the CLI's names)."""
+    return PretrainConfig.from_flat(settings)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +46,7 @@ def faces(tmp_path_factory) -> Path:
 def full_run(faces, tmp_path_factory) -> tuple[Path, list[dict]]:
     out = tmp_path_factory.mktemp("full")
     progress: list[dict] = []
-    config = PretrainConfig(image_dirs=(str(faces),), out_dir=str(out), **RUN)
+    config = _config(image_dirs=(str(faces),), out_dir=str(out), **RUN)
     return pretrain(config, on_progress=progress.append), progress
 
 
@@ -53,13 +59,13 @@ def test_pretraining_lowers_the_reconstruction_loss(full_run) -> None:
     assert progress[-1]["eta_s"] == 0.0 and progress[-1]["epoch"] == 2
 
 
-def test_checkpoint_and_metrics_log_are_written(full_run) -> None:
+def test_checkpoint_and_step_log_are_written(full_run) -> None:
     path, progress = full_run
     assert path.name == "pretrain_last.safetensors" and path.is_file()
     model, ckpt = load_model(path)
     assert ckpt.stage == "pretrain" and ckpt.heads == ("reconstruction",)
     assert ckpt.meta["step"] == TOTAL_STEPS and ckpt.meta["epoch"] == 2
-    assert ckpt.meta["training"]["mask_ratio"] == 0.4
+    assert stored_config(ckpt.meta).recipe.mask_ratio == 0.4
     assert 0.4 <= ckpt.meta["masked_share"] <= 0.46
     assert ckpt.optimizer_state is not None  # resumable
     out = model(torch.zeros(1, 3, 64, 64), head="reconstruction")
@@ -70,18 +76,20 @@ def test_checkpoint_and_metrics_log_are_written(full_run) -> None:
         parser.state_dict()["encoder.features.0.0.weight"],
         model.state_dict()["encoder.features.0.0.weight"],
     )
-    records = read_jsonl(path.parent / "metrics.jsonl")
+    records = read_jsonl(path.parent / "pretrain_log.jsonl")
     assert [r["step"] for r in records] == list(range(1, TOTAL_STEPS + 1))
     assert [r["loss"] for r in records] == pytest.approx([p["loss"] for p in progress])
     assert all(r["lr"] > 0 and r["images_per_s"] > 0 for r in records)
 
 
 def test_cancel_then_resume_ends_where_an_uninterrupted_run_does(faces, full_run, tmp_path):
-    config = PretrainConfig(image_dirs=(str(faces),), out_dir=str(tmp_path), **RUN)
+    config = _config(image_dirs=(str(faces),), out_dir=str(tmp_path), **RUN)
     cancel = threading.Event()
     stopped = pretrain(config, on_progress=lambda s: s["step"] == 3 and cancel.set(), cancel=cancel)
     interrupted = load_checkpoint(stopped)
     assert interrupted.meta["step"] == 3 and interrupted.meta["cancelled"]
+    # As a run of the previous version left it: its step log was called metrics.jsonl.
+    (tmp_path / "pretrain_log.jsonl").rename(tmp_path / "metrics.jsonl")
 
     final = pretrain(config, resume=stopped)
     resumed, uninterrupted = load_checkpoint(final), load_checkpoint(full_run[0])
@@ -90,21 +98,22 @@ def test_cancel_then_resume_ends_where_an_uninterrupted_run_does(faces, full_run
     # Same data order, masks, learning rates and optimizer moments: the same weights.
     for key, value in uninterrupted.model_state.items():
         torch.testing.assert_close(resumed.model_state[key], value, rtol=1e-4, atol=1e-5)
-    steps = [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
+    steps = [r["step"] for r in read_jsonl(tmp_path / "pretrain_log.jsonl")]
     assert steps == list(range(1, TOTAL_STEPS + 1))  # the log continues, no gap, no repeat
+    assert not (tmp_path / "metrics.jsonl").exists()  # moved to the current name, not copied
 
 
 def test_loader_workers_learn_what_the_main_process_learns(faces, full_run, tmp_path) -> None:
     # Two epochs through one persistent worker: each epoch's flips reach it, so the weights are
     # the ones the in-process run (num_workers=0) ends with.
-    config = PretrainConfig(image_dirs=(str(faces),), out_dir=str(tmp_path), num_workers=1, **RUN)
+    config = _config(image_dirs=(str(faces),), out_dir=str(tmp_path), num_workers=1, **RUN)
     with_worker, in_process = load_checkpoint(pretrain(config)), load_checkpoint(full_run[0])
     for key, value in in_process.model_state.items():
         torch.testing.assert_close(with_worker.model_state[key], value, rtol=1e-4, atol=1e-5)
 
 
 def test_periodic_checkpoints_follow_the_schedule(faces, tmp_path) -> None:
-    config = PretrainConfig(
+    config = _config(
         image_dirs=(str(faces),),
         out_dir=str(tmp_path),
         checkpoint_every=2,
@@ -124,8 +133,8 @@ def test_periodic_checkpoints_follow_the_schedule(faces, tmp_path) -> None:
     ]
     assert load_checkpoint(final).meta["step"] == 5
     assert load_checkpoint(tmp_path / "pretrain_step4.safetensors").meta["step"] == 4
-    assert load_checkpoint(final).meta["training"]["norm_pix"]
-    assert load_checkpoint(final).meta["training"]["augment"] == "affine"
+    stored = stored_config(load_checkpoint(final).meta)
+    assert stored.recipe.norm_pix and stored.recipe.augment == "affine"
     # The grid maps a norm_pix model's per-patch output back to intensities.
     grid = write_reconstruction_grid(final, faces, tmp_path / "grid.png", num_images=2)
     with Image.open(grid) as im:
@@ -145,14 +154,14 @@ def test_reconstruction_grid_png(faces, full_run, tmp_path) -> None:
 
 def test_empty_folder_and_wrong_resume_file_give_clear_errors(faces, tmp_path, full_run) -> None:
     with pytest.raises(ValueError, match="'flip' or 'affine'"):
-        PretrainConfig(image_dirs=(str(faces),), out_dir=str(tmp_path), augment="crop", **RUN)
+        _config(image_dirs=(str(faces),), out_dir=str(tmp_path), augment="crop", **RUN)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no images"):
         pretrain(
-            PretrainConfig(image_dirs=(str(tmp_path / "empty"),), out_dir=str(tmp_path), **RUN)
+            _config(image_dirs=(str(tmp_path / "empty"),), out_dir=str(tmp_path), **RUN)
         )
     with pytest.raises(CheckpointError, match="does not match"):
-        config = PretrainConfig(
+        config = _config(
             image_dirs=(str(faces),),
             out_dir=str(tmp_path),
             **{**RUN, "preset": "lite"},
@@ -164,7 +173,7 @@ def test_a_run_can_start_from_another_runs_weights_at_another_size(faces, full_r
     # E.g. the starter backbone adapted to a team's own photos, or a 64-px run finished at 96 px.
     def first_loss(**extra) -> tuple[float, Path]:
         progress: list[dict] = []
-        config = PretrainConfig(
+        config = _config(
             image_dirs=(str(faces),),
             out_dir=str(tmp_path / str(len(extra))),
             **{**RUN, "epochs": 1, "input_size": 96, **extra},
@@ -176,13 +185,13 @@ def test_a_run_can_start_from_another_runs_weights_at_another_size(faces, full_r
     assert started < 0.9 * fresh  # the first step already reconstructs with the trained weights
     ckpt = load_checkpoint(started_path)
     assert ckpt.config.input_size == 96 and ckpt.meta["step"] == 4  # a schedule of its own
-    assert ckpt.meta["training"]["init"] == str(full_run[0])
+    assert stored_config(ckpt.meta).init == str(full_run[0])
 
 
 def test_a_wrong_init_file_is_refused(faces, full_run, tmp_path) -> None:
     def run(**extra) -> None:
         pretrain(
-            PretrainConfig(image_dirs=(str(faces),), out_dir=str(tmp_path), **{**RUN, **extra})
+            _config(image_dirs=(str(faces),), out_dir=str(tmp_path), **{**RUN, **extra})
         )
 
     with pytest.raises(ValueError, match="init or encoder_weights"):
@@ -207,7 +216,7 @@ def test_unreadable_photos_are_skipped_and_counted(faces, tmp_path, caplog) -> N
     (photos / "notes.png").write_text("not a picture")
     write_huge_png(photos / "huge.png")
     progress: list[dict] = []
-    config = PretrainConfig(
+    config = _config(
         image_dirs=(str(photos),), out_dir=str(tmp_path / "out"), **{**RUN, "epochs": 1}
     )
     final = pretrain(config, on_progress=progress.append)
@@ -224,7 +233,7 @@ def test_a_run_where_no_photo_can_be_read_fails_clearly(tmp_path) -> None:
     photos.mkdir()
     for i in range(3):
         (photos / f"{i}.jpg").write_bytes(b"\xff\xd8\xff truncated")
-    config = PretrainConfig(image_dirs=(str(photos),), out_dir=str(tmp_path / "out"), **RUN)
+    config = _config(image_dirs=(str(photos),), out_dir=str(tmp_path / "out"), **RUN)
     with pytest.raises(DatasetError, match=r"none of the 3 photos .* could be read"):
         pretrain(config)
 
@@ -266,13 +275,13 @@ def test_a_killed_run_resumes_from_its_last_periodic_checkpoint(faces, tmp_path)
     )
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(last).meta["step"] == 20
-    steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl")]
+    steps = [r["step"] for r in read_jsonl(out / "pretrain_log.jsonl")]
     assert steps == list(range(1, 21))  # the steps after `killed_at` were logged once, not twice
     assert not list(out.glob(".*.tmp"))
 
 
 def test_ctrl_c_leaves_a_resumable_checkpoint(faces, full_run, tmp_path) -> None:
-    config = PretrainConfig(image_dirs=(str(faces),), out_dir=str(tmp_path), **RUN)
+    config = _config(image_dirs=(str(faces),), out_dir=str(tmp_path), **RUN)
 
     def press_ctrl_c(stats: dict) -> None:
         if stats["step"] == 3:
@@ -289,7 +298,7 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(faces, full_run, tmp_path) -> None
 
 
 def test_only_the_newest_step_checkpoints_are_kept(faces, tmp_path) -> None:
-    config = PretrainConfig(
+    config = _config(
         image_dirs=(str(faces),), out_dir=str(tmp_path), checkpoint_every=1, keep_checkpoints=2,
         **RUN,
     )

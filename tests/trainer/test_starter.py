@@ -1,9 +1,10 @@
-"""The starter models shipped in assets/models: present, small, safe to load, useful, and what a
+"""The starter models shipped in trainer/assets/models: present, small, safe to load, useful, and what a
 bare ``--init ssl`` / ``--init ckpt`` starts from."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from trainer import starter
 from trainer.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from trainer.cli import main as cli_main
 from trainer.data.lapa import LapaDataset
+from trainer.data.sample import Sample
 from trainer.errors import CheckpointError
 from trainer.evaluate import evaluate
 from trainer.finetune import FinetuneConfig, finetune_on_samples
@@ -59,11 +61,12 @@ def test_bare_ssl_and_ckpt_resolve_to_the_starters(tmp_path, monkeypatch):
 
 def test_finetune_init_ssl_starts_from_the_starter_backbone(tmp_path, face):
     image, label = face
-    config = FinetuneConfig(
-        data="", out_dir=str(tmp_path), init="ssl", input_size=64, max_steps=1, batch_size=2,
+    config = FinetuneConfig.from_flat(dict(
+        out_dir=str(tmp_path), init="ssl", input_size=64, max_steps=1, batch_size=2,
         val_split=None, progress_bar=False,
-    )  # fmt: skip
-    result = finetune_on_samples(config, [(image, label, "a"), (image, label, "b")], None)
+    ))  # fmt: skip
+    faces = [Sample(image, label, name, Path(name), None) for name in ("a", "b")]
+    result = finetune_on_samples(config, faces, None)
     meta = read_metadata(result.last_path)
     assert meta["init_checkpoint"] == str(starter.STARTER_BACKBONE)
     assert meta["model"]["encoder_name"] == "mobilenet_v2"

@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from trainer.data.folders import images_by_stem
 from trainer.data.imageio import read_image, read_label
-from trainer.data.sample import Sample
+from trainer.data.sample import NamedSamples, Sample
 from trainer.errors import DatasetError, LabelMapError
 from trainer.labels import CELEBAMASK, LabelSet, celebamask_to_lapa, get_label_set
 
@@ -121,7 +121,7 @@ def _fit_image_to_label(
     return cv2.resize(image, (lw, lh), interpolation=interp)
 
 
-class CelebAMaskDataset:
+class CelebAMaskDataset(NamedSamples):
     """CelebAMask-HQ faces with labels in the LaPa or the CelebAMask-HQ class table.
 
     Args:

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trainer.data.sample import Sample
+from trainer.data.sample import NamedSamples, Sample
 from trainer.faces import crop_face, face_transform, faces_from_label, warp_label_to_crop
 
 log = logging.getLogger(__name__)
 
 
-class FaceCropSamples(Sequence[Sample]):
+class FaceCropSamples(NamedSamples):
     """Every labeled face of some photos, cropped square at ``size`` px.
 
     Listing the faces reads every label once (at construction); images are read on access.

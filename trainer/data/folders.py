@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
-from trainer.data.imageio import is_image_path, read_image
+from trainer.data.imageio import is_image_path
 from trainer.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -72,18 +70,3 @@ def images_by_stem(folder: str | os.PathLike[str]) -> dict[str, Path]:
         found[path.stem] = path
     return found
 
-
-class ImageFolder:
-    """Unlabeled images under one or more folders (recursive).
-
-    ``folder[i]`` is an (H, W, 3) uint8 RGB array; ``folder.paths[i]`` its file.
-    """
-
-    def __init__(self, roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> None:
-        self.paths = list_images(roots)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return read_image(self.paths[index])

@@ -15,7 +15,7 @@ import numpy as np
 
 from trainer.data.folders import images_by_stem
 from trainer.data.imageio import read_image, read_label
-from trainer.data.sample import Sample
+from trainer.data.sample import NamedSamples, Sample
 from trainer.errors import DatasetError, LabelMapError
 from trainer.labels import LAPA, LabelSet
 
@@ -60,7 +60,7 @@ def read_landmarks(path: str | os.PathLike[str]) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(-1, 2)
 
 
-class LapaDataset:
+class LapaDataset(NamedSamples):
     """One split of a LaPa-layout dataset, read lazily.
 
     Args:

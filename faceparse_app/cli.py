@@ -1,0 +1,66 @@
+"""The desktop app's commands that need no window: ``faceparse-studio export PROJECT OUT``.
+
+``faceparse-studio [FOLDER]`` opens the window (``faceparse_app.__main__``); a first argument
+naming one of :data:`COMMANDS` runs that command instead, without Qt. Errors in the input print
+one line and exit with code 2, as the trainer's ``faceparse`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from trainer.errors import FaceParseError
+
+COMMANDS = ("export",)
+EXIT_USER_ERROR = 2
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from faceparse_app.export import export_project
+
+    counts = export_project(
+        args.project, args.out, reviewed_only=args.reviewed_only,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+    )  # fmt: skip
+    print(f"exported {json.dumps(counts)} -> {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the app's window-less commands."""
+    parser = argparse.ArgumentParser(
+        prog="faceparse-studio",
+        description="FaceParse Studio's commands that need no window "
+        "(faceparse-studio [FOLDER] opens the window).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("export", help="a project's labeled faces -> LaPa layout")
+    p.add_argument("project", help="project folder (read only; it may be open in a window)")
+    p.add_argument("out", help="LaPa dataset root to write (new, empty, or an earlier export)")
+    p.add_argument("--reviewed-only", action="store_true", help="only images marked reviewed")
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1, help="share written to val/ (default: 0.1)"
+    )
+    p.add_argument(
+        "--test-fraction", type=float, default=0.1, help="share written to test/ (default: 0.1)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
+    p.set_defaults(func=_cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run one of the app's commands; returns the exit code (0 ok, 2 bad input or usage)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exc:  # --help, usage errors
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USER_ERROR
+    try:
+        return int(args.func(args))
+    except (FaceParseError, ValueError) as exc:
+        print(f"faceparse-studio {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR

@@ -1,0 +1,107 @@
+"""The files a training run writes into its ``--out-dir``: one naming scheme for both stages.
+
+Every file is ``<stage>_<what>``, ``<stage>`` being ``pretrain`` or ``finetune``, so the two
+stages may share a folder::
+
+    <stage>_last.safetensors      the newest state; stage 1's holds the optimizer (``--resume``)
+    <stage>_best.safetensors      stage 2: the best validation epoch (the last one without)
+    <stage>_step<N>.safetensors   stage 1: periodic checkpoints (``--checkpoint-every``)
+    <stage>_log.jsonl             one JSON object per logged step
+    <stage>_val.jsonl             stage 2: one JSON object per validation
+
+Runs written before this scheme logged stage 1 to ``metrics.jsonl``: a resumed run moves that
+log to its new name and appends to it (:meth:`RunFiles.adopt_legacy_log`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STAGES = ("pretrain", "finetune")
+# What stage 1 logged to before the <stage>_log.jsonl scheme.
+LEGACY_PRETRAIN_LOG = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The paths of one stage's files in a run folder.
+
+    Args:
+        out_dir: the run folder.
+        stage: "pretrain" or "finetune".
+    """
+
+    out_dir: Path
+    stage: str
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+
+    def _file(self, what: str) -> Path:
+        return self.out_dir / f"{self.stage}_{what}"
+
+    @property
+    def last(self) -> Path:
+        """``<stage>_last.safetensors``: the newest state."""
+        return self._file("last.safetensors")
+
+    @property
+    def best(self) -> Path:
+        """``<stage>_best.safetensors``: the best validation epoch (stage 2)."""
+        return self._file("best.safetensors")
+
+    @property
+    def log(self) -> Path:
+        """``<stage>_log.jsonl``: one JSON object per logged step."""
+        return self._file("log.jsonl")
+
+    @property
+    def val_log(self) -> Path:
+        """``<stage>_val.jsonl``: one JSON object per validation (stage 2)."""
+        return self._file("val.jsonl")
+
+    @property
+    def checkpoints_glob(self) -> str:
+        """The glob pattern of every checkpoint of this stage (last, best and step files)."""
+        return f"{self.stage}_*.safetensors"
+
+    def step(self, step: int) -> Path:
+        """``<stage>_step<N>.safetensors``: the periodic checkpoint written at ``step``."""
+        return self._file(f"step{step}.safetensors")
+
+    def step_checkpoints(self) -> list[tuple[int, Path]]:
+        """The periodic checkpoints in the folder as (step, path), oldest first."""
+        pattern = re.compile(rf"{self.stage}_step(\d+)\.safetensors")
+        found = []
+        if self.out_dir.is_dir():
+            for path in self.out_dir.glob(f"{self.stage}_step*.safetensors"):
+                match = pattern.fullmatch(path.name)
+                if match:
+                    found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def find_log(self) -> Path:
+        """The run's step log: ``<stage>_log.jsonl``, or a stage-1 run's ``metrics.jsonl`` when
+        it was written before this scheme and has not been resumed since."""
+        legacy = self.out_dir / LEGACY_PRETRAIN_LOG
+        if self.stage == "pretrain" and not self.log.exists() and legacy.is_file():
+            return legacy
+        return self.log
+
+    def adopt_legacy_log(self) -> bool:
+        """Move a stage-1 ``metrics.jsonl`` of a run written before this scheme to
+        ``pretrain_log.jsonl``, so a resumed run keeps one log. True when a file was moved."""
+        legacy = self.out_dir / LEGACY_PRETRAIN_LOG
+        if self.stage != "pretrain" or self.log.exists() or not legacy.is_file():
+            return False
+        os.replace(legacy, self.log)
+        log.info("moved %s, the log of a run written before %s, to %s", legacy, self.log.name, self.log)
+        return True
