@@ -318,7 +318,7 @@ class LoopState:
         self.start_changed.emit()
 
     def set_resume_point(self, point: Mapping[str, Any] | None) -> None:
-        """The unfinished pretraining run to offer resuming (``training.pretrain_resume_point``)."""
+        """The unfinished pretraining run to offer resuming (``pretraining.pretrain_resume_point``)."""
         self.resume_point = point
         self.resume_changed.emit()
 

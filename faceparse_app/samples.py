@@ -1,14 +1,16 @@
-"""The demo project: the public-domain sample faces in assets/samples/, copied to a user folder."""
+"""The demo project: the public-domain sample faces shipped inside the package
+(``faceparse_app/assets/samples/``, package data, so a wheel has them), copied to a user folder."""
 
 from __future__ import annotations
 
 import shutil
+from importlib.resources import files
 from pathlib import Path
 
 from trainer.data.imageio import is_image_path
 
-# assets/ sits at the repository root, beside the package.
-SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
+# Installed packages are plain folders (wheels are unpacked), so the resource is a real path.
+SAMPLES_DIR = Path(str(files("faceparse_app") / "assets" / "samples"))
 
 
 def sample_paths(samples_dir: Path = SAMPLES_DIR) -> list[Path]:

@@ -19,14 +19,10 @@ from PySide6.QtCore import QObject, Signal
 
 from faceparse_app.loop_state import LoopState, RunOutcome
 from faceparse_app.model_store import STARTER_ID, ModelStore
+from faceparse_app.pretraining import pretrain_resume_point, run_pretrain_job
 from faceparse_app.project import FINISHED
 from faceparse_app.session import AnnotationSession
-from faceparse_app.training import (
-    LabeledFile,
-    pretrain_resume_point,
-    run_finetune_on_files,
-    run_pretrain_job,
-)
+from faceparse_app.training import LabeledFile, run_finetune_on_files
 from faceparse_app.training_settings import FinetuneRequest, PretrainRequest
 from faceparse_app.workers import TRAINING_NICE, FunctionWorker, at_lower_priority
 from trainer.errors import FaceParseError

@@ -10,15 +10,14 @@ import pytest
 import torch
 
 from faceparse_app.model_store import ModelStore
+from faceparse_app.pretraining import pretrain_resume_point, run_pretrain_job
 from faceparse_app.training import (
     LabeledFile,
     LazySamples,
     TrainingError,
     prelabel,
-    pretrain_resume_point,
     run_finetune_job,
     run_finetune_on_files,
-    run_pretrain_job,
     split_holdout,
 )
 from tests.conftest import synthetic_face

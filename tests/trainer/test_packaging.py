@@ -1,5 +1,5 @@
-"""The built wheel: it ships the starter models, and an installed copy (not the source checkout)
-finds and loads them."""
+"""The built wheel: it ships the starter models and the demo photos, and an installed copy (not
+the source checkout) finds and loads them."""
 
 from __future__ import annotations
 
@@ -32,6 +32,13 @@ for path in (starter.STARTER_BACKBONE, starter.STARTER_PARSER):
     model, ckpt = load_model(path)
     assert ckpt.config.preset == "lite"
 print("starters found in", starter.STARTER_DIR)
+
+from faceparse_app import samples
+
+demo = samples.sample_paths()
+assert len(demo) >= 2, samples.SAMPLES_DIR
+assert all(p.resolve().is_relative_to(installed) for p in demo), demo
+print("demo photos found in", samples.SAMPLES_DIR)
 """
 
 
@@ -60,6 +67,8 @@ def test_a_built_wheel_ships_the_starter_models_and_an_install_finds_them(tmp_pa
         assert "License-Expression: MIT" in z.read(metadata).decode()  # the SPDX form
     for name in ("starter_backbone.safetensors", "starter_parser.safetensors", "MODEL_CARD.md"):
         assert f"trainer/assets/models/{name}" in names, sorted(names)[:20]
+    for name in ("astronaut.jpg", "cameraman.jpg", "SOURCES.md"):
+        assert f"faceparse_app/assets/samples/{name}" in names, sorted(names)[:20]
 
     site = tmp_path / "site"
     installed = subprocess.run(
