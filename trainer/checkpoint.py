@@ -30,7 +30,14 @@ from trainer import __version__
 from trainer.data.imageio import atomic_write_bytes
 from trainer.errors import CheckpointError
 from trainer.labels import LABEL_SETS, get_label_set
-from trainer.models import FEATURE_CHANNELS, PRESETS, FaceParseNet, ModelConfig, build_model
+from trainer.models import (
+    FEATURE_CHANNELS,
+    PRESETS,
+    FaceParseNet,
+    ModelConfig,
+    build_model,
+    is_pickle_file,
+)
 
 FORMAT = "faceparse-checkpoint"
 FORMAT_VERSION = 1
@@ -226,7 +233,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _check_file(path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    if path.suffix in (".pt", ".pth", ".ckpt", ".bin", ".pkl"):
+    if path.suffix in (".pt", ".pth", ".ckpt", ".bin", ".pkl") or is_pickle_file(path):
         raise CheckpointError(
             f"{path}: pickle-based checkpoints are never loaded (they can run code); "
             "use a .safetensors checkpoint written by faceparse"

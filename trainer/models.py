@@ -161,9 +161,23 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
 PICKLE_SUFFIXES = frozenset({".pth", ".pt", ".bin", ".ckpt", ".pkl", ".pickle", ".tar"})
 
 
+def is_pickle_file(path: Path) -> bool:
+    """Whether ``path`` is a torch.save file whatever its name: a zip archive (torch >= 1.6) or
+    a bare pickle stream (protocol 2-5). A safetensors file starts with its header length, a
+    little-endian integer far below these bytes' value for any header we write."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def _pickle_refused(path: Path) -> str:
     """Why a pickle is refused, and the one command that converts a trusted one."""
     target = path.with_suffix(".safetensors")
+    if target == path:  # a pickle under a safetensors name: keep the source apart
+        target = path.with_name(f"{path.stem}.converted.safetensors")
     convert = (
         "import torch; from safetensors.torch import save_file; "
         f"s = torch.load({str(path)!r}, map_location='cpu', weights_only=True); "
@@ -171,8 +185,9 @@ def _pickle_refused(path: Path) -> str:
         f"{str(target)!r})"
     )
     return (
-        f"{path}: pickle files (.pth, .pt, .bin, ...) are refused: loading one can run any code "
-        f'it holds. If you trust this file, convert it once: python -c "{convert}" and pass '
+        f"{path}: this is a pickle (a torch.save file), and pickles are refused: loading one can "
+        f'run any code it holds. If you trust this file, convert it once: python -c "{convert}" '
+        "and pass "
         f"--encoder-weights {target}"
     )
 
@@ -202,7 +217,7 @@ def load_encoder_weights(model: FaceParseNet, weights: str | None) -> None:
             f"encoder weights {weights!r}: not a file; give a local .safetensors file, "
             "'imagenet', or none"
         )
-    if path.suffix.lower() in PICKLE_SUFFIXES:
+    if path.suffix.lower() in PICKLE_SUFFIXES or is_pickle_file(path):
         raise ModelConfigError(_pickle_refused(path))
     if path.suffix.lower() != ".safetensors":
         raise ModelConfigError(f"{path}: encoder weights must be a .safetensors state dict")

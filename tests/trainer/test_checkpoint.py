@@ -264,3 +264,12 @@ def test_checkpoints_written_before_the_checksum_still_load(stage1, tmp_path) ->
     model, _ = load_model(older)
     for key, value in stage1[0].state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_a_pickle_named_safetensors_is_refused_as_a_pickle(stage1, tmp_path) -> None:
+    disguised = tmp_path / "model.safetensors"
+    torch.save({"model": {"w": torch.zeros(2)}}, disguised)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: .*pickle"):
+        load_checkpoint(disguised)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: .*pickle"):
+        read_metadata(disguised)

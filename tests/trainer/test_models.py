@@ -96,7 +96,7 @@ def test_pickled_weights_are_refused_with_a_way_to_convert_them(tmp_path):
     source = build_model(config)
     pickled = tmp_path / "encoder.pth"
     torch.save({"state_dict": source.encoder.state_dict()}, pickled)
-    with pytest.raises(ModelConfigError, match=r"encoder\.pth: pickle files .* refused") as caught:
+    with pytest.raises(ModelConfigError, match=r"encoder\.pth: this is a pickle .* refused") as caught:
         build_model(config, encoder_weights=str(pickled))
     message = str(caught.value)
     assert "\n" not in message and "weights_only=False" not in message
@@ -162,3 +162,15 @@ def test_imagenet_uses_a_cached_copy_offline(tmp_path, monkeypatch):
     model = build_model(config, encoder_weights="imagenet")
     for key, value in reference.items():
         assert torch.equal(model.encoder.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("how", ["zip", "legacy"])
+def test_a_pickle_named_safetensors_is_still_called_a_pickle(tmp_path, how):
+    # A renamed torch.save file must get the pickle advice, not "unreadable safetensors".
+    config = get_preset("tiny")
+    disguised = tmp_path / "encoder.safetensors"
+    state = build_model(config).encoder.state_dict()
+    torch.save(state, disguised, _use_new_zipfile_serialization=(how == "zip"))
+    with pytest.raises(ModelConfigError, match=r"encoder\.safetensors: .*a pickle") as caught:
+        build_model(config, encoder_weights=str(disguised))
+    assert "convert it once" in str(caught.value)
