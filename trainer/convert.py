@@ -13,15 +13,25 @@ from PIL import Image
 
 from trainer.data.celebamask import CelebAMaskDataset
 from trainer.data.imageio import atomic_write_bytes, write_image, write_label
+from trainer.data.lapa import UNFINISHED_CONVERSION
 from trainer.errors import DatasetError, ImageReadError, LabelMapError
 
-__all__ = ["ConvertIncomplete", "convert_celebamask_to_lapa", "split_names", "SKIPPED_NAME"]
+__all__ = [
+    "ConvertIncomplete",
+    "convert_celebamask_to_lapa",
+    "split_names",
+    "SKIPPED_NAME",
+    "UNFINISHED_NAME",
+]
 
 log = logging.getLogger(__name__)
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 # Written into the destination when pairs were skipped, so the dataset itself says it is short.
 SKIPPED_NAME = "convert_skipped.txt"
+# Written into the destination before the first pair and removed when the run ends, so a
+# conversion killed midway leaves a folder that every reader refuses (``LapaDataset``).
+UNFINISHED_NAME = UNFINISHED_CONVERSION
 
 
 class ConvertIncomplete(DatasetError):
@@ -103,7 +113,8 @@ def convert_celebamask_to_lapa(
     A pair whose image or label cannot be read or is inconsistent is skipped with one warning
     line and the rest are converted; the run then ends with :class:`ConvertIncomplete` naming
     the skipped pairs, which are also listed in ``dst/convert_skipped.txt`` (removed by a run
-    that converts everything).
+    that converts everything). While it runs, ``dst/convert_unfinished.txt`` marks the folder
+    as half written: a run that is killed leaves it, and ``LapaDataset`` refuses such a folder.
 
     Returns:
         split name -> number of pairs written.
@@ -119,6 +130,12 @@ def convert_celebamask_to_lapa(
     split_of = {name: s for s, names in assignment.items() for name in names}
     counts = {s: 0 for s in assignment}
     skipped: list[str] = []
+    unfinished = dst / UNFINISHED_NAME
+    atomic_write_bytes(
+        unfinished,
+        f"a conversion from {Path(src).resolve()} into this folder started and has not finished; "
+        "run `faceparse convert` again\n".encode(),
+    )
     for i in range(len(dataset)):
         try:
             sample = dataset[i]  # decodes and checks the image and its label
@@ -142,8 +159,10 @@ def convert_celebamask_to_lapa(
     listing = dst / SKIPPED_NAME
     if not skipped:
         listing.unlink(missing_ok=True)
+        unfinished.unlink()
         return counts
     atomic_write_bytes(listing, "".join(line + "\n" for line in skipped).encode("utf-8"))
+    unfinished.unlink()
     shown = "; ".join(skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
     raise ConvertIncomplete(
         f"{len(skipped)} of {len(dataset)} pairs skipped, {sum(counts.values())} written to "

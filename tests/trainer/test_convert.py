@@ -151,3 +151,33 @@ def test_bad_pairs_are_skipped_listed_and_fail_the_run(tmp_path: Path) -> None:
     write_image(src / "images" / "c.jpg", np.zeros((8, 8, 3), np.uint8))
     assert convert_celebamask_to_lapa(src, out) == {"train": 3}
     assert not (out / "convert_skipped.txt").exists()
+
+
+def test_an_interrupted_conversion_never_reads_as_a_complete_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    for name in ("a", "b", "c", "d"):
+        write_image(src / "images" / f"{name}.jpg", np.zeros((8, 8, 3), np.uint8))
+        write_label(src / "masks" / f"{name}.png", np.ones((8, 8), np.uint8))
+    out = tmp_path / "out"
+    import trainer.convert as convert_module
+
+    written: list[object] = []
+
+    def killed_after_two(path: object, label: np.ndarray) -> None:
+        if len(written) == 2:
+            raise KeyboardInterrupt  # Ctrl-C; a kill -9 leaves the folder the same way
+        write_label(path, label)
+        written.append(path)
+
+    monkeypatch.setattr(convert_module, "write_label", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        convert_celebamask_to_lapa(src, out)
+    assert len(list((out / "train" / "labels").glob("*.png"))) == 2  # half written
+    # Every reader refuses it and says what to do, instead of training on half the faces.
+    with pytest.raises(DatasetError, match=r"interrupted.*convert.*again"):
+        LapaDataset(out, "train")
+    monkeypatch.undo()
+    assert convert_celebamask_to_lapa(src, out) == {"train": 4}
+    assert len(LapaDataset(out, "train")) == 4

@@ -19,6 +19,9 @@ from trainer.data.sample import NamedSamples, Sample
 from trainer.errors import DatasetError, LabelMapError
 from trainer.labels import LAPA, LabelSet
 
+# Left in a dataset folder by a ``faceparse convert`` that has not finished (killed midway).
+UNFINISHED_CONVERSION = "convert_unfinished.txt"
+
 __all__ = ["LapaDataset", "Sample", "read_landmarks"]
 
 log = logging.getLogger(__name__)
@@ -69,7 +72,8 @@ class LapaDataset(NamedSamples):
         require_labels: when True, every image must have ``labels/<stem>.png``.
 
     Raises:
-        DatasetError: the split or its ``images/`` folder is missing, or two images share a stem.
+        DatasetError: the split or its ``images/`` folder is missing, two images share a stem,
+            or an interrupted ``faceparse convert`` left the folder half written.
         LabelMapError: an image has no label while labels are required (raised here, at scan time).
 
     ``dataset[i]`` is a :class:`Sample` whose label is (H, W) uint8 with values 0..10, checked to
@@ -85,6 +89,11 @@ class LapaDataset(NamedSamples):
         self.split = split
         self.require_labels = require_labels
         split_dir = self.root / split
+        if (self.root / UNFINISHED_CONVERSION).is_file():
+            raise DatasetError(
+                f"{self.root}: a conversion into this folder was interrupted and it is half "
+                f"written (see {UNFINISHED_CONVERSION}); run `faceparse convert` again"
+            )
         images_dir = split_dir / "images"
         if not images_dir.is_dir():
             missing = split_dir if not split_dir.is_dir() else images_dir
