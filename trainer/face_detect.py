@@ -183,7 +183,7 @@ class YuNetNet:
         with torch.inference_mode():
             heads, shapes = self._features(rgb)
         scores, boxes, points = [], [], []
-        for y, (fh, fw), stride in zip(heads, shapes, _YUNET_STRIDES, strict=True):
+        for y, (_, fw), stride in zip(heads, shapes, _YUNET_STRIDES, strict=True):
             cls, reg, kps, obj = y[:, 0], y[:, 1:5], y[:, 5:15], y[:, 15]
             score = np.sqrt(_sigmoid(cls) * _sigmoid(obj))
             keep = np.nonzero(score >= conf)[0]
