@@ -31,10 +31,10 @@ import torch.nn.functional as F
 
 from trainer.checkpoint import load_model
 from trainer.data.folders import list_images
-from trainer.data.imageio import read_image, write_image, write_label
+from trainer.data.imageio import image_size, read_image, write_image, write_label
 from trainer.data.transforms import resize_square, to_tensor
 from trainer.errors import CheckpointError, FaceParseError, ImageReadError
-from trainer.faces import Face, crop_face, parse_transforms, paste_logits
+from trainer.faces import Face, crop_face, parse_transforms, paste_logits, scale_faces
 from trainer.labels import get_label_set
 from trainer.models import FaceParseNet
 
@@ -117,6 +117,7 @@ class Predictor:
         self.label_set = get_label_set(model.config.label_set)
         self.framing = check_framing(framing)
         self._finder = finder
+        self.context_size: int | None = None
 
     @classmethod
     def from_checkpoint(
@@ -171,8 +172,9 @@ class Predictor:
             "finder": getattr(self._finder, "name", None) if self.framing == "detect" else None,
         }
 
-    def _unit_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """List of (H, W, 3) uint8 RGB -> (B, 3, S, S) float in [0, 1] at the input size (CPU)."""
+    def _unit_batch(self, images: Sequence[np.ndarray], side: int | None = None) -> torch.Tensor:
+        """List of (H, W, 3) uint8 RGB -> (B, 3, S, S) float in [0, 1] at the input size, or at
+        ``side`` (CPU)."""
         batch = []
         for i, image in enumerate(images):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -181,23 +183,23 @@ class Predictor:
                     f"{tuple(image.shape)}"
                 )
             # The same resize as the training data gets, so the network sees what it learned on.
-            square, _ = resize_square(image, self.input_size)
+            square, _ = resize_square(image, side or self.input_size)
             batch.append(to_tensor(square))
         return torch.stack(batch)
 
-    def _to_input(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+    def _to_input(self, images: Sequence[np.ndarray], side: int | None = None) -> torch.Tensor:
         """List of (H, W, 3) uint8 RGB -> (B, 3, S, S) normalised network input on the device."""
-        x = self.model.normalize(self._unit_batch(images).to(self.device))
+        x = self.model.normalize(self._unit_batch(images, side).to(self.device))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """(B, C, S, S) float32 class logits at the network input size."""
+    def logits(self, images: Sequence[np.ndarray], side: int | None = None) -> torch.Tensor:
+        """(B, C, S, S) float32 class logits at the network input size (or at ``side``)."""
         from trainer.engine import autocast_for
 
         with torch.inference_mode(), autocast_for(self.device):
-            return self.model(self._to_input(images), head="parsing").float()
+            return self.model(self._to_input(images, side), head="parsing").float()
 
     @property
     def finder(self) -> Callable[[np.ndarray], list[Face]]:
@@ -249,9 +251,58 @@ class Predictor:
             for i, (image, size) in enumerate(zip(images, sizes, strict=True))
         ]
 
+    def predict_file(self, path: str | os.PathLike[str]) -> tuple[Prediction, np.ndarray]:
+        """Parse a photo file into a label map at its full size.
+
+        With ``detect`` framing a large JPEG is first read at a reduced size (the decoder's own
+        scaling, :func:`read_image`'s ``reduce``) that still holds every pass of the face finder,
+        and its faces are parsed from it when each face's crop shrinks the photo at least as much;
+        otherwise (a small face, another format) the photo is read whole. The label map is at the
+        full size either way, and the faces are in its pixels.
+
+        Returns:
+            (the Prediction, the image the faces were parsed from: the photo at full or reduced
+            size).
+
+        Raises:
+            ImageReadError: the file cannot be read (see :func:`read_image`).
+        """
+        full = image_size(path)
+        reduce = self._reduce_for(full) if self.framing == "detect" else 1
+        if reduce == 1:
+            image = read_image(path)
+            return self.predict_batch([image])[0], image
+        small = read_image(path, reduce=reduce)
+        sx, sy = full[1] / small.shape[1], full[0] / small.shape[0]
+        found = self.find_faces(small)
+        if any(_crop_scale(f, self.input_size) > 1.0 for f in found):
+            image = read_image(path)  # a face needs more pixels than the reduced copy holds
+            faces = scale_faces(found, sx, sy)
+            return self.predict_batch([image], faces=[faces])[0], image
+        pred = self.predict_batch([small], output_sizes=[full], faces=[found])[0]
+        pred.faces = scale_faces(pred.faces, sx, sy)
+        return pred, small
+
+    def _reduce_for(self, shape: tuple[int, int]) -> int:
+        """The largest JPEG reduction (1, 2, 4 or 8) that keeps the finder's largest pass sharp."""
+        scales = getattr(self.finder, "detection_scales", None)
+        if scales is None:
+            return 1
+        largest = max(scales(shape))
+        return max([k for k in (1, 2, 4, 8) if k * largest <= 1.0])
+
     def __call__(self, image: np.ndarray) -> Prediction:
         """Parse one (H, W, 3) uint8 RGB photo; see ``predict_batch``."""
         return self.predict_batch([image])[0]
+
+    def _crop_logits(self, crops: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """(C, S, S) logits of each (S, S, 3) crop, CROP_BATCH crops a forward pass."""
+        out: list[torch.Tensor] = []
+        for start in range(0, len(crops), CROP_BATCH):
+            batch = crops[start : start + CROP_BATCH]
+            side = batch[0].shape[0]
+            out.extend((self.logits(batch) if side == self.input_size else self.logits(batch, side)).cpu())
+        return out
 
     def _predict_whole(
         self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
@@ -279,20 +330,21 @@ class Predictor:
         h, w = image.shape[:2]
         # The output may be at another resolution than the photo (a label map stored smaller).
         to_out = np.diag([w / size[1], h / size[0], 1.0])
-        transforms, crops = [], []
+        ctx_side = self.context_size or side
+        own_t, own_crops, ctx_t, ctx_crops = [], [], [], []
         for face in found:
             # The face's crop, then the same face zoomed out: hair and neck reach past the crop.
-            for t in parse_transforms(face, side):
-                crops.append(crop_face(image, t, side))
-                transforms.append(t @ to_out)
-        logits: list[torch.Tensor] = []
-        for start in range(0, len(crops), CROP_BATCH):
-            logits.extend(self.logits(crops[start : start + CROP_BATCH]).cpu())
+            own, wide = parse_transforms(face, side)
+            wide = np.diag([ctx_side / side, ctx_side / side, 1.0]) @ np.vstack([wide, [0, 0, 1]])
+            own_crops.append(crop_face(image, own, side))
+            ctx_crops.append(crop_face(image, wide[:2], ctx_side))
+            own_t.append(own @ to_out)
+            ctx_t.append(wide[:2] @ to_out)
+        own_logits = self._crop_logits(own_crops)
+        ctx_logits = self._crop_logits(ctx_crops)
         with torch.inference_mode():
-            label, confidence = paste_logits(
-                logits[0::2], transforms[0::2], size, fill=(logits[1::2], transforms[1::2])
-            )
-            scores = [mean_entropy(x) for x in logits[0::2]]
+            label, confidence = paste_logits(own_logits, own_t, size, fill=(ctx_logits, ctx_t))
+            scores = [mean_entropy(x) for x in own_logits]
         return Prediction(
             label=label,
             confidence=confidence,
@@ -300,6 +352,12 @@ class Predictor:
             score=float(np.mean(scores)) if scores else float("nan"),
             framing="detect",
         )
+
+
+def _crop_scale(face: Face, side: int) -> float:
+    """Crop pixels per photo pixel of a face's own crop at ``side`` (above 1: the crop enlarges)."""
+    m = parse_transforms(face, side)[0]
+    return float(np.hypot(m[0, 0], m[1, 0]))
 
 
 def _resized_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -406,11 +464,10 @@ def predict_folder(
             continue
         seen.add(rel)
         try:
-            image = read_image(path)
+            pred, image = predictor.predict_file(path)
         except FaceParseError as exc:
             log.warning("skipping %s", exc)
             continue
-        pred = predictor(image)
         write_label(out_dir / rel, pred.label)
         if predictor.framing == "detect" and not pred.faces:
             log.warning("%s: no face found; its label map is all background", path)
@@ -420,6 +477,8 @@ def predict_folder(
             "score": None if math.isnan(pred.score) else round(pred.score, 5),
         }
         if overlay_dir is not None:
+            if image.shape[:2] != pred.label.shape:
+                image = read_image(path)  # parsed from a reduced copy
             write_image(
                 Path(overlay_dir) / rel.with_suffix(".jpg"),
                 overlay(image, pred.label, predictor.label_set.name),
