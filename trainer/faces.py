@@ -300,11 +300,11 @@ def _paste_into(label, confidence, best, logits, transforms, shape, region, band
     """Paste ``logits`` into ``label``/``confidence``/``best`` (arrays over ``region``, an
     (x0, y0, x1, y1) box of the photo) where each is more confident than ``best``.
 
-    Each crop's class probabilities (softmax at the crop's resolution) are warped into the photo
-    bilinearly by OpenCV, a band of rows at a time, as (rows, cols, C) float32; the label is their
-    argmax and the confidence their maximum. (Resampling the logits and taking the softmax at every
-    photo pixel is the same up to the blend at class edges and costs an exp per class and pixel:
-    4× the time on a 12-megapixel photo.)
+    Each crop's class logits are warped into the photo bilinearly by OpenCV, a band of rows at a
+    time, as (rows, cols, C) float32, and the label is their argmax; the confidence is the crop's
+    own top-class probability (softmax at the crop's resolution) warped the same way. (The softmax
+    of the warped logits at every photo pixel differs only along class edges and costs an exp per
+    class and pixel: 4× the time on a 12-megapixel photo.)
     """
     rx, ry = region[0], region[1]
     for face_logits, m in zip(logits, transforms, strict=True):
@@ -314,7 +314,9 @@ def _paste_into(label, confidence, best, logits, transforms, shape, region, band
             continue
         x0, y0, x1, y1 = box
         m = np.asarray(m, np.float64)
-        probs = np.ascontiguousarray(torch.softmax(face_logits.float(), dim=0).permute(1, 2, 0).numpy())
+        scores = face_logits.float()
+        hwc = np.ascontiguousarray(scores.permute(1, 2, 0).numpy())
+        sure = np.ascontiguousarray(torch.softmax(scores, dim=0).amax(dim=0).numpy())
         rows = max(1, (band_pixels or _BAND_PIXELS) // max(1, x1 - x0))
         m32 = m.astype(np.float32)
         xs = np.arange(x0, x1, dtype=np.float32) + 0.5
@@ -332,11 +334,10 @@ def _paste_into(label, confidence, best, logits, transforms, shape, region, band
             # samples crop pixel centres at integer coordinates, so shift by half a pixel.
             shift = m[:, :2] @ np.array([x0 + 0.5, b0 + 0.5]) + m[:, 2] - 0.5
             band_m = np.hstack([m[:, :2], shift[:, None]])
-            warped = cv2.warpAffine(probs, band_m, (x1 - x0, b1 - b0),
-                                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                    borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-            top, arg = torch.from_numpy(warped.reshape(b1 - b0, x1 - x0, -1)).max(dim=-1)
-            conf_np = top.numpy()
+            flags, border = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, cv2.BORDER_REPLICATE
+            warped = cv2.warpAffine(hwc, band_m, (x1 - x0, b1 - b0), flags=flags, borderMode=border)
+            arg = torch.from_numpy(warped.reshape(b1 - b0, x1 - x0, -1)).argmax(dim=-1)
+            conf_np = cv2.warpAffine(sure, band_m, (x1 - x0, b1 - b0), flags=flags, borderMode=border)
             rows_, cols = slice(b0 - ry, b1 - ry), slice(x0 - rx, x1 - rx)
             take = inside & (conf_np > best[rows_, cols])
             np.copyto(label[rows_, cols], arg.numpy(), where=take, casting="unsafe")
