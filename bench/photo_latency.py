@@ -9,7 +9,8 @@ path for the one-face photo (the whole photo decoded, then ``training.prelabel``
 is the process's maximum resident set above what it held after loading the model. The CPU's
 ISA and load are recorded with every figure.
 
-    python -m bench.photo_latency --repeats 5
+    python -m bench.photo_latency --repeats 5               # torch's threads: the wall time
+    python -m bench.photo_latency --repeats 5 --threads 1   # one thread: CPU time per step too
 """
 
 from __future__ import annotations
@@ -72,11 +73,12 @@ def _child(checkpoint: str, photo: str, repeats: int, path: str) -> dict:
         def run():
             return predictor.predict_file(photo)[0]
 
-    times, faces = [], 0
+    times, cpu, faces = [], [], 0
     for _ in range(repeats + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         pred = run()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         faces = len(pred.faces)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     row = {
@@ -84,6 +86,9 @@ def _child(checkpoint: str, photo: str, repeats: int, path: str) -> dict:
         "seconds_median": round(float(np.median(times[1:])), 3),
         "seconds_min": round(float(np.min(times[1:])), 3),
         "seconds_first": round(times[0], 3),
+        # CPU seconds of the process (all its threads): with one thread, the time on an idle
+        # core, whatever else the machine is running.
+        "cpu_seconds_median": round(float(np.median(cpu[1:])), 3),
         "faces_found": faces,
         "peak_mib_above_model": round((peak - base) / 1024, 1),
         "torch_threads": torch.get_num_threads(),
@@ -95,20 +100,22 @@ def _child(checkpoint: str, photo: str, repeats: int, path: str) -> dict:
 
 def _stages(predictor, photo: str, repeats: int) -> dict[str, float]:
     """Median seconds of each step of ``predict_file``, run one by one: decode (at the reduced
-    size it reads), find, crop + network (face crops and zoomed-out crops), paste back."""
+    size it reads), find, crop + network (face crops and zoomed-out crops), paste back. With one
+    torch thread the CPU time of each step (robust to a loaded machine), else wall time."""
     from trainer.data.imageio import image_size, read_image
     from trainer.faces import paste_logits
 
     full = image_size(photo)
     reduce = predictor._reduce_for(full)
     steps: dict[str, list[float]] = {"decode": [], "find": [], "crop_network": [], "paste": []}
+    clock = time.process_time if torch_threads() == 1 else time.perf_counter
     pasted: list = []
     real_paste = paste_logits
 
     def timed_paste(*args, **kwargs):
-        t = time.perf_counter()
+        t = clock()
         out = real_paste(*args, **kwargs)
-        pasted.append(time.perf_counter() - t)
+        pasted.append(clock() - t)
         return out
 
     import trainer.predict as predict_module
@@ -116,22 +123,29 @@ def _stages(predictor, photo: str, repeats: int) -> dict[str, float]:
     predict_module.paste_logits = timed_paste
     try:
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = clock()
             image = read_image(photo, reduce=reduce)
-            t1 = time.perf_counter()
+            t1 = clock()
             found = predictor.find_faces(image)
-            t2 = time.perf_counter()
+            t2 = clock()
             predictor.predict_batch([image], output_sizes=[full], faces=[found])
-            t3 = time.perf_counter()
+            t3 = clock()
             steps["decode"].append(t1 - t0)
             steps["find"].append(t2 - t1)
             steps["paste"].append(pasted[-1])
             steps["crop_network"].append(t3 - t2 - pasted[-1])
     finally:
         predict_module.paste_logits = real_paste
-    out = {k: round(float(np.median(v)), 3) for k, v in steps.items()}
+    out: dict = {k: round(float(np.median(v)), 3) for k, v in steps.items()}
     out["decoded_at"] = f"1/{reduce}"
+    out["clock"] = "cpu" if clock is time.process_time else "wall"
     return out
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def main(argv: list[str] | None = None) -> int:
