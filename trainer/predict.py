@@ -271,6 +271,8 @@ class Predictor:
             image = read_image(path)
             return self.predict_batch([image])[0], image
         small = read_image(path, reduce=reduce)
+        if small.shape[:2] == tuple(full):  # not a JPEG: read whole
+            return self.predict_batch([small])[0], small
         sx, sy = full[1] / small.shape[1], full[0] / small.shape[0]
         found = self.find_faces(small)
         if any(_crop_scale(f, self.input_size) > 1.0 for f in found):
