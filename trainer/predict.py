@@ -328,6 +328,11 @@ class Predictor:
         h, w = image.shape[:2]
         # The output may be at another resolution than the photo (a label map stored smaller).
         to_out = np.diag([w / size[1], h / size[0], 1.0])
+        if len(found) == 1 and _whole_if_aligned(parse_transforms(found[0], side)[0], (h, w), side) is not None:
+            # The photo is one aligned face crop: exactly what whole framing gives it.
+            pred = self._predict_whole([image], [size])[0]
+            pred.faces, pred.framing = found, "detect"
+            return pred
         own_t, own_crops, ctx_t, ctx_crops = [], [], [], []
         for face in found:
             # The face's crop, then the same face zoomed out: hair and neck reach past the crop.

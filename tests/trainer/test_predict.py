@@ -274,7 +274,9 @@ def test_an_aligned_crop_is_parsed_whole_and_a_face_in_a_photo_is_not(predictor:
     whole = predictor(image)
     near = parse((5.0, -4.0, 131.0, 124.0))  # the finder's box, 4% off the crop's edges
     assert crops == [1]  # the face's crop only: nothing of the photo lies past it
-    assert (near.label == whole.label).mean() > 0.995
+    np.testing.assert_array_equal(near.label, whole.label)
+    np.testing.assert_array_equal(near.confidence, whole.confidence)
+    assert near.framing == "detect" and len(near.faces) == 1
     crops.clear()
     far = parse((30.0, 30.0, 100.0, 100.0))  # a face in the middle of a larger photo
     assert crops == [1, 1]  # its crop and the zoomed-out one
