@@ -103,13 +103,17 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orientation = im.getexif().get(0x0112, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                orientation = im.getexif().get(0x0112, 1)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image or an unsupported format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(_too_many_pixels(path, exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: unreadable or truncated image ({exc})") from None
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
