@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         rgb = read_image(path)
         side = float(max(rgb.shape[:2]))
-        found = _raw_detect(rgb[:, :, ::-1], 0.5)
+        found = _raw_detect(rgb, 0.5)
         if not found:
             missed += 1
             continue

@@ -2,12 +2,15 @@
 
 Two 4000×3000 JPEGs are made once (validation faces pasted at 12-25% of the height into a
 non-face photo, ``bench.composites``'s backgrounds) and each is timed in a fresh process:
-``read_image`` (the JPEG decode) + ``Predictor.predict_batch`` with ``detect`` framing (find,
-crop, parse, paste back at 12 MP), median of the repeats after one warm-up; peak memory is the
-process's maximum resident set above what it held after loading the model. The CPU's ISA is
-recorded with every figure.
+``Predictor.predict_file`` with ``detect`` framing (the JPEG decoded at the size its faces
+need, found, cropped, parsed, pasted back into a 12-MP label map), median of the repeats after
+one warm-up, with the median of each step (decode, find, crop + network, paste); and the app's
+path for the one-face photo (the whole photo decoded, then ``training.prelabel``). Peak memory
+is the process's maximum resident set above what it held after loading the model. The CPU's
+ISA and load are recorded with every figure.
 
-    python -m bench.photo_latency --repeats 5
+    python -m bench.photo_latency --repeats 5               # torch's threads: the wall time
+    python -m bench.photo_latency --repeats 5 --threads 1   # one thread: CPU time per step too
 """
 
 from __future__ import annotations
@@ -47,8 +50,11 @@ def _make_photo(path: Path, n_faces: int, seed: int) -> None:
     write_image(path, photo, quality=92)
 
 
-def _child(checkpoint: str, photo: str, repeats: int) -> dict:
-    """Runs in its own process: time file -> label map, and the peak memory above the model."""
+def _child(checkpoint: str, photo: str, repeats: int, path: str) -> dict:
+    """Runs in its own process: time file -> label map, where the time goes, and the peak
+    memory above the model. ``path``: "file" (``Predictor.predict_file``: the JPEG read at the
+    size the faces need, what ``faceparse predict`` does) or "app" (the whole photo decoded,
+    then ``faceparse_app.training.prelabel``: the app's pre-label of an image it holds)."""
     import torch
 
     from trainer.data.imageio import read_image
@@ -57,25 +63,89 @@ def _child(checkpoint: str, photo: str, repeats: int) -> dict:
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu", framing="detect")
     predictor.find_faces(np.zeros((64, 64, 3), np.uint8))  # load the finder
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times, faces = [], 0
+    if path == "app":
+        from faceparse_app.training import prelabel
+
+        def run():
+            return prelabel(predictor, read_image(photo))
+    else:
+
+        def run():
+            return predictor.predict_file(photo)[0]
+
+    times, cpu, faces = [], [], 0
     for _ in range(repeats + 1):
-        t0 = time.perf_counter()
-        pred = predictor(read_image(photo))
+        t0, c0 = time.perf_counter(), time.process_time()
+        pred = run()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         faces = len(pred.faces)
-    t0 = time.perf_counter()
-    image = read_image(photo)
-    decode = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {
+    row = {
+        "path": path,
         "seconds_median": round(float(np.median(times[1:])), 3),
+        "seconds_min": round(float(np.min(times[1:])), 3),
         "seconds_first": round(times[0], 3),
-        "decode_s": round(decode, 3),
+        # CPU seconds of the process (all its threads): with one thread, the time on an idle
+        # core, whatever else the machine is running.
+        "cpu_seconds_median": round(float(np.median(cpu[1:])), 3),
         "faces_found": faces,
         "peak_mib_above_model": round((peak - base) / 1024, 1),
-        "image": list(image.shape),
         "torch_threads": torch.get_num_threads(),
     }
+    if path == "file":
+        row["stages_s"] = _stages(predictor, photo, repeats)
+    return row
+
+
+def _stages(predictor, photo: str, repeats: int) -> dict[str, float]:
+    """Median seconds of each step of ``predict_file``, run one by one: decode (at the reduced
+    size it reads), find, crop + network (face crops and zoomed-out crops), paste back. With one
+    torch thread the CPU time of each step (robust to a loaded machine), else wall time."""
+    from trainer.data.imageio import image_size, read_image
+    from trainer.faces import paste_logits
+
+    full = image_size(photo)
+    reduce = predictor._reduce_for(full)
+    steps: dict[str, list[float]] = {"decode": [], "find": [], "crop_network": [], "paste": []}
+    clock = time.process_time if torch_threads() == 1 else time.perf_counter
+    pasted: list = []
+    real_paste = paste_logits
+
+    def timed_paste(*args, **kwargs):
+        t = clock()
+        out = real_paste(*args, **kwargs)
+        pasted.append(clock() - t)
+        return out
+
+    import trainer.predict as predict_module
+
+    predict_module.paste_logits = timed_paste
+    try:
+        for _ in range(repeats):
+            t0 = clock()
+            image = read_image(photo, reduce=reduce)
+            t1 = clock()
+            found = predictor.find_faces(image)
+            t2 = clock()
+            predictor.predict_batch([image], output_sizes=[full], faces=[found])
+            t3 = clock()
+            steps["decode"].append(t1 - t0)
+            steps["find"].append(t2 - t1)
+            steps["paste"].append(pasted[-1])
+            steps["crop_network"].append(t3 - t2 - pasted[-1])
+    finally:
+        predict_module.paste_logits = real_paste
+    out: dict = {k: round(float(np.median(v)), 3) for k, v in steps.items()}
+    out["decoded_at"] = f"1/{reduce}"
+    out["clock"] = "cpu" if clock is time.process_time else "wall"
+    return out
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,11 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--parser", default=None, help="checkpoint (default: the starter parser)")
-    parser.add_argument("--child", nargs=2, metavar=("CHECKPOINT", "PHOTO"), help=argparse_hidden())
+    parser.add_argument("--child", nargs=3, metavar=("CHECKPOINT", "PHOTO", "PATH"), help=argparse_hidden())
     args = parser.parse_args(argv)
     if args.child:
         harness.set_threads(args.threads)
-        print(json.dumps(_child(args.child[0], args.child[1], args.repeats)))
+        print(json.dumps(_child(args.child[0], args.child[1], args.repeats, args.child[2])))
         return 0
     from trainer.starter import STARTER_PARSER
 
@@ -96,13 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     work = harness.out_dir(EXPERIMENT)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
-    for n in (1, 5):
+    for n, path in ((1, "file"), (5, "file"), (1, "app")):
         photo = work / f"photo_12mp_{n}faces.jpg"
         if not photo.is_file():
             _make_photo(photo, n, seed=n)
         cmd = harness.module_command(
-            "bench.photo_latency", ["--child", checkpoint, str(photo), "--repeats", str(args.repeats)]
-            + (["--threads", str(args.threads)] if args.threads else [])
+            "bench.photo_latency",
+            ["--child", checkpoint, str(photo), path, "--repeats", str(args.repeats)]
+            + (["--threads", str(args.threads)] if args.threads else []),
         )
         out = subprocess.run(cmd, capture_output=True, text=True, env=harness.child_env(), check=True)
         row = {"faces_pasted": n, **json.loads(out.stdout.strip().splitlines()[-1])}

@@ -32,23 +32,10 @@ def _pair(item: Any) -> tuple[np.ndarray, np.ndarray, str]:
 
 def _label_faces(image: np.ndarray, label: np.ndarray) -> list:
     """The faces a label map holds, in the image's pixels."""
-    from dataclasses import replace
+    from trainer.faces import faces_from_label, scale_faces
 
-    from trainer.faces import faces_from_label
-
-    faces = faces_from_label(label)
     sy, sx = image.shape[0] / label.shape[0], image.shape[1] / label.shape[1]
-    if (sx, sy) == (1.0, 1.0):
-        return faces
-    scale = np.array([sx, sy], np.float32)
-    return [
-        replace(
-            f,
-            box=(f.box[0] * sx, f.box[1] * sy, f.box[2] * sx, f.box[3] * sy),
-            landmarks=None if f.landmarks is None else f.landmarks * scale,
-        )
-        for f in faces
-    ]
+    return scale_faces(faces_from_label(label), sx, sy)
 
 
 def evaluate(

@@ -9,8 +9,10 @@ names to factories; :func:`get_finder` builds one once per process and caches it
 
 from __future__ import annotations
 
+import ctypes
 import functools
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -39,7 +41,8 @@ class WholeImageFinder:
 
 # -------------------------------------------------------------------- YuNet (libfacedetection)
 # The weights are compiled into the ``yuface`` wheel (libfacedetection, 3-clause BSD; see
-# trainer/assets/models/MODEL_CARD.md): nothing is downloaded, nothing is unpickled.
+# trainer/assets/models/MODEL_CARD.md): nothing is downloaded, nothing is unpickled. The network
+# runs in torch (YuNetNet), the weights read from the wheel's library.
 
 # The detector's points on the training crops, in crop units: medians of YuNet's eye points and
 # mouth-corner midpoint over the 700 CelebAMask-HQ crops (python -m bench.face_framing). A face's
@@ -58,51 +61,191 @@ _BASE_SIDE = 640  # the first pass's long side
 _DETECT_PX = 20  # the smallest face (px tall in the detector's input) found reliably
 _SMALL_PX = 32  # faces under this in the first pass come from the extra pass
 _MIN_INPUT = 320  # smaller photos are enlarged to this long side before detection
-_TILE = (680, 880)  # (h, w) of the tiles of the small-face pass
-_TILE_OVERLAP = 128  # px: more than any face the small-face pass keeps
 _SAME_FACE_IOU = 0.4  # two refined boxes overlapping this much are one face
 _REFINE_SIDE = 384  # the side of the upright crop a face is re-detected in (256 is too small for YuNet's points)
 _REFINE_CONTEXT = 2.2  # that crop's side in face-box sides
 
 
-def _raw_detect(bgr: np.ndarray, conf: float) -> list[tuple[float, np.ndarray, np.ndarray]]:
-    """YuNet on a BGR image: (score, box x0 y0 x1 y1, (5, 2) points) per face above ``conf``."""
-    from yuface.yuface import detect as c_detect  # the wrapper only adds a size warning
+class _ConvInfo(ctypes.Structure):
+    """libfacedetection's ``ConvInfoStruct``: one layer of YuNet as the library stores it."""
 
-    result = np.asarray(c_detect(np.ascontiguousarray(bgr)), np.float64)
-    out = []
-    for row in result.reshape(-1, 16):
-        score = row[0] / 100.0
-        if score < conf:
-            continue
-        x, y, w, h = row[1:5]
-        if w <= 0 or h <= 0:
-            continue
-        out.append((float(score), np.array([x, y, x + w, y + h]), row[5:15].reshape(5, 2).copy()))
-    return out
+    _fields_ = [
+        ("channels", ctypes.c_int),
+        ("num_filters", ctypes.c_int),
+        ("is_depthwise", ctypes.c_bool),
+        ("is_pointwise", ctypes.c_bool),
+        ("with_relu", ctypes.c_bool),
+        ("weights", ctypes.POINTER(ctypes.c_float)),
+        ("biases", ctypes.POINTER(ctypes.c_float)),
+    ]
 
 
-def _detect_tiled(bgr: np.ndarray, conf: float) -> list[tuple[float, np.ndarray, np.ndarray]]:
-    """:func:`_raw_detect` over overlapping tiles (for small faces in a large image: YuNet's time
-    grows faster than the area; four 880×680 tiles take half the time of one 1600×1200 image)."""
-    h, w = bgr.shape[:2]
-    th, tw = _TILE
-    if h <= th * 1.2 and w <= tw * 1.2:
-        return _raw_detect(bgr, conf)
-    out = []
-    for y in _tile_starts(h, th):
-        for x in _tile_starts(w, tw):
-            for score, box, points in _raw_detect(bgr[y : y + th, x : x + tw], conf):
-                shift = np.array([x, y], np.float64)
-                out.append((score, box + np.tile(shift, 2), points + shift))
-    return out
+_YUNET_LAYERS = 53
+_YUNET_STRIDES = (8, 16, 32)
+_NMS_IOU = 0.45  # libfacedetection's
+_TOP_K = 1000
 
 
-def _tile_starts(length: int, tile: int) -> list[int]:
-    if length <= tile:
-        return [0]
-    count = int(np.ceil((length - _TILE_OVERLAP) / (tile - _TILE_OVERLAP)))
-    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+class YuNetNet:
+    """YuNet's network run by torch, with the weights of the ``yuface`` wheel's own library.
+
+    libfacedetection (the C++ library inside the wheel) is built there without SIMD; the same
+    network through torch's oneDNN convolutions is about 2.5× faster on an AVX2 CPU
+    (BENCHMARKS.md, "Parsing whole photos"). The weights are read, not copied, from the
+    library's ``param_pConvInfo`` table (53 layers: 1×1 pointwise and 3×3 depthwise, each with
+    a bias), so they are exactly the wheel's; the layers follow the library's
+    ``objectdetect_cnn`` and its box decoding and non-maximum suppression. Boxes and points
+    agree with the library's to its integer rounding (``tests/trainer/test_face_detect.py``).
+    """
+
+    def __init__(self) -> None:
+        import torch
+
+        try:
+            import yuface
+        except ImportError as exc:
+            raise FinderError(
+                "the yunet face finder needs the yuface package (pip install yuface); "
+                "or use --framing whole for aligned crops"
+            ) from exc
+        lib = ctypes.CDLL(str(Path(yuface.__file__).parent / "libfacedetection.so"))
+        infos = (_ConvInfo * _YUNET_LAYERS).in_dll(lib, "param_pConvInfo")
+        cl = torch.channels_last
+        self._layers: list[tuple[bool, torch.Tensor, torch.Tensor]] = []
+        for info in infos:
+            c, n = info.channels, info.num_filters
+            b = torch.from_numpy(np.ctypeslib.as_array(info.biases, (n,)).copy())
+            if info.is_pointwise:  # (out, in)
+                w = np.ctypeslib.as_array(info.weights, (n * c,)).reshape(n, c)
+                weight = torch.from_numpy(w.copy())[:, :, None, None]
+            else:  # depthwise, stored tap-major: (9, channels)
+                w = np.ctypeslib.as_array(info.weights, (9 * c,)).reshape(9, c)
+                weight = torch.from_numpy(w.T.copy()).reshape(c, 1, 3, 3)
+            self._layers.append((bool(info.is_depthwise), weight.contiguous(memory_format=cl), b))
+        # Layer 0 is a 1×1 convolution over a 3×3 stride-2 im2col of the BGR image (27 of its
+        # 32 channels: tap-major, then B, G, R): the same as a 3×3 stride-2 convolution, here
+        # taking R, G, B (no flipped copy of the photo).
+        _, w0, b0 = self._layers[0]
+        w0 = w0[:, :27, 0, 0].reshape(-1, 3, 3, 3).permute(0, 3, 1, 2).flip(1)
+        self._first = (w0.contiguous(memory_format=cl), b0)
+        # Each level's four heads (class, box, points, objectness) as one 16-channel pair.
+        self._heads = []
+        for level in range(3):
+            ks = (29 + 2 * level, 35 + 2 * level, 47 + 2 * level, 41 + 2 * level)
+            pw = torch.cat([self._layers[k][1] for k in ks]), torch.cat([self._layers[k][2] for k in ks])
+            dw = torch.cat([self._layers[k + 1][1] for k in ks]), torch.cat([self._layers[k + 1][2] for k in ks])
+            self._heads.append(((pw[0].contiguous(memory_format=cl), pw[1]),
+                                (dw[0].contiguous(memory_format=cl), dw[1])))  # fmt: skip
+
+    def _conv(self, x, i: int, relu: bool):
+        import torch.nn.functional as F
+
+        depthwise, w, b = self._layers[i]
+        y = F.conv2d(x, w, b, padding=1, groups=w.shape[0]) if depthwise else F.conv2d(x, w, b)
+        return y.relu_() if relu else y
+
+    def _dp(self, x, i: int, relu: bool = True):
+        return self._conv(self._conv(x, i, False), i + 1, relu)
+
+    def _unit(self, x, i: int):
+        return self._dp(self._dp(x, i), i + 2)
+
+    def _features(self, rgb: np.ndarray):
+        import torch
+        import torch.nn.functional as F
+
+        h, w = rgb.shape[:2]
+        hp, wp = -(-h // 32) * 32, -(-w // 32) * 32
+        x = torch.zeros((1, hp, wp, 3))
+        x[0, :h, :w] = torch.from_numpy(rgb)  # raw 0..255, padded at the bottom and right
+        x = x.permute(0, 3, 1, 2)  # channels-last (1, 3, hp, wp)
+        pool = functools.partial(F.max_pool2d, kernel_size=2, stride=2, ceil_mode=True)
+        x = F.conv2d(x, *self._first, stride=2, padding=1).relu_()
+        x = pool(self._dp(x, 1))
+        x = pool(self._unit(self._unit(x, 3), 7))
+        fb1 = self._unit(x, 11)
+        fb2 = self._unit(pool(fb1), 15)
+        fb3 = self._dp(self._unit(pool(fb2), 19), 27)
+        fb2 = self._dp(F.interpolate(fb3, scale_factor=2.0, mode="nearest") + fb2, 25)
+        fb1 = self._dp(F.interpolate(fb2, scale_factor=2.0, mode="nearest") + fb1, 23)
+        out = []
+        for level, f in enumerate((fb1, fb2, fb3)):
+            (pw, pb), (dw, db) = self._heads[level]
+            y = F.conv2d(F.conv2d(f, pw, pb), dw, db, padding=1, groups=16)
+            out.append(y[0].permute(1, 2, 0).reshape(-1, 16).numpy())
+        return out, [(f.shape[2], f.shape[3]) for f in (fb1, fb2, fb3)]
+
+    def __call__(self, rgb: np.ndarray, conf: float) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """Faces in a (H, W, 3) uint8 RGB image: (score in [0, 1], box (x0, y0, x1, y1), (5, 2)
+        points) per face scored at least ``conf``, best first."""
+        import torch
+
+        with torch.inference_mode():
+            heads, shapes = self._features(rgb)
+        scores, boxes, points = [], [], []
+        for y, (_, fw), stride in zip(heads, shapes, _YUNET_STRIDES, strict=True):
+            cls, reg, kps, obj = y[:, 0], y[:, 1:5], y[:, 5:15], y[:, 15]
+            score = np.sqrt(_sigmoid(cls) * _sigmoid(obj))
+            keep = np.nonzero(score >= conf)[0]
+            if not keep.size:
+                continue
+            prior = np.stack([keep % fw, keep // fw], axis=1).astype(np.float32) * stride
+            r = reg[keep]
+            centre = r[:, :2] * stride + prior
+            size = np.exp(r[:, 2:4]) * stride
+            boxes.append(np.concatenate([centre - size / 2, centre + size / 2], axis=1))
+            points.append(kps[keep].reshape(-1, 5, 2) * stride + prior[:, None, :])
+            scores.append(score[keep])
+        if not scores:
+            return []
+        score, box, point = np.concatenate(scores), np.concatenate(boxes), np.concatenate(points)
+        order = np.argsort(-score, kind="stable")[:_TOP_K]
+        kept = _nms(box[order], _NMS_IOU)
+        return [(float(score[i]), box[i].astype(np.float64), point[i].astype(np.float64))
+                for i in order[kept]]  # fmt: skip
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -88.376, 88.376)))
+
+
+def _nms(boxes: np.ndarray, iou: float) -> list[int]:
+    """Greedy non-maximum suppression over boxes sorted best first (libfacedetection's)."""
+    kept: list[int] = []
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for i in range(len(boxes)):
+        if kept:
+            k = np.asarray(kept)
+            iw = np.minimum(boxes[k, 2], boxes[i, 2]) - np.maximum(boxes[k, 0], boxes[i, 0])
+            ih = np.minimum(boxes[k, 3], boxes[i, 3]) - np.maximum(boxes[k, 1], boxes[i, 1])
+            inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+            if np.any(inter / (area[k] + area[i] - inter) > iou):
+                continue
+        kept.append(i)
+    return kept
+
+
+@functools.cache
+def _yunet() -> YuNetNet:
+    return YuNetNet()
+
+
+def _raw_detect(rgb: np.ndarray, conf: float) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """YuNet on an RGB image: (score, box x0 y0 x1 y1, (5, 2) points) per face above ``conf``."""
+    return _yunet()(rgb, conf)
+
+
+def shrink(image: np.ndarray, scale: float) -> np.ndarray:
+    """``image`` resized by ``scale`` ≤ 1, area-averaged: exact halvings first (OpenCV's fast
+    path for whole factors: 4 ms for a 12-megapixel photo against 45 ms for a factor of 0.4),
+    then one area resize for what is left."""
+    h, w = image.shape[:2]
+    tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+    while image.shape[1] >= 2 * tw and image.shape[0] >= 2 * th and min(image.shape[:2]) >= 2:
+        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if (image.shape[1], image.shape[0]) == (tw, th):
+        return image
+    return cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -125,7 +268,9 @@ class YuNetFinder:
 
     1. The photo is detected at 640 px (long side; small photos enlarged to 320) and, when it
        is so large that a ``min_face`` face would be under 20 px there, once more at up to
-       ``max_side`` for the small faces only.
+       ``max_side`` for the small faces only (one pass over the whole image: YuNet through
+       torch costs in proportion to the area, unlike the library's own code, which needed
+       tiles).
     2. Each face is cut out again as an upright square (from its eye line) and re-detected
        there, ``refine`` times: YuNet's points are poor on turned faces (median roll error
        18° on faces turned up to ±45°) and good on upright ones (under 2° after two passes).
@@ -142,13 +287,7 @@ class YuNetFinder:
 
     def __init__(self, min_face: int = 48, max_side: int = 1600, conf: float = 0.5,
                  refine: int = 2) -> None:
-        try:
-            import yuface.yuface  # noqa: F401
-        except ImportError as exc:
-            raise FinderError(
-                "the yunet face finder needs the yuface package (pip install yuface); "
-                "or use --framing whole for aligned crops"
-            ) from exc
+        _yunet()  # the weights, once per process (FinderError when yuface is missing)
         self.min_face, self.max_side, self.conf, self.refine = min_face, max_side, conf, refine
         src = np.array([YUNET_TEMPLATE[k] for k in ("left_eye", "right_eye", "mouth")])
         dst = np.array([TEMPLATE[k] for k in ("left_eye", "right_eye", "mouth")])
@@ -176,13 +315,18 @@ class YuNetFinder:
         if min(h, w) < 8:
             return []
         scales = self.detection_scales((h, w))
+        # The photo at each pass's scale, smallest from the next larger (a 12-megapixel photo is
+        # area-averaged once); they also serve the re-detection crops.
+        levels: list[tuple[float, np.ndarray]] = [(1.0, rgb)]
+        for s in sorted(scales, reverse=True):
+            if s < 1.0:
+                src_scale, src = levels[-1]
+                levels.append((s, shrink(src, s / src_scale)))
         found = []
         for k, s in enumerate(scales):
-            small = rgb if s == 1.0 else cv2.resize(
-                rgb, (max(1, round(w * s)), max(1, round(h * s))),
-                interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-            detect = _raw_detect if k == 0 else _detect_tiled
-            for score, box, points in detect(small[:, :, ::-1], self.conf):
+            small = next(im for sc, im in levels if sc == s) if s <= 1.0 else cv2.resize(
+                rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_LINEAR)
+            for score, box, points in _raw_detect(small, self.conf):
                 box, points = box / s, points / s
                 # The extra pass keeps only the faces too small for the first one.
                 if k > 0 and (box[3] - box[1]) * scales[0] >= _SMALL_PX:
@@ -191,16 +335,17 @@ class YuNetFinder:
         faces = []
         for score, box, points in found:
             for _ in range(self.refine):
-                refined = self._redetect(rgb, box, points)
+                refined = self._redetect(levels, box, points)
                 if refined is None:
                     break
                 box, points = refined
             faces.append(self._face(score, box, points))
         return _suppress(faces)
 
-    def _redetect(self, rgb: np.ndarray, box: np.ndarray, points: np.ndarray):
+    def _redetect(self, levels: list[tuple[float, np.ndarray]], box: np.ndarray, points: np.ndarray):
         """One pass: the face re-detected in an upright square around it, in photo coordinates;
-        None when the detector loses it there."""
+        None when the detector loses it there. ``levels``: (scale, photo at that scale), the
+        first the photo itself; the crop is cut from the smallest that is still sharp enough."""
         side = _REFINE_CONTEXT * max(box[2] - box[0], box[3] - box[1])
         centre = (box[:2] + box[2:]) / 2
         angle = _roll(points)
@@ -208,8 +353,9 @@ class YuNetFinder:
         c, sn = np.cos(-angle) * scale, np.sin(-angle) * scale
         rot = np.array([[c, -sn], [sn, c]])
         m = np.hstack([rot, (np.array([_REFINE_SIDE / 2] * 2) - rot @ centre)[:, None]])
-        crop = crop_face(rgb, m, _REFINE_SIDE)
-        found = _raw_detect(crop[:, :, ::-1], self.conf * 0.5)
+        level, image = min((lv for lv in levels if lv[0] >= min(scale, 1.0)), key=lambda lv: lv[0])
+        crop = crop_face(image, m @ np.diag([1.0 / level, 1.0 / level, 1.0]), _REFINE_SIDE)
+        found = _raw_detect(crop, self.conf * 0.5)
         if not found:
             return None
         mid = _REFINE_SIDE / 2

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from PySide6.QtCore import QCoreApplication, QThread, QTimer
 
 from faceparse_app.faces import coverage
@@ -50,7 +51,10 @@ class GuiWatchingFinder:
         self._armed = False
         self._watched: set[tuple[int, int]] = set()
         self._enough = threading.Event()
-        self._timer = QTimer()  # made here, on the GUI thread: it ticks in the GUI's event loop
+        # Made here, on the GUI thread: it ticks in the GUI's event loop. Owned by the
+        # application, so that Python's collector (which may run on the worker thread that last
+        # held this finder) never deletes it off its thread: that crashed the GUI thread.
+        self._timer = QTimer(QCoreApplication.instance())
         self._timer.setInterval(10)
         self._timer.timeout.connect(self._tick)
         self._timer.start()
@@ -75,8 +79,22 @@ class GuiWatchingFinder:
         return self.faces_for_shape(image.shape[:2])
 
 
-def use(monkeypatch, finder) -> None:
-    monkeypatch.setattr(face_detect, "get_finder", lambda name=None: finder)
+@pytest.fixture
+def watching_finder(monkeypatch):
+    """Makes a :class:`GuiWatchingFinder` the app's finder; afterwards its timer is stopped and
+    deleted on the GUI thread."""
+    made: list[GuiWatchingFinder] = []
+
+    def make(faces_for_shape) -> GuiWatchingFinder:
+        finder = GuiWatchingFinder(faces_for_shape)
+        made.append(finder)
+        monkeypatch.setattr(face_detect, "get_finder", lambda name=None: finder)
+        return finder
+
+    yield make
+    for finder in made:
+        finder._timer.stop()
+        finder._timer.deleteLater()
 
 
 def assert_off_the_gui_thread(finder: GuiWatchingFinder) -> None:
@@ -115,9 +133,8 @@ def still_works(qtbot, window, version: str) -> None:
 # --------------------------------------------------------------------------------- tests
 
 
-def test_a_photo_with_no_face(qtbot, tmp_path, monkeypatch):
-    finder = GuiWatchingFinder(lambda shape: [])
-    use(monkeypatch, finder)
+def test_a_photo_with_no_face(qtbot, tmp_path, watching_finder):
+    finder = watching_finder(lambda shape: [])
     landscape = cv2.resize(synthetic_face(64, seed=7)[0][40:, :], (160, 90))
     folder = photo_folder(tmp_path / "project", "landscape.jpg", landscape)
     window, version, image_id = open_photo(qtbot, tmp_path, folder, "landscape.jpg")
@@ -133,7 +150,7 @@ def test_a_photo_with_no_face(qtbot, tmp_path, monkeypatch):
     still_works(qtbot, window, version)
 
 
-def test_thirty_faces(qtbot, tmp_path, monkeypatch):
+def test_thirty_faces(qtbot, tmp_path, watching_finder):
     tiles = [synthetic_face(64, seed=s)[0] for s in range(30)]
     crowd = np.concatenate([np.concatenate(tiles[r * 6 : r * 6 + 6], axis=1) for r in range(5)], axis=0)
     boxes = [
@@ -141,8 +158,7 @@ def test_thirty_faces(qtbot, tmp_path, monkeypatch):
         for r in range(5)
         for c in range(6)
     ]
-    finder = GuiWatchingFinder(lambda shape: boxes)
-    use(monkeypatch, finder)
+    finder = watching_finder(lambda shape: boxes)
     folder = photo_folder(tmp_path / "project", "crowd.png", crowd)
     window, version, image_id = open_photo(qtbot, tmp_path, folder, "crowd.png")
     session = window.session
@@ -157,10 +173,9 @@ def test_thirty_faces(qtbot, tmp_path, monkeypatch):
     still_works(qtbot, window, version)
 
 
-def test_a_1x1_image(qtbot, tmp_path, monkeypatch):
+def test_a_1x1_image(qtbot, tmp_path, watching_finder):
     # A real finder finds no face in a single pixel; the whole-image stand-in would find one.
-    finder = GuiWatchingFinder(lambda shape: [] if min(shape) < 8 else [Face(box=(0, 0, shape[1], shape[0]))])
-    use(monkeypatch, finder)
+    finder = watching_finder(lambda shape: [] if min(shape) < 8 else [Face(box=(0, 0, shape[1], shape[0]))])
     folder = photo_folder(tmp_path / "project", "dot.png", np.full((1, 1, 3), 200, np.uint8))
     window, version, image_id = open_photo(qtbot, tmp_path, folder, "dot.png")
     session = window.session
@@ -176,11 +191,10 @@ def test_a_1x1_image(qtbot, tmp_path, monkeypatch):
     still_works(qtbot, window, version)
 
 
-def test_a_face_cut_by_the_frame_edge(qtbot, tmp_path, monkeypatch):
+def test_a_face_cut_by_the_frame_edge(qtbot, tmp_path, watching_finder):
     # The finder's box reaches past the left edge (the face is half out of the picture).
     cut = Face(box=(-30.0, 0.0, 34.0, 64.0), score=0.8, box_framing=(0.5, 0.5, 1.0))
-    finder = GuiWatchingFinder(lambda shape: [cut])
-    use(monkeypatch, finder)
+    finder = watching_finder(lambda shape: [cut])
     folder = two_faces(tmp_path / "project")
     (folder / "p0.png").rename(folder / "edge.png")
     write_image(folder / "good.png", synthetic_face(64, seed=3)[0])
@@ -205,13 +219,12 @@ def test_a_face_cut_by_the_frame_edge(qtbot, tmp_path, monkeypatch):
     still_works(qtbot, window, version)
 
 
-def test_a_12_megapixel_photo(qtbot, tmp_path, monkeypatch):
+def test_a_12_megapixel_photo(qtbot, tmp_path, watching_finder):
     face, _ = synthetic_face(64, seed=5)
     big = np.full((3000, 4000, 3), 90, np.uint8)
     big[800:2100, 1600:2400] = cv2.resize(face, (800, 1300), interpolation=cv2.INTER_LINEAR)
     box = Face(box=(1600.0, 800.0, 2400.0, 2100.0), score=0.95, box_framing=(0.5, 0.5, 1.0))
-    finder = GuiWatchingFinder(lambda shape: [box])
-    use(monkeypatch, finder)
+    finder = watching_finder(lambda shape: [box])
     folder = photo_folder(tmp_path / "project", "big.jpg", big)
     window, version, image_id = open_photo(qtbot, tmp_path, folder, "big.jpg")
     session = window.session

@@ -114,3 +114,28 @@ def test_the_real_photos_with_two_faces(finder, shared_data):
 def test_an_unknown_finder_is_a_clear_error():
     with pytest.raises(FinderError, match="unknown face finder"):
         get_finder("haar")
+
+
+@pytest.mark.parametrize("name", ["deepface_couple.jpg", "insightface_t1.jpg", "facer_weirdface.jpg"])
+def test_the_torch_network_finds_what_the_wheels_library_finds(shared_data, name):
+    # The finder runs YuNet through torch with the weights read from the yuface wheel's C++
+    # library; on real photos it must find the faces that library finds, at the same places.
+    from yuface.yuface import detect
+
+    from trainer.face_detect import YuNetNet
+
+    rgb = read_image(shared_data / "faces-unlabeled" / name)
+    scale = 640 / max(rgb.shape[:2])
+    rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    library = np.asarray(detect(np.ascontiguousarray(rgb[:, :, ::-1])), np.float64).reshape(-1, 16)
+    library = library[library[:, 0] >= 50]  # scores in percent, boxes and points truncated to int
+    ours = YuNetNet()(rgb, 0.45)
+    assert len(library) >= 2
+    for row in library:
+        x, y, w, h = row[1:5]
+        match = [f for f in ours if np.abs(f[1] - [x, y, x + w, y + h]).max() < 2.0]
+        assert len(match) == 1, f"the library's face at {(x, y, w, h)} was not found"
+        score, _, points = match[0]
+        assert abs(100 * score - row[0]) < 1.5
+        assert np.abs(points - row[5:15].reshape(5, 2)).max() < 2.0
+    assert len([f for f in ours if f[0] >= 0.5]) == len(library)

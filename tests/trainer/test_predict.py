@@ -204,3 +204,80 @@ def test_predict_folder_records_the_faces_and_the_framing(parser_ckpt: Path, tmp
     record = json.loads((tmp_path / "out" / "faces.json").read_text())
     assert record["framing"] == "detect" and record["model"]["framing"] == "detect"
     assert len(record["images"]["a.png"]["faces"]) == 1  # the tests' whole-image finder
+
+
+class _LabelFinder:
+    """Finds the faces of a known label map in an image of any size (as a real finder would),
+    with the 12-megapixel finder's passes: the largest at 0.4 of the photo."""
+
+    name = "label"
+
+    def __init__(self, label: np.ndarray) -> None:
+        self.label, self.calls = label, []
+
+    def detection_scales(self, shape):
+        return [0.16, 0.4]
+
+    def __call__(self, image):
+        import cv2
+
+        from trainer.faces import faces_from_label
+
+        self.calls.append(image.shape[:2])
+        h, w = image.shape[:2]
+        return faces_from_label(cv2.resize(self.label, (w, h), interpolation=cv2.INTER_NEAREST))
+
+
+@pytest.mark.parametrize("side", [700, 70])
+def test_a_photo_file_is_parsed_at_its_full_size_from_as_few_pixels_as_its_faces_need(
+    predictor: Predictor, tmp_path: Path, side: int
+) -> None:
+    from trainer.data.imageio import read_image
+    from trainer.faces import faces_from_label
+
+    image, label, _ = _photo_with_faces([(side, 10.0, (800, 600))], frame=(1200, 1600))
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(image).save(path, quality=95)
+    finder = _LabelFinder(label)
+    detect = Predictor(predictor.model, device="cpu", framing="detect", finder=finder)
+    pred, used = detect.predict_file(path)
+    # Found on the JPEG read at half size (enough for the finder's 0.4 pass); a large face is
+    # parsed from it too, a small one from the whole photo.
+    assert finder.calls == [(600, 800)]
+    assert used.shape[:2] == ((600, 800) if side == 700 else (1200, 1600))
+    assert pred.label.shape == (1200, 1600) and pred.confidence.shape == (1200, 1600)
+    truth = faces_from_label(label)[0]
+    assert np.abs(np.subtract(pred.faces[0].box, truth.box)).max() < 6
+    # The same labels as the whole photo read and parsed with the same faces.
+    whole = detect.predict_batch([read_image(path)], faces=[pred.faces])[0]
+    assert (whole.label == pred.label).mean() > 0.97
+
+
+def test_an_aligned_crop_is_parsed_whole_and_a_face_in_a_photo_is_not(predictor: Predictor) -> None:
+    # On aligned crops (CelebAMask-HQ, HELEN) the finder's framing is a few per cent off the
+    # crop's own; detect framing then parses the crop exactly as whole framing does, so aligned
+    # data scores the same either way (BENCHMARKS.md).
+    from trainer.faces import Face
+
+    image = synthetic_face(128, seed=3)[0]
+    crops: list[int] = []
+
+    def finder_of(box):
+        return lambda img: [Face(box=box, box_framing=(0.5, 0.5, 1.0))]
+
+    def parse(box):
+        detect = Predictor(predictor.model, device="cpu", framing="detect", finder=finder_of(box))
+        real = detect.logits
+        detect.logits = lambda batch: crops.append(len(batch)) or real(batch)
+        return detect(image)
+
+    whole = predictor(image)
+    near = parse((5.0, -4.0, 131.0, 124.0))  # the finder's box, 4% off the crop's edges
+    assert crops == [1]  # the face's crop only: nothing of the photo lies past it
+    np.testing.assert_array_equal(near.label, whole.label)
+    np.testing.assert_array_equal(near.confidence, whole.confidence)
+    assert near.framing == "detect" and len(near.faces) == 1
+    crops.clear()
+    far = parse((30.0, 30.0, 100.0, 100.0))  # a face in the middle of a larger photo
+    assert crops == [1, 1]  # its crop and the zoomed-out one
+    assert (far.label[:10] == 0).all()  # the photo's top lies past both crops: background

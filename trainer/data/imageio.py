@@ -58,8 +58,13 @@ def _too_many_pixels(path: Path, exc: Exception) -> str:
     )
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def read_image(path: str | os.PathLike[str], reduce: int = 1) -> np.ndarray:
     """Read an image file as RGB.
+
+    Args:
+        reduce: 2, 4 or 8 to read a JPEG at about 1/reduce of its width and height with the
+            decoder's own scaling (a 12-megapixel JPEG at half size in a third of the time);
+            other formats are read whole. Use :func:`image_size` for the full size.
 
     Returns:
         (H, W, 3) uint8 array, EXIF orientation applied.
@@ -73,6 +78,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                if reduce > 1 and im.format == "JPEG":
+                    im.draft("RGB", (max(1, im.width // reduce), max(1, im.height // reduce)))
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 rgb = _to_rgb(im)
@@ -85,6 +92,31 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageReadError(_too_many_pixels(path, exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: unreadable or truncated image ({exc})") from None
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(H, W) of an image file as :func:`read_image` returns it (EXIF orientation applied),
+    from its header alone.
+
+    Raises:
+        ImageReadError: as :func:`read_image`.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                orientation = im.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image or an unsupported format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(_too_many_pixels(path, exc)) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: unreadable or truncated image ({exc})") from None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
 def read_label(
