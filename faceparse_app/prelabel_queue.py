@@ -26,6 +26,7 @@ import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, Signal
 
 from faceparse_app.workers import JobThread, Relay, configure_torch_threads, error_message
+from trainer.errors import PredictionInterrupted
 
 if TYPE_CHECKING:
     from trainer.faces import Face
@@ -119,7 +120,13 @@ class PrelabelQueue(QObject):
         # (image id, rev) -> faces this thread found, until the caller keeps them: the next
         # prediction of the image (a sweep right behind the request) does not search again.
         self._found: dict[tuple[int, int], list[Face]] = {}
+        # Of those, the ones no finished prediction has reported yet (its job was interrupted).
+        self._unreported: set[tuple[int, int]] = set()
         self._inflight: tuple[int, int, int, int] | None = None  # (id, generation, rev, priority)
+        # Set when a request or look-ahead arrives while a refresh or sweep job runs: that job
+        # stops at its next step and goes back in the queue (a photo of thirty faces must not
+        # hold up the face the annotator just drew).
+        self._preempt = threading.Event()
         self._stopping = False
         self._relay = Relay(self._on_event, self)
         configure_torch_threads()
@@ -165,6 +172,7 @@ class PrelabelQueue(QObject):
             self._face_rev[image_id] = self._face_rev.get(image_id, 0) + 1
             for key in [k for k in self._found if k[0] == image_id]:
                 del self._found[key]
+                self._unreported.discard(key)
         for key in [k for k in self._cache if k[0] == image_id]:
             del self._cache[key]
         for key in [k for k in self._scores if k[0] == image_id]:
@@ -281,6 +289,8 @@ class PrelabelQueue(QObject):
             and inflight[3] <= _LOOKAHEAD
         ):
             return
+        if priority <= _LOOKAHEAD and inflight is not None and inflight[3] >= _REFRESH:
+            self._preempt.set()
         heapq.heappush(self._heap, (priority, next(self._seq), image_id, path, self._generation))
 
     def _loop(self) -> None:
@@ -296,7 +306,7 @@ class PrelabelQueue(QObject):
                     self._cond.wait()
                 if self._stopping:
                     return
-                priority, _, image_id, path, generation = heapq.heappop(self._heap)
+                priority, seq, image_id, path, generation = heapq.heappop(self._heap)
                 if generation != self._generation:
                     continue
                 if priority == _SWEEP and (image_id, generation) in refreshed:
@@ -304,6 +314,7 @@ class PrelabelQueue(QObject):
                 source, version = self._model_source, self.version
                 rev = self._face_rev.get(image_id, 0)
                 self._inflight = (image_id, generation, rev, priority)
+                self._preempt.clear()
             try:
                 if loaded_generation != generation:
                     predictor = None  # free the old model before loading the new one
@@ -313,15 +324,29 @@ class PrelabelQueue(QObject):
                     self._relay.post("model_loaded", (generation, version))
                 if predictor is None:
                     continue
+                image = self.loader(path)
                 given = self._kept_faces(image_id)
+                found = False  # the faces come from this thread's search, not reported yet
                 if given is None:
                     with self._cond:
                         given = self._found.get((image_id, rev))
-                pred = prelabel(predictor, self.loader(path), faces=given)
-                found = given is None and pred.framing == "detect" and _finds_faces(predictor)
+                        found = given is not None and (image_id, rev) in self._unreported
+                if given is None and getattr(predictor, "framing", None) == "detect" and _finds_faces(predictor):
+                    # Searched here, not inside the prediction, so a prediction interrupted
+                    # after the search does not search again.
+                    given, found = predictor.find_faces(image), True
+                    with self._cond:
+                        self._found[(image_id, rev)] = list(given)
+                        self._unreported.add((image_id, rev))
+                interrupt = self._preempt.is_set if priority >= _REFRESH else None
+                pred = prelabel(predictor, image, faces=given, interrupt=interrupt)
                 if found:
                     with self._cond:
-                        self._found[(image_id, rev)] = list(pred.faces)
+                        self._unreported.discard((image_id, rev))
+            except PredictionInterrupted:
+                with self._cond:  # back in its place in the line, behind the urgent job
+                    heapq.heappush(self._heap, (priority, seq, image_id, path, generation))
+                continue
             except Exception as exc:  # noqa: BLE001 - reported to the GUI, never fatal
                 log.warning("pre-label of %s failed: %s", path, exc)
                 model_failed = loaded_generation != generation

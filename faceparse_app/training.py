@@ -77,7 +77,10 @@ def preload_model_code() -> None:
 
 
 def prelabel(
-    predictor: Predictor, image: np.ndarray, faces: Sequence[Face] | None = None
+    predictor: Predictor,
+    image: np.ndarray,
+    faces: Sequence[Face] | None = None,
+    interrupt: Callable[[], bool] | None = None,
 ) -> Prediction:
     """A photo's pre-label, through the trainer's one inference path.
 
@@ -86,12 +89,15 @@ def prelabel(
             whole image as one aligned face).
         image: (H, W, 3) uint8 RGB.
         faces: the faces to parse instead of finding them (an annotator's own), or None.
+        interrupt: asked between the steps of a photo; True stops it with
+            ``trainer.errors.PredictionInterrupted`` (to make way for a more urgent photo).
 
     Returns:
         The Prediction: label (H, W) uint8, confidence (H, W) float32, the faces parsed, and the
         uncertainty score in [0, 1] over the faces (NaN when none was found).
     """
-    return predictor.predict_batch([image], faces=None if faces is None else [list(faces)])[0]
+    given = None if faces is None else [list(faces)]
+    return predictor.predict_batch([image], faces=given, interrupt=interrupt)[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,3 +25,8 @@ class CheckpointError(FaceParseError):
 
 class ModelConfigError(FaceParseError):
     """A model preset or encoder-weights request cannot be satisfied."""
+
+
+class PredictionInterrupted(FaceParseError):
+    """A prediction was stopped by its caller (``interrupt`` said so) to make way for more
+    urgent work; nothing is wrong with the image or the model."""

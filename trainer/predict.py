@@ -33,7 +33,7 @@ from trainer.checkpoint import load_model
 from trainer.data.folders import list_images
 from trainer.data.imageio import image_size, read_image, write_image, write_label
 from trainer.data.transforms import resize_square, to_tensor
-from trainer.errors import CheckpointError, FaceParseError, ImageReadError
+from trainer.errors import CheckpointError, FaceParseError, ImageReadError, PredictionInterrupted
 from trainer.faces import Face, crop_face, parse_transforms, paste_logits, scale_faces
 from trainer.labels import get_label_set
 from trainer.models import FaceParseNet
@@ -217,6 +217,7 @@ class Predictor:
         images: Sequence[np.ndarray],
         output_sizes: Sequence[tuple[int, int]] | None = None,
         faces: Sequence[Sequence[Face] | None] | None = None,
+        interrupt: Callable[[], bool] | None = None,
     ) -> list[Prediction]:
         """Parse several photos.
 
@@ -226,9 +227,14 @@ class Predictor:
                 label map stored at another resolution).
             faces: ``detect`` only: per image, the faces to parse instead of finding them (None
                 for an image: find them), e.g. the faces an annotator kept, added or drew.
+            interrupt: ``detect`` only: asked between the steps of a photo (after finding its
+                faces, before each batch of crops, before pasting); True stops the work.
 
         Returns:
             One Prediction per image, at its output size.
+
+        Raises:
+            PredictionInterrupted: ``interrupt`` returned True; nothing is returned.
         """
         if not images:
             return []
@@ -245,7 +251,7 @@ class Predictor:
         if self.framing == "whole":
             return self._predict_whole(images, sizes)
         return [
-            self._predict_faces(image, size, None if faces is None else faces[i])
+            self._predict_faces(image, size, None if faces is None else faces[i], interrupt)
             for i, (image, size) in enumerate(zip(images, sizes, strict=True))
         ]
 
@@ -295,10 +301,13 @@ class Predictor:
         """Parse one (H, W, 3) uint8 RGB photo; see ``predict_batch``."""
         return self.predict_batch([image])[0]
 
-    def _crop_logits(self, crops: Sequence[np.ndarray]) -> list[torch.Tensor]:
+    def _crop_logits(
+        self, crops: Sequence[np.ndarray], interrupt: Callable[[], bool] | None = None
+    ) -> list[torch.Tensor]:
         """(C, S, S) logits of each (S, S, 3) crop, CROP_BATCH crops a forward pass."""
         out: list[torch.Tensor] = []
         for start in range(0, len(crops), CROP_BATCH):
+            _check(interrupt)
             out.extend(self.logits(crops[start : start + CROP_BATCH]).cpu())
         return out
 
@@ -321,9 +330,14 @@ class Predictor:
         return out
 
     def _predict_faces(
-        self, image: np.ndarray, size: tuple[int, int], given: Sequence[Face] | None
+        self,
+        image: np.ndarray,
+        size: tuple[int, int],
+        given: Sequence[Face] | None,
+        interrupt: Callable[[], bool] | None = None,
     ) -> Prediction:
         found = list(given) if given is not None else self.find_faces(image)
+        _check(interrupt)
         side = self.input_size
         h, w = image.shape[:2]
         # The output may be at another resolution than the photo (a label map stored smaller).
@@ -346,8 +360,9 @@ class Predictor:
             ctx_crops.append(crop_face(image, wide, side))
             own_t.append(own @ to_out)
             ctx_t.append(wide @ to_out)
-        own_logits = self._crop_logits(own_crops)
-        ctx_logits = self._crop_logits(ctx_crops)
+        own_logits = self._crop_logits(own_crops, interrupt)
+        ctx_logits = self._crop_logits(ctx_crops, interrupt)
+        _check(interrupt)
         with torch.inference_mode():
             label, confidence = paste_logits(own_logits, own_t, size, fill=(ctx_logits, ctx_t))
             scores = [mean_entropy(x) for x in own_logits]
@@ -358,6 +373,11 @@ class Predictor:
             score=float(np.mean(scores)) if scores else float("nan"),
             framing="detect",
         )
+
+
+def _check(interrupt: Callable[[], bool] | None) -> None:
+    if interrupt is not None and interrupt():
+        raise PredictionInterrupted("the prediction was interrupted by its caller")
 
 
 # A face whose crop lies within this share of the side from a square photo's own corners is that

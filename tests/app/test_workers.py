@@ -131,8 +131,9 @@ def test_prelabel_queue_serves_the_requested_face_first_then_caches(qtbot, tiny_
         queue.request(1, face_files[1], upcoming=[(2, face_files[2]), (3, face_files[3]), (4, face_files[4])])
         gate.set()
         qtbot.waitUntil(lambda: len(queue.scores()) == 5, timeout=20000)
-        # The requested face beat the look-ahead, which beat the rest of the background sweep.
-        assert loads == [5, 1, 2, 3, 6]
+        # The requested face beat the look-ahead, which beat the rest of the background sweep;
+        # the sweep's job under way (5) stopped for them and was done again after.
+        assert loads == [5, 1, 2, 3, 5, 6]
         assert ready == [(1, True), (2, True), (3, True)]  # only 2 look-ahead faces (lookahead=2)
         pred = queue.cached(1)
         assert pred.label.shape == (64, 64) and pred.confidence.shape == (64, 64)
@@ -305,5 +306,46 @@ def test_an_image_is_searched_once_even_before_its_faces_are_kept(qtbot, face_fi
         queue.score_all([(1, face_files[1])])
         qtbot.waitUntil(lambda: len(queue.scores()) == 1, timeout=20000)
         assert len(finder.calls) == 2  # once per image
+    finally:
+        queue.stop()
+
+
+class CountingCalls(Predictor):
+    """A predictor whose every forward pass takes a while (a photo of many faces on a slow CPU)."""
+
+    def __init__(self) -> None:
+        super().__init__(build_model(get_preset("tiny"), heads=("parsing",)), device="cpu")
+        self.passes = 0
+
+    def logits(self, images):  # type: ignore[override]
+        self.passes += 1
+        threading.Event().wait(0.3)
+        return super().logits(images)
+
+
+def test_a_face_the_annotator_asks_for_interrupts_the_background_scoring(qtbot, face_files):
+    """The face-box tool's pre-label waited for the whole scoring of a 30-face photo."""
+    crowd = [
+        Face(box=(float(x), float(y), x + 16.0, y + 16.0), source="user", box_framing=(0.5, 0.5, 1.0))
+        for x in range(0, 48, 8)
+        for y in range(0, 48, 8)
+    ]  # 36 faces: 10 slow forward passes
+    drawn = [Face(box=(8.0, 8.0, 56.0, 56.0), source="user", box_framing=(0.5, 0.5, 1.0))]
+    kept = {1: crowd, 2: drawn}
+    predictor = CountingCalls()
+    queue = PrelabelQueue(lookahead=0, faces_for=kept.get)
+    try:
+        queue.set_model(predictor, "v0001")
+        order: list[str] = []
+        queue.ready.connect(lambda i, pred: order.append(f"ready {i}"))
+        queue.scored.connect(lambda i, score: order.append(f"scored {i}"))
+        queue.score_all([(1, face_files[1])])
+        qtbot.waitUntil(lambda: predictor.passes >= 2, timeout=20000)  # the sweep is under way
+        queue.request(2, face_files[2])
+        qtbot.waitUntil(lambda: {"scored 1", "ready 2"} <= set(order), timeout=60000)
+        # The annotator's face came first; the interrupted scoring still finished after it.
+        assert order.index("ready 2") < order.index("scored 1"), order
+        assert len(queue.cached(2).faces) == 1
+        assert not np.isnan(queue.score(1))
     finally:
         queue.stop()
