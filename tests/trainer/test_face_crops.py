@@ -69,10 +69,10 @@ def test_finetune_jitters_each_face_crop_beyond_the_finders_error(tmp_path: Path
             seen.append(self)
 
     monkeypatch.setattr(datasets, "ParsingDataset", Recording)
-    config = FinetuneConfig(
-        data="", out_dir=str(tmp_path / "run"), preset="tiny", max_steps=1, batch_size=2,
+    config = FinetuneConfig.from_flat(dict(
+        out_dir=str(tmp_path / "run"), preset="tiny", max_steps=1, batch_size=2,
         device="cpu", val_split=None, progress_bar=False, framing="detect",
-    )  # fmt: skip
+    ))  # fmt: skip
     finetune_on_samples(config, _samples(), None)
     dataset = seen[0]
 
