@@ -344,9 +344,7 @@ def _paste_into(label, confidence, best, logits, transforms, shape, region, band
             ]
             edge = inside & (arg == _MIXED)
             if edge.any():
-                mixed = cv2.remap(hwc, u[edge][None, :], v[edge][None, :], cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-                arg[edge] = mixed.reshape(int(edge.sum()), -1).argmax(axis=-1)
+                arg[edge] = _interpolated_argmax(hwc, u[edge], v[edge])
             # Band pixel (i, j) has its centre at photo (x0 + j + 0.5, b0 + i + 0.5).
             shift = m[:, :2] @ np.array([x0 + 0.5, b0 + 0.5]) + m[:, 2] - 0.5
             band_m = np.hstack([m[:, :2], shift[:, None]])
@@ -360,6 +358,20 @@ def _paste_into(label, confidence, best, logits, transforms, shape, region, band
 
 
 _MIXED = 255  # a cell whose four corner pixels disagree on the top class
+
+
+def _interpolated_argmax(hwc: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The top class of the (S, S, C) scores sampled bilinearly at the points (u, v) (OpenCV's
+    coordinates, edge pixels replicated past the border)."""
+    n, width = len(u), _REMAP_WIDTH
+    pad = -n % width  # cv2.remap takes maps under 32767 on a side: points as rows of `width`
+    mu = np.concatenate([u, np.zeros(pad, np.float32)]).reshape(-1, width)
+    mv = np.concatenate([v, np.zeros(pad, np.float32)]).reshape(-1, width)
+    sampled = cv2.remap(hwc, mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return sampled.reshape(-1, hwc.shape[-1])[:n].argmax(axis=-1)
+
+
+_REMAP_WIDTH = 4096
 
 
 def _cell_classes(hwc: np.ndarray) -> np.ndarray:
