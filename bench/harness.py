@@ -38,7 +38,16 @@ MANIFEST_NAME = "MANIFEST.json"
 DONE_NAME = "done.json"
 ENVELOPE = ("experiment", "run", "time", "machine", "command")
 # Environment variables that change what a command measures, written in front of it.
-COMMAND_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "STUDY_SECONDS")
+# Variables that change what a command measures, written in front of it in the manifest (the
+# last two cap the CPU's instruction set: oneDNN's convolutions, torch's own kernels).
+COMMAND_ENV = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+    "STUDY_SECONDS",
+    "ONEDNN_MAX_CPU_ISA",
+    "ATEN_CPU_CAPABILITY",
+)
 
 log = logging.getLogger("bench")
 
@@ -162,6 +171,7 @@ def machine() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "isa": torch.backends.cpu.get_cpu_capability(),
         "avx512f": "avx512f" in cpu_flags(),
+        "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
