@@ -404,7 +404,8 @@ def add_common(
     Args:
         experiment: names the default folders: ``bench/out/<experiment>`` and
             ``bench/results/<experiment>``.
-        out: ``--out``, the working folder (caches, checkpoints; git-ignored): True for
+        out: ``--out-dir`` (as everywhere in the project; ``--out`` is kept as an alias), the
+            working folder (caches, checkpoints; git-ignored): True for
             ``bench/out/<experiment>``, a path for another default, None for none; a script that
             computes its default later passes "" (the option then defaults to None).
         results: ``--results``, the committed result file (or stem), relative to
@@ -420,7 +421,9 @@ def add_common(
                 raise ValueError("out=True needs an experiment")
             out = out_dir(experiment)
         parser.add_argument(
+            "--out-dir",
             "--out",
+            dest="out",
             default=str(out) if out != "" else None,
             help="working folder: caches, checkpoints, scratch (git-ignored; default %(default)s)"
             if out != ""

@@ -86,7 +86,7 @@ def job_argv(arm: str, seed: int, args: argparse.Namespace) -> list[str]:
     recipe = K10_QUICK if args.quick else K10_RECIPE
     argv = ["--init", init, "--name", name, "--subset-seed", str(seed), *recipe, *VAL_AT_END]
     argv += ["--data", str(args.data), "--device", args.device, "--results", str(args.results)]
-    argv += ["--out", str(Path(args.out) / name)]
+    argv += ["--out-dir", str(Path(args.out) / name)]
     argv += ["--experiment", experiment_of(args.results, EXPERIMENT)]
     if args.class_weighting != "none":
         argv += ["--class-weighting", args.class_weighting]

@@ -34,7 +34,7 @@ fetch_smp_wheel() {
 
 prepare() {
     local py=.venv/bin/python
-    "$py" -m bench.study --stop-after data --data "$DATA_SRC" --out "$CARRY/study"
+    "$py" -m bench.study --stop-after data --data "$DATA_SRC" --out-dir "$CARRY/study"
     PYTHONPATH=. "$py" - "$CARRY/unlabeled" <<'EOF'
 import sys
 from pathlib import Path
@@ -81,7 +81,7 @@ gpu_run() {
     # timeout leaves the device call time to bring $OUT back; results are written after every run.
     timeout "$STUDY_SECONDS" python3 -m "$module" \
         --data "$DATA_SRC" \
-        --out "$CARRY/study" \
+        --out-dir "$CARRY/study" \
         --unlabeled "$CARRY/unlabeled" \
         --results "$out/$name" \
         --device cuda \
@@ -157,7 +157,7 @@ k10() {
         --threads 1 \
         --device cuda \
         --seconds $((K10_SECONDS - 15)) \
-        --out /tmp/k10-subsets \
+        --out-dir /tmp/k10-subsets \
         --results "$out/k10_subsets.jsonl" \
         "$@" \
         2>&1 | tee "$out/k10_subsets.log" || true
