@@ -129,7 +129,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from trainer.predict import Predictor, predict_folder
+    from trainer.predict import Predictor
+    from trainer.predict_folder import predict_folder
 
     if not Path(args.images).is_dir():
         raise FaceParseError(f"{args.images}: folder of images not found")
