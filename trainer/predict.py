@@ -156,6 +156,7 @@ class Predictor:
             "metrics": self.meta.get("metrics"),
             "path": self.meta.get("path"),
             "framing": self.framing,
+            "runtime": "torch",
             "finder": getattr(self._finder, "name", None) if self.framing == "detect" else None,
         }
 
