@@ -38,15 +38,15 @@ MANIFEST_NAME = "MANIFEST.json"
 DONE_NAME = "done.json"
 ENVELOPE = ("experiment", "run", "time", "machine", "command")
 # Environment variables that change what a command measures, written in front of it.
-# Variables that change what a command measures, written in front of it in the manifest (the
-# last two cap the CPU's instruction set: oneDNN's convolutions, torch's own kernels).
 COMMAND_ENV = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
     "CUDA_VISIBLE_DEVICES",
     "STUDY_SECONDS",
+    # CPU ISA caps (a host without AVX-512 emulated on one with it)
     "ONEDNN_MAX_CPU_ISA",
     "ATEN_CPU_CAPABILITY",
+    "MKL_ENABLE_INSTRUCTIONS",
 )
 
 log = logging.getLogger("bench")
