@@ -415,3 +415,77 @@ def _clip(box: BoxXYXY, shape: tuple[int, int]) -> BoxXYXY:
     x0, x1 = sorted((x0, x1))
     y0, y1 = sorted((y0, y1))
     return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the canvas's assisted tools ask for
+
+
+class AssistContext:
+    """The image on screen and the active parser, for the canvas's assisted tools.
+
+    The parser is loaded from the active model's checkpoint (CPU) the first time a tool needs it,
+    and the class probabilities are computed once per image and model version: a face crop's
+    forward pass, then kept.
+
+    Args:
+        image: returns the (H, W, 3) uint8 RGB image on screen, or None.
+        model: returns (checkpoint path or Predictor, version id), or (None, None) for no model.
+        faces: returns the faces kept for the image on screen (None: the finder's).
+    """
+
+    def __init__(
+        self,
+        image: Any,
+        model: Any,
+        faces: Any = None,
+    ) -> None:
+        self._image, self._model, self._faces = image, model, faces
+        self._predictor: tuple[Any, Any] | None = None  # (version, Predictor)
+        self._probs: tuple[int, Any, ClassProbabilities] | None = None  # (id(image), version, .)
+        self._snapper: tuple[int, EdgeSnapper] | None = None
+
+    def image(self) -> np.ndarray | None:
+        return self._image()
+
+    def snapper(self) -> EdgeSnapper | None:
+        """The edge-snapping helper for the image on screen."""
+        image = self._image()
+        if image is None:
+            return None
+        if self._snapper is None or self._snapper[0] != id(image):
+            rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+            self._snapper = (id(image), EdgeSnapper(np.ascontiguousarray(rgb[..., :3])))
+        return self._snapper[1]
+
+    def predictor(self) -> Any:
+        """The active parser (loaded on first use), or None without a model."""
+        source, version = self._model()
+        if source is None:
+            return None
+        if self._predictor is None or self._predictor[0] != version:
+            if isinstance(source, str | bytes) or hasattr(source, "__fspath__"):
+                from trainer.predict import Predictor
+
+                predictor = Predictor.from_checkpoint(source, device="cpu")
+            else:
+                predictor = source
+            self._predictor = (version, predictor)
+        return self._predictor[1]
+
+    def probabilities(self) -> ClassProbabilities | None:
+        """The parser's class probabilities over the image on screen, or None (no model, no
+        image)."""
+        image = self._image()
+        if image is None or image.ndim != 3:
+            return None
+        _, version = self._model()
+        if self._probs is not None and self._probs[:2] == (id(image), version):
+            return self._probs[2]
+        predictor = self.predictor()
+        if predictor is None:
+            return None
+        faces = self._faces() if self._faces is not None else None
+        probs = ClassProbabilities.from_predictor(predictor, np.ascontiguousarray(image[..., :3]), faces)
+        self._probs = (id(image), version, probs)
+        return probs
