@@ -6,9 +6,9 @@ It turns a starting label map into the truth with the app's own Qt-free editing 
 uses, and ``faceparse_app.assist``), with a fixed policy:
 
 1. take the largest wrong region (8-connected pixels whose truth is one class; a region no tool
-   improves is passed over);
+   fixes 30% of, net, is passed over);
 2. of the tools allowed, price each one's edit for it (``bench.effort_policy``: fill at its inner
-   point; a polygon around it at 1, 2 or 4 px tolerance; brush strokes along its skeleton with the
+   point; a polygon around it at 1, 2 or 4 px tolerance or along its own pixels; brush strokes along its skeleton with the
    smallest of 1, 2, 3, 5, 8, 12 px radius that covers its width; relabel clicks; anchors of the
    edge-snapping boundary tool; a zoom re-predict box; a GrabCut box), cheapest first, including
    the keys to switch tool, class and brush size, and make the one that fixes the most pixels
@@ -55,6 +55,7 @@ from bench.effort_policy import (
 EXPERIMENT = "annotator_sim"
 TARGET = 0.95
 CAP = 1500  # actions
+MIN_SHARE = 0.3  # a move must fix this share of its region's pixels (net), or the region is passed
 NUM_CLASSES = 11
 ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "empty-basic": ("empty", BASIC),
@@ -138,13 +139,13 @@ def correct(face: Face, start: np.ndarray, tools: Sequence[str], cap: int = CAP)
             gain = int(np.count_nonzero(doc.label == truth)) - correct_now
             while len(doc.history) > mark:
                 doc.undo()
-            # The most pixels fixed per second; a move that fixes the region whole wins over a
-            # costlier one that fixes it whole too (priced is cheapest first).
+            # Of the moves that fix enough of the region, the one fixing most pixels per second
+            # (on a tie the cheaper: priced is cheapest first).
             rate = gain / cost
-            if gain > 0 and (best is None or rate > best[3]):
+            if gain > 0 and gain >= MIN_SHARE * region.area and (best is None or rate > best[3]):
                 best = (cost, move, gain, rate)
         if best is None:
-            passed.add(region.key)
+            passed.add(region.key)  # no tool fixes enough of it to be worth a move
             continue
         cost, move, _, _ = best
         keys, _ = switch_seconds(move, tool, cls, radius)

@@ -180,7 +180,7 @@ def fill_move(region: Region) -> Move:
 
 
 def polygon_moves(region: Region, label: np.ndarray) -> list[Move]:
-    """Polygons around the target shape at three tolerances (a careful to a quick outline)."""
+    """Polygons that fill the region with its true class."""
     box, shape = target_shape(region, label)
     moves = []
     if region.area <= 2:  # a pixel or two: three clicks on them (a polygon of one pixel)
@@ -188,8 +188,11 @@ def polygon_moves(region: Region, label: np.ndarray) -> list[Move]:
         pixels = [(int(x) + region.box[0], int(y) + region.box[1]) for y, x in zip(ys, xs, strict=True)]
         pts = (pixels * 3)[:3]
         return [Move("polygon", 4, 3 * CLICK + K, lambda doc: doc.fill_polygon(pts, region.cls), region.cls)]
-    for eps in (1.0, 2.0, 4.0):
-        polys = outline(box, shape, eps)[:1]
+    # Around the target shape at three tolerances (a careful to a quick outline), and around the
+    # region itself vertex by pixel corner (a sliver one pixel thick, between two classes).
+    shapes = [(box, shape, eps) for eps in (1.0, 2.0, 4.0)] + [(region.box, region.mask, 0.5)]
+    for where, mask, eps in shapes:
+        polys = outline(where, mask, eps)[:1]
         if not polys:
             continue
         poly = polys[0]
