@@ -28,7 +28,7 @@ from bench.recipes import STUDY_OUT
 
 EXPERIMENT = "effort_loop"
 NS = (5, 10, 25)
-TEST_FACES = 12  # the last faces of the seeded order; never in a draw
+TEST_FACES = 12  # the last faces of the seeded order; never in a draw (the first --test are scored)
 
 
 def face_order(names: list[str], seed: int) -> list[str]:
@@ -88,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(STUDY_OUT / "data"), help="the study's data stage")
     parser.add_argument("--stage", choices=("all", "finetune", "effort"), default="all")
     parser.add_argument("--ns", default=",".join(map(str, NS)), help="faces to fine-tune on")
-    parser.add_argument("--test", type=int, default=TEST_FACES, help="test faces")
+    parser.add_argument("--test", type=int, default=6, help=f"test faces scored, of the {TEST_FACES} kept out")
+    parser.add_argument("--arms", default="pre-basic", help="bench.annotator_sim arms (comma-separated)")
     args = parser.parse_args(argv)
     harness.setup_logging()
     data = harness.require(Path(args.data) / "val", "the study's data stage (python -m bench.study)")
-    val, order, test = faces(data.parent, args.seed, 2 if args.quick else args.test)
+    val, order, test = faces(data.parent, args.seed, TEST_FACES)
+    test = test[: 2 if args.quick else args.test]
     out = Path(args.out)
     ns = [int(x) for x in args.ns.split(",") if x]
     checkpoints: dict[str, Path | None] = {"starter": None}
