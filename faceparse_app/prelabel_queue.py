@@ -161,6 +161,11 @@ class PrelabelQueue(QObject):
     def has_model(self) -> bool:
         return self._model_source is not None
 
+    @property
+    def model_source(self) -> Any:
+        """The model as given to :meth:`set_model` (a checkpoint path or a Predictor), or None."""
+        return self._model_source
+
     def cached(self, image_id: int) -> Prediction | None:
         """The current model's prediction of an image, if made (with its current faces)."""
         return self._cache.get((image_id, self.version))
