@@ -62,6 +62,7 @@ class MainWindow(QMainWindow):
         self.palette = ClassPalette(self.state)
         self.tool_bar = ToolBar(self.state, self)
         self.addToolBar(self.tool_bar)
+        self.tool_bar.editing_done.connect(self.canvas.setFocus)
         self.canvas_status = CanvasStatus(self.statusBar(), LAPA)
 
         editor = QSplitter(Qt.Orientation.Horizontal)
@@ -277,6 +278,7 @@ class MainWindow(QMainWindow):
             action.setEnabled(True)
         self.setWindowTitle(f"{project.root.name} — FaceParse Studio")
         self.message_bar.hide()
+        self.canvas.setFocus()  # the class and tool keys work from the first press
         self._refresh_records()
         # After the window's own connections: the model loop's handlers see the new image shown.
         self.model_loop.attach(session)
