@@ -61,3 +61,37 @@ def test_the_polygon_preview_draws_its_vertices(qtbot, tmp_path):
     vertex = canvas.image_to_widget(*canvas.tool.points[1]).toPoint()
     colour = shot.pixelColor(vertex)
     assert colour.red() > 230 and colour.green() > 230 and colour.blue() > 230
+
+
+def test_the_list_keeps_long_names_from_hiding_the_score_and_repaints_only_what_changed(
+    qtbot, tmp_path
+):
+    from faceparse_app.widgets.image_table import Column
+    from tests.app.test_gui_canvas import make_project
+
+    folder = make_project(tmp_path / "project", n=3)
+    long_name = "3f9a1c0b7e2d4a6f8b1c3e5d7f9a0b2c4d6e8f0a1b3c5d7e9f1a3b5c7d9e1f3a5b.png"
+    (folder / "f2.png").rename(folder / long_name)
+    window = make_window(qtbot, tmp_path, open_project=False)
+    window.resize(1400, 900)
+    assert window.open_project(folder)
+    image_list = window.image_list
+    ids = image_list.visible_ids()
+    image_list.set_scores({i: 0.25 for i in ids})
+    long_id = next(i for i in ids if image_list.row_text(i) == long_name)
+    assert image_list.row_text(long_id, Column.UNSURE) == "0.25"
+    header, viewport = image_list.list.header(), image_list.list.viewport()
+    right = header.sectionViewportPosition(Column.UNSURE) + header.sectionSize(Column.UNSURE)
+    assert right <= viewport.width(), "the uncertainty column is pushed out of sight"
+    assert long_name in image_list.row_tooltip(long_id)
+    # A status change repaints its row; the list is not rebuilt.
+    resets = []
+    image_list.model.layoutChanged.connect(lambda *a: resets.append("layout"))
+    image_list.model.modelReset.connect(lambda: resets.append("reset"))
+    with qtbot.waitSignal(image_list.model.dataChanged) as changed:
+        window.session.set_status("labeled")
+    assert resets == []
+    assert changed.args[0].row() == changed.args[1].row() == image_list.model.row_of(
+        window.session.current.id
+    )
+    assert image_list.progress.text() == "1 / 3 labeled"

@@ -20,6 +20,7 @@ from faceparse_app.model_store import ModelStore
 from faceparse_app.project import Project
 from faceparse_app.uncertainty import rank_by_uncertainty
 from faceparse_app.widgets.image_list import SORT_UNCERTAINTY
+from faceparse_app.widgets.image_table import Column
 from tests.app.test_gui_canvas import drag, make_project, make_window
 from tests.conftest import synthetic_face
 from trainer.checkpoint import save_checkpoint
@@ -328,8 +329,8 @@ def test_least_sure_next_and_sort_by_uncertainty(qtbot, tmp_path):
     assert set(scores) == set(unfinished)
     image_list.sort_box.setCurrentIndex(image_list.sort_box.findData(SORT_UNCERTAINTY))  # as a user picks it
     assert image_list.visible_ids()[: len(unfinished)] == rank_by_uncertainty(scores)
-    top = image_list.item_for(rank_by_uncertainty(scores)[0])
-    assert top.text().endswith(f"{max(scores.values()):.2f}")
+    top = rank_by_uncertainty(scores)[0]
+    assert image_list.row_text(top, Column.UNSURE) == f"{max(scores.values()):.2f}"
     # "Next least sure" opens the unfinished image the model is least sure of.
     current = session.current.id
     key(window, "N", Qt.KeyboardModifier.ShiftModifier)
