@@ -384,6 +384,7 @@ class MainWindow(QMainWindow):
 
     def _toggle_heat(self, on: bool) -> None:
         self.canvas.set_heat_visible(on)
+        self.canvas_status.show_heat_legend(on)
         if on and self.session is not None and not self.canvas.has_heat:
             if self.model_loop.version is None:
                 self.show_message("No model yet, so no confidence view: train a model first.")

@@ -121,6 +121,7 @@ class LabelCanvas(QWidget):
         self.document = document
         self._confidence = self._heat = None  # they belong to the previous image
         self.faces, self.selected_face = [], None
+        self.hover_changed.emit(-1, -1, -1)  # the readout named the previous image's pixel
         if image is None or document is None:
             self._qimage = self._image_buffer = None
             self.overlay = None
@@ -139,6 +140,8 @@ class LabelCanvas(QWidget):
             self.update()
         else:
             self.zoom_fit()
+        if self.cursor_pos is not None:  # the cursor rests on the canvas: read the new image
+            self._emit_hover(*self.widget_to_image(self.cursor_pos))
 
     def set_heat(self, confidence: np.ndarray | None) -> None:
         """The model's (H, W) top-class probability for the shown image (None: not known).

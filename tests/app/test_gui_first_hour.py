@@ -95,3 +95,28 @@ def test_the_list_keeps_long_names_from_hiding_the_score_and_repaints_only_what_
         window.session.current.id
     )
     assert image_list.progress.text() == "1 / 3 labeled"
+
+
+def test_the_hover_readout_forgets_the_last_image_and_the_confidence_view_has_a_scale(
+    qtbot, tmp_path
+):
+    from tests.app.test_gui_canvas import drag, point
+
+    window = make_window(qtbot, tmp_path)
+    canvas, status = window.canvas, window.canvas_status
+    window.state.set_radius(3)
+    drag(canvas, [(20, 20), (24, 20)])
+    QTest.mouseMove(canvas, point(canvas, 20, 20))
+    assert status.cls.text() == "1 skin"
+    # Page Down with the cursor resting on the canvas: the readout names the new image's pixel.
+    QTest.keyClick(canvas, Qt.Key.Key_PageDown)
+    assert status.cls.text() == "0 background"
+    # Off the canvas (the cursor went to the list): nothing is named.
+    canvas.leaveEvent(None)
+    window.session.step(1)
+    assert status.cls.text() == "" and status.position.text() == ""
+    assert status.heat_legend.isHidden()
+    window.tool_bar.heat_action.trigger()
+    assert not status.heat_legend.isHidden()
+    window.tool_bar.heat_action.trigger()
+    assert status.heat_legend.isHidden()
