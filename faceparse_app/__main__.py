@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.autosave_ms:
         settings.set_autosave_ms(args.autosave_ms)
     window = MainWindow(settings, device=args.device)
-    window.show()
+    window.show_remembered()
     if args.folder:
         window.open_project(args.folder)
     previous = _close_on_signals(window)

@@ -7,14 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QMainWindow,
     QMessageBox,
     QPushButton,
-    QSplitter,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -28,7 +27,7 @@ from faceparse_app.samples import create_demo_project
 from faceparse_app.session import AnnotationSession
 from faceparse_app.training_settings import available_devices
 from faceparse_app.widgets.canvas import LabelCanvas
-from faceparse_app.widgets.class_palette import CLASS_HOTKEYS, ClassPalette
+from faceparse_app.widgets.class_palette import ClassPalette
 from faceparse_app.widgets.image_list import ImageList
 from faceparse_app.widgets.message_bar import MessageBar
 from faceparse_app.widgets.start_page import StartPage
@@ -36,6 +35,8 @@ from faceparse_app.widgets.status_bar import CanvasStatus
 from faceparse_app.widgets.tool_bar import ToolBar
 from faceparse_app.widgets.tool_state import Tool, ToolState
 from faceparse_app.widgets.train_panel import TrainPanel
+from faceparse_app.widgets.window_layout import make_dock, restore_layout, save_layout
+from faceparse_app.window_menus import build_menus
 from trainer.labels import LAPA
 
 
@@ -52,7 +53,7 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.session: AnnotationSession | None = None
         self.setWindowTitle("FaceParse Studio")
-        self.resize(1280, 800)
+        self.resize(1280, 800)  # until show_remembered: maximised, or as last left
 
         self.state = ToolState(LAPA, self)
         self.message_bar = MessageBar()
@@ -65,15 +66,12 @@ class MainWindow(QMainWindow):
         self.tool_bar.editing_done.connect(self.canvas.setFocus)
         self.canvas_status = CanvasStatus(self.statusBar(), LAPA)
 
-        editor = QSplitter(Qt.Orientation.Horizontal)
-        editor.addWidget(self.image_list)
-        editor.addWidget(self.canvas)
-        editor.addWidget(self.palette)
-        editor.setStretchFactor(1, 1)
-        editor.setSizes([240, 800, 220])
+        # The canvas is the central widget; the list, classes and training are docks beside it
+        # (hidden, moved and resized at will, and remembered). The message bar sits above the
+        # canvas only: when it appears the list does not move under the cursor.
         self.stack = QStackedWidget()
         self.stack.addWidget(self.start_page)
-        self.stack.addWidget(editor)
+        self.stack.addWidget(self.canvas)
         central = QWidget()
         column = QVBoxLayout(central)
         column.setContentsMargins(0, 0, 0, 0)
@@ -82,10 +80,14 @@ class MainWindow(QMainWindow):
         column.addWidget(self.stack, 1)
         self.setCentralWidget(central)
 
-        self._build_actions()
+        build_menus(self)
         self.loop_state = LoopState(available_devices())
         self.train_panel = TrainPanel(self.loop_state)
-        self.train_dock = self.add_panel(self.train_panel, "Training")
+        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+        self.images_dock = self.add_panel(self.image_list, "Images", left)
+        self.classes_dock = self.add_panel(self.palette, "Classes", right)
+        self.train_dock = self.add_panel(self.train_panel, "Training", right, scroll=True)
+        self.resizeDocks([self.images_dock, self.classes_dock], [300, 240], Qt.Orientation.Horizontal)
         self.model_loop = ModelLoop(self.loop_state, device=device, parent=self)
         self.model_loop.message.connect(self.show_message)
         self.model_loop.no_model.connect(self._offer_training)
@@ -116,138 +118,34 @@ class MainWindow(QMainWindow):
         self.canvas.zoom_changed.connect(self.canvas_status.show_zoom)
         self.show_start_page()
 
-    # ------------------------------------------------------------------ actions
-    def _action(self, menu, text: str, slot, keys=(), checkable: bool = False) -> QAction:
-        action = QAction(text, self)
-        if keys:
-            action.setShortcuts([QKeySequence(k) for k in keys])
-        action.setCheckable(checkable)
-        action.triggered.connect(slot)
-        if menu is not None:
-            menu.addAction(action)
-        else:
-            self.addAction(action)  # shortcut only
-        return action
-
-    def _build_actions(self) -> None:
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        self._action(
-            file_menu,
-            "&Open folder…",
-            self.start_page.choose_folder,
-            [QKeySequence.StandardKey.Open],
-        )
-        self._action(file_menu, "Open &demo project", self.open_demo)
-        file_menu.addSeparator()
-        self.export_action = self._action(file_menu, "&Export LaPa…", lambda: self.export_lapa())
-        self.export_reviewed_action = self._action(
-            file_menu, "Export LaPa (reviewed only)…", lambda: self.export_lapa(reviewed_only=True)
-        )
-        file_menu.addSeparator()
-        self.save_action = self._action(
-            file_menu, "&Save", self._save, [QKeySequence.StandardKey.Save]
-        )
-        self.close_action = self._action(
-            file_menu, "&Close project", lambda: self._may_leave_project() and self.close_project()
-        )
-        self._action(file_menu, "&Quit", self.close, [QKeySequence.StandardKey.Quit])
-
-        edit_menu = bar.addMenu("&Edit")
-        self.undo_action = self._action(
-            edit_menu, "&Undo", self._undo, [QKeySequence.StandardKey.Undo]
-        )
-        self.redo_action = self._action(edit_menu, "&Redo", self._redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
-
-        view_menu = bar.addMenu("&View")
-        self._action(view_menu, "&Fit", self.canvas.zoom_fit, ["Ctrl+0"])
-        self._action(view_menu, "&Actual size (1:1)", self.canvas.zoom_actual, ["Ctrl+1"])
-        self._action(view_menu, "Zoom &in", lambda: self.canvas.zoom_by(1.25), ["Ctrl++", "Ctrl+="])
-        self._action(view_menu, "Zoom &out", lambda: self.canvas.zoom_by(0.8), ["Ctrl+-"])
-        view_menu.addSeparator()
-        view_menu.addAction(self.tool_bar.overlay_action)
-        view_menu.addAction(self.tool_bar.outline_action)
-        view_menu.addAction(self.tool_bar.heat_action)
-        self.tool_bar.heat_action.toggled.connect(self._toggle_heat)
-        view_menu.addAction(self.tool_bar.faces_action)
-        self.tool_bar.faces_action.toggled.connect(self.canvas.set_faces_visible)
-        self.tool_bar.faces_action.toggled.connect(self.settings.set_show_faces)
-        self.tool_bar.faces_action.setChecked(self.settings.show_faces)
-        self.canvas.set_faces_visible(self.settings.show_faces)
-
-        tools_menu = bar.addMenu("&Tools")
-        for action in self.tool_bar.tool_actions.values():
-            tools_menu.addAction(action)
-        tools_menu.addSeparator()
-        self._action(tools_menu, "Smaller brush", lambda: self.state.grow_radius(-1), ["["])
-        self._action(tools_menu, "Larger brush", lambda: self.state.grow_radius(1), ["]"])
-        self.class_actions = [
-            self._action(
-                None, f"Class {cls}", lambda _c=False, c=cls: self.state.set_class(c), [key]
-            )
-            for cls, key in enumerate(CLASS_HOTKEYS)
-        ]
-
-        image_menu = bar.addMenu("&Image")
-        self.next_unfinished_action = self._action(
-            image_menu, "&Next unfinished", self.next_unfinished, ["N"]
-        )
-        self._action(
-            image_menu,
-            "Ne&xt image",
-            lambda: self._step(1),
-            [QKeySequence.StandardKey.MoveToNextPage],
-        )
-        self._action(
-            image_menu,
-            "&Previous image",
-            lambda: self._step(-1),
-            [QKeySequence.StandardKey.MoveToPreviousPage],
-        )
-        self.next_least_sure_action = self._action(
-            image_menu, "Next &least sure", self.next_least_sure, ["Shift+N"]
-        )
-        image_menu.addSeparator()
-        self.accept_action = self._action(image_menu, "&Accept pre-label", self._accept, ["A"])
-        self._action(
-            image_menu, "Mark &labeled", lambda: self._set_status("labeled"), ["Ctrl+Return"]
-        )
-        self._action(
-            image_menu,
-            "Mark &reviewed",
-            lambda: self._set_status("reviewed"),
-            ["Ctrl+Shift+Return"],
-        )
-        self._action(image_menu, "Mark in &progress", lambda: self._set_status("in_progress"))
-        self.panels_menu = bar.addMenu("&Panels")
-        self.panels_menu.menuAction().setVisible(False)
-        self._project_actions = [
-            self.export_action,
-            self.export_reviewed_action,
-            self.save_action,
-            self.close_action,
-            self.undo_action,
-            self.redo_action,
-            self.next_unfinished_action,
-            self.next_least_sure_action,
-            self.accept_action,
-        ]
-
-    def add_panel(self, widget: QWidget, title: str) -> QDockWidget:
-        """Dock an extra panel (e.g. issue 4's training panel) at the right."""
-        dock = QDockWidget(title, self)
-        dock.setObjectName(title)
-        dock.setWidget(widget)
-        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    # ------------------------------------------------------------------ panels
+    def add_panel(
+        self,
+        widget: QWidget,
+        title: str,
+        area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea,
+        scroll: bool = False,
+    ) -> QDockWidget:
+        """Dock a panel; the Panels menu shows and hides it."""
+        dock = make_dock(self, widget, title, area, scroll)
         self.panels_menu.addAction(dock.toggleViewAction())
         self.panels_menu.menuAction().setVisible(True)
         return dock
+
+    def show_remembered(self) -> None:
+        """Show the window as the user left it, or maximised the first time."""
+        if restore_layout(self, self.settings):
+            self.show()
+        else:
+            self.showMaximized()
 
     # ----------------------------------------------------------------- projects
     def show_start_page(self) -> None:
         self.start_page.set_recent(self.settings.recent_projects)
         self.stack.setCurrentWidget(self.start_page)
         self.tool_bar.setEnabled(False)
+        for panel in (self.image_list, self.palette, self.train_panel):
+            panel.setEnabled(False)  # nothing to list, paint or train before a project is open
         for action in self._project_actions:
             action.setEnabled(False)
 
@@ -272,8 +170,10 @@ class MainWindow(QMainWindow):
         session.set_protected(self.state.protected)
         self.state.protected_changed.connect(session.set_protected)
         self.canvas.edited.connect(session.note_edit)
-        self.stack.setCurrentIndex(1)
+        self.stack.setCurrentWidget(self.canvas)
         self.tool_bar.setEnabled(True)
+        for panel in (self.image_list, self.palette, self.train_panel):
+            panel.setEnabled(True)
         for action in self._project_actions:
             action.setEnabled(True)
         self.setWindowTitle(f"{project.root.name} — FaceParse Studio")
@@ -463,10 +363,23 @@ class MainWindow(QMainWindow):
     def _may_leave_project(self) -> bool:
         return self.session is None or self.session.save_all() or self.confirm_discard()
 
+    def confirm_stop_training(self) -> bool:
+        """Ask whether to quit while a training run is going (tests replace this)."""
+        answer = QMessageBox.question(
+            self,
+            "Training is running",
+            "A training run is going; quitting stops it and publishes nothing. Quit anyway?",
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
+        if self.model_loop.training.running and not self.confirm_stop_training():
+            event.ignore()
+            return
         if not self._may_leave_project():
             event.ignore()
             return
+        save_layout(self, self.settings)
         self.close_project()
         self.model_loop.training.stop_job()
         event.accept()

@@ -90,7 +90,9 @@ class LabelCanvas(QWidget):
         self._tools: dict = make_tools()
         self._pan_anchor: QPointF | None = None
         self._space_down = False
-        self._fit_pending = True
+        # Fitted, and not zoomed or panned since: a resize (a dock opening, the message bar)
+        # fits again instead of cutting the image's edge off.
+        self._keep_fit = True
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent, True)
@@ -249,7 +251,7 @@ class LabelCanvas(QWidget):
         vw, vh = max(1, self.width()), max(1, self.height())
         self._set_scale(min(vw / w, vh / h) * 0.98)
         self.offset = QPointF((vw - w * self.scale) / 2, (vh - h * self.scale) / 2)
-        self._fit_pending = False
+        self._keep_fit = True
         self.update()
 
     def zoom_actual(self) -> None:
@@ -266,11 +268,12 @@ class LabelCanvas(QWidget):
         ix, iy = self.widget_to_image(anchor)
         self._set_scale(scale)
         self.offset = QPointF(anchor.x() - ix * self.scale, anchor.y() - iy * self.scale)
-        self._fit_pending = False
+        self._keep_fit = False
         self.update()
 
     def pan_by(self, dx: float, dy: float) -> None:
         self.offset += QPointF(dx, dy)
+        self._keep_fit = False
         self.update()
 
     def _set_scale(self, scale: float) -> None:
@@ -281,7 +284,7 @@ class LabelCanvas(QWidget):
 
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt API)
         super().resizeEvent(event)
-        if self._fit_pending:
+        if self._keep_fit:
             self.zoom_fit()
 
     # ------------------------------------------------------------------ painting
