@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import qtawesome as qta
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
@@ -87,7 +88,19 @@ class MainWindow(QMainWindow):
         self.images_dock = self.add_panel(self.image_list, "Images", left)
         self.classes_dock = self.add_panel(self.palette, "Classes", right)
         self.train_dock = self.add_panel(self.train_panel, "Training", right, scroll=True)
-        self.resizeDocks([self.images_dock, self.classes_dock], [300, 240], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.images_dock, self.classes_dock], [280, 230], Qt.Orientation.Horizontal)
+        # Until the annotator opens it (the tool bar's Training button, the Panels menu, the
+        # "Train a model…" offer), the canvas has the room; after, the layout is remembered.
+        self.train_dock.hide()
+        self.train_dock.visibilityChanged.connect(self._widen_training)
+        training = self.train_dock.toggleViewAction()
+        training.setIcon(qta.icon("fa5s.graduation-cap"))
+        training.setToolTip("Show or hide the Training panel (fine-tune the model on your labels)")
+        self.tool_bar.addSeparator()
+        self.tool_bar.addAction(training)
+        self.tool_bar.widgetForAction(training).setToolButtonStyle(
+            Qt.ToolButtonStyle.ToolButtonTextBesideIcon
+        )
         self.model_loop = ModelLoop(self.loop_state, device=device, parent=self)
         self.model_loop.message.connect(self.show_message)
         self.model_loop.no_model.connect(self._offer_training)
@@ -136,8 +149,11 @@ class MainWindow(QMainWindow):
         """Show the window as the user left it, or maximised the first time."""
         if restore_layout(self, self.settings):
             self.show()
-        else:
-            self.showMaximized()
+            return
+        screen = self.screen()
+        if screen is not None:  # without a window manager "maximised" is only a wish
+            self.setGeometry(screen.availableGeometry())
+        self.showMaximized()
 
     # ----------------------------------------------------------------- projects
     def show_start_page(self) -> None:
@@ -275,6 +291,12 @@ class MainWindow(QMainWindow):
         self.train_dock.show()
         self.train_dock.raise_()
         self.train_panel.form.finetune_button.setFocus()
+
+    def _widen_training(self, visible: bool) -> None:
+        """A Training dock just shown gets the width its form needs (no sideways scrolling)."""
+        wanted = self.train_panel.minimumSizeHint().width() + 24
+        if visible and not self.train_dock.isFloating() and self.train_dock.width() < wanted:
+            self.resizeDocks([self.train_dock], [wanted], Qt.Orientation.Horizontal)
 
     def _show_model(self, version: str | None) -> None:
         if version is not None and self.train_offer.isVisible():

@@ -80,7 +80,15 @@ class ToolBar(QToolBar):
         self.outline_action.setChecked(state.outline)
         self.outline_action.setShortcut(QKeySequence("O"))
         self.outline_action.toggled.connect(state.set_outline)
+        self.outline_action.setToolTip(
+            "Outline only (O): draw each class's edge instead of filling it, to see the photo "
+            "underneath"
+        )
         self.addAction(self.outline_action)
+        # Named, not just an icon: the outline view is what checking a label needs most.
+        self.widgetForAction(self.outline_action).setToolButtonStyle(
+            Qt.ToolButtonStyle.ToolButtonTextBesideIcon
+        )
         self.addWidget(QLabel(" Opacity "))
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setRange(0, 100)

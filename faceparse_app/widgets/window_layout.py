@@ -32,7 +32,7 @@ def make_dock(
         area_widget = QScrollArea()
         area_widget.setWidgetResizable(True)
         area_widget.setFrameShape(QScrollArea.Shape.NoFrame)
-        area_widget.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        area_widget.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         area_widget.setWidget(widget)
         dock.setWidget(area_widget)
     else:
