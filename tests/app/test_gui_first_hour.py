@@ -237,3 +237,6 @@ def test_quit_sits_apart_and_asks_while_training(qtbot, tmp_path, monkeypatch):
     window.close()
     assert asked and window.isVisible() and window.session is not None
     assert close_at < quit_at
+    window.confirm_stop_training = lambda: True
+    window.close()
+    assert window.session is None
