@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    from faceparse_app.display_check import display_problem
+
+    problem = display_problem()
+    if problem is not None:  # before Qt, which would abort with a core dump
+        print(f"faceparse-studio: {problem}", file=sys.stderr)
+        return 2
+
     from faceparse_app.app import Settings, create_application
     from faceparse_app.main_window import MainWindow
     from faceparse_app.training import preload_model_code
@@ -50,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.autosave_ms:
         settings.set_autosave_ms(args.autosave_ms)
     window = MainWindow(settings, device=args.device)
-    window.show()
+    window.show_remembered()
     if args.folder:
         window.open_project(args.folder)
     previous = _close_on_signals(window)

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import qtawesome as qta
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QMainWindow,
     QMessageBox,
     QPushButton,
-    QSplitter,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -29,7 +29,7 @@ from faceparse_app.samples import create_demo_project
 from faceparse_app.session import AnnotationSession
 from faceparse_app.training_settings import available_devices
 from faceparse_app.widgets.canvas import LabelCanvas
-from faceparse_app.widgets.class_palette import CLASS_HOTKEYS, ClassPalette
+from faceparse_app.widgets.class_palette import ClassPalette
 from faceparse_app.widgets.image_list import ImageList
 from faceparse_app.widgets.message_bar import MessageBar
 from faceparse_app.widgets.start_page import StartPage
@@ -37,6 +37,8 @@ from faceparse_app.widgets.status_bar import CanvasStatus
 from faceparse_app.widgets.tool_bar import ToolBar
 from faceparse_app.widgets.tool_state import Tool, ToolState
 from faceparse_app.widgets.train_panel import TrainPanel
+from faceparse_app.widgets.window_layout import make_dock, restore_layout, save_layout
+from faceparse_app.window_menus import build_menus
 from trainer.labels import LAPA
 
 
@@ -53,7 +55,7 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.session: AnnotationSession | None = None
         self.setWindowTitle("FaceParse Studio")
-        self.resize(1280, 800)
+        self.resize(1280, 800)  # until show_remembered: maximised, or as last left
 
         self.state = ToolState(LAPA, self)
         self.message_bar = MessageBar()
@@ -63,17 +65,15 @@ class MainWindow(QMainWindow):
         self.palette = ClassPalette(self.state)
         self.tool_bar = ToolBar(self.state, self)
         self.addToolBar(self.tool_bar)
+        self.tool_bar.editing_done.connect(self.canvas.setFocus)
         self.canvas_status = CanvasStatus(self.statusBar(), LAPA)
 
-        editor = QSplitter(Qt.Orientation.Horizontal)
-        editor.addWidget(self.image_list)
-        editor.addWidget(self.canvas)
-        editor.addWidget(self.palette)
-        editor.setStretchFactor(1, 1)
-        editor.setSizes([240, 800, 220])
+        # The canvas is the central widget; the list, classes and training are docks beside it
+        # (hidden, moved and resized at will, and remembered). The message bar sits above the
+        # canvas only: when it appears the list does not move under the cursor.
         self.stack = QStackedWidget()
         self.stack.addWidget(self.start_page)
-        self.stack.addWidget(editor)
+        self.stack.addWidget(self.canvas)
         central = QWidget()
         column = QVBoxLayout(central)
         column.setContentsMargins(0, 0, 0, 0)
@@ -82,10 +82,26 @@ class MainWindow(QMainWindow):
         column.addWidget(self.stack, 1)
         self.setCentralWidget(central)
 
-        self._build_actions()
+        build_menus(self)
         self.loop_state = LoopState(available_devices())
         self.train_panel = TrainPanel(self.loop_state)
-        self.train_dock = self.add_panel(self.train_panel, "Training")
+        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+        self.images_dock = self.add_panel(self.image_list, "Images", left)
+        self.classes_dock = self.add_panel(self.palette, "Classes", right)
+        self.train_dock = self.add_panel(self.train_panel, "Training", right, scroll=True)
+        self.resizeDocks([self.images_dock, self.classes_dock], [280, 230], Qt.Orientation.Horizontal)
+        # Until the annotator opens it (the tool bar's Training button, the Panels menu, the
+        # "Train a model…" offer), the canvas has the room; after, the layout is remembered.
+        self.train_dock.hide()
+        self.train_dock.visibilityChanged.connect(self._widen_training)
+        training = self.train_dock.toggleViewAction()
+        training.setIcon(qta.icon("fa5s.graduation-cap"))
+        training.setToolTip("Show or hide the Training panel (fine-tune the model on your labels)")
+        self.tool_bar.addSeparator()
+        self.tool_bar.addAction(training)
+        self.tool_bar.widgetForAction(training).setToolButtonStyle(
+            Qt.ToolButtonStyle.ToolButtonTextBesideIcon
+        )
         self.model_loop = ModelLoop(self.loop_state, device=device, parent=self)
         self.model_loop.message.connect(self.show_message)
         self.model_loop.no_model.connect(self._offer_training)
@@ -122,138 +138,37 @@ class MainWindow(QMainWindow):
         self.canvas.zoom_changed.connect(self.canvas_status.show_zoom)
         self.show_start_page()
 
-    # ------------------------------------------------------------------ actions
-    def _action(self, menu, text: str, slot, keys=(), checkable: bool = False) -> QAction:
-        action = QAction(text, self)
-        if keys:
-            action.setShortcuts([QKeySequence(k) for k in keys])
-        action.setCheckable(checkable)
-        action.triggered.connect(slot)
-        if menu is not None:
-            menu.addAction(action)
-        else:
-            self.addAction(action)  # shortcut only
-        return action
-
-    def _build_actions(self) -> None:
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        self._action(
-            file_menu,
-            "&Open folder…",
-            self.start_page.choose_folder,
-            [QKeySequence.StandardKey.Open],
-        )
-        self._action(file_menu, "Open &demo project", self.open_demo)
-        file_menu.addSeparator()
-        self.export_action = self._action(file_menu, "&Export LaPa…", lambda: self.export_lapa())
-        self.export_reviewed_action = self._action(
-            file_menu, "Export LaPa (reviewed only)…", lambda: self.export_lapa(reviewed_only=True)
-        )
-        file_menu.addSeparator()
-        self.save_action = self._action(
-            file_menu, "&Save", self._save, [QKeySequence.StandardKey.Save]
-        )
-        self.close_action = self._action(
-            file_menu, "&Close project", lambda: self._may_leave_project() and self.close_project()
-        )
-        self._action(file_menu, "&Quit", self.close, [QKeySequence.StandardKey.Quit])
-
-        edit_menu = bar.addMenu("&Edit")
-        self.undo_action = self._action(
-            edit_menu, "&Undo", self._undo, [QKeySequence.StandardKey.Undo]
-        )
-        self.redo_action = self._action(edit_menu, "&Redo", self._redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
-
-        view_menu = bar.addMenu("&View")
-        self._action(view_menu, "&Fit", self.canvas.zoom_fit, ["Ctrl+0"])
-        self._action(view_menu, "&Actual size (1:1)", self.canvas.zoom_actual, ["Ctrl+1"])
-        self._action(view_menu, "Zoom &in", lambda: self.canvas.zoom_by(1.25), ["Ctrl++", "Ctrl+="])
-        self._action(view_menu, "Zoom &out", lambda: self.canvas.zoom_by(0.8), ["Ctrl+-"])
-        view_menu.addSeparator()
-        view_menu.addAction(self.tool_bar.overlay_action)
-        view_menu.addAction(self.tool_bar.outline_action)
-        view_menu.addAction(self.tool_bar.heat_action)
-        self.tool_bar.heat_action.toggled.connect(self._toggle_heat)
-        view_menu.addAction(self.tool_bar.faces_action)
-        self.tool_bar.faces_action.toggled.connect(self.canvas.set_faces_visible)
-        self.tool_bar.faces_action.toggled.connect(self.settings.set_show_faces)
-        self.tool_bar.faces_action.setChecked(self.settings.show_faces)
-        self.canvas.set_faces_visible(self.settings.show_faces)
-
-        tools_menu = bar.addMenu("&Tools")
-        for action in self.tool_bar.tool_actions.values():
-            tools_menu.addAction(action)
-        tools_menu.addSeparator()
-        self._action(tools_menu, "Smaller brush", lambda: self.state.grow_radius(-1), ["["])
-        self._action(tools_menu, "Larger brush", lambda: self.state.grow_radius(1), ["]"])
-        self.class_actions = [
-            self._action(
-                None, f"Class {cls}", lambda _c=False, c=cls: self.state.set_class(c), [key]
-            )
-            for cls, key in enumerate(CLASS_HOTKEYS)
-        ]
-
-        image_menu = bar.addMenu("&Image")
-        self.next_unfinished_action = self._action(
-            image_menu, "&Next unfinished", self.next_unfinished, ["N"]
-        )
-        self._action(
-            image_menu,
-            "Ne&xt image",
-            lambda: self._step(1),
-            [QKeySequence.StandardKey.MoveToNextPage],
-        )
-        self._action(
-            image_menu,
-            "&Previous image",
-            lambda: self._step(-1),
-            [QKeySequence.StandardKey.MoveToPreviousPage],
-        )
-        self.next_least_sure_action = self._action(
-            image_menu, "Next &least sure", self.next_least_sure, ["Shift+N"]
-        )
-        image_menu.addSeparator()
-        self.accept_action = self._action(image_menu, "&Accept pre-label", self._accept, ["A"])
-        self._action(
-            image_menu, "Mark &labeled", lambda: self._set_status("labeled"), ["Ctrl+Return"]
-        )
-        self._action(
-            image_menu,
-            "Mark &reviewed",
-            lambda: self._set_status("reviewed"),
-            ["Ctrl+Shift+Return"],
-        )
-        self._action(image_menu, "Mark in &progress", lambda: self._set_status("in_progress"))
-        self.panels_menu = bar.addMenu("&Panels")
-        self.panels_menu.menuAction().setVisible(False)
-        self._project_actions = [
-            self.export_action,
-            self.export_reviewed_action,
-            self.save_action,
-            self.close_action,
-            self.undo_action,
-            self.redo_action,
-            self.next_unfinished_action,
-            self.next_least_sure_action,
-            self.accept_action,
-        ]
-
-    def add_panel(self, widget: QWidget, title: str) -> QDockWidget:
-        """Dock an extra panel (e.g. issue 4's training panel) at the right."""
-        dock = QDockWidget(title, self)
-        dock.setObjectName(title)
-        dock.setWidget(widget)
-        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    # ------------------------------------------------------------------ panels
+    def add_panel(
+        self,
+        widget: QWidget,
+        title: str,
+        area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea,
+        scroll: bool = False,
+    ) -> QDockWidget:
+        """Dock a panel; the Panels menu shows and hides it."""
+        dock = make_dock(self, widget, title, area, scroll)
         self.panels_menu.addAction(dock.toggleViewAction())
         self.panels_menu.menuAction().setVisible(True)
         return dock
+
+    def show_remembered(self) -> None:
+        """Show the window as the user left it, or maximised the first time."""
+        if restore_layout(self, self.settings):
+            self.show()
+            return
+        screen = self.screen()
+        if screen is not None:  # without a window manager "maximised" is only a wish
+            self.setGeometry(screen.availableGeometry())
+        self.showMaximized()
 
     # ----------------------------------------------------------------- projects
     def show_start_page(self) -> None:
         self.start_page.set_recent(self.settings.recent_projects)
         self.stack.setCurrentWidget(self.start_page)
         self.tool_bar.setEnabled(False)
+        for panel in (self.image_list, self.palette, self.train_panel):
+            panel.setEnabled(False)  # nothing to list, paint or train before a project is open
         for action in self._project_actions:
             action.setEnabled(False)
 
@@ -278,12 +193,15 @@ class MainWindow(QMainWindow):
         session.set_protected(self.state.protected)
         self.state.protected_changed.connect(session.set_protected)
         self.canvas.edited.connect(session.note_edit)
-        self.stack.setCurrentIndex(1)
+        self.stack.setCurrentWidget(self.canvas)
         self.tool_bar.setEnabled(True)
+        for panel in (self.image_list, self.palette, self.train_panel):
+            panel.setEnabled(True)
         for action in self._project_actions:
             action.setEnabled(True)
         self.setWindowTitle(f"{project.root.name} — FaceParse Studio")
         self.message_bar.hide()
+        self.canvas.setFocus()  # the class and tool keys work from the first press
         self._refresh_records()
         # After the window's own connections: the model loop's handlers see the new image shown.
         self.model_loop.attach(session)
@@ -381,6 +299,12 @@ class MainWindow(QMainWindow):
         self.train_dock.raise_()
         self.train_panel.form.finetune_button.setFocus()
 
+    def _widen_training(self, visible: bool) -> None:
+        """A Training dock just shown gets the width its form needs (no sideways scrolling)."""
+        wanted = self.train_panel.minimumSizeHint().width() + 24
+        if visible and not self.train_dock.isFloating() and self.train_dock.width() < wanted:
+            self.resizeDocks([self.train_dock], [wanted], Qt.Orientation.Horizontal)
+
     def _show_model(self, version: str | None) -> None:
         if version is not None and self.train_offer.isVisible():
             self.train_offer.hide()
@@ -389,6 +313,7 @@ class MainWindow(QMainWindow):
 
     def _toggle_heat(self, on: bool) -> None:
         self.canvas.set_heat_visible(on)
+        self.canvas_status.show_heat_legend(on)
         if on and self.session is not None and not self.canvas.has_heat:
             if self.model_loop.version is None:
                 self.show_message("No model yet, so no confidence view: train a model first.")
@@ -467,10 +392,23 @@ class MainWindow(QMainWindow):
     def _may_leave_project(self) -> bool:
         return self.session is None or self.session.save_all() or self.confirm_discard()
 
+    def confirm_stop_training(self) -> bool:
+        """Ask whether to quit while a training run is going (tests replace this)."""
+        answer = QMessageBox.question(
+            self,
+            "Training is running",
+            "A training run is going; quitting stops it and publishes nothing. Quit anyway?",
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
+        if self.model_loop.training.running and not self.confirm_stop_training():
+            event.ignore()
+            return
         if not self._may_leave_project():
             event.ignore()
             return
+        save_layout(self, self.settings)
         self.close_project()
         self.model_loop.training.stop_job()
         event.accept()

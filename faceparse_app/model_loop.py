@@ -231,7 +231,15 @@ class ModelLoop(QObject):
     def _on_published(self, kind: str, version: object) -> None:
         """A training run finished: show the new version; a new parser pre-labels from now on."""
         self._show_store()
-        if kind == "finetune" and version is not None:
+        active = self.store.active("parser") if self.store is not None else None
+        if kind == "finetune" and version is not None and (active is None or active.id != version.id):
+            # It scored below the parser in use on the hand-labeled faces: kept, not swapped in.
+            self.message.emit(
+                f"Model {version.id} scored below the model in use on your hand-labeled faces, so "
+                f"it was kept but not made active (Training panel: activate it to use it anyway).",
+                "warning",
+            )
+        elif kind == "finetune" and version is not None:
             refresh = self._use_active_model()
             self.message.emit(
                 f"Model {version.id} published and active" + (f"; {refresh}." if refresh else "."), "info"
@@ -241,14 +249,21 @@ class ModelLoop(QObject):
         """Go back to the previous parser version (pre-labels nobody edited refresh likewise)."""
         if self.store is None:
             return False
+        store = self.store
+        active = store.active("parser")
+        older = [v for v in store.versions("parser") if active is not None and v.number < active.number]
         try:
-            version = self.store.rollback("parser")
+            if active is not None and not older and store.starter_parser.is_file():
+                store.use_starter("parser")  # past the oldest version: the starter parser
+                name = "the starter parser"
+            else:
+                name = f"model {store.rollback('parser').id}"
         except ModelStoreError as exc:
             self.message.emit(str(exc), "warning")
             return False
         self._show_store()
         refresh = self._use_active_model()
-        self.message.emit(f"Rolled back to model {version.id}" + (f"; {refresh}." if refresh else "."), "info")
+        self.message.emit(f"Rolled back to {name}" + (f"; {refresh}." if refresh else "."), "info")
         return True
 
     # --------------------------------------------------------------- pre-labels

@@ -192,6 +192,8 @@ class ModelStore:
         _check_kind(kind)
         versions = self.versions(kind)
         wanted = self._pointers().get(kind)
+        if wanted == STARTER_ID:  # rolled back past the project's first version
+            return None
         if wanted:
             for version in versions:
                 if version.id == wanted:
@@ -289,6 +291,13 @@ class ModelStore:
         with self._lock:
             self._set_pointer(version.kind, version.id)
         return version
+
+    def use_starter(self, kind: str = "parser") -> None:
+        """Pre-label with the shipped starter parser again, keeping the project's versions
+        (what rolling back from the oldest version reaches)."""
+        _check_kind(kind)
+        with self._lock:
+            self._set_pointer(kind, STARTER_ID)
 
     def rollback(self, kind: str) -> ModelVersion:
         """Activate the version before the active one: its parent, else the previous id.

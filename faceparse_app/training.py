@@ -15,6 +15,7 @@ The app's defaults (run lengths, preset, device) live in ``faceparse_app.trainin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -113,12 +114,15 @@ class LabeledFile:
         image_path: the image file.
         label_path: its label PNG.
         content_hash: the image's content hash (from the project store).
+        by_hand: an annotator drew or corrected the label (False: an accepted pre-label, the
+            model's own output, which can be trained on but says nothing about accuracy).
     """
 
     name: str
     image_path: Path
     label_path: Path
     content_hash: str = ""
+    by_hand: bool = True
 
     @property
     def snapshot_entry(self) -> str:
@@ -165,7 +169,7 @@ def snapshot_labels(files: Iterable[LabeledFile], snapshot_dir: str | os.PathLik
     for i, f in enumerate(files):
         copy = dest / f"{i:06d}.png"
         shutil.copyfile(f.label_path, copy)
-        out.append(LabeledFile(f.name, f.image_path, copy, f.content_hash))
+        out.append(dataclasses.replace(f, label_path=copy))
     return out
 
 
@@ -203,6 +207,42 @@ def split_holdout(
     if len(val) == n:
         val.discard(by_key[-1])
     return [i for i in range(n) if i not in val], sorted(val)
+
+
+def split_by_hand(
+    files: Sequence[LabeledFile], fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0
+) -> tuple[list[int], list[int]]:
+    """Hold out faces for validation among those labeled or corrected by hand only.
+
+    An accepted pre-label is the model's own output: a model scored on it measures how well it
+    agrees with itself (99.7% after one epoch), so such faces are only trained on. With fewer
+    than two hand-labeled faces nothing is validated (see :func:`split_holdout`).
+
+    Returns:
+        (train indices, validation indices) into ``files``, each ascending.
+    """
+    hand = [i for i, f in enumerate(files) if f.by_hand]
+    _, held = split_holdout([files[i].name for i in hand], fraction, seed)
+    val = {hand[j] for j in held}
+    return [i for i in range(len(files)) if i not in val], sorted(val)
+
+
+def compare_on_holdout(
+    candidate: str | os.PathLike[str],
+    baseline: tuple[str | os.PathLike[str], str],
+    val_samples: Sequence[Sample],
+    device: str = DEFAULT_DEVICE,
+) -> dict[str, Any]:
+    """Score a new parser and the one in use on the same held-out faces, the same way.
+
+    Returns:
+        {"baseline_version", "baseline_mean_f1", "candidate_mean_f1"} (mean F1 in [0, 1]).
+    """
+    from trainer.evaluate import evaluate
+
+    new = evaluate(candidate, val_samples, device=device)["mean_f1"]
+    old = evaluate(baseline[0], val_samples, device=device)["mean_f1"]
+    return {"baseline_version": baseline[1], "baseline_mean_f1": old, "candidate_mean_f1": new}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +301,7 @@ def run_finetune_job(
     data_snapshot: Iterable[str] = (),
     parent: str | None = None,
     note: str = "",
+    baseline: tuple[str | os.PathLike[str], str] | None = None,
     on_progress: ProgressFn | None = None,
     cancel: Any = None,
 ) -> FinetuneJobResult:
@@ -284,6 +325,10 @@ def run_finetune_job(
         val_fraction: share held out when ``val_samples`` is None.
         store: where to publish the best checkpoint as a "parser" version (skipped when None).
         data_snapshot, parent, note: recorded with the version (see ``ModelStore.publish``).
+        baseline: (checkpoint, version id) of the parser in use: the new version is made
+            active only if it scores at least as well on the same validation faces (both are
+            recorded with it); without validation faces it is made active and recorded as not
+            validated.
         on_progress: receives the trainer's dicts: ``phase="train"`` after each step (step,
             total_steps, epoch, epochs, loss, lr, images_per_s, eta_s) and ``phase="val"`` after
             each validation (epoch, step, mean_f1, miou, best).
@@ -340,10 +385,20 @@ def run_finetune_job(
     if store is not None and not result.cancelled:
         summary = _metric_summary(result.metrics)
         summary.update(num_train=len(job.train_names), num_val=len(job.val_names))
+        activate = True
+        if val_part is not None and baseline is not None:
+            try:
+                summary.update(compare_on_holdout(result.best_path, baseline, val_part, device))
+            except Exception as exc:
+                log.exception("comparing with the active parser failed")
+                raise TrainingError(f"could not compare with the model in use: {exc}") from exc
+            activate = summary["candidate_mean_f1"] >= summary["baseline_mean_f1"]
+        summary["activated"] = activate
         try:
             job.version = store.publish(
-                result.best_path, "parser", summary, data_snapshot, parent=parent, note=note
-            )
+                result.best_path, "parser", summary, data_snapshot, parent=parent, note=note,
+                activate=activate,
+            )  # fmt: skip
         except FaceParseError as exc:
             raise TrainingError(f"training finished but publishing the model failed: {exc}") from exc
     return job
@@ -354,6 +409,7 @@ def run_finetune_on_files(
 ) -> FinetuneJobResult:
     """Fine-tune on project faces: snapshot their labels, then :func:`run_finetune_job`.
 
+    Validation faces are held out among the faces labeled by hand only (:func:`split_by_hand`).
     Meant to run in a worker thread: copying the label PNGs into ``run_dir/snapshot`` happens
     there, and annotators may keep editing while the run trains on the copies. The data snapshot
     recorded with the published version is the faces' ``relpath@hash`` list.
@@ -371,7 +427,13 @@ def run_finetune_on_files(
     except OSError as exc:
         raise TrainingError(f"could not copy the labels to train on: {exc}") from exc
     kwargs.setdefault("data_snapshot", [f.snapshot_entry for f in files])
-    return run_finetune_job(LazySamples(snapshot), run_dir, **kwargs)
+    samples = LazySamples(snapshot)
+    train_idx, val_idx = split_by_hand(
+        snapshot, kwargs.pop("val_fraction", DEFAULT_VAL_FRACTION), kwargs.get("seed", 0)
+    )
+    return run_finetune_job(
+        samples.subset(train_idx), run_dir, val_samples=samples.subset(val_idx), **kwargs
+    )
 
 
 def _metric_summary(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -106,7 +106,10 @@ class TrainingRuns(QObject):
             if rec.status in FINISHED and not rec.missing:
                 label = project.label_path(rec)
                 if label.is_file():
-                    files.append(LabeledFile(rec.relpath, project.image_path(rec), label, rec.content_hash))
+                    files.append(LabeledFile(
+                        rec.relpath, project.image_path(rec), label, rec.content_hash,
+                        by_hand=rec.label_source != "model",
+                    ))  # fmt: skip
         return files
 
     def _new_run_dir(self, kind: str) -> Path:
@@ -162,6 +165,7 @@ class TrainingRuns(QObject):
             batch_size=length.batch_size,
             parent=parent,
             note=f"{len(files)} labeled faces",
+            baseline=self.store.parser_for_prelabel(),
         )
         self._start(worker, "finetune")
         return True

@@ -94,7 +94,9 @@ class LabelCanvas(QWidget):
         self._tools: dict = make_tools()
         self._pan_anchor: QPointF | None = None
         self._space_down = False
-        self._fit_pending = True
+        # Fitted, and not zoomed or panned since: a resize (a dock opening, the message bar)
+        # fits again instead of cutting the image's edge off.
+        self._keep_fit = True
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent, True)
@@ -125,6 +127,7 @@ class LabelCanvas(QWidget):
         self.document = document
         self._confidence = self._heat = None  # they belong to the previous image
         self.faces, self.selected_face = [], None
+        self.hover_changed.emit(-1, -1, -1)  # the readout named the previous image's pixel
         if image is None or document is None:
             self._qimage = self._image_buffer = None
             self.overlay = None
@@ -143,6 +146,8 @@ class LabelCanvas(QWidget):
             self.update()
         else:
             self.zoom_fit()
+        if self.cursor_pos is not None:  # the cursor rests on the canvas: read the new image
+            self._emit_hover(*self.widget_to_image(self.cursor_pos))
 
     def set_heat(self, confidence: np.ndarray | None) -> None:
         """The model's (H, W) top-class probability for the shown image (None: not known).
@@ -250,7 +255,7 @@ class LabelCanvas(QWidget):
         vw, vh = max(1, self.width()), max(1, self.height())
         self._set_scale(min(vw / w, vh / h) * 0.98)
         self.offset = QPointF((vw - w * self.scale) / 2, (vh - h * self.scale) / 2)
-        self._fit_pending = False
+        self._keep_fit = True
         self.update()
 
     def zoom_actual(self) -> None:
@@ -267,11 +272,12 @@ class LabelCanvas(QWidget):
         ix, iy = self.widget_to_image(anchor)
         self._set_scale(scale)
         self.offset = QPointF(anchor.x() - ix * self.scale, anchor.y() - iy * self.scale)
-        self._fit_pending = False
+        self._keep_fit = False
         self.update()
 
     def pan_by(self, dx: float, dy: float) -> None:
         self.offset += QPointF(dx, dy)
+        self._keep_fit = False
         self.update()
 
     def _set_scale(self, scale: float) -> None:
@@ -282,7 +288,7 @@ class LabelCanvas(QWidget):
 
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt API)
         super().resizeEvent(event)
-        if self._fit_pending:
+        if self._keep_fit:
             self.zoom_fit()
 
     # ------------------------------------------------------------------ painting

@@ -192,15 +192,21 @@ class PolygonTool(CanvasTool):
     def paint(self, canvas: LabelCanvas, painter: QPainter) -> None:
         if not self.points:
             return
-        poly = QPolygonF([canvas.image_to_widget(x, y) for x, y in self.points])
+        vertices = [canvas.image_to_widget(x, y) for x, y in self.points]
+        poly = QPolygonF(vertices)
         if canvas.cursor_pos is not None:
             poly.append(QPointF(canvas.cursor_pos))
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-        painter.setPen(QPen(QColor(255, 255, 255, 230), 1.5, Qt.PenStyle.DashLine))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        # A dark band under a white dash: the line shows on dark hair and on white skin alike.
+        painter.setPen(QPen(QColor(0, 0, 0, 170), 3.5))
         painter.drawPolyline(poly)
+        painter.setPen(QPen(QColor(255, 255, 255, 240), 1.5, Qt.PenStyle.DashLine))
+        painter.drawPolyline(poly)
+        painter.setPen(QPen(QColor(0, 0, 0, 200), 1.5))
         painter.setBrush(QColor(255, 255, 255))
-        for p in poly[: len(self.points)]:
-            painter.drawEllipse(p, 3, 3)
+        for p in vertices:
+            painter.drawEllipse(p, 4, 4)
 
     def preview_rect(self, canvas: LabelCanvas) -> QRectF:
         # The rubber band can span the whole view; it is cheap to repaint.

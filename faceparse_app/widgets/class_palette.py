@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from faceparse_app.widgets.label_colours import display_palette
 from faceparse_app.widgets.tool_state import ToolState
 
 # Class index -> key. Ten digits cover 0..9; LaPa's eleventh class (hair) sits on the key right
@@ -36,6 +37,7 @@ class ClassPalette(QWidget):
         super().__init__(parent)
         self.state = state
         labels = state.label_set
+        colours = display_palette(labels)
         grid = QGridLayout(self)
         grid.setContentsMargins(4, 4, 4, 4)
         grid.setVerticalSpacing(2)
@@ -49,7 +51,7 @@ class ClassPalette(QWidget):
         self.protect_boxes: list[QCheckBox] = []
         for cls, name in enumerate(labels.classes):
             button = QRadioButton(name.replace("_", " "))
-            button.setIcon(swatch_icon(labels.palette[cls]))
+            button.setIcon(swatch_icon(tuple(int(c) for c in colours[cls])))
             button.setObjectName(f"class_{cls}")
             self.group.addButton(button, cls)
             key = CLASS_HOTKEYS[cls] if cls < len(CLASS_HOTKEYS) else ""

@@ -1,59 +1,75 @@
-"""Image list: status icons, a filter by status, a progress count, "next unfinished", and the
-model's uncertainty per image (shown, and a sort order: least sure first)."""
+"""Image list: status, name, the model's uncertainty, time and edits per image; a filter by
+status, a sort order (name, or least sure first), a progress count, "next unfinished", and a
+legend of the status icons."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import qtawesome as qta
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QIcon
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QRect, Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
+    QGridLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QPushButton,
+    QTreeView,
     QVBoxLayout,
     QWidget,
 )
 
-from faceparse_app.project import FINISHED, STATUSES, ImageRecord
-from faceparse_app.uncertainty import rank_by_uncertainty
-
-# status -> (qtawesome name, colour, tooltip)
-STATUS_ICONS: dict[str, tuple[str, str, str]] = {
-    "new": ("fa5s.circle", "#9e9e9e", "new: no label yet"),
-    "pre-labeled": ("fa5s.robot", "#7e57c2", "pre-labeled by a model"),
-    "in_progress": ("fa5s.adjust", "#ffa000", "in progress"),
-    "labeled": ("fa5s.check-circle", "#43a047", "labeled"),
-    "reviewed": ("fa5s.check-double", "#1e88e5", "reviewed"),
-}
-PROBLEM_ICON = ("fa5s.exclamation-triangle", "#e53935")
-MISSING_ICON = ("fa5s.question-circle", "#e53935")
-REVIEW_ICON = ("fa5s.flag", "#fb8c00")
-REVIEW_TIP = (
-    "needs review: this label was found on disk when the project store was rebuilt (or "
-    "changed outside the app); check it, then mark it reviewed (Ctrl+Shift+Return)"
+from faceparse_app.project import STATUSES, ImageRecord
+from faceparse_app.widgets.image_table import (
+    ALL,
+    IMAGE_ID_ROLE,
+    NEEDS_REVIEW,
+    PROBLEM_ICON,
+    PROBLEMS,
+    REVIEW_ICON,
+    SORT_NAME,
+    SORT_UNCERTAINTY,
+    STATUS_ICONS,
+    Column,
+    ImageTableModel,
+    cached_icon,
+    status_icon,
 )
-ALL = "all"
-NEEDS_REVIEW = "needs_review"
-SORT_NAME, SORT_UNCERTAINTY = "name", "uncertainty"
-NO_FACE_TIP = "the model found no face: draw a box around each face with the face tool (W)"
+
+__all__ = ["ALL", "NEEDS_REVIEW", "SORT_NAME", "SORT_UNCERTAINTY", "ImageList", "status_icon"]
 
 
-def status_icon(status: str) -> QIcon:
-    name, colour, _tip = STATUS_ICONS.get(status, STATUS_ICONS["new"])
-    return qta.icon(name, color=colour)
+class StatusLegend(QWidget):
+    """What each status icon of the list means, in two columns."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        grid = QGridLayout(self)
+        grid.setContentsMargins(2, 2, 2, 2)
+        grid.setHorizontalSpacing(6)
+        grid.setVerticalSpacing(0)
+        entries = [(name, colour, status.replace("_", " "))
+                   for status, (name, colour, _tip) in STATUS_ICONS.items()]
+        entries += [(REVIEW_ICON[0], REVIEW_ICON[1], REVIEW_ICON[2]),
+                    (PROBLEM_ICON[0], PROBLEM_ICON[1], "unreadable / missing")]
+        for k, (name, colour, text) in enumerate(entries):
+            icon = QLabel()
+            icon.setPixmap(cached_icon(name, colour).pixmap(14, 14))
+            label = QLabel(text)
+            label.setStyleSheet("font-size: 11px")
+            grid.addWidget(icon, k // 2, (k % 2) * 2)
+            grid.addWidget(label, k // 2, (k % 2) * 2 + 1)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
 
 
 class ImageList(QWidget):
-    """The project's images, one row each, with the status shown as an icon.
+    """The project's images, one row each (a model: only the rows on screen are drawn).
 
     Signals:
-        image_selected(image_id): the user picked a row.
+        image_selected(image_id): the user picked a row (click, or Enter on it).
         next_unfinished_requested(): the "Next unfinished" button.
     """
 
@@ -62,17 +78,14 @@ class ImageList(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.model = ImageTableModel(self)
         self.filter_box = QComboBox()
         self.filter_box.addItem("All images", ALL)
         for status in STATUSES:
             self.filter_box.addItem(status_icon(status), status.replace("_", " "), status)
-        self.filter_box.addItem(
-            qta.icon(PROBLEM_ICON[0], color=PROBLEM_ICON[1]), "problems", "problems"
-        )
-        self.filter_box.addItem(
-            qta.icon(REVIEW_ICON[0], color=REVIEW_ICON[1]), "needs review", NEEDS_REVIEW
-        )
-        self.filter_box.currentIndexChanged.connect(lambda _i: self._rebuild())
+        self.filter_box.addItem(cached_icon(*PROBLEM_ICON[:2]), "problems", PROBLEMS)
+        self.filter_box.addItem(cached_icon(*REVIEW_ICON[:2]), "needs review", NEEDS_REVIEW)
+        self.filter_box.currentIndexChanged.connect(self._on_filter)
         self.sort_box = QComboBox()
         self.sort_box.addItem("Name", SORT_NAME)
         self.sort_box.addItem(qta.icon("fa5s.question"), "Least sure first", SORT_UNCERTAINTY)
@@ -80,69 +93,92 @@ class ImageList(QWidget):
             "Least sure first: photos with no face found, then the model's mean per-pixel "
             "uncertainty over the faces, computed in the background"
         )
-        self.sort_box.currentIndexChanged.connect(lambda _i: self._rebuild())
+        self.sort_box.currentIndexChanged.connect(self._on_sort)
+        for box in (self.filter_box, self.sort_box):
+            box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.progress = QLabel()
         self.progress.setObjectName("progress")
-        self.list = QListWidget()
-        self.list.setUniformItemSizes(True)
-        self.list.itemActivated.connect(self._on_item)
-        self.list.itemClicked.connect(self._on_item)
+        self.list = QTreeView()
+        self.list.setObjectName("image_list")
+        self.list.setModel(self.model)
+        self.list.setRootIsDecorated(False)
+        self.list.setUniformRowHeights(True)
+        self.list.setAllColumnsShowFocus(True)
+        self.list.setAlternatingRowColors(True)
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.list.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.list.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        # Hash-like names keep their start and end: the middle is elided, never the score.
+        self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        header = self.list.header()
+        header.setStretchLastSection(False)
+        header.setMinimumSectionSize(18)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(Column.STATUS, QHeaderView.ResizeMode.Fixed)
+        header.setSectionResizeMode(Column.NAME, QHeaderView.ResizeMode.Stretch)
+        header.resizeSection(Column.STATUS, 24)
+        for column, width in ((Column.UNSURE, 52), (Column.TIME, 48), (Column.ACTIONS, 40)):
+            header.resizeSection(column, width)
+        self.list.clicked.connect(self._on_index)
+        self.list.activated.connect(self._on_index)
         self.next_button = QPushButton(qta.icon("fa5s.step-forward"), "Next unfinished (N)")
+        self.next_button.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.next_button.clicked.connect(self.next_unfinished_requested)
+        self.legend = StatusLegend()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         row = QHBoxLayout()
         row.addWidget(QLabel("Show"))
         row.addWidget(self.filter_box, 1)
-        layout.addLayout(row)
-        row = QHBoxLayout()
         row.addWidget(QLabel("Sort"))
         row.addWidget(self.sort_box, 1)
         layout.addLayout(row)
         layout.addWidget(self.progress)
         layout.addWidget(self.list, 1)
+        layout.addWidget(self.legend)
         layout.addWidget(self.next_button)
-        self._records: list[ImageRecord] = []
-        self._problems: dict[int, str] = {}
-        self._scores: dict[int, float] = {}
         self._current: int | None = None
+        self._show_progress()
 
     # ---------------------------------------------------------------- contents
     def set_records(
         self, records: Iterable[ImageRecord], problems: dict[int, str] | None = None
     ) -> None:
         """Show these images (sorted as given); `problems` maps image id -> message."""
-        self._records = list(records)
-        self._problems = dict(problems or {})
-        self._rebuild()
+        self.model.set_records(records, dict(problems or {}))
+        self._show_progress()
+        self.set_current(self._current)
 
     def set_scores(self, scores: dict[int, float]) -> None:
         """The model's uncertainty per image id (0 sure .. 1 unsure); {} when there is no model."""
-        self._scores = dict(scores)
-        self._rebuild()
+        self.model.set_scores(scores)
+        if self.sort_order == SORT_UNCERTAINTY:
+            self.set_current(self._current, scroll=False)
 
     @property
     def scores(self) -> dict[int, float]:
         """The uncertainty scores shown (image id -> score)."""
-        return dict(self._scores)
+        return self.model.scores
 
     @property
     def sort_order(self) -> str:
         return self.sort_box.currentData()
 
-    def set_current(self, image_id: int | None) -> None:
+    def set_current(self, image_id: int | None, scroll: bool = True) -> None:
         """Highlight the image being edited without emitting `image_selected`."""
         self._current = image_id
-        self.list.blockSignals(True)
-        try:
-            item = self.item_for(image_id) if image_id is not None else None
-            if item is not None:
-                self.list.setCurrentItem(item)
-                self.list.scrollToItem(item)
-            else:
-                self.list.clearSelection()
-        finally:
-            self.list.blockSignals(False)
+        row = self.model.row_of(image_id) if image_id is not None else None
+        selection = self.list.selectionModel()
+        if row is None:
+            selection.clearSelection()
+            return
+        index = self.model.index(row, Column.NAME)
+        selection.setCurrentIndex(
+            index,
+            QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows,
+        )
+        if scroll:
+            self.list.scrollTo(index)
 
     @property
     def status_filter(self) -> str:
@@ -156,63 +192,36 @@ class ImageList(QWidget):
 
     def visible_ids(self) -> list[int]:
         """Image ids of the rows shown, top to bottom."""
-        return [self.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.list.count())]
+        return self.model.visible_ids()
 
-    def item_for(self, image_id: int) -> QListWidgetItem | None:
-        """The row of an image, or None when it is not shown."""
-        for i in range(self.list.count()):
-            if self.list.item(i).data(Qt.ItemDataRole.UserRole) == image_id:
-                return self.list.item(i)
-        return None
+    def row_rect(self, image_id: int) -> QRect:
+        """Where the image's name is drawn in the list's viewport (empty when not shown)."""
+        row = self.model.row_of(image_id)
+        if row is None:
+            return QRect()
+        return self.list.visualRect(self.model.index(row, Column.NAME))
+
+    def row_text(self, image_id: int, column: Column = Column.NAME) -> str:
+        """What the image's row shows in `column`."""
+        return self.model.text(image_id, column)
+
+    def row_tooltip(self, image_id: int) -> str:
+        return self.model.tooltip(image_id)
 
     # ---------------------------------------------------------------- internals
-    def _rebuild(self) -> None:
-        wanted = self.status_filter
-        self.list.clear()
-        records = self._records
-        if self.sort_order == SORT_UNCERTAINTY:
-            by_id = {r.id: r for r in records}
-            ranked = rank_by_uncertainty({r.id: self._scores.get(r.id) for r in records})
-            records = [by_id[i] for i in ranked]
-        for rec in records:
-            problem = self._problems.get(rec.id)
-            if wanted == "problems":
-                if problem is None and not rec.missing:
-                    continue
-            elif wanted == NEEDS_REVIEW:
-                if not rec.needs_review:
-                    continue
-            elif wanted != ALL and rec.status != wanted:
-                continue
-            score = self._scores.get(rec.id)
-            no_face = score is not None and math.isnan(score)
-            shown = "" if score is None else ("   no face" if no_face else f"   {score:.2f}")
-            item = QListWidgetItem(rec.relpath + shown)
-            item.setData(Qt.ItemDataRole.UserRole, rec.id)
-            if rec.missing:
-                item.setIcon(qta.icon(MISSING_ICON[0], color=MISSING_ICON[1]))
-                item.setToolTip(f"{rec.relpath} is missing from the project folder")
-            elif problem is not None:
-                item.setIcon(qta.icon(PROBLEM_ICON[0], color=PROBLEM_ICON[1]))
-                item.setToolTip(problem)
-            elif rec.needs_review:
-                item.setIcon(qta.icon(REVIEW_ICON[0], color=REVIEW_ICON[1]))
-                item.setToolTip(f"{rec.status}, {REVIEW_TIP}")
-            else:
-                item.setIcon(status_icon(rec.status))
-                tip = STATUS_ICONS.get(rec.status, ("", "", rec.status))[2]
-                if no_face:
-                    tip += f"; {NO_FACE_TIP}"
-                elif score is not None:
-                    tip += f"; model uncertainty over its faces {score:.3f} (0 sure, 1 unsure)"
-                item.setToolTip(tip)
-            self.list.addItem(item)
-        done = sum(1 for r in self._records if r.status in FINISHED and not r.missing)
-        total = sum(1 for r in self._records if not r.missing)
+    def _show_progress(self) -> None:
+        done, total = self.model.progress()
         self.progress.setText(f"{done} / {total} labeled")
+
+    def _on_filter(self, _index: int) -> None:
+        self.model.set_filter(self.status_filter)
         self.set_current(self._current)
 
-    def _on_item(self, item: QListWidgetItem) -> None:
-        image_id = item.data(Qt.ItemDataRole.UserRole)
-        if image_id != self._current:
+    def _on_sort(self, _index: int) -> None:
+        self.model.set_sort(self.sort_order)
+        self.set_current(self._current)
+
+    def _on_index(self, index: QModelIndex) -> None:
+        image_id = index.data(IMAGE_ID_ROLE)
+        if image_id is not None and image_id != self._current:
             self.image_selected.emit(int(image_id))

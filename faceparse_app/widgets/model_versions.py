@@ -47,6 +47,7 @@ class ModelVersions(QGroupBox):
         self.no_model_label.setWordWrap(True)
         layout.addWidget(self.no_model_label)
         state.versions_changed.connect(self._show_versions)
+        state.start_changed.connect(self._show_rollback)
         self._show_versions()
 
     def _on_activate_clicked(self) -> None:
@@ -78,8 +79,20 @@ class ModelVersions(QGroupBox):
             self.tree.addTopLevelItem(item)
         parsers = [v for v in versions if v.kind == "parser"]
         self.no_model_label.setVisible(not parsers)
-        self.rollback_button.setEnabled(len(parsers) > 1)
         self._update_buttons()
+        self._show_rollback()
+
+    def _show_rollback(self) -> None:
+        """Roll back works while a project parser is in use and something older exists: an
+        older version, or else the starter parser."""
+        parsers = [v for v in self.state.versions if v.kind == "parser"]
+        in_use = any(v.id in self.state.active_ids for v in parsers)
+        starter = self.state.start.paths.get("starter_parser") is not None
+        self.rollback_button.setEnabled(in_use and (len(parsers) > 1 or starter))
+        self.rollback_button.setToolTip(
+            "Go back to the previous model (from the first one: the starter parser)"
+            if starter else "Go back to the previous model"
+        )
 
     def _update_buttons(self) -> None:
         item = self.tree.currentItem()

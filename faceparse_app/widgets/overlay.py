@@ -16,8 +16,10 @@ Box = tuple[int, int, int, int]  # x0, y0, w, h in image pixels
 
 def class_lut(label_set: LabelSet) -> np.ndarray:
     """(256, 4) uint8 BGRA lookup table: class colour, opaque; background and unknown clear."""
+    from faceparse_app.widgets.label_colours import display_palette
+
     lut = np.zeros((256, 4), np.uint8)
-    pal = label_set.palette_array()
+    pal = display_palette(label_set)
     lut[1 : label_set.num_classes, 0] = pal[1:, 2]
     lut[1 : label_set.num_classes, 1] = pal[1:, 1]
     lut[1 : label_set.num_classes, 2] = pal[1:, 0]

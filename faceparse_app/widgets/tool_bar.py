@@ -4,7 +4,7 @@ model's confidence view and faces."""
 from __future__ import annotations
 
 import qtawesome as qta
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QLabel, QSlider, QSpinBox, QToolBar, QWidget
 
@@ -40,7 +40,14 @@ TOOL_TIPS: dict[Tool, str] = {
 
 
 class ToolBar(QToolBar):
-    """Mirrors and sets `ToolState`; `tool_actions` are also put in the Tools menu."""
+    """Mirrors and sets `ToolState`; `tool_actions` are also put in the Tools menu.
+
+    Signals:
+        editing_done(): the size box was edited (Enter); the window gives the keys back to the
+            canvas so single-key shortcuts work again.
+    """
+
+    editing_done = Signal()
 
     def __init__(self, state: ToolState, parent: QWidget | None = None) -> None:
         super().__init__("Tools", parent)
@@ -66,6 +73,10 @@ class ToolBar(QToolBar):
         self.size_box.setToolTip("Brush radius in image pixels ([ and ], or Ctrl+wheel)")
         self.size_box.setValue(state.radius)
         self.size_box.valueChanged.connect(state.set_radius)
+        # A spin box with the focus takes digits and "-" for itself (the class keys): it gets
+        # the focus only when clicked, and gives it back when the edit is done.
+        self.size_box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.size_box.editingFinished.connect(self.editing_done)
         self.addWidget(self.size_box)
         self.addSeparator()
         self.overlay_action = QAction(qta.icon("fa5s.eye"), "Show labels", self)
@@ -81,11 +92,20 @@ class ToolBar(QToolBar):
         self.outline_action.setChecked(state.outline)
         self.outline_action.setShortcut(QKeySequence("O"))
         self.outline_action.toggled.connect(state.set_outline)
+        self.outline_action.setToolTip(
+            "Outline only (O): draw each class's edge instead of filling it, to see the photo "
+            "underneath"
+        )
         self.addAction(self.outline_action)
+        # Named, not just an icon: the outline view is what checking a label needs most.
+        self.widgetForAction(self.outline_action).setToolButtonStyle(
+            Qt.ToolButtonStyle.ToolButtonTextBesideIcon
+        )
         self.addWidget(QLabel(" Opacity "))
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setRange(0, 100)
         self.opacity_slider.setFixedWidth(120)
+        self.opacity_slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.opacity_slider.setValue(round(state.opacity * 100))
         self.opacity_slider.valueChanged.connect(lambda v: state.set_opacity(v / 100))
         self.addWidget(self.opacity_slider)

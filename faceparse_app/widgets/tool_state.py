@@ -10,6 +10,7 @@ from enum import StrEnum
 
 from PySide6.QtCore import QObject, Signal
 
+from faceparse_app.widgets.label_colours import DEFAULT_OPACITY
 from trainer.labels import LAPA, LabelSet
 
 MIN_RADIUS = 1
@@ -50,7 +51,7 @@ class ToolState(QObject):
         self._tool = Tool.BRUSH
         self._cls = 1
         self._radius = 8
-        self._opacity = 0.5
+        self._opacity = DEFAULT_OPACITY
         self._overlay_visible = True
         self._outline = False
         self._protected: frozenset[int] = frozenset()

@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGridLayout, QGroupBox, QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from faceparse_app.loop_state import LoopState, RunOutcome
 from faceparse_app.widgets.loss_plot import LossPlot
@@ -31,6 +31,34 @@ def percent(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f}"
 
 
+def finetune_outcome_text(version: str, metrics: dict[str, Any] | Any) -> str:
+    """What a published parser scored, and only where the score means something."""
+    held_out = metrics.get("num_val")  # None: a version recorded before it was kept
+    if metrics.get("mean_f1") is None or held_out == 0:
+        return (
+            f"Published {version}, not validated: no faces were labeled or corrected by hand "
+            "yet (accepted pre-labels are the model's own output, so they cannot measure it). "
+            "Correct a few faces by hand to get a score."
+        )
+    faces = (
+        f"{held_out} held-out hand-labeled face{'s' if held_out != 1 else ''}"
+        if held_out else "the held-out hand-labeled faces"
+    )  # fmt: skip
+    text = f"Published {version}: mean F1 {percent(metrics.get('mean_f1'))}% on {faces}"
+    base, new = metrics.get("baseline_mean_f1"), metrics.get("candidate_mean_f1")
+    if base is not None and new is not None:
+        was = metrics.get("baseline_version")
+        if metrics.get("activated", True):
+            text += f" ({percent(new)}% against {percent(base)}% for {was}, which it replaces)."
+        else:
+            text += (
+                f". It scores {percent(new)}% there against {percent(base)}% for {was}, so "
+                f"{was} stays in use; activate {version} below to use it anyway."
+            )
+        return text
+    return text + "."
+
+
 class TrainProgress(QGroupBox):
     """Shows the running job's progress and how the last one ended."""
 
@@ -45,11 +73,13 @@ class TrainProgress(QGroupBox):
         self.loss_label = QLabel("")
         self.speed_label = QLabel("")
         self.eta_label = QLabel("")
-        row = QHBoxLayout()
-        for label in (self.step_label, self.loss_label, self.speed_label, self.eta_label):
-            row.addWidget(label)
-        layout.addLayout(row)
+        # Two by two, so a running job's numbers do not widen the dock (and shrink the canvas).
+        grid = QGridLayout()
+        for k, label in enumerate((self.step_label, self.eta_label, self.loss_label, self.speed_label)):
+            grid.addWidget(label, k // 2, k % 2)
+        layout.addLayout(grid)
         self.val_label = QLabel("")
+        self.val_label.setWordWrap(True)
         layout.addWidget(self.val_label)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
@@ -89,8 +119,8 @@ class TrainProgress(QGroupBox):
         self.plot.add_progress(report)
         if report.get("phase") == "val":
             self.val_label.setText(
-                f"Validation (epoch {report.get('epoch')}): mean F1 {percent(report.get('mean_f1'))}%, "
-                f"mIoU {percent(report.get('miou'))}%"
+                f"On the held-out hand-labeled faces (epoch {report.get('epoch')}): mean F1 "
+                f"{percent(report.get('mean_f1'))}%, mIoU {percent(report.get('miou'))}%"
             )
             return
         step, total = int(report.get("step", 0)), int(report.get("total_steps", 0))
@@ -120,15 +150,16 @@ class TrainProgress(QGroupBox):
         self.progress_bar.setValue(0 if outcome.cancelled else 1)
         what = "pretraining" if outcome.kind == "pretrain" else "fine-tuning"
         if outcome.cancelled:
+            # The last step's numbers ("step 7/30 … 43 s left") no longer describe anything.
+            for label in (self.step_label, self.loss_label, self.speed_label, self.eta_label):
+                label.setText("")
             text = f"{what.capitalize()} cancelled; nothing was published."
             if outcome.kind == "pretrain":
                 text += " Start it again to resume."
+        elif outcome.version and outcome.kind == "finetune":
+            text = finetune_outcome_text(outcome.version, outcome.metrics)
         elif outcome.version:
-            text = f"Published {outcome.version}"
-            metrics = outcome.metrics
-            if metrics.get("mean_f1") is not None:
-                text += f": mean F1 {percent(metrics.get('mean_f1'))}%, mIoU {percent(metrics.get('miou'))}%"
-            text += "."
+            text = f"Published {outcome.version}."
         else:
             text = f"{what.capitalize()} finished."
         self.status_label.setText(text)

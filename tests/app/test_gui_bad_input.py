@@ -57,8 +57,8 @@ def test_unreadable_image_is_reported_and_marked(qtbot, tmp_path, name, data, wo
     assert name in window.statusBar().currentMessage()
     # The list marks it; the "problems" filter shows just it.
     assert (
-        "not" in window.image_list.item_for(bad.id).toolTip()
-        or words in window.image_list.item_for(bad.id).toolTip()
+        "not" in window.image_list.row_tooltip(bad.id)
+        or words in window.image_list.row_tooltip(bad.id)
     )
     window.image_list.set_status_filter("problems")
     assert window.image_list.visible_ids() == [bad.id]

@@ -18,6 +18,7 @@ from PySide6.QtTest import QTest
 from faceparse_app.app import Settings
 from faceparse_app.faces import coverage
 from faceparse_app.project import Project
+from faceparse_app.widgets.image_table import Column
 from faceparse_app.widgets.tool_state import Tool
 from tests.app.test_gui_canvas import click, drag, make_window
 from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, publish_parser, status
@@ -238,7 +239,7 @@ def test_no_face_found_says_so_offers_the_face_tool_and_ranks_first(qtbot, tmp_p
     # Least sure first: the photo with no face found comes first; the list says why.
     window.image_list.sort_box.setCurrentIndex(window.image_list.sort_box.findData("uncertainty"))
     assert window.image_list.visible_ids()[0] == ids["f1.png"]
-    assert window.image_list.item_for(ids["f1.png"]).text().endswith("no face")
+    assert window.image_list.row_text(ids["f1.png"], Column.UNSURE) == "no face"
     QTest.keyClick(window.canvas, Qt.Key.Key_N, Qt.KeyboardModifier.ShiftModifier)
     assert session.current.id == ids["f1.png"]
     qtbot.waitUntil(lambda: "No face found" in window.message_bar.message, timeout=WAIT_MS)

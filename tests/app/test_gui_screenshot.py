@@ -11,6 +11,7 @@ from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
+from faceparse_app.widgets.label_colours import display_palette
 from tests.app.test_gui_canvas import click, key, make_window
 from trainer.labels import LAPA
 
@@ -62,5 +63,5 @@ def test_demo_face_labeled_with_the_polygon_tool_and_a_screenshot_saved(qtbot, t
     centre = window.canvas.mapTo(window, window.canvas.image_to_widget(200.5, 125.5).toPoint())
     photo = session.image[125, 200].astype(int)
     shown = shot[centre.y(), centre.x()]
-    skin = np.asarray(LAPA.palette[1])
+    skin = display_palette(LAPA)[1].astype(int)
     assert np.abs(shown - skin).sum() < np.abs(photo - skin).sum()

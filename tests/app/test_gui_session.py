@@ -24,8 +24,7 @@ def saved_label(window, image_id: int) -> np.ndarray | None:
 
 def select(window, image_id: int) -> None:
     """Click the image's row in the list, as the user does."""
-    item = window.image_list.item_for(image_id)
-    rect = window.image_list.list.visualItemRect(item)
+    rect = window.image_list.row_rect(image_id)
     QTest.mouseClick(
         window.image_list.list.viewport(), Qt.MouseButton.LeftButton, pos=rect.center()
     )

@@ -1,0 +1,265 @@
+"""The image list's model: one row per image, with status, name, uncertainty, time and actions.
+
+A ``QAbstractTableModel`` over the project's records instead of one widget item per image: the
+view asks only for the rows on screen, and a change repaints the rows it touched (a new status,
+a batch of scores) instead of rebuilding every row, so 10,000 images stay smooth.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from enum import IntEnum
+
+import qtawesome as qta
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtGui import QIcon
+
+from faceparse_app.project import FINISHED, ImageRecord
+from faceparse_app.uncertainty import rank_by_uncertainty
+
+# status -> (qtawesome name, colour, what it means)
+STATUS_ICONS: dict[str, tuple[str, str, str]] = {
+    "new": ("fa5s.circle", "#9e9e9e", "new: no label yet"),
+    "pre-labeled": ("fa5s.robot", "#7e57c2", "pre-labeled by a model"),
+    "in_progress": ("fa5s.adjust", "#ffa000", "in progress"),
+    "labeled": ("fa5s.check-circle", "#43a047", "labeled"),
+    "reviewed": ("fa5s.check-double", "#1e88e5", "reviewed"),
+}
+PROBLEM_ICON = ("fa5s.exclamation-triangle", "#e53935", "cannot be read")
+MISSING_ICON = ("fa5s.question-circle", "#e53935", "missing from the folder")
+REVIEW_ICON = ("fa5s.flag", "#fb8c00", "needs review")
+REVIEW_TIP = (
+    "needs review: this label was found on disk when the project store was rebuilt (or "
+    "changed outside the app); check it, then mark it reviewed (Ctrl+Shift+Return)"
+)
+NO_FACE_TIP = "the model found no face: draw a box around each face with the face tool (W)"
+ALL = "all"
+PROBLEMS = "problems"
+NEEDS_REVIEW = "needs_review"
+SORT_NAME, SORT_UNCERTAINTY = "name", "uncertainty"
+IMAGE_ID_ROLE = Qt.ItemDataRole.UserRole
+
+
+class Column(IntEnum):
+    STATUS = 0
+    NAME = 1
+    UNSURE = 2
+    TIME = 3
+    ACTIONS = 4
+
+
+HEADERS: dict[Column, tuple[str, str]] = {
+    Column.STATUS: ("", "Status (see the legend below the list)"),
+    Column.NAME: ("Image", "File name, relative to the project folder"),
+    Column.UNSURE: ("Unsure", "The model's mean per-pixel uncertainty over the faces (0 sure, 1 unsure)"),
+    Column.TIME: ("Time", "Time spent labeling this image"),
+    Column.ACTIONS: ("Edits", "Edits made by hand (strokes, fills, polygons)"),
+}
+_ICONS: dict[tuple[str, str], QIcon] = {}
+
+
+def cached_icon(name: str, colour: str) -> QIcon:
+    """A qtawesome icon, made once (10,000 rows would otherwise make 10,000 icons)."""
+    key = (name, colour)
+    if key not in _ICONS:
+        _ICONS[key] = qta.icon(name, color=colour)
+    return _ICONS[key]
+
+
+def status_icon(status: str) -> QIcon:
+    name, colour, _tip = STATUS_ICONS.get(status, STATUS_ICONS["new"])
+    return cached_icon(name, colour)
+
+
+def format_duration(seconds: float) -> str:
+    """'' for none, then '45 s', '12 min', '1 h 05'."""
+    if not seconds or seconds < 1:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d}"
+
+
+class ImageTableModel(QAbstractTableModel):
+    """The project's images, filtered by status and sorted by name or by uncertainty."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._records: dict[int, ImageRecord] = {}
+        self._order: list[int] = []  # all ids, by name (as the project gives them)
+        self._rows: list[int] = []  # ids shown, top to bottom
+        self._row_of: dict[int, int] = {}
+        self._problems: dict[int, str] = {}
+        self._scores: dict[int, float] = {}
+        self._filter = ALL
+        self._sort = SORT_NAME
+
+    # ----------------------------------------------------------------- contents
+    def set_records(self, records: Iterable[ImageRecord], problems: dict[int, str]) -> None:
+        """Show these images; only rows whose record or problem changed are repainted."""
+        records = list(records)
+        new = {r.id: r for r in records}
+        order = [r.id for r in records]
+        changed = [
+            i for i in order
+            if self._records.get(i) != new[i] or self._problems.get(i) != problems.get(i)
+        ]  # fmt: skip
+        same_rows = order == self._order
+        self._records, self._order, self._problems = new, order, dict(problems)
+        self._refilter(changed if same_rows else None)
+
+    def set_scores(self, scores: dict[int, float]) -> None:
+        """The model's uncertainty per image id; repaints that column (re-sorts when sorted by it)."""
+        old, self._scores = self._scores, dict(scores)
+        changed = [i for i in set(old) | set(self._scores) if old.get(i) != self._scores.get(i)]
+        self._refilter(changed)
+
+    def set_filter(self, wanted: str) -> None:
+        self._filter = wanted
+        self._refilter(None)
+
+    def set_sort(self, order: str) -> None:
+        self._sort = order
+        self._refilter(None)
+
+    @property
+    def scores(self) -> dict[int, float]:
+        return dict(self._scores)
+
+    def progress(self) -> tuple[int, int]:
+        """(finished, total) over the images present."""
+        present = [r for r in self._records.values() if not r.missing]
+        return sum(1 for r in present if r.status in FINISHED), len(present)
+
+    def visible_ids(self) -> list[int]:
+        return list(self._rows)
+
+    def row_of(self, image_id: int) -> int | None:
+        return self._row_of.get(image_id)
+
+    def _wanted(self, image_id: int) -> bool:
+        rec = self._records[image_id]
+        if self._filter == ALL:
+            return True
+        if self._filter == PROBLEMS:
+            return rec.missing or image_id in self._problems
+        if self._filter == NEEDS_REVIEW:
+            return rec.needs_review
+        return rec.status == self._filter
+
+    def _refilter(self, changed: list[int] | None) -> None:
+        """Recompute the rows shown; repaint only `changed` ids when the rows stay the same."""
+        order = self._order
+        if self._sort == SORT_UNCERTAINTY:
+            order = rank_by_uncertainty({i: self._scores.get(i) for i in order})
+        rows = [i for i in order if self._wanted(i)]
+        if rows != self._rows or changed is None:
+            self.layoutAboutToBeChanged.emit()
+            old_persistent = self.persistentIndexList()
+            old_ids = [self._rows[p.row()] if 0 <= p.row() < len(self._rows) else None for p in old_persistent]
+            self._rows = rows
+            self._row_of = {i: r for r, i in enumerate(rows)}
+            new_persistent = []
+            for p, image_id in zip(old_persistent, old_ids, strict=True):
+                row = self._row_of.get(image_id) if image_id is not None else None
+                new_persistent.append(QModelIndex() if row is None else self.index(row, p.column()))
+            self.changePersistentIndexList(old_persistent, new_persistent)
+            self.layoutChanged.emit()
+            return
+        shown = sorted(self._row_of[i] for i in changed if i in self._row_of)
+        last = self.columnCount() - 1
+        # One signal per run of neighbouring rows: a batch of scores is a handful of signals.
+        start = prev = None
+        for row in [*shown, None]:
+            if row is not None and prev is not None and row == prev + 1:
+                prev = row
+                continue
+            if start is not None:
+                self.dataChanged.emit(self.index(start, 0), self.index(prev, last))
+            start = prev = row
+
+    # ------------------------------------------------------------ model API
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
+        return 0 if parent.isValid() else len(Column)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):  # noqa: N802
+        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(Column):
+            return None
+        text, tip = HEADERS[Column(section)]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return text
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return tip
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+            return None
+        image_id = self._rows[index.row()]
+        if role == IMAGE_ID_ROLE:
+            return image_id
+        rec = self._records[image_id]
+        column = Column(index.column())
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(rec, column)
+        if role == Qt.ItemDataRole.DecorationRole and column == Column.STATUS:
+            return self._icon(rec)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self.tooltip(image_id)
+        if role == Qt.ItemDataRole.TextAlignmentRole and column >= Column.UNSURE:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def text(self, image_id: int, column: Column) -> str:
+        """What a cell of this image's row shows."""
+        return self._text(self._records[image_id], column)
+
+    def _text(self, rec: ImageRecord, column: Column) -> str:
+        if column == Column.NAME:
+            return rec.relpath
+        if column == Column.UNSURE:
+            score = self._scores.get(rec.id)
+            if score is None:
+                return ""
+            return "no face" if math.isnan(score) else f"{score:.2f}"
+        if column == Column.TIME:
+            return format_duration(rec.active_seconds)
+        if column == Column.ACTIONS:
+            # The edit count is a newer column of the store: blank where it is not there yet.
+            actions = getattr(rec, "actions", None)
+            return str(actions) if actions else ""
+        return ""
+
+    def _icon(self, rec: ImageRecord) -> QIcon:
+        if rec.missing:
+            return cached_icon(*MISSING_ICON[:2])
+        if rec.id in self._problems:
+            return cached_icon(*PROBLEM_ICON[:2])
+        if rec.needs_review:
+            return cached_icon(*REVIEW_ICON[:2])
+        return status_icon(rec.status)
+
+    def tooltip(self, image_id: int) -> str:
+        """The row's tooltip: the name in full, its status, and what the model thinks."""
+        rec = self._records[image_id]
+        problem = self._problems.get(image_id)
+        if rec.missing:
+            return f"{rec.relpath} is missing from the project folder"
+        if problem is not None:
+            return f"{rec.relpath}\n{problem}"
+        if rec.needs_review:
+            return f"{rec.relpath}\n{rec.status}, {REVIEW_TIP}"
+        tip = f"{rec.relpath}\n{STATUS_ICONS.get(rec.status, ('', '', rec.status))[2]}"
+        score = self._scores.get(image_id)
+        if score is not None and math.isnan(score):
+            tip += f"; {NO_FACE_TIP}"
+        elif score is not None:
+            tip += f"; model uncertainty over its faces {score:.3f} (0 sure, 1 unsure)"
+        return tip
