@@ -18,6 +18,7 @@ and protected classes stay as they are. Nothing here needs weights beyond the pr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -299,9 +300,10 @@ def snapped_outline(snapper: EdgeSnapper, anchors: Sequence[tuple[float, float]]
 class AssistContext:
     """The image on screen and the active parser, for the canvas's assisted tools.
 
-    The parser is loaded from the active model's checkpoint (CPU) the first time a tool needs it,
-    and the class probabilities are computed once per image and model version: a face crop's
-    forward pass, then kept.
+    The parser is loaded from the active model's checkpoint (CPU), and the class probabilities are
+    computed once per image and model version (a face crop's forward pass), on a worker thread:
+    :meth:`prefetch` starts it when the relabel tool is chosen or an image is shown with it, so a
+    click seldom waits. The image, model and faces callables are read on the caller's thread.
 
     Args:
         image: returns the (H, W, 3) uint8 RGB image on screen, or None.
@@ -309,16 +311,14 @@ class AssistContext:
         faces: returns the faces kept for the image on screen (None: the finder's).
     """
 
-    def __init__(
-        self,
-        image: Any,
-        model: Any,
-        faces: Any = None,
-    ) -> None:
+    def __init__(self, image: Any, model: Any, faces: Any = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self._image, self._model, self._faces = image, model, faces
-        self._predictor: tuple[Any, Any] | None = None  # (version, Predictor)
-        self._probs: tuple[int, Any, ClassProbabilities] | None = None  # (id(image), version, .)
+        self._predictor: tuple[Any, Any] | None = None  # (version, Predictor); worker thread only
+        self._probs: tuple[tuple[int, Any], Future[ClassProbabilities]] | None = None
         self._snapper: tuple[int, EdgeSnapper] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assist")
 
     def image(self) -> np.ndarray | None:
         return self._image()
@@ -333,34 +333,32 @@ class AssistContext:
             self._snapper = (id(image), EdgeSnapper(np.ascontiguousarray(rgb[..., :3])))
         return self._snapper[1]
 
-    def predictor(self) -> Any:
-        """The active parser (loaded on first use), or None without a model."""
+    def prefetch(self) -> Future[ClassProbabilities] | None:
+        """Start computing the probabilities of the image on screen (no wait); None when there is
+        no image or no model."""
+        image = self._image()
         source, version = self._model()
-        if source is None:
+        if image is None or image.ndim != 3 or source is None:
             return None
+        key = (id(image), version)
+        if self._probs is None or self._probs[0] != key:
+            faces = self._faces() if self._faces is not None else None
+            rgb = np.ascontiguousarray(image[..., :3])
+            self._probs = (key, self._pool.submit(self._compute, source, version, rgb, faces))
+        return self._probs[1]
+
+    def probabilities(self) -> ClassProbabilities | None:
+        """The parser's class probabilities over the image on screen (waits for them), or None
+        (no model, no image)."""
+        future = self.prefetch()
+        return future.result() if future is not None else None
+
+    def _compute(self, source: Any, version: Any, image: np.ndarray, faces: Any) -> ClassProbabilities:
         if self._predictor is None or self._predictor[0] != version:
             if isinstance(source, str | bytes) or hasattr(source, "__fspath__"):
                 from trainer.predict import Predictor
 
-                predictor = Predictor.from_checkpoint(source, device="cpu")
+                self._predictor = (version, Predictor.from_checkpoint(source, device="cpu"))
             else:
-                predictor = source
-            self._predictor = (version, predictor)
-        return self._predictor[1]
-
-    def probabilities(self) -> ClassProbabilities | None:
-        """The parser's class probabilities over the image on screen, or None (no model, no
-        image)."""
-        image = self._image()
-        if image is None or image.ndim != 3:
-            return None
-        _, version = self._model()
-        if self._probs is not None and self._probs[:2] == (id(image), version):
-            return self._probs[2]
-        predictor = self.predictor()
-        if predictor is None:
-            return None
-        faces = self._faces() if self._faces is not None else None
-        probs = ClassProbabilities.from_predictor(predictor, np.ascontiguousarray(image[..., :3]), faces)
-        self._probs = (id(image), version, probs)
-        return probs
+                self._predictor = (version, source)
+        return ClassProbabilities.from_predictor(self._predictor[1], image, faces)
