@@ -61,6 +61,7 @@ ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "empty-basic": ("empty", BASIC),
     "pre-basic": ("pre", BASIC),
     "pre-all": ("pre", BASIC + ASSISTED),
+    "pre-kept": ("pre", (*BASIC, "relabel", "scissors")),  # the assisted tools the app keeps
     **{f"pre-basic+{t}": ("pre", (*BASIC, t)) for t in ASSISTED},
 }
 # The same arms with regions taken in order of what fixing them adds to the mIoU (not the

@@ -1,6 +1,6 @@
-"""The simulated annotator's moves with the assisted tools (``faceparse_app.assist``): click to
-relabel, the edge-snapping boundary tool, zoom re-predict and GrabCut refinement. Prices as in
-``bench.effort_policy``."""
+"""The simulated annotator's moves with the assisted tools: click to relabel and the
+edge-snapping boundary tool (``faceparse_app.assist``, in the app), and zoom re-predict and GrabCut
+refinement (here only: measured and dropped from the app). Prices as in ``bench.effort_policy``."""
 
 from __future__ import annotations
 
@@ -10,14 +10,133 @@ import cv2
 import numpy as np
 
 from bench.effort_policy import CLICK, DRAG_BOX, K, Move, Region, target_shape
-from faceparse_app.assist import (
-    ClassProbabilities,
-    EdgeSnapper,
-    Relabeler,
-    apply_grabcut,
-    repredict_box,
-)
+from faceparse_app.assist import BoxXYXY, ClassProbabilities, EdgeSnapper, Relabeler
 from faceparse_app.document import LabelDocument
+from faceparse_app.history import Delta
+
+# ---------------------------------------------------------------------------------------------
+# Zoom re-predict (dropped from the app: measured, it saved nothing)
+
+
+CONTEXT = 2.0  # the crop predicted is this many times the box's larger side (square)
+
+
+def zoom_crop(box: BoxXYXY, shape: tuple[int, int], context: float = CONTEXT) -> np.ndarray:
+    """The (2, 3) transform image -> network crop (unit side) for a box, centred on it, its side
+    ``context`` × the box's larger side."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0, 8) * float(context)
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    return np.array([[1.0 / side, 0.0, 0.5 - cx / side], [0.0, 1.0 / side, 0.5 - cy / side]])
+
+
+def repredict_box(
+    predictor: Any, image: np.ndarray, box: BoxXYXY, context: float = CONTEXT
+) -> np.ndarray:
+    """The parser's labels for the pixels of ``box``, predicted from a square crop around it at
+    the network's full input size (zoom re-predict).
+
+    Args:
+        predictor: a :class:`trainer.predict.Predictor`.
+        image: (H, W, 3) uint8 RGB.
+        box: (x0, y0, x1, y1), end exclusive, in image pixels.
+        context: the crop's side over the box's larger side.
+
+    Returns:
+        (y1 - y0, x1 - x0) uint8 labels.
+    """
+    from trainer.faces import crop_face
+
+    side = predictor.input_size
+    unit = zoom_crop(box, image.shape[:2], context)
+    m = unit * np.array([[side], [side]])
+    crop = crop_face(image, m, side)
+    probs = predictor.logits([crop])[0].float().cpu().numpy()  # (C, S, S)
+    x0, y0, x1, y1 = box
+    inv = cv2.invertAffineTransform(m)
+    # Warp the logits back onto the box only (bilinear on logits, then argmax), as the
+    # pre-label does with its crops.
+    shift = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
+    to_box = (shift @ np.vstack([inv, [0.0, 0.0, 1.0]]))[:2]
+    warped = [
+        cv2.warpAffine(p, to_box, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        for p in probs
+    ]
+    return np.argmax(np.stack(warped), axis=0).astype(np.uint8)
+
+
+def apply_repredict(
+    doc: LabelDocument, predictor: Any, image: np.ndarray, box: BoxXYXY, context: float = CONTEXT
+) -> Delta | None:
+    """Zoom re-predict ``box`` into the document as one undo step (protected classes kept)."""
+    box = _clip(box, doc.shape)
+    x0, y0, x1, y1 = box
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    values = repredict_box(predictor, image, box, context)
+    return doc.replace_where(values, np.ones(values.shape, bool), x0, y0)
+
+
+# ---------------------------------------------------------------------------------------------
+# GrabCut refinement (dropped from the app: no consistent saving)
+
+
+def grabcut_mask(
+    image: np.ndarray, label: np.ndarray, box: BoxXYXY, cls: int, iterations: int = 3
+) -> np.ndarray:
+    """Where class ``cls`` lies inside ``box`` after GrabCut re-draws its boundary from colour.
+
+    The current label seeds it: pixels of ``cls`` (eroded by 3 px) are sure foreground, pixels
+    of other classes farther than 6 px from it sure background, the band between uncertain.
+
+    Returns:
+        (y1 - y0, x1 - x0) bool.
+    """
+    x0, y0, x1, y1 = box
+    sub = label[y0:y1, x0:x1] == cls
+    kernel = np.ones((3, 3), np.uint8)
+    sure_fg = cv2.erode(sub.astype(np.uint8), kernel, iterations=3).astype(bool)
+    near = cv2.dilate(sub.astype(np.uint8), kernel, iterations=6).astype(bool)
+    mask = np.full(sub.shape, cv2.GC_BGD, np.uint8)
+    mask[near] = cv2.GC_PR_BGD
+    mask[sub] = cv2.GC_PR_FGD
+    mask[sure_fg] = cv2.GC_FGD
+    if not sure_fg.any() or (mask == cv2.GC_BGD).sum() + (mask == cv2.GC_PR_BGD).sum() < 16:
+        return sub
+    bgr = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2BGR)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.grabCut(bgr, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+
+
+def apply_grabcut(
+    doc: LabelDocument, image: np.ndarray, box: BoxXYXY, cls: int
+) -> Delta | None:
+    """Refine class ``cls`` inside ``box``: pixels GrabCut adds become ``cls``; pixels it takes
+    away from ``cls`` become the class most common around them (one undo step)."""
+    box = _clip(box, doc.shape)
+    x0, y0, x1, y1 = box
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    now = doc.label[y0:y1, x0:x1]
+    fg = grabcut_mask(image, doc.label, box, cls)
+    values = now.copy()
+    values[fg] = cls
+    lost = (now == cls) & ~fg
+    if lost.any():
+        others = now[(now != cls)]
+        fill = int(np.bincount(others, minlength=doc.num_classes).argmax()) if others.size else 0
+        values[lost] = fill
+    return doc.replace_where(values, values != now, x0, y0)
+
+
+def _clip(box: BoxXYXY, shape: tuple[int, int]) -> BoxXYXY:
+    h, w = shape
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, x1 = sorted((x0, x1))
+    y0, y1 = sorted((y0, y1))
+    return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+
 
 SNAP_TOLERANCE = 2.0  # px: a live-wire piece is accepted when it stays this close to the outline
 SNAP_STEPS = (96, 64, 48, 32, 24, 16, 12, 8)  # contour points between anchors, tried longest first

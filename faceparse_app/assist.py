@@ -7,10 +7,9 @@ annotator (``bench.annotator_sim``) both call.
 - :class:`EdgeSnapper`: the boundary tool's path between two clicked points follows image edges
   (OpenCV's ``segmentation.IntelligentScissorsMB``, live-wire), so a polygon along a part boundary
   needs a few clicks instead of one per corner.
-- :func:`repredict_box`: zoom re-predict: the parser predicts a box (with some context around it)
-  at its full input size and the labels inside the box are replaced, as one undo step.
-- :func:`grabcut_refine`: GrabCut (OpenCV) re-draws one class's boundary inside a box from the
-  image's colours.
+
+Zoom re-predict and GrabCut refinement were measured too and dropped (``bench.effort_assisted``
+keeps them for the simulator; BENCHMARKS.md "Annotation effort" says why).
 
 Every edit goes through :class:`~faceparse_app.document.LabelDocument`, so each is one undo step
 and protected classes stay as they are. Nothing here needs weights beyond the project's parser.
@@ -19,6 +18,7 @@ and protected classes stay as they are. Nothing here needs weights beyond the pr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,139 +294,16 @@ def snapped_outline(snapper: EdgeSnapper, anchors: Sequence[tuple[float, float]]
 
 
 # ---------------------------------------------------------------------------------------------
-# Zoom re-predict
-
-
-CONTEXT = 2.0  # the crop predicted is this many times the box's larger side (square)
-
-
-def zoom_crop(box: BoxXYXY, shape: tuple[int, int], context: float = CONTEXT) -> np.ndarray:
-    """The (2, 3) transform image -> network crop (unit side) for a box, centred on it, its side
-    ``context`` × the box's larger side."""
-    x0, y0, x1, y1 = box
-    side = max(x1 - x0, y1 - y0, 8) * float(context)
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-    return np.array([[1.0 / side, 0.0, 0.5 - cx / side], [0.0, 1.0 / side, 0.5 - cy / side]])
-
-
-def repredict_box(
-    predictor: Any, image: np.ndarray, box: BoxXYXY, context: float = CONTEXT
-) -> np.ndarray:
-    """The parser's labels for the pixels of ``box``, predicted from a square crop around it at
-    the network's full input size (zoom re-predict).
-
-    Args:
-        predictor: a :class:`trainer.predict.Predictor`.
-        image: (H, W, 3) uint8 RGB.
-        box: (x0, y0, x1, y1), end exclusive, in image pixels.
-        context: the crop's side over the box's larger side.
-
-    Returns:
-        (y1 - y0, x1 - x0) uint8 labels.
-    """
-    from trainer.faces import crop_face
-
-    side = predictor.input_size
-    unit = zoom_crop(box, image.shape[:2], context)
-    m = unit * np.array([[side], [side]])
-    crop = crop_face(image, m, side)
-    probs = predictor.logits([crop])[0].float().cpu().numpy()  # (C, S, S)
-    x0, y0, x1, y1 = box
-    inv = cv2.invertAffineTransform(m)
-    # Warp the logits back onto the box only (bilinear on logits, then argmax), as the
-    # pre-label does with its crops.
-    shift = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
-    to_box = (shift @ np.vstack([inv, [0.0, 0.0, 1.0]]))[:2]
-    warped = [
-        cv2.warpAffine(p, to_box, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        for p in probs
-    ]
-    return np.argmax(np.stack(warped), axis=0).astype(np.uint8)
-
-
-def apply_repredict(
-    doc: LabelDocument, predictor: Any, image: np.ndarray, box: BoxXYXY, context: float = CONTEXT
-) -> Delta | None:
-    """Zoom re-predict ``box`` into the document as one undo step (protected classes kept)."""
-    box = _clip(box, doc.shape)
-    x0, y0, x1, y1 = box
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return None
-    values = repredict_box(predictor, image, box, context)
-    return doc.replace_where(values, np.ones(values.shape, bool), x0, y0)
-
-
-# ---------------------------------------------------------------------------------------------
-# GrabCut refinement
-
-
-def grabcut_mask(
-    image: np.ndarray, label: np.ndarray, box: BoxXYXY, cls: int, iterations: int = 3
-) -> np.ndarray:
-    """Where class ``cls`` lies inside ``box`` after GrabCut re-draws its boundary from colour.
-
-    The current label seeds it: pixels of ``cls`` (eroded by 3 px) are sure foreground, pixels
-    of other classes farther than 6 px from it sure background, the band between uncertain.
-
-    Returns:
-        (y1 - y0, x1 - x0) bool.
-    """
-    x0, y0, x1, y1 = box
-    sub = label[y0:y1, x0:x1] == cls
-    kernel = np.ones((3, 3), np.uint8)
-    sure_fg = cv2.erode(sub.astype(np.uint8), kernel, iterations=3).astype(bool)
-    near = cv2.dilate(sub.astype(np.uint8), kernel, iterations=6).astype(bool)
-    mask = np.full(sub.shape, cv2.GC_BGD, np.uint8)
-    mask[near] = cv2.GC_PR_BGD
-    mask[sub] = cv2.GC_PR_FGD
-    mask[sure_fg] = cv2.GC_FGD
-    if not sure_fg.any() or (mask == cv2.GC_BGD).sum() + (mask == cv2.GC_PR_BGD).sum() < 16:
-        return sub
-    bgr = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2BGR)
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.grabCut(bgr, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-
-
-def apply_grabcut(
-    doc: LabelDocument, image: np.ndarray, box: BoxXYXY, cls: int
-) -> Delta | None:
-    """Refine class ``cls`` inside ``box``: pixels GrabCut adds become ``cls``; pixels it takes
-    away from ``cls`` become the class most common around them (one undo step)."""
-    box = _clip(box, doc.shape)
-    x0, y0, x1, y1 = box
-    if x1 - x0 < 4 or y1 - y0 < 4:
-        return None
-    now = doc.label[y0:y1, x0:x1]
-    fg = grabcut_mask(image, doc.label, box, cls)
-    values = now.copy()
-    values[fg] = cls
-    lost = (now == cls) & ~fg
-    if lost.any():
-        others = now[(now != cls)]
-        fill = int(np.bincount(others, minlength=doc.num_classes).argmax()) if others.size else 0
-        values[lost] = fill
-    return doc.replace_where(values, values != now, x0, y0)
-
-
-def _clip(box: BoxXYXY, shape: tuple[int, int]) -> BoxXYXY:
-    h, w = shape
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    x0, x1 = sorted((x0, x1))
-    y0, y1 = sorted((y0, y1))
-    return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
-
-
-# ---------------------------------------------------------------------------------------------
 # What the canvas's assisted tools ask for
 
 
 class AssistContext:
     """The image on screen and the active parser, for the canvas's assisted tools.
 
-    The parser is loaded from the active model's checkpoint (CPU) the first time a tool needs it,
-    and the class probabilities are computed once per image and model version: a face crop's
-    forward pass, then kept.
+    The parser is loaded from the active model's checkpoint (CPU), and the class probabilities are
+    computed once per image and model version (a face crop's forward pass), on a worker thread:
+    :meth:`prefetch` starts it when the relabel tool is chosen or an image is shown with it, so a
+    click seldom waits. The image, model and faces callables are read on the caller's thread.
 
     Args:
         image: returns the (H, W, 3) uint8 RGB image on screen, or None.
@@ -434,16 +311,14 @@ class AssistContext:
         faces: returns the faces kept for the image on screen (None: the finder's).
     """
 
-    def __init__(
-        self,
-        image: Any,
-        model: Any,
-        faces: Any = None,
-    ) -> None:
+    def __init__(self, image: Any, model: Any, faces: Any = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self._image, self._model, self._faces = image, model, faces
-        self._predictor: tuple[Any, Any] | None = None  # (version, Predictor)
-        self._probs: tuple[int, Any, ClassProbabilities] | None = None  # (id(image), version, .)
+        self._predictor: tuple[Any, Any] | None = None  # (version, Predictor); worker thread only
+        self._probs: tuple[tuple[int, Any], Future[ClassProbabilities]] | None = None
         self._snapper: tuple[int, EdgeSnapper] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assist")
 
     def image(self) -> np.ndarray | None:
         return self._image()
@@ -458,34 +333,32 @@ class AssistContext:
             self._snapper = (id(image), EdgeSnapper(np.ascontiguousarray(rgb[..., :3])))
         return self._snapper[1]
 
-    def predictor(self) -> Any:
-        """The active parser (loaded on first use), or None without a model."""
+    def prefetch(self) -> Future[ClassProbabilities] | None:
+        """Start computing the probabilities of the image on screen (no wait); None when there is
+        no image or no model."""
+        image = self._image()
         source, version = self._model()
-        if source is None:
+        if image is None or image.ndim != 3 or source is None:
             return None
+        key = (id(image), version)
+        if self._probs is None or self._probs[0] != key:
+            faces = self._faces() if self._faces is not None else None
+            rgb = np.ascontiguousarray(image[..., :3])
+            self._probs = (key, self._pool.submit(self._compute, source, version, rgb, faces))
+        return self._probs[1]
+
+    def probabilities(self) -> ClassProbabilities | None:
+        """The parser's class probabilities over the image on screen (waits for them), or None
+        (no model, no image)."""
+        future = self.prefetch()
+        return future.result() if future is not None else None
+
+    def _compute(self, source: Any, version: Any, image: np.ndarray, faces: Any) -> ClassProbabilities:
         if self._predictor is None or self._predictor[0] != version:
             if isinstance(source, str | bytes) or hasattr(source, "__fspath__"):
                 from trainer.predict import Predictor
 
-                predictor = Predictor.from_checkpoint(source, device="cpu")
+                self._predictor = (version, Predictor.from_checkpoint(source, device="cpu"))
             else:
-                predictor = source
-            self._predictor = (version, predictor)
-        return self._predictor[1]
-
-    def probabilities(self) -> ClassProbabilities | None:
-        """The parser's class probabilities over the image on screen, or None (no model, no
-        image)."""
-        image = self._image()
-        if image is None or image.ndim != 3:
-            return None
-        _, version = self._model()
-        if self._probs is not None and self._probs[:2] == (id(image), version):
-            return self._probs[2]
-        predictor = self.predictor()
-        if predictor is None:
-            return None
-        faces = self._faces() if self._faces is not None else None
-        probs = ClassProbabilities.from_predictor(predictor, np.ascontiguousarray(image[..., :3]), faces)
-        self._probs = (id(image), version, probs)
-        return probs
+                self._predictor = (version, source)
+        return ClassProbabilities.from_predictor(self._predictor[1], image, faces)

@@ -142,6 +142,7 @@ class LabelCanvas(QWidget):
         self._qimage, self._image_buffer = image_to_qimage(image)
         self.overlay = LabelOverlay(document.label, self.state.label_set, self.state.outline)
         document.on_change.append(self._on_doc_change)
+        self.tool.activate(self)
         if keep_view and same_size:
             self.update()
         else:
@@ -219,6 +220,7 @@ class LabelCanvas(QWidget):
             if tool is not self.tool:
                 tool.cancel(self)
         self.setCursor(self.tool.cursor)
+        self.tool.activate(self)
         self.update()
 
     # ------------------------------------------------------------- geometry

@@ -43,6 +43,9 @@ class CanvasTool:
     def cancel(self, canvas: LabelCanvas) -> None:
         """Abandon any half-done edit (image switch, tool switch)."""
 
+    def activate(self, canvas: LabelCanvas) -> None:
+        """The tool was chosen, or an image shown while it is the current tool."""
+
     def paint(self, canvas: LabelCanvas, painter: QPainter) -> None:
         """Draw a preview in widget coordinates."""
 
@@ -240,6 +243,10 @@ class RelabelTool(CanvasTool):
             return
         if self.relabeler.click(doc, probs, px, py) is not None:
             canvas.edited.emit()
+
+    def activate(self, canvas: LabelCanvas) -> None:
+        if canvas.assist is not None:
+            canvas.assist.prefetch()  # the parser reads the face while the annotator looks
 
     def cancel(self, canvas: LabelCanvas) -> None:
         self.relabeler.reset()

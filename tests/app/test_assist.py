@@ -80,3 +80,27 @@ def test_the_edge_path_follows_a_step_edge():
     path = snapper.path_to(23, 42)
     assert path[0] == (23, 5) and path[-1] == (23, 42)
     assert all(22 <= x <= 24 for x, _ in path)
+
+
+def test_the_canvas_context_computes_probabilities_once_per_image_off_the_callers_thread():
+    import threading
+
+    from faceparse_app.assist import AssistContext
+
+    threads: list[str] = []
+
+    class Parser(_Parser):
+        def logits(self, crops):
+            threads.append(threading.current_thread().name)
+            return super().logits(crops)
+
+    shown = {"image": np.zeros((64, 64, 3), np.uint8)}
+    model = {"value": (None, None)}
+    context = AssistContext(lambda: shown["image"], lambda: model["value"])
+    assert context.prefetch() is None and context.probabilities() is None  # no model yet
+    model["value"] = (Parser(), "v0001")
+    first = context.prefetch()
+    assert context.probabilities() is first.result() and context.prefetch() is first
+    assert threads == ["assist_0"]  # once, on the worker
+    shown["image"] = np.ones((64, 64, 3), np.uint8)  # the next image
+    assert context.probabilities() is not first.result() and len(threads) == 2

@@ -105,3 +105,14 @@ def test_edge_outline_follows_the_edges_between_its_points(qtbot, tmp_path):
         click(canvas, x, y)
     key(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
     assert ((doc.label == 6) & disc).sum() >= 0.9 * disc.sum()
+
+
+def test_shift_enter_closes_a_polygon_too(qtbot, tmp_path):
+    window = make_window(qtbot, tmp_path)
+    doc, canvas = window.session.document, window.canvas
+    key(window, Qt.Key.Key_P)
+    window.state.set_class(6)
+    for x, y in [(10, 10), (30, 10), (30, 30), (10, 30)]:
+        click(canvas, x, y)
+    key(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+    assert (doc.label[12:29, 12:29] == 6).all() and len(doc.history) == 1
