@@ -240,3 +240,21 @@ def test_quit_sits_apart_and_asks_while_training(qtbot, tmp_path, monkeypatch):
     window.confirm_stop_training = lambda: True
     window.close()
     assert window.session is None
+
+
+def test_the_plot_legend_leaves_the_curves_uncovered(qtbot):
+    from faceparse_app.widgets.loss_plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(320, 200)
+    plot.total_steps = 10
+    for step in range(1, 11):
+        plot.add_loss(step, 1.0 / step)  # the first steps run along the top of the plot
+    plot.add_val(10, 0.9, 0.8)
+    rect = plot._plot_rect()
+    shot, base = plot.grab().toImage(), plot.palette().base().color()
+    # Along the plot's top, right of the first steps' loss, only the background shows.
+    for x in range(int(rect.left()) + 40, int(rect.left()) + 160, 3):
+        for y in range(int(rect.top()) + 3, int(rect.top()) + 16, 3):
+            assert shot.pixelColor(x, y) == base, (x, y)
