@@ -10,8 +10,8 @@ import qtawesome as qta
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
+    QDialog,
     QDockWidget,
-    QFileDialog,
     QMainWindow,
     QMessageBox,
     QPushButton,
@@ -29,6 +29,7 @@ from faceparse_app.session import AnnotationSession
 from faceparse_app.training_settings import available_devices
 from faceparse_app.widgets.canvas import LabelCanvas
 from faceparse_app.widgets.class_palette import ClassPalette
+from faceparse_app.widgets.export_dialog import ExportDialog, start_export
 from faceparse_app.widgets.image_list import ImageList
 from faceparse_app.widgets.message_bar import MessageBar
 from faceparse_app.widgets.start_page import StartPage
@@ -252,14 +253,30 @@ class MainWindow(QMainWindow):
     def export_lapa(
         self, out_dir: str | Path | None = None, reviewed_only: bool = False
     ) -> dict[str, int] | None:
-        """File → Export LaPa: asks for a folder unless `out_dir` is given; returns the counts."""
+        """Export the labeled faces as a LaPa folder.
+
+        With `out_dir`, at once, returning the counts (scripts, tests). Without, File → Export
+        LaPa: the export dialog asks where and how to split, and the export runs in a worker
+        with a progress bar (returns None; the message bar says how it went).
+        """
         if self.session is None:
             return None
-        if out_dir is None:
-            out_dir = QFileDialog.getExistingDirectory(self, "Export a LaPa folder into")
-            if not out_dir:
-                return None
-        return self.session.export_lapa(out_dir, reviewed_only=reviewed_only)
+        if out_dir is not None:
+            return self.session.export_lapa(out_dir, reviewed_only=reviewed_only)
+        root = self.session.project.root
+        dialog = ExportDialog(root, reviewed_only, self)
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return None
+        request = dialog.request()
+        self.session.save_all()  # the export reads the labels from disk
+        self.export_worker = start_export(self, root, request)
+        self.export_worker.finished.connect(
+            lambda counts: self.show_message(
+                f"Exported to {request.out_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."
+            )
+        )
+        self.export_worker.errored.connect(lambda text: self.show_message(f"Export failed: {text}", "error"))
+        return None
 
     # ------------------------------------------------------------ session glue
     def show_message(self, text: str, level: str = "info") -> None:

@@ -258,3 +258,35 @@ def test_the_plot_legend_leaves_the_curves_uncovered(qtbot):
     for x in range(int(rect.left()) + 40, int(rect.left()) + 160, 3):
         for y in range(int(rect.top()) + 3, int(rect.top()) + 16, 3):
             assert shot.pixelColor(x, y) == base, (x, y)
+
+
+def test_export_goes_beside_the_project_into_a_new_folder_with_the_split_asked(qtbot, tmp_path):
+    from PySide6.QtCore import QTimer
+
+    from tests.app.test_gui_canvas import drag
+
+    window = make_window(qtbot, tmp_path)
+    session = window.session
+    for _ in range(2):
+        drag(window.canvas, [(10, 10), (30, 10)])
+        session.set_status("labeled")
+        session.step(1)
+    target = tmp_path / "exports" / "new" / "lapa"  # nothing of it exists yet
+    seen = {}
+
+    def fill_in() -> None:
+        dialog = QApplication.activeModalWidget()
+        seen["default"] = dialog.folder_edit.text()
+        dialog.folder_edit.setText(str(target))
+        dialog.val_spin.setValue(0.5)
+        dialog.test_spin.setValue(0.0)
+        assert dialog.export_button.isEnabled()
+        dialog.export_button.click()
+
+    QTimer.singleShot(0, fill_in)
+    assert window.export_lapa() is None  # runs in the background
+    assert seen["default"] == str(tmp_path / "project-lapa")  # beside the project
+    qtbot.waitUntil(lambda: "Exported to" in window.message_bar.message, timeout=60_000)
+    assert "train 1" in window.message_bar.message and "val 1" in window.message_bar.message
+    assert len(list((target / "train" / "labels").glob("*.png"))) == 1
+    assert len(list((target / "val" / "labels").glob("*.png"))) == 1
