@@ -60,10 +60,15 @@ _ICONS: dict[tuple[str, str], QIcon] = {}
 
 
 def cached_icon(name: str, colour: str) -> QIcon:
-    """A qtawesome icon, made once (10,000 rows would otherwise make 10,000 icons)."""
+    """A qtawesome icon rendered once to pixmaps (a font icon would draw its glyph again on
+    every repaint of every row)."""
     key = (name, colour)
     if key not in _ICONS:
-        _ICONS[key] = qta.icon(name, color=colour)
+        glyph = qta.icon(name, color=colour)
+        icon = QIcon()
+        for side in (16, 32):
+            icon.addPixmap(glyph.pixmap(side, side))
+        _ICONS[key] = icon
     return _ICONS[key]
 
 
@@ -82,6 +87,16 @@ def format_duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d}"
+
+
+def _role(role: Qt.ItemDataRole) -> int:
+    return int(role.value)
+
+
+_DISPLAY, _DECORATION = _role(Qt.ItemDataRole.DisplayRole), _role(Qt.ItemDataRole.DecorationRole)
+_ALIGN, _TOOLTIP = _role(Qt.ItemDataRole.TextAlignmentRole), _role(Qt.ItemDataRole.ToolTipRole)
+_ROLES = frozenset({_DISPLAY, _DECORATION, _ALIGN, _TOOLTIP, _role(IMAGE_ID_ROLE)})
+_RIGHT = int((Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter).value)
 
 
 class ImageTableModel(QAbstractTableModel):
@@ -200,28 +215,30 @@ class ImageTableModel(QAbstractTableModel):
         return None
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+        # Called for every role of every cell on screen at each repaint: the roles with nothing
+        # to say leave first, before any lookup.
+        if role not in _ROLES:
             return None
-        image_id = self._rows[index.row()]
-        if role == IMAGE_ID_ROLE:
-            return image_id
-        rec = self._records[image_id]
-        column = Column(index.column())
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self._text(rec, column)
-        if role == Qt.ItemDataRole.DecorationRole and column == Column.STATUS:
-            return self._icon(rec)
-        if role == Qt.ItemDataRole.ToolTipRole:
+        row = index.row()
+        if not 0 <= row < len(self._rows):
+            return None
+        image_id = self._rows[row]
+        column = index.column()
+        if role == _DISPLAY:
+            return self._text(self._records[image_id], column)
+        if role == _DECORATION:
+            return self._icon(self._records[image_id]) if column == 0 else None
+        if role == _ALIGN:
+            return _RIGHT if column >= Column.UNSURE else None
+        if role == _TOOLTIP:
             return self.tooltip(image_id)
-        if role == Qt.ItemDataRole.TextAlignmentRole and column >= Column.UNSURE:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
+        return image_id  # IMAGE_ID_ROLE
 
     def text(self, image_id: int, column: Column) -> str:
         """What a cell of this image's row shows."""
         return self._text(self._records[image_id], column)
 
-    def _text(self, rec: ImageRecord, column: Column) -> str:
+    def _text(self, rec: ImageRecord, column: int) -> str:
         if column == Column.NAME:
             return rec.relpath
         if column == Column.UNSURE:
