@@ -27,6 +27,7 @@ from faceparse_app.project import DamagedStoreError, Project, ProjectError
 from faceparse_app.samples import create_demo_project
 from faceparse_app.session import AnnotationSession
 from faceparse_app.training_settings import available_devices
+from faceparse_app.widgets.busy import run_busy
 from faceparse_app.widgets.canvas import LabelCanvas
 from faceparse_app.widgets.class_palette import ClassPalette
 from faceparse_app.widgets.export_dialog import ExportDialog, start_export
@@ -207,13 +208,15 @@ class MainWindow(QMainWindow):
 
     def _open_store(self, folder: str | Path) -> Project | None:
         """Project.open, offering a recovery when the store is damaged; None if declined."""
+        # The folder scan (hashing new images) runs off the GUI thread: the window repaints.
+        scanning = f"Opening {Path(folder).name}: looking for new and changed images…"
         try:
-            return Project.open(folder)
+            return run_busy(self, scanning, Project.open, folder)
         except DamagedStoreError as exc:
             if not self.confirm_recover(str(exc)):
                 self.show_message(f"Not opened: {exc}", "error")
                 return None
-        return Project.open(folder, recover=True)
+        return run_busy(self, scanning, Project.open, folder, recover=True)
 
     def confirm_recover(self, text: str) -> bool:
         """Ask whether to rebuild a damaged project store (tests replace this)."""

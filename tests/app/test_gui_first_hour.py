@@ -290,3 +290,33 @@ def test_export_goes_beside_the_project_into_a_new_folder_with_the_split_asked(q
     assert "train 1" in window.message_bar.message and "val 1" in window.message_bar.message
     assert len(list((target / "train" / "labels").glob("*.png"))) == 1
     assert len(list((target / "val" / "labels").glob("*.png"))) == 1
+
+
+def test_the_folder_scan_runs_off_the_gui_thread_with_a_busy_dialog(qtbot, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QProgressDialog
+
+    from faceparse_app.project import Project
+    from tests.app.test_gui_canvas import make_project
+
+    folder = make_project(tmp_path / "project")
+    window = make_window(qtbot, tmp_path, open_project=False)
+    real_open, threads, seen = Project.open, [], []
+
+    def slow_open(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        time.sleep(1.0)  # a big folder
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Project, "open", staticmethod(slow_open))
+    def look() -> None:
+        dialog = QApplication.activeModalWidget()
+        seen.append(dialog.labelText() if isinstance(dialog, QProgressDialog) else dialog)
+
+    QTimer.singleShot(700, look)
+    assert window.open_project(folder)
+    assert threads == [False]
+    assert "Opening project" in seen[0]
