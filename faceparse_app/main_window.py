@@ -184,7 +184,12 @@ class MainWindow(QMainWindow):
         self.session = session
         session.message.connect(self.show_message)
         session.image_changed.connect(self._show_image)
-        session.records_changed.connect(self._refresh_records)
+        # A change names its image (saved, status, pre-label): the list reads just those rows
+        # again, not all 10,000.
+        self._touched: set[int] = set()
+        for signal in (session.saved, session.status_changed, session.prelabeled):
+            signal.connect(lambda image_id, *_: self._touched.add(image_id))
+        session.records_changed.connect(self._refresh_touched)
         session.set_protected(self.state.protected)
         self.state.protected_changed.connect(session.set_protected)
         self.canvas.edited.connect(session.note_edit)
@@ -347,6 +352,22 @@ class MainWindow(QMainWindow):
     def _refresh_records(self) -> None:
         if self.session is not None:
             self.image_list.set_records(self.session.records(), self.session.problems)
+
+    def _refresh_touched(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        touched, self._touched = self._touched, set()
+        if session.current is not None:
+            touched.add(session.current.id)
+        touched |= set(session.problems)
+        records = []
+        for image_id in touched:
+            try:
+                records.append(session.project.get(image_id))
+            except KeyError:  # gone from the store (a rescan): the next full refresh drops it
+                pass
+        self.image_list.update_records(records, session.problems)
 
     def _open_image(self, image_id: int) -> None:
         if self.session is not None:

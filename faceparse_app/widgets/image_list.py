@@ -149,6 +149,12 @@ class ImageList(QWidget):
         self._show_progress()
         self.set_current(self._current)
 
+    def update_records(self, records: Iterable[ImageRecord], problems: dict[int, str] | None = None) -> None:
+        """These images changed; the other rows are left as they are."""
+        self.model.update_records(list(records), dict(problems or {}))
+        self._show_progress()
+        self.set_current(self._current, scroll=False)
+
     def set_scores(self, scores: dict[int, float]) -> None:
         """The model's uncertainty per image id (0 sure .. 1 unsure); {} when there is no model."""
         self.model.set_scores(scores)

@@ -127,6 +127,18 @@ class ImageTableModel(QAbstractTableModel):
         self._records, self._order, self._problems = new, order, dict(problems)
         self._refilter(changed if same_rows else None)
 
+    def update_records(self, records: Iterable[ImageRecord], problems: dict[int, str]) -> None:
+        """Some images changed (a status, a save): only their rows (and rows whose problem
+        changed) are repainted, without reading the whole project again."""
+        changed = [r.id for r in records if r.id in self._records and self._records[r.id] != r]
+        for rec in records:
+            if rec.id in self._records:
+                self._records[rec.id] = rec
+        ids = set(self._problems) | set(problems)
+        changed += [i for i in ids if self._problems.get(i) != problems.get(i) and i in self._records]
+        self._problems = dict(problems)
+        self._refilter(changed)
+
     def set_scores(self, scores: dict[int, float]) -> None:
         """The model's uncertainty per image id; repaints that column (re-sorts when sorted by it)."""
         old, self._scores = self._scores, dict(scores)
