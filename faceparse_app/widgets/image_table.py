@@ -112,6 +112,7 @@ class ImageTableModel(QAbstractTableModel):
         self._scores: dict[int, float] = {}
         self._filter = ALL
         self._sort = SORT_NAME
+        self.order_stale = False  # sorted by uncertainty, new scores not yet in the order
 
     # ----------------------------------------------------------------- contents
     def set_records(self, records: Iterable[ImageRecord], problems: dict[int, str]) -> None:
@@ -140,10 +141,23 @@ class ImageTableModel(QAbstractTableModel):
         self._refilter(changed)
 
     def set_scores(self, scores: dict[int, float]) -> None:
-        """The model's uncertainty per image id; repaints that column (re-sorts when sorted by it)."""
+        """The model's uncertainty per image id; repaints the rows whose score changed.
+
+        Sorted by uncertainty, the rows keep their places (``order_stale`` says the order is
+        behind): a list that reorders itself while scores arrive in the background moves the
+        row under the annotator's cursor. :meth:`resort` applies the new order.
+        """
         old, self._scores = self._scores, dict(scores)
         changed = [i for i in set(old) | set(self._scores) if old.get(i) != self._scores.get(i)]
-        self._refilter(changed)
+        if self._sort == SORT_UNCERTAINTY and changed:
+            self.order_stale = True
+            self._repaint(changed)
+        else:
+            self._refilter(changed)
+
+    def resort(self) -> None:
+        """Put the rows in the current sort order (after scores arrived)."""
+        self._refilter(None)
 
     def set_filter(self, wanted: str) -> None:
         self._filter = wanted
@@ -184,6 +198,8 @@ class ImageTableModel(QAbstractTableModel):
         if self._sort == SORT_UNCERTAINTY:
             order = rank_by_uncertainty({i: self._scores.get(i) for i in order})
         rows = [i for i in order if self._wanted(i)]
+        if changed is None:
+            self.order_stale = False
         if rows != self._rows or changed is None:
             self.layoutAboutToBeChanged.emit()
             old_persistent = self.persistentIndexList()
@@ -197,6 +213,9 @@ class ImageTableModel(QAbstractTableModel):
             self.changePersistentIndexList(old_persistent, new_persistent)
             self.layoutChanged.emit()
             return
+        self._repaint(changed)
+
+    def _repaint(self, changed: list[int]) -> None:
         shown = sorted(self._row_of[i] for i in changed if i in self._row_of)
         last = self.columnCount() - 1
         # One signal per run of neighbouring rows: a batch of scores is a handful of signals.

@@ -320,3 +320,18 @@ def test_the_folder_scan_runs_off_the_gui_thread_with_a_busy_dialog(qtbot, tmp_p
     assert window.open_project(folder)
     assert threads == [False]
     assert "Opening project" in seen[0]
+
+
+def test_scores_arriving_never_move_the_rows_under_the_cursor(qtbot, tmp_path):
+    from faceparse_app.uncertainty import rank_by_uncertainty
+    from faceparse_app.widgets.image_list import SORT_UNCERTAINTY
+
+    window = make_window(qtbot, tmp_path)
+    image_list = window.image_list
+    image_list.sort_box.setCurrentIndex(image_list.sort_box.findData(SORT_UNCERTAINTY))
+    before = image_list.visible_ids()
+    scores = {image_id: 0.1 * (k + 1) for k, image_id in enumerate(before)}  # least sure last
+    image_list.set_scores(scores)
+    assert image_list.visible_ids() == before and not image_list.resort_button.isHidden()
+    QTest.mouseClick(image_list.resort_button, Qt.MouseButton.LeftButton)
+    assert image_list.visible_ids() == rank_by_uncertainty(scores) and image_list.resort_button.isHidden()
