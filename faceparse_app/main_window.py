@@ -319,9 +319,16 @@ class MainWindow(QMainWindow):
 
     def _widen_training(self, visible: bool) -> None:
         """A Training dock just shown gets the width its form needs (no sideways scrolling)."""
+        if not visible or self.train_dock.isFloating():
+            return
         wanted = self.train_panel.minimumSizeHint().width() + 24
-        if visible and not self.train_dock.isFloating() and self.train_dock.width() < wanted:
+        if self.train_dock.width() < wanted:
             self.resizeDocks([self.train_dock], [wanted], Qt.Orientation.Horizontal)
+        if self.classes_dock.isVisible() and not self.classes_dock.isFloating():
+            # The class table needs its rows only; the rest of the column is the training's.
+            classes = self.palette.sizeHint().height() + 30
+            rest = max(200, self.classes_dock.height() + self.train_dock.height() - classes)
+            self.resizeDocks([self.classes_dock, self.train_dock], [classes, rest], Qt.Orientation.Vertical)
 
     def _show_model(self, version: str | None) -> None:
         if version is not None and self.train_offer.isVisible():
