@@ -39,7 +39,7 @@ from faceparse_app.widgets.tool_bar import ToolBar
 from faceparse_app.widgets.tool_state import Tool, ToolState
 from faceparse_app.widgets.train_panel import TrainPanel
 from faceparse_app.widgets.window_layout import make_dock, restore_layout, save_layout
-from faceparse_app.window_menus import build_menus
+from faceparse_app.widgets.window_menus import build_menus
 from trainer.labels import LAPA
 
 
