@@ -137,7 +137,9 @@ def scores(checkpoint: Path, sets: dict[str, Sequence[Sample]]) -> dict[str, Any
     out = score_checkpoint(checkpoint, {k: v for k, v in sets.items() if k != "neck"})
     if "neck" in sets:
         neck = evaluate(
-            Predictor.from_checkpoint(checkpoint, device="cpu", framing="whole"), sets["neck"], batch_size=8
+            Predictor.from_checkpoint(checkpoint, device="cpu", framing="whole"),
+            sets["neck"],
+            batch_size=8,
         )
         out["neck"] = {"as_skin": neck["pixel_accuracy"]}
     return out
@@ -322,7 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4, help="the app's default: 4")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     ap.add_argument(
-        "--out", default=str(out_dir("app-finetune")), help="working folder (default %(default)s)"
+        "--out-dir",
+        "--out",
+        dest="out",
+        default=str(out_dir("app-finetune")),
+        help="working folder (default %(default)s)",
     )
     ap.add_argument(
         "--results",

@@ -145,7 +145,9 @@ def _compare(
     """Stage 3: K = 10 new labels fine-tuned from the study's SSL backbone and from a parser held
     out from them (``starts`` picks either or both). Needs only the study's stage 1, not the
     starter models."""
-    ssl = RunFiles(study_out / f"pretrain_{args.recipe}{stage1_tag(settings, args.recipe)}", "pretrain").last
+    ssl = RunFiles(
+        study_out / f"pretrain_{args.recipe}{stage1_tag(settings, args.recipe)}", "pretrain"
+    ).last
     k10 = select_labeled_subset(pool.names, num_labeled=10, seed=0)
     rest = [n for n in pool.names if n not in set(k10)]
     sets = {"val": val, "helen": helen}
@@ -201,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         "--heldout-parser-steps", type=int, default=750, help="the comparison's parser: steps of 8"
     )
     ap.add_argument(
-        "--out", default=str(out_dir("starters")), help="working folder (default %(default)s)"
+        "--out-dir",
+        "--out",
+        dest="out",
+        default=str(out_dir("starters")),
+        help="working folder (default %(default)s)",
     )
     ap.add_argument(
         "--study-out", default=str(STUDY_OUT), help="the study's cache (default %(default)s)"

@@ -38,7 +38,16 @@ MANIFEST_NAME = "MANIFEST.json"
 DONE_NAME = "done.json"
 ENVELOPE = ("experiment", "run", "time", "machine", "command")
 # Environment variables that change what a command measures, written in front of it.
-COMMAND_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "STUDY_SECONDS")
+COMMAND_ENV = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+    "STUDY_SECONDS",
+    # CPU ISA caps (a host without AVX-512 emulated on one with it)
+    "ONEDNN_MAX_CPU_ISA",
+    "ATEN_CPU_CAPABILITY",
+    "MKL_ENABLE_INSTRUCTIONS",
+)
 
 log = logging.getLogger("bench")
 
@@ -162,6 +171,7 @@ def machine() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "isa": torch.backends.cpu.get_cpu_capability(),
         "avx512f": "avx512f" in cpu_flags(),
+        "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -394,7 +404,8 @@ def add_common(
     Args:
         experiment: names the default folders: ``bench/out/<experiment>`` and
             ``bench/results/<experiment>``.
-        out: ``--out``, the working folder (caches, checkpoints; git-ignored): True for
+        out: ``--out-dir`` (as everywhere in the project; ``--out`` is kept as an alias), the
+            working folder (caches, checkpoints; git-ignored): True for
             ``bench/out/<experiment>``, a path for another default, None for none; a script that
             computes its default later passes "" (the option then defaults to None).
         results: ``--results``, the committed result file (or stem), relative to
@@ -410,7 +421,9 @@ def add_common(
                 raise ValueError("out=True needs an experiment")
             out = out_dir(experiment)
         parser.add_argument(
+            "--out-dir",
             "--out",
+            dest="out",
             default=str(out) if out != "" else None,
             help="working folder: caches, checkpoints, scratch (git-ignored; default %(default)s)"
             if out != ""

@@ -63,7 +63,7 @@ ARMS = ("ssl", "scratch")
 # curve_scratch_K10_s<seed>.
 SSL_TAG = r"[a-z0-9.]+"  # --ssl-tag: another stage 1's runs are tagged k10-s1-<tag>
 NAME = re.compile(
-    rf"^(?P<tag>k10(?:-quick)?(?:-fp32)?(?:-cw-[a-z-]+)?(?:-s1-{SSL_TAG})?|curve)"
+    rf"^(?P<tag>k10(?:-quick)?(?:-fp32)?(?:-cw-[a-z-]+)?(?:-s1-{SSL_TAG})?(?:-encoder)?|curve)"
     r"_(?P<arm>ssl|scratch)(?:-spark)?_K10_s(?P<seed>\d+)$"
 )
 
@@ -76,6 +76,8 @@ def run_name(arm: str, seed: int, args: argparse.Namespace) -> str:
         tag += f"-cw-{args.class_weighting}"
     if args.ssl_tag:
         tag += f"-s1-{args.ssl_tag}"
+    if arm == "ssl" and args.keep == "encoder":
+        tag += "-encoder"  # the stage-1 decoder discarded: another start
     return f"{tag}_{arm}_K10_s{seed}"
 
 
@@ -86,8 +88,10 @@ def job_argv(arm: str, seed: int, args: argparse.Namespace) -> list[str]:
     recipe = K10_QUICK if args.quick else K10_RECIPE
     argv = ["--init", init, "--name", name, "--subset-seed", str(seed), *recipe, *VAL_AT_END]
     argv += ["--data", str(args.data), "--device", args.device, "--results", str(args.results)]
-    argv += ["--out", str(Path(args.out) / name)]
+    argv += ["--out-dir", str(Path(args.out) / name)]
     argv += ["--experiment", experiment_of(args.results, EXPERIMENT)]
+    if arm == "ssl" and args.keep != "backbone":
+        argv += ["--keep", args.keep]
     if args.class_weighting != "none":
         argv += ["--class-weighting", args.class_weighting]
     if args.threads:
@@ -243,7 +247,7 @@ def summary(args: argparse.Namespace) -> int:
         # Scratch does not depend on stage 1: another stage 1's SSL runs pair with the study's
         # scratch runs of the same subsets and recipe.
         scratch_tag, scratch = collect_runs([Path(p) for p in args.scratch_from])
-        if tag and scratch_tag and re.sub(rf"-s1-{SSL_TAG}$", "", tag) != scratch_tag:
+        if tag and scratch_tag and re.sub(rf"-s1-{SSL_TAG}(-encoder)?$", "", tag) != scratch_tag:
             sys.exit(f"--scratch-from holds {scratch_tag} runs, the results {tag}: not one recipe")
         found = {
             s: {"ssl": a["ssl"], "scratch": scratch[s]["scratch"]}
@@ -399,6 +403,13 @@ def main(argv: list[str] | None = None) -> int:
         default="both",
         help="ssl: only the SSL arm (scratch does not depend on --ssl)",
     )
+    r.add_argument(
+        "--keep",
+        choices=("backbone", "encoder"),
+        default="backbone",
+        help="what of the stage-1 network the SSL arm keeps (encoder: the UNet++ decoder starts "
+        "fresh; the runs are tagged -encoder)",
+    )
     w = sub.add_parser("job", help="(internal) one probe command line, as JSON")
     w.add_argument("argv")
     w.add_argument("--fp32", action="store_true")
@@ -421,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--json", action="store_true", help="also print the statistics as JSON")
     g = sub.add_parser("plot", help="the leads of several result files side by side")
     g.add_argument(
-        "sources", nargs="+", help="LABEL=FILE[,FILE...], e.g. 'CPU=bench/results/k10_curves/k10_curves.jsonl'"
+        "sources",
+        nargs="+",
+        help="LABEL=FILE[,FILE...], e.g. 'CPU=bench/results/k10_curves/k10_curves.jsonl'",
     )
     g.add_argument(
         "--out",

@@ -108,7 +108,13 @@ def main(argv: list[str] | None = None, manifest: bool = True) -> int:
         help="also score the validation faces every N epochs during the run (0: only the end);"
         " the curve goes into the record's history",
     )
-    ap.add_argument("--out", default=None, help="run folder (default bench/out/probes/<name>)")
+    ap.add_argument(
+        "--out-dir",
+        "--out",
+        dest="out",
+        default=None,
+        help="run folder (default bench/out/probes/<name>)",
+    )
     ap.add_argument(
         "--results",
         default=str(results_dir(EXPERIMENT) / "probes.jsonl"),
@@ -164,9 +170,7 @@ def main(argv: list[str] | None = None, manifest: bool = True) -> int:
         ),
     )  # fmt: skip
     t0 = time.perf_counter()
-    result = finetune_on_samples(
-        config, pool.select(chosen), val if args.val_every > 0 else None
-    )
+    result = finetune_on_samples(config, pool.select(chosen), val if args.val_every > 0 else None)
     train_s = time.perf_counter() - t0
     predictor = Predictor.from_checkpoint(result.last_path, device=args.device, framing="whole")
     # With --val-every the run already scored its last weights (kept in the checkpoint).

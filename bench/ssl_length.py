@@ -13,7 +13,7 @@ written to the results file at once, so a run cut off by its time limit still re
 
 Usage:
     .venv/bin/python -m bench.ssl_length --quick
-    python3 -m bench.ssl_length --out bench/out/gpu-carry/study --unlabeled DIR --device cuda \\
+    python3 -m bench.ssl_length --out-dir bench/out/gpu-carry/study --unlabeled DIR --device cuda \\
         --pretrain-seconds 240 --results $OUT/ssl_length
 """
 

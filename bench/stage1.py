@@ -108,7 +108,10 @@ def run_stage1(
     key = config.flat()
     # Fields added to PretrainConfig after the cached studies ran, at the values those ran with
     # (how often a resumable checkpoint is written does not change the weights).
-    added = (("augment", "flip"), ("init", None), ("checkpoint_minutes", 5.0), ("keep_checkpoints", 2))
+    added = (
+        ("augment", "flip"), ("init", None), ("checkpoint_minutes", 5.0), ("keep_checkpoints", 2),
+        ("sparse", False), ("mask_cells", "center"), ("norm_patch", None),
+    )  # fmt: skip
     for field_name, first_value in added:
         if key.get(field_name) == first_value:
             del key[field_name]

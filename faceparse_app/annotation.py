@@ -37,7 +37,7 @@ from trainer.labels import LAPA, LabelSet
 
 log = logging.getLogger(__name__)
 
-IDLE_SECONDS = 30.0  # a pause longer than this between edits is not counted as active time
+IDLE_SECONDS = 30.0  # a pause longer than this between two inputs is idle: none of it counts
 HISTORY_BYTES = 16 * 2**20  # undo memory per image
 KEEP_HISTORIES = 20  # images whose undo history is kept (most recently opened)
 
@@ -78,6 +78,7 @@ class Annotation:
         self._invalid_label: set[int] = set()  # ids whose label file on disk is unreadable
         self._touched: set[int] = set()  # ids edited by hand in this session (no pre-label over them)
         self._pending_seconds = 0.0
+        self._pending_actions = 0
         self._last_activity: float | None = None
 
     # ------------------------------------------------------------------ listing
@@ -120,6 +121,7 @@ class Annotation:
         document.protected = set(self.protected)
         self._last_activity = time.monotonic()
         self._pending_seconds = 0.0
+        self._pending_actions = 0
         self.image_changed.emit(rec)
         return True
 
@@ -317,13 +319,34 @@ class Annotation:
         return self.open_image(ids[max(0, min(len(ids) - 1, i + offset))])
 
     # ------------------------------------------------------------------ editing
-    def note_edit(self) -> None:
-        """An undo step was made: count active time and keep the image's status current."""
+    def note_edit(self, now: float | None = None) -> None:
+        """An undo step was made: one action, active time, and the image's status kept current.
+
+        Args:
+            now: ``time.monotonic()`` of the edit (default: now).
+        """
         if self.current is not None:
             self._touched.add(self.current.id)
-        now = time.monotonic()
+        self._pending_actions += 1
+        self.note_activity(now)
+
+    def note_activity(self, now: float | None = None) -> None:
+        """The annotator did something on the open image (a click, a key, a drag, an edit).
+
+        Active time is the sum of the gaps between such inputs; a gap longer than IDLE_SECONDS
+        is a pause (coffee, a colleague, another window) and counts nothing, not even its first
+        30 seconds.
+
+        Args:
+            now: ``time.monotonic()`` of the input (default: now).
+        """
+        now = time.monotonic() if now is None else float(now)
+        if self.document is None:
+            return
         if self._last_activity is not None:
-            self._pending_seconds += min(now - self._last_activity, IDLE_SECONDS)
+            gap = now - self._last_activity
+            if 0.0 < gap <= IDLE_SECONDS:
+                self._pending_seconds += gap
         self._last_activity = now
 
     def undo(self) -> bool:
@@ -397,17 +420,19 @@ class Annotation:
     def _save_document(self, rec: ImageRecord, doc: LabelDocument) -> bool:
         if doc.in_stroke:  # never save half a stroke; the timer comes back
             return False
-        seconds = 0.0
+        seconds, actions = 0.0, 0
         if self.current is not None and rec.id == self.current.id:
             seconds, self._pending_seconds = self._pending_seconds, 0.0
+            actions, self._pending_actions = self._pending_actions, 0
         try:
             if rec.id in self._invalid_label:
                 self._keep_invalid_aside(rec)
             # The project moves "new" and "pre-labeled" to "in_progress" and keeps the rest.
-            new = self.project.save_label(rec, doc.label, add_seconds=seconds)
+            new = self.project.save_label(rec, doc.label, add_seconds=seconds, add_actions=actions)
         except (ProjectError, LabelMapError, OSError) as exc:
             if self.current is not None and rec.id == self.current.id:
                 self._pending_seconds += seconds
+                self._pending_actions += actions
             self._unsaved[rec.id] = doc
             self.message.emit(
                 f"Not saved: {exc} Your edits are kept in memory and saving is retried.", "error"

@@ -7,6 +7,7 @@ Layout written::
     <out>/{train,val,test}/landmarks/<name>.txt   '106', then 106 'x y' lines
     <out>/README.txt                              what this is; which landmark files are derived
     <out>/names.csv                               split, exported name, original relpath
+    <out>/effort.csv                              per image: active seconds and edits it took
     <out>/export-manifest.json                    every file this export wrote, with its sha256
 
 A JPEG original is copied byte for byte, unless its EXIF orientation is not 1: then it is
@@ -25,7 +26,6 @@ that is neither empty nor an export of ours is refused.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -33,7 +33,6 @@ import logging
 import os
 import re
 import shutil
-import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -41,7 +40,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from faceparse_app import __version__
+from faceparse_app.export_files import (
+    EFFORT_CSV,
+    NAMES_CSV,
+    README_MARK,
+    SPLITS,
+    readme,
+    write_effort,
+    write_names,
+)
 from faceparse_app.landmarks import NUM_POINTS, derive_landmarks, format_landmarks
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError, write_error
 from trainer.data.imageio import encode_label_png, make_temp_dir, read_image
@@ -52,10 +59,7 @@ __all__ = ["SPLITS", "derive_landmarks", "export_name", "export_project"]
 
 log = logging.getLogger(__name__)
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-README_MARK = "FaceParse Studio LaPa export"
 README_NAME = "README.txt"
-NAMES_CSV = "names.csv"
 MANIFEST_NAME = "export-manifest.json"
 MANIFEST_FORMAT = "faceparse-lapa-export"
 LANDMARKS_DIR = "landmarks"
@@ -206,47 +210,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _readme(
-    counts: dict[str, int],
-    derived: list[str],
-    known: list[str],
-    skipped: list[tuple[str, str]],
-    reviewed_only: bool,
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
-) -> str:
-    lines = [
-        README_MARK,
-        "=" * len(README_MARK),
-        "",
-        f"Written by FaceParse Studio {__version__} on {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.",
-        "Layout: {train,val,test}/images/<name>.jpg, labels/<name>.png (8-bit 'L', LaPa classes",
-        "0..10: background, skin, left eyebrow, right eyebrow, left eye, right eye, nose, upper",
-        "lip, inner mouth, lower lip, hair; left/right are the viewer's), landmarks/<name>.txt",
-        "(LaPa's 106 points: '106', then one 'x y' line per point).",
-        "",
-        f"Images: {'reviewed only' if reviewed_only else 'labeled and reviewed'}; "
-        + ", ".join(f"{s} {counts[s]}" for s in SPLITS)
-        + f". Split seed {seed}, val fraction {val_fraction}, test fraction {test_fraction}.",
-        "",
-        "LANDMARKS: the files listed as derived were NOT annotated by hand: they were placed",
-        "from each label map (eye centres 74/104 and 83/105 inside the eyes, nose tip 54 inside",
-        "the nose, mouth corners 84 and 90 at the lips' leftmost and rightmost points, the rest",
-        "along the part outlines, a template where a part is absent). They are good enough for",
-        "face alignment, not for landmark research.",
-        "",
-        f"Derived landmark files ({len(derived)}):",
-        *[f"  {name}" for name in derived],
-        f"Landmark files from the project's own landmarks ({len(known)}):",
-        *[f"  {name}" for name in known],
-    ]
-    if skipped:
-        lines += ["", f"Skipped images ({len(skipped)}):"]
-        lines += [f"  {relpath}: {reason}" for relpath, reason in skipped]
-    return "\n".join(lines) + "\n"
-
-
 def export_project(
     project_dir: str | os.PathLike[str] | Project,
     out_dir: str | os.PathLike[str],
@@ -342,13 +305,14 @@ def _export(
                 (derived if how == "derived" else known).append(f"{split}/landmarks/{name}.txt")
             if on_progress is not None:
                 on_progress(done, len(recs))
+        by_path = {r.relpath: r for r in recs}
+        effort = [(split, name, by_path[relpath]) for split, name, relpath in exported]
         (tmp / README_NAME).write_text(
-            _readme(
-                counts, derived, known, skipped, reviewed_only, val_fraction, test_fraction, seed
-            ),
+            readme(counts, derived, known, skipped, reviewed_only, val_fraction, test_fraction, seed, effort),
             encoding="utf-8",
         )
-        _write_names(tmp / NAMES_CSV, exported)
+        write_names(tmp / NAMES_CSV, exported)
+        write_effort(tmp / EFFORT_CSV, effort)
         ours = {rel: _sha256(tmp / rel) for rel in _tree(tmp)}
         (tmp / MANIFEST_NAME).write_text(
             json.dumps({"format": MANIFEST_FORMAT, "version": 1, "files": ours}, indent=1),
@@ -368,14 +332,6 @@ def _export(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {**counts, "skipped": len(skipped)}
-
-
-def _write_names(path: Path, exported: list[tuple[str, str, str]]) -> None:
-    """names.csv: which original image each exported name came from."""
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["split", "name", "original"])
-        writer.writerows(exported)
 
 
 def _carry_foreign_files(

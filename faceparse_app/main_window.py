@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from faceparse_app.app import Settings
+from faceparse_app.assist import AssistContext
 from faceparse_app.loop_state import LoopState
 from faceparse_app.model_loop import ModelLoop
 from faceparse_app.project import DamagedStoreError, Project, ProjectError
@@ -115,6 +116,12 @@ class MainWindow(QMainWindow):
         faces.status.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.canvas.face_drawn.connect(faces.add_face)
         self.canvas.face_removal_requested.connect(faces.remove_face)
+        self.canvas.assist = AssistContext(
+            image=lambda: self.session.image if self.session is not None else None,
+            model=lambda: self.model_loop.model,
+            faces=lambda: self.canvas.faces or None,
+        )
+        self.canvas.assist_message.connect(self.show_message)
         self.train_offer = QPushButton("Train a model…")
         self.train_offer.setObjectName("train_offer")
         self.train_offer.clicked.connect(self.show_training_panel)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -164,6 +165,15 @@ class ModelLoop(QObject):
     def version(self) -> str | None:
         """The parser version now pre-labeling, or None."""
         return self.queue.version if self.queue is not None and self.queue.has_model else None
+
+    @property
+    def model(self) -> tuple[Any, str | None]:
+        """(the active model: a checkpoint path or a Predictor, its version), (None, None)
+        without one; what the canvas's assisted tools load."""
+        queue = self.queue
+        if queue is None or not queue.has_model:
+            return None, None
+        return queue.model_source, queue.version
 
     def _show_store(self) -> None:
         store = self.store

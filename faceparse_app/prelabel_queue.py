@@ -127,6 +127,7 @@ class PrelabelQueue(QObject):
         # stops at its next step and goes back in the queue (a photo of thirty faces must not
         # hold up the face the annotator just drew).
         self._preempt = threading.Event()
+        self._halt = threading.Event()  # stop(): interrupt whatever is being predicted
         self._stopping = False
         self._relay = Relay(self._on_event, self)
         configure_torch_threads()
@@ -160,6 +161,11 @@ class PrelabelQueue(QObject):
     @property
     def has_model(self) -> bool:
         return self._model_source is not None
+
+    @property
+    def model_source(self) -> Any:
+        """The model as given to :meth:`set_model` (a checkpoint path or a Predictor), or None."""
+        return self._model_source
 
     def cached(self, image_id: int) -> Prediction | None:
         """The current model's prediction of an image, if made (with its current faces)."""
@@ -250,6 +256,7 @@ class PrelabelQueue(QObject):
         dropped. True when the thread has ended."""
         with self._cond:
             self._stopping = True
+            self._halt.set()
             self._generation += 1  # what the thread still reports is for nobody
             self._heap = []
             self._cond.notify()
@@ -338,7 +345,12 @@ class PrelabelQueue(QObject):
                     with self._cond:
                         self._found[(image_id, rev)] = list(given)
                         self._unreported.add((image_id, rev))
-                interrupt = self._preempt.is_set if priority >= _REFRESH else None
+                # Any job stops at its next step when the queue stops; background ones also
+                # when an urgent job arrives.
+                if priority >= _REFRESH:
+                    interrupt = self._stopping_or_preempted
+                else:
+                    interrupt = self._halt.is_set
                 pred = prelabel(predictor, image, faces=given, interrupt=interrupt)
                 if found:
                     with self._cond:
@@ -365,6 +377,9 @@ class PrelabelQueue(QObject):
             if priority == _REFRESH:
                 refreshed.add((image_id, generation))
             self._relay.post("result", (generation, version, priority, image_id, rev, pred, found))
+
+    def _stopping_or_preempted(self) -> bool:
+        return self._halt.is_set() or self._preempt.is_set()
 
     def _kept_faces(self, image_id: int) -> list[Face] | None:
         """The faces kept for an image (worker thread); None: find them."""

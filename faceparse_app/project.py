@@ -338,6 +338,7 @@ class Project(StoreRows):
         status: str | None = None,
         add_seconds: float = 0.0,
         model_version: str | None = None,
+        add_actions: int = 0,
     ) -> ImageRecord:
         """Write an image's label map atomically, then update its row.
 
@@ -350,6 +351,7 @@ class Project(StoreRows):
             label: (H, W) uint8 class indices 0..10, H and W those of the image.
             status: new status, one of STATUSES.
             add_seconds: active annotation seconds to add.
+            add_actions: edits to add to the image's count.
             model_version: the model that produced this label: a pre-label, written only where
                 :meth:`may_prelabel` allows.
 
@@ -416,6 +418,9 @@ class Project(StoreRows):
             if add_seconds and np.isfinite(add_seconds) and add_seconds > 0:
                 sets.append("active_seconds=active_seconds+?")
                 args.append(float(add_seconds))
+            if add_actions > 0:
+                sets.append("actions=actions+?")
+                args.append(int(add_actions))
             if model_version is not None:
                 sets.append("model_version=?")
                 args.append(str(model_version))

@@ -11,11 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QTimer, Signal
+from PySide6.QtWidgets import QApplication
 
 from faceparse_app.annotation import Annotation
 from faceparse_app.project import Project
 from trainer.labels import LAPA, LabelSet
+
+# Inputs that show the annotator at work (a move counts only while a button is held: a drag).
+INPUTS = {
+    QEvent.Type.MouseButtonPress,
+    QEvent.Type.MouseButtonDblClick,
+    QEvent.Type.KeyPress,
+    QEvent.Type.Wheel,
+}
 
 EVENTS = ("image_changed", "records_changed", "message", "saved", "status_changed", "prelabeled")
 
@@ -64,6 +73,16 @@ class AnnotationSession(QObject):
         self.autosave_timer.setInterval(int(autosave_ms))
         self.autosave_timer.timeout.connect(self.annotation.autosave)
         self.autosave_timer.start()
+        # Active time is measured from the annotator's inputs (annotation.note_activity).
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        kind = event.type()
+        if kind in INPUTS or (kind == QEvent.Type.MouseMove and event.buttons()):  # type: ignore[attr-defined]
+            self.annotation.note_activity()
+        return False
 
     def _relay(self, name: str) -> Any:
         signal = getattr(self, name)
@@ -73,6 +92,9 @@ class AnnotationSession(QObject):
         """Stop autosaving, save everything and close the project; False when some edits could
         not be saved."""
         self.autosave_timer.stop()
+        app = QApplication.instance()
+        if app is not None:
+            app.removeEventFilter(self)
         return self.annotation.close()
 
     # The annotation's state and rules (see Annotation for each).
@@ -94,6 +116,7 @@ class AnnotationSession(QObject):
     may_refresh = _forward("may_refresh")
     refresh_prelabel = _forward("refresh_prelabel")
     note_edit = _forward("note_edit")
+    note_activity = _forward("note_activity")
     undo = _forward("undo")
     redo = _forward("redo")
     set_protected = _forward("set_protected")

@@ -24,7 +24,7 @@ from faceparse_app.store_guard import DamagedStoreError, ProjectError
 
 DB_NAME = "project.sqlite"
 LABELS_DIR = "labels"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES: tuple[str, ...] = ("new", "pre-labeled", "in_progress", "labeled", "reviewed")
 
 _SCHEMA = f"""
@@ -39,6 +39,7 @@ CREATE TABLE images (
     height INTEGER NOT NULL,
     status TEXT NOT NULL DEFAULT 'new' CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
     active_seconds REAL NOT NULL DEFAULT 0,
+    actions INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     model_version TEXT,
@@ -74,10 +75,17 @@ def _add_faces(c: sqlite3.Connection) -> None:
     c.execute("ALTER TABLE images ADD COLUMN faces TEXT")
 
 
+def _add_actions(c: sqlite3.Connection) -> None:
+    """Schema 3 -> 4: the edits made on each image (its active seconds are kept; no count of
+    edits was kept before, so it starts at 0)."""
+    c.execute("ALTER TABLE images ADD COLUMN actions INTEGER NOT NULL DEFAULT 0")
+
+
 # MIGRATIONS[v] upgrades a store from schema v to v + 1, inside a transaction.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _add_label_provenance,
     2: _add_faces,
+    3: _add_actions,
 }
 
 

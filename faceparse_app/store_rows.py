@@ -35,7 +35,9 @@ class ImageRecord:
         width: image width in pixels after EXIF orientation (0 when the header is unreadable).
         height: image height in pixels after EXIF orientation (0 when unreadable).
         status: one of STATUSES.
-        active_seconds: seconds of active annotation so far.
+        active_seconds: seconds of active annotation so far (pauses over 30 s not counted).
+        actions: edits made on the image so far (each stroke, fill, polygon, assisted edit,
+            undo and redo is one).
         created_at: when the image was added (Unix seconds).
         updated_at: last change of the row (Unix seconds).
         model_version: the model that pre-labeled it, if any.
@@ -57,11 +59,12 @@ class ImageRecord:
     missing: bool
     label_source: str | None = None
     needs_review: bool = False
+    actions: int = 0
 
 
 _COLUMNS = (
     "id, relpath, content_hash, width, height, status, active_seconds, created_at, updated_at, "
-    "model_version, missing, label_source, needs_review"
+    "model_version, missing, label_source, needs_review, actions"
 )
 
 
@@ -274,4 +277,5 @@ def _record(row: tuple) -> ImageRecord:
         missing=bool(row[10]),
         label_source=row[11],
         needs_review=bool(row[12]),
+        actions=int(row[13]),
     )

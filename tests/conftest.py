@@ -36,6 +36,12 @@ def _whole_image_faces(request, monkeypatch):
     monkeypatch.setattr(face_detect, "get_finder", lambda name=None: face_detect.WholeImageFinder())
 
 
+@pytest.fixture(autouse=True)
+def _private_cache_dir(tmp_path_factory, monkeypatch):
+    """Runtime choices and exported graphs go to a temporary folder, never the user's cache."""
+    monkeypatch.setenv("FACEPARSE_CACHE_DIR", str(tmp_path_factory.mktemp("user_cache")))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data beside the project root (real faces; never copied into the repo)."""

@@ -129,7 +129,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from trainer.predict import Predictor, predict_folder
+    from trainer.predict_folder import predict_folder
+    from trainer.runtime_choice import load_predictor
 
     if not Path(args.images).is_dir():
         raise FaceParseError(f"{args.images}: folder of images not found")
@@ -138,7 +139,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     found = len(list_images(args.images))
     if not found:
         raise FaceParseError(f"{args.images}: no images found (the folder is searched recursively)")
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, framing=args.framing)
+    predictor = load_predictor(
+        args.checkpoint, device=args.device, framing=args.framing, runtime=args.runtime
+    )
     count = predict_folder(predictor, args.images, args.out, overlay_dir=args.overlays)
     if not count:
         raise FaceParseError(
@@ -260,6 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="folder for <stem>.png label maps")
     p.add_argument("--overlays", metavar="DIR", help="also write colour overlays here")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="auto: on a CPU, the faster of torch and ONNX Runtime for this model on this "
+        "machine (checked on first use, remembered in the user cache folder) (default: "
+        "%(default)s)",
+    )
     _add_framing(p)
     p.set_defaults(func=_cmd_predict)
 

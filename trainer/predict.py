@@ -11,34 +11,29 @@ Two framings (recorded in every output):
 - ``whole``: the whole image is resized to the model's square input, for data that is already
   aligned face crops (CelebAMask-HQ, LaPa's own crops).
 
-Either way the class logits (never the labels) are resized to the output size before the argmax,
-so the label map matches the image pixel for pixel.
+Either way the class logits (never the labels) are resized to the output size before the argmax
+(:mod:`trainer.label_maps`), so the label map matches the image pixel for pixel. A folder of photos:
+:mod:`trainer.predict_folder`.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from trainer.checkpoint import load_model
-from trainer.data.folders import list_images
-from trainer.data.imageio import image_size, read_image, write_image, write_label
+from trainer.data.imageio import image_size, read_image
 from trainer.data.transforms import resize_square, to_tensor
-from trainer.errors import CheckpointError, FaceParseError, ImageReadError, PredictionInterrupted
+from trainer.errors import CheckpointError, ImageReadError, PredictionInterrupted
 from trainer.faces import Face, crop_face, parse_transforms, paste_logits, scale_faces
+from trainer.label_maps import label_and_confidence, mean_entropy
 from trainer.labels import get_label_set
 from trainer.models import FaceParseNet
-
-log = logging.getLogger(__name__)
 
 FRAMINGS: tuple[str, ...] = ("detect", "whole")
 DEFAULT_FRAMING = "detect"
@@ -72,13 +67,6 @@ class Prediction:
     faces: list[Face] = field(default_factory=list)
     score: float = float("nan")
     framing: str = "whole"
-
-
-def mean_entropy(logits: torch.Tensor) -> float:
-    """Mean normalised per-pixel entropy of (C, H, W) logits' softmax, in [0, 1]."""
-    logp = F.log_softmax(logits.float(), dim=0)
-    entropy = -(logp.exp() * logp).sum(dim=0) / math.log(logits.shape[0])
-    return float(entropy.clamp_(0.0, 1.0).mean())
 
 
 class Predictor:
@@ -168,6 +156,7 @@ class Predictor:
             "metrics": self.meta.get("metrics"),
             "path": self.meta.get("path"),
             "framing": self.framing,
+            "runtime": "torch",
             "finder": getattr(self._finder, "name", None) if self.framing == "detect" else None,
         }
 
@@ -405,141 +394,3 @@ def _crop_scale(face: Face, side: int) -> float:
     """Crop pixels per photo pixel of a face's own crop at ``side`` (above 1: the crop enlarges)."""
     m = parse_transforms(face, side)[0]
     return float(np.hypot(m[0, 0], m[1, 0]))
-
-
-def _resized_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(1, C, s, s) logits -> (1, C, H, W) logits at ``size`` (bilinear).
-
-    Logits (not labels) are interpolated so class boundaries fall between input pixels smoothly.
-    """
-    if tuple(logits.shape[-2:]) != size:
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-    return logits
-
-
-# Output pixels per band when only the label and confidence are wanted: a 12-megapixel photo
-# would otherwise need two full (C, H, W) float maps (about 1 GB for 11 classes).
-_BAND_PIXELS = 1 << 20
-
-
-def label_and_confidence(
-    logits: torch.Tensor, size: tuple[int, int], band_pixels: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C, s, s) logits -> (H, W) argmax label and (H, W) max softmax probability at ``size``.
-
-    The same numbers as bilinear-resizing the logits to (H, W) and taking the softmax, computed a
-    band of rows at a time: bilinear resizing is separable, so the width is resized once (small:
-    C × s × W) and each band of output rows blends two of those rows.
-    """
-    height, width = size
-    s_h = logits.shape[1]
-    wide = F.interpolate(logits[None], size=(s_h, width), mode="bilinear", align_corners=False)[0]
-    # Source row of each output row, as F.interpolate computes it (align_corners=False).
-    out_rows = torch.arange(height, device=logits.device, dtype=torch.float32)
-    src = ((out_rows + 0.5) * (s_h / height) - 0.5).clamp_(min=0)
-    low = src.floor().long().clamp_(max=s_h - 1)
-    high = (low + 1).clamp_(max=s_h - 1)
-    frac = (src - low.float())[:, None]
-    label = torch.empty((height, width), dtype=torch.uint8, device=logits.device)
-    confidence = torch.empty((height, width), dtype=torch.float32, device=logits.device)
-    rows = max(1, (band_pixels or _BAND_PIXELS) // max(1, width))
-    for y0 in range(0, height, rows):
-        y1 = min(height, y0 + rows)
-        band = wide[:, low[y0:y1]] * (1 - frac[y0:y1]) + wide[:, high[y0:y1]] * frac[y0:y1]
-        top, arg = band.max(dim=0)
-        # max softmax = 1 / sum(exp(l - max l)); no full probability map needed.
-        confidence[y0:y1] = 1.0 / torch.exp(band - top).sum(dim=0)
-        label[y0:y1] = arg.to(torch.uint8)
-    return label, confidence
-
-
-def overlay(image: np.ndarray, label: np.ndarray, label_set_name: str = "lapa", alpha: float = 0.5) -> np.ndarray:
-    """(H, W, 3) uint8 image with its (H, W) label map blended on top in the class palette."""
-    import cv2
-
-    colours = get_label_set(label_set_name).colorize(label)
-    mixed = cv2.addWeighted(image, 1.0 - alpha, colours, alpha, 0.0)
-    # Background stays the photo itself so the face remains easy to see.
-    background = label == 0
-    mixed[background] = image[background]
-    return mixed
-
-
-FACES_NAME = "faces.json"
-
-
-def predict_folder(
-    checkpoint: str | os.PathLike[str] | Predictor,
-    in_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    overlay_dir: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-    on_progress: Callable[[int, int, Path], None] | None = None,
-    framing: str = DEFAULT_FRAMING,
-) -> int:
-    """Parse every image under a folder (recursive) into LaPa label PNGs.
-
-    Writes ``out_dir/<sub>/<stem>.png`` (8-bit 'L', class indices, image size) for each image
-    ``in_dir/<sub>/<stem>.<ext>``, a colour overlay ``overlay_dir/<sub>/<stem>.jpg`` if asked
-    (JPEG: overlays of large photos as PNG are slow to write and tens of MB each), and
-    ``out_dir/faces.json``: the model and framing used, and per image the faces parsed and the
-    model's uncertainty score. An unreadable image is skipped with one warning line.
-
-    Args:
-        checkpoint: a fine-tuned checkpoint path or a ready Predictor (its own framing is used).
-        on_progress: called as (done, total, image_path) after each image.
-        framing: "detect" or "whole" when a checkpoint path is given.
-
-    Returns:
-        Number of label maps written.
-    """
-    predictor = (
-        checkpoint
-        if isinstance(checkpoint, Predictor)
-        else Predictor.from_checkpoint(checkpoint, device, framing=framing)
-    )
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
-    paths = list_images(in_dir)
-    written = 0
-    seen: set[Path] = set()
-    records: dict[str, Any] = {}
-    for i, path in enumerate(paths):
-        rel = path.relative_to(in_dir).with_suffix(".png")
-        if rel in seen:
-            # face.jpg and face.png in one folder would both become face.png.
-            log.warning("skipping %s: another image already wrote %s", path, out_dir / rel)
-            continue
-        seen.add(rel)
-        try:
-            pred, image = predictor.predict_file(path)
-        except FaceParseError as exc:
-            log.warning("skipping %s", exc)
-            continue
-        write_label(out_dir / rel, pred.label)
-        if predictor.framing == "detect" and not pred.faces:
-            log.warning("%s: no face found; its label map is all background", path)
-        records[path.relative_to(in_dir).as_posix()] = {
-            "label": rel.as_posix(),
-            "faces": [f.to_json() for f in pred.faces],
-            "score": None if math.isnan(pred.score) else round(pred.score, 5),
-        }
-        if overlay_dir is not None:
-            if image.shape[:2] != pred.label.shape:
-                image = read_image(path)  # parsed from a reduced copy
-            write_image(
-                Path(overlay_dir) / rel.with_suffix(".jpg"),
-                overlay(image, pred.label, predictor.label_set.name),
-                quality=90,
-            )
-        written += 1
-        if on_progress is not None:
-            on_progress(i + 1, len(paths), path)
-    if records:
-        import json
-
-        from trainer.data.imageio import atomic_write_bytes
-
-        info = {k: v for k, v in predictor.model_info.items() if k != "metrics"}
-        payload = {"model": info, "framing": predictor.framing, "images": records}
-        atomic_write_bytes(out_dir / FACES_NAME, json.dumps(payload, indent=1).encode())
-    return written

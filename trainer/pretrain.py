@@ -3,6 +3,8 @@
 Patches inside the central region of each face are blanked (``CenterPatchMasker``) and the
 network (UNet++ backbone + R decoder) reconstructs the image; the loss covers the central region
 (the paper) or the masked pixels only, optionally against per-patch normalised targets (SparK).
+A ``sparse`` recipe masks whole stride-32 cells and runs SparK's sparse encoder with mask tokens
+(``trainer.sparse``); its checkpoint holds the same plain network as any other.
 
 Runs on one device or under ``torchrun`` (DistributedDataParallel with a DistributedSampler);
 only rank 0 writes checkpoints and the step log (``trainer.run_files``).
@@ -24,7 +26,7 @@ from trainer.checkpoint import checkpoint_bytes, load_checkpoint, load_model
 from trainer.configs import PretrainConfig, PretrainRuntime
 from trainer.data.folders import list_images
 from trainer.data.imageio import atomic_write_bytes, read_image, remove_temp_leftovers
-from trainer.data.masking import CenterPatchMasker, mask_input
+from trainer.data.masking import CenterPatchMasker, center_region, mask_input
 from trainer.data.torch_datasets import EpochSampler, UnlabeledDataset, worker_context
 from trainer.data.transforms import TrainAugment
 from trainer.distributed import (
@@ -56,6 +58,7 @@ from trainer.hooks import CallbackHook, JsonlLogger, PeriodicCheckpoint, Progres
 from trainer.losses import reconstruction_loss
 from trainer.models import FaceParseNet, ModelConfig, build_model, get_preset
 from trainer.run_files import LEGACY_PRETRAIN_LOG, RunFiles
+from trainer.sparse import GridMasker, SparseReconstructor
 
 __all__ = ["PretrainConfig", "PretrainRuntime", "pretrain"]
 
@@ -63,11 +66,13 @@ log = logging.getLogger(__name__)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on conv/linear weights only; biases and norm parameters are left alone."""
+    """Weight decay on conv/linear weights only; biases, norm parameters and mask tokens are
+    left alone."""
     decay, no_decay = [], []
-    for param in model.parameters():
+    for name, param in model.named_parameters():
         if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)
+            wanted = param.ndim >= 2 and not name.startswith("mask_tokens.")
+            (decay if wanted else no_decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -193,10 +198,13 @@ def _pretrain(
         model = _start_from(Path(config.init), model_config).to(device)
     else:
         model = build_model(model_config, ("reconstruction",), config.encoder_weights).to(device)
+    # The module that trains: the network itself, or SparK's sparse form of it (mask tokens).
+    sparse = SparseReconstructor(model).to(device) if recipe.sparse else None
+    trainee = sparse if sparse is not None else model
     if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        trainee = trainee.to(memory_format=torch.channels_last)
 
-    optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr)
+    optimizer = torch.optim.AdamW(_param_groups(trainee, recipe.weight_decay), lr=recipe.lr)
     batches_per_epoch = len(loader)
     total = batches_per_epoch * recipe.epochs
     total_steps = min(total, recipe.max_steps) if recipe.max_steps is not None else total
@@ -208,6 +216,13 @@ def _pretrain(
     unreadable: set[int] = set()  # positions in dataset.paths of the photos skipped so far
     if resume is not None:
         start_step, previous = _restore(Path(resume), model, optimizer, model_config)
+        if sparse is not None:
+            if "mask_tokens" not in previous:
+                raise CheckpointError(
+                    f"{resume}: holds no mask tokens; a sparse run resumes "
+                    "only from a sparse run's checkpoint"
+                )
+            sparse.load_tokens(previous["mask_tokens"])
         if previous.get("masked_share") is not None:
             share = {"sum": previous["masked_share"] * start_step, "steps": start_step}
         position = {str(p): i for i, p in enumerate(dataset.paths)}
@@ -216,13 +231,17 @@ def _pretrain(
         if info.is_main:
             log.info("resuming %s from step %d of %d", resume, start_step, total_steps)
 
-    net = wrap_model(model, info)
-    masker = CenterPatchMasker(
-        size,
-        num_patches=recipe.num_patches,
-        mask_ratio=None if recipe.num_patches is not None else recipe.mask_ratio,
-    )
-    center = masker.center_region().to(device)
+    net = wrap_model(trainee, info)
+    masker: CenterPatchMasker | GridMasker
+    if sparse is not None:
+        masker = GridMasker(size, recipe.mask_ratio or 0.6, recipe.mask_cells)
+    else:
+        masker = CenterPatchMasker(
+            size,
+            num_patches=recipe.num_patches,
+            mask_ratio=None if recipe.num_patches is not None else recipe.mask_ratio,
+        )
+    center = center_region(size).to(device)
     done = {"steps": start_step}
 
     def step_fn(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
@@ -233,21 +252,29 @@ def _pretrain(
                 log.warning("skipping %s", _unreadable_reason(dataset.paths[index]))
         images = images.to(device, non_blocking=True)
         step = done["steps"]
-        mask = masker(images.shape[0], _mask_generator(recipe.seed, step, info.rank)).to(device)
+        drawn = masker(images.shape[0], _mask_generator(recipe.seed, step, info.rank)).to(device)
+        # A sparse run draws cells of the stride-32 grid; the loss wants pixels.
+        mask = masker.pixels(drawn) if isinstance(masker, GridMasker) else drawn
         with torch.no_grad():
             target = model.normalize(images)
             x = mask_input(target, mask)
         if runtime.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_for(device):
-            pred = net(x, head="reconstruction")
+            pred = net(x, ~drawn) if sparse is not None else net(x, head="reconstruction")
         loss = reconstruction_loss(
-            pred, target, mask, center, region=recipe.loss_region, norm_pix=recipe.norm_pix
+            pred,
+            target,
+            mask,
+            center,
+            region=recipe.loss_region,
+            norm_pix=recipe.norm_pix,
+            patch=recipe.norm_patch,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if recipe.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trainee.parameters(), recipe.grad_clip)
         optimizer.step()
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
@@ -257,7 +284,7 @@ def _pretrain(
                 f"reconstruction loss became {value} at step {step + 1}; lower --lr "
                 f"(now {recipe.lr}) or check the input images"
             )
-        batch_share = masker.masked_share(mask)
+        batch_share = masker.masked_share(drawn)
         share["sum"] += batch_share
         share["steps"] += 1
         done["steps"] += 1
@@ -286,6 +313,8 @@ def _pretrain(
             "skipped_paths": sorted(str(dataset.paths[i]) for i in unreadable),
             "world_size": info.world_size,
         }
+        if sparse is not None:  # stage 1's alone: kept here so that a run resumes
+            meta["mask_tokens"] = sparse.tokens_state()
         data = checkpoint_bytes(unwrap_model(model), "pretrain", meta, optimizer=optimizer)
         if not final and runtime.checkpoint_every and loop.step % runtime.checkpoint_every == 0:
             atomic_write_bytes(files.step(loop.step), data)
@@ -324,6 +353,8 @@ def _pretrain(
         max_steps=recipe.max_steps,
         optimizer=optimizer,
     ).run()
+    if sparse is not None:
+        sparse.release()  # plain BatchNorm2d again, with the running statistics stage 1 set
     barrier()  # other ranks return once rank 0 has published the final checkpoint
     return files.last
 

@@ -22,6 +22,9 @@ REGIONS: tuple[str, ...] = get_args(Region)
 # Stage 1's augmentations: the flip alone, or the fine-tune's whole TrainAugment.
 Augment = Literal["flip", "affine"]
 AUGMENTS: tuple[str, ...] = get_args(Augment)
+# Which stride-32 cells a sparse stage 1 may mask: those of the central region, or all.
+MaskCells = Literal["center", "image"]
+MASK_CELLS: tuple[str, ...] = get_args(MaskCells)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,14 @@ class PretrainRecipe:
         norm_pix: per-patch normalised reconstruction targets; pair with "masked".
         augment: "flip" (a horizontal flip of half the images) or "affine" (the fine-tune's
             augmentation: flip, scale, rotation, shift and colour jitter).
+        sparse: SparK's masked encoder (``trainer.sparse``): whole cells of the stride-32 grid
+            are masked (``mask_ratio`` of the cells that ``mask_cells`` allows), the encoder
+            zeroes the masked positions after every layer and normalises over the visible ones,
+            and learned mask tokens fill them before the UNet++ decoder.
+        mask_cells: with ``sparse``, the cells that may be masked: "center" (those centred in
+            the central region) or "image" (all).
+        norm_patch: side in pixels of the per-patch target normalisation (``norm_pix``);
+            None = 1/16 of the image side.
         seed: seeds the weights, data order, augmentations and masks.
     """
 
@@ -121,9 +132,24 @@ class PretrainRecipe:
     loss_region: Region = "center"
     norm_pix: bool = False
     augment: Augment = "flip"
+    sparse: bool = False
+    mask_cells: MaskCells = "center"
+    norm_patch: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.mask_cells not in MASK_CELLS:
+            raise ValueError(f"mask_cells must be 'center' or 'image', got {self.mask_cells!r}")
+        if self.sparse and (self.num_patches is not None or self.mask_ratio is None):
+            raise ValueError(
+                "a sparse stage 1 masks a share of cells: give mask_ratio, not num_patches"
+            )
+        if self.mask_cells == "image" and not self.sparse:
+            raise ValueError(
+                "mask_cells 'image' needs sparse (the patch masker keeps to the centre)"
+            )
+        if self.norm_patch is not None and self.norm_patch < 1:
+            raise ValueError(f"norm_patch must be at least 1 px, got {self.norm_patch}")
         if self.loss_region not in REGIONS:
             raise ValueError(f"loss_region must be 'center' or 'masked', got {self.loss_region!r}")
         if self.augment not in AUGMENTS:
@@ -170,6 +196,25 @@ PRETRAIN_RECIPES: dict[str, Entry] = {
         PretrainRecipe(loss_region="masked", norm_pix=True, mask_ratio=0.6),
         "SparK-like: 60% masked, the loss on masked pixels only against per-patch normalised "
         "targets (the starter backbone's and the app's recipe)",
+    ),
+    "sparse": Entry(
+        PretrainRecipe(
+            loss_region="masked", norm_pix=True, mask_ratio=0.6, sparse=True, norm_patch=32
+        ),
+        "SparK for CNNs: 60% of the stride-32 cells of the central region masked, a sparse "
+        "encoder (masked positions zeroed after every layer, normalised over the visible ones), "
+        "mask tokens before the decoder, the loss on masked cells against normalised targets",
+    ),
+    "sparse-image": Entry(
+        PretrainRecipe(
+            loss_region="masked",
+            norm_pix=True,
+            mask_ratio=0.6,
+            sparse=True,
+            mask_cells="image",
+            norm_patch=32,
+        ),
+        "sparse, with the cells drawn over the whole image as SparK does on ImageNet",
     ),
 }
 

@@ -25,6 +25,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QWidget
 
+from faceparse_app.assist import AssistContext
 from faceparse_app.document import LabelDocument
 from faceparse_app.widgets.canvas_tools import CanvasTool, make_tools
 from faceparse_app.widgets.face_layer import paint_faces
@@ -63,6 +64,7 @@ class LabelCanvas(QWidget):
         edited(): an undo step was added (stroke, fill or polygon finished).
         face_drawn(box): the face-box tool drew (x0, y0, x1, y1) in image pixels.
         face_removal_requested(face): the face-box tool asks to remove this Face.
+        assist_message(text): an assisted tool cannot work (no model yet), for the message bar.
     """
 
     hover_changed = Signal(int, int, int)
@@ -70,6 +72,7 @@ class LabelCanvas(QWidget):
     edited = Signal()
     face_drawn = Signal(object)
     face_removal_requested = Signal(object)
+    assist_message = Signal(str)  # an assisted tool cannot work (e.g. no model yet)
 
     def __init__(self, state: ToolState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -87,6 +90,7 @@ class LabelCanvas(QWidget):
         self.cursor_pos: QPointF | None = None
         self._qimage: QImage | None = None
         self._image_buffer: np.ndarray | None = None
+        self.assist: AssistContext | None = None  # image and model for the assisted tools
         self._tools: dict = make_tools()
         self._pan_anchor: QPointF | None = None
         self._space_down = False

@@ -134,7 +134,8 @@ class PickerTool(CanvasTool):
 
 
 class PolygonTool(CanvasTool):
-    """Click points; Enter, double-click or clicking the first point closes; Esc cancels."""
+    """Click points; Enter (or Shift+Enter), double-click or clicking the first point closes;
+    Esc cancels."""
 
     close_distance_px = 8.0  # widget pixels from the first point that count as "closing"
 
@@ -212,6 +213,112 @@ class PolygonTool(CanvasTool):
         return QRectF(canvas.rect()) if self.points else QRectF()
 
 
+class RelabelTool(CanvasTool):
+    """Click a wrongly labeled blob: it takes the model's next most probable class there (the
+    pixels of the clicked class where the model hesitated over the same choice); click it again
+    for the class after that. One undo step per click; protected classes are never changed."""
+
+    cursor = Qt.CursorShape.PointingHandCursor
+
+    def __init__(self) -> None:
+        from faceparse_app.assist import Relabeler
+
+        self.relabeler = Relabeler()
+
+    def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
+        px, py = _pixel(x, y)
+        doc, assist = canvas.document, canvas.assist
+        if doc is None or assist is None or not canvas.contains(px, py):
+            return
+        canvas.setCursor(Qt.CursorShape.WaitCursor)  # the first click of an image runs the parser
+        try:
+            probs = assist.probabilities()
+        finally:
+            canvas.setCursor(self.cursor)
+        if probs is None:
+            canvas.assist_message.emit("Click to relabel needs a model: train one first.")
+            return
+        if self.relabeler.click(doc, probs, px, py) is not None:
+            canvas.edited.emit()
+
+    def cancel(self, canvas: LabelCanvas) -> None:
+        self.relabeler.reset()
+
+
+class BoundaryTool(PolygonTool):
+    """An outline whose sides follow image edges: click points along a part's boundary; between
+    two points the line snaps to the strongest edges (intelligent scissors). Enter (or
+    Shift+Enter), a double-click or a click on the first point fills it with the current class,
+    as one undo step; Backspace drops the last point, Esc cancels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[list[tuple[int, int]]] = []  # the snapped piece ending at each point
+
+    def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
+        if canvas.document is None or canvas.assist is None:
+            return
+        if len(self.points) >= 3:
+            first = canvas.image_to_widget(*self.points[0])
+            if (first - canvas.image_to_widget(x, y)).manhattanLength() <= self.close_distance_px:
+                self.finish(canvas)
+                return
+        px, py = _pixel(x, y)
+        self.paths.append(self._snap(canvas, self.points[-1], (px, py)) if self.points else [(px, py)])
+        self.points.append((px, py))
+        canvas.update()
+
+    def double_click(self, canvas: LabelCanvas, x: float, y: float) -> None:
+        self.finish(canvas)  # the press before it placed the point already
+
+    def key(self, canvas: LabelCanvas, event: QKeyEvent) -> bool:
+        if event.key() == Qt.Key.Key_Backspace and self.points:
+            self.paths.pop()
+        return super().key(canvas, event)
+
+    def finish(self, canvas: LabelCanvas) -> None:
+        """Close the outline (the last point snaps back to the first) and fill it."""
+        points, paths = self.points, self.paths
+        self.points, self.paths = [], []
+        canvas.update()
+        if len(points) < 3 or canvas.document is None:
+            return
+        # paths[i] runs from point i-1 to point i (paths[0] is point 0 alone); then back home.
+        closing = self._snap(canvas, points[-1], points[0])
+        outline = [tuple(points[0])] + [p for path in paths[1:] for p in path[1:]] + closing[1:-1]
+        if canvas.document.fill_polygon(outline, canvas.state.cls) is not None:
+            canvas.edited.emit()
+
+    def cancel(self, canvas: LabelCanvas) -> None:
+        self.paths = []
+        super().cancel(canvas)
+
+    @staticmethod
+    def _snap(canvas: LabelCanvas, a: tuple[float, float], b: tuple[float, float]) -> list[tuple[int, int]]:
+        snapper = canvas.assist.snapper() if canvas.assist is not None else None
+        if snapper is None:
+            return [(int(a[0]), int(a[1])), (int(b[0]), int(b[1]))]
+        snapper.set_anchor(*a)
+        return snapper.path_to(*b)
+
+    def paint(self, canvas: LabelCanvas, painter: QPainter) -> None:
+        if not self.points:
+            return
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        poly = QPolygonF([canvas.image_to_widget(x + 0.5, y + 0.5) for path in self.paths for x, y in path])
+        painter.setPen(QPen(QColor(0, 0, 0, 170), 3))
+        painter.drawPolyline(poly)
+        painter.setPen(QPen(QColor(0, 229, 255), 1.5))
+        painter.drawPolyline(poly)
+        if canvas.cursor_pos is not None:
+            painter.setPen(QPen(QColor(255, 255, 255, 230), 1.0, Qt.PenStyle.DashLine))
+            painter.drawLine(canvas.image_to_widget(*self.points[-1]), QPointF(canvas.cursor_pos))
+        painter.setBrush(QColor(255, 255, 255))
+        painter.setPen(QPen(QColor(0, 0, 0), 1))
+        for x, y in self.points:
+            painter.drawEllipse(canvas.image_to_widget(x + 0.5, y + 0.5), 3, 3)
+
+
 class FaceBoxTool(CanvasTool):
     """Drag a box around a face the finder missed; click a box to select it, Delete (or
     Backspace) removes it, Esc lets go. The canvas only reports; the face loop does the rest."""
@@ -285,4 +392,6 @@ def make_tools() -> dict[Tool, CanvasTool]:
         Tool.POLYGON: PolygonTool(),
         Tool.PICKER: PickerTool(),
         Tool.FACE: FaceBoxTool(),
+        Tool.RELABEL: RelabelTool(),
+        Tool.BOUNDARY: BoundaryTool(),
     }

@@ -18,11 +18,23 @@ TOOL_ICONS: dict[Tool, tuple[str, str]] = {
     Tool.POLYGON: ("fa5s.draw-polygon", "P"),
     Tool.PICKER: ("fa5s.eye-dropper", "I"),
     Tool.FACE: ("fa5s.vector-square", "W"),
+    Tool.RELABEL: ("fa5s.sync-alt", "R"),
+    Tool.BOUNDARY: ("fa5s.magnet", "S"),
 }
 TOOL_TIPS: dict[Tool, str] = {
     Tool.FACE: (
         "Face box (W): drag a box around a face the finder missed, hairline to chin, ear to "
         "ear; its pre-label appears at once. Click a box and press Delete to remove a false one."
+    ),
+    Tool.RELABEL: (
+        "Relabel (R): click a wrongly labeled blob and it takes the model's next most likely "
+        "class there; click again for the next one. One undo step per click; protected "
+        "classes stay."
+    ),
+    Tool.BOUNDARY: (
+        "Edge outline (S): click points along a part's boundary; the line between them snaps to "
+        "the image's edges. Enter, a double-click or the first point fills it with the current "
+        "class; Backspace drops a point, Esc cancels."
     ),
 }
 

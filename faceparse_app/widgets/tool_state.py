@@ -26,6 +26,8 @@ class Tool(StrEnum):
     POLYGON = "Polygon"
     PICKER = "Eyedropper"
     FACE = "Face box"
+    RELABEL = "Relabel"
+    BOUNDARY = "Edge outline"
 
 
 class ToolState(QObject):

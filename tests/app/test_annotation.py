@@ -59,3 +59,26 @@ def test_accept_marks_the_image_labeled_and_says_so(tmp_path):
     assert annotation.project.get(first).status == "labeled"
     assert ("status_changed", (first, "new", "labeled")) in events
     assert annotation.close()
+
+
+def test_active_time_leaves_out_pauses_and_edits_are_counted(tmp_path):
+    annotation, _ = open_annotation(tmp_path)
+    first, second = (r.id for r in annotation.records())
+    annotation.open_image(first)
+    t0 = 1000.0
+    annotation._last_activity = t0  # the image opened at t0 (monotonic seconds)
+    doc = annotation.document
+    for i, t in enumerate((4.0, 10.0, 12.5)):  # three strokes, 12.5 s of work
+        doc.begin_stroke(2)
+        doc.stroke_to(5 + 10 * i, 5, 2)
+        doc.end_stroke()
+        annotation.note_edit(now=t0 + t)
+    annotation.note_activity(t0 + 12.5 + 600.0)  # back from a ten-minute break: not counted
+    annotation.note_activity(t0 + 12.5 + 602.0)  # two more seconds of work
+    assert annotation.undo()  # an undo is an action too
+    annotation.save()
+    rec = annotation.project.get(first)
+    assert rec.actions == 4
+    assert 14.5 <= rec.active_seconds < 30.0  # 12.5 + 2 + the undo's own moment, not the break
+    assert annotation.open_image(second)
+    assert annotation.project.get(first).actions == 4  # nothing counted twice on the switch

@@ -335,7 +335,7 @@ def test_an_export_made_before_manifests_keeps_what_is_not_in_its_layout(tmp_pat
     _project(tmp_path / "proj", n=2)
     out = tmp_path / "out"
     export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0)
-    for name in (export_mod.MANIFEST_NAME, export_mod.NAMES_CSV):
+    for name in (export_mod.MANIFEST_NAME, export_mod.NAMES_CSV, export_mod.EFFORT_CSV):
         (out / name).unlink()  # as the exports of earlier versions were
     (out / "notes.txt").write_text("keep me")
     (out / "train" / "images" / "face9.jpg").write_bytes(b"old export's")
@@ -426,3 +426,22 @@ def test_known_landmarks_are_used_and_not_called_derived(tmp_path: Path) -> None
     derived_part, known_part = readme.split("Landmark files from the project's own landmarks")
     assert "train/landmarks/face1.txt" in derived_part and "face0" not in derived_part
     assert "train/landmarks/face0.txt" in known_part
+
+
+def test_the_export_says_what_each_label_cost(tmp_path: Path) -> None:
+    import csv
+
+    root = tmp_path / "proj"
+    _project(root, n=3)
+    with Project.open(root) as project:
+        for k, rec in enumerate(project.images()):
+            project.save_label(rec, project.load_label(rec), add_seconds=60.0 * (k + 1), add_actions=10 * (k + 1))
+    export_project(root, tmp_path / "out", val_fraction=0, test_fraction=0)
+    with open(tmp_path / "out" / "effort.csv", encoding="utf-8", newline="") as f:
+        rows = {r["original"]: r for r in csv.DictReader(f)}
+    assert {k: (float(r["active_seconds"]), int(r["actions"])) for k, r in rows.items()} == {
+        "face0.jpg": (60.0, 10), "face1.png": (120.0, 20), "face2.jpg": (180.0, 30),
+    }  # fmt: skip
+    assert {r["name"] for r in rows.values()} == {"face0", "face1", "face2"}
+    readme = (tmp_path / "out" / "README.txt").read_text()
+    assert "0.10 h of active labeling" in readme and "median 120 s and 20 edits" in readme

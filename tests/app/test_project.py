@@ -383,12 +383,32 @@ def test_a_v2_store_gains_faces_and_keeps_its_rows(folder: Path) -> None:
     conn = sqlite3.connect(folder / ".faceparse" / "project.sqlite")
     with conn:
         conn.execute("ALTER TABLE images DROP COLUMN faces")
+        conn.execute("ALTER TABLE images DROP COLUMN actions")
         conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
     conn.close()
     with Project.open(folder) as project:
-        assert project.schema_version == SCHEMA_VERSION == 3
+        assert project.schema_version == SCHEMA_VERSION
         rec = project.find("face0.jpg")
         assert rec.status == "pre-labeled" and project.may_prelabel(rec)
         assert project.faces(rec) is None
         project.set_faces(rec, _faces())
         assert len(project.faces(rec)) == 2
+
+
+def test_a_v3_store_gains_an_action_count_and_keeps_its_time(folder: Path) -> None:
+    _, label = synthetic_face(64, seed=0)
+    with Project.open(folder) as project:
+        project.save_label(project.find("face0.jpg"), label, add_seconds=42.5)
+    conn = sqlite3.connect(folder / ".faceparse" / "project.sqlite")
+    with conn:
+        conn.execute("ALTER TABLE images DROP COLUMN actions")
+        conn.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    conn.close()
+    with Project.open(folder) as project:
+        assert project.schema_version == SCHEMA_VERSION == 4
+        rec = project.find("face0.jpg")
+        assert rec.status == "in_progress" and rec.active_seconds == 42.5 and rec.actions == 0
+        rec = project.save_label(rec, label, add_seconds=1.5, add_actions=3)
+        assert (rec.active_seconds, rec.actions) == (44.0, 3)
+    with Project.open(folder) as project:
+        assert project.find("face0.jpg").actions == 3

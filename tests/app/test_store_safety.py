@@ -291,7 +291,8 @@ def test_a_v1_store_is_migrated_without_trusting_unknown_files(tmp_path: Path) -
     with conn:
         conn.execute("UPDATE images SET status='new' WHERE relpath='face1.png'")
         for col in (
-            "label_hash", "label_source", "label_size", "label_mtime_ns", "needs_review", "faces"
+            "label_hash", "label_source", "label_size", "label_mtime_ns", "needs_review", "faces",
+            "actions",
         ):
             conn.execute(f"ALTER TABLE images DROP COLUMN {col}")
         conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")

@@ -349,3 +349,21 @@ def test_a_face_the_annotator_asks_for_interrupts_the_background_scoring(qtbot, 
         assert not np.isnan(queue.score(1))
     finally:
         queue.stop()
+
+
+def test_closing_interrupts_the_prediction_in_progress(qtbot, face_files):
+    """Quitting during the pre-label of a many-face photo left its thread running past the
+    window ('QThread: Destroyed while thread is still running' at exit): the image on screen
+    was not interruptible, only background scoring was."""
+    crowd = [
+        Face(box=(float(x), float(y), x + 16.0, y + 16.0), source="user", box_framing=(0.5, 0.5, 1.0))
+        for x in range(0, 48, 8)
+        for y in range(0, 48, 8)
+    ]  # 36 faces: 10 forward passes of 0.3 s
+    predictor = CountingCalls()
+    queue = PrelabelQueue(lookahead=0, faces_for={1: crowd}.get)
+    queue.set_model(predictor, "v0001")
+    queue.request(1, face_files[1])  # the image on screen
+    qtbot.waitUntil(lambda: predictor.passes >= 1, timeout=20000)
+    assert queue.stop(timeout_ms=2500)  # ended at the next pass, not after all ten
+    assert predictor.passes < 8

@@ -56,9 +56,9 @@ def test_every_script_answers_help():
         "    try:\n"
         "        with contextlib.redirect_stdout(out):\n"
         "            runpy.run_module(name, run_name='__main__', alter_sys=True)\n"
-        "        codes[name] = ['no exit', out.getvalue()[:200]]\n"
+        "        codes[name] = ['no exit', out.getvalue()]\n"
         "    except SystemExit as e:\n"
-        "        codes[name] = [e.code or 0, out.getvalue()[:200]]\n"
+        "        codes[name] = [e.code or 0, out.getvalue()]\n"
         "print(json.dumps(codes))\n"
     )
     proc = subprocess.run(
@@ -69,7 +69,11 @@ def test_every_script_answers_help():
     assert set(codes) == set(SCRIPTS)
     for name, (code, text) in codes.items():
         assert code == 0, f"{name} --help: exit {code}"
-        assert text.startswith(f"usage: python -m {name}"), f"{name} --help printed {text!r}"
+        assert text.startswith(f"usage: python -m {name}"), f"{name} --help printed {text[:200]!r}"
+        # A working folder is --out-dir in every command (trainer's and bench's alike); --out
+        # names a file (a plot, a PNG).
+        for option in re.findall(r"^  (--out\b(?!-).*(?:\n {6,}.*)*)", text, re.M):
+            assert "folder" not in option, f"{name}: a folder option must be --out-dir: {option!r}"
     real = subprocess.run(
         [sys.executable, "-m", "bench.plot_study", "--help"],
         cwd=ROOT,

@@ -77,6 +77,34 @@ def test_logits_pasted_back_give_the_label_in_the_photo() -> None:
     assert (back[far] == 0).all() and (conf[far] == 1.0).all()
 
 
+@pytest.mark.parametrize("scale", [0.2, 0.04])  # 5 and 25 photo pixels per crop pixel
+def test_the_paste_equals_interpolating_every_class_at_every_pixel(scale: float) -> None:
+    # The paste interpolates all classes only near class edges; everywhere it must give what
+    # the plain bilinear warp of every class, then argmax, gives (a rotated, enlarged crop). At
+    # 25x, one band holds more edge pixels than OpenCV's remap takes on a side (32767).
+    rng = np.random.default_rng(0)
+    size = 48
+    coarse = rng.normal(0, 3, (11, 6, 6)).astype(np.float32)
+    logits = torch.nn.functional.interpolate(torch.from_numpy(coarse)[None], size=(size, size),
+                                             mode="bicubic", align_corners=False)[0]  # fmt: skip
+    angle = np.deg2rad(17.0)
+    c, s = np.cos(angle) * scale, np.sin(angle) * scale
+    m = np.array([[c, -s, 4.0], [s, c, -20.0]])
+    shape = (round(60 / scale), round(64 / scale))
+    label, _ = paste_logits([logits], [m], shape)
+    hwc = np.ascontiguousarray(logits.permute(1, 2, 0).numpy())
+    shifted = np.hstack([m[:, :2], (m[:, :2] @ [0.5, 0.5] + m[:, 2] - 0.5)[:, None]])
+    warped = cv2.warpAffine(hwc, shifted, shape[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]] + 0.5
+    u, v = m[0, 0] * xs + m[0, 1] * ys + m[0, 2], m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+    inside = (u >= 0) & (u <= size) & (v >= 0) & (v <= size)
+    expected = np.where(inside, warped.argmax(axis=-1), 0)
+    assert inside.sum() > 20000 and len(np.unique(expected[inside])) >= 4
+    # OpenCV rounds sample points to 1/32 pixel; a point that close to a class edge may differ.
+    assert (label != expected).sum() <= 0.001 * inside.sum()
+
+
 def test_overlapping_faces_merge_by_confidence() -> None:
     size = 32
     sure = torch.zeros(11, size, size)

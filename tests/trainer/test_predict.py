@@ -14,7 +14,8 @@ from tests.conftest import synthetic_face
 from trainer.checkpoint import save_checkpoint
 from trainer.errors import CheckpointError
 from trainer.models import build_model, get_preset
-from trainer.predict import Predictor, predict_folder
+from trainer.predict import Predictor
+from trainer.predict_folder import predict_folder
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_predict_folder_writes_L_pngs_and_overlays(predictor: Predictor, tmp_pat
 
 def test_overlay_tints_classes_and_leaves_background_as_photo(face) -> None:
     from trainer.labels import LAPA
-    from trainer.predict import overlay
+    from trainer.predict_folder import overlay
 
     image, label = face
     mixed = overlay(image, label)
@@ -124,7 +125,7 @@ def test_overlay_tints_classes_and_leaves_background_as_photo(face) -> None:
 def test_banded_label_and_confidence_equal_the_full_probability_map(
     predictor: Predictor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("trainer.predict._BAND_PIXELS", 700)  # many bands of a few rows
+    monkeypatch.setattr("trainer.label_maps._BAND_PIXELS", 700)  # many bands of a few rows
     image = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     banded = predictor(image)
     label, confidence = _reference(predictor, image)

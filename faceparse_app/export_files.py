@@ -1,0 +1,103 @@
+"""The text files of a LaPa export beside its images: README.txt, names.csv and effort.csv.
+
+``effort.csv`` says what each exported label cost: the annotator's active seconds on the image
+(pauses over 30 s not counted) and the edits made (strokes, fills, polygons, assisted edits,
+undos), from the project store; the README sums them up, so a team knows its cost per face.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from faceparse_app import __version__
+from faceparse_app.project import ImageRecord
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+README_MARK = "FaceParse Studio LaPa export"
+NAMES_CSV = "names.csv"
+EFFORT_CSV = "effort.csv"
+EFFORT_COLUMNS = (
+    "split", "name", "original", "status", "active_seconds", "actions", "label_source", "model_version",
+)  # fmt: skip
+
+
+def readme(
+    counts: dict[str, int],
+    derived: list[str],
+    known: list[str],
+    skipped: list[tuple[str, str]],
+    reviewed_only: bool,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    effort: Sequence[tuple[str, str, ImageRecord]] = (),
+) -> str:
+    """The export's README.txt: what it is, its split, which landmarks were derived, what the
+    labels cost."""
+    lines = [
+        README_MARK,
+        "=" * len(README_MARK),
+        "",
+        f"Written by FaceParse Studio {__version__} on {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.",
+        "Layout: {train,val,test}/images/<name>.jpg, labels/<name>.png (8-bit 'L', LaPa classes",
+        "0..10: background, skin, left eyebrow, right eyebrow, left eye, right eye, nose, upper",
+        "lip, inner mouth, lower lip, hair; left/right are the viewer's), landmarks/<name>.txt",
+        "(LaPa's 106 points: '106', then one 'x y' line per point).",
+        "",
+        f"Images: {'reviewed only' if reviewed_only else 'labeled and reviewed'}; "
+        + ", ".join(f"{s} {counts[s]}" for s in SPLITS)
+        + f". Split seed {seed}, val fraction {val_fraction}, test fraction {test_fraction}.",
+        "",
+        "LANDMARKS: the files listed as derived were NOT annotated by hand: they were placed",
+        "from each label map (eye centres 74/104 and 83/105 inside the eyes, nose tip 54 inside",
+        "the nose, mouth corners 84 and 90 at the lips' leftmost and rightmost points, the rest",
+        "along the part outlines, a template where a part is absent). They are good enough for",
+        "face alignment, not for landmark research.",
+        "",
+        f"Derived landmark files ({len(derived)}):",
+        *[f"  {name}" for name in derived],
+        f"Landmark files from the project's own landmarks ({len(known)}):",
+        *[f"  {name}" for name in known],
+    ]
+    lines += ["", *effort_summary(effort)]
+    if skipped:
+        lines += ["", f"Skipped images ({len(skipped)}):"]
+        lines += [f"  {relpath}: {reason}" for relpath, reason in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def write_names(path: Path, exported: list[tuple[str, str, str]]) -> None:
+    """names.csv: which original image each exported name came from."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["split", "name", "original"])
+        writer.writerows(exported)
+
+
+def write_effort(path: Path, effort: Sequence[tuple[str, str, ImageRecord]]) -> None:
+    """effort.csv: one row per exported image (see EFFORT_COLUMNS)."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(EFFORT_COLUMNS)
+        for split, name, rec in effort:
+            writer.writerow([
+                split, name, rec.relpath, rec.status, f"{rec.active_seconds:.1f}", rec.actions,
+                rec.label_source or "", rec.model_version or "",
+            ])  # fmt: skip
+
+
+def effort_summary(effort: Sequence[tuple[str, str, ImageRecord]]) -> list[str]:
+    """README lines: total and per-face active time and edits of the exported labels."""
+    if not effort:
+        return [f"Effort ({EFFORT_CSV}): no images."]
+    seconds = [rec.active_seconds for _, _, rec in effort]
+    actions = [rec.actions for _, _, rec in effort]
+    return [
+        f"Effort ({EFFORT_CSV}, per image): {sum(seconds) / 3600:.2f} h of active labeling in all "
+        f"(pauses over 30 s not counted), median {statistics.median(seconds):.0f} s and "
+        f"{statistics.median(actions):g} edits per image.",
+    ]
