@@ -335,3 +335,17 @@ def test_scores_arriving_never_move_the_rows_under_the_cursor(qtbot, tmp_path):
     assert image_list.visible_ids() == before and not image_list.resort_button.isHidden()
     QTest.mouseClick(image_list.resort_button, Qt.MouseButton.LeftButton)
     assert image_list.visible_ids() == rank_by_uncertainty(scores) and image_list.resort_button.isHidden()
+
+
+def test_the_list_shows_each_images_edits_once_saved(qtbot, tmp_path):
+    from faceparse_app.widgets.image_table import Column
+    from tests.app.test_gui_canvas import drag
+
+    window = make_window(qtbot, tmp_path)
+    session, image_list = window.session, window.image_list
+    first = session.current.id
+    assert image_list.row_text(first, Column.ACTIONS) == ""
+    drag(window.canvas, [(10, 10), (30, 10)])
+    drag(window.canvas, [(10, 30), (30, 30)])
+    window._step(1)  # saves the first image
+    assert image_list.row_text(first, Column.ACTIONS) == str(session.project.get(first).actions) == "2"
