@@ -10,8 +10,8 @@ import qtawesome as qta
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
+    QDialog,
     QDockWidget,
-    QFileDialog,
     QMainWindow,
     QMessageBox,
     QPushButton,
@@ -28,8 +28,10 @@ from faceparse_app.project import DamagedStoreError, Project, ProjectError
 from faceparse_app.samples import create_demo_project
 from faceparse_app.session import AnnotationSession
 from faceparse_app.training_settings import available_devices
+from faceparse_app.widgets.busy import run_busy
 from faceparse_app.widgets.canvas import LabelCanvas
 from faceparse_app.widgets.class_palette import ClassPalette
+from faceparse_app.widgets.export_dialog import ExportDialog, start_export
 from faceparse_app.widgets.image_list import ImageList
 from faceparse_app.widgets.message_bar import MessageBar
 from faceparse_app.widgets.start_page import StartPage
@@ -38,7 +40,7 @@ from faceparse_app.widgets.tool_bar import ToolBar
 from faceparse_app.widgets.tool_state import Tool, ToolState
 from faceparse_app.widgets.train_panel import TrainPanel
 from faceparse_app.widgets.window_layout import make_dock, restore_layout, save_layout
-from faceparse_app.window_menus import build_menus
+from faceparse_app.widgets.window_menus import build_menus
 from trainer.labels import LAPA
 
 
@@ -189,7 +191,12 @@ class MainWindow(QMainWindow):
         self.session = session
         session.message.connect(self.show_message)
         session.image_changed.connect(self._show_image)
-        session.records_changed.connect(self._refresh_records)
+        # A change names its image (saved, status, pre-label): the list reads just those rows
+        # again, not all 10,000.
+        self._touched: set[int] = set()
+        for signal in (session.saved, session.status_changed, session.prelabeled):
+            signal.connect(lambda image_id, *_: self._touched.add(image_id))
+        session.records_changed.connect(self._refresh_touched)
         session.set_protected(self.state.protected)
         self.state.protected_changed.connect(session.set_protected)
         self.canvas.edited.connect(session.note_edit)
@@ -213,13 +220,15 @@ class MainWindow(QMainWindow):
 
     def _open_store(self, folder: str | Path) -> Project | None:
         """Project.open, offering a recovery when the store is damaged; None if declined."""
+        # The folder scan (hashing new images) runs off the GUI thread: the window repaints.
+        scanning = f"Opening {Path(folder).name}: looking for new and changed images…"
         try:
-            return Project.open(folder)
+            return run_busy(self, scanning, Project.open, folder)
         except DamagedStoreError as exc:
             if not self.confirm_recover(str(exc)):
                 self.show_message(f"Not opened: {exc}", "error")
                 return None
-        return Project.open(folder, recover=True)
+        return run_busy(self, scanning, Project.open, folder, recover=True)
 
     def confirm_recover(self, text: str) -> bool:
         """Ask whether to rebuild a damaged project store (tests replace this)."""
@@ -259,14 +268,30 @@ class MainWindow(QMainWindow):
     def export_lapa(
         self, out_dir: str | Path | None = None, reviewed_only: bool = False
     ) -> dict[str, int] | None:
-        """File → Export LaPa: asks for a folder unless `out_dir` is given; returns the counts."""
+        """Export the labeled faces as a LaPa folder.
+
+        With `out_dir`, at once, returning the counts (scripts, tests). Without, File → Export
+        LaPa: the export dialog asks where and how to split, and the export runs in a worker
+        with a progress bar (returns None; the message bar says how it went).
+        """
         if self.session is None:
             return None
-        if out_dir is None:
-            out_dir = QFileDialog.getExistingDirectory(self, "Export a LaPa folder into")
-            if not out_dir:
-                return None
-        return self.session.export_lapa(out_dir, reviewed_only=reviewed_only)
+        if out_dir is not None:
+            return self.session.export_lapa(out_dir, reviewed_only=reviewed_only)
+        root = self.session.project.root
+        dialog = ExportDialog(root, reviewed_only, self)
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return None
+        request = dialog.request()
+        self.session.save_all()  # the export reads the labels from disk
+        self.export_worker = start_export(self, root, request)
+        self.export_worker.finished.connect(
+            lambda counts: self.show_message(
+                f"Exported to {request.out_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."
+            )
+        )
+        self.export_worker.errored.connect(lambda text: self.show_message(f"Export failed: {text}", "error"))
+        return None
 
     # ------------------------------------------------------------ session glue
     def show_message(self, text: str, level: str = "info") -> None:
@@ -301,9 +326,16 @@ class MainWindow(QMainWindow):
 
     def _widen_training(self, visible: bool) -> None:
         """A Training dock just shown gets the width its form needs (no sideways scrolling)."""
+        if not visible or self.train_dock.isFloating():
+            return
         wanted = self.train_panel.minimumSizeHint().width() + 24
-        if visible and not self.train_dock.isFloating() and self.train_dock.width() < wanted:
+        if self.train_dock.width() < wanted:
             self.resizeDocks([self.train_dock], [wanted], Qt.Orientation.Horizontal)
+        if self.classes_dock.isVisible() and not self.classes_dock.isFloating():
+            # The class table needs its rows only; the rest of the column is the training's.
+            classes = self.palette.sizeHint().height() + 30
+            rest = max(200, self.classes_dock.height() + self.train_dock.height() - classes)
+            self.resizeDocks([self.classes_dock, self.train_dock], [classes, rest], Qt.Orientation.Vertical)
 
     def _show_model(self, version: str | None) -> None:
         if version is not None and self.train_offer.isVisible():
@@ -334,6 +366,22 @@ class MainWindow(QMainWindow):
     def _refresh_records(self) -> None:
         if self.session is not None:
             self.image_list.set_records(self.session.records(), self.session.problems)
+
+    def _refresh_touched(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        touched, self._touched = self._touched, set()
+        if session.current is not None:
+            touched.add(session.current.id)
+        touched |= set(session.problems)
+        records = []
+        for image_id in touched:
+            try:
+                records.append(session.project.get(image_id))
+            except KeyError:  # gone from the store (a rescan): the next full refresh drops it
+                pass
+        self.image_list.update_records(records, session.problems)
 
     def _open_image(self, image_id: int) -> None:
         if self.session is not None:

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QToolButton,
     QTreeView,
     QVBoxLayout,
     QWidget,
@@ -94,6 +95,12 @@ class ImageList(QWidget):
             "uncertainty over the faces, computed in the background"
         )
         self.sort_box.currentIndexChanged.connect(self._on_sort)
+        self.resort_button = QToolButton()
+        self.resort_button.setIcon(qta.icon("fa5s.sync-alt"))
+        self.resort_button.setToolTip("New uncertainty scores came in: sort the list again")
+        self.resort_button.setAutoRaise(True)
+        self.resort_button.clicked.connect(self.resort)
+        self.resort_button.hide()
         for box in (self.filter_box, self.sort_box):
             box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.progress = QLabel()
@@ -132,6 +139,7 @@ class ImageList(QWidget):
         row.addWidget(self.filter_box, 1)
         row.addWidget(QLabel("Sort"))
         row.addWidget(self.sort_box, 1)
+        row.addWidget(self.resort_button)
         layout.addLayout(row)
         layout.addWidget(self.progress)
         layout.addWidget(self.list, 1)
@@ -149,11 +157,22 @@ class ImageList(QWidget):
         self._show_progress()
         self.set_current(self._current)
 
+    def update_records(self, records: Iterable[ImageRecord], problems: dict[int, str] | None = None) -> None:
+        """These images changed; the other rows are left as they are."""
+        self.model.update_records(list(records), dict(problems or {}))
+        self._show_progress()
+        self.set_current(self._current, scroll=False)
+
     def set_scores(self, scores: dict[int, float]) -> None:
         """The model's uncertainty per image id (0 sure .. 1 unsure); {} when there is no model."""
         self.model.set_scores(scores)
-        if self.sort_order == SORT_UNCERTAINTY:
-            self.set_current(self._current, scroll=False)
+        self.resort_button.setVisible(self.model.order_stale)
+
+    def resort(self) -> None:
+        """Apply the newest scores to the order (the re-sort button)."""
+        self.model.resort()
+        self.resort_button.hide()
+        self.set_current(self._current)
 
     @property
     def scores(self) -> dict[int, float]:
@@ -215,10 +234,12 @@ class ImageList(QWidget):
 
     def _on_filter(self, _index: int) -> None:
         self.model.set_filter(self.status_filter)
+        self.resort_button.hide()  # refiltering sorts too
         self.set_current(self._current)
 
     def _on_sort(self, _index: int) -> None:
         self.model.set_sort(self.sort_order)
+        self.resort_button.hide()
         self.set_current(self._current)
 
     def _on_index(self, index: QModelIndex) -> None:

@@ -60,10 +60,15 @@ _ICONS: dict[tuple[str, str], QIcon] = {}
 
 
 def cached_icon(name: str, colour: str) -> QIcon:
-    """A qtawesome icon, made once (10,000 rows would otherwise make 10,000 icons)."""
+    """A qtawesome icon rendered once to pixmaps (a font icon would draw its glyph again on
+    every repaint of every row)."""
     key = (name, colour)
     if key not in _ICONS:
-        _ICONS[key] = qta.icon(name, color=colour)
+        glyph = qta.icon(name, color=colour)
+        icon = QIcon()
+        for side in (16, 32):
+            icon.addPixmap(glyph.pixmap(side, side))
+        _ICONS[key] = icon
     return _ICONS[key]
 
 
@@ -84,6 +89,16 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d}"
 
 
+def _role(role: Qt.ItemDataRole) -> int:
+    return int(role.value)
+
+
+_DISPLAY, _DECORATION = _role(Qt.ItemDataRole.DisplayRole), _role(Qt.ItemDataRole.DecorationRole)
+_ALIGN, _TOOLTIP = _role(Qt.ItemDataRole.TextAlignmentRole), _role(Qt.ItemDataRole.ToolTipRole)
+_ROLES = frozenset({_DISPLAY, _DECORATION, _ALIGN, _TOOLTIP, _role(IMAGE_ID_ROLE)})
+_RIGHT = int((Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter).value)
+
+
 class ImageTableModel(QAbstractTableModel):
     """The project's images, filtered by status and sorted by name or by uncertainty."""
 
@@ -97,6 +112,7 @@ class ImageTableModel(QAbstractTableModel):
         self._scores: dict[int, float] = {}
         self._filter = ALL
         self._sort = SORT_NAME
+        self.order_stale = False  # sorted by uncertainty, new scores not yet in the order
 
     # ----------------------------------------------------------------- contents
     def set_records(self, records: Iterable[ImageRecord], problems: dict[int, str]) -> None:
@@ -112,11 +128,36 @@ class ImageTableModel(QAbstractTableModel):
         self._records, self._order, self._problems = new, order, dict(problems)
         self._refilter(changed if same_rows else None)
 
+    def update_records(self, records: Iterable[ImageRecord], problems: dict[int, str]) -> None:
+        """Some images changed (a status, a save): only their rows (and rows whose problem
+        changed) are repainted, without reading the whole project again."""
+        changed = [r.id for r in records if r.id in self._records and self._records[r.id] != r]
+        for rec in records:
+            if rec.id in self._records:
+                self._records[rec.id] = rec
+        ids = set(self._problems) | set(problems)
+        changed += [i for i in ids if self._problems.get(i) != problems.get(i) and i in self._records]
+        self._problems = dict(problems)
+        self._refilter(changed)
+
     def set_scores(self, scores: dict[int, float]) -> None:
-        """The model's uncertainty per image id; repaints that column (re-sorts when sorted by it)."""
+        """The model's uncertainty per image id; repaints the rows whose score changed.
+
+        Sorted by uncertainty, the rows keep their places (``order_stale`` says the order is
+        behind): a list that reorders itself while scores arrive in the background moves the
+        row under the annotator's cursor. :meth:`resort` applies the new order.
+        """
         old, self._scores = self._scores, dict(scores)
         changed = [i for i in set(old) | set(self._scores) if old.get(i) != self._scores.get(i)]
-        self._refilter(changed)
+        if self._sort == SORT_UNCERTAINTY and changed:
+            self.order_stale = True
+            self._repaint(changed)
+        else:
+            self._refilter(changed)
+
+    def resort(self) -> None:
+        """Put the rows in the current sort order (after scores arrived)."""
+        self._refilter(None)
 
     def set_filter(self, wanted: str) -> None:
         self._filter = wanted
@@ -157,6 +198,8 @@ class ImageTableModel(QAbstractTableModel):
         if self._sort == SORT_UNCERTAINTY:
             order = rank_by_uncertainty({i: self._scores.get(i) for i in order})
         rows = [i for i in order if self._wanted(i)]
+        if changed is None:
+            self.order_stale = False
         if rows != self._rows or changed is None:
             self.layoutAboutToBeChanged.emit()
             old_persistent = self.persistentIndexList()
@@ -170,6 +213,9 @@ class ImageTableModel(QAbstractTableModel):
             self.changePersistentIndexList(old_persistent, new_persistent)
             self.layoutChanged.emit()
             return
+        self._repaint(changed)
+
+    def _repaint(self, changed: list[int]) -> None:
         shown = sorted(self._row_of[i] for i in changed if i in self._row_of)
         last = self.columnCount() - 1
         # One signal per run of neighbouring rows: a batch of scores is a handful of signals.
@@ -200,28 +246,30 @@ class ImageTableModel(QAbstractTableModel):
         return None
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+        # Called for every role of every cell on screen at each repaint: the roles with nothing
+        # to say leave first, before any lookup.
+        if role not in _ROLES:
             return None
-        image_id = self._rows[index.row()]
-        if role == IMAGE_ID_ROLE:
-            return image_id
-        rec = self._records[image_id]
-        column = Column(index.column())
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self._text(rec, column)
-        if role == Qt.ItemDataRole.DecorationRole and column == Column.STATUS:
-            return self._icon(rec)
-        if role == Qt.ItemDataRole.ToolTipRole:
+        row = index.row()
+        if not 0 <= row < len(self._rows):
+            return None
+        image_id = self._rows[row]
+        column = index.column()
+        if role == _DISPLAY:
+            return self._text(self._records[image_id], column)
+        if role == _DECORATION:
+            return self._icon(self._records[image_id]) if column == 0 else None
+        if role == _ALIGN:
+            return _RIGHT if column >= Column.UNSURE else None
+        if role == _TOOLTIP:
             return self.tooltip(image_id)
-        if role == Qt.ItemDataRole.TextAlignmentRole and column >= Column.UNSURE:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
+        return image_id  # IMAGE_ID_ROLE
 
     def text(self, image_id: int, column: Column) -> str:
         """What a cell of this image's row shows."""
         return self._text(self._records[image_id], column)
 
-    def _text(self, rec: ImageRecord, column: Column) -> str:
+    def _text(self, rec: ImageRecord, column: int) -> str:
         if column == Column.NAME:
             return rec.relpath
         if column == Column.UNSURE:

@@ -36,7 +36,8 @@ class LossPlot(QWidget):
         total_steps: the run's length, fixing the x range (0 = grow with the data).
     """
 
-    MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 48, 44, 22, 30
+    # The top margin holds the axis names and, below them, the legend: never over a curve.
+    MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 48, 44, 38, 30
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -174,9 +175,10 @@ class LossPlot(QWidget):
         )
 
     def _draw_legend(self, painter: QPainter, rect: QRectF) -> None:
+        """In the margin above the plot (inside, it covered the loss's first, highest steps)."""
         metrics = painter.fontMetrics()
         x = rect.left() + 6
-        y = rect.top() + 4
+        y = rect.top() - metrics.height() - 2
         for name, colour in (("loss", LOSS_COLOUR), ("mean F1", F1_COLOUR), ("mIoU", MIOU_COLOUR)):
             painter.setPen(QPen(colour, 2))
             painter.drawLine(QPointF(x, y + metrics.height() / 2), QPointF(x + 12, y + metrics.height() / 2))

@@ -54,12 +54,16 @@ class StartPage(QWidget):
         column.addWidget(self.demo_button)
         column.addSpacing(12)
         column.addWidget(self.recent_label)
-        column.addWidget(self.recent, 1)
+        column.addWidget(self.recent)
         box = QWidget()
         box.setLayout(column)
         box.setMaximumWidth(560)
+        self.recent.setMaximumHeight(320)
         outer = QVBoxLayout(self)
+        # Centred as one block (the title drifted to the middle, the buttons to the bottom).
+        outer.addStretch(1)
         outer.addWidget(box, 0, Qt.AlignmentFlag.AlignHCenter)
+        outer.addStretch(1)
 
     def set_recent(self, folders: list[str]) -> None:
         """List recent project folders (missing ones are shown but marked)."""

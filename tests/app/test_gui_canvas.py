@@ -16,9 +16,13 @@ from PySide6.QtWidgets import QApplication
 from faceparse_app.app import Settings
 from faceparse_app.main_window import MainWindow
 from faceparse_app.widgets.canvas import LabelCanvas
+from faceparse_app.widgets.label_colours import display_palette
 from faceparse_app.widgets.tool_state import Tool
 from tests.conftest import synthetic_face
 from trainer.data.imageio import write_image
+from trainer.labels import LAPA
+
+SKIN = tuple(int(c) for c in display_palette(LAPA)[1])
 
 # ---------------------------------------------------------------------------- drivers
 
@@ -282,7 +286,7 @@ def test_zoom_pan_overlay_look_and_status_bar(qtbot, tmp_path):
     # Overlay: visible labels tint the image; hidden shows the photo; outline hides the inside.
     state.set_opacity(1.0)
     shown = pixel_colour(canvas, 20, 20)
-    assert shown == (255, 204, 153)  # LaPa skin colour at full opacity
+    assert shown == SKIN  # the canvas's skin colour at full opacity
     window.tool_bar.overlay_action.trigger()
     assert not state.overlay_visible
     hidden = pixel_colour(canvas, 20, 20)
@@ -295,7 +299,7 @@ def test_zoom_pan_overlay_look_and_status_bar(qtbot, tmp_path):
     assert pixel_colour(canvas, 40, 40) == pixel_colour_hidden(window, 40, 40)
     top = int(np.flatnonzero(window.session.document.label[:, 40] == 1)[0])
     assert 30 <= top <= 35
-    assert pixel_colour(canvas, 40, top) == (255, 204, 153)  # on the outline
+    assert pixel_colour(canvas, 40, top) == SKIN  # on the outline
 
 
 def pixel_colour_hidden(window: MainWindow, x: float, y: float) -> tuple[int, int, int]:

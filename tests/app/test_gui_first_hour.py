@@ -240,3 +240,112 @@ def test_quit_sits_apart_and_asks_while_training(qtbot, tmp_path, monkeypatch):
     window.confirm_stop_training = lambda: True
     window.close()
     assert window.session is None
+
+
+def test_the_plot_legend_leaves_the_curves_uncovered(qtbot):
+    from faceparse_app.widgets.loss_plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(320, 200)
+    plot.total_steps = 10
+    for step in range(1, 11):
+        plot.add_loss(step, 1.0 / step)  # the first steps run along the top of the plot
+    plot.add_val(10, 0.9, 0.8)
+    rect = plot._plot_rect()
+    shot, base = plot.grab().toImage(), plot.palette().base().color()
+    # Along the plot's top, right of the first steps' loss, only the background shows.
+    for x in range(int(rect.left()) + 40, int(rect.left()) + 160, 3):
+        for y in range(int(rect.top()) + 3, int(rect.top()) + 16, 3):
+            assert shot.pixelColor(x, y) == base, (x, y)
+
+
+def test_export_goes_beside_the_project_into_a_new_folder_with_the_split_asked(qtbot, tmp_path):
+    from PySide6.QtCore import QTimer
+
+    from tests.app.test_gui_canvas import drag
+
+    window = make_window(qtbot, tmp_path)
+    session = window.session
+    for _ in range(2):
+        drag(window.canvas, [(10, 10), (30, 10)])
+        session.set_status("labeled")
+        session.step(1)
+    target = tmp_path / "exports" / "new" / "lapa"  # nothing of it exists yet
+    seen = {}
+
+    def fill_in() -> None:
+        dialog = QApplication.activeModalWidget()
+        seen["default"] = dialog.folder_edit.text()
+        dialog.folder_edit.setText(str(target))
+        dialog.val_spin.setValue(0.5)
+        dialog.test_spin.setValue(0.0)
+        assert dialog.export_button.isEnabled()
+        dialog.export_button.click()
+
+    QTimer.singleShot(0, fill_in)
+    assert window.export_lapa() is None  # runs in the background
+    assert seen["default"] == str(tmp_path / "project-lapa")  # beside the project
+    qtbot.waitUntil(lambda: "Exported to" in window.message_bar.message, timeout=60_000)
+    assert "train 1" in window.message_bar.message and "val 1" in window.message_bar.message
+    assert len(list((target / "train" / "labels").glob("*.png"))) == 1
+    assert len(list((target / "val" / "labels").glob("*.png"))) == 1
+
+
+def test_the_folder_scan_runs_off_the_gui_thread_with_a_busy_dialog(qtbot, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QProgressDialog
+
+    from faceparse_app.project import Project
+    from tests.app.test_gui_canvas import make_project
+
+    folder = make_project(tmp_path / "project")
+    window = make_window(qtbot, tmp_path, open_project=False)
+    real_open, threads, seen = Project.open, [], []
+
+    def slow_open(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        time.sleep(1.0)  # a big folder
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Project, "open", staticmethod(slow_open))
+    def look() -> None:
+        dialog = QApplication.activeModalWidget()
+        seen.append(dialog.labelText() if isinstance(dialog, QProgressDialog) else dialog)
+
+    QTimer.singleShot(700, look)
+    assert window.open_project(folder)
+    assert threads == [False]
+    assert "Opening project" in seen[0]
+
+
+def test_scores_arriving_never_move_the_rows_under_the_cursor(qtbot, tmp_path):
+    from faceparse_app.uncertainty import rank_by_uncertainty
+    from faceparse_app.widgets.image_list import SORT_UNCERTAINTY
+
+    window = make_window(qtbot, tmp_path)
+    image_list = window.image_list
+    image_list.sort_box.setCurrentIndex(image_list.sort_box.findData(SORT_UNCERTAINTY))
+    before = image_list.visible_ids()
+    scores = {image_id: 0.1 * (k + 1) for k, image_id in enumerate(before)}  # least sure last
+    image_list.set_scores(scores)
+    assert image_list.visible_ids() == before and not image_list.resort_button.isHidden()
+    QTest.mouseClick(image_list.resort_button, Qt.MouseButton.LeftButton)
+    assert image_list.visible_ids() == rank_by_uncertainty(scores) and image_list.resort_button.isHidden()
+
+
+def test_the_list_shows_each_images_edits_once_saved(qtbot, tmp_path):
+    from faceparse_app.widgets.image_table import Column
+    from tests.app.test_gui_canvas import drag
+
+    window = make_window(qtbot, tmp_path)
+    session, image_list = window.session, window.image_list
+    first = session.current.id
+    assert image_list.row_text(first, Column.ACTIONS) == ""
+    drag(window.canvas, [(10, 10), (30, 10)])
+    drag(window.canvas, [(10, 30), (30, 30)])
+    window._step(1)  # saves the first image
+    assert image_list.row_text(first, Column.ACTIONS) == str(session.project.get(first).actions) == "2"

@@ -1,0 +1,139 @@
+"""File → Export LaPa: where to (beside the project, a folder that may not exist yet), which
+images, the split fractions; the export itself runs in a worker with a progress bar."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QProgressDialog,
+    QPushButton,
+    QWidget,
+)
+
+from faceparse_app.workers import FunctionWorker
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What to export where (``faceparse_app.export.export_project``'s arguments)."""
+
+    out_dir: Path
+    reviewed_only: bool = False
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+
+def default_export_dir(project_root: Path) -> Path:
+    """``<project>-lapa`` beside the project folder (an export may not go inside it)."""
+    return project_root.parent / f"{project_root.name}-lapa"
+
+
+class ExportDialog(QDialog):
+    """The export form. The folder is typed or browsed; it is created by the export if new."""
+
+    def __init__(self, project_root: Path, reviewed_only: bool = False, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Export LaPa")
+        self.project_root = Path(project_root)
+        self.folder_edit = QLineEdit(str(default_export_dir(self.project_root)))
+        self.folder_edit.setObjectName("export_folder")
+        self.folder_edit.setMinimumWidth(380)
+        self.folder_edit.setToolTip("A new folder (created), an empty one, or an earlier export")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.folder_edit, 1)
+        row.addWidget(browse)
+        self.reviewed_box = QCheckBox("Only images marked reviewed")
+        self.reviewed_box.setChecked(reviewed_only)
+        self.val_spin, self.test_spin = self._fraction(0.1), self._fraction(0.1)
+        self.val_spin.setToolTip("Share of the exported faces written to val/")
+        self.test_spin.setToolTip("Share of the exported faces written to test/")
+        form = QFormLayout(self)
+        form.addRow("Export into", row)
+        form.addRow("", self.reviewed_box)
+        form.addRow("Validation share", self.val_spin)
+        form.addRow("Test share", self.test_spin)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        self.export_button = buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+        self.folder_edit.textChanged.connect(self._check)
+        self.val_spin.valueChanged.connect(self._check)
+        self.test_spin.valueChanged.connect(self._check)
+
+    @staticmethod
+    def _fraction(value: float) -> QDoubleSpinBox:
+        spin = QDoubleSpinBox()
+        spin.setRange(0.0, 0.9)
+        spin.setSingleStep(0.05)
+        spin.setDecimals(2)
+        spin.setValue(value)
+        return spin
+
+    def _check(self) -> None:
+        ok = bool(self.folder_edit.text().strip()) and self.val_spin.value() + self.test_spin.value() < 1.0
+        self.export_button.setEnabled(ok)
+
+    def _browse(self) -> None:
+        start = Path(self.folder_edit.text().strip() or self.project_root.parent)
+        while not start.is_dir() and start != start.parent:
+            start = start.parent  # the nearest folder that exists (the typed one may not yet)
+        folder = QFileDialog.getExistingDirectory(self, "Export into", str(start))
+        if folder:
+            self.folder_edit.setText(folder)
+
+    def request(self) -> ExportRequest:
+        return ExportRequest(
+            out_dir=Path(self.folder_edit.text().strip()).expanduser(),
+            reviewed_only=self.reviewed_box.isChecked(),
+            val_fraction=round(self.val_spin.value(), 4),
+            test_fraction=round(self.test_spin.value(), 4),
+        )
+
+
+def export_job(project_root: Path, request: ExportRequest, on_progress: Any = None) -> dict[str, int]:
+    """The export on a worker thread: the project is read on its own read-only connection."""
+    from faceparse_app.export import export_project
+
+    return export_project(
+        project_root, request.out_dir, reviewed_only=request.reviewed_only,
+        val_fraction=request.val_fraction, test_fraction=request.test_fraction,
+        on_progress=(lambda done, total: on_progress((done, total))) if on_progress else None,
+    )  # fmt: skip
+
+
+def start_export(parent: QWidget, project_root: Path, request: ExportRequest) -> FunctionWorker:
+    """Run the export in the background with a progress dialog; the caller connects
+    ``finished`` (counts) and ``errored`` (message) to say how it went."""
+    progress = QProgressDialog("Exporting…", "", 0, 0, parent)
+    progress.setWindowTitle("Export LaPa")
+    progress.setCancelButton(None)  # an export is all or nothing; it leaves no half folder
+    progress.setWindowModality(Qt.WindowModality.NonModal)
+    progress.setMinimumDuration(300)
+    worker = FunctionWorker(export_job, project_root, request)
+
+    def show(report: tuple[int, int]) -> None:
+        done, total = report
+        progress.setMaximum(max(1, total))
+        progress.setValue(done)
+        progress.setLabelText(f"Exporting {done} / {total} faces to {request.out_dir}…")
+
+    worker.progress.connect(show)
+    worker.done.connect(progress.close)
+    worker.done.connect(progress.deleteLater)
+    worker.start()
+    return worker
