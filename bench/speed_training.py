@@ -237,9 +237,12 @@ def trainer_style_phases(steps: int, batch: int, size: int) -> dict[str, float]:
     return {k: round(v, 3) for k, v in best.items()}
 
 
-def bench_train(steps: int, batch: int, size: int, rounds: int = 2) -> dict[str, Any]:
+def bench_train(
+    steps: int, batch: int, size: int, rounds: int = 2, loops: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Fastest-step images/s of each loop over ``rounds`` alternating runs; every run's fastest
-    and mean rates are kept under "detail"."""
+    and mean rates are kept under "detail". ``loops``: names of the runs to time (default all;
+    e.g. without the ``*_nchw`` ones on a busy machine)."""
     out: dict[str, Any] = {"preset": "lite", "input": size, "batch": batch, "timed_steps": steps}
     runs: list[tuple[str, Callable[[], float]]] = [
         ("pretrain_trainer", lambda: trainer_pretrain_rate(steps, batch, size)),
@@ -255,6 +258,8 @@ def bench_train(steps: int, batch: int, size: int, rounds: int = 2) -> dict[str,
         ),
         ("finetune_naive", lambda: naive_rate("finetune", steps, batch, size)),
     ]
+    if loops is not None:
+        runs = [(name, fn) for name, fn in runs if name in loops]
     detail: dict[str, list[dict[str, float]]] = {name: [] for name, _ in runs}
     for _ in range(rounds):  # rounds alternate the loops, so each meets the same disturbances
         for name, fn in runs:
@@ -265,7 +270,15 @@ def bench_train(steps: int, batch: int, size: int, rounds: int = 2) -> dict[str,
         out[f"{name}_img_s"] = max(r["best_img_s"] for r in rates)
     out["detail"] = detail
     for task in ("pretrain", "finetune"):
-        out[f"{task}_speedup"] = round(out[f"{task}_trainer_img_s"] / out[f"{task}_naive_img_s"], 2)
+        if f"{task}_trainer" in detail and f"{task}_naive" in detail:
+            out[f"{task}_speedup"] = round(
+                out[f"{task}_trainer_img_s"] / out[f"{task}_naive_img_s"], 2
+            )
+            # Each round's trainer run beside its naive run (same round: the same load).
+            out[f"{task}_speedup_by_round"] = [
+                round(t["best_img_s"] / n["best_img_s"], 2)
+                for t, n in zip(detail[f"{task}_trainer"], detail[f"{task}_naive"], strict=True)
+            ]
     return out
 
 
