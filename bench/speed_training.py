@@ -59,7 +59,18 @@ def _rate(stamps: list[float], batch: int, warmup: int = 2) -> float:
 _RATES: list[dict[str, float]] = []
 
 
-def trainer_pretrain_rate(steps: int, batch: int, size: int, channels_last: bool = True) -> float:
+def trainer_pretrain_rate(
+    steps: int,
+    batch: int,
+    size: int,
+    channels_last: bool = True,
+    *,
+    preset: str = "lite",
+    device: str = "cpu",
+    workers: int = 0,
+    images: Any = None,
+) -> float:
+    """``images``: a folder of photos (default the dev faces)."""
     from trainer.configs import PretrainConfig, PretrainRuntime
     from trainer.pretrain import pretrain
     from trainer.recipes import pretrain_recipe
@@ -67,9 +78,11 @@ def trainer_pretrain_rate(steps: int, batch: int, size: int, channels_last: bool
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         config = PretrainConfig(
-            image_dirs=(str(DEV / "images"),),
-            runtime=PretrainRuntime(out_dir=tmp, device="cpu", channels_last=channels_last),
-            preset="lite",
+            image_dirs=(str(images or DEV / "images"),),
+            runtime=PretrainRuntime(
+                out_dir=tmp, device=device, channels_last=channels_last, num_workers=workers
+            ),
+            preset=preset,
             input_size=size,
             recipe=pretrain_recipe("center", batch_size=batch, max_steps=steps + 3, epochs=1),
         )
@@ -77,21 +90,37 @@ def trainer_pretrain_rate(steps: int, batch: int, size: int, channels_last: bool
     return _rate(stamps, batch)
 
 
-def trainer_finetune_rate(steps: int, batch: int, size: int, channels_last: bool = True) -> float:
+def trainer_finetune_rate(
+    steps: int,
+    batch: int,
+    size: int,
+    channels_last: bool = True,
+    *,
+    preset: str = "lite",
+    device: str = "cpu",
+    workers: int = 0,
+    samples: Any = None,
+) -> float:
+    """``samples``: labeled Samples (default the first 64 dev faces)."""
     from trainer.configs import FinetuneConfig, FinetuneData, FinetuneRuntime
     from trainer.data.celebamask import CelebAMaskDataset
     from trainer.finetune import finetune_on_samples
     from trainer.recipes import finetune_recipe
 
     stamps: list[float] = []
-    samples = _Lazy(CelebAMaskDataset(DEV, label_set="lapa"), 64)
+    if samples is None:
+        samples = _Lazy(CelebAMaskDataset(DEV, label_set="lapa"), 64)
     with tempfile.TemporaryDirectory() as tmp:
         config = FinetuneConfig(
             FinetuneRuntime(
-                out_dir=tmp, device="cpu", progress_bar=False, channels_last=channels_last
+                out_dir=tmp,
+                device=device,
+                progress_bar=False,
+                channels_last=channels_last,
+                num_workers=workers,
             ),
             init="scratch",
-            preset="lite",
+            preset=preset,
             input_size=size,
             recipe=finetune_recipe("plain", batch_size=batch, epochs=100, max_steps=steps + 3),
             # aligned CelebAMask-HQ crops, as the recorded results
