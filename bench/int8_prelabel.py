@@ -55,7 +55,7 @@ def quantize(fp32: Path, int8: Path, faces: list[np.ndarray], predictor: Any) ->
             return None if face is None else {"images": predictor._unit_batch([face]).numpy()}
 
     prepared = int8.with_suffix(".prep.onnx")
-    quant_pre_process(str(fp32), str(prepared))
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     quantize_static(
         str(prepared),
         str(int8),
