@@ -292,7 +292,8 @@ class Predictor:
         if scales is None:
             return 1
         largest = max(scales(shape))
-        return max([k for k in (1, 2, 4, 8) if k * largest <= 1.0])
+        # A pass that enlarges the photo (a small one) needs every pixel: no reduction.
+        return max([k for k in (2, 4, 8) if k * largest <= 1.0], default=1)
 
     def __call__(self, image: np.ndarray) -> Prediction:
         """Parse one (H, W, 3) uint8 RGB photo; see ``predict_batch``."""
