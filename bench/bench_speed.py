@@ -284,6 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-batch", type=int, default=8)
     parser.add_argument("--train-size", type=int, default=256)
     parser.add_argument("--train-rounds", type=int, default=2, help="alternating runs of each loop")
+    parser.add_argument(
+        "--train-loops",
+        default=None,
+        help="comma-separated train runs to time (default all: pretrain_trainer, "
+        "pretrain_trainer_nchw, pretrain_naive and the same for finetune)",
+    )
     parser.add_argument("--rounds", type=int, default=10, help="rounds of the interleaved latency")
     parser.add_argument("--sections", default="latency,interleaved,train,profile,floor")
     parser.add_argument(
@@ -317,7 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         result["interleaved"] = bench_interleaved(presets, args.rounds)
     if "train" in sections:
         result["train"] = bench_train(
-            args.train_steps, args.train_batch, args.train_size, args.train_rounds
+            args.train_steps,
+            args.train_batch,
+            args.train_size,
+            args.train_rounds,
+            args.train_loops.split(",") if args.train_loops else None,
         )
     if "profile" in sections:
         result["profile"] = bench_profile(args.train_steps, args.train_batch, args.train_size)

@@ -59,7 +59,18 @@ def _rate(stamps: list[float], batch: int, warmup: int = 2) -> float:
 _RATES: list[dict[str, float]] = []
 
 
-def trainer_pretrain_rate(steps: int, batch: int, size: int, channels_last: bool = True) -> float:
+def trainer_pretrain_rate(
+    steps: int,
+    batch: int,
+    size: int,
+    channels_last: bool = True,
+    *,
+    preset: str = "lite",
+    device: str = "cpu",
+    workers: int = 0,
+    images: Any = None,
+) -> float:
+    """``images``: a folder of photos (default the dev faces)."""
     from trainer.configs import PretrainConfig, PretrainRuntime
     from trainer.pretrain import pretrain
     from trainer.recipes import pretrain_recipe
@@ -67,9 +78,11 @@ def trainer_pretrain_rate(steps: int, batch: int, size: int, channels_last: bool
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         config = PretrainConfig(
-            image_dirs=(str(DEV / "images"),),
-            runtime=PretrainRuntime(out_dir=tmp, device="cpu", channels_last=channels_last),
-            preset="lite",
+            image_dirs=(str(images or DEV / "images"),),
+            runtime=PretrainRuntime(
+                out_dir=tmp, device=device, channels_last=channels_last, num_workers=workers
+            ),
+            preset=preset,
             input_size=size,
             recipe=pretrain_recipe("center", batch_size=batch, max_steps=steps + 3, epochs=1),
         )
@@ -77,21 +90,37 @@ def trainer_pretrain_rate(steps: int, batch: int, size: int, channels_last: bool
     return _rate(stamps, batch)
 
 
-def trainer_finetune_rate(steps: int, batch: int, size: int, channels_last: bool = True) -> float:
+def trainer_finetune_rate(
+    steps: int,
+    batch: int,
+    size: int,
+    channels_last: bool = True,
+    *,
+    preset: str = "lite",
+    device: str = "cpu",
+    workers: int = 0,
+    samples: Any = None,
+) -> float:
+    """``samples``: labeled Samples (default the first 64 dev faces)."""
     from trainer.configs import FinetuneConfig, FinetuneData, FinetuneRuntime
     from trainer.data.celebamask import CelebAMaskDataset
     from trainer.finetune import finetune_on_samples
     from trainer.recipes import finetune_recipe
 
     stamps: list[float] = []
-    samples = _Lazy(CelebAMaskDataset(DEV, label_set="lapa"), 64)
+    if samples is None:
+        samples = _Lazy(CelebAMaskDataset(DEV, label_set="lapa"), 64)
     with tempfile.TemporaryDirectory() as tmp:
         config = FinetuneConfig(
             FinetuneRuntime(
-                out_dir=tmp, device="cpu", progress_bar=False, channels_last=channels_last
+                out_dir=tmp,
+                device=device,
+                progress_bar=False,
+                channels_last=channels_last,
+                num_workers=workers,
             ),
             init="scratch",
-            preset="lite",
+            preset=preset,
             input_size=size,
             recipe=finetune_recipe("plain", batch_size=batch, epochs=100, max_steps=steps + 3),
             # aligned CelebAMask-HQ crops, as the recorded results
@@ -237,9 +266,12 @@ def trainer_style_phases(steps: int, batch: int, size: int) -> dict[str, float]:
     return {k: round(v, 3) for k, v in best.items()}
 
 
-def bench_train(steps: int, batch: int, size: int, rounds: int = 2) -> dict[str, Any]:
+def bench_train(
+    steps: int, batch: int, size: int, rounds: int = 2, loops: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Fastest-step images/s of each loop over ``rounds`` alternating runs; every run's fastest
-    and mean rates are kept under "detail"."""
+    and mean rates are kept under "detail". ``loops``: names of the runs to time (default all;
+    e.g. without the ``*_nchw`` ones on a busy machine)."""
     out: dict[str, Any] = {"preset": "lite", "input": size, "batch": batch, "timed_steps": steps}
     runs: list[tuple[str, Callable[[], float]]] = [
         ("pretrain_trainer", lambda: trainer_pretrain_rate(steps, batch, size)),
@@ -255,6 +287,8 @@ def bench_train(steps: int, batch: int, size: int, rounds: int = 2) -> dict[str,
         ),
         ("finetune_naive", lambda: naive_rate("finetune", steps, batch, size)),
     ]
+    if loops is not None:
+        runs = [(name, fn) for name, fn in runs if name in loops]
     detail: dict[str, list[dict[str, float]]] = {name: [] for name, _ in runs}
     for _ in range(rounds):  # rounds alternate the loops, so each meets the same disturbances
         for name, fn in runs:
@@ -265,7 +299,15 @@ def bench_train(steps: int, batch: int, size: int, rounds: int = 2) -> dict[str,
         out[f"{name}_img_s"] = max(r["best_img_s"] for r in rates)
     out["detail"] = detail
     for task in ("pretrain", "finetune"):
-        out[f"{task}_speedup"] = round(out[f"{task}_trainer_img_s"] / out[f"{task}_naive_img_s"], 2)
+        if f"{task}_trainer" in detail and f"{task}_naive" in detail:
+            out[f"{task}_speedup"] = round(
+                out[f"{task}_trainer_img_s"] / out[f"{task}_naive_img_s"], 2
+            )
+            # Each round's trainer run beside its naive run (same round: the same load).
+            out[f"{task}_speedup_by_round"] = [
+                round(t["best_img_s"] / n["best_img_s"], 2)
+                for t, n in zip(detail[f"{task}_trainer"], detail[f"{task}_naive"], strict=True)
+            ]
     return out
 
 

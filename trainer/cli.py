@@ -18,10 +18,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainer import __version__
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
 from trainer.errors import FaceParseError
+
+if TYPE_CHECKING:
+    from trainer.distributed import DistInfo
+    from trainer.predict import Predictor
 
 log = logging.getLogger("trainer.cli")
 
@@ -129,8 +134,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from trainer.distributed import cleanup, init_distributed
     from trainer.predict_folder import predict_folder
-    from trainer.runtime_choice import load_predictor
 
     if not Path(args.images).is_dir():
         raise FaceParseError(f"{args.images}: folder of images not found")
@@ -139,18 +144,46 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     found = len(list_images(args.images))
     if not found:
         raise FaceParseError(f"{args.images}: no images found (the folder is searched recursively)")
-    predictor = load_predictor(
-        args.checkpoint, device=args.device, framing=args.framing, runtime=args.runtime
-    )
-    count = predict_folder(predictor, args.images, args.out, overlay_dir=args.overlays)
+    # Under torchrun: one process per GPU or CPU share, each parsing its share of the photos.
+    info = init_distributed(args.device)
+    try:
+        predictor = _predictor_for_every_rank(args, info)
+        count = predict_folder(
+            predictor, args.images, args.out, overlay_dir=args.overlays,
+            rank=info.rank, world_size=info.world_size,
+        )
+    finally:
+        cleanup(info)
     if not count:
         raise FaceParseError(
             f"{args.images}: no label map written: none of the {found} images could be read "
             "(see the warnings)"
         )
     skipped = f" ({found - count} skipped, see the warnings)" if count < found else ""
-    print(f"wrote {count} label maps to {args.out}{skipped}")
+    if info.is_main:
+        ranks = f" by {info.world_size} processes" if info.distributed else ""
+        print(f"wrote {count} label maps to {args.out}{skipped}{ranks}")
     return 0
+
+
+def _predictor_for_every_rank(args: argparse.Namespace, info: DistInfo) -> Predictor:
+    """The predictor; under torchrun rank 0 chooses the runtime and every rank uses it, so the
+    label maps are those of one process."""
+    from trainer.runtime_choice import RUNTIMES, load_predictor
+
+    if not info.distributed or args.runtime != "auto":
+        return load_predictor(args.checkpoint, info.device, args.framing, args.runtime)
+    import torch
+    import torch.distributed as dist
+
+    chosen = torch.zeros(1, dtype=torch.int64)
+    if info.is_main:
+        predictor = load_predictor(args.checkpoint, info.device, args.framing, "auto")
+        chosen[0] = RUNTIMES.index(predictor.model_info["runtime"])
+    dist.broadcast(chosen, src=0)
+    if info.is_main:
+        return predictor
+    return load_predictor(args.checkpoint, info.device, args.framing, RUNTIMES[int(chosen)])
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:

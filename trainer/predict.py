@@ -260,14 +260,22 @@ class Predictor:
         Raises:
             ImageReadError: the file cannot be read (see :func:`read_image`).
         """
-        full = image_size(path)
+        return self.predict_decoded(path, *self.decode_file(path))
+
+    def decode_file(self, path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[int, int]]:
+        """The first half of :meth:`predict_file`, the decoding (safe to run in another thread
+        once :attr:`finder` is loaded): (the photo at full or reduced size, its full (H, W))."""
+        full = tuple(image_size(path))
         reduce = self._reduce_for(full) if self.framing == "detect" else 1
-        if reduce == 1:
-            image = read_image(path)
+        return read_image(path, reduce=reduce), full
+
+    def predict_decoded(
+        self, path: str | os.PathLike[str], image: np.ndarray, full: tuple[int, int]
+    ) -> tuple[Prediction, np.ndarray]:
+        """The second half of :meth:`predict_file`: parse what :meth:`decode_file` returned."""
+        if image.shape[:2] == tuple(full):  # read whole (not reduced, or not a JPEG)
             return self.predict_batch([image])[0], image
-        small = read_image(path, reduce=reduce)
-        if small.shape[:2] == tuple(full):  # not a JPEG: read whole
-            return self.predict_batch([small])[0], small
+        small = image
         sx, sy = full[1] / small.shape[1], full[0] / small.shape[0]
         found = self.find_faces(small)
         if any(_crop_scale(f, self.input_size) > 1.0 for f in found):
@@ -284,7 +292,8 @@ class Predictor:
         if scales is None:
             return 1
         largest = max(scales(shape))
-        return max([k for k in (1, 2, 4, 8) if k * largest <= 1.0])
+        # A pass that enlarges the photo (a small one) needs every pixel: no reduction.
+        return max([k for k in (2, 4, 8) if k * largest <= 1.0], default=1)
 
     def __call__(self, image: np.ndarray) -> Prediction:
         """Parse one (H, W, 3) uint8 RGB photo; see ``predict_batch``."""

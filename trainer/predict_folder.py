@@ -1,23 +1,43 @@
-"""``faceparse predict`` on a folder: every image under it into a LaPa label PNG (+ overlay)."""
+"""``faceparse predict`` on a folder: every image under it into a LaPa label PNG (+ overlay).
+
+A pipeline that keeps the cores busy: reader threads decode the next photos while the network
+runs on this one, and a writer thread encodes and writes the label maps and overlays behind it
+(the image codecs release the GIL). With ``whole`` framing several photos share a forward pass.
+
+Under ``torchrun`` each rank takes every ``world_size``-th photo of the sorted list; rank 0
+gathers the per-photo records into the one ``faces.json``, so the outputs are those of a single
+process.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-from collections.abc import Callable
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from trainer.data.folders import list_images
-from trainer.data.imageio import read_image, write_image, write_label
+from trainer.data.imageio import atomic_write_bytes, read_image, write_image, write_label
 from trainer.errors import FaceParseError
 from trainer.labels import get_label_set
-from trainer.predict import DEFAULT_FRAMING, Predictor
+from trainer.predict import DEFAULT_FRAMING, Prediction, Predictor
 
 log = logging.getLogger(__name__)
+
+FACES_NAME = "faces.json"
+READERS = 2  # decoding threads
+WHOLE_BATCH = 4  # photos per forward pass with whole framing
+
+Decoded = tuple[np.ndarray, tuple[int, int]]
 
 
 def overlay(
@@ -34,9 +54,6 @@ def overlay(
     return mixed
 
 
-FACES_NAME = "faces.json"
-
-
 def predict_folder(
     checkpoint: str | os.PathLike[str] | Predictor,
     in_dir: str | os.PathLike[str],
@@ -45,6 +62,9 @@ def predict_folder(
     device: str = "auto",
     on_progress: Callable[[int, int, Path], None] | None = None,
     framing: str = DEFAULT_FRAMING,
+    readers: int = READERS,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> int:
     """Parse every image under a folder (recursive) into LaPa label PNGs.
 
@@ -56,11 +76,15 @@ def predict_folder(
 
     Args:
         checkpoint: a fine-tuned checkpoint path or a ready Predictor (its own framing is used).
-        on_progress: called as (done, total, image_path) after each image.
+        on_progress: called as (done, total, image_path) after each image is written, from the
+            writer thread; ``total`` counts this rank's images.
         framing: "detect" or "whole" when a checkpoint path is given.
+        readers: decoding threads (0: decode in this thread, one photo at a time).
+        rank, world_size: this process's share under ``torchrun``; with ``world_size`` > 1 a
+            process group must be initialised (:func:`trainer.distributed.init_distributed`).
 
     Returns:
-        Number of label maps written.
+        Number of label maps written by all ranks together.
     """
     predictor = (
         checkpoint
@@ -68,47 +92,183 @@ def predict_folder(
         else Predictor.from_checkpoint(checkpoint, device, framing=framing)
     )
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    paths = list_images(in_dir)
-    written = 0
-    seen: set[Path] = set()
-    records: dict[str, Any] = {}
-    for i, path in enumerate(paths):
+    jobs = _unique_outputs(in_dir, out_dir, warn=rank == 0)
+    mine = jobs[rank::world_size]
+    if predictor.framing == "detect":
+        _ = predictor.finder  # loaded here, not by two reader threads at once
+    writer = _Writer(predictor, in_dir, out_dir, overlay_dir, len(mine), on_progress)
+    batch = WHOLE_BATCH if predictor.framing == "whole" else 1
+    try:
+        pending: list[tuple[Path, Path, np.ndarray, tuple[int, int]]] = []
+        for path, rel, decoded in _decoded(predictor, mine, readers):
+            if isinstance(decoded, FaceParseError):
+                log.warning("skipping %s", decoded)
+                continue
+            pending.append((path, rel, *decoded))
+            if len(pending) >= batch:
+                _predict_pending(predictor, pending, writer)
+        _predict_pending(predictor, pending, writer)
+    finally:
+        records = writer.close()
+    order = [path.relative_to(in_dir).as_posix() for path, _ in jobs]
+    records, count = _gather(out_dir, records, order, rank, world_size)
+    if rank == 0 and records:
+        info = {k: v for k, v in predictor.model_info.items() if k != "metrics"}
+        payload = {"model": info, "framing": predictor.framing, "images": records}
+        atomic_write_bytes(out_dir / FACES_NAME, json.dumps(payload, indent=1).encode())
+    return count
+
+
+def _unique_outputs(in_dir: Path, out_dir: Path, warn: bool) -> list[tuple[Path, Path]]:
+    """(image, its label path under out_dir) of every image; of images that would write the
+    same label file (face.jpg and face.png in one folder both become face.png), the first."""
+    jobs, seen = [], set()
+    for path in list_images(in_dir):
         rel = path.relative_to(in_dir).with_suffix(".png")
         if rel in seen:
-            # face.jpg and face.png in one folder would both become face.png.
-            log.warning("skipping %s: another image already wrote %s", path, out_dir / rel)
+            if warn:
+                log.warning("skipping %s: another image already wrote %s", path, out_dir / rel)
             continue
         seen.add(rel)
+        jobs.append((path, rel))
+    return jobs
+
+
+def _decoded(
+    predictor: Predictor, jobs: list[tuple[Path, Path]], readers: int
+) -> Iterator[tuple[Path, Path, Decoded | FaceParseError]]:
+    """Each job's decoded photo (or its read error) in order, decoded up to 2 × ``readers``
+    photos ahead (memory holds a few photos, not the folder)."""
+
+    def decode(path: Path) -> Decoded | FaceParseError:
         try:
-            pred, image = predictor.predict_file(path)
+            return predictor.decode_file(path)
         except FaceParseError as exc:
-            log.warning("skipping %s", exc)
-            continue
-        write_label(out_dir / rel, pred.label)
-        if predictor.framing == "detect" and not pred.faces:
+            return exc
+
+    if readers <= 0:
+        for path, rel in jobs:
+            yield path, rel, decode(path)
+        return
+    with ThreadPoolExecutor(readers, thread_name_prefix="faceparse-read") as pool:
+        ahead: deque[tuple[Path, Path, Future[Decoded | FaceParseError]]] = deque()
+        for path, rel in jobs:
+            ahead.append((path, rel, pool.submit(decode, path)))
+            if len(ahead) > 2 * readers:
+                first_path, first_rel, future = ahead.popleft()
+                yield first_path, first_rel, future.result()
+        while ahead:
+            first_path, first_rel, future = ahead.popleft()
+            yield first_path, first_rel, future.result()
+
+
+def _predict_pending(
+    predictor: Predictor,
+    pending: list[tuple[Path, Path, np.ndarray, tuple[int, int]]],
+    writer: _Writer,
+) -> None:
+    if not pending:
+        return
+    if predictor.framing == "whole":  # one forward pass for the lot
+        images, sizes = [p[2] for p in pending], [p[3] for p in pending]
+        for (path, rel, image, _), pred in zip(
+            pending, predictor.predict_batch(images, output_sizes=sizes), strict=True
+        ):
+            writer.put(path, rel, pred, image)
+    else:
+        for path, rel, image, full in pending:
+            pred, parsed_from = predictor.predict_decoded(path, image, full)
+            writer.put(path, rel, pred, parsed_from)
+    pending.clear()
+
+
+class _Writer:
+    """Writes label maps and overlays in a thread of its own, behind the network."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        in_dir: Path,
+        out_dir: Path,
+        overlay_dir: str | os.PathLike[str] | None,
+        total: int,
+        on_progress: Callable[[int, int, Path], None] | None,
+    ) -> None:
+        self.predictor, self.in_dir, self.out_dir = predictor, in_dir, out_dir
+        self.overlay_dir = None if overlay_dir is None else Path(overlay_dir)
+        self.total, self.on_progress = total, on_progress
+        self.records: dict[str, Any] = {}
+        self.error: BaseException | None = None
+        self.done = 0
+        self._queue: queue.Queue[tuple[Path, Path, Prediction, np.ndarray] | None] = queue.Queue(4)
+        self._thread = threading.Thread(target=self._run, name="faceparse-write", daemon=True)
+        self._thread.start()
+
+    def put(self, path: Path, rel: Path, pred: Prediction, image: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put((path, rel, pred, image))
+
+    def close(self) -> dict[str, Any]:
+        """Wait for the writes; their records by image (path under in_dir), or raise the
+        writer's error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.records
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain; the error is raised in the caller's thread
+            try:
+                self._write(*item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                self.error = exc
+
+    def _write(self, path: Path, rel: Path, pred: Prediction, image: np.ndarray) -> None:
+        write_label(self.out_dir / rel, pred.label)
+        if self.predictor.framing == "detect" and not pred.faces:
             log.warning("%s: no face found; its label map is all background", path)
-        records[path.relative_to(in_dir).as_posix()] = {
+        self.records[path.relative_to(self.in_dir).as_posix()] = {
             "label": rel.as_posix(),
             "faces": [f.to_json() for f in pred.faces],
             "score": None if math.isnan(pred.score) else round(pred.score, 5),
         }
-        if overlay_dir is not None:
+        if self.overlay_dir is not None:
             if image.shape[:2] != pred.label.shape:
                 image = read_image(path)  # parsed from a reduced copy
             write_image(
-                Path(overlay_dir) / rel.with_suffix(".jpg"),
-                overlay(image, pred.label, predictor.label_set.name),
+                self.overlay_dir / rel.with_suffix(".jpg"),
+                overlay(image, pred.label, self.predictor.label_set.name),
                 quality=90,
             )
-        written += 1
-        if on_progress is not None:
-            on_progress(i + 1, len(paths), path)
-    if records:
-        import json
+        self.done += 1
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total, path)
 
-        from trainer.data.imageio import atomic_write_bytes
 
-        info = {k: v for k, v in predictor.model_info.items() if k != "metrics"}
-        payload = {"model": info, "framing": predictor.framing, "images": records}
-        atomic_write_bytes(out_dir / FACES_NAME, json.dumps(payload, indent=1).encode())
-    return written
+def _gather(
+    out_dir: Path, records: dict[str, Any], order: list[str], rank: int, world_size: int
+) -> tuple[dict[str, Any], int]:
+    """Every rank's records on rank 0 in the order of one process (through JSON files: no
+    pickles), and the number of label maps all ranks wrote."""
+    if world_size <= 1:
+        return records, len(records)
+    import torch
+    import torch.distributed as dist
+
+    part = out_dir / f".faces.rank{rank}.json"
+    atomic_write_bytes(part, json.dumps(records).encode())
+    count = torch.tensor([len(records)], dtype=torch.int64)
+    dist.all_reduce(count)  # also: every rank has written its part
+    merged: dict[str, Any] = {}
+    if rank == 0:
+        parts: dict[str, Any] = {}
+        for r in range(world_size):
+            parts.update(json.loads((out_dir / f".faces.rank{r}.json").read_text("utf-8")))
+        merged = {key: parts[key] for key in order if key in parts}
+    dist.barrier()  # rank 0 has read every part
+    part.unlink(missing_ok=True)
+    return merged, int(count.item())

@@ -282,3 +282,17 @@ def test_an_aligned_crop_is_parsed_whole_and_a_face_in_a_photo_is_not(predictor:
     far = parse((30.0, 30.0, 100.0, 100.0))  # a face in the middle of a larger photo
     assert crops == [1, 1]  # its crop and the zoomed-out one
     assert (far.label[:10] == 0).all()  # the photo's top lies past both crops: background
+
+
+def test_a_small_jpeg_that_the_finder_enlarges_is_parsed(predictor: Predictor, tmp_path: Path) -> None:
+    # A photo under the finder's smallest input (320 px) is enlarged for detection (a pass
+    # scale above 1): it cannot be read reduced, and predict read it whole instead of failing
+    # with "max() arg is an empty sequence" and stopping a folder run.
+    image, label = synthetic_face(200, 3)
+    path = tmp_path / "small.jpg"
+    Image.fromarray(image).save(path, quality=95)
+    finder = _LabelFinder(label)
+    finder.detection_scales = lambda shape: [320 / max(shape)]  # as YuNetFinder's for < 320 px
+    detect = Predictor(predictor.model, device="cpu", framing="detect", finder=finder)
+    pred, used = detect.predict_file(path)
+    assert used.shape[:2] == (200, 200) and pred.label.shape == (200, 200)
