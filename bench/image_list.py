@@ -15,6 +15,9 @@ Times what the annotator waits for, each until the resulting repaint is processe
 No model runs (no starter models, one whole face per image), so only the app's own work is timed.
 
     QT_QPA_PLATFORM=offscreen python -m bench.image_list [--images 10000] [--repeats 20]
+
+Against another checkout's app (the "before" of BENCHMARKS): from that checkout,
+``PYTHONPATH=. python PATH/TO/THIS/bench/image_list.py --results ...``.
 """
 
 from __future__ import annotations
@@ -27,9 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-if __package__ in (None, ""):  # run as a file against another checkout's app (before/after)
-    sys.path.insert(0, os.getcwd())
 
 from bench.harness import add_common, argument_parser, command_line, machine, utc_now, write_json
 

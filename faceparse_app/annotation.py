@@ -31,6 +31,7 @@ from psygnal import Signal
 
 from faceparse_app.document import LabelDocument
 from faceparse_app.history import History
+from faceparse_app.label_writer import LabelWriter, autosave_in_background
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError
 from trainer.errors import FaceParseError, ImageReadError, LabelMapError
 from trainer.labels import LAPA, LabelSet
@@ -80,6 +81,7 @@ class Annotation:
         self._pending_seconds = 0.0
         self._pending_actions = 0
         self._last_activity: float | None = None
+        self.writer: LabelWriter | None = None  # autosaves off this thread (the session's)
 
     # ------------------------------------------------------------------ listing
     def records(self) -> list[ImageRecord]:
@@ -402,7 +404,8 @@ class Annotation:
             if doc is not self.document:
                 self._save_document(self.project.get(image_id), doc)
         if self.document is not None and self.document.dirty:
-            self.save()
+            if self.writer is None or not autosave_in_background(self, self.writer):
+                self.save()
         self.project.backup()  # a rolling copy of the store, at most every ten minutes
 
     def save(self, force: bool = False) -> bool:
@@ -411,6 +414,8 @@ class Annotation:
         Returns:
             True when nothing needed saving or the save succeeded.
         """
+        if self.writer is not None:
+            self.writer.settle()  # a background autosave lands first, never after this one
         if self.current is None or self.document is None:
             return True
         if not (self.document.dirty or force):
@@ -487,6 +492,8 @@ class Annotation:
     def close(self) -> bool:
         """Save everything and close the project; False when some edits could not be saved."""
         ok = self.save_all()
+        if self.writer is not None:
+            self.writer.close()
         self._detach()
         self.current = None
         self.project.close()

@@ -15,7 +15,9 @@ from PySide6.QtCore import QEvent, QObject, QTimer, Signal
 from PySide6.QtWidgets import QApplication
 
 from faceparse_app.annotation import Annotation
+from faceparse_app.label_writer import LabelWriter
 from faceparse_app.project import Project
+from faceparse_app.workers import Relay
 from trainer.labels import LAPA, LabelSet
 
 # Inputs that show the annotator at work (a move counts only while a button is held: a drag).
@@ -69,6 +71,9 @@ class AnnotationSession(QObject):
         self.annotation = Annotation(project, label_set)
         for name in EVENTS:
             getattr(self.annotation, name).connect(self._relay(name))
+        # Autosaves are written on a background thread; their results come back here.
+        self._writes = Relay(lambda _kind, _payload: self.annotation.writer.drain(), self)
+        self.annotation.writer = LabelWriter(lambda: self._writes.post("drain"))
         self.autosave_timer = QTimer(self)
         self.autosave_timer.setInterval(int(autosave_ms))
         self.autosave_timer.timeout.connect(self.annotation.autosave)

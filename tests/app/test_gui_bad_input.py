@@ -149,6 +149,7 @@ def test_failed_save_keeps_old_file_and_edits_then_retries(
     # Once the disk is back, the next autosave writes them.
     monkeypatch.undo()
     session.autosave()
+    session.annotation.writer.settle()  # the image on screen is written in the background
     assert np.array_equal(saved_label(window, first), edited)
     assert saved_label(window, ids[1])[30, 30] != 0
 
