@@ -14,13 +14,16 @@ log = logging.getLogger(__name__)
 
 # Files a photo folder commonly holds beside its images; not worth a warning each.
 _QUIET = {".ds_store", "thumbs.db", "desktop.ini"}
+# Notes and credits that sit beside photos (the demo project's SOURCES.md, a team's README):
+# skipped without a warning line each time the folder is read.
+_QUIET_SUFFIXES = {".md", ".txt", ".csv", ".json"}
 
 
 def list_images(roots: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Every image file under one or more folders, recursively, sorted by path.
 
     Hidden folders (".faceparse", ".git") are skipped. A non-image file gets one warning line,
-    never an exception.
+    never an exception (notes and credits, ``.md .txt .csv .json``, none).
 
     Raises:
         DatasetError: a root is not a folder.
@@ -40,7 +43,7 @@ def list_images(roots: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
                     continue
                 if is_image_path(path):
                     found.append(path)
-                elif name.lower() not in _QUIET:
+                elif name.lower() not in _QUIET and path.suffix.lower() not in _QUIET_SUFFIXES:
                     log.warning("skipping %s: not an image file", path)
     return sorted(found)
 
