@@ -174,7 +174,10 @@ def _onnx_predictor(
     path = _onnx_path(torch_predictor, checkpoint, cache)
     if not path.is_file():
         export_onnx(checkpoint, path)  # parity-checked; atomic
-    onnx_predictor = OnnxPredictor(path, framing=torch_predictor.framing)
+    # As many threads as torch has (OMP_NUM_THREADS, one per rank under torchrun), not all cores.
+    onnx_predictor = OnnxPredictor(
+        path, threads=torch.get_num_threads(), framing=torch_predictor.framing
+    )
     onnx_predictor._finder = torch_predictor._finder
     onnx_predictor.meta["path"] = str(checkpoint)
     return onnx_predictor
