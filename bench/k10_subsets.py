@@ -283,6 +283,9 @@ def summary(args: argparse.Namespace) -> int:
             else:
                 row += " | | |"
         print(row)
+    if len(leads) < 2:  # a chain that has finished one subset so far
+        print(f"\n1 subset: lead {leads[0]:+.2f}; an interval needs at least two")
+        return 0
     st = lead_stats(leads)
     ssl = sum(a["ssl"] for a in pairs.values()) / len(pairs)
     scratch = sum(a["scratch"] for a in pairs.values()) / len(pairs)
