@@ -213,7 +213,7 @@ def chain(args: argparse.Namespace, argv: list[str] | None) -> int:
         return ["run", "--ssl", str(ssl), "--ssl-tag", tag, "--arms", "ssl", "--threads", "1",
                 "--workers", str(args.workers), "--subsets", subsets, "--keep", keep,
                 "--results", str(encoder if keep == "encoder" else results),
-                "--out", str(Path(args.out) / "finetunes")] + ["--quick"] * args.quick  # fmt: skip
+                "--out-dir", str(Path(args.out) / "finetunes")] + ["--quick"] * args.quick  # fmt: skip
 
     def probe(k: int, steps: int) -> list[str] | None:
         name = f"s1-{tag}_ssl_K{k}_s0"
@@ -223,7 +223,7 @@ def chain(args: argparse.Namespace, argv: list[str] | None) -> int:
         return ["--init", f"ssl:{ssl}", "--name", name, "--k", str(k), "--subset-seed", "0",
                 "--steps", str(4 if args.quick else steps), "--head-only-steps", str(held),
                 "--input-size", "256", "--threads", "1", "--device", "cpu",
-                "--results", str(probes), "--out", str(Path(args.out) / "finetunes" / name)]  # fmt: skip
+                "--results", str(probes), "--out-dir", str(Path(args.out) / "finetunes" / name)]  # fmt: skip
 
     probes = Path(args.results or results_dir("k10_subsets") / f"k_larger_cpu_{tag}.jsonl")
     first, _, rest = args.subsets.partition(",")
@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--steps", type=int, default=10, help="steps per round (the first two untimed)")
     s.add_argument("--rounds", type=int, default=2)
     s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--out", default=str(out_dir(EXPERIMENT) / "speed"))
+    s.add_argument("--out-dir", "--out", dest="out", default=str(out_dir(EXPERIMENT) / "speed"),
+                   help="working folder (default %(default)s)")  # fmt: skip
     s.add_argument("--results", default=None)
     c = sub.add_parser("chain", help="stage 1, then the fine-tunes; rerun to resume")
     c.add_argument("--recipe", default="sparse")
@@ -263,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--subsets", default="0,1,2,3,4,5,6,7,8,9", help="K = 10 subsets, first first")
     c.add_argument("--encoder-subsets", default="1-4", help="K = 10, decoder discarded, last")
     c.add_argument("--workers", type=int, default=1, help="fine-tunes at once")
-    c.add_argument("--out", default=str(out_dir(EXPERIMENT)))
+    c.add_argument("--out-dir", "--out", dest="out", default=str(out_dir(EXPERIMENT)),
+                   help="working folder: stage 1, the fine-tunes (default %(default)s)")  # fmt: skip
     c.add_argument("--results", default=None, help="(quick runs) one file for every record")
     c.add_argument("--quick", action="store_true", help="a few steps of each: the pipeline")
     args = parser.parse_args(argv)

@@ -74,6 +74,7 @@ def test_every_script_answers_help():
         # names a file (a plot, a PNG).
         for option in re.findall(r"^  (--out\b(?!-).*(?:\n {6,}.*)*)", text, re.M):
             assert "folder" not in option, f"{name}: a folder option must be --out-dir: {option!r}"
+            assert re.search(r"plot|png|file", option, re.I), f"{name}: --out must say which file: {option!r}"
     real = subprocess.run(
         [sys.executable, "-m", "bench.plot_study", "--help"],
         cwd=ROOT,
