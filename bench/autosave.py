@@ -32,15 +32,11 @@ def main(argv: list[str] | None = None) -> None:
     from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
 
-    import faceparse_app.model_store as model_store
-    from bench.bench_canvas import make_project, point, settle
-    from faceparse_app.app import Settings, create_application
+    from bench.bench_canvas import app_without_models, make_project, point, settle
+    from faceparse_app.app import Settings
     from faceparse_app.main_window import MainWindow
-    from trainer import face_detect
 
-    model_store.STARTER_PARSER = model_store.STARTER_BACKBONE = Path("/nonexistent.safetensors")
-    face_detect.get_finder = lambda name=None: face_detect.WholeImageFinder()
-    app = create_application([])
+    app = app_without_models()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_project(Path(tmp) / "p", args.size, 1)

@@ -76,6 +76,17 @@ def make_project(folder: Path, size: int, n: int) -> Path:
     return folder
 
 
+def app_without_models() -> QApplication:
+    """The application, with no model to pre-label or score in the background (no starter
+    models, the whole image as the one face): what a bench of the app's own work measures."""
+    import faceparse_app.model_store as model_store
+    from trainer import face_detect
+
+    model_store.STARTER_PARSER = model_store.STARTER_BACKBONE = Path("/nonexistent.safetensors")
+    face_detect.get_finder = lambda name=None: face_detect.WholeImageFinder()
+    return create_application([])
+
+
 def settle(app: QApplication) -> None:
     """Process pending events (the repaint) until none are left."""
     app.processEvents()

@@ -81,17 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-    import faceparse_app.model_store as model_store
-    from faceparse_app.app import Settings, create_application
+    from bench.bench_canvas import app_without_models
+    from faceparse_app.app import Settings
     from faceparse_app.main_window import MainWindow
     from faceparse_app.project import Project
-    from trainer import face_detect
 
     # Only the app's own work: no model pre-labels or scores in the background.
-    model_store.STARTER_PARSER = model_store.STARTER_BACKBONE = Path("/nonexistent.safetensors")
-    face_detect.get_finder = lambda name=None: face_detect.WholeImageFinder()
-
-    app = create_application([])
+    app = app_without_models()
     results: dict[str, object] = {"images": args.images}
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_folder(Path(tmp) / "project", args.images)
