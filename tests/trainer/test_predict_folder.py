@@ -11,22 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from tests.conftest import ROOT, synthetic_face
-from trainer.checkpoint import save_checkpoint
-from trainer.models import build_model, get_preset
 from trainer.predict import Predictor
 from trainer.predict_folder import predict_folder
-
-
-@pytest.fixture(scope="module")
-def parser_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = build_model(get_preset("tiny"), heads=("parsing",)).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "parser.safetensors"
-    return save_checkpoint(path, model, stage="finetune", meta={})
 
 
 @pytest.fixture(scope="module")

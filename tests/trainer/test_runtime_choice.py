@@ -7,22 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from tests.conftest import synthetic_face
 from trainer import runtime_choice
-from trainer.checkpoint import save_checkpoint
-from trainer.models import build_model, get_preset
 from trainer.onnx_export import OnnxPredictor
 from trainer.runtime_choice import CACHE_NAME, load_predictor, read_choices
-
-
-@pytest.fixture(scope="module")
-def parser_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = build_model(get_preset("tiny"), heads=("parsing",)).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "parser.safetensors"
-    return save_checkpoint(path, model, stage="finetune", meta={})
 
 
 def _only_entry(cache: Path) -> dict:
