@@ -9,10 +9,16 @@ held out to pick the epoch) trains on them. Every parser, the starter included, 
 the same fixed test faces (never in any draw), and the simulated annotator
 (``bench.annotator_sim``) corrects each pre-label to the truth: the effort is compared.
 
+Faces of a new kind (``--kind helen``): each of the 6 HELEN faces (another dataset, never
+trained on by the starter) is left out in turn, the app fine-tunes on the other five (it holds
+one out, so four train: N = 5 is all HELEN has), and the simulated annotator corrects the
+left-out face's pre-label from the starter and from the fine-tuned parser.
+
 Stages are cached (a fine-tune's done marker under ``bench/out/effort_loop/``); a rerun resumes.
 
     nice -n 19 env OMP_NUM_THREADS=1 .venv/bin/python -m bench.effort_loop          # all of it
     .venv/bin/python -m bench.effort_loop --stage finetune | --stage effort
+    nice -n 19 env OMP_NUM_THREADS=1 .venv/bin/python -m bench.effort_loop --kind helen
 """
 
 from __future__ import annotations
@@ -47,12 +53,14 @@ def faces(data: Path, seed: int, test: int) -> tuple[Any, list[str], list[str]]:
     return val, order[:-test], order[-test:]
 
 
-def finetune_stage(out: Path, val: Any, order: list[str], n: int, seed: int, quick: bool) -> Path:
+def finetune_stage(
+    out: Path, val: Any, order: list[str], n: int, seed: int, quick: bool, tag: str = ""
+) -> Path:
     """Fine-tune the starter parser on the first ``n`` faces of ``order`` (cached)."""
     from faceparse_app.training import run_finetune_job
     from trainer.starter import STARTER_PARSER
 
-    stage = out / f"finetune_N{n}_s{seed}"
+    stage = out / f"finetune_{tag}N{n}_s{seed}"
     settings = {"n": n, "seed": seed, "faces": order[:n], "quick": quick}
     done = harness.load_done(stage, settings)
     if done is not None:
@@ -80,6 +88,32 @@ def finetune_stage(out: Path, val: Any, order: list[str], n: int, seed: int, qui
     return Path(result.best_path)
 
 
+def helen_stage(args: Any, out: Path) -> None:
+    """Leave each HELEN face out in turn: fine-tune on the others, correct it from the starter's
+    pre-label and from the fine-tuned one."""
+    from bench.annotator_sim import CAP, Face, run_arms
+    from trainer.data.lapa import LapaDataset
+    from trainer.predict import Predictor
+    from trainer.starter import STARTER_PARSER
+
+    helen = LapaDataset(harness.require(harness.SHARED / "lapa-format-helen", "HELEN"), split="test")
+    names = sorted(helen.names)[: 2 if args.quick else None]
+    results = Path(args.results)
+    command = harness.command_line("bench.effort_loop", sys.argv[1:])
+    harness.record_output(results, command, note="one record per face, parser and arm")
+    done = {(r["run"], r["face"]) for r in harness.read_jsonl(results)}
+    starter = Predictor.from_checkpoint(STARTER_PARSER, device="cpu", framing="whole")
+    for i, left in enumerate(names):
+        others = [n for n in names if n != left]
+        ckpt = finetune_stage(out, helen, others, len(others), i, args.quick, tag="helen_")
+        tuned = Predictor.from_checkpoint(ckpt, device="cpu", framing="whole")
+        sample = helen.select([left])[0]
+        for tag, predictor in (("helen-starter:", starter), (f"helen-N{len(others)}:", tuned)):
+            face = Face(f"helen/{left}", sample.image, sample.label, predictor)
+            run_arms([face], args.arms.split(","), results, command, run_tag=tag,
+                     cap=40 if args.quick else CAP, done=done)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = harness.argument_parser(
         __doc__, experiment=EXPERIMENT, out=True, results="effort_loop.jsonl", seed=0,
@@ -90,8 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ns", default=",".join(map(str, NS)), help="faces to fine-tune on")
     parser.add_argument("--test", type=int, default=6, help=f"test faces scored, of the {TEST_FACES} kept out")
     parser.add_argument("--arms", default="pre-basic", help="bench.annotator_sim arms (comma-separated)")
+    parser.add_argument("--kind", choices=("neck", "helen"), default="neck",
+                        help="the new faces: CelebA with the neck as skin, or HELEN left out in turn")  # fmt: skip
     args = parser.parse_args(argv)
     harness.setup_logging()
+    if args.kind == "helen":
+        helen_stage(args, Path(args.out))
+        return 0
     data = harness.require(Path(args.data) / "val", "the study's data stage (python -m bench.study)")
     val, order, test = faces(data.parent, args.seed, TEST_FACES)
     test = test[: 2 if args.quick else args.test]
