@@ -124,11 +124,6 @@ class RuntimeCheck:
         if proc is not None and proc.poll() is None:
             proc.kill()
 
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the check's thread; True when it has ended."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
     def _run(self) -> None:
         if self.thread_setup is not None:
             self.thread_setup()
