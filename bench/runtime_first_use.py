@@ -5,22 +5,22 @@ Usage:
     python -m bench.runtime_first_use [--rounds 3] [--checkpoint STARTER_PARSER]
 
 First the check runs on the checkpoint itself (default the starter parser: lite, 256 px): its
-speed answer is recorded. Each round then makes a new fine-tuned version of it, the parsing head
-nudged with seeded noise (the same architecture, other tensors: what the app publishes after a
-training run), and runs the check as the app runs it, ``python -m trainer.runtime_choice`` in a
-process of its own, four ways (the first three in an order that turns every round, so a busy
-moment on a shared machine hits each alike):
+speed answer is recorded (and every import is warm). Each round then makes a new fine-tuned
+version of it, the parsing head nudged with seeded noise (the same architecture, other tensors:
+what the app publishes after a training run), and runs :func:`trainer.runtime_choice.
+choose_runtime` on it three ways, in an order that turns every round (a busy moment on a shared
+machine hits each alike):
 
   before        an empty cache: the version is exported, its logits checked, both runtimes timed
                 (what every published version cost while the answer was kept per tensors)
   after_onnx    a cache whose speed answer for the architecture says ONNX Runtime (the measured
                 answer, its winner set so): exported and checked only
   after_torch   the same, the answer saying torch: nothing is exported or checked
-  cached        the version again (after_onnx's cache): the process start, the model's loading
-                and the reading of the answer, which all of the others include
 
-Seconds are the wall time of the process, median over the rounds; the machine record holds the
-ISA and the load.
+Seconds of each (median over the rounds) with their parts: export, agreement, timing. The app
+runs the check in a process of its own (``python -m trainer.runtime_choice``): ``process_s`` is
+what that process costs besides (start, imports, loading the model, reading the answer), the
+version run again once its answer is cached. The machine record holds the ISA and the load.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from bench.harness import (
 )
 
 STARTER = ROOT / "trainer" / "assets" / "models" / "starter_parser.safetensors"
-WAYS = ("before", "after_onnx", "after_torch", "cached")
+WAYS = ("before", "after_onnx", "after_torch")
 
 
 def fine_tuned_version(checkpoint: Path, out: Path, seed: int) -> Path:
@@ -76,8 +76,46 @@ def plant_speed(checkpoint: Path, cache: Path, measured: dict[str, Any], runtime
     return cache
 
 
-def run_check(checkpoint: Path, cache: Path, threads: int) -> dict[str, Any]:
-    """The app's check in a process of its own: its wall seconds and the choice it printed."""
+class Parts:
+    """Seconds spent in each part of the check (wraps runtime_choice's functions by name)."""
+
+    NAMES = ("ensure_export", "agreement", "time_runtimes")
+
+    def __init__(self) -> None:
+        from trainer import runtime_choice
+
+        self.seconds = dict.fromkeys(self.NAMES, 0.0)
+        for name in self.NAMES:
+            setattr(runtime_choice, name, self._timed(name, getattr(runtime_choice, name)))
+
+    def _timed(self, name: str, fn: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+
+        return run
+
+    def measure(self, checkpoint: Path, cache: Path) -> dict[str, Any]:
+        """choose_runtime on a checkpoint: its seconds, its parts' and its answer."""
+        from trainer.predict import Predictor
+        from trainer.runtime_choice import choose_runtime
+
+        predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+        self.seconds = dict.fromkeys(self.NAMES, 0.0)
+        start = time.perf_counter()
+        entry = choose_runtime(predictor, checkpoint, cache)
+        total = time.perf_counter() - start
+        parts = {
+            f"{name.replace('ensure_', '')}_s": round(s, 2) for name, s in self.seconds.items()
+        }
+        return {"s": round(total, 2), **parts, "runtime": entry.get("runtime")}
+
+
+def run_process(checkpoint: Path, cache: Path, threads: int) -> float:
+    """Wall seconds of the app's check in a process of its own."""
     command = [
         sys.executable,
         "-m",
@@ -90,10 +128,9 @@ def run_check(checkpoint: Path, cache: Path, threads: int) -> dict[str, Any]:
     ]
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env=child_env())
-    seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr[-2000:]}")
-    return {"s": round(seconds, 2), **json.loads(proc.stdout.strip().splitlines()[-1])}
+    return round(time.perf_counter() - start, 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,39 +142,48 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    from trainer import runtime_choice
+
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     work = Path(args.out) / "runtime_first_use"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     start = {"date": utc_now(), "machine": machine()}
-    speed = run_check(Path(args.checkpoint), work / "measured", threads)
-    print("speed answer", speed, flush=True)
+    parts = Parts()
+    speed = parts.measure(Path(args.checkpoint), work / "measured")
+    measured = runtime_choice.read_choices(work / "measured")
+    answer = next(v for k, v in measured.items() if k.startswith("speed "))
+    print("speed answer", answer, flush=True)
     caches = {
-        way: plant_speed(Path(args.checkpoint), work / way, speed, way[6:]) for way in WAYS[1:3]
+        way: plant_speed(Path(args.checkpoint), work / way, answer, way[6:]) for way in WAYS[1:]
     }
     runs: dict[str, list[dict[str, Any]]] = {way: [] for way in WAYS}
+    process: list[float] = []
     for r in range(args.rounds):
         version = fine_tuned_version(Path(args.checkpoint), work / f"v{r}.safetensors", seed=r)
-        turned = WAYS[:3][r % 3 :] + WAYS[:3][: r % 3]
-        for way in (*turned, "cached"):
-            cache = (
-                work / f"empty_{r}" if way == "before" else caches.get(way, caches["after_onnx"])
-            )
-            runs[way].append(run_check(version, cache, threads))
+        for way in WAYS[r % 3 :] + WAYS[: r % 3]:
+            cache = work / f"empty_{r}" if way == "before" else caches[way]
+            runs[way].append(parts.measure(version, cache))
             print(r, way, runs[way][-1], flush=True)
-    median = {f"{way}_s": statistics.median(x["s"] for x in runs[way]) for way in WAYS}
+        process.append(run_process(version, caches["after_onnx"], threads))
+        print(r, "process", process[-1], flush=True)
+    median = {
+        f"{way}_{part}": statistics.median(x[part] for x in runs[way])
+        for way in WAYS
+        for part in ("s", "export_s", "agreement_s", "time_runtimes_s")
+    }
     result = {
         **start,
         "command": command_line(__spec__.name, argv),
         "checkpoint": os.path.relpath(args.checkpoint, ROOT),
         "rounds": args.rounds,
         "threads": threads,
-        "speed_answer": {k: speed.get(k) for k in ("runtime", "torch_s", "onnxruntime_s")},
+        "speed_answer": {k: answer.get(k) for k in ("runtime", "torch_s", "onnxruntime_s")},
+        "first_check_s": speed["s"],
         **median,
-        # What the check itself costs, the process floor ("cached") taken off.
-        **{f"{way}_check_s": round(median[f"{way}_s"] - median["cached_s"], 2) for way in WAYS[:3]},
-        "runs": runs,
+        "process_s": statistics.median(process),
+        "runs": {**runs, "process": process},
         "load_avg_end": [round(v, 2) for v in os.getloadavg()],
     }
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
