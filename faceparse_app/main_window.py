@@ -108,6 +108,7 @@ class MainWindow(QMainWindow):
         self.model_loop.message.connect(self.show_message)
         self.model_loop.no_model.connect(self._offer_training)
         self.model_loop.model_changed.connect(self._show_model)
+        self.model_loop.runtime_changed.connect(self.canvas_status.show_runtime)
         self.model_loop.heat_changed.connect(self.canvas.set_heat)
         self.model_loop.scores_changed.connect(self.image_list.set_scores)
         faces = self.model_loop.faces

@@ -64,6 +64,7 @@ class ModelLoop(QObject):
         message(text, level): something the user should know.
         no_model(text): the project has no model; offer to train one.
         model_changed(version_or_None): the parser now pre-labeling (None: none).
+        runtime_changed(text): what it runs in (e.g. "ONNX Runtime (chosen on this CPU)").
         heat_changed(confidence_or_None): (H, W) float32 top-class probability of the current
             image, or None when not (yet) known.
         scores_changed(dict): image id -> uncertainty score (larger = less sure).
@@ -76,6 +77,7 @@ class ModelLoop(QObject):
     message = Signal(str, str)
     no_model = Signal(str)
     model_changed = Signal(object)
+    runtime_changed = Signal(str)
     heat_changed = Signal(object)
     scores_changed = Signal(object)
 
@@ -131,6 +133,7 @@ class ModelLoop(QObject):
         queue.ready.connect(self._on_ready)
         queue.scored.connect(self._on_scored)
         queue.failed.connect(self._on_failed)
+        queue.runtime_changed.connect(self.runtime_changed)
         self.queue = queue
         self.refresher = PrelabelRefresher(session, queue, parent=self)
         self.refresher.message.connect(self.message)

@@ -8,6 +8,11 @@ or, for an image whose faces were never looked for, the faces the model's finder
 are reported (``faces_found``) so the caller can keep them. When an image's faces change,
 :meth:`PrelabelQueue.forget` drops what was predicted with the old ones, including a prediction
 still running.
+
+A model given as a checkpoint path pre-labels in torch at once; meanwhile a
+:class:`~faceparse_app.runtime_check.RuntimeCheck` finds out in the background whether ONNX
+Runtime is the faster correct runtime for it on this CPU, and if so the queue switches to it
+between two images (``runtime_changed`` says which runtime is in use).
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, Signal
 
-from faceparse_app.workers import JobThread, Relay, configure_torch_threads, error_message
+from faceparse_app.runtime_check import RuntimeSwitch, runtime_text
+from faceparse_app.workers import (
+    PRELABEL_NICE,
+    JobThread,
+    Relay,
+    configure_torch_threads,
+    error_message,
+    lower_thread_priority,
+)
 from trainer.errors import PredictionInterrupted
 
 if TYPE_CHECKING:
@@ -61,6 +74,8 @@ class PrelabelQueue(QObject):
         loader: reads an image file into (H, W, 3) uint8 RGB (runs on the worker thread).
         faces_for: image id -> the faces kept for it, or None when they were never looked for
             (then the model finds them); runs on the worker thread. None: always find them.
+        runtime: "auto" (a model given as a path is checked for ONNX Runtime in the
+            background) or "torch"; default ``$FACEPARSE_RUNTIME``, else "auto".
 
     Signals:
         ready(int, object): image id and its :class:`trainer.predict.Prediction` (label (H, W)
@@ -74,6 +89,8 @@ class PrelabelQueue(QObject):
             background sweep of :meth:`score_all`).
         failed(int, str): image id (-1 for the model itself) and the error message.
         model_loaded(str): the model version now used for predictions.
+        runtime_changed(str): the runtime it runs in, for the status bar ("torch", then e.g.
+            "ONNX Runtime (chosen on this CPU)" once the background check has chosen it).
         refreshed(int, object, str): image id, label (H, W) uint8 and model version, for each
             image queued with :meth:`refresh` (not cached; its score is kept like any).
         refresh_failed(int, str): image id and error message, for a :meth:`refresh` image
@@ -87,6 +104,7 @@ class PrelabelQueue(QObject):
     scored = Signal(int, float)
     failed = Signal(int, str)
     model_loaded = Signal(str)
+    runtime_changed = Signal(str)
     refreshed = Signal(int, object, str)
     refresh_failed = Signal(int, str)
 
@@ -97,6 +115,7 @@ class PrelabelQueue(QObject):
         device: str = "auto",
         loader: Callable[[Path], np.ndarray] | None = None,
         faces_for: Callable[[int], list[Face] | None] | None = None,
+        runtime: str | None = None,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -107,6 +126,7 @@ class PrelabelQueue(QObject):
         self.device = device
         self.loader = loader or read_image
         self.faces_for = faces_for
+        self.runtime_text = ""  # the runtime in use, as runtime_changed said it
         self.version: str | None = None
         self._model_source: Any = None
         self._generation = 0
@@ -128,6 +148,10 @@ class PrelabelQueue(QObject):
         # hold up the face the annotator just drew).
         self._preempt = threading.Event()
         self._halt = threading.Event()  # stop(): interrupt whatever is being predicted
+        # The runtime check of the model in use; its answer waits for the next image boundary.
+        self._switch = RuntimeSwitch(
+            self._cond, runtime, thread_setup=lambda: lower_thread_priority(PRELABEL_NICE)
+        )
         self._stopping = False
         self._relay = Relay(self._on_event, self)
         configure_torch_threads()
@@ -152,6 +176,7 @@ class PrelabelQueue(QObject):
             self._generation += 1
             self._model_source = model
             self.version = version
+            self._switch.cancel()
             self._heap = [item for item in self._heap if item[0] == _SWEEP]
             self._heap = [(p, s, i, path, self._generation) for p, s, i, path, _ in self._heap]
             heapq.heapify(self._heap)
@@ -259,6 +284,7 @@ class PrelabelQueue(QObject):
             self._halt.set()
             self._generation += 1  # what the thread still reports is for nobody
             self._heap = []
+            self._switch.cancel()  # its process is killed: quitting never waits for an export
             self._cond.notify()
         return bool(self._thread.wait(STOP_WAIT_MS if timeout_ms is None else timeout_ms))
 
@@ -309,10 +335,19 @@ class PrelabelQueue(QObject):
         refreshed: set[tuple[int, int]] = set()
         while True:
             with self._cond:
-                while not self._stopping and not self._heap:
+                while not self._stopping and not self._heap and not self._switch.ready:
                     self._cond.wait()
                 if self._stopping:
                     return
+                swap = self._switch.take()
+            if swap is not None:  # between two images: the runtime the check chose
+                predictor, text = self._switch.apply(swap, predictor, loaded_generation)
+                if text is not None:
+                    self._relay.post("runtime", (loaded_generation, text))
+                continue
+            with self._cond:
+                if self._stopping or not self._heap:
+                    continue
                 priority, seq, image_id, path, generation = heapq.heappop(self._heap)
                 if generation != self._generation:
                     continue
@@ -329,6 +364,8 @@ class PrelabelQueue(QObject):
                     loaded_generation = generation
                     refreshed.clear()
                     self._relay.post("model_loaded", (generation, version))
+                    self._relay.post("runtime", (generation, runtime_text(predictor)))
+                    self._switch.start(source, predictor, generation, lambda: self._generation)
                 if predictor is None:
                     continue
                 image = self.loader(path)
@@ -408,6 +445,9 @@ class PrelabelQueue(QObject):
             return  # from a model that has since been replaced
         if kind == "model_loaded":
             self.model_loaded.emit(payload[1] or "")
+        elif kind == "runtime":
+            self.runtime_text = payload[1]
+            self.runtime_changed.emit(payload[1])
         elif kind == "failed":
             self.failed.emit(payload[1], payload[2])
         elif kind == "refresh_failed":

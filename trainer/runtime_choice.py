@@ -1,18 +1,30 @@
 """The pre-label runtime, chosen per model and host: torch channels_last or ONNX Runtime.
 
 Which one is faster depends on the CPU (AVX-512 or AVX2 only), the preset and the versions
-installed, so neither is a fixed default. On first use of a model on a CPU, :func:`load_predictor`
-exports it to ONNX (parity-checked), runs both on the same crops (their logits must agree, then
-the faster of a few interleaved calls wins) and remembers the answer in a small JSON file in the
-user cache dir, keyed by the model's tensors and the host (CPU model, ISA, torch and ONNX Runtime
-versions, threads). Later loads read the answer; a runtime that fails to load or to agree with
-torch is never used: the model falls back to torch and the cache says why.
+installed, so neither is a fixed default. Two answers are kept in a small JSON file in the user
+cache dir (:func:`user_cache_dir`), both for this host (CPU model, ISA, torch and ONNX Runtime
+versions, threads: :func:`host_key`):
 
-``onnxruntime`` stays optional: without it every model runs in torch.
+- *speed*, per architecture (:func:`arch_key`: encoder, decoder widths, input size, classes;
+  what fixes the compute graph): which runtime is faster, from a few interleaved calls of both
+  on the same crops. Every fine-tuned version of a model shares it.
+- *agreement*, per model (:func:`model_key`: the checksum of its tensors): whether ONNX
+  Runtime's logits match torch's within :data:`AGREEMENT` for these weights.
+
+So the first model of an architecture on a CPU is exported to ONNX (parity-checked), checked
+and timed; a fine-tuned version of it is only exported and checked (:func:`choose_runtime`), and
+not even that where torch is the faster. A runtime that fails to load or to agree with torch is
+never used: the model falls back to torch and the cache says why. Entries written before the
+speed answer was shared (one per model, with its timing) are read as they are.
+
+``onnxruntime`` stays optional: without it every model runs in torch. ``python -m
+trainer.runtime_choice CHECKPOINT`` makes the choice in a process of its own (the app runs it
+there, at low priority, so pre-labels never wait for it).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -41,6 +53,7 @@ CACHE_ENV = "FACEPARSE_CACHE_DIR"
 AGREEMENT = 1e-3
 SELF_CHECK_CALLS = 3
 SELF_CHECK_CROPS = 2  # one face: its own crop and its context crop, one forward pass
+KEEP_EXPORTS = 8  # exported graphs kept in the cache, the most recently used
 
 
 def user_cache_dir() -> Path:
@@ -98,6 +111,29 @@ def model_key(predictor: Predictor, checkpoint: str | os.PathLike[str]) -> str:
     return f"{ident}@{predictor.input_size}"
 
 
+def arch_key(predictor: Predictor) -> str:
+    """What fixes the compute graph, and so which runtime is faster: the encoder, its depth, the
+    decoder widths, the input size and the classes. Not the weights (a fine-tuned version runs
+    the same graph), the preset's name, the normalisation or the framing (the timed pass is the
+    network on face crops, whatever framed them)."""
+    c = predictor.model.config
+    decoder = "-".join(str(int(w)) for w in c.decoder_channels)
+    return (
+        f"{c.encoder_name} depth {c.encoder_depth} decoder {decoder} "
+        f"{int(c.input_size)}px {int(c.num_classes)} classes"
+    )
+
+
+def speed_key(predictor: Predictor) -> str:
+    """The cache key of the speed answer for the predictor's architecture on this host."""
+    return f"speed {arch_key(predictor)}|{host_key()}"
+
+
+def choice_key(predictor: Predictor, checkpoint: str | os.PathLike[str]) -> str:
+    """The cache key of one model's answer on this host (the format of the first cache)."""
+    return f"{model_key(predictor, checkpoint)}|{host_key()}"
+
+
 def load_predictor(
     checkpoint: str | os.PathLike[str],
     device: str | torch.device = "auto",
@@ -111,8 +147,8 @@ def load_predictor(
         checkpoint: a stage-2 (parsing) checkpoint.
         device: as :class:`Predictor`; ONNX Runtime is considered on the CPU only.
         framing: "detect" or "whole".
-        runtime: "auto" (the self-checked choice, cached), "torch" or "onnxruntime" (exported
-            and run in ONNX Runtime; its errors are raised).
+        runtime: "auto" (the self-checked choice, cached: :func:`choose_runtime`), "torch" or
+            "onnxruntime" (exported and run in ONNX Runtime; its errors are raised).
         cache_dir: default :func:`user_cache_dir`.
 
     Returns:
@@ -126,22 +162,93 @@ def load_predictor(
         return torch_predictor
     cache = Path(cache_dir) if cache_dir is not None else user_cache_dir()
     if runtime == "onnxruntime":
-        return _onnx_predictor(torch_predictor, checkpoint, cache)
-    key = f"{model_key(torch_predictor, checkpoint)}|{host_key()}"
-    choices = read_choices(cache)
-    entry = choices.get(key)
-    if entry is None:
-        entry = _choose(torch_predictor, checkpoint, cache)
-        choices[key] = entry
-        write_choices(cache, choices)
+        return onnx_predictor(torch_predictor, checkpoint, cache)
+    entry = choose_runtime(torch_predictor, checkpoint, cache)
     if entry.get("runtime") == "onnxruntime":
         try:
-            return _onnx_predictor(torch_predictor, checkpoint, cache)
+            return onnx_predictor(torch_predictor, checkpoint, cache)
         except Exception as exc:  # noqa: BLE001 - any failure of the optional runtime: torch
             log.warning("ONNX Runtime failed to load %s (%s); using torch", checkpoint, exc)
-            choices[key] = {**entry, "runtime": "torch", "reason": f"failed to load: {exc}"}
-            write_choices(cache, choices)
+            record_failure(torch_predictor, checkpoint, cache, f"failed to load: {exc}")
     return torch_predictor
+
+
+def known_choice(
+    torch_predictor: Predictor, checkpoint: str | os.PathLike[str], cache: Path
+) -> dict[str, Any] | None:
+    """The runtime for this model here if the cache answers it without any work: the model's
+    own entry, or the architecture's speed answer when that is torch (no export, no check).
+    None: :func:`choose_runtime` has work to do."""
+    choices = read_choices(cache)
+    entry = choices.get(choice_key(torch_predictor, checkpoint))
+    if entry is not None:
+        return entry
+    speed = choices.get(speed_key(torch_predictor))
+    if speed is not None and speed.get("runtime") == "torch":
+        return {
+            **speed,
+            "reason": f"torch is the faster for this architecture here ({speed.get('reason', '')})",
+        }
+    return None
+
+
+def choose_runtime(
+    torch_predictor: Predictor, checkpoint: str | os.PathLike[str], cache: Path
+) -> dict[str, Any]:
+    """The runtime for this model on this host, doing only the work the cache leaves.
+
+    The model's own answer, else: the architecture's speed answer says torch -> torch; says ONNX
+    Runtime -> export these tensors and check their logits (no timing); none yet -> export,
+    check and time (:func:`self_check`), remembered for the architecture and for the model.
+
+    Returns:
+        {"runtime": "torch" or "onnxruntime", "reason", and where measured "torch_s",
+        "onnxruntime_s" (a pass of SELF_CHECK_CROPS crops), "agreement" (largest logit
+        difference), "checked" (UTC)}.
+    """
+    entry = known_choice(torch_predictor, checkpoint, cache)
+    if entry is not None:
+        return entry
+    speed = read_choices(cache).get(speed_key(torch_predictor))
+    entry = {"checked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        other = onnx_predictor(torch_predictor, checkpoint, cache)
+    except Exception as exc:  # noqa: BLE001 - no onnxruntime, a failed export: torch
+        entry.update(runtime="torch", reason=f"ONNX Runtime unavailable: {exc}")
+        update_choices(cache, {choice_key(torch_predictor, checkpoint): entry})
+        return entry
+    if speed is None:
+        entry.update(self_check(torch_predictor, other))
+        found = {choice_key(torch_predictor, checkpoint): entry}
+        if "torch_s" in entry:  # timed (the logits agreed): the answer for the architecture
+            found[speed_key(torch_predictor)] = {
+                k: entry[k] for k in ("checked", "runtime", "torch_s", "onnxruntime_s", "reason")
+            }
+        update_choices(cache, found)
+        return entry
+    diff, failure = agreement(torch_predictor, other)
+    timing = {k: speed[k] for k in ("torch_s", "onnxruntime_s") if k in speed}
+    if failure:
+        entry.update(runtime="torch", reason=failure)
+    else:
+        entry.update(
+            runtime="onnxruntime",
+            agreement=diff,
+            **timing,
+            reason=f"faster for this architecture here ({speed.get('reason', '')}); these "
+            f"weights agree to {diff:.1e}",
+        )
+    update_choices(cache, {choice_key(torch_predictor, checkpoint): entry})
+    return entry
+
+
+def record_failure(
+    torch_predictor: Predictor, checkpoint: str | os.PathLike[str], cache: Path, reason: str
+) -> None:
+    """Remember that ONNX Runtime failed for this model here: it runs in torch from now on."""
+    key = choice_key(torch_predictor, checkpoint)
+    entry = read_choices(cache).get(key, {})
+    update_choices(cache, {key: {**entry, "runtime": "torch", "reason": reason}})
 
 
 def read_choices(cache_dir: Path) -> dict[str, dict[str, Any]]:
@@ -161,76 +268,155 @@ def write_choices(cache_dir: Path, choices: dict[str, dict[str, Any]]) -> None:
         log.warning("could not write the runtime cache in %s (%s)", cache_dir, exc)
 
 
-def _onnx_path(predictor: Predictor, checkpoint: str | os.PathLike[str], cache: Path) -> Path:
+def update_choices(cache_dir: Path, entries: dict[str, dict[str, Any]]) -> None:
+    """Add entries to the cache as it is now on disk (another process may have added its own
+    since this one read it)."""
+    write_choices(cache_dir, {**read_choices(cache_dir), **entries})
+
+
+def onnx_path(predictor: Predictor, checkpoint: str | os.PathLike[str], cache: Path) -> Path:
+    """Where the model's exported graph lives in the cache (named by its tensors)."""
     digest = hashlib.sha256(model_key(predictor, checkpoint).encode()).hexdigest()[:24]
     return cache / "onnx" / f"{digest}.onnx"
 
 
-def _onnx_predictor(
+def ensure_export(predictor: Predictor, checkpoint: str | os.PathLike[str], cache: Path) -> Path:
+    """The model's graph in the cache, exported (parity-checked, atomic) if it is not there yet.
+    Only the :data:`KEEP_EXPORTS` most recently used graphs are kept: the app publishes a
+    fine-tuned version after every training run."""
+    path = onnx_path(predictor, checkpoint, cache)
+    if path.is_file():
+        try:
+            os.utime(path)  # recently used: the last to be pruned
+        except OSError:
+            pass
+        return path
+    from trainer.onnx_export import export_onnx
+
+    export_onnx(checkpoint, path)
+    _prune_exports(path.parent, keep=path)
+    return path
+
+
+def _prune_exports(folder: Path, keep: Path) -> None:
+    def used(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    graphs = sorted((p for p in folder.glob("*.onnx") if p != keep), key=used, reverse=True)
+    for old in graphs[KEEP_EXPORTS - 1 :]:
+        try:
+            old.unlink()
+        except OSError:
+            pass
+
+
+def onnx_predictor(
     torch_predictor: Predictor, checkpoint: str | os.PathLike[str], cache: Path
 ) -> Predictor:
-    from trainer.onnx_export import OnnxPredictor, export_onnx
+    """The model in ONNX Runtime (exported first if need be), framed as ``torch_predictor``
+    and sharing its face finder."""
+    from trainer.onnx_export import OnnxPredictor
 
-    path = _onnx_path(torch_predictor, checkpoint, cache)
-    if not path.is_file():
-        export_onnx(checkpoint, path)  # parity-checked; atomic
+    path = ensure_export(torch_predictor, checkpoint, cache)
     # As many threads as torch has (OMP_NUM_THREADS, one per rank under torchrun), not all cores.
-    onnx_predictor = OnnxPredictor(
-        path, threads=torch.get_num_threads(), framing=torch_predictor.framing
+    other = OnnxPredictor(path, threads=torch.get_num_threads(), framing=torch_predictor.framing)
+    other._finder = torch_predictor._finder
+    other.meta["path"] = str(checkpoint)
+    return other
+
+
+def _check_crops(side: int) -> list[np.ndarray]:
+    return list(
+        np.random.default_rng(0).integers(0, 256, (SELF_CHECK_CROPS, side, side, 3), np.uint8)
     )
-    onnx_predictor._finder = torch_predictor._finder
-    onnx_predictor.meta["path"] = str(checkpoint)
-    return onnx_predictor
 
 
-def _choose(
-    torch_predictor: Predictor, checkpoint: str | os.PathLike[str], cache: Path
-) -> dict[str, Any]:
-    """Self-check: ONNX Runtime if it loads, agrees with torch and is faster; else torch."""
-    entry: dict[str, Any] = {"checked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+def agreement(torch_predictor: Predictor, other: Predictor) -> tuple[float, str | None]:
+    """The largest logit difference between ``other`` and torch on the self-check crops, and
+    why ``other`` must not be used (None: it agrees within :data:`AGREEMENT`)."""
+    crops = _check_crops(torch_predictor.input_size)
     try:
-        onnx_predictor = _onnx_predictor(torch_predictor, checkpoint, cache)
-    except Exception as exc:  # noqa: BLE001 - no onnxruntime, a failed export: torch
-        return {**entry, "runtime": "torch", "reason": f"ONNX Runtime unavailable: {exc}"}
-    return {**entry, **self_check(torch_predictor, onnx_predictor)}
+        expected = torch_predictor.logits(crops).numpy()
+        got = other.logits(crops).numpy()
+    except Exception as exc:  # noqa: BLE001
+        return float("inf"), f"ONNX Runtime failed to run: {exc}"
+    diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+    if not diff <= AGREEMENT:
+        return diff, f"logits differ from torch by {diff:.2e}"
+    return diff, None
+
+
+def time_runtimes(
+    torch_predictor: Predictor, other: Predictor, calls: int = SELF_CHECK_CALLS
+) -> dict[str, float]:
+    """Seconds of the fastest of ``calls`` passes of each runtime on the self-check crops,
+    interleaved (a busy moment on the machine hits both alike), after a warm-up of each."""
+    crops = _check_crops(torch_predictor.input_size)
+    runs: dict[str, Callable[[], Any]] = {
+        "torch": lambda: torch_predictor.logits(crops),
+        "onnxruntime": lambda: other.logits(crops),
+    }
+    for run in runs.values():
+        run()
+    best = {name: float("inf") for name in runs}
+    for _ in range(calls):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def self_check(
     torch_predictor: Predictor, other: Predictor, calls: int = SELF_CHECK_CALLS
 ) -> dict[str, Any]:
-    """Time ``other`` against torch on the same crops (interleaved, fastest of ``calls`` after
-    a warm-up) once their logits agree within :data:`AGREEMENT`.
+    """Time ``other`` against torch (:func:`time_runtimes`) once their logits agree
+    (:func:`agreement`).
 
     Returns:
         {"runtime": "torch" or "onnxruntime", "torch_s", "onnxruntime_s" (per forward pass of
-        SELF_CHECK_CROPS crops), "reason"}.
+        SELF_CHECK_CROPS crops), "agreement", "reason"}.
     """
-    side = torch_predictor.input_size
-    crops = list(
-        np.random.default_rng(0).integers(0, 256, (SELF_CHECK_CROPS, side, side, 3), np.uint8)
-    )
-    try:
-        expected = torch_predictor.logits(crops).numpy()
-        got = other.logits(crops).numpy()
-    except Exception as exc:  # noqa: BLE001
-        return {"runtime": "torch", "reason": f"ONNX Runtime failed to run: {exc}"}
-    diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
-    if not diff <= AGREEMENT:
-        return {"runtime": "torch", "reason": f"logits differ from torch by {diff:.2e}"}
-    best = {"torch": float("inf"), "onnxruntime": float("inf")}
-    runs: dict[str, Callable[[], Any]] = {
-        "torch": lambda: torch_predictor.logits(crops),
-        "onnxruntime": lambda: other.logits(crops),
-    }
-    for _ in range(calls):  # interleaved: a busy moment on the machine hits both alike
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - start)
+    diff, failure = agreement(torch_predictor, other)
+    if failure:
+        return {"runtime": "torch", "reason": failure}
+    best = time_runtimes(torch_predictor, other, calls)
     winner = min(best, key=best.__getitem__)
     return {
         "runtime": winner,
         "torch_s": round(best["torch"], 5),
         "onnxruntime_s": round(best["onnxruntime"], 5),
+        "agreement": diff,
         "reason": f"faster ({best[winner]:.4f} s a pass) and agrees to {diff:.1e}",
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Make the choice for one checkpoint and print it as one JSON line (for the app, which
+    runs this in a process of its own so that quitting never waits for an export)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.runtime_choice", description=main.__doc__
+    )
+    parser.add_argument("checkpoint")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (the caller's)")
+    parser.add_argument("--nice", type=int, default=0, help="lower this process's priority")
+    args = parser.parse_args(argv)
+    if args.nice and hasattr(os, "nice"):
+        os.nice(args.nice)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # part of the host key: the caller's answer
+    cache = Path(args.cache_dir) if args.cache_dir else user_cache_dir()
+    torch_predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu")
+    entry = choose_runtime(torch_predictor, args.checkpoint, cache)
+    if entry.get("runtime") == "onnxruntime":
+        ensure_export(torch_predictor, args.checkpoint, cache)  # pruned since it was checked
+    print(json.dumps(entry), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

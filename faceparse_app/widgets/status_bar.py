@@ -57,10 +57,11 @@ class CanvasStatus:
         self.zoom = QLabel()
         self.model = QLabel()
         self.model.setToolTip("The model version that pre-labels images")
+        self.runtime = QLabel()  # what the model runs in: torch or ONNX Runtime
         self.heat_legend = HeatLegend()
         self.heat_legend.hide()
         bar.addPermanentWidget(self.heat_legend)
-        for widget, width in ((self.position, 110), (self.cls, 130), (self.zoom, 70), (self.model, 90)):
+        for widget, width in ((self.position, 110), (self.cls, 130), (self.zoom, 70), (self.model, 90), (self.runtime, 0)):
             widget.setMinimumWidth(width)
             bar.addPermanentWidget(widget)
         self.show_hover(-1, -1, -1)
@@ -85,3 +86,10 @@ class CanvasStatus:
 
     def show_model(self, version: str | None) -> None:
         self.model.setText(f"model {version}" if version else "no model")
+        self.show_runtime("")  # the new model says its runtime once it is loaded
+
+    def show_runtime(self, text: str) -> None:
+        """The pre-label runtime, e.g. "ONNX Runtime (chosen on this CPU)": its name shown, the
+        whole text in the tooltip ("" hides it)."""
+        self.runtime.setText(text.split(" (")[0])
+        self.runtime.setToolTip(f"Pre-labels run in {text}" if text else "")

@@ -1,4 +1,4 @@
-"""The pre-label runtime chosen per model and host: self-checked once, cached, never a broken one."""
+"""The pre-label runtime per model and host: self-checked once, cached, never a broken one."""
 
 from __future__ import annotations
 
@@ -7,20 +7,50 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import synthetic_face
 from trainer import runtime_choice
+from trainer.checkpoint import save_checkpoint
+from trainer.models import build_model, get_preset
 from trainer.onnx_export import OnnxPredictor
+from trainer.predict import Predictor
 from trainer.runtime_choice import CACHE_NAME, load_predictor, read_choices
 
 
 def _only_entry(cache: Path) -> dict:
-    choices = read_choices(cache)
+    """The one model's entry (beside it, at most its architecture's speed answer)."""
+    choices = {k: v for k, v in read_choices(cache).items() if not k.startswith("speed ")}
     assert len(choices) == 1
     return next(iter(choices.values()))
 
 
-def test_auto_checks_once_then_reads_the_cached_choice(parser_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+def _tiny_parser(path: Path, seed: int, input_size: int = 64) -> Path:
+    torch.manual_seed(seed)
+    config = get_preset("tiny").with_overrides(input_size=input_size)
+    return save_checkpoint(
+        path, build_model(config, heads=("parsing",)).eval(), stage="finetune", meta={}
+    )
+
+
+@pytest.fixture
+def count_calls(monkeypatch):
+    """Counts of the timing and of the agreement check, by the runtime_choice name patched."""
+    counts = {"time_runtimes": 0, "agreement": 0}
+    for name in counts:
+        real = getattr(runtime_choice, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            counts[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(runtime_choice, name, counted)
+    return counts
+
+
+def test_auto_checks_once_then_reads_the_cached_choice(
+    parser_ckpt: Path, tmp_path: Path, monkeypatch
+) -> None:
     first = load_predictor(parser_ckpt, device="cpu", framing="whole", cache_dir=tmp_path)
     entry = _only_entry(tmp_path)
     assert entry["runtime"] in ("torch", "onnxruntime")
@@ -30,7 +60,8 @@ def test_auto_checks_once_then_reads_the_cached_choice(parser_ckpt: Path, tmp_pa
     def no_second_check(*args, **kwargs):
         raise AssertionError("the self-check ran again although the choice was cached")
 
-    monkeypatch.setattr(runtime_choice, "self_check", no_second_check)
+    monkeypatch.setattr(runtime_choice, "agreement", no_second_check)
+    monkeypatch.setattr(runtime_choice, "time_runtimes", no_second_check)
     second = load_predictor(parser_ckpt, device="cpu", framing="whole", cache_dir=tmp_path)
     assert second.model_info["runtime"] == entry["runtime"]
     image, _ = synthetic_face(64, 1)
@@ -66,7 +97,9 @@ def test_a_runtime_that_disagrees_with_torch_is_never_chosen(
     assert "differ" in _only_entry(tmp_path)["reason"]
 
 
-def test_without_onnxruntime_every_model_runs_in_torch(parser_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+def test_without_onnxruntime_every_model_runs_in_torch(
+    parser_ckpt: Path, tmp_path: Path, monkeypatch
+) -> None:
     from trainer.errors import FaceParseError
 
     def missing(*args, **kwargs):
@@ -88,8 +121,104 @@ def test_a_corrupt_cache_file_is_replaced(parser_ckpt: Path, tmp_path: Path) -> 
 def test_forced_runtimes(parser_ckpt: Path, tmp_path: Path) -> None:
     ort = load_predictor(parser_ckpt, device="cpu", runtime="onnxruntime", cache_dir=tmp_path)
     assert isinstance(ort, OnnxPredictor)
-    assert load_predictor(parser_ckpt, device="cpu", runtime="torch").model_info["runtime"] == "torch"
+    assert (
+        load_predictor(parser_ckpt, device="cpu", runtime="torch").model_info["runtime"] == "torch"
+    )
     assert not (tmp_path / CACHE_NAME).exists()  # a forced runtime is not a choice to remember
     with pytest.raises(ValueError, match="auto, torch, onnxruntime"):
         load_predictor(parser_ckpt, device="cpu", runtime="tensorrt")
     assert np.isfinite(ort.logits([synthetic_face(64, 0)[0]]).numpy()).all()
+
+
+def test_a_fine_tuned_version_reuses_the_timing_but_is_still_checked(
+    parser_ckpt: Path, tmp_path: Path, count_calls
+) -> None:
+    cache = tmp_path / "cache"
+    load_predictor(parser_ckpt, device="cpu", cache_dir=cache)
+    assert count_calls == {"time_runtimes": 1, "agreement": 1}
+    # Same architecture, other weights: the version a fine-tune publishes.
+    tuned = _tiny_parser(tmp_path / "v2.safetensors", seed=1)
+    predictor = load_predictor(tuned, device="cpu", cache_dir=cache)
+    speed = [v for k, v in read_choices(cache).items() if k.startswith("speed ")]
+    assert len(speed) == 1
+    assert predictor.model_info["runtime"] == speed[0]["runtime"]
+    assert count_calls["time_runtimes"] == 1  # not timed again
+    if speed[0]["runtime"] == "onnxruntime":  # its own tensors exported and checked
+        assert count_calls["agreement"] == 2
+        assert len(list((cache / "onnx").glob("*.onnx"))) == 2
+    # Another architecture (input size) is timed anew.
+    other = _tiny_parser(tmp_path / "big.safetensors", seed=1, input_size=96)
+    load_predictor(other, device="cpu", cache_dir=cache)
+    assert count_calls["time_runtimes"] == 2
+    assert len([k for k in read_choices(cache) if k.startswith("speed ")]) == 2
+
+
+def _plant_speed(cache: Path, checkpoint: Path, runtime: str) -> None:
+    key = runtime_choice.speed_key(Predictor.from_checkpoint(checkpoint, device="cpu"))
+    runtime_choice.update_choices(
+        cache,
+        {key: {"runtime": runtime, "torch_s": 0.2, "onnxruntime_s": 0.1, "reason": "planted"}},
+    )
+
+
+def test_a_fine_tuned_version_that_disagrees_runs_in_torch_though_onnx_is_the_faster(
+    parser_ckpt: Path, tmp_path: Path, monkeypatch, count_calls
+) -> None:
+    _plant_speed(tmp_path, parser_ckpt, "onnxruntime")
+    assert (
+        load_predictor(parser_ckpt, device="cpu", cache_dir=tmp_path).model_info["runtime"]
+        == "onnxruntime"
+    )
+    real = OnnxPredictor.logits
+    monkeypatch.setattr(OnnxPredictor, "logits", lambda self, images: real(self, images) + 0.1)
+    tuned = _tiny_parser(tmp_path / "v2.safetensors", seed=1)
+    predictor = load_predictor(tuned, device="cpu", cache_dir=tmp_path)
+    assert predictor.model_info["runtime"] == "torch"
+    assert count_calls == {"time_runtimes": 0, "agreement": 2}
+    key = runtime_choice.choice_key(predictor, tuned)
+    assert "differ" in read_choices(tmp_path)[key]["reason"]
+
+
+def test_where_torch_is_the_faster_a_fine_tuned_version_is_not_even_exported(
+    parser_ckpt: Path, tmp_path: Path, count_calls
+) -> None:
+    _plant_speed(tmp_path, parser_ckpt, "torch")
+    tuned = _tiny_parser(tmp_path / "v2.safetensors", seed=1)
+    assert load_predictor(tuned, device="cpu", cache_dir=tmp_path).model_info["runtime"] == "torch"
+    assert count_calls == {"time_runtimes": 0, "agreement": 0}
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_an_entry_of_the_first_cache_format_is_still_read(
+    parser_ckpt: Path, tmp_path: Path, count_calls
+) -> None:
+    """Written before the speed answer was shared: one entry per model with its own timing."""
+    predictor = Predictor.from_checkpoint(parser_ckpt, device="cpu")
+    old = {
+        "checked": "2026-12-05T10:00:00Z",
+        "runtime": "onnxruntime",
+        "torch_s": 0.02,
+        "onnxruntime_s": 0.01,
+        "reason": "faster (0.0100 s a pass) and agrees to 1.0e-06",
+    }
+    (tmp_path / CACHE_NAME).write_text(
+        json.dumps({runtime_choice.choice_key(predictor, parser_ckpt): old})
+    )
+    assert (
+        load_predictor(parser_ckpt, device="cpu", cache_dir=tmp_path).model_info["runtime"]
+        == "onnxruntime"
+    )
+    assert count_calls == {"time_runtimes": 0, "agreement": 0}
+
+
+def test_only_the_most_recently_used_exports_are_kept(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(runtime_choice, "KEEP_EXPORTS", 2)
+    paths = [_tiny_parser(tmp_path / f"v{i}.safetensors", seed=i) for i in range(3)]
+    for path in paths:
+        load_predictor(path, device="cpu", runtime="onnxruntime", cache_dir=tmp_path / "cache")
+    graphs = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert len(graphs) == 2
+    newest = runtime_choice.onnx_path(
+        Predictor.from_checkpoint(paths[2], device="cpu"), paths[2], tmp_path / "cache"
+    )
+    assert newest in graphs
