@@ -42,6 +42,16 @@ def _private_cache_dir(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FACEPARSE_CACHE_DIR", str(tmp_path_factory.mktemp("user_cache")))
 
 
+@pytest.fixture(autouse=True)
+def _torch_prelabels(request, monkeypatch):
+    """The app's pre-labels stay in torch, with no background runtime check (a process of its
+    own that could switch runtimes mid-test), unless a test is marked ``uses_runtime_check``."""
+    if request.node.get_closest_marker("uses_runtime_check"):
+        monkeypatch.delenv("FACEPARSE_RUNTIME", raising=False)
+        return
+    monkeypatch.setenv("FACEPARSE_RUNTIME", "torch")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data beside the project root (real faces; never copied into the repo)."""

@@ -26,6 +26,8 @@ from trainer.models import build_model, get_preset
 from trainer.onnx_export import OnnxPredictor
 from trainer.predict import Predictor
 
+pytestmark = pytest.mark.uses_runtime_check
+
 
 def _parser(path: Path, seed: int) -> Path:
     import torch
