@@ -222,3 +222,22 @@ def test_only_the_most_recently_used_exports_are_kept(tmp_path: Path, monkeypatc
         Predictor.from_checkpoint(paths[2], device="cpu"), paths[2], tmp_path / "cache"
     )
     assert newest in graphs
+
+
+@pytest.mark.parametrize(
+    ("torch_s", "ort_s", "expected"),
+    [(0.239, 0.236, "torch"), (0.239, 0.200, "onnxruntime"), (0.200, 0.239, "torch")],
+)
+def test_onnx_runtime_must_win_by_a_clear_margin(
+    parser_ckpt: Path, monkeypatch, torch_s: float, ort_s: float, expected: str
+) -> None:
+    """A near tie (1% here, which flips between runs on a busy machine) keeps torch: ONNX
+    Runtime costs an export of every new version and is used only when clearly faster."""
+    predictor = Predictor.from_checkpoint(parser_ckpt, device="cpu", framing="whole")
+    monkeypatch.setattr(
+        runtime_choice, "time_runtimes", lambda *a, **k: {"torch": torch_s, "onnxruntime": ort_s}
+    )
+    monkeypatch.setattr(runtime_choice, "agreement", lambda *a, **k: (1e-5, None))
+    answer = runtime_choice.self_check(predictor, predictor)
+    assert answer["runtime"] == expected
+    assert ("margin" in answer["reason"]) == (expected == "torch" and ort_s < torch_s)
