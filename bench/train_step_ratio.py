@@ -16,6 +16,12 @@ Compute only (no data loading): the same random batch through
 each step of one followed by a step of the other, ``--steps`` timed steps each after one
 warm-up; the fastest step of each (the least disturbed). ``bench.bench_speed``'s ``train``
 section times the whole runs with data loading; this is its load-proof core.
+
+The ceiling (per task): a training step's multiply-accumulates (three forward passes' worth:
+forward, input and weight gradients) per second, for each loop, against the floor measured in
+the same process with the same threads and ISA (``bench.bench_speed.matmul_rates``: the faster of
+a large matrix product and a large 1×1 convolution). ``max_speedup`` = floor rate / plain rate:
+no loop doing the same arithmetic can beat the plain one by more on this host, whatever it does.
 """
 
 from __future__ import annotations
@@ -91,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
             for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
         },
     }
+    from bench.bench_speed import count_macs, matmul_rates
+
+    rates = matmul_rates()
+    floor = max(rates.values())
+    result["floor"] = {**rates, "threads": torch.get_num_threads()}
+    train_gmacs = 3 * count_macs("lite", args.size) / 1e9  # a forward and two gradients
     for task in args.tasks.split(","):
         steps = _steps(task, args.batch, args.size)
         best = {name: float("inf") for name in steps}
@@ -111,6 +123,16 @@ def main(argv: list[str] | None = None) -> int:
                 round(p / t, 2) for t, p in zip(times["trainer"], times["plain"], strict=True)
             ],
             "step_s": times,
+        }
+        trainer_rate = train_gmacs * args.batch / best["trainer"]
+        plain_rate = train_gmacs * args.batch / best["plain"]
+        result[task]["ceiling"] = {
+            "train_gmacs_per_image": round(train_gmacs, 2),
+            "trainer_gmac_s": round(trainer_rate, 1),
+            "plain_gmac_s": round(plain_rate, 1),
+            "floor_gmac_s": floor,
+            "trainer_of_floor": round(trainer_rate / floor, 2),
+            "max_speedup": round(floor / plain_rate, 2),
         }
         print(task, result[task], flush=True)
     result["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
