@@ -61,6 +61,33 @@ def test_masked_input_never_reaches_the_visible_features_at_any_stage(preset, tr
 
 
 @pytest.mark.parametrize("preset", ["lite", "paper"])
+def test_re_zeroing_only_where_no_sparse_norm_follows_changes_nothing_and_costs_fewer_hooks(
+    preset,
+) -> None:
+    """A convolution whose output goes straight into a sparse norm need not be re-zeroed (the
+    norm ignores and zeroes the masked positions itself): features and gradients are those of
+    re-zeroing after every convolution and pooling layer."""
+    net = _net(preset).train()
+    reference = copy.deepcopy(net)
+    pruned = SparseEncoder(net.encoder)
+    every = SparseEncoder(reference.encoder, prune=False)
+    assert len(pruned.rezeroed) < len(every.rezeroed)
+    assert not any(isinstance(m, nn.Conv2d) for m in pruned.rezeroed)  # each feeds a norm
+    cells, _ = _masked_cells(SIZE)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    for encoder, model in ((pruned, net), (every, reference)):
+        feats = encoder(x, ~cells)
+        sum(f.pow(2).mean() for f in feats).backward()
+        model.feats = [f.detach() for f in feats]
+    for a, b in zip(net.feats, reference.feats, strict=True):
+        torch.testing.assert_close(a, b)
+    for (name, p), q in zip(
+        net.encoder.named_parameters(), reference.encoder.parameters(), strict=True
+    ):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+@pytest.mark.parametrize("preset", ["lite", "paper"])
 def test_a_fully_visible_input_gives_the_dense_encoder(preset) -> None:
     net = _net(preset)
     dense = copy.deepcopy(net.encoder)
@@ -96,6 +123,40 @@ def test_norms_take_their_statistics_from_the_visible_positions_only() -> None:
     torch.testing.assert_close(bn.running_mean, 0.1 * seen.mean(1), rtol=1e-4, atol=1e-5)
     plain = encoder.release()[0]
     assert type(plain) is nn.BatchNorm2d and plain.running_mean is bn.running_mean
+
+
+def test_sparse_norm_matches_the_masked_statistics_formula_in_value_and_gradient() -> None:
+    """Normalising the visible positions only, written out as masked sums, in training mode:
+    the output, the gradients of input, weight and bias, and the running statistics."""
+    torch.manual_seed(3)
+    bn = nn.BatchNorm2d(5)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-1, 1)
+    reference = copy.deepcopy(bn)
+    encoder = SparseEncoder(nn.Sequential(bn))
+    cells, pixels = _masked_cells(64, batch=3)
+    x = (torch.randn(3, 5, 64, 64) * 2 + 1).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    out = sparse_forward(encoder, x, ~cells)
+    m = (~pixels).float()
+    xr = x.detach().clone().requires_grad_(True)
+    count = m.sum()
+    mean = (xr * m).sum(dim=(0, 2, 3)) / count
+    centred = (xr - mean.view(1, -1, 1, 1)) * m
+    var = centred.pow(2).sum(dim=(0, 2, 3)) / count
+    y = centred * torch.rsqrt(var + reference.eps).view(1, -1, 1, 1)
+    expected = (y * reference.weight.view(1, -1, 1, 1) + reference.bias.view(1, -1, 1, 1)) * m
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    g = torch.randn_like(out)
+    (out * g).sum().backward()
+    (expected * g).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(bn.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-4)
+    unbiased = var.detach() * count / (count - 1)
+    torch.testing.assert_close(bn.running_mean, 0.1 * mean.detach(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(bn.running_var, 0.9 + 0.1 * unbiased, rtol=1e-4, atol=1e-6)
 
 
 def sparse_forward(encoder: SparseEncoder, x: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
