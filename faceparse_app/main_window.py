@@ -176,6 +176,9 @@ class MainWindow(QMainWindow):
 
     def open_project(self, folder: str | Path) -> bool:
         """Open a folder as the project (closing any open one); False with a message if not."""
+        open_root = self.session.project.root if self.session is not None else None
+        if open_root is not None and open_root.resolve() == Path(folder).resolve():
+            return True  # already open here: nothing to close, nothing to reopen
         if not self._may_leave_project():
             return False
         try:

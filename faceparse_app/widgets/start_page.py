@@ -45,8 +45,9 @@ class StartPage(QWidget):
         self.demo_button.clicked.connect(self.demo_requested)
         self.recent = QListWidget()
         self.recent.setObjectName("recent_projects")
+        # Activated covers a double-click and Enter; connecting itemDoubleClicked too opened
+        # the project twice, and the second open said it was already open.
         self.recent.itemActivated.connect(self._on_recent)
-        self.recent.itemDoubleClicked.connect(self._on_recent)
         self.recent_label = QLabel("<b>Recent projects</b>")
         column = QVBoxLayout()
         column.addWidget(title)
