@@ -200,6 +200,8 @@ class MainWindow(QMainWindow):
         for signal in (session.saved, session.status_changed, session.prelabeled):
             signal.connect(lambda image_id, *_: self._touched.add(image_id))
         session.records_changed.connect(self._refresh_touched)
+        # A save changes the row's time and edits even when the status stays the same.
+        session.saved.connect(self._refresh_touched)
         session.set_protected(self.state.protected)
         self.state.protected_changed.connect(session.set_protected)
         self.canvas.edited.connect(session.note_edit)

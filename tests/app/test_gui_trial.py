@@ -6,7 +6,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from tests.app.test_gui_canvas import make_project, make_window
+from faceparse_app.widgets.image_table import Column
+from tests.app.test_gui_canvas import drag, key, make_project, make_window
 
 
 def error_shown(window) -> bool:
@@ -44,3 +45,26 @@ def test_opening_the_folder_that_is_open_keeps_it_open_without_an_error(qtbot, t
     assert window.open_project(root)
     assert window.session is session and window.session.document is not None
     assert not error_shown(window), window.message_bar.message
+
+
+def test_the_lists_time_and_edits_follow_every_save_not_only_status_changes(qtbot, tmp_path):
+    # The trial: after the first save made the image "in progress", the Time and Edits
+    # columns stayed at "3 s" and "1" through a fill, two undos, a redo and an autosave (the
+    # store had 20.8 s and 5 edits).
+    window = make_window(qtbot, tmp_path)
+    session, image_list = window.session, window.image_list
+    first = session.current.id
+    drag(window.canvas, [(10, 10), (30, 10)])
+    assert session.save()  # "new" -> "in progress": the row is read again
+    assert image_list.row_text(first, Column.ACTIONS) == "1"
+    drag(window.canvas, [(10, 30), (30, 30)])
+    key(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    session.autosave()  # the timer's save, on the background writer
+    qtbot.waitUntil(lambda: session.project.get(first).actions == 3)
+    qtbot.waitUntil(lambda: image_list.row_text(first, Column.ACTIONS) == "3")
+    window._step(1)  # a switch saves too; the status stays "in progress"
+    drag(window.canvas, [(10, 50), (30, 50)])
+    window._step(-1)
+    assert image_list.row_text(first, Column.ACTIONS) == "3"
+    second = session.project.get(window.image_list.visible_ids()[1])
+    assert image_list.row_text(second.id, Column.ACTIONS) == str(second.actions) == "1"
