@@ -6,7 +6,8 @@ then on every prediction of that image parses the kept ones (no second search; w
 annotator added or removed sticks, across model versions too). Adding or removing a face
 stores the new list, drops the image's old prediction and asks for a new one off the GUI thread;
 when it arrives, only the pixels the changed face's crop covers are replaced by it, as one undo
-step that spares protected classes. A photo in which no face was found says so.
+step that spares protected classes and the annotator's own edits still in the undo history. A
+photo in which no face was found says so.
 """
 
 from __future__ import annotations
@@ -222,14 +223,19 @@ class FaceLoop(QObject):
         if region is None or pred.label.shape != doc.shape:
             return
         (x0, y0, x1, y1), mask = region
+        values = pred.label[y0:y1, x0:x1]
+        # The crop (zoomed out for the hair) reaches past the face: the annotator's strokes there
+        # stay; the model's pixels go only where no edit by hand in the undo history went.
+        kept = mask & doc.history.hand_edited(x0, y0, x1, y1) & (doc.label[y0:y1, x0:x1] != values)
         try:
-            delta = doc.replace_where(pred.label[y0:y1, x0:x1], mask, x0, y0)
+            delta = doc.replace_where(values, mask, x0, y0, by_hand=False)
         except LabelMapError as exc:
             self.message.emit(f"The new pre-label of {session.current.relpath} did not fit: {exc}", "warning")
             return
         if delta is not None:
             session.note_edit()
-        self.status.emit(f"Faces of {session.current.relpath} updated (Ctrl+Z undoes it).")
+        note = "; your own edits there were kept" if kept.any() else ""
+        self.status.emit(f"Faces of {session.current.relpath} updated{note} (Ctrl+Z undoes it).")
 
     def _show(self, faces: list[Face]) -> None:
         self.shown = list(faces)

@@ -7,7 +7,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
 from faceparse_app.widgets.image_table import Column
-from tests.app.test_gui_canvas import drag, key, make_project, make_window
+from tests.app.test_gui_canvas import click, drag, key, make_project, make_window
 
 
 def error_shown(window) -> bool:
@@ -68,3 +68,46 @@ def test_the_lists_time_and_edits_follow_every_save_not_only_status_changes(qtbo
     assert image_list.row_text(first, Column.ACTIONS) == "3"
     second = session.project.get(window.image_list.visible_ids()[1])
     assert image_list.row_text(second.id, Column.ACTIONS) == str(second.actions) == "1"
+
+
+def test_a_face_change_keeps_the_strokes_made_in_its_crop(qtbot, tmp_path, monkeypatch):
+    # The trial: a skin blob relabeled to background on a dress came back as hair when a face
+    # box drawn beside it was parsed; the face's crop took the model's pixels over the edit.
+    from tests.app.test_gui_faces import (
+        LEFT,
+        face_tool,
+        kept,
+        mask_of,
+        two_faces,
+        use_finder,
+        wait_prelabeled,
+    )
+    from tests.app.test_gui_model_loop import WAIT_MS, open_window, publish_parser
+
+    use_finder(monkeypatch, [LEFT])
+    folder = two_faces(tmp_path / "project")
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    session = window.session
+    wait_prelabeled(qtbot, window, version)
+    window.state.set_class(4)
+    drag(window.canvas, [(80, 30), (110, 30)])  # where the face drawn next will be
+    drag(window.canvas, [(80, 50), (110, 50)])
+    window.undo_action.trigger()  # an undone stroke is no edit to keep
+    stroke = session.document.label == 4
+    steps = len(session.document.history)
+
+    face_tool(window)
+    drag(window.canvas, [(66, 2), (126, 62)])
+    qtbot.waitUntil(lambda: len(session.document.history) == steps + 1, timeout=WAIT_MS)
+    label = session.document.label
+    drawn = mask_of(kept(window)[1], label.shape)
+    assert (drawn & stroke).sum() > 20
+    assert (label[stroke] == 4).all()  # the stroke is kept
+    assert label[:, 64:][~stroke[:, 64:]].any()  # the new face is parsed around it
+    assert "kept" in window.statusBar().currentMessage()
+    # Removing the face again keeps the stroke too.
+    click(window.canvas, 100, 10)
+    QTest.keyClick(window.canvas, Qt.Key.Key_Delete)
+    qtbot.waitUntil(lambda: len(session.document.history) == steps + 2, timeout=WAIT_MS)
+    assert (session.document.label[stroke] == 4).all()
