@@ -111,3 +111,16 @@ def test_a_face_change_keeps_the_strokes_made_in_its_crop(qtbot, tmp_path, monke
     QTest.keyClick(window.canvas, Qt.Key.Key_Delete)
     qtbot.waitUntil(lambda: len(session.document.history) == steps + 2, timeout=WAIT_MS)
     assert (session.document.label[stroke] == 4).all()
+
+
+def test_a_fine_tuning_that_cannot_start_does_not_say_it_stopped_with_an_error(qtbot, tmp_path):
+    # The trial: "Start fine-tuning" with no labeled face said "Training stopped with an
+    # error; no model was published and no label was changed" above the real reason.
+    window = make_window(qtbot, tmp_path)
+    progress = window.train_panel.progress
+    QTest.mouseClick(window.train_panel.form.finetune_button, Qt.MouseButton.LeftButton)
+    assert "No labeled faces yet" in progress.error_label.text() and not progress.error_label.isHidden()
+    assert "error" not in progress.status_label.text()
+    assert progress.status_label.text() == "Fine-tuning did not start."
+    assert window.loop_state.running is None
+
