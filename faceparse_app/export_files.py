@@ -97,7 +97,16 @@ def effort_summary(effort: Sequence[tuple[str, str, ImageRecord]]) -> list[str]:
     seconds = [rec.active_seconds for _, _, rec in effort]
     actions = [rec.actions for _, _, rec in effort]
     return [
-        f"Effort ({EFFORT_CSV}, per image): {sum(seconds) / 3600:.2f} h of active labeling in all "
+        f"Effort ({EFFORT_CSV}, per image): {total_time(sum(seconds))} of active labeling in all "
         f"(pauses over 30 s not counted), median {statistics.median(seconds):.0f} s and "
         f"{statistics.median(actions):g} edits per image.",
     ]
+
+
+def total_time(seconds: float) -> str:
+    """'14 s', '6.0 min', '2.35 h': a short session read as "0.00 h" looked like nothing saved."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"

@@ -124,3 +124,11 @@ def test_a_fine_tuning_that_cannot_start_does_not_say_it_stopped_with_an_error(q
     assert progress.status_label.text() == "Fine-tuning did not start."
     assert window.loop_state.running is None
 
+
+def test_the_export_readme_counts_a_short_session_in_seconds_not_as_zero_hours():
+    # The trial's export README said "0.00 h of active labeling in all" for 14 s of work.
+    from faceparse_app.export_files import total_time
+
+    assert total_time(14.3) == "14 s"
+    assert total_time(360.0) == "6.0 min"
+    assert total_time(3 * 3600 + 60) == "3.02 h"
