@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from faceparse_app.faces import MIN_FACE_BOX, coverage, same_face, union_coverage, user_face
 from faceparse_app.prelabel_queue import PrelabelQueue
-from faceparse_app.project import ImageRecord, ProjectError
+from faceparse_app.project import FINISHED, ImageRecord, ProjectError
 from faceparse_app.session import AnnotationSession
 from trainer.errors import LabelMapError
 from trainer.faces import Face
@@ -31,8 +31,11 @@ STROKE_RETRY_MS = 150  # a re-prediction that lands mid-stroke waits for the str
 
 
 def no_face_text(name: str) -> str:
-    """What the message bar says when no face was found in a photo."""
-    return f"No face found in {name}: draw a box around each face with the face tool (W)"
+    """What the message bar says when no face was found in a photo (not yet labeled)."""
+    return (
+        f"No face found in {name}: draw a box around each face with the face tool (W), or "
+        "press A if it has none (all background)"
+    )
 
 
 class FaceLoop(QObject):
@@ -64,10 +67,13 @@ class FaceLoop(QObject):
         self.session, self.queue = session, queue
         self._edits = {}
         queue.faces_found.connect(self.keep_found)
+        session.status_changed.connect(self._on_status_changed)
 
     def detach(self) -> None:
         if self.queue is not None:
             self.queue.faces_found.disconnect(self.keep_found)
+        if self.session is not None:
+            self.session.status_changed.disconnect(self._on_status_changed)
         self.session, self.queue, self._edits = None, None, {}
         self._show([])
 
@@ -120,9 +126,15 @@ class FaceLoop(QObject):
         elif pred.faces:
             n = len(pred.faces)
             self.status.emit(f"{n} face{'s' if n != 1 else ''} in {session.current.relpath}")
-        if pred.framing == "detect" and not pred.faces:
+        if pred.framing == "detect" and not pred.faces and session.current.status not in FINISHED:
             self.no_face.emit(no_face_text(session.current.relpath))
         else:
+            self.no_face.emit("")
+
+    def _on_status_changed(self, image_id: int, _old: str, new: str) -> None:
+        """A photo labeled as it is (a face-free one accepted as background): stop asking."""
+        session = self.session
+        if new in FINISHED and session is not None and session.current is not None and session.current.id == image_id:
             self.no_face.emit("")
 
     # ------------------------------------------------------------------ editing

@@ -132,3 +132,30 @@ def test_the_export_readme_counts_a_short_session_in_seconds_not_as_zero_hours()
     assert total_time(14.3) == "14 s"
     assert total_time(360.0) == "6.0 min"
     assert total_time(3 * 3600 + 60) == "3.02 h"
+
+
+def test_a_photo_without_a_face_says_how_to_finish_it_and_stops_asking_once_labeled(qtbot, tmp_path, monkeypatch):
+    # The trial: a photo of a face mask (no face) said only "draw a box around each face";
+    # accepting it as all background (A) left that request up.
+    from tests.app.test_gui_faces import use_finder
+    from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, publish_parser
+
+    use_finder(monkeypatch, [])
+    folder = project_with(tmp_path / "project", n=2)
+    publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    bar = window.message_bar
+    qtbot.waitUntil(lambda: "No face found" in bar.message, timeout=WAIT_MS)
+    assert "press A if it has none" in bar.message
+    window.canvas.setFocus()
+    QTest.keyClick(window.canvas, Qt.Key.Key_A)
+    assert window.session.current.status == "labeled"
+    assert "No face found" not in bar.message and window.face_offer.isHidden()
+    # Back on it later: a labeled photo asks for nothing.
+    first = window.session.current.id
+    window._step(1)
+    qtbot.waitUntil(lambda: "No face found" in bar.message, timeout=WAIT_MS)
+    window._step(-1)
+    assert window.session.current.id == first
+    qtbot.waitUntil(lambda: window.model_loop.confidence is not None, timeout=WAIT_MS)  # parsed
+    assert "No face found" not in bar.message and window.face_offer.isHidden()
