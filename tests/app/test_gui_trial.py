@@ -159,3 +159,25 @@ def test_a_photo_without_a_face_says_how_to_finish_it_and_stops_asking_once_labe
     assert window.session.current.id == first
     qtbot.waitUntil(lambda: window.model_loop.confidence is not None, timeout=WAIT_MS)  # parsed
     assert "No face found" not in bar.message and window.face_offer.isHidden()
+
+
+def test_the_hover_readout_follows_an_edit_and_a_zoom_under_a_resting_cursor(qtbot, tmp_path):
+    # The trial: after a fill turned the background under the cursor into skin, the status
+    # bar still said "0 background"; after a relabel, "1 skin" over what was background.
+    from faceparse_app.widgets.tool_state import Tool
+    from tests.app.test_gui_canvas import point
+
+    window = make_window(qtbot, tmp_path)
+    canvas, status = window.canvas, window.canvas_status
+    QTest.mouseMove(canvas, point(canvas, 5, 5))
+    assert status.cls.text() == "0 background"
+    window.state.set_tool(Tool.FILL)
+    window.state.set_class(6)
+    click(canvas, 5, 5)
+    assert status.cls.text() == "6 nose"
+    key(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert status.cls.text() == "0 background"
+    # Zoomed about the view's centre, another pixel rests under the cursor: it is named.
+    key(window, Qt.Key.Key_Plus, Qt.KeyboardModifier.ControlModifier)
+    x, y = canvas.widget_to_image(canvas.cursor_pos)
+    assert status.position.text() == f"x {int(x)}, y {int(y)}"
