@@ -181,3 +181,44 @@ def test_the_hover_readout_follows_an_edit_and_a_zoom_under_a_resting_cursor(qtb
     key(window, Qt.Key.Key_Plus, Qt.KeyboardModifier.ControlModifier)
     x, y = canvas.widget_to_image(canvas.cursor_pos)
     assert status.position.text() == f"x {int(x)}, y {int(y)}"
+
+
+def test_a_photo_with_several_faces_exports_the_landmarks_of_its_largest_face(tmp_path):
+    # The trial: the selfie with six faces exported one set of 106 points spread over
+    # everyone (the eye centres on two different people, the mouth corners on a third).
+    import cv2
+    import numpy as np
+
+    from faceparse_app.export import export_project
+    from faceparse_app.project import Project
+    from tests.app.test_export import _assert_key_points
+    from tests.conftest import synthetic_face
+    from trainer.data.imageio import write_image
+    from trainer.data.lapa import read_landmarks
+    from trainer.faces import Face
+
+    small_image, small_label = synthetic_face(64, seed=0)
+    big_image, big_label = synthetic_face(64, seed=1)
+    big_image = cv2.resize(big_image, (96, 96), interpolation=cv2.INTER_LINEAR)
+    big_label = cv2.resize(big_label, (96, 96), interpolation=cv2.INTER_NEAREST)
+    image = np.zeros((96, 160, 3), np.uint8)
+    label = np.zeros((96, 160), np.uint8)
+    image[16:80, :64], label[16:80, :64] = small_image, small_label
+    image[:, 64:], label[:, 64:] = big_image, big_label
+    root = tmp_path / "project"
+    root.mkdir()
+    write_image(root / "two.png", image)
+    with Project.open(root) as project:
+        rec = project.images()[0]
+        project.set_faces(rec, [
+            Face(box=(0.0, 16.0, 64.0, 80.0), score=0.9),
+            Face(box=(64.0, 0.0, 160.0, 96.0), score=0.9),
+        ])  # fmt: skip
+        project.save_label(project.get(rec.id), label, status="labeled")
+    export_project(root, tmp_path / "lapa", val_fraction=0, test_fraction=0)
+    points = read_landmarks(tmp_path / "lapa" / "train" / "landmarks" / "two.txt")
+    assert (points[:, 0] >= 63).all()  # every point on the big face
+    only_big = label.copy()
+    only_big[:, :64] = 0
+    _assert_key_points(points, only_big)
+    assert "largest face" in (tmp_path / "lapa" / "README.txt").read_text()
