@@ -468,6 +468,7 @@ class Annotation:
     ) -> dict[str, int] | None:
         """Save, then export the labeled images as a LaPa folder (counts per split, or None)."""
         from faceparse_app.export import export_project
+        from faceparse_app.export_files import export_message
 
         self.save()
         try:
@@ -475,8 +476,7 @@ class Annotation:
         except (FaceParseError, OSError) as exc:
             self.message.emit(f"Export failed: {exc}", "error")
             return None
-        summary = ", ".join(f"{k} {v}" for k, v in counts.items())
-        self.message.emit(f"Exported to {out_dir}: {summary}.", "info")
+        self.message.emit(export_message(out_dir, counts, self.counts(), reviewed_only), "info")
         return counts
 
     # -------------------------------------------------------------------- close

@@ -111,3 +111,29 @@ def total_time(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.2f} h"
+
+
+def export_message(
+    out_dir: object, counts: dict[str, int], statuses: dict[str, int], reviewed_only: bool = False
+) -> str:
+    """What the window says after an export: the counts, and the edited images it left out
+    (only finished ones are exported; an image worked on but never marked went without a word).
+
+    Args:
+        out_dir: where it went.
+        counts: the export's counts per split (and "skipped").
+        statuses: the project's images per status (``Project.counts``).
+        reviewed_only: only reviewed images were asked for.
+    """
+    text = f"Exported to {out_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."
+    left = [(statuses.get("in_progress", 0), "in progress"), (statuses.get("pre-labeled", 0), "pre-labeled")]
+    if reviewed_only:
+        left.append((statuses.get("labeled", 0), "labeled but not reviewed"))
+    left = [(n, what) for n, what in left if n]
+    if left:
+        how = "Ctrl+Shift+Return marks one reviewed" if reviewed_only else "Ctrl+Return marks one labeled, A accepts a pre-label"
+        text += (
+            " Left out as not finished: " + ", ".join(f"{n} {what}" for n, what in left)
+            + f" (not exported until marked: {how})."
+        )
+    return text

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from faceparse_app.app import Settings
 from faceparse_app.assist import AssistContext
+from faceparse_app.export_files import export_message
 from faceparse_app.loop_state import LoopState
 from faceparse_app.model_loop import ModelLoop
 from faceparse_app.project import DamagedStoreError, Project, ProjectError
@@ -292,7 +293,7 @@ class MainWindow(QMainWindow):
         self.export_worker = start_export(self, root, request)
         self.export_worker.finished.connect(
             lambda counts: self.show_message(
-                f"Exported to {request.out_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."
+                export_message(request.out_dir, counts, self.session.counts() if self.session else {}, request.reviewed_only)
             )
         )
         self.export_worker.errored.connect(lambda text: self.show_message(f"Export failed: {text}", "error"))

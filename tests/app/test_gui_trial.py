@@ -222,3 +222,19 @@ def test_a_photo_with_several_faces_exports_the_landmarks_of_its_largest_face(tm
     only_big[:, :64] = 0
     _assert_key_points(points, only_big)
     assert "largest face" in (tmp_path / "lapa" / "README.txt").read_text()
+
+
+def test_an_export_says_which_edited_images_it_left_out_and_how_to_include_them(qtbot, tmp_path):
+    # The trial: an image edited for minutes but not marked labeled was left out of the export
+    # without a word ("Exported to ...: train 0, val 0, test 0, skipped 0.").
+    window = make_window(qtbot, tmp_path)
+    session = window.session
+    drag(window.canvas, [(10, 10), (30, 10)])
+    session.step(1)  # saved: in progress
+    drag(window.canvas, [(10, 20), (30, 20)])
+    session.set_status("labeled")
+    counts = window.export_lapa(tmp_path / "lapa")
+    assert counts is not None and counts["train"] + counts["val"] + counts["test"] == 1
+    text = window.message_bar.message
+    assert text.startswith(f"Exported to {tmp_path / 'lapa'}")
+    assert "1 in progress" in text and "not exported" in text and "Ctrl+Return" in text
