@@ -238,3 +238,16 @@ def test_an_export_says_which_edited_images_it_left_out_and_how_to_include_them(
     text = window.message_bar.message
     assert text.startswith(f"Exported to {tmp_path / 'lapa'}")
     assert "1 in progress" in text and "not exported" in text and "Ctrl+Return" in text
+
+
+def test_a_long_recent_project_path_keeps_its_folder_name_in_view(qtbot, tmp_path):
+    # The trial: the demo project's path was cut at the right ("/root/.local/share/FaceParse/
+    # FaceParse St"), with a horizontal scroll bar, so its folder name never showed.
+    window = make_window(qtbot, tmp_path, open_project=False)
+    deep = tmp_path / ("a-very-long-folder-name-" * 6) / "faces"
+    page = window.start_page
+    page.set_recent([str(make_project(deep, n=1))])
+    recent = page.recent
+    assert recent.textElideMode() == Qt.TextElideMode.ElideMiddle
+    assert recent.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
+    assert recent.item(0).toolTip() == str(deep)
