@@ -240,12 +240,11 @@ class FaceLoop(QObject):
         # stay; the model's pixels go only where no edit by hand in the undo history went.
         kept = mask & doc.history.hand_edited(x0, y0, x1, y1) & (doc.label[y0:y1, x0:x1] != values)
         try:
-            delta = doc.replace_where(values, mask, x0, y0, by_hand=False)
+            # One undo step; its edit was counted when the face was drawn or removed.
+            doc.replace_where(values, mask, x0, y0, by_hand=False)
         except LabelMapError as exc:
             self.message.emit(f"The new pre-label of {session.current.relpath} did not fit: {exc}", "warning")
             return
-        if delta is not None:
-            session.note_edit()
         note = "; your own edits there were kept" if kept.any() else ""
         self.status.emit(f"Faces of {session.current.relpath} updated{note} (Ctrl+Z undoes it).")
 

@@ -251,3 +251,24 @@ def test_a_long_recent_project_path_keeps_its_folder_name_in_view(qtbot, tmp_pat
     assert recent.textElideMode() == Qt.TextElideMode.ElideMiddle
     assert recent.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
     assert recent.item(0).toolTip() == str(deep)
+
+
+def test_a_face_drawn_counts_as_one_edit(qtbot, tmp_path, monkeypatch):
+    # The trial: deleting one false face put 2 in the Edits column (the box change and its
+    # re-parse were each counted); it is one undo step.
+    from tests.app.test_gui_faces import LEFT, face_tool, two_faces, use_finder, wait_prelabeled
+    from tests.app.test_gui_model_loop import WAIT_MS, open_window, publish_parser
+
+    use_finder(monkeypatch, [LEFT])
+    folder = two_faces(tmp_path / "project")
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    session = window.session
+    wait_prelabeled(qtbot, window, version)
+    image_id, steps = session.current.id, len(session.document.history)
+    face_tool(window)
+    drag(window.canvas, [(66, 2), (126, 62)])
+    qtbot.waitUntil(lambda: len(session.document.history) == steps + 1, timeout=WAIT_MS)
+    assert session.save()
+    assert session.project.get(image_id).actions == 1
+    assert window.image_list.row_text(image_id, Column.ACTIONS) == "1"
