@@ -272,3 +272,25 @@ def test_a_face_drawn_counts_as_one_edit(qtbot, tmp_path, monkeypatch):
     assert session.save()
     assert session.project.get(image_id).actions == 1
     assert window.image_list.row_text(image_id, Column.ACTIONS) == "1"
+
+
+def test_a_first_version_that_scored_below_the_starter_is_not_used(tmp_path):
+    # The trial: the first fine-tuning scored 98.0% against the starter's 100.0%; the panel said
+    # "starter stays in use" while the status bar said "model v0001" and pre-labels came from
+    # it (with no active pointer yet, the store took the newest version as the active one).
+    from faceparse_app.model_store import STARTER_ID, ModelStore
+    from trainer.checkpoint import save_checkpoint
+    from trainer.models import build_model, get_preset
+
+    model = build_model(get_preset("tiny"), heads=("parsing",))
+    starter = save_checkpoint(tmp_path / "starter.safetensors", model, "finetune")
+    ckpt = save_checkpoint(tmp_path / "run.safetensors", model, "finetune")
+    store = ModelStore(tmp_path / "models", starter_parser=starter)
+    assert store.parser_for_prelabel() == (starter, STARTER_ID)
+    v1 = store.publish(ckpt, "parser", {"activated": False}, activate=False)
+    assert store.active("parser") is None
+    assert store.parser_for_prelabel() == (starter, STARTER_ID)
+    # Activated by hand, it is used; a second one kept aside leaves it in use.
+    store.activate(v1.id)
+    store.publish(ckpt, "parser", {}, activate=False)
+    assert store.active("parser").id == v1.id
