@@ -45,6 +45,7 @@ from faceparse_app.export_files import (
     NAMES_CSV,
     README_MARK,
     SPLITS,
+    export_message,
     readme,
     write_effort,
     write_names,
@@ -60,7 +61,7 @@ from trainer.data.imageio import encode_label_png, make_temp_dir, read_image
 from trainer.data.lapa import read_landmarks
 from trainer.errors import DatasetError, ImageReadError, LabelMapError
 
-__all__ = ["SPLITS", "derive_landmarks", "export_name", "export_project"]
+__all__ = ["SPLITS", "derive_landmarks", "export_message", "export_name", "export_project"]
 
 log = logging.getLogger(__name__)
 

@@ -294,3 +294,43 @@ def test_a_first_version_that_scored_below_the_starter_is_not_used(tmp_path):
     store.activate(v1.id)
     store.publish(ckpt, "parser", {}, activate=False)
     assert store.active("parser").id == v1.id
+
+
+def test_an_accepted_prelabel_stays_the_models_label(qtbot, tmp_path):
+    # The trial: two pre-labels accepted with A were recorded as labeled by hand; fine-tuning
+    # then held one out as a "hand-labeled face" (the starter scored 100% on its own output, so
+    # the new model was refused) and effort.csv said label_source "hand".
+    import csv
+
+    from faceparse_app.training import split_by_hand
+    from tests.app.test_gui_model_loop import (
+        WAIT_MS,
+        open_window,
+        project_with,
+        publish_parser,
+        status,
+    )
+
+    folder = project_with(tmp_path / "project", n=3)
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    session = window.session
+    accepted = session.current.id
+    qtbot.waitUntil(lambda: status(window, accepted) == ("pre-labeled", version), timeout=WAIT_MS)
+    key(window, Qt.Key.Key_A)
+    assert session.project.get(accepted).status == "labeled"
+    assert session.project.get(accepted).label_source == "model"
+    # A corrected one is the annotator's.
+    session.step(1)
+    corrected = session.current.id
+    qtbot.waitUntil(lambda: status(window, corrected) == ("pre-labeled", version), timeout=WAIT_MS)
+    drag(window.canvas, [(10, 10), (30, 10)])
+    key(window, Qt.Key.Key_A)
+    assert session.project.get(corrected).label_source == "hand"
+    files = window.model_loop.training.labeled_files()
+    assert {f.name: f.by_hand for f in files} == {"f0.png": False, "f1.png": True}
+    assert split_by_hand(files, 0.5, 0)[1] == []  # one hand-labeled face: nothing held out
+    window.export_lapa(tmp_path / "lapa")
+    with open(tmp_path / "lapa" / "effort.csv", encoding="utf-8", newline="") as f:
+        sources = {r["original"]: r["label_source"] for r in csv.DictReader(f)}
+    assert sources == {"f0.png": "model", "f1.png": "hand"}
