@@ -373,11 +373,13 @@ class Annotation:
             self.document.protected = set(self.protected)
 
     def set_status(self, status: str) -> bool:
-        """Save the current label, then set the current image's status."""
+        """Save the current label (unedited, as written: an accepted pre-label stays the model's)
+        and set the current image's status."""
         if self.current is None or self.document is None:
             return False
-        old = self.current.status
-        if not self.save(force=True):
+        old, rec = self.current.status, self.current
+        untouched = rec.id not in self._invalid_label and self.project.label_path(rec).exists()
+        if not self.save(force=not untouched):
             return False
         try:
             self.current = self.project.set_status(self.current, status)
@@ -463,11 +465,9 @@ class Annotation:
         self.problems.pop(rec.id, None)
 
     # ------------------------------------------------------------------- export
-    def export_lapa(
-        self, out_dir: str | Path, reviewed_only: bool = False
-    ) -> dict[str, int] | None:
+    def export_lapa(self, out_dir: str | Path, reviewed_only: bool = False) -> dict[str, int] | None:
         """Save, then export the labeled images as a LaPa folder (counts per split, or None)."""
-        from faceparse_app.export import export_project
+        from faceparse_app.export import export_message, export_project
 
         self.save()
         try:
@@ -475,8 +475,7 @@ class Annotation:
         except (FaceParseError, OSError) as exc:
             self.message.emit(f"Export failed: {exc}", "error")
             return None
-        summary = ", ".join(f"{k} {v}" for k, v in counts.items())
-        self.message.emit(f"Exported to {out_dir}: {summary}.", "info")
+        self.message.emit(export_message(out_dir, counts, self.counts(), reviewed_only), "info")
         return counts
 
     # -------------------------------------------------------------------- close

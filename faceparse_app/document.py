@@ -190,14 +190,21 @@ class LabelDocument:
         return self._apply_mask(box, mask, cls)
 
     def replace_where(
-        self, values: np.ndarray, mask: np.ndarray, x0: int = 0, y0: int = 0
+        self,
+        values: np.ndarray,
+        mask: np.ndarray,
+        x0: int = 0,
+        y0: int = 0,
+        by_hand: bool = True,
     ) -> Delta | None:
         """Set the pixels of ``mask`` to ``values`` as one undo step, sparing protected classes
-        (e.g. a face's pixels re-predicted after a face was added or removed).
+        (e.g. a blob relabeled, or a face's pixels re-predicted after a face was added or removed).
 
         Args:
             values: (h, w) uint8 classes for the box whose top-left pixel is (x0, y0).
             mask: (h, w) bool, the pixels of the box to set; nothing outside it changes.
+            by_hand: the annotator's edit; False for the model's, which also spares every pixel
+                an edit by hand in the undo history changed (see ``History.hand_edited``).
 
         Returns:
             The step recorded, or None when no pixel changed.
@@ -215,11 +222,13 @@ class LabelDocument:
         paint = mask & (region != values)
         if self.protected:
             paint &= ~self._protect_lut()[region]
+        if not by_hand and paint.any():
+            paint &= ~self.history.hand_edited(x0, y0, x0 + mask.shape[1], y0 + mask.shape[0])
         if not paint.any():
             return None
         before = region.copy()
         region[paint] = values[paint]
-        return self._record(Delta.between(before, region, y0, x0))
+        return self._record(Delta.between(before, region, y0, x0, by_hand))
 
     def replace(self, label: np.ndarray) -> Delta | None:
         """Replace the whole map (e.g. by a new pre-label) as one undoable step.
@@ -233,7 +242,7 @@ class LabelDocument:
                 f"new label map is {new.shape[1]}×{new.shape[0]} but the image is "
                 f"{self.label.shape[1]}×{self.label.shape[0]}"
             )
-        delta = Delta.between(self.label, new)
+        delta = Delta.between(self.label, new, by_hand=False)
         if delta is None:
             return None
         rows, cols = delta.slices()

@@ -45,17 +45,23 @@ from faceparse_app.export_files import (
     NAMES_CSV,
     README_MARK,
     SPLITS,
+    export_message,
     readme,
     write_effort,
     write_names,
 )
-from faceparse_app.landmarks import NUM_POINTS, derive_landmarks, format_landmarks
+from faceparse_app.landmarks import (
+    NUM_POINTS,
+    derive_landmarks,
+    format_landmarks,
+    largest_face_label,
+)
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError, write_error
 from trainer.data.imageio import encode_label_png, make_temp_dir, read_image
 from trainer.data.lapa import read_landmarks
 from trainer.errors import DatasetError, ImageReadError, LabelMapError
 
-__all__ = ["SPLITS", "derive_landmarks", "export_name", "export_project"]
+__all__ = ["SPLITS", "derive_landmarks", "export_message", "export_name", "export_project"]
 
 log = logging.getLogger(__name__)
 
@@ -421,7 +427,7 @@ def _export_one(project: Project, rec: ImageRecord, split_dir: Path, name: str) 
     points = _known_landmarks(project, rec, label.shape)
     how = "known" if points is not None else "derived"
     if points is None:
-        points = derive_landmarks(label)
+        points = derive_landmarks(largest_face_label(label, project.face_boxes(rec) or []))
     (split_dir / "landmarks" / f"{name}.txt").write_text(format_landmarks(points), encoding="utf-8")
     return how
 

@@ -56,7 +56,8 @@ def readme(
         "from each label map (eye centres 74/104 and 83/105 inside the eyes, nose tip 54 inside",
         "the nose, mouth corners 84 and 90 at the lips' leftmost and rightmost points, the rest",
         "along the part outlines, a template where a part is absent). They are good enough for",
-        "face alignment, not for landmark research.",
+        "face alignment, not for landmark research. In a photo with several faces they are the",
+        "largest face's (LaPa has one face per image): crop the others out before using them.",
         "",
         f"Derived landmark files ({len(derived)}):",
         *[f"  {name}" for name in derived],
@@ -97,7 +98,42 @@ def effort_summary(effort: Sequence[tuple[str, str, ImageRecord]]) -> list[str]:
     seconds = [rec.active_seconds for _, _, rec in effort]
     actions = [rec.actions for _, _, rec in effort]
     return [
-        f"Effort ({EFFORT_CSV}, per image): {sum(seconds) / 3600:.2f} h of active labeling in all "
+        f"Effort ({EFFORT_CSV}, per image): {total_time(sum(seconds))} of active labeling in all "
         f"(pauses over 30 s not counted), median {statistics.median(seconds):.0f} s and "
         f"{statistics.median(actions):g} edits per image.",
     ]
+
+
+def total_time(seconds: float) -> str:
+    """'14 s', '6.0 min', '2.35 h': a short session read as "0.00 h" looked like nothing saved."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def export_message(
+    out_dir: object, counts: dict[str, int], statuses: dict[str, int], reviewed_only: bool = False
+) -> str:
+    """What the window says after an export: the counts, and the edited images it left out
+    (only finished ones are exported; an image worked on but never marked went without a word).
+
+    Args:
+        out_dir: where it went.
+        counts: the export's counts per split (and "skipped").
+        statuses: the project's images per status (``Project.counts``).
+        reviewed_only: only reviewed images were asked for.
+    """
+    text = f"Exported to {out_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."
+    left = [(statuses.get("in_progress", 0), "in progress"), (statuses.get("pre-labeled", 0), "pre-labeled")]
+    if reviewed_only:
+        left.append((statuses.get("labeled", 0), "labeled but not reviewed"))
+    left = [(n, what) for n, what in left if n]
+    if left:
+        how = "Ctrl+Shift+Return marks one reviewed" if reviewed_only else "Ctrl+Return marks one labeled, A accepts a pre-label"
+        text += (
+            " Left out as not finished: " + ", ".join(f"{n} {what}" for n, what in left)
+            + f" (not exported until marked: {how})."
+        )
+    return text

@@ -6,7 +6,8 @@ then on every prediction of that image parses the kept ones (no second search; w
 annotator added or removed sticks, across model versions too). Adding or removing a face
 stores the new list, drops the image's old prediction and asks for a new one off the GUI thread;
 when it arrives, only the pixels the changed face's crop covers are replaced by it, as one undo
-step that spares protected classes. A photo in which no face was found says so.
+step that spares protected classes and the annotator's own edits still in the undo history. A
+photo in which no face was found says so.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from faceparse_app.faces import MIN_FACE_BOX, coverage, same_face, union_coverage, user_face
 from faceparse_app.prelabel_queue import PrelabelQueue
-from faceparse_app.project import ImageRecord, ProjectError
+from faceparse_app.project import FINISHED, ImageRecord, ProjectError
 from faceparse_app.session import AnnotationSession
 from trainer.errors import LabelMapError
 from trainer.faces import Face
@@ -30,8 +31,11 @@ STROKE_RETRY_MS = 150  # a re-prediction that lands mid-stroke waits for the str
 
 
 def no_face_text(name: str) -> str:
-    """What the message bar says when no face was found in a photo."""
-    return f"No face found in {name}: draw a box around each face with the face tool (W)"
+    """What the message bar says when no face was found in a photo (not yet labeled)."""
+    return (
+        f"No face found in {name}: draw a box around each face with the face tool (W), or "
+        "press A if it has none (all background)"
+    )
 
 
 class FaceLoop(QObject):
@@ -63,10 +67,13 @@ class FaceLoop(QObject):
         self.session, self.queue = session, queue
         self._edits = {}
         queue.faces_found.connect(self.keep_found)
+        session.status_changed.connect(self._on_status_changed)
 
     def detach(self) -> None:
         if self.queue is not None:
             self.queue.faces_found.disconnect(self.keep_found)
+        if self.session is not None:
+            self.session.status_changed.disconnect(self._on_status_changed)
         self.session, self.queue, self._edits = None, None, {}
         self._show([])
 
@@ -119,9 +126,15 @@ class FaceLoop(QObject):
         elif pred.faces:
             n = len(pred.faces)
             self.status.emit(f"{n} face{'s' if n != 1 else ''} in {session.current.relpath}")
-        if pred.framing == "detect" and not pred.faces:
+        if pred.framing == "detect" and not pred.faces and session.current.status not in FINISHED:
             self.no_face.emit(no_face_text(session.current.relpath))
         else:
+            self.no_face.emit("")
+
+    def _on_status_changed(self, image_id: int, _old: str, new: str) -> None:
+        """A photo labeled as it is (a face-free one accepted as background): stop asking."""
+        session = self.session
+        if new in FINISHED and session is not None and session.current is not None and session.current.id == image_id:
             self.no_face.emit("")
 
     # ------------------------------------------------------------------ editing
@@ -222,14 +235,18 @@ class FaceLoop(QObject):
         if region is None or pred.label.shape != doc.shape:
             return
         (x0, y0, x1, y1), mask = region
+        values = pred.label[y0:y1, x0:x1]
+        # The crop (zoomed out for the hair) reaches past the face: the annotator's strokes there
+        # stay; the model's pixels go only where no edit by hand in the undo history went.
+        kept = mask & doc.history.hand_edited(x0, y0, x1, y1) & (doc.label[y0:y1, x0:x1] != values)
         try:
-            delta = doc.replace_where(pred.label[y0:y1, x0:x1], mask, x0, y0)
+            # One undo step; its edit was counted when the face was drawn or removed.
+            doc.replace_where(values, mask, x0, y0, by_hand=False)
         except LabelMapError as exc:
             self.message.emit(f"The new pre-label of {session.current.relpath} did not fit: {exc}", "warning")
             return
-        if delta is not None:
-            session.note_edit()
-        self.status.emit(f"Faces of {session.current.relpath} updated (Ctrl+Z undoes it).")
+        note = "; your own edits there were kept" if kept.any() else ""
+        self.status.emit(f"Faces of {session.current.relpath} updated{note} (Ctrl+Z undoes it).")
 
     def _show(self, faces: list[Face]) -> None:
         self.shown = list(faces)

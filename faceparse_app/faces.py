@@ -62,6 +62,17 @@ def faces_from_text(text: str | None) -> list[Face] | None:
         return None
 
 
+def boxes_from_text(text: str | None) -> list[tuple[float, float, float, float]] | None:
+    """Only the boxes (x0, y0, x1, y1) of the faces :func:`faces_to_text` wrote, read without
+    loading torch (the export reads them); None as :func:`faces_from_text` gives None."""
+    if text is None:
+        return None
+    try:
+        return [tuple(float(v) for v in item["box"][:4]) for item in json.loads(text)]  # type: ignore[misc]
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+
+
 def user_face(box: tuple[float, float, float, float]) -> Face:
     """A face drawn by the annotator: a box from the hairline to the chin, ear to ear.
 

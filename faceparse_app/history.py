@@ -21,12 +21,15 @@ class Delta:
         x0: left column of the box.
         before: (h, w) uint8 values inside the box before the edit.
         after: (h, w) uint8 values inside the box after the edit.
+        by_hand: the annotator's edit (a stroke, fill, polygon, relabel); False for the
+            model's (a pre-label, a face re-parsed), which never overwrites the annotator's.
     """
 
     y0: int
     x0: int
     before: np.ndarray
     after: np.ndarray
+    by_hand: bool = True
 
     def __post_init__(self) -> None:
         if self.before.shape != self.after.shape or self.before.ndim != 2:
@@ -53,7 +56,7 @@ class Delta:
 
     @classmethod
     def between(
-        cls, before: np.ndarray, after: np.ndarray, y0: int = 0, x0: int = 0
+        cls, before: np.ndarray, after: np.ndarray, y0: int = 0, x0: int = 0, by_hand: bool = True
     ) -> Delta | None:
         """The delta between two same-shape (h, w) crops at (y0, x0), shrunk to the changed box.
 
@@ -72,6 +75,7 @@ class Delta:
             x0=x0 + c0,
             before=np.ascontiguousarray(before[r0:r1, c0:c1], dtype=np.uint8).copy(),
             after=np.ascontiguousarray(after[r0:r1, c0:c1], dtype=np.uint8).copy(),
+            by_hand=by_hand,
         )
 
 
@@ -130,6 +134,28 @@ class History:
         delta = self._redo.pop()
         self._undo.append(delta)
         return delta
+
+    def hand_edited(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """Which pixels of the box (end-exclusive) an edit by hand in the undo steps changed.
+
+        Undone steps do not count (their pixels hold the earlier values again); steps dropped
+        from the bounded history, or from an earlier session, are not known.
+
+        Returns:
+            (y1 - y0, x1 - x0) bool.
+        """
+        out = np.zeros((max(0, y1 - y0), max(0, x1 - x0)), bool)
+        for d in self._undo:
+            if not d.by_hand:
+                continue
+            h, w = d.before.shape
+            ix0, iy0 = max(x0, d.x0), max(y0, d.y0)
+            ix1, iy1 = min(x1, d.x0 + w), min(y1, d.y0 + h)
+            if ix1 <= ix0 or iy1 <= iy0:
+                continue
+            sub = (slice(iy0 - d.y0, iy1 - d.y0), slice(ix0 - d.x0, ix1 - d.x0))
+            out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] |= d.before[sub] != d.after[sub]
+        return out
 
     def clear(self) -> None:
         self._undo.clear()

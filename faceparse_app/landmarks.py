@@ -373,6 +373,41 @@ def derive_landmarks(label: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def largest_face_label(label: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> np.ndarray:
+    """The label map of a photo's largest face alone: LaPa's landmarks are one face's, and
+    placed from every face's parts at once they fall between faces.
+
+    Each pixel goes to the face whose box centre is nearest in units of that box's size (so a
+    big face reaches further than a small neighbour's); pixels of other faces become background.
+
+    Args:
+        label: (H, W) uint8 LaPa classes.
+        boxes: the faces' boxes (x0, y0, x1, y1) in pixels; fewer than two: ``label`` as is.
+
+    Returns:
+        (H, W) uint8.
+    """
+    if len(boxes) < 2:
+        return label
+    sizes = [max(1e-3, x1 - x0) * max(1e-3, y1 - y0) for x0, y0, x1, y1 in boxes]
+    h, w = label.shape
+    ys = np.arange(h, dtype=np.float32)[:, None] + 0.5
+    xs = np.arange(w, dtype=np.float32)[None, :] + 0.5
+
+    def distance(box: tuple[float, float, float, float]) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        bw, bh = max(1e-3, x1 - x0), max(1e-3, y1 - y0)
+        return np.maximum(np.abs(xs - (x0 + x1) / 2) / bw, np.abs(ys - (y0 + y1) / 2) / bh)
+
+    chosen = int(np.argmax(sizes))
+    own = distance(boxes[chosen])
+    keep = np.ones((h, w), bool)
+    for i, box in enumerate(boxes):
+        if i != chosen:
+            keep &= own <= distance(box)
+    return np.where(keep, label, 0).astype(np.uint8)
+
+
 def format_landmarks(points: np.ndarray) -> str:
     """LaPa's landmark file text: the count, then one 'x y' line per point."""
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)

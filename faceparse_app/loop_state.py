@@ -190,8 +190,8 @@ class LoopState:
     Events (view-facing):
         running_changed(kind_or_None), settings_changed(), start_changed(), resume_changed(),
         versions_changed(),
-        progress(report), finished(RunOutcome), failed(text), retraining() (an automatic
-        retrain began).
+        progress(report), finished(RunOutcome), failed(text), refused(kind, text) (a start
+        that could not begin), retraining() (an automatic retrain began).
     Events (controller-facing, the state's decisions):
         finetune_requested(FinetuneRequest), pretrain_requested(PretrainRequest),
         cancel_requested(), activate_requested(version_id), rollback_requested().
@@ -205,6 +205,7 @@ class LoopState:
     progress = Signal(dict)
     finished = Signal(object)
     failed = Signal(str)
+    refused = Signal(str, str)
     retraining = Signal()
 
     finetune_requested = Signal(object)
@@ -351,11 +352,20 @@ class LoopState:
         self.finished.emit(outcome)
 
     def fail(self, text: str) -> None:
-        """The job failed or could not start: say why; a retrain due meanwhile is dropped."""
+        """The job failed: say why; a retrain due meanwhile is dropped."""
         self.retrain.pending = False
         self.error = text
         self._set_running(None)
         self.failed.emit(text)
+
+    def refuse(self, text: str) -> None:
+        """The job could not start (nothing to train on, no project): say why, as
+        :meth:`fail` does, but ``refused`` tells the views that nothing ran."""
+        self.retrain.pending = False
+        self.error = text
+        kind = self.running
+        self._set_running(None)
+        self.refused.emit(kind or "", text)
 
     # -------------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from faceparse_app.app import Settings
 from faceparse_app.assist import AssistContext
+from faceparse_app.export_files import export_message
 from faceparse_app.loop_state import LoopState
 from faceparse_app.model_loop import ModelLoop
 from faceparse_app.project import DamagedStoreError, Project, ProjectError
@@ -177,6 +178,9 @@ class MainWindow(QMainWindow):
 
     def open_project(self, folder: str | Path) -> bool:
         """Open a folder as the project (closing any open one); False with a message if not."""
+        open_root = self.session.project.root if self.session is not None else None
+        if open_root is not None and open_root.resolve() == Path(folder).resolve():
+            return True  # already open here: nothing to close, nothing to reopen
         if not self._may_leave_project():
             return False
         try:
@@ -198,6 +202,8 @@ class MainWindow(QMainWindow):
         for signal in (session.saved, session.status_changed, session.prelabeled):
             signal.connect(lambda image_id, *_: self._touched.add(image_id))
         session.records_changed.connect(self._refresh_touched)
+        # A save changes the row's time and edits even when the status stays the same.
+        session.saved.connect(self._refresh_touched)
         session.set_protected(self.state.protected)
         self.state.protected_changed.connect(session.set_protected)
         self.canvas.edited.connect(session.note_edit)
@@ -288,7 +294,7 @@ class MainWindow(QMainWindow):
         self.export_worker = start_export(self, root, request)
         self.export_worker.finished.connect(
             lambda counts: self.show_message(
-                f"Exported to {request.out_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."
+                export_message(request.out_dir, counts, self.session.counts() if self.session else {}, request.reviewed_only)
             )
         )
         self.export_worker.errored.connect(lambda text: self.show_message(f"Export failed: {text}", "error"))

@@ -7,7 +7,8 @@ observes) up to date and tells the window what to show through its signals. Noth
 
 - opening an image asks the queue for its prediction (and the next few unfinished images
   ahead, cached); the result is applied through ``AnnotationSession.apply_prelabel``, which
-  refuses it for an image the annotator has edited;
+  refuses it for an image the annotator has edited; an image that opened with no label and was
+  painted before its first pre-label came takes it around the strokes;
 - fine-tuning and pretraining run in a :class:`FunctionWorker` on a snapshot of the labels;
   a published parser is hot-swapped into the queue; the pre-label on screen is refreshed at
   once and every other one nobody edited in the background (:class:`PrelabelRefresher`);
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from faceparse_app.face_loop import FaceLoop
+from faceparse_app.face_loop import STROKE_RETRY_MS, FaceLoop
 from faceparse_app.loop_state import LoopState
 from faceparse_app.model_store import ModelStore, ModelStoreError
 from faceparse_app.prelabel_queue import PrelabelQueue
@@ -108,6 +109,9 @@ class ModelLoop(QObject):
         self.faces = FaceLoop(parent=self)
         self.faces.message.connect(self.message)
         self.confidence: np.ndarray | None = None
+        # The image on screen opened with no label at all: its first pre-label fills around
+        # the strokes made while it was on its way (it used to be dropped by the first one).
+        self._blank: int | None = None
         self._scores_timer = QTimer(self)
         self._scores_timer.setSingleShot(True)
         self._scores_timer.setInterval(SCORES_EMIT_MS)
@@ -286,6 +290,9 @@ class ModelLoop(QObject):
 
     def _on_image_changed(self, rec: ImageRecord | None) -> None:
         self.confidence = None
+        self._blank = None
+        if rec is not None and self.session is not None and rec.status == "new":
+            self._blank = None if self.session.project.label_path(rec).exists() else rec.id
         self.heat_changed.emit(None)
         self.faces.on_image_changed(rec)
         session, queue = self.session, self.queue
@@ -306,8 +313,33 @@ class ModelLoop(QObject):
         # 1.0 outside every face: the confidence view shows doubt about faces, not background.
         self.confidence = pred.confidence
         self.heat_changed.emit(pred.confidence)
-        session.apply_prelabel(image_id, pred.label, version)
+        if session.apply_prelabel(image_id, pred.label, version):
+            self._blank = None
+        elif self._blank == image_id:
+            self._fill_around_strokes(image_id, pred.label)
         self.faces.on_ready(image_id, pred)
+
+    def _fill_around_strokes(self, image_id: int, label: np.ndarray) -> None:
+        """The first pre-label of an image painted before it came: the model's classes go
+        everywhere but on the strokes (``History.hand_edited``), as one undo step."""
+        session = self.session
+        if session is None or session.current is None or session.current.id != image_id:
+            return
+        doc = session.document
+        if doc is None or label.shape != doc.shape or self._blank != image_id:
+            return
+        if not session.edited_here(image_id) or session.project.read_only:
+            return  # refused for another reason (e.g. a read-only project): nothing to fill
+        if doc.in_stroke:  # put it in once the stroke ends
+            QTimer.singleShot(STROKE_RETRY_MS, lambda: self._fill_around_strokes(image_id, label))
+            return
+        self._blank = None
+        if doc.replace_where(label, np.ones(doc.shape, bool), by_hand=False) is not None:
+            self.message.emit(
+                f"The pre-label of {session.current.relpath} came after your first strokes: it "
+                "fills everything but them (Ctrl+Z undoes it).",
+                "info",
+            )
 
     def _on_failed(self, image_id: int, text: str) -> None:
         if image_id < 0:

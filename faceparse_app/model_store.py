@@ -247,6 +247,10 @@ class ModelStore:
         """
         _check_kind(kind)
         src = Path(checkpoint_path)
+        # Without a pointer the newest version is the active one: one kept aside must not
+        # become it (the first parser that scored below the starter did, while the panel said
+        # the starter stayed in use). What was in use stays so, by name.
+        keep = None if activate or kind in self._pointers() else self.active(kind)
         meta = read_metadata(src)  # raises CheckpointError naming the file
         stage = str(meta.get("stage", ""))
         if kind == "parser" and stage == "pretrain":
@@ -283,6 +287,8 @@ class ModelStore:
                 raise
             if activate:
                 self._set_pointer(kind, version_id)
+            elif kind not in self._pointers():
+                self._set_pointer(kind, keep.id if keep is not None else STARTER_ID)
         return self.get(version_id)
 
     def activate(self, version_id: str) -> ModelVersion:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faceparse_app.faces import faces_from_text, faces_to_text
+from faceparse_app.faces import boxes_from_text, faces_from_text, faces_to_text
 from faceparse_app.project_scan import FINISHED
 from faceparse_app.store_guard import DamagedStoreError, ProjectError
 from faceparse_app.store_open import DB_NAME, STATUSES
@@ -145,6 +145,13 @@ class StoreRows:
         if not rows:
             raise KeyError(f"no image with id {rec.id} in {self.root}")
         return faces_from_text(rows[0][0])
+
+    def face_boxes(self, rec: ImageRecord) -> list[tuple[float, float, float, float]] | None:
+        """The boxes of :meth:`faces`, without loading torch (for the export)."""
+        rows = self.query("SELECT faces FROM images WHERE id=?", (int(rec.id),))
+        if not rows:
+            raise KeyError(f"no image with id {rec.id} in {self.root}")
+        return boxes_from_text(rows[0][0])
 
     def set_faces(self, rec: ImageRecord, faces: Sequence[Face] | None) -> ImageRecord:
         """Keep an image's faces ([] : looked for, none there; None: look again next time).

@@ -123,7 +123,7 @@ class TrainingRuns(QObject):
     def _ready_to_train(self) -> bool:
         """A project is open and no run is going; otherwise say why and return False."""
         if self.session is None or self.store is None:
-            self.state.fail("Open a project first.")
+            self.state.refuse("Open a project first.")
             return False
         if self.running:
             self.message.emit("A training run is already going; cancel it first.", "warning")
@@ -139,10 +139,10 @@ class TrainingRuns(QObject):
             files = self.labeled_files()
             run_dir = self._new_run_dir("finetune")
         except (FaceParseError, OSError, RuntimeError) as exc:
-            self.state.fail(f"Cannot start fine-tuning: {exc}")
+            self.state.refuse(f"Cannot start fine-tuning: {exc}")
             return False
         if not files:
-            self.state.fail(
+            self.state.refuse(
                 "No labeled faces yet: label a few faces (A or Ctrl+Return marks one labeled), "
                 "then start fine-tuning."
             )

@@ -209,6 +209,7 @@ class LabelCanvas(QWidget):
             bbox = None  # the whole array changed identity: recolour all
         x0, y0, w, h = self.overlay.update(bbox)
         self.update(self._image_rect_to_widget(x0, y0, w, h))
+        self._refresh_hover()  # the pixel under a resting cursor may have changed class
 
     def _on_outline_changed(self, outline: bool) -> None:
         if self.overlay is not None:
@@ -259,6 +260,7 @@ class LabelCanvas(QWidget):
         self.offset = QPointF((vw - w * self.scale) / 2, (vh - h * self.scale) / 2)
         self._keep_fit = True
         self.update()
+        self._refresh_hover()
 
     def zoom_actual(self) -> None:
         """One image pixel per display pixel, keeping the view centre."""
@@ -276,11 +278,13 @@ class LabelCanvas(QWidget):
         self.offset = QPointF(anchor.x() - ix * self.scale, anchor.y() - iy * self.scale)
         self._keep_fit = False
         self.update()
+        self._refresh_hover()
 
     def pan_by(self, dx: float, dy: float) -> None:
         self.offset += QPointF(dx, dy)
         self._keep_fit = False
         self.update()
+        self._refresh_hover()
 
     def _set_scale(self, scale: float) -> None:
         scale = max(MIN_SCALE, min(MAX_SCALE, scale))
@@ -416,6 +420,12 @@ class LabelCanvas(QWidget):
             self.setCursor(self.tool.cursor)
             return
         super().keyReleaseEvent(event)
+
+    def _refresh_hover(self) -> None:
+        """Name the pixel under a cursor resting on the canvas again (after an edit or a
+        change of view: the readout named what was there before)."""
+        if self.cursor_pos is not None:
+            self._emit_hover(*self.widget_to_image(self.cursor_pos))
 
     def _emit_hover(self, x: float, y: float) -> None:
         px, py = int(x // 1), int(y // 1)

@@ -33,7 +33,10 @@ REVIEW_TIP = (
     "needs review: this label was found on disk when the project store was rebuilt (or "
     "changed outside the app); check it, then mark it reviewed (Ctrl+Shift+Return)"
 )
-NO_FACE_TIP = "the model found no face: draw a box around each face with the face tool (W)"
+NO_FACE_TIP = (
+    "the model found no face: draw a box around each face with the face tool (W), or press A "
+    "if it has none (all background)"
+)
 ALL = "all"
 PROBLEMS = "problems"
 NEEDS_REVIEW = "needs_review"

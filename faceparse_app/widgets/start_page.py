@@ -45,8 +45,12 @@ class StartPage(QWidget):
         self.demo_button.clicked.connect(self.demo_requested)
         self.recent = QListWidget()
         self.recent.setObjectName("recent_projects")
+        # A long path keeps both ends (the folder's name is the end) and its tooltip in full.
+        self.recent.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.recent.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # Activated covers a double-click and Enter; connecting itemDoubleClicked too opened
+        # the project twice, and the second open said it was already open.
         self.recent.itemActivated.connect(self._on_recent)
-        self.recent.itemDoubleClicked.connect(self._on_recent)
         self.recent_label = QLabel("<b>Recent projects</b>")
         column = QVBoxLayout()
         column.addWidget(title)
@@ -76,6 +80,7 @@ class StartPage(QWidget):
                 item.setToolTip(f"{folder} no longer exists")
             else:
                 item.setIcon(qta.icon("fa5s.folder"))
+                item.setToolTip(folder)
             self.recent.addItem(item)
         self.recent_label.setVisible(bool(folders))
         self.recent.setVisible(bool(folders))

@@ -99,6 +99,7 @@ class TrainProgress(QGroupBox):
         state.progress.connect(self._show_progress)
         state.finished.connect(self._show_finished)
         state.failed.connect(self._show_error)
+        state.refused.connect(self._show_refusal)
 
     def show_cancelling(self) -> None:
         self.status_label.setText("Cancelling…")
@@ -163,6 +164,12 @@ class TrainProgress(QGroupBox):
         else:
             text = f"{what.capitalize()} finished."
         self.status_label.setText(text)
+
+    def _show_refusal(self, kind: str, message: str) -> None:
+        """Why a start could not begin (nothing ran, so nothing "stopped")."""
+        self._show_error(message)
+        what = "Pretraining" if kind == "pretrain" else "Fine-tuning"
+        self.status_label.setText(f"{what} did not start.")
 
     def _show_error(self, message: str) -> None:
         """Why a run failed (stays until the next start)."""

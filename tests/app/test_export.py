@@ -444,4 +444,4 @@ def test_the_export_says_what_each_label_cost(tmp_path: Path) -> None:
     }  # fmt: skip
     assert {r["name"] for r in rows.values()} == {"face0", "face1", "face2"}
     readme = (tmp_path / "out" / "README.txt").read_text()
-    assert "0.10 h of active labeling" in readme and "median 120 s and 20 edits" in readme
+    assert "6.0 min of active labeling" in readme and "median 120 s and 20 edits" in readme

@@ -244,7 +244,8 @@ def test_no_face_found_says_so_offers_the_face_tool_and_ranks_first(qtbot, tmp_p
     assert session.current.id == ids["f1.png"]
     qtbot.waitUntil(lambda: "No face found" in window.message_bar.message, timeout=WAIT_MS)
     assert window.message_bar.message == (
-        "No face found in f1.png: draw a box around each face with the face tool (W)"
+        "No face found in f1.png: draw a box around each face with the face tool (W), or press A "
+        "if it has none (all background)"
     )
     assert not window.face_offer.isHidden()
     assert not session.document.label.any()  # nothing parsed: all background

@@ -173,32 +173,6 @@ def test_prelabel_appears_is_editable_accepted_and_the_next_is_ready(qtbot, tmp_
     np.testing.assert_array_equal(session.document.label, prediction(window, version, second))
 
 
-def test_a_late_prelabel_never_overwrites_strokes(qtbot, tmp_path):
-    gate = threading.Event()
-
-    def slow_loader(path):
-        gate.wait(60)  # the model is "still predicting" until the test opens the gate
-        return read_image(path)
-
-    folder = project_with(tmp_path / "project", n=2)
-    publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder, loader=slow_loader)
-    session = window.session
-    image_id = session.current.id
-    # The canvas is usable while the prediction runs: the annotator paints.
-    window.state.set_class(5)
-    drag(window.canvas, [(30, 30), (40, 30)])
-    gate.set()
-    qtbot.waitUntil(lambda: window.model_loop.confidence is not None, timeout=WAIT_MS)
-    label = session.document.label
-    assert label[30, 35] == 5
-    assert np.count_nonzero(label) == np.count_nonzero(label == 5)  # nothing but the stroke
-    assert status(window, image_id)[0] != "pre-labeled"
-    assert session.save()
-    assert status(window, image_id) == ("in_progress", None)
-    np.testing.assert_array_equal(read_label(session.project.label_path(session.current)), label)
-
-
 def test_without_a_model_the_app_says_so_and_offers_training(qtbot, tmp_path):
     folder = project_with(tmp_path / "project", n=2)
     window = open_window(qtbot, tmp_path, folder)
