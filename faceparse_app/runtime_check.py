@@ -61,6 +61,8 @@ def child_command(checkpoint: Path, cache: Path, threads: int) -> list[str]:
         str(threads),
         "--nice",
         "19",
+        "--parent-pid",
+        str(os.getpid()),
     ]
 
 

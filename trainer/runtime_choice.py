@@ -32,6 +32,7 @@ import logging
 import os
 import platform
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -407,6 +408,21 @@ def self_check(
     }
 
 
+def watch_parent(pid: int, poll_s: float = 0.5) -> None:
+    """End this process (exit code 3) as soon as its parent ``pid`` is gone, from a daemon
+    thread: the app's background check must not outlive an app killed with SIGKILL. POSIX only
+    (an orphan is adopted by another process, so its parent id changes); elsewhere a no-op."""
+    if os.name != "posix":
+        return
+
+    def watch() -> None:
+        while os.getppid() == pid:
+            time.sleep(poll_s)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Make the choice for one checkpoint and print it as one JSON line (for the app, which
     runs this in a process of its own so that quitting never waits for an export)."""
@@ -417,7 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (the caller's)")
     parser.add_argument("--nice", type=int, default=0, help="lower this process's priority")
+    parser.add_argument(
+        "--parent-pid", type=int, default=None, help="end when this process (the app) is gone"
+    )
     args = parser.parse_args(argv)
+    if args.parent_pid:
+        watch_parent(args.parent_pid)
     if args.nice and hasattr(os, "nice"):
         os.nice(args.nice)
     if args.threads:

@@ -241,3 +241,51 @@ def test_onnx_runtime_must_win_by_a_clear_margin(
     answer = runtime_choice.self_check(predictor, predictor)
     assert answer["runtime"] == expected
     assert ("margin" in answer["reason"]) == (expected == "torch" and ort_s < torch_s)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="a POSIX parent to kill")
+def test_the_check_process_ends_when_the_app_that_started_it_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the app must not leave its background check running on (it would export and
+    time for tens of seconds with nobody to read the answer)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = (
+        "import os, time; from trainer.runtime_choice import watch_parent; "
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+        "watch_parent(os.getppid(), poll_s=0.05); time.sleep(600)"
+    )
+    parent = (
+        "import subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(600)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    app = subprocess.Popen([sys.executable, "-c", parent], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child_pid = int(pid_file.read_text())
+        os.kill(child_pid, 0)  # running
+        app.send_signal(signal.SIGKILL)
+        app.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = Path(f"/proc/{child_pid}/status")
+            try:
+                os.kill(child_pid, 0)
+                if status.exists() and "\nState:\tZ" in status.read_text():
+                    break  # ended, not yet reaped by whoever adopted it
+            except (ProcessLookupError, FileNotFoundError):
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(child_pid, signal.SIGKILL)
+            pytest.fail("the check process outlived the app that started it")
+    finally:
+        if app.poll() is None:
+            app.kill()
