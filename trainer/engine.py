@@ -212,9 +212,9 @@ class TrainLoop:
             a KeyboardInterrupt too).
 
     Stats handed to hooks add: "step" (completed steps), "total_steps", "epoch" (1-based, for
-    display), "epochs", "lr", "images_per_s" (this step, data loading included), "time" (s since
-    the start),
-    "eta_s" (from the mean step time so far).
+    display), "epochs" (those the run will reach, a step limit included), "lr", "images_per_s"
+    (this step, data loading included), "time" (s since the start), "eta_s" (from the mean step
+    time so far).
     """
 
     def __init__(
@@ -321,7 +321,8 @@ class TrainLoop:
             step=self.step,
             total_steps=self.total_steps,
             epoch=self.epoch + 1,
-            epochs=self.epochs,
+            # The epochs the run will reach: a step limit can end it before ``self.epochs``.
+            epochs=min(self.epochs, -(-self.total_steps // self.batches_per_epoch)),
             images_per_s=float(images) / dt if images else 0.0,
             time=elapsed,
             eta_s=elapsed / done * (self.total_steps - self.step),

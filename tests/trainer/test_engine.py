@@ -133,6 +133,20 @@ def test_callback_receives_progress_and_epochs_are_reported() -> None:
     ]
 
 
+def test_a_step_limit_reports_the_epochs_the_run_will_reach() -> None:
+    # The app's panel showed "epoch 2/30" for a run limited to 6 steps of 4 per epoch.
+    stats: list[dict] = []
+    TrainLoop(
+        lambda b: {"loss": 0.5, "lr": 0.1, "batch_size": 4},
+        batches_per_epoch=4,
+        epochs=30,
+        max_steps=6,
+        hooks=[CallbackHook(stats.append)],
+    ).run()
+    assert [s["epoch"] for s in stats] == [1, 1, 1, 1, 2, 2]
+    assert {s["epochs"] for s in stats} == {2} and stats[-1]["total_steps"] == 6
+
+
 def test_resumed_loop_skips_the_batches_already_seen() -> None:
     batches: list[tuple[int, int]] = []
 
