@@ -194,6 +194,19 @@ class SparseBatchNorm2d(nn.BatchNorm2d):
             factor = (
                 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
             )
+        if index.numel() < 2:  # no spread to normalise by (the native norm refuses one value)
+            out = rows.new_zeros(rows.shape)
+            if index.numel():
+                picked = rows.index_select(0, index)
+                if self.track_running_stats and self.running_mean is not None and factor:
+                    with torch.no_grad():
+                        self.running_mean.lerp_(picked[0].to(self.running_mean.dtype), factor)
+                        self.running_var.lerp_(torch.zeros_like(self.running_var), factor)
+                y = torch.zeros_like(picked)  # x minus its own mean, whose gradient is zero
+                if self.affine:
+                    y = y * self.weight + self.bias
+                out = out.index_copy(0, index, y)
+            return out.view(b, h, w, c).permute(0, 3, 1, 2)
         picked = torch.nn.functional.batch_norm(
             rows.index_select(0, index),
             self.running_mean if self.track_running_stats else None,

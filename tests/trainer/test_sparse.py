@@ -162,6 +162,21 @@ def test_sparse_norm_matches_the_masked_statistics_formula_in_value_and_gradient
     torch.testing.assert_close(bn.running_var, 0.9 + 0.1 * unbiased, rtol=1e-4, atol=1e-6)
 
 
+def test_sparse_norm_with_a_single_visible_position_gives_its_bias() -> None:
+    """One visible position (one image, one visible cell at the coarsest grid): no variance to
+    normalise by, so the output is the bias there and zero elsewhere, as a batch norm of one
+    value per channel would give, instead of an error."""
+    bn = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    encoder = SparseEncoder(nn.Sequential(bn))
+    visible = torch.tensor([[[[True, False], [False, False]]]])
+    out = sparse_forward(encoder, torch.randn(1, 3, 2, 2), visible)
+    assert torch.allclose(out[0, :, 0, 0], bn.bias.detach())
+    assert out[0, :, 1:, :].abs().max() == 0 and out[0, :, 0, 1].abs().max() == 0
+    assert torch.isfinite(bn.running_var).all()
+
+
 def sparse_forward(encoder: SparseEncoder, x: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
     """Run a one-layer 'encoder' (no feature list) with the mask in flight."""
     encoder.visibility.set(visible.float())
