@@ -178,7 +178,8 @@ class SparseBatchNorm2d(nn.BatchNorm2d):
         The visible positions are gathered into rows (one per position, channels last), put
         through the native batch norm (statistics, running statistics and gradients as
         ``nn.BatchNorm2d`` computes them) and scattered back into zeros: a few passes over the
-        visible share of the map instead of a dozen masked passes over the whole of it."""
+        visible share of the map instead of a dozen masked passes over the whole of it. The
+        output is laid out channels last whatever the input's layout (the trainer's is)."""
         visible = self.visibility.like(x) if self.visibility is not None else None
         if visible is None:
             return super().forward(x)
@@ -199,13 +200,12 @@ class SparseBatchNorm2d(nn.BatchNorm2d):
             if index.numel():
                 picked = rows.index_select(0, index)
                 if self.track_running_stats and self.running_mean is not None and factor:
-                    with torch.no_grad():
+                    with torch.no_grad():  # one value: a mean, but no variance to learn from
                         self.running_mean.lerp_(picked[0].to(self.running_mean.dtype), factor)
-                        self.running_var.lerp_(torch.zeros_like(self.running_var), factor)
                 y = torch.zeros_like(picked)  # x minus its own mean, whose gradient is zero
                 if self.affine:
                     y = y * self.weight + self.bias
-                out = out.index_copy(0, index, y)
+                out = out.index_copy(0, index, y.to(rows.dtype))
             return out.view(b, h, w, c).permute(0, 3, 1, 2)
         picked = torch.nn.functional.batch_norm(
             rows.index_select(0, index),
@@ -219,6 +219,15 @@ class SparseBatchNorm2d(nn.BatchNorm2d):
         )
         out = rows.new_zeros(rows.shape).index_copy(0, index, picked)
         return out.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def _leaves(value: Any) -> list[Any]:
+    """The non-container values inside nested tuples, lists and dicts."""
+    if isinstance(value, tuple | list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    return [value]
 
 
 _ZEROED_AFTER = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
@@ -252,30 +261,52 @@ class SparseEncoder(nn.Module):
         self._hooks = [module.register_forward_hook(self._rezero) for module in self.rezeroed]
 
     def _feeding_norms(self, candidates: list[nn.Module]) -> set[int]:
-        """ids of the ``candidates`` whose every output went straight into a sparse norm in a
-        small dense pass (evaluation mode, no gradient: nothing of the encoder changes)."""
+        """ids of the ``candidates`` whose output went into a sparse norm and nowhere else in a
+        small dense pass (evaluation mode, no gradient: nothing of the encoder changes). Every
+        torch function applied to an output outside a sparse norm's own forward counts as
+        another use (a module's ops or a plain ``bn(y) + y`` alike)."""
         convs = [m for m in self.encoder.modules() if isinstance(m, nn.Conv2d)]
         if not any(isinstance(m, nn.Conv2d) for m in candidates) or not convs:
             return set()
         outputs: dict[int, tuple[nn.Module, torch.Tensor]] = {}
         fed: set[int] = set()
         other: set[int] = set()
+        inside_norm = [0]  # depth of sparse-norm forwards in progress (their own ops don't count)
 
         def produced(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
             outputs[id(output)] = (module, output)
 
-        def consumed(module: nn.Module, inputs: Any) -> None:
+        def producer(tensor: Any) -> nn.Module | None:
+            hit = outputs.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
+            return hit[0] if hit is not None and hit[1] is tensor else None
+
+        def norm_enters(module: nn.Module, inputs: Any) -> None:
             for tensor in inputs:
-                hit = outputs.get(id(tensor))
-                if hit is not None and hit[1] is tensor:
-                    (fed if isinstance(module, SparseBatchNorm2d) else other).add(id(hit[0]))
+                source = producer(tensor)
+                if source is not None:
+                    fed.add(id(source))
+            inside_norm[0] += 1
+
+        def norm_leaves(module: nn.Module, inputs: Any, output: Any) -> None:
+            inside_norm[0] -= 1
+
+        class Uses(torch.overrides.TorchFunctionMode):
+            """Every other use of a recorded output: a module's ops or a plain function call
+            (``bn(y) + y``, ``torch.cat``) alike."""
+
+            def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+                if not inside_norm[0]:
+                    for tensor in _leaves((args, kwargs or {})):
+                        source = producer(tensor)
+                        if source is not None:
+                            other.add(id(source))
+                return func(*args, **(kwargs or {}))
 
         handles = [m.register_forward_hook(produced) for m in candidates]
-        handles += [
-            m.register_forward_pre_hook(consumed)
-            for m in self.encoder.modules()
-            if not list(m.children())
-        ]
+        for m in self.encoder.modules():
+            if isinstance(m, SparseBatchNorm2d):
+                handles += [m.register_forward_pre_hook(norm_enters)]
+                handles += [m.register_forward_hook(norm_leaves)]
         modes = {m: m.training for m in self.encoder.modules()}
         try:
             self.encoder.eval()
@@ -283,7 +314,8 @@ class SparseEncoder(nn.Module):
                 weight = convs[0].weight
                 side = 2 * GRID_STRIDE
                 probe = torch.zeros(1, convs[0].in_channels, side, side, dtype=weight.dtype)
-                self.encoder(probe.to(weight.device))
+                with Uses():
+                    self.encoder(probe.to(weight.device))
         except (RuntimeError, ValueError) as exc:  # an encoder this probe does not fit
             log.debug("sparse encoder: re-zeroing after every layer (%s)", exc)
             return set()

@@ -87,6 +87,38 @@ def test_re_zeroing_only_where_no_sparse_norm_follows_changes_nothing_and_costs_
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
+class _ResidualAroundNorm(nn.Module):
+    """A convolution whose output feeds a norm *and* a sum (a functional use, no module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.bn, self.c2 = (
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.Conv2d(4, 4, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c(x)
+        return self.c2(self.bn(y) + y)
+
+
+def test_a_convolution_also_used_outside_its_norm_keeps_its_re_zeroing() -> None:
+    # The review's case: the probe saw only module consumers, so `bn(y) + y` exempted `c` and
+    # masked positions leaked into visible features (by up to 0.27).
+    torch.manual_seed(0)
+    net = _ResidualAroundNorm().train()
+    reference = copy.deepcopy(net)
+    pruned, every = SparseEncoder(net), SparseEncoder(reference, prune=False)
+    assert net.c in pruned.rezeroed
+    cells, pixels = _masked_cells(SIZE)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    other = torch.where(pixels, torch.randn_like(x) * 5, x)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x, ~cells), every(x, ~cells))
+        assert torch.equal(pruned(x, ~cells), pruned(other, ~cells))
+
+
 @pytest.mark.parametrize("preset", ["lite", "paper"])
 def test_a_fully_visible_input_gives_the_dense_encoder(preset) -> None:
     # In float64: the same function up to rounding (in float32 the two summation orders drift
@@ -174,7 +206,12 @@ def test_sparse_norm_with_a_single_visible_position_gives_its_bias() -> None:
     out = sparse_forward(encoder, torch.randn(1, 3, 2, 2), visible)
     assert torch.allclose(out[0, :, 0, 0], bn.bias.detach())
     assert out[0, :, 1:, :].abs().max() == 0 and out[0, :, 0, 1].abs().max() == 0
-    assert torch.isfinite(bn.running_var).all()
+    # One value has no variance to learn from: the running variance is left as it was (pulling
+    # it toward 0 would blow up evaluation outputs by up to 1/sqrt(eps)).
+    assert torch.equal(bn.running_var, torch.ones(3))
+    # And in bf16 (CUDA autocast in pretraining) as in float32.
+    out16 = sparse_forward(encoder, torch.randn(1, 3, 2, 2, dtype=torch.bfloat16), visible)
+    assert out16.dtype == torch.bfloat16
 
 
 def sparse_forward(encoder: SparseEncoder, x: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
