@@ -236,3 +236,12 @@ def test_the_status_bar_shows_the_runtime_beside_the_model(qtbot) -> None:
     assert "chosen on this CPU" in status.runtime.toolTip()
     status.show_model("v0003")  # until the new model says what it runs in
     assert status.runtime.text() == ""
+
+
+def test_the_runtime_setting_defaults_to_auto_and_reads_the_environment(monkeypatch) -> None:
+    monkeypatch.delenv(runtime_check.RUNTIME_ENV, raising=False)
+    assert runtime_check.runtime_setting() == "auto"
+    monkeypatch.setenv(runtime_check.RUNTIME_ENV, " Torch ")
+    assert runtime_check.runtime_setting() == "torch"
+    monkeypatch.setenv(runtime_check.RUNTIME_ENV, "cuda")  # not a setting: a warning, then auto
+    assert runtime_check.runtime_setting() == "auto"

@@ -289,3 +289,24 @@ def test_the_check_process_ends_when_the_app_that_started_it_is_killed(tmp_path:
     finally:
         if app.poll() is None:
             app.kill()
+
+
+def test_a_cached_near_tie_from_before_the_margin_is_read_as_torch(
+    parser_ckpt: Path, tmp_path: Path
+) -> None:
+    """Answers written before the margin existed (ONNX Runtime 1% faster) are not obeyed as
+    they stand: every version would be exported for a tie."""
+    predictor = Predictor.from_checkpoint(parser_ckpt, device="cpu", framing="whole")
+    tie = {"runtime": "onnxruntime", "torch_s": 0.2391, "onnxruntime_s": 0.2360, "reason": "faster"}
+    runtime_choice.write_choices(
+        tmp_path,
+        {
+            runtime_choice.speed_key(predictor): tie,
+            runtime_choice.choice_key(predictor, parser_ckpt): {**tie, "agreement": 1e-5},
+        },
+    )
+    answer = runtime_choice.known_choice(predictor, parser_ckpt, tmp_path)
+    assert answer is not None and answer["runtime"] == "torch" and "margin" in answer["reason"]
+    runtime_choice.write_choices(tmp_path, {runtime_choice.speed_key(predictor): tie})
+    answer = runtime_choice.known_choice(predictor, parser_ckpt, tmp_path)
+    assert answer is not None and answer["runtime"] == "torch"
