@@ -100,7 +100,9 @@ def latency_worker(preset: str, size: int, path: str, repeats: int) -> dict[str,
             predictor: Any = OnnxPredictor(onnx_path, framing="whole")
             times = time_calls(lambda: predictor(image), repeats)
     else:
-        predictor = Predictor(model, device="cpu", channels_last=path == "channels_last", framing="whole")
+        predictor = Predictor(
+            model, device="cpu", channels_last=path == "channels_last", framing="whole"
+        )
         times = time_calls(lambda: predictor(image), repeats)
     # On a shared machine the fastest call is the best estimate of the uncontended cost.
     row["seconds"] = round(min(times), 4)
@@ -155,7 +157,9 @@ def bench_interleaved(presets: Sequence[str], rounds: int) -> list[dict[str, Any
                         channels_last=False,
                         framing="whole",
                     ),
-                    "channels_last": Predictor(model, device="cpu", channels_last=True, framing="whole"),
+                    "channels_last": Predictor(
+                        model, device="cpu", channels_last=True, framing="whole"
+                    ),
                     "onnxruntime": OnnxPredictor(onnx_path, framing="whole"),
                 }
                 paths["eager_nchw"].model.load_state_dict(model.state_dict())
@@ -181,11 +185,10 @@ def bench_interleaved(presets: Sequence[str], rounds: int) -> list[dict[str, Any
 # Compute floor
 
 
-def count_macs(preset: str, size: int) -> int:
-    """Multiply-accumulates of one forward pass at ``size`` px (convolutions and linear layers)."""
-    model = build_model(
-        get_preset(preset).with_overrides(input_size=size), heads=("parsing",)
-    ).eval()
+def count_macs(preset: str, size: int, head: str = "parsing") -> int:
+    """Multiply-accumulates of one forward pass at ``size`` px (convolutions and linear layers)
+    through ``head`` ("parsing" or "reconstruction")."""
+    model = build_model(get_preset(preset).with_overrides(input_size=size), heads=(head,)).eval()
     total = 0
 
     def hook(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
@@ -202,7 +205,7 @@ def count_macs(preset: str, size: int) -> int:
         if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
     ]
     with torch.inference_mode():
-        model(torch.zeros(1, 3, size, size))
+        model(torch.zeros(1, 3, size, size), head=head)
     for h in handles:
         h.remove()
     return total
