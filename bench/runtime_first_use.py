@@ -116,16 +116,10 @@ class Parts:
 
 def run_process(checkpoint: Path, cache: Path, threads: int) -> float:
     """Wall seconds of the app's check in a process of its own."""
-    command = [
-        sys.executable,
-        "-m",
-        "trainer.runtime_choice",
-        str(checkpoint),
-        "--cache-dir",
-        str(cache),
-        "--threads",
-        str(threads),
-    ]
+    from faceparse_app.runtime_check import child_command
+
+    # The app's own command, at this process's priority and not tied to it (timed, not hidden).
+    command = child_command(checkpoint, cache, threads, nice=0, watched=False)
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env=child_env())
     if proc.returncode != 0:

@@ -48,9 +48,12 @@ def onnxruntime_missing() -> str | None:
     return None
 
 
-def child_command(checkpoint: Path, cache: Path, threads: int) -> list[str]:
-    """The command that makes the choice in a process of its own, at the lowest priority."""
-    return [
+def child_command(
+    checkpoint: Path, cache: Path, threads: int, *, nice: int = 19, watched: bool = True
+) -> list[str]:
+    """The command that makes the choice in a process of its own: at the lowest priority
+    (``nice``), ending if this process goes (``watched``)."""
+    command = [
         sys.executable,
         "-m",
         "trainer.runtime_choice",
@@ -59,11 +62,9 @@ def child_command(checkpoint: Path, cache: Path, threads: int) -> list[str]:
         str(cache),
         "--threads",
         str(threads),
-        "--nice",
-        "19",
-        "--parent-pid",
-        str(os.getpid()),
     ]
+    command += ["--nice", str(nice)] if nice else []
+    return command + (["--parent-pid", str(os.getpid())] if watched else [])
 
 
 def _pythonpath() -> str:
