@@ -16,6 +16,20 @@ def error_shown(window) -> bool:
     return bool(bar.message) and bar.level == "error"
 
 
+def _two_faces_one_found(qtbot, tmp_path, monkeypatch):
+    """A project of two-face images whose finder finds only the left face, pre-labeled by a
+    published parser: (window, session, version)."""
+    from tests.app.test_gui_faces import LEFT, two_faces, use_finder, wait_prelabeled
+    from tests.app.test_gui_model_loop import open_window, publish_parser
+
+    use_finder(monkeypatch, [LEFT])
+    folder = two_faces(tmp_path / "project")
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    wait_prelabeled(qtbot, window, version)
+    return window, window.session, version
+
+
 def test_double_clicking_a_recent_project_opens_it_once_without_an_error(qtbot, tmp_path):
     # The trial: a double-click on the start page's recent project opened it, then tried
     # again and said "already open in this FaceParse Studio; switch to that window".
@@ -28,7 +42,9 @@ def test_double_clicking_a_recent_project_opens_it_once_without_an_error(qtbot, 
     opened: list[str] = []
     page.open_requested.connect(opened.append)
     recent = page.recent
-    qtbot.waitUntil(lambda: recent.visualItemRect(recent.item(0)).bottom() < recent.viewport().height())
+    qtbot.waitUntil(
+        lambda: recent.visualItemRect(recent.item(0)).bottom() < recent.viewport().height()
+    )
     rect = recent.visualItemRect(recent.item(0))
     # A real double-click: a click, then the second press that makes it double.
     QTest.mouseClick(recent.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
@@ -74,22 +90,13 @@ def test_a_face_change_keeps_the_strokes_made_in_its_crop(qtbot, tmp_path, monke
     # The trial: a skin blob relabeled to background on a dress came back as hair when a face
     # box drawn beside it was parsed; the face's crop took the model's pixels over the edit.
     from tests.app.test_gui_faces import (
-        LEFT,
         face_tool,
         kept,
         mask_of,
-        two_faces,
-        use_finder,
-        wait_prelabeled,
     )
-    from tests.app.test_gui_model_loop import WAIT_MS, open_window, publish_parser
+    from tests.app.test_gui_model_loop import WAIT_MS
 
-    use_finder(monkeypatch, [LEFT])
-    folder = two_faces(tmp_path / "project")
-    version = publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder)
-    session = window.session
-    wait_prelabeled(qtbot, window, version)
+    window, session, version = _two_faces_one_found(qtbot, tmp_path, monkeypatch)
     window.state.set_class(4)
     drag(window.canvas, [(80, 30), (110, 30)])  # where the face drawn next will be
     drag(window.canvas, [(80, 50), (110, 50)])
@@ -119,7 +126,10 @@ def test_a_fine_tuning_that_cannot_start_does_not_say_it_stopped_with_an_error(q
     window = make_window(qtbot, tmp_path)
     progress = window.train_panel.progress
     QTest.mouseClick(window.train_panel.form.finetune_button, Qt.MouseButton.LeftButton)
-    assert "No labeled faces yet" in progress.error_label.text() and not progress.error_label.isHidden()
+    assert (
+        "No labeled faces yet" in progress.error_label.text()
+        and not progress.error_label.isHidden()
+    )
     assert "error" not in progress.status_label.text()
     assert progress.status_label.text() == "Fine-tuning did not start."
     assert window.loop_state.running is None
@@ -134,7 +144,9 @@ def test_the_export_readme_counts_a_short_session_in_seconds_not_as_zero_hours()
     assert total_time(3 * 3600 + 60) == "3.02 h"
 
 
-def test_a_photo_without_a_face_says_how_to_finish_it_and_stops_asking_once_labeled(qtbot, tmp_path, monkeypatch):
+def test_a_photo_without_a_face_says_how_to_finish_it_and_stops_asking_once_labeled(
+    qtbot, tmp_path, monkeypatch
+):
     # The trial: a photo of a face mask (no face) said only "draw a box around each face";
     # accepting it as all background (A) left that request up.
     from tests.app.test_gui_faces import use_finder
@@ -256,15 +268,10 @@ def test_a_long_recent_project_path_keeps_its_folder_name_in_view(qtbot, tmp_pat
 def test_a_face_drawn_counts_as_one_edit(qtbot, tmp_path, monkeypatch):
     # The trial: deleting one false face put 2 in the Edits column (the box change and its
     # re-parse were each counted); it is one undo step.
-    from tests.app.test_gui_faces import LEFT, face_tool, two_faces, use_finder, wait_prelabeled
-    from tests.app.test_gui_model_loop import WAIT_MS, open_window, publish_parser
+    from tests.app.test_gui_faces import face_tool
+    from tests.app.test_gui_model_loop import WAIT_MS
 
-    use_finder(monkeypatch, [LEFT])
-    folder = two_faces(tmp_path / "project")
-    version = publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder)
-    session = window.session
-    wait_prelabeled(qtbot, window, version)
+    window, session, version = _two_faces_one_found(qtbot, tmp_path, monkeypatch)
     image_id, steps = session.current.id, len(session.document.history)
     face_tool(window)
     drag(window.canvas, [(66, 2), (126, 62)])
