@@ -64,6 +64,8 @@ def finetune_stage(
     settings = {"n": n, "seed": seed, "faces": order[:n], "quick": quick}
     done = harness.load_done(stage, settings)
     if done is not None:
+        if "app_activates" not in done:  # a marker from before the gate was recorded
+            harness.mark_done(stage, settings, {**done, **app_gate(Path(done["best_path"]), val, done["held_out"])})
         return Path(done["best_path"])
     t0 = time.perf_counter()
     result = run_finetune_job(
@@ -83,9 +85,27 @@ def finetune_stage(
             "best_epoch": result.metrics.get("epoch"),
             "held_out_miou": result.metrics.get("miou"),
             "train_seconds": round(time.perf_counter() - t0, 1),
+            **app_gate(Path(result.best_path), val, result.val_names),
         },
     )
     return Path(result.best_path)
+
+
+def app_gate(candidate: Path, val: Any, held_out: list[str]) -> dict[str, Any]:
+    """What the app does with the fine-tuned parser: it scores it and the parser in use (the
+    starter) on the held-out faces, the same way, and makes it active only if it is no worse
+    (``faceparse_app.training.compare_on_holdout``); otherwise pre-labels stay the starter's."""
+    from faceparse_app.training import compare_on_holdout
+    from trainer.starter import STARTER_PARSER
+
+    if not held_out:
+        return {"app_activates": True}
+    scores = compare_on_holdout(candidate, (STARTER_PARSER, "starter"), val.select(held_out), "cpu")
+    return {
+        "baseline_mean_f1": round(scores["baseline_mean_f1"], 4),
+        "candidate_mean_f1": round(scores["candidate_mean_f1"], 4),
+        "app_activates": scores["candidate_mean_f1"] >= scores["baseline_mean_f1"],
+    }
 
 
 def helen_stage(args: Any, out: Path) -> None:
@@ -136,18 +156,61 @@ def main(argv: list[str] | None = None) -> int:
     test = test[: 2 if args.quick else args.test]
     out = Path(args.out)
     ns = [int(x) for x in args.ns.split(",") if x]
-    checkpoints: dict[str, Path | None] = {"starter": None}
+    prefix = run_prefix(args.seed)
+    checkpoints: dict[str, Path | None] = {f"{prefix}starter": None}
     if args.stage in ("all", "finetune"):
         for n in ns:
-            checkpoints[f"N{n}"] = finetune_stage(out, val, order, n, args.seed, args.quick)
-            harness.log.info("fine-tuned on %d faces: %s", n, checkpoints[f"N{n}"])
+            checkpoints[f"{prefix}N{n}"] = finetune_stage(out, val, order, n, args.seed, args.quick)
+            harness.log.info("fine-tuned on %d faces: %s", n, checkpoints[f"{prefix}N{n}"])
     if args.stage in ("all", "effort"):
         from bench.annotator_sim import effort_stage
 
         for n in ns:
-            checkpoints[f"N{n}"] = finetune_stage(out, val, order, n, args.seed, args.quick)
+            checkpoints[f"{prefix}N{n}"] = finetune_stage(out, val, order, n, args.seed, args.quick)
         effort_stage(args, out, val, test, checkpoints)
+    if not args.quick:
+        for line in gated_summary(Path(args.results), out):
+            print(line)
     return 0
+
+
+def run_prefix(seed: int) -> str:
+    """The runs' name prefix for a draw: none for seed 0 (the first records), ``s1-`` after."""
+    return f"s{seed}-" if seed else ""
+
+
+def gated_summary(results: Path, out: Path) -> list[str]:
+    """Per N, over every draw and test face on record (``pre-basic``, the issue's policy): the
+    fine-tuned parser's total seconds against the starter's on the same faces, and what the app
+    would show (the fine-tuned parser only where its gate activates it; else the starter's)."""
+    rows = [r for r in harness.read_jsonl(results) if r.get("arm") == "pre-basic" and ":" in r["run"]]
+    seconds = {(r["run"].split(":")[0], r["face"]): float(r["seconds"]) for r in rows}
+    lines = []
+    for n in NS:
+        tuned = starter = app = 0.0
+        draws = []
+        for seed in range(10):
+            prefix = run_prefix(seed)
+            done = _done(out / f"finetune_N{n}_s{seed}")
+            pairs = [(face, t) for (run, face), t in seconds.items() if run == f"{prefix}N{n}"]
+            pairs = [(f, t) for f, t in pairs if (f"{prefix}starter", f) in seconds]
+            if not pairs or done is None:
+                continue
+            base = sum(seconds[(f"{prefix}starter", f)] for f, _ in pairs)
+            mine = sum(t for _, t in pairs)
+            active = bool(done.get("app_activates", True))
+            tuned, starter, app = tuned + mine, starter + base, app + (mine if active else base)
+            draws.append(f"s{seed}: {mine / base - 1:+.0%}{'' if active else ' (kept starter)'} ({len(pairs)} face{'s' * (len(pairs) != 1)})")
+        if starter:
+            lines.append(f"N={n}: fine-tuned {tuned / starter - 1:+.1%}, with the app's gate {app / starter - 1:+.1%}; " + ", ".join(draws))
+    return lines
+
+
+def _done(stage: Path) -> dict[str, Any] | None:
+    import json
+
+    path = harness.done_path(stage)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 if __name__ == "__main__":
