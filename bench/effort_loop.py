@@ -95,7 +95,7 @@ def app_gate(candidate: Path, val: Any, held_out: list[str]) -> dict[str, Any]:
     """What the app does with the fine-tuned parser: it scores it and the parser in use (the
     starter) on the held-out faces, the same way, and makes it active only if it is no worse
     (``faceparse_app.training.compare_on_holdout``); otherwise pre-labels stay the starter's."""
-    from faceparse_app.training import compare_on_holdout
+    from faceparse_app.training import candidate_wins, compare_on_holdout
     from trainer.starter import STARTER_PARSER
 
     if not held_out:
@@ -104,7 +104,7 @@ def app_gate(candidate: Path, val: Any, held_out: list[str]) -> dict[str, Any]:
     return {
         "baseline_mean_f1": round(scores["baseline_mean_f1"], 4),
         "candidate_mean_f1": round(scores["candidate_mean_f1"], 4),
-        "app_activates": scores["candidate_mean_f1"] >= scores["baseline_mean_f1"],
+        "app_activates": candidate_wins(scores),
     }
 
 

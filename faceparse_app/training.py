@@ -245,6 +245,12 @@ def compare_on_holdout(
     return {"baseline_version": baseline[1], "baseline_mean_f1": old, "candidate_mean_f1": new}
 
 
+def candidate_wins(scores: dict[str, Any]) -> bool:
+    """Whether a new parser replaces the one in use, from :func:`compare_on_holdout`'s scores:
+    only if it is no worse on the held-out faces (a worse one is kept, not made active)."""
+    return bool(scores["candidate_mean_f1"] >= scores["baseline_mean_f1"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Fine-tuning
 
@@ -392,7 +398,7 @@ def run_finetune_job(
             except Exception as exc:
                 log.exception("comparing with the active parser failed")
                 raise TrainingError(f"could not compare with the model in use: {exc}") from exc
-            activate = summary["candidate_mean_f1"] >= summary["baseline_mean_f1"]
+            activate = candidate_wins(summary)
         summary["activated"] = activate
         try:
             job.version = store.publish(
