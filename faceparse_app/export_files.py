@@ -79,6 +79,15 @@ def write_names(path: Path, exported: list[tuple[str, str, str]]) -> None:
         writer.writerows(exported)
 
 
+def read_names(path: Path) -> dict[str, str]:
+    """names.csv of an earlier export: original relpath -> split ({} when unreadable)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return {r["original"]: r["split"] for r in csv.DictReader(f) if r.get("split") in SPLITS}
+    except (OSError, KeyError, ValueError, csv.Error):
+        return {}
+
+
 def write_effort(path: Path, effort: Sequence[tuple[str, str, ImageRecord]]) -> None:
     """effort.csv: one row per exported image (see EFFORT_COLUMNS)."""
     with open(path, "w", encoding="utf-8", newline="") as f:
