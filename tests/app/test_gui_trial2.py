@@ -46,3 +46,40 @@ def test_exporting_again_keeps_every_earlier_image_in_its_split(tmp_path):
     with Project.open(folder) as project:
         export_project(project, out, val_fraction=0.2, test_fraction=0.2, seed=5)
     assert _splits(out) != after
+
+
+def test_the_time_spent_checking_a_prelabel_before_accepting_it_is_counted(qtbot, tmp_path):
+    # The trial: three pre-labels looked over for a few seconds each and accepted with A
+    # showed no time in the list and "0.0" active seconds in effort.csv (the export's README
+    # then gave a median of 4 s per face over the six); only edited images counted their time.
+    import time
+
+    from PySide6.QtCore import Qt
+
+    from faceparse_app.widgets.image_table import Column
+    from tests.app.test_gui_canvas import key
+    from tests.app.test_gui_model_loop import (
+        WAIT_MS,
+        open_window,
+        project_with,
+        publish_parser,
+        status,
+    )
+
+    folder = project_with(tmp_path / "project", n=2)
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    session = window.session
+    accepted = session.current.id
+    qtbot.waitUntil(lambda: status(window, accepted) == ("pre-labeled", version), timeout=WAIT_MS)
+    session.note_activity(time.monotonic() - 6.0)  # the annotator looked it over for 6 s ...
+    key(window, Qt.Key.Key_A)  # ... then accepted it
+    rec = session.project.get(accepted)
+    assert rec.status == "labeled" and rec.label_source == "model" and rec.actions == 0
+    assert 5.0 < rec.active_seconds < 30.0
+    assert window.image_list.row_text(accepted, Column.TIME).endswith(" s")
+    # Marking it reviewed later counts the reviewer's look too.
+    session.note_activity(time.monotonic() - 4.0)
+    key(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert session.project.get(accepted).status == "reviewed"
+    assert session.project.get(accepted).active_seconds > rec.active_seconds + 3.0
