@@ -83,3 +83,41 @@ def test_the_time_spent_checking_a_prelabel_before_accepting_it_is_counted(qtbot
     key(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     assert session.project.get(accepted).status == "reviewed"
     assert session.project.get(accepted).active_seconds > rec.active_seconds + 3.0
+
+
+def test_reopening_after_a_kill_says_the_last_seconds_may_be_missing_and_where(qtbot, tmp_path):
+    # The trial: kill -9 right after a stroke, then reopen: the stroke was gone (it fell
+    # after the last autosave) and the app said nothing, so the annotator could not tell that
+    # anything was lost, nor where to look.
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.app.test_gui_canvas import make_window
+
+    folder = make_project(tmp_path / "project", n=3)
+    killed = textwrap.dedent(
+        """
+        import os, signal, sys
+        sys.path.insert(0, sys.argv[1])
+        import numpy as np
+        from faceparse_app.project import Project
+        project = Project.open(sys.argv[2])
+        rec = [r for r in project.images() if r.relpath == "f1.png"][0]
+        project.save_label(rec, np.ones((64, 64), np.uint8))  # the last autosave
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", killed, str(root), str(folder)], timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    window = make_window(qtbot, tmp_path, open_project=False)
+    assert window.open_project(folder)
+    text = window.message_bar.message
+    assert "did not close normally" in text and "f1.png" in text, text
+    assert window.message_bar.level == "warning"
+    # A normal close leaves nothing to report.
+    window.close_project()
+    assert window.open_project(folder)
+    assert "did not close normally" not in (window.message_bar.message or "")
