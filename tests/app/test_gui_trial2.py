@@ -121,3 +121,20 @@ def test_reopening_after_a_kill_says_the_last_seconds_may_be_missing_and_where(q
     window.close_project()
     assert window.open_project(folder)
     assert "did not close normally" not in (window.message_bar.message or "")
+
+
+def test_every_tool_bar_button_with_a_key_names_it_in_its_tooltip(qtbot, tmp_path):
+    # The trial: every tool bar tooltip named its key ("Eraser (E)", "Outline only (O): ...")
+    # except the eye button's, which said only "Show labels" (its key is H).
+    from PySide6.QtGui import QKeySequence
+
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path)
+    checked = 0
+    for action in window.tool_bar.actions():
+        for shortcut in action.shortcuts():
+            name = shortcut.toString(QKeySequence.SequenceFormat.NativeText)
+            assert f"({name})" in action.toolTip(), (action.text(), action.toolTip())
+            checked += 1
+    assert checked >= 12
