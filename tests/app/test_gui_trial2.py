@@ -138,3 +138,36 @@ def test_every_tool_bar_button_with_a_key_names_it_in_its_tooltip(qtbot, tmp_pat
             assert f"({name})" in action.toolTip(), (action.text(), action.toolTip())
             checked += 1
     assert checked >= 12
+
+
+def test_a_finished_or_cancelled_fine_tuning_leaves_no_checkpoints_in_the_project(qtbot, tmp_path):
+    # The trial: three runs (one published, one cancelled, one killed) left 132 MB of
+    # checkpoints in .faceparse/runs (55 MB a run with the lite model: its best and last
+    # weights), beside the 27 MB published copy in .faceparse/models; with "retrain every 10
+    # new labels" the project folder grows by that much each time, and nothing ever reads them.
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, wait_job
+
+    folder = project_with(tmp_path / "project", n=3, labeled=3)
+    window = open_window(qtbot, tmp_path, folder)
+    panel, loop = window.train_panel, window.model_loop
+    runs = folder / ".faceparse" / "runs"
+    QTest.mouseClick(panel.form.finetune_button, Qt.MouseButton.LeftButton)
+    wait_job(qtbot, window)
+    (version,) = loop.store.versions()
+    assert version.path.is_file()  # the published copy is the model
+    assert list(runs.rglob("*.safetensors")) == []
+    assert list(runs.rglob("finetune_log.jsonl"))  # the run's log stays
+    # A cancelled run keeps no weights either.
+    panel.form.finetune.epochs_spin.setValue(10_000)
+    panel.form.finetune.steps_spin.setValue(0)
+    QTest.mouseClick(panel.form.finetune_button, Qt.MouseButton.LeftButton)
+    reports: list[dict] = []
+    loop.training.worker.progress.connect(reports.append)
+    qtbot.waitUntil(lambda: any(r["phase"] == "val" for r in reports), timeout=WAIT_MS)
+    QTest.mouseClick(panel.form.cancel_button, Qt.MouseButton.LeftButton)
+    wait_job(qtbot, window)
+    assert "cancelled" in panel.progress.status_label.text()
+    assert len(list(runs.iterdir())) == 2 and list(runs.rglob("*.safetensors")) == []
