@@ -105,11 +105,11 @@ def effort_summary(effort: Sequence[tuple[str, str, ImageRecord]]) -> list[str]:
     if not effort:
         return [f"Effort ({EFFORT_CSV}): no images."]
     seconds = [rec.active_seconds for _, _, rec in effort]
-    actions = [rec.actions for _, _, rec in effort]
+    edits = statistics.median(rec.actions for _, _, rec in effort)
     return [
         f"Effort ({EFFORT_CSV}, per image): {total_time(sum(seconds))} of active labeling in all "
         f"(pauses over 30 s not counted), median {statistics.median(seconds):.0f} s and "
-        f"{statistics.median(actions):g} edits per image.",
+        f"{edits:g} edit{'' if edits == 1 else 's'} per image.",
     ]
 
 

@@ -171,3 +171,21 @@ def test_a_finished_or_cancelled_fine_tuning_leaves_no_checkpoints_in_the_projec
     wait_job(qtbot, window)
     assert "cancelled" in panel.progress.status_label.text()
     assert len(list(runs.iterdir())) == 2 and list(runs.rglob("*.safetensors")) == []
+
+
+def test_the_export_readme_says_1_edit_not_1_edits():
+    # The trial's README.txt: "median 4 s and 1 edits per image".
+    from faceparse_app.export_files import effort_summary
+    from faceparse_app.store_rows import ImageRecord
+
+    def rec(seconds: float, actions: int) -> ImageRecord:
+        return ImageRecord(
+            id=1, relpath="a.jpg", content_hash="", width=1, height=1, status="labeled",
+            active_seconds=seconds, created_at=0.0, updated_at=0.0, model_version=None,
+            missing=False, actions=actions,
+        )  # fmt: skip
+
+    one = effort_summary([("train", "a", rec(4.0, 1)), ("train", "b", rec(3.0, 1))])[0]
+    assert "median 4 s and 1 edit per image" in one
+    many = effort_summary([("train", "a", rec(4.0, 1)), ("train", "b", rec(3.0, 2))])[0]
+    assert "1.5 edits per image" in many
