@@ -286,10 +286,11 @@ class MainWindow(QMainWindow):
         if out_dir is not None:
             return self.session.export_lapa(out_dir, reviewed_only=reviewed_only)
         root = self.session.project.root
-        dialog = ExportDialog(root, reviewed_only, self)
+        dialog = ExportDialog(root, reviewed_only, self, last=self.settings.last_export(root))
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
         request = dialog.request()
+        self.settings.set_last_export(root, request.form())
         self.session.save_all()  # the export reads the labels from disk
         self.export_worker = start_export(self, root, request)
         self.export_worker.finished.connect(

@@ -189,3 +189,33 @@ def test_the_export_readme_says_1_edit_not_1_edits():
     assert "median 4 s and 1 edit per image" in one
     many = effort_summary([("train", "a", rec(4.0, 1)), ("train", "b", rec(3.0, 2))])[0]
     assert "1.5 edits per image" in many
+
+
+def test_the_export_form_offers_the_last_export_of_this_project_again(qtbot, tmp_path, monkeypatch):
+    # The trial: exporting a second time into the same folder meant typing its path again
+    # (the form offered <project>-lapa each time, and its 0.1 shares); taking the default by
+    # habit wrote a second, different export, and other shares drew a new split.
+    from PySide6.QtWidgets import QDialog
+
+    from faceparse_app.widgets.export_dialog import ExportDialog
+    from tests.app.test_gui_canvas import make_window
+
+    shown: list[ExportDialog] = []
+    answers = iter([QDialog.DialogCode.Accepted, QDialog.DialogCode.Rejected])
+
+    def fill_in(dialog: ExportDialog) -> QDialog.DialogCode:
+        shown.append(dialog)
+        if len(shown) == 1:  # the user's first export: their own folder and shares
+            dialog.folder_edit.setText(str(tmp_path / "my-export"))
+            dialog.val_spin.setValue(0.2)
+            dialog.test_spin.setValue(0.15)
+        return next(answers)
+
+    monkeypatch.setattr(ExportDialog, "exec", fill_in)
+    window = make_window(qtbot, tmp_path)
+    window.export_lapa()
+    qtbot.waitUntil(lambda: (tmp_path / "my-export" / "export-manifest.json").is_file(), timeout=60_000)
+    window.export_lapa()  # File -> Export LaPa again
+    again = shown[1]
+    assert again.folder_edit.text() == str(tmp_path / "my-export")
+    assert (again.val_spin.value(), again.test_spin.value()) == (0.2, 0.15)
