@@ -115,7 +115,8 @@ class MainWindow(QMainWindow):
         faces = self.model_loop.faces
         faces.faces_changed.connect(self.canvas.set_faces)
         faces.no_face.connect(self._offer_face_tool)
-        faces.status.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self._faces_status: str | None = None  # the faces line on the status bar, if any
+        faces.status.connect(self._show_faces_status)
         self.canvas.face_drawn.connect(faces.add_face)
         self.canvas.face_removal_requested.connect(faces.remove_face)
         self.canvas.assist = AssistContext(
@@ -362,10 +363,17 @@ class MainWindow(QMainWindow):
                     "The confidence view appears once the model has predicted this face.", 5000
                 )
 
+    def _show_faces_status(self, text: str) -> None:
+        self._faces_status = text
+        self.statusBar().showMessage(text, 6000)
+
     def _show_image(self, rec) -> None:
         session = self.session
         if session is None:
             return
+        # "1 face in a.jpg" is about the image left: it must not stay up over the next one.
+        if self.statusBar().currentMessage() == self._faces_status:
+            self.statusBar().clearMessage()
         self.canvas.set_content(session.image, session.document, keep_view=False)
         self.image_list.set_current(rec.id if rec is not None else None)
         if rec is not None:

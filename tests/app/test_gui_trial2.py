@@ -219,3 +219,32 @@ def test_the_export_form_offers_the_last_export_of_this_project_again(qtbot, tmp
     again = shown[1]
     assert again.folder_edit.text() == str(tmp_path / "my-export")
     assert (again.val_spin.value(), again.test_spin.value()) == (0.2, 0.15)
+
+
+def test_switching_images_takes_down_the_faces_line_of_the_image_left(qtbot, tmp_path):
+    # The trial: paging quickly through in-the-wild photos, the status bar said "1 face in
+    # deepface_img2.jpg" over three other photos (one of them with three faces) while their
+    # own faces were still being found.
+    import threading
+
+    from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, publish_parser
+    from trainer.data.imageio import read_image
+
+    gate = threading.Event()
+    gate.set()
+
+    def loader(path):
+        gate.wait(60)
+        return read_image(path)
+
+    folder = project_with(tmp_path / "project", n=2)
+    publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder, loader=loader)
+    bar = window.statusBar()
+    qtbot.waitUntil(lambda: bar.currentMessage() == "1 face in f0.png", timeout=WAIT_MS)
+    gate.clear()  # the next photo's faces take a while
+    window._step(1)
+    assert window.session.current.relpath == "f1.png"
+    assert "f0.png" not in bar.currentMessage()
+    gate.set()
+    qtbot.waitUntil(lambda: bar.currentMessage() == "1 face in f1.png", timeout=WAIT_MS)
