@@ -438,10 +438,15 @@ def run_finetune_on_files(
             samples.subset(train_idx), run_dir, val_samples=samples.subset(val_idx), **kwargs
         )
     finally:
-        # The published version is a copy in the model store; the run's own weights (best
-        # and last, tens of MB each) are never read again, finished, cancelled or failed.
-        for path in Path(run_dir).glob("*.safetensors"):
-            path.unlink(missing_ok=True)
+        drop_run_checkpoints(run_dir)
+
+
+def drop_run_checkpoints(run_dir: str | os.PathLike[str]) -> None:
+    """Delete a fine-tuning run's checkpoints: the published version is a copy in the model
+    store, and the run's own weights (best and last, tens of MB each) are never read again,
+    whether it finished, was cancelled, failed or was killed. Its logs and snapshot stay."""
+    for path in Path(run_dir).glob("*.safetensors"):
+        path.unlink(missing_ok=True)
 
 
 def _metric_summary(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -248,3 +248,17 @@ def test_switching_images_takes_down_the_faces_line_of_the_image_left(qtbot, tmp
     assert "f0.png" not in bar.currentMessage()
     gate.set()
     qtbot.waitUntil(lambda: bar.currentMessage() == "1 face in f1.png", timeout=WAIT_MS)
+
+
+def test_opening_a_project_drops_the_weights_of_a_run_that_was_killed(qtbot, tmp_path):
+    # The trial: the app killed (kill -9) mid-run left that run's 27 MB of weights behind.
+    from tests.app.test_gui_model_loop import open_window, project_with
+
+    folder = project_with(tmp_path / "project", n=2)
+    run = folder / ".faceparse" / "runs" / "finetune-20261206-221540"
+    run.mkdir(parents=True)
+    (run / "finetune_best.safetensors").write_bytes(b"weights")
+    (run / "finetune_log.jsonl").write_text("{}\n")
+    open_window(qtbot, tmp_path, folder)
+    assert not (run / "finetune_best.safetensors").exists()
+    assert (run / "finetune_log.jsonl").is_file()
