@@ -88,6 +88,7 @@ class MainWindow(QMainWindow):
         build_menus(self)
         self.loop_state = LoopState(available_devices())
         self.train_panel = TrainPanel(self.loop_state)
+        self.train_panel.form.editing_done.connect(self.canvas.setFocus)
         left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
         self.images_dock = self.add_panel(self.image_list, "Images", left)
         self.classes_dock = self.add_panel(self.palette, "Classes", right)

@@ -262,3 +262,31 @@ def test_opening_a_project_drops_the_weights_of_a_run_that_was_killed(qtbot, tmp
     open_window(qtbot, tmp_path, folder)
     assert not (run / "finetune_best.safetensors").exists()
     assert (run / "finetune_log.jsonl").is_file()
+
+
+def test_enter_in_a_training_field_gives_the_image_keys_back(qtbot, tmp_path):
+    # The trial (keyboard only): epochs typed into the Training panel and confirmed with Enter,
+    # then N did nothing: the spin box kept the keys until the canvas was clicked (the tool
+    # bar's brush size box already gives them back on Enter).
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path)
+    window.train_panel.show()
+    spin = window.train_panel.form.finetune.epochs_spin
+    spin.setFocus()
+    qtbot.waitUntil(spin.hasFocus)
+    spin.selectAll()
+    QTest.keyClicks(spin, "12")
+    QTest.keyClick(spin, Qt.Key.Key_Return)
+    assert spin.value() == 12
+    first = window.session.current.id
+    QTest.keyClick(window.focusWidget(), Qt.Key.Key_N)  # next unfinished, wherever the keys went
+    assert window.session.current.id != first
+    # Tab still walks the form: leaving a field that way keeps the focus in the form.
+    spin.setFocus()
+    qtbot.waitUntil(spin.hasFocus)
+    QTest.keyClick(spin, Qt.Key.Key_Tab)
+    assert window.focusWidget() is not window.canvas
