@@ -422,8 +422,7 @@ class MainWindow(QMainWindow):
             self.session.open_image(image_id)
 
     def _accept(self) -> None:
-        if self.session is not None:
-            self.session.accept()
+        self.model_loop.accept()
 
     def _step(self, offset: int) -> None:
         if self.session is not None:

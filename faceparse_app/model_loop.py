@@ -341,10 +341,33 @@ class ModelLoop(QObject):
                 "info",
             )
 
+    def accept(self) -> bool:
+        """Accept the current image's pre-label (A): refused while its first pre-label is still
+        on its way, since the label shown is still empty and accepting it would mark the face
+        all background (and keep every later pre-label out of it)."""
+        session, queue = self.session, self.queue
+        if session is None:
+            return False
+        current = session.current
+        waiting = (  # an empty label on screen, a model at work, and nothing came from it yet
+            current is not None and self._blank == current.id and self.confidence is None
+            and queue is not None and queue.has_model
+        )  # fmt: skip
+        if waiting:
+            self.message.emit(
+                f"The pre-label of {current.relpath} is still being predicted; press A once it "
+                "shows (or Ctrl+Return to mark your own strokes labeled).",
+                "info",
+            )
+            return False
+        return session.accept()
+
     def _on_failed(self, image_id: int, text: str) -> None:
         if image_id < 0:
             self.message.emit(f"The model {self.version or ''} could not be loaded: {text}", "error")
             return
+        if self._blank == image_id:
+            self._blank = None  # no pre-label will come: what is shown may be accepted
         name = str(image_id)
         if self.session is not None:
             try:

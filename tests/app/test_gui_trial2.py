@@ -290,3 +290,47 @@ def test_enter_in_a_training_field_gives_the_image_keys_back(qtbot, tmp_path):
     qtbot.waitUntil(spin.hasFocus)
     QTest.keyClick(spin, Qt.Key.Key_Tab)
     assert window.focusWidget() is not window.canvas
+
+
+def test_accepting_before_the_prelabel_arrives_does_not_label_the_image_empty(qtbot, tmp_path):
+    # Keyboard-fast in the t35 trial: N then A at once, before the pre-label had come, marked
+    # the still-empty label (all background) labeled; the pre-label that came next was no
+    # longer allowed to replace it, and the export held an all-background face.
+    import threading
+
+    import numpy as np
+    from PySide6.QtCore import Qt
+
+    from tests.app.test_gui_canvas import key
+    from tests.app.test_gui_model_loop import (
+        WAIT_MS,
+        open_window,
+        prediction,
+        project_with,
+        publish_parser,
+        status,
+    )
+    from trainer.data.imageio import read_image
+
+    gate = threading.Event()
+
+    def loader(path):
+        gate.wait(60)
+        return read_image(path)
+
+    folder = project_with(tmp_path / "project", n=2)
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder, loader=loader)
+    session = window.session
+    image_id = session.current.id
+    key(window, Qt.Key.Key_A)  # the pre-label is still being predicted
+    assert session.project.get(image_id).status not in ("labeled", "reviewed")
+    assert "pre-label" in window.message_bar.message
+    gate.set()
+    qtbot.waitUntil(lambda: status(window, image_id) == ("pre-labeled", version), timeout=WAIT_MS)
+    key(window, Qt.Key.Key_A)  # now there is something to accept
+    assert session.project.get(image_id).status == "labeled"
+    np.testing.assert_array_equal(
+        session.project.load_label(session.project.get(image_id)),
+        prediction(window, version, image_id),
+    )
