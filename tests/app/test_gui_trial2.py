@@ -328,6 +328,7 @@ def test_accepting_before_the_prelabel_arrives_does_not_label_the_image_empty(qt
     assert "pre-label" in window.message_bar.message
     gate.set()
     qtbot.waitUntil(lambda: status(window, image_id) == ("pre-labeled", version), timeout=WAIT_MS)
+    assert "is here; A accepts it" in window.message_bar.message  # "still predicted" is gone
     key(window, Qt.Key.Key_A)  # now there is something to accept
     assert session.project.get(image_id).status == "labeled"
     np.testing.assert_array_equal(
