@@ -382,6 +382,10 @@ class Annotation:
         if not self.save(force=not untouched):
             return False
         try:
+            # Looking a label over before accepting or reviewing it is work on it too: an
+            # unedited label saves nothing, so its time is added here.
+            seconds, self._pending_seconds = self._pending_seconds, 0.0
+            self.current = self.project.add_active_seconds(self.current, seconds)
             self.current = self.project.set_status(self.current, status)
         except ProjectError as exc:
             self.message.emit(str(exc), "error")

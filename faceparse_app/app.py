@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -78,11 +80,29 @@ class Settings:
         self._qs.setValue("show_faces", bool(on))
         self._qs.sync()
 
+    def last_export(self, project_root: str | Path) -> dict | None:
+        """The project's last export form ({"out_dir", "val_fraction", "test_fraction"}), or None."""
+        try:
+            value = json.loads(str(self._qs.value(_export_key(project_root), "")))
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def set_last_export(self, project_root: str | Path, form: dict) -> None:
+        self._qs.setValue(_export_key(project_root), json.dumps(form))
+        self._qs.sync()
+
     def value(self, key: str, default: object = None) -> object:
         return self._qs.value(key, default)
 
     def set_value(self, key: str, value: object) -> None:
         self._qs.setValue(key, value)
+
+
+def _export_key(project_root: str | Path) -> str:
+    # One key per project folder, named by a digest: a path holds characters QSettings keys do not.
+    digest = hashlib.sha256(str(Path(project_root).resolve()).encode("utf-8")).hexdigest()[:16]
+    return f"last_export/{digest}"
 
 
 def create_application(argv: list[str] | None = None) -> QApplication:

@@ -21,7 +21,8 @@ os.replace, so a crash or a full disk never leaves a half export that looks comp
 again into an earlier export replaces only the files its manifest lists: anything else in the
 folder (notes, another project's ``.faceparse/``, files, empty folders and links added by hand) is
 carried over untouched, and a listed file that was changed since is never overwritten (the export is refused). A folder
-that is neither empty nor an export of ours is refused.
+that is neither empty nor an export of ours is refused. An image exported there before keeps its
+split (with the same seed and fractions); only new images are drawn.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from faceparse_app.export_files import (
     README_MARK,
     SPLITS,
     export_message,
+    read_names,
     readme,
     write_effort,
     write_names,
@@ -101,22 +103,41 @@ def _unique_names(relpaths: Sequence[str]) -> list[str]:
     return names
 
 
-def _split_of(n: int, val_fraction: float, test_fraction: float, seed: int) -> list[str]:
-    """The split of each of n items (in their given order), drawn with a seeded permutation."""
+def _split_of(
+    n: int, val_fraction: float, test_fraction: float, seed: int, kept: Sequence[str | None] = ()
+) -> list[str]:
+    """The split of each of n items (in their given order), drawn with a seeded permutation.
+
+    ``kept[i]``, where given, is item i's split in an earlier export: it stays there (a model
+    trained on that export's train set is never tested on its own images), and only the other
+    items are drawn, to bring each split as close to its share as the kept ones allow.
+    """
     if not (0.0 <= val_fraction <= 1.0 and 0.0 <= test_fraction <= 1.0):
         raise ValueError("val_fraction and test_fraction must lie in [0, 1]")
     if val_fraction + test_fraction > 1.0:
         raise ValueError("val_fraction + test_fraction must not exceed 1")
     n_test = int(round(n * test_fraction))
     n_val = min(int(round(n * val_fraction)), n - n_test)
-    order = np.random.default_rng(seed).permutation(n)
-    split = ["train"] * n
-    for rank, i in enumerate(order):
-        if rank < n_test:
-            split[i] = "test"
-        elif rank < n_test + n_val:
-            split[i] = "val"
-    return split
+    split = [s if s in SPLITS else None for s in [*kept, *[None] * (n - len(kept))]]
+    n_test = max(0, n_test - split.count("test"))
+    n_val = max(0, n_val - split.count("val"))
+    fresh = [i for i, s in enumerate(split) if s is None]
+    order = np.random.default_rng(seed).permutation(len(fresh))
+    for rank, j in enumerate(order):
+        split[fresh[j]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return [str(s) for s in split]
+
+
+def _earlier_splits(out: Path, previous: dict[str, str | None], settings: dict) -> dict[str, str]:
+    """Original relpath -> split in the earlier export in out, when it drew its split with the
+    same seed and fractions (or did not record them: an export from before they were kept)."""
+    if NAMES_CSV not in previous:
+        return {}
+    try:
+        recorded = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8")).get("split")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return read_names(out / NAMES_CSV) if recorded in (None, settings) else {}
 
 
 def _encode_jpeg(image: np.ndarray) -> bytes:
@@ -282,7 +303,11 @@ def _export(
         if r.status in wanted and project.label_path(r).is_file()
     ]
     names = _unique_names([r.relpath for r in recs])
-    splits = _split_of(len(recs), val_fraction, test_fraction, seed)
+    settings = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    earlier = _earlier_splits(out, previous, settings)
+    splits = _split_of(
+        len(recs), val_fraction, test_fraction, seed, [earlier.get(r.relpath) for r in recs]
+    )
     counts = {s: 0 for s in SPLITS}
     derived: list[str] = []
     known: list[str] = []
@@ -321,7 +346,9 @@ def _export(
         write_effort(tmp / EFFORT_CSV, effort)
         ours = {rel: _sha256(tmp / rel) for rel in _tree(tmp)}
         (tmp / MANIFEST_NAME).write_text(
-            json.dumps({"format": MANIFEST_FORMAT, "version": 1, "files": ours}, indent=1),
+            json.dumps(
+                {"format": MANIFEST_FORMAT, "version": 1, "split": settings, "files": ours}, indent=1
+            ),
             encoding="utf-8",
         )
         carried = _carry_foreign_files(out, tmp, previous, ours)

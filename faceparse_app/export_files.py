@@ -79,6 +79,15 @@ def write_names(path: Path, exported: list[tuple[str, str, str]]) -> None:
         writer.writerows(exported)
 
 
+def read_names(path: Path) -> dict[str, str]:
+    """names.csv of an earlier export: original relpath -> split ({} when unreadable)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return {r["original"]: r["split"] for r in csv.DictReader(f) if r.get("split") in SPLITS}
+    except (OSError, KeyError, ValueError, csv.Error):
+        return {}
+
+
 def write_effort(path: Path, effort: Sequence[tuple[str, str, ImageRecord]]) -> None:
     """effort.csv: one row per exported image (see EFFORT_COLUMNS)."""
     with open(path, "w", encoding="utf-8", newline="") as f:
@@ -96,11 +105,11 @@ def effort_summary(effort: Sequence[tuple[str, str, ImageRecord]]) -> list[str]:
     if not effort:
         return [f"Effort ({EFFORT_CSV}): no images."]
     seconds = [rec.active_seconds for _, _, rec in effort]
-    actions = [rec.actions for _, _, rec in effort]
+    edits = statistics.median(rec.actions for _, _, rec in effort)
     return [
         f"Effort ({EFFORT_CSV}, per image): {total_time(sum(seconds))} of active labeling in all "
         f"(pauses over 30 s not counted), median {statistics.median(seconds):.0f} s and "
-        f"{statistics.median(actions):g} edits per image.",
+        f"{edits:g} edit{'' if edits == 1 else 's'} per image.",
     ]
 
 

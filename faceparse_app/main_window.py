@@ -88,6 +88,7 @@ class MainWindow(QMainWindow):
         build_menus(self)
         self.loop_state = LoopState(available_devices())
         self.train_panel = TrainPanel(self.loop_state)
+        self.train_panel.form.editing_done.connect(self.canvas.setFocus)
         left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
         self.images_dock = self.add_panel(self.image_list, "Images", left)
         self.classes_dock = self.add_panel(self.palette, "Classes", right)
@@ -115,7 +116,8 @@ class MainWindow(QMainWindow):
         faces = self.model_loop.faces
         faces.faces_changed.connect(self.canvas.set_faces)
         faces.no_face.connect(self._offer_face_tool)
-        faces.status.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self._faces_status: str | None = None  # the faces line on the status bar, if any
+        faces.status.connect(self._show_faces_status)
         self.canvas.face_drawn.connect(faces.add_face)
         self.canvas.face_removal_requested.connect(faces.remove_face)
         self.canvas.assist = AssistContext(
@@ -286,10 +288,11 @@ class MainWindow(QMainWindow):
         if out_dir is not None:
             return self.session.export_lapa(out_dir, reviewed_only=reviewed_only)
         root = self.session.project.root
-        dialog = ExportDialog(root, reviewed_only, self)
+        dialog = ExportDialog(root, reviewed_only, self, last=self.settings.last_export(root))
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
         request = dialog.request()
+        self.settings.set_last_export(root, request.form())
         self.session.save_all()  # the export reads the labels from disk
         self.export_worker = start_export(self, root, request)
         self.export_worker.finished.connect(
@@ -361,10 +364,17 @@ class MainWindow(QMainWindow):
                     "The confidence view appears once the model has predicted this face.", 5000
                 )
 
+    def _show_faces_status(self, text: str) -> None:
+        self._faces_status = text
+        self.statusBar().showMessage(text, 6000)
+
     def _show_image(self, rec) -> None:
         session = self.session
         if session is None:
             return
+        # "1 face in a.jpg" is about the image left: it must not stay up over the next one.
+        if self.statusBar().currentMessage() == self._faces_status:
+            self.statusBar().clearMessage()
         self.canvas.set_content(session.image, session.document, keep_view=False)
         self.image_list.set_current(rec.id if rec is not None else None)
         if rec is not None:
@@ -412,8 +422,7 @@ class MainWindow(QMainWindow):
             self.session.open_image(image_id)
 
     def _accept(self) -> None:
-        if self.session is not None:
-            self.session.accept()
+        self.model_loop.accept()
 
     def _step(self, offset: int) -> None:
         if self.session is not None:

@@ -112,6 +112,7 @@ class ModelLoop(QObject):
         # The image on screen opened with no label at all: its first pre-label fills around
         # the strokes made while it was on its way (it used to be dropped by the first one).
         self._blank: int | None = None
+        self._accept_asked: int | None = None  # A was pressed before that image's pre-label came
         self._scores_timer = QTimer(self)
         self._scores_timer.setSingleShot(True)
         self._scores_timer.setInterval(SCORES_EMIT_MS)
@@ -290,7 +291,7 @@ class ModelLoop(QObject):
 
     def _on_image_changed(self, rec: ImageRecord | None) -> None:
         self.confidence = None
-        self._blank = None
+        self._blank = self._accept_asked = None
         if rec is not None and self.session is not None and rec.status == "new":
             self._blank = None if self.session.project.label_path(rec).exists() else rec.id
         self.heat_changed.emit(None)
@@ -315,6 +316,8 @@ class ModelLoop(QObject):
         self.heat_changed.emit(pred.confidence)
         if session.apply_prelabel(image_id, pred.label, version):
             self._blank = None
+            if self._accept_asked == image_id:  # "still being predicted" is said: no longer
+                self.message.emit(f"The pre-label of {session.current.relpath} is here; A accepts it.", "info")
         elif self._blank == image_id:
             self._fill_around_strokes(image_id, pred.label)
         self.faces.on_ready(image_id, pred)
@@ -341,10 +344,34 @@ class ModelLoop(QObject):
                 "info",
             )
 
+    def accept(self) -> bool:
+        """Accept the current image's pre-label (A): refused while its first pre-label is still
+        on its way, since the label shown is still empty and accepting it would mark the face
+        all background (and keep every later pre-label out of it)."""
+        session, queue = self.session, self.queue
+        if session is None:
+            return False
+        current = session.current
+        waiting = (  # an empty label on screen, a model at work, and nothing came from it yet
+            current is not None and self._blank == current.id and self.confidence is None
+            and queue is not None and queue.has_model
+        )  # fmt: skip
+        if waiting:
+            self._accept_asked = current.id
+            self.message.emit(
+                f"The pre-label of {current.relpath} is still being predicted; press A once it "
+                "shows (or Ctrl+Return to mark your own strokes labeled).",
+                "info",
+            )
+            return False
+        return session.accept()
+
     def _on_failed(self, image_id: int, text: str) -> None:
         if image_id < 0:
             self.message.emit(f"The model {self.version or ''} could not be loaded: {text}", "error")
             return
+        if self._blank == image_id:
+            self._blank = None  # no pre-label will come: what is shown may be accepted
         name = str(image_id)
         if self.session is not None:
             try:

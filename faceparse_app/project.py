@@ -211,10 +211,18 @@ class Project(StoreRows):
                     opened.note, report.hand, report.prelabels
                 )
             project.backup(force=opened.recovering)
+            unclean = lock.unclean_exit_text(project.last_hand_edited())
+            if unclean is not None:
+                project.recovery = " ".join(filter(None, [project.recovery, unclean]))
         except BaseException:
             project.close()
             raise
         return project
+
+    def last_hand_edited(self) -> str | None:
+        """The relpath of the image whose hand-made label changed last (None if there is none)."""
+        hand = [r for r in self.images() if r.label_source == "hand"]
+        return max(hand, key=lambda r: r.updated_at).relpath if hand else None
 
     @property
     def schema_version(self) -> int:

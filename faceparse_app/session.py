@@ -21,10 +21,13 @@ from faceparse_app.workers import Relay
 from trainer.labels import LAPA, LabelSet
 
 # Inputs that show the annotator at work (a move counts only while a button is held: a drag).
+# A key that is a shortcut (A, N, B, Ctrl+Return, ...) never arrives as a KeyPress: Qt offers it
+# as a ShortcutOverride first, then fires the action instead.
 INPUTS = {
     QEvent.Type.MouseButtonPress,
     QEvent.Type.MouseButtonDblClick,
     QEvent.Type.KeyPress,
+    QEvent.Type.ShortcutOverride,
     QEvent.Type.Wheel,
 }
 

@@ -65,6 +65,7 @@ class ProjectLock:
         self.path = store_dir / LOCK_NAME
         self._lock = FileLock(str(self.path), is_singleton=False)
         self._key = str(store_dir.resolve())
+        self.left_by: dict | None = None  # lock.json of a holder that never released the lock
 
     def acquire(self) -> None:
         """Take the lock now or raise ProjectLockedError saying who holds it."""
@@ -81,6 +82,9 @@ class ProjectLock:
                 "there first: two windows on one project would overwrite each other's labels."
             ) from None
         _HELD.add(self._key)
+        # A description still there was left by a holder that never released the lock: it
+        # was killed or crashed, so its last seconds of edits may not be on disk.
+        self.left_by = self._holder_info()
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -91,12 +95,32 @@ class ProjectLock:
         except OSError:
             pass  # the lock holds without its description
 
-    def _holder(self) -> str:
+    def _holder_info(self) -> dict | None:
         try:
             info = json.loads((self.store_dir / LOCK_INFO_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return info if isinstance(info, dict) else None
+
+    def _holder(self) -> str:
+        info = self._holder_info() or {}
+        try:
             return f"process {info['pid']} on {info['host']}, since {info['since']}"
-        except (OSError, ValueError, KeyError, TypeError):
+        except KeyError:
             return "holder unknown"
+
+    def unclean_exit_text(self, last_edited: str | None) -> str | None:
+        """What the annotator should know when the last window on this project was killed or
+        crashed (None when it closed normally)."""
+        if self.left_by is None:
+            return None
+        who = f"process {self.left_by.get('pid', '?')}, opened {self.left_by.get('since', '?')}"
+        where = f"; the image edited last was {last_edited}" if last_edited else ""
+        return (
+            f"FaceParse Studio did not close normally last time ({who}: it crashed or was "
+            "killed). Labels are as the last autosave left them, so edits of its last few "
+            f"seconds may be missing{where}."
+        )
 
     def release(self) -> None:
         if self._key not in _HELD:

@@ -416,6 +416,8 @@ def run_finetune_on_files(
     """Fine-tune on project faces: snapshot their labels, then :func:`run_finetune_job`.
 
     Validation faces are held out among the faces labeled by hand only (:func:`split_by_hand`).
+    The run's checkpoints are deleted when it ends (the published version has its own copy); its
+    logs and label snapshot stay in ``run_dir``.
     Meant to run in a worker thread: copying the label PNGs into ``run_dir/snapshot`` happens
     there, and annotators may keep editing while the run trains on the copies. The data snapshot
     recorded with the published version is the faces' ``relpath@hash`` list.
@@ -437,9 +439,20 @@ def run_finetune_on_files(
     train_idx, val_idx = split_by_hand(
         snapshot, kwargs.pop("val_fraction", DEFAULT_VAL_FRACTION), kwargs.get("seed", 0)
     )
-    return run_finetune_job(
-        samples.subset(train_idx), run_dir, val_samples=samples.subset(val_idx), **kwargs
-    )
+    try:
+        return run_finetune_job(
+            samples.subset(train_idx), run_dir, val_samples=samples.subset(val_idx), **kwargs
+        )
+    finally:
+        drop_run_checkpoints(run_dir)
+
+
+def drop_run_checkpoints(run_dir: str | os.PathLike[str]) -> None:
+    """Delete a fine-tuning run's checkpoints: the published version is a copy in the model
+    store, and the run's own weights (best and last, tens of MB each) are never read again,
+    whether it finished, was cancelled, failed or was killed. Its logs and snapshot stay."""
+    for path in Path(run_dir).glob("*.safetensors"):
+        path.unlink(missing_ok=True)
 
 
 def _metric_summary(metrics: dict[str, Any]) -> dict[str, Any]:

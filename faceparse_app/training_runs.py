@@ -22,7 +22,7 @@ from faceparse_app.model_store import STARTER_ID, ModelStore
 from faceparse_app.pretraining import pretrain_resume_point, run_pretrain_job
 from faceparse_app.project import FINISHED
 from faceparse_app.session import AnnotationSession
-from faceparse_app.training import LabeledFile, run_finetune_on_files
+from faceparse_app.training import LabeledFile, drop_run_checkpoints, run_finetune_on_files
 from faceparse_app.training_settings import FinetuneRequest, PretrainRequest
 from faceparse_app.workers import TRAINING_NICE, FunctionWorker, at_lower_priority
 from trainer.errors import FaceParseError
@@ -63,6 +63,10 @@ class TrainingRuns(QObject):
         """Train on this session's project, publishing into `store`."""
         self.session, self.store = session, store
         session.status_changed.connect(self._on_status_changed)
+        # Runs of a window that was killed mid-run kept their weights; none is going now (one
+        # window holds the project).
+        for run_dir in self.run_root.glob("finetune-*"):
+            drop_run_checkpoints(run_dir)
         self.state.set_resume_point(pretrain_resume_point(self.pretrain_dir))
 
     def detach(self) -> None:

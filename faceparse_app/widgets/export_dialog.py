@@ -34,6 +34,13 @@ class ExportRequest:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
 
+    def form(self) -> dict:
+        """What the form is filled with next time (Settings.last_export)."""
+        return {
+            "out_dir": str(self.out_dir), "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+        }  # fmt: skip
+
 
 def default_export_dir(project_root: Path) -> Path:
     """``<project>-lapa`` beside the project folder (an export may not go inside it)."""
@@ -43,11 +50,17 @@ def default_export_dir(project_root: Path) -> Path:
 class ExportDialog(QDialog):
     """The export form. The folder is typed or browsed; it is created by the export if new."""
 
-    def __init__(self, project_root: Path, reviewed_only: bool = False, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, project_root: Path, reviewed_only: bool = False, parent: QWidget | None = None,
+        last: dict | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(parent)
         self.setWindowTitle("Export LaPa")
         self.project_root = Path(project_root)
-        self.folder_edit = QLineEdit(str(default_export_dir(self.project_root)))
+        # The project's last export is offered again: exporting into it again keeps each
+        # earlier image in its split, which needs the same shares.
+        last = last or {}
+        self.folder_edit = QLineEdit(str(last.get("out_dir") or default_export_dir(self.project_root)))
         self.folder_edit.setObjectName("export_folder")
         self.folder_edit.setMinimumWidth(380)
         self.folder_edit.setToolTip("A new folder (created), an empty one, or an earlier export")
@@ -58,7 +71,8 @@ class ExportDialog(QDialog):
         row.addWidget(browse)
         self.reviewed_box = QCheckBox("Only images marked reviewed")
         self.reviewed_box.setChecked(reviewed_only)
-        self.val_spin, self.test_spin = self._fraction(0.1), self._fraction(0.1)
+        self.val_spin = self._fraction(_share(last.get("val_fraction")))
+        self.test_spin = self._fraction(_share(last.get("test_fraction")))
         self.val_spin.setToolTip("Share of the exported faces written to val/")
         self.test_spin.setToolTip("Share of the exported faces written to test/")
         form = QFormLayout(self)
@@ -103,6 +117,10 @@ class ExportDialog(QDialog):
             val_fraction=round(self.val_spin.value(), 4),
             test_fraction=round(self.test_spin.value(), 4),
         )
+
+
+def _share(value: object, default: float = 0.1) -> float:
+    return float(value) if isinstance(value, int | float) and 0.0 <= value <= 0.9 else default
 
 
 def export_job(project_root: Path, request: ExportRequest, on_progress: Any = None) -> dict[str, int]:

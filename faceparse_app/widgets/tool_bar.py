@@ -83,6 +83,7 @@ class ToolBar(QToolBar):
         self.overlay_action.setCheckable(True)
         self.overlay_action.setChecked(state.overlay_visible)
         self.overlay_action.setShortcut(QKeySequence("H"))
+        self.overlay_action.setToolTip("Show labels (H): hide them to see the photo alone")
         self.overlay_action.toggled.connect(state.set_overlay_visible)
         self.addAction(self.overlay_action)
         self.outline_action = QAction(

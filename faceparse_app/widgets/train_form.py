@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSignalBlocker
+from PySide6.QtCore import QSignalBlocker, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -68,7 +68,14 @@ class LengthRow:
 
 
 class TrainForm(QGroupBox):
-    """Training settings and the start/cancel buttons (the panel connects Cancel)."""
+    """Training settings and the start/cancel buttons (the panel connects Cancel).
+
+    Signals:
+        editing_done(): a length was confirmed with Enter; the window gives the keys back to
+            the canvas (leaving a field with Tab or a click stays in the form).
+    """
+
+    editing_done = Signal()
 
     def __init__(self, state: LoopState, parent: QWidget | None = None) -> None:
         super().__init__("Training", parent)
@@ -107,6 +114,10 @@ class TrainForm(QGroupBox):
             grid.addWidget(QLabel(title), row, 0)
             for column, spin in enumerate(lengths.spins, start=1):
                 grid.addWidget(spin, row, column)
+                # Finished while it still has the focus: Enter, not Tab or a click elsewhere.
+                spin.editingFinished.connect(
+                    lambda spin=spin: spin.hasFocus() and self.editing_done.emit()
+                )
                 spin.valueChanged.connect(
                     lambda _value, lengths=lengths, field=field: state.update_settings(
                         **{field: lengths.length()}

@@ -1,0 +1,337 @@
+"""Defects found in the second user trial of the real window (the t35 trial: the labeling
+loop, exporting twice, two windows and kill -9, keyboard-only use, in-the-wild photos), each
+driven the way the user met it."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from tests.app.test_gui_canvas import make_project
+
+
+def _splits(export: Path) -> dict[str, str]:
+    """names.csv of an export: original relpath -> split."""
+    with open(export / "names.csv", encoding="utf-8", newline="") as f:
+        return {row["original"]: row["split"] for row in csv.DictReader(f)}
+
+
+def test_exporting_again_keeps_every_earlier_image_in_its_split(tmp_path):
+    # The trial: six faces exported (val 01a16a.., test 01a64e..), one more labeled, exported
+    # again into the same folder: 01a16a.. moved to test, 01a64e.. to train and 01caf8.. to
+    # val, so a model trained on the first export's train set was tested on its own images.
+    from faceparse_app.export import export_project
+    from faceparse_app.project import Project
+    from tests.conftest import synthetic_face
+
+    folder = make_project(tmp_path / "project", n=12)
+    out = tmp_path / "lapa"
+    with Project.open(folder) as project:
+        recs = project.images()
+        for i, rec in enumerate(recs[:9]):
+            project.save_label(rec, synthetic_face(64, seed=i)[1], status="labeled")
+        first = export_project(project, out, val_fraction=0.2, test_fraction=0.2)
+        before = _splits(out)
+        assert first["val"] == 2 and first["test"] == 2
+        (out / "train" / "images" / "notes.txt").write_text("mine")  # a foreign file
+        for rec in recs[9:]:
+            project.save_label(rec, synthetic_face(64, seed=0)[1], status="labeled")
+        export_project(project, out, val_fraction=0.2, test_fraction=0.2)
+    after = _splits(out)
+    assert len(after) == 12
+    assert {k: after[k] for k in before} == before  # nothing moved between splits
+    assert sorted(after.values()).count("test") >= 2
+    assert (out / "train" / "images" / "notes.txt").read_text() == "mine"
+    # A new seed is a new split: the user asked for one.
+    with Project.open(folder) as project:
+        export_project(project, out, val_fraction=0.2, test_fraction=0.2, seed=5)
+    assert _splits(out) != after
+
+
+def test_the_time_spent_checking_a_prelabel_before_accepting_it_is_counted(qtbot, tmp_path):
+    # The trial: three pre-labels looked over for a few seconds each and accepted with A
+    # showed no time in the list and "0.0" active seconds in effort.csv (the export's README
+    # then gave a median of 4 s per face over the six); only edited images counted their time.
+    import time
+
+    from PySide6.QtCore import Qt
+
+    from faceparse_app.widgets.image_table import Column
+    from tests.app.test_gui_canvas import key
+    from tests.app.test_gui_model_loop import (
+        WAIT_MS,
+        open_window,
+        project_with,
+        publish_parser,
+        status,
+    )
+
+    folder = project_with(tmp_path / "project", n=2)
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    session = window.session
+    accepted = session.current.id
+    qtbot.waitUntil(lambda: status(window, accepted) == ("pre-labeled", version), timeout=WAIT_MS)
+    session.note_activity(time.monotonic() - 6.0)  # the annotator looked it over for 6 s ...
+    key(window, Qt.Key.Key_A)  # ... then accepted it
+    rec = session.project.get(accepted)
+    assert rec.status == "labeled" and rec.label_source == "model" and rec.actions == 0
+    assert 5.0 < rec.active_seconds < 30.0
+    assert window.image_list.row_text(accepted, Column.TIME).endswith(" s")
+    # Marking it reviewed later counts the reviewer's look too.
+    session.note_activity(time.monotonic() - 4.0)
+    key(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert session.project.get(accepted).status == "reviewed"
+    assert session.project.get(accepted).active_seconds > rec.active_seconds + 3.0
+
+
+def test_reopening_after_a_kill_says_the_last_seconds_may_be_missing_and_where(qtbot, tmp_path):
+    # The trial: kill -9 right after a stroke, then reopen: the stroke was gone (it fell
+    # after the last autosave) and the app said nothing, so the annotator could not tell that
+    # anything was lost, nor where to look.
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.app.test_gui_canvas import make_window
+
+    folder = make_project(tmp_path / "project", n=3)
+    killed = textwrap.dedent(
+        """
+        import os, signal, sys
+        sys.path.insert(0, sys.argv[1])
+        import numpy as np
+        from faceparse_app.project import Project
+        project = Project.open(sys.argv[2])
+        rec = [r for r in project.images() if r.relpath == "f1.png"][0]
+        project.save_label(rec, np.ones((64, 64), np.uint8))  # the last autosave
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", killed, str(root), str(folder)], timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    window = make_window(qtbot, tmp_path, open_project=False)
+    assert window.open_project(folder)
+    text = window.message_bar.message
+    assert "did not close normally" in text and "f1.png" in text, text
+    assert window.message_bar.level == "warning"
+    # A normal close leaves nothing to report.
+    window.close_project()
+    assert window.open_project(folder)
+    assert "did not close normally" not in (window.message_bar.message or "")
+
+
+def test_every_tool_bar_button_with_a_key_names_it_in_its_tooltip(qtbot, tmp_path):
+    # The trial: every tool bar tooltip named its key ("Eraser (E)", "Outline only (O): ...")
+    # except the eye button's, which said only "Show labels" (its key is H).
+    from PySide6.QtGui import QKeySequence
+
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path)
+    checked = 0
+    for action in window.tool_bar.actions():
+        for shortcut in action.shortcuts():
+            name = shortcut.toString(QKeySequence.SequenceFormat.NativeText)
+            assert f"({name})" in action.toolTip(), (action.text(), action.toolTip())
+            checked += 1
+    assert checked >= 12
+
+
+def test_a_finished_or_cancelled_fine_tuning_leaves_no_checkpoints_in_the_project(qtbot, tmp_path):
+    # The trial: three runs (one published, one cancelled, one killed) left 132 MB of
+    # checkpoints in .faceparse/runs (55 MB a run with the lite model: its best and last
+    # weights), beside the 27 MB published copy in .faceparse/models; with "retrain every 10
+    # new labels" the project folder grows by that much each time, and nothing ever reads them.
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, wait_job
+
+    folder = project_with(tmp_path / "project", n=3, labeled=3)
+    window = open_window(qtbot, tmp_path, folder)
+    panel, loop = window.train_panel, window.model_loop
+    runs = folder / ".faceparse" / "runs"
+    QTest.mouseClick(panel.form.finetune_button, Qt.MouseButton.LeftButton)
+    wait_job(qtbot, window)
+    (version,) = loop.store.versions()
+    assert version.path.is_file()  # the published copy is the model
+    assert list(runs.rglob("*.safetensors")) == []
+    assert list(runs.rglob("finetune_log.jsonl"))  # the run's log stays
+    # A cancelled run keeps no weights either.
+    panel.form.finetune.epochs_spin.setValue(10_000)
+    panel.form.finetune.steps_spin.setValue(0)
+    QTest.mouseClick(panel.form.finetune_button, Qt.MouseButton.LeftButton)
+    reports: list[dict] = []
+    loop.training.worker.progress.connect(reports.append)
+    qtbot.waitUntil(lambda: any(r["phase"] == "val" for r in reports), timeout=WAIT_MS)
+    QTest.mouseClick(panel.form.cancel_button, Qt.MouseButton.LeftButton)
+    wait_job(qtbot, window)
+    assert "cancelled" in panel.progress.status_label.text()
+    assert len(list(runs.iterdir())) == 2 and list(runs.rglob("*.safetensors")) == []
+
+
+def test_the_export_readme_says_1_edit_not_1_edits():
+    # The trial's README.txt: "median 4 s and 1 edits per image".
+    from faceparse_app.export_files import effort_summary
+    from faceparse_app.store_rows import ImageRecord
+
+    def rec(seconds: float, actions: int) -> ImageRecord:
+        return ImageRecord(
+            id=1, relpath="a.jpg", content_hash="", width=1, height=1, status="labeled",
+            active_seconds=seconds, created_at=0.0, updated_at=0.0, model_version=None,
+            missing=False, actions=actions,
+        )  # fmt: skip
+
+    one = effort_summary([("train", "a", rec(4.0, 1)), ("train", "b", rec(3.0, 1))])[0]
+    assert "median 4 s and 1 edit per image" in one
+    many = effort_summary([("train", "a", rec(4.0, 1)), ("train", "b", rec(3.0, 2))])[0]
+    assert "1.5 edits per image" in many
+
+
+def test_the_export_form_offers_the_last_export_of_this_project_again(qtbot, tmp_path, monkeypatch):
+    # The trial: exporting a second time into the same folder meant typing its path again
+    # (the form offered <project>-lapa each time, and its 0.1 shares); taking the default by
+    # habit wrote a second, different export, and other shares drew a new split.
+    from PySide6.QtWidgets import QDialog
+
+    from faceparse_app.widgets.export_dialog import ExportDialog
+    from tests.app.test_gui_canvas import make_window
+
+    shown: list[ExportDialog] = []
+    answers = iter([QDialog.DialogCode.Accepted, QDialog.DialogCode.Rejected])
+
+    def fill_in(dialog: ExportDialog) -> QDialog.DialogCode:
+        shown.append(dialog)
+        if len(shown) == 1:  # the user's first export: their own folder and shares
+            dialog.folder_edit.setText(str(tmp_path / "my-export"))
+            dialog.val_spin.setValue(0.2)
+            dialog.test_spin.setValue(0.15)
+        return next(answers)
+
+    monkeypatch.setattr(ExportDialog, "exec", fill_in)
+    window = make_window(qtbot, tmp_path)
+    window.export_lapa()
+    qtbot.waitUntil(lambda: (tmp_path / "my-export" / "export-manifest.json").is_file(), timeout=60_000)
+    window.export_lapa()  # File -> Export LaPa again
+    again = shown[1]
+    assert again.folder_edit.text() == str(tmp_path / "my-export")
+    assert (again.val_spin.value(), again.test_spin.value()) == (0.2, 0.15)
+
+
+def test_switching_images_takes_down_the_faces_line_of_the_image_left(qtbot, tmp_path):
+    # The trial: paging quickly through in-the-wild photos, the status bar said "1 face in
+    # deepface_img2.jpg" over three other photos (one of them with three faces) while their
+    # own faces were still being found.
+    import threading
+
+    from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, publish_parser
+    from trainer.data.imageio import read_image
+
+    gate = threading.Event()
+    gate.set()
+
+    def loader(path):
+        gate.wait(60)
+        return read_image(path)
+
+    folder = project_with(tmp_path / "project", n=2)
+    publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder, loader=loader)
+    bar = window.statusBar()
+    qtbot.waitUntil(lambda: bar.currentMessage() == "1 face in f0.png", timeout=WAIT_MS)
+    gate.clear()  # the next photo's faces take a while
+    window._step(1)
+    assert window.session.current.relpath == "f1.png"
+    assert "f0.png" not in bar.currentMessage()
+    gate.set()
+    qtbot.waitUntil(lambda: bar.currentMessage() == "1 face in f1.png", timeout=WAIT_MS)
+
+
+def test_opening_a_project_drops_the_weights_of_a_run_that_was_killed(qtbot, tmp_path):
+    # The trial: the app killed (kill -9) mid-run left that run's 27 MB of weights behind.
+    from tests.app.test_gui_model_loop import open_window, project_with
+
+    folder = project_with(tmp_path / "project", n=2)
+    run = folder / ".faceparse" / "runs" / "finetune-20261206-221540"
+    run.mkdir(parents=True)
+    (run / "finetune_best.safetensors").write_bytes(b"weights")
+    (run / "finetune_log.jsonl").write_text("{}\n")
+    open_window(qtbot, tmp_path, folder)
+    assert not (run / "finetune_best.safetensors").exists()
+    assert (run / "finetune_log.jsonl").is_file()
+
+
+def test_enter_in_a_training_field_gives_the_image_keys_back(qtbot, tmp_path):
+    # The trial (keyboard only): epochs typed into the Training panel and confirmed with Enter,
+    # then N did nothing: the spin box kept the keys until the canvas was clicked (the tool
+    # bar's brush size box already gives them back on Enter).
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path)
+    window.train_panel.show()
+    spin = window.train_panel.form.finetune.epochs_spin
+    spin.setFocus()
+    qtbot.waitUntil(spin.hasFocus)
+    spin.selectAll()
+    QTest.keyClicks(spin, "12")
+    QTest.keyClick(spin, Qt.Key.Key_Return)
+    assert spin.value() == 12
+    first = window.session.current.id
+    QTest.keyClick(window.focusWidget(), Qt.Key.Key_N)  # next unfinished, wherever the keys went
+    assert window.session.current.id != first
+    # Tab still walks the form: leaving a field that way keeps the focus in the form.
+    spin.setFocus()
+    qtbot.waitUntil(spin.hasFocus)
+    QTest.keyClick(spin, Qt.Key.Key_Tab)
+    assert window.focusWidget() is not window.canvas
+
+
+def test_accepting_before_the_prelabel_arrives_does_not_label_the_image_empty(qtbot, tmp_path):
+    # Keyboard-fast in the t35 trial: N then A at once, before the pre-label had come, marked
+    # the still-empty label (all background) labeled; the pre-label that came next was no
+    # longer allowed to replace it, and the export held an all-background face.
+    import threading
+
+    import numpy as np
+    from PySide6.QtCore import Qt
+
+    from tests.app.test_gui_canvas import key
+    from tests.app.test_gui_model_loop import (
+        WAIT_MS,
+        open_window,
+        prediction,
+        project_with,
+        publish_parser,
+        status,
+    )
+    from trainer.data.imageio import read_image
+
+    gate = threading.Event()
+
+    def loader(path):
+        gate.wait(60)
+        return read_image(path)
+
+    folder = project_with(tmp_path / "project", n=2)
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder, loader=loader)
+    session = window.session
+    image_id = session.current.id
+    key(window, Qt.Key.Key_A)  # the pre-label is still being predicted
+    assert session.project.get(image_id).status not in ("labeled", "reviewed")
+    assert "pre-label" in window.message_bar.message
+    gate.set()
+    qtbot.waitUntil(lambda: status(window, image_id) == ("pre-labeled", version), timeout=WAIT_MS)
+    assert "is here; A accepts it" in window.message_bar.message  # "still predicted" is gone
+    key(window, Qt.Key.Key_A)  # now there is something to accept
+    assert session.project.get(image_id).status == "labeled"
+    np.testing.assert_array_equal(
+        session.project.load_label(session.project.get(image_id)),
+        prediction(window, version, image_id),
+    )
