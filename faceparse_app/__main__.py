@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _close_on_signals(window) -> dict:
-    """Ctrl+C and SIGTERM close the window (saving labels) instead of killing the app.
+    """Ctrl+C and SIGTERM close the window (saving labels, stopping a training run without
+    asking) instead of killing the app.
 
     Returns:
         the previous handlers, to restore.
@@ -78,7 +79,7 @@ def _close_on_signals(window) -> dict:
 
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, lambda *_: window.close())
+        previous[sig] = signal.signal(sig, lambda *_: window.close_for_signal())
     # Python runs signal handlers only between bytecodes; an idle tick lets it do so.
     tick = QTimer(window)
     tick.timeout.connect(lambda: None)

@@ -35,6 +35,7 @@ from faceparse_app.widgets.class_palette import ClassPalette
 from faceparse_app.widgets.export_dialog import ExportDialog, start_export
 from faceparse_app.widgets.image_list import ImageList
 from faceparse_app.widgets.message_bar import MessageBar
+from faceparse_app.widgets.questions import ask_stop_training
 from faceparse_app.widgets.start_page import StartPage
 from faceparse_app.widgets.status_bar import CanvasStatus
 from faceparse_app.widgets.tool_bar import ToolBar
@@ -57,6 +58,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.settings = settings
         self.session: AnnotationSession | None = None
+        self._closing_for_signal = False  # SIGTERM or Ctrl+C: close without asking about training
         self.setWindowTitle("FaceParse Studio")
         self.resize(1280, 800)  # until show_remembered: maximised, or as last left
 
@@ -457,16 +459,22 @@ class MainWindow(QMainWindow):
         return self.session is None or self.session.save_all() or self.confirm_discard()
 
     def confirm_stop_training(self) -> bool:
-        """Ask whether to quit while a training run is going (tests replace this)."""
-        answer = QMessageBox.question(
-            self,
-            "Training is running",
-            "A training run is going; quitting stops it and publishes nothing. Quit anyway?",
-        )
-        return answer == QMessageBox.StandardButton.Yes
+        """Ask whether to quit while a training run is going (tests replace this); the question
+        answers yes itself if the run ends while it is up."""
+        return ask_stop_training(self, self.loop_state.running_changed)
+
+    def close_for_signal(self) -> None:
+        """Close on SIGTERM or Ctrl+C in the terminal: labels are saved as on any close, a
+        training run is stopped without asking (no one may be there to answer)."""
+        self._closing_for_signal = True
+        try:
+            self.close()
+        finally:
+            self._closing_for_signal = False
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
-        if self.model_loop.training.running and not self.confirm_stop_training():
+        ask = not self._closing_for_signal
+        if self.model_loop.training.running and ask and not self.confirm_stop_training():
             event.ignore()
             return
         if not self._may_leave_project():

@@ -335,3 +335,50 @@ def test_accepting_before_the_prelabel_arrives_does_not_label_the_image_empty(qt
         session.project.load_label(session.project.get(image_id)),
         prediction(window, version, image_id),
     )
+
+
+def test_a_quit_question_asked_during_training_answers_itself_when_the_run_ends(qtbot, tmp_path, monkeypatch):
+    # The trial: Quit during a fine-tune asked "A training run is going ... Quit anyway?"; the
+    # run finished and published v0002 while the question stayed up, and the app stayed open
+    # (623 s) until someone answered a question about a run that no longer existed.
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from tests.app.test_gui_first_hour import make_window
+
+    window = make_window(qtbot, tmp_path)
+
+    def run_ends() -> None:
+        assert QApplication.activeModalWidget() is not None  # the question is up
+        window.loop_state.running_changed.emit(None)
+
+    def give_up() -> None:  # only if the question failed to go: the test fails, not hangs
+        box = QApplication.activeModalWidget()
+        if box is not None:
+            box.reject()
+
+    QTimer.singleShot(200, run_ends)
+    QTimer.singleShot(10_000, give_up)
+    assert window.confirm_stop_training() is True
+
+
+def test_sigterm_during_training_quits_without_a_question(qtbot, tmp_path, monkeypatch):
+    # kill (SIGTERM, as at logout or shutdown) or Ctrl+C in the terminal while a run was going
+    # put up "Quit anyway?" and waited for an answer nobody was there to give.
+    import signal
+
+    from faceparse_app.__main__ import _close_on_signals
+    from tests.app.test_gui_first_hour import make_window
+
+    window = make_window(qtbot, tmp_path)
+    monkeypatch.setattr(type(window.model_loop.training), "running", property(lambda self: True))
+    asked = []
+    window.confirm_stop_training = lambda: asked.append(1) or False
+    previous = _close_on_signals(window)
+    try:
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert not asked
+    assert window.session is None and not window.isVisible()  # labels saved, project closed
