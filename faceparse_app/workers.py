@@ -36,6 +36,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
+from trainer.errors import FaceParseError
+
 log = logging.getLogger(__name__)
 
 _threads_configured = False
@@ -211,7 +213,10 @@ class FunctionWorker(QObject):
             result = self._execute()
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the GUI
             self.traceback = traceback.format_exc()
-            log.error("background job failed:\n%s", self.traceback)
+            if isinstance(exc, FaceParseError):  # a refusal that says why: the GUI shows it
+                log.warning("background job stopped: %s", error_message(exc))
+            else:
+                log.error("background job failed:\n%s", self.traceback)
             self._relay.post("errored", error_message(exc))
         else:
             # A job that says whether it stopped early (a training result's ``cancelled``) is

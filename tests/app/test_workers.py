@@ -367,3 +367,28 @@ def test_closing_interrupts_the_prediction_in_progress(qtbot, face_files):
     qtbot.waitUntil(lambda: predictor.passes >= 1, timeout=20000)
     assert queue.stop(timeout_ms=2500)  # ended at the next pass, not after all ten
     assert predictor.passes < 8
+
+
+def test_a_refusal_logs_one_line_and_a_crash_its_traceback(qtbot, caplog):
+    # The t35 trial: an export refused for a folder that is not an export of ours printed a
+    # full traceback to stderr, as if the app had crashed; the window had said why already.
+    import logging
+
+    from faceparse_app.store_guard import ProjectError
+
+    def refused() -> None:
+        raise ProjectError("out/ is neither empty nor an export of ours")
+
+    def crashed() -> None:
+        raise ValueError("labels/0003.png has class 42")
+
+    for job in (refused, crashed):
+        worker = FunctionWorker(job)
+        with caplog.at_level(logging.INFO, logger="faceparse_app.workers"):
+            with qtbot.waitSignal(worker.errored, timeout=5000):
+                worker.start()
+        qtbot.waitUntil(lambda worker=worker: not worker.is_running, timeout=5000)
+    refusal, crash = (r for r in caplog.records if r.name == "faceparse_app.workers")
+    assert "neither empty nor an export" in refusal.getMessage()
+    assert "Traceback" not in refusal.getMessage() and refusal.levelno < logging.ERROR
+    assert "Traceback" in crash.getMessage() and crash.levelno == logging.ERROR
