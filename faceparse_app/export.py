@@ -52,6 +52,7 @@ from faceparse_app.export_files import (
     write_effort,
     write_names,
 )
+from faceparse_app.export_recovery import one_export_at_a_time, put_back
 from faceparse_app.landmarks import (
     NUM_POINTS,
     derive_landmarks,
@@ -260,7 +261,9 @@ def export_project(
         on_progress: called as on_progress(done, total) after each image.
 
     Returns:
-        Images per split {"train", "val", "test"}, plus "skipped" (unreadable image or label).
+        Images per split {"train", "val", "test"}, plus "skipped" (unreadable image or label),
+        and "put_back" when an export killed midway had left files of the folder hidden beside
+        it (they are put back first).
 
     Raises:
         ProjectError: out_dir is unusable (inside the project, not empty, not writable, disk
@@ -271,16 +274,14 @@ def export_project(
     project = (
         Project.open(project_dir, read_only=True) if own else project_dir  # type: ignore[arg-type]
     )
+    out = Path(out_dir).expanduser().absolute()
     try:
-        return _export(
-            project,
-            Path(out_dir).expanduser().absolute(),
-            reviewed_only,
-            val_fraction,
-            test_fraction,
-            seed,
-            on_progress,
-        )
+        with one_export_at_a_time(out):
+            back = put_back(out, MANIFEST_NAME)  # what an export killed midway left beside it
+            counts = _export(
+                project, out, reviewed_only, val_fraction, test_fraction, seed, on_progress
+            )
+            return {**counts, "put_back": len(back)} if back else counts
     finally:
         if own:
             project.close()

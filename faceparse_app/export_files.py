@@ -134,7 +134,14 @@ def export_message(
         statuses: the project's images per status (``Project.counts``).
         reviewed_only: only reviewed images were asked for.
     """
+    counts = dict(counts)
+    back = counts.pop("put_back", 0)
     text = f"Exported to {out_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."
+    if back:
+        text += (
+            f" An export killed midway had hidden {back} of the folder's own files; they were "
+            "put back first."
+        )
     left = [(statuses.get("in_progress", 0), "in progress"), (statuses.get("pre-labeled", 0), "pre-labeled")]
     if reviewed_only:
         left.append((statuses.get("labeled", 0), "labeled but not reviewed"))

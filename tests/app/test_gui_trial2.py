@@ -382,3 +382,73 @@ def test_sigterm_during_training_quits_without_a_question(qtbot, tmp_path, monke
             signal.signal(sig, handler)
     assert not asked
     assert window.session is None and not window.isVisible()  # labels saved, project closed
+
+
+_KILL_AT = '''
+import os, signal, sys
+from pathlib import Path
+import faceparse_app.export as export
+
+real = os.replace
+def replace(src, dst):
+    real(src, dst)
+    if Path(dst).name == sys.argv[3]:  # the step of the publish to die after
+        os.kill(os.getpid(), signal.SIGKILL)
+export.os.replace = replace
+export.export_project(sys.argv[1], sys.argv[2], val_fraction=0.0, test_fraction=0.0)
+'''
+
+
+def test_an_export_killed_while_publishing_loses_no_file_of_the_folder(tmp_path):
+    # The t35 trial (left then): a kill between the publish's two renames leaves the previous
+    # export, the user's own files in it included, hidden in .NAME.old-*, and the files the
+    # export had carried over in .NAME.partial-*: to the user, the folder and their notes are gone.
+    import subprocess
+    import sys
+
+    from faceparse_app.export import export_message, export_project
+    from faceparse_app.project import Project
+    from tests.conftest import synthetic_face
+
+    folder = make_project(tmp_path / "project", n=4)
+    out = tmp_path / "lapa"
+    with Project.open(folder) as project:
+        for i, rec in enumerate(project.images()[:3]):
+            project.save_label(rec, synthetic_face(64, seed=i)[1], status="labeled")
+    export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
+    (out / "notes.txt").write_text("my notes")  # the user's own file, beside the export
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    for step in ("export", "lapa"):  # killed after the first rename, then after the second
+        child = subprocess.run([sys.executable, "-c", _KILL_AT, str(folder), str(out), step],
+                               cwd=Path(__file__).parents[2], capture_output=True, text=True)  # fmt: skip
+        assert child.returncode == -9, child.stderr
+        # The next export puts everything back, then exports as asked, and says so.
+        counts = export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
+        said = export_message(out, counts, {})
+        assert ("1 of the folder's own files" in said) == (step == "export"), said
+        assert (out / "notes.txt").read_text() == "my notes"
+        assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".lapa")] == []
+
+
+def test_a_second_export_into_the_same_folder_is_refused_while_one_runs(tmp_path):
+    # The CLI export works while a window exports the same project: two exports into one folder
+    # would each take the other's unfinished folder for a killed one's leftovers.
+    import pytest
+
+    from faceparse_app.export import export_project
+    from faceparse_app.export_recovery import one_export_at_a_time
+    from faceparse_app.project import Project, ProjectError
+    from tests.conftest import synthetic_face
+
+    folder = make_project(tmp_path / "project", n=2)
+    with Project.open(folder) as project:
+        project.save_label(project.images()[0], synthetic_face(64, seed=0)[1], status="labeled")
+    out = tmp_path / "lapa"
+    out.mkdir()
+    with one_export_at_a_time(out):
+        with pytest.raises(ProjectError, match="another export into .*lapa is running"):
+            export_project(folder, out)
+    counts = export_project(folder, out)  # once the first is done, the second goes ahead
+    assert counts["train"] + counts["val"] + counts["test"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lapa", "project"]

@@ -1,0 +1,105 @@
+"""What an export killed midway leaves beside its folder, put back by the next export into it.
+
+An export builds ``.NAME.partial-*`` beside the folder NAME, moves the user's own files of an
+earlier export (those it did not write) into it, and publishes it with two renames: the earlier
+export to ``.NAME.old-*/export``, then the new one to NAME. A kill between those steps leaves the
+earlier export, or the user's files, in the hidden folders. Before it writes anything, the next
+export into NAME (one at a time: :func:`one_export_at_a_time`) puts back whatever those folders
+hold, so a killed export never costs a file it did not write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from faceparse_app.store_guard import ProjectError
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def one_export_at_a_time(out: Path) -> Iterator[None]:
+    """Hold ``.NAME.export-lock`` beside ``out`` (when its parent exists) for one export: a
+    second export into the same folder (the CLI while a window exports) is refused, so the
+    leftovers :func:`put_back` finds are never a running export's own."""
+    if not out.parent.is_dir():
+        yield
+        return
+    lock = FileLock(str(out.parent / f".{out.name}.export-lock"), is_singleton=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ProjectError(f"another export into {out} is running; wait for it to finish") from None
+    except OSError as exc:  # a read-only parent: the export itself will say why it cannot write
+        log.debug("no export lock beside %s: %s", out, exc)
+        yield
+        return
+    try:
+        yield
+    finally:
+        # Removed while still held, so nothing is left beside the export: every export tries
+        # the lock without waiting, so no one can be waiting on this file to take it next.
+        Path(lock.lock_file).unlink(missing_ok=True)
+        lock.release()
+
+
+def put_back(out: Path, manifest_name: str) -> list[str]:
+    """Undo what an export killed midway left beside ``out``: the earlier export goes back to
+    ``out`` if it is missing, and the user's files carried into an unfinished export go back
+    into ``out``; then the hidden folders are removed.
+
+    Returns:
+        the paths (relative to ``out``) of the user's files put back.
+    """
+    parent, name = out.parent, out.name
+    if not parent.is_dir():
+        return []
+    for old in sorted(parent.glob(f".{name}.old-*")):
+        earlier = old / "export"
+        if earlier.is_dir() and not out.exists():
+            os.replace(earlier, out)  # killed between the two renames: the earlier export returns
+            log.warning("an interrupted export is undone: %s is back", out)
+        shutil.rmtree(old, ignore_errors=True)  # else the new export is in place: left over
+    restored: list[str] = []
+    for partial in sorted(parent.glob(f".{name}.partial-*")):
+        restored += _carried_back(partial, out, manifest_name)
+        shutil.rmtree(partial, ignore_errors=True)
+    if restored:
+        log.warning("an interrupted export is undone: %d of your files are back in %s", len(restored), out)
+    return restored
+
+
+def _carried_back(partial: Path, out: Path, manifest_name: str) -> list[str]:
+    """Move what an unfinished export carried over (whatever in ``partial`` its manifest does
+    not list: files, links, whole folders) back into ``out``; never over something there.
+    Without a manifest nothing had been carried yet (it is written first)."""
+    try:
+        ours = set(json.loads((partial / manifest_name).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    ours.add(manifest_name)
+    ours_dirs = {rel.rsplit("/", k)[0] for rel in ours for k in range(1, rel.count("/") + 1)}
+    back: list[str] = []
+
+    def visit(folder: Path, prefix: str) -> None:
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            rel = prefix + entry.name
+            if rel in ours:
+                continue
+            if entry.is_dir(follow_symlinks=False) and rel in ours_dirs:
+                visit(Path(entry.path), rel + "/")
+            elif not os.path.lexists(out / rel):
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(entry.path, out / rel)
+                back.append(rel)
+
+    visit(partial, "")
+    return back
