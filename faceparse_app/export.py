@@ -22,7 +22,8 @@ again into an earlier export replaces only the files its manifest lists: anythin
 folder (notes, another project's ``.faceparse/``, files, empty folders and links added by hand) is
 carried over untouched, and a listed file that was changed since is never overwritten (the export is refused). A folder
 that is neither empty nor an export of ours is refused. An image exported there before keeps its
-split (with the same seed and fractions); only new images are drawn.
+split (with the same seed and fractions); only new images are drawn. Exports into one folder
+run one at a time, and one killed midway is undone by the next (``export_recovery``).
 """
 
 from __future__ import annotations
