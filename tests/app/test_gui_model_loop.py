@@ -111,6 +111,47 @@ def wait_job(qtbot, window) -> None:
     qtbot.waitUntil(lambda: not window.model_loop.training.running and window.loop_state.running is None, timeout=WAIT_MS)
 
 
+def window_on_a_prelabel(qtbot, tmp_path: Path, n: int) -> tuple:
+    """A window on an n-face project with a published parser, once the face it opened on is
+    pre-labeled: (window, that image's id, the version)."""
+    folder = project_with(tmp_path / "project", n=n)
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    first = window.session.current.id
+    qtbot.waitUntil(lambda: status(window, first) == ("pre-labeled", version), timeout=WAIT_MS)
+    return window, first, version
+
+
+def window_with_a_held_prelabel(qtbot, tmp_path: Path, n: int = 2) -> tuple:
+    """A window on an n-face project with a published parser whose pre-labels are held back
+    (the model "still predicting") until the returned ``threading.Event`` is set:
+    (window, the event, the id of the image on screen, the version)."""
+    gate = threading.Event()
+
+    def loader(path):
+        gate.wait(60)
+        return read_image(path)
+
+    folder = project_with(tmp_path / "project", n=n)
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder, loader=loader)
+    return window, gate, window.session.current.id, version
+
+
+def cancel_a_long_finetune(qtbot, window, phase: str = "train") -> None:
+    """Start a fine-tune that only a cancel ends, cancel it after its first ``phase`` report
+    ("train" or "val"), and wait for the job to end."""
+    panel, loop = window.train_panel, window.model_loop
+    panel.form.finetune.epochs_spin.setValue(10_000)
+    panel.form.finetune.steps_spin.setValue(0)  # no limit: only a cancel ends it
+    QTest.mouseClick(panel.form.finetune_button, Qt.MouseButton.LeftButton)
+    reports: list[dict] = []
+    loop.training.worker.progress.connect(reports.append)
+    qtbot.waitUntil(lambda: any(r["phase"] == phase for r in reports), timeout=WAIT_MS)
+    QTest.mouseClick(panel.form.cancel_button, Qt.MouseButton.LeftButton)
+    wait_job(qtbot, window)
+
+
 def error_shown(window) -> str:
     label = window.train_panel.progress.error_label
     return "" if label.isHidden() else label.text()
@@ -248,14 +289,7 @@ def test_cancel_stops_training_and_publishes_nothing(qtbot, tmp_path):
     folder = project_with(tmp_path / "project", n=3, labeled=3)
     window = open_window(qtbot, tmp_path, folder)
     panel, loop = window.train_panel, window.model_loop
-    panel.form.finetune.epochs_spin.setValue(10_000)
-    panel.form.finetune.steps_spin.setValue(0)  # no limit: only a cancel ends it
-    QTest.mouseClick(panel.form.finetune_button, Qt.MouseButton.LeftButton)
-    reports: list[dict] = []
-    loop.training.worker.progress.connect(reports.append)
-    qtbot.waitUntil(lambda: any(r["phase"] == "train" for r in reports), timeout=WAIT_MS)
-    QTest.mouseClick(panel.form.cancel_button, Qt.MouseButton.LeftButton)
-    wait_job(qtbot, window)
+    cancel_a_long_finetune(qtbot, window)
     assert "cancelled" in panel.progress.status_label.text()
     assert loop.store.versions() == [] and loop.version is None
     assert panel.form.finetune_button.isEnabled()

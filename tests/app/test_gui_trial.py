@@ -310,20 +310,10 @@ def test_an_accepted_prelabel_stays_the_models_label(qtbot, tmp_path):
     import csv
 
     from faceparse_app.training import split_by_hand
-    from tests.app.test_gui_model_loop import (
-        WAIT_MS,
-        open_window,
-        project_with,
-        publish_parser,
-        status,
-    )
+    from tests.app.test_gui_model_loop import WAIT_MS, status, window_on_a_prelabel
 
-    folder = project_with(tmp_path / "project", n=3)
-    version = publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder)
+    window, accepted, version = window_on_a_prelabel(qtbot, tmp_path, n=3)
     session = window.session
-    accepted = session.current.id
-    qtbot.waitUntil(lambda: status(window, accepted) == ("pre-labeled", version), timeout=WAIT_MS)
     key(window, Qt.Key.Key_A)
     assert session.project.get(accepted).status == "labeled"
     assert session.project.get(accepted).label_source == "model"
@@ -346,31 +336,19 @@ def test_an_accepted_prelabel_stays_the_models_label(qtbot, tmp_path):
 def test_a_late_prelabel_fills_around_strokes_and_never_overwrites_them(qtbot, tmp_path):
     # A stroke made before the first pre-label arrived used to drop that pre-label entirely
     # (the h31 trial: a 12-megapixel photo painted at once kept one stroke and no face labels).
-    import threading
-
     import numpy as np
 
     from tests.app.test_gui_model_loop import (
         WAIT_MS,
-        open_window,
         prediction,
-        project_with,
-        publish_parser,
         status,
+        window_with_a_held_prelabel,
     )
-    from trainer.data.imageio import read_image, read_label
+    from trainer.data.imageio import read_label
 
-    gate = threading.Event()
-
-    def slow_loader(path):
-        gate.wait(60)  # the model is "still predicting" until the test opens the gate
-        return read_image(path)
-
-    folder = project_with(tmp_path / "project", n=2)
-    version = publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder, loader=slow_loader)
+    # The model is "still predicting" until the test opens the gate.
+    window, gate, image_id, version = window_with_a_held_prelabel(qtbot, tmp_path)
     session = window.session
-    image_id = session.current.id
     # The canvas is usable while the prediction runs: the annotator paints.
     window.state.set_class(5)
     drag(window.canvas, [(30, 30), (40, 30)])

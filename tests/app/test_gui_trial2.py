@@ -58,20 +58,10 @@ def test_the_time_spent_checking_a_prelabel_before_accepting_it_is_counted(qtbot
 
     from faceparse_app.widgets.image_table import Column
     from tests.app.test_gui_canvas import key
-    from tests.app.test_gui_model_loop import (
-        WAIT_MS,
-        open_window,
-        project_with,
-        publish_parser,
-        status,
-    )
+    from tests.app.test_gui_model_loop import window_on_a_prelabel
 
-    folder = project_with(tmp_path / "project", n=2)
-    version = publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder)
+    window, accepted, _ = window_on_a_prelabel(qtbot, tmp_path, n=2)
     session = window.session
-    accepted = session.current.id
-    qtbot.waitUntil(lambda: status(window, accepted) == ("pre-labeled", version), timeout=WAIT_MS)
     session.note_activity(time.monotonic() - 6.0)  # the annotator looked it over for 6 s ...
     key(window, Qt.Key.Key_A)  # ... then accepted it
     rec = session.project.get(accepted)
@@ -148,7 +138,12 @@ def test_a_finished_or_cancelled_fine_tuning_leaves_no_checkpoints_in_the_projec
     from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
 
-    from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, wait_job
+    from tests.app.test_gui_model_loop import (
+        cancel_a_long_finetune,
+        open_window,
+        project_with,
+        wait_job,
+    )
 
     folder = project_with(tmp_path / "project", n=3, labeled=3)
     window = open_window(qtbot, tmp_path, folder)
@@ -161,14 +156,7 @@ def test_a_finished_or_cancelled_fine_tuning_leaves_no_checkpoints_in_the_projec
     assert list(runs.rglob("*.safetensors")) == []
     assert list(runs.rglob("finetune_log.jsonl"))  # the run's log stays
     # A cancelled run keeps no weights either.
-    panel.form.finetune.epochs_spin.setValue(10_000)
-    panel.form.finetune.steps_spin.setValue(0)
-    QTest.mouseClick(panel.form.finetune_button, Qt.MouseButton.LeftButton)
-    reports: list[dict] = []
-    loop.training.worker.progress.connect(reports.append)
-    qtbot.waitUntil(lambda: any(r["phase"] == "val" for r in reports), timeout=WAIT_MS)
-    QTest.mouseClick(panel.form.cancel_button, Qt.MouseButton.LeftButton)
-    wait_job(qtbot, window)
+    cancel_a_long_finetune(qtbot, window, phase="val")
     assert "cancelled" in panel.progress.status_label.text()
     assert len(list(runs.iterdir())) == 2 and list(runs.rglob("*.safetensors")) == []
 
@@ -296,33 +284,19 @@ def test_accepting_before_the_prelabel_arrives_does_not_label_the_image_empty(qt
     # Keyboard-fast in the t35 trial: N then A at once, before the pre-label had come, marked
     # the still-empty label (all background) labeled; the pre-label that came next was no
     # longer allowed to replace it, and the export held an all-background face.
-    import threading
-
     import numpy as np
     from PySide6.QtCore import Qt
 
     from tests.app.test_gui_canvas import key
     from tests.app.test_gui_model_loop import (
         WAIT_MS,
-        open_window,
         prediction,
-        project_with,
-        publish_parser,
         status,
+        window_with_a_held_prelabel,
     )
-    from trainer.data.imageio import read_image
 
-    gate = threading.Event()
-
-    def loader(path):
-        gate.wait(60)
-        return read_image(path)
-
-    folder = project_with(tmp_path / "project", n=2)
-    version = publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder, loader=loader)
+    window, gate, image_id, version = window_with_a_held_prelabel(qtbot, tmp_path)
     session = window.session
-    image_id = session.current.id
     key(window, Qt.Key.Key_A)  # the pre-label is still being predicted
     assert session.project.get(image_id).status not in ("labeled", "reviewed")
     assert "pre-label" in window.message_bar.message
