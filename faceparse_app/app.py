@@ -92,6 +92,17 @@ class Settings:
         self._qs.setValue(_export_key(project_root), json.dumps(form))
         self._qs.sync()
 
+    def training_form(self) -> object:
+        """The training form as the last session left it (JSON data; None if never kept)."""
+        try:
+            return json.loads(str(self._qs.value("training_form", "null")))
+        except ValueError:
+            return None
+
+    def set_training_form(self, form: dict) -> None:
+        self._qs.setValue("training_form", json.dumps(form))
+        self._qs.sync()
+
     def value(self, key: str, default: object = None) -> object:
         return self._qs.value(key, default)
 

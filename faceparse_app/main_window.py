@@ -4,6 +4,7 @@ editing lives in LabelDocument, project state in AnnotationSession / Project.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import qtawesome as qta
@@ -28,7 +29,7 @@ from faceparse_app.model_loop import ModelLoop
 from faceparse_app.project import DamagedStoreError, Project, ProjectError
 from faceparse_app.samples import create_demo_project
 from faceparse_app.session import AnnotationSession
-from faceparse_app.training_settings import available_devices
+from faceparse_app.training_settings import available_devices, settings_from_stored, stored_settings
 from faceparse_app.widgets.busy import run_busy
 from faceparse_app.widgets.canvas import LabelCanvas
 from faceparse_app.widgets.class_palette import ClassPalette
@@ -90,6 +91,7 @@ class MainWindow(QMainWindow):
         build_menus(self)
         self.loop_state = LoopState(available_devices())
         self.train_panel = TrainPanel(self.loop_state)
+        self._restore_training_form()
         self.train_panel.form.editing_done.connect(self.canvas.setFocus)
         left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
         self.images_dock = self.add_panel(self.image_list, "Images", left)
@@ -457,6 +459,15 @@ class MainWindow(QMainWindow):
 
     def _may_leave_project(self) -> bool:
         return self.session is None or self.session.save_all() or self.confirm_discard()
+
+    def _restore_training_form(self) -> None:
+        """The training form as the last session left it; every change is kept for the next."""
+        state = self.loop_state
+        kept = settings_from_stored(self.settings.training_form(), state.devices)
+        state.update_settings(**{f.name: getattr(kept, f.name) for f in fields(kept)})
+        state.settings_changed.connect(
+            lambda: self.settings.set_training_form(stored_settings(state.settings))
+        )
 
     def confirm_stop_training(self) -> bool:
         """Ask whether to quit while a training run is going (tests replace this); the question

@@ -9,9 +9,10 @@ app's), :class:`faceparse_app.loop_state.LoopState` turns them into a frozen
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 StartKey = Literal["project", "starter_parser", "starter", "file", "scratch"]
 
@@ -92,6 +93,41 @@ class PretrainRequest:
     length: RunLength = field(default=PRETRAIN_LENGTH)
     resume: bool = True
     init_path: Path | None = None
+
+
+def stored_settings(settings: TrainingSettings) -> dict[str, Any]:
+    """The training form as JSON-ready data, kept between sessions (:func:`settings_from_stored`)."""
+    return asdict(settings)
+
+
+def settings_from_stored(stored: object, devices: Sequence[str]) -> TrainingSettings:
+    """The training form kept by :func:`stored_settings`, field by field: a value that no longer
+    fits (a device this machine lacks, an unknown preset, a length that is not positive) gives
+    that field's default."""
+    if not isinstance(stored, dict):
+        return TrainingSettings()
+    defaults = TrainingSettings()
+    device = stored.get("device")
+    preset = stored.get("preset")
+    return TrainingSettings(
+        device=device if device == DEFAULT_DEVICE or device in devices else defaults.device,
+        preset=preset if preset in PRESETS else defaults.preset,
+        finetune=_length(stored.get("finetune"), defaults.finetune),
+        pretrain=_length(stored.get("pretrain"), defaults.pretrain),
+    )
+
+
+def _length(stored: object, default: RunLength) -> RunLength:
+    if not isinstance(stored, dict):
+        return default
+    epochs, batch, steps = stored.get("epochs"), stored.get("batch_size"), stored.get("max_steps")
+
+    def positive(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    if not (positive(epochs) and positive(batch) and (steps is None or positive(steps))):
+        return default
+    return RunLength(epochs=epochs, batch_size=batch, max_steps=steps)  # type: ignore[arg-type]
 
 
 def available_devices() -> list[str]:

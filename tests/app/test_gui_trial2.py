@@ -426,3 +426,38 @@ def test_a_second_export_into_the_same_folder_is_refused_while_one_runs(tmp_path
     counts = export_project(folder, out)  # once the first is done, the second goes ahead
     assert counts["train"] + counts["val"] + counts["test"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lapa", "project"]
+
+
+def test_the_training_form_is_restored_as_it_was_left(qtbot, tmp_path):
+    # The t35 trial: fine-tuning set to 20 steps (a quick check) came back as 30 epochs and no
+    # limit in the next session, and the next run trained for minutes instead of seconds.
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path, open_project=False)
+    form = window.train_panel.form
+    form.finetune.steps_spin.setValue(20)
+    form.pretrain.epochs_spin.setValue(3)
+    form.preset_combo.setCurrentText("tiny")
+    window.close()
+    again = make_window(qtbot, tmp_path, open_project=False)  # the same settings file
+    form = again.train_panel.form
+    assert form.finetune.steps_spin.value() == 20 and form.pretrain.epochs_spin.value() == 3
+    assert form.preset_combo.currentText() == "tiny"
+    request = again.loop_state.finetune_request()
+    assert request.length.max_steps == 20 and request.preset == "tiny"
+
+
+def test_a_stored_training_form_that_no_longer_fits_falls_back_to_the_defaults():
+    from faceparse_app.training_settings import (
+        TrainingSettings,
+        settings_from_stored,
+        stored_settings,
+    )
+
+    stored = stored_settings(TrainingSettings(device="cuda", preset="tiny"))
+    assert settings_from_stored(stored, devices=("cpu", "cuda")) == TrainingSettings(device="cuda", preset="tiny")
+    # A GPU that is gone, a preset renamed, a length edited into nonsense: the defaults, field by field.
+    assert settings_from_stored(stored, devices=("cpu",)).device == "auto"
+    bad = {**stored, "preset": "huge", "finetune": {"epochs": -3, "batch_size": "x"}, "pretrain": [1]}
+    assert settings_from_stored(bad, devices=("cpu", "cuda")) == TrainingSettings(device="cuda")
+    assert settings_from_stored("not a form", devices=("cpu",)) == TrainingSettings()
