@@ -26,7 +26,7 @@ from faceparse_app.assist import AssistContext
 from faceparse_app.export_files import export_message
 from faceparse_app.loop_state import LoopState
 from faceparse_app.model_loop import ModelLoop
-from faceparse_app.project import DamagedStoreError, Project, ProjectError
+from faceparse_app.project import DamagedStoreError, Project, ProjectError, ProjectLockedError
 from faceparse_app.samples import create_demo_project
 from faceparse_app.session import AnnotationSession
 from faceparse_app.training_settings import available_devices, settings_from_stored, stored_settings
@@ -191,6 +191,9 @@ class MainWindow(QMainWindow):
             return False
         try:
             project = self._open_store(folder)
+        except ProjectLockedError as exc:  # it names the folder and says where it is open
+            self.show_message(str(exc), "error")
+            return False
         except ProjectError as exc:
             self.show_message(f"Cannot open {folder}: {exc}", "error")
             return False

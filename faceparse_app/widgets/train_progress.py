@@ -44,7 +44,9 @@ def finetune_outcome_text(version: str, metrics: dict[str, Any] | Any) -> str:
         f"{held_out} held-out hand-labeled face{'s' if held_out != 1 else ''}"
         if held_out else "the held-out hand-labeled faces"
     )  # fmt: skip
-    text = f"Published {version}: mean F1 {percent(metrics.get('mean_f1'))}% on {faces}"
+    epoch = metrics.get("epoch")  # the score is the best epoch's, not the last one shown above
+    best = f" (the run's best epoch, {epoch})" if epoch is not None else ""
+    text = f"Published {version}{best}: mean F1 {percent(metrics.get('mean_f1'))}% on {faces}"
     base, new = metrics.get("baseline_mean_f1"), metrics.get("candidate_mean_f1")
     if base is not None and new is not None:
         was = metrics.get("baseline_version")

@@ -461,3 +461,26 @@ def test_a_stored_training_form_that_no_longer_fits_falls_back_to_the_defaults()
     bad = {**stored, "preset": "huge", "finetune": {"epochs": -3, "batch_size": "x"}, "pretrain": [1]}
     assert settings_from_stored(bad, devices=("cpu", "cuda")) == TrainingSettings(device="cuda")
     assert settings_from_stored("not a form", devices=("cpu",)) == TrainingSettings()
+
+
+def test_the_published_score_says_it_is_the_best_epochs(qtbot):
+    # The t35 trial: the panel's last line read "On the held-out hand-labeled faces (epoch 10):
+    # mean F1 97.4%", then "Published v0002: mean F1 98.0%": two scores, no word on which is which.
+    from faceparse_app.widgets.train_progress import finetune_outcome_text
+
+    metrics = {"mean_f1": 0.98, "num_val": 1, "epoch": 4}
+    text = finetune_outcome_text("v0002", metrics)
+    assert "mean F1 98.0%" in text and "best epoch, 4" in text
+
+
+def test_a_project_open_elsewhere_is_named_once_in_the_message(qtbot, tmp_path):
+    # The trial: "Cannot open /tmp/p: /tmp/p is open in another FaceParse Studio (...)".
+    from faceparse_app.project import Project
+    from tests.app.test_gui_canvas import make_window
+
+    folder = make_project(tmp_path / "project", n=1)
+    with Project.open(folder):  # the other window (here in this process)
+        window = make_window(qtbot, tmp_path, open_project=False)
+        assert not window.open_project(folder)
+    said = window.message_bar.message
+    assert "open in this FaceParse Studio" in said and said.count(str(folder)) == 1, said
