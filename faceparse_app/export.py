@@ -353,6 +353,9 @@ def _export(
             ),
             encoding="utf-8",
         )
+        # The manifest tells a later export which files in tmp are the user's (export_recovery):
+        # on disk, with its folder entry, before any of them is moved in.
+        _fsync_files(tmp, [MANIFEST_NAME, "."])
         carried = _carry_foreign_files(out, tmp, previous, ours)
         try:
             _publish(tmp, out, [*ours, MANIFEST_NAME])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,10 +52,20 @@ def one_export_at_a_time(out: Path) -> Iterator[None]:
         lock.release()
 
 
+def _leftovers(parent: Path, name: str, kind: str) -> list[Path]:
+    """The ``.NAME.<kind>-XXXXXXXX`` folders beside NAME (``make_temp_dir``'s 8-character
+    suffix), matched literally: a name like ``faces[v2]`` is no glob pattern, and another
+    folder's leftovers (``.faces.partial-x.partial-...``) never match."""
+    pattern = re.compile(re.escape(f".{name}.{kind}-") + r"[a-z0-9_]{8}")
+    return sorted(p for p in parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir())
+
+
 def put_back(out: Path, manifest_name: str) -> list[str]:
     """Undo what an export killed midway left beside ``out``: the earlier export goes back to
     ``out`` if it is missing, and the user's files carried into an unfinished export go back
-    into ``out``; then the hidden folders are removed.
+    into ``out`` (one written there again since keeps its place; the one put back is named
+    ``NAME.recovered``); then the hidden folders are removed. An unfinished export whose
+    manifest cannot be read, or that still holds something, is kept and a warning says where.
 
     Returns:
         the paths (relative to ``out``) of the user's files put back.
@@ -62,29 +73,38 @@ def put_back(out: Path, manifest_name: str) -> list[str]:
     parent, name = out.parent, out.name
     if not parent.is_dir():
         return []
-    for old in sorted(parent.glob(f".{name}.old-*")):
+    for old in _leftovers(parent, name, "old"):
         earlier = old / "export"
         if earlier.is_dir() and not out.exists():
             os.replace(earlier, out)  # killed between the two renames: the earlier export returns
             log.warning("an interrupted export is undone: %s is back", out)
-        shutil.rmtree(old, ignore_errors=True)  # else the new export is in place: left over
+        # Else the new export is in place and the earlier one holds only files of ours (the
+        # user's were carried into the new one first).
+        shutil.rmtree(old, ignore_errors=True)
     restored: list[str] = []
-    for partial in sorted(parent.glob(f".{name}.partial-*")):
-        restored += _carried_back(partial, out, manifest_name)
+    for partial in _leftovers(parent, name, "partial"):
+        back = _carried_back(partial, out, manifest_name)
+        if back is None:
+            log.warning("%s is what an interrupted export left, and its manifest cannot be read: "
+                        "kept as it is; look in it for files of %s", partial, out)  # fmt: skip
+            continue
+        restored += back
         shutil.rmtree(partial, ignore_errors=True)
     if restored:
         log.warning("an interrupted export is undone: %d of your files are back in %s", len(restored), out)
     return restored
 
 
-def _carried_back(partial: Path, out: Path, manifest_name: str) -> list[str]:
+def _carried_back(partial: Path, out: Path, manifest_name: str) -> list[str] | None:
     """Move what an unfinished export carried over (whatever in ``partial`` its manifest does
-    not list: files, links, whole folders) back into ``out``; never over something there.
-    Without a manifest nothing had been carried yet (it is written first)."""
+    not list: files, links, whole folders) back into ``out``, looking into a folder that is in
+    both; a file written again in ``out`` meanwhile keeps its place and the one put back is
+    named ``NAME.recovered``. None when the manifest cannot be read (it is written, and synced,
+    before anything is carried)."""
     try:
         ours = set(json.loads((partial / manifest_name).read_text(encoding="utf-8"))["files"])
     except (OSError, ValueError, KeyError, TypeError):
-        return []
+        return None
     ours.add(manifest_name)
     ours_dirs = {rel.rsplit("/", k)[0] for rel in ours for k in range(1, rel.count("/") + 1)}
     back: list[str] = []
@@ -94,12 +114,25 @@ def _carried_back(partial: Path, out: Path, manifest_name: str) -> list[str]:
             rel = prefix + entry.name
             if rel in ours:
                 continue
-            if entry.is_dir(follow_symlinks=False) and rel in ours_dirs:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if is_dir and (rel in ours_dirs or (out / rel).is_dir() and not (out / rel).is_symlink()):
                 visit(Path(entry.path), rel + "/")
-            elif not os.path.lexists(out / rel):
-                (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(entry.path, out / rel)
-                back.append(rel)
+                continue
+            target = out / rel
+            if os.path.lexists(target):
+                target = _free_name(out / f"{rel}.recovered")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(entry.path, target)
+            back.append(target.relative_to(out).as_posix())
 
     visit(partial, "")
     return back
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path.2``, ``path.3``... : the first name not taken."""
+    candidate, n = path, 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate

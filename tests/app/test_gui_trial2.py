@@ -373,37 +373,87 @@ export.export_project(sys.argv[1], sys.argv[2], val_fraction=0.0, test_fraction=
 '''
 
 
-def test_an_export_killed_while_publishing_loses_no_file_of_the_folder(tmp_path):
-    # The t35 trial (left then): a kill between the publish's two renames leaves the previous
-    # export, the user's own files in it included, hidden in .NAME.old-*, and the files the
-    # export had carried over in .NAME.partial-*: to the user, the folder and their notes are gone.
-    import subprocess
-    import sys
-
-    from faceparse_app.export import export_message, export_project
+def _labeled_project(tmp_path: Path, n: int = 3) -> Path:
     from faceparse_app.project import Project
     from tests.conftest import synthetic_face
 
-    folder = make_project(tmp_path / "project", n=4)
-    out = tmp_path / "lapa"
+    folder = make_project(tmp_path / "project", n=n + 1)
     with Project.open(folder) as project:
-        for i, rec in enumerate(project.images()[:3]):
+        for i, rec in enumerate(project.images()[:n]):
             project.save_label(rec, synthetic_face(64, seed=i)[1], status="labeled")
-    export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
-    (out / "notes.txt").write_text("my notes")  # the user's own file, beside the export
-    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
-    for step in ("export", "lapa"):  # killed after the first rename, then after the second
-        child = subprocess.run([sys.executable, "-c", _KILL_AT, str(folder), str(out), step],
-                               cwd=Path(__file__).parents[2], capture_output=True, text=True)  # fmt: skip
-        assert child.returncode == -9, child.stderr
-        # The next export puts everything back, then exports as asked, and says so.
-        counts = export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
-        said = export_message(out, counts, {})
-        assert ("1 of the folder's own files" in said) == (step == "export"), said
-        assert (out / "notes.txt").read_text() == "my notes"
-        assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
-        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".lapa")] == []
+    return folder
 
+
+def _kill_export_at(folder: Path, out: Path, step: str) -> None:
+    """Run an export in a child process and SIGKILL it right after the rename onto ``step``."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", _KILL_AT, str(folder), str(out), step],
+                           cwd=Path(__file__).parents[2], capture_output=True, text=True)  # fmt: skip
+    assert child.returncode == -9, child.stderr
+
+
+def _tree(out: Path) -> dict[str, str]:
+    """Every file in an export folder, with the text of the user's notes."""
+    return {p.relative_to(out).as_posix(): p.read_text() if p.name in ("notes.txt", "note.txt") else ""
+            for p in out.rglob("*") if p.is_file()}  # fmt: skip
+
+
+def test_an_export_killed_while_publishing_loses_no_file_of_the_folder(tmp_path):
+    # The t35 trial (left then): a kill between the publish's two renames leaves the previous
+    # export, the user's own files in it included, hidden in .NAME.old-*, and the files the
+    # export had carried over in .NAME.partial-*: to the user, the folder and their notes are
+    # gone. The review: a note in a folder the new export writes nothing into (val/images of an
+    # export with no val) and a folder name glob() reads as a pattern were lost or mixed up.
+    from faceparse_app.export import export_message, export_project
+
+    folder = _labeled_project(tmp_path)
+    for out in (tmp_path / "lapa", tmp_path / "faces[v2]"):
+        export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
+        (out / "notes.txt").write_text("my notes")  # the user's own files, beside the export
+        (out / "val" / "images" / "note.txt").write_text("in an empty split")
+        before = _tree(out)
+        for step in ("notes.txt", "export", out.name):  # killed while carrying, between, after
+            _kill_export_at(folder, out, step)
+            # The next export puts everything back, then exports as asked, and says so.
+            counts = export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
+            said = export_message(out, counts, {})
+            assert ("of the folder's own files" in said) == (step != out.name), (step, said)
+            assert _tree(out) == before, step
+            assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name] == []
+
+
+def test_a_file_the_user_wrote_again_meanwhile_is_kept_beside_the_one_put_back(tmp_path):
+    # The review: killed after the export moved notes.txt aside, the user writes a new
+    # notes.txt; the next export deleted the original with the hidden folder.
+    from faceparse_app.export import export_project
+
+    folder = _labeled_project(tmp_path)
+    out = tmp_path / "lapa"
+    export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
+    (out / "notes.txt").write_text("v1")
+    _kill_export_at(folder, out, "notes.txt")
+    (out / "notes.txt").write_text("v2")
+    export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
+    assert (out / "notes.txt").read_text() == "v2"
+    assert (out / "notes.txt.recovered").read_text() == "v1"
+
+
+def test_an_unfinished_export_whose_manifest_is_unreadable_is_kept_not_deleted(tmp_path):
+    # The review: after a power cut the unfinished export's manifest may be empty; the next
+    # export deleted that folder, and the user's files moved into it with it.
+    from faceparse_app.export import export_project
+
+    folder = _labeled_project(tmp_path)
+    out = tmp_path / "lapa"
+    export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
+    (out / "notes.txt").write_text("mine")
+    _kill_export_at(folder, out, "notes.txt")
+    (partial,) = [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    (partial / "export-manifest.json").write_text("")  # as a power cut may leave it
+    export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
+    assert (partial / "notes.txt").read_text() == "mine"  # still there, not deleted
 
 def test_a_second_export_into_the_same_folder_is_refused_while_one_runs(tmp_path):
     # The CLI export works while a window exports the same project: two exports into one folder
@@ -426,6 +476,22 @@ def test_a_second_export_into_the_same_folder_is_refused_while_one_runs(tmp_path
     counts = export_project(folder, out)  # once the first is done, the second goes ahead
     assert counts["train"] + counts["val"] + counts["test"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lapa", "project"]
+
+
+def test_a_training_form_kept_out_of_the_forms_ranges_neither_crashes_nor_runs_unseen(qtbot, tmp_path):
+    # The review: a kept batch of 8000 showed as 256 in the form but a run used 8000, and a kept
+    # 2**31 raised OverflowError in the window's constructor: the app would not start.
+    from faceparse_app.app import Settings
+    from tests.app.test_gui_canvas import make_window
+
+    Settings(tmp_path / "settings.ini").set_training_form(
+        {"finetune": {"epochs": 2**31, "batch_size": 8000, "max_steps": None}, "pretrain": {"epochs": 3, "batch_size": 4}}
+    )
+    window = make_window(qtbot, tmp_path, open_project=False)
+    form, request = window.train_panel.form, window.loop_state.finetune_request()
+    assert request.length.batch_size == form.finetune.batch_spin.value() == 4  # the default
+    assert request.length.epochs == form.finetune.epochs_spin.value() == 30
+    assert window.loop_state.pretrain_request().length.epochs == form.pretrain.epochs_spin.value() == 3
 
 
 def test_the_training_form_is_restored_as_it_was_left(qtbot, tmp_path):
