@@ -36,6 +36,11 @@ class RunLength:
     max_steps: int | None = None
 
 
+# The training form's limits (the spin boxes'), also the bounds a kept form must fit.
+MAX_EPOCHS = 10_000
+MAX_STEPS = 10_000_000
+MAX_BATCH = 256
+
 # Fine-tuning sees the few labeled faces many times; pretraining sees every photo of the project.
 FINETUNE_LENGTH = RunLength(epochs=30, batch_size=4)
 PRETRAIN_LENGTH = RunLength(epochs=10, batch_size=8)
@@ -102,8 +107,8 @@ def stored_settings(settings: TrainingSettings) -> dict[str, Any]:
 
 def settings_from_stored(stored: object, devices: Sequence[str]) -> TrainingSettings:
     """The training form kept by :func:`stored_settings`, field by field: a value that no longer
-    fits (a device this machine lacks, an unknown preset, a length that is not positive) gives
-    that field's default."""
+    fits (a device this machine lacks, an unknown preset, a length outside the form's limits)
+    gives that field's default."""
     if not isinstance(stored, dict):
         return TrainingSettings()
     defaults = TrainingSettings()
@@ -122,10 +127,11 @@ def _length(stored: object, default: RunLength) -> RunLength:
         return default
     epochs, batch, steps = stored.get("epochs"), stored.get("batch_size"), stored.get("max_steps")
 
-    def positive(v: object) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+    def within(v: object, top: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 < v <= top
 
-    if not (positive(epochs) and positive(batch) and (steps is None or positive(steps))):
+    if not (within(epochs, MAX_EPOCHS) and within(batch, MAX_BATCH)
+            and (steps is None or within(steps, MAX_STEPS))):  # fmt: skip
         return default
     return RunLength(epochs=epochs, batch_size=batch, max_steps=steps)  # type: ignore[arg-type]
 

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from faceparse_app.loop_state import NEEDS_FILE, LoopState
-from faceparse_app.training_settings import PRESETS, RunLength
+from faceparse_app.training_settings import MAX_BATCH, MAX_EPOCHS, MAX_STEPS, PRESETS, RunLength
 
 START_CHOICES = (
     ("project", "Project backbone"),
@@ -38,12 +38,12 @@ class LengthRow:
 
     def __init__(self, what: str, length: RunLength) -> None:
         self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 10000)
+        self.epochs_spin.setRange(1, MAX_EPOCHS)
         self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(0, 10_000_000)
+        self.steps_spin.setRange(0, MAX_STEPS)
         self.steps_spin.setSpecialValueText("no limit")
         self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 256)
+        self.batch_spin.setRange(1, MAX_BATCH)
         for spin, name in ((self.epochs_spin, "epochs"), (self.steps_spin, "maximum steps"),
                            (self.batch_spin, "batch size")):
             spin.setAccessibleName(f"{what} {name}")
