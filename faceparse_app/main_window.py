@@ -36,7 +36,7 @@ from faceparse_app.widgets.class_palette import ClassPalette
 from faceparse_app.widgets.export_dialog import ExportDialog, start_export
 from faceparse_app.widgets.image_list import ImageList
 from faceparse_app.widgets.message_bar import MessageBar
-from faceparse_app.widgets.questions import ask_stop_training
+from faceparse_app.widgets.questions import ask_discard, ask_stop_training
 from faceparse_app.widgets.start_page import StartPage
 from faceparse_app.widgets.status_bar import CanvasStatus
 from faceparse_app.widgets.tool_bar import ToolBar
@@ -453,15 +453,15 @@ class MainWindow(QMainWindow):
 
     def confirm_discard(self) -> bool:
         """Ask whether to give up labels that could not be saved (tests replace this)."""
-        answer = QMessageBox.question(
-            self,
-            "Unsaved labels",
-            "Some labels could not be saved (see the message). Close anyway and lose them?",
-        )
-        return answer == QMessageBox.StandardButton.Yes
+        return ask_discard(self)
 
     def _may_leave_project(self) -> bool:
-        return self.session is None or self.session.save_all() or self.confirm_discard()
+        if self.session is None or self.session.save_all():
+            return True
+        if self._closing_for_signal:  # no one may be there to answer: keep the labels, stay open
+            self.show_message("Labels could not be saved, so the window was not closed.", "error")
+            return False
+        return self.confirm_discard()
 
     def _restore_training_form(self) -> None:
         """The training form as the last session left it; every change is kept for the next."""

@@ -1,4 +1,4 @@
-"""Questions the window asks before it closes, that answer themselves when their reason goes."""
+"""Questions the window asks before it closes (one answers itself when its reason goes)."""
 
 from __future__ import annotations
 
@@ -28,3 +28,13 @@ def ask_stop_training(parent: QWidget, running_changed: SignalInstance) -> bool:
         return box.exec() == yes
     finally:
         running_changed.disconnect(ended)
+
+
+def ask_discard(parent: QWidget) -> bool:
+    """Whether to close and give up labels that could not be saved."""
+    answer = QMessageBox.question(
+        parent,
+        "Unsaved labels",
+        "Some labels could not be saved (see the message). Close anyway and lose them?",
+    )
+    return answer == QMessageBox.StandardButton.Yes

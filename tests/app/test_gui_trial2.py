@@ -550,3 +550,18 @@ def test_a_project_open_elsewhere_is_named_once_in_the_message(qtbot, tmp_path):
         assert not window.open_project(folder)
     said = window.message_bar.message
     assert "open in this FaceParse Studio" in said and said.count(str(folder)) == 1, said
+
+
+def test_sigterm_with_labels_that_cannot_be_saved_keeps_the_window_without_a_question(qtbot, tmp_path, monkeypatch):
+    # The review: on SIGTERM, a failed save still asked "Close anyway and lose them?", a
+    # question nobody may be there to answer (the hang just fixed for training).
+    from tests.app.test_gui_first_hour import make_window
+
+    window = make_window(qtbot, tmp_path)
+    monkeypatch.setattr(type(window.session), "save_all", property(lambda self: lambda: False))  # disk full
+    asked = []
+    window.confirm_discard = lambda: asked.append(1) or True
+    window.close_for_signal()
+    assert not asked
+    assert window.isVisible() and window.session is not None  # nothing given up unasked
+    assert "not closed" in window.message_bar.message
