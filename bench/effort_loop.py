@@ -189,7 +189,8 @@ def gated_summary(results: Path, out: Path) -> list[str]:
     for n in NS:
         tuned = starter = app = 0.0
         draws = []
-        for seed in range(10):
+        seeds = sorted(int(d.name.rsplit("_s", 1)[1]) for d in out.glob(f"finetune_N{n}_s*") if d.name.rsplit("_s", 1)[1].isdigit())
+        for seed in seeds:
             prefix = run_prefix(seed)
             done = _done(out / f"finetune_N{n}_s{seed}")
             pairs = [(face, t) for (run, face), t in seconds.items() if run == f"{prefix}N{n}"]

@@ -29,10 +29,14 @@ def test_a_refused_fine_tune_counts_as_the_starter_and_draws_pool_by_seconds(tmp
             _record(results, f"{prefix}N5:", f"val/s{seed}f{i}", t)
     _gate(out, 5, 0, False)
     _gate(out, 5, 1, True)
+    _gate(out, 5, 12, True)  # a draw past seed 9 is read too
+    _record(results, "s12-starter:", "val/s12f0", 100.0)
+    _record(results, "s12-N5:", "val/s12f0", 100.0)
     (line,) = gated_summary(results, out)
-    # Fine-tuned: 400 s against 400 s; the app: 200 (starter kept) + 100 against 400.
-    assert line.startswith("N=5: fine-tuned +0.0%, with the app's gate -25.0%")
+    # Fine-tuned: 500 s against 500 s; the app: 200 (starter kept) + 100 + 100 against 500.
+    assert line.startswith("N=5: fine-tuned +0.0%, with the app's gate -20.0%")
     assert "s0: +50% (kept starter) (2 faces)" in line and "s1: -50% (2 faces)" in line
+    assert "s12: +0% (1 face)" in line
 
 
 def test_faces_without_a_starter_record_and_draws_without_a_gate_are_left_out(tmp_path):
