@@ -424,16 +424,25 @@ def test_an_export_killed_while_publishing_loses_no_file_of_the_folder(tmp_path)
             assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name] == []
 
 
-def test_a_file_the_user_wrote_again_meanwhile_is_kept_beside_the_one_put_back(tmp_path):
-    # The review: killed after the export moved notes.txt aside, the user writes a new
-    # notes.txt; the next export deleted the original with the hidden folder.
+def _killed_after_moving_the_notes_aside(tmp_path: Path, notes: str) -> tuple[Path, Path]:
+    """An export with the user's notes.txt beside it, exported again and killed right after
+    that export moved the notes into its unfinished folder: (project, export folder)."""
     from faceparse_app.export import export_project
 
     folder = _labeled_project(tmp_path)
     out = tmp_path / "lapa"
     export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
-    (out / "notes.txt").write_text("v1")
+    (out / "notes.txt").write_text(notes)
     _kill_export_at(folder, out, "notes.txt")
+    return folder, out
+
+
+def test_a_file_the_user_wrote_again_meanwhile_is_kept_beside_the_one_put_back(tmp_path):
+    # The review: killed after the export moved notes.txt aside, the user writes a new
+    # notes.txt; the next export deleted the original with the hidden folder.
+    from faceparse_app.export import export_project
+
+    folder, out = _killed_after_moving_the_notes_aside(tmp_path, "v1")
     (out / "notes.txt").write_text("v2")
     export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
     assert (out / "notes.txt").read_text() == "v2"
@@ -445,11 +454,7 @@ def test_an_unfinished_export_whose_manifest_is_unreadable_is_kept_not_deleted(t
     # export deleted that folder, and the user's files moved into it with it.
     from faceparse_app.export import export_project
 
-    folder = _labeled_project(tmp_path)
-    out = tmp_path / "lapa"
-    export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
-    (out / "notes.txt").write_text("mine")
-    _kill_export_at(folder, out, "notes.txt")
+    folder, out = _killed_after_moving_the_notes_aside(tmp_path, "mine")
     (partial,) = [p for p in tmp_path.iterdir() if ".partial-" in p.name]
     (partial / "export-manifest.json").write_text("")  # as a power cut may leave it
     export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
