@@ -382,11 +382,8 @@ class Annotation:
         if not self.save(force=not untouched):
             return False
         try:
-            # Looking a label over before accepting or reviewing it is work on it too: an
-            # unedited label saves nothing, so its time is added here.
-            seconds, self._pending_seconds = self._pending_seconds, 0.0
-            self.current = self.project.add_active_seconds(self.current, seconds)
-            self.current = self.project.set_status(self.current, status)
+            seconds, self._pending_seconds = self._pending_seconds, 0.0  # looking it over is work too
+            self.current = self.project.set_status(self.current, status, add_seconds=seconds)
         except ProjectError as exc:
             self.message.emit(str(exc), "error")
             return False

@@ -122,17 +122,18 @@ class StoreRows:
         rows = self.query(f"SELECT {_COLUMNS} FROM images WHERE relpath=?", (relpath,))
         return _record(rows[0]) if rows else None
 
-    def set_status(self, rec: ImageRecord, status: str) -> ImageRecord:
-        """Set an image's status (one of STATUSES); a finished one is no longer "needs review"."""
+    def set_status(self, rec: ImageRecord, status: str, add_seconds: float = 0.0) -> ImageRecord:
+        """Set an image's status (one of STATUSES), adding ``add_seconds`` of active time in the
+        same write (see :meth:`add_active_seconds`); a finished one is no longer "needs review"."""
         self._check_status(status)
-        if status in FINISHED:
-            return self._update(rec.id, "status=?, needs_review=0", (status,))
-        return self._update(rec.id, "status=?", (status,))
+        finished = ", needs_review=0" if status in FINISHED else ""
+        sets = "status=?, active_seconds=active_seconds+?" + finished
+        return self._update(rec.id, sets, (status, _active(add_seconds)))
 
     def add_active_seconds(self, rec: ImageRecord, seconds: float) -> ImageRecord:
         """Add seconds of active annotation time (ignored when not a positive number)."""
-        seconds = float(seconds)
-        if not (np.isfinite(seconds) and seconds > 0):
+        seconds = _active(seconds)
+        if not seconds:
             return self.get(rec.id)
         return self._update(rec.id, "active_seconds=active_seconds+?", (seconds,))
 
@@ -286,3 +287,9 @@ def _record(row: tuple) -> ImageRecord:
         needs_review=bool(row[12]),
         actions=int(row[13]),
     )
+
+
+def _active(seconds: float) -> float:
+    """Seconds of active time to add: 0.0 for anything but a positive finite number."""
+    seconds = float(seconds)
+    return seconds if np.isfinite(seconds) and seconds > 0 else 0.0
