@@ -82,25 +82,28 @@ class Settings:
 
     def last_export(self, project_root: str | Path) -> dict | None:
         """The project's last export form ({"out_dir", "val_fraction", "test_fraction"}), or None."""
-        try:
-            value = json.loads(str(self._qs.value(_export_key(project_root), "")))
-        except ValueError:
-            return None
+        value = self._json(_export_key(project_root))
         return value if isinstance(value, dict) else None
 
     def set_last_export(self, project_root: str | Path, form: dict) -> None:
-        self._qs.setValue(_export_key(project_root), json.dumps(form))
-        self._qs.sync()
+        self._set_json(_export_key(project_root), form)
 
     def training_form(self) -> object:
         """The training form as the last session left it (JSON data; None if never kept)."""
+        return self._json("training_form")
+
+    def set_training_form(self, form: dict) -> None:
+        self._set_json("training_form", form)
+
+    def _json(self, key: str) -> object:
+        """A value kept as JSON text (None when missing or unreadable)."""
         try:
-            return json.loads(str(self._qs.value("training_form", "null")))
+            return json.loads(str(self._qs.value(key, "null")))
         except ValueError:
             return None
 
-    def set_training_form(self, form: dict) -> None:
-        self._qs.setValue("training_form", json.dumps(form))
+    def _set_json(self, key: str, value: object) -> None:
+        self._qs.setValue(key, json.dumps(value))
         self._qs.sync()
 
     def value(self, key: str, default: object = None) -> object:
