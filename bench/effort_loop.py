@@ -23,6 +23,7 @@ Stages are cached (a fine-tune's done marker under ``bench/out/effort_loop/``); 
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -189,10 +190,11 @@ def gated_summary(results: Path, out: Path) -> list[str]:
     for n in NS:
         tuned = starter = app = 0.0
         draws = []
-        seeds = sorted(int(d.name.rsplit("_s", 1)[1]) for d in out.glob(f"finetune_N{n}_s*") if d.name.rsplit("_s", 1)[1].isdigit())
-        for seed in seeds:
+        named = ((re.fullmatch(rf"finetune_N{n}_s(\d+)", d.name), d) for d in out.glob(f"finetune_N{n}_s*"))
+        stages = {int(m[1]): d for m, d in named if m}
+        for seed, stage in sorted(stages.items()):
             prefix = run_prefix(seed)
-            done = _done(out / f"finetune_N{n}_s{seed}")
+            done = harness.read_done(stage)
             pairs = [(face, t) for (run, face), t in seconds.items() if run == f"{prefix}N{n}"]
             pairs = [(f, t) for f, t in pairs if (f"{prefix}starter", f) in seconds]
             if not pairs or done is None:
@@ -205,13 +207,6 @@ def gated_summary(results: Path, out: Path) -> list[str]:
         if starter:
             lines.append(f"N={n}: fine-tuned {tuned / starter - 1:+.1%}, with the app's gate {app / starter - 1:+.1%}; " + ", ".join(draws))
     return lines
-
-
-def _done(stage: Path) -> dict[str, Any] | None:
-    import json
-
-    path = harness.done_path(stage)
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 if __name__ == "__main__":

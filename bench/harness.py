@@ -103,14 +103,21 @@ def done_path(stage_dir: Path) -> Path:
     return Path(stage_dir) / DONE_NAME
 
 
-def load_done(stage_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The stage's stored result if it finished with these settings, else None."""
+def read_done(stage_dir: Path) -> dict[str, Any] | None:
+    """The stage's done marker, whatever settings it ran with (None if it has not finished)."""
     path = done_path(stage_dir)
     if not path.is_file():
         return None
     try:
-        done = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError:
+        return None
+
+
+def load_done(stage_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The stage's stored result if it finished with these settings, else None."""
+    done = read_done(stage_dir)
+    if done is None:
         return None
     if done.get("settings") != json.loads(json.dumps(settings)):
         log.info("%s: settings changed since it ran; running it again", Path(stage_dir).name)
