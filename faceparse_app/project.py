@@ -211,8 +211,8 @@ class Project(StoreRows):
                     opened.note, report.hand, report.prelabels
                 )
             project.backup(force=opened.recovering)
-            unclean = lock.unclean_exit_text(project.last_hand_edited())
-            if unclean is not None:
+            if lock.left_by is not None:  # the last window was killed: only then look it up
+                unclean = lock.unclean_exit_text(project.last_hand_edited())
                 project.recovery = " ".join(filter(None, [project.recovery, unclean]))
         except BaseException:
             project.close()
@@ -221,8 +221,10 @@ class Project(StoreRows):
 
     def last_hand_edited(self) -> str | None:
         """The relpath of the image whose hand-made label changed last (None if there is none)."""
-        hand = [r for r in self.images() if r.label_source == "hand"]
-        return max(hand, key=lambda r: r.updated_at).relpath if hand else None
+        rows = self.query(
+            "SELECT relpath FROM images WHERE label_source='hand' ORDER BY updated_at DESC LIMIT 1"
+        )
+        return rows[0][0] if rows else None
 
     @property
     def schema_version(self) -> int:
