@@ -53,7 +53,7 @@ from faceparse_app.export_files import (
     write_effort,
     write_names,
 )
-from faceparse_app.export_recovery import one_export_at_a_time, put_back
+from faceparse_app.export_recovery import folders_of, one_export_at_a_time, put_back
 from faceparse_app.landmarks import (
     NUM_POINTS,
     derive_landmarks,
@@ -421,7 +421,7 @@ def _foreign_entries(out: Path, tmp: Path, previous: dict[str, str | None]) -> l
     """What in ``out`` no earlier export of ours wrote, as '/'-separated relpaths: files, links
     and whole folders that hold nothing of ours (empty ones too). A folder that holds something
     of ours, or that the new export in ``tmp`` has too, is looked into instead."""
-    ours_dirs = {rel.rsplit("/", k)[0] for rel in previous for k in range(1, rel.count("/") + 1)}
+    ours_dirs = folders_of(previous)
     found: list[str] = []
 
     def visit(folder: Path, prefix: str) -> None:

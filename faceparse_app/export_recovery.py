@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -106,7 +106,7 @@ def _carried_back(partial: Path, out: Path, manifest_name: str) -> list[str] | N
     except (OSError, ValueError, KeyError, TypeError):
         return None
     ours.add(manifest_name)
-    ours_dirs = {rel.rsplit("/", k)[0] for rel in ours for k in range(1, rel.count("/") + 1)}
+    ours_dirs = folders_of(ours)
     back: list[str] = []
 
     def visit(folder: Path, prefix: str) -> None:
@@ -127,6 +127,11 @@ def _carried_back(partial: Path, out: Path, manifest_name: str) -> list[str] | N
 
     visit(partial, "")
     return back
+
+
+def folders_of(relpaths: Iterable[str]) -> set[str]:
+    """Every folder that holds one of these '/'-separated relpaths (``a/b/c`` -> ``a``, ``a/b``)."""
+    return {rel.rsplit("/", k)[0] for rel in relpaths for k in range(1, rel.count("/") + 1)}
 
 
 def _free_name(path: Path) -> Path:
