@@ -189,9 +189,9 @@ def _known_landmarks(
     return points
 
 
-def _check_out_dir(out: Path, project_root: Path) -> dict[str, str | None]:
-    """Refuse an unusable export folder; return the files an earlier export of ours wrote there
-    (relpath -> sha256, or None for an export from before manifests), {} for a new folder."""
+def _check_outside_project(out: Path, project_root: Path) -> None:
+    """Refuse an export folder inside the project (unless under a hidden folder)."""
+    project_root = project_root.resolve()  # out is resolved: a link must not hide the project
     if out == project_root or project_root in out.parents:
         if not any(
             p.name.startswith(".") for p in [out, *out.parents] if project_root in p.parents
@@ -200,6 +200,11 @@ def _check_out_dir(out: Path, project_root: Path) -> dict[str, str | None]:
                 f"{out} lies inside the project folder, where its images would be picked up as "
                 "new images; choose a folder outside the project"
             )
+
+
+def _check_out_dir(out: Path) -> dict[str, str | None]:
+    """Refuse an unusable export folder; return the files an earlier export of ours wrote there
+    (relpath -> sha256, or None for an export from before manifests), {} for a new folder."""
     if not out.exists():
         return {}
     if not out.is_dir():
@@ -275,8 +280,10 @@ def export_project(
     project = (
         Project.open(project_dir, read_only=True) if own else project_dir  # type: ignore[arg-type]
     )
-    out = Path(out_dir).expanduser().absolute()
+    # A link to the export folder stays a link: the export goes where it points.
+    out = Path(out_dir).expanduser().resolve()
     try:
+        _check_outside_project(out, project.root)
         with one_export_at_a_time(out):
             back = put_back(out, MANIFEST_NAME)  # what an export killed midway left beside it
             counts = _export(
@@ -297,7 +304,7 @@ def _export(
     seed: int,
     on_progress: Callable[[int, int], None] | None,
 ) -> dict[str, int]:
-    previous = _check_out_dir(out, project.root)
+    previous = _check_out_dir(out)
     wanted = {"reviewed"} if reviewed_only else set(FINISHED)
     recs = [
         r
@@ -316,7 +323,6 @@ def _export(
     skipped: list[tuple[str, str]] = []
     exported: list[tuple[str, str, str]] = []
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         tmp = make_temp_dir(out.parent, f".{out.name}.partial-")
     except OSError as exc:
         raise write_error(exc, out, "the export") from None

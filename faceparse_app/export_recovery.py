@@ -21,6 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from faceparse_app.project import write_error
 from faceparse_app.store_guard import ProjectError
 
 log = logging.getLogger(__name__)
@@ -28,12 +29,13 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def one_export_at_a_time(out: Path) -> Iterator[None]:
-    """Hold ``.NAME.export-lock`` beside ``out`` (when its parent exists) for one export: a
-    second export into the same folder (the CLI while a window exports) is refused, so the
-    leftovers :func:`put_back` finds are never a running export's own."""
-    if not out.parent.is_dir():
-        yield
-        return
+    """Hold ``.NAME.export-lock`` beside ``out`` for one export (its parent folders are made
+    first): a second export into the same folder (the CLI while a window exports) is refused, so
+    the leftovers :func:`put_back` finds are never a running export's own."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(exc, out, "the export") from None
     lock = FileLock(str(out.parent / f".{out.name}.export-lock"), is_singleton=False)
     try:
         lock.acquire(timeout=0)

@@ -445,3 +445,51 @@ def test_the_export_says_what_each_label_cost(tmp_path: Path) -> None:
     assert {r["name"] for r in rows.values()} == {"face0", "face1", "face2"}
     readme = (tmp_path / "out" / "README.txt").read_text()
     assert "6.0 min of active labeling" in readme and "median 120 s and 20 edits" in readme
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_exporting_through_a_link_to_a_folder_updates_the_folder_and_keeps_the_link(
+    tmp_path: Path,
+) -> None:
+    """A team keeps `current` pointing at its dataset folder: exporting into `current` replaced
+    the link with a new folder, so the linked dataset stayed at the old export and everything
+    else reading it saw stale labels."""
+    _project(tmp_path / "proj", n=2)
+    real = tmp_path / "datasets" / "faces-v1"
+    export_project(tmp_path / "proj", real, val_fraction=0, test_fraction=0)
+    (real / "notes.txt").write_text("mine")
+    link = tmp_path / "current"
+    link.symlink_to(real, target_is_directory=True)
+    _project(tmp_path / "proj", n=4)  # two more faces labeled since
+    counts = export_project(tmp_path / "proj", link, val_fraction=0, test_fraction=0)
+    assert counts["train"] == 4
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert len(list((real / "train" / "images").iterdir())) == 4
+    assert (real / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "datasets", "proj"]
+
+
+def test_a_second_export_into_a_new_folder_of_a_new_parent_is_refused_while_one_runs(
+    tmp_path: Path,
+) -> None:
+    """The first export into exports/2026/faces took no lock (its parent did not exist yet),
+    so a second one into the same folder ran alongside it and took its unfinished folder for a
+    killed export's leftovers."""
+    from faceparse_app.export_recovery import one_export_at_a_time
+
+    _project(tmp_path / "proj", n=2)
+    out = tmp_path / "exports" / "2026" / "faces"
+    with one_export_at_a_time(out):
+        with pytest.raises(ProjectError, match="another export into .*faces is running"):
+            export_project(tmp_path / "proj", out)
+    assert export_project(tmp_path / "proj", out)["skipped"] == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_a_link_into_the_project_folder_is_refused_like_the_folder_itself(tmp_path: Path) -> None:
+    _project(tmp_path / "proj", n=2)
+    (tmp_path / "proj" / "out").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "proj" / "out", target_is_directory=True)
+    with pytest.raises(ProjectError, match="lies inside the project folder"):
+        export_project(tmp_path / "proj", tmp_path / "link")
+    assert list((tmp_path / "proj" / "out").iterdir()) == []
