@@ -381,6 +381,13 @@ class ModelLoop(QObject):
             self._load_error = text
             self.message.emit(f"The model {self.version or ''} could not be loaded: {text}", "error")
             return
+        session = self.session
+        if session is not None and (session.current is None or session.current.id != image_id):
+            # Met ahead or in the background sweep: flagged in the list (icon, tooltip, the
+            # "problems" filter); the message bar stays on the image at hand.
+            session.problems[image_id] = f"No pre-label: {text}"
+            session.records_changed.emit()
+            return
         if self._blank == image_id:
             self._blank = None  # no pre-label will come: what is shown may be accepted
         name = str(image_id)

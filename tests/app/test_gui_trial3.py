@@ -34,3 +34,22 @@ def test_accepting_when_the_model_cannot_be_loaded_says_so_not_still_being_predi
     key(window, Qt.Key.Key_N)
     key(window, Qt.Key.Key_A)
     assert "still being predicted" not in bar.message and "could not be loaded" in bar.message
+
+
+def test_a_file_the_model_could_not_read_in_the_background_is_flagged_in_the_list_not_on_the_bar(qtbot, tmp_path):
+    # The trial: with a truncated JPEG, a 0-byte file and a 108-megapixel PNG in the folder,
+    # the message bar kept saying "No pre-label for j_huge.png: ..." while the user worked on
+    # other photos (after every open and reopen), and the list showed those files as plain
+    # "new" until each was opened.
+    folder = project_with(tmp_path / "project", n=3)
+    (folder / "f1.png").write_text("not an image")
+    publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    session = window.session
+    assert session.current.relpath == "f0.png"
+    broken = next(r.id for r in session.records() if r.relpath == "f1.png")
+    table = window.image_list.model
+    qtbot.waitUntil(lambda: "not an image" in table.tooltip(broken), timeout=WAIT_MS)
+    assert "f1.png" not in window.message_bar.message
+    window.image_list.filter_box.setCurrentIndex(window.image_list.filter_box.findData("problems"))
+    assert table.visible_ids() == [broken]
