@@ -53,3 +53,19 @@ def test_a_file_the_model_could_not_read_in_the_background_is_flagged_in_the_lis
     assert "f1.png" not in window.message_bar.message
     window.image_list.filter_box.setCurrentIndex(window.image_list.filter_box.findData("problems"))
     assert table.visible_ids() == [broken]
+
+
+def test_closing_the_project_takes_its_messages_down_with_it(qtbot, tmp_path):
+    # The trial: "Cannot open e_gray.png: ... file not found" stayed above the start page
+    # after File → Close project, about a project no longer open.
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path)
+    session = window.session
+    gone = next(r for r in session.records() if r.id != session.current.id)
+    (session.project.image_path(gone)).unlink()
+    window.image_list.image_selected.emit(gone.id)
+    assert "Cannot open" in window.message_bar.message
+    window.close_project()
+    assert window.stack.currentWidget() is window.start_page
+    assert window.message_bar.message == ""
