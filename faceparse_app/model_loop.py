@@ -166,7 +166,7 @@ class ModelLoop(QObject):
             self.queue = None
         self.store = None
         self.confidence = None
-        self.state.set_versions([], ())
+        self.state.leave_project()
         self.scores_changed.emit({})
 
     # ----------------------------------------------------------------- versions

@@ -69,3 +69,24 @@ def test_closing_the_project_takes_its_messages_down_with_it(qtbot, tmp_path):
     window.close_project()
     assert window.stack.currentWidget() is window.start_page
     assert window.message_bar.message == ""
+
+
+def test_the_training_panel_does_not_describe_the_last_projects_run(qtbot, tmp_path):
+    # The trial: after a fine-tune in one project, File → Close project and a reopen of another
+    # one, the Training panel still said "Published v0002 ... activate v0002 below to use it
+    # anyway" with that run's loss plot, above a list of versions without any v0002.
+    from PySide6.QtTest import QTest
+
+    first = project_with(tmp_path / "first", n=3, labeled=3)
+    second = project_with(tmp_path / "second", n=2)
+    window = open_window(qtbot, tmp_path, first)
+    progress = window.train_panel.progress
+    QTest.mouseClick(window.train_panel.form.finetune_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "v0001" in progress.status_label.text(), timeout=WAIT_MS)
+    assert progress.plot.loss_points
+    assert window.open_project(second)
+    assert window.model_loop.store.versions() == []
+    assert "v0001" not in progress.status_label.text()
+    assert progress.step_label.text() == "" and progress.val_label.text() == ""
+    assert not progress.plot.loss_points
+    assert progress.progress_bar.value() in (0, -1)
