@@ -90,3 +90,18 @@ def test_the_training_panel_does_not_describe_the_last_projects_run(qtbot, tmp_p
     assert progress.step_label.text() == "" and progress.val_label.text() == ""
     assert not progress.plot.loss_points
     assert progress.progress_bar.value() in (0, -1)
+
+
+def test_a_folder_without_images_says_so_not_that_every_image_is_labeled(qtbot, tmp_path):
+    # The trial: opening the wrong folder (notes only, no photos) showed an empty window and
+    # "Every image is labeled."
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path, open_project=False)
+    wrong = tmp_path / "notes"
+    wrong.mkdir()
+    (wrong / "readme.txt").write_text("the photos are on the other drive")
+    window.open_project(wrong)
+    text = window.message_bar.message
+    assert "Every image is labeled" not in text
+    assert "No images" in text and "notes" in text and ".jpg" in text
