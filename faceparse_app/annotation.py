@@ -5,9 +5,8 @@ written; its events are psygnal signals. The app uses it through the small Qt ad
 :class:`faceparse_app.session.AnnotationSession` (its events as Qt signals, and the autosave
 timer); widgets observe the session; the main window wires them.
 
-Pre-labels arrive asynchronously (issue 4: `faceparse_app.model_loop` predicts off the GUI
-thread) through `apply_prelabel`, which takes them only for an image nobody has edited: the
-annotator's strokes always win over a prediction that arrives late.
+Pre-labels arrive off the GUI thread (`faceparse_app.model_loop`) through `apply_prelabel`, which
+takes them only for an image nobody has edited: the annotator's strokes win over a late one.
 
 Never losing work:
     - the current label is saved when switching image, every few seconds while it has
@@ -33,6 +32,7 @@ from faceparse_app.document import LabelDocument
 from faceparse_app.history import History
 from faceparse_app.label_writer import LabelWriter, autosave_in_background
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError
+from faceparse_app.project_scan import all_done_text
 from trainer.errors import FaceParseError, ImageReadError, LabelMapError
 from trainer.labels import LAPA, LabelSet
 
@@ -303,7 +303,7 @@ class Annotation:
         after = self.current.id if self.current is not None else None
         rec = self.project.next_unfinished(after)
         if rec is None:
-            self.message.emit("Every image is labeled.", "info")
+            self.message.emit(all_done_text(self.project.root, self.counts()), "info")
             return False
         if self.current is not None and rec.id == self.current.id:
             self.message.emit("This is the last unfinished image.", "info")

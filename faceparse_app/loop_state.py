@@ -189,7 +189,7 @@ class LoopState:
 
     Events (view-facing):
         running_changed(kind_or_None), settings_changed(), start_changed(), resume_changed(),
-        versions_changed(),
+        versions_changed(), project_left() (the panel's last run belonged to the project left),
         progress(report), finished(RunOutcome), failed(text), refused(kind, text) (a start
         that could not begin), retraining() (an automatic retrain began).
     Events (controller-facing, the state's decisions):
@@ -202,6 +202,7 @@ class LoopState:
     start_changed = Signal()
     resume_changed = Signal()
     versions_changed = Signal()
+    project_left = Signal()
     progress = Signal(dict)
     finished = Signal(object)
     failed = Signal(str)
@@ -327,6 +328,12 @@ class LoopState:
         self.versions = tuple(versions)
         self.active_ids = frozenset(active_ids)
         self.versions_changed.emit()
+
+    def leave_project(self) -> None:
+        """The project closed: its versions and its last run's outcome are no longer shown."""
+        self.error = ""
+        self.set_versions([], ())
+        self.project_left.emit()
 
     def job_started(self, kind: JobKind) -> None:
         """A job started that no intent asked for (a controller called directly)."""

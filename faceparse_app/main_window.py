@@ -223,7 +223,6 @@ class MainWindow(QMainWindow):
         for action in self._project_actions:
             action.setEnabled(True)
         self.setWindowTitle(f"{project.root.name} — FaceParse Studio")
-        self.message_bar.hide()
         self.canvas.setFocus()  # the class and tool keys work from the first press
         self._refresh_records()
         # After the window's own connections: the model loop's handlers see the new image shown.
@@ -266,6 +265,7 @@ class MainWindow(QMainWindow):
 
     def close_project(self) -> bool:
         """Save and close the open project, back to the start page."""
+        self.message_bar.hide()  # its messages are about the project left (a save's come after)
         session, self.session = self.session, None
         if session is None:
             return True

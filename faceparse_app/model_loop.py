@@ -113,6 +113,7 @@ class ModelLoop(QObject):
         # the strokes made while it was on its way (it used to be dropped by the first one).
         self._blank: int | None = None
         self._accept_asked: int | None = None  # A was pressed before that image's pre-label came
+        self._load_error: str | None = None  # why the model in use could not be loaded
         self._scores_timer = QTimer(self)
         self._scores_timer.setSingleShot(True)
         self._scores_timer.setInterval(SCORES_EMIT_MS)
@@ -165,7 +166,7 @@ class ModelLoop(QObject):
             self.queue = None
         self.store = None
         self.confidence = None
-        self.state.set_versions([], ())
+        self.state.leave_project()
         self.scores_changed.emit({})
 
     # ----------------------------------------------------------------- versions
@@ -206,6 +207,7 @@ class ModelLoop(QObject):
         if self.store is None or self.queue is None:
             return ""
         model = self.store.parser_for_prelabel()
+        self._load_error = None
         if model is None:
             self.queue.set_model(None, None)
             self.model_changed.emit(None)
@@ -356,6 +358,14 @@ class ModelLoop(QObject):
             current is not None and self._blank == current.id and self.confidence is None
             and queue is not None and queue.has_model
         )  # fmt: skip
+        if waiting and self._load_error is not None:
+            self.message.emit(
+                f"No pre-label will come for {current.relpath}: the model {self.version} could not "
+                f"be loaded ({self._load_error}). Label it by hand and press Ctrl+Return, or "
+                "activate another version or roll back in the Training panel (Panels → Training).",
+                "error",
+            )
+            return False
         if waiting:
             self._accept_asked = current.id
             self.message.emit(
@@ -368,7 +378,15 @@ class ModelLoop(QObject):
 
     def _on_failed(self, image_id: int, text: str) -> None:
         if image_id < 0:
+            self._load_error = text
             self.message.emit(f"The model {self.version or ''} could not be loaded: {text}", "error")
+            return
+        session = self.session
+        if session is not None and (session.current is None or session.current.id != image_id):
+            # Met ahead or in the background sweep: flagged in the list (icon, tooltip, the
+            # "problems" filter); the message bar stays on the image at hand.
+            session.problems[image_id] = f"No pre-label: {text}"
+            session.records_changed.emit()
             return
         if self._blank == image_id:
             self._blank = None  # no pre-label will come: what is shown may be accepted

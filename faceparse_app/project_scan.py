@@ -14,11 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from faceparse_app.store_guard import prelabel_mark
 from trainer.data.folders import list_images
+from trainer.data.imageio import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
     from faceparse_app.project import Project
@@ -272,3 +275,15 @@ def reconcile_labels(project: Project, recovering: bool) -> LabelReport:
     for relpath in report.hand:
         log.warning("%s: its label file is hand work the store did not know of; kept", relpath)
     return report
+
+
+def all_done_text(root: Path, counts: Mapping[str, int]) -> str:
+    """What "next unfinished" says when there is none: every image is labeled, or the folder
+    holds no image at all (the wrong folder opened), and which files it looks for."""
+    if counts.get("total", 0):  # images present in the folder
+        return "Every image is labeled."
+    kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
+    return (
+        f"No images in {root.name}: FaceParse Studio looks for {kinds} files in the folder and "
+        "its subfolders. Open a folder of face photos (File → Open folder…)."
+    )

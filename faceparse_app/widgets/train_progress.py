@@ -102,6 +102,17 @@ class TrainProgress(QGroupBox):
         state.finished.connect(self._show_finished)
         state.failed.connect(self._show_error)
         state.refused.connect(self._show_refusal)
+        state.project_left.connect(self.clear)
+
+    def clear(self) -> None:
+        """Show no run: the last one belonged to a project that is closed now."""
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        for label in (self.step_label, self.loss_label, self.speed_label, self.eta_label,
+                      self.val_label, self.status_label):
+            label.setText("")
+        self.plot.clear()
+        self.error_label.hide()
 
     def show_cancelling(self) -> None:
         self.status_label.setText("Cancelling…")
