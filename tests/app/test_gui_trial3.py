@@ -105,3 +105,29 @@ def test_a_folder_without_images_says_so_not_that_every_image_is_labeled(qtbot, 
     text = window.message_bar.message
     assert "Every image is labeled" not in text
     assert "No images" in text and "notes" in text and ".jpg" in text
+
+
+def test_next_unfinished_does_not_walk_into_files_known_to_be_unreadable(qtbot, tmp_path):
+    # The trial: with four broken files among the photos, N stopped on each of them in turn
+    # ("Cannot open ..."), on every pass through the folder, although the list had flagged them.
+    folder = project_with(tmp_path / "project", n=4)
+    (folder / "f1.png").write_bytes(b"")  # a 0-byte file
+    publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    session = window.session
+    ids = {r.relpath: r.id for r in session.records()}
+    table = window.image_list.model
+    qtbot.waitUntil(lambda: "No pre-label" in table.tooltip(ids["f1.png"]), timeout=WAIT_MS)
+    assert session.current.relpath == "f0.png"
+    key(window, Qt.Key.Key_N)
+    assert session.current.relpath == "f2.png"
+    for name in ("f2.png", "f3.png", "f0.png"):
+        session.open_image(ids[name])
+        session.set_status("labeled")
+    key(window, Qt.Key.Key_N)
+    assert session.current.relpath == "f0.png"  # stayed: nothing left that can be read
+    text = window.message_bar.message
+    assert "1 cannot be read" in text and "problems" in text and "Every image is labeled" not in text
+    # Clicked, it is tried again (and said why it cannot open).
+    window.image_list.image_selected.emit(ids["f1.png"])
+    assert "Cannot open f1.png" in window.message_bar.message
