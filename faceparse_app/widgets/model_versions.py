@@ -77,8 +77,6 @@ class ModelVersions(QGroupBox):
                 for column in range(item.columnCount()):
                     item.setFont(column, font)
             self.tree.addTopLevelItem(item)
-        parsers = [v for v in versions if v.kind == "parser"]
-        self.no_model_label.setVisible(not parsers)
         self._update_buttons()
         self._show_rollback()
 
@@ -93,6 +91,18 @@ class ModelVersions(QGroupBox):
             "Go back to the previous model (from the first one: the starter parser)"
             if starter else "Go back to the previous model"
         )
+        # Which parser pre-labels when none of the list does (the status bar says "starter").
+        if in_use:
+            note = ""
+        elif starter:
+            note = (
+                "In use: the starter parser shipped with the app. Fine-tune on your labeled "
+                "faces to make a version of your own" + (", or activate one above." if parsers else ".")
+            )
+        else:
+            note = "" if parsers else "No model yet: label a few faces, then start fine-tuning."
+        self.no_model_label.setText(note)
+        self.no_model_label.setVisible(bool(note))
 
     def _update_buttons(self) -> None:
         item = self.tree.currentItem()

@@ -4,6 +4,7 @@ sizes and scale, the model versions panel; each driven the way the user met it."
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import Qt
 
 from tests.app.test_gui_canvas import key
@@ -131,3 +132,24 @@ def test_next_unfinished_does_not_walk_into_files_known_to_be_unreadable(qtbot, 
     # Clicked, it is tried again (and said why it cannot open).
     window.image_list.image_selected.emit(ids["f1.png"])
     assert "Cannot open f1.png" in window.message_bar.message
+
+
+@pytest.mark.uses_starter_models
+def test_the_versions_panel_says_the_starter_parser_is_in_use(qtbot, tmp_path):
+    # The trial: on a fresh project the panel said "No model yet: label a few faces, then
+    # start fine-tuning" while the starter parser pre-labeled every photo (status bar: "model
+    # starter"); after Roll back to the starter, no row was marked in use and nothing said
+    # which model was.
+    folder = project_with(tmp_path / "project", n=2)
+    window = open_window(qtbot, tmp_path, folder)
+    note = window.train_panel.versions.no_model_label  # shown once the panel is opened
+    assert window.model_loop.version == "starter"
+    assert not note.isHidden() and "No model yet" not in note.text()
+    assert "In use: the starter parser" in note.text()
+    publish_parser(folder, seed=1)
+    window.model_loop.activate(window.model_loop.store.versions()[0].id)
+    assert note.isHidden()
+    window.loop_state.rollback()
+    assert window.model_loop.version == "starter"
+    assert not note.isHidden() and "In use: the starter parser" in note.text()
+    assert "activate one above" in note.text()
