@@ -153,3 +153,20 @@ def test_the_versions_panel_says_the_starter_parser_is_in_use(qtbot, tmp_path):
     assert window.model_loop.version == "starter"
     assert not note.isHidden() and "In use: the starter parser" in note.text()
     assert "activate one above" in note.text()
+
+
+def test_the_training_form_fits_its_panel_on_a_1024_by_768_screen(qtbot, tmp_path):
+    # The trial on a 1024×768 screen: the Training panel opened with a sideways scroll bar,
+    # Cancel and the spin boxes' arrows cut off at the right edge; the start page, hidden
+    # behind the canvas, held the middle column 314 px wide.
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path)
+    window.resize(1024, 740)
+    qtbot.wait(100)
+    window.show_training_panel()
+    scroll = window.train_dock.widget()
+    qtbot.waitUntil(lambda: window.train_panel.isVisible())
+    qtbot.wait(100)
+    assert not scroll.horizontalScrollBar().isVisible()
+    assert window.canvas.width() >= 200  # the photo keeps a usable width
