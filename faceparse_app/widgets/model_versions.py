@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from faceparse_app.loop_state import LoopState
+from faceparse_app.model_store import ModelVersion
 from faceparse_app.widgets.train_progress import percent
 
 
@@ -68,7 +69,7 @@ class ModelVersions(QGroupBox):
                 percent(version.metrics.get("mean_f1")) if parser else "",
                 percent(version.metrics.get("miou")) if parser else "",
                 str(version.created)[:16].replace("T", " "),
-                version.note,
+                version_note(version),
             ])
             item.setData(0, Qt.ItemDataRole.UserRole, version.id)
             if is_active:
@@ -107,3 +108,17 @@ class ModelVersions(QGroupBox):
     def _update_buttons(self) -> None:
         item = self.tree.currentItem()
         self.activate_button.setEnabled(item is not None and not item.text(0).startswith("★"))
+
+
+def version_note(version: ModelVersion) -> str:
+    """The list's note: the run's own, plus why a version was kept aside (the panel says it
+    once, when the run ends; the list says it for as long as the version is kept)."""
+    metrics = version.metrics
+    if metrics.get("activated") is not False or "baseline_mean_f1" not in metrics:
+        return version.note
+    aside = (
+        f"kept aside: on the held-out hand-labeled faces it scored "
+        f"{percent(metrics.get('candidate_mean_f1'))}% against "
+        f"{percent(metrics.get('baseline_mean_f1'))}% for {metrics.get('baseline_version', 'the model in use')}"
+    )
+    return f"{version.note}; {aside}" if version.note else aside

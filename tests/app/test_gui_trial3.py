@@ -170,3 +170,27 @@ def test_the_training_form_fits_its_panel_on_a_1024_by_768_screen(qtbot, tmp_pat
     qtbot.wait(100)
     assert not scroll.horizontalScrollBar().isVisible()
     assert window.canvas.width() >= 200  # the photo keeps a usable width
+
+
+def test_the_versions_list_says_which_version_was_kept_aside_and_why(qtbot, tmp_path):
+    # The trial: v0002 scored below the starter on the held-out faces and was kept aside; the
+    # panel said so once, but the list showed it with "93.9" and "7 labeled faces" only, and
+    # after a restart nothing told it from a version that was never compared.
+    from faceparse_app.model_store import ModelStore
+
+    folder = project_with(tmp_path / "project", n=2)
+    publish_parser(folder, seed=1)
+    store = ModelStore(folder / ".faceparse" / "models")
+    aside = store.publish(
+        store.versions()[0].path, "parser",
+        {"mean_f1": 0.939, "miou": 0.9, "baseline_version": "v0001", "baseline_mean_f1": 0.99997,
+         "candidate_mean_f1": 0.9857, "activated": False},
+        activate=False, note="7 labeled faces",
+    )  # fmt: skip
+    window = open_window(qtbot, tmp_path, folder)
+    tree = window.train_panel.versions.tree
+    rows = {tree.topLevelItem(i).data(0, Qt.ItemDataRole.UserRole): tree.topLevelItem(i)
+            for i in range(tree.topLevelItemCount())}  # fmt: skip
+    note = rows[aside.id].text(5)
+    assert "kept aside" in note and "98.6" in note and "100.0" in note and "v0001" in note
+    assert "kept aside" not in rows["v0001"].text(5)
