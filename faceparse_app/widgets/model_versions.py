@@ -72,6 +72,8 @@ class ModelVersions(QGroupBox):
                 version_note(version),
             ])
             item.setData(0, Qt.ItemDataRole.UserRole, version.id)
+            for column in range(item.columnCount()):  # the note column is often out of view
+                item.setToolTip(column, f"{version.id}: {item.text(5)}" if item.text(5) else version.id)
             if is_active:
                 font = item.font(0)
                 font.setBold(True)

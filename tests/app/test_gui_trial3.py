@@ -194,3 +194,4 @@ def test_the_versions_list_says_which_version_was_kept_aside_and_why(qtbot, tmp_
     note = rows[aside.id].text(5)
     assert "kept aside" in note and "98.6" in note and "100.0" in note and "v0001" in note
     assert "kept aside" not in rows["v0001"].text(5)
+    assert "kept aside" in rows[aside.id].toolTip(0)  # the note column is often out of view
