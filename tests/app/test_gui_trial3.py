@@ -195,3 +195,18 @@ def test_the_versions_list_says_which_version_was_kept_aside_and_why(qtbot, tmp_
     assert "kept aside" in note and "98.6" in note and "100.0" in note and "v0001" in note
     assert "kept aside" not in rows["v0001"].text(5)
     assert "kept aside" in rows[aside.id].toolTip(0)  # the note column is often out of view
+
+
+def test_the_status_bar_does_not_name_a_model_that_could_not_be_loaded_as_in_use(qtbot, tmp_path):
+    # The trial (a damaged model file): once the message was dismissed, the status bar still
+    # said "model v0001" as if it pre-labeled, and no pre-label ever came.
+    folder = project_with(tmp_path / "project", n=2)
+    version = publish_parser(folder, seed=1)
+    damaged = next((folder / ".faceparse" / "models").rglob("*.safetensors"))
+    data = bytearray(damaged.read_bytes())
+    data[-4096:] = bytes(4096)
+    damaged.write_bytes(bytes(data))
+    window = open_window(qtbot, tmp_path, folder)
+    shown = window.canvas_status.model
+    qtbot.waitUntil(lambda: "could not be loaded" in window.message_bar.message, timeout=WAIT_MS)
+    assert version in shown.text() and "not loaded" in shown.text()
