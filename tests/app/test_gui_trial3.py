@@ -210,3 +210,22 @@ def test_the_status_bar_does_not_name_a_model_that_could_not_be_loaded_as_in_use
     shown = window.canvas_status.model
     qtbot.waitUntil(lambda: "could not be loaded" in window.message_bar.message, timeout=WAIT_MS)
     assert version in shown.text() and "not loaded" in shown.text()
+
+
+def test_the_export_form_says_why_export_is_greyed_out(qtbot, tmp_path):
+    # The trial: validation 0.50 and test 0.50 (or an emptied folder field) greyed out Export
+    # with nothing to say why.
+    from faceparse_app.widgets.export_dialog import ExportDialog
+
+    dialog = ExportDialog(tmp_path / "faces")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.export_button.isEnabled() and dialog.problem_label.isHidden()
+    dialog.val_spin.setValue(0.5)
+    dialog.test_spin.setValue(0.5)
+    assert not dialog.export_button.isEnabled()
+    assert not dialog.problem_label.isHidden() and "train" in dialog.problem_label.text()
+    dialog.test_spin.setValue(0.2)
+    assert dialog.export_button.isEnabled() and dialog.problem_label.isHidden()
+    dialog.folder_edit.setText("  ")
+    assert not dialog.export_button.isEnabled() and "folder" in dialog.problem_label.text()
