@@ -229,3 +229,32 @@ def test_the_export_form_says_why_export_is_greyed_out(qtbot, tmp_path):
     assert dialog.export_button.isEnabled() and dialog.problem_label.isHidden()
     dialog.folder_edit.setText("  ")
     assert not dialog.export_button.isEnabled() and "folder" in dialog.problem_label.text()
+
+
+def test_a_fine_tuning_replaces_a_model_in_use_that_cannot_be_loaded(qtbot, tmp_path):
+    # The trial: with the active model's file damaged (no pre-label would come), a fine-tune
+    # trained to the end, then failed "could not compare with the model in use: ... damaged",
+    # published nothing and threw the new model away: the one way out of a damaged model.
+    from PySide6.QtTest import QTest
+
+    from tests.app.test_gui_model_loop import wait_job
+
+    folder = project_with(tmp_path / "project", n=4, labeled=4)
+    damaged_version = publish_parser(folder, seed=1)
+    damaged = next((folder / ".faceparse" / "models").rglob("*.safetensors"))
+    data = bytearray(damaged.read_bytes())
+    data[-4096:] = bytes(4096)
+    damaged.write_bytes(bytes(data))
+    window = open_window(qtbot, tmp_path, folder)
+    qtbot.waitUntil(lambda: "could not be loaded" in window.message_bar.message, timeout=WAIT_MS)
+    progress = window.train_panel.progress
+    window.loop_state.choose_start("scratch")
+    QTest.mouseClick(window.train_panel.form.finetune_button, Qt.MouseButton.LeftButton)
+    wait_job(qtbot, window)
+    assert progress.error_label.isHidden(), progress.error_label.text()
+    store = window.model_loop.store
+    new = store.active("parser")
+    assert new is not None and new.id != damaged_version
+    assert window.model_loop.version == new.id
+    text = progress.status_label.text()
+    assert f"Published {new.id}" in text and damaged_version in text and "could not be loaded" in text
