@@ -135,7 +135,6 @@ class Annotation:
         self._histories.move_to_end(rec.id)
         while len(self._histories) > KEEP_HISTORIES:
             self._histories.popitem(last=False)
-        h, w = image.shape[:2]
         label: np.ndarray | None
         try:
             label = self.project.load_label(rec)
@@ -154,8 +153,7 @@ class Annotation:
             )
             label = None
             history.clear()  # old steps belong to a map that is not the one shown
-        if label is None:
-            label = np.zeros((h, w), np.uint8)
+        label = np.zeros(image.shape[:2], np.uint8) if label is None else label
         return LabelDocument(label, num_classes=self.label_set.num_classes, history=history)
 
     # ---------------------------------------------------------------- pre-labels
@@ -301,9 +299,10 @@ class Annotation:
     def next_unfinished(self) -> bool:
         """Open the next image not yet labeled (wrapping around); False when all are done."""
         after = self.current.id if self.current is not None else None
-        rec = self.project.next_unfinished(after)
+        unreadable = self.problems.keys() - self._invalid_label  # not offered again until clicked
+        rec = self.project.next_unfinished(after, skip=unreadable)
         if rec is None:
-            self.message.emit(all_done_text(self.project.root, self.counts()), "info")
+            self.message.emit(all_done_text(self.project.root, self.counts(), len(unreadable)), "info")
             return False
         if self.current is not None and rec.id == self.current.id:
             self.message.emit("This is the last unfinished image.", "info")

@@ -64,7 +64,8 @@ class ModelLoop(QObject):
     Signals:
         message(text, level): something the user should know.
         no_model(text): the project has no model; offer to train one.
-        model_changed(version_or_None): the parser now pre-labeling (None: none).
+        model_changed(version_or_None): the parser now pre-labeling (None: none; "vN (not
+            loaded)" when its file could not be loaded, so no pre-label will come).
         runtime_changed(text): what it runs in (e.g. "ONNX Runtime (chosen on this CPU)").
         heat_changed(confidence_or_None): (H, W) float32 top-class probability of the current
             image, or None when not (yet) known.
@@ -379,6 +380,7 @@ class ModelLoop(QObject):
     def _on_failed(self, image_id: int, text: str) -> None:
         if image_id < 0:
             self._load_error = text
+            self.model_changed.emit(f"{self.version} (not loaded)")
             self.message.emit(f"The model {self.version or ''} could not be loaded: {text}", "error")
             return
         session = self.session

@@ -277,9 +277,16 @@ def reconcile_labels(project: Project, recovering: bool) -> LabelReport:
     return report
 
 
-def all_done_text(root: Path, counts: Mapping[str, int]) -> str:
-    """What "next unfinished" says when there is none: every image is labeled, or the folder
-    holds no image at all (the wrong folder opened), and which files it looks for."""
+def all_done_text(root: Path, counts: Mapping[str, int], unreadable: int = 0) -> str:
+    """What "next unfinished" says when there is none: every image is labeled (but for the
+    `unreadable` ones, no longer offered), or the folder holds no image at all (the wrong
+    folder opened), and which files it looks for."""
+    if unreadable:
+        those = "it" if unreadable == 1 else "them"
+        return (
+            f"Every image that can be read is labeled; {unreadable} cannot be read or "
+            f"pre-labeled (Show: problems lists {those}; click one to try it again)."
+        )
     if counts.get("total", 0):  # images present in the folder
         return "Every image is labeled."
     kinds = ", ".join(sorted(IMAGE_EXTENSIONS))

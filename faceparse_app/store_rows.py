@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,11 +165,14 @@ class StoreRows:
 
     # ---- progress -----------------------------------------------------------------------
 
-    def next_unfinished(self, after_id: int | None = None) -> ImageRecord | None:
+    def next_unfinished(
+        self, after_id: int | None = None, skip: Collection[int] = ()
+    ) -> ImageRecord | None:
         """The next image (by relpath, wrapping around) not yet labeled or reviewed.
 
-        Missing images are skipped. When ``after_id`` is the only unfinished image, it is
-        returned; None when every image is finished.
+        Missing images are skipped, and those in ``skip`` (the session's unreadable ones). When
+        ``after_id`` is the only unfinished image, it is returned; None when every image is
+        finished.
         """
         recs = self.images(include_missing=False)
         if not recs:
@@ -178,7 +181,7 @@ class StoreRows:
         n = len(recs)
         for k in range(1, n + 1):
             r = recs[(start + k) % n]
-            if r.status not in FINISHED:
+            if r.status not in FINISHED and r.id not in skip:
                 return r
         return None
 

@@ -37,7 +37,7 @@ from trainer.checkpoint import read_metadata
 from trainer.configs import FinetuneConfig, FinetuneRuntime
 from trainer.data.imageio import read_image, read_label
 from trainer.data.sample import NamedSamples, Sample, as_named
-from trainer.errors import FaceParseError
+from trainer.errors import CheckpointError, FaceParseError
 from trainer.faces import Face
 from trainer.finetune import FinetuneResult, finetune_on_samples
 from trainer.predict import Prediction, Predictor
@@ -236,18 +236,28 @@ def compare_on_holdout(
     """Score a new parser and the one in use on the same held-out faces, the same way.
 
     Returns:
-        {"baseline_version", "baseline_mean_f1", "candidate_mean_f1"} (mean F1 in [0, 1]).
+        {"baseline_version", "baseline_mean_f1", "candidate_mean_f1"} (mean F1 in [0, 1]);
+        a parser in use whose file cannot be loaded (damaged) scores None, with the reason as
+        "baseline_error": it pre-labels nothing, so the new one replaces it.
     """
     from trainer.evaluate import evaluate
 
     new = evaluate(candidate, val_samples, device=device)["mean_f1"]
-    old = evaluate(baseline[0], val_samples, device=device)["mean_f1"]
-    return {"baseline_version": baseline[1], "baseline_mean_f1": old, "candidate_mean_f1": new}
+    scores = {"baseline_version": baseline[1], "baseline_mean_f1": None, "candidate_mean_f1": new}
+    try:
+        scores["baseline_mean_f1"] = evaluate(baseline[0], val_samples, device=device)["mean_f1"]
+    except CheckpointError as exc:
+        log.warning("the parser in use cannot be loaded; the new one replaces it: %s", exc)
+        scores["baseline_error"] = str(exc)
+    return scores
 
 
 def candidate_wins(scores: dict[str, Any]) -> bool:
     """Whether a new parser replaces the one in use, from :func:`compare_on_holdout`'s scores:
-    only if it is no worse on the held-out faces (a worse one is kept, not made active)."""
+    only if it is no worse on the held-out faces (a worse one is kept, not made active), or
+    the one in use cannot be loaded at all."""
+    if scores["baseline_mean_f1"] is None:
+        return True
     return bool(scores["candidate_mean_f1"] >= scores["baseline_mean_f1"])
 
 

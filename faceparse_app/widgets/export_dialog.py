@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QProgressDialog,
     QPushButton,
@@ -80,6 +81,11 @@ class ExportDialog(QDialog):
         form.addRow("", self.reviewed_box)
         form.addRow("Validation share", self.val_spin)
         form.addRow("Test share", self.test_spin)
+        self.problem_label = QLabel("")  # why Export is greyed out, when it is
+        self.problem_label.setWordWrap(True)
+        self.problem_label.setStyleSheet("color: #b71c1c;")
+        self.problem_label.hide()
+        form.addRow("", self.problem_label)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.export_button = buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
         buttons.accepted.connect(self.accept)
@@ -99,8 +105,19 @@ class ExportDialog(QDialog):
         return spin
 
     def _check(self) -> None:
-        ok = bool(self.folder_edit.text().strip()) and self.val_spin.value() + self.test_spin.value() < 1.0
-        self.export_button.setEnabled(ok)
+        shares = self.val_spin.value() + self.test_spin.value()
+        if not self.folder_edit.text().strip():
+            problem = "Type or browse a folder to export into."
+        elif shares >= 1.0:
+            problem = (
+                f"Validation and test shares add up to {shares:.2f}: nothing would be left for "
+                "train/. Keep them under 1.00 together."
+            )
+        else:
+            problem = ""
+        self.problem_label.setText(problem)
+        self.problem_label.setVisible(bool(problem))
+        self.export_button.setEnabled(not problem)
 
     def _browse(self) -> None:
         start = Path(self.folder_edit.text().strip() or self.project_root.parent)

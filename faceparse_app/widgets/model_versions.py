@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from faceparse_app.loop_state import LoopState
+from faceparse_app.model_store import ModelVersion
 from faceparse_app.widgets.train_progress import percent
 
 
@@ -68,17 +69,17 @@ class ModelVersions(QGroupBox):
                 percent(version.metrics.get("mean_f1")) if parser else "",
                 percent(version.metrics.get("miou")) if parser else "",
                 str(version.created)[:16].replace("T", " "),
-                version.note,
+                version_note(version),
             ])
             item.setData(0, Qt.ItemDataRole.UserRole, version.id)
+            for column in range(item.columnCount()):  # the note column is often out of view
+                item.setToolTip(column, f"{version.id}: {item.text(5)}" if item.text(5) else version.id)
             if is_active:
                 font = item.font(0)
                 font.setBold(True)
                 for column in range(item.columnCount()):
                     item.setFont(column, font)
             self.tree.addTopLevelItem(item)
-        parsers = [v for v in versions if v.kind == "parser"]
-        self.no_model_label.setVisible(not parsers)
         self._update_buttons()
         self._show_rollback()
 
@@ -93,7 +94,33 @@ class ModelVersions(QGroupBox):
             "Go back to the previous model (from the first one: the starter parser)"
             if starter else "Go back to the previous model"
         )
+        # Which parser pre-labels when none of the list does (the status bar says "starter").
+        if in_use:
+            note = ""
+        elif starter:
+            note = (
+                "In use: the starter parser shipped with the app. Fine-tune on your labeled "
+                "faces to make a version of your own" + (", or activate one above." if parsers else ".")
+            )
+        else:
+            note = "" if parsers else "No model yet: label a few faces, then start fine-tuning."
+        self.no_model_label.setText(note)
+        self.no_model_label.setVisible(bool(note))
 
     def _update_buttons(self) -> None:
         item = self.tree.currentItem()
         self.activate_button.setEnabled(item is not None and not item.text(0).startswith("★"))
+
+
+def version_note(version: ModelVersion) -> str:
+    """The list's note: the run's own, plus why a version was kept aside (the panel says it
+    once, when the run ends; the list says it for as long as the version is kept)."""
+    metrics = version.metrics
+    if metrics.get("activated") is not False or "baseline_mean_f1" not in metrics:
+        return version.note
+    aside = (
+        f"kept aside: on the held-out hand-labeled faces it scored "
+        f"{percent(metrics.get('candidate_mean_f1'))}% against "
+        f"{percent(metrics.get('baseline_mean_f1'))}% for {metrics.get('baseline_version', 'the model in use')}"
+    )
+    return f"{version.note}; {aside}" if version.note else aside

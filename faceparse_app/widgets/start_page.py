@@ -30,6 +30,10 @@ class StartPage(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        # Hidden behind the canvas it still sets the middle column's minimum (it shares a
+        # stack with the canvas): no wider than the canvas's, so on a 1024-px screen the
+        # Training panel gets the width of its form.
+        self.setMinimumWidth(200)
         title = QLabel(
             "<h1>FaceParse Studio</h1><p>Label faces pixel by pixel in LaPa's 11 classes.</p>"
         )

@@ -48,6 +48,11 @@ def finetune_outcome_text(version: str, metrics: dict[str, Any] | Any) -> str:
     best = f" (the run's best epoch, {epoch})" if epoch is not None else ""
     text = f"Published {version}{best}: mean F1 {percent(metrics.get('mean_f1'))}% on {faces}"
     base, new = metrics.get("baseline_mean_f1"), metrics.get("candidate_mean_f1")
+    if metrics.get("baseline_error"):
+        return text + (
+            f". It replaces {metrics.get('baseline_version')}, whose file could not be loaded "
+            "(so it could not be compared)."
+        )
     if base is not None and new is not None:
         was = metrics.get("baseline_version")
         if metrics.get("activated", True):
