@@ -1,0 +1,116 @@
+"""Defects found in a user trial of the ``faceparse`` CLI: each test asserts what the user
+noticed (the message, the exit code, the files left)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import synthetic_face
+from trainer.checkpoint import save_checkpoint
+from trainer.cli import main
+from trainer.models import build_model, get_preset
+
+
+@pytest.fixture(scope="module")
+def parser_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "parser.safetensors"
+    return save_checkpoint(path, build_model(get_preset("tiny")), stage="finetune")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }  # fmt: skip
+
+
+def _predict(capsys: pytest.CaptureFixture[str], ckpt: Path, photos: Path, out: Path, *more: str):
+    return run(capsys, "predict", str(ckpt), str(photos), str(out), "--device", "cpu",
+               "--runtime", "torch", *more)  # fmt: skip
+
+
+def _photos(folder: Path) -> Path:
+    """Two PNG photos and a JPEG, one in a subfolder: a user's own folder."""
+    (folder / "trip").mkdir(parents=True)
+    for i, name in enumerate(["anna.png", "trip/ben.png", "carl.jpg"]):
+        Image.fromarray(synthetic_face(64, i)[0]).save(folder / name)
+    return folder
+
+
+def test_predict_into_the_photo_folder_refuses_to_overwrite_the_photos(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """`faceparse predict MODEL photos photos` replaced the user's PNG photos by label maps."""
+    photos = _photos(tmp_path / "photos")
+    before = _digests(photos)
+    for out, more in [(photos, ()), (tmp_path / "labels", ("--overlays", str(photos)))]:
+        code, _, err = _predict(capsys, parser_ckpt, photos, out, *more)
+        assert code == 2 and "Traceback" not in err
+        assert "is one of the input images" in err and str(photos) in err
+        assert _digests(photos) == before  # nothing written, nothing replaced
+
+
+def test_predict_never_replaces_a_file_it_did_not_write(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    photos = _photos(tmp_path / "photos")
+    out = tmp_path / "labels"
+    out.mkdir()
+    (out / "anna.png").write_bytes(b"my own hand-made label")
+    code, _, err = _predict(capsys, parser_ckpt, photos, out)
+    assert code == 2 and "Traceback" not in err
+    assert f"{out / 'anna.png'}: exists and was not written by faceparse predict" in err
+    assert (out / "anna.png").read_bytes() == b"my own hand-made label"
+    assert sorted(p.name for p in out.iterdir()) == ["anna.png"]  # nothing else written either
+
+    # Its own earlier output is replaced without a question, overlays included, and a second
+    # folder of photos predicted into the same place keeps the first one's files its own.
+    (out / "anna.png").unlink()
+    overlays = ("--overlays", str(tmp_path / "ov"))
+    for _ in range(2):
+        code, out_text, err = _predict(capsys, parser_ckpt, photos, out, *overlays)
+        assert code == 0, err
+        assert "wrote 3 label maps" in out_text
+    more = tmp_path / "more"
+    more.mkdir()
+    Image.fromarray(synthetic_face(64, 7)[0]).save(more / "dora.jpg")
+    code, _, err = _predict(capsys, parser_ckpt, more, out)
+    assert code == 0, err
+    code, _, err = _predict(capsys, parser_ckpt, photos, out, *overlays)
+    assert code == 0, err
+
+
+def test_predict_after_an_interrupted_predict_replaces_its_own_files(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """A Ctrl+C'd predict left label maps but no faces.json; the rerun must not call them a
+    user's files."""
+    from trainer.predict import Predictor
+    from trainer.predict_folder import predict_folder
+
+    photos = _photos(tmp_path / "photos")
+    out = tmp_path / "labels"
+
+    def stop_after_one(done: int, total: int, path: Path) -> None:
+        raise KeyboardInterrupt
+
+    predictor = Predictor.from_checkpoint(parser_ckpt, device="cpu", framing="whole")
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(predictor, photos, out, on_progress=stop_after_one, readers=0)
+    assert [p.name for p in out.glob("*.png")] == ["anna.png"] and not (out / "faces.json").exists()
+    code, out_text, err = _predict(capsys, parser_ckpt, photos, out)
+    assert code == 0, err
+    assert "wrote 3 label maps" in out_text
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no leftovers
