@@ -114,3 +114,52 @@ def test_predict_after_an_interrupted_predict_replaces_its_own_files(
     assert code == 0, err
     assert "wrote 3 label maps" in out_text
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no leftovers
+
+
+def _lapa(root: Path) -> Path:
+    from tests.conftest import write_synthetic_lapa
+
+    return write_synthetic_lapa(root, {"train": 4, "val": 2})
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line_not_a_traceback(
+    parser_ckpt: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """An output under a file (or a folder on a read-only disk) gave a PermissionError /
+    NotADirectoryError traceback from every command that writes."""
+    photos, data = _photos(tmp_path / "photos"), _lapa(tmp_path / "lapa")
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    under = blocker / "out"
+    commands = [
+        ["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--max-steps", "1",
+         "--out-dir", str(under), "--device", "cpu"],
+        ["finetune", "--data", str(data), "--preset", "tiny", "--max-steps", "1",
+         "--out-dir", str(under), "--device", "cpu", "--no-progress-bar"],
+        ["predict", str(parser_ckpt), str(photos), str(under), "--device", "cpu",
+         "--runtime", "torch"],
+        ["evaluate", str(parser_ckpt), "--data", str(data), "--split", "val", "--device", "cpu",
+         "--json", str(under / "m.json")],
+        ["export-onnx", str(parser_ckpt), str(under / "m.onnx")],
+    ]  # fmt: skip
+    for argv in commands:
+        code, _, err = run(capsys, *argv)
+        assert code == 2, (argv[0], err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert f"faceparse {argv[0]}: error: {blocker}" in err, err
+    assert blocker.read_text() == "a file, not a folder"
+
+    # A folder it may not write in (as on a read-only disk): the folder is named, not the
+    # temporary file the atomic write tried first.
+    import trainer.data.imageio as imageio
+
+    def read_only(path: Path) -> tuple[int, Path]:
+        tmp = path.parent / f".{path.name}.0000.tmp"
+        raise PermissionError(13, "Permission denied", str(tmp))
+
+    monkeypatch.setattr(imageio, "_create_temp", read_only)
+    target = tmp_path / "metrics.json"
+    code, _, err = run(capsys, "evaluate", str(parser_ckpt), "--data", str(data), "--split",
+                       "val", "--device", "cpu", "--json", str(target))  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert f"{tmp_path}: cannot write here (Permission denied)" in err and ".tmp" not in err
