@@ -17,10 +17,12 @@ import errno
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainer import __version__
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
@@ -392,6 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    previous = _stop_on_sigterm()
     try:
         return int(args.func(args))
     except FaceParseError as exc:
@@ -409,3 +412,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"faceparse {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm() -> signal.Handlers | Any:
+    """Make SIGTERM (``kill``, a cluster's preemption, ``docker stop``) stop a command as Ctrl+C
+    does: a training writes its resumable checkpoint and says how to go on. Returns the handler
+    it replaced (None off the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)

@@ -163,3 +163,44 @@ def test_an_output_path_that_cannot_be_written_is_one_line_not_a_traceback(
                        "val", "--device", "cpu", "--json", str(target))  # fmt: skip
     assert code == 2 and "Traceback" not in err
     assert f"{tmp_path}: cannot write here (Permission denied)" in err and ".tmp" not in err
+
+
+def test_sigterm_stops_a_pretraining_as_ctrl_c_does_with_a_resumable_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """`kill PID` (a cluster's preemption, `docker stop`) ended a run at once: no checkpoint
+    (the last one up to --checkpoint-minutes old) and no word on how to go on."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+    from trainer.checkpoint import read_metadata
+
+    photos, out = _photos(tmp_path / "photos"), tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "trainer", "pretrain", "--image-dirs", str(photos),
+            "--preset", "tiny", "--epochs", "100000", "--batch-size", "1", "--device", "cpu",
+            "--checkpoint-minutes", "0", "--out-dir", str(out)]  # fmt: skip
+    child = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    log = out / "pretrain_log.jsonl"
+    deadline = time.monotonic() + 300
+    while not (log.is_file() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        assert child.poll() is None, child.communicate()
+        time.sleep(0.2)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err
+    last = out / "pretrain_last.safetensors"
+    assert "interrupted at step" in err and f"--resume {last}" in err and "Traceback" not in err
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert read_metadata(last)["step"] == steps[-1]  # every step it logged is in the checkpoint
+    assert sorted(p.name for p in out.iterdir()) == [
+        "pretrain_last.safetensors",
+        "pretrain_log.jsonl",
+    ]
