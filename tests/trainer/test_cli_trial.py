@@ -200,7 +200,33 @@ def test_sigterm_stops_a_pretraining_as_ctrl_c_does_with_a_resumable_checkpoint(
     assert "interrupted at step" in err and f"--resume {last}" in err and "Traceback" not in err
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert read_metadata(last)["step"] == steps[-1]  # every step it logged is in the checkpoint
-    assert sorted(p.name for p in out.iterdir()) == [
-        "pretrain_last.safetensors",
-        "pretrain_log.jsonl",
-    ]
+    names = sorted(p.name for p in out.iterdir())  # no temporary file left behind
+    assert names == [".pretrain.lock", "pretrain_last.safetensors", "pretrain_log.jsonl"]
+
+
+def test_a_second_training_into_the_same_run_folder_is_refused_while_the_first_runs(
+    tmp_path: Path, capsys
+) -> None:
+    """Two `pretrain --out-dir runs/x` at once both 'succeeded': the second truncated the first's
+    log and each overwrote the other's checkpoint."""
+    from trainer.run_files import RunFiles
+
+    photos, data, out = _photos(tmp_path / "photos"), _lapa(tmp_path / "lapa"), tmp_path / "run"
+    out.mkdir()
+    (out / "pretrain_log.jsonl").write_text('{"step": 1}\n')  # the running one's
+    (out / "finetune_log.jsonl").write_text('{"step": 1}\n')
+    pretrain = ["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--max-steps", "1",
+                "--batch-size", "2", "--out-dir", str(out), "--device", "cpu"]  # fmt: skip
+    finetune = ["finetune", "--data", str(data), "--preset", "tiny", "--max-steps", "1",
+                "--batch-size", "2", "--out-dir", str(out), "--device", "cpu",
+                "--no-progress-bar"]  # fmt: skip
+    for stage, argv in [("pretrain", pretrain), ("finetune", finetune)]:
+        with RunFiles(out, stage).hold():  # another process's run, as the lock sees it
+            code, _, err = run(capsys, *argv)
+        assert code == 2 and "Traceback" not in err
+        assert f"{out}: another faceparse {stage} is writing this folder" in err
+        assert (out / f"{stage}_log.jsonl").read_text() == '{"step": 1}\n'
+        assert not list(out.glob("*.safetensors"))
+    for argv in (pretrain, finetune):  # once it has ended, the folder is free again
+        code, _, err = run(capsys, *argv)
+        assert code == 0, err
