@@ -130,6 +130,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from trainer.data.labeled import open_split
 
     dataset = open_split(args.data, args.split)
+    if len(dataset) == 0:  # a table of n/a would read like a result
+        folder = getattr(dataset, "images_dir", None) or getattr(dataset, "root", args.data)
+        raise FaceParseError(f"{folder}: no images to score (split {args.split!r})")
     results = evaluate(predictor, dataset, batch_size=args.batch_size)
     print(format_table(results))
     print(f"framing: {args.framing}")

@@ -230,3 +230,17 @@ def test_a_second_training_into_the_same_run_folder_is_refused_while_the_first_r
     for argv in (pretrain, finetune):  # once it has ended, the folder is free again
         code, _, err = run(capsys, *argv)
         assert code == 0, err
+
+
+def test_evaluate_on_a_split_without_images_fails_instead_of_scoring_nothing(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """An empty test/images/ printed a table of n/a, '0 images', exit 0, and wrote that JSON."""
+    data = _lapa(tmp_path / "lapa")
+    (data / "test" / "images").mkdir(parents=True)
+    target = tmp_path / "m.json"
+    code, out, err = run(capsys, "evaluate", str(parser_ckpt), "--data", str(data), "--device",
+                         "cpu", "--json", str(target))  # fmt: skip
+    assert code == 2 and "Traceback" not in err and "n/a" not in out
+    assert f"{data / 'test' / 'images'}: no images to score" in err
+    assert not target.exists()
