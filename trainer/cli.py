@@ -4,21 +4,25 @@ convert, info, export-onnx.
 The flags of ``pretrain`` and ``finetune`` are generated from the run configs
 (``trainer.configs``; help text from their docstrings, see ``trainer.cli_flags``), so the CLI and
 the Python API cannot drift apart; ``--recipe`` names a recipe of ``trainer.recipes``. Errors
-this package raises on purpose (``trainer.errors``) print one line naming the file and exit with
-code 2; anything else is a bug and keeps its traceback. Exporting a desktop project is the app's
+this package raises on purpose (``trainer.errors``) and files the system refuses to read or write
+(an ``OSError`` naming one) print one line naming the file and exit with code 2; anything else
+is a bug and keeps its traceback. Exporting a desktop project is the app's
 command (``faceparse-studio export``): this package never imports the app.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainer import __version__
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
@@ -69,7 +73,11 @@ def _cmd_recon_grid(args: argparse.Namespace) -> int:
     from trainer.visualize import write_reconstruction_grid
 
     path = write_reconstruction_grid(
-        args.checkpoint, args.image_dirs, args.out, num_images=args.num_images, seed=args.seed,
+        args.checkpoint,
+        args.image_dirs,
+        args.out,
+        num_images=args.num_images,
+        seed=args.seed,
         device=args.device,
     )
     print(f"reconstruction grid: {path}")
@@ -122,6 +130,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from trainer.data.labeled import open_split
 
     dataset = open_split(args.data, args.split)
+    if len(dataset) == 0:  # a table of n/a would read like a result
+        folder = getattr(dataset, "images_dir", None) or getattr(dataset, "root", args.data)
+        raise FaceParseError(f"{folder}: no images to score (split {args.split!r})")
     results = evaluate(predictor, dataset, batch_size=args.batch_size)
     print(format_table(results))
     print(f"framing: {args.framing}")
@@ -149,8 +160,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     try:
         predictor = _predictor_for_every_rank(args, info)
         count = predict_folder(
-            predictor, args.images, args.out, overlay_dir=args.overlays,
-            rank=info.rank, world_size=info.world_size,
+            predictor,
+            args.images,
+            args.out,
+            overlay_dir=args.overlays,
+            rank=info.rank,
+            world_size=info.world_size,
         )
     finally:
         cleanup(info)
@@ -190,8 +205,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from trainer.convert import convert_celebamask_to_lapa
 
     counts = convert_celebamask_to_lapa(
-        args.src, args.dst, split=args.split, val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction, seed=args.seed,
+        args.src,
+        args.dst,
+        split=args.split,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
     )
     print(", ".join(f"{split}: {n}" for split, n in counts.items()) + f" -> {args.dst}")
     return 0
@@ -242,9 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("pretrain", help="stage 1: masked self-supervised pretraining on unlabeled faces")
+    p = sub.add_parser(
+        "pretrain", help="stage 1: masked self-supervised pretraining on unlabeled faces"
+    )
     add_run_config_flags(
-        p, PretrainConfig, PRETRAIN_RECIPES,
+        p,
+        PretrainConfig,
+        PRETRAIN_RECIPES,
         overrides={"device": {"help": DEVICE_HELP}, "preset": {"choices": sorted(PRESETS)}},
     )
     p.add_argument(
@@ -267,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune", help="stage 2: fine-tune a parser on a labeled subset")
     add_run_config_flags(
-        p, FinetuneConfig, FINETUNE_RECIPES,
+        p,
+        FinetuneConfig,
+        FINETUNE_RECIPES,
         overrides={
             "device": {"help": DEVICE_HELP},
             "preset": {"choices": sorted(PRESETS)},
@@ -282,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="per-class F1, mean F1 and mIoU on a labeled split")
     p.add_argument("checkpoint", help="fine-tuned checkpoint (.safetensors)")
-    p.add_argument("--data", required=True, help="LaPa-layout dataset root (or CelebAMask-HQ folder)")
+    p.add_argument(
+        "--data", required=True, help="LaPa-layout dataset root (or CelebAMask-HQ folder)"
+    )
     p.add_argument("--split", default="test", help="LaPa split to score (default: test)")
     p.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
@@ -308,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("convert", help="CelebAMask-HQ -> LaPa layout and classes")
-    p.add_argument("src", help="CelebAMask-HQ folder (merged masks or the official per-part layout)")
+    p.add_argument(
+        "src", help="CelebAMask-HQ folder (merged masks or the official per-part layout)"
+    )
     p.add_argument("dst", help="LaPa dataset root to write")
     p.add_argument("--split", default="train", help="split for the images not held out")
     p.add_argument("--val-fraction", type=float, default=0.0, help="share written to val/")
@@ -336,8 +365,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for a file the system refused: the user's path (the folder, for the temporary
+    file of an atomic write) and what to do."""
+    path = Path(exc.filename)
+    if path.name.startswith(".") and path.name.endswith(".tmp"):
+        path = path.parent  # `.<name>.<random>.tmp`: the user never named it
+    if exc.errno in _WRITE_ERRNOS:
+        hint = (
+            "free some space"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "choose a folder you can write to"
+        )
+        return f"{path}: cannot write here ({exc.strerror}); {hint}"
+    return f"{path}: {exc.strerror}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 bad input or usage, 130 interrupted)."""
+    """Run the CLI; returns the exit code (0 ok, 2 bad input, usage, or a file the system
+    refused to read or write; 130 interrupted)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -348,6 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    previous = _stop_on_sigterm()
     try:
         return int(args.func(args))
     except FaceParseError as exc:
@@ -357,6 +407,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `faceparse info x | head`: the reader left; not an error worth a traceback.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's final flush
         return 0
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # not about a file of the user's: a bug, keep its traceback
+        print(f"faceparse {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"faceparse {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm() -> signal.Handlers | Any:
+    """Make SIGTERM (``kill``, a cluster's preemption, ``docker stop``) stop a command as Ctrl+C
+    does: a training writes its resumable checkpoint and says how to go on. Returns the handler
+    it replaced (None off the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)

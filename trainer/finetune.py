@@ -138,23 +138,37 @@ def finetune_on_samples(
 
     Returns:
         A FinetuneResult.
+
+    Raises:
+        RunFolderBusy: another fine-tuning is writing ``config.runtime.out_dir``.
     """
+    if len(train_samples) == 0:
+        raise DatasetError("no labeled images to fine-tune on")
+    files = RunFiles(Path(config.runtime.out_dir), "finetune")
+    with files.hold():  # one fine-tuning writes a folder at a time
+        return _finetune_on_samples(config, train_samples, val_samples, files, on_progress, cancel)
+
+
+def _finetune_on_samples(
+    config: FinetuneConfig,
+    train_samples: Sequence[Sample],
+    val_samples: Sequence[Sample] | None,
+    files: RunFiles,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    cancel: CancelFlag | None,
+) -> FinetuneResult:
     from torch.utils.data import DataLoader, RandomSampler
 
     from trainer.data.torch_datasets import EpochSampler, ParsingDataset, worker_context
     from trainer.data.transforms import TrainAugment
     from trainer.losses import class_pixel_counts, class_weights, parsing_loss
 
-    if len(train_samples) == 0:
-        raise DatasetError("no labeled images to fine-tune on")
     train = as_named(train_samples)
     val = as_named(val_samples) if val_samples is not None and len(val_samples) else None
     recipe, runtime = config.recipe, config.runtime
-    out_dir = Path(runtime.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = files.out_dir
     # No resume in stage 2: a new run in the same folder replaces the old one, logs included,
     # and the temp files of a run killed mid-write.
-    files = RunFiles(out_dir, "finetune")
     for path in (files.log, files.val_log):
         path.unlink(missing_ok=True)
     for pattern in (files.checkpoints_glob, files.log.name, files.val_log.name):
@@ -301,4 +315,3 @@ def result_summary(result: FinetuneResult) -> str:
         f"best {result.best_path} (epoch {m.get('epoch')}): mean F1 {100 * (m['mean_f1'] or 0):.2f}, "
         f"mIoU {100 * (m['miou'] or 0):.2f}; last {result.last_path}"
     )
-

@@ -34,6 +34,9 @@ from trainer.predict import DEFAULT_FRAMING, Prediction, Predictor
 log = logging.getLogger(__name__)
 
 FACES_NAME = "faces.json"
+# The files a run will write, listed before it writes any; gone once faces.json lists them, so
+# the run after an interrupted one knows these files are predict's own.
+PENDING_NAME = ".faces.pending.json"
 READERS = 2  # decoding threads
 WHOLE_BATCH = 4  # photos per forward pass with whole framing
 
@@ -72,7 +75,9 @@ def predict_folder(
     ``in_dir/<sub>/<stem>.<ext>``, a colour overlay ``overlay_dir/<sub>/<stem>.jpg`` if asked
     (JPEG: overlays of large photos as PNG are slow to write and tens of MB each), and
     ``out_dir/faces.json``: the model and framing used, and per image the faces parsed and the
-    model's uncertainty score. An unreadable image is skipped with one warning line.
+    model's uncertainty score. An unreadable image is skipped with one warning line. Nothing is
+    written when a target is an input image or a file that no earlier prediction into
+    ``out_dir`` wrote (its ``faces.json`` lists those): a user's files are never replaced.
 
     Args:
         checkpoint: a fine-tuned checkpoint path or a ready Predictor (its own framing is used).
@@ -85,6 +90,9 @@ def predict_folder(
 
     Returns:
         Number of label maps written by all ranks together.
+
+    Raises:
+        FaceParseError: a target is an input image or a file predict did not write.
     """
     predictor = (
         checkpoint
@@ -93,6 +101,18 @@ def predict_folder(
     )
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     jobs = _unique_outputs(in_dir, out_dir, warn=rank == 0)
+    overlays = None if overlay_dir is None else Path(overlay_dir)
+    # Every rank checks every target before any rank writes one: all pass or all refuse.
+    earlier = _refuse_foreign_targets(jobs, out_dir, overlays)
+    if rank == 0:
+        pending = earlier | {rel.as_posix() for _, rel in jobs}
+        if overlays is not None:
+            pending |= {_relative(overlays / rel.with_suffix(".jpg"), out_dir) for _, rel in jobs}
+        atomic_write_bytes(out_dir / PENDING_NAME, json.dumps(sorted(pending)).encode())
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # no rank writes before every rank has checked
     mine = jobs[rank::world_size]
     if predictor.framing == "detect":
         _ = predictor.finder  # loaded here, not by two reader threads at once
@@ -115,8 +135,20 @@ def predict_folder(
     if rank == 0 and records:
         info = {k: v for k, v in predictor.model_info.items() if k != "metrics"}
         payload = {"model": info, "framing": predictor.framing, "images": records}
+        # Files earlier runs wrote here stay ours, so a later run may replace them too.
+        now = {p for r in records.values() for p in (r["label"], r.get("overlay")) if p}
+        kept = sorted(p for p in earlier - now if (out_dir / p).is_file())
+        if kept:
+            payload["written_before"] = kept
         atomic_write_bytes(out_dir / FACES_NAME, json.dumps(payload, indent=1).encode())
+    if rank == 0:
+        (out_dir / PENDING_NAME).unlink(missing_ok=True)
     return count
+
+
+def _relative(path: Path, out_dir: Path) -> str:
+    """``path`` relative to ``out_dir`` (with ``..`` where needed), as faces.json records it."""
+    return Path(os.path.relpath(path, out_dir)).as_posix()
 
 
 def _unique_outputs(in_dir: Path, out_dir: Path, warn: bool) -> list[tuple[Path, Path]]:
@@ -132,6 +164,67 @@ def _unique_outputs(in_dir: Path, out_dir: Path, warn: bool) -> list[tuple[Path,
         seen.add(rel)
         jobs.append((path, rel))
     return jobs
+
+
+def _written_here(out_dir: Path) -> set[str] | None:
+    """The files (paths relative to ``out_dir``) that earlier predictions into ``out_dir`` wrote,
+    as its ``faces.json`` lists them (and the list of a run that was interrupted); None when
+    there is neither of ours."""
+    written: set[str] | None = None
+    try:
+        payload = json.loads((out_dir / FACES_NAME).read_text("utf-8"))
+        records = payload["images"].values()
+        written = {p for r in records for p in (r["label"], r.get("overlay")) if p}
+        written |= set(payload.get("written_before", ()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    try:
+        pending = json.loads((out_dir / PENDING_NAME).read_text("utf-8"))
+        written = (written or set()) | {p for p in pending if isinstance(p, str)}
+    except (OSError, ValueError, TypeError):
+        pass
+    return written
+
+
+def _refuse_foreign_targets(
+    jobs: list[tuple[Path, Path]], out_dir: Path, overlay_dir: Path | None
+) -> set[str]:
+    """Check every file this run would write before it writes any: an input image is never a
+    target, and an existing file is replaced only if an earlier prediction wrote it.
+
+    Returns:
+        The files earlier predictions wrote (relative to ``out_dir``).
+
+    Raises:
+        FaceParseError: a target is an input image, or a file predict did not write.
+    """
+    inputs = {path.resolve() for path, _ in jobs}
+    earlier = _written_here(out_dir)
+    ours = set() if earlier is None else {(out_dir / p).resolve() for p in earlier}
+    if earlier is not None:
+        ours.add((out_dir / FACES_NAME).resolve())
+    targets = [out_dir / FACES_NAME] + [out_dir / rel for _, rel in jobs]
+    if overlay_dir is not None:
+        targets += [overlay_dir / rel.with_suffix(".jpg") for _, rel in jobs]
+    foreign = []
+    for target in targets:
+        if not (target.exists() or target.is_symlink()):
+            continue
+        resolved = target.resolve()
+        if resolved in inputs:
+            raise FaceParseError(
+                f"{target}: is one of the input images; predicting would overwrite it; write "
+                "the label maps and overlays to a folder outside the photos"
+            )
+        if resolved not in ours:
+            foreign.append(target)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise FaceParseError(
+            f"{foreign[0]}: exists and was not written by faceparse predict{more}; nothing was "
+            "written: choose another output folder or move those files away"
+        )
+    return earlier or set()
 
 
 def _decoded(
@@ -231,7 +324,7 @@ class _Writer:
         write_label(self.out_dir / rel, pred.label)
         if self.predictor.framing == "detect" and not pred.faces:
             log.warning("%s: no face found; its label map is all background", path)
-        self.records[path.relative_to(self.in_dir).as_posix()] = {
+        record = {
             "label": rel.as_posix(),
             "faces": [f.to_json() for f in pred.faces],
             "score": None if math.isnan(pred.score) else round(pred.score, 5),
@@ -239,11 +332,13 @@ class _Writer:
         if self.overlay_dir is not None:
             if image.shape[:2] != pred.label.shape:
                 image = read_image(path)  # parsed from a reduced copy
+            target = self.overlay_dir / rel.with_suffix(".jpg")
             write_image(
-                self.overlay_dir / rel.with_suffix(".jpg"),
-                overlay(image, pred.label, self.predictor.label_set.name),
-                quality=90,
+                target, overlay(image, pred.label, self.predictor.label_set.name), quality=90
             )
+            # Where it went, relative to out_dir: a later run may replace it (not a user's file).
+            record["overlay"] = _relative(target, self.out_dir)
+        self.records[path.relative_to(self.in_dir).as_posix()] = record
         self.done += 1
         if self.on_progress is not None:
             self.on_progress(self.done, self.total, path)

@@ -12,6 +12,7 @@ only rank 0 writes checkpoints and the step log (``trainer.run_files``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -326,33 +327,38 @@ def _pretrain(
         return loader
 
     hooks: list[Hook] = []
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # What a run killed mid-write left behind (atomic writes: the published files are whole).
-        for pattern in (files.checkpoints_glob, files.log.name, LEGACY_PRETRAIN_LOG):
-            for leftover in remove_temp_leftovers(out_dir, pattern):
-                log.info("removed %s, left by an interrupted write", leftover)
-        files.adopt_legacy_log()
-        hooks += [
-            JsonlLogger(files.log),
-            ProgressBar(desc="pretrain"),
-            PeriodicCheckpoint(save, runtime.checkpoint_every, 60.0 * runtime.checkpoint_minutes),
-        ]
-    if on_progress is not None:
-        hooks.append(CallbackHook(on_progress))
+    with contextlib.ExitStack() as held:
+        if info.is_main:
+            # One stage-1 run writes a folder at a time; rank 0 alone writes it.
+            held.enter_context(files.hold())
+            out_dir.mkdir(parents=True, exist_ok=True)
+            # What a run killed mid-write left behind (atomic writes: the published files are whole).
+            for pattern in (files.checkpoints_glob, files.log.name, LEGACY_PRETRAIN_LOG):
+                for leftover in remove_temp_leftovers(out_dir, pattern):
+                    log.info("removed %s, left by an interrupted write", leftover)
+            files.adopt_legacy_log()
+            hooks += [
+                JsonlLogger(files.log),
+                ProgressBar(desc="pretrain"),
+                PeriodicCheckpoint(
+                    save, runtime.checkpoint_every, 60.0 * runtime.checkpoint_minutes
+                ),
+            ]
+        if on_progress is not None:
+            hooks.append(CallbackHook(on_progress))
 
-    net.train()
-    TrainLoop(
-        step_fn,
-        batches_per_epoch,
-        recipe.epochs,
-        hooks,
-        start_step=start_step,
-        cancel=cancel,
-        data=data,
-        max_steps=recipe.max_steps,
-        optimizer=optimizer,
-    ).run()
+        net.train()
+        TrainLoop(
+            step_fn,
+            batches_per_epoch,
+            recipe.epochs,
+            hooks,
+            start_step=start_step,
+            cancel=cancel,
+            data=data,
+            max_steps=recipe.max_steps,
+            optimizer=optimizer,
+        ).run()
     if sparse is not None:
         sparse.release()  # plain BatchNorm2d again, with the running statistics stage 1 set
     barrier()  # other ranks return once rank 0 has published the final checkpoint

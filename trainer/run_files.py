@@ -11,21 +11,32 @@ stages may share a folder::
 
 Runs written before this scheme logged stage 1 to ``metrics.jsonl``: a resumed run moves that
 log to its new name and appends to it (:meth:`RunFiles.adopt_legacy_log`).
+
+One run of a stage writes a folder at a time: a run holds ``.<stage>.lock`` (an OS file lock,
+released when the process ends however it ends) from before it touches the folder to its end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from trainer.errors import FaceParseError
 
 log = logging.getLogger(__name__)
 
 STAGES = ("pretrain", "finetune")
 # What stage 1 logged to before the <stage>_log.jsonl scheme.
 LEGACY_PRETRAIN_LOG = "metrics.jsonl"
+
+
+class RunFolderBusy(FaceParseError):
+    """Another run of the same stage is writing the run folder."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,29 @@ class RunFiles:
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         object.__setattr__(self, "out_dir", Path(self.out_dir))
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold this stage's lock on the folder (made if missing) while the block runs.
+
+        Raises:
+            RunFolderBusy: another run of this stage holds it.
+        """
+        from filelock import FileLock, Timeout
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.out_dir / f".{self.stage}.lock"), is_singleton=False)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise RunFolderBusy(
+                f"{self.out_dir}: another faceparse {self.stage} is writing this folder; wait "
+                "for it to end or choose another --out-dir"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _file(self, what: str) -> Path:
         return self.out_dir / f"{self.stage}_{what}"
@@ -103,5 +137,7 @@ class RunFiles:
         if self.stage != "pretrain" or self.log.exists() or not legacy.is_file():
             return False
         os.replace(legacy, self.log)
-        log.info("moved %s, the log of a run written before %s, to %s", legacy, self.log.name, self.log)
+        log.info(
+            "moved %s, the log of a run written before %s, to %s", legacy, self.log.name, self.log
+        )
         return True

@@ -1,0 +1,246 @@
+"""Defects found in a user trial of the ``faceparse`` CLI: each test asserts what the user
+noticed (the message, the exit code, the files left)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import synthetic_face
+from trainer.checkpoint import save_checkpoint
+from trainer.cli import main
+from trainer.models import build_model, get_preset
+
+
+@pytest.fixture(scope="module")
+def parser_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "parser.safetensors"
+    return save_checkpoint(path, build_model(get_preset("tiny")), stage="finetune")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }  # fmt: skip
+
+
+def _predict(capsys: pytest.CaptureFixture[str], ckpt: Path, photos: Path, out: Path, *more: str):
+    return run(capsys, "predict", str(ckpt), str(photos), str(out), "--device", "cpu",
+               "--runtime", "torch", *more)  # fmt: skip
+
+
+def _photos(folder: Path) -> Path:
+    """Two PNG photos and a JPEG, one in a subfolder: a user's own folder."""
+    (folder / "trip").mkdir(parents=True)
+    for i, name in enumerate(["anna.png", "trip/ben.png", "carl.jpg"]):
+        Image.fromarray(synthetic_face(64, i)[0]).save(folder / name)
+    return folder
+
+
+def test_predict_into_the_photo_folder_refuses_to_overwrite_the_photos(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """`faceparse predict MODEL photos photos` replaced the user's PNG photos by label maps."""
+    photos = _photos(tmp_path / "photos")
+    before = _digests(photos)
+    for out, more in [(photos, ()), (tmp_path / "labels", ("--overlays", str(photos)))]:
+        code, _, err = _predict(capsys, parser_ckpt, photos, out, *more)
+        assert code == 2 and "Traceback" not in err
+        assert "is one of the input images" in err and str(photos) in err
+        assert _digests(photos) == before  # nothing written, nothing replaced
+
+
+def test_predict_never_replaces_a_file_it_did_not_write(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    photos = _photos(tmp_path / "photos")
+    out = tmp_path / "labels"
+    out.mkdir()
+    (out / "anna.png").write_bytes(b"my own hand-made label")
+    code, _, err = _predict(capsys, parser_ckpt, photos, out)
+    assert code == 2 and "Traceback" not in err
+    assert f"{out / 'anna.png'}: exists and was not written by faceparse predict" in err
+    assert (out / "anna.png").read_bytes() == b"my own hand-made label"
+    assert sorted(p.name for p in out.iterdir()) == ["anna.png"]  # nothing else written either
+
+    # Its own earlier output is replaced without a question, overlays included, and a second
+    # folder of photos predicted into the same place keeps the first one's files its own.
+    (out / "anna.png").unlink()
+    overlays = ("--overlays", str(tmp_path / "ov"))
+    for _ in range(2):
+        code, out_text, err = _predict(capsys, parser_ckpt, photos, out, *overlays)
+        assert code == 0, err
+        assert "wrote 3 label maps" in out_text
+    more = tmp_path / "more"
+    more.mkdir()
+    Image.fromarray(synthetic_face(64, 7)[0]).save(more / "dora.jpg")
+    code, _, err = _predict(capsys, parser_ckpt, more, out)
+    assert code == 0, err
+    code, _, err = _predict(capsys, parser_ckpt, photos, out, *overlays)
+    assert code == 0, err
+
+
+def test_predict_after_an_interrupted_predict_replaces_its_own_files(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """A Ctrl+C'd predict left label maps but no faces.json; the rerun must not call them a
+    user's files."""
+    from trainer.predict import Predictor
+    from trainer.predict_folder import predict_folder
+
+    photos = _photos(tmp_path / "photos")
+    out = tmp_path / "labels"
+
+    def stop_after_one(done: int, total: int, path: Path) -> None:
+        raise KeyboardInterrupt
+
+    predictor = Predictor.from_checkpoint(parser_ckpt, device="cpu", framing="whole")
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(predictor, photos, out, on_progress=stop_after_one, readers=0)
+    assert [p.name for p in out.glob("*.png")] == ["anna.png"] and not (out / "faces.json").exists()
+    code, out_text, err = _predict(capsys, parser_ckpt, photos, out)
+    assert code == 0, err
+    assert "wrote 3 label maps" in out_text
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no leftovers
+
+
+def _lapa(root: Path) -> Path:
+    from tests.conftest import write_synthetic_lapa
+
+    return write_synthetic_lapa(root, {"train": 4, "val": 2})
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line_not_a_traceback(
+    parser_ckpt: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """An output under a file (or a folder on a read-only disk) gave a PermissionError /
+    NotADirectoryError traceback from every command that writes."""
+    photos, data = _photos(tmp_path / "photos"), _lapa(tmp_path / "lapa")
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    under = blocker / "out"
+    commands = [
+        ["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--max-steps", "1",
+         "--out-dir", str(under), "--device", "cpu"],
+        ["finetune", "--data", str(data), "--preset", "tiny", "--max-steps", "1",
+         "--out-dir", str(under), "--device", "cpu", "--no-progress-bar"],
+        ["predict", str(parser_ckpt), str(photos), str(under), "--device", "cpu",
+         "--runtime", "torch"],
+        ["evaluate", str(parser_ckpt), "--data", str(data), "--split", "val", "--device", "cpu",
+         "--json", str(under / "m.json")],
+        ["export-onnx", str(parser_ckpt), str(under / "m.onnx")],
+    ]  # fmt: skip
+    for argv in commands:
+        code, _, err = run(capsys, *argv)
+        assert code == 2, (argv[0], err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert f"faceparse {argv[0]}: error: {blocker}" in err, err
+    assert blocker.read_text() == "a file, not a folder"
+
+    # A folder it may not write in (as on a read-only disk): the folder is named, not the
+    # temporary file the atomic write tried first.
+    import trainer.data.imageio as imageio
+
+    def read_only(path: Path) -> tuple[int, Path]:
+        tmp = path.parent / f".{path.name}.0000.tmp"
+        raise PermissionError(13, "Permission denied", str(tmp))
+
+    monkeypatch.setattr(imageio, "_create_temp", read_only)
+    target = tmp_path / "metrics.json"
+    code, _, err = run(capsys, "evaluate", str(parser_ckpt), "--data", str(data), "--split",
+                       "val", "--device", "cpu", "--json", str(target))  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert f"{tmp_path}: cannot write here (Permission denied)" in err and ".tmp" not in err
+
+
+def test_sigterm_stops_a_pretraining_as_ctrl_c_does_with_a_resumable_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """`kill PID` (a cluster's preemption, `docker stop`) ended a run at once: no checkpoint
+    (the last one up to --checkpoint-minutes old) and no word on how to go on."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+    from trainer.checkpoint import read_metadata
+
+    photos, out = _photos(tmp_path / "photos"), tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "trainer", "pretrain", "--image-dirs", str(photos),
+            "--preset", "tiny", "--epochs", "100000", "--batch-size", "1", "--device", "cpu",
+            "--checkpoint-minutes", "0", "--out-dir", str(out)]  # fmt: skip
+    child = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    log = out / "pretrain_log.jsonl"
+    deadline = time.monotonic() + 300
+    while not (log.is_file() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        assert child.poll() is None, child.communicate()
+        time.sleep(0.2)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err
+    last = out / "pretrain_last.safetensors"
+    assert "interrupted at step" in err and f"--resume {last}" in err and "Traceback" not in err
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert read_metadata(last)["step"] == steps[-1]  # every step it logged is in the checkpoint
+    names = sorted(p.name for p in out.iterdir())  # no temporary file left behind
+    assert names == [".pretrain.lock", "pretrain_last.safetensors", "pretrain_log.jsonl"]
+
+
+def test_a_second_training_into_the_same_run_folder_is_refused_while_the_first_runs(
+    tmp_path: Path, capsys
+) -> None:
+    """Two `pretrain --out-dir runs/x` at once both 'succeeded': the second truncated the first's
+    log and each overwrote the other's checkpoint."""
+    from trainer.run_files import RunFiles
+
+    photos, data, out = _photos(tmp_path / "photos"), _lapa(tmp_path / "lapa"), tmp_path / "run"
+    out.mkdir()
+    (out / "pretrain_log.jsonl").write_text('{"step": 1}\n')  # the running one's
+    (out / "finetune_log.jsonl").write_text('{"step": 1}\n')
+    pretrain = ["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--max-steps", "1",
+                "--batch-size", "2", "--out-dir", str(out), "--device", "cpu"]  # fmt: skip
+    finetune = ["finetune", "--data", str(data), "--preset", "tiny", "--max-steps", "1",
+                "--batch-size", "2", "--out-dir", str(out), "--device", "cpu",
+                "--no-progress-bar"]  # fmt: skip
+    for stage, argv in [("pretrain", pretrain), ("finetune", finetune)]:
+        with RunFiles(out, stage).hold():  # another process's run, as the lock sees it
+            code, _, err = run(capsys, *argv)
+        assert code == 2 and "Traceback" not in err
+        assert f"{out}: another faceparse {stage} is writing this folder" in err
+        assert (out / f"{stage}_log.jsonl").read_text() == '{"step": 1}\n'
+        assert not list(out.glob("*.safetensors"))
+    for argv in (pretrain, finetune):  # once it has ended, the folder is free again
+        code, _, err = run(capsys, *argv)
+        assert code == 0, err
+
+
+def test_evaluate_on_a_split_without_images_fails_instead_of_scoring_nothing(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """An empty test/images/ printed a table of n/a, '0 images', exit 0, and wrote that JSON."""
+    data = _lapa(tmp_path / "lapa")
+    (data / "test" / "images").mkdir(parents=True)
+    target = tmp_path / "m.json"
+    code, out, err = run(capsys, "evaluate", str(parser_ckpt), "--data", str(data), "--device",
+                         "cpu", "--json", str(target))  # fmt: skip
+    assert code == 2 and "Traceback" not in err and "n/a" not in out
+    assert f"{data / 'test' / 'images'}: no images to score" in err
+    assert not target.exists()
