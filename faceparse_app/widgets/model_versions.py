@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QGroupBox,
@@ -17,8 +19,10 @@ from PySide6.QtWidgets import (
 )
 
 from faceparse_app.loop_state import LoopState
-from faceparse_app.model_store import ModelVersion
 from faceparse_app.widgets.train_progress import percent
+
+if TYPE_CHECKING:  # the model store loads torch: the panel is a view, it needs none
+    from faceparse_app.model_store import ModelVersion
 
 
 class ModelVersions(QGroupBox):
