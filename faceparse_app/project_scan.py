@@ -43,8 +43,8 @@ class ScanReport:
             their label moved with them.
         unreadable: relpaths whose header could not be read (they still get a row; opening
             them gives an ImageReadError).
-        gone: the missing ones that were there at the last scan and had been worked on (a
-            status other than "new"): what the user is told about, once.
+        gone: the missing ones that were there at the last scan and held the annotator's work
+            (not "new" or "pre-labeled"): what the user is told about, once.
     """
 
     added: list[str] = field(default_factory=list)
@@ -168,7 +168,7 @@ def scan_images(project: Project) -> ScanReport:
                 updates.append(
                     ("UPDATE images SET missing=1, updated_at=? WHERE id=?", (now, row[1]))
                 )
-                if row[6] != "new":
+                if row[6] not in UNTOUCHED:  # the annotator's work, not a model's
                     report.gone.append(row[0])
             report.missing.append(row[0])
     report.missing.sort()
