@@ -315,3 +315,9 @@ def gone_text(report: ScanReport) -> str:
         "and come back when the files do, under any name; until then the export leaves "
         f"{'them' if n != 1 else 'it'} out."
     )
+
+
+def without_path(text: str, path: str | os.PathLike[str]) -> str:
+    """An error about an image, told next to its name: the full path the reader put in front
+    ("/home/.../a.jpg: not an image") left out, so the name is not said twice."""
+    return text.replace(f"{os.fspath(path)}: ", "", 1)

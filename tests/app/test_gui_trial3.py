@@ -275,3 +275,22 @@ def test_reopening_says_which_labeled_photos_are_gone_from_the_folder(qtbot, tmp
     window.close_project()
     assert window.open_project(folder)  # said once, not on every open
     assert "f1.png" not in window.message_bar.message
+
+
+def test_a_file_that_cannot_be_read_is_named_once_not_with_its_full_path_again(qtbot, tmp_path):
+    # The trial: "Cannot open b_truncated.jpg: /tmp/t36b/b_truncated.jpg: unreadable or
+    # truncated image (...)": the name twice, the second time with the whole path, wrapping
+    # the message bar onto a second line.
+    folder = project_with(tmp_path / "project", n=3)
+    (folder / "f1.png").write_text("not an image")
+    (folder / "f2.png").write_bytes(b"")
+    publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    ids = {r.relpath: r.id for r in window.session.records()}
+    table = window.image_list.model
+    qtbot.waitUntil(lambda: "No pre-label" in table.tooltip(ids["f2.png"]), timeout=WAIT_MS)
+    assert str(folder) not in table.tooltip(ids["f2.png"])
+    window.image_list.image_selected.emit(ids["f1.png"])
+    text = window.message_bar.message
+    assert text.startswith("Cannot open f1.png: ") and "not an image" in text
+    assert str(folder) not in text and text.count("f1.png") == 1
