@@ -32,7 +32,7 @@ from faceparse_app.document import LabelDocument
 from faceparse_app.history import History
 from faceparse_app.label_writer import LabelWriter, autosave_in_background
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError
-from faceparse_app.project_scan import all_done_text
+from faceparse_app.project_scan import all_done_text, without_path
 from trainer.errors import FaceParseError, ImageReadError, LabelMapError
 from trainer.labels import LAPA, LabelSet
 
@@ -111,7 +111,8 @@ class Annotation:
             self.current = rec
             document = self._unsaved.get(image_id) or self._document_for(rec, image)
         except ImageReadError as exc:
-            return self._fail(rec, f"Cannot open {rec.relpath}: {exc}")
+            reason = without_path(str(exc), self.project.image_path(rec))
+            return self._fail(rec, f"Cannot open {rec.relpath}: {reason}")
         except (MemoryError, FaceParseError) as exc:
             # Too big for this machine, or a store error: say so; the canvas takes no strokes.
             reason = "not enough memory" if isinstance(exc, MemoryError) else str(exc)

@@ -33,7 +33,8 @@ from faceparse_app.loop_state import LoopState
 from faceparse_app.model_store import ModelStore, ModelStoreError
 from faceparse_app.prelabel_queue import PrelabelQueue
 from faceparse_app.prelabel_refresh import PrelabelRefresher
-from faceparse_app.project import FINISHED, ImageRecord
+from faceparse_app.project import FINISHED, ImageRecord, ProjectError
+from faceparse_app.project_scan import without_path
 from faceparse_app.session import AnnotationSession
 from faceparse_app.training_runs import TrainingRuns
 from faceparse_app.uncertainty import rank_by_uncertainty
@@ -384,7 +385,14 @@ class ModelLoop(QObject):
             self.message.emit(f"The model {self.version or ''} could not be loaded: {text}", "error")
             return
         session = self.session
-        if session is not None and (session.current is None or session.current.id != image_id):
+        if session is None:
+            return
+        try:
+            rec = session.project.get(image_id)
+        except (KeyError, ProjectError):  # gone from the store meanwhile: nothing to flag
+            return
+        text = without_path(text, session.project.image_path(rec))  # told beside its name
+        if session.current is None or session.current.id != image_id:
             # Met ahead or in the background sweep: flagged in the list (icon, tooltip, the
             # "problems" filter); the message bar stays on the image at hand.
             session.problems[image_id] = f"No pre-label: {text}"
@@ -392,13 +400,7 @@ class ModelLoop(QObject):
             return
         if self._blank == image_id:
             self._blank = None  # no pre-label will come: what is shown may be accepted
-        name = str(image_id)
-        if self.session is not None:
-            try:
-                name = self.session.project.get(image_id).relpath
-            except Exception:  # noqa: BLE001 - only for the message
-                pass
-        self.message.emit(f"No pre-label for {name}: {text}", "warning")
+        self.message.emit(f"No pre-label for {rec.relpath}: {text}", "warning")
 
     # ------------------------------------------------------------- uncertainty
     def score_unfinished(self) -> None:

@@ -38,6 +38,7 @@ from faceparse_app.project_scan import (
     FINISHED,
     UNTOUCHED,
     ScanReport,
+    gone_text,
     reconcile_labels,
     scan_images,
 )
@@ -133,8 +134,9 @@ class Project(StoreRows):
     Safe to call from several threads (one lock around the database connection).
 
     Attributes:
-        recovery: what opening had to recover (a restored backup, labels found on disk), in a
-            sentence for the annotator; None when the store was sound.
+        recovery: what opening had to recover (a restored backup, labels found on disk) or
+            found gone (worked-on images no longer in the folder), in a sentence for the
+            annotator; None when there is nothing to say.
         read_only: opened for reading only; every write raises ProjectError.
     """
 
@@ -203,13 +205,13 @@ class Project(StoreRows):
         project = cls(root, opened.conn, lock)
         try:
             _remove_stale_temp_files(project.labels_dir)
-            if scan:
-                project.scan()
+            gone = gone_text(project.scan()) if scan else ""
             if scan or opened.recovering:
                 report = reconcile_labels(project, recovering=opened.recovering)
                 project.recovery = store_open.recovery_text(
                     opened.note, report.hand, report.prelabels
                 )
+            project.recovery = " ".join(filter(None, [project.recovery, gone])) or None
             project.backup(force=opened.recovering)
             if lock.left_by is not None:  # the last window was killed: only then look it up
                 unclean = lock.unclean_exit_text(project.last_hand_edited())

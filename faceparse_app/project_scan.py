@@ -43,10 +43,13 @@ class ScanReport:
             their label moved with them.
         unreadable: relpaths whose header could not be read (they still get a row; opening
             them gives an ImageReadError).
+        gone: the missing ones that were there at the last scan and held the annotator's work
+            (not "new" or "pre-labeled"): what the user is told about, once.
     """
 
     added: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
     moved: list[tuple[str, str]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
 
@@ -165,8 +168,11 @@ def scan_images(project: Project) -> ScanReport:
                 updates.append(
                     ("UPDATE images SET missing=1, updated_at=? WHERE id=?", (now, row[1]))
                 )
+                if row[6] not in UNTOUCHED:  # the annotator's work, not a model's
+                    report.gone.append(row[0])
             report.missing.append(row[0])
     report.missing.sort()
+    report.gone.sort()
     if updates:
         try:
             with project.transaction() as c:
@@ -294,3 +300,24 @@ def all_done_text(root: Path, counts: Mapping[str, int], unreadable: int = 0) ->
         f"No images in {root.name}: FaceParse Studio looks for {kinds} files in the folder and "
         "its subfolders. Open a folder of face photos (File → Open folder…)."
     )
+
+
+def gone_text(report: ScanReport) -> str:
+    """What opening says about worked-on images gone from the folder since the last open
+    ("" when none): their rows and labels are kept and come back with the files."""
+    if not report.gone:
+        return ""
+    n = len(report.gone)
+    names = ", ".join(report.gone[:5]) + (f" and {n - 5} more" if n > 5 else "")
+    return (
+        f"{n} labeled or started image{'s are' if n != 1 else ' is'} gone from the folder since "
+        f"it was last opened ({names}): {'their labels are' if n != 1 else 'its label is'} kept "
+        "and come back when the files do, under any name; until then the export leaves "
+        f"{'them' if n != 1 else 'it'} out."
+    )
+
+
+def without_path(text: str, path: str | os.PathLike[str]) -> str:
+    """An error about an image, told next to its name: the full path the reader put in front
+    ("/home/.../a.jpg: not an image") left out, so the name is not said twice."""
+    return text.replace(f"{os.fspath(path)}: ", "", 1)

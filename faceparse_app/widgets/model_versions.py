@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 from faceparse_app.loop_state import LoopState
 from faceparse_app.widgets.train_progress import percent
 
-if TYPE_CHECKING:  # the model store loads torch: the panel is a view and must not
+if TYPE_CHECKING:  # the model store loads torch: the panel is a view, it needs none
     from faceparse_app.model_store import ModelVersion
 
 

@@ -258,3 +258,39 @@ def test_a_fine_tuning_replaces_a_model_in_use_that_cannot_be_loaded(qtbot, tmp_
     assert window.model_loop.version == new.id
     text = progress.status_label.text()
     assert f"Published {new.id}" in text and damaged_version in text and "could not be loaded" in text
+
+
+def test_reopening_says_which_labeled_photos_are_gone_from_the_folder(qtbot, tmp_path):
+    # The trial: a labeled photo deleted (or moved out) while the project was open; on the
+    # next open nothing was said, only a small "?" in the list, and the export left it out.
+    from tests.app.test_gui_canvas import make_window
+
+    folder = project_with(tmp_path / "project", n=3, labeled=2)
+    (folder / "f1.png").unlink()  # labeled
+    (folder / "f2.png").unlink()  # never labeled: nothing of the user's is at stake
+    window = make_window(qtbot, tmp_path, open_project=False)
+    assert window.open_project(folder)
+    text = window.message_bar.message
+    assert "f1.png" in text and "f2.png" not in text and "kept" in text
+    window.close_project()
+    assert window.open_project(folder)  # said once, not on every open
+    assert "f1.png" not in window.message_bar.message
+
+
+def test_a_file_that_cannot_be_read_is_named_once_not_with_its_full_path_again(qtbot, tmp_path):
+    # The trial: "Cannot open b_truncated.jpg: /tmp/t36b/b_truncated.jpg: unreadable or
+    # truncated image (...)": the name twice, the second time with the whole path, wrapping
+    # the message bar onto a second line.
+    folder = project_with(tmp_path / "project", n=3)
+    (folder / "f1.png").write_text("not an image")
+    (folder / "f2.png").write_bytes(b"")
+    publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    ids = {r.relpath: r.id for r in window.session.records()}
+    table = window.image_list.model
+    qtbot.waitUntil(lambda: "No pre-label" in table.tooltip(ids["f2.png"]), timeout=WAIT_MS)
+    assert str(folder) not in table.tooltip(ids["f2.png"])
+    window.image_list.image_selected.emit(ids["f1.png"])
+    text = window.message_bar.message
+    assert text.startswith("Cannot open f1.png: ") and "not an image" in text
+    assert str(folder) not in text and text.count("f1.png") == 1
