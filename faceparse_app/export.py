@@ -152,10 +152,10 @@ def _encode_jpeg(image: np.ndarray) -> bytes:
 
 
 def _jpeg_copyable(path: Path) -> bool:
-    """True when the file is a JPEG that needs no rotation (EXIF orientation absent or 1)."""
+    """An RGB JPEG needing no rotation (else re-encoded: every exported image is upright RGB)."""
     try:
         with Image.open(path) as im:
-            if im.format != "JPEG":
+            if im.format != "JPEG" or im.mode != "RGB":
                 return False
             orientation = im.getexif().get(0x0112, 1)
     except Exception:  # unreadable here means: re-encode from the pixels read_image gives

@@ -493,3 +493,51 @@ def test_a_link_into_the_project_folder_is_refused_like_the_folder_itself(tmp_pa
     with pytest.raises(ProjectError, match="lies inside the project folder"):
         export_project(tmp_path / "proj", tmp_path / "link")
     assert list((tmp_path / "proj" / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "L"])
+def test_a_cmyk_or_grayscale_jpeg_is_exported_as_rgb(tmp_path: Path, mode: str) -> None:
+    """A CMYK JPEG was copied byte for byte, so a LaPa loader (np.array(Image.open(f))) got 4
+    channels, or 1 for a grayscale one, where every other image has 3."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    image, label = synthetic_face(64, seed=1)
+    Image.fromarray(image).convert(mode).save(root / "face.jpg", format="JPEG", quality=95)
+    with Project.open(root) as project:
+        project.save_label(project.images()[0], label, status="labeled")
+    out = tmp_path / "lapa"
+    export_project(root, out, val_fraction=0, test_fraction=0)
+    with Image.open(out / "train" / "images" / "face.jpg") as im:
+        assert im.mode == "RGB"
+        exported = np.asarray(im)
+    assert exported.shape == (64, 64, 3)
+    # the same picture (re-encoding noise only; an inverted CMYK would be off by ~100)
+    assert np.abs(exported.astype(int) - read_image(root / "face.jpg").astype(int)).mean() < 8
+
+
+def test_the_readme_warns_when_val_or_test_hold_accepted_pre_labels(tmp_path: Path) -> None:
+    """Accepted pre-labels in val/ or test/ score the model that made them (and any model
+    fine-tuned from it) too well; the export said nothing of it outside effort.csv."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    for i in range(10):
+        write_image(root / f"face{i}.png", synthetic_face(64, seed=i)[0])
+    with Project.open(root) as project:
+        for i, rec in enumerate(project.images()):
+            label = synthetic_face(64, seed=i)[1]
+            if i < 5:  # the model's pre-label, accepted as it was
+                rec = project.save_label(rec, label, model_version="v0001")
+                project.set_status(rec, "labeled")
+            else:
+                project.save_label(rec, label, status="labeled")
+    out = tmp_path / "lapa"
+    export_project(root, out, val_fraction=0.3, test_fraction=0.3, seed=1)
+    names = {}
+    for split in SPLITS:
+        names[split] = {p.stem for p in (out / split / "labels").iterdir()}
+    held = [f"{s}/{n}" for s in ("val", "test") for n in sorted(names[s]) if int(n[-1]) < 5]
+    text = (out / "README.txt").read_text(encoding="utf-8")
+    assert held, "the draw must put an accepted pre-label into val or test"
+    assert f"{len(held)} of the {len(names['val']) + len(names['test'])} val/test labels" in text
+    for name in held:
+        assert f"  {name}" in text
