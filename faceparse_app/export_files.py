@@ -51,6 +51,7 @@ def readme(
         f"Images: {'reviewed only' if reviewed_only else 'labeled and reviewed'}; "
         + ", ".join(f"{s} {counts[s]}" for s in SPLITS)
         + f". Split seed {seed}, val fraction {val_fraction}, test fraction {test_fraction}.",
+        *unedited_held_out(effort),
         "",
         "LANDMARKS: the files listed as derived were NOT annotated by hand: they were placed",
         "from each label map (eye centres 74/104 and 83/105 inside the eyes, nose tip 54 inside",
@@ -69,6 +70,23 @@ def readme(
         lines += ["", f"Skipped images ({len(skipped)}):"]
         lines += [f"  {relpath}: {reason}" for relpath, reason in skipped]
     return "\n".join(lines) + "\n"
+
+
+def unedited_held_out(effort: Sequence[tuple[str, str, ImageRecord]]) -> list[str]:
+    """The README's warning when val/ or test/ hold a model's pre-labels accepted unchanged:
+    they score that model, and any fine-tuned from it, too well."""
+    held = [(split, name, rec) for split, name, rec in effort if split != "train"]
+    unedited = [f"  {split}/{name}" for split, name, rec in held if rec.label_source == "model"]
+    if not unedited:
+        return []
+    return [
+        "",
+        f"EVALUATION: {len(unedited)} of the {len(held)} val/test labels are a model's pre-labels",
+        "accepted unchanged (effort.csv: label_source=model). Scored on them, that model, and any",
+        "model fine-tuned from it, looks better than it is; review them, or leave them out of",
+        "the score:",
+        *unedited,
+    ]
 
 
 def write_names(path: Path, exported: list[tuple[str, str, str]]) -> None:
