@@ -77,6 +77,9 @@ class RunFiles:
         try:
             yield
         finally:
+            # Removed while still held, so the run leaves no file of its own behind: every run
+            # tries the lock without waiting, so no one can be waiting on this file to take it.
+            Path(lock.lock_file).unlink(missing_ok=True)
             lock.release()
 
     def _file(self, what: str) -> Path:
