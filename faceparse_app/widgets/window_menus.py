@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QAction, QKeySequence
 
 from faceparse_app.widgets.class_palette import CLASS_HOTKEYS
+from faceparse_app.widgets.folder_rescan import RESCAN_KEY, rescan_folder
 from faceparse_app.widgets.help_dialogs import show_about, show_shortcuts
 
 if TYPE_CHECKING:
@@ -43,6 +44,14 @@ def build_menus(window: MainWindow) -> None:
         [QKeySequence.StandardKey.Open],
     )
     _action(window, file_menu, "Open &demo project", window.open_demo)
+    window.rescan_action = _action(
+        window, file_menu, "Re&scan folder", lambda: rescan_folder(window), [RESCAN_KEY]
+    )
+    window.rescan_action.setToolTip(
+        f"Rescan folder ({RESCAN_KEY}): take in photos copied into the folder, renamed or "
+        "deleted there, without closing the project"
+    )
+    file_menu.setToolTipsVisible(True)
     file_menu.addSeparator()
     window.export_action = _action(window, file_menu, "&Export LaPa…", lambda: window.export_lapa())
     window.export_reviewed_action = _action(
@@ -142,6 +151,7 @@ def build_menus(window: MainWindow) -> None:
     window.panels_menu = bar.addMenu("&Panels")
     window.panels_menu.menuAction().setVisible(False)
     window._project_actions = [
+        window.rescan_action,
         window.export_action,
         window.export_reviewed_action,
         window.save_action,

@@ -11,6 +11,8 @@ from faceparse_app.project import Project
 from tests.app.test_gui_canvas import drag, key
 from tests.app.test_gui_faces import LEFT, face_tool, kept, two_faces, use_finder, wait_prelabeled
 from tests.app.test_gui_model_loop import WAIT_MS, open_window, publish_parser
+from tests.conftest import synthetic_face
+from trainer.data.imageio import write_image
 
 CTRL = Qt.KeyboardModifier.ControlModifier
 
@@ -83,3 +85,59 @@ def test_undo_of_a_face_box_before_its_pixels_come_takes_the_box_back(qtbot, tmp
     qtbot.wait(300)
     np.testing.assert_array_equal(session.document.label, before)
     assert boxes(kept(window)) == boxes([LEFT])
+
+
+def test_rescan_takes_in_photos_copied_into_the_open_folder_and_keeps_the_image_and_labels(qtbot, tmp_path, monkeypatch):
+    # The trial: photos copied into the folder of an open project showed up only after
+    # File → Close project and a reopen.
+    import shutil
+    import threading
+
+    import faceparse_app.project as project_module
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path)
+    session = window.session
+    folder = session.project.root
+    shown = session.current
+    other = next(r for r in session.records() if r.id != shown.id)
+    session.open_image(other.id)
+    window.state.set_class(3)
+    drag(window.canvas, [(10, 10), (30, 10)])
+    assert session.save() and session.set_status("labeled")
+    labeled = session.document.label.copy()
+    session.open_image(shown.id)
+    drag(window.canvas, [(10, 40), (30, 40)])  # unsaved edits on screen
+    edited = session.document.label.copy()
+    gone = next(r for r in session.records() if r.id not in (shown.id, other.id))
+
+    shutil.copy(folder / shown.relpath, folder / "copied1.png")
+    write_image(folder / "copied2.png", synthetic_face(64, seed=7)[0])
+    (folder / other.relpath).rename(folder / "renamed.png")  # its label goes with it
+    (folder / gone.relpath).unlink()
+    threads = []
+    real_scan = project_module.scan_images
+    monkeypatch.setattr(project_module, "scan_images", lambda p: threads.append(threading.current_thread()) or real_scan(p))
+    action = window.rescan_action
+    assert "F5" in action.toolTip() and [k.toString() for k in action.shortcuts()] == ["F5"]
+    key(window, Qt.Key.Key_F5)
+    assert threads and threads[0] is not threading.main_thread()  # off the GUI thread
+    text = window.message_bar.message
+    assert "2 images added" in text and "1 image gone missing" in text and gone.relpath in text
+    assert "1 image renamed" in text
+    # Listed without a reopen; the image on screen and its edits stay.
+    listed = {r.relpath: r for r in session.records()}
+    assert {"copied1.png", "copied2.png", "renamed.png"} <= set(listed)
+    assert listed[gone.relpath].missing
+    assert len(window.image_list.model.visible_ids()) >= 4
+    assert session.current.id == shown.id
+    selected = window.image_list.list.selectionModel().currentIndex().row()
+    assert selected == window.image_list.model.row_of(shown.id)  # still highlighted in the list
+    np.testing.assert_array_equal(session.document.label, edited)
+    # The renamed photo kept its label and status.
+    renamed = listed["renamed.png"]
+    assert renamed.id == other.id and renamed.status == "labeled"
+    np.testing.assert_array_equal(session.project.load_label(renamed), labeled)
+    # A second rescan finds nothing new.
+    key(window, Qt.Key.Key_F5)
+    assert "no new or missing images" in window.message_bar.message
