@@ -141,3 +141,46 @@ def test_rescan_takes_in_photos_copied_into_the_open_folder_and_keeps_the_image_
     # A second rescan finds nothing new.
     key(window, Qt.Key.Key_F5)
     assert "no new or missing images" in window.message_bar.message
+
+
+def test_tab_and_shift_tab_step_from_face_to_face_of_a_group_photo_zooming_to_each(qtbot, tmp_path, monkeypatch):
+    # The trial: a group photo had no key to go from one face to the next; the user zoomed
+    # and panned by hand to each face.
+    from faceparse_app.widgets.help_dialogs import shortcuts_html
+    from trainer.faces import Face
+
+    right = Face(box=(70.0, 4.0, 124.0, 60.0), score=0.9, box_framing=(0.5, 0.5, 1.0))
+    use_finder(monkeypatch, [right, LEFT])  # the finder's order is not left to right
+    folder = two_faces(tmp_path / "project")
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    wait_prelabeled(qtbot, window, version)
+    canvas = window.canvas
+    qtbot.waitUntil(lambda: len(canvas.faces) == 2, timeout=WAIT_MS)
+    fit_scale = canvas.scale
+
+    def on_screen(face) -> tuple[float, float, float, float]:
+        tl, br = canvas.image_to_widget(*face.box[:2]), canvas.image_to_widget(*face.box[2:])
+        return tl.x(), tl.y(), br.x(), br.y()
+
+    def shown_alone(face) -> bool:
+        x0, y0, x1, y1 = on_screen(face)
+        inside = x0 >= 0 and y0 >= 0 and x1 <= canvas.width() and y1 <= canvas.height()
+        big = max(x1 - x0, y1 - y0) > 0.5 * min(canvas.width(), canvas.height())
+        return inside and big
+
+    key(window, Qt.Key.Key_Tab)
+    assert canvas.faces[canvas.selected_face].box == LEFT.box  # left to right
+    assert canvas.scale > fit_scale and shown_alone(LEFT)
+    assert "Face 1 of 2" in window.statusBar().currentMessage()
+    key(window, Qt.Key.Key_Tab)
+    assert canvas.faces[canvas.selected_face].box == right.box and shown_alone(right)
+    assert "Face 2 of 2" in window.statusBar().currentMessage()
+    key(window, Qt.Key.Key_Tab)  # round again
+    assert canvas.faces[canvas.selected_face].box == LEFT.box
+    key(window, Qt.Key.Key_Backtab, Qt.KeyboardModifier.ShiftModifier)
+    assert canvas.faces[canvas.selected_face].box == right.box
+    # Named in the tooltips and in Help → Keyboard shortcuts.
+    assert "Tab" in window.next_face_action.toolTip() and "Shift+Tab" in window.previous_face_action.toolTip()
+    sheet = shortcuts_html(window)
+    assert "Next face" in sheet and "Previous face" in sheet and "Shift+Tab" in sheet
