@@ -184,3 +184,25 @@ def test_tab_and_shift_tab_step_from_face_to_face_of_a_group_photo_zooming_to_ea
     assert "Tab" in window.next_face_action.toolTip() and "Shift+Tab" in window.previous_face_action.toolTip()
     sheet = shortcuts_html(window)
     assert "Next face" in sheet and "Previous face" in sheet and "Shift+Tab" in sheet
+
+
+def test_a_very_large_image_is_flagged_in_the_app_words_without_pillows_warning_at_scan(qtbot, tmp_path, recwarn, capfd):
+    # The trial: a 12000×9000 PNG in the folder printed Pillow's DecompressionBombWarning
+    # ("Image size (108000000 pixels) exceeds limit ... could be decompression bomb DOS
+    # attack") to the terminal at scan; the list flags the image as too large, in the app's
+    # own words, which is all the user needs.
+    from PIL import Image
+
+    from tests.app.test_gui_model_loop import project_with
+
+    folder = project_with(tmp_path / "project", n=2)
+    Image.new("1", (12000, 9000)).save(folder / "huge.png")  # small on disk, 108 megapixels
+    publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    huge = next(r.id for r in window.session.records() if r.relpath == "huge.png")
+    table = window.image_list.model
+    qtbot.waitUntil(lambda: "over the limit" in table.tooltip(huge), timeout=WAIT_MS)
+    key(window, Qt.Key.Key_F5)  # a rescan reads the headers again
+    bombs = [w for w in recwarn.list if "DecompressionBomb" in w.category.__name__]
+    assert not bombs, [str(w.message) for w in bombs]
+    assert "DecompressionBomb" not in capfd.readouterr().err
