@@ -329,7 +329,9 @@ class LabelCanvas(QWidget):
                     painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
                     painter.drawImage(dst, heat.image, src)
             if self.shows_faces:
-                paint_faces(painter, self.faces, self.image_to_widget, self.selected_face)
+                paint_faces(
+                    painter, self.faces, self.image_to_widget, self.selected_face, self.state.tool == Tool.FACE
+                )
         self.tool.paint(self, painter)
         painter.end()
 
