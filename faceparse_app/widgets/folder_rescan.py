@@ -34,7 +34,7 @@ def rescan_text(folder: str, report: ScanReport, newly_missing: list[str]) -> st
     if newly_missing:
         n = len(newly_missing)
         names = ", ".join(newly_missing[:3]) + (f" and {n - 3} more" if n > 3 else "")
-        parts.append(f"{_images(n)} gone missing ({names}; labels are kept and come back with the files)")
+        parts.append(f"{_images(n)} gone missing ({names}; kept in the project, with any label, for when the file comes back)")
     if report.moved:
         parts.append(f"{_images(len(report.moved))} renamed (labels followed)")
     if not parts:
