@@ -36,6 +36,8 @@ class LabelDocument:
         dirty: True when edited since the last ``mark_saved``.
         protected: classes whose pixels no tool changes.
         on_change: callbacks called with the changed box (x0, y0, w, h) after every change.
+        on_faces: callbacks called with (step, undone) when an undo or redo step carries a
+            change of the image's faces (``step.faces``; the faces kept follow the step).
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class LabelDocument:
         self.dirty = False
         self.protected: set[int] = set()
         self.on_change: list[Callable[[XYWH], None]] = []
+        self.on_faces: list[Callable[[Delta, bool], None]] = []
         self._stroke_cls: int | None = None
         self._last: tuple[float, float] | None = None
         self._tiles: dict[tuple[int, int], np.ndarray] = {}
@@ -257,7 +260,7 @@ class LabelDocument:
         delta = self.history.undo()
         if delta is None:
             return None
-        return self._write_back(delta, delta.after, delta.before)
+        return self._faces_follow(delta, True, self._write_back(delta, delta.after, delta.before))
 
     def redo(self) -> XYWH | None:
         """Re-apply the last undone step; returns the changed box, or None."""
@@ -265,7 +268,7 @@ class LabelDocument:
         delta = self.history.redo()
         if delta is None:
             return None
-        return self._write_back(delta, delta.before, delta.after)
+        return self._faces_follow(delta, False, self._write_back(delta, delta.before, delta.after))
 
     def mark_saved(self) -> None:
         """Record that the current map is on disk."""
@@ -334,7 +337,15 @@ class LabelDocument:
             self._notify(delta.bbox)
         return delta
 
+    def _faces_follow(self, delta: Delta, undone: bool, box: XYWH | None) -> XYWH | None:
+        if box is not None and delta.faces is not None:
+            for callback in list(self.on_faces):
+                callback(delta, undone)
+        return box
+
     def _write_back(self, delta: Delta, expected: np.ndarray, values: np.ndarray) -> XYWH | None:
+        if not delta.has_pixels:  # a face drawn or removed whose pixels have not come yet
+            return delta.bbox
         rows, cols = delta.slices()
         current = self.label[rows, cols]
         if current.shape != expected.shape or not np.array_equal(current, expected):

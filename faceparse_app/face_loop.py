@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from faceparse_app.faces import MIN_FACE_BOX, coverage, same_face, union_coverage, user_face
+from faceparse_app.history import Delta, FaceChange
 from faceparse_app.prelabel_queue import PrelabelQueue
 from faceparse_app.project import FINISHED, ImageRecord, ProjectError
 from faceparse_app.session import AnnotationSession
@@ -111,6 +112,9 @@ class FaceLoop(QObject):
             except (KeyError, ProjectError):
                 faces = None
         self._show(faces or [])
+        doc = self.session.document if rec is not None and self.session is not None else None
+        if doc is not None and self._on_face_step not in doc.on_faces:
+            doc.on_faces.append(self._on_face_step)
 
     def on_ready(self, image_id: int, pred: Prediction) -> None:
         """The prediction of the image on screen arrived: show its faces, put a face change
@@ -162,7 +166,7 @@ class FaceLoop(QObject):
                 f"Parsing the face you drew in {rec.relpath}; draw a box around each other face.",
                 "info",
             )
-        return self._change(rec, [*kept, face], face, f"Parsing the face you drew in {rec.relpath}…")
+        return self._change(rec, kept, [*kept, face], face, f"Parsing the face you drew in {rec.relpath}…")
 
     def remove_face(self, face: Face) -> bool:
         """Remove a face (a false find, or one drawn by mistake): its pixels take the
@@ -173,7 +177,7 @@ class FaceLoop(QObject):
         rest = [f for f in kept if not same_face(f, face)]
         if len(rest) == len(kept):
             return False
-        return self._change(rec, rest, face, f"Removed a face from {rec.relpath}; re-parsing…")
+        return self._change(rec, kept, rest, face, f"Removed a face from {rec.relpath}; re-parsing…")
 
     def _editable(self) -> tuple[ImageRecord | None, list[Face] | None]:
         """The image on screen and its kept faces, when its faces may change now."""
@@ -202,23 +206,61 @@ class FaceLoop(QObject):
             )
         return rec, kept
 
-    def _change(self, rec: ImageRecord, faces: list[Face], changed: Face, note: str) -> bool:
+    def _change(self, rec: ImageRecord, kept: list[Face], faces: list[Face], changed: Face, note: str) -> bool:
         session, queue = self.session, self.queue
-        assert session is not None and queue is not None
+        assert session is not None and queue is not None and session.document is not None
         try:
             session.project.set_faces(rec, faces)
         except ProjectError as exc:
             self.message.emit(f"The faces of {rec.relpath} were not changed: {exc}", "error")
             return False
+        # An undo step of its own at once (Ctrl+Z before the pixels come takes the face back);
+        # the pixels, when they come, fold into it (one step: the face and its pixels).
+        session.document.history.push(Delta.of_faces(FaceChange(tuple(kept), tuple(faces), (changed,))))
         # The annotator acted on this image: no pre-label replaces its label from now on.
         session.note_edit()
         self._edits.setdefault(rec.id, []).append(changed)
+        self._reparse(rec, faces, note)
+        return True
+
+    def _reparse(self, rec: ImageRecord, faces: list[Face], note: str) -> None:
+        """Show the faces kept now and ask for the image's prediction with them."""
+        session, queue = self.session, self.queue
+        assert session is not None and queue is not None
         queue.forget(rec.id)
         self._show(faces)
         self.no_face.emit("" if faces else no_face_text(rec.relpath))
         self.status.emit(note)
         queue.request(rec.id, session.project.image_path(rec))
-        return True
+
+    def _on_face_step(self, step: Delta, undone: bool) -> None:
+        """Undo or redo of a step that added or removed a face: the kept faces follow it (in
+        the store and on screen), and a face whose pixels have not come yet is parsed again
+        only while it is drawn."""
+        session, change = self.session, step.faces
+        if session is None or session.current is None or self.queue is None or change is None:
+            return
+        rec = session.current
+        faces = list(change.before if undone else change.after)
+        try:
+            session.project.set_faces(rec, faces)
+        except ProjectError as exc:
+            self.message.emit(f"The faces of {rec.relpath} were not changed back: {exc}", "error")
+            return
+        if not step.has_pixels:
+            pending = self._edits.get(rec.id, [])
+            if undone:
+                pending = [f for f in pending if not any(same_face(f, c) for c in change.changed)]
+            else:
+                pending = [*pending, *change.changed]
+            if pending:
+                self._edits[rec.id] = pending
+            else:
+                self._edits.pop(rec.id, None)
+        n = len(change.changed)
+        what = f"{n} face box{'es' if n != 1 else ''}"
+        verb = ("Undid" if undone else "Redid") + (" adding" if len(change.after) > len(change.before) else " removing")
+        self._reparse(rec, faces, f"{verb} {what} in {rec.relpath}.")
 
     def _apply_edit(self, image_id: int, pred: Prediction, changed: list[Face]) -> None:
         """Replace the pixels the changed faces' crops cover by the new prediction."""
@@ -241,7 +283,8 @@ class FaceLoop(QObject):
         kept = mask & doc.history.hand_edited(x0, y0, x1, y1) & (doc.label[y0:y1, x0:x1] != values)
         try:
             # One undo step; its edit was counted when the face was drawn or removed.
-            doc.replace_where(values, mask, x0, y0, by_hand=False)
+            if doc.replace_where(values, mask, x0, y0, by_hand=False) is not None:
+                doc.history.fold_faces()
         except LabelMapError as exc:
             self.message.emit(f"The new pre-label of {session.current.relpath} did not fit: {exc}", "warning")
             return

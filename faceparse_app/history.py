@@ -7,9 +7,29 @@ dropped, so a long session never grows without limit.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from trainer.faces import Face
+
+
+@dataclass(frozen=True)
+class FaceChange:
+    """The faces of an image before and after a face was added or removed, carried by the
+    undo step of that change so that undo and redo take the face with the pixels.
+
+    Attributes:
+        before: the faces kept before the change.
+        after: the faces kept after it.
+        changed: the faces added or removed (their pixels take the next prediction).
+    """
+
+    before: tuple[Face, ...]
+    after: tuple[Face, ...]
+    changed: tuple[Face, ...]
 
 
 @dataclass(frozen=True)
@@ -23,6 +43,8 @@ class Delta:
         after: (h, w) uint8 values inside the box after the edit.
         by_hand: the annotator's edit (a stroke, fill, polygon, relabel); False for the
             model's (a pre-label, a face re-parsed), which never overwrites the annotator's.
+        faces: the change of the image's faces this step makes, if any (a step of a face
+            drawn or removed: empty arrays until its pixels come, then those pixels).
     """
 
     y0: int
@@ -30,6 +52,7 @@ class Delta:
     before: np.ndarray
     after: np.ndarray
     by_hand: bool = True
+    faces: FaceChange | None = None
 
     def __post_init__(self) -> None:
         if self.before.shape != self.after.shape or self.before.ndim != 2:
@@ -53,6 +76,16 @@ class Delta:
         """(rows, cols) slices of the box, to index a (H, W) label map."""
         h, w = self.before.shape
         return slice(self.y0, self.y0 + h), slice(self.x0, self.x0 + w)
+
+    @property
+    def has_pixels(self) -> bool:
+        return bool(self.before.size)
+
+    @classmethod
+    def of_faces(cls, change: FaceChange) -> Delta:
+        """A step that changes the faces only (their pixels follow with the next prediction)."""
+        empty = np.zeros((0, 0), np.uint8)
+        return cls(y0=0, x0=0, before=empty, after=empty, by_hand=False, faces=change)
 
     @classmethod
     def between(
@@ -118,6 +151,32 @@ class History:
         self._undo.append(delta)
         self._bytes += delta.nbytes
         self._trim()
+
+    @property
+    def last(self) -> Delta | None:
+        """The newest step that can be undone, or None."""
+        return self._undo[-1] if self._undo else None
+
+    def fold_faces(self) -> Delta | None:
+        """Fold the face-only steps just under the newest step (the pixels of those faces, come
+        from the model) into it, so that one undo takes the faces and their pixels together.
+
+        Returns:
+            The folded step, or None when there was nothing to fold.
+        """
+        if not self._undo or self._undo[-1].faces is not None:
+            return None
+        top = self._undo.pop()
+        folded: list[FaceChange] = []
+        while self._undo and not self._undo[-1].has_pixels and self._undo[-1].faces is not None:
+            folded.insert(0, self._undo.pop().faces)  # type: ignore[arg-type]
+        if not folded:
+            self._undo.append(top)
+            return None
+        changed = tuple(f for c in folded for f in c.changed)
+        step = replace(top, faces=FaceChange(folded[0].before, folded[-1].after, changed))
+        self._undo.append(step)
+        return step
 
     def undo(self) -> Delta | None:
         """The step to revert (the caller writes ``delta.before`` back), or None."""

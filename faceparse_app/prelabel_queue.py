@@ -39,7 +39,7 @@ from faceparse_app.workers import (
     error_message,
     lower_thread_priority,
 )
-from trainer.errors import PredictionInterrupted
+from trainer.errors import ImageReadError, PredictionInterrupted
 
 if TYPE_CHECKING:
     from trainer.faces import Face
@@ -143,6 +143,7 @@ class PrelabelQueue(QObject):
         # Of those, the ones no finished prediction has reported yet (its job was interrupted).
         self._unreported: set[tuple[int, int]] = set()
         self._inflight: tuple[int, int, int, int] | None = None  # (id, generation, rev, priority)
+        self._unreadable_logged: set[Path] = set()  # photos the log named as unreadable once
         # Set when a request or look-ahead arrives while a refresh or sweep job runs: that job
         # stops at its next step and goes back in the queue (a photo of thirty faces must not
         # hold up the face the annotator just drew).
@@ -397,7 +398,12 @@ class PrelabelQueue(QObject):
                     heapq.heappush(self._heap, (priority, seq, image_id, path, generation))
                 continue
             except Exception as exc:  # noqa: BLE001 - reported to the GUI, never fatal
-                log.warning("pre-label of %s failed: %s", path, exc)
+                # A photo that cannot be read is flagged in the image list; the log names it
+                # once, not at every try of the sweep or a rescan.
+                if not isinstance(exc, ImageReadError) or path not in self._unreadable_logged:
+                    log.warning("pre-label of %s failed: %s", path, exc)
+                if isinstance(exc, ImageReadError):
+                    self._unreadable_logged.add(path)
                 model_failed = loaded_generation != generation
                 if model_failed:
                     loaded_generation = generation  # do not retry a broken model per image

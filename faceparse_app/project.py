@@ -28,6 +28,7 @@ import logging
 import os
 import sqlite3
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -102,12 +103,16 @@ def file_hash_or_none(path: Path) -> str | None:
 def image_size(path: Path) -> tuple[int, int] | None:
     """(width, height) after EXIF orientation, from the header only; None when unreadable."""
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            try:
-                orientation = im.getexif().get(0x0112, 1)
-            except Exception:  # a broken EXIF block must not hide a readable image
-                orientation = 1
+        # Over Pillow's pixel limit is unreadable here, as in read_image (which says so in the
+        # app's words when the image is opened or pre-labeled), not a warning on the terminal.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                try:
+                    orientation = im.getexif().get(0x0112, 1)
+                except Exception:  # a broken EXIF block must not hide a readable image
+                    orientation = 1
     except Exception:  # any failure to parse a header (incl. decompression bombs) = unreadable
         return None
     # Orientations 5..8 rotate by 90 degrees: read_image returns the image transposed.

@@ -262,6 +262,17 @@ class LabelCanvas(QWidget):
         self.update()
         self._refresh_hover()
 
+    def show_region(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        """Zoom and pan so that the image box (x0, y0, x1, y1) fills the view, centred."""
+        w, h = max(1.0, x1 - x0), max(1.0, y1 - y0)
+        vw, vh = max(1, self.width()), max(1, self.height())
+        self._set_scale(min(vw / w, vh / h))
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        self.offset = QPointF(vw / 2 - cx * self.scale, vh / 2 - cy * self.scale)
+        self._keep_fit = False
+        self.update()
+        self._refresh_hover()
+
     def zoom_actual(self) -> None:
         """One image pixel per display pixel, keeping the view centre."""
         self.zoom_to(1.0, QPointF(self.width() / 2, self.height() / 2))
@@ -318,7 +329,9 @@ class LabelCanvas(QWidget):
                     painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
                     painter.drawImage(dst, heat.image, src)
             if self.shows_faces:
-                paint_faces(painter, self.faces, self.image_to_widget, self.selected_face)
+                paint_faces(
+                    painter, self.faces, self.image_to_widget, self.selected_face, self.state.tool == Tool.FACE
+                )
         self.tool.paint(self, painter)
         painter.end()
 

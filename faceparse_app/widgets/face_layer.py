@@ -32,6 +32,7 @@ def paint_faces(
     faces: Sequence[Face],
     to_widget: Callable[[float, float], QPointF],
     selected: int | None = None,
+    removable: bool = True,
 ) -> None:
     """Draw every face's box (and points) in widget coordinates.
 
@@ -40,6 +41,7 @@ def paint_faces(
         faces: the faces, in image pixels.
         to_widget: image point -> widget point.
         selected: index of the face to highlight, if any.
+        removable: whether Delete removes the selected face now (the face-box tool is on).
     """
     painter.save()
     painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
@@ -63,7 +65,7 @@ def paint_faces(
             for x, y in face.landmarks:
                 painter.drawEllipse(to_widget(float(x), float(y)), POINT_RADIUS, POINT_RADIUS)
             painter.setBrush(Qt.BrushStyle.NoBrush)
-        text = caption(face) + ("  (Delete removes it)" if chosen else "")
+        text = caption(face) + ("  (Delete removes it)" if chosen and removable else "")
         corner = rect.topLeft() + QPointF(3, -4)
         painter.setPen(QPen(SHADOW))
         painter.drawText(corner + QPointF(1, 1), text)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 
 from faceparse_app.widgets.class_palette import CLASS_HOTKEYS
+from faceparse_app.widgets.face_steps import NEXT_FACE_KEYS, PREVIOUS_FACE_KEYS, step_face_in_window
+from faceparse_app.widgets.folder_rescan import RESCAN_KEY, rescan_folder
 from faceparse_app.widgets.help_dialogs import show_about, show_shortcuts
 
 if TYPE_CHECKING:
@@ -43,6 +46,14 @@ def build_menus(window: MainWindow) -> None:
         [QKeySequence.StandardKey.Open],
     )
     _action(window, file_menu, "Open &demo project", window.open_demo)
+    window.rescan_action = _action(
+        window, file_menu, "Re&scan folder", lambda: rescan_folder(window), [RESCAN_KEY]
+    )
+    window.rescan_action.setToolTip(
+        f"Rescan folder ({RESCAN_KEY}): take in photos copied into the folder, renamed or "
+        "deleted there, without closing the project"
+    )
+    file_menu.setToolTipsVisible(True)
     file_menu.addSeparator()
     window.export_action = _action(window, file_menu, "&Export LaPa…", lambda: window.export_lapa())
     window.export_reviewed_action = _action(
@@ -123,6 +134,15 @@ def build_menus(window: MainWindow) -> None:
         lambda: window._step(-1),
         [QKeySequence.StandardKey.MoveToPreviousPage],
     )
+    image_menu.setToolTipsVisible(True)
+    for text, keys, offset in (("Next &face", NEXT_FACE_KEYS, 1), ("Pre&vious face", PREVIOUS_FACE_KEYS, -1)):
+        action = _action(window, image_menu, text, lambda _c=False, o=offset: step_face_in_window(window, o), keys)
+        # On the canvas only: elsewhere (the training form, the image list) Tab moves the focus.
+        action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        window.canvas.addAction(action)
+        action.setToolTip(f"{text.replace('&', '')} ({keys[0]}): select the {'next' if offset > 0 else 'previous'} "
+                          "face of a group photo, left to right, and zoom to it")  # fmt: skip
+        setattr(window, "next_face_action" if offset > 0 else "previous_face_action", action)
     window.next_least_sure_action = _action(
         window, image_menu, "Next &least sure", window.next_least_sure, ["Shift+N"]
     )
@@ -142,6 +162,7 @@ def build_menus(window: MainWindow) -> None:
     window.panels_menu = bar.addMenu("&Panels")
     window.panels_menu.menuAction().setVisible(False)
     window._project_actions = [
+        window.rescan_action,
         window.export_action,
         window.export_reviewed_action,
         window.save_action,

@@ -77,6 +77,13 @@ def wait_prelabeled(qtbot, window, version: str) -> None:
     qtbot.waitUntil(lambda: bool(window.canvas.faces) or window.model_loop.confidence is not None, timeout=WAIT_MS)
 
 
+def wait_parsed(qtbot, session) -> None:
+    """Until the pixels of a face drawn or removed have come (the face's undo step, made at
+    once, takes them in)."""
+    history = session.document.history
+    qtbot.waitUntil(lambda: history.last is not None and history.last.has_pixels, timeout=WAIT_MS)
+
+
 def face_tool(window) -> None:
     window.canvas.setFocus()
     QTest.keyClick(window.canvas, Qt.Key.Key_W)
@@ -139,7 +146,8 @@ def test_the_face_tool_adds_a_missed_face_in_one_undo_step_touching_only_its_cro
 
     face_tool(window)
     drag(window.canvas, [(66, 2), (126, 62)])
-    qtbot.waitUntil(lambda: len(session.document.history) == steps + 1, timeout=WAIT_MS)
+    wait_parsed(qtbot, session)
+    assert len(session.document.history) == steps + 1
     after = session.document.label.copy()
     drawn = kept(window)[1]
     assert [f.source for f in kept(window)] == ["detector", "user"]
@@ -185,7 +193,8 @@ def test_removing_a_false_face_gives_its_pixels_back_to_the_background(qtbot, tm
     click(window.canvas, 110, 30)
     assert window.canvas.selected_face == 1
     QTest.keyClick(window.canvas, Qt.Key.Key_Delete)
-    qtbot.waitUntil(lambda: len(session.document.history) == 2, timeout=WAIT_MS)
+    wait_parsed(qtbot, session)
+    assert len(session.document.history) == 2
     after = session.document.label
     np.testing.assert_array_equal(after[~false_area], before[~false_area])
     np.testing.assert_array_equal(after[false_area], reference(window, v1, [LEFT])[false_area])
@@ -254,7 +263,8 @@ def test_no_face_found_says_so_offers_the_face_tool_and_ranks_first(qtbot, tmp_p
     assert window.state.tool == Tool.FACE
     steps = len(session.document.history)
     drag(window.canvas, [(4, 2), (60, 62)])
-    qtbot.waitUntil(lambda: len(session.document.history) == steps + 1, timeout=WAIT_MS)
+    wait_parsed(qtbot, session)
+    assert len(session.document.history) == steps + 1
     drawn = kept(window)
     assert len(drawn) == 1 and drawn[0].source == "user"
     np.testing.assert_array_equal(session.document.label, reference(window, version, drawn))

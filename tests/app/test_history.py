@@ -88,3 +88,20 @@ def test_a_step_larger_than_the_budget_is_still_undoable() -> None:
 def test_delta_rejects_mismatched_arrays() -> None:
     with pytest.raises(ValueError):
         Delta(0, 0, np.zeros((2, 2), np.uint8), np.zeros((2, 3), np.uint8))
+
+
+def test_a_face_step_and_the_pixels_that_follow_it_fold_into_one_undo_step():
+    from faceparse_app.history import FaceChange
+
+    history = History()
+    stroke = Delta.between(np.zeros((2, 2), np.uint8), np.ones((2, 2), np.uint8))
+    history.push(stroke)
+    history.push(Delta.of_faces(FaceChange((), ("a",), ("a",))))  # type: ignore[arg-type]
+    history.push(Delta.of_faces(FaceChange(("a",), ("a", "b"), ("b",))))  # type: ignore[arg-type]
+    pixels = Delta.between(np.zeros((3, 3), np.uint8), np.full((3, 3), 2, np.uint8), by_hand=False)
+    history.push(pixels)
+    folded = history.fold_faces()
+    assert len(history) == 2 and history.last is folded and folded.has_pixels
+    assert folded.faces == FaceChange((), ("a", "b"), ("a", "b"))
+    assert history.fold_faces() is None  # folded already
+    assert history.undo() is folded and history.undo() is stroke

@@ -1,0 +1,77 @@
+"""File → Rescan folder (F5): photos copied into the open project's folder, renamed or deleted
+there, are taken in without closing and reopening the project.
+
+The scan is the open-time one (:meth:`Project.scan`: new images added, renamed ones relinked by
+content hash with their label, deleted ones flagged missing), run off the GUI thread behind the
+busy dialog. The image on screen stays, with its unsaved edits; no label is touched but a
+renamed image's, which follows it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from faceparse_app.project import ProjectError
+from faceparse_app.project_scan import ScanReport
+from faceparse_app.widgets.busy import run_busy
+
+if TYPE_CHECKING:
+    from faceparse_app.main_window import MainWindow
+
+RESCAN_KEY = "F5"
+
+
+def _images(n: int) -> str:
+    return f"{n} image{'s' if n != 1 else ''}"
+
+
+def rescan_text(folder: str, report: ScanReport, newly_missing: list[str]) -> str:
+    """What the message bar says after a rescan: how many images were added, went missing or
+    were renamed (and that labels are kept)."""
+    parts = []
+    if report.added:
+        parts.append(f"{_images(len(report.added))} added")
+    if newly_missing:
+        n = len(newly_missing)
+        names = ", ".join(newly_missing[:3]) + (f" and {n - 3} more" if n > 3 else "")
+        parts.append(f"{_images(n)} gone missing ({names}; kept in the project, with any label, for when the file comes back)")
+    if report.moved:
+        parts.append(f"{_images(len(report.moved))} renamed (labels followed)")
+    if not parts:
+        return f"Rescanned {folder}: no new or missing images."
+    return f"Rescanned {folder}: " + "; ".join(parts) + "."
+
+
+def rescan_folder(window: MainWindow) -> ScanReport | None:
+    """Scan the open project's folder again and show what changed; None when nothing is open
+    or the scan failed (the message bar says why)."""
+    session = window.session
+    if session is None:
+        return None
+    project = session.project
+    if project.read_only:
+        window.show_message(f"{project.root} is read-only: it cannot be rescanned.", "error")
+        return None
+    # Edits on screen go to disk first: the scan may move the label of an image renamed meanwhile.
+    session.save()
+    was_missing = {r.relpath for r in session.records() if r.missing}
+    try:
+        report = run_busy(
+            window, f"Rescanning {project.root.name}: looking for new and changed images…", project.scan
+        )
+    except (ProjectError, OSError) as exc:
+        window.show_message(f"Cannot rescan {project.root.name}: {exc}", "error")
+        return None
+    if window.session is not session:  # closed meanwhile
+        return None
+    if session.current is not None:  # its row may name a new path (renamed)
+        try:
+            session.annotation.current = project.get(session.current.id)
+        except KeyError:
+            pass
+    window._refresh_records()
+    window.model_loop.score_unfinished()  # the new images get their place in "least sure"
+    newly_missing = [p for p in report.missing if p not in was_missing]
+    level = "warning" if newly_missing else "info"
+    window.show_message(rescan_text(project.root.name, report, newly_missing), level)
+    return report
