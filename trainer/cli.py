@@ -70,8 +70,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_recon_grid(args: argparse.Namespace) -> int:
-    from trainer.visualize import write_reconstruction_grid
+    from trainer.outputs import is_reconstruction_grid, refuse_foreign_file
+    from trainer.visualize import grid_path, write_reconstruction_grid
 
+    refuse_foreign_file(grid_path(args.out), "recon-grid", is_reconstruction_grid)
     path = write_reconstruction_grid(
         args.checkpoint,
         args.image_dirs,
@@ -124,8 +126,11 @@ def _add_framing(p: argparse.ArgumentParser) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from trainer.evaluate import evaluate, format_table
+    from trainer.outputs import is_metrics_json, refuse_foreign_file
     from trainer.predict import Predictor
 
+    if args.json:
+        refuse_foreign_file(args.json, "evaluate", is_metrics_json)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, framing=args.framing)
     from trainer.data.labeled import open_split
 
@@ -237,7 +242,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
     from trainer.onnx_export import export_onnx
+    from trainer.outputs import is_faceparse_onnx, refuse_foreign_file
 
+    refuse_foreign_file(args.out, "export-onnx", is_faceparse_onnx)
     path = export_onnx(args.checkpoint, args.out, input_size=args.input_size)
     print(f"exported {args.checkpoint} -> {path} (ONNX Runtime parity checked)")
     return 0
@@ -282,7 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recon-grid", help="PNG grid of masked inputs and reconstructions")
     p.add_argument("checkpoint", help="stage-1 checkpoint (.safetensors)")
     p.add_argument("image_dirs", nargs="+", help="folders of face images (recursive)")
-    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument(
+        "--out", required=True,
+        help="PNG file to write (an existing file is replaced only if recon-grid wrote it)",
+    )  # fmt: skip
     p.add_argument("--num-images", type=int, default=8, help="faces in the grid (default: 8)")
     p.add_argument("--seed", type=int, default=0, help="picks the faces and the masks")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -311,7 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", required=True, help="LaPa-layout dataset root (or CelebAMask-HQ folder)"
     )
     p.add_argument("--split", default="test", help="LaPa split to score (default: test)")
-    p.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
+    p.add_argument(
+        "--json", metavar="PATH",
+        help="also write the metrics as JSON (an existing file is replaced only if evaluate wrote it)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     _add_framing(p)
@@ -359,7 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-onnx", help="a fine-tuned checkpoint -> ONNX (parity-checked)")
     p.add_argument("checkpoint", help="fine-tuned checkpoint (.safetensors)")
-    p.add_argument("out", help=".onnx file to write")
+    p.add_argument(
+        "out",
+        help=".onnx file to write (an existing file is replaced only if export-onnx wrote it)",
+    )
     p.add_argument("--input-size", type=int, default=None, help="input side (default: the model's)")
     p.set_defaults(func=_cmd_export_onnx)
     return parser

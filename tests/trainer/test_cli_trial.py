@@ -244,3 +244,36 @@ def test_evaluate_on_a_split_without_images_fails_instead_of_scoring_nothing(
     assert code == 2 and "Traceback" not in err and "n/a" not in out
     assert f"{data / 'test' / 'images'}: no images to score" in err
     assert not target.exists()
+
+
+def test_single_file_outputs_never_replace_a_users_file_but_replace_their_own(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """`evaluate --json`, `recon-grid --out` and `export-onnx OUT` overwrote whatever file was
+    at that path (a user's notes, photo, model) without a word."""
+    pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    stage1 = tmp_path / "ssl.safetensors"
+    save_checkpoint(stage1, build_model(get_preset("tiny"), ("reconstruction",)), stage="pretrain")
+    photos, data = _photos(tmp_path / "photos"), _lapa(tmp_path / "lapa")
+    commands = {
+        "evaluate": lambda out: ["evaluate", str(parser_ckpt), "--data", str(data), "--split",
+                                 "val", "--device", "cpu", "--json", str(out)],
+        "recon-grid": lambda out: ["recon-grid", str(stage1), str(photos), "--out", str(out),
+                                   "--device", "cpu"],
+        "export-onnx": lambda out: ["export-onnx", str(parser_ckpt), str(out)],
+    }  # fmt: skip
+    for (command, argv), name in zip(
+        commands.items(), ["notes.json", "me.png", "mine.onnx"], strict=True
+    ):
+        users = tmp_path / name
+        users.write_bytes(b"the user's own file")
+        code, _, err = run(capsys, *argv(users))
+        assert code == 2 and "Traceback" not in err, err
+        assert f"{users}: exists and was not written by faceparse {command}" in err
+        assert users.read_bytes() == b"the user's own file"
+        ours = tmp_path / f"ours-{name}"
+        for _ in range(2):  # a rerun replaces the command's own file
+            code, _, err = run(capsys, *argv(ours))
+            assert code == 0, err
+        assert ours.stat().st_size > 100
