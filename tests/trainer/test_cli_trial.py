@@ -277,3 +277,38 @@ def test_single_file_outputs_never_replace_a_users_file_but_replace_their_own(
             code, _, err = run(capsys, *argv(ours))
             assert code == 0, err
         assert ours.stat().st_size > 100
+
+
+def _celebamask(src: Path, n: int = 10) -> Path:
+    """n CelebAMask-HQ-style pairs (merged layout: images/*.jpg, masks/*.png)."""
+    from trainer.data.imageio import write_image, write_label
+
+    for i in range(n):
+        image, label = synthetic_face(32, i)
+        write_image(src / "images" / f"{i:05d}.jpg", image)
+        write_label(src / "masks" / f"{i:05d}.png", label)  # LaPa ids are CelebAMask ids too
+    return src
+
+
+def test_converting_again_with_another_split_never_puts_a_face_in_two_splits(
+    tmp_path: Path, capsys
+) -> None:
+    """A second `convert SRC DST --val-fraction 0.3 --seed 1` into the first one's DST said
+    'train: 7, val: 3' but left faces of the old val split in train/ and the reverse: the model
+    was then validated on faces it trained on."""
+    src, dst = _celebamask(tmp_path / "src"), tmp_path / "lapa"
+    code, _, err = run(capsys, "convert", str(src), str(dst), "--val-fraction", "0.3")
+    assert code == 0, err
+    before = _digests(dst)
+    code, _, err = run(
+        capsys, "convert", str(src), str(dst), "--val-fraction", "0.3", "--seed", "1"
+    )
+    assert code == 2 and "Traceback" not in err
+    assert "is already in split" in err and str(dst) in err
+    assert _digests(dst) == before  # nothing written
+    train = {p.stem for p in (dst / "train" / "images").iterdir()}
+    val = {p.stem for p in (dst / "val" / "images").iterdir()}
+    assert not train & val
+    # The same split again (a rerun) is fine: it rewrites the same files.
+    code, _, err = run(capsys, "convert", str(src), str(dst), "--val-fraction", "0.3")
+    assert code == 0, err
