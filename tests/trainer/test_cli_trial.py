@@ -312,3 +312,28 @@ def test_converting_again_with_another_split_never_puts_a_face_in_two_splits(
     # The same split again (a rerun) is fine: it rewrites the same files.
     code, _, err = run(capsys, "convert", str(src), str(dst), "--val-fraction", "0.3")
     assert code == 0, err
+
+
+def test_a_label_without_its_image_is_an_error_not_silently_left_out(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """A LaPa label whose image was lost was skipped without a word: `--num-labeled 4` trained
+    on 3 faces, and evaluate scored one face fewer than the labels."""
+    data = _lapa(tmp_path / "lapa")
+    lost = data / "train" / "images" / "train_002.png"
+    lost.unlink()
+    orphan = data / "train" / "labels" / "train_002.png"
+    code, _, err = run(capsys, "finetune", "--data", str(data), "--preset", "tiny", "--max-steps",
+                       "1", "--num-labeled", "4", "--out-dir", str(tmp_path / "run"),
+                       "--device", "cpu", "--no-progress-bar")  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert f"{orphan}: a label without an image" in err and "train_002.<" in err
+    assert not (tmp_path / "run").exists()
+    code, _, err = run(capsys, "evaluate", str(parser_ckpt), "--data", str(data), "--split",
+                       "train", "--device", "cpu")  # fmt: skip
+    assert code == 2 and f"{orphan}: a label without an image" in err
+    # CelebAMask-HQ's merged layout, the same.
+    src = _celebamask(tmp_path / "celeb", n=3)
+    (src / "images" / "00001.jpg").unlink()
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert code == 2 and f"{src / 'masks' / '00001.png'}: a label without an image" in err

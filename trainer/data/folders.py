@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from trainer.data.imageio import is_image_path
-from trainer.errors import DatasetError
+from trainer.errors import DatasetError, LabelMapError
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +73,29 @@ def images_by_stem(folder: str | os.PathLike[str]) -> dict[str, Path]:
         found[path.stem] = path
     return found
 
+
+def refuse_labels_without_images(labels_dir: Path, images_dir: Path, stems: Iterable[str]) -> None:
+    """Raise when ``labels_dir`` holds a ``<stem>.png`` label whose image is not among ``stems``
+    (the images of ``images_dir``): left out silently, a run would train or score on fewer
+    faces than its labels.
+
+    Raises:
+        LabelMapError: naming the first such label and how many there are.
+    """
+    if not labels_dir.is_dir():
+        return
+    known = set(stems)
+    orphans = sorted(
+        entry.path
+        for entry in os.scandir(labels_dir)
+        if entry.name.lower().endswith(".png")
+        and not entry.name.startswith(".")
+        and Path(entry.name).stem not in known
+    )
+    if orphans:
+        first = Path(orphans[0])
+        more = f" ({len(orphans) - 1} more like it)" if len(orphans) > 1 else ""
+        raise LabelMapError(
+            f"{first}: a label without an image{more}; expected {images_dir / first.stem}.<jpg, "
+            f"png, ...>; add the image or move the label out of {labels_dir}"
+        )
