@@ -65,6 +65,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    meta = read_metadata(path)
+    total, skipped = meta.get("num_images"), meta.get("skipped_images") or 0
+    if isinstance(total, int):
+        unread = f", {skipped} of them unreadable and skipped (see the warnings)" if skipped else ""
+        print(f"images: {total} found{unread}")
     print(f"pretrained checkpoint: {path}")
     return 0
 

@@ -116,6 +116,8 @@ def _make_loader(
     paths = list_images(config.image_dirs)
     if not paths:
         raise DatasetError(f"no images found under {', '.join(config.image_dirs)}")
+    if info.is_main:
+        log.info("found %d images under %s", len(paths), ", ".join(map(str, config.image_dirs)))
     augment = TrainAugment(size, None) if recipe.augment == "affine" else None
     dataset = UnlabeledDataset(paths, size, augment_flip=True, seed=recipe.seed, augment=augment)
     dataset.check_readable()  # here, in one line, rather than from inside a loader worker

@@ -337,3 +337,23 @@ def test_a_label_without_its_image_is_an_error_not_silently_left_out(
     (src / "images" / "00001.jpg").unlink()
     code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
     assert code == 2 and f"{src / 'masks' / '00001.png'}: a label without an image" in err
+
+
+def test_pretrain_says_how_many_photos_it_found_and_how_many_it_could_not_read(
+    tmp_path: Path, capsys, caplog
+) -> None:
+    """On a folder of the user's own photos, pretrain said nothing of what it found: not how
+    many photos, not that some were unreadable (only warnings scrolled away mid-run)."""
+    import logging
+
+    photos = _photos(tmp_path / "photos")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    (photos / "notes.md").write_text("where these were taken")
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        code, stdout, err = run(capsys, "pretrain", "--image-dirs", str(photos), "--preset",
+                                "tiny", "--epochs", "1", "--batch-size", "2", "--out-dir",
+                                str(out), "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert f"found 4 images under {photos}" in caplog.text
+    assert "images: 4 found, 1 of them unreadable and skipped (see the warnings)" in stdout
