@@ -162,7 +162,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise FaceParseError(f"{args.images}: folder of images not found")
     from trainer.data.folders import list_images
 
-    found = len(list_images(args.images))
+    found = len(list_images(args.images, warn=False))  # predict_folder's own scan warns
     if not found:
         raise FaceParseError(f"{args.images}: no images found (the folder is searched recursively)")
     # Under torchrun: one process per GPU or CPU share, each parsing its share of the photos.

@@ -357,3 +357,14 @@ def test_pretrain_says_how_many_photos_it_found_and_how_many_it_could_not_read(
     assert code == 0, err
     assert f"found 4 images under {photos}" in caplog.text
     assert "images: 4 found, 1 of them unreadable and skipped (see the warnings)" in stdout
+
+
+def test_predict_warns_once_about_each_file_that_is_not_an_image(
+    parser_ckpt: Path, tmp_path: Path, capsys, caplog
+) -> None:
+    """Every non-image file in the photo folder was reported twice."""
+    photos = _photos(tmp_path / "photos")
+    (photos / "trip" / "clip.mov").write_bytes(b"a video")
+    code, _, err = _predict(capsys, parser_ckpt, photos, tmp_path / "labels")
+    assert code == 0, err
+    assert caplog.text.count("clip.mov: not an image file") == 1

@@ -19,11 +19,14 @@ _QUIET = {".ds_store", "thumbs.db", "desktop.ini"}
 _QUIET_SUFFIXES = {".md", ".txt", ".csv", ".json"}
 
 
-def list_images(roots: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+def list_images(
+    roots: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], warn: bool = True
+) -> list[Path]:
     """Every image file under one or more folders, recursively, sorted by path.
 
-    Hidden folders (".faceparse", ".git") are skipped. A non-image file gets one warning line,
-    never an exception (notes and credits, ``.md .txt .csv .json``, none).
+    Hidden folders (".faceparse", ".git") are skipped. A non-image file gets one warning line
+    (unless ``warn`` is False: a second scan of the same folders), never an exception (notes
+    and credits, ``.md .txt .csv .json``, none).
 
     Raises:
         DatasetError: a root is not a folder.
@@ -43,7 +46,11 @@ def list_images(roots: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
                     continue
                 if is_image_path(path):
                     found.append(path)
-                elif name.lower() not in _QUIET and path.suffix.lower() not in _QUIET_SUFFIXES:
+                elif (
+                    warn
+                    and name.lower() not in _QUIET
+                    and path.suffix.lower() not in _QUIET_SUFFIXES
+                ):
                     log.warning("skipping %s: not an image file", path)
     return sorted(found)
 
