@@ -37,7 +37,10 @@ log = logging.getLogger("trainer.cli")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
-DEVICE_HELP = "compute device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+DEVICE_HELP = (
+    "compute device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: "
+    "%(default)s)"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="PNG file to write (an existing file is replaced only if recon-grid wrote it)",
     )  # fmt: skip
     p.add_argument("--num-images", type=int, default=8, help="faces in the grid (default: 8)")
-    p.add_argument("--seed", type=int, default=0, help="picks the faces and the masks")
+    p.add_argument(
+        "--seed", type=int, default=0, help="picks the faces and the masks (default: %(default)s)"
+    )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_cmd_recon_grid)
 
@@ -330,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", metavar="PATH",
         help="also write the metrics as JSON (an existing file is replaced only if evaluate wrote it)",
     )  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    p.add_argument(
+        "--batch-size", type=int, default=4, help="images per forward pass (default: %(default)s)"
+    )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     _add_framing(p)
     p.set_defaults(func=_cmd_evaluate)
@@ -357,10 +364,18 @@ def build_parser() -> argparse.ArgumentParser:
         "src", help="CelebAMask-HQ folder (merged masks or the official per-part layout)"
     )
     p.add_argument("dst", help="LaPa dataset root to write")
-    p.add_argument("--split", default="train", help="split for the images not held out")
-    p.add_argument("--val-fraction", type=float, default=0.0, help="share written to val/")
-    p.add_argument("--test-fraction", type=float, default=0.0, help="share written to test/")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split")
+    p.add_argument(
+        "--split", default="train", help="split for the images not held out (default: %(default)s)"
+    )
+    p.add_argument(
+        "--val-fraction", type=float, default=0.0,
+        help="share of the images written to val/, 0 to 1 (default: %(default)s: no val/)",
+    )  # fmt: skip
+    p.add_argument(
+        "--test-fraction", type=float, default=0.0,
+        help="share of the images written to test/, 0 to 1 (default: %(default)s: no test/)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default: %(default)s)")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("info", help="print a checkpoint's metadata as JSON")

@@ -119,8 +119,9 @@ class FinetuneData:
         root: dataset folder (LaPa layout, or CelebAMask-HQ mapped to LaPa classes); None when
             the caller hands the samples over itself (``finetune_on_samples``).
         data_format: "lapa", "celebamask" or "auto" (LaPa when ``data/train/images`` exists).
-        fraction: share of the training images that are labeled (K = max(1, round(f·N))).
-        num_labeled: number of labeled training images K (instead of fraction).
+        fraction: share of the training images that are labeled (K = max(1, round(f·N))); with
+            neither fraction nor num_labeled, every training image.
+        num_labeled: number of labeled training images K (instead of fraction; at most N).
         subset_seed: seed of the labeled subset (kept apart from the recipe's seed so runs with
             other training seeds use the same faces).
         val_split: LaPa split used for validation; None or "" for none.

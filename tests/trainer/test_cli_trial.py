@@ -368,3 +368,24 @@ def test_predict_warns_once_about_each_file_that_is_not_an_image(
     code, _, err = _predict(capsys, parser_ckpt, photos, tmp_path / "labels")
     assert code == 0, err
     assert caplog.text.count("clip.mov: not an image file") == 1
+
+
+def test_every_option_with_a_default_says_it_in_its_help() -> None:
+    """`faceparse evaluate --help` did not say --batch-size is 4, `convert --help` not that
+    --val-fraction is 0 or --split train, and no --device said it is auto."""
+    import argparse
+
+    from trainer.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    silent = []
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if not action.option_strings or action.help in (None, argparse.SUPPRESS):
+                continue
+            if action.default is None or action.default is False or action.dest == "help":
+                continue
+            if "default" not in action.help:
+                silent.append(f"{name} {action.option_strings[-1]}")
+    assert silent == []
