@@ -114,7 +114,7 @@ def evaluate(
 
 def format_table(results: dict[str, Any]) -> str:
     """A plain-text table of per-class F1 and IoU (percent) with the two summary means."""
-    rows = [f"{'class':<16}{'F1':>8}{'IoU':>8}"]
+    rows = [f"{'class':<16}{'F1 %':>8}{'IoU %':>8}"]
     rows.append("-" * len(rows[0]))
 
     def pct(value: float | None) -> str:

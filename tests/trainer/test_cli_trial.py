@@ -389,3 +389,28 @@ def test_every_option_with_a_default_says_it_in_its_help() -> None:
             if "default" not in action.help:
                 silent.append(f"{name} {action.option_strings[-1]}")
     assert silent == []
+
+
+def test_finetune_reports_validation_scores_in_the_tables_units(
+    tmp_path: Path, capsys, caplog
+) -> None:
+    """The per-epoch lines said 'mean F1 0.0235, mIoU 0.0334' (fractions) right above a table
+    that said 'mean F1 (fg) 2.35' (percent) for the same validation."""
+    import logging
+    import re
+
+    data = _lapa(tmp_path / "lapa")
+    with caplog.at_level(logging.INFO):
+        code, out, err = run(capsys, "finetune", "--data", str(data), "--preset", "tiny",
+                             "--max-steps", "2", "--batch-size", "2", "--out-dir",
+                             str(tmp_path / "run"), "--device", "cpu", "--no-progress-bar")  # fmt: skip
+    assert code == 0, err
+    best = [
+        m
+        for m in re.finditer(
+            r"validation epoch \d+: mean F1 ([\d.]+)%, mIoU ([\d.]+)%.*\(best\)", caplog.text
+        )
+    ][-1]
+    table_f1 = re.search(r"mean F1 \(fg\)\s+([\d.]+)", out).group(1)
+    table_miou = re.search(r"mIoU \(all\)\s+([\d.]+)", out).group(1)
+    assert (best.group(1), best.group(2)) == (table_f1, table_miou)
