@@ -125,6 +125,16 @@ def format_table(results: dict[str, Any]) -> str:
     rows.append("-" * len(rows[0]))
     rows.append(f"{'mean F1 (fg)':<16}{pct(results['mean_f1'])}")
     rows.append(f"{'mIoU (all)':<16}{'':>8}{pct(results['miou'])}")
+    scores = list(results["per_class"].values())
+    f1_in = sum(s["f1"] is not None for s in scores[1:])  # class 0 is the background
+    iou_in = sum(s["iou"] is not None for s in scores)
+    if f1_in < len(scores) - 1 or iou_in < len(scores):
+        # A researcher cites these as the 10- and 11-class means; say when they are not.
+        rows.append(
+            f"n/a: absent from labels and predictions alike, left out of the means (mean F1 "
+            f"over {f1_in} of the {len(scores) - 1} foreground classes, mIoU over {iou_in} of "
+            f"the {len(scores)} classes)"
+        )
     if "num_images" in results:
         rows.append(f"{results['num_images']} images, {results.get('pixels', 0):,} pixels")
     skipped = len(results.get("skipped_images") or ())

@@ -414,3 +414,25 @@ def test_finetune_reports_validation_scores_in_the_tables_units(
     table_f1 = re.search(r"mean F1 \(fg\)\s+([\d.]+)", out).group(1)
     table_miou = re.search(r"mIoU \(all\)\s+([\d.]+)", out).group(1)
     assert (best.group(1), best.group(2)) == (table_f1, table_miou)
+
+
+def test_the_table_says_when_a_mean_leaves_out_absent_classes() -> None:
+    """With no inner mouth in the labels nor the predictions, 'mean F1 (fg)' was the mean of 9
+    classes, not of LaPa's 10, and the table did not say so: a researcher would cite it as the
+    10-class mean."""
+    from trainer.evaluate import format_table
+    from trainer.labels import LAPA
+    from trainer.metrics import ConfusionMatrix
+
+    label = synthetic_face(64, 0)[1]
+    label[label == 8] = 7  # no inner mouth in this set
+    cm = ConfusionMatrix(11)
+    cm.update(label, label)
+    table = format_table(cm.to_dict(LAPA.classes))
+    assert "inner_mouth" in table and "n/a" in table
+    assert "mean F1 over 9 of the 10 foreground classes" in table
+    assert "mIoU over 10 of the 11 classes" in table
+    full = synthetic_face(64, 0)[1]
+    cm = ConfusionMatrix(11)
+    cm.update(full, full)
+    assert "of the" not in format_table(cm.to_dict(LAPA.classes))  # every class present
