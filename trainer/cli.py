@@ -103,7 +103,13 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     if result.metrics:
         from trainer.evaluate import format_table
 
-        print(f"validation of the best checkpoint (epoch {result.metrics.get('epoch')}):")
+        faces = (
+            "; faces framed from the labels; `faceparse evaluate` finds them, and may score "
+            "it a little otherwise"
+            if result.metrics.get("faces_from") == "labels"
+            else ""
+        )
+        print(f"validation of the best checkpoint (epoch {result.metrics.get('epoch')}{faces}):")
         print(format_table(result.metrics))
     print(result_summary(result))
     return 0

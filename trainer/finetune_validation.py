@@ -90,6 +90,8 @@ class ValidateAndPublish(Hook):
             self.model.train()
         results.pop("model", None)
         results.update(epoch=epoch + 1, step=loop.step)
+        if self.config.data.framing == "detect":
+            results["faces_from"] = "labels"  # `faceparse evaluate` uses its finder's faces
         self.validated_step = loop.step
         self.last_metrics = results
         record = {
