@@ -13,18 +13,18 @@ command (``faceparse-studio export``): this package never imports the app.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import os
 import signal
 import sys
-import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from trainer import __version__
+from trainer.cli_exits import finetune_kept, os_error_line, stop_on_sigterm
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
 from trainer.errors import FaceParseError
 
@@ -99,7 +99,14 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from trainer.finetune import finetune, result_summary
 
     config = run_config_from_args(FinetuneConfig, args)
-    result = finetune(config)
+    started = time.time()
+    try:
+        result = finetune(config)
+    except KeyboardInterrupt:
+        # The run published its best and last checkpoints on the way out; say which.
+        kept = finetune_kept(config.runtime.out_dir, started)
+        print(f"faceparse finetune: {kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if result.metrics:
         from trainer.evaluate import format_table
 
@@ -407,25 +414,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
-
-
-def os_error_line(exc: OSError) -> str:
-    """One line for a file the system refused: the user's path (the folder, for the temporary
-    file of an atomic write) and what to do."""
-    path = Path(exc.filename)
-    if path.name.startswith(".") and path.name.endswith(".tmp"):
-        path = path.parent  # `.<name>.<random>.tmp`: the user never named it
-    if exc.errno in _WRITE_ERRNOS:
-        hint = (
-            "free some space"
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            else "choose a folder you can write to"
-        )
-        return f"{path}: cannot write here ({exc.strerror}); {hint}"
-    return f"{path}: {exc.strerror}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 bad input, usage, or a file the system
     refused to read or write; 130 interrupted)."""
@@ -439,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    previous = _stop_on_sigterm()
+    previous = stop_on_sigterm()
     try:
         return int(args.func(args))
     except FaceParseError as exc:
@@ -460,16 +448,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _stop_on_sigterm() -> signal.Handlers | Any:
-    """Make SIGTERM (``kill``, a cluster's preemption, ``docker stop``) stop a command as Ctrl+C
-    does: a training writes its resumable checkpoint and says how to go on. Returns the handler
-    it replaced (None off the main thread, where signals cannot be handled)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, interrupt)

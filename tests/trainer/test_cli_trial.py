@@ -165,12 +165,9 @@ def test_an_output_path_that_cannot_be_written_is_one_line_not_a_traceback(
     assert f"{tmp_path}: cannot write here (Permission denied)" in err and ".tmp" not in err
 
 
-def test_sigterm_stops_a_pretraining_as_ctrl_c_does_with_a_resumable_checkpoint(
-    tmp_path: Path,
-) -> None:
-    """`kill PID` (a cluster's preemption, `docker stop`) ended a run at once: no checkpoint
-    (the last one up to --checkpoint-minutes old) and no word on how to go on."""
-    import json
+def _signal_a_run(argv: list[str], log: Path, signum: int) -> tuple[int, str, str]:
+    """Run ``python -m trainer ARGV`` and send it ``signum`` once ``log`` holds two steps:
+    (exit code, stdout, stderr)."""
     import os
     import signal
     import subprocess
@@ -178,30 +175,62 @@ def test_sigterm_stops_a_pretraining_as_ctrl_c_does_with_a_resumable_checkpoint(
     import time
 
     from tests.conftest import ROOT
-    from trainer.checkpoint import read_metadata
 
-    photos, out = _photos(tmp_path / "photos"), tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "trainer", "pretrain", "--image-dirs", str(photos),
-            "--preset", "tiny", "--epochs", "100000", "--batch-size", "1", "--device", "cpu",
-            "--checkpoint-minutes", "0", "--out-dir", str(out)]  # fmt: skip
     child = subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    log = out / "pretrain_log.jsonl"
+        [sys.executable, "-m", "trainer", *argv], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        # A child of a non-interactive shell may start with SIGINT ignored; a terminal's never.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     deadline = time.monotonic() + 300
     while not (log.is_file() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
         assert child.poll() is None, child.communicate()
         time.sleep(0.2)
-    child.send_signal(signal.SIGTERM)
-    _, err = child.communicate(timeout=120)
-    assert child.returncode == 130, err
+    child.send_signal(signum)
+    out, err = child.communicate(timeout=120)
+    return child.returncode, out, err
+
+
+def test_sigterm_stops_a_pretraining_as_ctrl_c_does_with_a_resumable_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """`kill PID` (a cluster's preemption, `docker stop`) ended a run at once: no checkpoint
+    (the last one up to --checkpoint-minutes old) and no word on how to go on."""
+    import json
+    import signal
+
+    from trainer.checkpoint import read_metadata
+
+    photos, out = _photos(tmp_path / "photos"), tmp_path / "run"
+    argv = ["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--epochs", "100000",
+            "--batch-size", "1", "--device", "cpu", "--checkpoint-minutes", "0", "--out-dir",
+            str(out)]  # fmt: skip
+    log = out / "pretrain_log.jsonl"
+    code, _, err = _signal_a_run(argv, log, signal.SIGTERM)
+    assert code == 130, err
     last = out / "pretrain_last.safetensors"
     assert "interrupted at step" in err and f"--resume {last}" in err and "Traceback" not in err
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert read_metadata(last)["step"] == steps[-1]  # every step it logged is in the checkpoint
     names = sorted(p.name for p in out.iterdir())  # no temporary file left behind
     assert names == [".pretrain.lock", "pretrain_last.safetensors", "pretrain_log.jsonl"]
+
+
+def test_ctrl_c_during_finetuning_says_what_it_kept(tmp_path: Path) -> None:
+    """Ctrl+C during finetune printed only 'faceparse finetune: interrupted', though it had
+    written the best and the last checkpoints."""
+    import signal
+
+    data, out = _lapa(tmp_path / "lapa"), tmp_path / "run"
+    argv = ["finetune", "--data", str(data), "--preset", "tiny", "--epochs", "100000",
+            "--batch-size", "1", "--device", "cpu", "--no-progress-bar", "--out-dir", str(out)]  # fmt: skip
+    code, _, err = _signal_a_run(argv, out / "finetune_log.jsonl", signal.SIGINT)
+    assert code == 130 and "Traceback" not in err, err
+    best, last = out / "finetune_best.safetensors", out / "finetune_last.safetensors"
+    assert best.is_file() and last.is_file()
+    assert "faceparse finetune: interrupted at step" in err
+    assert f"kept {best} (epoch" in err and f"and {last}" in err
 
 
 def test_a_second_training_into_the_same_run_folder_is_refused_while_the_first_runs(
