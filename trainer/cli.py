@@ -146,7 +146,7 @@ def _add_framing(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from trainer.evaluate import evaluate, format_table
+    from trainer.evaluate import evaluate, format_table, seen_in_training
     from trainer.outputs import is_metrics_json, refuse_foreign_file
     from trainer.predict import Predictor
 
@@ -159,9 +159,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if len(dataset) == 0:  # a table of n/a would read like a result
         folder = getattr(dataset, "images_dir", None) or getattr(dataset, "root", args.data)
         raise FaceParseError(f"{folder}: no images to score (split {args.split!r})")
+    seen = seen_in_training(args.checkpoint, dataset)
     results = evaluate(predictor, dataset, batch_size=args.batch_size)
+    results["faces_seen_in_training"] = seen
     print(format_table(results))
     print(f"framing: {args.framing}")
+    if seen:
+        print(f"not held out: {seen} of {len(dataset)} faces scored were fine-tuned on")
     if args.json:
         from trainer.data.imageio import atomic_write_bytes
 

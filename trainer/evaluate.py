@@ -112,6 +112,27 @@ def evaluate(
     return results
 
 
+def seen_in_training(checkpoint: str | os.PathLike[str], dataset: Any) -> int:
+    """How many faces of ``dataset`` (by name) the checkpoint was fine-tuned on (its recorded
+    label subset), with one warning line when any: such scores are not held out (e.g. a
+    CelebAMask-HQ folder, which has no splits, scored after training on it).
+
+    Returns:
+        The count; 0 when the checkpoint records no subset or the set has no names.
+    """
+    from trainer.checkpoint import read_metadata
+
+    trained = set(read_metadata(checkpoint).get("label_subset") or ())
+    names = list(getattr(dataset, "names", None) or ())
+    seen = sum(name in trained for name in names)
+    if seen:
+        log.warning(
+            "%d of the %d faces scored are among the %d this model was fine-tuned on (by name): "
+            "these scores are not held out", seen, len(names), len(trained),
+        )  # fmt: skip
+    return seen
+
+
 def format_table(results: dict[str, Any]) -> str:
     """A plain-text table of per-class F1 and IoU (percent) with the two summary means."""
     rows = [f"{'class':<16}{'F1 %':>8}{'IoU %':>8}"]

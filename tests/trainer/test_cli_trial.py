@@ -483,3 +483,30 @@ def test_finetune_says_its_validation_took_the_faces_from_the_labels(
     assert "faces framed from the labels; `faceparse evaluate` finds them" in text
     metrics = read_metadata(out / "finetune_best.safetensors")["metrics"]
     assert metrics["faces_from"] == "labels"
+
+
+def test_evaluate_warns_when_it_scores_faces_the_model_was_trained_on(
+    tmp_path: Path, capsys, caplog
+) -> None:
+    """`finetune --data celeb` (a CelebAMask-HQ folder: no splits) then `evaluate --data celeb
+    --split test` scored the model on its own training faces (--split does not apply there)
+    and printed the table as if held out."""
+    import json
+
+    data, run_dir = _lapa(tmp_path / "lapa"), tmp_path / "run"
+    code, _, err = run(capsys, "finetune", "--data", str(data), "--preset", "tiny", "--max-steps",
+                       "1", "--batch-size", "2", "--num-labeled", "3", "--out-dir", str(run_dir),
+                       "--device", "cpu", "--no-progress-bar")  # fmt: skip
+    assert code == 0, err
+    model = run_dir / "finetune_best.safetensors"
+    caplog.clear()
+    for split, seen in [("train", 3), ("val", 0)]:
+        target = tmp_path / f"{split}.json"
+        code, out, err = run(capsys, "evaluate", str(model), "--data", str(data), "--split",
+                             split, "--device", "cpu", "--json", str(target))  # fmt: skip
+        assert code == 0, err
+        warned = f"{seen} of the 4 faces scored are among the 3 this model was fine-tuned on"
+        assert (warned in caplog.text) == bool(seen)
+        assert (f"not held out: {seen} of 4 faces" in out) == bool(seen)
+        assert json.loads(target.read_text())["faces_seen_in_training"] == seen
+        caplog.clear()
