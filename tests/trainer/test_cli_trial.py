@@ -510,3 +510,17 @@ def test_evaluate_warns_when_it_scores_faces_the_model_was_trained_on(
         assert (f"not held out: {seen} of 4 faces" in out) == bool(seen)
         assert json.loads(target.read_text())["faces_seen_in_training"] == seen
         caplog.clear()
+
+
+def test_asking_for_more_labeled_faces_than_there_are_is_said(
+    tmp_path: Path, capsys, caplog
+) -> None:
+    """`--num-labeled 10` on 4 training faces trained on 4 with only an INFO line 'training
+    on 4 of 4': a label-efficiency curve would have plotted the point at K = 10."""
+    data = _lapa(tmp_path / "lapa")
+    code, _, err = run(capsys, "finetune", "--data", str(data), "--preset", "tiny", "--max-steps",
+                       "1", "--batch-size", "2", "--num-labeled", "10", "--out-dir",
+                       str(tmp_path / "run"), "--device", "cpu", "--no-progress-bar")  # fmt: skip
+    assert code == 0, err
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("--num-labeled 10 asks for more faces than the 4 of" in w for w in warnings)
