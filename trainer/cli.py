@@ -180,9 +180,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if not Path(args.images).is_dir():
         raise FaceParseError(f"{args.images}: folder of images not found")
-    from trainer.data.folders import list_images
+    from trainer.predict_folder import photos_to_parse
 
-    found = len(list_images(args.images, warn=False))  # predict_folder's own scan warns
+    overlays = Path(args.overlays) if args.overlays else None
+    # predict_folder's own scan warns about the files that are not images.
+    found = len(photos_to_parse(Path(args.images), Path(args.out), overlays, warn=False))
     if not found:
         raise FaceParseError(f"{args.images}: no images found (the folder is searched recursively)")
     # Under torchrun: one process per GPU or CPU share, each parsing its share of the photos.

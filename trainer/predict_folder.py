@@ -100,8 +100,8 @@ def predict_folder(
         else Predictor.from_checkpoint(checkpoint, device, framing=framing)
     )
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    jobs = _unique_outputs(in_dir, out_dir, warn=rank == 0)
     overlays = None if overlay_dir is None else Path(overlay_dir)
+    jobs = _unique_outputs(in_dir, out_dir, overlays, warn=rank == 0)
     # Every rank checks every target before any rank writes one: all pass or all refuse.
     earlier = _refuse_foreign_targets(jobs, out_dir, overlays)
     if rank == 0:
@@ -151,11 +151,31 @@ def _relative(path: Path, out_dir: Path) -> str:
     return Path(os.path.relpath(path, out_dir)).as_posix()
 
 
-def _unique_outputs(in_dir: Path, out_dir: Path, warn: bool) -> list[tuple[Path, Path]]:
+def photos_to_parse(
+    in_dir: Path, out_dir: Path, overlay_dir: Path | None = None, warn: bool = True
+) -> list[Path]:
+    """Every image under ``in_dir`` but those in the output folders, when they lie inside it
+    (``photos/labels``): a run's own label maps and overlays are not photos to parse."""
+    root = in_dir.resolve()
+    outputs = [
+        d.resolve()
+        for d in (out_dir, overlay_dir)
+        if d is not None and d.resolve() != root and d.resolve().is_relative_to(root)
+    ]
+    return [
+        path
+        for path in list_images(in_dir, warn=warn)
+        if not any(path.resolve().is_relative_to(d) for d in outputs)
+    ]
+
+
+def _unique_outputs(
+    in_dir: Path, out_dir: Path, overlay_dir: Path | None, warn: bool
+) -> list[tuple[Path, Path]]:
     """(image, its label path under out_dir) of every image; of images that would write the
     same label file (face.jpg and face.png in one folder both become face.png), the first."""
     jobs, seen = [], set()
-    for path in list_images(in_dir):
+    for path in photos_to_parse(in_dir, out_dir, overlay_dir, warn=warn):
         rel = path.relative_to(in_dir).with_suffix(".png")
         if rel in seen:
             if warn:
@@ -214,7 +234,8 @@ def _refuse_foreign_targets(
         if resolved in inputs:
             raise FaceParseError(
                 f"{target}: is one of the input images; predicting would overwrite it; write "
-                "the label maps and overlays to a folder outside the photos"
+                "the label maps and overlays to another folder (a new subfolder of the photos, "
+                "such as labels/, is left out of them)"
             )
         if resolved not in ours:
             foreign.append(target)

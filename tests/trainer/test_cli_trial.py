@@ -524,3 +524,18 @@ def test_asking_for_more_labeled_faces_than_there_are_is_said(
     assert code == 0, err
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("--num-labeled 10 asks for more faces than the 4 of" in w for w in warnings)
+
+
+def test_predict_into_a_folder_inside_the_photos_leaves_its_own_output_alone(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """`predict MODEL photos photos/labels`, run again, took its own label maps for photos: it
+    refused them as input images (or, before that check, parsed them into labels/labels/)."""
+    photos = _photos(tmp_path / "photos")
+    for _ in range(2):
+        code, out, err = _predict(capsys, parser_ckpt, photos, photos / "labels", "--overlays",
+                                  str(photos / "overlays"))  # fmt: skip
+        assert code == 0, err
+        assert "wrote 3 label maps" in out and "skipped" not in out
+    assert not (photos / "labels" / "labels").exists()
+    assert not (photos / "labels" / "overlays").exists()
