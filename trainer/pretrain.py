@@ -391,7 +391,8 @@ def _start_from(path: Path, model_config: ModelConfig) -> FaceParseNet:
     if stored != model_config:
         raise CheckpointError(
             f"{path}: model {ckpt.config.preset!r} ({ckpt.config.encoder_name}) does not match "
-            f"this run's {model_config.preset!r} ({model_config.encoder_name})"
+            f"this run's {model_config.preset!r} ({model_config.encoder_name}); run with "
+            f"--preset {ckpt.config.preset}"
         )
     model.config = stored
     return model.train()
@@ -412,7 +413,8 @@ def _restore(
     if ckpt.config != model_config:
         raise CheckpointError(
             f"{path}: model {ckpt.config.preset!r} at {ckpt.config.input_size} px does not match "
-            f"this run's {model_config.preset!r} at {model_config.input_size} px"
+            f"this run's {model_config.preset!r} at {model_config.input_size} px; resume with "
+            f"--preset {ckpt.config.preset} --input-size {ckpt.config.input_size}"
         )
     model.load_state_dict(ckpt.model_state)
     optimizer.load_state_dict(ckpt.optimizer_state)

@@ -539,3 +539,19 @@ def test_predict_into_a_folder_inside_the_photos_leaves_its_own_output_alone(
         assert "wrote 3 label maps" in out and "skipped" not in out
     assert not (photos / "labels" / "labels").exists()
     assert not (photos / "labels" / "overlays").exists()
+
+
+def test_a_stage1_start_of_another_preset_says_which_preset_to_run(tmp_path: Path, capsys) -> None:
+    """`pretrain --preset tiny --init starter_backbone.safetensors` said the models do not match,
+    not what to run instead."""
+    from tests.conftest import ROOT
+
+    starter = ROOT / "trainer" / "assets" / "models" / "starter_backbone.safetensors"
+    if not starter.is_file():
+        pytest.skip("the starter backbone is not in this checkout")
+    photos = _photos(tmp_path / "photos")
+    code, _, err = run(capsys, "pretrain", "--image-dirs", str(photos), "--preset", "tiny",
+                       "--init", str(starter), "--max-steps", "1", "--out-dir",
+                       str(tmp_path / "run"), "--device", "cpu")  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert "does not match this run's 'tiny'" in err and "run with --preset lite" in err
