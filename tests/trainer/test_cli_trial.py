@@ -555,3 +555,27 @@ def test_a_stage1_start_of_another_preset_says_which_preset_to_run(tmp_path: Pat
                        str(tmp_path / "run"), "--device", "cpu")  # fmt: skip
     assert code == 2 and "Traceback" not in err
     assert "does not match this run's 'tiny'" in err and "run with --preset lite" in err
+
+
+def test_resuming_with_other_settings_says_which_and_the_checkpoint_keeps_them(
+    tmp_path: Path, capsys, caplog
+) -> None:
+    """`pretrain --resume` with another --batch-size and --lr said 'resuming from step 46 of
+    10', trained nothing more and reported success; the checkpoint then recorded the new
+    settings as the run's, so the run could not be reproduced from it."""
+    from trainer.checkpoint import read_metadata
+
+    photos, out = _photos(tmp_path / "photos"), tmp_path / "run"
+    base = ["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--epochs", "2",
+            "--out-dir", str(out), "--device", "cpu"]  # fmt: skip
+    code, _, err = run(capsys, *base, "--batch-size", "1", "--max-steps", "4")
+    assert code == 0, err
+    last = out / "pretrain_last.safetensors"
+    caplog.clear()
+    code, _, err = run(capsys, *base, "--batch-size", "2", "--lr", "0.1", "--resume", str(last))
+    assert code == 0, err
+    warnings = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "settings that differ from the run's" in warnings
+    assert "batch_size 1 -> 2" in warnings and "lr 0.001 -> 0.1" in warnings
+    changes = read_metadata(last)["changed_on_resume"]
+    assert {"step": 4, "batch_size": [1, 2], "lr": [0.001, 0.1], "max_steps": [4, None]} in changes
