@@ -281,6 +281,13 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 # Parser
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``faceparse`` argument parser."""
     from trainer.configs import FinetuneConfig, PretrainConfig
@@ -320,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True,
         help="PNG file to write (an existing file is replaced only if recon-grid wrote it)",
     )  # fmt: skip
-    p.add_argument("--num-images", type=int, default=8, help="faces in the grid (default: 8)")
+    p.add_argument(
+        "--num-images", type=_positive_int, default=8, help="faces in the grid (default: 8)"
+    )
     p.add_argument(
         "--seed", type=int, default=0, help="picks the faces and the masks (default: %(default)s)"
     )

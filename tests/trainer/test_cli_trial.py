@@ -579,3 +579,38 @@ def test_resuming_with_other_settings_says_which_and_the_checkpoint_keeps_them(
     assert "batch_size 1 -> 2" in warnings and "lr 0.001 -> 0.1" in warnings
     changes = read_metadata(last)["changed_on_resume"]
     assert {"step": 4, "batch_size": [1, 2], "lr": [0.001, 0.1], "max_steps": [4, None]} in changes
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value", "says"),
+    [
+        ("pretrain", "--lr", "-1", "lr"),
+        ("pretrain", "--mask-ratio", "2", "mask_ratio"),
+        ("pretrain", "--max-steps", "0", "max_steps"),
+        ("pretrain", "--num-patches", "0", "num_patches"),
+        ("finetune", "--lr", "-0.01", "lr"),
+        ("finetune", "--dice-weight", "-1", "dice_weight"),
+        ("recon-grid", "--num-images", "0", "--num-images"),
+    ],
+)
+def test_an_impossible_flag_value_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys, command: str, flag: str, value: str, says: str
+) -> None:
+    """`--lr -1` and `--mask-ratio 2` ended in a ValueError traceback from torch / the masker,
+    `recon-grid --num-images 0` in a RuntimeError; `--max-steps 0` 'pretrained' nothing."""
+    photos, data = _photos(tmp_path / "photos"), _lapa(tmp_path / "lapa")
+    out = str(tmp_path / "run")
+    argv = {
+        "pretrain": ["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--out-dir", out],
+        "finetune": ["finetune", "--data", str(data), "--preset", "tiny", "--out-dir", out],
+        "recon-grid": ["recon-grid", str(tmp_path / "ssl.safetensors"), str(photos), "--out",
+                       str(tmp_path / "g.png")],
+    }[command]  # fmt: skip
+    if command == "recon-grid":
+        model = build_model(get_preset("tiny"), ("reconstruction",))
+        save_checkpoint(tmp_path / "ssl.safetensors", model, stage="pretrain")
+    code, _, err = run(capsys, *argv, flag, value, "--device", "cpu")
+    assert code == 2 and "Traceback" not in err, err
+    assert says in err and value in err
+    assert len(err.strip().splitlines()) == 1 or err.startswith("usage:")  # argparse's own
+    assert not (tmp_path / "run").exists()
