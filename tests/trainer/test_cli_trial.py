@@ -591,6 +591,10 @@ def test_resuming_with_other_settings_says_which_and_the_checkpoint_keeps_them(
         ("finetune", "--lr", "-0.01", "lr"),
         ("finetune", "--dice-weight", "-1", "dice_weight"),
         ("recon-grid", "--num-images", "0", "--num-images"),
+        ("finetune", "--num-workers", "-1", "num_workers"),
+        ("finetune", "--input-size", "0", "input_size"),
+        ("pretrain", "--input-size", "-32", "input_size"),
+        ("finetune", "--val-limit", "0", "val_limit"),
     ],
 )
 def test_an_impossible_flag_value_is_one_line_not_a_traceback(
