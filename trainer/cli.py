@@ -209,8 +209,22 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     skipped = f" ({found - count} skipped, see the warnings)" if count < found else ""
     if info.is_main:
         ranks = f" by {info.world_size} processes" if info.distributed else ""
-        print(f"wrote {count} label maps to {args.out}{skipped}{ranks}")
+        print(f"wrote {count} label maps to {args.out}{skipped}{ranks}{_faces_parsed(args.out)}")
     return 0
+
+
+def _faces_parsed(out: str) -> str:
+    """': N faces parsed, K photos without a face' from predict's faces.json (detect framing)."""
+    from trainer.predict_folder import FACES_NAME
+
+    try:
+        record = json.loads((Path(out) / FACES_NAME).read_text("utf-8"))
+        faces = [len(image["faces"]) for image in record["images"].values()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    if record.get("framing") != "detect":
+        return ""
+    return f": {sum(faces)} faces parsed, {faces.count(0)} photos without a face (all background)"
 
 
 def _predictor_for_every_rank(args: argparse.Namespace, info: DistInfo) -> Predictor:

@@ -618,3 +618,15 @@ def test_an_impossible_flag_value_is_one_line_not_a_traceback(
     assert says in err and value in err
     assert len(err.strip().splitlines()) == 1 or err.startswith("usage:")  # argparse's own
     assert not (tmp_path / "run").exists()
+
+
+def test_predict_says_how_many_faces_it_parsed(parser_ckpt: Path, tmp_path: Path, capsys) -> None:
+    """On a folder of group photos, predict said 'wrote 8 label maps' and nothing of the faces:
+    how many it found, and how many photos had none (their label maps all background)."""
+    photos = _photos(tmp_path / "photos")
+    code, out, err = _predict(capsys, parser_ckpt, photos, tmp_path / "labels")
+    assert code == 0, err
+    assert "wrote 3 label maps" in out and "3 faces parsed, 0 photos without a face" in out
+    code, out, err = _predict(capsys, parser_ckpt, photos, tmp_path / "whole", "--framing", "whole")
+    assert code == 0, err
+    assert "faces parsed" not in out  # whole framing parses each image as one face crop
