@@ -113,7 +113,8 @@ def test_predict_after_an_interrupted_predict_replaces_its_own_files(
     code, out_text, err = _predict(capsys, parser_ckpt, photos, out)
     assert code == 0, err
     assert "wrote 3 label maps" in out_text
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no leftovers
+    hidden = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert hidden == [".predict.lock"]  # no pending list or temporary file left
 
 
 def _lapa(root: Path) -> Path:
@@ -630,3 +631,19 @@ def test_predict_says_how_many_faces_it_parsed(parser_ckpt: Path, tmp_path: Path
     code, out, err = _predict(capsys, parser_ckpt, photos, tmp_path / "whole", "--framing", "whole")
     assert code == 0, err
     assert "faces parsed" not in out  # whole framing parses each image as one face crop
+
+
+def test_a_second_predict_into_the_same_folder_is_refused_while_the_first_runs(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """Two predicts into one output folder at once interleaved their label maps and each
+    replaced the other's faces.json."""
+    from trainer.run_files import hold_folder
+
+    photos, out = _photos(tmp_path / "photos"), tmp_path / "labels"
+    with hold_folder(out, "predict"):
+        code, _, err = _predict(capsys, parser_ckpt, photos, out)
+    assert code == 2 and f"{out}: another faceparse predict is writing this folder" in err
+    assert [p.name for p in out.iterdir()] == [".predict.lock"]
+    code, _, err = _predict(capsys, parser_ckpt, photos, out)
+    assert code == 0, err
