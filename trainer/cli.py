@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainer import __version__
-from trainer.cli_exits import finetune_kept, os_error_line, stop_on_sigterm
+from trainer.cli_exits import finetune_kept, os_error_line, pretrain_kept, stop_on_sigterm
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
 from trainer.errors import FaceParseError
 
@@ -51,22 +51,15 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from trainer.checkpoint import read_metadata
     from trainer.configs import PretrainConfig
     from trainer.pretrain import pretrain
-    from trainer.run_files import RunFiles
 
     config = run_config_from_args(PretrainConfig, args)
+    started = time.time()
     try:
         path = pretrain(config, resume=args.resume)
     except KeyboardInterrupt:
         # The run saved its state on the way out (if it had started); say how to go on.
-        last = RunFiles(config.runtime.out_dir, "pretrain").last
-        try:
-            step = read_metadata(last).get("step")
-        except FaceParseError:
-            raise KeyboardInterrupt from None
-        print(
-            f"faceparse pretrain: interrupted at step {step}; continue with --resume {last}",
-            file=sys.stderr,
-        )
+        kept = pretrain_kept(config.runtime.out_dir, started, args.resume)
+        print(f"faceparse pretrain: {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
     meta = read_metadata(path)
     total, skipped = meta.get("num_images"), meta.get("skipped_images") or 0

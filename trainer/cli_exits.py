@@ -30,6 +30,26 @@ def os_error_line(exc: OSError) -> str:
     return f"{path}: {exc.strerror}"
 
 
+def pretrain_kept(out_dir: str, started: float, resume: str | None) -> str:
+    """How to go on after a stage-1 run interrupted after ``started`` (a ``time.time()``), in
+    one line: its own newest checkpoint, or else the one it resumed from (never an earlier
+    run's checkpoint left in the folder)."""
+    from trainer.checkpoint import read_metadata
+    from trainer.run_files import RunFiles
+
+    last = RunFiles(Path(out_dir), "pretrain").last
+    try:
+        ours = last.stat().st_mtime >= started
+        step = read_metadata(last).get("step")
+    except (OSError, FaceParseError):
+        ours = False
+    if ours:
+        return f"interrupted at step {step}; continue with --resume {last}"
+    if resume is not None:
+        return f"interrupted before its first checkpoint; continue with --resume {resume}"
+    return "interrupted before its first checkpoint"
+
+
 def finetune_kept(out_dir: str, started: float) -> str:
     """What a fine-tuning interrupted after ``started`` (a ``time.time()``) left in its folder,
     in one line (an earlier run's checkpoints there are not this run's)."""

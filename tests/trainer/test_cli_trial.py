@@ -647,3 +647,25 @@ def test_a_second_predict_into_the_same_folder_is_refused_while_the_first_runs(
     assert [p.name for p in out.iterdir()] == [".predict.lock"]
     code, _, err = _predict(capsys, parser_ckpt, photos, out)
     assert code == 0, err
+
+
+def test_ctrl_c_before_a_pretraining_starts_does_not_offer_an_earlier_runs_checkpoint(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Ctrl+C while a new run still scanned its photos said 'interrupted at step 4; continue
+    with --resume .../pretrain_last.safetensors': the step and file of the earlier run."""
+    import trainer.pretrain
+
+    photos, out = _photos(tmp_path / "photos"), tmp_path / "run"
+    base = ["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--batch-size", "1",
+            "--epochs", "2", "--out-dir", str(out), "--device", "cpu"]  # fmt: skip
+    code, _, err = run(capsys, *base, "--max-steps", "4")
+    assert code == 0, err
+
+    def ctrl_c(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.pretrain, "_make_loader", ctrl_c)
+    code, _, err = run(capsys, *base, "--seed", "1")
+    assert code == 130
+    assert "--resume" not in err and "interrupted before its first checkpoint" in err
