@@ -13,18 +13,18 @@ command (``faceparse-studio export``): this package never imports the app.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import os
 import signal
 import sys
-import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from trainer import __version__
+from trainer.cli_exits import finetune_kept, os_error_line, pretrain_kept, stop_on_sigterm
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
 from trainer.errors import FaceParseError
 
@@ -37,7 +37,10 @@ log = logging.getLogger("trainer.cli")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
-DEVICE_HELP = "compute device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+DEVICE_HELP = (
+    "compute device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: "
+    "%(default)s)"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,30 +51,30 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from trainer.checkpoint import read_metadata
     from trainer.configs import PretrainConfig
     from trainer.pretrain import pretrain
-    from trainer.run_files import RunFiles
 
     config = run_config_from_args(PretrainConfig, args)
+    started = time.time()
     try:
         path = pretrain(config, resume=args.resume)
     except KeyboardInterrupt:
         # The run saved its state on the way out (if it had started); say how to go on.
-        last = RunFiles(config.runtime.out_dir, "pretrain").last
-        try:
-            step = read_metadata(last).get("step")
-        except FaceParseError:
-            raise KeyboardInterrupt from None
-        print(
-            f"faceparse pretrain: interrupted at step {step}; continue with --resume {last}",
-            file=sys.stderr,
-        )
+        kept = pretrain_kept(config.runtime.out_dir, started, args.resume)
+        print(f"faceparse pretrain: {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    meta = read_metadata(path)
+    total, skipped = meta.get("num_images"), meta.get("skipped_images") or 0
+    if isinstance(total, int):
+        unread = f", {skipped} of them unreadable and skipped (see the warnings)" if skipped else ""
+        print(f"images: {total} found{unread}")
     print(f"pretrained checkpoint: {path}")
     return 0
 
 
 def _cmd_recon_grid(args: argparse.Namespace) -> int:
-    from trainer.visualize import write_reconstruction_grid
+    from trainer.outputs import is_reconstruction_grid, refuse_foreign_file
+    from trainer.visualize import grid_path, write_reconstruction_grid
 
+    refuse_foreign_file(grid_path(args.out), "recon-grid", is_reconstruction_grid)
     path = write_reconstruction_grid(
         args.checkpoint,
         args.image_dirs,
@@ -89,11 +92,24 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from trainer.finetune import finetune, result_summary
 
     config = run_config_from_args(FinetuneConfig, args)
-    result = finetune(config)
+    started = time.time()
+    try:
+        result = finetune(config)
+    except KeyboardInterrupt:
+        # The run published its best and last checkpoints on the way out; say which.
+        kept = finetune_kept(config.runtime.out_dir, started)
+        print(f"faceparse finetune: {kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if result.metrics:
         from trainer.evaluate import format_table
 
-        print(f"validation of the best checkpoint (epoch {result.metrics.get('epoch')}):")
+        faces = (
+            "; faces framed from the labels; `faceparse evaluate` finds them, and may score "
+            "it a little otherwise"
+            if result.metrics.get("faces_from") == "labels"
+            else ""
+        )
+        print(f"validation of the best checkpoint (epoch {result.metrics.get('epoch')}{faces}):")
         print(format_table(result.metrics))
     print(result_summary(result))
     return 0
@@ -123,9 +139,12 @@ def _add_framing(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from trainer.evaluate import evaluate, format_table
+    from trainer.evaluate import evaluate, format_table, seen_in_training
+    from trainer.outputs import is_metrics_json, refuse_foreign_file
     from trainer.predict import Predictor
 
+    if args.json:
+        refuse_foreign_file(args.json, "evaluate", is_metrics_json)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, framing=args.framing)
     from trainer.data.labeled import open_split
 
@@ -133,9 +152,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if len(dataset) == 0:  # a table of n/a would read like a result
         folder = getattr(dataset, "images_dir", None) or getattr(dataset, "root", args.data)
         raise FaceParseError(f"{folder}: no images to score (split {args.split!r})")
+    seen = seen_in_training(args.checkpoint, dataset)
     results = evaluate(predictor, dataset, batch_size=args.batch_size)
+    results["faces_seen_in_training"] = seen
     print(format_table(results))
     print(f"framing: {args.framing}")
+    if seen:
+        print(f"not held out: {seen} of {len(dataset)} faces scored were fine-tuned on")
     if args.json:
         from trainer.data.imageio import atomic_write_bytes
 
@@ -150,9 +173,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if not Path(args.images).is_dir():
         raise FaceParseError(f"{args.images}: folder of images not found")
-    from trainer.data.folders import list_images
+    from trainer.predict_folder import photos_to_parse
 
-    found = len(list_images(args.images))
+    overlays = Path(args.overlays) if args.overlays else None
+    # predict_folder's own scan warns about the files that are not images.
+    found = len(photos_to_parse(Path(args.images), Path(args.out), overlays, warn=False))
     if not found:
         raise FaceParseError(f"{args.images}: no images found (the folder is searched recursively)")
     # Under torchrun: one process per GPU or CPU share, each parsing its share of the photos.
@@ -177,8 +202,22 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     skipped = f" ({found - count} skipped, see the warnings)" if count < found else ""
     if info.is_main:
         ranks = f" by {info.world_size} processes" if info.distributed else ""
-        print(f"wrote {count} label maps to {args.out}{skipped}{ranks}")
+        print(f"wrote {count} label maps to {args.out}{skipped}{ranks}{_faces_parsed(args.out)}")
     return 0
+
+
+def _faces_parsed(out: str) -> str:
+    """': N faces parsed, K photos without a face' from predict's faces.json (detect framing)."""
+    from trainer.predict_folder import FACES_NAME
+
+    try:
+        record = json.loads((Path(out) / FACES_NAME).read_text("utf-8"))
+        faces = [len(image["faces"]) for image in record["images"].values()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    if record.get("framing") != "detect":
+        return ""
+    return f": {sum(faces)} faces parsed, {faces.count(0)} photos without a face (all background)"
 
 
 def _predictor_for_every_rank(args: argparse.Namespace, info: DistInfo) -> Predictor:
@@ -237,7 +276,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
     from trainer.onnx_export import export_onnx
+    from trainer.outputs import is_faceparse_onnx, refuse_foreign_file
 
+    refuse_foreign_file(args.out, "export-onnx", is_faceparse_onnx)
     path = export_onnx(args.checkpoint, args.out, input_size=args.input_size)
     print(f"exported {args.checkpoint} -> {path} (ONNX Runtime parity checked)")
     return 0
@@ -245,6 +286,13 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,9 +330,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recon-grid", help="PNG grid of masked inputs and reconstructions")
     p.add_argument("checkpoint", help="stage-1 checkpoint (.safetensors)")
     p.add_argument("image_dirs", nargs="+", help="folders of face images (recursive)")
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--num-images", type=int, default=8, help="faces in the grid (default: 8)")
-    p.add_argument("--seed", type=int, default=0, help="picks the faces and the masks")
+    p.add_argument(
+        "--out", required=True,
+        help="PNG file to write (an existing file is replaced only if recon-grid wrote it)",
+    )  # fmt: skip
+    p.add_argument(
+        "--num-images", type=_positive_int, default=8, help="faces in the grid (default: 8)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="picks the faces and the masks (default: %(default)s)"
+    )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=_cmd_recon_grid)
 
@@ -311,8 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", required=True, help="LaPa-layout dataset root (or CelebAMask-HQ folder)"
     )
     p.add_argument("--split", default="test", help="LaPa split to score (default: test)")
-    p.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
-    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    p.add_argument(
+        "--json", metavar="PATH",
+        help="also write the metrics as JSON (an existing file is replaced only if evaluate wrote it)",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-size", type=int, default=4, help="images per forward pass (default: %(default)s)"
+    )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     _add_framing(p)
     p.set_defaults(func=_cmd_evaluate)
@@ -339,10 +399,18 @@ def build_parser() -> argparse.ArgumentParser:
         "src", help="CelebAMask-HQ folder (merged masks or the official per-part layout)"
     )
     p.add_argument("dst", help="LaPa dataset root to write")
-    p.add_argument("--split", default="train", help="split for the images not held out")
-    p.add_argument("--val-fraction", type=float, default=0.0, help="share written to val/")
-    p.add_argument("--test-fraction", type=float, default=0.0, help="share written to test/")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split")
+    p.add_argument(
+        "--split", default="train", help="split for the images not held out (default: %(default)s)"
+    )
+    p.add_argument(
+        "--val-fraction", type=float, default=0.0,
+        help="share of the images written to val/, 0 to 1 (default: %(default)s: no val/)",
+    )  # fmt: skip
+    p.add_argument(
+        "--test-fraction", type=float, default=0.0,
+        help="share of the images written to test/, 0 to 1 (default: %(default)s: no test/)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default: %(default)s)")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("info", help="print a checkpoint's metadata as JSON")
@@ -359,29 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-onnx", help="a fine-tuned checkpoint -> ONNX (parity-checked)")
     p.add_argument("checkpoint", help="fine-tuned checkpoint (.safetensors)")
-    p.add_argument("out", help=".onnx file to write")
+    p.add_argument(
+        "out",
+        help=".onnx file to write (an existing file is replaced only if export-onnx wrote it)",
+    )
     p.add_argument("--input-size", type=int, default=None, help="input side (default: the model's)")
     p.set_defaults(func=_cmd_export_onnx)
     return parser
-
-
-_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
-
-
-def os_error_line(exc: OSError) -> str:
-    """One line for a file the system refused: the user's path (the folder, for the temporary
-    file of an atomic write) and what to do."""
-    path = Path(exc.filename)
-    if path.name.startswith(".") and path.name.endswith(".tmp"):
-        path = path.parent  # `.<name>.<random>.tmp`: the user never named it
-    if exc.errno in _WRITE_ERRNOS:
-        hint = (
-            "free some space"
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            else "choose a folder you can write to"
-        )
-        return f"{path}: cannot write here ({exc.strerror}); {hint}"
-    return f"{path}: {exc.strerror}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -397,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    previous = _stop_on_sigterm()
+    previous = stop_on_sigterm()
     try:
         return int(args.func(args))
     except FaceParseError as exc:
@@ -418,16 +470,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _stop_on_sigterm() -> signal.Handlers | Any:
-    """Make SIGTERM (``kill``, a cluster's preemption, ``docker stop``) stop a command as Ctrl+C
-    does: a training writes its resumable checkpoint and says how to go on. Returns the handler
-    it replaced (None off the main thread, where signals cannot be handled)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, interrupt)

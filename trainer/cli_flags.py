@@ -124,7 +124,9 @@ def add_run_config_flags(
         elif f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             kwargs["default"] = default
-            if default is not None and kwargs.get("action") is not argparse.BooleanOptionalAction:
+            if kwargs.get("action") is argparse.BooleanOptionalAction:
+                kwargs["help"] += f" (default: {'on' if default else 'off'})"
+            elif default is not None:
                 kwargs["help"] += f" (default: {default})"
         else:
             kwargs["required"] = True

@@ -54,6 +54,13 @@ def check_init(init: str) -> str:
     )
 
 
+def _check_input_size(size: int | None) -> None:
+    """An input side the UNet++ can take: a positive multiple of 32 pixels (None: the
+    preset's or the checkpoint's)."""
+    if size is not None and (size < 32 or size % 32):
+        raise ValueError(f"input_size must be a multiple of 32 px from 32 up, got {size}")
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Where and how a run executes; nothing here changes what the network learns.
@@ -73,6 +80,8 @@ class Runtime:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", str(self.out_dir))
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,9 @@ class PretrainRuntime(Runtime):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.checkpoint_every < 0 or self.checkpoint_minutes < 0 or self.keep_checkpoints < 0:
-            raise ValueError("checkpoint_every, checkpoint_minutes and keep_checkpoints must be ≥ 0")
+            raise ValueError(
+                "checkpoint_every, checkpoint_minutes and keep_checkpoints must be ≥ 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -119,8 +130,9 @@ class FinetuneData:
         root: dataset folder (LaPa layout, or CelebAMask-HQ mapped to LaPa classes); None when
             the caller hands the samples over itself (``finetune_on_samples``).
         data_format: "lapa", "celebamask" or "auto" (LaPa when ``data/train/images`` exists).
-        fraction: share of the training images that are labeled (K = max(1, round(f·N))).
-        num_labeled: number of labeled training images K (instead of fraction).
+        fraction: share of the training images that are labeled (K = max(1, round(f·N))); with
+            neither fraction nor num_labeled, every training image.
+        num_labeled: number of labeled training images K (instead of fraction; at most N).
         subset_seed: seed of the labeled subset (kept apart from the recipe's seed so runs with
             other training seeds use the same faces).
         val_split: LaPa split used for validation; None or "" for none.
@@ -146,8 +158,12 @@ class FinetuneData:
         if self.framing not in FRAMINGS:
             raise ValueError(f"framing must be detect or whole, got {self.framing!r}")
         if self.data_format not in DATA_FORMATS:
-            raise ValueError(f"data_format must be lapa, celebamask or auto, got {self.data_format!r}")
+            raise ValueError(
+                f"data_format must be lapa, celebamask or auto, got {self.data_format!r}"
+            )
         subset_size(1, fraction=self.fraction, num_labeled=self.num_labeled)  # range checks
+        if self.val_limit is not None and self.val_limit < 1:
+            raise ValueError(f"val_limit must be at least 1, got {self.val_limit}")
 
 
 class RunConfig:
@@ -282,6 +298,7 @@ class FinetuneConfig(RunConfig):
 
     def __post_init__(self) -> None:
         check_init(self.init)  # fail at once on a malformed --init, before any data is read
+        _check_input_size(self.input_size)
 
     @classmethod
     def named_recipe(cls, name: str, **overrides: Any) -> FinetuneRecipe:
@@ -326,6 +343,7 @@ class PretrainConfig(RunConfig):
             object.__setattr__(self, "init", str(self.init))
         if self.init is not None and self.encoder_weights is not None:
             raise ValueError("give init or encoder_weights, not both: init holds the encoder too")
+        _check_input_size(self.input_size)
 
     @classmethod
     def named_recipe(cls, name: str, **overrides: Any) -> PretrainRecipe:

@@ -85,6 +85,29 @@ def _stored_size(data: bytes, path: Path) -> tuple[int, int]:
         raise ImageReadError(f"{path}: unreadable image header ({exc})") from None
 
 
+def _refuse_a_second_split(dst: Path, split_of: dict[str, str]) -> None:
+    """Raise before anything is written when a face of this conversion already sits in another
+    split of ``dst`` (an earlier conversion with another seed or other fractions): it would be
+    in two splits, trained on and validated on."""
+    if not dst.is_dir():
+        return
+    for folder in sorted(
+        p for p in dst.iterdir() if (p / "images").is_dir() or (p / "labels").is_dir()
+    ):
+        for kind in ("images", "labels"):
+            if not (folder / kind).is_dir():
+                continue
+            for path in sorted((folder / kind).iterdir()):
+                split = split_of.get(path.stem)
+                if split is not None and split != folder.name:
+                    raise DatasetError(
+                        f"{path}: {path.stem} is already in split {folder.name!r} of {dst}, and "
+                        f"this conversion puts it in {split!r}, so it would be in both (an "
+                        "earlier conversion with another --seed or other fractions?); convert "
+                        "into an empty folder, or remove the earlier one first"
+                    )
+
+
 def convert_celebamask_to_lapa(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -122,12 +145,14 @@ def convert_celebamask_to_lapa(
     Raises:
         ConvertIncomplete: some pairs were skipped (its ``counts`` say what was written).
         LabelMapError: an image has no label (raised before anything is written).
-        DatasetError: ``src`` is in neither CelebAMask-HQ layout.
+        DatasetError: ``src`` is in neither CelebAMask-HQ layout, or a face of it is already in
+            another split of ``dst`` (raised before anything is written).
     """
     dataset = CelebAMaskDataset(src, label_set="lapa", require_labels=True)
     dst = Path(dst)
     assignment = split_names(dataset.names, split, val_fraction, test_fraction, seed)
     split_of = {name: s for s, names in assignment.items() for name in names}
+    _refuse_a_second_split(dst, split_of)
     counts = {s: 0 for s in assignment}
     skipped: list[str] = []
     unfinished = dst / UNFINISHED_NAME

@@ -112,9 +112,30 @@ def evaluate(
     return results
 
 
+def seen_in_training(checkpoint: str | os.PathLike[str], dataset: Any) -> int:
+    """How many faces of ``dataset`` (by name) the checkpoint was fine-tuned on (its recorded
+    label subset), with one warning line when any: such scores are not held out (e.g. a
+    CelebAMask-HQ folder, which has no splits, scored after training on it).
+
+    Returns:
+        The count; 0 when the checkpoint records no subset or the set has no names.
+    """
+    from trainer.checkpoint import read_metadata
+
+    trained = set(read_metadata(checkpoint).get("label_subset") or ())
+    names = list(getattr(dataset, "names", None) or ())
+    seen = sum(name in trained for name in names)
+    if seen:
+        log.warning(
+            "%d of the %d faces scored are among the %d this model was fine-tuned on (by name): "
+            "these scores are not held out", seen, len(names), len(trained),
+        )  # fmt: skip
+    return seen
+
+
 def format_table(results: dict[str, Any]) -> str:
     """A plain-text table of per-class F1 and IoU (percent) with the two summary means."""
-    rows = [f"{'class':<16}{'F1':>8}{'IoU':>8}"]
+    rows = [f"{'class':<16}{'F1 %':>8}{'IoU %':>8}"]
     rows.append("-" * len(rows[0]))
 
     def pct(value: float | None) -> str:
@@ -125,6 +146,16 @@ def format_table(results: dict[str, Any]) -> str:
     rows.append("-" * len(rows[0]))
     rows.append(f"{'mean F1 (fg)':<16}{pct(results['mean_f1'])}")
     rows.append(f"{'mIoU (all)':<16}{'':>8}{pct(results['miou'])}")
+    scores = list(results["per_class"].values())
+    f1_in = sum(s["f1"] is not None for s in scores[1:])  # class 0 is the background
+    iou_in = sum(s["iou"] is not None for s in scores)
+    if f1_in < len(scores) - 1 or iou_in < len(scores):
+        # A researcher cites these as the 10- and 11-class means; say when they are not.
+        rows.append(
+            f"n/a: absent from labels and predictions alike, left out of the means (mean F1 "
+            f"over {f1_in} of the {len(scores) - 1} foreground classes, mIoU over {iou_in} of "
+            f"the {len(scores)} classes)"
+        )
     if "num_images" in results:
         rows.append(f"{results['num_images']} images, {results.get('pixels', 0):,} pixels")
     skipped = len(results.get("skipped_images") or ())

@@ -113,6 +113,11 @@ def finetune(
     except ValueError as exc:
         raise FaceParseError(f"labeled subset: {exc}") from None
     subset = train.select(chosen)
+    if data.num_labeled is not None and data.num_labeled > len(names):
+        log.warning(
+            "--num-labeled %d asks for more faces than the %d of %s; training on all %d",
+            data.num_labeled, len(names), getattr(train, "images_dir", data.root), len(names),
+        )  # fmt: skip
     log.info("training on %d of %d labeled images", len(subset), len(names))
     return finetune_on_samples(config, subset, val, on_progress=on_progress, cancel=cancel)
 

@@ -21,6 +21,11 @@ from trainer.run_files import RunFiles
 log = logging.getLogger("trainer.finetune")
 
 
+def _percent(value: float | None) -> str:
+    """A score as the closing table and `faceparse evaluate` print it: percent, two decimals."""
+    return "n/a" if value is None else f"{100.0 * value:.2f}%"
+
+
 class ValidateAndPublish(Hook):
     """Validate on schedule, keep the best checkpoint, write the last one at the end.
 
@@ -85,6 +90,8 @@ class ValidateAndPublish(Hook):
             self.model.train()
         results.pop("model", None)
         results.update(epoch=epoch + 1, step=loop.step)
+        if self.config.data.framing == "detect":
+            results["faces_from"] = "labels"  # `faceparse evaluate` uses its finder's faces
         self.validated_step = loop.step
         self.last_metrics = results
         record = {
@@ -100,9 +107,10 @@ class ValidateAndPublish(Hook):
         score = results["mean_f1"] if results["mean_f1"] is not None else -math.inf
         improved = score > self.best_score or not self.wrote_best
         log.info(
-            "validation epoch %d: mean F1 %.4f, mIoU %.4f%s",
-            epoch + 1, score, results["miou"] or float("nan"), " (best)" if improved else "",
-        )
+            "validation epoch %d: mean F1 %s, mIoU %s%s",
+            epoch + 1, _percent(results["mean_f1"]), _percent(results["miou"]),
+            " (best)" if improved else "",
+        )  # fmt: skip
         if improved:
             self.best_score = score
             self.best_metrics = results

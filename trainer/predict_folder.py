@@ -11,6 +11,7 @@ process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ from trainer.data.imageio import atomic_write_bytes, read_image, write_image, wr
 from trainer.errors import FaceParseError
 from trainer.labels import get_label_set
 from trainer.predict import DEFAULT_FRAMING, Prediction, Predictor
+from trainer.run_files import hold_folder
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +102,37 @@ def predict_folder(
         else Predictor.from_checkpoint(checkpoint, device, framing=framing)
     )
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    jobs = _unique_outputs(in_dir, out_dir, warn=rank == 0)
     overlays = None if overlay_dir is None else Path(overlay_dir)
+    jobs = _unique_outputs(in_dir, out_dir, overlays, warn=rank == 0)
     # Every rank checks every target before any rank writes one: all pass or all refuse.
     earlier = _refuse_foreign_targets(jobs, out_dir, overlays)
+    with hold_folder(out_dir, "predict") if rank == 0 else contextlib.nullcontext():
+        if rank == 0:  # again, now that no other predict can be writing here
+            earlier = _refuse_foreign_targets(jobs, out_dir, overlays)
+        return _predict_jobs(
+            predictor, jobs, in_dir, out_dir, overlays, earlier, on_progress, readers, rank,
+            world_size,
+        )  # fmt: skip
+
+
+def _predict_jobs(
+    predictor: Predictor,
+    jobs: list[tuple[Path, Path]],
+    in_dir: Path,
+    out_dir: Path,
+    overlays: Path | None,
+    earlier: set[str],
+    on_progress: Callable[[int, int, Path], None] | None,
+    readers: int,
+    rank: int,
+    world_size: int,
+) -> int:
+    """Parse this rank's share of ``jobs`` and write the outputs (see :func:`predict_folder`)."""
     if rank == 0:
-        pending = earlier | {rel.as_posix() for _, rel in jobs}
+        to_write = earlier | {rel.as_posix() for _, rel in jobs}
         if overlays is not None:
-            pending |= {_relative(overlays / rel.with_suffix(".jpg"), out_dir) for _, rel in jobs}
-        atomic_write_bytes(out_dir / PENDING_NAME, json.dumps(sorted(pending)).encode())
+            to_write |= {_relative(overlays / rel.with_suffix(".jpg"), out_dir) for _, rel in jobs}
+        atomic_write_bytes(out_dir / PENDING_NAME, json.dumps(sorted(to_write)).encode())
     if world_size > 1:
         import torch.distributed as dist
 
@@ -116,7 +140,7 @@ def predict_folder(
     mine = jobs[rank::world_size]
     if predictor.framing == "detect":
         _ = predictor.finder  # loaded here, not by two reader threads at once
-    writer = _Writer(predictor, in_dir, out_dir, overlay_dir, len(mine), on_progress)
+    writer = _Writer(predictor, in_dir, out_dir, overlays, len(mine), on_progress)
     batch = WHOLE_BATCH if predictor.framing == "whole" else 1
     try:
         pending: list[tuple[Path, Path, np.ndarray, tuple[int, int]]] = []
@@ -151,11 +175,31 @@ def _relative(path: Path, out_dir: Path) -> str:
     return Path(os.path.relpath(path, out_dir)).as_posix()
 
 
-def _unique_outputs(in_dir: Path, out_dir: Path, warn: bool) -> list[tuple[Path, Path]]:
+def photos_to_parse(
+    in_dir: Path, out_dir: Path, overlay_dir: Path | None = None, warn: bool = True
+) -> list[Path]:
+    """Every image under ``in_dir`` but those in the output folders, when they lie inside it
+    (``photos/labels``): a run's own label maps and overlays are not photos to parse."""
+    root = in_dir.resolve()
+    outputs = [
+        d.resolve()
+        for d in (out_dir, overlay_dir)
+        if d is not None and d.resolve() != root and d.resolve().is_relative_to(root)
+    ]
+    return [
+        path
+        for path in list_images(in_dir, warn=warn)
+        if not any(path.resolve().is_relative_to(d) for d in outputs)
+    ]
+
+
+def _unique_outputs(
+    in_dir: Path, out_dir: Path, overlay_dir: Path | None, warn: bool
+) -> list[tuple[Path, Path]]:
     """(image, its label path under out_dir) of every image; of images that would write the
     same label file (face.jpg and face.png in one folder both become face.png), the first."""
     jobs, seen = [], set()
-    for path in list_images(in_dir):
+    for path in photos_to_parse(in_dir, out_dir, overlay_dir, warn=warn):
         rel = path.relative_to(in_dir).with_suffix(".png")
         if rel in seen:
             if warn:
@@ -214,7 +258,8 @@ def _refuse_foreign_targets(
         if resolved in inputs:
             raise FaceParseError(
                 f"{target}: is one of the input images; predicting would overwrite it; write "
-                "the label maps and overlays to a folder outside the photos"
+                "the label maps and overlays to another folder (a new subfolder of the photos, "
+                "such as labels/, is left out of them)"
             )
         if resolved not in ours:
             foreign.append(target)

@@ -116,6 +116,8 @@ def _make_loader(
     paths = list_images(config.image_dirs)
     if not paths:
         raise DatasetError(f"no images found under {', '.join(config.image_dirs)}")
+    if info.is_main:
+        log.info("found %d images under %s", len(paths), ", ".join(map(str, config.image_dirs)))
     augment = TrainAugment(size, None) if recipe.augment == "affine" else None
     dataset = UnlabeledDataset(paths, size, augment_flip=True, seed=recipe.seed, augment=augment)
     dataset.check_readable()  # here, in one line, rather than from inside a loader worker
@@ -215,6 +217,7 @@ def _pretrain(
     start_step = 0
     share = {"sum": 0.0, "steps": 0}  # masked share of the central region, summed over steps
     unreadable: set[int] = set()  # positions in dataset.paths of the photos skipped so far
+    resumed_with: list[dict[str, Any]] = []  # settings changed at each resume, oldest first
     if resume is not None:
         start_step, previous = _restore(Path(resume), model, optimizer, model_config)
         if sparse is not None:
@@ -229,8 +232,23 @@ def _pretrain(
         position = {str(p): i for i, p in enumerate(dataset.paths)}
         unreadable = {position[p] for p in previous.get("skipped_paths", []) if p in position}
         fast_forward_scheduler(scheduler, start_step)
+        resumed_with = list(previous.get("changed_on_resume") or [])
+        changes = _changed_on_resume(previous.get("training"), config)
+        if changes:
+            resumed_with.append({"step": start_step, **changes})
         if info.is_main:
             log.info("resuming %s from step %d of %d", resume, start_step, total_steps)
+            if changes:
+                log.warning(
+                    "resuming %s with settings that differ from the run's: %s; it will not "
+                    "match an uninterrupted run (the checkpoint records the change)", resume,
+                    ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()),
+                )  # fmt: skip
+            if start_step >= total_steps:
+                log.warning(
+                    "%s is at step %d, past this run's %d steps: nothing left to train",
+                    resume, start_step, total_steps,
+                )  # fmt: skip
 
     net = wrap_model(trainee, info)
     masker: CenterPatchMasker | GridMasker
@@ -314,6 +332,8 @@ def _pretrain(
             "skipped_paths": sorted(str(dataset.paths[i]) for i in unreadable),
             "world_size": info.world_size,
         }
+        if resumed_with:
+            meta["changed_on_resume"] = resumed_with
         if sparse is not None:  # stage 1's alone: kept here so that a run resumes
             meta["mask_tokens"] = sparse.tokens_state()
         data = checkpoint_bytes(unwrap_model(model), "pretrain", meta, optimizer=optimizer)
@@ -389,10 +409,30 @@ def _start_from(path: Path, model_config: ModelConfig) -> FaceParseNet:
     if stored != model_config:
         raise CheckpointError(
             f"{path}: model {ckpt.config.preset!r} ({ckpt.config.encoder_name}) does not match "
-            f"this run's {model_config.preset!r} ({model_config.encoder_name})"
+            f"this run's {model_config.preset!r} ({model_config.encoder_name}); run with "
+            f"--preset {ckpt.config.preset}"
         )
     model.config = stored
     return model.train()
+
+
+def _changed_on_resume(stored: Any, config: PretrainConfig) -> dict[str, list[Any]]:
+    """The settings of how the network learns (and its photo folders) that a resumed run
+    changes: name -> [the checkpoint's, this run's]. A longer ``epochs`` is a documented warm
+    restart and is not listed; where and how the run executes (runtime) does not count."""
+    if not isinstance(stored, dict):
+        return {}
+    before = dict(stored.get("recipe") or {}, image_dirs=stored.get("image_dirs"))
+    now = dict(config.to_stored()["recipe"], image_dirs=list(config.image_dirs))
+    return {
+        key: [before[key], value]
+        for key, value in now.items()
+        if key != "epochs" and key in before and _as_json(before[key]) != _as_json(value)
+    }
+
+
+def _as_json(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _restore(
@@ -410,7 +450,8 @@ def _restore(
     if ckpt.config != model_config:
         raise CheckpointError(
             f"{path}: model {ckpt.config.preset!r} at {ckpt.config.input_size} px does not match "
-            f"this run's {model_config.preset!r} at {model_config.input_size} px"
+            f"this run's {model_config.preset!r} at {model_config.input_size} px; resume with "
+            f"--preset {ckpt.config.preset} --input-size {ckpt.config.input_size}"
         )
     model.load_state_dict(ckpt.model_state)
     optimizer.load_state_dict(ckpt.optimizer_state)

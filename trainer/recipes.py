@@ -72,6 +72,10 @@ class FinetuneRecipe:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _check_not_negative(
+            self, "lr", "backbone_lr_mult", "weight_decay", "warmup_steps", "grad_clip",
+            "dice_weight",
+        )  # fmt: skip
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
@@ -156,6 +160,22 @@ class PretrainRecipe:
             raise ValueError(f"augment must be 'flip' or 'affine', got {self.augment!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be ≥ 1")
+        _check_not_negative(self, "lr", "weight_decay", "warmup_steps", "grad_clip")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+        if self.num_patches is not None and self.num_patches < 1:
+            raise ValueError(f"num_patches must be at least 1, got {self.num_patches}")
+        if self.mask_ratio is not None and not 0.0 < self.mask_ratio <= 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1], got {self.mask_ratio}")
+
+
+def _check_not_negative(recipe: Any, *names: str) -> None:
+    """Raise ValueError naming the first of ``names`` set below 0 (torch's own check comes
+    later, as a traceback, or not at all: a negative Dice weight trains away from the labels)."""
+    for name in names:
+        value = getattr(recipe, name)
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be 0 or more, got {value}")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,34 @@ LEGACY_PRETRAIN_LOG = "metrics.jsonl"
 
 
 class RunFolderBusy(FaceParseError):
-    """Another run of the same stage is writing the run folder."""
+    """Another run of the same command is writing the folder."""
+
+
+@contextlib.contextmanager
+def hold_folder(folder: str | os.PathLike[str], command: str) -> Iterator[None]:
+    """Hold ``folder/.<command>.lock`` (an OS file lock, released however the process ends;
+    the folder is made if missing) while the block runs: one ``command`` writes a folder at a
+    time.
+
+    Raises:
+        RunFolderBusy: another ``command`` holds it.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / f".{command}.lock"), is_singleton=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunFolderBusy(
+            f"{folder}: another faceparse {command} is writing this folder; wait for it to end "
+            "or choose another output folder"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @dataclass(frozen=True)
@@ -56,31 +83,13 @@ class RunFiles:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         object.__setattr__(self, "out_dir", Path(self.out_dir))
 
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
+    def hold(self) -> contextlib.AbstractContextManager[None]:
         """Hold this stage's lock on the folder (made if missing) while the block runs.
 
         Raises:
             RunFolderBusy: another run of this stage holds it.
         """
-        from filelock import FileLock, Timeout
-
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.out_dir / f".{self.stage}.lock"), is_singleton=False)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise RunFolderBusy(
-                f"{self.out_dir}: another faceparse {self.stage} is writing this folder; wait "
-                "for it to end or choose another --out-dir"
-            ) from None
-        try:
-            yield
-        finally:
-            # Removed while still held, so the run leaves no file of its own behind: every run
-            # tries the lock without waiting, so no one can be waiting on this file to take it.
-            Path(lock.lock_file).unlink(missing_ok=True)
-            lock.release()
+        return hold_folder(self.out_dir, self.stage)
 
     def _file(self, what: str) -> Path:
         return self.out_dir / f"{self.stage}_{what}"

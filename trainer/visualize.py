@@ -16,7 +16,7 @@ import torch
 
 from trainer.checkpoint import load_model
 from trainer.data.folders import list_images
-from trainer.data.imageio import read_image, write_image
+from trainer.data.imageio import atomic_write_bytes, read_image
 from trainer.data.masking import CenterPatchMasker, mask_input
 from trainer.data.transforms import resize_square, to_tensor
 from trainer.engine import select_device
@@ -106,11 +106,26 @@ def reconstruction_grid(
         for col, tile in enumerate((images[row], masked[row], recon[row], filled[row])):
             top, left = row * (h + GAP), col * (w + GAP)
             canvas[top : top + h, left : left + w] = _to_uint8(tile)
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        path = path.with_suffix(".png")  # lossless: JPEG artefacts would blur the comparison
-    write_image(path, canvas)
+    path = grid_path(path)
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    from trainer.outputs import GRID_TEXT, GRID_TEXT_KEY
+
+    text = PngImagePlugin.PngInfo()
+    text.add_text(GRID_TEXT_KEY, GRID_TEXT)  # marks the file as ours: a rerun may replace it
+    buf = io.BytesIO()
+    Image.fromarray(canvas).save(buf, format="PNG", pnginfo=text)
+    atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def grid_path(path: str | os.PathLike[str]) -> Path:
+    """Where a grid asked for at ``path`` goes: a PNG (lossless: JPEG artefacts would blur the
+    comparison), so ``grid.jpg`` becomes ``grid.png``."""
+    path = Path(path)
+    return path if path.suffix.lower() == ".png" else path.with_suffix(".png")
 
 
 def write_reconstruction_grid(

@@ -141,6 +141,7 @@ def test_predict_writes_labels_and_overlays(lapa: Path, parser_ckpt: Path, tmp_p
     )
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == [
+        ".predict.lock",  # one predict writes a folder at a time
         "faces.json",  # the framing, and per image the faces parsed and the model's score
         "test_000.png",
         "test_001.png",

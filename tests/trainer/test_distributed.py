@@ -87,7 +87,7 @@ def test_two_gloo_ranks_train_in_step_and_only_rank_0_writes(tmp_path) -> None:
         assert [line for line in lines if line] == [f"1 {rank}", f"2 {rank}"]
 
     written = sorted(p.name for p in (tmp_path / "out_rank0").iterdir())
-    assert written == ["pretrain_last.safetensors", "pretrain_log.jsonl"]
+    assert written == [".pretrain.lock", "pretrain_last.safetensors", "pretrain_log.jsonl"]
     assert not (tmp_path / "out_rank1").exists() or not any((tmp_path / "out_rank1").iterdir())
     assert [r["step"] for r in read_jsonl(tmp_path / "out_rank0" / "pretrain_log.jsonl")] == [1, 2]
     ckpt = load_checkpoint(tmp_path / "out_rank0" / "pretrain_last.safetensors")

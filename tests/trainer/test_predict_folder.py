@@ -45,7 +45,7 @@ def test_the_pipeline_writes_what_one_photo_at_a_time_writes(
     assert n == 11 and seen == list(range(1, 12))  # the unreadable one skipped
     predict_folder(predictor, photos, tmp_path / "b", readers=0)
     a, b = _outputs(tmp_path / "a"), _outputs(tmp_path / "b")
-    assert a.keys() == b.keys() and len(a) == 12  # 11 labels + faces.json
+    assert a.keys() == b.keys() and len(a) == 13  # 11 labels + faces.json + .predict.lock
     for name in a:
         if name.endswith(".png"):  # batched forward passes: rare near-tie pixels may differ
             la = np.asarray(Image.open(tmp_path / "a" / name))

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from trainer.data.folders import images_by_stem
+from trainer.data.folders import images_by_stem, refuse_labels_without_images
 from trainer.data.imageio import read_image, read_label
 from trainer.data.sample import NamedSamples, Sample
 from trainer.errors import DatasetError, LabelMapError
@@ -128,8 +128,8 @@ class CelebAMaskDataset(NamedSamples):
         root: a folder in the ``merged`` or the ``parts`` layout (see the module docstring).
         label_set: "lapa" maps the labels with ``celebamask_to_lapa`` (left/right swapped, ears
             become skin, the rest background); "celebamask" keeps the 19 official classes.
-        require_labels: when True, an image without a mask (or any part mask) raises
-            LabelMapError at construction.
+        require_labels: when True, an image without a mask (or any part mask), or a merged
+            layout's mask without an image, raises LabelMapError at construction.
 
     ``dataset[i]`` is a :class:`Sample`; in the ``parts`` layout its ``label_path`` is the glob
     pattern of the image's part files and its image has been resized to the masks' size.
@@ -147,6 +147,9 @@ class CelebAMaskDataset(NamedSamples):
         if (self.root / MERGED_IMAGES).is_dir() and (self.root / MERGED_MASKS).is_dir():
             self.layout = "merged"
             images = images_by_stem(self.root / MERGED_IMAGES)
+            if require_labels:
+                masks = self.root / MERGED_MASKS
+                refuse_labels_without_images(masks, self.root / MERGED_IMAGES, images)
             labels = {stem: self.root / MERGED_MASKS / f"{stem}.png" for stem in images}
             self._parts: dict[str, dict[str, Path]] = {}
             present = {stem: p for stem, p in labels.items() if p.is_file()}

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from trainer.data.imageio import is_image_path
-from trainer.errors import DatasetError
+from trainer.errors import DatasetError, LabelMapError
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +19,14 @@ _QUIET = {".ds_store", "thumbs.db", "desktop.ini"}
 _QUIET_SUFFIXES = {".md", ".txt", ".csv", ".json"}
 
 
-def list_images(roots: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+def list_images(
+    roots: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], warn: bool = True
+) -> list[Path]:
     """Every image file under one or more folders, recursively, sorted by path.
 
-    Hidden folders (".faceparse", ".git") are skipped. A non-image file gets one warning line,
-    never an exception (notes and credits, ``.md .txt .csv .json``, none).
+    Hidden folders (".faceparse", ".git") are skipped. A non-image file gets one warning line
+    (unless ``warn`` is False: a second scan of the same folders), never an exception (notes
+    and credits, ``.md .txt .csv .json``, none).
 
     Raises:
         DatasetError: a root is not a folder.
@@ -43,7 +46,11 @@ def list_images(roots: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
                     continue
                 if is_image_path(path):
                     found.append(path)
-                elif name.lower() not in _QUIET and path.suffix.lower() not in _QUIET_SUFFIXES:
+                elif (
+                    warn
+                    and name.lower() not in _QUIET
+                    and path.suffix.lower() not in _QUIET_SUFFIXES
+                ):
                     log.warning("skipping %s: not an image file", path)
     return sorted(found)
 
@@ -73,3 +80,29 @@ def images_by_stem(folder: str | os.PathLike[str]) -> dict[str, Path]:
         found[path.stem] = path
     return found
 
+
+def refuse_labels_without_images(labels_dir: Path, images_dir: Path, stems: Iterable[str]) -> None:
+    """Raise when ``labels_dir`` holds a ``<stem>.png`` label whose image is not among ``stems``
+    (the images of ``images_dir``): left out silently, a run would train or score on fewer
+    faces than its labels.
+
+    Raises:
+        LabelMapError: naming the first such label and how many there are.
+    """
+    if not labels_dir.is_dir():
+        return
+    known = set(stems)
+    orphans = sorted(
+        entry.path
+        for entry in os.scandir(labels_dir)
+        if entry.name.lower().endswith(".png")
+        and not entry.name.startswith(".")
+        and Path(entry.name).stem not in known
+    )
+    if orphans:
+        first = Path(orphans[0])
+        more = f" ({len(orphans) - 1} more like it)" if len(orphans) > 1 else ""
+        raise LabelMapError(
+            f"{first}: a label without an image{more}; expected {images_dir / first.stem}.<jpg, "
+            f"png, ...>; add the image or move the label out of {labels_dir}"
+        )

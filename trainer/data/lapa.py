@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data.folders import images_by_stem
+from trainer.data.folders import images_by_stem, refuse_labels_without_images
 from trainer.data.imageio import read_image, read_label
 from trainer.data.sample import NamedSamples, Sample
 from trainer.errors import DatasetError, LabelMapError
@@ -74,7 +74,8 @@ class LapaDataset(NamedSamples):
     Raises:
         DatasetError: the split or its ``images/`` folder is missing, two images share a stem,
             or an interrupted ``faceparse convert`` left the folder half written.
-        LabelMapError: an image has no label while labels are required (raised here, at scan time).
+        LabelMapError: an image has no label, or a label no image, while labels are required
+            (raised here, at scan time).
 
     ``dataset[i]`` is a :class:`Sample` whose label is (H, W) uint8 with values 0..10, checked to
     match the image's size.
@@ -103,6 +104,8 @@ class LapaDataset(NamedSamples):
         self.landmarks_dir = split_dir / "landmarks"
 
         by_stem = images_by_stem(images_dir)
+        if require_labels:
+            refuse_labels_without_images(self.labels_dir, images_dir, by_stem)
 
         self.names: list[str] = list(by_stem)
         self.image_paths: list[Path] = list(by_stem.values())

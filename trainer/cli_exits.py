@@ -1,0 +1,85 @@
+"""How a ``faceparse`` command ends when it does not succeed: a file the system refused, a
+signal, and what an interrupted training left behind."""
+
+from __future__ import annotations
+
+import errno
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import FaceParseError
+
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for a file the system refused: the user's path (the folder, for the temporary
+    file of an atomic write) and what to do."""
+    path = Path(exc.filename)
+    if path.name.startswith(".") and path.name.endswith(".tmp"):
+        path = path.parent  # `.<name>.<random>.tmp`: the user never named it
+    if exc.errno in _WRITE_ERRNOS:
+        hint = (
+            "free some space"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "choose a folder you can write to"
+        )
+        return f"{path}: cannot write here ({exc.strerror}); {hint}"
+    return f"{path}: {exc.strerror}"
+
+
+def pretrain_kept(out_dir: str, started: float, resume: str | None) -> str:
+    """How to go on after a stage-1 run interrupted after ``started`` (a ``time.time()``), in
+    one line: its own newest checkpoint, or else the one it resumed from (never an earlier
+    run's checkpoint left in the folder)."""
+    from trainer.checkpoint import read_metadata
+    from trainer.run_files import RunFiles
+
+    last = RunFiles(Path(out_dir), "pretrain").last
+    try:
+        ours = last.stat().st_mtime >= started
+        step = read_metadata(last).get("step")
+    except (OSError, FaceParseError):
+        ours = False
+    if ours:
+        return f"interrupted at step {step}; continue with --resume {last}"
+    if resume is not None:
+        return f"interrupted before its first checkpoint; continue with --resume {resume}"
+    return "interrupted before its first checkpoint"
+
+
+def finetune_kept(out_dir: str, started: float) -> str:
+    """What a fine-tuning interrupted after ``started`` (a ``time.time()``) left in its folder,
+    in one line (an earlier run's checkpoints there are not this run's)."""
+    from trainer.checkpoint import read_metadata
+    from trainer.run_files import RunFiles
+
+    files = RunFiles(Path(out_dir), "finetune")
+    try:
+        ours = min(files.last.stat().st_mtime, files.best.stat().st_mtime) >= started
+        last, best = read_metadata(files.last), read_metadata(files.best)
+    except (OSError, FaceParseError):
+        ours = False
+    if not ours:
+        return "interrupted before its first checkpoint"
+    score = (best.get("metrics") or {}).get("mean_f1")
+    scored = f", mean F1 {100 * score:.2f}%" if isinstance(score, float) else ", not validated"
+    return (
+        f"interrupted at step {last.get('step')} (epoch {last.get('epoch')}); kept {files.best} "
+        f"(epoch {best.get('epoch')}{scored}) and {files.last}"
+    )
+
+
+def stop_on_sigterm() -> signal.Handlers | Any:
+    """Make SIGTERM (``kill``, a cluster's preemption, ``docker stop``) stop a command as Ctrl+C
+    does: a training writes its resumable checkpoint and says how to go on. Returns the handler
+    it replaced (None off the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
