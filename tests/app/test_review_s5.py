@@ -46,3 +46,18 @@ def test_redo_of_a_face_box_keeps_the_strokes_still_to_redo(qtbot, tmp_path, mon
     key(window, Qt.Key.Key_Z, REDO)  # the face's pixels
     np.testing.assert_array_equal(doc.label, done)  # the stroke is back, and the face
     assert kept(window) == drawn
+
+
+def test_a_run_held_out_on_faces_without_any_part_is_compared_not_crashed():
+    # Held-out faces labeled all background (photos without a face, labeled by hand): a new
+    # parser that predicts no part there has no mean F1 (None: nothing to score), the one in
+    # use that predicts parts where there are none scores 0. Comparing the two ended the run
+    # in a TypeError ('>=' between None and float), and the trained version was never published.
+    from faceparse_app.training import candidate_wins
+
+    assert candidate_wins({"baseline_mean_f1": 0.0, "candidate_mean_f1": None}) is True
+    # The reverse: the one in use is right on them (no part), the new one is not: it stays.
+    assert candidate_wins({"baseline_mean_f1": None, "candidate_mean_f1": 0.4}) is False
+    # A baseline that could not be loaded is replaced, whatever the new one scores.
+    damaged = {"baseline_mean_f1": None, "candidate_mean_f1": 0.1, "baseline_error": "damaged"}
+    assert candidate_wins(damaged) is True
