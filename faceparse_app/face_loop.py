@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from faceparse_app.document import LabelDocument
 from faceparse_app.faces import MIN_FACE_BOX, coverage, same_face, union_coverage, user_face
 from faceparse_app.history import Delta, FaceChange
 from faceparse_app.prelabel_queue import PrelabelQueue
@@ -251,7 +252,9 @@ class FaceLoop(QObject):
             pending = self._edits.get(rec.id, [])
             if undone:
                 pending = [f for f in pending if not any(same_face(f, c) for c in change.changed)]
-            else:
+            elif not _parsed_later(session.document, change.changed):
+                # Its pixels never came: parse it again. (When they came as a later step, that
+                # step is redone with them: new pixels, a new step, would wipe the redo steps.)
                 pending = [*pending, *change.changed]
             if pending:
                 self._edits[rec.id] = pending
@@ -284,7 +287,8 @@ class FaceLoop(QObject):
         try:
             # One undo step; its edit was counted when the face was drawn or removed.
             if doc.replace_where(values, mask, x0, y0, by_hand=False) is not None:
-                doc.history.fold_faces()
+                if doc.history.fold_faces() is None:  # a stroke in between: a step of its own
+                    doc.history.mark_parsed(tuple(changed))
         except LabelMapError as exc:
             self.message.emit(f"The new pre-label of {session.current.relpath} did not fit: {exc}", "warning")
             return
@@ -295,3 +299,8 @@ class FaceLoop(QObject):
         self.shown = list(faces)
         self.faces_changed.emit(self.shown)
 
+
+def _parsed_later(doc: LabelDocument | None, faces: Sequence[Face]) -> bool:
+    """Whether a step still to redo holds the model's pixels of one of ``faces``."""
+    steps = doc.history.redo_steps if doc is not None else ()
+    return any(same_face(f, p) for step in steps for p in step.parsed for f in faces)

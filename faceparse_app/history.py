@@ -45,6 +45,9 @@ class Delta:
             model's (a pre-label, a face re-parsed), which never overwrites the annotator's.
         faces: the change of the image's faces this step makes, if any (a step of a face
             drawn or removed: empty arrays until its pixels come, then those pixels).
+        parsed: the faces whose pixels from the model this step holds when it could not fold
+            into their face step (a stroke came in between): redoing that face step leaves
+            them to this step instead of parsing the face again.
     """
 
     y0: int
@@ -53,6 +56,7 @@ class Delta:
     after: np.ndarray
     by_hand: bool = True
     faces: FaceChange | None = None
+    parsed: tuple[Face, ...] = ()
 
     def __post_init__(self) -> None:
         if self.before.shape != self.after.shape or self.before.ndim != 2:
@@ -177,6 +181,16 @@ class History:
         step = replace(top, faces=FaceChange(folded[0].before, folded[-1].after, changed))
         self._undo.append(step)
         return step
+
+    def mark_parsed(self, faces: tuple[Face, ...]) -> None:
+        """Record on the newest step that it holds the model's pixels of ``faces``."""
+        if self._undo:
+            self._undo[-1] = replace(self._undo[-1], parsed=tuple(faces))
+
+    @property
+    def redo_steps(self) -> tuple[Delta, ...]:
+        """The steps that can be redone, the next one last."""
+        return tuple(self._redo)
 
     def undo(self) -> Delta | None:
         """The step to revert (the caller writes ``delta.before`` back), or None."""

@@ -255,10 +255,12 @@ def compare_on_holdout(
 def candidate_wins(scores: dict[str, Any]) -> bool:
     """Whether a new parser replaces the one in use, from :func:`compare_on_holdout`'s scores:
     only if it is no worse on the held-out faces (a worse one is kept, not made active), or
-    the one in use cannot be loaded at all."""
-    if scores["baseline_mean_f1"] is None:
+    the one in use cannot be loaded at all. A mean F1 of None (no part in the held-out labels
+    nor in the predictions: faces labeled all background, predicted so) is a perfect score."""
+    if scores.get("baseline_error"):
         return True
-    return bool(scores["candidate_mean_f1"] >= scores["baseline_mean_f1"])
+    new, old = (1.0 if s is None else s for s in (scores["candidate_mean_f1"], scores["baseline_mean_f1"]))
+    return bool(new >= old)
 
 
 # ---------------------------------------------------------------------------------------------
