@@ -93,8 +93,8 @@ def test_a_face_change_keeps_the_strokes_made_in_its_crop(qtbot, tmp_path, monke
         face_tool,
         kept,
         mask_of,
+        wait_parsed,
     )
-    from tests.app.test_gui_model_loop import WAIT_MS
 
     window, session, version = _two_faces_one_found(qtbot, tmp_path, monkeypatch)
     window.state.set_class(4)
@@ -106,7 +106,8 @@ def test_a_face_change_keeps_the_strokes_made_in_its_crop(qtbot, tmp_path, monke
 
     face_tool(window)
     drag(window.canvas, [(66, 2), (126, 62)])
-    qtbot.waitUntil(lambda: len(session.document.history) == steps + 1, timeout=WAIT_MS)
+    wait_parsed(qtbot, session)  # the face's step comes at once, its pixels later
+    assert len(session.document.history) == steps + 1
     label = session.document.label
     drawn = mask_of(kept(window)[1], label.shape)
     assert (drawn & stroke).sum() > 20
@@ -116,7 +117,8 @@ def test_a_face_change_keeps_the_strokes_made_in_its_crop(qtbot, tmp_path, monke
     # Removing the face again keeps the stroke too.
     click(window.canvas, 100, 10)
     QTest.keyClick(window.canvas, Qt.Key.Key_Delete)
-    qtbot.waitUntil(lambda: len(session.document.history) == steps + 2, timeout=WAIT_MS)
+    wait_parsed(qtbot, session)  # the face's step comes at once, its pixels later
+    assert len(session.document.history) == steps + 2
     assert (session.document.label[stroke] == 4).all()
 
 
@@ -268,14 +270,14 @@ def test_a_long_recent_project_path_keeps_its_folder_name_in_view(qtbot, tmp_pat
 def test_a_face_drawn_counts_as_one_edit(qtbot, tmp_path, monkeypatch):
     # The trial: deleting one false face put 2 in the Edits column (the box change and its
     # re-parse were each counted); it is one undo step.
-    from tests.app.test_gui_faces import face_tool
-    from tests.app.test_gui_model_loop import WAIT_MS
+    from tests.app.test_gui_faces import face_tool, wait_parsed
 
     window, session, version = _two_faces_one_found(qtbot, tmp_path, monkeypatch)
     image_id, steps = session.current.id, len(session.document.history)
     face_tool(window)
     drag(window.canvas, [(66, 2), (126, 62)])
-    qtbot.waitUntil(lambda: len(session.document.history) == steps + 1, timeout=WAIT_MS)
+    wait_parsed(qtbot, session)  # the face's step comes at once, its pixels later
+    assert len(session.document.history) == steps + 1
     assert session.save()
     assert session.project.get(image_id).actions == 1
     assert window.image_list.row_text(image_id, Column.ACTIONS) == "1"
