@@ -172,7 +172,9 @@ def _predict_jobs(
 
 def _relative(path: Path, out_dir: Path) -> str:
     """``path`` relative to ``out_dir`` (with ``..`` where needed), as faces.json records it."""
-    return Path(os.path.relpath(path, out_dir)).as_posix()
+    # Both resolved: faces.json's paths are checked through links later (Path.resolve), so a
+    # path written lexically would name another file when out_dir is reached through a link.
+    return Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
 
 
 def photos_to_parse(

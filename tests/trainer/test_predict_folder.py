@@ -94,3 +94,28 @@ def test_two_torchrun_processes_write_what_one_process_writes(
     assert _outputs(tmp_path / "one") == _outputs(tmp_path / "two")  # byte for byte
     assert "wrote 11 label maps" in two.stdout and "2 processes" in two.stdout
     assert two.stdout.count("wrote") == 1  # rank 0 speaks for both
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_an_output_folder_reached_through_a_link_neither_refuses_its_own_overlays_nor_takes_a_users_file(
+    parser_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overlays' paths were recorded relative to the output folder as text but checked
+    through links: a rerun refused predict's own overlays, and a user's file at the path the
+    link resolved to was taken for predict's own and overwritten (the r39 review)."""
+    from trainer.errors import FaceParseError
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(synthetic_face(64, 0)[0]).save(photos / "anna.jpg")
+    (tmp_path / "disk" / "deep").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "disk" / "deep", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    predictor = Predictor.from_checkpoint(parser_ckpt, device="cpu", framing="whole")
+    predict_folder(predictor, "photos", "link/out", overlay_dir="ov")
+    predict_folder(predictor, "photos", "link/out", overlay_dir="ov")  # the same command again
+    (tmp_path / "disk" / "ov").mkdir()
+    (tmp_path / "disk" / "ov" / "anna.jpg").write_bytes(b"USER PHOTO")
+    with pytest.raises(FaceParseError, match="not written by faceparse predict"):
+        predict_folder(predictor, "photos", "link/out", overlay_dir=tmp_path / "disk" / "ov")
+    assert (tmp_path / "disk" / "ov" / "anna.jpg").read_bytes() == b"USER PHOTO"
