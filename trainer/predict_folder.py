@@ -188,11 +188,20 @@ def photos_to_parse(
         for d in (out_dir, overlay_dir)
         if d is not None and d.resolve() != root and d.resolve().is_relative_to(root)
     ]
-    return [
-        path
-        for path in list_images(in_dir, warn=warn)
-        if not any(path.resolve().is_relative_to(d) for d in outputs)
-    ]
+    keep, left_out = [], []
+    for path in list_images(in_dir, warn=warn):
+        inside = any(path.resolve().is_relative_to(d) for d in outputs)
+        (left_out if inside else keep).append(path)
+    ours = {(out_dir / p).resolve() for p in _written_here(out_dir) or ()}
+    foreign = [p for p in left_out if p.resolve() not in ours]
+    if foreign and warn:  # photos the user put there, not label maps or overlays of ours
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        log.warning(
+            "left out %d image%s in the output folders inside %s, e.g. %s%s: move them out of "
+            "%s to parse them", len(foreign), "s" if len(foreign) > 1 else "", in_dir,
+            foreign[0], more, ", ".join(str(d) for d in (out_dir, overlay_dir) if d is not None),
+        )  # fmt: skip
+    return keep
 
 
 def _unique_outputs(

@@ -119,3 +119,25 @@ def test_an_output_folder_reached_through_a_link_neither_refuses_its_own_overlay
     with pytest.raises(FaceParseError, match="not written by faceparse predict"):
         predict_folder(predictor, "photos", "link/out", overlay_dir=tmp_path / "disk" / "ov")
     assert (tmp_path / "disk" / "ov" / "anna.jpg").read_bytes() == b"USER PHOTO"
+
+
+def test_photos_already_in_the_output_folder_are_named_when_left_out(
+    parser_ckpt: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`predict M photos photos/2019`, with 2019 already holding photos, left ben.jpg out of the
+    parse without a word and said it wrote 1 label map (the r39 review). Its own label maps, on
+    the next run, are left out without a warning."""
+    photos = tmp_path / "photos"
+    (photos / "2019").mkdir(parents=True)
+    Image.fromarray(synthetic_face(64, 0)[0]).save(photos / "anna.jpg")
+    Image.fromarray(synthetic_face(64, 1)[0]).save(photos / "2019" / "ben.jpg")
+    predictor = Predictor.from_checkpoint(parser_ckpt, device="cpu", framing="whole")
+    with caplog.at_level("WARNING", logger="trainer.predict_folder"):
+        assert predict_folder(predictor, photos, photos / "2019") == 1
+    warned = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert len(warned) == 1 and "1 image" in warned[0] and "ben.jpg" in warned[0]
+    caplog.clear()
+    (photos / "2019" / "ben.jpg").unlink()
+    with caplog.at_level("WARNING", logger="trainer.predict_folder"):
+        assert predict_folder(predictor, photos, photos / "2019") == 1  # anna.png is its own
+    assert not [r for r in caplog.records if "left out" in r.getMessage()]
