@@ -77,6 +77,17 @@ def wait_prelabeled(qtbot, window, version: str) -> None:
     qtbot.waitUntil(lambda: bool(window.canvas.faces) or window.model_loop.confidence is not None, timeout=WAIT_MS)
 
 
+def two_faces_one_found(qtbot, tmp_path: Path, monkeypatch, n: int = 1):
+    """A project of ``n`` two-face photos whose finder finds only the left face, open and
+    pre-labeled by a published parser: (window, session, version)."""
+    use_finder(monkeypatch, [LEFT])
+    folder = two_faces(tmp_path / "project", n=n)
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    wait_prelabeled(qtbot, window, version)
+    return window, window.session, version
+
+
 def wait_parsed(qtbot, session) -> None:
     """Until the pixels of a face drawn or removed have come (the face's undo step, made at
     once, takes them in)."""
@@ -131,12 +142,8 @@ def test_found_faces_are_kept_shown_and_parsed_again_without_a_second_search(qtb
 
 
 def test_the_face_tool_adds_a_missed_face_in_one_undo_step_touching_only_its_crop(qtbot, tmp_path, monkeypatch):
-    use_finder(monkeypatch, [LEFT])
-    folder = two_faces(tmp_path / "project")
-    version = publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder)
-    session = window.session
-    wait_prelabeled(qtbot, window, version)
+    window, session, version = two_faces_one_found(qtbot, tmp_path, monkeypatch)
+    folder = session.project.root
     # The annotator has edited already: a stroke of class 4 on the left face, and hair protected.
     window.state.set_class(4)
     drag(window.canvas, [(8, 40), (20, 40)])

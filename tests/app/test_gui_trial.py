@@ -17,17 +17,9 @@ def error_shown(window) -> bool:
 
 
 def _two_faces_one_found(qtbot, tmp_path, monkeypatch):
-    """A project of two-face images whose finder finds only the left face, pre-labeled by a
-    published parser: (window, session, version)."""
-    from tests.app.test_gui_faces import LEFT, two_faces, use_finder, wait_prelabeled
-    from tests.app.test_gui_model_loop import open_window, publish_parser
+    from tests.app.test_gui_faces import two_faces_one_found
 
-    use_finder(monkeypatch, [LEFT])
-    folder = two_faces(tmp_path / "project")
-    version = publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder)
-    wait_prelabeled(qtbot, window, version)
-    return window, window.session, version
+    return two_faces_one_found(qtbot, tmp_path, monkeypatch)
 
 
 def test_double_clicking_a_recent_project_opens_it_once_without_an_error(qtbot, tmp_path):

@@ -9,7 +9,15 @@ from PySide6.QtCore import Qt
 
 from faceparse_app.project import Project
 from tests.app.test_gui_canvas import drag, key
-from tests.app.test_gui_faces import LEFT, face_tool, kept, two_faces, use_finder, wait_prelabeled
+from tests.app.test_gui_faces import (
+    LEFT,
+    face_tool,
+    kept,
+    two_faces,
+    two_faces_one_found,
+    use_finder,
+    wait_prelabeled,
+)
 from tests.app.test_gui_model_loop import WAIT_MS, open_window, publish_parser
 from tests.conftest import synthetic_face
 from trainer.data.imageio import write_image
@@ -24,12 +32,8 @@ def boxes(faces) -> list[tuple[float, ...]]:
 def test_undo_of_a_drawn_face_box_takes_the_box_with_its_pixels_and_redo_brings_both(qtbot, tmp_path, monkeypatch):
     # The trial: on a group photo the user drew a box round the face the finder missed; Ctrl+Z
     # put its pixels back, but the box stayed on screen and in the project (after a reopen too).
-    use_finder(monkeypatch, [LEFT])
-    folder = two_faces(tmp_path / "project", n=2)
-    version = publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder)
-    session = window.session
-    wait_prelabeled(qtbot, window, version)
+    window, session, version = two_faces_one_found(qtbot, tmp_path, monkeypatch, n=2)
+    folder = session.project.root
     image_id = session.current.id
     before = session.document.label.copy()
     face_tool(window)
@@ -67,12 +71,7 @@ def test_undo_of_a_drawn_face_box_takes_the_box_with_its_pixels_and_redo_brings_
 def test_undo_of_a_face_box_before_its_pixels_come_takes_the_box_back(qtbot, tmp_path, monkeypatch):
     # Ctrl+Z pressed at once, while the new face is still being parsed: the box goes, and the
     # parse, when it comes, does not paint the face that is no longer there.
-    use_finder(monkeypatch, [LEFT])
-    folder = two_faces(tmp_path / "project")
-    version = publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder)
-    session = window.session
-    wait_prelabeled(qtbot, window, version)
+    window, session, version = two_faces_one_found(qtbot, tmp_path, monkeypatch)
     before = session.document.label.copy()
     queue = window.model_loop.queue
     face_tool(window)

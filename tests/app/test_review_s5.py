@@ -7,8 +7,8 @@ import numpy as np
 from PySide6.QtCore import Qt
 
 from tests.app.test_gui_canvas import drag, key
-from tests.app.test_gui_faces import LEFT, face_tool, kept, two_faces, use_finder, wait_prelabeled
-from tests.app.test_gui_model_loop import WAIT_MS, open_window, publish_parser
+from tests.app.test_gui_faces import face_tool, kept, two_faces_one_found
+from tests.app.test_gui_model_loop import WAIT_MS
 
 CTRL = Qt.KeyboardModifier.ControlModifier
 REDO = CTRL | Qt.KeyboardModifier.ShiftModifier
@@ -18,12 +18,7 @@ def test_redo_of_a_face_box_keeps_the_strokes_still_to_redo(qtbot, tmp_path, mon
     # A box drawn, a stroke made while the face was being parsed, then the face's pixels: three
     # steps. Undone all three and redone, the stroke came back no more: redoing the box parsed
     # the face again, and its pixels, a new step, wiped the steps still to redo.
-    use_finder(monkeypatch, [LEFT])
-    folder = two_faces(tmp_path / "project")
-    version = publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder)
-    session = window.session
-    wait_prelabeled(qtbot, window, version)
+    window, session, version = two_faces_one_found(qtbot, tmp_path, monkeypatch)
     doc, queue = session.document, window.model_loop.queue
     face_tool(window)
     queue.forget(session.current.id)  # no cached result: the parse is still to come
