@@ -11,16 +11,21 @@ from tests.app.test_gui_canvas import key
 from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, publish_parser
 
 
+def damage_the_model(folder) -> None:
+    """Zero the last 4 KiB of the project's published model, its size kept: damaged inside, as
+    by a bad disk."""
+    damaged = next((folder / ".faceparse" / "models").rglob("*.safetensors"))
+    data = bytearray(damaged.read_bytes())
+    data[-4096:] = bytes(4096)
+    damaged.write_bytes(bytes(data))
+
+
 def test_accepting_when_the_model_cannot_be_loaded_says_so_not_still_being_predicted(qtbot, tmp_path):
     # The last review: with a damaged model file in the project, A on an image without a
     # pre-label said "still being predicted", and kept saying it: no pre-label would ever come.
     folder = project_with(tmp_path / "project", n=2)
     version = publish_parser(folder, seed=1)
-    store = folder / ".faceparse" / "models"
-    damaged = next(store.rglob("*.safetensors"))
-    data = bytearray(damaged.read_bytes())  # the size kept: damaged inside, as by a bad disk
-    data[-4096:] = bytes(4096)
-    damaged.write_bytes(bytes(data))
+    damage_the_model(folder)
     window = open_window(qtbot, tmp_path, folder)
     bar = window.message_bar
     qtbot.waitUntil(lambda: "could not be loaded" in bar.message, timeout=WAIT_MS)
@@ -202,10 +207,7 @@ def test_the_status_bar_does_not_name_a_model_that_could_not_be_loaded_as_in_use
     # said "model v0001" as if it pre-labeled, and no pre-label ever came.
     folder = project_with(tmp_path / "project", n=2)
     version = publish_parser(folder, seed=1)
-    damaged = next((folder / ".faceparse" / "models").rglob("*.safetensors"))
-    data = bytearray(damaged.read_bytes())
-    data[-4096:] = bytes(4096)
-    damaged.write_bytes(bytes(data))
+    damage_the_model(folder)
     window = open_window(qtbot, tmp_path, folder)
     shown = window.canvas_status.model
     qtbot.waitUntil(lambda: "could not be loaded" in window.message_bar.message, timeout=WAIT_MS)
@@ -241,10 +243,7 @@ def test_a_fine_tuning_replaces_a_model_in_use_that_cannot_be_loaded(qtbot, tmp_
 
     folder = project_with(tmp_path / "project", n=4, labeled=4)
     damaged_version = publish_parser(folder, seed=1)
-    damaged = next((folder / ".faceparse" / "models").rglob("*.safetensors"))
-    data = bytearray(damaged.read_bytes())
-    data[-4096:] = bytes(4096)
-    damaged.write_bytes(bytes(data))
+    damage_the_model(folder)
     window = open_window(qtbot, tmp_path, folder)
     qtbot.waitUntil(lambda: "could not be loaded" in window.message_bar.message, timeout=WAIT_MS)
     progress = window.train_panel.progress
