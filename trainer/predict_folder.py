@@ -192,7 +192,7 @@ def photos_to_parse(
     for path in list_images(in_dir, warn=warn):
         inside = any(path.resolve().is_relative_to(d) for d in outputs)
         (left_out if inside else keep).append(path)
-    ours = {(out_dir / p).resolve() for p in _written_here(out_dir) or ()}
+    ours = {(out_dir / p).resolve() for p in _written_here(out_dir) or ()} if left_out else set()
     foreign = [p for p in left_out if p.resolve() not in ours]
     if foreign and warn:  # photos the user put there, not label maps or overlays of ours
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
