@@ -253,23 +253,20 @@ class LabelCanvas(QWidget):
     def zoom_fit(self) -> None:
         """Scale the whole image into the view, centred."""
         w, h = self.image_size
-        if not w:
-            return
-        vw, vh = max(1, self.width()), max(1, self.height())
-        self._set_scale(min(vw / w, vh / h) * 0.98)
-        self.offset = QPointF((vw - w * self.scale) / 2, (vh - h * self.scale) / 2)
-        self._keep_fit = True
-        self.update()
-        self._refresh_hover()
+        if w:
+            self.show_region(0, 0, w, h, fill=0.98, keep_fit=True)
 
-    def show_region(self, x0: float, y0: float, x1: float, y1: float) -> None:
-        """Zoom and pan so that the image box (x0, y0, x1, y1) fills the view, centred."""
+    def show_region(
+        self, x0: float, y0: float, x1: float, y1: float, fill: float = 1.0, keep_fit: bool = False
+    ) -> None:
+        """Zoom and pan so that the image box (x0, y0, x1, y1) fills ``fill`` of the view,
+        centred; ``keep_fit``: refit it when the view is resized (the whole image)."""
         w, h = max(1.0, x1 - x0), max(1.0, y1 - y0)
         vw, vh = max(1, self.width()), max(1, self.height())
-        self._set_scale(min(vw / w, vh / h))
+        self._set_scale(min(vw / w, vh / h) * fill)
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         self.offset = QPointF(vw / 2 - cx * self.scale, vh / 2 - cy * self.scale)
-        self._keep_fit = False
+        self._keep_fit = keep_fit
         self.update()
         self._refresh_hover()
 
