@@ -54,6 +54,18 @@ class CanvasTool:
         return QRectF()
 
 
+def _protected_at(canvas: LabelCanvas, px: int, py: int) -> bool:
+    """Whether a click tool would change nothing at (px, py) because its class is protected;
+    then it says so (a silent click looks like a broken tool)."""
+    assert canvas.document is not None
+    cls = canvas.document.pick(px, py)
+    if cls not in canvas.document.protected:
+        return False
+    name = canvas.state.label_set.classes[cls]
+    canvas.assist_message.emit(f"{name} is protected: untick its Protect box in Classes to change it.")
+    return True
+
+
 def _pixel(x: float, y: float) -> tuple[int, int]:
     return int(x // 1), int(y // 1)
 
@@ -122,7 +134,7 @@ class FillTool(CanvasTool):
 
     def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
         px, py = _pixel(x, y)
-        if canvas.document is not None and canvas.contains(px, py):
+        if canvas.document is not None and canvas.contains(px, py) and not _protected_at(canvas, px, py):
             if canvas.document.flood_fill(px, py, canvas.state.cls) is not None:
                 canvas.edited.emit()
 
@@ -231,7 +243,7 @@ class RelabelTool(CanvasTool):
     def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
         px, py = _pixel(x, y)
         doc, assist = canvas.document, canvas.assist
-        if doc is None or assist is None or not canvas.contains(px, py):
+        if doc is None or assist is None or not canvas.contains(px, py) or _protected_at(canvas, px, py):
             return
         canvas.setCursor(Qt.CursorShape.WaitCursor)  # the first click of an image runs the parser
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Qt
 
-from tests.app.test_gui_canvas import drag, key, make_window
+from tests.app.test_gui_canvas import click, drag, key, make_window
 from trainer.data.imageio import write_image
 
 CTRL = Qt.KeyboardModifier.ControlModifier
@@ -45,3 +45,23 @@ def test_a_fill_of_a_large_photo_can_still_be_undone_after_the_next_stroke(qtbot
     np.testing.assert_array_equal(doc.label, before)
     key(window, Qt.Key.Key_Z, CTRL | Qt.KeyboardModifier.ShiftModifier)
     assert (doc.label == HAIR).mean() > 0.9
+
+
+def test_a_fill_or_relabel_click_on_a_protected_class_says_why_nothing_changed(qtbot, tmp_path):
+    # The trial: skin protected (to paint hair over a face safely), later R on a wrong skin blob
+    # and F on the skin did nothing, without a word: the annotator thought the tool was broken.
+    window = make_window(qtbot, tmp_path)
+    doc, canvas = window.session.document, window.canvas
+    window.state.set_radius(4)
+    key(window, Qt.Key.Key_1)
+    drag(canvas, [(10, 30), (50, 30)])
+    window.palette.protect_boxes[SKIN].click()
+    painted = doc.label.copy()
+    for tool in (Qt.Key.Key_F, Qt.Key.Key_R):
+        window.message_bar.hide()
+        key(window, tool)
+        key(window, Qt.Key.Key_6)
+        click(canvas, 30, 30)
+        np.testing.assert_array_equal(doc.label, painted)
+        text = window.message_bar.text.text()
+        assert window.message_bar.isVisible() and "skin is protected" in text and "Protect" in text
