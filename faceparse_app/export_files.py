@@ -27,8 +27,7 @@ EFFORT_COLUMNS = (
 
 def readme(
     counts: dict[str, int],
-    derived: list[str],
-    known: list[str],
+    landmarks: dict[str, list[str]],
     skipped: list[tuple[str, str]],
     reviewed_only: bool,
     val_fraction: float,
@@ -36,8 +35,14 @@ def readme(
     seed: int,
     effort: Sequence[tuple[str, str, ImageRecord]] = (),
 ) -> str:
-    """The export's README.txt: what it is, its split, which landmarks were derived, what the
-    labels cost."""
+    """The export's README.txt: what it is, its split, which landmarks were derived (and which
+    images have none: no face in their label), what the labels cost.
+
+    Args:
+        landmarks: "derived", "known": the landmark files written of each kind; "none": the
+            images written without one.
+    """
+    derived, known, faceless = (landmarks.get(k, []) for k in ("derived", "known", "none"))
     lines = [
         README_MARK,
         "=" * len(README_MARK),
@@ -65,6 +70,9 @@ def readme(
         f"Landmark files from the project's own landmarks ({len(known)}):",
         *[f"  {name}" for name in known],
     ]
+    if faceless:
+        lines += [f"No landmark file (no face in the label, all background or hair) ({len(faceless)}):"]
+        lines += [f"  {name}" for name in faceless]
     lines += ["", *effort_summary(effort)]
     if skipped:
         lines += ["", f"Skipped images ({len(skipped)}):"]

@@ -65,3 +65,29 @@ def test_a_fill_or_relabel_click_on_a_protected_class_says_why_nothing_changed(q
         np.testing.assert_array_equal(doc.label, painted)
         text = window.message_bar.text.text()
         assert window.message_bar.isVisible() and "skin is protected" in text and "Protect" in text
+
+
+def test_a_photo_without_a_face_is_exported_without_made_up_landmarks(tmp_path):
+    # The trial: a photo of a face mask (no face: accepted all background) was exported with a
+    # landmarks file of 106 points, all of them the template's guess, listed as "derived" like
+    # a face's; a landmark model trained on the export would learn a face where there is none.
+    from faceparse_app.export import export_project
+    from faceparse_app.project import Project
+    from tests.conftest import synthetic_face
+
+    root = tmp_path / "project"
+    root.mkdir()
+    face, face_label = synthetic_face(64, seed=0)
+    write_image(root / "face.png", face)
+    write_image(root / "mask.png", np.full((64, 96, 3), 170, np.uint8))
+    with Project.open(root) as project:
+        for rec in project.images():
+            label = face_label if rec.relpath == "face.png" else np.zeros((64, 96), np.uint8)
+            project.save_label(rec, label, status="labeled")
+    export_project(root, tmp_path / "lapa", val_fraction=0, test_fraction=0)
+    landmarks = tmp_path / "lapa" / "train" / "landmarks"
+    assert (landmarks / "face.txt").is_file()
+    assert not (landmarks / "mask.txt").exists()
+    readme = (tmp_path / "lapa" / "README.txt").read_text()
+    assert "train/landmarks/mask.txt" not in readme
+    assert "no face" in readme and "train/images/mask.jpg" in readme
