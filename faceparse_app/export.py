@@ -65,7 +65,9 @@ from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError, 
 from trainer.data.imageio import encode_label_png, make_temp_dir, read_image
 from trainer.errors import ImageReadError, LabelMapError
 
-__all__ = ["SPLITS", "derive_landmarks", "export_message", "export_name", "export_project"]
+__all__ = [
+    "SPLITS", "derive_landmarks", "export_folder_problem", "export_message", "export_name", "export_project",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +163,18 @@ def _jpeg_copyable(path: Path) -> bool:
     except Exception:  # unreadable here means: re-encode from the pixels read_image gives
         return False
     return orientation in (1, None)
+
+
+def export_folder_problem(out_dir: str | os.PathLike[str], project_root: Path) -> str:
+    """Why an export into ``out_dir`` would be refused ('' when it would not), for the export
+    form to say before it closes; the export checks again."""
+    out = Path(out_dir).expanduser().resolve()
+    try:
+        _check_outside_project(out, project_root)
+        _check_out_dir(out)
+    except (ProjectError, OSError) as exc:
+        return str(exc)
+    return ""
 
 
 def _check_outside_project(out: Path, project_root: Path) -> None:

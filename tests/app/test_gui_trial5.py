@@ -91,3 +91,28 @@ def test_a_photo_without_a_face_is_exported_without_made_up_landmarks(tmp_path):
     readme = (tmp_path / "lapa" / "README.txt").read_text()
     assert "train/landmarks/mask.txt" not in readme
     assert "no face" in readme and "train/images/mask.jpg" in readme
+
+
+def test_the_export_form_stays_open_and_says_why_a_folder_of_other_files_is_refused(qtbot, tmp_path):
+    # The trial: typed a folder holding the user's notes into the export form and pressed
+    # Export; the form closed, the export failed on the message bar, and the form (the folder,
+    # the shares) had to be opened and filled again.
+    from faceparse_app.widgets.export_dialog import ExportDialog
+
+    project = tmp_path / "project"
+    project.mkdir()
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    dialog = ExportDialog(project)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.folder_edit.setText(str(folder))
+    dialog.export_button.click()
+    assert dialog.isVisible() and dialog.result() != dialog.DialogCode.Accepted
+    assert dialog.problem_label.isVisible() and "not empty" in dialog.problem_label.text()
+    dialog.folder_edit.setText(str(tmp_path / "new"))  # a new folder: accepted
+    assert not dialog.problem_label.isVisible()
+    dialog.export_button.click()
+    assert dialog.result() == dialog.DialogCode.Accepted
+    assert (folder / "notes.txt").read_text() == "mine"
