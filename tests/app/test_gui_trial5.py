@@ -116,3 +116,51 @@ def test_the_export_form_stays_open_and_says_why_a_folder_of_other_files_is_refu
     dialog.export_button.click()
     assert dialog.result() == dialog.DialogCode.Accepted
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_relabel_in_a_face_drawn_by_hand_uses_that_faces_parse(qtbot, tmp_path, monkeypatch):
+    # The trial: on a group photo the finder missed a face; with R chosen the annotator drew a
+    # box round it (W), then R-clicked a wrong blob in it. The click used the probabilities
+    # computed before the box (no crop there: background, sure), so the blob, or the whole
+    # connected part, turned to background instead of the model's next class.
+    from faceparse_app.assist import ClassProbabilities, Relabeler
+    from faceparse_app.document import LabelDocument
+    from tests.app.test_gui_faces import face_tool, kept, two_faces_one_found, wait_parsed
+    from trainer.data.imageio import read_image
+    from trainer.predict import Predictor
+
+    window, session, version = two_faces_one_found(qtbot, tmp_path, monkeypatch)
+    key(window, Qt.Key.Key_R)
+    assert window.canvas.assist.probabilities() is not None  # computed with the left face only
+    face_tool(window)
+    drag(window.canvas, [(66, 2), (126, 62)])
+    wait_parsed(qtbot, session)
+    before = session.document.label.copy()
+    ys, xs = np.nonzero(before[:, 64:] > 0)
+    x, y = int(xs[len(xs) // 2]) + 64, int(ys[len(ys) // 2])  # a labeled pixel of the drawn face
+    key(window, Qt.Key.Key_R)
+    click(window.canvas, x, y)
+
+    predictor = Predictor.from_checkpoint(window.model_loop.store.get(version).path, device="cpu")
+    image = read_image(session.project.image_path(session.current))
+    probs = ClassProbabilities.from_predictor(predictor, image, kept(window))
+    expected = LabelDocument(before.copy(), num_classes=11)
+    Relabeler().click(expected, probs, x, y)
+    np.testing.assert_array_equal(session.document.label, expected.label)
+
+
+def test_the_relabel_probabilities_follow_the_faces_found_with_their_landmarks():
+    # The finder's faces carry landmark arrays: the faces are compared by value, once per set.
+    from faceparse_app.assist import AssistContext
+    from trainer.faces import Face
+
+    points = np.arange(10, dtype=np.float32).reshape(5, 2)
+    found = [Face(box=(0.0, 0.0, 32.0, 32.0), score=0.9, landmarks=points)]
+    image = np.zeros((32, 64, 3), np.uint8)
+    context = AssistContext(image=lambda: image, model=lambda: ("model", "v1"), faces=lambda: found)
+    context._compute = lambda *args: args[-1]  # the faces it was asked to parse
+    first = context.prefetch()
+    found = [Face(box=(0.0, 0.0, 32.0, 32.0), score=0.9, landmarks=points.copy())]  # the same
+    assert context.prefetch() is first
+    found = [*found, Face(box=(32.0, 0.0, 64.0, 32.0), source="user")]  # a box drawn
+    assert len(context.probabilities()) == 2
