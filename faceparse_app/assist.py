@@ -317,6 +317,7 @@ class AssistContext:
         self._image, self._model, self._faces = image, model, faces
         self._predictor: tuple[Any, Any] | None = None  # (version, Predictor); worker thread only
         self._probs: tuple[tuple[int, Any, Any], Future[ClassProbabilities]] | None = None
+        self._probs_image: np.ndarray | None = None
         self._snapper: tuple[int, EdgeSnapper] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assist")
 
@@ -346,6 +347,8 @@ class AssistContext:
         if self._probs is None or self._probs[0] != key:
             rgb = np.ascontiguousarray(image[..., :3])
             self._probs = (key, self._pool.submit(self._compute, source, version, rgb, faces))
+            # Held while its probabilities are: the next image is never given this one's id.
+            self._probs_image = image
         return self._probs[1]
 
     def probabilities(self) -> ClassProbabilities | None:

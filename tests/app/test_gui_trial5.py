@@ -164,3 +164,17 @@ def test_the_relabel_probabilities_follow_the_faces_found_with_their_landmarks()
     assert context.prefetch() is first
     found = [*found, Face(box=(32.0, 0.0, 64.0, 32.0), source="user")]  # a box drawn
     assert len(context.probabilities()) == 2
+
+
+def test_the_relabel_probabilities_are_never_the_last_images():
+    # The next photo of a folder of aligned crops (same size, the same whole-photo face) is
+    # often given the freed array's id: keyed by id(image), R used the last photo's parse there.
+    from faceparse_app.assist import AssistContext
+
+    shown: dict[str, np.ndarray | None] = {"image": np.zeros((32, 32, 3), np.uint8)}
+    context = AssistContext(image=lambda: shown["image"], model=lambda: ("model", "v1"), faces=lambda: None)
+    context._compute = lambda source, version, image, faces: int(image[0, 0, 0])  # which image
+    assert context.probabilities() == 0
+    shown["image"] = None  # the session lets the photo go before it reads the next one
+    shown["image"] = np.full((32, 32, 3), 5, np.uint8)
+    assert context.probabilities() == 5
