@@ -178,3 +178,18 @@ def test_the_relabel_probabilities_are_never_the_last_images():
     shown["image"] = None  # the session lets the photo go before it reads the next one
     shown["image"] = np.full((32, 32, 3), 5, np.uint8)
     assert context.probabilities() == 5
+
+
+def test_the_brush_size_and_overlay_opacity_are_as_the_last_session_left_them(qtbot, tmp_path):
+    # The trial: every launch began at an 8 px brush and the default opacity, though the
+    # annotator works at 24 px on a 12-megapixel photo with the labels at a third.
+    window = make_window(qtbot, tmp_path)
+    for _ in range(8):
+        key(window, Qt.Key.Key_BracketRight)
+    window.tool_bar.opacity_slider.setValue(33)
+    radius = window.state.radius
+    assert radius > 8
+    window.close()
+    again = make_window(qtbot, tmp_path)  # the same settings file
+    assert again.state.radius == radius
+    assert again.tool_bar.opacity_slider.value() == 33 and abs(again.state.opacity - 0.33) < 1e-6
