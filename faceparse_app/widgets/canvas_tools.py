@@ -23,6 +23,7 @@ class CanvasTool:
     """Base tool: ignores everything. Coordinates are image pixels (floats)."""
 
     cursor = Qt.CursorShape.CrossCursor
+    edits_labels = True  # a press may change the label map (so the labels must be in view)
 
     def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
         """Left button pressed at image point (x, y)."""
@@ -141,6 +142,8 @@ class FillTool(CanvasTool):
 
 class PickerTool(CanvasTool):
     """Eyedropper: the class under the click becomes the current class."""
+
+    edits_labels = False
 
     def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
         px, py = _pixel(x, y)
@@ -341,6 +344,8 @@ class BoundaryTool(PolygonTool):
 class FaceBoxTool(CanvasTool):
     """Drag a box around a face the finder missed; click a box to select it, Delete (or
     Backspace) removes it, Esc lets go. The canvas only reports; the face loop does the rest."""
+
+    edits_labels = False  # a box over the photo; the pixels it brings are the model's
 
     min_drag_px = 6.0  # widget pixels: a shorter drag is a click
 

@@ -193,3 +193,26 @@ def test_the_brush_size_and_overlay_opacity_are_as_the_last_session_left_them(qt
     again = make_window(qtbot, tmp_path)  # the same settings file
     assert again.state.radius == radius
     assert again.tool_bar.opacity_slider.value() == 33 and abs(again.state.opacity - 0.33) < 1e-6
+
+
+def test_an_edit_with_the_labels_hidden_shows_them_again(qtbot, tmp_path):
+    # The trial: H hid the labels to look at the photo; the next brush stroke painted the coat
+    # "left eye" unseen (the edit count went up, nothing on screen changed).
+    from tests.app.test_gui_canvas import pixel_colour
+
+    window = make_window(qtbot, tmp_path)
+    canvas = window.canvas
+    window.state.set_radius(4)
+    photo = pixel_colour(canvas, 30, 30)
+    key(window, Qt.Key.Key_H)
+    assert not window.state.overlay_visible
+    key(window, Qt.Key.Key_E)  # looking does not show them: choosing a tool is no edit
+    key(window, Qt.Key.Key_I)
+    click(canvas, 30, 30)  # nor a pick
+    assert not window.state.overlay_visible
+    key(window, Qt.Key.Key_B)
+    key(window, Qt.Key.Key_4)
+    drag(canvas, [(20, 30), (40, 30)])
+    assert window.session.document.label[30, 30] == 4
+    assert window.state.overlay_visible and window.tool_bar.overlay_action.isChecked()
+    assert pixel_colour(canvas, 30, 30) != photo  # the stroke is on screen
