@@ -216,3 +216,13 @@ def test_an_edit_with_the_labels_hidden_shows_them_again(qtbot, tmp_path):
     assert window.session.document.label[30, 30] == 4
     assert window.state.overlay_visible and window.tool_bar.overlay_action.isChecked()
     assert pixel_colour(canvas, 30, 30) != photo  # the stroke is on screen
+
+
+def test_a_folder_that_cannot_be_opened_is_named_once(qtbot, tmp_path):
+    # The trial: a read-only folder said "Cannot open /tmp/ro: /tmp/ro is read-only; ...", and a
+    # recent project deleted since "Cannot open /x/gone: /x/gone: folder not found".
+    window = make_window(qtbot, tmp_path, open_project=False)
+    gone = tmp_path / "gone"
+    assert not window.open_project(gone)
+    text = window.message_bar.message
+    assert text.count(str(gone)) == 1 and text.startswith("Cannot open") and "folder not found" in text
