@@ -76,6 +76,7 @@ MANIFEST_NAME = "export-manifest.json"
 MANIFEST_FORMAT = "faceparse-lapa-export"
 LANDMARKS_DIR = "landmarks"
 # What an export written before manifests existed holds: anything else in it is not ours.
+_READ_BY_LOADERS = re.compile(r"^(train|val|test)/(images|labels)/")  # a stray file there stops one
 _OLD_LAYOUT = re.compile(r"^(README\.txt|(train|val|test)/(images/[^/]+\.jpg|labels/[^/]+\.png|landmarks/[^/]+\.txt))$")
 
 # Letters and digits of any script stay; separators, punctuation and controls become '_'.
@@ -334,8 +335,11 @@ def _export(
                 on_progress(done, len(recs))
         by_path = {r.relpath: r for r in recs}
         effort = [(split, name, by_path[relpath]) for split, name, relpath in exported]
+        # Files of the user's kept where LaPa loaders read: an image without its label there
+        # stops a training run, so the export names them.
+        strays = [r for r in _foreign_entries(out, tmp, previous) if _READ_BY_LOADERS.match(r)] if previous else []
         (tmp / README_NAME).write_text(
-            readme(counts, landmarks, skipped, reviewed_only, val_fraction, test_fraction, seed, effort),
+            readme(counts, landmarks, skipped, reviewed_only, val_fraction, test_fraction, seed, effort, strays),
             encoding="utf-8",
         )
         write_names(tmp / NAMES_CSV, exported)
@@ -363,7 +367,7 @@ def _export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {**counts, "skipped": len(skipped)}
+    return {**counts, "skipped": len(skipped), **({"stray": len(strays)} if strays else {})}
 
 
 def _carry_foreign_files(

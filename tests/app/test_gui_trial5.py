@@ -5,6 +5,7 @@ the user met it."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
 
 from tests.app.test_gui_canvas import click, drag, key, make_window
@@ -226,3 +227,36 @@ def test_a_folder_that_cannot_be_opened_is_named_once(qtbot, tmp_path):
     assert not window.open_project(gone)
     text = window.message_bar.message
     assert text.count(str(gone)) == 1 and text.startswith("Cannot open") and "folder not found" in text
+
+
+def test_a_reexport_says_which_files_of_yours_it_kept_where_lapa_loaders_read(tmp_path):
+    # The trial: a photo of the user's own left in train/images/ of an earlier export was kept
+    # there by the next export without a word; training on the export then stopped with
+    # "train/images/zz_mine.jpg: no label".
+    from faceparse_app.export import export_message, export_project
+    from faceparse_app.project import Project
+    from tests.conftest import synthetic_face
+    from trainer.data.lapa import LapaDataset
+    from trainer.errors import LabelMapError
+
+    root = tmp_path / "project"
+    root.mkdir()
+    for i in range(3):
+        image, label = synthetic_face(64, seed=i)
+        write_image(root / f"f{i}.png", image)
+    with Project.open(root) as project:
+        for rec in project.images():
+            project.save_label(rec, synthetic_face(64, seed=int(rec.relpath[1]))[1], status="labeled")
+    out = tmp_path / "lapa"
+    assert "stray" not in export_project(root, out, val_fraction=0, test_fraction=0)
+    (out / "train" / "images" / "zz_mine.jpg").write_bytes(b"mine")
+    (out / "notes.txt").write_text("mine")  # beside the layout: harmless, nothing to say
+    counts = export_project(root, out, val_fraction=0, test_fraction=0)
+    assert (out / "train" / "images" / "zz_mine.jpg").read_bytes() == b"mine"  # still kept
+    with pytest.raises(LabelMapError):
+        LapaDataset(out, "train")[3]  # what a loader makes of it
+    assert counts["stray"] == 1
+    text = export_message(out, counts, {})
+    assert "1 file of yours is in images/" in text and "README names it" in text
+    readme = (out / "README.txt").read_text()
+    assert "train/images/zz_mine.jpg" in readme and "notes.txt" not in readme
