@@ -22,14 +22,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 from psygnal import Signal
 
 from faceparse_app.document import LabelDocument
-from faceparse_app.history import History
+from faceparse_app.history import HistoryShelf
 from faceparse_app.label_writer import LabelWriter, autosave_in_background
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError
 from faceparse_app.project_scan import all_done_text, without_path
@@ -39,8 +38,6 @@ from trainer.labels import LAPA, LabelSet
 log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 30.0  # a pause longer than this between two inputs is idle: none of it counts
-HISTORY_BYTES = 16 * 2**20  # undo memory per image
-KEEP_HISTORIES = 20  # images whose undo history is kept (most recently opened)
 
 
 class Annotation:
@@ -74,7 +71,7 @@ class Annotation:
         self.document: LabelDocument | None = None
         self.problems: dict[int, str] = {}
         self.protected: frozenset[int] = frozenset()
-        self._histories: OrderedDict[int, History] = OrderedDict()
+        self._histories = HistoryShelf()
         self._unsaved: dict[int, LabelDocument] = {}  # edits whose save failed, kept in memory
         self._invalid_label: set[int] = set()  # ids whose label file on disk is unreadable
         self._touched: set[int] = set()  # ids edited by hand in this session (no pre-label over them)
@@ -129,13 +126,7 @@ class Annotation:
         return True
 
     def _document_for(self, rec: ImageRecord, image: np.ndarray) -> LabelDocument | None:
-        history = self._histories.get(rec.id)
-        if history is None:
-            history = History(max_bytes=HISTORY_BYTES)
-        self._histories[rec.id] = history
-        self._histories.move_to_end(rec.id)
-        while len(self._histories) > KEEP_HISTORIES:
-            self._histories.popitem(last=False)
+        history = self._histories.for_image(rec.id, image.shape[:2])
         label: np.ndarray | None
         try:
             label = self.project.load_label(rec)
@@ -273,7 +264,7 @@ class Annotation:
             return False
         rec = self.project.get(image_id)
         self.project.save_label(rec, label, status="pre-labeled", model_version=version)
-        self._histories.pop(image_id, None)
+        self._histories.drop(image_id)
         return True
 
     def _fail(self, rec: ImageRecord, text: str) -> bool:

@@ -88,6 +88,22 @@ class Settings:
     def set_last_export(self, project_root: str | Path, form: dict) -> None:
         self._set_json(_export_key(project_root), form)
 
+    @property
+    def brush_radius(self) -> int | None:
+        """The brush size the last session left (image pixels), or None."""
+        return _number(self._qs.value("brush_radius"), int)
+
+    def set_brush_radius(self, radius: int) -> None:
+        self._qs.setValue("brush_radius", int(radius))
+
+    @property
+    def overlay_opacity(self) -> float | None:
+        """The label overlay's opacity the last session left (0..1), or None."""
+        return _number(self._qs.value("overlay_opacity"), float)
+
+    def set_overlay_opacity(self, opacity: float) -> None:
+        self._qs.setValue("overlay_opacity", round(float(opacity), 3))
+
     def training_form(self) -> object:
         """The training form as the last session left it (JSON data; None if never kept)."""
         return self._json("training_form")
@@ -111,6 +127,14 @@ class Settings:
 
     def set_value(self, key: str, value: object) -> None:
         self._qs.setValue(key, value)
+
+
+def _number(value: object, kind: type) -> int | float | None:
+    """A number kept in the settings file (text in an INI file), or None when missing or not one."""
+    try:
+        return kind(float(value)) if value is not None else None  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _export_key(project_root: str | Path) -> str:

@@ -301,9 +301,9 @@ class AssistContext:
     """The image on screen and the active parser, for the canvas's assisted tools.
 
     The parser is loaded from the active model's checkpoint (CPU), and the class probabilities are
-    computed once per image and model version (a face crop's forward pass), on a worker thread:
-    :meth:`prefetch` starts it when the relabel tool is chosen or an image is shown with it, so a
-    click seldom waits. The image, model and faces callables are read on the caller's thread.
+    computed once per image, model version and set of faces (a face crop's forward pass), on a
+    worker thread: :meth:`prefetch` starts it when the relabel tool is chosen or an image is
+    shown with it, so a click seldom waits. The image, model and faces callables are read on the caller's thread.
 
     Args:
         image: returns the (H, W, 3) uint8 RGB image on screen, or None.
@@ -316,7 +316,8 @@ class AssistContext:
 
         self._image, self._model, self._faces = image, model, faces
         self._predictor: tuple[Any, Any] | None = None  # (version, Predictor); worker thread only
-        self._probs: tuple[tuple[int, Any], Future[ClassProbabilities]] | None = None
+        self._probs: tuple[tuple[int, Any, Any], Future[ClassProbabilities]] | None = None
+        self._probs_image: np.ndarray | None = None
         self._snapper: tuple[int, EdgeSnapper] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assist")
 
@@ -340,11 +341,14 @@ class AssistContext:
         source, version = self._model()
         if image is None or image.ndim != 3 or source is None:
             return None
-        key = (id(image), version)
+        faces = self._faces() if self._faces is not None else None
+        # The faces are part of the key: a face box drawn or removed since changes the crops.
+        key = (id(image), version, _faces_key(faces))
         if self._probs is None or self._probs[0] != key:
-            faces = self._faces() if self._faces is not None else None
             rgb = np.ascontiguousarray(image[..., :3])
             self._probs = (key, self._pool.submit(self._compute, source, version, rgb, faces))
+            # Held while its probabilities are: the next image is never given this one's id.
+            self._probs_image = image
         return self._probs[1]
 
     def probabilities(self) -> ClassProbabilities | None:
@@ -362,3 +366,13 @@ class AssistContext:
             else:
                 self._predictor = (version, source)
         return ClassProbabilities.from_predictor(self._predictor[1], image, faces)
+
+
+def _faces_key(faces: Sequence[Any] | None) -> tuple | None:
+    """What of the faces decides their crops, comparable (a Face holds a landmark array)."""
+    if faces is None:
+        return None
+    return tuple(
+        (tuple(f.box), f.box_framing, None if f.landmarks is None else np.asarray(f.landmarks).tobytes())
+        for f in faces
+    )

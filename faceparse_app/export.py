@@ -4,7 +4,7 @@ Layout written::
 
     <out>/{train,val,test}/images/<name>.jpg      JPEG (LaPa loaders list *.jpg only)
     <out>/{train,val,test}/labels/<name>.png      'L' PNG, class indices 0..10, image's size
-    <out>/{train,val,test}/landmarks/<name>.txt   '106', then 106 'x y' lines
+    <out>/{train,val,test}/landmarks/<name>.txt   '106', then 106 'x y' lines (none: no face)
     <out>/README.txt                              what this is; which landmark files are derived
     <out>/names.csv                               split, exported name, original relpath
     <out>/effort.csv                              per image: active seconds and edits it took
@@ -14,7 +14,7 @@ A JPEG original is copied byte for byte, unless its EXIF orientation is not 1: t
 re-encoded upright (quality 95), so that image and label agree for loaders that ignore EXIF.
 Other formats are encoded as JPEG quality 95. Landmarks come from
 ``.faceparse/landmarks/<relpath>.txt`` when the project has them, else derive_landmarks places
-them from the label map.
+them from the label map; a label with no face part gets none (a template there is a made-up face).
 
 The export is built in a hidden temp folder beside ``out`` and moved into place with one
 os.replace, so a crash or a full disk never leaves a half export that looks complete. Exporting
@@ -55,17 +55,19 @@ from faceparse_app.export_files import (
 )
 from faceparse_app.export_recovery import folders_of, one_export_at_a_time, put_back
 from faceparse_app.landmarks import (
-    NUM_POINTS,
+    FACE_CLASSES,
     derive_landmarks,
     format_landmarks,
+    known_landmarks,
     largest_face_label,
 )
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError, write_error
 from trainer.data.imageio import encode_label_png, make_temp_dir, read_image
-from trainer.data.lapa import read_landmarks
-from trainer.errors import DatasetError, ImageReadError, LabelMapError
+from trainer.errors import ImageReadError, LabelMapError
 
-__all__ = ["SPLITS", "derive_landmarks", "export_message", "export_name", "export_project"]
+__all__ = [
+    "SPLITS", "derive_landmarks", "export_folder_problem", "export_message", "export_name", "export_project",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ MANIFEST_NAME = "export-manifest.json"
 MANIFEST_FORMAT = "faceparse-lapa-export"
 LANDMARKS_DIR = "landmarks"
 # What an export written before manifests existed holds: anything else in it is not ours.
+_READ_BY_LOADERS = re.compile(r"^(train|val|test)/(images|labels)/")  # a stray file there stops one
 _OLD_LAYOUT = re.compile(r"^(README\.txt|(train|val|test)/(images/[^/]+\.jpg|labels/[^/]+\.png|landmarks/[^/]+\.txt))$")
 
 # Letters and digits of any script stay; separators, punctuation and controls become '_'.
@@ -163,30 +166,16 @@ def _jpeg_copyable(path: Path) -> bool:
     return orientation in (1, None)
 
 
-def _known_landmarks(
-    project: Project, rec: ImageRecord, size: tuple[int, int]
-) -> np.ndarray | None:
-    path = project.store_dir / LANDMARKS_DIR / (rec.relpath + ".txt")
-    if not path.is_file():
-        return None
+def export_folder_problem(out_dir: str | os.PathLike[str], project_root: Path) -> str:
+    """Why an export into ``out_dir`` would be refused ('' when it would not), for the export
+    form to say before it closes; the export checks again."""
+    out = Path(out_dir).expanduser().resolve()
     try:
-        points = read_landmarks(path)
-    except DatasetError as exc:
-        log.warning("ignoring %s: %s", path, exc)
-        return None
-    h, w = size
-    if points.shape != (NUM_POINTS, 2) or not np.isfinite(points).all():
-        log.warning("ignoring %s: expected %d finite points", path, NUM_POINTS)
-        return None
-    if (
-        (points[:, 0] < -1).any()
-        or (points[:, 0] > w).any()
-        or (points[:, 1] < -1).any()
-        or (points[:, 1] > h).any()
-    ):
-        log.warning("ignoring %s: points outside the %dx%d image", path, w, h)
-        return None
-    return points
+        _check_outside_project(out, project_root)
+        _check_out_dir(out)
+    except (ProjectError, OSError) as exc:
+        return str(exc)
+    return ""
 
 
 def _check_outside_project(out: Path, project_root: Path) -> None:
@@ -318,8 +307,7 @@ def _export(
         len(recs), val_fraction, test_fraction, seed, [earlier.get(r.relpath) for r in recs]
     )
     counts = {s: 0 for s in SPLITS}
-    derived: list[str] = []
-    known: list[str] = []
+    landmarks: dict[str, list[str]] = {"derived": [], "known": [], "none": []}
     skipped: list[tuple[str, str]] = []
     exported: list[tuple[str, str, str]] = []
     try:
@@ -341,13 +329,17 @@ def _export(
             else:
                 counts[split] += 1
                 exported.append((split, name, rec.relpath))
-                (derived if how == "derived" else known).append(f"{split}/landmarks/{name}.txt")
+                where = "images/{}.jpg" if how == "none" else "landmarks/{}.txt"
+                landmarks[how].append(f"{split}/{where.format(name)}")
             if on_progress is not None:
                 on_progress(done, len(recs))
         by_path = {r.relpath: r for r in recs}
         effort = [(split, name, by_path[relpath]) for split, name, relpath in exported]
+        # Files of the user's kept where LaPa loaders read: an image without its label there
+        # stops a training run, so the export names them.
+        strays = [r for r in _foreign_entries(out, tmp, previous) if _READ_BY_LOADERS.match(r)] if previous else []
         (tmp / README_NAME).write_text(
-            readme(counts, derived, known, skipped, reviewed_only, val_fraction, test_fraction, seed, effort),
+            readme(counts, landmarks, skipped, reviewed_only, val_fraction, test_fraction, seed, effort, strays),
             encoding="utf-8",
         )
         write_names(tmp / NAMES_CSV, exported)
@@ -375,7 +367,7 @@ def _export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {**counts, "skipped": len(skipped)}
+    return {**counts, "skipped": len(skipped), **({"stray": len(strays)} if strays else {})}
 
 
 def _carry_foreign_files(
@@ -445,7 +437,8 @@ def _foreign_entries(out: Path, tmp: Path, previous: dict[str, str | None]) -> l
 
 
 def _export_one(project: Project, rec: ImageRecord, split_dir: Path, name: str) -> str:
-    """Write one image, label and landmark file; returns "derived" or "known" (landmarks)."""
+    """Write one image, label and landmark file; returns "derived", "known" or "none" (no face
+    part in the label: no landmark file)."""
     src = project.image_path(rec)
     image = read_image(src)  # also proves the file is readable before anything is written
     label = project.load_label(rec)
@@ -462,8 +455,10 @@ def _export_one(project: Project, rec: ImageRecord, split_dir: Path, name: str) 
     else:
         dst.write_bytes(_encode_jpeg(image))
     (split_dir / "labels" / f"{name}.png").write_bytes(encode_label_png(label))
-    points = _known_landmarks(project, rec, label.shape)
-    how = "known" if points is not None else "derived"
+    points = known_landmarks(project.store_dir / LANDMARKS_DIR / (rec.relpath + ".txt"), label.shape)
+    how = "known" if points is not None else "derived" if np.isin(label, FACE_CLASSES).any() else "none"
+    if how == "none":
+        return how
     if points is None:
         points = derive_landmarks(largest_face_label(label, project.face_boxes(rec) or []))
     (split_dir / "landmarks" / f"{name}.txt").write_text(format_landmarks(points), encoding="utf-8")

@@ -27,17 +27,25 @@ EFFORT_COLUMNS = (
 
 def readme(
     counts: dict[str, int],
-    derived: list[str],
-    known: list[str],
+    landmarks: dict[str, list[str]],
     skipped: list[tuple[str, str]],
     reviewed_only: bool,
     val_fraction: float,
     test_fraction: float,
     seed: int,
     effort: Sequence[tuple[str, str, ImageRecord]] = (),
+    strays: Sequence[str] = (),
 ) -> str:
-    """The export's README.txt: what it is, its split, which landmarks were derived, what the
-    labels cost."""
+    """The export's README.txt: what it is, its split, which landmarks were derived (and which
+    images have none: no face in their label), what the labels cost.
+
+    Args:
+        landmarks: "derived", "known": the landmark files written of each kind; "none": the
+            images written without one.
+        strays: files not of this export kept where LaPa loaders read (``split/images``,
+            ``split/labels``).
+    """
+    derived, known, faceless = (landmarks.get(k, []) for k in ("derived", "known", "none"))
     lines = [
         README_MARK,
         "=" * len(README_MARK),
@@ -65,6 +73,15 @@ def readme(
         f"Landmark files from the project's own landmarks ({len(known)}):",
         *[f"  {name}" for name in known],
     ]
+    if faceless:
+        lines += [f"No landmark file (no face in the label, all background or hair) ({len(faceless)}):"]
+        lines += [f"  {name}" for name in faceless]
+    if strays:
+        lines += [
+            "", f"NOT OURS ({len(strays)}): kept where LaPa loaders read them, each as an image or label",
+            "without its pair, which stops a training run; move them out of the export:",
+            *[f"  {rel}" for rel in strays],
+        ]  # fmt: skip
     lines += ["", *effort_summary(effort)]
     if skipped:
         lines += ["", f"Skipped images ({len(skipped)}):"]
@@ -153,8 +170,15 @@ def export_message(
         reviewed_only: only reviewed images were asked for.
     """
     counts = dict(counts)
-    back = counts.pop("put_back", 0)
+    back, strays = counts.pop("put_back", 0), counts.pop("stray", 0)
     text = f"Exported to {out_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."
+    if strays:
+        one = strays == 1
+        text += (
+            f" {strays} file{'' if one else 's'} of yours {'is' if one else 'are'} in images/ or labels/, "
+            f"where LaPa loaders take {'it' if one else 'them'} for a face without its pair and stop: "
+            f"the README names {'it' if one else 'them'}; move {'it' if one else 'them'} out."
+        )
     if back:
         text += (
             f" An export killed midway had hidden {back} of the folder's own files; they were "

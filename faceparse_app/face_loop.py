@@ -64,6 +64,7 @@ class FaceLoop(QObject):
         # image id -> the faces added or removed since its last prediction: their pixels take
         # the next prediction of that image.
         self._edits: dict[int, list[Face]] = {}
+        self._drawn_note: int | None = None  # the image whose "Parsing the face you drew" is up
 
     def attach(self, session: AnnotationSession, queue: PrelabelQueue) -> None:
         self.session, self.queue = session, queue
@@ -105,7 +106,7 @@ class FaceLoop(QObject):
     def on_image_changed(self, rec: ImageRecord | None) -> None:
         """A new image is on screen: show its kept faces until its prediction comes."""
         self.no_face.emit("")
-        self._predicted = None
+        self._predicted, self._drawn_note = None, None
         faces: list[Face] | None = None
         if rec is not None and self.session is not None:
             try:
@@ -167,6 +168,7 @@ class FaceLoop(QObject):
                 f"Parsing the face you drew in {rec.relpath}; draw a box around each other face.",
                 "info",
             )
+            self._drawn_note = rec.id
         return self._change(rec, kept, [*kept, face], face, f"Parsing the face you drew in {rec.relpath}…")
 
     def remove_face(self, face: Face) -> bool:
@@ -293,6 +295,12 @@ class FaceLoop(QObject):
             self.message.emit(f"The new pre-label of {session.current.relpath} did not fit: {exc}", "warning")
             return
         note = "; your own edits there were kept" if kept.any() else ""
+        if self._drawn_note == image_id:  # the bar said it was parsing: it is done
+            self._drawn_note = None
+            self.message.emit(
+                f"Parsing the face you drew in {session.current.relpath}: done{note}; draw a box "
+                "around each other face.", "info",
+            )  # fmt: skip
         self.status.emit(f"Faces of {session.current.relpath} updated{note} (Ctrl+Z undoes it).")
 
     def _show(self, faces: list[Face]) -> None:

@@ -6,7 +6,7 @@ dropped, so a long session never grows without limit.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -241,3 +241,61 @@ class History:
             self._bytes -= self._redo.pop(0).nbytes
         while self._bytes > self.max_bytes and len(self._undo) > 1:
             self._bytes -= self._undo.popleft().nbytes
+
+
+HISTORY_BYTES = 16 * 2**20  # undo memory per image, at the least
+FULL_SIZE_STEPS = 8  # an image's undo keeps at least this many steps that each change all of it
+KEEP_HISTORIES = 20  # images whose undo history is kept (most recently opened)
+TOTAL_HISTORY_BYTES = 512 * 2**20  # undo memory of the other kept images together, at the most
+
+
+class HistoryShelf:
+    """The undo histories of the images opened in a session, kept across image switches.
+
+    Each image's budget grows with its size, so a fill of a 12-megapixel photo (a 24 MB step)
+    stays undoable after the next stroke; the least recently opened histories are let go past
+    ``keep`` images or ``total_bytes`` together (never the one just opened).
+
+    Args:
+        per_image_bytes: an image's undo memory at the least (a small image's budget).
+        full_size_steps: steps that each change a whole image an image's budget holds.
+        keep: images whose history is kept.
+        total_bytes: memory of all kept histories together past which the oldest go.
+    """
+
+    def __init__(
+        self,
+        per_image_bytes: int = HISTORY_BYTES,
+        full_size_steps: int = FULL_SIZE_STEPS,
+        keep: int = KEEP_HISTORIES,
+        total_bytes: int = TOTAL_HISTORY_BYTES,
+    ) -> None:
+        self.per_image_bytes = int(per_image_bytes)
+        self.full_size_steps = int(full_size_steps)
+        self.keep = int(keep)
+        self.total_bytes = int(total_bytes)
+        self._kept: OrderedDict[int, History] = OrderedDict()
+
+    def budget(self, shape: tuple[int, int]) -> int:
+        """The undo memory of an image of ``shape`` (H, W), in bytes."""
+        whole_step = 2 * int(shape[0]) * int(shape[1])  # a step holds the old and new values
+        return max(self.per_image_bytes, self.full_size_steps * whole_step)
+
+    def for_image(self, image_id: int, shape: tuple[int, int]) -> History:
+        """The history of an image about to be shown (a new one the first time)."""
+        history = self._kept.pop(image_id, None)
+        if history is None:
+            history = History(max_bytes=self.budget(shape))
+        self._kept[image_id] = history
+        while len(self._kept) > 1 and (len(self._kept) > self.keep or self.nbytes > self.total_bytes):
+            self._kept.popitem(last=False)
+        return history
+
+    def drop(self, image_id: int) -> None:
+        """Forget an image's history (its steps led to a label that is no longer there)."""
+        self._kept.pop(image_id, None)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by every kept history, in bytes."""
+        return sum(h.nbytes for h in self._kept.values())

@@ -24,8 +24,16 @@ never fails and never gives NaN.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import cv2
 import numpy as np
+
+from trainer.data.lapa import read_landmarks
+from trainer.errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 NUM_POINTS = 106
 
@@ -414,3 +422,27 @@ def format_landmarks(points: np.ndarray) -> str:
     lines = [str(len(pts))] + [f"{x:.2f} {y:.2f}" for x, y in pts]
     return "\n".join(lines) + "\n"
 
+
+def known_landmarks(path: Path, size: tuple[int, int]) -> np.ndarray | None:
+    """A project's own landmark file for an image of ``size`` (H, W), if it is usable.
+
+    Returns:
+        (106, 2) float (x, y) points, or None: no file, or one that is unreadable, has another
+        number of points or points outside the image (logged, then ignored).
+    """
+    if not path.is_file():
+        return None
+    try:
+        points = read_landmarks(path)
+    except DatasetError as exc:
+        log.warning("ignoring %s: %s", path, exc)
+        return None
+    h, w = size
+    if points.shape != (NUM_POINTS, 2) or not np.isfinite(points).all():
+        log.warning("ignoring %s: expected %d finite points", path, NUM_POINTS)
+        return None
+    xs, ys = points[:, 0], points[:, 1]
+    if (xs < -1).any() or (xs > w).any() or (ys < -1).any() or (ys > h).any():
+        log.warning("ignoring %s: points outside the %dx%d image", path, w, h)
+        return None
+    return points

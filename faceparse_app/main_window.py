@@ -27,6 +27,7 @@ from faceparse_app.export_files import export_message
 from faceparse_app.loop_state import LoopState
 from faceparse_app.model_loop import ModelLoop
 from faceparse_app.project import DamagedStoreError, Project, ProjectError, ProjectLockedError
+from faceparse_app.project_scan import open_error_text
 from faceparse_app.samples import create_demo_project
 from faceparse_app.session import AnnotationSession
 from faceparse_app.training_settings import available_devices, settings_from_stored, stored_settings
@@ -195,7 +196,7 @@ class MainWindow(QMainWindow):
             self.show_message(str(exc), "error")
             return False
         except ProjectError as exc:
-            self.show_message(f"Cannot open {folder}: {exc}", "error")
+            self.show_message(open_error_text(folder, exc), "error")
             return False
         if project is None:
             return False
@@ -247,11 +248,7 @@ class MainWindow(QMainWindow):
 
     def confirm_recover(self, text: str) -> bool:
         """Ask whether to rebuild a damaged project store (tests replace this)."""
-        answer = QMessageBox.question(
-            self,
-            "Damaged project store",
-            f"{text}\n\nRecover the store now?",
-        )
+        answer = QMessageBox.question(self, "Damaged project store", f"{text}\n\nRecover the store now?")
         return answer == QMessageBox.StandardButton.Yes
 
     def open_demo(self) -> bool:

@@ -321,3 +321,15 @@ def without_path(text: str, path: str | os.PathLike[str]) -> str:
     """An error about an image, told next to its name: the full path the reader put in front
     ("/home/.../a.jpg: not an image") left out, so the name is not said twice."""
     return text.replace(f"{os.fspath(path)}: ", "", 1)
+
+
+def open_error_text(folder: str | os.PathLike[str], error: Exception) -> str:
+    """'Cannot open FOLDER: why', the folder named once though the store's error names it too
+    ("/x/gone: folder not found", "/x is read-only; ...")."""
+    text = str(error)
+    for path in dict.fromkeys((os.fspath(folder), os.fspath(Path(folder).expanduser().resolve()))):
+        if text.startswith(f"{path}: "):
+            return f"Cannot open {path}: {text[len(path) + 2:]}"
+        if path in text:
+            return f"Cannot open {path}: {text.replace(path, 'the folder', 1)}"
+    return f"Cannot open {os.fspath(folder)}: {text}"

@@ -64,7 +64,8 @@ class LabelCanvas(QWidget):
         edited(): an undo step was added (stroke, fill or polygon finished).
         face_drawn(box): the face-box tool drew (x0, y0, x1, y1) in image pixels.
         face_removal_requested(face): the face-box tool asks to remove this Face.
-        assist_message(text): an assisted tool cannot work (no model yet), for the message bar.
+        assist_message(text): a click tool cannot work (no model yet, a protected class), for
+            the message bar.
     """
 
     hover_changed = Signal(int, int, int)
@@ -72,7 +73,7 @@ class LabelCanvas(QWidget):
     edited = Signal()
     face_drawn = Signal(object)
     face_removal_requested = Signal(object)
-    assist_message = Signal(str)  # an assisted tool cannot work (e.g. no model yet)
+    assist_message = Signal(str)  # a click tool cannot work (no model yet, a protected class)
 
     def __init__(self, state: ToolState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -362,6 +363,8 @@ class LabelCanvas(QWidget):
             self.setCursor(Qt.CursorShape.ClosedHandCursor)
             return
         if event.button() == Qt.MouseButton.LeftButton and self._qimage is not None:
+            if self.tool.edits_labels and not self.state.overlay_visible:
+                self.state.set_overlay_visible(True)  # H hid them to look: never edit unseen
             self.tool.press(self, *self.widget_to_image(pos))
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 (Qt API)

@@ -23,6 +23,7 @@ class CanvasTool:
     """Base tool: ignores everything. Coordinates are image pixels (floats)."""
 
     cursor = Qt.CursorShape.CrossCursor
+    edits_labels = True  # a press may change the label map (so the labels must be in view)
 
     def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
         """Left button pressed at image point (x, y)."""
@@ -52,6 +53,18 @@ class CanvasTool:
     def preview_rect(self, canvas: LabelCanvas) -> QRectF:
         """Widget rect the preview covers (repainted when the cursor moves)."""
         return QRectF()
+
+
+def _protected_at(canvas: LabelCanvas, px: int, py: int) -> bool:
+    """Whether a click tool would change nothing at (px, py) because its class is protected;
+    then it says so (a silent click looks like a broken tool)."""
+    assert canvas.document is not None
+    cls = canvas.document.pick(px, py)
+    if cls not in canvas.document.protected:
+        return False
+    name = canvas.state.label_set.classes[cls]
+    canvas.assist_message.emit(f"{name} is protected: untick its Protect box in Classes to change it.")
+    return True
 
 
 def _pixel(x: float, y: float) -> tuple[int, int]:
@@ -122,13 +135,15 @@ class FillTool(CanvasTool):
 
     def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
         px, py = _pixel(x, y)
-        if canvas.document is not None and canvas.contains(px, py):
+        if canvas.document is not None and canvas.contains(px, py) and not _protected_at(canvas, px, py):
             if canvas.document.flood_fill(px, py, canvas.state.cls) is not None:
                 canvas.edited.emit()
 
 
 class PickerTool(CanvasTool):
     """Eyedropper: the class under the click becomes the current class."""
+
+    edits_labels = False
 
     def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
         px, py = _pixel(x, y)
@@ -231,7 +246,7 @@ class RelabelTool(CanvasTool):
     def press(self, canvas: LabelCanvas, x: float, y: float) -> None:
         px, py = _pixel(x, y)
         doc, assist = canvas.document, canvas.assist
-        if doc is None or assist is None or not canvas.contains(px, py):
+        if doc is None or assist is None or not canvas.contains(px, py) or _protected_at(canvas, px, py):
             return
         canvas.setCursor(Qt.CursorShape.WaitCursor)  # the first click of an image runs the parser
         try:
@@ -329,6 +344,8 @@ class BoundaryTool(PolygonTool):
 class FaceBoxTool(CanvasTool):
     """Drag a box around a face the finder missed; click a box to select it, Delete (or
     Backspace) removes it, Esc lets go. The canvas only reports; the face loop does the rest."""
+
+    edits_labels = False  # a box over the photo; the pixels it brings are the model's
 
     min_drag_px = 6.0  # widget pixels: a shorter drag is a click
 

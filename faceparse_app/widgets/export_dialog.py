@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from faceparse_app.export import export_folder_problem
 from faceparse_app.workers import FunctionWorker
 
 
@@ -118,6 +119,15 @@ class ExportDialog(QDialog):
         self.problem_label.setText(problem)
         self.problem_label.setVisible(bool(problem))
         self.export_button.setEnabled(not problem)
+
+    def accept(self) -> None:
+        """Close only for a folder the export can use; else say why, the form kept as filled."""
+        problem = export_folder_problem(self.request().out_dir, self.project_root)
+        if problem:
+            self.problem_label.setText(problem)
+            self.problem_label.show()
+            return
+        super().accept()
 
     def _browse(self) -> None:
         start = Path(self.folder_edit.text().strip() or self.project_root.parent)

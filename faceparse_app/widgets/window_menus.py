@@ -102,6 +102,13 @@ def build_menus(window: MainWindow) -> None:
     window.tool_bar.faces_action.toggled.connect(window.settings.set_show_faces)
     window.tool_bar.faces_action.setChecked(window.settings.show_faces)
     window.canvas.set_faces_visible(window.settings.show_faces)
+    # The brush size and the overlay's opacity are the annotator's own: kept between sessions.
+    if window.settings.brush_radius is not None:
+        window.state.set_radius(window.settings.brush_radius)
+    if window.settings.overlay_opacity is not None:
+        window.state.set_opacity(window.settings.overlay_opacity)
+    window.state.radius_changed.connect(window.settings.set_brush_radius)
+    window.state.opacity_changed.connect(window.settings.set_overlay_opacity)
 
     tools_menu = bar.addMenu("&Tools")
     for action in window.tool_bar.tool_actions.values():
