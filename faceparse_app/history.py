@@ -244,21 +244,25 @@ class History:
 
 
 HISTORY_BYTES = 16 * 2**20  # undo memory per image, at the least
-FULL_SIZE_STEPS = 8  # an image's undo keeps at least this many steps that each change all of it
+FULL_SIZE_STEPS = 8  # steps that each change all of an image its undo keeps (up to 16 megapixels)
 KEEP_HISTORIES = 20  # images whose undo history is kept (most recently opened)
-TOTAL_HISTORY_BYTES = 512 * 2**20  # undo memory of the other kept images together, at the most
+TOTAL_HISTORY_BYTES = 512 * 2**20  # undo memory of the kept histories together as an image opens
 
 
 class HistoryShelf:
     """The undo histories of the images opened in a session, kept across image switches.
 
     Each image's budget grows with its size, so a fill of a 12-megapixel photo (a 24 MB step)
-    stays undoable after the next stroke; the least recently opened histories are let go past
-    ``keep`` images or ``total_bytes`` together (never the one just opened).
+    stays undoable after the next stroke, up to half of ``total_bytes``: the history of the
+    photo just left always fits beside the one opened, so a look at the next photo never costs
+    the last one its undo, and a 48-megapixel photo's steps never outgrow the shared memory. The
+    least recently opened histories are let go past ``keep`` images or ``total_bytes`` together
+    (never the one just opened).
 
     Args:
         per_image_bytes: an image's undo memory at the least (a small image's budget).
-        full_size_steps: steps that each change a whole image an image's budget holds.
+        full_size_steps: steps that each change a whole image an image's budget holds (fewer on
+            a photo over 16 megapixels, whose budget is half of ``total_bytes``).
         keep: images whose history is kept.
         total_bytes: memory of all kept histories together past which the oldest go.
     """
@@ -279,7 +283,8 @@ class HistoryShelf:
     def budget(self, shape: tuple[int, int]) -> int:
         """The undo memory of an image of ``shape`` (H, W), in bytes."""
         whole_step = 2 * int(shape[0]) * int(shape[1])  # a step holds the old and new values
-        return max(self.per_image_bytes, self.full_size_steps * whole_step)
+        wanted = max(self.per_image_bytes, self.full_size_steps * whole_step)
+        return min(wanted, self.total_bytes // 2)
 
     def for_image(self, image_id: int, shape: tuple[int, int]) -> History:
         """The history of an image about to be shown (a new one the first time)."""

@@ -1,0 +1,34 @@
+"""Defects found in the review of session 6's changes (the t42 trial's fixes: the shared undo
+budget, the folder named once, the kept opacity): each test asserts what a user would lose or
+see."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from faceparse_app.history import TOTAL_HISTORY_BYTES, Delta, HistoryShelf
+
+
+def whole_image_step(shape: tuple[int, int]) -> Delta:
+    """A step that changes every pixel of an image of ``shape`` (a fill, a pre-label), counted at
+    its full size; broadcast views, so a 48-megapixel step costs the test no memory."""
+    view = np.broadcast_to(np.uint8(0), shape)
+    return Delta(y0=0, x0=0, before=view, after=view)
+
+
+def test_the_undo_of_a_large_photo_survives_a_look_at_the_next_one():
+    # A 48-megapixel phone photo: filled eight times, then the next photo (pre-labeled on
+    # opening) looked at, then back: Ctrl+Z did nothing. One photo's budget (8 whole-image steps,
+    # 768 MB) was over the 512 MB all kept histories share, so the shelf dropped all of its undo
+    # at the first switch; and it alone held 768 MB, over the total the commit promised.
+    shelf, big = HistoryShelf(), (6000, 8000)
+    first = shelf.for_image(1, big)
+    for _ in range(8):
+        first.push(whole_image_step(big))
+    second = shelf.for_image(2, big)
+    second.push(whole_image_step(big))  # its pre-label
+    assert shelf.for_image(1, big) is first and first.can_undo
+    for _ in range(8):
+        first.push(whole_image_step(big))
+    assert shelf.for_image(2, big) is second and second.can_undo  # and back again
+    assert shelf.nbytes <= TOTAL_HISTORY_BYTES
