@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -324,12 +325,19 @@ def without_path(text: str, path: str | os.PathLike[str]) -> str:
 
 
 def open_error_text(folder: str | os.PathLike[str], error: Exception) -> str:
-    """'Cannot open FOLDER: why', the folder named once though the store's error names it too
-    ("/x/gone: folder not found", "/x is read-only; ...")."""
+    """'Cannot open FOLDER: why', the folder named once though the store's error names it too:
+    "/x/gone: folder not found" says 'folder not found', "/x is read-only; ..." 'the folder is
+    read-only; ...', and a path inside it ("/x/.faceparse/project.sqlite was written by ...") is
+    told relative to it. The store names the folder by its absolute path (a relative one given
+    on the command line too), so that is the path looked for, whole, and the one shown."""
     text = str(error)
-    for path in dict.fromkeys((os.fspath(folder), os.fspath(Path(folder).expanduser().resolve()))):
+    given = Path(folder).expanduser()
+    for path in dict.fromkeys((os.fspath(given.absolute()), os.fspath(given.resolve()))):
         if text.startswith(f"{path}: "):
             return f"Cannot open {path}: {text[len(path) + 2:]}"
-        if path in text:
-            return f"Cannot open {path}: {text.replace(path, 'the folder', 1)}"
+        # The whole path only: never a piece of a longer name ("/x/gone" in "/x/gone2").
+        whole = re.compile(re.escape(path) + r"(/|(?=[\s:;,)]|$))")
+        if whole.search(text):
+            why = whole.sub(lambda m: "" if m.group(1) == "/" else "the folder", text, count=1)
+            return f"Cannot open {path}: {why}"
     return f"Cannot open {os.fspath(folder)}: {text}"

@@ -4,6 +4,8 @@ see."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 
 from faceparse_app.history import TOTAL_HISTORY_BYTES, Delta, HistoryShelf
@@ -32,3 +34,33 @@ def test_the_undo_of_a_large_photo_survives_a_look_at_the_next_one():
         first.push(whole_image_step(big))
     assert shelf.for_image(2, big) is second and second.can_undo  # and back again
     assert shelf.nbytes <= TOTAL_HISTORY_BYTES
+
+
+def test_a_project_a_newer_app_wrote_is_named_once_and_readably(qtbot, tmp_path):
+    # "Cannot open /x: the folder/.faceparse/project.sqlite was written by a newer FaceParse
+    # Studio": the folder's path inside the store's path was replaced too.
+    from faceparse_app.project import Project
+    from tests.app.test_gui_canvas import make_window
+
+    root = tmp_path / "newer"
+    root.mkdir()
+    Project.open(root).close()
+    with sqlite3.connect(root / ".faceparse" / "project.sqlite") as conn:
+        conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    conn.close()
+    window = make_window(qtbot, tmp_path, open_project=False)
+    assert not window.open_project(root)
+    text = window.message_bar.message
+    assert text.startswith(f"Cannot open {root}: ") and text.count(str(root)) == 1
+    assert "the folder/" not in text and ".faceparse/project.sqlite was written by a newer" in text
+
+
+def test_a_folder_given_by_a_relative_path_is_named_once_and_readably(qtbot, tmp_path, monkeypatch):
+    # faceparse-studio photos (a folder since deleted): "Cannot open photos: /home/u/the
+    # folder: folder not found", the folder's name replaced inside its own path.
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path, open_project=False)
+    monkeypatch.chdir(tmp_path)
+    assert not window.open_project("photos")
+    assert window.message_bar.message == f"Cannot open {tmp_path / 'photos'}: folder not found"
