@@ -15,6 +15,9 @@ import numpy as np
 from trainer.labels import LabelSet
 
 DEFAULT_OPACITY = 0.4  # the photo stays readable under the fill
+# A launch restores the last session's opacity only from here up: below it the labels are as
+# good as hidden, with "Show labels" on and nothing to say why (the default is used instead).
+MIN_KEPT_OPACITY = 0.1
 
 DISPLAY_PALETTES: dict[str, tuple[tuple[int, int, int], ...]] = {
     "lapa": (

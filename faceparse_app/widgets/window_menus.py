@@ -16,6 +16,7 @@ from faceparse_app.widgets.class_palette import CLASS_HOTKEYS
 from faceparse_app.widgets.face_steps import NEXT_FACE_KEYS, PREVIOUS_FACE_KEYS, step_face_in_window
 from faceparse_app.widgets.folder_rescan import RESCAN_KEY, rescan_folder
 from faceparse_app.widgets.help_dialogs import show_about, show_shortcuts
+from faceparse_app.widgets.label_colours import MIN_KEPT_OPACITY
 
 if TYPE_CHECKING:
     from faceparse_app.main_window import MainWindow
@@ -105,8 +106,9 @@ def build_menus(window: MainWindow) -> None:
     # The brush size and the overlay's opacity are the annotator's own: kept between sessions.
     if window.settings.brush_radius is not None:
         window.state.set_radius(window.settings.brush_radius)
-    if window.settings.overlay_opacity is not None:
-        window.state.set_opacity(window.settings.overlay_opacity)
+    kept_opacity = window.settings.overlay_opacity
+    if kept_opacity is not None and kept_opacity >= MIN_KEPT_OPACITY:
+        window.state.set_opacity(kept_opacity)
     window.state.radius_changed.connect(window.settings.set_brush_radius)
     window.state.opacity_changed.connect(window.settings.set_overlay_opacity)
 

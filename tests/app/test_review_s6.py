@@ -64,3 +64,22 @@ def test_a_folder_given_by_a_relative_path_is_named_once_and_readably(qtbot, tmp
     monkeypatch.chdir(tmp_path)
     assert not window.open_project("photos")
     assert window.message_bar.message == f"Cannot open {tmp_path / 'photos'}: folder not found"
+
+
+def test_a_launch_never_starts_with_the_labels_unseen(qtbot, tmp_path):
+    # The opacity slider goes down to 0 (to look at the photo); kept between sessions since
+    # the t42 trial, the next launch showed no labels at all with "Show labels" (H) on, and
+    # a stroke painted unseen (the edit-shows-the-labels rule never fires: H is not off).
+    from tests.app.test_gui_canvas import drag, make_window, pixel_colour, pixel_colour_hidden
+
+    window = make_window(qtbot, tmp_path)
+    window.tool_bar.opacity_slider.setValue(0)
+    window.close()
+    again = make_window(qtbot, tmp_path)  # the same settings file
+    again.state.set_radius(4)
+    again.state.set_class(4)
+    drag(again.canvas, [(20, 30), (40, 30)])
+    assert again.session.document.label[30, 30] == 4
+    assert again.state.overlay_visible
+    assert pixel_colour(again.canvas, 30, 30) != pixel_colour_hidden(again, 30, 30)  # on screen
+    assert 0 < again.tool_bar.opacity_slider.value() <= 100
