@@ -363,8 +363,8 @@ class LabelCanvas(QWidget):
             self.setCursor(Qt.CursorShape.ClosedHandCursor)
             return
         if event.button() == Qt.MouseButton.LeftButton and self._qimage is not None:
-            if self.tool.edits_labels and not self.state.overlay_visible:
-                self.state.set_overlay_visible(True)  # H hid them to look: never edit unseen
+            if self.tool.edits_labels:
+                self.state.show_labels()  # H or the slider hid them to look: never edit unseen
             self.tool.press(self, *self.widget_to_image(pos))
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 (Qt API)

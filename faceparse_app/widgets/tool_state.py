@@ -115,6 +115,13 @@ class ToolState(QObject):
             self._overlay_visible = bool(visible)
             self.overlay_visible_changed.emit(self._overlay_visible)
 
+    def show_labels(self) -> None:
+        """Put the labels in view for an edit, never painted unseen: shown again if H hid them,
+        and at the default opacity if the slider was at 0 (the outline view ignores it)."""
+        self.set_overlay_visible(True)
+        if self._opacity == 0 and not self._outline:
+            self.set_opacity(DEFAULT_OPACITY)
+
     @property
     def outline(self) -> bool:
         return self._outline

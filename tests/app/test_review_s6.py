@@ -83,3 +83,18 @@ def test_a_launch_never_starts_with_the_labels_unseen(qtbot, tmp_path):
     assert again.state.overlay_visible
     assert pixel_colour(again.canvas, 30, 30) != pixel_colour_hidden(again, 30, 30)  # on screen
     assert 0 < again.tool_bar.opacity_slider.value() <= 100
+
+
+def test_an_edit_with_the_opacity_at_zero_shows_the_labels(qtbot, tmp_path):
+    # The slider at 0 hides the labels as H does (the way to look at the photo for whoever
+    # does not know H); a stroke then painted unseen, which the t42 fix stops for H only.
+    from tests.app.test_gui_canvas import drag, make_window, pixel_colour, pixel_colour_hidden
+
+    window = make_window(qtbot, tmp_path)
+    window.state.set_radius(4)
+    window.state.set_class(4)
+    window.tool_bar.opacity_slider.setValue(0)
+    drag(window.canvas, [(20, 30), (40, 30)])
+    assert window.session.document.label[30, 30] == 4
+    assert pixel_colour(window.canvas, 30, 30) != pixel_colour_hidden(window, 30, 30)  # on screen
+    assert window.tool_bar.opacity_slider.value() > 0
