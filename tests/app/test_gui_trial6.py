@@ -4,11 +4,14 @@ driven the way the user met it."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from PySide6.QtCore import Qt
 
-from tests.app.test_gui_canvas import drag
+from tests.app.test_gui_canvas import click, drag, key, make_window
 from tests.app.test_gui_faces import LEFT, face_tool, two_faces_one_found, wait_parsed
 from tests.app.test_gui_model_loop import status
+from trainer.data.imageio import write_image
 
 
 @pytest.mark.parametrize("finished", ["labeled", "reviewed"])
@@ -37,3 +40,28 @@ def test_removing_a_face_from_a_finished_photo_sends_it_back_to_in_progress(qtbo
     assert window.model_loop.faces.remove_face(LEFT)
     wait_parsed(qtbot, session)
     assert status(window, session.current.id)[0] == "in_progress"
+
+
+def test_edge_outline_follows_edges_between_points_far_apart_on_a_camera_photo(qtbot, tmp_path):
+    # The trial: at fit zoom on a 12-megapixel photo, the clicks of an edge outline were over
+    # 384 image pixels apart, and each side was a straight line: four clicks on a round rim made
+    # a diamond (64% of the disc) instead of following the rim.
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    h, w, r = 3000, 4000, 1200
+    yy, xx = np.mgrid[:h, :w]
+    disc = (xx - 2000) ** 2 + (yy - 1500) ** 2 <= r * r
+    image = np.where(disc[..., None], 210, 40).astype(np.uint8).repeat(3, axis=2)
+    write_image(folder / "disc.png", image)
+    window = make_window(qtbot, tmp_path, open_project=False)
+    assert window.open_project(folder)
+    doc, canvas = window.session.document, window.canvas
+    assert canvas.scale < 0.5  # fit zoom: one screen pixel is several image pixels
+    key(window, Qt.Key.Key_S)
+    window.state.set_class(6)
+    for x, y in [(2000, 1500 - r), (2000 + r, 1500), (2000, 1500 + r), (2000 - r, 1500)]:
+        click(canvas, x, y)
+    key(window, Qt.Key.Key_Return)
+    painted = doc.label == 6
+    assert (painted & disc).sum() >= 0.95 * disc.sum()
+    assert (painted & ~disc).sum() <= 0.03 * disc.sum()
