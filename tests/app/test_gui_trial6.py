@@ -65,3 +65,27 @@ def test_edge_outline_follows_edges_between_points_far_apart_on_a_camera_photo(q
     painted = doc.label == 6
     assert (painted & disc).sum() >= 0.95 * disc.sum()
     assert (painted & ~disc).sum() <= 0.03 * disc.sum()
+
+
+def test_the_unsure_column_of_labeled_photos_is_kept_after_a_reopen(qtbot, tmp_path):
+    # The trial: the Unsure column showed a score for every photo while labeling; after closing
+    # and reopening the project, the photos labeled meanwhile had empty cells (only unfinished
+    # photos are scored on open), so sorting by it put them anywhere.
+    from faceparse_app.widgets.image_table import Column
+    from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, publish_parser
+
+    folder = project_with(tmp_path / "project", n=3)
+    publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    ids = [r.id for r in window.session.records()]
+
+    def cells() -> list[str]:
+        return [window.image_list.row_text(i, Column.UNSURE) for i in ids]
+
+    qtbot.waitUntil(lambda: all(cells()), timeout=WAIT_MS)
+    assert window.session.set_status("labeled")
+    shown = cells()
+    window.close_project()
+    assert window.open_project(folder)
+    qtbot.waitUntil(lambda: all(cells()), timeout=WAIT_MS)
+    assert cells() == shown
