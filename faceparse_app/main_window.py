@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QStackedWidget,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -76,18 +75,13 @@ class MainWindow(QMainWindow):
         self.canvas_status = CanvasStatus(self.statusBar(), LAPA)
 
         # The canvas is the central widget; the list, classes and training are docks beside it
-        # (hidden, moved and resized at will, and remembered). The message bar sits above the
-        # canvas only: when it appears the list does not move under the cursor.
+        # (hidden, moved and resized at will, and remembered). The message bar floats over the
+        # canvas's top edge: when it appears nothing moves under the cursor.
         self.stack = QStackedWidget()
         self.stack.addWidget(self.start_page)
         self.stack.addWidget(self.canvas)
-        central = QWidget()
-        column = QVBoxLayout(central)
-        column.setContentsMargins(0, 0, 0, 0)
-        column.setSpacing(0)
-        column.addWidget(self.message_bar)
-        column.addWidget(self.stack, 1)
-        self.setCentralWidget(central)
+        self.setCentralWidget(self.stack)
+        self.message_bar.float_over(self.stack)
 
         build_menus(self)
         self.loop_state = LoopState(available_devices())
@@ -311,8 +305,7 @@ class MainWindow(QMainWindow):
     def show_message(self, text: str, level: str = "info") -> None:
         self.train_offer.hide()
         self.face_offer.hide()
-        self.message_bar.show_message(text, level)
-        self.statusBar().showMessage(text, 15000)
+        self.message_bar.show_message(text, level)  # the status bar keeps its own notes
 
     def _offer_training(self, text: str) -> None:
         self.show_message(text, "info")

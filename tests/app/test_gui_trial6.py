@@ -89,3 +89,27 @@ def test_the_unsure_column_of_labeled_photos_is_kept_after_a_reopen(qtbot, tmp_p
     assert window.open_project(folder)
     qtbot.waitUntil(lambda: all(cells()), timeout=WAIT_MS)
     assert cells() == shown
+
+
+def test_a_message_neither_moves_the_canvas_nor_repeats_on_the_status_bar(qtbot, tmp_path):
+    # The trial: mid-stroke, a message appeared and the canvas moved down by the bar's height,
+    # so the stroke went on where the photo had been; and each message was said twice, on the
+    # message bar and again on the status bar.
+    window = make_window(qtbot, tmp_path)
+    canvas, bar = window.canvas, window.message_bar
+    bar.hide()  # (the no-model note of the open)
+    where, size = canvas.mapTo(window, canvas.rect().topLeft()), canvas.size()
+    corner = canvas.image_to_widget(10, 10)
+    window.show_message("Model v3 is in use: refreshing 4 other pre-labels in the background", "info")
+    assert bar.isVisible() and bar.height() > 10
+    assert canvas.mapTo(window, canvas.rect().topLeft()) == where and canvas.size() == size
+    assert canvas.image_to_widget(10, 10) == corner
+    # The bar lies over the canvas's top edge, readable: above it, the full width of it.
+    top = bar.mapTo(window, bar.rect().topLeft())
+    assert top == where and bar.width() == canvas.width()
+    assert bar.isVisibleTo(window) and not bar.visibleRegion().isEmpty()
+    assert "refreshing" not in window.statusBar().currentMessage()
+    # A long message wraps, and the bar grows to show all of it, still not moving the canvas.
+    window.show_message("x " * 400, "warning")
+    assert bar.height() >= bar.text.heightForWidth(bar.text.width())
+    assert canvas.mapTo(window, canvas.rect().topLeft()) == where and canvas.size() == size
