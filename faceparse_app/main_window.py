@@ -30,6 +30,7 @@ from faceparse_app.project_scan import open_error_text
 from faceparse_app.samples import create_demo_project
 from faceparse_app.session import AnnotationSession
 from faceparse_app.training_settings import available_devices, settings_from_stored, stored_settings
+from faceparse_app.widgets import read_only_view as look_only
 from faceparse_app.widgets.busy import run_busy
 from faceparse_app.widgets.canvas import LabelCanvas
 from faceparse_app.widgets.class_palette import ClassPalette
@@ -73,6 +74,7 @@ class MainWindow(QMainWindow):
         self.addToolBar(self.tool_bar)
         self.tool_bar.editing_done.connect(self.canvas.setFocus)
         self.canvas_status = CanvasStatus(self.statusBar(), LAPA)
+        self.read_only_view = look_only.ReadOnlyView(self)
 
         # The canvas is the central widget; the list, classes and training are docks beside it
         # (hidden, moved and resized at will, and remembered). The message bar floats over the
@@ -217,7 +219,7 @@ class MainWindow(QMainWindow):
             panel.setEnabled(True)
         for action in self._project_actions:
             action.setEnabled(True)
-        self.setWindowTitle(f"{project.root.name} — FaceParse Studio")
+        self.setWindowTitle(look_only.window_title(project))
         self.canvas.setFocus()  # the class and tool keys work from the first press
         self._refresh_records()
         # After the window's own connections: the model loop's handlers see the new image shown.
@@ -226,6 +228,7 @@ class MainWindow(QMainWindow):
             session.step(0)
         if project.recovery:  # last, so no other message hides it
             self.show_message(project.recovery, "warning")
+        self.read_only_view.show(project)  # editing off, and why, when it is read-only
         return True
 
     def _open_store(self, folder: str | Path) -> Project | None:
@@ -234,6 +237,8 @@ class MainWindow(QMainWindow):
         scanning = f"Opening {Path(folder).name}: looking for new and changed images…"
         try:
             return run_busy(self, scanning, Project.open, folder)
+        except look_only.ReadOnlyFolderError as exc:  # a read-only share: open it to look only
+            return run_busy(self, scanning, look_only.open_read_only, folder, exc)
         except DamagedStoreError as exc:
             if not self.confirm_recover(str(exc)):
                 self.show_message(f"Not opened: {exc}", "error")
@@ -268,6 +273,7 @@ class MainWindow(QMainWindow):
         self.canvas.set_content(None, None)
         self.image_list.set_records([])
         self.canvas_status.show_model(None)
+        self.read_only_view.show(None)
         self.setWindowTitle("FaceParse Studio")
         self.show_start_page()
         return ok
@@ -375,7 +381,7 @@ class MainWindow(QMainWindow):
         self.canvas.set_content(session.image, session.document, keep_view=False)
         self.image_list.set_current(rec.id if rec is not None else None)
         if rec is not None:
-            self.setWindowTitle(f"{rec.relpath} — {session.project.root.name} — FaceParse Studio")
+            self.setWindowTitle(look_only.window_title(session.project, rec))
 
     def _refresh_records(self) -> None:
         if self.session is not None:

@@ -113,3 +113,61 @@ def test_a_message_neither_moves_the_canvas_nor_repeats_on_the_status_bar(qtbot,
     window.show_message("x " * 400, "warning")
     assert bar.height() >= bar.text.heightForWidth(bar.text.width())
     assert canvas.mapTo(window, canvas.rect().topLeft()) == where and canvas.size() == size
+
+
+def _files(folder) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_a_read_only_project_opens_to_look_and_export_with_editing_off(qtbot, tmp_path, monkeypatch):
+    # The trial: a team lead opened a finished project on a read-only share to review the
+    # labels and was refused outright ("... is read-only; labels cannot be saved there").
+    import errno
+
+    from tests.app.test_gui_canvas import make_project
+
+    folder = make_project(tmp_path / "share", n=3)
+    window = make_window(qtbot, tmp_path, open_project=False)
+    assert window.open_project(folder)
+    session = window.session
+    window.state.set_radius(6)
+    key(window, Qt.Key.Key_1)
+    drag(window.canvas, [(20, 30), (40, 30)])
+    labeled_id, painted = session.current.id, session.document.label.copy()
+    assert session.set_status("labeled")
+    window.close_project()
+
+    def read_only(_store):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("faceparse_app.project._probe_write", read_only)  # root ignores chmod
+    before = _files(folder)
+    assert window.open_project(folder)
+    session = window.session
+    assert session.project.read_only
+    bar = window.message_bar
+    assert bar.isVisible() and "read-only" in bar.message and "editing is off" in bar.message
+    assert "read-only" in window.windowTitle() and window.read_only_view.badge.isVisible()
+    # The labels are there to see, and every image can be browsed.
+    session.open_image(labeled_id)
+    np.testing.assert_array_equal(session.document.label, painted)
+    assert not window.tool_bar.isEnabled() and not window.palette.isEnabled()
+    assert not window.undo_action.isEnabled() and not window.accept_action.isEnabled()
+    # A drag pans instead of painting; a status key says why nothing changes.
+    drag(window.canvas, [(10, 10), (50, 50)])
+    np.testing.assert_array_equal(session.document.label, painted)
+    assert not session.document.dirty
+    key(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert session.project.get(labeled_id).status == "labeled" and "read-only" in bar.message
+    window._step(1)
+    assert session.current.id != labeled_id and session.document is not None
+    # Exported elsewhere; nothing at all written in the folder, closing included.
+    counts = window.export_lapa(tmp_path / "out")
+    assert counts is not None and sum(counts.get(k, 0) for k in ("train", "val", "test")) == 1
+    window.close_project()
+    assert _files(folder) == before
+    # Writable again: edited as before, the banner gone.
+    monkeypatch.undo()
+    assert window.open_project(folder)
+    assert not window.session.project.read_only and window.tool_bar.isEnabled()
+    assert "read-only" not in window.windowTitle() and not window.read_only_view.badge.isVisible()
