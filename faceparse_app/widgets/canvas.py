@@ -96,7 +96,7 @@ class LabelCanvas(QWidget):
         self._pan_anchor: QPointF | None = None
         self._space_down = False
         self.read_only = False  # a project opened to look only: a left drag pans, nothing paints
-        # Fitted, and not zoomed or panned since: a resize (a dock opening, the message bar)
+        # Fitted, and not zoomed or panned since: a resize (a dock opening, the window)
         # fits again instead of cutting the image's edge off.
         self._keep_fit = True
         self.setMouseTracking(True)
