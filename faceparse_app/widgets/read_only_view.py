@@ -1,6 +1,6 @@
 """A project opened to look only: its folder cannot be written (a read-only share or disk) but
 its store exists, so the images and their labels can be browsed and exported elsewhere. Editing
-is off (tools, classes, training, save, undo, statuses), a badge and the title say so, and
+is off (tools, classes, training, save, undo, statuses; the views of the labels stay), a badge and the title say so, and
 nothing is written in the folder.
 """
 
@@ -69,10 +69,13 @@ class ReadOnlyView:
         self.badge.setVisible(on)
         if project is None:
             return
-        for widget in (window.tool_bar, window.palette, window.train_panel):
+        # The tools go; the views of the labels (show, outline, opacity, confidence, faces)
+        # stay: checking labels is what a look is for.
+        tools = window.tool_bar
+        for widget in (tools.size_box, window.palette, window.train_panel):
             widget.setEnabled(not on)
-        for name in EDIT_ACTIONS:
-            getattr(window, name).setEnabled(not on)
+        for action in [*tools.tool_actions.values(), *(getattr(window, n) for n in EDIT_ACTIONS)]:
+            action.setEnabled(not on)
         if on:
             self.badge.setToolTip(read_only_text(project))
             window.show_message(read_only_text(project), "warning")

@@ -151,7 +151,12 @@ def test_a_read_only_project_opens_to_look_and_export_with_editing_off(qtbot, tm
     # The labels are there to see, and every image can be browsed.
     session.open_image(labeled_id)
     np.testing.assert_array_equal(session.document.label, painted)
-    assert not window.tool_bar.isEnabled() and not window.palette.isEnabled()
+    tools = window.tool_bar
+    assert not any(a.isEnabled() for a in tools.tool_actions.values()) and not window.palette.isEnabled()
+    # The views of the labels stay: the outline view is what checking them needs most.
+    assert tools.isEnabled() and tools.outline_action.isEnabled() and tools.opacity_slider.isEnabled()
+    key(window, Qt.Key.Key_O)
+    assert window.state.outline
     assert not window.undo_action.isEnabled() and not window.accept_action.isEnabled()
     # A drag pans instead of painting; a status key says why nothing changes.
     drag(window.canvas, [(10, 10), (50, 50)])
@@ -169,5 +174,6 @@ def test_a_read_only_project_opens_to_look_and_export_with_editing_off(qtbot, tm
     # Writable again: edited as before, the banner gone.
     monkeypatch.undo()
     assert window.open_project(folder)
-    assert not window.session.project.read_only and window.tool_bar.isEnabled()
+    assert not window.session.project.read_only and window.palette.isEnabled()
+    assert all(a.isEnabled() for a in window.tool_bar.tool_actions.values())
     assert "read-only" not in window.windowTitle() and not window.read_only_view.badge.isVisible()
