@@ -368,6 +368,9 @@ class Annotation:
         and set the current image's status."""
         if self.current is None or self.document is None:
             return False
+        if self.project.read_only:
+            self.message.emit(f"{self.project.root.name} is read-only: statuses cannot change.", "warning")
+            return False
         old, rec = self.current.status, self.current
         untouched = rec.id not in self._invalid_label and self.project.label_path(rec).exists()
         if not self.save(force=not untouched):

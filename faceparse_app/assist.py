@@ -216,7 +216,10 @@ class EdgeSnapper:
     """Paths between clicked points that follow image edges (intelligent scissors).
 
     The edge map is computed on a window of ``window`` pixels around each anchor (a large photo
-    costs no more than a small one); a target outside the window is joined by a straight line.
+    costs no more than a small one). A target outside that window (clicks far apart at fit zoom
+    on a camera photo) is reached over a copy of the span's box shrunk to at most ``window``
+    pixels a side: the path follows the edges at that coarser step (the same cost), and its
+    vertices are scaled back to the photo's pixels.
 
     Args:
         image: (H, W, 3) uint8 RGB.
@@ -266,7 +269,7 @@ class EdgeSnapper:
         local = (tx - x0, ty - y0)
         wh = self._tool_shape()
         if not (0 <= local[0] < wh[1] and 0 <= local[1] < wh[0]):
-            return [self._anchor, (tx, ty)]
+            return self.long_path(self._anchor, (tx, ty))
         contour = np.asarray(self._tool.getContour(local)).reshape(-1, 2)
         pts = [(int(px) + x0, int(py) + y0) for px, py in contour]
         if not pts:
@@ -274,6 +277,36 @@ class EdgeSnapper:
         if pts[0] != self._anchor:  # OpenCV returns the path from the target back to the anchor
             pts.reverse()
         return pts
+
+    def long_path(self, a: tuple[int, int], b: tuple[int, int]) -> list[tuple[int, int]]:
+        """The edge-following path from ``a`` to ``b`` (image pixels) over a shrunk copy of the
+        box around both (with a margin for the edge to bow out); ``a`` first, ``b`` last."""
+        h, w = self.image.shape[:2]
+        margin = max(32, max(abs(b[0] - a[0]), abs(b[1] - a[1])) // 3)
+        x0, y0 = max(0, min(a[0], b[0]) - margin), max(0, min(a[1], b[1]) - margin)
+        x1, y1 = min(w, max(a[0], b[0]) + margin + 1), min(h, max(a[1], b[1]) + margin + 1)
+        step = max(1, -(-max(x1 - x0, y1 - y0) // self.window))  # ceil: the copy fits the window
+        small = cv2.resize(
+            self.image[y0:y1, x0:x1],
+            (max(1, (x1 - x0) // step), max(1, (y1 - y0) // step)),
+            interpolation=cv2.INTER_AREA,
+        )
+        sh, sw = small.shape[:2]
+
+        def shrink(p: tuple[int, int]) -> tuple[int, int]:
+            return min(sw - 1, (p[0] - x0) // step), min(sh - 1, (p[1] - y0) // step)
+
+        tool = cv2.segmentation.IntelligentScissorsMB()
+        tool.setEdgeFeatureCannyParameters(16, 100)
+        tool.setGradientMagnitudeMaxLimit(200)
+        tool.applyImage(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+        tool.buildMap(shrink(a))
+        contour = np.asarray(tool.getContour(shrink(b))).reshape(-1, 2)
+        half = step // 2
+        pts = [(int(px) * step + half + x0, int(py) * step + half + y0) for px, py in contour]
+        if len(pts) >= 2 and shrink(a) != tuple(int(v) for v in contour[0]):
+            pts.reverse()  # OpenCV returns the path from the target back to the anchor
+        return [a, *pts[1:-1], b]
 
     def _tool_shape(self) -> tuple[int, int]:
         assert self._applied is not None

@@ -234,7 +234,26 @@ class FaceLoop(QObject):
         self._show(faces)
         self.no_face.emit("" if faces else no_face_text(rec.relpath))
         self.status.emit(note)
+        self._reopen(rec)
         queue.request(rec.id, session.project.image_path(rec))
+
+    def _reopen(self, rec: ImageRecord) -> None:
+        """A finished photo whose faces change takes the model's pixels for them: it is no
+        longer a person's finished label, so it goes back to in progress (the next-unfinished
+        walk leads back to it; the export leaves it out until it is marked labeled again)."""
+        session = self.session
+        assert session is not None
+        current = session.current
+        if current is None or current.id != rec.id or current.status not in FINISHED:
+            return
+        was = current.status
+        if session.set_status("in_progress"):
+            self._drawn_note = None  # this message says what happens instead
+            self.message.emit(
+                f"{rec.relpath} was {was}: the changed face's pixels are the model's pre-label, "
+                "so it is back to in progress. Check them, then mark it labeled (Ctrl+Return).",
+                "warning",
+            )
 
     def _on_face_step(self, step: Delta, undone: bool) -> None:
         """Undo or redo of a step that added or removed a face: the kept faces follow it (in

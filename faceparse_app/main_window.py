@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QStackedWidget,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -31,6 +30,7 @@ from faceparse_app.project_scan import open_error_text
 from faceparse_app.samples import create_demo_project
 from faceparse_app.session import AnnotationSession
 from faceparse_app.training_settings import available_devices, settings_from_stored, stored_settings
+from faceparse_app.widgets import read_only_view as look_only
 from faceparse_app.widgets.busy import run_busy
 from faceparse_app.widgets.canvas import LabelCanvas
 from faceparse_app.widgets.class_palette import ClassPalette
@@ -74,20 +74,16 @@ class MainWindow(QMainWindow):
         self.addToolBar(self.tool_bar)
         self.tool_bar.editing_done.connect(self.canvas.setFocus)
         self.canvas_status = CanvasStatus(self.statusBar(), LAPA)
+        self.read_only_view = look_only.ReadOnlyView(self)
 
         # The canvas is the central widget; the list, classes and training are docks beside it
-        # (hidden, moved and resized at will, and remembered). The message bar sits above the
-        # canvas only: when it appears the list does not move under the cursor.
+        # (hidden, moved and resized at will, and remembered). The message bar floats over the
+        # canvas's top edge: when it appears nothing moves under the cursor.
         self.stack = QStackedWidget()
         self.stack.addWidget(self.start_page)
         self.stack.addWidget(self.canvas)
-        central = QWidget()
-        column = QVBoxLayout(central)
-        column.setContentsMargins(0, 0, 0, 0)
-        column.setSpacing(0)
-        column.addWidget(self.message_bar)
-        column.addWidget(self.stack, 1)
-        self.setCentralWidget(central)
+        self.setCentralWidget(self.stack)
+        self.message_bar.float_over(self.stack)
 
         build_menus(self)
         self.loop_state = LoopState(available_devices())
@@ -223,7 +219,7 @@ class MainWindow(QMainWindow):
             panel.setEnabled(True)
         for action in self._project_actions:
             action.setEnabled(True)
-        self.setWindowTitle(f"{project.root.name} — FaceParse Studio")
+        self.setWindowTitle(look_only.window_title(project))
         self.canvas.setFocus()  # the class and tool keys work from the first press
         self._refresh_records()
         # After the window's own connections: the model loop's handlers see the new image shown.
@@ -232,6 +228,7 @@ class MainWindow(QMainWindow):
             session.step(0)
         if project.recovery:  # last, so no other message hides it
             self.show_message(project.recovery, "warning")
+        self.read_only_view.show(project)  # editing off, and why, when it is read-only
         return True
 
     def _open_store(self, folder: str | Path) -> Project | None:
@@ -240,6 +237,8 @@ class MainWindow(QMainWindow):
         scanning = f"Opening {Path(folder).name}: looking for new and changed images…"
         try:
             return run_busy(self, scanning, Project.open, folder)
+        except look_only.ReadOnlyFolderError as exc:  # a read-only share: open it to look only
+            return run_busy(self, scanning, look_only.open_read_only, folder, exc)
         except DamagedStoreError as exc:
             if not self.confirm_recover(str(exc)):
                 self.show_message(f"Not opened: {exc}", "error")
@@ -274,6 +273,7 @@ class MainWindow(QMainWindow):
         self.canvas.set_content(None, None)
         self.image_list.set_records([])
         self.canvas_status.show_model(None)
+        self.read_only_view.show(None)
         self.setWindowTitle("FaceParse Studio")
         self.show_start_page()
         return ok
@@ -311,8 +311,7 @@ class MainWindow(QMainWindow):
     def show_message(self, text: str, level: str = "info") -> None:
         self.train_offer.hide()
         self.face_offer.hide()
-        self.message_bar.show_message(text, level)
-        self.statusBar().showMessage(text, 15000)
+        self.message_bar.show_message(text, level)  # the status bar keeps its own notes
 
     def _offer_training(self, text: str) -> None:
         self.show_message(text, "info")
@@ -382,7 +381,7 @@ class MainWindow(QMainWindow):
         self.canvas.set_content(session.image, session.document, keep_view=False)
         self.image_list.set_current(rec.id if rec is not None else None)
         if rec is not None:
-            self.setWindowTitle(f"{rec.relpath} — {session.project.root.name} — FaceParse Studio")
+            self.setWindowTitle(look_only.window_title(session.project, rec))
 
     def _refresh_records(self) -> None:
         if self.session is not None:

@@ -163,6 +163,7 @@ class ModelLoop(QObject):
             self.refresher.deleteLater()
             self.refresher = None
         if self.queue is not None:
+            self._keep_scores(session)
             self.queue.close()
             self.faces.detach()
             self.queue = None
@@ -218,6 +219,11 @@ class ModelLoop(QObject):
             self.queue.set_model(*model)
             self.model_changed.emit(model[1])
         self.scores_changed.emit({})
+        if model is not None and self.session is not None:
+            # The scores of the last open, the finished images' too (only the unfinished are
+            # scored again): the Unsure column reads as it did before the project was closed.
+            self.queue.seed_scores(self.session.project.kept_scores(model[1]))
+            self._scores_timer.start()
         if refresh_current and self.session is not None:
             self._on_image_changed(self.session.current)
         # Queued behind the image on screen; the sweep below reuses the refreshes' scores.
@@ -420,6 +426,15 @@ class ModelLoop(QObject):
     def _on_scored(self, _image_id: int, _score: float) -> None:
         if not self._scores_timer.isActive():
             self._scores_timer.start()
+
+    def _keep_scores(self, session: AnnotationSession | None) -> None:
+        version = self.version
+        if session is None or version is None or session.project.read_only:
+            return
+        try:
+            session.project.keep_scores(version, self.scores())
+        except ProjectError as exc:  # they are computed again on the next open
+            log.warning("could not keep the uncertainty scores: %s", exc)
 
     def _emit_scores(self) -> None:
         self.scores_changed.emit(self.scores())

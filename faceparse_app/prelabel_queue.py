@@ -210,6 +210,11 @@ class PrelabelQueue(QObject):
         for key in [k for k in self._scores if k[0] == image_id]:
             del self._scores[key]
 
+    def seed_scores(self, scores: dict[int, float]) -> None:
+        """Take the current model's scores kept from an earlier open (not computed again)."""
+        with self._cond:
+            self._scores.update({(int(i), self.version): float(s) for i, s in scores.items()})
+
     def score(self, image_id: int) -> float | None:
         """The current model's uncertainty score of an image, if computed."""
         return self._scores.get((image_id, self.version))

@@ -47,6 +47,7 @@ from faceparse_app.store_guard import (
     DamagedStoreError,
     ProjectLock,
     ProjectLockedError,
+    ReadOnlyFolderError,
     encode_prelabel_png,
 )
 from faceparse_app.store_open import DB_NAME, LABELS_DIR, SCHEMA_VERSION, STATUSES
@@ -70,6 +71,7 @@ __all__ = [
     "Project",
     "ProjectError",
     "ProjectLockedError",
+    "ReadOnlyFolderError",
     "ScanReport",
 ]
 
@@ -177,8 +179,9 @@ class Project(StoreRows):
         Raises:
             ProjectLockedError: another process (or this one) has the project open for writing.
             DamagedStoreError: the store is damaged; open again with ``recover=True``.
-            ProjectError: the folder is missing or read-only, or its store was written by a
-                newer version of the app.
+            ReadOnlyFolderError: the folder cannot be written (open it ``read_only`` to look).
+            ProjectError: the folder is missing, or its store was written by a newer version
+                of the app.
         """
         root = Path(folder).expanduser().absolute()
         if not root.exists():
@@ -193,7 +196,7 @@ class Project(StoreRows):
             _probe_write(store)
         except OSError as exc:
             if exc.errno in _READ_ONLY_ERRNOS:
-                raise ProjectError(
+                raise ReadOnlyFolderError(
                     f"{root} is read-only; labels cannot be saved there. Copy the folder to a "
                     "place you can write to (or fix its permissions) and open it again."
                 ) from None

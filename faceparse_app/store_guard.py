@@ -45,6 +45,11 @@ class ProjectLockedError(ProjectError):
     """Another FaceParse Studio (or this one) already has the project folder open for writing."""
 
 
+class ReadOnlyFolderError(ProjectError):
+    """The project folder cannot be written (a read-only share or disk): it may still be read
+    with ``Project.open(folder, read_only=True)`` when its store exists."""
+
+
 class DamagedStoreError(ProjectError):
     """``project.sqlite`` is damaged; ``Project.open(folder, recover=True)`` rebuilds it."""
 

@@ -147,12 +147,13 @@ def connect(db_path: Path, recover: bool = False) -> OpenedStore:
     return OpenedStore(conn, recovering, note)
 
 
-def connect_read_only(db_path: Path) -> sqlite3.Connection:
+def connect_read_only(db_path: Path, immutable: bool = False) -> sqlite3.Connection:
     """Open a current store for reading only (no lock, no writes, no migration).
 
     A store on a read-only disk is read too: SQLite cannot make the ``-shm`` file a WAL store
     needs there, so a store closed cleanly (no ``-wal`` left, everything in the main file) is
-    read as immutable.
+    read as immutable. ``immutable``: read it so at once (a folder known not to be written:
+    not even the ``-shm`` file is made).
 
     Raises:
         DamagedStoreError: the file is damaged or not a project store.
@@ -162,9 +163,11 @@ def connect_read_only(db_path: Path) -> sqlite3.Connection:
     if not db_path.is_file() or db_path.stat().st_size == 0:
         raise ProjectError(f"{db_path.parent.parent}: no project store to read ({db_path} not found)")
     try:
+        if immutable:
+            raise sqlite3.OperationalError("asked to read it as immutable")
         conn, row = _read_schema_row(db_path, mode="ro")
     except sqlite3.OperationalError as exc:
-        if os.access(db_path.parent, os.W_OK):
+        if os.access(db_path.parent, os.W_OK) and not immutable:
             raise DamagedStoreError(f"{db_path}: cannot read the project store ({exc})") from None
         wal = Path(f"{db_path}-wal")
         if wal.exists() and wal.stat().st_size > 0:

@@ -4,6 +4,7 @@ faces), read and written in short transactions. ``Project`` adds the folder, its
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -22,6 +23,8 @@ from faceparse_app.store_open import DB_NAME, STATUSES
 
 if TYPE_CHECKING:
     from trainer.faces import Face
+
+SCORES_KEY = "uncertainty_scores"  # the meta row keeping the last model's scores across opens
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,31 @@ class StoreRows:
         out["missing"] = missing
         out["needs_review"] = review
         return out
+
+    # ---- uncertainty scores ---------------------------------------------------------------
+
+    def kept_scores(self, version: str) -> dict[int, float]:
+        """The uncertainty scores :meth:`keep_scores` kept for model ``version`` (image id ->
+        score; NaN: no face), of images whose file is still the one scored."""
+        rows = self.query("SELECT value FROM meta WHERE key=?", (SCORES_KEY,))
+        try:
+            kept = json.loads(rows[0][0]) if rows else {}
+            if kept.get("version") != version:
+                return {}
+            scored = {int(i): (float(s), h) for i, (s, h) in kept["scores"].items()}
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return {}  # unreadable: they are computed again
+        files = dict(self.query("SELECT id, content_hash FROM images WHERE missing=0"))
+        return {i: s for i, (s, h) in scored.items() if files.get(i) == h}
+
+    def keep_scores(self, version: str, scores: dict[int, float]) -> None:
+        """Keep the model ``version``'s uncertainty scores for the next open (replacing any kept
+        before), each with the hash of the file it scored."""
+        files = dict(self.query("SELECT id, content_hash FROM images"))
+        kept = {str(i): (s, files[i]) for i, s in scores.items() if i in files}
+        text = json.dumps({"version": version, "scores": kept})
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (SCORES_KEY, text))
 
     # ---- internals ----------------------------------------------------------------------
 

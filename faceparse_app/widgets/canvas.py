@@ -95,7 +95,8 @@ class LabelCanvas(QWidget):
         self._tools: dict = make_tools()
         self._pan_anchor: QPointF | None = None
         self._space_down = False
-        # Fitted, and not zoomed or panned since: a resize (a dock opening, the message bar)
+        self.read_only = False  # a project opened to look only: a left drag pans, nothing paints
+        # Fitted, and not zoomed or panned since: a resize (a dock opening, the window)
         # fits again instead of cutting the image's edge off.
         self._keep_fit = True
         self.setMouseTracking(True)
@@ -357,8 +358,8 @@ class LabelCanvas(QWidget):
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 (Qt API)
         pos = event.position()
         if event.button() == Qt.MouseButton.MiddleButton or (
-            event.button() == Qt.MouseButton.LeftButton and self._space_down
-        ):
+            event.button() == Qt.MouseButton.LeftButton and (self._space_down or self.read_only)
+        ):  # a read-only project's canvas only looks: a drag pans
             self._pan_anchor = pos
             self.setCursor(Qt.CursorShape.ClosedHandCursor)
             return

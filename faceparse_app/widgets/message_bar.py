@@ -1,10 +1,10 @@
-"""A non-blocking message strip above the canvas (instead of modal dialogs)."""
+"""A non-blocking message strip over the top of the canvas (instead of modal dialogs)."""
 
 from __future__ import annotations
 
 import qtawesome as qta
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolButton, QWidget
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QStackedWidget, QToolButton, QWidget
 
 # level -> (icon, background colour)
 LEVELS = {
@@ -21,6 +21,9 @@ class MessageBar(QWidget):
         super().__init__(parent)
         self.setObjectName("message_bar")
         self.setAutoFillBackground(True)
+        # Over the canvas, the level's colour must be painted (a plain QWidget ignores a style
+        # sheet's background without this): the photo must not show through the text.
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
         self.icon = QLabel()
         self.text = QLabel()
         self.text.setWordWrap(True)
@@ -36,7 +39,35 @@ class MessageBar(QWidget):
         layout.addWidget(self.text, 1)
         layout.addWidget(close)
         self.level = "info"
+        self._host: QWidget | None = None
         self.hide()
+
+    def float_over(self, host: QWidget) -> None:
+        """Float over the top edge of ``host``, outside any layout: the bar showing or hiding
+        never moves or resizes what is under it (a canvas jumping by the bar's height under
+        the cursor mid-stroke)."""
+        self.setParent(host)
+        self._host = host
+        host.installEventFilter(self)
+        if isinstance(host, QStackedWidget):  # a page coming up is raised over the bar
+            host.currentChanged.connect(self.raise_)
+        self._place()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        if watched is self._host and event.type() == QEvent.Type.Resize:
+            self._place()
+        return False
+
+    def _place(self) -> None:
+        host = self._host
+        if host is None:
+            return
+        width = host.width()
+        layout = self.layout()
+        height = layout.heightForWidth(width) if layout.hasHeightForWidth() else -1
+        # (The size hint of wrapped text is a narrow, tall guess: the height at this width.)
+        self.setGeometry(0, 0, width, height if height > 0 else self.sizeHint().height())
+        self.raise_()
 
     def show_message(self, text: str, level: str = "info") -> None:
         icon, colour = LEVELS.get(level, LEVELS["info"])
@@ -45,6 +76,7 @@ class MessageBar(QWidget):
         self.text.setText(text)
         self.setStyleSheet(f"#message_bar {{ background: {colour}; color: #222; }}")
         self.show()
+        self._place()  # the new text's height
 
     @property
     def message(self) -> str:

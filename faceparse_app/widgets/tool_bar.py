@@ -33,7 +33,8 @@ TOOL_TIPS: dict[Tool, str] = {
     ),
     Tool.BOUNDARY: (
         "Edge outline (S): click points along a part's boundary; the line between them snaps to "
-        "the image's edges. Enter, a double-click or the first point fills it with the current "
+        "the image's edges (points far apart follow them at a coarser step: add points for a "
+        "closer fit). Enter, a double-click or the first point fills it with the current "
         "class; Backspace drops a point, Esc cancels."
     ),
 }
