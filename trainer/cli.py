@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainer import __version__
-from trainer.cli_exits import finetune_kept, os_error_line, pretrain_kept, stop_on_sigterm
+from trainer.cli_exits import (
+    FULL_DISK,
+    finetune_kept,
+    os_error_line,
+    pretrain_kept,
+    stop_on_sigterm,
+)
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
 from trainer.errors import FaceParseError
 
@@ -460,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's final flush
         return 0
     except OSError as exc:
-        if exc.filename is None:
+        if exc.filename is None and exc.errno not in FULL_DISK:
             raise  # not about a file of the user's: a bug, keep its traceback
         print(f"faceparse {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
