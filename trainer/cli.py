@@ -59,6 +59,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from trainer.pretrain import pretrain
 
     config = run_config_from_args(PretrainConfig, args)
+    if args.resume is None:
+        from trainer.run_files import RunFiles
+
+        spoiled = RunFiles(Path(config.runtime.out_dir), "pretrain").what_a_fresh_run_would_spoil()
+        if spoiled:
+            raise FaceParseError(spoiled)
     started = time.time()
     try:
         path = pretrain(config, resume=args.resume)

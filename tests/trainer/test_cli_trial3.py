@@ -61,3 +61,68 @@ def test_a_full_disk_is_one_line_not_a_traceback(
     assert last.startswith(f"faceparse {command}: error: {out}")
     assert "No space left on device" in last and "free some space" in last
     assert not list(out.rglob("*.tmp"))  # no half-written file left behind
+
+
+def test_a_fresh_pretraining_never_replaces_a_killed_run_it_could_resume(
+    tmp_path: Path, capsys
+) -> None:
+    """After a SIGKILL (the OOM killer, a lost node) the user ran the same command again,
+    without --resume: it started over from step 0 and replaced the killed run's checkpoint at
+    its first save, so the hours before the kill were lost without a word."""
+    import json
+    import signal
+
+    from tests.trainer.cli_trial_helpers import digests, signal_a_run
+    from trainer.checkpoint import read_metadata
+
+    photos, out = user_photos(tmp_path / "photos"), tmp_path / "run"
+    argv = ["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--epochs", "100000",
+            "--batch-size", "1", "--device", "cpu", "--checkpoint-every", "1",
+            "--out-dir", str(out)]  # fmt: skip
+    code, _, _ = signal_a_run(argv, out / "pretrain_log.jsonl", signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    last = out / "pretrain_last.safetensors"
+    killed_at = read_metadata(last)["step"]
+    before = digests(out)
+
+    steps = ("--max-steps", str(killed_at + 2))  # a bound, should the run start over
+    code, _, err = run(capsys, *argv, *steps)
+    assert code == 2 and "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert f"stopped at step {killed_at} of " in line and f"--resume {last}" in line
+    assert "another --out-dir" in line
+    assert digests(out) == before  # nothing replaced, the log included
+
+    # --resume continues it from where it was killed; the log never repeats a step.
+    code, _, err = run(capsys, *argv, *steps, "--resume", str(last))
+    assert code == 0, err
+    assert read_metadata(last)["step"] == killed_at + 2
+    log = out / "pretrain_log.jsonl"
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(1, killed_at + 3))
+
+
+def test_a_fresh_pretraining_keeps_its_own_step_checkpoints(tmp_path: Path, capsys) -> None:
+    """A new run with --checkpoint-every in the folder of an earlier one deleted each of its
+    own step checkpoints as soon as it wrote it: the earlier run's (higher) step numbers were
+    "the newest" to keep. The folder then held the new run's last checkpoint beside the earlier
+    run's step files, and a resume from "the newest step file" went back to the other run."""
+    photos, out = user_photos(tmp_path / "photos"), tmp_path / "run"
+    base = ["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--batch-size", "1",
+            "--device", "cpu", "--checkpoint-every", "2", "--out-dir", str(out)]  # fmt: skip
+    code, _, err = run(capsys, *base, "--max-steps", "7")
+    assert code == 0, err
+    earlier = sorted(p.name for p in out.glob("pretrain_step*"))
+    assert earlier == ["pretrain_step4.safetensors", "pretrain_step6.safetensors"]
+
+    code, _, err = run(capsys, *base, "--max-steps", "2", "--seed", "1")
+    assert code == 2 and "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert "pretrain_step6.safetensors" in line and "another --out-dir" in line
+    assert sorted(p.name for p in out.glob("pretrain_step*")) == earlier
+
+    new = ("--max-steps", "3", "--seed", "1", "--out-dir", str(tmp_path / "new"))
+    code, _, err = run(capsys, *base, *new)
+    assert code == 0, err
+    assert (tmp_path / "new" / "pretrain_step2.safetensors").is_file()
+
