@@ -102,7 +102,9 @@ def _cmd_recon_grid(args: argparse.Namespace) -> int:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from trainer.configs import FinetuneConfig
     from trainer.finetune import finetune, result_summary
+    from trainer.finetune_model import preset_of_start
 
+    args.preset = preset_of_start(args.init, args.preset)  # the one stored is the one trained
     config = run_config_from_args(FinetuneConfig, args)
     started = time.time()
     try:
@@ -362,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         FINETUNE_RECIPES,
         overrides={
             "device": {"help": DEVICE_HELP},
-            "preset": {"choices": sorted(PRESETS)},
+            "preset": {"choices": sorted(PRESETS), "default": None},  # None: see preset_of_start
             "init": {"metavar": "ssl[:CKPT]|imagenet|scratch|ckpt[:CKPT]"},
             "data": {
                 "required": True,

@@ -126,3 +126,31 @@ def test_a_fresh_pretraining_keeps_its_own_step_checkpoints(tmp_path: Path, caps
     assert code == 0, err
     assert (tmp_path / "new" / "pretrain_step2.safetensors").is_file()
 
+
+def test_finetune_from_a_checkpoint_refuses_a_preset_it_would_ignore(
+    tmp_path: Path, capsys
+) -> None:
+    """`finetune --init ssl:TINY_RUN --preset lite` trained the tiny model without a word, and
+    its checkpoint recorded preset 'lite'; the user found out from its size."""
+    from trainer.checkpoint import read_metadata, save_checkpoint
+    from trainer.configs import stored_config
+    from trainer.models import build_model, get_preset
+
+    stage1 = save_checkpoint(
+        tmp_path / "ssl.safetensors", build_model(get_preset("tiny"), ("reconstruction",)),
+        stage="pretrain",
+    )  # fmt: skip
+    data = small_lapa(tmp_path / "lapa")
+    base = ["finetune", "--data", str(data), "--init", f"ssl:{stage1}", "--max-steps", "1",
+            "--batch-size", "2", "--device", "cpu", "--framing", "whole", "--no-progress-bar"]  # fmt: skip
+    code, _, err = run(capsys, *base, "--preset", "lite", "--out-dir", str(tmp_path / "a"))
+    assert code == 2 and "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert f"{stage1}: a 'tiny' model" in line and "--preset lite cannot apply" in line
+    assert not (tmp_path / "a" / "finetune_last.safetensors").exists()
+
+    code, _, err = run(capsys, *base, "--out-dir", str(tmp_path / "b"))  # no --preset: its own
+    assert code == 0, err
+    meta = read_metadata(tmp_path / "b" / "finetune_last.safetensors")
+    assert meta["model"]["preset"] == "tiny" and stored_config(meta).preset == "tiny"
+
