@@ -154,3 +154,25 @@ def test_finetune_from_a_checkpoint_refuses_a_preset_it_would_ignore(
     meta = read_metadata(tmp_path / "b" / "finetune_last.safetensors")
     assert meta["model"]["preset"] == "tiny" and stored_config(meta).preset == "tiny"
 
+
+def test_finetune_on_a_folder_without_training_faces_names_the_folder(
+    tmp_path: Path, capsys
+) -> None:
+    """A LaPa folder whose train/images was empty said only 'no labeled images to fine-tune
+    on', naming no folder; a LaPa test set alone (HELEN in LaPa's layout) was called 'neither a
+    LaPa dataset nor CelebAMask-HQ'."""
+    import shutil
+
+    data = small_lapa(tmp_path / "lapa")
+    base = ["finetune", "--preset", "tiny", "--max-steps", "1", "--device", "cpu",
+            "--out-dir", str(tmp_path / "run")]  # fmt: skip
+    for path in [*(data / "train" / "images").iterdir(), *(data / "train" / "labels").iterdir()]:
+        path.unlink()
+    code, _, err = run(capsys, *base, "--data", str(data))
+    assert code == 2 and "Traceback" not in err, err
+    assert f"{data / 'train' / 'images'}: no labeled images to fine-tune on" in err
+
+    shutil.rmtree(data / "train")
+    code, _, err = run(capsys, *base, "--data", str(data))
+    assert code == 2 and "Traceback" not in err, err
+    assert f"{data}: a LaPa dataset without a train split (it has val)" in err
