@@ -270,11 +270,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from trainer.checkpoint import read_metadata
+    from trainer.checkpoint import load_checkpoint, read_metadata
 
     meta = read_metadata(args.checkpoint)
     meta.pop("optimizer", None)  # optimizer bookkeeping is not for people
     print(json.dumps(meta, indent=2))
+    load_checkpoint(args.checkpoint)  # the weights too: a damaged file fails here (exit 2)
     return 0
 
 

@@ -176,3 +176,28 @@ def test_finetune_on_a_folder_without_training_faces_names_the_folder(
     code, _, err = run(capsys, *base, "--data", str(data))
     assert code == 2 and "Traceback" not in err, err
     assert f"{data}: a LaPa dataset without a train split (it has val)" in err
+
+
+def test_info_says_when_a_checkpoints_weights_are_damaged(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """`faceparse info` on a checkpoint with a flipped bit in its weights printed its metadata
+    and exited 0, the way a user checks a copied file; every other command refused it."""
+    import json
+    import shutil
+
+    damaged = tmp_path / "copied.safetensors"
+    shutil.copy(parser_ckpt, damaged)
+    blob = bytearray(damaged.read_bytes())
+    blob[-100] ^= 0x01
+    damaged.write_bytes(bytes(blob))
+
+    code, out, err = run(capsys, "info", str(parser_ckpt))
+    assert code == 0 and json.loads(out)["stage"] == "finetune", err
+    code, out, err = run(capsys, "info", str(damaged))
+    assert code == 2 and "Traceback" not in err, err
+    assert json.loads(out)["stage"] == "finetune"  # what it says of itself, still shown
+    assert err.strip() == (
+        f"faceparse info: error: {damaged}: damaged: tensor data does not match its checksum "
+        "(the file changed after it was written, e.g. a disk or copy error); use another copy of it"
+    )
