@@ -201,3 +201,38 @@ def test_info_says_when_a_checkpoints_weights_are_damaged(
         f"faceparse info: error: {damaged}: damaged: tensor data does not match its checksum "
         "(the file changed after it was written, e.g. a disk or copy error); use another copy of it"
     )
+
+
+def test_recon_grid_skips_an_unreadable_photo_as_pretrain_does(
+    tmp_path: Path, capsys, caplog
+) -> None:
+    """`recon-grid` on the folder a pretraining had just used (one truncated photo in it,
+    skipped there with a warning) stopped at that photo and wrote no grid."""
+    from PIL import Image
+
+    from trainer.checkpoint import save_checkpoint
+    from trainer.models import build_model, get_preset
+
+    stage1 = save_checkpoint(
+        tmp_path / "ssl.safetensors", build_model(get_preset("tiny"), ("reconstruction",)),
+        stage="pretrain",
+    )  # fmt: skip
+    photos = user_photos(tmp_path / "photos")
+    (photos / "broken.jpg").write_bytes((photos / "carl.jpg").read_bytes()[:200])
+    grid = tmp_path / "grid.png"
+    code, out, err = run(capsys, "recon-grid", str(stage1), str(photos), "--out", str(grid),
+                         "--num-images", "4", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"skipping {photos / 'broken.jpg'}: unreadable or truncated")
+    with Image.open(grid) as im:
+        assert im.height == 3 * 64 + 2 * 2  # the three readable photos, one row each
+
+    for path in photos.rglob("*.*"):
+        if path.name != "broken.jpg":
+            path.unlink()
+    code, _, err = run(capsys, "recon-grid", str(stage1), str(photos), "--out", str(grid),
+                       "--device", "cpu")  # fmt: skip
+    assert code == 2 and "Traceback" not in err, err
+    assert f"none of the 1 images under {photos} could be read" in err.strip().splitlines()[-1]
