@@ -236,3 +236,20 @@ def test_recon_grid_skips_an_unreadable_photo_as_pretrain_does(
                        "--device", "cpu")  # fmt: skip
     assert code == 2 and "Traceback" not in err, err
     assert f"none of the 1 images under {photos} could be read" in err.strip().splitlines()[-1]
+
+
+def test_pretrain_runs_without_a_progress_bar_as_finetune_does(tmp_path: Path, capsys) -> None:
+    """`pretrain --no-progress-bar` (for a nohup log) was refused as an unknown flag, though
+    finetune takes it; the log file filled with the bar's carriage returns instead."""
+    from trainer.checkpoint import read_metadata
+    from trainer.configs import stored_config
+
+    photos, out = user_photos(tmp_path / "photos"), tmp_path / "run"
+    code, _, err = run(capsys, "pretrain", "--image-dirs", str(photos), "--preset", "tiny",
+                       "--max-steps", "2", "--batch-size", "2", "--device", "cpu",
+                       "--no-progress-bar", "--out-dir", str(out))  # fmt: skip
+    assert code == 0, err
+    assert "it/s" not in err and "\r" not in err
+    meta = read_metadata(out / "pretrain_last.safetensors")
+    assert stored_config(meta).runtime.progress_bar is False
+
