@@ -169,6 +169,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     seen = seen_in_training(args.checkpoint, dataset)
     results = evaluate(predictor, dataset, batch_size=args.batch_size)
     results["faces_seen_in_training"] = seen
+    results["split"] = getattr(dataset, "split", None)  # None: a folder without splits, all of it
     print(format_table(results))
     print(f"framing: {args.framing}")
     if seen:

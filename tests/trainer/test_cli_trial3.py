@@ -253,3 +253,26 @@ def test_pretrain_runs_without_a_progress_bar_as_finetune_does(tmp_path: Path, c
     meta = read_metadata(out / "pretrain_last.safetensors")
     assert stored_config(meta).runtime.progress_bar is False
 
+
+def test_evaluate_says_a_celebamask_folder_has_no_split_to_score(
+    parser_ckpt: Path, tmp_path: Path, capsys, caplog
+) -> None:
+    """`evaluate --data CelebAMask-HQ --split test` scored every image of the folder, its
+    training faces too, and said nothing of the split; the JSON did not say what was scored."""
+    import json
+
+    src = small_celebamask(tmp_path / "celeba", 3)
+    report = tmp_path / "metrics.json"
+    code, out, err = run(capsys, "evaluate", str(parser_ckpt), "--data", str(src), "--split",
+                         "test", "--framing", "whole", "--device", "cpu", "--json", str(report))  # fmt: skip
+    assert code == 0, err
+    assert "3 images" in out
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("has no splits, so split 'test' does not apply: all 3 images" in w for w in warnings)
+    assert json.loads(report.read_text())["split"] is None
+
+    lapa = small_lapa(tmp_path / "lapa")
+    code, _, err = run(capsys, "evaluate", str(parser_ckpt), "--data", str(lapa), "--split", "val",
+                       "--framing", "whole", "--device", "cpu", "--json", str(report))  # fmt: skip
+    assert code == 0, err
+    assert json.loads(report.read_text())["split"] == "val"

@@ -52,7 +52,13 @@ def open_split(root: str | os.PathLike[str], split: str) -> NamedSamples:
         if fmt == "celebamask":
             from trainer.data.celebamask import CelebAMaskDataset
 
-            return CelebAMaskDataset(root, label_set="lapa")
+            dataset = CelebAMaskDataset(root, label_set="lapa")
+            log.warning(
+                "%s: a CelebAMask-HQ folder has no splits, so split %r does not apply: all %d "
+                "images are scored (`faceparse convert --test-fraction` holds some out)",
+                root, split, len(dataset),
+            )  # fmt: skip
+            return dataset
     from trainer.data.lapa import LapaDataset
 
     return LapaDataset(root, split=split)
