@@ -387,8 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the metrics as JSON (an existing file is replaced only if evaluate wrote it)",
     )  # fmt: skip
     p.add_argument(
-        "--batch-size", type=int, default=4, help="images per forward pass (default: %(default)s)"
-    )
+        "--batch-size", type=_positive_int, default=4,
+        help="images per forward pass (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     _add_framing(p)
     p.set_defaults(func=_cmd_evaluate)
@@ -447,7 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
         "out",
         help=".onnx file to write (an existing file is replaced only if export-onnx wrote it)",
     )
-    p.add_argument("--input-size", type=int, default=None, help="input side (default: the model's)")
+    p.add_argument(
+        "--input-size", type=_positive_int, default=None, help="input side (default: the model's)"
+    )
     p.set_defaults(func=_cmd_export_onnx)
     return parser
 

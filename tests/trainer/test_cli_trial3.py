@@ -276,3 +276,24 @@ def test_evaluate_says_a_celebamask_folder_has_no_split_to_score(
                        "--framing", "whole", "--device", "cpu", "--json", str(report))  # fmt: skip
     assert code == 0, err
     assert json.loads(report.read_text())["split"] == "val"
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value"),
+    [("evaluate", "--batch-size", "0"), ("evaluate", "--batch-size", "-2"),
+     ("export-onnx", "--input-size", "0"), ("export-onnx", "--input-size", "-64")],
+)  # fmt: skip
+def test_a_size_of_zero_is_refused_not_taken_for_nothing_or_the_default(
+    parser_ckpt: Path, tmp_path: Path, capsys, command: str, flag: str, value: str
+) -> None:
+    """`evaluate --batch-size 0` scored no pixel at all and printed a table of n/a with exit
+    0; `export-onnx --input-size 0` exported at the model's own size with exit 0."""
+    argv = {
+        "evaluate": ["evaluate", str(parser_ckpt), "--data", str(small_lapa(tmp_path / "lapa")),
+                     "--split", "val", "--framing", "whole", "--device", "cpu"],
+        "export-onnx": ["export-onnx", str(parser_ckpt), str(tmp_path / "parser.onnx")],
+    }[command]  # fmt: skip
+    code, out, err = run(capsys, *argv, flag, value)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"argument {flag}: must be at least 1, got {value}" in err
+    assert out == "" and not (tmp_path / "parser.onnx").exists()
