@@ -187,7 +187,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from trainer.predict_folder import predict_folder
 
     if not Path(args.images).is_dir():
-        raise FaceParseError(f"{args.images}: folder of images not found")
+        what = "a file; give the folder that holds it" if Path(args.images).exists() else "not found"
+        raise FaceParseError(f"{args.images}: {what} (predict parses a folder of images)")
     from trainer.predict_folder import photos_to_parse
 
     overlays = Path(args.overlays) if args.overlays else None

@@ -27,6 +27,8 @@ def os_error_line(exc: OSError) -> str:
     if exc.errno in _WRITE_ERRNOS:
         hint = "free some space" if exc.errno in FULL_DISK else "choose a folder you can write to"
         return f"{path}: cannot write here ({exc.strerror}); {hint}"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):  # mkdir of an output folder met a file
+        return f"{path}: a file stands where a folder is needed; give a folder path"
     return f"{path}: {exc.strerror}"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.trainer.cli_trial_helpers import (
+    predict_photos,
     run,
     small_celebamask,
     small_lapa,
@@ -297,3 +298,22 @@ def test_a_size_of_zero_is_refused_not_taken_for_nothing_or_the_default(
     assert code == 2 and "Traceback" not in err, err
     assert f"argument {flag}: must be at least 1, got {value}" in err
     assert out == "" and not (tmp_path / "parser.onnx").exists()
+
+
+def test_predict_says_when_a_file_is_given_for_a_folder(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """`predict MODEL photo.jpg out` said 'photo.jpg: folder of images not found' of a photo
+    that was there; `predict MODEL photos notes.txt` said 'notes.txt: File exists'."""
+    photos = user_photos(tmp_path / "photos")
+    photo = photos / "carl.jpg"
+    code, _, err = predict_photos(capsys, parser_ckpt, photo, tmp_path / "out")
+    assert code == 2 and "Traceback" not in err, err
+    assert f"{photo}: a file; give the folder that holds it" in err
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    code, _, err = predict_photos(capsys, parser_ckpt, photos, notes)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"{notes}: a file stands where a folder is needed" in err
+    assert notes.read_text() == "mine"
