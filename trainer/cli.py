@@ -464,6 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USER_ERROR
+    if args.quiet and getattr(args, "progress_bar", None):
+        args.progress_bar = False  # a bar is neither a warning nor an error
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s: %(message)s",

@@ -317,3 +317,18 @@ def test_predict_says_when_a_file_is_given_for_a_folder(
     assert code == 2 and "Traceback" not in err, err
     assert f"{notes}: a file stands where a folder is needed" in err
     assert notes.read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_quiet_means_no_progress_bar(tmp_path: Path, capsys, command: str) -> None:
+    """`faceparse -q` ('only warnings and errors') still drew the training's progress bar."""
+    out = str(tmp_path / "run")
+    argv = {
+        "pretrain": ["pretrain", "--image-dirs", str(user_photos(tmp_path / "photos"))],
+        "finetune": ["finetune", "--data", str(small_lapa(tmp_path / "lapa")), "--framing",
+                     "whole"],
+    }[command]  # fmt: skip
+    code, _, err = run(capsys, "-q", *argv, "--preset", "tiny", "--max-steps", "2",
+                       "--batch-size", "2", "--device", "cpu", "--out-dir", out)  # fmt: skip
+    assert code == 0, err
+    assert "it/s" not in err and "\r" not in err
