@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from trainer import __version__
 from trainer.cli_exits import (
@@ -32,11 +31,8 @@ from trainer.cli_exits import (
     stop_on_sigterm,
 )
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
+from trainer.cli_predict import cmd_predict
 from trainer.errors import FaceParseError
-
-if TYPE_CHECKING:
-    from trainer.distributed import DistInfo
-    from trainer.predict import Predictor
 
 log = logging.getLogger("trainer.cli")
 
@@ -180,80 +176,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         atomic_write_bytes(args.json, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
         print(f"metrics written to {args.json}")
     return 0
-
-
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from trainer.distributed import cleanup, init_distributed
-    from trainer.predict_folder import predict_folder
-
-    if not Path(args.images).is_dir():
-        what = "a file; give the folder that holds it" if Path(args.images).exists() else "not found"
-        raise FaceParseError(f"{args.images}: {what} (predict parses a folder of images)")
-    from trainer.predict_folder import photos_to_parse
-
-    overlays = Path(args.overlays) if args.overlays else None
-    # predict_folder's own scan warns about the files that are not images.
-    found = len(photos_to_parse(Path(args.images), Path(args.out), overlays, warn=False))
-    if not found:
-        raise FaceParseError(f"{args.images}: no images found (the folder is searched recursively)")
-    # Under torchrun: one process per GPU or CPU share, each parsing its share of the photos.
-    info = init_distributed(args.device)
-    try:
-        predictor = _predictor_for_every_rank(args, info)
-        count = predict_folder(
-            predictor,
-            args.images,
-            args.out,
-            overlay_dir=args.overlays,
-            rank=info.rank,
-            world_size=info.world_size,
-        )
-    finally:
-        cleanup(info)
-    if not count:
-        raise FaceParseError(
-            f"{args.images}: no label map written: none of the {found} images could be read "
-            "(see the warnings)"
-        )
-    skipped = f" ({found - count} skipped, see the warnings)" if count < found else ""
-    if info.is_main:
-        ranks = f" by {info.world_size} processes" if info.distributed else ""
-        print(f"wrote {count} label maps to {args.out}{skipped}{ranks}{_faces_parsed(args.out)}")
-    return 0
-
-
-def _faces_parsed(out: str) -> str:
-    """': N faces parsed, K photos without a face' from predict's faces.json (detect framing)."""
-    from trainer.predict_folder import FACES_NAME
-
-    try:
-        record = json.loads((Path(out) / FACES_NAME).read_text("utf-8"))
-        faces = [len(image["faces"]) for image in record["images"].values()]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return ""
-    if record.get("framing") != "detect":
-        return ""
-    return f": {sum(faces)} faces parsed, {faces.count(0)} photos without a face (all background)"
-
-
-def _predictor_for_every_rank(args: argparse.Namespace, info: DistInfo) -> Predictor:
-    """The predictor; under torchrun rank 0 chooses the runtime and every rank uses it, so the
-    label maps are those of one process."""
-    from trainer.runtime_choice import RUNTIMES, load_predictor
-
-    if not info.distributed or args.runtime != "auto":
-        return load_predictor(args.checkpoint, info.device, args.framing, args.runtime)
-    import torch
-    import torch.distributed as dist
-
-    chosen = torch.zeros(1, dtype=torch.int64)
-    if info.is_main:
-        predictor = load_predictor(args.checkpoint, info.device, args.framing, "auto")
-        chosen[0] = RUNTIMES.index(predictor.model_info["runtime"])
-    dist.broadcast(chosen, src=0)
-    if info.is_main:
-        return predictor
-    return load_predictor(args.checkpoint, info.device, args.framing, RUNTIMES[int(chosen)])
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -410,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         "%(default)s)",
     )
     _add_framing(p)
-    p.set_defaults(func=_cmd_predict)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("convert", help="CelebAMask-HQ -> LaPa layout and classes")
     p.add_argument(
