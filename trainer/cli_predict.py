@@ -52,7 +52,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     skipped = f" ({found - count} skipped, see the warnings)" if count < found else ""
     if info.is_main:
         ranks = f" by {info.world_size} processes" if info.distributed else ""
-        print(f"wrote {count} label maps to {args.out}{skipped}{ranks}{_faces_parsed(args.out)}")
+        wrote = _counted(count, "label map")
+        print(f"wrote {wrote} to {args.out}{skipped}{ranks}{_faces_parsed(args.out)}")
     return 0
 
 
@@ -67,7 +68,13 @@ def _faces_parsed(out: str) -> str:
         return ""
     if record.get("framing") != "detect":
         return ""
-    return f": {sum(faces)} faces parsed, {faces.count(0)} photos without a face (all background)"
+    none = _counted(faces.count(0), "photo")
+    return f": {_counted(sum(faces), 'face')} parsed, {none} without a face (all background)"
+
+
+def _counted(count: int, noun: str) -> str:
+    """'1 face', '3 faces', '0 faces'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _predictor_for_every_rank(args: argparse.Namespace, info: DistInfo) -> Predictor:

@@ -332,3 +332,23 @@ def test_quiet_means_no_progress_bar(tmp_path: Path, capsys, command: str) -> No
                        "--batch-size", "2", "--device", "cpu", "--out-dir", out)  # fmt: skip
     assert code == 0, err
     assert "it/s" not in err and "\r" not in err
+
+
+def test_predicts_summary_counts_one_of_a_kind_in_the_singular(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """On one photo predict said 'wrote 1 label maps to out: 1 faces parsed, 1 photos without
+    a face'."""
+    from PIL import Image
+
+    from tests.conftest import synthetic_face
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(synthetic_face(64, 0)[0]).save(photos / "anna.png")
+    code, out, err = predict_photos(capsys, parser_ckpt, photos, tmp_path / "out")
+    assert code == 0, err
+    assert "wrote 1 label map to" in out
+    assert ": 1 face parsed, 0 photos without a face" in out or (
+        ": 0 faces parsed, 1 photo without a face" in out
+    )
