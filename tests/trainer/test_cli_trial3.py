@@ -352,3 +352,23 @@ def test_predicts_summary_counts_one_of_a_kind_in_the_singular(
     assert ": 1 face parsed, 0 photos without a face" in out or (
         ": 0 faces parsed, 1 photo without a face" in out
     )
+
+
+def test_a_plain_safetensors_file_says_what_the_command_needs(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """Encoder weights (a plain safetensors file) given as a model said only 'a safetensors
+    file without faceparse metadata', not what to give instead."""
+    import torch
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "encoder.safetensors"
+    save_file({"conv.weight": torch.zeros(3)}, str(plain))
+    photos = user_photos(tmp_path / "photos")
+    code, _, err = predict_photos(capsys, plain, photos, tmp_path / "out")
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip() == (
+        f"faceparse predict: error: {plain}: a safetensors file without faceparse metadata, not a "
+        "checkpoint that faceparse pretrain or finetune wrote (an encoder's weights go to "
+        "--encoder-weights)"
+    )
