@@ -242,7 +242,10 @@ def _check_file(path: Path) -> None:
 
 def _parse_meta(path: Path, raw: str | None) -> dict[str, Any]:
     if raw is None:
-        raise CheckpointError(f"{path}: a safetensors file without faceparse metadata")
+        raise CheckpointError(
+            f"{path}: a safetensors file without faceparse metadata, not a checkpoint that "
+            "faceparse pretrain or finetune wrote (an encoder's weights go to --encoder-weights)"
+        )
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError as exc:

@@ -21,16 +21,18 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from trainer import __version__
-from trainer.cli_exits import finetune_kept, os_error_line, pretrain_kept, stop_on_sigterm
+from trainer.cli_exits import (
+    FULL_DISK,
+    finetune_kept,
+    os_error_line,
+    pretrain_kept,
+    stop_on_sigterm,
+)
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
+from trainer.cli_predict import cmd_predict
 from trainer.errors import FaceParseError
-
-if TYPE_CHECKING:
-    from trainer.distributed import DistInfo
-    from trainer.predict import Predictor
 
 log = logging.getLogger("trainer.cli")
 
@@ -53,6 +55,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from trainer.pretrain import pretrain
 
     config = run_config_from_args(PretrainConfig, args)
+    if args.resume is None:
+        from trainer.run_files import RunFiles
+
+        spoiled = RunFiles(Path(config.runtime.out_dir), "pretrain").what_a_fresh_run_would_spoil()
+        if spoiled:
+            raise FaceParseError(spoiled)
     started = time.time()
     try:
         path = pretrain(config, resume=args.resume)
@@ -90,7 +98,9 @@ def _cmd_recon_grid(args: argparse.Namespace) -> int:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from trainer.configs import FinetuneConfig
     from trainer.finetune import finetune, result_summary
+    from trainer.finetune_model import preset_of_start
 
+    args.preset = preset_of_start(args.init, args.preset)  # the one stored is the one trained
     config = run_config_from_args(FinetuneConfig, args)
     started = time.time()
     try:
@@ -155,6 +165,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     seen = seen_in_training(args.checkpoint, dataset)
     results = evaluate(predictor, dataset, batch_size=args.batch_size)
     results["faces_seen_in_training"] = seen
+    results["split"] = getattr(dataset, "split", None)  # None: a folder without splits, all of it
     print(format_table(results))
     print(f"framing: {args.framing}")
     if seen:
@@ -165,79 +176,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         atomic_write_bytes(args.json, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
         print(f"metrics written to {args.json}")
     return 0
-
-
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from trainer.distributed import cleanup, init_distributed
-    from trainer.predict_folder import predict_folder
-
-    if not Path(args.images).is_dir():
-        raise FaceParseError(f"{args.images}: folder of images not found")
-    from trainer.predict_folder import photos_to_parse
-
-    overlays = Path(args.overlays) if args.overlays else None
-    # predict_folder's own scan warns about the files that are not images.
-    found = len(photos_to_parse(Path(args.images), Path(args.out), overlays, warn=False))
-    if not found:
-        raise FaceParseError(f"{args.images}: no images found (the folder is searched recursively)")
-    # Under torchrun: one process per GPU or CPU share, each parsing its share of the photos.
-    info = init_distributed(args.device)
-    try:
-        predictor = _predictor_for_every_rank(args, info)
-        count = predict_folder(
-            predictor,
-            args.images,
-            args.out,
-            overlay_dir=args.overlays,
-            rank=info.rank,
-            world_size=info.world_size,
-        )
-    finally:
-        cleanup(info)
-    if not count:
-        raise FaceParseError(
-            f"{args.images}: no label map written: none of the {found} images could be read "
-            "(see the warnings)"
-        )
-    skipped = f" ({found - count} skipped, see the warnings)" if count < found else ""
-    if info.is_main:
-        ranks = f" by {info.world_size} processes" if info.distributed else ""
-        print(f"wrote {count} label maps to {args.out}{skipped}{ranks}{_faces_parsed(args.out)}")
-    return 0
-
-
-def _faces_parsed(out: str) -> str:
-    """': N faces parsed, K photos without a face' from predict's faces.json (detect framing)."""
-    from trainer.predict_folder import FACES_NAME
-
-    try:
-        record = json.loads((Path(out) / FACES_NAME).read_text("utf-8"))
-        faces = [len(image["faces"]) for image in record["images"].values()]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return ""
-    if record.get("framing") != "detect":
-        return ""
-    return f": {sum(faces)} faces parsed, {faces.count(0)} photos without a face (all background)"
-
-
-def _predictor_for_every_rank(args: argparse.Namespace, info: DistInfo) -> Predictor:
-    """The predictor; under torchrun rank 0 chooses the runtime and every rank uses it, so the
-    label maps are those of one process."""
-    from trainer.runtime_choice import RUNTIMES, load_predictor
-
-    if not info.distributed or args.runtime != "auto":
-        return load_predictor(args.checkpoint, info.device, args.framing, args.runtime)
-    import torch
-    import torch.distributed as dist
-
-    chosen = torch.zeros(1, dtype=torch.int64)
-    if info.is_main:
-        predictor = load_predictor(args.checkpoint, info.device, args.framing, "auto")
-        chosen[0] = RUNTIMES.index(predictor.model_info["runtime"])
-    dist.broadcast(chosen, src=0)
-    if info.is_main:
-        return predictor
-    return load_predictor(args.checkpoint, info.device, args.framing, RUNTIMES[int(chosen)])
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -256,11 +194,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from trainer.checkpoint import read_metadata
+    from trainer.checkpoint import load_checkpoint, read_metadata
 
     meta = read_metadata(args.checkpoint)
     meta.pop("optimizer", None)  # optimizer bookkeeping is not for people
     print(json.dumps(meta, indent=2))
+    load_checkpoint(args.checkpoint)  # the weights too: a damaged file fails here (exit 2)
     return 0
 
 
@@ -350,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         FINETUNE_RECIPES,
         overrides={
             "device": {"help": DEVICE_HELP},
-            "preset": {"choices": sorted(PRESETS)},
+            "preset": {"choices": sorted(PRESETS), "default": None},  # None: see preset_of_start
             "init": {"metavar": "ssl[:CKPT]|imagenet|scratch|ckpt[:CKPT]"},
             "data": {
                 "required": True,
@@ -371,8 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the metrics as JSON (an existing file is replaced only if evaluate wrote it)",
     )  # fmt: skip
     p.add_argument(
-        "--batch-size", type=int, default=4, help="images per forward pass (default: %(default)s)"
-    )
+        "--batch-size", type=_positive_int, default=4,
+        help="images per forward pass (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     _add_framing(p)
     p.set_defaults(func=_cmd_evaluate)
@@ -392,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         "%(default)s)",
     )
     _add_framing(p)
-    p.set_defaults(func=_cmd_predict)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("convert", help="CelebAMask-HQ -> LaPa layout and classes")
     p.add_argument(
@@ -431,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
         "out",
         help=".onnx file to write (an existing file is replaced only if export-onnx wrote it)",
     )
-    p.add_argument("--input-size", type=int, default=None, help="input side (default: the model's)")
+    p.add_argument(
+        "--input-size", type=_positive_int, default=None, help="input side (default: the model's)"
+    )
     p.set_defaults(func=_cmd_export_onnx)
     return parser
 
@@ -444,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USER_ERROR
+    if args.quiet and getattr(args, "progress_bar", None):
+        args.progress_bar = False  # a bar is neither a warning nor an error
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s: %(message)s",
@@ -460,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's final flush
         return 0
     except OSError as exc:
-        if exc.filename is None:
+        if exc.filename is None and exc.errno not in FULL_DISK:
             raise  # not about a file of the user's: a bug, keep its traceback
         print(f"faceparse {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -11,22 +11,24 @@ from typing import Any
 
 from trainer.errors import FaceParseError
 
-_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+# The disk or the user's quota is full: never a bug, whether or not a file is named.
+FULL_DISK = frozenset({errno.ENOSPC, errno.EDQUOT})
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, *FULL_DISK}
 
 
 def os_error_line(exc: OSError) -> str:
     """One line for a file the system refused: the user's path (the folder, for the temporary
     file of an atomic write) and what to do."""
+    if exc.filename is None:  # a buffered write (a log line) meets a full disk
+        return f"cannot write the output ({exc.strerror}); free some space"
     path = Path(exc.filename)
     if path.name.startswith(".") and path.name.endswith(".tmp"):
         path = path.parent  # `.<name>.<random>.tmp`: the user never named it
     if exc.errno in _WRITE_ERRNOS:
-        hint = (
-            "free some space"
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            else "choose a folder you can write to"
-        )
+        hint = "free some space" if exc.errno in FULL_DISK else "choose a folder you can write to"
         return f"{path}: cannot write here ({exc.strerror}); {hint}"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):  # mkdir of an output folder met a file
+        return f"{path}: a file stands where a folder is needed; give a folder path"
     return f"{path}: {exc.strerror}"
 
 

@@ -71,12 +71,15 @@ class Runtime:
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
         num_workers: DataLoader worker processes.
         channels_last: channels-last memory format (faster convolutions on GPUs and recent CPUs).
+        progress_bar: show a terminal progress bar (off when a GUI reports progress, or for a
+            log file).
     """
 
     out_dir: str
     device: str = "auto"
     num_workers: int = 0
     channels_last: bool = True
+    progress_bar: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", str(self.out_dir))
@@ -90,11 +93,9 @@ class FinetuneRuntime(Runtime):
 
     Args:
         val_every: validate every this many epochs (and always at the end).
-        progress_bar: show a terminal progress bar (off when a GUI reports progress).
     """
 
     val_every: int = 1
-    progress_bar: bool = True
 
 
 @dataclass(frozen=True)

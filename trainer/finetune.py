@@ -106,6 +106,11 @@ def finetune(
         raise DatasetError("no dataset folder given (--data); finetune_on_samples takes samples")
     train, val = open_training_data(data.root, data.data_format, data.val_split)
     names = list(train.names)
+    if not names:
+        raise DatasetError(
+            f"{getattr(train, 'images_dir', data.root)}: no labeled images to fine-tune on "
+            "(each image needs its label PNG of the same name)"
+        )
     try:
         chosen = select_labeled_subset(
             names, fraction=data.fraction, num_labeled=data.num_labeled, seed=data.subset_seed

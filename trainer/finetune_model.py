@@ -25,6 +25,36 @@ def resolve_start(init: str) -> tuple[str, str | None]:
     return kind, path or None
 
 
+def preset_of_start(init: str, preset: str | None) -> str:
+    """The model preset a run from ``init`` trains: an ssl:/ckpt: checkpoint's own (its
+    weights fix it), else ``preset`` (None: the config's default).
+
+    Raises:
+        CheckpointError: ``preset`` was asked for and the checkpoint is of another one (the
+            run would silently train the checkpoint's).
+    """
+    default = FinetuneConfig.__dataclass_fields__["preset"].default
+    kind, path = resolve_start(init)
+    if path is None:
+        return preset or default  # type: ignore[return-value]
+    from trainer.checkpoint import read_metadata
+    from trainer.errors import FaceParseError
+
+    try:
+        theirs = (read_metadata(path).get("model") or {}).get("preset")
+    except FaceParseError:
+        theirs = None  # the run itself says what is wrong with the file
+    if not isinstance(theirs, str):
+        return preset or default  # type: ignore[return-value]
+    if preset is not None and preset != theirs:
+        raise CheckpointError(
+            f"{path}: a '{theirs}' model, and a run from it keeps its preset, so --preset "
+            f"{preset} cannot apply; leave --preset out, or use --init scratch for a new "
+            f"'{preset}' model"
+        )
+    return theirs
+
+
 def build_finetune_model(config: FinetuneConfig) -> tuple[FaceParseNet, dict[str, Any]]:
     """The network a run starts from, and facts about its origin for the checkpoint metadata.
 

@@ -13,6 +13,7 @@ import torch
 
 from trainer.checkpoint import save_checkpoint
 from trainer.configs import FinetuneConfig
+from trainer.data.imageio import naming_the_file
 from trainer.data.sample import NamedSamples
 from trainer.engine import Hook, TrainLoop
 from trainer.models import FaceParseNet
@@ -102,7 +103,7 @@ class ValidateAndPublish(Hook):
             "pixel_accuracy": results["pixel_accuracy"],
         }
         self.history.append(record)
-        with open(self.val_log, "a", encoding="utf-8") as f:
+        with naming_the_file(self.val_log), open(self.val_log, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         score = results["mean_f1"] if results["mean_f1"] is not None else -math.inf
         improved = score > self.best_score or not self.wrote_best

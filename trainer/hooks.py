@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.data.imageio import atomic_write_bytes
+from trainer.data.imageio import atomic_write_bytes, naming_the_file
 from trainer.engine import Hook, TrainLoop
 
 
@@ -72,13 +72,15 @@ class JsonlLogger(Hook):
         for key, value in stats.items():
             if key not in record and isinstance(value, int | float | np.generic | torch.Tensor):
                 record[key] = _scalar(value)
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        with naming_the_file(self.path):
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
 
     def after_train(self, loop: TrainLoop) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            with naming_the_file(self.path):
+                file.close()  # flushes again what a full disk refused at the last step
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -181,7 +183,9 @@ class PeriodicCheckpoint(Hook):
         if loop.step >= loop.total_steps:
             return  # the final save follows
         by_steps = self.every_steps > 0 and loop.step % self.every_steps == 0
-        by_time = self.every_seconds > 0 and time.monotonic() - self._last_save >= self.every_seconds
+        by_time = (
+            self.every_seconds > 0 and time.monotonic() - self._last_save >= self.every_seconds
+        )
         if by_steps or by_time:
             self.save_fn(loop, False)
             self._last_save = time.monotonic()

@@ -359,7 +359,7 @@ def _pretrain(
             files.adopt_legacy_log()
             hooks += [
                 JsonlLogger(files.log),
-                ProgressBar(desc="pretrain"),
+                ProgressBar(disable=None if runtime.progress_bar else True, desc="pretrain"),
                 PeriodicCheckpoint(
                     save, runtime.checkpoint_every, 60.0 * runtime.checkpoint_minutes
                 ),

@@ -134,6 +134,35 @@ class RunFiles:
                     found.append((int(match.group(1)), path))
         return sorted(found)
 
+    def what_a_fresh_run_would_spoil(self) -> str | None:
+        """Why a new stage-1 run (no ``--resume``) must not start in this folder, in one line,
+        or None: an earlier run stopped short of its steps (killed, cancelled), which a fresh
+        one would replace at its first save, or an earlier run's step checkpoints, which its
+        own would be mixed with (and pruned against)."""
+        from trainer.checkpoint import read_metadata
+
+        if self.stage != "pretrain":
+            return None
+        try:
+            meta = read_metadata(self.last) if self.last.is_file() else {}
+        except FaceParseError:
+            meta = {}  # not resumable anyway
+        step, total = meta.get("step"), meta.get("total_steps")
+        if isinstance(step, int) and isinstance(total, int) and step < total:
+            return (
+                f"{self.out_dir} holds a pretraining stopped at step {step} of {total}; "
+                f"continue it with --resume {self.last}, or start a new run in another "
+                "--out-dir"
+            )
+        steps = self.step_checkpoints()
+        if steps:
+            names = ", ".join(path.name for _, path in steps)
+            return (
+                f"{self.out_dir} holds an earlier run's step checkpoints ({names}), which a new "
+                "run's would be mixed with; start it in another --out-dir (or delete them)"
+            )
+        return None
+
     def find_log(self) -> Path:
         """The run's step log: ``<stage>_log.jsonl``, or a stage-1 run's ``metrics.jsonl`` when
         it was written before this scheme and has not been resumed since."""

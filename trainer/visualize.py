@@ -7,6 +7,7 @@ from the reconstruction.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,9 +21,11 @@ from trainer.data.imageio import atomic_write_bytes, read_image
 from trainer.data.masking import CenterPatchMasker, mask_input
 from trainer.data.transforms import resize_square, to_tensor
 from trainer.engine import select_device
-from trainer.errors import CheckpointError, DatasetError
+from trainer.errors import CheckpointError, DatasetError, ImageReadError
 from trainer.losses import default_patch, patch_denormalize
 from trainer.models import FaceParseNet
+
+log = logging.getLogger(__name__)
 
 GAP = 2  # white pixels between tiles
 COLUMNS = 4
@@ -149,7 +152,8 @@ def write_reconstruction_grid(
 
     Raises:
         CheckpointError: the checkpoint has no reconstruction head (e.g. a fine-tuned one).
-        DatasetError: no images found.
+        DatasetError: no images found, or none of them readable (an unreadable one is skipped
+            with a warning).
     """
     model, ckpt = load_model(checkpoint_path, map_location=select_device(device))
     if "reconstruction" not in ckpt.heads:
@@ -166,11 +170,28 @@ def write_reconstruction_grid(
         mask_ratio=None if num_patches is not None else training.get("mask_ratio"),
     )
     paths = list_images(image_dirs)
+    folders = ", ".join(
+        str(d) for d in ([image_dirs] if isinstance(image_dirs, str | os.PathLike) else image_dirs)
+    )
     if not paths:
-        raise DatasetError(f"no images found under {image_dirs}")
+        raise DatasetError(f"no images found under {folders}")
     rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(len(paths), size=min(num_images, len(paths)), replace=False))
-    images = torch.stack([to_tensor(resize_square(read_image(paths[i]), size)[0]) for i in chosen])
+    chosen = rng.choice(len(paths), size=min(num_images, len(paths)), replace=False)
+    # An unreadable photo is skipped, as pretrain skips it; the next of a seeded order stands in.
+    stand_ins = rng.permutation(np.setdiff1d(np.arange(len(paths)), chosen))
+    tiles: list[torch.Tensor] = []
+    for i in [*sorted(chosen), *stand_ins]:
+        if len(tiles) == num_images:
+            break
+        try:
+            tiles.append(to_tensor(resize_square(read_image(paths[i]), size)[0]))
+        except ImageReadError as exc:
+            log.warning("skipping %s", exc)
+    if not tiles:
+        raise DatasetError(
+            f"none of the {len(paths)} images under {folders} could be read (see the warnings)"
+        )
+    images = torch.stack(tiles)
     return reconstruction_grid(
         model, images, masker, out_png, seed=seed, norm_pix=bool(training.get("norm_pix", False))
     )

@@ -6,11 +6,13 @@ Labels: read as class indices whatever the PNG mode ('L' or 'P'); written as 8-b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -151,7 +153,10 @@ def read_label(
                 arr = arr32.astype(np.uint8)
             elif im.mode in ("RGB", "RGBA"):
                 rgb = np.array(im.convert("RGB"))
-                if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+                if not (
+                    np.array_equal(rgb[..., 0], rgb[..., 1])
+                    and np.array_equal(rgb[..., 0], rgb[..., 2])
+                ):
                     raise LabelMapError(
                         f"{path}: a colour image, not a label map; labels must be single-channel "
                         "class indices ('L' or 'P' PNG)"
@@ -225,6 +230,18 @@ def make_temp_dir(parent: str | os.PathLike[str], prefix: str) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def naming_the_file(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Name ``path`` in an OSError of the block that names no file: a full disk fails a write,
+    a flush or an fsync without one, and the CLI's one-line message needs it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is not None and exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write bytes to a temp file in the same folder, fsync, then os.replace onto path.
 
@@ -234,7 +251,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        # The temp file's folder is what the user must make room in (cli_exits.os_error_line).
+        with naming_the_file(tmp), os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

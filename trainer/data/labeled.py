@@ -23,6 +23,12 @@ def detect_format(root: str | os.PathLike[str]) -> str:
         return "lapa"
     if any((root / d).is_dir() for d in ("masks", "CelebAMask-HQ-mask-anno", "CelebA-HQ-img")):
         return "celebamask"
+    splits = sorted(d.name for d in root.iterdir() if (d / "images").is_dir()) if root.is_dir() else []
+    if splits:  # a LaPa layout that holds no training split, e.g. a test set alone
+        raise DatasetError(
+            f"{root}: a LaPa dataset without a train split (it has {', '.join(splits)}); "
+            "training reads train/images and train/labels"
+        )
     raise DatasetError(
         f"{root}: neither a LaPa dataset (train/images/, train/labels/) nor CelebAMask-HQ "
         "(images/ + masks/, or CelebA-HQ-img/ + CelebAMask-HQ-mask-anno/)"
@@ -46,7 +52,13 @@ def open_split(root: str | os.PathLike[str], split: str) -> NamedSamples:
         if fmt == "celebamask":
             from trainer.data.celebamask import CelebAMaskDataset
 
-            return CelebAMaskDataset(root, label_set="lapa")
+            dataset = CelebAMaskDataset(root, label_set="lapa")
+            log.warning(
+                "%s: a CelebAMask-HQ folder has no splits, so split %r does not apply: all %d "
+                "images are scored (`faceparse convert --test-fraction` holds some out)",
+                root, split, len(dataset),
+            )  # fmt: skip
+            return dataset
     from trainer.data.lapa import LapaDataset
 
     return LapaDataset(root, split=split)
