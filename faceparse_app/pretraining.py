@@ -172,7 +172,7 @@ def run_pretrain_job(
     )
     config = PretrainConfig(
         image_dirs=tuple(str(d) for d in image_dirs),
-        runtime=PretrainRuntime(out_dir=str(out_dir), device=device),
+        runtime=PretrainRuntime(out_dir=str(out_dir), device=device, progress_bar=False),
         preset=preset,
         init=init,
         recipe=recipe,

@@ -287,3 +287,23 @@ def test_pretraining_the_project_skips_an_unreadable_photo_and_says_so(faces_dir
     )  # fmt: skip
     assert result.version is not None and result.skipped_images == 1
     assert "1 unreadable photo" in result.summary()["note"]
+
+
+def test_the_apps_pretraining_draws_no_progress_bar_in_the_terminal(faces_dir, tmp_path, monkeypatch):
+    """The window shows the progress; a bar drawn on the terminal the app was started from (a
+    TTY) is noise there, as the fine-tuning job already knew (found by the second CLI trial)."""
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    result = run_pretrain_job(
+        [faces_dir], tmp_path / "out", preset="tiny", batch_size=2, epochs=1, device="cpu",
+        store=ModelStore(tmp_path / "models"),
+    )  # fmt: skip
+    assert result.version is not None
+    assert "pretrain" not in terminal.getvalue() and "it/s" not in terminal.getvalue()
