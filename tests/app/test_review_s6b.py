@@ -1,0 +1,51 @@
+"""Defects found by the s6b review of the d45 work (a finished photo's face boxes, long edge
+outlines, kept Unsure scores, the floating message bar, read-only folders); each reproduced the
+way a user would meet it."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from faceparse_app.project import Project, ProjectLockedError
+from tests.app.test_gui_canvas import make_project, make_window
+
+
+def _read_only(monkeypatch) -> None:
+    def refuse(_store):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("faceparse_app.project._probe_write", refuse)  # root ignores chmod
+
+
+def test_a_look_at_a_folder_another_window_edits_is_refused_not_shown_stale(qtbot, tmp_path, monkeypatch):
+    # A lead without write access opens the share a labeler has open in FaceParse Studio: the
+    # look read the store as immutable (no locks), so the labeler's statuses never showed, and
+    # an export from the look shipped the statuses of the moment it opened.
+    folder = make_project(tmp_path / "share", n=3)
+    writer = Project.open(folder)
+    window = make_window(qtbot, tmp_path, open_project=False)
+    _read_only(monkeypatch)
+    try:
+        assert not window.open_project(folder)
+        assert window.session is None
+        assert "open in another FaceParse Studio" in window.message_bar.message
+    finally:
+        writer.close()
+    assert window.open_project(folder) and window.session.project.read_only
+
+
+def test_a_writable_open_waits_for_a_look_to_close(qtbot, tmp_path, monkeypatch):
+    # The other way round: while a look reads the store as immutable, a window that can write
+    # must not change it underneath (the look would show a mix of old and new pages).
+    folder = make_project(tmp_path / "share", n=3)
+    Project.open(folder).close()  # its store, made while it was writable
+    window = make_window(qtbot, tmp_path, open_project=False)
+    _read_only(monkeypatch)
+    assert window.open_project(folder) and window.session.project.read_only
+    monkeypatch.undo()
+    with pytest.raises(ProjectLockedError, match="looking"):
+        Project.open(folder)
+    window.close_project()
+    Project.open(folder).close()
