@@ -78,6 +78,10 @@ class MessageBar(QWidget):
         self.show()
         self._place()  # the new text's height
 
+    def covered_height(self) -> int:
+        """How much of the top of the widget it floats over it covers now (0 when hidden)."""
+        return self.height() if self._host is not None and not self.isHidden() else 0
+
     @property
     def message(self) -> str:
         """The text shown ('' when hidden)."""

@@ -49,3 +49,31 @@ def test_a_writable_open_waits_for_a_look_to_close(qtbot, tmp_path, monkeypatch)
         Project.open(folder)
     window.close_project()
     Project.open(folder).close()
+
+
+def test_a_fitted_photo_is_not_under_the_message_bar(qtbot, tmp_path):
+    # The bar floats over the canvas's top edge (d45) so nothing jumps when it appears; but a
+    # tall photo fitted (a new image, Fit) while a message shows had its top (the hair, a
+    # class to label) under the bar until the message was closed.
+    import numpy as np
+
+    from trainer.data.imageio import write_image
+
+    folder = tmp_path / "tall"
+    folder.mkdir()
+    write_image(folder / "tall.png", np.full((300, 120, 3), 128, np.uint8))
+    window = make_window(qtbot, tmp_path, open_project=False)
+    window.resize(900, 700)
+    assert window.open_project(folder)
+    window.show_message("A message long enough to be read while the photo is fitted under it.", "warning")
+    bar, canvas = window.message_bar, window.canvas
+    canvas.zoom_fit()
+    image_top = canvas.mapTo(window.stack, canvas.rect().topLeft()).y() + canvas.offset.y()
+    assert bar.isVisible() and image_top >= bar.geometry().bottom() + 1
+    # The whole photo still shows, and the bar appearing over a fitted view moves nothing.
+    assert canvas.offset.y() + 300 * canvas.scale <= canvas.height()
+    bar.hide()
+    canvas.zoom_fit()
+    offset = canvas.offset
+    window.show_message("Another message.", "info")
+    assert canvas.offset == offset
