@@ -77,3 +77,34 @@ def test_a_fitted_photo_is_not_under_the_message_bar(qtbot, tmp_path):
     offset = canvas.offset
     window.show_message("Another message.", "info")
     assert canvas.offset == offset
+
+
+@pytest.mark.parametrize("finished", ["labeled", "reviewed"])
+def test_undoing_the_face_box_that_reopened_a_finished_photo_finishes_it_again(
+    qtbot, tmp_path, monkeypatch, finished
+):
+    # d45: a face box drawn on a finished photo sends it back to in progress (the model's
+    # pixels came in). Ctrl+Z took the box and its pixels back, the label was the hand-finished
+    # one again, yet the photo stayed in progress: silently out of the export, its review lost.
+    from PySide6.QtCore import Qt
+
+    from tests.app.test_gui_canvas import drag, key
+    from tests.app.test_gui_faces import face_tool, two_faces_one_found, wait_parsed
+    from tests.app.test_gui_model_loop import status
+
+    window, session, _version = two_faces_one_found(qtbot, tmp_path, monkeypatch)
+    assert session.set_status(finished)
+    image_id, finished_label = session.current.id, session.document.label.copy()
+    face_tool(window)
+    drag(window.canvas, [(66, 2), (126, 62)])
+    wait_parsed(qtbot, session)
+    assert status(window, image_id)[0] == "in_progress"
+    key(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert (session.document.label == finished_label).all()
+    assert status(window, image_id)[0] == finished
+    assert session.save()
+    counts = window.export_lapa(tmp_path / "out")
+    assert counts is not None and sum(counts.get(k, 0) for k in ("train", "val", "test")) == 1
+    # Redone: the model's pixels are back, so is the photo's reopening.
+    key(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert status(window, image_id)[0] == "in_progress"
