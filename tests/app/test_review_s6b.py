@@ -108,3 +108,40 @@ def test_undoing_the_face_box_that_reopened_a_finished_photo_finishes_it_again(
     # Redone: the model's pixels are back, so is the photo's reopening.
     key(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     assert status(window, image_id)[0] == "in_progress"
+
+
+def test_kept_unsure_scores_are_not_taken_for_another_starter_parser(qtbot, tmp_path):
+    # d45 keeps the Unsure scores across reopens, by model version name. The shipped starter
+    # parser is always named 'starter': after an upgrade brought a new one, the labeled photos
+    # (never scored again on open) showed the old parser's scores for good.
+    import os
+
+    import torch
+
+    from tests.app.test_gui_model_loop import WAIT_MS, project_with
+    from trainer.checkpoint import save_checkpoint
+    from trainer.models import build_model, get_preset
+
+    def starter(seed: int):
+        torch.manual_seed(seed)
+        model = build_model(get_preset("tiny"), heads=("parsing",))
+        return save_checkpoint(tmp_path / "starter_parser.safetensors", model, "finetune")
+
+    folder = project_with(tmp_path / "project", n=2, labeled=1)
+    path = starter(1)
+    window = make_window(qtbot, tmp_path, open_project=False)
+    loop = window.model_loop
+    loop.starter_backbone, loop.starter_parser = tmp_path / "no-starter.safetensors", path
+    assert window.open_project(folder)
+    labeled = next(r.id for r in window.session.records() if r.status == "labeled")
+    loop.queue.score_all([(labeled, window.session.project.image_path(window.session.project.get(labeled)))])
+    qtbot.waitUntil(lambda: loop.queue.score(labeled) is not None, timeout=WAIT_MS)
+    window.close_project()
+    assert window.open_project(folder)  # the same starter: its scores are taken back
+    assert loop.queue.score(labeled) is not None
+    window.close_project()
+    starter(2)  # the upgrade's starter parser, in its place
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert window.open_project(folder)
+    assert loop.queue.score(labeled) is None
