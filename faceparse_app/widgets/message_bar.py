@@ -58,6 +58,13 @@ class MessageBar(QWidget):
             self._place()
         return False
 
+    def event(self, event: QEvent) -> bool:
+        # Its content changed after the text (an offer button shown beside it): outside any
+        # layout nothing else gives the bar the height that needs, so its text was cut off.
+        if event.type() == QEvent.Type.LayoutRequest and self._host is not None and not self.isHidden():
+            self._place()
+        return super().event(event)
+
     def _place(self) -> None:
         host = self._host
         if host is None:

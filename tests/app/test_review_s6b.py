@@ -145,3 +145,23 @@ def test_kept_unsure_scores_are_not_taken_for_another_starter_parser(qtbot, tmp_
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert window.open_project(folder)
     assert loop.queue.score(labeled) is None
+
+
+def test_a_message_with_an_offer_button_shows_whole(qtbot, tmp_path):
+    # Floating (d45), the bar takes its height when the message is set, before the window
+    # shows its offer button ('Use the face tool (W)', 'Train a model…'): the button then took
+    # width from the text, whose last lines were cut off.
+    window = make_window(qtbot, tmp_path, open_project=False)
+    window.resize(900, 700)
+    bar = window.message_bar
+    text = (
+        "No face was found in a_long_photo_name.jpg: draw a box around each face with the "
+        "face tool (W), or mark it labeled if it has none."
+    )
+    for offer, button in ((window._offer_face_tool, window.face_offer), (window._offer_training, window.train_offer)):
+        offer(text)
+        qtbot.waitUntil(lambda b=button: b.isVisible())
+        qtbot.wait(10)  # the bar's layout settles
+        label = bar.text
+        assert label.height() >= label.heightForWidth(label.width()), "the message's end is cut off"
+        assert bar.geometry().bottom() < window.stack.height()
