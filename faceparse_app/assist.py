@@ -245,11 +245,7 @@ class EdgeSnapper:
             area = (max(0, ax - half), max(0, ay - half), min(w, ax + half), min(h, ay + half))
         if area != self._applied:
             x0, y0, x1, y1 = area
-            tool = cv2.segmentation.IntelligentScissorsMB()
-            tool.setEdgeFeatureCannyParameters(16, 100)
-            tool.setGradientMagnitudeMaxLimit(200)
-            tool.applyImage(cv2.cvtColor(self.image[y0:y1, x0:x1], cv2.COLOR_RGB2BGR))
-            self._tool, self._applied = tool, area
+            self._tool, self._applied = _scissors(self.image[y0:y1, x0:x1]), area
         x0, y0 = area[:2]
         self._tool.buildMap((ax - x0, ay - y0))
         self._anchor, self._origin = (ax, ay), (x0, y0)
@@ -296,10 +292,7 @@ class EdgeSnapper:
         def shrink(p: tuple[int, int]) -> tuple[int, int]:
             return min(sw - 1, (p[0] - x0) // step), min(sh - 1, (p[1] - y0) // step)
 
-        tool = cv2.segmentation.IntelligentScissorsMB()
-        tool.setEdgeFeatureCannyParameters(16, 100)
-        tool.setGradientMagnitudeMaxLimit(200)
-        tool.applyImage(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+        tool = _scissors(small)
         tool.buildMap(shrink(a))
         contour = np.asarray(tool.getContour(shrink(b))).reshape(-1, 2)
         half = step // 2
@@ -312,6 +305,15 @@ class EdgeSnapper:
         assert self._applied is not None
         x0, y0, x1, y1 = self._applied
         return y1 - y0, x1 - x0
+
+
+def _scissors(rgb: np.ndarray) -> Any:
+    """OpenCV's intelligent scissors with the edge map of ``rgb`` ((H, W, 3) uint8) applied."""
+    tool = cv2.segmentation.IntelligentScissorsMB()
+    tool.setEdgeFeatureCannyParameters(16, 100)
+    tool.setGradientMagnitudeMaxLimit(200)
+    tool.applyImage(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return tool
 
 
 def snapped_outline(snapper: EdgeSnapper, anchors: Sequence[tuple[float, float]]) -> list[tuple[int, int]]:

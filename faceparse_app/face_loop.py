@@ -65,10 +65,13 @@ class FaceLoop(QObject):
         # the next prediction of that image.
         self._edits: dict[int, list[Face]] = {}
         self._drawn_note: int | None = None  # the image whose "Parsing the face you drew" is up
+        # image id -> the face change that sent it back to in progress, and its status before:
+        # undoing that change brings the finished label back, and so the status.
+        self._reopened: dict[int, tuple[FaceChange, str]] = {}
 
     def attach(self, session: AnnotationSession, queue: PrelabelQueue) -> None:
         self.session, self.queue = session, queue
-        self._edits = {}
+        self._edits, self._reopened = {}, {}
         queue.faces_found.connect(self.keep_found)
         session.status_changed.connect(self._on_status_changed)
 
@@ -77,7 +80,7 @@ class FaceLoop(QObject):
             self.queue.faces_found.disconnect(self.keep_found)
         if self.session is not None:
             self.session.status_changed.disconnect(self._on_status_changed)
-        self.session, self.queue, self._edits = None, None, {}
+        self.session, self.queue, self._edits, self._reopened = None, None, {}, {}
         self._show([])
 
     # ------------------------------------------------------------------ the store
@@ -140,6 +143,8 @@ class FaceLoop(QObject):
     def _on_status_changed(self, image_id: int, _old: str, new: str) -> None:
         """A photo labeled as it is (a face-free one accepted as background): stop asking."""
         session = self.session
+        if new != "in_progress":  # finished (or set) by hand since: an undo leaves it so
+            self._reopened.pop(image_id, None)
         if new in FINISHED and session is not None and session.current is not None and session.current.id == image_id:
             self.no_face.emit("")
 
@@ -219,14 +224,15 @@ class FaceLoop(QObject):
             return False
         # An undo step of its own at once (Ctrl+Z before the pixels come takes the face back);
         # the pixels, when they come, fold into it (one step: the face and its pixels).
-        session.document.history.push(Delta.of_faces(FaceChange(tuple(kept), tuple(faces), (changed,))))
+        change = FaceChange(tuple(kept), tuple(faces), (changed,))
+        session.document.history.push(Delta.of_faces(change))
         # The annotator acted on this image: no pre-label replaces its label from now on.
         session.note_edit()
         self._edits.setdefault(rec.id, []).append(changed)
-        self._reparse(rec, faces, note)
+        self._reparse(rec, faces, note, change)
         return True
 
-    def _reparse(self, rec: ImageRecord, faces: list[Face], note: str) -> None:
+    def _reparse(self, rec: ImageRecord, faces: list[Face], note: str, change: FaceChange) -> None:
         """Show the faces kept now and ask for the image's prediction with them."""
         session, queue = self.session, self.queue
         assert session is not None and queue is not None
@@ -234,10 +240,10 @@ class FaceLoop(QObject):
         self._show(faces)
         self.no_face.emit("" if faces else no_face_text(rec.relpath))
         self.status.emit(note)
-        self._reopen(rec)
+        self._reopen(rec, change)
         queue.request(rec.id, session.project.image_path(rec))
 
-    def _reopen(self, rec: ImageRecord) -> None:
+    def _reopen(self, rec: ImageRecord, change: FaceChange) -> None:
         """A finished photo whose faces change takes the model's pixels for them: it is no
         longer a person's finished label, so it goes back to in progress (the next-unfinished
         walk leads back to it; the export leaves it out until it is marked labeled again)."""
@@ -248,6 +254,7 @@ class FaceLoop(QObject):
             return
         was = current.status
         if session.set_status("in_progress"):
+            self._reopened[rec.id] = (change, was)
             self._drawn_note = None  # this message says what happens instead
             self.message.emit(
                 f"{rec.relpath} was {was}: the changed face's pixels are the model's pre-label, "
@@ -284,7 +291,12 @@ class FaceLoop(QObject):
         n = len(change.changed)
         what = f"{n} face box{'es' if n != 1 else ''}"
         verb = ("Undid" if undone else "Redid") + (" adding" if len(change.after) > len(change.before) else " removing")
-        self._reparse(rec, faces, f"{verb} {what} in {rec.relpath}.")
+        self._reparse(rec, faces, f"{verb} {what} in {rec.relpath}.", change)
+        reopened = self._reopened.get(rec.id)
+        if undone and reopened is not None and reopened[0] == change and rec.status == "in_progress":
+            # The label is the finished one again (an undo is exact): so is its status.
+            if session.set_status(reopened[1]):
+                self.message.emit(f"{rec.relpath} is {reopened[1]} again: the face change was undone.", "info")
 
     def _apply_edit(self, image_id: int, pred: Prediction, changed: list[Face]) -> None:
         """Replace the pixels the changed faces' crops cover by the new prediction."""

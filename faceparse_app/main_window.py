@@ -84,6 +84,7 @@ class MainWindow(QMainWindow):
         self.stack.addWidget(self.canvas)
         self.setCentralWidget(self.stack)
         self.message_bar.float_over(self.stack)
+        self.canvas.covered_top = self.message_bar.covered_height  # a fit keeps below it
 
         build_menus(self)
         self.loop_state = LoopState(available_devices())

@@ -222,7 +222,7 @@ class ModelLoop(QObject):
         if model is not None and self.session is not None:
             # The scores of the last open, the finished images' too (only the unfinished are
             # scored again): the Unsure column reads as it did before the project was closed.
-            self.queue.seed_scores(self.session.project.kept_scores(model[1]))
+            self.queue.seed_scores(self.session.project.kept_scores(_scores_key(*model)))
             self._scores_timer.start()
         if refresh_current and self.session is not None:
             self._on_image_changed(self.session.current)
@@ -429,10 +429,10 @@ class ModelLoop(QObject):
 
     def _keep_scores(self, session: AnnotationSession | None) -> None:
         version = self.version
-        if session is None or version is None or session.project.read_only:
+        if session is None or version is None or session.project.read_only or self.queue is None:
             return
         try:
-            session.project.keep_scores(version, self.scores())
+            session.project.keep_scores(_scores_key(self.queue.model_source, version), self.scores())
         except ProjectError as exc:  # they are computed again on the next open
             log.warning("could not keep the uncertainty scores: %s", exc)
 
@@ -451,3 +451,14 @@ class ModelLoop(QObject):
             if r.status not in FINISHED and not r.missing and r.id != current and r.id in scores
         })
         return ranked[0] if ranked else None
+
+
+def _scores_key(source: Any, version: str | None) -> str:
+    """What kept uncertainty scores belong to: the version name, and for a checkpoint file its
+    size and time (the shipped starter parser is always named 'starter', whatever its weights,
+    and a version name comes back when the models folder is emptied)."""
+    try:
+        stat = Path(source).stat()
+    except (TypeError, OSError):  # a ready Predictor, or no file: the name alone
+        return str(version)
+    return f"{version} {stat.st_size} {stat.st_mtime_ns}"

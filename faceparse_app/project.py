@@ -45,6 +45,7 @@ from faceparse_app.project_scan import (
 )
 from faceparse_app.store_guard import (
     DamagedStoreError,
+    LookLock,
     ProjectLock,
     ProjectLockedError,
     ReadOnlyFolderError,
@@ -148,7 +149,7 @@ class Project(StoreRows):
     """
 
     def __init__(
-        self, root: Path, conn: object, lock: ProjectLock | None = None, read_only: bool = False
+        self, root: Path, conn: object, lock: ProjectLock | LookLock | None = None, read_only: bool = False
     ) -> None:
         super().__init__(root, root / STORE_DIR, conn, read_only)  # type: ignore[arg-type]
         self.labels_dir = self.store_dir / LABELS_DIR

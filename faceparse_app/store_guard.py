@@ -111,8 +111,8 @@ class ProjectLock:
         info = self._holder_info() or {}
         try:
             return f"process {info['pid']} on {info['host']}, since {info['since']}"
-        except KeyError:
-            return "holder unknown"
+        except KeyError:  # a look (LookLock) cannot write its description
+            return "holder unknown: perhaps a window looking at it on a read-only share"
 
     def unclean_exit_text(self, last_edited: str | None) -> str | None:
         """What the annotator should know when the last window on this project was killed or
@@ -136,6 +136,50 @@ class ProjectLock:
         except OSError:
             pass
         self._lock.release(force=True)
+
+
+class LookLock:
+    """A shared hold on ``.faceparse/lock`` by a window that only looks at a folder it cannot
+    write: its store is read as immutable (no SQLite locks at all), so no writer may hold the
+    folder while the look opens, nor open it until the look closes (a writer elsewhere would
+    change the file under the look: stale statuses, or pages of two versions mixed).
+
+    POSIX only (flock on a read-only descriptor; ``filelock``'s writers take flock too);
+    elsewhere, or without a lock file (a store no writer has opened since), nothing is held.
+
+    Args:
+        store_dir: the ``.faceparse`` folder.
+    """
+
+    def __init__(self, store_dir: Path) -> None:
+        self.store_dir = store_dir
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Hold the folder shared, or raise ProjectLockedError when a writer holds it."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: msvcrt locks have no shared mode
+            return
+        try:
+            fd = os.open(self.store_dir / LOCK_NAME, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            holder = ProjectLock(self.store_dir)._holder()
+            raise ProjectLockedError(
+                f"{self.store_dir.parent} is open in another FaceParse Studio ({holder}), which "
+                "may be changing it: look at it once it is closed there."
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # drops the flock
+            self._fd = None
 
 
 # ------------------------------------------------------------------------------- backups

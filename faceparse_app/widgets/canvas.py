@@ -9,6 +9,7 @@ document's `on_change` callbacks and recolours just the changed box of the overl
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -99,6 +100,9 @@ class LabelCanvas(QWidget):
         # Fitted, and not zoomed or panned since: a resize (a dock opening, the window)
         # fits again instead of cutting the image's edge off.
         self._keep_fit = True
+        # Pixels of the canvas's top under a widget floating over it (the message bar): a fit,
+        # or a region shown, keeps below them; nothing moves when that widget comes or goes.
+        self.covered_top: Callable[[], int] = lambda: 0
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent, True)
@@ -264,10 +268,11 @@ class LabelCanvas(QWidget):
         """Zoom and pan so that the image box (x0, y0, x1, y1) fills ``fill`` of the view,
         centred; ``keep_fit``: refit it when the view is resized (the whole image)."""
         w, h = max(1.0, x1 - x0), max(1.0, y1 - y0)
-        vw, vh = max(1, self.width()), max(1, self.height())
+        top = min(max(0, self.covered_top()), self.height() // 2)  # the message bar, if shown
+        vw, vh = max(1, self.width()), max(1, self.height() - top)
         self._set_scale(min(vw / w, vh / h) * fill)
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        self.offset = QPointF(vw / 2 - cx * self.scale, vh / 2 - cy * self.scale)
+        self.offset = QPointF(vw / 2 - cx * self.scale, top + vh / 2 - cy * self.scale)
         self._keep_fit = keep_fit
         self.update()
         self._refresh_hover()

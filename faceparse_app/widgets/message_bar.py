@@ -58,6 +58,13 @@ class MessageBar(QWidget):
             self._place()
         return False
 
+    def event(self, event: QEvent) -> bool:
+        # Its content changed after the text (an offer button shown beside it): outside any
+        # layout nothing else gives the bar the height that needs, so its text was cut off.
+        if event.type() == QEvent.Type.LayoutRequest and self._host is not None and not self.isHidden():
+            self._place()
+        return super().event(event)
+
     def _place(self) -> None:
         host = self._host
         if host is None:
@@ -77,6 +84,10 @@ class MessageBar(QWidget):
         self.setStyleSheet(f"#message_bar {{ background: {colour}; color: #222; }}")
         self.show()
         self._place()  # the new text's height
+
+    def covered_height(self) -> int:
+        """How much of the top of the widget it floats over it covers now (0 when hidden)."""
+        return self.height() if self._host is not None and not self.isHidden() else 0
 
     @property
     def message(self) -> str:

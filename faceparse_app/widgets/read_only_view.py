@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtWidgets import QLabel
 
 from faceparse_app.project import STORE_DIR, Project, ReadOnlyFolderError
+from faceparse_app.store_guard import LookLock
 from faceparse_app.store_open import DB_NAME, connect_read_only
 
 if TYPE_CHECKING:
@@ -31,8 +32,16 @@ def open_read_only(folder: str | Path, refused: ReadOnlyFolderError) -> Project:
     root = Path(folder).expanduser().absolute()
     if not (root / STORE_DIR / DB_NAME).is_file():
         raise refused
-    # Read as immutable: nothing, not even SQLite's -shm file, is made in the folder.
-    return Project(root, connect_read_only(root / STORE_DIR / DB_NAME, immutable=True), read_only=True)
+    # Read as immutable: nothing, not even SQLite's -shm file, is made in the folder; so no
+    # writer may hold it meanwhile (ProjectLockedError when one does now).
+    lock = LookLock(root / STORE_DIR)
+    lock.acquire()
+    try:
+        conn = connect_read_only(root / STORE_DIR / DB_NAME, immutable=True)
+    except BaseException:
+        lock.release()
+        raise
+    return Project(root, conn, lock, read_only=True)
 
 
 def read_only_text(project: Project) -> str:
