@@ -88,6 +88,17 @@ def two_faces_one_found(qtbot, tmp_path: Path, monkeypatch, n: int = 1):
     return window, window.session, version
 
 
+def no_face_found(qtbot, tmp_path: Path, monkeypatch, n: int = 1):
+    """A project of ``n`` photos in which the finder finds no face, open with a published parser
+    and showing its "No face found" request: the window."""
+    use_finder(monkeypatch, [])
+    folder = project_with(tmp_path / "project", n=n)
+    publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    qtbot.waitUntil(lambda: "No face found" in window.message_bar.message, timeout=WAIT_MS)
+    return window
+
+
 def wait_parsed(qtbot, session) -> None:
     """Until the pixels of a face drawn or removed have come (the face's undo step, made at
     once, takes them in)."""

@@ -143,15 +143,11 @@ def test_a_photo_without_a_face_says_how_to_finish_it_and_stops_asking_once_labe
 ):
     # The trial: a photo of a face mask (no face) said only "draw a box around each face";
     # accepting it as all background (A) left that request up.
-    from tests.app.test_gui_faces import use_finder
-    from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, publish_parser
+    from tests.app.test_gui_faces import no_face_found
+    from tests.app.test_gui_model_loop import WAIT_MS
 
-    use_finder(monkeypatch, [])
-    folder = project_with(tmp_path / "project", n=2)
-    publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder)
+    window = no_face_found(qtbot, tmp_path, monkeypatch, n=2)
     bar = window.message_bar
-    qtbot.waitUntil(lambda: "No face found" in bar.message, timeout=WAIT_MS)
     assert "press A if it has none" in bar.message
     window.canvas.setFocus()
     QTest.keyClick(window.canvas, Qt.Key.Key_A)

@@ -265,15 +265,10 @@ def test_a_reexport_says_which_files_of_yours_it_kept_where_lapa_loaders_read(tm
 def test_the_parsing_note_of_a_face_drawn_in_a_photo_without_one_says_when_it_is_done(qtbot, tmp_path, monkeypatch):
     # The trial: on the photo with no face found, a box drawn by hand put up "Parsing the face
     # you drew in noface_wall.jpg; ..." and it stayed so after the face's pixels had come.
-    from tests.app.test_gui_faces import face_tool, use_finder, wait_parsed
-    from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, publish_parser
+    from tests.app.test_gui_faces import face_tool, no_face_found, wait_parsed
 
-    use_finder(monkeypatch, [])
-    folder = project_with(tmp_path / "project", n=1)
-    publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder)
+    window = no_face_found(qtbot, tmp_path, monkeypatch)
     bar = window.message_bar
-    qtbot.waitUntil(lambda: "No face found" in bar.message, timeout=WAIT_MS)
     face_tool(window)
     drag(window.canvas, [(4, 2), (60, 62)])
     wait_parsed(qtbot, window.session)
