@@ -189,6 +189,8 @@ class TrainProgress(QGroupBox):
             for label in (self.step_label, self.loss_label, self.speed_label, self.eta_label):
                 label.setText("")
             text = f"{what.capitalize()} cancelled; nothing was published."
+            if outcome.kind == "finetune" and outcome.note:  # one the app's end cut short
+                text = outcome.note
             if outcome.kind == "pretrain":
                 text += " Start it again to resume."
         elif outcome.version and outcome.kind == "finetune":

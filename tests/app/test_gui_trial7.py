@@ -5,6 +5,8 @@ Each test reproduces what a team lead or an ML engineer saw in the trial of 2026
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,101 @@ def test_outcome_follows_rolling_back_the_version_it_published(panel: TrainPanel
     text = panel.progress.status_label.text()
     assert "which it replaces" not in text
     assert "no longer in use" in text
+
+
+# ------------------------------------------------- a fine-tune cut short by kill -9, next launch
+
+
+class _Cancelled:
+    def summary(self) -> dict:
+        return {"kind": "finetune", "version": None, "metrics": {}, "cancelled": True}
+
+
+def test_a_running_fine_tune_marks_its_run_until_it_ends(qtbot, tmp_path, monkeypatch) -> None:
+    """What tells the next launch that a run was cut short: a marker in its folder while the
+    job runs, gone once it ends (finished, cancelled or failed)."""
+    from faceparse_app import training_runs
+    from tests.app.test_gui_model_loop import open_window, project_with, wait_job
+
+    release = threading.Event()
+    seen: list[Path] = []
+
+    def blocked_run(files, run_dir, *, cancel=None, on_progress=None, **_kwargs):
+        seen.append(Path(run_dir))
+        release.wait(60)
+        return _Cancelled()
+
+    monkeypatch.setattr(training_runs, "run_finetune_on_files", blocked_run)
+    window = open_window(qtbot, tmp_path, project_with(tmp_path / "project", n=3, labeled=2))
+    assert window.loop_state.start_finetune()
+    qtbot.waitUntil(lambda: bool(seen), timeout=30_000)
+    assert (seen[0] / training_runs.RUNNING_MARKER).exists()
+    release.set()
+    wait_job(qtbot, window)
+    assert not (seen[0] / training_runs.RUNNING_MARKER).exists()
+
+
+def test_the_next_launch_says_a_fine_tune_was_cut_short(qtbot, tmp_path) -> None:
+    """The trial: kill -9 at step 10 of 25; the next launch's Training panel said "no training
+    yet" and nothing about the run the lead had started."""
+    from faceparse_app import training_runs
+    from tests.app.test_gui_model_loop import open_window, project_with
+
+    folder = project_with(tmp_path / "project", n=3, labeled=2)
+    run = folder / ".faceparse" / "runs" / "finetune-20261207-043701"
+    run.mkdir(parents=True)
+    (run / training_runs.RUNNING_MARKER).touch()  # what a killed run leaves behind
+    (run / "finetune_best.safetensors").write_bytes(b"weights")
+    (run / "finetune_log.jsonl").write_text(
+        json.dumps({"step": 9, "total_steps": 25}) + "\n" + json.dumps({"step": 10, "total_steps": 25}) + "\n"
+    )
+    window = open_window(qtbot, tmp_path, folder)
+    text = window.train_panel.progress.status_label.text()
+    assert "stopped at step 10 of 25" in text and "2026-12-07 04:37" in text
+    assert "nothing was published" in text
+    assert not (run / "finetune_best.safetensors").exists()  # its weights are dropped, as before
+    window.close_project()
+    window.open_project(folder)  # said once: the run is not reported again
+    assert "stopped at step" not in window.train_panel.progress.status_label.text()
+
+
+# ------------------------------------- closing the project, or opening another, while training
+
+
+@pytest.mark.parametrize("leave", ["close", "open another"])
+def test_leaving_the_project_asks_while_training(qtbot, tmp_path, monkeypatch, leave) -> None:
+    """The trial: File → Close project (or opening a second project) during a fine-tune threw
+    the run away without a word (Quit asks first), and the panel forgot it had run."""
+    from faceparse_app import training_runs
+    from tests.app.test_gui_model_loop import open_window, project_with, wait_job
+
+    started = threading.Event()
+
+    def run_until_cancelled(files, run_dir, *, cancel=None, on_progress=None, **_kwargs):
+        started.set()
+        cancel.wait(60)
+        return _Cancelled()
+
+    monkeypatch.setattr(training_runs, "run_finetune_on_files", run_until_cancelled)
+    first = project_with(tmp_path / "first", n=3, labeled=2)
+    second = project_with(tmp_path / "second", n=2)
+    window = open_window(qtbot, tmp_path, first)
+    asked: list[str] = []
+    window.confirm_stop_training = lambda leaving="quit": asked.append(leaving) or False
+    assert window.loop_state.start_finetune()
+    qtbot.waitUntil(started.is_set, timeout=30_000)
+
+    def leave_it() -> None:
+        if leave == "close":
+            window.close_action.trigger()
+        else:
+            window.open_project(second)
+
+    leave_it()
+    assert asked and asked[0] != "quit"  # the question names what the user is doing
+    assert window.session is not None and window.session.project.root == first
+    assert window.model_loop.training.running  # "No" kept the run going
+    window.confirm_stop_training = lambda leaving="quit": True
+    leave_it()
+    wait_job(qtbot, window)
+    assert window.session is None if leave == "close" else window.session.project.root == second
