@@ -162,3 +162,42 @@ def test_leaving_the_project_asks_while_training(qtbot, tmp_path, monkeypatch, l
     leave_it()
     wait_job(qtbot, window)
     assert window.session is None if leave == "close" else window.session.project.root == second
+
+
+# ------------------------------------------ scrolling the training panel changes no setting
+
+
+def _wheel(widget, up: bool = True) -> None:
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    centre = QPointF(widget.rect().center())
+    event = QWheelEvent(centre, QPointF(widget.mapToGlobal(centre.toPoint())), QPoint(0, 0),
+                        QPoint(0, 120 if up else -120), Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)
+
+
+def test_scrolling_the_panel_over_a_field_changes_no_setting(panel: TrainPanel, monkeypatch) -> None:
+    """The trial: the lead set Max steps to 20, scrolled the panel with the mouse wheel to reach
+    the versions list, and the fine-tune ran with 25: the field under the pointer took the wheel
+    (over "Start from" it could land on "Choose file…" and open a file dialog)."""
+    dialogs: list[object] = []
+    monkeypatch.setattr("faceparse_app.widgets.train_form.QFileDialog.getOpenFileName",
+                        lambda *a, **k: dialogs.append(a) or ("", ""))
+    form = panel.form
+    form.finetune.steps_spin.setValue(20)
+    before = panel.state.settings
+    for widget in (*form.finetune.spins, *form.pretrain.spins, form.preset_combo, form.device_combo,
+                   form.init_combo):
+        widget.clearFocus()  # the pointer passes over it; the user never clicked it
+        _wheel(widget)
+        _wheel(widget, up=False)
+        _wheel(widget, up=False)
+    assert panel.state.settings == before and not dialogs
+    assert form.finetune.steps_spin.value() == 20
+    form.finetune.steps_spin.setFocus()  # a field the user clicked into still takes the wheel
+    assert form.finetune.steps_spin.hasFocus()
+    _wheel(form.finetune.steps_spin)
+    assert form.finetune.steps_spin.value() == 21
