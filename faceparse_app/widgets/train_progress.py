@@ -131,6 +131,7 @@ class TrainProgress(QGroupBox):
                       self.val_label, self.status_label):
             label.setText("")
         self.plot.clear()
+        self.plot.empty_text = "no training yet"
         self.error_label.hide()
         self._outcome = None
 
@@ -143,6 +144,7 @@ class TrainProgress(QGroupBox):
         self._outcome = None
         self.error_label.hide()
         self.plot.clear()
+        self.plot.empty_text = "waiting for the first step"
         self.progress_bar.setRange(0, 0)  # busy until the first step reports its total
         self.status_label.setText(
             "Preparing fine-tuning…" if kind == "finetune" else "Preparing pretraining…"
@@ -191,6 +193,8 @@ class TrainProgress(QGroupBox):
             text = f"{what.capitalize()} cancelled; nothing was published."
             if outcome.kind == "finetune" and outcome.note:  # one the app's end cut short
                 text = outcome.note
+            self.plot.empty_text = "" if outcome.note else "no step finished"
+            self.plot.update()
             if outcome.kind == "pretrain":
                 text += " Start it again to resume."
         elif outcome.version and outcome.kind == "finetune":

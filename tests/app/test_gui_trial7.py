@@ -201,3 +201,17 @@ def test_scrolling_the_panel_over_a_field_changes_no_setting(panel: TrainPanel, 
     assert form.finetune.steps_spin.hasFocus()
     _wheel(form.finetune.steps_spin)
     assert form.finetune.steps_spin.value() == 21
+
+
+def test_the_plot_does_not_say_no_training_while_a_run_prepares_or_after_a_cut_short_one(panel: TrainPanel) -> None:
+    """The trial: "Preparing fine-tuning…" above a plot saying "no training yet"; and after a
+    killed run, the note "stopped at step 18 of 25" above the same words."""
+    state, plot = panel.state, panel.progress.plot
+    assert plot.empty_text == "no training yet"
+    state.job_started("finetune")
+    assert "no training" not in plot.empty_text
+    state.finish(RunOutcome(kind="finetune", cancelled=True))  # cancelled before its first step
+    assert plot.empty_text == "no step finished"
+    state.abandon(RunOutcome(kind="finetune", cancelled=True, note="The fine-tuning run was stopped at step 18 of 25"))
+    assert "stopped at step 18" in panel.progress.status_label.text()
+    assert "no training" not in plot.empty_text and "no step" not in plot.empty_text
