@@ -185,7 +185,7 @@ class MainWindow(QMainWindow):
         open_root = self.session.project.root if self.session is not None else None
         if open_root is not None and open_root.resolve() == Path(folder).resolve():
             return True  # already open here: nothing to close, nothing to reopen
-        if not self._may_leave_project():
+        if not self._may_leave_project("open"):
             return False
         try:
             project = self._open_store(folder)
@@ -452,7 +452,12 @@ class MainWindow(QMainWindow):
         """Ask whether to give up labels that could not be saved (tests replace this)."""
         return ask_discard(self)
 
-    def _may_leave_project(self) -> bool:
+    def _may_leave_project(self, leaving: str = "close") -> bool:
+        """Whether the project may go ("quit", "close", "open"): a run or unsaved labels ask."""
+        if self.model_loop.training.running and not self._closing_for_signal and not (
+            self.confirm_stop_training() if leaving == "quit" else self.confirm_stop_training(leaving)
+        ):
+            return False
         if self.session is None or self.session.save_all():
             return True
         if self._closing_for_signal:  # no one may be there to answer: keep the labels, stay open
@@ -465,14 +470,12 @@ class MainWindow(QMainWindow):
         state = self.loop_state
         kept = settings_from_stored(self.settings.training_form(), state.devices)
         state.update_settings(**{f.name: getattr(kept, f.name) for f in fields(kept)})
-        state.settings_changed.connect(
-            lambda: self.settings.set_training_form(stored_settings(state.settings))
-        )
+        state.settings_changed.connect(lambda: self.settings.set_training_form(stored_settings(state.settings)))
 
-    def confirm_stop_training(self) -> bool:
-        """Ask whether to quit while a training run is going (tests replace this); the question
-        answers yes itself if the run ends while it is up."""
-        return ask_stop_training(self, self.loop_state.running_changed)
+    def confirm_stop_training(self, leaving: str = "quit") -> bool:
+        """Ask whether to quit, close or open another project ("quit", "close", "open") while a
+        training run is going (tests replace this); yes by itself if the run ends meanwhile."""
+        return ask_stop_training(self, self.loop_state.running_changed, leaving)
 
     def close_for_signal(self) -> None:
         """Close on SIGTERM or Ctrl+C in the terminal: labels are saved as on any close, a
@@ -484,11 +487,7 @@ class MainWindow(QMainWindow):
             self._closing_for_signal = False
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
-        ask = not self._closing_for_signal
-        if self.model_loop.training.running and ask and not self.confirm_stop_training():
-            event.ignore()
-            return
-        if not self._may_leave_project():
+        if not self._may_leave_project("quit"):
             event.ignore()
             return
         save_layout(self, self.settings)

@@ -10,6 +10,7 @@ model on the GUI thread.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -28,6 +29,30 @@ from faceparse_app.workers import TRAINING_NICE, FunctionWorker, at_lower_priori
 from trainer.errors import FaceParseError
 
 log = logging.getLogger(__name__)
+
+RUNNING_MARKER = "running"  # in a fine-tuning run's folder while its job runs
+
+
+def killed_run_note(run_dir: Path) -> str:
+    """What a fine-tuning run that the app's end cut short (killed, crashed) had got to."""
+    step = total = None
+    try:
+        lines = (run_dir / "finetune_log.jsonl").read_text(encoding="utf-8").splitlines()
+        last = json.loads(lines[-1]) if lines else {}
+        step, total = last.get("step"), last.get("total_steps")
+    except (OSError, ValueError, AttributeError):
+        pass
+    where = f" at step {step} of {total}" if step and total else ""
+    stamp = run_dir.name.removeprefix("finetune-")[:15]
+    try:
+        started = " started " + time.strftime("%Y-%m-%d %H:%M", time.strptime(stamp, "%Y%m%d-%H%M%S"))
+    except ValueError:
+        started = ""
+    return (
+        f"The fine-tuning run{started} was stopped{where} "
+        "when FaceParse Studio ended without finishing it (killed or crashed); nothing was "
+        "published. Start fine-tuning again."
+    )
 
 
 class TrainingRuns(QObject):
@@ -63,11 +88,17 @@ class TrainingRuns(QObject):
         """Train on this session's project, publishing into `store`."""
         self.session, self.store = session, store
         session.status_changed.connect(self._on_status_changed)
-        # Runs of a window that was killed mid-run kept their weights; none is going now (one
-        # window holds the project).
-        for run_dir in self.run_root.glob("finetune-*"):
+        # Runs of a window that was killed mid-run kept their weights and their marker; none is
+        # going now (one window holds the project).
+        killed = []
+        for run_dir in sorted(self.run_root.glob("finetune-*")):
             drop_run_checkpoints(run_dir)
+            if (run_dir / RUNNING_MARKER).exists():
+                killed.append(run_dir)
+                (run_dir / RUNNING_MARKER).unlink(missing_ok=True)
         self.state.set_resume_point(pretrain_resume_point(self.pretrain_dir))
+        if killed:  # else the panel says "no training yet" of a project that trained
+            self.state.abandon(RunOutcome("finetune", cancelled=True, note=killed_run_note(killed[-1])))
 
     def detach(self) -> None:
         """Cancel a running job (waiting for it) and leave the project."""
@@ -142,6 +173,9 @@ class TrainingRuns(QObject):
         try:
             files = self.labeled_files()
             run_dir = self._new_run_dir("finetune")
+            if files:  # until the job ends: a run dir that keeps it was killed mid-run
+                run_dir.mkdir(parents=True)
+                (run_dir / RUNNING_MARKER).touch()
         except (FaceParseError, OSError, RuntimeError) as exc:
             self.state.refuse(f"Cannot start fine-tuning: {exc}")
             return False
@@ -228,6 +262,9 @@ class TrainingRuns(QObject):
 
     def _on_job_done(self, worker: FunctionWorker) -> None:
         """Report the outcome once the worker is gone, so a retrain due meanwhile can start."""
+        run_dir = worker.args[1] if len(worker.args) > 1 else None
+        if isinstance(run_dir, Path):
+            (run_dir / RUNNING_MARKER).unlink(missing_ok=True)
         if worker is not self.worker:
             return
         kind, outcome = self.job_kind or "", self._outcome

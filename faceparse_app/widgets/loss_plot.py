@@ -34,6 +34,7 @@ class LossPlot(QWidget):
         loss_points: [(step, loss)] in arrival order.
         val_points: [(step, mean_f1, miou)]; scores in [0, 1] or None.
         total_steps: the run's length, fixing the x range (0 = grow with the data).
+        empty_text: what an empty plot says (a run preparing has no steps yet, yet it trains).
     """
 
     # The top margin holds the axis names and, below them, the legend: never over a curve.
@@ -43,6 +44,7 @@ class LossPlot(QWidget):
         super().__init__(parent)
         self.loss_points: list[tuple[int, float]] = []
         self.val_points: list[tuple[int, float | None, float | None]] = []
+        self.empty_text = "no training yet"
         self.total_steps = 0
         self.setMinimumSize(220, 140)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -130,7 +132,7 @@ class LossPlot(QWidget):
         self._draw_legend(painter, rect)
         if not self.loss_points and not self.val_points:
             painter.setPen(AXIS_COLOUR)
-            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, "no training yet")
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, self.empty_text)
         painter.end()
 
     def _draw_axes(self, painter: QPainter, rect: QRectF, x_max: int, loss_max: float) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSignalBlocker, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
+from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -33,16 +34,46 @@ START_CHOICES = (
 )
 
 
+class FieldSpinBox(QSpinBox):
+    """A spin box that takes the wheel only once clicked into: the panel scrolls with the wheel,
+    and a field passing under the pointer must not change the run's settings on the way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 (Qt API)
+        if self.hasFocus():
+            super().wheelEvent(event)
+        else:
+            event.ignore()  # to the scroll area
+
+
+class FieldComboBox(QComboBox):
+    """A combo box that takes the wheel only once clicked into (see :class:`FieldSpinBox`); the
+    wheel over "Start from" could otherwise land on "Choose file…" and open a file dialog."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 (Qt API)
+        if self.hasFocus():
+            super().wheelEvent(event)
+        else:
+            event.ignore()
+
+
 class LengthRow:
     """The three spin boxes of one kind of run's length (epochs, max steps, batch size)."""
 
     def __init__(self, what: str, length: RunLength) -> None:
-        self.epochs_spin = QSpinBox()
+        self.epochs_spin = FieldSpinBox()
         self.epochs_spin.setRange(1, MAX_EPOCHS)
-        self.steps_spin = QSpinBox()
+        self.steps_spin = FieldSpinBox()
         self.steps_spin.setRange(0, MAX_STEPS)
         self.steps_spin.setSpecialValueText("no limit")
-        self.batch_spin = QSpinBox()
+        self.batch_spin = FieldSpinBox()
         self.batch_spin.setRange(1, MAX_BATCH)
         for spin, name in ((self.epochs_spin, "epochs"), (self.steps_spin, "maximum steps"),
                            (self.batch_spin, "batch size")):
@@ -81,12 +112,12 @@ class TrainForm(QGroupBox):
         super().__init__("Training", parent)
         self.state = state
         form = QFormLayout(self)
-        self.init_combo = QComboBox()
+        self.init_combo = FieldComboBox()
         for key, text in START_CHOICES:
             self.init_combo.addItem(text, key)
         self.init_combo.activated.connect(self._on_start_activated)
         form.addRow("Start from", self.init_combo)
-        self.device_combo = QComboBox()
+        self.device_combo = FieldComboBox()
         self.device_combo.addItem("Auto (GPU if present)", "auto")
         for device in state.devices:
             self.device_combo.addItem(device, device)
@@ -94,7 +125,7 @@ class TrainForm(QGroupBox):
             lambda: state.update_settings(device=self.device_combo.currentData())
         )
         form.addRow("Device", self.device_combo)
-        self.preset_combo = QComboBox()
+        self.preset_combo = FieldComboBox()
         self.preset_combo.addItems(PRESETS)
         self.preset_combo.setToolTip("Model size when there is no backbone (a backbone brings its own)")
         self.preset_combo.currentTextChanged.connect(lambda text: state.update_settings(preset=text))

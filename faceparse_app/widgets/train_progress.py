@@ -31,8 +31,12 @@ def percent(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f}"
 
 
-def finetune_outcome_text(version: str, metrics: dict[str, Any] | Any) -> str:
-    """What a published parser scored, and only where the score means something."""
+def finetune_outcome_text(version: str, metrics: dict[str, Any] | Any, in_use: bool | None = None) -> str:
+    """What a published parser scored, and only where the score means something.
+
+    ``in_use``: whether the version is the model in use now (None: as the gate left it). The
+    text is shown until the next run, and Activate / Roll back change what the gate decided.
+    """
     held_out = metrics.get("num_val")  # None: a version recorded before it was kept
     if metrics.get("mean_f1") is None or held_out == 0:
         return (
@@ -55,7 +59,14 @@ def finetune_outcome_text(version: str, metrics: dict[str, Any] | Any) -> str:
         )
     if base is not None and new is not None:
         was = metrics.get("baseline_version")
-        if metrics.get("activated", True):
+        gate_activated = bool(metrics.get("activated", True))
+        if in_use is not None and in_use != gate_activated:
+            return text + (
+                f". It scored {percent(new)}% there against {percent(base)}% for {was}; "
+                + (f"it was kept aside, then activated by hand: {version} is in use." if in_use
+                   else f"it replaced {was}, and is no longer in use.")
+            )
+        if gate_activated:
             text += f" ({percent(new)}% against {percent(base)}% for {was}, which it replaces)."
         else:
             text += (
@@ -108,6 +119,9 @@ class TrainProgress(QGroupBox):
         state.failed.connect(self._show_error)
         state.refused.connect(self._show_refusal)
         state.project_left.connect(self.clear)
+        state.versions_changed.connect(self._show_in_use)
+        self._state = state
+        self._outcome: RunOutcome | None = None  # the fine-tune the status text describes
 
     def clear(self) -> None:
         """Show no run: the last one belonged to a project that is closed now."""
@@ -117,7 +131,9 @@ class TrainProgress(QGroupBox):
                       self.val_label, self.status_label):
             label.setText("")
         self.plot.clear()
+        self.plot.empty_text = "no training yet"
         self.error_label.hide()
+        self._outcome = None
 
     def show_cancelling(self) -> None:
         self.status_label.setText("Cancelling…")
@@ -125,8 +141,10 @@ class TrainProgress(QGroupBox):
     def _show_running(self, kind: str | None) -> None:
         if kind is None:
             return
+        self._outcome = None
         self.error_label.hide()
         self.plot.clear()
+        self.plot.empty_text = "waiting for the first step"
         self.progress_bar.setRange(0, 0)  # busy until the first step reports its total
         self.status_label.setText(
             "Preparing fine-tuning…" if kind == "finetune" else "Preparing pretraining…"
@@ -173,15 +191,28 @@ class TrainProgress(QGroupBox):
             for label in (self.step_label, self.loss_label, self.speed_label, self.eta_label):
                 label.setText("")
             text = f"{what.capitalize()} cancelled; nothing was published."
+            if outcome.kind == "finetune" and outcome.note:  # one the app's end cut short
+                text = outcome.note
+            self.plot.empty_text = "" if outcome.note else "no step finished"
+            self.plot.update()
             if outcome.kind == "pretrain":
                 text += " Start it again to resume."
         elif outcome.version and outcome.kind == "finetune":
+            self._outcome = outcome
             text = finetune_outcome_text(outcome.version, outcome.metrics)
         elif outcome.version:
             text = f"Published {outcome.version}."
         else:
             text = f"{what.capitalize()} finished."
         self.status_label.setText(text)
+
+    def _show_in_use(self) -> None:
+        """Activate or Roll back changed what the last run's gate decided: say what is in use."""
+        outcome = self._outcome
+        if outcome is None or outcome.version is None:
+            return
+        in_use = outcome.version in self._state.active_ids
+        self.status_label.setText(finetune_outcome_text(outcome.version, outcome.metrics, in_use))
 
     def _show_refusal(self, kind: str, message: str) -> None:
         """Why a start could not begin (nothing ran, so nothing "stopped")."""
@@ -191,6 +222,7 @@ class TrainProgress(QGroupBox):
 
     def _show_error(self, message: str) -> None:
         """Why a run failed (stays until the next start)."""
+        self._outcome = None
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self.status_label.setText(
