@@ -34,9 +34,10 @@ START_CHOICES = (
 )
 
 
-class FieldSpinBox(QSpinBox):
-    """A spin box that takes the wheel only once clicked into: the panel scrolls with the wheel,
-    and a field passing under the pointer must not change the run's settings on the way."""
+class _WheelOnceClickedInto:
+    """A field that takes the wheel only once clicked into: the panel scrolls with the wheel,
+    and a field passing under the pointer must not change the run's settings on the way (the
+    wheel over "Start from" could land on "Choose file…" and open a file dialog)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,19 +50,12 @@ class FieldSpinBox(QSpinBox):
             event.ignore()  # to the scroll area
 
 
-class FieldComboBox(QComboBox):
-    """A combo box that takes the wheel only once clicked into (see :class:`FieldSpinBox`); the
-    wheel over "Start from" could otherwise land on "Choose file…" and open a file dialog."""
+class FieldSpinBox(_WheelOnceClickedInto, QSpinBox):
+    """A spin box of the form (see :class:`_WheelOnceClickedInto`)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
-    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 (Qt API)
-        if self.hasFocus():
-            super().wheelEvent(event)
-        else:
-            event.ignore()
+class FieldComboBox(_WheelOnceClickedInto, QComboBox):
+    """A combo box of the form (see :class:`_WheelOnceClickedInto`)."""
 
 
 class LengthRow:
