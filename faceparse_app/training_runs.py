@@ -55,6 +55,14 @@ def killed_run_note(run_dir: Path) -> str:
     )
 
 
+def _drop_running_marker(worker: FunctionWorker) -> None:
+    """Remove the marker of the fine-tuning run ``worker`` ran (its second argument, the run
+    folder; a pretraining's folder holds none)."""
+    run_dir = worker.args[1] if len(worker.args) > 1 else None
+    if isinstance(run_dir, Path):
+        (run_dir / RUNNING_MARKER).unlink(missing_ok=True)
+
+
 class TrainingRuns(QObject):
     """Runs the state's fine-tuning and pretraining requests on the open project.
 
@@ -114,7 +122,10 @@ class TrainingRuns(QObject):
         self.worker, self.job_kind, self._outcome = None, None, None
         if worker is not None and worker.is_running:
             worker.cancel()
-            worker.wait(timeout_ms)
+            if worker.wait(timeout_ms):
+                # Quit exits before the worker's queued `done` arrives: a run that ended here
+                # must not be reported as killed at the next launch. One still going keeps it.
+                _drop_running_marker(worker)
             self.state.abandon(RunOutcome(kind or "finetune", cancelled=True))
 
     @property
@@ -262,9 +273,7 @@ class TrainingRuns(QObject):
 
     def _on_job_done(self, worker: FunctionWorker) -> None:
         """Report the outcome once the worker is gone, so a retrain due meanwhile can start."""
-        run_dir = worker.args[1] if len(worker.args) > 1 else None
-        if isinstance(run_dir, Path):
-            (run_dir / RUNNING_MARKER).unlink(missing_ok=True)
+        _drop_running_marker(worker)
         if worker is not self.worker:
             return
         kind, outcome = self.job_kind or "", self._outcome
