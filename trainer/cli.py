@@ -13,6 +13,7 @@ command (``faceparse-studio export``): this package never imports the app.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -58,7 +59,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     if args.resume is None:
         from trainer.run_files import RunFiles
 
-        spoiled = RunFiles(Path(config.runtime.out_dir), "pretrain").what_a_fresh_run_would_spoil()
+        files = RunFiles(Path(config.runtime.out_dir), "pretrain")
+        # A run writing the folder is busy, not "stopped at step N"; rank 0 alone probes the
+        # lock (ranks probing at once would find each other's), and only a folder that exists.
+        probe = files.out_dir.is_dir() and os.environ.get("RANK", "0") == "0"
+        with files.hold() if probe else contextlib.nullcontext():
+            spoiled = files.what_a_fresh_run_would_spoil()
         if spoiled:
             raise FaceParseError(spoiled)
     started = time.time()
