@@ -10,7 +10,6 @@ model on the GUI thread.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -27,6 +26,8 @@ from faceparse_app.training import LabeledFile, drop_run_checkpoints, run_finetu
 from faceparse_app.training_settings import FinetuneRequest, PretrainRequest
 from faceparse_app.workers import TRAINING_NICE, FunctionWorker, at_lower_priority
 from trainer.errors import FaceParseError
+from trainer.hooks import read_jsonl
+from trainer.run_files import RunFiles
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,11 @@ RUNNING_MARKER = "running"  # in a fine-tuning run's folder while its job runs
 def killed_run_note(run_dir: Path) -> str:
     """What a fine-tuning run that the app's end cut short (killed, crashed) had got to."""
     step = total = None
-    try:
-        lines = (run_dir / "finetune_log.jsonl").read_text(encoding="utf-8").splitlines()
-        last = json.loads(lines[-1]) if lines else {}
+    try:  # the log's last whole line: a kill can cut the one being written
+        records = read_jsonl(RunFiles(run_dir, "finetune").log)
+        last = records[-1] if records else {}
         step, total = last.get("step"), last.get("total_steps")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, AttributeError):
         pass
     where = f" at step {step} of {total}" if step and total else ""
     stamp = run_dir.name.removeprefix("finetune-")[:15]
