@@ -53,6 +53,7 @@ from bench.harness import (
     require,
     results_dir,
     setup_logging,
+    study_precision,
     utc_now,
     write_json,
 )
@@ -95,7 +96,9 @@ def _finetune(
     ``head_only_steps``: the study's hold of the backbone, for the K = 10 starts it compares (the
     parsers, hundreds of faces, train every weight from step 1 as when they were first built)."""
     config = FinetuneConfig(
-        FinetuneRuntime(out_dir=str(stage_dir), progress_bar=False),
+        FinetuneRuntime(
+            out_dir=str(stage_dir), progress_bar=False, precision=study_precision("auto")
+        ),
         init=init,
         preset=settings.preset,
         input_size=finetune_side(settings),  # not a smaller stage-1 checkpoint's side

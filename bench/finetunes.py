@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import load_done, mark_done
+from bench.harness import load_done, mark_done, study_precision
 from bench.recipes import NOT_SCRATCH, StudySettings, finetune_recipe_for, stage1_tag, steps_for
 from trainer.configs import FinetuneConfig, FinetuneData, FinetuneRuntime
 from trainer.data.lapa import LapaDataset
@@ -98,6 +98,7 @@ def finetune_stage(
             else settings.finetune_workers,
             device=settings.device,
             progress_bar=False,
+            precision=study_precision(settings.device),
         ),
         init=arm.init,
         encoder_weights=arm.encoder_weights,

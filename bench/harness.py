@@ -141,6 +141,17 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
 
+def study_precision(device: str, asked: str = "study") -> str:
+    """A bench run's ``Runtime.precision``: ``study`` (the default) is how every recorded study
+    trained, float32 on a CPU and bf16 autocast on CUDA, from before the trainer took bf16 on
+    CPUs where it is faster; ``auto``, ``fp32`` and ``bf16`` are the trainer's own."""
+    if asked != "study":
+        return asked
+    from trainer.engine import select_device
+
+    return "fp32" if select_device(device).type == "cpu" else "auto"
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
     try:

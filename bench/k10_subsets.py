@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -63,7 +64,7 @@ ARMS = ("ssl", "scratch")
 # curve_scratch_K10_s<seed>.
 SSL_TAG = r"[a-z0-9.]+"  # --ssl-tag: another stage 1's runs are tagged k10-s1-<tag>
 NAME = re.compile(
-    rf"^(?P<tag>k10(?:-quick)?(?:-fp32)?(?:-cw-[a-z-]+)?(?:-s1-{SSL_TAG})?(?:-encoder)?|curve)"
+    rf"^(?P<tag>k10(?:-quick)?(?:-fp32)?(?:-bf16)?(?:-cw-[a-z-]+)?(?:-s1-{SSL_TAG})?(?:-encoder)?|curve)"
     r"_(?P<arm>ssl|scratch)(?:-spark)?_K10_s(?P<seed>\d+)$"
 )
 
@@ -71,7 +72,7 @@ NAME = re.compile(
 def run_name(arm: str, seed: int, args: argparse.Namespace) -> str:
     """The record's name; quick, float32, class-weighted runs and other stage-1 checkpoints carry
     a tag so they never pass for the recipe or the study's stage 1."""
-    tag = "k10" + "-quick" * args.quick + "-fp32" * args.fp32
+    tag = "k10" + "-quick" * args.quick + "-fp32" * args.fp32 + "-bf16" * (args.precision == "bf16")
     if args.class_weighting != "none":
         tag += f"-cw-{args.class_weighting}"
     if args.ssl_tag:
@@ -96,6 +97,8 @@ def job_argv(arm: str, seed: int, args: argparse.Namespace) -> list[str]:
         argv += ["--class-weighting", args.class_weighting]
     if args.threads:
         argv += ["--threads", str(args.threads)]
+    if args.precision != "study":
+        argv += ["--precision", args.precision]
     return argv
 
 
@@ -169,18 +172,11 @@ def job(argv_json: str, fp32: bool = False) -> int:
 
 def _full_float32() -> None:
     """CUDA in float32 as on the CPU: no bf16 autocast, no TF32 (a numerics check, bench only)."""
-    import contextlib
-
     import torch
 
-    import trainer.engine
-    import trainer.finetune
+    from trainer.precision import ENV
 
-    def no_autocast(device: object) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-    trainer.engine.autocast_for = no_autocast
-    trainer.finetune.autocast_for = no_autocast
+    os.environ[ENV] = "fp32"  # the probe's precision is auto on CUDA: this makes it float32
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
 
@@ -388,6 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     r.add_argument(
         "--fp32", action="store_true", help="CUDA without bf16 autocast or TF32 (as on the CPU)"
+    )
+    r.add_argument(
+        "--precision",
+        choices=("study", "bf16"),
+        default="study",
+        help="bf16: bf16 autocast on the CPU too (the runs are tagged k10-bf16); study: as recorded",
     )
     r.add_argument(
         "--class-weighting",

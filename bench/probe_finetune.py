@@ -30,6 +30,7 @@ from bench.harness import (
     require,
     results_dir,
     set_threads,
+    study_precision,
 )
 from bench.recipes import STUDY_OUT
 from trainer.checkpoint import read_metadata
@@ -109,6 +110,13 @@ def main(argv: list[str] | None = None, manifest: bool = True) -> int:
         " the curve goes into the record's history",
     )
     ap.add_argument(
+        "--precision",
+        choices=("study", "auto", "fp32", "bf16"),
+        default="study",
+        help="the fine-tune's arithmetic (study: float32 on a CPU, bf16 autocast on CUDA, as "
+        "every recorded run)",
+    )
+    ap.add_argument(
         "--out-dir",
         "--out",
         dest="out",
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None, manifest: bool = True) -> int:
     config = FinetuneConfig(
         FinetuneRuntime(
             out_dir=str(out), val_every=max(1, args.val_every), device=args.device,
-            progress_bar=False,
+            progress_bar=False, precision=study_precision(args.device, args.precision),
         ),
         init=init,
         preset="lite",

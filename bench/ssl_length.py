@@ -40,6 +40,7 @@ from bench.harness import (
     read_jsonl,
     results_dir,
     setup_logging,
+    study_precision,
     utc_now,
 )
 from bench.recipes import QUICK, StudySettings, recipe_options
@@ -81,7 +82,10 @@ def run_stage1(
     config = PretrainConfig(
         image_dirs=tuple(str(d) for d in dirs),
         runtime=PretrainRuntime(
-            out_dir=str(stage_dir), num_workers=settings.num_workers, device=settings.device
+            out_dir=str(stage_dir),
+            num_workers=settings.num_workers,
+            device=settings.device,
+            precision=study_precision(settings.device),
         ),
         preset=settings.preset,
         input_size=settings.input_size,

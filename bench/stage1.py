@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.harness import done_path, load_done, mark_done, write_bytes
+from bench.harness import done_path, load_done, mark_done, study_precision, write_bytes
 from bench.recipes import (
     StudySettings,
     finetune_side,
@@ -81,6 +81,7 @@ def run_pretrain(
             num_workers=settings.num_workers,
             device=settings.device,
             checkpoint_every=settings.checkpoint_every,
+            precision=study_precision(settings.device),
         ),
         preset=settings.preset,
         input_size=settings.pretrain_input_size or settings.input_size,

@@ -9,7 +9,9 @@ Usage:
 Compute only (no data loading): the same random batch through
 
   trainer  the trainer's step: ``build_model`` (lite), channels_last, AdamW, gradient clipping,
-           the parsing loss (finetune) or masked-pixel MSE (pretrain's reconstruction head)
+           the parsing loss (finetune) or masked-pixel MSE (pretrain's reconstruction head),
+           in the precision the trainer takes on this host (``--precision auto``: bf16 mixed
+           precision where its one-time check measures it faster, see ``trainer.precision``)
   plain    the plainest smp loop: ``smp.UnetPlusPlus`` (mobilenet_v2, the same decoder), NCHW,
            Adam, cross-entropy (finetune) or MSE (pretrain)
 
@@ -36,7 +38,7 @@ import torch
 from bench.harness import argument_parser, command_line, machine, utc_now, write_json
 
 
-def _steps(task: str, batch: int, size: int) -> dict[str, Any]:
+def _steps(task: str, batch: int, size: int, precision: str = "fp32") -> dict[str, Any]:
     import segmentation_models_pytorch as smp
 
     from trainer.losses import parsing_loss
@@ -58,8 +60,11 @@ def _steps(task: str, batch: int, size: int) -> dict[str, Any]:
     opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-3)
     opt_plain = torch.optim.Adam(plain.parameters(), lr=1e-3)
 
+    from trainer.precision import autocast
+
     def trainer_step() -> None:
-        out = ours(x_cl, head=head)
+        with autocast("cpu", precision):
+            out = ours(x_cl, head=head).float()
         loss = parsing_loss(out, y) if task == "finetune" else torch.nn.functional.mse_loss(out, y)
         opt_ours.zero_grad(set_to_none=True)
         loss.backward()
@@ -85,13 +90,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--tasks", default="finetune,pretrain")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="the trainer's arithmetic (auto: what the trainer chooses on this host)",
+    )
     args = parser.parse_args(argv)
+    from trainer.precision import choose_precision
+
+    choice = choose_precision(args.precision, "cpu")
     result: dict[str, Any] = {
         "date": utc_now(),
         "machine": machine(),
         "command": command_line(__spec__.name, argv),
         "batch": args.batch,
         "input": args.size,
+        "precision": choice.as_meta(),
         "isa_caps": {
             k: os.environ.get(k)
             for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
@@ -105,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     for task in args.tasks.split(","):
         head = "parsing" if task == "finetune" else "reconstruction"
         train_gmacs = 3 * count_macs("lite", args.size, head) / 1e9  # a forward, two gradients
-        steps = _steps(task, args.batch, args.size)
+        steps = _steps(task, args.batch, args.size, choice.precision)
         best = {name: float("inf") for name in steps}
         times: dict[str, list[float]] = {name: [] for name in steps}
         for i in range(args.steps + 1):
@@ -138,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         print(task, result[task], flush=True)
     result["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
     isa = "avx2" if result["isa_caps"]["ONEDNN_MAX_CPU_ISA"] else "native"
-    path = args.results or f"bench/results/speed/train_step_ratio_{isa}.json"
+    suffix = "_bf16" if choice.precision == "bf16" else ""
+    path = args.results or f"bench/results/speed/train_step_ratio_{isa}{suffix}.json"
     print(f"wrote {write_json(path, result, result['command'])}")
     return 0
 

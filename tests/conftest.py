@@ -7,6 +7,10 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+# Training runs in float32 in tests, whatever this CPU's bf16 check would choose: the numbers
+# tests compare must not depend on the host (set here, not in a fixture, so that module-scoped
+# fixtures train in float32 too). Tests marked uses_precision_check see the host's choice.
+os.environ["FACEPARSE_PRECISION"] = "fp32"
 
 import numpy as np
 import pytest
@@ -50,6 +54,13 @@ def _torch_prelabels(request, monkeypatch):
         monkeypatch.delenv("FACEPARSE_RUNTIME", raising=False)
         return
     monkeypatch.setenv("FACEPARSE_RUNTIME", "torch")
+
+
+@pytest.fixture(autouse=True)
+def _precision_check(request, monkeypatch):
+    """A test marked ``uses_precision_check`` trains in the precision this host's check picks."""
+    if request.node.get_closest_marker("uses_precision_check"):
+        monkeypatch.delenv("FACEPARSE_PRECISION", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ from trainer.cli_exits import (
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
 from trainer.cli_predict import cmd_predict
 from trainer.errors import FaceParseError
+from trainer.precision import PRECISIONS
 
 log = logging.getLogger("trainer.cli")
 
@@ -261,7 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
         p,
         PretrainConfig,
         PRETRAIN_RECIPES,
-        overrides={"device": {"help": DEVICE_HELP}, "preset": {"choices": sorted(PRESETS)}},
+        overrides={
+            "device": {"help": DEVICE_HELP},
+            "preset": {"choices": sorted(PRESETS)},
+            "precision": {"choices": PRECISIONS},
+        },
     )
     p.add_argument(
         "--resume",
@@ -295,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         FINETUNE_RECIPES,
         overrides={
             "device": {"help": DEVICE_HELP},
+            "precision": {"choices": PRECISIONS},
             "preset": {"choices": sorted(PRESETS), "default": None},  # None: see preset_of_start
             "init": {"metavar": "ssl[:CKPT]|imagenet|scratch|ckpt[:CKPT]"},
             "data": {

@@ -63,7 +63,7 @@ def _check_input_size(size: int | None) -> None:
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how a run executes; nothing here changes what the network learns.
+    """Where and how a run executes; nothing here changes the recipe (bf16's rounding aside).
 
     Args:
         out_dir: the run folder: checkpoints and logs, each named <stage>_<what>
@@ -73,6 +73,9 @@ class Runtime:
         channels_last: channels-last memory format (faster convolutions on GPUs and recent CPUs).
         progress_bar: show a terminal progress bar (off when a GUI reports progress, or for a
             log file).
+        precision: "auto", "fp32" or "bf16": bf16 mixed precision (float32 weights) is ~2x
+            faster on CPUs with AMX and far slower on others; auto takes it on CUDA and where
+            a one-time check on this CPU measures it faster (see trainer.precision).
     """
 
     out_dir: str
@@ -80,11 +83,18 @@ class Runtime:
     num_workers: int = 0
     channels_last: bool = True
     progress_bar: bool = True
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        from trainer.precision import PRECISIONS
+
         object.__setattr__(self, "out_dir", str(self.out_dir))
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,16 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
+def rank0_flag(value: bool | None, info: DistInfo) -> bool:
+    """Rank 0's ``value`` on every rank (a choice all ranks must share, such as the run's
+    precision: ranks that measured for themselves could disagree). Other ranks pass None."""
+    if not info.distributed:
+        return bool(value)
+    flag = torch.tensor([int(bool(value)) if info.is_main else 0], device=info.device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def all_reduce_mean(value: float, info: DistInfo) -> float:
     """Mean of a scalar over all ranks (for logging the global loss)."""
     if not info.distributed:

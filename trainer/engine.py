@@ -83,10 +83,11 @@ def _mps_available() -> bool:
 
 
 def autocast_for(device: torch.device | str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA; a null context everywhere else.
+    """Inference's autocast: bf16 on CUDA; a null context everywhere else.
 
-    bf16 on CPU is emulated and hundreds of times slower on small machines, so it is never used
-    there; MPS runs in float32.
+    Pre-labels on a CPU stay in float32 (the runtime self-check compares them with float32 to
+    1e-3); training chooses its own precision per host (:mod:`trainer.precision`). MPS runs in
+    float32.
     """
     device = torch.device(device)
     if device.type == "cuda":

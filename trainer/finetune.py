@@ -24,7 +24,6 @@ from trainer.engine import (
     CancelFlag,
     Hook,
     TrainLoop,
-    autocast_for,
     make_scheduler,
     seed_everything,
     select_device,
@@ -39,6 +38,7 @@ from trainer.finetune_model import (
 from trainer.finetune_validation import ValidateAndPublish
 from trainer.hooks import CallbackHook, JsonlLogger, ProgressBar
 from trainer.labels import get_label_set
+from trainer.precision import autocast, choose_precision
 from trainer.run_files import RunFiles
 from trainer.subsets import select_labeled_subset
 
@@ -184,6 +184,8 @@ def _finetune_on_samples(
     for pattern in (files.checkpoints_glob, files.log.name, files.val_log.name):
         remove_temp_leftovers(out_dir, pattern)
     device = select_device(runtime.device)
+    precision = choose_precision(runtime.precision, device)
+    log.info("precision: %s (%s)", precision.precision, precision.reason)
     seed_everything(recipe.seed)
     model, origin = build_finetune_model(config)
     model = model.to(device).train()
@@ -203,6 +205,7 @@ def _finetune_on_samples(
         "num_labeled": len(names),
         "num_labeled_requested": config.data.num_labeled,
         "backbone_lr_mult": backbone_mult,
+        **precision.as_meta(),
     }
 
     weights = None
@@ -266,7 +269,7 @@ def _finetune_on_samples(
         x = model.normalize(images)
         if runtime.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(device):
+        with autocast(device, precision.precision):
             logits = model(x, head="parsing")
         loss = parsing_loss(
             logits.float(), labels, dice_weight=recipe.dice_weight, class_weights=weights

@@ -36,6 +36,7 @@ from trainer.distributed import (
     barrier,
     cleanup,
     init_distributed,
+    rank0_flag,
     unwrap_model,
     wrap_model,
 )
@@ -43,7 +44,6 @@ from trainer.engine import (
     CancelFlag,
     Hook,
     TrainLoop,
-    autocast_for,
     fast_forward_scheduler,
     make_scheduler,
     seed_everything,
@@ -58,6 +58,7 @@ from trainer.errors import (
 from trainer.hooks import CallbackHook, JsonlLogger, PeriodicCheckpoint, ProgressBar
 from trainer.losses import reconstruction_loss
 from trainer.models import FaceParseNet, ModelConfig, build_model, get_preset
+from trainer.precision import PrecisionChoice, autocast, choose_precision
 from trainer.run_files import LEGACY_PRETRAIN_LOG, RunFiles
 from trainer.sparse import GridMasker, SparseReconstructor
 
@@ -177,6 +178,15 @@ def pretrain(
         cleanup(info)
 
 
+def _shared_precision(requested: str, info: DistInfo) -> PrecisionChoice:
+    """The run's precision, chosen on rank 0 and shared: every rank computes alike."""
+    choice = choose_precision(requested, info.device) if info.is_main else None
+    bf16 = rank0_flag(choice is not None and choice.precision == "bf16", info)
+    if choice is None:
+        choice = PrecisionChoice("bf16" if bf16 else "fp32", "rank 0's choice")
+    return choice
+
+
 def _pretrain(
     config: PretrainConfig,
     info: DistInfo,
@@ -193,6 +203,8 @@ def _pretrain(
     if size % 32:
         raise ModelConfigError(f"input size {size} px: must be a multiple of 32 (the UNet++ depth)")
 
+    precision = _shared_precision(runtime.precision, info)
+    log.info("precision: %s (%s)", precision.precision, precision.reason)
     seed_everything(recipe.seed)  # identical initial weights on every rank
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
@@ -279,7 +291,7 @@ def _pretrain(
             x = mask_input(target, mask)
         if runtime.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(device):
+        with autocast(device, precision.precision):
             pred = net(x, ~drawn) if sparse is not None else net(x, head="reconstruction")
         loss = reconstruction_loss(
             pred,
@@ -331,6 +343,7 @@ def _pretrain(
             "skipped_images": len(unreadable),
             "skipped_paths": sorted(str(dataset.paths[i]) for i in unreadable),
             "world_size": info.world_size,
+            **precision.as_meta(),
         }
         if resumed_with:
             meta["changed_on_resume"] = resumed_with

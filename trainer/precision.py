@@ -1,0 +1,178 @@
+"""The arithmetic a training run uses: float32, or bfloat16 mixed precision where it is faster.
+
+On CUDA, bf16 autocast is the default. On a CPU it depends on the chip: with AMX (Intel Xeon
+from Sapphire Rapids on) oneDNN's bf16 convolutions run a training step about twice as fast as
+float32; with AVX-512 but no bf16 instructions bf16 is emulated and several times slower, and on
+AVX2 it is over ten times slower. So ``auto`` asks the CPU:
+
+- no native bf16 in oneDNN (``torch.ops.mkldnn._is_mkldnn_bf16_supported``): float32, at once;
+- else a short check (:func:`measure_bf16_speedup`): forward and backward of a few 3×3
+  convolutions of a UNet++ decoder's shapes, float32 and bf16 autocast interleaved; bf16 only if
+  it is at least :data:`MIN_SPEEDUP` times faster. The answer is kept per host
+  (:func:`trainer.runtime_choice.host_key`: CPU model, ISA, caps, torch version, threads) in
+  ``precision.json`` in the user cache dir, so it is measured once.
+
+Mixed precision keeps the weights, their gradients and the optimizer in float32 (autocast casts
+the convolutions' inputs), so checkpoints are float32 either way; only the forward pass's
+arithmetic changes. ``FACEPARSE_PRECISION`` (``fp32`` or ``bf16``) overrides ``auto`` for every
+run; the ``--precision`` flag overrides both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI's --help stays fast
+    import torch
+
+log = logging.getLogger(__name__)
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+ENV = "FACEPARSE_PRECISION"
+CACHE_NAME = "precision.json"
+# bf16 is chosen on a CPU only when its check step is at least this much faster: a near tie
+# would buy nothing for bf16's rounding.
+MIN_SPEEDUP = 1.25
+_CHECK_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """What a run computes in, and why (recorded in its checkpoints' meta and its log)."""
+
+    precision: str  # "fp32" or "bf16"
+    reason: str
+
+    def as_meta(self) -> dict[str, str]:
+        return {"precision": self.precision, "precision_reason": self.reason}
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 on this CPU with its own instructions (AVX512-BF16 or AMX), as
+    capped by ``ONEDNN_MAX_CPU_ISA``."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def measure_bf16_speedup(rounds: int = _CHECK_ROUNDS) -> dict[str, float]:
+    """Float32 against bf16 autocast on this CPU: forward and backward of two 3×3 convolutions
+    with BatchNorm and ReLU (64 channels at 64², a batch of 4, channels-last: a UNet++ decoder
+    block of the ``lite`` preset), the two interleaved ``rounds`` times after a warm-up; the
+    fastest of each. About half a second where bf16 is native."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
+        torch.manual_seed(0)
+        return _time_block(rounds)
+
+
+def _time_block(rounds: int) -> dict[str, float]:
+    import torch
+
+    block = torch.nn.Sequential(
+        torch.nn.Conv2d(64, 64, 3, padding=1, bias=False),
+        torch.nn.BatchNorm2d(64),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(64, 64, 3, padding=1, bias=False),
+    ).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 64, 64, 64).contiguous(memory_format=torch.channels_last)
+
+    def step(bf16: bool) -> float:
+        block.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = block(x)
+        out.float().square().mean().backward()
+        return time.perf_counter() - t0
+
+    step(False), step(True)  # warm-up: oneDNN builds its kernels on the first call
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for bf16 in (False, True):
+            times[bf16].append(step(bf16))
+    fp32, bf16 = min(times[False]), min(times[True])
+    return {"fp32_s": round(fp32, 5), "bf16_s": round(bf16, 5), "speedup": round(fp32 / bf16, 3)}
+
+
+def _read_cache(path: os.PathLike[str]) -> dict[str, Any]:
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        log.warning("ignoring the unreadable precision cache %s (%s); measuring again", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _cpu_choice() -> PrecisionChoice:
+    from trainer.data.imageio import atomic_write_bytes
+    from trainer.runtime_choice import host_key, user_cache_dir
+
+    if not cpu_has_native_bf16():
+        return PrecisionChoice("fp32", "this CPU has no native bf16 (AVX512-BF16 or AMX)")
+    path = user_cache_dir() / CACHE_NAME
+    host = host_key()
+    cache = _read_cache(path)
+    entry = cache.get(host)
+    if not (isinstance(entry, dict) and isinstance(entry.get("speedup"), (int, float))):
+        entry = {**measure_bf16_speedup(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+        cache[host] = entry
+        try:
+            atomic_write_bytes(path, json.dumps(cache, indent=1).encode())
+        except OSError as exc:  # a read-only or full cache folder: measure again next time
+            log.warning("could not keep the precision check in %s (%s)", path, exc)
+    speedup = float(entry["speedup"])
+    if speedup >= MIN_SPEEDUP:
+        return PrecisionChoice("bf16", f"bf16 measured {speedup:.2f}x float32 on this CPU")
+    return PrecisionChoice(
+        "fp32", f"bf16 measured {speedup:.2f}x float32 on this CPU (below {MIN_SPEEDUP}x)"
+    )
+
+
+def choose_precision(requested: str, device: torch.device | str) -> PrecisionChoice:
+    """Resolve a run's ``precision`` ("auto", "fp32" or "bf16") for ``device``.
+
+    ``auto`` takes ``$FACEPARSE_PRECISION`` when set, then bf16 on CUDA, float32 on MPS and, on
+    a CPU, bf16 only where this host's check says it is faster (measured once, cached).
+
+    Raises:
+        ValueError: an unknown precision, here or in ``$FACEPARSE_PRECISION``.
+    """
+    import torch
+
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    if requested != "auto":
+        return PrecisionChoice(requested, "asked for")
+    env = os.environ.get(ENV, "").strip().lower()
+    if env:
+        if env not in PRECISIONS:
+            raise ValueError(f"{ENV}={os.environ[ENV]!r}: use one of {', '.join(PRECISIONS)}")
+        if env != "auto":
+            return PrecisionChoice(env, f"{ENV}={env}")
+    device = torch.device(device)
+    if device.type == "cuda":
+        return PrecisionChoice("bf16", "bf16 autocast on CUDA")
+    if device.type != "cpu":
+        return PrecisionChoice("fp32", f"float32 on {device.type}")
+    return _cpu_choice()
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The autocast context of a resolved precision ("fp32": none)."""
+    import torch
+
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
