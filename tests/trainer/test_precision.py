@@ -102,12 +102,21 @@ def test_cuda_takes_bf16_and_other_devices_float32_without_a_check(monkeypatch) 
     assert choose_precision("auto", "mps").precision == "fp32"
 
 
-def test_the_check_measures_both_and_leaves_the_random_stream_alone() -> None:
+def test_the_check_measures_both_and_leaves_the_random_stream_alone(monkeypatch) -> None:
     torch.manual_seed(5)
     expected = torch.rand(4)
     torch.manual_seed(5)
+    threads = torch.get_num_threads()
+    seen: list[int] = []
+    real_block = precision._time_block
+    monkeypatch.setattr(
+        precision, "_time_block", lambda rounds: seen.append(torch.get_num_threads()) or real_block(rounds)
+    )
     timing = precision.measure_bf16_speedup(rounds=1)
     assert torch.equal(torch.rand(4), expected)
+    # Timed on one thread (two threads on a busy machine made the ratio a coin toss), and the
+    # caller's threads given back.
+    assert seen == [1] and torch.get_num_threads() == threads
     assert timing["fp32_s"] > 0 and timing["bf16_s"] > 0
     assert timing["speedup"] == pytest.approx(timing["fp32_s"] / timing["bf16_s"], rel=0.01)
 
