@@ -66,6 +66,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         probe = files.out_dir.is_dir() and os.environ.get("RANK", "0") == "0"
         with files.hold() if probe else contextlib.nullcontext():
             spoiled = files.what_a_fresh_run_would_spoil()
+            if not spoiled and not args.overwrite:
+                spoiled = files.what_a_new_run_would_replace()
         if spoiled:
             raise FaceParseError(spoiled)
     started = time.time()
@@ -83,6 +85,19 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         print(f"images: {total} found{unread}")
     print(f"pretrained checkpoint: {path}")
     return 0
+
+
+def _refuse_a_kept_run(out_dir: str, stage: str) -> None:
+    """Stop before a new run replaces the checkpoints of an earlier one in ``out_dir``."""
+    from trainer.run_files import RunFiles
+
+    files = RunFiles(Path(out_dir), stage)
+    if not files.out_dir.is_dir() or os.environ.get("RANK", "0") != "0":
+        return
+    with files.hold():  # a run writing the folder is busy, not finished
+        kept = files.what_a_new_run_would_replace()
+    if kept:
+        raise FaceParseError(kept)
 
 
 def _cmd_recon_grid(args: argparse.Namespace) -> int:
@@ -109,6 +124,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     args.preset = preset_of_start(args.init, args.preset)  # the one stored is the one trained
     config = run_config_from_args(FinetuneConfig, args)
+    if not args.overwrite:
+        _refuse_a_kept_run(config.runtime.out_dir, "finetune")
     started = time.time()
     try:
         result = finetune(config)
@@ -140,6 +157,14 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     print("stage-1 recipes (faceparse pretrain --recipe NAME):")
     print(recipe_table(PRETRAIN_RECIPES))
     return 0
+
+
+def _add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {what} in --out-dir (without it the run stops before touching them)",
+    )
 
 
 def _add_framing(p: argparse.ArgumentParser) -> None:
@@ -268,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
             "precision": {"choices": PRECISIONS},
         },
     )
+    _add_overwrite(p, "a finished pretraining's checkpoint")
     p.add_argument(
         "--resume",
         metavar="PATH",
@@ -309,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
             },
         },
     )
+    _add_overwrite(p, "an earlier fine-tune's checkpoints")
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("evaluate", help="per-class F1, mean F1 and mIoU on a labeled split")

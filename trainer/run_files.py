@@ -163,6 +163,33 @@ class RunFiles:
             )
         return None
 
+    def what_a_new_run_would_replace(self) -> str | None:
+        """Why a new run must not start in this folder unless told to replace what it holds
+        (``--overwrite``), in one line, or None: a finished stage-1 run's checkpoint, or any
+        fine-tune's checkpoints (stage 2 does not resume: a new run would replace them at its
+        first save, hours of training gone by a reused folder name)."""
+        from trainer.checkpoint import read_metadata
+
+        kept = [path for path in (self.best, self.last) if path.is_file()]
+        if not kept:
+            return None
+        try:
+            meta = read_metadata(self.last) if self.last.is_file() else {}
+        except FaceParseError:
+            meta = {}
+        step, total = meta.get("step"), meta.get("total_steps")
+        if self.stage == "pretrain":
+            if not (isinstance(step, int) and isinstance(total, int) and step >= total):
+                return None  # stopped short or unreadable: what_a_fresh_run_would_spoil's case
+            what = f"a finished pretraining ({step} steps)"
+        else:
+            trained = f", trained {step} steps" if isinstance(step, int) else ""
+            what = f"a fine-tune's checkpoints ({', '.join(p.name for p in kept)}{trained})"
+        return (
+            f"{self.out_dir} holds {what}, which a new run would replace; choose another "
+            "--out-dir, or pass --overwrite to replace it"
+        )
+
     def find_log(self) -> Path:
         """The run's step log: ``<stage>_log.jsonl``, or a stage-1 run's ``metrics.jsonl`` when
         it was written before this scheme and has not been resumed since."""

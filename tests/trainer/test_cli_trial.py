@@ -313,6 +313,6 @@ def test_ctrl_c_before_a_pretraining_starts_does_not_offer_an_earlier_runs_check
         raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer.pretrain, "_make_loader", ctrl_c)
-    code, _, err = run(capsys, *base, "--seed", "1")
+    code, _, err = run(capsys, *base, "--seed", "1", "--overwrite")  # replaces the finished run
     assert code == 130
     assert "--resume" not in err and "interrupted before its first checkpoint" in err
