@@ -179,16 +179,23 @@ def machine() -> dict[str, Any]:
 
     ``isa`` is ``torch.backends.cpu.get_cpu_capability()`` (the kernels torch dispatches to,
     e.g. AVX512 or AVX2) and ``avx512f`` whether /proc/cpuinfo lists that flag: speed figures
-    from machines with and without AVX-512 are not comparable.
+    from machines with and without AVX-512 are not comparable. ``bf16`` names the CPU's bf16
+    instructions (``amx_bf16``, ``avx512_bf16``) and ``onednn_bf16`` whether oneDNN uses them as
+    capped: they decide whether training runs in bf16 (``trainer.precision``).
     """
     import torch
 
+    from trainer.precision import cpu_has_native_bf16
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    flags = cpu_flags()
     return {
         "host": platform.node(),
         "cpu": _cpu_model(),
         "isa": torch.backends.cpu.get_cpu_capability(),
-        "avx512f": "avx512f" in cpu_flags(),
+        "avx512f": "avx512f" in flags,
+        "bf16": sorted(flags & {"amx_bf16", "avx512_bf16"}),
+        "onednn_bf16": cpu_has_native_bf16(),
         "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "cores": os.cpu_count(),
         "torch": torch.__version__,

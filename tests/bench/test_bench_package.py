@@ -117,6 +117,9 @@ def test_jsonl_records_round_trip_with_the_envelope(tmp_path):
     assert records[0]["command"] == "python -m x" and records[0]["miou"] == 0.61
     machine = records[0]["machine"]
     assert machine["isa"] and isinstance(machine["avx512f"], bool) and machine["cores"] >= 1
+    # bf16 speed depends on AMX / AVX512-BF16 and on oneDNN using them: every record says which.
+    assert set(machine["bf16"]) <= {"amx_bf16", "avx512_bf16"}
+    assert isinstance(machine["onednn_bf16"], bool)
     with pytest.raises(ValueError, match="envelope"):
         harness.jsonl_record("exp", "run_c", {"machine": "mine"})
     assert harness.read_jsonl(tmp_path / "absent.jsonl") == []
