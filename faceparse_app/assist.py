@@ -54,7 +54,7 @@ class ClassProbabilities:
     """The parser's class probabilities over an image, as the crops it parsed.
 
     A pixel outside every crop is background with probability 1; where crops overlap, the first
-    crop that holds the pixel answers.
+    crop that holds the pixel answers (each face's own crop before any face zoomed out).
     """
 
     num_classes: int
@@ -81,7 +81,10 @@ class ClassProbabilities:
             transforms = [whole]  # an aligned face crop: parsed whole, as the pre-label was
         else:
             found = list(faces) if faces is not None else predictor.find_faces(image)
-            transforms = [parse_transforms(f, side)[0] for f in found]
+            pairs = [parse_transforms(f, side) for f in found]
+            # The pre-label labels what lies past a face's own crop (long hair) from the face
+            # zoomed out: those crops answer only where no face's own crop does, as there.
+            transforms = [own for own, _ in pairs] + [wide for _, wide in pairs]
         out = cls(predictor.num_classes)
         if not transforms:
             return out

@@ -1,0 +1,56 @@
+"""Defects found in the eighth user trial of the real window (t49): real photos (groups, small
+faces, profiles, non-faces, large files) and the demo project, driven the way a new annotator
+met them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+HAIR = 10
+pytestmark = [pytest.mark.uses_face_finder, pytest.mark.uses_starter_models]
+
+
+@pytest.fixture(scope="module")
+def starter():
+    from trainer.predict import Predictor
+    from trainer.starter import STARTER_PARSER
+
+    return Predictor.from_checkpoint(STARTER_PARSER, device="cpu")
+
+
+def prelabel(starter, shared_data, name: str):
+    """A photo of the shared data, its pre-label and the relabel tool's probabilities of it."""
+    from faceparse_app.assist import ClassProbabilities
+    from trainer.data.imageio import read_image
+
+    image = read_image(shared_data / "faces-unlabeled" / name)
+    pred = starter.predict_batch([image])[0]
+    return pred, ClassProbabilities.from_predictor(starter, image, pred.faces)
+
+
+def test_the_relabel_tool_knows_the_hair_the_prelabel_drew_past_the_face(starter, shared_data):
+    # The trial: on a profile the long hair reaches past the face's crop (the pre-label labels it
+    # from the face zoomed out); the relabel tool's probabilities held only the face's own crop,
+    # so there the model was "sure of background", a third of the labeled pixels.
+    pred, probs = prelabel(starter, shared_data, "facer_sideface.jpg")
+    ys, xs = np.nonzero(pred.label > 0)
+    agree = probs.at(ys, xs).argmax(axis=0) == pred.label[ys, xs]
+    assert agree.mean() > 0.95
+
+
+def test_a_relabel_click_by_the_chin_leaves_the_hair_over_the_head(starter, shared_data):
+    # The trial (faceapi_sample1.jpg): R-click on a stray hair blob by the first face's chin;
+    # every hair pixel past that face's crop, over the top of the head too, turned background.
+    from faceparse_app.assist import Relabeler
+    from faceparse_app.document import LabelDocument
+
+    pred, probs = prelabel(starter, shared_data, "faceapi_sample1.jpg")
+    face = min(pred.faces, key=lambda f: abs(f.box[0] - 405))  # the face the trial corrected
+    x, y = 583, 569
+    assert pred.label[y, x] == HAIR
+    doc = LabelDocument(pred.label.copy(), num_classes=11)
+    assert Relabeler().click(doc, probs, x, y) is not None
+    top = int(face.box[1])  # the face box's top edge: the hair above it is far from the click
+    assert (pred.label[:top] == HAIR).sum() > 1000
+    np.testing.assert_array_equal(doc.label[:top], pred.label[:top])
