@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PySide6.QtCore import Qt
+
+from faceparse_app.widgets.image_table import IMAGE_ID_ROLE
 
 HAIR = 10
-pytestmark = [pytest.mark.uses_face_finder, pytest.mark.uses_starter_models]
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,8 @@ def prelabel(starter, shared_data, name: str):
     return pred, ClassProbabilities.from_predictor(starter, image, pred.faces)
 
 
+@pytest.mark.uses_face_finder
+@pytest.mark.uses_starter_models
 def test_the_relabel_tool_knows_the_hair_the_prelabel_drew_past_the_face(starter, shared_data):
     # The trial: on a profile the long hair reaches past the face's crop (the pre-label labels it
     # from the face zoomed out); the relabel tool's probabilities held only the face's own crop,
@@ -39,6 +43,8 @@ def test_the_relabel_tool_knows_the_hair_the_prelabel_drew_past_the_face(starter
     assert agree.mean() > 0.95
 
 
+@pytest.mark.uses_face_finder
+@pytest.mark.uses_starter_models
 def test_a_relabel_click_by_the_chin_leaves_the_hair_over_the_head(starter, shared_data):
     # The trial (faceapi_sample1.jpg): R-click on a stray hair blob by the first face's chin;
     # every hair pixel past that face's crop, over the top of the head too, turned background.
@@ -54,3 +60,23 @@ def test_a_relabel_click_by_the_chin_leaves_the_hair_over_the_head(starter, shar
     top = int(face.box[1])  # the face box's top edge: the hair above it is far from the click
     assert (pred.label[:top] == HAIR).sum() > 1000
     np.testing.assert_array_equal(doc.label[:top], pred.label[:top])
+
+
+@pytest.mark.parametrize("keys", [[Qt.Key.Key_Down], [Qt.Key.Key_End, Qt.Key.Key_Up]])
+def test_moving_through_the_image_list_with_the_arrow_keys_opens_the_image_highlighted(qtbot, tmp_path, keys):
+    # The trial: after a click on a photo in the list, Down twice moved the highlight to the
+    # third photo while the canvas went on showing (and editing) the first one.
+    from PySide6.QtTest import QTest
+
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path)
+    session = window.session
+    listing = window.image_list
+    ids = listing.visible_ids()
+    listing.list.setFocus()
+    for k in keys:
+        QTest.keyClick(listing.list, k)
+    highlighted = listing.model.index(listing.list.currentIndex().row(), 0).data(IMAGE_ID_ROLE)
+    assert highlighted == ids[1]
+    qtbot.waitUntil(lambda: session.current is not None and session.current.id == ids[1])
