@@ -80,3 +80,22 @@ def test_moving_through_the_image_list_with_the_arrow_keys_opens_the_image_highl
     highlighted = listing.model.index(listing.list.currentIndex().row(), 0).data(IMAGE_ID_ROLE)
     assert highlighted == ids[1]
     qtbot.waitUntil(lambda: session.current is not None and session.current.id == ids[1])
+
+
+def test_a_fine_tune_on_a_labeled_group_photo_trains_on_its_faces_not_on_necks_and_arms():
+    # The trial: three labeled group photos (11 faces) gave the fine-tune 23 "faces": every
+    # blob of skin the pre-label left on a neck, an arm or a shoulder was cropped and trained on
+    # as a face, framed as if it were one.
+    from pathlib import Path
+
+    from tests.trainer.test_predict import _photo_with_faces
+    from trainer.data.face_crops import FaceCropSamples
+    from trainer.data.sample import Sample
+
+    image, label, _ = _photo_with_faces([(90, 0.0, (120, 150)), (70, 30.0, (360, 220))])
+    label[250:330, 60:180] = 1  # a bare shoulder, labeled skin
+    label[40:70, 300:330] = 1  # a hand
+    label[300:320, 400:420] = 2  # and a stray brow-coloured blob on it
+    label[295:325, 395:440][label[295:325, 395:440] == 0] = 1
+    crops = FaceCropSamples([Sample(image, label, "group", Path("group.png"), Path("group-label.png"))], 64)
+    assert crops.names == ["group", "group#1"]
