@@ -99,3 +99,35 @@ def test_a_fine_tune_on_a_labeled_group_photo_trains_on_its_faces_not_on_necks_a
     label[295:325, 395:440][label[295:325, 395:440] == 0] = 1
     crops = FaceCropSamples([Sample(image, label, "group", Path("group.png"), Path("group-label.png"))], 64)
     assert crops.names == ["group", "group#1"]
+
+
+def test_a_face_drawn_the_next_day_keeps_the_strokes_of_the_day_before(qtbot, tmp_path, monkeypatch):
+    # The trial: a group photo corrected by hand in one session; the next day a face the finder
+    # had missed was boxed beside a corrected one, and its crop (zoomed out for the hair) put
+    # the model's pixels back over the corrections: the undo history that spares strokes in a
+    # face's crop holds only this session's.
+    from tests.app.test_gui_canvas import drag
+    from tests.app.test_gui_faces import face_tool, kept, mask_of, two_faces_one_found, wait_parsed
+    from tests.app.test_gui_model_loop import WAIT_MS
+
+    window, session, _version = two_faces_one_found(qtbot, tmp_path, monkeypatch)
+    folder, image_id = session.project.root, session.current.id
+    window.state.set_class(4)
+    drag(window.canvas, [(80, 30), (110, 30)])  # where the face drawn next will be
+    drag(window.canvas, [(80, 50), (110, 50)])
+    stroke = session.document.label == 4
+    assert window.close_project()
+    assert window.open_project(folder)  # the next day
+    session = window.session
+    qtbot.waitUntil(lambda: session.current is not None and session.current.id == image_id, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.model_loop.confidence is not None, timeout=WAIT_MS)  # parsed
+    np.testing.assert_array_equal(session.document.label == 4, stroke)
+
+    face_tool(window)
+    drag(window.canvas, [(66, 2), (126, 62)])
+    wait_parsed(qtbot, session)
+    label = session.document.label
+    assert (mask_of(kept(window)[1], label.shape) & stroke).sum() > 20
+    assert (label[stroke] == 4).all()  # the strokes are kept
+    assert label[:, 64:][~stroke[:, 64:]].any()  # the new face is parsed around them
+    assert "kept" in window.statusBar().currentMessage()
