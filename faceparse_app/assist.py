@@ -43,18 +43,21 @@ class CropProbabilities:
     Attributes:
         probs: (C, S, S) float32 softmax of the parser's logits.
         transform: (2, 3) image pixels -> crop pixels.
+        fill: a face zoomed out: it answers only where no face's own crop does.
     """
 
     probs: np.ndarray
     transform: np.ndarray
+    fill: bool = False
 
 
 @dataclass
 class ClassProbabilities:
     """The parser's class probabilities over an image, as the crops it parsed.
 
-    A pixel outside every crop is background with probability 1; where crops overlap, the first
-    crop that holds the pixel answers (each face's own crop before any face zoomed out).
+    A pixel outside every crop is background with probability 1; where crops overlap, the crop
+    surest of its top class there answers, a face's own crop before any face zoomed out (as the
+    pre-label is pasted, ``trainer.faces.paste_logits``).
     """
 
     num_classes: int
@@ -77,6 +80,7 @@ class ClassProbabilities:
         h, w = image.shape[:2]
         whole = np.array([[side / w, 0.0, 0.0], [0.0, side / h, 0.0]])
         transforms: list[np.ndarray] = []
+        fill_transforms: list[np.ndarray] = []
         if predictor.framing == "whole" or abs(h - w) <= 0.05 * max(h, w) and max(h, w) <= 2 * side:
             transforms = [whole]  # an aligned face crop: parsed whole, as the pre-label was
         else:
@@ -84,30 +88,43 @@ class ClassProbabilities:
             pairs = [parse_transforms(f, side) for f in found]
             # The pre-label labels what lies past a face's own crop (long hair) from the face
             # zoomed out: those crops answer only where no face's own crop does, as there.
-            transforms = [own for own, _ in pairs] + [wide for _, wide in pairs]
+            fill_transforms = [wide for _, wide in pairs]
+            transforms = [own for own, _ in pairs] + fill_transforms
         out = cls(predictor.num_classes)
         if not transforms:
             return out
         crops = [crop_face(image, m, side) for m in transforms]
         logits = predictor.logits(crops)
         probs = logits.float().softmax(dim=1).cpu().numpy()
-        out.crops = [CropProbabilities(p, np.asarray(m, np.float64)) for p, m in zip(probs, transforms, strict=True)]
+        fills = [i >= len(transforms) - len(fill_transforms) for i in range(len(transforms))]
+        out.crops = [
+            CropProbabilities(p, np.asarray(m, np.float64), fill)
+            for p, m, fill in zip(probs, transforms, fills, strict=True)
+        ]
         return out
 
     def at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """(C, n) class probabilities at image pixels (ys, xs) (1-D int arrays of length n)."""
         out = np.zeros((self.num_classes, len(ys)), np.float32)
-        left = np.ones(len(ys), bool)
-        pts = np.stack([xs.astype(np.float64), ys.astype(np.float64), np.ones(len(ys))], axis=1)
-        for crop in self.crops:
-            side = crop.probs.shape[-1]
-            idx = np.flatnonzero(left)
-            uv = pts[idx] @ crop.transform.T
-            u = np.floor(uv[:, 0]).astype(int)
-            v = np.floor(uv[:, 1]).astype(int)
-            inside = (u >= 0) & (u < side) & (v >= 0) & (v < side)
-            out[:, idx[inside]] = crop.probs[:, v[inside], u[inside]]
-            left[idx[inside]] = False
+        best = np.zeros(len(ys), np.float32)  # the answering crop's top-class probability
+        left = np.ones(len(ys), bool)  # no face's own crop holds the pixel
+        # Pixel centres, as the pre-label samples the crops.
+        pts = np.stack([xs + 0.5, ys + 0.5, np.ones(len(ys))], axis=1).astype(np.float64)
+        for fill in (False, True):
+            for crop in (c for c in self.crops if c.fill == fill):
+                side = crop.probs.shape[-1]
+                idx = np.flatnonzero(left)
+                uv = pts[idx] @ crop.transform.T
+                u = np.floor(uv[:, 0]).astype(int)
+                v = np.floor(uv[:, 1]).astype(int)
+                inside = (u >= 0) & (u < side) & (v >= 0) & (v < side)
+                idx, u, v = idx[inside], u[inside], v[inside]
+                here = crop.probs[:, v, u]
+                sure = here.max(axis=0)
+                take = sure > best[idx]
+                out[:, idx[take]] = here[:, take]
+                best[idx[take]] = sure[take]
+            left &= best == 0
         out[0, left] = 1.0  # outside every crop: background
         return out
 
