@@ -75,21 +75,27 @@ class ClassProbabilities:
             faces: ``detect`` framing: the faces to parse (None: the finder's).
         """
         from trainer.faces import crop_face, parse_transforms
+        from trainer.predict import _whole_if_aligned
 
         side = predictor.input_size
         h, w = image.shape[:2]
-        whole = np.array([[side / w, 0.0, 0.0], [0.0, side / h, 0.0]])
         transforms: list[np.ndarray] = []
         fill_transforms: list[np.ndarray] = []
-        if predictor.framing == "whole" or abs(h - w) <= 0.05 * max(h, w) and max(h, w) <= 2 * side:
-            transforms = [whole]  # an aligned face crop: parsed whole, as the pre-label was
+        if predictor.framing == "whole":
+            transforms = [np.array([[side / w, 0.0, 0.0], [0.0, side / h, 0.0]])]
         else:
             found = list(faces) if faces is not None else predictor.find_faces(image)
-            pairs = [parse_transforms(f, side) for f in found]
-            # The pre-label labels what lies past a face's own crop (long hair) from the face
-            # zoomed out: those crops answer only where no face's own crop does, as there.
-            fill_transforms = [wide for _, wide in pairs]
-            transforms = [own for own, _ in pairs] + fill_transforms
+            for face in found:
+                own, wide = parse_transforms(face, side)
+                whole = _whole_if_aligned(own, (h, w), side)
+                if whole is not None:  # the photo is this face's aligned crop: parsed whole
+                    transforms.append(whole)
+                    continue
+                # The pre-label labels what lies past a face's own crop (long hair) from the
+                # face zoomed out: those crops answer only where no face's own crop does.
+                transforms.append(own)
+                fill_transforms.append(wide)
+            transforms += fill_transforms
         out = cls(predictor.num_classes)
         if not transforms:
             return out
