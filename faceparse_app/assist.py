@@ -134,6 +134,20 @@ class ClassProbabilities:
         out[0, left] = 1.0  # outside every crop: background
         return out
 
+    def covers(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """(n,) bool: which image pixels (ys, xs) some crop holds (the model parsed them)."""
+        pts = np.stack([xs + 0.5, ys + 0.5, np.ones(len(ys))], axis=1).astype(np.float64)
+        out = np.zeros(len(ys), bool)
+        for crop in self.crops:
+            side = crop.probs.shape[-1]
+            uv = pts @ crop.transform.T
+            out |= (uv[:, 0] >= 0) & (uv[:, 0] < side) & (uv[:, 1] >= 0) & (uv[:, 1] < side)
+        return out
+
+    def holds(self, x: int, y: int) -> bool:
+        """Whether some crop holds image pixel (x, y)."""
+        return bool(self.covers(np.array([y]), np.array([x]))[0])
+
     def mean_over(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """(C,) mean probability of each class over image pixels (ys, xs) (1-D int arrays)."""
         ys, xs = _sample(ys, xs)
@@ -160,7 +174,9 @@ class Relabeler:
     click, of the clicked pixel's class, where the model gives the clicked pixel's runner-up
     class at least ``band`` probability (a wrong sliver along a part boundary, not the whole
     part). Where the clicked pixel itself gives its runner-up less than ``band``, the blob is
-    the whole connected region of its class (an island the model was sure of).
+    the whole connected region of its class (an island the model was sure of). A blob never
+    reaches past the crops the model parsed: a click outside every crop changes nothing (there
+    the model has no next class to offer; on a photo's background it relabeled all of it).
 
     Args:
         cycle: alternatives offered before the original class comes back.
@@ -190,7 +206,7 @@ class Relabeler:
             self._index = (self._index + 1) % len(self._order)
         else:
             cls = doc.pick(cx, cy)
-            if cls in doc.protected:
+            if cls in doc.protected or not probs.holds(cx, cy):
                 return None
             x0, y0, mask = self._find_blob(doc, probs, cx, cy, cls)
             ys, xs = np.nonzero(mask)
@@ -212,14 +228,17 @@ class Relabeler:
         """(x0, y0, mask) of the blob under (cx, cy); see the class docstring."""
         box, region = flood_region(doc.label, cx, cy)
         x0, y0 = box[:2]
+        ys, xs = np.nonzero(region)
+        region[ys, xs] = probs.covers(ys + y0, xs + x0)  # what the model parsed
         here = probs.at(np.array([cy]), np.array([cx]))[:, 0]
         here[cls] = -1.0
         runner_up = int(np.argmax(here))
         if here[runner_up] < self.band:
-            return x0, y0, region
-        ys, xs = np.nonzero(region)
-        hesitant = np.zeros_like(region)
-        hesitant[ys, xs] = probs.at(ys + y0, xs + x0)[runner_up] >= self.band
+            hesitant = region
+        else:
+            ys, xs = np.nonzero(region)
+            hesitant = np.zeros_like(region)
+            hesitant[ys, xs] = probs.at(ys + y0, xs + x0)[runner_up] >= self.band
         n, comp = cv2.connectedComponents(hesitant.astype(np.uint8), connectivity=4)
         return x0, y0, comp == comp[cy - y0, cx - x0]
 

@@ -137,3 +137,27 @@ def test_a_face_drawn_the_next_day_keeps_the_strokes_of_the_day_before(qtbot, tm
     assert (label[stroke] == 4).all()  # the strokes are kept
     assert label[:, 64:][~stroke[:, 64:]].any()  # the new face is parsed around them
     assert "kept" in window.statusBar().currentMessage()
+
+
+@pytest.mark.uses_face_finder
+@pytest.mark.uses_starter_models
+def test_a_relabel_click_reaches_no_further_than_the_faces_the_model_parsed(starter, shared_data):
+    # The trial: on a 2000x2400 portrait, R-click on the dress (hair missing there) turned 3.3
+    # million pixels, all the photo's background, to hair: outside every face's crop the model
+    # gives background with certainty, so the whole connected background was "an island".
+    from faceparse_app.assist import Relabeler
+    from faceparse_app.document import LabelDocument
+
+    pred, probs = prelabel(starter, shared_data, "deepface_img54.jpg")
+    doc = LabelDocument(pred.label.copy(), num_classes=11)
+    assert pred.label[2300, 1000] == 0 and not probs.holds(1000, 2300)
+    assert Relabeler().click(doc, probs, 1000, 2300) is None
+    np.testing.assert_array_equal(doc.label, pred.label)
+    # Beside the face, inside its crop: the background blob relabeled stays inside the crops.
+    face = max(pred.faces, key=lambda f: f.box[2] - f.box[0])
+    y = int((face.box[1] + face.box[3]) / 2)
+    x = next(x for x in range(int(face.box[0]), 0, -1) if pred.label[y, x] == 0)
+    assert probs.holds(x, y)
+    Relabeler().click(doc, probs, x, y)
+    ys, xs = np.nonzero(doc.label != pred.label)
+    assert len(ys) and probs.covers(ys, xs).all()
