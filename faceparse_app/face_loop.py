@@ -69,9 +69,11 @@ class FaceLoop(QObject):
         # image id -> the face change that sent it back to in progress, and its status before:
         # undoing that change brings the finished label back, and so the status.
         self._reopened: dict[int, tuple[FaceChange, str]] = {}
-        # The label of the last prediction of the image on screen (with the faces kept then):
-        # where the label differs from it, someone edited it (in this session or an earlier one).
+        # The label of the last prediction of the image on screen (with the faces kept then),
+        # when its label was a person's as it opened: where the label differs from it, someone
+        # edited it (edits of an earlier session are in no undo history).
         self._parsed: tuple[int, np.ndarray] | None = None
+        self._by_hand = False
 
     def attach(self, session: AnnotationSession, queue: PrelabelQueue) -> None:
         self.session, self.queue = session, queue
@@ -115,9 +117,11 @@ class FaceLoop(QObject):
         self.no_face.emit("")
         self._predicted, self._drawn_note, self._parsed = None, None, None
         faces: list[Face] | None = None
+        self._by_hand = False
         if rec is not None and self.session is not None:
             try:
                 faces = self.session.project.faces(rec)
+                self._by_hand = self.session.project.label_by_hand(rec)
             except (KeyError, ProjectError):
                 faces = None
         self._show(faces or [])
@@ -133,7 +137,8 @@ class FaceLoop(QObject):
             return
         self._show(list(pred.faces))
         self._predicted = image_id
-        before, self._parsed = self._parsed, (image_id, pred.label)
+        before = self._parsed
+        self._parsed = (image_id, pred.label) if self._by_hand else None
         changed = self._edits.get(image_id)
         if changed:
             earlier = before[1] if before is not None and before[0] == image_id else None
