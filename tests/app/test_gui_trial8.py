@@ -161,3 +161,30 @@ def test_a_relabel_click_reaches_no_further_than_the_faces_the_model_parsed(star
     Relabeler().click(doc, probs, x, y)
     ys, xs = np.nonzero(doc.label != pred.label)
     assert len(ys) and probs.covers(ys, xs).all()
+
+
+def test_the_points_of_a_face_cut_by_the_frame_are_not_drawn_off_the_photo(qtbot, tmp_path):
+    # The trial: in a selfie whose nearest face is cut by the frame, its mouth points floated on
+    # the grey beside the photo, where there is nothing to point at.
+    from tests.app.test_gui_canvas import make_window
+    from trainer.faces import Face
+
+    window = make_window(qtbot, tmp_path)
+    canvas = window.canvas
+    canvas.set_faces_visible(True)
+    canvas.zoom_fit()
+    canvas.zoom_to(4.0)  # the photo small in the middle: room around it
+    w, h = canvas.image_size
+    inside, outside = (w - 10.0, h - 20.0), (w - 20.0, h + 3.0)  # an eye; a mouth past the edge
+    points = np.array([inside, inside, inside, outside, outside], np.float32)
+    face = Face(box=(w - 30.0, h - 40.0, w + 10.0, h + 5.0), score=0.9, landmarks=points)
+
+    def colour_at(x: float, y: float) -> tuple[int, int, int]:
+        shot = canvas.grab().toImage()
+        c = shot.pixelColor(canvas.image_to_widget(x, y).toPoint())
+        return c.red(), c.green(), c.blue()
+
+    bare = colour_at(*inside), colour_at(*outside)
+    canvas.set_faces([face])
+    assert colour_at(*inside) != bare[0]  # the eye's point is drawn
+    assert colour_at(*outside) == bare[1]  # the mouth's, off the photo, is not
