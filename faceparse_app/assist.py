@@ -43,18 +43,21 @@ class CropProbabilities:
     Attributes:
         probs: (C, S, S) float32 softmax of the parser's logits.
         transform: (2, 3) image pixels -> crop pixels.
+        fill: a face zoomed out: it answers only where no face's own crop does.
     """
 
     probs: np.ndarray
     transform: np.ndarray
+    fill: bool = False
 
 
 @dataclass
 class ClassProbabilities:
     """The parser's class probabilities over an image, as the crops it parsed.
 
-    A pixel outside every crop is background with probability 1; where crops overlap, the first
-    crop that holds the pixel answers.
+    A pixel outside every crop is background with probability 1; where crops overlap, the crop
+    surest of its top class there answers, a face's own crop before any face zoomed out (as the
+    pre-label is pasted, ``trainer.faces.paste_logits``).
     """
 
     num_classes: int
@@ -72,41 +75,78 @@ class ClassProbabilities:
             faces: ``detect`` framing: the faces to parse (None: the finder's).
         """
         from trainer.faces import crop_face, parse_transforms
+        from trainer.predict import _whole_if_aligned
 
         side = predictor.input_size
         h, w = image.shape[:2]
-        whole = np.array([[side / w, 0.0, 0.0], [0.0, side / h, 0.0]])
         transforms: list[np.ndarray] = []
-        if predictor.framing == "whole" or abs(h - w) <= 0.05 * max(h, w) and max(h, w) <= 2 * side:
-            transforms = [whole]  # an aligned face crop: parsed whole, as the pre-label was
+        fill_transforms: list[np.ndarray] = []
+        if predictor.framing == "whole":
+            transforms = [np.array([[side / w, 0.0, 0.0], [0.0, side / h, 0.0]])]
         else:
             found = list(faces) if faces is not None else predictor.find_faces(image)
-            transforms = [parse_transforms(f, side)[0] for f in found]
+            for face in found:
+                own, wide = parse_transforms(face, side)
+                whole = _whole_if_aligned(own, (h, w), side)
+                if whole is not None:  # the photo is this face's aligned crop: parsed whole
+                    transforms.append(whole)
+                    continue
+                # The pre-label labels what lies past a face's own crop (long hair) from the
+                # face zoomed out: those crops answer only where no face's own crop does.
+                transforms.append(own)
+                fill_transforms.append(wide)
+            transforms += fill_transforms
         out = cls(predictor.num_classes)
         if not transforms:
             return out
         crops = [crop_face(image, m, side) for m in transforms]
         logits = predictor.logits(crops)
         probs = logits.float().softmax(dim=1).cpu().numpy()
-        out.crops = [CropProbabilities(p, np.asarray(m, np.float64)) for p, m in zip(probs, transforms, strict=True)]
+        fills = [i >= len(transforms) - len(fill_transforms) for i in range(len(transforms))]
+        out.crops = [
+            CropProbabilities(p, np.asarray(m, np.float64), fill)
+            for p, m, fill in zip(probs, transforms, fills, strict=True)
+        ]
         return out
 
     def at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """(C, n) class probabilities at image pixels (ys, xs) (1-D int arrays of length n)."""
         out = np.zeros((self.num_classes, len(ys)), np.float32)
-        left = np.ones(len(ys), bool)
-        pts = np.stack([xs.astype(np.float64), ys.astype(np.float64), np.ones(len(ys))], axis=1)
-        for crop in self.crops:
-            side = crop.probs.shape[-1]
-            idx = np.flatnonzero(left)
-            uv = pts[idx] @ crop.transform.T
-            u = np.floor(uv[:, 0]).astype(int)
-            v = np.floor(uv[:, 1]).astype(int)
-            inside = (u >= 0) & (u < side) & (v >= 0) & (v < side)
-            out[:, idx[inside]] = crop.probs[:, v[inside], u[inside]]
-            left[idx[inside]] = False
+        best = np.zeros(len(ys), np.float32)  # the answering crop's top-class probability
+        left = np.ones(len(ys), bool)  # no face's own crop holds the pixel
+        # Pixel centres, as the pre-label samples the crops.
+        pts = np.stack([xs + 0.5, ys + 0.5, np.ones(len(ys))], axis=1).astype(np.float64)
+        for fill in (False, True):
+            for crop in (c for c in self.crops if c.fill == fill):
+                side = crop.probs.shape[-1]
+                idx = np.flatnonzero(left)
+                uv = pts[idx] @ crop.transform.T
+                u = np.floor(uv[:, 0]).astype(int)
+                v = np.floor(uv[:, 1]).astype(int)
+                inside = (u >= 0) & (u < side) & (v >= 0) & (v < side)
+                idx, u, v = idx[inside], u[inside], v[inside]
+                here = crop.probs[:, v, u]
+                sure = here.max(axis=0)
+                take = sure > best[idx]
+                out[:, idx[take]] = here[:, take]
+                best[idx[take]] = sure[take]
+            left &= best == 0
         out[0, left] = 1.0  # outside every crop: background
         return out
+
+    def covers(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """(n,) bool: which image pixels (ys, xs) some crop holds (the model parsed them)."""
+        pts = np.stack([xs + 0.5, ys + 0.5, np.ones(len(ys))], axis=1).astype(np.float64)
+        out = np.zeros(len(ys), bool)
+        for crop in self.crops:
+            side = crop.probs.shape[-1]
+            uv = pts @ crop.transform.T
+            out |= (uv[:, 0] >= 0) & (uv[:, 0] < side) & (uv[:, 1] >= 0) & (uv[:, 1] < side)
+        return out
+
+    def holds(self, x: int, y: int) -> bool:
+        """Whether some crop holds image pixel (x, y)."""
+        return bool(self.covers(np.array([y]), np.array([x]))[0])
 
     def mean_over(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """(C,) mean probability of each class over image pixels (ys, xs) (1-D int arrays)."""
@@ -134,7 +174,9 @@ class Relabeler:
     click, of the clicked pixel's class, where the model gives the clicked pixel's runner-up
     class at least ``band`` probability (a wrong sliver along a part boundary, not the whole
     part). Where the clicked pixel itself gives its runner-up less than ``band``, the blob is
-    the whole connected region of its class (an island the model was sure of).
+    the whole connected region of its class (an island the model was sure of). A blob never
+    reaches past the crops the model parsed: a click outside every crop changes nothing (there
+    the model has no next class to offer; on a photo's background it relabeled all of it).
 
     Args:
         cycle: alternatives offered before the original class comes back.
@@ -164,7 +206,7 @@ class Relabeler:
             self._index = (self._index + 1) % len(self._order)
         else:
             cls = doc.pick(cx, cy)
-            if cls in doc.protected:
+            if cls in doc.protected or not probs.holds(cx, cy):
                 return None
             x0, y0, mask = self._find_blob(doc, probs, cx, cy, cls)
             ys, xs = np.nonzero(mask)
@@ -186,14 +228,17 @@ class Relabeler:
         """(x0, y0, mask) of the blob under (cx, cy); see the class docstring."""
         box, region = flood_region(doc.label, cx, cy)
         x0, y0 = box[:2]
+        ys, xs = np.nonzero(region)
+        region[ys, xs] = probs.covers(ys + y0, xs + x0)  # what the model parsed
         here = probs.at(np.array([cy]), np.array([cx]))[:, 0]
         here[cls] = -1.0
         runner_up = int(np.argmax(here))
         if here[runner_up] < self.band:
-            return x0, y0, region
-        ys, xs = np.nonzero(region)
-        hesitant = np.zeros_like(region)
-        hesitant[ys, xs] = probs.at(ys + y0, xs + x0)[runner_up] >= self.band
+            hesitant = region
+        else:
+            ys, xs = np.nonzero(region)
+            hesitant = np.zeros_like(region)
+            hesitant[ys, xs] = probs.at(ys + y0, xs + x0)[runner_up] >= self.band
         n, comp = cv2.connectedComponents(hesitant.astype(np.uint8), connectivity=4)
         return x0, y0, comp == comp[cy - y0, cx - x0]
 

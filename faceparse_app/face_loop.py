@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from faceparse_app.document import LabelDocument
@@ -68,6 +69,11 @@ class FaceLoop(QObject):
         # image id -> the face change that sent it back to in progress, and its status before:
         # undoing that change brings the finished label back, and so the status.
         self._reopened: dict[int, tuple[FaceChange, str]] = {}
+        # The label of the last prediction of the image on screen (with the faces kept then),
+        # when its label was a person's as it opened: where the label differs from it, someone
+        # edited it (edits of an earlier session are in no undo history).
+        self._parsed: tuple[int, np.ndarray] | None = None
+        self._by_hand = False
 
     def attach(self, session: AnnotationSession, queue: PrelabelQueue) -> None:
         self.session, self.queue = session, queue
@@ -109,11 +115,13 @@ class FaceLoop(QObject):
     def on_image_changed(self, rec: ImageRecord | None) -> None:
         """A new image is on screen: show its kept faces until its prediction comes."""
         self.no_face.emit("")
-        self._predicted, self._drawn_note = None, None
+        self._predicted, self._drawn_note, self._parsed = None, None, None
         faces: list[Face] | None = None
+        self._by_hand = False
         if rec is not None and self.session is not None:
             try:
                 faces = self.session.project.faces(rec)
+                self._by_hand = self.session.project.label_by_hand(rec)
             except (KeyError, ProjectError):
                 faces = None
         self._show(faces or [])
@@ -129,9 +137,12 @@ class FaceLoop(QObject):
             return
         self._show(list(pred.faces))
         self._predicted = image_id
+        before = self._parsed
+        self._parsed = (image_id, pred.label) if self._by_hand else None
         changed = self._edits.get(image_id)
         if changed:
-            self._apply_edit(image_id, pred, changed)
+            earlier = before[1] if before is not None and before[0] == image_id else None
+            self._apply_edit(image_id, pred, changed, earlier)
         elif pred.faces:
             n = len(pred.faces)
             self.status.emit(f"{n} face{'s' if n != 1 else ''} in {session.current.relpath}")
@@ -271,6 +282,7 @@ class FaceLoop(QObject):
             return
         rec = session.current
         faces = list(change.before if undone else change.after)
+        self._parsed = None  # its faces changed: the next prediction tells what the model gives
         try:
             session.project.set_faces(rec, faces)
         except ProjectError as exc:
@@ -298,15 +310,20 @@ class FaceLoop(QObject):
             if session.set_status(reopened[1]):
                 self.message.emit(f"{rec.relpath} is {reopened[1]} again: the face change was undone.", "info")
 
-    def _apply_edit(self, image_id: int, pred: Prediction, changed: list[Face]) -> None:
-        """Replace the pixels the changed faces' crops cover by the new prediction."""
+    def _apply_edit(
+        self, image_id: int, pred: Prediction, changed: list[Face], earlier: np.ndarray | None = None
+    ) -> None:
+        """Replace the pixels the changed faces' crops cover by the new prediction, except
+        where the label is not the model's: edited by hand (in the undo history), or unlike
+        ``earlier``, the prediction before the change (edits of an earlier session, or dropped
+        from the bounded history)."""
         session = self.session
         assert session is not None
         doc = session.document
         if doc is None:
             return
         if doc.in_stroke:  # never cut a stroke short: put the faces in once it ends
-            QTimer.singleShot(STROKE_RETRY_MS, lambda: self.on_ready(image_id, pred))
+            QTimer.singleShot(STROKE_RETRY_MS, lambda: self._retry(image_id, pred, earlier))
             return
         del self._edits[image_id]
         region = union_coverage(changed, doc.shape)
@@ -315,8 +332,13 @@ class FaceLoop(QObject):
         (x0, y0, x1, y1), mask = region
         values = pred.label[y0:y1, x0:x1]
         # The crop (zoomed out for the hair) reaches past the face: the annotator's strokes there
-        # stay; the model's pixels go only where no edit by hand in the undo history went.
-        kept = mask & doc.history.hand_edited(x0, y0, x1, y1) & (doc.label[y0:y1, x0:x1] != values)
+        # stay; the model's pixels go only where no edit by hand went.
+        here = doc.label[y0:y1, x0:x1]
+        edited = mask & doc.history.hand_edited(x0, y0, x1, y1)
+        if earlier is not None and earlier.shape == doc.shape:
+            edited |= mask & (here != earlier[y0:y1, x0:x1])
+        kept = edited & (here != values)
+        mask = mask & ~edited
         try:
             # One undo step; its edit was counted when the face was drawn or removed.
             if doc.replace_where(values, mask, x0, y0, by_hand=False) is not None:
@@ -333,6 +355,12 @@ class FaceLoop(QObject):
                 "around each other face.", "info",
             )  # fmt: skip
         self.status.emit(f"Faces of {session.current.relpath} updated{note} (Ctrl+Z undoes it).")
+
+    def _retry(self, image_id: int, pred: Prediction, earlier: np.ndarray | None) -> None:
+        """The face change's pixels again, once a stroke has ended (compared with the same
+        prediction before the change)."""
+        self._parsed = (image_id, earlier) if earlier is not None else None
+        self.on_ready(image_id, pred)
 
     def _show(self, faces: list[Face]) -> None:
         self.shown = list(faces)

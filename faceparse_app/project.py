@@ -350,6 +350,11 @@ class Project(StoreRows):
             return False
         return file_hash_or_none(path) == rows[0][0]
 
+    def label_by_hand(self, rec: ImageRecord) -> bool:
+        """Whether the image's label file was last saved by a person (not a model's pre-label)."""
+        rows = self.query("SELECT label_source FROM images WHERE id=?", (rec.id,))
+        return bool(rows) and rows[0][0] == "hand"
+
     # ---- writing ------------------------------------------------------------------------
 
     def save_label(

@@ -384,9 +384,22 @@ def _cell_classes(hwc: np.ndarray) -> np.ndarray:
     return np.where(agree, c, _MIXED).astype(np.uint8)
 
 
+# The kinds of face part, as LaPa classes: brows, eyes, nose, mouth (lips and inner mouth).
+_FEATURES = ((2, 3), (4, 5), (6,), (7, 8, 9))
+
+
+def _has_features(classes: np.ndarray, kinds: int = 2, min_pixels: int = 3) -> bool:
+    """Whether the class values of a blob's pixels hold ``kinds`` kinds of face part (each of at
+    least ``min_pixels`` pixels): a face, even turned away or masked, shows two."""
+    counts = np.bincount(classes.ravel(), minlength=11)
+    return sum(int(counts[list(group)].sum()) >= min_pixels for group in _FEATURES) >= kinds
+
+
 def faces_from_label(label: np.ndarray, min_pixels: int = 64) -> list[Face]:
-    """The faces of a LaPa label map: one per connected blob of face classes, with eye and
-    mouth points from its part centroids where both eyes and a mouth are labeled.
+    """The faces of a LaPa label map: one per connected blob of face classes that holds two
+    kinds of face part (brows, eyes, nose, mouth), with eye and mouth points from its part
+    centroids where both eyes and a mouth are labeled. A blob of skin alone (a neck, an arm, a
+    shoulder in a labeled group photo), or of skin and one stray part, is no face.
 
     Used to crop labeled in-the-wild photos for fine-tuning the way the finder crops them for
     parsing.
@@ -409,7 +422,7 @@ def faces_from_label(label: np.ndarray, min_pixels: int = 64) -> list[Face]:
             continue
         inside = (blobs == k) & (face_mask > 0)
         ys, xs = np.nonzero(inside)
-        if len(xs) < min_pixels:
+        if len(xs) < min_pixels or not _has_features(label[inside]):
             continue
         box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
 

@@ -334,8 +334,9 @@ class LabelCanvas(QWidget):
                     painter.drawImage(dst, heat.image, src)
             if self.shows_faces:
                 paint_faces(
-                    painter, self.faces, self.image_to_widget, self.selected_face, self.state.tool == Tool.FACE
-                )
+                    painter, self.faces, self.image_to_widget, self.selected_face, self.state.tool == Tool.FACE,
+                    self.image_size,
+                )  # fmt: skip
         self.tool.paint(self, painter)
         painter.end()
 

@@ -256,6 +256,12 @@ class RelabelTool(CanvasTool):
         if probs is None:
             canvas.assist_message.emit("Click to relabel needs a model: train one first.")
             return
+        if not probs.holds(px, py):
+            canvas.assist_message.emit(
+                "Relabel offers the model's next class where it parsed a face; this pixel is "
+                "outside every face's crop: paint it (B) or fill it (F)."
+            )
+            return
         if self.relabeler.click(doc, probs, px, py) is not None:
             canvas.edited.emit()
 

@@ -33,6 +33,7 @@ def paint_faces(
     to_widget: Callable[[float, float], QPointF],
     selected: int | None = None,
     removable: bool = True,
+    image_size: tuple[int, int] | None = None,
 ) -> None:
     """Draw every face's box (and points) in widget coordinates.
 
@@ -42,6 +43,8 @@ def paint_faces(
         to_widget: image point -> widget point.
         selected: index of the face to highlight, if any.
         removable: whether Delete removes the selected face now (the face-box tool is on).
+        image_size: (width, height) of the photo: points past its edges (a face cut by the
+            frame) are not drawn; its box may reach past them, as the face does.
     """
     painter.save()
     painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
@@ -63,6 +66,8 @@ def paint_faces(
             painter.setPen(QPen(SHADOW, 1))
             painter.setBrush(colour)
             for x, y in face.landmarks:
+                if image_size is not None and not (0 <= x <= image_size[0] and 0 <= y <= image_size[1]):
+                    continue
                 painter.drawEllipse(to_widget(float(x), float(y)), POINT_RADIUS, POINT_RADIUS)
             painter.setBrush(Qt.BrushStyle.NoBrush)
         text = caption(face) + ("  (Delete removes it)" if chosen and removable else "")

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 import qtawesome as qta
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QRect, Qt, Signal
+from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -40,6 +41,20 @@ from faceparse_app.widgets.image_table import (
 )
 
 __all__ = ["ALL", "NEEDS_REVIEW", "SORT_NAME", "SORT_UNCERTAINTY", "ImageList", "status_icon"]
+
+
+class _ImageTree(QTreeView):
+    """The list's rows; `moved_to` says which row the keys (arrows, Home, End, page keys) made
+    current, so the highlight never leaves the image on the canvas behind."""
+
+    moved_to = Signal(QModelIndex)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt override
+        before = self.currentIndex()
+        super().keyPressEvent(event)
+        after = self.currentIndex()
+        if after.isValid() and after != before:
+            self.moved_to.emit(after)
 
 
 class StatusLegend(QWidget):
@@ -105,7 +120,7 @@ class ImageList(QWidget):
             box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.progress = QLabel()
         self.progress.setObjectName("progress")
-        self.list = QTreeView()
+        self.list = _ImageTree()
         self.list.setObjectName("image_list")
         self.list.setModel(self.model)
         self.list.setRootIsDecorated(False)
@@ -128,6 +143,7 @@ class ImageList(QWidget):
             header.resizeSection(column, width)
         self.list.clicked.connect(self._on_index)
         self.list.activated.connect(self._on_index)
+        self.list.moved_to.connect(self._on_index)
         self.next_button = QPushButton(qta.icon("fa5s.step-forward"), "Next unfinished (N)")
         self.next_button.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.next_button.clicked.connect(self.next_unfinished_requested)
