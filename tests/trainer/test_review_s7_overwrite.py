@@ -53,7 +53,9 @@ def test_overwrite_replaces_a_finished_pretraining_that_kept_step_checkpoints(
     assert all(read_metadata(out / s)["training"]["recipe"]["seed"] == 1 for s in steps)
 
 
-def test_rank_1_neither_refuses_nor_deletes(faces: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_rank_1_neither_refuses_nor_deletes(
+    faces: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     out = tmp_path / "pre"
     assert main(_argv(faces, out)) == 0
     capsys.readouterr()
