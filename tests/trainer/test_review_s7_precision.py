@@ -1,0 +1,42 @@
+"""Review s7 of the training precision (issue 34): a GPU without bf16 units, a check kept across
+thread counts, and a resumed pretraining that runs in another precision than it started in."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import trainer.precision as precision
+from trainer.precision import choose_precision
+
+pytestmark = pytest.mark.uses_precision_check
+
+
+def test_a_gpu_without_bf16_units_trains_in_float32(monkeypatch) -> None:
+    # A V100 or T4 (compute capability 7.x) emulates bf16: far slower than its float32.
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    choice = choose_precision("auto", "cuda:0")
+    assert choice.precision == "fp32" and "no native bf16" in choice.reason
+    assert choose_precision("bf16", "cuda:0").precision == "bf16"  # asked for: taken as it is
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert choose_precision("auto", "cuda:0").precision == "bf16"
+
+
+def test_the_check_is_kept_whatever_thread_count_a_run_uses(monkeypatch) -> None:
+    # The check times one thread whatever the run's count, so its answer holds for every count.
+    calls: list[int] = []
+
+    def measure() -> dict[str, float]:
+        calls.append(1)
+        return {"fp32_s": 0.02, "bf16_s": 0.01, "speedup": 2.0}
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "measure_bf16_speedup", measure)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            assert choose_precision("auto", "cpu").precision == "bf16"
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 1
