@@ -3,11 +3,18 @@ thread counts, and a resumed pretraining that runs in another precision than it 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 import trainer.precision as precision
+from tests.conftest import synthetic_face
+from trainer.checkpoint import read_metadata
+from trainer.configs import PretrainConfig
+from trainer.data.imageio import write_image
 from trainer.precision import choose_precision
+from trainer.pretrain import pretrain
 
 pytestmark = pytest.mark.uses_precision_check
 
@@ -40,3 +47,25 @@ def test_the_check_is_kept_whatever_thread_count_a_run_uses(monkeypatch) -> None
     finally:
         torch.set_num_threads(threads)
     assert len(calls) == 1
+
+
+def _pretrain(faces: Path, out: Path, epochs: int, prec: str, resume: Path | None = None) -> Path:
+    config = PretrainConfig.from_flat(dict(
+        image_dirs=[str(faces)], out_dir=str(out), preset="tiny", input_size=64, epochs=epochs,
+        batch_size=2, device="cpu", progress_bar=False, precision=prec,
+    ))  # fmt: skip
+    return pretrain(config, resume=resume)
+
+
+def test_a_resumed_pretraining_in_another_precision_records_the_change(tmp_path, caplog) -> None:
+    faces = tmp_path / "faces"
+    for i in range(4):
+        write_image(faces / f"{i}.png", synthetic_face(64, seed=i)[0])
+    last = _pretrain(faces, tmp_path / "run", 1, "fp32")
+    assert read_metadata(last)["precision"] == "fp32"
+    last = _pretrain(faces, tmp_path / "run", 2, "bf16", resume=last)
+    meta = read_metadata(last)
+    assert meta["precision"] == "bf16"
+    # The checkpoint keeps its first two steps' precision on record, and the log says so.
+    assert {"step": 2, "precision": ["fp32", "bf16"]} in meta["changed_on_resume"]
+    assert "precision fp32 -> bf16" in caplog.text
