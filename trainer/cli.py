@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
             "precision": {"choices": PRECISIONS},
         },
     )
-    _add_overwrite(p, "a finished pretraining's checkpoint")
+    _add_overwrite(p, "a finished pretraining's checkpoints (last and step files)")
     p.add_argument(
         "--resume",
         metavar="PATH",

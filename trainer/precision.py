@@ -54,6 +54,12 @@ class PrecisionChoice:
         return {"precision": self.precision, "precision_reason": self.reason}
 
 
+def require_precision(value: str) -> None:
+    """Raise ValueError unless ``value`` is one of :data:`PRECISIONS`."""
+    if value not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether oneDNN runs bf16 on this CPU with its own instructions (AVX512-BF16 or AMX), as
     capped by ``ONEDNN_MAX_CPU_ISA``."""
@@ -185,8 +191,7 @@ def choose_precision(requested: str, device: torch.device | str) -> PrecisionCho
     """
     import torch
 
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    require_precision(requested)
     if requested != "auto":
         return PrecisionChoice(requested, "asked for")
     env = os.environ.get(ENV, "").strip().lower()
