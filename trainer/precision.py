@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from trainer.errors import FaceParseError
+
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI's --help stays fast
     import torch
 
@@ -41,6 +43,10 @@ CACHE_NAME = "precision.json"
 # would buy nothing for bf16's rounding.
 MIN_SPEEDUP = 1.25
 _CHECK_ROUNDS = 5
+
+
+class PrecisionSettingError(FaceParseError, ValueError):
+    """``$FACEPARSE_PRECISION`` names no precision (a user's setting: the CLI prints one line)."""
 
 
 @dataclass(frozen=True)
@@ -187,7 +193,8 @@ def choose_precision(requested: str, device: torch.device | str) -> PrecisionCho
     says it is faster (measured once, cached).
 
     Raises:
-        ValueError: an unknown precision, here or in ``$FACEPARSE_PRECISION``.
+        ValueError: an unknown ``requested`` precision.
+        PrecisionSettingError: an unknown one in ``$FACEPARSE_PRECISION`` (a ValueError too).
     """
     import torch
 
@@ -197,7 +204,9 @@ def choose_precision(requested: str, device: torch.device | str) -> PrecisionCho
     env = os.environ.get(ENV, "").strip().lower()
     if env:
         if env not in PRECISIONS:
-            raise ValueError(f"{ENV}={os.environ[ENV]!r}: use one of {', '.join(PRECISIONS)}")
+            raise PrecisionSettingError(
+                f"{ENV}={os.environ[ENV]!r}: use one of {', '.join(PRECISIONS)}, or unset it"
+            )
         if env != "auto":
             return PrecisionChoice(env, f"{ENV}={env}")
     device = torch.device(device)

@@ -69,3 +69,21 @@ def test_a_resumed_pretraining_in_another_precision_records_the_change(tmp_path,
     # The checkpoint keeps its first two steps' precision on record, and the log says so.
     assert {"step": 2, "precision": ["fp32", "bf16"]} in meta["changed_on_resume"]
     assert "precision fp32 -> bf16" in caplog.text
+
+
+def test_a_wrong_faceparse_precision_is_a_one_line_error_that_keeps_the_folder(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    from tests.conftest import write_synthetic_lapa
+    from trainer.cli import main
+
+    lapa = write_synthetic_lapa(tmp_path / "lapa", {"train": 2, "val": 1})
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "finetune_log.jsonl").write_text('{"step": 1, "loss": 1.0}\n')  # an earlier run's
+    monkeypatch.setenv("FACEPARSE_PRECISION", "half")
+    code = main(["finetune", "--data", str(lapa), "--out-dir", str(out), "--preset", "tiny",
+                 "--max-steps", "1", "--device", "cpu", "--no-progress-bar"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "FACEPARSE_PRECISION='half'" in err and "Traceback" not in err
+    assert (out / "finetune_log.jsonl").read_text() == '{"step": 1, "loss": 1.0}\n'
