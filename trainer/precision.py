@@ -168,11 +168,11 @@ def _cpu_choice() -> PrecisionChoice:
         return PrecisionChoice("fp32", "this CPU has no native bf16 (AVX512-BF16 or AMX)")
     path = user_cache_dir() / CACHE_NAME
     host = _check_key()
-    cache = _read_cache(path)
-    entry = cache.get(host)
+    entry = _read_cache(path).get(host)
     if not (isinstance(entry, dict) and isinstance(entry.get("speedup"), (int, float))):
         entry = {**measure_bf16_speedup(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-        cache[host] = entry
+        # Read again: another process may have added its own entry while this one measured.
+        cache = {**_read_cache(path), host: entry}
         try:
             atomic_write_bytes(path, json.dumps(cache, indent=1).encode())
         except OSError as exc:  # a read-only or full cache folder: measure again next time

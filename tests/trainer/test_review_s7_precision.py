@@ -87,3 +87,22 @@ def test_a_wrong_faceparse_precision_is_a_one_line_error_that_keeps_the_folder(
     err = capsys.readouterr().err
     assert code == 2 and "FACEPARSE_PRECISION='half'" in err and "Traceback" not in err
     assert (out / "finetune_log.jsonl").read_text() == '{"step": 1, "loss": 1.0}\n'
+
+
+def test_a_check_made_meanwhile_by_another_process_is_kept(monkeypatch) -> None:
+    # Two processes (another torch version's venv, say) check at once: each adds its own entry.
+    import json
+    import os
+
+    cache = Path(os.environ["FACEPARSE_CACHE_DIR"]) / precision.CACHE_NAME
+
+    def measure() -> dict[str, float]:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"another host": {"speedup": 0.3}}))  # written meanwhile
+        return {"fp32_s": 0.02, "bf16_s": 0.01, "speedup": 2.0}
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "measure_bf16_speedup", measure)
+    assert choose_precision("auto", "cpu").precision == "bf16"
+    kept = json.loads(cache.read_text())
+    assert kept["another host"] == {"speedup": 0.3} and len(kept) == 2
