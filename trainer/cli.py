@@ -13,7 +13,6 @@ command (``faceparse-studio export``): this package never imports the app.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -58,18 +57,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     config = run_config_from_args(PretrainConfig, args)
     if args.resume is None:
-        from trainer.run_files import RunFiles
-
-        files = RunFiles(Path(config.runtime.out_dir), "pretrain")
-        # A run writing the folder is busy, not "stopped at step N"; rank 0 alone probes the
-        # lock (ranks probing at once would find each other's), and only a folder that exists.
-        probe = files.out_dir.is_dir() and os.environ.get("RANK", "0") == "0"
-        with files.hold() if probe else contextlib.nullcontext():
-            spoiled = files.what_a_fresh_run_would_spoil()
-            if not spoiled and not args.overwrite:
-                spoiled = files.what_a_new_run_would_replace()
-        if spoiled:
-            raise FaceParseError(spoiled)
+        _refuse_a_kept_run(config.runtime.out_dir, "pretrain", args.overwrite)
     started = time.time()
     try:
         path = pretrain(config, resume=args.resume)
@@ -87,17 +75,31 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_a_kept_run(out_dir: str, stage: str) -> None:
-    """Stop before a new run replaces the checkpoints of an earlier one in ``out_dir``."""
+def _refuse_a_kept_run(out_dir: str, stage: str, overwrite: bool) -> None:
+    """Stop before a new run (no ``--resume``) replaces an earlier run's checkpoints in
+    ``out_dir`` (unless ``overwrite``) or mixes its own with them: see
+    :meth:`RunFiles.what_a_new_run_would_replace` and :meth:`RunFiles.what_a_fresh_run_would_spoil`.
+
+    Rank 0 alone looks, holding the folder's lock (a run writing the folder is busy, not
+    finished; ranks probing at once would find each other's), and only in a folder that exists;
+    the other ranks of a torchrun that rank 0 refuses end with it.
+    """
     from trainer.run_files import RunFiles
 
     files = RunFiles(Path(out_dir), stage)
     if not files.out_dir.is_dir() or os.environ.get("RANK", "0") != "0":
         return
-    with files.hold():  # a run writing the folder is busy, not finished
-        kept = files.what_a_new_run_would_replace()
-    if kept:
-        raise FaceParseError(kept)
+    with files.hold():
+        refusal = files.what_a_new_run_would_replace()
+        if refusal and overwrite:
+            refusal = None
+            # The replaced run's step checkpoints go too: the new run's would be pruned against them.
+            for _, path in files.step_checkpoints():
+                log.info("--overwrite: removing %s", path)
+                path.unlink(missing_ok=True)
+        refusal = refusal or files.what_a_fresh_run_would_spoil()
+    if refusal:
+        raise FaceParseError(refusal)
 
 
 def _cmd_recon_grid(args: argparse.Namespace) -> int:
@@ -124,8 +126,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     args.preset = preset_of_start(args.init, args.preset)  # the one stored is the one trained
     config = run_config_from_args(FinetuneConfig, args)
-    if not args.overwrite:
-        _refuse_a_kept_run(config.runtime.out_dir, "finetune")
+    _refuse_a_kept_run(config.runtime.out_dir, "finetune", args.overwrite)
     started = time.time()
     try:
         result = finetune(config)
@@ -293,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
             "precision": {"choices": PRECISIONS},
         },
     )
-    _add_overwrite(p, "a finished pretraining's checkpoint")
+    _add_overwrite(p, "a finished pretraining's checkpoints (last and step files)")
     p.add_argument(
         "--resume",
         metavar="PATH",

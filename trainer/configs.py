@@ -73,9 +73,11 @@ class Runtime:
         channels_last: channels-last memory format (faster convolutions on GPUs and recent CPUs).
         progress_bar: show a terminal progress bar (off when a GUI reports progress, or for a
             log file).
-        precision: "auto", "fp32" or "bf16": bf16 mixed precision (float32 weights) is ~2x
-            faster on CPUs with AMX and far slower on others; auto takes it on CUDA and where
-            a one-time check on this CPU measures it faster (see trainer.precision).
+        precision: the training steps' arithmetic: bf16 mixed precision (weights, gradients
+            and checkpoints stay float32) or fp32. auto takes bf16 on a GPU with bf16 units
+            and on a CPU where a check made once per host measures it faster (about 2x with
+            AMX; CPUs without native bf16 train in fp32 unchecked), else fp32;
+            FACEPARSE_PRECISION=fp32|bf16 overrides auto.
     """
 
     out_dir: str
@@ -86,15 +88,12 @@ class Runtime:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        from trainer.precision import PRECISIONS
+        from trainer.precision import require_precision
 
         object.__setattr__(self, "out_dir", str(self.out_dir))
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
+        require_precision(self.precision)
 
 
 @dataclass(frozen=True)

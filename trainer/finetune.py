@@ -177,15 +177,15 @@ def _finetune_on_samples(
     val = as_named(val_samples) if val_samples is not None and len(val_samples) else None
     recipe, runtime = config.recipe, config.runtime
     out_dir = files.out_dir
+    device = select_device(runtime.device)
+    precision = choose_precision(runtime.precision, device)  # a wrong setting stops it here
+    log.info("precision: %s (%s)", precision.precision, precision.reason)
     # No resume in stage 2: a new run in the same folder replaces the old one, logs included,
     # and the temp files of a run killed mid-write.
     for path in (files.log, files.val_log):
         path.unlink(missing_ok=True)
     for pattern in (files.checkpoints_glob, files.log.name, files.val_log.name):
         remove_temp_leftovers(out_dir, pattern)
-    device = select_device(runtime.device)
-    precision = choose_precision(runtime.precision, device)
-    log.info("precision: %s (%s)", precision.precision, precision.reason)
     seed_everything(recipe.seed)
     model, origin = build_finetune_model(config)
     model = model.to(device).train()

@@ -1,16 +1,17 @@
 """The arithmetic a training run uses: float32, or bfloat16 mixed precision where it is faster.
 
-On CUDA, bf16 autocast is the default. On a CPU it depends on the chip: with AMX (Intel Xeon
+On CUDA, bf16 autocast is the default on GPUs with bf16 units (compute capability 8.0 on; older
+ones emulate it and train in float32). On a CPU it depends on the chip: with AMX (Intel Xeon
 from Sapphire Rapids on) oneDNN's bf16 convolutions run a training step about twice as fast as
 float32; with AVX-512 but no bf16 instructions bf16 is emulated and several times slower, and on
 AVX2 it is over ten times slower. So ``auto`` asks the CPU:
 
 - no native bf16 in oneDNN (``torch.ops.mkldnn._is_mkldnn_bf16_supported``): float32, at once;
 - else a short check (:func:`measure_bf16_speedup`): forward and backward of a few 3×3
-  convolutions of a UNet++ decoder's shapes, float32 and bf16 autocast interleaved; bf16 only if
-  it is at least :data:`MIN_SPEEDUP` times faster. The answer is kept per host
-  (:func:`trainer.runtime_choice.host_key`: CPU model, ISA, caps, torch version, threads) in
-  ``precision.json`` in the user cache dir, so it is measured once.
+  convolutions of a UNet++ decoder's shapes on one thread, float32 and bf16 autocast
+  interleaved; bf16 only if it is at least :data:`MIN_SPEEDUP` times faster. The answer is kept
+  per host (CPU model, ISA, ISA caps, torch version: :func:`_check_key`) in ``precision.json``
+  in the user cache dir, so it is measured once.
 
 Mixed precision keeps the weights, their gradients and the optimizer in float32 (autocast casts
 the convolutions' inputs), so checkpoints are float32 either way; only the forward pass's
@@ -28,6 +29,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from trainer.errors import FaceParseError
+
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI's --help stays fast
     import torch
 
@@ -42,6 +45,10 @@ MIN_SPEEDUP = 1.25
 _CHECK_ROUNDS = 5
 
 
+class PrecisionSettingError(FaceParseError, ValueError):
+    """``$FACEPARSE_PRECISION`` names no precision (a user's setting: the CLI prints one line)."""
+
+
 @dataclass(frozen=True)
 class PrecisionChoice:
     """What a run computes in, and why (recorded in its checkpoints' meta and its log)."""
@@ -53,6 +60,12 @@ class PrecisionChoice:
         return {"precision": self.precision, "precision_reason": self.reason}
 
 
+def require_precision(value: str) -> None:
+    """Raise ValueError unless ``value`` is one of :data:`PRECISIONS`."""
+    if value not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether oneDNN runs bf16 on this CPU with its own instructions (AVX512-BF16 or AMX), as
     capped by ``ONEDNN_MAX_CPU_ISA``."""
@@ -62,6 +75,30 @@ def cpu_has_native_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def cuda_has_native_bf16(device: torch.device | str) -> bool:
+    """Whether a CUDA device computes bf16 in its own units (compute capability 8.0 on: Ampere
+    and later); older GPUs (V100, T4) emulate it, far slower than their float32. ROCm GPUs that
+    run PyTorch have bf16."""
+    import torch
+
+    if torch.version.hip:
+        return True
+    try:
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    except (AssertionError, RuntimeError, ValueError):  # no such device, or no CUDA at all
+        return False
+
+
+def _check_key() -> str:
+    """The cache key of this host's check: :func:`trainer.runtime_choice.host_key` without the
+    thread count (the check times one thread whatever a run uses, so its answer holds for
+    every count) and the ONNX Runtime version (training does not use it)."""
+    from trainer.runtime_choice import host_key
+
+    ignored = ("threads ", "onnxruntime ")
+    return "|".join(part for part in host_key().split("|") if not part.startswith(ignored))
 
 
 def measure_bf16_speedup(rounds: int = _CHECK_ROUNDS) -> dict[str, float]:
@@ -125,17 +162,17 @@ def _read_cache(path: os.PathLike[str]) -> dict[str, Any]:
 
 def _cpu_choice() -> PrecisionChoice:
     from trainer.data.imageio import atomic_write_bytes
-    from trainer.runtime_choice import host_key, user_cache_dir
+    from trainer.runtime_choice import user_cache_dir
 
     if not cpu_has_native_bf16():
         return PrecisionChoice("fp32", "this CPU has no native bf16 (AVX512-BF16 or AMX)")
     path = user_cache_dir() / CACHE_NAME
-    host = host_key()
-    cache = _read_cache(path)
-    entry = cache.get(host)
+    host = _check_key()
+    entry = _read_cache(path).get(host)
     if not (isinstance(entry, dict) and isinstance(entry.get("speedup"), (int, float))):
         entry = {**measure_bf16_speedup(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-        cache[host] = entry
+        # Read again: another process may have added its own entry while this one measured.
+        cache = {**_read_cache(path), host: entry}
         try:
             atomic_write_bytes(path, json.dumps(cache, indent=1).encode())
         except OSError as exc:  # a read-only or full cache folder: measure again next time
@@ -151,27 +188,32 @@ def _cpu_choice() -> PrecisionChoice:
 def choose_precision(requested: str, device: torch.device | str) -> PrecisionChoice:
     """Resolve a run's ``precision`` ("auto", "fp32" or "bf16") for ``device``.
 
-    ``auto`` takes ``$FACEPARSE_PRECISION`` when set, then bf16 on CUDA, float32 on MPS and, on
-    a CPU, bf16 only where this host's check says it is faster (measured once, cached).
+    ``auto`` takes ``$FACEPARSE_PRECISION`` when set, then bf16 on a GPU with bf16 units
+    (float32 on older ones), float32 on MPS and, on a CPU, bf16 only where this host's check
+    says it is faster (measured once, cached).
 
     Raises:
-        ValueError: an unknown precision, here or in ``$FACEPARSE_PRECISION``.
+        ValueError: an unknown ``requested`` precision.
+        PrecisionSettingError: an unknown one in ``$FACEPARSE_PRECISION`` (a ValueError too).
     """
     import torch
 
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    require_precision(requested)
     if requested != "auto":
         return PrecisionChoice(requested, "asked for")
     env = os.environ.get(ENV, "").strip().lower()
     if env:
         if env not in PRECISIONS:
-            raise ValueError(f"{ENV}={os.environ[ENV]!r}: use one of {', '.join(PRECISIONS)}")
+            raise PrecisionSettingError(
+                f"{ENV}={os.environ[ENV]!r}: use one of {', '.join(PRECISIONS)}, or unset it"
+            )
         if env != "auto":
             return PrecisionChoice(env, f"{ENV}={env}")
     device = torch.device(device)
     if device.type == "cuda":
-        return PrecisionChoice("bf16", "bf16 autocast on CUDA")
+        if cuda_has_native_bf16(device):
+            return PrecisionChoice("bf16", "bf16 autocast on CUDA")
+        return PrecisionChoice("fp32", "this GPU has no native bf16 (compute capability < 8.0)")
     if device.type != "cpu":
         return PrecisionChoice("fp32", f"float32 on {device.type}")
     return _cpu_choice()

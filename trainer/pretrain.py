@@ -246,6 +246,11 @@ def _pretrain(
         fast_forward_scheduler(scheduler, start_step)
         resumed_with = list(previous.get("changed_on_resume") or [])
         changes = _changed_on_resume(previous.get("training"), config)
+        # The precision is resolved per session (auto: per host and device), so a resumed run
+        # may compute in another one than the steps it continues: recorded like a changed recipe.
+        before = previous.get("precision", "not recorded")
+        if before != precision.precision:
+            changes["precision"] = [before, precision.precision]
         if changes:
             resumed_with.append({"step": start_step, **changes})
         if info.is_main:

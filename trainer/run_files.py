@@ -134,21 +134,30 @@ class RunFiles:
                     found.append((int(match.group(1)), path))
         return sorted(found)
 
+    def _last_steps(self) -> tuple[int | None, int | None]:
+        """(step, total_steps) of ``<stage>_last``; None for what it lacks, or for a file
+        that is missing or unreadable as a checkpoint."""
+        from trainer.checkpoint import read_metadata
+
+        try:
+            meta = read_metadata(self.last) if self.last.is_file() else {}
+        except FaceParseError:
+            meta = {}
+        step, total = meta.get("step"), meta.get("total_steps")
+        return (
+            step if isinstance(step, int) else None,
+            total if isinstance(total, int) else None,
+        )
+
     def what_a_fresh_run_would_spoil(self) -> str | None:
         """Why a new stage-1 run (no ``--resume``) must not start in this folder, in one line,
         or None: an earlier run stopped short of its steps (killed, cancelled), which a fresh
         one would replace at its first save, or an earlier run's step checkpoints, which its
         own would be mixed with (and pruned against)."""
-        from trainer.checkpoint import read_metadata
-
         if self.stage != "pretrain":
             return None
-        try:
-            meta = read_metadata(self.last) if self.last.is_file() else {}
-        except FaceParseError:
-            meta = {}  # not resumable anyway
-        step, total = meta.get("step"), meta.get("total_steps")
-        if isinstance(step, int) and isinstance(total, int) and step < total:
+        step, total = self._last_steps()  # an unreadable one is not resumable anyway
+        if step is not None and total is not None and step < total:
             return (
                 f"{self.out_dir} holds a pretraining stopped at step {step} of {total}; "
                 f"continue it with --resume {self.last}, or start a new run in another "
@@ -165,25 +174,20 @@ class RunFiles:
 
     def what_a_new_run_would_replace(self) -> str | None:
         """Why a new run must not start in this folder unless told to replace what it holds
-        (``--overwrite``), in one line, or None: a finished stage-1 run's checkpoint, or any
+        (``--overwrite``), in one line, or None: a finished stage-1 run's checkpoints, or any
         fine-tune's checkpoints (stage 2 does not resume: a new run would replace them at its
         first save, hours of training gone by a reused folder name)."""
-        from trainer.checkpoint import read_metadata
-
         kept = [path for path in (self.best, self.last) if path.is_file()]
         if not kept:
             return None
-        try:
-            meta = read_metadata(self.last) if self.last.is_file() else {}
-        except FaceParseError:
-            meta = {}
-        step, total = meta.get("step"), meta.get("total_steps")
+        step, total = self._last_steps()
         if self.stage == "pretrain":
-            if not (isinstance(step, int) and isinstance(total, int) and step >= total):
+            if step is None or total is None or step < total:
                 return None  # stopped short or unreadable: what_a_fresh_run_would_spoil's case
-            what = f"a finished pretraining ({step} steps)"
+            kept += [path for _, path in self.step_checkpoints()]
+            what = f"a finished pretraining ({step} steps) in {', '.join(p.name for p in kept)}"
         else:
-            trained = f", trained {step} steps" if isinstance(step, int) else ""
+            trained = f", trained {step} steps" if step is not None else ""
             what = f"a fine-tune's checkpoints ({', '.join(p.name for p in kept)}{trained})"
         return (
             f"{self.out_dir} holds {what}, which a new run would replace; choose another "

@@ -98,6 +98,7 @@ def test_the_environment_overrides_auto_but_not_an_explicit_flag(monkeypatch) ->
 
 def test_cuda_takes_bf16_and_other_devices_float32_without_a_check(monkeypatch) -> None:
     _host(monkeypatch, native=True, speedup=None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # an H100
     assert choose_precision("auto", "cuda:0").precision == "bf16"
     assert choose_precision("auto", "mps").precision == "fp32"
 
