@@ -25,8 +25,10 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import FaceParseError
@@ -101,24 +103,52 @@ def _check_key() -> str:
     return "|".join(part for part in host_key().split("|") if not part.startswith(ignored))
 
 
+# The check's own process: ``python -m trainer.precision`` (see :func:`measure_bf16_speedup`).
+_CHECK_COMMAND: list[str] = [sys.executable, "-m", "trainer.precision"]
+_CHECK_TIMEOUT_S = 300
+
+
+class PrecisionCheckFailed(RuntimeError):
+    """The bf16 check's process failed or printed no timing."""
+
+
 def measure_bf16_speedup(rounds: int = _CHECK_ROUNDS) -> dict[str, float]:
     """Float32 against bf16 autocast on this CPU: forward and backward of two 3×3 convolutions
     with BatchNorm and ReLU (64 channels at 64², a batch of 4, channels-last: a UNet++ decoder
     block of the ``lite`` preset), the two interleaved ``rounds`` times after a warm-up; the
-    fastest of each. About half a second where bf16 is native."""
-    import torch
+    fastest of each. About a second where bf16 is native, plus a process start.
 
-    threads = torch.get_num_threads()
-    # One thread: the kernels' own speed, which is what differs between float32 and bf16. Two
-    # OpenMP threads on a busy machine wait for each other and made the ratio a coin toss
-    # (0.43x measured at load 4 where the quiet machine gives 2.2x).
-    torch.set_num_threads(1)
+    Timed on one thread (the kernels' own speed, which is what differs between float32 and bf16;
+    two OpenMP threads on a busy machine wait for each other and made the ratio a coin toss:
+    0.43x at load 4 where the quiet machine gives 2.2x), in a process of its own: torch's thread
+    count is process-wide, and a thread of the caller (the app's pre-label worker) whose first
+    torch call fell in the check would have kept one thread for good.
+
+    Raises:
+        PrecisionCheckFailed: the process failed, timed out or printed no timing.
+    """
+    import subprocess
+
+    package_root = str(Path(__file__).resolve().parents[1])  # where ``trainer`` is importable
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": path}
     try:
-        with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
-            torch.manual_seed(0)
-            return _time_block(rounds)
-    finally:
-        torch.set_num_threads(threads)
+        done = subprocess.run(
+            [*_CHECK_COMMAND, str(rounds)], capture_output=True, text=True, env=env,
+            timeout=_CHECK_TIMEOUT_S,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PrecisionCheckFailed(str(exc)) from None
+    lines = done.stdout.strip().splitlines()
+    try:
+        if done.returncode != 0 or not lines:
+            raise ValueError(f"exit status {done.returncode}: {done.stderr.strip()[-300:]}")
+        timing = json.loads(lines[-1])
+        if not (isinstance(timing, dict) and float(timing["speedup"]) > 0):
+            raise ValueError(f"no timing in {lines[-1]!r}")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PrecisionCheckFailed(str(exc)) from None
+    return timing
 
 
 def _time_block(rounds: int) -> dict[str, float]:
@@ -170,7 +200,12 @@ def _cpu_choice() -> PrecisionChoice:
     host = _check_key()
     entry = _read_cache(path).get(host)
     if not (isinstance(entry, dict) and isinstance(entry.get("speedup"), (int, float))):
-        entry = {**measure_bf16_speedup(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            timing = measure_bf16_speedup()
+        except PrecisionCheckFailed as exc:  # not kept: the next run checks again
+            log.warning("the bf16 check failed (%s); training in float32", exc)
+            return PrecisionChoice("fp32", f"the bf16 check failed ({exc})")
+        entry = {**timing, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
         # Read again: another process may have added its own entry while this one measured.
         cache = {**_read_cache(path), host: entry}
         try:
@@ -226,3 +261,18 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
     if precision == "bf16":
         return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def _check_main(argv: list[str]) -> int:
+    """``python -m trainer.precision [ROUNDS]``: the check, one JSON line on stdout."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    timing = _time_block(int(argv[0]) if argv else _CHECK_ROUNDS)
+    print(json.dumps({**timing, "threads": torch.get_num_threads()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_check_main(sys.argv[1:]))

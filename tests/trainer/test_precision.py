@@ -103,23 +103,30 @@ def test_cuda_takes_bf16_and_other_devices_float32_without_a_check(monkeypatch) 
     assert choose_precision("auto", "mps").precision == "fp32"
 
 
-def test_the_check_measures_both_and_leaves_the_random_stream_alone(monkeypatch) -> None:
+def test_the_check_runs_apart_and_leaves_this_process_as_it_was(monkeypatch) -> None:
+    """The check is timed on one thread, and torch's thread count is process-wide: a thread of
+    the app (a pre-label worker) whose first torch call fell in the check's second kept one
+    thread for good. So the check runs in a process of its own and never sets this one's."""
     torch.manual_seed(5)
     expected = torch.rand(4)
     torch.manual_seed(5)
     threads = torch.get_num_threads()
-    seen: list[int] = []
-    real_block = precision._time_block
-    monkeypatch.setattr(
-        precision, "_time_block", lambda rounds: seen.append(torch.get_num_threads()) or real_block(rounds)
-    )
+    set_to: list[int] = []
+    real_set = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: set_to.append(n) or real_set(n))
     timing = precision.measure_bf16_speedup(rounds=1)
     assert torch.equal(torch.rand(4), expected)
-    # Timed on one thread (two threads on a busy machine made the ratio a coin toss), and the
-    # caller's threads given back.
-    assert seen == [1] and torch.get_num_threads() == threads
-    assert timing["fp32_s"] > 0 and timing["bf16_s"] > 0
+    assert set_to == [] and torch.get_num_threads() == threads
+    assert timing["fp32_s"] > 0 and timing["bf16_s"] > 0 and timing["threads"] == 1
     assert timing["speedup"] == pytest.approx(timing["fp32_s"] / timing["bf16_s"], rel=0.01)
+
+
+def test_a_check_that_fails_trains_in_float32_and_is_not_kept(monkeypatch) -> None:
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "_CHECK_COMMAND", [sys.executable, "-c", "import sys; sys.exit(3)"])
+    choice = choose_precision("auto", "cpu")
+    assert choice.precision == "fp32" and "check failed" in choice.reason
+    assert not _cache().exists()  # measured again next time
 
 
 def _faces(n: int) -> list[Sample]:
