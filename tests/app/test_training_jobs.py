@@ -307,3 +307,22 @@ def test_the_apps_pretraining_draws_no_progress_bar_in_the_terminal(faces_dir, t
     )  # fmt: skip
     assert result.version is not None
     assert "pretrain" not in terminal.getvalue() and "it/s" not in terminal.getvalue()
+
+
+@pytest.mark.uses_precision_check
+def test_an_app_fine_tune_trains_in_the_precision_this_cpu_runs_fastest(faces_dir, tmp_path, monkeypatch):
+    """On a CPU whose check measures bf16 faster (AMX: 2.2-2.9x here) the app's fine-tune trains
+    in bf16 and its published version says so; the held-out gate still scores it in float32."""
+    import trainer.precision
+
+    monkeypatch.setattr(trainer.precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(
+        trainer.precision, "measure_bf16_speedup", lambda: {"fp32_s": 0.04, "bf16_s": 0.02, "speedup": 2.0}
+    )
+    store = ModelStore(tmp_path / "models")
+    result = run_finetune_on_files(
+        labeled_files(faces_dir), tmp_path / "run", max_steps=2, store=store, note="bf16", **TINY
+    )
+    meta = read_metadata(result.version.path)
+    assert meta["precision"] == "bf16" and "2.00x" in meta["precision_reason"]
+    assert store.active("parser").id == result.version.id and "mean_f1" in result.version.metrics
