@@ -105,6 +105,16 @@ def face() -> tuple[np.ndarray, np.ndarray]:
     return synthetic_face(64, 0)
 
 
+def write_face_photos(folder: Path, n: int = 4, size: int = 64) -> Path:
+    """``n`` unlabeled synthetic face photos ``0.png``, ``1.png``, ... in ``folder`` (a folder of
+    photos for stage 1); returns the folder."""
+    from trainer.data.imageio import write_image
+
+    for i in range(n):
+        write_image(folder / f"{i}.png", synthetic_face(size, seed=i)[0])
+    return folder
+
+
 def write_synthetic_lapa(
     root: Path, splits: dict[str, int] | None = None, size: int = 64, seed: int = 0
 ) -> Path:

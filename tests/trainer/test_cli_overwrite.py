@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import synthetic_face, write_synthetic_lapa
+from tests.conftest import write_face_photos, write_synthetic_lapa
 from trainer.checkpoint import read_metadata
 from trainer.cli import main
-from trainer.data.imageio import write_image
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +46,7 @@ def test_a_second_finetune_into_the_same_folder_stops_before_touching_the_first(
 
 
 def test_a_fresh_pretraining_over_a_finished_one_needs_overwrite(tmp_path: Path, capsys) -> None:
-    faces = tmp_path / "faces"
-    for i in range(4):
-        write_image(faces / f"{i}.png", synthetic_face(64, seed=i)[0])
+    faces = write_face_photos(tmp_path / "faces")
     out = tmp_path / "pre"
     argv = ["pretrain", "--image-dirs", str(faces), "--out-dir", str(out), "--preset", "tiny",
             "--input-size", "64", "--epochs", "1", "--batch-size", "2", "--device", "cpu",

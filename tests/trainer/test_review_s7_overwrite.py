@@ -7,18 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import synthetic_face
+from tests.conftest import write_face_photos
 from trainer.checkpoint import read_metadata
 from trainer.cli import main
-from trainer.data.imageio import write_image
 
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("faces")
-    for i in range(4):
-        write_image(folder / f"{i}.png", synthetic_face(64, seed=i)[0])
-    return folder
+    return write_face_photos(tmp_path_factory.mktemp("faces"))
 
 
 def _argv(faces: Path, out: Path, *more: str) -> list[str]:

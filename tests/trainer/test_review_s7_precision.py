@@ -9,10 +9,9 @@ import pytest
 import torch
 
 import trainer.precision as precision
-from tests.conftest import synthetic_face
+from tests.conftest import write_face_photos
 from trainer.checkpoint import read_metadata
 from trainer.configs import PretrainConfig
-from trainer.data.imageio import write_image
 from trainer.precision import choose_precision
 from trainer.pretrain import pretrain
 
@@ -58,9 +57,7 @@ def _pretrain(faces: Path, out: Path, epochs: int, prec: str, resume: Path | Non
 
 
 def test_a_resumed_pretraining_in_another_precision_records_the_change(tmp_path, caplog) -> None:
-    faces = tmp_path / "faces"
-    for i in range(4):
-        write_image(faces / f"{i}.png", synthetic_face(64, seed=i)[0])
+    faces = write_face_photos(tmp_path / "faces")
     last = _pretrain(faces, tmp_path / "run", 1, "fp32")
     assert read_metadata(last)["precision"] == "fp32"
     last = _pretrain(faces, tmp_path / "run", 2, "bf16", resume=last)
