@@ -179,26 +179,13 @@ def _time_block(rounds: int) -> dict[str, float]:
     return {"fp32_s": round(fp32, 5), "bf16_s": round(bf16, 5), "speedup": round(fp32 / bf16, 3)}
 
 
-def _read_cache(path: os.PathLike[str]) -> dict[str, Any]:
-    try:
-        data = json.loads(open(path, encoding="utf-8").read())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        log.warning("ignoring the unreadable precision cache %s (%s); measuring again", path, exc)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _cpu_choice() -> PrecisionChoice:
-    from trainer.data.imageio import atomic_write_bytes
-    from trainer.runtime_choice import user_cache_dir
+    from trainer.runtime_choice import read_choices, update_choices, user_cache_dir
 
     if not cpu_has_native_bf16():
         return PrecisionChoice("fp32", "this CPU has no native bf16 (AVX512-BF16 or AMX)")
-    path = user_cache_dir() / CACHE_NAME
-    host = _check_key()
-    entry = _read_cache(path).get(host)
+    cache, host = user_cache_dir(), _check_key()
+    entry = read_choices(cache, CACHE_NAME).get(host)
     if not (isinstance(entry, dict) and isinstance(entry.get("speedup"), (int, float))):
         try:
             timing = measure_bf16_speedup()
@@ -206,12 +193,9 @@ def _cpu_choice() -> PrecisionChoice:
             log.warning("the bf16 check failed (%s); training in float32", exc)
             return PrecisionChoice("fp32", f"the bf16 check failed ({exc})")
         entry = {**timing, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-        # Read again: another process may have added its own entry while this one measured.
-        cache = {**_read_cache(path), host: entry}
-        try:
-            atomic_write_bytes(path, json.dumps(cache, indent=1).encode())
-        except OSError as exc:  # a read-only or full cache folder: measure again next time
-            log.warning("could not keep the precision check in %s (%s)", path, exc)
+        # Merged into the file as it is now: another process may have added its own entry while
+        # this one measured. A cache that cannot be written: measure again next time.
+        update_choices(cache, {host: entry}, CACHE_NAME)
     speedup = float(entry["speedup"])
     if speedup >= MIN_SPEEDUP:
         return PrecisionChoice("bf16", f"bf16 measured {speedup:.2f}x float32 on this CPU")

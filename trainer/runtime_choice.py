@@ -272,27 +272,36 @@ def record_failure(
     update_choices(cache, {key: {**entry, "runtime": "torch", "reason": reason}})
 
 
-def read_choices(cache_dir: Path) -> dict[str, dict[str, Any]]:
-    """The cached choices; an unreadable file counts as empty (it is rewritten)."""
+def read_choices(cache_dir: Path, name: str = CACHE_NAME) -> dict[str, dict[str, Any]]:
+    """The cached choices in ``name`` (``runtimes.json``; ``precision.json`` for
+    :mod:`trainer.precision`); an unreadable file counts as empty (it is rewritten)."""
+    path = cache_dir / name
     try:
-        data = json.loads((cache_dir / CACHE_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring the unreadable %s cache %s (%s)", Path(name).stem, path, exc)
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def write_choices(cache_dir: Path, choices: dict[str, dict[str, Any]]) -> None:
+def write_choices(
+    cache_dir: Path, choices: dict[str, dict[str, Any]], name: str = CACHE_NAME
+) -> None:
     """Write the cache atomically; a cache that cannot be written only costs a self-check."""
     try:
-        atomic_write_bytes(cache_dir / CACHE_NAME, json.dumps(choices, indent=1).encode())
+        atomic_write_bytes(cache_dir / name, json.dumps(choices, indent=1).encode())
     except OSError as exc:
-        log.warning("could not write the runtime cache in %s (%s)", cache_dir, exc)
+        log.warning("could not write the %s cache in %s (%s)", Path(name).stem, cache_dir, exc)
 
 
-def update_choices(cache_dir: Path, entries: dict[str, dict[str, Any]]) -> None:
+def update_choices(
+    cache_dir: Path, entries: dict[str, dict[str, Any]], name: str = CACHE_NAME
+) -> None:
     """Add entries to the cache as it is now on disk (another process may have added its own
     since this one read it)."""
-    write_choices(cache_dir, {**read_choices(cache_dir), **entries})
+    write_choices(cache_dir, {**read_choices(cache_dir, name), **entries}, name)
 
 
 def onnx_path(predictor: Predictor, checkpoint: str | os.PathLike[str], cache: Path) -> Path:
