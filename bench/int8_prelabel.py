@@ -1,5 +1,6 @@
 """An int8 pre-label path (issue 34): ONNX Runtime static quantization calibrated on faces,
-against the fp32 paths, for speed and mean F1.
+against the fp32 paths, for speed and mean F1; and torch in bf16 (autocast), which the runtime
+choice takes per host (:mod:`trainer.runtime_choice`).
 
 Usage:
     python -m bench.int8_prelabel [--data bench/out/study/data] [--calibration 32]
@@ -12,6 +13,8 @@ feeds them). Speed: one forward pass of 2 face crops (a face and its context), t
 channels_last, ONNX Runtime fp32 and int8 called round-robin for ``--rounds`` rounds, fastest
 call of each. Quality: mean F1 of each on the study's validation faces (``whole`` framing: the
 parser alone). Kept only if int8 is ≥ 1.5× the fastest fp32 path and within 0.5 mean-F1 points.
+bf16 is scored by the same rule (the runtime choice asks ≥ 1.25× on the host it runs on, and
+considers bf16 only where oneDNN runs it natively; ``--no-bf16`` leaves it out).
 
 ONNX Runtime picks its kernels from the CPU itself: ``ONEDNN_MAX_CPU_ISA`` and
 ``MKL_ENABLE_INSTRUCTIONS`` cap torch's kernels, not ONNX Runtime's (its figures are native).
@@ -19,6 +22,7 @@ ONNX Runtime picks its kernels from the CPU itself: ``ONEDNN_MAX_CPU_ISA`` and
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--limit", type=int, default=100, help="validation faces scored")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                        help="also torch channels_last in bf16")  # fmt: skip
     args = parser.parse_args(argv)
 
     from bench.faces import prepare_data, validation_faces
@@ -103,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             "onnxruntime_fp32": OnnxPredictor(fp32, framing="whole"),
             "onnxruntime_int8": OnnxPredictor(int8, framing="whole"),
         }
+        if args.bf16:
+            paths["torch_bf16"] = torch_cl.in_precision("bf16")
         side = torch_cl.input_size
         crops = list(np.random.default_rng(0).integers(0, 256, (2, side, side, 3), np.uint8))
         best = {name: float("inf") for name in paths}
@@ -126,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     result["keep_int8"] = (
         result["int8_speedup_over_best_fp32"] >= 1.5 and abs(result["int8_f1_drop"]) <= 0.5
     )
+    if args.bf16:  # (whether oneDNN runs bf16 natively: result["machine"]["onednn_bf16"])
+        result["bf16_speedup_over_best_fp32"] = round(fastest_fp32 / best["torch_bf16"], 2)
+        result["bf16_f1_drop"] = round(scores["torch_channels_last"] - scores["torch_bf16"], 2)
     result["validation_faces"] = len(val)
     result["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))

@@ -1,6 +1,6 @@
 """The pre-label runtime chosen in the background: :class:`RuntimeCheck` finds out whether a model
-should run in ONNX Runtime on this CPU (:mod:`trainer.runtime_choice`) while the pre-labels go on
-in torch, and hands over the faster predictor when there is one.
+should run in ONNX Runtime, or in bf16, on this CPU (:mod:`trainer.runtime_choice`) while the
+pre-labels go on in float32 torch, and hands over the faster predictor when there is one.
 
 The answer the cache already holds is read in a thread of its own. Any work (exporting a graph,
 checking its logits, timing the two runtimes) runs in a process of its own
@@ -29,6 +29,7 @@ POLL_S = 0.1  # how often the waiting thread looks at the check's process and at
 
 ONNX_TEXT = "ONNX Runtime (chosen on this CPU)"
 TORCH_TEXT = "torch (chosen on this CPU)"
+BF16_TEXT = "torch bf16 (chosen on this CPU)"
 
 
 def runtime_setting() -> str:
@@ -185,7 +186,7 @@ class RuntimeCheck:
         from trainer import runtime_choice as rc
 
         missing = onnxruntime_missing()
-        if missing:
+        if missing and rc.bf16_prelabels_unavailable():
             log.info("pre-labels run in torch: %s", missing)
             return None, "torch (ONNX Runtime not installed)"
         pred, ckpt = self.torch_predictor, self.checkpoint
@@ -196,6 +197,9 @@ class RuntimeCheck:
             entry = self._run_child(child_command(ckpt, cache, torch.get_num_threads()))
             if entry is None:
                 return None, ""  # cancelled
+        if entry.get("runtime") == "torch-bf16":
+            log.info("pre-labels run in bf16: %s", entry.get("reason", "the faster here"))
+            return pred.in_precision("bf16"), BF16_TEXT
         if entry.get("runtime") != "onnxruntime":
             log.info("pre-labels run in torch: %s", entry.get("reason", "the faster here"))
             return None, TORCH_TEXT
@@ -214,7 +218,8 @@ def runtime_text(predictor: Any) -> str:
     if predictor is None:
         return ""
     info = getattr(predictor, "model_info", None) or {}
-    return "ONNX Runtime" if info.get("runtime") == "onnxruntime" else "torch"
+    runtime = info.get("runtime")
+    return {"onnxruntime": "ONNX Runtime", "torch-bf16": "torch bf16"}.get(runtime, "torch")
 
 
 class RuntimeSwitch:

@@ -82,16 +82,19 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def autocast_for(device: torch.device | str) -> contextlib.AbstractContextManager[Any]:
-    """Inference's autocast: bf16 on CUDA; a null context everywhere else.
-
-    Pre-labels on a CPU stay in float32 (the runtime self-check compares them with float32 to
-    1e-3); training chooses its own precision per host (:mod:`trainer.precision`). MPS runs in
-    float32.
+def autocast_for(
+    device: torch.device | str, precision: str = "fp32"
+) -> contextlib.AbstractContextManager[Any]:
+    """Inference's autocast: bf16 on CUDA; on a CPU bf16 where ``precision`` asks for it (the
+    runtime choice asks only where it is native, faster, and its labels agree with float32's:
+    :mod:`trainer.runtime_choice`); a null context everywhere else. Training chooses its own
+    precision per host (:mod:`trainer.precision`). MPS runs in float32.
     """
     device = torch.device(device)
     if device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and precision == "bf16":
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

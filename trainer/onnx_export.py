@@ -239,6 +239,7 @@ class OnnxPredictor(Predictor):
         self.label_set = get_label_set(config.label_set)
         self.framing = check_framing(framing)
         self._finder = finder
+        self.precision = "fp32"
         self._input_name = self.session.get_inputs()[0].name
 
     @property

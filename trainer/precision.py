@@ -94,12 +94,13 @@ def cuda_has_native_bf16(device: torch.device | str) -> bool:
 
 
 def _check_key() -> str:
-    """The cache key of this host's check: :func:`trainer.runtime_choice.host_key` without the
+    """The cache key of this host's check: :func:`trainer.host_cache.host_key` without the
     thread count (the check times one thread whatever a run uses, so its answer holds for
-    every count) and the ONNX Runtime version (training does not use it)."""
-    from trainer.runtime_choice import host_key
+    every count), the ONNX Runtime version (training does not use it) and the bf16 flag (the
+    CPU model and the ISA cap already fix it)."""
+    from trainer.host_cache import host_key
 
-    ignored = ("threads ", "onnxruntime ")
+    ignored = ("threads ", "onnxruntime ", "bf16 ")
     return "|".join(part for part in host_key().split("|") if not part.startswith(ignored))
 
 
@@ -180,7 +181,7 @@ def _time_block(rounds: int) -> dict[str, float]:
 
 
 def _cpu_choice() -> PrecisionChoice:
-    from trainer.runtime_choice import read_choices, update_choices, user_cache_dir
+    from trainer.host_cache import read_choices, update_choices, user_cache_dir
 
     if not cpu_has_native_bf16():
         return PrecisionChoice("fp32", "this CPU has no native bf16 (AVX512-BF16 or AMX)")

@@ -79,6 +79,9 @@ class Predictor:
         channels_last: use the channels-last memory format (faster convolutions on CPU and GPU).
         framing: "detect" (find and crop every face) or "whole" (the image is one aligned
             face crop); see the module docstring.
+        precision: "fp32", or "bf16" (bf16 autocast on a CPU: the runtime choice takes it only
+            where oneDNN runs bf16 natively, it is faster, and its labels agree with float32's:
+            :mod:`trainer.runtime_choice`). CUDA always computes in bf16.
         finder: the face finder for ``detect``; default :func:`trainer.face_detect.get_finder`,
             loaded on first use.
     """
@@ -91,6 +94,7 @@ class Predictor:
         channels_last: bool = True,
         framing: str = DEFAULT_FRAMING,
         finder: Callable[[np.ndarray], list[Face]] | None = None,
+        precision: str = "fp32",
     ) -> None:
         if "parsing" not in model.heads:
             raise CheckpointError("the model has no parsing head; fine-tune it before predicting")
@@ -105,6 +109,23 @@ class Predictor:
         self.label_set = get_label_set(model.config.label_set)
         self.framing = check_framing(framing)
         self._finder = finder
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        self.precision = precision
+
+    def in_precision(self, precision: str) -> Predictor:
+        """The same network and face finder computing in ``precision`` (no copy of the weights)."""
+        if precision == self.precision:
+            return self
+        return Predictor(
+            self.model,
+            meta=self.meta,
+            device=self.device,
+            channels_last=self.channels_last,
+            framing=self.framing,
+            finder=self._finder,
+            precision=precision,
+        )
 
     @classmethod
     def from_checkpoint(
@@ -156,7 +177,7 @@ class Predictor:
             "metrics": self.meta.get("metrics"),
             "path": self.meta.get("path"),
             "framing": self.framing,
-            "runtime": "torch",
+            "runtime": "torch-bf16" if self.precision == "bf16" else "torch",
             "finder": getattr(self._finder, "name", None) if self.framing == "detect" else None,
         }
 
@@ -185,7 +206,7 @@ class Predictor:
         """(B, C, S, S) float32 class logits at the network input size."""
         from trainer.engine import autocast_for
 
-        with torch.inference_mode(), autocast_for(self.device):
+        with torch.inference_mode(), autocast_for(self.device, self.precision):
             return self.model(self._to_input(images), head="parsing").float()
 
     @property

@@ -1,7 +1,12 @@
-"""The pre-label runtime, chosen per model and host: torch channels_last or ONNX Runtime.
+"""The pre-label runtime, chosen per model and host: torch channels_last (float32, or bf16 where
+the CPU has it natively) or ONNX Runtime.
 
-Which one is faster depends on the CPU (AVX-512 or AVX2 only), the preset and the versions
-installed, so neither is a fixed default. Two answers are kept in a small JSON file in the user
+Which one is faster depends on the CPU (AVX-512 or AVX2 only; AVX512-BF16 or AMX for bf16), the
+preset and the versions installed, so none is a fixed default. bf16 is a candidate only where
+oneDNN runs it natively (elsewhere it is many times slower) and ``$FACEPARSE_PRECISION`` is not
+``fp32`` (:func:`~trainer.host_cache.bf16_prelabels_unavailable`, part of the host key); it must be :data:`BF16_MIN_SPEEDUP` times as fast as the faster float32 path and give
+the float32 class on :data:`LABEL_AGREEMENT` of the check crops' pixels (its logits differ by far
+more than 1e-3, so the label is what is compared). Two answers are kept in a small JSON file in the user
 cache dir (:func:`user_cache_dir`), both for this host (CPU model, ISA, torch and ONNX Runtime
 versions, threads: :func:`host_key`):
 
@@ -10,7 +15,8 @@ versions, threads: :func:`host_key`):
   on the same crops (ONNX Runtime must win by :data:`MARGIN`; a near tie keeps torch). Every
   fine-tuned version of a model shares it.
 - *agreement*, per model (:func:`model_key`: the checksum of its tensors): whether ONNX
-  Runtime's logits match torch's within :data:`AGREEMENT` for these weights.
+  Runtime's logits match torch's within :data:`AGREEMENT` (bf16: its labels, within
+  :data:`LABEL_AGREEMENT`) for these weights.
 
 So the first model of an architecture on a CPU is exported to ONNX (parity-checked), checked
 and timed; a fine-tuned version of it is only exported and checked (:func:`choose_runtime`), and
@@ -30,7 +36,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import sys
 import threading
 import time
@@ -42,68 +47,36 @@ import numpy as np
 import torch
 
 from trainer.checkpoint import CHECKSUM_KEY
-from trainer.data.imageio import atomic_write_bytes
+from trainer.host_cache import (  # noqa: F401 - also this module's names, as they always were
+    CACHE_ENV,
+    CACHE_NAME,
+    bf16_prelabels_unavailable,
+    host_key,
+    read_choices,
+    update_choices,
+    user_cache_dir,
+    write_choices,
+)
 from trainer.predict import DEFAULT_FRAMING, Predictor
 
 log = logging.getLogger(__name__)
 
-RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnxruntime")
-CACHE_NAME = "runtimes.json"
-CACHE_ENV = "FACEPARSE_CACHE_DIR"
+RUNTIMES: tuple[str, ...] = ("auto", "torch", "torch-bf16", "onnxruntime")
 # Largest logit difference the self-check accepts between the runtimes (export_onnx's own check
 # is 1e-4 against eager NCHW; channels_last sums in another order).
 AGREEMENT = 1e-3
 # ONNX Runtime is chosen only when at least this much faster than torch: a near tie flips between
 # runs on a busy machine, and ONNX Runtime costs an export of every new version of a model.
 MARGIN = 0.05
+# bf16 pre-labels are chosen only when at least this many times as fast as the faster float32
+# path (as for training: :data:`trainer.precision.MIN_SPEEDUP`) ...
+BF16_MIN_SPEEDUP = 1.25
+# ... and when they give float32's class to at least this share of the check crops' pixels
+# (the starter parser: 0.998 on the random crops; mean F1 on the validation faces within 0.01).
+LABEL_AGREEMENT = 0.99
 SELF_CHECK_CALLS = 3
 SELF_CHECK_CROPS = 2  # one face: its own crop and its context crop, one forward pass
 KEEP_EXPORTS = 8  # exported graphs kept in the cache, the most recently used
-
-
-def user_cache_dir() -> Path:
-    """Where the runtime choices and exported graphs live: ``$FACEPARSE_CACHE_DIR``, else the
-    platform's user cache folder (``~/.cache/faceparse`` on Linux)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-        return base / "faceparse" / "cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "faceparse"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "faceparse"
-
-
-def host_key() -> str:
-    """What makes one CPU runtime faster than the other on this machine."""
-    try:
-        import onnxruntime
-
-        ort = onnxruntime.__version__
-    except ImportError:
-        ort = "none"
-    return "|".join(
-        [
-            _cpu_model(),
-            torch.backends.cpu.get_cpu_capability(),
-            # An ISA cap set for oneDNN or MKL changes the kernels without changing the CPU.
-            os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
-            os.environ.get("MKL_ENABLE_INSTRUCTIONS", ""),
-            f"torch {torch.__version__}",
-            f"onnxruntime {ort}",
-            f"threads {torch.get_num_threads()}",
-        ]
-    )
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def model_key(predictor: Predictor, checkpoint: str | os.PathLike[str]) -> str:
@@ -152,8 +125,9 @@ def load_predictor(
         checkpoint: a stage-2 (parsing) checkpoint.
         device: as :class:`Predictor`; ONNX Runtime is considered on the CPU only.
         framing: "detect" or "whole".
-        runtime: "auto" (the self-checked choice, cached: :func:`choose_runtime`), "torch" or
-            "onnxruntime" (exported and run in ONNX Runtime; its errors are raised).
+        runtime: "auto" (the self-checked choice, cached: :func:`choose_runtime`), "torch",
+            "torch-bf16" (bf16 autocast, wherever asked) or "onnxruntime" (exported and run in
+            ONNX Runtime; its errors are raised).
         cache_dir: default :func:`user_cache_dir`.
 
     Returns:
@@ -165,10 +139,14 @@ def load_predictor(
     torch_predictor = Predictor.from_checkpoint(checkpoint, device=device, framing=framing)
     if runtime == "torch" or torch_predictor.device.type != "cpu":
         return torch_predictor
+    if runtime == "torch-bf16":
+        return torch_predictor.in_precision("bf16")
     cache = Path(cache_dir) if cache_dir is not None else user_cache_dir()
     if runtime == "onnxruntime":
         return onnx_predictor(torch_predictor, checkpoint, cache)
     entry = choose_runtime(torch_predictor, checkpoint, cache)
+    if entry.get("runtime") == "torch-bf16":
+        return torch_predictor.in_precision("bf16")
     if entry.get("runtime") == "onnxruntime":
         try:
             return onnx_predictor(torch_predictor, checkpoint, cache)
@@ -223,44 +201,60 @@ def choose_runtime(
     check and time (:func:`self_check`), remembered for the architecture and for the model.
 
     Returns:
-        {"runtime": "torch" or "onnxruntime", "reason", and where measured "torch_s",
-        "onnxruntime_s" (a pass of SELF_CHECK_CROPS crops), "agreement" (largest logit
-        difference), "checked" (UTC)}.
+        {"runtime": "torch", "torch-bf16" or "onnxruntime", "reason", and where measured
+        "torch_s", "onnxruntime_s", "torch_bf16_s" (a pass of SELF_CHECK_CROPS crops),
+        "agreement" (largest logit difference), "label_agreement" (bf16: share of pixels of
+        float32's class), "checked" (UTC)}.
     """
     entry = known_choice(torch_predictor, checkpoint, cache)
     if entry is not None:
         return entry
     speed = _with_margin(read_choices(cache).get(speed_key(torch_predictor)))
     entry = {"checked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    try:
-        other = onnx_predictor(torch_predictor, checkpoint, cache)
-    except Exception as exc:  # noqa: BLE001 - no onnxruntime, a failed export: torch
-        entry.update(runtime="torch", reason=f"ONNX Runtime unavailable: {exc}")
-        update_choices(cache, {choice_key(torch_predictor, checkpoint): entry})
-        return entry
+    bf16_why = bf16_prelabels_unavailable()
+    other, ort_why = None, None
+    if speed is None or speed.get("runtime") == "onnxruntime":
+        try:
+            other = onnx_predictor(torch_predictor, checkpoint, cache)
+        except Exception as exc:  # noqa: BLE001 - no onnxruntime, a failed export: torch
+            ort_why = f"ONNX Runtime unavailable: {exc}"
     if speed is None:
-        entry.update(self_check(torch_predictor, other))
+        if other is None and bf16_why is not None:
+            entry.update(runtime="torch", reason=ort_why)
+            update_choices(cache, {choice_key(torch_predictor, checkpoint): entry})
+            return entry
+        entry.update(self_check(torch_predictor, other, bf16=bf16_why is None))
+        if ort_why:
+            entry["reason"] += f"; {ort_why}"
         found = {choice_key(torch_predictor, checkpoint): entry}
-        if "torch_s" in entry:  # timed (the logits agreed): the answer for the architecture
-            found[speed_key(torch_predictor)] = {
-                k: entry[k] for k in ("checked", "runtime", "torch_s", "onnxruntime_s", "reason")
-            }
+        if "torch_s" in entry:  # timed (a candidate agreed): the answer for the architecture
+            found[speed_key(torch_predictor)] = {k: entry[k] for k in _SPEED_KEYS if k in entry}
         update_choices(cache, found)
         return entry
-    diff, failure = agreement(torch_predictor, other)
-    timing = {k: speed[k] for k in ("torch_s", "onnxruntime_s") if k in speed}
+    # The architecture's answer is known (onnxruntime or torch-bf16): check these weights only.
+    timing = {k: speed[k] for k in _SPEED_KEYS[2:-1] if k in speed}
+    if speed.get("runtime") == "torch-bf16":
+        share, failure = label_agreement(torch_predictor, torch_predictor.in_precision("bf16"))
+        found = dict(runtime="torch-bf16", label_agreement=share)
+    elif other is None:
+        failure, found = ort_why, {}
+    else:
+        diff, failure = agreement(torch_predictor, other)
+        found = dict(runtime="onnxruntime", agreement=diff)
     if failure:
         entry.update(runtime="torch", reason=failure)
     else:
         entry.update(
-            runtime="onnxruntime",
-            agreement=diff,
+            **found,
             **timing,
             reason=f"faster for this architecture here ({speed.get('reason', '')}); these "
-            f"weights agree to {diff:.1e}",
+            "weights agree",
         )
     update_choices(cache, {choice_key(torch_predictor, checkpoint): entry})
     return entry
+
+
+_SPEED_KEYS = ("checked", "runtime", "torch_s", "onnxruntime_s", "torch_bf16_s", "reason")
 
 
 def record_failure(
@@ -270,38 +264,6 @@ def record_failure(
     key = choice_key(torch_predictor, checkpoint)
     entry = read_choices(cache).get(key, {})
     update_choices(cache, {key: {**entry, "runtime": "torch", "reason": reason}})
-
-
-def read_choices(cache_dir: Path, name: str = CACHE_NAME) -> dict[str, dict[str, Any]]:
-    """The cached choices in ``name`` (``runtimes.json``; ``precision.json`` for
-    :mod:`trainer.precision`); an unreadable file counts as empty (it is rewritten)."""
-    path = cache_dir / name
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring the unreadable %s cache %s (%s)", Path(name).stem, path, exc)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def write_choices(
-    cache_dir: Path, choices: dict[str, dict[str, Any]], name: str = CACHE_NAME
-) -> None:
-    """Write the cache atomically; a cache that cannot be written only costs a self-check."""
-    try:
-        atomic_write_bytes(cache_dir / name, json.dumps(choices, indent=1).encode())
-    except OSError as exc:
-        log.warning("could not write the %s cache in %s (%s)", Path(name).stem, cache_dir, exc)
-
-
-def update_choices(
-    cache_dir: Path, entries: dict[str, dict[str, Any]], name: str = CACHE_NAME
-) -> None:
-    """Add entries to the cache as it is now on disk (another process may have added its own
-    since this one read it)."""
-    write_choices(cache_dir, {**read_choices(cache_dir, name), **entries}, name)
 
 
 def onnx_path(predictor: Predictor, checkpoint: str | os.PathLike[str], cache: Path) -> Path:
@@ -379,16 +341,36 @@ def agreement(torch_predictor: Predictor, other: Predictor) -> tuple[float, str 
     return diff, None
 
 
-def time_runtimes(
-    torch_predictor: Predictor, other: Predictor, calls: int = SELF_CHECK_CALLS
-) -> dict[str, float]:
-    """Seconds of the fastest of ``calls`` passes of each runtime on the self-check crops,
-    interleaved (a busy moment on the machine hits both alike), after a warm-up of each."""
+def label_agreement(torch_predictor: Predictor, other: Predictor) -> tuple[float, str | None]:
+    """The share of the self-check crops' pixels that ``other`` (bf16) gives float32's class,
+    and why it must not be used (None: at least :data:`LABEL_AGREEMENT`)."""
     crops = _check_crops(torch_predictor.input_size)
-    runs: dict[str, Callable[[], Any]] = {
-        "torch": lambda: torch_predictor.logits(crops),
-        "onnxruntime": lambda: other.logits(crops),
-    }
+    try:
+        expected = torch_predictor.logits(crops).argmax(1)
+        got = other.logits(crops).argmax(1)
+    except Exception as exc:  # noqa: BLE001
+        return 0.0, f"bf16 failed to run: {exc}"
+    share = float((got == expected).float().mean())
+    if not share >= LABEL_AGREEMENT:
+        return share, f"bf16 gives float32's class to only {share:.2%} of the pixels"
+    return share, None
+
+
+def time_runtimes(
+    torch_predictor: Predictor,
+    other: Predictor | None,
+    calls: int = SELF_CHECK_CALLS,
+    bf16: Predictor | None = None,
+) -> dict[str, float]:
+    """Seconds of the fastest of ``calls`` passes of torch, ``other`` (ONNX Runtime) and
+    ``bf16`` (torch in bf16), those given, on the self-check crops, interleaved (a busy moment
+    on the machine hits all alike), after a warm-up of each."""
+    crops = _check_crops(torch_predictor.input_size)
+    runs: dict[str, Callable[[], Any]] = {"torch": lambda: torch_predictor.logits(crops)}
+    if other is not None:
+        runs["onnxruntime"] = lambda: other.logits(crops)
+    if bf16 is not None:
+        runs["torch-bf16"] = lambda: bf16.logits(crops)
     for run in runs.values():
         run()
     best = {name: float("inf") for name in runs}
@@ -401,36 +383,65 @@ def time_runtimes(
 
 
 def self_check(
-    torch_predictor: Predictor, other: Predictor, calls: int = SELF_CHECK_CALLS
+    torch_predictor: Predictor,
+    other: Predictor | None,
+    calls: int = SELF_CHECK_CALLS,
+    bf16: bool = False,
 ) -> dict[str, Any]:
-    """Time ``other`` against torch (:func:`time_runtimes`) once their logits agree
-    (:func:`agreement`).
+    """Time the candidates against float32 torch (:func:`time_runtimes`): ``other`` (ONNX
+    Runtime) once its logits agree (:func:`agreement`), and with ``bf16`` torch in bf16 once
+    its labels agree (:func:`label_agreement`).
 
     Returns:
-        {"runtime": "torch" or "onnxruntime", "torch_s", "onnxruntime_s" (per forward pass of
-        SELF_CHECK_CROPS crops), "agreement", "reason"}.
+        {"runtime": "torch", "onnxruntime" or "torch-bf16", "torch_s" and the candidates'
+        "onnxruntime_s", "torch_bf16_s" (per forward pass of SELF_CHECK_CROPS crops),
+        "agreement", "label_agreement", "reason"}.
     """
-    diff, failure = agreement(torch_predictor, other)
-    if failure:
-        return {"runtime": "torch", "reason": failure}
-    best = time_runtimes(torch_predictor, other, calls)
-    if best["onnxruntime"] <= best["torch"] * (1 - MARGIN):
-        winner, reason = "onnxruntime", f"faster ({best['onnxruntime']:.4f} s a pass)"
-    elif best["onnxruntime"] < best["torch"]:
+    found: dict[str, Any] = {}
+    failures: list[str] = []
+    if other is not None:
+        diff, failure = agreement(torch_predictor, other)
+        failures += [failure] if failure else []
+        found.update({} if failure else {"agreement": diff})
+    low = torch_predictor.in_precision("bf16") if bf16 else None
+    if low is not None:
+        share, failure = label_agreement(torch_predictor, low)
+        failures += [failure] if failure else []
+        found.update({} if failure else {"label_agreement": share})
+    if not found:
+        return {"runtime": "torch", "reason": "; ".join(failures) or "no other runtime here"}
+    best = time_runtimes(
+        torch_predictor,
+        other if "agreement" in found else None,
+        calls,
+        bf16=low if "label_agreement" in found else None,
+    )
+    ort_s = best.get("onnxruntime") if "agreement" in found else None
+    bf16_s = best.get("torch-bf16") if "label_agreement" in found else None
+    if ort_s is not None and ort_s <= best["torch"] * (1 - MARGIN):
+        winner, reason = "onnxruntime", f"faster ({ort_s:.4f} s a pass)"
+    elif ort_s is not None and ort_s < best["torch"]:
         winner = "torch"
         reason = (
             f"ONNX Runtime faster by less than the {MARGIN:.0%} margin "
-            f"({best['onnxruntime']:.4f} against {best['torch']:.4f} s a pass)"
+            f"({ort_s:.4f} against {best['torch']:.4f} s a pass)"
         )
     else:
         winner, reason = "torch", f"faster ({best['torch']:.4f} s a pass)"
-    return {
-        "runtime": winner,
-        "torch_s": round(best["torch"], 5),
-        "onnxruntime_s": round(best["onnxruntime"], 5),
-        "agreement": diff,
-        "reason": f"{reason}; ONNX Runtime agrees to {diff:.1e}",
-    }
+    if bf16_s is not None:
+        fp32_s = min(best["torch"], ort_s if winner == "onnxruntime" else best["torch"])
+        if bf16_s * BF16_MIN_SPEEDUP <= fp32_s:
+            winner = "torch-bf16"
+            reason = f"bf16 {fp32_s / bf16_s:.2f}x the faster float32 path ({bf16_s:.4f} s a pass)"
+        else:
+            reason += f"; bf16 {fp32_s / bf16_s:.2f}x (below {BF16_MIN_SPEEDUP}x)"
+    timing = {"torch_s": best["torch"], "onnxruntime_s": ort_s, "torch_bf16_s": bf16_s}
+    answer = {"runtime": winner, **{k: round(v, 5) for k, v in timing.items() if v is not None}}
+    if "agreement" in found:
+        reason += f"; ONNX Runtime agrees to {found['agreement']:.1e}"
+    if "label_agreement" in found:
+        reason += f"; bf16 labels agree on {found['label_agreement']:.2%}"
+    return {**answer, **found, "reason": "; ".join([reason, *failures])}
 
 
 def watch_parent(pid: int, poll_s: float = 0.5) -> None:

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QStatusBar
 
 from faceparse_app import runtime_check
 from faceparse_app.prelabel_queue import PrelabelQueue
-from faceparse_app.runtime_check import ONNX_TEXT
+from faceparse_app.runtime_check import BF16_TEXT, ONNX_TEXT
 from faceparse_app.widgets.status_bar import CanvasStatus
 from tests.conftest import synthetic_face
 from trainer import runtime_choice
@@ -245,3 +245,48 @@ def test_the_runtime_setting_defaults_to_auto_and_reads_the_environment(monkeypa
     assert runtime_check.runtime_setting() == "torch"
     monkeypatch.setenv(runtime_check.RUNTIME_ENV, "cuda")  # not a setting: a warning, then auto
     assert runtime_check.runtime_setting() == "auto"
+
+
+def test_the_queue_hands_over_to_bf16_where_the_check_chose_it(
+    qtbot, monkeypatch, parser, face_files
+) -> None:
+    """On a CPU with native bf16 where bf16 is clearly the faster, the pre-labels move to it
+    (the status bar says so) and still label as float32 does."""
+    from trainer import precision
+
+    monkeypatch.delenv(precision.ENV, raising=False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(
+        runtime_choice,
+        "time_runtimes",
+        lambda *a, **k: {"torch": 0.2, "onnxruntime": 0.3, "torch-bf16": 0.08},
+    )
+    assert _choose_here(parser)["runtime"] == "torch-bf16"
+    # The check's answer as its process gives it (a process of its own would time for real).
+    monkeypatch.setattr(runtime_check.RuntimeCheck, "_run_child", lambda self, c: _choose_here(parser))
+    in_bf16: list[int] = []
+    real = Predictor.logits
+
+    def counted(self, images):
+        if self.precision == "bf16":
+            in_bf16.append(len(images))
+        return real(self, images)
+
+    monkeypatch.setattr(Predictor, "logits", counted)
+    queue = PrelabelQueue(lookahead=0, device="cpu", runtime="auto")
+    try:
+        with qtbot.waitSignal(
+            queue.runtime_changed, timeout=30000, check_params_cb=lambda t: t == BF16_TEXT
+        ):
+            queue.set_model(parser, "v0001")
+            queue.request(1, face_files[1])
+        with qtbot.waitSignal(queue.ready, timeout=20000) as blocker:
+            queue.request(2, face_files[2])
+        assert in_bf16, "the image after the switch was not predicted in bf16"
+        expected = _torch_label(parser, face_files[2])
+        assert (blocker.args[1].label == expected).mean() >= 0.99
+    finally:
+        queue.stop()
+    assert runtime_check.runtime_text(Predictor.from_checkpoint(parser).in_precision("bf16")) == (
+        "torch bf16"
+    )

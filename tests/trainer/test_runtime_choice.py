@@ -125,7 +125,7 @@ def test_forced_runtimes(parser_ckpt: Path, tmp_path: Path) -> None:
         load_predictor(parser_ckpt, device="cpu", runtime="torch").model_info["runtime"] == "torch"
     )
     assert not (tmp_path / CACHE_NAME).exists()  # a forced runtime is not a choice to remember
-    with pytest.raises(ValueError, match="auto, torch, onnxruntime"):
+    with pytest.raises(ValueError, match="auto, torch, torch-bf16, onnxruntime"):
         load_predictor(parser_ckpt, device="cpu", runtime="tensorrt")
     assert np.isfinite(ort.logits([synthetic_face(64, 0)[0]]).numpy()).all()
 
