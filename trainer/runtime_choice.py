@@ -197,8 +197,9 @@ def choose_runtime(
     """The runtime for this model on this host, doing only the work the cache leaves.
 
     The model's own answer, else: the architecture's speed answer says torch -> torch; says ONNX
-    Runtime -> export these tensors and check their logits (no timing); none yet -> export,
-    check and time (:func:`self_check`), remembered for the architecture and for the model.
+    Runtime -> export these tensors and check their logits (no timing); says bf16 -> check these
+    weights' labels (a failure: float32 torch); none yet -> export, check and time
+    (:func:`self_check`), remembered for the architecture and for the model.
 
     Returns:
         {"runtime": "torch", "torch-bf16" or "onnxruntime", "reason", and where measured
