@@ -6,8 +6,10 @@ from Sapphire Rapids on) oneDNN's bf16 convolutions run a training step about tw
 float32; with AVX-512 but no bf16 instructions bf16 is emulated and several times slower, and on
 AVX2 it is over ten times slower. So ``auto`` asks the CPU:
 
-- no native bf16 in oneDNN (``torch.ops.mkldnn._is_mkldnn_bf16_supported``): float32, at once;
-- else a short check (:func:`measure_bf16_speedup`): forward and backward of a few 3×3
+- no bf16 kernels in oneDNN (``torch.ops.mkldnn._is_mkldnn_bf16_supported``; false below
+  AVX-512, e.g. on AVX2): float32, at once;
+- else (AVX-512, where oneDNN has bf16 kernels but emulates them without AVX512-BF16 or AMX,
+  and the CPUs that have them) a short check (:func:`measure_bf16_speedup`): forward and backward of a few 3×3
   convolutions of a UNet++ decoder's shapes on one thread, float32 and bf16 autocast
   interleaved; bf16 only if it is at least :data:`MIN_SPEEDUP` times faster. The answer is kept
   per host (CPU model, ISA, ISA caps, torch version: :func:`_check_key`) in ``precision.json``
@@ -69,8 +71,11 @@ def require_precision(value: str) -> None:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 on this CPU with its own instructions (AVX512-BF16 or AMX), as
-    capped by ``ONEDNN_MAX_CPU_ISA``."""
+    """Whether oneDNN has bf16 kernels on this CPU, as capped by ``ONEDNN_MAX_CPU_ISA``: false
+    below AVX-512 (AVX2: no check is worth making), true from AVX-512 on, where they are fast
+    only with AVX512-BF16 or AMX; without those they emulate bf16 and the timed checks (training's
+    and the pre-labels') find them slower (measured: this Xeon capped to AVX512_CORE answers
+    true, bf16 4.1x slower)."""
     import torch
 
     try:
