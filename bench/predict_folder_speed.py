@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoint", default=str(ROOT / "trainer/assets/models/starter_parser.safetensors")
     )
-    parser.add_argument("--runtime", default="torch", help="auto, torch or onnxruntime")
+    parser.add_argument("--runtime", default="torch", help="auto, torch, torch-bf16 or onnxruntime")
     args = parser.parse_args(argv)
     from trainer.predict_folder import predict_folder
     from trainer.runtime_choice import load_predictor
