@@ -290,3 +290,36 @@ def test_the_queue_hands_over_to_bf16_where_the_check_chose_it(
     assert runtime_check.runtime_text(Predictor.from_checkpoint(parser).in_precision("bf16")) == (
         "torch bf16"
     )
+
+
+def test_without_onnxruntime_a_cpu_with_native_bf16_still_checks_bf16(
+    qtbot, monkeypatch, parser, face_files
+) -> None:
+    """ONNX Runtime not installed no longer means float32 torch at once: bf16 is checked."""
+    from trainer import precision
+
+    monkeypatch.delenv(precision.ENV, raising=False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(
+        runtime_check, "onnxruntime_missing", lambda: "onnxruntime is not installed"
+    )
+
+    def no_onnx(*args):
+        raise ImportError("No module named 'onnxruntime'")
+
+    monkeypatch.setattr(runtime_choice, "onnx_predictor", no_onnx)
+    monkeypatch.setattr(
+        runtime_choice, "time_runtimes", lambda *a, **k: {"torch": 0.2, "torch-bf16": 0.08}
+    )
+    monkeypatch.setattr(runtime_check.RuntimeCheck, "_run_child", lambda self, c: _choose_here(parser))
+    queue = PrelabelQueue(lookahead=0, device="cpu", runtime="auto")
+    try:
+        with qtbot.waitSignal(
+            queue.runtime_changed, timeout=30000, check_params_cb=lambda t: t == BF16_TEXT
+        ):
+            queue.set_model(parser, "v0001")
+            queue.request(1, face_files[1])
+    finally:
+        queue.stop()
+    entry = _choose_here(parser)
+    assert entry["runtime"] == "torch-bf16" and "onnxruntime" in entry["reason"]
