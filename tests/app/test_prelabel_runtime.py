@@ -247,23 +247,35 @@ def test_the_runtime_setting_defaults_to_auto_and_reads_the_environment(monkeypa
     assert runtime_check.runtime_setting() == "auto"
 
 
-def test_the_queue_hands_over_to_bf16_where_the_check_chose_it(
-    qtbot, monkeypatch, parser, face_files
-) -> None:
-    """On a CPU with native bf16 where bf16 is clearly the faster, the pre-labels move to it
-    (the status bar says so) and still label as float32 does."""
+@pytest.fixture
+def bf16_cpu(monkeypatch, parser) -> None:
+    """A CPU with native bf16 (the suite's float32 pin lifted); the check's process answers as
+    this process does (a process of its own would time for real)."""
     from trainer import precision
 
     monkeypatch.delenv(precision.ENV, raising=False)
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(runtime_check.RuntimeCheck, "_run_child", lambda s, c: _choose_here(parser))
+
+
+def _start_until(qtbot, queue: PrelabelQueue, parser: Path, photo: Path, text: str) -> None:
+    """Set the model, ask for a pre-label and wait until the runtime in use says ``text``."""
+    with qtbot.waitSignal(queue.runtime_changed, timeout=30000, check_params_cb=lambda t: t == text):
+        queue.set_model(parser, "v0001")
+        queue.request(1, photo)
+
+
+def test_the_queue_hands_over_to_bf16_where_the_check_chose_it(
+    qtbot, monkeypatch, parser, face_files, bf16_cpu
+) -> None:
+    """On a CPU with native bf16 where bf16 is clearly the faster, the pre-labels move to it
+    (the status bar says so) and still label as float32 does."""
     monkeypatch.setattr(
         runtime_choice,
         "time_runtimes",
         lambda *a, **k: {"torch": 0.2, "onnxruntime": 0.3, "torch-bf16": 0.08},
     )
     assert _choose_here(parser)["runtime"] == "torch-bf16"
-    # The check's answer as its process gives it (a process of its own would time for real).
-    monkeypatch.setattr(runtime_check.RuntimeCheck, "_run_child", lambda self, c: _choose_here(parser))
     in_bf16: list[int] = []
     real = Predictor.logits
 
@@ -275,11 +287,7 @@ def test_the_queue_hands_over_to_bf16_where_the_check_chose_it(
     monkeypatch.setattr(Predictor, "logits", counted)
     queue = PrelabelQueue(lookahead=0, device="cpu", runtime="auto")
     try:
-        with qtbot.waitSignal(
-            queue.runtime_changed, timeout=30000, check_params_cb=lambda t: t == BF16_TEXT
-        ):
-            queue.set_model(parser, "v0001")
-            queue.request(1, face_files[1])
+        _start_until(qtbot, queue, parser, face_files[1], BF16_TEXT)
         with qtbot.waitSignal(queue.ready, timeout=20000) as blocker:
             queue.request(2, face_files[2])
         assert in_bf16, "the image after the switch was not predicted in bf16"
@@ -293,13 +301,9 @@ def test_the_queue_hands_over_to_bf16_where_the_check_chose_it(
 
 
 def test_without_onnxruntime_a_cpu_with_native_bf16_still_checks_bf16(
-    qtbot, monkeypatch, parser, face_files
+    qtbot, monkeypatch, parser, face_files, bf16_cpu
 ) -> None:
     """ONNX Runtime not installed no longer means float32 torch at once: bf16 is checked."""
-    from trainer import precision
-
-    monkeypatch.delenv(precision.ENV, raising=False)
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     monkeypatch.setattr(
         runtime_check, "onnxruntime_missing", lambda: "onnxruntime is not installed"
     )
@@ -311,14 +315,9 @@ def test_without_onnxruntime_a_cpu_with_native_bf16_still_checks_bf16(
     monkeypatch.setattr(
         runtime_choice, "time_runtimes", lambda *a, **k: {"torch": 0.2, "torch-bf16": 0.08}
     )
-    monkeypatch.setattr(runtime_check.RuntimeCheck, "_run_child", lambda self, c: _choose_here(parser))
     queue = PrelabelQueue(lookahead=0, device="cpu", runtime="auto")
     try:
-        with qtbot.waitSignal(
-            queue.runtime_changed, timeout=30000, check_params_cb=lambda t: t == BF16_TEXT
-        ):
-            queue.set_model(parser, "v0001")
-            queue.request(1, face_files[1])
+        _start_until(qtbot, queue, parser, face_files[1], BF16_TEXT)
     finally:
         queue.stop()
     entry = _choose_here(parser)
