@@ -225,8 +225,7 @@ class MainWindow(QMainWindow):
         self._refresh_records()
         # After the window's own connections: the model loop's handlers see the new image shown.
         self.model_loop.attach(session)
-        if not session.next_unfinished() and session.current is None:
-            session.step(0)
+        session.resume(self.settings.last_image(project.root))  # where the annotator left off
         if project.recovery:  # last, so no other message hides it
             self.show_message(project.recovery, "warning")
         self.read_only_view.show(project)  # editing off, and why, when it is read-only
@@ -383,6 +382,7 @@ class MainWindow(QMainWindow):
         self.image_list.set_current(rec.id if rec is not None else None)
         if rec is not None:
             self.setWindowTitle(look_only.window_title(session.project, rec))
+            self.settings.set_last_image(session.project.root, rec.relpath)
 
     def _refresh_records(self) -> None:
         if self.session is not None:

@@ -105,6 +105,14 @@ class AnnotationSession(QObject):
             app.removeEventFilter(self)
         return self.annotation.close()
 
+    def resume(self, relpath: str | None) -> bool:
+        """Open the photo the annotator was on when the project was last closed (``relpath``);
+        when it is gone, or None, the next unfinished photo (the first, when all are done)."""
+        rec = self.project.find(relpath) if relpath else None
+        if rec is not None and not rec.missing and self.open_image(rec.id):
+            return True
+        return self.next_unfinished() or self.current is not None or self.step(0)
+
     # The annotation's state and rules (see Annotation for each).
     project = _forward("project")
     label_set = _forward("label_set")

@@ -1,0 +1,46 @@
+"""Defects found in the ninth user trial of the real window (t51): the demo project, real
+photos (groups, profiles, small faces, non-faces) and aligned CelebA faces, driven the way a
+demanding annotator works through a folder day after day."""
+
+from __future__ import annotations
+
+from faceparse_app.app import Settings
+from faceparse_app.main_window import MainWindow
+from tests.app.test_gui_canvas import make_window
+
+
+def reopen(qtbot, tmp_path, folder) -> MainWindow:
+    """A new window on the same settings file (the next day), opening ``folder``."""
+    window = MainWindow(Settings(tmp_path / "settings.ini"))
+    qtbot.addWidget(window)
+    window.show()
+    assert window.open_project(folder)
+    return window
+
+
+def test_a_reopened_folder_opens_on_the_photo_the_annotator_was_on(qtbot, tmp_path):
+    # The trial: working through the wild photos, the annotator was on the 16th (a group
+    # photo) when the day ended; the next morning the folder opened on the first unfinished
+    # photo at the top of the list, and the place had to be found again by hand.
+    window = make_window(qtbot, tmp_path)
+    ids = window.image_list.visible_ids()
+    assert window.session.open_image(ids[2])
+    folder = window.session.project.root
+    window.close()
+
+    again = reopen(qtbot, tmp_path, folder)
+    assert again.session.current.id == ids[2]
+    assert again.image_list.visible_ids()[2] == ids[2]
+
+
+def test_a_reopened_folder_whose_last_photo_is_gone_opens_on_the_first_unfinished(qtbot, tmp_path):
+    window = make_window(qtbot, tmp_path)
+    ids = window.image_list.visible_ids()
+    assert window.session.open_image(ids[2])
+    folder = window.session.project.root
+    window.close()
+    (folder / "f2.png").unlink()  # moved away overnight
+
+    again = reopen(qtbot, tmp_path, folder)
+    assert again.session.current.id == ids[0]
+
