@@ -43,7 +43,12 @@ from faceparse_app.widgets.status_bar import CanvasStatus
 from faceparse_app.widgets.tool_bar import ToolBar
 from faceparse_app.widgets.tool_state import Tool, ToolState
 from faceparse_app.widgets.train_panel import TrainPanel
-from faceparse_app.widgets.window_layout import make_dock, restore_layout, save_layout
+from faceparse_app.widgets.window_layout import (
+    TrainingColumn,
+    make_dock,
+    restore_layout,
+    save_layout,
+)
 from faceparse_app.widgets.window_menus import build_menus
 from trainer.labels import LAPA
 
@@ -99,7 +104,7 @@ class MainWindow(QMainWindow):
         # Until the annotator opens it (the tool bar's Training button, the Panels menu, the
         # "Train a model…" offer), the canvas has the room; after, the layout is remembered.
         self.train_dock.hide()
-        self.train_dock.visibilityChanged.connect(self._widen_training)
+        self.training_column = TrainingColumn(self, self.classes_dock, self.train_dock)
         training = self.train_dock.toggleViewAction()
         training.setIcon(qta.icon("fa5s.graduation-cap"))
         training.setToolTip("Show or hide the Training panel (fine-tune the model on your labels)")
@@ -336,19 +341,6 @@ class MainWindow(QMainWindow):
         self.train_dock.show()
         self.train_dock.raise_()
         self.train_panel.form.finetune_button.setFocus()
-
-    def _widen_training(self, visible: bool) -> None:
-        """A Training dock just shown gets the width its form needs (no sideways scrolling)."""
-        if not visible or self.train_dock.isFloating():
-            return
-        wanted = self.train_panel.minimumSizeHint().width() + 24
-        if self.train_dock.width() < wanted:
-            self.resizeDocks([self.train_dock], [wanted], Qt.Orientation.Horizontal)
-        if self.classes_dock.isVisible() and not self.classes_dock.isFloating():
-            # The class table needs its rows only; the rest of the column is the training's.
-            classes = self.palette.sizeHint().height() + 30
-            rest = max(200, self.classes_dock.height() + self.train_dock.height() - classes)
-            self.resizeDocks([self.classes_dock, self.train_dock], [classes, rest], Qt.Orientation.Vertical)
 
     def _show_model(self, version: str | None) -> None:
         if version is not None and self.train_offer.isVisible():

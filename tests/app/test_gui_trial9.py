@@ -44,3 +44,23 @@ def test_a_reopened_folder_whose_last_photo_is_gone_opens_on_the_first_unfinishe
     again = reopen(qtbot, tmp_path, folder)
     assert again.session.current.id == ids[0]
 
+
+def test_closing_the_training_panel_gives_the_canvas_its_width_back(qtbot, tmp_path):
+    # The trial: the Training panel opened under the Classes panel and widened their column
+    # (its form needs the room); once the fine-tune was done and the panel closed, the Classes
+    # panel stayed that wide, 150 px of canvas lost beside a list of eleven classes.
+    from PySide6.QtWidgets import QApplication
+
+    window = make_window(qtbot, tmp_path)
+    window.resize(1500, 900)
+    QApplication.processEvents()
+    narrow = window.classes_dock.width()
+    window.train_dock.show()
+    QApplication.processEvents()
+    assert window.classes_dock.width() > narrow + 50  # the training form's width
+    canvas_with_training = window.canvas.width()
+
+    window.train_dock.close()  # its close button, or the tool bar's Training
+    QApplication.processEvents()
+    assert window.classes_dock.width() <= narrow + 2
+    assert window.canvas.width() >= canvas_with_training + 50
