@@ -64,3 +64,26 @@ def test_closing_the_training_panel_gives_the_canvas_its_width_back(qtbot, tmp_p
     QApplication.processEvents()
     assert window.classes_dock.width() <= narrow + 2
     assert window.canvas.width() >= canvas_with_training + 50
+
+
+def painted_width(window, size: int) -> int:
+    """The width of a dot painted at (32, 32) with the Size box set to ``size``."""
+    from tests.app.test_gui_canvas import click
+
+    window.state.set_class(4)
+    window.tool_bar.size_box.setValue(size)
+    click(window.canvas, 32, 32)
+    width = int((window.session.document.label[32] == 4).sum())
+    window.session.undo()
+    return width
+
+
+def test_the_brush_size_box_says_how_wide_the_brush_paints(qtbot, tmp_path):
+    # The trial: "Size 8 px" painted a stroke 17 px wide (the box held the radius), and the
+    # smallest size painted five pixels: a 112-px face's eyebrow gap could not be drawn.
+    window = make_window(qtbot, tmp_path)
+    assert painted_width(window, 9) == 9
+    assert painted_width(window, 1) == 1  # one pixel
+    assert painted_width(window, 3) == 3
+    assert painted_width(window, 8) in (7, 9)  # a brush is round about a pixel: odd widths
+    assert window.tool_bar.size_box.value() == painted_width(window, window.tool_bar.size_box.value())
