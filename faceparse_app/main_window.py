@@ -316,7 +316,8 @@ class MainWindow(QMainWindow):
     def show_message(self, text: str, level: str = "info") -> None:
         self.train_offer.hide()
         self.face_offer.hide()
-        self.message_bar.show_message(text, level)  # the status bar keeps its own notes
+        current = self.session.current if self.session is not None else None
+        self.message_bar.show_message(text, level, current.id if current is not None else None)
 
     def _offer_training(self, text: str) -> None:
         self.show_message(text, "info")
@@ -370,6 +371,7 @@ class MainWindow(QMainWindow):
         # "1 face in a.jpg" is about the image left: it must not stay up over the next one.
         if self.statusBar().currentMessage() == self._faces_status:
             self.statusBar().clearMessage()
+        self.message_bar.moved_on(rec.id if rec is not None else None)  # a report of the last goes
         self.canvas.set_content(session.image, session.document, keep_view=False)
         self.image_list.set_current(rec.id if rec is not None else None)
         if rec is not None:

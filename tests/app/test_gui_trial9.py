@@ -87,3 +87,21 @@ def test_the_brush_size_box_says_how_wide_the_brush_paints(qtbot, tmp_path):
     assert painted_width(window, 3) == 3
     assert painted_width(window, 8) in (7, 9)  # a brush is round about a pixel: odd widths
     assert window.tool_bar.size_box.value() == painted_width(window, window.tool_bar.size_box.value())
+
+
+def test_a_report_of_what_was_done_goes_away_when_the_next_photo_opens(qtbot, tmp_path):
+    # The trial: "Rescanned t51_al: no new or missing images." (and "Exported to ...", "Model
+    # v0001 published and active.") stayed over the top of every photo opened after it, over
+    # the hair to be labeled, until closed by hand. A warning stays until it is dismissed.
+    window = make_window(qtbot, tmp_path)
+    bar = window.message_bar
+    ids = window.image_list.visible_ids()
+    window.rescan_action.trigger()
+    assert bar.message.startswith("Rescanned")
+    assert window.session.open_image(ids[1])
+    assert bar.message == "" and bar.covered_height() == 0
+
+    window.show_message("Some labels could not be saved.", "warning")
+    assert window.session.open_image(ids[2])
+    assert bar.message == "Some labels could not be saved."
+
