@@ -105,3 +105,29 @@ def test_a_report_of_what_was_done_goes_away_when_the_next_photo_opens(qtbot, tm
     assert window.session.open_image(ids[2])
     assert bar.message == "Some labels could not be saved."
 
+
+def test_the_captions_of_a_group_photos_faces_are_all_readable(qtbot):
+    # The trial (a selfie of six, a card table of six, zoomed out): "found 0.93" is wider than
+    # a small face's box, so the captions of faces side by side were printed over each other;
+    # a face at the photo's left or top edge had its caption cut off by the canvas's edge.
+    from PySide6.QtCore import QPointF, QRectF
+    from PySide6.QtGui import QImage, QPainter
+
+    from faceparse_app.widgets.face_layer import paint_faces
+    from trainer.faces import Face
+
+    row = [Face((x, 120.0, x + 36.0, 170.0), score=0.93) for x in (60.0, 98.0, 136.0, 174.0)]
+    edges = [Face((-14.0, 200.0, 30.0, 250.0), score=0.81), Face((250.0, 1.0, 300.0, 50.0), score=0.77)]
+    faces = row + edges
+    image = QImage(400, 300, QImage.Format.Format_RGB32)
+    painter = QPainter(image)
+    rects = paint_faces(painter, faces, QPointF, selected=1, image_size=(400, 300))
+    painter.end()
+
+    assert len(rects) == len(faces) and all(r is not None for r in rects)  # every face has its caption
+    inside = QRectF(image.rect())
+    for i, a in enumerate(rects):
+        assert inside.contains(a), f"caption {i} cut at the canvas's edge"
+        for j, b in enumerate(rects[:i]):
+            assert not a.intersects(b), f"captions {j} and {i} overlap"
+
