@@ -131,3 +131,29 @@ def test_the_captions_of_a_group_photos_faces_are_all_readable(qtbot):
         for j, b in enumerate(rects[:i]):
             assert not a.intersects(b), f"captions {j} and {i} overlap"
 
+
+def test_a_long_session_on_one_large_photo_keeps_the_undo_memory_within_its_total():
+    # The trial: fills on a 12-megapixel photo (25 MB a step) after work on two other large
+    # photos: the shared undo total (512 MB) was only checked as a photo opened, so the one in
+    # work grew past it (to 768 MB). Here at a small scale: a total of 4000 bytes, photos
+    # whose budget is 1600 (eight whole-photo steps of 200).
+    import numpy as np
+
+    from faceparse_app.history import Delta, HistoryShelf
+
+    shelf = HistoryShelf(per_image_bytes=1000, full_size_steps=8, keep=20, total_bytes=4000)
+
+    def fill(history, value: int) -> None:
+        history.push(Delta.between(np.zeros((10, 10), np.uint8), np.full((10, 10), value, np.uint8)))
+
+    for image_id in (1, 2):
+        history = shelf.for_image(image_id, (10, 10))
+        for k in range(8):
+            fill(history, k + 1)
+    assert shelf.nbytes == 3200
+    third = shelf.for_image(3, (10, 10))
+    for k in range(8):
+        fill(third, k + 1)
+        assert shelf.nbytes <= 4000
+    assert len(third) == 8  # the photo in work keeps its own steps; the least recent photo's go
+    assert len(shelf.for_image(2, (10, 10))) == 8
