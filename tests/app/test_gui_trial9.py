@@ -7,6 +7,7 @@ from __future__ import annotations
 from faceparse_app.app import Settings
 from faceparse_app.main_window import MainWindow
 from tests.app.test_gui_canvas import make_window
+from tests.app.test_training_jobs import faces_dir  # noqa: F401 (fixture)
 
 
 def reopen(qtbot, tmp_path, folder) -> MainWindow:
@@ -157,3 +158,24 @@ def test_a_long_session_on_one_large_photo_keeps_the_undo_memory_within_its_tota
         assert shelf.nbytes <= 4000
     assert len(third) == 8  # the photo in work keeps its own steps; the least recent photo's go
     assert len(shelf.for_image(2, (10, 10))) == 8
+
+
+def test_a_run_with_one_face_corrected_by_hand_does_not_say_none_was(faces_dir, tmp_path):  # noqa: F811
+    # The trial: one face erased and painted by hand and marked labeled, six pre-labels
+    # accepted; the fine-tune's outcome said "not validated: no faces were labeled or corrected
+    # by hand yet", as if the correction had been lost. One hand-labeled face is too few to
+    # hold one out (the rest train): the panel says so, and how many more it takes.
+    import dataclasses
+
+    from faceparse_app.model_store import ModelStore
+    from faceparse_app.training import run_finetune_on_files
+    from faceparse_app.widgets.train_progress import finetune_outcome_text
+    from tests.app.test_training_jobs import TINY, labeled_files
+
+    files = labeled_files(faces_dir)
+    files = [dataclasses.replace(f, by_hand=i == 0) for i, f in enumerate(files)]
+    store = ModelStore(tmp_path / "models")
+    result = run_finetune_on_files(files, tmp_path / "run", max_steps=1, store=store, **TINY)
+    text = finetune_outcome_text(result.version.id, result.version.metrics)
+    assert "not validated" in text and "no faces were labeled" not in text
+    assert "1 face" in text and "one more" in text
