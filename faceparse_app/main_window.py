@@ -297,7 +297,8 @@ class MainWindow(QMainWindow):
         if out_dir is not None:
             return self.session.export_lapa(out_dir, reviewed_only=reviewed_only)
         root = self.session.project.root
-        dialog = ExportDialog(root, reviewed_only, self, last=self.settings.last_export(root))
+        last, counts = self.settings.last_export(root), self.session.counts()
+        dialog = ExportDialog(root, reviewed_only, self, last=last, counts=counts)
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
         request = dialog.request()

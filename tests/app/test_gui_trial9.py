@@ -179,3 +179,30 @@ def test_a_run_with_one_face_corrected_by_hand_does_not_say_none_was(faces_dir, 
     text = finetune_outcome_text(result.version.id, result.version.metrics)
     assert "not validated" in text and "no faces were labeled" not in text
     assert "1 face" in text and "one more" in text
+
+
+def test_an_export_of_reviewed_faces_when_none_is_reviewed_is_not_offered(qtbot, tmp_path, monkeypatch):
+    # The trial: File -> Export LaPa (reviewed only) into the folder of the export made a minute
+    # before, with seven faces labeled and none marked reviewed: "Exported: train 0, val 0,
+    # test 0", and the seven faces of the earlier export were gone from the folder.
+    from PySide6.QtWidgets import QDialog
+
+    from faceparse_app.widgets.export_dialog import ExportDialog
+
+    window = make_window(qtbot, tmp_path)
+    ids = window.image_list.visible_ids()
+    for image_id in ids[:2]:
+        assert window.session.open_image(image_id) and window.session.set_status("labeled")
+    shown: list[ExportDialog] = []
+
+    def look(dialog: ExportDialog) -> int:
+        shown.append(dialog)
+        return QDialog.DialogCode.Rejected
+
+    monkeypatch.setattr(ExportDialog, "exec", look)
+    window.export_lapa(reviewed_only=True)
+    dialog = shown[-1]
+    assert not dialog.export_button.isEnabled()
+    assert "reviewed" in dialog.problem_label.text() and not dialog.problem_label.isHidden()
+    dialog.reviewed_box.setChecked(False)  # all labeled faces: 2 to export
+    assert dialog.export_button.isEnabled()
