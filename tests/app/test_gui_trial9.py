@@ -206,3 +206,23 @@ def test_an_export_of_reviewed_faces_when_none_is_reviewed_is_not_offered(qtbot,
     assert "reviewed" in dialog.problem_label.text() and not dialog.problem_label.isHidden()
     dialog.reviewed_box.setChecked(False)  # all labeled faces: 2 to export
     assert dialog.export_button.isEnabled()
+
+
+def test_a_photo_put_back_into_the_folder_opens_again_on_rescan(qtbot, tmp_path):
+    # The trial: a photo moved out of the folder while open ("Cannot open ...: file not
+    # found", a blank canvas), put back, then F5: "Rescanned: no new or missing images", and
+    # the canvas stayed blank on that photo until another was clicked and this one again.
+    window = make_window(qtbot, tmp_path)
+    session = window.session
+    ids = window.image_list.visible_ids()
+    folder = session.project.root
+    (folder / "f1.png").rename(tmp_path / "f1.png")
+    assert not session.open_image(ids[1]) and session.document is None
+    window.rescan_action.trigger()
+    assert "gone missing" in window.message_bar.message
+
+    (tmp_path / "f1.png").rename(folder / "f1.png")
+    window.rescan_action.trigger()
+    assert "1 image back (f1.png)" in window.message_bar.message
+    assert session.current.id == ids[1] and session.document is not None
+    assert window.canvas.document is session.document
