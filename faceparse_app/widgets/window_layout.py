@@ -11,6 +11,7 @@ from faceparse_app.app import Settings
 GEOMETRY_KEY = "window/geometry"
 STATE_KEY = "window/state"
 LAYOUT_VERSION = 2  # bump when the docks change, so an old saved layout is not applied
+CLASSES_WIDTH = 230  # the Classes panel's width, beside the canvas, when nothing else shares it
 
 
 def make_dock(
@@ -106,8 +107,12 @@ class TrainingColumn:
         horizontal, vertical = Qt.Orientation.Horizontal, Qt.Orientation.Vertical
         if not visible:
             # Closed (not merely covered, or the window going away): the width it took back.
-            if train.isHidden() and self._width_before is not None and self._beside_classes():
-                window.resizeDocks([classes], [self._width_before], horizontal)
+            if train.isHidden() and self._beside_classes():
+                # A column already wide when the panel opened (a layout kept from an earlier
+                # run) goes back to what the class table needs.
+                narrow = self._width_before or max(CLASSES_WIDTH, classes.sizeHint().width())
+                if classes.width() > narrow:
+                    window.resizeDocks([classes], [narrow], horizontal)
             if train.isHidden():
                 self._width_before = None
             return

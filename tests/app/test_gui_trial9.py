@@ -226,3 +226,24 @@ def test_a_photo_put_back_into_the_folder_opens_again_on_rescan(qtbot, tmp_path)
     assert "1 image back (f1.png)" in window.message_bar.message
     assert session.current.id == ids[1] and session.document is not None
     assert window.canvas.document is session.document
+
+
+def test_a_classes_column_left_wide_by_an_earlier_run_narrows_when_the_training_panel_closes(qtbot, tmp_path):
+    # The trial, the next run: the layout kept from the run before had the column at the
+    # training form's width with the Training panel closed; opening and closing the panel
+    # again left it that wide.
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    from faceparse_app.widgets.window_layout import CLASSES_WIDTH
+
+    window = make_window(qtbot, tmp_path)
+    window.resize(1500, 900)
+    window.resizeDocks([window.classes_dock], [400], Qt.Orientation.Horizontal)
+    QApplication.processEvents()
+    assert window.classes_dock.width() >= 390  # as the kept layout had it
+    window.train_dock.show()
+    QApplication.processEvents()
+    window.train_dock.close()
+    QApplication.processEvents()
+    assert window.classes_dock.width() <= CLASSES_WIDTH + 2
