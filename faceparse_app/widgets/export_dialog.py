@@ -124,6 +124,9 @@ class ExportDialog(QDialog):
         self.problem_label.setText(problem)
         self.problem_label.setVisible(bool(problem))
         self.export_button.setEnabled(not problem)
+        if self.isVisible():  # the form takes the height its rows need now (no blank band)
+            self.layout().activate()
+            self.resize(self.width(), self.sizeHint().height())
 
     def _nothing_to_export(self) -> str:
         """Why no image would be exported ('' when some would): an export of none would empty

@@ -247,3 +247,17 @@ def test_a_classes_column_left_wide_by_an_earlier_run_narrows_when_the_training_
     window.train_dock.close()
     QApplication.processEvents()
     assert window.classes_dock.width() <= CLASSES_WIDTH + 2
+
+
+def test_the_export_form_closes_the_gap_its_problem_left(qtbot, tmp_path):
+    # The trial: unticking "Only images marked reviewed" cleared the two-line reason, and the
+    # form kept a blank band where it had been, above Export and Cancel.
+    from faceparse_app.widgets.export_dialog import ExportDialog
+
+    dialog = ExportDialog(tmp_path / "faces", True, counts={"labeled": 7, "reviewed": 0})
+    qtbot.addWidget(dialog)
+    dialog.show()
+    with_problem = dialog.height()
+    dialog.reviewed_box.setChecked(False)
+    assert dialog.problem_label.isHidden()
+    assert dialog.height() < with_problem
