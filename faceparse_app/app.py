@@ -82,11 +82,19 @@ class Settings:
 
     def last_export(self, project_root: str | Path) -> dict | None:
         """The project's last export form ({"out_dir", "val_fraction", "test_fraction"}), or None."""
-        value = self._json(_export_key(project_root))
+        value = self._json(_project_key("last_export", project_root))
         return value if isinstance(value, dict) else None
 
     def set_last_export(self, project_root: str | Path, form: dict) -> None:
-        self._set_json(_export_key(project_root), form)
+        self._set_json(_project_key("last_export", project_root), form)
+
+    def last_image(self, project_root: str | Path) -> str | None:
+        """The photo (path in the project) last shown of the project, or None."""
+        value = self._qs.value(_project_key("last_image", project_root))
+        return str(value) if value else None
+
+    def set_last_image(self, project_root: str | Path, relpath: str) -> None:
+        self._qs.setValue(_project_key("last_image", project_root), relpath)
 
     @property
     def brush_radius(self) -> int | None:
@@ -137,10 +145,10 @@ def _number(value: object, kind: type) -> int | float | None:
         return None
 
 
-def _export_key(project_root: str | Path) -> str:
+def _project_key(group: str, project_root: str | Path) -> str:
     # One key per project folder, named by a digest: a path holds characters QSettings keys do not.
     digest = hashlib.sha256(str(Path(project_root).resolve()).encode("utf-8")).hexdigest()[:16]
-    return f"last_export/{digest}"
+    return f"{group}/{digest}"
 
 
 def create_application(argv: list[str] | None = None) -> QApplication:

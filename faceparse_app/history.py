@@ -7,6 +7,7 @@ dropped, so a long session never grows without limit.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -126,6 +127,7 @@ class History:
 
     def __init__(self, max_bytes: int = 64 * 2**20) -> None:
         self.max_bytes = int(max_bytes)
+        self.on_grow: Callable[[], None] | None = None  # after each new step (the shelf's total)
         self._undo: deque[Delta] = deque()
         self._redo: list[Delta] = []
         self._bytes = 0
@@ -155,6 +157,8 @@ class History:
         self._undo.append(delta)
         self._bytes += delta.nbytes
         self._trim()
+        if self.on_grow is not None:
+            self.on_grow()
 
     @property
     def last(self) -> Delta | None:
@@ -246,7 +250,7 @@ class History:
 HISTORY_BYTES = 16 * 2**20  # undo memory per image, at the least
 FULL_SIZE_STEPS = 8  # steps that each change all of an image its undo keeps (up to 16 megapixels)
 KEEP_HISTORIES = 20  # images whose undo history is kept (most recently opened)
-TOTAL_HISTORY_BYTES = 512 * 2**20  # undo memory of the kept histories together as an image opens
+TOTAL_HISTORY_BYTES = 512 * 2**20  # undo memory of the kept histories together
 
 
 class HistoryShelf:
@@ -256,8 +260,8 @@ class HistoryShelf:
     stays undoable after the next stroke, up to half of ``total_bytes``: the history of the
     photo just left always fits beside the one opened, so a look at the next photo never costs
     the last one its undo, and a 48-megapixel photo's steps never outgrow the shared memory. The
-    least recently opened histories are let go past ``keep`` images or ``total_bytes`` together
-    (never the one just opened).
+    least recently opened histories are let go past ``keep`` images or ``total_bytes`` together,
+    as a photo opens and as the one in work grows (never that one).
 
     Args:
         per_image_bytes: an image's undo memory at the least (a small image's budget).
@@ -292,9 +296,18 @@ class HistoryShelf:
         if history is None:
             history = History(max_bytes=self.budget(shape))
         self._kept[image_id] = history
-        while len(self._kept) > 1 and (len(self._kept) > self.keep or self.nbytes > self.total_bytes):
-            self._kept.popitem(last=False)
+        # The total holds while the photo in work grows too (a long session on one large photo),
+        # not only as a photo opens.
+        history.on_grow = self._let_go
+        self._let_go()
         return history
+
+    def _let_go(self) -> None:
+        """Let the least recently opened histories go, never the last opened (the one in
+        work), while more than ``keep`` images or ``total_bytes`` together are kept."""
+        while len(self._kept) > 1 and (len(self._kept) > self.keep or self.nbytes > self.total_bytes):
+            _, gone = self._kept.popitem(last=False)
+            gone.on_grow = None
 
     def drop(self, image_id: int) -> None:
         """Forget an image's history (its steps led to a label that is no longer there)."""

@@ -43,7 +43,12 @@ from faceparse_app.widgets.status_bar import CanvasStatus
 from faceparse_app.widgets.tool_bar import ToolBar
 from faceparse_app.widgets.tool_state import Tool, ToolState
 from faceparse_app.widgets.train_panel import TrainPanel
-from faceparse_app.widgets.window_layout import make_dock, restore_layout, save_layout
+from faceparse_app.widgets.window_layout import (
+    TrainingColumn,
+    make_dock,
+    restore_layout,
+    save_layout,
+)
 from faceparse_app.widgets.window_menus import build_menus
 from trainer.labels import LAPA
 
@@ -99,7 +104,7 @@ class MainWindow(QMainWindow):
         # Until the annotator opens it (the tool bar's Training button, the Panels menu, the
         # "Train a model…" offer), the canvas has the room; after, the layout is remembered.
         self.train_dock.hide()
-        self.train_dock.visibilityChanged.connect(self._widen_training)
+        self.training_column = TrainingColumn(self, self.classes_dock, self.train_dock)
         training = self.train_dock.toggleViewAction()
         training.setIcon(qta.icon("fa5s.graduation-cap"))
         training.setToolTip("Show or hide the Training panel (fine-tune the model on your labels)")
@@ -225,8 +230,7 @@ class MainWindow(QMainWindow):
         self._refresh_records()
         # After the window's own connections: the model loop's handlers see the new image shown.
         self.model_loop.attach(session)
-        if not session.next_unfinished() and session.current is None:
-            session.step(0)
+        session.resume(self.settings.last_image(project.root))  # where the annotator left off
         if project.recovery:  # last, so no other message hides it
             self.show_message(project.recovery, "warning")
         self.read_only_view.show(project)  # editing off, and why, when it is read-only
@@ -293,7 +297,8 @@ class MainWindow(QMainWindow):
         if out_dir is not None:
             return self.session.export_lapa(out_dir, reviewed_only=reviewed_only)
         root = self.session.project.root
-        dialog = ExportDialog(root, reviewed_only, self, last=self.settings.last_export(root))
+        last, counts = self.settings.last_export(root), self.session.counts()
+        dialog = ExportDialog(root, reviewed_only, self, last=last, counts=counts)
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
         request = dialog.request()
@@ -312,7 +317,8 @@ class MainWindow(QMainWindow):
     def show_message(self, text: str, level: str = "info") -> None:
         self.train_offer.hide()
         self.face_offer.hide()
-        self.message_bar.show_message(text, level)  # the status bar keeps its own notes
+        current = self.session.current if self.session is not None else None
+        self.message_bar.show_message(text, level, current.id if current is not None else None)
 
     def _offer_training(self, text: str) -> None:
         self.show_message(text, "info")
@@ -337,19 +343,6 @@ class MainWindow(QMainWindow):
         self.train_dock.show()
         self.train_dock.raise_()
         self.train_panel.form.finetune_button.setFocus()
-
-    def _widen_training(self, visible: bool) -> None:
-        """A Training dock just shown gets the width its form needs (no sideways scrolling)."""
-        if not visible or self.train_dock.isFloating():
-            return
-        wanted = self.train_panel.minimumSizeHint().width() + 24
-        if self.train_dock.width() < wanted:
-            self.resizeDocks([self.train_dock], [wanted], Qt.Orientation.Horizontal)
-        if self.classes_dock.isVisible() and not self.classes_dock.isFloating():
-            # The class table needs its rows only; the rest of the column is the training's.
-            classes = self.palette.sizeHint().height() + 30
-            rest = max(200, self.classes_dock.height() + self.train_dock.height() - classes)
-            self.resizeDocks([self.classes_dock, self.train_dock], [classes, rest], Qt.Orientation.Vertical)
 
     def _show_model(self, version: str | None) -> None:
         if version is not None and self.train_offer.isVisible():
@@ -379,10 +372,12 @@ class MainWindow(QMainWindow):
         # "1 face in a.jpg" is about the image left: it must not stay up over the next one.
         if self.statusBar().currentMessage() == self._faces_status:
             self.statusBar().clearMessage()
+        self.message_bar.moved_on(rec.id if rec is not None else None)  # a report of the last goes
         self.canvas.set_content(session.image, session.document, keep_view=False)
         self.image_list.set_current(rec.id if rec is not None else None)
         if rec is not None:
             self.setWindowTitle(look_only.window_title(session.project, rec))
+            self.settings.set_last_image(session.project.root, rec.relpath)
 
     def _refresh_records(self) -> None:
         if self.session is not None:

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QApplication
 from faceparse_app.annotation import Annotation
 from faceparse_app.label_writer import LabelWriter
 from faceparse_app.project import Project
+from faceparse_app.project_scan import FINISHED
 from faceparse_app.workers import Relay
 from trainer.labels import LAPA, LabelSet
 
@@ -105,6 +106,32 @@ class AnnotationSession(QObject):
             app.removeEventFilter(self)
         return self.annotation.close()
 
+    def undo(self) -> bool:
+        """Undo the open image's last step. Undoing the model's pre-label of a finished image
+        (A, then Ctrl+Z to take the accept back) leaves it with no face part: it goes back to
+        in progress, so a face of nothing but background is never exported or trained on."""
+        annotation = self.annotation
+        if not annotation.undo():
+            return False
+        doc, rec = annotation.document, annotation.current
+        undone = doc.history.redo_steps[-1] if doc is not None and doc.history.redo_steps else None
+        if undone is not None and not undone.by_hand and rec.status in FINISHED and not doc.label.any():
+            if annotation.set_status("in_progress"):
+                self.message.emit(
+                    f"The pre-label of {rec.relpath} was undone (Ctrl+Y brings it back): with no "
+                    "face part left, it is in progress again.",
+                    "warning",
+                )
+        return True
+
+    def resume(self, relpath: str | None) -> bool:
+        """Open the photo the annotator was on when the project was last closed (``relpath``);
+        when it is gone, or None, the next unfinished photo (the first, when all are done)."""
+        rec = self.project.find(relpath) if relpath else None
+        if rec is not None and not rec.missing and self.open_image(rec.id):
+            return True
+        return self.next_unfinished() or self.current is not None or self.step(0)
+
     # The annotation's state and rules (see Annotation for each).
     project = _forward("project")
     label_set = _forward("label_set")
@@ -125,7 +152,6 @@ class AnnotationSession(QObject):
     refresh_prelabel = _forward("refresh_prelabel")
     note_edit = _forward("note_edit")
     note_activity = _forward("note_activity")
-    undo = _forward("undo")
     redo = _forward("redo")
     set_protected = _forward("set_protected")
     set_status = _forward("set_status")

@@ -322,6 +322,7 @@ def run_finetune_job(
     baseline: tuple[str | os.PathLike[str], str] | None = None,
     on_progress: ProgressFn | None = None,
     cancel: Any = None,
+    num_by_hand: int | None = None,
 ) -> FinetuneJobResult:
     """Fine-tune a parser on labeled faces and publish it as a new version.
 
@@ -352,6 +353,7 @@ def run_finetune_job(
             each validation (epoch, step, mean_f1, miou, best).
         cancel: a ``threading.Event``; when set the run stops within one step and publishes
             nothing.
+        num_by_hand: faces labeled or corrected by hand among all given, kept with the version.
 
     Returns:
         A FinetuneJobResult (``.version`` is the published version).
@@ -403,6 +405,8 @@ def run_finetune_job(
     if store is not None and not result.cancelled:
         summary = _metric_summary(result.metrics)
         summary.update(num_train=len(job.train_names), num_val=len(job.val_names))
+        if num_by_hand is not None:  # what the outcome says when too few are held out
+            summary["num_by_hand"] = num_by_hand
         activate = True
         if val_part is not None and baseline is not None:
             try:
@@ -447,6 +451,7 @@ def run_finetune_on_files(
     except OSError as exc:
         raise TrainingError(f"could not copy the labels to train on: {exc}") from exc
     kwargs.setdefault("data_snapshot", [f.snapshot_entry for f in files])
+    kwargs.setdefault("num_by_hand", sum(f.by_hand for f in files))
     samples = LazySamples(snapshot)
     train_idx, val_idx = split_by_hand(
         snapshot, kwargs.pop("val_fraction", DEFAULT_VAL_FRACTION), kwargs.get("seed", 0)

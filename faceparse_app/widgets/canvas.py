@@ -335,8 +335,8 @@ class LabelCanvas(QWidget):
             if self.shows_faces:
                 paint_faces(
                     painter, self.faces, self.image_to_widget, self.selected_face, self.state.tool == Tool.FACE,
-                    self.image_size,
-                )  # fmt: skip
+                    self.image_size, QRectF(self.rect()).adjusted(0, max(0, self.covered_top()), 0, 0),
+                )  # fmt: skip (captions clear of the message bar)
         self.tool.paint(self, painter)
         painter.end()
 

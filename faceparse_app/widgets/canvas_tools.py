@@ -113,7 +113,7 @@ class BrushTool(CanvasTool):
         pos = canvas.cursor_pos
         if pos is None:
             return
-        r = max(1.0, canvas.state.radius * canvas.scale)
+        r = max(1.0, (canvas.state.radius + 0.5) * canvas.scale)  # as wide as the Size says
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         painter.setBrush(Qt.BrushStyle.NoBrush)
         for color, width in ((QColor(0, 0, 0, 160), 3), (QColor(255, 255, 255, 230), 1)):
@@ -124,7 +124,7 @@ class BrushTool(CanvasTool):
         pos = canvas.cursor_pos
         if pos is None:
             return QRectF()
-        r = max(1.0, canvas.state.radius * canvas.scale) + 4
+        r = max(1.0, (canvas.state.radius + 0.5) * canvas.scale) + 4
         return QRectF(pos.x() - r, pos.y() - r, 2 * r, 2 * r)
 
 

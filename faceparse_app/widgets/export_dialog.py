@@ -54,9 +54,10 @@ class ExportDialog(QDialog):
 
     def __init__(
         self, project_root: Path, reviewed_only: bool = False, parent: QWidget | None = None,
-        last: dict | None = None,
+        last: dict | None = None, counts: dict[str, int] | None = None,
     ) -> None:  # fmt: skip
         super().__init__(parent)
+        self.counts = counts  # images per status (Project.counts); None: not checked here
         self.setWindowTitle("Export LaPa")
         self.project_root = Path(project_root)
         # The project's last export is offered again: exporting into it again keeps each
@@ -95,6 +96,8 @@ class ExportDialog(QDialog):
         self.folder_edit.textChanged.connect(self._check)
         self.val_spin.valueChanged.connect(self._check)
         self.test_spin.valueChanged.connect(self._check)
+        self.reviewed_box.toggled.connect(self._check)
+        self._check()
 
     @staticmethod
     def _fraction(value: float) -> QDoubleSpinBox:
@@ -109,6 +112,8 @@ class ExportDialog(QDialog):
         shares = self.val_spin.value() + self.test_spin.value()
         if not self.folder_edit.text().strip():
             problem = "Type or browse a folder to export into."
+        elif self._nothing_to_export():
+            problem = self._nothing_to_export()
         elif shares >= 1.0:
             problem = (
                 f"Validation and test shares add up to {shares:.2f}: nothing would be left for "
@@ -119,6 +124,22 @@ class ExportDialog(QDialog):
         self.problem_label.setText(problem)
         self.problem_label.setVisible(bool(problem))
         self.export_button.setEnabled(not problem)
+        if self.isVisible():  # the form takes the height its rows need now (no blank band)
+            self.layout().activate()
+            self.resize(self.width(), self.sizeHint().height())
+
+    def _nothing_to_export(self) -> str:
+        """Why no image would be exported ('' when some would): an export of none would empty
+        the folder of an earlier one."""
+        counts = self.counts or {}
+        labeled, reviewed = counts.get("labeled", 0), counts.get("reviewed", 0)
+        if self.counts is None or (reviewed if self.reviewed_box.isChecked() else labeled + reviewed):
+            return ""
+        if self.reviewed_box.isChecked():
+            return "No image is marked reviewed yet (Ctrl+Shift+Return marks one)" + (
+                f": untick the box to export the {labeled} labeled." if labeled else "."
+            )
+        return "No image is labeled yet (A accepts a pre-label, Ctrl+Return marks an image labeled)."
 
     def accept(self) -> None:
         """Close only for a folder the export can use; else say why, the form kept as filled."""

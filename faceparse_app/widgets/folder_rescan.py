@@ -25,16 +25,25 @@ def _images(n: int) -> str:
     return f"{n} image{'s' if n != 1 else ''}"
 
 
-def rescan_text(folder: str, report: ScanReport, newly_missing: list[str]) -> str:
-    """What the message bar says after a rescan: how many images were added, went missing or
-    were renamed (and that labels are kept)."""
+def _names(paths: list[str]) -> str:
+    return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+def rescan_text(
+    folder: str, report: ScanReport, newly_missing: list[str], back: list[str] | None = None
+) -> str:
+    """What the message bar says after a rescan: how many images were added, came back, went
+    missing or were renamed (and that labels are kept)."""
     parts = []
     if report.added:
         parts.append(f"{_images(len(report.added))} added")
+    if back:
+        parts.append(f"{_images(len(back))} back ({_names(back)})")
     if newly_missing:
-        n = len(newly_missing)
-        names = ", ".join(newly_missing[:3]) + (f" and {n - 3} more" if n > 3 else "")
-        parts.append(f"{_images(n)} gone missing ({names}; kept in the project, with any label, for when the file comes back)")
+        parts.append(
+            f"{_images(len(newly_missing))} gone missing ({_names(newly_missing)}; kept in the project, "
+            "with any label, for when the file comes back)"
+        )
     if report.moved:
         parts.append(f"{_images(len(report.moved))} renamed (labels followed)")
     if not parts:
@@ -55,6 +64,7 @@ def rescan_folder(window: MainWindow) -> ScanReport | None:
     # Edits on screen go to disk first: the scan may move the label of an image renamed meanwhile.
     session.save()
     was_missing = {r.relpath for r in session.records() if r.missing}
+    shown_before = session.current.relpath if session.current is not None else None
     try:
         report = run_busy(
             window, f"Rescanning {project.root.name}: looking for new and changed images…", project.scan
@@ -72,6 +82,10 @@ def rescan_folder(window: MainWindow) -> ScanReport | None:
     window._refresh_records()
     window.model_loop.score_unfinished()  # the new images get their place in "least sure"
     newly_missing = [p for p in report.missing if p not in was_missing]
+    back = sorted(was_missing - set(report.missing) - {old for old, _ in report.moved})
+    current = session.current
+    if current is not None and session.document is None and shown_before in was_missing and not current.missing:
+        session.open_image(current.id)  # on screen, blank since its file went: shown again
     level = "warning" if newly_missing else "info"
-    window.show_message(rescan_text(project.root.name, report, newly_missing), level)
+    window.show_message(rescan_text(project.root.name, report, newly_missing, back), level)
     return report

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import qtawesome as qta
 from PySide6.QtCore import QEvent, QObject, Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QStackedWidget, QToolButton, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QStackedWidget, QToolButton, QWidget
 
 # level -> (icon, background colour)
 LEVELS = {
@@ -39,6 +39,7 @@ class MessageBar(QWidget):
         layout.addWidget(self.text, 1)
         layout.addWidget(close)
         self.level = "info"
+        self._over: object = None  # what was on screen when the message came up
         self._host: QWidget | None = None
         self.hide()
 
@@ -76,14 +77,25 @@ class MessageBar(QWidget):
         self.setGeometry(0, 0, width, height if height > 0 else self.sizeHint().height())
         self.raise_()
 
-    def show_message(self, text: str, level: str = "info") -> None:
+    def show_message(self, text: str, level: str = "info", over: object = None) -> None:
+        """Show ``text``; ``over`` names what is on screen under it (the photo shown), for
+        :meth:`moved_on`."""
         icon, colour = LEVELS.get(level, LEVELS["info"])
         self.level = level
+        self._over = over
         self.icon.setPixmap(qta.icon(icon).pixmap(16, 16))
         self.text.setText(text)
         self.setStyleSheet(f"#message_bar {{ background: {colour}; color: #222; }}")
         self.show()
         self._place()  # the new text's height
+
+    def moved_on(self, now_over: object) -> None:
+        """Something else is on screen now (the next photo): a report of what was done (an
+        info message, with no button beside it) about the one before goes; a warning or an
+        error stays until it is dismissed."""
+        offers = [w for w in self.findChildren(QPushButton) if not w.isHidden()]
+        if self.level == "info" and not offers and self._over != now_over and not self.isHidden():
+            self.hide()
 
     def covered_height(self) -> int:
         """How much of the top of the widget it floats over it covers now (0 when hidden)."""

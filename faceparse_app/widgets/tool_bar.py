@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QLabel, QSlider, QSpinBox, QToolBar, QWidget
 
-from faceparse_app.widgets.tool_state import MAX_RADIUS, MIN_RADIUS, Tool, ToolState
+from faceparse_app.widgets.tool_state import MAX_RADIUS, MIN_RADIUS, Tool, ToolState, brush_width
 
 # tool -> (qtawesome icon, shortcut)
 TOOL_ICONS: dict[Tool, tuple[str, str]] = {
@@ -69,11 +69,15 @@ class ToolBar(QToolBar):
         self.addSeparator()
         self.addWidget(QLabel(" Size "))
         self.size_box = QSpinBox()
-        self.size_box.setRange(MIN_RADIUS, MAX_RADIUS)
+        # The box says the brush's width, the pixels across a dot (2 × radius + 1: a round
+        # brush about the pixel under the cursor is an odd number of pixels wide).
+        self.size_box.setRange(brush_width(MIN_RADIUS), brush_width(MAX_RADIUS))
+        self.size_box.setSingleStep(2)
+        self.size_box.setKeyboardTracking(False)  # "20" typed is not taken as "2" on the way
         self.size_box.setSuffix(" px")
-        self.size_box.setToolTip("Brush radius in image pixels ([ and ], or Ctrl+wheel)")
-        self.size_box.setValue(state.radius)
-        self.size_box.valueChanged.connect(state.set_radius)
+        self.size_box.setToolTip("Brush size: how wide it paints, in image pixels ([ and ], or Ctrl+wheel)")
+        self.size_box.setValue(brush_width(state.radius))
+        self.size_box.valueChanged.connect(self._size_edited)
         # A spin box with the focus takes digits and "-" for itself (the class keys): it gets
         # the focus only when clicked, and gives it back when the edit is done.
         self.size_box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
@@ -141,7 +145,12 @@ class ToolBar(QToolBar):
         self.tool_actions[Tool(name)].setChecked(True)
 
     def _show_radius(self, radius: int) -> None:
-        self._set_quietly(self.size_box, radius)
+        self._set_quietly(self.size_box, brush_width(radius))
+
+    def _size_edited(self, width: int) -> None:
+        # An even width (typed) is painted one pixel wider, and the box says so.
+        self.state.set_radius(width // 2)
+        self._show_radius(self.state.radius)
 
     @staticmethod
     def _set_quietly(widget: QSpinBox | QSlider, value: int) -> None:

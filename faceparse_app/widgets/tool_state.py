@@ -13,8 +13,13 @@ from PySide6.QtCore import QObject, Signal
 from faceparse_app.widgets.label_colours import DEFAULT_OPACITY
 from trainer.labels import LAPA, LabelSet
 
-MIN_RADIUS = 1
+MIN_RADIUS = 0  # a one-pixel brush
 MAX_RADIUS = 400
+
+
+def brush_width(radius: int) -> int:
+    """How many pixels across a brush of ``radius`` paints (what the tool bar's Size says)."""
+    return 2 * int(radius) + 1
 
 
 class Tool(StrEnum):

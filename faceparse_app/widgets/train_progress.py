@@ -38,6 +38,13 @@ def finetune_outcome_text(version: str, metrics: dict[str, Any] | Any, in_use: b
     text is shown until the next run, and Activate / Roll back change what the gate decided.
     """
     held_out = metrics.get("num_val")  # None: a version recorded before it was kept
+    if (metrics.get("mean_f1") is None or held_out == 0) and metrics.get("num_by_hand") == 1:
+        return (  # held out, none of the annotator's faces would be left to train on
+            f"Published {version}, not validated: 1 face was "
+            "labeled or corrected by hand, and a score needs one more (one is held out to measure "
+            "the model; accepted pre-labels are its own output, so they cannot). Correct one more "
+            "face by hand to get a score."
+        )
     if metrics.get("mean_f1") is None or held_out == 0:
         return (
             f"Published {version}, not validated: no faces were labeled or corrected by hand "

@@ -230,7 +230,7 @@ def test_class_hotkeys_palette_eyedropper_and_brush_size(qtbot, tmp_path):
     # [ and ] change the brush; so does Ctrl+wheel; the tool bar shows it.
     state.set_radius(10)
     key(window, Qt.Key.Key_BracketRight)
-    assert state.radius > 10 and window.tool_bar.size_box.value() == state.radius
+    assert state.radius > 10 and window.tool_bar.size_box.value() == 2 * state.radius + 1  # its width
     key(window, Qt.Key.Key_BracketLeft)
     key(window, Qt.Key.Key_BracketLeft)
     assert state.radius < 10

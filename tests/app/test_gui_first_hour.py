@@ -43,11 +43,11 @@ def test_the_size_box_gives_the_keys_back_after_editing(qtbot, tmp_path):
     assert box.focusPolicy() & Qt.FocusPolicy.TabFocus != Qt.FocusPolicy.TabFocus
     box.setFocus()
     box.selectAll()
-    QTest.keyClicks(box, "20")
+    QTest.keyClicks(box, "21")
     QTest.keyClick(box, Qt.Key.Key_Return)
-    assert window.state.radius == 20
+    assert window.state.radius == 10 and box.value() == 21  # the Size is the brush's width
     _type(Qt.Key.Key_5)
-    assert window.state.cls == 5 and window.state.radius == 20
+    assert window.state.cls == 5 and window.state.radius == 10
 
 
 def test_the_polygon_preview_draws_its_vertices(qtbot, tmp_path):
