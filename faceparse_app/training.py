@@ -346,8 +346,9 @@ def run_finetune_job(
         data_snapshot, parent, note: recorded with the version (see ``ModelStore.publish``).
         baseline: (checkpoint, version id) of the parser in use: the new version is made
             active only if it scores at least as well on the same validation faces (both are
-            recorded with it); without validation faces it is made active and recorded as not
-            validated.
+            recorded with it); without validation faces it is recorded as not validated and
+            kept aside (the user may activate it); None: nothing to compare with or to keep in
+            use, so it is made active.
         on_progress: receives the trainer's dicts: ``phase="train"`` after each step (step,
             total_steps, epoch, epochs, loss, lr, images_per_s, eta_s) and ``phase="val"`` after
             each validation (epoch, step, mean_f1, miou, best).
@@ -408,7 +409,10 @@ def run_finetune_job(
         if num_by_hand is not None:  # what the outcome says when too few are held out
             summary["num_by_hand"] = num_by_hand
         activate = True
-        if val_part is not None and baseline is not None:
+        if baseline is not None and (val_part is None or not len(val_part)):
+            activate = False  # unscored: it never replaces the parser in use on its own
+            summary["baseline_version"] = baseline[1]
+        elif val_part is not None and baseline is not None:
             try:
                 summary.update(compare_on_holdout(result.best_path, baseline, val_part, device))
             except Exception as exc:

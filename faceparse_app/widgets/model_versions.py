@@ -120,6 +120,9 @@ def version_note(version: ModelVersion) -> str:
     """The list's note: the run's own, plus why a version was kept aside (the panel says it
     once, when the run ends; the list says it for as long as the version is kept)."""
     metrics = version.metrics
+    if metrics.get("activated") is False and metrics.get("mean_f1") is None:
+        aside = "kept aside: not validated (no hand-labeled face held out to score it)"
+        return f"{version.note}; {aside}" if version.note else aside
     if metrics.get("activated") is not False or "baseline_mean_f1" not in metrics:
         return version.note
     aside = (

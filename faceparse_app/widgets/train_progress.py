@@ -38,19 +38,8 @@ def finetune_outcome_text(version: str, metrics: dict[str, Any] | Any, in_use: b
     text is shown until the next run, and Activate / Roll back change what the gate decided.
     """
     held_out = metrics.get("num_val")  # None: a version recorded before it was kept
-    if (metrics.get("mean_f1") is None or held_out == 0) and metrics.get("num_by_hand") == 1:
-        return (  # held out, none of the annotator's faces would be left to train on
-            f"Published {version}, not validated: 1 face was "
-            "labeled or corrected by hand, and a score needs one more (one is held out to measure "
-            "the model; accepted pre-labels are its own output, so they cannot). Correct one more "
-            "face by hand to get a score."
-        )
     if metrics.get("mean_f1") is None or held_out == 0:
-        return (
-            f"Published {version}, not validated: no faces were labeled or corrected by hand "
-            "yet (accepted pre-labels are the model's own output, so they cannot measure it). "
-            "Correct a few faces by hand to get a score."
-        )
+        return _unscored_text(version, metrics, in_use)
     faces = (
         f"{held_out} held-out hand-labeled face{'s' if held_out != 1 else ''}"
         if held_out else "the held-out hand-labeled faces"
@@ -82,6 +71,29 @@ def finetune_outcome_text(version: str, metrics: dict[str, Any] | Any, in_use: b
             )
         return text
     return text + "."
+
+
+def _unscored_text(version: str, metrics: dict, in_use: bool | None) -> str:
+    """The outcome of a fine-tune no hand-labeled face could score."""
+    if metrics.get("num_by_hand") == 1:  # held out, none of the annotator's would be left
+        text = (
+            f"Published {version}, not validated: 1 face was labeled or corrected by hand, and a "
+            "score needs one more (one is held out to measure the model; accepted pre-labels "
+            "are its own output, so they cannot). Correct one more face by hand to get a score."
+        )
+    else:
+        text = (
+            f"Published {version}, not validated: no faces were labeled or corrected by hand "
+            "yet (accepted pre-labels are the model's own output, so they cannot measure it). "
+            "Correct a few faces by hand to get a score."
+        )
+    was = metrics.get("baseline_version")
+    if metrics.get("activated") is False and was:
+        if in_use:
+            return text + f" Kept aside unscored, then activated by hand: {version} is in use."
+        text += f" Unscored, it does not replace {was}: {was} stays in use; activate {version} "
+        text += "below to use it anyway."
+    return text
 
 
 class TrainProgress(QGroupBox):

@@ -65,3 +65,32 @@ def test_the_comparison_scores_both_parsers_on_the_same_faces(faces_dir, tmp_pat
     )
     assert same["baseline_version"] == run.version.id
     assert same["candidate_mean_f1"] == pytest.approx(same["baseline_mean_f1"])
+
+
+def test_an_unscored_parser_never_replaces_the_one_in_use(faces_dir, tmp_path):  # noqa: F811
+    """Trial 9: a fine-tune with no hand-labeled face to hold out was made active unscored, and
+    its pre-labels were worse (a pink wall as hair, a neck as a brow). With a parser in use it
+    is now kept aside, and the outcome and the versions list say how to use it anyway."""
+    from faceparse_app.widgets.model_versions import version_note
+
+    store = ModelStore(tmp_path / "models")
+    first = run_finetune_on_files(labeled_files(faces_dir), tmp_path / "run1", max_steps=1, store=store, **TINY)
+    accepted = [dataclasses.replace(f, by_hand=False) for f in labeled_files(faces_dir)]
+    second = run_finetune_on_files(
+        accepted, tmp_path / "run2", max_steps=1, store=store,
+        baseline=store.parser_for_prelabel(), **TINY,
+    )  # fmt: skip
+    assert store.active("parser").id == first.version.id
+    assert second.version.metrics["activated"] is False
+    text = finetune_outcome_text(second.version.id, second.version.metrics)
+    assert "not validated" in text and f"{first.version.id} stays in use" in text
+    assert "activate" in text and "not validated" in version_note(second.version)
+
+
+def test_the_first_parser_of_a_project_without_a_starter_is_used_unscored(faces_dir, tmp_path):  # noqa: F811
+    """With no parser at all to pre-label (no starter installed), an unscored one is better than
+    none: it is made active."""
+    store = ModelStore(tmp_path / "models")
+    accepted = [dataclasses.replace(f, by_hand=False) for f in labeled_files(faces_dir)]
+    run = run_finetune_on_files(accepted, tmp_path / "run", max_steps=1, store=store, baseline=None, **TINY)
+    assert store.active("parser").id == run.version.id
