@@ -20,7 +20,6 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from trainer import __version__
 from trainer.cli_exits import (
@@ -32,6 +31,7 @@ from trainer.cli_exits import (
 )
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
 from trainer.cli_predict import cmd_predict
+from trainer.cli_runs import run_folder
 from trainer.errors import FaceParseError
 from trainer.precision import PRECISIONS
 
@@ -56,11 +56,13 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from trainer.pretrain import pretrain
 
     config = run_config_from_args(PretrainConfig, args)
-    if args.resume is None:
-        _refuse_a_kept_run(config.runtime.out_dir, "pretrain", args.overwrite)
     started = time.time()
+    folder = run_folder(
+        config.runtime.out_dir, "pretrain", overwrite=args.overwrite, resume=bool(args.resume)
+    )
     try:
-        path = pretrain(config, resume=args.resume)
+        with folder:
+            path = pretrain(config, resume=args.resume)
     except KeyboardInterrupt:
         # The run saved its state on the way out (if it had started); say how to go on.
         kept = pretrain_kept(config.runtime.out_dir, started, args.resume)
@@ -73,33 +75,6 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         print(f"images: {total} found{unread}")
     print(f"pretrained checkpoint: {path}")
     return 0
-
-
-def _refuse_a_kept_run(out_dir: str, stage: str, overwrite: bool) -> None:
-    """Stop before a new run (no ``--resume``) replaces an earlier run's checkpoints in
-    ``out_dir`` (unless ``overwrite``) or mixes its own with them: see
-    :meth:`RunFiles.what_a_new_run_would_replace` and :meth:`RunFiles.what_a_fresh_run_would_spoil`.
-
-    Rank 0 alone looks, holding the folder's lock (a run writing the folder is busy, not
-    finished; ranks probing at once would find each other's), and only in a folder that exists;
-    the other ranks of a torchrun that rank 0 refuses end with it.
-    """
-    from trainer.run_files import RunFiles
-
-    files = RunFiles(Path(out_dir), stage)
-    if not files.out_dir.is_dir() or os.environ.get("RANK", "0") != "0":
-        return
-    with files.hold():
-        refusal = files.what_a_new_run_would_replace()
-        if refusal and overwrite:
-            refusal = None
-            # The replaced run's step checkpoints go too: the new run's would be pruned against them.
-            for _, path in files.step_checkpoints():
-                log.info("--overwrite: removing %s", path)
-                path.unlink(missing_ok=True)
-        refusal = refusal or files.what_a_fresh_run_would_spoil()
-    if refusal:
-        raise FaceParseError(refusal)
 
 
 def _cmd_recon_grid(args: argparse.Namespace) -> int:
@@ -126,10 +101,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     args.preset = preset_of_start(args.init, args.preset)  # the one stored is the one trained
     config = run_config_from_args(FinetuneConfig, args)
-    _refuse_a_kept_run(config.runtime.out_dir, "finetune", args.overwrite)
     started = time.time()
     try:
-        result = finetune(config)
+        with run_folder(config.runtime.out_dir, "finetune", overwrite=args.overwrite, resume=False):
+            result = finetune(config)
     except KeyboardInterrupt:
         # The run published its best and last checkpoints on the way out; say which.
         kept = finetune_kept(config.runtime.out_dir, started)
@@ -161,10 +136,13 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def _add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
+    stage = p.prog.split()[-1]
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help=f"replace {what} in --out-dir (without it the run stops before touching them)",
+        help=f"replace {what} in --out-dir: they are set aside (in .{stage}-overwritten/) until "
+        "this run writes a trained checkpoint, and put back if it ends before one (without "
+        "--overwrite the run stops before touching them)",
     )
 
 
@@ -294,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
             "precision": {"choices": PRECISIONS},
         },
     )
-    _add_overwrite(p, "a finished pretraining's checkpoints (last and step files)")
+    _add_overwrite(p, "a finished pretraining's checkpoints (last and step files) and log")
     p.add_argument(
         "--resume",
         metavar="PATH",
@@ -336,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
             },
         },
     )
-    _add_overwrite(p, "an earlier fine-tune's checkpoints")
+    _add_overwrite(p, "an earlier fine-tune's checkpoints and logs")
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("evaluate", help="per-class F1, mean F1 and mIoU on a labeled split")

@@ -1,0 +1,80 @@
+"""Defects found in a fourth user trial of the ``faceparse`` CLI, README and --help in hand:
+``--overwrite`` runs that end early, failed runs, read-only folders. Each test asserts what the
+user noticed: the message, the exit code, the files left."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from PIL import Image
+
+from tests.trainer.cli_trial_helpers import digests, run, signal_a_run, small_lapa
+
+
+def _finetune(data: Path, out: Path, *more: str) -> list[str]:
+    return ["finetune", "--data", str(data), "--preset", "tiny", "--batch-size", "2",
+            "--device", "cpu", "--no-progress-bar", "--out-dir", str(out), *more]  # fmt: skip
+
+
+def _run_files(out: Path) -> dict[str, str]:
+    """The folder as a user lists it (``ls``: hidden lock and set-aside files not shown)."""
+    return {name: digest for name, digest in digests(out).items() if not name.startswith(".")}
+
+
+def test_an_overwrite_that_fails_on_its_input_keeps_the_earlier_run_whole(
+    tmp_path: Path, capsys
+) -> None:
+    """`finetune --overwrite` into the folder of an earlier run, on data with a label of the
+    wrong size: the one-line error came after the new run had deleted the earlier run's logs,
+    leaving its checkpoints without them (and the earlier run not replaced either)."""
+    data, out = small_lapa(tmp_path / "lapa"), tmp_path / "run"
+    code, _, err = run(capsys, *_finetune(data, out, "--max-steps", "2"))
+    assert code == 0, err
+    earlier = _run_files(out)
+    assert {"finetune_best.safetensors", "finetune_log.jsonl", "finetune_val.jsonl"} <= set(earlier)
+
+    label = next((data / "train" / "labels").iterdir())
+    good = label.read_bytes()
+    Image.open(label).resize((32, 32), Image.Resampling.NEAREST).save(label)
+    code, _, err = run(capsys, *_finetune(data, out, "--max-steps", "3", "--overwrite"))
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].endswith("label is 32×32 but its image is 64×64")
+    assert _run_files(out) == earlier  # the earlier run as it was, logs included
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".finetune.lock"]
+
+    # On good data it replaces the earlier run, and nothing of it is left aside.
+    label.write_bytes(good)
+    code, _, err = run(capsys, *_finetune(data, out, "--max-steps", "3", "--overwrite"))
+    assert code == 0, err
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".finetune.lock"]
+    assert (out / "finetune_log.jsonl").read_text().count("\n") == 3
+
+
+def test_an_overwrite_killed_before_its_first_checkpoint_never_mixes_two_runs(
+    tmp_path: Path, capsys, caplog
+) -> None:
+    """`finetune --overwrite` into the folder of an earlier run, killed (kill -9, the OOM
+    killer) before its first checkpoint: the folder held the earlier run's checkpoints beside
+    the new run's log, one folder that looked like one run but mixed two. The next command
+    into the folder must find the earlier run whole."""
+    data, out = small_lapa(tmp_path / "lapa"), tmp_path / "run"
+    code, _, err = run(capsys, *_finetune(data, out, "--max-steps", "1"))  # a log of one line
+    assert code == 0, err
+    earlier = _run_files(out)
+
+    # No validation and 100,000 epochs: its only checkpoints would come at the end.
+    argv = _finetune(data, out, "--epochs", "100000", "--val-every", "100000", "--overwrite")
+    code, _, _ = signal_a_run(argv, out / "finetune_log.jsonl", signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    after_kill = _run_files(out)
+    assert after_kill["finetune_log.jsonl"] != earlier["finetune_log.jsonl"]  # the new run's
+    assert not any(name.endswith(".safetensors") for name in after_kill)  # none of the other's
+
+    # The next run into the folder puts the earlier run back before it judges the folder.
+    code, _, err = run(capsys, *_finetune(data, out, "--max-steps", "3"))
+    assert code == 2 and "Traceback" not in err, err
+    assert "trained 1 steps" in err.strip().splitlines()[-1]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("put back the earlier run" in w for w in warnings), warnings
+    assert _run_files(out) == earlier

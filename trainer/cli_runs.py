@@ -1,0 +1,62 @@
+"""How ``faceparse pretrain`` and ``finetune`` treat the ``--out-dir`` they train into: what an
+earlier run there stops, what ``--overwrite`` does with it, and what a failed run leaves."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from trainer.errors import FaceParseError
+from trainer.run_files import RunFiles
+
+log = logging.getLogger("trainer.cli")
+
+
+@contextlib.contextmanager
+def run_folder(out_dir: str, stage: str, *, overwrite: bool, resume: bool) -> Iterator[None]:
+    """Wrap a training run of ``stage`` into ``out_dir``: the block runs it.
+
+    In a folder that exists, rank 0 holds the stage's lock from before its checks to the end of
+    the run (another run cannot slip in between), finishes what a killed ``--overwrite`` left
+    (:meth:`RunFiles.settle_aside`), and then, for a new run (not ``resume``), stops before an
+    earlier run's checkpoints are replaced (unless ``overwrite``: they are set aside until this
+    run has trained weights, and put back if it ends without) or mixed with this run's (see
+    :meth:`RunFiles.what_a_new_run_would_replace`, :meth:`RunFiles.what_a_fresh_run_would_spoil`).
+    A folder that does not exist is made by the run; the other ranks of a torchrun leave the
+    folder to rank 0 and end with it.
+
+    Raises:
+        FaceParseError: the folder holds a run that this one must not replace.
+    """
+    files = RunFiles(Path(out_dir), stage)
+    if os.environ.get("RANK", "0") != "0" or not files.out_dir.is_dir():
+        yield
+        return
+    with files.hold(hand_down=True):
+        _say(files.settle_aside())
+        if not resume:
+            _make_way(files, overwrite)
+        try:
+            yield
+        finally:
+            _say(files.settle_aside())
+
+
+def _say(line: str | None) -> None:
+    if line:
+        log.warning("%s", line)
+
+
+def _make_way(files: RunFiles, overwrite: bool) -> None:
+    refusal = files.what_a_new_run_would_replace()
+    if refusal and overwrite:
+        refusal = None
+        # The replaced run's step checkpoints go too: the new run's would be pruned against them.
+        moved = files.set_aside()
+        log.info("--overwrite: %s set aside until this run has trained weights", ", ".join(moved))
+    refusal = refusal or files.what_a_fresh_run_would_spoil()
+    if refusal:
+        raise FaceParseError(refusal)
