@@ -272,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
             "precision": {"choices": PRECISIONS},
         },
     )
-    _add_overwrite(p, "a finished pretraining's checkpoints (last and step files) and log")
+    _add_overwrite(
+        p, "an earlier pretraining, finished or stopped (its last and step files and log)"
+    )
     p.add_argument(
         "--resume",
         metavar="PATH",

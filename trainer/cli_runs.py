@@ -51,12 +51,11 @@ def _say(line: str | None) -> None:
 
 
 def _make_way(files: RunFiles, overwrite: bool) -> None:
-    refusal = files.what_a_new_run_would_replace()
-    if refusal and overwrite:
-        refusal = None
-        # The replaced run's step checkpoints go too: the new run's would be pruned against them.
-        moved = files.set_aside()
-        log.info("--overwrite: %s set aside until this run has trained weights", ", ".join(moved))
-    refusal = refusal or files.what_a_fresh_run_would_spoil()
-    if refusal:
+    refusal = files.what_a_new_run_would_replace() or files.what_a_fresh_run_would_spoil()
+    if refusal is None:
+        return
+    if not overwrite:
         raise FaceParseError(refusal)
+    # Step checkpoints go too: the new run's would be mixed with (and pruned against) them.
+    moved = files.set_aside()
+    log.info("--overwrite: %s set aside until this run has trained weights", ", ".join(moved))

@@ -183,8 +183,8 @@ class RunFiles:
         )
 
     def what_a_fresh_run_would_spoil(self) -> str | None:
-        """Why a new stage-1 run (no ``--resume``) must not start in this folder, in one line,
-        or None: an earlier run stopped short of its steps (killed, cancelled), which a fresh
+        """Why a new stage-1 run (no ``--resume``) must not start in this folder unless told to
+        replace what it holds (``--overwrite``), in one line, or None: an earlier run stopped short of its steps (killed, cancelled), which a fresh
         one would replace at its first save, or an earlier run's step checkpoints, which its
         own would be mixed with (and pruned against)."""
         if self.stage != "pretrain":
@@ -193,15 +193,16 @@ class RunFiles:
         if step is not None and total is not None and step < total:
             return (
                 f"{self.out_dir} holds a pretraining stopped at step {step} of {total}; "
-                f"continue it with --resume {self.last}, or start a new run in another "
-                "--out-dir"
+                f"continue it with --resume {self.last}, start a new run in another "
+                "--out-dir, or pass --overwrite to replace it"
             )
         steps = self.step_checkpoints()
         if steps:
             names = ", ".join(path.name for _, path in steps)
             return (
                 f"{self.out_dir} holds an earlier run's step checkpoints ({names}), which a new "
-                "run's would be mixed with; start it in another --out-dir (or delete them)"
+                "run's would be mixed with; start it in another --out-dir, or pass --overwrite "
+                "to replace them"
             )
         return None
 

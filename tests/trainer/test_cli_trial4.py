@@ -78,3 +78,34 @@ def test_an_overwrite_killed_before_its_first_checkpoint_never_mixes_two_runs(
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("put back the earlier run" in w for w in warnings), warnings
     assert _run_files(out) == earlier
+
+
+def test_pretrain_overwrite_replaces_a_stopped_run_as_it_does_a_finished_one(
+    tmp_path: Path, capsys
+) -> None:
+    """`pretrain --overwrite` into the folder of a run stopped short (Ctrl-C, a preemption) was
+    refused with "start a new run in another --out-dir": the flag the user gave to reuse the
+    folder was ignored, and the message never said why."""
+    import json
+
+    from tests.trainer.cli_trial_helpers import user_photos
+
+    photos, out = user_photos(tmp_path / "photos"), tmp_path / "run"
+    argv = ["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--batch-size", "1",
+            "--device", "cpu", "--checkpoint-every", "1", "--out-dir", str(out)]  # fmt: skip
+    code, _, _ = signal_a_run([*argv, "--epochs", "100000"], out / "pretrain_log.jsonl",
+                              signal.SIGTERM)  # fmt: skip
+    assert code == 130
+
+    code, _, err = run(capsys, *argv, "--max-steps", "2", "--seed", "1")
+    assert code == 2 and "Traceback" not in err
+    assert "--overwrite" in err.strip().splitlines()[-1]  # the refusal names the way out
+
+    code, _, err = run(capsys, *argv, "--max-steps", "2", "--seed", "1", "--overwrite")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".pretrain.lock", "pretrain_last.safetensors", "pretrain_log.jsonl",
+        "pretrain_step1.safetensors",  # the new run's own; the last is pretrain_last
+    ]  # fmt: skip
+    steps = [json.loads(line)["step"] for line in (out / "pretrain_log.jsonl").open()]
+    assert steps == [1, 2]
