@@ -25,15 +25,23 @@ def run_folder(out_dir: str, stage: str, *, overwrite: bool, resume: bool) -> It
     earlier run's checkpoints are replaced (unless ``overwrite``: they are set aside until this
     run has trained weights, and put back if it ends without) or mixed with this run's (see
     :meth:`RunFiles.what_a_new_run_would_replace`, :meth:`RunFiles.what_a_fresh_run_would_spoil`).
-    A folder that does not exist is made by the run; the other ranks of a torchrun leave the
+    A folder that does not exist is made by the run, and removed again should the run fail
+    before writing anything there; the other ranks of a torchrun leave the
     folder to rank 0 and end with it.
 
     Raises:
         FaceParseError: the folder holds a run that this one must not replace.
     """
     files = RunFiles(Path(out_dir), stage)
-    if os.environ.get("RANK", "0") != "0" or not files.out_dir.is_dir():
+    if os.environ.get("RANK", "0") != "0":
         yield
+        return
+    if not files.out_dir.is_dir():
+        try:
+            yield
+        except BaseException:
+            _remove_if_unused(files)
+            raise
         return
     with files.hold(hand_down=True):
         _say(files.settle_aside())
@@ -43,6 +51,18 @@ def run_folder(out_dir: str, stage: str, *, overwrite: bool, resume: bool) -> It
             yield
         finally:
             _say(files.settle_aside())
+
+
+def _remove_if_unused(files: RunFiles) -> None:
+    """Remove the folder a failed run made, if it holds nothing but the run's lock (a mistyped
+    --init should not leave a run folder behind)."""
+    lock = files.out_dir / f".{files.stage}.lock"
+    try:
+        if [p.name for p in files.out_dir.iterdir()] == [lock.name]:
+            lock.unlink()
+            files.out_dir.rmdir()
+    except OSError:
+        pass  # someone else's files appeared, or it is gone already: leave it
 
 
 def _say(line: str | None) -> None:

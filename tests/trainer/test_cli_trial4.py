@@ -109,3 +109,15 @@ def test_pretrain_overwrite_replaces_a_stopped_run_as_it_does_a_finished_one(
     ]  # fmt: skip
     steps = [json.loads(line)["step"] for line in (out / "pretrain_log.jsonl").open()]
     assert steps == [1, 2]
+
+
+def test_a_finetune_that_fails_on_its_start_makes_no_run_folder(tmp_path: Path, capsys) -> None:
+    """A mistyped --init (or a damaged checkpoint) gave its one-line error but left a new,
+    empty-looking --out-dir behind (holding only the hidden lock), which the next `ls runs/`
+    showed as a run."""
+    data, out = small_lapa(tmp_path / "lapa"), tmp_path / "runs" / "ft"
+    missing = tmp_path / "pretrain_lats.safetensors"
+    code, _, err = run(capsys, *_finetune(data, out, "--init", f"ssl:{missing}"))
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith(f"{missing}: checkpoint not found")
+    assert not out.exists()
