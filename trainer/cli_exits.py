@@ -22,8 +22,8 @@ def os_error_line(exc: OSError) -> str:
     if exc.filename is None:  # a buffered write (a log line) meets a full disk
         return f"cannot write the output ({exc.strerror}); free some space"
     path = Path(exc.filename)
-    if path.name.startswith(".") and path.name.endswith(".tmp"):
-        path = path.parent  # `.<name>.<random>.tmp`: the user never named it
+    if path.name.startswith(".") and path.name.endswith((".tmp", ".lock")):
+        path = path.parent  # `.<name>.<random>.tmp`, `.<command>.lock`: the user never named it
     if exc.errno in _WRITE_ERRNOS:
         hint = "free some space" if exc.errno in FULL_DISK else "choose a folder you can write to"
         return f"{path}: cannot write here ({exc.strerror}); {hint}"

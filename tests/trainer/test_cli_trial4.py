@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.trainer.cli_trial_helpers import digests, run, signal_a_run, small_lapa
@@ -121,3 +122,37 @@ def test_a_finetune_that_fails_on_its_start_makes_no_run_folder(tmp_path: Path, 
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].endswith(f"{missing}: checkpoint not found")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "predict"])
+def test_a_read_only_out_folder_is_named_not_its_hidden_lock_file(
+    parser_ckpt: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """`--out-dir` on a read-only folder (a mounted share): the error named
+    `/abs/path/ro/.finetune.lock`, a file the user never heard of, in place of the folder."""
+    import errno
+
+    import filelock
+
+    from tests.trainer.cli_trial_helpers import user_photos
+
+    def read_only(self: filelock.BaseFileLock, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", self.lock_file)
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", read_only)
+    out = tmp_path / "ro"
+    out.mkdir()
+    photos = user_photos(tmp_path / "photos")
+    argv = {
+        "pretrain": ["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--max-steps",
+                     "1", "--device", "cpu", "--out-dir", str(out)],
+        "finetune": _finetune(small_lapa(tmp_path / "lapa"), out, "--max-steps", "1"),
+        "predict": ["predict", str(parser_ckpt), str(photos), str(out), "--runtime", "torch"],
+    }[command]  # fmt: skip
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert line == (
+        f"faceparse {command}: error: {out}: cannot write here (Read-only file system); "
+        "choose a folder you can write to"
+    )
