@@ -60,14 +60,18 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     folder = run_folder(
         config.runtime.out_dir, "pretrain", overwrite=args.overwrite, resume=bool(args.resume)
     )
+    speaks = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 speaks for the run
     try:
         with folder:
             path = pretrain(config, resume=args.resume)
     except KeyboardInterrupt:
         # The run saved its state on the way out (if it had started); say how to go on.
-        kept = pretrain_kept(config.runtime.out_dir, started, args.resume)
-        print(f"faceparse pretrain: {kept}", file=sys.stderr)
+        if speaks:
+            kept = pretrain_kept(config.runtime.out_dir, started, args.resume)
+            print(f"faceparse pretrain: {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if not speaks:
+        return 0
     meta = read_metadata(path)
     total, skipped = meta.get("num_images"), meta.get("skipped_images") or 0
     if isinstance(total, int):

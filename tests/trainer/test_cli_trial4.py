@@ -156,3 +156,29 @@ def test_a_read_only_out_folder_is_named_not_its_hidden_lock_file(
         f"faceparse {command}: error: {out}: cannot write here (Read-only file system); "
         "choose a folder you can write to"
     )
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_torchrun_pretraining_prints_its_summary_once(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, rank: str
+) -> None:
+    """`torchrun --nproc_per_node 2 -m trainer pretrain ...` printed "images: N found" and
+    "pretrained checkpoint: ..." once per process; rank 0 alone speaks for the run (as
+    predict does), the other ranks print nothing."""
+    import trainer.pretrain
+    from tests.trainer.cli_trial_helpers import user_photos
+    from trainer.checkpoint import save_checkpoint
+    from trainer.models import build_model, get_preset
+
+    out = tmp_path / "run"
+    written = save_checkpoint(out / "pretrain_last.safetensors",
+                              build_model(get_preset("tiny"), ("reconstruction",)),
+                              stage="pretrain", meta={"num_images": 3})  # fmt: skip
+    monkeypatch.setattr(trainer.pretrain, "pretrain", lambda config, resume: written)
+    monkeypatch.setenv("RANK", rank)
+    photos = user_photos(tmp_path / "photos")
+    code, stdout, err = run(capsys, "pretrain", "--image-dirs", str(photos), "--preset", "tiny",
+                            "--out-dir", str(tmp_path / "new"), "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    expected = f"images: 3 found\npretrained checkpoint: {written}\n"
+    assert stdout == (expected if rank == "0" else "")
