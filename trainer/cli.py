@@ -27,6 +27,7 @@ from trainer.cli_exits import (
     finetune_kept,
     os_error_line,
     pretrain_kept,
+    refuse_unwritable,
     stop_on_sigterm,
 )
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
@@ -170,6 +171,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.json:
         refuse_foreign_file(args.json, "evaluate", is_metrics_json)
+        refuse_unwritable(args.json)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, framing=args.framing)
     from trainer.data.labeled import open_split
 

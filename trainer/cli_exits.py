@@ -4,7 +4,9 @@ signal, and what an interrupted training left behind."""
 from __future__ import annotations
 
 import errno
+import os
 import signal
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,21 @@ def os_error_line(exc: OSError) -> str:
     if exc.errno in (errno.EEXIST, errno.ENOTDIR):  # mkdir of an output folder met a file
         return f"{path}: a file stands where a folder is needed; give a folder path"
     return f"{path}: {exc.strerror}"
+
+
+def refuse_unwritable(path: str | os.PathLike[str]) -> None:
+    """Stop at once, before a long computation, when the file ``path`` could not be written:
+    makes its folder and a temporary file in it, then removes that file.
+
+    Raises:
+        OSError: the folder is read-only, a file stands where it should be, the disk is full
+            (:func:`os_error_line` names the folder).
+    """
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{Path(path).name}.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(probe)
 
 
 def pretrain_kept(out_dir: str, started: float, resume: str | None) -> str:

@@ -182,3 +182,20 @@ def test_a_torchrun_pretraining_prints_its_summary_once(
     assert code == 0, err
     expected = f"images: 3 found\npretrained checkpoint: {written}\n"
     assert stdout == (expected if rank == "0" else "")
+
+
+def test_evaluate_says_it_cannot_write_its_json_before_scoring_not_after(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """`evaluate --json` into a folder it cannot write (read-only, or a file where the folder
+    should be) scored the whole split, printed the table, and only then failed: on a LaPa test
+    set, minutes of work for an error it could have given at once."""
+    data = small_lapa(tmp_path / "lapa")
+    (tmp_path / "notes").write_text("a file, not a folder")
+    target = tmp_path / "notes" / "val.json"
+    code, stdout, err = run(capsys, "evaluate", str(parser_ckpt), "--data", str(data),
+                            "--split", "val", "--json", str(target), "--device", "cpu")  # fmt: skip
+    assert code == 2 and "Traceback" not in err, err
+    assert stdout == ""  # no table: nothing was scored
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"faceparse evaluate: error: {tmp_path / 'notes'}")
