@@ -199,3 +199,22 @@ def test_evaluate_says_it_cannot_write_its_json_before_scoring_not_after(
     assert stdout == ""  # no table: nothing was scored
     line = err.strip().splitlines()[-1]
     assert line.startswith(f"faceparse evaluate: error: {tmp_path / 'notes'}")
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--batch-size", "0"], "--epochs and --batch-size must be at least 1"),
+        (["--fraction", "0"], "--fraction must lie in (0, 1], got 0.0"),
+        (["--max-steps", "0"], "--max-steps must be at least 1, got 0"),
+    ],
+)
+def test_a_rejected_setting_is_named_as_the_flag_the_user_typed(
+    tmp_path: Path, capsys, flags: list[str], said: str
+) -> None:
+    """`--batch-size 0` answered "epochs and batch_size must be at least 1": the names of the
+    run config's fields, not the flags of the command the user typed."""
+    code, _, err = run(capsys, *_finetune(small_lapa(tmp_path / "lapa"), tmp_path / "run"),
+                       *flags)  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"faceparse finetune: error: {said}"
