@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from trainer import __version__
 from trainer.cli_exits import (
@@ -175,6 +176,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, framing=args.framing)
     from trainer.data.labeled import open_split
 
+    _refuse_a_missing_split(Path(args.data), args.split)
     dataset = open_split(args.data, args.split)
     if len(dataset) == 0:  # a table of n/a would read like a result
         folder = getattr(dataset, "images_dir", None) or getattr(dataset, "root", args.data)
@@ -193,6 +195,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         atomic_write_bytes(args.json, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
         print(f"metrics written to {args.json}")
     return 0
+
+
+def _refuse_a_missing_split(root: Path, split: str) -> None:
+    """Name the splits a LaPa tree has when asked for one it lacks (a converted CelebAMask-HQ
+    has train and val, evaluate's default is test)."""
+    splits = sorted(p.parent.name for p in root.glob("*/images") if p.is_dir())
+    if splits and split not in splits:
+        raise FaceParseError(
+            f"{root} has no split {split!r} (it has {', '.join(splits)}); name one with --split"
+        )
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:

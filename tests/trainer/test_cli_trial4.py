@@ -218,3 +218,19 @@ def test_a_rejected_setting_is_named_as_the_flag_the_user_typed(
                        *flags)  # fmt: skip
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == f"faceparse finetune: error: {said}"
+
+
+def test_evaluate_on_a_split_the_dataset_lacks_names_the_splits_it_has(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """After `faceparse convert ... --val-fraction 0.15` (the README's), `faceparse evaluate`
+    without --split (default test) said "lapa/test: folder not found; expected the LaPa layout
+    {root}/{split}/images/ ...", braces and all, and never which splits there were."""
+    data = small_lapa(tmp_path / "lapa")  # train and val
+    code, _, err = run(capsys, "evaluate", str(parser_ckpt), "--data", str(data), "--device", "cpu")
+    assert code == 2 and "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line == (
+        f"faceparse evaluate: error: {data} has no split 'test' (it has train, val); "
+        "name one with --split"
+    )
