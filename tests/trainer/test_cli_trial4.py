@@ -234,3 +234,42 @@ def test_evaluate_on_a_split_the_dataset_lacks_names_the_splits_it_has(
         f"faceparse evaluate: error: {data} has no split 'test' (it has train, val); "
         "name one with --split"
     )
+
+
+@pytest.mark.parametrize("stop_at", ["setting aside", "putting back"])
+def test_an_overwrite_stopped_midway_through_its_moves_is_finished_by_the_next_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_at: str
+) -> None:
+    """A kill can land between two of the file moves that set an earlier run aside (or put it
+    back): the next command into the folder must still find the earlier run whole, each file
+    once, and no new-run file beside it."""
+    import os
+
+    from trainer.run_files import RunFiles
+
+    files = RunFiles(tmp_path, "finetune")
+    earlier = {"finetune_best.safetensors": b"best", "finetune_last.safetensors": b"last",
+               "finetune_log.jsonl": b"log", "finetune_val.jsonl": b"val"}  # fmt: skip
+    for name, data in earlier.items():
+        (tmp_path / name).write_bytes(data)
+    real, moves = os.replace, []
+
+    def killed_after_two(src: object, dst: object) -> None:
+        moves.append(src)
+        if len(moves) == 3:
+            raise KeyboardInterrupt  # as if the process had died here
+        real(src, dst)
+
+    if stop_at == "putting back":
+        files.set_aside()
+        (tmp_path / "finetune_log.jsonl").write_bytes(b"the new run's log")  # no checkpoint
+        (tmp_path / "finetune_step9.safetensors").write_bytes(b"not trained")
+    monkeypatch.setattr(os, "replace", killed_after_two)
+    try:
+        files.set_aside() if stop_at == "setting aside" else files.settle_aside()
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(os, "replace", real)
+
+    assert "put back the earlier run" in (files.settle_aside() or "")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == earlier
