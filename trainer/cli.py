@@ -60,7 +60,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     config = run_config_from_args(PretrainConfig, args)
     started = time.time()
     folder = run_folder(
-        config.runtime.out_dir, "pretrain", overwrite=args.overwrite, resume=bool(args.resume)
+        config.runtime.out_dir, "pretrain", overwrite=args.overwrite, resume=args.resume
     )
     speaks = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 speaks for the run
     try:
@@ -109,7 +109,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     config = run_config_from_args(FinetuneConfig, args)
     started = time.time()
     try:
-        with run_folder(config.runtime.out_dir, "finetune", overwrite=args.overwrite, resume=False):
+        with run_folder(config.runtime.out_dir, "finetune", overwrite=args.overwrite, resume=None):
             result = finetune(config)
     except KeyboardInterrupt:
         # The run published its best and last checkpoints on the way out; say which.

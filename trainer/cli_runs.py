@@ -16,18 +16,18 @@ log = logging.getLogger("trainer.cli")
 
 
 @contextlib.contextmanager
-def run_folder(out_dir: str, stage: str, *, overwrite: bool, resume: bool) -> Iterator[None]:
+def run_folder(out_dir: str, stage: str, *, overwrite: bool, resume: str | None) -> Iterator[None]:
     """Wrap a training run of ``stage`` into ``out_dir``: the block runs it.
 
     In a folder that exists, rank 0 holds the stage's lock from before its checks to the end of
-    the run (another run cannot slip in between), finishes what a killed ``--overwrite`` left
-    (:meth:`RunFiles.settle_aside`), and then, for a new run (not ``resume``), stops before an
-    earlier run's checkpoints are replaced (unless ``overwrite``: they are set aside until this
-    run has trained weights, and put back if it ends without) or mixed with this run's (see
-    :meth:`RunFiles.what_a_new_run_would_replace`, :meth:`RunFiles.what_a_fresh_run_would_spoil`).
-    A folder that does not exist is made by the run, and removed again should the run fail
-    before writing anything there; the other ranks of a torchrun leave the
-    folder to rank 0 and end with it.
+    the run (another run cannot slip in between) and finishes what a killed ``--overwrite``
+    left (:meth:`RunFiles.settle_aside`). Then a new run (one not resuming a checkpoint of this
+    folder: ``resume`` from another folder is a new run here) stops before an earlier run's
+    checkpoints are replaced or mixed with its own (:meth:`RunFiles.what_a_new_run_would_replace`,
+    :meth:`RunFiles.what_a_fresh_run_would_spoil`), unless ``overwrite``: they are set aside
+    until this run has trained weights, and put back if it ends without. A folder that does not
+    exist is made by the run, and removed again should the run fail before writing anything
+    there. The other ranks of a torchrun leave the folder to rank 0 and end with it.
 
     Raises:
         FaceParseError: the folder holds a run that this one must not replace.
@@ -45,7 +45,7 @@ def run_folder(out_dir: str, stage: str, *, overwrite: bool, resume: bool) -> It
         return
     with files.hold(hand_down=True):
         _say(files.settle_aside())
-        if not resume:
+        if not _resumes_its_own_run(files, resume):
             _make_way(files, overwrite)
         try:
             yield
@@ -63,6 +63,12 @@ def _remove_if_unused(files: RunFiles) -> None:
             files.out_dir.rmdir()
     except OSError:
         pass  # someone else's files appeared, or it is gone already: leave it
+
+
+def _resumes_its_own_run(files: RunFiles, resume: str | None) -> bool:
+    """Whether ``resume`` continues the run in the folder (its last or a step file), not a run
+    from elsewhere, which would replace the folder's own."""
+    return resume is not None and Path(resume).resolve().parent == files.out_dir.resolve()
 
 
 def _say(line: str | None) -> None:

@@ -273,3 +273,39 @@ def test_an_overwrite_stopped_midway_through_its_moves_is_finished_by_the_next_c
 
     assert "put back the earlier run" in (files.settle_aside() or "")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == earlier
+
+
+def test_a_resume_from_another_folder_never_replaces_the_run_in_out_dir(
+    tmp_path: Path, capsys
+) -> None:
+    """`pretrain --resume runs/a/pretrain_last.safetensors --out-dir runs/b`, runs/b holding a
+    finished run of its own: that run's checkpoint was replaced without a word, and its log
+    kept its first steps under the resumed run's later ones, one log of two runs."""
+    import json
+
+    from tests.trainer.cli_trial_helpers import user_photos
+
+    photos = user_photos(tmp_path / "photos")
+    argv = ["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--batch-size", "1",
+            "--device", "cpu", "--no-progress-bar"]  # fmt: skip
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run(capsys, *argv, "--out-dir", str(a), "--max-steps", "2")[0] == 0
+    assert run(capsys, *argv, "--out-dir", str(b), "--max-steps", "3", "--seed", "5")[0] == 0
+    before = digests(b)
+
+    resume = ("--resume", str(a / "pretrain_last.safetensors"), "--max-steps", "4")
+    code, _, err = run(capsys, *argv, "--out-dir", str(b), *resume)
+    assert code == 2 and "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert "a finished pretraining (3 steps)" in line and "--overwrite" in line
+    assert digests(b) == before
+
+    code, _, err = run(capsys, *argv, "--out-dir", str(b), *resume, "--overwrite")
+    assert code == 0, err
+    steps = [json.loads(line)["step"] for line in (b / "pretrain_log.jsonl").open()]
+    assert steps == [3, 4]  # the resumed run's own steps, none of the replaced run's
+
+    # Resuming a folder's own run needs no --overwrite.
+    code, _, err = run(capsys, *argv, "--out-dir", str(b), "--max-steps", "5",
+                       "--resume", str(b / "pretrain_last.safetensors"))  # fmt: skip
+    assert code == 0, err
