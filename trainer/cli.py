@@ -413,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-size", type=_positive_int, default=None, help="input side (default: the model's)"
     )
     p.set_defaults(func=_cmd_export_onnx)
+    for p in sub.choices.values():  # -q after the command too, as every other flag goes
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="only warnings and errors")  # fmt: skip
     return parser
 
 

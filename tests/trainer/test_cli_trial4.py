@@ -309,3 +309,18 @@ def test_a_resume_from_another_folder_never_replaces_the_run_in_out_dir(
     code, _, err = run(capsys, *argv, "--out-dir", str(b), "--max-steps", "5",
                        "--resume", str(b / "pretrain_last.safetensors"))  # fmt: skip
     assert code == 0, err
+
+
+def test_quiet_may_follow_the_command_as_every_other_flag_does(tmp_path: Path, capsys) -> None:
+    """`faceparse pretrain ... -q` (where README's "--no-progress-bar (and -q)" leads a user to
+    put it) was a usage error, "unrecognized arguments: -q"; only `faceparse -q pretrain ...`
+    worked."""
+    from tests.trainer.cli_trial_helpers import user_photos
+
+    code, _, err = run(capsys, "pretrain", "--image-dirs", str(user_photos(tmp_path / "photos")),
+                       "--preset", "tiny", "--max-steps", "2", "--batch-size", "2", "--device",
+                       "cpu", "--out-dir", str(tmp_path / "run"), "-q")  # fmt: skip
+    assert code == 0, err
+    assert "it/s" not in err and "\r" not in err
+    code, out, err = run(capsys, "recipes", "--quiet")
+    assert code == 0 and "center:" in out, err
