@@ -33,7 +33,7 @@ from trainer.cli_exits import (
 )
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
 from trainer.cli_predict import cmd_predict
-from trainer.cli_runs import run_folder
+from trainer.cli_runs import output_folder, run_folder
 from trainer.errors import FaceParseError
 from trainer.precision import PRECISIONS
 
@@ -210,14 +210,15 @@ def _refuse_a_missing_split(root: Path, split: str) -> None:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from trainer.convert import convert_celebamask_to_lapa
 
-    counts = convert_celebamask_to_lapa(
-        args.src,
-        args.dst,
-        split=args.split,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        seed=args.seed,
-    )
+    with output_folder(args.dst, "convert"):  # one conversion writes a folder at a time
+        counts = convert_celebamask_to_lapa(
+            args.src,
+            args.dst,
+            split=args.split,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+        )
     print(", ".join(f"{split}: {n}" for split, n in counts.items()) + f" -> {args.dst}")
     return 0
 

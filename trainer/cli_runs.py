@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from trainer.errors import FaceParseError
-from trainer.run_files import RunFiles
+from trainer.run_files import RunFiles, hold_folder
 
 log = logging.getLogger("trainer.cli")
 
@@ -40,7 +40,7 @@ def run_folder(out_dir: str, stage: str, *, overwrite: bool, resume: str | None)
         try:
             yield
         except BaseException:
-            _remove_if_unused(files)
+            _remove_if_unused(files.out_dir, stage)
             raise
         return
     with files.hold(hand_down=True):
@@ -53,14 +53,33 @@ def run_folder(out_dir: str, stage: str, *, overwrite: bool, resume: str | None)
             _say(files.settle_aside())
 
 
-def _remove_if_unused(files: RunFiles) -> None:
-    """Remove the folder a failed run made, if it holds nothing but the run's lock (a mistyped
-    --init should not leave a run folder behind)."""
-    lock = files.out_dir / f".{files.stage}.lock"
+@contextlib.contextmanager
+def output_folder(folder: str | os.PathLike[str], command: str) -> Iterator[None]:
+    """Hold ``folder``'s lock for ``command`` (:func:`hold_folder`: one ``command`` writes a
+    folder at a time) while the block writes it; a folder made here is removed again if the
+    block fails before writing anything there.
+
+    Raises:
+        RunFolderBusy: another ``command`` is writing the folder.
+    """
+    made = not Path(folder).exists()
     try:
-        if [p.name for p in files.out_dir.iterdir()] == [lock.name]:
+        with hold_folder(folder, command):
+            yield
+    except BaseException:
+        if made:
+            _remove_if_unused(Path(folder), command)
+        raise
+
+
+def _remove_if_unused(folder: Path, command: str) -> None:
+    """Remove the folder a failed command made, if it holds nothing but the command's lock (a
+    mistyped --init should not leave a run folder behind)."""
+    lock = folder / f".{command}.lock"
+    try:
+        if [p.name for p in folder.iterdir()] == [lock.name]:
             lock.unlink()
-            files.out_dir.rmdir()
+            folder.rmdir()
     except OSError:
         pass  # someone else's files appeared, or it is gone already: leave it
 

@@ -324,3 +324,30 @@ def test_quiet_may_follow_the_command_as_every_other_flag_does(tmp_path: Path, c
     assert "it/s" not in err and "\r" not in err
     code, out, err = run(capsys, "recipes", "--quiet")
     assert code == 0 and "center:" in out, err
+
+
+def test_two_conversions_into_one_folder_do_not_run_at_once(tmp_path: Path, capsys) -> None:
+    """Two `faceparse convert SRC DST` at once (a second terminal, a re-run script): the one
+    that ended first removed DST/convert_unfinished.txt while the other was still writing, and
+    the other then failed with "DST/convert_unfinished.txt: No such file or directory". One
+    conversion writes a folder at a time; the second is told the folder is busy, and touches
+    nothing."""
+    from tests.trainer.cli_trial_helpers import small_celebamask
+    from trainer.run_files import hold_folder
+
+    src, dst = small_celebamask(tmp_path / "celeba", n=4), tmp_path / "lapa"
+    with hold_folder(dst, "convert"):  # the first conversion, going
+        code, _, err = run(capsys, "convert", str(src), str(dst))
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"faceparse convert: error: {dst}: another faceparse convert is writing this folder; "
+        "wait for it to end or choose another output folder"
+    )
+    assert [p.name for p in dst.iterdir()] == [".convert.lock"]
+
+    # A conversion refused on its source makes no folder.
+    code, _, err = run(capsys, "convert", str(tmp_path / "nowhere"), str(tmp_path / "new"))
+    assert code == 2 and not (tmp_path / "new").exists()
+
+    code, out, err = run(capsys, "convert", str(src), str(dst))
+    assert code == 0 and out.strip() == f"train: 4 -> {dst}", err
