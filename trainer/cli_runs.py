@@ -1,5 +1,6 @@
-"""How ``faceparse pretrain`` and ``finetune`` treat the ``--out-dir`` they train into: what an
-earlier run there stops, what ``--overwrite`` does with it, and what a failed run leaves."""
+"""How ``faceparse`` commands treat the folder they write: what an earlier training run in a
+``--out-dir`` stops, what ``--overwrite`` does with it, one command per folder at a time, and
+what a failed command leaves (nothing, in a folder it made)."""
 
 from __future__ import annotations
 
