@@ -351,3 +351,25 @@ def test_two_conversions_into_one_folder_do_not_run_at_once(tmp_path: Path, caps
 
     code, out, err = run(capsys, "convert", str(src), str(dst))
     assert code == 0 and out.strip() == f"train: 4 -> {dst}", err
+
+
+def test_an_interrupted_predict_says_what_it_kept_and_how_to_finish(
+    parser_ckpt: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during `faceparse predict` said only "faceparse predict: interrupted": not that the
+    label maps written so far stay, nor that running it again finishes the folder (the
+    training commands say how to go on)."""
+    import trainer.predict_folder
+    from tests.trainer.cli_trial_helpers import predict_photos, user_photos
+
+    def ctrl_c(*args: object, **kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.predict_folder, "predict_folder", ctrl_c)
+    code, _, err = predict_photos(capsys, parser_ckpt, user_photos(tmp_path / "photos"),
+                                  tmp_path / "labels")  # fmt: skip
+    assert code == 130
+    assert err.strip().splitlines()[-1] == (
+        "faceparse predict: interrupted; the label maps written so far are kept, and the same "
+        "command again finishes the folder (it replaces only the files it wrote)"
+    )
