@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export_onnx)
     for p in sub.choices.values():  # -q after the command too, as every other flag goes
         p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                       help="only warnings and errors")  # fmt: skip
+                       help="only warnings and errors (default: off)")  # fmt: skip
     return parser
 
 
