@@ -33,7 +33,7 @@ from trainer.cli_exits import (
 )
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
 from trainer.cli_predict import cmd_predict
-from trainer.cli_runs import output_folder, run_folder
+from trainer.cli_runs import output_folder, refuse_a_missing_resume, run_folder
 from trainer.errors import FaceParseError
 from trainer.precision import PRECISIONS
 
@@ -58,6 +58,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from trainer.pretrain import pretrain
 
     config = run_config_from_args(PretrainConfig, args)
+    refuse_a_missing_resume(args.resume)
     started = time.time()
     folder = run_folder(
         config.runtime.out_dir, "pretrain", overwrite=args.overwrite, resume=args.resume

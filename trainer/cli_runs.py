@@ -85,6 +85,24 @@ def _remove_if_unused(folder: Path, command: str) -> None:
         pass  # someone else's files appeared, or it is gone already: leave it
 
 
+def refuse_a_missing_resume(resume: str | None) -> None:
+    """Say why a ``--resume`` checkpoint is missing when its folder holds a stage-1 log: the
+    run was stopped before its first checkpoint (a kill in its first minutes).
+
+    Raises:
+        FaceParseError: ``resume`` is missing and its folder holds ``pretrain_log.jsonl``.
+    """
+    if resume is None or Path(resume).exists():
+        return
+    files = RunFiles(Path(resume).parent, "pretrain")
+    if Path(resume).name == files.last.name and files.find_log().is_file():
+        raise FaceParseError(
+            f"{resume}: not found: the run in {files.out_dir} stopped before its first checkpoint "
+            "(pretrain_last is written every --checkpoint-minutes, and on Ctrl-C); start it "
+            "again without --resume"
+        )
+
+
 def _resumes_its_own_run(files: RunFiles, resume: str | None) -> bool:
     """Whether ``resume`` continues the run in the folder (its last or a step file), not a run
     from elsewhere, which would replace the folder's own."""

@@ -373,3 +373,26 @@ def test_an_interrupted_predict_says_what_it_kept_and_how_to_finish(
         "faceparse predict: interrupted; the label maps written so far are kept, and the same "
         "command again finishes the folder (it replaces only the files it wrote)"
     )
+
+
+def test_resuming_a_run_killed_before_its_first_checkpoint_says_why_there_is_none(
+    tmp_path: Path, capsys
+) -> None:
+    """A pretraining killed (kill -9) in its first minutes left only its log, pretrain_last
+    being written every --checkpoint-minutes (5): `--resume DIR/pretrain_last.safetensors`, as
+    README says, answered "checkpoint not found" and nothing of why, or what to do."""
+    from tests.trainer.cli_trial_helpers import user_photos
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "pretrain_log.jsonl").write_text('{"step": 1}\n{"step": 2}\n')  # what the kill left
+    last = out / "pretrain_last.safetensors"
+    code, _, err = run(capsys, "pretrain", "--image-dirs", str(user_photos(tmp_path / "photos")),
+                       "--preset", "tiny", "--device", "cpu", "--out-dir", str(out),
+                       "--resume", str(last))  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"faceparse pretrain: error: {last}: not found: the run in {out} stopped before its "
+        "first checkpoint (pretrain_last is written every --checkpoint-minutes, and on Ctrl-C); "
+        "start it again without --resume"
+    )
