@@ -28,10 +28,12 @@ from trainer.cli_exits import (
     finetune_kept,
     os_error_line,
     pretrain_kept,
+    refuse_unwritable,
     stop_on_sigterm,
 )
 from trainer.cli_flags import add_run_config_flags, recipe_table, run_config_from_args
 from trainer.cli_predict import cmd_predict
+from trainer.cli_runs import output_folder, refuse_a_missing_resume, run_folder
 from trainer.errors import FaceParseError
 from trainer.precision import PRECISIONS
 
@@ -56,16 +58,23 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from trainer.pretrain import pretrain
 
     config = run_config_from_args(PretrainConfig, args)
-    if args.resume is None:
-        _refuse_a_kept_run(config.runtime.out_dir, "pretrain", args.overwrite)
+    refuse_a_missing_resume(args.resume)
     started = time.time()
+    folder = run_folder(
+        config.runtime.out_dir, "pretrain", overwrite=args.overwrite, resume=args.resume
+    )
+    speaks = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 speaks for the run
     try:
-        path = pretrain(config, resume=args.resume)
+        with folder:
+            path = pretrain(config, resume=args.resume)
     except KeyboardInterrupt:
         # The run saved its state on the way out (if it had started); say how to go on.
-        kept = pretrain_kept(config.runtime.out_dir, started, args.resume)
-        print(f"faceparse pretrain: {kept}", file=sys.stderr)
+        if speaks:
+            kept = pretrain_kept(config.runtime.out_dir, started, args.resume)
+            print(f"faceparse pretrain: {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if not speaks:
+        return 0
     meta = read_metadata(path)
     total, skipped = meta.get("num_images"), meta.get("skipped_images") or 0
     if isinstance(total, int):
@@ -73,33 +82,6 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         print(f"images: {total} found{unread}")
     print(f"pretrained checkpoint: {path}")
     return 0
-
-
-def _refuse_a_kept_run(out_dir: str, stage: str, overwrite: bool) -> None:
-    """Stop before a new run (no ``--resume``) replaces an earlier run's checkpoints in
-    ``out_dir`` (unless ``overwrite``) or mixes its own with them: see
-    :meth:`RunFiles.what_a_new_run_would_replace` and :meth:`RunFiles.what_a_fresh_run_would_spoil`.
-
-    Rank 0 alone looks, holding the folder's lock (a run writing the folder is busy, not
-    finished; ranks probing at once would find each other's), and only in a folder that exists;
-    the other ranks of a torchrun that rank 0 refuses end with it.
-    """
-    from trainer.run_files import RunFiles
-
-    files = RunFiles(Path(out_dir), stage)
-    if not files.out_dir.is_dir() or os.environ.get("RANK", "0") != "0":
-        return
-    with files.hold():
-        refusal = files.what_a_new_run_would_replace()
-        if refusal and overwrite:
-            refusal = None
-            # The replaced run's step checkpoints go too: the new run's would be pruned against them.
-            for _, path in files.step_checkpoints():
-                log.info("--overwrite: removing %s", path)
-                path.unlink(missing_ok=True)
-        refusal = refusal or files.what_a_fresh_run_would_spoil()
-    if refusal:
-        raise FaceParseError(refusal)
 
 
 def _cmd_recon_grid(args: argparse.Namespace) -> int:
@@ -126,10 +108,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     args.preset = preset_of_start(args.init, args.preset)  # the one stored is the one trained
     config = run_config_from_args(FinetuneConfig, args)
-    _refuse_a_kept_run(config.runtime.out_dir, "finetune", args.overwrite)
     started = time.time()
     try:
-        result = finetune(config)
+        with run_folder(config.runtime.out_dir, "finetune", overwrite=args.overwrite, resume=None):
+            result = finetune(config)
     except KeyboardInterrupt:
         # The run published its best and last checkpoints on the way out; say which.
         kept = finetune_kept(config.runtime.out_dir, started)
@@ -161,10 +143,13 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def _add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
+    stage = p.prog.split()[-1]
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help=f"replace {what} in --out-dir (without it the run stops before touching them)",
+        help=f"replace {what} in --out-dir: they are set aside (in .{stage}-overwritten/) until "
+        "this run writes a trained checkpoint, and put back if it ends before one (without "
+        "--overwrite the run stops before touching them)",
     )
 
 
@@ -188,9 +173,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.json:
         refuse_foreign_file(args.json, "evaluate", is_metrics_json)
+        refuse_unwritable(args.json)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, framing=args.framing)
     from trainer.data.labeled import open_split
 
+    _refuse_a_missing_split(Path(args.data), args.split)
     dataset = open_split(args.data, args.split)
     if len(dataset) == 0:  # a table of n/a would read like a result
         folder = getattr(dataset, "images_dir", None) or getattr(dataset, "root", args.data)
@@ -211,17 +198,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_a_missing_split(root: Path, split: str) -> None:
+    """Name the splits a LaPa tree has when asked for one it lacks (a converted CelebAMask-HQ
+    has train and val, evaluate's default is test)."""
+    splits = sorted(p.parent.name for p in root.glob("*/images") if p.is_dir())
+    if splits and split not in splits:
+        raise FaceParseError(
+            f"{root} has no split {split!r} (it has {', '.join(splits)}); name one with --split"
+        )
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from trainer.convert import convert_celebamask_to_lapa
 
-    counts = convert_celebamask_to_lapa(
-        args.src,
-        args.dst,
-        split=args.split,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        seed=args.seed,
-    )
+    with output_folder(args.dst, "convert"):  # one conversion writes a folder at a time
+        counts = convert_celebamask_to_lapa(
+            args.src,
+            args.dst,
+            split=args.split,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+        )
     print(", ".join(f"{split}: {n}" for split, n in counts.items()) + f" -> {args.dst}")
     return 0
 
@@ -294,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
             "precision": {"choices": PRECISIONS},
         },
     )
-    _add_overwrite(p, "a finished pretraining's checkpoints (last and step files)")
+    _add_overwrite(
+        p, "an earlier pretraining, finished or stopped (its last and step files and log)"
+    )
     p.add_argument(
         "--resume",
         metavar="PATH",
@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
             },
         },
     )
-    _add_overwrite(p, "an earlier fine-tune's checkpoints")
+    _add_overwrite(p, "an earlier fine-tune's checkpoints and logs")
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("evaluate", help="per-class F1, mean F1 and mIoU on a labeled split")
@@ -415,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-size", type=_positive_int, default=None, help="input side (default: the model's)"
     )
     p.set_defaults(func=_cmd_export_onnx)
+    for p in sub.choices.values():  # -q after the command too, as every other flag goes
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="only warnings and errors (default: off)")  # fmt: skip
     return parser
 
 

@@ -4,7 +4,9 @@ signal, and what an interrupted training left behind."""
 from __future__ import annotations
 
 import errno
+import os
 import signal
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,14 +24,29 @@ def os_error_line(exc: OSError) -> str:
     if exc.filename is None:  # a buffered write (a log line) meets a full disk
         return f"cannot write the output ({exc.strerror}); free some space"
     path = Path(exc.filename)
-    if path.name.startswith(".") and path.name.endswith(".tmp"):
-        path = path.parent  # `.<name>.<random>.tmp`: the user never named it
+    if path.name.startswith(".") and path.name.endswith((".tmp", ".lock")):
+        path = path.parent  # `.<name>.<random>.tmp`, `.<command>.lock`: the user never named it
     if exc.errno in _WRITE_ERRNOS:
         hint = "free some space" if exc.errno in FULL_DISK else "choose a folder you can write to"
         return f"{path}: cannot write here ({exc.strerror}); {hint}"
     if exc.errno in (errno.EEXIST, errno.ENOTDIR):  # mkdir of an output folder met a file
         return f"{path}: a file stands where a folder is needed; give a folder path"
     return f"{path}: {exc.strerror}"
+
+
+def refuse_unwritable(path: str | os.PathLike[str]) -> None:
+    """Stop at once, before a long computation, when the file ``path`` could not be written:
+    makes its folder and a temporary file in it, then removes that file.
+
+    Raises:
+        OSError: the folder is read-only, a file stands where it should be, the disk is full
+            (:func:`os_error_line` names the folder).
+    """
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{Path(path).name}.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(probe)
 
 
 def pretrain_kept(out_dir: str, started: float, resume: str | None) -> str:

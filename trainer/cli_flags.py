@@ -12,7 +12,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from trainer.configs import RunConfig
@@ -145,7 +145,17 @@ def run_config_from_args(cls: type[RunConfig], args: argparse.Namespace) -> Any:
     try:
         return cls.from_flat(values, recipe=args.recipe)
     except (ValueError, TypeError) as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(_as_flags(str(exc), cls.layout())) from None
+
+
+def _as_flags(message: str, names: Iterable[str]) -> str:
+    """``message`` with each setting's name written as the flag that sets it (``batch_size``
+    -> ``--batch-size``): the user typed flags, not the config's field names."""
+    said, got, value = message.partition(" got ")  # the value as the user gave it stays
+    for name in sorted(names, key=len, reverse=True):
+        flag = "--" + name.replace("_", "-")
+        said = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", flag, said)
+    return said + got + value
 
 
 def recipe_table(recipes: dict[str, Entry]) -> str:

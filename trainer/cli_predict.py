@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainer.errors import FaceParseError
+
+EXIT_INTERRUPTED = 130  # as the shell reports a Ctrl-C
 
 if TYPE_CHECKING:
     from trainer.distributed import DistInfo
@@ -42,6 +45,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             rank=info.rank,
             world_size=info.world_size,
         )
+    except KeyboardInterrupt:
+        if info.is_main:
+            print(
+                "faceparse predict: interrupted; the label maps written so far are kept, and the "
+                "same command again finishes the folder (it replaces only the files it wrote)",
+                file=sys.stderr,
+            )
+        return EXIT_INTERRUPTED
     finally:
         cleanup(info)
     if not count:

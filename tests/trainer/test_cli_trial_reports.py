@@ -260,17 +260,17 @@ def test_resuming_with_other_settings_says_which_and_the_checkpoint_keeps_them(
 @pytest.mark.parametrize(
     ("command", "flag", "value", "says"),
     [
-        ("pretrain", "--lr", "-1", "lr"),
-        ("pretrain", "--mask-ratio", "2", "mask_ratio"),
-        ("pretrain", "--max-steps", "0", "max_steps"),
-        ("pretrain", "--num-patches", "0", "num_patches"),
-        ("finetune", "--lr", "-0.01", "lr"),
-        ("finetune", "--dice-weight", "-1", "dice_weight"),
+        ("pretrain", "--lr", "-1", "--lr"),
+        ("pretrain", "--mask-ratio", "2", "--mask-ratio"),
+        ("pretrain", "--max-steps", "0", "--max-steps"),
+        ("pretrain", "--num-patches", "0", "--num-patches"),
+        ("finetune", "--lr", "-0.01", "--lr"),
+        ("finetune", "--dice-weight", "-1", "--dice-weight"),
         ("recon-grid", "--num-images", "0", "--num-images"),
-        ("finetune", "--num-workers", "-1", "num_workers"),
-        ("finetune", "--input-size", "0", "input_size"),
-        ("pretrain", "--input-size", "-32", "input_size"),
-        ("finetune", "--val-limit", "0", "val_limit"),
+        ("finetune", "--num-workers", "-1", "--num-workers"),
+        ("finetune", "--input-size", "0", "--input-size"),
+        ("pretrain", "--input-size", "-32", "--input-size"),
+        ("finetune", "--val-limit", "0", "--val-limit"),
     ],
 )
 def test_an_impossible_flag_value_is_one_line_not_a_traceback(
