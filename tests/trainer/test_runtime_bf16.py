@@ -172,3 +172,32 @@ def test_whatever_this_host_chooses_labels_as_float32(parser: Path, tmp_path: Pa
     if host_cache.bf16_prelabels_unavailable() is None:
         entry = read_choices(tmp_path)
         assert any("torch_bf16_s" in v for v in entry.values()), "bf16 was a candidate"
+
+
+def test_predict_runtime_torch_bf16_labels_the_folder_as_float32_does(
+    parser: Path, tmp_path: Path
+) -> None:
+    """``faceparse predict --runtime torch-bf16``: the label maps agree with float32's, and
+    faces.json says which runtime made them."""
+    import json
+
+    import numpy as np
+
+    from trainer.cli import main
+    from trainer.data.imageio import read_label, write_image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in (1, 2):
+        write_image(photos / f"face{seed}.png", synthetic_face(64, seed)[0])
+    outs = {}
+    for runtime in ("torch", "torch-bf16"):
+        outs[runtime] = tmp_path / runtime
+        argv = ["predict", str(parser), str(photos), str(outs[runtime]), "--runtime", runtime,
+                "--framing", "whole", "--device", "cpu"]  # fmt: skip
+        assert main(argv) == 0
+    for seed in (1, 2):
+        a, b = (read_label(outs[r] / f"face{seed}.png") for r in ("torch", "torch-bf16"))
+        assert np.mean(a == b) >= 0.99
+    faces = json.loads((outs["torch-bf16"] / "faces.json").read_text())
+    assert faces["model"]["runtime"] == "torch-bf16"
