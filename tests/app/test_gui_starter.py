@@ -57,7 +57,11 @@ def test_first_real_face_gets_a_starter_prelabel_and_training_starts_from_it(
     panel.form.finetune.batch_spin.setValue(2)
     with qtbot.waitSignal(window.model_loop.training.job_done, timeout=WAIT_MS):
         panel.form.finetune_button.click()
-    version = window.model_loop.store.active("parser")
-    assert version is not None and version.parent == "starter"
+    (version,) = window.model_loop.store.versions("parser")
+    assert version.parent == "starter"
     assert read_metadata(version.path)["init"] == f"ckpt:{STARTER_PARSER}"
-    assert window.canvas_status.model.text() == f"model {version.id}"
+    # Trained on an accepted pre-label only, nothing could score it: it is kept aside and the
+    # starter goes on pre-labeling (until the annotator activates it, or a scored one wins).
+    assert version.metrics["activated"] is False
+    assert window.model_loop.store.active("parser") is None
+    assert window.canvas_status.model.text() == "model starter"
