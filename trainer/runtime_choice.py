@@ -233,7 +233,7 @@ def choose_runtime(
         update_choices(cache, found)
         return entry
     # The architecture's answer is known (onnxruntime or torch-bf16): check these weights only.
-    timing = {k: speed[k] for k in _SPEED_KEYS[2:-1] if k in speed}
+    timing = {k: speed[k] for k in _TIMING_KEYS if k in speed}
     if speed.get("runtime") == "torch-bf16":
         share, failure = label_agreement(torch_predictor, torch_predictor.in_precision("bf16"))
         found = dict(runtime="torch-bf16", label_agreement=share)
@@ -255,7 +255,8 @@ def choose_runtime(
     return entry
 
 
-_SPEED_KEYS = ("checked", "runtime", "torch_s", "onnxruntime_s", "torch_bf16_s", "reason")
+_TIMING_KEYS = ("torch_s", "onnxruntime_s", "torch_bf16_s")
+_SPEED_KEYS = ("checked", "runtime", *_TIMING_KEYS, "reason")
 
 
 def record_failure(
