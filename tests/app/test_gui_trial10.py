@@ -71,3 +71,35 @@ def test_undo_stops_at_the_prelabel_after_a_trip_to_another_photo(qtbot, tmp_pat
     ctrl(window, Qt.Key.Key_Z)
     assert np.array_equal(session.document.label, prelabel)
 
+
+def test_the_show_filter_starts_at_all_images_in_the_next_project_opened(qtbot, tmp_path):
+    # Trial 9: "Show: labeled" chosen in one project stayed on when the next project opened:
+    # its unlabeled photos were hidden, with nothing but the filter box to say why. A filter
+    # is a look at one project's state for a moment; a project opens showing all its photos.
+    from faceparse_app.widgets.image_list import ALL
+    from tests.app.test_gui_canvas import make_project, make_window
+
+    window = make_window(qtbot, tmp_path)
+    window.image_list.set_status_filter("labeled")
+    assert window.image_list.visible_ids() == []
+    assert window.open_project(make_project(tmp_path / "second", n=4))
+    assert window.image_list.status_filter == ALL
+    assert len(window.image_list.visible_ids()) == 4
+
+
+def test_the_sort_order_is_kept_across_restarts(qtbot, tmp_path):
+    # Trial 9: "Least sure first" was back to "Name" at every launch.
+    from faceparse_app.widgets.image_list import SORT_NAME, SORT_UNCERTAINTY
+    from tests.app.test_gui_canvas import make_window
+    from tests.app.test_gui_trial9 import reopen
+
+    window = make_window(qtbot, tmp_path)
+    assert window.image_list.sort_order == SORT_NAME
+    box = window.image_list.sort_box
+    box.setCurrentIndex(box.findData(SORT_UNCERTAINTY))
+    folder = window.session.project.root
+    window.close()
+
+    again = reopen(qtbot, tmp_path, folder)
+    assert again.image_list.sort_order == SORT_UNCERTAINTY
+    assert again.image_list.sort_box.currentText() == "Least sure first"
