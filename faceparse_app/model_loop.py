@@ -410,13 +410,16 @@ class ModelLoop(QObject):
 
     # ------------------------------------------------------------- uncertainty
     def score_unfinished(self) -> None:
-        """Score every unfinished image in the background (after the images asked for)."""
+        """Score every unfinished image in the background (after the images asked for), then
+        the finished ones no kept score covers (labeled before they were scored, or scored by
+        another model, or in a session killed before it kept its scores): the Unsure column has
+        a value for every photo, as it had while they were labeled."""
         if self.session is None or self.queue is None or not self.queue.has_model:
             return
-        project = self.session.project
+        project, present = self.session.project, [r for r in self.session.records() if not r.missing]
         self.queue.score_all(
-            [(r.id, project.image_path(r)) for r in self.session.records()
-             if r.status not in FINISHED and not r.missing]
+            [(r.id, project.image_path(r)) for r in present if r.status not in FINISHED]
+            + [(r.id, project.image_path(r)) for r in present if r.status in FINISHED]
         )
 
     def scores(self) -> dict[int, float]:

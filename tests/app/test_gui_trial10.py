@@ -103,3 +103,29 @@ def test_the_sort_order_is_kept_across_restarts(qtbot, tmp_path):
     again = reopen(qtbot, tmp_path, folder)
     assert again.image_list.sort_order == SORT_UNCERTAINTY
     assert again.image_list.sort_box.currentText() == "Least sure first"
+
+
+def test_the_unsure_column_of_photos_labeled_in_an_earlier_session_is_filled(qtbot, tmp_path):
+    # Trial 9: after a restart, photos labeled (or accepted) in an earlier session had a blank
+    # Unsure cell whenever the store held no score of theirs for the model in use (labeled
+    # before they were scored, a session killed before it kept its scores, another model
+    # since): only unfinished photos are scored on open, so the cells stayed blank for good
+    # and "Least sure first" put those photos anywhere. They are scored in the background too,
+    # after the unfinished ones, as new photos are.
+    from faceparse_app.widgets.image_table import Column
+    from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, publish_parser
+
+    folder = project_with(tmp_path / "project", n=3, labeled=1)  # labeled in an earlier session
+    publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    records = window.session.records()
+    labeled = [r.id for r in records if r.status == "labeled"]
+    assert labeled
+
+    def cell(image_id: int) -> str:
+        return window.image_list.row_text(image_id, Column.UNSURE)
+
+    qtbot.waitUntil(lambda: all(cell(r.id) for r in records if r.id not in labeled), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: all(cell(i) for i in labeled), timeout=WAIT_MS)
+    score = float(cell(labeled[0]))
+    assert 0.0 <= score <= 1.0
