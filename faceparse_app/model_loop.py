@@ -34,7 +34,7 @@ from faceparse_app.model_store import ModelStore, ModelStoreError
 from faceparse_app.prelabel_queue import PrelabelQueue
 from faceparse_app.prelabel_refresh import PrelabelRefresher
 from faceparse_app.project import FINISHED, ImageRecord, ProjectError
-from faceparse_app.project_scan import without_path
+from faceparse_app.project_scan import read_photo, without_path
 from faceparse_app.session import AnnotationSession
 from faceparse_app.training_runs import TrainingRuns
 from faceparse_app.uncertainty import rank_by_uncertainty
@@ -131,9 +131,7 @@ class ModelLoop(QObject):
         self.store = ModelStore(
             session.project.store_dir / "models", self.starter_backbone, self.starter_parser
         )
-        from trainer.data.imageio import read_image
-
-        loader = at_lower_priority(self.loader or read_image, PRELABEL_NICE)
+        loader = at_lower_priority(self.loader or read_photo, PRELABEL_NICE)
         queue = PrelabelQueue(
             lookahead=self.lookahead, device=self.device, loader=loader,
             faces_for=self.faces.kept_faces, parent=self,

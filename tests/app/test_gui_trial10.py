@@ -129,3 +129,35 @@ def test_the_unsure_column_of_photos_labeled_in_an_earlier_session_is_filled(qtb
     qtbot.waitUntil(lambda: all(cell(i) for i in labeled), timeout=WAIT_MS)
     score = float(cell(labeled[0]))
     assert 0.0 <= score <= 1.0
+
+
+def test_an_empty_image_file_is_said_to_be_empty(qtbot, tmp_path):
+    # Trial 9: a photo whose copy had failed (0 bytes) was reported "not an image or an
+    # unsupported format", which sent the annotator looking at file types, not at the copy.
+    from faceparse_app.widgets.image_list import PROBLEMS
+    from tests.app.test_gui_canvas import make_project, make_window
+
+    folder = make_project(tmp_path / "project", n=2)
+    (folder / "copy failed.jpg").write_bytes(b"")
+    window = make_window(qtbot, tmp_path, open_project=False)
+    assert window.open_project(folder)
+    empty = window.session.project.find("copy failed.jpg")
+    assert not window.session.open_image(empty.id)
+    text = window.message_bar.message
+    assert "copy failed.jpg" in text and "empty (0 bytes)" in text and "not an image" not in text
+    window.image_list.set_status_filter(PROBLEMS)
+    assert window.image_list.visible_ids() == [empty.id]
+    assert "empty (0 bytes)" in window.image_list.row_tooltip(empty.id)
+
+
+def test_an_empty_image_file_met_by_the_prelabel_sweep_is_said_to_be_empty(tmp_path):
+    from faceparse_app.project_scan import read_photo
+    from trainer.errors import ImageReadError
+
+    (tmp_path / "a.png").write_bytes(b"")
+    try:
+        read_photo(tmp_path / "a.png")
+    except ImageReadError as exc:
+        assert "empty (0 bytes)" in str(exc) and str(tmp_path / "a.png") in str(exc)
+    else:
+        raise AssertionError("an empty file was read")
