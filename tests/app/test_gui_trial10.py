@@ -161,3 +161,34 @@ def test_an_empty_image_file_met_by_the_prelabel_sweep_is_said_to_be_empty(tmp_p
         assert "empty (0 bytes)" in str(exc) and str(tmp_path / "a.png") in str(exc)
     else:
         raise AssertionError("an empty file was read")
+
+
+def test_the_edge_outline_leaves_no_spur_where_a_point_was_clicked_off_the_edge(qtbot, tmp_path):
+    # Trial 9: points of an edge outline clicked a little off the part's edge (as a hand
+    # does at fit zoom) each left a spur: the path ran from the edge out to the click and back,
+    # and the fill painted that line, most visibly at the closing point. As GIMP's scissors
+    # do, the outline keeps to the edge: nothing is painted that sticks out of the part.
+    import cv2
+
+    from faceparse_app.widgets.tool_state import Tool
+    from tests.app.test_gui_assist import _disc, _disc_project
+    from tests.app.test_gui_canvas import click, key, make_window
+
+    window = make_window(qtbot, tmp_path, open_project=False)
+    assert window.open_project(_disc_project(tmp_path / "disc"))
+    doc, canvas = window.session.document, window.canvas
+    key(window, Qt.Key.Key_S)
+    assert window.state.tool is Tool.BOUNDARY
+    window.state.set_class(6)
+    disc = _disc()
+    rim = cv2.dilate(disc.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)  # ±1 px
+    for clicks in ([(32, 14), (50, 32), (32, 50), (14, 32)], [(33, 14), (50, 33), (31, 50), (14, 31)]):
+        for x, y in clicks:  # 3-4 px outside the rim (radius 14)
+            click(canvas, x, y)
+        key(window, Qt.Key.Key_Return)
+        painted = doc.label == 6
+        assert (painted & disc).sum() >= 0.9 * disc.sum()
+        spurs = painted & ~rim
+        assert not spurs.any(), f"painted outside the part at {np.argwhere(spurs)[:, ::-1].tolist()}"
+        key(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+        assert not (doc.label == 6).any()
