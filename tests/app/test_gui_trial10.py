@@ -192,3 +192,25 @@ def test_the_edge_outline_leaves_no_spur_where_a_point_was_clicked_off_the_edge(
         assert not spurs.any(), f"painted outside the part at {np.argwhere(spurs)[:, ::-1].tolist()}"
         key(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
         assert not (doc.label == 6).any()
+
+
+def test_the_apps_command_help_speaks_in_words_not_field_names(capsys):
+    # Trial 9: faceparse-studio --help offered '--autosave-ms AUTOSAVE_MS' and 'export --help'
+    # '--val-fraction VAL_FRACTION': the settings' field names where a user looks for what to
+    # type, and "autosave interval" without its unit.
+    import re
+
+    from faceparse_app.__main__ import main
+
+    texts = []
+    for argv in (["--help"], ["export", "--help"]):
+        try:
+            code = main(argv)
+        except SystemExit as stop:
+            code = stop.code
+        assert code == 0
+        texts.append(capsys.readouterr().out)
+    for text in texts:
+        names = re.findall(r"\b[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+\b", text)
+        assert names == [], f"field names in --help: {names}"
+    assert "milliseconds" in texts[0]
