@@ -13,6 +13,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """Run the desktop tool, or one of its window-less commands; returns the exit code."""
+    from faceparse_app.app import DEFAULT_AUTOSAVE_MS
     from faceparse_app.cli import COMMANDS
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -27,10 +28,14 @@ def main(argv: list[str] | None = None) -> int:
         "see faceparse-studio export --help).",
     )
     parser.add_argument("folder", nargs="?", help="folder of face images to open as a project")
-    parser.add_argument("--settings", help="use this INI file for settings instead of the user's")
     parser.add_argument(
-        "--autosave-ms", type=int, help="autosave interval (stored in the settings)"
+        "--settings", metavar="FILE", help="use this INI file for settings instead of the user's"
     )
+    parser.add_argument(
+        "--autosave-ms", type=int, metavar="MS",
+        help="save edits every MS milliseconds while a label has unsaved ones (default: "
+        f"{DEFAULT_AUTOSAVE_MS}; kept in the settings)",
+    )  # fmt: skip
     parser.add_argument(
         "--device",
         default="auto",

@@ -172,7 +172,9 @@ class Annotation:
         """Show and save a model's prediction as the current image's label, if nobody edited it.
 
         The label is saved first (status "pre-labeled", the model version recorded), then
-        shown as one undoable step, so the annotator edits it like any label.
+        shown as the image's starting state: the annotator edits it like any label, and undo
+        stops at it (never at an empty label the photo only showed while it was predicted).
+        Only an image nobody edited by hand takes one, so the steps it clears are the model's.
 
         Args:
             image_id: the image predicted; nothing happens unless it is the current one.
@@ -199,7 +201,7 @@ class Annotation:
         except (ProjectError, LabelMapError) as exc:
             self.message.emit(f"The pre-label of {rec.relpath} was not saved: {exc}", "warning")
             return False
-        doc.replace(label)
+        doc.start_from(label)
         doc.mark_saved()
         self.current = new
         self.records_changed.emit()
@@ -241,7 +243,7 @@ class Annotation:
 
         The check is made again here, at save time: the annotator may have opened and edited
         the image since its refresh was queued. The image on screen is handled as by
-        :meth:`apply_prelabel` (shown and saved as one undoable step); for any other image the
+        :meth:`apply_prelabel` (shown and saved as its starting state); for any other image the
         label is saved and its kept undo history dropped (its steps led to the old pre-label),
         so reopening it shows the new label.
 
@@ -348,6 +350,10 @@ class Annotation:
         changed = self.document.undo() is not None
         if changed:
             self.note_edit()
+        elif self.current is not None and not self.document.history.can_undo:
+            rec = self.current
+            start = ", the model's pre-label your work starts from" if rec.model_version else ""
+            self.message.emit(f"Nothing more to undo: {rec.relpath} is as it opened{start}.", "info")
         return changed
 
     def redo(self) -> bool:

@@ -105,6 +105,15 @@ class Settings:
         self._qs.setValue("brush_radius", int(radius))
 
     @property
+    def image_sort(self) -> str | None:
+        """The image list's sort order the last session left (``image_table.SORT_*``), or None."""
+        value = self._qs.value("image_sort")
+        return str(value) if value else None
+
+    def set_image_sort(self, order: str) -> None:
+        self._qs.setValue("image_sort", str(order))
+
+    @property
     def overlay_opacity(self) -> float | None:
         """The label overlay's opacity the last session left (0..1), or None."""
         return _number(self._qs.value("overlay_opacity"), float)

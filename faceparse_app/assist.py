@@ -4,7 +4,7 @@ annotator (``bench.annotator_sim``) both call.
 - :class:`ClassProbabilities` and :class:`Relabeler`: click a wrongly labeled blob and it takes
   the model's next most probable class there (the mean class probability over the blob's pixels);
   clicking it again cycles on. One undo step per click.
-- :class:`EdgeSnapper`: the boundary tool's path between two clicked points follows image edges
+- :class:`~faceparse_app.edge_snapper.EdgeSnapper`: the boundary tool's path between two clicked points follows image edges
   (OpenCV's ``segmentation.IntelligentScissorsMB``, live-wire), so a polygon along a part boundary
   needs a few clicks instead of one per corner.
 
@@ -26,10 +26,11 @@ import cv2
 import numpy as np
 
 from faceparse_app.document import LabelDocument
+from faceparse_app.edge_snapper import BoxXYXY, EdgeSnapper
 from faceparse_app.history import Delta
 from faceparse_app.tools import flood_region
 
-BoxXYXY = tuple[int, int, int, int]  # x0, y0, x1, y1 (end exclusive), label-map pixels
+__all__ = ["AssistContext", "BoxXYXY", "ClassProbabilities", "CropProbabilities", "EdgeSnapper", "Relabeler"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,126 +252,6 @@ class Relabeler:
             return False
         last = doc.history._undo[-1]  # noqa: SLF001 - the step this tool made, still on top?
         return last is self._delta
-
-
-# ---------------------------------------------------------------------------------------------
-# The boundary tool: live-wire paths along image edges
-
-
-class EdgeSnapper:
-    """Paths between clicked points that follow image edges (intelligent scissors).
-
-    The edge map is computed on a window of ``window`` pixels around each anchor (a large photo
-    costs no more than a small one). A target outside that window (clicks far apart at fit zoom
-    on a camera photo) is reached over a copy of the span's box shrunk to at most ``window``
-    pixels a side: the path follows the edges at that coarser step (the same cost), and its
-    vertices are scaled back to the photo's pixels.
-
-    Args:
-        image: (H, W, 3) uint8 RGB.
-        window: side of the square searched around an anchor, in pixels.
-    """
-
-    def __init__(self, image: np.ndarray, window: int = 384) -> None:
-        self.image = np.ascontiguousarray(image)
-        self.window = int(window)
-        self._anchor: tuple[int, int] | None = None
-        self._origin = (0, 0)
-        self._tool: Any = None
-        self._area: BoxXYXY | None = None
-        self._applied: BoxXYXY | None = None
-
-    def set_anchor(self, x: float, y: float) -> None:
-        """Start paths at (x, y): builds the distance map around it (tens of milliseconds)."""
-        h, w = self.image.shape[:2]
-        ax, ay = int(np.clip(round(x), 0, w - 1)), int(np.clip(round(y), 0, h - 1))
-        area = self._area
-        if area is None or not (area[0] <= ax < area[2] and area[1] <= ay < area[3]):
-            half = self.window // 2
-            area = (max(0, ax - half), max(0, ay - half), min(w, ax + half), min(h, ay + half))
-        if area != self._applied:
-            x0, y0, x1, y1 = area
-            self._tool, self._applied = _scissors(self.image[y0:y1, x0:x1]), area
-        x0, y0 = area[:2]
-        self._tool.buildMap((ax - x0, ay - y0))
-        self._anchor, self._origin = (ax, ay), (x0, y0)
-
-    def use_area(self, box: BoxXYXY | None) -> None:
-        """Search within ``box`` (x0, y0, x1, y1) for every anchor inside it (one edge map for
-        a whole outline); None: a window around each anchor again."""
-        self._area = box
-
-    def path_to(self, x: float, y: float) -> list[tuple[int, int]]:
-        """The edge-following path from the anchor to (x, y), anchor first, (x, y) last."""
-        if self._anchor is None:
-            raise RuntimeError("path_to called before set_anchor")
-        h, w = self.image.shape[:2]
-        tx, ty = int(np.clip(round(x), 0, w - 1)), int(np.clip(round(y), 0, h - 1))
-        x0, y0 = self._origin
-        local = (tx - x0, ty - y0)
-        wh = self._tool_shape()
-        if not (0 <= local[0] < wh[1] and 0 <= local[1] < wh[0]):
-            return self.long_path(self._anchor, (tx, ty))
-        contour = np.asarray(self._tool.getContour(local)).reshape(-1, 2)
-        pts = [(int(px) + x0, int(py) + y0) for px, py in contour]
-        if not pts:
-            return [self._anchor, (tx, ty)]
-        if pts[0] != self._anchor:  # OpenCV returns the path from the target back to the anchor
-            pts.reverse()
-        return pts
-
-    def long_path(self, a: tuple[int, int], b: tuple[int, int]) -> list[tuple[int, int]]:
-        """The edge-following path from ``a`` to ``b`` (image pixels) over a shrunk copy of the
-        box around both (with a margin for the edge to bow out); ``a`` first, ``b`` last."""
-        h, w = self.image.shape[:2]
-        margin = max(32, max(abs(b[0] - a[0]), abs(b[1] - a[1])) // 3)
-        x0, y0 = max(0, min(a[0], b[0]) - margin), max(0, min(a[1], b[1]) - margin)
-        x1, y1 = min(w, max(a[0], b[0]) + margin + 1), min(h, max(a[1], b[1]) + margin + 1)
-        step = max(1, -(-max(x1 - x0, y1 - y0) // self.window))  # ceil: the copy fits the window
-        small = cv2.resize(
-            self.image[y0:y1, x0:x1],
-            (max(1, (x1 - x0) // step), max(1, (y1 - y0) // step)),
-            interpolation=cv2.INTER_AREA,
-        )
-        sh, sw = small.shape[:2]
-
-        def shrink(p: tuple[int, int]) -> tuple[int, int]:
-            return min(sw - 1, (p[0] - x0) // step), min(sh - 1, (p[1] - y0) // step)
-
-        tool = _scissors(small)
-        tool.buildMap(shrink(a))
-        contour = np.asarray(tool.getContour(shrink(b))).reshape(-1, 2)
-        half = step // 2
-        pts = [(int(px) * step + half + x0, int(py) * step + half + y0) for px, py in contour]
-        if len(pts) >= 2 and shrink(a) != tuple(int(v) for v in contour[0]):
-            pts.reverse()  # OpenCV returns the path from the target back to the anchor
-        return [a, *pts[1:-1], b]
-
-    def _tool_shape(self) -> tuple[int, int]:
-        assert self._applied is not None
-        x0, y0, x1, y1 = self._applied
-        return y1 - y0, x1 - x0
-
-
-def _scissors(rgb: np.ndarray) -> Any:
-    """OpenCV's intelligent scissors with the edge map of ``rgb`` ((H, W, 3) uint8) applied."""
-    tool = cv2.segmentation.IntelligentScissorsMB()
-    tool.setEdgeFeatureCannyParameters(16, 100)
-    tool.setGradientMagnitudeMaxLimit(200)
-    tool.applyImage(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return tool
-
-
-def snapped_outline(snapper: EdgeSnapper, anchors: Sequence[tuple[float, float]]) -> list[tuple[int, int]]:
-    """The closed outline through ``anchors`` (edge-following between consecutive ones, last
-    back to the first), as polygon vertices for ``LabelDocument.fill_polygon``."""
-    outline: list[tuple[int, int]] = []
-    n = len(anchors)
-    for i in range(n):
-        snapper.set_anchor(*anchors[i])
-        piece = snapper.path_to(*anchors[(i + 1) % n])
-        outline.extend(piece[:-1] if n > 1 else piece)
-    return outline
 
 
 # ---------------------------------------------------------------------------------------------

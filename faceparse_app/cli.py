@@ -42,12 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="LaPa dataset root to write (new, empty, or an earlier export)")
     p.add_argument("--reviewed-only", action="store_true", help="only images marked reviewed")
     p.add_argument(
-        "--val-fraction", type=float, default=0.1, help="share written to val/ (default: 0.1)"
-    )
+        "--val-fraction", type=float, default=0.1, metavar="SHARE",
+        help="share of the images written to val/, 0 to 1 (default: 0.1)",
+    )  # fmt: skip
     p.add_argument(
-        "--test-fraction", type=float, default=0.1, help="share written to test/ (default: 0.1)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
+        "--test-fraction", type=float, default=0.1, metavar="SHARE",
+        help="share of the images written to test/, 0 to 1 (default: 0.1)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the split (default: 0)")
     p.set_defaults(func=_cmd_export)
     return parser
 

@@ -252,6 +252,31 @@ class LabelDocument:
         self.label[rows, cols] = delta.after
         return self._record(delta)
 
+    def start_from(self, label: np.ndarray) -> XYWH | None:
+        """Make ``label`` the map's starting state: the whole map is replaced and the undo
+        history cleared, so undo stops there (e.g. the model's pre-label of an image nobody
+        has edited, the state the annotator's work starts from, as a photo opened with it).
+
+        Returns:
+            The changed box (x0, y0, w, h), or None when no pixel changed.
+        """
+        self._close_stroke()
+        new = self._checked(label)
+        if new.shape != self.label.shape:
+            raise LabelMapError(
+                f"new label map is {new.shape[1]}×{new.shape[0]} but the image is "
+                f"{self.label.shape[1]}×{self.label.shape[0]}"
+            )
+        self.history.clear()
+        delta = Delta.between(self.label, new, by_hand=False)
+        if delta is None:
+            return None
+        rows, cols = delta.slices()
+        self.label[rows, cols] = delta.after
+        self.dirty = True
+        self._notify(delta.bbox)
+        return delta.bbox
+
     # ---- undo / redo ----------------------------------------------------------------------
 
     def undo(self) -> XYWH | None:

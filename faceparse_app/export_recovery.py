@@ -66,8 +66,9 @@ def put_back(out: Path, manifest_name: str) -> list[str]:
     """Undo what an export killed midway left beside ``out``: the earlier export goes back to
     ``out`` if it is missing, and the user's files carried into an unfinished export go back
     into ``out`` (one written there again since keeps its place; the one put back is named
-    ``NAME.recovered``); then the hidden folders are removed. An unfinished export whose
-    manifest cannot be read, or that still holds something, is kept and a warning says where.
+    ``NAME.recovered``); then the hidden folders are removed, as is an unfinished export killed
+    before its manifest was written (it holds only the faces it wrote). An unfinished export
+    whose manifest is there but cannot be read is kept, and a warning says where.
 
     Returns:
         the paths (relative to ``out``) of the user's files put back.
@@ -85,6 +86,12 @@ def put_back(out: Path, manifest_name: str) -> list[str]:
         shutil.rmtree(old, ignore_errors=True)
     restored: list[str] = []
     for partial in _leftovers(parent, name, "partial"):
+        if not os.path.lexists(partial / manifest_name):
+            # Killed while writing the faces: the manifest (and its folder entry) is on disk
+            # before the first of the user's files is moved in, so this holds only our copies.
+            log.info("removing %s, an export killed before it moved anything of yours", partial)
+            shutil.rmtree(partial, ignore_errors=True)
+            continue
         back = _carried_back(partial, out, manifest_name)
         if back is None:
             log.warning("%s is what an interrupted export left, and its manifest cannot be read: "

@@ -276,7 +276,7 @@ class MainWindow(QMainWindow):
         ok = session.close()
         session.deleteLater()
         self.canvas.set_content(None, None)
-        self.image_list.set_records([])
+        self.image_list.clear()
         self.canvas_status.show_model(None)
         self.read_only_view.show(None)
         self.setWindowTitle("FaceParse Studio")

@@ -34,7 +34,7 @@ from faceparse_app.model_store import ModelStore, ModelStoreError
 from faceparse_app.prelabel_queue import PrelabelQueue
 from faceparse_app.prelabel_refresh import PrelabelRefresher
 from faceparse_app.project import FINISHED, ImageRecord, ProjectError
-from faceparse_app.project_scan import without_path
+from faceparse_app.project_scan import read_photo, without_path
 from faceparse_app.session import AnnotationSession
 from faceparse_app.training_runs import TrainingRuns
 from faceparse_app.uncertainty import rank_by_uncertainty
@@ -131,9 +131,7 @@ class ModelLoop(QObject):
         self.store = ModelStore(
             session.project.store_dir / "models", self.starter_backbone, self.starter_parser
         )
-        from trainer.data.imageio import read_image
-
-        loader = at_lower_priority(self.loader or read_image, PRELABEL_NICE)
+        loader = at_lower_priority(self.loader or read_photo, PRELABEL_NICE)
         queue = PrelabelQueue(
             lookahead=self.lookahead, device=self.device, loader=loader,
             faces_for=self.faces.kept_faces, parent=self,
@@ -410,13 +408,16 @@ class ModelLoop(QObject):
 
     # ------------------------------------------------------------- uncertainty
     def score_unfinished(self) -> None:
-        """Score every unfinished image in the background (after the images asked for)."""
+        """Score every unfinished image in the background (after the images asked for), then
+        the finished ones no kept score covers (labeled before they were scored, or scored by
+        another model, or in a session killed before it kept its scores): the Unsure column has
+        a value for every photo, as it had while they were labeled."""
         if self.session is None or self.queue is None or not self.queue.has_model:
             return
-        project = self.session.project
+        project, present = self.session.project, [r for r in self.session.records() if not r.missing]
         self.queue.score_all(
-            [(r.id, project.image_path(r)) for r in self.session.records()
-             if r.status not in FINISHED and not r.missing]
+            [(r.id, project.image_path(r)) for r in present if r.status not in FINISHED]
+            + [(r.id, project.image_path(r)) for r in present if r.status in FINISHED]
         )
 
     def scores(self) -> dict[int, float]:

@@ -40,6 +40,7 @@ from faceparse_app.project_scan import (
     UNTOUCHED,
     ScanReport,
     gone_text,
+    read_error,
     reconcile_labels,
     scan_images,
 )
@@ -60,6 +61,7 @@ from trainer.data.imageio import (
     read_image,
     read_label,
 )
+from trainer.errors import ImageReadError
 from trainer.labels import LAPA
 
 __all__ = [
@@ -313,7 +315,10 @@ class Project(StoreRows):
             ImageReadError: the file is missing, corrupt, truncated, over the pixel limit or of
                 an unsupported format.
         """
-        image = read_image(self.image_path(rec))
+        try:
+            image = read_image(self.image_path(rec))
+        except ImageReadError as exc:  # an empty file is told as empty, not as "not an image"
+            raise read_error(exc, self.image_path(rec)) from None
         h, w = image.shape[:2]
         if (w, h) != (rec.width, rec.height) and not self.read_only:
             # The header said otherwise at scan time (or was unreadable): trust the pixels.

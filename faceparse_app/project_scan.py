@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from faceparse_app.store_guard import prelabel_mark
 from trainer.data.folders import list_images
-from trainer.data.imageio import IMAGE_EXTENSIONS
+from trainer.data.imageio import IMAGE_EXTENSIONS, read_image
+from trainer.errors import ImageReadError
 
 if TYPE_CHECKING:
     from faceparse_app.project import Project
@@ -316,6 +319,32 @@ def gone_text(report: ScanReport) -> str:
         "and come back when the files do, under any name; until then the export leaves "
         f"{'them' if n != 1 else 'it'} out."
     )
+
+
+def read_photo(path: str | os.PathLike[str]) -> np.ndarray:
+    """``read_image`` of a project photo, an empty file said to be empty (see :func:`read_error`)."""
+    try:
+        return read_image(path)
+    except ImageReadError as exc:
+        raise read_error(exc, path) from None
+
+
+def read_error(exc: ImageReadError, path: str | os.PathLike[str]) -> ImageReadError:
+    """The error to tell for a photo ``read_image`` could not read: for a file of 0 bytes (a
+    copy or download that did not finish) that it is empty, where the reader says "not an
+    image"; else ``exc`` itself."""
+    try:
+        if os.stat(path).st_size != 0:
+            return exc
+    except OSError:
+        return exc
+    return ImageReadError(
+        f"{os.fspath(path)}: the file is empty (0 bytes), a copy or download that did not "
+        f"finish? Copy it into the folder again, then Rescan folder ({RESCAN_KEY})."
+    )
+
+
+RESCAN_KEY = "F5"  # File → Rescan folder
 
 
 def without_path(text: str, path: str | os.PathLike[str]) -> str:

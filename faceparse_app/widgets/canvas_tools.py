@@ -312,8 +312,12 @@ class BoundaryTool(PolygonTool):
         if len(points) < 3 or canvas.document is None:
             return
         # paths[i] runs from point i-1 to point i (paths[0] is point 0 alone); then back home.
-        closing = self._snap(canvas, points[-1], points[0])
-        outline = [tuple(points[0])] + [p for path in paths[1:] for p in path[1:]] + closing[1:-1]
+        pieces = [*paths[1:], self._snap(canvas, points[-1], points[0])]
+        snapper = canvas.assist.snapper() if canvas.assist is not None else None
+        if snapper is not None:  # no spur to a point clicked beside an edge
+            outline = snapper.outline(pieces)
+        else:
+            outline = [p for piece in pieces for p in piece[:-1]]
         if canvas.document.fill_polygon(outline, canvas.state.cls) is not None:
             canvas.edited.emit()
 

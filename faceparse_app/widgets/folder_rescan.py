@@ -12,13 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from faceparse_app.project import ProjectError
-from faceparse_app.project_scan import ScanReport
+from faceparse_app.project_scan import RESCAN_KEY, ScanReport
 from faceparse_app.widgets.busy import run_busy
 
 if TYPE_CHECKING:
     from faceparse_app.main_window import MainWindow
 
-RESCAN_KEY = "F5"
+__all__ = ["RESCAN_KEY", "rescan_folder"]
 
 
 def _images(n: int) -> str:

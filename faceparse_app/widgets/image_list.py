@@ -87,10 +87,12 @@ class ImageList(QWidget):
     Signals:
         image_selected(image_id): the user picked a row (click, or Enter on it).
         next_unfinished_requested(): the "Next unfinished" button.
+        sort_changed(order): the sort order was changed (SORT_NAME or SORT_UNCERTAINTY).
     """
 
     image_selected = Signal(int)
     next_unfinished_requested = Signal()
+    sort_changed = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -199,6 +201,21 @@ class ImageList(QWidget):
     def sort_order(self) -> str:
         return self.sort_box.currentData()
 
+    def set_sort_order(self, order: str) -> None:
+        """Sort by ``order`` (SORT_NAME or SORT_UNCERTAINTY); an unknown one is ignored (a
+        settings file of another version)."""
+        index = self.sort_box.findData(order)
+        if index >= 0:
+            self.sort_box.setCurrentIndex(index)
+
+    def clear(self) -> None:
+        """No project: no rows, and the filter back to all images. A filter is a look at one
+        project's state for a while; the next project opens showing every photo, never with
+        some hidden by a filter chosen elsewhere. The sort order is the annotator's way of
+        working and stays."""
+        self.set_status_filter(ALL)
+        self.set_records([])
+
     def set_current(self, image_id: int | None, scroll: bool = True) -> None:
         """Highlight the image being edited without emitting `image_selected`."""
         self._current = image_id
@@ -257,6 +274,7 @@ class ImageList(QWidget):
         self.model.set_sort(self.sort_order)
         self.resort_button.hide()
         self.set_current(self._current)
+        self.sort_changed.emit(self.sort_order)
 
     def _on_index(self, index: QModelIndex) -> None:
         image_id = index.data(IMAGE_ID_ROLE)

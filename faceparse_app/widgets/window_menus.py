@@ -111,6 +111,10 @@ def build_menus(window: MainWindow) -> None:
         window.state.set_opacity(kept_opacity)
     window.state.radius_changed.connect(window.settings.set_brush_radius)
     window.state.opacity_changed.connect(window.settings.set_overlay_opacity)
+    # So is the image list's sort order (the filter is not: each project opens showing all).
+    if window.settings.image_sort is not None:
+        window.image_list.set_sort_order(window.settings.image_sort)
+    window.image_list.sort_changed.connect(window.settings.set_image_sort)
 
     tools_menu = bar.addMenu("&Tools")
     for action in window.tool_bar.tool_actions.values():

@@ -44,11 +44,13 @@ def test_a_stroke_wins_over_a_late_prelabel_and_is_saved_on_switch(tmp_path):
     rec = annotation.project.get(first)
     assert rec.status == "in_progress" and read_label(annotation.project.label_path(rec))[10, 10] == 3
     assert ("saved", (first,)) in events
-    # An image nobody edited takes the pre-label, saved and shown as one undoable step.
+    # An image nobody edited takes the pre-label, saved and shown as its starting state:
+    # undo stops there (it never empties the photo) and says why.
     assert annotation.apply_prelabel(second, prediction, "v0001")
     assert annotation.project.get(second).status == "pre-labeled"
     assert ("prelabeled", (second, "v0001")) in events
-    assert annotation.undo() and not annotation.document.label.any()
+    assert not annotation.undo() and (annotation.document.label == 5).all()
+    assert "pre-label" in events[-1][1][0]
 
 
 def test_accept_marks_the_image_labeled_and_says_so(tmp_path):

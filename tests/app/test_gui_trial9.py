@@ -263,24 +263,3 @@ def test_the_export_form_closes_the_gap_its_problem_left(qtbot, tmp_path):
     assert dialog.problem_label.isHidden()
     assert dialog.height() < with_problem
 
-
-def test_undoing_the_prelabel_after_accepting_it_leaves_no_empty_face_marked_labeled(qtbot, tmp_path):
-    # The trial: A on a pre-label, then Ctrl+Z to take the accept back: the undo took the
-    # pre-label away (it is the photo's first step), the face went all background, and the
-    # photo stayed "labeled": exported, and trained on, as a face of nothing but background.
-    from PySide6.QtTest import QTest
-
-    from tests.app.test_gui_model_loop import key, status, window_on_a_prelabel
-
-    window, first, _version = window_on_a_prelabel(qtbot, tmp_path, 2)
-    session = window.session
-    assert session.document.label.any()
-    key(window, "a")
-    assert status(window, first)[0] == "labeled"
-    window.canvas.setFocus()
-    QTest.keyClick(window.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
-    assert not session.document.label.any()  # the pre-label undone (Ctrl+Y brings it back)
-    assert status(window, first)[0] == "in_progress"
-    assert "Ctrl+Y" in window.message_bar.message
-    QTest.keyClick(window.canvas, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)
-    assert session.document.label.any()
