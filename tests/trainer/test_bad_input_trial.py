@@ -1,0 +1,146 @@
+"""Bad input to the headless half, tried through the ``faceparse`` CLI as a demanding ML
+engineer would (trial of 2026-12-07): each test asserts what the user sees, the message and
+the files left on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.trainer.cli_trial_helpers import run, small_lapa
+
+
+def _finetune(data: Path, out: Path, *more: str) -> list[str]:
+    return ["finetune", "--data", str(data), "--preset", "tiny", "--batch-size", "1",
+            "--device", "cpu", "--no-progress-bar", "--out-dir", str(out), *more]  # fmt: skip
+
+
+def _out_of_range(label_path: Path) -> None:
+    label = np.array(Image.open(label_path))
+    label[:2, :2] = 200
+    Image.fromarray(label, "L").save(label_path)
+
+
+@pytest.mark.parametrize("framing", ["whole", "detect"])
+def test_a_bad_validation_label_stops_the_finetune_before_it_trains_not_after_an_epoch(
+    tmp_path: Path, capsys, framing: str
+) -> None:
+    """A validation label with a class value out of range was found at the end of the first
+    epoch: the run trained a whole epoch (hours on a real set), then stopped with exit 2 and no
+    checkpoint. Every label is checked before the first step."""
+    data, out = small_lapa(tmp_path / "lapa"), tmp_path / "runs" / "ft"
+    bad = data / "val" / "labels" / "val_001.png"
+    _out_of_range(bad)
+    code, _, err = run(capsys, *_finetune(data, out, "--epochs", "3", "--framing", framing))
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"faceparse finetune: error: {bad}: class value 200 out of range; expected 0..10"
+    )
+    assert not out.exists()  # no step was trained, no run folder is left to look like a run
+
+
+def test_an_unreadable_training_photo_stops_the_finetune_before_it_trains(
+    tmp_path: Path, capsys
+) -> None:
+    """With --framing whole a truncated training photo was read only when a batch drew it:
+    mid-epoch, after the steps before it were trained and lost."""
+    data, out = small_lapa(tmp_path / "lapa"), tmp_path / "runs" / "ft"
+    bad = data / "train" / "images" / "train_002.png"
+    bad.write_bytes(bad.read_bytes()[:200])
+    code, _, err = run(capsys, *_finetune(data, out, "--epochs", "2", "--framing", "whole"))
+    assert code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"faceparse finetune: error: {bad}: unreadable or truncated image")
+    assert not out.exists()
+
+
+def test_an_unreadable_validation_photo_is_still_skipped_as_evaluate_skips_it(
+    tmp_path: Path, capsys, caplog
+) -> None:
+    """The check before training refuses bad labels, not the validation photos that evaluate
+    skips with a warning: the run goes on and validates on the others."""
+    data, out = small_lapa(tmp_path / "lapa"), tmp_path / "runs" / "ft"
+    bad = data / "val" / "images" / "val_000.png"
+    bad.write_bytes(b"")
+    code, _, err = run(capsys, *_finetune(data, out, "--max-steps", "2", "--framing", "whole"))
+    assert code == 0, err
+    assert f"skipping {bad}: not an image" in caplog.text
+    assert (out / "finetune_best.safetensors").is_file()
+
+
+def _edited(path: Path, out: Path, **fields: object) -> Path:
+    """A copy of a checkpoint with run fields of its JSON metadata replaced (a hand edit)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["faceparse"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta.update(fields)
+    save_file(tensors, str(out), metadata={"faceparse": json.dumps(meta)})
+    return out
+
+
+@pytest.fixture(scope="module")
+def stage1_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-step tiny pretraining's checkpoint (resumable)."""
+    from tests.trainer.cli_trial_helpers import user_photos
+    from trainer.cli import main
+
+    root = tmp_path_factory.mktemp("stage1")
+    photos = user_photos(root / "photos")
+    assert main(["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--max-steps", "2",
+                 "--batch-size", "2", "--device", "cpu", "--no-progress-bar", "-q",
+                 "--out-dir", str(root / "ssl")]) == 0  # fmt: skip
+    return root / "ssl" / "pretrain_last.safetensors"
+
+
+def test_evaluate_names_a_label_subset_of_the_wrong_type(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """`faceparse evaluate` of a checkpoint whose label_subset was edited to a number died with
+    "TypeError: 'int' object is not iterable"."""
+    data = small_lapa(tmp_path / "lapa")
+    bad = _edited(parser_ckpt, tmp_path / "edited.safetensors", label_subset=5)
+    code, _, err = run(capsys, "evaluate", str(bad), "--data", str(data), "--split", "val",
+                       "--framing", "whole", "--device", "cpu")  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"faceparse evaluate: error: {bad}: bad checkpoint metadata: label_subset 5 is not a "
+        "list of face names; the file is damaged or was edited"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [({"step": "x"}, "step 'x' is not a step count"),
+     ({"step": -5}, "step -5 is not a step count"),
+     ({"training": "x"}, "training 'x' is not a training config (a JSON object)")],
+)  # fmt: skip
+def test_resume_and_recon_grid_name_a_run_field_of_the_wrong_type(
+    stage1_ckpt: Path, tmp_path: Path, capsys, fields: dict[str, object], problem: str
+) -> None:
+    """`pretrain --resume` of a checkpoint whose step was edited died with a ValueError from
+    int() or from numpy's seeding; `recon-grid` of one whose training config was not an object
+    with an AttributeError."""
+    from tests.trainer.cli_trial_helpers import user_photos
+
+    photos = user_photos(tmp_path / "photos")
+    bad = _edited(stage1_ckpt, tmp_path / "edited.safetensors", **fields)
+    line = f"{bad}: bad checkpoint metadata: {problem}; the file is damaged or was edited"
+    code, _, err = run(capsys, "pretrain", "--image-dirs", str(photos), "--preset", "tiny",
+                       "--resume", str(bad), "--max-steps", "3", "--device", "cpu",
+                       "--out-dir", str(tmp_path / "ssl"))  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"faceparse pretrain: error: {line}"
+    grid = tmp_path / "grid.png"
+    code, _, err = run(capsys, "recon-grid", str(bad), str(photos), "--out", str(grid),
+                       "--device", "cpu")  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"faceparse recon-grid: error: {line}"
+    assert not grid.exists()
