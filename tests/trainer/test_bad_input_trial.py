@@ -144,3 +144,27 @@ def test_resume_and_recon_grid_name_a_run_field_of_the_wrong_type(
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == f"faceparse recon-grid: error: {line}"
     assert not grid.exists()
+
+
+def test_two_photos_of_one_name_say_which_takes_the_label_map(
+    parser_ckpt: Path, tmp_path: Path, capsys, caplog
+) -> None:
+    """face.jpg (truncated) and face.png in one folder: predict said of face.png "another image
+    already wrote labels/face.png", though nothing had (face.jpg could not be read), and did not
+    name the other photo."""
+    from tests.conftest import synthetic_face
+    from tests.trainer.cli_trial_helpers import predict_photos
+
+    photos, out = tmp_path / "photos", tmp_path / "labels"
+    photos.mkdir()
+    Image.fromarray(synthetic_face(64, 0)[0]).save(photos / "face.png")
+    Image.fromarray(synthetic_face(64, 1)[0]).save(photos / "face.jpg")
+    (photos / "face.jpg").write_bytes((photos / "face.jpg").read_bytes()[:300])
+    code, _, err = predict_photos(capsys, parser_ckpt, photos, out, "--framing", "whole")
+    assert code == 2, err  # nothing could be written
+    assert (
+        f"skipping {photos / 'face.png'}: face.jpg has the same name and takes its label map "
+        f"{out / 'face.png'}; rename one of them to parse both"
+    ) in caplog.text
+    assert "already wrote" not in caplog.text
+    assert not (out / "face.png").exists()
