@@ -168,3 +168,28 @@ def test_two_photos_of_one_name_say_which_takes_the_label_map(
     ) in caplog.text
     assert "already wrote" not in caplog.text
     assert not (out / "face.png").exists()
+
+
+def test_recon_grid_masks_as_the_run_it_shows_was_trained(tmp_path: Path, capsys) -> None:
+    """recon-grid looked for the masking settings at the top of the stored training config,
+    where they no longer are (they moved under "recipe"), so every grid masked 40% of the
+    centre (and showed a SparK run's per-patch normalised output as pixels) whatever the run
+    trained with: here --mask-ratio 0.9."""
+    from tests.trainer.cli_trial_helpers import user_photos
+
+    photos = user_photos(tmp_path / "photos")
+    out, grid = tmp_path / "ssl", tmp_path / "grid.png"
+    code, _, err = run(capsys, "pretrain", "--image-dirs", str(photos), "--preset", "tiny",
+                       "--mask-ratio", "0.9", "--max-steps", "1", "--batch-size", "2",
+                       "--device", "cpu", "--no-progress-bar", "--out-dir", str(out))  # fmt: skip
+    assert code == 0, err
+    code, _, err = run(capsys, "recon-grid", str(out / "pretrain_last.safetensors"), str(photos),
+                       "--out", str(grid), "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    canvas = np.asarray(Image.open(grid).convert("RGB")).astype(int)
+    size, centre = 64, (64 * 2 // 3) ** 2  # the tiny preset's side; the central square
+    mean = np.array([0.485, 0.456, 0.406]) * 255  # a masked pixel shows the mean colour
+    gap = (canvas.shape[1] - 4 * size) // 3
+    masked_input = canvas[:size, size + gap : 2 * size + gap]
+    share = (np.abs(masked_input - mean).max(axis=-1) <= 1).sum() / centre
+    assert share > 0.75  # 0.9 of the centre asked (patches overlap the edge); 0.4 before
