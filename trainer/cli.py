@@ -73,6 +73,14 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             kept = pretrain_kept(config.runtime.out_dir, started, args.resume)
             print(f"faceparse pretrain: {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        if not (speaks and exc.errno in FULL_DISK):
+            raise
+        print(f"faceparse pretrain: error: {os_error_line(exc)}", file=sys.stderr)
+        kept = pretrain_kept(config.runtime.out_dir, started, args.resume, how="stopped")
+        if "--resume" in kept:  # the run's steps are not lost: say so, and how to go on
+            print(f"faceparse pretrain: {kept} once there is space", file=sys.stderr)
+        return EXIT_USER_ERROR
     if not speaks:
         return 0
     meta = read_metadata(path)

@@ -193,3 +193,44 @@ def test_recon_grid_masks_as_the_run_it_shows_was_trained(tmp_path: Path, capsys
     masked_input = canvas[:size, size + gap : 2 * size + gap]
     share = (np.abs(masked_input - mean).max(axis=-1) <= 1).sum() / centre
     assert share > 0.75  # 0.9 of the centre asked (patches overlap the edge); 0.4 before
+
+
+def test_a_pretraining_stopped_by_a_full_disk_says_how_to_continue_it(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk filled as pretrain_last was written, just after pretrain_step2: the error said
+    only "free some space", and the same command run again (space freed) was refused with
+    "holds an earlier run's step checkpoints ... pass --overwrite to replace them", which would
+    have thrown the run's steps away; --resume of its step file was never offered."""
+    import errno
+    import os
+
+    import trainer.pretrain
+    from tests.trainer.cli_trial_helpers import user_photos
+
+    photos, out = user_photos(tmp_path / "photos"), tmp_path / "ssl"
+    argv = ["pretrain", "--image-dirs", str(photos), "--preset", "tiny", "--max-steps", "3",
+            "--batch-size", "2", "--checkpoint-every", "1", "--keep-checkpoints", "0",
+            "--device", "cpu", "--no-progress-bar", "--out-dir", str(out)]  # fmt: skip
+    real = trainer.pretrain.atomic_write_bytes
+
+    def fills_at_step_2(path: Path, data: bytes) -> None:
+        if path.name == "pretrain_last.safetensors" and (out / "pretrain_step2.safetensors").exists():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as the kernel: no file
+        real(path, data)
+
+    monkeypatch.setattr(trainer.pretrain, "atomic_write_bytes", fills_at_step_2)
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "Traceback" not in err
+    step2 = out / "pretrain_step2.safetensors"
+    assert "No space left on device" in err
+    assert f"stopped at step 2; continue with --resume {step2} once there is space" in err
+    monkeypatch.setattr(trainer.pretrain, "atomic_write_bytes", real)  # space freed
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert f"continue it with --resume {step2}" in err.strip().splitlines()[-1]
+    code, _, err = run(capsys, *argv, "--resume", str(step2))
+    assert code == 0, err
+    from trainer.checkpoint import read_metadata
+
+    assert read_metadata(out / "pretrain_last.safetensors")["step"] == 3
