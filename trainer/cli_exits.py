@@ -89,12 +89,29 @@ def finetune_kept(out_dir: str, started: float) -> str:
         ours = False
     if not ours:
         return "interrupted before its first checkpoint"
-    score = (best.get("metrics") or {}).get("mean_f1")
-    scored = f", mean F1 {100 * score:.2f}%" if isinstance(score, float) else ", not validated"
     return (
-        f"interrupted at step {last.get('step')} (epoch {last.get('epoch')}); kept {files.best} "
-        f"(epoch {best.get('epoch')}{scored}) and {files.last}"
+        f"interrupted at step {last.get('step')} (epoch {last.get('epoch')}); kept "
+        f"{_best_epoch(files.best, best)} and {files.last}"
     )
+
+
+def finetune_best_kept(out_dir: str, started: float) -> str | None:
+    """The best checkpoint a fine-tuning stopped after ``started`` wrote (a full disk stopped
+    it before its last one), in words, or None when it wrote none."""
+    from trainer.checkpoint import read_metadata
+    from trainer.run_files import RunFiles
+
+    best = RunFiles(Path(out_dir), "finetune").best
+    try:
+        return _best_epoch(best, read_metadata(best)) if best.stat().st_mtime >= started else None
+    except (OSError, FaceParseError):
+        return None
+
+
+def _best_epoch(path: Path, meta: dict[str, Any]) -> str:
+    score = (meta.get("metrics") or {}).get("mean_f1")
+    scored = f", mean F1 {100 * score:.2f}%" if isinstance(score, float) else ", not validated"
+    return f"{path} (epoch {meta.get('epoch')}{scored})"
 
 
 def stop_on_sigterm() -> signal.Handlers | Any:

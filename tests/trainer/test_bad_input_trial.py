@@ -215,7 +215,10 @@ def test_a_pretraining_stopped_by_a_full_disk_says_how_to_continue_it(
     real = trainer.pretrain.atomic_write_bytes
 
     def fills_at_step_2(path: Path, data: bytes) -> None:
-        if path.name == "pretrain_last.safetensors" and (out / "pretrain_step2.safetensors").exists():
+        if (
+            path.name == "pretrain_last.safetensors"
+            and (out / "pretrain_step2.safetensors").exists()
+        ):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as the kernel: no file
         real(path, data)
 
@@ -234,3 +237,35 @@ def test_a_pretraining_stopped_by_a_full_disk_says_how_to_continue_it(
     from trainer.checkpoint import read_metadata
 
     assert read_metadata(out / "pretrain_last.safetensors")["step"] == 3
+
+
+def test_a_finetune_stopped_by_a_full_disk_says_which_checkpoint_it_kept(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk filled as finetune_last was written, after epoch 1's finetune_best: the error
+    said only "free some space", though the best epoch was kept whole on disk."""
+    import errno
+    import os
+
+    import trainer.checkpoint
+
+    data, out = small_lapa(tmp_path / "lapa"), tmp_path / "runs" / "ft"
+    real = trainer.checkpoint.atomic_write_bytes
+
+    def full_at_last(path: Path, data: bytes) -> None:
+        if path.name == "finetune_last.safetensors":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(path, data)
+
+    monkeypatch.setattr(trainer.checkpoint, "atomic_write_bytes", full_at_last)
+    code, _, err = run(capsys, *_finetune(data, out, "--epochs", "1", "--framing", "whole"))
+    assert code == 2 and "Traceback" not in err
+    best = out / "finetune_best.safetensors"
+    lines = err.strip().splitlines()
+    assert "No space left on device" in lines[-2]
+    assert lines[-1].startswith(
+        f"faceparse finetune: stopped by the full disk; kept {best} (epoch 1, mean F1 "
+    )
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "finetune_best.safetensors", "finetune_log.jsonl", "finetune_val.jsonl"
+    ]  # fmt: skip
