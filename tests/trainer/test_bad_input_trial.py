@@ -269,3 +269,31 @@ def test_a_finetune_stopped_by_a_full_disk_says_which_checkpoint_it_kept(
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "finetune_best.safetensors", "finetune_log.jsonl", "finetune_val.jsonl"
     ]  # fmt: skip
+
+
+def test_a_pipe_named_like_a_photo_is_skipped_not_waited_on_forever(
+    parser_ckpt: Path, tmp_path: Path
+) -> None:
+    """A named pipe (mkfifo fifo.png) in the photo folder: predict opened it and waited for a
+    writer forever; SIGTERM could not stop it either (the reader thread stayed blocked)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.trainer.cli_trial_helpers import user_photos
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes here")
+    photos, out = user_photos(tmp_path / "photos"), tmp_path / "labels"
+    os.mkfifo(photos / "fifo.png")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "trainer", "predict", str(parser_ckpt), str(photos), str(out),
+            "--device", "cpu", "--runtime", "torch", "--framing", "whole"]  # fmt: skip
+    try:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("predict still waiting on the pipe after 120 s")
+    assert done.returncode == 0, done.stderr
+    assert f"skipping {photos / 'fifo.png'}: not a regular file" in done.stderr
+    assert sorted(p.name for p in out.rglob("*.png")) == ["anna.png", "ben.png", "carl.png"]
