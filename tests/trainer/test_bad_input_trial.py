@@ -297,3 +297,29 @@ def test_a_pipe_named_like_a_photo_is_skipped_not_waited_on_forever(
     assert done.returncode == 0, done.stderr
     assert f"skipping {photos / 'fifo.png'}: not a regular file" in done.stderr
     assert sorted(p.name for p in out.rglob("*.png")) == ["anna.png", "ben.png", "carl.png"]
+
+
+def test_encoder_weights_that_fit_only_in_part_are_said_to(
+    parser_ckpt: Path, tmp_path: Path, capsys, caplog
+) -> None:
+    """An --encoder-weights file lacking a third of the encoder's tensors (another variant of
+    the network, a converter that dropped some) loaded the rest without a word: the run
+    trained from a partly random encoder while the user believed it pretrained."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(parser_ckpt), framework="pt") as f:
+        encoder = {k: f.get_tensor(k) for k in f.keys() if k.startswith("encoder.")}
+    weights = sorted(k for k in encoder if k.endswith(".weight"))
+    dropped = weights[: len(encoder) // 3]
+    partial = tmp_path / "partial.safetensors"
+    save_file({k: v for k, v in encoder.items() if k not in dropped}, str(partial))
+    data, out = small_lapa(tmp_path / "lapa"), tmp_path / "ft"
+    code, _, err = run(capsys, *_finetune(data, out, "--max-steps", "1", "--framing", "whole",
+                                          "--encoder-weights", str(partial)))  # fmt: skip
+    assert code == 0, err
+    first = dropped[0].removeprefix("encoder.")
+    assert (
+        f"{partial}: {len(dropped)} of the {len(encoder)} tensors of encoder 'mobilenet_v2' are "
+        f"missing or of another shape (e.g. {first}); they keep their random start"
+    ) in caplog.text
