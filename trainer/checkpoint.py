@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from trainer import __version__
+from trainer.checkpoint_fields import run_field_problem
 from trainer.data.imageio import atomic_write_bytes
 from trainer.errors import CheckpointError
 from trainer.labels import LABEL_SETS, get_label_set
@@ -261,6 +262,8 @@ def _parse_meta(path: Path, raw: str | None) -> dict[str, Any]:
         )
     if not isinstance(meta.get("model"), dict):
         raise _bad_meta(path, "no model config (the 'model' entry)")
+    if (problem := run_field_problem(meta)) is not None:
+        raise _bad_meta(path, problem)
     # The encoder name is checked on load: its list means importing smp (seconds), and this
     # path serves read_metadata, which must stay fast.
     model_config_from_meta(path, meta["model"], check_encoder=False)

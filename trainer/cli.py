@@ -25,6 +25,7 @@ from pathlib import Path
 from trainer import __version__
 from trainer.cli_exits import (
     FULL_DISK,
+    finetune_best_kept,
     finetune_kept,
     os_error_line,
     pretrain_kept,
@@ -73,6 +74,14 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             kept = pretrain_kept(config.runtime.out_dir, started, args.resume)
             print(f"faceparse pretrain: {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        if not (speaks and exc.errno in FULL_DISK):
+            raise
+        print(f"faceparse pretrain: error: {os_error_line(exc)}", file=sys.stderr)
+        kept = pretrain_kept(config.runtime.out_dir, started, args.resume, how="stopped")
+        if "--resume" in kept:  # the run's steps are not lost: say so, and how to go on
+            print(f"faceparse pretrain: {kept} once there is space", file=sys.stderr)
+        return EXIT_USER_ERROR
     if not speaks:
         return 0
     meta = read_metadata(path)
@@ -117,6 +126,13 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         kept = finetune_kept(config.runtime.out_dir, started)
         print(f"faceparse finetune: {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        best = finetune_best_kept(config.runtime.out_dir, started)
+        if exc.errno not in FULL_DISK or best is None:
+            raise
+        print(f"faceparse finetune: error: {os_error_line(exc)}", file=sys.stderr)
+        print(f"faceparse finetune: stopped by the full disk; kept {best}", file=sys.stderr)
+        return EXIT_USER_ERROR
     if result.metrics:
         from trainer.evaluate import format_table
 

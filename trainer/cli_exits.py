@@ -49,24 +49,30 @@ def refuse_unwritable(path: str | os.PathLike[str]) -> None:
     os.unlink(probe)
 
 
-def pretrain_kept(out_dir: str, started: float, resume: str | None) -> str:
-    """How to go on after a stage-1 run interrupted after ``started`` (a ``time.time()``), in
-    one line: its own newest checkpoint, or else the one it resumed from (never an earlier
-    run's checkpoint left in the folder)."""
+def pretrain_kept(
+    out_dir: str, started: float, resume: str | None, how: str = "interrupted"
+) -> str:
+    """How to go on after a stage-1 run ``how`` stopped after ``started`` (a ``time.time()``),
+    in one line: its own newest checkpoint (``pretrain_last``, or a step file written after
+    it, as when the disk filled between the two), or else the one it resumed from (never an
+    earlier run's checkpoint left in the folder)."""
     from trainer.checkpoint import read_metadata
     from trainer.run_files import RunFiles
 
-    last = RunFiles(Path(out_dir), "pretrain").last
-    try:
-        ours = last.stat().st_mtime >= started
-        step = read_metadata(last).get("step")
-    except (OSError, FaceParseError):
-        ours = False
-    if ours:
-        return f"interrupted at step {step}; continue with --resume {last}"
+    files = RunFiles(Path(out_dir), "pretrain")
+    newest: tuple[int, Path] | None = None
+    for path in [files.last, *(p for _, p in files.step_checkpoints())]:
+        try:
+            step = read_metadata(path).get("step") if path.stat().st_mtime >= started else None
+        except (OSError, FaceParseError):
+            continue
+        if isinstance(step, int) and (newest is None or step > newest[0]):
+            newest = (step, path)
+    if newest is not None:
+        return f"{how} at step {newest[0]}; continue with --resume {newest[1]}"
     if resume is not None:
-        return f"interrupted before its first checkpoint; continue with --resume {resume}"
-    return "interrupted before its first checkpoint"
+        return f"{how} before its first checkpoint; continue with --resume {resume}"
+    return f"{how} before its first checkpoint"
 
 
 def finetune_kept(out_dir: str, started: float) -> str:
@@ -83,12 +89,29 @@ def finetune_kept(out_dir: str, started: float) -> str:
         ours = False
     if not ours:
         return "interrupted before its first checkpoint"
-    score = (best.get("metrics") or {}).get("mean_f1")
-    scored = f", mean F1 {100 * score:.2f}%" if isinstance(score, float) else ", not validated"
     return (
-        f"interrupted at step {last.get('step')} (epoch {last.get('epoch')}); kept {files.best} "
-        f"(epoch {best.get('epoch')}{scored}) and {files.last}"
+        f"interrupted at step {last.get('step')} (epoch {last.get('epoch')}); kept "
+        f"{_best_epoch(files.best, best)} and {files.last}"
     )
+
+
+def finetune_best_kept(out_dir: str, started: float) -> str | None:
+    """The best checkpoint a fine-tuning stopped after ``started`` wrote (a full disk stopped
+    it before its last one), in words, or None when it wrote none."""
+    from trainer.checkpoint import read_metadata
+    from trainer.run_files import RunFiles
+
+    best = RunFiles(Path(out_dir), "finetune").best
+    try:
+        return _best_epoch(best, read_metadata(best)) if best.stat().st_mtime >= started else None
+    except (OSError, FaceParseError):
+        return None
+
+
+def _best_epoch(path: Path, meta: dict[str, Any]) -> str:
+    score = (meta.get("metrics") or {}).get("mean_f1")
+    scored = f", mean F1 {100 * score:.2f}%" if isinstance(score, float) else ", not validated"
+    return f"{path} (epoch {meta.get('epoch')}{scored})"
 
 
 def stop_on_sigterm() -> signal.Handlers | Any:

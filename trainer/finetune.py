@@ -154,6 +154,15 @@ def finetune_on_samples(
     """
     if len(train_samples) == 0:
         raise DatasetError("no labeled images to fine-tune on")
+    from trainer.data.preflight import check_labeled_faces
+
+    # Bad data stops the run here, not an epoch in; the face crops read the training faces
+    # themselves (before the first step too).
+    check_labeled_faces(
+        None if config.data.framing == "detect" else as_named(train_samples),
+        as_named(val_samples) if val_samples is not None and len(val_samples) else None,
+        config.data.val_limit,
+    )
     files = RunFiles(Path(config.runtime.out_dir), "finetune")
     with files.hold():  # one fine-tuning writes a folder at a time
         return _finetune_on_samples(config, train_samples, val_samples, files, on_progress, cancel)

@@ -6,6 +6,7 @@ Stage 1 uses the R decoder (16 -> 3, reconstruction); stage 2 drops it and attac
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import asdict, dataclass, replace
@@ -241,6 +242,14 @@ def load_encoder_weights(model: FaceParseNet, weights: str | None) -> None:
             f"{path}: does not fit encoder {model.config.encoder_name!r} "
             f"({missing} of {len(own)} tensors missing or of another shape)"
         )
+    # BatchNorm's step counters are left out of many exports and change nothing learned.
+    unfit = [k for k in own if k not in fitting and not k.endswith("num_batches_tracked")]
+    if unfit:
+        logging.getLogger(__name__).warning(
+            "%s: %d of the %d tensors of encoder %r are missing or of another shape (e.g. %s); "
+            "they keep their random start", path, len(unfit), len(own),
+            model.config.encoder_name, unfit[0],
+        )  # fmt: skip
     model.encoder.load_state_dict(fitting, strict=False)
 
 

@@ -209,14 +209,17 @@ def _unique_outputs(
 ) -> list[tuple[Path, Path]]:
     """(image, its label path under out_dir) of every image; of images that would write the
     same label file (face.jpg and face.png in one folder both become face.png), the first."""
-    jobs, seen = [], set()
+    jobs, seen = [], {}
     for path in photos_to_parse(in_dir, out_dir, overlay_dir, warn=warn):
         rel = path.relative_to(in_dir).with_suffix(".png")
         if rel in seen:
-            if warn:
-                log.warning("skipping %s: another image already wrote %s", path, out_dir / rel)
+            if warn:  # decided before any is read: the other may yet prove unreadable
+                log.warning(
+                    "skipping %s: %s has the same name and takes its label map %s; rename one "
+                    "of them to parse both", path, seen[rel].name, out_dir / rel,
+                )  # fmt: skip
             continue
-        seen.add(rel)
+        seen[rel] = path
         jobs.append((path, rel))
     return jobs
 

@@ -190,13 +190,15 @@ class RunFiles:
         if self.stage != "pretrain":
             return None
         step, total = self._last_steps()  # an unreadable one is not resumable anyway
-        if step is not None and total is not None and step < total:
-            return (
-                f"{self.out_dir} holds a pretraining stopped at step {step} of {total}; "
-                f"continue it with --resume {self.last}, start a new run in another "
-                "--out-dir, or pass --overwrite to replace it"
-            )
         steps = self.step_checkpoints()
+        if steps and (step is None or steps[-1][0] > step):
+            # Stopped between a step file and pretrain_last (a full disk, a kill): the step
+            # file is the newest state.
+            stopped = self._stopped_short(steps[-1][1])
+            if stopped is not None:
+                return stopped
+        if step is not None and total is not None and step < total:
+            return self._stopped_at(step, total, self.last)
         if steps:
             names = ", ".join(path.name for _, path in steps)
             return (
@@ -205,6 +207,27 @@ class RunFiles:
                 "to replace them"
             )
         return None
+
+    def _stopped_short(self, path: Path) -> str | None:
+        """The refusal for a run stopped short whose newest checkpoint is ``path``, or None
+        when that one finished its steps or cannot be read."""
+        from trainer.checkpoint import read_metadata
+
+        try:
+            meta = read_metadata(path)
+        except FaceParseError:
+            return None
+        step, total = meta.get("step"), meta.get("total_steps")
+        if not (isinstance(step, int) and isinstance(total, int) and step < total):
+            return None
+        return self._stopped_at(step, total, path)
+
+    def _stopped_at(self, step: int, total: int, path: Path) -> str:
+        return (
+            f"{self.out_dir} holds a pretraining stopped at step {step} of {total}; "
+            f"continue it with --resume {path}, start a new run in another "
+            "--out-dir, or pass --overwrite to replace it"
+        )
 
     def what_a_new_run_would_replace(self) -> str | None:
         """Why a new run must not start in this folder unless told to replace what it holds

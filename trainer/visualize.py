@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,9 +22,10 @@ from trainer.data.imageio import atomic_write_bytes, read_image
 from trainer.data.masking import CenterPatchMasker, mask_input
 from trainer.data.transforms import resize_square, to_tensor
 from trainer.engine import select_device
-from trainer.errors import CheckpointError, DatasetError, ImageReadError
+from trainer.errors import CheckpointError, DatasetError, FaceParseError, ImageReadError
 from trainer.losses import default_patch, patch_denormalize
 from trainer.models import FaceParseNet
+from trainer.recipes import PretrainRecipe
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ def reconstruct(
     images: torch.Tensor,
     mask: torch.Tensor,
     norm_pix: bool = False,
+    patch: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the R decoder on masked images.
 
@@ -53,6 +56,7 @@ def reconstruct(
         mask: (B, 1, H, W) bool, True = masked.
         norm_pix: the model was trained on per-patch normalised targets; its output is mapped
             back with the original's patch statistics for display.
+        patch: side in pixels of those patches (None: 1/16 of the image side).
 
     Returns:
         (masked input, reconstruction), both (B, 3, H, W) float in [0, 1] on the CPU.
@@ -65,7 +69,7 @@ def reconstruct(
     x = mask_input(target, mask.to(device))
     pred = model(x, head="reconstruction").float()
     if norm_pix:
-        pred = patch_denormalize(pred, target, default_patch(target.shape[-1]))
+        pred = patch_denormalize(pred, target, patch or default_patch(target.shape[-1]))
     model.train(was_training)
     denorm = lambda t: (t * model.std + model.mean).clamp(0, 1).cpu()  # noqa: E731
     return denorm(x), denorm(pred)
@@ -79,10 +83,11 @@ def _to_uint8(t: torch.Tensor) -> np.ndarray:
 def reconstruction_grid(
     model: FaceParseNet,
     images: torch.Tensor,
-    masker: CenterPatchMasker,
+    masker: CenterPatchMasker | _GridPixels,
     path: str | os.PathLike[str],
     seed: int = 0,
     norm_pix: bool = False,
+    patch: int | None = None,
 ) -> Path:
     """Write a PNG grid of originals, masked inputs and reconstructions (atomically).
 
@@ -92,6 +97,7 @@ def reconstruction_grid(
         masker: draws the masks (with a generator seeded by ``seed``).
         path: the PNG to write.
         norm_pix: the model predicts per-patch normalised pixels (see :func:`reconstruct`).
+        patch: the side of those patches (see :func:`reconstruct`).
 
     Returns:
         The PNG written (``path``, with a ".png" suffix); its size is :func:`grid_shape`.
@@ -101,7 +107,7 @@ def reconstruction_grid(
         raise ValueError(f"images are {h}×{w} but the masker expects {masker.image_size} px")
     mask = masker(b, torch.Generator().manual_seed(seed))
     images = images.float().cpu()
-    masked, recon = reconstruct(model, images, mask, norm_pix=norm_pix)
+    masked, recon = reconstruct(model, images, mask, norm_pix=norm_pix, patch=patch)
     filled = torch.where(mask, recon, images)
     height, width = grid_shape(b, h)
     canvas = np.full((height, width, 3), 255, np.uint8)
@@ -161,14 +167,9 @@ def write_reconstruction_grid(
             f"{checkpoint_path}: has no reconstruction head (stage {ckpt.stage!r}); "
             "use a checkpoint written by faceparse pretrain"
         )
-    training = ckpt.meta.get("training", {})
+    recipe = _stage1_recipe(ckpt.meta)
     size = ckpt.config.input_size
-    num_patches = training.get("num_patches")
-    masker = CenterPatchMasker(
-        size,
-        num_patches=num_patches,
-        mask_ratio=None if num_patches is not None else training.get("mask_ratio"),
-    )
+    masker = _masker(recipe, size)
     paths = list_images(image_dirs)
     folders = ", ".join(
         str(d) for d in ([image_dirs] if isinstance(image_dirs, str | os.PathLike) else image_dirs)
@@ -193,5 +194,44 @@ def write_reconstruction_grid(
         )
     images = torch.stack(tiles)
     return reconstruction_grid(
-        model, images, masker, out_png, seed=seed, norm_pix=bool(training.get("norm_pix", False))
+        model, images, masker, out_png, seed=seed, norm_pix=recipe.norm_pix,
+        patch=recipe.norm_patch,
+    )  # fmt: skip
+
+
+def _stage1_recipe(meta: dict[str, Any]) -> PretrainRecipe:
+    """The stage-1 recipe a checkpoint was trained with (either stored form); the default
+    recipe's settings when it records none."""
+    from trainer.configs import PretrainConfig, stored_config
+    from trainer.recipes import DEFAULT_PRETRAIN, pretrain_recipe
+
+    try:
+        config = stored_config({**meta, "stage": "pretrain"})
+    except FaceParseError:
+        return pretrain_recipe(DEFAULT_PRETRAIN)
+    assert isinstance(config, PretrainConfig)
+    return config.recipe
+
+
+class _GridPixels:
+    """A sparse recipe's cell masker as the pixel masker a grid draws with."""
+
+    def __init__(self, size: int, recipe: PretrainRecipe) -> None:
+        from trainer.sparse import GridMasker
+
+        self.cells = GridMasker(size, recipe.mask_ratio or 0.6, recipe.mask_cells)
+        self.image_size = size
+
+    def __call__(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.cells.pixels(self.cells(batch_size, generator))
+
+
+def _masker(recipe: PretrainRecipe, size: int) -> CenterPatchMasker | _GridPixels:
+    """The masks the run trained with (as pretrain draws them)."""
+    if recipe.sparse:
+        return _GridPixels(size, recipe)
+    return CenterPatchMasker(
+        size,
+        num_patches=recipe.num_patches,
+        mask_ratio=None if recipe.num_patches is not None else recipe.mask_ratio,
     )

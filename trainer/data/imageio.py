@@ -60,6 +60,25 @@ def _too_many_pixels(path: Path, exc: Exception) -> str:
     )
 
 
+def refuse_special_file(path: Path, error: type[Exception] = ImageReadError) -> None:
+    """Raise ``error`` unless ``path`` is a regular file (or a link to one): opening a named
+    pipe waits for a writer forever, and a device or a folder is no image.
+
+    Raises:
+        ImageReadError (or ``error``): a pipe, socket, device or folder; a missing file.
+    """
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read it ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise error(f"{path}: not a regular file (a pipe, socket, device or folder); move it away")
+
+
 def read_image(path: str | os.PathLike[str], reduce: int = 1) -> np.ndarray:
     """Read an image file as RGB.
 
@@ -76,6 +95,7 @@ def read_image(path: str | os.PathLike[str], reduce: int = 1) -> np.ndarray:
             pixel limit (``Image.MAX_IMAGE_PIXELS``).
     """
     path = Path(path)
+    refuse_special_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -104,6 +124,7 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
         ImageReadError: as :func:`read_image`.
     """
     path = Path(path)
+    refuse_special_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -137,6 +158,8 @@ def read_label(
         (H, W) uint8 array of class indices.
     """
     path = Path(path)
+    if path.exists():  # a missing label keeps its own message below
+        refuse_special_file(path, LabelMapError)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
