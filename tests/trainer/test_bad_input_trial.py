@@ -323,3 +323,30 @@ def test_encoder_weights_that_fit_only_in_part_are_said_to(
         f"{partial}: {len(dropped)} of the {len(encoder)} tensors of encoder 'mobilenet_v2' are "
         f"missing or of another shape (e.g. {first}); they keep their random start"
     ) in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["truncated", "emptied"])
+def test_a_damaged_faces_json_is_named_as_damaged_not_as_a_users_file(
+    parser_ckpt: Path, tmp_path: Path, capsys, damage: str
+) -> None:
+    """predict's own faces.json cut short (a copy that stopped, a disk error) or emptied: the
+    next predict into the folder said "faces.json: exists and was not written by faceparse
+    predict", which it was; the user could not tell what was wrong or what to do."""
+    from tests.trainer.cli_trial_helpers import digests, predict_photos, user_photos
+
+    photos, out = user_photos(tmp_path / "photos"), tmp_path / "labels"
+    code, _, err = predict_photos(capsys, parser_ckpt, photos, out, "--framing", "whole")
+    assert code == 0, err
+    record = out / "faces.json"
+    record.write_bytes(record.read_bytes()[:100] if damage == "truncated" else b"")
+    before = digests(out)
+    code, _, err = predict_photos(capsys, parser_ckpt, photos, out, "--framing", "whole")
+    assert code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"faceparse predict: error: {record}: damaged, so the label maps ")
+    assert "not written by faceparse predict" not in last
+    assert last.endswith(
+        "nothing was written: predict into a new folder, or delete the folder's label maps "
+        "and faces.json if they are all predict's"
+    )
+    assert digests(out) == before
