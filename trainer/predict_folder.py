@@ -295,11 +295,15 @@ def _refuse_a_damaged_record(record: Path) -> None:
         FaceParseError: it is damaged (the message says what to do).
     """
     try:
-        json.loads(record.read_bytes())
-    except (FileNotFoundError, IsADirectoryError):
+        text = record.read_bytes() if record.is_file() else None
+    except OSError:
+        return  # unreadable: the writes that follow name the folder
+    if text is None:
         return
-    except (OSError, ValueError) as exc:
-        reason = "empty" if isinstance(exc, ValueError) and not record.stat().st_size else exc
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        reason = "empty" if not text else exc
         raise FaceParseError(
             f"{record}: damaged, so the label maps here cannot be told from files of yours "
             f"({reason}); nothing was written: predict into a new folder, or delete the "
