@@ -350,3 +350,24 @@ def test_a_damaged_faces_json_is_named_as_damaged_not_as_a_users_file(
         "and faces.json if they are all predict's"
     )
     assert digests(out) == before
+
+
+def test_a_folder_of_a_killed_finetune_says_the_run_did_not_finish(
+    tmp_path: Path, capsys
+) -> None:
+    """kill -9 of a fine-tune after its first validation leaves finetune_best.safetensors (whole:
+    written atomically) and no finetune_last; the next run into the folder said only that it
+    "holds a fine-tune's checkpoints (finetune_best.safetensors)", as if the run had finished."""
+    data, out = small_lapa(tmp_path / "lapa"), tmp_path / "ft"
+    argv = _finetune(data, out, "--max-steps", "2", "--framing", "whole")
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    (out / "finetune_last.safetensors").unlink()  # what the kill left: no last checkpoint
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        f"faceparse finetune: error: {out} holds a fine-tune's checkpoints "
+        "(finetune_best.safetensors, from step 2 of a run that did not finish: no "
+        "finetune_last.safetensors), which a new run would replace; choose another --out-dir, "
+        "or pass --overwrite to replace it"
+    )
