@@ -257,6 +257,7 @@ def _refuse_foreign_targets(
         FaceParseError: a target is an input image, or a file predict did not write.
     """
     inputs = {path.resolve() for path, _ in jobs}
+    _refuse_a_damaged_record(out_dir / FACES_NAME)
     earlier = _written_here(out_dir)
     ours = set() if earlier is None else {(out_dir / p).resolve() for p in earlier}
     if earlier is not None:
@@ -284,6 +285,30 @@ def _refuse_foreign_targets(
             "written: choose another output folder or move those files away"
         )
     return earlier or set()
+
+
+def _refuse_a_damaged_record(record: Path) -> None:
+    """Stop when ``faces.json`` is there but not JSON (cut short, emptied): without it the
+    label maps predict wrote cannot be told from a user's files, and it is not a user's own.
+
+    Raises:
+        FaceParseError: it is damaged (the message says what to do).
+    """
+    try:
+        text = record.read_bytes() if record.is_file() else None
+    except OSError:
+        return  # unreadable: the writes that follow name the folder
+    if text is None:
+        return
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        reason = "empty" if not text else exc
+        raise FaceParseError(
+            f"{record}: damaged, so the label maps here cannot be told from files of yours "
+            f"({reason}); nothing was written: predict into a new folder, or delete the "
+            "folder's label maps and faces.json if they are all predict's"
+        ) from None
 
 
 def _decoded(

@@ -245,11 +245,23 @@ class RunFiles:
             what = f"a finished pretraining ({step} steps) in {', '.join(p.name for p in kept)}"
         else:
             trained = f", trained {step} steps" if step is not None else ""
+            if not self.last.is_file():  # killed after a validation: only its best is there
+                trained = f", from {self._best_step()}a run that did not finish: no {self.last.name}"
             what = f"a fine-tune's checkpoints ({', '.join(p.name for p in kept)}{trained})"
         return (
             f"{self.out_dir} holds {what}, which a new run would replace; choose another "
             "--out-dir, or pass --overwrite to replace it"
         )
+
+    def _best_step(self) -> str:
+        """"step N of " for ``<stage>_best``, or "" when it does not say."""
+        from trainer.checkpoint import read_metadata
+
+        try:
+            step = read_metadata(self.best).get("step")
+        except FaceParseError:
+            return ""
+        return f"step {step} of " if isinstance(step, int) else ""
 
     def find_log(self) -> Path:
         """The run's step log: ``<stage>_log.jsonl``, or a stage-1 run's ``metrics.jsonl`` when

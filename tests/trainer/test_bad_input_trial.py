@@ -323,3 +323,51 @@ def test_encoder_weights_that_fit_only_in_part_are_said_to(
         f"{partial}: {len(dropped)} of the {len(encoder)} tensors of encoder 'mobilenet_v2' are "
         f"missing or of another shape (e.g. {first}); they keep their random start"
     ) in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["truncated", "emptied"])
+def test_a_damaged_faces_json_is_named_as_damaged_not_as_a_users_file(
+    parser_ckpt: Path, tmp_path: Path, capsys, damage: str
+) -> None:
+    """predict's own faces.json cut short (a copy that stopped, a disk error) or emptied: the
+    next predict into the folder said "faces.json: exists and was not written by faceparse
+    predict", which it was; the user could not tell what was wrong or what to do."""
+    from tests.trainer.cli_trial_helpers import digests, predict_photos, user_photos
+
+    photos, out = user_photos(tmp_path / "photos"), tmp_path / "labels"
+    code, _, err = predict_photos(capsys, parser_ckpt, photos, out, "--framing", "whole")
+    assert code == 0, err
+    record = out / "faces.json"
+    record.write_bytes(record.read_bytes()[:100] if damage == "truncated" else b"")
+    before = digests(out)
+    code, _, err = predict_photos(capsys, parser_ckpt, photos, out, "--framing", "whole")
+    assert code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"faceparse predict: error: {record}: damaged, so the label maps ")
+    assert "not written by faceparse predict" not in last
+    assert last.endswith(
+        "nothing was written: predict into a new folder, or delete the folder's label maps "
+        "and faces.json if they are all predict's"
+    )
+    assert digests(out) == before
+
+
+def test_a_folder_of_a_killed_finetune_says_the_run_did_not_finish(
+    tmp_path: Path, capsys
+) -> None:
+    """kill -9 of a fine-tune after its first validation leaves finetune_best.safetensors (whole:
+    written atomically) and no finetune_last; the next run into the folder said only that it
+    "holds a fine-tune's checkpoints (finetune_best.safetensors)", as if the run had finished."""
+    data, out = small_lapa(tmp_path / "lapa"), tmp_path / "ft"
+    argv = _finetune(data, out, "--max-steps", "2", "--framing", "whole")
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    (out / "finetune_last.safetensors").unlink()  # what the kill left: no last checkpoint
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        f"faceparse finetune: error: {out} holds a fine-tune's checkpoints "
+        "(finetune_best.safetensors, from step 2 of a run that did not finish: no "
+        "finetune_last.safetensors), which a new run would replace; choose another --out-dir, "
+        "or pass --overwrite to replace it"
+    )
