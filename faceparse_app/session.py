@@ -159,4 +159,5 @@ class AnnotationSession(QObject):
     autosave = _forward("autosave")
     save = _forward("save")
     save_all = _forward("save_all")
+    unsaved = _forward("unsaved")
     export_lapa = _forward("export_lapa")

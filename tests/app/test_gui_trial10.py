@@ -261,3 +261,48 @@ def test_exports_killed_while_writing_leave_no_hidden_copies_beside_the_folder(t
     assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []
     assert "look in it" not in caplog.text
     assert _tree(out) == before
+
+
+def test_closing_with_labels_that_could_not_be_saved_names_them_and_defaults_to_staying(
+    qtbot, tmp_path, monkeypatch
+):
+    # The tenth trial: with the labels folder made read-only, Ctrl+Q asked "Some labels could
+    # not be saved (see the message). Close anyway and lose them?" with Yes as the default
+    # button: Enter, the key an annotator presses to get a question out of the way, closed the
+    # window and lost the edits of every photo the message bar no longer named. The question
+    # names the photos and the reason, and Enter keeps the window open.
+    import errno
+
+    from PySide6.QtWidgets import QMessageBox
+
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path)
+    session = window.session
+    ids = window.image_list.visible_ids()
+
+    def fail(path, data):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("faceparse_app.project.atomic_write_bytes", fail)
+    window.state.set_class(4)
+    drag(window.canvas, [(10, 10), (30, 30)])
+    assert session.open_image(ids[1])  # its save fails: kept in memory
+    drag(window.canvas, [(10, 40), (30, 40)])
+    shown = []
+
+    def answer(box):
+        shown.append((box.text() + " " + box.informativeText(), box.defaultButton()))
+        return QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QMessageBox, "exec", answer)
+    window.close()
+    assert window.isVisible() and window.session is session  # stayed, edits kept
+    (text, default), = shown
+    names = [session.project.get(i).relpath for i in ids[:2]]
+    assert all(name in text for name in names), text
+    assert "read-only" in text
+    assert default is not None and default.text().replace("&", "") in ("No", "Cancel")
+    monkeypatch.undo()
+    window.close()  # writable again: saves and closes without asking
+    assert not window.isVisible()
