@@ -1,12 +1,10 @@
 """The annotation rules, Qt-free: which image is open, its LabelDocument, saving, active time.
 
 :class:`Annotation` holds one open project and the image being labeled and decides what may be
-written; its events are psygnal signals. The app uses it through the small Qt adapter
-:class:`faceparse_app.session.AnnotationSession` (its events as Qt signals, and the autosave
-timer); widgets observe the session; the main window wires them.
+written (events: psygnal signals). The app uses it through the Qt adapter
+``faceparse_app.session.AnnotationSession`` (Qt signals, the autosave timer), which widgets observe.
 
-Pre-labels arrive off the GUI thread (`faceparse_app.model_loop`) through `apply_prelabel`, which
-takes them only for an image nobody has edited: the annotator's strokes win over a late one.
+Pre-labels (`faceparse_app.model_loop`) come through `apply_prelabel`, only to an unedited image.
 
 Never losing work:
     - the current label is saved (atomically) on image switch, every few seconds while edited
@@ -28,7 +26,12 @@ from psygnal import Signal
 
 from faceparse_app.document import LabelDocument
 from faceparse_app.history import HistoryShelf
-from faceparse_app.label_writer import LabelWriter, autosave_in_background
+from faceparse_app.label_writer import (
+    LabelWriter,
+    autosave_in_background,
+    note_not_saved,
+    note_saved,
+)
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError
 from faceparse_app.project_scan import all_done_text, without_path
 from trainer.errors import FaceParseError, ImageReadError, LabelMapError
@@ -75,8 +78,7 @@ class Annotation:
         self._save_error = ""  # why the last failed save failed
         self._invalid_label: set[int] = set()  # ids whose label file on disk is unreadable
         self._touched: set[int] = set()  # ids edited by hand in this session (no pre-label over them)
-        self._pending_seconds = 0.0
-        self._pending_actions = 0
+        self._pending_seconds, self._pending_actions = 0.0, 0
         self._last_activity: float | None = None
         self.writer: LabelWriter | None = None  # autosaves off this thread (the session's)
 
@@ -438,12 +440,10 @@ class Annotation:
             if self.current is not None and rec.id == self.current.id:
                 self._pending_seconds += seconds
                 self._pending_actions += actions
-            self._unsaved[rec.id] = doc
-            self._save_error = str(exc)
-            self.message.emit(f"Not saved: {exc} Your edits are kept in memory and saving is retried.", "error")
+            note_not_saved(self, rec.id, doc, exc)
             return False
         doc.mark_saved()
-        self._unsaved.pop(rec.id, None)
+        note_saved(self, rec, doc)
         if self.current is not None and rec.id == self.current.id:
             self.current = new
         status_changed = new.status != rec.status

@@ -306,3 +306,29 @@ def test_closing_with_labels_that_could_not_be_saved_names_them_and_defaults_to_
     monkeypatch.undo()
     window.close()  # writable again: saves and closes without asking
     assert not window.isVisible()
+
+
+def test_a_save_that_succeeds_on_retry_takes_the_not_saved_error_back(qtbot, tmp_path, monkeypatch):
+    # The tenth trial: the labels folder was read-only for a while; once writable again the
+    # next autosave wrote the kept edits, but "Not saved: ... Your edits are kept in memory"
+    # stayed on the message bar, red, telling the annotator the work was still at risk.
+    import errno
+
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path)
+    session = window.session
+
+    def fail(path, data):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("faceparse_app.project.atomic_write_bytes", fail)
+    window.state.set_class(4)
+    drag(window.canvas, [(10, 10), (30, 30)])
+    assert not session.save()
+    assert window.message_bar.message.startswith("Not saved") and window.message_bar.level == "error"
+    monkeypatch.undo()
+    session.autosave()
+    session.save()  # the background write lands
+    assert window.message_bar.level != "error", window.message_bar.message
+    assert "Saved" in window.message_bar.message and session.current.relpath in window.message_bar.message
