@@ -332,3 +332,21 @@ def test_a_save_that_succeeds_on_retry_takes_the_not_saved_error_back(qtbot, tmp
     session.save()  # the background write lands
     assert window.message_bar.level != "error", window.message_bar.message
     assert "Saved" in window.message_bar.message and session.current.relpath in window.message_bar.message
+
+
+def test_a_re_export_refused_over_one_edited_file_speaks_of_it_not_them(tmp_path):
+    # The tenth trial: "train/labels/x.png changed since the last export wrote them; move them
+    # elsewhere" for a single file.
+    import pytest
+
+    from faceparse_app.export import export_project
+    from faceparse_app.project import ProjectError
+    from tests.app.test_gui_trial2 import _labeled_project
+
+    folder = _labeled_project(tmp_path)
+    out = tmp_path / "lapa"
+    export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
+    (edited,) = sorted((out / "train" / "labels").iterdir())[:1]
+    edited.write_bytes(edited.read_bytes() + b"\0")
+    with pytest.raises(ProjectError, match="wrote it; move it elsewhere"):
+        export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
