@@ -1,18 +1,15 @@
 """The annotation rules, Qt-free: which image is open, its LabelDocument, saving, active time.
 
 :class:`Annotation` holds one open project and the image being labeled and decides what may be
-written; its events are psygnal signals. The app uses it through the small Qt adapter
-:class:`faceparse_app.session.AnnotationSession` (its events as Qt signals, and the autosave
-timer); widgets observe the session; the main window wires them.
+written (events: psygnal signals). The app uses it through the Qt adapter
+``faceparse_app.session.AnnotationSession`` (Qt signals, the autosave timer), which widgets observe.
 
-Pre-labels arrive off the GUI thread (`faceparse_app.model_loop`) through `apply_prelabel`, which
-takes them only for an image nobody has edited: the annotator's strokes win over a late one.
+Pre-labels (`faceparse_app.model_loop`) come through `apply_prelabel`, only to an unedited image.
 
 Never losing work:
-    - the current label is saved when switching image, every few seconds while it has
-      unsaved edits (the session's autosave timer), and on close; every write is atomic;
-    - a save that fails (disk full, read-only) keeps the edited document in memory, says so,
-      and is retried by the next autosave; the label file on disk is left as it was;
+    - the current label is saved (atomically) on image switch, every few seconds while edited
+      (the session's timer), and on close; a save that fails (disk full, read-only) keeps the
+      edits in memory, says so, and is retried; the label file on disk is left as it was;
     - a label file that cannot be read (wrong size, values > 10) is never overwritten unless
       the annotator edits the image, and then it is first kept aside as `<name>.invalid`.
 """
@@ -29,7 +26,12 @@ from psygnal import Signal
 
 from faceparse_app.document import LabelDocument
 from faceparse_app.history import HistoryShelf
-from faceparse_app.label_writer import LabelWriter, autosave_in_background
+from faceparse_app.label_writer import (
+    LabelWriter,
+    autosave_in_background,
+    note_not_saved,
+    note_saved,
+)
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError
 from faceparse_app.project_scan import all_done_text, without_path
 from trainer.errors import FaceParseError, ImageReadError, LabelMapError
@@ -73,10 +75,10 @@ class Annotation:
         self.protected: frozenset[int] = frozenset()
         self._histories = HistoryShelf()
         self._unsaved: dict[int, LabelDocument] = {}  # edits whose save failed, kept in memory
+        self._save_error = ""  # why the last failed save failed
         self._invalid_label: set[int] = set()  # ids whose label file on disk is unreadable
         self._touched: set[int] = set()  # ids edited by hand in this session (no pre-label over them)
-        self._pending_seconds = 0.0
-        self._pending_actions = 0
+        self._pending_seconds, self._pending_actions = 0.0, 0
         self._last_activity: float | None = None
         self.writer: LabelWriter | None = None  # autosaves off this thread (the session's)
 
@@ -172,9 +174,7 @@ class Annotation:
         """Show and save a model's prediction as the current image's label, if nobody edited it.
 
         The label is saved first (status "pre-labeled", the model version recorded), then
-        shown as the image's starting state: the annotator edits it like any label, and undo
-        stops at it (never at an empty label the photo only showed while it was predicted).
-        Only an image nobody edited by hand takes one, so the steps it clears are the model's.
+        shown as the image's starting state, where undo stops (only the model's steps go).
 
         Args:
             image_id: the image predicted; nothing happens unless it is the current one.
@@ -350,8 +350,7 @@ class Annotation:
         changed = self.document.undo() is not None
         if changed:
             self.note_edit()
-        elif self.current is not None and not self.document.history.can_undo:
-            rec = self.current
+        elif (rec := self.current) is not None and not self.document.history.can_undo:
             start = ", the model's pre-label your work starts from" if rec.model_version else ""
             self.message.emit(f"Nothing more to undo: {rec.relpath} is as it opened{start}.", "info")
         return changed
@@ -441,13 +440,10 @@ class Annotation:
             if self.current is not None and rec.id == self.current.id:
                 self._pending_seconds += seconds
                 self._pending_actions += actions
-            self._unsaved[rec.id] = doc
-            self.message.emit(
-                f"Not saved: {exc} Your edits are kept in memory and saving is retried.", "error"
-            )
+            note_not_saved(self, rec.id, doc, exc)
             return False
         doc.mark_saved()
-        self._unsaved.pop(rec.id, None)
+        note_saved(self, rec, doc)
         if self.current is not None and rec.id == self.current.id:
             self.current = new
         status_changed = new.status != rec.status
@@ -488,6 +484,10 @@ class Annotation:
             if doc is not self.document:
                 ok = self._save_document(self.project.get(image_id), doc) and ok
         return ok and not self._unsaved
+
+    def unsaved(self) -> tuple[list[str], str]:
+        """(the photos whose edits could not be saved, the last save error's text)."""
+        return [self.project.get(i).relpath for i in self._unsaved], self._save_error
 
     def close(self) -> bool:
         """Save everything and close the project; False when some edits could not be saved."""

@@ -390,8 +390,9 @@ def _carry_foreign_files(
     ]
     if changed:
         shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        it = "them" if len(changed) > 1 else "it"
         raise ProjectError(
-            f"{out}: {shown} changed since the last export wrote them; move them elsewhere (or "
+            f"{out}: {shown} changed since the last export wrote {it}; move {it} elsewhere (or "
             "export into another folder) so your edits are not overwritten"
         )
     foreign = _foreign_entries(out, tmp, previous)

@@ -15,7 +15,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from faceparse_app.annotation import Annotation
+    from faceparse_app.document import LabelDocument
+    from faceparse_app.store_rows import ImageRecord
 
 
 class LabelWriter:
@@ -122,13 +127,10 @@ def autosave_in_background(annotation: Any, writer: LabelWriter) -> bool:
                 annotation._pending_seconds += seconds
                 annotation._pending_actions += actions
             doc.dirty = True
-            annotation._unsaved[rec.id] = doc
-            annotation.message.emit(
-                f"Not saved: {exc} Your edits are kept in memory and saving is retried.", "error"
-            )
+            note_not_saved(annotation, rec.id, doc, exc)
             return
-        if annotation._unsaved.get(rec.id) is doc and not doc.dirty:
-            del annotation._unsaved[rec.id]
+        if not doc.dirty:
+            note_saved(annotation, rec, doc)
         if current is not None and current.id == rec.id:
             annotation.current = new
         annotation.saved.emit(rec.id)
@@ -137,3 +139,17 @@ def autosave_in_background(annotation: Any, writer: LabelWriter) -> bool:
 
     writer.submit(write, apply)
     return True
+
+
+def note_not_saved(annotation: Annotation, image_id: int, doc: LabelDocument, exc: Exception) -> None:
+    """A save failed: the edits stay in memory (retried by the autosave), and the user is told."""
+    annotation._unsaved[image_id] = doc
+    annotation._save_error = str(exc)
+    annotation.message.emit(f"Not saved: {exc} Your edits are kept in memory and saving is retried.", "error")
+
+
+def note_saved(annotation: Annotation, rec: ImageRecord, doc: LabelDocument) -> None:
+    """``doc`` is on disk: if its save had failed before, the "Not saved" said then is over."""
+    if annotation._unsaved.get(rec.id) is doc:
+        del annotation._unsaved[rec.id]
+        annotation.message.emit(f"Saved {rec.relpath}: the edits kept in memory are on disk now.", "info")

@@ -445,7 +445,7 @@ class MainWindow(QMainWindow):
 
     def confirm_discard(self) -> bool:
         """Ask whether to give up labels that could not be saved (tests replace this)."""
-        return ask_discard(self)
+        return ask_discard(self, *self.session.unsaved() if self.session else ([], ""))
 
     def _may_leave_project(self, leaving: str = "close") -> bool:
         """Whether the project may go ("quit", "close", "open"): a run or unsaved labels ask."""

@@ -107,9 +107,10 @@ class AnnotationSession(QObject):
         return self.annotation.close()
 
     def undo(self) -> bool:
-        """Undo the open image's last step. Undoing the model's pre-label of a finished image
-        (A, then Ctrl+Z to take the accept back) leaves it with no face part: it goes back to
-        in progress, so a face of nothing but background is never exported or trained on."""
+        """Undo the open image's last step. A pre-label is the image's starting state (undo
+        stops there); one that came after the first strokes is a step, and undoing it on a
+        finished image may leave no face part: it goes back to in progress then, so a face of
+        nothing but background is never exported or trained on."""
         annotation = self.annotation
         if not annotation.undo():
             return False
@@ -159,4 +160,5 @@ class AnnotationSession(QObject):
     autosave = _forward("autosave")
     save = _forward("save")
     save_all = _forward("save_all")
+    unsaved = _forward("unsaved")
     export_lapa = _forward("export_lapa")

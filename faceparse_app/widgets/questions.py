@@ -38,11 +38,23 @@ def ask_stop_training(parent: QWidget, running_changed: SignalInstance, leaving:
         running_changed.disconnect(ended)
 
 
-def ask_discard(parent: QWidget) -> bool:
-    """Whether to close and give up labels that could not be saved."""
-    answer = QMessageBox.question(
-        parent,
+def ask_discard(parent: QWidget, names: list[str], reason: str) -> bool:
+    """Whether to close and give up the labels of ``names`` that could not be saved (``reason``:
+    the last save error). No is the default: Enter keeps the window, and the edits, open."""
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    no = QMessageBox.StandardButton.No
+    box = QMessageBox(
+        QMessageBox.Icon.Warning,
         "Unsaved labels",
-        "Some labels could not be saved (see the message). Close anyway and lose them?",
+        f"The edits of {shown or 'some photos'} could not be saved. Close anyway and lose them?",
+        QMessageBox.StandardButton.Yes | no,
+        parent,
     )
-    return answer == QMessageBox.StandardButton.Yes
+    box.setInformativeText(
+        (f"{reason}\n\n" if reason else "")
+        + "No keeps the window open with the edits: fix the cause (free disk space, make the "
+        "folder writable), then close again; saving is retried every few seconds."
+    )
+    box.setDefaultButton(no)
+    box.setEscapeButton(no)
+    return box.exec() == QMessageBox.StandardButton.Yes

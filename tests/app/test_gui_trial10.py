@@ -261,3 +261,92 @@ def test_exports_killed_while_writing_leave_no_hidden_copies_beside_the_folder(t
     assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []
     assert "look in it" not in caplog.text
     assert _tree(out) == before
+
+
+def test_closing_with_labels_that_could_not_be_saved_names_them_and_defaults_to_staying(
+    qtbot, tmp_path, monkeypatch
+):
+    # The tenth trial: with the labels folder made read-only, Ctrl+Q asked "Some labels could
+    # not be saved (see the message). Close anyway and lose them?" with Yes as the default
+    # button: Enter, the key an annotator presses to get a question out of the way, closed the
+    # window and lost the edits of every photo the message bar no longer named. The question
+    # names the photos and the reason, and Enter keeps the window open.
+    import errno
+
+    from PySide6.QtWidgets import QMessageBox
+
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path)
+    session = window.session
+    ids = window.image_list.visible_ids()
+
+    def fail(path, data):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("faceparse_app.project.atomic_write_bytes", fail)
+    window.state.set_class(4)
+    drag(window.canvas, [(10, 10), (30, 30)])
+    assert session.open_image(ids[1])  # its save fails: kept in memory
+    drag(window.canvas, [(10, 40), (30, 40)])
+    shown = []
+
+    def answer(box):
+        shown.append((box.text() + " " + box.informativeText(), box.defaultButton()))
+        return QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QMessageBox, "exec", answer)
+    window.close()
+    assert window.isVisible() and window.session is session  # stayed, edits kept
+    (text, default), = shown
+    names = [session.project.get(i).relpath for i in ids[:2]]
+    assert all(name in text for name in names), text
+    assert "read-only" in text
+    assert default is not None and default.text().replace("&", "") in ("No", "Cancel")
+    monkeypatch.undo()
+    window.close()  # writable again: saves and closes without asking
+    assert not window.isVisible()
+
+
+def test_a_save_that_succeeds_on_retry_takes_the_not_saved_error_back(qtbot, tmp_path, monkeypatch):
+    # The tenth trial: the labels folder was read-only for a while; once writable again the
+    # next autosave wrote the kept edits, but "Not saved: ... Your edits are kept in memory"
+    # stayed on the message bar, red, telling the annotator the work was still at risk.
+    import errno
+
+    from tests.app.test_gui_canvas import make_window
+
+    window = make_window(qtbot, tmp_path)
+    session = window.session
+
+    def fail(path, data):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("faceparse_app.project.atomic_write_bytes", fail)
+    window.state.set_class(4)
+    drag(window.canvas, [(10, 10), (30, 30)])
+    assert not session.save()
+    assert window.message_bar.message.startswith("Not saved") and window.message_bar.level == "error"
+    monkeypatch.undo()
+    session.autosave()
+    session.save()  # the background write lands
+    assert window.message_bar.level != "error", window.message_bar.message
+    assert "Saved" in window.message_bar.message and session.current.relpath in window.message_bar.message
+
+
+def test_a_re_export_refused_over_one_edited_file_speaks_of_it_not_them(tmp_path):
+    # The tenth trial: "train/labels/x.png changed since the last export wrote them; move them
+    # elsewhere" for a single file.
+    import pytest
+
+    from faceparse_app.export import export_project
+    from faceparse_app.project import ProjectError
+    from tests.app.test_gui_trial2 import _labeled_project
+
+    folder = _labeled_project(tmp_path)
+    out = tmp_path / "lapa"
+    export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
+    (edited,) = sorted((out / "train" / "labels").iterdir())[:1]
+    edited.write_bytes(edited.read_bytes() + b"\0")
+    with pytest.raises(ProjectError, match="wrote it; move it elsewhere"):
+        export_project(folder, out, val_fraction=0.0, test_fraction=0.0)
