@@ -67,7 +67,7 @@ def test_an_unreadable_validation_photo_is_still_skipped_as_evaluate_skips_it(
     bad.write_bytes(b"")
     code, _, err = run(capsys, *_finetune(data, out, "--max-steps", "2", "--framing", "whole"))
     assert code == 0, err
-    assert f"skipping {bad}: not an image" in caplog.text
+    assert f"skipping {bad}: the file is empty (0 bytes)" in caplog.text
     assert (out / "finetune_best.safetensors").is_file()
 
 

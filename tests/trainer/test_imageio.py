@@ -203,3 +203,14 @@ def test_written_files_and_folders_follow_the_umask(tmp_path: Path, umask: int, 
         assert folder.stat().st_mode & 0o777 == 0o777 & ~umask, folder
     for path in files:
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+@pytest.mark.parametrize("reader", ["read_image", "image_size", "read_label"])
+def test_an_empty_file_is_said_to_be_empty(tmp_path: Path, reader: str) -> None:
+    """A 0-byte photo or label (a copy or download that did not finish) is named as empty, not
+    as 'not an image', in every command that reads it (predict, evaluate, pretrain, the app)."""
+    path = tmp_path / "half copied.png"
+    path.write_bytes(b"")
+    error = LabelMapError if reader == "read_label" else ImageReadError
+    with pytest.raises(error, match=r"half copied\.png: the file is empty \(0 bytes\)"):
+        getattr(imageio, reader)(path)

@@ -61,22 +61,25 @@ def _too_many_pixels(path: Path, exc: Exception) -> str:
 
 
 def refuse_special_file(path: Path, error: type[Exception] = ImageReadError) -> None:
-    """Raise ``error`` unless ``path`` is a regular file (or a link to one): opening a named
-    pipe waits for a writer forever, and a device or a folder is no image.
+    """Raise ``error`` unless ``path`` is a regular file (or a link to one) holding something:
+    opening a named pipe waits for a writer forever, a device or a folder is no image, and an
+    empty file is said to be empty rather than "not an image".
 
     Raises:
-        ImageReadError (or ``error``): a pipe, socket, device or folder; a missing file.
+        ImageReadError (or ``error``): a pipe, socket, device or folder; a missing or empty file.
     """
     import stat
 
     try:
-        mode = os.stat(path).st_mode
+        info = os.stat(path)
     except FileNotFoundError:
         raise error(f"{path}: file not found") from None
     except OSError as exc:
         raise error(f"{path}: cannot read it ({exc.strerror})") from None
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(info.st_mode):
         raise error(f"{path}: not a regular file (a pipe, socket, device or folder); move it away")
+    if info.st_size == 0:  # a copy or download that did not finish
+        raise error(f"{path}: the file is empty (0 bytes)")
 
 
 def read_image(path: str | os.PathLike[str], reduce: int = 1) -> np.ndarray:
