@@ -238,6 +238,16 @@ class LabelDocument:
 
         Protection does not apply: this is an explicit whole-map replacement.
         """
+        delta = self._whole_map(label)
+        if delta is None:
+            return None
+        rows, cols = delta.slices()
+        self.label[rows, cols] = delta.after
+        return self._record(delta)
+
+    def _whole_map(self, label: np.ndarray) -> Delta | None:
+        """The step from the map to ``label``, a whole map of the image's size (None: no
+        pixel differs); the stroke in progress is closed first."""
         self._close_stroke()
         new = self._checked(label)
         if new.shape != self.label.shape:
@@ -245,12 +255,7 @@ class LabelDocument:
                 f"new label map is {new.shape[1]}×{new.shape[0]} but the image is "
                 f"{self.label.shape[1]}×{self.label.shape[0]}"
             )
-        delta = Delta.between(self.label, new, by_hand=False)
-        if delta is None:
-            return None
-        rows, cols = delta.slices()
-        self.label[rows, cols] = delta.after
-        return self._record(delta)
+        return Delta.between(self.label, new, by_hand=False)
 
     def start_from(self, label: np.ndarray) -> XYWH | None:
         """Make ``label`` the map's starting state: the whole map is replaced and the undo
@@ -260,15 +265,8 @@ class LabelDocument:
         Returns:
             The changed box (x0, y0, w, h), or None when no pixel changed.
         """
-        self._close_stroke()
-        new = self._checked(label)
-        if new.shape != self.label.shape:
-            raise LabelMapError(
-                f"new label map is {new.shape[1]}×{new.shape[0]} but the image is "
-                f"{self.label.shape[1]}×{self.label.shape[0]}"
-            )
+        delta = self._whole_map(label)
         self.history.clear()
-        delta = Delta.between(self.label, new, by_hand=False)
         if delta is None:
             return None
         rows, cols = delta.slices()

@@ -29,6 +29,16 @@ def _disc_project(folder: Path) -> Path:
     return folder
 
 
+def outline_window(qtbot, tmp_path: Path):
+    """A window on the disc photo with the edge outline (S) chosen and the nose class (6)."""
+    window = make_window(qtbot, tmp_path, open_project=False)
+    assert window.open_project(_disc_project(tmp_path / "disc"))
+    key(window, Qt.Key.Key_S)
+    assert window.state.tool is Tool.BOUNDARY
+    window.state.set_class(6)
+    return window
+
+
 def _probabilities(shape: tuple[int, int], blob: np.ndarray) -> ClassProbabilities:
     """A model that calls the blob class 2, with class 4 its second guess there and class 5 its
     third; elsewhere skin, sure of it."""
@@ -77,12 +87,8 @@ def test_relabel_without_a_model_says_so(qtbot, tmp_path):
 
 
 def test_edge_outline_follows_the_edges_between_its_points(qtbot, tmp_path):
-    window = make_window(qtbot, tmp_path, open_project=False)
-    assert window.open_project(_disc_project(tmp_path / "disc"))
+    window = outline_window(qtbot, tmp_path)
     doc, canvas = window.session.document, window.canvas
-    key(window, Qt.Key.Key_S)
-    assert window.state.tool is Tool.BOUNDARY
-    window.state.set_class(6)
     # Four clicks on the disc's rim: straight sides would make a diamond of 64% of the disc;
     # following the rim, the outline is the disc. Enter closes.
     rim = [(32, 18), (46, 32), (32, 46), (18, 32)]

@@ -170,16 +170,11 @@ def test_the_edge_outline_leaves_no_spur_where_a_point_was_clicked_off_the_edge(
     # do, the outline keeps to the edge: nothing is painted that sticks out of the part.
     import cv2
 
-    from faceparse_app.widgets.tool_state import Tool
-    from tests.app.test_gui_assist import _disc, _disc_project
-    from tests.app.test_gui_canvas import click, key, make_window
+    from tests.app.test_gui_assist import _disc, outline_window
+    from tests.app.test_gui_canvas import click, key
 
-    window = make_window(qtbot, tmp_path, open_project=False)
-    assert window.open_project(_disc_project(tmp_path / "disc"))
+    window = outline_window(qtbot, tmp_path)
     doc, canvas = window.session.document, window.canvas
-    key(window, Qt.Key.Key_S)
-    assert window.state.tool is Tool.BOUNDARY
-    window.state.set_class(6)
     disc = _disc()
     rim = cv2.dilate(disc.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)  # ±1 px
     for clicks in ([(32, 14), (50, 32), (32, 50), (14, 32)], [(33, 14), (50, 33), (31, 50), (14, 31)]):
