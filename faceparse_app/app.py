@@ -105,6 +105,14 @@ class Settings:
         self._qs.setValue("brush_radius", int(radius))
 
     @property
+    def paint_class(self) -> int | None:
+        """The class the last session painted with (an index of the label set), or None."""
+        return _number(self._qs.value("paint_class"), int)
+
+    def set_paint_class(self, cls: int) -> None:
+        self._qs.setValue("paint_class", int(cls))
+
+    @property
     def image_sort(self) -> str | None:
         """The image list's sort order the last session left (``image_table.SORT_*``), or None."""
         value = self._qs.value("image_sort")

@@ -197,7 +197,7 @@ def _stamp(t: float) -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.localtime(t)) + f"-{int(t % 1 * 1e6):06d}"
 
 
-def _backup_time(path: Path) -> float | None:
+def backup_time(path: Path) -> float | None:
     """When a backup was made, from its name (``project-YYYYmmdd-HHMMSS-micro.sqlite``)."""
     try:
         day, clock, micro = path.stem.split("-")[1:4]
@@ -209,7 +209,7 @@ def _backup_time(path: Path) -> float | None:
 def last_backup_time(store_dir: Path) -> float | None:
     """When the newest backup was made, or None when there is none."""
     found = backups(store_dir)
-    return _backup_time(found[0]) if found else None
+    return backup_time(found[0]) if found else None
 
 
 def make_backup(conn: sqlite3.Connection, store_dir: Path) -> Path:
@@ -280,7 +280,7 @@ def newest_sound_backup(store_dir: Path) -> Path | None:
 
 def describe_backup(path: Path) -> str:
     """When a backup was made, for the annotator ("2026-12-04 10:32")."""
-    t = _backup_time(path)
+    t = backup_time(path)
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t is not None else path.name
 
 

@@ -116,12 +116,14 @@ def connect(db_path: Path, recover: bool = False) -> OpenedStore:
     note: str | None = None
     recovering = False
     if not db_path.exists() or db_path.stat().st_size == 0:
+        # Said plainly: a store that vanished was deleted or moved by something outside the app.
+        gone = "was empty" if db_path.exists() else f"({DB_NAME}) was missing (deleted or moved)"
         if db_path.exists() or any(Path(f"{db_path}{s}").exists() for s in ("-wal", "-shm")):
             store_guard.move_store_aside(db_path, "empty")
-        note = _restore_from_backup(db_path)
-        recovering = note is not None or any(store.joinpath(LABELS_DIR).rglob("*.png"))
-        if recovering and note is None:
-            note = "The project store was missing; it was rebuilt from the label files"
+        how = _restore_from_backup(db_path)
+        recovering = how is not None or any(store.joinpath(LABELS_DIR).rglob("*.png"))
+        if recovering:
+            note = f"The project store {gone}; it was {how or 'rebuilt from the label files'}"
     try:
         conn = _connect_once(db_path)
     except DamagedStoreError as exc:
@@ -138,9 +140,7 @@ def connect(db_path: Path, recover: bool = False) -> OpenedStore:
             ) from None
         aside = store_guard.move_store_aside(db_path, "damaged")
         restored = _restore_from_backup(db_path)
-        how = restored.split("; ", 1)[0].replace("The project store was ", "") if restored else (
-            "rebuilt from the label files"
-        )
+        how = restored or "rebuilt from the label files"
         note = f"The project store was damaged (kept as {aside.name}) and {how}"
         recovering = True
         conn = _connect_once(db_path)
@@ -290,14 +290,33 @@ def _tx(conn: sqlite3.Connection, db_path: Path) -> Iterator[sqlite3.Connection]
 
 
 def _restore_from_backup(db_path: Path) -> str | None:
-    """Put the newest sound backup in place of a lost store; a sentence saying so, or None."""
+    """Put the newest sound backup in place of a lost store.
+
+    Returns:
+        "restored from its backup of <time>" and what may be lost since, or None (no backup).
+    """
     best = store_guard.newest_sound_backup(db_path.parent)
     if best is None:
         return None
     tmp = db_path.with_name(db_path.name + ".restore.tmp")
     shutil.copyfile(best, tmp)
     os.replace(tmp, db_path)
-    return f"The project store was restored from its backup of {store_guard.describe_backup(best)}"
+    when = store_guard.describe_backup(best)
+    return f"restored from its backup of {when}; {_lost_since(best, db_path.parent)}"
+
+
+def _lost_since(backup: Path, store: Path) -> str:
+    """What a restore from ``backup`` may lose: label files are written apart from the store,
+    so only what lives in the store alone and changed after the backup."""
+    made = store_guard.backup_time(backup)
+    labels = store / LABELS_DIR
+    newer = [] if made is None else [p for p in labels.rglob("*.png") if p.stat().st_mtime > made]
+    if not newer:
+        return "no label was saved after it, so no labelling work is lost"
+    return (
+        f"{len(newer)} label file(s) saved after it are read back from disk, but anything else "
+        "changed after it (statuses, review marks, time spent) may be lost"
+    )
 
 
 def recovery_text(note: str | None, hand: list[str], prelabels: list[str]) -> str | None:

@@ -103,13 +103,18 @@ def build_menus(window: MainWindow) -> None:
     window.tool_bar.faces_action.toggled.connect(window.settings.set_show_faces)
     window.tool_bar.faces_action.setChecked(window.settings.show_faces)
     window.canvas.set_faces_visible(window.settings.show_faces)
-    # The brush size and the overlay's opacity are the annotator's own: kept between sessions.
+    # The brush size, the class painted and the overlay's opacity are the annotator's own:
+    # kept between sessions (a kept class the label set does not have is ignored).
     if window.settings.brush_radius is not None:
         window.state.set_radius(window.settings.brush_radius)
+    kept_class = window.settings.paint_class
+    if kept_class is not None and 0 <= kept_class < window.state.label_set.num_classes:
+        window.state.set_class(kept_class)
     kept_opacity = window.settings.overlay_opacity
     if kept_opacity is not None and kept_opacity >= MIN_KEPT_OPACITY:
         window.state.set_opacity(kept_opacity)
     window.state.radius_changed.connect(window.settings.set_brush_radius)
+    window.state.class_changed.connect(window.settings.set_paint_class)
     window.state.opacity_changed.connect(window.settings.set_overlay_opacity)
     # So is the image list's sort order (the filter is not: each project opens showing all).
     if window.settings.image_sort is not None:
