@@ -331,8 +331,8 @@ def read_photo(path: str | os.PathLike[str]) -> np.ndarray:
 
 def read_error(exc: ImageReadError, path: str | os.PathLike[str]) -> ImageReadError:
     """The error to tell for a photo ``read_image`` could not read: for a file of 0 bytes (a
-    copy or download that did not finish) that it is empty, where the reader says "not an
-    image"; else ``exc`` itself."""
+    copy or download that did not finish) that it is empty and what to do in the app (the
+    reader says only that it is empty); else ``exc`` itself."""
     try:
         if os.stat(path).st_size != 0:
             return exc
