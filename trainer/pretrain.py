@@ -27,7 +27,7 @@ from trainer.checkpoint import checkpoint_bytes, load_checkpoint, load_model
 from trainer.configs import PretrainConfig, PretrainRuntime
 from trainer.data.folders import list_images
 from trainer.data.imageio import atomic_write_bytes, read_image, remove_temp_leftovers
-from trainer.data.masking import CenterPatchMasker, center_region, mask_input
+from trainer.data.masking import center_region, mask_input
 from trainer.data.torch_datasets import EpochSampler, UnlabeledDataset, worker_context
 from trainer.data.transforms import TrainAugment
 from trainer.distributed import (
@@ -60,7 +60,7 @@ from trainer.losses import reconstruction_loss
 from trainer.models import FaceParseNet, ModelConfig, build_model, get_preset
 from trainer.precision import PrecisionChoice, autocast, choose_precision
 from trainer.run_files import LEGACY_PRETRAIN_LOG, RunFiles
-from trainer.sparse import GridMasker, SparseReconstructor
+from trainer.sparse import GridMasker, SparseReconstructor, stage1_masker
 
 __all__ = ["PretrainConfig", "PretrainRuntime", "pretrain"]
 
@@ -268,15 +268,7 @@ def _pretrain(
                 )  # fmt: skip
 
     net = wrap_model(trainee, info)
-    masker: CenterPatchMasker | GridMasker
-    if sparse is not None:
-        masker = GridMasker(size, recipe.mask_ratio or 0.6, recipe.mask_cells)
-    else:
-        masker = CenterPatchMasker(
-            size,
-            num_patches=recipe.num_patches,
-            mask_ratio=None if recipe.num_patches is not None else recipe.mask_ratio,
-        )
+    masker = stage1_masker(recipe, size)
     center = center_region(size).to(device)
     done = {"steps": start_step}
 

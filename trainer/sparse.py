@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from trainer.data.masking import center_bounds
+from trainer.data.masking import CenterPatchMasker, center_bounds
 from trainer.models import FaceParseNet
 
 log = logging.getLogger(__name__)
@@ -425,3 +425,16 @@ class SparseReconstructor(nn.Module):
         """The FaceParseNet with a plain encoder again (same weights and statistics)."""
         self.sparse.release()
         return self.model
+
+
+def stage1_masker(recipe: Any, size: int) -> CenterPatchMasker | GridMasker:
+    """The masker a stage-1 run of ``recipe`` (a ``trainer.recipes.PretrainRecipe``) draws with
+    at ``size`` px: cells of the stride-32 grid for a sparse recipe, else square patches (a
+    fixed count, or a masked share of the central region)."""
+    if recipe.sparse:
+        return GridMasker(size, recipe.mask_ratio or 0.6, recipe.mask_cells)
+    return CenterPatchMasker(
+        size,
+        num_patches=recipe.num_patches,
+        mask_ratio=None if recipe.num_patches is not None else recipe.mask_ratio,
+    )

@@ -216,22 +216,17 @@ def _stage1_recipe(meta: dict[str, Any]) -> PretrainRecipe:
 class _GridPixels:
     """A sparse recipe's cell masker as the pixel masker a grid draws with."""
 
-    def __init__(self, size: int, recipe: PretrainRecipe) -> None:
-        from trainer.sparse import GridMasker
-
-        self.cells = GridMasker(size, recipe.mask_ratio or 0.6, recipe.mask_cells)
-        self.image_size = size
+    def __init__(self, cells: Any) -> None:
+        self.cells = cells
+        self.image_size = cells.image_size
 
     def __call__(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.cells.pixels(self.cells(batch_size, generator))
 
 
 def _masker(recipe: PretrainRecipe, size: int) -> CenterPatchMasker | _GridPixels:
-    """The masks the run trained with (as pretrain draws them)."""
-    if recipe.sparse:
-        return _GridPixels(size, recipe)
-    return CenterPatchMasker(
-        size,
-        num_patches=recipe.num_patches,
-        mask_ratio=None if recipe.num_patches is not None else recipe.mask_ratio,
-    )
+    """The masks the run trained with (as pretrain draws them), in pixels."""
+    from trainer.sparse import GridMasker, stage1_masker
+
+    masker = stage1_masker(recipe, size)
+    return _GridPixels(masker) if isinstance(masker, GridMasker) else masker
