@@ -17,7 +17,6 @@ Never losing work:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -29,11 +28,13 @@ from faceparse_app.history import HistoryShelf
 from faceparse_app.label_writer import (
     LabelWriter,
     autosave_in_background,
+    keep_invalid_aside,
     note_not_saved,
     note_saved,
 )
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError
 from faceparse_app.project_scan import all_done_text, without_path
+from faceparse_app.store_watch import StoreWatch
 from trainer.errors import FaceParseError, ImageReadError, LabelMapError
 from trainer.labels import LAPA, LabelSet
 
@@ -81,6 +82,7 @@ class Annotation:
         self._pending_seconds, self._pending_actions = 0.0, 0
         self._last_activity: float | None = None
         self.writer: LabelWriter | None = None  # autosaves off this thread (the session's)
+        self.watch = StoreWatch(project)  # the store's files, changed by another program
 
     # ------------------------------------------------------------------ listing
     def records(self) -> list[ImageRecord]:
@@ -100,6 +102,7 @@ class Annotation:
         if self.current is not None and self.current.id == image_id and self.document is not None:
             return True
         self._end_stroke()
+        self.watch.check(self)
         self.save()
         self._detach()
         rec = self.project.get(image_id)
@@ -401,7 +404,8 @@ class Annotation:
     # ------------------------------------------------------------------- saving
     def autosave(self) -> None:
         """Save the current image if edited, and retry earlier failed saves (call it every few
-        seconds: the session's timer does)."""
+        seconds: the session's timer does); notice store files another program changed."""
+        self.watch.check(self)
         for image_id, doc in list(self._unsaved.items()):
             if doc is not self.document:
                 self._save_document(self.project.get(image_id), doc)
@@ -433,7 +437,7 @@ class Annotation:
             actions, self._pending_actions = self._pending_actions, 0
         try:
             if rec.id in self._invalid_label:
-                self._keep_invalid_aside(rec)
+                keep_invalid_aside(self, rec)
             # The project moves "new" and "pre-labeled" to "in_progress" and keeps the rest.
             new = self.project.save_label(rec, doc.label, add_seconds=seconds, add_actions=actions)
         except (ProjectError, LabelMapError, OSError) as exc:
@@ -451,15 +455,6 @@ class Annotation:
         if status_changed:
             self.records_changed.emit()
         return True
-
-    def _keep_invalid_aside(self, rec: ImageRecord) -> None:
-        path = self.project.label_path(rec)
-        if path.exists():
-            aside = path.with_name(path.name + ".invalid")
-            os.replace(path, aside)
-            self.message.emit(f"The unusable label file was kept as {aside}.", "info")
-        self._invalid_label.discard(rec.id)
-        self.problems.pop(rec.id, None)
 
     # ------------------------------------------------------------------- export
     def export_lapa(self, out_dir: str | Path, reviewed_only: bool = False) -> dict[str, int] | None:
@@ -479,6 +474,7 @@ class Annotation:
     def save_all(self) -> bool:
         """Save the current image and retry every earlier failed save; True if all are on disk."""
         self._end_stroke()
+        self.watch.check(self)
         ok = self.save()
         for image_id, doc in list(self._unsaved.items()):
             if doc is not self.document:

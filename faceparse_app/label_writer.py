@@ -12,6 +12,7 @@ never overtake each other and the caller sees the state on disk.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -153,3 +154,14 @@ def note_saved(annotation: Annotation, rec: ImageRecord, doc: LabelDocument) -> 
     if annotation._unsaved.get(rec.id) is doc:
         del annotation._unsaved[rec.id]
         annotation.message.emit(f"Saved {rec.relpath}: the edits kept in memory are on disk now.", "info")
+
+
+def keep_invalid_aside(annotation: Annotation, rec: ImageRecord) -> None:
+    """Before the first save over an unusable label file: keep it as ``<name>.invalid``."""
+    path = annotation.project.label_path(rec)
+    if path.exists():
+        aside = path.with_name(path.name + ".invalid")
+        os.replace(path, aside)
+        annotation.message.emit(f"The unusable label file was kept as {aside}.", "info")
+    annotation._invalid_label.discard(rec.id)
+    annotation.problems.pop(rec.id, None)

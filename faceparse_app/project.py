@@ -220,7 +220,7 @@ class Project(StoreRows):
             if scan or opened.recovering:
                 report = reconcile_labels(project, recovering=opened.recovering)
                 project.recovery = store_open.recovery_text(
-                    opened.note, report.hand, report.prelabels
+                    opened.note, report.hand, report.prelabels, report.gone
                 )
             project.recovery = " ".join(filter(None, [project.recovery, gone])) or None
             project.backup(force=opened.recovering)
@@ -361,6 +361,12 @@ class Project(StoreRows):
         return bool(rows) and rows[0][0] == "hand"
 
     # ---- writing ------------------------------------------------------------------------
+
+    def set_label_stamp(self, rec: ImageRecord, data: bytes, stat: os.stat_result) -> ImageRecord:
+        """Record that the label file of ``rec`` was written again with ``data`` (the same label,
+        by the same hand or model: see ``store_watch.write_again``)."""
+        sets = "label_hash=?, label_size=?, label_mtime_ns=?"
+        return self._update(rec.id, sets, (hashlib.sha256(data).hexdigest(), stat.st_size, stat.st_mtime_ns))
 
     def save_label(
         self,

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -229,11 +229,17 @@ def reconcile_labels(project: Project, recovering: bool) -> LabelReport:
             if known is not None:
                 report.gone.append(relpath)
                 log.warning("the label file of %s was deleted", relpath)
+                # A photo whose label is gone is not finished: nothing of it would be exported.
+                # The model's can be predicted again ("new"); a person's is work to redo.
+                if status == "pre-labeled" or (status in FINISHED and source == "model"):
+                    status = "new"
+                elif status in FINISHED:
+                    status = "in_progress"
                 updates.append(
                     (
                         "label_hash=NULL, label_source=NULL, label_size=NULL, "
                         "label_mtime_ns=NULL, status=?",
-                        ("new" if status == "pre-labeled" else status, image_id),
+                        (status, image_id),
                     )
                 )
             continue
@@ -306,13 +312,19 @@ def all_done_text(root: Path, counts: Mapping[str, int], unreadable: int = 0) ->
     )
 
 
+def name_list(relpaths: Sequence[str], most: int = 5) -> str:
+    """The first few names, and how many more: 'a.jpg, b.jpg and 3 more'."""
+    shown = ", ".join(relpaths[:most])
+    return shown + (f" and {len(relpaths) - most} more" if len(relpaths) > most else "")
+
+
 def gone_text(report: ScanReport) -> str:
     """What opening says about worked-on images gone from the folder since the last open
     ("" when none): their rows and labels are kept and come back with the files."""
     if not report.gone:
         return ""
     n = len(report.gone)
-    names = ", ".join(report.gone[:5]) + (f" and {n - 5} more" if n > 5 else "")
+    names = name_list(report.gone)
     return (
         f"{n} labeled or started image{'s are' if n != 1 else ' is'} gone from the folder since "
         f"it was last opened ({names}): {'their labels are' if n != 1 else 'its label is'} kept "

@@ -1,0 +1,205 @@
+"""Noticing files changed under a running app: the project store, its labels folder and lock,
+and the label file of the image on screen (Qt-free).
+
+A cleanup script or a sync client may delete ``.faceparse/`` (or only ``project.sqlite``), or
+put an older copy of ``project.sqlite`` in its place, while a window has the project open. SQLite
+goes on writing to the file it opened, deleted or not, so without a look at the folder every
+save would "succeed" into a file nobody will ever read again, and a kill would lose every row
+written since (who wrote which label, statuses, time spent). :class:`StoreWatch` compares the
+files with those opened (device and inode) at every autosave tick, image switch and close:
+
+- the store gone or replaced: the open store (the newest state) is written back in its place,
+  a replacing file kept aside as ``project.sqlite.replaced-<time>``; the lock is taken again;
+- the labels folder gone or replaced: every label file the store recorded is checked; those
+  gone are named (their rows say so: see ``project_scan.reconcile_labels``);
+- the label file of the image on screen gone: it is written again from the label shown.
+
+The annotator is told each time, with what was put back and what is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from faceparse_app import store_guard, store_open
+from faceparse_app.project_scan import name_list, reconcile_labels
+from faceparse_app.store_guard import ProjectError, ProjectLockedError
+from faceparse_app.store_open import DB_NAME
+
+if TYPE_CHECKING:
+    from faceparse_app.annotation import Annotation
+    from faceparse_app.project import Project
+
+log = logging.getLogger(__name__)
+
+Ident = tuple[int, int] | None
+
+
+def _ident(path: Path) -> Ident:
+    """(device, inode) of a file or folder, None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class StoreWatch:
+    """What a project's store files were when opened, to notice them changed by another program.
+
+    Args:
+        project: the open project (a read-only one is never watched).
+    """
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self._checking = False
+        self._remember()
+
+    def _remember(self) -> None:
+        store = self.project.store_dir
+        self.store = _ident(store)
+        self.db = _ident(store / DB_NAME)
+        self.labels = _ident(self.project.labels_dir)
+        self.lock = _ident(store / store_guard.LOCK_NAME)
+
+    def check(self, annotation: Annotation) -> None:
+        """Compare the store's files with those opened; put back what can be put back and say
+        what happened (``annotation.message``). Cheap: a few ``stat`` calls when nothing changed."""
+        project = self.project
+        if project.read_only or self._checking:
+            return
+        store = project.store_dir
+        now = (_ident(store), _ident(store / DB_NAME), _ident(project.labels_dir))
+        lock_now = _ident(store / store_guard.LOCK_NAME)
+        if now + (lock_now,) == (self.store, self.db, self.labels, self.lock):
+            if not current_label_gone(annotation):
+                return
+        self._checking = True
+        try:
+            self._repair(annotation, now[0] != self.store, now[1], now[2], lock_now)
+        finally:
+            self._checking = False
+
+    def _repair(
+        self, annotation: Annotation, whole: bool, db_now: Ident, labels_now: Ident, lock_now: Ident
+    ) -> None:
+        project, parts = self.project, []
+        store_name, labels_name = project.store_dir.name, project.labels_dir.name
+        if whole:
+            what, how = f"The project store folder ({store_name})", "deleted"
+        elif db_now != self.db:
+            what = f"The project store ({DB_NAME})"
+            how = "deleted" if db_now is None else "replaced by another file"
+        elif labels_now != self.labels:
+            what = f"The labels folder ({store_name}/{labels_name})"
+            how = "deleted" if labels_now is None else "replaced"
+        elif lock_now != self.lock:
+            what, how = f"The project's lock file ({store_name}/{store_guard.LOCK_NAME})", "deleted"
+        else:
+            what, how = "The label file of the photo on screen", "deleted"
+        if db_now != self.db:
+            aside = self._put_store_back()
+            kept = f"; the file put in its place was kept as {aside.name}" if aside else ""
+            parts.append(f"the store was written back from the open project, nothing in it is lost{kept}")
+        if lock_now != self.lock:
+            parts.append(self._take_lock_again())
+        if current_label_gone(annotation):
+            parts.append(f"the label of {write_again(annotation)} was saved again from the screen")
+        if labels_now != self.labels:
+            project.labels_dir.mkdir(parents=True, exist_ok=True)
+            gone = reconcile_labels(project, recovering=False).gone
+            if gone:
+                parts.append(
+                    f"{len(gone)} other label file(s) are gone ({name_list(gone)}): restore them "
+                    f"from a backup of your own into {project.labels_dir} and reopen the project; "
+                    "until then those photos are unfinished"
+                )
+            annotation.records_changed.emit()
+        self._remember()
+        text = (
+            f"{what} was {how} by another program while FaceParse Studio had it open (a "
+            f"cleanup script, a sync client?): {'; '.join(filter(None, parts))}."
+        )
+        log.warning("%s", text)
+        annotation.message.emit(text, "warning")
+
+    def _put_store_back(self) -> Path | None:
+        """Write the open store over whatever is (or is not) at ``project.sqlite`` now and open
+        it there; returns where a replacing file was kept, or None."""
+        project = self.project
+        db = project.store_dir / DB_NAME
+        with project._lock:
+            project.labels_dir.mkdir(parents=True, exist_ok=True)
+            tmp = db.with_name(db.name + ".rewrite.tmp")
+            tmp.unlink(missing_ok=True)
+            store_guard.create_with_umask(tmp)
+            target = sqlite3.connect(tmp)
+            try:
+                project._conn.backup(target)
+            finally:
+                target.close()
+            # Closed first: its -wal and -shm (by name) are its own, and go with it.
+            project._conn.close()
+            aside = store_guard.move_store_aside(db, "replaced") if db.exists() else None
+            os.replace(tmp, db)
+            project._conn = store_open.connect(db).conn
+            project._writes_since_backup += 1  # the next backup copies the store put back
+        return aside
+
+    def _take_lock_again(self) -> str:
+        lock = self.project._file_lock
+        if not isinstance(lock, store_guard.ProjectLock):
+            return ""
+        lock.release()
+        try:
+            lock.acquire()
+        except ProjectLockedError as exc:
+            log.warning("%s", exc)
+            return f"another window took the project meanwhile ({exc}); close one of them"
+        except (OSError, ProjectError) as exc:
+            return f"the folder's lock could not be taken again ({exc})"
+        return ""
+
+
+def current_label_gone(annotation: Annotation) -> bool:
+    """Whether the label file of the image on screen, which the store recorded, is gone."""
+    rec, doc = annotation.current, annotation.document
+    if rec is None or doc is None or rec.label_source is None or doc.in_stroke:
+        return False
+    return not annotation.project.label_path(rec).exists()
+
+
+def write_again(annotation: Annotation) -> str:
+    """Write the label on screen to its deleted file; returns the photo's name.
+
+    An unedited label is written as it was: a model's pre-label stays the model's (marked, its
+    status kept), so a deletion never turns it into a hand label; edits are saved as any save."""
+    from faceparse_app.label_writer import note_not_saved
+    from faceparse_app.project import write_error
+    from trainer.data.imageio import atomic_write_bytes, encode_label_png
+
+    rec, doc, project = annotation.current, annotation.document, annotation.project
+    assert rec is not None and doc is not None
+    if doc.dirty:
+        annotation.save()
+        return rec.relpath
+    rec = project.get(rec.id)
+    if rec.label_source == "model":
+        data = store_guard.encode_prelabel_png(doc.label, rec.model_version or "unknown")
+    else:
+        data = encode_label_png(doc.label)
+    path = project.label_path(rec)
+    try:
+        atomic_write_bytes(path, data)
+        stat = path.stat()
+        annotation.current = project.set_label_stamp(rec, data, stat)
+    except OSError as exc:
+        note_not_saved(annotation, rec.id, doc, write_error(exc, path, f"the label of {rec.relpath}"))
+    except ProjectError as exc:
+        note_not_saved(annotation, rec.id, doc, exc)
+    return rec.relpath
