@@ -34,7 +34,7 @@ from faceparse_app.label_writer import (
 )
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError
 from faceparse_app.project_scan import all_done_text, without_path
-from faceparse_app.store_watch import StoreWatch
+from faceparse_app.store_watch import StoreWatch, label_file_gone
 from trainer.errors import FaceParseError, ImageReadError, LabelMapError
 from trainer.labels import LAPA, LabelSet
 
@@ -135,6 +135,8 @@ class Annotation:
         label: np.ndarray | None
         try:
             label = self.project.load_label(rec)
+            if label is None and rec.label_source is not None:
+                label_file_gone(self, rec)  # the store recorded one: deleted by another program
             self._invalid_label.discard(rec.id)
             if rec.id in self.problems:
                 del self.problems[rec.id]

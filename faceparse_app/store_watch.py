@@ -33,6 +33,7 @@ from faceparse_app.store_open import DB_NAME
 if TYPE_CHECKING:
     from faceparse_app.annotation import Annotation
     from faceparse_app.project import Project
+    from faceparse_app.store_rows import ImageRecord
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,12 @@ class StoreWatch:
             what, how = "The label file of the photo on screen", "deleted"
         if db_now != self.db:
             aside = self._put_store_back()
-            kept = f"; the file put in its place was kept as {aside.name}" if aside else ""
+            kept = (
+                f"; the file put in its place was kept as {aside.name} (to use it instead, close "
+                f"FaceParse Studio and rename it to {DB_NAME})"
+                if aside
+                else ""
+            )
             parts.append(f"the store was written back from the open project, nothing in it is lost{kept}")
         if lock_now != self.lock:
             parts.append(self._take_lock_again())
@@ -203,3 +209,21 @@ def write_again(annotation: Annotation) -> str:
     except ProjectError as exc:
         note_not_saved(annotation, rec.id, doc, exc)
     return rec.relpath
+
+
+def label_file_gone(annotation: Annotation, rec: ImageRecord) -> None:
+    """The photo ``rec`` opens and its label file, which the store recorded, is gone: its row
+    says so (unfinished again: see ``reconcile_labels``) and, for a person's label, the
+    annotator is told (a model's pre-label is simply predicted again)."""
+    reconcile_labels(annotation.project, recovering=False)
+    if annotation.current is not None and annotation.current.id == rec.id:
+        annotation.current = annotation.project.get(rec.id)
+    annotation.records_changed.emit()
+    if rec.label_source == "hand":
+        annotation.message.emit(
+            f"The label file of {rec.relpath} was deleted by another program: {rec.relpath} starts "
+            f"from an empty label and is unfinished again. To get the label back, close the "
+            f"project, restore {annotation.project.label_path(rec)} from a backup of yours and "
+            "open it again.",
+            "warning",
+        )

@@ -5,10 +5,12 @@ pre-label, recovery marks). Real photos, copied into a temporary folder."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.app.test_gui_canvas import drag, make_window
@@ -140,3 +142,162 @@ def test_a_reopen_after_labels_went_with_the_store_does_not_say_nothing_is_lost(
     assert "no labelling work is lost" not in message
     assert PHOTOS[0] in message and "gone" in message
     assert again.session.project.find(PHOTOS[0]).status == "in_progress"
+
+
+# ------------------------------------------------------- 4. label files deleted or unreadable
+
+
+def label_file(folder: Path, name: str) -> Path:
+    return folder / ".faceparse" / "labels" / f"{name}.png"
+
+
+def test_the_label_file_of_the_photo_on_screen_deleted_is_saved_again(qtbot, tmp_path, photos):
+    # Its label was saved and not edited since: nothing was going to write it again, so the
+    # close left the photo without a label although the canvas showed it the whole time.
+    window = open_on(qtbot, tmp_path, photos)
+    session = window.session
+    stroke(window, 50)
+    assert session.save()
+    name = session.current.relpath
+    label_file(photos, name).unlink()
+    label_gone_and_back(window)
+    assert name in window.message_bar.message and "saved again" in window.message_bar.message
+    window.close()
+
+    again = open_on(qtbot, tmp_path, photos)
+    rec = again.session.project.find(name)
+    assert again.session.project.load_label(rec)[50, 100] == EYE
+    assert rec.label_source == "hand"
+
+
+def test_a_deleted_label_of_a_photo_not_on_screen_is_said_when_it_opens(qtbot, tmp_path, photos):
+    # Its photo opened on an empty canvas, still "labeled", with nothing said.
+    window = open_on(qtbot, tmp_path, photos)
+    session, by_name = window.session, ids(window)
+    session.open_image(by_name[PHOTOS[0]])
+    stroke(window, 50)
+    assert session.set_status("labeled")
+    session.open_image(by_name[PHOTOS[1]])
+    label_file(photos, PHOTOS[0]).unlink()
+    session.open_image(by_name[PHOTOS[0]])
+    message = window.message_bar.message
+    assert PHOTOS[0] in message and "deleted" in message
+    assert session.project.find(PHOTOS[0]).status == "in_progress"
+
+
+def test_a_deleted_labels_folder_names_the_labels_lost(qtbot, tmp_path, photos):
+    window = open_on(qtbot, tmp_path, photos)
+    session, by_name = window.session, ids(window)
+    session.open_image(by_name[PHOTOS[0]])
+    stroke(window, 50)
+    assert session.set_status("labeled")
+    session.open_image(by_name[PHOTOS[1]])
+    stroke(window, 60)
+    assert session.save()
+    shutil.rmtree(photos / ".faceparse" / "labels")
+    label_gone_and_back(window)
+    message = window.message_bar.message
+    assert "labels" in message and "deleted" in message and PHOTOS[0] in message
+    assert label_file(photos, PHOTOS[1]).exists()  # the one on screen, written again
+    assert session.project.find(PHOTOS[0]).status == "in_progress"
+
+
+def test_a_label_file_damaged_while_open_is_said_unusable_and_kept_aside(qtbot, tmp_path, photos):
+    # (A chmod 000 is no test here: the tests may run as root, who reads it anyway.)
+    window = open_on(qtbot, tmp_path, photos)
+    session, by_name = window.session, ids(window)
+    session.open_image(by_name[PHOTOS[0]])
+    stroke(window, 50)
+    assert session.save()
+    session.open_image(by_name[PHOTOS[1]])
+    path = label_file(photos, PHOTOS[0])
+    damaged = path.read_bytes()[:200]
+    path.write_bytes(damaged)
+    session.open_image(by_name[PHOTOS[0]])
+    assert "unusable" in window.message_bar.message and PHOTOS[0] in window.message_bar.message
+    stroke(window, 80)
+    assert session.save()
+    assert path.with_name(path.name + ".invalid").read_bytes() == damaged  # nothing lost
+
+
+def test_a_label_of_the_wrong_size_put_in_between_sessions_is_said_and_kept(qtbot, tmp_path, photos):
+    from PIL import Image
+
+    window = open_on(qtbot, tmp_path, photos)
+    session, by_name = window.session, ids(window)
+    session.open_image(by_name[PHOTOS[0]])
+    stroke(window, 50)
+    assert session.set_status("labeled")
+    window.close()
+    path = label_file(photos, PHOTOS[0])
+    Image.fromarray(np.ones((100, 80), np.uint8)).save(path)
+    wrong = path.read_bytes()
+
+    again = open_on(qtbot, tmp_path, photos)  # opens on that photo, the one last on screen
+    problem = again.session.problems[ids(again)[PHOTOS[0]]]
+    assert "80×100" in problem and "408×594" in problem
+    assert path.read_bytes() == wrong
+
+
+def window_with_a_model(qtbot, tmp_path: Path, folder: Path):
+    """A window on ``folder`` with a tiny parser published, once the photo it opened on is
+    pre-labeled: (window, the version)."""
+    from tests.app.test_gui_model_loop import WAIT_MS, open_window, publish_parser, status
+
+    version = publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    first = window.session.current.id
+    qtbot.waitUntil(lambda: status(window, first) == ("pre-labeled", version), timeout=WAIT_MS)
+    return window, version
+
+
+def test_a_deleted_prelabel_on_screen_is_written_again_as_the_models(qtbot, tmp_path, photos):
+    # Written again as a hand label, it would never be refreshed by a better model, and an
+    # accept would count the model's output as a person's.
+    window, version = window_with_a_model(qtbot, tmp_path, photos)
+    session = window.session
+    rec = session.current
+    shown = session.document.label.copy()
+    label_file(photos, rec.relpath).unlink()
+    label_gone_and_back(window)
+    rec = session.project.get(rec.id)
+    assert (rec.status, rec.label_source, rec.model_version) == ("pre-labeled", "model", version)
+    assert session.project.may_prelabel(rec)  # still the model's, refreshable
+    assert np.array_equal(session.project.load_label(rec), shown)
+
+
+# ------------------------------------------------------------ 2. an older copy of the store
+
+
+def test_an_older_store_put_in_place_while_open_loses_no_status_and_no_hand_label(
+    qtbot, tmp_path, photos
+):
+    # A sync client put yesterday's project.sqlite back while the app ran. The app went on
+    # writing into the replaced file, unseen; at the next open the older rows won: the photo
+    # labeled since was "in progress" again, with nothing said about the store.
+    window, version = window_with_a_model(qtbot, tmp_path, photos)
+    session, by_name = window.session, ids(window)
+    db = photos / ".faceparse" / "project.sqlite"
+    yesterday = tmp_path / "yesterday.sqlite"
+    src = sqlite3.connect(db)
+    dst = sqlite3.connect(yesterday)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    first = session.current.relpath  # pre-labeled in yesterday's copy
+    stroke(window, 50)
+    assert session.set_status("labeled")
+    os.replace(yesterday, db)
+    label_gone_and_back(window)
+
+    message = window.message_bar.message
+    assert "replaced" in message and "project.sqlite.replaced-" in message
+    assert rows_on_disk(photos)[first] == ("labeled", "hand")
+    assert list((photos / ".faceparse").glob("project.sqlite.replaced-*"))  # kept, not deleted
+    window.close()
+
+    again = open_on(qtbot, tmp_path, photos)
+    rec = again.session.project.find(first)
+    assert (rec.status, rec.label_source) == ("labeled", "hand")
+    assert not again.session.project.may_prelabel(rec)
+    assert by_name[first] == rec.id
