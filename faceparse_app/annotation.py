@@ -105,7 +105,7 @@ class Annotation:
         self.watch.check(self)
         self.save()
         self._detach()
-        rec = self.project.get(image_id)
+        rec = self.watch.photo_opened(self, image_id)
         self.current = rec
         try:
             image = self.project.load_image(rec)
@@ -128,6 +128,7 @@ class Annotation:
         self._pending_seconds = 0.0
         self._pending_actions = 0
         self.image_changed.emit(rec)
+        self.watch.tell_replaced(self, rec)
         return True
 
     def _document_for(self, rec: ImageRecord, image: np.ndarray) -> LabelDocument | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from faceparse_app import store_guard, store_open
-from faceparse_app.project_scan import name_list, reconcile_labels
+from faceparse_app.project_scan import CHANGE_COLUMNS, changed_file, name_list, reconcile_labels
 from faceparse_app.store_guard import ProjectError, ProjectLockedError
 from faceparse_app.store_open import DB_NAME
 
@@ -60,6 +60,8 @@ class StoreWatch:
         self.project = project
         self._checking = False
         self._remember()
+        # Photos found to be another picture as they opened: id -> the old picture's (W, H).
+        self.replaced: dict[int, tuple[int, int]] = {}
 
     def _remember(self) -> None:
         store = self.project.store_dir
@@ -133,6 +135,55 @@ class StoreWatch:
         )
         log.warning("%s", text)
         annotation.message.emit(text, "warning")
+
+    def photo_opened(self, annotation: Annotation, image_id: int) -> ImageRecord:
+        """The record of a photo about to open, brought in line with its file first: a file
+        changed since the store last saw it (replaced by another program) is hashed again, and
+        another picture under a label made for the old one is noted (:meth:`tell_replaced`)."""
+        project = self.project
+        rec = project.get(image_id)
+        if project.read_only or rec.missing:
+            return rec
+        path = project.image_path(rec)
+        row = project.query(f"SELECT {CHANGE_COLUMNS} FROM images WHERE id=?", (image_id,))[0]
+        try:
+            stat = path.stat()
+        except OSError:
+            return rec  # opening it says why
+        if (stat.st_size, stat.st_mtime_ns) == (row[3], row[4]):
+            return rec
+        change = changed_file(path, stat, row)
+        if change is None:
+            return rec
+        with project.transaction() as c:
+            c.execute(*change.update)
+        if change.replaced:
+            self.replaced[image_id] = (rec.width, rec.height)
+        annotation.records_changed.emit()
+        return project.get(image_id)
+
+    def tell_replaced(self, annotation: Annotation, rec: ImageRecord) -> None:
+        """Say that the photo just opened is another picture than the one its label was made
+        for, and what became of the label (shown for review, or kept aside when it no longer fits)."""
+        old = self.replaced.pop(rec.id, None)
+        if old is None:
+            return
+        name = rec.relpath
+        if rec.id in annotation._invalid_label:  # its label is of the old picture's size
+            label = (
+                f"its label, made for the old {old[0]}×{old[1]} picture, does not fit this "
+                f"{rec.width}×{rec.height} one: {name} starts from an empty label, and the old "
+                "label file is kept as it is (as .invalid once you edit)"
+            )
+        else:
+            label = (
+                "the label shown was made for the old picture: check that it fits this one, then "
+                "mark it labeled again (it is in progress and marked for review until then)"
+            )
+        annotation.message.emit(
+            f"{name} was replaced on disk by another picture since its label was saved; {label}.",
+            "warning",
+        )
 
     def _put_store_back(self) -> Path | None:
         """Write the open store over whatever is (or is not) at ``project.sqlite`` now and open

@@ -301,3 +301,110 @@ def test_an_older_store_put_in_place_while_open_loses_no_status_and_no_hand_labe
     assert (rec.status, rec.label_source) == ("labeled", "hand")
     assert not again.session.project.may_prelabel(rec)
     assert by_name[first] == rec.id
+
+
+# ------------------------------------------------- 3. a photo replaced by another picture
+
+
+def replace_photo(folder: Path, name: str, crop: bool = False) -> None:
+    """Another picture under the same name: the photo mirrored (same size), or cropped."""
+    from PIL import Image
+
+    path = folder / name
+    with Image.open(path) as im:
+        other = im.crop((0, 0, im.width // 2, im.height // 2)) if crop else im.transpose(0)
+        other.save(path, quality=95)
+
+
+def labeled(window, name: str, y: int = 50) -> None:
+    session = window.session
+    session.open_image(ids(window)[name])
+    stroke(window, y)
+    assert session.set_status("labeled")
+
+
+def test_a_photo_replaced_between_sessions_says_so_and_its_label_awaits_review(
+    qtbot, tmp_path, photos
+):
+    # Re-exported under the same name (another picture, same size): the old label opened on
+    # the new picture with nothing said; only its status had gone back to in progress.
+    window = open_on(qtbot, tmp_path, photos)
+    labeled(window, PHOTOS[0])
+    window.session.open_image(ids(window)[PHOTOS[1]])
+    window.close()
+    replace_photo(photos, PHOTOS[0])
+
+    again = open_on(qtbot, tmp_path, photos)
+    assert PHOTOS[0] in again.message_bar.message and "replaced" in again.message_bar.message
+    rec = again.session.project.find(PHOTOS[0])
+    assert (rec.status, rec.needs_review) == ("in_progress", True)
+    assert again.session.project.load_label(rec)[50, 100] == EYE  # kept
+
+
+def test_a_photo_replaced_while_the_app_runs_is_said_when_opened_and_never_exported(
+    qtbot, tmp_path, photos
+):
+    # Replaced while the app ran (no rescan): opened, the old label showed on the new picture
+    # as "labeled", and File → Export wrote it as that picture's label.
+    window = open_on(qtbot, tmp_path, photos)
+    session = window.session
+    labeled(window, PHOTOS[0])
+    labeled(window, PHOTOS[1])
+    replace_photo(photos, PHOTOS[0])
+    counts = session.export_lapa(tmp_path / "export")
+    assert counts is not None and counts["skipped"] == 1  # only the untouched one exported
+    assert sum(counts[s] for s in ("train", "val", "test")) == 1
+
+    session.open_image(ids(window)[PHOTOS[0]])
+    message = window.message_bar.message
+    assert PHOTOS[0] in message and "replaced" in message and "check" in message
+    rec = session.project.find(PHOTOS[0])
+    assert (rec.status, rec.needs_review) == ("in_progress", True)
+
+
+def test_a_photo_cropped_under_its_label_says_the_sizes_and_keeps_the_label(qtbot, tmp_path, photos):
+    window = open_on(qtbot, tmp_path, photos)
+    session = window.session
+    labeled(window, PHOTOS[0])
+    session.open_image(ids(window)[PHOTOS[1]])
+    label = label_file(photos, PHOTOS[0])
+    before = label.read_bytes()
+    replace_photo(photos, PHOTOS[0], crop=True)
+
+    session.open_image(ids(window)[PHOTOS[0]])
+    message = window.message_bar.message
+    assert "408×594" in message and "204×297" in message and "replaced" in message
+    assert label.read_bytes() == before  # nothing lost
+    stroke(window, 20, cls=1)
+    assert session.save()
+    assert label.with_name(label.name + ".invalid").read_bytes() == before
+
+
+def test_the_export_command_never_pairs_a_label_with_another_picture(qtbot, tmp_path, photos):
+    # faceparse-studio export reads the store without a scan: the photo replaced after the
+    # app closed went out with the old picture's label.
+    from faceparse_app.export import export_project
+    from faceparse_app.project import Project
+
+    window = open_on(qtbot, tmp_path, photos)
+    labeled(window, PHOTOS[0])
+    labeled(window, PHOTOS[1])
+    window.close()
+    replace_photo(photos, PHOTOS[0])
+    with Project.open(photos, read_only=True) as project:
+        counts = export_project(project, tmp_path / "export")
+    assert counts["skipped"] == 1
+    readme = (tmp_path / "export" / "README.txt").read_text(encoding="utf-8")
+    assert PHOTOS[0] in readme and "not the picture that was labeled" in readme
+
+
+def test_a_photo_deleted_while_on_screen_keeps_its_label(qtbot, tmp_path, photos):
+    window = open_on(qtbot, tmp_path, photos)
+    session = window.session
+    labeled(window, PHOTOS[0])
+    stroke(window, 80)
+    (photos / PHOTOS[0]).unlink()
+    label_gone_and_back(window)
+    session.open_image(ids(window)[PHOTOS[1]])  # the switch saves it, as any
+    label = session.project.load_label(session.project.find(PHOTOS[0]))
+    assert label[50, 100] == EYE and label[80, 100] == EYE
