@@ -32,6 +32,7 @@ from faceparse_app.label_writer import (
     note_not_saved,
     note_saved,
 )
+from faceparse_app.prelabel_start import PrelabelStarts
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError
 from faceparse_app.project_scan import all_done_text, without_path
 from faceparse_app.store_watch import StoreWatch, label_file_gone
@@ -83,6 +84,7 @@ class Annotation:
         self._last_activity: float | None = None
         self.writer: LabelWriter | None = None  # autosaves off this thread (the session's)
         self.watch = StoreWatch(project)  # the store's files, changed by another program
+        self.starts = PrelabelStarts()  # the pre-label each photo started from
 
     # ------------------------------------------------------------------ listing
     def records(self) -> list[ImageRecord]:
@@ -138,6 +140,8 @@ class Annotation:
             label = self.project.load_label(rec)
             if label is None and rec.label_source is not None:
                 label_file_gone(self, rec)  # the store recorded one: deleted by another program
+            elif label is not None and rec.label_source == "model":
+                self.starts.note(rec.id, label, rec.model_version)
             self._invalid_label.discard(rec.id)
             if rec.id in self.problems:
                 del self.problems[rec.id]
@@ -160,11 +164,9 @@ class Annotation:
     def may_prelabel(self, image_id: int, version: str) -> bool:
         """Whether a pre-label of model `version` may replace the current image's label.
 
-        Only an image nobody has edited takes one: the project allows it (status "new" or
-        "pre-labeled", and no label file but the store's own pre-label: see
-        ``Project.may_prelabel``), not already this version's, not edited by hand in this
-        session (even if since saved or undone), no unsaved edits, no stroke in progress, no
-        unreadable label file waiting to be kept aside.
+        Only an image nobody has edited: ``Project.may_prelabel`` allows it (status "new" or
+        "pre-labeled", no label file but the store's own pre-label), not already this version's,
+        not :meth:`edited_here`, no unsaved edits, no stroke in progress.
         """
         rec, doc = self.current, self.document
         if rec is None or doc is None or rec.id != image_id:
@@ -209,26 +211,23 @@ class Annotation:
             return False
         doc.start_from(label)
         doc.mark_saved()
+        self.starts.note(image_id, label, version)
         self.current = new
         self.records_changed.emit()
         self.prelabeled.emit(image_id, version)
         return True
 
     def edited_here(self, image_id: int) -> bool:
-        """Whether the annotator has edited an image in this session (so no model may replace it).
-
-        True when it was edited by hand (even if since saved or undone), has edits whose save
-        failed, or has an unreadable label file waiting to be kept aside.
-        """
+        """Whether the annotator has edited an image in this session, so no model may replace
+        it: edited by hand (even if since saved or undone), edits whose save failed, or an
+        unreadable label file waiting to be kept aside."""
         return image_id in self._touched or image_id in self._invalid_label or image_id in self._unsaved
 
     def may_refresh(self, image_id: int, version: str) -> bool:
         """Whether model `version` may re-do the pre-label of an image not on screen.
 
         Only a stale pre-label nobody touched: status "pre-labeled" by another model version,
-        the file present, not edited by hand in this session (even if since saved or undone),
-        no unsaved edits, no unreadable label file waiting to be kept aside. The image on
-        screen goes through :meth:`may_prelabel` instead.
+        the file present, not :meth:`edited_here`. The image on screen: :meth:`may_prelabel`.
         """
         if self.current is not None and self.current.id == image_id:
             return False
@@ -247,11 +246,9 @@ class Annotation:
     def refresh_prelabel(self, image_id: int, label: np.ndarray, version: str) -> bool:
         """Save a newer model's pre-label of an image nobody edited (after a model swap).
 
-        The check is made again here, at save time: the annotator may have opened and edited
-        the image since its refresh was queued. The image on screen is handled as by
-        :meth:`apply_prelabel` (shown and saved as its starting state); for any other image the
-        label is saved and its kept undo history dropped (its steps led to the old pre-label),
-        so reopening it shows the new label.
+        Checked again at save time (the image may have been edited since the refresh was
+        queued). The image on screen is handled as by :meth:`apply_prelabel`; for any other the
+        label is saved and its kept undo history dropped (its steps led to the old pre-label).
 
         Args:
             image_id: the image predicted.
@@ -442,7 +439,10 @@ class Annotation:
             if rec.id in self._invalid_label:
                 keep_invalid_aside(self, rec)
             # The project moves "new" and "pre-labeled" to "in_progress" and keeps the rest.
-            new = self.project.save_label(rec, doc.label, add_seconds=seconds, add_actions=actions)
+            undone_to = self.starts.undone_to(rec.id, doc)
+            new = self.project.save_label(
+                rec, doc.label, add_seconds=seconds, add_actions=actions, undone_to=undone_to
+            )
         except (ProjectError, LabelMapError, OSError) as exc:
             if self.current is not None and rec.id == self.current.id:
                 self._pending_seconds += seconds

@@ -114,10 +114,13 @@ def autosave_in_background(annotation: Any, writer: LabelWriter) -> bool:
     seconds, annotation._pending_seconds = annotation._pending_seconds, 0.0
     actions, annotation._pending_actions = annotation._pending_actions, 0
     label, project = doc.label.copy(), annotation.project
+    undone_to = annotation.starts.undone_to(rec.id, doc)  # every edit undone: the model's again
     doc.mark_saved()
 
     def write() -> Any:
-        return project.save_label(rec, label, add_seconds=seconds, add_actions=actions)
+        return project.save_label(
+            rec, label, add_seconds=seconds, add_actions=actions, undone_to=undone_to
+        )
 
     def apply(future: Future) -> None:
         current = annotation.current

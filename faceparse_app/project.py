@@ -376,6 +376,7 @@ class Project(StoreRows):
         add_seconds: float = 0.0,
         model_version: str | None = None,
         add_actions: int = 0,
+        undone_to: str | None = None,
     ) -> ImageRecord:
         """Write an image's label map atomically, then update its row.
 
@@ -391,6 +392,9 @@ class Project(StoreRows):
             add_actions: edits to add to the image's count.
             model_version: the model that produced this label: a pre-label, written only where
                 :meth:`may_prelabel` allows.
+            undone_to: the model whose pre-label the photo started from and ``label`` is again,
+                every edit undone (``prelabel_start``): saved as that model's, whoever wrote the
+                file last; "in_progress" goes back to "pre-labeled".
 
         Returns:
             The updated record.
@@ -413,7 +417,8 @@ class Project(StoreRows):
             label = label.astype(np.uint8)
         expected = (rec.height, rec.width) if rec.width > 0 and rec.height > 0 else None
         check_label(label, path, num_classes=NUM_CLASSES, expected_size=expected)
-        data = encode_label_png(label) if model_version is None else encode_prelabel_png(label, model_version)
+        version = model_version or undone_to
+        data = encode_label_png(label) if version is None else encode_prelabel_png(label, version)
         with self._lock:
             rec = self.get(rec.id)
             path = self.label_path(rec)
@@ -436,7 +441,9 @@ class Project(StoreRows):
                 raise write_error(exc, path, f"the label of {rec.relpath}") from None
             self._writes_since_backup += 1
             if status is None:
-                if rec.status == "new":
+                if undone_to is not None and rec.status == "in_progress":
+                    status = "pre-labeled"
+                elif rec.status == "new":
                     status = "pre-labeled" if model_version is not None else "in_progress"
                 elif rec.status == "pre-labeled" and model_version is None:
                     status = "in_progress"
@@ -446,7 +453,7 @@ class Project(StoreRows):
             args: list[object] = [
                 status,
                 hashlib.sha256(data).hexdigest(),
-                "hand" if model_version is None else "model",
+                "hand" if version is None else "model",
                 stat.st_size,
                 stat.st_mtime_ns,
             ]
@@ -458,9 +465,9 @@ class Project(StoreRows):
             if add_actions > 0:
                 sets.append("actions=actions+?")
                 args.append(int(add_actions))
-            if model_version is not None:
+            if version is not None:
                 sets.append("model_version=?")
-                args.append(str(model_version))
+                args.append(str(version))
             if expected is None:
                 sets.append("width=?, height=?")
                 args.extend([int(label.shape[1]), int(label.shape[0])])
