@@ -36,6 +36,7 @@ from faceparse_app.prelabel_refresh import PrelabelRefresher
 from faceparse_app.project import FINISHED, ImageRecord, ProjectError
 from faceparse_app.project_scan import read_photo, without_path
 from faceparse_app.session import AnnotationSession
+from faceparse_app.store_open import MODELS_DIR
 from faceparse_app.training_runs import TrainingRuns
 from faceparse_app.uncertainty import rank_by_uncertainty
 from faceparse_app.workers import PRELABEL_NICE, at_lower_priority
@@ -129,7 +130,7 @@ class ModelLoop(QObject):
         self.detach()
         self.session = session
         self.store = ModelStore(
-            session.project.store_dir / "models", self.starter_backbone, self.starter_parser
+            session.project.store_dir / MODELS_DIR, self.starter_backbone, self.starter_parser
         )
         loader = at_lower_priority(self.loader or read_photo, PRELABEL_NICE)
         queue = PrelabelQueue(

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from faceparse_app import store_guard, store_open
 from faceparse_app.project_scan import CHANGE_COLUMNS, changed_file, name_list, reconcile_labels
 from faceparse_app.store_guard import ProjectError, ProjectLockedError
-from faceparse_app.store_open import DB_NAME
+from faceparse_app.store_open import DB_NAME, MODELS_DIR
 
 if TYPE_CHECKING:
     from faceparse_app.annotation import Annotation
@@ -69,6 +69,7 @@ class StoreWatch:
         self.db = _ident(store / DB_NAME)
         self.labels = _ident(self.project.labels_dir)
         self.lock = _ident(store / store_guard.LOCK_NAME)
+        self.models = (store / MODELS_DIR).is_dir()
 
     def check(self, annotation: Annotation) -> None:
         """Compare the store's files with those opened; put back what can be put back and say
@@ -116,6 +117,11 @@ class StoreWatch:
             parts.append(f"the store was written back from the open project, nothing in it is lost{kept}")
         if lock_now != self.lock:
             parts.append(self._take_lock_again())
+        if self.models and not (project.store_dir / MODELS_DIR).is_dir():
+            parts.append(
+                f"its model versions ({MODELS_DIR}/) are gone: the model in use pre-labels until "
+                "you close; then restore that folder from a backup of yours, or train again"
+            )
         if current_label_gone(annotation):
             parts.append(f"the label of {write_again(annotation)} was saved again from the screen")
         if labels_now != self.labels:

@@ -266,6 +266,18 @@ def test_a_deleted_prelabel_on_screen_is_written_again_as_the_models(qtbot, tmp_
     assert np.array_equal(session.project.load_label(rec), shown)
 
 
+def test_a_store_folder_deleted_with_its_models_says_the_models_are_gone(qtbot, tmp_path, photos):
+    # The model versions went with the folder: pre-labels went on from the model in memory,
+    # and the next launch said "No model yet" with nothing said before about why.
+    window, version = window_with_a_model(qtbot, tmp_path, photos)
+    stroke(window, 50)
+    shutil.rmtree(photos / ".faceparse")
+    label_gone_and_back(window)
+    message = window.message_bar.message
+    assert "model versions" in message and "gone" in message
+    assert rows_on_disk(photos)[window.session.current.relpath] == ("in_progress", "hand")
+
+
 # ------------------------------------------------------------ 2. an older copy of the store
 
 
