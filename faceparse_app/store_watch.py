@@ -86,6 +86,15 @@ class StoreWatch:
         self._checking = True
         try:
             self._repair(annotation, now[0] != self.store, now[1], now[2], lock_now)
+        except (OSError, sqlite3.Error, ProjectError) as exc:  # a disk full or read-only meanwhile
+            log.exception("cannot put the project store back")
+            self._remember()  # said once; saves say what fails from now on
+            annotation.message.emit(
+                f"The project store in {project.store_dir} was changed by another program and "
+                f"could not be put back ({exc}). Your label files are saved as they are; close "
+                "the project and open it again.",
+                "error",
+            )
         finally:
             self._checking = False
 
