@@ -315,6 +315,34 @@ def test_an_older_store_put_in_place_while_open_loses_no_status_and_no_hand_labe
     assert by_name[first] == rec.id
 
 
+def test_an_older_store_put_back_between_sessions_keeps_hand_labels_the_annotators(
+    qtbot, tmp_path, photos
+):
+    # Yesterday's project.sqlite restored by hand while the app was closed: its rows say the
+    # photo holds the model's pre-label; the file is the annotator's since. The label file is
+    # not the pre-label the store wrote (no pre-label mark), so it stays the annotator's.
+    from faceparse_app.project import Project
+
+    with Project.open(photos) as project:
+        rec = project.images()[0]
+        prelabel = np.ones((rec.height, rec.width), np.uint8)
+        project.save_label(rec, prelabel, model_version="v1")
+    db = photos / ".faceparse" / "project.sqlite"
+    yesterday = tmp_path / "yesterday.sqlite"
+    shutil.copy(db, yesterday)
+    window = open_on(qtbot, tmp_path, photos)
+    window.session.open_image(rec.id)
+    stroke(window, 50)
+    window.close()
+    os.replace(yesterday, db)
+
+    again = open_on(qtbot, tmp_path, photos)
+    rec = again.session.project.get(rec.id)
+    assert rec.label_source == "hand" and rec.status == "in_progress"
+    assert not again.session.project.may_prelabel(rec)
+    assert again.session.project.load_label(rec)[50, 100] == EYE
+
+
 # ------------------------------------------------- 3. a photo replaced by another picture
 
 
@@ -390,6 +418,28 @@ def test_a_photo_cropped_under_its_label_says_the_sizes_and_keeps_the_label(qtbo
     stroke(window, 20, cls=1)
     assert session.save()
     assert label.with_name(label.name + ".invalid").read_bytes() == before
+
+
+def test_a_photo_replaced_while_on_screen_keeps_the_label_made_on_it(qtbot, tmp_path, photos):
+    # The canvas keeps the picture as it opened; the strokes made on it are saved, and the
+    # next time the photo opens it says the file is another picture now.
+    window = open_on(qtbot, tmp_path, photos)
+    session = window.session
+    labeled(window, PHOTOS[0])
+    replace_photo(photos, PHOTOS[0], crop=True)
+    stroke(window, 90)
+    label_gone_and_back(window)
+    session.open_image(ids(window)[PHOTOS[1]])
+    session.open_image(ids(window)[PHOTOS[0]])
+    assert "replaced" in window.message_bar.message
+    label = label_file(photos, PHOTOS[0])
+    kept = label.with_name(label.name + ".invalid")
+    stroke(window, 20, cls=1)
+    assert session.save()
+    from trainer.data.imageio import read_label
+
+    old = read_label(kept)  # the label made on the old picture, both strokes in it
+    assert old.shape == (594, 408) and old[50, 100] == EYE and old[90, 100] == EYE
 
 
 def test_the_export_command_never_pairs_a_label_with_another_picture(qtbot, tmp_path, photos):
