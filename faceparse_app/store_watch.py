@@ -243,6 +243,8 @@ def current_label_gone(annotation: Annotation) -> bool:
     rec, doc = annotation.current, annotation.document
     if rec is None or doc is None or rec.label_source is None or doc.in_stroke:
         return False
+    if rec.id in annotation._invalid_label:  # the canvas shows an empty start, not that label
+        return False
     return not annotation.project.label_path(rec).exists()
 
 

@@ -220,6 +220,23 @@ def test_a_label_file_damaged_while_open_is_said_unusable_and_kept_aside(qtbot, 
     assert path.with_name(path.name + ".invalid").read_bytes() == damaged  # nothing lost
 
 
+def test_an_unusable_label_deleted_while_on_screen_is_not_written_again_empty(qtbot, tmp_path, photos):
+    # The canvas shows an empty start in place of an unusable label: that is not the label the
+    # store recorded, so its deletion writes nothing (an empty "hand" label would be a lie).
+    window = open_on(qtbot, tmp_path, photos)
+    session, by_name = window.session, ids(window)
+    session.open_image(by_name[PHOTOS[0]])
+    stroke(window, 50)
+    assert session.save()
+    session.open_image(by_name[PHOTOS[1]])
+    path = label_file(photos, PHOTOS[0])
+    path.write_bytes(path.read_bytes()[:200])
+    session.open_image(by_name[PHOTOS[0]])
+    path.unlink()
+    label_gone_and_back(window)
+    assert not path.exists()
+
+
 def test_a_label_of_the_wrong_size_put_in_between_sessions_is_said_and_kept(qtbot, tmp_path, photos):
     from PIL import Image
 
