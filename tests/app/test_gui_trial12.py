@@ -519,3 +519,35 @@ def test_a_stroke_undone_back_to_the_prelabel_leaves_it_the_models(qtbot, tmp_pa
     assert rec.actions == 2
     assert session.accept()
     assert not session.project.label_by_hand(session.project.get(first))
+
+
+# ------------------------------------------------------------ 6. labels found on a recovery
+
+
+def test_an_export_names_the_recovered_labels_nobody_has_looked_at(qtbot, tmp_path, photos):
+    # A photo half labeled when the app was killed, its store then lost: the rebuilt store has
+    # its label as "labeled, needs review" (it cannot know it was unfinished). The export took
+    # it as a finished label without a word.
+    from faceparse_app.project import Project
+
+    window = open_on(qtbot, tmp_path, photos)
+    window.session.open_image(ids(window)[PHOTOS[0]])
+    stroke(window, 50)
+    assert window.session.save()  # in progress
+    window.close()
+    shutil.rmtree(photos / ".faceparse" / "backups")
+    for side in ("", "-wal", "-shm"):
+        (photos / ".faceparse" / f"project.sqlite{side}").unlink(missing_ok=True)
+
+    again = open_on(qtbot, tmp_path, photos)
+    assert "marked for review" in again.message_bar.message  # marked once, said once
+    rec = again.session.project.find(PHOTOS[0])
+    assert (rec.status, rec.needs_review) == ("labeled", True)
+    counts = again.session.export_lapa(tmp_path / "export")
+    assert counts is not None and sum(counts[s] for s in ("train", "val", "test")) == 1
+    assert "need review" in again.message_bar.message
+    readme = (tmp_path / "export" / "README.txt").read_text(encoding="utf-8")
+    assert "NEEDS REVIEW" in readme and PHOTOS[0].removesuffix(".jpg") in readme
+    again.close()
+    with Project.open(photos) as project:  # a later open says nothing more of it
+        assert project.recovery is None and project.find(PHOTOS[0]).needs_review
