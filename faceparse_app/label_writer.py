@@ -160,11 +160,18 @@ def note_saved(annotation: Annotation, rec: ImageRecord, doc: LabelDocument) -> 
 
 
 def keep_invalid_aside(annotation: Annotation, rec: ImageRecord) -> None:
-    """Before the first save over an unusable label file: keep it as ``<name>.invalid``."""
+    """Before the first save over an unusable label file: keep it as ``<name>.invalid``.
+
+    Raises:
+        OSError: it could not be moved (the save fails, keeps the edits in memory and is tried
+            again: the file is never written over)."""
     path = annotation.project.label_path(rec)
-    if path.exists():
-        aside = path.with_name(path.name + ".invalid")
+    aside = path.with_name(path.name + ".invalid")
+    try:  # not path.exists(): a file that cannot be looked at is there all the same
         os.replace(path, aside)
+    except FileNotFoundError:
+        pass
+    else:
         annotation.message.emit(f"The unusable label file was kept as {aside}.", "info")
     annotation._invalid_label.discard(rec.id)
     annotation.problems.pop(rec.id, None)

@@ -61,7 +61,7 @@ from trainer.data.imageio import (
     read_image,
     read_label,
 )
-from trainer.errors import ImageReadError
+from trainer.errors import ImageReadError, LabelMapError
 from trainer.labels import LAPA
 
 __all__ = [
@@ -332,8 +332,12 @@ class Project(StoreRows):
             LabelMapError: the label file is unreadable, of the wrong size, or has values > 10.
         """
         path = self.label_path(rec)
-        if not path.exists():
+        try:
+            path.stat()
+        except FileNotFoundError:
             return None
+        except OSError as exc:  # not absent: unreadable (a folder's permissions, a share gone)
+            raise LabelMapError(f"{path}: cannot be read ({exc.strerror or exc})") from None
         rec = self.get(rec.id)
         expected = (rec.height, rec.width) if rec.width > 0 and rec.height > 0 else None
         return read_label(path, num_classes=NUM_CLASSES, expected_size=expected)

@@ -245,7 +245,13 @@ def current_label_gone(annotation: Annotation) -> bool:
         return False
     if rec.id in annotation._invalid_label:  # the canvas shows an empty start, not that label
         return False
-    return not annotation.project.label_path(rec).exists()
+    try:
+        annotation.project.label_path(rec).stat()
+    except FileNotFoundError:
+        return True
+    except OSError:  # there, but not to be looked at now (permissions, a share gone): a save says so
+        return False
+    return False
 
 
 def write_again(annotation: Annotation) -> str:

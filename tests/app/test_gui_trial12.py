@@ -551,3 +551,49 @@ def test_an_export_names_the_recovered_labels_nobody_has_looked_at(qtbot, tmp_pa
     again.close()
     with Project.open(photos) as project:  # a later open says nothing more of it
         assert project.recovery is None and project.find(PHOTOS[0]).needs_review
+
+
+def test_a_label_that_cannot_be_read_for_a_while_is_never_overwritten(
+    qtbot, tmp_path, photos, monkeypatch
+):
+    # The labels folder made unreadable (chmod, a network share dropping out): on Python 3.11
+    # the photo did not open ("Cannot open NAME: PermissionError", blaming the photo); on 3.13,
+    # whose Path.exists() says False for a file it may not look at, the label looked absent,
+    # the photo opened empty, and the strokes made there, kept in memory while the folder could
+    # not be written, replaced the annotator's label once it came back. Now the label is
+    # unusable for the while, said so, and kept aside before any save over it. (Simulated: the
+    # tests may run as root, whom chmod does not stop.)
+    window = open_on(qtbot, tmp_path, photos)
+    session, by_name = window.session, ids(window)
+    labeled(window, PHOTOS[0])
+    session.open_image(by_name[PHOTOS[1]])
+    path = label_file(photos, PHOTOS[0])
+    original = path.read_bytes()
+    blocked = {"on": True}
+    stat, replace = Path.stat, os.replace
+
+    def refused(target) -> bool:
+        return blocked["on"] and Path(target).parent == path.parent
+
+    def blocked_stat(self, *args, **kwargs):
+        if refused(self):
+            raise PermissionError(13, "Permission denied", str(self))
+        return stat(self, *args, **kwargs)
+
+    def blocked_replace(src, dst, *args, **kwargs):
+        if refused(src) or refused(dst):
+            raise PermissionError(13, "Permission denied", str(src))
+        return replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", blocked_stat)
+    monkeypatch.setattr(os, "replace", blocked_replace)
+    session.open_image(by_name[PHOTOS[0]])
+    assert "Permission denied" in window.message_bar.message
+    assert "deleted" not in window.message_bar.message.replace(str(tmp_path), "")
+    assert session.project.find(PHOTOS[0]).status == "labeled"
+    stroke(window, 120, cls=1)
+    assert not session.save()  # kept in memory
+    blocked["on"] = False
+    label_gone_and_back(window)  # the autosave tick retries
+    assert session.save()
+    assert path.with_name(path.name + ".invalid").read_bytes() == original
