@@ -144,9 +144,10 @@ class StoreWatch:
                 )
             annotation.records_changed.emit()
         self._remember()
+        said = "; ".join(filter(None, parts))
         text = (
             f"{what} was {how} by another program while FaceParse Studio had it open (a "
-            f"cleanup script, a sync client?): {'; '.join(filter(None, parts))}."
+            f"cleanup script, a sync client?){': ' + said if said else ''}."
         )
         log.warning("%s", text)
         annotation.message.emit(text, "warning")
@@ -235,7 +236,7 @@ class StoreWatch:
             return f"another window took the project meanwhile ({exc}); close one of them"
         except (OSError, ProjectError) as exc:
             return f"the folder's lock could not be taken again ({exc})"
-        return ""
+        return "the lock was taken again, so no second window opens the project meanwhile"
 
 
 def current_label_gone(annotation: Annotation) -> bool:

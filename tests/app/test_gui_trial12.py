@@ -144,6 +144,33 @@ def test_a_reopen_after_labels_went_with_the_store_does_not_say_nothing_is_lost(
     assert again.session.project.find(PHOTOS[0]).status == "in_progress"
 
 
+def test_a_deleted_lock_file_is_taken_again_so_no_second_window_opens_the_project(
+    qtbot, tmp_path, photos
+):
+    # With the lock file deleted, a second process made a new one, took it and opened the
+    # project too: two writers, each overwriting the other's labels.
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    window = open_on(qtbot, tmp_path, photos)
+    (photos / ".faceparse" / "lock").unlink()
+    label_gone_and_back(window)
+    assert "lock file (.faceparse/lock) was deleted" in window.message_bar.message
+    assert "taken again" in window.message_bar.message
+    second = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from faceparse_app.project import Project, ProjectLockedError\n"
+        "try:\n    Project.open(sys.argv[2]).close(); print('opened')\n"
+        "except ProjectLockedError:\n    print('refused')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", second, str(ROOT), str(photos)], capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip() == "refused", out.stderr
+
+
 # ------------------------------------------------------- 4. label files deleted or unreadable
 
 
