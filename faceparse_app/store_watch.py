@@ -62,6 +62,7 @@ class StoreWatch:
         self._remember()
         # Photos found to be another picture as they opened: id -> the old picture's (W, H).
         self.replaced: dict[int, tuple[int, int]] = {}
+        self._told: set[int] = set()  # photos said changed while on screen
 
     def _remember(self) -> None:
         store = self.project.store_dir
@@ -77,6 +78,7 @@ class StoreWatch:
         project = self.project
         if project.read_only or self._checking:
             return
+        self._photo_on_screen(annotation)
         store = project.store_dir
         now = (_ident(store), _ident(store / DB_NAME), _ident(project.labels_dir))
         lock_now = _ident(store / store_guard.LOCK_NAME)
@@ -152,12 +154,38 @@ class StoreWatch:
         log.warning("%s", text)
         annotation.message.emit(text, "warning")
 
+    def _photo_on_screen(self, annotation: Annotation) -> None:
+        """Say once that the photo on screen was changed on disk while open (what the canvas
+        shows, and the label saved, stay those of the picture as it opened)."""
+        rec = annotation.current
+        if rec is None or annotation.document is None or rec.id in self._told:
+            return
+        rows = self.project.query("SELECT size_bytes, mtime_ns FROM images WHERE id=?", (rec.id,))
+        try:
+            st = os.stat(self.project.image_path(rec))
+        except FileNotFoundError:
+            how = "deleted from the folder"
+        except OSError:
+            return
+        else:
+            if not rows or (st.st_size, st.st_mtime_ns) == tuple(rows[0]):
+                return
+            how = "changed on disk (another picture under its name?)"
+        self._told.add(rec.id)
+        annotation.message.emit(
+            f"{rec.relpath} was {how} while open: the canvas still shows it as it opened, and "
+            "your label is saved for that picture; nothing is lost. Open the photo again (or "
+            "Rescan folder, F5) to see what is on disk now.",
+            "warning",
+        )
+
     def photo_opened(self, annotation: Annotation, image_id: int) -> ImageRecord:
         """The record of a photo about to open, brought in line with its file first: a file
         changed since the store last saw it (replaced by another program) is hashed again, and
         another picture under a label made for the old one is noted (:meth:`tell_replaced`)."""
         project = self.project
         rec = project.get(image_id)
+        self._told.discard(image_id)
         if project.read_only or rec.missing:
             return rec
         path = project.image_path(rec)

@@ -473,6 +473,7 @@ def test_a_photo_replaced_while_on_screen_keeps_the_label_made_on_it(qtbot, tmp_
     replace_photo(photos, PHOTOS[0], crop=True)
     stroke(window, 90)
     label_gone_and_back(window)
+    assert f"{PHOTOS[0]} was changed on disk" in window.message_bar.message  # said at once
     session.open_image(ids(window)[PHOTOS[1]])
     session.open_image(ids(window)[PHOTOS[0]])
     assert f"{PHOTOS[0]} was replaced on disk" in window.message_bar.message
@@ -511,6 +512,7 @@ def test_a_photo_deleted_while_on_screen_keeps_its_label(qtbot, tmp_path, photos
     stroke(window, 80)
     (photos / PHOTOS[0]).unlink()
     label_gone_and_back(window)
+    assert f"{PHOTOS[0]} was deleted from the folder while open" in window.message_bar.message
     session.open_image(ids(window)[PHOTOS[1]])  # the switch saves it, as any
     label = session.project.load_label(session.project.find(PHOTOS[0]))
     assert label[50, 100] == EYE and label[80, 100] == EYE
