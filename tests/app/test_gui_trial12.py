@@ -626,3 +626,20 @@ def test_a_label_that_cannot_be_read_for_a_while_is_never_overwritten(
     label_gone_and_back(window)  # the autosave tick retries
     assert session.save()
     assert path.with_name(path.name + ".invalid").read_bytes() == original
+
+
+def test_a_prelabeled_photo_replaced_gets_the_new_pictures_prelabel(qtbot, tmp_path, photos):
+    # The model's prediction of the old picture was kept (cached by image) and given to the
+    # new picture as its pre-label when it opened again: the old face's parts on another face.
+    from tests.app.test_gui_model_loop import WAIT_MS, prediction, status
+
+    window, version = window_with_a_model(qtbot, tmp_path, photos)
+    session = window.session
+    first = session.current.id
+    session.open_image(ids(window)[PHOTOS[1]])
+    replace_photo(photos, session.project.get(first).relpath)  # mirrored: another picture
+    session.open_image(first)
+    qtbot.waitUntil(lambda: status(window, first) == ("pre-labeled", version), timeout=WAIT_MS)
+    expected = prediction(window, version, first)
+    qtbot.waitUntil(lambda: np.array_equal(session.document.label, expected), timeout=20_000)
+    assert np.array_equal(session.project.load_label(session.project.get(first)), expected)
