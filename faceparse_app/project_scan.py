@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 FINISHED = frozenset({"labeled", "reviewed"})
 # The columns of an image row that :func:`changed_file` reads, in its order.
-CHANGE_COLUMNS = "relpath, id, content_hash, size_bytes, mtime_ns, missing, status, label_hash"
+CHANGE_COLUMNS = "relpath, id, content_hash, size_bytes, mtime_ns, missing, status"
 UNTOUCHED = frozenset({"new", "pre-labeled"})
 
 
@@ -213,7 +213,7 @@ def changed_file(path: Path, stat: os.stat_result, row: tuple) -> FileChange | N
     pre-label of the old picture is predicted again.
 
     Args:
-        row: (relpath, id, content_hash, size_bytes, mtime_ns, missing, status, label_hash).
+        row: the image's row, :data:`CHANGE_COLUMNS`.
     """
     from faceparse_app.project import file_hash_or_none, image_size
 
@@ -222,7 +222,7 @@ def changed_file(path: Path, stat: os.stat_result, row: tuple) -> FileChange | N
         return None
     size = image_size(path) or (0, 0)
     status, other = row[6], digest != row[2]
-    replaced = other and row[7] is not None and status not in UNTOUCHED
+    replaced = other and status not in UNTOUCHED  # started or finished: a label was made
     if other and status == "pre-labeled":
         status = "new"  # the model's label of the old picture: predicted again for this one
     if replaced:
