@@ -487,6 +487,20 @@ def test_a_photo_replaced_while_on_screen_keeps_the_label_made_on_it(qtbot, tmp_
     assert old.shape == (594, 408) and old[50, 100] == EYE and old[90, 100] == EYE
 
 
+def test_rescan_names_the_photos_replaced_by_another_picture(qtbot, tmp_path, photos):
+    # F5 said "no new or missing images"; the photo went back to in progress unsaid.
+    window = open_on(qtbot, tmp_path, photos)
+    labeled(window, PHOTOS[0])
+    window.session.open_image(ids(window)[PHOTOS[1]])
+    replace_photo(photos, PHOTOS[0])
+    window.rescan_action.trigger()
+    message = window.message_bar.message
+    assert f"were replaced on disk by another picture ({PHOTOS[0]})" in message
+    assert window.message_bar.level == "warning"
+    rec = window.session.project.find(PHOTOS[0])
+    assert (rec.status, rec.needs_review) == ("in_progress", True)
+
+
 def test_the_export_command_never_pairs_a_label_with_another_picture(qtbot, tmp_path, photos):
     # faceparse-studio export reads the store without a scan: the photo replaced after the
     # app closed went out with the old picture's label.
