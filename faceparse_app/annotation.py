@@ -17,7 +17,6 @@ Never losing work:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -29,11 +28,14 @@ from faceparse_app.history import HistoryShelf
 from faceparse_app.label_writer import (
     LabelWriter,
     autosave_in_background,
+    keep_invalid_aside,
     note_not_saved,
     note_saved,
 )
+from faceparse_app.prelabel_start import PrelabelStarts
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError
 from faceparse_app.project_scan import all_done_text, without_path
+from faceparse_app.store_watch import StoreWatch, label_file_gone
 from trainer.errors import FaceParseError, ImageReadError, LabelMapError
 from trainer.labels import LAPA, LabelSet
 
@@ -81,6 +83,8 @@ class Annotation:
         self._pending_seconds, self._pending_actions = 0.0, 0
         self._last_activity: float | None = None
         self.writer: LabelWriter | None = None  # autosaves off this thread (the session's)
+        self.watch = StoreWatch(project)  # the store's files, changed by another program
+        self.starts = PrelabelStarts()  # the pre-label each photo started from
 
     # ------------------------------------------------------------------ listing
     def records(self) -> list[ImageRecord]:
@@ -100,9 +104,10 @@ class Annotation:
         if self.current is not None and self.current.id == image_id and self.document is not None:
             return True
         self._end_stroke()
+        self.watch.check(self)
         self.save()
         self._detach()
-        rec = self.project.get(image_id)
+        rec = self.watch.photo_opened(self, image_id)
         self.current = rec
         try:
             image = self.project.load_image(rec)
@@ -125,6 +130,7 @@ class Annotation:
         self._pending_seconds = 0.0
         self._pending_actions = 0
         self.image_changed.emit(rec)
+        self.watch.tell_replaced(self, rec)
         return True
 
     def _document_for(self, rec: ImageRecord, image: np.ndarray) -> LabelDocument | None:
@@ -132,6 +138,10 @@ class Annotation:
         label: np.ndarray | None
         try:
             label = self.project.load_label(rec)
+            if label is None and rec.label_source is not None:
+                label_file_gone(self, rec)  # the store recorded one: deleted by another program
+            elif label is not None and rec.label_source == "model":
+                self.starts.note(rec.id, label, rec.model_version)
             self._invalid_label.discard(rec.id)
             if rec.id in self.problems:
                 del self.problems[rec.id]
@@ -154,11 +164,9 @@ class Annotation:
     def may_prelabel(self, image_id: int, version: str) -> bool:
         """Whether a pre-label of model `version` may replace the current image's label.
 
-        Only an image nobody has edited takes one: the project allows it (status "new" or
-        "pre-labeled", and no label file but the store's own pre-label: see
-        ``Project.may_prelabel``), not already this version's, not edited by hand in this
-        session (even if since saved or undone), no unsaved edits, no stroke in progress, no
-        unreadable label file waiting to be kept aside.
+        Only an image nobody has edited: ``Project.may_prelabel`` allows it (status "new" or
+        "pre-labeled", no label file but the store's own pre-label), not already this version's,
+        not :meth:`edited_here`, no unsaved edits, no stroke in progress.
         """
         rec, doc = self.current, self.document
         if rec is None or doc is None or rec.id != image_id:
@@ -203,26 +211,23 @@ class Annotation:
             return False
         doc.start_from(label)
         doc.mark_saved()
+        self.starts.note(image_id, label, version)
         self.current = new
         self.records_changed.emit()
         self.prelabeled.emit(image_id, version)
         return True
 
     def edited_here(self, image_id: int) -> bool:
-        """Whether the annotator has edited an image in this session (so no model may replace it).
-
-        True when it was edited by hand (even if since saved or undone), has edits whose save
-        failed, or has an unreadable label file waiting to be kept aside.
-        """
+        """Whether the annotator has edited an image in this session, so no model may replace
+        it: edited by hand (even if since saved or undone), edits whose save failed, or an
+        unreadable label file waiting to be kept aside."""
         return image_id in self._touched or image_id in self._invalid_label or image_id in self._unsaved
 
     def may_refresh(self, image_id: int, version: str) -> bool:
         """Whether model `version` may re-do the pre-label of an image not on screen.
 
         Only a stale pre-label nobody touched: status "pre-labeled" by another model version,
-        the file present, not edited by hand in this session (even if since saved or undone),
-        no unsaved edits, no unreadable label file waiting to be kept aside. The image on
-        screen goes through :meth:`may_prelabel` instead.
+        the file present, not :meth:`edited_here`. The image on screen: :meth:`may_prelabel`.
         """
         if self.current is not None and self.current.id == image_id:
             return False
@@ -241,11 +246,9 @@ class Annotation:
     def refresh_prelabel(self, image_id: int, label: np.ndarray, version: str) -> bool:
         """Save a newer model's pre-label of an image nobody edited (after a model swap).
 
-        The check is made again here, at save time: the annotator may have opened and edited
-        the image since its refresh was queued. The image on screen is handled as by
-        :meth:`apply_prelabel` (shown and saved as its starting state); for any other image the
-        label is saved and its kept undo history dropped (its steps led to the old pre-label),
-        so reopening it shows the new label.
+        Checked again at save time (the image may have been edited since the refresh was
+        queued). The image on screen is handled as by :meth:`apply_prelabel`; for any other the
+        label is saved and its kept undo history dropped (its steps led to the old pre-label).
 
         Args:
             image_id: the image predicted.
@@ -401,7 +404,8 @@ class Annotation:
     # ------------------------------------------------------------------- saving
     def autosave(self) -> None:
         """Save the current image if edited, and retry earlier failed saves (call it every few
-        seconds: the session's timer does)."""
+        seconds: the session's timer does); notice store files another program changed."""
+        self.watch.check(self)
         for image_id, doc in list(self._unsaved.items()):
             if doc is not self.document:
                 self._save_document(self.project.get(image_id), doc)
@@ -433,9 +437,12 @@ class Annotation:
             actions, self._pending_actions = self._pending_actions, 0
         try:
             if rec.id in self._invalid_label:
-                self._keep_invalid_aside(rec)
+                keep_invalid_aside(self, rec)
             # The project moves "new" and "pre-labeled" to "in_progress" and keeps the rest.
-            new = self.project.save_label(rec, doc.label, add_seconds=seconds, add_actions=actions)
+            undone_to = self.starts.undone_to(rec.id, doc)
+            new = self.project.save_label(
+                rec, doc.label, add_seconds=seconds, add_actions=actions, undone_to=undone_to
+            )
         except (ProjectError, LabelMapError, OSError) as exc:
             if self.current is not None and rec.id == self.current.id:
                 self._pending_seconds += seconds
@@ -451,15 +458,6 @@ class Annotation:
         if status_changed:
             self.records_changed.emit()
         return True
-
-    def _keep_invalid_aside(self, rec: ImageRecord) -> None:
-        path = self.project.label_path(rec)
-        if path.exists():
-            aside = path.with_name(path.name + ".invalid")
-            os.replace(path, aside)
-            self.message.emit(f"The unusable label file was kept as {aside}.", "info")
-        self._invalid_label.discard(rec.id)
-        self.problems.pop(rec.id, None)
 
     # ------------------------------------------------------------------- export
     def export_lapa(self, out_dir: str | Path, reviewed_only: bool = False) -> dict[str, int] | None:
@@ -479,6 +477,7 @@ class Annotation:
     def save_all(self) -> bool:
         """Save the current image and retry every earlier failed save; True if all are on disk."""
         self._end_stroke()
+        self.watch.check(self)
         ok = self.save()
         for image_id, doc in list(self._unsaved.items()):
             if doc is not self.document:

@@ -28,7 +28,6 @@ run one at a time, and one killed midway is undone by the next (``export_recover
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -61,7 +60,14 @@ from faceparse_app.landmarks import (
     known_landmarks,
     largest_face_label,
 )
-from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError, write_error
+from faceparse_app.project import (
+    FINISHED,
+    ImageRecord,
+    Project,
+    ProjectError,
+    file_hash,
+    write_error,
+)
 from trainer.data.imageio import encode_label_png, make_temp_dir, read_image
 from trainer.errors import ImageReadError, LabelMapError
 
@@ -225,14 +231,6 @@ def _tree(root: Path) -> list[str]:
     )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export_project(
     project_dir: str | os.PathLike[str] | Project,
     out_dir: str | os.PathLike[str],
@@ -344,7 +342,7 @@ def _export(
         )
         write_names(tmp / NAMES_CSV, exported)
         write_effort(tmp / EFFORT_CSV, effort)
-        ours = {rel: _sha256(tmp / rel) for rel in _tree(tmp)}
+        ours = {rel: file_hash(tmp / rel) for rel in _tree(tmp)}
         (tmp / MANIFEST_NAME).write_text(
             json.dumps(
                 {"format": MANIFEST_FORMAT, "version": 1, "split": settings, "files": ours}, indent=1
@@ -386,7 +384,7 @@ def _carry_foreign_files(
     changed = [
         rel
         for rel, digest in previous.items()
-        if digest is not None and (out / rel).is_file() and _sha256(out / rel) != digest
+        if digest is not None and (out / rel).is_file() and file_hash(out / rel) != digest
     ]
     if changed:
         shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
@@ -442,6 +440,11 @@ def _export_one(project: Project, rec: ImageRecord, split_dir: Path, name: str) 
     part in the label: no landmark file)."""
     src = project.image_path(rec)
     image = read_image(src)  # also proves the file is readable before anything is written
+    if file_hash(src) != rec.content_hash:  # a label made for another picture is never exported
+        raise LabelMapError(
+            f"{src} is not the picture that was labeled (replaced since): open the project in "
+            "FaceParse Studio, check its label and mark it labeled again"
+        )
     label = project.load_label(rec)
     if label is None:
         raise LabelMapError(f"{project.label_path(rec)}: label file not found")

@@ -60,6 +60,7 @@ def readme(
         + ", ".join(f"{s} {counts[s]}" for s in SPLITS)
         + f". Split seed {seed}, val fraction {val_fraction}, test fraction {test_fraction}.",
         *unedited_held_out(effort),
+        *unreviewed(effort),
         "",
         "LANDMARKS: the files listed as derived were NOT annotated by hand: they were placed",
         "from each label map (eye centres 74/104 and 83/105 inside the eyes, nose tip 54 inside",
@@ -103,6 +104,23 @@ def unedited_held_out(effort: Sequence[tuple[str, str, ImageRecord]]) -> list[st
         "model fine-tuned from it, looks better than it is; review them, or leave them out of",
         "the score:",
         *unedited,
+    ]
+
+
+def unreviewed(effort: Sequence[tuple[str, str, ImageRecord]]) -> list[str]:
+    """The README's warning when the export holds labels flagged "needs review" that nobody has
+    looked at since: found on disk by a store recovery (finished or not, the rebuilt store could
+    not tell) or changed outside the app."""
+    flagged = [f"  {split}/{name}" for split, name, rec in effort if rec.needs_review]
+    if not flagged:
+        return []
+    return [
+        "",
+        f"NEEDS REVIEW: {len(flagged)} label(s) were found on disk when the project store was",
+        "rebuilt or restored (or were changed outside the app), and nobody has looked at them",
+        "since; some may be unfinished. Check them in FaceParse Studio (Show: needs review) and",
+        "mark them reviewed:",
+        *flagged,
     ]
 
 
@@ -188,6 +206,12 @@ def export_message(
     if reviewed_only:
         left.append((statuses.get("labeled", 0), "labeled but not reviewed"))
     left = [(n, what) for n, what in left if n]
+    if statuses.get("needs_review", 0) and not reviewed_only:
+        text += (
+            f" {statuses['needs_review']} photo(s) still need review (a label found on disk when "
+            "the store was recovered, maybe unfinished, or changed outside the app; Show: needs "
+            "review): those marked labeled are in the export, and its README names them."
+        )
     if left:
         how = "Ctrl+Shift+Return marks one reviewed" if reviewed_only else "Ctrl+Return marks one labeled, A accepts a pre-label"
         text += (

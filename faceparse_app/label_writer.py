@@ -12,6 +12,7 @@ never overtake each other and the caller sees the state on disk.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -113,10 +114,13 @@ def autosave_in_background(annotation: Any, writer: LabelWriter) -> bool:
     seconds, annotation._pending_seconds = annotation._pending_seconds, 0.0
     actions, annotation._pending_actions = annotation._pending_actions, 0
     label, project = doc.label.copy(), annotation.project
+    undone_to = annotation.starts.undone_to(rec.id, doc)  # every edit undone: the model's again
     doc.mark_saved()
 
     def write() -> Any:
-        return project.save_label(rec, label, add_seconds=seconds, add_actions=actions)
+        return project.save_label(
+            rec, label, add_seconds=seconds, add_actions=actions, undone_to=undone_to
+        )
 
     def apply(future: Future) -> None:
         current = annotation.current
@@ -153,3 +157,21 @@ def note_saved(annotation: Annotation, rec: ImageRecord, doc: LabelDocument) -> 
     if annotation._unsaved.get(rec.id) is doc:
         del annotation._unsaved[rec.id]
         annotation.message.emit(f"Saved {rec.relpath}: the edits kept in memory are on disk now.", "info")
+
+
+def keep_invalid_aside(annotation: Annotation, rec: ImageRecord) -> None:
+    """Before the first save over an unusable label file: keep it as ``<name>.invalid``.
+
+    Raises:
+        OSError: it could not be moved (the save fails, keeps the edits in memory and is tried
+            again: the file is never written over)."""
+    path = annotation.project.label_path(rec)
+    aside = path.with_name(path.name + ".invalid")
+    try:  # not path.exists(): a file that cannot be looked at is there all the same
+        os.replace(path, aside)
+    except FileNotFoundError:
+        pass
+    else:
+        annotation.message.emit(f"The unusable label file was kept as {aside}.", "info")
+    annotation._invalid_label.discard(rec.id)
+    annotation.problems.pop(rec.id, None)

@@ -36,6 +36,7 @@ from faceparse_app.prelabel_refresh import PrelabelRefresher
 from faceparse_app.project import FINISHED, ImageRecord, ProjectError
 from faceparse_app.project_scan import read_photo, without_path
 from faceparse_app.session import AnnotationSession
+from faceparse_app.store_open import MODELS_DIR
 from faceparse_app.training_runs import TrainingRuns
 from faceparse_app.uncertainty import rank_by_uncertainty
 from faceparse_app.workers import PRELABEL_NICE, at_lower_priority
@@ -115,6 +116,7 @@ class ModelLoop(QObject):
         # the strokes made while it was on its way (it used to be dropped by the first one).
         self._blank: int | None = None
         self._accept_asked: int | None = None  # A was pressed before that image's pre-label came
+        self._pictures: dict[int, str] = {}  # image id -> the content hash it was predicted for
         self._load_error: str | None = None  # why the model in use could not be loaded
         self._scores_timer = QTimer(self)
         self._scores_timer.setSingleShot(True)
@@ -129,7 +131,7 @@ class ModelLoop(QObject):
         self.detach()
         self.session = session
         self.store = ModelStore(
-            session.project.store_dir / "models", self.starter_backbone, self.starter_parser
+            session.project.store_dir / MODELS_DIR, self.starter_backbone, self.starter_parser
         )
         loader = at_lower_priority(self.loader or read_photo, PRELABEL_NICE)
         queue = PrelabelQueue(
@@ -153,6 +155,7 @@ class ModelLoop(QObject):
         """Leave the project: cancel a training run (waiting for it) and stop pre-labeling."""
         self.training.detach()
         session, self.session = self.session, None
+        self._pictures.clear()  # image ids are the project's
         if session is not None:
             session.image_changed.disconnect(self._on_image_changed)
         if self.refresher is not None:
@@ -291,11 +294,9 @@ class ModelLoop(QObject):
         start = ids.index(rec.id) + 1 if rec.id in ids else 0
         ordered = records[start:] + records[:start]
         project = self.session.project
-        return [
-            (r.id, project.image_path(r))
-            for r in ordered
-            if r.id != rec.id and r.status not in FINISHED
-        ][: self.lookahead]
+        ahead = [r for r in ordered if r.id != rec.id and r.status not in FINISHED][: self.lookahead]
+        self._pictures.update((r.id, r.content_hash) for r in ahead)
+        return [(r.id, project.image_path(r)) for r in ahead]
 
     def _on_image_changed(self, rec: ImageRecord | None) -> None:
         self.confidence = None
@@ -309,6 +310,9 @@ class ModelLoop(QObject):
             return
         if not queue.has_model:
             return
+        if self._pictures.get(rec.id, rec.content_hash) != rec.content_hash:
+            queue.forget(rec.id)  # another picture under its name now: its prediction is stale
+        self._pictures[rec.id] = rec.content_hash
         # Every shown image is predicted (for the confidence view); the label is applied
         # only where the session allows it. A cached result arrives inside this call.
         queue.request(rec.id, session.project.image_path(rec), self._upcoming(rec))

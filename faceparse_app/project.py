@@ -61,7 +61,7 @@ from trainer.data.imageio import (
     read_image,
     read_label,
 )
-from trainer.errors import ImageReadError
+from trainer.errors import ImageReadError, LabelMapError
 from trainer.labels import LAPA
 
 __all__ = [
@@ -220,7 +220,7 @@ class Project(StoreRows):
             if scan or opened.recovering:
                 report = reconcile_labels(project, recovering=opened.recovering)
                 project.recovery = store_open.recovery_text(
-                    opened.note, report.hand, report.prelabels
+                    opened.note, report.hand, report.prelabels, report.gone
                 )
             project.recovery = " ".join(filter(None, [project.recovery, gone])) or None
             project.backup(force=opened.recovering)
@@ -332,8 +332,12 @@ class Project(StoreRows):
             LabelMapError: the label file is unreadable, of the wrong size, or has values > 10.
         """
         path = self.label_path(rec)
-        if not path.exists():
+        try:
+            path.stat()
+        except FileNotFoundError:
             return None
+        except OSError as exc:  # not absent: unreadable (a folder's permissions, a share gone)
+            raise LabelMapError(f"{path}: cannot be read ({exc.strerror or exc})") from None
         rec = self.get(rec.id)
         expected = (rec.height, rec.width) if rec.width > 0 and rec.height > 0 else None
         return read_label(path, num_classes=NUM_CLASSES, expected_size=expected)
@@ -362,6 +366,12 @@ class Project(StoreRows):
 
     # ---- writing ------------------------------------------------------------------------
 
+    def set_label_stamp(self, rec: ImageRecord, data: bytes, stat: os.stat_result) -> ImageRecord:
+        """Record that the label file of ``rec`` was written again with ``data`` (the same label,
+        by the same hand or model: see ``store_watch.write_again``)."""
+        sets = "label_hash=?, label_size=?, label_mtime_ns=?"
+        return self._update(rec.id, sets, (hashlib.sha256(data).hexdigest(), stat.st_size, stat.st_mtime_ns))
+
     def save_label(
         self,
         rec: ImageRecord,
@@ -370,6 +380,7 @@ class Project(StoreRows):
         add_seconds: float = 0.0,
         model_version: str | None = None,
         add_actions: int = 0,
+        undone_to: str | None = None,
     ) -> ImageRecord:
         """Write an image's label map atomically, then update its row.
 
@@ -385,6 +396,9 @@ class Project(StoreRows):
             add_actions: edits to add to the image's count.
             model_version: the model that produced this label: a pre-label, written only where
                 :meth:`may_prelabel` allows.
+            undone_to: the model whose pre-label the photo started from and ``label`` is again,
+                every edit undone (``prelabel_start``): saved as that model's, whoever wrote the
+                file last; "in_progress" goes back to "pre-labeled".
 
         Returns:
             The updated record.
@@ -407,7 +421,8 @@ class Project(StoreRows):
             label = label.astype(np.uint8)
         expected = (rec.height, rec.width) if rec.width > 0 and rec.height > 0 else None
         check_label(label, path, num_classes=NUM_CLASSES, expected_size=expected)
-        data = encode_label_png(label) if model_version is None else encode_prelabel_png(label, model_version)
+        version = model_version or undone_to
+        data = encode_label_png(label) if version is None else encode_prelabel_png(label, version)
         with self._lock:
             rec = self.get(rec.id)
             path = self.label_path(rec)
@@ -430,7 +445,9 @@ class Project(StoreRows):
                 raise write_error(exc, path, f"the label of {rec.relpath}") from None
             self._writes_since_backup += 1
             if status is None:
-                if rec.status == "new":
+                if undone_to is not None and rec.status == "in_progress":
+                    status = "pre-labeled"
+                elif rec.status == "new":
                     status = "pre-labeled" if model_version is not None else "in_progress"
                 elif rec.status == "pre-labeled" and model_version is None:
                     status = "in_progress"
@@ -440,7 +457,7 @@ class Project(StoreRows):
             args: list[object] = [
                 status,
                 hashlib.sha256(data).hexdigest(),
-                "hand" if model_version is None else "model",
+                "hand" if version is None else "model",
                 stat.st_size,
                 stat.st_mtime_ns,
             ]
@@ -452,9 +469,9 @@ class Project(StoreRows):
             if add_actions > 0:
                 sets.append("actions=actions+?")
                 args.append(int(add_actions))
-            if model_version is not None:
+            if version is not None:
                 sets.append("model_version=?")
-                args.append(str(model_version))
+                args.append(str(version))
             if expected is None:
                 sets.append("width=?, height=?")
                 args.extend([int(label.shape[1]), int(label.shape[0])])

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FINISHED = frozenset({"labeled", "reviewed"})
+# The columns of an image row that :func:`changed_file` reads, in its order.
+CHANGE_COLUMNS = "relpath, id, content_hash, size_bytes, mtime_ns, missing, status"
 UNTOUCHED = frozenset({"new", "pre-labeled"})
 
 
@@ -49,6 +51,8 @@ class ScanReport:
             them gives an ImageReadError).
         gone: the missing ones that were there at the last scan and held the annotator's work
             (not "new" or "pre-labeled"): what the user is told about, once.
+        replaced: relpaths of labeled or started images whose file is now another picture (its
+            label, made for the old one, is kept and marked for review; see :func:`changed_file`).
     """
 
     added: list[str] = field(default_factory=list)
@@ -56,6 +60,7 @@ class ScanReport:
     gone: list[str] = field(default_factory=list)
     moved: list[tuple[str, str]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -83,7 +88,7 @@ def scan_images(project: Project) -> ScanReport:
     rows = {
         r[0]: r
         for r in project.query(
-            "SELECT relpath, id, content_hash, size_bytes, mtime_ns, missing, status FROM images"
+            f"SELECT {CHANGE_COLUMNS} FROM images"
         )
     }
     now = time.time()
@@ -105,27 +110,15 @@ def scan_images(project: Project) -> ScanReport:
         if row[5]:
             updates.append(("UPDATE images SET missing=0, updated_at=? WHERE id=?", (now, row[1])))
         if (stat.st_size, stat.st_mtime_ns) != (row[3], row[4]):
-            digest = file_hash_or_none(on_disk[relpath])
-            if digest is None:
+            change = changed_file(on_disk[relpath], stat, row)
+            if change is None:
                 report.unreadable.append(relpath)
                 continue
-            size = image_size(on_disk[relpath]) or (0, 0)
-            status = row[6]
-            if digest != row[2] and status in FINISHED:
-                # The picture changed under its label: have it checked again.
-                log.warning("%s changed since it was labeled; marking it in progress", relpath)
-                status = "in_progress"
-            # The faces kept belong to the old picture: a changed one is looked at afresh.
-            faces = ", faces=NULL" if digest != row[2] else ""
-            updates.append(
-                (
-                    "UPDATE images SET content_hash=?, size_bytes=?, mtime_ns=?, width=?, "
-                    f"height=?, status=?, updated_at=?{faces} WHERE id=?",
-                    (digest, stat.st_size, stat.st_mtime_ns, size[0], size[1], status, now, row[1]),
-                )
-            )
-            if size == (0, 0):
+            updates.append(change.update)
+            if change.size == (0, 0):
                 report.unreadable.append(relpath)
+            if change.replaced:
+                report.replaced.append(relpath)
     relinked: list[tuple[os.PathLike[str], os.PathLike[str]]] = []
     for relpath in sorted(set(on_disk) - set(rows)):
         path = on_disk[relpath]
@@ -195,6 +188,55 @@ def scan_images(project: Project) -> ScanReport:
     return report
 
 
+@dataclass(frozen=True)
+class FileChange:
+    """How a known image's row follows its file changed on disk (:func:`changed_file`).
+
+    Attributes:
+        update: the (sql, args) that records the file as it is now.
+        size: its (width, height); (0, 0) when its header cannot be read.
+        replaced: another picture now, under a label made for the old one.
+    """
+
+    update: tuple[str, tuple]
+    size: tuple[int, int]
+    replaced: bool
+
+
+def changed_file(path: Path, stat: os.stat_result, row: tuple) -> FileChange | None:
+    """Re-hash an image file whose size or mtime changed (None: it cannot be read).
+
+    Another picture under the same name (re-exported cropped, swapped with another file) makes
+    the faces kept for the old one go (looked for afresh); a label made for the old picture is
+    kept but is not trusted: a finished image is in progress again and the label is marked for
+    review, so it is neither exported nor taken for the new picture's without a look; a model's
+    pre-label of the old picture is predicted again.
+
+    Args:
+        row: the image's row, :data:`CHANGE_COLUMNS`.
+    """
+    from faceparse_app.project import file_hash_or_none, image_size
+
+    digest = file_hash_or_none(path)
+    if digest is None:
+        return None
+    size = image_size(path) or (0, 0)
+    status, other = row[6], digest != row[2]
+    replaced = other and status not in UNTOUCHED  # started or finished: a label was made
+    if other and status == "pre-labeled":
+        status = "new"  # the model's label of the old picture: predicted again for this one
+    if replaced:
+        log.warning("%s is another picture since it was labeled; its label awaits a look", row[0])
+        status = "in_progress" if status in FINISHED else status
+    extra = (", faces=NULL" if other else "") + (", needs_review=1" if replaced else "")
+    sql = (
+        "UPDATE images SET content_hash=?, size_bytes=?, mtime_ns=?, width=?, height=?, status=?, "
+        f"updated_at=?{extra} WHERE id=?"
+    )
+    args = (digest, stat.st_size, stat.st_mtime_ns, size[0], size[1], status, time.time(), row[1])
+    return FileChange((sql, args), size, replaced)
+
+
 def reconcile_labels(project: Project, recovering: bool) -> LabelReport:
     """Check every label file against what the store last wrote there.
 
@@ -229,11 +271,17 @@ def reconcile_labels(project: Project, recovering: bool) -> LabelReport:
             if known is not None:
                 report.gone.append(relpath)
                 log.warning("the label file of %s was deleted", relpath)
+                # A photo whose label is gone is not finished: nothing of it would be exported.
+                # The model's can be predicted again ("new"); a person's is work to redo.
+                if status == "pre-labeled" or (status in FINISHED and source == "model"):
+                    status = "new"
+                elif status in FINISHED:
+                    status = "in_progress"
                 updates.append(
                     (
                         "label_hash=NULL, label_source=NULL, label_size=NULL, "
                         "label_mtime_ns=NULL, status=?",
-                        ("new" if status == "pre-labeled" else status, image_id),
+                        (status, image_id),
                     )
                 )
             continue
@@ -306,14 +354,33 @@ def all_done_text(root: Path, counts: Mapping[str, int], unreadable: int = 0) ->
     )
 
 
-def gone_text(report: ScanReport) -> str:
-    """What opening says about worked-on images gone from the folder since the last open
-    ("" when none): their rows and labels are kept and come back with the files."""
-    if not report.gone:
+def name_list(relpaths: Sequence[str], most: int = 5) -> str:
+    """The first few names, and how many more: 'a.jpg, b.jpg and 3 more'."""
+    shown = ", ".join(relpaths[:most])
+    return shown + (f" and {len(relpaths) - most} more" if len(relpaths) > most else "")
+
+
+def replaced_text(replaced: Sequence[str]) -> str:
+    """What opening or a rescan says of labeled or started photos whose file is another picture
+    now ("" when none)."""
+    if not replaced:
         return ""
-    n = len(report.gone)
-    names = ", ".join(report.gone[:5]) + (f" and {n - 5} more" if n > 5 else "")
     return (
+        f"{len(replaced)} labeled or started photo(s) were replaced on disk by another picture "
+        f"({name_list(replaced)}): their labels, made for the old pictures, are kept and marked "
+        "for review; check that each fits, then mark it labeled again."
+    )
+
+
+def gone_text(report: ScanReport) -> str:
+    """What opening says about worked-on images gone from the folder since the last open, or
+    replaced by another picture ("" when none): their rows and labels are kept."""
+    replaced = replaced_text(report.replaced)
+    if not report.gone:
+        return replaced
+    n = len(report.gone)
+    names = name_list(report.gone)
+    return replaced + (" " if replaced else "") + (
         f"{n} labeled or started image{'s are' if n != 1 else ' is'} gone from the folder since "
         f"it was last opened ({names}): {'their labels are' if n != 1 else 'its label is'} kept "
         "and come back when the files do, under any name; until then the export leaves "

@@ -14,16 +14,18 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from faceparse_app import store_guard
+from faceparse_app.project_scan import name_list
 from faceparse_app.store_guard import DamagedStoreError, ProjectError
 
 DB_NAME = "project.sqlite"
 LABELS_DIR = "labels"
+MODELS_DIR = "models"  # the project's model versions (model_store)
 SCHEMA_VERSION = 4
 STATUSES: tuple[str, ...] = ("new", "pre-labeled", "in_progress", "labeled", "reviewed")
 
@@ -312,18 +314,31 @@ def _lost_since(backup: Path, store: Path) -> str:
     labels = store / LABELS_DIR
     newer = [] if made is None else [p for p in labels.rglob("*.png") if p.stat().st_mtime > made]
     if not newer:
-        return "no label was saved after it, so no labelling work is lost"
+        return f"no label was saved after it{NOTHING_LOST}"
     return (
         f"{len(newer)} label file(s) saved after it are read back from disk, but anything else "
         "changed after it (statuses, review marks, time spent) may be lost"
     )
 
 
-def recovery_text(note: str | None, hand: list[str], prelabels: list[str]) -> str | None:
-    """One sentence for the annotator about what opening recovered, or None."""
-    if note is None and not hand:
+NOTHING_LOST = ", so no labelling work is lost"  # said only when no label file is gone either
+
+
+def recovery_text(
+    note: str | None, hand: list[str], prelabels: list[str], gone: Sequence[str] = ()
+) -> str | None:
+    """One sentence for the annotator about what opening recovered, or None.
+
+    Args:
+        note: what was done to the store (restored, rebuilt), or None.
+        hand, prelabels: relpaths whose label file the store did not know of, by who made it.
+        gone: relpaths whose label file the store recorded is gone (deleted outside the app).
+    """
+    if note is None and not hand and not gone:
         return None
-    parts = [note or "Label files the project store did not know of were found"]
+    if gone and note:
+        note = note.replace(NOTHING_LOST, "")
+    parts = [note or ("Label files the project store did not know of were found" if hand else "")]
     if hand:
         parts.append(
             f"{len(hand)} hand-made label(s) were kept and marked for review"
@@ -332,4 +347,11 @@ def recovery_text(note: str | None, hand: list[str], prelabels: list[str]) -> st
         )
     if prelabels:
         parts.append(f"{len(prelabels)} pre-label(s) were recognised")
-    return "; ".join(parts) + "."
+    if gone:
+        parts.append(
+            f"{len(gone)} label file(s) the store recorded are gone from {LABELS_DIR}/ (deleted "
+            f"outside the app?): {name_list(gone)}; those photos are unfinished again (restore the files "
+            "from a backup of your own and reopen the project to get them back)"
+        )
+    text = "; ".join(filter(None, parts))
+    return text[0].upper() + text[1:] + "."

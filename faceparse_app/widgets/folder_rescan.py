@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from faceparse_app.project import ProjectError
-from faceparse_app.project_scan import RESCAN_KEY, ScanReport
+from faceparse_app.project_scan import RESCAN_KEY, ScanReport, replaced_text
 from faceparse_app.widgets.busy import run_busy
 
 if TYPE_CHECKING:
@@ -46,9 +46,10 @@ def rescan_text(
         )
     if report.moved:
         parts.append(f"{_images(len(report.moved))} renamed (labels followed)")
-    if not parts:
+    if not parts and not report.replaced:
         return f"Rescanned {folder}: no new or missing images."
-    return f"Rescanned {folder}: " + "; ".join(parts) + "."
+    said = "; ".join(parts) + "." if parts else "nothing added or missing."
+    return f"Rescanned {folder}: {said} {replaced_text(report.replaced)}".rstrip()
 
 
 def rescan_folder(window: MainWindow) -> ScanReport | None:
@@ -86,6 +87,6 @@ def rescan_folder(window: MainWindow) -> ScanReport | None:
     current = session.current
     if current is not None and session.document is None and shown_before in was_missing and not current.missing:
         session.open_image(current.id)  # on screen, blank since its file went: shown again
-    level = "warning" if newly_missing else "info"
+    level = "warning" if newly_missing or report.replaced else "info"
     window.show_message(rescan_text(project.root.name, report, newly_missing, back), level)
     return report

@@ -1,0 +1,332 @@
+"""Noticing files changed under a running app: the project store, its labels folder and lock,
+and the label file of the image on screen (Qt-free).
+
+A cleanup script or a sync client may delete ``.faceparse/`` (or only ``project.sqlite``), or
+put an older copy of ``project.sqlite`` in its place, while a window has the project open. SQLite
+goes on writing to the file it opened, deleted or not, so without a look at the folder every
+save would "succeed" into a file nobody will ever read again, and a kill would lose every row
+written since (who wrote which label, statuses, time spent). :class:`StoreWatch` compares the
+files with those opened (device and inode) at every autosave tick, image switch and close:
+
+- the store gone or replaced: the open store (the newest state) is written back in its place,
+  a replacing file kept aside as ``project.sqlite.replaced-<time>``; the lock is taken again;
+- the labels folder gone or replaced: every label file the store recorded is checked; those
+  gone are named (their rows say so: see ``project_scan.reconcile_labels``);
+- the label file of the image on screen gone: it is written again from the label shown.
+
+The annotator is told each time, with what was put back and what is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from faceparse_app import store_guard, store_open
+from faceparse_app.project_scan import CHANGE_COLUMNS, changed_file, name_list, reconcile_labels
+from faceparse_app.store_guard import ProjectError, ProjectLockedError
+from faceparse_app.store_open import DB_NAME, MODELS_DIR
+
+if TYPE_CHECKING:
+    from faceparse_app.annotation import Annotation
+    from faceparse_app.project import Project
+    from faceparse_app.store_rows import ImageRecord
+
+log = logging.getLogger(__name__)
+
+Ident = tuple[int, int] | None
+
+
+def _ident(path: Path) -> Ident:
+    """(device, inode) of a file or folder, None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class StoreWatch:
+    """What a project's store files were when opened, to notice them changed by another program.
+
+    Args:
+        project: the open project (a read-only one is never watched).
+    """
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self._checking = False
+        self._remember()
+        # Photos found to be another picture as they opened: id -> the old picture's (W, H).
+        self.replaced: dict[int, tuple[int, int]] = {}
+        self._told: set[int] = set()  # photos said changed while on screen
+
+    def _remember(self) -> None:
+        store = self.project.store_dir
+        self.store = _ident(store)
+        self.db = _ident(store / DB_NAME)
+        self.labels = _ident(self.project.labels_dir)
+        self.lock = _ident(store / store_guard.LOCK_NAME)
+        self.models = (store / MODELS_DIR).is_dir()
+
+    def check(self, annotation: Annotation) -> None:
+        """Compare the store's files with those opened; put back what can be put back and say
+        what happened (``annotation.message``). Cheap: a few ``stat`` calls when nothing changed."""
+        project = self.project
+        if project.read_only or self._checking:
+            return
+        self._photo_on_screen(annotation)
+        store = project.store_dir
+        now = (_ident(store), _ident(store / DB_NAME), _ident(project.labels_dir))
+        lock_now = _ident(store / store_guard.LOCK_NAME)
+        if now + (lock_now,) == (self.store, self.db, self.labels, self.lock):
+            if not current_label_gone(annotation):
+                return
+        self._checking = True
+        try:
+            self._repair(annotation, now[0] != self.store, now[1], now[2], lock_now)
+        except (OSError, sqlite3.Error, ProjectError) as exc:  # a disk full or read-only meanwhile
+            log.exception("cannot put the project store back")
+            self._remember()  # said once; saves say what fails from now on
+            annotation.message.emit(
+                f"The project store in {project.store_dir} was changed by another program and "
+                f"could not be put back ({exc}). Your label files are saved as they are; close "
+                "the project and open it again.",
+                "error",
+            )
+        finally:
+            self._checking = False
+
+    def _repair(
+        self, annotation: Annotation, whole: bool, db_now: Ident, labels_now: Ident, lock_now: Ident
+    ) -> None:
+        project, parts = self.project, []
+        store_name, labels_name = project.store_dir.name, project.labels_dir.name
+        if whole:
+            what, how = f"The project store folder ({store_name})", "deleted"
+        elif db_now != self.db:
+            what = f"The project store ({DB_NAME})"
+            how = "deleted" if db_now is None else "replaced by another file"
+        elif labels_now != self.labels:
+            what = f"The labels folder ({store_name}/{labels_name})"
+            how = "deleted" if labels_now is None else "replaced"
+        elif lock_now != self.lock:
+            what, how = f"The project's lock file ({store_name}/{store_guard.LOCK_NAME})", "deleted"
+        else:
+            what, how = "The label file of the photo on screen", "deleted"
+        if db_now != self.db:
+            aside = self._put_store_back()
+            kept = (
+                f"; the file put in its place was kept as {aside.name} (to use it instead, close "
+                f"FaceParse Studio and rename it to {DB_NAME})"
+                if aside
+                else ""
+            )
+            parts.append(f"the store was written back from the open project, nothing in it is lost{kept}")
+        if lock_now != self.lock:
+            parts.append(self._take_lock_again())
+        if self.models and not (project.store_dir / MODELS_DIR).is_dir():
+            parts.append(
+                f"its model versions ({MODELS_DIR}/) are gone: the model in use pre-labels until "
+                "you close; then restore that folder from a backup of yours, or train again"
+            )
+        if current_label_gone(annotation):
+            parts.append(f"the label of {write_again(annotation)} was saved again from the screen")
+        if labels_now != self.labels:
+            project.labels_dir.mkdir(parents=True, exist_ok=True)
+            gone = reconcile_labels(project, recovering=False).gone
+            if gone:
+                parts.append(
+                    f"{len(gone)} other label file(s) are gone ({name_list(gone)}): restore them "
+                    f"from a backup of your own into {project.labels_dir} and reopen the project; "
+                    "until then those photos are unfinished"
+                )
+            annotation.records_changed.emit()
+        self._remember()
+        said = "; ".join(filter(None, parts))
+        text = (
+            f"{what} was {how} by another program while FaceParse Studio had it open (a "
+            f"cleanup script, a sync client?){': ' + said if said else ''}."
+        )
+        log.warning("%s", text)
+        annotation.message.emit(text, "warning")
+
+    def _photo_on_screen(self, annotation: Annotation) -> None:
+        """Say once that the photo on screen was changed on disk while open (what the canvas
+        shows, and the label saved, stay those of the picture as it opened)."""
+        rec = annotation.current
+        if rec is None or annotation.document is None or rec.id in self._told:
+            return
+        rows = self.project.query("SELECT size_bytes, mtime_ns FROM images WHERE id=?", (rec.id,))
+        try:
+            st = os.stat(self.project.image_path(rec))
+        except FileNotFoundError:
+            how = "deleted from the folder"
+        except OSError:
+            return
+        else:
+            if not rows or (st.st_size, st.st_mtime_ns) == tuple(rows[0]):
+                return
+            how = "changed on disk (another picture under its name?)"
+        self._told.add(rec.id)
+        annotation.message.emit(
+            f"{rec.relpath} was {how} while open: the canvas still shows it as it opened, and "
+            "your label is saved for that picture; nothing is lost. Open the photo again (or "
+            "Rescan folder, F5) to see what is on disk now.",
+            "warning",
+        )
+
+    def photo_opened(self, annotation: Annotation, image_id: int) -> ImageRecord:
+        """The record of a photo about to open, brought in line with its file first: a file
+        changed since the store last saw it (replaced by another program) is hashed again, and
+        another picture under a label made for the old one is noted (:meth:`tell_replaced`)."""
+        project = self.project
+        rec = project.get(image_id)
+        self._told.discard(image_id)
+        if project.read_only or rec.missing:
+            return rec
+        path = project.image_path(rec)
+        row = project.query(f"SELECT {CHANGE_COLUMNS} FROM images WHERE id=?", (image_id,))[0]
+        try:
+            stat = path.stat()
+        except OSError:
+            return rec  # opening it says why
+        if (stat.st_size, stat.st_mtime_ns) == (row[3], row[4]):
+            return rec
+        change = changed_file(path, stat, row)
+        if change is None:
+            return rec
+        with project.transaction() as c:
+            c.execute(*change.update)
+        if change.replaced:
+            self.replaced[image_id] = (rec.width, rec.height)
+        annotation.records_changed.emit()
+        return project.get(image_id)
+
+    def tell_replaced(self, annotation: Annotation, rec: ImageRecord) -> None:
+        """Say that the photo just opened is another picture than the one its label was made
+        for, and what became of the label (shown for review, or kept aside when it no longer fits)."""
+        old = self.replaced.pop(rec.id, None)
+        if old is None:
+            return
+        name = rec.relpath
+        if rec.id in annotation._invalid_label:  # its label is of the old picture's size
+            label = (
+                f"its label, made for the old {old[0]}×{old[1]} picture, does not fit this "
+                f"{rec.width}×{rec.height} one: {name} starts from an empty label, and the old "
+                "label file is kept as it is (as .invalid once you edit)"
+            )
+        else:
+            label = (
+                "the label shown was made for the old picture: check that it fits this one, then "
+                "mark it labeled again (it is in progress and marked for review until then)"
+            )
+        annotation.message.emit(
+            f"{name} was replaced on disk by another picture since its label was saved; {label}.",
+            "warning",
+        )
+
+    def _put_store_back(self) -> Path | None:
+        """Write the open store over whatever is (or is not) at ``project.sqlite`` now and open
+        it there; returns where a replacing file was kept, or None."""
+        project = self.project
+        db = project.store_dir / DB_NAME
+        with project._lock:
+            project.labels_dir.mkdir(parents=True, exist_ok=True)
+            tmp = db.with_name(db.name + ".rewrite.tmp")
+            tmp.unlink(missing_ok=True)
+            store_guard.create_with_umask(tmp)
+            target = sqlite3.connect(tmp)
+            try:
+                project._conn.backup(target)
+            finally:
+                target.close()
+            # Closed first: its -wal and -shm (by name) are its own, and go with it.
+            project._conn.close()
+            aside = store_guard.move_store_aside(db, "replaced") if db.exists() else None
+            os.replace(tmp, db)
+            project._conn = store_open.connect(db).conn
+            project._writes_since_backup += 1  # the next backup copies the store put back
+        return aside
+
+    def _take_lock_again(self) -> str:
+        lock = self.project._file_lock
+        if not isinstance(lock, store_guard.ProjectLock):
+            return ""
+        lock.release()
+        try:
+            lock.acquire()
+        except ProjectLockedError as exc:
+            log.warning("%s", exc)
+            return f"another window took the project meanwhile ({exc}); close one of them"
+        except (OSError, ProjectError) as exc:
+            return f"the folder's lock could not be taken again ({exc})"
+        return "the lock was taken again, so no second window opens the project meanwhile"
+
+
+def current_label_gone(annotation: Annotation) -> bool:
+    """Whether the label file of the image on screen, which the store recorded, is gone."""
+    rec, doc = annotation.current, annotation.document
+    if rec is None or doc is None or rec.label_source is None or doc.in_stroke:
+        return False
+    if rec.id in annotation._invalid_label:  # the canvas shows an empty start, not that label
+        return False
+    try:
+        annotation.project.label_path(rec).stat()
+    except FileNotFoundError:
+        return True
+    except OSError:  # there, but not to be looked at now (permissions, a share gone): a save says so
+        return False
+    return False
+
+
+def write_again(annotation: Annotation) -> str:
+    """Write the label on screen to its deleted file; returns the photo's name.
+
+    An unedited label is written as it was: a model's pre-label stays the model's (marked, its
+    status kept), so a deletion never turns it into a hand label; edits are saved as any save."""
+    from faceparse_app.label_writer import note_not_saved
+    from faceparse_app.project import write_error
+    from trainer.data.imageio import atomic_write_bytes, encode_label_png
+
+    rec, doc, project = annotation.current, annotation.document, annotation.project
+    assert rec is not None and doc is not None
+    if doc.dirty:
+        annotation.save()
+        return rec.relpath
+    rec = project.get(rec.id)
+    if rec.label_source == "model":
+        data = store_guard.encode_prelabel_png(doc.label, rec.model_version or "unknown")
+    else:
+        data = encode_label_png(doc.label)
+    path = project.label_path(rec)
+    try:
+        atomic_write_bytes(path, data)
+        stat = path.stat()
+        annotation.current = project.set_label_stamp(rec, data, stat)
+    except OSError as exc:
+        note_not_saved(annotation, rec.id, doc, write_error(exc, path, f"the label of {rec.relpath}"))
+    except ProjectError as exc:
+        note_not_saved(annotation, rec.id, doc, exc)
+    return rec.relpath
+
+
+def label_file_gone(annotation: Annotation, rec: ImageRecord) -> None:
+    """The photo ``rec`` opens and its label file, which the store recorded, is gone: its row
+    says so (unfinished again: see ``reconcile_labels``) and, for a person's label, the
+    annotator is told (a model's pre-label is simply predicted again)."""
+    reconcile_labels(annotation.project, recovering=False)
+    if annotation.current is not None and annotation.current.id == rec.id:
+        annotation.current = annotation.project.get(rec.id)
+    annotation.records_changed.emit()
+    if rec.label_source == "hand":
+        annotation.message.emit(
+            f"The label file of {rec.relpath} was deleted by another program: {rec.relpath} starts "
+            f"from an empty label and is unfinished again. To get the label back, close the "
+            f"project, restore {annotation.project.label_path(rec)} from a backup of yours and "
+            "open it again.",
+            "warning",
+        )
