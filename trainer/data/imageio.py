@@ -7,6 +7,7 @@ Labels: read as class indices whatever the PNG mode ('L' or 'P'); written as 8-b
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -19,6 +20,34 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from trainer.errors import ImageReadError, LabelMapError
+
+log = logging.getLogger(__name__)
+
+PIXELS_VARIABLE = "FACEPARSE_MAX_PIXELS"
+# The most pixels a photo (or label map) may have: Samsung's 200-megapixel phone photos
+# (16320×12240) and stitched group photos of that order, with room to spare. A file over it (a
+# decompression bomb: a 30000×30000 PNG is 900 megapixels in a few hundred kB) is refused from
+# its header, before anything is decoded. Memory per photo: BENCHMARKS.md, "Enormous photos".
+DEFAULT_MAX_PIXELS = 250_000_000
+
+
+def _max_pixels() -> int:
+    """The pixel limit: ``FACEPARSE_MAX_PIXELS`` when set to a positive whole number, else
+    :data:`DEFAULT_MAX_PIXELS`."""
+    text = os.environ.get(PIXELS_VARIABLE, "").replace("_", "").replace(",", "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    log.warning("%s=%r is not a number of pixels; using %s", PIXELS_VARIABLE,
+                os.environ[PIXELS_VARIABLE], f"{DEFAULT_MAX_PIXELS:,}")  # fmt: skip
+    return DEFAULT_MAX_PIXELS
+
+
+MAX_PHOTO_PIXELS = _max_pixels()
+# Pillow's own guard (a warning above its limit, an error above twice it) follows this one in
+# every reader of the process, the app's header scan included.
+Image.MAX_IMAGE_PIXELS = MAX_PHOTO_PIXELS
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -46,18 +75,47 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im
 
 
-def _too_many_pixels(path: Path, exc: Exception) -> str:
-    """One line for an image over Pillow's pixel limit (``DecompressionBombError``/``Warning``).
+def _too_many_pixels(path: Path, size: tuple[int, int] | None, pixels: int | None = None) -> str:
+    """One line for a file over the pixel limit: the file, its size, the limit, what to do.
 
-    The limit is ``Image.MAX_IMAGE_PIXELS``: the warning Pillow gives above it is made an error
-    here, so nothing ever decodes a file that would take gigabytes once unpacked.
+    Args:
+        size: (W, H) as stored in the file, when known.
+        pixels: its pixel count when the size is not known.
     """
-    found = re.search(r"\((\d+) pixels\)", str(exc))
-    pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    if size is not None:
+        w, h = size
+        what = f"{w}×{h} ({w * h:,} pixels)"
+        decoded = f"; decoding it would take {w * h * 3 / 1e9:.1f} GB"
+    else:
+        what, decoded = (f"{pixels:,} pixels" if pixels else "too many pixels"), ""
     return (
-        f"{path}: {pixels}, over the limit of {Image.MAX_IMAGE_PIXELS:,} pixels per image "
-        "(a guard against decompression bombs); downscale it or leave it out"
+        f"{path}: {what}, over the limit of {MAX_PHOTO_PIXELS:,} pixels per image (a guard "
+        f"against decompression bombs{decoded}); downscale it or leave it out, or if it is a "
+        f"real photo and this machine has the memory, raise the limit with {PIXELS_VARIABLE}"
     )
+
+
+def _refused_by_pillow(path: Path, exc: Exception) -> str:
+    """:func:`_too_many_pixels` for Pillow's ``DecompressionBombError`` (over twice its limit).
+
+    Its message has the pixel count only; the size it checked is in its check's frame.
+    """
+    size, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_decompression_bomb_check":
+            size = tb.tb_frame.f_locals.get("size")
+        tb = tb.tb_next
+    if isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return _too_many_pixels(path, size)
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return _too_many_pixels(path, None, int(found.group(1)) if found else None)
+
+
+def _check_pixels(path: Path, size: tuple[int, int], error: type[Exception]) -> None:
+    """Raise ``error`` when an opened file's (W, H) is over :data:`MAX_PHOTO_PIXELS` (from
+    its header: nothing is decoded yet)."""
+    if size[0] * size[1] > MAX_PHOTO_PIXELS:
+        raise error(_too_many_pixels(path, size))
 
 
 def refuse_special_file(path: Path, error: type[Exception] = ImageReadError) -> None:
@@ -94,15 +152,16 @@ def read_image(path: str | os.PathLike[str], reduce: int = 1) -> np.ndarray:
         (H, W, 3) uint8 array, EXIF orientation applied.
 
     Raises:
-        ImageReadError: the file is missing, truncated, corrupt, not an image, or over Pillow's
-            pixel limit (``Image.MAX_IMAGE_PIXELS``).
+        ImageReadError: the file is missing, truncated, corrupt, not an image, or over the
+            pixel limit (:data:`MAX_PHOTO_PIXELS`).
     """
     path = Path(path)
     refuse_special_file(path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
             with Image.open(path) as im:
+                _check_pixels(path, im.size, ImageReadError)
                 if reduce > 1 and im.format == "JPEG":
                     im.draft("RGB", (max(1, im.width // reduce), max(1, im.height // reduce)))
                 im.load()
@@ -113,8 +172,8 @@ def read_image(path: str | os.PathLike[str], reduce: int = 1) -> np.ndarray:
         raise ImageReadError(f"{path}: file not found") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image or an unsupported format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(_too_many_pixels(path, exc)) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(_refused_by_pillow(path, exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: unreadable or truncated image ({exc})") from None
 
@@ -130,16 +189,17 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     refuse_special_file(path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
             with Image.open(path) as im:
+                _check_pixels(path, im.size, ImageReadError)
                 w, h = im.size
                 orientation = im.getexif().get(0x0112, 1)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image or an unsupported format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(_too_many_pixels(path, exc)) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(_refused_by_pillow(path, exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: unreadable or truncated image ({exc})") from None
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
@@ -165,9 +225,10 @@ def read_label(
         refuse_special_file(path, LabelMapError)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
             im = Image.open(path)
         with im:
+            _check_pixels(path, im.size, LabelMapError)
             im.load()
             if im.mode in ("L", "P"):
                 # np.asarray of a 'P' image gives the palette indices, which are the classes.
@@ -194,8 +255,8 @@ def read_label(
         raise LabelMapError(f"{path}: label file not found") from None
     except UnidentifiedImageError:
         raise LabelMapError(f"{path}: not an image; cannot read it as a label map") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise LabelMapError(_too_many_pixels(path, exc)) from None
+    except Image.DecompressionBombError as exc:
+        raise LabelMapError(_refused_by_pillow(path, exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise LabelMapError(f"{path}: unreadable or truncated label map ({exc})") from None
     check_label(arr, path, num_classes=num_classes, expected_size=expected_size)

@@ -1,0 +1,125 @@
+"""Enormous photos: a 108- or 200-megapixel phone photo is labeled at its full size, a
+decompression bomb is refused by name, size and limit before it is decoded, and ordinary photos
+get the labels they always got."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.trainer.test_imageio import write_huge_png
+from trainer.data import imageio
+from trainer.data.imageio import image_size, read_image
+from trainer.errors import ImageReadError
+from trainer.faces import Face
+from trainer.predict import Predictor
+from trainer.predict_folder import predict_folder
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces-unlabeled"
+
+
+def big_jpeg(path: Path, size: tuple[int, int] = (12000, 9000)) -> Path:
+    """A width×height JPEG of one grey with a darker square: 108 megapixels, a few hundred kB."""
+    im = Image.new("L", size, 128)
+    im.paste(60, (5000, 3000, 6600, 4600))
+    im.save(path, quality=75)
+    return path
+
+
+class _OneFace:
+    """A finder that sees one face in the middle of a 12000×9000 photo, at any scale."""
+
+    name = "one-face"
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, int]] = []
+
+    def detection_scales(self, shape: tuple[int, int]) -> list[float]:
+        return [640 / max(shape)]
+
+    def __call__(self, image: np.ndarray) -> list[Face]:
+        self.shapes.append(image.shape[:2])
+        k = image.shape[1] / 12000
+        return [Face(box=(5000 * k, 3000 * k, 6600 * k, 4600 * k))]
+
+
+def test_a_108_megapixel_phone_photo_is_read_not_refused(tmp_path: Path) -> None:
+    photo = big_jpeg(tmp_path / "phone.jpg")
+    assert image_size(photo) == (9000, 12000)
+    assert read_image(photo, reduce=8).shape == (1125, 1500, 3)
+
+
+def test_the_limit_takes_a_200_megapixel_photo() -> None:
+    # Samsung's 200-megapixel sensor: 16320×12240.
+    assert imageio.MAX_PHOTO_PIXELS >= 16320 * 12240
+
+
+def test_a_decompression_bomb_is_refused_by_name_size_and_limit(tmp_path: Path) -> None:
+    bomb = write_huge_png(tmp_path / "bomb.png", side=30000)  # 900 megapixels, 100 kB on disk
+    assert bomb.stat().st_size < 500_000
+    for read in (read_image, image_size):
+        with pytest.raises(ImageReadError) as caught:
+            read(bomb)
+        message = str(caught.value)
+        assert "bomb.png" in message and "30000×30000" in message, message
+        assert f"{imageio.MAX_PHOTO_PIXELS:,}" in message and "\n" not in message
+        assert "FACEPARSE_MAX_PIXELS" in message  # what to do if the photo is genuine
+
+
+def test_a_photo_just_over_the_limit_is_refused_by_its_size(tmp_path: Path, monkeypatch) -> None:
+    # Between the limit and twice it Pillow only warns; the reader refuses it all the same.
+    monkeypatch.setattr(imageio, "MAX_PHOTO_PIXELS", 100 * 100)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (150, 100)).save(path)
+    with pytest.raises(ImageReadError, match=r"photo\.png: 150×100 \(15,000 pixels\).*10,000"):
+        read_image(path)
+
+
+def test_faceparse_predict_labels_a_108_megapixel_photo_at_its_full_size(
+    parser_ckpt: Path, tmp_path: Path
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    big_jpeg(photos / "phone.jpg")
+    finder = _OneFace()
+    model = Predictor.from_checkpoint(parser_ckpt, device="cpu").model
+    predictor = Predictor(model, device="cpu", framing="detect", finder=finder)
+    assert predict_folder(predictor, photos, tmp_path / "labels") == 1
+    with Image.open(tmp_path / "labels" / "phone.png") as label:
+        assert label.size == (12000, 9000) and label.mode == "L"
+        pixels = np.asarray(label)
+    assert pixels[:2000].max() == 0  # background far from the face
+    assert finder.shapes == [(1125, 1500)]  # found on the photo read at 1/8
+    record = json.loads((tmp_path / "labels" / "faces.json").read_text())
+    box = record["images"]["phone.jpg"]["faces"][0]["box"]
+    assert np.allclose(box, [5000, 3000, 6600, 4600], atol=1)  # in the photo's own pixels
+
+
+def _shared_photos(names: list[str]) -> list[Path]:
+    paths = [SHARED / n for n in names]
+    if not all(p.is_file() for p in paths):
+        pytest.skip(f"the in-the-wild photos are not in {SHARED}")
+    return paths
+
+
+@pytest.mark.parametrize(
+    "name", ["deepface_couple.jpg", "deepface_img49.jpg", "deepface_selfie-many-people.jpg"]
+)
+def test_a_photo_file_gets_the_labels_of_the_whole_photo_parsed(name: str) -> None:
+    # predict reads a photo at the size its faces need; its labels are those of the whole
+    # photo decoded and parsed with the same faces (what the app does), pixel for pixel but
+    # for rare pixels on a class edge.
+    from trainer.starter import STARTER_PARSER
+
+    (path,) = _shared_photos([name])
+    predictor = Predictor.from_checkpoint(STARTER_PARSER, device="cpu", framing="detect")
+    pred, _ = predictor.predict_file(path)
+    assert pred.faces
+    whole = predictor.predict_batch([read_image(path)], faces=[pred.faces])[0]
+    assert pred.label.shape == whole.label.shape
+    assert (pred.label == whole.label).mean() > 0.999
