@@ -349,12 +349,14 @@ def _predict_pending(
     if predictor.framing == "whole":  # one forward pass for the lot
         images, sizes = [p[2] for p in pending], [p[3] for p in pending]
         for (path, rel, image, _), pred in zip(
-            pending, predictor.predict_batch(images, output_sizes=sizes), strict=True
+            pending, predictor.predict_batch(images, output_sizes=sizes, confidence=False),
+            strict=True,
         ):
             writer.put(path, rel, pred, image)
     else:
         for path, rel, image, full in pending:
-            pred, parsed_from = predictor.predict_decoded(path, image, full)
+            # Label maps only: no full-size confidence map (800 MB for a 200-megapixel photo).
+            pred, parsed_from = predictor.predict_decoded(path, image, full, confidence=False)
             writer.put(path, rel, pred, parsed_from)
     pending.clear()
 

@@ -35,8 +35,9 @@ class _OneFace:
 
     name = "one-face"
 
-    def __init__(self) -> None:
+    def __init__(self, box: tuple[int, int, int, int] = (5000, 3000, 6600, 4600)) -> None:
         self.shapes: list[tuple[int, int]] = []
+        self.box = box
 
     def detection_scales(self, shape: tuple[int, int]) -> list[float]:
         return [640 / max(shape)]
@@ -44,7 +45,7 @@ class _OneFace:
     def __call__(self, image: np.ndarray) -> list[Face]:
         self.shapes.append(image.shape[:2])
         k = image.shape[1] / 12000
-        return [Face(box=(5000 * k, 3000 * k, 6600 * k, 4600 * k))]
+        return [Face(box=tuple(v * k for v in self.box))]  # type: ignore[arg-type]
 
 
 def test_a_108_megapixel_phone_photo_is_read_not_refused(tmp_path: Path) -> None:
@@ -98,6 +99,22 @@ def test_faceparse_predict_labels_a_108_megapixel_photo_at_its_full_size(
     record = json.loads((tmp_path / "labels" / "faces.json").read_text())
     box = record["images"]["phone.jpg"]["faces"][0]["box"]
     assert np.allclose(box, [5000, 3000, 6600, 4600], atol=1)  # in the photo's own pixels
+
+
+@pytest.mark.parametrize(("side", "read_at"), [(1600, (1125, 1500)), (250, (2250, 3000))])
+def test_a_face_in_a_big_photo_is_parsed_from_as_few_pixels_as_it_needs(
+    parser_ckpt: Path, tmp_path: Path, side: int, read_at: tuple[int, int]
+) -> None:
+    # The tiny parser's 64-px crop of a 250-px face needs the photo at 1/4 (not 1/8, where the
+    # face is 31 px): it is read at 1/4, not whole (324 MB for 108 megapixels).
+    photo = big_jpeg(tmp_path / "phone.jpg")
+    finder = _OneFace((5000, 3000, 5000 + side, 3000 + side))
+    model = Predictor.from_checkpoint(parser_ckpt, device="cpu").model
+    predictor = Predictor(model, device="cpu", framing="detect", finder=finder)
+    pred, used = predictor.predict_file(photo, confidence=False)
+    assert used.shape[:2] == read_at and pred.label.shape == (9000, 12000)
+    assert pred.confidence is None
+    assert np.allclose(pred.faces[0].box, finder.box, atol=1)
 
 
 def _shared_photos(names: list[str]) -> list[Path]:
