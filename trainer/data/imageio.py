@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from trainer.errors import ImageReadError, LabelMapError
 
@@ -73,6 +73,38 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode != "RGB":
         return im.convert("RGB")
     return im
+
+
+# Pixels copied out of Pillow's decoded image at a time: the photo is never held twice more in
+# full (Pillow keeps 4 bytes a pixel; a whole-image np.array went through a 3-byte bytes copy and
+# ImageOps.exif_transpose through another 4-byte image: 14 bytes a pixel at the peak, 7 now).
+_STRIP_PIXELS = 1 << 22
+
+# EXIF orientation -> the view of the stored (H, W, 3) pixels that stands them upright, as
+# ImageOps.exif_transpose turns them (2: mirror, 3: 180°, 4: flip, 5: transpose, 6: 90° clockwise,
+# 7: transverse, 8: 90° counter-clockwise).
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _rgb_array(im: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a loaded image (as stored: orientation not applied), copied out a
+    strip of rows at a time."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # scaled by the whole image's range
+        return np.array(_to_rgb(im), dtype=np.uint8)
+    w, h = im.size
+    out = np.empty((h, w, 3), np.uint8)
+    rows = max(1, _STRIP_PIXELS // max(1, w))
+    for y in range(0, h, rows):
+        out[y : y + rows] = np.asarray(_to_rgb(im.crop((0, y, w, min(h, y + rows)))))
+    return out
 
 
 def _too_many_pixels(path: Path, size: tuple[int, int] | None, pixels: int | None = None) -> str:
@@ -164,10 +196,12 @@ def read_image(path: str | os.PathLike[str], reduce: int = 1) -> np.ndarray:
                 _check_pixels(path, im.size, ImageReadError)
                 if reduce > 1 and im.format == "JPEG":
                     im.draft("RGB", (max(1, im.width // reduce), max(1, im.height // reduce)))
+                orientation = im.getexif().get(0x0112, 1)
                 im.load()
-                im = ImageOps.exif_transpose(im)
-                rgb = _to_rgb(im)
-                return np.array(rgb, dtype=np.uint8)
+                rgb = _rgb_array(im)
+        if orientation in _UPRIGHT:
+            rgb = np.ascontiguousarray(_UPRIGHT[orientation](rgb))
+        return rgb
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except UnidentifiedImageError:
