@@ -244,3 +244,22 @@ def test_a_large_photo_is_read_in_strips_to_the_same_pixels(tmp_path: Path, monk
     Image.fromarray(photo).save(path)
     monkeypatch.setattr(imageio, "_STRIP_PIXELS", 1000)  # ten rows a strip
     np.testing.assert_array_equal(read_image(path), photo)
+
+
+def test_the_size_of_a_png_comes_from_its_header_without_decoding_it(tmp_path: Path, monkeypatch) -> None:
+    # Pillow's PNG getexif() decodes the whole image to look for a trailing eXIf chunk: the size
+    # of a 50-megapixel PNG took 1.2 s and its pixels' memory, and predict then decoded it again.
+    from PIL import PngImagePlugin
+
+    plain, turned = tmp_path / "plain.png", tmp_path / "turned.png"
+    Image.new("RGB", (30, 20)).save(plain)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (30, 20)).save(turned, exif=exif.tobytes())  # eXIf before the pixels
+
+    def no_decoding(self):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decoding)
+    assert imageio.image_size(plain) == (20, 30)
+    assert imageio.image_size(turned) == (30, 20)
