@@ -27,7 +27,7 @@ PIXELS_VARIABLE = "FACEPARSE_MAX_PIXELS"
 # The most pixels a photo (or label map) may have: Samsung's 200-megapixel phone photos
 # (16320×12240) and stitched group photos of that order, with room to spare. A file over it (a
 # decompression bomb: a 30000×30000 PNG is 900 megapixels in a few hundred kB) is refused from
-# its header, before anything is decoded. Memory per photo: BENCHMARKS.md, "Enormous photos".
+# its header, before anything is decoded. Time and memory per size: bench/results/large_photos/.
 DEFAULT_MAX_PIXELS = 250_000_000
 
 
