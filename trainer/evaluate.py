@@ -97,7 +97,6 @@ def evaluate(
             [image for image, _, _ in items],
             output_sizes=[label.shape[:2] for _, label, _ in items],
             faces=faces,
-            confidence=False,  # scored by label only
         )
         for (_, label, _), pred in zip(items, preds, strict=True):
             cm.update(pred.label, label)
