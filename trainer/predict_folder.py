@@ -45,18 +45,36 @@ WHOLE_BATCH = 4  # photos per forward pass with whole framing
 Decoded = tuple[np.ndarray, tuple[int, int]]
 
 
+# Rows of an overlay blended at a time: a whole-image blend held four more copies of the photo
+# (colours, blend, mask, background pixels): 6.5 GB for a 200-megapixel photo.
+_OVERLAY_BAND_PIXELS = 1 << 22
+
+
 def overlay(
-    image: np.ndarray, label: np.ndarray, label_set_name: str = "lapa", alpha: float = 0.5
+    image: np.ndarray,
+    label: np.ndarray,
+    label_set_name: str = "lapa",
+    alpha: float = 0.5,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(H, W, 3) uint8 image with its (H, W) label map blended on top in the class palette."""
+    """(H, W, 3) uint8 image with its (H, W) label map blended on top in the class palette.
+
+    Args:
+        out: where to write it ((H, W, 3) uint8; ``image`` itself blends in place); default a
+            new array.
+    """
     import cv2
 
-    colours = get_label_set(label_set_name).colorize(label)
-    mixed = cv2.addWeighted(image, 1.0 - alpha, colours, alpha, 0.0)
-    # Background stays the photo itself so the face remains easy to see.
-    background = label == 0
-    mixed[background] = image[background]
-    return mixed
+    label_set = get_label_set(label_set_name)
+    out = np.empty_like(image) if out is None else out
+    rows = max(1, _OVERLAY_BAND_PIXELS // max(1, image.shape[1]))
+    for y0 in range(0, image.shape[0], rows):
+        photo, classes = image[y0 : y0 + rows], label[y0 : y0 + rows]
+        mixed = cv2.addWeighted(photo, 1.0 - alpha, label_set.colorize(classes), alpha, 0.0)
+        # Background stays the photo itself so the face remains easy to see.
+        np.copyto(mixed, photo, where=(classes == 0)[..., None])
+        out[y0 : y0 + rows] = mixed
+    return out
 
 
 def predict_folder(
@@ -419,9 +437,9 @@ class _Writer:
             if image.shape[:2] != pred.label.shape:
                 image = read_image(path)  # parsed from a reduced copy
             target = self.overlay_dir / rel.with_suffix(".jpg")
-            write_image(
-                target, overlay(image, pred.label, self.predictor.label_set.name), quality=90
-            )
+            # Blended in place: the photo handed to the writer is not used after it.
+            mixed = overlay(image, pred.label, self.predictor.label_set.name, out=image)
+            write_image(target, mixed, quality=90)
             # Where it went, relative to out_dir: a later run may replace it (not a user's file).
             record["overlay"] = _relative(target, self.out_dir)
         self.records[path.relative_to(self.in_dir).as_posix()] = record

@@ -140,3 +140,21 @@ def test_a_photo_file_gets_the_labels_of_the_whole_photo_parsed(name: str) -> No
     whole = predictor.predict_batch([read_image(path)], faces=[pred.faces])[0]
     assert pred.label.shape == whole.label.shape
     assert (pred.label == whole.label).mean() > 0.999
+
+
+def test_an_overlay_made_a_band_at_a_time_is_the_whole_overlay(monkeypatch) -> None:
+    # Overlays of a 200-megapixel photo are made a band of rows at a time (a whole-image
+    # overlay held four more copies of the photo: 6.5 GB for predict --overlays).
+    import cv2
+
+    from trainer import predict_folder
+    from trainer.labels import get_label_set
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (97, 61, 3), dtype=np.uint8)
+    label = rng.integers(0, 11, (97, 61), dtype=np.uint8)
+    label[:30] = 0
+    whole = cv2.addWeighted(image, 0.5, get_label_set("lapa").colorize(label), 0.5, 0.0)
+    whole[label == 0] = image[label == 0]
+    monkeypatch.setattr(predict_folder, "_OVERLAY_BAND_PIXELS", 61 * 7, raising=False)
+    np.testing.assert_array_equal(predict_folder.overlay(image, label), whole)
