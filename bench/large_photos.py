@@ -7,6 +7,7 @@ seven faces of a group selfie) and one PNG (a couple). Each photo is run in a fr
 
 - ``cli``: ``faceparse predict MODEL FOLDER OUT --runtime torch`` in-process (the folder holds the
   one photo), from start to the label map on disk;
+- ``overlays``: the same with ``--overlays`` (a colour overlay JPEG at full size too);
 - ``app``: what the app's pre-label queue does with a photo it opens
   (faceparse_app/prelabel_queue.py): ``read_image`` (the whole photo), ``Predictor.find_faces``,
   then ``faceparse_app.training.prelabel``, each step with its own peak memory.
@@ -155,12 +156,13 @@ def _child(kind: str, checkpoint: str, photo: str, lift: bool) -> dict[str, Any]
 
     row: dict[str, Any] = {"path": kind, "limit_lifted": lift, "torch_threads": torch.get_num_threads()}
     t0, c0 = time.perf_counter(), time.process_time()
-    if kind == "cli":
+    if kind in ("cli", "overlays"):
         from trainer.cli import main
 
         out = Path(tempfile.mkdtemp(prefix="large_photos_"))
+        extra = ["--overlays", str(out / "overlays")] if kind == "overlays" else []
         code = main(["predict", checkpoint, str(Path(photo).parent), str(out / "labels"),
-                     "--runtime", "torch", "--device", "cpu"])  # fmt: skip
+                     "--runtime", "torch", "--device", "cpu", *extra])  # fmt: skip
         row["exit_code"] = code
         written = sorted((out / "labels").glob("*.png"))
         row["label_written"] = bool(written)
@@ -265,7 +267,7 @@ def markdown(results: Path, before: str = "before", after: str = "after") -> str
         if key not in rows:
             rows[key] = {}
             order.append(key)
-        refused = r.get("refused") or (r["path"] == "cli" and not r.get("label_written"))
+        refused = r.get("refused") or (r["path"] != "app" and not r.get("label_written"))
         slot = rows[key].setdefault(r["label"], {})
         if refused:
             slot["refused"] = True
@@ -295,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sizes", default=",".join(map(str, SIZES_MP)), help="megapixels")
     parser.add_argument("--sources", default=",".join(SOURCES), help="of " + ",".join(SOURCES))
-    parser.add_argument("--paths", default="cli,app", help="cli, app or both")
+    parser.add_argument("--paths", default="cli,app", help="of cli, overlays, app")
     parser.add_argument("--photos", default="/tmp/large_photos", help="where the photos are made")
     parser.add_argument("--label", default="", help="names the run (before, after)")
     parser.add_argument("--parser", default=None, help="checkpoint (default: the starter parser)")
@@ -346,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                            "stderr": done.stderr[-600:]}  # fmt: skip
                 else:
                     row = json.loads(lines[-1])
-                    if kind == "cli" and not row.get("label_written"):
+                    if kind != "app" and not row.get("label_written"):
                         row["stderr"] = done.stderr[-400:]
                 payload = {"label": args.label, "source": name, "megapixels": mp,
                            "file": photo.name, "file_mib": round(photo.stat().st_size / 2**20, 1),
@@ -355,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                                               payload, command)  # fmt: skip
                 harness.append_jsonl(args.results, record)
                 print(json.dumps({k: v for k, v in record.items() if k != "machine"}), flush=True)
-                refused = row.get("refused") or (kind == "cli" and not row.get("label_written"))
+                refused = row.get("refused") or (kind != "app" and not row.get("label_written"))
                 if not refused:
                     break  # read at the limit in force: no need to lift it
     harness.record_output(args.results, command)
