@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from trainer.data.folders import list_images
-from trainer.data.imageio import atomic_write_bytes, read_image, write_image, write_label
+from trainer.data.imageio import (
+    atomic_write_bytes,
+    image_size,
+    read_image,
+    write_image,
+    write_label,
+)
 from trainer.errors import FaceParseError
 from trainer.labels import get_label_set
 from trainer.predict import DEFAULT_FRAMING, Prediction, Predictor
@@ -40,6 +46,9 @@ FACES_NAME = "faces.json"
 # the run after an interrupted one knows these files are predict's own.
 PENDING_NAME = ".faces.pending.json"
 READERS = 2  # decoding threads
+# Photos decoded ahead of the network hold at most this many pixels (and always one photo): a
+# folder of 200-megapixel PNGs held five decoded photos at 600 MB each besides the one parsed.
+MAX_AHEAD_PIXELS = 250_000_000
 WHOLE_BATCH = 4  # photos per forward pass with whole framing
 
 Decoded = tuple[np.ndarray, tuple[int, int]]
@@ -333,7 +342,8 @@ def _decoded(
     predictor: Predictor, jobs: list[tuple[Path, Path]], readers: int
 ) -> Iterator[tuple[Path, Path, Decoded | FaceParseError]]:
     """Each job's decoded photo (or its read error) in order, decoded up to 2 × ``readers``
-    photos ahead (memory holds a few photos, not the folder)."""
+    photos ahead, and no more than :data:`MAX_AHEAD_PIXELS` of them by their headers but one
+    (memory holds a few photos, not the folder)."""
 
     def decode(path: Path) -> Decoded | FaceParseError:
         try:
@@ -346,15 +356,28 @@ def _decoded(
             yield path, rel, decode(path)
         return
     with ThreadPoolExecutor(readers, thread_name_prefix="faceparse-read") as pool:
-        ahead: deque[tuple[Path, Path, Future[Decoded | FaceParseError]]] = deque()
+        ahead: deque[tuple[Path, Path, Future[Decoded | FaceParseError], int]] = deque()
+        held = 0  # pixels of the photos in `ahead`
         for path, rel in jobs:
-            ahead.append((path, rel, pool.submit(decode, path)))
-            if len(ahead) > 2 * readers:
-                first_path, first_rel, future = ahead.popleft()
+            pixels = _pixels(path)
+            ahead.append((path, rel, pool.submit(decode, path), pixels))
+            held += pixels
+            while len(ahead) > 2 * readers or (len(ahead) > 1 and held > MAX_AHEAD_PIXELS):
+                first_path, first_rel, future, first_pixels = ahead.popleft()
+                held -= first_pixels
                 yield first_path, first_rel, future.result()
         while ahead:
-            first_path, first_rel, future = ahead.popleft()
+            first_path, first_rel, future, _ = ahead.popleft()
             yield first_path, first_rel, future.result()
+
+
+def _pixels(path: Path) -> int:
+    """A photo's pixel count from its header (0 when unreadable: its reader says why)."""
+    try:
+        h, w = image_size(path)
+    except FaceParseError:
+        return 0
+    return h * w
 
 
 def _predict_pending(
@@ -397,14 +420,17 @@ class _Writer:
         self.records: dict[str, Any] = {}
         self.error: BaseException | None = None
         self.done = 0
-        self._queue: queue.Queue[tuple[Path, Path, Prediction, np.ndarray] | None] = queue.Queue(4)
+        self._queue: queue.Queue[tuple[Path, Path, Prediction, np.ndarray | None] | None] = (
+            queue.Queue(4)
+        )
         self._thread = threading.Thread(target=self._run, name="faceparse-write", daemon=True)
         self._thread.start()
 
     def put(self, path: Path, rel: Path, pred: Prediction, image: np.ndarray) -> None:
         if self.error is not None:
             raise self.error
-        self._queue.put((path, rel, pred, image))
+        # The photo waits in the queue only for an overlay (600 MB at 200 megapixels).
+        self._queue.put((path, rel, pred, image if self.overlay_dir is not None else None))
 
     def close(self) -> dict[str, Any]:
         """Wait for the writes; their records by image (path under in_dir), or raise the
@@ -424,7 +450,7 @@ class _Writer:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 self.error = exc
 
-    def _write(self, path: Path, rel: Path, pred: Prediction, image: np.ndarray) -> None:
+    def _write(self, path: Path, rel: Path, pred: Prediction, image: np.ndarray | None) -> None:
         write_label(self.out_dir / rel, pred.label)
         if self.predictor.framing == "detect" and not pred.faces:
             log.warning("%s: no face found; its label map is all background", path)
@@ -433,7 +459,7 @@ class _Writer:
             "faces": [f.to_json() for f in pred.faces],
             "score": None if math.isnan(pred.score) else round(pred.score, 5),
         }
-        if self.overlay_dir is not None:
+        if self.overlay_dir is not None and image is not None:
             if image.shape[:2] != pred.label.shape:
                 image = read_image(path)  # parsed from a reduced copy
             target = self.overlay_dir / rel.with_suffix(".jpg")

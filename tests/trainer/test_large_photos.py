@@ -158,3 +158,29 @@ def test_an_overlay_made_a_band_at_a_time_is_the_whole_overlay(monkeypatch) -> N
     whole[label == 0] = image[label == 0]
     monkeypatch.setattr(predict_folder, "_OVERLAY_BAND_PIXELS", 61 * 7, raising=False)
     np.testing.assert_array_equal(predict_folder.overlay(image, label), whole)
+
+
+def test_a_folder_of_huge_photos_is_not_decoded_many_photos_ahead(parser_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    # The reader threads decoded up to five photos ahead of the network: a folder of
+    # 200-megapixel PNGs held five at 600 MB each (6.1 GB for four). Ahead of the photo being
+    # parsed they now hold at most 250 megapixels' worth, and always one photo.
+    import time
+
+    from tests.conftest import synthetic_face
+    from trainer import predict_folder as pf
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        Image.fromarray(synthetic_face(64, i)[0]).save(photos / f"p{i}.jpg")
+    predictor = Predictor.from_checkpoint(parser_ckpt, device="cpu", framing="whole")
+    started: list[str] = []
+    real = predictor.decode_file
+    monkeypatch.setattr(predictor, "decode_file", lambda path: started.append(path.name) or real(path))
+    monkeypatch.setattr(pf, "MAX_AHEAD_PIXELS", 5000)  # less than two 64×64 photos
+    jobs = [(p, p.relative_to(photos)) for p in sorted(photos.glob("*.jpg"))]
+    decoded = pf._decoded(predictor, jobs, readers=2)
+    first = next(decoded)
+    time.sleep(0.3)  # the reader threads had time to start whatever was handed to them
+    assert first[0].name == "p0.jpg" and len(started) <= 2, started
+    assert [item[0].name for item in decoded] == [f"p{i}.jpg" for i in range(1, 6)]
