@@ -212,17 +212,29 @@ def _child(kind: str, checkpoint: str, photo: str, lift: bool) -> dict[str, Any]
     return row
 
 
-def photos(folder: Path, sizes: list[int]) -> list[tuple[str, int, Path]]:
-    """(source name, megapixels, photo) for every size, made where missing (one per folder)."""
+def photos(
+    folder: Path, sizes: list[int], png_sizes: tuple[int, ...] = PNG_SIZES_MP, copies: int = 1
+) -> list[tuple[str, int, Path]]:
+    """(source name, megapixels, photo) for every size, made where missing, one per folder, or
+    with ``copies`` > 1 that many hard links of it in a folder of its own (a folder run)."""
     shared = harness.require(harness.SHARED / "faces-unlabeled", "the in-the-wild photos")
     out = []
     for name, (file, fmt) in SOURCES.items():
         for mp in sizes:
-            if fmt == "PNG" and mp not in PNG_SIZES_MP:
+            if fmt == "PNG" and mp not in png_sizes:
                 continue
             ext = ".jpg" if fmt == "JPEG" else ".png"
             target = folder / f"{name}_{mp}mp" / f"{name}_{mp}mp{ext}"
-            out.append((name, mp, make_photo(shared / file, target, mp, fmt)))
+            photo = make_photo(shared / file, target, mp, fmt)
+            if copies > 1:
+                many = folder / f"{name}_{mp}mp_x{copies}"
+                many.mkdir(exist_ok=True)
+                for k in range(copies):
+                    link = many / f"{name}_{mp}mp_{k}{ext}"
+                    if not link.exists():
+                        os.link(photo, link)
+                photo = many / f"{name}_{mp}mp_0{ext}"
+            out.append((name, mp, photo))
     return out
 
 
@@ -263,7 +275,8 @@ def markdown(results: Path, before: str = "before", after: str = "after") -> str
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     order: list[tuple[str, str]] = []
     for r in harness.read_jsonl(results):
-        key = (r["file"], r["path"])
+        copies = r.get("photos_in_folder", 1)
+        key = (r["file"] if copies == 1 else f"folder of {copies} × {r['file']}", r["path"])
         if key not in rows:
             rows[key] = {}
             order.append(key)
@@ -296,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         __doc__, experiment=EXPERIMENT, results="large_photos.jsonl", threads=True
     )
     parser.add_argument("--sizes", default=",".join(map(str, SIZES_MP)), help="megapixels")
+    parser.add_argument("--png-sizes", default=",".join(map(str, PNG_SIZES_MP)),
+                        help="megapixels of the PNG copies")  # fmt: skip
+    parser.add_argument("--copies", type=int, default=1,
+                        help="a folder of this many links of each photo (a folder run)")  # fmt: skip
     parser.add_argument("--sources", default=",".join(SOURCES), help="of " + ",".join(SOURCES))
     parser.add_argument("--paths", default="cli,app", help="of cli, overlays, app")
     parser.add_argument("--photos", default="/tmp/large_photos", help="where the photos are made")
@@ -331,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     wanted = set(args.sources.split(","))
     command = harness.command_line()
-    for name, mp, photo in photos(Path(args.photos), sizes):
+    png_sizes = tuple(int(s) for s in args.png_sizes.split(","))
+    for name, mp, photo in photos(Path(args.photos), sizes, png_sizes, args.copies):
         if name not in wanted:
             continue
         for kind in args.paths.split(","):
@@ -352,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                         row["stderr"] = done.stderr[-400:]
                 payload = {"label": args.label, "source": name, "megapixels": mp,
                            "file": photo.name, "file_mib": round(photo.stat().st_size / 2**20, 1),
+                           "photos_in_folder": args.copies,
                            **row}  # fmt: skip
                 record = harness.jsonl_record(EXPERIMENT, f"{args.label}:{photo.stem}:{kind}",
                                               payload, command)  # fmt: skip
