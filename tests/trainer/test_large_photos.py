@@ -184,3 +184,18 @@ def test_a_folder_of_huge_photos_is_not_decoded_many_photos_ahead(parser_ckpt: P
     time.sleep(0.3)  # the reader threads had time to start whatever was handed to them
     assert first[0].name == "p0.jpg" and len(started) <= 2, started
     assert [item[0].name for item in decoded] == [f"p{i}.jpg" for i in range(1, 6)]
+
+
+@pytest.mark.parametrize(("value", "limit"), [("300_000_000", 300_000_000), ("lots", 250_000_000)])
+def test_the_limit_is_set_by_faceparse_max_pixels(value: str, limit: int) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    probe = "from PIL import Image; from trainer.data import imageio as io; print(io.MAX_PHOTO_PIXELS, Image.MAX_IMAGE_PIXELS)"
+    env = {**os.environ, "FACEPARSE_MAX_PIXELS": value, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(limit), str(limit)]  # Pillow's guard follows it
+    assert ("not a number of pixels" in out.stderr) == (value == "lots")
