@@ -249,7 +249,8 @@ def paste_logits(
     shape: tuple[int, int],
     band_pixels: int | None = None,
     fill: tuple[Sequence[torch.Tensor], Sequence[np.ndarray]] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    confidence: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Warp each face's logits back into the photo and merge them by confidence.
 
     Args:
@@ -258,15 +259,16 @@ def paste_logits(
         shape: (H, W) of the photo.
         fill: more (logits, transforms), e.g. the faces zoomed out, that label only the pixels
             no crop of ``logits`` covers (merged among themselves by confidence).
+        confidence: False: return no confidence map (a 200-megapixel photo's is 800 MB).
 
     Returns:
         label (H, W) uint8: the most probable class of the most confident face at each pixel,
         0 (background) outside every face; confidence (H, W) float32: that class's softmax
-        probability, 1.0 outside every face.
+        probability, 1.0 outside every face (None when not asked for). Besides these, the
+        memory used is 5 bytes a pixel over the box the crops cover.
     """
     height, width = shape
     label = np.zeros((height, width), np.uint8)
-    confidence = np.ones((height, width), np.float32)
     fill_logits, fill_transforms = fill if fill is not None else ((), ())
     boxes = [
         footprint(m, int(x.shape[-1]), shape)
@@ -274,43 +276,43 @@ def paste_logits(
     ]
     boxes = [b for b in boxes if b is not None]
     if not boxes:
-        return label, confidence
+        return label, np.ones((height, width), np.float32) if confidence else None
     # Work only over the pixels some crop covers (a face in a 12-megapixel photo covers a few).
     ux0, uy0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     ux1, uy1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     region = (ux0, uy0, ux1, uy1)
     out_label = label[uy0:uy1, ux0:ux1]
-    out_conf = confidence[uy0:uy1, ux0:ux1]
-    best = np.zeros(out_label.shape, np.float32)  # 0: no face has claimed the pixel
-    _paste_into(out_label, out_conf, best, logits, transforms, shape, region, band_pixels)
+    # The confidence of the face that claimed each pixel; 0: no face has claimed it.
+    best = np.zeros(out_label.shape, np.float32)
+    _paste_into(out_label, best, logits, transforms, shape, region, band_pixels)
     if fill is not None:
-        claimed = best > 0
-        fill_best = np.zeros_like(best)
-        fill_label = np.zeros_like(out_label)
-        fill_conf = np.ones_like(out_conf)
-        _paste_into(fill_label, fill_conf, fill_best, fill_logits, fill_transforms, shape, region,
-                    band_pixels)  # fmt: skip
-        take = ~claimed & (fill_best > 0)
-        out_label[take] = fill_label[take]
-        out_conf[take] = fill_conf[take]
-    return label, confidence
+        # The zoomed-out crops compete among themselves for the pixels no face crop claimed.
+        _paste_into(out_label, best, fill_logits, fill_transforms, shape, region, band_pixels,
+                    blocked=best > 0)  # fmt: skip
+    if not confidence:
+        return label, None
+    full = np.ones((height, width), np.float32)
+    np.copyto(full[uy0:uy1, ux0:ux1], best, where=best > 0)
+    return label, full
 
 
-def _paste_into(label, confidence, best, logits, transforms, shape, region, band_pixels) -> None:
-    """Paste ``logits`` into ``label``/``confidence``/``best`` (arrays over ``region``, an
-    (x0, y0, x1, y1) box of the photo) where each is more confident than ``best``.
+def _paste_into(label, best, logits, transforms, shape, region, band_pixels, blocked=None) -> None:
+    """Paste ``logits`` into ``label``/``best`` (arrays over ``region``, an (x0, y0, x1, y1)
+    box of the photo) where each is more confident than ``best`` (and not ``blocked``).
 
     A photo pixel's class is the argmax of the crop's class logits interpolated bilinearly at
     the point it maps to (OpenCV's sampling). Where the four crop pixels around that point share
     their top class, that class is the argmax (a convex mix of score vectors that agree on the
     top class keeps it), so only pixels near a class edge in the crop are interpolated, with
-    ``cv2.remap`` over all classes; the rest take the class of their cell (a face in a
-    12-megapixel photo is mostly such pixels: half the time of warping every class everywhere).
-    The confidence is the crop's own top-class probability (softmax at the crop's resolution)
-    warped bilinearly. (The softmax of the interpolated logits at every photo pixel differs only
-    along class edges and costs an exp per class and pixel.)
+    ``cv2.remap`` over all classes; the rest take the class of their cell, looked up by a
+    nearest-neighbour ``cv2.warpAffine`` of the cell classes (a face in a 12-megapixel photo is
+    mostly such pixels; a face filling a 200-megapixel one, all but a few). The confidence is
+    the crop's own top-class probability (softmax at the crop's resolution) warped bilinearly.
+    (The softmax of the interpolated logits at every photo pixel differs only along class edges
+    and costs an exp per class and pixel.)
     """
     rx, ry = region[0], region[1]
+    nearest, linear = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     for face_logits, m in zip(logits, transforms, strict=True):
         size = int(face_logits.shape[-1])
         box = footprint(m, size, shape)
@@ -322,38 +324,37 @@ def _paste_into(label, confidence, best, logits, transforms, shape, region, band
         hwc = np.ascontiguousarray(scores.permute(1, 2, 0).numpy())
         sure = np.ascontiguousarray(torch.softmax(scores, dim=0).amax(dim=0).numpy())
         cell = _cell_classes(hwc)
+        crop = np.ones((size, size), np.uint8)
         rows = max(1, (band_pixels or _BAND_PIXELS) // max(1, x1 - x0))
-        m32 = m.astype(np.float32)
-        xs = np.arange(x0, x1, dtype=np.float32) + 0.5
         for b0 in range(y0, y1, rows):
             b1 = min(y1, b0 + rows)
-            # The crop's pixels are where a photo pixel's centre maps into [0, S]² (the same test
-            # as the app's face coverage, faceparse_app/faces.py).
-            ys = np.arange(b0, b1, dtype=np.float32)[:, None] + 0.5
-            u = m32[0, 0] * xs + m32[0, 1] * ys + m32[0, 2]
-            v = m32[1, 0] * xs + m32[1, 1] * ys + m32[1, 2]
-            inside = (u >= 0) & (u <= size) & (v >= 0) & (v <= size)
+            band = (x1 - x0, b1 - b0)
+            # Band pixel (j, i) has its centre at photo (x0 + j + 0.5, b0 + i + 0.5); `centre`
+            # maps it to the crop point q it falls on.
+            centre = np.hstack([m[:, :2], (m[:, :2] @ np.array([x0 + 0.5, b0 + 0.5]) + m[:, 2])[:, None]])
+            # The crop's pixels are where q lies in [0, S)² (the same test as the app's face
+            # coverage, faceparse_app/faces.py): nearest-neighbour sampling rounds q - 0.5.
+            half = centre - np.array([[0.0, 0.0, 0.5], [0.0, 0.0, 0.5]])
+            inside = cv2.warpAffine(crop, half, band, flags=nearest,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0).view(bool)  # fmt: skip
+            if blocked is not None:
+                inside &= ~blocked[b0 - ry : b1 - ry, x0 - rx : x1 - rx]
             if not inside.any():
                 continue
-            # OpenCV samples crop pixel centres at integer coordinates: shift by half a pixel.
-            u -= 0.5
-            v -= 0.5
-            arg = cell[
-                np.clip(np.floor(v).astype(np.int32) + 1, 0, size),
-                np.clip(np.floor(u).astype(np.int32) + 1, 0, size),
-            ]
+            # Bilinear sampling at q reads cell floor(q - 0.5) + 1 = round(q).
+            arg = cv2.warpAffine(cell, centre, band, flags=nearest, borderMode=cv2.BORDER_REPLICATE)
             edge = inside & (arg == _MIXED)
             if edge.any():
-                arg[edge] = _interpolated_argmax(hwc, u[edge], v[edge])
-            # Band pixel (i, j) has its centre at photo (x0 + j + 0.5, b0 + i + 0.5).
-            shift = m[:, :2] @ np.array([x0 + 0.5, b0 + 0.5]) + m[:, 2] - 0.5
-            band_m = np.hstack([m[:, :2], shift[:, None]])
-            flags, border = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, cv2.BORDER_REPLICATE
-            conf_np = cv2.warpAffine(sure, band_m, (x1 - x0, b1 - b0), flags=flags, borderMode=border)
+                ii, jj = np.nonzero(edge)
+                px, py = jj + (x0 + 0.5), ii + (b0 + 0.5)
+                # OpenCV samples crop pixel centres at integer coordinates: shift by half a pixel.
+                u = (m[0, 0] * px + m[0, 1] * py + m[0, 2] - 0.5).astype(np.float32)
+                v = (m[1, 0] * px + m[1, 1] * py + m[1, 2] - 0.5).astype(np.float32)
+                arg[ii, jj] = _interpolated_argmax(hwc, u, v)
+            conf_np = cv2.warpAffine(sure, half, band, flags=linear, borderMode=cv2.BORDER_REPLICATE)
             rows_, cols = slice(b0 - ry, b1 - ry), slice(x0 - rx, x1 - rx)
             take = inside & (conf_np > best[rows_, cols])
             np.copyto(label[rows_, cols], arg, where=take)
-            np.copyto(confidence[rows_, cols], conf_np, where=take)
             np.copyto(best[rows_, cols], conf_np, where=take)
 
 

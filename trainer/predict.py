@@ -54,7 +54,7 @@ class Prediction:
     Attributes:
         label: (H, W) uint8 class map at the output size (the image's, unless asked otherwise).
         confidence: (H, W) float32 in [0, 1], the top class's probability per pixel (1.0 outside
-            every face with ``detect``).
+            every face with ``detect``); None when the caller asked for none (``detect``).
         faces: the faces parsed, in photo pixels (``detect``; empty for ``whole``).
         score: how unsure the model is, in [0, 1]: the mean normalised entropy of its class
             probabilities over each face crop, averaged over the faces (``whole``: over the
@@ -63,7 +63,7 @@ class Prediction:
     """
 
     label: np.ndarray
-    confidence: np.ndarray
+    confidence: np.ndarray | None
     faces: list[Face] = field(default_factory=list)
     score: float = float("nan")
     framing: str = "whole"
@@ -228,6 +228,7 @@ class Predictor:
         output_sizes: Sequence[tuple[int, int]] | None = None,
         faces: Sequence[Sequence[Face] | None] | None = None,
         interrupt: Callable[[], bool] | None = None,
+        confidence: bool = True,
     ) -> list[Prediction]:
         """Parse several photos.
 
@@ -239,6 +240,8 @@ class Predictor:
                 for an image: find them), e.g. the faces an annotator kept, added or drew.
             interrupt: ``detect`` only: asked between the steps of a photo (after finding its
                 faces, before each batch of crops, before pasting); True stops the work.
+            confidence: ``detect`` only: False leaves ``Prediction.confidence`` None (a
+                200-megapixel photo's is 800 MB; ``faceparse predict`` writes labels only).
 
         Returns:
             One Prediction per image, at its output size.
@@ -261,18 +264,21 @@ class Predictor:
         if self.framing == "whole":
             return self._predict_whole(images, sizes)
         return [
-            self._predict_faces(image, size, None if faces is None else faces[i], interrupt)
+            self._predict_faces(image, size, None if faces is None else faces[i], interrupt, confidence)
             for i, (image, size) in enumerate(zip(images, sizes, strict=True))
         ]
 
-    def predict_file(self, path: str | os.PathLike[str]) -> tuple[Prediction, np.ndarray]:
+    def predict_file(
+        self, path: str | os.PathLike[str], confidence: bool = True
+    ) -> tuple[Prediction, np.ndarray]:
         """Parse a photo file into a label map at its full size.
 
         With ``detect`` framing a large JPEG is first read at a reduced size (the decoder's own
         scaling, :func:`read_image`'s ``reduce``) that still holds every pass of the face finder,
-        and its faces are parsed from it when each face's crop shrinks the photo at least as much;
-        otherwise (a small face, another format) the photo is read whole. The label map is at the
-        full size either way, and the faces are in its pixels.
+        and its faces are parsed from the smallest reduction (1/8, 1/4, 1/2 or none) at which
+        every face's crop still shrinks the photo or keeps its scale: a small face is cropped from
+        the photo at full resolution, a large one never needs it. Other formats are read whole.
+        The label map is at the full size either way, and the faces are in its pixels.
 
         Returns:
             (the Prediction, the image the faces were parsed from: the photo at full or reduced
@@ -281,7 +287,7 @@ class Predictor:
         Raises:
             ImageReadError: the file cannot be read (see :func:`read_image`).
         """
-        return self.predict_decoded(path, *self.decode_file(path))
+        return self.predict_decoded(path, *self.decode_file(path), confidence=confidence)
 
     def decode_file(self, path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[int, int]]:
         """The first half of :meth:`predict_file`, the decoding (safe to run in another thread
@@ -291,21 +297,32 @@ class Predictor:
         return read_image(path, reduce=reduce), full
 
     def predict_decoded(
-        self, path: str | os.PathLike[str], image: np.ndarray, full: tuple[int, int]
+        self,
+        path: str | os.PathLike[str],
+        image: np.ndarray,
+        full: tuple[int, int],
+        confidence: bool = True,
     ) -> tuple[Prediction, np.ndarray]:
         """The second half of :meth:`predict_file`: parse what :meth:`decode_file` returned."""
         if image.shape[:2] == tuple(full):  # read whole (not reduced, or not a JPEG)
-            return self.predict_batch([image])[0], image
-        small = image
-        sx, sy = full[1] / small.shape[1], full[0] / small.shape[0]
-        found = self.find_faces(small)
-        if any(_crop_scale(f, self.input_size) > 1.0 for f in found):
-            image = read_image(path)  # a face needs more pixels than the reduced copy holds
-            faces = scale_faces(found, sx, sy)
-            return self.predict_batch([image], faces=[faces])[0], image
-        pred = self.predict_batch([small], output_sizes=[full], faces=[found])[0]
-        pred.faces = scale_faces(pred.faces, sx, sy)
-        return pred, small
+            return self.predict_batch([image], confidence=confidence)[0], image
+        faces = self.find_faces(image)
+        found = scale_faces(faces, *_ratio(full, image))
+        reduced = round(full[1] / image.shape[1])
+        # The largest reduction at which no face's crop enlarges the photo.
+        need = max((_crop_scale(f, self.input_size) for f in found), default=0.0)
+        reduce = max([k for k in (1, 2, 4, 8) if k <= reduced and k * need <= 1.0], default=1)
+        if reduce != reduced:
+            image = read_image(path, reduce=reduce)
+            if image.shape[:2] == tuple(full):
+                return self.predict_batch([image], faces=[found], confidence=confidence)[0], image
+            sx, sy = _ratio(full, image)
+            faces = scale_faces(found, 1 / sx, 1 / sy)
+        pred = self.predict_batch(
+            [image], output_sizes=[full], faces=[faces], confidence=confidence
+        )[0]
+        pred.faces = found
+        return pred, image
 
     def _reduce_for(self, shape: tuple[int, int]) -> int:
         """The largest JPEG reduction (1, 2, 4 or 8) that keeps the finder's largest pass sharp."""
@@ -354,6 +371,7 @@ class Predictor:
         size: tuple[int, int],
         given: Sequence[Face] | None,
         interrupt: Callable[[], bool] | None = None,
+        confidence: bool = True,
     ) -> Prediction:
         found = list(given) if given is not None else self.find_faces(image)
         _check(interrupt)
@@ -383,11 +401,13 @@ class Predictor:
         ctx_logits = self._crop_logits(ctx_crops, interrupt)
         _check(interrupt)
         with torch.inference_mode():
-            label, confidence = paste_logits(own_logits, own_t, size, fill=(ctx_logits, ctx_t))
+            label, sure = paste_logits(
+                own_logits, own_t, size, fill=(ctx_logits, ctx_t), confidence=confidence
+            )
             scores = [mean_entropy(x) for x in own_logits]
         return Prediction(
             label=label,
-            confidence=confidence,
+            confidence=sure,
             faces=found,
             score=float(np.mean(scores)) if scores else float("nan"),
             framing="detect",
@@ -418,6 +438,11 @@ def _whole_if_aligned(m: np.ndarray, shape: tuple[int, int], side: int) -> np.nd
     if np.abs(corners @ np.asarray(m, np.float64).T - target).max() > SNAP_TO_WHOLE * side:
         return None
     return np.array([[side / w, 0.0, 0.0], [0.0, side / h, 0.0]])
+
+
+def _ratio(full: tuple[int, int], image: np.ndarray) -> tuple[float, float]:
+    """(x, y) photo pixels per pixel of ``image``, the photo read at a reduced size."""
+    return full[1] / image.shape[1], full[0] / image.shape[0]
 
 
 def _crop_scale(face: Face, side: int) -> float:

@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from trainer.data.folders import list_images
-from trainer.data.imageio import atomic_write_bytes, read_image, write_image, write_label
+from trainer.data.imageio import (
+    atomic_write_bytes,
+    image_size,
+    read_image,
+    write_image,
+    write_label,
+)
 from trainer.errors import FaceParseError
 from trainer.labels import get_label_set
 from trainer.predict import DEFAULT_FRAMING, Prediction, Predictor
@@ -40,23 +46,44 @@ FACES_NAME = "faces.json"
 # the run after an interrupted one knows these files are predict's own.
 PENDING_NAME = ".faces.pending.json"
 READERS = 2  # decoding threads
+# Photos decoded ahead of the network hold at most this many pixels (and always one photo): a
+# folder of 200-megapixel PNGs held five decoded photos at 600 MB each besides the one parsed.
+MAX_AHEAD_PIXELS = 250_000_000
 WHOLE_BATCH = 4  # photos per forward pass with whole framing
 
 Decoded = tuple[np.ndarray, tuple[int, int]]
 
 
+# Rows of an overlay blended at a time: a whole-image blend held four more copies of the photo
+# (colours, blend, mask, background pixels): 6.5 GB for a 200-megapixel photo.
+_OVERLAY_BAND_PIXELS = 1 << 22
+
+
 def overlay(
-    image: np.ndarray, label: np.ndarray, label_set_name: str = "lapa", alpha: float = 0.5
+    image: np.ndarray,
+    label: np.ndarray,
+    label_set_name: str = "lapa",
+    alpha: float = 0.5,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(H, W, 3) uint8 image with its (H, W) label map blended on top in the class palette."""
+    """(H, W, 3) uint8 image with its (H, W) label map blended on top in the class palette.
+
+    Args:
+        out: where to write it ((H, W, 3) uint8; ``image`` itself blends in place); default a
+            new array.
+    """
     import cv2
 
-    colours = get_label_set(label_set_name).colorize(label)
-    mixed = cv2.addWeighted(image, 1.0 - alpha, colours, alpha, 0.0)
-    # Background stays the photo itself so the face remains easy to see.
-    background = label == 0
-    mixed[background] = image[background]
-    return mixed
+    label_set = get_label_set(label_set_name)
+    out = np.empty_like(image) if out is None else out
+    rows = max(1, _OVERLAY_BAND_PIXELS // max(1, image.shape[1]))
+    for y0 in range(0, image.shape[0], rows):
+        photo, classes = image[y0 : y0 + rows], label[y0 : y0 + rows]
+        mixed = cv2.addWeighted(photo, 1.0 - alpha, label_set.colorize(classes), alpha, 0.0)
+        # Background stays the photo itself so the face remains easy to see.
+        np.copyto(mixed, photo, where=(classes == 0)[..., None])
+        out[y0 : y0 + rows] = mixed
+    return out
 
 
 def predict_folder(
@@ -315,7 +342,8 @@ def _decoded(
     predictor: Predictor, jobs: list[tuple[Path, Path]], readers: int
 ) -> Iterator[tuple[Path, Path, Decoded | FaceParseError]]:
     """Each job's decoded photo (or its read error) in order, decoded up to 2 × ``readers``
-    photos ahead (memory holds a few photos, not the folder)."""
+    photos ahead, and no more than :data:`MAX_AHEAD_PIXELS` of them by their headers but one
+    (memory holds a few photos, not the folder)."""
 
     def decode(path: Path) -> Decoded | FaceParseError:
         try:
@@ -328,15 +356,28 @@ def _decoded(
             yield path, rel, decode(path)
         return
     with ThreadPoolExecutor(readers, thread_name_prefix="faceparse-read") as pool:
-        ahead: deque[tuple[Path, Path, Future[Decoded | FaceParseError]]] = deque()
+        ahead: deque[tuple[Path, Path, Future[Decoded | FaceParseError], int]] = deque()
+        held = 0  # pixels of the photos in `ahead`
         for path, rel in jobs:
-            ahead.append((path, rel, pool.submit(decode, path)))
-            if len(ahead) > 2 * readers:
-                first_path, first_rel, future = ahead.popleft()
+            pixels = _pixels(path)
+            ahead.append((path, rel, pool.submit(decode, path), pixels))
+            held += pixels
+            while len(ahead) > 2 * readers or (len(ahead) > 1 and held > MAX_AHEAD_PIXELS):
+                first_path, first_rel, future, first_pixels = ahead.popleft()
+                held -= first_pixels
                 yield first_path, first_rel, future.result()
         while ahead:
-            first_path, first_rel, future = ahead.popleft()
+            first_path, first_rel, future, _ = ahead.popleft()
             yield first_path, first_rel, future.result()
+
+
+def _pixels(path: Path) -> int:
+    """A photo's pixel count from its header (0 when unreadable: its reader says why)."""
+    try:
+        h, w = image_size(path)
+    except FaceParseError:
+        return 0
+    return h * w
 
 
 def _predict_pending(
@@ -349,12 +390,14 @@ def _predict_pending(
     if predictor.framing == "whole":  # one forward pass for the lot
         images, sizes = [p[2] for p in pending], [p[3] for p in pending]
         for (path, rel, image, _), pred in zip(
-            pending, predictor.predict_batch(images, output_sizes=sizes), strict=True
+            pending, predictor.predict_batch(images, output_sizes=sizes, confidence=False),
+            strict=True,
         ):
             writer.put(path, rel, pred, image)
     else:
         for path, rel, image, full in pending:
-            pred, parsed_from = predictor.predict_decoded(path, image, full)
+            # Label maps only: no full-size confidence map (800 MB for a 200-megapixel photo).
+            pred, parsed_from = predictor.predict_decoded(path, image, full, confidence=False)
             writer.put(path, rel, pred, parsed_from)
     pending.clear()
 
@@ -377,14 +420,17 @@ class _Writer:
         self.records: dict[str, Any] = {}
         self.error: BaseException | None = None
         self.done = 0
-        self._queue: queue.Queue[tuple[Path, Path, Prediction, np.ndarray] | None] = queue.Queue(4)
+        self._queue: queue.Queue[tuple[Path, Path, Prediction, np.ndarray | None] | None] = (
+            queue.Queue(4)
+        )
         self._thread = threading.Thread(target=self._run, name="faceparse-write", daemon=True)
         self._thread.start()
 
     def put(self, path: Path, rel: Path, pred: Prediction, image: np.ndarray) -> None:
         if self.error is not None:
             raise self.error
-        self._queue.put((path, rel, pred, image))
+        # The photo waits in the queue only for an overlay (600 MB at 200 megapixels).
+        self._queue.put((path, rel, pred, image if self.overlay_dir is not None else None))
 
     def close(self) -> dict[str, Any]:
         """Wait for the writes; their records by image (path under in_dir), or raise the
@@ -404,7 +450,7 @@ class _Writer:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 self.error = exc
 
-    def _write(self, path: Path, rel: Path, pred: Prediction, image: np.ndarray) -> None:
+    def _write(self, path: Path, rel: Path, pred: Prediction, image: np.ndarray | None) -> None:
         write_label(self.out_dir / rel, pred.label)
         if self.predictor.framing == "detect" and not pred.faces:
             log.warning("%s: no face found; its label map is all background", path)
@@ -413,13 +459,13 @@ class _Writer:
             "faces": [f.to_json() for f in pred.faces],
             "score": None if math.isnan(pred.score) else round(pred.score, 5),
         }
-        if self.overlay_dir is not None:
+        if self.overlay_dir is not None and image is not None:
             if image.shape[:2] != pred.label.shape:
                 image = read_image(path)  # parsed from a reduced copy
             target = self.overlay_dir / rel.with_suffix(".jpg")
-            write_image(
-                target, overlay(image, pred.label, self.predictor.label_set.name), quality=90
-            )
+            # Blended in place: the photo handed to the writer is not used after it.
+            mixed = overlay(image, pred.label, self.predictor.label_set.name, out=image)
+            write_image(target, mixed, quality=90)
             # Where it went, relative to out_dir: a later run may replace it (not a user's file).
             record["overlay"] = _relative(target, self.out_dir)
         self.records[path.relative_to(self.in_dir).as_posix()] = record

@@ -164,7 +164,7 @@ def test_an_image_over_the_pixel_limit_is_skipped_with_one_line(
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "o").glob("*.png")) == ["test_000.png"]
     assert "wrote 1 label map" in out and "Traceback" not in err
-    assert "test_001.png: 400,000,000 pixels" in caplog.text
+    assert "test_001.png: 20000×20000 (400,000,000 pixels)" in caplog.text
     caplog.clear()
     target = tmp_path / "m.json"
     code, out, err = run(
@@ -172,7 +172,7 @@ def test_an_image_over_the_pixel_limit_is_skipped_with_one_line(
         "--device", "cpu",
     )
     assert code == 0, err
-    assert "Traceback" not in err and "test_001.png: 400,000,000 pixels" in caplog.text
+    assert "Traceback" not in err and "test_001.png: 20000×20000 (400,000,000 pixels)" in caplog.text
     results = json.loads(target.read_text())
     assert results["num_images"] == 1 and results["skipped_images"] == ["test_001"]
     assert "1 image skipped" in out

@@ -167,3 +167,18 @@ def test_face_json_round_trip() -> None:
     back = Face.from_json(face.to_json())
     assert back.box == face.box and back.source == "user"
     np.testing.assert_allclose(back.landmarks, face.landmarks)
+
+
+def test_the_paste_without_confidence_gives_the_same_labels() -> None:
+    # faceparse predict writes the label map only: no (H, W) float map for it (800 MB at 200 MP).
+    size = 32
+    skin = torch.zeros(11, size, size)
+    skin[1] = 1.0
+    hair = torch.zeros(11, size, size)
+    hair[10] = 9.0
+    face = np.array([[1.0, 0, -16], [0, 1.0, -16]])
+    wide = (context_transform(2.0, size) @ np.vstack([face, [0, 0, 1]]))[:2]
+    label, conf = paste_logits([skin], [face], (64, 64), fill=([hair], [wide]))
+    alone, none = paste_logits([skin], [face], (64, 64), fill=([hair], [wide]), confidence=False)
+    assert none is None and conf is not None
+    np.testing.assert_array_equal(alone, label)

@@ -214,3 +214,52 @@ def test_an_empty_file_is_said_to_be_empty(tmp_path: Path, reader: str) -> None:
     error = LabelMapError if reader == "read_label" else ImageReadError
     with pytest.raises(error, match=r"half copied\.png: the file is empty \(0 bytes\)"):
         getattr(imageio, reader)(path)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("reduce", [1, 2])
+def test_every_exif_orientation_reads_as_pillow_turns_it(tmp_path: Path, orientation: int, reduce: int) -> None:
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    stored = np.repeat(np.repeat(rng.integers(0, 256, (6, 10, 3), dtype=np.uint8), 8, 0), 8, 1)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "phone.png" if reduce == 1 else tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif.tobytes(), **({} if reduce == 1 else {"quality": 95}))
+    with Image.open(path) as im:
+        if reduce > 1:
+            im.draft("RGB", (im.width // reduce, im.height // reduce))
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    got = read_image(path, reduce=reduce)
+    assert got.flags.writeable and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, expected)
+    assert imageio.image_size(path) == (expected.shape[0] * reduce, expected.shape[1] * reduce)
+
+
+def test_a_large_photo_is_read_in_strips_to_the_same_pixels(tmp_path: Path, monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (301, 97, 3), dtype=np.uint8)
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+    monkeypatch.setattr(imageio, "_STRIP_PIXELS", 1000)  # ten rows a strip
+    np.testing.assert_array_equal(read_image(path), photo)
+
+
+def test_the_size_of_a_png_comes_from_its_header_without_decoding_it(tmp_path: Path, monkeypatch) -> None:
+    # Pillow's PNG getexif() decodes the whole image to look for a trailing eXIf chunk: the size
+    # of a 50-megapixel PNG took 1.2 s and its pixels' memory, and predict then decoded it again.
+    from PIL import PngImagePlugin
+
+    plain, turned = tmp_path / "plain.png", tmp_path / "turned.png"
+    Image.new("RGB", (30, 20)).save(plain)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (30, 20)).save(turned, exif=exif.tobytes())  # eXIf before the pixels
+
+    def no_decoding(self):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decoding)
+    assert imageio.image_size(plain) == (20, 30)
+    assert imageio.image_size(turned) == (30, 20)

@@ -225,7 +225,7 @@ def test_unreadable_photos_are_skipped_and_counted(faces, tmp_path, caplog) -> N
     assert progress[-1]["skipped_images"] == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert sum("notes.png" in w for w in warnings) == 1  # once, not once per step
-    assert sum("huge.png: 400,000,000 pixels" in w for w in warnings) == 1
+    assert sum("huge.png: 20000×20000 (400,000,000 pixels)" in w for w in warnings) == 1
 
 
 def test_a_run_where_no_photo_can_be_read_fails_clearly(tmp_path) -> None:

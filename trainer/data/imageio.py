@@ -7,6 +7,7 @@ Labels: read as class indices whatever the PNG mode ('L' or 'P'); written as 8-b
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -16,9 +17,37 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from trainer.errors import ImageReadError, LabelMapError
+
+log = logging.getLogger(__name__)
+
+PIXELS_VARIABLE = "FACEPARSE_MAX_PIXELS"
+# The most pixels a photo (or label map) may have: Samsung's 200-megapixel phone photos
+# (16320×12240) and stitched group photos of that order, with room to spare. A file over it (a
+# decompression bomb: a 30000×30000 PNG is 900 megapixels in a few hundred kB) is refused from
+# its header, before anything is decoded. Time and memory per size: bench/results/large_photos/.
+DEFAULT_MAX_PIXELS = 250_000_000
+
+
+def _max_pixels() -> int:
+    """The pixel limit: ``FACEPARSE_MAX_PIXELS`` when set to a positive whole number, else
+    :data:`DEFAULT_MAX_PIXELS`."""
+    text = os.environ.get(PIXELS_VARIABLE, "").replace("_", "").replace(",", "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    log.warning("%s=%r is not a number of pixels; using %s", PIXELS_VARIABLE,
+                os.environ[PIXELS_VARIABLE], f"{DEFAULT_MAX_PIXELS:,}")  # fmt: skip
+    return DEFAULT_MAX_PIXELS
+
+
+MAX_PHOTO_PIXELS = _max_pixels()
+# Pillow's own guard (a warning above its limit, an error above twice it) follows this one in
+# every reader of the process, the app's header scan included.
+Image.MAX_IMAGE_PIXELS = MAX_PHOTO_PIXELS
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -46,18 +75,88 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im
 
 
-def _too_many_pixels(path: Path, exc: Exception) -> str:
-    """One line for an image over Pillow's pixel limit (``DecompressionBombError``/``Warning``).
+# Pixels copied out of Pillow's decoded image at a time: the photo is never held twice more in
+# full (Pillow keeps 4 bytes a pixel; a whole-image np.array went through a 3-byte bytes copy and
+# ImageOps.exif_transpose through another 4-byte image: 14 bytes a pixel at the peak, 7 now).
+_STRIP_PIXELS = 1 << 22
 
-    The limit is ``Image.MAX_IMAGE_PIXELS``: the warning Pillow gives above it is made an error
-    here, so nothing ever decodes a file that would take gigabytes once unpacked.
+# EXIF orientation -> the view of the stored (H, W, 3) pixels that stands them upright, as
+# ImageOps.exif_transpose turns them (2: mirror, 3: 180°, 4: flip, 5: transpose, 6: 90° clockwise,
+# 7: transverse, 8: 90° counter-clockwise).
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation of an opened image, from its header. A PNG's eXIf chunk counts only
+    before the pixels, where the PNG extension puts it: Pillow's getexif() would decode the whole
+    image to look for one after them (1.2 s and its pixels' memory for 50 megapixels)."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    return im.getexif().get(0x0112, 1)
+
+
+def _rgb_array(im: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a loaded image (as stored: orientation not applied), copied out a
+    strip of rows at a time."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # scaled by the whole image's range
+        return np.array(_to_rgb(im), dtype=np.uint8)
+    w, h = im.size
+    out = np.empty((h, w, 3), np.uint8)
+    rows = max(1, _STRIP_PIXELS // max(1, w))
+    for y in range(0, h, rows):
+        out[y : y + rows] = np.asarray(_to_rgb(im.crop((0, y, w, min(h, y + rows)))))
+    return out
+
+
+def _too_many_pixels(path: Path, size: tuple[int, int] | None, pixels: int | None = None) -> str:
+    """One line for a file over the pixel limit: the file, its size, the limit, what to do.
+
+    Args:
+        size: (W, H) as stored in the file, when known.
+        pixels: its pixel count when the size is not known.
     """
-    found = re.search(r"\((\d+) pixels\)", str(exc))
-    pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    if size is not None:
+        w, h = size
+        what = f"{w}×{h} ({w * h:,} pixels)"
+        decoded = f"; decoding it would take {w * h * 3 / 1e9:.1f} GB"
+    else:
+        what, decoded = (f"{pixels:,} pixels" if pixels else "too many pixels"), ""
     return (
-        f"{path}: {pixels}, over the limit of {Image.MAX_IMAGE_PIXELS:,} pixels per image "
-        "(a guard against decompression bombs); downscale it or leave it out"
+        f"{path}: {what}, over the limit of {MAX_PHOTO_PIXELS:,} pixels per image (a guard "
+        f"against decompression bombs{decoded}); downscale it or leave it out, or if it is a "
+        f"real photo and this machine has the memory, raise the limit with {PIXELS_VARIABLE}"
     )
+
+
+def _refused_by_pillow(path: Path, exc: Exception) -> str:
+    """:func:`_too_many_pixels` for Pillow's ``DecompressionBombError`` (over twice its limit).
+
+    Its message has the pixel count only; the size it checked is in its check's frame.
+    """
+    size, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_decompression_bomb_check":
+            size = tb.tb_frame.f_locals.get("size")
+        tb = tb.tb_next
+    if isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return _too_many_pixels(path, size)
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return _too_many_pixels(path, None, int(found.group(1)) if found else None)
+
+
+def _check_pixels(path: Path, size: tuple[int, int], error: type[Exception]) -> None:
+    """Raise ``error`` when an opened file's (W, H) is over :data:`MAX_PHOTO_PIXELS` (from
+    its header: nothing is decoded yet)."""
+    if size[0] * size[1] > MAX_PHOTO_PIXELS:
+        raise error(_too_many_pixels(path, size))
 
 
 def refuse_special_file(path: Path, error: type[Exception] = ImageReadError) -> None:
@@ -94,27 +193,30 @@ def read_image(path: str | os.PathLike[str], reduce: int = 1) -> np.ndarray:
         (H, W, 3) uint8 array, EXIF orientation applied.
 
     Raises:
-        ImageReadError: the file is missing, truncated, corrupt, not an image, or over Pillow's
-            pixel limit (``Image.MAX_IMAGE_PIXELS``).
+        ImageReadError: the file is missing, truncated, corrupt, not an image, or over the
+            pixel limit (:data:`MAX_PHOTO_PIXELS`).
     """
     path = Path(path)
     refuse_special_file(path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
             with Image.open(path) as im:
+                _check_pixels(path, im.size, ImageReadError)
                 if reduce > 1 and im.format == "JPEG":
                     im.draft("RGB", (max(1, im.width // reduce), max(1, im.height // reduce)))
+                orientation = _orientation(im)
                 im.load()
-                im = ImageOps.exif_transpose(im)
-                rgb = _to_rgb(im)
-                return np.array(rgb, dtype=np.uint8)
+                rgb = _rgb_array(im)
+        if orientation in _UPRIGHT:
+            rgb = np.ascontiguousarray(_UPRIGHT[orientation](rgb))
+        return rgb
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image or an unsupported format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(_too_many_pixels(path, exc)) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(_refused_by_pillow(path, exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: unreadable or truncated image ({exc})") from None
 
@@ -130,16 +232,17 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     refuse_special_file(path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
             with Image.open(path) as im:
+                _check_pixels(path, im.size, ImageReadError)
                 w, h = im.size
-                orientation = im.getexif().get(0x0112, 1)
+                orientation = _orientation(im)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image or an unsupported format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(_too_many_pixels(path, exc)) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(_refused_by_pillow(path, exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: unreadable or truncated image ({exc})") from None
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
@@ -165,9 +268,10 @@ def read_label(
         refuse_special_file(path, LabelMapError)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
             im = Image.open(path)
         with im:
+            _check_pixels(path, im.size, LabelMapError)
             im.load()
             if im.mode in ("L", "P"):
                 # np.asarray of a 'P' image gives the palette indices, which are the classes.
@@ -194,8 +298,8 @@ def read_label(
         raise LabelMapError(f"{path}: label file not found") from None
     except UnidentifiedImageError:
         raise LabelMapError(f"{path}: not an image; cannot read it as a label map") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise LabelMapError(_too_many_pixels(path, exc)) from None
+    except Image.DecompressionBombError as exc:
+        raise LabelMapError(_refused_by_pillow(path, exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise LabelMapError(f"{path}: unreadable or truncated label map ({exc})") from None
     check_label(arr, path, num_classes=num_classes, expected_size=expected_size)
