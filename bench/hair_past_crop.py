@@ -31,16 +31,26 @@ PALETTE = np.array(
 
 
 def _parse(predictor, image, faces, hair_on: bool):
+    """(prediction, CPU seconds, faces given the hair parse)."""
     import trainer.face_parses as fp
+    import trainer.predict as tp
 
-    keep = fp.HAIR_AT_EDGE
+    keep, plan = fp.HAIR_AT_EDGE, tp.parse_faces
     fp.HAIR_AT_EDGE = keep if hair_on else 1.01  # a share is at most 1: never
+    hair_parses: list[int] = []
+
+    def counted(*args, **kwargs):
+        parses = plan(*args, **kwargs)
+        hair_parses.append(len(parses.hair[1]))
+        return parses
+
+    tp.parse_faces = counted
     try:
         start = time.process_time()
         pred = predictor.predict_batch([image], faces=[faces])[0]
-        return pred, time.process_time() - start
+        return pred, time.process_time() - start, sum(hair_parses)
     finally:
-        fp.HAIR_AT_EDGE = keep
+        fp.HAIR_AT_EDGE, tp.parse_faces = keep, plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,11 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         faces = predictor.find_faces(image)
         if not faces:
             continue
-        before, t_before = _parse(predictor, image, faces, hair_on=False)
-        after, t_after = _parse(predictor, image, faces, hair_on=True)
+        before, t_before, _ = _parse(predictor, image, faces, hair_on=False)
+        after, t_after, hair_parses = _parse(predictor, image, faces, hair_on=True)
         added = int(((after.label == hair) & (before.label != hair)).sum())
         changed_other = int(((after.label != before.label) & (after.label != hair)).sum())
-        rows.append({"photo": path.name, "faces": len(faces), "hair_before": int((before.label == hair).sum()),
+        rows.append({"photo": path.name, "faces": len(faces), "hair_parses": hair_parses,
+                     "hair_before": int((before.label == hair).sum()),
                      "hair_added": added, "other_changed": changed_other,
                      "s_before": round(t_before, 3), "s_after": round(t_after, 3)})  # fmt: skip
         if args.overlays and added:
@@ -81,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "photos_with_faces": len(rows),
         "faces": sum(r["faces"] for r in rows),
+        "faces_given_the_hair_parse": sum(r["hair_parses"] for r in rows),
         "photos_with_hair_added": len(with_hair),
         "hair_added_share_median": round(statistics.median(
             r["hair_added"] / max(1, r["hair_before"]) for r in with_hair), 3) if with_hair else 0.0,

@@ -103,3 +103,25 @@ def test_the_hair_pass_adds_only_hair_that_joins_hair_already_labeled() -> None:
     assert (label[96:104, 24:30] == 0).all()  # the lone blob is not hair
     assert (label[60:70, 26:38] == 0).all()  # the far pass's other classes are not added
     assert conf[28:40, 30:98].min() > 0.99
+
+
+def test_hair_the_widest_parse_is_unsure_of_is_not_added() -> None:
+    # Dark walls, trees and railings beside the hair come out as hair at 2.5x, unsure (their
+    # regions scored 0.56-0.69 on the shared photos, hair falling past the crop 0.78-0.93).
+    size = 32
+    face = np.array([[1.0, 0, -48], [0, 1.0, -48]])
+    wide = (context_transform(CONTEXT, size) @ np.vstack([face, [0, 0, 1]]))[:2]
+    far = (context_transform(HAIR_CONTEXT, size) @ np.vstack([face, [0, 0, 1]]))[:2]
+    ring = np.zeros((size, size), np.int64)
+    ring[:8] = HAIR
+    added = {}
+    for name, score in (("sure", 9.0), ("unsure", 2.0)):  # softmax of hair: 0.999 and 0.42
+        far_logits = torch.zeros(11, size, size)
+        far_logits[HAIR, :12] = score
+        far_logits[0, 12:] = 9.0
+        label, _ = paste_logits(
+            [_sure(np.ones((size, size), np.int64))], [face], (128, 128),
+            fill=([_sure(ring)], [wide]), hair=([far_logits], [far], HAIR),
+        )  # fmt: skip
+        added[name] = int((label[24:40] == HAIR).sum())
+    assert added["sure"] > 800 and added["unsure"] == 0
