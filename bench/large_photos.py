@@ -56,12 +56,12 @@ STEPS = (
     ("trainer.predict", "image_size", "header"),
     ("trainer.predict", "read_image", "decode"),
     ("trainer.predict", "read_photo", "decode"),
-    ("trainer.predict", "crop_face", "crop"),
+    ("trainer.face_parses", "crop_face", "crop"),
     ("trainer.predict", "paste_logits", "paste"),
     ("trainer.predict_folder", "write_label", "write"),
     ("trainer.predict_folder", "read_image", "decode_overlay"),
 )
-METHOD_STEPS = (("find_faces", "find"), ("_crop_logits", "network"))
+METHOD_STEPS = (("find_faces", "find"), ("crop_logits", "network"))
 
 
 def make_photo(source: Path, target: Path, megapixels: float, fmt: str) -> Path:

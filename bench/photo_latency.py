@@ -103,7 +103,7 @@ def _stages(predictor, photo: str, repeats: int) -> dict[str, float]:
     size it reads), find, crop + network (face crops and zoomed-out crops), paste back. With one
     torch thread the CPU time of each step (robust to a loaded machine), else wall time."""
     from trainer.data.imageio import image_size, read_image
-    from trainer.faces import paste_logits
+    from trainer.paste import paste_logits
 
     full = image_size(photo)
     reduce = predictor._reduce_for(full)

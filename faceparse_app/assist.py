@@ -44,12 +44,13 @@ class CropProbabilities:
     Attributes:
         probs: (C, S, S) float32 softmax of the parser's logits.
         transform: (2, 3) image pixels -> crop pixels.
-        fill: a face zoomed out: it answers only where no face's own crop does.
+        level: 0 a face's own crop; 1 the face zoomed out, 2 zoomed out further for its hair
+            (``trainer.face_parses``): a level answers only where no lower level's crop does.
     """
 
     probs: np.ndarray
     transform: np.ndarray
-    fill: bool = False
+    level: int = 0
 
 
 @dataclass
@@ -58,7 +59,7 @@ class ClassProbabilities:
 
     A pixel outside every crop is background with probability 1; where crops overlap, the crop
     surest of its top class there answers, a face's own crop before any face zoomed out (as the
-    pre-label is pasted, ``trainer.faces.paste_logits``).
+    pre-label is pasted, ``trainer.paste.paste_logits``).
     """
 
     num_classes: int
@@ -75,38 +76,21 @@ class ClassProbabilities:
             image: (H, W, 3) uint8 RGB.
             faces: ``detect`` framing: the faces to parse (None: the finder's).
         """
-        from trainer.faces import crop_face, parse_transforms
-        from trainer.predict import _whole_if_aligned
+        from trainer.face_parses import parse_faces
+        from trainer.faces import crop_face
 
-        side = predictor.input_size
-        h, w = image.shape[:2]
-        transforms: list[np.ndarray] = []
-        fill_transforms: list[np.ndarray] = []
+        out = cls(predictor.num_classes)
         if predictor.framing == "whole":
-            transforms = [np.array([[side / w, 0.0, 0.0], [0.0, side / h, 0.0]])]
+            h, w = image.shape[:2]
+            side = predictor.input_size
+            m = np.array([[side / w, 0.0, 0.0], [0.0, side / h, 0.0]])
+            levels = [(0, predictor.logits([crop_face(image, m, side)])[0], m)]
         else:
             found = list(faces) if faces is not None else predictor.find_faces(image)
-            for face in found:
-                own, wide = parse_transforms(face, side)
-                whole = _whole_if_aligned(own, (h, w), side)
-                if whole is not None:  # the photo is this face's aligned crop: parsed whole
-                    transforms.append(whole)
-                    continue
-                # The pre-label labels what lies past a face's own crop (long hair) from the
-                # face zoomed out: those crops answer only where no face's own crop does.
-                transforms.append(own)
-                fill_transforms.append(wide)
-            transforms += fill_transforms
-        out = cls(predictor.num_classes)
-        if not transforms:
-            return out
-        crops = [crop_face(image, m, side) for m in transforms]
-        logits = predictor.logits(crops)
-        probs = logits.float().softmax(dim=1).cpu().numpy()
-        fills = [i >= len(transforms) - len(fill_transforms) for i in range(len(transforms))]
+            levels = parse_faces(predictor, image, found).levels()
         out.crops = [
-            CropProbabilities(p, np.asarray(m, np.float64), fill)
-            for p, m, fill in zip(probs, transforms, fills, strict=True)
+            CropProbabilities(x.float().softmax(dim=0).cpu().numpy(), np.asarray(m, np.float64), level)
+            for level, x, m in levels
         ]
         return out
 
@@ -117,8 +101,8 @@ class ClassProbabilities:
         left = np.ones(len(ys), bool)  # no face's own crop holds the pixel
         # Pixel centres, as the pre-label samples the crops.
         pts = np.stack([xs + 0.5, ys + 0.5, np.ones(len(ys))], axis=1).astype(np.float64)
-        for fill in (False, True):
-            for crop in (c for c in self.crops if c.fill == fill):
+        for level in (0, 1, 2):
+            for crop in (c for c in self.crops if c.level == level):
                 side = crop.probs.shape[-1]
                 idx = np.flatnonzero(left)
                 uv = pts[idx] @ crop.transform.T

@@ -96,8 +96,8 @@ def same_face(a: Face, b: Face) -> bool:
 
 
 def coverage(face: Face, shape: tuple[int, int]) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
-    """The photo pixels a face's crops cover (its zoomed-out one holds its own): the pixels its
-    parse can claim.
+    """The photo pixels a face's crops cover (its widest, zoomed out for the hair, holds the
+    others): the pixels its parse can claim.
 
     Args:
         face: the face.
@@ -107,17 +107,17 @@ def coverage(face: Face, shape: tuple[int, int]) -> tuple[tuple[int, int, int, i
         ((x0, y0, x1, y1) end-exclusive box, (y1 - y0, x1 - x0) bool mask of the pixels whose
         centre falls inside the crop), or None when the crop misses the photo.
     """
-    from trainer.faces import footprint, parse_transforms
+    from trainer.faces import footprint, hair_transform
 
     try:
-        m = parse_transforms(face, _COVERAGE_SIDE)[1]  # it holds the face's own crop
+        m = hair_transform(face, _COVERAGE_SIDE)  # it holds the face's other crops
     except ValueError:  # an empty box covers nothing
         return None
     box = footprint(m, _COVERAGE_SIDE, shape)
     if box is None:
         return None
     x0, y0, x1, y1 = box
-    # The same test as the paste of the parse (trainer.faces.paste_logits), at pixel centres;
+    # The same test as the paste of the parse (trainer.paste.paste_logits), at pixel centres;
     # float32 and, for an upright face (no rotation), separable: a face filling a 12-megapixel
     # photo costs one (H, W) bool mask, not several float64 planes.
     side = np.float32(_COVERAGE_SIDE)

@@ -167,11 +167,50 @@ def context_transform(factor: float, size: int) -> np.ndarray:
 CONTEXT = 1.5
 
 
+# A face whose zoomed-out parse still finds hair along that crop's edge (a share of the edge's
+# pixels inside the photo) is parsed once more, zoomed out this far; that parse adds only hair,
+# past both crops and joined to the hair they found (long or voluminous hair was cut in a
+# straight line at the first crop's edge; bench.hair_past_crop counts the faces that qualify).
+HAIR_CONTEXT = 2.5
+HAIR_AT_EDGE = 0.05
+
+
 def parse_transforms(face: Face, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The face's crop transform and its zoomed-out one (:data:`CONTEXT`): the two crops the
-    parser sees for a face; the second covers every pixel its parse can label."""
+    parser sees for a face; the second covers every pixel its parse can label but hair (see
+    :func:`hair_transform`)."""
     m = face_transform(face, size)
-    return m, (context_transform(CONTEXT, size) @ np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
+    return m, zoomed(m, CONTEXT, size)
+
+
+def zoomed(m: np.ndarray, factor: float, size: int) -> np.ndarray:
+    """A crop transform ``m`` zoomed out by ``factor`` about the crop's centre."""
+    return (context_transform(factor, size) @ np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
+
+
+def hair_transform(face: Face, size: int) -> np.ndarray:
+    """The face's widest crop (:data:`HAIR_CONTEXT`): every pixel its parse can label."""
+    return zoomed(face_transform(face, size), HAIR_CONTEXT, size)
+
+
+def hair_at_edge(logits: torch.Tensor, m: np.ndarray, shape: tuple[int, int], hair: int) -> float:
+    """The share of a crop's edge pixels (two deep, only those inside the photo) whose top
+    class is ``hair``: hair that goes on past the crop. 0.0 when no edge pixel is inside."""
+    size = int(logits.shape[-1])
+    edge = np.zeros((size, size), bool)
+    edge[:2] = edge[-2:] = True
+    edge[:, :2] = edge[:, -2:] = True
+    ys, xs = np.nonzero(edge)
+    pts = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs, dtype=np.float64)], 1)
+    photo = pts @ np.vstack([invert(m), [0.0, 0.0, 1.0]]).T
+    h, w = shape
+    inside = (photo[:, 0] >= 0) & (photo[:, 0] < w) & (photo[:, 1] >= 0) & (photo[:, 1] < h)
+    if not inside.any():
+        return 0.0
+    top = logits.argmax(dim=0).numpy()
+    return float((top[ys[inside], xs[inside]] == hair).mean())
+
+
 
 
 def invert(m: np.ndarray) -> np.ndarray:
@@ -237,152 +276,6 @@ def warp_label_to_crop(label: np.ndarray, m: np.ndarray, size: int) -> np.ndarra
         label, np.asarray(m, np.float64), (size, size), flags=cv2.INTER_NEAREST,
         borderMode=cv2.BORDER_CONSTANT, borderValue=0,
     )
-
-
-# Output pixels per band when warping logits back (memory: classes × band × 4 bytes).
-_BAND_PIXELS = 1 << 20
-
-
-def paste_logits(
-    logits: Sequence[torch.Tensor],
-    transforms: Sequence[np.ndarray],
-    shape: tuple[int, int],
-    band_pixels: int | None = None,
-    fill: tuple[Sequence[torch.Tensor], Sequence[np.ndarray]] | None = None,
-    confidence: bool = True,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Warp each face's logits back into the photo and merge them by confidence.
-
-    Args:
-        logits: per face, (C, S, S) float class logits of its crop.
-        transforms: per face, its photo -> crop transform (at side S).
-        shape: (H, W) of the photo.
-        fill: more (logits, transforms), e.g. the faces zoomed out, that label only the pixels
-            no crop of ``logits`` covers (merged among themselves by confidence).
-        confidence: False: return no confidence map (a 200-megapixel photo's is 800 MB).
-
-    Returns:
-        label (H, W) uint8: the most probable class of the most confident face at each pixel,
-        0 (background) outside every face; confidence (H, W) float32: that class's softmax
-        probability, 1.0 outside every face (None when not asked for). Besides these, the
-        memory used is 5 bytes a pixel over the box the crops cover.
-    """
-    height, width = shape
-    label = np.zeros((height, width), np.uint8)
-    fill_logits, fill_transforms = fill if fill is not None else ((), ())
-    boxes = [
-        footprint(m, int(x.shape[-1]), shape)
-        for x, m in zip([*logits, *fill_logits], [*transforms, *fill_transforms], strict=True)
-    ]
-    boxes = [b for b in boxes if b is not None]
-    if not boxes:
-        return label, np.ones((height, width), np.float32) if confidence else None
-    # Work only over the pixels some crop covers (a face in a 12-megapixel photo covers a few).
-    ux0, uy0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    ux1, uy1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-    region = (ux0, uy0, ux1, uy1)
-    out_label = label[uy0:uy1, ux0:ux1]
-    # The confidence of the face that claimed each pixel; 0: no face has claimed it.
-    best = np.zeros(out_label.shape, np.float32)
-    _paste_into(out_label, best, logits, transforms, shape, region, band_pixels)
-    if fill is not None:
-        # The zoomed-out crops compete among themselves for the pixels no face crop claimed.
-        _paste_into(out_label, best, fill_logits, fill_transforms, shape, region, band_pixels,
-                    blocked=best > 0)  # fmt: skip
-    if not confidence:
-        return label, None
-    full = np.ones((height, width), np.float32)
-    np.copyto(full[uy0:uy1, ux0:ux1], best, where=best > 0)
-    return label, full
-
-
-def _paste_into(label, best, logits, transforms, shape, region, band_pixels, blocked=None) -> None:
-    """Paste ``logits`` into ``label``/``best`` (arrays over ``region``, an (x0, y0, x1, y1)
-    box of the photo) where each is more confident than ``best`` (and not ``blocked``).
-
-    A photo pixel's class is the argmax of the crop's class logits interpolated bilinearly at
-    the point it maps to (OpenCV's sampling). Where the four crop pixels around that point share
-    their top class, that class is the argmax (a convex mix of score vectors that agree on the
-    top class keeps it), so only pixels near a class edge in the crop are interpolated, with
-    ``cv2.remap`` over all classes; the rest take the class of their cell, looked up by a
-    nearest-neighbour ``cv2.warpAffine`` of the cell classes (a face in a 12-megapixel photo is
-    mostly such pixels; a face filling a 200-megapixel one, all but a few). The confidence is
-    the crop's own top-class probability (softmax at the crop's resolution) warped bilinearly.
-    (The softmax of the interpolated logits at every photo pixel differs only along class edges
-    and costs an exp per class and pixel.)
-    """
-    rx, ry = region[0], region[1]
-    nearest, linear = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    for face_logits, m in zip(logits, transforms, strict=True):
-        size = int(face_logits.shape[-1])
-        box = footprint(m, size, shape)
-        if box is None:
-            continue
-        x0, y0, x1, y1 = box
-        m = np.asarray(m, np.float64)
-        scores = face_logits.float()
-        hwc = np.ascontiguousarray(scores.permute(1, 2, 0).numpy())
-        sure = np.ascontiguousarray(torch.softmax(scores, dim=0).amax(dim=0).numpy())
-        cell = _cell_classes(hwc)
-        crop = np.ones((size, size), np.uint8)
-        rows = max(1, (band_pixels or _BAND_PIXELS) // max(1, x1 - x0))
-        for b0 in range(y0, y1, rows):
-            b1 = min(y1, b0 + rows)
-            band = (x1 - x0, b1 - b0)
-            # Band pixel (j, i) has its centre at photo (x0 + j + 0.5, b0 + i + 0.5); `centre`
-            # maps it to the crop point q it falls on.
-            centre = np.hstack([m[:, :2], (m[:, :2] @ np.array([x0 + 0.5, b0 + 0.5]) + m[:, 2])[:, None]])
-            # The crop's pixels are where q lies in [0, S)² (the same test as the app's face
-            # coverage, faceparse_app/faces.py): nearest-neighbour sampling rounds q - 0.5.
-            half = centre - np.array([[0.0, 0.0, 0.5], [0.0, 0.0, 0.5]])
-            inside = cv2.warpAffine(crop, half, band, flags=nearest,
-                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0).view(bool)  # fmt: skip
-            if blocked is not None:
-                inside &= ~blocked[b0 - ry : b1 - ry, x0 - rx : x1 - rx]
-            if not inside.any():
-                continue
-            # Bilinear sampling at q reads cell floor(q - 0.5) + 1 = round(q).
-            arg = cv2.warpAffine(cell, centre, band, flags=nearest, borderMode=cv2.BORDER_REPLICATE)
-            edge = inside & (arg == _MIXED)
-            if edge.any():
-                ii, jj = np.nonzero(edge)
-                px, py = jj + (x0 + 0.5), ii + (b0 + 0.5)
-                # OpenCV samples crop pixel centres at integer coordinates: shift by half a pixel.
-                u = (m[0, 0] * px + m[0, 1] * py + m[0, 2] - 0.5).astype(np.float32)
-                v = (m[1, 0] * px + m[1, 1] * py + m[1, 2] - 0.5).astype(np.float32)
-                arg[ii, jj] = _interpolated_argmax(hwc, u, v)
-            conf_np = cv2.warpAffine(sure, half, band, flags=linear, borderMode=cv2.BORDER_REPLICATE)
-            rows_, cols = slice(b0 - ry, b1 - ry), slice(x0 - rx, x1 - rx)
-            take = inside & (conf_np > best[rows_, cols])
-            np.copyto(label[rows_, cols], arg, where=take)
-            np.copyto(best[rows_, cols], conf_np, where=take)
-
-
-_MIXED = 255  # a cell whose four corner pixels disagree on the top class
-
-
-def _interpolated_argmax(hwc: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """The top class of the (S, S, C) scores sampled bilinearly at the points (u, v) (OpenCV's
-    coordinates, edge pixels replicated past the border)."""
-    n, width = len(u), _REMAP_WIDTH
-    pad = -n % width  # cv2.remap takes maps under 32767 on a side: points as rows of `width`
-    mu = np.concatenate([u, np.zeros(pad, np.float32)]).reshape(-1, width)
-    mv = np.concatenate([v, np.zeros(pad, np.float32)]).reshape(-1, width)
-    sampled = cv2.remap(hwc, mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return sampled.reshape(-1, hwc.shape[-1])[:n].argmax(axis=-1)
-
-
-_REMAP_WIDTH = 4096
-
-
-def _cell_classes(hwc: np.ndarray) -> np.ndarray:
-    """(S+1, S+1) uint8: for each cell between crop pixels (the crop padded by one edge pixel,
-    as OpenCV's replicated border samples it), the top class its four corners share, or
-    :data:`_MIXED`. Bilinear sampling at coordinate q reads cell ``floor(q) + 1``."""
-    top = np.pad(hwc.argmax(axis=-1).astype(np.uint8), 1, mode="edge")
-    c = top[:-1, :-1]
-    agree = (c == top[1:, :-1]) & (c == top[:-1, 1:]) & (c == top[1:, 1:])
-    return np.where(agree, c, _MIXED).astype(np.uint8)
 
 
 # The kinds of face part, as LaPa classes: brows, eyes, nose, mouth (lips and inner mouth).

@@ -30,10 +30,12 @@ from trainer.checkpoint import load_model
 from trainer.data.imageio import image_size, read_image
 from trainer.data.transforms import resize_square, to_tensor
 from trainer.errors import CheckpointError, ImageReadError, PredictionInterrupted
-from trainer.faces import Face, crop_face, parse_transforms, paste_logits, scale_faces
+from trainer.face_parses import parse_faces, whole_if_aligned
+from trainer.faces import Face, parse_transforms, scale_faces
 from trainer.label_maps import label_and_confidence, mean_entropy
 from trainer.labels import get_label_set
 from trainer.models import FaceParseNet
+from trainer.paste import paste_logits
 
 FRAMINGS: tuple[str, ...] = ("detect", "whole")
 DEFAULT_FRAMING = "detect"
@@ -337,7 +339,7 @@ class Predictor:
         """Parse one (H, W, 3) uint8 RGB photo; see ``predict_batch``."""
         return self.predict_batch([image])[0]
 
-    def _crop_logits(
+    def crop_logits(
         self, crops: Sequence[np.ndarray], interrupt: Callable[[], bool] | None = None
     ) -> list[torch.Tensor]:
         """(C, S, S) logits of each (S, S, 3) crop, CROP_BATCH crops a forward pass."""
@@ -379,32 +381,19 @@ class Predictor:
         h, w = image.shape[:2]
         # The output may be at another resolution than the photo (a label map stored smaller).
         to_out = np.diag([w / size[1], h / size[0], 1.0])
-        if len(found) == 1 and _whole_if_aligned(parse_transforms(found[0], side)[0], (h, w), side) is not None:
+        if len(found) == 1 and whole_if_aligned(parse_transforms(found[0], side)[0], (h, w), side) is not None:
             # The photo is one aligned face crop: exactly what whole framing gives it.
             pred = self._predict_whole([image], [size])[0]
             pred.faces, pred.framing = found, "detect"
             return pred
-        own_t, own_crops, ctx_t, ctx_crops = [], [], [], []
-        for face in found:
-            # The face's crop, then the same face zoomed out: hair and neck reach past the crop.
-            own, wide = parse_transforms(face, side)
-            whole = _whole_if_aligned(own, (h, w), side)
-            if whole is not None:  # the photo is this face's aligned crop: parse it as one
-                own_crops.append(crop_face(image, whole, side))
-                own_t.append(whole @ to_out)
-                continue  # nothing of the photo lies past its crop
-            own_crops.append(crop_face(image, own, side))
-            ctx_crops.append(crop_face(image, wide, side))
-            own_t.append(own @ to_out)
-            ctx_t.append(wide @ to_out)
-        own_logits = self._crop_logits(own_crops, interrupt)
-        ctx_logits = self._crop_logits(ctx_crops, interrupt)
+        parses = parse_faces(self, image, found, interrupt)
         _check(interrupt)
+        own, fill, hair = (([*x], [m @ to_out for m in t]) for x, t in (parses.own, parses.fill, parses.hair))
         with torch.inference_mode():
             label, sure = paste_logits(
-                own_logits, own_t, size, fill=(ctx_logits, ctx_t), confidence=confidence
+                *own, size, fill=fill, confidence=confidence, hair=(*hair, parses.hair_class)
             )
-            scores = [mean_entropy(x) for x in own_logits]
+            scores = [mean_entropy(x) for x in parses.own[0]]
         return Prediction(
             label=label,
             confidence=sure,
@@ -417,27 +406,6 @@ class Predictor:
 def _check(interrupt: Callable[[], bool] | None) -> None:
     if interrupt is not None and interrupt():
         raise PredictionInterrupted("the prediction was interrupted by its caller")
-
-
-# A face whose crop lies within this share of the side from a square photo's own corners is that
-# photo: an aligned face crop (CelebAMask-HQ, LaPa's and HELEN's crops), parsed whole, exactly as
-# the parser was trained, instead of through the finder's framing (its error on the validation
-# crops: median 5%, 90th percentile 10% of the side; HELEN's crops, framed otherwise: up to 14%).
-# It keeps detect framing level with whole framing on aligned data (BENCHMARKS.md).
-SNAP_TO_WHOLE = 0.15
-
-
-def _whole_if_aligned(m: np.ndarray, shape: tuple[int, int], side: int) -> np.ndarray | None:
-    """The whole-photo transform (photo -> side×side crop) when the face crop ``m`` nearly is it
-    and the photo is (nearly) square; else None."""
-    h, w = shape
-    if abs(h - w) > 0.05 * max(h, w):
-        return None
-    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64)
-    target = np.array([[0, 0], [side, 0], [0, side], [side, side]], np.float64)
-    if np.abs(corners @ np.asarray(m, np.float64).T - target).max() > SNAP_TO_WHOLE * side:
-        return None
-    return np.array([[side / w, 0.0, 0.0], [0.0, side / h, 0.0]])
 
 
 def _ratio(full: tuple[int, int], image: np.ndarray) -> tuple[float, float]:

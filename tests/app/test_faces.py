@@ -15,7 +15,8 @@ from faceparse_app.faces import (
     union_coverage,
     user_face,
 )
-from trainer.faces import LABEL_BOX_FRAMING, Face, parse_transforms, paste_logits
+from trainer.faces import LABEL_BOX_FRAMING, Face, hair_transform, parse_transforms
+from trainer.paste import paste_logits
 
 POINTS = np.array([[30, 40], [60, 30], [48, 50], [38, 66], [62, 60]], np.float32)
 
@@ -32,18 +33,19 @@ POINTS = np.array([[30, 40], [60, 30], [48, 50], [38, 66], [62, 60]], np.float32
 def test_coverage_is_exactly_the_pixels_the_face_can_claim(face):
     shape = (90, 100)
     logits = torch.zeros(11, 16, 16)
-    logits[3] = 5.0  # this face says "class 3" everywhere in its crops
-    main, wide = parse_transforms(face, 16)  # as the predictor parses it: its crop, zoomed out
-    label, _ = paste_logits([logits], [main], shape, fill=([logits], [wide]))
+    logits[10] = 5.0  # this face says "hair" everywhere in its crops
+    main, wide = parse_transforms(face, 16)  # as the predictor parses it: its crop, zoomed out,
+    far = hair_transform(face, 16)  # and, hair reaching that crop's edge, zoomed out further
+    label, _ = paste_logits([logits], [main], shape, fill=([logits], [wide]), hair=([logits], [far], 10))
     (x0, y0, x1, y1), mask = coverage(face, shape)
     full = np.zeros(shape, bool)
     full[y0:y1, x0:x1] = mask
-    np.testing.assert_array_equal(full, label == 3)
+    np.testing.assert_array_equal(full, label == 10)
 
 
 def test_a_face_off_the_photo_covers_nothing_and_union_joins_two():
     assert coverage(user_face((200, 200, 260, 260)), (90, 100)) is None
-    a, b = user_face((0, 0, 20, 20)), user_face((60, 50, 90, 80))
+    a, b = user_face((0, 0, 10, 10)), user_face((75, 65, 90, 80))  # widest crops apart
     (x0, y0, x1, y1), mask = union_coverage([a, b], (90, 100))
     assert mask.shape == (y1 - y0, x1 - x0) and mask.sum() == coverage(a, (90, 100))[1].sum() + coverage(
         b, (90, 100)

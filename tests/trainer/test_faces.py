@@ -16,10 +16,10 @@ from trainer.faces import (
     face_transform,
     faces_from_label,
     invert,
-    paste_logits,
     similarity_from_points,
     warp_label_to_crop,
 )
+from trainer.paste import paste_logits
 
 
 def _place(label: np.ndarray, image: np.ndarray, frame: tuple[int, int], angle: float,

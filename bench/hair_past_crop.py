@@ -1,0 +1,109 @@
+"""Hair past the zoomed-out crop, on the in-the-wild photos: how many faces take the third
+(hair) parse, how much hair it adds, and what it costs per photo (issue 29's real photos).
+
+Each photo of ``../shared/data/faces-unlabeled`` is parsed by the starter parser twice, with the
+faces found once: with the hair parse (the product) and without it (``HAIR_AT_EDGE`` above 1,
+as before it existed), alternating, one thread; CPU seconds of the parse (faces given, no
+finder, no decode). No labels exist past the crops, so what the added hair is worth is judged
+on the saved overlays (``--overlays DIR``), and the labeled benchmarks (``bench.composites``,
+HELEN, the validation faces) check it costs nothing where the truth is known.
+
+    OMP_NUM_THREADS=1 python -m bench.hair_past_crop [--overlays /tmp/hair]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench import harness
+from trainer.data.imageio import read_image
+
+EXPERIMENT = "hair_past_crop"
+PALETTE = np.array(
+    [[0, 0, 0], [0, 128, 255], [255, 255, 0], [255, 128, 0], [0, 255, 0], [0, 255, 255],
+     [160, 60, 255], [255, 0, 0], [255, 255, 255], [255, 0, 128], [255, 0, 255]], np.uint8,
+)  # fmt: skip
+
+
+def _parse(predictor, image, faces, hair_on: bool):
+    """(prediction, CPU seconds, faces given the hair parse)."""
+    import trainer.face_parses as fp
+    import trainer.predict as tp
+
+    keep, plan = fp.HAIR_AT_EDGE, tp.parse_faces
+    fp.HAIR_AT_EDGE = keep if hair_on else 1.01  # a share is at most 1: never
+    hair_parses: list[int] = []
+
+    def counted(*args, **kwargs):
+        parses = plan(*args, **kwargs)
+        hair_parses.append(len(parses.hair[1]))
+        return parses
+
+    tp.parse_faces = counted
+    try:
+        start = time.process_time()
+        pred = predictor.predict_batch([image], faces=[faces])[0]
+        return pred, time.process_time() - start, sum(hair_parses)
+    finally:
+        fp.HAIR_AT_EDGE, tp.parse_faces = keep, plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.argument_parser(__doc__, experiment=EXPERIMENT, results="hair_past_crop.json")
+    parser.add_argument("--photos", default=str(harness.SHARED / "faces-unlabeled"))
+    parser.add_argument("--overlays", default=None, help="write before|after overlays here")
+    args = parser.parse_args(argv)
+    import cv2
+    import torch
+
+    from trainer.predict import Predictor
+    from trainer.starter import STARTER_PARSER
+
+    torch.set_num_threads(1)
+    photos = sorted(harness.require(args.photos, "the unlabeled photos").iterdir())
+    predictor = Predictor.from_checkpoint(STARTER_PARSER, device="cpu")
+    hair = predictor.class_names.index("hair")
+    rows = []
+    for path in photos:
+        image = read_image(path)
+        faces = predictor.find_faces(image)
+        if not faces:
+            continue
+        before, t_before, _ = _parse(predictor, image, faces, hair_on=False)
+        after, t_after, hair_parses = _parse(predictor, image, faces, hair_on=True)
+        added = int(((after.label == hair) & (before.label != hair)).sum())
+        changed_other = int(((after.label != before.label) & (after.label != hair)).sum())
+        rows.append({"photo": path.name, "faces": len(faces), "hair_parses": hair_parses,
+                     "hair_before": int((before.label == hair).sum()),
+                     "hair_added": added, "other_changed": changed_other,
+                     "s_before": round(t_before, 3), "s_after": round(t_after, 3)})  # fmt: skip
+        if args.overlays and added:
+            out = Path(args.overlays)
+            out.mkdir(parents=True, exist_ok=True)
+            pair = [(0.5 * image + 0.5 * PALETTE[p.label]).astype(np.uint8) for p in (before, after)]
+            cv2.imwrite(str(out / f"{path.stem}.jpg"), cv2.cvtColor(np.hstack(pair), cv2.COLOR_RGB2BGR))
+        print(rows[-1], flush=True)
+    with_hair = [r for r in rows if r["hair_added"]]
+    summary = {
+        "photos_with_faces": len(rows),
+        "faces": sum(r["faces"] for r in rows),
+        "faces_given_the_hair_parse": sum(r["hair_parses"] for r in rows),
+        "photos_with_hair_added": len(with_hair),
+        "hair_added_share_median": round(statistics.median(
+            r["hair_added"] / max(1, r["hair_before"]) for r in with_hair), 3) if with_hair else 0.0,
+        "other_classes_changed": sum(r["other_changed"] for r in rows),
+        "cpu_s_per_photo_before": round(statistics.mean(r["s_before"] for r in rows), 3),
+        "cpu_s_per_photo_after": round(statistics.mean(r["s_after"] for r in rows), 3),
+    }  # fmt: skip
+    print(summary)
+    harness.write_json(args.results, {"summary": summary, "photos": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Long or voluminous hair is labeled past the zoomed-out crop, not cut in a straight line at its
+edge (seen on in-the-wild photos: a shoulder-length mane stopped at the crop's bottom edge)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.faces import (
+    CONTEXT,
+    HAIR_CONTEXT,
+    Face,
+    context_transform,
+    hair_at_edge,
+    parse_transforms,
+)
+from trainer.models import build_model, get_preset
+from trainer.paste import paste_logits
+from trainer.predict import Predictor
+
+HAIR = 10
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(get_preset("tiny"), heads=("parsing",))
+
+
+def _sure(cls: np.ndarray) -> torch.Tensor:
+    """(11, S, S) logits whose top class is ``cls`` (S, S) everywhere, very sure."""
+    out = torch.zeros(11, *cls.shape)
+    out.scatter_(0, torch.from_numpy(cls.astype(np.int64))[None], 9.0)
+    return out
+
+
+def _parse(model, image, box, top_share: float):
+    """Parse ``image`` with one face at ``box`` and a parser that sees hair in the top
+    ``top_share`` of every crop (background below); returns the prediction and crops per pass."""
+    side = int(model.config.input_size)
+    passes: list[int] = []
+
+    def logits(batch):
+        passes.append(len(batch))
+        cls = np.zeros((side, side), np.int64)
+        cls[: int(top_share * side)] = HAIR
+        return torch.stack([_sure(cls) for _ in batch])
+
+    finder = lambda img: [Face(box=box, box_framing=(0.5, 0.5, 1.0))]  # noqa: E731
+    detect = Predictor(model, device="cpu", framing="detect", finder=finder)
+    detect.logits = logits
+    return detect(image), passes
+
+
+def test_hair_at_the_zoomed_out_crops_edge_goes_on_past_it(model) -> None:
+    image = np.full((400, 400, 3), 128, np.uint8)
+    box = (170.0, 170.0, 230.0, 230.0)  # crops: own 170..230, 1.5x 155..245, 2.5x 125..275
+    pred, passes = _parse(model, image, box, top_share=0.5)
+    assert passes == [1, 1, 1]  # the face, zoomed out, and zoomed out further for the hair
+    # Before: rows above 155 were background, the hair cut in a straight line at the crop.
+    assert (pred.label[130:150, 140:260] == HAIR).all()
+    assert (pred.label[:120] == 0).all()  # past every crop: background
+    assert (pred.label[210:] == 0).all()  # the parse's background stays background
+
+
+def test_hair_that_stops_inside_the_crop_costs_no_third_pass(model) -> None:
+    image = np.full((400, 400, 3), 128, np.uint8)
+    pred, passes = _parse(model, image, (170.0, 170.0, 230.0, 230.0), top_share=0.0)
+    assert passes == [1, 1]
+    assert (pred.label == 0).all()
+
+
+def test_only_the_edge_inside_the_photo_counts() -> None:
+    size = 64
+    face = Face(box=(0.0, 0.0, 40.0, 40.0), box_framing=(0.5, 0.5, 1.0))  # at the photo's corner
+    wide = parse_transforms(face, size)[1]
+    cls = np.zeros((size, size), np.int64)
+    cls[:2] = HAIR  # hair along the crop's top edge, which lies above the photo
+    assert hair_at_edge(_sure(cls), wide, (200, 200), HAIR) == 0.0
+    cls[-2:] = HAIR  # and along its bottom edge, inside the photo
+    assert hair_at_edge(_sure(cls), wide, (200, 200), HAIR) > 0.2
+
+
+def test_the_hair_pass_adds_only_hair_that_joins_hair_already_labeled() -> None:
+    size = 32
+    face = np.array([[1.0, 0, -48], [0, 1.0, -48]])  # the face's crop: photo pixels 48..80
+    wide = (context_transform(CONTEXT, size) @ np.vstack([face, [0, 0, 1]]))[:2]  # 40..88
+    far = (context_transform(HAIR_CONTEXT, size) @ np.vstack([face, [0, 0, 1]]))[:2]  # 24..104
+    skin = np.ones((size, size), np.int64)
+    ring = np.zeros((size, size), np.int64)
+    ring[:8] = HAIR  # the zoomed-out crop: hair along its top (photo rows 40..52)
+    far_cls = np.zeros((size, size), np.int64)
+    far_cls[:, :] = 1  # beyond: skin everywhere (an arm, a neighbour), never added
+    far_cls[:12] = HAIR  # hair in the top rows (photo 24..54): joins the ring's hair
+    far_cls[28:, :4] = HAIR  # a dark blob in a far corner (photo rows 94..104): joins nothing
+    label, conf = paste_logits(
+        [_sure(skin)], [face], (128, 128), fill=([_sure(ring)], [wide]),
+        hair=([_sure(far_cls)], [far], HAIR),
+    )  # fmt: skip
+    assert (label[48:80, 48:80] == 1).all()  # the face's own crop is untouched
+    assert (label[28:40, 30:98] == HAIR).all()  # hair past the ring, joined to its hair
+    assert (label[96:104, 24:30] == 0).all()  # the lone blob is not hair
+    assert (label[60:70, 26:38] == 0).all()  # the far pass's other classes are not added
+    assert conf[28:40, 30:98].min() > 0.99
+
+
+def test_hair_the_widest_parse_is_unsure_of_is_not_added() -> None:
+    # Dark walls, trees and railings beside the hair come out as hair at 2.5x, unsure (their
+    # regions scored 0.56-0.69 on the shared photos, hair falling past the crop 0.78-0.93).
+    size = 32
+    face = np.array([[1.0, 0, -48], [0, 1.0, -48]])
+    wide = (context_transform(CONTEXT, size) @ np.vstack([face, [0, 0, 1]]))[:2]
+    far = (context_transform(HAIR_CONTEXT, size) @ np.vstack([face, [0, 0, 1]]))[:2]
+    ring = np.zeros((size, size), np.int64)
+    ring[:8] = HAIR
+    added = {}
+    for name, score in (("sure", 9.0), ("unsure", 2.0)):  # softmax of hair: 0.999 and 0.42
+        far_logits = torch.zeros(11, size, size)
+        far_logits[HAIR, :12] = score
+        far_logits[0, 12:] = 9.0
+        label, _ = paste_logits(
+            [_sure(np.ones((size, size), np.int64))], [face], (128, 128),
+            fill=([_sure(ring)], [wide]), hair=([far_logits], [far], HAIR),
+        )  # fmt: skip
+        added[name] = int((label[24:40] == HAIR).sum())
+    assert added["sure"] > 800 and added["unsure"] == 0

@@ -1,0 +1,124 @@
+"""The crops a photo's faces are parsed from, with their logits: one plan for the pre-label
+(:mod:`trainer.predict` pastes them back with :func:`trainer.paste.paste_logits`) and for the
+app's assisted tools (which keep their probabilities), so the two never disagree on what the
+model saw.
+
+Per face: its own crop; the face zoomed out (:data:`trainer.faces.CONTEXT`), which labels what
+lies past the own crop (hair, the neck); and, where that parse finds hair along its edge inside
+the photo, the face zoomed out further (:data:`trainer.faces.HAIR_CONTEXT`), which adds only hair
+joined to the hair already found. A photo that is one aligned face crop is parsed whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.faces import (
+    CONTEXT,
+    HAIR_AT_EDGE,
+    HAIR_CONTEXT,
+    Face,
+    crop_face,
+    hair_at_edge,
+    parse_transforms,
+    zoomed,
+)
+
+# A face whose crop lies within this share of the side from a square photo's own corners is that
+# photo: an aligned face crop (CelebAMask-HQ, LaPa's and HELEN's crops), parsed whole, exactly as
+# the parser was trained, instead of through the finder's framing (its error on the validation
+# crops: median 5%, 90th percentile 10% of the side; HELEN's crops, framed otherwise: up to 14%).
+# It keeps detect framing level with whole framing on aligned data (BENCHMARKS.md).
+SNAP_TO_WHOLE = 0.15
+
+Level = tuple[list[torch.Tensor], list[np.ndarray]]  # (C, S, S) logits, photo -> crop transforms
+
+
+@dataclass
+class FaceParses:
+    """The logits of every crop parsed for a photo's faces, by level.
+
+    Attributes:
+        own: each face's own crop (or the whole photo, for an aligned crop).
+        fill: the faces zoomed out; they label only what no own crop covers.
+        hair: the faces whose hair went on past ``fill``'s crop, zoomed out further; they add
+            only hair (class ``hair_class``; -1 where the model has none).
+    """
+
+    own: Level = field(default_factory=lambda: ([], []))
+    fill: Level = field(default_factory=lambda: ([], []))
+    hair: Level = field(default_factory=lambda: ([], []))
+    hair_class: int = -1
+
+    def levels(self) -> list[tuple[int, torch.Tensor, np.ndarray]]:
+        """(level, logits, transform) of every crop: 0 own, 1 fill, 2 hair."""
+        return [
+            (i, x, m)
+            for i, (logits, transforms) in enumerate((self.own, self.fill, self.hair))
+            for x, m in zip(logits, transforms, strict=True)
+        ]
+
+
+def parse_faces(
+    predictor: Any,
+    image: np.ndarray,
+    faces: Sequence[Face],
+    interrupt: Callable[[], bool] | None = None,
+) -> FaceParses:
+    """Parse ``faces`` of ``image`` as the pre-label does.
+
+    Args:
+        predictor: a :class:`trainer.predict.Predictor` (its ``crop_logits``, ``input_size``
+            and ``class_names``).
+        image: (H, W, 3) uint8 RGB.
+        faces: the faces to parse.
+        interrupt: asked between forward passes; True stops the parse
+            (``PredictionInterrupted``).
+    """
+    side = predictor.input_size
+    h, w = image.shape[:2]
+    out = FaceParses()
+    own_crops: list[np.ndarray] = []
+    wide_crops: list[np.ndarray] = []
+    for face in faces:
+        own, wide = parse_transforms(face, side)
+        whole = whole_if_aligned(own, (h, w), side)
+        if whole is not None:  # the photo is this face's aligned crop: parse it as one
+            own_crops.append(crop_face(image, whole, side))
+            out.own[1].append(whole)
+            continue  # nothing of the photo lies past its crop
+        own_crops.append(crop_face(image, own, side))
+        out.own[1].append(own)
+        wide_crops.append(crop_face(image, wide, side))
+        out.fill[1].append(wide)
+    out.own[0].extend(predictor.crop_logits(own_crops, interrupt))
+    out.fill[0].extend(predictor.crop_logits(wide_crops, interrupt))
+    if "hair" not in predictor.class_names:
+        return out
+    out.hair_class = predictor.class_names.index("hair")
+    far = [
+        zoomed(wide, HAIR_CONTEXT / CONTEXT, side)
+        for logits, wide in zip(*out.fill, strict=True)
+        if hair_at_edge(logits, wide, (h, w), out.hair_class) >= HAIR_AT_EDGE
+    ]
+    out.hair[1].extend(far)
+    out.hair[0].extend(predictor.crop_logits([crop_face(image, m, side) for m in far], interrupt))
+    return out
+
+
+def whole_if_aligned(m: np.ndarray, shape: tuple[int, int], side: int) -> np.ndarray | None:
+    """The whole-photo transform (photo -> side×side crop) when the face crop ``m`` nearly is it
+    and the photo is (nearly) square; else None."""
+    h, w = shape
+    if abs(h - w) > 0.05 * max(h, w):
+        return None
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64)
+    target = np.array([[0, 0], [side, 0], [0, side], [side, side]], np.float64)
+    if np.abs(corners @ np.asarray(m, np.float64).T - target).max() > SNAP_TO_WHOLE * side:
+        return None
+    return np.array([[side / w, 0.0, 0.0], [0.0, side / h, 0.0]])
