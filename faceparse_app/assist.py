@@ -37,6 +37,9 @@ __all__ = ["AssistContext", "BoxXYXY", "ClassProbabilities", "CropProbabilities"
 # The model's class probabilities, kept per face crop (a 12-MP photo never needs a full map)
 
 
+HAIR_LEVEL = 2  # CropProbabilities.level of the faces zoomed out furthest, for their hair
+
+
 @dataclass(frozen=True)
 class CropProbabilities:
     """Class probabilities of one network input.
@@ -129,6 +132,19 @@ class ClassProbabilities:
             out |= (uv[:, 0] >= 0) & (uv[:, 0] < side) & (uv[:, 1] >= 0) & (uv[:, 1] < side)
         return out
 
+    def level_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """(n,) int: the level of the crops answering at image pixels (ys, xs): the lowest level
+        whose crop holds the pixel (see :class:`CropProbabilities`), -1 where none does."""
+        pts = np.stack([xs + 0.5, ys + 0.5, np.ones(len(ys))], axis=1).astype(np.float64)
+        out = np.full(len(ys), 99, int)
+        for crop in self.crops:
+            side = crop.probs.shape[-1]
+            uv = pts @ crop.transform.T
+            inside = (uv[:, 0] >= 0) & (uv[:, 0] < side) & (uv[:, 1] >= 0) & (uv[:, 1] < side)
+            out[inside] = np.minimum(out[inside], crop.level)
+        out[out == 99] = -1
+        return out
+
     def holds(self, x: int, y: int) -> bool:
         """Whether some crop holds image pixel (x, y)."""
         return bool(self.covers(np.array([y]), np.array([x]))[0])
@@ -161,7 +177,9 @@ class Relabeler:
     part). Where the clicked pixel itself gives its runner-up less than ``band``, the blob is
     the whole connected region of its class (an island the model was sure of). A blob never
     reaches past the crops the model parsed: a click outside every crop changes nothing (there
-    the model has no next class to offer; on a photo's background it relabeled all of it).
+    the model has no next class to offer; on a photo's background it relabeled all of it). Hair
+    that only the face's widest parse added (past its zoomed-out crop) is a blob of its own: a
+    click there relabels that hair, never the rest of the hair it joins.
 
     Args:
         cycle: alternatives offered before the original class comes back.
@@ -215,6 +233,10 @@ class Relabeler:
         x0, y0 = box[:2]
         ys, xs = np.nonzero(region)
         region[ys, xs] = probs.covers(ys + y0, xs + x0)  # what the model parsed
+        if probs.level_at(np.array([cy]), np.array([cx]))[0] == HAIR_LEVEL:
+            # Hair that only the widest parse added is a blob of its own, never the hair it joins.
+            ys, xs = np.nonzero(region)
+            region[ys, xs] = probs.level_at(ys + y0, xs + x0) == HAIR_LEVEL
         here = probs.at(np.array([cy]), np.array([cx]))[:, 0]
         here[cls] = -1.0
         runner_up = int(np.argmax(here))
