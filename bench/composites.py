@@ -220,8 +220,14 @@ def main(argv: list[str] | None = None) -> int:
                         "the validation faces (default: the starter parser, which did)")
     parser.add_argument("--data", default=str(STUDY_OUT / "data"), help="the study's data stage")
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
+    parser.add_argument("--no-hair-parse", action="store_true", help="without the third, hair-only "
+                        "parse at 2.5x (as before 2026-12-07): what it costs where no hair goes on")
     args = parser.parse_args(argv)
     harness.setup_logging()
+    if args.no_hair_parse:
+        import trainer.face_parses
+
+        trainer.face_parses.HAIR_AT_EDGE = 1.01  # a share of edge pixels is at most 1: never
     from trainer.starter import STARTER_PARSER
 
     checkpoint = Path(args.parser) if args.parser else STARTER_PARSER
