@@ -6,7 +6,8 @@ model saw.
 Per face: its own crop; the face zoomed out (:data:`trainer.faces.CONTEXT`), which labels what
 lies past the own crop (hair, the neck); and, where that parse finds hair along its edge inside
 the photo, the face zoomed out further (:data:`trainer.faces.HAIR_CONTEXT`), which adds only hair
-joined to the hair already found. A photo that is one aligned face crop is parsed whole.
+joined to the hair already found and that it is sure of (:data:`trainer.paste.HAIR_SURE`). A photo
+that is one aligned face crop is parsed whole.
 """
 
 from __future__ import annotations

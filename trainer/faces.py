@@ -169,8 +169,9 @@ CONTEXT = 1.5
 
 # A face whose zoomed-out parse still finds hair along that crop's edge (a share of the edge's
 # pixels inside the photo) is parsed once more, zoomed out this far; that parse adds only hair,
-# past both crops and joined to the hair they found (long or voluminous hair was cut in a
-# straight line at the first crop's edge; bench.hair_past_crop counts the faces that qualify).
+# past both crops, joined to the hair they found and sure (trainer.paste.HAIR_SURE). Long or
+# voluminous hair was cut in a straight line at the first crop's edge; bench.hair_past_crop
+# counts the faces that qualify.
 HAIR_CONTEXT = 2.5
 HAIR_AT_EDGE = 0.05
 
