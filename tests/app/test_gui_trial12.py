@@ -229,8 +229,9 @@ def test_a_deleted_labels_folder_names_the_labels_lost(qtbot, tmp_path, photos):
     assert session.project.find(PHOTOS[0]).status == "in_progress"
 
 
-def test_a_label_file_damaged_while_open_is_said_unusable_and_kept_aside(qtbot, tmp_path, photos):
-    # (A chmod 000 is no test here: the tests may run as root, who reads it anyway.)
+def damaged_label_on_screen(qtbot, tmp_path, photos):
+    """The first photo labeled by hand, its label file then cut short while another photo was
+    on screen, and the first photo opened again: (window, label path, the damaged bytes)."""
     window = open_on(qtbot, tmp_path, photos)
     session, by_name = window.session, ids(window)
     session.open_image(by_name[PHOTOS[0]])
@@ -241,6 +242,13 @@ def test_a_label_file_damaged_while_open_is_said_unusable_and_kept_aside(qtbot, 
     damaged = path.read_bytes()[:200]
     path.write_bytes(damaged)
     session.open_image(by_name[PHOTOS[0]])
+    return window, path, damaged
+
+
+def test_a_label_file_damaged_while_open_is_said_unusable_and_kept_aside(qtbot, tmp_path, photos):
+    # (A chmod 000 is no test here: the tests may run as root, who reads it anyway.)
+    window, path, damaged = damaged_label_on_screen(qtbot, tmp_path, photos)
+    session = window.session
     assert "unusable" in window.message_bar.message and PHOTOS[0] in window.message_bar.message
     stroke(window, 80)
     assert session.save()
@@ -250,15 +258,7 @@ def test_a_label_file_damaged_while_open_is_said_unusable_and_kept_aside(qtbot, 
 def test_an_unusable_label_deleted_while_on_screen_is_not_written_again_empty(qtbot, tmp_path, photos):
     # The canvas shows an empty start in place of an unusable label: that is not the label the
     # store recorded, so its deletion writes nothing (an empty "hand" label would be a lie).
-    window = open_on(qtbot, tmp_path, photos)
-    session, by_name = window.session, ids(window)
-    session.open_image(by_name[PHOTOS[0]])
-    stroke(window, 50)
-    assert session.save()
-    session.open_image(by_name[PHOTOS[1]])
-    path = label_file(photos, PHOTOS[0])
-    path.write_bytes(path.read_bytes()[:200])
-    session.open_image(by_name[PHOTOS[0]])
+    window, path, _ = damaged_label_on_screen(qtbot, tmp_path, photos)
     path.unlink()
     label_gone_and_back(window)
     assert not path.exists()
