@@ -29,6 +29,7 @@ predict`` writes, and the app's whole-photo pre-label) with the code checked out
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
@@ -90,18 +91,11 @@ def make_photo(source: Path, target: Path, megapixels: float, fmt: str) -> Path:
     return target
 
 
-def _rss_mib() -> float:
+def _status_mib(field: str) -> float:
+    """A memory line of /proc/self/status in MiB (``VmRSS``: now, ``VmHWM``: the peak)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _hwm_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -180,18 +174,18 @@ def _child(kind: str, checkpoint: str, photo: str, lift: bool) -> dict[str, Any]
 
         predictor = Predictor.from_checkpoint(checkpoint, device="cpu", framing="detect")
         predictor.find_faces(np.zeros((64, 64, 3), np.uint8))  # the finder loaded
-        row["model_mib"] = round(_rss_mib(), 1)
+        row["model_mib"] = round(_status_mib("VmRSS"), 1)
         t0, c0 = time.perf_counter(), time.process_time()
         peaks: dict[str, float] = {}
         app_steps: dict[str, float] = {}
 
         def step(name, fn, *args, **kwargs):
-            base = _rss_mib()
+            base = _status_mib("VmRSS")
             _reset_peak()
             t = time.perf_counter()
             out = fn(*args, **kwargs)
             app_steps[name] = round(time.perf_counter() - t, 2)
-            peaks[name] = _hwm_mib() - base
+            peaks[name] = _status_mib("VmHWM") - base
             return out
 
         row["app_steps_s"] = app_steps
@@ -323,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=8, help="with --write-labels: every N-th photo")
     parser.add_argument("--compare-labels", nargs=2, default=None, metavar=("BEFORE", "AFTER"))
     parser.add_argument("--child", nargs=4, metavar=("KIND", "CHECKPOINT", "PHOTO", "LIFT"),
-                        help=argparse_hidden())  # fmt: skip
+                        help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args(argv)
     if args.child:
         harness.set_threads(args.threads)
@@ -381,12 +375,6 @@ def main(argv: list[str] | None = None) -> int:
                     break  # read at the limit in force: no need to lift it
     harness.record_output(args.results, command)
     return 0
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

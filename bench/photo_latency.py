@@ -15,6 +15,7 @@ ISA and load are recorded with every figure.
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--parser", default=None, help="checkpoint (default: the starter parser)")
-    parser.add_argument("--child", nargs=3, metavar=("CHECKPOINT", "PHOTO", "PATH"), help=argparse_hidden())
+    parser.add_argument("--child", nargs=3, metavar=("CHECKPOINT", "PHOTO", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         harness.set_threads(args.threads)
@@ -182,12 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"parser": checkpoint, "photo": list(SIZE), "rows": rows, "target_one_face_s": 0.5}
     harness.write_json(args.results, payload)
     return 0
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":
