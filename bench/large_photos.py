@@ -48,6 +48,7 @@ SOURCES = {  # name: (shared photo, format of the big copies)
     "one": ("deepface_img49.jpg", "JPEG"),
     "group": ("deepface_selfie-many-people.jpg", "JPEG"),
     "couple": ("deepface_couple.jpg", "PNG"),
+    "longhair": ("deepface_img3.jpg", "JPEG"),  # hair past the 1.5x crop: the third, hair parse
 }
 SIZES_MP = (12, 24, 50, 88, 108, 200)
 PNG_SIZES_MP = (50,)  # PNG copies: slow to write and to read, one size is enough
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="megapixels of the PNG copies")  # fmt: skip
     parser.add_argument("--copies", type=int, default=1,
                         help="a folder of this many links of each photo (a folder run)")  # fmt: skip
-    parser.add_argument("--sources", default=",".join(SOURCES), help="of " + ",".join(SOURCES))
+    parser.add_argument("--sources", default="one,group,couple", help="of " + ",".join(SOURCES))
     parser.add_argument("--paths", default="cli,app", help="of cli, overlays, app")
     parser.add_argument("--photos", default="/tmp/large_photos", help="where the photos are made")
     parser.add_argument("--label", default="", help="names the run (before, after)")

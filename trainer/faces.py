@@ -169,11 +169,15 @@ CONTEXT = 1.5
 
 # A face whose zoomed-out parse still finds hair along that crop's edge (a share of the edge's
 # pixels inside the photo) is parsed once more, zoomed out this far; that parse adds only hair,
-# past both crops, joined to the hair they found and sure (trainer.paste.HAIR_SURE). Long or
+# past both crops, joined to the hair they found and sure (HAIR_SURE). Long or
 # voluminous hair was cut in a straight line at the first crop's edge; bench.hair_past_crop
 # counts the faces that qualify.
 HAIR_CONTEXT = 2.5
 HAIR_AT_EDGE = 0.05
+# A region of hair that only the widest parse finds is kept when that parse is this sure of it on
+# average: on the in-the-wild photos, hair falling past the crop scored 0.78-0.93, hair put on
+# dark walls, trees and railings 0.56-0.69 (bench.hair_past_crop).
+HAIR_SURE = 0.75
 
 
 def parse_transforms(face: Face, size: int) -> tuple[np.ndarray, np.ndarray]:

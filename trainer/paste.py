@@ -12,11 +12,6 @@ import torch
 
 from trainer.faces import footprint
 
-# A region of hair that only the widest parse (trainer.faces.HAIR_CONTEXT) finds is kept when the
-# parse is this sure of it on average: on the in-the-wild photos, hair falling past the crop
-# scored 0.78-0.93, hair put on dark walls, trees and railings 0.56-0.69 (bench.hair_past_crop).
-HAIR_SURE = 0.75
-
 # Output pixels per band when warping logits back (memory: classes × band × 4 bytes).
 _BAND_PIXELS = 1 << 20
 
@@ -28,7 +23,7 @@ def paste_logits(
     band_pixels: int | None = None,
     fill: tuple[Sequence[torch.Tensor], Sequence[np.ndarray]] | None = None,
     confidence: bool = True,
-    hair: tuple[Sequence[torch.Tensor], Sequence[np.ndarray], int] | None = None,
+    hair: tuple[Sequence[torch.Tensor], Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Warp each face's logits back into the photo and merge them by confidence.
 
@@ -39,9 +34,9 @@ def paste_logits(
         fill: more (logits, transforms), e.g. the faces zoomed out, that label only the pixels
             no crop of ``logits`` covers (merged among themselves by confidence).
         confidence: False: return no confidence map (a 200-megapixel photo's is 800 MB).
-        hair: (logits, transforms, hair class) of faces zoomed out further: where no crop of
-            ``logits`` or ``fill`` reaches, they add the pixels whose top class is hair, in
-            regions that join hair already labeled; everything else stays background.
+        hair: (logits, transforms, masks) of faces zoomed out further: where no crop of
+            ``logits`` or ``fill`` reaches, they label the pixels their (S, S) bool masks keep
+            (:func:`trainer.face_parses.hair_mask`: the hair they add); the rest stays as it was.
 
     Returns:
         label (H, W) uint8: the most probable class of the most confident face at each pixel,
@@ -52,7 +47,7 @@ def paste_logits(
     height, width = shape
     label = np.zeros((height, width), np.uint8)
     fill_logits, fill_transforms = fill if fill is not None else ((), ())
-    hair_logits, hair_transforms, hair_class = hair if hair is not None else ((), (), -1)
+    hair_logits, hair_transforms, hair_masks = hair if hair is not None else ((), (), ())
     every = [*logits, *fill_logits, *hair_logits]
     boxes = [
         footprint(m, int(x.shape[-1]), shape)
@@ -74,15 +69,10 @@ def paste_logits(
         _paste_into(out_label, best, fill_logits, fill_transforms, shape, region, band_pixels,
                     blocked=best > 0)  # fmt: skip
     if hair_logits:
-        # The faces zoomed out further, among themselves, past every nearer crop; of their
-        # parse only hair joined to the hair found is kept.
-        far_label = np.zeros_like(out_label)
-        far_best = np.zeros_like(best)
-        _paste_into(far_label, far_best, hair_logits, hair_transforms, shape, region, band_pixels,
-                    blocked=best > 0)  # fmt: skip
-        take = _joined_hair((far_best > 0) & (far_label == hair_class), out_label == hair_class, far_best)
-        np.copyto(out_label, far_label, where=take)
-        np.copyto(best, far_best, where=take)
+        # The faces zoomed out further, past every nearer crop, only where their masks keep
+        # hair (trainer.face_parses.hair_mask).
+        _paste_into(out_label, best, hair_logits, hair_transforms, shape, region, band_pixels,
+                    blocked=best > 0, masks=hair_masks)  # fmt: skip
     if not confidence:
         return label, None
     full = np.ones((height, width), np.float32)
@@ -90,27 +80,10 @@ def paste_logits(
     return label, full
 
 
-def _joined_hair(extra: np.ndarray, hair: np.ndarray, sure: np.ndarray) -> np.ndarray:
-    """The regions (8-connected) of ``extra`` that touch ``hair`` and whose mean ``sure`` (the
-    parse's top-class probability) is at least :data:`HAIR_SURE`."""
-    if not extra.any() or not hair.any():
-        return np.zeros_like(extra)
-    count, parts = cv2.connectedComponents(extra.astype(np.uint8), connectivity=8)
-    near = cv2.dilate(hair.astype(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
-    keep = np.zeros(count, bool)
-    keep[np.unique(parts[near & extra])] = True
-    ids = parts[extra]
-    mean = np.bincount(ids, weights=sure[extra], minlength=count) / np.maximum(
-        np.bincount(ids, minlength=count), 1
-    )
-    keep &= mean >= HAIR_SURE
-    keep[0] = False
-    return keep[parts]
-
-
-def _paste_into(label, best, logits, transforms, shape, region, band_pixels, blocked=None) -> None:
+def _paste_into(label, best, logits, transforms, shape, region, band_pixels, blocked=None, masks=None) -> None:
     """Paste ``logits`` into ``label``/``best`` (arrays over ``region``, an (x0, y0, x1, y1)
-    box of the photo) where each is more confident than ``best`` (and not ``blocked``).
+    box of the photo) where each is more confident than ``best`` (and not ``blocked``); with
+    ``masks`` (per crop, (S, S) bool or None), only where the crop pixel is in its mask.
 
     A photo pixel's class is the argmax of the crop's class logits interpolated bilinearly at
     the point it maps to (OpenCV's sampling). Where the four crop pixels around that point share
@@ -125,7 +98,7 @@ def _paste_into(label, best, logits, transforms, shape, region, band_pixels, blo
     """
     rx, ry = region[0], region[1]
     nearest, linear = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    for face_logits, m in zip(logits, transforms, strict=True):
+    for face_logits, m, mask in zip(logits, transforms, masks or [None] * len(logits), strict=True):
         size = int(face_logits.shape[-1])
         box = footprint(m, size, shape)
         if box is None:
@@ -136,7 +109,7 @@ def _paste_into(label, best, logits, transforms, shape, region, band_pixels, blo
         hwc = np.ascontiguousarray(scores.permute(1, 2, 0).numpy())
         sure = np.ascontiguousarray(torch.softmax(scores, dim=0).amax(dim=0).numpy())
         cell = _cell_classes(hwc)
-        crop = np.ones((size, size), np.uint8)
+        crop = np.ones((size, size), np.uint8) if mask is None else np.asarray(mask, np.uint8)
         rows = max(1, (band_pixels or _BAND_PIXELS) // max(1, x1 - x0))
         for b0 in range(y0, y1, rows):
             b1 = min(y1, b0 + rows)

@@ -391,7 +391,7 @@ class Predictor:
         own, fill, hair = (([*x], [m @ to_out for m in t]) for x, t in (parses.own, parses.fill, parses.hair))
         with torch.inference_mode():
             label, sure = paste_logits(
-                *own, size, fill=fill, confidence=confidence, hair=(*hair, parses.hair_class)
+                *own, size, fill=fill, confidence=confidence, hair=(*hair, parses.hair_masks)
             )
             scores = [mean_entropy(x) for x in parses.own[0]]
         return Prediction(

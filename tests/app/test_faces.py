@@ -15,6 +15,7 @@ from faceparse_app.faces import (
     union_coverage,
     user_face,
 )
+from trainer.face_parses import hair_mask
 from trainer.faces import LABEL_BOX_FRAMING, Face, hair_transform, parse_transforms
 from trainer.paste import paste_logits
 
@@ -36,7 +37,8 @@ def test_coverage_is_exactly_the_pixels_the_face_can_claim(face):
     logits[10] = 5.0  # this face says "hair" everywhere in its crops
     main, wide = parse_transforms(face, 16)  # as the predictor parses it: its crop, zoomed out,
     far = hair_transform(face, 16)  # and, hair reaching that crop's edge, zoomed out further
-    label, _ = paste_logits([logits], [main], shape, fill=([logits], [wide]), hair=([logits], [far], 10))
+    keep = hair_mask(logits, logits, 10)
+    label, _ = paste_logits([logits], [main], shape, fill=([logits], [wide]), hair=([logits], [far], [keep]))
     (x0, y0, x1, y1), mask = coverage(face, shape)
     full = np.zeros(shape, bool)
     full[y0:y1, x0:x1] = mask

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainer.face_parses import hair_mask
 from trainer.faces import (
     CONTEXT,
     HAIR_CONTEXT,
@@ -94,9 +95,11 @@ def test_the_hair_pass_adds_only_hair_that_joins_hair_already_labeled() -> None:
     far_cls[:, :] = 1  # beyond: skin everywhere (an arm, a neighbour), never added
     far_cls[:12] = HAIR  # hair in the top rows (photo 24..54): joins the ring's hair
     far_cls[28:, :4] = HAIR  # a dark blob in a far corner (photo rows 94..104): joins nothing
+    far_logits = _sure(far_cls)
+    mask = hair_mask(far_logits, _sure(ring), HAIR)
     label, conf = paste_logits(
         [_sure(skin)], [face], (128, 128), fill=([_sure(ring)], [wide]),
-        hair=([_sure(far_cls)], [far], HAIR),
+        hair=([far_logits], [far], [mask]),
     )  # fmt: skip
     assert (label[48:80, 48:80] == 1).all()  # the face's own crop is untouched
     assert (label[28:40, 30:98] == HAIR).all()  # hair past the ring, joined to its hair
@@ -121,7 +124,8 @@ def test_hair_the_widest_parse_is_unsure_of_is_not_added() -> None:
         far_logits[0, 12:] = 9.0
         label, _ = paste_logits(
             [_sure(np.ones((size, size), np.int64))], [face], (128, 128),
-            fill=([_sure(ring)], [wide]), hair=([far_logits], [far], HAIR),
+            fill=([_sure(ring)], [wide]),
+            hair=([far_logits], [far], [hair_mask(far_logits, _sure(ring), HAIR)]),
         )  # fmt: skip
-        added[name] = int((label[24:40] == HAIR).sum())
+        added[name] = int((label[24:37] == HAIR).sum())  # a far-crop pixel off the 1.5x crop
     assert added["sure"] > 800 and added["unsure"] == 0
