@@ -29,3 +29,74 @@ def test_folder_scan_reads_a_png_header_without_decoding_it(
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decoding)
     assert project_mod.image_size(path) == (30, 20)
     assert decoded == []
+
+
+def _face_files(folder: Path, n: int) -> dict[int, Path]:
+    from tests.conftest import synthetic_face
+    from trainer.data.imageio import write_image
+
+    files = {}
+    for i in range(1, n + 1):
+        files[i] = folder / f"face{i}.png"
+        write_image(files[i], synthetic_face(64, seed=i)[0])
+    return files
+
+
+def _detect_predictor():
+    from trainer.faces import Face
+    from trainer.models import build_model, get_preset
+    from trainer.predict import Predictor
+
+    def one_face(image: np.ndarray) -> list[Face]:
+        h, w = image.shape[:2]
+        return [Face(box=(8.0, 8.0, w - 8.0, h - 8.0), score=0.9, box_framing=(0.5, 0.5, 1.0))]
+
+    model = build_model(get_preset("tiny"), heads=("parsing",))
+    return Predictor(model, device="cpu", framing="detect", finder=one_face)
+
+
+def test_only_the_photo_on_screen_gets_a_confidence_map(qtbot, tmp_path: Path) -> None:
+    """A 200-megapixel photo's map is 800 MB of float32: the scoring sweep, the refreshes and
+    the look-ahead use only the score, and a map kept for each of the 24 cached predictions
+    was gigabytes. The photo on screen has its map (the confidence view, U), also when its
+    label came from the look-ahead."""
+    from faceparse_app.prelabel_queue import PrelabelQueue
+
+    files = _face_files(tmp_path, 4)
+    queue = PrelabelQueue(lookahead=1)
+    try:
+        queue.set_model(_detect_predictor(), "v0001")
+        ready: list[tuple[int, object]] = []
+        maps: list[tuple[int, object]] = []
+        queue.ready.connect(lambda i, pred: ready.append((i, pred)))
+        queue.confidence_ready.connect(lambda i, conf: maps.append((i, conf)))
+        refreshed: list[int] = []
+        queue.refreshed.connect(lambda i, label, version: refreshed.append(i))
+        swept: list = []
+        original = PrelabelQueue._on_event
+
+        def spy(self, kind, payload):
+            if kind == "result":
+                swept.append((payload[2], payload[3], payload[5].confidence))
+            original(self, kind, payload)
+
+        queue._relay._handler = lambda kind, payload: spy(queue, kind, payload)
+        queue.score_all([(3, files[3])])
+        queue.refresh([(4, files[4])])
+        queue.request(1, files[1], upcoming=[(2, files[2])])
+        qtbot.waitUntil(lambda: len(swept) == 4, timeout=30000)
+        kinds = {image_id: conf for _, image_id, conf in swept}
+        # On screen: a map at the photo's size; look-ahead, refresh and sweep: none.
+        assert kinds[1] is not None and kinds[1].shape == (64, 64)
+        assert kinds[2] is None and kinds[3] is None and kinds[4] is None
+        assert refreshed == [4] and not np.isnan(queue.score(3))
+        # The look-ahead photo opens: its label at once, its map right after.
+        queue.request(2, files[2])
+        qtbot.waitUntil(lambda: bool(maps), timeout=30000)
+        assert [i for i, _ in ready] == [1, 2, 2]  # the look-ahead's, then the cached one's
+        assert ready[-1][1].confidence is None and ready[-1][1].label.shape == (64, 64)
+        assert maps[0][0] == 2 and maps[0][1].shape == (64, 64)
+        # Only the photo on screen keeps a map in the cache.
+        assert queue.cached(1).confidence is None and queue.cached(2).confidence is not None
+    finally:
+        queue.stop()
