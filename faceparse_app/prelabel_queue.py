@@ -341,8 +341,9 @@ class PrelabelQueue(QObject):
 
         predictor: Any = None
         loaded_generation = -1
-        # (image id, generation) refreshed: scored already, or its failure reported already
-        refreshed: set[tuple[int, int]] = set()
+        # (image id, generation, faces' rev) predicted (so scored already; a request or the
+        # look-ahead just before the sweep reached it), or its refresh's failure reported
+        done: set[tuple[int, int, int]] = set()
         while True:
             with self._cond:
                 while not self._stopping and not self._heap and not self._switch.ready:
@@ -361,10 +362,10 @@ class PrelabelQueue(QObject):
                 priority, seq, image_id, path, generation = heapq.heappop(self._heap)
                 if generation != self._generation:
                     continue
-                if priority == _SWEEP and (image_id, generation) in refreshed:
-                    continue  # its refresh gave its score (or its error) already
                 source, version = self._model_source, self.version
                 rev = self._face_rev.get(image_id, 0)
+                if priority == _SWEEP and (image_id, generation, rev) in done:
+                    continue  # its score (or its refresh's error) came already
                 self._inflight = (image_id, generation, rev, priority)
                 self._preempt.clear()
             try:
@@ -372,7 +373,7 @@ class PrelabelQueue(QObject):
                     predictor = None  # free the old model before loading the new one
                     predictor = self._load(source)
                     loaded_generation = generation
-                    refreshed.clear()
+                    done.clear()
                     self._relay.post("model_loaded", (generation, version))
                     self._relay.post("runtime", (generation, runtime_text(predictor)))
                     self._switch.start(source, predictor, generation, lambda: self._generation)
@@ -419,7 +420,7 @@ class PrelabelQueue(QObject):
                     loaded_generation = generation  # do not retry a broken model per image
                     predictor = None
                 if priority == _REFRESH and not model_failed:
-                    refreshed.add((image_id, generation))
+                    done.add((image_id, generation, rev))
                     self._relay.post("refresh_failed", (generation, image_id, error_message(exc)))
                 else:
                     self._relay.post("failed", (generation, -1 if model_failed else image_id, error_message(exc)))
@@ -427,8 +428,7 @@ class PrelabelQueue(QObject):
             finally:
                 with self._cond:
                     self._inflight = None
-            if priority == _REFRESH:
-                refreshed.add((image_id, generation))
+            done.add((image_id, generation, rev))
             self._relay.post("result", (generation, version, priority, image_id, rev, pred, found, path))
 
     def _stopping_or_preempted(self) -> bool:

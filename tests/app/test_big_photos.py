@@ -100,3 +100,29 @@ def test_only_the_photo_on_screen_gets_a_confidence_map(qtbot, tmp_path: Path) -
         assert queue.cached(1).confidence is None and queue.cached(2).confidence is not None
     finally:
         queue.stop()
+
+
+def test_the_scoring_sweep_does_not_predict_the_photos_just_predicted_again(qtbot, tmp_path: Path) -> None:
+    """Opening a folder requests the photo on screen and its look-ahead, then sweeps every
+    photo for its score: the sweep predicted those two again (10 CPU-seconds and 2 GB for two
+    200-megapixel photos), though their scores had just come."""
+    from faceparse_app.prelabel_queue import PrelabelQueue
+    from trainer.data.imageio import read_image
+
+    files = _face_files(tmp_path, 3)
+    loads: list[int] = []
+
+    def loader(path: Path) -> np.ndarray:
+        loads.append(int(path.stem[4:]))
+        return read_image(path)
+
+    queue = PrelabelQueue(lookahead=1, loader=loader)
+    try:
+        queue.set_model(_detect_predictor(), "v0001")
+        queue.request(1, files[1], upcoming=[(2, files[2])])
+        queue.score_all([(i, files[i]) for i in (1, 2, 3)])
+        qtbot.waitUntil(lambda: len(queue.scores()) == 3, timeout=30000)
+        qtbot.wait(300)
+        assert sorted(loads) == [1, 2, 3]
+    finally:
+        queue.stop()
