@@ -108,6 +108,9 @@ class LabelOverlay:
         return (wx0, wy0, wx1 - wx0, wy1 - wy0)
 
 
+HEAT_STRIP_PIXELS = 1 << 18  # pixels of the confidence view coloured at a time (~25 MB)
+
+
 class HeatOverlay:
     """The model's per-pixel uncertainty as a premultiplied-ARGB QImage (the confidence view).
 
@@ -123,14 +126,19 @@ class HeatOverlay:
     def __init__(self, confidence: np.ndarray, num_classes: int, alpha: float = 0.75) -> None:
         from faceparse_app.uncertainty import heat_rgba, uncertainty_from_confidence
 
-        rgba = heat_rgba(uncertainty_from_confidence(confidence, num_classes), alpha).astype(np.uint16)
         h, w = confidence.shape
-        # Premultiply and reorder RGBA -> BGRA (little-endian ARGB32) into a buffer we keep.
         self.buffer = np.empty((h, w, 4), np.uint8)
-        a = rgba[..., 3]
-        for dst, src in ((0, 2), (1, 1), (2, 0)):
-            self.buffer[..., dst] = (rgba[..., src] * a + 127) // 255
-        self.buffer[..., 3] = a
+        # A strip of rows at a time: the colours go through float temporaries of ~100 bytes a
+        # pixel, 20 GB for a whole 200-megapixel photo; the buffer itself is 4 bytes a pixel.
+        rows = max(1, HEAT_STRIP_PIXELS // max(1, w))
+        for y in range(0, h, rows):
+            umap = uncertainty_from_confidence(confidence[y : y + rows], num_classes)
+            rgba = heat_rgba(umap, alpha).astype(np.uint16)
+            # Premultiply and reorder RGBA -> BGRA (little-endian ARGB32).
+            strip, a = self.buffer[y : y + rows], rgba[..., 3]
+            for dst, src in ((0, 2), (1, 1), (2, 0)):
+                strip[..., dst] = (rgba[..., src] * a + 127) // 255
+            strip[..., 3] = a
         self.image = QImage(self.buffer.data, w, h, 4 * w, QImage.Format.Format_ARGB32_Premultiplied)
 
     @property

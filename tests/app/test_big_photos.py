@@ -126,3 +126,41 @@ def test_the_scoring_sweep_does_not_predict_the_photos_just_predicted_again(qtbo
         assert sorted(loads) == [1, 2, 3]
     finally:
         queue.stop()
+
+
+def _premultiplied_bgra(confidence: np.ndarray, num_classes: int, alpha: float) -> np.ndarray:
+    """What the confidence view shows, computed whole (small maps only)."""
+    from faceparse_app.uncertainty import heat_rgba, uncertainty_from_confidence
+
+    rgba = heat_rgba(uncertainty_from_confidence(confidence, num_classes), alpha).astype(np.uint16)
+    a = rgba[..., 3]
+    out = np.empty(rgba.shape, np.uint8)
+    for dst, src in ((0, 2), (1, 1), (2, 0)):
+        out[..., dst] = (rgba[..., src] * a + 127) // 255
+    out[..., 3] = a
+    return out
+
+
+def test_the_confidence_view_of_a_huge_photo_needs_little_more_than_its_image(qtbot) -> None:
+    """U on a 200-megapixel photo took the window past 20 GB (whole-photo float64 colour
+    temporaries, ~100 bytes a pixel) and the machine out of memory; its image is 4 bytes a pixel."""
+    import tracemalloc
+
+    from faceparse_app.widgets.overlay import HeatOverlay
+
+    rng = np.random.default_rng(0)
+    small = rng.uniform(1 / 11, 1.0, (37, 53)).astype(np.float32)
+    overlay = HeatOverlay(small, 11)
+    np.testing.assert_array_equal(overlay.buffer, _premultiplied_bgra(small, 11, 0.75))
+
+    h, w = 2000, 2000
+    confidence = np.ones((h, w), np.float32)
+    confidence[500:1500, 500:1500] = 0.5
+    tracemalloc.start()
+    try:
+        overlay = HeatOverlay(confidence, 11)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert overlay.size == (w, h)
+    assert peak < 4 * h * w + (48 << 20), f"{peak / (h * w):.0f} bytes a pixel"
