@@ -116,6 +116,7 @@ class ModelLoop(QObject):
         # the strokes made while it was on its way (it used to be dropped by the first one).
         self._blank: int | None = None
         self._accept_asked: int | None = None  # A was pressed before that image's pre-label came
+        self._arrived: int | None = None  # the image on screen whose prediction came
         self._pictures: dict[int, str] = {}  # image id -> the content hash it was predicted for
         self._load_error: str | None = None  # why the model in use could not be loaded
         self._scores_timer = QTimer(self)
@@ -139,6 +140,7 @@ class ModelLoop(QObject):
             faces_for=self.faces.kept_faces, parent=self,
         )
         queue.ready.connect(self._on_ready)
+        queue.confidence_ready.connect(self._on_confidence)
         queue.scored.connect(self._on_scored)
         queue.failed.connect(self._on_failed)
         queue.runtime_changed.connect(self.runtime_changed)
@@ -300,7 +302,7 @@ class ModelLoop(QObject):
 
     def _on_image_changed(self, rec: ImageRecord | None) -> None:
         self.confidence = None
-        self._blank = self._accept_asked = None
+        self._blank = self._accept_asked = self._arrived = None
         if rec is not None and self.session is not None and rec.status == "new":
             self._blank = None if self.session.project.label_path(rec).exists() else rec.id
         self.heat_changed.emit(None)
@@ -323,7 +325,9 @@ class ModelLoop(QObject):
             return
         if session.current.id != image_id:
             return  # a look-ahead result: cached until its image opens
+        self._arrived = image_id
         # 1.0 outside every face: the confidence view shows doubt about faces, not background.
+        # None for a look-ahead's prediction: the map follows (_on_confidence).
         self.confidence = pred.confidence
         self.heat_changed.emit(pred.confidence)
         if session.apply_prelabel(image_id, pred.label, version):
@@ -333,6 +337,14 @@ class ModelLoop(QObject):
         elif self._blank == image_id:
             self._fill_around_strokes(image_id, pred.label)
         self.faces.on_ready(image_id, pred)
+
+    def _on_confidence(self, image_id: int, confidence: np.ndarray) -> None:
+        """The confidence map of the image on screen, after its label came from the look-ahead."""
+        session = self.session
+        if session is None or session.current is None or session.current.id != image_id:
+            return
+        self.confidence = confidence
+        self.heat_changed.emit(confidence)
 
     def _fill_around_strokes(self, image_id: int, label: np.ndarray) -> None:
         """The first pre-label of an image painted before it came: the model's classes go
@@ -365,7 +377,7 @@ class ModelLoop(QObject):
             return False
         current = session.current
         waiting = (  # an empty label on screen, a model at work, and nothing came from it yet
-            current is not None and self._blank == current.id and self.confidence is None
+            current is not None and self._blank == current.id and self._arrived != current.id
             and queue is not None and queue.has_model
         )  # fmt: skip
         if waiting and self._load_error is not None:

@@ -4,15 +4,13 @@ a model swap, then background uncertainty scoring; results are cached per (image
 version). Results cross to the GUI thread as in :mod:`faceparse_app.workers`.
 
 Each prediction parses the faces kept for its image (``faces_for``, asked on the worker thread)
-or, for an image whose faces were never looked for, the faces the model's finder finds; those
-are reported (``faces_found``) so the caller can keep them. When an image's faces change,
-:meth:`PrelabelQueue.forget` drops what was predicted with the old ones, including a prediction
-still running.
+or else the faces the model's finder finds, reported (``faces_found``) for the caller to keep.
+When an image's faces change, :meth:`PrelabelQueue.forget` drops what was predicted with the
+old ones, including a prediction still running.
 
 A model given as a checkpoint path pre-labels in torch at once; meanwhile a
 :class:`~faceparse_app.runtime_check.RuntimeCheck` finds out in the background whether ONNX
-Runtime is the faster correct runtime for it on this CPU, and if so the queue switches to it
-between two images (``runtime_changed`` says which runtime is in use).
+Runtime is faster and correct on this CPU; the queue switches between two images.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ import itertools
 import logging
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, Signal
 
+from faceparse_app.prelabel_cache import PredictionCache
 from faceparse_app.runtime_check import RuntimeSwitch, runtime_text
 from faceparse_app.workers import (
     PRELABEL_NICE,
@@ -52,11 +50,9 @@ STOP_WAIT_MS = 10_000  # how long stop() waits for the prediction in progress
 _closing: set[PrelabelQueue] = set()
 
 
-
 def _finds_faces(predictor: Any) -> bool:
     """Whether the predictor's finder looks at the photo. The whole-image finder only frames
-    it (every image is one aligned face): its 'face' says nothing about the photo, and kept, it
-    would stop a real finder from ever looking there."""
+    it (one aligned face): its 'face', kept, would stop a real finder from ever looking."""
     return getattr(getattr(predictor, "finder", None), "name", None) != "whole-image"
 
 
@@ -69,7 +65,8 @@ class PrelabelQueue(QObject):
 
     Args:
         lookahead: how many of the ``upcoming`` images given with a request to predict ahead.
-        cache_size: label maps kept (LRU) per (image id, model version).
+        cache_size: predictions kept (LRU) per (image id, model version), at most
+            :data:`~faceparse_app.prelabel_cache.CACHE_BYTES` of label maps.
         device: torch device for models given as a path.
         loader: reads an image file into (H, W, 3) uint8 RGB (runs on the worker thread).
         faces_for: image id -> the faces kept for it, or None when they were never looked for
@@ -79,9 +76,11 @@ class PrelabelQueue(QObject):
 
     Signals:
         ready(int, object): image id and its :class:`trainer.predict.Prediction` (label (H, W)
-            uint8, confidence (H, W) float32 (1.0 outside every face), the faces parsed, the
-            uncertainty score over them, NaN when there is none); for requested and look-ahead
-            images.
+            uint8, confidence (H, W) float32 (1.0 outside every face) or None, the faces parsed,
+            the uncertainty score over them, NaN when there is none); for requested and
+            look-ahead images. Only a requested image (on screen) gets a map (800 MB at 200
+            megapixels): a look-ahead one's comes as ``confidence_ready`` once it is requested.
+        confidence_ready(int, object): image id and its (H, W) float32 confidence map.
         faces_found(int, object): image id and the list of faces the finder found in it, for
             every prediction of an image whose faces were not kept yet (not for the
             whole-image finder, which finds nothing: it frames the photo as one face).
@@ -100,6 +99,7 @@ class PrelabelQueue(QObject):
     """
 
     ready = Signal(int, object)
+    confidence_ready = Signal(int, object)
     faces_found = Signal(int, object)
     scored = Signal(int, float)
     failed = Signal(int, str)
@@ -122,7 +122,6 @@ class PrelabelQueue(QObject):
         from trainer.data.imageio import read_image
 
         self.lookahead = max(0, int(lookahead))
-        self.cache_size = max(1, int(cache_size))
         self.device = device
         self.loader = loader or read_image
         self.faces_for = faces_for
@@ -130,7 +129,7 @@ class PrelabelQueue(QObject):
         self.version: str | None = None
         self._model_source: Any = None
         self._generation = 0
-        self._cache: OrderedDict[tuple[int, str | None], Prediction] = OrderedDict()
+        self._cache = PredictionCache(cache_size)
         self._scores: dict[tuple[int, str | None], float] = {}
         self._heap: list[tuple[int, int, int, Path, int]] = []
         self._seq = itertools.count()
@@ -143,6 +142,9 @@ class PrelabelQueue(QObject):
         # Of those, the ones no finished prediction has reported yet (its job was interrupted).
         self._unreported: set[tuple[int, int]] = set()
         self._inflight: tuple[int, int, int, int] | None = None  # (id, generation, rev, priority)
+        # Images on screen whose label came from the look-ahead: their requested job brings
+        # the confidence map alone (``confidence_ready``), not the label again.
+        self._map_only: set[int] = set()
         self._unreadable_logged: set[Path] = set()  # photos the log named as unreadable once
         # Set when a request or look-ahead arrives while a refresh or sweep job runs: that job
         # stops at its next step and goes back in the queue (a photo of thirty faces must not
@@ -205,8 +207,7 @@ class PrelabelQueue(QObject):
             for key in [k for k in self._found if k[0] == image_id]:
                 del self._found[key]
                 self._unreported.discard(key)
-        for key in [k for k in self._cache if k[0] == image_id]:
-            del self._cache[key]
+        self._cache.forget(image_id)
         for key in [k for k in self._scores if k[0] == image_id]:
             del self._scores[key]
 
@@ -238,8 +239,8 @@ class PrelabelQueue(QObject):
         if self._model_source is None:
             return
         hit = self.cached(image_id)
-        if hit is not None:
-            self._cache.move_to_end((image_id, self.version))
+        self._cache.touch((image_id, self.version))
+        self._cache.show(int(image_id))
         ahead = [
             (int(i), Path(p))
             for i, p in list(upcoming)[: self.lookahead]
@@ -248,7 +249,11 @@ class PrelabelQueue(QObject):
         with self._cond:
             self._heap = [item for item in self._heap if item[0] >= _REFRESH]
             heapq.heapify(self._heap)
+            self._map_only.clear()  # went with the requests dropped (one running: in full)
             if hit is None:
+                self._push(_REQUESTED, int(image_id), Path(path))
+            elif hit.confidence is None:  # from the look-ahead: its map only
+                self._map_only.add(int(image_id))
                 self._push(_REQUESTED, int(image_id), Path(path))
             for i, p in ahead:
                 self._push(_LOOKAHEAD, i, p)
@@ -314,7 +319,6 @@ class PrelabelQueue(QObject):
     def _dispose(self) -> None:
         _closing.discard(self)
         self.deleteLater()
-
     # -- worker thread ------------------------------------------------------------------------
 
     def _push(self, priority: int, image_id: int, path: Path) -> None:
@@ -337,8 +341,9 @@ class PrelabelQueue(QObject):
 
         predictor: Any = None
         loaded_generation = -1
-        # (image id, generation) refreshed: scored already, or its failure reported already
-        refreshed: set[tuple[int, int]] = set()
+        # (image id, generation, faces' rev) predicted (so scored already; a request or the
+        # look-ahead just before the sweep reached it), or its refresh's failure reported
+        done: set[tuple[int, int, int]] = set()
         while True:
             with self._cond:
                 while not self._stopping and not self._heap and not self._switch.ready:
@@ -357,10 +362,10 @@ class PrelabelQueue(QObject):
                 priority, seq, image_id, path, generation = heapq.heappop(self._heap)
                 if generation != self._generation:
                     continue
-                if priority == _SWEEP and (image_id, generation) in refreshed:
-                    continue  # its refresh gave its score (or its error) already
                 source, version = self._model_source, self.version
                 rev = self._face_rev.get(image_id, 0)
+                if priority == _SWEEP and (image_id, generation, rev) in done:
+                    continue  # its score (or its refresh's error) came already
                 self._inflight = (image_id, generation, rev, priority)
                 self._preempt.clear()
             try:
@@ -368,7 +373,7 @@ class PrelabelQueue(QObject):
                     predictor = None  # free the old model before loading the new one
                     predictor = self._load(source)
                     loaded_generation = generation
-                    refreshed.clear()
+                    done.clear()
                     self._relay.post("model_loaded", (generation, version))
                     self._relay.post("runtime", (generation, runtime_text(predictor)))
                     self._switch.start(source, predictor, generation, lambda: self._generation)
@@ -394,7 +399,8 @@ class PrelabelQueue(QObject):
                     interrupt = self._stopping_or_preempted
                 else:
                     interrupt = self._halt.is_set
-                pred = prelabel(predictor, image, faces=given, interrupt=interrupt)
+                # Only the photo on screen needs a confidence map (the confidence view).
+                pred = prelabel(predictor, image, given, interrupt, confidence=priority == _REQUESTED)
                 if found:
                     with self._cond:
                         self._unreported.discard((image_id, rev))
@@ -414,7 +420,7 @@ class PrelabelQueue(QObject):
                     loaded_generation = generation  # do not retry a broken model per image
                     predictor = None
                 if priority == _REFRESH and not model_failed:
-                    refreshed.add((image_id, generation))
+                    done.add((image_id, generation, rev))
                     self._relay.post("refresh_failed", (generation, image_id, error_message(exc)))
                 else:
                     self._relay.post("failed", (generation, -1 if model_failed else image_id, error_message(exc)))
@@ -422,9 +428,8 @@ class PrelabelQueue(QObject):
             finally:
                 with self._cond:
                     self._inflight = None
-            if priority == _REFRESH:
-                refreshed.add((image_id, generation))
-            self._relay.post("result", (generation, version, priority, image_id, rev, pred, found))
+            done.add((image_id, generation, rev))
+            self._relay.post("result", (generation, version, priority, image_id, rev, pred, found, path))
 
     def _stopping_or_preempted(self) -> bool:
         return self._halt.is_set() or self._preempt.is_set()
@@ -464,12 +469,17 @@ class PrelabelQueue(QObject):
         elif kind == "refresh_failed":
             self.refresh_failed.emit(payload[1], payload[2])
         elif kind == "result":
-            _, version, priority, image_id, rev, pred, found = payload
+            _, version, priority, image_id, rev, pred, found, path = payload
             if rev != self._face_rev.get(image_id, 0):
                 # Predicted with faces that have changed since. A refresh still reports (the
                 # image was edited, so it is left alone), lest the refresh wait for it forever.
                 if priority == _REFRESH:
                     self.refreshed.emit(image_id, pred.label, version or "")
+                return
+            if priority == _REQUESTED and image_id in self._map_only:
+                self._map_only.discard(image_id)
+                self._cache.add_map((image_id, version), pred.confidence)
+                self.confidence_ready.emit(image_id, pred.confidence)
                 return
             if found:
                 self.faces_found.emit(image_id, list(pred.faces))
@@ -479,10 +489,12 @@ class PrelabelQueue(QObject):
                 self.refreshed.emit(image_id, pred.label, version or "")
                 return
             if priority != _SWEEP:
-                self._cache[(image_id, version)] = pred
-                self._cache.move_to_end((image_id, version))
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+                self._cache.keep((image_id, version), pred)
             self.scored.emit(image_id, pred.score)
             if priority != _SWEEP:
                 self.ready.emit(image_id, pred)
+                if pred.confidence is None and image_id == self._cache.on_screen:
+                    with self._cond:  # a look-ahead running when its image opened: map next
+                        self._map_only.add(image_id)
+                        self._push(_REQUESTED, image_id, path)
+                        self._cond.notify()

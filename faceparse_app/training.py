@@ -82,6 +82,7 @@ def prelabel(
     image: np.ndarray,
     faces: Sequence[Face] | None = None,
     interrupt: Callable[[], bool] | None = None,
+    confidence: bool = True,
 ) -> Prediction:
     """A photo's pre-label, through the trainer's one inference path.
 
@@ -92,13 +93,16 @@ def prelabel(
         faces: the faces to parse instead of finding them (an annotator's own), or None.
         interrupt: asked between the steps of a photo; True stops it with
             ``trainer.errors.PredictionInterrupted`` (to make way for a more urgent photo).
+        confidence: False leaves the confidence map out (``detect`` framing): the scoring sweep
+            and the look-ahead need only the score and the label, and a 200-megapixel photo's
+            map is 800 MB.
 
     Returns:
-        The Prediction: label (H, W) uint8, confidence (H, W) float32, the faces parsed, and the
-        uncertainty score in [0, 1] over the faces (NaN when none was found).
+        The Prediction: label (H, W) uint8, confidence (H, W) float32 or None, the faces parsed,
+        and the uncertainty score in [0, 1] over the faces (NaN when none was found).
     """
     given = None if faces is None else [list(faces)]
-    return predictor.predict_batch([image], faces=given, interrupt=interrupt)[0]
+    return predictor.predict_batch([image], faces=given, interrupt=interrupt, confidence=confidence)[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -108,6 +108,25 @@ class LabelOverlay:
         return (wx0, wy0, wx1 - wx0, wy1 - wy0)
 
 
+HEAT_STRIP_PIXELS = 1 << 20  # pixels of the confidence view coloured at a time (~16 MB)
+HEAT_LEVELS = 4096  # uncertainty levels of its colour table (colours within 1 of exact)
+
+
+def _heat_lut(alpha: float) -> np.ndarray:
+    """(HEAT_LEVELS,) uint32: premultiplied BGRA (little-endian ARGB32) of each uncertainty
+    level from 0 to 1, as ``faceparse_app.uncertainty.heat_rgba`` colours it."""
+    from faceparse_app.uncertainty import heat_rgba
+
+    levels = np.linspace(0.0, 1.0, HEAT_LEVELS, dtype=np.float32)[None, :]
+    rgba = heat_rgba(levels, alpha)[0].astype(np.uint16)
+    bgra = np.empty((HEAT_LEVELS, 4), np.uint8)
+    a = rgba[:, 3]
+    for dst, src in ((0, 2), (1, 1), (2, 0)):
+        bgra[:, dst] = (rgba[:, src] * a + 127) // 255
+    bgra[:, 3] = a
+    return bgra.view(np.uint32).reshape(HEAT_LEVELS)
+
+
 class HeatOverlay:
     """The model's per-pixel uncertainty as a premultiplied-ARGB QImage (the confidence view).
 
@@ -121,16 +140,21 @@ class HeatOverlay:
     """
 
     def __init__(self, confidence: np.ndarray, num_classes: int, alpha: float = 0.75) -> None:
-        from faceparse_app.uncertainty import heat_rgba, uncertainty_from_confidence
+        from faceparse_app.uncertainty import uncertainty_from_confidence
 
-        rgba = heat_rgba(uncertainty_from_confidence(confidence, num_classes), alpha).astype(np.uint16)
         h, w = confidence.shape
-        # Premultiply and reorder RGBA -> BGRA (little-endian ARGB32) into a buffer we keep.
-        self.buffer = np.empty((h, w, 4), np.uint8)
-        a = rgba[..., 3]
-        for dst, src in ((0, 2), (1, 1), (2, 0)):
-            self.buffer[..., dst] = (rgba[..., src] * a + 127) // 255
-        self.buffer[..., 3] = a
+        lut32 = _heat_lut(alpha)
+        pixels = np.empty((h, w), np.uint32)
+        # A strip of rows at a time, each pixel's colour looked up from its uncertainty: computed
+        # whole, the colours went through float temporaries of ~100 bytes a pixel (20 GB and
+        # minutes for a 200-megapixel photo); the image itself is 4 bytes a pixel.
+        rows = max(1, HEAT_STRIP_PIXELS // max(1, w))
+        for y in range(0, h, rows):
+            level = uncertainty_from_confidence(confidence[y : y + rows], num_classes)
+            level *= HEAT_LEVELS - 1
+            level += 0.5
+            pixels[y : y + rows] = lut32[level.astype(np.intp)]
+        self.buffer = pixels.view(np.uint8).reshape(h, w, 4)
         self.image = QImage(self.buffer.data, w, h, 4 * w, QImage.Format.Format_ARGB32_Premultiplied)
 
     @property
