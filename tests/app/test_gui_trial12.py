@@ -45,6 +45,17 @@ def ids(window) -> dict[str, int]:
     return {r.relpath: r.id for r in window.session.project.images()}
 
 
+def first_labeled(qtbot, tmp_path: Path, folder: Path):
+    """The project open, its first photo stroked by hand and marked labeled:
+    (window, session, relpath -> image id)."""
+    window = open_on(qtbot, tmp_path, folder)
+    session, by_name = window.session, ids(window)
+    session.open_image(by_name[PHOTOS[0]])
+    stroke(window, 50)
+    assert session.set_status("labeled")
+    return window, session, by_name
+
+
 def rows_on_disk(folder: Path) -> dict[str, tuple]:
     """What the store file on disk says now (what a kill would leave): relpath -> (status,
     label_source), read as another process would."""
@@ -103,11 +114,7 @@ def test_a_store_folder_deleted_while_labeling_is_put_back_and_the_lost_labels_n
 def test_a_store_deleted_while_open_is_written_back_at_once(qtbot, tmp_path, photos):
     # Only project.sqlite deleted (a sync client): written back from the open store at the next
     # autosave tick, so a kill after it loses no row; the user is told.
-    window = open_on(qtbot, tmp_path, photos)
-    session, by_name = window.session, ids(window)
-    session.open_image(by_name[PHOTOS[0]])
-    stroke(window, 50)
-    assert session.set_status("labeled")
+    window, session, by_name = first_labeled(qtbot, tmp_path, photos)
     for side in ("", "-wal", "-shm"):
         (photos / ".faceparse" / f"project.sqlite{side}").unlink(missing_ok=True)
     session.open_image(by_name[PHOTOS[1]])  # a switch looks too
@@ -125,11 +132,7 @@ def test_a_reopen_after_labels_went_with_the_store_does_not_say_nothing_is_lost(
     # The store and a label file deleted between sessions: the store came back from its backup
     # with "no label was saved after it, so no labelling work is lost", and the photo whose
     # label file was gone stayed "labeled" with an empty canvas.
-    window = open_on(qtbot, tmp_path, photos)
-    session, by_name = window.session, ids(window)
-    session.open_image(by_name[PHOTOS[0]])
-    stroke(window, 50)
-    assert session.set_status("labeled")
+    window, session, by_name = first_labeled(qtbot, tmp_path, photos)
     window.close()
     store = photos / ".faceparse"
     for side in ("", "-wal", "-shm"):
@@ -199,11 +202,7 @@ def test_the_label_file_of_the_photo_on_screen_deleted_is_saved_again(qtbot, tmp
 
 def test_a_deleted_label_of_a_photo_not_on_screen_is_said_when_it_opens(qtbot, tmp_path, photos):
     # Its photo opened on an empty canvas, still "labeled", with nothing said.
-    window = open_on(qtbot, tmp_path, photos)
-    session, by_name = window.session, ids(window)
-    session.open_image(by_name[PHOTOS[0]])
-    stroke(window, 50)
-    assert session.set_status("labeled")
+    window, session, by_name = first_labeled(qtbot, tmp_path, photos)
     session.open_image(by_name[PHOTOS[1]])
     label_file(photos, PHOTOS[0]).unlink()
     session.open_image(by_name[PHOTOS[0]])
@@ -213,11 +212,7 @@ def test_a_deleted_label_of_a_photo_not_on_screen_is_said_when_it_opens(qtbot, t
 
 
 def test_a_deleted_labels_folder_names_the_labels_lost(qtbot, tmp_path, photos):
-    window = open_on(qtbot, tmp_path, photos)
-    session, by_name = window.session, ids(window)
-    session.open_image(by_name[PHOTOS[0]])
-    stroke(window, 50)
-    assert session.set_status("labeled")
+    window, session, by_name = first_labeled(qtbot, tmp_path, photos)
     session.open_image(by_name[PHOTOS[1]])
     stroke(window, 60)
     assert session.save()
@@ -267,11 +262,7 @@ def test_an_unusable_label_deleted_while_on_screen_is_not_written_again_empty(qt
 def test_a_label_of_the_wrong_size_put_in_between_sessions_is_said_and_kept(qtbot, tmp_path, photos):
     from PIL import Image
 
-    window = open_on(qtbot, tmp_path, photos)
-    session, by_name = window.session, ids(window)
-    session.open_image(by_name[PHOTOS[0]])
-    stroke(window, 50)
-    assert session.set_status("labeled")
+    window, session, by_name = first_labeled(qtbot, tmp_path, photos)
     window.close()
     path = label_file(photos, PHOTOS[0])
     Image.fromarray(np.ones((100, 80), np.uint8)).save(path)
