@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from faceparse_app import gui_gc
 from faceparse_app.app import Settings
 from faceparse_app.assist import AssistContext
 from faceparse_app.export_files import export_message
@@ -63,6 +64,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: Settings, device: str = "auto") -> None:
         super().__init__()
+        gui_gc.install()  # garbage (Qt objects among it) is collected on this thread only
         self.settings = settings
         self.session: AnnotationSession | None = None
         self._closing_for_signal = False  # SIGTERM or Ctrl+C: close without asking about training

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -61,6 +62,15 @@ def _precision_check(request, monkeypatch):
     """A test marked ``uses_precision_check`` trains in the precision this host's check picks."""
     if request.node.get_closest_marker("uses_precision_check"):
         monkeypatch.delenv("FACEPARSE_PRECISION", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _automatic_gc_outside_the_app(request):
+    """A window turns Python's automatic garbage collection off for the process and collects on
+    the GUI thread (faceparse_app.gui_gc); a test that is not the app's runs with it back on, as
+    any other process would."""
+    if "app" not in Path(str(request.node.fspath)).parent.name and not gc.isenabled():
+        gc.enable()
 
 
 @pytest.fixture(scope="session")

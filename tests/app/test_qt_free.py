@@ -20,6 +20,7 @@ NEEDS_QT = {
     "faceparse_app.__main__",
     "faceparse_app.app",
     "faceparse_app.face_loop",
+    "faceparse_app.gui_gc",
     "faceparse_app.main_window",
     "faceparse_app.model_loop",
     "faceparse_app.prelabel_queue",
