@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from bench.harness import argument_parser, command_line, machine, median_time, utc_now, write_json
+from bench.harness import argument_parser, command_line, machine, utc_now, write_json
+from bench.timing import median_time
 from trainer.models import ModelConfig, build_model
 
 

@@ -58,11 +58,11 @@ from bench.harness import (
     command_line,
     machine,
     module_command,
-    time_calls,
     utc_now,
     write_json,
 )
 from bench.speed_training import bench_profile, bench_train
+from bench.timing import time_calls
 from trainer.models import build_model, get_preset
 
 SIZES = (256, 512)

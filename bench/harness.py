@@ -23,10 +23,9 @@ import logging
 import os
 import platform
 import shlex
-import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -366,27 +365,6 @@ def record_output(
         manifest["files"] = dict(sorted(files.items()))
         write_bytes(manifest_path, (json.dumps(manifest, indent=1) + "\n").encode())
     return entry
-
-
-# ---------------------------------------------------------------------------------------------
-# Timing
-
-
-def time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
-    """Seconds of ``repeats`` calls of ``fn`` after one untimed warm-up call (allocations,
-    oneDNN primitive caches, ONNX Runtime's first-run planning)."""
-    fn()
-    times = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    """Median seconds of ``repeats`` calls of ``fn`` after a warm-up call."""
-    return statistics.median(time_calls(fn, repeats))
 
 
 # ---------------------------------------------------------------------------------------------
