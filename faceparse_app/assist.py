@@ -124,13 +124,7 @@ class ClassProbabilities:
 
     def covers(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """(n,) bool: which image pixels (ys, xs) some crop holds (the model parsed them)."""
-        pts = np.stack([xs + 0.5, ys + 0.5, np.ones(len(ys))], axis=1).astype(np.float64)
-        out = np.zeros(len(ys), bool)
-        for crop in self.crops:
-            side = crop.probs.shape[-1]
-            uv = pts @ crop.transform.T
-            out |= (uv[:, 0] >= 0) & (uv[:, 0] < side) & (uv[:, 1] >= 0) & (uv[:, 1] < side)
-        return out
+        return self.level_at(ys, xs) >= 0
 
     def level_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """(n,) int: the level of the crops answering at image pixels (ys, xs): the lowest level
