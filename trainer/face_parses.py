@@ -49,6 +49,8 @@ class FaceParses:
     Attributes:
         own: each face's own crop (or the whole photo, for an aligned crop).
         fill: the faces zoomed out; they label only what no own crop covers.
+        fill_masks: per ``fill`` crop, the (S, S) bool mask of the pixels the pre-label may take
+            from it: all but the hair that joins no hair of the face (:func:`fill_mask`).
         hair: the faces whose hair went on past ``fill``'s crop, zoomed out further.
         hair_masks: per ``hair`` crop, the (S, S) bool mask of the pixels the pre-label takes
             from it: the hair it adds (:func:`hair_mask`).
@@ -58,6 +60,7 @@ class FaceParses:
     own: Level = field(default_factory=lambda: ([], []))
     fill: Level = field(default_factory=lambda: ([], []))
     hair: Level = field(default_factory=lambda: ([], []))
+    fill_masks: list[np.ndarray] = field(default_factory=list)
     hair_masks: list[np.ndarray] = field(default_factory=list)
     hair_class: int = -1
 
@@ -91,6 +94,7 @@ def parse_faces(
     out = FaceParses()
     own_crops: list[np.ndarray] = []
     wide_crops: list[np.ndarray] = []
+    zoomed_out: list[int] = []  # per fill crop, the index of its face's own crop
     for face in faces:
         own, wide = parse_transforms(face, side)
         whole = whole_if_aligned(own, (h, w), side)
@@ -98,6 +102,7 @@ def parse_faces(
             own_crops.append(crop_face(image, whole, side))
             out.own[1].append(whole)
             continue  # nothing of the photo lies past its crop
+        zoomed_out.append(len(own_crops))
         own_crops.append(crop_face(image, own, side))
         out.own[1].append(own)
         wide_crops.append(crop_face(image, wide, side))
@@ -106,21 +111,75 @@ def parse_faces(
     out.fill[0].extend(predictor.crop_logits(wide_crops, interrupt))
     if "hair" not in predictor.class_names:
         return out
-    out.hair_class = predictor.class_names.index("hair")
+    out.hair_class = hair = predictor.class_names.index("hair")
+    out.fill_masks.extend(
+        fill_mask(logits, out.own[0][i], hair) for logits, i in zip(out.fill[0], zoomed_out, strict=True)
+    )
     reaching = [
-        (logits, wide)
-        for logits, wide in zip(*out.fill, strict=True)
-        if hair_at_edge(logits, wide, (h, w), out.hair_class) >= HAIR_AT_EDGE
+        (logits, wide, keep)
+        for logits, wide, keep in zip(*out.fill, out.fill_masks, strict=True)
+        if hair_at_edge(logits, wide, (h, w), hair) >= HAIR_AT_EDGE
     ]
-    out.hair[1].extend(zoomed(wide, HAIR_CONTEXT / CONTEXT, side) for _, wide in reaching)
+    out.hair[1].extend(zoomed(wide, HAIR_CONTEXT / CONTEXT, side) for _, wide, _ in reaching)
     out.hair[0].extend(predictor.crop_logits([crop_face(image, m, side) for m in out.hair[1]], interrupt))
     out.hair_masks.extend(
-        hair_mask(far, near, out.hair_class) for far, (near, _) in zip(out.hair[0], reaching, strict=True)
+        hair_mask(far, near, hair, near_keep=keep)
+        for far, (near, _, keep) in zip(out.hair[0], reaching, strict=True)
     )
     return out
 
 
-def hair_mask(far: torch.Tensor, near: torch.Tensor, hair: int) -> np.ndarray:
+def fill_mask(fill: torch.Tensor, own: torch.Tensor, hair: int) -> np.ndarray:
+    """The pixels of a face's zoomed-out crop whose parse the pre-label may take: all but the
+    hair past the face's own crop that joins no hair of its own parse. The zoomed-out parse put
+    lone blobs of hair on sweaters, car seats, walls and the demo astronaut's helmet ring, apart
+    from the face's hair; a region of it (8-connected) that touches the own parse's hair is kept,
+    so hair going on past the own crop stays.
+
+    Args:
+        fill: (C, S, S) logits of the face zoomed out by ``CONTEXT``.
+        own: (C, S, S) logits of the face's own crop (the centre square of ``fill``'s).
+        hair: the hair class.
+
+    Returns:
+        (S, S) bool.
+    """
+    is_hair = (fill.argmax(dim=0) == hair).numpy()
+    centre, own_hair = _centre(int(fill.shape[-1]), CONTEXT, own.argmax(dim=0).numpy() == hair)
+    extra = is_hair & ~centre
+    count, parts = cv2.connectedComponents(extra.astype(np.uint8), connectivity=8)
+    joined = _joined(parts, count, extra, own_hair)
+    joined[0] = True
+    return ~extra | joined[parts]
+
+
+def _centre(side: int, factor: float, near: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The nearer crop inside an S × S crop zoomed out ``factor`` times more about the same
+    centre: (the crop pixels whose centres lie in it, ``near`` (bool, the nearer crop's grid)
+    resampled onto them, False elsewhere)."""
+    lo = side * (1 - 1 / factor) / 2
+    pixel = np.arange(side) + 0.5
+    inside = (pixel >= lo) & (pixel < side - lo)
+    o, inner = int(np.argmax(inside)), int(inside.sum())
+    out = np.zeros((side, side), bool)
+    out[o : o + inner, o : o + inner] = cv2.resize(
+        near.astype(np.uint8), (inner, inner), interpolation=cv2.INTER_NEAREST
+    ).astype(bool)
+    return inside[:, None] & inside[None, :], out
+
+
+def _joined(parts: np.ndarray, count: int, extra: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """Per region of ``parts`` (labels of the ``extra`` pixels' components), whether it
+    touches ``near`` (8-connected)."""
+    touching = cv2.dilate(near.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & extra
+    keep = np.zeros(count, bool)
+    keep[np.unique(parts[touching])] = True
+    return keep
+
+
+def hair_mask(
+    far: torch.Tensor, near: torch.Tensor, hair: int, near_keep: np.ndarray | None = None
+) -> np.ndarray:
     """The pixels of a face's widest crop whose parse the pre-label keeps: inside the zoomed-out
     crop it encloses, hair both parses see (it shows only where the two crops' pixels meet);
     past it, the regions (8-connected) of hair that join the zoomed-out parse's hair and that
@@ -132,30 +191,22 @@ def hair_mask(far: torch.Tensor, near: torch.Tensor, hair: int) -> np.ndarray:
         far: (C, S, S) logits of the face zoomed out by ``HAIR_CONTEXT``.
         near: (C, S, S) logits of the same face zoomed out by ``CONTEXT`` (its centre square).
         hair: the hair class.
+        near_keep: (S, S) bool, the pixels of ``near``'s parse the pre-label takes
+            (:func:`fill_mask`); its hair elsewhere joins nothing. Default: all.
 
     Returns:
         (S, S) bool.
     """
-    side = int(far.shape[-1])
     probs = far.float().softmax(dim=0)
     sure, top = (t.numpy() for t in probs.max(dim=0))
     is_hair = top == hair
-    # The zoomed-out crop is the centre square of this one: the crop pixels whose centres lie
-    # in it, and its parse's hair resampled onto them.
-    lo = side * (1 - CONTEXT / HAIR_CONTEXT) / 2
-    pixel = np.arange(side) + 0.5
-    inside = (pixel >= lo) & (pixel < side - lo)
-    centre = inside[:, None] & inside[None, :]
-    o, inner = int(np.argmax(inside)), int(inside.sum())
-    near_hair = np.zeros((side, side), np.uint8)
-    near_hair[o : o + inner, o : o + inner] = cv2.resize(
-        (near.argmax(dim=0).numpy() == hair).astype(np.uint8), (inner, inner), interpolation=cv2.INTER_NEAREST
-    )
+    near_hair = near.argmax(dim=0).numpy() == hair
+    if near_keep is not None:
+        near_hair &= near_keep
+    centre, near_hair = _centre(int(far.shape[-1]), HAIR_CONTEXT / CONTEXT, near_hair)
     extra = is_hair & ~centre
     count, parts = cv2.connectedComponents(extra.astype(np.uint8), connectivity=8)
-    touching = cv2.dilate(near_hair, np.ones((3, 3), np.uint8)).astype(bool) & extra
-    keep = np.zeros(count, bool)
-    keep[np.unique(parts[touching])] = True
+    keep = _joined(parts, count, extra, near_hair)
     mean = np.bincount(parts[extra], weights=sure[extra], minlength=count) / np.maximum(
         np.bincount(parts[extra], minlength=count), 1
     )
@@ -163,7 +214,7 @@ def hair_mask(far: torch.Tensor, near: torch.Tensor, hair: int) -> np.ndarray:
     keep[0] = False
     # Inside the centre the nearer crops label the photo; where the two grids meet, a pixel of
     # this one may still show: hair there only where both parses see hair.
-    return (is_hair & near_hair.astype(bool)) | keep[parts]
+    return (is_hair & near_hair) | keep[parts]
 
 
 def whole_if_aligned(m: np.ndarray, shape: tuple[int, int], side: int) -> np.ndarray | None:

@@ -24,6 +24,7 @@ def paste_logits(
     fill: tuple[Sequence[torch.Tensor], Sequence[np.ndarray]] | None = None,
     confidence: bool = True,
     hair: tuple[Sequence[torch.Tensor], Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
+    fill_masks: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Warp each face's logits back into the photo and merge them by confidence.
 
@@ -37,6 +38,8 @@ def paste_logits(
         hair: (logits, transforms, masks) of faces zoomed out further: where no crop of
             ``logits`` or ``fill`` reaches, they label the pixels their (S, S) bool masks keep
             (:func:`trainer.face_parses.hair_mask`: the hair they add); the rest stays as it was.
+        fill_masks: per ``fill`` crop, (S, S) bool: it labels only these pixels of its crop
+            (:func:`trainer.face_parses.fill_mask`); default: all.
 
     Returns:
         label (H, W) uint8: the most probable class of the most confident face at each pixel,
@@ -67,7 +70,7 @@ def paste_logits(
     if fill is not None:
         # The zoomed-out crops compete among themselves for the pixels no face crop claimed.
         _paste_into(out_label, best, fill_logits, fill_transforms, shape, region, band_pixels,
-                    blocked=best > 0)  # fmt: skip
+                    blocked=best > 0, masks=fill_masks)  # fmt: skip
     if hair_logits:
         # The faces zoomed out further, past every nearer crop, only where their masks keep
         # hair (trainer.face_parses.hair_mask).

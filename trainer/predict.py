@@ -391,7 +391,8 @@ class Predictor:
         own, fill, hair = (([*x], [m @ to_out for m in t]) for x, t in (parses.own, parses.fill, parses.hair))
         with torch.inference_mode():
             label, sure = paste_logits(
-                *own, size, fill=fill, confidence=confidence, hair=(*hair, parses.hair_masks)
+                *own, size, fill=fill, confidence=confidence, hair=(*hair, parses.hair_masks),
+                fill_masks=parses.fill_masks or None,
             )
             scores = [mean_entropy(x) for x in parses.own[0]]
         return Prediction(

@@ -129,3 +129,36 @@ def test_hair_the_widest_parse_is_unsure_of_is_not_added() -> None:
         )  # fmt: skip
         added[name] = int((label[24:37] == HAIR).sum())  # a far-crop pixel off the 1.5x crop
     assert added["sure"] > 800 and added["unsure"] == 0
+
+
+def _parse_by_crop(model, image, box, own_cls, fill_cls):
+    """Parse ``image`` with one face at ``box`` and a parser that labels the face's own crop
+    ``own_cls`` and its zoomed-out crop ``fill_cls`` (each (S, S)); returns the prediction and
+    the crops per pass."""
+    passes: list[int] = []
+
+    def logits(batch):
+        passes.append(len(batch))
+        return torch.stack([_sure(own_cls if len(passes) == 1 else fill_cls) for _ in batch])
+
+    finder = lambda img: [Face(box=box, box_framing=(0.5, 0.5, 1.0))]  # noqa: E731
+    detect = Predictor(model, device="cpu", framing="detect", finder=finder)
+    detect.logits = logits
+    return detect(image), passes
+
+
+def test_a_hair_blob_of_the_zoomed_out_parse_that_joins_no_hair_is_not_labeled(model) -> None:
+    # Seen on real photos: the zoomed-out parse put lone hair blobs on the demo astronaut's
+    # helmet ring, on sweaters, car seats and walls, apart from any hair of the face.
+    image = np.full((400, 400, 3), 128, np.uint8)
+    box = (170.0, 170.0, 230.0, 230.0)  # crops: own 170..230, 1.5x 155..245 (64 px each)
+    own = np.zeros((64, 64), np.int64)
+    own[:13] = HAIR  # the face's hair: own rows 0..13, photo rows 170..182
+    fill = np.zeros((64, 64), np.int64)
+    fill[5:19, 3:61] = HAIR  # that hair going on above the own crop: photo rows 162..182
+    fill[54:61, 2:8] = HAIR  # a lone blob below the own crop: photo rows 231..241, cols 158..166
+    pred, passes = _parse_by_crop(model, image, box, own, fill)
+    assert passes == [1, 1]  # no hair at the crop's edge: no third pass
+    assert (pred.label[164:169, 160:240] == HAIR).all()  # the hair past the own crop stays
+    assert (pred.label[232:240, 159:165] == 0).all()  # the lone blob is background
+    assert not (pred.label[190:] == HAIR).any()  # nor any other hair below the face's
