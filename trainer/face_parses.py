@@ -50,7 +50,8 @@ class FaceParses:
         own: each face's own crop (or the whole photo, for an aligned crop).
         fill: the faces zoomed out; they label only what no own crop covers.
         fill_masks: per ``fill`` crop, the (S, S) bool mask of the pixels the pre-label may take
-            from it: all but the hair that joins no hair of the face (:func:`fill_mask`).
+            from it: all but the regions that join nothing of their class in the face's own
+            parse (:func:`fill_mask`).
         hair: the faces whose hair went on past ``fill``'s crop, zoomed out further.
         hair_masks: per ``hair`` crop, the (S, S) bool mask of the pixels the pre-label takes
             from it: the hair it adds (:func:`hair_mask`).
@@ -109,12 +110,12 @@ def parse_faces(
         out.fill[1].append(wide)
     out.own[0].extend(predictor.crop_logits(own_crops, interrupt))
     out.fill[0].extend(predictor.crop_logits(wide_crops, interrupt))
+    out.fill_masks.extend(
+        fill_mask(logits, out.own[0][i]) for logits, i in zip(out.fill[0], zoomed_out, strict=True)
+    )
     if "hair" not in predictor.class_names:
         return out
     out.hair_class = hair = predictor.class_names.index("hair")
-    out.fill_masks.extend(
-        fill_mask(logits, out.own[0][i], hair) for logits, i in zip(out.fill[0], zoomed_out, strict=True)
-    )
     reaching = [
         (logits, wide, keep)
         for logits, wide, keep in zip(*out.fill, out.fill_masks, strict=True)
@@ -129,28 +130,35 @@ def parse_faces(
     return out
 
 
-def fill_mask(fill: torch.Tensor, own: torch.Tensor, hair: int) -> np.ndarray:
+def fill_mask(fill: torch.Tensor, own: torch.Tensor) -> np.ndarray:
     """The pixels of a face's zoomed-out crop whose parse the pre-label may take: all but the
-    hair past the face's own crop that joins no hair of its own parse. The zoomed-out parse put
-    lone blobs of hair on sweaters, car seats, walls and the demo astronaut's helmet ring, apart
-    from the face's hair; a region of it (8-connected) that touches the own parse's hair is kept,
-    so hair going on past the own crop stays.
+    regions past the face's own crop that join nothing of their class in its own parse. On real
+    photos the zoomed-out parse put lone blobs of hair on sweaters, a sequined dress, car seats,
+    walls and the demo astronaut's helmet ring, and a block of neck skin below the chin (LaPa's
+    neck is background), cut straight at the own crop's edge; a region (8-connected, one class)
+    that touches its class in the own parse is kept, so hair going on past the own crop and an
+    ear reaching past its side stay. Background is always kept.
 
     Args:
-        fill: (C, S, S) logits of the face zoomed out by ``CONTEXT``.
+        fill: (C, S, S) logits of the face zoomed out by ``CONTEXT``; class 0 is background.
         own: (C, S, S) logits of the face's own crop (the centre square of ``fill``'s).
-        hair: the hair class.
 
     Returns:
         (S, S) bool.
     """
-    is_hair = (fill.argmax(dim=0) == hair).numpy()
-    centre, own_hair = _centre(int(fill.shape[-1]), CONTEXT, own.argmax(dim=0).numpy() == hair)
-    extra = is_hair & ~centre
-    count, parts = cv2.connectedComponents(extra.astype(np.uint8), connectivity=8)
-    joined = _joined(parts, count, extra, own_hair)
-    joined[0] = True
-    return ~extra | joined[parts]
+    side = int(fill.shape[-1])
+    top, own_top = fill.argmax(dim=0).numpy(), own.argmax(dim=0).numpy()
+    keep = np.ones((side, side), bool)
+    for cls in np.unique(top):
+        if cls == 0:
+            continue
+        centre, near = _centre(side, CONTEXT, own_top == cls)
+        extra = (top == cls) & ~centre
+        count, parts = cv2.connectedComponents(extra.astype(np.uint8), connectivity=8)
+        joined = _joined(parts, count, extra, near)
+        joined[0] = True
+        keep &= ~extra | joined[parts]
+    return keep
 
 
 def _centre(side: int, factor: float, near: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

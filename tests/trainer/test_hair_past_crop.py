@@ -162,3 +162,21 @@ def test_a_hair_blob_of_the_zoomed_out_parse_that_joins_no_hair_is_not_labeled(m
     assert (pred.label[164:169, 160:240] == HAIR).all()  # the hair past the own crop stays
     assert (pred.label[232:240, 159:165] == 0).all()  # the lone blob is background
     assert not (pred.label[190:] == HAIR).any()  # nor any other hair below the face's
+
+
+def test_skin_of_the_zoomed_out_parse_that_joins_no_skin_of_the_face_is_not_labeled(model) -> None:
+    # Seen on real photos: below the chin the zoomed-out parse labeled a block of the neck skin
+    # (LaPa's neck is background), cut straight at the own crop's edge, apart from the face.
+    image = np.full((400, 400, 3), 128, np.uint8)
+    box = (170.0, 170.0, 230.0, 230.0)  # crops: own 170..230, 1.5x 155..245 (64 px each)
+    own = np.zeros((64, 64), np.int64)
+    own[4:52, 8:56] = 1  # the face's skin ends at its chin, own row 52 (photo row ~219)
+    own[20:30, 0:8] = 1  # an ear reaching the own crop's side (photo rows 189..198)
+    fill = np.zeros((64, 64), np.int64)
+    fill[13:46, 13:51] = 1  # the face (centre square: fill rows 11..53)
+    fill[25:29, 3:16] = 1  # the ear, going on past the own crop: joined
+    fill[53:63, 20:44] = 1  # a block of neck below the own crop: joins no skin of the face
+    pred, _ = _parse_by_crop(model, image, box, own, fill)
+    assert (pred.label[200:210, 180:220] == 1).all()  # the face
+    assert (pred.label[192:195, 160:169] == 1).all()  # the ear past the own crop stays skin
+    assert (pred.label[232:242, 186:214] == 0).all()  # the neck block is background
