@@ -134,7 +134,14 @@ class StoreWatch:
                 "you close; then restore that folder from a backup of yours, or train again"
             )
         if current_label_gone(annotation):
-            parts.append(f"the label of {write_again(annotation)} was saved again from the screen")
+            name = annotation.current.relpath
+            if write_again(annotation):
+                parts.append(f"the label of {name} was saved again from the screen")
+            else:  # a disk full, the folder made read-only: said as any failed save
+                parts.append(
+                    f"the label of {name} could not be written back ({annotation._save_error}); it "
+                    "stays on screen and in memory, and saving it is retried every few seconds"
+                )
         if labels_now != self.labels:
             project.labels_dir.mkdir(parents=True, exist_ok=True)
             gone = reconcile_labels(project, recovering=False).gone
@@ -283,20 +290,20 @@ def current_label_gone(annotation: Annotation) -> bool:
     return False
 
 
-def write_again(annotation: Annotation) -> str:
-    """Write the label on screen to its deleted file; returns the photo's name.
+def write_again(annotation: Annotation) -> bool:
+    """Write the label on screen to its deleted file; True when it is on disk again (else it
+    is kept as an unsaved edit, retried, and the annotator told, as by any failed save).
 
     An unedited label is written as it was: a model's pre-label stays the model's (marked, its
     status kept), so a deletion never turns it into a hand label; edits are saved as any save."""
-    from faceparse_app.label_writer import note_not_saved
+    from faceparse_app.label_writer import note_not_saved, note_saved
     from faceparse_app.project import write_error
     from trainer.data.imageio import atomic_write_bytes, encode_label_png
 
     rec, doc, project = annotation.current, annotation.document, annotation.project
     assert rec is not None and doc is not None
     if doc.dirty:
-        annotation.save()
-        return rec.relpath
+        return annotation.save()
     rec = project.get(rec.id)
     if rec.label_source == "model":
         data = store_guard.encode_prelabel_png(doc.label, rec.model_version or "unknown")
@@ -309,9 +316,13 @@ def write_again(annotation: Annotation) -> str:
         annotation.current = project.set_label_stamp(rec, data, stat)
     except OSError as exc:
         note_not_saved(annotation, rec.id, doc, write_error(exc, path, f"the label of {rec.relpath}"))
+        return False
     except ProjectError as exc:
         note_not_saved(annotation, rec.id, doc, exc)
-    return rec.relpath
+        return False
+    # An earlier try that failed left it among the unsaved edits: closing would offer to lose it.
+    note_saved(annotation, rec, doc)
+    return True
 
 
 def label_file_gone(annotation: Annotation, rec: ImageRecord) -> None:

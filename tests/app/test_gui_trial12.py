@@ -5,6 +5,7 @@ pre-label, recovery marks). Real photos, copied into a temporary folder."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
@@ -198,6 +199,39 @@ def test_the_label_file_of_the_photo_on_screen_deleted_is_saved_again(qtbot, tmp
     rec = again.session.project.find(name)
     assert again.session.project.load_label(rec)[50, 100] == EYE
     assert rec.label_source == "hand"
+
+
+def test_a_label_on_screen_that_cannot_be_written_again_is_not_said_saved(
+    qtbot, tmp_path, photos, monkeypatch
+):
+    # The disk full as the deleted label file of the photo on screen was written again: the
+    # error said "Not saved", and the warning right after it, the message left on screen, said
+    # "the label of ... was saved again from the screen".
+    from trainer.data import imageio
+
+    window = open_on(qtbot, tmp_path, photos)
+    window.confirm_discard = lambda: True  # a failing check must not leave a question open
+    session = window.session
+    stroke(window, 50)
+    assert session.save()
+    name = session.current.relpath
+    label_file(photos, name).unlink()
+    written = imageio.atomic_write_bytes
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(imageio, "atomic_write_bytes", disk_full)
+    label_gone_and_back(window)
+    message = window.message_bar.message
+    monkeypatch.setattr(imageio, "atomic_write_bytes", written)  # room on the disk again
+    label_gone_and_back(window)  # the next autosave tick
+    assert "was saved again" not in message and "could not be written back" in message
+    assert "disk full" in message and name in message
+    assert f"the label of {name} was saved again" in window.message_bar.message
+    assert session.project.load_label(session.project.find(name))[50, 100] == EYE
+    # On disk again: closing does not ask whether to lose edits that "could not be saved".
+    assert session.unsaved()[0] == [] and session.save_all()
 
 
 def test_a_deleted_label_of_a_photo_not_on_screen_is_said_when_it_opens(qtbot, tmp_path, photos):
