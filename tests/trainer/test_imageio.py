@@ -237,6 +237,26 @@ def test_every_exif_orientation_reads_as_pillow_turns_it(tmp_path: Path, orienta
     assert imageio.image_size(path) == (expected.shape[0] * reduce, expected.shape[1] * reduce)
 
 
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_an_exif_rotated_tiff_comes_back_upright_once(tmp_path: Path, orientation: int) -> None:
+    # Pillow turns a TIFF upright itself as it loads it (and gives its upright size on open):
+    # turned once more by the reader, a camera's TIFF came out upside down (3) or on its side
+    # (6, 8), in the app and in every export, and its size from the header was the stored one.
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    stored = np.repeat(np.repeat(rng.integers(0, 256, (6, 10, 3), dtype=np.uint8), 8, 0), 8, 1)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    png, tiff = tmp_path / "camera.png", tmp_path / "camera.tif"
+    Image.fromarray(stored).save(png, exif=exif.tobytes())
+    Image.fromarray(stored).save(tiff, exif=exif.tobytes())
+    with Image.open(png) as im:
+        upright = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    np.testing.assert_array_equal(read_image(tiff), upright)
+    assert imageio.image_size(tiff) == upright.shape[:2]
+
+
 def test_a_large_photo_is_read_in_strips_to_the_same_pixels(tmp_path: Path, monkeypatch) -> None:
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 256, (301, 97, 3), dtype=np.uint8)

@@ -207,6 +207,8 @@ def read_image(path: str | os.PathLike[str], reduce: int = 1) -> np.ndarray:
                     im.draft("RGB", (max(1, im.width // reduce), max(1, im.height // reduce)))
                 orientation = _orientation(im)
                 im.load()
+                if im.format == "TIFF":  # Pillow turns a TIFF upright as it loads it (and
+                    orientation = im.getexif().get(0x0112, 1)  # drops the tag); older ones leave it to us
                 rgb = _rgb_array(im)
         if orientation in _UPRIGHT:
             rgb = np.ascontiguousarray(_UPRIGHT[orientation](rgb))
@@ -236,6 +238,8 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
             with Image.open(path) as im:
                 _check_pixels(path, im.size, ImageReadError)
                 w, h = im.size
+                if im.format == "TIFF":  # the stored size: Pillow's own is already upright
+                    w, h = im.tag_v2.get(256, w), im.tag_v2.get(257, h)
                 orientation = _orientation(im)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
