@@ -59,6 +59,7 @@ class StoreWatch:
     def __init__(self, project: Project) -> None:
         self.project = project
         self._checking = False
+        self._failing = False  # a repair failed and was said; retried at every check
         self._remember()
         # Photos found to be another picture as they opened: id -> the old picture's (W, H).
         self.replaced: dict[int, tuple[int, int]] = {}
@@ -89,14 +90,21 @@ class StoreWatch:
         try:
             self._repair(annotation, now[0] != self.store, now[1], now[2], lock_now)
         except (OSError, sqlite3.Error, ProjectError) as exc:  # a disk full or read-only meanwhile
-            log.exception("cannot put the project store back")
-            self._remember()  # said once; saves say what fails from now on
-            annotation.message.emit(
-                f"The project store in {project.store_dir} was changed by another program and "
-                f"could not be put back ({exc}). Your label files are saved as they are; close "
-                "the project and open it again.",
-                "error",
-            )
+            # Not remembered as seen: the next check tries again (the open store may be the
+            # only copy of the statuses and time spent), and says so once.
+            if not self._failing:
+                log.exception("cannot put the project store back")
+                annotation.message.emit(
+                    f"The project store in {project.store_dir} was changed by another program and "
+                    f"could not be put back yet ({exc}). Keep FaceParse Studio open: it tries again "
+                    "every few seconds, and once there is room on the disk (or the folder is "
+                    "writable again) nothing is lost; until then the statuses and time spent are "
+                    "kept only in this window.",
+                    "error",
+                )
+            self._failing = True
+        else:
+            self._failing = False
         finally:
             self._checking = False
 
@@ -119,6 +127,7 @@ class StoreWatch:
             what, how = "The label file of the photo on screen", "deleted"
         if db_now != self.db:
             aside = self._put_store_back()
+            self.db = _ident(project.store_dir / DB_NAME)  # a retry of what follows keeps it
             kept = (
                 f"; the file put in its place was kept as {aside.name} (to use it instead, close "
                 f"FaceParse Studio and rename it to {DB_NAME})"
@@ -245,12 +254,16 @@ class StoreWatch:
             project.labels_dir.mkdir(parents=True, exist_ok=True)
             tmp = db.with_name(db.name + ".rewrite.tmp")
             tmp.unlink(missing_ok=True)
-            store_guard.create_with_umask(tmp)
-            target = sqlite3.connect(tmp)
             try:
-                project._conn.backup(target)
-            finally:
-                target.close()
+                store_guard.create_with_umask(tmp)
+                target = sqlite3.connect(tmp)
+                try:
+                    project._conn.backup(target)
+                finally:
+                    target.close()
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # half a copy, on a disk that may be full
+                raise
             # Closed first: its -wal and -shm (by name) are its own, and go with it.
             project._conn.close()
             aside = store_guard.move_store_aside(db, "replaced") if db.exists() else None

@@ -127,6 +127,35 @@ def test_a_store_deleted_while_open_is_written_back_at_once(qtbot, tmp_path, pho
     assert on_disk[PHOTOS[1]] == ("in_progress", "hand")
 
 
+def test_a_store_deleted_while_the_disk_is_full_is_written_back_once_there_is_room(
+    qtbot, tmp_path, photos, monkeypatch
+):
+    # project.sqlite deleted while the disk was full: its write-back failed, was never tried
+    # again, and the message said to close the project and open it again; the close took the
+    # open store, the only copy of the statuses, with it (the reopen rebuilt them from the
+    # label files: "labeled" was lost).
+    from faceparse_app import store_guard
+
+    window, session, by_name = first_labeled(qtbot, tmp_path, photos)
+    window.confirm_discard = lambda: True  # a failing check must not leave a question open
+    for side in ("", "-wal", "-shm"):
+        (photos / ".faceparse" / f"project.sqlite{side}").unlink(missing_ok=True)
+    made = store_guard.create_with_umask
+
+    def disk_full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store_guard, "create_with_umask", disk_full)
+    label_gone_and_back(window)
+    failed = window.message_bar.message
+    monkeypatch.setattr(store_guard, "create_with_umask", made)  # room on the disk again
+    label_gone_and_back(window)  # the next autosave tick
+    assert "No space left on device" in failed and "close the project" not in failed
+    assert "the store was written back from the open project" in window.message_bar.message
+    assert rows_on_disk(photos)[PHOTOS[0]] == ("labeled", "hand")
+    assert not list((photos / ".faceparse").glob("*.tmp"))
+
+
 def test_a_reopen_after_labels_went_with_the_store_does_not_say_nothing_is_lost(
     qtbot, tmp_path, photos
 ):
