@@ -266,6 +266,28 @@ def test_a_large_photo_is_read_in_strips_to_the_same_pixels(tmp_path: Path, monk
     np.testing.assert_array_equal(read_image(path), photo)
 
 
+def test_a_16_bit_grey_photo_is_read_in_strips_too(tmp_path: Path, monkeypatch) -> None:
+    # A 16-bit grey PNG (a scan) was scaled to 8 bits whole: float64 copies of the photo, 24
+    # bytes a pixel besides Pillow's own (4.8 GB at 200 megapixels; an RGB photo takes 3.5).
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (300, 400), dtype=np.uint16)
+    grey[-1, -1] = 60000  # the file's range (16 bits) shows only in its last strip
+    path = tmp_path / "scan.png"
+    Image.fromarray(grey).save(path)
+    scaled = np.clip(grey / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    monkeypatch.setattr(imageio, "_STRIP_PIXELS", 4000)  # ten rows a strip
+    tracemalloc.start()
+    try:
+        got = read_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, np.repeat(scaled[..., None], 3, axis=2))
+    assert peak < 4 * grey.size + (1 << 20), f"{peak / grey.size:.1f} bytes a pixel"
+
+
 def test_the_size_of_a_png_comes_from_its_header_without_decoding_it(tmp_path: Path, monkeypatch) -> None:
     # Pillow's PNG getexif() decodes the whole image to look for a trailing eXIf chunk: the size
     # of a 50-megapixel PNG took 1.2 s and its pixels' memory, and predict then decoded it again.
