@@ -341,7 +341,16 @@ def write_again(annotation: Annotation) -> bool:
 def label_file_gone(annotation: Annotation, rec: ImageRecord) -> None:
     """The photo ``rec`` opens and its label file, which the store recorded, is gone: its row
     says so (unfinished again: see ``reconcile_labels``) and, for a person's label, the
-    annotator is told (a model's pre-label is simply predicted again)."""
+    annotator is told (a model's pre-label is simply predicted again). A read-only project is
+    only looked at: nothing is written, and the photo shows empty."""
+    if annotation.project.read_only:
+        annotation.message.emit(
+            f"The label file of {rec.relpath} is gone from {annotation.project.labels_dir} "
+            "(deleted outside the app?): it shows empty here, and this read-only look changes "
+            "nothing in the project.",
+            "warning",
+        )
+        return
     reconcile_labels(annotation.project, recovering=False)
     if annotation.current is not None and annotation.current.id == rec.id:
         annotation.current = annotation.project.get(rec.id)

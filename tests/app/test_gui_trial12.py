@@ -274,6 +274,32 @@ def test_a_deleted_label_of_a_photo_not_on_screen_is_said_when_it_opens(qtbot, t
     assert session.project.find(PHOTOS[0]).status == "in_progress"
 
 
+def test_a_deleted_label_in_a_read_only_project_opens_its_photo_to_look(
+    qtbot, tmp_path, photos, monkeypatch
+):
+    # A labeled photo's label file deleted, the project then opened read-only (a share, or a
+    # look while another window edits): its photo did not open at all, "Cannot open NAME: ...
+    # is opened read-only ...; nothing was saved" (the open tried to mark the row unfinished).
+    window, session, by_name = first_labeled(qtbot, tmp_path, photos)
+    window.close_project()
+    label_file(photos, PHOTOS[0]).unlink()
+
+    def read_only(_store):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("faceparse_app.project._probe_write", read_only)  # root ignores chmod
+    assert window.open_project(photos)
+    session = window.session
+    assert session.project.read_only
+    session.open_image(by_name[PHOTOS[1]])
+    assert session.open_image(by_name[PHOTOS[0]])
+    assert session.document is not None and not session.document.label.any()
+    assert by_name[PHOTOS[0]] not in session.problems
+    message = window.message_bar.message
+    assert "Cannot open" not in message and f"The label file of {PHOTOS[0]} is gone" in message
+    assert session.project.find(PHOTOS[0]).status == "labeled"  # nothing written
+
+
 def test_a_deleted_labels_folder_names_the_labels_lost(qtbot, tmp_path, photos):
     window, session, by_name = first_labeled(qtbot, tmp_path, photos)
     session.open_image(by_name[PHOTOS[1]])
