@@ -644,6 +644,28 @@ def test_a_stroke_undone_back_to_the_prelabel_leaves_it_the_models(qtbot, tmp_pa
     assert not session.project.label_by_hand(session.project.get(first))
 
 
+def test_a_stroke_undone_before_the_autosave_leaves_the_prelabel_the_models(qtbot, tmp_path, photos):
+    # A stroke undone at once, before the autosave tick came: the save that followed turned the
+    # photo "in progress" (its label marked the model's all the same), so a newer model could
+    # not refresh it and the list counted it as started.
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    window, version = window_with_a_model(qtbot, tmp_path, photos)
+    session = window.session
+    first = session.current.id
+    prelabel = session.document.label.copy()
+    stroke(window, 50)
+    window.canvas.setFocus()
+    QTest.keyClick(window.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert np.array_equal(session.document.label, prelabel)
+    assert session.save()  # the autosave tick
+
+    rec = session.project.get(first)
+    assert (rec.status, rec.label_source, rec.model_version) == ("pre-labeled", "model", version)
+    assert session.project.may_prelabel(rec)  # a newer model may refresh it
+
+
 # ------------------------------------------------------------ 6. labels found on a recovery
 
 
