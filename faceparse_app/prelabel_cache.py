@@ -22,7 +22,8 @@ class PredictionCache:
     """Predictions by (image id, model version).
 
     Args:
-        size: predictions kept at most (the newest stays, however large).
+        size: predictions kept at most (the newest and the image on screen's stay, however
+            large).
         max_bytes: label-map bytes kept at most.
     """
 
@@ -50,6 +51,8 @@ class PredictionCache:
         """The image is on screen now: its prediction (of any version) is the last to go, and
         the other images' confidence maps go."""
         self.on_screen = image_id
+        for key in [k for k in self._items if k[0] == image_id]:
+            self._items.move_to_end(key)
         self._drop_maps()
 
     def touch(self, key: Key) -> None:
@@ -58,14 +61,16 @@ class PredictionCache:
             self._items.move_to_end(key)
 
     def keep(self, key: Key, pred: Prediction) -> None:
-        """Add or replace a prediction; the least recently used go past the bounds."""
+        """Add or replace a prediction; the least recently used go past the bounds, never the
+        one just kept nor the image on screen's (the look-ahead's results come after it)."""
         self._items[key] = pred
         self._items.move_to_end(key)
         self._drop_maps()
-        while len(self._items) > self.size or (
-            len(self._items) > 1 and sum(p.label.nbytes for p in self._items.values()) > self.max_bytes
-        ):
-            self._items.popitem(last=False)
+        while len(self._items) > self.size or sum(p.label.nbytes for p in self._items.values()) > self.max_bytes:
+            oldest = next((k for k in self._items if k != key and k[0] != self.on_screen), None)
+            if oldest is None:
+                break
+            del self._items[oldest]
 
     def add_map(self, key: Key, confidence: object) -> None:
         """Give a cached prediction its confidence map (it came without one)."""

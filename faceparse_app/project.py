@@ -392,7 +392,8 @@ class Project(StoreRows):
                 :meth:`may_prelabel` allows.
             undone_to: the model whose pre-label the photo started from and ``label`` is again,
                 every edit undone (``prelabel_start``): saved as that model's, whoever wrote the
-                file last; "in_progress" goes back to "pre-labeled".
+                file last; "in_progress" goes back to "pre-labeled", and "pre-labeled" (edits
+                undone before any save) stays so.
 
         Returns:
             The updated record.
@@ -439,7 +440,7 @@ class Project(StoreRows):
                 raise write_error(exc, path, f"the label of {rec.relpath}") from None
             self._writes_since_backup += 1
             if status is None:
-                if undone_to is not None and rec.status == "in_progress":
+                if undone_to is not None and rec.status in ("pre-labeled", "in_progress"):
                     status = "pre-labeled"
                 elif rec.status == "new":
                     status = "pre-labeled" if model_version is not None else "in_progress"

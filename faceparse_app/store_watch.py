@@ -59,6 +59,7 @@ class StoreWatch:
     def __init__(self, project: Project) -> None:
         self.project = project
         self._checking = False
+        self._failing = False  # a repair failed and was said; retried at every check
         self._remember()
         # Photos found to be another picture as they opened: id -> the old picture's (W, H).
         self.replaced: dict[int, tuple[int, int]] = {}
@@ -89,14 +90,21 @@ class StoreWatch:
         try:
             self._repair(annotation, now[0] != self.store, now[1], now[2], lock_now)
         except (OSError, sqlite3.Error, ProjectError) as exc:  # a disk full or read-only meanwhile
-            log.exception("cannot put the project store back")
-            self._remember()  # said once; saves say what fails from now on
-            annotation.message.emit(
-                f"The project store in {project.store_dir} was changed by another program and "
-                f"could not be put back ({exc}). Your label files are saved as they are; close "
-                "the project and open it again.",
-                "error",
-            )
+            # Not remembered as seen: the next check tries again (the open store may be the
+            # only copy of the statuses and time spent), and says so once.
+            if not self._failing:
+                log.exception("cannot put the project store back")
+                annotation.message.emit(
+                    f"The project store in {project.store_dir} was changed by another program and "
+                    f"could not be put back yet ({exc}). Keep FaceParse Studio open: it tries again "
+                    "every few seconds, and once there is room on the disk (or the folder is "
+                    "writable again) nothing is lost; until then the statuses and time spent are "
+                    "kept only in this window.",
+                    "error",
+                )
+            self._failing = True
+        else:
+            self._failing = False
         finally:
             self._checking = False
 
@@ -119,6 +127,7 @@ class StoreWatch:
             what, how = "The label file of the photo on screen", "deleted"
         if db_now != self.db:
             aside = self._put_store_back()
+            self.db = _ident(project.store_dir / DB_NAME)  # a retry of what follows keeps it
             kept = (
                 f"; the file put in its place was kept as {aside.name} (to use it instead, close "
                 f"FaceParse Studio and rename it to {DB_NAME})"
@@ -134,7 +143,14 @@ class StoreWatch:
                 "you close; then restore that folder from a backup of yours, or train again"
             )
         if current_label_gone(annotation):
-            parts.append(f"the label of {write_again(annotation)} was saved again from the screen")
+            name = annotation.current.relpath
+            if write_again(annotation):
+                parts.append(f"the label of {name} was saved again from the screen")
+            else:  # a disk full, the folder made read-only: said as any failed save
+                parts.append(
+                    f"the label of {name} could not be written back ({annotation._save_error}); it "
+                    "stays on screen and in memory, and saving it is retried every few seconds"
+                )
         if labels_now != self.labels:
             project.labels_dir.mkdir(parents=True, exist_ok=True)
             gone = reconcile_labels(project, recovering=False).gone
@@ -238,12 +254,16 @@ class StoreWatch:
             project.labels_dir.mkdir(parents=True, exist_ok=True)
             tmp = db.with_name(db.name + ".rewrite.tmp")
             tmp.unlink(missing_ok=True)
-            store_guard.create_with_umask(tmp)
-            target = sqlite3.connect(tmp)
             try:
-                project._conn.backup(target)
-            finally:
-                target.close()
+                store_guard.create_with_umask(tmp)
+                target = sqlite3.connect(tmp)
+                try:
+                    project._conn.backup(target)
+                finally:
+                    target.close()
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # half a copy, on a disk that may be full
+                raise
             # Closed first: its -wal and -shm (by name) are its own, and go with it.
             project._conn.close()
             aside = store_guard.move_store_aside(db, "replaced") if db.exists() else None
@@ -283,20 +303,20 @@ def current_label_gone(annotation: Annotation) -> bool:
     return False
 
 
-def write_again(annotation: Annotation) -> str:
-    """Write the label on screen to its deleted file; returns the photo's name.
+def write_again(annotation: Annotation) -> bool:
+    """Write the label on screen to its deleted file; True when it is on disk again (else it
+    is kept as an unsaved edit, retried, and the annotator told, as by any failed save).
 
     An unedited label is written as it was: a model's pre-label stays the model's (marked, its
     status kept), so a deletion never turns it into a hand label; edits are saved as any save."""
-    from faceparse_app.label_writer import note_not_saved
+    from faceparse_app.label_writer import note_not_saved, note_saved
     from faceparse_app.project import write_error
     from trainer.data.imageio import atomic_write_bytes, encode_label_png
 
     rec, doc, project = annotation.current, annotation.document, annotation.project
     assert rec is not None and doc is not None
     if doc.dirty:
-        annotation.save()
-        return rec.relpath
+        return annotation.save()
     rec = project.get(rec.id)
     if rec.label_source == "model":
         data = store_guard.encode_prelabel_png(doc.label, rec.model_version or "unknown")
@@ -309,15 +329,28 @@ def write_again(annotation: Annotation) -> str:
         annotation.current = project.set_label_stamp(rec, data, stat)
     except OSError as exc:
         note_not_saved(annotation, rec.id, doc, write_error(exc, path, f"the label of {rec.relpath}"))
+        return False
     except ProjectError as exc:
         note_not_saved(annotation, rec.id, doc, exc)
-    return rec.relpath
+        return False
+    # An earlier try that failed left it among the unsaved edits: closing would offer to lose it.
+    note_saved(annotation, rec, doc)
+    return True
 
 
 def label_file_gone(annotation: Annotation, rec: ImageRecord) -> None:
     """The photo ``rec`` opens and its label file, which the store recorded, is gone: its row
     says so (unfinished again: see ``reconcile_labels``) and, for a person's label, the
-    annotator is told (a model's pre-label is simply predicted again)."""
+    annotator is told (a model's pre-label is simply predicted again). A read-only project is
+    only looked at: nothing is written, and the photo shows empty."""
+    if annotation.project.read_only:
+        annotation.message.emit(
+            f"The label file of {rec.relpath} is gone from {annotation.project.labels_dir} "
+            "(deleted outside the app?): it shows empty here, and this read-only look changes "
+            "nothing in the project.",
+            "warning",
+        )
+        return
     reconcile_labels(annotation.project, recovering=False)
     if annotation.current is not None and annotation.current.id == rec.id:
         annotation.current = annotation.project.get(rec.id)

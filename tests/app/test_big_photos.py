@@ -165,3 +165,38 @@ def test_the_confidence_view_of_a_huge_photo_needs_little_more_than_its_image(qt
         tracemalloc.stop()
     assert overlay.size == (w, h)
     assert peak < 4 * h * w + (48 << 20), f"{peak / (h * w):.0f} bytes a pixel"
+
+
+def test_the_photo_on_screen_stays_cached_while_its_look_ahead_fills_the_cache(
+    qtbot, tmp_path: Path
+) -> None:
+    """The cache holds label maps up to a byte bound (five 200-megapixel photos); the look-ahead
+    results that came after the photo on screen pushed its own prediction out as the least
+    recently used, so opening it again (or its map) was predicted again (10 CPU-seconds at
+    200 megapixels) though it had never left the screen."""
+    from faceparse_app.prelabel_queue import PrelabelQueue
+    from trainer.data.imageio import read_image
+
+    files = _face_files(tmp_path, 4)
+    loads: list[int] = []
+
+    def loader(path: Path) -> np.ndarray:
+        loads.append(int(path.stem[4:]))
+        return read_image(path)
+
+    queue = PrelabelQueue(lookahead=3, loader=loader)
+    queue._cache.max_bytes = 3 * 64 * 64  # three of these label maps, as five huge ones
+    try:
+        queue.set_model(_detect_predictor(), "v0001")
+        ready: list[int] = []
+        queue.ready.connect(lambda i, pred: ready.append(i))
+        queue.request(1, files[1], upcoming=[(i, files[i]) for i in (2, 3, 4)])
+        qtbot.waitUntil(lambda: len(ready) == 4, timeout=30000)
+        shown = queue.cached(1)
+        assert shown is not None and shown.confidence is not None
+        queue.request(1, files[1])  # asked again while on screen: from the cache, at once
+        assert ready[-1] == 1 and len(ready) == 5
+        qtbot.wait(300)
+        assert sorted(loads) == [1, 2, 3, 4]
+    finally:
+        queue.stop()

@@ -5,6 +5,7 @@ pre-label, recovery marks). Real photos, copied into a temporary folder."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
@@ -126,6 +127,35 @@ def test_a_store_deleted_while_open_is_written_back_at_once(qtbot, tmp_path, pho
     assert on_disk[PHOTOS[1]] == ("in_progress", "hand")
 
 
+def test_a_store_deleted_while_the_disk_is_full_is_written_back_once_there_is_room(
+    qtbot, tmp_path, photos, monkeypatch
+):
+    # project.sqlite deleted while the disk was full: its write-back failed, was never tried
+    # again, and the message said to close the project and open it again; the close took the
+    # open store, the only copy of the statuses, with it (the reopen rebuilt them from the
+    # label files: "labeled" was lost).
+    from faceparse_app import store_guard
+
+    window, session, by_name = first_labeled(qtbot, tmp_path, photos)
+    window.confirm_discard = lambda: True  # a failing check must not leave a question open
+    for side in ("", "-wal", "-shm"):
+        (photos / ".faceparse" / f"project.sqlite{side}").unlink(missing_ok=True)
+    made = store_guard.create_with_umask
+
+    def disk_full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store_guard, "create_with_umask", disk_full)
+    label_gone_and_back(window)
+    failed = window.message_bar.message
+    monkeypatch.setattr(store_guard, "create_with_umask", made)  # room on the disk again
+    label_gone_and_back(window)  # the next autosave tick
+    assert "No space left on device" in failed and "close the project" not in failed
+    assert "the store was written back from the open project" in window.message_bar.message
+    assert rows_on_disk(photos)[PHOTOS[0]] == ("labeled", "hand")
+    assert not list((photos / ".faceparse").glob("*.tmp"))
+
+
 def test_a_reopen_after_labels_went_with_the_store_does_not_say_nothing_is_lost(
     qtbot, tmp_path, photos
 ):
@@ -200,6 +230,39 @@ def test_the_label_file_of_the_photo_on_screen_deleted_is_saved_again(qtbot, tmp
     assert rec.label_source == "hand"
 
 
+def test_a_label_on_screen_that_cannot_be_written_again_is_not_said_saved(
+    qtbot, tmp_path, photos, monkeypatch
+):
+    # The disk full as the deleted label file of the photo on screen was written again: the
+    # error said "Not saved", and the warning right after it, the message left on screen, said
+    # "the label of ... was saved again from the screen".
+    from trainer.data import imageio
+
+    window = open_on(qtbot, tmp_path, photos)
+    window.confirm_discard = lambda: True  # a failing check must not leave a question open
+    session = window.session
+    stroke(window, 50)
+    assert session.save()
+    name = session.current.relpath
+    label_file(photos, name).unlink()
+    written = imageio.atomic_write_bytes
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(imageio, "atomic_write_bytes", disk_full)
+    label_gone_and_back(window)
+    message = window.message_bar.message
+    monkeypatch.setattr(imageio, "atomic_write_bytes", written)  # room on the disk again
+    label_gone_and_back(window)  # the next autosave tick
+    assert "was saved again" not in message and "could not be written back" in message
+    assert "disk full" in message and name in message
+    assert f"the label of {name} was saved again" in window.message_bar.message
+    assert session.project.load_label(session.project.find(name))[50, 100] == EYE
+    # On disk again: closing does not ask whether to lose edits that "could not be saved".
+    assert session.unsaved()[0] == [] and session.save_all()
+
+
 def test_a_deleted_label_of_a_photo_not_on_screen_is_said_when_it_opens(qtbot, tmp_path, photos):
     # Its photo opened on an empty canvas, still "labeled", with nothing said.
     window, session, by_name = first_labeled(qtbot, tmp_path, photos)
@@ -209,6 +272,32 @@ def test_a_deleted_label_of_a_photo_not_on_screen_is_said_when_it_opens(qtbot, t
     message = window.message_bar.message
     assert f"The label file of {PHOTOS[0]} was deleted" in message
     assert session.project.find(PHOTOS[0]).status == "in_progress"
+
+
+def test_a_deleted_label_in_a_read_only_project_opens_its_photo_to_look(
+    qtbot, tmp_path, photos, monkeypatch
+):
+    # A labeled photo's label file deleted, the project then opened read-only (a share, or a
+    # look while another window edits): its photo did not open at all, "Cannot open NAME: ...
+    # is opened read-only ...; nothing was saved" (the open tried to mark the row unfinished).
+    window, session, by_name = first_labeled(qtbot, tmp_path, photos)
+    window.close_project()
+    label_file(photos, PHOTOS[0]).unlink()
+
+    def read_only(_store):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("faceparse_app.project._probe_write", read_only)  # root ignores chmod
+    assert window.open_project(photos)
+    session = window.session
+    assert session.project.read_only
+    session.open_image(by_name[PHOTOS[1]])
+    assert session.open_image(by_name[PHOTOS[0]])
+    assert session.document is not None and not session.document.label.any()
+    assert by_name[PHOTOS[0]] not in session.problems
+    message = window.message_bar.message
+    assert "Cannot open" not in message and f"The label file of {PHOTOS[0]} is gone" in message
+    assert session.project.find(PHOTOS[0]).status == "labeled"  # nothing written
 
 
 def test_a_deleted_labels_folder_names_the_labels_lost(qtbot, tmp_path, photos):
@@ -553,6 +642,28 @@ def test_a_stroke_undone_back_to_the_prelabel_leaves_it_the_models(qtbot, tmp_pa
     assert rec.actions == 2
     assert session.accept()
     assert not session.project.label_by_hand(session.project.get(first))
+
+
+def test_a_stroke_undone_before_the_autosave_leaves_the_prelabel_the_models(qtbot, tmp_path, photos):
+    # A stroke undone at once, before the autosave tick came: the save that followed turned the
+    # photo "in progress" (its label marked the model's all the same), so a newer model could
+    # not refresh it and the list counted it as started.
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    window, version = window_with_a_model(qtbot, tmp_path, photos)
+    session = window.session
+    first = session.current.id
+    prelabel = session.document.label.copy()
+    stroke(window, 50)
+    window.canvas.setFocus()
+    QTest.keyClick(window.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert np.array_equal(session.document.label, prelabel)
+    assert session.save()  # the autosave tick
+
+    rec = session.project.get(first)
+    assert (rec.status, rec.label_source, rec.model_version) == ("pre-labeled", "model", version)
+    assert session.project.may_prelabel(rec)  # a newer model may refresh it
 
 
 # ------------------------------------------------------------ 6. labels found on a recovery

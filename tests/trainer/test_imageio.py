@@ -237,6 +237,26 @@ def test_every_exif_orientation_reads_as_pillow_turns_it(tmp_path: Path, orienta
     assert imageio.image_size(path) == (expected.shape[0] * reduce, expected.shape[1] * reduce)
 
 
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_an_exif_rotated_tiff_comes_back_upright_once(tmp_path: Path, orientation: int) -> None:
+    # Pillow turns a TIFF upright itself as it loads it (and gives its upright size on open):
+    # turned once more by the reader, a camera's TIFF came out upside down (3) or on its side
+    # (6, 8), in the app and in every export, and its size from the header was the stored one.
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    stored = np.repeat(np.repeat(rng.integers(0, 256, (6, 10, 3), dtype=np.uint8), 8, 0), 8, 1)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    png, tiff = tmp_path / "camera.png", tmp_path / "camera.tif"
+    Image.fromarray(stored).save(png, exif=exif.tobytes())
+    Image.fromarray(stored).save(tiff, exif=exif.tobytes())
+    with Image.open(png) as im:
+        upright = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    np.testing.assert_array_equal(read_image(tiff), upright)
+    assert imageio.image_size(tiff) == upright.shape[:2]
+
+
 def test_a_large_photo_is_read_in_strips_to_the_same_pixels(tmp_path: Path, monkeypatch) -> None:
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 256, (301, 97, 3), dtype=np.uint8)
@@ -244,6 +264,28 @@ def test_a_large_photo_is_read_in_strips_to_the_same_pixels(tmp_path: Path, monk
     Image.fromarray(photo).save(path)
     monkeypatch.setattr(imageio, "_STRIP_PIXELS", 1000)  # ten rows a strip
     np.testing.assert_array_equal(read_image(path), photo)
+
+
+def test_a_16_bit_grey_photo_is_read_in_strips_too(tmp_path: Path, monkeypatch) -> None:
+    # A 16-bit grey PNG (a scan) was scaled to 8 bits whole: float64 copies of the photo, 24
+    # bytes a pixel besides Pillow's own (4.8 GB at 200 megapixels; an RGB photo takes 3.5).
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (300, 400), dtype=np.uint16)
+    grey[-1, -1] = 60000  # the file's range (16 bits) shows only in its last strip
+    path = tmp_path / "scan.png"
+    Image.fromarray(grey).save(path)
+    scaled = np.clip(grey / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    monkeypatch.setattr(imageio, "_STRIP_PIXELS", 4000)  # ten rows a strip
+    tracemalloc.start()
+    try:
+        got = read_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, np.repeat(scaled[..., None], 3, axis=2))
+    assert peak < 4 * grey.size + (1 << 20), f"{peak / grey.size:.1f} bytes a pixel"
 
 
 def test_the_size_of_a_png_comes_from_its_header_without_decoding_it(tmp_path: Path, monkeypatch) -> None:

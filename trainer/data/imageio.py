@@ -59,8 +59,11 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I")  # 16-bit (or 32-bit) grey
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if im.mode in _WIDE_GREY:
         # 16-bit (or 32-bit) grey: scale to 8 bits by the file's own range, not by truncation.
         arr = np.asarray(im, dtype=np.float64)
         top = 65535.0 if arr.max() > 255 else 255.0
@@ -106,13 +109,20 @@ def _orientation(im: Image.Image) -> int:
 def _rgb_array(im: Image.Image) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a loaded image (as stored: orientation not applied), copied out a
     strip of rows at a time."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # scaled by the whole image's range
-        return np.array(_to_rgb(im), dtype=np.uint8)
     w, h = im.size
     out = np.empty((h, w, 3), np.uint8)
     rows = max(1, _STRIP_PIXELS // max(1, w))
-    for y in range(0, h, rows):
-        out[y : y + rows] = np.asarray(_to_rgb(im.crop((0, y, w, min(h, y + rows)))))
+    strips = [(0, y, w, min(h, y + rows)) for y in range(0, h, rows)]
+    if im.mode in _WIDE_GREY:
+        # Scaled as _to_rgb scales it, by the whole file's range: found first, strip by strip
+        # (whole, its float64 copies took 24 bytes a pixel).
+        top = 65535.0 if max((np.asarray(im.crop(b)).max() for b in strips), default=0) > 255 else 255.0
+        for b in strips:
+            grey = np.asarray(im.crop(b), dtype=np.float64)
+            out[b[1] : b[3]] = np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None]
+        return out
+    for b in strips:
+        out[b[1] : b[3]] = np.asarray(_to_rgb(im.crop(b)))
     return out
 
 
@@ -207,6 +217,8 @@ def read_image(path: str | os.PathLike[str], reduce: int = 1) -> np.ndarray:
                     im.draft("RGB", (max(1, im.width // reduce), max(1, im.height // reduce)))
                 orientation = _orientation(im)
                 im.load()
+                if im.format == "TIFF":  # Pillow turns a TIFF upright as it loads it (and
+                    orientation = im.getexif().get(0x0112, 1)  # drops the tag); older ones leave it to us
                 rgb = _rgb_array(im)
         if orientation in _UPRIGHT:
             rgb = np.ascontiguousarray(_UPRIGHT[orientation](rgb))
@@ -236,6 +248,8 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
             with Image.open(path) as im:
                 _check_pixels(path, im.size, ImageReadError)
                 w, h = im.size
+                if im.format == "TIFF":  # the stored size: Pillow's own is already upright
+                    w, h = im.tag_v2.get(256, w), im.tag_v2.get(257, h)
                 orientation = _orientation(im)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
