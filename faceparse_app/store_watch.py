@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from faceparse_app import store_guard, store_open
 from faceparse_app.project_scan import CHANGE_COLUMNS, changed_file, name_list, reconcile_labels
-from faceparse_app.store_guard import ProjectError, ProjectLockedError
+from faceparse_app.store_guard import ProjectError, ProjectLockedError, write_error
 from faceparse_app.store_open import DB_NAME, MODELS_DIR
 
 if TYPE_CHECKING:
@@ -310,7 +310,6 @@ def write_again(annotation: Annotation) -> bool:
     An unedited label is written as it was: a model's pre-label stays the model's (marked, its
     status kept), so a deletion never turns it into a hand label; edits are saved as any save."""
     from faceparse_app.label_writer import note_not_saved, note_saved
-    from faceparse_app.project import write_error
     from trainer.data.imageio import atomic_write_bytes, encode_label_png
 
     rec, doc, project = annotation.current, annotation.document, annotation.project

@@ -759,3 +759,67 @@ def test_a_prelabeled_photo_replaced_gets_the_new_pictures_prelabel(qtbot, tmp_p
     expected = prediction(window, version, first)
     qtbot.waitUntil(lambda: np.array_equal(session.document.label, expected), timeout=20_000)
     assert np.array_equal(session.project.load_label(session.project.get(first)), expected)
+
+
+# ------------------------------------------- 13. review of t59: what a failed write says
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [(errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")],
+)
+def test_a_deleted_label_on_screen_that_cannot_be_written_back_is_not_said_unchanged(
+    qtbot, tmp_path, photos, monkeypatch, code, words
+):
+    # The label file of the photo on screen deleted by another program, and writing it back
+    # failing (disk full, folder made read-only): the error said "the previous file is
+    # unchanged", as if the label were still on disk. There is no file: nothing of it is saved.
+    from faceparse_app import project as project_module
+    from trainer.data import imageio
+
+    window = open_on(qtbot, tmp_path, photos)
+    window.confirm_discard = lambda: True  # a failing check must not leave a question open
+    session = window.session
+    stroke(window, 50)
+    assert session.save()
+    name = session.current.relpath
+    label_file(photos, name).unlink()
+
+    def refused(path, data):
+        raise OSError(code, words, str(path))
+
+    monkeypatch.setattr(imageio, "atomic_write_bytes", refused)
+    monkeypatch.setattr(project_module, "atomic_write_bytes", refused)
+    label_gone_and_back(window)
+    message = window.message_bar.message
+    assert "could not be written back" in message and name in message
+    assert "unchanged" not in message
+    assert "no file is there now" in message
+    # An edit on top, saved as any save (the path through Project.save_label), says the same.
+    stroke(window, 120)
+    assert not session.save()
+    assert "unchanged" not in window.message_bar.message
+    assert "no file is there now" in window.message_bar.message
+
+
+def test_a_failed_save_over_a_label_on_disk_still_says_it_is_unchanged(
+    qtbot, tmp_path, photos, monkeypatch
+):
+    # The other side of the one above: a label file on disk is left as it was by a failed save.
+    from faceparse_app import project as project_module
+
+    window = open_on(qtbot, tmp_path, photos)
+    window.confirm_discard = lambda: True
+    session = window.session
+    stroke(window, 50)
+    assert session.save()
+    before = label_file(photos, session.current.relpath).read_bytes()
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(project_module, "atomic_write_bytes", disk_full)
+    stroke(window, 120)
+    assert not session.save()
+    assert "the previous file is unchanged" in window.message_bar.message
+    assert label_file(photos, session.current.relpath).read_bytes() == before
