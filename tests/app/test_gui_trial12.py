@@ -823,3 +823,80 @@ def test_a_failed_save_over_a_label_on_disk_still_says_it_is_unchanged(
     assert not session.save()
     assert "the previous file is unchanged" in window.message_bar.message
     assert label_file(photos, session.current.relpath).read_bytes() == before
+
+
+def test_a_put_back_store_that_cannot_be_reopened_keeps_every_save(qtbot, tmp_path, photos, monkeypatch):
+    # project.sqlite deleted under the running app, written back, and its reopening failing
+    # once (an I/O error, a disk full as SQLite makes its -wal): the open store had already
+    # been closed, and every later save, status and time spent raised sqlite3.ProgrammingError
+    # ("Cannot operate on a closed database"), each try failing again, until a close lost them.
+    from faceparse_app import store_open
+    from faceparse_app.store_guard import ProjectError
+
+    window, session, by_name = first_labeled(qtbot, tmp_path, photos)
+    window.confirm_discard = lambda: True  # a failing check must not leave a question open
+    for side in ("", "-wal", "-shm"):
+        (photos / ".faceparse" / f"project.sqlite{side}").unlink(missing_ok=True)
+    opened = store_open.connect
+    fails = {"left": 1}
+
+    def once_unopenable(db, *args, **kwargs):
+        if fails["left"]:
+            fails["left"] -= 1
+            raise ProjectError(f"{db}: cannot open the project store (disk I/O error)")
+        return opened(db, *args, **kwargs)
+
+    monkeypatch.setattr(store_open, "connect", once_unopenable)
+    label_gone_and_back(window)
+    failed = window.message_bar.message
+    assert "disk I/O error" in failed and "tries again" in failed and "Keep FaceParse Studio open" in failed
+    session.open_image(by_name[PHOTOS[1]])  # work goes on meanwhile, and is kept
+    stroke(window, 60)
+    assert session.save() and session.set_status("labeled")
+    label_gone_and_back(window)  # the next autosave tick: opened this time
+    message = window.message_bar.message
+    assert "the store was written back from the open project" in message
+    assert "kept as" not in message  # the copy written at the failed try is no other program's
+    on_disk = rows_on_disk(photos)
+    assert on_disk[PHOTOS[0]] == ("labeled", "hand") and on_disk[PHOTOS[1]] == ("labeled", "hand")
+    assert not list((photos / ".faceparse").glob("project.sqlite.*"))
+    window.close()
+
+    again = open_on(qtbot, tmp_path, photos)
+    assert again.session.project.find(PHOTOS[1]).status == "labeled"
+    rec = again.session.project.find(PHOTOS[1])
+    assert again.session.project.load_label(rec)[60, 100] == EYE
+
+
+def test_a_put_back_store_never_reopened_before_the_close_still_keeps_the_work(
+    qtbot, tmp_path, photos, monkeypatch
+):
+    # The other side of the one above: the reopening fails at every try until the window is
+    # closed. The close tries once more, and what it writes back is the newest state.
+    from faceparse_app import store_open
+    from faceparse_app.store_guard import ProjectError
+
+    window, session, by_name = first_labeled(qtbot, tmp_path, photos)
+    window.confirm_discard = lambda: True
+    for side in ("", "-wal", "-shm"):
+        (photos / ".faceparse" / f"project.sqlite{side}").unlink(missing_ok=True)
+    opened = store_open.connect
+
+    def unopenable(db, *args, **kwargs):
+        raise ProjectError(f"{db}: cannot open the project store (disk I/O error)")
+
+    monkeypatch.setattr(store_open, "connect", unopenable)
+    label_gone_and_back(window)
+    session.open_image(by_name[PHOTOS[1]])
+    stroke(window, 60)
+    assert session.save() and session.set_status("labeled")
+    label_gone_and_back(window)  # fails again: said once, no error raised
+    assert "disk I/O error" in window.message_bar.message
+    window.close()
+    monkeypatch.setattr(store_open, "connect", opened)
+
+    on_disk = rows_on_disk(photos)
+    assert on_disk[PHOTOS[0]] == ("labeled", "hand") and on_disk[PHOTOS[1]] == ("labeled", "hand")
+    again = open_on(qtbot, tmp_path, photos)
+    rec = again.session.project.find(PHOTOS[1])
+    assert rec.status == "labeled" and again.session.project.load_label(rec)[60, 100] == EYE
