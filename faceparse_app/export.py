@@ -66,8 +66,8 @@ from faceparse_app.project import (
     Project,
     ProjectError,
     file_hash,
-    write_error,
 )
+from faceparse_app.store_guard import write_error
 from trainer.data.imageio import encode_label_png, make_temp_dir, read_image
 from trainer.errors import ImageReadError, LabelMapError
 

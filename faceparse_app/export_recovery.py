@@ -21,8 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from faceparse_app.project import write_error
-from faceparse_app.store_guard import ProjectError
+from faceparse_app.store_guard import ProjectError, write_error
 
 log = logging.getLogger(__name__)
 

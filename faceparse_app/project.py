@@ -22,7 +22,6 @@ app never lets an annotator work on labels it cannot save.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
@@ -43,12 +42,15 @@ from faceparse_app.project_scan import (
     scan_images,
 )
 from faceparse_app.store_guard import (
+    FULL_ERRNOS,
+    READ_ONLY_ERRNOS,
     DamagedStoreError,
     LookLock,
     ProjectLock,
     ProjectLockedError,
     ReadOnlyFolderError,
     encode_prelabel_png,
+    write_error,
 )
 from faceparse_app.store_open import DB_NAME, LABELS_DIR, SCHEMA_VERSION, STATUSES
 from faceparse_app.store_rows import ImageRecord, ProjectError, StoreRows
@@ -82,10 +84,6 @@ log = logging.getLogger(__name__)
 NUM_CLASSES = LAPA.num_classes
 STORE_DIR = ".faceparse"
 
-_READ_ONLY_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
-_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
 def file_hash(path: Path) -> str:
     """sha256 hex digest of a file's bytes."""
     h = hashlib.sha256()
@@ -116,20 +114,6 @@ def image_size(path: Path) -> tuple[int, int] | None:
     except ImageReadError:
         return None
     return w, h
-
-
-def write_error(exc: OSError, path: Path, what: str) -> ProjectError:
-    """The ProjectError for a failed write: disk full, read-only, or the OS's own words."""
-    if exc.errno in _FULL_ERRNOS:
-        return ProjectError(
-            f"disk full: could not save {what} to {path}; the previous file is unchanged. "
-            "Free some disk space and save again."
-        )
-    if exc.errno in _READ_ONLY_ERRNOS:
-        return ProjectError(
-            f"{path} is read-only: could not save {what}; the previous file is unchanged."
-        )
-    return ProjectError(f"could not save {what} to {path} ({exc}); the previous file is unchanged.")
 
 
 class Project(StoreRows):
@@ -192,12 +176,12 @@ class Project(StoreRows):
             (store / LABELS_DIR).mkdir(parents=True, exist_ok=True)
             _probe_write(store)
         except OSError as exc:
-            if exc.errno in _READ_ONLY_ERRNOS:
+            if exc.errno in READ_ONLY_ERRNOS:
                 raise ReadOnlyFolderError(
                     f"{root} is read-only; labels cannot be saved there. Copy the folder to a "
                     "place you can write to (or fix its permissions) and open it again."
                 ) from None
-            if exc.errno in _FULL_ERRNOS:
+            if exc.errno in FULL_ERRNOS:
                 raise ProjectError(f"disk full: cannot create the project store in {store}") from None
             raise ProjectError(f"{store}: cannot create the project store ({exc})") from None
         lock = ProjectLock(store)

@@ -12,6 +12,7 @@ pre-label file so a rebuilt store can tell the model's labels from the annotator
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -33,6 +34,9 @@ KEEP_BACKUPS = 5
 BACKUP_EVERY_S = 600.0  # while a project is open, at most one backup per this many seconds
 PRELABEL_CHUNK = "faceparse-prelabel"
 
+READ_ONLY_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
+FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
 # Folders this process holds: a second open from the same process is refused with its own text.
 _HELD: set[str] = set()
 
@@ -52,6 +56,34 @@ class ReadOnlyFolderError(ProjectError):
 
 class DamagedStoreError(ProjectError):
     """``project.sqlite`` is damaged; ``Project.open(folder, recover=True)`` rebuilds it."""
+
+
+def write_error(exc: OSError, path: Path, what: str) -> ProjectError:
+    """The ProjectError for a failed write: disk full, read-only, or the OS's own words, and
+    what is at ``path`` now (the earlier file, unchanged, or none: deleted by another program,
+    or never written)."""
+    left = _what_is_left(path)
+    if exc.errno in FULL_ERRNOS:
+        return ProjectError(
+            f"disk full: could not save {what} to {path}{left}. "
+            "Free some disk space and save again."
+        )
+    if exc.errno in READ_ONLY_ERRNOS:
+        return ProjectError(f"{path} is read-only: could not save {what}{left}.")
+    return ProjectError(f"could not save {what} to {path} ({exc}){left}.")
+
+
+def _what_is_left(path: Path) -> str:
+    """The clause of a write error that says what a failed write left at ``path``: atomic
+    writes leave an earlier file as it was, but there may be none (a label file deleted under
+    the running app, a first save), and saying it is "unchanged" then is a false comfort."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return "; nothing was written, and no file is there now (deleted, or never saved)"
+    except OSError:  # there or not, it cannot be looked at: say nothing rather than guess
+        return ""
+    return "; the previous file is unchanged"
 
 
 def _now() -> float:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from faceparse_app import store_guard, store_open
 from faceparse_app.project_scan import CHANGE_COLUMNS, changed_file, name_list, reconcile_labels
-from faceparse_app.store_guard import ProjectError, ProjectLockedError
+from faceparse_app.store_guard import ProjectError, ProjectLockedError, write_error
 from faceparse_app.store_open import DB_NAME, MODELS_DIR
 
 if TYPE_CHECKING:
@@ -60,6 +60,10 @@ class StoreWatch:
         self.project = project
         self._checking = False
         self._failing = False  # a repair failed and was said; retried at every check
+        # The store put back whose opening failed (the project runs on a copy in memory until
+        # a check opens it): its (device, inode), and what had happened to the store.
+        self._written: Ident = None
+        self._said: tuple[str, str] | None = None
         self._remember()
         # Photos found to be another picture as they opened: id -> the old picture's (W, H).
         self.replaced: dict[int, tuple[int, int]] = {}
@@ -83,7 +87,7 @@ class StoreWatch:
         store = project.store_dir
         now = (_ident(store), _ident(store / DB_NAME), _ident(project.labels_dir))
         lock_now = _ident(store / store_guard.LOCK_NAME)
-        if now + (lock_now,) == (self.store, self.db, self.labels, self.lock):
+        if now + (lock_now,) == (self.store, self.db, self.labels, self.lock) and not self._written:
             if not current_label_gone(annotation):
                 return
         self._checking = True
@@ -125,7 +129,10 @@ class StoreWatch:
             what, how = f"The project's lock file ({store_name}/{store_guard.LOCK_NAME})", "deleted"
         else:
             what, how = "The label file of the photo on screen", "deleted"
-        if db_now != self.db:
+        if self._written is not None:  # the store's own story, not that of the copy put back
+            what, how = self._said or (what, how)
+        if db_now != self.db or self._written is not None:
+            self._said = (what, how)
             aside = self._put_store_back()
             self.db = _ident(project.store_dir / DB_NAME)  # a retry of what follows keeps it
             kept = (
@@ -162,6 +169,7 @@ class StoreWatch:
                 )
             annotation.records_changed.emit()
         self._remember()
+        self._said = None
         said = "; ".join(filter(None, parts))
         text = (
             f"{what} was {how} by another program while FaceParse Studio had it open (a "
@@ -247,7 +255,14 @@ class StoreWatch:
 
     def _put_store_back(self) -> Path | None:
         """Write the open store over whatever is (or is not) at ``project.sqlite`` now and open
-        it there; returns where a replacing file was kept, or None."""
+        it there; returns where a replacing file was kept, or None.
+
+        The open connection must be closed before the new file opens: SQLite deletes its
+        ``-wal`` and ``-shm`` by name as it closes, which would be the new file's by then. So
+        it is copied into memory first, and when the file put back cannot be opened (an I/O
+        error, a disk full as SQLite makes its ``-wal``) the project goes on in that copy:
+        every save still works, and the next check writes it back again (the error raised
+        here says so to the annotator)."""
         project = self.project
         db = project.store_dir / DB_NAME
         with project._lock:
@@ -261,14 +276,24 @@ class StoreWatch:
                     project._conn.backup(target)
                 finally:
                     target.close()
+                kept = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                project._conn.backup(kept)
             except BaseException:
                 tmp.unlink(missing_ok=True)  # half a copy, on a disk that may be full
                 raise
-            # Closed first: its -wal and -shm (by name) are its own, and go with it.
-            project._conn.close()
+            project._conn.close()  # its -wal and -shm (by name) are its own, and go with it
+            project._conn = kept  # until the file put back is open
+            if db.exists() and _ident(db) == self._written:
+                # The copy this watch wrote at a try that could not open it: no other
+                # program's file, and no connection has it open now.
+                for side in ("", "-wal", "-shm"):
+                    Path(f"{db}{side}").unlink(missing_ok=True)
             aside = store_guard.move_store_aside(db, "replaced") if db.exists() else None
             os.replace(tmp, db)
+            self._written = _ident(db)
             project._conn = store_open.connect(db).conn
+            kept.close()
+            self._written = None
             project._writes_since_backup += 1  # the next backup copies the store put back
         return aside
 
@@ -310,7 +335,6 @@ def write_again(annotation: Annotation) -> bool:
     An unedited label is written as it was: a model's pre-label stays the model's (marked, its
     status kept), so a deletion never turns it into a hand label; edits are saved as any save."""
     from faceparse_app.label_writer import note_not_saved, note_saved
-    from faceparse_app.project import write_error
     from trainer.data.imageio import atomic_write_bytes, encode_label_png
 
     rec, doc, project = annotation.current, annotation.document, annotation.project

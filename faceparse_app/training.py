@@ -93,7 +93,7 @@ def prelabel(
         faces: the faces to parse instead of finding them (an annotator's own), or None.
         interrupt: asked between the steps of a photo; True stops it with
             ``trainer.errors.PredictionInterrupted`` (to make way for a more urgent photo).
-        confidence: False leaves the confidence map out (``detect`` framing): the scoring sweep
+        confidence: False leaves the confidence map out (either framing): the scoring sweep
             and the look-ahead need only the score and the label, and a 200-megapixel photo's
             map is 800 MB.
 

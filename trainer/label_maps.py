@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -35,13 +36,27 @@ _BAND_PIXELS = 1 << 20
 
 
 def label_and_confidence(
-    logits: torch.Tensor, size: tuple[int, int], band_pixels: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+    logits: torch.Tensor,
+    size: tuple[int, int],
+    band_pixels: int | None = None,
+    confidence: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(C, s, s) logits -> (H, W) argmax label and (H, W) max softmax probability at ``size``.
 
     The same numbers as bilinear-resizing the logits to (H, W) and taking the softmax, computed a
     band of rows at a time: bilinear resizing is separable, so the width is resized once (small:
-    C × s × W) and each band of output rows blends two of those rows.
+    C × s × W) and each band of output rows blends two of those rows. Each band goes straight
+    into the host arrays returned, so nothing photo-sized is held on the device.
+
+    Args:
+        logits: (C, s, s) class logits of one image, on any device.
+        size: (H, W) of the output.
+        band_pixels: output pixels per band (default ``_BAND_PIXELS``).
+        confidence: False: no confidence map is made (None is returned in its place): a
+            200-megapixel photo's is 800 MB.
+
+    Returns:
+        (H, W) uint8 label and (H, W) float32 confidence in [0, 1] (or None).
     """
     height, width = size
     s_h = logits.shape[1]
@@ -52,14 +67,15 @@ def label_and_confidence(
     low = src.floor().long().clamp_(max=s_h - 1)
     high = (low + 1).clamp_(max=s_h - 1)
     frac = (src - low.float())[:, None]
-    label = torch.empty((height, width), dtype=torch.uint8, device=logits.device)
-    confidence = torch.empty((height, width), dtype=torch.float32, device=logits.device)
+    label = np.empty((height, width), dtype=np.uint8)
+    sure = np.empty((height, width), dtype=np.float32) if confidence else None
     rows = max(1, (band_pixels or _BAND_PIXELS) // max(1, width))
     for y0 in range(0, height, rows):
         y1 = min(height, y0 + rows)
         band = wide[:, low[y0:y1]] * (1 - frac[y0:y1]) + wide[:, high[y0:y1]] * frac[y0:y1]
         top, arg = band.max(dim=0)
-        # max softmax = 1 / sum(exp(l - max l)); no full probability map needed.
-        confidence[y0:y1] = 1.0 / torch.exp(band - top).sum(dim=0)
-        label[y0:y1] = arg.to(torch.uint8)
-    return label, confidence
+        if sure is not None:
+            # max softmax = 1 / sum(exp(l - max l)); no full probability map needed.
+            sure[y0:y1] = (1.0 / torch.exp(band - top).sum(dim=0)).cpu().numpy()
+        label[y0:y1] = arg.to(torch.uint8).cpu().numpy()
+    return label, sure

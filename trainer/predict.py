@@ -56,7 +56,7 @@ class Prediction:
     Attributes:
         label: (H, W) uint8 class map at the output size (the image's, unless asked otherwise).
         confidence: (H, W) float32 in [0, 1], the top class's probability per pixel (1.0 outside
-            every face with ``detect``); None when the caller asked for none (``detect``).
+            every face with ``detect``); None when the caller asked for none.
         faces: the faces parsed, in photo pixels (``detect``; empty for ``whole``).
         score: how unsure the model is, in [0, 1]: the mean normalised entropy of its class
             probabilities over each face crop, averaged over the faces (``whole``: over the
@@ -242,8 +242,9 @@ class Predictor:
                 for an image: find them), e.g. the faces an annotator kept, added or drew.
             interrupt: ``detect`` only: asked between the steps of a photo (after finding its
                 faces, before each batch of crops, before pasting); True stops the work.
-            confidence: ``detect`` only: False leaves ``Prediction.confidence`` None (a
-                200-megapixel photo's is 800 MB; ``faceparse predict`` writes labels only).
+            confidence: False leaves ``Prediction.confidence`` None and makes no confidence
+                map (a 200-megapixel photo's is 800 MB; ``faceparse predict`` and the app's
+                pre-labels use labels only), with either framing.
 
         Returns:
             One Prediction per image, at its output size.
@@ -264,7 +265,7 @@ class Predictor:
             for i, img in enumerate(images)
         ]
         if self.framing == "whole":
-            return self._predict_whole(images, sizes)
+            return self._predict_whole(images, sizes, confidence)
         return [
             self._predict_faces(image, size, None if faces is None else faces[i], interrupt, confidence)
             for i, (image, size) in enumerate(zip(images, sizes, strict=True))
@@ -350,17 +351,17 @@ class Predictor:
         return out
 
     def _predict_whole(
-        self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
+        self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], confidence: bool = True
     ) -> list[Prediction]:
         logits = self.logits(images)
         out: list[Prediction] = []
         with torch.inference_mode():
             for i, size in enumerate(sizes):
-                label, confidence = label_and_confidence(logits[i], size)
+                label, sure = label_and_confidence(logits[i], size, confidence=confidence)
                 out.append(
                     Prediction(
-                        label=label.cpu().numpy(),
-                        confidence=confidence.cpu().numpy(),
+                        label=label,
+                        confidence=sure,
                         score=mean_entropy(logits[i]),
                         framing="whole",
                     )
@@ -383,7 +384,7 @@ class Predictor:
         to_out = np.diag([w / size[1], h / size[0], 1.0])
         if len(found) == 1 and whole_if_aligned(parse_transforms(found[0], side)[0], (h, w), side) is not None:
             # The photo is one aligned face crop: exactly what whole framing gives it.
-            pred = self._predict_whole([image], [size])[0]
+            pred = self._predict_whole([image], [size], confidence)[0]
             pred.faces, pred.framing = found, "detect"
             return pred
         parses = parse_faces(self, image, found, interrupt)

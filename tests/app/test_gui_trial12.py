@@ -759,3 +759,144 @@ def test_a_prelabeled_photo_replaced_gets_the_new_pictures_prelabel(qtbot, tmp_p
     expected = prediction(window, version, first)
     qtbot.waitUntil(lambda: np.array_equal(session.document.label, expected), timeout=20_000)
     assert np.array_equal(session.project.load_label(session.project.get(first)), expected)
+
+
+# ------------------------------------------- 13. review of t59: what a failed write says
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [(errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")],
+)
+def test_a_deleted_label_on_screen_that_cannot_be_written_back_is_not_said_unchanged(
+    qtbot, tmp_path, photos, monkeypatch, code, words
+):
+    # The label file of the photo on screen deleted by another program, and writing it back
+    # failing (disk full, folder made read-only): the error said "the previous file is
+    # unchanged", as if the label were still on disk. There is no file: nothing of it is saved.
+    from faceparse_app import project as project_module
+    from trainer.data import imageio
+
+    window = open_on(qtbot, tmp_path, photos)
+    window.confirm_discard = lambda: True  # a failing check must not leave a question open
+    session = window.session
+    stroke(window, 50)
+    assert session.save()
+    name = session.current.relpath
+    label_file(photos, name).unlink()
+
+    def refused(path, data):
+        raise OSError(code, words, str(path))
+
+    monkeypatch.setattr(imageio, "atomic_write_bytes", refused)
+    monkeypatch.setattr(project_module, "atomic_write_bytes", refused)
+    label_gone_and_back(window)
+    message = window.message_bar.message
+    assert "could not be written back" in message and name in message
+    assert "unchanged" not in message
+    assert "no file is there now" in message
+    # An edit on top, saved as any save (the path through Project.save_label), says the same.
+    stroke(window, 120)
+    assert not session.save()
+    assert "unchanged" not in window.message_bar.message
+    assert "no file is there now" in window.message_bar.message
+
+
+def test_a_failed_save_over_a_label_on_disk_still_says_it_is_unchanged(
+    qtbot, tmp_path, photos, monkeypatch
+):
+    # The other side of the one above: a label file on disk is left as it was by a failed save.
+    from faceparse_app import project as project_module
+
+    window = open_on(qtbot, tmp_path, photos)
+    window.confirm_discard = lambda: True
+    session = window.session
+    stroke(window, 50)
+    assert session.save()
+    before = label_file(photos, session.current.relpath).read_bytes()
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(project_module, "atomic_write_bytes", disk_full)
+    stroke(window, 120)
+    assert not session.save()
+    assert "the previous file is unchanged" in window.message_bar.message
+    assert label_file(photos, session.current.relpath).read_bytes() == before
+
+
+def test_a_put_back_store_that_cannot_be_reopened_keeps_every_save(qtbot, tmp_path, photos, monkeypatch):
+    # project.sqlite deleted under the running app, written back, and its reopening failing
+    # once (an I/O error, a disk full as SQLite makes its -wal): the open store had already
+    # been closed, and every later save, status and time spent raised sqlite3.ProgrammingError
+    # ("Cannot operate on a closed database"), each try failing again, until a close lost them.
+    from faceparse_app import store_open
+    from faceparse_app.store_guard import ProjectError
+
+    window, session, by_name = first_labeled(qtbot, tmp_path, photos)
+    window.confirm_discard = lambda: True  # a failing check must not leave a question open
+    for side in ("", "-wal", "-shm"):
+        (photos / ".faceparse" / f"project.sqlite{side}").unlink(missing_ok=True)
+    opened = store_open.connect
+    fails = {"left": 1}
+
+    def once_unopenable(db, *args, **kwargs):
+        if fails["left"]:
+            fails["left"] -= 1
+            raise ProjectError(f"{db}: cannot open the project store (disk I/O error)")
+        return opened(db, *args, **kwargs)
+
+    monkeypatch.setattr(store_open, "connect", once_unopenable)
+    label_gone_and_back(window)
+    failed = window.message_bar.message
+    assert "disk I/O error" in failed and "tries again" in failed and "Keep FaceParse Studio open" in failed
+    session.open_image(by_name[PHOTOS[1]])  # work goes on meanwhile, and is kept
+    stroke(window, 60)
+    assert session.save() and session.set_status("labeled")
+    label_gone_and_back(window)  # the next autosave tick: opened this time
+    message = window.message_bar.message
+    assert "the store was written back from the open project" in message
+    assert "kept as" not in message  # the copy written at the failed try is no other program's
+    on_disk = rows_on_disk(photos)
+    assert on_disk[PHOTOS[0]] == ("labeled", "hand") and on_disk[PHOTOS[1]] == ("labeled", "hand")
+    assert not list((photos / ".faceparse").glob("project.sqlite.*"))
+    window.close()
+
+    again = open_on(qtbot, tmp_path, photos)
+    assert again.session.project.find(PHOTOS[1]).status == "labeled"
+    rec = again.session.project.find(PHOTOS[1])
+    assert again.session.project.load_label(rec)[60, 100] == EYE
+
+
+def test_a_put_back_store_never_reopened_before_the_close_still_keeps_the_work(
+    qtbot, tmp_path, photos, monkeypatch
+):
+    # The other side of the one above: the reopening fails at every try until the window is
+    # closed. The close tries once more, and what it writes back is the newest state.
+    from faceparse_app import store_open
+    from faceparse_app.store_guard import ProjectError
+
+    window, session, by_name = first_labeled(qtbot, tmp_path, photos)
+    window.confirm_discard = lambda: True
+    for side in ("", "-wal", "-shm"):
+        (photos / ".faceparse" / f"project.sqlite{side}").unlink(missing_ok=True)
+    opened = store_open.connect
+
+    def unopenable(db, *args, **kwargs):
+        raise ProjectError(f"{db}: cannot open the project store (disk I/O error)")
+
+    monkeypatch.setattr(store_open, "connect", unopenable)
+    label_gone_and_back(window)
+    session.open_image(by_name[PHOTOS[1]])
+    stroke(window, 60)
+    assert session.save() and session.set_status("labeled")
+    label_gone_and_back(window)  # fails again: said once, no error raised
+    assert "disk I/O error" in window.message_bar.message
+    window.close()
+    monkeypatch.setattr(store_open, "connect", opened)
+
+    on_disk = rows_on_disk(photos)
+    assert on_disk[PHOTOS[0]] == ("labeled", "hand") and on_disk[PHOTOS[1]] == ("labeled", "hand")
+    again = open_on(qtbot, tmp_path, photos)
+    rec = again.session.project.find(PHOTOS[1])
+    assert rec.status == "labeled" and again.session.project.load_label(rec)[60, 100] == EYE

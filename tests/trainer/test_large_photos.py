@@ -199,3 +199,26 @@ def test_the_limit_is_set_by_faceparse_max_pixels(value: str, limit: int) -> Non
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [str(limit), str(limit)]  # Pillow's guard follows it
     assert ("not a number of pixels" in out.stderr) == (value == "lots")
+
+
+def test_whole_framing_without_confidence_holds_no_photo_sized_float_map(parser_ckpt: Path) -> None:
+    # A moderately large photo (2 megapixels) parsed whole, labels only: the outputs made are the
+    # label (1 byte a pixel), not the float32 confidence map beside it (4 more), which at 200
+    # megapixels is 800 MB nobody asked for.
+    import tracemalloc
+
+    predictor = Predictor.from_checkpoint(parser_ckpt, device="cpu", framing="whole")
+    image = np.random.default_rng(0).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
+    peaks = {}
+    for confidence in (True, False):
+        tracemalloc.start()
+        try:
+            pred = predictor.predict_batch([image], confidence=confidence)[0]
+            peaks[confidence] = tracemalloc.get_traced_memory()[1] / (1200 * 1600)
+        finally:
+            tracemalloc.stop()
+        assert pred.label.shape == (1200, 1600)
+        assert (pred.confidence is None) == (not confidence)
+        del pred
+    assert peaks[True] >= 5, peaks  # the measure sees the map when it is asked for
+    assert peaks[False] < 2, f"{peaks[False]:.1f} bytes a pixel without confidence"

@@ -296,3 +296,21 @@ def test_a_small_jpeg_that_the_finder_enlarges_is_parsed(predictor: Predictor, t
     detect = Predictor(predictor.model, device="cpu", framing="detect", finder=finder)
     pred, used = detect.predict_file(path)
     assert used.shape[:2] == (200, 200) and pred.label.shape == (200, 200)
+
+
+def test_whole_framing_makes_no_confidence_map_when_none_is_asked(predictor: Predictor) -> None:
+    # confidence=False (faceparse predict, the app's pre-labels) was honoured by detect framing
+    # only: whole framing, and a photo that is one aligned face crop under detect framing,
+    # still made the photo-sized float32 map (800 MB at 200 megapixels) and returned it.
+    from trainer.faces import Face
+
+    image = synthetic_face(128, seed=3)[0]
+    asked = predictor.predict_batch([image])[0]
+    unasked = predictor.predict_batch([image], confidence=False)[0]
+    assert asked.confidence is not None and unasked.confidence is None
+    np.testing.assert_array_equal(unasked.label, asked.label)
+    aligned = [Face(box=(5.0, -4.0, 131.0, 124.0), box_framing=(0.5, 0.5, 1.0))]
+    detect = Predictor(predictor.model, device="cpu", framing="detect", finder=lambda img: aligned)
+    crop = detect.predict_batch([image], confidence=False)[0]
+    assert crop.confidence is None and crop.framing == "detect"
+    np.testing.assert_array_equal(crop.label, asked.label)
