@@ -222,12 +222,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
     parser.add_argument("--no-hair-parse", action="store_true", help="without the third, hair-only "
                         "parse at 2.5x (as before 2026-12-07): what it costs where no hair goes on")
+    parser.add_argument("--keep-lone", action="store_true", help="the zoomed-out parse labels every "
+                        "pixel past the own crop, also regions that join nothing of their class in "
+                        "the own parse (as before 2026-12-07's evening)")
     args = parser.parse_args(argv)
     harness.setup_logging()
     if args.no_hair_parse:
         import trainer.face_parses
 
         trainer.face_parses.HAIR_AT_EDGE = 1.01  # a share of edge pixels is at most 1: never
+    if args.keep_lone:
+        import trainer.face_parses
+        from bench.hair_past_crop import keep_all_fill
+
+        trainer.face_parses.fill_mask = keep_all_fill
     from trainer.starter import STARTER_PARSER
 
     checkpoint = Path(args.parser) if args.parser else STARTER_PARSER
