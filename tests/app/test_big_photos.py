@@ -55,6 +55,21 @@ def _detect_predictor():
     return Predictor(model, device="cpu", framing="detect", finder=one_face)
 
 
+def _counting_queue(lookahead: int):
+    """A pre-label queue whose loader notes the number of each photo it reads (``face<N>``);
+    returns (queue, the numbers read)."""
+    from faceparse_app.prelabel_queue import PrelabelQueue
+    from trainer.data.imageio import read_image
+
+    loads: list[int] = []
+
+    def loader(path: Path) -> np.ndarray:
+        loads.append(int(path.stem[4:]))
+        return read_image(path)
+
+    return PrelabelQueue(lookahead=lookahead, loader=loader), loads
+
+
 def test_only_the_photo_on_screen_gets_a_confidence_map(qtbot, tmp_path: Path) -> None:
     """A 200-megapixel photo's map is 800 MB of float32: the scoring sweep, the refreshes and
     the look-ahead use only the score, and a map kept for each of the 24 cached predictions
@@ -106,17 +121,8 @@ def test_the_scoring_sweep_does_not_predict_the_photos_just_predicted_again(qtbo
     """Opening a folder requests the photo on screen and its look-ahead, then sweeps every
     photo for its score: the sweep predicted those two again (10 CPU-seconds and 2 GB for two
     200-megapixel photos), though their scores had just come."""
-    from faceparse_app.prelabel_queue import PrelabelQueue
-    from trainer.data.imageio import read_image
-
     files = _face_files(tmp_path, 3)
-    loads: list[int] = []
-
-    def loader(path: Path) -> np.ndarray:
-        loads.append(int(path.stem[4:]))
-        return read_image(path)
-
-    queue = PrelabelQueue(lookahead=1, loader=loader)
+    queue, loads = _counting_queue(lookahead=1)
     try:
         queue.set_model(_detect_predictor(), "v0001")
         queue.request(1, files[1], upcoming=[(2, files[2])])
@@ -174,17 +180,8 @@ def test_the_photo_on_screen_stays_cached_while_its_look_ahead_fills_the_cache(
     results that came after the photo on screen pushed its own prediction out as the least
     recently used, so opening it again (or its map) was predicted again (10 CPU-seconds at
     200 megapixels) though it had never left the screen."""
-    from faceparse_app.prelabel_queue import PrelabelQueue
-    from trainer.data.imageio import read_image
-
     files = _face_files(tmp_path, 4)
-    loads: list[int] = []
-
-    def loader(path: Path) -> np.ndarray:
-        loads.append(int(path.stem[4:]))
-        return read_image(path)
-
-    queue = PrelabelQueue(lookahead=3, loader=loader)
+    queue, loads = _counting_queue(lookahead=3)
     queue._cache.max_bytes = 3 * 64 * 64  # three of these label maps, as five huge ones
     try:
         queue.set_model(_detect_predictor(), "v0001")

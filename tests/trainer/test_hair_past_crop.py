@@ -36,22 +36,30 @@ def _sure(cls: np.ndarray) -> torch.Tensor:
     return out
 
 
-def _parse(model, image, box, top_share: float):
-    """Parse ``image`` with one face at ``box`` and a parser that sees hair in the top
-    ``top_share`` of every crop (background below); returns the prediction and crops per pass."""
-    side = int(model.config.input_size)
+def _parse_by_pass(model, image, box, classes):
+    """Parse ``image`` with one face at ``box`` and a parser that labels every crop of its n-th
+    forward pass ``classes(n)`` ((S, S) classes; pass 0 is the own crop, 1 the zoomed-out one);
+    returns the prediction and the crops per pass."""
     passes: list[int] = []
 
     def logits(batch):
+        cls = classes(len(passes))
         passes.append(len(batch))
-        cls = np.zeros((side, side), np.int64)
-        cls[: int(top_share * side)] = HAIR
         return torch.stack([_sure(cls) for _ in batch])
 
     finder = lambda img: [Face(box=box, box_framing=(0.5, 0.5, 1.0))]  # noqa: E731
     detect = Predictor(model, device="cpu", framing="detect", finder=finder)
     detect.logits = logits
     return detect(image), passes
+
+
+def _parse(model, image, box, top_share: float):
+    """Parse ``image`` with one face at ``box`` and a parser that sees hair in the top
+    ``top_share`` of every crop (background below)."""
+    side = int(model.config.input_size)
+    cls = np.zeros((side, side), np.int64)
+    cls[: int(top_share * side)] = HAIR
+    return _parse_by_pass(model, image, box, lambda n: cls)
 
 
 def test_hair_at_the_zoomed_out_crops_edge_goes_on_past_it(model) -> None:
@@ -133,18 +141,8 @@ def test_hair_the_widest_parse_is_unsure_of_is_not_added() -> None:
 
 def _parse_by_crop(model, image, box, own_cls, fill_cls):
     """Parse ``image`` with one face at ``box`` and a parser that labels the face's own crop
-    ``own_cls`` and its zoomed-out crop ``fill_cls`` (each (S, S)); returns the prediction and
-    the crops per pass."""
-    passes: list[int] = []
-
-    def logits(batch):
-        passes.append(len(batch))
-        return torch.stack([_sure(own_cls if len(passes) == 1 else fill_cls) for _ in batch])
-
-    finder = lambda img: [Face(box=box, box_framing=(0.5, 0.5, 1.0))]  # noqa: E731
-    detect = Predictor(model, device="cpu", framing="detect", finder=finder)
-    detect.logits = logits
-    return detect(image), passes
+    ``own_cls`` and every wider crop ``fill_cls`` (each (S, S))."""
+    return _parse_by_pass(model, image, box, lambda n: own_cls if n == 0 else fill_cls)
 
 
 def test_a_hair_blob_of_the_zoomed_out_parse_that_joins_no_hair_is_not_labeled(model) -> None:
