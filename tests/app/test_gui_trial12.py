@@ -72,6 +72,36 @@ def label_gone_and_back(window) -> None:
     window.session.annotation.writer.settle()
 
 
+def saved_label_deleted(qtbot, tmp_path, photos):
+    """A window whose photo on screen has a stroke saved, then its label file deleted by
+    another program; returns (window, session, the photo's name)."""
+    window = open_on(qtbot, tmp_path, photos)
+    window.confirm_discard = lambda: True  # a failing check must not leave a question open
+    session = window.session
+    stroke(window, 50)
+    assert session.save()
+    name = session.current.relpath
+    label_file(photos, name).unlink()
+    return window, session, name
+
+
+def disk_full(*args, **kwargs):
+    """A write that fails as on a full disk (patched over a write function of the app)."""
+    raise OSError(errno.ENOSPC, "No space left on device", str(args[0]))
+
+
+def full_then_room(window, monkeypatch, module, name: str) -> str:
+    """The next autosave tick with ``module.name`` writing to a full disk, then one with room
+    again; returns the message the full disk left."""
+    real = getattr(module, name)
+    monkeypatch.setattr(module, name, disk_full)
+    label_gone_and_back(window)
+    failed = window.message_bar.message
+    monkeypatch.setattr(module, name, real)  # room on the disk again
+    label_gone_and_back(window)  # the next autosave tick
+    return failed
+
+
 # ------------------------------------------------------------------ 1. the store deleted
 
 
@@ -140,16 +170,7 @@ def test_a_store_deleted_while_the_disk_is_full_is_written_back_once_there_is_ro
     window.confirm_discard = lambda: True  # a failing check must not leave a question open
     for side in ("", "-wal", "-shm"):
         (photos / ".faceparse" / f"project.sqlite{side}").unlink(missing_ok=True)
-    made = store_guard.create_with_umask
-
-    def disk_full(path):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
-
-    monkeypatch.setattr(store_guard, "create_with_umask", disk_full)
-    label_gone_and_back(window)
-    failed = window.message_bar.message
-    monkeypatch.setattr(store_guard, "create_with_umask", made)  # room on the disk again
-    label_gone_and_back(window)  # the next autosave tick
+    failed = full_then_room(window, monkeypatch, store_guard, "create_with_umask")
     assert "No space left on device" in failed and "close the project" not in failed
     assert "the store was written back from the open project" in window.message_bar.message
     assert rows_on_disk(photos)[PHOTOS[0]] == ("labeled", "hand")
@@ -238,23 +259,8 @@ def test_a_label_on_screen_that_cannot_be_written_again_is_not_said_saved(
     # "the label of ... was saved again from the screen".
     from trainer.data import imageio
 
-    window = open_on(qtbot, tmp_path, photos)
-    window.confirm_discard = lambda: True  # a failing check must not leave a question open
-    session = window.session
-    stroke(window, 50)
-    assert session.save()
-    name = session.current.relpath
-    label_file(photos, name).unlink()
-    written = imageio.atomic_write_bytes
-
-    def disk_full(path, data):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
-
-    monkeypatch.setattr(imageio, "atomic_write_bytes", disk_full)
-    label_gone_and_back(window)
-    message = window.message_bar.message
-    monkeypatch.setattr(imageio, "atomic_write_bytes", written)  # room on the disk again
-    label_gone_and_back(window)  # the next autosave tick
+    window, session, name = saved_label_deleted(qtbot, tmp_path, photos)
+    message = full_then_room(window, monkeypatch, imageio, "atomic_write_bytes")
     assert "was saved again" not in message and "could not be written back" in message
     assert "disk full" in message and name in message
     assert f"the label of {name} was saved again" in window.message_bar.message
@@ -760,13 +766,7 @@ def test_a_deleted_label_on_screen_that_cannot_be_written_back_is_not_said_uncha
     from faceparse_app import project as project_module
     from trainer.data import imageio
 
-    window = open_on(qtbot, tmp_path, photos)
-    window.confirm_discard = lambda: True  # a failing check must not leave a question open
-    session = window.session
-    stroke(window, 50)
-    assert session.save()
-    name = session.current.relpath
-    label_file(photos, name).unlink()
+    window, session, name = saved_label_deleted(qtbot, tmp_path, photos)
 
     def refused(path, data):
         raise OSError(code, words, str(path))
@@ -797,10 +797,6 @@ def test_a_failed_save_over_a_label_on_disk_still_says_it_is_unchanged(
     stroke(window, 50)
     assert session.save()
     before = label_file(photos, session.current.relpath).read_bytes()
-
-    def disk_full(path, data):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
-
     monkeypatch.setattr(project_module, "atomic_write_bytes", disk_full)
     stroke(window, 120)
     assert not session.save()
