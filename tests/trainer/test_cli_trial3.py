@@ -82,22 +82,25 @@ def test_a_fresh_pretraining_never_replaces_a_killed_run_it_could_resume(
             "--out-dir", str(out)]  # fmt: skip
     code, _, _ = signal_a_run(argv, out / "pretrain_log.jsonl", signal.SIGKILL)
     assert code == -signal.SIGKILL
-    last = out / "pretrain_last.safetensors"
-    killed_at = read_metadata(last)["step"]
+    # The newest state: pretrain_last, or a step file when the kill came between the two saves.
+    killed_at, newest = max(
+        (read_metadata(path)["step"], path)
+        for path in [out / "pretrain_last.safetensors", *out.glob("pretrain_step*.safetensors")]
+    )
     before = digests(out)
 
     steps = ("--max-steps", str(killed_at + 2))  # a bound, should the run start over
     code, _, err = run(capsys, *argv, *steps)
     assert code == 2 and "Traceback" not in err, err
     line = err.strip().splitlines()[-1]
-    assert f"stopped at step {killed_at} of " in line and f"--resume {last}" in line
+    assert f"stopped at step {killed_at} of " in line and f"--resume {newest}" in line
     assert "another --out-dir" in line
     assert digests(out) == before  # nothing replaced, the log included
 
     # --resume continues it from where it was killed; the log never repeats a step.
-    code, _, err = run(capsys, *argv, *steps, "--resume", str(last))
+    code, _, err = run(capsys, *argv, *steps, "--resume", str(newest))
     assert code == 0, err
-    assert read_metadata(last)["step"] == killed_at + 2
+    assert read_metadata(out / "pretrain_last.safetensors")["step"] == killed_at + 2
     log = out / "pretrain_log.jsonl"
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert steps == list(range(1, killed_at + 3))
