@@ -83,9 +83,10 @@ def test_a_fresh_pretraining_never_replaces_a_killed_run_it_could_resume(
     code, _, _ = signal_a_run(argv, out / "pretrain_log.jsonl", signal.SIGKILL)
     assert code == -signal.SIGKILL
     # The newest state: pretrain_last, or a step file when the kill came between the two saves.
-    killed_at, newest = max(
-        (read_metadata(path)["step"], path)
-        for path in [out / "pretrain_last.safetensors", *out.glob("pretrain_step*.safetensors")]
+    last = out / "pretrain_last.safetensors"
+    killed_at, _, newest = max(
+        (read_metadata(path)["step"], path == last, path)
+        for path in [last, *out.glob("pretrain_step*.safetensors")]
     )
     before = digests(out)
 
@@ -100,7 +101,7 @@ def test_a_fresh_pretraining_never_replaces_a_killed_run_it_could_resume(
     # --resume continues it from where it was killed; the log never repeats a step.
     code, _, err = run(capsys, *argv, *steps, "--resume", str(newest))
     assert code == 0, err
-    assert read_metadata(out / "pretrain_last.safetensors")["step"] == killed_at + 2
+    assert read_metadata(last)["step"] == killed_at + 2
     log = out / "pretrain_log.jsonl"
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert steps == list(range(1, killed_at + 3))
