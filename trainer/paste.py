@@ -109,6 +109,8 @@ def _paste_into(label, best, logits, transforms, shape, region, band_pixels, blo
         x0, y0, x1, y1 = box
         m = np.asarray(m, np.float64)
         scores = face_logits.float()
+        if mask is not None:
+            scores = _left_out_as_background(scores, np.asarray(mask, bool))
         hwc = np.ascontiguousarray(scores.permute(1, 2, 0).numpy())
         sure = np.ascontiguousarray(torch.softmax(scores, dim=0).amax(dim=0).numpy())
         cell = _cell_classes(hwc)
@@ -147,6 +149,21 @@ def _paste_into(label, best, logits, transforms, shape, region, band_pixels, blo
 
 
 _MIXED = 255  # a cell whose four corner pixels disagree on the top class
+
+
+def _left_out_as_background(scores: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
+    """(C, S, S) ``scores`` with the pixels outside ``keep`` ((S, S) bool) made background:
+    class 0 takes their top logit, every other class their lowest. The photo pixels beside a
+    region left out are still the crop's logits interpolated, so they blend their own class
+    with background only: with the region's own logits, a lone blob left out still drew a
+    hollow outline of its class, a few photo pixels wide, where it had been."""
+    drop = torch.from_numpy(~keep)
+    if not bool(drop.any()):
+        return scores
+    out = scores.clone()
+    out[:, drop] = scores.amin(dim=0)[drop]
+    out[0, drop] = scores.amax(dim=0)[drop]
+    return out
 
 
 def _interpolated_argmax(hwc: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:

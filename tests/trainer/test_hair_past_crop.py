@@ -178,3 +178,32 @@ def test_skin_of_the_zoomed_out_parse_that_joins_no_skin_of_the_face_is_not_labe
     assert (pred.label[200:210, 180:220] == 1).all()  # the face
     assert (pred.label[192:195, 160:169] == 1).all()  # the ear past the own crop stays skin
     assert (pred.label[232:242, 186:214] == 0).all()  # the neck block is background
+
+
+def test_a_lone_blob_left_out_leaves_no_outline_of_its_class(model) -> None:
+    # A lone hair blob of the zoomed-out parse, sure of itself beside a background it was less
+    # sure of, was left out, but the photo pixels around it still took hair: their class is the
+    # crop's logits interpolated, and the blob's pulled them over. A hollow outline of hair, a
+    # few photo pixels wide, was drawn where the blob had been.
+    image = np.full((1200, 1200, 3), 128, np.uint8)
+    box = (400.0, 400.0, 800.0, 800.0)  # own crop 400..800, 1.5x 300..900: 14 photo px a pixel
+    own = torch.zeros(11, 64, 64)
+    own[1] = 9.0  # the face's own crop: skin, no hair
+    fill = torch.zeros(11, 64, 64)
+    fill[0] = 2.0  # background, the parse less sure of it
+    fill[1, 11:53, 11:53] = 9.0  # the face (the centre square)
+    fill[0, 2:8, 2:8], fill[HAIR, 2:8, 2:8] = 0.0, 8.0  # a lone hair blob: photo 328..412
+
+    passes: list[int] = []
+
+    def logits(batch):
+        passes.append(len(batch))
+        return torch.stack([own if len(passes) == 1 else fill for _ in batch])
+
+    finder = lambda img: [Face(box=box, box_framing=(0.5, 0.5, 1.0))]  # noqa: E731
+    detect = Predictor(model, device="cpu", framing="detect", finder=finder)
+    detect.logits = logits
+    pred = detect(image)
+    assert passes == [1, 1]
+    assert int((pred.label == HAIR).sum()) == 0  # not the blob, nor an outline of it (before: 645 px)
+    assert (pred.label[330:390, 330:390] == 0).all()
