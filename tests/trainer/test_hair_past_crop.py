@@ -207,3 +207,30 @@ def test_a_lone_blob_left_out_leaves_no_outline_of_its_class(model) -> None:
     assert passes == [1, 1]
     assert int((pred.label == HAIR).sum()) == 0  # not the blob, nor an outline of it (before: 645 px)
     assert (pred.label[330:390, 330:390] == 0).all()
+
+
+def test_a_neighbours_neck_block_is_not_labeled_through_a_face_it_touches(model) -> None:
+    # Two faces cheek to cheek (a couple's selfie): the left face's zoomed-out crop reaches
+    # under its neighbour's chin. The neck block the neighbour's own zoomed-out parse left out
+    # (joined to no skin of its face) came back from the left face's: its region ran on
+    # through the neighbour's face, which touches the left face's skin. A strip of neck skin,
+    # cut straight at the left face's zoomed-out crop, was labeled below the neighbour's chin.
+    image = np.zeros((400, 400, 3), np.uint8)
+    # What the parser sees, per pixel: channel 0 at a face's own framing, 1 zoomed out.
+    image[110:190, 110:290, :2] = 255  # both faces' skin, cheek to cheek at x 200
+    image[190:240, 215:285, 1] = 255  # the right face's neck, skin only zoomed out
+    faces = [Face(box=b, box_framing=(0.5, 0.5, 1.0)) for b in ((100.0, 100.0, 200.0, 200.0), (200.0, 100.0, 300.0, 200.0))]
+    passes: list[int] = []  # own crops 100..200 and 200..300; zoomed out 75..225 and 175..325
+
+    def logits(batch):
+        channel = 0 if not passes else 1
+        passes.append(len(batch))
+        return torch.stack([_sure((crop[..., channel] > 127).astype(np.int64)) for crop in batch])
+
+    detect = Predictor(model, device="cpu", framing="detect", finder=lambda img: faces)
+    detect.logits = logits
+    pred = detect(image)
+    assert passes == [2, 2]
+    assert (pred.label[120:180, 120:280] == 1).all()  # both faces
+    assert (pred.label[205:222, 230:280] == 0).all()  # the neck block, past the left face's reach
+    assert (pred.label[203:222, 216:224] == 0).all()  # and within it
