@@ -70,7 +70,7 @@ def paste_logits(
     if fill is not None:
         # The zoomed-out crops compete among themselves for the pixels no face crop claimed.
         _paste_into(out_label, best, fill_logits, fill_transforms, shape, region, band_pixels,
-                    blocked=best > 0, masks=fill_masks)  # fmt: skip
+                    blocked=best > 0, masks=fill_masks, left_out_is_background=True)  # fmt: skip
     if hair_logits:
         # The faces zoomed out further, past every nearer crop, only where their masks keep
         # hair (trainer.face_parses.hair_mask).
@@ -83,10 +83,14 @@ def paste_logits(
     return label, full
 
 
-def _paste_into(label, best, logits, transforms, shape, region, band_pixels, blocked=None, masks=None) -> None:
+def _paste_into(
+    label, best, logits, transforms, shape, region, band_pixels, blocked=None, masks=None, left_out_is_background=False
+) -> None:
     """Paste ``logits`` into ``label``/``best`` (arrays over ``region``, an (x0, y0, x1, y1)
     box of the photo) where each is more confident than ``best`` (and not ``blocked``); with
-    ``masks`` (per crop, (S, S) bool or None), only where the crop pixel is in its mask.
+    ``masks`` (per crop, (S, S) bool or None), only where the crop pixel is in its mask; with
+    ``left_out_is_background`` too, the pixels a mask leaves out count as background for the
+    photo pixels interpolated beside them (:func:`_left_out_as_background`).
 
     A photo pixel's class is the argmax of the crop's class logits interpolated bilinearly at
     the point it maps to (OpenCV's sampling). Where the four crop pixels around that point share
@@ -109,7 +113,7 @@ def _paste_into(label, best, logits, transforms, shape, region, band_pixels, blo
         x0, y0, x1, y1 = box
         m = np.asarray(m, np.float64)
         scores = face_logits.float()
-        if mask is not None:
+        if mask is not None and left_out_is_background:
             scores = _left_out_as_background(scores, np.asarray(mask, bool))
         hwc = np.ascontiguousarray(scores.permute(1, 2, 0).numpy())
         sure = np.ascontiguousarray(torch.softmax(scores, dim=0).amax(dim=0).numpy())

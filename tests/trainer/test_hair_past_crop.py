@@ -234,3 +234,20 @@ def test_a_neighbours_neck_block_is_not_labeled_through_a_face_it_touches(model)
     assert (pred.label[120:180, 120:280] == 1).all()  # both faces
     assert (pred.label[205:222, 230:280] == 0).all()  # the neck block, past the left face's reach
     assert (pred.label[203:222, 216:224] == 0).all()  # and within it
+
+
+def test_the_hair_pass_labels_its_hair_out_to_its_edge() -> None:
+    # The hair the widest parse adds ends where its parse says so: its pixels beside the hair
+    # it does not add keep their own logits. Made background for the photo pixels interpolated
+    # there (as a lone region left out of the zoomed-out parse is), they pulled the edge of real
+    # hair in by up to half a crop pixel, jagged (about 54,000 px of the 188 in-the-wild photos).
+    size = 32
+    far = np.array([[0.4, 0, -9.6], [0, 0.4, -9.6]])  # photo 24..104, 2.5 photo px a pixel
+    far_logits = torch.zeros(11, size, size)
+    far_logits[0, :, :16], far_logits[HAIR, :, :16] = 1.0, 0.9  # background, barely
+    far_logits[0, :, 16:], far_logits[HAIR, :, 16:] = 0.9, 1.0  # hair from crop column 16 on
+    mask = np.zeros((size, size), bool)
+    mask[:, 16:] = True  # the hair it adds (its edge: photo column 64)
+    label, _ = paste_logits([], [], (128, 128), hair=([far_logits], [far], [mask]))
+    assert (label[30:100, 64:104] == HAIR).all()
+    assert (label[30:100, :64] == 0).all()
