@@ -39,7 +39,8 @@ def paste_logits(
             ``logits`` or ``fill`` reaches, they label the pixels their (S, S) bool masks keep
             (:func:`trainer.face_parses.hair_mask`: the hair they add); the rest stays as it was.
         fill_masks: per ``fill`` crop, (S, S) bool: it labels only these pixels of its crop
-            (:func:`trainer.face_parses.fill_mask`); default: all.
+            (:func:`trainer.face_parses.fill_mask`), and the pixels it leaves out count as
+            background for the photo pixels beside them; default: all.
 
     Returns:
         label (H, W) uint8: the most probable class of the most confident face at each pixel,
@@ -160,7 +161,8 @@ def _left_out_as_background(scores: torch.Tensor, keep: np.ndarray) -> torch.Ten
     class 0 takes their top logit, every other class their lowest. The photo pixels beside a
     region left out are still the crop's logits interpolated, so they blend their own class
     with background only: with the region's own logits, a lone blob left out still drew a
-    hollow outline of its class, a few photo pixels wide, where it had been."""
+    hollow outline of its class, a few photo pixels wide, where it had been. (For the zoomed-out
+    parse only: beside the hair the widest parse adds, it pulled real hair edges in.)"""
     drop = torch.from_numpy(~keep)
     if not bool(drop.any()):
         return scores
