@@ -34,7 +34,7 @@ PALETTE = np.array(
 )  # fmt: skip
 
 
-def keep_all_fill(fill, own) -> np.ndarray:
+def keep_all_fill(fill, own, others=()) -> np.ndarray:
     """A fill mask that keeps every pixel (the zoomed-out parse as before ``fill_mask``)."""
     return np.ones(tuple(fill.shape[-2:]), bool)
 

@@ -133,7 +133,15 @@ class StoreWatch:
             what, how = self._said or (what, how)
         if db_now != self.db or self._written is not None:
             self._said = (what, how)
-            aside = self._put_store_back()
+            try:
+                aside = self._put_store_back()
+            except BaseException:
+                # The label on screen, if its file went too, lives only in this window: written
+                # back now, not after the store (the annotator may move on before it can be
+                # opened; a write that fails keeps it among the unsaved edits).
+                if current_label_gone(annotation):
+                    write_again(annotation)
+                raise
             self.db = _ident(project.store_dir / DB_NAME)  # a retry of what follows keeps it
             kept = (
                 f"; the file put in its place was kept as {aside.name} (to use it instead, close "

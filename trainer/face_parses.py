@@ -27,7 +27,9 @@ from trainer.faces import (
     HAIR_SURE,
     Face,
     crop_face,
+    footprint,
     hair_at_edge,
+    invert,
     parse_transforms,
     zoomed,
 )
@@ -50,8 +52,8 @@ class FaceParses:
         own: each face's own crop (or the whole photo, for an aligned crop).
         fill: the faces zoomed out; they label only what no own crop covers.
         fill_masks: per ``fill`` crop, the (S, S) bool mask of the pixels the pre-label may take
-            from it: all but the regions that join nothing of their class in the face's own
-            parse (:func:`fill_mask`).
+            from it: all but the regions past every own crop that join nothing of their class
+            in the face's own parse (:func:`fill_mask`).
         hair: the faces whose hair went on past ``fill``'s crop, zoomed out further.
         hair_masks: per ``hair`` crop, the (S, S) bool mask of the pixels the pre-label takes
             from it: the hair it adds (:func:`hair_mask`).
@@ -111,7 +113,8 @@ def parse_faces(
     out.own[0].extend(predictor.crop_logits(own_crops, interrupt))
     out.fill[0].extend(predictor.crop_logits(wide_crops, interrupt))
     out.fill_masks.extend(
-        fill_mask(logits, out.own[0][i]) for logits, i in zip(out.fill[0], zoomed_out, strict=True)
+        fill_mask(logits, out.own[0][i], _other_own_crops(out.own, i, wide, (h, w), side))
+        for logits, wide, i in zip(*out.fill, zoomed_out, strict=True)
     )
     if "hair" not in predictor.class_names:
         return out
@@ -130,7 +133,9 @@ def parse_faces(
     return out
 
 
-def fill_mask(fill: torch.Tensor, own: torch.Tensor) -> np.ndarray:
+def fill_mask(
+    fill: torch.Tensor, own: torch.Tensor, others: Sequence[tuple[int, np.ndarray]] = ()
+) -> np.ndarray:
     """The pixels of a face's zoomed-out crop whose parse the pre-label may take: all but the
     regions past the face's own crop that join nothing of their class in its own parse. On real
     photos the zoomed-out parse put lone blobs of hair on sweaters, a sequined dress, car seats,
@@ -139,41 +144,99 @@ def fill_mask(fill: torch.Tensor, own: torch.Tensor) -> np.ndarray:
     that touches its class in the own parse is kept, so hair going on past the own crop and an
     ear reaching past its side stay. Background is always kept.
 
+    Other faces' own crops within this one (faces close together) label their pixels
+    themselves, and a region stops at them: run on through a neighbour's face, the neck block
+    below the neighbour's chin (which the neighbour's zoomed-out parse left out) joined the
+    face's cheek and was labeled from this crop after all. (Joining the neighbour's own parse
+    instead would keep what the neighbour's zoomed-out parse, better placed, left out: on the
+    in-the-wild photos, an earring taken for hair.)
+
     Args:
         fill: (C, S, S) logits of the face zoomed out by ``CONTEXT``; class 0 is background.
         own: (C, S, S) logits of the face's own crop (the centre square of ``fill``'s).
+        others: the other faces' own crops that reach this one: their (S', S') size and the
+            (2, 3) transform from this crop's pixels to theirs.
 
     Returns:
         (S, S) bool.
     """
     side = int(fill.shape[-1])
-    top, own_top = fill.argmax(dim=0).numpy(), own.argmax(dim=0).numpy()
+    top = fill.argmax(dim=0).numpy()
+    seen = _own_classes(side, own.argmax(dim=0).numpy(), others)
     keep = np.ones((side, side), bool)
     for cls in np.unique(top):
         if cls == 0:
             continue
-        centre, near = _centre(side, CONTEXT, own_top == cls)
-        extra = (top == cls) & ~centre
+        extra = (top == cls) & (seen == _PAST)
         count, parts = cv2.connectedComponents(extra.astype(np.uint8), connectivity=8)
-        joined = _joined(parts, count, extra, near)
+        joined = _joined(parts, count, extra, seen == cls)
         joined[0] = True
         keep &= ~extra | joined[parts]
     return keep
+
+
+_PAST, _NEIGHBOUR = -1, -2  # a zoomed-out crop's pixels past every own crop; in another face's
+
+
+def _own_classes(side: int, own_top: np.ndarray, others: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
+    """(S, S) int16: per pixel of a face's zoomed-out crop, the class its own crop gives it
+    (resampled as :func:`_centre` does), else :data:`_NEIGHBOUR` where one of ``others`` holds
+    the pixel's centre, else :data:`_PAST`."""
+    o, inner = _centre_square(side, CONTEXT)
+    seen = np.full((side, side), _PAST, np.int16)
+    seen[o : o + inner, o : o + inner] = cv2.resize(
+        own_top.astype(np.uint8), (inner, inner), interpolation=cv2.INTER_NEAREST
+    )
+    if not others:
+        return seen
+    flat = seen.reshape(-1)
+    centres = (np.indices((side, side))[::-1].reshape(2, -1) + 0.5).T  # (x, y) per pixel
+    for n, m in others:
+        m = np.asarray(m, np.float64)
+        q = np.floor(centres @ m[:, :2].T + m[:, 2])
+        flat[(flat == _PAST) & (q >= 0).all(axis=1) & (q < n).all(axis=1)] = _NEIGHBOUR
+    return seen
+
+
+def _other_own_crops(
+    own: Level, i: int, wide: np.ndarray, shape: tuple[int, int], side: int
+) -> list[tuple[int, np.ndarray]]:
+    """The own crops of ``own`` but the ``i``-th whose pixels the zoomed-out crop ``wide``
+    reaches: (their side, the transform from ``wide``'s crop pixels to theirs)."""
+    box = footprint(wide, side, shape)
+    if box is None:
+        return []
+    back = np.vstack([invert(wide), [0.0, 0.0, 1.0]])
+    out = []
+    for k, (logits, m) in enumerate(zip(*own, strict=True)):
+        other = footprint(m, int(logits.shape[-1]), shape)
+        if k != i and other is not None and max(box[0], other[0]) < min(box[2], other[2]) and (
+            max(box[1], other[1]) < min(box[3], other[3])
+        ):
+            out.append((int(logits.shape[-1]), (np.vstack([m, [0.0, 0.0, 1.0]]) @ back)[:2]))
+    return out
 
 
 def _centre(side: int, factor: float, near: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The nearer crop inside an S × S crop zoomed out ``factor`` times more about the same
     centre: (the crop pixels whose centres lie in it, ``near`` (bool, the nearer crop's grid)
     resampled onto them, False elsewhere)."""
-    lo = side * (1 - 1 / factor) / 2
-    pixel = np.arange(side) + 0.5
-    inside = (pixel >= lo) & (pixel < side - lo)
-    o, inner = int(np.argmax(inside)), int(inside.sum())
-    out = np.zeros((side, side), bool)
+    o, inner = _centre_square(side, factor)
+    centre, out = np.zeros((side, side), bool), np.zeros((side, side), bool)
+    centre[o : o + inner, o : o + inner] = True
     out[o : o + inner, o : o + inner] = cv2.resize(
         near.astype(np.uint8), (inner, inner), interpolation=cv2.INTER_NEAREST
     ).astype(bool)
-    return inside[:, None] & inside[None, :], out
+    return centre, out
+
+
+def _centre_square(side: int, factor: float) -> tuple[int, int]:
+    """(first pixel, pixels on a side) of the nearer crop inside an S × S crop zoomed out
+    ``factor`` times more about the same centre: the pixels whose centres lie in it."""
+    lo = side * (1 - 1 / factor) / 2
+    pixel = np.arange(side) + 0.5
+    inside = (pixel >= lo) & (pixel < side - lo)
+    return int(np.argmax(inside)), int(inside.sum())
 
 
 def _joined(parts: np.ndarray, count: int, extra: np.ndarray, near: np.ndarray) -> np.ndarray:

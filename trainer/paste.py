@@ -39,7 +39,8 @@ def paste_logits(
             ``logits`` or ``fill`` reaches, they label the pixels their (S, S) bool masks keep
             (:func:`trainer.face_parses.hair_mask`: the hair they add); the rest stays as it was.
         fill_masks: per ``fill`` crop, (S, S) bool: it labels only these pixels of its crop
-            (:func:`trainer.face_parses.fill_mask`); default: all.
+            (:func:`trainer.face_parses.fill_mask`), and the pixels it leaves out count as
+            background for the photo pixels beside them; default: all.
 
     Returns:
         label (H, W) uint8: the most probable class of the most confident face at each pixel,
@@ -70,7 +71,7 @@ def paste_logits(
     if fill is not None:
         # The zoomed-out crops compete among themselves for the pixels no face crop claimed.
         _paste_into(out_label, best, fill_logits, fill_transforms, shape, region, band_pixels,
-                    blocked=best > 0, masks=fill_masks)  # fmt: skip
+                    blocked=best > 0, masks=fill_masks, left_out_is_background=True)  # fmt: skip
     if hair_logits:
         # The faces zoomed out further, past every nearer crop, only where their masks keep
         # hair (trainer.face_parses.hair_mask).
@@ -83,10 +84,14 @@ def paste_logits(
     return label, full
 
 
-def _paste_into(label, best, logits, transforms, shape, region, band_pixels, blocked=None, masks=None) -> None:
+def _paste_into(
+    label, best, logits, transforms, shape, region, band_pixels, blocked=None, masks=None, left_out_is_background=False
+) -> None:
     """Paste ``logits`` into ``label``/``best`` (arrays over ``region``, an (x0, y0, x1, y1)
     box of the photo) where each is more confident than ``best`` (and not ``blocked``); with
-    ``masks`` (per crop, (S, S) bool or None), only where the crop pixel is in its mask.
+    ``masks`` (per crop, (S, S) bool or None), only where the crop pixel is in its mask; with
+    ``left_out_is_background`` too, the pixels a mask leaves out count as background for the
+    photo pixels interpolated beside them (:func:`_left_out_as_background`).
 
     A photo pixel's class is the argmax of the crop's class logits interpolated bilinearly at
     the point it maps to (OpenCV's sampling). Where the four crop pixels around that point share
@@ -109,6 +114,8 @@ def _paste_into(label, best, logits, transforms, shape, region, band_pixels, blo
         x0, y0, x1, y1 = box
         m = np.asarray(m, np.float64)
         scores = face_logits.float()
+        if mask is not None and left_out_is_background:
+            scores = _left_out_as_background(scores, np.asarray(mask, bool))
         hwc = np.ascontiguousarray(scores.permute(1, 2, 0).numpy())
         sure = np.ascontiguousarray(torch.softmax(scores, dim=0).amax(dim=0).numpy())
         cell = _cell_classes(hwc)
@@ -147,6 +154,22 @@ def _paste_into(label, best, logits, transforms, shape, region, band_pixels, blo
 
 
 _MIXED = 255  # a cell whose four corner pixels disagree on the top class
+
+
+def _left_out_as_background(scores: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
+    """(C, S, S) ``scores`` with the pixels outside ``keep`` ((S, S) bool) made background:
+    class 0 takes their top logit, every other class their lowest. The photo pixels beside a
+    region left out are still the crop's logits interpolated, so they blend their own class
+    with background only: with the region's own logits, a lone blob left out still drew a
+    hollow outline of its class, a few photo pixels wide, where it had been. (For the zoomed-out
+    parse only: beside the hair the widest parse adds, it pulled real hair edges in.)"""
+    drop = torch.from_numpy(~keep)
+    if not bool(drop.any()):
+        return scores
+    out = scores.clone()
+    out[:, drop] = scores.amin(dim=0)[drop]
+    out[0, drop] = scores.amax(dim=0)[drop]
+    return out
 
 
 def _interpolated_argmax(hwc: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -879,3 +879,38 @@ def test_a_put_back_store_never_reopened_before_the_close_still_keeps_the_work(
     again = open_on(qtbot, tmp_path, photos)
     rec = again.session.project.find(PHOTOS[1])
     assert rec.status == "labeled" and again.session.project.load_label(rec)[60, 100] == EYE
+
+
+def test_a_label_gone_with_a_store_that_cannot_be_reopened_is_kept_when_the_annotator_moves_on(
+    qtbot, tmp_path, photos, monkeypatch
+):
+    # The store and the label file of the photo on screen deleted together (a sync client),
+    # and the store put back could not be opened yet: the message said to keep the app open,
+    # "nothing is lost", but the label on screen was written again only after the store, so
+    # moving on to the next photo, as the message invites, dropped it: once the store could be
+    # opened, the photo was back to unfinished with no label file.
+    from faceparse_app import store_open
+    from faceparse_app.store_guard import ProjectError
+
+    window, session, by_name = first_labeled(qtbot, tmp_path, photos)
+    window.confirm_discard = lambda: True
+    for side in ("", "-wal", "-shm"):
+        (photos / ".faceparse" / f"project.sqlite{side}").unlink(missing_ok=True)
+    label_file(photos, PHOTOS[0]).unlink()
+    opened = store_open.connect
+
+    def unopenable(db, *args, **kwargs):
+        raise ProjectError(f"{db}: cannot open the project store (disk I/O error)")
+
+    monkeypatch.setattr(store_open, "connect", unopenable)
+    label_gone_and_back(window)
+    assert "Keep FaceParse Studio open" in window.message_bar.message
+    session.open_image(by_name[PHOTOS[1]])  # work goes on
+    monkeypatch.setattr(store_open, "connect", opened)
+    label_gone_and_back(window)  # opened this time
+    assert "the store was written back from the open project" in window.message_bar.message
+    window.close()
+
+    again = open_on(qtbot, tmp_path, photos)
+    rec = again.session.project.find(PHOTOS[0])
+    assert rec.status == "labeled" and again.session.project.load_label(rec)[50, 100] == EYE

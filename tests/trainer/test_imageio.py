@@ -257,6 +257,32 @@ def test_an_exif_rotated_tiff_comes_back_upright_once(tmp_path: Path, orientatio
     assert imageio.image_size(tiff) == upright.shape[:2]
 
 
+@pytest.mark.parametrize("mode", ["L", "I;16", "RGBA", "P", "CMYK"])
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_an_uncompressed_tiff_on_its_side_comes_back_upright_at_its_header_size(
+    tmp_path: Path, mode: str, orientation: int
+) -> None:
+    # A scanner's uncompressed grey (or RGBA, palette, CMYK) TIFF with EXIF orientation 5-8:
+    # Pillow 13's memory-mapped load read its stored rows at the upright size, so the photo
+    # came back on its side and scrambled, at a size the header (the project's record of it)
+    # disagreed with: every save of its label failed ("label is 80×48 but its image is 48×80").
+    rng = np.random.default_rng(orientation)
+    grey = np.repeat(np.repeat(rng.integers(0, 256, (6, 10), dtype=np.uint8), 8, 0), 8, 1)
+    if mode == "I;16":
+        stored = Image.fromarray(grey.astype(np.uint16) * 257)
+    else:
+        stored = Image.fromarray(np.stack([grey, 255 - grey, grey // 2], axis=-1)).convert(mode)
+    assert stored.mode == mode
+    upright_tiff, turned = tmp_path / "upright.tif", tmp_path / "turned.tif"
+    stored.save(upright_tiff)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(turned, exif=exif.tobytes())
+    expected = np.rot90(read_image(upright_tiff), -1 if orientation == 6 else 1)
+    assert imageio.image_size(turned) == expected.shape[:2] == (80, 48)
+    np.testing.assert_array_equal(read_image(turned), expected)
+
+
 def test_a_large_photo_is_read_in_strips_to_the_same_pixels(tmp_path: Path, monkeypatch) -> None:
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 256, (301, 97, 3), dtype=np.uint8)

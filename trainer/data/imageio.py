@@ -211,7 +211,11 @@ def read_image(path: str | os.PathLike[str], reduce: int = 1) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
-            with Image.open(path) as im:
+            # From a file object, not the path: Pillow then decodes an uncompressed file rather
+            # than memory-mapping it, and its memory-mapped load (13.0) read an uncompressed
+            # L/I;16/RGBA/P/CMYK TIFF with orientation 5-8 at the upright size: on its side,
+            # scrambled, and at another size than image_size's.
+            with open(path, "rb") as fp, Image.open(fp) as im:
                 _check_pixels(path, im.size, ImageReadError)
                 if reduce > 1 and im.format == "JPEG":
                     im.draft("RGB", (max(1, im.width // reduce), max(1, im.height // reduce)))
