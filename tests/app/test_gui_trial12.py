@@ -85,6 +85,26 @@ def saved_label_deleted(qtbot, tmp_path, photos):
     return window, session, name
 
 
+def store_deleted_unopenable(window, photos, monkeypatch, also=None):
+    """project.sqlite (and ``also``, a file) deleted under ``window``, the store put back then
+    unable to be opened (every try); returns the real ``store_open.connect``."""
+    from faceparse_app import store_open
+    from faceparse_app.store_guard import ProjectError
+
+    window.confirm_discard = lambda: True  # a failing check must not leave a question open
+    for side in ("", "-wal", "-shm"):
+        (photos / ".faceparse" / f"project.sqlite{side}").unlink(missing_ok=True)
+    if also is not None:
+        also.unlink()
+    opened = store_open.connect
+
+    def unopenable(db, *args, **kwargs):
+        raise ProjectError(f"{db}: cannot open the project store (disk I/O error)")
+
+    monkeypatch.setattr(store_open, "connect", unopenable)
+    return opened
+
+
 def disk_full(*args, **kwargs):
     """A write that fails as on a full disk (patched over a write function of the app)."""
     raise OSError(errno.ENOSPC, "No space left on device", str(args[0]))
@@ -853,18 +873,9 @@ def test_a_put_back_store_never_reopened_before_the_close_still_keeps_the_work(
     # The other side of the one above: the reopening fails at every try until the window is
     # closed. The close tries once more, and what it writes back is the newest state.
     from faceparse_app import store_open
-    from faceparse_app.store_guard import ProjectError
 
     window, session, by_name = first_labeled(qtbot, tmp_path, photos)
-    window.confirm_discard = lambda: True
-    for side in ("", "-wal", "-shm"):
-        (photos / ".faceparse" / f"project.sqlite{side}").unlink(missing_ok=True)
-    opened = store_open.connect
-
-    def unopenable(db, *args, **kwargs):
-        raise ProjectError(f"{db}: cannot open the project store (disk I/O error)")
-
-    monkeypatch.setattr(store_open, "connect", unopenable)
+    opened = store_deleted_unopenable(window, photos, monkeypatch)
     label_gone_and_back(window)
     session.open_image(by_name[PHOTOS[1]])
     stroke(window, 60)
@@ -890,19 +901,9 @@ def test_a_label_gone_with_a_store_that_cannot_be_reopened_is_kept_when_the_anno
     # moving on to the next photo, as the message invites, dropped it: once the store could be
     # opened, the photo was back to unfinished with no label file.
     from faceparse_app import store_open
-    from faceparse_app.store_guard import ProjectError
 
     window, session, by_name = first_labeled(qtbot, tmp_path, photos)
-    window.confirm_discard = lambda: True
-    for side in ("", "-wal", "-shm"):
-        (photos / ".faceparse" / f"project.sqlite{side}").unlink(missing_ok=True)
-    label_file(photos, PHOTOS[0]).unlink()
-    opened = store_open.connect
-
-    def unopenable(db, *args, **kwargs):
-        raise ProjectError(f"{db}: cannot open the project store (disk I/O error)")
-
-    monkeypatch.setattr(store_open, "connect", unopenable)
+    opened = store_deleted_unopenable(window, photos, monkeypatch, also=label_file(photos, PHOTOS[0]))
     label_gone_and_back(window)
     assert "Keep FaceParse Studio open" in window.message_bar.message
     session.open_image(by_name[PHOTOS[1]])  # work goes on
