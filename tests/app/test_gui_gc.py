@@ -22,16 +22,20 @@ def test_a_cycle_is_collected_on_the_gui_thread_not_by_a_workers_allocations(qtb
     cycle.me = cycle
     del cycle
 
-    def allocate() -> None:  # live objects: past the collector's first threshold (700)
-        kept = [[] for _ in range(10_000)]
-        assert kept
+    kept: list[list] = []
 
+    def allocate() -> None:  # live objects: past the collector's first threshold (700)
+        kept.extend([] for _ in range(10_000))
+
+    # Kept alive past the worker's end: freed, they would take the count of allocations back
+    # under the threshold, and the GUI thread's timer would wait for other allocations (the
+    # test timed out once that way on a clean clone).
     worker = threading.Thread(target=allocate, name="worker")
     worker.start()
     worker.join()
     assert where == []  # the worker's allocations did not collect it
     qtbot.waitUntil(lambda: bool(where), timeout=5_000)
-    assert where == [threading.main_thread().name]
+    assert where == [threading.main_thread().name] and len(kept) == 10_000
 
 
 def test_the_gui_thread_collects_by_the_same_thresholds(qtbot, tmp_path):
