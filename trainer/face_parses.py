@@ -178,11 +178,14 @@ def fill_mask(
 _PAST, _NEIGHBOUR = -1, -2  # a zoomed-out crop's pixels past every own crop; in another face's
 
 
-def _own_classes(side: int, own_top: np.ndarray, others: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
-    """(S, S) int16: per pixel of a face's zoomed-out crop, the class its own crop gives it
-    (resampled as :func:`_centre` does), else :data:`_NEIGHBOUR` where one of ``others`` holds
-    the pixel's centre, else :data:`_PAST`."""
-    o, inner = _centre_square(side, CONTEXT)
+def _own_classes(
+    side: int, own_top: np.ndarray, others: Sequence[tuple[int, np.ndarray]] = (), factor: float = CONTEXT
+) -> np.ndarray:
+    """(S, S) int16: per pixel of a crop zoomed out ``factor`` times more than a nearer one about
+    the same centre (a face's zoomed-out crop and its own), the class ``own_top`` (the nearer
+    crop's classes) gives it, resampled to the pixels whose centres lie in the nearer crop; else
+    :data:`_NEIGHBOUR` where one of ``others`` holds the pixel's centre, else :data:`_PAST`."""
+    o, inner = _centre_square(side, factor)
     seen = np.full((side, side), _PAST, np.int16)
     seen[o : o + inner, o : o + inner] = cv2.resize(
         own_top.astype(np.uint8), (inner, inner), interpolation=cv2.INTER_NEAREST
@@ -215,19 +218,6 @@ def _other_own_crops(
         ):
             out.append((int(logits.shape[-1]), (np.vstack([m, [0.0, 0.0, 1.0]]) @ back)[:2]))
     return out
-
-
-def _centre(side: int, factor: float, near: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The nearer crop inside an S × S crop zoomed out ``factor`` times more about the same
-    centre: (the crop pixels whose centres lie in it, ``near`` (bool, the nearer crop's grid)
-    resampled onto them, False elsewhere)."""
-    o, inner = _centre_square(side, factor)
-    centre, out = np.zeros((side, side), bool), np.zeros((side, side), bool)
-    centre[o : o + inner, o : o + inner] = True
-    out[o : o + inner, o : o + inner] = cv2.resize(
-        near.astype(np.uint8), (inner, inner), interpolation=cv2.INTER_NEAREST
-    ).astype(bool)
-    return centre, out
 
 
 def _centre_square(side: int, factor: float) -> tuple[int, int]:
@@ -274,7 +264,8 @@ def hair_mask(
     near_hair = near.argmax(dim=0).numpy() == hair
     if near_keep is not None:
         near_hair &= near_keep
-    centre, near_hair = _centre(int(far.shape[-1]), HAIR_CONTEXT / CONTEXT, near_hair)
+    seen = _own_classes(int(far.shape[-1]), near_hair, factor=HAIR_CONTEXT / CONTEXT)
+    centre, near_hair = seen != _PAST, seen == 1
     extra = is_hair & ~centre
     count, parts = cv2.connectedComponents(extra.astype(np.uint8), connectivity=8)
     keep = _joined(parts, count, extra, near_hair)

@@ -62,13 +62,17 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
 _WIDE_GREY = ("I;16", "I;16B", "I;16L", "I")  # 16-bit (or 32-bit) grey
 
 
+def _grey_to_8bit(grey: np.ndarray, top_value: float) -> np.ndarray:
+    """16-bit (or 32-bit) grey scaled to 8 bits by the file's own range (``top_value``: its
+    largest value), not by truncation."""
+    top = 65535.0 if top_value > 255 else 255.0
+    return np.clip(np.asarray(grey, np.float64) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in _WIDE_GREY:
-        # 16-bit (or 32-bit) grey: scale to 8 bits by the file's own range, not by truncation.
-        arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
-        arr8 = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, "L").convert("RGB")
+        arr = np.asarray(im)
+        return Image.fromarray(_grey_to_8bit(arr, arr.max()), "L").convert("RGB")
     if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         background = Image.new("RGBA", im.size, (255, 255, 255, 255))
@@ -116,10 +120,9 @@ def _rgb_array(im: Image.Image) -> np.ndarray:
     if im.mode in _WIDE_GREY:
         # Scaled as _to_rgb scales it, by the whole file's range: found first, strip by strip
         # (whole, its float64 copies took 24 bytes a pixel).
-        top = 65535.0 if max((np.asarray(im.crop(b)).max() for b in strips), default=0) > 255 else 255.0
+        top = max((np.asarray(im.crop(b)).max() for b in strips), default=0)
         for b in strips:
-            grey = np.asarray(im.crop(b), dtype=np.float64)
-            out[b[1] : b[3]] = np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None]
+            out[b[1] : b[3]] = _grey_to_8bit(np.asarray(im.crop(b)), top)[..., None]
         return out
     for b in strips:
         out[b[1] : b[3]] = np.asarray(_to_rgb(im.crop(b)))
