@@ -163,7 +163,7 @@ class StoreWatch:
                 parts.append(f"the label of {name} was saved again from the screen")
             else:  # a disk full, the folder made read-only: said as any failed save
                 parts.append(
-                    f"the label of {name} could not be written back ({annotation._save_error}); it "
+                    f"the label of {name} could not be written back ({annotation.unsaved()[1]}); it "
                     "stays on screen and in memory, and saving it is retried every few seconds"
                 )
         if labels_now != self.labels:
