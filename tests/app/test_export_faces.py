@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from faceparse_app.export import export_project
 from faceparse_app.faces import user_face
@@ -223,3 +224,34 @@ def test_readme_warnings_name_the_crops_of_accepted_and_unreviewed_labels(tmp_pa
     for row in names_rows(out):
         assert f"  {row['split']}/{row['name']}" in text
         assert row["name"].endswith("__face1")
+
+
+def test_the_cli_exports_one_image_per_face(tmp_path, capsys):
+    from faceparse_app.cli import main
+
+    _project(tmp_path / "proj", n=2)
+    assert main(["export", str(tmp_path / "proj"), str(tmp_path / "out"), "--per-face"]) == 0
+    names = {r["name"] for r in names_rows(tmp_path / "out")}
+    assert names == {"face0__face1", "face1__face1"}
+    with pytest.raises(SystemExit):
+        from faceparse_app.cli import build_parser
+
+        build_parser().parse_args(["export", "--help"])
+    assert "--per-face" in capsys.readouterr().out
+
+
+def test_the_forms_choice_reaches_the_export_and_is_remembered(qtbot, tmp_path):
+    from faceparse_app.widgets.export_dialog import ExportDialog, export_job
+
+    _project(tmp_path / "proj", n=2)
+    dialog = ExportDialog(tmp_path / "proj", counts={"labeled": 2})
+    qtbot.addWidget(dialog)
+    assert not dialog.per_face_box.isChecked()  # whole photos unless asked
+    dialog.folder_edit.setText(str(tmp_path / "out"))
+    dialog.per_face_box.setChecked(True)
+    request = dialog.request()
+    export_job(tmp_path / "proj", request)
+    assert {r["name"] for r in names_rows(tmp_path / "out")} == {"face0__face1", "face1__face1"}
+    again = ExportDialog(tmp_path / "proj", last=request.form())
+    qtbot.addWidget(again)
+    assert again.per_face_box.isChecked()
