@@ -101,7 +101,7 @@ def readme(
             "without its pair, which stops a training run; move them out of the export:",
             *[f"  {rel}" for rel in strays],
         ]  # fmt: skip
-    lines += ["", *effort_summary(effort)]
+    lines += ["", *effort_summary(effort, "photo" if per_face else "image")]
     if skipped:
         lines += ["", f"Skipped images ({len(skipped)}):"]
         lines += [f"  {relpath}: {reason}" for relpath, reason in skipped]
@@ -195,16 +195,17 @@ def write_effort(path: Path, effort: Sequence[tuple[str, str, ImageRecord]]) -> 
             ])  # fmt: skip
 
 
-def effort_summary(effort: Sequence[tuple[str, str, ImageRecord]]) -> list[str]:
-    """README lines: total and per-face active time and edits of the exported labels."""
+def effort_summary(effort: Sequence[tuple[str, str, ImageRecord]], unit: str = "image") -> list[str]:
+    """README lines: total and per-``unit`` (image, or photo when each face is a crop of its
+    own) active time and edits of the exported labels."""
     if not effort:
-        return [f"Effort ({EFFORT_CSV}): no images."]
+        return [f"Effort ({EFFORT_CSV}): no {unit}s."]
     seconds = [rec.active_seconds for _, _, rec in effort]
     edits = statistics.median(rec.actions for _, _, rec in effort)
     return [
-        f"Effort ({EFFORT_CSV}, per image): {total_time(sum(seconds))} of active labeling in all "
+        f"Effort ({EFFORT_CSV}, per {unit}): {total_time(sum(seconds))} of active labeling in all "
         f"(pauses over 30 s not counted), median {statistics.median(seconds):.0f} s and "
-        f"{edits:g} edit{'' if edits == 1 else 's'} per image.",
+        f"{edits:g} edit{'' if edits == 1 else 's'} per {unit}.",
     ]
 
 

@@ -207,6 +207,8 @@ def test_a_photo_without_a_face_exports_nothing_and_the_readme_names_it(tmp_path
     assert sorted(p.stem for p in (out / "train" / "images").iterdir()) == ["face0__face1", "face1__face1"]
     readme = (out / "README.txt").read_text(encoding="utf-8")
     assert "  wall.png" in readme and "no face" in readme.lower()
+    effort = next(line for line in readme.splitlines() if line.startswith("Effort"))
+    assert "per photo" in effort and "per image" not in effort  # the crops are not what it cost
 
 
 def test_readme_warnings_name_the_crops_of_accepted_and_unreviewed_labels(tmp_path):
