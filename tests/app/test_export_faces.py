@@ -25,26 +25,28 @@ SPLITS = ("train", "val", "test")
 GAP = 256  # px between the two pasted faces: neither's crop reaches the other's face parts
 
 
-def two_face_photo(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Two CelebAMask-HQ faces pasted side by side, GAP apart (a 512×1280 group photo) and its
-    LaPa label map."""
+def two_face_photo(shared_data: Path, gap: int = GAP) -> tuple[np.ndarray, np.ndarray]:
+    """Two CelebAMask-HQ faces pasted side by side, ``gap`` apart (a 512×1280 group photo) and
+    its LaPa label map."""
     src = shared_data / "celebamask-hq-dev"
     paths = sorted((src / "images").glob("*.jpg"))[:2]
-    image = np.zeros((512, 1024 + GAP, 3), np.uint8)
-    label = np.zeros((512, 1024 + GAP), np.uint8)
+    image = np.zeros((512, 1024 + gap, 3), np.uint8)
+    label = np.zeros((512, 1024 + gap), np.uint8)
     for k, path in enumerate(paths):
-        x = k * (512 + GAP)
+        x = k * (512 + gap)
         image[:, x : x + 512] = read_image(path)
         label[:, x : x + 512] = celebamask_to_lapa(read_label(src / "masks" / f"{path.stem}.png"))
     return image, label
 
 
-def group_project(root: Path, shared_data: Path, faces: str = "boxes") -> tuple[np.ndarray, np.ndarray]:
+def group_project(
+    root: Path, shared_data: Path, faces: str = "boxes", gap: int = GAP
+) -> tuple[np.ndarray, np.ndarray]:
     """A project holding the two-face photo, labeled, its faces kept in the store as the app
     keeps them: drawn boxes ("boxes", framed upright) or faces with eye and mouth points
     ("points", framed level with the eyes, as the face finder's are)."""
     root.mkdir(parents=True)
-    image, label = two_face_photo(shared_data)
+    image, label = two_face_photo(shared_data, gap)
     write_image(root / "group.png", image)
     found = faces_from_label(label)
     kept = [user_face(f.box) for f in found] if faces == "boxes" else found
@@ -257,3 +259,50 @@ def test_the_forms_choice_reaches_the_export_and_is_remembered(qtbot, tmp_path):
     again = ExportDialog(tmp_path / "proj", last=request.form())
     qtbot.addWidget(again)
     assert again.per_face_box.isChecked()
+
+
+def test_the_projects_own_landmarks_are_mapped_into_their_faces_crop(tmp_path):
+    from faceparse_app.export_faces import crop_transform
+
+    labels = _project(tmp_path / "proj", n=2)
+    known = np.stack([np.linspace(20, 44, 106), np.linspace(22, 46, 106)], axis=1)
+    path = tmp_path / "proj" / ".faceparse" / "landmarks" / "face0.jpg.txt"
+    path.parent.mkdir(parents=True)
+    path.write_text("106\n" + "\n".join(f"{x} {y}" for x, y in known) + "\n")
+    out = tmp_path / "out"
+    export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0, per_face=True)
+    (face,) = faces_from_label(labels["face0.jpg"])  # no faces kept: those of its label
+    m, _side = crop_transform(face)
+    np.testing.assert_allclose(
+        read_landmarks(out / "train" / "landmarks" / "face0__face1.txt"), known @ m[:, :2].T + m[:, 2], atol=0.01
+    )
+    readme = (out / "README.txt").read_text()
+    derived_part, known_part = readme.split("Landmark files from the project's own landmarks")
+    assert "train/landmarks/face1__face1.txt" in derived_part and "face0" not in derived_part
+    assert "train/landmarks/face0__face1.txt" in known_part
+
+
+def test_faces_cheek_to_cheek_each_get_their_own_landmarks(tmp_path, shared_data):
+    """Each crop also shows part of the neighbour: its labels stay (they are in the image), but
+    the landmarks are placed from the crop's own face alone, not from both faces' parts."""
+    from faceparse_app.export_faces import crop_transform
+
+    group_project(tmp_path / "proj", shared_data, faces="points", gap=0)
+    out = tmp_path / "lapa"
+    export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0, per_face=True)
+    with Project.open(tmp_path / "proj", read_only=True) as project:
+        faces = sorted(project.faces(project.images()[0]), key=lambda f: f.box[0])
+    reached = []
+    for k in (1, 2):
+        crop_label = read_label(out / "train" / "labels" / f"group__face{k}.png")
+        side = crop_label.shape[1]
+        edge = crop_label[:, int(side * 0.85) :] if k == 1 else crop_label[:, : int(side * 0.15)]
+        reached.append(np.isin(edge, (1, 2, 3, 4, 5)).sum() > 1000)  # the neighbour's face
+        points = read_landmarks(out / "train" / "landmarks" / f"group__face{k}.txt")
+        _assert_key_points(points, crop_label)
+        # Every point lies on this face (its box, mapped into the crop), none on the neighbour.
+        x0, y0, x1, y1 = faces[k - 1].box
+        m, _side = crop_transform(faces[k - 1])
+        xs = (np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ m[:, :2].T + m[:, 2])[:, 0]
+        assert (points[:, 0] > xs.min() - 10).all() and (points[:, 0] < xs.max() + 10).all(), k
+    assert any(reached)  # the case this is about: a crop holding two faces' parts
