@@ -306,3 +306,46 @@ def test_faces_cheek_to_cheek_each_get_their_own_landmarks(tmp_path, shared_data
         xs = (np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ m[:, :2].T + m[:, 2])[:, 0]
         assert (points[:, 0] > xs.min() - 10).all() and (points[:, 0] < xs.max() + 10).all(), k
     assert any(reached)  # the case this is about: a crop holding two faces' parts
+
+
+def test_a_full_disk_midway_through_the_crops_leaves_the_earlier_export_as_it_was(tmp_path, monkeypatch):
+    import errno
+
+    import faceparse_app.export_faces as export_faces
+    from faceparse_app.project import ProjectError
+
+    _project(tmp_path / "proj", n=4)
+    out = tmp_path / "out"
+    export_project(tmp_path / "proj", out, seed=1)
+    (out / "notes.txt").write_text("mine")
+    before = _digest(out)
+    real, calls = export_faces.encode_label_png, {"n": 0}
+
+    def fails_on_third(label: np.ndarray) -> bytes:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(label)
+
+    monkeypatch.setattr(export_faces, "encode_label_png", fails_on_third)
+    with pytest.raises(ProjectError, match="disk full"):
+        export_project(tmp_path / "proj", out, seed=1, per_face=True)
+    assert _digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "proj"]  # no temp left
+
+
+def test_a_face_box_over_no_face_part_gets_its_crop_but_no_landmarks(tmp_path, shared_data):
+    root = tmp_path / "proj"
+    image, label = group_project(root, shared_data)
+    with Project.open(root) as project:
+        rec = project.images()[0]
+        false = user_face((512 + GAP / 2 - 40, 10, 512 + GAP / 2 + 40, 90))  # wall between them
+        project.set_faces(rec, [*project.faces(rec), false])
+    out = tmp_path / "lapa"
+    export_project(root, out, val_fraction=0, test_fraction=0, per_face=True)
+    names = sorted(p.stem for p in (out / "train" / "labels").iterdir())
+    assert names == ["group__face1", "group__face2", "group__face3"]  # the wall's is the middle one
+    assert not (out / "train" / "landmarks" / "group__face2.txt").exists()
+    assert (out / "train" / "landmarks" / "group__face3.txt").exists()
+    readme = (out / "README.txt").read_text(encoding="utf-8")
+    assert "  train/images/group__face2.jpg" in readme.split("No landmark file")[1]
