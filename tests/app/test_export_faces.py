@@ -211,6 +211,10 @@ def test_a_photo_without_a_face_exports_nothing_and_the_readme_names_it(tmp_path
     assert "  wall.png" in readme and "no face" in readme.lower()
     effort = next(line for line in readme.splitlines() if line.startswith("Effort"))
     assert "per photo" in effort and "per image" not in effort  # the crops are not what it cost
+    from faceparse_app.export import export_message
+
+    said = export_message(out, counts, {})
+    assert "one image per face" in said and "1 labeled photo has no face" in said
 
 
 def test_readme_warnings_name_the_crops_of_accepted_and_unreviewed_labels(tmp_path):
