@@ -43,11 +43,12 @@ _FRAMING_SIDE = 512
 
 @dataclass(frozen=True)
 class FaceSample:
-    """One exported face: its name, its box in the photo, and where its landmarks came from
-    ("derived", "known", or "none": no face part in its crop, no landmark file)."""
+    """One exported image: its name, its face's box in the photo (None for a whole photo), and
+    where its landmarks came from ("derived", "known", or "none": no face part, no landmark
+    file)."""
 
     name: str
-    box: tuple[float, float, float, float]
+    box: tuple[float, float, float, float] | None
     landmarks: str
 
 
@@ -145,7 +146,8 @@ def write_face_samples(
                 path = split_dir / "landmarks" / f"{sample}.txt"
                 written.append(path)
                 path.write_text(format_landmarks(points), encoding="utf-8")
-            samples.append(FaceSample(sample, tuple(float(v) for v in face.box), how))  # type: ignore[arg-type]
+            x0, y0, x1, y1 = (float(v) for v in face.box)
+            samples.append(FaceSample(sample, (x0, y0, x1, y1), how))
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
