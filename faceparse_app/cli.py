@@ -24,6 +24,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     counts = export_project(
         args.project, args.out, reviewed_only=args.reviewed_only,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+        per_face=args.per_face,
     )  # fmt: skip
     print(f"exported {json.dumps(counts)} -> {args.out}")
     return 0
@@ -41,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", help="project folder (read only; it may be open in a window)")
     p.add_argument("out", help="LaPa dataset root to write (new, empty, or an earlier export)")
     p.add_argument("--reviewed-only", action="store_true", help="only images marked reviewed")
+    p.add_argument(
+        "--per-face", action="store_true",
+        help="one image per face, as LaPa has: each face of a photo cropped square with its "
+        "hair and chin (upright, at the photo's resolution) and its own landmarks, named "
+        "NAME__face1, NAME__face2... left to right, all in the photo's split; a photo with no "
+        "face gives none (default: each photo whole)",
+    )  # fmt: skip
     p.add_argument(
         "--val-fraction", type=float, default=0.1, metavar="SHARE",
         help="share of the images written to val/, 0 to 1 (default: 0.1)",

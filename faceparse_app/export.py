@@ -16,6 +16,10 @@ Other formats are encoded as JPEG quality 95. Landmarks come from
 ``.faceparse/landmarks/<relpath>.txt`` when the project has them, else derive_landmarks places
 them from the label map; a label with no face part gets none (a template there is a made-up face).
 
+With ``per_face`` each face of a photo is written as a sample of its own instead,
+``<name>__face<i>``, cropped as the trainer frames it (``export_faces``), in the photo's split;
+names.csv adds the face's box, effort.csv stays per photo.
+
 The export is built in a hidden temp folder beside ``out`` and moved into place with one
 os.replace, so a crash or a full disk never leaves a half export that looks complete. Exporting
 again into an earlier export replaces only the files its manifest lists: anything else in the
@@ -28,31 +32,31 @@ run one at a time, and one killed midway is undone by the next (``export_recover
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import re
 import shutil
-import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from faceparse_app.export_faces import FaceSample, encode_jpeg
 from faceparse_app.export_files import (
     EFFORT_CSV,
+    MANIFEST_NAME,
     NAMES_CSV,
     README_MARK,
     SPLITS,
     export_message,
-    read_names,
     readme,
     write_effort,
     write_names,
 )
 from faceparse_app.export_recovery import folders_of, one_export_at_a_time, put_back
+from faceparse_app.export_splits import earlier_splits, export_name, split_of, unique_names
 from faceparse_app.landmarks import (
     FACE_CLASSES,
     derive_landmarks,
@@ -78,87 +82,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 README_NAME = "README.txt"
-MANIFEST_NAME = "export-manifest.json"
 MANIFEST_FORMAT = "faceparse-lapa-export"
 LANDMARKS_DIR = "landmarks"
 # What an export written before manifests existed holds: anything else in it is not ours.
 _READ_BY_LOADERS = re.compile(r"^(train|val|test)/(images|labels)/")  # a stray file there stops one
 _OLD_LAYOUT = re.compile(r"^(README\.txt|(train|val|test)/(images/[^/]+\.jpg|labels/[^/]+\.png|landmarks/[^/]+\.txt))$")
-
-# Letters and digits of any script stay; separators, punctuation and controls become '_'.
-_UNSAFE = re.compile(r"[^\w.-]+")
-
-
-def export_name(relpath: str) -> str:
-    """A flat, file-system-safe name for an image relpath ('a/b c.png' -> 'a__b_c').
-
-    Unicode letters and digits are kept (NFC): 'ünï 顔.jpg' -> 'ünï_顔'.
-    """
-    relpath = unicodedata.normalize("NFC", relpath)
-    stem = relpath.rsplit(".", 1)[0] if "." in relpath.rsplit("/", 1)[-1] else relpath
-    parts = [_UNSAFE.sub("_", p).strip("._") for p in stem.split("/")]
-    return "__".join(p for p in parts if p) or "image"
-
-
-def _unique_names(relpaths: Sequence[str]) -> list[str]:
-    """export_name of each relpath, made unique (case-insensitively) with -2, -3, ..."""
-    taken: set[str] = set()
-    names = []
-    for relpath in relpaths:
-        base = export_name(relpath)
-        name, k = base, 2
-        while name.casefold() in taken:
-            name, k = f"{base}-{k}", k + 1
-        taken.add(name.casefold())
-        names.append(name)
-    return names
-
-
-def _split_of(
-    n: int, val_fraction: float, test_fraction: float, seed: int, kept: Sequence[str | None] = ()
-) -> list[str]:
-    """The split of each of n items (in their given order), drawn with a seeded permutation.
-
-    ``kept[i]``, where given, is item i's split in an earlier export: it stays there (a model
-    trained on that export's train set is never tested on its own images), and only the other
-    items are drawn, to bring each split as close to its share as the kept ones allow.
-    """
-    if not (0.0 <= val_fraction <= 1.0 and 0.0 <= test_fraction <= 1.0):
-        raise ValueError("val_fraction and test_fraction must lie in [0, 1]")
-    if val_fraction + test_fraction > 1.0:
-        raise ValueError("val_fraction + test_fraction must not exceed 1")
-    n_test = int(round(n * test_fraction))
-    n_val = min(int(round(n * val_fraction)), n - n_test)
-    split = [s if s in SPLITS else None for s in [*kept, *[None] * (n - len(kept))]]
-    n_test = max(0, n_test - split.count("test"))
-    n_val = max(0, n_val - split.count("val"))
-    fresh = [i for i, s in enumerate(split) if s is None]
-    order = np.random.default_rng(seed).permutation(len(fresh))
-    for rank, j in enumerate(order):
-        split[fresh[j]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-    return [str(s) for s in split]
-
-
-def _earlier_splits(out: Path, previous: dict[str, str | None], settings: dict) -> dict[str, str]:
-    """Original relpath -> split in the earlier export in out, when it drew its split with the
-    same seed and fractions (or did not record them: an export from before they were kept)."""
-    if NAMES_CSV not in previous:
-        return {}
-    try:
-        recorded = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8")).get("split")
-    except (OSError, ValueError, AttributeError):
-        return {}
-    return read_names(out / NAMES_CSV) if recorded in (None, settings) else {}
-
-
-def _encode_jpeg(image: np.ndarray) -> bytes:
-    """(H, W, 3) uint8 RGB as JPEG quality 95 without chroma subsampling (keeps part edges)."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(
-        buf, format="JPEG", quality=95, subsampling=0
-    )
-    return buf.getvalue()
-
 
 def _jpeg_copyable(path: Path) -> bool:
     """An RGB JPEG needing no rotation (else re-encoded: every exported image is upright RGB)."""
@@ -239,6 +167,7 @@ def export_project(
     test_fraction: float = 0.1,
     seed: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
+    per_face: bool = False,
 ) -> dict[str, int]:
     """Export the labeled (or only the reviewed) images of a project in the LaPa layout.
 
@@ -252,9 +181,12 @@ def export_project(
         test_fraction: share of images drawn into test/.
         seed: seed of the split; the same seed and images give the same split.
         on_progress: called as on_progress(done, total) after each image.
+        per_face: one image per face (``export_faces``): a crop of each face of a photo, all
+            in the photo's split; else each photo whole.
 
     Returns:
-        Images per split {"train", "val", "test"}, plus "skipped" (unreadable image or label),
+        Images per split {"train", "val", "test"} (per face: crops), plus "skipped" (unreadable
+        image or label), per face "no_face" (labeled photos with no face: nothing written),
         and "put_back" when an export killed midway had left files of the folder hidden beside
         it (they are put back first).
 
@@ -274,7 +206,7 @@ def export_project(
         with one_export_at_a_time(out):
             back = put_back(out, MANIFEST_NAME)  # what an export killed midway left beside it
             counts = _export(
-                project, out, reviewed_only, val_fraction, test_fraction, seed, on_progress
+                project, out, reviewed_only, val_fraction, test_fraction, seed, on_progress, per_face
             )
             return {**counts, "put_back": len(back)} if back else counts
     finally:
@@ -290,6 +222,7 @@ def _export(
     test_fraction: float,
     seed: int,
     on_progress: Callable[[int, int], None] | None,
+    per_face: bool = False,
 ) -> dict[str, int]:
     previous = _check_out_dir(out)
     wanted = {"reviewed"} if reviewed_only else set(FINISHED)
@@ -298,16 +231,19 @@ def _export(
         for r in project.images(include_missing=False)
         if r.status in wanted and project.label_path(r).is_file()
     ]
-    names = _unique_names([r.relpath for r in recs])
+    names = unique_names([r.relpath for r in recs])
     settings = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
-    earlier = _earlier_splits(out, previous, settings)
-    splits = _split_of(
+    earlier = earlier_splits(out, previous, settings)
+    splits = split_of(
         len(recs), val_fraction, test_fraction, seed, [earlier.get(r.relpath) for r in recs]
     )
     counts = {s: 0 for s in SPLITS}
     landmarks: dict[str, list[str]] = {"derived": [], "known": [], "none": []}
     skipped: list[tuple[str, str]] = []
-    exported: list[tuple[str, str, str]] = []
+    exported: list[tuple[str, ...]] = []  # names.csv rows (per face: and the face's box)
+    effort: list[tuple[str, str, ImageRecord]] = []  # per photo
+    samples: list[tuple[str, str, ImageRecord]] = []  # per file written (the README's warnings)
+    no_face: list[str] = []
     try:
         tmp = make_temp_dir(out.parent, f".{out.name}.partial-")
     except OSError as exc:
@@ -318,34 +254,39 @@ def _export(
                 (tmp / split / sub).mkdir(parents=True)
         for done, (rec, name, split) in enumerate(zip(recs, names, splits, strict=True), 1):
             try:
-                how = _export_one(project, rec, tmp / split, name)
+                written = _export_one(project, rec, tmp / split, name, per_face)
             except (ImageReadError, LabelMapError) as exc:
                 log.warning("export skips %s: %s", rec.relpath, exc)
                 skipped.append((rec.relpath, str(exc)))
                 for sub, ext in (("images", ".jpg"), ("labels", ".png"), ("landmarks", ".txt")):
                     (tmp / split / sub / f"{name}{ext}").unlink(missing_ok=True)
             else:
-                counts[split] += 1
-                exported.append((split, name, rec.relpath))
-                where = "images/{}.jpg" if how == "none" else "landmarks/{}.txt"
-                landmarks[how].append(f"{split}/{where.format(name)}")
+                effort += [(split, name, rec)] if written else []
+                no_face += [] if written else [rec.relpath]
+                for sample in written:
+                    counts[split] += 1
+                    box = () if sample.box is None else tuple(f"{v:.1f}" for v in sample.box)
+                    exported.append((split, sample.name, rec.relpath, *box))
+                    samples.append((split, sample.name, rec))
+                    where = "images/{}.jpg" if sample.landmarks == "none" else "landmarks/{}.txt"
+                    landmarks[sample.landmarks].append(f"{split}/{where.format(sample.name)}")
             if on_progress is not None:
                 on_progress(done, len(recs))
-        by_path = {r.relpath: r for r in recs}
-        effort = [(split, name, by_path[relpath]) for split, name, relpath in exported]
         # Files of the user's kept where LaPa loaders read: an image without its label there
         # stops a training run, so the export names them.
         strays = [r for r in _foreign_entries(out, tmp, previous) if _READ_BY_LOADERS.match(r)] if previous else []
         (tmp / README_NAME).write_text(
-            readme(counts, landmarks, skipped, reviewed_only, val_fraction, test_fraction, seed, effort, strays),
+            readme(counts, landmarks, skipped, reviewed_only, val_fraction, test_fraction, seed, effort, strays,
+                   samples, no_face if per_face else None),  # fmt: skip
             encoding="utf-8",
         )
-        write_names(tmp / NAMES_CSV, exported)
+        write_names(tmp / NAMES_CSV, exported, per_face)
         write_effort(tmp / EFFORT_CSV, effort)
         ours = {rel: file_hash(tmp / rel) for rel in _tree(tmp)}
         (tmp / MANIFEST_NAME).write_text(
             json.dumps(
-                {"format": MANIFEST_FORMAT, "version": 1, "split": settings, "files": ours}, indent=1
+                {"format": MANIFEST_FORMAT, "version": 1, "split": settings,
+                 **({"images": "faces"} if per_face else {}), "files": ours}, indent=1,
             ),
             encoding="utf-8",
         )
@@ -365,7 +306,8 @@ def _export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {**counts, "skipped": len(skipped), **({"stray": len(strays)} if strays else {})}
+    faceless = {"no_face": len(no_face)} if per_face else {}
+    return {**counts, "skipped": len(skipped), **faceless, **({"stray": len(strays)} if strays else {})}
 
 
 def _carry_foreign_files(
@@ -435,9 +377,12 @@ def _foreign_entries(out: Path, tmp: Path, previous: dict[str, str | None]) -> l
     return found
 
 
-def _export_one(project: Project, rec: ImageRecord, split_dir: Path, name: str) -> str:
-    """Write one image, label and landmark file; returns "derived", "known" or "none" (no face
-    part in the label: no landmark file)."""
+def _export_one(
+    project: Project, rec: ImageRecord, split_dir: Path, name: str, per_face: bool = False
+) -> list[FaceSample]:
+    """Write one image, label and landmark file (per face: those of each face's crop; a photo
+    with no face writes none); returns what was written, each with its landmarks' origin:
+    "derived", "known" or "none" (no face part in the label: no landmark file)."""
     src = project.image_path(rec)
     image = read_image(src)  # also proves the file is readable before anything is written
     if file_hash(src) != rec.content_hash:  # a label made for another picture is never exported
@@ -453,20 +398,23 @@ def _export_one(project: Project, rec: ImageRecord, split_dir: Path, name: str) 
             f"{project.label_path(rec)}: label is {label.shape[1]}×{label.shape[0]} but its image "
             f"{src} is {image.shape[1]}×{image.shape[0]}"
         )
+    points = known_landmarks(project.store_dir / LANDMARKS_DIR / (rec.relpath + ".txt"), label.shape)
+    if per_face:
+        from faceparse_app.export_faces import photo_faces, write_face_samples
+
+        return write_face_samples(image, label, photo_faces(project, rec, label), split_dir, name, points)
     dst = split_dir / "images" / f"{name}.jpg"
     if src.suffix.lower() in (".jpg", ".jpeg") and _jpeg_copyable(src):
         shutil.copyfile(src, dst)
     else:
-        dst.write_bytes(_encode_jpeg(image))
+        dst.write_bytes(encode_jpeg(image))
     (split_dir / "labels" / f"{name}.png").write_bytes(encode_label_png(label))
-    points = known_landmarks(project.store_dir / LANDMARKS_DIR / (rec.relpath + ".txt"), label.shape)
     how = "known" if points is not None else "derived" if np.isin(label, FACE_CLASSES).any() else "none"
-    if how == "none":
-        return how
-    if points is None:
-        points = derive_landmarks(largest_face_label(label, project.face_boxes(rec) or []))
-    (split_dir / "landmarks" / f"{name}.txt").write_text(format_landmarks(points), encoding="utf-8")
-    return how
+    if how != "none":
+        if points is None:
+            points = derive_landmarks(largest_face_label(label, project.face_boxes(rec) or []))
+        (split_dir / "landmarks" / f"{name}.txt").write_text(format_landmarks(points), encoding="utf-8")
+    return [FaceSample(name, None, how)]
 
 
 def _fsync_files(root: Path, relpaths: Iterable[str]) -> None:

@@ -19,7 +19,9 @@ from faceparse_app.project import ImageRecord
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 README_MARK = "FaceParse Studio LaPa export"
 NAMES_CSV = "names.csv"
+MANIFEST_NAME = "export-manifest.json"
 EFFORT_CSV = "effort.csv"
+FACE_BOX_COLUMNS = ("face_x0", "face_y0", "face_x1", "face_y1")
 EFFORT_COLUMNS = (
     "split", "name", "original", "status", "active_seconds", "actions", "label_source", "model_version",
 )  # fmt: skip
@@ -35,6 +37,8 @@ def readme(
     seed: int,
     effort: Sequence[tuple[str, str, ImageRecord]] = (),
     strays: Sequence[str] = (),
+    samples: Sequence[tuple[str, str, ImageRecord]] | None = None,
+    no_face: Sequence[str] | None = None,
 ) -> str:
     """The export's README.txt: what it is, its split, which landmarks were derived (and which
     images have none: no face in their label), what the labels cost.
@@ -44,8 +48,15 @@ def readme(
             images written without one.
         strays: files not of this export kept where LaPa loaders read (``split/images``,
             ``split/labels``).
+        effort: (split, name, record) per exported photo.
+        samples: (split, name, record) per exported image (default: ``effort``); the
+            warnings name these.
+        no_face: given for an export of one image per face: the photos (relpaths) that had
+            no face and gave no image.
     """
     derived, known, faceless = (landmarks.get(k, []) for k in ("derived", "known", "none"))
+    samples = effort if samples is None else samples
+    per_face = no_face is not None
     lines = [
         README_MARK,
         "=" * len(README_MARK),
@@ -56,18 +67,25 @@ def readme(
         "lip, inner mouth, lower lip, hair; left/right are the viewer's), landmarks/<name>.txt",
         "(LaPa's 106 points: '106', then one 'x y' line per point).",
         "",
-        f"Images: {'reviewed only' if reviewed_only else 'labeled and reviewed'}; "
+        f"Images: {'reviewed only' if reviewed_only else 'labeled and reviewed'}"
+        + (", one image per face" if per_face else "") + "; "
         + ", ".join(f"{s} {counts[s]}" for s in SPLITS)
         + f". Split seed {seed}, val fraction {val_fraction}, test fraction {test_fraction}.",
-        *unedited_held_out(effort),
-        *unreviewed(effort),
+        *(_per_face_lines(no_face) if no_face is not None else []),
+        *unedited_held_out(samples),
+        *unreviewed(samples),
         "",
         "LANDMARKS: the files listed as derived were NOT annotated by hand: they were placed",
         "from each label map (eye centres 74/104 and 83/105 inside the eyes, nose tip 54 inside",
         "the nose, mouth corners 84 and 90 at the lips' leftmost and rightmost points, the rest",
         "along the part outlines, a template where a part is absent). They are good enough for",
-        "face alignment, not for landmark research. In a photo with several faces they are the",
-        "largest face's (LaPa has one face per image): crop the others out before using them.",
+        *([
+            "face alignment, not for landmark research. Each crop's are its own face's, placed",
+            "from that face's pixels only (a neighbour reaching into the crop is not used).",
+        ] if per_face else [
+            "face alignment, not for landmark research. In a photo with several faces they are the",
+            "largest face's (LaPa has one face per image): crop the others out before using them.",
+        ]),  # fmt: skip
         "",
         f"Derived landmark files ({len(derived)}):",
         *[f"  {name}" for name in derived],
@@ -83,11 +101,34 @@ def readme(
             "without its pair, which stops a training run; move them out of the export:",
             *[f"  {rel}" for rel in strays],
         ]  # fmt: skip
-    lines += ["", *effort_summary(effort)]
+    lines += ["", *effort_summary(effort, "photo" if per_face else "image")]
     if skipped:
         lines += ["", f"Skipped images ({len(skipped)}):"]
         lines += [f"  {relpath}: {reason}" for relpath, reason in skipped]
     return "\n".join(lines) + "\n"
+
+
+def _per_face_lines(no_face: Sequence[str]) -> list[str]:
+    """The README's account of an export of one image per face: how the crops are framed,
+    what names.csv adds, and the photos with no face."""
+    lines = [
+        "",
+        "ONE IMAGE PER FACE: each face of a photo is a sample of its own, NAME__face<i> (i from 1,",
+        "left to right, as Tab steps through them in FaceParse Studio). A crop is framed as the",
+        "trainer frames a face (eyes and mouth at the training crops' places, zoomed out 1.5x so",
+        "the hair and chin are inside), square, at the photo's own resolution (not resized). A",
+        "face known by its eyes and mouth is turned upright: its image is resampled bilinearly and",
+        "its label nearest neighbour; a face drawn as a box is an upright cut of the photo's own",
+        "pixels. Past the photo's edge the image repeats its edge pixels and the label is",
+        "background. A neighbouring face that reaches into a crop keeps its labels there.",
+        "names.csv gives each crop's photo and face box (face_x0, face_y0, face_x1, face_y1, in",
+        "the photo's pixels); every face of a photo is in that photo's split. effort.csv is per",
+        "photo.",
+    ]
+    if no_face:
+        lines += [f"Photos with no face, so no image (labeled all background) ({len(no_face)}):"]
+        lines += [f"  {relpath}" for relpath in no_face]
+    return lines
 
 
 def unedited_held_out(effort: Sequence[tuple[str, str, ImageRecord]]) -> list[str]:
@@ -124,11 +165,12 @@ def unreviewed(effort: Sequence[tuple[str, str, ImageRecord]]) -> list[str]:
     ]
 
 
-def write_names(path: Path, exported: list[tuple[str, str, str]]) -> None:
-    """names.csv: which original image each exported name came from."""
+def write_names(path: Path, exported: Sequence[tuple[str, ...]], per_face: bool = False) -> None:
+    """names.csv: which original image each exported name came from (per face: and the face's
+    box in it, x0, y0, x1, y1 in its pixels)."""
     with open(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["split", "name", "original"])
+        writer.writerow(["split", "name", "original", *(FACE_BOX_COLUMNS if per_face else ())])
         writer.writerows(exported)
 
 
@@ -153,16 +195,17 @@ def write_effort(path: Path, effort: Sequence[tuple[str, str, ImageRecord]]) -> 
             ])  # fmt: skip
 
 
-def effort_summary(effort: Sequence[tuple[str, str, ImageRecord]]) -> list[str]:
-    """README lines: total and per-face active time and edits of the exported labels."""
+def effort_summary(effort: Sequence[tuple[str, str, ImageRecord]], unit: str = "image") -> list[str]:
+    """README lines: total and per-``unit`` (image, or photo when each face is a crop of its
+    own) active time and edits of the exported labels."""
     if not effort:
-        return [f"Effort ({EFFORT_CSV}): no images."]
+        return [f"Effort ({EFFORT_CSV}): no {unit}s."]
     seconds = [rec.active_seconds for _, _, rec in effort]
     edits = statistics.median(rec.actions for _, _, rec in effort)
     return [
-        f"Effort ({EFFORT_CSV}, per image): {total_time(sum(seconds))} of active labeling in all "
+        f"Effort ({EFFORT_CSV}, per {unit}): {total_time(sum(seconds))} of active labeling in all "
         f"(pauses over 30 s not counted), median {statistics.median(seconds):.0f} s and "
-        f"{edits:g} edit{'' if edits == 1 else 's'} per image.",
+        f"{edits:g} edit{'' if edits == 1 else 's'} per {unit}.",
     ]
 
 
@@ -189,7 +232,16 @@ def export_message(
     """
     counts = dict(counts)
     back, strays = counts.pop("put_back", 0), counts.pop("stray", 0)
-    text = f"Exported to {out_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."
+    per_face, no_face = "no_face" in counts, counts.pop("no_face", 0)
+    text = (
+        f"Exported to {out_dir}{' (one image per face)' if per_face else ''}: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."
+    )
+    if no_face:
+        text += (
+            f" {no_face} labeled photo{' has' if no_face == 1 else 's have'} no face, so no image "
+            "(the README names them)."
+        )
     if strays:
         one = strays == 1
         text += (

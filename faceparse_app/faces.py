@@ -86,6 +86,15 @@ def user_face(box: tuple[float, float, float, float]) -> Face:
     return Face(box=(x0, y0, x1, y1), score=1.0, source="user", box_framing=LABEL_BOX_FRAMING)
 
 
+def face_order(faces: Sequence[Face]) -> list[int]:
+    """Indices of `faces` in reading order: left to right by the box centre, then top down (the
+    order Tab steps through a group photo's faces, and the export numbers them)."""
+    return sorted(
+        range(len(faces)),
+        key=lambda i: ((faces[i].box[0] + faces[i].box[2]) / 2, (faces[i].box[1] + faces[i].box[3]) / 2),
+    )
+
+
 def same_face(a: Face, b: Face) -> bool:
     """Whether two faces are one (same box, source and points), e.g. after a store round trip."""
     if a.source != b.source or not np.allclose(a.box, b.box, atol=0.01):

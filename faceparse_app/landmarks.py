@@ -25,6 +25,7 @@ never fails and never gives NaN.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -401,19 +402,35 @@ def largest_face_label(label: np.ndarray, boxes: list[tuple[float, float, float,
     h, w = label.shape
     ys = np.arange(h, dtype=np.float32)[:, None] + 0.5
     xs = np.arange(w, dtype=np.float32)[None, :] + 0.5
+    keep = owned_by(xs, ys, boxes, int(np.argmax(sizes)))
+    return np.where(keep, label, 0).astype(np.uint8)
+
+
+def owned_by(
+    xs: np.ndarray, ys: np.ndarray, boxes: Sequence[tuple[float, float, float, float]], chosen: int
+) -> np.ndarray:
+    """Which points belong to face ``chosen``: those whose nearest box centre, in units of each
+    box's size, is its own (ties go to it).
+
+    Args:
+        xs, ys: photo coordinates in pixels (arrays that broadcast together).
+        boxes: the faces' boxes (x0, y0, x1, y1) in pixels.
+
+    Returns:
+        bool array of the broadcast shape.
+    """
 
     def distance(box: tuple[float, float, float, float]) -> np.ndarray:
         x0, y0, x1, y1 = box
         bw, bh = max(1e-3, x1 - x0), max(1e-3, y1 - y0)
         return np.maximum(np.abs(xs - (x0 + x1) / 2) / bw, np.abs(ys - (y0 + y1) / 2) / bh)
 
-    chosen = int(np.argmax(sizes))
     own = distance(boxes[chosen])
-    keep = np.ones((h, w), bool)
+    keep = np.ones(np.broadcast_shapes(np.shape(xs), np.shape(ys)), bool)
     for i, box in enumerate(boxes):
         if i != chosen:
             keep &= own <= distance(box)
-    return np.where(keep, label, 0).astype(np.uint8)
+    return keep
 
 
 def format_landmarks(points: np.ndarray) -> str:

@@ -35,12 +35,13 @@ class ExportRequest:
     reviewed_only: bool = False
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    per_face: bool = False
 
     def form(self) -> dict:
         """What the form is filled with next time (Settings.last_export)."""
         return {
             "out_dir": str(self.out_dir), "val_fraction": self.val_fraction,
-            "test_fraction": self.test_fraction,
+            "test_fraction": self.test_fraction, "per_face": self.per_face,
         }  # fmt: skip
 
 
@@ -74,6 +75,14 @@ class ExportDialog(QDialog):
         row.addWidget(browse)
         self.reviewed_box = QCheckBox("Only images marked reviewed")
         self.reviewed_box.setChecked(reviewed_only)
+        self.per_face_box = QCheckBox("One image per face (a crop of each face, as LaPa has)")
+        self.per_face_box.setObjectName("export_per_face")
+        self.per_face_box.setChecked(last.get("per_face") is True)
+        self.per_face_box.setToolTip(
+            "Each face of a group photo as a LaPa sample of its own: cropped square with its hair "
+            "and chin, upright, at the photo's resolution, with its own landmarks (NAME__face1, "
+            "NAME__face2… left to right, all in the photo's split). Unticked: each photo whole."
+        )
         self.val_spin = self._fraction(_share(last.get("val_fraction")))
         self.test_spin = self._fraction(_share(last.get("test_fraction")))
         self.val_spin.setToolTip("Share of the exported faces written to val/")
@@ -81,6 +90,7 @@ class ExportDialog(QDialog):
         form = QFormLayout(self)
         form.addRow("Export into", row)
         form.addRow("", self.reviewed_box)
+        form.addRow("", self.per_face_box)
         form.addRow("Validation share", self.val_spin)
         form.addRow("Test share", self.test_spin)
         self.problem_label = QLabel("")  # why Export is greyed out, when it is
@@ -164,6 +174,7 @@ class ExportDialog(QDialog):
             reviewed_only=self.reviewed_box.isChecked(),
             val_fraction=round(self.val_spin.value(), 4),
             test_fraction=round(self.test_spin.value(), 4),
+            per_face=self.per_face_box.isChecked(),
         )
 
 
@@ -178,7 +189,7 @@ def export_job(project_root: Path, request: ExportRequest, on_progress: Any = No
     return export_project(
         project_root, request.out_dir, reviewed_only=request.reviewed_only,
         val_fraction=request.val_fraction, test_fraction=request.test_fraction,
-        on_progress=(lambda done, total: on_progress((done, total))) if on_progress else None,
+        per_face=request.per_face, on_progress=(lambda done, total: on_progress((done, total))) if on_progress else None,
     )  # fmt: skip
 
 
@@ -196,7 +207,7 @@ def start_export(parent: QWidget, project_root: Path, request: ExportRequest) ->
         done, total = report
         progress.setMaximum(max(1, total))
         progress.setValue(done)
-        progress.setLabelText(f"Exporting {done} / {total} faces to {request.out_dir}…")
+        progress.setLabelText(f"Exporting {done} / {total} photos to {request.out_dir}…")
 
     worker.progress.connect(show)
     worker.done.connect(progress.close)

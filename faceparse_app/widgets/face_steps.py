@@ -3,27 +3,19 @@ previous face, left to right, and zooms to it; the status bar says which one it 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+from faceparse_app.faces import face_order
 
 if TYPE_CHECKING:
     from faceparse_app.main_window import MainWindow
     from faceparse_app.widgets.canvas import LabelCanvas
-    from trainer.faces import Face
 
 NEXT_FACE_KEYS = ("Tab",)
 PREVIOUS_FACE_KEYS = ("Shift+Tab",)
 # Around the box (hairline to chin, ear to ear) the view shows this much of its size each side:
 # the hair and the neck are labeled too.
 MARGIN = 0.35
-
-
-def face_order(faces: Sequence[Face]) -> list[int]:
-    """Indices of `faces` in reading order: left to right by the box centre, then top down."""
-    return sorted(
-        range(len(faces)),
-        key=lambda i: ((faces[i].box[0] + faces[i].box[2]) / 2, (faces[i].box[1] + faces[i].box[3]) / 2),
-    )
 
 
 def step_face(canvas: LabelCanvas, offset: int) -> tuple[int, int] | None:

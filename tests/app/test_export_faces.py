@@ -1,0 +1,355 @@
+"""LaPa export, one image per face: a group photo becomes one LaPa sample per face (LaPa, its
+loaders and most face-parsing trainers expect one face per image, with its landmarks)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceparse_app.export import export_project
+from faceparse_app.faces import user_face
+from faceparse_app.project import Project
+from tests.app.test_export import _assert_key_points, _project
+from tests.conftest import synthetic_face
+from trainer.data.imageio import read_image, read_label, write_image
+from trainer.data.lapa import read_landmarks
+from trainer.faces import faces_from_label, invert
+from trainer.labels import celebamask_to_lapa
+
+SPLITS = ("train", "val", "test")
+GAP = 256  # px between the two pasted faces: neither's crop reaches the other's face parts
+
+
+def two_face_photo(shared_data: Path, gap: int = GAP) -> tuple[np.ndarray, np.ndarray]:
+    """Two CelebAMask-HQ faces pasted side by side, ``gap`` apart (a 512×1280 group photo) and
+    its LaPa label map."""
+    src = shared_data / "celebamask-hq-dev"
+    paths = sorted((src / "images").glob("*.jpg"))[:2]
+    image = np.zeros((512, 1024 + gap, 3), np.uint8)
+    label = np.zeros((512, 1024 + gap), np.uint8)
+    for k, path in enumerate(paths):
+        x = k * (512 + gap)
+        image[:, x : x + 512] = read_image(path)
+        label[:, x : x + 512] = celebamask_to_lapa(read_label(src / "masks" / f"{path.stem}.png"))
+    return image, label
+
+
+def group_project(
+    root: Path, shared_data: Path, faces: str = "boxes", gap: int = GAP
+) -> tuple[np.ndarray, np.ndarray]:
+    """A project holding the two-face photo, labeled, its faces kept in the store as the app
+    keeps them: drawn boxes ("boxes", framed upright) or faces with eye and mouth points
+    ("points", framed level with the eyes, as the face finder's are)."""
+    root.mkdir(parents=True)
+    image, label = two_face_photo(shared_data, gap)
+    write_image(root / "group.png", image)
+    found = faces_from_label(label)
+    kept = [user_face(f.box) for f in found] if faces == "boxes" else found
+    with Project.open(root) as project:
+        rec = project.images()[0]
+        rec = project.save_label(rec, label, status="labeled")
+        project.set_faces(rec, kept[::-1])  # stored right to left: the export orders them
+    return image, label
+
+
+def names_rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "names.csv", encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_two_face_photo_exports_one_sample_per_face_cut_from_its_label(tmp_path, shared_data):
+    from faceparse_app.export_faces import crop_transform
+
+    image, label = group_project(tmp_path / "proj", shared_data)
+    out = tmp_path / "lapa"
+    counts = export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0, per_face=True)
+    assert counts["train"] == 2 and counts["skipped"] == 0
+    names = sorted(p.stem for p in (out / "train" / "images").iterdir())
+    assert names == ["group__face1", "group__face2"]
+    rows = {r["name"]: r for r in names_rows(out)}
+    assert set(rows) == set(names) and {r["original"] for r in rows.values()} == {"group.png"}
+    boxes = {n: [float(rows[n][k]) for k in ("face_x0", "face_y0", "face_x1", "face_y1")] for n in names}
+    assert boxes["group__face1"][2] < boxes["group__face2"][0]  # face 1 is the left one
+    for name in names:
+        crop = read_image(out / "train" / "images" / f"{name}.jpg")
+        crop_label = read_label(out / "train" / "labels" / f"{name}.png")
+        assert crop.shape[:2] == crop_label.shape and crop_label.shape[0] == crop_label.shape[1]
+        assert crop_label.shape[0] > 512  # the photo's own pixels, with a margin: no resize
+        # One face in each label, the one named in names.csv.
+        (face,) = faces_from_label(crop_label)
+        # An upright (box) crop is a cut of the photo, padded where it runs past the photo:
+        # the label is the project's, pixel for pixel, background outside the photo.
+        m, side = crop_transform(user_face(tuple(boxes[name])))
+        assert side == crop_label.shape[0]
+        assert (m[:, :2] == np.eye(2)).all() and (m[:, 2] == np.round(m[:, 2])).all()
+        x0, y0 = int(-m[0, 2]), int(-m[1, 2])  # the crop's top-left pixel in the photo
+        padded = np.zeros((512 + 2 * side, label.shape[1] + 2 * side), np.uint8)
+        padded[side : side + 512, side : side + label.shape[1]] = label
+        np.testing.assert_array_equal(crop_label, padded[side + y0 : 2 * side + y0, side + x0 : 2 * side + x0])
+        # The image is the same cut of the photo (JPEG: close, not exact).
+        ys, xs = np.nonzero(crop_label)
+        photo = image[ys + y0, xs + x0].astype(int)
+        assert np.abs(crop[ys, xs].astype(int) - photo).mean() < 4
+        points = read_landmarks(out / "train" / "landmarks" / f"{name}.txt")
+        assert ((points >= 0) & (points < side)).all()
+        _assert_key_points(points, crop_label)
+        fx0, fy0, fx1, fy1 = face.box  # the landmarks are this face's, not the photo's largest
+        assert (points[:, 0] > fx0 - 20).all() and (points[:, 0] < fx1 + 20).all()
+
+
+def test_a_face_framed_from_its_eyes_is_turned_upright_and_keeps_its_label(tmp_path, shared_data):
+    from faceparse_app.export_faces import crop_transform
+
+    image, label = group_project(tmp_path / "proj", shared_data, faces="points")
+    out = tmp_path / "lapa"
+    export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0, per_face=True)
+    with Project.open(tmp_path / "proj", read_only=True) as project:
+        faces = sorted(project.faces(project.images()[0]), key=lambda f: f.box[0])
+    for k, face in enumerate(faces, 1):
+        crop_label = read_label(out / "train" / "labels" / f"group__face{k}.png")
+        m, side = crop_transform(face)
+        assert crop_label.shape == (side, side)
+        # Each crop pixel holds the photo's class at the point it came from (nearest
+        # neighbour), background past the photo.
+        ys, xs = np.mgrid[0:side, 0:side]
+        pts = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5, np.ones(side * side)], 1) @ invert(m).T
+        px, py = np.floor(pts[:, 0]).astype(int), np.floor(pts[:, 1]).astype(int)
+        ok = (px >= 0) & (px < label.shape[1]) & (py >= 0) & (py < label.shape[0])
+        expected = np.zeros(side * side, np.uint8)
+        expected[ok] = label[py[ok], px[ok]]
+        assert (crop_label.ravel() == expected).mean() > 0.99
+        assert len(faces_from_label(crop_label)) == 1
+        _assert_key_points(read_landmarks(out / "train" / "landmarks" / f"group__face{k}.txt"), crop_label)
+
+
+def test_faces_of_a_photo_share_its_split_and_keep_it_when_exported_again(tmp_path, shared_data):
+    root = tmp_path / "proj"
+    group_project(root, shared_data)
+    for i in range(5):  # single faces beside the group photo
+        write_image(root / f"solo{i}.png", synthetic_face(64, seed=i)[0])
+    with Project.open(root) as project:
+        for rec in project.images():
+            if rec.relpath.startswith("solo"):
+                project.save_label(rec, synthetic_face(64, seed=int(rec.relpath[4]))[1], status="labeled")
+    out = tmp_path / "lapa"
+    export_project(root, out, val_fraction=0.3, test_fraction=0.3, seed=2, per_face=True)
+    rows = names_rows(out)
+    split_of = {}
+    for row in rows:
+        assert split_of.setdefault(row["original"], row["split"]) == row["split"], row
+        assert (out / row["split"] / "labels" / f"{row['name']}.png").is_file()
+    assert sum(r["original"] == "group.png" for r in rows) == 2
+    (out / "notes.txt").write_text("mine")  # a file of the user's in the export
+    (out / "train" / "mine").mkdir()
+    (out / "train" / "mine" / "a.txt").write_text("mine too")
+    write_image(root / "solo9.png", synthetic_face(64, seed=9)[0])  # a photo added since
+    with Project.open(root) as project:
+        rec = next(r for r in project.images() if r.relpath == "solo9.png")
+        project.save_label(rec, synthetic_face(64, seed=9)[1], status="labeled")
+    export_project(root, out, val_fraction=0.3, test_fraction=0.3, seed=2, per_face=True)
+    again = {r["name"]: r["split"] for r in names_rows(out)}
+    assert all(again[r["name"]] == r["split"] for r in rows)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "train" / "mine" / "a.txt").read_text() == "mine too"
+    effort = list(csv.DictReader(open(out / "effort.csv", encoding="utf-8", newline="")))
+    assert sorted(r["original"] for r in effort) == sorted(["group.png", *[f"solo{i}.png" for i in (0, 1, 2, 3, 4, 9)]])
+
+
+def _digest(out: Path) -> str:
+    """Every file of an export, the README's date line and the manifest's README hash aside."""
+    h = hashlib.sha256()
+    for p in sorted(out.rglob("*")):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(out).as_posix()
+        data = p.read_bytes()
+        if rel == "README.txt":
+            data = b"\n".join(line for line in data.split(b"\n") if not line.startswith(b"Written by"))
+        if rel == "export-manifest.json":
+            manifest = json.loads(data)
+            manifest["files"].pop("README.txt")
+            data = json.dumps(manifest, sort_keys=True).encode()
+        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
+# The digest of this project's whole-photo export, written by the export before it could write
+# one image per face (same libraries as the project's venv).
+WHOLE_PHOTO_DIGEST = "f7139b2a6b11028029024ab235519af2e0f5ef2fae90bdb2f47a668c69e906c8"
+
+
+def test_whole_photo_export_is_unchanged_and_comes_back_after_a_per_face_one(tmp_path):
+    _project(tmp_path / "proj", n=6)
+    out = tmp_path / "out"
+    export_project(tmp_path / "proj", out, seed=1)
+    assert _digest(out) == WHOLE_PHOTO_DIGEST
+    export_project(tmp_path / "proj", out, seed=1, per_face=True)
+    assert {p.stem for p in (out / "train" / "images").iterdir()} == {
+        f"face{i}__face1" for i in range(6) if (out / "train" / "labels" / f"face{i}__face1.png").exists()
+    }
+    export_project(tmp_path / "proj", out, seed=1)
+    assert _digest(out) == WHOLE_PHOTO_DIGEST
+
+
+def test_a_photo_without_a_face_exports_nothing_and_the_readme_names_it(tmp_path):
+    _project(tmp_path / "proj", n=2)
+    write_image(tmp_path / "proj" / "wall.png", np.full((64, 64, 3), 90, np.uint8))
+    with Project.open(tmp_path / "proj") as project:
+        rec = next(r for r in project.images() if r.relpath == "wall.png")
+        rec = project.save_label(rec, np.zeros((64, 64), np.uint8), status="labeled")
+        project.set_faces(rec, [])
+    out = tmp_path / "out"
+    counts = export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0, per_face=True)
+    assert counts["train"] == 2 and counts["no_face"] == 1
+    assert sorted(p.stem for p in (out / "train" / "images").iterdir()) == ["face0__face1", "face1__face1"]
+    readme = (out / "README.txt").read_text(encoding="utf-8")
+    assert "  wall.png" in readme and "no face" in readme.lower()
+    effort = next(line for line in readme.splitlines() if line.startswith("Effort"))
+    assert "per photo" in effort and "per image" not in effort  # the crops are not what it cost
+    from faceparse_app.export import export_message
+
+    said = export_message(out, counts, {})
+    assert "one image per face" in said and "1 labeled photo has no face" in said
+
+
+def test_readme_warnings_name_the_crops_of_accepted_and_unreviewed_labels(tmp_path):
+    root = tmp_path / "proj"
+    root.mkdir()
+    for i in range(4):
+        write_image(root / f"face{i}.png", synthetic_face(64, seed=i)[0])
+    with Project.open(root) as project:
+        for i, rec in enumerate(project.images()):
+            rec = project.save_label(rec, synthetic_face(64, seed=i)[1], model_version="v0001")
+            project.set_status(rec, "labeled")
+    out = tmp_path / "lapa"
+    export_project(root, out, val_fraction=0.5, test_fraction=0.5, seed=1, per_face=True)
+    text = (out / "README.txt").read_text(encoding="utf-8")
+    for row in names_rows(out):
+        assert f"  {row['split']}/{row['name']}" in text
+        assert row["name"].endswith("__face1")
+
+
+def test_the_cli_exports_one_image_per_face(tmp_path, capsys):
+    from faceparse_app.cli import main
+
+    _project(tmp_path / "proj", n=2)
+    assert main(["export", str(tmp_path / "proj"), str(tmp_path / "out"), "--per-face"]) == 0
+    names = {r["name"] for r in names_rows(tmp_path / "out")}
+    assert names == {"face0__face1", "face1__face1"}
+    with pytest.raises(SystemExit):
+        from faceparse_app.cli import build_parser
+
+        build_parser().parse_args(["export", "--help"])
+    assert "--per-face" in capsys.readouterr().out
+
+
+def test_the_forms_choice_reaches_the_export_and_is_remembered(qtbot, tmp_path):
+    from faceparse_app.widgets.export_dialog import ExportDialog, export_job
+
+    _project(tmp_path / "proj", n=2)
+    dialog = ExportDialog(tmp_path / "proj", counts={"labeled": 2})
+    qtbot.addWidget(dialog)
+    assert not dialog.per_face_box.isChecked()  # whole photos unless asked
+    dialog.folder_edit.setText(str(tmp_path / "out"))
+    dialog.per_face_box.setChecked(True)
+    request = dialog.request()
+    export_job(tmp_path / "proj", request)
+    assert {r["name"] for r in names_rows(tmp_path / "out")} == {"face0__face1", "face1__face1"}
+    again = ExportDialog(tmp_path / "proj", last=request.form())
+    qtbot.addWidget(again)
+    assert again.per_face_box.isChecked()
+
+
+def test_the_projects_own_landmarks_are_mapped_into_their_faces_crop(tmp_path):
+    from faceparse_app.export_faces import crop_transform
+
+    labels = _project(tmp_path / "proj", n=2)
+    known = np.stack([np.linspace(20, 44, 106), np.linspace(22, 46, 106)], axis=1)
+    path = tmp_path / "proj" / ".faceparse" / "landmarks" / "face0.jpg.txt"
+    path.parent.mkdir(parents=True)
+    path.write_text("106\n" + "\n".join(f"{x} {y}" for x, y in known) + "\n")
+    out = tmp_path / "out"
+    export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0, per_face=True)
+    (face,) = faces_from_label(labels["face0.jpg"])  # no faces kept: those of its label
+    m, _side = crop_transform(face)
+    np.testing.assert_allclose(
+        read_landmarks(out / "train" / "landmarks" / "face0__face1.txt"), known @ m[:, :2].T + m[:, 2], atol=0.01
+    )
+    readme = (out / "README.txt").read_text()
+    derived_part, known_part = readme.split("Landmark files from the project's own landmarks")
+    assert "train/landmarks/face1__face1.txt" in derived_part and "face0" not in derived_part
+    assert "train/landmarks/face0__face1.txt" in known_part
+
+
+def test_faces_cheek_to_cheek_each_get_their_own_landmarks(tmp_path, shared_data):
+    """Each crop also shows part of the neighbour: its labels stay (they are in the image), but
+    the landmarks are placed from the crop's own face alone, not from both faces' parts."""
+    from faceparse_app.export_faces import crop_transform
+
+    group_project(tmp_path / "proj", shared_data, faces="points", gap=0)
+    out = tmp_path / "lapa"
+    export_project(tmp_path / "proj", out, val_fraction=0, test_fraction=0, per_face=True)
+    with Project.open(tmp_path / "proj", read_only=True) as project:
+        faces = sorted(project.faces(project.images()[0]), key=lambda f: f.box[0])
+    reached = []
+    for k in (1, 2):
+        crop_label = read_label(out / "train" / "labels" / f"group__face{k}.png")
+        side = crop_label.shape[1]
+        edge = crop_label[:, int(side * 0.85) :] if k == 1 else crop_label[:, : int(side * 0.15)]
+        reached.append(np.isin(edge, (1, 2, 3, 4, 5)).sum() > 1000)  # the neighbour's face
+        points = read_landmarks(out / "train" / "landmarks" / f"group__face{k}.txt")
+        _assert_key_points(points, crop_label)
+        # Every point lies on this face (its box, mapped into the crop), none on the neighbour.
+        x0, y0, x1, y1 = faces[k - 1].box
+        m, _side = crop_transform(faces[k - 1])
+        xs = (np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ m[:, :2].T + m[:, 2])[:, 0]
+        assert (points[:, 0] > xs.min() - 10).all() and (points[:, 0] < xs.max() + 10).all(), k
+    assert any(reached)  # the case this is about: a crop holding two faces' parts
+
+
+def test_a_full_disk_midway_through_the_crops_leaves_the_earlier_export_as_it_was(tmp_path, monkeypatch):
+    import errno
+
+    import faceparse_app.export_faces as export_faces
+    from faceparse_app.project import ProjectError
+
+    _project(tmp_path / "proj", n=4)
+    out = tmp_path / "out"
+    export_project(tmp_path / "proj", out, seed=1)
+    (out / "notes.txt").write_text("mine")
+    before = _digest(out)
+    real, calls = export_faces.encode_label_png, {"n": 0}
+
+    def fails_on_third(label: np.ndarray) -> bytes:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(label)
+
+    monkeypatch.setattr(export_faces, "encode_label_png", fails_on_third)
+    with pytest.raises(ProjectError, match="disk full"):
+        export_project(tmp_path / "proj", out, seed=1, per_face=True)
+    assert _digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "proj"]  # no temp left
+
+
+def test_a_face_box_over_no_face_part_gets_its_crop_but_no_landmarks(tmp_path, shared_data):
+    root = tmp_path / "proj"
+    image, label = group_project(root, shared_data)
+    with Project.open(root) as project:
+        rec = project.images()[0]
+        false = user_face((512 + GAP / 2 - 40, 10, 512 + GAP / 2 + 40, 90))  # wall between them
+        project.set_faces(rec, [*project.faces(rec), false])
+    out = tmp_path / "lapa"
+    export_project(root, out, val_fraction=0, test_fraction=0, per_face=True)
+    names = sorted(p.stem for p in (out / "train" / "labels").iterdir())
+    assert names == ["group__face1", "group__face2", "group__face3"]  # the wall's is the middle one
+    assert not (out / "train" / "landmarks" / "group__face2.txt").exists()
+    assert (out / "train" / "landmarks" / "group__face3.txt").exists()
+    readme = (out / "README.txt").read_text(encoding="utf-8")
+    assert "  train/images/group__face2.jpg" in readme.split("No landmark file")[1]
