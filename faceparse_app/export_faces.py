@@ -7,8 +7,9 @@ path), zoomed out by :data:`trainer.faces.CONTEXT` so the hair and the chin are 
 each face's zoomed-out parse labels), at the photo's own resolution (no resize to the model's
 input). A face known by its eyes and mouth is turned upright (its label resampled nearest
 neighbour); a face known by its box only (drawn by hand) is an upright cut of whole pixels, so
-its image and label are the photo's own pixels. Past the photo's edge the image is padded as the
-trainer pads it (edge pixels repeated) and the label with background.
+its image and label are the photo's own pixels. Past the photo's edge the image is black and the
+label background (not the trainer's repeated edge pixels: streaks of skin or hair labeled
+background would teach a model trained on the export the wrong thing).
 
 Faces are the ones the project keeps for the photo (found, or drawn by the annotator), numbered
 left to right as Tab steps through them; a labeled photo whose faces were never looked for
@@ -132,7 +133,7 @@ def write_face_samples(
                 raise LabelMapError(f"face {k + 1} of the photo, at {face.box}: {exc}") from None
             crop_label = warp_label_to_crop(label, m, side)
             for path, data in (
-                (split_dir / "images" / f"{sample}.jpg", encode_jpeg(crop_face(image, m, side))),
+                (split_dir / "images" / f"{sample}.jpg", encode_jpeg(crop_face(image, m, side, fill=0))),
                 (split_dir / "labels" / f"{sample}.png", encode_label_png(crop_label)),
             ):
                 written.append(path)

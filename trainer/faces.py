@@ -240,8 +240,9 @@ def footprint(m: np.ndarray, size: int, shape: tuple[int, int]) -> tuple[int, in
 _AREA_BELOW = 0.9  # crops this much smaller than the photo are area-averaged first
 
 
-def crop_face(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """The size×size crop of ``image`` under transform ``m`` (outside the photo: edge pixels).
+def crop_face(image: np.ndarray, m: np.ndarray, size: int, fill: int | None = None) -> np.ndarray:
+    """The size×size crop of ``image`` under transform ``m`` (outside the photo: edge pixels, as
+    the model was trained, or the value ``fill``, such as black for an exported crop).
 
     A crop smaller than the face's footprint is taken from an area-averaged copy of the
     footprint first (as ``resize_square`` shrinks the training crops), so no face is aliased.
@@ -270,9 +271,14 @@ def crop_face(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
         # crop = m @ photo, photo = (x0 + fx * u, y0 + fy * v) for a pixel (u, v) of `small`.
         m = np.hstack([m[:, :2] * np.array([fx, fy]), (m[:, :2] @ np.array([x0, y0]) + m[:, 2])[:, None]])
         image = small
+    if fill is None:
+        return cv2.warpAffine(
+            image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
     return cv2.warpAffine(
-        image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+        image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(fill,) * 4,
+    )  # fmt: skip
 
 
 def warp_label_to_crop(label: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:

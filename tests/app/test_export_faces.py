@@ -353,3 +353,31 @@ def test_a_face_box_over_no_face_part_gets_its_crop_but_no_landmarks(tmp_path, s
     assert (out / "train" / "landmarks" / "group__face3.txt").exists()
     readme = (out / "README.txt").read_text(encoding="utf-8")
     assert "  train/images/group__face2.jpg" in readme.split("No landmark file")[1]
+
+
+def test_a_face_at_the_photos_edge_is_padded_black_where_its_label_is_background(tmp_path, shared_data):
+    """Past the photo's edge the crop holds no photo: its label is background there, and the
+    image must not show the edge pixels smeared out as streaks of skin or hair that a model
+    trained on the export would learn as background."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    image, label = two_face_photo(shared_data)
+    image, label = image[:, 100:], label[:, 100:]  # the left face's crop now reaches past the photo
+    write_image(root / "group.png", image)
+    with Project.open(root) as project:
+        rec = project.save_label(project.images()[0], label, status="labeled")
+        project.set_faces(rec, [user_face(f.box) for f in faces_from_label(label)])
+    out = tmp_path / "lapa"
+    export_project(root, out, val_fraction=0, test_fraction=0, per_face=True)
+    from faceparse_app.export_faces import crop_transform
+
+    with Project.open(root) as project:
+        face = min(project.faces(project.images()[0]), key=lambda f: f.box[0])
+    m, side = crop_transform(face)  # a box face: an upright cut, photo x = crop x - m[0, 2]
+    crop = read_image(out / "train" / "images" / "group__face1.jpg")
+    crop_label = read_label(out / "train" / "labels" / "group__face1.png")
+    outside = np.arange(side) - m[0, 2] < 0  # the crop's columns left of the photo
+    assert outside.sum() > 20, "the test's face must reach past the photo's left edge"
+    assert (crop_label[:, outside] == 0).all()
+    # Black, not the photo's edge repeated (the 8 columns beside the photo: JPEG's ringing).
+    assert crop[:, outside][:, :-8].max() <= 8
