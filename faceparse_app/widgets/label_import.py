@@ -80,11 +80,11 @@ def offer_dataset_labels(window: MainWindow, project: Project) -> None:
     unfinished = [r for r in project.images(include_missing=False) if r.status not in FINISHED and r.relpath.startswith(beside)]
     if not unfinished:
         return
-    shown = name_list([f"{f} ({n})" for f, n in folders.items()], 3)
+    shown = name_list([f"{n} in {f}" for f, n in folders.items()], 3)
     window.show_message(
-        f"{project.root.name} is laid out like a dataset: the label maps in {shown} (beside images/) "
-        "are not listed as photos. Import labels… makes them the photos' labels (marked needs "
-        "review); a photo you labeled keeps yours.",
+        f"{project.root.name} is laid out like a dataset: its label maps ({shown}, beside images/) "
+        "are not listed as photos. Import labels… makes them the photos' labels, marked needs "
+        "review; a photo you labeled keeps yours.",
         "info",
     )
     window.import_offer.show()
