@@ -151,6 +151,8 @@ def import_labels(
             return import_labels(opened, src, fmt, on_progress)
     if project.read_only:
         raise ProjectError(f"{project.root} is open to look only: labels cannot be imported")
+    if src == project.store_dir or project.store_dir in src.parents:
+        raise ProjectError(f"{src} is inside the project's own store: choose a folder of labels made elsewhere")
     source, files = find_label_files(src, fmt)
     if not files:
         raise ProjectError(
@@ -168,10 +170,10 @@ def import_labels(
 
 def find_label_files(folder: Path, fmt: str = "auto") -> tuple[str, list[LabelFile]]:
     """The source kind and the label files of a folder (see the module docstring)."""
+    export = _export_root(folder) if fmt != "celebamask" else None
+    if export is not None:
+        return "export", _export_files(export, folder)
     if fmt == "auto":
-        export = _export_root(folder)
-        if export is not None:
-            return "export", _export_files(export, folder)
         is_masks = folder.name in ("masks",) or ((folder / "masks").is_dir() and not (folder / "labels").is_dir())
         fmt = "celebamask" if is_masks else "lapa"
     if (folder / "labels").is_dir() or (folder / "masks").is_dir():
@@ -217,14 +219,19 @@ def _export_files(root: Path, folder: Path) -> list[LabelFile]:
             rows = [r for r in csv.DictReader(f) if r.get("split") in SPLITS and r.get("name") and r.get("original")]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ProjectError(f"{root / NAMES_CSV}: unreadable ({exc})") from None
-    files = []
+    files, named = [], set()
     for row in rows:
         path = root / row["split"] / "labels" / f"{row['name']}.png"
+        named.add(path)
         if folder != root and folder not in path.parents:
             continue
         landmarks = root / row["split"] / LANDMARKS_DIR / f"{row['name']}.txt"
         name = path.relative_to(folder).as_posix()
         files.append(LabelFile(path, name, (), row["original"], landmarks if landmarks.is_file() else None))
+    for split in SPLITS:  # labels added to the export since (not in names.csv): found by name
+        labels_dir = root / split / "labels"
+        if labels_dir.is_dir() and (folder == root or folder == labels_dir or folder in labels_dir.parents):
+            files += [_label_file(folder, p, labels_dir) for p in _pngs(labels_dir, False) if p not in named]
     return files
 
 

@@ -50,6 +50,8 @@ def test_lapa_labels_are_imported_as_a_persons_labels_to_review(helen) -> None:
             with pytest.raises(ProjectError):
                 project.save_label(rec, np.zeros((rec.height, rec.width), np.uint8), model_version="m1")
         assert project.counts()["needs_review"] == 6
+        with pytest.raises(ProjectError, match="own store"):  # its own label files are no source
+            import_labels(project, project.labels_dir)
 
 
 def test_a_hand_label_is_never_replaced_and_is_named(helen) -> None:
@@ -86,19 +88,25 @@ def test_our_export_imported_into_a_fresh_project_lands_on_each_photo(helen, tmp
         shutil.copy(labels / name, labels / f"{folder}_x.png")
     fresh = tmp_path / "fresh"
     shutil.copytree(photos, fresh)
+    later = names[2]  # not labeled before the export: a colleague adds its label by name
     with Project.open(photos) as project:
         for rec in project.images():
             name = rec.relpath.replace("/", "_") if "/" in rec.relpath else rec.relpath
-            project.save_label(rec, read_label(labels / name), status="labeled")
-        kept = {r.relpath: project.label_path(r).read_bytes() for r in project.images()}
+            if rec.relpath != later:
+                project.save_label(rec, read_label(labels / name), status="labeled")
+        kept = {r.relpath: project.label_path(r).read_bytes() for r in project.images() if r.relpath != later}
     out = tmp_path / "export"
     counts = export_project(photos, out, val_fraction=0.2, test_fraction=0.2)
-    assert sum(counts[s] for s in ("train", "val", "test")) == 6
+    assert sum(counts[s] for s in ("train", "val", "test")) == 5
+    shutil.copy(labels / later, out / "train" / "labels" / later)
     with Project.open(fresh) as project:
         report = import_labels(project, out)
-        assert sorted(report.imported) == sorted(kept) and not report.skipped
+        assert sorted(report.imported) == sorted([*kept, later]) and not report.skipped
         for rec in project.images():
-            assert project.label_path(rec).read_bytes() == kept[rec.relpath], rec.relpath
+            if rec.relpath == later:  # found by its name
+                assert np.array_equal(project.load_label(rec), read_label(labels / later))
+            else:
+                assert project.label_path(rec).read_bytes() == kept[rec.relpath], rec.relpath
 
 
 def test_celebamask_masks_convert_with_the_left_right_swap(shared_data: Path, tmp_path: Path) -> None:
