@@ -55,6 +55,7 @@ __all__ = ["FORMATS", "ImportReport", "import_labels"]
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "lapa", "celebamask")
+NO_PHOTO = "no photo of that name in the project"
 SOURCE_NAMES = {"export": "a FaceParse Studio export", "lapa": "LaPa labels", "celebamask": "CelebAMask-HQ masks"}
 
 
@@ -102,10 +103,16 @@ class ImportReport:
             parts[0] += ", marked labeled and needs review (Show: needs review): check each and mark it reviewed"
         if self.kept:
             parts.append(f"kept your own label on {len(self.kept)} ({name_list(self.kept, most)})")
-        if self.skipped:
-            shown = [f"{n} ({why})" for n, why in self.skipped[:most]]
-            more = f" and {len(self.skipped) - most} more" if len(self.skipped) > most else ""
-            parts.append(f"skipped {len(self.skipped)}: " + "; ".join(shown) + more)
+        # Label files for photos not in the project (a whole dataset against a few photos) are
+        # counted apart, so that the reasons of the ones that were for its photos stay in view.
+        unmatched = [n for n, why in self.skipped if why.startswith(NO_PHOTO)]
+        failed = [(n, why) for n, why in self.skipped if not why.startswith(NO_PHOTO)]
+        if failed:
+            shown = [f"{n} ({why})" for n, why in failed[:most]]
+            more = f" and {len(failed) - most} more" if len(failed) > most else ""
+            parts.append(f"skipped {len(failed)}: " + "; ".join(shown) + more)
+        if unmatched:
+            parts.append(f"no photo in this project for {len(unmatched)} more ({name_list(unmatched, 3)})")
         return "; ".join(parts) + "."
 
     def lines(self) -> list[str]:
@@ -174,13 +181,14 @@ def find_label_files(folder: Path, fmt: str = "auto") -> tuple[str, list[LabelFi
     if export is not None:
         return "export", _export_files(export, folder)
     if fmt == "auto":
-        is_masks = folder.name in ("masks",) or ((folder / "masks").is_dir() and not (folder / "labels").is_dir())
+        is_masks = folder.name == "masks" or ((folder / "masks").is_dir() and not (folder / "labels").is_dir())
         fmt = "celebamask" if is_masks else "lapa"
-    if (folder / "labels").is_dir() or (folder / "masks").is_dir():
-        dirs = [folder / d for d in DATASET_LABEL_FOLDERS if (folder / d).is_dir()]
+    sub = "masks" if fmt == "celebamask" else "labels"  # each layout's label folder
+    if (folder / sub).is_dir():
+        dirs = [folder / sub]
     else:
         subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]  # not .faceparse
-        dirs = sorted(p / d for p in subs for d in DATASET_LABEL_FOLDERS if (p / d).is_dir())
+        dirs = sorted(p / sub for p in subs if (p / sub).is_dir())
     if not dirs:  # a plain folder of label files (sub-folders mirror the photos')
         return fmt, [_label_file(folder, p, folder) for p in _pngs(folder, recursive=True)]
     return fmt, [_label_file(folder, p, d) for d in dirs for p in _pngs(d, recursive=False)]
@@ -257,7 +265,7 @@ def _match(project: Project, files: list[LabelFile], report: ImportReport) -> li
             found = next((hit for hit in [*levels, by_name.get(stem, [])] if hit), [])
         if not found:
             where = f" ({lf.original})" if lf.original else ""
-            report.skipped.append((lf.name, f"no photo of that name in the project{where}"))
+            report.skipped.append((lf.name, f"{NO_PHOTO}{where}"))
         elif len(found) > 1:
             report.skipped.append((lf.name, f"fits {len(found)} photos, {name_list([r.relpath for r in found])}: "
                                             "move or rename one"))  # fmt: skip

@@ -142,10 +142,12 @@ def test_wrong_size_colour_unreadable_and_out_of_range_labels_are_skipped_by_nam
     over = read_label(labels / high)
     over[0, 0] = 200
     Image.fromarray(over).save(labels / high)
+    shutil.copy(labels / names[5], labels / "nobody.png")  # for a photo not in the project
     with Project.open(photos) as project:
         report = import_labels(project, labels)
         skipped = dict(report.skipped)
-        assert sorted(skipped) == sorted([small, colour, broken, high])
+        assert sorted(skipped) == sorted([small, colour, broken, high, "nobody.png"])
+        assert "no photo" in skipped["nobody.png"]
         assert "but its image is" in skipped[small]
         assert "colour" in skipped[colour]
         assert "200" in skipped[high]
@@ -153,7 +155,8 @@ def test_wrong_size_colour_unreadable_and_out_of_range_labels_are_skipped_by_nam
         for name in (small, colour, broken, high):
             assert project.load_label(project.find(name)) is None
         text = report.message("labels")
-        assert all(n in text for n in (small, colour, broken, high))
+        assert all(n in text for n in (small, colour, broken, high)) and "skipped 4" in text
+        assert "no photo in this project for 1 more (nobody.png)" in text
 
 
 HOLDER = textwrap.dedent(
