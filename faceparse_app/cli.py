@@ -1,4 +1,5 @@
-"""The desktop app's commands that need no window: ``faceparse-studio export PROJECT OUT``.
+"""The desktop app's commands that need no window: ``faceparse-studio export PROJECT OUT`` and
+``faceparse-studio import-labels PROJECT LABELS``.
 
 ``faceparse-studio [FOLDER]`` opens the window (``faceparse_app.__main__``); a first argument
 naming one of :data:`COMMANDS` runs that command instead, without Qt. Errors in the input print
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 from trainer.errors import FaceParseError
 
-COMMANDS = ("export",)
+COMMANDS = ("export", "import-labels")
 EXIT_USER_ERROR = 2
 
 
@@ -27,6 +28,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
         per_face=args.per_face,
     )  # fmt: skip
     print(f"exported {json.dumps(counts)} -> {args.out}")
+    return 0
+
+
+def _cmd_import_labels(args: argparse.Namespace) -> int:
+    from faceparse_app.import_labels import import_labels
+
+    report = import_labels(args.project, args.labels, fmt=args.format)
+    print("\n".join(report.lines()))
     return 0
 
 
@@ -59,6 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the split (default: 0)")
     p.set_defaults(func=_cmd_export)
+    p = sub.add_parser(
+        "import-labels",
+        help="existing labels (LaPa, our export, CelebAMask-HQ masks) -> a project's photos",
+        description="Import existing labels into a project's photos: each becomes a person's label, "
+        "status labeled, needs review. A photo with a label of its own (in progress, labeled, "
+        "reviewed) keeps it; a label of the wrong size or values is skipped. Refused while a "
+        "window edits the project.",
+    )  # fmt: skip
+    p.add_argument("project", help="project folder (its photos)")
+    p.add_argument(
+        "labels", help="LaPa labels folder or tree root, a FaceParse Studio export, or CelebAMask-HQ masks",
+    )  # fmt: skip
+    p.add_argument(
+        "--format", choices=("auto", "lapa", "celebamask"), default="auto",
+        help="label values: LaPa 0..10 or CelebAMask-HQ 0..18 (default: auto, from the folder's layout)",
+    )  # fmt: skip
+    p.set_defaults(func=_cmd_import_labels)
     return parser
 
 

@@ -37,6 +37,7 @@ from faceparse_app.widgets.canvas import LabelCanvas
 from faceparse_app.widgets.class_palette import ClassPalette
 from faceparse_app.widgets.export_dialog import ExportDialog, start_export
 from faceparse_app.widgets.image_list import ImageList
+from faceparse_app.widgets.label_import import import_labels_in_window, offer_dataset_labels
 from faceparse_app.widgets.message_bar import MessageBar
 from faceparse_app.widgets.questions import ask_discard, ask_stop_training
 from faceparse_app.widgets.start_page import StartPage
@@ -141,8 +142,10 @@ class MainWindow(QMainWindow):
         self.face_offer = QPushButton("Use the face tool (W)")
         self.face_offer.setObjectName("face_offer")
         self.face_offer.clicked.connect(self.use_face_tool)
+        self.import_offer = QPushButton("Import labels…")  # a dataset's label folder, left out
+        self.import_offer.clicked.connect(lambda: import_labels_in_window(self))
         # The offers sit in the message bar, beside the text that explains them.
-        for offer in (self.train_offer, self.face_offer):
+        for offer in (self.train_offer, self.face_offer, self.import_offer):
             offer.hide()
             self.message_bar.layout().insertWidget(2, offer)
         self.start_page.open_requested.connect(self.open_project)
@@ -233,6 +236,7 @@ class MainWindow(QMainWindow):
         # After the window's own connections: the model loop's handlers see the new image shown.
         self.model_loop.attach(session)
         session.resume(self.settings.last_image(project.root))  # where the annotator left off
+        offer_dataset_labels(self, project)  # a LaPa tree's labels/: not photos, to import
         if project.recovery:  # last, so no other message hides it
             self.show_message(project.recovery, "warning")
         self.read_only_view.show(project)  # editing off, and why, when it is read-only
@@ -317,8 +321,8 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------ session glue
     def show_message(self, text: str, level: str = "info") -> None:
-        self.train_offer.hide()
-        self.face_offer.hide()
+        for offer in (self.train_offer, self.face_offer, self.import_offer):
+            offer.hide()
         current = self.session.current if self.session is not None else None
         self.message_bar.show_message(text, level, current.id if current is not None else None)
 

@@ -32,6 +32,10 @@ class PrelabelStarts:
         if version:
             self._kept[image_id] = (str(version), _digest(label), label.shape[:2])
 
+    def forget(self, image_id: int) -> None:
+        """The photo no longer starts from a pre-label (its label was replaced by an import)."""
+        self._kept.pop(image_id, None)
+
     def undone_to(self, image_id: int, doc: LabelDocument) -> str | None:
         """The model version whose pre-label ``doc`` holds again after its edits were undone
         (None: it does not, or the photo did not start from a pre-label).

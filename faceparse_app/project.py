@@ -134,6 +134,7 @@ class Project(StoreRows):
         super().__init__(root, root / STORE_DIR, conn, read_only)  # type: ignore[arg-type]
         self.labels_dir = self.store_dir / LABELS_DIR
         self.recovery: str | None = None
+        self.dataset_labels: dict[str, int] = {}  # the last scan's (ScanReport.dataset_labels)
         self._file_lock = lock
         self._last_backup = 0.0
 
@@ -271,8 +272,12 @@ class Project(StoreRows):
         New images are added as "new"; a known image whose file is gone is flagged missing; a
         new file with the content hash of a missing one is the same image moved, so its row
         (status, time, label) follows it. Changed files are re-hashed (size or mtime differ).
+        The label maps of a dataset's layout (``labels/`` or ``masks/`` beside ``images/``) are
+        not taken as photos.
         """
-        return scan_images(self)
+        report = scan_images(self)
+        self.dataset_labels = report.dataset_labels
+        return report
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -359,6 +364,7 @@ class Project(StoreRows):
         model_version: str | None = None,
         add_actions: int = 0,
         undone_to: str | None = None,
+        needs_review: bool = False,
     ) -> ImageRecord:
         """Write an image's label map atomically, then update its row.
 
@@ -378,6 +384,7 @@ class Project(StoreRows):
                 every edit undone (``prelabel_start``): saved as that model's, whoever wrote the
                 file last; "in_progress" goes back to "pre-labeled", and "pre-labeled" (edits
                 undone before any save) stays so.
+            needs_review: flag the label for a look (Show: needs review), as an imported one is.
 
         Returns:
             The updated record.
@@ -440,8 +447,8 @@ class Project(StoreRows):
                 stat.st_size,
                 stat.st_mtime_ns,
             ]
-            if status in FINISHED and status != rec.status:
-                sets.append("needs_review=0")
+            if needs_review or (status in FINISHED and status != rec.status):
+                sets.append(f"needs_review={int(needs_review)}")
             if add_seconds and np.isfinite(add_seconds) and add_seconds > 0:
                 sets.append("active_seconds=active_seconds+?")
                 args.append(float(add_seconds))

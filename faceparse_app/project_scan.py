@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
 from faceparse_app.store_guard import prelabel_mark
 from trainer.data.folders import list_images
@@ -36,6 +37,8 @@ FINISHED = frozenset({"labeled", "reviewed"})
 # The columns of an image row that :func:`changed_file` reads, in its order.
 CHANGE_COLUMNS = "relpath, id, content_hash, size_bytes, mtime_ns, missing, status"
 UNTOUCHED = frozenset({"new", "pre-labeled"})
+# The label-map folders of LaPa's and CelebAMask-HQ's layouts, each beside an images/ folder.
+DATASET_LABEL_FOLDERS = ("labels", "masks")
 
 
 @dataclass
@@ -53,6 +56,8 @@ class ScanReport:
             (not "new" or "pre-labeled"): what the user is told about, once.
         replaced: relpaths of labeled or started images whose file is now another picture (its
             label, made for the old one, is kept and marked for review; see :func:`changed_file`).
+        dataset_labels: folder relpath -> number of label maps of a dataset's layout found new
+            there and not taken as photos (:func:`dataset_label_folder`).
     """
 
     added: list[str] = field(default_factory=list)
@@ -61,6 +66,7 @@ class ScanReport:
     moved: list[tuple[str, str]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
+    dataset_labels: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -121,6 +127,10 @@ def scan_images(project: Project) -> ScanReport:
                 report.replaced.append(relpath)
     relinked: list[tuple[os.PathLike[str], os.PathLike[str]]] = []
     for relpath in sorted(set(on_disk) - set(rows)):
+        aside = dataset_label_folder(root, relpath)
+        if aside is not None:  # a photo already listed from there stays (rows above)
+            report.dataset_labels[aside] = report.dataset_labels.get(aside, 0) + 1
+            continue
         path = on_disk[relpath]
         stat = stats[relpath]
         digest = file_hash_or_none(path)
@@ -186,6 +196,28 @@ def scan_images(project: Project) -> ScanReport:
     for relpath in report.missing:
         log.warning("%s is missing from the project folder", relpath)
     return report
+
+
+def dataset_label_folder(root: Path, relpath: str) -> str | None:
+    """The folder (relpath) of a dataset's label maps holding image ``relpath``, else None.
+
+    Only a single-channel ('L' or 'P') PNG directly in ``labels/`` or ``masks/`` beside an
+    ``images/`` folder (LaPa's and CelebAMask-HQ's layouts): File → Import labels… takes those in
+    as labels. Photos in a ``labels`` folder with no ``images/`` beside it, and colour pictures
+    in one, stay photos; the open message names the folders set aside.
+    """
+    parts = relpath.split("/")
+    if len(parts) < 2 or parts[-2] not in DATASET_LABEL_FOLDERS or not relpath.lower().endswith(".png"):
+        return None
+    if not root.joinpath(*parts[:-2], "images").is_dir():
+        return None
+    try:
+        with Image.open(root / relpath) as im:
+            if im.mode not in ("L", "P"):
+                return None
+    except (OSError, ValueError):
+        return None
+    return "/".join(parts[:-1])
 
 
 @dataclass(frozen=True)

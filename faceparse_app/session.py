@@ -133,6 +133,19 @@ class AnnotationSession(QObject):
             return True
         return self.next_unfinished() or self.current is not None or self.step(0)
 
+    def labels_replaced(self, image_ids: list[int]) -> None:
+        """Labels written under the session (an import): their undo steps and pre-label starts
+        led to labels that are gone; the photo on screen, if among them, shows its new label."""
+        annotation = self.annotation
+        for image_id in image_ids:
+            annotation._histories.drop(image_id)
+            annotation.starts.forget(image_id)
+        current = annotation.current
+        if current is not None and current.id in image_ids:
+            annotation._detach()  # saved before the import: nothing unsaved is dropped here
+            annotation.open_image(current.id)
+        self.records_changed.emit()
+
     # The annotation's state and rules (see Annotation for each).
     project = _forward("project")
     label_set = _forward("label_set")

@@ -17,6 +17,7 @@ from faceparse_app.widgets.face_steps import NEXT_FACE_KEYS, PREVIOUS_FACE_KEYS,
 from faceparse_app.widgets.folder_rescan import RESCAN_KEY, rescan_folder
 from faceparse_app.widgets.help_dialogs import show_about, show_shortcuts
 from faceparse_app.widgets.label_colours import MIN_KEPT_OPACITY
+from faceparse_app.widgets.label_import import import_labels_in_window
 
 if TYPE_CHECKING:
     from faceparse_app.main_window import MainWindow
@@ -62,6 +63,13 @@ def build_menus(window: MainWindow) -> None:
         file_menu,
         "Export LaPa (reviewed only)…",
         lambda: window.export_lapa(reviewed_only=True),
+    )
+    window.import_action = _action(
+        window, file_menu, "&Import labels…", lambda: import_labels_in_window(window)
+    )
+    window.import_action.setToolTip(
+        "Import labels: a LaPa labels folder or tree, a FaceParse Studio export or CelebAMask-HQ "
+        "masks become the photos' labels (needs review); a photo you labeled keeps yours"
     )
     file_menu.addSeparator()
     window.save_action = _action(
@@ -183,6 +191,7 @@ def build_menus(window: MainWindow) -> None:
         window.rescan_action,
         window.export_action,
         window.export_reviewed_action,
+        window.import_action,
         window.save_action,
         window.close_action,
         window.undo_action,
