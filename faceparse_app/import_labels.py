@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from faceparse_app.export import LANDMARKS_DIR
-from faceparse_app.export_files import NAMES_CSV, SPLITS
+from faceparse_app.export_files import FACE_BOX_COLUMNS, NAMES_CSV, SPLITS
 from faceparse_app.landmarks import format_landmarks, known_landmarks
 from faceparse_app.project import ImageRecord, Project, ProjectError
 from faceparse_app.project_scan import DATASET_LABEL_FOLDERS, name_list
@@ -102,7 +102,7 @@ class ImportReport:
         if self.imported:
             parts[0] += ", marked labeled and needs review (Show: needs review): check each and mark it reviewed"
         if self.kept:
-            parts.append(f"kept your own label on {len(self.kept)} ({name_list(self.kept, most)})")
+            parts.append(f"kept the label already there (yours, or imported before) on {len(self.kept)} ({name_list(self.kept, most)})")
         # Label files for photos not in the project (a whole dataset against a few photos) are
         # counted apart, so that the reasons of the ones that were for its photos stay in view.
         unmatched = [n for n, why in self.skipped if why.startswith(NO_PHOTO)]
@@ -118,10 +118,10 @@ class ImportReport:
     def lines(self) -> list[str]:
         """The command's report: the summary, then every kept photo and skipped file."""
         head = f"imported {len(self.imported)} ({SOURCE_NAMES[self.source]}; labeled, needs review)"
-        head += f", kept your own {len(self.kept)}, skipped {len(self.skipped)}"
+        head += f", kept {len(self.kept)}, skipped {len(self.skipped)}"
         return [
             head,
-            *(f"kept your own label: {p}" for p in self.kept),
+            *(f"kept the label already there: {p}" for p in self.kept),
             *(f"skipped {n}: {why}" for n, why in self.skipped),
         ]
 
@@ -224,9 +224,16 @@ def _export_files(root: Path, folder: Path) -> list[LabelFile]:
     """The label files of our export under ``folder``, each with its photo from names.csv."""
     try:
         with open(root / NAMES_CSV, encoding="utf-8", newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("split") in SPLITS and r.get("name") and r.get("original")]
+            reader = csv.DictReader(f)
+            rows = [r for r in reader if r.get("split") in SPLITS and r.get("name") and r.get("original")]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ProjectError(f"{root / NAMES_CSV}: unreadable ({exc})") from None
+    if set(FACE_BOX_COLUMNS) <= set(reader.fieldnames or ()):
+        raise ProjectError(
+            f"{root} was exported with one image per face: its labels are crops of faces, not of "
+            "whole photos, and cannot be put back on the photos. Import an export of whole photos "
+            "(File → Export LaPa… without 'One image per face')"
+        )
     files, named = [], set()
     for row in rows:
         path = root / row["split"] / "labels" / f"{row['name']}.png"

@@ -217,3 +217,21 @@ def test_a_lapa_tree_opened_as_a_project_lists_only_its_images(shared_data: Path
         assert report.landmarks == 1
         kept = project.store_dir / "landmarks" / f"test/images/{stem}.png.txt"
         assert kept.read_text().splitlines()[0] == "106"
+
+
+def test_a_per_face_export_is_refused_with_its_reason_and_nothing_changes(helen, tmp_path: Path) -> None:
+    """A per-face export holds crops, not the photos' labels: importing it must say so, not
+    skip every crop as 'wrong size' (or as two labels for one photo) and leave the user guessing."""
+    photos, labels = helen
+    with Project.open(photos) as project:
+        for rec in project.images():
+            project.save_label(rec, read_label(labels / rec.relpath), status="labeled")
+    out = tmp_path / "export"
+    export_project(photos, out, val_fraction=0, test_fraction=0, per_face=True)
+    fresh = tmp_path / "fresh"
+    shutil.copytree(photos, fresh, ignore=shutil.ignore_patterns(".faceparse"))
+    with Project.open(fresh) as project:
+        with pytest.raises(ProjectError, match="one image per face") as err:
+            import_labels(project, out)
+        assert "whole photos" in str(err.value)
+        assert all(project.may_prelabel(r) for r in project.images())
