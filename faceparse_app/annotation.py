@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
+from collections.abc import Collection
 
 import numpy as np
 from psygnal import Signal
@@ -171,7 +171,7 @@ class Annotation:
         rec, doc = self.current, self.document
         if rec is None or doc is None or rec.id != image_id:
             return False
-        if self.edited_here(image_id) or doc.dirty or doc.in_stroke:
+        if not self.may_replace(image_id):
             return False
         fresh = self.project.get(image_id)
         if fresh.status == "pre-labeled" and fresh.model_version == version:
@@ -222,6 +222,22 @@ class Annotation:
         it: edited by hand (even if since saved or undone), edits whose save failed, or an
         unreadable label file waiting to be kept aside."""
         return image_id in self._touched or image_id in self._invalid_label or image_id in self._unsaved
+
+    def may_replace(self, image_id: int) -> bool:
+        """Whether this window lets a label made elsewhere (a model's, an import's) replace an
+        image's: not :meth:`edited_here` and, on screen, no unsaved edit, no stroke in progress."""
+        doc = self.document if self.current is not None and self.current.id == image_id else None
+        return not self.edited_here(image_id) and not (doc is not None and (doc.dirty or doc.in_stroke))
+
+    def labels_replaced(self, image_ids: Collection[int]) -> None:
+        """Labels an import wrote: their undo steps and pre-label starts led to labels now gone;
+        the image on screen shows its new one, unless it holds unsaved edits (they stay)."""
+        for image_id in image_ids:
+            self._histories.drop(image_id)
+            self.starts.forget(image_id)
+        if (rec := self.current) is not None and rec.id in image_ids and self.may_replace(rec.id):
+            self._detach()
+            self.open_image(rec.id)
 
     def may_refresh(self, image_id: int, version: str) -> bool:
         """Whether model `version` may re-do the pre-label of an image not on screen.
@@ -458,20 +474,6 @@ class Annotation:
         if status_changed:
             self.records_changed.emit()
         return True
-
-    # ------------------------------------------------------------------- export
-    def export_lapa(self, out_dir: str | Path, reviewed_only: bool = False) -> dict[str, int] | None:
-        """Save, then export the labeled images as a LaPa folder (counts per split, or None)."""
-        from faceparse_app.export import export_message, export_project
-
-        self.save()
-        try:
-            counts = export_project(self.project, Path(out_dir), reviewed_only=reviewed_only)
-        except (FaceParseError, OSError) as exc:
-            self.message.emit(f"Export failed: {exc}", "error")
-            return None
-        self.message.emit(export_message(out_dir, counts, self.counts(), reviewed_only), "info")
-        return counts
 
     # -------------------------------------------------------------------- close
     def save_all(self) -> bool:

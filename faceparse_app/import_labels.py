@@ -23,7 +23,10 @@ names photos decides: two photos there (``x.jpg`` and ``x.png``), or two label f
 photo, are refused by name, never guessed.
 
 Nothing of the annotator's is lost: only a photo with no label or only a model's pre-label
-(``Project.may_prelabel``) takes an imported label; any other keeps its own and is named.
+(``Project.may_prelabel``) takes an imported label; any other keeps its own and is named. A
+window importing into its open project also keeps the photos it has edited
+(``Annotation.may_replace``), and has the photo on screen imported on its own thread
+(:func:`import_held`), where no stroke can come between the check and the write.
 An imported label is written by ``Project.save_label`` (atomic), recorded as a person's (no
 pre-label replaces it), status "labeled", flagged needs review. A LaPa landmark file beside it
 (``landmarks/<stem>.txt``, 106 points) is kept as the photo's known landmarks, which the export
@@ -50,7 +53,7 @@ from trainer.data.imageio import atomic_write_bytes, read_label
 from trainer.errors import LabelMapError
 from trainer.labels import CELEBAMASK, LAPA, celebamask_to_lapa
 
-__all__ = ["FORMATS", "ImportReport", "import_labels"]
+__all__ = ["FORMATS", "ImportReport", "import_held", "import_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,8 @@ class ImportReport:
         kept: relpaths of the photos that kept the annotator's own label.
         skipped: (label file name, reason) of each label file not imported.
         landmarks: imported labels whose landmark file was kept.
+        held: the match of the photo a window holds on screen (``import_labels``'s ``hold``),
+            written by :func:`import_held`.
     """
 
     source: str
@@ -95,6 +100,7 @@ class ImportReport:
     kept: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     landmarks: int = 0
+    held: list[tuple[ImageRecord, LabelFile]] = field(default_factory=list)
 
     def message(self, folder: str, most: int = 5) -> str:
         """The one summary the window shows (``most`` names per list)."""
@@ -131,6 +137,8 @@ def import_labels(
     folder: str | os.PathLike[str],
     fmt: str = "auto",
     on_progress: Callable[[int, int], None] | None = None,
+    may_replace: Callable[[int], bool] | None = None,
+    hold: int | None = None,
 ) -> ImportReport:
     """Import a folder of existing labels into a project (see the module docstring).
 
@@ -140,6 +148,9 @@ def import_labels(
         folder: the labels: a LaPa labels folder or tree, our export, CelebAMask-HQ masks.
         fmt: "auto" (from the folder's layout), "lapa" or "celebamask".
         on_progress: called as on_progress(done, total) after each label file.
+        may_replace: a window's say on each photo id (False: it edited the photo; it keeps its
+            label); called on this function's thread.
+        hold: the id of the photo on a window's screen: matched, not written (``report.held``).
 
     Returns:
         What was imported, kept and skipped (with each reason).
@@ -155,7 +166,7 @@ def import_labels(
         raise ProjectError(f"{src}: no such folder of labels")
     if not isinstance(project, Project):
         with Project.open(project) as opened:
-            return import_labels(opened, src, fmt, on_progress)
+            return import_labels(opened, src, fmt, on_progress, may_replace, hold)
     if project.read_only:
         raise ProjectError(f"{project.root} is open to look only: labels cannot be imported")
     if src == project.store_dir or project.store_dir in src.parents:
@@ -169,10 +180,26 @@ def import_labels(
     report = ImportReport(source)
     matched = _match(project, files, report)
     for done, (rec, label_file) in enumerate(matched, 1):
-        _import_one(project, rec, label_file, source, report)
+        if rec.id == hold:
+            report.held.append((rec, label_file))
+        elif may_replace is not None and not may_replace(rec.id):
+            report.kept.append(rec.relpath)
+        else:
+            _import_one(project, rec, label_file, source, report)
         if on_progress is not None:
             on_progress(done, len(matched))
     return report
+
+
+def import_held(project: Project, report: ImportReport, may_replace: Callable[[int], bool]) -> None:
+    """Import ``report.held`` (the photo on a window's screen) on the window's thread, unless
+    ``may_replace`` says the annotator edited it meanwhile: then it keeps its label."""
+    for rec, label_file in report.held:
+        if may_replace(rec.id):
+            _import_one(project, project.get(rec.id), label_file, report.source, report)
+        else:
+            report.kept.append(rec.relpath)
+    report.held.clear()
 
 
 def find_label_files(folder: Path, fmt: str = "auto") -> tuple[str, list[LabelFile]]:
