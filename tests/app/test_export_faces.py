@@ -379,3 +379,14 @@ def test_a_face_at_the_photos_edge_is_padded_black_where_its_label_is_background
     assert (crop_label[:, outside] == 0).all()
     # Black, not the photo's edge repeated (the 8 columns beside the photo: JPEG's ringing).
     assert crop[:, outside][:, :-8].max() <= 8
+
+
+def test_the_readme_says_what_lies_past_the_photos_edge_in_a_crop(tmp_path):
+    """The README is what a user of the dataset reads: it must describe the crops as written
+    (black past the photo's edge), not the trainer's repeated edge pixels."""
+    _project(tmp_path / "proj", n=2)
+    out = tmp_path / "out"
+    export_project(tmp_path / "proj", out, per_face=True)
+    readme = " ".join((out / "README.txt").read_text(encoding="utf-8").split())
+    assert "repeats its edge pixels" not in readme
+    assert "Past the photo's edge the image is black and the label is background" in readme
