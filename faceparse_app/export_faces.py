@@ -114,7 +114,8 @@ def write_face_samples(
         faces: the photo's faces, in the order they are numbered.
         name: the photo's export name; face i is written as ``NAME__face<i>``.
         known: (106, 2) photo points of the project's own landmarks (one face's), or None;
-            they go to the face whose box holds their centre, mapped into its crop.
+            they go to the one face whose box holds their centre (of overlapping boxes, the
+            face that owns that point, as pixels are shared out), mapped into its crop.
 
     Returns:
         One FaceSample per face, in order. A failure midway removes what this call wrote.
@@ -138,7 +139,7 @@ def write_face_samples(
             ):
                 written.append(path)
                 path.write_bytes(data)
-            points, how = _known_in_crop(known, face, m, side), "known"
+            points, how = _known_in_crop(known, boxes, k, m, side), "known"
             if points is None:
                 own_label = _own_pixels(crop_label, m, boxes, k) if len(boxes) > 1 else crop_label
                 how = "derived" if np.isin(own_label, FACE_CLASSES).any() else "none"
@@ -175,14 +176,17 @@ def _own_pixels(
     return np.where(own, crop_label, 0).astype(np.uint8)
 
 
-def _known_in_crop(known: np.ndarray | None, face: Face, m: np.ndarray, side: int) -> np.ndarray | None:
-    """The project's own landmarks in this face's crop, when they are this face's (their centre
-    lies in its box) and fall inside the crop; else None."""
+def _known_in_crop(
+    known: np.ndarray | None, boxes: Sequence[tuple[float, float, float, float]], k: int, m: np.ndarray, side: int
+) -> np.ndarray | None:
+    """The project's own landmarks in face ``k``'s crop, when they are this face's (their centre
+    lies in its box and, where boxes overlap, is nearer its box than any other's: one face's
+    points never go to two crops) and fall inside the crop; else None."""
     if known is None:
         return None
     cx, cy = known.mean(0)
-    x0, y0, x1, y1 = face.box
-    if not (x0 <= cx <= x1 and y0 <= cy <= y1):
+    x0, y0, x1, y1 = boxes[k]
+    if not (x0 <= cx <= x1 and y0 <= cy <= y1) or not owned_by(np.float32(cx), np.float32(cy), boxes, k):
         return None
     points = known @ m[:, :2].T + m[:, 2]
     return points if ((points >= -1) & (points <= side)).all() else None

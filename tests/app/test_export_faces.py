@@ -390,3 +390,29 @@ def test_the_readme_says_what_lies_past_the_photos_edge_in_a_crop(tmp_path):
     readme = " ".join((out / "README.txt").read_text(encoding="utf-8").split())
     assert "repeats its edge pixels" not in readme
     assert "Past the photo's edge the image is black and the label is background" in readme
+
+
+def test_the_projects_landmarks_go_to_one_face_where_two_face_boxes_overlap(tmp_path, shared_data):
+    """A box drawn by hand may reach over a neighbour's face: the project's landmarks (one face's)
+    belong to that one face's crop, not also to the neighbour's as 'known' landmarks."""
+    root = tmp_path / "proj"
+    group_project(root, shared_data, faces="boxes", gap=0)
+    with Project.open(root) as project:
+        rec = project.images()[0]
+        left, right = sorted(project.faces(rec), key=lambda f: f.box[0])
+        cx, cy = (left.box[0] + left.box[2]) / 2, (left.box[1] + left.box[3]) / 2
+        y0, y1 = min(left.box[1], right.box[1]), max(left.box[3], right.box[3])
+        wide = user_face((cx - 20, y0, right.box[2], y1))  # over the left face's centre
+        project.set_faces(rec, [left, wide])
+    known = np.stack([np.linspace(cx - 12, cx + 12, 106), np.linspace(cy - 12, cy + 12, 106)], axis=1)
+    path = root / ".faceparse" / "landmarks" / "group.png.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("106\n" + "\n".join(f"{x} {y}" for x, y in known) + "\n")
+    out = tmp_path / "lapa"
+    export_project(root, out, val_fraction=0, test_fraction=0, per_face=True)
+    readme = (out / "README.txt").read_text(encoding="utf-8")
+    derived_part, known_part = readme.split("Landmark files from the project's own landmarks")
+    assert "train/landmarks/group__face1.txt" in known_part
+    assert "train/landmarks/group__face2.txt" in derived_part
+    second = read_landmarks(out / "train" / "landmarks" / "group__face2.txt")
+    assert not np.allclose(second.std(0), known.std(0), atol=0.5)  # not the left face's points
