@@ -296,7 +296,10 @@ def _match(project: Project, files: list[LabelFile], report: ImportReport) -> li
         else:
             stem = lf.path.name[: -len(".png")]
             levels = [[by_relpath[k]] if k in by_relpath else by_stem.get(k, []) for k in lf.keys]
-            found = next((hit for hit in [*levels, by_name.get(stem, [])] if hit), [])
+            # A label file inside the project folder is listed as a photo too: never its own photo.
+            itself = lf.path.relative_to(project.root).as_posix() if lf.path.is_relative_to(project.root) else None
+            levels = [[r for r in hit if r.relpath != itself] for hit in [*levels, by_name.get(stem, [])]]
+            found = next((hit for hit in levels if hit), [])
         if not found:
             where = f" ({lf.original})" if lf.original else ""
             report.skipped.append((lf.name, f"{NO_PHOTO}{where}"))

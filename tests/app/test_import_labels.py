@@ -235,3 +235,20 @@ def test_a_per_face_export_is_refused_with_its_reason_and_nothing_changes(helen,
             import_labels(project, out)
         assert "whole photos" in str(err.value)
         assert all(project.may_prelabel(r) for r in project.images())
+
+
+def test_labels_copied_into_the_project_folder_are_not_taken_for_their_own_photos(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """A labels folder put inside the project (no images/ beside it) is listed as photos by the
+    scan; importing it must still land each label on its photo, not refuse every one as fitting
+    two photos (its photo and the label file itself)."""
+    root = tmp_path / "proj"
+    shutil.copytree(shared_data / HELEN / "images", root / "photos")
+    shutil.copytree(shared_data / HELEN / "labels", root / "labels")
+    with Project.open(root) as project:
+        report = import_labels(project, root / "labels")
+        assert sorted(report.imported) == sorted(f"photos/{p.name}" for p in (root / "labels").glob("*.png"))
+        assert not report.skipped
+        rec = project.find(report.imported[0])
+        assert np.array_equal(project.load_label(rec), read_label(root / "labels" / rec.relpath.split("/")[1]))
