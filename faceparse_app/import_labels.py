@@ -28,7 +28,8 @@ window importing into its open project also keeps the photos it has edited
 (``Annotation.may_replace``), and has the photo on screen imported on its own thread
 (:func:`import_held`), where no stroke can come between the check and the write.
 An imported label is written by ``Project.save_label`` (atomic), recorded as a person's (no
-pre-label replaces it), status "labeled", flagged needs review. A LaPa landmark file beside it
+pre-label replaces it; no model version, even where it replaced a pre-label), status
+"labeled", flagged needs review. A LaPa landmark file beside it
 (``landmarks/<stem>.txt``, 106 points) is kept as the photo's known landmarks, which the export
 writes instead of deriving them.
 """
@@ -336,7 +337,7 @@ def _import_one(project: Project, rec: ImageRecord, lf: LabelFile, source: str, 
         label = read_label(lf.path, num_classes=classes, expected_size=(rec.height, rec.width))
         if source == "celebamask":
             label = celebamask_to_lapa(label)
-        project.save_label(rec, label, status="labeled", needs_review=True)
+        project.save_label(rec, label, status="labeled", imported=True)
     except (LabelMapError, ProjectError) as exc:
         reason = str(exc).removeprefix(f"{lf.path}: ")
         if source == "lapa" and "out of range" in reason and int(np.max(_values(lf.path))) < CELEBAMASK.num_classes:

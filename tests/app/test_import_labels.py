@@ -252,3 +252,21 @@ def test_labels_copied_into_the_project_folder_are_not_taken_for_their_own_photo
         assert not report.skipped
         rec = project.find(report.imported[0])
         assert np.array_equal(project.load_label(rec), read_label(root / "labels" / rec.relpath.split("/")[1]))
+
+
+def test_an_imported_label_over_a_pre_label_is_not_recorded_as_that_models(helen, tmp_path: Path) -> None:
+    """The store records who wrote a label: an imported label that replaced a model's pre-label
+    is a person's, not one started from that model (effort.csv's model_version stays empty)."""
+    import csv
+
+    photos, labels = helen
+    with Project.open(photos) as project:
+        rec = project.images()[0]
+        project.save_label(rec, np.zeros((rec.height, rec.width), np.uint8), model_version="m7")
+        report = import_labels(project, labels)
+        assert rec.relpath in report.imported
+        assert project.get(rec.id).model_version is None
+    export_project(photos, tmp_path / "out", val_fraction=0, test_fraction=0)
+    with open(tmp_path / "out" / "effort.csv", encoding="utf-8", newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["original"] == rec.relpath)
+    assert row["label_source"] == "hand" and row["model_version"] == ""
