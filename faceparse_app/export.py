@@ -83,7 +83,6 @@ log = logging.getLogger(__name__)
 
 README_NAME = "README.txt"
 MANIFEST_FORMAT = "faceparse-lapa-export"
-LANDMARKS_DIR = "landmarks"
 # What an export written before manifests existed holds: anything else in it is not ours.
 _READ_BY_LOADERS = re.compile(r"^(train|val|test)/(images|labels)/")  # a stray file there stops one
 _OLD_LAYOUT = re.compile(r"^(README\.txt|(train|val|test)/(images/[^/]+\.jpg|labels/[^/]+\.png|landmarks/[^/]+\.txt))$")
@@ -398,7 +397,7 @@ def _export_one(
             f"{project.label_path(rec)}: label is {label.shape[1]}×{label.shape[0]} but its image "
             f"{src} is {image.shape[1]}×{image.shape[0]}"
         )
-    points = known_landmarks(project.store_dir / LANDMARKS_DIR / (rec.relpath + ".txt"), label.shape)
+    points = known_landmarks(project.landmarks_file(rec.relpath), label.shape)
     if per_face:
         from faceparse_app.export_faces import photo_faces, write_face_samples
 

@@ -45,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 
-from faceparse_app.export import LANDMARKS_DIR
 from faceparse_app.export_files import FACE_BOX_COLUMNS, NAMES_CSV, SPLITS
 from faceparse_app.landmarks import format_landmarks, known_landmarks
 from faceparse_app.project import ImageRecord, Project, ProjectError
@@ -59,6 +58,7 @@ __all__ = ["FORMATS", "ImportReport", "import_held", "import_labels"]
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "lapa", "celebamask")
+LAPA_LANDMARKS = "landmarks"  # LaPa's landmark files, beside labels/
 NO_PHOTO = "no photo of that name in the project"
 SOURCE_NAMES = {"export": "a FaceParse Studio export", "lapa": "LaPa labels", "celebamask": "CelebAMask-HQ masks"}
 
@@ -235,7 +235,7 @@ def _label_file(folder: Path, path: Path, labels_dir: Path) -> LabelFile:
     below = path.relative_to(labels_dir).with_suffix("").as_posix()
     under = path.relative_to(folder).with_suffix("").as_posix()
     as_images = "/".join("images" if p in DATASET_LABEL_FOLDERS else p for p in under.split("/"))
-    landmarks = labels_dir.parent / LANDMARKS_DIR / (below + ".txt")
+    landmarks = labels_dir.parent / LAPA_LANDMARKS / (below + ".txt")
     keys = tuple(dict.fromkeys([below, as_images]))
     return LabelFile(path, path.relative_to(folder).as_posix(), keys, None, landmarks if landmarks.is_file() else None)
 
@@ -268,7 +268,7 @@ def _export_files(root: Path, folder: Path) -> list[LabelFile]:
         named.add(path)
         if folder != root and folder not in path.parents:
             continue
-        landmarks = root / row["split"] / LANDMARKS_DIR / f"{row['name']}.txt"
+        landmarks = root / row["split"] / LAPA_LANDMARKS / f"{row['name']}.txt"
         name = path.relative_to(folder).as_posix()
         files.append(LabelFile(path, name, (), row["original"], landmarks if landmarks.is_file() else None))
     for split in SPLITS:  # labels added to the export since (not in names.csv): found by name
@@ -348,7 +348,7 @@ def _import_one(project: Project, rec: ImageRecord, lf: LabelFile, source: str, 
     if lf.landmarks is not None:
         points = known_landmarks(lf.landmarks, label.shape)
         if points is not None:
-            dst = project.store_dir / LANDMARKS_DIR / (rec.relpath + ".txt")
+            dst = project.landmarks_file(rec.relpath)
             try:
                 atomic_write_bytes(dst, format_landmarks(points).encode("utf-8"))
                 report.landmarks += 1

@@ -52,7 +52,7 @@ from faceparse_app.store_guard import (
     encode_prelabel_png,
     write_error,
 )
-from faceparse_app.store_open import DB_NAME, LABELS_DIR, SCHEMA_VERSION, STATUSES
+from faceparse_app.store_open import DB_NAME, LABELS_DIR, LANDMARKS_DIR, SCHEMA_VERSION, STATUSES
 from faceparse_app.store_rows import ImageRecord, ProjectError, StoreRows
 from trainer.data.imageio import (
     atomic_write_bytes,
@@ -290,6 +290,10 @@ class Project(StoreRows):
     def label_file(self, relpath: str) -> Path:
         """Where the label map of an image relpath lives."""
         return self.labels_dir / (relpath + ".png")
+
+    def landmarks_file(self, relpath: str) -> Path:
+        """Where the project's own landmarks of an image relpath live (LaPa's 106 points)."""
+        return self.store_dir / LANDMARKS_DIR / (relpath + ".txt")
 
     def load_image(self, rec: ImageRecord) -> np.ndarray:
         """The image as (H, W, 3) uint8 RGB, EXIF orientation applied.

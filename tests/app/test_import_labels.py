@@ -270,3 +270,25 @@ def test_an_imported_label_over_a_pre_label_is_not_recorded_as_that_models(helen
     with open(tmp_path / "out" / "effort.csv", encoding="utf-8", newline="") as f:
         row = next(r for r in csv.DictReader(f) if r["original"] == rec.relpath)
     assert row["label_source"] == "hand" and row["model_version"] == ""
+
+
+def test_imported_landmarks_follow_their_photo_when_it_is_renamed(helen, tmp_path: Path) -> None:
+    """A photo renamed in the folder keeps its row and label (the scan relinks it by content);
+    its imported LaPa landmarks must follow too, not be replaced by derived ones in the export."""
+    from trainer.data.lapa import read_landmarks
+
+    photos, labels = helen
+    stem = sorted(p.stem for p in labels.glob("*.png"))[0]
+    (tmp_path / "landmarks").mkdir()
+    points = np.array([[100 + i % 50, 120 + i // 50] for i in range(106)], float)
+    (tmp_path / "landmarks" / f"{stem}.txt").write_text("106\n" + "".join(f"{x} {y}\n" for x, y in points))
+    with Project.open(photos) as project:
+        assert import_labels(project, labels).landmarks == 1
+    (photos / f"{stem}.png").rename(photos / "renamed.png")
+    with Project.open(photos) as project:  # the open scan relinks it
+        assert project.find("renamed.png").status == "labeled"
+    out = tmp_path / "out"
+    export_project(photos, out, val_fraction=0, test_fraction=0)
+    readme = (out / "README.txt").read_text(encoding="utf-8")
+    assert "train/landmarks/renamed.txt" in readme.split("Landmark files from the project's own landmarks")[1]
+    np.testing.assert_allclose(read_landmarks(out / "train" / "landmarks" / "renamed.txt"), points, atol=0.01)
