@@ -11,7 +11,8 @@ its image and label are the photo's own pixels. Past the photo's edge the image 
 label background (not the trainer's repeated edge pixels: streaks of skin or hair labeled
 background would teach a model trained on the export the wrong thing).
 
-Faces are the ones the project keeps for the photo (found, or drawn by the annotator), numbered
+Faces are the ones the project keeps for the photo (found, or drawn by the annotator), and any
+face its label holds outside them (labeled by hand where the face finder saw none), numbered
 left to right as Tab steps through them; a labeled photo whose faces were never looked for
 (a label found on disk) uses the faces its label holds. trainer.faces (and torch) is loaded only
 here, when an export asks for crops: the whole-photo export and the project store run without it.
@@ -88,14 +89,21 @@ def crop_transform(face: Face) -> tuple[np.ndarray, int]:
 
 
 def photo_faces(project: Project, rec: ImageRecord, label: np.ndarray) -> list[Face]:
-    """The faces of a photo, left to right: those the project keeps, or, where they were never
-    looked for, those its label holds."""
-    faces = project.faces(rec)
-    if faces is None:
-        from trainer.faces import faces_from_label
+    """The faces of a photo, left to right: those the project keeps, and each face its label
+    holds that none of them covers (labeled by hand where the face finder saw none); all those
+    its label holds where faces were never looked for."""
+    from trainer.faces import faces_from_label
 
-        faces = faces_from_label(label)
+    kept, held = project.faces(rec), faces_from_label(label)
+    faces = held if kept is None else [*kept, *(f for f in held if not any(_covers(k, f) for k in kept))]
     return [faces[i] for i in face_order(faces)]
+
+
+def _covers(kept: Face, found: Face) -> bool:
+    """Whether a kept face's box holds the centre of a face found in the label."""
+    x0, y0, x1, y1 = kept.box
+    cx, cy = (found.box[0] + found.box[2]) / 2, (found.box[1] + found.box[3]) / 2
+    return x0 <= cx <= x1 and y0 <= cy <= y1
 
 
 def write_face_samples(

@@ -126,7 +126,7 @@ def _per_face_lines(no_face: Sequence[str]) -> list[str]:
         "photo.",
     ]
     if no_face:
-        lines += [f"Photos with no face, so no image (labeled all background) ({len(no_face)}):"]
+        lines += [f"Photos with no face, so no image (none kept, none in the label) ({len(no_face)}):"]
         lines += [f"  {relpath}" for relpath in no_face]
     return lines
 

@@ -416,3 +416,26 @@ def test_the_projects_landmarks_go_to_one_face_where_two_face_boxes_overlap(tmp_
     assert "train/landmarks/group__face2.txt" in derived_part
     second = read_landmarks(out / "train" / "landmarks" / "group__face2.txt")
     assert not np.allclose(second.std(0), known.std(0), atol=0.5)  # not the left face's points
+
+
+def test_faces_painted_where_the_face_finder_saw_none_are_exported(tmp_path, shared_data):
+    """The face finder may miss a face (turned away, half hidden) that the annotator then labels
+    by hand: the project keeps no face, or only the other, for the photo. Every face the label
+    holds is exported, not dropped with the README calling the photo 'labeled all background'."""
+    root = tmp_path / "proj"
+    group_project(root, shared_data)
+    with Project.open(root) as project:
+        rec = project.images()[0]
+        left, right = sorted(project.faces(rec), key=lambda f: f.box[0])
+        project.set_faces(rec, [right])  # only the right face was found
+    out = tmp_path / "one_found"
+    counts = export_project(root, out, val_fraction=0, test_fraction=0, per_face=True)
+    assert counts["train"] == 2
+    first = read_label(out / "train" / "labels" / "group__face1.png")
+    assert np.isin(first, (4, 5)).sum() > 100  # the left face's eyes: its own crop
+    with Project.open(root) as project:
+        project.set_faces(project.images()[0], [])  # looked for, none found
+    out = tmp_path / "none_found"
+    counts = export_project(root, out, val_fraction=0, test_fraction=0, per_face=True)
+    assert counts["train"] == 2 and counts["no_face"] == 0
+    assert "group.png" not in (out / "README.txt").read_text(encoding="utf-8")
