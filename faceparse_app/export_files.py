@@ -20,6 +20,9 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 README_MARK = "FaceParse Studio LaPa export"
 NAMES_CSV = "names.csv"
 MANIFEST_NAME = "export-manifest.json"
+# The manifest's record of photos drawn into a split but given no image (per face: no face),
+# so that a later export keeps them there (names.csv lists only what was written).
+NO_IMAGE_SPLITS = "splits_of_photos_without_images"
 EFFORT_CSV = "effort.csv"
 FACE_BOX_COLUMNS = ("face_x0", "face_y0", "face_x1", "face_y1")
 EFFORT_COLUMNS = (

@@ -439,3 +439,26 @@ def test_faces_painted_where_the_face_finder_saw_none_are_exported(tmp_path, sha
     counts = export_project(root, out, val_fraction=0, test_fraction=0, per_face=True)
     assert counts["train"] == 2 and counts["no_face"] == 0
     assert "group.png" not in (out / "README.txt").read_text(encoding="utf-8")
+
+
+def test_a_photo_with_no_face_keeps_its_split_through_a_per_face_export(tmp_path):
+    """A photo labeled with no face (a background-only negative) is in every whole export but
+    gives no crop: a per-face export in between must not forget its split, or the next whole
+    export may draw a photo of the first one's test set into train."""
+    root = tmp_path / "proj"
+    _project(root, n=6)
+    write_image(root / "wall.png", np.full((64, 64, 3), 90, np.uint8))
+    with Project.open(root) as project:
+        rec = project.save_label(project.find("wall.png"), np.zeros((64, 64), np.uint8), status="labeled")
+        project.set_faces(rec, [])
+    out = tmp_path / "out"
+    shares = {"val_fraction": 0.3, "test_fraction": 0.3, "seed": 2}
+    export_project(root, out, **shares)
+    first = {r["original"]: r["split"] for r in names_rows(out)}
+    assert export_project(root, out, per_face=True, **shares)["no_face"] == 1
+    write_image(root / "new.png", synthetic_face(64, seed=9)[0])  # a photo labeled since
+    with Project.open(root) as project:
+        project.save_label(project.find("new.png"), synthetic_face(64, seed=9)[1], status="labeled")
+    export_project(root, out, **shares)
+    again = {r["original"]: r["split"] for r in names_rows(out)}
+    assert {p: again[p] for p in first} == first
