@@ -117,7 +117,8 @@ def _per_face_lines(no_face: Sequence[str]) -> list[str]:
     lines = [
         "",
         "ONE IMAGE PER FACE: each face of a photo is a sample of its own, NAME__face<i> (i from 1,",
-        "left to right, as Tab steps through them in FaceParse Studio). A crop is framed as the",
+        "left to right: the faces FaceParse Studio keeps, as Tab steps through them, and any face",
+        "labeled where none was kept). A crop is framed as the",
         "trainer frames a face (eyes and mouth at the training crops' places, zoomed out 1.5x so",
         "the hair and chin are inside), square, at the photo's own resolution (not resized). A",
         "face known by its eyes and mouth is turned upright: its image is resampled bilinearly and",
