@@ -106,7 +106,7 @@ class Annotation:
         self._end_stroke()
         self.watch.check(self)
         self.save()
-        self._detach()
+        self.image, self.document = None, None
         rec = self.watch.photo_opened(self, image_id)
         self.current = rec
         try:
@@ -230,13 +230,13 @@ class Annotation:
         return not self.edited_here(image_id) and not (doc is not None and (doc.dirty or doc.in_stroke))
 
     def labels_replaced(self, image_ids: Collection[int]) -> None:
-        """Labels an import wrote: their undo steps and pre-label starts led to labels now gone;
-        the image on screen shows its new one, unless it holds unsaved edits (they stay)."""
+        """An import wrote these labels: the undo steps and pre-label starts that led to the
+        old ones go; the image on screen shows its new one unless edited here (:meth:`may_replace`)."""
         for image_id in image_ids:
             self._histories.drop(image_id)
             self.starts.forget(image_id)
         if (rec := self.current) is not None and rec.id in image_ids and self.may_replace(rec.id):
-            self._detach()
+            self.image, self.document = None, None
             self.open_image(rec.id)
 
     def may_refresh(self, image_id: int, version: str) -> bool:
@@ -304,9 +304,6 @@ class Annotation:
         if self.document is not None and self.document.in_stroke:
             if self.document.end_stroke() is not None:
                 self.note_edit()
-
-    def _detach(self) -> None:
-        self.image, self.document = None, None
 
     # --------------------------------------------------------------- navigation
     def next_unfinished(self) -> bool:
@@ -495,7 +492,7 @@ class Annotation:
         ok = self.save_all()
         if self.writer is not None:
             self.writer.close()
-        self._detach()
+        self.image, self.document = None, None
         self.current = None
         self.project.close()
         return ok
