@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
+from collections.abc import Collection
 
 import numpy as np
 from psygnal import Signal
@@ -106,7 +106,7 @@ class Annotation:
         self._end_stroke()
         self.watch.check(self)
         self.save()
-        self._detach()
+        self.image, self.document = None, None
         rec = self.watch.photo_opened(self, image_id)
         self.current = rec
         try:
@@ -171,7 +171,7 @@ class Annotation:
         rec, doc = self.current, self.document
         if rec is None or doc is None or rec.id != image_id:
             return False
-        if self.edited_here(image_id) or doc.dirty or doc.in_stroke:
+        if not self.may_replace(image_id):
             return False
         fresh = self.project.get(image_id)
         if fresh.status == "pre-labeled" and fresh.model_version == version:
@@ -222,6 +222,22 @@ class Annotation:
         it: edited by hand (even if since saved or undone), edits whose save failed, or an
         unreadable label file waiting to be kept aside."""
         return image_id in self._touched or image_id in self._invalid_label or image_id in self._unsaved
+
+    def may_replace(self, image_id: int) -> bool:
+        """Whether this window lets a label made elsewhere (a model's, an import's) replace an
+        image's: not :meth:`edited_here` and, on screen, no unsaved edit, no stroke in progress."""
+        doc = self.document if self.current is not None and self.current.id == image_id else None
+        return not self.edited_here(image_id) and not (doc is not None and (doc.dirty or doc.in_stroke))
+
+    def labels_replaced(self, image_ids: Collection[int]) -> None:
+        """An import wrote these labels: the undo steps and pre-label starts that led to the
+        old ones go; the image on screen shows its new one unless edited here (:meth:`may_replace`)."""
+        for image_id in image_ids:
+            self._histories.drop(image_id)
+            self.starts.forget(image_id)
+        if (rec := self.current) is not None and rec.id in image_ids and self.may_replace(rec.id):
+            self.image, self.document = None, None
+            self.open_image(rec.id)
 
     def may_refresh(self, image_id: int, version: str) -> bool:
         """Whether model `version` may re-do the pre-label of an image not on screen.
@@ -288,9 +304,6 @@ class Annotation:
         if self.document is not None and self.document.in_stroke:
             if self.document.end_stroke() is not None:
                 self.note_edit()
-
-    def _detach(self) -> None:
-        self.image, self.document = None, None
 
     # --------------------------------------------------------------- navigation
     def next_unfinished(self) -> bool:
@@ -459,20 +472,6 @@ class Annotation:
             self.records_changed.emit()
         return True
 
-    # ------------------------------------------------------------------- export
-    def export_lapa(self, out_dir: str | Path, reviewed_only: bool = False) -> dict[str, int] | None:
-        """Save, then export the labeled images as a LaPa folder (counts per split, or None)."""
-        from faceparse_app.export import export_message, export_project
-
-        self.save()
-        try:
-            counts = export_project(self.project, Path(out_dir), reviewed_only=reviewed_only)
-        except (FaceParseError, OSError) as exc:
-            self.message.emit(f"Export failed: {exc}", "error")
-            return None
-        self.message.emit(export_message(out_dir, counts, self.counts(), reviewed_only), "info")
-        return counts
-
     # -------------------------------------------------------------------- close
     def save_all(self) -> bool:
         """Save the current image and retry every earlier failed save; True if all are on disk."""
@@ -493,7 +492,7 @@ class Annotation:
         ok = self.save_all()
         if self.writer is not None:
             self.writer.close()
-        self._detach()
+        self.image, self.document = None, None
         self.current = None
         self.project.close()
         return ok

@@ -48,6 +48,7 @@ from faceparse_app.export_files import (
     EFFORT_CSV,
     MANIFEST_NAME,
     NAMES_CSV,
+    NO_IMAGE_SPLITS,
     README_MARK,
     SPLITS,
     export_message,
@@ -83,7 +84,6 @@ log = logging.getLogger(__name__)
 
 README_NAME = "README.txt"
 MANIFEST_FORMAT = "faceparse-lapa-export"
-LANDMARKS_DIR = "landmarks"
 # What an export written before manifests existed holds: anything else in it is not ours.
 _READ_BY_LOADERS = re.compile(r"^(train|val|test)/(images|labels)/")  # a stray file there stops one
 _OLD_LAYOUT = re.compile(r"^(README\.txt|(train|val|test)/(images/[^/]+\.jpg|labels/[^/]+\.png|landmarks/[^/]+\.txt))$")
@@ -243,7 +243,7 @@ def _export(
     exported: list[tuple[str, ...]] = []  # names.csv rows (per face: and the face's box)
     effort: list[tuple[str, str, ImageRecord]] = []  # per photo
     samples: list[tuple[str, str, ImageRecord]] = []  # per file written (the README's warnings)
-    no_face: list[str] = []
+    no_face: dict[str, str] = {}  # per face: photos with no face -> the split drawn for them
     try:
         tmp = make_temp_dir(out.parent, f".{out.name}.partial-")
     except OSError as exc:
@@ -262,7 +262,7 @@ def _export(
                     (tmp / split / sub / f"{name}{ext}").unlink(missing_ok=True)
             else:
                 effort += [(split, name, rec)] if written else []
-                no_face += [] if written else [rec.relpath]
+                no_face.update({} if written else {rec.relpath: split})
                 for sample in written:
                     counts[split] += 1
                     box = () if sample.box is None else tuple(f"{v:.1f}" for v in sample.box)
@@ -277,7 +277,7 @@ def _export(
         strays = [r for r in _foreign_entries(out, tmp, previous) if _READ_BY_LOADERS.match(r)] if previous else []
         (tmp / README_NAME).write_text(
             readme(counts, landmarks, skipped, reviewed_only, val_fraction, test_fraction, seed, effort, strays,
-                   samples, no_face if per_face else None),  # fmt: skip
+                   samples, list(no_face) if per_face else None),  # fmt: skip
             encoding="utf-8",
         )
         write_names(tmp / NAMES_CSV, exported, per_face)
@@ -286,7 +286,7 @@ def _export(
         (tmp / MANIFEST_NAME).write_text(
             json.dumps(
                 {"format": MANIFEST_FORMAT, "version": 1, "split": settings,
-                 **({"images": "faces"} if per_face else {}), "files": ours}, indent=1,
+                 **({"images": "faces", NO_IMAGE_SPLITS: no_face} if per_face else {}), "files": ours}, indent=1,
             ),
             encoding="utf-8",
         )
@@ -398,7 +398,7 @@ def _export_one(
             f"{project.label_path(rec)}: label is {label.shape[1]}×{label.shape[0]} but its image "
             f"{src} is {image.shape[1]}×{image.shape[0]}"
         )
-    points = known_landmarks(project.store_dir / LANDMARKS_DIR / (rec.relpath + ".txt"), label.shape)
+    points = known_landmarks(project.landmarks_file(rec.relpath), label.shape)
     if per_face:
         from faceparse_app.export_faces import photo_faces, write_face_samples
 

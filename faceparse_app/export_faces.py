@@ -11,7 +11,8 @@ its image and label are the photo's own pixels. Past the photo's edge the image 
 label background (not the trainer's repeated edge pixels: streaks of skin or hair labeled
 background would teach a model trained on the export the wrong thing).
 
-Faces are the ones the project keeps for the photo (found, or drawn by the annotator), numbered
+Faces are the ones the project keeps for the photo (found, or drawn by the annotator), and any
+face its label holds outside them (labeled by hand where the face finder saw none), numbered
 left to right as Tab steps through them; a labeled photo whose faces were never looked for
 (a label found on disk) uses the faces its label holds. trainer.faces (and torch) is loaded only
 here, when an export asks for crops: the whole-photo export and the project store run without it.
@@ -88,14 +89,21 @@ def crop_transform(face: Face) -> tuple[np.ndarray, int]:
 
 
 def photo_faces(project: Project, rec: ImageRecord, label: np.ndarray) -> list[Face]:
-    """The faces of a photo, left to right: those the project keeps, or, where they were never
-    looked for, those its label holds."""
-    faces = project.faces(rec)
-    if faces is None:
-        from trainer.faces import faces_from_label
+    """The faces of a photo, left to right: those the project keeps, and each face its label
+    holds that none of them covers (labeled by hand where the face finder saw none); all those
+    its label holds where faces were never looked for."""
+    from trainer.faces import faces_from_label
 
-        faces = faces_from_label(label)
+    kept, held = project.faces(rec), faces_from_label(label)
+    faces = held if kept is None else [*kept, *(f for f in held if not any(_covers(k, f) for k in kept))]
     return [faces[i] for i in face_order(faces)]
+
+
+def _covers(kept: Face, found: Face) -> bool:
+    """Whether a kept face's box holds the centre of a face found in the label."""
+    x0, y0, x1, y1 = kept.box
+    cx, cy = (found.box[0] + found.box[2]) / 2, (found.box[1] + found.box[3]) / 2
+    return x0 <= cx <= x1 and y0 <= cy <= y1
 
 
 def write_face_samples(
@@ -114,7 +122,8 @@ def write_face_samples(
         faces: the photo's faces, in the order they are numbered.
         name: the photo's export name; face i is written as ``NAME__face<i>``.
         known: (106, 2) photo points of the project's own landmarks (one face's), or None;
-            they go to the face whose box holds their centre, mapped into its crop.
+            they go to the one face whose box holds their centre (of overlapping boxes, the
+            face that owns that point, as pixels are shared out), mapped into its crop.
 
     Returns:
         One FaceSample per face, in order. A failure midway removes what this call wrote.
@@ -138,7 +147,7 @@ def write_face_samples(
             ):
                 written.append(path)
                 path.write_bytes(data)
-            points, how = _known_in_crop(known, face, m, side), "known"
+            points, how = _known_in_crop(known, boxes, k, m, side), "known"
             if points is None:
                 own_label = _own_pixels(crop_label, m, boxes, k) if len(boxes) > 1 else crop_label
                 how = "derived" if np.isin(own_label, FACE_CLASSES).any() else "none"
@@ -175,14 +184,17 @@ def _own_pixels(
     return np.where(own, crop_label, 0).astype(np.uint8)
 
 
-def _known_in_crop(known: np.ndarray | None, face: Face, m: np.ndarray, side: int) -> np.ndarray | None:
-    """The project's own landmarks in this face's crop, when they are this face's (their centre
-    lies in its box) and fall inside the crop; else None."""
+def _known_in_crop(
+    known: np.ndarray | None, boxes: Sequence[tuple[float, float, float, float]], k: int, m: np.ndarray, side: int
+) -> np.ndarray | None:
+    """The project's own landmarks in face ``k``'s crop, when they are this face's (their centre
+    lies in its box and, where boxes overlap, is nearer its box than any other's: one face's
+    points never go to two crops) and fall inside the crop; else None."""
     if known is None:
         return None
     cx, cy = known.mean(0)
-    x0, y0, x1, y1 = face.box
-    if not (x0 <= cx <= x1 and y0 <= cy <= y1):
+    x0, y0, x1, y1 = boxes[k]
+    if not (x0 <= cx <= x1 and y0 <= cy <= y1) or not owned_by(np.float32(cx), np.float32(cy), boxes, k):
         return None
     points = known @ m[:, :2].T + m[:, 2]
     return points if ((points >= -1) & (points <= side)).all() else None

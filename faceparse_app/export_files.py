@@ -20,6 +20,9 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 README_MARK = "FaceParse Studio LaPa export"
 NAMES_CSV = "names.csv"
 MANIFEST_NAME = "export-manifest.json"
+# The manifest's record of photos drawn into a split but given no image (per face: no face),
+# so that a later export keeps them there (names.csv lists only what was written).
+NO_IMAGE_SPLITS = "splits_of_photos_without_images"
 EFFORT_CSV = "effort.csv"
 FACE_BOX_COLUMNS = ("face_x0", "face_y0", "face_x1", "face_y1")
 EFFORT_COLUMNS = (
@@ -114,19 +117,20 @@ def _per_face_lines(no_face: Sequence[str]) -> list[str]:
     lines = [
         "",
         "ONE IMAGE PER FACE: each face of a photo is a sample of its own, NAME__face<i> (i from 1,",
-        "left to right, as Tab steps through them in FaceParse Studio). A crop is framed as the",
+        "left to right: the faces FaceParse Studio keeps, as Tab steps through them, and any face",
+        "labeled where none was kept). A crop is framed as the",
         "trainer frames a face (eyes and mouth at the training crops' places, zoomed out 1.5x so",
         "the hair and chin are inside), square, at the photo's own resolution (not resized). A",
         "face known by its eyes and mouth is turned upright: its image is resampled bilinearly and",
         "its label nearest neighbour; a face drawn as a box is an upright cut of the photo's own",
-        "pixels. Past the photo's edge the image repeats its edge pixels and the label is",
-        "background. A neighbouring face that reaches into a crop keeps its labels there.",
+        "pixels. Past the photo's edge the image is black and the label is background. A",
+        "neighbouring face that reaches into a crop keeps its labels there.",
         "names.csv gives each crop's photo and face box (face_x0, face_y0, face_x1, face_y1, in",
         "the photo's pixels); every face of a photo is in that photo's split. effort.csv is per",
         "photo.",
     ]
     if no_face:
-        lines += [f"Photos with no face, so no image (labeled all background) ({len(no_face)}):"]
+        lines += [f"Photos with no face, so no image (none kept, none in the label) ({len(no_face)}):"]
         lines += [f"  {relpath}" for relpath in no_face]
     return lines
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceparse_app.export_files import MANIFEST_NAME, NAMES_CSV, SPLITS, read_names
+from faceparse_app.export_files import MANIFEST_NAME, NAMES_CSV, NO_IMAGE_SPLITS, SPLITS, read_names
 
 # Letters and digits of any script stay; separators, punctuation and controls become '_'.
 _UNSAFE = re.compile(r"[^\w.-]+")
@@ -70,11 +70,16 @@ def split_of(
 
 def earlier_splits(out: Path, previous: dict[str, str | None], settings: dict) -> dict[str, str]:
     """Original relpath -> split in the earlier export in out, when it drew its split with the
-    same seed and fractions (or did not record them: an export from before they were kept)."""
+    same seed and fractions (or did not record them: an export from before they were kept):
+    those of names.csv, and those of photos it drew but gave no image (per face: no face)."""
     if NAMES_CSV not in previous:
         return {}
     try:
-        recorded = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8")).get("split")
+        manifest = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
+        recorded, no_image = manifest.get("split"), manifest.get(NO_IMAGE_SPLITS) or {}
     except (OSError, ValueError, AttributeError):
         return {}
-    return read_names(out / NAMES_CSV) if recorded in (None, settings) else {}
+    if recorded not in (None, settings):
+        return {}
+    kept = {str(k): v for k, v in no_image.items() if v in SPLITS} if isinstance(no_image, dict) else {}
+    return {**kept, **read_names(out / NAMES_CSV)}

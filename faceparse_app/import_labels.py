@@ -23,9 +23,13 @@ names photos decides: two photos there (``x.jpg`` and ``x.png``), or two label f
 photo, are refused by name, never guessed.
 
 Nothing of the annotator's is lost: only a photo with no label or only a model's pre-label
-(``Project.may_prelabel``) takes an imported label; any other keeps its own and is named.
+(``Project.may_prelabel``) takes an imported label; any other keeps its own and is named. A
+window importing into its open project also keeps the photos it has edited
+(``Annotation.may_replace``), and has the photo on screen imported on its own thread
+(:func:`import_held`), where no stroke can come between the check and the write.
 An imported label is written by ``Project.save_label`` (atomic), recorded as a person's (no
-pre-label replaces it), status "labeled", flagged needs review. A LaPa landmark file beside it
+pre-label replaces it; no model version, even where it replaced a pre-label), status
+"labeled", flagged needs review. A LaPa landmark file beside it
 (``landmarks/<stem>.txt``, 106 points) is kept as the photo's known landmarks, which the export
 writes instead of deriving them.
 """
@@ -41,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 
-from faceparse_app.export import LANDMARKS_DIR
 from faceparse_app.export_files import FACE_BOX_COLUMNS, NAMES_CSV, SPLITS
 from faceparse_app.landmarks import format_landmarks, known_landmarks
 from faceparse_app.project import ImageRecord, Project, ProjectError
@@ -50,11 +53,12 @@ from trainer.data.imageio import atomic_write_bytes, read_label
 from trainer.errors import LabelMapError
 from trainer.labels import CELEBAMASK, LAPA, celebamask_to_lapa
 
-__all__ = ["FORMATS", "ImportReport", "import_labels"]
+__all__ = ["FORMATS", "ImportReport", "import_held", "import_labels"]
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "lapa", "celebamask")
+LAPA_LANDMARKS = "landmarks"  # LaPa's landmark files, beside labels/
 NO_PHOTO = "no photo of that name in the project"
 SOURCE_NAMES = {"export": "a FaceParse Studio export", "lapa": "LaPa labels", "celebamask": "CelebAMask-HQ masks"}
 
@@ -88,6 +92,8 @@ class ImportReport:
         kept: relpaths of the photos that kept the annotator's own label.
         skipped: (label file name, reason) of each label file not imported.
         landmarks: imported labels whose landmark file was kept.
+        held: the match of the photo a window holds on screen (``import_labels``'s ``hold``),
+            written by :func:`import_held`.
     """
 
     source: str
@@ -95,6 +101,7 @@ class ImportReport:
     kept: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     landmarks: int = 0
+    held: list[tuple[ImageRecord, LabelFile]] = field(default_factory=list)
 
     def message(self, folder: str, most: int = 5) -> str:
         """The one summary the window shows (``most`` names per list)."""
@@ -131,6 +138,8 @@ def import_labels(
     folder: str | os.PathLike[str],
     fmt: str = "auto",
     on_progress: Callable[[int, int], None] | None = None,
+    may_replace: Callable[[int], bool] | None = None,
+    hold: int | None = None,
 ) -> ImportReport:
     """Import a folder of existing labels into a project (see the module docstring).
 
@@ -140,6 +149,9 @@ def import_labels(
         folder: the labels: a LaPa labels folder or tree, our export, CelebAMask-HQ masks.
         fmt: "auto" (from the folder's layout), "lapa" or "celebamask".
         on_progress: called as on_progress(done, total) after each label file.
+        may_replace: a window's say on each photo id (False: it edited the photo; it keeps its
+            label); called on this function's thread.
+        hold: the id of the photo on a window's screen: matched, not written (``report.held``).
 
     Returns:
         What was imported, kept and skipped (with each reason).
@@ -155,7 +167,7 @@ def import_labels(
         raise ProjectError(f"{src}: no such folder of labels")
     if not isinstance(project, Project):
         with Project.open(project) as opened:
-            return import_labels(opened, src, fmt, on_progress)
+            return import_labels(opened, src, fmt, on_progress, may_replace, hold)
     if project.read_only:
         raise ProjectError(f"{project.root} is open to look only: labels cannot be imported")
     if src == project.store_dir or project.store_dir in src.parents:
@@ -169,10 +181,26 @@ def import_labels(
     report = ImportReport(source)
     matched = _match(project, files, report)
     for done, (rec, label_file) in enumerate(matched, 1):
-        _import_one(project, rec, label_file, source, report)
+        if rec.id == hold:
+            report.held.append((rec, label_file))
+        elif may_replace is not None and not may_replace(rec.id):
+            report.kept.append(rec.relpath)
+        else:
+            _import_one(project, rec, label_file, source, report)
         if on_progress is not None:
             on_progress(done, len(matched))
     return report
+
+
+def import_held(project: Project, report: ImportReport, may_replace: Callable[[int], bool]) -> None:
+    """Import ``report.held`` (the photo on a window's screen) on the window's thread, unless
+    ``may_replace`` says the annotator edited it meanwhile: then it keeps its label."""
+    for rec, label_file in report.held:
+        if may_replace(rec.id):
+            _import_one(project, project.get(rec.id), label_file, report.source, report)
+        else:
+            report.kept.append(rec.relpath)
+    report.held.clear()
 
 
 def find_label_files(folder: Path, fmt: str = "auto") -> tuple[str, list[LabelFile]]:
@@ -207,7 +235,7 @@ def _label_file(folder: Path, path: Path, labels_dir: Path) -> LabelFile:
     below = path.relative_to(labels_dir).with_suffix("").as_posix()
     under = path.relative_to(folder).with_suffix("").as_posix()
     as_images = "/".join("images" if p in DATASET_LABEL_FOLDERS else p for p in under.split("/"))
-    landmarks = labels_dir.parent / LANDMARKS_DIR / (below + ".txt")
+    landmarks = labels_dir.parent / LAPA_LANDMARKS / (below + ".txt")
     keys = tuple(dict.fromkeys([below, as_images]))
     return LabelFile(path, path.relative_to(folder).as_posix(), keys, None, landmarks if landmarks.is_file() else None)
 
@@ -240,7 +268,7 @@ def _export_files(root: Path, folder: Path) -> list[LabelFile]:
         named.add(path)
         if folder != root and folder not in path.parents:
             continue
-        landmarks = root / row["split"] / LANDMARKS_DIR / f"{row['name']}.txt"
+        landmarks = root / row["split"] / LAPA_LANDMARKS / f"{row['name']}.txt"
         name = path.relative_to(folder).as_posix()
         files.append(LabelFile(path, name, (), row["original"], landmarks if landmarks.is_file() else None))
     for split in SPLITS:  # labels added to the export since (not in names.csv): found by name
@@ -269,7 +297,10 @@ def _match(project: Project, files: list[LabelFile], report: ImportReport) -> li
         else:
             stem = lf.path.name[: -len(".png")]
             levels = [[by_relpath[k]] if k in by_relpath else by_stem.get(k, []) for k in lf.keys]
-            found = next((hit for hit in [*levels, by_name.get(stem, [])] if hit), [])
+            # A label file inside the project folder is listed as a photo too: never its own photo.
+            itself = lf.path.relative_to(project.root).as_posix() if lf.path.is_relative_to(project.root) else None
+            levels = [[r for r in hit if r.relpath != itself] for hit in [*levels, by_name.get(stem, [])]]
+            found = next((hit for hit in levels if hit), [])
         if not found:
             where = f" ({lf.original})" if lf.original else ""
             report.skipped.append((lf.name, f"{NO_PHOTO}{where}"))
@@ -306,7 +337,7 @@ def _import_one(project: Project, rec: ImageRecord, lf: LabelFile, source: str, 
         label = read_label(lf.path, num_classes=classes, expected_size=(rec.height, rec.width))
         if source == "celebamask":
             label = celebamask_to_lapa(label)
-        project.save_label(rec, label, status="labeled", needs_review=True)
+        project.save_label(rec, label, status="labeled", imported=True)
     except (LabelMapError, ProjectError) as exc:
         reason = str(exc).removeprefix(f"{lf.path}: ")
         if source == "lapa" and "out of range" in reason and int(np.max(_values(lf.path))) < CELEBAMASK.num_classes:
@@ -317,7 +348,7 @@ def _import_one(project: Project, rec: ImageRecord, lf: LabelFile, source: str, 
     if lf.landmarks is not None:
         points = known_landmarks(lf.landmarks, label.shape)
         if points is not None:
-            dst = project.store_dir / LANDMARKS_DIR / (rec.relpath + ".txt")
+            dst = project.landmarks_file(rec.relpath)
             try:
                 atomic_write_bytes(dst, format_landmarks(points).encode("utf-8"))
                 report.landmarks += 1

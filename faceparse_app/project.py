@@ -52,7 +52,7 @@ from faceparse_app.store_guard import (
     encode_prelabel_png,
     write_error,
 )
-from faceparse_app.store_open import DB_NAME, LABELS_DIR, SCHEMA_VERSION, STATUSES
+from faceparse_app.store_open import DB_NAME, LABELS_DIR, LANDMARKS_DIR, SCHEMA_VERSION, STATUSES
 from faceparse_app.store_rows import ImageRecord, ProjectError, StoreRows
 from trainer.data.imageio import (
     atomic_write_bytes,
@@ -291,6 +291,10 @@ class Project(StoreRows):
         """Where the label map of an image relpath lives."""
         return self.labels_dir / (relpath + ".png")
 
+    def landmarks_file(self, relpath: str) -> Path:
+        """Where the project's own landmarks of an image relpath live (LaPa's 106 points)."""
+        return self.store_dir / LANDMARKS_DIR / (relpath + ".txt")
+
     def load_image(self, rec: ImageRecord) -> np.ndarray:
         """The image as (H, W, 3) uint8 RGB, EXIF orientation applied.
 
@@ -364,7 +368,7 @@ class Project(StoreRows):
         model_version: str | None = None,
         add_actions: int = 0,
         undone_to: str | None = None,
-        needs_review: bool = False,
+        imported: bool = False,
     ) -> ImageRecord:
         """Write an image's label map atomically, then update its row.
 
@@ -384,7 +388,8 @@ class Project(StoreRows):
                 every edit undone (``prelabel_start``): saved as that model's, whoever wrote the
                 file last; "in_progress" goes back to "pre-labeled", and "pre-labeled" (edits
                 undone before any save) stays so.
-            needs_review: flag the label for a look (Show: needs review), as an imported one is.
+            imported: a label made elsewhere (an import): flagged for a look (Show: needs
+                review), and no model version is kept (it does not start from a pre-label).
 
         Returns:
             The updated record.
@@ -447,8 +452,10 @@ class Project(StoreRows):
                 stat.st_size,
                 stat.st_mtime_ns,
             ]
-            if needs_review or (status in FINISHED and status != rec.status):
-                sets.append(f"needs_review={int(needs_review)}")
+            if imported or (status in FINISHED and status != rec.status):
+                sets.append(f"needs_review={int(imported)}")
+            if imported:
+                sets.append("model_version=NULL")
             if add_seconds and np.isfinite(add_seconds) and add_seconds > 0:
                 sets.append("active_seconds=active_seconds+?")
                 args.append(float(add_seconds))

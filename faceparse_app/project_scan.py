@@ -144,14 +144,17 @@ def scan_images(project: Project) -> ScanReport:
         candidates = gone_by_hash.get(digest)
         if candidates:
             old = candidates.pop(0)
-            src, dst = project.label_file(old[0]), project.label_file(relpath)
-            if src.exists():
-                try:
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(src, dst)
-                    relinked.append((src, dst))
-                except OSError as exc:
-                    log.warning("could not move the label of %s to %s: %s", old[0], relpath, exc)
+            for src, dst in (  # its label and its own landmarks (an import's) follow it
+                (project.label_file(old[0]), project.label_file(relpath)),
+                (project.landmarks_file(old[0]), project.landmarks_file(relpath)),
+            ):
+                if src.exists():
+                    try:
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(src, dst)
+                        relinked.append((src, dst))
+                    except OSError as exc:
+                        log.warning("could not move %s of %s to %s: %s", src.name, old[0], relpath, exc)
             updates.append(
                 (
                     "UPDATE images SET relpath=?, size_bytes=?, mtime_ns=?, width=?, height=?, "

@@ -9,6 +9,7 @@ annotation's own, reached through the session.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, QTimer, Signal
@@ -19,6 +20,7 @@ from faceparse_app.label_writer import LabelWriter
 from faceparse_app.project import Project
 from faceparse_app.project_scan import FINISHED
 from faceparse_app.workers import Relay
+from trainer.errors import FaceParseError
 from trainer.labels import LAPA, LabelSet
 
 # Inputs that show the annotator at work (a move counts only while a button is held: a drag).
@@ -134,17 +136,23 @@ class AnnotationSession(QObject):
         return self.next_unfinished() or self.current is not None or self.step(0)
 
     def labels_replaced(self, image_ids: list[int]) -> None:
-        """Labels written under the session (an import): their undo steps and pre-label starts
-        led to labels that are gone; the photo on screen, if among them, shows its new label."""
-        annotation = self.annotation
-        for image_id in image_ids:
-            annotation._histories.drop(image_id)
-            annotation.starts.forget(image_id)
-        current = annotation.current
-        if current is not None and current.id in image_ids:
-            annotation._detach()  # saved before the import: nothing unsaved is dropped here
-            annotation.open_image(current.id)
+        """``Annotation.labels_replaced`` (an import's labels), then the lists refresh."""
+        self.annotation.labels_replaced(image_ids)
         self.records_changed.emit()
+
+    def export_lapa(self, out_dir: str | Path, reviewed_only: bool = False) -> dict[str, int] | None:
+        """Save, then export the labeled images as a LaPa folder (counts per split, or None:
+        the message says why)."""
+        from faceparse_app.export import export_message, export_project
+
+        self.annotation.save()
+        try:
+            counts = export_project(self.project, Path(out_dir), reviewed_only=reviewed_only)
+        except (FaceParseError, OSError) as exc:
+            self.message.emit(f"Export failed: {exc}", "error")
+            return None
+        self.message.emit(export_message(out_dir, counts, self.counts(), reviewed_only), "info")
+        return counts
 
     # The annotation's state and rules (see Annotation for each).
     project = _forward("project")
@@ -174,4 +182,3 @@ class AnnotationSession(QObject):
     save = _forward("save")
     save_all = _forward("save_all")
     unsaved = _forward("unsaved")
-    export_lapa = _forward("export_lapa")

@@ -25,6 +25,7 @@ from faceparse_app.store_guard import DamagedStoreError, ProjectError
 
 DB_NAME = "project.sqlite"
 LABELS_DIR = "labels"
+LANDMARKS_DIR = "landmarks"  # the project's own landmarks (an import's), <relpath>.txt
 MODELS_DIR = "models"  # the project's model versions (model_store)
 SCHEMA_VERSION = 4
 STATUSES: tuple[str, ...] = ("new", "pre-labeled", "in_progress", "labeled", "reviewed")

@@ -3,9 +3,10 @@ project, and the offer to import them when a LaPa tree is opened as a project.
 
 The import itself is ``faceparse_app.import_labels``, run off the GUI thread behind the busy
 dialog. The labels on screen are saved first, so a photo with edits keeps them (named in the
-message); the photo on screen, if it takes an imported label, shows it at once: it had no
-label of a person's, so nothing of the annotator's goes from the canvas, and what the canvas
-shows is what the store holds.
+message), as does any photo edited in this window. The window takes input while the import
+runs, so the photo on screen is imported last, here on the GUI thread, and only if no stroke
+came meanwhile; if it takes the imported label it shows it at once: what the canvas shows is
+what the store holds.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QFileDialog
 
-from faceparse_app.import_labels import ImportReport, import_labels
+from faceparse_app.import_labels import ImportReport, import_held, import_labels
 from faceparse_app.project import FINISHED, Project
 from faceparse_app.project_scan import name_list
 from faceparse_app.widgets.busy import run_busy
@@ -53,13 +54,19 @@ def import_labels_in_window(window: MainWindow, folder: str | Path | None = None
     if not session.save_all():  # a photo's edits are on disk first: the import keeps them
         window.show_message("Labels not imported: the labels on screen could not be saved first.", "error")
         return None
+    annotation = session.annotation
+    shown = session.current.id if session.current is not None else None
     try:
-        report = run_busy(window, f"Importing labels from {folder.name}…", import_labels, project, folder)
+        report = run_busy(
+            window, f"Importing labels from {folder.name}…", import_labels, project, folder,
+            may_replace=annotation.may_replace, hold=shown,
+        )  # fmt: skip
     except (FaceParseError, OSError) as exc:
         window.show_message(f"Labels not imported: {exc}", "error")
         return None
     if window.session is not session:
         return report
+    import_held(project, report, annotation.may_replace)
     session.labels_replaced([project.find(p).id for p in report.imported])
     window._refresh_records()
     text = report.message(folder.name)

@@ -379,3 +379,86 @@ def test_a_face_at_the_photos_edge_is_padded_black_where_its_label_is_background
     assert (crop_label[:, outside] == 0).all()
     # Black, not the photo's edge repeated (the 8 columns beside the photo: JPEG's ringing).
     assert crop[:, outside][:, :-8].max() <= 8
+
+
+def test_the_readme_says_what_lies_past_the_photos_edge_in_a_crop(tmp_path):
+    """The README is what a user of the dataset reads: it must describe the crops as written
+    (black past the photo's edge), not the trainer's repeated edge pixels."""
+    _project(tmp_path / "proj", n=2)
+    out = tmp_path / "out"
+    export_project(tmp_path / "proj", out, per_face=True)
+    readme = " ".join((out / "README.txt").read_text(encoding="utf-8").split())
+    assert "repeats its edge pixels" not in readme
+    assert "Past the photo's edge the image is black and the label is background" in readme
+
+
+def test_the_projects_landmarks_go_to_one_face_where_two_face_boxes_overlap(tmp_path, shared_data):
+    """A box drawn by hand may reach over a neighbour's face: the project's landmarks (one face's)
+    belong to that one face's crop, not also to the neighbour's as 'known' landmarks."""
+    root = tmp_path / "proj"
+    group_project(root, shared_data, faces="boxes", gap=0)
+    with Project.open(root) as project:
+        rec = project.images()[0]
+        left, right = sorted(project.faces(rec), key=lambda f: f.box[0])
+        cx, cy = (left.box[0] + left.box[2]) / 2, (left.box[1] + left.box[3]) / 2
+        y0, y1 = min(left.box[1], right.box[1]), max(left.box[3], right.box[3])
+        wide = user_face((cx - 20, y0, right.box[2], y1))  # over the left face's centre
+        project.set_faces(rec, [left, wide])
+    known = np.stack([np.linspace(cx - 12, cx + 12, 106), np.linspace(cy - 12, cy + 12, 106)], axis=1)
+    path = root / ".faceparse" / "landmarks" / "group.png.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("106\n" + "\n".join(f"{x} {y}" for x, y in known) + "\n")
+    out = tmp_path / "lapa"
+    export_project(root, out, val_fraction=0, test_fraction=0, per_face=True)
+    readme = (out / "README.txt").read_text(encoding="utf-8")
+    derived_part, known_part = readme.split("Landmark files from the project's own landmarks")
+    assert "train/landmarks/group__face1.txt" in known_part
+    assert "train/landmarks/group__face2.txt" in derived_part
+    second = read_landmarks(out / "train" / "landmarks" / "group__face2.txt")
+    assert not np.allclose(second.std(0), known.std(0), atol=0.5)  # not the left face's points
+
+
+def test_faces_painted_where_the_face_finder_saw_none_are_exported(tmp_path, shared_data):
+    """The face finder may miss a face (turned away, half hidden) that the annotator then labels
+    by hand: the project keeps no face, or only the other, for the photo. Every face the label
+    holds is exported, not dropped with the README calling the photo 'labeled all background'."""
+    root = tmp_path / "proj"
+    group_project(root, shared_data)
+    with Project.open(root) as project:
+        rec = project.images()[0]
+        left, right = sorted(project.faces(rec), key=lambda f: f.box[0])
+        project.set_faces(rec, [right])  # only the right face was found
+    out = tmp_path / "one_found"
+    counts = export_project(root, out, val_fraction=0, test_fraction=0, per_face=True)
+    assert counts["train"] == 2
+    first = read_label(out / "train" / "labels" / "group__face1.png")
+    assert np.isin(first, (4, 5)).sum() > 100  # the left face's eyes: its own crop
+    with Project.open(root) as project:
+        project.set_faces(project.images()[0], [])  # looked for, none found
+    out = tmp_path / "none_found"
+    counts = export_project(root, out, val_fraction=0, test_fraction=0, per_face=True)
+    assert counts["train"] == 2 and counts["no_face"] == 0
+    assert "group.png" not in (out / "README.txt").read_text(encoding="utf-8")
+
+
+def test_a_photo_with_no_face_keeps_its_split_through_a_per_face_export(tmp_path):
+    """A photo labeled with no face (a background-only negative) is in every whole export but
+    gives no crop: a per-face export in between must not forget its split, or the next whole
+    export may draw a photo of the first one's test set into train."""
+    root = tmp_path / "proj"
+    _project(root, n=6)
+    write_image(root / "wall.png", np.full((64, 64, 3), 90, np.uint8))
+    with Project.open(root) as project:
+        rec = project.save_label(project.find("wall.png"), np.zeros((64, 64), np.uint8), status="labeled")
+        project.set_faces(rec, [])
+    out = tmp_path / "out"
+    shares = {"val_fraction": 0.3, "test_fraction": 0.3, "seed": 2}
+    export_project(root, out, **shares)
+    first = {r["original"]: r["split"] for r in names_rows(out)}
+    assert export_project(root, out, per_face=True, **shares)["no_face"] == 1
+    write_image(root / "new.png", synthetic_face(64, seed=9)[0])  # a photo labeled since
+    with Project.open(root) as project:
+        project.save_label(project.find("new.png"), synthetic_face(64, seed=9)[1], status="labeled")
+    export_project(root, out, **shares)
+    again = {r["original"]: r["split"] for r in names_rows(out)}
+    assert {p: again[p] for p in first} == first

@@ -57,3 +57,50 @@ def test_a_lapa_tree_opens_with_its_images_and_offers_its_labels(qtbot, tmp_path
     report = import_labels_in_window(window, tree)
     assert report is not None and len(report.imported) == 6
     assert not window.import_offer.isVisible()
+
+
+def test_a_stroke_painted_on_the_photo_on_screen_while_the_import_runs_is_kept(
+    qtbot, tmp_path: Path, shared_data: Path, monkeypatch
+) -> None:
+    """The window takes input while the import runs off the GUI thread (the busy dialog comes
+    after a moment): a stroke painted then on the photo on screen is the annotator's, and must
+    neither vanish from the canvas nor be replaced on disk by the imported label."""
+    import threading
+
+    from PySide6.QtCore import QTimer
+
+    import faceparse_app.widgets.label_import as label_import
+
+    photos, labels = tmp_path / "proj", tmp_path / "labels"
+    shutil.copytree(shared_data / HELEN / "images", photos)
+    shutil.copytree(shared_data / HELEN / "labels", labels)
+    window = make_window(qtbot, tmp_path, open_project=False)
+    assert window.open_project(photos)
+    session = window.session
+    shown = session.current
+    assert shown is not None and not session.document.label.any()
+    painted = threading.Event()
+    real = label_import.import_labels
+
+    def after_the_stroke(*args, **kwargs):  # the import's work starts once the stroke is in
+        assert painted.wait(10)
+        return real(*args, **kwargs)
+
+    def paint() -> None:
+        session.document.begin_stroke(4)
+        session.document.stroke_to(10, 10, 4)
+        session.document.end_stroke()
+        session.note_edit()
+        painted.set()
+
+    monkeypatch.setattr(label_import, "import_labels", after_the_stroke)
+    QTimer.singleShot(0, paint)
+    report = import_labels_in_window(window, labels)
+    assert report is not None and painted.is_set()
+    assert shown.relpath in report.kept and shown.relpath not in report.imported
+    assert len(report.imported) == 5
+    assert window.canvas.document.label[10, 10] == 4  # the stroke is still on screen
+    assert session.save_all()
+    on_disk = read_label(photos / ".faceparse" / "labels" / f"{shown.relpath}.png")
+    assert on_disk[10, 10] == 4 and not np.array_equal(on_disk, read_label(labels / shown.relpath))
+    assert shown.relpath in window.message_bar.message  # named among the kept

@@ -235,3 +235,60 @@ def test_a_per_face_export_is_refused_with_its_reason_and_nothing_changes(helen,
             import_labels(project, out)
         assert "whole photos" in str(err.value)
         assert all(project.may_prelabel(r) for r in project.images())
+
+
+def test_labels_copied_into_the_project_folder_are_not_taken_for_their_own_photos(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """A labels folder put inside the project (no images/ beside it) is listed as photos by the
+    scan; importing it must still land each label on its photo, not refuse every one as fitting
+    two photos (its photo and the label file itself)."""
+    root = tmp_path / "proj"
+    shutil.copytree(shared_data / HELEN / "images", root / "photos")
+    shutil.copytree(shared_data / HELEN / "labels", root / "labels")
+    with Project.open(root) as project:
+        report = import_labels(project, root / "labels")
+        assert sorted(report.imported) == sorted(f"photos/{p.name}" for p in (root / "labels").glob("*.png"))
+        assert not report.skipped
+        rec = project.find(report.imported[0])
+        assert np.array_equal(project.load_label(rec), read_label(root / "labels" / rec.relpath.split("/")[1]))
+
+
+def test_an_imported_label_over_a_pre_label_is_not_recorded_as_that_models(helen, tmp_path: Path) -> None:
+    """The store records who wrote a label: an imported label that replaced a model's pre-label
+    is a person's, not one started from that model (effort.csv's model_version stays empty)."""
+    import csv
+
+    photos, labels = helen
+    with Project.open(photos) as project:
+        rec = project.images()[0]
+        project.save_label(rec, np.zeros((rec.height, rec.width), np.uint8), model_version="m7")
+        report = import_labels(project, labels)
+        assert rec.relpath in report.imported
+        assert project.get(rec.id).model_version is None
+    export_project(photos, tmp_path / "out", val_fraction=0, test_fraction=0)
+    with open(tmp_path / "out" / "effort.csv", encoding="utf-8", newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["original"] == rec.relpath)
+    assert row["label_source"] == "hand" and row["model_version"] == ""
+
+
+def test_imported_landmarks_follow_their_photo_when_it_is_renamed(helen, tmp_path: Path) -> None:
+    """A photo renamed in the folder keeps its row and label (the scan relinks it by content);
+    its imported LaPa landmarks must follow too, not be replaced by derived ones in the export."""
+    from trainer.data.lapa import read_landmarks
+
+    photos, labels = helen
+    stem = sorted(p.stem for p in labels.glob("*.png"))[0]
+    (tmp_path / "landmarks").mkdir()
+    points = np.array([[100 + i % 50, 120 + i // 50] for i in range(106)], float)
+    (tmp_path / "landmarks" / f"{stem}.txt").write_text("106\n" + "".join(f"{x} {y}\n" for x, y in points))
+    with Project.open(photos) as project:
+        assert import_labels(project, labels).landmarks == 1
+    (photos / f"{stem}.png").rename(photos / "renamed.png")
+    with Project.open(photos) as project:  # the open scan relinks it
+        assert project.find("renamed.png").status == "labeled"
+    out = tmp_path / "out"
+    export_project(photos, out, val_fraction=0, test_fraction=0)
+    readme = (out / "README.txt").read_text(encoding="utf-8")
+    assert "train/landmarks/renamed.txt" in readme.split("Landmark files from the project's own landmarks")[1]
+    np.testing.assert_allclose(read_landmarks(out / "train" / "landmarks" / "renamed.txt"), points, atol=0.01)
