@@ -99,3 +99,36 @@ def test_a_fine_tunes_outcome_gives_one_score_per_parser_and_says_how_it_was_mea
     assert "84.2" not in swapped and "96.4% against 95.0% for v0001" in swapped and "replaces" in swapped
     by_hand = finetune_outcome_text("v0001", metrics, in_use=True)  # activated by hand since
     assert "84.2" not in by_hand and "96.4% against 99.6%" in by_hand and "v0001 is in use" in by_hand
+
+
+def test_a_project_reopened_least_sure_first_is_in_that_order(qtbot, tmp_path):
+    # The trial: sorted "Least sure first", quit, relaunched: the Sort box said "Least sure
+    # first" but the list was in name order, with a small re-sort button beside the box. The
+    # scores kept from the last open came in after the list was filled and were taken for new
+    # scores arriving, which never move the rows under the annotator's cursor.
+    from faceparse_app.uncertainty import rank_by_uncertainty
+    from faceparse_app.widgets.image_list import SORT_UNCERTAINTY
+    from faceparse_app.widgets.image_table import Column
+    from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, publish_parser
+
+    folder = project_with(tmp_path / "project", n=4)
+    publish_parser(folder, seed=1)
+    window = open_window(qtbot, tmp_path, folder)
+    ids = [r.id for r in window.session.records()]
+
+    def cells() -> list[str]:
+        return [window.image_list.row_text(i, Column.UNSURE) for i in ids]
+
+    qtbot.waitUntil(lambda: all(cells()), timeout=WAIT_MS)
+    image_list = window.image_list
+    image_list.sort_box.setCurrentIndex(image_list.sort_box.findData(SORT_UNCERTAINTY))
+    for _ in ids:  # finished photos keep their scores: none is scored again
+        assert window.session.set_status("labeled")
+        key(window, Qt.Key.Key_PageDown)
+    assert all(r.status == "labeled" for r in window.session.records())
+    window.close_project()
+    assert window.open_project(folder)
+    qtbot.waitUntil(lambda: all(cells()), timeout=WAIT_MS)
+    assert image_list.sort_box.currentData() == SORT_UNCERTAINTY
+    assert image_list.visible_ids() == rank_by_uncertainty(image_list.scores)
+    assert image_list.resort_button.isHidden()
