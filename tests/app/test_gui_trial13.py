@@ -132,3 +132,24 @@ def test_a_project_reopened_least_sure_first_is_in_that_order(qtbot, tmp_path):
     assert image_list.sort_box.currentData() == SORT_UNCERTAINTY
     assert image_list.visible_ids() == rank_by_uncertainty(image_list.scores)
     assert image_list.resort_button.isHidden()
+
+
+def test_scores_that_leave_the_order_as_it_is_offer_no_re_sort(qtbot, tmp_path):
+    # The trial: reopened least sure first, the list was in order, yet the re-sort button came
+    # back a moment later (the unfinished photos scored again, the same to two decimals); a
+    # click on it changed nothing.
+    from faceparse_app.uncertainty import rank_by_uncertainty
+    from faceparse_app.widgets.image_list import SORT_UNCERTAINTY
+
+    window = make_window(qtbot, tmp_path)
+    image_list = window.image_list
+    image_list.sort_box.setCurrentIndex(image_list.sort_box.findData(SORT_UNCERTAINTY))
+    ids = image_list.visible_ids()
+    scores = {image_id: 0.1 * (k + 1) for k, image_id in enumerate(ids)}
+    image_list.set_kept_scores(scores)
+    order = image_list.visible_ids()
+    assert order == rank_by_uncertainty(scores) and image_list.resort_button.isHidden()
+    image_list.set_scores({i: s + 0.001 for i, s in scores.items()})  # the same order
+    assert image_list.visible_ids() == order and image_list.resort_button.isHidden()
+    image_list.set_scores({**scores, order[-1]: 0.99})  # the surest is now the least sure
+    assert image_list.visible_ids() == order and not image_list.resort_button.isHidden()
