@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
 
 from faceparse_app.assist import ClassProbabilities, CropProbabilities, Relabeler
 from faceparse_app.document import LabelDocument
@@ -153,3 +154,25 @@ def test_scores_that_leave_the_order_as_it_is_offer_no_re_sort(qtbot, tmp_path):
     assert image_list.visible_ids() == order and image_list.resort_button.isHidden()
     image_list.set_scores({**scores, order[-1]: 0.99})  # the surest is now the least sure
     assert image_list.visible_ids() == order and not image_list.resort_button.isHidden()
+
+
+def test_scores_arriving_move_no_row_when_a_photo_is_saved_either(qtbot, tmp_path):
+    # The trial: least sure first, a new model activated; its scores came in (the re-sort button
+    # offered them) and the next save of a photo re-sorted the list anyway: the row the
+    # annotator was about to click moved, and another photo opened.
+    from faceparse_app.uncertainty import rank_by_uncertainty
+    from faceparse_app.widgets.image_list import SORT_UNCERTAINTY
+
+    window = make_window(qtbot, tmp_path)
+    image_list = window.image_list
+    image_list.sort_box.setCurrentIndex(image_list.sort_box.findData(SORT_UNCERTAINTY))
+    ids = image_list.visible_ids()
+    image_list.set_kept_scores({image_id: 0.1 * (k + 1) for k, image_id in enumerate(ids)})
+    order = image_list.visible_ids()
+    new = {image_id: 0.9 - 0.1 * k for k, image_id in enumerate(ids)}  # the other way round
+    image_list.set_scores(new)
+    assert image_list.visible_ids() == order and not image_list.resort_button.isHidden()
+    image_list.update_records(window.session.records(), window.session.problems)  # a save
+    assert image_list.visible_ids() == order and not image_list.resort_button.isHidden()
+    QTest.mouseClick(image_list.resort_button, Qt.MouseButton.LeftButton)
+    assert image_list.visible_ids() == rank_by_uncertainty(new) and image_list.resort_button.isHidden()
