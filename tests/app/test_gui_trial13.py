@@ -219,3 +219,29 @@ def test_the_comparison_keeps_both_parsers_miou_too(monkeypatch):
     out = training.compare_on_holdout("new.safetensors", ("old.safetensors", "v0001"), [], "cpu")
     assert out["candidate_mean_f1"] == 0.967 and out["candidate_miou"] == 0.94
     assert out["baseline_mean_f1"] == 0.964 and out["baseline_miou"] == 0.93
+
+
+def test_undoing_a_face_drawn_on_a_labeled_photo_counts_as_an_edit(qtbot, tmp_path, monkeypatch):
+    # The trial: on a labeled photo, a face box drawn (W) and taken back with Ctrl+Z: the photo
+    # was labeled again, and its Edits cell read 1 (a stroke and its undo read 2). The undo put
+    # the status back, and so saved, before it was counted; the count was then lost.
+    from tests.app.test_gui_canvas import drag
+    from tests.app.test_gui_faces import face_tool, two_faces_one_found, wait_parsed
+
+    window, session, _ = two_faces_one_found(qtbot, tmp_path, monkeypatch)
+    assert session.set_status("labeled")
+    rec = session.current
+
+    def edits() -> int:
+        return session.project.get(rec.id).actions
+
+    before = edits()
+    face_tool(window)
+    drag(window.canvas, [(66, 2), (126, 62)])
+    wait_parsed(qtbot, session)
+    assert session.current.status == "in_progress"
+    key(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert session.current.status == "labeled"
+    session.save()
+    key(window, Qt.Key.Key_PageDown)  # on to the next photo, as the trial did
+    assert edits() == before + 2  # the face drawn, and its undo
