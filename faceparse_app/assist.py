@@ -214,8 +214,9 @@ class Relabeler:
             blob = self._find_blob(doc, probs, cx, cy, cls)
             if blob is None:
                 self.refusal = (
-                    "The model is sure this is the photo's background: relabel changes parts of "
-                    "a face. Paint it (B), fill it (F) or outline it (P, S) with the class it is."
+                    "The model is sure this is the photo's background, so relabel has no other "
+                    "class to offer here: paint it (B), fill it (F) or outline it (P, S) with the "
+                    "class it is."
                 )
                 self.reset()
                 return None
