@@ -363,10 +363,12 @@ class Annotation:
     def undo(self) -> bool:
         if self.document is None:
             return False
-        changed = self.document.undo() is not None
-        if changed:
+        # Counted before the step: undoing a face change may put the photo's status back, which
+        # saves at once (an action counted after it would never be saved).
+        if self.document.history.can_undo:
             self.note_edit()
-        elif (rec := self.current) is not None and not self.document.history.can_undo:
+        changed = self.document.undo() is not None
+        if not changed and (rec := self.current) is not None and not self.document.history.can_undo:
             start = ", the model's pre-label your work starts from" if rec.model_version else ""
             self.message.emit(f"Nothing more to undo: {rec.relpath} is as it opened{start}.", "info")
         return changed
@@ -374,10 +376,9 @@ class Annotation:
     def redo(self) -> bool:
         if self.document is None:
             return False
-        changed = self.document.redo() is not None
-        if changed:
+        if self.document.history.can_redo:  # before the step, as undo
             self.note_edit()
-        return changed
+        return self.document.redo() is not None
 
     def set_protected(self, classes: frozenset[int] | set[int]) -> None:
         self.protected = frozenset(classes)

@@ -173,7 +173,11 @@ class Relabeler:
     reaches past the crops the model parsed: a click outside every crop changes nothing (there
     the model has no next class to offer; on a photo's background it relabeled all of it). Hair
     that only the face's widest parse added (past its zoomed-out crop) is a blob of its own: a
-    click there relabels that hair, never the rest of the hair it joins.
+    click there relabels that hair, never the rest of the hair it joins. Background the model is
+    sure of is an island only where it is enclosed (a hole in a face): the photo's background,
+    which reaches the photo's edge or past the crops, changes nothing (in a group photo the faces'
+    crops cover most of it, so one click turned the wall and every suit to hair); ``refusal``
+    then says why.
 
     Args:
         cycle: alternatives offered before the original class comes back.
@@ -187,6 +191,7 @@ class Relabeler:
         self._order: list[int] = []
         self._index = 0
         self._delta: Delta | None = None
+        self.refusal: str | None = None  # why the last click changed nothing, when it says
 
     def reset(self) -> None:
         """Forget the blob being cycled (image switch, another tool)."""
@@ -197,6 +202,7 @@ class Relabeler:
         outside the map, a protected class, or no other class left)."""
         cx, cy = int(round(x)), int(round(y))
         h, w = doc.shape
+        self.refusal = None
         if not (0 <= cx < w and 0 <= cy < h):
             return None
         if self._cycling(doc, cx, cy):
@@ -205,7 +211,16 @@ class Relabeler:
             cls = doc.pick(cx, cy)
             if cls in doc.protected or not probs.holds(cx, cy):
                 return None
-            x0, y0, mask = self._find_blob(doc, probs, cx, cy, cls)
+            blob = self._find_blob(doc, probs, cx, cy, cls)
+            if blob is None:
+                self.refusal = (
+                    "The model is sure this is the photo's background, so relabel has no other "
+                    "class to offer here: paint it (B), fill it (F) or outline it (P, S) with the "
+                    "class it is."
+                )
+                self.reset()
+                return None
+            x0, y0, mask = blob
             ys, xs = np.nonzero(mask)
             mean = probs.mean_over(ys + y0, xs + x0)
             ranked = [int(c) for c in np.argsort(-mean, kind="stable") if int(c) != cls]
@@ -221,12 +236,16 @@ class Relabeler:
 
     def _find_blob(
         self, doc: LabelDocument, probs: ClassProbabilities, cx: int, cy: int, cls: int
-    ) -> tuple[int, int, np.ndarray]:
-        """(x0, y0, mask) of the blob under (cx, cy); see the class docstring."""
+    ) -> tuple[int, int, np.ndarray] | None:
+        """(x0, y0, mask) of the blob under (cx, cy), None on the photo's background the model is
+        sure of; see the class docstring."""
         box, region = flood_region(doc.label, cx, cy)
         x0, y0 = box[:2]
         ys, xs = np.nonzero(region)
-        region[ys, xs] = probs.covers(ys + y0, xs + x0)  # what the model parsed
+        covered = probs.covers(ys + y0, xs + x0)
+        h, w = doc.shape
+        reaches_out = not covered.all() or min(box[:2]) == 0 or box[2] == w or box[3] == h
+        region[ys, xs] = covered  # what the model parsed
         if probs.level_at(np.array([cy]), np.array([cx]))[0] == HAIR_LEVEL:
             # Hair that only the widest parse added is a blob of its own, never the hair it joins.
             ys, xs = np.nonzero(region)
@@ -235,6 +254,8 @@ class Relabeler:
         here[cls] = -1.0
         runner_up = int(np.argmax(here))
         if here[runner_up] < self.band:
+            if cls == 0 and reaches_out:
+                return None  # the photo's background, not an island
             hesitant = region
         else:
             ys, xs = np.nonzero(region)

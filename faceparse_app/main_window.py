@@ -123,6 +123,7 @@ class MainWindow(QMainWindow):
         self.model_loop.runtime_changed.connect(self.canvas_status.show_runtime)
         self.model_loop.heat_changed.connect(self.canvas.set_heat)
         self.model_loop.scores_changed.connect(self.image_list.set_scores)
+        self.model_loop.scores_kept.connect(self.image_list.set_kept_scores)
         faces = self.model_loop.faces
         faces.faces_changed.connect(self.canvas.set_faces)
         faces.no_face.connect(self._offer_face_tool)

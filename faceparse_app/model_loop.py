@@ -72,6 +72,8 @@ class ModelLoop(QObject):
         heat_changed(confidence_or_None): (H, W) float32 top-class probability of the current
             image, or None when not (yet) known.
         scores_changed(dict): image id -> uncertainty score (larger = less sure).
+        scores_kept(dict): the scores kept from an earlier open for the model now in use; they
+            are not news arriving while the annotator works, so the list takes their order.
 
     Attributes:
         training: the training runs (fine-tuning, pretraining) on the open project.
@@ -84,6 +86,7 @@ class ModelLoop(QObject):
     runtime_changed = Signal(str)
     heat_changed = Signal(object)
     scores_changed = Signal(object)
+    scores_kept = Signal(object)
 
     def __init__(
         self,
@@ -226,6 +229,8 @@ class ModelLoop(QObject):
             # The scores of the last open, the finished images' too (only the unfinished are
             # scored again): the Unsure column reads as it did before the project was closed.
             self.queue.seed_scores(self.session.project.kept_scores(_scores_key(*model)))
+            if self.scores():
+                self.scores_kept.emit(self.scores())
             self._scores_timer.start()
         if refresh_current and self.session is not None:
             self._on_image_changed(self.session.current)

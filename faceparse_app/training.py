@@ -240,16 +240,21 @@ def compare_on_holdout(
     """Score a new parser and the one in use on the same held-out faces, the same way.
 
     Returns:
-        {"baseline_version", "baseline_mean_f1", "candidate_mean_f1"} (mean F1 in [0, 1]);
-        a parser in use whose file cannot be loaded (damaged) scores None, with the reason as
-        "baseline_error": it pre-labels nothing, so the new one replaces it.
+        {"baseline_version", "baseline_mean_f1", "candidate_mean_f1", "baseline_miou",
+        "candidate_miou"} (in [0, 1]); a parser in use whose file cannot be loaded (damaged)
+        scores None, with the reason as "baseline_error": it pre-labels nothing, so the new one
+        replaces it.
     """
-    from trainer.evaluate import evaluate
+    from trainer import evaluate as scoring  # looked up at call time: tests stand in for it
 
-    new = evaluate(candidate, val_samples, device=device)["mean_f1"]
-    scores = {"baseline_version": baseline[1], "baseline_mean_f1": None, "candidate_mean_f1": new}
+    new = scoring.evaluate(candidate, val_samples, device=device)
+    scores = {
+        "baseline_version": baseline[1], "baseline_mean_f1": None, "baseline_miou": None,
+        "candidate_mean_f1": new["mean_f1"], "candidate_miou": new.get("miou"),
+    }  # fmt: skip
     try:
-        scores["baseline_mean_f1"] = evaluate(baseline[0], val_samples, device=device)["mean_f1"]
+        old = scoring.evaluate(baseline[0], val_samples, device=device)
+        scores["baseline_mean_f1"], scores["baseline_miou"] = old["mean_f1"], old.get("miou")
     except CheckpointError as exc:
         log.warning("the parser in use cannot be loaded; the new one replaces it: %s", exc)
         scores["baseline_error"] = str(exc)

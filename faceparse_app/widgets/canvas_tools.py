@@ -264,6 +264,8 @@ class RelabelTool(CanvasTool):
             return
         if self.relabeler.click(doc, probs, px, py) is not None:
             canvas.edited.emit()
+        elif self.relabeler.refusal is not None:
+            canvas.assist_message.emit(self.relabeler.refusal)
 
     def activate(self, canvas: LabelCanvas) -> None:
         if canvas.assist is not None:

@@ -186,6 +186,12 @@ class ImageList(QWidget):
         self.model.set_scores(scores)
         self.resort_button.setVisible(self.model.order_stale)
 
+    def set_kept_scores(self, scores: dict[int, float]) -> None:
+        """Scores kept from an earlier open (a project opened, a model back in use): the rows
+        take their order at once, as "Least sure first" promises."""
+        self.model.set_scores(scores)
+        self.resort()
+
     def resort(self) -> None:
         """Apply the newest scores to the order (the re-sort button)."""
         self.model.resort()

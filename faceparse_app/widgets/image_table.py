@@ -113,6 +113,7 @@ class ImageTableModel(QAbstractTableModel):
         self._row_of: dict[int, int] = {}
         self._problems: dict[int, str] = {}
         self._scores: dict[int, float] = {}
+        self._sorted_by: dict[int, float] = {}  # the scores the rows are in the order of
         self._filter = ALL
         self._sort = SORT_NAME
         self.order_stale = False  # sorted by uncertainty, new scores not yet in the order
@@ -153,7 +154,13 @@ class ImageTableModel(QAbstractTableModel):
         old, self._scores = self._scores, dict(scores)
         changed = [i for i in set(old) | set(self._scores) if old.get(i) != self._scores.get(i)]
         if self._sort == SORT_UNCERTAINTY and changed:
-            self.order_stale = True
+            # Stale only where the new scores would move a row (a re-sort that moves nothing is
+            # a button that does nothing); once stale, the ranking (~17 ms at 10,000 images) is
+            # left for the re-sort.
+            if not self.order_stale:
+                self.order_stale = self._sorted_rows(self._scores) != self._rows
+                if not self.order_stale:
+                    self._sorted_by = dict(self._scores)
             self._repaint(changed)
         else:
             self._refilter(changed)
@@ -195,14 +202,24 @@ class ImageTableModel(QAbstractTableModel):
             return rec.needs_review
         return rec.status == self._filter
 
-    def _refilter(self, changed: list[int] | None) -> None:
-        """Recompute the rows shown; repaint only `changed` ids when the rows stay the same."""
+    def _sorted_rows(self, scores: dict[int, float]) -> list[int]:
+        """The ids to show, filtered and in the sort order, ranked by ``scores``."""
         order = self._order
         if self._sort == SORT_UNCERTAINTY:
-            order = rank_by_uncertainty({i: self._scores.get(i) for i in order})
-        rows = [i for i in order if self._wanted(i)]
+            order = rank_by_uncertainty({i: scores.get(i) for i in order})
+        return [i for i in order if self._wanted(i)]
+
+    def _refilter(self, changed: list[int] | None) -> None:
+        """Recompute the rows shown; repaint only `changed` ids when the rows stay the same.
+
+        ``changed`` None (a sort, a filter, the re-sort) puts the rows in the order of the
+        newest scores; a row update (a save, a status) keeps the order the rows are in, so new
+        scores never move a row until the re-sort.
+        """
         if changed is None:
+            self._sorted_by = dict(self._scores)
             self.order_stale = False
+        rows = self._sorted_rows(self._sorted_by)
         if rows != self._rows or changed is None:
             self.layoutAboutToBeChanged.emit()
             old_persistent = self.persistentIndexList()

@@ -34,6 +34,12 @@ class ModelVersions(QGroupBox):
         layout = QVBoxLayout(self)
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["Version", "Kind", "Mean F1 %", "mIoU %", "Created", "Note"])
+        for column in (2, 3):
+            self.tree.headerItem().setToolTip(
+                column,
+                "On its run's held-out hand-labeled faces, parsed as pre-labels are (the scores "
+                "it was compared by); a version nothing was compared with: its run's validation",
+            )
         self.tree.setRootIsDecorated(False)
         self.tree.itemSelectionChanged.connect(self._update_buttons)
         self.tree.itemDoubleClicked.connect(lambda *_: self._on_activate_clicked())
@@ -70,8 +76,8 @@ class ModelVersions(QGroupBox):
             item = QTreeWidgetItem([
                 ("★ " if is_active else "") + version.id,
                 version.kind,
-                percent(version.metrics.get("mean_f1")) if parser else "",
-                percent(version.metrics.get("miou")) if parser else "",
+                percent(_score(version.metrics, "mean_f1")) if parser else "",
+                percent(_score(version.metrics, "miou")) if parser else "",
                 str(version.created)[:16].replace("T", " "),
                 version_note(version),
             ])
@@ -114,6 +120,14 @@ class ModelVersions(QGroupBox):
     def _update_buttons(self) -> None:
         item = self.tree.currentItem()
         self.activate_button.setEnabled(item is not None and not item.text(0).startswith("★"))
+
+
+def _score(metrics: dict, name: str) -> float | None:
+    """A parser's score as its run's outcome said it: from the comparison with the model it
+    was to replace (both parse the held-out faces as pre-labels are made) where there was one,
+    else its run's own validation (the faces framed from their labels)."""
+    compared = metrics.get(f"candidate_{name}")
+    return compared if compared is not None else metrics.get(name)
 
 
 def version_note(version: ModelVersion) -> str:

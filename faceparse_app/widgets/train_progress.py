@@ -46,31 +46,32 @@ def finetune_outcome_text(version: str, metrics: dict[str, Any] | Any, in_use: b
     )  # fmt: skip
     epoch = metrics.get("epoch")  # the score is the best epoch's, not the last one shown above
     best = f" (the run's best epoch, {epoch})" if epoch is not None else ""
-    text = f"Published {version}{best}: mean F1 {percent(metrics.get('mean_f1'))}% on {faces}"
     base, new = metrics.get("baseline_mean_f1"), metrics.get("candidate_mean_f1")
-    if metrics.get("baseline_error"):
-        return text + (
-            f". It replaces {metrics.get('baseline_version')}, whose file could not be loaded "
-            "(so it could not be compared)."
-        )
-    if base is not None and new is not None:
-        was = metrics.get("baseline_version")
-        gate_activated = bool(metrics.get("activated", True))
-        if in_use is not None and in_use != gate_activated:
+    if metrics.get("baseline_error") or base is None or new is None:
+        text = f"Published {version}{best}: mean F1 {percent(metrics.get('mean_f1'))}% on {faces}"
+        if metrics.get("baseline_error"):
             return text + (
-                f". It scored {percent(new)}% there against {percent(base)}% for {was}; "
-                + (f"it was kept aside, then activated by hand: {version} is in use." if in_use
-                   else f"it replaced {was}, and is no longer in use.")
+                f". It replaces {metrics.get('baseline_version')}, whose file could not be loaded "
+                "(so it could not be compared)."
             )
-        if gate_activated:
-            text += f" ({percent(new)}% against {percent(base)}% for {was}, which it replaces)."
-        else:
-            text += (
-                f". It scores {percent(new)}% there against {percent(base)}% for {was}, so "
-                f"{was} stays in use; activate {version} below to use it anyway."
-            )
-        return text
-    return text + "."
+        return text + "."
+    # One score per parser: the comparison that decides (both parse the faces the finder finds,
+    # as pre-labels are made), not also the epoch's pick (the faces framed from the labels).
+    was = metrics.get("baseline_version")
+    scores = (
+        f"On {faces}, parsed as pre-labels are, it scores mean F1 {percent(new)}% against "
+        f"{percent(base)}% for {was}"
+    )
+    text = f"Published {version}{best}. {scores}"
+    gate_activated = bool(metrics.get("activated", True))
+    if in_use is not None and in_use != gate_activated:
+        return text + (
+            f"; it was kept aside, then activated by hand: {version} is in use." if in_use
+            else f"; it replaced {was}, and is no longer in use."
+        )  # fmt: skip
+    if gate_activated:
+        return text + ", which it replaces."
+    return text + f", so {was} stays in use; activate {version} below to use it anyway."
 
 
 def _unscored_text(version: str, metrics: dict, in_use: bool | None) -> str:
@@ -175,7 +176,9 @@ class TrainProgress(QGroupBox):
         self.plot.add_progress(report)
         if report.get("phase") == "val":
             self.val_label.setText(
-                f"On the held-out hand-labeled faces (epoch {report.get('epoch')}): mean F1 "
+                # Framed from their labels (picks the epoch); the outcome compares as pre-labels are.
+                f"On the held-out hand-labeled faces, framed from their labels (epoch "
+                f"{report.get('epoch')}): mean F1 "
                 f"{percent(report.get('mean_f1'))}%, mIoU {percent(report.get('miou'))}%"
             )
             return
