@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faceparse_app.faces import boxes_from_text
-from faceparse_app.label_checks import Finding, check_label, summary
+from faceparse_app.label_checks import PINHOLE, STRAY, SWAPPED, Finding, check_label, summary
 from faceparse_app.project import ImageRecord, Project
 from trainer.data.imageio import read_label
 from trainer.errors import LabelMapError
@@ -60,7 +60,8 @@ def jobs(project: Project, records: Sequence[ImageRecord] | None = None) -> list
     out = []
     for rec in wanted:
         boxes = boxes_from_text(faces.get(rec.id))
-        out.append(LabelJob(rec.id, rec.relpath, project.label_path(rec), tuple(boxes) if boxes else None))
+        kept = tuple(boxes) if boxes else None
+        out.append(LabelJob(rec.id, rec.relpath, project.label_path(rec), kept))
     return out
 
 
@@ -109,11 +110,17 @@ def photo_message(relpath: str, findings: Sequence[Finding]) -> str:
     """The window's one message when a photo with issues opens."""
     faces = sorted({f.face + 1 for f in findings})
     where = f"face {faces[0]}" if len(faces) == 1 else "faces " + ", ".join(map(str, faces))
-    return (
-        f"Label issues in {relpath} ({where}): {summary(findings)}. LaPa's left eye and eyebrow "
-        "are the ones on the viewer's left; a pinhole is a few unlabeled pixels inside the face; "
-        "a stray piece is a part painted far from that part. Saving and export are not blocked."
-    )
+    kinds = {f.kind for f in findings}
+    why = [text for kind, text in EXPLAINED.items() if kind in kinds]
+    return f"Label issues in {relpath} ({where}): {summary(findings)}. " + " ".join(why)
+
+
+# What each kind means, said in the window after the findings.
+EXPLAINED = {
+    SWAPPED: "LaPa's left eye and eyebrow are the ones on the viewer's left (the person's right).",
+    PINHOLE: "A pinhole is a few unlabeled pixels inside the face (fill them).",
+    STRAY: "A stray piece is a part painted far from that part.",
+}
 
 
 def readme_lines(project: Project, exported: Sequence[tuple[str, str, ImageRecord]]) -> list[str]:
