@@ -1,5 +1,5 @@
-"""The desktop app's commands that need no window: ``faceparse-studio export PROJECT OUT`` and
-``faceparse-studio import-labels PROJECT LABELS``.
+"""The desktop app's commands that need no window: ``faceparse-studio export PROJECT OUT``,
+``faceparse-studio import-labels PROJECT LABELS`` and ``faceparse-studio check PROJECT``.
 
 ``faceparse-studio [FOLDER]`` opens the window (``faceparse_app.__main__``); a first argument
 naming one of :data:`COMMANDS` runs that command instead, without Qt. Errors in the input print
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from trainer.errors import FaceParseError
 
-COMMANDS = ("export", "import-labels")
+COMMANDS = ("export", "import-labels", "check")
 EXIT_USER_ERROR = 2
 
 
@@ -37,6 +37,12 @@ def _cmd_import_labels(args: argparse.Namespace) -> int:
     report = import_labels(args.project, args.labels, fmt=args.format)
     print("\n".join(report.lines()))
     return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from faceparse_app.label_review import check_command
+
+    return check_command(args.project)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,11 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="label values: LaPa 0..10 or CelebAMask-HQ 0..18 (default: auto, from the folder's layout)",
     )  # fmt: skip
     p.set_defaults(func=_cmd_import_labels)
+    p = sub.add_parser(
+        "check", help="a project's saved labels -> one line per issue; exit 1 when there are any",
+        description="Check the labels worked on, labeled or reviewed: left/right swapped (the "
+        "person's left labeled as LaPa's, the viewer's), pinholes, stray pieces of a part. One "
+        "line per finding; exit code 1 when there are any, 0 when none.",
+    )  # fmt: skip
+    p.add_argument("project", help="project folder (read only; it may be open in a window)")
+    p.set_defaults(func=_cmd_check)
     return parser
 
 
 def main(argv: Sequence[str]) -> int:
-    """Run one of the app's commands; returns the exit code (0 ok, 2 bad input or usage)."""
+    """Run one of the app's commands; returns the exit code (0 ok, 1 label issues found by
+    check, 2 bad input or usage)."""
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv))

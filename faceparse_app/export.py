@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from faceparse_app import label_review
 from faceparse_app.export_faces import FaceSample, encode_jpeg
 from faceparse_app.export_files import (
     EFFORT_CSV,
@@ -277,7 +278,7 @@ def _export(
         strays = [r for r in _foreign_entries(out, tmp, previous) if _READ_BY_LOADERS.match(r)] if previous else []
         (tmp / README_NAME).write_text(
             readme(counts, landmarks, skipped, reviewed_only, val_fraction, test_fraction, seed, effort, strays,
-                   samples, list(no_face) if per_face else None),  # fmt: skip
+                   samples, list(no_face) if per_face else None, label_review.readme_lines(project, effort)),  # fmt: skip
             encoding="utf-8",
         )
         write_names(tmp / NAMES_CSV, exported, per_face)

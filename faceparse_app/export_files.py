@@ -42,6 +42,7 @@ def readme(
     strays: Sequence[str] = (),
     samples: Sequence[tuple[str, str, ImageRecord]] | None = None,
     no_face: Sequence[str] | None = None,
+    issues: Sequence[str] = (),
 ) -> str:
     """The export's README.txt: what it is, its split, which landmarks were derived (and which
     images have none: no face in their label), what the labels cost.
@@ -56,6 +57,8 @@ def readme(
             warnings name these.
         no_face: given for an export of one image per face: the photos (relpaths) that had
             no face and gave no image.
+        issues: README lines naming the exported labels with issues
+            (``label_review.readme_lines``).
     """
     derived, known, faceless = (landmarks.get(k, []) for k in ("derived", "known", "none"))
     samples = effort if samples is None else samples
@@ -77,6 +80,7 @@ def readme(
         *(_per_face_lines(no_face) if no_face is not None else []),
         *unedited_held_out(samples),
         *unreviewed(samples),
+        *issues,
         "",
         "LANDMARKS: the files listed as derived were NOT annotated by hand: they were placed",
         "from each label map (eye centres 74/104 and 83/105 inside the eyes, nose tip 54 inside",

@@ -24,6 +24,7 @@ from faceparse_app import gui_gc
 from faceparse_app.app import Settings
 from faceparse_app.assist import AssistContext
 from faceparse_app.export_files import export_message
+from faceparse_app.label_issue_watch import LabelIssueWatch
 from faceparse_app.loop_state import LoopState
 from faceparse_app.model_loop import ModelLoop
 from faceparse_app.project import DamagedStoreError, Project, ProjectError, ProjectLockedError
@@ -234,6 +235,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(look_only.window_title(project))
         self.canvas.setFocus()  # the class and tool keys work from the first press
         self._refresh_records()
+        LabelIssueWatch(session, self.image_list, self.message_bar)  # the session's child: ends with it
         # After the window's own connections: the model loop's handlers see the new image shown.
         self.model_loop.attach(session)
         session.resume(self.settings.last_image(project.root))  # where the annotator left off

@@ -65,6 +65,7 @@ class AnnotationSession(QObject):
     saved = Signal(int)
     status_changed = Signal(int, str, str)
     prelabeled = Signal(int, str)
+    closing = Signal()  # close() begins: background readers of the project stop
 
     def __init__(
         self,
@@ -102,6 +103,7 @@ class AnnotationSession(QObject):
     def close(self) -> bool:
         """Stop autosaving, save everything and close the project; False when some edits could
         not be saved."""
+        self.closing.emit()
         self.autosave_timer.stop()
         app = QApplication.instance()
         if app is not None:

@@ -27,6 +27,8 @@ from faceparse_app.project import STATUSES, ImageRecord
 from faceparse_app.widgets.image_table import (
     ALL,
     IMAGE_ID_ROLE,
+    ISSUE_ICON,
+    LABEL_ISSUES,
     NEEDS_REVIEW,
     PROBLEM_ICON,
     PROBLEMS,
@@ -40,7 +42,9 @@ from faceparse_app.widgets.image_table import (
     status_icon,
 )
 
-__all__ = ["ALL", "NEEDS_REVIEW", "SORT_NAME", "SORT_UNCERTAINTY", "ImageList", "status_icon"]
+__all__ = [
+    "ALL", "LABEL_ISSUES", "NEEDS_REVIEW", "SORT_NAME", "SORT_UNCERTAINTY", "ImageList", "status_icon",
+]  # fmt: skip
 
 
 class _ImageTree(QTreeView):
@@ -69,7 +73,8 @@ class StatusLegend(QWidget):
         entries = [(name, colour, status.replace("_", " "))
                    for status, (name, colour, _tip) in STATUS_ICONS.items()]
         entries += [(REVIEW_ICON[0], REVIEW_ICON[1], REVIEW_ICON[2]),
-                    (PROBLEM_ICON[0], PROBLEM_ICON[1], "unreadable / missing")]
+                    (PROBLEM_ICON[0], PROBLEM_ICON[1], "unreadable / missing"),
+                    (ISSUE_ICON[0], ISSUE_ICON[1], ISSUE_ICON[2])]
         for k, (name, colour, text) in enumerate(entries):
             icon = QLabel()
             icon.setPixmap(cached_icon(name, colour).pixmap(14, 14))
@@ -103,6 +108,12 @@ class ImageList(QWidget):
             self.filter_box.addItem(status_icon(status), status.replace("_", " "), status)
         self.filter_box.addItem(cached_icon(*PROBLEM_ICON[:2]), "problems", PROBLEMS)
         self.filter_box.addItem(cached_icon(*REVIEW_ICON[:2]), "needs review", NEEDS_REVIEW)
+        self.filter_box.addItem(cached_icon(*ISSUE_ICON[:2]), "label issues", LABEL_ISSUES)
+        self.filter_box.setItemData(
+            self.filter_box.count() - 1,
+            "Photos whose saved label the checks flag: left/right swapped, pinholes, stray pieces",
+            Qt.ItemDataRole.ToolTipRole,
+        )
         self.filter_box.currentIndexChanged.connect(self._on_filter)
         self.sort_box = QComboBox()
         self.sort_box.addItem("Name", SORT_NAME)
@@ -192,6 +203,12 @@ class ImageList(QWidget):
         self.model.set_scores(scores)
         self.resort()
 
+    def set_label_issues(self, issues: dict[int, str]) -> None:
+        """What the label checks found per image id (a summary line each; {} for none)."""
+        self.model.set_label_issues(issues)
+        self._show_progress()
+        self.set_current(self._current, scroll=False)
+
     def resort(self) -> None:
         """Apply the newest scores to the order (the re-sort button)."""
         self.model.resort()
@@ -220,6 +237,7 @@ class ImageList(QWidget):
         some hidden by a filter chosen elsewhere. The sort order is the annotator's way of
         working and stays."""
         self.set_status_filter(ALL)
+        self.set_label_issues({})  # image ids are the project's
         self.set_records([])
 
     def set_current(self, image_id: int | None, scroll: bool = True) -> None:

@@ -40,6 +40,8 @@ NO_FACE_TIP = (
 ALL = "all"
 PROBLEMS = "problems"
 NEEDS_REVIEW = "needs_review"
+LABEL_ISSUES = "label_issues"
+ISSUE_ICON = ("fa5s.exchange-alt", "#d81b60", "label issues")
 SORT_NAME, SORT_UNCERTAINTY = "name", "uncertainty"
 IMAGE_ID_ROLE = Qt.ItemDataRole.UserRole
 
@@ -114,6 +116,7 @@ class ImageTableModel(QAbstractTableModel):
         self._problems: dict[int, str] = {}
         self._scores: dict[int, float] = {}
         self._sorted_by: dict[int, float] = {}  # the scores the rows are in the order of
+        self._issues: dict[int, str] = {}  # image id -> what the label checks found
         self._filter = ALL
         self._sort = SORT_NAME
         self.order_stale = False  # sorted by uncertainty, new scores not yet in the order
@@ -165,6 +168,13 @@ class ImageTableModel(QAbstractTableModel):
         else:
             self._refilter(changed)
 
+    def set_label_issues(self, issues: dict[int, str]) -> None:
+        """What the label checks found per image id (a summary line); repaints the rows whose
+        issues changed and, under the "label issues" filter, shows just those images."""
+        old, self._issues = self._issues, dict(issues)
+        ids = set(old) | set(self._issues)
+        self._refilter([i for i in ids if old.get(i) != self._issues.get(i)])
+
     def resort(self) -> None:
         """Put the rows in the current sort order (after scores arrived)."""
         self._refilter(None)
@@ -200,6 +210,8 @@ class ImageTableModel(QAbstractTableModel):
             return rec.missing or image_id in self._problems
         if self._filter == NEEDS_REVIEW:
             return rec.needs_review
+        if self._filter == LABEL_ISSUES:
+            return image_id in self._issues
         return rec.status == self._filter
 
     def _sorted_rows(self, scores: dict[int, float]) -> list[int]:
@@ -310,6 +322,8 @@ class ImageTableModel(QAbstractTableModel):
             return cached_icon(*MISSING_ICON[:2])
         if rec.id in self._problems:
             return cached_icon(*PROBLEM_ICON[:2])
+        if rec.id in self._issues:  # over "needs review": every imported label needs that
+            return cached_icon(*ISSUE_ICON[:2])
         if rec.needs_review:
             return cached_icon(*REVIEW_ICON[:2])
         return status_icon(rec.status)
@@ -322,9 +336,10 @@ class ImageTableModel(QAbstractTableModel):
             return f"{rec.relpath} is missing from the project folder"
         if problem is not None:
             return f"{rec.relpath}\n{problem}"
+        issues = f"\nlabel issues: {self._issues[image_id]}" if image_id in self._issues else ""
         if rec.needs_review:
-            return f"{rec.relpath}\n{rec.status}, {REVIEW_TIP}"
-        tip = f"{rec.relpath}\n{STATUS_ICONS.get(rec.status, ('', '', rec.status))[2]}"
+            return f"{rec.relpath}\n{rec.status}, {REVIEW_TIP}{issues}"
+        tip = f"{rec.relpath}{issues}\n{STATUS_ICONS.get(rec.status, ('', '', rec.status))[2]}"
         score = self._scores.get(image_id)
         if score is not None and math.isnan(score):
             tip += f"; {NO_FACE_TIP}"

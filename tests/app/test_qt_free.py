@@ -21,6 +21,7 @@ NEEDS_QT = {
     "faceparse_app.app",
     "faceparse_app.face_loop",
     "faceparse_app.gui_gc",
+    "faceparse_app.label_issue_watch",
     "faceparse_app.main_window",
     "faceparse_app.model_loop",
     "faceparse_app.prelabel_queue",

@@ -1,0 +1,138 @@
+"""The label checks in the window: every checked label of the project (worked on, labeled,
+reviewed) is checked on a background thread when the project opens, and again after each save
+of it; the image list's "label issues" filter shows the photos with findings, and opening one
+says what was found in one message (never a dialog; saving and export go on as before). Only
+opening a photo speaks (or its first check, when that comes after it opened): a check after a
+save or a status change updates the list quietly, so the message that change brought (sent
+back to in progress, say) stays on screen; nor does it replace a warning or an error shown.
+
+The findings live in memory for the session: the store has no place for them, and checking a
+label again is cheap (tens of milliseconds for a 512² label, ``bench.label_checks``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from PySide6.QtCore import QObject, Signal
+
+from faceparse_app import label_review
+from faceparse_app.label_checks import Finding, summary
+from faceparse_app.label_review import LabelJob
+from faceparse_app.session import AnnotationSession
+from faceparse_app.widgets.image_list import ImageList
+from faceparse_app.widgets.message_bar import MessageBar
+from faceparse_app.workers import PRELABEL_NICE, Relay, lower_thread_priority
+
+log = logging.getLogger(__name__)
+
+
+class LabelIssueWatch(QObject):
+    """Keeps the image list's label issues up to date for one session (a child of it).
+
+    Signals:
+        message(text, level): what was found in the photo just opened (to the session's
+            message signal, so the window shows it as its own).
+    """
+
+    message = Signal(str, str)
+
+    def __init__(self, session: AnnotationSession, image_list: ImageList, bar: MessageBar) -> None:
+        super().__init__(session)
+        self.session = session
+        self.image_list = image_list
+        self.bar = bar
+        self.findings: dict[int, list[Finding]] = {}
+        self._checked: set[int] = set()  # images whose saved label has been checked
+        self._waiting: int | None = None  # the photo on screen, opened before its first check
+        self._stopped = threading.Event()
+        self._jobs: queue.Queue[LabelJob | None] = queue.Queue()
+        self._relay = Relay(self._on_event, self)
+        self.message.connect(session.message)
+        session.saved.connect(self.recheck)
+        session.status_changed.connect(lambda image_id, *_: self.recheck(image_id))
+        session.image_changed.connect(self._on_image)
+        session.closing.connect(self.stop)
+        for job in label_review.jobs(session.project):
+            self._jobs.put(job)
+        self._thread = threading.Thread(target=self._work, name="label-checks", daemon=True)
+        self._thread.start()
+
+    def recheck(self, image_id: int) -> None:
+        """Check an image's saved label again (after a save or a status change)."""
+        if self._stopped.is_set():
+            return
+        try:
+            rec = self.session.project.get(image_id)
+        except KeyError:
+            return
+        jobs = label_review.jobs(self.session.project, [rec])
+        if jobs:
+            self._jobs.put(jobs[0])
+        else:  # no longer a label to check (sent back to new, say)
+            self._set(image_id, [])
+
+    def idle(self) -> bool:
+        """Whether every check asked for so far is done (for tests)."""
+        return self._jobs.unfinished_tasks == 0
+
+    def stop(self) -> None:
+        """Stop checking (the session closes); waits for a check under way."""
+        self._stopped.set()
+        self._jobs.put(None)
+        self._thread.join(timeout=30)
+
+    # ---------------------------------------------------------------- internals
+    def _work(self) -> None:
+        lower_thread_priority(PRELABEL_NICE)
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None or self._stopped.is_set():
+                    return
+                try:
+                    findings = label_review.run(job)
+                except Exception:  # a check must never take the window down
+                    log.exception("label check of %s failed", job.relpath)
+                    continue
+                if not self._stopped.is_set():
+                    self._relay.post("checked", (job.image_id, findings))
+            finally:
+                self._jobs.task_done()
+
+    def _on_event(self, _kind: str, payload: tuple[int, list[Finding]]) -> None:
+        if not self._stopped.is_set():
+            self._set(*payload)
+
+    def _set(self, image_id: int, findings: list[Finding]) -> None:
+        self._checked.add(image_id)
+        waiting, current = self._waiting, self.session.current
+        if waiting == image_id:
+            self._waiting = None
+        if findings or image_id in self.findings:
+            if findings:
+                self.findings[image_id] = findings
+            else:
+                self.findings.pop(image_id, None)
+            self.image_list.set_label_issues({i: summary(f) for i, f in self.findings.items()})
+        if waiting == image_id and current is not None and current.id == image_id:
+            self._say(current.id, current.relpath)
+
+    def _on_image(self, rec) -> None:
+        self._waiting = None
+        if rec is None:
+            return
+        if rec.id in self._checked:
+            self._say(rec.id, rec.relpath)
+        else:
+            self._waiting = rec.id
+
+    def _say(self, image_id: int, relpath: str) -> None:
+        findings = self.findings.get(image_id)
+        if not findings:
+            return
+        if not self.bar.isHidden() and self.bar.level in ("warning", "error"):
+            return  # what that says matters more; the list still flags the photo
+        self.message.emit(label_review.photo_message(relpath, findings), "info")

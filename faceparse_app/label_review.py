@@ -1,0 +1,148 @@
+"""A project's saved labels through :mod:`faceparse_app.label_checks` (no Qt): which labels are
+checked, with which faces, and how the findings are said (the check command's lines, the
+export README's section, the window's message).
+
+A label is checked once a person has worked on it or accepted it (in progress, labeled,
+reviewed; imported labels are labeled): a pre-label nobody has looked at yet is the model's,
+and the annotator meets it anyway. Its faces are those the project keeps, else those found in
+the label itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from faceparse_app.faces import boxes_from_text
+from faceparse_app.label_checks import PINHOLE, STRAY, SWAPPED, Finding, check_label, summary
+from faceparse_app.project import ImageRecord, Project
+from trainer.data.imageio import read_label
+from trainer.errors import LabelMapError
+from trainer.labels import LAPA
+
+CHECKED_STATUSES = frozenset({"in_progress", "labeled", "reviewed"})
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class LabelJob:
+    """What checking one saved label needs, read from the store beforehand (so the check can
+    run on any thread).
+
+    Attributes:
+        image_id: the image's row id.
+        relpath: its name in the project.
+        label_path: its label file.
+        boxes: the faces the project keeps (photo pixels), or None: found in the label.
+    """
+
+    image_id: int
+    relpath: str
+    label_path: Path
+    boxes: tuple[Box, ...] | None
+
+
+def checked(rec: ImageRecord) -> bool:
+    """Whether the image's saved label is one to check."""
+    return rec.status in CHECKED_STATUSES and not rec.missing and rec.label_source is not None
+
+
+def jobs(project: Project, records: Sequence[ImageRecord] | None = None) -> list[LabelJob]:
+    """The checks of these images' labels (default: all), those worth checking only; one
+    query for all the faces."""
+    records = project.images() if records is None else records
+    wanted = [r for r in records if checked(r)]
+    if not wanted:
+        return []
+    faces = dict(project.query("SELECT id, faces FROM images"))
+    out = []
+    for rec in wanted:
+        boxes = boxes_from_text(faces.get(rec.id))
+        kept = tuple(boxes) if boxes else None
+        out.append(LabelJob(rec.id, rec.relpath, project.label_path(rec), kept))
+    return out
+
+
+def run(job: LabelJob) -> list[Finding]:
+    """The findings of one saved label ([] when it is gone or unreadable: other checks say so)."""
+    try:
+        label = read_label(job.label_path, num_classes=LAPA.num_classes)
+    except (LabelMapError, OSError):
+        return []
+    return check_label(label, job.boxes)
+
+
+def check_project(project: Project) -> Iterator[tuple[LabelJob, list[Finding]]]:
+    """Every checked label of a project and its findings, in the project's order."""
+    for job in jobs(project):
+        yield job, run(job)
+
+
+def check_command(folder: str) -> int:
+    """``faceparse-studio check``: print each finding of a project's labels; 1 when any."""
+    project = Project.open(folder, read_only=True)
+    try:
+        labels = issues = 0
+        for job, findings in check_project(project):
+            labels += 1
+            issues += len(findings)
+            for finding in findings:
+                print(finding_line(job.relpath, finding), flush=True)
+    finally:
+        project.close()
+    if issues:
+        print(f"{issues} label issue(s) in {labels} labels checked")
+        return 1
+    print(f"no label issues in {labels} labels checked")
+    return 0
+
+
+def finding_line(relpath: str, finding: Finding) -> str:
+    """One line of ``faceparse-studio check``: 'a.jpg: face 1: eyes: left/right swapped ...
+    [x0,y0,x1,y1]'."""
+    x0, y0, x1, y1 = finding.box
+    return f"{relpath}: face {finding.face + 1}: {finding.message} [{x0},{y0},{x1},{y1}]"
+
+
+def photo_message(relpath: str, findings: Sequence[Finding]) -> str:
+    """The window's one message when a photo with issues opens."""
+    faces = sorted({f.face + 1 for f in findings})
+    where = f"face {faces[0]}" if len(faces) == 1 else "faces " + ", ".join(map(str, faces))
+    kinds = {f.kind for f in findings}
+    why = [text for kind, text in EXPLAINED.items() if kind in kinds]
+    return f"Label issues in {relpath} ({where}): {summary(findings)}. " + " ".join(why)
+
+
+# What each kind means, said in the window after the findings.
+EXPLAINED = {
+    SWAPPED: "LaPa's left eye and eyebrow are the ones on the viewer's left (the person's right).",
+    PINHOLE: "A pinhole is a few unlabeled pixels inside the face (fill them).",
+    STRAY: "A stray piece is a part painted far from that part.",
+}
+
+
+def readme_lines(project: Project, exported: Sequence[tuple[str, str, ImageRecord]]) -> list[str]:
+    """The export README's section naming the exported labels with issues (none: no lines).
+
+    Args:
+        exported: (split, name, record) per exported photo.
+    """
+    by_id = {job.image_id: job for job in jobs(project, [rec for _, _, rec in exported])}
+    named = []
+    for split, name, rec in exported:
+        job = by_id.get(rec.id)
+        findings = run(job) if job is not None else []
+        if findings:
+            named.append(f"  {split}/{name}: {summary(findings)}")
+    if not named:
+        return []
+    return [
+        "",
+        f"LABEL ISSUES: {len(named)} exported label(s) look wrong to FaceParse Studio's checks:",
+        "left/right swapped (LaPa's left eye and eyebrow are the viewer's left; these are the",
+        "person's, as in CelebAMask-HQ), pinholes (a few unlabeled pixels inside a face) or stray",
+        "pieces (a part painted far from that part). Check them (Show: label issues):",
+        *named,
+    ]
