@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--per-face", action="store_true",
         help="one image per face, as LaPa has: each face of a photo cropped square with its "
-        "hair and chin (upright, at the photo's resolution) and its own landmarks, named "
-        "NAME__face1, NAME__face2... left to right, all in the photo's split; a photo with no "
+        "hair and chin (upright, at the photo's resolution) and its own landmarks, named after "
+        "the photo with the face's number added (1, 2, ... left to right), all in the photo's "
+        "split; a photo with no "
         "face gives none (default: each photo whole)",
     )  # fmt: skip
     p.add_argument(
