@@ -23,7 +23,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from bench.harness import SHARED
+from bench.harness import SHARED, command_line, machine, results_dir, utc_now, write_json
 from faceparse_app.label_checks import PINHOLE, SWAPPED, Finding, check_label
 from trainer.faces import faces_from_label
 from trainer.labels import celebamask_to_lapa
@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="first N CelebAMask-HQ labels only")
     parser.add_argument("--verbose", action="store_true", help="print every false alarm")
+    parser.add_argument(
+        "--results", default=str(results_dir("label_checks") / "label_checks.json"),
+        help="where the counts go (default %(default)s; '' for none)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     good: collections.Counter[str] = collections.Counter()
     flagged_photos = 0
@@ -101,6 +105,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"good faces swapped 2<->3, 4<->5: {caught} of {judged_faces} flagged left/right swapped "
           f"({100 * caught / max(judged_faces, 1):.1f}%)")
     print(f"check time per label: median {1000 * float(np.median(seconds)):.1f} ms")
+    if args.results:
+        payload = {
+            "what": "label checks on good labels (false alarms) and on swapped ones (catches)",
+            "date": utc_now(),
+            "machine": machine(),
+            "photos": n,
+            "faces": faces,
+            "swapped_in_the_data": data_swapped,
+            "swapped_in_the_data_flagged": data_caught,
+            "photos_with_another_finding": flagged_photos,
+            "other_findings_by_kind": dict(good),
+            "pinholes_unlabeled_in_the_source_too": source_holes,
+            "good_faces_swapped": judged_faces,
+            "good_faces_swapped_flagged": caught,
+            "median_ms_per_label": round(1000 * float(np.median(seconds)), 1),
+        }
+        write_json(args.results, payload, command_line(__spec__.name, argv))
     return 0
 
 
