@@ -158,17 +158,17 @@ def unedited_held_out(effort: Sequence[tuple[str, str, ImageRecord]]) -> list[st
 
 def unreviewed(effort: Sequence[tuple[str, str, ImageRecord]]) -> list[str]:
     """The README's warning when the export holds labels flagged "needs review" that nobody has
-    looked at since: found on disk by a store recovery (finished or not, the rebuilt store could
-    not tell) or changed outside the app."""
+    looked at since: imported, found on disk by a store recovery (finished or not, the rebuilt
+    store could not tell) or changed outside the app."""
     flagged = [f"  {split}/{name}" for split, name, rec in effort if rec.needs_review]
     if not flagged:
         return []
     return [
         "",
-        f"NEEDS REVIEW: {len(flagged)} label(s) were found on disk when the project store was",
-        "rebuilt or restored (or were changed outside the app), and nobody has looked at them",
-        "since; some may be unfinished. Check them in FaceParse Studio (Show: needs review) and",
-        "mark them reviewed:",
+        f"NEEDS REVIEW: {len(flagged)} label(s) were imported (File > Import labels), found on disk",
+        "when the project store was rebuilt or restored, or changed outside the app, and nobody",
+        "has looked at them since; some may be unfinished. Check them in FaceParse Studio (Show:",
+        "needs review) and mark them reviewed:",
         *flagged,
     ]
 
@@ -268,9 +268,9 @@ def export_message(
     left = [(n, what) for n, what in left if n]
     if statuses.get("needs_review", 0) and not reviewed_only:
         text += (
-            f" {statuses['needs_review']} photo(s) still need review (a label found on disk when "
-            "the store was recovered, maybe unfinished, or changed outside the app; Show: needs "
-            "review): those marked labeled are in the export, and its README names them."
+            f" {statuses['needs_review']} photo(s) still need review (a label imported, found on "
+            "disk when the store was recovered, maybe unfinished, or changed outside the app; Show: "
+            "needs review): those marked labeled are in the export, and its README names them."
         )
     if left:
         how = "Ctrl+Shift+Return marks one reviewed" if reviewed_only else "Ctrl+Return marks one labeled, A accepts a pre-label"

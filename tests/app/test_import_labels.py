@@ -292,3 +292,20 @@ def test_imported_landmarks_follow_their_photo_when_it_is_renamed(helen, tmp_pat
     readme = (out / "README.txt").read_text(encoding="utf-8")
     assert "train/landmarks/renamed.txt" in readme.split("Landmark files from the project's own landmarks")[1]
     np.testing.assert_allclose(read_landmarks(out / "train" / "landmarks" / "renamed.txt"), points, atol=0.01)
+
+
+def test_an_export_of_imported_labels_says_they_were_imported_not_recovered(helen, tmp_path: Path) -> None:
+    """Imported labels are flagged 'needs review'; the export's README and message must say why
+    truthfully (they were imported), not that a store was recovered or a file changed outside."""
+    from faceparse_app.export import export_message
+
+    photos, labels = helen
+    assert len(import_labels(photos, labels).imported) == 6
+    out = tmp_path / "export"
+    counts = export_project(photos, out, val_fraction=0, test_fraction=0)
+    readme = (out / "README.txt").read_text(encoding="utf-8")
+    section = readme[readme.index("NEEDS REVIEW") :].split("\n\n")[0]
+    assert "imported" in section
+    with Project.open(photos) as project:
+        text = export_message(out, counts, project.counts())
+    assert "imported" in text.split("still need review")[1]
