@@ -239,7 +239,7 @@ def _export(
         len(recs), val_fraction, test_fraction, seed, [earlier.get(r.relpath) for r in recs]
     )
     counts = {s: 0 for s in SPLITS}
-    landmarks: dict[str, list[str]] = {"derived": [], "known": [], "none": []}
+    landmarks: dict[str, list[str]] = {"derived": [], "known": [], "none": [], "unlabeled": []}
     skipped: list[tuple[str, str]] = []
     exported: list[tuple[str, ...]] = []  # names.csv rows (per face: and the face's box)
     effort: list[tuple[str, str, ImageRecord]] = []  # per photo
@@ -262,6 +262,9 @@ def _export(
                 for sub, ext in (("images", ".jpg"), ("labels", ".png"), ("landmarks", ".txt")):
                     (tmp / split / sub / f"{name}{ext}").unlink(missing_ok=True)
             else:
+                left_out = [f"{split}/{s.name}" for s in written if s.landmarks == "unlabeled"]
+                landmarks["unlabeled"] += left_out
+                written = [s for s in written if s.landmarks != "unlabeled"]
                 effort += [(split, name, rec)] if written else []
                 no_face.update({} if written else {rec.relpath: split})
                 for sample in written:
@@ -307,7 +310,7 @@ def _export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    faceless = {"no_face": len(no_face)} if per_face else {}
+    faceless = {"no_face": len(no_face), "unlabeled_faces": len(landmarks["unlabeled"])} if per_face else {}
     return {**counts, "skipped": len(skipped), **faceless, **({"stray": len(strays)} if strays else {})}
 
 

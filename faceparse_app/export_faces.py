@@ -43,11 +43,15 @@ if TYPE_CHECKING:
 _FRAMING_SIDE = 512
 
 
+# FaceSample.landmarks of a face that was not written: no face part of its own is labeled.
+UNLABELED = "unlabeled"
+
+
 @dataclass(frozen=True)
 class FaceSample:
     """One exported image: its name, its face's box in the photo (None for a whole photo), and
-    where its landmarks came from ("derived", "known", or "none": no face part, no landmark
-    file)."""
+    where its landmarks came from ("derived", "known"; "none": a whole photo with no face part,
+    no landmark file; ``UNLABELED``: a face with no labeled part of its own, not written)."""
 
     name: str
     box: tuple[float, float, float, float] | None
@@ -126,7 +130,8 @@ def write_face_samples(
             face that owns that point, as pixels are shared out), mapped into its crop.
 
     Returns:
-        One FaceSample per face, in order. A failure midway removes what this call wrote.
+        One FaceSample per face, in order (``UNLABELED`` ones were not written). A failure
+        midway removes what this call wrote.
     """
     from trainer.faces import crop_face, warp_label_to_crop
 
@@ -141,6 +146,13 @@ def write_face_samples(
             except ValueError as exc:  # an empty box, eye points that coincide
                 raise LabelMapError(f"face {k + 1} of the photo, at {face.box}: {exc}") from None
             crop_label = warp_label_to_crop(label, m, side)
+            own_label = _own_pixels(crop_label, m, boxes, k) if len(boxes) > 1 else crop_label
+            x0, y0, x1, y1 = (float(v) for v in face.box)
+            if not np.isin(own_label, FACE_CLASSES).any():
+                # A face left unlabeled (a passer-by, a box over a wall): its crop would say "all
+                # background" over a face, which a model trained on the export would learn.
+                samples.append(FaceSample(sample, (x0, y0, x1, y1), UNLABELED))
+                continue
             for path, data in (
                 (split_dir / "images" / f"{sample}.jpg", encode_jpeg(crop_face(image, m, side, fill=0))),
                 (split_dir / "labels" / f"{sample}.png", encode_label_png(crop_label)),
@@ -149,14 +161,10 @@ def write_face_samples(
                 path.write_bytes(data)
             points, how = _known_in_crop(known, boxes, k, m, side), "known"
             if points is None:
-                own_label = _own_pixels(crop_label, m, boxes, k) if len(boxes) > 1 else crop_label
-                how = "derived" if np.isin(own_label, FACE_CLASSES).any() else "none"
-                points = derive_landmarks(own_label) if how == "derived" else None
-            if points is not None:
-                path = split_dir / "landmarks" / f"{sample}.txt"
-                written.append(path)
-                path.write_text(format_landmarks(points), encoding="utf-8")
-            x0, y0, x1, y1 = (float(v) for v in face.box)
+                points, how = derive_landmarks(own_label), "derived"
+            path = split_dir / "landmarks" / f"{sample}.txt"
+            written.append(path)
+            path.write_text(format_landmarks(points), encoding="utf-8")
             samples.append(FaceSample(sample, (x0, y0, x1, y1), how))
     except BaseException:
         for path in written:

@@ -77,7 +77,7 @@ def readme(
         + (", one image per face" if per_face else "") + "; "
         + ", ".join(f"{s} {counts[s]}" for s in SPLITS)
         + f". Split seed {seed}, val fraction {val_fraction}, test fraction {test_fraction}.",
-        *(_per_face_lines(no_face) if no_face is not None else []),
+        *(_per_face_lines(no_face, landmarks.get("unlabeled", [])) if no_face is not None else []),
         *unedited_held_out(samples),
         *unreviewed(samples),
         *issues,
@@ -115,9 +115,10 @@ def readme(
     return "\n".join(lines) + "\n"
 
 
-def _per_face_lines(no_face: Sequence[str]) -> list[str]:
+def _per_face_lines(no_face: Sequence[str], unlabeled: Sequence[str] = ()) -> list[str]:
     """The README's account of an export of one image per face: how the crops are framed,
-    what names.csv adds, and the photos with no face."""
+    what names.csv adds, the faces left out (no labeled part of their own) and the photos with
+    no face."""
     lines = [
         "",
         "ONE IMAGE PER FACE: each face of a photo is a sample of its own, NAME__face<i> (i from 1,",
@@ -133,6 +134,14 @@ def _per_face_lines(no_face: Sequence[str]) -> list[str]:
         "the photo's pixels); every face of a photo is in that photo's split. effort.csv is per",
         "photo.",
     ]
+    if unlabeled:
+        lines += [
+            f"Faces not exported: no face part of their own is labeled in their crop ({len(unlabeled)});",
+            "a face left unlabeled (a passer-by, a box over a wall) would be a crop labeled all",
+            "background over a face, which a model trained on the export would learn. Label them",
+            "to export them, or remove their face boxes:",
+            *[f"  {name}" for name in unlabeled],
+        ]  # fmt: skip
     if no_face:
         lines += [f"Photos with no face, so no image (none kept, none in the label) ({len(no_face)}):"]
         lines += [f"  {relpath}" for relpath in no_face]
@@ -241,6 +250,7 @@ def export_message(
     counts = dict(counts)
     back, strays = counts.pop("put_back", 0), counts.pop("stray", 0)
     per_face, no_face = "no_face" in counts, counts.pop("no_face", 0)
+    unlabeled = counts.pop("unlabeled_faces", 0)
     text = (
         f"Exported to {out_dir}{' (one image per face)' if per_face else ''}: "
         + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."
@@ -249,6 +259,12 @@ def export_message(
         text += (
             f" {no_face} labeled photo{' has' if no_face == 1 else 's have'} no face, so no image "
             "(the README names them)."
+        )
+    if unlabeled:
+        text += (
+            f" {unlabeled} face{'' if unlabeled == 1 else 's'} with no labeled part of {'its' if unlabeled == 1 else 'their'} "
+            "own left out (a crop labeled all background over a face would mislead a model; the "
+            "README names them)."
         )
     if strays:
         one = strays == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceparse_app.export import export_project
+from faceparse_app.export import export_message, export_project
 from faceparse_app.faces import user_face
 from faceparse_app.project import Project
 from tests.app.test_export import _assert_key_points, _project
@@ -336,7 +336,9 @@ def test_a_full_disk_midway_through_the_crops_leaves_the_earlier_export_as_it_wa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "proj"]  # no temp left
 
 
-def test_a_face_box_over_no_face_part_gets_its_crop_but_no_landmarks(tmp_path, shared_data):
+def test_a_face_with_no_labeled_part_is_not_exported_and_the_readme_names_it(tmp_path, shared_data):
+    """A face left unlabeled (a passer-by, a box over the wall) would be a crop whose label says
+    all background: a model trained on the export would learn that a face is background."""
     root = tmp_path / "proj"
     image, label = group_project(root, shared_data)
     with Project.open(root) as project:
@@ -344,13 +346,16 @@ def test_a_face_box_over_no_face_part_gets_its_crop_but_no_landmarks(tmp_path, s
         false = user_face((512 + GAP / 2 - 40, 10, 512 + GAP / 2 + 40, 90))  # wall between them
         project.set_faces(rec, [*project.faces(rec), false])
     out = tmp_path / "lapa"
-    export_project(root, out, val_fraction=0, test_fraction=0, per_face=True)
+    counts = export_project(root, out, val_fraction=0, test_fraction=0, per_face=True)
     names = sorted(p.stem for p in (out / "train" / "labels").iterdir())
-    assert names == ["group__face1", "group__face2", "group__face3"]  # the wall's is the middle one
-    assert not (out / "train" / "landmarks" / "group__face2.txt").exists()
-    assert (out / "train" / "landmarks" / "group__face3.txt").exists()
+    assert names == ["group__face1", "group__face3"]  # the wall's was the middle one
+    assert counts["train"] == 2 and counts["unlabeled_faces"] == 1
+    assert "1 face with no labeled part of its own left out" in export_message(out, counts, {})
+    assert sorted(p.stem for p in (out / "train" / "images").iterdir()) == names
+    assert [r["name"] for r in names_rows(out)] == names
     readme = (out / "README.txt").read_text(encoding="utf-8")
-    assert "  train/images/group__face2.jpg" in readme.split("No landmark file")[1]
+    assert "  train/group__face2" in readme.split("Faces not exported")[1]
+    assert "No landmark file" not in readme
 
 
 def test_a_face_at_the_photos_edge_is_padded_black_where_its_label_is_background(tmp_path, shared_data):
