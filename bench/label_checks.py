@@ -15,7 +15,6 @@ that agrees is a catch, one that disagrees a false alarm.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
 import time
@@ -23,7 +22,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from bench.harness import SHARED, command_line, machine, results_dir, utc_now, write_json
+from bench.harness import SHARED, argument_parser, command_line, machine, utc_now, write_json
 from faceparse_app.label_checks import PINHOLE, SWAPPED, Finding, check_label
 from trainer.faces import faces_from_label
 from trainer.labels import celebamask_to_lapa
@@ -63,13 +62,9 @@ def truly_swapped(label: np.ndarray) -> bool | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__, experiment="label_checks", results="label_checks.json")
     parser.add_argument("--limit", type=int, default=None, help="first N CelebAMask-HQ labels only")
     parser.add_argument("--verbose", action="store_true", help="print every false alarm")
-    parser.add_argument(
-        "--results", default=str(results_dir("label_checks") / "label_checks.json"),
-        help="where the counts go (default %(default)s; '' for none)",
-    )  # fmt: skip
     args = parser.parse_args(argv)
     good: collections.Counter[str] = collections.Counter()
     flagged_photos = 0
