@@ -53,6 +53,7 @@ class LabelIssueWatch(QObject):
         self.message.connect(session.message)
         session.saved.connect(self.recheck)
         session.status_changed.connect(lambda image_id, *_: self.recheck(image_id))
+        session.labels_imported.connect(self.recheck_all)
         session.image_changed.connect(self._on_image)
         session.closing.connect(self.stop)
         for job in label_review.jobs(session.project):
@@ -62,17 +63,24 @@ class LabelIssueWatch(QObject):
 
     def recheck(self, image_id: int) -> None:
         """Check an image's saved label again (after a save or a status change)."""
+        self.recheck_all([image_id])
+
+    def recheck_all(self, image_ids: list[int]) -> None:
+        """Check these images' saved labels again (an import's labels: one query for all)."""
         if self._stopped.is_set():
             return
-        try:
-            rec = self.session.project.get(image_id)
-        except KeyError:
-            return
-        jobs = label_review.jobs(self.session.project, [rec])
-        if jobs:
-            self._jobs.put(jobs[0])
-        else:  # no longer a label to check (sent back to new, say)
-            self._set(image_id, [])
+        records = []
+        for image_id in image_ids:
+            try:
+                records.append(self.session.project.get(image_id))
+            except KeyError:
+                continue
+        jobs = {job.image_id: job for job in label_review.jobs(self.session.project, records)}
+        for rec in records:
+            if rec.id in jobs:
+                self._jobs.put(jobs[rec.id])
+            else:  # no longer a label to check (sent back to new, say)
+                self._set(rec.id, [])
 
     def idle(self) -> bool:
         """Whether every check asked for so far is done (for tests)."""

@@ -66,6 +66,7 @@ class AnnotationSession(QObject):
     status_changed = Signal(int, str, str)
     prelabeled = Signal(int, str)
     closing = Signal()  # close() begins: background readers of the project stop
+    labels_imported = Signal(list)  # image ids whose labels an import wrote (no "saved" each)
 
     def __init__(
         self,
@@ -140,6 +141,7 @@ class AnnotationSession(QObject):
     def labels_replaced(self, image_ids: list[int]) -> None:
         """``Annotation.labels_replaced`` (an import's labels), then the lists refresh."""
         self.annotation.labels_replaced(image_ids)
+        self.labels_imported.emit(list(image_ids))
         self.records_changed.emit()
 
     def export_lapa(self, out_dir: str | Path, reviewed_only: bool = False) -> dict[str, int] | None:

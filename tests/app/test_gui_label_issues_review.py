@@ -1,0 +1,41 @@
+"""Label issues in the window, as a demanding annotator meets them after the q66 review: labels
+imported in the window are checked too, and a label fixed and saved while the opening pass is
+still under way (a 10,000-photo project takes minutes) leaves the list at once, not after the
+rest of the project. Real HELEN faces with their LaPa labels."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from faceparse_app.label_issue_watch import LabelIssueWatch
+from faceparse_app.widgets.image_table import LABEL_ISSUES
+from faceparse_app.widgets.label_import import import_labels_in_window
+from tests.app.test_gui_canvas import make_window
+from tests.app.test_label_issues import HELEN, SWAP
+from trainer.data.imageio import read_label, write_label
+
+
+def _watch(window) -> LabelIssueWatch:
+    watch = window.session.findChild(LabelIssueWatch)
+    assert watch is not None
+    return watch
+
+
+def test_labels_imported_in_the_window_are_checked(qtbot, tmp_path: Path, shared_data: Path) -> None:
+    """File → Import labels… of a folder with one label drawn the person's way: Show → label
+    issues lists that photo, as it would after a reopen (the import writes no 'saved')."""
+    photos, labels = tmp_path / "proj", tmp_path / "labels"
+    shutil.copytree(shared_data / HELEN / "images", photos)
+    shutil.copytree(shared_data / HELEN / "labels", labels)
+    first = sorted(labels.glob("*.png"))[0]
+    write_label(first, SWAP[read_label(first)])
+    window = make_window(qtbot, tmp_path, open_project=False)
+    assert window.open_project(photos)
+    listing = window.image_list
+    listing.set_status_filter(LABEL_ISSUES)
+    report = import_labels_in_window(window, labels)
+    assert report is not None and len(report.imported) == 6
+    swapped = next(r for r in window.session.records() if Path(r.relpath).stem == first.stem)
+    qtbot.waitUntil(_watch(window).idle, timeout=20_000)
+    qtbot.waitUntil(lambda: listing.visible_ids() == [swapped.id], timeout=5_000)
