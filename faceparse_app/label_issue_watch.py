@@ -7,11 +7,14 @@ save or a status change updates the list quietly, so the message that change bro
 back to in progress, say) stays on screen; nor does it replace a warning or an error shown.
 
 The findings live in memory for the session: the store has no place for them, and checking a
-label again is cheap (tens of milliseconds for a 512² label, ``bench.label_checks``).
+label again is cheap (tens of milliseconds for a 512² label, ``bench.label_checks``). The
+opening pass of a large project still takes minutes, so a label just saved or imported, and
+the photo just opened, are checked before the rest of it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -27,6 +30,8 @@ from faceparse_app.widgets.message_bar import MessageBar
 from faceparse_app.workers import PRELABEL_NICE, Relay, lower_thread_priority
 
 log = logging.getLogger(__name__)
+
+STOP, NOW, PASS = 0, 1, 2  # the queue's priorities: stopping, a label saved or opened, the opening pass
 
 
 class LabelIssueWatch(QObject):
@@ -48,7 +53,9 @@ class LabelIssueWatch(QObject):
         self._checked: set[int] = set()  # images whose saved label has been checked
         self._waiting: int | None = None  # the photo on screen, opened before its first check
         self._stopped = threading.Event()
-        self._jobs: queue.Queue[LabelJob | None] = queue.Queue()
+        # (priority, order, job): FIFO within a priority; job None stops the thread.
+        self._jobs: queue.PriorityQueue[tuple[int, int, LabelJob | None]] = queue.PriorityQueue()
+        self._order = itertools.count()
         self._relay = Relay(self._on_event, self)
         self.message.connect(session.message)
         session.saved.connect(self.recheck)
@@ -57,7 +64,7 @@ class LabelIssueWatch(QObject):
         session.image_changed.connect(self._on_image)
         session.closing.connect(self.stop)
         for job in label_review.jobs(session.project):
-            self._jobs.put(job)
+            self._put(PASS, job)
         self._thread = threading.Thread(target=self._work, name="label-checks", daemon=True)
         self._thread.start()
 
@@ -78,7 +85,7 @@ class LabelIssueWatch(QObject):
         jobs = {job.image_id: job for job in label_review.jobs(self.session.project, records)}
         for rec in records:
             if rec.id in jobs:
-                self._jobs.put(jobs[rec.id])
+                self._put(NOW, jobs[rec.id])
             else:  # no longer a label to check (sent back to new, say)
                 self._set(rec.id, [])
 
@@ -89,14 +96,17 @@ class LabelIssueWatch(QObject):
     def stop(self) -> None:
         """Stop checking (the session closes); waits for a check under way."""
         self._stopped.set()
-        self._jobs.put(None)
+        self._put(STOP, None)
         self._thread.join(timeout=30)
 
     # ---------------------------------------------------------------- internals
+    def _put(self, priority: int, job: LabelJob | None) -> None:
+        self._jobs.put((priority, next(self._order), job))
+
     def _work(self) -> None:
         lower_thread_priority(PRELABEL_NICE)
         while True:
-            job = self._jobs.get()
+            _, _, job = self._jobs.get()
             try:
                 if job is None or self._stopped.is_set():
                     return
@@ -134,8 +144,10 @@ class LabelIssueWatch(QObject):
             return
         if rec.id in self._checked:
             self._say(rec.id, rec.relpath)
-        else:
+        else:  # not reached by the opening pass yet: its check comes next
             self._waiting = rec.id
+            for job in label_review.jobs(self.session.project, [rec]):
+                self._put(NOW, job)
 
     def _say(self, image_id: int, relpath: str) -> None:
         findings = self.findings.get(image_id)

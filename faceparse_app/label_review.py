@@ -51,12 +51,15 @@ def checked(rec: ImageRecord) -> bool:
 
 def jobs(project: Project, records: Sequence[ImageRecord] | None = None) -> list[LabelJob]:
     """The checks of these images' labels (default: all), those worth checking only; one
-    query for all the faces."""
-    records = project.images() if records is None else records
-    wanted = [r for r in records if checked(r)]
+    query for their faces (a save's recheck reads one row, not the project's 10,000)."""
+    wanted = [r for r in (project.images() if records is None else records) if checked(r)]
     if not wanted:
         return []
-    faces = dict(project.query("SELECT id, faces FROM images"))
+    if records is None or len(wanted) > 500:
+        faces = dict(project.query("SELECT id, faces FROM images"))
+    else:
+        marks = ",".join("?" * len(wanted))
+        faces = dict(project.query(f"SELECT id, faces FROM images WHERE id IN ({marks})", [r.id for r in wanted]))
     out = []
     for rec in wanted:
         boxes = boxes_from_text(faces.get(rec.id))
