@@ -130,13 +130,14 @@ def readme_lines(project: Project, exported: Sequence[tuple[str, str, ImageRecor
     """The export README's section naming the exported labels with issues (none: no lines).
 
     Args:
-        exported: (split, name, record) per exported photo.
+        exported: (split, name, record) per label file written (one per face of a photo in a
+            per-face export: each is named, as the files are; the photo is checked once).
     """
-    by_id = {job.image_id: job for job in jobs(project, [rec for _, _, rec in exported])}
+    photos = list({rec.id: rec for _, _, rec in exported}.values())
+    by_id = {job.image_id: run(job) for job in jobs(project, photos)}
     named = []
     for split, name, rec in exported:
-        job = by_id.get(rec.id)
-        findings = run(job) if job is not None else []
+        findings = by_id.get(rec.id, [])
         if findings:
             named.append(f"  {split}/{name}: {summary(findings)}")
     if not named:
