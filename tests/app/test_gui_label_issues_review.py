@@ -80,3 +80,28 @@ def test_a_label_fixed_during_the_opening_pass_leaves_the_list_before_the_rest_i
     finally:
         for _ in range(20):
             hold.release()
+
+
+def test_opening_a_project_reads_the_labels_to_check_off_the_gui_thread(
+    qtbot, tmp_path: Path, shared_data: Path, monkeypatch
+) -> None:
+    """Listing every checked label (a store query, then a path and the faces of each) took 80 to
+    500 ms at 10,000 photos on the GUI thread as the window opened (bench.label_issue_load's
+    jobs_ms); the window is frozen that long. The opening pass lists them on its own thread."""
+    project, name = helen_project(tmp_path, shared_data)
+    listed_on = []
+    real_jobs = label_issue_watch.label_review.jobs
+
+    def jobs(project, records=None):
+        if records is None:
+            listed_on.append(threading.current_thread())
+        return real_jobs(project, records)
+
+    monkeypatch.setattr(label_issue_watch.label_review, "jobs", jobs)
+    window = make_window(qtbot, tmp_path, open_project=False)
+    assert window.open_project(project)
+    listing = window.image_list
+    listing.set_status_filter(LABEL_ISSUES)
+    swapped = next(r for r in window.session.records() if r.relpath == name)
+    qtbot.waitUntil(lambda: listing.visible_ids() == [swapped.id], timeout=20_000)
+    assert listed_on and threading.main_thread() not in listed_on
