@@ -5,7 +5,8 @@ A project of N tiny photos, each with the same 512x512 synthetic one-face label 
 or every Nth, drawn the person's way, so it is flagged left/right swapped), all "labeled", opened in the real
 main window (offscreen). Measured:
 
-- ``jobs_ms``: reading what to check from the store, on the GUI thread as the project opens;
+- ``jobs_ms``: listing what to check from the store (the opening pass does it on its own thread;
+  it was on the GUI thread as the project opened until the review of 2026-12-07);
 - ``open_ms``: File → Open until the first photo is shown (the watch's start included);
 - ``pass_labels_per_s``: how fast the opening pass goes (extrapolated to the whole project);
 - ``gui_gap_ms``: how late a 5 ms timer on the GUI thread fires while the pass runs, against
