@@ -281,7 +281,7 @@ def _export(
         strays = [r for r in _foreign_entries(out, tmp, previous) if _READ_BY_LOADERS.match(r)] if previous else []
         (tmp / README_NAME).write_text(
             readme(counts, landmarks, skipped, reviewed_only, val_fraction, test_fraction, seed, effort, strays,
-                   samples, list(no_face) if per_face else None, label_review.readme_lines(project, effort)),  # fmt: skip
+                   samples, list(no_face) if per_face else None, label_review.readme_lines(project, samples)),  # fmt: skip
             encoding="utf-8",
         )
         write_names(tmp / NAMES_CSV, exported, per_face)

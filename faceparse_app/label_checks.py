@@ -7,7 +7,8 @@ label of ``celebamask-hq-dev`` and ``lapa-format-helen`` (``bench.label_checks``
   left of an upright face); a label painted with the person's left, or imported with
   CelebAMask-HQ's convention, has them the other way round. The face's own "down" (from the
   midpoint of its eyes, or brows, to its mouth, or its nose) gives its viewer's-right
-  direction, so a tilted or upside-down face is judged as well as an upright one.
+  direction, so a tilted or upside-down face is judged as well as an upright one. A side that
+  is only a speck beside the other (a brow hidden by glasses), or a speck at all, gives no verdict.
 - **pinhole**: a few background pixels (at most :data:`PINHOLE_SHARE` of the face box, at least
   one pixel) enclosed by the face's own classes, skin and parts; gaps in hair are real.
 - **stray piece**: a piece of a part class (brows, eyes, nose, lips, inner mouth) more than
@@ -35,6 +36,12 @@ STRAY_DISTANCE = 1 / 4  # of the face box's width
 # A pair is judged only when its two sides lie this far apart across the face (in face widths):
 # closer than that (a profile's far eye squeezed next to the near one) the sides say nothing.
 MIN_PAIR_SPREAD = 0.08
+# Nor when one side is a speck beside the other (its largest piece under this share of the
+# other's): a brow hidden by glasses, a dab of its class at the seen brow's end, is no swap.
+MIN_PAIR_BALANCE = 0.1
+# Nor on specks: each side's largest piece must cover this share of the face box (a brow is
+# about 1%; 0.1% is 29 px on a face 155 px wide, a blurred face's stray specks of brow class).
+MIN_PAIR_AREA = 0.001
 FACE_CLASSES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 PART_CLASSES = (2, 3, 4, 5, 6, 7, 8, 9)
 PAIRS = ((2, 3, "eyebrows"), (4, 5, "eyes"))
@@ -97,7 +104,7 @@ def check_label(label: np.ndarray, faces: Sequence[object] | None = None) -> lis
         width = max(box[2] - box[0], 1.0)
         area = width * max(box[3] - box[1], 1.0)
         ctx = _FaceCrop(crop, own, origin, width, k)
-        findings += _swaps(ctx) + _pinholes(ctx, area) + _strays(ctx)
+        findings += _swaps(ctx, area) + _pinholes(ctx, area) + _strays(ctx)
     return findings
 
 
@@ -215,7 +222,7 @@ def _frame(ctx: _FaceCrop) -> tuple[np.ndarray, np.ndarray] | None:
     return centre, np.array([down[1], -down[0]])
 
 
-def _swaps(ctx: _FaceCrop) -> list[Finding]:
+def _swaps(ctx: _FaceCrop, box_area: float) -> list[Finding]:
     if ctx.frame is None:
         return []
     _, right_dir = ctx.frame
@@ -223,6 +230,9 @@ def _swaps(ctx: _FaceCrop) -> list[Finding]:
     for left, right, name in PAIRS:
         pieces = [ctx.pieces(c)[0] for c in (left, right)]
         if pieces[0] is None or pieces[1] is None:
+            continue
+        areas = sorted(int(p.sum()) for p in pieces)
+        if areas[0] < MIN_PAIR_BALANCE * areas[1] or areas[0] < MIN_PAIR_AREA * box_area:
             continue
         a, b = _centroid(pieces[0]), _centroid(pieces[1])
         across = float(np.dot(b - a, right_dir)) / ctx.width

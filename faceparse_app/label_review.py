@@ -51,12 +51,15 @@ def checked(rec: ImageRecord) -> bool:
 
 def jobs(project: Project, records: Sequence[ImageRecord] | None = None) -> list[LabelJob]:
     """The checks of these images' labels (default: all), those worth checking only; one
-    query for all the faces."""
-    records = project.images() if records is None else records
-    wanted = [r for r in records if checked(r)]
+    query for their faces (a save's recheck reads one row, not the project's 10,000)."""
+    wanted = [r for r in (project.images() if records is None else records) if checked(r)]
     if not wanted:
         return []
-    faces = dict(project.query("SELECT id, faces FROM images"))
+    if records is None or len(wanted) > 500:
+        faces = dict(project.query("SELECT id, faces FROM images"))
+    else:
+        marks = ",".join("?" * len(wanted))
+        faces = dict(project.query(f"SELECT id, faces FROM images WHERE id IN ({marks})", [r.id for r in wanted]))
     out = []
     for rec in wanted:
         boxes = boxes_from_text(faces.get(rec.id))
@@ -127,13 +130,14 @@ def readme_lines(project: Project, exported: Sequence[tuple[str, str, ImageRecor
     """The export README's section naming the exported labels with issues (none: no lines).
 
     Args:
-        exported: (split, name, record) per exported photo.
+        exported: (split, name, record) per label file written (one per face of a photo in a
+            per-face export: each is named, as the files are; the photo is checked once).
     """
-    by_id = {job.image_id: job for job in jobs(project, [rec for _, _, rec in exported])}
+    photos = list({rec.id: rec for _, _, rec in exported}.values())
+    by_id = {job.image_id: run(job) for job in jobs(project, photos)}
     named = []
     for split, name, rec in exported:
-        job = by_id.get(rec.id)
-        findings = run(job) if job is not None else []
+        findings = by_id.get(rec.id, [])
         if findings:
             named.append(f"  {split}/{name}: {summary(findings)}")
     if not named:

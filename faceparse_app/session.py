@@ -66,6 +66,7 @@ class AnnotationSession(QObject):
     status_changed = Signal(int, str, str)
     prelabeled = Signal(int, str)
     closing = Signal()  # close() begins: background readers of the project stop
+    labels_imported = Signal(list)  # image ids whose labels an import wrote (no "saved" each)
 
     def __init__(
         self,
@@ -141,6 +142,7 @@ class AnnotationSession(QObject):
         """``Annotation.labels_replaced`` (an import's labels), then the lists refresh and each
         new label is announced as saved (the label checks look at it then)."""
         self.annotation.labels_replaced(image_ids)
+        self.labels_imported.emit(list(image_ids))
         self.records_changed.emit()
         for image_id in image_ids:
             self.saved.emit(image_id)

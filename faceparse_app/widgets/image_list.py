@@ -209,6 +209,12 @@ class ImageList(QWidget):
         self._show_progress()
         self.set_current(self._current, scroll=False)
 
+    def set_label_issue(self, image_id: int, issue: str | None) -> None:
+        """One image's label check came back (None: nothing found); the other rows' issues
+        stay (a pass over 10,000 flagged labels must not redo them all at each check)."""
+        self.model.set_label_issue(image_id, issue)
+        self.set_current(self._current, scroll=False)
+
     def resort(self) -> None:
         """Apply the newest scores to the order (the re-sort button)."""
         self.model.resort()

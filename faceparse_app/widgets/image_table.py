@@ -175,6 +175,16 @@ class ImageTableModel(QAbstractTableModel):
         ids = set(old) | set(self._issues)
         self._refilter([i for i in ids if old.get(i) != self._issues.get(i)])
 
+    def set_label_issue(self, image_id: int, issue: str | None) -> None:
+        """One image's label check came back (None: nothing found): only its row changes."""
+        if self._issues.get(image_id) == issue:
+            return
+        if issue is None:
+            self._issues.pop(image_id, None)
+        else:
+            self._issues[image_id] = issue
+        self._refilter([image_id])
+
     def resort(self) -> None:
         """Put the rows in the current sort order (after scores arrived)."""
         self._refilter(None)

@@ -37,8 +37,9 @@ class ModelVersions(QGroupBox):
         for column in (2, 3):
             self.tree.headerItem().setToolTip(
                 column,
-                "On its run's held-out hand-labeled faces, parsed as pre-labels are (the scores "
-                "it was compared by); a version nothing was compared with: its run's validation",
+                "On the held-out hand-labeled faces of the newest run that compared it (its own, "
+                "or a later one that was to replace it), parsed as pre-labels are; a version "
+                "nothing was compared with: its run's validation",
             )
         self.tree.setRootIsDecorated(False)
         self.tree.itemSelectionChanged.connect(self._update_buttons)
@@ -70,14 +71,15 @@ class ModelVersions(QGroupBox):
         active = self.state.active_ids
         self.tree.clear()
         versions = sorted(self.state.versions, key=lambda v: v.id, reverse=True)
+        scores = _scores(versions)
         for version in versions:
             is_active = version.id in active
             parser = version.kind == "parser"
             item = QTreeWidgetItem([
                 ("★ " if is_active else "") + version.id,
                 version.kind,
-                percent(_score(version.metrics, "mean_f1")) if parser else "",
-                percent(_score(version.metrics, "miou")) if parser else "",
+                percent(scores[version.id][0]) if parser else "",
+                percent(scores[version.id][1]) if parser else "",
                 str(version.created)[:16].replace("T", " "),
                 version_note(version),
             ])
@@ -122,12 +124,22 @@ class ModelVersions(QGroupBox):
         self.activate_button.setEnabled(item is not None and not item.text(0).startswith("★"))
 
 
-def _score(metrics: dict, name: str) -> float | None:
-    """A parser's score as its run's outcome said it: from the comparison with the model it
-    was to replace (both parse the held-out faces as pre-labels are made) where there was one,
-    else its run's own validation (the faces framed from their labels)."""
-    compared = metrics.get(f"candidate_{name}")
-    return compared if compared is not None else metrics.get(name)
+def _scores(versions: list[ModelVersion]) -> dict[str, tuple[float | None, float | None]]:
+    """Each version's (mean F1, mIoU) as the newest run's outcome that scored it said it: a
+    later run's comparison with it, when that run was to replace it (both parsers on that run's
+    held-out faces, which grow as faces are labeled), else its own run's comparison with the
+    model it was to replace, else its run's own validation (the faces framed from their labels).
+    So the parser in use and the one it replaced read as the outcome said, on the same faces."""
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for version in sorted(versions, key=lambda v: v.id):  # a later run's score of a version wins
+        m = version.metrics
+        compared = m.get("candidate_mean_f1") is not None
+        out[version.id] = (
+            m.get("candidate_mean_f1" if compared else "mean_f1"), m.get("candidate_miou" if compared else "miou")
+        )
+        if m.get("baseline_mean_f1") is not None and m.get("baseline_version") in out:
+            out[m["baseline_version"]] = (m["baseline_mean_f1"], m.get("baseline_miou"))
+    return out
 
 
 def version_note(version: ModelVersion) -> str:

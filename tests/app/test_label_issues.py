@@ -65,3 +65,16 @@ def test_the_export_readme_names_the_labels_with_issues(tmp_path, shared_data):
     stem = Path(name).stem
     assert f"train/{stem}: left/right swapped (eyebrows, eyes)" in section
     assert section.count("train/") == 1  # the good ones are not named
+
+
+def test_a_per_face_exports_readme_names_the_face_images_it_wrote(tmp_path, shared_data):
+    """One image per face: the files are NAME__face1…, so LABEL ISSUES must name those, not
+    the photo's name, which is no file of the export."""
+    project, name = helen_project(tmp_path, shared_data)
+    out = tmp_path / "export"
+    export_project(project, out, val_fraction=0, test_fraction=0, per_face=True)
+    readme = (out / "README.txt").read_text(encoding="utf-8")
+    section = readme.split("LABEL ISSUES")[1].split("\n\n")[0]
+    named = [line.strip().split(":")[0] for line in section.splitlines() if line.startswith("  train/")]
+    assert named and all((out / "train" / "labels" / f"{n.split('/', 1)[1]}.png").is_file() for n in named), named
+    assert all(Path(name).stem in n for n in named)
