@@ -139,13 +139,11 @@ class AnnotationSession(QObject):
         return self.next_unfinished() or self.current is not None or self.step(0)
 
     def labels_replaced(self, image_ids: list[int]) -> None:
-        """``Annotation.labels_replaced`` (an import's labels), then the lists refresh and each
-        new label is announced as saved (the label checks look at it then)."""
+        """``Annotation.labels_replaced`` (an import's labels), then the label checks look at
+        them (``labels_imported``) and the lists refresh."""
         self.annotation.labels_replaced(image_ids)
         self.labels_imported.emit(list(image_ids))
         self.records_changed.emit()
-        for image_id in image_ids:
-            self.saved.emit(image_id)
 
     def export_lapa(self, out_dir: str | Path, reviewed_only: bool = False) -> dict[str, int] | None:
         """Save, then export the labeled images as a LaPa folder (counts per split, or None:
