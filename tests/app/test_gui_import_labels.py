@@ -16,15 +16,22 @@ from trainer.data.imageio import read_label
 HELEN = "lapa-format-helen/test"
 
 
-def test_import_shows_the_label_on_screen_and_one_summary(qtbot, tmp_path: Path, shared_data: Path) -> None:
+def helen_window(qtbot, tmp_path: Path, shared_data: Path):
+    """A window open on a project of the HELEN photos (the first one on screen, its label still
+    empty) and a copy of their labels folder: (window, labels folder)."""
     photos, labels = tmp_path / "proj", tmp_path / "labels"
     shutil.copytree(shared_data / HELEN / "images", photos)
     shutil.copytree(shared_data / HELEN / "labels", labels)
     window = make_window(qtbot, tmp_path, open_project=False)
     assert window.open_project(photos)
+    assert window.session.current is not None and not window.session.document.label.any()
+    return window, labels
+
+
+def test_import_shows_the_label_on_screen_and_one_summary(qtbot, tmp_path: Path, shared_data: Path) -> None:
+    window, labels = helen_window(qtbot, tmp_path, shared_data)
     session = window.session
     shown = session.current
-    assert shown is not None and not session.document.label.any()
     by_name = {r.relpath: r for r in session.records()}
     other = next(p for p in sorted(by_name) if p != shown.relpath)
     session.open_image(by_name[other].id)
@@ -71,14 +78,9 @@ def test_a_stroke_painted_on_the_photo_on_screen_while_the_import_runs_is_kept(
 
     import faceparse_app.widgets.label_import as label_import
 
-    photos, labels = tmp_path / "proj", tmp_path / "labels"
-    shutil.copytree(shared_data / HELEN / "images", photos)
-    shutil.copytree(shared_data / HELEN / "labels", labels)
-    window = make_window(qtbot, tmp_path, open_project=False)
-    assert window.open_project(photos)
+    window, labels = helen_window(qtbot, tmp_path, shared_data)
     session = window.session
     shown = session.current
-    assert shown is not None and not session.document.label.any()
     painted = threading.Event()
     real = label_import.import_labels
 
@@ -101,6 +103,6 @@ def test_a_stroke_painted_on_the_photo_on_screen_while_the_import_runs_is_kept(
     assert len(report.imported) == 5
     assert window.canvas.document.label[10, 10] == 4  # the stroke is still on screen
     assert session.save_all()
-    on_disk = read_label(photos / ".faceparse" / "labels" / f"{shown.relpath}.png")
+    on_disk = read_label(session.project.label_path(shown))
     assert on_disk[10, 10] == 4 and not np.array_equal(on_disk, read_label(labels / shown.relpath))
     assert shown.relpath in window.message_bar.message  # named among the kept

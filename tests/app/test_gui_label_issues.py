@@ -39,26 +39,3 @@ def test_the_show_filter_lists_the_swapped_label_and_opening_it_says_why(
     assert session.save(force=True)
     qtbot.waitUntil(lambda: listing.visible_ids() == [], timeout=20_000)
 
-
-def test_labels_imported_in_the_open_window_are_checked_at_once(qtbot, tmp_path: Path, shared_data: Path) -> None:
-    """An import is how a dataset to review comes in: its swapped label must be flagged when the
-    import ends, not only once the project is opened again."""
-    import shutil
-
-    from faceparse_app.widgets.label_import import import_labels_in_window
-    from tests.app.test_label_issues import HELEN
-    from trainer.data.imageio import read_label, write_label
-
-    photos, labels = tmp_path / "proj", tmp_path / "labels"
-    shutil.copytree(shared_data / HELEN / "images", photos)
-    shutil.copytree(shared_data / HELEN / "labels", labels)
-    first = sorted(labels.glob("*.png"))[0]
-    write_label(first, SWAP[read_label(first)])
-    window = make_window(qtbot, tmp_path, open_project=False)
-    assert window.open_project(photos)
-    report = import_labels_in_window(window, labels)
-    assert report is not None and len(report.imported) + len(report.kept) == 6
-    listing = window.image_list
-    swapped = next(r for r in window.session.records() if r.relpath == first.name)
-    listing.set_status_filter(LABEL_ISSUES)
-    qtbot.waitUntil(lambda: listing.visible_ids() == [swapped.id], timeout=20_000)

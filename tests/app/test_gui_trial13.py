@@ -109,18 +109,11 @@ def test_a_project_reopened_least_sure_first_is_in_that_order(qtbot, tmp_path):
     # scores arriving, which never move the rows under the annotator's cursor.
     from faceparse_app.uncertainty import rank_by_uncertainty
     from faceparse_app.widgets.image_list import SORT_UNCERTAINTY
-    from faceparse_app.widgets.image_table import Column
-    from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, publish_parser
+    from tests.app.test_gui_model_loop import WAIT_MS
+    from tests.app.test_gui_trial6 import scored_window
 
-    folder = project_with(tmp_path / "project", n=4)
-    publish_parser(folder, seed=1)
-    window = open_window(qtbot, tmp_path, folder)
-    ids = [r.id for r in window.session.records()]
-
-    def cells() -> list[str]:
-        return [window.image_list.row_text(i, Column.UNSURE) for i in ids]
-
-    qtbot.waitUntil(lambda: all(cells()), timeout=WAIT_MS)
+    window, ids, cells = scored_window(qtbot, tmp_path, 4)
+    folder = window.session.project.root
     image_list = window.image_list
     image_list.sort_box.setCurrentIndex(image_list.sort_box.findData(SORT_UNCERTAINTY))
     for _ in ids:  # finished photos keep their scores: none is scored again

@@ -67,14 +67,13 @@ def test_edge_outline_follows_edges_between_points_far_apart_on_a_camera_photo(q
     assert (painted & ~disc).sum() <= 0.03 * disc.sum()
 
 
-def test_the_unsure_column_of_labeled_photos_is_kept_after_a_reopen(qtbot, tmp_path):
-    # The trial: the Unsure column showed a score for every photo while labeling; after closing
-    # and reopening the project, the photos labeled meanwhile had empty cells (only unfinished
-    # photos are scored on open), so sorting by it put them anywhere.
+def scored_window(qtbot, tmp_path, n: int):
+    """A window on a project of ``n`` photos with a published parser, once every photo's Unsure
+    cell is filled: (window, image ids, a function giving the Unsure cells in that order)."""
     from faceparse_app.widgets.image_table import Column
     from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, publish_parser
 
-    folder = project_with(tmp_path / "project", n=3)
+    folder = project_with(tmp_path / "project", n=n)
     publish_parser(folder, seed=1)
     window = open_window(qtbot, tmp_path, folder)
     ids = [r.id for r in window.session.records()]
@@ -83,6 +82,17 @@ def test_the_unsure_column_of_labeled_photos_is_kept_after_a_reopen(qtbot, tmp_p
         return [window.image_list.row_text(i, Column.UNSURE) for i in ids]
 
     qtbot.waitUntil(lambda: all(cells()), timeout=WAIT_MS)
+    return window, ids, cells
+
+
+def test_the_unsure_column_of_labeled_photos_is_kept_after_a_reopen(qtbot, tmp_path):
+    # The trial: the Unsure column showed a score for every photo while labeling; after closing
+    # and reopening the project, the photos labeled meanwhile had empty cells (only unfinished
+    # photos are scored on open), so sorting by it put them anywhere.
+    from tests.app.test_gui_model_loop import WAIT_MS
+
+    window, ids, cells = scored_window(qtbot, tmp_path, 3)
+    folder = window.session.project.root
     assert window.session.set_status("labeled")
     shown = cells()
     window.close_project()
