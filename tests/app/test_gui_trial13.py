@@ -171,15 +171,29 @@ def test_scores_arriving_move_no_row_when_a_photo_is_saved_either(qtbot, tmp_pat
     assert image_list.visible_ids() == rank_by_uncertainty(new) and image_list.resort_button.isHidden()
 
 
+def versions_rows(qtbot, tmp_path, metrics: list[dict]) -> dict:
+    """The versions list of parsers v0001, v0002, ... published ten minutes apart with these
+    metrics, v0002 in use: version name -> its row."""
+    from faceparse_app.loop_state import LoopState
+    from faceparse_app.model_store import ModelVersion
+    from faceparse_app.widgets.model_versions import ModelVersions
+
+    state = LoopState()
+    view = ModelVersions(state)
+    qtbot.addWidget(view)
+    state.set_versions(
+        [ModelVersion(f"v{k + 1:04d}", "parser", tmp_path, f"2026-12-07T19:{10 * k:02d}", m) for k, m in enumerate(metrics)],
+        ["v0002"],
+    )
+    tree = view.tree
+    return {tree.topLevelItem(i).text(0).lstrip("★ "): tree.topLevelItem(i) for i in range(tree.topLevelItemCount())}
+
+
 def test_the_versions_list_scores_each_parser_as_the_outcome_did(qtbot, tmp_path):
     # The trial: "Published v0002 ... it scores mean F1 96.7% against 96.4% for v0001, which it
     # replaces", and right below, the versions list: v0002 83.7, v0001 84.2; the new model in
     # use looked worse than the one it replaced. The list showed each run's epoch-picking score
     # (the faces framed from their labels), the outcome the comparison that decided.
-    from faceparse_app.loop_state import LoopState
-    from faceparse_app.model_store import ModelVersion
-    from faceparse_app.widgets.model_versions import ModelVersions
-
     compared = {"baseline_version": "starter", "baseline_mean_f1": 0.996, "baseline_miou": 0.99}
     first = {"mean_f1": 0.842, "miou": 0.76, **compared, "candidate_mean_f1": 0.964, "candidate_miou": 0.93}
     second = {
@@ -187,18 +201,7 @@ def test_the_versions_list_scores_each_parser_as_the_outcome_did(qtbot, tmp_path
         "baseline_miou": 0.93, "candidate_mean_f1": 0.967, "candidate_miou": 0.94,
     }  # fmt: skip
     unscored = {"mean_f1": 0.80, "miou": 0.70}  # no model to compare with: its run's score
-    state = LoopState()
-    view = ModelVersions(state)
-    qtbot.addWidget(view)
-    state.set_versions(
-        [
-            ModelVersion("v0001", "parser", tmp_path, "2026-12-07T19:40", first),
-            ModelVersion("v0002", "parser", tmp_path, "2026-12-07T19:50", second),
-            ModelVersion("v0003", "parser", tmp_path, "2026-12-07T19:55", unscored),
-        ],
-        ["v0002"],
-    )
-    rows = {view.tree.topLevelItem(i).text(0).lstrip("★ "): view.tree.topLevelItem(i) for i in range(3)}
+    rows = versions_rows(qtbot, tmp_path, [first, second, unscored])
     assert (rows["v0002"].text(2), rows["v0002"].text(3)) == ("96.7", "94.0")
     assert (rows["v0001"].text(2), rows["v0001"].text(3)) == ("96.4", "93.0")
     assert (rows["v0003"].text(2), rows["v0003"].text(3)) == ("80.0", "70.0")

@@ -10,9 +10,7 @@ def test_the_versions_list_scores_the_replaced_parser_as_the_outcome_did(qtbot, 
     v0002's run, with more faces held out, said "96.7% against 96.4% for v0001, which it
     replaces". The list must not show v0001 at 99.0 above v0002 at 96.7 (the trial's "the new
     model in use looked worse than the one it replaced"): v0001 reads as that outcome scored it."""
-    from faceparse_app.loop_state import LoopState
-    from faceparse_app.model_store import ModelVersion
-    from faceparse_app.widgets.model_versions import ModelVersions
+    from tests.app.test_gui_trial13 import versions_rows
 
     first = {
         "mean_f1": 0.842, "miou": 0.76, "baseline_version": "starter", "baseline_mean_f1": 0.95,
@@ -22,16 +20,6 @@ def test_the_versions_list_scores_the_replaced_parser_as_the_outcome_did(qtbot, 
         "mean_f1": 0.837, "miou": 0.753, "baseline_version": "v0001", "baseline_mean_f1": 0.964,
         "baseline_miou": 0.93, "candidate_mean_f1": 0.967, "candidate_miou": 0.94,
     }  # fmt: skip
-    state = LoopState()
-    view = ModelVersions(state)
-    qtbot.addWidget(view)
-    state.set_versions(
-        [
-            ModelVersion("v0001", "parser", tmp_path, "2026-12-07T19:40", first),
-            ModelVersion("v0002", "parser", tmp_path, "2026-12-07T19:50", second),
-        ],
-        ["v0002"],
-    )
-    rows = {view.tree.topLevelItem(i).text(0).lstrip("★ "): view.tree.topLevelItem(i) for i in range(2)}
+    rows = versions_rows(qtbot, tmp_path, [first, second])
     assert (rows["v0002"].text(2), rows["v0002"].text(3)) == ("96.7", "94.0")
     assert (rows["v0001"].text(2), rows["v0001"].text(3)) == ("96.4", "93.0")
