@@ -51,6 +51,21 @@ def make_folder(folder: Path, n: int) -> Path:
     return folder
 
 
+def bench_window(app, tmp: Path):
+    """The main window the benches drive: settings in ``tmp``, autosave out of the way (10 min),
+    1600×1000, shown and settled."""
+    from faceparse_app.app import Settings
+    from faceparse_app.main_window import MainWindow
+
+    settings = Settings(tmp / "settings.ini")
+    settings.set_autosave_ms(600_000)
+    window = MainWindow(settings)
+    window.resize(1600, 1000)
+    window.show()
+    settle(app)
+    return window
+
+
 def settle(app) -> None:
     app.processEvents()
     app.sendPostedEvents()
@@ -82,8 +97,6 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
     from bench.bench_canvas import app_without_models
-    from faceparse_app.app import Settings
-    from faceparse_app.main_window import MainWindow
     from faceparse_app.project import Project
 
     # Only the app's own work: no model pre-labels or scores in the background.
@@ -94,12 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         Project.open(folder).close()  # the first open: scan and add every file
         results["first_open_scan_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-        settings = Settings(Path(tmp) / "settings.ini")
-        settings.set_autosave_ms(600_000)
-        window = MainWindow(settings)
-        window.resize(1600, 1000)
-        window.show()
-        settle(app)
+        window = bench_window(app, Path(tmp))
         results["open_ms"] = round(timed(app, lambda: window.open_project(folder)), 1)
         session, image_list = window.session, window.image_list
         bar = image_list.list.verticalScrollBar()

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.harness import add_common, argument_parser, command_line, machine, utc_now, write_json
-from bench.image_list import make_folder, settle, summary
+from bench.image_list import bench_window, make_folder, settle, summary
 
 EXPERIMENT = "label_issue_load"
 
@@ -74,9 +74,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from bench.bench_canvas import app_without_models
     from faceparse_app import label_review
-    from faceparse_app.app import Settings
     from faceparse_app.label_issue_watch import LabelIssueWatch
-    from faceparse_app.main_window import MainWindow
     from faceparse_app.project import Project
     from faceparse_app.widgets.image_list import ImageList
     from trainer.data.imageio import write_label
@@ -102,12 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         results["check_ms_per_label_alone"] = round((time.perf_counter() - t0) * 1000 / 50, 1)
         project.close()
 
-        settings = Settings(Path(tmp) / "settings.ini")
-        settings.set_autosave_ms(600_000)
-        window = MainWindow(settings)
-        window.resize(1600, 1000)
-        window.show()
-        settle(app)
+        window = bench_window(app, Path(tmp))
 
         updates: list[float] = []
         real_update = ImageList.set_label_issue
