@@ -235,10 +235,10 @@ def test_bad_images_and_labels_are_skipped_and_reported(tmp_path: Path) -> None:
     assert len(LapaDataset(tmp_path / "out", "train")) == 2
 
 
-def test_full_disk_midway_leaves_no_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _project(tmp_path / "proj", n=4)
+def disk_full_on_third_label(monkeypatch: pytest.MonkeyPatch, module) -> None:
+    """The disk fills up as the export encodes its third label (``module.encode_label_png``)."""
     calls = {"n": 0}
-    real = export_mod.encode_label_png
+    real = module.encode_label_png
 
     def fails_on_third(label: np.ndarray) -> bytes:
         calls["n"] += 1
@@ -246,7 +246,12 @@ def test_full_disk_midway_leaves_no_export(tmp_path: Path, monkeypatch: pytest.M
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(label)
 
-    monkeypatch.setattr(export_mod, "encode_label_png", fails_on_third)
+    monkeypatch.setattr(module, "encode_label_png", fails_on_third)
+
+
+def test_full_disk_midway_leaves_no_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _project(tmp_path / "proj", n=4)
+    disk_full_on_third_label(monkeypatch, export_mod)
     with pytest.raises(ProjectError, match="disk full"):
         export_project(tmp_path / "proj", tmp_path / "out")
     assert not (tmp_path / "out").exists()

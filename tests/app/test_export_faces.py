@@ -14,7 +14,7 @@ import pytest
 from faceparse_app.export import export_message, export_project
 from faceparse_app.faces import user_face
 from faceparse_app.project import Project
-from tests.app.test_export import _assert_key_points, _project
+from tests.app.test_export import _assert_key_points, _project, disk_full_on_third_label
 from tests.conftest import synthetic_face
 from trainer.data.imageio import read_image, read_label, write_image
 from trainer.data.lapa import read_landmarks
@@ -311,7 +311,6 @@ def test_faces_cheek_to_cheek_each_get_their_own_landmarks(tmp_path, shared_data
 
 
 def test_a_full_disk_midway_through_the_crops_leaves_the_earlier_export_as_it_was(tmp_path, monkeypatch):
-    import errno
 
     import faceparse_app.export_faces as export_faces
     from faceparse_app.project import ProjectError
@@ -321,15 +320,7 @@ def test_a_full_disk_midway_through_the_crops_leaves_the_earlier_export_as_it_wa
     export_project(tmp_path / "proj", out, seed=1)
     (out / "notes.txt").write_text("mine")
     before = _digest(out)
-    real, calls = export_faces.encode_label_png, {"n": 0}
-
-    def fails_on_third(label: np.ndarray) -> bytes:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(label)
-
-    monkeypatch.setattr(export_faces, "encode_label_png", fails_on_third)
+    disk_full_on_third_label(monkeypatch, export_faces)
     with pytest.raises(ProjectError, match="disk full"):
         export_project(tmp_path / "proj", out, seed=1, per_face=True)
     assert _digest(out) == before
