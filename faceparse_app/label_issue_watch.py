@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 STOP, NOW, PASS = 0, 1, 2  # the queue's priorities: stopping, a label saved or opened, the opening pass
 _LIST_ALL = LabelJob(-1, "", Path(), None)  # the opening pass's first item: list every label
 FLUSH_S = 3.0  # the cache file is rewritten at most this often while checks run (and when they end)
+# Cached findings go to the GUI thread this many at a time, each batch once the last is shown:
+# posted one by one as fast as they are read, 10,000 kept the GUI thread busy for 2.7 s at once
+# (bench.label_issue_load --reopen).
+CACHED_BATCH = 32
 
 
 class LabelIssueWatch(QObject):
@@ -67,6 +71,9 @@ class LabelIssueWatch(QObject):
         self._relay = Relay(self._on_event, self)
         project = session.project
         self._cache = LabelCheckCache(project.store_dir, writable=not project.read_only)
+        self._cached: list[tuple[int, list[Finding]]] = []  # cached findings not yet posted
+        self._shown = threading.Event()  # the GUI thread has shown the last batch posted
+        self._shown.set()
         self.message.connect(session.message)
         session.saved.connect(self.recheck)
         session.status_changed.connect(lambda image_id, *_: self.recheck(image_id))
@@ -120,16 +127,24 @@ class LabelIssueWatch(QObject):
         flushed = time.monotonic()
         try:
             while True:
-                _, _, job = self._jobs.get()
+                priority, _, job = self._jobs.get()
                 try:
                     if job is None or self._stopped.is_set():
                         return
                     if job is _LIST_ALL:
                         self._list_all()
                         continue
-                    findings = self._check(job)
+                    key = job_key(job)  # before the read: a label rewritten meanwhile is checked next time
+                    cached = self._cache.lookup(job, key)
+                    if cached is not None:
+                        self._cached.append((job.image_id, cached))
+                        if priority != PASS or len(self._cached) >= CACHED_BATCH or self._jobs.empty():
+                            self._post_cached()
+                        continue
+                    self._post_cached()  # the hits before it are shown while it is checked
+                    findings = self._check(job, key)
                     if findings is not None and not self._stopped.is_set():
-                        self._relay.post("checked", (job.image_id, findings))
+                        self._relay.post("checked", [(job.image_id, findings)])
                 finally:
                     # Written before the last task is marked done, so idle() means saved too.
                     if self._jobs.empty() or time.monotonic() - flushed > FLUSH_S:
@@ -139,12 +154,20 @@ class LabelIssueWatch(QObject):
         finally:
             self._cache.flush()
 
-    def _check(self, job: LabelJob) -> list[Finding] | None:
-        """A job's findings: cached when its label is unchanged, else checked (None: failed)."""
-        key = job_key(job)  # before the read: a label rewritten meanwhile is checked next time
-        cached = self._cache.lookup(job, key)
-        if cached is not None:
-            return cached
+    def _post_cached(self) -> None:
+        """Post the cached findings gathered, once the GUI thread has shown the last batch."""
+        if not self._cached:
+            return
+        while not self._shown.wait(timeout=0.1):
+            if self._stopped.is_set():
+                return
+        batch, self._cached = self._cached, []
+        if batch and not self._stopped.is_set():
+            self._shown.clear()
+            self._relay.post("checked", batch)
+
+    def _check(self, job: LabelJob, key: list | None) -> list[Finding] | None:
+        """A job's findings, checked and kept in the cache (None: the check failed)."""
         try:
             findings = label_review.run(job)
         except Exception:  # a check must never take the window down
@@ -162,9 +185,12 @@ class LabelIssueWatch(QObject):
         for job in jobs:
             self._put(PASS, job)
 
-    def _on_event(self, _kind: str, payload: tuple[int, list[Finding]]) -> None:
-        if not self._stopped.is_set():
-            self._set(*payload)
+    def _on_event(self, _kind: str, payload: list[tuple[int, list[Finding]]]) -> None:
+        for image_id, findings in payload:
+            if self._stopped.is_set():
+                break
+            self._set(image_id, findings)
+        self._shown.set()
 
     def _set(self, image_id: int, findings: list[Finding]) -> None:
         self._checked.add(image_id)
