@@ -1,0 +1,90 @@
+"""Label issues on a reopen: a project reopened with its labels unchanged shows the same issues
+at once, without checking them again (10,000 labels took 13-27 minutes of a core on every open,
+``bench.label_issue_load``); a label changed on disk since is checked again; a damaged cache
+file is ignored. Real HELEN faces with their LaPa labels, the first swapped left/right."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from faceparse_app import label_issue_watch
+from faceparse_app.label_check_cache import CACHE_FILE
+from faceparse_app.label_issue_watch import LabelIssueWatch
+from faceparse_app.widgets.image_table import LABEL_ISSUES
+from tests.app.test_gui_canvas import make_window
+from tests.app.test_label_issues import SWAP, helen_project
+from trainer.data.imageio import read_label, write_label
+
+
+def _open_and_wait(qtbot, window, project: Path) -> dict[str, int]:
+    """Open the project, show label issues, wait for every check; relpath -> id."""
+    assert window.open_project(project)
+    window.image_list.set_status_filter(LABEL_ISSUES)
+    watch = window.session.findChild(LabelIssueWatch)
+    qtbot.waitUntil(watch.idle, timeout=20_000)
+    qtbot.wait(50)  # the relay's last events reach the list
+    return {r.relpath: r.id for r in window.session.records()}
+
+
+def _counting_checks(monkeypatch) -> list[str]:
+    checked: list[str] = []
+    real_run = label_issue_watch.label_review.run
+
+    def counted(job):
+        checked.append(job.relpath)
+        return real_run(job)
+
+    monkeypatch.setattr(label_issue_watch.label_review, "run", counted)
+    return checked
+
+
+def test_a_reopen_with_unchanged_labels_shows_the_issues_without_checking(
+    qtbot, tmp_path: Path, shared_data: Path, monkeypatch
+) -> None:
+    project, name = helen_project(tmp_path, shared_data)
+    window = make_window(qtbot, tmp_path, open_project=False)
+    ids = _open_and_wait(qtbot, window, project)
+    assert window.image_list.visible_ids() == [ids[name]]
+    tooltip = window.image_list.row_tooltip(ids[name])
+    assert window.close_project()
+    checked = _counting_checks(monkeypatch)
+    ids = _open_and_wait(qtbot, window, project)
+    qtbot.waitUntil(lambda: window.image_list.visible_ids() == [ids[name]], timeout=5_000)
+    assert window.image_list.row_tooltip(ids[name]) == tooltip
+    assert checked == []
+    window.session.open_image(ids[name])
+    assert "left/right swapped (eyebrows, eyes)" in window.message_bar.message
+
+
+def test_a_label_changed_on_disk_between_opens_is_checked_again(
+    qtbot, tmp_path: Path, shared_data: Path, monkeypatch
+) -> None:
+    """The swapped label put right, and another drawn swapped, by another tool while closed."""
+    project, name = helen_project(tmp_path, shared_data)
+    window = make_window(qtbot, tmp_path, open_project=False)
+    ids = _open_and_wait(qtbot, window, project)
+    labels = {r.relpath: window.session.project.label_path(r) for r in window.session.records()}
+    assert window.close_project()
+    other = sorted(r for r in labels if r != name)[0]
+    for relpath in (name, other):
+        write_label(labels[relpath], SWAP[read_label(labels[relpath])])
+    checked = _counting_checks(monkeypatch)
+    ids = _open_and_wait(qtbot, window, project)
+    qtbot.waitUntil(lambda: window.image_list.visible_ids() == [ids[other]], timeout=5_000)
+    assert sorted(checked) == sorted([name, other])
+
+
+def test_a_damaged_cache_file_is_ignored_and_rewritten(qtbot, tmp_path: Path, shared_data: Path) -> None:
+    project, name = helen_project(tmp_path, shared_data)
+    window = make_window(qtbot, tmp_path, open_project=False)
+    _open_and_wait(qtbot, window, project)
+    cache = window.session.project.store_dir / CACHE_FILE
+    assert window.close_project()
+    assert cache.exists()
+    cache.write_bytes(b'{"format": "faceparse-label-checks/1", "labels": {"x": [1, ')  # a half write
+    ids = _open_and_wait(qtbot, window, project)
+    qtbot.waitUntil(lambda: window.image_list.visible_ids() == [ids[name]], timeout=5_000)
+    assert window.message_bar.isHidden() or window.message_bar.level != "error"
+    assert window.close_project()
+    assert name in json.loads(cache.read_text())["labels"]

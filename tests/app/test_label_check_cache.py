@@ -1,0 +1,55 @@
+"""The label checks' cache file without a window: findings come back exactly as checked, a
+read-only project writes nothing, and a foreign file is ignored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from faceparse_app.label_check_cache import CACHE_FILE, LabelCheckCache, job_key
+from faceparse_app.label_checks import PINHOLE, SWAPPED, Finding
+from faceparse_app.label_review import LabelJob
+
+FINDINGS = [
+    Finding(SWAPPED, "eyes: left/right swapped (the person's left is labeled as the viewer's)", (10, 20, 30, 40)),
+    Finding(PINHOLE, "pinhole (3 px)", (1, 2, 3, 4), face=2),
+]
+
+
+def _job(tmp_path: Path) -> LabelJob:
+    label = tmp_path / "a.png"
+    label.write_bytes(b"not really a png")
+    return LabelJob(1, "sub/a.jpg", label, ((1.5, 2.0, 100.25, 120.0),))
+
+
+def test_findings_round_trip_exactly_and_a_changed_label_misses(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    cache = LabelCheckCache(tmp_path, writable=True)
+    cache.load()
+    cache.store(job, job_key(job), FINDINGS)
+    cache.flush()
+    again = LabelCheckCache(tmp_path, writable=True)
+    again.load()
+    assert again.lookup(job, job_key(job)) == FINDINGS
+    other_faces = LabelJob(1, "sub/a.jpg", job.label_path, None)
+    assert again.lookup(other_faces, job_key(other_faces)) is None
+    job.label_path.write_bytes(b"another label, longer")
+    assert again.lookup(job, job_key(job)) is None
+
+
+def test_a_read_only_project_writes_nothing(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    cache = LabelCheckCache(tmp_path, writable=False)
+    cache.load()
+    cache.store(job, job_key(job), FINDINGS)
+    cache.flush()
+    assert not (tmp_path / CACHE_FILE).exists()
+
+
+def test_a_foreign_file_is_ignored_and_rewritten(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    (tmp_path / CACHE_FILE).write_text("[1, 2, 3]")
+    cache = LabelCheckCache(tmp_path, writable=True)
+    cache.load()
+    assert cache.lookup(job, job_key(job)) is None
+    cache.flush()
+    assert '"labels": {}' in (tmp_path / CACHE_FILE).read_text()
