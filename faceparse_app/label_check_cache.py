@@ -121,9 +121,15 @@ class LabelCheckCache:
         with self._lock:
             if not self._dirty:
                 return
+            if not self.path.parent.is_dir():
+                # The store folder was deleted under the app (the store watch puts it back):
+                # made again here it would hold only this file. Written once it is back.
+                return
             data = json.dumps({"format": FORMAT, "checks": self.version, "labels": self._entries})
             self._dirty = False
         try:
-            atomic_write_bytes(self.path, data.encode("utf-8"))
+            atomic_write_bytes(self.path, data.encode("utf-8"), make_folder=False)
         except OSError:
             log.warning("cannot write the label check cache %s", self.path, exc_info=True)
+            with self._lock:
+                self._dirty = True  # tried again at the next flush

@@ -53,3 +53,23 @@ def test_a_foreign_file_is_ignored_and_rewritten(tmp_path: Path) -> None:
     assert cache.lookup(job, job_key(job)) is None
     cache.flush()
     assert '"labels": {}' in (tmp_path / CACHE_FILE).read_text()
+
+
+def test_a_deleted_store_folder_is_not_made_again_by_the_cache(tmp_path: Path) -> None:
+    """A cleanup script or a sync client deleted .faceparse/ while the checks ran: the cache must
+    not bring the folder back holding only its own file (the store watch puts the whole store
+    back); its findings are written once the folder is there again."""
+    store = tmp_path / ".faceparse"
+    store.mkdir()
+    job = _job(tmp_path)
+    cache = LabelCheckCache(store, writable=True)
+    cache.load()
+    store.rmdir()
+    cache.store(job, job_key(job), FINDINGS)
+    cache.flush()
+    assert not store.exists()
+    store.mkdir()  # put back
+    cache.flush()
+    again = LabelCheckCache(store, writable=True)
+    again.load()
+    assert again.lookup(job, job_key(job)) == FINDINGS

@@ -393,13 +393,15 @@ def naming_the_file(path: str | os.PathLike[str]) -> Iterator[None]:
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, make_folder: bool = True) -> None:
     """Write bytes to a temp file in the same folder, fsync, then os.replace onto path.
 
     The file (and any folder made for it) gets the permissions the umask gives a new one.
+    ``make_folder`` False: a missing folder is an error (FileNotFoundError), not made.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path)
     try:
         # The temp file's folder is what the user must make room in (cli_exits.os_error_line).
