@@ -77,10 +77,22 @@ def run(job: LabelJob) -> list[Finding]:
     return check_label(label, job.boxes)
 
 
+def findings_of(project: Project, todo: Sequence[LabelJob]) -> Iterator[tuple[LabelJob, list[Finding]]]:
+    """Each job's findings: those the window kept for an unchanged label
+    (:mod:`~faceparse_app.label_check_cache`, read only here: the window writes it), else
+    checked now."""
+    from faceparse_app.label_check_cache import LabelCheckCache, job_key
+
+    cache = LabelCheckCache(project.store_dir, writable=False)
+    cache.load()
+    for job in todo:
+        cached = cache.lookup(job, job_key(job))
+        yield job, run(job) if cached is None else cached
+
+
 def check_project(project: Project) -> Iterator[tuple[LabelJob, list[Finding]]]:
     """Every checked label of a project and its findings, in the project's order."""
-    for job in jobs(project):
-        yield job, run(job)
+    yield from findings_of(project, jobs(project))
 
 
 def check_command(folder: str) -> int:
@@ -134,7 +146,7 @@ def readme_lines(project: Project, exported: Sequence[tuple[str, str, ImageRecor
             per-face export: each is named, as the files are; the photo is checked once).
     """
     photos = list({rec.id: rec for _, _, rec in exported}.values())
-    by_id = {job.image_id: run(job) for job in jobs(project, photos)}
+    by_id = {job.image_id: findings for job, findings in findings_of(project, jobs(project, photos))}
     named = []
     for split, name, rec in exported:
         findings = by_id.get(rec.id, [])
