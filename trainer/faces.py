@@ -271,13 +271,10 @@ def crop_face(image: np.ndarray, m: np.ndarray, size: int, fill: int | None = No
         # crop = m @ photo, photo = (x0 + fx * u, y0 + fy * v) for a pixel (u, v) of `small`.
         m = np.hstack([m[:, :2] * np.array([fx, fy]), (m[:, :2] @ np.array([x0, y0]) + m[:, 2])[:, None]])
         image = small
-    if fill is None:
-        return cv2.warpAffine(
-            image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
+    border = cv2.BORDER_REPLICATE if fill is None else cv2.BORDER_CONSTANT
     return cv2.warpAffine(
-        image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(fill,) * 4,
+        image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border,
+        borderValue=(fill or 0,) * 4,
     )  # fmt: skip
 
 
