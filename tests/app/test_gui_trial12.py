@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faceparse_app.label_issue_watch import LabelIssueWatch
 from tests.app.test_gui_canvas import drag, make_window
 
 PHOTOS = ("deepface_img10.jpg", "deepface_img12.jpg", "deepface_img14.jpg")
@@ -208,6 +209,10 @@ def test_a_store_deleted_while_the_disk_is_full_is_written_back_once_there_is_ro
     assert "No space left on device" in failed and "close the project" not in failed
     assert "the store was written back from the open project" in window.message_bar.message
     assert rows_on_disk(photos)[PHOTOS[0]] == ("labeled", "hand")
+    # The label checks' cache writes its file in the background (a temp file, then a rename): a
+    # temp file is a leftover only once that writer is idle, which means saved.
+    watch = session.findChild(LabelIssueWatch)
+    qtbot.waitUntil(watch.idle, timeout=10_000)
     assert not list((photos / ".faceparse").glob("*.tmp"))
 
 
