@@ -22,7 +22,7 @@ from typing import Any
 from faceparse_app import label_checks
 from faceparse_app.label_checks import Finding
 from faceparse_app.label_review import LabelJob
-from trainer.data.imageio import atomic_write_bytes
+from trainer.data.imageio import atomic_write_bytes, remove_temp_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,14 @@ class LabelCheckCache:
         self._lock = threading.Lock()
 
     def load(self) -> None:
-        """Read the file (ignored, to be rewritten, when missing, damaged or not ours)."""
+        """Read the file (ignored, to be rewritten, when missing, damaged or not ours), and
+        delete the temp files of writes killed midway (only where this instance writes: the
+        project's lock keeps any other from writing it meanwhile)."""
+        if self.writable:
+            try:
+                remove_temp_leftovers(self.path.parent, CACHE_FILE)
+            except OSError:
+                log.info("cannot clear the temp files of %s", self.path, exc_info=True)
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             if data.get("format") != FORMAT or data.get("checks") != self.version:

@@ -88,3 +88,22 @@ def test_a_damaged_cache_file_is_ignored_and_rewritten(qtbot, tmp_path: Path, sh
     assert window.message_bar.isHidden() or window.message_bar.level != "error"
     assert window.close_project()
     assert name in json.loads(cache.read_text())["labels"]
+
+
+def test_the_temp_file_of_a_cache_write_killed_midway_is_cleared_on_the_next_open(
+    qtbot, tmp_path: Path, shared_data: Path
+) -> None:
+    """A kill during the cache's write (a temp file, then a rename) left the temp file in the
+    store folder; every such kill added one, a few MB each at 10,000 labels, kept for ever."""
+    project, name = helen_project(tmp_path, shared_data)
+    window = make_window(qtbot, tmp_path, open_project=False)
+    _open_and_wait(qtbot, window, project)
+    store_dir = window.session.project.store_dir
+    assert window.close_project()
+    killed = store_dir / f".{CACHE_FILE}.k1ll3d00.tmp"
+    killed.write_bytes(b'{"format": "faceparse-label-checks/1", "lab')
+    other = store_dir / ".project.sqlite.x.tmp"  # not the cache's: left alone here
+    other.write_bytes(b"x")
+    _open_and_wait(qtbot, window, project)
+    assert not killed.exists()
+    assert other.exists()
