@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from faceparse_app.project import ProjectError
 from faceparse_app.project_scan import RESCAN_KEY, ScanReport, replaced_text
 from faceparse_app.widgets.busy import run_busy
+from faceparse_app.widgets.read_only_view import editable_session
 
 if TYPE_CHECKING:
     from faceparse_app.main_window import MainWindow
@@ -55,13 +56,10 @@ def rescan_text(
 def rescan_folder(window: MainWindow) -> ScanReport | None:
     """Scan the open project's folder again and show what changed; None when nothing is open
     or the scan failed (the message bar says why)."""
-    session = window.session
+    session = editable_session(window, "it cannot be rescanned")
     if session is None:
         return None
     project = session.project
-    if project.read_only:
-        window.show_message(f"{project.root} is read-only: it cannot be rescanned.", "error")
-        return None
     # Edits on screen go to disk first: the scan may move the label of an image renamed meanwhile.
     session.save()
     was_missing = {r.relpath for r in session.records() if r.missing}

@@ -20,6 +20,7 @@ from faceparse_app.import_labels import ImportReport, import_held, import_labels
 from faceparse_app.project import FINISHED, Project
 from faceparse_app.project_scan import name_list
 from faceparse_app.widgets.busy import run_busy
+from faceparse_app.widgets.read_only_view import editable_session
 from trainer.errors import FaceParseError
 
 if TYPE_CHECKING:
@@ -35,13 +36,10 @@ def import_labels_in_window(window: MainWindow, folder: str | Path | None = None
         What was imported, kept and skipped; None when nothing was imported (no project, the
         chooser cancelled, or a failure the message bar names).
     """
-    session = window.session
+    session = editable_session(window, "labels cannot be imported")
     if session is None:
         return None
     project = session.project
-    if project.read_only:
-        window.show_message(f"{project.root} is open to look only: labels cannot be imported.", "error")
-        return None
     if folder is None:
         start = next(iter(project.dataset_labels), "")
         folder = QFileDialog.getExistingDirectory(

@@ -16,13 +16,21 @@ from faceparse_app.store_guard import LookLock
 from faceparse_app.store_open import DB_NAME, connect_read_only
 
 if TYPE_CHECKING:
+    from faceparse_app.annotation import AnnotationSession
     from faceparse_app.main_window import MainWindow
     from faceparse_app.store_rows import ImageRecord
 
-__all__ = ["ReadOnlyFolderError", "ReadOnlyView", "open_read_only", "read_only_text", "window_title"]
+__all__ = [
+    "ReadOnlyFolderError",
+    "ReadOnlyView",
+    "editable_session",
+    "open_read_only",
+    "read_only_text",
+    "window_title",
+]
 
 # The window's actions that write to the project (the status keys are refused by the session).
-EDIT_ACTIONS = ("save_action", "undo_action", "redo_action", "accept_action", "rescan_action")
+EDIT_ACTIONS = ("save_action", "undo_action", "redo_action", "accept_action", "rescan_action", "import_action")
 
 
 def open_read_only(folder: str | Path, refused: ReadOnlyFolderError) -> Project:
@@ -51,6 +59,16 @@ def read_only_text(project: Project) -> str:
         "nothing is written in the folder. File → Export copies its labels to a folder you "
         "choose; to edit, copy the folder somewhere you can write and open the copy."
     )
+
+
+def editable_session(window: MainWindow, refused: str) -> AnnotationSession | None:
+    """The window's session when its project may be written; None when no project is open, or
+    when it is open to look only (the message bar says so, ending with ``refused``)."""
+    session = window.session
+    if session is not None and session.project.read_only:
+        window.show_message(f"{session.project.root} is open to look only: {refused}.", "error")
+        return None
+    return session
 
 
 def window_title(project: Project, rec: ImageRecord | None = None) -> str:

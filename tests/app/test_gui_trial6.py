@@ -168,6 +168,13 @@ def test_a_read_only_project_opens_to_look_and_export_with_editing_off(qtbot, tm
     key(window, Qt.Key.Key_O)
     assert window.state.outline
     assert not window.undo_action.isEnabled() and not window.accept_action.isEnabled()
+    # Rescan and Import labels… would write the store: greyed out, and refused if called.
+    assert not window.rescan_action.isEnabled() and not window.import_action.isEnabled()
+    from faceparse_app.widgets.folder_rescan import rescan_folder
+    from faceparse_app.widgets.label_import import import_labels_in_window
+
+    for refused in (lambda: rescan_folder(window), lambda: import_labels_in_window(window, folder)):
+        assert refused() is None and "open to look only" in bar.message
     # A drag pans instead of painting; a status key says why nothing changes.
     drag(window.canvas, [(10, 10), (50, 50)])
     np.testing.assert_array_equal(session.document.label, painted)
