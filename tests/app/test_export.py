@@ -25,9 +25,10 @@ SPLITS = ("train", "val", "test")
 
 
 def _project(
-    root: Path, n: int = 6, statuses: tuple[str, ...] = ("labeled",)
+    root: Path, n: int = 6, statuses: tuple[str, ...] = ("labeled",), accepted: int = 0
 ) -> dict[str, np.ndarray]:
-    """A project of n synthetic faces (even: .jpg, odd: .png), labeled; relpath -> label."""
+    """A project of n synthetic faces (even: .jpg, odd: .png), labeled; the first ``accepted``
+    of them (face0, face1, ...) are a model's pre-labels accepted as they were. relpath -> label."""
     root.mkdir(parents=True, exist_ok=True)
     labels = {}
     for i in range(n):
@@ -37,7 +38,12 @@ def _project(
         labels[relpath] = label
     with Project.open(root) as project:
         for k, rec in enumerate(project.images()):
-            project.save_label(rec, labels[rec.relpath], status=statuses[k % len(statuses)])
+            status = statuses[k % len(statuses)]
+            if k < accepted:
+                rec = project.save_label(rec, labels[rec.relpath], model_version="v0001")
+                project.set_status(rec, status)
+            else:
+                project.save_label(rec, labels[rec.relpath], status=status)
     return labels
 
 
@@ -524,17 +530,7 @@ def test_the_readme_warns_when_val_or_test_hold_accepted_pre_labels(tmp_path: Pa
     """Accepted pre-labels in val/ or test/ score the model that made them (and any model
     fine-tuned from it) too well; the export said nothing of it outside effort.csv."""
     root = tmp_path / "proj"
-    root.mkdir()
-    for i in range(10):
-        write_image(root / f"face{i}.png", synthetic_face(64, seed=i)[0])
-    with Project.open(root) as project:
-        for i, rec in enumerate(project.images()):
-            label = synthetic_face(64, seed=i)[1]
-            if i < 5:  # the model's pre-label, accepted as it was
-                rec = project.save_label(rec, label, model_version="v0001")
-                project.set_status(rec, "labeled")
-            else:
-                project.save_label(rec, label, status="labeled")
+    _project(root, n=10, accepted=5)
     out = tmp_path / "lapa"
     export_project(root, out, val_fraction=0.3, test_fraction=0.3, seed=1)
     names = {}

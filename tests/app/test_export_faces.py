@@ -217,13 +217,7 @@ def test_a_photo_without_a_face_exports_nothing_and_the_readme_names_it(tmp_path
 
 def test_readme_warnings_name_the_crops_of_accepted_and_unreviewed_labels(tmp_path):
     root = tmp_path / "proj"
-    root.mkdir()
-    for i in range(4):
-        write_image(root / f"face{i}.png", synthetic_face(64, seed=i)[0])
-    with Project.open(root) as project:
-        for i, rec in enumerate(project.images()):
-            rec = project.save_label(rec, synthetic_face(64, seed=i)[1], model_version="v0001")
-            project.set_status(rec, "labeled")
+    _project(root, n=4, accepted=4)
     out = tmp_path / "lapa"
     export_project(root, out, val_fraction=0.5, test_fraction=0.5, seed=1, per_face=True)
     text = (out / "README.txt").read_text(encoding="utf-8")

@@ -27,6 +27,14 @@ def _open_and_wait(qtbot, window, project: Path) -> dict[str, int]:
     return {r.relpath: r.id for r in window.session.records()}
 
 
+def _first_open(qtbot, tmp_path: Path, shared_data: Path):
+    """A HELEN project (its first label swapped) opened and checked once:
+    (project folder, the swapped photo's relpath, window, relpath -> id)."""
+    project, name = helen_project(tmp_path, shared_data)
+    window = make_window(qtbot, tmp_path, open_project=False)
+    return project, name, window, _open_and_wait(qtbot, window, project)
+
+
 def _counting_checks(monkeypatch) -> list[str]:
     checked: list[str] = []
     real_run = label_issue_watch.label_review.run
@@ -42,9 +50,7 @@ def _counting_checks(monkeypatch) -> list[str]:
 def test_a_reopen_with_unchanged_labels_shows_the_issues_without_checking(
     qtbot, tmp_path: Path, shared_data: Path, monkeypatch
 ) -> None:
-    project, name = helen_project(tmp_path, shared_data)
-    window = make_window(qtbot, tmp_path, open_project=False)
-    ids = _open_and_wait(qtbot, window, project)
+    project, name, window, ids = _first_open(qtbot, tmp_path, shared_data)
     assert window.image_list.visible_ids() == [ids[name]]
     tooltip = window.image_list.row_tooltip(ids[name])
     assert window.close_project()
@@ -61,9 +67,7 @@ def test_a_label_changed_on_disk_between_opens_is_checked_again(
     qtbot, tmp_path: Path, shared_data: Path, monkeypatch
 ) -> None:
     """The swapped label put right, and another drawn swapped, by another tool while closed."""
-    project, name = helen_project(tmp_path, shared_data)
-    window = make_window(qtbot, tmp_path, open_project=False)
-    ids = _open_and_wait(qtbot, window, project)
+    project, name, window, ids = _first_open(qtbot, tmp_path, shared_data)
     labels = {r.relpath: window.session.project.label_path(r) for r in window.session.records()}
     assert window.close_project()
     other = sorted(r for r in labels if r != name)[0]
@@ -76,9 +80,7 @@ def test_a_label_changed_on_disk_between_opens_is_checked_again(
 
 
 def test_a_damaged_cache_file_is_ignored_and_rewritten(qtbot, tmp_path: Path, shared_data: Path) -> None:
-    project, name = helen_project(tmp_path, shared_data)
-    window = make_window(qtbot, tmp_path, open_project=False)
-    _open_and_wait(qtbot, window, project)
+    project, name, window, ids = _first_open(qtbot, tmp_path, shared_data)
     cache = window.session.project.store_dir / CACHE_FILE
     assert window.close_project()
     assert cache.exists()
@@ -95,9 +97,7 @@ def test_the_temp_file_of_a_cache_write_killed_midway_is_cleared_on_the_next_ope
 ) -> None:
     """A kill during the cache's write (a temp file, then a rename) left the temp file in the
     store folder; every such kill added one, a few MB each at 10,000 labels, kept for ever."""
-    project, name = helen_project(tmp_path, shared_data)
-    window = make_window(qtbot, tmp_path, open_project=False)
-    _open_and_wait(qtbot, window, project)
+    project, name, window, ids = _first_open(qtbot, tmp_path, shared_data)
     store_dir = window.session.project.store_dir
     assert window.close_project()
     killed = store_dir / f".{CACHE_FILE}.k1ll3d00.tmp"

@@ -21,12 +21,18 @@ def _job(tmp_path: Path) -> LabelJob:
     return LabelJob(1, "sub/a.jpg", label, ((1.5, 2.0, 100.25, 120.0),))
 
 
-def test_findings_round_trip_exactly_and_a_changed_label_misses(tmp_path: Path) -> None:
+def _checked_and_flushed(tmp_path: Path, writable: bool) -> LabelJob:
+    """A job whose FINDINGS a cache of ``tmp_path`` kept and flushed."""
     job = _job(tmp_path)
-    cache = LabelCheckCache(tmp_path, writable=True)
+    cache = LabelCheckCache(tmp_path, writable=writable)
     cache.load()
     cache.store(job, job_key(job), FINDINGS)
     cache.flush()
+    return job
+
+
+def test_findings_round_trip_exactly_and_a_changed_label_misses(tmp_path: Path) -> None:
+    job = _checked_and_flushed(tmp_path, writable=True)
     again = LabelCheckCache(tmp_path, writable=True)
     again.load()
     assert again.lookup(job, job_key(job)) == FINDINGS
@@ -37,11 +43,7 @@ def test_findings_round_trip_exactly_and_a_changed_label_misses(tmp_path: Path) 
 
 
 def test_a_read_only_project_writes_nothing(tmp_path: Path) -> None:
-    job = _job(tmp_path)
-    cache = LabelCheckCache(tmp_path, writable=False)
-    cache.load()
-    cache.store(job, job_key(job), FINDINGS)
-    cache.flush()
+    _checked_and_flushed(tmp_path, writable=False)
     assert not (tmp_path / CACHE_FILE).exists()
 
 
