@@ -14,7 +14,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     """Run the desktop tool, or one of its window-less commands; returns the exit code."""
     from faceparse_app.app import DEFAULT_AUTOSAVE_MS
-    from faceparse_app.cli import COMMANDS
+    from faceparse_app.cli import COMMANDS, commands_text
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in COMMANDS:  # open a folder named like a command as ./export
@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="faceparse-studio",
         description="Label faces pixel by pixel in LaPa's 11 classes.",
-        epilog="Without a window: faceparse-studio export PROJECT OUT (a project -> LaPa layout; "
-        "see faceparse-studio export --help).",
+        epilog="Without a window (each has its own --help):\n" + commands_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("folder", nargs="?", help="folder of face images to open as a project")
     parser.add_argument(

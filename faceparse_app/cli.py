@@ -103,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def commands_text() -> str:
+    """One line per window-less command, its positional arguments and what it does (for the
+    window's --help)."""
+    lines = []
+    for action in build_parser()._subparsers._group_actions:  # type: ignore[union-attr]
+        for choice in action._choices_actions:
+            command = action.choices[choice.dest]
+            args = [a.dest.upper() for a in command._actions if not a.option_strings]
+            lines.append(f"  faceparse-studio {' '.join([choice.dest, *args])}: {choice.help}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str]) -> int:
     """Run one of the app's commands; returns the exit code (0 ok, 1 label issues found by
     check, 2 bad input or usage)."""

@@ -35,3 +35,18 @@ def test_bad_export_input_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("faceparse-studio export: error: ") and "no project" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_the_window_help_names_every_command_that_needs_no_window(capsys) -> None:
+    """faceparse-studio --help named export only: import-labels and check, which a team runs
+    from scripts, could be found only in the README."""
+    import pytest
+
+    from faceparse_app.cli import COMMANDS
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for name in COMMANDS:
+        assert f"faceparse-studio {name} " in text, name
