@@ -271,7 +271,8 @@ class Project(StoreRows):
 
         New images are added as "new"; a known image whose file is gone is flagged missing; a
         new file with the content hash of a missing one is the same image moved, so its row
-        (status, time, label) follows it. Changed files are re-hashed (size or mtime differ).
+        (status, time, label) follows it, also onto the name of another image that moved on
+        (files renumbered or swapped). Changed files are re-hashed (size or mtime differ).
         The label maps of a dataset's layout (``labels/`` or ``masks/`` beside ``images/``) are
         not taken as photos.
         """

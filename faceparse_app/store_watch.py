@@ -234,6 +234,7 @@ class StoreWatch:
         with project.transaction() as c:
             c.execute(*change.update)
         if change.replaced:
+            log.warning("%s is another picture since it was labeled; its label awaits a look", rec.relpath)
             self.replaced[image_id] = (rec.width, rec.height)
         annotation.records_changed.emit()
         return project.get(image_id)

@@ -1,0 +1,118 @@
+"""Defects found in the fourteenth user trial of the real window (t70): a team lead's day of work
+in one project across sessions (photos renamed, renumbered, moved and replaced in the file manager
+between sessions), two windows on one folder, exports and imports over earlier work. Real photos,
+copied into a temporary folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.app.test_gui_canvas import drag, make_window
+
+# Aligned portraits of one size (1024×1024): a label made for one fits every other.
+PORTRAITS = ("stargan_036367.jpg", "stargan_037023.jpg", "stargan_038919.jpg", "stargan_039913.jpg")
+EYE, BROW = 4, 2
+
+
+@pytest.fixture
+def numbered(tmp_path, shared_data) -> Path:
+    """A folder of three real portraits named 1.jpg, 2.jpg, 3.jpg (copies of ../shared)."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    for n, name in enumerate(PORTRAITS[:3], 1):
+        shutil.copy(shared_data / "faces-unlabeled" / name, folder / f"{n}.jpg")
+    return folder
+
+
+def open_on(qtbot, tmp_path: Path, folder: Path):
+    window = make_window(qtbot, tmp_path, open_project=False)
+    assert window.open_project(folder)
+    return window
+
+
+def stroke(window, y: int, cls: int) -> None:
+    window.state.set_class(cls)
+    window.state.set_radius(6)
+    drag(window.canvas, [(50, y), (150, y)])
+
+
+def work_on(window, name: str, y: int, cls: int, status: str | None = None) -> np.ndarray:
+    """Open photo ``name``, paint a stroke of ``cls`` at row ``y``, mark it ``status`` if given;
+    the label saved."""
+    session = window.session
+    session.open_image(session.project.find(name).id)
+    stroke(window, y, cls)
+    if status is not None:
+        assert session.set_status(status)
+    assert session.save()
+    return session.document.label.copy()
+
+
+def test_photos_renumbered_between_sessions_keep_their_own_labels(qtbot, tmp_path, numbered, shared_data):
+    # The trial: 1.jpg labeled, 2.jpg started; between sessions a photo was put in front and the
+    # files renumbered in the file manager (3 → 4, 2 → 3, 1 → 2, the new one is 1). Reopened,
+    # 2.jpg showed the label of 1.jpg's old picture on another face ("replaced by another
+    # picture"), the new 1.jpg held 1's finished label, and 3.jpg, the started photo, had no label
+    # at all: a day's labels were on the wrong faces, and editing them there overwrote them.
+    window = open_on(qtbot, tmp_path, numbered)
+    first = work_on(window, "1.jpg", 60, EYE, "labeled")
+    second = work_on(window, "2.jpg", 120, BROW)
+    window.close()
+    for old, new in (("3.jpg", "4.jpg"), ("2.jpg", "3.jpg"), ("1.jpg", "2.jpg")):
+        (numbered / old).rename(numbered / new)
+    shutil.copy(shared_data / "faces-unlabeled" / PORTRAITS[3], numbered / "1.jpg")
+
+    again = open_on(qtbot, tmp_path, numbered)
+    project = again.session.project
+    moved_first, moved_second = project.find("2.jpg"), project.find("3.jpg")
+    assert (moved_first.status, moved_first.needs_review) == ("labeled", False)
+    np.testing.assert_array_equal(project.load_label(moved_first), first)
+    assert (moved_second.status, moved_second.needs_review) == ("in_progress", False)
+    np.testing.assert_array_equal(project.load_label(moved_second), second)
+    newcomer = project.find("1.jpg")
+    assert newcomer.status in ("new", "pre-labeled") and not newcomer.needs_review
+    assert "replaced" not in again.message_bar.message
+
+
+def test_two_photos_swapped_while_open_swap_their_labels_on_rescan(qtbot, tmp_path, numbered):
+    # Two photos' names swapped in the file manager while the app ran, then File → Rescan: each
+    # label must follow its picture, not stay with the name.
+    window = open_on(qtbot, tmp_path, numbered)
+    first = work_on(window, "1.jpg", 60, EYE, "labeled")
+    second = work_on(window, "2.jpg", 120, BROW)
+    (numbered / "1.jpg").rename(numbered / "swap.tmp")
+    (numbered / "2.jpg").rename(numbered / "1.jpg")
+    (numbered / "swap.tmp").rename(numbered / "2.jpg")
+    window.rescan_action.trigger()
+
+    project = window.session.project
+    now_first, now_second = project.find("2.jpg"), project.find("1.jpg")
+    assert now_first.status == "labeled" and now_second.status == "in_progress"
+    np.testing.assert_array_equal(project.load_label(now_first), first)
+    np.testing.assert_array_equal(project.load_label(now_second), second)
+    assert "2 images renamed (labels followed)" in window.message_bar.message
+    # The photo on screen (2.jpg's picture, now 1.jpg) keeps its label and its name follows it.
+    assert window.session.current.relpath == "1.jpg"
+    np.testing.assert_array_equal(window.session.document.label, second)
+
+
+def test_a_photo_moved_over_another_leaves_that_name_its_label_for_review(qtbot, tmp_path, numbered):
+    # mv 1.jpg 2.jpg: 2.jpg's own picture is gone, so the name keeps its row (another picture
+    # under its label, for review) and 1.jpg's row waits, missing, with its label where it was.
+    window = open_on(qtbot, tmp_path, numbered)
+    first = work_on(window, "1.jpg", 60, EYE, "labeled")
+    second = work_on(window, "2.jpg", 120, BROW, "labeled")
+    window.close()
+    (numbered / "1.jpg").replace(numbered / "2.jpg")
+
+    again = open_on(qtbot, tmp_path, numbered)
+    project = again.session.project
+    overwritten, gone = project.find("2.jpg"), project.find("1.jpg")
+    assert (overwritten.status, overwritten.needs_review) == ("in_progress", True)
+    np.testing.assert_array_equal(project.load_label(overwritten), second)
+    assert gone.missing and gone.status == "labeled"
+    np.testing.assert_array_equal(project.load_label(gone), first)
