@@ -116,3 +116,43 @@ def test_a_photo_moved_over_another_leaves_that_name_its_label_for_review(qtbot,
     np.testing.assert_array_equal(project.load_label(overwritten), second)
     assert gone.missing and gone.status == "labeled"
     np.testing.assert_array_equal(project.load_label(gone), first)
+
+
+def test_two_photos_swapped_while_open_keep_their_labels_when_one_is_opened_before_a_rescan(
+    qtbot, tmp_path, numbered
+):
+    # The trial: names swapped in the file manager while the app ran, then 1.jpg clicked in the
+    # list (no F5): it opened "replaced by another picture" with its label on 2.jpg's old picture,
+    # and a rescan after that could no longer tell the two apart: both labels stayed crossed.
+    window = open_on(qtbot, tmp_path, numbered)
+    first = work_on(window, "1.jpg", 60, EYE, "labeled")
+    second = work_on(window, "2.jpg", 120, BROW)
+    window.session.open_image(window.session.project.find("3.jpg").id)
+    (numbered / "1.jpg").rename(numbered / "swap.tmp")
+    (numbered / "2.jpg").rename(numbered / "1.jpg")
+    (numbered / "swap.tmp").rename(numbered / "2.jpg")
+    session, project = window.session, window.session.project
+    assert session.open_image(project.find("1.jpg").id)
+
+    np.testing.assert_array_equal(session.document.label, second)  # the label of this picture
+    assert session.current.status == "in_progress" and not session.current.needs_review
+    assert "replaced" not in window.message_bar.message and "renamed" in window.message_bar.message
+    window.rescan_action.trigger()
+    now_first, now_second = project.find("2.jpg"), project.find("1.jpg")
+    assert (now_first.status, now_first.needs_review) == ("labeled", False)
+    np.testing.assert_array_equal(project.load_label(now_first), first)
+    np.testing.assert_array_equal(project.load_label(now_second), second)
+
+
+def test_a_photo_moved_over_another_while_open_is_said_replaced_when_opened(qtbot, tmp_path, numbered):
+    window = open_on(qtbot, tmp_path, numbered)
+    work_on(window, "1.jpg", 60, EYE, "labeled")
+    second = work_on(window, "2.jpg", 120, BROW, "labeled")
+    window.session.open_image(window.session.project.find("3.jpg").id)
+    (numbered / "1.jpg").replace(numbered / "2.jpg")
+    session = window.session
+    assert session.open_image(session.project.find("2.jpg").id)
+    assert session.current.relpath == "2.jpg"
+    assert (session.current.status, session.current.needs_review) == ("in_progress", True)
+    np.testing.assert_array_equal(session.document.label, second)
+    assert "2.jpg was replaced on disk by another picture" in window.message_bar.message
