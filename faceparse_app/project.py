@@ -278,6 +278,7 @@ class Project(StoreRows):
         """
         report = scan_images(self)
         self.dataset_labels = report.dataset_labels
+        self.scans += 1
         return report
 
     # ---- reading ------------------------------------------------------------------------

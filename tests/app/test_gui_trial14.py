@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faceparse_app.widgets.image_table import Column
 from tests.app.test_gui_canvas import drag, make_window
 
 # Aligned portraits of one size (1024×1024): a label made for one fits every other.
@@ -126,8 +127,9 @@ def test_two_photos_swapped_while_open_keep_their_labels_when_one_is_opened_befo
     # and a rescan after that could no longer tell the two apart: both labels stayed crossed.
     window = open_on(qtbot, tmp_path, numbered)
     first = work_on(window, "1.jpg", 60, EYE, "labeled")
-    second = work_on(window, "2.jpg", 120, BROW)
-    window.session.open_image(window.session.project.find("3.jpg").id)
+    work_on(window, "2.jpg", 120, BROW)
+    stroke(window, 150, BROW)  # on screen, not saved yet
+    second = window.session.document.label.copy()
     (numbered / "1.jpg").rename(numbered / "swap.tmp")
     (numbered / "2.jpg").rename(numbered / "1.jpg")
     (numbered / "swap.tmp").rename(numbered / "2.jpg")
@@ -137,6 +139,9 @@ def test_two_photos_swapped_while_open_keep_their_labels_when_one_is_opened_befo
     np.testing.assert_array_equal(session.document.label, second)  # the label of this picture
     assert session.current.status == "in_progress" and not session.current.needs_review
     assert "replaced" not in window.message_bar.message and "renamed" in window.message_bar.message
+    model = window.image_list.model  # the list names each photo once, as it is on disk now
+    shown = sorted(model.text(i, Column.NAME) for i in model.visible_ids())
+    assert shown == ["1.jpg", "2.jpg", "3.jpg"]
     window.rescan_action.trigger()
     now_first, now_second = project.find("2.jpg"), project.find("1.jpg")
     assert (now_first.status, now_first.needs_review) == ("labeled", False)
