@@ -161,3 +161,25 @@ def test_a_photo_moved_over_another_while_open_is_said_replaced_when_opened(qtbo
     assert (session.current.status, session.current.needs_review) == ("in_progress", True)
     np.testing.assert_array_equal(session.document.label, second)
     assert "2.jpg was replaced on disk by another picture" in window.message_bar.message
+
+
+def test_the_export_forms_refusal_of_a_folder_is_shown_whole(qtbot, tmp_path):
+    # The trial: Export into a folder of other files: the form said why in two lines of which
+    # only the middle showed, the first and last cut by the form's edge and the buttons.
+    from PySide6.QtWidgets import QApplication
+
+    from faceparse_app.widgets.export_dialog import ExportDialog
+
+    foreign = tmp_path / "exports"
+    (foreign / "train" / "images").mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    dialog = ExportDialog(tmp_path / "faces", False, counts={"labeled": 5, "reviewed": 0})
+    qtbot.addWidget(dialog)
+    dialog.folder_edit.setText(str(foreign))
+    dialog.show()
+    dialog.accept()
+    QApplication.processEvents()
+    label = dialog.problem_label
+    assert dialog.isVisible() and label.isVisible() and "not empty" in label.text()
+    assert label.height() >= label.heightForWidth(label.width())  # every line of it shows
+    assert label.geometry().bottom() < dialog.export_button.mapTo(dialog, dialog.export_button.rect().topLeft()).y()
