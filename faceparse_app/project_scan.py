@@ -424,9 +424,17 @@ def replaced_text(replaced: Sequence[str]) -> str:
 
 
 def gone_text(report: ScanReport) -> str:
-    """What opening says about worked-on images gone from the folder since the last open, or
-    replaced by another picture ("" when none): their rows and labels are kept."""
+    """What opening says about images renamed or moved since the last open, worked-on ones gone
+    from the folder, or replaced by another picture ("" when none): their rows and labels are
+    kept."""
     replaced = replaced_text(report.replaced)
+    if report.moved:  # renamed, moved or renumbered in a file manager: said, so nothing surprises
+        n = len(report.moved)
+        replaced = (
+            f"{n} photo{'s were' if n != 1 else ' was'} renamed or moved in the folder since it was "
+            f"last opened ({name_list([f'{old} → {new}' for old, new in report.moved])}): "
+            f"{'each label' if n != 1 else 'its label'} followed its picture. {replaced}"
+        ).rstrip()
     if not report.gone:
         return replaced
     n = len(report.gone)

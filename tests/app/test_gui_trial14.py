@@ -76,7 +76,9 @@ def test_photos_renumbered_between_sessions_keep_their_own_labels(qtbot, tmp_pat
     np.testing.assert_array_equal(project.load_label(moved_second), second)
     newcomer = project.find("1.jpg")
     assert newcomer.status in ("new", "pre-labeled") and not newcomer.needs_review
-    assert "replaced" not in again.message_bar.message
+    message = again.message_bar.message
+    assert "replaced" not in message
+    assert "3 photos were renamed or moved" in message and "1.jpg → 2.jpg" in message
 
 
 def test_two_photos_swapped_while_open_swap_their_labels_on_rescan(qtbot, tmp_path, numbered):
