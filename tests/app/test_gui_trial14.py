@@ -185,3 +185,37 @@ def test_the_export_forms_refusal_of_a_folder_is_shown_whole(qtbot, tmp_path):
     assert dialog.isVisible() and label.isVisible() and "not empty" in label.text()
     assert label.height() >= label.heightForWidth(label.width())  # every line of it shows
     assert label.geometry().bottom() < dialog.export_button.mapTo(dialog, dialog.export_button.rect().topLeft()).y()
+
+
+def test_accepting_the_empty_start_of_a_photo_whose_label_no_longer_fits_is_refused(
+    qtbot, tmp_path, numbered
+):
+    # The trial: a labeled photo cropped in an editor between sessions opens on an empty label
+    # (the old one no longer fits) and no pre-label comes, the photo being in progress. A, "accept
+    # the pre-label", marked that empty label labeled: a photo with two faces found went into
+    # the export all background, and the old label was put aside as .invalid.
+    from PIL import Image
+
+    from trainer.faces import Face
+
+    window = open_on(qtbot, tmp_path, numbered)
+    work_on(window, "1.jpg", 60, EYE, "labeled")
+    window.close()
+    with Image.open(numbered / "1.jpg") as im:
+        cropped = im.crop((0, 0, 900, 900))
+    cropped.save(numbered / "1.jpg", quality=95)
+    label = numbered / ".faceparse" / "labels" / "1.jpg.png"
+    before = label.read_bytes()
+
+    again = open_on(qtbot, tmp_path, numbered)
+    session, project = again.session, again.session.project
+    rec = project.find("1.jpg")
+    project.set_faces(rec, [Face(box=(200.0, 150.0, 700.0, 800.0), score=0.95)])
+    assert session.open_image(rec.id)
+    assert not session.document.label.any()  # an empty start
+    again.accept_action.trigger()
+    rec = project.find("1.jpg")
+    assert rec.status == "in_progress"
+    message = again.message_bar.message
+    assert "all background" in message and "1 face" in message and "Ctrl+Return" in message
+    assert label.read_bytes() == before  # the old label untouched, not put aside
