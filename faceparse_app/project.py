@@ -173,6 +173,8 @@ class Project(StoreRows):
         store = root / STORE_DIR
         if read_only:
             return cls(root, store_open.connect_read_only(store / DB_NAME), read_only=True)
+        if not (store / DB_NAME).exists():  # a new project: its photos in no other one
+            store_guard.refuse_overlapping_project(root, STORE_DIR, DB_NAME)
         try:
             (store / LABELS_DIR).mkdir(parents=True, exist_ok=True)
             _probe_write(store)

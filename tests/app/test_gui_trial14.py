@@ -219,3 +219,29 @@ def test_accepting_the_empty_start_of_a_photo_whose_label_no_longer_fits_is_refu
     message = again.message_bar.message
     assert "all background" in message and "1 face" in message and "Ctrl+Return" in message
     assert label.read_bytes() == before  # the old label untouched, not put aside
+
+
+def test_a_folder_inside_an_open_project_is_not_made_a_second_project_of_its_photos(
+    qtbot, tmp_path, numbered
+):
+    # The trial: the project open in one window, its subfolder sub/ opened in a second: the
+    # second window made sub/ a project of its own and showed the photo labeled in the first
+    # as a fresh pre-label; strokes made there went to sub/.faceparse, out of the project's
+    # exports, and nothing said so.
+    window = open_on(qtbot, tmp_path, numbered)
+    (numbered / "sub").mkdir()
+    (numbered / "3.jpg").rename(numbered / "sub" / "3.jpg")
+    window.rescan_action.trigger()
+    work_on(window, "sub/3.jpg", 60, EYE, "labeled")
+
+    second = make_window(qtbot, tmp_path / "second", open_project=False)
+    assert not second.open_project(numbered / "sub")
+    message = second.message_bar.message
+    assert f"inside the project {numbered}" in message and "Open" in message
+    assert not (numbered / "sub" / ".faceparse").exists()
+    window.close()
+    # Nor does the folder above a project become one that lists its photos without its labels.
+    third = make_window(qtbot, tmp_path / "third", open_project=False)
+    assert not third.open_project(tmp_path)
+    assert f"holds the project {numbered}" in third.message_bar.message
+    assert not (tmp_path / ".faceparse").exists()
