@@ -245,3 +245,37 @@ def test_a_folder_inside_an_open_project_is_not_made_a_second_project_of_its_pho
     assert not third.open_project(tmp_path)
     assert f"holds the project {numbered}" in third.message_bar.message
     assert not (tmp_path / ".faceparse").exists()
+
+
+def test_an_export_of_another_project_is_not_replaced_by_this_ones(qtbot, tmp_path, numbered, shared_data):
+    # The trial: the celebrity project exported into the folder that held the in-the-wild
+    # project's export; every image of that export went without a word (its manifest listed them
+    # as the export's own), and with them the splits a model had been trained on.
+    from faceparse_app.export import export_folder_problem, export_project
+    from faceparse_app.project import Project, ProjectError
+
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(shared_data / "faces-unlabeled" / PORTRAITS[3], other / "x.jpg")
+    window = open_on(qtbot, tmp_path, other)
+    work_on(window, "x.jpg", 60, EYE, "labeled")
+    window.close()
+    out = tmp_path / "dataset"
+    assert export_project(other, out)["train"] == 1
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+
+    again = open_on(qtbot, tmp_path, numbered)
+    work_on(again, "1.jpg", 60, EYE, "labeled")
+    problem = export_folder_problem(out, numbered)
+    assert f"export of another project ({other})" in problem
+    with pytest.raises(ProjectError, match="another project"):
+        export_project(again.session.project, out)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    # Its own earlier export is exported into again, also once the project folder has moved.
+    assert export_project(other, out)["train"] == 1
+    again.close()
+    moved = tmp_path / "moved"
+    other.rename(moved)
+    assert export_folder_problem(out, moved) == ""
+    with Project.open(moved) as project:
+        assert export_project(project, out)["train"] == 1
