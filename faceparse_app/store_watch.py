@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from faceparse_app import store_guard, store_open
-from faceparse_app.project_scan import CHANGE_COLUMNS, changed_file, name_list, reconcile_labels
+from faceparse_app.project_scan import (
+    CHANGE_COLUMNS,
+    changed_file,
+    name_list,
+    reconcile_labels,
+    replaced_text,
+)
 from faceparse_app.store_guard import ProjectError, ProjectLockedError, write_error
 from faceparse_app.store_open import DB_NAME, MODELS_DIR
 
@@ -253,13 +259,16 @@ class StoreWatch:
         now = self.project.find(rec.relpath) or self.project.get(rec.id)
         if rec.relpath in report.replaced:  # overwritten by a moved one (mv 1.jpg 2.jpg)
             self.replaced[now.id] = (rec.width, rec.height)
+        others = replaced_text([p for p in report.replaced if p != rec.relpath])  # said when opened
         if report.moved:
             annotation.message.emit(
                 f"Photos were renamed in the folder while the project was open "
                 f"({name_list([f'{old} → {new}' for old, new in report.moved])}): the folder "
-                "was rescanned and each label followed its own picture.",
+                f"was rescanned and each label followed its own picture. {others}".rstrip(),
                 "warning",
             )
+        elif others:
+            annotation.message.emit(others, "warning")
         return now
 
     def tell_replaced(self, annotation: Annotation, rec: ImageRecord) -> None:

@@ -279,3 +279,26 @@ def test_an_export_of_another_project_is_not_replaced_by_this_ones(qtbot, tmp_pa
     assert export_folder_problem(out, moved) == ""
     with Project.open(moved) as project:
         assert export_project(project, out)["train"] == 1
+
+
+def test_the_rescan_made_on_opening_a_photo_also_names_the_photos_replaced_meanwhile(
+    qtbot, tmp_path, numbered
+):
+    from PIL import Image
+
+    window = open_on(qtbot, tmp_path, numbered)
+    work_on(window, "1.jpg", 60, EYE, "labeled")
+    work_on(window, "2.jpg", 120, BROW, "labeled")
+    work_on(window, "3.jpg", 90, EYE, "labeled")
+    (numbered / "1.jpg").rename(numbered / "swap.tmp")
+    (numbered / "2.jpg").rename(numbered / "1.jpg")
+    (numbered / "swap.tmp").rename(numbered / "2.jpg")
+    with Image.open(numbered / "3.jpg") as im:
+        mirrored = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    mirrored.save(numbered / "3.jpg", quality=90)
+    session = window.session
+    assert session.open_image(session.project.find("1.jpg").id)
+    message = window.message_bar.message
+    assert "renamed" in message and "replaced on disk by another picture (3.jpg)" in message
+    rec = session.project.find("3.jpg")
+    assert (rec.status, rec.needs_review) == ("in_progress", True)
