@@ -302,3 +302,18 @@ def test_the_rescan_made_on_opening_a_photo_also_names_the_photos_replaced_meanw
     assert "renamed" in message and "replaced on disk by another picture (3.jpg)" in message
     rec = session.project.find("3.jpg")
     assert (rec.status, rec.needs_review) == ("in_progress", True)
+
+
+def test_a_reopen_after_the_photo_on_screen_was_renamed_and_rescanned_opens_on_it(qtbot, tmp_path, numbered):
+    # The trial: sub/ renamed batch2/ while its photo was on screen, F5 (labels followed), then
+    # the app closed: the next open did not find the photo it was on and opened another one.
+    window = open_on(qtbot, tmp_path, numbered)
+    work_on(window, "2.jpg", 60, EYE)
+    (numbered / "batch2").mkdir()
+    (numbered / "2.jpg").rename(numbered / "batch2" / "2.jpg")
+    window.rescan_action.trigger()
+    assert window.session.current.relpath == "batch2/2.jpg"
+    window.close()
+
+    again = open_on(qtbot, tmp_path, numbered)
+    assert again.session.current.relpath == "batch2/2.jpg"
