@@ -135,6 +135,7 @@ class Project(StoreRows):
         self.labels_dir = self.store_dir / LABELS_DIR
         self.recovery: str | None = None
         self.dataset_labels: dict[str, int] = {}  # the last scan's (ScanReport.dataset_labels)
+        self.moved: dict[str, str] = {}  # the last scan's renames, old relpath -> new
         self._file_lock = lock
         self._last_backup = 0.0
 
@@ -279,7 +280,7 @@ class Project(StoreRows):
         not taken as photos.
         """
         report = scan_images(self)
-        self.dataset_labels = report.dataset_labels
+        self.dataset_labels, self.moved = report.dataset_labels, dict(report.moved)
         self.scans += 1
         return report
 

@@ -76,6 +76,7 @@ def test_photos_renumbered_between_sessions_keep_their_own_labels(qtbot, tmp_pat
     np.testing.assert_array_equal(project.load_label(moved_second), second)
     newcomer = project.find("1.jpg")
     assert newcomer.status in ("new", "pre-labeled") and not newcomer.needs_review
+    assert again.session.current.relpath == "3.jpg"  # the photo it was left on, under its new name
     message = again.message_bar.message
     assert "replaced" not in message
     assert "3 photos were renamed or moved" in message and "1.jpg → 2.jpg" in message
