@@ -254,7 +254,11 @@ class StoreWatch:
         renumbered) in the folder while the app ran. The folder is scanned first, as File →
         Rescan would, so that each label follows its own picture rather than being taken for the
         new picture's; the record returned is the one now under the name clicked."""
-        report = self.project.scan()
+        try:
+            report = self.project.scan()
+        except (ProjectError, OSError) as exc:  # nothing changed: Rescan (F5) can try again
+            annotation.message.emit(f"Cannot rescan {self.project.root.name}: {exc}", "error")
+            return rec
         annotation.records_changed.emit()
         now = self.project.find(rec.relpath) or self.project.get(rec.id)
         if rec.relpath in report.replaced:  # overwritten by a moved one (mv 1.jpg 2.jpg)
