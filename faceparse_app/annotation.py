@@ -111,9 +111,9 @@ class Annotation:
         self.current = rec
         try:
             image = self.project.load_image(rec)
-            rec = self.project.get(image_id)  # load_image may have corrected the size
+            rec = self.project.get(rec.id)  # load_image may have corrected the size
             self.current = rec
-            document = self._unsaved.get(image_id) or self._document_for(rec, image)
+            document = self._unsaved.get(rec.id) or self._document_for(rec, image)
         except ImageReadError as exc:
             reason = without_path(str(exc), self.project.image_path(rec))
             return self._fail(rec, f"Cannot open {rec.relpath}: {reason}")

@@ -107,10 +107,42 @@ def export_folder_problem(out_dir: str | os.PathLike[str], project_root: Path) -
     out = Path(out_dir).expanduser().resolve()
     try:
         _check_outside_project(out, project_root)
-        _check_out_dir(out)
+        _check_out_dir(out, _identity_of(project_root))
     except (ProjectError, OSError) as exc:
         return str(exc)
     return ""
+
+
+def _identity_of(project_root: Path) -> dict[str, str | None] | None:
+    """:func:`project_identity` of a project folder; None when its store cannot be read here
+    (the export itself checks again)."""
+    try:
+        with Project.open(project_root, read_only=True) as project:
+            return project_identity(project)
+    except ProjectError:
+        return None
+
+
+def project_identity(project: Project) -> dict[str, str | None]:
+    """What an export's manifest records of its project: the folder, and the store's creation
+    stamp, which stays the same when the folder is moved or renamed."""
+    rows = project.query("SELECT value FROM meta WHERE key='created_at'")
+    return {"root": str(project.root), "created": rows[0][0] if rows else None}
+
+
+def _check_same_project(out: Path, recorded: object, identity: dict[str, str | None] | None) -> None:
+    """Refuse to export over another project's export: its manifest lists its files as the
+    export's own, so every one of them would go (and the splits a model was trained on)."""
+    if identity is None or not isinstance(recorded, dict):
+        return  # an export from before manifests named their project
+    if recorded.get("root") == identity["root"] or (
+        identity["created"] is not None and recorded.get("created") == identity["created"]
+    ):
+        return
+    raise ProjectError(
+        f"{out} is an export of another project ({recorded.get('root')}): this project's export "
+        "would replace it. Choose an empty or new folder (or export that project there)"
+    )
 
 
 def _check_outside_project(out: Path, project_root: Path) -> None:
@@ -126,8 +158,9 @@ def _check_outside_project(out: Path, project_root: Path) -> None:
             )
 
 
-def _check_out_dir(out: Path) -> dict[str, str | None]:
-    """Refuse an unusable export folder; return the files an earlier export of ours wrote there
+def _check_out_dir(out: Path, identity: dict[str, str | None] | None = None) -> dict[str, str | None]:
+    """Refuse an unusable export folder (another project's export too, given this one's
+    :func:`project_identity`); return the files an earlier export of ours wrote there
     (relpath -> sha256, or None for an export from before manifests), {} for a new folder."""
     if not out.exists():
         return {}
@@ -140,6 +173,7 @@ def _check_out_dir(out: Path) -> dict[str, str | None]:
         try:
             data = json.loads(manifest.read_text(encoding="utf-8"))
             if data.get("format") == MANIFEST_FORMAT and isinstance(data.get("files"), dict):
+                _check_same_project(out, data.get("project"), identity)
                 return {str(k): str(v) for k, v in data["files"].items()}
         except (OSError, ValueError):
             pass
@@ -225,7 +259,8 @@ def _export(
     on_progress: Callable[[int, int], None] | None,
     per_face: bool = False,
 ) -> dict[str, int]:
-    previous = _check_out_dir(out)
+    identity = project_identity(project)
+    previous = _check_out_dir(out, identity)
     wanted = {"reviewed"} if reviewed_only else set(FINISHED)
     recs = [
         r
@@ -289,7 +324,7 @@ def _export(
         ours = {rel: file_hash(tmp / rel) for rel in _tree(tmp)}
         (tmp / MANIFEST_NAME).write_text(
             json.dumps(
-                {"format": MANIFEST_FORMAT, "version": 1, "split": settings,
+                {"format": MANIFEST_FORMAT, "version": 1, "project": identity, "split": settings,
                  **({"images": "faces", NO_IMAGE_SPLITS: no_face} if per_face else {}), "files": ours}, indent=1,
             ),
             encoding="utf-8",

@@ -218,6 +218,7 @@ class MainWindow(QMainWindow):
         # A change names its image (saved, status, pre-label): the list reads just those rows
         # again, not all 10,000.
         self._touched: set[int] = set()
+        self._scans = project.scans
         for signal in (session.saved, session.status_changed, session.prelabeled):
             signal.connect(lambda image_id, *_: self._touched.add(image_id))
         session.records_changed.connect(self._refresh_touched)
@@ -390,23 +391,20 @@ class MainWindow(QMainWindow):
 
     def _refresh_records(self) -> None:
         if self.session is not None:
+            self._scans = self.session.project.scans
             self.image_list.set_records(self.session.records(), self.session.problems)
 
     def _refresh_touched(self) -> None:
         session = self.session
         if session is None:
             return
+        if session.project.scans != self._scans:  # rescanned on opening a photo: any row may be renamed
+            return self._refresh_records()
         touched, self._touched = self._touched, set()
         if session.current is not None:
             touched.add(session.current.id)
         touched |= set(session.problems)
-        records = []
-        for image_id in touched:
-            try:
-                records.append(session.project.get(image_id))
-            except KeyError:  # gone from the store (a rescan): the next full refresh drops it
-                pass
-        self.image_list.update_records(records, session.problems)
+        self.image_list.update_records(session.project.records_of(touched), session.problems)
 
     def _open_image(self, image_id: int) -> None:
         if self.session is not None:

@@ -401,6 +401,19 @@ class ModelLoop(QObject):
                 "info",
             )
             return False
+        faces = len(session.project.faces(current) or []) if current is not None else 0
+        doc = session.document
+        if faces and current.status not in FINISHED and doc is not None and not doc.label.any():
+            # No pre-label to accept (one that came out empty, or an old label that no longer
+            # fits its photo): A would mark found faces all background.
+            self.message.emit(
+                f"Nothing to accept in {current.relpath}: its label is all background, yet "
+                f"{faces} face{'s were' if faces != 1 else ' was'} found in it. Label "
+                f"{'them' if faces != 1 else 'it'} (or remove a false face box: W, click it, "
+                "Delete); Ctrl+Return marks it labeled as it is.",
+                "warning",
+            )
+            return False
         return session.accept()
 
     def _on_failed(self, image_id: int, text: str) -> None:

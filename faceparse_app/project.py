@@ -135,6 +135,7 @@ class Project(StoreRows):
         self.labels_dir = self.store_dir / LABELS_DIR
         self.recovery: str | None = None
         self.dataset_labels: dict[str, int] = {}  # the last scan's (ScanReport.dataset_labels)
+        self.moved: dict[str, str] = {}  # the last scan's renames, old relpath -> new
         self._file_lock = lock
         self._last_backup = 0.0
 
@@ -173,6 +174,8 @@ class Project(StoreRows):
         store = root / STORE_DIR
         if read_only:
             return cls(root, store_open.connect_read_only(store / DB_NAME), read_only=True)
+        if not (store / DB_NAME).exists():  # a new project: its photos in no other one
+            store_guard.refuse_overlapping_project(root, STORE_DIR, DB_NAME)
         try:
             (store / LABELS_DIR).mkdir(parents=True, exist_ok=True)
             _probe_write(store)
@@ -271,12 +274,14 @@ class Project(StoreRows):
 
         New images are added as "new"; a known image whose file is gone is flagged missing; a
         new file with the content hash of a missing one is the same image moved, so its row
-        (status, time, label) follows it. Changed files are re-hashed (size or mtime differ).
+        (status, time, label) follows it, also onto the name of another image that moved on
+        (files renumbered or swapped). Changed files are re-hashed (size or mtime differ).
         The label maps of a dataset's layout (``labels/`` or ``masks/`` beside ``images/``) are
         not taken as photos.
         """
         report = scan_images(self)
-        self.dataset_labels = report.dataset_labels
+        self.dataset_labels, self.moved = report.dataset_labels, dict(report.moved)
+        self.scans += 1
         return report
 
     # ---- reading ------------------------------------------------------------------------

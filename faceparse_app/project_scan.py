@@ -1,7 +1,8 @@
 """Bringing a project store in line with its folder: the images on disk and the label files.
 
-``scan_images``: new images are added, moved ones relinked by content hash (their label follows),
-deleted ones flagged missing, changed ones re-hashed.
+``scan_images``: new images are added, moved ones relinked by content hash (their label follows,
+also onto a name another moved image left: renumbered or swapped files), deleted ones flagged
+missing, changed ones re-hashed.
 
 ``reconcile_labels``: every label file is checked against what the store last wrote there (its
 sha256, size and mtime). A file the store did not write is the annotator's: it is never given to
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from faceparse_app.project_moves import match_moves, move_files
 from faceparse_app.store_guard import prelabel_mark
 from trainer.data.folders import list_images
 from trainer.data.imageio import IMAGE_EXTENSIONS, read_image
@@ -91,16 +93,13 @@ def scan_images(project: Project) -> ScanReport:
     root = project.root
     report = ScanReport()
     on_disk = {p.relative_to(root).as_posix(): p for p in list_images(root)}
-    rows = {
-        r[0]: r
-        for r in project.query(
-            f"SELECT {CHANGE_COLUMNS} FROM images"
-        )
-    }
+    rows = {r[0]: r for r in project.query(f"SELECT {CHANGE_COLUMNS} FROM images")}
     now = time.time()
     updates: list[tuple[str, tuple]] = []
     # Hashing happens outside any transaction: transactions stay short.
-    gone_by_hash: dict[str, list[tuple]] = {}
+    vacated: dict[str, list[tuple]] = {}  # content hash -> rows whose picture left their name
+    unclaimed: list[tuple[str, str]] = []  # (relpath, hash) of files that are not their row's
+    changes: dict[str, FileChange] = {}
     stats: dict[str, os.stat_result] = {}
     for relpath in list(on_disk):
         try:
@@ -110,7 +109,7 @@ def scan_images(project: Project) -> ScanReport:
             del on_disk[relpath]
     for relpath, row in rows.items():
         if relpath not in on_disk:
-            gone_by_hash.setdefault(row[2], []).append(row)
+            vacated.setdefault(row[2], []).append(row)
             continue
         stat = stats[relpath]
         if row[5]:
@@ -120,50 +119,68 @@ def scan_images(project: Project) -> ScanReport:
             if change is None:
                 report.unreadable.append(relpath)
                 continue
-            updates.append(change.update)
-            if change.size == (0, 0):
-                report.unreadable.append(relpath)
-            if change.replaced:
-                report.replaced.append(relpath)
-    relinked: list[tuple[os.PathLike[str], os.PathLike[str]]] = []
+            changes[relpath] = change
+            if change.digest != row[2]:  # another picture: maybe renamed here, its own moved on
+                vacated.setdefault(row[2], []).append(row)
+                unclaimed.append((relpath, change.digest))
+    found: dict[str, tuple[str, tuple[int, int]]] = {}
     for relpath in sorted(set(on_disk) - set(rows)):
         aside = dataset_label_folder(root, relpath)
         if aside is not None:  # a photo already listed from there stays (rows above)
             report.dataset_labels[aside] = report.dataset_labels.get(aside, 0) + 1
             continue
-        path = on_disk[relpath]
-        stat = stats[relpath]
-        digest = file_hash_or_none(path)
+        digest = file_hash_or_none(on_disk[relpath])
         if digest is None:
             report.unreadable.append(relpath)
             continue
-        size = image_size(path)
+        size = image_size(on_disk[relpath])
         if size is None:
             report.unreadable.append(relpath)
             size = (0, 0)
-        candidates = gone_by_hash.get(digest)
-        if candidates:
-            old = candidates.pop(0)
-            for src, dst in (  # its label and its own landmarks (an import's) follow it
-                (project.label_file(old[0]), project.label_file(relpath)),
-                (project.landmarks_file(old[0]), project.landmarks_file(relpath)),
-            ):
-                if src.exists():
-                    try:
-                        dst.parent.mkdir(parents=True, exist_ok=True)
-                        os.replace(src, dst)
-                        relinked.append((src, dst))
-                    except OSError as exc:
-                        log.warning("could not move %s of %s to %s: %s", src.name, old[0], relpath, exc)
-            updates.append(
-                (
-                    "UPDATE images SET relpath=?, size_bytes=?, mtime_ns=?, width=?, height=?, "
-                    "missing=0, updated_at=? WHERE id=?",
-                    (relpath, stat.st_size, stat.st_mtime_ns, size[0], size[1], now, old[1]),
-                )
-            )
-            report.moved.append((old[0], relpath))
+        found[relpath] = (digest, size)
+        unclaimed.append((relpath, digest))
+    claims = match_moves(vacated, unclaimed, set(changes))
+    moving = {row[0]: relpath for relpath, row in claims.items()}
+    for relpath, change in changes.items():
+        if relpath in moving:  # its picture is under another name now: the row goes with it
             continue
+        updates.append(change.update)
+        if change.size == (0, 0):
+            report.unreadable.append(relpath)
+        if change.replaced:
+            log.warning("%s is another picture since it was labeled; its label awaits a look", relpath)
+            report.replaced.append(relpath)
+    moves: list[tuple[str, tuple]] = []
+    for relpath, row in sorted(claims.items()):
+        stat = stats[relpath]
+        size = found[relpath][1] if relpath in found else changes[relpath].size
+        # Its old name is first let go of: another row may be moving onto it.
+        updates.insert(0, ("UPDATE images SET relpath=? WHERE id=?", (f"\0moving/{row[1]}", row[1])))
+        moves.append(
+            (
+                "UPDATE images SET relpath=?, size_bytes=?, mtime_ns=?, width=?, height=?, "
+                "missing=0, updated_at=? WHERE id=?",
+                (relpath, stat.st_size, stat.st_mtime_ns, size[0], size[1], now, row[1]),
+            )
+        )
+        report.moved.append((row[0], relpath))
+    updates.extend(moves)
+    # Its label and its own landmarks (an import's) follow it.
+    relinked = move_files(
+        [
+            pair
+            for relpath, row in claims.items()
+            for pair in (
+                (project.label_file(row[0]), project.label_file(relpath)),
+                (project.landmarks_file(row[0]), project.landmarks_file(relpath)),
+            )
+        ],
+        "scan",
+    )
+    left = {relpath for relpath in moving if relpath in changes}  # another picture is there now
+    for relpath in sorted((set(found) | left) - set(claims)):  # a picture new to the project
+        stat = stats[relpath]
+        digest, size = found.get(relpath) or (changes[relpath].digest, changes[relpath].size)
         updates.append(
             (
                 "INSERT INTO images (relpath, content_hash, size_bytes, mtime_ns, width, height, "
@@ -172,8 +189,11 @@ def scan_images(project: Project) -> ScanReport:
             )
         )
         report.added.append(relpath)
-    for candidates in gone_by_hash.values():
+    report.added.sort()
+    for candidates in vacated.values():
         for row in candidates:
+            if row[0] in moving or row[0] in on_disk:
+                continue  # moved, or stays as another picture under its name
             if not row[5]:
                 updates.append(
                     ("UPDATE images SET missing=1, updated_at=? WHERE id=?", (now, row[1]))
@@ -186,15 +206,10 @@ def scan_images(project: Project) -> ScanReport:
     if updates:
         try:
             with project.transaction() as c:
-                # Moves first free their old relpath before another row may take it.
-                for sql, args in sorted(updates, key=lambda u: not u[0].startswith("UPDATE")):
+                for sql, args in updates:
                     c.execute(sql, args)
         except BaseException:
-            for src, dst in relinked:  # put the labels back where the rows still point
-                try:
-                    os.replace(dst, src)
-                except OSError:
-                    pass
+            move_files([(dst, src) for src, dst in relinked], "undo")  # back where the rows point
             raise
     for relpath in report.missing:
         log.warning("%s is missing from the project folder", relpath)
@@ -231,11 +246,13 @@ class FileChange:
         update: the (sql, args) that records the file as it is now.
         size: its (width, height); (0, 0) when its header cannot be read.
         replaced: another picture now, under a label made for the old one.
+        digest: the file's content hash now.
     """
 
     update: tuple[str, tuple]
     size: tuple[int, int]
     replaced: bool
+    digest: str
 
 
 def changed_file(path: Path, stat: os.stat_result, row: tuple) -> FileChange | None:
@@ -261,7 +278,6 @@ def changed_file(path: Path, stat: os.stat_result, row: tuple) -> FileChange | N
     if other and status == "pre-labeled":
         status = "new"  # the model's label of the old picture: predicted again for this one
     if replaced:
-        log.warning("%s is another picture since it was labeled; its label awaits a look", row[0])
         status = "in_progress" if status in FINISHED else status
     extra = (", faces=NULL" if other else "") + (", needs_review=1" if replaced else "")
     sql = (
@@ -269,7 +285,7 @@ def changed_file(path: Path, stat: os.stat_result, row: tuple) -> FileChange | N
         f"updated_at=?{extra} WHERE id=?"
     )
     args = (digest, stat.st_size, stat.st_mtime_ns, size[0], size[1], status, time.time(), row[1])
-    return FileChange((sql, args), size, replaced)
+    return FileChange((sql, args), size, replaced, digest)
 
 
 def reconcile_labels(project: Project, recovering: bool) -> LabelReport:
@@ -408,9 +424,17 @@ def replaced_text(replaced: Sequence[str]) -> str:
 
 
 def gone_text(report: ScanReport) -> str:
-    """What opening says about worked-on images gone from the folder since the last open, or
-    replaced by another picture ("" when none): their rows and labels are kept."""
+    """What opening says about images renamed or moved since the last open, worked-on ones gone
+    from the folder, or replaced by another picture ("" when none): their rows and labels are
+    kept."""
     replaced = replaced_text(report.replaced)
+    if report.moved:  # renamed, moved or renumbered in a file manager: said, so nothing surprises
+        n = len(report.moved)
+        replaced = (
+            f"{n} photo{'s were' if n != 1 else ' was'} renamed or moved in the folder since it was "
+            f"last opened ({name_list([f'{old} → {new}' for old, new in report.moved])}): "
+            f"{'each label' if n != 1 else 'its label'} followed its picture. {replaced}"
+        ).rstrip()
     if not report.gone:
         return replaced
     n = len(report.gone)

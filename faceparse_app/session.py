@@ -132,8 +132,9 @@ class AnnotationSession(QObject):
 
     def resume(self, relpath: str | None) -> bool:
         """Open the photo the annotator was on when the project was last closed (``relpath``);
-        when it is gone, or None, the next unfinished photo (the first, when all are done)."""
-        rec = self.project.find(relpath) if relpath else None
+        when it is gone, or None, the next unfinished photo (the first, when all are done). A
+        photo renamed since (the open's scan followed it) is found under its new name."""
+        rec = self.project.find(self.project.moved.get(relpath, relpath)) if relpath else None
         if rec is not None and not rec.missing and self.open_image(rec.id):
             return True
         return self.next_unfinished() or self.current is not None or self.step(0)

@@ -348,3 +348,34 @@ def prelabel_mark(path: Path) -> str | None:
     except Exception:  # any unreadable file is simply not one of our pre-labels
         return None
     return str(value) if value else None
+
+
+def refuse_overlapping_project(root: Path, store_dir: str, db_name: str) -> None:
+    """Refuse to make a new project of a folder that lies inside another project or holds one.
+
+    Its photos would be in two projects at once: the new one would show them without the
+    labels made in the other (fresh pre-labels over finished work), and labels made in it would
+    never reach the other's exports.
+
+    Args:
+        root: the folder about to get a store (absolute).
+        store_dir, db_name: the store folder's name and its database's, inside a project folder.
+
+    Raises:
+        ProjectError: naming the other project and what to open instead.
+    """
+    for outer in root.parents:
+        if (outer / store_dir / db_name).is_file():
+            raise ProjectError(
+                f"{root}: it is inside the project {outer}, whose photos (these too) are labeled "
+                f"there. Open {outer} instead: a project of its own here would show those photos "
+                f"without their labels, and labels made here would not be in {outer.name}'s exports."
+            )
+    for dirpath, dirnames, _ in os.walk(root):
+        if dirpath != os.fspath(root) and os.path.isfile(os.path.join(dirpath, store_dir, db_name)):
+            raise ProjectError(
+                f"{root}: it holds the project {dirpath}, whose photos are labeled there: a "
+                f"project here would show them without their labels. Open {dirpath}, or move it "
+                f"out of {root.name} first."
+            )
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]

@@ -8,7 +8,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +90,7 @@ class StoreRows:
         self._conn = conn
         self._lock = threading.RLock()
         self._writes_since_backup = 0
+        self.scans = 0  # folder scans done (each may rename, add or flag any row)
 
     def query(self, sql: str, args: tuple | list = ()) -> list[tuple]:
         """Run a read query; a damaged store raises DamagedStoreError, never sqlite's own."""
@@ -119,6 +120,12 @@ class StoreRows:
         if not rows:
             raise KeyError(f"no image with id {image_id} in {self.root}")
         return _record(rows[0])
+
+    def records_of(self, image_ids: Iterable[int]) -> list[ImageRecord]:
+        """The current records of these image ids; ids no longer in the store are left out."""
+        ids = [int(i) for i in image_ids]
+        marks = ",".join("?" * len(ids))
+        return [_record(r) for r in self.query(f"SELECT {_COLUMNS} FROM images WHERE id IN ({marks})", ids)]
 
     def find(self, relpath: str) -> ImageRecord | None:
         """The record of a relpath ('/'-separated), or None."""

@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from faceparse_app import store_guard, store_open
-from faceparse_app.project_scan import CHANGE_COLUMNS, changed_file, name_list, reconcile_labels
+from faceparse_app.project_scan import (
+    CHANGE_COLUMNS,
+    changed_file,
+    name_list,
+    reconcile_labels,
+    replaced_text,
+)
 from faceparse_app.store_guard import ProjectError, ProjectLockedError, write_error
 from faceparse_app.store_open import DB_NAME, MODELS_DIR
 
@@ -231,12 +237,43 @@ class StoreWatch:
         change = changed_file(path, stat, row)
         if change is None:
             return rec
+        if change.digest != row[2] and project.query(
+            "SELECT 1 FROM images WHERE content_hash=? AND id<>?", (change.digest, image_id)
+        ):
+            return self._renamed(annotation, rec)
         with project.transaction() as c:
             c.execute(*change.update)
         if change.replaced:
+            log.warning("%s is another picture since it was labeled; its label awaits a look", rec.relpath)
             self.replaced[image_id] = (rec.width, rec.height)
         annotation.records_changed.emit()
         return project.get(image_id)
+
+    def _renamed(self, annotation: Annotation, rec: ImageRecord) -> ImageRecord:
+        """The photo's name holds another known picture now: photos were renamed (swapped,
+        renumbered) in the folder while the app ran. The folder is scanned first, as File →
+        Rescan would, so that each label follows its own picture rather than being taken for the
+        new picture's; the record returned is the one now under the name clicked."""
+        try:
+            report = self.project.scan()
+        except (ProjectError, OSError) as exc:  # nothing changed: Rescan (F5) can try again
+            annotation.message.emit(f"Cannot rescan {self.project.root.name}: {exc}", "error")
+            return rec
+        annotation.records_changed.emit()
+        now = self.project.find(rec.relpath) or self.project.get(rec.id)
+        if rec.relpath in report.replaced:  # overwritten by a moved one (mv 1.jpg 2.jpg)
+            self.replaced[now.id] = (rec.width, rec.height)
+        others = replaced_text([p for p in report.replaced if p != rec.relpath])  # said when opened
+        if report.moved:
+            annotation.message.emit(
+                f"Photos were renamed in the folder while the project was open "
+                f"({name_list([f'{old} → {new}' for old, new in report.moved])}): the folder "
+                f"was rescanned and each label followed its own picture. {others}".rstrip(),
+                "warning",
+            )
+        elif others:
+            annotation.message.emit(others, "warning")
+        return now
 
     def tell_replaced(self, annotation: Annotation, rec: ImageRecord) -> None:
         """Say that the photo just opened is another picture than the one its label was made

@@ -131,10 +131,15 @@ class ExportDialog(QDialog):
             )
         else:
             problem = ""
+        self._say(problem)
+        self.export_button.setEnabled(not problem)
+
+    def _say(self, problem: str) -> None:
+        """Show why the form cannot export ('' for no reason), the form taking the height its
+        rows need now: every line of a long reason shows, and no blank band is left."""
         self.problem_label.setText(problem)
         self.problem_label.setVisible(bool(problem))
-        self.export_button.setEnabled(not problem)
-        if self.isVisible():  # the form takes the height its rows need now (no blank band)
+        if self.isVisible():
             self.layout().activate()
             self.resize(self.width(), self.sizeHint().height())
 
@@ -155,8 +160,7 @@ class ExportDialog(QDialog):
         """Close only for a folder the export can use; else say why, the form kept as filled."""
         problem = export_folder_problem(self.request().out_dir, self.project_root)
         if problem:
-            self.problem_label.setText(problem)
-            self.problem_label.show()
+            self._say(problem)
             return
         super().accept()
 

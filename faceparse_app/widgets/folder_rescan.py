@@ -76,6 +76,7 @@ def rescan_folder(window: MainWindow) -> ScanReport | None:
     if session.current is not None:  # its row may name a new path (renamed)
         try:
             session.annotation.current = project.get(session.current.id)
+            window.settings.set_last_image(project.root, session.current.relpath)  # reopened on it
         except KeyError:
             pass
     window._refresh_records()

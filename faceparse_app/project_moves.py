@@ -1,0 +1,89 @@
+"""Which known images a folder scan finds under another name, and moving their files to follow.
+
+A photo is known by its content hash. When it is no longer under its name (the file is gone, or
+the name now holds another picture) and its picture is found under another name, its row, label
+and landmarks follow it there. The other name may be one the project knows too: files renumbered
+in a file manager (3 → 4, 2 → 3, 1 → 2) or two names swapped. A known name is taken over only
+when its own picture moves on as well; a picture overwritten in place (``mv 1.jpg 2.jpg``) leaves
+``2.jpg`` to its row, as another picture under a label made for the old one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def match_moves(
+    vacated: Mapping[str, list[tuple]],
+    unclaimed: Iterable[tuple[str, str]],
+    held: set[str],
+) -> dict[str, tuple]:
+    """Pair the images that left their name with the names that now hold their picture.
+
+    Args:
+        vacated: content hash -> rows (relpath first) whose picture is no longer under their name;
+            the lists are not changed.
+        unclaimed: (relpath, content hash) of the files on disk that are not their row's picture:
+            new names, and known names now holding another picture.
+        held: the relpaths of ``unclaimed`` that a row holds (the known names).
+
+    Returns:
+        relpath on disk -> the row that moves there. A row moves onto a held name only if that
+        name's own row moves too.
+    """
+    left = {digest: list(rows) for digest, rows in vacated.items()}
+    claims: dict[str, tuple] = {}
+    for relpath, digest in unclaimed:
+        rows = left.get(digest)
+        if rows:
+            claims[relpath] = rows.pop(0)
+    while True:
+        moving = {row[0] for row in claims.values()}
+        blocked = [relpath for relpath in claims if relpath in held and relpath not in moving]
+        if not blocked:
+            return claims
+        for relpath in blocked:  # its own picture stays (overwritten): the name stays its row's
+            del claims[relpath]
+
+
+def move_files(pairs: Iterable[tuple[Path, Path]], tag: str) -> list[tuple[Path, Path]]:
+    """Move each existing ``src`` to ``dst``, through a temporary name so that names swapped or
+    shifted along a chain never overwrite one another.
+
+    Args:
+        pairs: (src, dst) paths; a src that does not exist is skipped.
+        tag: a word for the temporary names (unique to this call's caller).
+
+    Returns:
+        The (src, dst) pairs moved; a move that failed is logged and its file left at src.
+    """
+    staged: list[tuple[Path, Path, Path]] = []
+    for n, (src, dst) in enumerate(pairs):
+        if not src.exists():
+            continue
+        tmp = src.with_name(f".{src.name}.{tag}-{n}")
+        try:
+            os.replace(src, tmp)
+        except OSError as exc:
+            log.warning("could not move %s to %s: %s", src, dst, exc)
+            continue
+        staged.append((src, tmp, dst))
+    done: list[tuple[Path, Path]] = []
+    for src, tmp, dst in staged:
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dst)
+            done.append((src, dst))
+        except OSError as exc:
+            log.warning("could not move %s to %s: %s", src, dst, exc)
+            if not src.exists():  # else another file took its name: left under the temporary one
+                try:
+                    os.replace(tmp, src)
+                except OSError:
+                    pass
+    return done
