@@ -4,8 +4,8 @@ instead of checking every label again (13-27 minutes of a core at 10,000 labels,
 ``bench.label_issue_load``).
 
 Each image's entry is keyed by what decides its findings: the label file's size and mtime_ns,
-the faces the check was given, and the checks' own source (a change to them checks everything
-again). A missing, damaged or foreign file is ignored, and rewritten by the next flush; a
+the photo's (a label must fit its photo), the faces the check was given, and the checks' own
+source (a change to them checks everything again). A missing, damaged or foreign file is ignored, and rewritten by the next flush; a
 read-only project never writes it. The file is a cache: losing it costs one full pass, nothing else.
 """
 
@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from faceparse_app import label_checks
+from faceparse_app import label_checks, label_review
 from faceparse_app.label_checks import Finding
 from faceparse_app.label_review import LabelJob
 from trainer.data.imageio import atomic_write_bytes, remove_temp_leftovers
@@ -31,11 +31,15 @@ FORMAT = "faceparse-label-checks/1"
 
 
 def checks_version() -> str:
-    """A digest of the checks' source: findings cached by other checks are not reused."""
+    """A digest of the checks' source (the checks and how a label is run through them):
+    findings cached by other checks are not reused."""
+    digest = hashlib.sha1()
     try:
-        return hashlib.sha1(Path(label_checks.__file__).read_bytes()).hexdigest()[:16]
+        for module in (label_checks, label_review):
+            digest.update(Path(module.__file__).read_bytes())
     except OSError:
         return "unknown"
+    return digest.hexdigest()[:16]
 
 
 def job_key(job: LabelJob) -> list[Any] | None:
@@ -46,7 +50,14 @@ def job_key(job: LabelJob) -> list[Any] | None:
     except OSError:
         return None
     boxes = None if job.boxes is None else [list(box) for box in job.boxes]
-    return [st.st_size, st.st_mtime_ns, boxes]
+    key = [st.st_size, st.st_mtime_ns, boxes]
+    if job.image_path is not None:  # a photo cropped or replaced under its label is checked again
+        try:
+            photo = os.stat(job.image_path)
+        except OSError:
+            return None
+        key += [photo.st_size, photo.st_mtime_ns]
+    return key
 
 
 def _finding(raw: Any) -> Finding:

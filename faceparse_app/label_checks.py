@@ -29,7 +29,8 @@ import numpy as np
 SWAPPED = "left/right swapped"
 PINHOLE = "pinhole"
 STRAY = "stray piece"
-KINDS = (SWAPPED, PINHOLE, STRAY)
+MISFIT = "label that does not fit the photo"  # made for another picture of the same name
+KINDS = (MISFIT, SWAPPED, PINHOLE, STRAY)
 
 PINHOLE_SHARE = 0.0001  # of the face box's area: a few pixels (an earring in an ear is 20-60)
 STRAY_DISTANCE = 1 / 4  # of the face box's width

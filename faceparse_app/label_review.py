@@ -15,10 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faceparse_app.faces import boxes_from_text
-from faceparse_app.label_checks import PINHOLE, STRAY, SWAPPED, Finding, check_label, summary
+from faceparse_app.label_checks import (
+    MISFIT,
+    PINHOLE,
+    STRAY,
+    SWAPPED,
+    Finding,
+    check_label,
+    summary,
+)
 from faceparse_app.project import ImageRecord, Project
-from trainer.data.imageio import read_label
-from trainer.errors import LabelMapError
+from trainer.data.imageio import image_size, read_label
+from trainer.errors import ImageReadError, LabelMapError
 from trainer.labels import LAPA
 
 CHECKED_STATUSES = frozenset({"in_progress", "labeled", "reviewed"})
@@ -36,12 +44,14 @@ class LabelJob:
         relpath: its name in the project.
         label_path: its label file.
         boxes: the faces the project keeps (photo pixels), or None: found in the label.
+        image_path: the photo's file, whose size the label must have (None: not compared).
     """
 
     image_id: int
     relpath: str
     label_path: Path
     boxes: tuple[Box, ...] | None
+    image_path: Path | None = None
 
 
 def checked(rec: ImageRecord) -> bool:
@@ -64,7 +74,7 @@ def jobs(project: Project, records: Sequence[ImageRecord] | None = None) -> list
     for rec in wanted:
         boxes = boxes_from_text(faces.get(rec.id))
         kept = tuple(boxes) if boxes else None
-        out.append(LabelJob(rec.id, rec.relpath, project.label_path(rec), kept))
+        out.append(LabelJob(rec.id, rec.relpath, project.label_path(rec), kept, project.root / rec.relpath))
     return out
 
 
@@ -74,7 +84,30 @@ def run(job: LabelJob) -> list[Finding]:
         label = read_label(job.label_path, num_classes=LAPA.num_classes)
     except (LabelMapError, OSError):
         return []
-    return check_label(label, job.boxes)
+    misfit = _misfit(job, label.shape)
+    return [misfit] if misfit is not None else check_label(label, job.boxes)
+
+
+def _misfit(job: LabelJob, shape: tuple[int, ...]) -> Finding | None:
+    """A label of another size than its photo (the photo cropped, turned or replaced under the
+    name): its parts lie on no face of this picture, so it is the one finding, not the stray
+    pieces and swaps the checks would read into it. None when it fits or the photo is unreadable
+    (the window says so on opening it)."""
+    if job.image_path is None:
+        return None
+    try:
+        h, w = image_size(job.image_path)
+    except (ImageReadError, OSError):
+        return None
+    if (h, w) == tuple(shape[:2]):
+        return None
+    lh, lw = shape[:2]
+    return Finding(
+        MISFIT,
+        f"label does not fit the photo: it is {lw}×{lh}, the photo {w}×{h} (made for another "
+        "picture of this name)",
+        (0, 0, w, h),
+    )
 
 
 def findings_of(project: Project, todo: Sequence[LabelJob]) -> Iterator[tuple[LabelJob, list[Finding]]]:
@@ -118,20 +151,23 @@ def finding_line(relpath: str, finding: Finding) -> str:
     """One line of ``faceparse-studio check``: 'a.jpg: face 1: eyes: left/right swapped ...
     [x0,y0,x1,y1]'."""
     x0, y0, x1, y1 = finding.box
-    return f"{relpath}: face {finding.face + 1}: {finding.message} [{x0},{y0},{x1},{y1}]"
+    face = "" if finding.kind == MISFIT else f"face {finding.face + 1}: "  # the whole label's
+    return f"{relpath}: {face}{finding.message} [{x0},{y0},{x1},{y1}]"
 
 
 def photo_message(relpath: str, findings: Sequence[Finding]) -> str:
     """The window's one message when a photo with issues opens."""
-    faces = sorted({f.face + 1 for f in findings})
-    where = f"face {faces[0]}" if len(faces) == 1 else "faces " + ", ".join(map(str, faces))
+    faces = sorted({f.face + 1 for f in findings if f.kind != MISFIT})
+    where = "" if not faces else f" (face {faces[0]})" if len(faces) == 1 else f" (faces {', '.join(map(str, faces))})"
     kinds = {f.kind for f in findings}
     why = [text for kind, text in EXPLAINED.items() if kind in kinds]
-    return f"Label issues in {relpath} ({where}): {summary(findings)}. " + " ".join(why)
+    return f"Label issues in {relpath}{where}: {summary(findings)}. " + " ".join(why)
 
 
 # What each kind means, said in the window after the findings.
 EXPLAINED = {
+    MISFIT: "Its label was made for another picture of this name (cropped, turned or replaced): "
+    "the file is kept as it is until you edit the photo, then kept aside as .invalid.",
     SWAPPED: "LaPa's left eye and eyebrow are the ones on the viewer's left (the person's right).",
     PINHOLE: "A pinhole is a few unlabeled pixels inside the face (fill them).",
     STRAY: "A stray piece is a part painted far from that part.",

@@ -78,3 +78,23 @@ def test_a_per_face_exports_readme_names_the_face_images_it_wrote(tmp_path, shar
     named = [line.strip().split(":")[0] for line in section.splitlines() if line.startswith("  train/")]
     assert named and all((out / "train" / "labels" / f"{n.split('/', 1)[1]}.png").is_file() for n in named), named
     assert all(Path(name).stem in n for n in named)
+
+
+def test_a_label_made_for_another_picture_is_named_as_such_not_as_stray_pieces(tmp_path, shared_data, capsys):
+    """A photo cropped under its label (same name, another size): the checks read the old
+    label against the new picture's faces and said 'stray piece', a meaningless finding, or
+    nothing at all; the label fits no face of this picture and is what to look at."""
+    from trainer.data.imageio import read_image, write_image
+
+    project, _ = helen_project(tmp_path, shared_data, swapped=False)
+    photo = sorted(p for p in project.iterdir() if p.is_file())[2]
+    image = read_image(photo)
+    write_image(photo, image[: image.shape[0] - 40, 30:])  # cropped in another program
+    code = main(["check", str(project)])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    lines = [line for line in out if line.startswith(photo.name)]
+    assert len(lines) == 1, out
+    assert "label does not fit the photo" in lines[0] and "made for another picture" in lines[0]
+    assert f"{image.shape[1]}×{image.shape[0]}" in lines[0]
+    assert not [line for line in out if ": face " in line and not line.startswith(photo.name)]
