@@ -11,7 +11,7 @@ import numpy as np
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QWidget
 
 from faceparse_app.app import Settings
 from faceparse_app.main_window import MainWindow
@@ -53,6 +53,7 @@ def make_window(
         window.activateWindow()
     if open_project:
         assert window.open_project(make_project(tmp_path / "project"))
+        keys_to(window)
     return window
 
 
@@ -83,8 +84,20 @@ def click(canvas: LabelCanvas, x: float, y: float) -> None:
     )
 
 
+def keys_to(widget: QWidget) -> None:
+    """Make the widget's window the active one before keys are typed at it, as a window manager
+    does when a dialog over it closes. The offscreen platform has none: after the busy dialog of
+    a folder scan slower than 0.4 s (an open, a rescan or an import on a loaded machine) no
+    window was active, and the keys typed fired no window shortcut (tests failed under load)."""
+    window = widget.window()
+    if not window.isActiveWindow():
+        window.activateWindow()
+        assert QTest.qWaitForWindowActive(window), "the window did not become active"
+
+
 def key(window: MainWindow, key: Qt.Key, modifiers=Qt.KeyboardModifier.NoModifier) -> None:
     """A key press as the user types it (window shortcuts fire), with the canvas focused."""
+    keys_to(window)
     window.canvas.setFocus()
     QTest.keyClick(window.canvas, key, modifiers)
 

@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtTest import QTest
 
 from faceparse_app.app import Settings
 from faceparse_app.faces import coverage
 from faceparse_app.project import Project
 from faceparse_app.widgets.image_table import Column
 from faceparse_app.widgets.tool_state import Tool
-from tests.app.test_gui_canvas import click, drag, make_window
+from tests.app.test_gui_canvas import click, drag, key, make_window
 from tests.app.test_gui_model_loop import WAIT_MS, open_window, project_with, publish_parser, status
 from tests.conftest import synthetic_face
 from trainer import face_detect
@@ -107,8 +106,7 @@ def wait_parsed(qtbot, session) -> None:
 
 
 def face_tool(window) -> None:
-    window.canvas.setFocus()
-    QTest.keyClick(window.canvas, Qt.Key.Key_W)
+    key(window, Qt.Key.Key_W)
     assert window.state.tool == Tool.FACE
 
 
@@ -136,7 +134,7 @@ def test_found_faces_are_kept_shown_and_parsed_again_without_a_second_search(qtb
     assert [f.box for f in kept(window)] == [LEFT.box] and finder.calls == 1
     # The box is shown (on by default); Shift+W hides it, and the choice is remembered.
     assert window.canvas.faces and window.canvas.shows_faces
-    QTest.keyClick(window.canvas, Qt.Key.Key_W, Qt.KeyboardModifier.ShiftModifier)
+    key(window, Qt.Key.Key_W, Qt.KeyboardModifier.ShiftModifier)
     assert not window.canvas.shows_faces and not window.tool_bar.faces_action.isChecked()
     assert Settings(tmp_path / "settings.ini").show_faces is False
     # The pre-label is the model's parse of the found face only; the rest is background.
@@ -212,7 +210,7 @@ def test_removing_a_false_face_gives_its_pixels_back_to_the_background(qtbot, tm
     face_tool(window)
     click(window.canvas, 110, 30)
     assert window.canvas.selected_face == 1
-    QTest.keyClick(window.canvas, Qt.Key.Key_Delete)
+    key(window, Qt.Key.Key_Delete)
     wait_parsed(qtbot, session)
     assert len(session.document.history) == 1  # the face's removal (the pre-label is the start)
     after = session.document.label
@@ -269,7 +267,7 @@ def test_no_face_found_says_so_offers_the_face_tool_and_ranks_first(qtbot, tmp_p
     window.image_list.sort_box.setCurrentIndex(window.image_list.sort_box.findData("uncertainty"))
     assert window.image_list.visible_ids()[0] == ids["f1.png"]
     assert window.image_list.row_text(ids["f1.png"], Column.UNSURE) == "no face"
-    QTest.keyClick(window.canvas, Qt.Key.Key_N, Qt.KeyboardModifier.ShiftModifier)
+    key(window, Qt.Key.Key_N, Qt.KeyboardModifier.ShiftModifier)
     assert session.current.id == ids["f1.png"]
     qtbot.waitUntil(lambda: "No face found" in window.message_bar.message, timeout=WAIT_MS)
     assert window.message_bar.message == (

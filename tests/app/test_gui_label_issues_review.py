@@ -104,4 +104,7 @@ def test_opening_a_project_reads_the_labels_to_check_off_the_gui_thread(
     listing.set_status_filter(LABEL_ISSUES)
     swapped = next(r for r in window.session.records() if r.relpath == name)
     qtbot.waitUntil(lambda: listing.visible_ids() == [swapped.id], timeout=20_000)
+    # The photo on screen is checked first, on its own: the opening pass has listed the labels
+    # once the checks are idle.
+    qtbot.waitUntil(_watch(window).idle, timeout=20_000)
     assert listed_on and threading.main_thread() not in listed_on

@@ -22,7 +22,7 @@ from faceparse_app.project import Project
 from faceparse_app.uncertainty import rank_by_uncertainty
 from faceparse_app.widgets.image_list import SORT_UNCERTAINTY
 from faceparse_app.widgets.image_table import Column
-from tests.app.test_gui_canvas import drag, make_project, make_window
+from tests.app.test_gui_canvas import drag, keys_to, make_project, make_window
 from tests.conftest import synthetic_face
 from trainer.checkpoint import save_checkpoint
 from trainer.data.imageio import read_image, read_label
@@ -82,6 +82,7 @@ def open_window(qtbot, tmp_path: Path, folder: Path, loader=None):
         length.steps_spin.setValue(2)  # two steps, whatever the number of faces
         length.batch_spin.setValue(2)
     assert window.open_project(folder)
+    keys_to(window)
     return window
 
 
@@ -103,6 +104,7 @@ KEYS = {"a": Qt.Key.Key_A, "n": Qt.Key.Key_N, "N": Qt.Key.Key_N, "u": Qt.Key.Key
 
 def key(window, text: str, modifier=Qt.KeyboardModifier.NoModifier) -> None:
     """A key press as the user types it, with the canvas focused (window shortcuts fire)."""
+    keys_to(window)
     window.canvas.setFocus()
     QTest.keyClick(window.canvas, KEYS[text], modifier)
 

@@ -108,7 +108,7 @@ def test_a_face_change_keeps_the_strokes_made_in_its_crop(qtbot, tmp_path, monke
     assert "kept" in window.statusBar().currentMessage()
     # Removing the face again keeps the stroke too.
     click(window.canvas, 100, 10)
-    QTest.keyClick(window.canvas, Qt.Key.Key_Delete)
+    key(window, Qt.Key.Key_Delete)
     wait_parsed(qtbot, session)  # the face's step comes at once, its pixels later
     assert len(session.document.history) == steps + 2
     assert (session.document.label[stroke] == 4).all()
@@ -149,8 +149,7 @@ def test_a_photo_without_a_face_says_how_to_finish_it_and_stops_asking_once_labe
     window = no_face_found(qtbot, tmp_path, monkeypatch, n=2)
     bar = window.message_bar
     assert "press A if it has none" in bar.message
-    window.canvas.setFocus()
-    QTest.keyClick(window.canvas, Qt.Key.Key_A)
+    key(window, Qt.Key.Key_A)
     assert window.session.current.status == "labeled"
     assert "No face found" not in bar.message and window.face_offer.isHidden()
     # Back on it later: a labeled photo asks for nothing.

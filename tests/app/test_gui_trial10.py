@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtTest import QTest
 
 from tests.app.test_gui_canvas import drag
+from tests.app.test_gui_canvas import key as canvas_key
 from tests.app.test_gui_model_loop import key, status, window_on_a_prelabel
 
 
 def ctrl(window, k: Qt.Key) -> None:
-    window.canvas.setFocus()
-    QTest.keyClick(window.canvas, k, Qt.KeyboardModifier.ControlModifier)
+    canvas_key(window, k, Qt.KeyboardModifier.ControlModifier)
 
 
 def test_undo_stops_at_the_prelabel_an_unfinished_photo_started_from(qtbot, tmp_path):

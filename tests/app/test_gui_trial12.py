@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from faceparse_app.label_issue_watch import LabelIssueWatch
-from tests.app.test_gui_canvas import drag, make_window
+from tests.app.test_gui_canvas import drag, key, make_window
 
 PHOTOS = ("deepface_img10.jpg", "deepface_img12.jpg", "deepface_img14.jpg")
 EYE = 4
@@ -670,7 +670,6 @@ def test_a_stroke_undone_back_to_the_prelabel_leaves_it_the_models(qtbot, tmp_pa
     # effort: the annotator made them. Undone at once, before the autosave tick came, the save
     # that followed turned the photo "in progress" all the same (its label marked the model's).
     from PySide6.QtCore import Qt
-    from PySide6.QtTest import QTest
 
     window, version = window_with_a_model(qtbot, tmp_path, photos)
     session = window.session
@@ -680,8 +679,7 @@ def test_a_stroke_undone_back_to_the_prelabel_leaves_it_the_models(qtbot, tmp_pa
     if saved_between:
         assert session.save()  # the autosave of the stroke: a person's label now
         assert session.project.get(first).label_source == "hand"
-    window.canvas.setFocus()
-    QTest.keyClick(window.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    key(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert np.array_equal(session.document.label, prelabel)
     assert session.save()
 

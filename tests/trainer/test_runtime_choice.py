@@ -254,14 +254,17 @@ def test_the_check_process_ends_when_the_app_that_started_it_is_killed(tmp_path:
     import time
 
     pid_file = tmp_path / "child.pid"
+    # The app gives the check its own pid (--parent-pid), as here: a pid the child asked for
+    # with os.getppid() after saying it runs could already be its adopter's, the app killed
+    # in between on a loaded machine (the test then failed, though the app's check is right).
     child = (
-        "import os, time; from trainer.runtime_choice import watch_parent; "
+        "import os, sys, time; from trainer.runtime_choice import watch_parent; "
         f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
-        "watch_parent(os.getppid(), poll_s=0.05); time.sleep(600)"
+        "watch_parent(int(sys.argv[1]), poll_s=0.05); time.sleep(600)"
     )
     parent = (
-        "import subprocess, sys, time; "
-        f"subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(600)"
+        "import os, subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())]); time.sleep(600)"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     app = subprocess.Popen([sys.executable, "-c", parent], env=env)
