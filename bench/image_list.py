@@ -36,13 +36,16 @@ from bench.harness import add_common, argument_parser, command_line, machine, ut
 EXPERIMENT = "image_list"
 
 
-def make_folder(folder: Path, n: int) -> Path:
-    """`n` small distinct JPEGs with long hash-like names (their content is not what is timed)."""
+def make_folder(folder: Path, n: int, side: int = 48) -> Path:
+    """`n` distinct JPEGs, ``side`` pixels square (smooth, so a few KB each), with long
+    hash-like names (their content is not what is timed)."""
     import cv2
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, size=(48, 48, 3), dtype=np.uint8)
+    if side != 48:
+        base = cv2.resize(base, (side, side), interpolation=cv2.INTER_LINEAR)
     for i in range(n):
         path = folder / f"{i:05d}_{rng.bytes(12).hex()}.jpg"
         image = base.copy()

@@ -1,7 +1,7 @@
 """The label checks' load on the window of a large project: every checked label is checked on a
 background thread when the project opens (``faceparse_app.label_issue_watch``).
 
-A project of N tiny photos, each with the same 512x512 synthetic one-face label (every tenth,
+A project of N 512x512 photos (smooth JPEGs), each with the same synthetic one-face label (every tenth,
 or every Nth, drawn the person's way, so it is flagged left/right swapped), all "labeled", opened in the real
 main window (offscreen). Measured:
 
@@ -40,7 +40,10 @@ from bench.image_list import bench_window, make_folder, settle, summary
 EXPERIMENT = "label_issue_load"
 
 
-def synthetic_label(size: int = 512, swapped: bool = False) -> np.ndarray:
+LABEL_SIDE = 512  # the photos' and labels' side: a label must fit its photo to be checked
+
+
+def synthetic_label(size: int = LABEL_SIDE, swapped: bool = False) -> np.ndarray:
     """(size, size) uint8 LaPa classes: hair, skin, brows, eyes, nose, lips, inner mouth of one
     upright face; the person's left/right when ``swapped``."""
     import cv2
@@ -88,12 +91,12 @@ def main(argv: list[str] | None = None) -> None:
     app = app_without_models()
     results: dict[str, object] = {"images": args.images, "swapped_every": args.swapped_every}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = make_folder(Path(tmp) / "project", args.images)
+        folder = make_folder(Path(tmp) / "project", args.images, side=LABEL_SIDE)  # labels fit
         good, bad = Path(tmp) / "good.png", Path(tmp) / "bad.png"
         write_label(good, synthetic_label())
         write_label(bad, synthetic_label(swapped=True))
         project = Project.open(folder)
-        small = np.ones((48, 48), np.uint8)
+        small = np.ones((LABEL_SIDE, LABEL_SIDE), np.uint8)
         for k, rec in enumerate(project.images()):
             project.save_label(rec, small, status="labeled")
             shutil.copyfile(bad if k % args.swapped_every == 0 else good, project.label_path(rec))
