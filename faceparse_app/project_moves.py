@@ -6,6 +6,10 @@ and landmarks follow it there. The other name may be one the project knows too: 
 in a file manager (3 → 4, 2 → 3, 1 → 2) or two names swapped. A known name is taken over only
 when its own picture moves on as well; a picture overwritten in place (``mv 1.jpg 2.jpg``) leaves
 ``2.jpg`` to its row, as another picture under a label made for the old one.
+
+The files move before the store records it; a scan killed in between leaves labels moved and rows
+not. The next scan finds each row's label by the size and mtime the store recorded for it (a move
+keeps both), so it never moves a label already under its new name a second time.
 """
 
 from __future__ import annotations
@@ -87,3 +91,39 @@ def move_files(pairs: Iterable[tuple[Path, Path]], tag: str) -> list[tuple[Path,
                 except OSError:
                     pass
     return done
+
+
+def label_now(src: Path, dst: Path, stamp: tuple[int, int] | None) -> Path:
+    """Where the label file of a row moving from ``src`` to ``dst`` is now.
+
+    Args:
+        src, dst: its label file under the old and the new name.
+        stamp: the (size, mtime_ns) the store recorded for it; None when it recorded none.
+
+    Returns:
+        ``dst`` when a scan killed before its transaction already moved it there, the temporary
+        name it was left under, else ``src`` (also when no file matches: a file the store did not
+        write follows its name).
+    """
+    if stamp is None:
+        return src
+    for path in (src, dst):
+        if _stamp(path) == stamp:
+            return path
+    for name in (src, dst):  # left under move_files' temporary name by a kill midway
+        try:
+            temps = [p for p in name.parent.iterdir() if p.name.startswith(f".{name.name}.")]
+        except OSError:
+            continue
+        for path in temps:
+            if path.name.rsplit(".", 1)[-1].startswith(("scan-", "undo-")) and _stamp(path) == stamp:
+                return path
+    return src
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from faceparse_app.project_moves import match_moves, move_files
+from faceparse_app.project_moves import label_now, match_moves, move_files
 from faceparse_app.store_guard import prelabel_mark
 from trainer.data.folders import list_images
 from trainer.data.imageio import IMAGE_EXTENSIONS, read_image
@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 
 FINISHED = frozenset({"labeled", "reviewed"})
 # The columns of an image row that :func:`changed_file` reads, in its order.
-CHANGE_COLUMNS = "relpath, id, content_hash, size_bytes, mtime_ns, missing, status"
+CHANGE_COLUMNS = (
+    "relpath, id, content_hash, size_bytes, mtime_ns, missing, status, label_size, label_mtime_ns"
+)
 UNTOUCHED = frozenset({"new", "pre-labeled"})
 # The label-map folders of LaPa's and CelebAMask-HQ's layouts, each beside an images/ folder.
 DATASET_LABEL_FOLDERS = ("labels", "masks")
@@ -165,18 +167,16 @@ def scan_images(project: Project) -> ScanReport:
         )
         report.moved.append((row[0], relpath))
     updates.extend(moves)
-    # Its label and its own landmarks (an import's) follow it.
-    relinked = move_files(
-        [
-            pair
-            for relpath, row in claims.items()
-            for pair in (
-                (project.label_file(row[0]), project.label_file(relpath)),
-                (project.landmarks_file(row[0]), project.landmarks_file(relpath)),
-            )
-        ],
-        "scan",
-    )
+    # Its label and its own landmarks (an import's) follow it, unless a scan killed before its
+    # transaction moved them already: moved again, swapped labels would cross back.
+    pairs: list[tuple[Path, Path]] = []
+    for relpath, row in claims.items():
+        label = project.label_file(relpath)
+        stamp = None if row[7] is None else (row[7], row[8])
+        now_at = label_now(project.label_file(row[0]), label, stamp)
+        if now_at != label:
+            pairs += [(now_at, label), (project.landmarks_file(row[0]), project.landmarks_file(relpath))]
+    relinked = move_files(pairs, "scan")
     left = {relpath for relpath in moving if relpath in changes}  # another picture is there now
     for relpath in sorted((set(found) | left) - set(claims)):  # a picture new to the project
         stat = stats[relpath]

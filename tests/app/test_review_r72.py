@@ -1,0 +1,111 @@
+"""Defects found reviewing the session's relinking of renumbered and swapped photos (r72):
+labels that crossed or got lost when a scan moving them was cut short."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceparse_app.project import Project
+from tests.conftest import synthetic_face
+from trainer.data.imageio import write_image
+
+
+@pytest.fixture
+def two_labeled(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """1.jpg, 2.jpg and 3.jpg, pictures each labeled by hand with a label of its own."""
+    labels = {}
+    for n in (1, 2, 3):
+        image, label = synthetic_face(64, seed=n)
+        write_image(tmp_path / f"{n}.jpg", image)
+        label[:, : 10 * n] = n  # each label told apart at a glance
+        labels[f"{n}.jpg"] = label
+    with Project.open(tmp_path) as project:
+        for name, label in labels.items():
+            project.save_label(project.find(name), label, status="labeled", add_seconds=5)
+    return tmp_path, labels
+
+
+def _killed_scan(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scan killed after it moved the label files and before its transaction (power lost)."""
+    import faceparse_app.project_scan as scan_mod
+
+    real = scan_mod.move_files
+    with Project.open(folder, scan=False) as project:
+        def killed(*_a, **_k):
+            raise KeyboardInterrupt  # nothing after this point of the scan ran
+        monkeypatch.setattr(project, "transaction", killed)
+        monkeypatch.setattr(scan_mod, "move_files", lambda pairs, tag: [] if tag == "undo" else real(pairs, tag))
+        with pytest.raises(KeyboardInterrupt):
+            project.scan()
+    monkeypatch.setattr(scan_mod, "move_files", real)
+
+
+def _rename(folder: Path, moves: list[tuple[str, str]]) -> None:
+    for src, dst in moves:
+        os.replace(folder / src, folder / dst)
+
+
+def test_photos_swapped_keep_their_labels_after_a_scan_killed_before_its_transaction(
+    two_labeled, monkeypatch
+):
+    # Two photos' names swapped in the file manager; the app opening the folder was killed (power
+    # lost) between moving the labels after their pictures and recording it. The next open moved
+    # the labels back again: each picture showed the other's label, for good.
+    folder, labels = two_labeled
+    _rename(folder, [("1.jpg", "t.jpg"), ("2.jpg", "1.jpg"), ("t.jpg", "2.jpg")])
+    _killed_scan(folder, monkeypatch)
+    with Project.open(folder) as project:
+        for name, was in (("1.jpg", "2.jpg"), ("2.jpg", "1.jpg")):
+            rec = project.find(name)
+            np.testing.assert_array_equal(project.load_label(rec), labels[was])
+            assert rec.status == "labeled"
+
+
+def test_photos_renumbered_keep_their_labels_after_a_scan_killed_before_its_transaction(
+    two_labeled, monkeypatch
+):
+    # 3 → 4, 2 → 3, 1 → 2 in the file manager, the open that follows killed before its
+    # transaction: the next open shifted the labels a second time (3's on 4, 2's on 3... and
+    # 3's own lost under 4's).
+    folder, labels = two_labeled
+    _rename(folder, [("3.jpg", "4.jpg"), ("2.jpg", "3.jpg"), ("1.jpg", "2.jpg")])
+    _killed_scan(folder, monkeypatch)
+    with Project.open(folder) as project:
+        for name, was in (("2.jpg", "1.jpg"), ("3.jpg", "2.jpg"), ("4.jpg", "3.jpg")):
+            rec = project.find(name)
+            np.testing.assert_array_equal(project.load_label(rec), labels[was])
+            assert rec.status == "labeled"
+
+
+@pytest.mark.parametrize("renames", [1, 2, 3])
+def test_photos_swapped_keep_their_labels_after_a_scan_killed_while_moving_them(
+    two_labeled, monkeypatch, renames
+):
+    # The kill came while the labels were on their way, some under a temporary name: the next
+    # open found none of those (the photo said its label was deleted) or put one on the other.
+    import faceparse_app.project_moves as moves_mod
+
+    folder, labels = two_labeled
+    _rename(folder, [("1.jpg", "t.jpg"), ("2.jpg", "1.jpg"), ("t.jpg", "2.jpg")])
+    real, done = os.replace, []
+
+    def replace(src, dst):
+        if len(done) == renames:
+            raise KeyboardInterrupt  # killed
+        done.append(src)
+        real(src, dst)
+
+    with Project.open(folder, scan=False) as project:
+        monkeypatch.setattr(moves_mod.os, "replace", replace)
+        with pytest.raises(KeyboardInterrupt):
+            project.scan()
+        monkeypatch.setattr(moves_mod.os, "replace", real)
+    with Project.open(folder) as project:
+        for name, was in (("1.jpg", "2.jpg"), ("2.jpg", "1.jpg")):
+            rec = project.find(name)
+            np.testing.assert_array_equal(project.load_label(rec), labels[was])
+            assert rec.status == "labeled"
