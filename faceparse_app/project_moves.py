@@ -19,6 +19,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from faceparse_app.store_guard import FULL_ERRNOS, ProjectError
+
 log = logging.getLogger(__name__)
 
 
@@ -55,42 +57,58 @@ def match_moves(
             del claims[relpath]
 
 
-def move_files(pairs: Iterable[tuple[Path, Path]], tag: str) -> list[tuple[Path, Path]]:
+def move_files(
+    pairs: Iterable[tuple[Path, Path]], tag: str, labels_dir: Path
+) -> list[tuple[Path, Path]]:
     """Move each existing ``src`` to ``dst``, through a temporary name so that names swapped or
-    shifted along a chain never overwrite one another.
+    shifted along a chain never overwrite one another; all of them or none.
 
     Args:
         pairs: (src, dst) paths; a src that does not exist is skipped.
         tag: a word for the temporary names (unique to this call's caller).
+        labels_dir: the project's label folder, named in the error.
 
     Returns:
-        The (src, dst) pairs moved; a move that failed is logged and its file left at src.
+        The (src, dst) pairs moved.
+
+    Raises:
+        ProjectError: a move failed (a full disk, permissions); the files moved are put back
+            first, so that no row is recorded where its label is not.
     """
     staged: list[tuple[Path, Path, Path]] = []
-    for n, (src, dst) in enumerate(pairs):
-        if not src.exists():
-            continue
-        tmp = src.with_name(f".{src.name}.{tag}-{n}")
-        try:
-            os.replace(src, tmp)
-        except OSError as exc:
-            log.warning("could not move %s to %s: %s", src, dst, exc)
-            continue
-        staged.append((src, tmp, dst))
     done: list[tuple[Path, Path]] = []
-    for src, tmp, dst in staged:
-        try:
+    try:
+        for n, (src, dst) in enumerate(pairs):
+            if src.exists():
+                tmp = src.with_name(f".{src.name}.{tag}-{n}")
+                os.replace(src, tmp)
+                staged.append((src, tmp, dst))
+        for src, tmp, dst in staged:
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, dst)
             done.append((src, dst))
-        except OSError as exc:
-            log.warning("could not move %s to %s: %s", src, dst, exc)
-            if not src.exists():  # else another file took its name: left under the temporary one
-                try:
-                    os.replace(tmp, src)
-                except OSError:
-                    pass
+    except OSError as exc:
+        log.warning("could not move a file after its picture (%s); the moves are undone", exc)
+        placed = {src for src, _ in done}
+        for src, tmp, dst in reversed(staged):  # off the names first: they may be another's src
+            if src in placed:
+                _put(dst, tmp)
+        for src, tmp, _ in staged:
+            _put(tmp, src)
+        why = "disk full" if exc.errno in FULL_ERRNOS else str(exc)
+        raise ProjectError(
+            f"could not move the labels of photos renamed in the folder ({why}); nothing was "
+            f"changed. Free some disk space or fix the permissions of {labels_dir}, then open the "
+            "folder again (or Rescan, F5)."
+        ) from None
     return done
+
+
+def _put(src: Path, dst: Path) -> None:
+    try:
+        os.replace(src, dst)
+    except OSError as exc:  # left under its name: the next scan finds it by its stamp
+        log.warning("could not put %s back to %s: %s", src, dst, exc)
 
 
 def label_now(src: Path, dst: Path, stamp: tuple[int, int] | None) -> Path:

@@ -12,6 +12,7 @@ update lost to a full disk, and a lost or damaged store safe.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -25,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from faceparse_app.project_moves import label_now, match_moves, move_files
-from faceparse_app.store_guard import prelabel_mark
+from faceparse_app.store_guard import ProjectError, prelabel_mark
 from trainer.data.folders import list_images
 from trainer.data.imageio import IMAGE_EXTENSIONS, read_image
 from trainer.errors import ImageReadError
@@ -176,7 +177,7 @@ def scan_images(project: Project) -> ScanReport:
         now_at = label_now(project.label_file(row[0]), label, stamp)
         if now_at != label:
             pairs += [(now_at, label), (project.landmarks_file(row[0]), project.landmarks_file(relpath))]
-    relinked = move_files(pairs, "scan")
+    relinked = move_files(pairs, "scan", project.labels_dir)  # all or none: ProjectError
     left = {relpath for relpath in moving if relpath in changes}  # another picture is there now
     for relpath in sorted((set(found) | left) - set(claims)):  # a picture new to the project
         stat = stats[relpath]
@@ -209,7 +210,8 @@ def scan_images(project: Project) -> ScanReport:
                 for sql, args in updates:
                     c.execute(sql, args)
         except BaseException:
-            move_files([(dst, src) for src, dst in relinked], "undo")  # back where the rows point
+            with contextlib.suppress(ProjectError):  # else left where the next scan finds it
+                move_files([(dst, src) for src, dst in relinked], "undo", project.labels_dir)
             raise
     for relpath in report.missing:
         log.warning("%s is missing from the project folder", relpath)

@@ -38,7 +38,7 @@ def _killed_scan(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         def killed(*_a, **_k):
             raise KeyboardInterrupt  # nothing after this point of the scan ran
         monkeypatch.setattr(project, "transaction", killed)
-        monkeypatch.setattr(scan_mod, "move_files", lambda pairs, tag: [] if tag == "undo" else real(pairs, tag))
+        monkeypatch.setattr(scan_mod, "move_files", lambda pairs, tag, *a: [] if tag == "undo" else real(pairs, tag, *a))
         with pytest.raises(KeyboardInterrupt):
             project.scan()
     monkeypatch.setattr(scan_mod, "move_files", real)
@@ -106,6 +106,36 @@ def test_photos_swapped_keep_their_labels_after_a_scan_killed_while_moving_them(
         monkeypatch.setattr(moves_mod.os, "replace", real)
     with Project.open(folder) as project:
         for name, was in (("1.jpg", "2.jpg"), ("2.jpg", "1.jpg")):
+            rec = project.find(name)
+            np.testing.assert_array_equal(project.load_label(rec), labels[was])
+            assert rec.status == "labeled"
+
+
+def test_a_photo_moved_into_a_subfolder_keeps_its_label_when_moving_it_fails(two_labeled, monkeypatch):
+    # 1.jpg moved into sub/ and 2.jpg renamed 1.jpg, opened on a full disk: the label folder
+    # sub/ could not be made, so 1's label stayed under a temporary name while its row moved on.
+    # The photo came back "label deleted", in progress, its finished label out of sight for good.
+    import errno
+
+    import faceparse_app.project_moves as moves_mod
+    from faceparse_app.project import ProjectError
+
+    folder, labels = two_labeled
+    (folder / "sub").mkdir()
+    _rename(folder, [("1.jpg", "sub/1.jpg"), ("2.jpg", "1.jpg")])
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(dst).parent.name == "sub":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(moves_mod.os, "replace", replace)
+    with pytest.raises(ProjectError, match="disk full"):
+        Project.open(folder)
+    monkeypatch.setattr(moves_mod.os, "replace", real)  # space freed
+    with Project.open(folder) as project:
+        for name, was in (("sub/1.jpg", "1.jpg"), ("1.jpg", "2.jpg"), ("3.jpg", "3.jpg")):
             rec = project.find(name)
             np.testing.assert_array_equal(project.load_label(rec), labels[was])
             assert rec.status == "labeled"
