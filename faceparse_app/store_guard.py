@@ -365,6 +365,8 @@ def refuse_overlapping_project(root: Path, store_dir: str, db_name: str) -> None
         ProjectError: naming the other project and what to open instead.
     """
     for outer in root.parents:
+        if any(part.startswith(".") for part in root.relative_to(outer).parts):
+            continue  # under a hidden folder of it (an export kept there): none of its photos
         if (outer / store_dir / db_name).is_file():
             raise ProjectError(
                 f"{root}: it is inside the project {outer}, whose photos (these too) are labeled "

@@ -139,3 +139,17 @@ def test_a_photo_moved_into_a_subfolder_keeps_its_label_when_moving_it_fails(two
             rec = project.find(name)
             np.testing.assert_array_equal(project.load_label(rec), labels[was])
             assert rec.status == "labeled"
+
+
+def test_a_folder_under_a_hidden_folder_of_a_project_opens_as_its_own(two_labeled):
+    # A folder in a project's hidden folder (where the project's export may go) holds none of the
+    # project's photos (hidden folders are not scanned), yet opening it was refused as "inside
+    # the project".
+    from faceparse_app.export import export_project
+
+    folder, _ = two_labeled
+    out = folder / ".exports" / "v1"
+    export_project(folder, out, val_fraction=0, test_fraction=0)
+    with Project.open(out) as project:
+        assert project.find("train/images/1.jpg") is not None
+
