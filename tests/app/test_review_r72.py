@@ -153,3 +153,18 @@ def test_a_folder_under_a_hidden_folder_of_a_project_opens_as_its_own(two_labele
     with Project.open(out) as project:
         assert project.find("train/images/1.jpg") is not None
 
+
+def test_a_link_to_a_folder_inside_a_project_is_not_made_a_second_project(two_labeled, tmp_path):
+    # The same folder opened through a link (a shortcut on the desktop) was made a project of its
+    # own: its photos shown without the labels made in the first, fresh pre-labels over them.
+    from faceparse_app.project import ProjectError
+
+    folder, _ = two_labeled
+    (folder / "sub").mkdir()
+    image, _ = synthetic_face(64, seed=7)
+    write_image(folder / "sub" / "7.jpg", image)
+    link = tmp_path.parent / f"{tmp_path.name}-link"
+    link.symlink_to(folder / "sub", target_is_directory=True)
+    with pytest.raises(ProjectError, match="inside the project"):
+        Project.open(link)
+    assert not (folder / "sub" / ".faceparse").exists()
