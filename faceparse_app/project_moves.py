@@ -111,32 +111,34 @@ def _put(src: Path, dst: Path) -> None:
         log.warning("could not put %s back to %s: %s", src, dst, exc)
 
 
-def label_now(src: Path, dst: Path, stamp: tuple[int, int] | None) -> Path:
+def label_now(
+    src: Path, dst: Path, stamp: tuple[int, int] | None, moving: set[tuple[int, int]]
+) -> Path:
     """Where the label file of a row moving from ``src`` to ``dst`` is now.
 
     Args:
         src, dst: its label file under the old and the new name.
         stamp: the (size, mtime_ns) the store recorded for it; None when it recorded none.
+        moving: the stamps of every row moving: a file with another's is that row's.
 
     Returns:
-        ``dst`` when a scan killed before its transaction already moved it there, the temporary
-        name it was left under, else ``src`` (also when no file matches: a file the store did not
-        write follows its name).
+        ``dst`` when a scan killed before its transaction already moved it there (or it has
+        none: nothing to move), the temporary name it was left under, else ``src`` (also when no
+        file matches: a file the store did not write follows its name).
     """
-    if stamp is None:
-        return src
-    for path in (src, dst):
-        if _stamp(path) == stamp:
-            return path
-    for name in (src, dst):  # left under move_files' temporary name by a kill midway
-        try:
-            temps = [p for p in name.parent.iterdir() if p.name.startswith(f".{name.name}.")]
-        except OSError:
-            continue
-        for path in temps:
-            if path.name.rsplit(".", 1)[-1].startswith(("scan-", "undo-")) and _stamp(path) == stamp:
+    if stamp is not None:
+        for path in (src, dst):
+            if _stamp(path) == stamp:
                 return path
-    return src
+        for name in (src, dst):  # left under move_files' temporary name by a kill midway
+            try:
+                temps = [p for p in name.parent.iterdir() if p.name.startswith(f".{name.name}.")]
+            except OSError:
+                continue
+            for path in temps:
+                if path.name.rsplit(".", 1)[-1].startswith(("scan-", "undo-")) and _stamp(path) == stamp:
+                    return path
+    return dst if _stamp(src) in moving else src  # another's, moved there by a killed scan
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

@@ -171,10 +171,11 @@ def scan_images(project: Project) -> ScanReport:
     # Its label and its own landmarks (an import's) follow it, unless a scan killed before its
     # transaction moved them already: moved again, swapped labels would cross back.
     pairs: list[tuple[Path, Path]] = []
+    stamps = {row[1]: (row[7], row[8]) for row in claims.values() if row[7] is not None}
+    moving_stamps = set(stamps.values())
     for relpath, row in claims.items():
         label = project.label_file(relpath)
-        stamp = None if row[7] is None else (row[7], row[8])
-        now_at = label_now(project.label_file(row[0]), label, stamp)
+        now_at = label_now(project.label_file(row[0]), label, stamps.get(row[1]), moving_stamps)
         if now_at != label:
             pairs += [(now_at, label), (project.landmarks_file(row[0]), project.landmarks_file(relpath))]
     relinked = move_files(pairs, "scan", project.labels_dir)  # all or none: ProjectError
@@ -196,9 +197,7 @@ def scan_images(project: Project) -> ScanReport:
             if row[0] in moving or row[0] in on_disk:
                 continue  # moved, or stays as another picture under its name
             if not row[5]:
-                updates.append(
-                    ("UPDATE images SET missing=1, updated_at=? WHERE id=?", (now, row[1]))
-                )
+                updates.append(("UPDATE images SET missing=1, updated_at=? WHERE id=?", (now, row[1])))
                 if row[6] not in UNTOUCHED:  # the annotator's work, not a model's
                     report.gone.append(row[0])
             report.missing.append(row[0])

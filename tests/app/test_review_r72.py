@@ -168,3 +168,24 @@ def test_a_link_to_a_folder_inside_a_project_is_not_made_a_second_project(two_la
     with pytest.raises(ProjectError, match="inside the project"):
         Project.open(link)
     assert not (folder / "sub" / ".faceparse").exists()
+
+
+def test_a_labeled_photo_swapped_with_a_new_one_keeps_its_label_after_a_killed_scan(
+    two_labeled, monkeypatch
+):
+    # 1.jpg labeled, 4.jpg new (never labeled); their names swapped, the open killed after moving
+    # the label. The next open took the label, now under 4.jpg's name, for the new photo's and
+    # moved it onto it: 1's finished work on the other picture, 1 itself "label deleted".
+    folder, labels = two_labeled
+    image, _ = synthetic_face(64, seed=4)
+    write_image(folder / "4.jpg", image)
+    with Project.open(folder):
+        pass
+    _rename(folder, [("1.jpg", "t.jpg"), ("4.jpg", "1.jpg"), ("t.jpg", "4.jpg")])
+    _killed_scan(folder, monkeypatch)
+    with Project.open(folder) as project:
+        rec = project.find("4.jpg")
+        np.testing.assert_array_equal(project.load_label(rec), labels["1.jpg"])
+        assert rec.status == "labeled"
+        new = project.find("1.jpg")
+        assert project.load_label(new) is None and new.status == "new"
