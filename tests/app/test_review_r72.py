@@ -4,6 +4,7 @@ labels that crossed or got lost when a scan moving them was cut short."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,18 @@ def two_labeled(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
         for name, label in labels.items():
             project.save_label(project.find(name), label, status="labeled", add_seconds=5)
     return tmp_path, labels
+
+
+@pytest.fixture
+def numbered(tmp_path, shared_data) -> Path:
+    """1.jpg, 2.jpg, 3.jpg: real aligned portraits of one size (copies of ../shared)."""
+    from tests.app.test_gui_trial14 import PORTRAITS
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    for n, name in enumerate(PORTRAITS[:3], 1):
+        shutil.copy(shared_data / "faces-unlabeled" / name, folder / f"{n}.jpg")
+    return folder
 
 
 def _killed_scan(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,3 +202,36 @@ def test_a_labeled_photo_swapped_with_a_new_one_keeps_its_label_after_a_killed_s
         assert rec.status == "labeled"
         new = project.find("1.jpg")
         assert project.load_label(new) is None and new.status == "new"
+
+
+def test_strokes_on_a_swapped_photo_do_not_land_on_the_other_when_its_rescan_fails(
+    qtbot, tmp_path, numbered, monkeypatch
+):
+    # 1.jpg and 2.jpg swapped in the file manager while the app ran, on a full disk: clicking 1.jpg
+    # could not rescan, said so, and opened it "as it was": 2.jpg's old picture under 1's label.
+    # The annotator's strokes on that picture were saved into 1's label, and the rescan once space
+    # was freed carried them (and the label) onto 1's own picture, now 2.jpg.
+    import faceparse_app.project_scan as scan_mod
+    from faceparse_app.project import ProjectError
+    from tests.app.test_gui_trial14 import BROW, EYE, open_on, stroke, work_on
+
+    window = open_on(qtbot, tmp_path, numbered)
+    first = work_on(window, "1.jpg", 60, EYE, "labeled")
+    second = work_on(window, "2.jpg", 120, BROW, "labeled")
+    session, project = window.session, window.session.project
+    session.open_image(project.find("3.jpg").id)
+    _rename(numbered, [("1.jpg", "t.jpg"), ("2.jpg", "1.jpg"), ("t.jpg", "2.jpg")])
+
+    def full(*_a, **_k):
+        raise ProjectError("disk full: could not move the labels of photos renamed in the folder")
+
+    monkeypatch.setattr(scan_mod, "move_files", full)
+    session.open_image(project.find("1.jpg").id)
+    message = window.message_bar.message
+    assert "disk full" in message and "Rescan (F5)" in message
+    stroke(window, 200, EYE)  # painted on what the canvas shows
+    session.save()
+    monkeypatch.undo()  # space freed
+    window.rescan_action.trigger()
+    np.testing.assert_array_equal(project.load_label(project.find("2.jpg")), first)
+    np.testing.assert_array_equal(project.load_label(project.find("1.jpg")), second)
