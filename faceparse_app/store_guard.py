@@ -366,7 +366,8 @@ def refuse_overlapping_project(root: Path, store_dir: str, db_name: str) -> None
     """
     real = root.resolve()  # a link to a folder inside a project is that folder
     for path, outer in [(root, o) for o in root.parents] + [(real, o) for o in real.parents]:
-        if any(part.startswith(".") for part in path.relative_to(outer).parts):
+        parts = path.relative_to(outer).parts
+        if parts[0] != store_dir and any(part.startswith(".") for part in parts):
             continue  # under a hidden folder of it (an export kept there): none of its photos
         if (outer / store_dir / db_name).is_file():
             raise ProjectError(

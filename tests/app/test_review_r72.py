@@ -159,12 +159,15 @@ def test_a_folder_under_a_hidden_folder_of_a_project_opens_as_its_own(two_labele
     # project's photos (hidden folders are not scanned), yet opening it was refused as "inside
     # the project".
     from faceparse_app.export import export_project
+    from faceparse_app.project import ProjectError
 
     folder, _ = two_labeled
     out = folder / ".exports" / "v1"
     export_project(folder, out, val_fraction=0, test_fraction=0)
     with Project.open(out) as project:
         assert project.find("train/images/1.jpg") is not None
+    with pytest.raises(ProjectError, match="inside the project"):  # its store's own folder stays refused
+        Project.open(folder / ".faceparse" / "labels")
 
 
 def test_a_link_to_a_folder_inside_a_project_is_not_made_a_second_project(two_labeled, tmp_path):
