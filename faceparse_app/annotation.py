@@ -110,6 +110,7 @@ class Annotation:
         rec = self.watch.photo_opened(self, image_id)
         self.current = rec
         try:
+            self.watch.refuse_unscanned(rec)  # its name holds another picture, not rescanned
             image = self.project.load_image(rec)
             rec = self.project.get(rec.id)  # load_image may have corrected the size
             self.current = rec

@@ -6,6 +6,10 @@ and landmarks follow it there. The other name may be one the project knows too: 
 in a file manager (3 → 4, 2 → 3, 1 → 2) or two names swapped. A known name is taken over only
 when its own picture moves on as well; a picture overwritten in place (``mv 1.jpg 2.jpg``) leaves
 ``2.jpg`` to its row, as another picture under a label made for the old one.
+
+The files move before the store records it; a scan killed in between leaves labels moved and rows
+not. The next scan finds each row's label by the size and mtime the store recorded for it (a move
+keeps both), so it never moves a label already under its new name a second time.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from faceparse_app.store_guard import FULL_ERRNOS, ProjectError
 
 log = logging.getLogger(__name__)
 
@@ -51,39 +57,93 @@ def match_moves(
             del claims[relpath]
 
 
-def move_files(pairs: Iterable[tuple[Path, Path]], tag: str) -> list[tuple[Path, Path]]:
+def move_files(
+    pairs: Iterable[tuple[Path, Path]], tag: str, labels_dir: Path
+) -> list[tuple[Path, Path]]:
     """Move each existing ``src`` to ``dst``, through a temporary name so that names swapped or
-    shifted along a chain never overwrite one another.
+    shifted along a chain never overwrite one another; all of them or none.
 
     Args:
         pairs: (src, dst) paths; a src that does not exist is skipped.
         tag: a word for the temporary names (unique to this call's caller).
+        labels_dir: the project's label folder, named in the error.
 
     Returns:
-        The (src, dst) pairs moved; a move that failed is logged and its file left at src.
+        The (src, dst) pairs moved.
+
+    Raises:
+        ProjectError: a move failed (a full disk, permissions); the files moved are put back
+            first, so that no row is recorded where its label is not.
     """
     staged: list[tuple[Path, Path, Path]] = []
-    for n, (src, dst) in enumerate(pairs):
-        if not src.exists():
-            continue
-        tmp = src.with_name(f".{src.name}.{tag}-{n}")
-        try:
-            os.replace(src, tmp)
-        except OSError as exc:
-            log.warning("could not move %s to %s: %s", src, dst, exc)
-            continue
-        staged.append((src, tmp, dst))
     done: list[tuple[Path, Path]] = []
-    for src, tmp, dst in staged:
-        try:
+    try:
+        for n, (src, dst) in enumerate(pairs):
+            if src.exists():
+                tmp = src.with_name(f".{src.name}.{tag}-{n}")
+                os.replace(src, tmp)
+                staged.append((src, tmp, dst))
+        for src, tmp, dst in staged:
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, dst)
             done.append((src, dst))
-        except OSError as exc:
-            log.warning("could not move %s to %s: %s", src, dst, exc)
-            if not src.exists():  # else another file took its name: left under the temporary one
-                try:
-                    os.replace(tmp, src)
-                except OSError:
-                    pass
+    except OSError as exc:
+        log.warning("could not move a file after its picture (%s); the moves are undone", exc)
+        placed = {src for src, _ in done}
+        for src, tmp, dst in reversed(staged):  # off the names first: they may be another's src
+            if src in placed:
+                _put(dst, tmp)
+        for src, tmp, _ in staged:
+            _put(tmp, src)
+        why = "disk full" if exc.errno in FULL_ERRNOS else str(exc)
+        raise ProjectError(
+            f"could not move the labels of photos renamed in the folder ({why}); nothing was "
+            f"changed. Free some disk space or fix the permissions of {labels_dir}, then open the "
+            "folder again (or Rescan, F5)."
+        ) from None
     return done
+
+
+def _put(src: Path, dst: Path) -> None:
+    try:
+        os.replace(src, dst)
+    except OSError as exc:  # left under its name: the next scan finds it by its stamp
+        log.warning("could not put %s back to %s: %s", src, dst, exc)
+
+
+def label_now(
+    src: Path, dst: Path, stamp: tuple[int, int] | None, moving: set[tuple[int, int]]
+) -> Path:
+    """Where the label file of a row moving from ``src`` to ``dst`` is now.
+
+    Args:
+        src, dst: its label file under the old and the new name.
+        stamp: the (size, mtime_ns) the store recorded for it; None when it recorded none.
+        moving: the stamps of every row moving: a file with another's is that row's.
+
+    Returns:
+        ``dst`` when a scan killed before its transaction already moved it there (or it has
+        none: nothing to move), the temporary name it was left under, else ``src`` (also when no
+        file matches: a file the store did not write follows its name).
+    """
+    if stamp is not None:
+        for path in (src, dst):
+            if _stamp(path) == stamp:
+                return path
+        for name in (src, dst):  # left under move_files' temporary name by a kill midway
+            try:
+                temps = [p for p in name.parent.iterdir() if p.name.startswith(f".{name.name}.")]
+            except OSError:
+                continue
+            for path in temps:
+                if path.name.rsplit(".", 1)[-1].startswith(("scan-", "undo-")) and _stamp(path) == stamp:
+                    return path
+    return dst if _stamp(src) in moving else src  # another's, moved there by a killed scan
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns

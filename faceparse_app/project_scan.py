@@ -12,6 +12,7 @@ update lost to a full disk, and a lost or damaged store safe.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -24,8 +25,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from faceparse_app.project_moves import match_moves, move_files
-from faceparse_app.store_guard import prelabel_mark
+from faceparse_app.project_moves import label_now, match_moves, move_files
+from faceparse_app.store_guard import ProjectError, prelabel_mark
 from trainer.data.folders import list_images
 from trainer.data.imageio import IMAGE_EXTENSIONS, read_image
 from trainer.errors import ImageReadError
@@ -37,7 +38,9 @@ log = logging.getLogger(__name__)
 
 FINISHED = frozenset({"labeled", "reviewed"})
 # The columns of an image row that :func:`changed_file` reads, in its order.
-CHANGE_COLUMNS = "relpath, id, content_hash, size_bytes, mtime_ns, missing, status"
+CHANGE_COLUMNS = (
+    "relpath, id, content_hash, size_bytes, mtime_ns, missing, status, label_size, label_mtime_ns"
+)
 UNTOUCHED = frozenset({"new", "pre-labeled"})
 # The label-map folders of LaPa's and CelebAMask-HQ's layouts, each beside an images/ folder.
 DATASET_LABEL_FOLDERS = ("labels", "masks")
@@ -165,18 +168,17 @@ def scan_images(project: Project) -> ScanReport:
         )
         report.moved.append((row[0], relpath))
     updates.extend(moves)
-    # Its label and its own landmarks (an import's) follow it.
-    relinked = move_files(
-        [
-            pair
-            for relpath, row in claims.items()
-            for pair in (
-                (project.label_file(row[0]), project.label_file(relpath)),
-                (project.landmarks_file(row[0]), project.landmarks_file(relpath)),
-            )
-        ],
-        "scan",
-    )
+    # Its label and its own landmarks (an import's) follow it, unless a scan killed before its
+    # transaction moved them already: moved again, swapped labels would cross back.
+    pairs: list[tuple[Path, Path]] = []
+    stamps = {row[1]: (row[7], row[8]) for row in claims.values() if row[7] is not None}
+    moving_stamps = set(stamps.values())
+    for relpath, row in claims.items():
+        label = project.label_file(relpath)
+        now_at = label_now(project.label_file(row[0]), label, stamps.get(row[1]), moving_stamps)
+        if now_at != label:
+            pairs += [(now_at, label), (project.landmarks_file(row[0]), project.landmarks_file(relpath))]
+    relinked = move_files(pairs, "scan", project.labels_dir)  # all or none: ProjectError
     left = {relpath for relpath in moving if relpath in changes}  # another picture is there now
     for relpath in sorted((set(found) | left) - set(claims)):  # a picture new to the project
         stat = stats[relpath]
@@ -195,9 +197,7 @@ def scan_images(project: Project) -> ScanReport:
             if row[0] in moving or row[0] in on_disk:
                 continue  # moved, or stays as another picture under its name
             if not row[5]:
-                updates.append(
-                    ("UPDATE images SET missing=1, updated_at=? WHERE id=?", (now, row[1]))
-                )
+                updates.append(("UPDATE images SET missing=1, updated_at=? WHERE id=?", (now, row[1])))
                 if row[6] not in UNTOUCHED:  # the annotator's work, not a model's
                     report.gone.append(row[0])
             report.missing.append(row[0])
@@ -209,7 +209,8 @@ def scan_images(project: Project) -> ScanReport:
                 for sql, args in updates:
                     c.execute(sql, args)
         except BaseException:
-            move_files([(dst, src) for src, dst in relinked], "undo")  # back where the rows point
+            with contextlib.suppress(ProjectError):  # else left where the next scan finds it
+                move_files([(dst, src) for src, dst in relinked], "undo", project.labels_dir)
             raise
     for relpath in report.missing:
         log.warning("%s is missing from the project folder", relpath)

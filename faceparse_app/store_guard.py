@@ -364,7 +364,11 @@ def refuse_overlapping_project(root: Path, store_dir: str, db_name: str) -> None
     Raises:
         ProjectError: naming the other project and what to open instead.
     """
-    for outer in root.parents:
+    real = root.resolve()  # a link to a folder inside a project is that folder
+    for path, outer in [(root, o) for o in root.parents] + [(real, o) for o in real.parents]:
+        parts = path.relative_to(outer).parts
+        if parts[0] != store_dir and any(part.startswith(".") for part in parts):
+            continue  # under a hidden folder of it (an export kept there): none of its photos
         if (outer / store_dir / db_name).is_file():
             raise ProjectError(
                 f"{root}: it is inside the project {outer}, whose photos (these too) are labeled "

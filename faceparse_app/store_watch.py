@@ -74,6 +74,7 @@ class StoreWatch:
         # Photos found to be another picture as they opened: id -> the old picture's (W, H).
         self.replaced: dict[int, tuple[int, int]] = {}
         self._told: set[int] = set()  # photos said changed while on screen
+        self._unscanned: dict[int, str] = {}  # photos whose rescan failed: id -> why
 
     def _remember(self) -> None:
         store = self.project.store_dir
@@ -224,6 +225,7 @@ class StoreWatch:
         project = self.project
         rec = project.get(image_id)
         self._told.discard(image_id)
+        self._unscanned.pop(image_id, None)
         if project.read_only or rec.missing:
             return rec
         path = project.image_path(rec)
@@ -257,7 +259,12 @@ class StoreWatch:
         try:
             report = self.project.scan()
         except (ProjectError, OSError) as exc:  # nothing changed: Rescan (F5) can try again
-            annotation.message.emit(f"Cannot rescan {self.project.root.name}: {exc}", "error")
+            # Its row is another picture's: shown, strokes on this one would land in that label.
+            self._unscanned[rec.id] = (
+                f"it holds another picture of the project now (photos were renamed in the folder), "
+                f"and the folder could not be rescanned: {str(exc).rstrip('.')}. Its label is not shown, so that "
+                "nothing is painted into another picture's label; Rescan (F5) once that is fixed."
+            )
             return rec
         annotation.records_changed.emit()
         now = self.project.find(rec.relpath) or self.project.get(rec.id)
@@ -274,6 +281,12 @@ class StoreWatch:
         elif others:
             annotation.message.emit(others, "warning")
         return now
+
+    def refuse_unscanned(self, rec: ImageRecord) -> None:
+        """Raise ProjectError when ``rec``'s name holds another known picture and the rescan
+        that would have sorted them out failed (:meth:`_renamed`): it is not opened for edits."""
+        if rec.id in self._unscanned:
+            raise ProjectError(self._unscanned[rec.id])
 
     def tell_replaced(self, annotation: Annotation, rec: ImageRecord) -> None:
         """Say that the photo just opened is another picture than the one its label was made
