@@ -12,21 +12,10 @@ import numpy as np
 import pytest
 
 from faceparse_app.widgets.image_table import Column
+from tests.app.conftest import PORTRAITS
 from tests.app.test_gui_canvas import drag, make_window
 
-# Aligned portraits of one size (1024×1024): a label made for one fits every other.
-PORTRAITS = ("stargan_036367.jpg", "stargan_037023.jpg", "stargan_038919.jpg", "stargan_039913.jpg")
 EYE, BROW = 4, 2
-
-
-@pytest.fixture
-def numbered(tmp_path, shared_data) -> Path:
-    """A folder of three real portraits named 1.jpg, 2.jpg, 3.jpg (copies of ../shared)."""
-    folder = tmp_path / "project"
-    folder.mkdir()
-    for n, name in enumerate(PORTRAITS[:3], 1):
-        shutil.copy(shared_data / "faces-unlabeled" / name, folder / f"{n}.jpg")
-    return folder
 
 
 def open_on(qtbot, tmp_path: Path, folder: Path):

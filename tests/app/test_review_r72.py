@@ -4,7 +4,6 @@ labels that crossed or got lost when a scan moving them was cut short."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +29,6 @@ def two_labeled(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     return tmp_path, labels
 
 
-@pytest.fixture
-def numbered(tmp_path, shared_data) -> Path:
-    """1.jpg, 2.jpg, 3.jpg: real aligned portraits of one size (copies of ../shared)."""
-    from tests.app.test_gui_trial14 import PORTRAITS
-
-    folder = tmp_path / "project"
-    folder.mkdir()
-    for n, name in enumerate(PORTRAITS[:3], 1):
-        shutil.copy(shared_data / "faces-unlabeled" / name, folder / f"{n}.jpg")
-    return folder
-
-
 def _killed_scan(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A scan killed after it moved the label files and before its transaction (power lost)."""
     import faceparse_app.project_scan as scan_mod
@@ -62,33 +49,34 @@ def _rename(folder: Path, moves: list[tuple[str, str]]) -> None:
         os.replace(folder / src, folder / dst)
 
 
-def test_photos_swapped_keep_their_labels_after_a_scan_killed_before_its_transaction(
-    two_labeled, monkeypatch
+@pytest.mark.parametrize(
+    ("renames", "followed"),
+    [
+        # Two names swapped in the file manager: the next open moved the labels back again, each
+        # picture showed the other's label, for good.
+        (
+            [("1.jpg", "t.jpg"), ("2.jpg", "1.jpg"), ("t.jpg", "2.jpg")],
+            [("1.jpg", "2.jpg"), ("2.jpg", "1.jpg")],
+        ),
+        # 3 → 4, 2 → 3, 1 → 2: the next open shifted the labels a second time (3's on 4, 2's
+        # on 3... and 3's own lost under 4's).
+        (
+            [("3.jpg", "4.jpg"), ("2.jpg", "3.jpg"), ("1.jpg", "2.jpg")],
+            [("2.jpg", "1.jpg"), ("3.jpg", "2.jpg"), ("4.jpg", "3.jpg")],
+        ),
+    ],
+    ids=["swapped", "renumbered"],
+)
+def test_photos_renamed_keep_their_labels_after_a_scan_killed_before_its_transaction(
+    two_labeled, monkeypatch, renames, followed
 ):
-    # Two photos' names swapped in the file manager; the app opening the folder was killed (power
-    # lost) between moving the labels after their pictures and recording it. The next open moved
-    # the labels back again: each picture showed the other's label, for good.
+    # The app opening the folder was killed (power lost) between moving the labels after their
+    # pictures and recording it.
     folder, labels = two_labeled
-    _rename(folder, [("1.jpg", "t.jpg"), ("2.jpg", "1.jpg"), ("t.jpg", "2.jpg")])
+    _rename(folder, renames)
     _killed_scan(folder, monkeypatch)
     with Project.open(folder) as project:
-        for name, was in (("1.jpg", "2.jpg"), ("2.jpg", "1.jpg")):
-            rec = project.find(name)
-            np.testing.assert_array_equal(project.load_label(rec), labels[was])
-            assert rec.status == "labeled"
-
-
-def test_photos_renumbered_keep_their_labels_after_a_scan_killed_before_its_transaction(
-    two_labeled, monkeypatch
-):
-    # 3 → 4, 2 → 3, 1 → 2 in the file manager, the open that follows killed before its
-    # transaction: the next open shifted the labels a second time (3's on 4, 2's on 3... and
-    # 3's own lost under 4's).
-    folder, labels = two_labeled
-    _rename(folder, [("3.jpg", "4.jpg"), ("2.jpg", "3.jpg"), ("1.jpg", "2.jpg")])
-    _killed_scan(folder, monkeypatch)
-    with Project.open(folder) as project:
-        for name, was in (("2.jpg", "1.jpg"), ("3.jpg", "2.jpg"), ("4.jpg", "3.jpg")):
+        for name, was in followed:
             rec = project.find(name)
             np.testing.assert_array_equal(project.load_label(rec), labels[was])
             assert rec.status == "labeled"
