@@ -136,6 +136,7 @@ class Project(StoreRows):
         self.recovery: str | None = None
         self.dataset_labels: dict[str, int] = {}  # the last scan's (ScanReport.dataset_labels)
         self.moved: dict[str, str] = {}  # the last scan's renames, old relpath -> new
+        self.scans = 0  # folder scans done (each may rename, add or flag any row)
         self._file_lock = lock
         self._last_backup = 0.0
 

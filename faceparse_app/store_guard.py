@@ -365,7 +365,7 @@ def refuse_overlapping_project(root: Path, store_dir: str, db_name: str) -> None
         ProjectError: naming the other project and what to open instead.
     """
     real = root.resolve()  # a link to a folder inside a project is that folder
-    for path, outer in [(root, o) for o in root.parents] + [(real, o) for o in real.parents]:
+    for path, outer in [(p, o) for p in dict.fromkeys((root, real)) for o in p.parents]:
         parts = path.relative_to(outer).parts
         if parts[0] != store_dir and any(part.startswith(".") for part in parts):
             continue  # under a hidden folder of it (an export kept there): none of its photos

@@ -90,7 +90,6 @@ class StoreRows:
         self._conn = conn
         self._lock = threading.RLock()
         self._writes_since_backup = 0
-        self.scans = 0  # folder scans done (each may rename, add or flag any row)
 
     def query(self, sql: str, args: tuple | list = ()) -> list[tuple]:
         """Run a read query; a damaged store raises DamagedStoreError, never sqlite's own."""
