@@ -91,13 +91,14 @@ def _finetune(
     lr_mult: float,
     score_on: dict[str, Sequence[Sample]],
     head_only_steps: int = 0,
+    precision: str = "study",
 ) -> dict[str, Any]:
     """One cached fine-tune with the study's recipe; returns its record (scores included).
     ``head_only_steps``: the study's hold of the backbone, for the K = 10 starts it compares (the
     parsers, hundreds of faces, train every weight from step 1 as when they were first built)."""
     config = FinetuneConfig(
         FinetuneRuntime(
-            out_dir=str(stage_dir), progress_bar=False, precision=study_precision("auto")
+            out_dir=str(stage_dir), progress_bar=False, precision=study_precision("auto", precision)
         ),
         init=init,
         preset=settings.preset,
@@ -220,6 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         default=str(results_dir("starters") / "starters.json"),
         help="results file (default %(default)s)",
     )
+    ap.add_argument(
+        "--precision",
+        choices=("study", "auto", "fp32", "bf16"),
+        default="study",
+        help="stage 1's and the parser's (the compare keeps the study's); bf16 is how the sparse "
+        "recipe's K = 10 study trained on a CPU with native bf16",
+    )
     ap.add_argument("--skip-compare", action="store_true")
     ap.add_argument(
         "--compare-only",
@@ -279,8 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         unlabeled,
     )
     backbone = run_pretrain(
-        args.recipe, out, settings, unlabeled, image_dirs=image_dirs, stage_dir=out / "backbone"
-    )
+        args.recipe, out, settings, unlabeled, image_dirs=image_dirs, stage_dir=out / "backbone",
+        precision=args.precision,
+    )  # fmt: skip
     card = {
         "licence": LICENCE,
         "built_by": command_line(__spec__.name, argv),
@@ -307,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         settings,
         args.pretrained_lr_mult,
         {"helen": helen},
+        precision=args.precision,
     )
     write_weights_only(
         parser["checkpoint"],
@@ -333,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": card["built_by"],
         "settings": {**asdict(settings), "recipe": args.recipe, "parser_steps": args.parser_steps,
                      "heldout_parser_steps": args.heldout_parser_steps,
-                     "pretrained_lr_mult": args.pretrained_lr_mult},
+                     "pretrained_lr_mult": args.pretrained_lr_mult,
+                     "precision": args.precision},
         "data": {k: v for k, v in data.items() if k != "settings"},
         "backbone": {k: v for k, v in backbone.items() if k != "settings"},
         "parser": {k: v for k, v in parser.items() if k != "settings"},

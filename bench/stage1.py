@@ -62,12 +62,14 @@ def run_pretrain(
     unlabeled: Path,
     image_dirs: Sequence[Path] | None = None,
     stage_dir: Path | None = None,
+    precision: str = "study",
 ) -> dict[str, Any]:
     """Stage 1 with one recipe; resumes from the newest periodic checkpoint.
 
     Args:
         image_dirs: the photos (default: the pool's images + ``unlabeled``).
         stage_dir: the stage's folder (default ``<out>/pretrain_<recipe>`` + ``stage1_base_tag``).
+        precision: ``study`` (how the recorded studies trained) or the trainer's own choice.
 
     With ``pretrain_finish_epochs``, the finish at the fine-tune's side follows in its own
     folder (``stage1_tag``) and its result, holding the first run's as ``"first"``, is returned.
@@ -81,7 +83,7 @@ def run_pretrain(
             num_workers=settings.num_workers,
             device=settings.device,
             checkpoint_every=settings.checkpoint_every,
-            precision=study_precision(settings.device),
+            precision=study_precision(settings.device, precision),
         ),
         preset=settings.preset,
         input_size=settings.pretrain_input_size or settings.input_size,
