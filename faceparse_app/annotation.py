@@ -34,7 +34,7 @@ from faceparse_app.label_writer import (
 )
 from faceparse_app.prelabel_start import PrelabelStarts
 from faceparse_app.project import FINISHED, ImageRecord, Project, ProjectError
-from faceparse_app.project_scan import all_done_text, without_path
+from faceparse_app.scan_texts import all_done_text, without_path
 from faceparse_app.store_watch import StoreWatch, label_file_gone
 from trainer.errors import FaceParseError, ImageReadError, LabelMapError
 from trainer.labels import LAPA, LabelSet
@@ -117,14 +117,14 @@ class Annotation:
             document = self._unsaved.get(rec.id) or self._document_for(rec, image)
         except ImageReadError as exc:
             reason = without_path(str(exc), self.project.image_path(rec))
-            return self._fail(rec, f"Cannot open {rec.relpath}: {reason}")
+            return self._fail(rec, f"Cannot open {rec.shown_name}: {reason}")
         except (MemoryError, FaceParseError) as exc:
             # Too big for this machine, or a store error: say so; the canvas takes no strokes.
             reason = "not enough memory" if isinstance(exc, MemoryError) else str(exc)
-            return self._fail(rec, f"Cannot open {rec.relpath}: {reason}")
+            return self._fail(rec, f"Cannot open {rec.shown_name}: {reason}")
         except Exception as exc:  # a decoder's own error: the same, never a stale canvas
             log.exception("cannot open %s", rec.relpath)
-            return self._fail(rec, f"Cannot open {rec.relpath}: {type(exc).__name__}: {exc}")
+            return self._fail(rec, f"Cannot open {rec.shown_name}: {type(exc).__name__}: {exc}")
         self.image, self.document = image, document
         document.protected = set(self.protected)
         self._last_activity = time.monotonic()

@@ -48,7 +48,8 @@ import numpy as np
 from faceparse_app.export_files import FACE_BOX_COLUMNS, NAMES_CSV, SPLITS
 from faceparse_app.landmarks import format_landmarks, known_landmarks
 from faceparse_app.project import ImageRecord, Project, ProjectError
-from faceparse_app.project_scan import DATASET_LABEL_FOLDERS, name_list
+from faceparse_app.project_scan import DATASET_LABEL_FOLDERS
+from faceparse_app.scan_texts import name_list
 from trainer.data.imageio import atomic_write_bytes, read_label
 from trainer.errors import LabelMapError
 from trainer.labels import CELEBAMASK, LAPA, celebamask_to_lapa

@@ -34,7 +34,8 @@ from faceparse_app.model_store import ModelStore, ModelStoreError
 from faceparse_app.prelabel_queue import PrelabelQueue
 from faceparse_app.prelabel_refresh import PrelabelRefresher
 from faceparse_app.project import FINISHED, ImageRecord, ProjectError
-from faceparse_app.project_scan import read_photo, without_path
+from faceparse_app.project_scan import read_photo
+from faceparse_app.scan_texts import without_path
 from faceparse_app.session import AnnotationSession
 from faceparse_app.store_open import MODELS_DIR
 from faceparse_app.training_runs import TrainingRuns

@@ -36,11 +36,11 @@ from faceparse_app.project_scan import (
     FINISHED,
     UNTOUCHED,
     ScanReport,
-    gone_text,
     read_error,
     reconcile_labels,
     scan_images,
 )
+from faceparse_app.scan_texts import gone_text
 from faceparse_app.store_guard import (
     FULL_ERRNOS,
     READ_ONLY_ERRNOS,
@@ -136,6 +136,7 @@ class Project(StoreRows):
         self.recovery: str | None = None
         self.dataset_labels: dict[str, int] = {}  # the last scan's (ScanReport.dataset_labels)
         self.moved: dict[str, str] = {}  # the last scan's renames, old relpath -> new
+        self.last_scan = ScanReport()
         self.scans = 0  # folder scans done (each may rename, add or flag any row)
         self._file_lock = lock
         self._last_backup = 0.0
@@ -282,6 +283,7 @@ class Project(StoreRows):
         """
         report = scan_images(self)
         self.dataset_labels, self.moved = report.dataset_labels, dict(report.moved)
+        self.last_scan = report
         self.scans += 1
         return report
 

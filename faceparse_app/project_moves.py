@@ -5,7 +5,11 @@ the name now holds another picture) and its picture is found under another name,
 and landmarks follow it there. The other name may be one the project knows too: files renumbered
 in a file manager (3 → 4, 2 → 3, 1 → 2) or two names swapped. A known name is taken over only
 when its own picture moves on as well; a picture overwritten in place (``mv 1.jpg 2.jpg``) leaves
-``2.jpg`` to its row, as another picture under a label made for the old one.
+``2.jpg`` to its row only when nothing is known of the new picture. When the picture there is a
+known one whose own name is gone (``mv 1.jpg 2.jpg``, or a photo deleted and the gap closed by
+renumbering), it takes over the name, and the row whose picture is nowhere in the folder gives the
+name up: it is kept, missing, under a hidden name (:func:`aside_relpath`), its label with it, and
+comes back with its label when its picture does, under any name.
 
 The files move before the store records it; a scan killed in between leaves labels moved and rows
 not. The next scan finds each row's label by the size and mtime the store recorded for it (a move
@@ -24,10 +28,27 @@ from faceparse_app.store_guard import FULL_ERRNOS, ProjectError
 log = logging.getLogger(__name__)
 
 
+ASIDE = ".gone"  # rows that gave their name up: hidden names, never a photo's (list_images)
+
+
+def aside_relpath(row_id: int, relpath: str) -> str:
+    """The name a row gives its name up for: under a hidden folder, unique by its id."""
+    return f"{ASIDE}/{row_id}/{relpath}"
+
+
+def shown_name(relpath: str) -> str:
+    """The name an image is shown and said by: its own, also once it gave that name up."""
+    if relpath.startswith(ASIDE + "/"):
+        parts = relpath.split("/", 2)
+        if len(parts) == 3:
+            return parts[2]
+    return relpath
+
+
 def match_moves(
     vacated: Mapping[str, list[tuple]],
     unclaimed: Iterable[tuple[str, str]],
-    held: set[str],
+    held: Mapping[str, str],
 ) -> dict[str, tuple]:
     """Pair the images that left their name with the names that now hold their picture.
 
@@ -36,13 +57,17 @@ def match_moves(
             the lists are not changed.
         unclaimed: (relpath, content hash) of the files on disk that are not their row's picture:
             new names, and known names now holding another picture.
-        held: the relpaths of ``unclaimed`` that a row holds (the known names).
+        held: the relpaths of ``unclaimed`` that a row holds (the known names) -> the content
+            hash of that row's own picture.
 
     Returns:
         relpath on disk -> the row that moves there. A row moves onto a held name only if that
-        name's own row moves too.
+        name's own row moves too, or its own picture is nowhere in the folder (see
+        :func:`yielded`).
     """
+    unclaimed = list(unclaimed)
     left = {digest: list(rows) for digest, rows in vacated.items()}
+    on_disk = {digest for _, digest in unclaimed}
     claims: dict[str, tuple] = {}
     for relpath, digest in unclaimed:
         rows = left.get(digest)
@@ -50,11 +75,22 @@ def match_moves(
             claims[relpath] = rows.pop(0)
     while True:
         moving = {row[0] for row in claims.values()}
-        blocked = [relpath for relpath in claims if relpath in held and relpath not in moving]
+        blocked = [
+            relpath
+            for relpath in claims
+            if relpath in held and relpath not in moving and held[relpath] in on_disk
+        ]
         if not blocked:
             return claims
         for relpath in blocked:  # its own picture stays (overwritten): the name stays its row's
             del claims[relpath]
+
+
+def yielded(claims: Mapping[str, tuple], held: Mapping[str, str]) -> list[str]:
+    """The held names of ``claims`` whose own row stays behind: its picture is nowhere in the
+    folder, so the row gives the name up (:func:`aside_relpath`)."""
+    moving = {row[0] for row in claims.values()}
+    return sorted(relpath for relpath in claims if relpath in held and relpath not in moving)
 
 
 def move_files(
@@ -136,7 +172,10 @@ def label_now(
             except OSError:
                 continue
             for path in temps:
-                if path.name.rsplit(".", 1)[-1].startswith(("scan-", "undo-")) and _stamp(path) == stamp:
+                if (
+                    path.name.rsplit(".", 1)[-1].startswith(("scan-", "undo-"))
+                    and _stamp(path) == stamp
+                ):
                     return path
     return dst if _stamp(src) in moving else src  # another's, moved there by a killed scan
 

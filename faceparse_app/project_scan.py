@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,10 +24,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from faceparse_app.project_moves import label_now, match_moves, move_files
+from faceparse_app.project_moves import (
+    aside_relpath,
+    label_now,
+    match_moves,
+    move_files,
+    shown_name,
+    yielded,
+)
 from faceparse_app.store_guard import ProjectError, prelabel_mark
 from trainer.data.folders import list_images
-from trainer.data.imageio import IMAGE_EXTENSIONS, read_image
+from trainer.data.imageio import read_image
 from trainer.errors import ImageReadError
 
 if TYPE_CHECKING:
@@ -142,11 +148,15 @@ def scan_images(project: Project) -> ScanReport:
             size = (0, 0)
         found[relpath] = (digest, size)
         unclaimed.append((relpath, digest))
-    claims = match_moves(vacated, unclaimed, set(changes))
+    held = {relpath: rows[relpath][2] for relpath in changes}
+    claims = match_moves(vacated, unclaimed, held)
     moving = {row[0]: relpath for relpath, row in claims.items()}
+    # A name another known picture took whose own picture is nowhere: its row gives it up,
+    # kept missing under a hidden name with its label (project_moves).
+    aside = {aside_relpath(rows[p][1], p): rows[p] for p in yielded(claims, held)}
     for relpath, change in changes.items():
-        if relpath in moving:  # its picture is under another name now: the row goes with it
-            continue
+        if relpath in moving or relpath in claims:
+            continue  # its picture is under another name now, or nowhere: the row goes
         updates.append(change.update)
         if change.size == (0, 0):
             report.unreadable.append(relpath)
@@ -166,14 +176,19 @@ def scan_images(project: Project) -> ScanReport:
                 (relpath, stat.st_size, stat.st_mtime_ns, size[0], size[1], now, row[1]),
             )
         )
-        report.moved.append((row[0], relpath))
+        report.moved.append((shown_name(row[0]), relpath))
+    for relpath, row in aside.items():
+        updates.insert(0, ("UPDATE images SET relpath=?, missing=1, updated_at=? WHERE id=?", (relpath, now, row[1])))
+        report.missing.append(row[0])
+        if row[6] not in UNTOUCHED:
+            report.gone.append(row[0])
     updates.extend(moves)
     # Its label and its own landmarks (an import's) follow it, unless a scan killed before its
     # transaction moved them already: moved again, swapped labels would cross back.
     pairs: list[tuple[Path, Path]] = []
-    stamps = {row[1]: (row[7], row[8]) for row in claims.values() if row[7] is not None}
+    stamps = {row[1]: (row[7], row[8]) for row in [*claims.values(), *aside.values()] if row[7] is not None}
     moving_stamps = set(stamps.values())
-    for relpath, row in claims.items():
+    for relpath, row in [*claims.items(), *aside.items()]:
         label = project.label_file(relpath)
         now_at = label_now(project.label_file(row[0]), label, stamps.get(row[1]), moving_stamps)
         if now_at != label:
@@ -200,7 +215,7 @@ def scan_images(project: Project) -> ScanReport:
                 updates.append(("UPDATE images SET missing=1, updated_at=? WHERE id=?", (now, row[1])))
                 if row[6] not in UNTOUCHED:  # the annotator's work, not a model's
                     report.gone.append(row[0])
-            report.missing.append(row[0])
+            report.missing.append(shown_name(row[0]))
     report.missing.sort()
     report.gone.sort()
     if updates:
@@ -387,67 +402,6 @@ def reconcile_labels(project: Project, recovering: bool) -> LabelReport:
     return report
 
 
-def all_done_text(root: Path, counts: Mapping[str, int], unreadable: int = 0) -> str:
-    """What "next unfinished" says when there is none: every image is labeled (but for the
-    `unreadable` ones, no longer offered), or the folder holds no image at all (the wrong
-    folder opened), and which files it looks for."""
-    if unreadable:
-        those = "it" if unreadable == 1 else "them"
-        return (
-            f"Every image that can be read is labeled; {unreadable} cannot be read or "
-            f"pre-labeled (Show: problems lists {those}; click one to try it again)."
-        )
-    if counts.get("total", 0):  # images present in the folder
-        return "Every image is labeled."
-    kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
-    return (
-        f"No images in {root.name}: FaceParse Studio looks for {kinds} files in the folder and "
-        "its subfolders. Open a folder of face photos (File → Open folder…)."
-    )
-
-
-def name_list(relpaths: Sequence[str], most: int = 5) -> str:
-    """The first few names, and how many more: 'a.jpg, b.jpg and 3 more'."""
-    shown = ", ".join(relpaths[:most])
-    return shown + (f" and {len(relpaths) - most} more" if len(relpaths) > most else "")
-
-
-def replaced_text(replaced: Sequence[str]) -> str:
-    """What opening or a rescan says of labeled or started photos whose file is another picture
-    now ("" when none)."""
-    if not replaced:
-        return ""
-    return (
-        f"{len(replaced)} labeled or started photo(s) were replaced on disk by another picture "
-        f"({name_list(replaced)}): their labels, made for the old pictures, are kept and marked "
-        "for review; check that each fits, then mark it labeled again."
-    )
-
-
-def gone_text(report: ScanReport) -> str:
-    """What opening says about images renamed or moved since the last open, worked-on ones gone
-    from the folder, or replaced by another picture ("" when none): their rows and labels are
-    kept."""
-    replaced = replaced_text(report.replaced)
-    if report.moved:  # renamed, moved or renumbered in a file manager: said, so nothing surprises
-        n = len(report.moved)
-        replaced = (
-            f"{n} photo{'s were' if n != 1 else ' was'} renamed or moved in the folder since it was "
-            f"last opened ({name_list([f'{old} → {new}' for old, new in report.moved])}): "
-            f"{'each label' if n != 1 else 'its label'} followed its picture. {replaced}"
-        ).rstrip()
-    if not report.gone:
-        return replaced
-    n = len(report.gone)
-    names = name_list(report.gone)
-    return replaced + (" " if replaced else "") + (
-        f"{n} labeled or started image{'s are' if n != 1 else ' is'} gone from the folder since "
-        f"it was last opened ({names}): {'their labels are' if n != 1 else 'its label is'} kept "
-        "and come back when the files do, under any name; until then the export leaves "
-        f"{'them' if n != 1 else 'it'} out."
-    )
-
-
 def read_photo(path: str | os.PathLike[str]) -> np.ndarray:
     """``read_image`` of a project photo, an empty file said to be empty (see :func:`read_error`)."""
     try:
@@ -472,12 +426,6 @@ def read_error(exc: ImageReadError, path: str | os.PathLike[str]) -> ImageReadEr
 
 
 RESCAN_KEY = "F5"  # File → Rescan folder
-
-
-def without_path(text: str, path: str | os.PathLike[str]) -> str:
-    """An error about an image, told next to its name: the full path the reader put in front
-    ("/home/.../a.jpg: not an image") left out, so the name is not said twice."""
-    return text.replace(f"{os.fspath(path)}: ", "", 1)
 
 
 def open_error_text(folder: str | os.PathLike[str], error: Exception) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faceparse_app import store_guard
-from faceparse_app.project_scan import name_list
+from faceparse_app.scan_texts import name_list
 from faceparse_app.store_guard import DamagedStoreError, ProjectError
 
 DB_NAME = "project.sqlite"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from faceparse_app.faces import boxes_from_text, faces_from_text, faces_to_text
+from faceparse_app.project_moves import shown_name
 from faceparse_app.project_scan import FINISHED
 from faceparse_app.store_guard import DamagedStoreError, ProjectError
 from faceparse_app.store_open import DB_NAME, STATUSES
@@ -63,6 +64,12 @@ class ImageRecord:
     label_source: str | None = None
     needs_review: bool = False
     actions: int = 0
+
+    @property
+    def shown_name(self) -> str:
+        """Its name as shown and said: its own, also when a missing image gave that name up to
+        another picture (``project_moves.aside_relpath``)."""
+        return shown_name(self.relpath)
 
 
 _COLUMNS = (

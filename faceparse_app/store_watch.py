@@ -29,10 +29,9 @@ from faceparse_app import store_guard, store_open
 from faceparse_app.project_scan import (
     CHANGE_COLUMNS,
     changed_file,
-    name_list,
     reconcile_labels,
-    replaced_text,
 )
+from faceparse_app.scan_texts import kept_text, name_list, renames, replaced_text
 from faceparse_app.store_guard import ProjectError, ProjectLockedError, write_error
 from faceparse_app.store_open import DB_NAME, MODELS_DIR
 
@@ -271,10 +270,12 @@ class StoreWatch:
         if rec.relpath in report.replaced:  # overwritten by a moved one (mv 1.jpg 2.jpg)
             self.replaced[now.id] = (rec.width, rec.height)
         others = replaced_text([p for p in report.replaced if p != rec.relpath])  # said when opened
+        if report.gone:  # a name taken by a moved picture: its own is nowhere (mv 1.jpg 2.jpg)
+            others = f"{others} {kept_text(report.gone, 'now')}".lstrip()
         if report.moved:
             annotation.message.emit(
                 f"Photos were renamed in the folder while the project was open "
-                f"({name_list([f'{old} → {new}' for old, new in report.moved])}): the folder "
+                f"({renames(report.moved)}): the folder "
                 f"was rescanned and each label followed its own picture. {others}".rstrip(),
                 "warning",
             )

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from faceparse_app.project import ProjectError
-from faceparse_app.project_scan import RESCAN_KEY, ScanReport, replaced_text
+from faceparse_app.project_scan import RESCAN_KEY, ScanReport
+from faceparse_app.scan_texts import replaced_text
 from faceparse_app.widgets.busy import run_busy
 from faceparse_app.widgets.read_only_view import editable_session
 
@@ -62,8 +63,8 @@ def rescan_folder(window: MainWindow) -> ScanReport | None:
     project = session.project
     # Edits on screen go to disk first: the scan may move the label of an image renamed meanwhile.
     session.save()
-    was_missing = {r.relpath for r in session.records() if r.missing}
-    shown_before = session.current.relpath if session.current is not None else None
+    was_missing = {r.shown_name for r in session.records() if r.missing}  # as the scan says them
+    shown_before = session.current.shown_name if session.current is not None else None
     try:
         report = run_busy(
             window, f"Rescanning {project.root.name}: looking for new and changed images…", project.scan

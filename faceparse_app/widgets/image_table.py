@@ -312,8 +312,8 @@ class ImageTableModel(QAbstractTableModel):
         return self._text(self._records[image_id], column)
 
     def _text(self, rec: ImageRecord, column: int) -> str:
-        if column == Column.NAME:
-            return rec.relpath
+        if column == Column.NAME:  # a missing photo's name another picture took: told apart
+            return rec.shown_name if rec.shown_name == rec.relpath else f"{rec.shown_name} (gone, name reused)"
         if column == Column.UNSURE:
             score = self._scores.get(rec.id)
             if score is None:
@@ -343,7 +343,8 @@ class ImageTableModel(QAbstractTableModel):
         rec = self._records[image_id]
         problem = self._problems.get(image_id)
         if rec.missing:
-            return f"{rec.relpath} is missing from the project folder"
+            taken = "; its name now holds another photo" if rec.shown_name != rec.relpath else ""
+            return f"{rec.shown_name} is missing from the project folder{taken}"
         if problem is not None:
             return f"{rec.relpath}\n{problem}"
         issues = f"\nlabel issues: {self._issues[image_id]}" if image_id in self._issues else ""

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from faceparse_app.import_labels import ImportReport, import_held, import_labels
 from faceparse_app.project import FINISHED, Project
-from faceparse_app.project_scan import name_list
+from faceparse_app.scan_texts import name_list
 from faceparse_app.widgets.busy import run_busy
 from faceparse_app.widgets.read_only_view import editable_session
 from trainer.errors import FaceParseError

@@ -93,9 +93,13 @@ def test_two_photos_swapped_while_open_swap_their_labels_on_rescan(qtbot, tmp_pa
     np.testing.assert_array_equal(window.session.document.label, second)
 
 
-def test_a_photo_moved_over_another_leaves_that_name_its_label_for_review(qtbot, tmp_path, numbered):
-    # mv 1.jpg 2.jpg: 2.jpg's own picture is gone, so the name keeps its row (another picture
-    # under its label, for review) and 1.jpg's row waits, missing, with its label where it was.
+def test_a_photo_moved_over_another_takes_its_label_there_and_the_other_label_waits(
+    qtbot, tmp_path, numbered
+):
+    # mv 1.jpg 2.jpg: 2.jpg holds 1's picture now, and 2's own picture is nowhere. Before, the
+    # name kept its row: 1's picture showed 2's label ("replaced", for review) and 1's label sat
+    # on a missing row. Now each label stays with its picture; 2's waits on a missing row, told
+    # apart from the 2.jpg in the folder.
     window = open_on(qtbot, tmp_path, numbered)
     first = work_on(window, "1.jpg", 60, EYE, "labeled")
     second = work_on(window, "2.jpg", 120, BROW, "labeled")
@@ -104,11 +108,20 @@ def test_a_photo_moved_over_another_leaves_that_name_its_label_for_review(qtbot,
 
     again = open_on(qtbot, tmp_path, numbered)
     project = again.session.project
-    overwritten, gone = project.find("2.jpg"), project.find("1.jpg")
-    assert (overwritten.status, overwritten.needs_review) == ("in_progress", True)
-    np.testing.assert_array_equal(project.load_label(overwritten), second)
-    assert gone.missing and gone.status == "labeled"
-    np.testing.assert_array_equal(project.load_label(gone), first)
+    moved = project.find("2.jpg")
+    assert (moved.status, moved.needs_review) == ("labeled", False)
+    np.testing.assert_array_equal(project.load_label(moved), first)
+    (gone,) = [r for r in project.images() if r.missing]
+    assert gone.status == "labeled" and project.find("1.jpg") is None
+    np.testing.assert_array_equal(project.load_label(gone), second)
+    table = again.image_list.model
+    assert table.text(gone.id, Column.NAME) == "2.jpg (gone, name reused)"
+    assert table.text(moved.id, Column.NAME) == "2.jpg"
+    assert "2.jpg is missing from the project folder; its name now holds another photo" in table.tooltip(gone.id)
+    message = again.message_bar.message
+    assert "1.jpg → 2.jpg" in message and "gone from the folder" in message and ".gone" not in message
+    assert not again.session.open_image(gone.id)
+    assert again.message_bar.message.startswith("Cannot open 2.jpg:")
 
 
 def test_two_photos_swapped_while_open_keep_their_labels_when_one_is_opened_before_a_rescan(
@@ -141,18 +154,24 @@ def test_two_photos_swapped_while_open_keep_their_labels_when_one_is_opened_befo
     np.testing.assert_array_equal(project.load_label(now_second), second)
 
 
-def test_a_photo_moved_over_another_while_open_is_said_replaced_when_opened(qtbot, tmp_path, numbered):
+def test_a_photo_moved_over_another_while_open_shows_its_own_label_when_opened(qtbot, tmp_path, numbered):
+    # mv 1.jpg 2.jpg while the app runs, then 2.jpg clicked: it holds 1's picture, so it opens on
+    # 1's label (it opened on 2's, "replaced", before); 2's label is kept on a missing row.
     window = open_on(qtbot, tmp_path, numbered)
-    work_on(window, "1.jpg", 60, EYE, "labeled")
+    first = work_on(window, "1.jpg", 60, EYE, "labeled")
     second = work_on(window, "2.jpg", 120, BROW, "labeled")
     window.session.open_image(window.session.project.find("3.jpg").id)
     (numbered / "1.jpg").replace(numbered / "2.jpg")
     session = window.session
     assert session.open_image(session.project.find("2.jpg").id)
     assert session.current.relpath == "2.jpg"
-    assert (session.current.status, session.current.needs_review) == ("in_progress", True)
-    np.testing.assert_array_equal(session.document.label, second)
-    assert "2.jpg was replaced on disk by another picture" in window.message_bar.message
+    assert (session.current.status, session.current.needs_review) == ("labeled", False)
+    np.testing.assert_array_equal(session.document.label, first)
+    message = window.message_bar.message
+    assert "replaced" not in message and "1.jpg → 2.jpg" in message
+    assert "1 labeled or started image is gone from the folder now (2.jpg): its label is kept" in message
+    (gone,) = [r for r in session.project.images() if r.missing]
+    np.testing.assert_array_equal(session.project.load_label(gone), second)
 
 
 def test_the_export_forms_refusal_of_a_folder_is_shown_whole(qtbot, tmp_path):
