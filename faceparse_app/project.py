@@ -282,7 +282,7 @@ class Project(StoreRows):
         not taken as photos.
         """
         report = scan_images(self)
-        self.dataset_labels, self.moved = report.dataset_labels, dict(report.moved)
+        self.dataset_labels, self.moved = report.dataset_labels, dict(report.moved + report.reencoded)
         self.last_scan = report
         self.scans += 1
         return report

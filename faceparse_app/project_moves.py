@@ -86,6 +86,40 @@ def match_moves(
             del claims[relpath]
 
 
+def match_reencoded(
+    gone: Iterable[tuple], new: Mapping[str, tuple[int, int]], sizes: Mapping[int, tuple[int, int]]
+) -> dict[str, tuple]:
+    """Pair photos gone from their name with new files of the same name in another format and
+    the same size (a folder's PNGs saved as JPEG): the label was made for the same pixels.
+
+    Args:
+        gone: rows (relpath first, id second) whose file is gone and whose picture is nowhere.
+        new: relpath -> (width, height) of the files new to the project, not claimed.
+        sizes: row id -> the (width, height) the store recorded.
+
+    Returns:
+        new relpath -> the row that follows there; only pairs that are one to one.
+    """
+    stems: dict[tuple[str, str], list[str]] = {}
+    for relpath in new:
+        stems.setdefault(_stem(relpath), []).append(relpath)
+    rows: dict[tuple[str, str], list[tuple]] = {}
+    for row in gone:
+        rows.setdefault(_stem(row[0]), []).append(row)
+    pairs = {}
+    for key, candidates in rows.items():
+        files = stems.get(key, [])
+        if len(candidates) == 1 and len(files) == 1 and files[0] != candidates[0][0]:
+            if sizes.get(candidates[0][1]) == new[files[0]] != (0, 0):
+                pairs[files[0]] = candidates[0]
+    return pairs
+
+
+def _stem(relpath: str) -> tuple[str, str]:
+    folder, _, name = relpath.rpartition("/")
+    return folder, name.rpartition(".")[0].lower() or name.lower()
+
+
 def yielded(claims: Mapping[str, tuple], held: Mapping[str, str]) -> list[str]:
     """The held names of ``claims`` whose own row stays behind: its picture is nowhere in the
     folder, so the row gives the name up (:func:`aside_relpath`)."""

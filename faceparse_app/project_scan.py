@@ -28,6 +28,7 @@ from faceparse_app.project_moves import (
     aside_relpath,
     label_now,
     match_moves,
+    match_reencoded,
     move_files,
     shown_name,
     yielded,
@@ -69,6 +70,8 @@ class ScanReport:
             label, made for the old one, is kept and marked for review; see :func:`changed_file`).
         dataset_labels: folder relpath -> number of label maps of a dataset's layout found new
             there and not taken as photos (:func:`dataset_label_folder`).
+        reencoded: (old, new) relpaths of photos saved in another format under their name (their
+            label followed, for review when a person made it; not in ``moved``).
     """
 
     added: list[str] = field(default_factory=list)
@@ -78,6 +81,7 @@ class ScanReport:
     unreadable: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
     dataset_labels: dict[str, int] = field(default_factory=dict)
+    reencoded: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -154,6 +158,14 @@ def scan_images(project: Project) -> ScanReport:
     # A name another known picture took whose own picture is nowhere: its row gives it up,
     # kept missing under a hidden name with its label (project_moves).
     aside = {aside_relpath(rows[p][1], p): rows[p] for p in yielded(claims, held)}
+    # A photo saved in another format under its name (a.png -> a.jpg, same size): its label
+    # follows, for review like a picture replaced under its name.
+    gone = [r for rs in vacated.values() for r in rs if r[0] not in on_disk and r[0] not in moving]
+    new = {p: found[p][1] for p in found if p not in claims}
+    sizes = {i: (w, h) for i, w, h in project.query("SELECT id, width, height FROM images")} if gone and new else {}
+    reencoded = match_reencoded(gone, new, sizes)
+    claims.update(reencoded)
+    moving.update({row[0]: relpath for relpath, row in reencoded.items()})
     for relpath, change in changes.items():
         if relpath in moving or relpath in claims:
             continue  # its picture is under another name now, or nowhere: the row goes
@@ -176,7 +188,11 @@ def scan_images(project: Project) -> ScanReport:
                 (relpath, stat.st_size, stat.st_mtime_ns, size[0], size[1], now, row[1]),
             )
         )
-        report.moved.append((shown_name(row[0]), relpath))
+        if relpath in reencoded:
+            moves.append(reencoded_update(row, found[relpath][0], now))
+            report.reencoded.append((shown_name(row[0]), relpath))
+        else:
+            report.moved.append((shown_name(row[0]), relpath))
     for relpath, row in aside.items():
         updates.insert(0, ("UPDATE images SET relpath=?, missing=1, updated_at=? WHERE id=?", (relpath, now, row[1])))
         report.missing.append(row[0])
@@ -230,6 +246,16 @@ def scan_images(project: Project) -> ScanReport:
     for relpath in report.missing:
         log.warning("%s is missing from the project folder", relpath)
     return report
+
+
+def reencoded_update(row: tuple, digest: str, now: float) -> tuple[str, tuple]:
+    """The row of a photo saved in another format: its picture's new hash, and the label made
+    from the old file marked for review (a finished photo in progress again), as
+    :func:`changed_file` does for another picture under the name; a model's is predicted again."""
+    status = {"pre-labeled": "new", "labeled": "in_progress", "reviewed": "in_progress"}.get(row[6], row[6])
+    review = int(row[6] not in UNTOUCHED)
+    sql = "UPDATE images SET content_hash=?, status=?, needs_review=MAX(needs_review, ?), faces=NULL WHERE id=?"
+    return sql, (digest, status, review, row[1])
 
 
 def dataset_label_folder(root: Path, relpath: str) -> str | None:

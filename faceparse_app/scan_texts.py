@@ -55,7 +55,7 @@ def gone_text(report: ScanReport) -> str:
     """What opening says about images renamed or moved since the last open, worked-on ones gone
     from the folder, or replaced by another picture ("" when none): their rows and labels are
     kept."""
-    replaced = replaced_text(report.replaced)
+    replaced = f"{reencoded_text(report.reencoded)} {replaced_text(report.replaced)}".strip()
     if report.moved:  # renamed, moved or renumbered in a file manager: said, so nothing surprises
         n = len(report.moved)
         replaced = (
@@ -66,6 +66,17 @@ def gone_text(report: ScanReport) -> str:
     if not report.gone:
         return replaced
     return replaced + (" " if replaced else "") + kept_text(report.gone, "since it was last opened")
+
+
+def reencoded_text(reencoded: Sequence[tuple[str, str]]) -> str:
+    """What is said of photos saved in another format under their name ("" when none)."""
+    if not reencoded:
+        return ""
+    return (
+        f"{len(reencoded)} photo(s) were saved in another format under the same name ({renames(reencoded)}): "
+        "each label followed its photo; a label you made is marked for review (the pixels may "
+        "differ a little): check that it fits, then mark it labeled again."
+    )
 
 
 def renames(moved: Sequence[tuple[str, str]]) -> str:

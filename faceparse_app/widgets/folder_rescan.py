@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from faceparse_app.project import ProjectError
 from faceparse_app.project_scan import RESCAN_KEY, ScanReport
-from faceparse_app.scan_texts import replaced_text
+from faceparse_app.scan_texts import reencoded_text, replaced_text
 from faceparse_app.widgets.busy import run_busy
 from faceparse_app.widgets.read_only_view import editable_session
 
@@ -48,10 +48,10 @@ def rescan_text(
         )
     if report.moved:
         parts.append(f"{_images(len(report.moved))} renamed (labels followed)")
-    if not parts and not report.replaced:
+    if not parts and not report.replaced and not report.reencoded:
         return f"Rescanned {folder}: no new or missing images."
     said = "; ".join(parts) + "." if parts else "nothing added or missing."
-    return f"Rescanned {folder}: {said} {replaced_text(report.replaced)}".rstrip()
+    return f"Rescanned {folder}: {said} {reencoded_text(report.reencoded)} {replaced_text(report.replaced)}".rstrip()
 
 
 def rescan_folder(window: MainWindow) -> ScanReport | None:

@@ -120,3 +120,71 @@ def test_a_new_picture_put_under_a_deleted_photos_name_still_waits_for_review(fo
         assert (rec.status, rec.needs_review) == ("in_progress", True)
         np.testing.assert_array_equal(project.load_label(rec), labels["2.jpg"])
         assert project.last_scan.replaced == ["2.jpg"]
+
+
+def _reencode(folder: Path, src: str, dst: str, size: int | None = None) -> None:
+    from PIL import Image
+
+    with Image.open(folder / src) as im:
+        im = im.convert("RGB")
+        if size is not None:
+            im = im.resize((size, size))
+        im.save(folder / dst, quality=90)
+    (folder / src).unlink()
+
+
+@pytest.mark.parametrize("status", ["labeled", "in_progress"])
+def test_a_photo_saved_in_another_format_keeps_its_label_for_review(tmp_path, status):
+    # The folder's PNGs converted to JPEG (and the PNGs deleted) between sessions: each new JPEG
+    # was a new photo with a fresh pre-label, the hand labels sat on missing rows, lost to the
+    # annotator. Same name, same size, another format: the label follows, marked for review.
+    image, label = synthetic_face(64, seed=3)
+    write_image(tmp_path / "a.png", image)
+    write_image(tmp_path / "b.png", synthetic_face(64, seed=4)[0])
+    with Project.open(tmp_path) as project:
+        project.save_label(project.find("a.png"), label, status=status, add_seconds=5)
+    _reencode(tmp_path, "a.png", "a.jpg")
+    _reencode(tmp_path, "b.png", "b.jpg")
+    with Project.open(tmp_path) as project:
+        rec = project.find("a.jpg")
+        assert (rec.status, rec.needs_review, rec.missing) == ("in_progress", True, False)
+        np.testing.assert_array_equal(project.load_label(rec), label)
+        assert project.find("a.png") is None and project.find("b.jpg").status == "new"
+        assert not any(r.missing for r in project.images())
+        assert project.last_scan.reencoded == [("a.png", "a.jpg"), ("b.png", "b.jpg")]
+        assert project.recovery.startswith(
+            "2 photo(s) were saved in another format under the same name (a.png → a.jpg, b.png → b.jpg): "
+            "each label followed its photo; a label you made is marked for review"
+        )
+
+
+def test_a_photo_of_another_size_under_the_name_in_another_format_is_a_new_photo(tmp_path):
+    image, label = synthetic_face(64, seed=3)
+    write_image(tmp_path / "a.png", image)
+    with Project.open(tmp_path) as project:
+        project.save_label(project.find("a.png"), label, status="labeled", add_seconds=5)
+    _reencode(tmp_path, "a.png", "a.jpg", size=48)  # the label cannot fit it
+    with Project.open(tmp_path) as project:
+        assert project.find("a.jpg").status == "new"
+        gone = project.find("a.png")
+        assert gone.missing and gone.status == "labeled"
+        np.testing.assert_array_equal(project.load_label(gone), label)
+
+
+def test_a_photo_saved_in_another_format_while_open_is_said_on_rescan(qtbot, tmp_path, numbered):
+    from tests.app.test_gui_trial14 import open_on, work_on
+
+    window = open_on(qtbot, tmp_path, numbered)
+    first = work_on(window, "1.jpg", 60, 4, "labeled")
+    window.session.open_image(window.session.project.find("3.jpg").id)
+    _reencode(numbered, "1.jpg", "1.png")
+    window.rescan_action.trigger()
+    message = window.message_bar.message
+    assert message.startswith(
+        "Rescanned project: nothing added or missing. 1 photo(s) were saved in another format under "
+        "the same name (1.jpg → 1.png): each label followed its photo"
+    )
+    project = window.session.project
+    rec = project.find("1.png")
+    assert (rec.status, rec.needs_review) == ("in_progress", True)
+    np.testing.assert_array_equal(project.load_label(rec), first)
