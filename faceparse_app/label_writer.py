@@ -18,6 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from faceparse_app.project_moves import invalid_aside
+
 if TYPE_CHECKING:
     from faceparse_app.annotation import Annotation
     from faceparse_app.document import LabelDocument
@@ -166,7 +168,7 @@ def keep_invalid_aside(annotation: Annotation, rec: ImageRecord) -> None:
         OSError: it could not be moved (the save fails, keeps the edits in memory and is tried
             again: the file is never written over)."""
     path = annotation.project.label_path(rec)
-    aside = path.with_name(path.name + ".invalid")
+    aside = invalid_aside(path)
     try:  # not path.exists(): a file that cannot be looked at is there all the same
         os.replace(path, aside)
     except FileNotFoundError:

@@ -22,8 +22,14 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image
 
 from faceparse_app.store_guard import FULL_ERRNOS, ProjectError
+
+if TYPE_CHECKING:
+    from faceparse_app.project import Project
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +133,15 @@ def yielded(claims: Mapping[str, tuple], held: Mapping[str, str]) -> list[str]:
     return sorted(relpath for relpath in claims if relpath in held and relpath not in moving)
 
 
+def invalid_aside(path: Path) -> Path:
+    """Where an unusable label file is kept: ``<name>.invalid``, or ``.invalid-2``, … when an
+    earlier one is there (it is never written over)."""
+    aside, n = path.with_name(path.name + ".invalid"), 2
+    while os.path.lexists(aside):
+        aside, n = path.with_name(f"{path.name}.invalid-{n}"), n + 1
+    return aside
+
+
 def move_files(
     pairs: Iterable[tuple[Path, Path]], tag: str, labels_dir: Path
 ) -> list[tuple[Path, Path]]:
@@ -220,3 +235,34 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_size, stat.st_mtime_ns
+
+
+# A photo whose label was kept aside starts again: no label, the model's pre-label to come.
+FRESH_START = (
+    "UPDATE images SET status='new', needs_review=0, label_hash=NULL, label_source=NULL, "
+    "label_size=NULL, label_mtime_ns=NULL, model_version=NULL WHERE id=?"
+)
+
+
+def misfit_aside(project: Project, relpath: str, size: tuple[int, int]) -> Path | None:
+    """Where the label of a photo now another picture goes when it cannot fit the new one (of
+    another size); None when it fits, there is none, or it cannot be read (left as it is)."""
+    label = project.label_file(relpath)
+    try:
+        with Image.open(label) as im:
+            old = im.size
+    except (OSError, ValueError):
+        return None
+    return invalid_aside(label) if size not in (old, (0, 0)) else None
+
+
+def put_aside(project: Project, relpath: str, aside: Path) -> None:
+    """Keep the label (and the project's landmarks) of ``relpath`` aside as ``aside`` (.invalid)."""
+    landmarks = project.landmarks_file(relpath)
+    for src, dst in ((project.label_file(relpath), aside), (landmarks, invalid_aside(landmarks))):
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # left under its name: the next open takes it for hand work
+            log.warning("could not keep %s aside as %s: %s", src, dst, exc)

@@ -25,11 +25,14 @@ import numpy as np
 from PIL import Image
 
 from faceparse_app.project_moves import (
+    FRESH_START,
     aside_relpath,
     label_now,
     match_moves,
     match_reencoded,
+    misfit_aside,
     move_files,
+    put_aside,
     shown_name,
     yielded,
 )
@@ -72,6 +75,9 @@ class ScanReport:
             there and not taken as photos (:func:`dataset_label_folder`).
         reencoded: (old, new) relpaths of photos saved in another format under their name (their
             label followed, for review when a person made it; not in ``moved``).
+        set_aside: (relpath, where its label is kept) of labeled or started photos replaced by a
+            picture of another size: the label cannot fit it, so it is kept aside and the photo
+            starts again from a pre-label (not in ``replaced``).
     """
 
     added: list[str] = field(default_factory=list)
@@ -82,6 +88,7 @@ class ScanReport:
     replaced: list[str] = field(default_factory=list)
     dataset_labels: dict[str, int] = field(default_factory=dict)
     reencoded: list[tuple[str, str]] = field(default_factory=list)
+    set_aside: list[tuple[str, Path]] = field(default_factory=list)
 
 
 @dataclass
@@ -172,7 +179,11 @@ def scan_images(project: Project) -> ScanReport:
         updates.append(change.update)
         if change.size == (0, 0):
             report.unreadable.append(relpath)
-        if change.replaced:
+        kept = misfit_aside(project, relpath, change.size) if change.replaced else None
+        if kept is not None:
+            updates.append((FRESH_START, (change.update[1][-1],)))
+            report.set_aside.append((relpath, kept))
+        elif change.replaced:
             log.warning("%s is another picture since it was labeled; its label awaits a look", relpath)
             report.replaced.append(relpath)
     moves: list[tuple[str, tuple]] = []
@@ -243,6 +254,8 @@ def scan_images(project: Project) -> ScanReport:
             with contextlib.suppress(ProjectError):  # else left where the next scan finds it
                 move_files([(dst, src) for src, dst in relinked], "undo", project.labels_dir)
             raise
+    for relpath, kept in report.set_aside:  # after the rows: a kill before leaves it hand work
+        put_aside(project, relpath, kept)
     for relpath in report.missing:
         log.warning("%s is missing from the project folder", relpath)
     return report

@@ -55,7 +55,9 @@ def gone_text(report: ScanReport) -> str:
     """What opening says about images renamed or moved since the last open, worked-on ones gone
     from the folder, or replaced by another picture ("" when none): their rows and labels are
     kept."""
-    replaced = f"{reencoded_text(report.reencoded)} {replaced_text(report.replaced)}".strip()
+    replaced = " ".join(
+        filter(None, [reencoded_text(report.reencoded), replaced_text(report.replaced), set_aside_text(report.set_aside)])
+    )
     if report.moved:  # renamed, moved or renumbered in a file manager: said, so nothing surprises
         n = len(report.moved)
         replaced = (
@@ -76,6 +78,19 @@ def reencoded_text(reencoded: Sequence[tuple[str, str]]) -> str:
         f"{len(reencoded)} photo(s) were saved in another format under the same name ({renames(reencoded)}): "
         "each label followed its photo; a label you made is marked for review (the pixels may "
         "differ a little): check that it fits, then mark it labeled again."
+    )
+
+
+def set_aside_text(set_aside: Sequence[tuple[str, Path]]) -> str:
+    """What is said of labeled or started photos replaced by a picture of another size ("" when
+    none): their labels could not fit, are kept aside, and the photos start again."""
+    if not set_aside:
+        return ""
+    kept = name_list([f"{name} → {path.parent.parent.name}/{path.parent.name}/{path.name}" for name, path in set_aside])
+    return (
+        f"{len(set_aside)} labeled or started photo(s) were replaced on disk by a picture of another "
+        f"size ({kept}): a label made for the old picture cannot fit the new one, so it is kept "
+        "aside as that file, and the photo starts again from the model's pre-label."
     )
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from faceparse_app import store_guard, store_open
+from faceparse_app.project_moves import FRESH_START, misfit_aside, put_aside
 from faceparse_app.project_scan import (
     CHANGE_COLUMNS,
     changed_file,
@@ -71,7 +72,7 @@ class StoreWatch:
         self._said: tuple[str, str] | None = None
         self._remember()
         # Photos found to be another picture as they opened: id -> the old picture's (W, H).
-        self.replaced: dict[int, tuple[int, int]] = {}
+        self.replaced: dict[int, tuple[int, int, Path | None]] = {}  # old size, label kept aside
         self._told: set[int] = set()  # photos said changed while on screen
         self._unscanned: dict[int, str] = {}  # photos whose rescan failed: id -> why
 
@@ -242,11 +243,16 @@ class StoreWatch:
             "SELECT 1 FROM images WHERE content_hash=? AND id<>?", (change.digest, image_id)
         ):
             return self._renamed(annotation, rec)
+        kept = misfit_aside(project, rec.relpath, change.size) if change.replaced else None
         with project.transaction() as c:
             c.execute(*change.update)
+            if kept is not None:  # its label cannot fit the new picture: kept aside, started again
+                c.execute(FRESH_START, (image_id,))
+        if kept is not None:
+            put_aside(project, rec.relpath, kept)
         if change.replaced:
             log.warning("%s is another picture since it was labeled; its label awaits a look", rec.relpath)
-            self.replaced[image_id] = (rec.width, rec.height)
+            self.replaced[image_id] = (rec.width, rec.height, kept)
         annotation.records_changed.emit()
         return project.get(image_id)
 
@@ -268,7 +274,7 @@ class StoreWatch:
         annotation.records_changed.emit()
         now = self.project.find(rec.relpath) or self.project.get(rec.id)
         if rec.relpath in report.replaced:  # overwritten by a moved one (mv 1.jpg 2.jpg)
-            self.replaced[now.id] = (rec.width, rec.height)
+            self.replaced[now.id] = (rec.width, rec.height, None)
         others = replaced_text([p for p in report.replaced if p != rec.relpath])  # said when opened
         if report.gone:  # a name taken by a moved picture: its own is nowhere (mv 1.jpg 2.jpg)
             others = f"{others} {kept_text(report.gone, 'now')}".lstrip()
@@ -296,7 +302,13 @@ class StoreWatch:
         if old is None:
             return
         name = rec.relpath
-        if rec.id in annotation._invalid_label:  # its label is of the old picture's size
+        if old[2] is not None:  # kept aside when it was found
+            label = (
+                f"its label, made for the old {old[0]}×{old[1]} picture, cannot fit this "
+                f"{rec.width}×{rec.height} one: it is kept as {old[2]}, and {name} starts again "
+                "from the model's pre-label"
+            )
+        elif rec.id in annotation._invalid_label:  # its label is of the old picture's size
             label = (
                 f"its label, made for the old {old[0]}×{old[1]} picture, does not fit this "
                 f"{rec.width}×{rec.height} one: {name} starts from an empty label, and the old "

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from faceparse_app.project import ProjectError
 from faceparse_app.project_scan import RESCAN_KEY, ScanReport
-from faceparse_app.scan_texts import reencoded_text, replaced_text
+from faceparse_app.scan_texts import reencoded_text, replaced_text, set_aside_text
 from faceparse_app.widgets.busy import run_busy
 from faceparse_app.widgets.read_only_view import editable_session
 
@@ -48,10 +48,11 @@ def rescan_text(
         )
     if report.moved:
         parts.append(f"{_images(len(report.moved))} renamed (labels followed)")
-    if not parts and not report.replaced and not report.reencoded:
+    changed = [reencoded_text(report.reencoded), replaced_text(report.replaced), set_aside_text(report.set_aside)]
+    if not parts and not any(changed):
         return f"Rescanned {folder}: no new or missing images."
     said = "; ".join(parts) + "." if parts else "nothing added or missing."
-    return f"Rescanned {folder}: {said} {reencoded_text(report.reencoded)} {replaced_text(report.replaced)}".rstrip()
+    return " ".join([f"Rescanned {folder}: {said}", *filter(None, changed)])
 
 
 def rescan_folder(window: MainWindow) -> ScanReport | None:
@@ -87,6 +88,6 @@ def rescan_folder(window: MainWindow) -> ScanReport | None:
     current = session.current
     if current is not None and session.document is None and shown_before in was_missing and not current.missing:
         session.open_image(current.id)  # on screen, blank since its file went: shown again
-    level = "warning" if newly_missing or report.replaced else "info"
+    level = "warning" if newly_missing or report.replaced or report.set_aside else "info"
     window.show_message(rescan_text(project.root.name, report, newly_missing, back), level)
     return report

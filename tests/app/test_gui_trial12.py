@@ -571,7 +571,9 @@ def test_a_photo_replaced_while_the_app_runs_is_said_when_opened_and_never_expor
     assert (rec.status, rec.needs_review) == ("in_progress", True)
 
 
-def test_a_photo_cropped_under_its_label_says_the_sizes_and_keeps_the_label(qtbot, tmp_path, photos):
+def test_a_photo_cropped_under_its_label_says_the_sizes_and_keeps_the_label_aside(qtbot, tmp_path, photos):
+    # The label cannot fit the cropped photo: it is kept aside as .invalid at once (it stayed under
+    # the name before, and the photo opened empty with no pre-label to come).
     window = open_on(qtbot, tmp_path, photos)
     session = window.session
     labeled(window, PHOTOS[0])
@@ -583,7 +585,8 @@ def test_a_photo_cropped_under_its_label_says_the_sizes_and_keeps_the_label(qtbo
     session.open_image(ids(window)[PHOTOS[0]])
     message = window.message_bar.message
     assert "408×594" in message and "204×297" in message and "replaced on disk" in message
-    assert label.read_bytes() == before  # nothing lost
+    assert label.with_name(label.name + ".invalid").read_bytes() == before  # nothing lost
+    assert session.current.status == "new" and session.project.may_prelabel(session.current)
     stroke(window, 20, cls=1)
     assert session.save()
     assert label.with_name(label.name + ".invalid").read_bytes() == before
