@@ -451,11 +451,18 @@ def read_photo(path: str | os.PathLike[str]) -> np.ndarray:
 
 def read_error(exc: ImageReadError, path: str | os.PathLike[str]) -> ImageReadError:
     """The error to tell for a photo ``read_image`` could not read: for a file of 0 bytes (a
-    copy or download that did not finish) that it is empty and what to do in the app (the
-    reader says only that it is empty); else ``exc`` itself."""
+    copy or download that did not finish) that it is empty, for a file gone that its work is
+    kept, and what to do in the app (the reader says only "empty", "file not found"); else
+    ``exc`` itself."""
     try:
         if os.stat(path).st_size != 0:
             return exc
+    except FileNotFoundError:  # a missing photo clicked in the list: "file not found" said little
+        return ImageReadError(
+            f"{os.fspath(path)}: the photo is gone from the folder (deleted, renamed or moved away); "
+            f"what was labeled on it is kept and comes back with it, under any name: put it back, "
+            f"then Rescan folder ({RESCAN_KEY})."
+        )
     except OSError:
         return exc
     return ImageReadError(

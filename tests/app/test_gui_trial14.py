@@ -121,7 +121,10 @@ def test_a_photo_moved_over_another_takes_its_label_there_and_the_other_label_wa
     message = again.message_bar.message
     assert "1.jpg → 2.jpg" in message and "gone from the folder" in message and ".gone" not in message
     assert not again.session.open_image(gone.id)
-    assert again.message_bar.message.startswith("Cannot open 2.jpg:")
+    assert again.message_bar.message.startswith(  # it said "file not found", and of .gone/2/2.jpg
+        "Cannot open 2.jpg: the photo is gone from the folder (deleted, renamed or moved away); what "
+        "was labeled on it is kept and comes back with it, under any name"
+    )
 
 
 def test_two_photos_swapped_while_open_keep_their_labels_when_one_is_opened_before_a_rescan(
