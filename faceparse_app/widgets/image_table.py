@@ -126,6 +126,8 @@ class ImageTableModel(QAbstractTableModel):
         """Show these images; only rows whose record or problem changed are repainted."""
         records = list(records)
         new = {r.id: r for r in records}
+        if any(r.missing and r.shown_name != r.relpath for r in records):  # beside its name's photo
+            records.sort(key=lambda r: (r.shown_name, r.missing))
         order = [r.id for r in records]
         changed = [
             i for i in order

@@ -117,6 +117,8 @@ def test_a_photo_moved_over_another_takes_its_label_there_and_the_other_label_wa
     table = again.image_list.model
     assert table.text(gone.id, Column.NAME) == "2.jpg (gone, name reused)"
     assert table.text(moved.id, Column.NAME) == "2.jpg"
+    order = [table.text(i, Column.NAME) for i in table.visible_ids()]
+    assert order == ["2.jpg", "2.jpg (gone, name reused)", "3.jpg"]  # beside the photo of its name
     assert "2.jpg is missing from the project folder; its name now holds another photo" in table.tooltip(gone.id)
     message = again.message_bar.message
     assert "1.jpg → 2.jpg" in message and "gone from the folder" in message and ".gone" not in message
