@@ -166,8 +166,9 @@ def photo_message(relpath: str, findings: Sequence[Finding]) -> str:
 
 # What each kind means, said in the window after the findings.
 EXPLAINED = {
-    MISFIT: "Its label was made for another picture of this name (cropped, turned or replaced): "
-    "the file is kept as it is until you edit the photo, then kept aside as .invalid.",
+    MISFIT: "Its label file is not of this photo's size (put there by another program?): the file "
+    "is kept as it is until you edit the photo, then kept aside as .invalid. (A photo cropped or "
+    "replaced in the folder has its old label kept aside when the app finds it.)",
     SWAPPED: "LaPa's left eye and eyebrow are the ones on the viewer's left (the person's right).",
     PINHOLE: "A pinhole is a few unlabeled pixels inside the face (fill them).",
     STRAY: "A stray piece is a part painted far from that part.",
