@@ -38,3 +38,20 @@ def test_one_split_of_an_export_says_to_pass_the_dataset_root(tmp_path: Path) ->
     assert str(export) in str(caught.value).split("pass its parent", 1)[1]
     with pytest.raises(FaceParseError, match="pass its parent"):
         open_split(export / "train", "train")
+
+
+def test_evaluate_on_an_export_with_every_label_in_train_names_where_they_are(
+    parser_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """The app's export of 4 labels puts all 4 in train and leaves val/ and test/ empty:
+    `evaluate` said only 'exp/test/images: no images to score'."""
+    from tests.trainer.cli_trial_helpers import run, small_lapa
+
+    data = small_lapa(tmp_path / "exp")
+    for split in ("val", "test"):
+        for path in (data / split / "images").glob("*"):
+            path.unlink()
+        (data / split / "images").mkdir(parents=True, exist_ok=True)
+    code, _, err = run(capsys, "evaluate", str(parser_ckpt), "--data", str(data), "--device", "cpu")
+    assert code == 2 and "Traceback" not in err
+    assert "no images to score" in err and "train (4)" in err and "--val-fraction" in err
