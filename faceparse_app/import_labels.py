@@ -37,6 +37,7 @@ writes instead of deriving them.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -53,6 +54,7 @@ from faceparse_app.scan_texts import name_list
 from trainer.data.imageio import atomic_write_bytes, read_label
 from trainer.errors import LabelMapError
 from trainer.labels import CELEBAMASK, LAPA, celebamask_to_lapa
+from trainer.predict_folder import FACES_NAME
 
 __all__ = ["FORMATS", "ImportReport", "import_held", "import_labels"]
 
@@ -102,6 +104,7 @@ class ImportReport:
     kept: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     landmarks: int = 0
+    predicted_by: str | None = None
     held: list[tuple[ImageRecord, LabelFile]] = field(default_factory=list)
 
     def message(self, folder: str, most: int = 5) -> str:
@@ -109,6 +112,8 @@ class ImportReport:
         parts = [f"Imported {SOURCE_NAMES[self.source]} from {folder}: {len(self.imported)} imported"]
         if self.imported:
             parts[0] += ", marked labeled and needs review (Show: needs review): check each and mark it reviewed"
+        if self.imported and self.predicted_by:
+            parts[0] += f" ({self.predicted_note()})"
         if self.kept:
             parts.append(f"kept the label already there (yours, or imported before) on {len(self.kept)} ({name_list(self.kept, most)})")
         # Label files for photos not in the project (a whole dataset against a few photos) are
@@ -129,9 +134,17 @@ class ImportReport:
         head += f", kept {len(self.kept)}, skipped {len(self.skipped)}"
         return [
             head,
+            *([self.predicted_note()] if self.predicted_by else []),
             *(f"kept the label already there: {p}" for p in self.kept),
             *(f"skipped {n}: {why}" for n, why in self.skipped),
         ]
+
+
+    def predicted_note(self) -> str:
+        return (
+            f"a model's predictions, written by faceparse predict with {self.predicted_by}: kept as "
+            "that model's labels, not hand labels, so no fine-tune scores itself against them"
+        )
 
 
 def import_labels(
@@ -179,7 +192,7 @@ def import_labels(
             f"{src}: no label PNGs found (expected LaPa labels/<name>.png, a LaPa tree, a FaceParse "
             "Studio export or CelebAMask-HQ masks/<id>.png)"
         )
-    report = ImportReport(source)
+    report = ImportReport(source, predicted_by=_predicted_by(src))
     matched = _match(project, files, report)
     for done, (rec, label_file) in enumerate(matched, 1):
         if rec.id == hold:
@@ -338,7 +351,10 @@ def _import_one(project: Project, rec: ImageRecord, lf: LabelFile, source: str, 
         label = read_label(lf.path, num_classes=classes, expected_size=(rec.height, rec.width))
         if source == "celebamask":
             label = celebamask_to_lapa(label)
-        project.save_label(rec, label, status="labeled", imported=True)
+        # A model's guess stays the model's (label_source "model"): fine-tuning never holds it out
+        # as a hand label, and an export warns of it in val/test.
+        guessed_by = f"predict:{report.predicted_by}" if report.predicted_by else None
+        project.save_label(rec, label, status="labeled", imported=True, model_version=guessed_by)
     except (LabelMapError, ProjectError) as exc:
         reason = str(exc).removeprefix(f"{lf.path}: ")
         if source == "lapa" and "out of range" in reason and int(np.max(_values(lf.path))) < CELEBAMASK.num_classes:
@@ -355,6 +371,18 @@ def _import_one(project: Project, rec: ImageRecord, lf: LabelFile, source: str, 
                 report.landmarks += 1
             except OSError as exc:
                 log.warning("could not keep the landmarks of %s: %s", rec.relpath, exc)
+
+
+def _predicted_by(folder: Path) -> str | None:
+    """The checkpoint's file name when ``folder`` is `faceparse predict`'s output (its faces.json
+    names the model), else None."""
+    try:
+        model = json.loads((folder / FACES_NAME).read_text("utf-8"))["model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(model, dict):
+        return None
+    return Path(str(model.get("path") or "an unnamed model")).name
 
 
 def _values(path: Path) -> np.ndarray:

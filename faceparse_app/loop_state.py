@@ -388,3 +388,17 @@ class LoopState:
         self._set_running("finetune")
         self.retraining.emit()
         self.finetune_requested.emit(request)
+
+
+def kept_aside_message(version: ModelVersion) -> str:
+    """The bar's word on a fine-tuned version the gate kept aside: it scored below the model in
+    use, or no hand-labeled face could score it (accepted pre-labels and imported predictions
+    are a model's own output)."""
+    if version.metrics.get("mean_f1") is None:
+        why = (
+            "was published not validated: no face labeled or corrected by hand could be held out "
+            "to score it, so it was kept aside and not made active"
+        )
+    else:
+        why = "scored below the model in use on your hand-labeled faces, so it was kept but not made active"
+    return f"Model {version.id} {why} (Training panel: activate it to use it anyway)."

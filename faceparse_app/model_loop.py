@@ -29,7 +29,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from faceparse_app.face_loop import STROKE_RETRY_MS, FaceLoop
-from faceparse_app.loop_state import LoopState
+from faceparse_app.loop_state import LoopState, kept_aside_message
 from faceparse_app.model_store import ModelStore, ModelStoreError
 from faceparse_app.prelabel_queue import PrelabelQueue
 from faceparse_app.prelabel_refresh import PrelabelRefresher
@@ -260,12 +260,7 @@ class ModelLoop(QObject):
         self._show_store()
         active = self.store.active("parser") if self.store is not None else None
         if kind == "finetune" and version is not None and (active is None or active.id != version.id):
-            # It scored below the parser in use on the hand-labeled faces: kept, not swapped in.
-            self.message.emit(
-                f"Model {version.id} scored below the model in use on your hand-labeled faces, so "
-                f"it was kept but not made active (Training panel: activate it to use it anyway).",
-                "warning",
-            )
+            self.message.emit(kept_aside_message(version), "warning")  # the gate kept it out
         elif kind == "finetune" and version is not None:
             refresh = self._use_active_model()
             self.message.emit(

@@ -462,7 +462,7 @@ class Project(StoreRows):
             ]
             if imported or (status in FINISHED and status != rec.status):
                 sets.append(f"needs_review={int(imported)}")
-            if imported:
+            if imported and version is None:
                 sets.append("model_version=NULL")
             if add_seconds and np.isfinite(add_seconds) and add_seconds > 0:
                 sets.append("active_seconds=active_seconds+?")

@@ -197,7 +197,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = open_split(args.data, args.split)
     if len(dataset) == 0:  # a table of n/a would read like a result
         folder = getattr(dataset, "images_dir", None) or getattr(dataset, "root", args.data)
-        raise FaceParseError(f"{folder}: no images to score (split {args.split!r})")
+        raise FaceParseError(f"{folder}: no images to score (split {args.split!r}){_where_images_are(Path(args.data))}")
     seen = seen_in_training(args.checkpoint, dataset)
     results = evaluate(predictor, dataset, batch_size=args.batch_size)
     results["faces_seen_in_training"] = seen
@@ -212,6 +212,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         atomic_write_bytes(args.json, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
         print(f"metrics written to {args.json}")
     return 0
+
+
+def _where_images_are(root: Path) -> str:
+    """'; the images are in train (4) ...': an export of a few labels puts them all in train."""
+    counts = {p.parent.name: sum(1 for f in p.iterdir() if f.is_file()) for p in sorted(root.glob("*/images"))}
+    held = ", ".join(f"{split} ({n})" for split, n in counts.items() if n)
+    if not held:
+        return ""
+    return (
+        f"; the images are in {held}: name that split with --split (its faces are not held out "
+        "if the model was fine-tuned on them), or export again with a larger --val-fraction / "
+        "--test-fraction (the export form's shares)"
+    )
 
 
 def _refuse_a_missing_split(root: Path, split: str) -> None:

@@ -175,7 +175,10 @@ class TrainForm(QGroupBox):
         key = self.init_combo.itemData(index)
         if key == "file":
             path, _ = QFileDialog.getOpenFileName(
-                self, "Choose a pretrained backbone", "", "Checkpoints (*.safetensors)"
+                self,
+                "Start from a checkpoint: a fine-tuned parser (faceparse finetune) or a pretrained backbone",
+                "",
+                "Checkpoints (*.safetensors)",
             )
             if path:
                 self.state.set_start_file(path)

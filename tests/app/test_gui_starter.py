@@ -64,4 +64,8 @@ def test_first_real_face_gets_a_starter_prelabel_and_training_starts_from_it(
     # starter goes on pre-labeling (until the annotator activates it, or a scored one wins).
     assert version.metrics["activated"] is False
     assert window.model_loop.store.active("parser") is None
+    # The bar over the canvas says why, as the panel does: nothing scored it (it did not score
+    # below anything).
+    said = window.message_bar.message
+    assert "scored below" not in said and "not validated" in said and version.id in said
     assert window.canvas_status.model.text() == "model starter"

@@ -29,10 +29,33 @@ def detect_format(root: str | os.PathLike[str]) -> str:
             f"{root}: a LaPa dataset without a train split (it has {', '.join(splits)}); "
             "training reads train/images and train/labels"
         )
+    _refuse_a_round_trip_folder(root)
     raise DatasetError(
         f"{root}: neither a LaPa dataset (train/images/, train/labels/) nor CelebAMask-HQ "
         "(images/ + masks/, or CelebA-HQ-img/ + CelebAMask-HQ-mask-anno/)"
     )
+
+
+def _refuse_a_round_trip_folder(root: Path) -> None:
+    """Name the folder to pass when ``root`` is a FaceParse Studio project (or its store) or one
+    split of a LaPa tree, such as the app's export; return when it is neither.
+
+    Raises:
+        DatasetError: with the command or folder to use instead.
+    """
+    # A project keeps its store in .faceparse/ (the app's layout, read by path: no app import).
+    project = root.parent if root.name == ".faceparse" else root
+    if (project / ".faceparse" / "project.sqlite").is_file():
+        raise DatasetError(
+            f"{root}: a FaceParse Studio project, not a dataset: export its labels first "
+            f"(`faceparse-studio export {project} OUT`, or File -> Export LaPa... in the app), "
+            "then pass OUT"
+        )
+    if (root / "images").is_dir() and (root / "labels").is_dir():
+        raise DatasetError(
+            f"{root}: one split of a LaPa dataset ({root.name}/images, {root.name}/labels); "
+            f"pass its parent {root.parent}"
+        )
 
 
 def open_split(root: str | os.PathLike[str], split: str) -> NamedSamples:
@@ -45,6 +68,7 @@ def open_split(root: str | os.PathLike[str], split: str) -> NamedSamples:
     if not root.is_dir():
         raise FaceParseError(f"{root}: dataset folder not found")
     if not (root / split / "images").is_dir():
+        _refuse_a_round_trip_folder(root)
         try:
             fmt = detect_format(root)
         except FaceParseError:
