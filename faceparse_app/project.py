@@ -282,7 +282,7 @@ class Project(StoreRows):
         not taken as photos.
         """
         report = scan_images(self)
-        self.dataset_labels, self.moved = report.dataset_labels, dict(report.moved + report.reencoded)
+        self.dataset_labels, self.moved = report.dataset_labels, dict(report.relinked)
         self.last_scan = report
         self.scans += 1
         return report
@@ -430,7 +430,7 @@ class Project(StoreRows):
                 check_label(label, path, num_classes=NUM_CLASSES, expected_size=expected)
             if rec.missing:
                 raise ProjectError(
-                    f"{self.image_path(rec)} is missing from the folder; its label was not saved"
+                    f"{self.root / rec.shown_name} is missing from the folder; its label was not saved."
                 )
             if model_version is not None and not self.may_prelabel(rec):
                 raise ProjectError(

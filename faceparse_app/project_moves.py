@@ -37,9 +37,26 @@ log = logging.getLogger(__name__)
 ASIDE = ".gone"  # rows that gave their name up: hidden names, never a photo's (list_images)
 
 
-def aside_relpath(row_id: int, relpath: str) -> str:
+def aside_relpath(row_id: int | str, relpath: str) -> str:
     """The name a row gives its name up for: under a hidden folder, unique by its id."""
     return f"{ASIDE}/{row_id}/{relpath}"
+
+
+def free_aside(project: Project, row: tuple, relpath: str) -> str:
+    """:func:`aside_relpath` of ``row`` (relpath, id, …, label_size, label_mtime_ns), with a
+    suffix while that name holds another label file: a store rebuilt without its backups
+    numbers its rows again, and an earlier row's kept label is never written over. A file with
+    this row's own stamp is its label, moved there by a scan killed before its transaction."""
+    own, n = (row[7], row[8]), 1
+    while True:
+        name = aside_relpath(row[1] if n == 1 else f"{row[1]}-{n}", relpath)
+        try:
+            stat = project.label_file(name).stat()
+        except OSError:
+            return name
+        if (stat.st_size, stat.st_mtime_ns) == own:
+            return name
+        n += 1
 
 
 def shown_name(relpath: str) -> str:

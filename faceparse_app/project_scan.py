@@ -26,7 +26,7 @@ from PIL import Image
 
 from faceparse_app.project_moves import (
     FRESH_START,
-    aside_relpath,
+    free_aside,
     label_now,
     match_moves,
     match_reencoded,
@@ -88,6 +88,7 @@ class ScanReport:
     replaced: list[str] = field(default_factory=list)
     dataset_labels: dict[str, int] = field(default_factory=dict)
     reencoded: list[tuple[str, str]] = field(default_factory=list)
+    relinked: dict[str, str] = field(default_factory=dict)  # every row's old relpath -> new
     set_aside: list[tuple[str, Path]] = field(default_factory=list)
 
 
@@ -164,7 +165,7 @@ def scan_images(project: Project) -> ScanReport:
     moving = {row[0]: relpath for relpath, row in claims.items()}
     # A name another known picture took whose own picture is nowhere: its row gives it up,
     # kept missing under a hidden name with its label (project_moves).
-    aside = {aside_relpath(rows[p][1], p): rows[p] for p in yielded(claims, held)}
+    aside = {free_aside(project, rows[p], p): rows[p] for p in yielded(claims, held)}
     # A photo saved in another format under its name (a.png -> a.jpg, same size): its label
     # follows, for review like a picture replaced under its name.
     gone = [r for rs in vacated.values() for r in rs if r[0] not in on_disk and r[0] not in moving]
@@ -199,10 +200,11 @@ def scan_images(project: Project) -> ScanReport:
                 (relpath, stat.st_size, stat.st_mtime_ns, size[0], size[1], now, row[1]),
             )
         )
+        report.relinked[row[0]] = relpath
         if relpath in reencoded:
             moves.append(reencoded_update(row, found[relpath][0], now))
             report.reencoded.append((shown_name(row[0]), relpath))
-        else:
+        elif shown_name(row[0]) != relpath:  # else a gone photo back under its own name: no rename
             report.moved.append((shown_name(row[0]), relpath))
     for relpath, row in aside.items():
         updates.insert(0, ("UPDATE images SET relpath=?, missing=1, updated_at=? WHERE id=?", (relpath, now, row[1])))

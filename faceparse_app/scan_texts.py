@@ -105,8 +105,8 @@ def kept_text(gone: Sequence[str], when: str) -> str:
     n = len(gone)
     return (
         f"{n} labeled or started image{'s are' if n != 1 else ' is'} gone from the folder {when} "
-        f"({name_list(gone)}): {'their labels are' if n != 1 else 'its label is'} kept "
-        "and come back when the files do, under any name; until then the export leaves "
+        f"({name_list(gone)}): {'their labels are kept and come back when the files do' if n != 1 else 'its label is kept and comes back when the file does'}, "
+        "under any name; until then the export leaves "
         f"{'them' if n != 1 else 'it'} out."
     )
 

@@ -64,8 +64,7 @@ def rescan_folder(window: MainWindow) -> ScanReport | None:
     project = session.project
     # Edits on screen go to disk first: the scan may move the label of an image renamed meanwhile.
     session.save()
-    was_missing = {r.shown_name for r in session.records() if r.missing}  # as the scan says them
-    shown_before = session.current.shown_name if session.current is not None else None
+    was_missing = {r.id: r.shown_name for r in session.records() if r.missing}  # by row: names repeat
     try:
         report = run_busy(
             window, f"Rescanning {project.root.name}: looking for new and changed images…", project.scan
@@ -83,10 +82,11 @@ def rescan_folder(window: MainWindow) -> ScanReport | None:
             pass
     window._refresh_records()
     window.model_loop.score_unfinished()  # the new images get their place in "least sure"
-    newly_missing = [p for p in report.missing if p not in was_missing]
-    back = sorted(was_missing - set(report.missing) - {old for old, _ in report.moved})
+    after = session.records()
+    newly_missing = sorted(r.shown_name for r in after if r.missing and r.id not in was_missing)
+    back = sorted(r.relpath for r in after if not r.missing and was_missing.get(r.id) == r.relpath)
     current = session.current
-    if current is not None and session.document is None and shown_before in was_missing and not current.missing:
+    if current is not None and session.document is None and current.id in was_missing and not current.missing:
         session.open_image(current.id)  # on screen, blank since its file went: shown again
     level = "warning" if newly_missing or report.replaced or report.set_aside else "info"
     window.show_message(rescan_text(project.root.name, report, newly_missing, back), level)

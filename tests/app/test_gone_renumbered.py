@@ -188,3 +188,18 @@ def test_a_photo_saved_in_another_format_while_open_is_said_on_rescan(qtbot, tmp
     rec = project.find("1.png")
     assert (rec.status, rec.needs_review) == ("in_progress", True)
     np.testing.assert_array_equal(project.load_label(rec), first)
+
+
+def test_a_label_kept_aside_by_an_earlier_store_is_never_written_over(four_labeled):
+    # A store rebuilt without its backups numbers its rows again: the name a row gives up
+    # (.gone/<id>/2.jpg) may hold the label an earlier row left there, not to be written over.
+    folder, labels = four_labeled
+    with Project.open(folder) as project:
+        row_id = project.find("2.jpg").id
+        earlier = project.label_file(f".gone/{row_id}/2.jpg")
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"an earlier row's label")
+    _delete_and_close_the_gap(folder)
+    with Project.open(folder) as project:
+        _assert_followed(project, labels)
+        assert earlier.read_bytes() == b"an earlier row's label"
